@@ -1,0 +1,39 @@
+"""The `climatik` command line: one argparse program with a subcommand per job.
+
+Subcommands register themselves through small `add_*_parser` functions that import their heavy
+machinery only when they run, so `climatik --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from climatik import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="climatik",
+        description=(
+            "Keep LLM inference on Kubernetes inside power, thermal and carbon budgets. "
+            "Run `climatik simulate` to see what it would do in a simulated datacenter."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"climatik {__version__}")
+    parser.add_subparsers(dest="command", metavar="COMMAND")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    status: int = handler(args)
+    return status

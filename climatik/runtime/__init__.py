@@ -1,0 +1,1 @@
+"""The controller process: manager, leader gating, HTTP server and metric definitions."""
