@@ -23,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"climatik {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Each subcommand module exposes `add_<name>_parser(subparsers)`, which sets `handler`
+    # (a callable taking the parsed args and returning an exit status) as a default.
+    del subparsers
     return parser
 
 
