@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Builds the real Kubernetes control plane used by `climatik dev-cluster` and the integration
+# tests (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, prometheus,
+# promtool) from the Go modules pinned beside this script, and extracts third-party CRDs (KEDA,
+# KServe, VPA) from their own Go modules. There is no Docker here, so we compile the parts.
+#
+# Results land in ${XDG_CACHE_HOME:-$HOME/.cache}/climatik/{bin,crds}/<version-set>/, where the
+# version set is a digest of every pin; a run that finds everything present does nothing.
+#
+# Usage: build.sh            build what is missing (the first run takes 20+ minutes on 2 cores)
+#        build.sh --print    print bin_dir=, crd_dir=, kwok_stages= and exit, building nothing
+#        build.sh --check    exit 0 when everything is present, 1 otherwise
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/climatik"
+
+# Third-party CRDs: module@version and the file inside the module. The KServe module list is
+# refused by the proxy, but individual versions are served; v0.20.0 is the newest one served.
+crd_pins=(
+  "github.com/kedacore/keda/v2@v2.21.0 config/crd/bases/keda.sh_scaledobjects.yaml"
+  "github.com/kserve/kserve@v0.20.0 config/crd/full/serving.kserve.io_inferenceservices.yaml"
+  "k8s.io/autoscaler/vertical-pod-autoscaler@v1.8.1 deploy/vpa-v1-crd-gen.yaml"
+)
+kube_version="v1.37.2"
+prometheus_version="3.16.0" # github.com/prometheus/prometheus v0.316.0
+# kwok's binary runs no stage unless given one; these are the stages kwokctl installs by default
+# (nodes become Ready and keep a lease, pods become Running), taken from the pinned kwok module.
+kwok_stages=(
+  kustomize/stage/node/fast/node-initialize.yaml
+  kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml
+  kustomize/stage/pod/fast/pod-ready.yaml
+  kustomize/stage/pod/fast/pod-complete.yaml
+  kustomize/stage/pod/fast/pod-delete.yaml
+)
+binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok prometheus promtool)
+modules=(etcd kube kwok prometheus)
+
+# The version set changes whenever a pin, a build flag or the Go toolchain changes, and never
+# because this script's prose changed, so editing comments does not force a 20-minute rebuild.
+go_version="$(go env GOVERSION)"
+version_set="$(
+  {
+    for m in "${modules[@]}"; do cat "$here/$m/go.mod" "$here/$m/go.sum"; done
+    cat "$here/etcd/cmd/etcd/main.go"
+    printf '%s\n' "${crd_pins[@]}" "$kube_version" "$prometheus_version" "$go_version" "flags:trimpath,s,w,cgo0"
+  } | sha256sum | cut -c1-12
+)"
+version_set="k8s-${kube_version}-${version_set}"
+bin_dir="$cache_root/bin/$version_set"
+crd_dir="$cache_root/crds/$version_set"
+stages_file="$cache_root/kwok-stages/$version_set/stages.yaml"
+
+crd_file_name() { basename "${1#* }"; }
+module_dir() { go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'; }
+
+all_present() {
+  local b p
+  for b in "${binaries[@]}"; do [[ -x "$bin_dir/$b" ]] || return 1; done
+  for p in "${crd_pins[@]}"; do [[ -s "$crd_dir/$(crd_file_name "$p")" ]] || return 1; done
+  [[ -s "$stages_file" ]]
+}
+
+case "${1:-}" in
+  --print) printf 'bin_dir=%s\ncrd_dir=%s\nkwok_stages=%s\nversion_set=%s\n' \
+    "$bin_dir" "$crd_dir" "$stages_file" "$version_set"; exit 0 ;;
+  --check) all_present; exit $? ;;
+  "") ;;
+  *) echo "usage: $0 [--print|--check]" >&2; exit 2 ;;
+esac
+
+if all_present; then
+  echo "control-plane: $version_set already built in $bin_dir"
+  exit 0
+fi
+
+start=$(date +%s)
+log() { printf '[control-plane %s +%ss] %s\n' "$(date -u +%H:%M:%S)" "$(($(date +%s) - start))" "$*"; }
+
+mkdir -p "$bin_dir" "$crd_dir" "$(dirname "$stages_file")"
+# Two builds at once (tox and a developer) would fight over the same outputs.
+exec 9>"$cache_root/build.lock"
+if ! flock -n 9; then
+  log "another build holds $cache_root/build.lock; waiting"
+  flock 9
+fi
+if all_present; then log "built by the other run"; exit 0; fi
+
+# 2 cores are shared with other work: bound parallelism and never let `go` fetch a toolchain.
+export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -mod=mod -buildvcs=false"
+export GOMAXPROCS="${CLIMATIK_BUILD_PROCS:-2}"
+build_flags=(-p "$GOMAXPROCS" -trimpath)
+
+# go build writes into a scratch dir first so an interrupted build never leaves a half binary
+# that the all_present check would trust.
+scratch="$(mktemp -d "$bin_dir/.build.XXXXXX")"
+trap 'rm -rf "$scratch"' EXIT
+
+missing() { local b; for b in "$@"; do [[ -x "$bin_dir/$b" ]] || return 0; done; return 1; }
+install_bins() { local b; for b in "$@"; do mv -f "$scratch/$b" "$bin_dir/$b"; done; }
+
+log "version set $version_set ($go_version); output $bin_dir"
+
+if missing etcd; then
+  log "building etcd (go.etcd.io/etcd/server/v3 $(awk '/etcd\/server\/v3 /{print $NF}' "$here/etcd/go.mod"))"
+  (cd "$here/etcd" && go build "${build_flags[@]}" -ldflags='-s -w' -o "$scratch/etcd" ./cmd/etcd)
+  install_bins etcd
+  log "built etcd"
+fi
+
+if missing kube-apiserver kube-controller-manager kube-scheduler kubectl; then
+  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl ($kube_version; the long one)"
+  minor="${kube_version#v1.}"; minor="${minor%%.*}"
+  kube_ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    kube_ldflags+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    kube_ldflags+=" -X $pkg.gitTreeState=clean"
+  done
+  # One invocation shares the compilation of the common packages between the four commands.
+  (cd "$here/kube" && go build "${build_flags[@]}" -ldflags="$kube_ldflags" -o "$scratch/" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+  install_bins kube-apiserver kube-controller-manager kube-scheduler kubectl
+  log "built kube-apiserver, kube-controller-manager, kube-scheduler, kubectl"
+fi
+
+if missing kwok; then
+  log "building kwok (sigs.k8s.io/kwok $(awk '/sigs.k8s.io\/kwok /{print $NF}' "$here/kwok/go.mod"))"
+  (cd "$here/kwok" && go build "${build_flags[@]}" -ldflags='-s -w' -o "$scratch/" sigs.k8s.io/kwok/cmd/kwok)
+  install_bins kwok
+  log "built kwok"
+fi
+
+if missing prometheus promtool; then
+  log "building prometheus, promtool ($prometheus_version)"
+  prom_ldflags="-s -w -X github.com/prometheus/common/version.Version=$prometheus_version"
+  if (cd "$here/prometheus" && go build "${build_flags[@]}" -ldflags="$prom_ldflags" -o "$scratch/" \
+    github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool); then
+    install_bins prometheus promtool
+    log "built prometheus, promtool"
+  elif [[ -x /usr/bin/prometheus && -x /usr/bin/promtool ]]; then
+    log "prometheus did not build from the module; falling back to Debian's /usr/bin/prometheus"
+    ln -sf /usr/bin/prometheus "$bin_dir/prometheus"
+    ln -sf /usr/bin/promtool "$bin_dir/promtool"
+  else
+    log "prometheus did not build; install Debian's package (apt-get install prometheus) and rerun"
+    exit 1
+  fi
+fi
+
+for p in "${crd_pins[@]}"; do
+  mod="${p%% *}" file="${p#* }"
+  dest="$crd_dir/$(crd_file_name "$p")"
+  [[ -s "$dest" ]] && continue
+  log "fetching CRD $file from $mod"
+  dir="$(module_dir "$mod")"
+  if [[ -z "$dir" || ! -s "$dir/$file" ]]; then
+    log "module $mod has no $file"
+    exit 1
+  fi
+  install -m 0644 "$dir/$file" "$dest.tmp" && mv -f "$dest.tmp" "$dest"
+done
+
+if [[ ! -s "$stages_file" ]]; then
+  kwok_mod="sigs.k8s.io/kwok@$(awk '/sigs.k8s.io\/kwok /{print $NF}' "$here/kwok/go.mod")"
+  log "extracting kwok's default stages from $kwok_mod"
+  dir="$(module_dir "$kwok_mod")"
+  for f in "${kwok_stages[@]}"; do cat "$dir/$f"; printf '\n---\n'; done > "$stages_file.tmp"
+  mv -f "$stages_file.tmp" "$stages_file"
+fi
+
+all_present
+log "done: $version_set in $bin_dir and $crd_dir"
