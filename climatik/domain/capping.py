@@ -1,0 +1,232 @@
+"""What the replica-ceiling policies consume and produce.
+
+A power-capping decision reads one capped scope (a PowerCappingConfig: its cap, its measured
+power, the targets it scales, the racks they run on) and writes one new `maxReplicaCount` per
+target with an action and a reason in words. These types are shared by the live controller and
+the twin, so both feed the policies exactly the same shapes.
+
+Guarantees: every value is frozen; "no data" is `None`, never zero (a missing measurement must
+never look like an idle service); watts and replica counts are validated on construction.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+
+
+class CeilingAction(enum.StrEnum):
+    """What a decision did to a target's ceiling."""
+
+    HOLD = "hold"
+    """The ceiling stays as it is."""
+    LOWER = "lower"
+    """The ceiling goes down (power or rack pressure)."""
+    RAISE = "raise"
+    """The ceiling goes up but stays below the user's own maximum."""
+    RESTORE = "restore"
+    """The ceiling returns to the user's own maximum."""
+    SAFE = "safe"
+    """Data has been missing for too long: the configured safe ceiling applies."""
+
+
+def _check_optional_watts(name: str, value: float | None) -> None:
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        msg = f"{name} must be a finite number of watts >= 0 or None (no data), got {value}"
+        raise ValueError(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetObservation:
+    """One scaled workload (a KEDA ScaledObject or an InferenceService) as measured now."""
+
+    name: str
+    current_replicas: int
+    min_replicas: int
+    user_max_replicas: int
+    """The user's own ceiling (remembered in an annotation while Climatik lowers it)."""
+    applied_max_replicas: int
+    """The ceiling in force now (`spec.maxReplicaCount`)."""
+    watts: float | None
+    """Power drawn by the target's pods; `None` when the query returned no usable data."""
+    tokens_per_s: float | None = None
+    """Generated tokens per second over the same pods; `None` when unknown."""
+
+    def __post_init__(self) -> None:
+        if self.min_replicas < 0 or self.current_replicas < 0:
+            msg = f"{self.name}: replica counts must be >= 0"
+            raise ValueError(msg)
+        if self.user_max_replicas < self.min_replicas:
+            msg = (
+                f"{self.name}: user max replicas ({self.user_max_replicas}) is below "
+                f"min replicas ({self.min_replicas})"
+            )
+            raise ValueError(msg)
+        _check_optional_watts(f"{self.name}: watts", self.watts)
+        if self.tokens_per_s is not None and not (
+            math.isfinite(self.tokens_per_s) and self.tokens_per_s >= 0
+        ):
+            msg = f"{self.name}: tokens_per_s must be >= 0 or None, got {self.tokens_per_s}"
+            raise ValueError(msg)
+
+    @property
+    def tokens_per_joule(self) -> float | None:
+        """Tokens per joule (tokens per second per watt), when both are known."""
+        if self.tokens_per_s is None or self.watts is None or self.watts <= 0:
+            return None
+        return self.tokens_per_s / self.watts
+
+
+@dataclass(frozen=True, slots=True)
+class RackObservation:
+    """One rack the capped targets run on, with its limits.
+
+    `replica_headroom` is how many more replicas of the capped targets the rack can take before
+    it reaches its power or temperature limit (the caller converts watts and degrees into replica
+    units, because only it knows which pods run where); `None` means unknown (no rack data), and
+    0 means the rack is at or over a limit.
+    """
+
+    rack_id: str
+    watts: float | None = None
+    max_watts: float | None = None
+    inlet_c: float | None = None
+    max_inlet_c: float | None = None
+    replica_headroom: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_optional_watts(f"rack {self.rack_id}: watts", self.watts)
+        if self.replica_headroom is not None and self.replica_headroom < 0:
+            msg = f"rack {self.rack_id}: replica_headroom must be >= 0"
+            raise ValueError(msg)
+
+    @property
+    def at_limit(self) -> bool:
+        """True when a measured rack power or temperature has reached its limit."""
+        power_hit = (
+            self.watts is not None and self.max_watts is not None and self.watts >= self.max_watts
+        )
+        heat_hit = (
+            self.inlet_c is not None
+            and self.max_inlet_c is not None
+            and self.inlet_c >= self.max_inlet_c
+        )
+        return power_hit or heat_hit or self.replica_headroom == 0
+
+    @property
+    def approaching_limit(self) -> bool:
+        """True at 80 % or more of a rack's power limit, or within 1 °C of its temperature limit."""
+        power_near = (
+            self.watts is not None
+            and self.max_watts is not None
+            and self.watts >= 0.8 * self.max_watts
+        )
+        heat_near = (
+            self.inlet_c is not None
+            and self.max_inlet_c is not None
+            and self.inlet_c >= self.max_inlet_c - 1.0
+        )
+        return power_near or heat_near
+
+
+@dataclass(frozen=True, slots=True)
+class CapObservation:
+    """One capped scope: a cap, the power measured under it, its targets and their racks."""
+
+    scope: str
+    cap_w: float
+    measured_w: float | None
+    """Total power of the scope (targets plus anything else under the cap); `None`: no data."""
+    targets: tuple[TargetObservation, ...]
+    racks: tuple[RackObservation, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.cap_w) and self.cap_w > 0):
+            msg = f"{self.scope}: cap_w must be a positive number of watts, got {self.cap_w}"
+            raise ValueError(msg)
+        _check_optional_watts(f"{self.scope}: measured_w", self.measured_w)
+        names = [t.name for t in self.targets]
+        if len(set(names)) != len(names):
+            msg = f"{self.scope}: target names must be unique, got {names}"
+            raise ValueError(msg)
+
+    @property
+    def utilisation(self) -> float | None:
+        """Measured power as a share of the cap, or `None` without data."""
+        return None if self.measured_w is None else self.measured_w / self.cap_w
+
+    @property
+    def rack_replica_headroom(self) -> int | None:
+        """More replicas the racks admit in total, or `None` when no rack reports headroom."""
+        known = [r.replica_headroom for r in self.racks if r.replica_headroom is not None]
+        if not known:
+            return None
+        return sum(known)
+
+
+@dataclass(frozen=True, slots=True)
+class CeilingDecision:
+    """The new ceiling of one target and why."""
+
+    target: str
+    previous_max_replicas: int
+    new_max_replicas: int
+    action: CeilingAction
+    reason: str
+    planned_watts: float | None = None
+    """Watts the new ceiling allows if every replica draws the learned estimate."""
+
+    @property
+    def changed(self) -> bool:
+        """True when the ceiling must be written (decisions are idempotent otherwise)."""
+        return self.new_max_replicas != self.previous_max_replicas
+
+
+@dataclass(frozen=True, slots=True)
+class TargetLearnerState:
+    """What the headroom policy remembers about one target between decisions."""
+
+    watts_per_replica: float | None = None
+    """Robust estimate of one replica's power at the load it has been seen to reach."""
+    samples: int = 0
+    last_data_s: float | None = None
+    """When usable watts were last seen for this target (the policy's `now_s` clock)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CappingState:
+    """Everything a ceiling policy carries from one decision to the next.
+
+    The policy returns a new state instead of mutating anything, so it stays pure and a
+    controller restart only costs relearning.
+    """
+
+    targets: dict[str, TargetLearnerState] = field(default_factory=dict)
+    last_scope_data_s: float | None = None
+    no_data_since_s: float | None = None
+    """When the current gap in the scope's power data began; `None` while data flows."""
+
+
+@dataclass(frozen=True, slots=True)
+class CeilingPlan:
+    """The outcome of one ceiling decision for a scope."""
+
+    scope: str
+    decisions: tuple[CeilingDecision, ...]
+    state: CappingState
+    budget_w: float | None = None
+    """Watts the plan allowed the targets (after margin and untargeted load), when computed."""
+    reason: str = ""
+
+    def ceiling(self, target: str) -> int:
+        """The new ceiling of `target` (raises KeyError for an unknown name)."""
+        for decision in self.decisions:
+            if decision.target == target:
+                return decision.new_max_replicas
+        raise KeyError(target)
+
+    @property
+    def ceilings(self) -> dict[str, int]:
+        """New ceilings by target name."""
+        return {d.target: d.new_max_replicas for d in self.decisions}

@@ -1,0 +1,421 @@
+"""Replica ceilings from measured power: the heart of power capping.
+
+Two policies turn one `CapObservation` into one `CeilingPlan`:
+
+- `threshold`: the design document's rule, literally. At 80 % of the cap (or a rack approaching
+  its limits) the ceiling becomes current + 1; at 95 % (or a rack at its limits) it becomes the
+  current replica count; below 80 % it is released to the user's own maximum.
+- `headroom` (the default): learns each target's watts per replica from measurements (an
+  asymmetric moving average that rises fast and decays slowly, with outlier clipping), and sets
+  ceilings so that the learned watts of every allowed replica, plus the load under the cap that
+  no target accounts for, fit in the cap minus a safety margin. Running replicas are kept first,
+  the most efficient targets (tokens per joule) keep theirs longest; growth is shared by a
+  divisor (D'Hondt) rule weighted by efficiency and bounded per decision. A hysteresis band
+  keeps ceilings still while the estimate wobbles, and a lowered ceiling steps down gradually.
+
+Guarantees of both: ceilings stay within [min replicas, user max]; missing data (`None`) never
+lowers a ceiling; after `max_data_age_s` without data the configured safe ceiling applies.
+The functions are pure: the learner's memory travels in the returned `CappingState`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from climatik.domain.capping import (
+    CapObservation,
+    CappingState,
+    CeilingAction,
+    CeilingDecision,
+    CeilingPlan,
+    TargetLearnerState,
+    TargetObservation,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FailSafeSettings:
+    """What to do while measurements are missing."""
+
+    max_data_age_s: float = 300.0
+    """Hold the last ceilings this long without data."""
+    safe_max_replicas: int | None = None
+    """Ceiling after `max_data_age_s` (clamped to [min, user max]); `None` keeps holding."""
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdSettings:
+    """The design document's 80 % / 95 % rule."""
+
+    approach_fraction: float = 0.80
+    limit_fraction: float = 0.95
+    fail_safe: FailSafeSettings = field(default_factory=FailSafeSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class HeadroomSettings:
+    """Tuning of the headroom policy; defaults are the ones the twin's scenarios are run with."""
+
+    safety_margin_fraction: float = 0.06
+    """Share of the cap kept free for noise, measurement lag and load growth between decisions."""
+    hysteresis_fraction: float = 0.03
+    """Extra share of the cap a ceiling must clear before it is raised (keeps ceilings still)."""
+    max_step_down_replicas: int = 1
+    """At most this many replicas fewer than running per decision (graceful step-down)."""
+    step_up_replicas: int = 2
+    """Growth allowed above running replicas per decision, at least ..."""
+    step_up_fraction: float = 0.25
+    """... or this share of the running replicas, whichever is larger."""
+    rise_weight: float = 0.5
+    """Moving-average weight of a sample above the estimate (learn load increases quickly)."""
+    fall_weight: float = 0.02
+    """Weight of a sample below it (forget peaks slowly: a quiet hour must not invite a spike)."""
+    outlier_ratio: float = 3.0
+    """Samples beyond estimate x or ÷ this ratio are clipped to it."""
+    initial_watts_per_replica: float | None = None
+    """Estimate used before a target has been measured; `None`: hold such a target's ceiling."""
+    min_efficiency_share: float = 0.1
+    """A target's priority weight is at least this share of the most efficient target's."""
+    fail_safe: FailSafeSettings = field(default_factory=FailSafeSettings)
+
+
+CeilingSettings = ThresholdSettings | HeadroomSettings
+
+
+def decide_replica_ceilings(
+    observation: CapObservation,
+    settings: CeilingSettings,
+    state: CappingState,
+    now_s: float,
+) -> CeilingPlan:
+    """Decide the next ceilings of every target of one capped scope.
+
+    `now_s` is any monotonic clock in seconds (the controller's loop time or the twin's simulated
+    time); it only measures how long data has been missing.
+    """
+    if isinstance(settings, ThresholdSettings):
+        return _decide_threshold(observation, settings, state, now_s)
+    return _decide_headroom(observation, settings, state, now_s)
+
+
+def _clamp(value: int, target: TargetObservation) -> int:
+    return max(target.min_replicas, min(target.user_max_replicas, value))
+
+
+def _action(previous: int, new: int, target: TargetObservation) -> CeilingAction:
+    if new == previous:
+        return CeilingAction.HOLD
+    if new < previous:
+        return CeilingAction.LOWER
+    if new == target.user_max_replicas:
+        return CeilingAction.RESTORE
+    return CeilingAction.RAISE
+
+
+def _decision(
+    target: TargetObservation, new: int, reason: str, planned_w: float | None = None
+) -> CeilingDecision:
+    new = _clamp(new, target)
+    return CeilingDecision(
+        target=target.name,
+        previous_max_replicas=target.applied_max_replicas,
+        new_max_replicas=new,
+        action=_action(target.applied_max_replicas, new, target),
+        reason=reason,
+        planned_watts=planned_w,
+    )
+
+
+def _missing_data_plan(
+    observation: CapObservation,
+    fail_safe: FailSafeSettings,
+    state: CappingState,
+    now_s: float,
+    what: str,
+) -> CeilingPlan:
+    """Hold while data is young enough to wait for, then the safe ceiling. Never lower on a gap."""
+    since_s = state.no_data_since_s if state.no_data_since_s is not None else now_s
+    missing_for_s = max(0.0, now_s - since_s)
+    new_state = replace(state, no_data_since_s=since_s)
+    expired = missing_for_s >= fail_safe.max_data_age_s
+    decisions = []
+    for target in observation.targets:
+        if expired and fail_safe.safe_max_replicas is not None:
+            new = _clamp(fail_safe.safe_max_replicas, target)
+            reason = (
+                f"{what} for {missing_for_s:.0f} s (limit {fail_safe.max_data_age_s:.0f} s): "
+                f"safe ceiling {new}"
+            )
+            decision = _decision(target, new, reason)
+            if decision.changed:
+                decision = replace(decision, action=CeilingAction.SAFE)
+        else:
+            hold = _clamp(target.applied_max_replicas, target)
+            reason = f"{what} for {missing_for_s:.0f} s: holding ceiling {hold}"
+            decision = _decision(target, hold, reason)
+        decisions.append(decision)
+    return CeilingPlan(
+        scope=observation.scope,
+        decisions=tuple(decisions),
+        state=new_state,
+        reason=what,
+    )
+
+
+# --- threshold -------------------------------------------------------------------------------
+
+
+def _decide_threshold(
+    observation: CapObservation,
+    settings: ThresholdSettings,
+    state: CappingState,
+    now_s: float,
+) -> CeilingPlan:
+    if observation.measured_w is None:
+        return _missing_data_plan(observation, settings.fail_safe, state, now_s, "no power data")
+    state = replace(state, no_data_since_s=None, last_scope_data_s=now_s)
+    share = observation.measured_w / observation.cap_w
+    rack_at_limit = any(r.at_limit for r in observation.racks)
+    rack_near = any(r.approaching_limit for r in observation.racks)
+    pct = f"{share:.1%} of the {observation.cap_w:.0f} W cap"
+    decisions = []
+    for target in observation.targets:
+        if share >= settings.limit_fraction or rack_at_limit:
+            why = "a rack is at its limit" if share < settings.limit_fraction else f"power at {pct}"
+            new = target.current_replicas
+            reason = f"{why}: ceiling = current replicas ({new})"
+        elif share >= settings.approach_fraction or rack_near:
+            why = (
+                "a rack approaches its limit"
+                if share < settings.approach_fraction
+                else f"power at {pct}"
+            )
+            new = target.current_replicas + 1
+            reason = f"{why}: ceiling = current replicas + 1 ({new})"
+        else:
+            new = target.user_max_replicas
+            reason = f"power at {pct}: released to the user's max ({new})"
+        decisions.append(_decision(target, new, reason))
+    return CeilingPlan(scope=observation.scope, decisions=tuple(decisions), state=state, reason=pct)
+
+
+# --- headroom --------------------------------------------------------------------------------
+
+
+def learn_watts_per_replica(
+    previous: TargetLearnerState,
+    target: TargetObservation,
+    settings: HeadroomSettings,
+    now_s: float,
+) -> TargetLearnerState:
+    """Fold one measurement of a target into its per-replica power estimate."""
+    if target.watts is None or target.current_replicas <= 0:
+        return previous
+    sample = target.watts / target.current_replicas
+    estimate = previous.watts_per_replica
+    if estimate is None or estimate <= 0:
+        return TargetLearnerState(watts_per_replica=sample, samples=1, last_data_s=now_s)
+    ratio = settings.outlier_ratio
+    sample = min(estimate * ratio, max(estimate / ratio, sample))
+    weight = settings.rise_weight if sample > estimate else settings.fall_weight
+    return TargetLearnerState(
+        watts_per_replica=estimate + weight * (sample - estimate),
+        samples=previous.samples + 1,
+        last_data_s=now_s,
+    )
+
+
+@dataclass(slots=True)
+class _Slot:
+    """Working row of one target during allocation."""
+
+    target: TargetObservation
+    watts_per_replica: float
+    weight: float
+    keep_upto: int
+    grow_upto: int
+
+
+def _priority_sequence(slots: list[_Slot], start: list[int], stop: list[int]) -> list[int]:
+    """The order in which replicas are granted: a divisor rule weighted by efficiency.
+
+    The sequence does not depend on the budget, so granting a prefix of it keeps every target's
+    ceiling monotone in the available watts.
+    """
+    counts = list(start)
+    order: list[int] = []
+    total = sum(max(0, b - a) for a, b in zip(start, stop, strict=True))
+    for _ in range(total):
+        best = -1
+        best_priority = -1.0
+        for index, slot in enumerate(slots):
+            if counts[index] >= stop[index]:
+                continue
+            granted = counts[index] - start[index]
+            priority = slot.weight / (granted + 1)
+            if priority > best_priority:
+                best, best_priority = index, priority
+        order.append(best)
+        counts[best] += 1
+    return order
+
+
+def _allocate(slots: list[_Slot], budget_w: float, growth_allowance: int | None) -> list[int]:
+    """Ceilings that fit `budget_w`: minimums, then running replicas, then growth."""
+    counts = [s.target.min_replicas for s in slots]
+    left_w = budget_w - sum(c * s.watts_per_replica for c, s in zip(counts, slots, strict=True))
+    if left_w < 0:
+        return counts
+    keep_stop = [max(c, s.keep_upto) for c, s in zip(counts, slots, strict=True)]
+    for index in _priority_sequence(slots, counts, keep_stop):
+        cost = slots[index].watts_per_replica
+        if cost > left_w:
+            return counts
+        counts[index] += 1
+        left_w -= cost
+    grow_stop = [max(c, s.grow_upto) for c, s in zip(counts, slots, strict=True)]
+    allowance = growth_allowance
+    for index in _priority_sequence(slots, counts, grow_stop):
+        cost = slots[index].watts_per_replica
+        if cost > left_w or allowance == 0:
+            break
+        counts[index] += 1
+        left_w -= cost
+        if allowance is not None:
+            allowance -= 1
+    return counts
+
+
+def _decide_headroom(
+    observation: CapObservation,
+    settings: HeadroomSettings,
+    state: CappingState,
+    now_s: float,
+) -> CeilingPlan:
+    learners = dict(state.targets)
+    for target in observation.targets:
+        previous = learners.get(target.name, TargetLearnerState())
+        learners[target.name] = learn_watts_per_replica(previous, target, settings, now_s)
+    # Forget targets that left the scope so a re-created one starts fresh.
+    names = {t.name for t in observation.targets}
+    learners = {name: s for name, s in learners.items() if name in names}
+    state = replace(state, targets=learners)
+
+    if observation.measured_w is None:
+        return _missing_data_plan(observation, settings.fail_safe, state, now_s, "no power data")
+
+    known = [
+        learners[t.name].watts_per_replica
+        for t in observation.targets
+        if learners[t.name].watts_per_replica is not None
+    ]
+    fallback_w = (
+        max(w for w in known if w is not None) if known else settings.initial_watts_per_replica
+    )
+
+    held: dict[str, str] = {}
+    slots: list[_Slot] = []
+    targeted_w = 0.0
+    reserved_w = 0.0
+    efficiencies = {t.name: t.tokens_per_joule for t in observation.targets}
+    known_eff = [e for e in efficiencies.values() if e is not None and e > 0]
+    best_eff = max(known_eff) if known_eff else None
+    for target in observation.targets:
+        estimate = learners[target.name].watts_per_replica
+        if target.watts is None:
+            # Its power is inside the scope's measurement but cannot be separated: keep its
+            # ceiling (missing data never lowers) and reserve what it may draw.
+            held[target.name] = "no power data for this target"
+            reserved_w += _clamp(target.applied_max_replicas, target) * (estimate or 0.0)
+            continue
+        if estimate is None:
+            estimate = fallback_w
+        if estimate is None or estimate <= 0:
+            # Its measured watts stay in the untargeted load below.
+            held[target.name] = "no watts-per-replica estimate yet"
+            continue
+        targeted_w += target.watts
+        efficiency = efficiencies[target.name]
+        if best_eff is None:
+            weight = 1.0
+        else:
+            weight = max(efficiency or 0.0, settings.min_efficiency_share * best_eff) / best_eff
+        step_up = max(
+            settings.step_up_replicas,
+            math.ceil(settings.step_up_fraction * target.current_replicas),
+        )
+        slots.append(
+            _Slot(
+                target=target,
+                watts_per_replica=estimate,
+                weight=weight,
+                keep_upto=min(target.user_max_replicas, target.current_replicas),
+                grow_upto=min(target.user_max_replicas, target.current_replicas + step_up),
+            )
+        )
+    state = replace(state, no_data_since_s=None, last_scope_data_s=now_s)
+
+    # Load under the cap that the allocation does not control: other pods, idle servers, and
+    # targets held above (at least what their ceilings may draw).
+    untargeted_w = max(0.0, observation.measured_w - targeted_w, reserved_w)
+    usable_w = observation.cap_w * (1.0 - settings.safety_margin_fraction)
+    budget_w = usable_w - untargeted_w
+    strict_w = budget_w - observation.cap_w * settings.hysteresis_fraction
+    allowance = observation.rack_replica_headroom
+    any_rack_full = any(r.at_limit for r in observation.racks)
+    if (
+        allowance is None
+        and any_rack_full
+        and not any(r.replica_headroom is None and not r.at_limit for r in observation.racks)
+    ):
+        allowance = 0
+
+    unconstrained = sum(s.target.user_max_replicas * s.watts_per_replica for s in slots)
+    wanted_growth = sum(
+        max(0, s.target.user_max_replicas - s.target.current_replicas) for s in slots
+    )
+    loose = _allocate(slots, budget_w, allowance)
+    strict = _allocate(slots, strict_w, allowance)
+
+    decisions: list[CeilingDecision] = []
+    by_name = {s.target.name: (s, lo, hi) for s, lo, hi in zip(slots, strict, loose, strict=True)}
+    for target in observation.targets:
+        if target.name in held:
+            hold = _clamp(target.applied_max_replicas, target)
+            decisions.append(_decision(target, hold, f"{held[target.name]}: holding {hold}"))
+            continue
+        slot, low, high = by_name[target.name]
+        wpr = slot.watts_per_replica
+        if unconstrained <= budget_w and (allowance is None or allowance >= wanted_growth):
+            new = target.user_max_replicas
+            reason = (
+                f"{target.user_max_replicas} replicas x {wpr:.0f} W fit the "
+                f"{budget_w:.0f} W left under the cap: user's max"
+            )
+        else:
+            last = _clamp(target.applied_max_replicas, target)
+            new = min(high, max(low, last))
+            if new == last:
+                reason = f"{last} is within the hysteresis band [{low}, {high}]"
+            elif new < last:
+                reason = f"{budget_w:.0f} W left under the cap allow {high} x {wpr:.0f} W"
+            else:
+                reason = f"headroom for {low} x {wpr:.0f} W within {strict_w:.0f} W"
+            if allowance is not None and new > target.current_replicas:
+                reason += f"; racks admit {allowance} more replicas"
+            floor = target.current_replicas - settings.max_step_down_replicas
+            if new < floor:
+                reason += f"; stepping down gradually to {floor} (wanted {new})"
+                new = floor
+        decisions.append(_decision(target, new, reason, planned_w=_clamp(new, target) * wpr))
+    return CeilingPlan(
+        scope=observation.scope,
+        decisions=tuple(decisions),
+        state=state,
+        budget_w=budget_w,
+        reason=(
+            f"{observation.measured_w:.0f} W of {observation.cap_w:.0f} W measured; "
+            f"{budget_w:.0f} W for the targets after a {settings.safety_margin_fraction:.0%} margin"
+        ),
+    )
