@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from climatik import __version__
+from climatik.api.cli import add_crd_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Each subcommand module exposes `add_<name>_parser(subparsers)`, which sets `handler`
     # (a callable taking the parsed args and returning an exit status) as a default.
-    del subparsers
+    add_crd_parser(subparsers)
     return parser
 
 
