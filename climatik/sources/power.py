@@ -1,0 +1,533 @@
+"""Power, tokens and rack readings for capped targets, measured through Prometheus.
+
+The controller knows each target's pods from its cache (namespace and pod names), so every query
+here selects those pods exactly instead of joining on kube-state-metrics owner series. What is
+built (pure, unit-tested) and what it guarantees:
+
+- Power presets (`MeasurementPreset`):
+  - `KeplerPod` (Kepler >= 0.10): `kepler_pod_cpu_watts` filtered to ONE zone (zones overlap:
+    package includes core and uncore, so summing zones double counts), excluding terminated
+    workloads, plus `kepler_pod_gpu_watts` when Kepler exports it (absent GPU series add 0 W,
+    absent CPU series leave the whole result empty, i.e. no data).
+  - `Kepler07`: `sum(rate(kepler_container_joules_total{container_namespace, pod_name}[1m]))`.
+  - `DCGM`: `sum(DCGM_FI_DEV_POWER_USAGE{exported_namespace, exported_pod})` (the exporter's own
+    `pod`/`namespace` labels are renamed `exported_*` behind a ServiceMonitor).
+  - `Custom`: the configured template (see `climatik.sources.promql` for placeholders).
+- Tokens: `sum(rate(vllm:generation_tokens_total{namespace, pod}[5m]))`; vLLM itself labels only
+  `model_name`, the pod and namespace labels come from the scrape configuration, so their names
+  are configurable.
+- Freshness: for presets, a companion query `max(timestamp(<raw selector>))` gives the time of
+  the newest raw sample; a reading whose data is older than the maximum age is `NoData(Stale)`.
+- Racks: configurable per-rack power and inlet temperature queries; a template using `$rack` or
+  `$nodes` runs once per rack, any other query runs once and is split by a rack label.
+
+`PowerSource` is the Protocol reconcilers use; `PrometheusPowerSource` implements it. Each
+quantity comes back as a `Reading`, a `NoData` or a `PrometheusError` value, so one bad query
+(a wrong custom token query, say) does not hide a good power reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from climatik.domain.config import MeasurementPreset
+from climatik.sources import promql
+from climatik.sources.prometheus import (
+    InstantResult,
+    NoData,
+    NoDataReason,
+    PrometheusClient,
+    PrometheusError,
+    Vector,
+)
+
+DEFAULT_KEPLER_ZONE: Final = "package"
+DEFAULT_KEPLER07_WINDOW: Final = "1m"
+DEFAULT_TOKENS_WINDOW: Final = "5m"
+DEFAULT_RACK_LABEL: Final = "rack"
+# Kepler >= 0.10 node power over a rack's nodes (node_name is Kepler's constant label).
+DEFAULT_RACK_POWER_QUERY: Final = (
+    'sum(kepler_node_cpu_watts{zone="package",node_name=~"$nodes"})'
+    ' + (sum(kepler_node_gpu_watts{node_name=~"$nodes"}) or vector(0))'
+)
+
+
+# --------------------------------------------------------------------------------------------
+# What is measured
+
+
+@dataclass(frozen=True, slots=True)
+class TargetPods:
+    """A capped target and the pods that currently serve it (from the controller's cache)."""
+
+    key: str
+    """Stable id of the target (e.g. `namespace/scaledobject`), used to key results."""
+    namespace: str
+    pods: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RackNodes:
+    """A rack and the nodes in it (nodes carry the rack label)."""
+
+    rack_id: str
+    nodes: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------------------------
+# Query configuration and building (pure)
+
+
+@dataclass(frozen=True, slots=True)
+class PowerQueryConfig:
+    """How per-target watts are queried. Label names are configurable because scrape configs
+    differ (DCGM behind a ServiceMonitor gives `exported_pod`; with `honorLabels` it is `pod`)."""
+
+    preset: MeasurementPreset = MeasurementPreset.KEPLER_POD
+    custom_query: str | None = None
+    """Template for `Custom` (or an override for any preset), with `$namespace` and `$pods`."""
+    kepler_zone: str = DEFAULT_KEPLER_ZONE
+    kepler_include_gpu: bool = True
+    kepler07_window: str = DEFAULT_KEPLER07_WINDOW
+    dcgm_namespace_label: str = "exported_namespace"
+    dcgm_pod_label: str = "exported_pod"
+
+    def __post_init__(self) -> None:
+        promql.check_duration(self.kepler07_window)
+        promql.check_label_name(self.dcgm_namespace_label)
+        promql.check_label_name(self.dcgm_pod_label)
+        if self.custom_query is not None:
+            unknown = promql.template_placeholders(self.custom_query) - {"namespace", "pods"}
+            if unknown:
+                names = ", ".join(f"${u}" for u in sorted(unknown))
+                raise promql.QueryTemplateError(
+                    f"a power query can use $namespace and $pods, not {names}"
+                )
+        elif self.preset is MeasurementPreset.CUSTOM:
+            raise promql.QueryTemplateError("the Custom preset needs a power query")
+
+
+@dataclass(frozen=True, slots=True)
+class TokensQueryConfig:
+    """How generated tokens per second are queried (vLLM counters by default)."""
+
+    metric: str = "vllm:generation_tokens_total"
+    namespace_label: str = "namespace"
+    pod_label: str = "pod"
+    window: str = DEFAULT_TOKENS_WINDOW
+    custom_query: str | None = None
+
+    def __post_init__(self) -> None:
+        promql.check_metric_name(self.metric)
+        promql.check_label_name(self.namespace_label)
+        promql.check_label_name(self.pod_label)
+        promql.check_duration(self.window)
+        if self.custom_query is not None:
+            promql.template_placeholders(self.custom_query)
+
+
+@dataclass(frozen=True, slots=True)
+class RackQueryConfig:
+    """Per-rack queries. A query using `$rack`/`$nodes` runs per rack; otherwise it runs once
+    and its samples are matched to racks by `rack_label`. `inlet_temperature_query=None` means
+    no temperature source (there is no standard inlet metric; e.g. with ipmi_exporter and a
+    relabelled `node` label: `max(ipmi_temperature_celsius{name=~"(?i).*inlet.*",node=~"$nodes"})`).
+    """
+
+    power_query: str | None = DEFAULT_RACK_POWER_QUERY
+    inlet_temperature_query: str | None = None
+    rack_label: str = DEFAULT_RACK_LABEL
+
+    def __post_init__(self) -> None:
+        promql.check_label_name(self.rack_label)
+        for query in (self.power_query, self.inlet_temperature_query):
+            if query is not None:
+                unknown = promql.template_placeholders(query) - {"rack", "nodes"}
+                if unknown:
+                    names = ", ".join(f"${u}" for u in sorted(unknown))
+                    raise promql.QueryTemplateError(
+                        f"a rack query can use $rack and $nodes, not {names}"
+                    )
+
+
+@dataclass(frozen=True, slots=True)
+class TargetQueries:
+    """The PromQL for one target: watts, the newest-sample time of its raw power series (None
+    for custom queries), and tokens per second (None when tokens are not measured)."""
+
+    watts: str
+    watts_freshness: str | None
+    tokens_per_s: str | None
+
+
+def _kepler_pod_selectors(
+    config: PowerQueryConfig, namespace: str, pods: Sequence[str]
+) -> tuple[str, str]:
+    common = [promql.matcher("pod_namespace", namespace), promql.regex_matcher("pod_name", pods)]
+    # `!=` also matches series without a state label (older 0.10.x builds).
+    running = 'state!="terminated"'
+    cpu = promql.selector(
+        "kepler_pod_cpu_watts", [*common, promql.matcher("zone", config.kepler_zone), running]
+    )
+    gpu = promql.selector("kepler_pod_gpu_watts", [*common, running])
+    return cpu, gpu
+
+
+def build_power_query(config: PowerQueryConfig, namespace: str, pods: Sequence[str]) -> str:
+    """PromQL for the total watts of `pods` in `namespace` (one sample, or empty)."""
+    if config.custom_query is not None:
+        return promql.render_template(config.custom_query, namespace=namespace, pods=pods)
+    match config.preset:
+        case MeasurementPreset.KEPLER_POD:
+            cpu, gpu = _kepler_pod_selectors(config, namespace, pods)
+            if not config.kepler_include_gpu:
+                return f"sum({cpu})"
+            # GPU series exist only where Kepler's experimental GPU support is on: no GPU series
+            # is 0 W of GPU, but no CPU series must stay "no data", so only the GPU side is
+            # defaulted.
+            return f"sum({cpu}) + (sum({gpu}) or vector(0))"
+        case MeasurementPreset.KEPLER_07:
+            return f"sum(rate({_kepler07_selector(namespace, pods)}[{config.kepler07_window}]))"
+        case MeasurementPreset.DCGM:
+            return f"sum({_dcgm_selector(config, namespace, pods)})"
+        case MeasurementPreset.CUSTOM:
+            raise promql.QueryTemplateError("the Custom preset needs a power query")
+
+
+def _kepler07_selector(namespace: str, pods: Sequence[str]) -> str:
+    return promql.selector(
+        "kepler_container_joules_total",
+        [promql.matcher("container_namespace", namespace), promql.regex_matcher("pod_name", pods)],
+    )
+
+
+def _dcgm_selector(config: PowerQueryConfig, namespace: str, pods: Sequence[str]) -> str:
+    return promql.selector(
+        "DCGM_FI_DEV_POWER_USAGE",
+        [
+            promql.matcher(config.dcgm_namespace_label, namespace),
+            promql.regex_matcher(config.dcgm_pod_label, pods),
+        ],
+    )
+
+
+def build_power_freshness_query(
+    config: PowerQueryConfig, namespace: str, pods: Sequence[str]
+) -> str | None:
+    """PromQL for the Unix time of the newest raw power sample of `pods`, or None (custom)."""
+    if config.custom_query is not None:
+        return None
+    match config.preset:
+        case MeasurementPreset.KEPLER_POD:
+            raw = _kepler_pod_selectors(config, namespace, pods)[0]
+        case MeasurementPreset.KEPLER_07:
+            raw = _kepler07_selector(namespace, pods)
+        case MeasurementPreset.DCGM:
+            raw = _dcgm_selector(config, namespace, pods)
+        case MeasurementPreset.CUSTOM:
+            return None
+    return f"max(timestamp({raw}))"
+
+
+def build_tokens_query(config: TokensQueryConfig, namespace: str, pods: Sequence[str]) -> str:
+    """PromQL for generated tokens per second over `pods` in `namespace`."""
+    if config.custom_query is not None:
+        return promql.render_template(config.custom_query, namespace=namespace, pods=pods)
+    raw = promql.selector(
+        config.metric,
+        [
+            promql.matcher(config.namespace_label, namespace),
+            promql.regex_matcher(config.pod_label, pods),
+        ],
+    )
+    return f"sum(rate({raw}[{config.window}]))"
+
+
+def build_target_queries(
+    target: TargetPods, power: PowerQueryConfig, tokens: TokensQueryConfig | None
+) -> TargetQueries:
+    return TargetQueries(
+        watts=build_power_query(power, target.namespace, target.pods),
+        watts_freshness=build_power_freshness_query(power, target.namespace, target.pods),
+        tokens_per_s=(
+            build_tokens_query(tokens, target.namespace, target.pods) if tokens else None
+        ),
+    )
+
+
+def is_per_rack(query: str) -> bool:
+    """True when the query selects one rack itself (`$rack`/`$nodes`)."""
+    return bool(promql.template_placeholders(query) & {"rack", "nodes"})
+
+
+def build_rack_query(query: str, rack: RackNodes) -> str:
+    return promql.render_template(query, rack=rack.rack_id, nodes=rack.nodes)
+
+
+# --------------------------------------------------------------------------------------------
+# Readings
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A usable value. `measured_at_s` is the Unix time of the newest raw sample behind it when
+    known (presets), else the evaluation time; `query` is None when nothing had to be asked
+    (a target with no pods draws 0 W by definition)."""
+
+    value: float
+    measured_at_s: float
+    query: str | None
+
+    def age_s(self, now_s: float) -> float:
+        return max(0.0, now_s - self.measured_at_s)
+
+
+Outcome = Reading | NoData | PrometheusError
+
+
+@dataclass(frozen=True, slots=True)
+class TargetMeasurement:
+    key: str
+    watts: Outcome
+    tokens_per_s: Outcome | None
+    """None when tokens are not measured for this target."""
+
+    @property
+    def watts_or_none(self) -> float | None:
+        return self.watts.value if isinstance(self.watts, Reading) else None
+
+    @property
+    def tokens_per_s_or_none(self) -> float | None:
+        return self.tokens_per_s.value if isinstance(self.tokens_per_s, Reading) else None
+
+
+@dataclass(frozen=True, slots=True)
+class RackMeasurement:
+    rack_id: str
+    watts: Outcome | None
+    inlet_temperature_c: Outcome | None
+    """None when no query is configured for that quantity."""
+
+
+def outcome_message(outcome: Outcome) -> str:
+    """One line for a status condition or an Event."""
+    if isinstance(outcome, Reading):
+        return f"{outcome.value:g} at {outcome.measured_at_s:.0f}"
+    return outcome.message
+
+
+class PowerSource(Protocol):
+    """What reconcilers need from a power backend (Prometheus here, replayed traces in tests)."""
+
+    async def measure_targets(
+        self, targets: Sequence[TargetPods]
+    ) -> Mapping[str, TargetMeasurement]: ...
+
+    async def measure_racks(self, racks: Sequence[RackNodes]) -> Mapping[str, RackMeasurement]: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Prometheus implementation
+
+
+def _single(result: InstantResult, query: str) -> Reading | NoData:
+    """Reduce an aggregated query's result to one reading; several samples are summed only
+    when they are disjoint series of the same quantity, which an aggregated query never
+    produces, so more than one is treated as a query mistake."""
+    if isinstance(result, NoData):
+        return result
+    if len(result.samples) != 1:
+        labels = ", ".join(str(dict(s.labels)) for s in result.samples[:3])
+        raise PrometheusQueryShapeError(
+            f"query {query!r} must return one series (wrap it in sum()), got "
+            f"{len(result.samples)}: {labels}",
+            query=query,
+        )
+    if result.dropped:
+        # Part of an aggregated answer is unusable: do not pretend the rest is the total.
+        return NoData(NoDataReason.NAN, query, f"{result.dropped} series unusable")
+    sample = result.samples[0]
+    return Reading(value=sample.value, measured_at_s=sample.timestamp_s, query=query)
+
+
+class PrometheusQueryShapeError(PrometheusError):
+    """A configured query returned a shape the controller cannot use (several series)."""
+
+    reason = "PrometheusQueryShape"
+
+
+class PrometheusPowerSource:
+    """`PowerSource` over a `PrometheusClient`. Queries run concurrently, at most
+    `max_concurrency` at a time, each under the client's timeout."""
+
+    def __init__(
+        self,
+        client: PrometheusClient,
+        *,
+        power: PowerQueryConfig | None = None,
+        tokens: TokensQueryConfig | None = None,
+        racks: RackQueryConfig | None = None,
+        max_concurrency: int = 8,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._power = power if power is not None else PowerQueryConfig()
+        self._tokens = tokens
+        self._racks = racks if racks is not None else RackQueryConfig()
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._clock = clock
+
+    async def measure_targets(
+        self, targets: Sequence[TargetPods]
+    ) -> Mapping[str, TargetMeasurement]:
+        async with asyncio.TaskGroup() as group:
+            tasks = {
+                t.key: group.create_task(self._measure_target(t), name=f"measure-{t.key}")
+                for t in targets
+            }
+        return {key: task.result() for key, task in tasks.items()}
+
+    async def measure_target(self, target: TargetPods) -> TargetMeasurement:
+        return await self._measure_target(target)
+
+    async def _measure_target(self, target: TargetPods) -> TargetMeasurement:
+        if not target.pods:
+            now_s = self._clock()
+            return TargetMeasurement(
+                key=target.key,
+                watts=Reading(value=0.0, measured_at_s=now_s, query=None),
+                tokens_per_s=(
+                    Reading(value=0.0, measured_at_s=now_s, query=None) if self._tokens else None
+                ),
+            )
+        try:
+            queries = build_target_queries(target, self._power, self._tokens)
+        except promql.QueryTemplateError as exc:
+            error = PrometheusQueryShapeError(str(exc))
+            return TargetMeasurement(target.key, error, error if self._tokens else None)
+        async with asyncio.TaskGroup() as group:
+            watts_task = group.create_task(self._instant(queries.watts))
+            fresh_task = (
+                group.create_task(self._freshness(queries.watts_freshness))
+                if queries.watts_freshness
+                else None
+            )
+            tokens_task = (
+                group.create_task(self._instant(queries.tokens_per_s))
+                if queries.tokens_per_s
+                else None
+            )
+        watts = watts_task.result()
+        if fresh_task is not None and isinstance(watts, Reading):
+            watts = self._apply_freshness(watts, fresh_task.result())
+        return TargetMeasurement(
+            key=target.key,
+            watts=watts,
+            tokens_per_s=tokens_task.result() if tokens_task else None,
+        )
+
+    async def measure_racks(self, racks: Sequence[RackNodes]) -> Mapping[str, RackMeasurement]:
+        async with asyncio.TaskGroup() as group:
+            power_task = group.create_task(self._rack_quantity(self._racks.power_query, racks))
+            temp_task = group.create_task(
+                self._rack_quantity(self._racks.inlet_temperature_query, racks)
+            )
+        power, temperature = power_task.result(), temp_task.result()
+        return {
+            rack.rack_id: RackMeasurement(
+                rack_id=rack.rack_id,
+                watts=power.get(rack.rack_id) if power is not None else None,
+                inlet_temperature_c=(
+                    temperature.get(rack.rack_id) if temperature is not None else None
+                ),
+            )
+            for rack in racks
+        }
+
+    async def _rack_quantity(
+        self, query: str | None, racks: Sequence[RackNodes]
+    ) -> dict[str, Outcome] | None:
+        if query is None:
+            return None
+        if is_per_rack(query):
+            async with asyncio.TaskGroup() as group:
+                tasks = {
+                    rack.rack_id: group.create_task(self._rack_one(query, rack)) for rack in racks
+                }
+            return {rack_id: task.result() for rack_id, task in tasks.items()}
+        return await self._rack_split(query, racks)
+
+    async def _rack_one(self, query: str, rack: RackNodes) -> Outcome:
+        try:
+            built = build_rack_query(query, rack)
+        except promql.QueryTemplateError as exc:
+            return PrometheusQueryShapeError(str(exc), query=query)
+        return await self._instant(built)
+
+    async def _rack_split(self, query: str, racks: Sequence[RackNodes]) -> dict[str, Outcome]:
+        # One query for every rack, its samples keyed by the rack label.
+        label = self._racks.rack_label
+        try:
+            async with self._semaphore:
+                result = await self._client.query(query)
+        except PrometheusError as exc:
+            return {rack.rack_id: exc for rack in racks}
+        out: dict[str, Outcome] = {}
+        by_rack = (
+            {s.labels.get(label): s for s in result.samples} if isinstance(result, Vector) else {}
+        )
+        for rack in racks:
+            sample = by_rack.get(rack.rack_id)
+            if sample is not None:
+                out[rack.rack_id] = Reading(sample.value, sample.timestamp_s, query)
+            elif isinstance(result, NoData):
+                out[rack.rack_id] = result
+            else:
+                out[rack.rack_id] = NoData(
+                    NoDataReason.EMPTY, query, f"no usable series with {label}={rack.rack_id!r}"
+                )
+        return out
+
+    async def _instant(self, query: str) -> Reading | NoData | PrometheusError:
+        try:
+            async with self._semaphore:
+                result = await self._client.query(query)
+            return _single(result, query)
+        except PrometheusError as exc:
+            return exc
+
+    async def _freshness(self, query: str) -> Reading | NoData | PrometheusError:
+        # Look back further than the maximum age, so an old sample is reported as stale with
+        # its age instead of vanishing as "empty"; the value is a timestamp, not a reading.
+        max_age_s = self._client.settings.max_sample_age_s
+        lookback_s = None if max_age_s is None else max(300.0, 4 * max_age_s)
+        try:
+            async with self._semaphore:
+                result = await self._client.query(
+                    query, lookback_delta_s=lookback_s, check_age=False
+                )
+            return _single(result, query)
+        except PrometheusError as exc:
+            return exc
+
+    def _apply_freshness(
+        self, watts: Reading, freshness: Reading | NoData | PrometheusError
+    ) -> Reading | NoData:
+        max_age_s = self._client.settings.max_sample_age_s
+        if not isinstance(freshness, Reading):
+            # The watts query answered, so the data exists; keep it but without a sharper age.
+            return watts
+        newest_s = freshness.value
+        if max_age_s is not None:
+            age_s = self._clock() - newest_s
+            if age_s > max_age_s:
+                return NoData(
+                    NoDataReason.STALE,
+                    watts.query or "",
+                    f"newest power sample is {age_s:.0f} s old, maximum {max_age_s:g} s",
+                )
+        return Reading(watts.value, min(watts.measured_at_s, newest_s), watts.query)
