@@ -1,0 +1,285 @@
+"""One shared, timed, raw-JSON Kubernetes client over kubernetes-asyncio's ``ApiClient``.
+
+Why not the generated ``CoreV1Api`` & co.: they deserialize into model classes (slow, and useless
+for custom resources), they have no timeout unless one is passed on every call, and their watch
+retries a 410 with the stale version. This module keeps kubernetes-asyncio for what it does well
+(kubeconfig / in-cluster loading, TLS, token refresh, one aiohttp session) and talks to the REST
+paths directly, returning plain ``dict`` JSON.
+
+Guarantees:
+- Every request runs under a deadline (``request_timeout_s`` unless the caller gives one).
+- Non-2xx answers raise :class:`ApiError` carrying the ``Status`` body (``is_conflict``,
+  ``is_not_found``, ``is_gone``).
+- Patches use an explicit ``application/merge-patch+json`` content type, for core and custom
+  resources alike, including the ``status`` subresource.
+- Every mutating call first asks the injected write gate; when leadership is lost the gate says no
+  and the call raises :class:`NotLeaderError` without touching the network. Lease renewals use
+  ``ungated=True`` because they are how leadership is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import aiohttp
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+
+JsonObject = dict[str, Any]
+MERGE_PATCH = "application/merge-patch+json"
+_AUTH_SETTINGS = ["BearerToken"]
+HTTP_NOT_FOUND = 404
+HTTP_CONFLICT = 409
+HTTP_GONE = 410
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server, with its ``Status`` body when it sent one."""
+
+    def __init__(
+        self, status: int, body: Mapping[str, Any] | None = None, method: str = ""
+    ) -> None:
+        self.status = status
+        self.body: Mapping[str, Any] = body or {}
+        self.reason = str(self.body.get("reason", ""))
+        self.message = str(self.body.get("message", ""))
+        super().__init__(f"{method} -> HTTP {status} {self.reason}: {self.message}".strip())
+
+    @property
+    def is_not_found(self) -> bool:
+        return self.status == HTTP_NOT_FOUND
+
+    @property
+    def is_conflict(self) -> bool:
+        return self.status == HTTP_CONFLICT
+
+    @property
+    def is_gone(self) -> bool:
+        return self.status == HTTP_GONE or self.reason in {"Expired", "Gone"}
+
+
+class NotLeaderError(RuntimeError):
+    """A write was attempted by a replica that does not (or no longer) hold the leader lease."""
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A REST resource: API group, version, plural, and whether it lives in namespaces."""
+
+    group: str
+    version: str
+    plural: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        """The REST path; a namespaced resource without a namespace lists across all of them."""
+        prefix = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        parts = [prefix]
+        if self.namespaced and namespace:
+            parts.append(f"namespaces/{namespace}")
+        parts.append(self.plural)
+        if name:
+            parts.append(name)
+            if subresource:
+                parts.append(subresource)
+        return "/".join(parts)
+
+
+def custom(group: str, version: str, plural: str, *, namespaced: bool = True) -> Resource:
+    """A custom resource, e.g. ``custom("keda.sh", "v1alpha1", "scaledobjects")``."""
+    return Resource(group, version, plural, namespaced)
+
+
+CONFIGMAPS = Resource("", "v1", "configmaps")
+PODS = Resource("", "v1", "pods")
+NODES = Resource("", "v1", "nodes", namespaced=False)
+NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
+EVENTS = Resource("", "v1", "events")
+DEPLOYMENTS = Resource("apps", "v1", "deployments")
+LEASES = Resource("coordination.k8s.io", "v1", "leases")
+
+
+def _always_allowed() -> bool:
+    return True
+
+
+class KubeClient:
+    """Raw-JSON verbs on one shared ``ApiClient``; close it once at shutdown."""
+
+    def __init__(
+        self,
+        api_client: Any,
+        *,
+        request_timeout_s: float = 30.0,
+        write_gate: Callable[[], bool] = _always_allowed,
+    ) -> None:
+        self.api_client = api_client
+        self.request_timeout_s = request_timeout_s
+        self.write_gate = write_gate
+
+    @classmethod
+    async def from_config(
+        cls, kubeconfig: str | None = None, *, request_timeout_s: float = 30.0
+    ) -> KubeClient:
+        """Load a kubeconfig (explicit path, ``$KUBECONFIG``, ``~/.kube/config``) or in-cluster."""
+        configuration = k8s_client.Configuration()
+        in_cluster = kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ
+        if in_cluster:
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            await k8s_config.load_kube_config(
+                config_file=kubeconfig, client_configuration=configuration, persist_config=False
+            )
+        return cls(k8s_client.ApiClient(configuration), request_timeout_s=request_timeout_s)
+
+    async def close(self) -> None:
+        await self.api_client.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        client_timeout: aiohttp.ClientTimeout | float | None = None,
+    ) -> aiohttp.ClientResponse:
+        query_params = [(k, v) for k, v in (query or {}).items() if v is not None]
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        response = await self.api_client.call_api(
+            path,
+            method,
+            query_params=query_params,
+            header_params=headers,
+            body=body,
+            auth_settings=_AUTH_SETTINGS,
+            _preload_content=False,
+            _request_timeout=(
+                client_timeout if client_timeout is not None else self.request_timeout_s
+            ),
+        )
+        return cast(aiohttp.ClientResponse, response)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout_s: float | None = None,
+        ungated: bool = False,
+    ) -> JsonObject:
+        """Send one request under a deadline and return its JSON body; raise ApiError on non-2xx."""
+        if method != "GET" and not ungated and not self.write_gate():
+            raise NotLeaderError(f"{method} {path} refused: this replica is not the leader")
+        deadline_s = timeout_s if timeout_s is not None else self.request_timeout_s
+        async with asyncio.timeout(deadline_s):
+            response = await self._send(
+                method,
+                path,
+                query=query,
+                body=body,
+                content_type=content_type,
+                client_timeout=deadline_s,
+            )
+            async with response:
+                raw = await response.read()
+        parsed: Any = json.loads(raw) if raw else {}
+        if not 200 <= response.status <= 299:
+            status_body = parsed if isinstance(parsed, dict) else {"message": str(parsed)}
+            raise ApiError(response.status, status_body, f"{method} {path}")
+        return cast(JsonObject, parsed)
+
+    async def open_stream(
+        self, path: str, query: Mapping[str, Any], client_timeout: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
+        """Open a long GET (a watch); the caller reads it and must close it. Non-2xx raises."""
+        response = await self._send("GET", path, query=query, client_timeout=client_timeout)
+        if not 200 <= response.status <= 299:
+            async with response:
+                raw = await response.read()
+            try:
+                parsed = json.loads(raw) if raw else {}
+            except ValueError:
+                parsed = {"message": raw.decode(errors="replace")}
+            raise ApiError(response.status, parsed if isinstance(parsed, dict) else {}, path)
+        return response
+
+    # -- verbs ------------------------------------------------------------------------------
+
+    async def get(self, resource: Resource, name: str, namespace: str | None = None) -> JsonObject:
+        return await self.request("GET", resource.path(namespace, name))
+
+    async def list(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        continue_token: str | None = None,
+        timeout_s: float | None = None,
+    ) -> JsonObject:
+        """One page of a list (``items``, ``metadata.resourceVersion``, ``metadata.continue``)."""
+        query = {
+            "labelSelector": label_selector,
+            "fieldSelector": field_selector,
+            "limit": limit,
+            "continue": continue_token,
+        }
+        return await self.request("GET", resource.path(namespace), query=query, timeout_s=timeout_s)
+
+    async def create(
+        self, resource: Resource, body: Mapping[str, Any], namespace: str | None = None, **kw: Any
+    ) -> JsonObject:
+        return await self.request("POST", resource.path(namespace), body=dict(body), **kw)
+
+    async def replace(
+        self,
+        resource: Resource,
+        name: str,
+        body: Mapping[str, Any],
+        namespace: str | None = None,
+        **kw: Any,
+    ) -> JsonObject:
+        """A full update; carries ``metadata.resourceVersion`` so a lost race answers 409."""
+        return await self.request("PUT", resource.path(namespace, name), body=dict(body), **kw)
+
+    async def merge_patch(
+        self,
+        resource: Resource,
+        name: str,
+        patch: Mapping[str, Any],
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+    ) -> JsonObject:
+        """A JSON merge patch (RFC 7386); ``subresource="status"`` patches only the status."""
+        return await self.request(
+            "PATCH",
+            resource.path(namespace, name, subresource),
+            body=dict(patch),
+            content_type=MERGE_PATCH,
+        )
+
+    async def delete(
+        self, resource: Resource, name: str, namespace: str | None = None
+    ) -> JsonObject:
+        return await self.request("DELETE", resource.path(namespace, name))
