@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from climatik import __version__
 from climatik.api.cli import add_crd_parser
+from climatik.devcluster.cli import add_dev_cluster_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Each subcommand module exposes `add_<name>_parser(subparsers)`, which sets `handler`
     # (a callable taking the parsed args and returning an exit status) as a default.
     add_crd_parser(subparsers)
+    add_dev_cluster_parser(subparsers)
     return parser
 
 

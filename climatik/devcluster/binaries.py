@@ -1,0 +1,102 @@
+"""Where the control-plane binaries and third-party CRDs built by `hack/control-plane` live.
+
+The build script names its output directory after a digest of the pinned versions, so the only
+source of truth for that name is the script itself (`build.sh --print`). Environment variables
+override it for installs that have no source tree.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+    "prometheus",
+    "promtool",
+)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO_ROOT / "hack" / "control-plane" / "build.sh"
+ENV_BIN_DIR = "CLIMATIK_CONTROL_PLANE_BIN_DIR"
+ENV_CRD_DIR = "CLIMATIK_CONTROL_PLANE_CRD_DIR"
+ENV_KWOK_STAGES = "CLIMATIK_CONTROL_PLANE_KWOK_STAGES"
+
+
+class BinariesMissingError(RuntimeError):
+    """The control plane has not been built; the message says how to build it."""
+
+
+@dataclass(frozen=True)
+class ControlPlaneBinaries:
+    """Resolved paths of one built version set."""
+
+    bin_dir: Path
+    crd_dir: Path
+    kwok_stages: Path
+    version_set: str
+
+    def path(self, name: str) -> Path:
+        """Absolute path of one binary."""
+        return self.bin_dir / name
+
+    def missing(self) -> list[str]:
+        """Names of binaries or data files that are not there yet."""
+        absent = [b for b in BINARIES if not os.access(self.path(b), os.X_OK)]
+        if not self.kwok_stages.is_file():
+            absent.append(str(self.kwok_stages))
+        if not self.crd_dir.is_dir() or not any(self.crd_dir.glob("*.yaml")):
+            absent.append(f"{self.crd_dir}/*.yaml")
+        return absent
+
+    def third_party_crds(self) -> list[Path]:
+        """KEDA, KServe and VPA CRD files, in a stable order."""
+        return sorted(self.crd_dir.glob("*.yaml"))
+
+
+def locate_binaries() -> ControlPlaneBinaries:
+    """Find the built control plane, raising BinariesMissingError with the fix if absent."""
+    env_bin = os.environ.get(ENV_BIN_DIR)
+    if env_bin:
+        bin_dir = Path(env_bin)
+        found = ControlPlaneBinaries(
+            bin_dir=bin_dir,
+            crd_dir=Path(os.environ.get(ENV_CRD_DIR, str(bin_dir / "crds"))),
+            kwok_stages=Path(os.environ.get(ENV_KWOK_STAGES, str(bin_dir / "kwok-stages.yaml"))),
+            version_set=bin_dir.name,
+        )
+    elif BUILD_SCRIPT.is_file():
+        result = subprocess.run(
+            ["bash", str(BUILD_SCRIPT), "--print"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise BinariesMissingError(f"{BUILD_SCRIPT} --print failed: {result.stderr.strip()}")
+        values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+        found = ControlPlaneBinaries(
+            bin_dir=Path(values["bin_dir"]),
+            crd_dir=Path(values["crd_dir"]),
+            kwok_stages=Path(values["kwok_stages"]),
+            version_set=values["version_set"],
+        )
+    else:
+        raise BinariesMissingError(
+            f"no control-plane build found: set {ENV_BIN_DIR} (and {ENV_CRD_DIR}, "
+            f"{ENV_KWOK_STAGES}) or run from a Climatik source tree"
+        )
+    missing = found.missing()
+    if missing:
+        raise BinariesMissingError(
+            f"control plane {found.version_set} is not built (missing: {', '.join(missing)}); "
+            f"run `bash {BUILD_SCRIPT}` (the first build takes 20+ minutes on 2 cores)"
+        )
+    return found

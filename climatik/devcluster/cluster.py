@@ -1,0 +1,530 @@
+"""Bring a real local control plane up and down: etcd, kube-apiserver, controller-manager,
+scheduler and kwok as background processes on free 127.0.0.1 ports.
+
+`up` returns only when the API server is ready, the default ServiceAccount exists (so the
+controller-manager works), every CRD is Established and every simulated node is Ready and
+untainted (so the scheduler can place pods). Any failure stops what was started and raises
+DevClusterError carrying the failing component's log tail. `down` stops every recorded process
+group and leaves no process and no listening port behind. State lives in DIR/cluster.json,
+written after every start, so `down` can also clean up after an `up` that died half way.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from climatik.devcluster.apiclient import ApiClient
+from climatik.devcluster.binaries import REPO_ROOT, ControlPlaneBinaries, locate_binaries
+from climatik.devcluster.pki import CertPair, ClusterPKI, generate_pki
+from climatik.devcluster.processes import ProcessRecord, exit_code, is_alive, spawn, stop, tail
+from climatik.devcluster.topology import KWOK_NODE_LABELS, Topology
+
+STATE_FILE = "cluster.json"
+SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"
+POD_CIDR = "10.244.0.0/16"
+OUR_CRD_DIR = REPO_ROOT / "crd"
+DEFAULT_TIMEOUT_S = 180.0
+_NOT_READY_TAINTS = {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
+
+
+class DevClusterError(RuntimeError):
+    """`up` or `down` failed; `str()` names the component and includes its log tail."""
+
+    def __init__(self, message: str, *, component: str | None = None, log_tail: str = "") -> None:
+        """Keep the component and its log tail for callers that print them separately."""
+        self.component = component
+        self.log_tail = log_tail
+        text = message
+        if component is not None:
+            text = f"{component}: {message}"
+        if log_tail:
+            text += f"\n--- last lines of {component} log ---\n{log_tail}"
+        super().__init__(text)
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What a caller needs to use a running dev cluster."""
+
+    dir: Path
+    kubeconfig: Path
+    api_url: str
+    bin_dir: Path
+    rack_label_key: str
+    nodes_by_rack: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def kubectl(self) -> Path:
+        """The kubectl built with the cluster, matching its version."""
+        return self.bin_dir / "kubectl"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Directory with one `<component>.log` per process."""
+        return self.dir / "logs"
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ask the kernel for distinct free loopback ports (held together so they differ)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _kubeconfig(server: str, ca: Path, client: CertPair, user: str) -> dict[str, Any]:
+    def b64(path: Path) -> str:
+        return base64.b64encode(path.read_bytes()).decode()
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "climatik-dev",
+                "cluster": {"server": server, "certificate-authority-data": b64(ca)},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": b64(client.cert),
+                    "client-key-data": b64(client.key),
+                },
+            }
+        ],
+        "contexts": [
+            {"name": "climatik-dev", "context": {"cluster": "climatik-dev", "user": user}}
+        ],
+        "current-context": "climatik-dev",
+    }
+
+
+def _write_yaml(path: Path, data: object) -> None:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    path.chmod(0o600)
+
+
+class _Launch:
+    """One `up` in progress: started processes, their logs and the state file."""
+
+    def __init__(self, directory: Path, binaries: ControlPlaneBinaries) -> None:
+        self.dir = directory
+        self.binaries = binaries
+        self.records: list[ProcessRecord] = []
+        self.state: dict[str, Any] = {"status": "starting", "processes": []}
+
+    def log_path(self, component: str) -> Path:
+        return self.dir / "logs" / f"{component}.log"
+
+    def save(self) -> None:
+        self.state["processes"] = [asdict(r) for r in self.records]
+        tmp = self.dir / f"{STATE_FILE}.tmp"
+        tmp.write_text(json.dumps(self.state, indent=2), encoding="utf-8")
+        tmp.replace(self.dir / STATE_FILE)
+
+    def start(self, component: str, binary: str, args: Sequence[str]) -> None:
+        record = spawn(
+            component,
+            [str(self.binaries.path(binary)), *args],
+            log_path=self.log_path(component),
+            cwd=self.dir,
+            env=_component_env(),
+        )
+        self.records.append(record)
+        self.save()
+
+    def fail(self, component: str, message: str) -> DevClusterError:
+        return DevClusterError(
+            message, component=component, log_tail=tail(self.log_path(component))
+        )
+
+    def check_running(self) -> None:
+        """Raise for the first component that exited early, with its log."""
+        for record in self.records:
+            if not is_alive(record):
+                code = exit_code(record)
+                status = f" with status {code}" if code is not None else ""
+                raise self.fail(record.component, f"exited during start-up{status}")
+
+    def wait_for(
+        self, component: str, what: str, ready: Callable[[], bool], deadline: float
+    ) -> None:
+        """Poll `ready` until true; fail on timeout or when any component dies."""
+        last_error = ""
+        while True:
+            self.check_running()
+            try:
+                if ready():
+                    return
+            except OSError as exc:  # not listening yet, connection reset, TLS not ready
+                last_error = f" (last error: {exc})"
+            if time.monotonic() > deadline:
+                raise self.fail(component, f"timed out waiting for {what}{last_error}")
+            time.sleep(0.25)
+
+
+def _component_env() -> dict[str, str]:
+    # A KUBECONFIG from the caller's shell must never steer a component to another cluster.
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env.setdefault("HOME", str(Path.home()))
+    return env
+
+
+def read_state(directory: Path) -> dict[str, Any] | None:
+    """The state file of a cluster directory, or None when nothing was started there."""
+    try:
+        data: dict[str, Any] = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    return data
+
+
+def _records(state: dict[str, Any]) -> list[ProcessRecord]:
+    return [ProcessRecord(**p) for p in state.get("processes", [])]
+
+
+def _info_from_state(directory: Path, state: dict[str, Any]) -> ClusterInfo:
+    return ClusterInfo(
+        dir=directory,
+        kubeconfig=Path(state["kubeconfig"]),
+        api_url=state["api_url"],
+        bin_dir=Path(state["bin_dir"]),
+        rack_label_key=state["rack_label_key"],
+        nodes_by_rack={k: tuple(v) for k, v in state["nodes_by_rack"].items()},
+        ports=dict(state["ports"]),
+    )
+
+
+def up(
+    directory: Path,
+    topology: Topology | None = None,
+    *,
+    extra_crd_dirs: Sequence[Path] = (OUR_CRD_DIR,),
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> ClusterInfo:
+    """Start a fresh dev cluster in `directory` and return once it is ready.
+
+    A cluster already running there is reused; a half-dead one is refused (run `down` first).
+    """
+    directory = directory.resolve()
+    topology = topology or Topology()
+    state = read_state(directory)
+    if state is not None:
+        records = _records(state)
+        if state.get("status") == "ready" and records and all(is_alive(r) for r in records):
+            return _info_from_state(directory, state)
+        if any(is_alive(r) for r in records):
+            raise DevClusterError(
+                f"a dev cluster in {directory} is partly running; run "
+                f"`climatik dev-cluster down --dir {directory}` first"
+            )
+        (directory / STATE_FILE).unlink()
+
+    binaries = locate_binaries()
+    directory.mkdir(parents=True, exist_ok=True)
+    # Each `up` starts from an empty etcd and a new CA: a dev cluster is disposable.
+    for stale in ("etcd", "pki", "logs"):
+        shutil.rmtree(directory / stale, ignore_errors=True)
+    (directory / "logs").mkdir()
+
+    launch = _Launch(directory, binaries)
+    try:
+        return _bring_up(launch, topology, extra_crd_dirs, time.monotonic() + timeout_s)
+    except BaseException:
+        stop(launch.records)
+        (directory / STATE_FILE).unlink(missing_ok=True)
+        raise
+
+
+def _bring_up(
+    launch: _Launch,
+    topology: Topology,
+    extra_crd_dirs: Sequence[Path],
+    deadline: float,
+) -> ClusterInfo:
+    directory = launch.dir
+    etcd_port, etcd_peer_port, api_port, kcm_port, sched_port = _free_ports(5)
+    ports = {
+        "etcd": etcd_port,
+        "etcd-peer": etcd_peer_port,
+        "kube-apiserver": api_port,
+        "kube-controller-manager": kcm_port,
+        "kube-scheduler": sched_port,
+    }
+    api_url = f"https://127.0.0.1:{api_port}"
+    pki = generate_pki(directory / "pki", service_ip=SERVICE_IP)
+    kubeconfig = directory / "kubeconfig"
+    launch.state.update(
+        {
+            "api_url": api_url,
+            "kubeconfig": str(kubeconfig),
+            "bin_dir": str(launch.binaries.bin_dir),
+            "version_set": launch.binaries.version_set,
+            "rack_label_key": topology.rack_label_key,
+            "nodes_by_rack": {r.name: r.node_names() for r in topology.racks},
+            "ports": ports,
+        }
+    )
+    _write_yaml(kubeconfig, _kubeconfig(api_url, pki.ca.cert, pki.admin, "climatik-admin"))
+    component_kubeconfigs = {
+        name: directory / "pki" / f"{name}.kubeconfig"
+        for name in ("kube-controller-manager", "kube-scheduler", "kwok")
+    }
+    for name, pair in (
+        ("kube-controller-manager", pki.controller_manager),
+        ("kube-scheduler", pki.scheduler),
+        ("kwok", pki.kwok),
+    ):
+        _write_yaml(component_kubeconfigs[name], _kubeconfig(api_url, pki.ca.cert, pair, name))
+
+    launch.start("etcd", "etcd", _etcd_args(directory, etcd_port, etcd_peer_port))
+    etcd = _plain_http_get(etcd_port)
+    launch.wait_for("etcd", "/health", lambda: '"health":"true"' in etcd("/health"), deadline)
+
+    launch.start("kube-apiserver", "kube-apiserver", _apiserver_args(pki, api_port, etcd_port))
+    api = ApiClient("127.0.0.1", api_port, ca=pki.ca.cert, cert=pki.admin.cert, key=pki.admin.key)
+    launch.wait_for("kube-apiserver", "/readyz", lambda: api.get("/readyz").status == 200, deadline)
+
+    kcm_kc = component_kubeconfigs["kube-controller-manager"]
+    launch.start(
+        "kube-controller-manager", "kube-controller-manager", _kcm_args(pki, kcm_kc, kcm_port)
+    )
+    sched_kc = component_kubeconfigs["kube-scheduler"]
+    launch.start("kube-scheduler", "kube-scheduler", _scheduler_args(sched_kc, sched_port))
+    launch.start(
+        "kwok",
+        "kwok",
+        [
+            f"--kubeconfig={component_kubeconfigs['kwok']}",
+            f"--config={launch.binaries.kwok_stages}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-label-selector="
+            + ",".join(f"{k}={v}" for k, v in KWOK_NODE_LABELS.items()),
+            f"--cidr={POD_CIDR}",
+        ],
+    )
+
+    crd_files = [*launch.binaries.third_party_crds()]
+    for crd_dir in extra_crd_dirs:
+        if crd_dir.is_dir():
+            crd_files += sorted(p for p in crd_dir.iterdir() if p.suffix in {".yaml", ".yml"})
+    _apply(launch, kubeconfig, crd_files)
+
+    for node in topology.node_manifests():
+        resp = api.post("/api/v1/nodes", node)
+        if resp.status not in {201, 409}:
+            raise launch.fail("kube-apiserver", f"creating node {node['metadata']['name']}: {resp}")
+
+    for name, port in (("kube-controller-manager", kcm_port), ("kube-scheduler", sched_port)):
+        launch.wait_for(name, "/healthz", _healthz_ok(port), deadline)
+    launch.wait_for(
+        "kube-controller-manager",
+        "the default ServiceAccount",
+        lambda: api.get("/api/v1/namespaces/default/serviceaccounts/default").status == 200,
+        deadline,
+    )
+    crd_names = _crd_names(crd_files)
+    launch.wait_for(
+        "kube-apiserver",
+        f"CRDs established ({', '.join(crd_names)})",
+        lambda: all(_crd_established(api, name) for name in crd_names),
+        deadline,
+    )
+    expected = set(topology.node_names())
+    launch.wait_for(
+        "kwok",
+        f"{len(expected)} kwok nodes Ready without not-ready taints",
+        lambda: _nodes_ready(api, expected),
+        deadline,
+    )
+    launch.state["status"] = "ready"
+    launch.save()
+    return _info_from_state(directory, launch.state)
+
+
+def _healthz_ok(port: int) -> Callable[[], bool]:
+    probe = ApiClient("127.0.0.1", port, ca=None)
+    return lambda: probe.get("/healthz").status == 200
+
+
+def _plain_http_get(port: int) -> Callable[[str], str]:
+    def get(path: str) -> str:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("GET", path)
+            return conn.getresponse().read().decode("utf-8", errors="replace")
+        finally:
+            conn.close()
+
+    return get
+
+
+def _etcd_args(directory: Path, port: int, peer_port: int) -> list[str]:
+    client = f"http://127.0.0.1:{port}"
+    peer = f"http://127.0.0.1:{peer_port}"
+    return [
+        "--name=dev",
+        f"--data-dir={directory / 'etcd'}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=dev={peer}",
+        "--initial-cluster-state=new",
+        # KServe's full InferenceService CRD is about 2 MB, above etcd's 1.5 MiB default.
+        "--max-request-bytes=10485760",
+        # A disposable cluster on a shared disk: durability is not worth the fsync latency.
+        "--unsafe-no-fsync=true",
+        "--log-level=warn",
+    ]
+
+
+def _apiserver_args(pki: ClusterPKI, port: int, etcd_port: int) -> list[str]:
+    return [
+        f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--tls-cert-file={pki.apiserver.cert}",
+        f"--tls-private-key-file={pki.apiserver.key}",
+        f"--client-ca-file={pki.ca.cert}",
+        f"--service-account-key-file={pki.service_account_pub}",
+        f"--service-account-signing-key-file={pki.service_account_key}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--authorization-mode=Node,RBAC",
+        "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
+        "DefaultTolerationSeconds,NodeRestriction,MutatingAdmissionWebhook,"
+        "ValidatingAdmissionWebhook,ResourceQuota",
+        "--allow-privileged=true",
+        # The "kubernetes" Service would point at 127.0.0.1, which Endpoints refuse; nothing in
+        # a kwok cluster dials it, so do not reconcile it.
+        "--endpoint-reconciler-type=none",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def _kcm_args(pki: ClusterPKI, kubeconfig: Path, port: int) -> list[str]:
+    return [
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--service-account-private-key-file={pki.service_account_key}",
+        f"--root-ca-file={pki.ca.cert}",
+        f"--cluster-signing-cert-file={pki.ca.cert}",
+        f"--cluster-signing-key-file={pki.ca.key}",
+        "--use-service-account-credentials=true",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        # One instance per cluster: skipping election saves its lease wait at start-up.
+        "--leader-elect=false",
+        "--v=1",
+    ]
+
+
+def _scheduler_args(kubeconfig: Path, port: int) -> list[str]:
+    return [
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        "--leader-elect=false",
+        "--v=1",
+    ]
+
+
+def _apply(launch: _Launch, kubeconfig: Path, files: Sequence[Path]) -> None:
+    """Apply manifests with the built kubectl; server-side because KServe's CRD is too big
+    for the last-applied annotation of a client-side apply."""
+    if not files:
+        return
+    argv = [str(launch.binaries.path("kubectl")), f"--kubeconfig={kubeconfig}", "apply"]
+    argv += ["--server-side", "--force-conflicts", "--field-manager=climatik-dev-cluster"]
+    for path in files:
+        argv += ["-f", str(path)]
+    remaining = 120.0
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=remaining, check=False)
+    if result.returncode != 0:
+        raise DevClusterError(
+            f"kubectl apply of {', '.join(p.name for p in files)} failed",
+            component="kubectl",
+            log_tail=(result.stdout + result.stderr).strip(),
+        )
+
+
+def _crd_names(files: Sequence[Path]) -> list[str]:
+    return [
+        str(doc["metadata"]["name"])
+        for path in files
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+        if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition"
+    ]
+
+
+def _crd_established(api: ApiClient, name: str) -> bool:
+    resp = api.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+    if resp.status != 200:
+        return False
+    conditions = resp.body.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+
+def _nodes_ready(api: ApiClient, expected: set[str]) -> bool:
+    selector = ",".join(f"{k}={v}" for k, v in KWOK_NODE_LABELS.items())
+    resp = api.get(f"/api/v1/nodes?labelSelector={urllib.parse.quote(selector)}")
+    if resp.status != 200:
+        return False
+    ready = set()
+    for node in resp.body.get("items", []):
+        conditions = node.get("status", {}).get("conditions", [])
+        is_ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        taints = {t["key"] for t in node.get("spec", {}).get("taints", []) or []}
+        if is_ready and not taints & _NOT_READY_TAINTS:
+            ready.add(node["metadata"]["name"])
+    return expected <= ready
+
+
+def down(directory: Path) -> list[str]:
+    """Stop every process recorded in `directory`; return the components that were running.
+
+    Raises DevClusterError naming any process that survived SIGKILL.
+    """
+    directory = directory.resolve()
+    state = read_state(directory)
+    if state is None:
+        return []
+    records = _records(state)
+    running = [r.component for r in records if is_alive(r)]
+    survivors = stop(records)
+    if survivors:
+        names = ", ".join(f"{r.component} (pid {r.pid})" for r in survivors)
+        raise DevClusterError(f"processes survived SIGKILL: {names}")
+    (directory / STATE_FILE).unlink(missing_ok=True)
+    return running
