@@ -79,6 +79,17 @@ class ClusterInfo:
         """Directory with one `<component>.log` per process."""
         return self.dir / "logs"
 
+    def admin_client(self) -> ApiClient:
+        """A stdlib JSON client authenticated as the cluster admin (system:masters)."""
+        pki = self.dir / "pki"
+        return ApiClient(
+            "127.0.0.1",
+            self.ports["kube-apiserver"],
+            ca=pki / "ca.crt",
+            cert=pki / "admin.crt",
+            key=pki / "admin.key",
+        )
+
 
 def _free_ports(count: int) -> list[int]:
     """Ask the kernel for distinct free loopback ports (held together so they differ)."""
