@@ -1,0 +1,177 @@
+"""Sweep locked SM clocks on a node's GPUs, measure tokens per joule, keep the best.
+
+All GPUs of the node move together: a tensor-parallel replica spans them, so a clock only means
+something for the whole group. NVML calls run in a thread. Whatever happens (an NVML error, a
+signal, a bug), clocks the sweep locked are reset unless the chosen clock is being applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from climatik.domain.gpu import ClockChoice, ClockSample
+from climatik.policies.gpu_clock import ClockBounds, candidate_clocks, choose_gpu_clock
+from climatik.sources.gpu import GpuDevice, GpuError, GpuInventory, ThroughputProbe
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class TuneMode(enum.StrEnum):
+    """How far the Job may go."""
+
+    DRY_RUN = "dry-run"
+    """Read inventory and print the sweep plan; change nothing."""
+    RECOMMEND = "recommend"
+    """Sweep, report the best clock, then restore the defaults."""
+    APPLY = "apply"
+    """Sweep and keep the best clock locked."""
+
+
+@dataclass
+class GpuTuneResult:
+    """Everything a tuning run learned; serialised into the result ConfigMap."""
+
+    mode: TuneMode
+    inventory: list[GpuInventory]
+    planned_clocks_mhz: list[int]
+    samples: list[ClockSample] = field(default_factory=list)
+    choice: ClockChoice | None = None
+    applied_clock_mhz: int | None = None
+    error: GpuError | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain-JSON form for ConfigMaps, logs and the controller."""
+
+        def sample(s: ClockSample) -> dict[str, Any]:
+            return {
+                "clockMHz": s.clock_mhz,
+                "watts": round(s.watts, 2),
+                "tokensPerSecond": round(s.tokens_per_s, 3),
+                "tokensPerJoule": round(s.tokens_per_joule, 5),
+                "p99TokenLatencySeconds": s.p99_token_latency_s,
+            }
+
+        result: dict[str, Any] = {
+            "mode": str(self.mode),
+            "gpus": [
+                {
+                    "index": g.index,
+                    "uuid": g.uuid,
+                    "name": g.name,
+                    "smClockMHz": g.sm_clock_mhz,
+                    "supportedSmClocksMHz": [
+                        max(g.supported_sm_clocks_mhz, default=0),
+                        min(g.supported_sm_clocks_mhz, default=0),
+                    ],
+                    "powerWatts": round(g.power_w, 2),
+                    "powerLimitWatts": g.power_limit_w,
+                    "powerLimitRangeWatts": list(g.power_limit_range_w),
+                }
+                for g in self.inventory
+            ],
+            "plannedClocksMHz": self.planned_clocks_mhz,
+            "samples": [sample(s) for s in self.samples],
+            "appliedClockMHz": self.applied_clock_mhz,
+        }
+        if self.choice is not None:
+            result["choice"] = {
+                "clockMHz": self.choice.clock_mhz,
+                "reason": self.choice.reason,
+                "before": sample(self.choice.baseline),
+                "after": sample(self.choice.chosen),
+                "tokensPerJouleGain": round(self.choice.tokens_per_joule_gain, 4),
+                "throughputLoss": round(self.choice.throughput_loss, 4),
+            }
+        if self.error is not None:
+            result["error"] = {"reason": self.error.reason, "message": self.error.message}
+        return result
+
+
+async def _lock_all(devices: Sequence[GpuDevice], clock_mhz: int) -> None:
+    for device in devices:
+        await asyncio.to_thread(device.lock_sm_clock, clock_mhz)
+
+
+async def _mean_power_w(
+    devices: Sequence[GpuDevice], seconds: float, sleep: Sleep, samples: int = 5
+) -> float:
+    """Mean total power of the group over the window, sampled evenly."""
+    readings = []
+    for _ in range(samples):
+        total = 0.0
+        for device in devices:
+            total += await asyncio.to_thread(device.power_w)
+        readings.append(total)
+        await sleep(seconds / samples)
+    return sum(readings) / len(readings)
+
+
+async def _restore(devices: Sequence[GpuDevice]) -> GpuError | None:
+    """Reset every GPU, even when one of them fails; report the first failure."""
+    first: GpuError | None = None
+    for device in devices:
+        try:
+            await asyncio.to_thread(device.reset_sm_clock)
+        except GpuError as error:
+            first = first or error
+    return first
+
+
+async def tune_gpus(
+    devices: Sequence[GpuDevice],
+    probe: ThroughputProbe,
+    *,
+    mode: TuneMode,
+    bounds: ClockBounds,
+    sweep_points: int = 8,
+    settle_s: float = 20.0,
+    measure_s: float = 30.0,
+    sleep: Sleep = asyncio.sleep,
+) -> GpuTuneResult:
+    """Run one tuning pass over `devices` and return what it found and did."""
+    if not devices:
+        return GpuTuneResult(mode, [], [], error=GpuError("NoGpu", "this node has no GPU"))
+    try:
+        inventory = [await asyncio.to_thread(device.inventory) for device in devices]
+    except GpuError as error:
+        return GpuTuneResult(mode, [], [], error=error)
+    common = set(inventory[0].supported_sm_clocks_mhz)
+    for gpu in inventory[1:]:
+        common &= set(gpu.supported_sm_clocks_mhz)
+    plan = candidate_clocks(sorted(common, reverse=True), sweep_points)
+    result = GpuTuneResult(mode, inventory, plan)
+    if mode is TuneMode.DRY_RUN or not plan:
+        return result
+
+    keep_locked = False
+    try:
+        for clock_mhz in plan:
+            await _lock_all(devices, clock_mhz)
+            await sleep(settle_s)
+            power_w, window = await asyncio.gather(
+                _mean_power_w(devices, measure_s, sleep), probe.measure(measure_s)
+            )
+            result.samples.append(
+                ClockSample(clock_mhz, power_w, window.tokens_per_s, window.p99_token_latency_s)
+            )
+        choice = result.choice = choose_gpu_clock(result.samples, bounds)
+        if mode is TuneMode.APPLY:
+            await _lock_all(devices, choice.clock_mhz)
+            result.applied_clock_mhz = choice.clock_mhz
+            keep_locked = True
+    except GpuError as error:
+        result.error = error
+    finally:
+        if not keep_locked:
+            restore_error = await _restore(devices)
+            if result.error is None and restore_error is not None:
+                result.error = restore_error
+    return result
