@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from climatik import __version__
 from climatik.api.cli import add_crd_parser
 from climatik.devcluster.cli import add_dev_cluster_parser
+from climatik.gputune.cli import add_gpu_tune_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     # (a callable taking the parsed args and returning an exit status) as a default.
     add_crd_parser(subparsers)
     add_dev_cluster_parser(subparsers)
+    add_gpu_tune_parser(subparsers)
     return parser
 
 

@@ -30,7 +30,7 @@ def add_crd_parser(subparsers: Any) -> None:
 
 
 def _run_crd(args: argparse.Namespace) -> int:
-    from climatik.api.crd import render_crd_yaml  # noqa: PLC0415 - keep `--help` instant
+    from climatik.api.crd import render_crd_yaml
 
     text = render_crd_yaml()
     output: Path | None = args.output

@@ -43,9 +43,9 @@ def add_dev_cluster_parser(subparsers: Any) -> None:
 
 def _run_up(args: argparse.Namespace) -> int:
     # Imported here so `climatik --help` does not load cryptography.
-    from climatik.devcluster.binaries import BinariesMissingError  # noqa: PLC0415
-    from climatik.devcluster.cluster import DevClusterError, up  # noqa: PLC0415
-    from climatik.devcluster.topology import TopologyError, load_topology  # noqa: PLC0415
+    from climatik.devcluster.binaries import BinariesMissingError
+    from climatik.devcluster.cluster import DevClusterError, up
+    from climatik.devcluster.topology import TopologyError, load_topology
 
     started = time.monotonic()
     try:
@@ -65,7 +65,7 @@ def _run_up(args: argparse.Namespace) -> int:
 
 
 def _run_down(args: argparse.Namespace) -> int:
-    from climatik.devcluster.cluster import DevClusterError, down  # noqa: PLC0415
+    from climatik.devcluster.cluster import DevClusterError, down
 
     started = time.monotonic()
     try:

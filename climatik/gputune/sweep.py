@@ -127,7 +127,7 @@ async def _restore(devices: Sequence[GpuDevice]) -> GpuError | None:
 
 async def tune_gpus(
     devices: Sequence[GpuDevice],
-    probe: ThroughputProbe,
+    probe: ThroughputProbe | None,
     *,
     mode: TuneMode,
     bounds: ClockBounds,
@@ -136,7 +136,10 @@ async def tune_gpus(
     measure_s: float = 30.0,
     sleep: Sleep = asyncio.sleep,
 ) -> GpuTuneResult:
-    """Run one tuning pass over `devices` and return what it found and did."""
+    """Run one tuning pass over `devices` and return what it found and did.
+
+    `probe` may be `None` only for a dry run, which measures no throughput.
+    """
     if not devices:
         return GpuTuneResult(mode, [], [], error=GpuError("NoGpu", "this node has no GPU"))
     try:
@@ -150,6 +153,9 @@ async def tune_gpus(
     result = GpuTuneResult(mode, inventory, plan)
     if mode is TuneMode.DRY_RUN or not plan:
         return result
+    if probe is None:
+        msg = "a sweep needs a throughput probe; only a dry run can go without"
+        raise ValueError(msg)
 
     keep_locked = False
     try:
