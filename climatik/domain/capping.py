@@ -158,11 +158,20 @@ class CapObservation:
 
     @property
     def rack_replica_headroom(self) -> int | None:
-        """More replicas the racks admit in total, or `None` when no rack reports headroom."""
-        known = [r.replica_headroom for r in self.racks if r.replica_headroom is not None]
-        if not known:
+        """More replicas the racks admit in total; `None` (unbounded) when a rack's is unknown.
+
+        A rack at or over a limit counts 0 whatever its reported headroom.
+        """
+        if not self.racks:
             return None
-        return sum(known)
+        total = 0
+        for rack in self.racks:
+            if rack.at_limit:
+                continue
+            if rack.replica_headroom is None:
+                return None
+            total += rack.replica_headroom
+        return total
 
 
 @dataclass(frozen=True, slots=True)

@@ -363,15 +363,6 @@ def _decide_headroom(
     budget_w = usable_w - untargeted_w
     strict_w = budget_w - observation.cap_w * settings.hysteresis_fraction
     allowance = observation.rack_replica_headroom
-    any_rack_full = any(r.at_limit for r in observation.racks)
-    if (
-        allowance is None
-        and any_rack_full
-        and not any(r.replica_headroom is None and not r.at_limit for r in observation.racks)
-    ):
-        allowance = 0
-
-    unconstrained = sum(s.target.user_max_replicas * s.watts_per_replica for s in slots)
     wanted_growth = sum(
         max(0, s.target.user_max_replicas - s.target.current_replicas) for s in slots
     )

@@ -1,0 +1,721 @@
+"""The twin's time loop: every policy of a run advanced together, step by step, on one world.
+
+All policies see the same arrivals, the same carbon series and the same room; their state lives
+in arrays with a leading policy axis, so one numpy operation advances all of them. Every control
+interval each policy's decision code runs on what a Prometheus scrape would show (lagged,
+averaged, a little noisy, absent during outages): the capping policies are exactly the
+controller's own functions (`decide_replica_ceilings`, `score_racks`, `cap_for_carbon`,
+`choose_gpu_clock`).
+
+Modelled on purpose: KEDA/HPA scaling (target utilisation, immediate scale-up, stabilised
+scale-down, an HPA that drops to a lowered max at once), replica start-up delay, a fluid request
+queue with timeouts, SLOs from queueing and batch latency, heat recirculation with inlet lag,
+supply-temperature control, CoP cooling and location-based carbon.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
+
+from climatik.domain.capping import CapObservation, CappingState, RackObservation, TargetObservation
+from climatik.domain.carbon import CarbonReading, IntensityBandTarget
+from climatik.policies.carbon import cap_for_carbon
+from climatik.policies.ceilings import (
+    CeilingSettings,
+    HeadroomSettings,
+    ThresholdSettings,
+    decide_replica_ceilings,
+)
+from climatik.domain.gpu import ClockSample
+from climatik.policies.gpu_clock import ClockBounds, choose_gpu_clock
+from climatik.policies.placement import PlacementStrategy, PlaceObservation, score_racks
+from climatik.sim import physics
+from climatik.sim.scenario import Scenario
+from climatik.sim.workload import arrival_rates, carbon_slots
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+EPOCH = datetime(2020, 1, 6, tzinfo=UTC)  # a Monday: hour 0 of every scenario
+"""Simulated time zero. Only used to label carbon slots; the twin never reads a clock."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """How one compared policy caps, places, and uses carbon and clocks."""
+
+    ceilings: str  # uncapped | static | threshold | headroom
+    placement: str  # round-robin | random | minhr | zone | climatik
+    carbon: bool = False
+    tuned_clocks: bool = False
+    remove_hottest: bool = False
+
+
+POLICY_SPECS: dict[str, PolicySpec] = {
+    "uncapped": PolicySpec("uncapped", "round-robin"),
+    "static": PolicySpec("static", "round-robin"),
+    "seed-threshold": PolicySpec("threshold", "round-robin"),
+    "climatik": PolicySpec("headroom", "climatik", True, True, True),
+    "placement-random": PolicySpec("headroom", "random", True, True),
+    "placement-round-robin": PolicySpec("headroom", "round-robin", True, True),
+    "placement-minhr": PolicySpec("headroom", "minhr", True, True),
+    "placement-zone": PolicySpec("headroom", "zone", True, True),
+}
+
+METRIC_KEYS = (
+    "cap_violation_ws",
+    "max_overshoot_pct",
+    "tokens",
+    "tokens_per_s",
+    "tokens_per_joule",
+    "energy_kwh",
+    "cooling_kwh",
+    "peak_inlet_c",
+    "time_above_redline_s",
+    "carbon_g",
+    "carbon_g_per_1k_tokens",
+    "slo_attainment",
+    "peak_to_average",
+)
+
+
+@dataclass
+class History:
+    """Downsampled time series for plots (one column per sample)."""
+
+    hours: list[float] = field(default_factory=list)
+    site_w: list[FloatArray] = field(default_factory=list)
+    cap_w: list[FloatArray] = field(default_factory=list)
+    replicas: list[FloatArray] = field(default_factory=list)
+    max_inlet_c: list[FloatArray] = field(default_factory=list)
+    supply_c: list[FloatArray] = field(default_factory=list)
+    carbon_g_per_kwh: list[float] = field(default_factory=list)
+
+
+@dataclass
+class SimResult:
+    """What a run produced: the metrics of SIMULATOR.md per policy, details and plot series."""
+
+    scenario: str
+    duration_s: float
+    policies: dict[str, dict[str, float]]
+    details: dict[str, dict[str, object]]
+    history: History
+    service_names: list[str]
+    site_cap_w: float
+    redline_c: float
+
+    def as_json(self) -> dict[str, object]:
+        """The `--json` document: scenario, duration and the metric keys per policy."""
+        return {
+            "scenario": self.scenario,
+            "duration_s": self.duration_s,
+            "policies": self.policies,
+            "details": self.details,
+        }
+
+
+def static_ceilings(scenario: Scenario) -> list[int]:
+    """Nameplate provisioning: every active server may draw its full prefill power.
+
+    Idle servers still draw their idle power, so the replicas allowed are the whole replicas
+    whose nameplate increase over idle fits what the idle room leaves under the cap. They are
+    shared among services in proportion to their maximums (largest remainder), at least the
+    minimum each.
+    """
+    racks = scenario.racks
+    gpu = racks.gpu_curve
+    nameplate = float(
+        physics.server_power_w(
+            gpu.prefill_max_w, racks.gpus_per_server, gpu.idle_w, racks.server_base_w,
+            racks.server_gpu_overhead,
+        )
+    )
+    idle = racks.server_base_w + racks.gpus_per_server * gpu.idle_w
+    total = int((scenario.caps.site_cap_w - racks.servers * idle) // (nameplate - idle))
+    total = max(0, min(racks.servers, total))
+    maxes = [s.max_replicas for s in scenario.services]
+    quota = [total * m / sum(maxes) for m in maxes]
+    shares = [int(q) for q in quota]
+    order = sorted(range(len(quota)), key=lambda i: quota[i] - shares[i], reverse=True)
+    for index in order[: total - sum(shares)]:
+        shares[index] += 1
+    return [
+        max(s.min_replicas, min(s.max_replicas, share))
+        for s, share in zip(scenario.services, shares, strict=True)
+    ]
+
+
+def tuned_clock_ratios(scenario: Scenario) -> tuple[list[float], list[str]]:
+    """Per service, the clock `choose_gpu_clock` picks from a sweep measured on the twin."""
+    racks = scenario.racks
+    gpu = racks.gpu_curve
+    rng = np.random.default_rng(scenario.seed + 101)
+    ratios: list[float] = []
+    reasons: list[str] = []
+    clocks = np.arange(gpu.min_clock_mhz, gpu.max_clock_mhz + 1, 90.0)
+    clocks = np.unique(np.append(clocks, gpu.max_clock_mhz))
+    for service in scenario.services:
+        model = service.model_class
+        samples: list[ClockSample] = []
+        for clock in clocks:
+            ratio = float(clock / gpu.max_clock_mhz)
+            pre, dec = physics.request_busy_s(
+                model, service.prompt_tokens, service.output_tokens, ratio
+            )
+            busy = float(pre + dec)
+            tokens = service.output_tokens / busy
+            gpu_w = physics.gpu_power_w(ratio, float(pre) / busy, float(dec) / busy, gpu)
+            watts = float(
+                physics.server_power_w(
+                    gpu_w, racks.gpus_per_server, gpu.idle_w, racks.server_base_w,
+                    racks.server_gpu_overhead,
+                )
+            )
+            tbt = float(physics.decode_step_s(model, 1.0, ratio))
+            # The tuning Job's measurements are a little noisy, like real ones.
+            samples.append(
+                ClockSample(
+                    clock_mhz=round(float(clock)),
+                    tokens_per_s=tokens * (1 + rng.normal(0, 0.01)),
+                    watts=watts * (1 + rng.normal(0, 0.01)),
+                    p99_token_latency_s=tbt,
+                )
+            )
+        choice = choose_gpu_clock(
+            samples,
+            ClockBounds(max_throughput_loss=0.15, max_p99_token_latency_s=0.8 * service.slo.tbt_s),
+        )
+        ratios.append(choice.clock_mhz / gpu.max_clock_mhz)
+        reasons.append(f"{service.name}: {choice.reason}")
+    return ratios, reasons
+
+
+class Twin:
+    """One run of a scenario for a list of policies."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        policies: list[str] | None = None,
+        hours: float | None = None,
+        seed: int | None = None,
+        headroom: HeadroomSettings | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.policy_names = list(policies or scenario.policies)
+        for name in self.policy_names:
+            if name not in POLICY_SPECS:
+                msg = f"unknown policy {name!r}; known: {', '.join(POLICY_SPECS)}"
+                raise ValueError(msg)
+        self.specs = [POLICY_SPECS[name] for name in self.policy_names]
+        self.hours = float(hours if hours is not None else scenario.duration_h)
+        self.seed = scenario.seed if seed is None else seed
+        self.headroom = headroom or HeadroomSettings()
+        self.threshold = ThresholdSettings()
+
+    # The loop is long on purpose: one flat pass over arrays is what keeps it fast and readable
+    # as a whole (each block is one physical process, in the order they happen).
+    def run(self, progress: Callable[[float], None] | None = None) -> SimResult:  # noqa: C901
+        sc = self.scenario
+        racks = sc.racks
+        gpu = racks.gpu_curve
+        services = sc.services
+        n_pol, n_srv, n_svc = len(self.specs), racks.servers, len(services)
+        n_rack, per_rack = racks.count, racks.servers_per_rack
+        dt = sc.step_s
+        steps = max(1, round(self.hours * 3600.0 / dt))
+        rng = np.random.default_rng(self.seed)
+        hours = np.arange(steps) * dt / 3600.0
+
+        rates = np.stack(
+            [arrival_rates(s.traffic, hours, dt, sc.source_dir) for s in services], axis=1
+        )
+        slots = carbon_slots(
+            sc.carbon.generated, sc.carbon.file, sc.carbon.slot_s, self.hours, sc.source_dir
+        )
+        slot_of_step = np.minimum((np.arange(steps) * dt // sc.carbon.slot_s).astype(int),
+                                  slots.size - 1)
+        carbon_step = slots[slot_of_step]
+
+        # Room geometry and heat.
+        rec = racks.recirculation
+        if rec.matrix is not None:
+            a_matrix = np.asarray(rec.matrix, dtype=np.float64)
+        else:
+            a_matrix = physics.generate_recirculation(
+                n_rack, per_rack, rec.min_fraction, rec.max_fraction, rec.seed
+            )
+        k_node = np.full(
+            n_srv,
+            sc.cooling.air_density_kg_per_m3 * racks.airflow_m3_per_s
+            * sc.cooling.air_heat_capacity_j_per_kg_k,
+        )
+        d_matrix = physics.heat_matrix(a_matrix, k_node)
+        hrf = physics.recirculation_factors_c_per_kw(d_matrix)
+        rack_of = np.repeat(np.arange(n_rack), per_rack)
+        slot_in_rack = np.tile(np.arange(per_rack), n_rack)
+        zone_of = rack_of * racks.zones_per_rack + (
+            slot_in_rack * racks.zones_per_rack // per_rack
+        )
+        lag_keep = math.exp(-dt / sc.cooling.inlet_tau_s)
+        slew_c = sc.cooling.supply_slew_c_per_min * dt / 60.0
+
+        # Service parameters per policy (clocks differ by policy).
+        clock = np.ones((n_pol, n_svc))
+        clock_reasons: list[str] = []
+        if any(s.tuned_clocks for s in self.specs):
+            tuned, clock_reasons = tuned_clock_ratios(sc)
+            for p, spec in enumerate(self.specs):
+                if spec.tuned_clocks:
+                    clock[p] = tuned
+        pre_s = np.zeros((n_pol, n_svc))
+        dec_s = np.zeros((n_pol, n_svc))
+        for j, s in enumerate(services):
+            pre, dec = physics.request_busy_s(
+                s.model_class, s.prompt_tokens, s.output_tokens, clock[:, j]
+            )
+            pre_s[:, j], dec_s[:, j] = pre, dec
+        busy_s = pre_s + dec_s
+        mu = 1.0 / busy_s  # requests per second per replica at full batch
+        pre_share = pre_s / busy_s
+        out_tokens = np.array([s.output_tokens for s in services], dtype=np.float64)
+        min_rep = np.array([s.min_replicas for s in services])
+        max_rep = np.array([s.max_replicas for s in services])
+        target_util = np.array([s.autoscaler.target_utilisation for s in services])
+        drain_s = np.array([s.autoscaler.queue_drain_s for s in services])
+        timeout_s = np.array([s.queue_timeout_s for s in services])
+        startup_s = np.array([s.model_class.startup_s for s in services])
+        ttft_slo = np.array([s.slo.ttft_s for s in services])
+        tbt_slo = np.array([s.slo.tbt_s for s in services])
+        window = max(1, round(max(s.autoscaler.scale_down_window_s for s in services) / dt))
+        idle_server_w = racks.server_base_w + racks.gpus_per_server * gpu.idle_w
+
+        # Ceilings.
+        ceiling = np.tile(max_rep, (n_pol, 1)).astype(np.int64)
+        static = static_ceilings(sc)
+        for p, spec in enumerate(self.specs):
+            if spec.ceilings == "static":
+                ceiling[p] = static
+        states = [CappingState() for _ in self.specs]
+        settings: list[CeilingSettings | None] = [
+            self.threshold if s.ceilings == "threshold"
+            else self.headroom if s.ceilings == "headroom" else None
+            for s in self.specs
+        ]
+        site_cap = sc.caps.site_cap_w
+        cap_eff = np.full(n_pol, site_cap)
+        carbon_band = sc.caps.carbon
+
+        # Replicas: one per server. Warm start at what the first arrivals need.
+        host = np.full((n_pol, n_srv), -1, dtype=np.int64)
+        ready_at = np.full((n_pol, n_srv), np.inf)
+        born = np.zeros((n_pol, n_srv))
+        rr_next = np.zeros(n_pol, dtype=np.int64)
+        queue = np.zeros((n_pol, n_svc))
+        want0 = np.ceil(rates[0] / (mu * target_util)).astype(np.int64)
+        want0 = np.clip(want0, min_rep, ceiling)
+        srv_w = np.full((n_pol, n_srv), idle_server_w)
+        inlet = np.zeros((n_pol, n_srv))
+
+        def place(p: int, svc: int, now: float) -> bool:
+            free = np.flatnonzero(host[p] < 0)
+            if free.size == 0:
+                return False
+            spec = self.specs[p]
+            if spec.placement == "random":
+                choice = int(rng.choice(free))
+            elif spec.placement == "round-robin":
+                after = free[free >= rr_next[p]]
+                choice = int(after[0] if after.size else free[0])
+                rr_next[p] = (choice + 1) % n_srv
+            else:
+                rack_w = srv_w[p].reshape(n_rack, per_rack).sum(axis=1)
+                zone_w = np.bincount(zone_of, weights=srv_w[p], minlength=int(zone_of.max()) + 1)
+                limit_c = sc.caps.rack_max_inlet_c or sc.cooling.redline_c
+                obs = [
+                    PlaceObservation(
+                        place_id=f"{i:05d}",
+                        recirculation_c_per_kw=float(hrf[i]),
+                        inlet_c=float(inlet[p, i]) if inlet[p, i] > 0 else None,
+                        max_inlet_c=limit_c,
+                        watts=float(rack_w[rack_of[i]]),
+                        max_watts=sc.caps.rack_max_w,
+                        zone=str(zone_of[i]),
+                        zone_watts=float(zone_w[zone_of[i]]),
+                    )
+                    for i in free
+                ]
+                strategy = PlacementStrategy(spec.placement)
+                ranked = score_racks(obs, strategy)
+                choice = int(ranked[0].place_id)
+            host[p, choice] = svc
+            ready_at[p, choice] = now + startup_s[svc]
+            born[p, choice] = now
+            return True
+
+        def remove(p: int, svc: int) -> None:
+            mine = np.flatnonzero(host[p] == svc)
+            if mine.size == 0:
+                return
+            # Not-ready pods go first (as the ReplicaSet does); then the newest, or with
+            # Climatik's pod-deletion-cost the hottest inlet.
+            starting = ready_at[p, mine] > now_s
+            key = inlet[p, mine] if self.specs[p].remove_hottest else born[p, mine]
+            order = np.lexsort((-key, ~starting))
+            victim = mine[order[0]]
+            host[p, victim] = -1
+            ready_at[p, victim] = np.inf
+
+        now_s = 0.0
+        for p in range(n_pol):
+            for j in range(n_svc):
+                for _ in range(int(want0[p, j])):
+                    place(p, j, -1e9)
+        rec_hist = np.repeat(want0[:, :, None], window, axis=2).astype(np.int64)
+
+        # Measurement ring (what Prometheus would hold).
+        lag_steps = round(sc.measurement.lag_s / dt)
+        win_steps = max(1, round(sc.measurement.window_s / dt))
+        ring_len = lag_steps + win_steps
+        ring_site = np.zeros((ring_len, n_pol))
+        ring_svc_w = np.zeros((ring_len, n_pol, n_svc))
+        ring_svc_tok = np.zeros((ring_len, n_pol, n_svc))
+        ring_rack_w = np.zeros((ring_len, n_pol, n_rack))
+        ring_rack_in = np.zeros((ring_len, n_pol, n_rack))
+        outage = np.zeros(steps, dtype=bool)
+        for window_out in sc.measurement.outages:
+            start = int(window_out.start_h * 3600 / dt)
+            outage[start : start + int(window_out.duration_h * 3600 / dt)] = True
+        ctrl_steps = max(1, round(sc.control_interval_s / dt))
+        noise_scale = math.sqrt(min(1.0, sc.measurement.noise_correlation_s / dt))
+
+        # Heat and cooling state.
+        rise = np.zeros((n_pol, n_srv))
+        supply = np.full(n_pol, np.clip(
+            sc.cooling.redline_c - sc.cooling.supply_guard_c,
+            sc.cooling.min_supply_c, sc.cooling.max_supply_c,
+        ))
+
+        # Accumulators.
+        viol_ws = np.zeros(n_pol)
+        overshoot = np.zeros(n_pol)
+        episodes = np.zeros(n_pol, dtype=np.int64)
+        run_len = np.zeros(n_pol)
+        longest = np.zeros(n_pol)
+        tokens = np.zeros((n_pol, n_svc))
+        arrived_req = np.zeros((n_pol, n_svc))
+        met_req = np.zeros((n_pol, n_svc))
+        it_j = np.zeros(n_pol)
+        cool_j = np.zeros(n_pol)
+        fac_j = np.zeros(n_pol)
+        carbon_g = np.zeros(n_pol)
+        peak_inlet = np.full(n_pol, -np.inf)
+        above_s = np.zeros(n_pol)
+        rack_peak = np.zeros((n_pol, n_rack))
+        site_peak = np.zeros(n_pol)
+        writes = np.zeros(n_pol, dtype=np.int64)
+        rack_blocked = np.zeros(n_pol, dtype=np.int64)
+        history = History()
+        plot_every = max(1, steps // 600)
+        prog_every = max(1, steps // 100)
+
+        gpus = racks.gpus_per_server
+        overhead = racks.server_gpu_overhead
+        pol_idx = np.arange(n_pol)[:, None]
+        svc_range = np.arange(n_svc)
+
+        for k in range(steps):
+            now_s = k * dt
+            lam = rates[k]
+            # --- serving ---------------------------------------------------------------------
+            active = host >= 0
+            ready = active & (ready_at <= now_s)
+            safe_host = np.where(active, host, 0)
+            onehot = (host[:, :, None] == svc_range[None, None, :])  # (P, N, S)
+            n_tot = onehot.sum(axis=1)
+            n_ready = (onehot & ready[:, :, None]).sum(axis=1)
+            cap_rps = n_ready * mu
+            demand = queue / dt + lam
+            served = np.minimum(demand, cap_rps)
+            queue = queue + (lam - served) * dt
+            max_q = np.maximum(cap_rps, 1e-9) * timeout_s
+            dropped = np.maximum(0.0, queue - max_q)
+            queue -= dropped
+            util = np.where(cap_rps > 0, served / np.maximum(cap_rps, 1e-12), 0.0)
+
+            arrived = lam * dt
+            wait_s = queue / np.maximum(cap_rps, 1e-9) + pre_s * util / (1.02 - util)
+            slack = ttft_slo - pre_s
+            met_frac = np.where(slack > 0, 1 - np.exp(-np.maximum(slack, 0) / np.maximum(wait_s, 1e-6)), 0.0)
+            for j, s in enumerate(services):
+                tbt = physics.decode_step_s(s.model_class, util[:, j], clock[:, j])
+                met_frac[:, j] *= tbt <= tbt_slo[j]
+            arrived_req += arrived
+            met_req += met_frac * np.maximum(arrived - dropped, 0.0)
+            tokens_step = served * dt * out_tokens
+            tokens += tokens_step
+
+            # --- power -----------------------------------------------------------------------
+            u_srv = np.where(ready, util[pol_idx, safe_host], 0.0)
+            share_srv = pre_share[pol_idx, safe_host]
+            clock_srv = np.where(active, clock[pol_idx, safe_host], 1.0)
+            busy_pre = u_srv * share_srv
+            busy_dec = u_srv - busy_pre
+            gpu_w = physics.gpu_power_w(clock_srv, busy_pre, busy_dec, gpu)
+            dyn_w = gpu_w - gpu.idle_w
+            cv = 0.15 + 0.45 * share_srv
+            sigma = (1 + overhead) * math.sqrt(gpus) * cv * dyn_w * noise_scale
+            srv_w = physics.server_power_w(gpu_w, gpus, gpu.idle_w, racks.server_base_w, overhead)
+            srv_w = srv_w + rng.standard_normal((n_pol, n_srv)) * sigma
+            site_w = srv_w.sum(axis=1)
+            rack_w = srv_w.reshape(n_pol, n_rack, per_rack).sum(axis=2)
+                svc_w = np.einsum("pn,pns->ps", srv_w, onehot)
+
+            # --- heat and cooling --------------------------------------------------------------
+            rise = lag_keep * rise + (1 - lag_keep) * (srv_w @ d_matrix.T)
+            inlet = supply[:, None] + rise
+            max_in = inlet.max(axis=1)
+            rack_in = inlet.reshape(n_pol, n_rack, per_rack).max(axis=2)
+            cooling_w = site_w / physics.cop(supply)
+            facility_w = site_w * (1 + sc.cooling.distribution_loss_fraction) + cooling_w
+            wanted_supply = sc.cooling.redline_c - sc.cooling.supply_guard_c - rise.max(axis=1)
+            supply = np.clip(
+                supply + np.clip(wanted_supply - supply, -slew_c, slew_c),
+                sc.cooling.min_supply_c, sc.cooling.max_supply_c,
+            )
+
+            # --- metrics ---------------------------------------------------------------------
+            over = site_w - site_cap
+            in_violation = over > 0
+            viol_ws += np.maximum(over, 0) * dt
+            overshoot = np.maximum(overshoot, over / site_cap)
+            episodes += in_violation & (run_len == 0)
+            run_len = np.where(in_violation, run_len + dt, 0.0)
+            longest = np.maximum(longest, run_len)
+            it_j += site_w * dt
+            cool_j += cooling_w * dt
+            fac_j += facility_w * dt
+            carbon_g += carbon_step[k] * facility_w * dt / physics.J_PER_KWH
+            peak_inlet = np.maximum(peak_inlet, max_in)
+            above_s += (max_in > sc.cooling.redline_c) * dt
+            rack_peak = np.maximum(rack_peak, rack_w)
+            site_peak = np.maximum(site_peak, site_w)
+
+            slot = k % ring_len
+            ring_site[slot] = site_w
+            ring_svc_w[slot] = svc_w
+            ring_svc_tok[slot] = tokens_step / dt
+            ring_rack_w[slot] = rack_w
+            ring_rack_in[slot] = rack_in
+
+            if k % plot_every == 0:
+                history.hours.append(now_s / 3600.0)
+                history.site_w.append(site_w.copy())
+                history.cap_w.append(cap_eff.copy())
+                history.replicas.append(n_tot.astype(np.float64))
+                history.max_inlet_c.append(max_in.copy())
+                history.supply_c.append(supply.copy())
+                history.carbon_g_per_kwh.append(float(carbon_step[k]))
+
+            # --- control: the policies decide on what Prometheus shows ----------------------
+            if k % ctrl_steps == 0 and k >= ring_len:
+                have_data = not outage[k]
+                picks = [(k - lag_steps - i) % ring_len for i in range(win_steps)]
+
+                def measured(ring: FloatArray) -> FloatArray:
+                    mean = ring[picks].mean(axis=0)
+                    noise = rng.normal(0.0, sc.measurement.noise_fraction, mean.shape)
+                    return np.asarray(mean * (1 + noise), dtype=np.float64)
+
+                m_site = measured(ring_site)
+                m_svc_w = measured(ring_svc_w)
+                m_svc_tok = ring_svc_tok[picks].mean(axis=0)
+                m_rack_w = measured(ring_rack_w)
+                m_rack_in = ring_rack_in[picks].mean(axis=0)
+                if carbon_band is not None:
+                    start = EPOCH + timedelta(seconds=float(slot_of_step[k] * sc.carbon.slot_s))
+                    reading = CarbonReading(
+                        intensity_g_per_kwh=float(carbon_step[k]),
+                        slot_start=start,
+                        slot_end=start + timedelta(seconds=sc.carbon.slot_s),
+                    )
+                    carbon_cap = cap_for_carbon(
+                        reading,
+                        base_cap_w=site_cap,
+                        floor_w=carbon_band.floor_fraction * site_cap,
+                        target=IntensityBandTarget(
+                            carbon_band.clean_g_per_kwh, carbon_band.dirty_g_per_kwh
+                        ),
+                    ).cap_w
+                else:
+                    carbon_cap = site_cap
+                for p, spec in enumerate(self.specs):
+                    setting = settings[p]
+                    if setting is None:
+                        continue
+                    cap_eff[p] = carbon_cap if spec.carbon else site_cap
+                    targets = tuple(
+                        TargetObservation(
+                            name=s.name,
+                            current_replicas=int(n_tot[p, j]),
+                            min_replicas=s.min_replicas,
+                            user_max_replicas=s.max_replicas,
+                            applied_max_replicas=int(ceiling[p, j]),
+                            watts=float(m_svc_w[p, j]) if have_data else None,
+                            tokens_per_s=float(m_svc_tok[p, j]) if have_data else None,
+                        )
+                        for j, s in enumerate(services)
+                    )
+                    rack_obs = self._rack_observations(
+                        p, spec, have_data, m_rack_w, m_rack_in, host, n_tot, m_svc_w,
+                        idle_server_w,
+                    )
+                    observation = CapObservation(
+                        scope="site",
+                        cap_w=float(cap_eff[p]),
+                        measured_w=float(m_site[p]) if have_data else None,
+                        targets=targets,
+                        racks=rack_obs,
+                    )
+                    plan = decide_replica_ceilings(observation, setting, states[p], now_s)
+                    states[p] = plan.state
+                    for j, decision in enumerate(plan.decisions):
+                        if decision.changed:
+                            writes[p] += 1
+                        ceiling[p, j] = decision.new_max_replicas
+                    if any(r.at_limit for r in rack_obs):
+                        rack_blocked[p] += 1
+
+            # --- autoscaling (KEDA / HPA) ----------------------------------------------------
+            desired = np.ceil((lam + queue / drain_s) / (mu * target_util) - 1e-9).astype(np.int64)
+            desired = np.clip(desired, min_rep, np.maximum(ceiling, min_rep))
+            rec_hist[:, :, k % window] = desired
+            stabilised = rec_hist.max(axis=2)
+            target = np.where(desired >= n_tot, desired, np.minimum(n_tot, stabilised))
+            target = np.clip(target, min_rep, np.maximum(ceiling, min_rep))
+            for p, j in zip(*np.nonzero(target != n_tot), strict=True):
+                change = int(target[p, j] - n_tot[p, j])
+                for _ in range(abs(change)):
+                    if change > 0:
+                        if not place(int(p), int(j), now_s):
+                            break
+                    else:
+                        remove(int(p), int(j))
+
+            if progress is not None and k % prog_every == 0:
+                progress(k / steps)
+        if progress is not None:
+            progress(1.0)
+
+        duration_s = steps * dt
+        results: dict[str, dict[str, float]] = {}
+        details: dict[str, dict[str, object]] = {}
+        redline = sc.cooling.redline_c
+        for p, name in enumerate(self.policy_names):
+            total_tokens = float(tokens[p].sum())
+            results[name] = {
+                "cap_violation_ws": float(viol_ws[p]),
+                "max_overshoot_pct": float(max(0.0, overshoot[p]) * 100.0),
+                "tokens": total_tokens,
+                "tokens_per_s": total_tokens / duration_s,
+                "tokens_per_joule": total_tokens / float(it_j[p]) if it_j[p] > 0 else 0.0,
+                "energy_kwh": float(it_j[p] / physics.J_PER_KWH),
+                "cooling_kwh": float(cool_j[p] / physics.J_PER_KWH),
+                "peak_inlet_c": float(peak_inlet[p]),
+                "time_above_redline_s": float(above_s[p]),
+                "carbon_g": float(carbon_g[p]),
+                "carbon_g_per_1k_tokens": (
+                    float(carbon_g[p]) / total_tokens * 1000.0 if total_tokens > 0 else 0.0
+                ),
+                "slo_attainment": float(met_req[p].sum() / max(arrived_req[p].sum(), 1e-9)),
+                "peak_to_average": float(rack_peak[p].sum() / max(site_peak[p], 1e-9)),
+            }
+            details[name] = {
+                "violation_episodes": int(episodes[p]),
+                "longest_violation_s": float(longest[p]),
+                "cap_violation_pct_of_cap_time": float(
+                    viol_ws[p] / (site_cap * duration_s) * 100.0
+                ),
+                "slo_attainment_by_service": {
+                    s.name: float(met_req[p, j] / max(arrived_req[p, j], 1e-9))
+                    for j, s in enumerate(services)
+                },
+                "tokens_per_facility_joule": (
+                    float(tokens[p].sum() / fac_j[p]) if fac_j[p] > 0 else 0.0
+                ),
+                "facility_kwh": float(fac_j[p] / physics.J_PER_KWH),
+                "ceiling_writes": int(writes[p]),
+                "control_steps_with_a_rack_at_limit": int(rack_blocked[p]),
+                "gpu_clock_mhz": {
+                    s.name: round(float(clock[p, j]) * gpu.max_clock_mhz)
+                    for j, s in enumerate(services)
+                },
+                "carbon_basis": "location-based (grid average intensity x facility energy)",
+            }
+        if clock_reasons:
+            for p, spec in enumerate(self.specs):
+                if spec.tuned_clocks:
+                    details[self.policy_names[p]]["gpu_clock_reason"] = clock_reasons
+        return SimResult(
+            scenario=sc.name,
+            duration_s=duration_s,
+            policies=results,
+            details=details,
+            history=history,
+            service_names=[s.name for s in services],
+            site_cap_w=site_cap,
+            redline_c=redline,
+        )
+
+    def _rack_observations(
+        self,
+        p: int,
+        spec: PolicySpec,
+        have_data: bool,
+        m_rack_w: FloatArray,
+        m_rack_in: FloatArray,
+        host: IntArray,
+        n_tot: IntArray,
+        m_svc_w: FloatArray,
+        idle_server_w: float,
+    ) -> tuple[RackObservation, ...]:
+        """Rack readings and limits; the headroom policy also gets replica units."""
+        caps = self.scenario.caps
+        if caps.rack_max_w is None and caps.rack_max_inlet_c is None:
+            return ()
+        racks = self.scenario.racks
+        free = (host[p] < 0).reshape(racks.count, racks.servers_per_rack).sum(axis=1)
+        replicas = int(n_tot[p].sum())
+        per_replica_w = float(m_svc_w[p].sum()) / replicas if replicas else None
+        out: list[RackObservation] = []
+        for r in range(racks.count):
+            headroom: int | None = None
+            if spec.ceilings == "headroom" and have_data:
+                headroom = int(free[r])
+                if caps.rack_max_w is not None and per_replica_w is not None:
+                    marginal_w = max(per_replica_w - idle_server_w, 1.0)
+                    room_w = caps.rack_max_w - float(m_rack_w[p, r])
+                    headroom = min(headroom, max(0, int(room_w // marginal_w)))
+                if caps.rack_max_inlet_c is not None and (
+                    float(m_rack_in[p, r]) >= caps.rack_max_inlet_c - 0.3
+                ):
+                    # Inlets lag: stop adding heat a little before the limit is reached.
+                    headroom = 0
+            out.append(
+                RackObservation(
+                    rack_id=f"rack-{r}",
+                    watts=float(m_rack_w[p, r]) if have_data else None,
+                    max_watts=caps.rack_max_w,
+                    inlet_c=float(m_rack_in[p, r]) if have_data else None,
+                    max_inlet_c=caps.rack_max_inlet_c,
+                    replica_headroom=headroom,
+                )
+            )
+        return tuple(out)

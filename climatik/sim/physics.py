@@ -1,0 +1,128 @@
+"""The twin's physics as plain numpy functions (SIMULATOR.md): power, throughput, heat, cooling.
+
+Every function is pure and vectorised: it accepts arrays of any shape that broadcast together
+(policies x servers, or policies x services) and never loops in Python, so the engine can advance
+every policy of a run in the same step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from climatik.sim.scenario import GpuModel, ModelClass
+
+FloatArray = npt.NDArray[np.float64]
+ArrayLike = FloatArray | float
+
+J_PER_KWH = 3.6e6
+
+
+def gpu_phase_power_w(max_w: float, clock_ratio: ArrayLike, gpu: GpuModel) -> FloatArray:
+    """P_x(f) = P_idle + (P_x,max - P_idle) * (f / f_max)^gamma."""
+    ratio = np.asarray(clock_ratio, dtype=np.float64)
+    return np.asarray(gpu.idle_w + (max_w - gpu.idle_w) * ratio**gpu.gamma, dtype=np.float64)
+
+
+def gpu_power_w(
+    clock_ratio: ArrayLike, busy_prefill: ArrayLike, busy_decode: ArrayLike, gpu: GpuModel
+) -> FloatArray:
+    """Mean power of one GPU that spends the given shares of a step in prefill and decode."""
+    pre = gpu_phase_power_w(gpu.prefill_max_w, clock_ratio, gpu)
+    dec = gpu_phase_power_w(gpu.decode_max_w, clock_ratio, gpu)
+    return np.asarray(
+        gpu.idle_w + np.asarray(busy_prefill) * (pre - gpu.idle_w)
+        + np.asarray(busy_decode) * (dec - gpu.idle_w),
+        dtype=np.float64,
+    )
+
+
+def server_power_w(
+    gpu_w: ArrayLike, gpus: int, idle_gpu_w: float, base_w: float, overhead: float
+) -> FloatArray:
+    """P_srv = P_base + k * sum(P_g - P_idle) + sum(P_g) for `gpus` GPUs drawing `gpu_w` each."""
+    gpu_arr = np.asarray(gpu_w, dtype=np.float64)
+    return np.asarray(
+        base_w + overhead * gpus * (gpu_arr - idle_gpu_w) + gpus * gpu_arr, dtype=np.float64
+    )
+
+
+def prefill_s(model: ModelClass, prompt_tokens: int, clock_ratio: ArrayLike) -> FloatArray:
+    """Prefill time of one request: linear in prompt length, scaling with 1/f."""
+    at_max = model.prefill_base_s + model.prefill_s_per_1k_tokens * prompt_tokens / 1000.0
+    return np.asarray(at_max / np.asarray(clock_ratio, dtype=np.float64), dtype=np.float64)
+
+
+def decode_step_s(model: ModelClass, batch_fraction: ArrayLike, clock_ratio: ArrayLike) -> FloatArray:
+    """Decode step time at a batch of `batch_fraction * max_batch`, memory-bound share beta."""
+    batch = np.clip(np.asarray(batch_fraction, dtype=np.float64), 0.0, 1.0)
+    at_max = model.decode_step_s_batch1 + (
+        model.decode_step_s_max_batch - model.decode_step_s_batch1
+    ) * batch
+    beta = model.memory_bound_beta
+    return np.asarray(
+        at_max * (beta + (1 - beta) / np.asarray(clock_ratio, dtype=np.float64)), dtype=np.float64
+    )
+
+
+def request_busy_s(
+    model: ModelClass, prompt_tokens: int, output_tokens: int, clock_ratio: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    """Replica time one request costs at full batch: (prefill seconds, decode seconds)."""
+    pre = prefill_s(model, prompt_tokens, clock_ratio)
+    dec = output_tokens * decode_step_s(model, 1.0, clock_ratio) / model.max_batch
+    return pre, dec
+
+
+def cop(supply_c: ArrayLike) -> FloatArray:
+    """Coefficient of performance of the cooling unit: 0.0068 T^2 + 0.0008 T + 0.458."""
+    t = np.asarray(supply_c, dtype=np.float64)
+    return np.asarray(0.0068 * t * t + 0.0008 * t + 0.458, dtype=np.float64)
+
+
+def heat_matrix(recirculation: FloatArray, heat_capacity_w_per_k: FloatArray) -> FloatArray:
+    """D = (K - A^T K)^-1 - K^-1 (Tang et al. 2008): inlet rise (K) per watt at each node.
+
+    `recirculation[i, j]` is the share of node i's exhaust that reaches node j's inlet;
+    `heat_capacity_w_per_k[i]` is rho * airflow * c_p of node i.
+    """
+    k = np.diag(heat_capacity_w_per_k)
+    return np.asarray(
+        np.linalg.inv(k - recirculation.T @ k) - np.diag(1.0 / heat_capacity_w_per_k),
+        dtype=np.float64,
+    )
+
+
+def recirculation_factors_c_per_kw(d_matrix: FloatArray) -> FloatArray:
+    """Heat recirculation factor of each node: summed inlet rise (°C) per kW dissipated there."""
+    return np.asarray(d_matrix.sum(axis=0) * 1000.0, dtype=np.float64)
+
+
+def generate_recirculation(
+    racks: int, servers_per_rack: int, min_fraction: float, max_fraction: float, seed: int
+) -> FloatArray:
+    """A plausible recirculation matrix for one row of racks, servers numbered bottom to top.
+
+    Each source recirculates between `min_fraction` and `max_fraction` of its exhaust, more at
+    the row's ends and at the top of a rack; the heat lands mostly on nearby inlets, above more
+    than below (hot air rises).
+    """
+    rng = np.random.default_rng(seed)
+    nodes = racks * servers_per_rack
+    rack_of = np.repeat(np.arange(racks), servers_per_rack)
+    height = np.tile(np.arange(servers_per_rack), racks) / max(servers_per_rack - 1, 1)
+    end_row = np.zeros(nodes) if racks == 1 else (
+        np.abs(rack_of - (racks - 1) / 2) / ((racks - 1) / 2)
+    )
+    exposure = 0.5 * height + 0.5 * end_row**2
+    share = min_fraction + (max_fraction - min_fraction) * np.clip(
+        exposure + rng.uniform(-0.05, 0.05, nodes), 0.0, 1.0
+    )
+    rack_gap = np.abs(rack_of[:, None] - rack_of[None, :])
+    rise = height[None, :] - height[:, None]
+    weight = np.exp(-1.5 * rack_gap) * np.exp(1.0 * rise)
+    np.fill_diagonal(weight, 0.0)
+    if nodes == 1:
+        return np.zeros((1, 1))
+    weight /= weight.sum(axis=1, keepdims=True)
+    return np.asarray(weight * share[:, None], dtype=np.float64)

@@ -1,0 +1,395 @@
+"""Scenario files for the twin: a validated, documented schema (see docs/simulate.md).
+
+A scenario says what the datacenter looks like (racks, servers, GPUs, airflow, recirculation),
+what limits it has (site cap, rack limits, redline), what it serves (services with model class,
+SLOs and traffic) and what grid it sits on (carbon). Every field has a default taken from
+SIMULATOR.md, so a scenario file only states what differs.
+
+Guarantees: unknown keys are refused; every error names the field (pydantic's location path,
+for instance `services.1.traffic.peak_rps`); built-in scenarios are package data, found by name
+from any working directory.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+BUILTIN_PACKAGE = "climatik.sim"
+BUILTIN_FOLDER = "scenarios"
+
+POLICY_NAMES = (
+    "uncapped",
+    "static",
+    "seed-threshold",
+    "climatik",
+    "placement-random",
+    "placement-round-robin",
+    "placement-minhr",
+    "placement-zone",
+)
+"""Every policy the twin knows. `climatik` uses climatik placement; `placement-*` run climatik's
+ceilings, carbon and clocks with another placement, so placement is measured on its own."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class GpuModel(_Strict):
+    """Power curve of one GPU (SIMULATOR.md, Hardware and power)."""
+
+    idle_w: Positive = 75.0
+    prefill_max_w: Positive = 700.0
+    decode_max_w: Positive = 380.0
+    max_clock_mhz: Positive = 1980.0
+    min_clock_mhz: Positive = 600.0
+    gamma: Annotated[float, Field(ge=1.0, le=4.0)] = 1.6
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GpuModel:
+        if not self.idle_w < self.decode_max_w <= self.prefill_max_w:
+            msg = "need idle_w < decode_max_w <= prefill_max_w"
+            raise ValueError(msg)
+        if not self.min_clock_mhz < self.max_clock_mhz:
+            msg = "need min_clock_mhz < max_clock_mhz"
+            raise ValueError(msg)
+        return self
+
+
+GPU_MODELS: dict[str, GpuModel] = {
+    "H100": GpuModel(),
+    "H200": GpuModel(),
+    "A100": GpuModel(
+        idle_w=63.0, prefill_max_w=400.0, decode_max_w=250.0, max_clock_mhz=1410.0,
+        min_clock_mhz=510.0,
+    ),
+}
+
+
+class ModelClass(_Strict):
+    """Throughput of one replica (one server) of a model (SIMULATOR.md, Throughput)."""
+
+    decode_step_s_batch1: Positive = 0.030
+    decode_step_s_max_batch: Positive = 0.050
+    max_batch: Annotated[int, Field(ge=1)] = 64
+    prefill_base_s: NonNegative = 0.047
+    prefill_s_per_1k_tokens: NonNegative = 0.0455
+    memory_bound_beta: Fraction = 0.8
+    startup_s: NonNegative = 60.0
+
+
+MODEL_CLASSES: dict[str, ModelClass] = {
+    "llama-70b-tp8": ModelClass(),
+    # An 8B model served data-parallel on the 8 GPUs of a server: faster steps, bigger batches.
+    "llama-8b-dp8": ModelClass(
+        decode_step_s_batch1=0.008,
+        decode_step_s_max_batch=0.020,
+        max_batch=256,
+        prefill_base_s=0.010,
+        prefill_s_per_1k_tokens=0.009,
+        startup_s=30.0,
+    ),
+}
+
+
+class Recirculation(_Strict):
+    """Heat recirculation between chassis: an explicit matrix or one generated from geometry."""
+
+    matrix: list[list[NonNegative]] | None = None
+    """Row i: share of chassis i's exhaust reaching each chassis' inlet (rows sum to < 1)."""
+    min_fraction: Fraction = 0.05
+    max_fraction: Fraction = 0.35
+    seed: int = 11
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Recirculation:
+        if self.min_fraction > self.max_fraction:
+            msg = "min_fraction must not exceed max_fraction"
+            raise ValueError(msg)
+        if self.matrix is not None:
+            for row in self.matrix:
+                if len(row) != len(self.matrix) or sum(row) >= 1.0:
+                    msg = "matrix must be square with every row summing to less than 1"
+                    raise ValueError(msg)
+        return self
+
+
+class Racks(_Strict):
+    """The machine room: identical racks of identical GPU servers."""
+
+    count: Annotated[int, Field(ge=1, le=512)] = 2
+    servers_per_rack: Annotated[int, Field(ge=1, le=64)] = 4
+    gpus_per_server: Annotated[int, Field(ge=1, le=16)] = 8
+    gpu_model: Literal["H100", "H200", "A100"] = "H100"
+    gpu: GpuModel | None = None
+    """Overrides the named model's power curve."""
+    server_base_w: NonNegative = 2200.0
+    server_gpu_overhead: NonNegative = 0.48
+    airflow_m3_per_s: Positive = 0.5
+    recirculation: Recirculation = Recirculation()
+    zones_per_rack: Annotated[int, Field(ge=1)] = 2
+
+    @property
+    def servers(self) -> int:
+        """Servers in the whole room."""
+        return self.count * self.servers_per_rack
+
+    @property
+    def gpu_curve(self) -> GpuModel:
+        """The effective GPU power curve."""
+        return self.gpu or GPU_MODELS[self.gpu_model]
+
+
+class CarbonBand(_Strict):
+    """Carbon-aware cap for `climatik`: full cap at or below clean, floor at or above dirty."""
+
+    clean_g_per_kwh: NonNegative = 120.0
+    dirty_g_per_kwh: NonNegative = 300.0
+    floor_fraction: Fraction = 0.7
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CarbonBand:
+        if not self.clean_g_per_kwh < self.dirty_g_per_kwh:
+            msg = "clean_g_per_kwh must be below dirty_g_per_kwh"
+            raise ValueError(msg)
+        return self
+
+
+class Caps(_Strict):
+    """The limits: one site (room) power cap, optional rack limits, and the redline."""
+
+    site_cap_w: Positive
+    rack_max_w: Positive | None = None
+    rack_max_inlet_c: float | None = None
+    carbon: CarbonBand | None = None
+
+
+class Cooling(_Strict):
+    """Supply-temperature control and cooling power (SIMULATOR.md, Heat and cooling)."""
+
+    redline_c: float = 27.0
+    min_supply_c: float = 10.0
+    max_supply_c: float = 27.0
+    supply_guard_c: NonNegative = 0.5
+    supply_slew_c_per_min: Positive = 1.0
+    inlet_tau_s: Positive = 120.0
+    distribution_loss_fraction: Annotated[float, Field(ge=0, le=0.5)] = 0.07
+    air_density_kg_per_m3: Positive = 1.2
+    air_heat_capacity_j_per_kg_k: Positive = 1005.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Cooling:
+        if not self.min_supply_c <= self.max_supply_c:
+            msg = "min_supply_c must not exceed max_supply_c"
+            raise ValueError(msg)
+        return self
+
+
+class Outage(_Strict):
+    """A window in which the metrics pipeline returns no data."""
+
+    start_h: NonNegative
+    duration_h: Positive
+
+
+class Measurement(_Strict):
+    """How the policies see power: a Prometheus scrape with lag, a rate window and noise."""
+
+    lag_s: NonNegative = 15.0
+    window_s: Positive = 30.0
+    noise_fraction: Fraction = 0.01
+    noise_correlation_s: Positive = 1.0
+    """Power noise decorrelates over this time, so a 10-s average keeps 1/sqrt(10) of it."""
+    outages: list[Outage] = []
+
+
+class Slo(_Strict):
+    """Latency objectives of a service class."""
+
+    ttft_s: Positive = 2.0
+    tbt_s: Positive = 0.1
+
+
+class Traffic(_Strict):
+    """Generated arrivals (diurnal, weekly, bursty) or a CSV trace (`hour,requests_per_s`)."""
+
+    peak_rps: Positive = 20.0
+    trough_fraction: Fraction = 0.3
+    peak_hour: Annotated[float, Field(ge=0, lt=24)] = 14.0
+    weekend_fraction: Fraction = 0.8
+    bursts_per_day: NonNegative = 4.0
+    burst_multiplier: Annotated[float, Field(ge=1)] = 1.4
+    burst_duration_s: Positive = 600.0
+    noise_fraction: Fraction = 0.05
+    trace_file: str | None = None
+    seed: int = 1
+
+
+class Autoscaler(_Strict):
+    """KEDA/HPA behaviour: target utilisation, scale-down stabilisation."""
+
+    target_utilisation: Annotated[float, Field(gt=0, le=1)] = 0.7
+    scale_down_window_s: NonNegative = 300.0
+    queue_drain_s: Positive = 60.0
+
+
+class Service(_Strict):
+    """One inference service (a Deployment scaled by a KEDA ScaledObject)."""
+
+    name: Annotated[str, Field(min_length=1)]
+    model: Literal["llama-70b-tp8", "llama-8b-dp8"] = "llama-70b-tp8"
+    service_class: Literal["interactive", "batch"] = "interactive"
+    min_replicas: Annotated[int, Field(ge=0)] = 1
+    max_replicas: Annotated[int, Field(ge=1)] = 8
+    prompt_tokens: Annotated[int, Field(ge=1)] = 1024
+    output_tokens: Annotated[int, Field(ge=1)] = 256
+    slo: Slo = Slo()
+    traffic: Traffic = Traffic()
+    autoscaler: Autoscaler = Autoscaler()
+    queue_timeout_s: Positive = 120.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Service:
+        if self.min_replicas > self.max_replicas:
+            msg = "min_replicas must not exceed max_replicas"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def model_class(self) -> ModelClass:
+        """The throughput parameters of the service's model."""
+        return MODEL_CLASSES[self.model]
+
+
+class GeneratedCarbon(_Strict):
+    """A GB-2020-like intensity series: daily swing, weather drift, clipped to a range."""
+
+    mean_g_per_kwh: NonNegative = 215.0
+    min_g_per_kwh: NonNegative = 64.0
+    max_g_per_kwh: NonNegative = 395.0
+    daily_swing_fraction: Fraction = 0.6
+    weather_fraction: Fraction = 0.3
+    trough_hour: Annotated[float, Field(ge=0, lt=24)] = 4.0
+    seed: int = 3
+
+
+class Carbon(_Strict):
+    """Grid carbon intensity: generated, or a CSV file `hour,intensity_g_per_kwh`."""
+
+    generated: GeneratedCarbon = GeneratedCarbon()
+    file: str | None = None
+    slot_s: Positive = 1800.0
+
+
+class Scenario(_Strict):
+    """A whole twin run."""
+
+    name: Annotated[str, Field(min_length=1)]
+    description: str = ""
+    duration_h: Annotated[float, Field(gt=0, le=24 * 31)] = 24.0
+    step_s: Annotated[float, Field(gt=0, le=60)] = 10.0
+    control_interval_s: Positive = 30.0
+    seed: int = 7
+    racks: Racks = Racks()
+    caps: Caps
+    cooling: Cooling = Cooling()
+    measurement: Measurement = Measurement()
+    services: Annotated[list[Service], Field(min_length=1)]
+    carbon: Carbon = Carbon()
+    policies: list[str] = list(POLICY_NAMES[:4])
+    source_dir: str | None = None
+    """Folder the scenario was read from (relative trace and carbon files resolve against it)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        names = [s.name for s in self.services]
+        if len(set(names)) != len(names):
+            msg = f"service names must be unique, got {names}"
+            raise ValueError(msg)
+        unknown = [p for p in self.policies if p not in POLICY_NAMES]
+        if unknown:
+            msg = f"unknown policies {unknown}; known: {', '.join(POLICY_NAMES)}"
+            raise ValueError(msg)
+        if self.control_interval_s < self.step_s:
+            msg = "control_interval_s must be at least step_s"
+            raise ValueError(msg)
+        matrix = self.racks.recirculation.matrix
+        if matrix is not None and len(matrix) != self.racks.servers:
+            msg = f"recirculation matrix must be {self.racks.servers}x{self.racks.servers}"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def steps(self) -> int:
+        """Number of fixed time steps."""
+        return max(1, round(self.duration_h * 3600.0 / self.step_s))
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be used; the message names the field and says what is wrong."""
+
+
+def _format_validation(error: ValidationError, origin: str) -> str:
+    lines = [f"invalid scenario {origin}:"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_scenario(data: object, origin: str = "<memory>", source_dir: str | None = None) -> Scenario:
+    """Validate a parsed YAML document as a scenario."""
+    if not isinstance(data, dict):
+        msg = f"invalid scenario {origin}: the document must be a mapping"
+        raise ScenarioError(msg)
+    if source_dir is not None:
+        data = {**data, "source_dir": source_dir}
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as error:
+        raise ScenarioError(_format_validation(error, origin)) from None
+
+
+def builtin_names() -> list[str]:
+    """Names of the scenarios shipped with the package."""
+    folder = resources.files(BUILTIN_PACKAGE).joinpath(BUILTIN_FOLDER)
+    return sorted(
+        entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml")
+    )
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """Load a built-in scenario by name, or a scenario file by path."""
+    path = Path(name_or_path)
+    if path.suffix in {".yaml", ".yml"} or path.exists():
+        if not path.is_file():
+            msg = f"scenario file {name_or_path} does not exist"
+            raise ScenarioError(msg)
+        text = path.read_text(encoding="utf-8")
+        origin, source_dir = str(path), str(path.resolve().parent)
+    else:
+        folder = resources.files(BUILTIN_PACKAGE).joinpath(BUILTIN_FOLDER)
+        entry = folder.joinpath(f"{name_or_path}.yaml")
+        if not entry.is_file():
+            known = ", ".join(builtin_names())
+            msg = f"no built-in scenario named {name_or_path!r}; built-in: {known}"
+            raise ScenarioError(msg)
+        text = entry.read_text(encoding="utf-8")
+        origin = f"built-in {name_or_path}"
+        source_dir = str(Path(str(entry)).parent)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        msg = f"scenario {origin} is not valid YAML: {error}"
+        raise ScenarioError(msg) from None
+    return parse_scenario(data, origin, source_dir)
