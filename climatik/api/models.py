@@ -18,7 +18,7 @@ import enum
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 from climatik.domain.config import (
@@ -150,6 +150,12 @@ class RackConstraint(CrdModel):
         default=None, description="Rack inlet temperature limit in degrees Celsius."
     )
 
+    @model_validator(mode="after")
+    def _one_limit(self) -> RackConstraint:
+        if self.max_power is None and self.max_temperature is None:
+            raise ValueError("rackConstraints[] needs maxPower or maxTemperature (or both)")
+        return self
+
 
 # ---------------------------------------------------------------------------------------------
 # Spec: extensions
@@ -201,6 +207,14 @@ class Policy(CrdModel):
         default=30, description="Seconds between step-downs."
     )
 
+    @model_validator(mode="after")
+    def _ordered(self) -> Policy:
+        if not self.capping_threshold_percent < self.holding_threshold_percent:
+            raise ValueError("holdingThresholdPercent must be greater than cappingThresholdPercent")
+        if not self.hysteresis_percent < self.capping_threshold_percent:
+            raise ValueError("hysteresisPercent must be smaller than cappingThresholdPercent")
+        return self
+
 
 class LabelSelectorRequirement(CrdModel):
     """One `matchExpressions` term, as in Kubernetes' LabelSelectorRequirement."""
@@ -229,6 +243,13 @@ class LabelSelectorRequirement(CrdModel):
         | None
     ) = None
 
+    @model_validator(mode="after")
+    def _values_match_operator(self) -> LabelSelectorRequirement:
+        wants_values = self.operator in {SelectorOperator.IN, SelectorOperator.NOT_IN}
+        if wants_values != bool(self.values):
+            raise ValueError("values must be non-empty for In and NotIn and empty otherwise")
+        return self
+
 
 class TargetSelector(CrdModel):
     """Selects ScaledObjects and InferenceServices in this namespace by label."""
@@ -240,7 +261,9 @@ class TargetSelector(CrdModel):
                     "(has(self.matchLabels) && size(self.matchLabels) > 0) || "
                     "(has(self.matchExpressions) && size(self.matchExpressions) > 0)"
                 ),
-                "message": "targetSelector must not be empty (it would select every workload)",
+                "message": (
+                    "targetSelector needs matchLabels or matchExpressions (empty selects all)"
+                ),
                 "fieldPath": ".matchLabels",
                 "reason": "FieldValueRequired",
             }
@@ -257,6 +280,14 @@ class TargetSelector(CrdModel):
     match_expressions: Annotated[list[LabelSelectorRequirement], Field(max_length=16)] | None = (
         Field(default=None, description="Set-based requirements, all of which must hold.")
     )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> TargetSelector:
+        if not self.match_labels and not self.match_expressions:
+            raise ValueError(
+                "targetSelector needs matchLabels or matchExpressions (empty selects all)"
+            )
+        return self
 
 
 class PowerMeasurement(CrdModel):
@@ -290,6 +321,12 @@ class PowerMeasurement(CrdModel):
     rack_temperature_query: PromQL | None = Field(
         default=None, description="PromQL returning inlet degrees Celsius per rack."
     )
+
+    @model_validator(mode="after")
+    def _custom_has_query(self) -> PowerMeasurement:
+        if self.preset is MeasurementPreset.CUSTOM and self.power_query is None:
+            raise ValueError("powerQuery is required when preset is Custom")
+        return self
 
 
 class SecretKeySelector(CrdModel):
@@ -357,6 +394,23 @@ class CarbonTargetSpec(CrdModel):
         alias="dirtyIntensityGramsPerKWh",
         description="IntensityBand: at or above this gCO2/kWh the cap is floorWatts.",
     )
+
+    @model_validator(mode="after")
+    def _complete(self) -> CarbonTargetSpec:
+        clean, dirty = self.clean_intensity_g_per_kwh, self.dirty_intensity_g_per_kwh
+        if (
+            self.type is CarbonTargetType.EMISSION_RATE
+            and self.emission_rate_grams_per_hour is None
+        ):
+            raise ValueError("emissionRateGramsPerHour is required when type is EmissionRate")
+        if self.type is CarbonTargetType.INTENSITY_BAND and (clean is None or dirty is None):
+            raise ValueError(
+                "cleanIntensityGramsPerKWh and dirtyIntensityGramsPerKWh are required "
+                "when type is IntensityBand"
+            )
+        if clean is not None and dirty is not None and not clean < dirty:
+            raise ValueError("cleanIntensityGramsPerKWh must be below dirtyIntensityGramsPerKWh")
+        return self
 
 
 class Carbon(CrdModel):
@@ -450,6 +504,25 @@ class Carbon(CrdModel):
         description="Cap while data is missing: StaticCap (powerCapLimit) or FloorCap.",
     )
 
+    @model_validator(mode="after")
+    def _provider_fields(self) -> Carbon:
+        provider = self.provider
+        if provider is CarbonProvider.ELECTRICITY_MAPS and self.zone is None:
+            raise ValueError("zone is required for the ElectricityMaps provider")
+        if provider is CarbonProvider.WATT_TIME and self.region is None:
+            raise ValueError("region is required for the WattTime provider")
+        if provider is CarbonProvider.STATIC and self.static_intensity_g_per_kwh is None:
+            raise ValueError("staticIntensityGramsPerKWh is required for the Static provider")
+        keyed = {CarbonProvider.ELECTRICITY_MAPS, CarbonProvider.WATT_TIME}
+        if provider in keyed and self.api_key_secret_ref is None:
+            raise ValueError("apiKeySecretRef is required for ElectricityMaps and WattTime")
+        if self.region_id is not None and self.postcode is not None:
+            raise ValueError("set regionId or postcode, not both")
+        uk_only = self.region_id is not None or self.postcode is not None
+        if uk_only and provider is not CarbonProvider.UK_NATIONAL_GRID:
+            raise ValueError("regionId and postcode apply only to the UKNationalGrid provider")
+        return self
+
 
 class Placement(CrdModel):
     """Rack-aware placement of new pods."""
@@ -491,6 +564,12 @@ class Cooling(CrdModel):
     redline_celsius: Annotated[int, Field(ge=10, le=60)] = Field(
         default=32, description="Inlet temperature treated as the rack's red line."
     )
+
+    @model_validator(mode="after")
+    def _webhook_has_url(self) -> Cooling:
+        if self.mode is CoolingMode.WEBHOOK and self.webhook_url is None:
+            raise ValueError("webhookURL is required when mode is Webhook")
+        return self
 
 
 class SloBounds(CrdModel):
@@ -605,6 +684,21 @@ class PowerCappingConfigSpec(CrdModel):
     cooling: Cooling = Field(default_factory=Cooling, description="Cooling recommendations.")
     gpu_tuning: GpuTuning = Field(default_factory=GpuTuning, description="GPU clock tuning.")
     fail_safe: FailSafe = Field(default_factory=FailSafe, description="Missing-data behaviour.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PowerCappingConfigSpec:
+        if not (self.deployment_name or self.target_selector or self.scale_object_ref):
+            raise ValueError("name a target: scaleObjectRef, deploymentName or targetSelector")
+        names = [ref.metadata.name for ref in self.scale_object_ref or ()]
+        if len(names) != len(set(names)):
+            raise ValueError("scaleObjectRef names must be unique")
+        # The API server enforces this one through the list-map type of rackConstraints.
+        rack_ids = [rack.rack_id for rack in self.rack_constraints or ()]
+        if len(rack_ids) != len(set(rack_ids)):
+            raise ValueError("rackConstraints rackId values must be unique")
+        if self.carbon is not None and self.carbon.floor_watts > self.power_cap_limit:
+            raise ValueError("carbon.floorWatts must not exceed powerCapLimit")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------

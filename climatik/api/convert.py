@@ -1,0 +1,206 @@
+"""Read a PowerCappingConfig object (a dict from the API server or a YAML file) into domain values.
+
+The reconcilers work on `climatik.domain.config.PowerCappingConfig`, never on raw dicts: this
+module is the one place that knows the wire format. A bad object raises `InvalidConfigError`
+whose message names every offending field by its API path (`spec.policy.holdingThresholdPercent`)
+so the controller can put it in a condition verbatim. Percentages become fractions, seconds
+floats, and the design document's `scaleObjectRef`/`deploymentName` become `TargetRef`s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from climatik.api import models
+from climatik.domain import config as domain
+from climatik.domain.carbon import CarbonTarget, EmissionRateTarget, IntensityBandTarget
+
+_PERCENT = 100.0
+
+
+class InvalidConfigError(ValueError):
+    """A PowerCappingConfig object the controller cannot act on; the message names the fields."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(self.problems))
+
+
+def field_path(location: Sequence[int | str]) -> str:
+    """`('spec', 'rackConstraints', 0, 'maxPower')` -> `spec.rackConstraints[0].maxPower`."""
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def parse_object(obj: Mapping[str, Any]) -> models.PowerCappingConfig:
+    """Validate a whole object; raise `InvalidConfigError` naming each bad field."""
+    try:
+        return models.PowerCappingConfig.model_validate(obj)
+    except ValidationError as error:
+        problems = [
+            f"{field_path(item['loc']) or '<object>'}: {item['msg']}" for item in error.errors()
+        ]
+        raise InvalidConfigError(problems) from None
+
+
+def _fraction(percent: int) -> float:
+    return percent / _PERCENT
+
+
+def _targets(spec: models.PowerCappingConfigSpec) -> tuple[domain.TargetRef, ...]:
+    refs = [
+        domain.TargetRef(domain.TargetKind.SCALED_OBJECT, ref.metadata.name)
+        for ref in spec.scale_object_ref or ()
+    ]
+    if spec.deployment_name is not None:
+        refs.append(domain.TargetRef(domain.TargetKind.DEPLOYMENT, spec.deployment_name))
+    return tuple(refs)
+
+
+def _selector(selector: models.TargetSelector | None) -> domain.LabelSelector | None:
+    if selector is None:
+        return None
+    return domain.LabelSelector(
+        match_labels=tuple(sorted((selector.match_labels or {}).items())),
+        match_expressions=tuple(
+            domain.LabelRequirement(item.key, item.operator, tuple(item.values or ()))
+            for item in selector.match_expressions or ()
+        ),
+    )
+
+
+def _policy(policy: models.Policy) -> domain.PolicyConfig:
+    return domain.PolicyConfig(
+        type=policy.type,
+        capping_threshold_fraction=_fraction(policy.capping_threshold_percent),
+        holding_threshold_fraction=_fraction(policy.holding_threshold_percent),
+        safety_margin_fraction=_fraction(policy.safety_margin_percent),
+        hysteresis_fraction=_fraction(policy.hysteresis_percent),
+        step_down_replicas=policy.step_down_replicas,
+        step_down_interval_s=float(policy.step_down_interval_seconds),
+    )
+
+
+def _carbon_target(carbon: models.Carbon) -> CarbonTarget:
+    target = carbon.target
+    if target.type is models.CarbonTargetType.EMISSION_RATE:
+        assert target.emission_rate_grams_per_hour is not None  # the model validator checked
+        return EmissionRateTarget(
+            grams_per_hour=float(target.emission_rate_grams_per_hour), pue=carbon.pue
+        )
+    assert target.clean_intensity_g_per_kwh is not None
+    assert target.dirty_intensity_g_per_kwh is not None
+    return IntensityBandTarget(
+        clean_g_per_kwh=float(target.clean_intensity_g_per_kwh),
+        dirty_g_per_kwh=float(target.dirty_intensity_g_per_kwh),
+    )
+
+
+def _carbon(carbon: models.Carbon | None) -> domain.CarbonConfig | None:
+    if carbon is None:
+        return None
+    secret = carbon.api_key_secret_ref
+    static = carbon.static_intensity_g_per_kwh
+    return domain.CarbonConfig(
+        provider=carbon.provider,
+        target=_carbon_target(carbon),
+        floor_w=float(carbon.floor_watts),
+        region_id=carbon.region_id,
+        postcode=carbon.postcode,
+        zone=carbon.zone,
+        region=carbon.region,
+        static_intensity_g_per_kwh=None if static is None else float(static),
+        pue=carbon.pue,
+        api_key_secret=None if secret is None else domain.SecretKeyRef(secret.name, secret.key),
+        max_age_s=float(carbon.max_age_seconds),
+        fallback=carbon.fallback,
+    )
+
+
+def _slo(bounds: models.SloBounds | None) -> domain.SloBounds:
+    if bounds is None:
+        return domain.SloBounds()
+    ttft_ms = bounds.max_time_to_first_token_milliseconds
+    itl_ms = bounds.max_inter_token_latency_milliseconds
+    tokens = bounds.min_tokens_per_second
+    return domain.SloBounds(
+        max_time_to_first_token_s=None if ttft_ms is None else ttft_ms / 1000.0,
+        max_inter_token_latency_s=None if itl_ms is None else itl_ms / 1000.0,
+        min_tokens_per_second=None if tokens is None else float(tokens),
+    )
+
+
+def to_domain(obj: models.PowerCappingConfig) -> domain.PowerCappingConfig:
+    """The domain value of a validated object."""
+    spec = obj.spec
+    measurement = spec.power_measurement
+    safe_max = spec.fail_safe.safe_max_replicas
+    return domain.PowerCappingConfig(
+        namespace=obj.metadata.namespace,
+        name=obj.metadata.name,
+        generation=obj.metadata.generation,
+        power_cap_w=float(spec.power_cap_limit),
+        deployment_name=spec.deployment_name,
+        targets=_targets(spec),
+        target_selector=_selector(spec.target_selector),
+        metrics=tuple(
+            domain.PrometheusMetric(
+                prometheus_address=metric.prometheus_address,
+                query=metric.query,
+                threshold_w=None if metric.threshold is None else float(metric.threshold),
+            )
+            for metric in spec.metrics or ()
+        ),
+        racks=tuple(
+            domain.RackConstraint(
+                rack_id=rack.rack_id,
+                max_power_w=None if rack.max_power is None else float(rack.max_power),
+                max_temperature_celsius=(
+                    None if rack.max_temperature is None else float(rack.max_temperature)
+                ),
+            )
+            for rack in spec.rack_constraints or ()
+        ),
+        policy=_policy(spec.policy),
+        power_measurement=domain.PowerMeasurementConfig(
+            preset=measurement.preset,
+            prometheus_address=measurement.prometheus_address,
+            power_query=measurement.power_query,
+            rack_power_query=measurement.rack_power_query,
+            rack_temperature_query=measurement.rack_temperature_query,
+        ),
+        carbon=_carbon(spec.carbon),
+        placement=domain.PlacementConfig(
+            mode=spec.placement.mode,
+            rack_label_key=spec.placement.rack_label_key,
+            exclude_over_limit_racks=spec.placement.exclude_over_limit_racks,
+        ),
+        cooling=domain.CoolingConfig(
+            mode=spec.cooling.mode,
+            webhook_url=spec.cooling.webhook_url,
+            redline_celsius=float(spec.cooling.redline_celsius),
+        ),
+        gpu_tuning=domain.GpuTuningConfig(
+            mode=spec.gpu_tuning.mode,
+            min_interval_s=float(spec.gpu_tuning.min_interval_seconds),
+            slo=_slo(spec.gpu_tuning.slo_bounds),
+        ),
+        fail_safe=domain.FailSafeConfig(
+            max_metric_age_s=float(spec.fail_safe.max_metric_age_seconds),
+            hold_s=float(spec.fail_safe.hold_seconds),
+            safe_max_replicas=safe_max,
+        ),
+    )
+
+
+def config_from_object(obj: Mapping[str, Any]) -> domain.PowerCappingConfig:
+    """Parse and convert in one step: what a reconciler calls on a cached object."""
+    return to_domain(parse_object(obj))

@@ -1,0 +1,143 @@
+"""Status of a PowerCappingConfig: condition transitions and the merge patch that writes them.
+
+The controller owns `status` and writes it only through the status subresource, with a JSON
+merge patch (RFC 7386, content type `application/merge-patch+json`). Guarantees:
+
+- `set_condition` follows the Kubernetes API conventions: `lastTransitionTime` changes only when
+  a condition's `status` changes; reason, message and observedGeneration are always refreshed.
+- `status_patch` sends only what changed, deletes (with `null`) what disappeared, and returns
+  `None` when nothing changed, so a steady controller does not write at all.
+- Times are UTC with whole seconds, as `metav1.Time` stores them, so a value read back from the
+  API server compares equal to the one written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from climatik.api.models import (
+    Condition,
+    ConditionStatus,
+    PowerCappingConfigStatus,
+)
+
+MERGE_PATCH_CONTENT_TYPE = "application/merge-patch+json"
+
+
+def api_time(moment: datetime) -> datetime:
+    """`moment` in UTC truncated to whole seconds (metav1.Time precision); naive means UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+def find_condition(conditions: Iterable[Condition] | None, type_: str) -> Condition | None:
+    """The condition of `type_`, if present."""
+    return next((c for c in conditions or () if c.type == type_), None)
+
+
+def is_condition_true(conditions: Iterable[Condition] | None, type_: str) -> bool:
+    """True only when the condition is present and `True` (absent and Unknown are not true)."""
+    found = find_condition(conditions, type_)
+    return found is not None and found.status is ConditionStatus.TRUE
+
+
+def set_condition(
+    conditions: Iterable[Condition] | None,
+    *,
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    observed_generation: int,
+    now: datetime,
+) -> tuple[Condition, ...]:
+    """Conditions with `type_` set; other conditions and their order are kept.
+
+    The transition time is `now` for a new condition or a changed status, and the previous
+    transition time otherwise.
+    """
+    current = tuple(conditions or ())
+    previous = find_condition(current, type_)
+    transition = (
+        previous.last_transition_time
+        if previous is not None and previous.status == status
+        else api_time(now)
+    )
+    updated = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=transition,
+        observed_generation=observed_generation,
+    )
+    if previous is None:
+        return (*current, updated)
+    return tuple(updated if c.type == type_ else c for c in current)
+
+
+def status_to_wire(status: PowerCappingConfigStatus | None) -> dict[str, Any]:
+    """The JSON form of a status, as the API server stores it (absent fields omitted)."""
+    if status is None:
+        return {}
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def status_from_wire(obj: Mapping[str, Any]) -> PowerCappingConfigStatus | None:
+    """The status of a whole object dict, or `None` when it has none yet."""
+    raw = obj.get("status")
+    if not raw:
+        return None
+    return PowerCappingConfigStatus.model_validate(raw)
+
+
+def merge_patch_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The RFC 7386 merge patch that turns `old` into `new` (lists are replaced whole)."""
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            nested = merge_patch_diff(before, value)
+            if nested:
+                patch[key] = nested
+        elif key not in old or before != value:
+            patch[key] = value
+    return dict(sorted(patch.items()))
+
+
+def status_patch(
+    current: PowerCappingConfigStatus | None,
+    desired: PowerCappingConfigStatus,
+    *,
+    resource_version: str | None = None,
+) -> dict[str, Any] | None:
+    """The merge-patch body for the status subresource, or `None` when nothing changed.
+
+    With `resource_version` the patch also carries `metadata.resourceVersion`, which turns it
+    into a compare-and-swap: the API server answers 409 Conflict if the object moved on.
+    """
+    diff = merge_patch_diff(status_to_wire(current), status_to_wire(desired))
+    if not diff:
+        return None
+    body: dict[str, Any] = {"status": diff}
+    if resource_version is not None:
+        body["metadata"] = {"resourceVersion": resource_version}
+    return body
+
+
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 applied locally: what the API server will store (used by tests and dry runs)."""
+    if not isinstance(patch, Mapping):
+        return patch
+    result: dict[str, Any] = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = apply_merge_patch(result.get(key), value)
+    return result

@@ -1,0 +1,223 @@
+"""Conditions transition like Kubernetes conditions; status patches are minimal merge patches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from climatik.api.models import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    Decision,
+    EffectiveCapSource,
+    PowerCappingConfigStatus,
+    RackStatus,
+    TargetKindName,
+    TargetStatus,
+)
+from climatik.api.status import (
+    MERGE_PATCH_CONTENT_TYPE,
+    api_time,
+    apply_merge_patch,
+    find_condition,
+    is_condition_true,
+    merge_patch_diff,
+    set_condition,
+    status_from_wire,
+    status_patch,
+    status_to_wire,
+)
+
+T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+
+
+def _set(
+    conditions: tuple[Condition, ...] | None,
+    type_: str,
+    status: ConditionStatus,
+    reason: str = "Reason",
+    *,
+    now: datetime = T0,
+    generation: int = 1,
+    message: str = "",
+) -> tuple[Condition, ...]:
+    return set_condition(
+        conditions,
+        type_=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        observed_generation=generation,
+        now=now,
+    )
+
+
+def test_new_condition_transitions_now() -> None:
+    (condition,) = _set(None, ConditionType.READY, ConditionStatus.TRUE, "Reconciled")
+    assert condition.last_transition_time == T0
+    assert condition.observed_generation == 1
+
+
+def test_same_status_keeps_transition_time_but_refreshes_the_rest() -> None:
+    first = _set(None, ConditionType.CAPPING, ConditionStatus.TRUE, "AtCappingThreshold")
+    later = _set(
+        first,
+        ConditionType.CAPPING,
+        ConditionStatus.TRUE,
+        "AtHoldingThreshold",
+        now=T0 + timedelta(minutes=5),
+        generation=2,
+        message="96 % of the cap",
+    )
+    (condition,) = later
+    assert condition.last_transition_time == T0
+    assert (condition.reason, condition.message, condition.observed_generation) == (
+        "AtHoldingThreshold",
+        "96 % of the cap",
+        2,
+    )
+
+
+def test_changed_status_transitions_at_now() -> None:
+    first = _set(None, ConditionType.CAPPING, ConditionStatus.TRUE, "AtCappingThreshold")
+    later = _set(
+        first,
+        ConditionType.CAPPING,
+        ConditionStatus.FALSE,
+        "BelowThreshold",
+        now=T0 + timedelta(hours=1),
+    )
+    assert later[0].last_transition_time == T0 + timedelta(hours=1)
+
+
+def test_other_conditions_and_their_order_are_kept() -> None:
+    conditions = _set(None, ConditionType.READY, ConditionStatus.TRUE)
+    conditions = _set(conditions, ConditionType.METRICS_AVAILABLE, ConditionStatus.TRUE)
+    conditions = _set(conditions, ConditionType.CAPPING, ConditionStatus.FALSE)
+    updated = _set(
+        conditions,
+        ConditionType.METRICS_AVAILABLE,
+        ConditionStatus.FALSE,
+        "QueryEmpty",
+        now=T0 + timedelta(1),
+    )
+    assert [c.type for c in updated] == ["Ready", "MetricsAvailable", "Capping"]
+    assert updated[0] == conditions[0]
+    assert updated[2] == conditions[2]
+    assert not is_condition_true(updated, ConditionType.METRICS_AVAILABLE)
+    assert is_condition_true(updated, ConditionType.READY)
+    assert not is_condition_true(updated, ConditionType.CARBON_AVAILABLE)
+    assert find_condition(updated, "Nope") is None
+
+
+def test_unknown_is_not_true() -> None:
+    conditions = _set(None, ConditionType.READY, ConditionStatus.UNKNOWN)
+    assert not is_condition_true(conditions, ConditionType.READY)
+
+
+def test_api_time_is_utc_whole_seconds() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    assert api_time(datetime(2026, 1, 1, 14, 0, 0, 999_999, tzinfo=plus_two)) == datetime(
+        2026, 1, 1, 12, 0, 0, tzinfo=UTC
+    )
+    assert api_time(datetime(2026, 1, 1, 12, 0, 0, 5)) == datetime(2026, 1, 1, 12, tzinfo=UTC)  # noqa: DTZ001
+
+
+def _status(**changes: Any) -> PowerCappingConfigStatus:
+    base = PowerCappingConfigStatus(
+        observed_generation=1,
+        conditions=list(_set(None, ConditionType.READY, ConditionStatus.TRUE, "Reconciled")),
+        measured_power_watts=812.5,
+        effective_cap_watts=1000.0,
+        effective_cap_source=EffectiveCapSource.STATIC,
+        targets=[
+            TargetStatus(
+                name="llm",
+                kind=TargetKindName.SCALED_OBJECT,
+                current_replicas=4,
+                user_max_replicas=10,
+                applied_max_replicas=5,
+                watts_per_replica=200.0,
+                tokens_per_watt=1.5,
+            )
+        ],
+        racks=[
+            RackStatus(
+                rack_id="rack-1", power_watts=812.5, inlet_celsius=24.0, headroom_watts=1187.5
+            )
+        ],
+        last_decision=Decision(time=T0, action="Cap", reason="81 % of 1000 W"),
+    )
+    return base.model_copy(update=changes)
+
+
+def test_status_wire_form_is_camel_case_and_times_are_rfc3339() -> None:
+    wire = status_to_wire(_status())
+    assert wire["effectiveCapWatts"] == 1000.0
+    assert wire["conditions"][0]["lastTransitionTime"] == "2026-11-29T12:00:00Z"
+    assert wire["targets"][0]["appliedMaxReplicas"] == 5
+    assert wire["lastDecision"]["time"] == "2026-11-29T12:00:00Z"
+    assert status_from_wire({"status": wire}) == _status()
+    assert status_from_wire({}) is None
+
+
+def test_first_status_patch_carries_everything() -> None:
+    patch = status_patch(None, _status())
+    assert patch == {"status": status_to_wire(_status())}
+
+
+def test_unchanged_status_needs_no_patch() -> None:
+    assert status_patch(_status(), _status()) is None
+
+
+def test_patch_sends_only_changes_and_nulls_for_removals() -> None:
+    patch = status_patch(
+        _status(),
+        _status(measured_power_watts=None, effective_cap_watts=700.0),
+        resource_version="42",
+    )
+    assert patch == {
+        "metadata": {"resourceVersion": "42"},
+        "status": {"effectiveCapWatts": 700.0, "measuredPowerWatts": None},
+    }
+
+
+def test_patch_replaces_lists_whole() -> None:
+    new_conditions = _set(
+        tuple(_status().conditions or ()),
+        ConditionType.CAPPING,
+        ConditionStatus.TRUE,
+        "AtCappingThreshold",
+    )
+    patch = status_patch(_status(), _status(conditions=list(new_conditions)))
+    assert patch is not None
+    assert [c["type"] for c in patch["status"]["conditions"]] == ["Ready", "Capping"]
+
+
+def test_merge_patch_content_type() -> None:
+    assert MERGE_PATCH_CONTENT_TYPE == "application/merge-patch+json"
+
+
+_scalars = st.one_of(st.integers(), st.text(max_size=5), st.booleans(), st.floats(allow_nan=False))
+_json = st.recursive(
+    _scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+_objects = st.dictionaries(st.text(max_size=3), _json, max_size=4)
+
+
+@given(old=_objects, new=_objects)
+def test_applying_the_diff_turns_old_into_new(old: dict[str, Any], new: dict[str, Any]) -> None:
+    assert apply_merge_patch(old, merge_patch_diff(old, new)) == new
+
+
+@given(obj=_objects)
+def test_diff_of_equal_objects_is_empty(obj: dict[str, Any]) -> None:
+    assert merge_patch_diff(obj, obj) == {}
