@@ -32,7 +32,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 
 from climatik.domain.config import MeasurementPreset
 from climatik.sources import promql
@@ -40,8 +40,8 @@ from climatik.sources.prometheus import (
     InstantResult,
     NoData,
     NoDataReason,
-    PrometheusClient,
     PrometheusError,
+    PrometheusSettings,
     Vector,
 )
 
@@ -360,13 +360,29 @@ class PrometheusQueryShapeError(PrometheusError):
     reason = "PrometheusQueryShape"
 
 
+class InstantQuerier(Protocol):
+    """The part of `PrometheusClient` this module uses (so tests can answer queries directly)."""
+
+    @property
+    def settings(self) -> PrometheusSettings: ...
+
+    async def query(
+        self,
+        promql: str,
+        *,
+        at_s: float | None = None,
+        lookback_delta_s: float | Literal["default"] | None = "default",
+        check_age: bool = True,
+    ) -> InstantResult: ...
+
+
 class PrometheusPowerSource:
     """`PowerSource` over a `PrometheusClient`. Queries run concurrently, at most
     `max_concurrency` at a time, each under the client's timeout."""
 
     def __init__(
         self,
-        client: PrometheusClient,
+        client: InstantQuerier,
         *,
         power: PowerQueryConfig | None = None,
         tokens: TokensQueryConfig | None = None,

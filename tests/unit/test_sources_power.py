@@ -1,0 +1,291 @@
+"""Power/tokens query presets (exact PromQL) and how PrometheusPowerSource turns answers into
+readings: no data is never zero, stale data is no data, one bad query does not hide another."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+
+from climatik.domain.config import MeasurementPreset
+from climatik.sources.power import (
+    DEFAULT_RACK_POWER_QUERY,
+    PowerQueryConfig,
+    PrometheusPowerSource,
+    PrometheusQueryShapeError,
+    RackNodes,
+    RackQueryConfig,
+    Reading,
+    TargetPods,
+    TokensQueryConfig,
+    build_power_freshness_query,
+    build_power_query,
+    build_rack_query,
+    build_tokens_query,
+)
+from climatik.sources.prometheus import (
+    InstantResult,
+    NoData,
+    NoDataReason,
+    PrometheusHTTPError,
+    PrometheusSettings,
+    PrometheusUnreachableError,
+    Sample,
+    Vector,
+)
+from climatik.sources.promql import QueryTemplateError
+
+PODS = ("vllm-7f9c-abcde", "vllm-7f9c.x")
+
+
+def test_kepler_pod_preset_filters_one_zone_and_adds_gpu() -> None:
+    query = build_power_query(PowerQueryConfig(), "llm", PODS)
+    assert query == (
+        'sum(kepler_pod_cpu_watts{pod_namespace="llm",pod_name=~"vllm-7f9c-abcde|vllm-7f9c\\\\.x",'
+        'zone="package",state!="terminated"})'
+        ' + (sum(kepler_pod_gpu_watts{pod_namespace="llm",'
+        'pod_name=~"vllm-7f9c-abcde|vllm-7f9c\\\\.x",state!="terminated"}) or vector(0))'
+    )
+
+
+def test_kepler_pod_preset_without_gpu_and_other_zone() -> None:
+    config = PowerQueryConfig(kepler_zone="psys", kepler_include_gpu=False)
+    assert build_power_query(config, "llm", ["a"]) == (
+        'sum(kepler_pod_cpu_watts{pod_namespace="llm",pod_name=~"a",zone="psys",'
+        'state!="terminated"})'
+    )
+
+
+def test_kepler07_preset_rates_container_joules() -> None:
+    config = PowerQueryConfig(preset=MeasurementPreset.KEPLER_07)
+    assert build_power_query(config, "llm", ["a", "b"]) == (
+        'sum(rate(kepler_container_joules_total{container_namespace="llm",pod_name=~"a|b"}[1m]))'
+    )
+
+
+def test_dcgm_preset_uses_exported_labels_by_default() -> None:
+    config = PowerQueryConfig(preset=MeasurementPreset.DCGM)
+    assert build_power_query(config, "llm", ["a"]) == (
+        'sum(DCGM_FI_DEV_POWER_USAGE{exported_namespace="llm",exported_pod=~"a"})'
+    )
+    honored = PowerQueryConfig(
+        preset=MeasurementPreset.DCGM, dcgm_namespace_label="namespace", dcgm_pod_label="pod"
+    )
+    assert build_power_query(honored, "llm", ["a"]) == (
+        'sum(DCGM_FI_DEV_POWER_USAGE{namespace="llm",pod=~"a"})'
+    )
+
+
+@pytest.mark.parametrize(
+    ("preset", "raw_metric"),
+    [
+        (MeasurementPreset.KEPLER_POD, "kepler_pod_cpu_watts"),
+        (MeasurementPreset.KEPLER_07, "kepler_container_joules_total"),
+        (MeasurementPreset.DCGM, "DCGM_FI_DEV_POWER_USAGE"),
+    ],
+)
+def test_freshness_query_times_the_raw_series(preset: MeasurementPreset, raw_metric: str) -> None:
+    query = build_power_freshness_query(PowerQueryConfig(preset=preset), "llm", ["a"])
+    assert query is not None
+    assert query.startswith(f"max(timestamp({raw_metric}{{")
+    assert query.endswith("}))")
+
+
+def test_custom_query_renders_placeholders_and_has_no_freshness_query() -> None:
+    config = PowerQueryConfig(
+        preset=MeasurementPreset.CUSTOM,
+        custom_query='sum(my_pod_watts{ns="$namespace",pod=~"$pods"})',
+    )
+    assert build_power_query(config, "llm", ["b", "a"]) == (
+        'sum(my_pod_watts{ns="llm",pod=~"a|b"})'
+    )
+    assert build_power_freshness_query(config, "llm", ["a"]) is None
+
+
+def test_custom_preset_requires_a_query_and_known_placeholders() -> None:
+    with pytest.raises(QueryTemplateError, match="needs a power query"):
+        PowerQueryConfig(preset=MeasurementPreset.CUSTOM)
+    with pytest.raises(QueryTemplateError, match=r"not \$rack"):
+        PowerQueryConfig(custom_query='x{r="$rack"}')
+    with pytest.raises(QueryTemplateError):
+        PowerQueryConfig(kepler07_window="1 minute")
+    with pytest.raises(QueryTemplateError):
+        PowerQueryConfig(dcgm_pod_label="exported-pod")
+
+
+def test_tokens_query_defaults_to_vllm_generation_counter() -> None:
+    assert build_tokens_query(TokensQueryConfig(), "llm", ["a"]) == (
+        'sum(rate(vllm:generation_tokens_total{namespace="llm",pod=~"a"}[5m]))'
+    )
+    custom_labels = TokensQueryConfig(
+        namespace_label="kubernetes_namespace", pod_label="kubernetes_pod_name", window="2m"
+    )
+    assert build_tokens_query(custom_labels, "llm", ["a"]) == (
+        'sum(rate(vllm:generation_tokens_total{kubernetes_namespace="llm",'
+        'kubernetes_pod_name=~"a"}[2m]))'
+    )
+
+
+def test_hostile_namespace_cannot_inject() -> None:
+    query = build_power_query(PowerQueryConfig(), 'x"} or vector(1) or x{a="', ["a"])
+    assert '"} or vector(1)' not in query
+    assert 'pod_namespace="x\\x22} or vector(1) or x{a=\\x22"' in query
+
+
+def test_default_rack_power_query_sums_node_power_over_rack_nodes() -> None:
+    query = build_rack_query(DEFAULT_RACK_POWER_QUERY, RackNodes("r1", ("n2", "n1")))
+    assert query == (
+        'sum(kepler_node_cpu_watts{zone="package",node_name=~"n1|n2"})'
+        ' + (sum(kepler_node_gpu_watts{node_name=~"n1|n2"}) or vector(0))'
+    )
+
+
+def test_rack_config_refuses_target_placeholders() -> None:
+    with pytest.raises(QueryTemplateError, match=r"not \$pods"):
+        RackQueryConfig(power_query='x{p=~"$pods"}')
+
+
+# ---------------------------------------------------------------------------------------------
+# PrometheusPowerSource over a querier that answers from a table
+
+
+class TableQuerier:
+    """Answers instant queries from a dict; a query not in the table returns an empty vector.
+    Values that are exceptions are raised."""
+
+    def __init__(self, answers: dict[str, InstantResult | Exception], max_age_s: float = 60.0):
+        self.answers = answers
+        self.asked: list[str] = []
+        self._settings = PrometheusSettings(max_sample_age_s=max_age_s)
+
+    @property
+    def settings(self) -> PrometheusSettings:
+        return self._settings
+
+    async def query(
+        self,
+        promql: str,
+        *,
+        at_s: float | None = None,
+        lookback_delta_s: float | Literal["default"] | None = "default",
+        check_age: bool = True,
+    ) -> InstantResult:
+        self.asked.append(promql)
+        answer = self.answers.get(promql, NoData(NoDataReason.EMPTY, promql))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def one(value: float, ts: float = 1000.0, **labels: str) -> Vector:
+    return Vector(samples=(Sample(labels=labels, value=value, timestamp_s=ts),))
+
+
+TARGET = TargetPods(key="llm/chat", namespace="llm", pods=("a", "b"))
+POWER = PowerQueryConfig()
+TOKENS = TokensQueryConfig(window="1m")
+WATTS_Q = build_power_query(POWER, "llm", TARGET.pods)
+FRESH_Q = build_power_freshness_query(POWER, "llm", TARGET.pods) or ""
+TOKENS_Q = build_tokens_query(TOKENS, "llm", TARGET.pods)
+
+
+async def test_target_reading_carries_watts_tokens_and_sample_time() -> None:
+    querier = TableQuerier({WATTS_Q: one(300.0), FRESH_Q: one(995.0), TOKENS_Q: one(40.0)})
+    source = PrometheusPowerSource(querier, power=POWER, tokens=TOKENS, clock=lambda: 1000.0)
+    result = (await source.measure_targets([TARGET]))["llm/chat"]
+    assert result.watts == Reading(value=300.0, measured_at_s=995.0, query=WATTS_Q)
+    assert result.tokens_per_s == Reading(value=40.0, measured_at_s=1000.0, query=TOKENS_Q)
+    assert result.watts_or_none == 300.0
+    assert result.tokens_per_s_or_none == 40.0
+
+
+async def test_old_raw_samples_make_watts_stale() -> None:
+    querier = TableQuerier({WATTS_Q: one(300.0), FRESH_Q: one(900.0)}, max_age_s=60.0)
+    source = PrometheusPowerSource(querier, power=POWER, clock=lambda: 1000.0)
+    result = (await source.measure_targets([TARGET]))["llm/chat"]
+    assert isinstance(result.watts, NoData)
+    assert result.watts.reason is NoDataReason.STALE
+    assert "100 s old" in result.watts.message
+    assert result.watts_or_none is None
+    assert result.tokens_per_s is None
+
+
+async def test_empty_power_is_no_data_never_zero() -> None:
+    source = PrometheusPowerSource(TableQuerier({}), power=POWER, clock=lambda: 1000.0)
+    result = (await source.measure_targets([TARGET]))["llm/chat"]
+    assert isinstance(result.watts, NoData)
+    assert result.watts_or_none is None
+
+
+async def test_target_without_pods_draws_zero_without_asking() -> None:
+    querier = TableQuerier({})
+    source = PrometheusPowerSource(querier, power=POWER, tokens=TOKENS, clock=lambda: 1000.0)
+    empty = TargetPods(key="llm/idle", namespace="llm", pods=())
+    result = (await source.measure_targets([empty]))["llm/idle"]
+    assert result.watts == Reading(value=0.0, measured_at_s=1000.0, query=None)
+    assert querier.asked == []
+
+
+async def test_token_failure_does_not_hide_power() -> None:
+    error = PrometheusHTTPError("bad", status=400, error_type="bad_data", error="parse error")
+    querier = TableQuerier({WATTS_Q: one(300.0), FRESH_Q: one(999.0), TOKENS_Q: error})
+    source = PrometheusPowerSource(querier, power=POWER, tokens=TOKENS, clock=lambda: 1000.0)
+    result = (await source.measure_targets([TARGET]))["llm/chat"]
+    assert result.watts_or_none == 300.0
+    assert result.tokens_per_s is error
+
+
+async def test_unreachable_is_an_error_value_per_quantity() -> None:
+    error = PrometheusUnreachableError("down")
+    querier = TableQuerier({WATTS_Q: error, FRESH_Q: error, TOKENS_Q: error})
+    source = PrometheusPowerSource(querier, power=POWER, tokens=TOKENS)
+    result = (await source.measure_targets([TARGET]))["llm/chat"]
+    assert result.watts is error
+    assert result.tokens_per_s is error
+
+
+async def test_unaggregated_custom_query_is_a_shape_error() -> None:
+    config = PowerQueryConfig(custom_query='my_watts{pod=~"$pods"}')
+    query = build_power_query(config, "llm", TARGET.pods)
+    two = Vector(
+        samples=(
+            Sample(labels={"pod": "a"}, value=1.0, timestamp_s=1.0),
+            Sample(labels={"pod": "b"}, value=2.0, timestamp_s=1.0),
+        )
+    )
+    source = PrometheusPowerSource(TableQuerier({query: two}), power=config)
+    result = (await source.measure_targets([TARGET]))["llm/chat"]
+    assert isinstance(result.watts, PrometheusQueryShapeError)
+    assert "wrap it in sum()" in result.watts.message
+
+
+async def test_partially_unusable_aggregate_is_no_data() -> None:
+    partial = Vector(samples=one(5.0).samples, dropped=1)
+    source = PrometheusPowerSource(TableQuerier({WATTS_Q: partial}), power=POWER)
+    result = (await source.measure_targets([TARGET]))["llm/chat"]
+    assert isinstance(result.watts, NoData)
+
+
+async def test_racks_per_rack_template_and_split_by_label() -> None:
+    racks = [RackNodes("r1", ("n1",)), RackNodes("r2", ("n2",))]
+    temp_query = "max by (rack) (inlet_celsius)"
+    config = RackQueryConfig(inlet_temperature_query=temp_query)
+    r1_q = build_rack_query(DEFAULT_RACK_POWER_QUERY, racks[0])
+    r2_q = build_rack_query(DEFAULT_RACK_POWER_QUERY, racks[1])
+    temps = Vector(samples=(Sample(labels={"rack": "r1"}, value=24.5, timestamp_s=7.0),))
+    querier = TableQuerier({r1_q: one(800.0), r2_q: one(650.0), temp_query: temps})
+    source = PrometheusPowerSource(querier, racks=config)
+    result = await source.measure_racks(racks)
+    assert result["r1"].watts == Reading(800.0, 1000.0, r1_q)
+    assert result["r2"].watts == Reading(650.0, 1000.0, r2_q)
+    assert result["r1"].inlet_temperature_c == Reading(24.5, 7.0, temp_query)
+    r2_temp = result["r2"].inlet_temperature_c
+    assert isinstance(r2_temp, NoData)
+    assert "rack='r2'" in r2_temp.message
+
+
+async def test_racks_without_temperature_query_report_none() -> None:
+    source = PrometheusPowerSource(TableQuerier({}))
+    result = await source.measure_racks([RackNodes("r1", ("n1",))])
+    assert result["r1"].inlet_temperature_c is None
+    assert isinstance(result["r1"].watts, NoData)
