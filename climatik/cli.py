@@ -14,6 +14,7 @@ from climatik import __version__
 from climatik.api.cli import add_crd_parser
 from climatik.devcluster.cli import add_dev_cluster_parser
 from climatik.gputune.cli import add_gpu_tune_parser
+from climatik.runtime.cli import add_run_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_crd_parser(subparsers)
     add_dev_cluster_parser(subparsers)
     add_gpu_tune_parser(subparsers)
+    add_run_parser(subparsers)
     return parser
 
 

@@ -158,6 +158,17 @@ class Store:
         # index name -> index value -> keys
         self._indices: dict[str, dict[str, set[str]]] = {name: {} for name in self._indexers}
 
+    def add_indexer(self, name: str, func: IndexFunc) -> None:
+        """Add an index (no-op if one of that name exists); existing objects are indexed now."""
+        if name in self._indexers:
+            return
+        self._indexers[name] = func
+        self._indices[name] = {}
+        index = self._indices[name]
+        for key, obj in self._items.items():
+            for value in func(obj):
+                index.setdefault(value, set()).add(key)
+
     # -- writes (the informer only) ---------------------------------------------------------
 
     def upsert(self, obj: RawObject) -> FrozenMapping | None:

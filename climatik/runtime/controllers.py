@@ -1,0 +1,35 @@
+"""The controllers ``climatik run`` starts: the one place to plug a reconciler in.
+
+A controller factory takes the manager (as a :class:`~climatik.runtime.reconcile.ControllerContext`:
+shared informers, new work queues, the client, the event recorder) and returns a
+:class:`~climatik.runtime.reconcile.Controller`. Add built-in factories to ``BUILTIN_CONTROLLERS``;
+extra ones can be named at run time by import path (``CLIMATIK_EXTRA_CONTROLLERS``), which is how
+the integration tests run their probe controller inside a real ``climatik run`` process.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+
+from climatik.runtime.reconcile import ControllerFactory
+
+# The power-cap, placement, carbon and GPU-tuning reconcilers are registered here as they land.
+BUILTIN_CONTROLLERS: tuple[ControllerFactory, ...] = ()
+
+
+def load_factory(path: str) -> ControllerFactory:
+    """Import ``package.module:attribute`` and return it; raise ValueError naming the problem."""
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"controller factory {path!r} must look like 'package.module:factory'")
+    module = importlib.import_module(module_name)
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise ValueError(f"{path!r} is not a callable controller factory")
+    return factory  # type: ignore[no-any-return]
+
+
+def controller_factories(extra: Sequence[str] = ()) -> list[ControllerFactory]:
+    """The built-in factories followed by the extra ones named by import path."""
+    return [*BUILTIN_CONTROLLERS, *(load_factory(path) for path in extra)]

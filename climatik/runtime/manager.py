@@ -1,0 +1,300 @@
+"""The manager: wires informers, queues, reconcile workers, leader election and the HTTP server.
+
+Guarantees:
+- One shared :class:`KubeClient` (one connection pool) for everything.
+- Informers and queues run on every replica, so a standby's caches are warm when it takes over;
+  reconcile workers run only on the leader, and only after every cache has synced.
+- Every write goes through the client's write gate, which asks the leader elector; the moment the
+  renew deadline passes (even inside a frozen process) the gate closes. Losing leadership also
+  shuts every queue and cancels every worker at once, and ``run`` returns 1 so the process exits
+  non-zero and the Deployment restarts it as a fresh standby.
+- Long-lived tasks live in one ``asyncio.TaskGroup`` and are guarded: a crash or an early return is
+  logged by name and stops the process (exit 2) rather than leaving a half-working controller.
+- SIGTERM/SIGINT: stop handing out keys, let in-flight reconciles finish (``shutdown_grace_s``),
+  release the lease so a standby takes over within seconds, stop informers and the HTTP server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any
+
+import structlog
+
+from climatik.kube.client import KubeClient, Resource
+from climatik.kube.events import EventRecorder
+from climatik.kube.informer import Informer
+from climatik.kube.leaderelection import (
+    KubeLeaseClient,
+    LeaderElectionConfig,
+    LeaderElector,
+    LeaseClient,
+    Outcome,
+)
+from climatik.kube.store import IndexFunc
+from climatik.kube.watchstate import WatchSettings
+from climatik.kube.workqueue import WorkQueue
+from climatik.runtime.http import HttpServer
+from climatik.runtime.metrics import RuntimeMetrics
+from climatik.runtime.reconcile import Controller, ControllerFactory, run_worker
+from climatik.runtime.settings import RuntimeSettings
+
+log = structlog.get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_LEADERSHIP_LOST = 1
+EXIT_CRASHED = 2
+
+
+class LeadershipLostError(Exception):
+    """The lease could not be renewed before the deadline."""
+
+
+class TaskExitedError(Exception):
+    """A task that should run until shutdown returned on its own."""
+
+
+async def _guarded(name: str, coro: Coroutine[Any, Any, Any]) -> None:
+    """Run a long-lived coroutine; log by name if it crashes or returns early."""
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("task_crashed", task=name)
+        raise
+    log.error("task_exited_early", task=name)
+    raise TaskExitedError(name)
+
+
+class Manager:
+    """Owns the controller process's moving parts; ``run`` returns the exit status."""
+
+    def __init__(
+        self,
+        settings: RuntimeSettings,
+        client: KubeClient,
+        *,
+        metrics: RuntimeMetrics | None = None,
+        lease_client: LeaseClient | None = None,
+        install_signal_handlers: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.metrics = metrics or RuntimeMetrics()
+        self.identity = settings.leader_election.identity
+        self.events = EventRecorder(client, host=self.identity)
+        self.controllers: list[Controller] = []
+        self._informers: dict[tuple[Any, ...], Informer] = {}
+        self._install_signal_handlers = install_signal_handlers
+        self._stop_requested = asyncio.Event()
+        self._workers_task: asyncio.Task[None] | None = None
+        self.watch_settings = WatchSettings(
+            inactivity_timeout_s=settings.kube.watch_inactivity_timeout_s
+        )
+        le = settings.leader_election
+        self.elector: LeaderElector | None = None
+        if le.enabled:
+            self.elector = LeaderElector(
+                LeaderElectionConfig(
+                    identity=le.identity,
+                    lease_duration_s=le.lease_duration_s,
+                    renew_deadline_s=le.renew_deadline_s,
+                    retry_period_s=le.retry_period_s,
+                    jitter=le.jitter,
+                ),
+                lease_client or KubeLeaseClient(client, le.lease_name, settings.lease_namespace()),
+                on_started_leading=self._started_leading,
+                on_stopped_leading=self._stop_writers,
+                on_new_leader=lambda holder: log.info("leader_observed", leader=holder),
+            )
+        client.write_gate = self.may_write
+        self.http = HttpServer(
+            self.metrics.registry, self.ready, host=settings.http.host, port=settings.http.port
+        )
+
+    # -- ControllerContext ------------------------------------------------------------------
+
+    @property
+    def namespace(self) -> str | None:
+        return self.settings.kube.namespace
+
+    def informer(
+        self,
+        resource: Resource,
+        *,
+        label_selector: str | None = None,
+        indexers: Mapping[str, IndexFunc] | None = None,
+    ) -> Informer:
+        """The shared informer for ``resource`` in the watched namespace (created on first use)."""
+        namespace = self.namespace if resource.namespaced else None
+        key = (resource, namespace, label_selector)
+        informer = self._informers.get(key)
+        if informer is None:
+            informer = Informer(
+                self.client,
+                resource,
+                namespace=namespace,
+                label_selector=label_selector,
+                indexers=dict(indexers or {}),
+                settings=self.watch_settings,
+                metrics=self.metrics,
+            )
+            self._informers[key] = informer
+        else:
+            for name, func in (indexers or {}).items():
+                informer.store.add_indexer(name, func)
+        return informer
+
+    def new_queue(self, name: str) -> WorkQueue[str]:
+        return WorkQueue(name, metrics=self.metrics)
+
+    def add_controller(self, factory: ControllerFactory) -> Controller:
+        controller = factory(self)
+        self.controllers.append(controller)
+        log.info("controller_registered", controller=controller.name, workers=controller.workers)
+        return controller
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def informers(self) -> Iterable[Informer]:
+        return self._informers.values()
+
+    def ready(self) -> bool:
+        return all(informer.has_synced() for informer in self._informers.values())
+
+    def may_write(self) -> bool:
+        return self.elector.may_write() if self.elector is not None else True
+
+    def request_stop(self) -> None:
+        if not self._stop_requested.is_set():
+            log.info("shutdown_requested")
+        self._stop_requested.set()
+
+    # -- leadership callbacks ---------------------------------------------------------------
+
+    def _started_leading(self) -> None:
+        self.metrics.leader_is_leader.set(1)
+
+    def _stop_writers(self) -> None:
+        """Stop every writer at once: no new keys, in-flight reconciles cancelled."""
+        self.metrics.leader_is_leader.set(0)
+        for controller in self.controllers:
+            controller.queue.shut_down()
+        if self._workers_task is not None and not self._workers_task.done():
+            self._workers_task.cancel()
+
+    # -- run --------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until a signal (0), lost leadership (1) or a crashed task (2)."""
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGTERM, signal.SIGINT) if self._install_signal_handlers else ()
+        for sig in signals:
+            loop.add_signal_handler(sig, self.request_stop)
+        log.info(
+            "manager_starting",
+            identity=self.identity,
+            namespace=self.namespace or "*",
+            leader_election=self.elector is not None,
+            controllers=[c.name for c in self.controllers],
+        )
+        exit_code = EXIT_OK
+        try:
+            await self.http.start()
+            log.info("http_server_started", port=self.http.port)
+            await self._supervise()
+        except* LeadershipLostError:
+            log.error("leadership_lost_exiting", identity=self.identity)
+            exit_code = EXIT_LEADERSHIP_LOST
+        except* Exception:
+            log.exception("manager_crashed")
+            exit_code = EXIT_CRASHED
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            self.metrics.leader_is_leader.set(0)
+            await self.http.stop()
+        log.info("manager_stopped", exit_code=exit_code)
+        return exit_code
+
+    async def _supervise(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            infra = [
+                group.create_task(
+                    _guarded(f"informer:{i.name}", i.run()), name=f"informer:{i.name}"
+                )
+                for i in self._informers.values()
+            ]
+            elector_task = (
+                group.create_task(self._lead(), name="leader-election")
+                if self.elector is not None
+                else None
+            )
+            self._workers_task = group.create_task(self._work(), name="workers")
+            stop_task = group.create_task(self._stop_requested.wait(), name="stop-signal")
+            await stop_task
+            # Orderly shutdown: finish in-flight writes, then release the lease, then the rest.
+            await self._stop_workers()
+            if elector_task is not None:
+                elector_task.cancel()
+                await asyncio.wait({elector_task})
+            for task in infra:
+                task.cancel()
+
+    async def _lead(self) -> None:
+        assert self.elector is not None
+        outcome = await self.elector.run()
+        if outcome is Outcome.LOST:
+            raise LeadershipLostError(self.identity)
+
+    async def _work(self) -> None:
+        if self.elector is not None:
+            await self.elector.leading_event.wait()
+        await asyncio.gather(*(informer.wait_synced() for informer in self._informers.values()))
+        if self.controllers:
+            log.info("workers_started", controllers=[c.name for c in self.controllers])
+        async with asyncio.TaskGroup() as group:
+            for controller in self.controllers:
+                for index in range(controller.workers):
+                    group.create_task(
+                        run_worker(controller, self.metrics),
+                        name=f"worker:{controller.name}:{index}",
+                    )
+        # Workers return once their queue shuts down; then wait here until the manager stops.
+        await asyncio.Future()
+
+    async def _stop_workers(self) -> None:
+        queues = [controller.queue for controller in self.controllers]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.shutdown_grace_s):
+                await asyncio.gather(*(queue.drain() for queue in queues))
+        if self._workers_task is not None:
+            self._workers_task.cancel()
+            await asyncio.wait({self._workers_task})
+
+
+async def run_manager(
+    settings: RuntimeSettings,
+    factories: Iterable[ControllerFactory],
+    *,
+    client_factory: Callable[[], Coroutine[Any, Any, KubeClient]] | None = None,
+) -> int:
+    """Build the client and manager, register controllers, run, close the client."""
+    if client_factory is None:
+        client = await KubeClient.from_config(
+            settings.kube.kubeconfig, request_timeout_s=settings.kube.request_timeout_s
+        )
+    else:
+        client = await client_factory()
+    try:
+        manager = Manager(settings, client)
+        for factory in factories:
+            manager.add_controller(factory)
+        return await manager.run()
+    finally:
+        await client.close()

@@ -1,0 +1,96 @@
+"""The controller's Prometheus metrics, on a dedicated registry (no global state, test-friendly).
+
+Names follow controller-runtime's with our prefix: ``climatik_reconcile_total{controller,result}``,
+``climatik_reconcile_time_seconds``, ``climatik_workqueue_{depth,adds_total,retries_total,
+queue_duration_seconds}{name}``, ``climatik_watch_restarts_total{resource,reason}``,
+``climatik_watch_relists_total{resource}``, ``climatik_leader_is_leader`` and
+``climatik_build_info{version}``. The class also implements the kube layer's metric hook protocols
+(``ReflectorMetrics``, ``WorkQueueMetrics``), so the kube package never imports prometheus_client.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from climatik import __version__
+
+_RECONCILE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_QUEUE_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300)
+
+
+class RuntimeMetrics:
+    """Every runtime metric, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.reconcile_total = Counter(
+            "climatik_reconcile_total",
+            "Reconciles by controller and result (success, requeue, error, terminal_error).",
+            ["controller", "result"],
+            registry=r,
+        )
+        self.reconcile_time = Histogram(
+            "climatik_reconcile_time_seconds",
+            "Duration of one reconcile.",
+            ["controller"],
+            buckets=_RECONCILE_BUCKETS_S,
+            registry=r,
+        )
+        self.workqueue_depth = Gauge(
+            "climatik_workqueue_depth", "Keys ready in the work queue.", ["name"], registry=r
+        )
+        self.workqueue_adds = Counter(
+            "climatik_workqueue_adds_total", "Keys added to the work queue.", ["name"], registry=r
+        )
+        self.workqueue_retries = Counter(
+            "climatik_workqueue_retries_total", "Rate-limited re-adds.", ["name"], registry=r
+        )
+        self.workqueue_wait = Histogram(
+            "climatik_workqueue_queue_duration_seconds",
+            "Time a key waited in the queue before a worker took it.",
+            ["name"],
+            buckets=_QUEUE_BUCKETS_S,
+            registry=r,
+        )
+        self.watch_restarts = Counter(
+            "climatik_watch_restarts_total",
+            "Watch connections ended and reopened, by reason (closed, silent, gone, error).",
+            ["resource", "reason"],
+            registry=r,
+        )
+        self.watch_relists = Counter(
+            "climatik_watch_relists_total",
+            "Full relists after the first list (410 Gone).",
+            ["resource"],
+            registry=r,
+        )
+        self.leader_is_leader = Gauge(
+            "climatik_leader_is_leader", "1 while this replica holds the lease.", registry=r
+        )
+        self.build_info = Gauge(
+            "climatik_build_info", "Always 1; labels carry the version.", ["version"], registry=r
+        )
+        self.build_info.labels(version=__version__).set(1)
+
+    # -- ReflectorMetrics -------------------------------------------------------------------
+
+    def watch_restarted(self, resource: str, reason: str) -> None:
+        self.watch_restarts.labels(resource=resource, reason=reason).inc()
+
+    def relisted(self, resource: str) -> None:
+        self.watch_relists.labels(resource=resource).inc()
+
+    # -- WorkQueueMetrics -------------------------------------------------------------------
+
+    def added(self, queue: str) -> None:
+        self.workqueue_adds.labels(name=queue).inc()
+
+    def depth(self, queue: str, depth: int) -> None:
+        self.workqueue_depth.labels(name=queue).set(depth)
+
+    def retried(self, queue: str) -> None:
+        self.workqueue_retries.labels(name=queue).inc()
+
+    def waited(self, queue: str, seconds: float) -> None:
+        self.workqueue_wait.labels(name=queue).observe(seconds)

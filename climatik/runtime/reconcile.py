@@ -1,0 +1,144 @@
+"""The reconcile contract and the worker loop that drives it (controller-runtime's semantics).
+
+A reconciler gets a key (``namespace/name``), reads what it needs from informer caches, acts, and
+returns a :class:`Result`. The worker turns the outcome into queue operations:
+
+- ``Result()``: done; the key's failure history is forgotten.
+- ``Result(requeue_after=s)``: done, look again in ``s`` seconds (polling external signals such as
+  Prometheus or a carbon API); failure history forgotten.
+- ``Result(requeue=True)``: try again after the rate limiter's backoff.
+- :class:`TerminalError`: the object is wrong in a way retrying cannot fix (logged, not retried;
+  the next change to the object enqueues it again).
+- any other exception: logged with the key and a traceback, retried with per-key backoff.
+
+Each reconcile gets a fresh ``reconcile_id``, bound with ``controller`` and ``key`` to structlog's
+context variables, so every log line the reconciler (or anything it calls) writes carries them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from climatik.kube.informer import EventHandlers
+from climatik.kube.store import object_key
+from climatik.kube.workqueue import ShutDownError, WorkQueue
+from climatik.runtime.metrics import RuntimeMetrics
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Result:
+    requeue_after: float | None = None
+    requeue: bool = False
+
+
+class TerminalError(Exception):
+    """An error retrying cannot fix (say what the user must change in the message)."""
+
+
+class Reconciler(Protocol):
+    async def reconcile(self, key: str) -> Result: ...
+
+
+@dataclass
+class Controller:
+    """A named reconciler with its queue and worker count, as registered with the manager."""
+
+    name: str
+    reconciler: Reconciler
+    queue: WorkQueue[str]
+    workers: int = 1
+
+
+def enqueue_handlers(
+    queue: WorkQueue[str], key_of: Callable[[Mapping[str, Any]], str | None] = object_key
+) -> EventHandlers:
+    """Informer handlers that enqueue ``key_of(obj)`` on every add, update and delete."""
+
+    def add(obj: Mapping[str, Any]) -> None:
+        key = key_of(obj)
+        if key is not None:
+            queue.add(key)
+
+    return EventHandlers(on_add=add, on_update=lambda _old, new: add(new), on_delete=add)
+
+
+async def process_one(controller: Controller, key: str, metrics: RuntimeMetrics) -> str:
+    """Reconcile one key taken from the queue and settle it; return the result label."""
+    queue = controller.queue
+    reconcile_id = uuid.uuid4().hex[:12]
+    started = time.perf_counter()
+    with structlog.contextvars.bound_contextvars(
+        controller=controller.name, key=key, reconcile_id=reconcile_id
+    ):
+        try:
+            result = await controller.reconciler.reconcile(key)
+        except asyncio.CancelledError:
+            raise
+        except TerminalError as error:
+            log.error("reconcile_failed_terminally", error=str(error))
+            queue.forget(key)
+            outcome = "terminal_error"
+        except Exception as error:
+            log.exception("reconcile_failed", error=str(error), retries=queue.num_requeues(key) + 1)
+            queue.add_rate_limited(key)
+            outcome = "error"
+        else:
+            if result.requeue:
+                queue.add_rate_limited(key)
+                outcome = "requeue"
+            else:
+                queue.forget(key)
+                if result.requeue_after is not None:
+                    queue.add_after(key, result.requeue_after)
+                    outcome = "requeue_after"
+                else:
+                    outcome = "success"
+        finally:
+            metrics.reconcile_time.labels(controller=controller.name).observe(
+                time.perf_counter() - started
+            )
+    metrics.reconcile_total.labels(controller=controller.name, result=outcome).inc()
+    return outcome
+
+
+async def run_worker(controller: Controller, metrics: RuntimeMetrics) -> None:
+    """Take keys until the queue shuts down; a key is always marked done, even on cancel."""
+    queue = controller.queue
+    while True:
+        try:
+            key = await queue.get()
+        except ShutDownError:
+            return
+        try:
+            await process_one(controller, key, metrics)
+        finally:
+            queue.done(key)
+
+
+class ControllerContext(Protocol):
+    """What a controller factory may ask the manager for while wiring itself up."""
+
+    @property
+    def namespace(self) -> str | None: ...
+
+    def informer(
+        self,
+        resource: Any,
+        *,
+        label_selector: str | None = None,
+        indexers: Mapping[str, Callable[[Mapping[str, Any]], list[str]]] | None = None,
+    ) -> Any: ...
+
+    def new_queue(self, name: str) -> WorkQueue[str]: ...
+
+
+ControllerFactory = Callable[[Any], Controller]

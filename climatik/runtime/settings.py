@@ -1,0 +1,87 @@
+"""Runtime settings: one pydantic-settings model, grouped by concern, from ``CLIMATIK_*`` variables.
+
+Nested groups use ``__``: ``CLIMATIK_LEADER_ELECTION__LEASE_DURATION_S=15``,
+``CLIMATIK_HTTP__PORT=8080``, ``CLIMATIK_KUBE__NAMESPACE=prod``, ``CLIMATIK_LOGGING__FORMAT=json``.
+The command line overrides the common ones (see ``climatik/runtime/cli.py``). Defaults are
+client-go's and kopf's proven values; the validators refuse combinations that cannot work (a renew
+deadline longer than the lease) at start-up rather than at the first failover.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_identity() -> str:
+    """``<hostname>_<random>``, client-go's convention: unique even for two replicas on one host."""
+    return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+class LeaderElectionSettings(BaseModel):
+    enabled: bool = True
+    lease_name: str = "climatik-controller"
+    # Namespace of the Lease; defaults to the watched namespace, then the pod's, then "default".
+    lease_namespace: str | None = None
+    identity: str = Field(default_factory=default_identity)
+    lease_duration_s: float = 15.0
+    renew_deadline_s: float = 10.0
+    retry_period_s: float = 2.0
+    jitter: float = 1.2
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LeaderElectionSettings:
+        if not self.lease_duration_s > self.renew_deadline_s > self.retry_period_s * self.jitter:
+            raise ValueError("need lease_duration_s > renew_deadline_s > retry_period_s * jitter")
+        return self
+
+
+class HttpSettings(BaseModel):
+    host: str = "0.0.0.0"  # noqa: S104 - the kubelet's probes and Prometheus come from outside
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class KubeSettings(BaseModel):
+    kubeconfig: str | None = None
+    # Watch one namespace, or every namespace when unset.
+    namespace: str | None = None
+    request_timeout_s: float = 30.0
+    watch_inactivity_timeout_s: float = 90.0
+
+
+class LoggingSettings(BaseModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    # "auto": human-readable on a terminal, JSON lines otherwise (in a cluster).
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class RuntimeSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CLIMATIK_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    kube: KubeSettings = Field(default_factory=KubeSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    # Seconds a shutting-down leader waits for in-flight reconciles before cancelling them.
+    shutdown_grace_s: float = 5.0
+    # Import paths ("package.module:factory") of extra controllers to run besides the built-in
+    # ones: out-of-tree controllers and the integration tests' probe controller.
+    extra_controllers: list[str] = Field(default_factory=list)
+
+    def lease_namespace(self) -> str:
+        if self.leader_election.lease_namespace:
+            return self.leader_election.lease_namespace
+        if self.kube.namespace:
+            return self.kube.namespace
+        service_account_ns = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+        if os.path.exists(service_account_ns):
+            with open(service_account_ns, encoding="utf-8") as handle:
+                return handle.read().strip() or "default"
+        return "default"
