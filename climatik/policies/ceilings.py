@@ -75,6 +75,9 @@ class HeadroomSettings:
     """Samples beyond estimate x or ÷ this ratio are clipped to it."""
     initial_watts_per_replica: float | None = None
     """Estimate used before a target has been measured; `None`: hold such a target's ceiling."""
+    idle_watts_per_replica: float = 0.0
+    """Idle power of the node a new replica lands on when that idle power is already measured
+    under the cap (node-level queries); 0 when the cap covers pod power only."""
     min_efficiency_share: float = 0.1
     """A target's priority weight is at least this share of the most efficient target's."""
     fail_safe: FailSafeSettings = field(default_factory=FailSafeSettings)
@@ -235,6 +238,7 @@ class _Slot:
     weight: float
     keep_upto: int
     grow_upto: int
+    pressing: bool
 
 
 def _priority_sequence(slots: list[_Slot], start: list[int], stop: list[int]) -> list[int]:
@@ -261,8 +265,20 @@ def _priority_sequence(slots: list[_Slot], start: list[int], stop: list[int]) ->
     return order
 
 
-def _allocate(slots: list[_Slot], budget_w: float, growth_allowance: int | None) -> list[int]:
-    """Ceilings that fit `budget_w`: minimums, then running replicas, then growth."""
+def _allocate(
+    slots: list[_Slot],
+    budget_w: float,
+    growth_allowance: int | None,
+    idle_credit_w: float,
+    idle_pool_w: float,
+) -> list[int]:
+    """Ceilings that fit `budget_w`: minimums, then running replicas, then growth.
+
+    Growth goes first to targets pressing against their ceiling (the autoscaler wants more),
+    then to the others. A new replica that lands on an idle node displaces that node's idle
+    draw, already inside the measurement: it costs its watts minus `idle_credit_w`, for as long
+    as `idle_pool_w` (the untargeted load) can supply the credit.
+    """
     counts = [s.target.min_replicas for s in slots]
     left_w = budget_w - sum(c * s.watts_per_replica for c, s in zip(counts, slots, strict=True))
     if left_w < 0:
@@ -274,14 +290,22 @@ def _allocate(slots: list[_Slot], budget_w: float, growth_allowance: int | None)
             return counts
         counts[index] += 1
         left_w -= cost
-    grow_stop = [max(c, s.grow_upto) for c, s in zip(counts, slots, strict=True)]
+    pressing_stop = [
+        max(c, s.grow_upto) if s.pressing else c for c, s in zip(counts, slots, strict=True)
+    ]
+    sequence = _priority_sequence(slots, counts, pressing_stop)
+    rest_stop = [max(c, s.grow_upto) for c, s in zip(pressing_stop, slots, strict=True)]
+    sequence += _priority_sequence(slots, pressing_stop, rest_stop)
     allowance = growth_allowance
-    for index in _priority_sequence(slots, counts, grow_stop):
-        cost = slots[index].watts_per_replica
+    pool_w = max(0.0, idle_pool_w)
+    for index in sequence:
+        credit = min(idle_credit_w, pool_w)
+        cost = max(0.0, slots[index].watts_per_replica - credit)
         if cost > left_w or allowance == 0:
             break
         counts[index] += 1
         left_w -= cost
+        pool_w -= credit
         if allowance is not None:
             allowance -= 1
     return counts
@@ -352,6 +376,7 @@ def _decide_headroom(
                 weight=weight,
                 keep_upto=min(target.user_max_replicas, target.current_replicas),
                 grow_upto=min(target.user_max_replicas, target.current_replicas + step_up),
+                pressing=target.current_replicas >= target.applied_max_replicas,
             )
         )
     state = replace(state, no_data_since_s=None, last_scope_data_s=now_s)
@@ -363,11 +388,13 @@ def _decide_headroom(
     budget_w = usable_w - untargeted_w
     strict_w = budget_w - observation.cap_w * settings.hysteresis_fraction
     allowance = observation.rack_replica_headroom
+    unconstrained = sum(s.target.user_max_replicas * s.watts_per_replica for s in slots)
     wanted_growth = sum(
         max(0, s.target.user_max_replicas - s.target.current_replicas) for s in slots
     )
-    loose = _allocate(slots, budget_w, allowance)
-    strict = _allocate(slots, strict_w, allowance)
+    credit_w = settings.idle_watts_per_replica
+    loose = _allocate(slots, budget_w, allowance, credit_w, untargeted_w)
+    strict = _allocate(slots, strict_w, allowance, credit_w, untargeted_w)
 
     decisions: list[CeilingDecision] = []
     by_name = {s.target.name: (s, lo, hi) for s, lo, hi in zip(slots, strict, loose, strict=True)}

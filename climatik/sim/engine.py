@@ -217,7 +217,10 @@ class Twin:
         self.specs = [POLICY_SPECS[name] for name in self.policy_names]
         self.hours = float(hours if hours is not None else scenario.duration_h)
         self.seed = scenario.seed if seed is None else seed
-        self.headroom = headroom or HeadroomSettings()
+        racks = scenario.racks
+        # The site cap covers whole servers, so a new replica displaces its server's idle draw.
+        idle_server_w = racks.server_base_w + racks.gpus_per_server * racks.gpu_curve.idle_w
+        self.headroom = headroom or HeadroomSettings(idle_watts_per_replica=idle_server_w)
         self.threshold = ThresholdSettings()
 
     # The loop is long on purpose: one flat pass over arrays is what keeps it fast and readable
@@ -476,7 +479,7 @@ class Twin:
             srv_w = srv_w + rng.standard_normal((n_pol, n_srv)) * sigma
             site_w = srv_w.sum(axis=1)
             rack_w = srv_w.reshape(n_pol, n_rack, per_rack).sum(axis=2)
-                svc_w = np.einsum("pn,pns->ps", srv_w, onehot)
+            svc_w = np.einsum("pn,pns->ps", srv_w, onehot)
 
             # --- heat and cooling --------------------------------------------------------------
             rise = lag_keep * rise + (1 - lag_keep) * (srv_w @ d_matrix.T)
