@@ -9,8 +9,10 @@ integration tests through the real API server, so the two validators are held to
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -179,6 +181,15 @@ spec:
 """
 
 
+DOCS_API = Path(__file__).resolve().parents[1] / "docs" / "api.md"
+
+
+def docs_examples() -> list[dict[str, Any]]:
+    """Every PowerCappingConfig YAML block in docs/api.md, in order."""
+    blocks = re.findall(r"```yaml\n(.*?)```", DOCS_API.read_text(encoding="utf-8"), flags=re.DOTALL)
+    return [load(block) for block in blocks if "kind: PowerCappingConfig" in block]
+
+
 def load(text: str) -> dict[str, Any]:
     """One YAML document as a dict."""
     loaded = yaml.safe_load(text)
@@ -272,11 +283,29 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         _set("scaleObjectRef", [_ref(f"so-{i}") for i in range(65)]),
         "spec.scaleObjectRef",
     ),
-    InvalidCase("ref-wrong-kind", _set("scaleObjectRef[0].kind", "Deployment"), "kind"),
-    InvalidCase("ref-wrong-api", _set("scaleObjectRef[0].apiVersion", "keda.sh/v2"), "apiVersion"),
-    InvalidCase("ref-no-name", _set("scaleObjectRef[0].metadata", {}), "metadata.name"),
-    InvalidCase("ref-bad-name", _set("scaleObjectRef[0].metadata.name", "LLM_Scaled"), "name"),
-    InvalidCase("deployment-bad-name", _set("deploymentName", "my deployment"), "deploymentName"),
+    InvalidCase(
+        "ref-wrong-kind",
+        _set("scaleObjectRef[0].kind", "Deployment"),
+        "spec.scaleObjectRef[0].kind",
+    ),
+    InvalidCase(
+        "ref-wrong-api",
+        _set("scaleObjectRef[0].apiVersion", "keda.sh/v2"),
+        "spec.scaleObjectRef[0].apiVersion",
+    ),
+    InvalidCase(
+        "ref-no-name",
+        _set("scaleObjectRef[0].metadata", {}),
+        "spec.scaleObjectRef[0].metadata.name",
+    ),
+    InvalidCase(
+        "ref-bad-name",
+        _set("scaleObjectRef[0].metadata.name", "LLM_Scaled"),
+        "spec.scaleObjectRef[0].metadata.name",
+    ),
+    InvalidCase(
+        "deployment-bad-name", _set("deploymentName", "my deployment"), "spec.deploymentName"
+    ),
     InvalidCase("metric-type", _set("metrics[0].type", "Datadog"), "spec.metrics[0].type"),
     InvalidCase(
         "metric-ftp-url",
@@ -327,7 +356,7 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         _set("rackConstraints[0].rackId", "rack 1!"),
         "spec.rackConstraints[0].rackId",
     ),
-    InvalidCase("unknown-field", _set("powerCap", 1000), "spec.powerCap"),
+    InvalidCase("unknown-field", _set("powerCapWatts", 1000), "spec.powerCapWatts"),
     # Extensions.
     InvalidCase("policy-type", _set("policy", {"type": "Aggressive"}), "spec.policy.type"),
     InvalidCase(
