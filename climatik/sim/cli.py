@@ -1,0 +1,99 @@
+"""`climatik simulate`: run the twin on a scenario and compare policies side by side.
+
+With no arguments it runs the built-in `default` scenario with its baseline policies, prints a
+summary table on stdout and, on a terminal, a progress bar on stderr. `--json` and `--report`
+write the figures and plots to files. Errors a user can cause (an unknown scenario, an invalid
+field, an unknown policy) print one clear message and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_simulate_parser(subparsers: Any) -> None:
+    """Register `simulate` on the CLI's subparsers."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "simulate",
+        help="run the datacenter twin and compare policies",
+        description=(
+            "Run the datacenter twin on a scenario and compare power-capping policies side by "
+            "side: cap violations, tokens, energy, cooling, inlet temperatures, carbon, SLOs."
+        ),
+    )
+    parser.add_argument(
+        "--scenario",
+        default="default",
+        help="built-in scenario name or a scenario YAML file (default: default)",
+    )
+    parser.add_argument("--hours", type=float, help="simulate this many hours instead")
+    parser.add_argument(
+        "--policies", help="comma-separated policies (default: the scenario's list)"
+    )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures as JSON")
+    parser.add_argument(
+        "--report", type=Path, metavar="DIR", help="write an HTML page with plots into DIR"
+    )
+    parser.add_argument("--seed", type=int, help="override the scenario's random seed")
+    parser.add_argument(
+        "--list", action="store_true", help="list the built-in scenarios and policies, then exit"
+    )
+    parser.set_defaults(handler=run_simulate)
+
+
+class _ProgressBar:
+    """A one-line bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.last = -1
+
+    def __call__(self, fraction: float) -> None:
+        percent = int(fraction * 100)
+        if percent == self.last:
+            return
+        self.last = percent
+        filled = percent * 30 // 100
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {percent:3d}%")
+        if percent >= 100:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    """Handler of `climatik simulate`."""
+    from climatik.sim.engine import POLICY_SPECS, Twin  # noqa: PLC0415
+    from climatik.sim.report import summary_table, write_html_report  # noqa: PLC0415
+    from climatik.sim.scenario import ScenarioError, builtin_names, load_scenario  # noqa: PLC0415
+
+    if args.list:
+        print("scenarios:", ", ".join(builtin_names()))
+        print("policies:", ", ".join(POLICY_SPECS))
+        return 0
+    try:
+        scenario = load_scenario(args.scenario)
+        policies = None
+        if args.policies:
+            policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+        if args.hours is not None and args.hours <= 0:
+            msg = "--hours must be positive"
+            raise ScenarioError(msg)
+        twin = Twin(scenario, policies=policies, hours=args.hours, seed=args.seed)
+        progress = _ProgressBar(f"simulating {scenario.name}") if sys.stderr.isatty() else None
+        result = twin.run(progress=progress)
+    except (ScenarioError, ValueError) as error:
+        print(f"climatik simulate: {error}", file=sys.stderr)
+        return 2
+    print(summary_table(result))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.as_json(), indent=2) + "\n", encoding="utf-8")
+        print(f"figures written to {args.json}")
+    if args.report is not None:
+        page = write_html_report(result, args.report)
+        print(f"report written to {page}")
+    return 0

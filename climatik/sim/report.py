@@ -1,0 +1,150 @@
+"""How a twin run is shown: a summary table for the terminal and an HTML page with plots.
+
+The table has one row per policy and the metrics of SIMULATOR.md in their natural units; the
+HTML page embeds PNG plots (power against the cap, replicas, inlet temperatures, carbon) drawn
+with matplotlib's Agg backend, so it works on a headless machine.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+
+from climatik.sim.engine import SimResult
+
+_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    # (metric key, header, format)
+    ("cap_violation_ws", "violation W*s", "{:.3g}"),
+    ("max_overshoot_pct", "overshoot %", "{:.2f}"),
+    ("tokens", "tokens", "{:.4g}"),
+    ("tokens_per_s", "tokens/s", "{:.0f}"),
+    ("tokens_per_joule", "tokens/J", "{:.4f}"),
+    ("energy_kwh", "IT kWh", "{:.1f}"),
+    ("cooling_kwh", "cooling kWh", "{:.1f}"),
+    ("peak_inlet_c", "peak inlet °C", "{:.2f}"),
+    ("time_above_redline_s", "s > redline", "{:.0f}"),
+    ("carbon_g", "CO2 kg", "{:.1f}"),
+    ("carbon_g_per_1k_tokens", "gCO2/1k tok", "{:.4f}"),
+    ("slo_attainment", "SLO %", "{:.1f}"),
+    ("peak_to_average", "peak/avg", "{:.3f}"),
+)
+
+
+def _cell(key: str, fmt: str, value: float) -> str:
+    if key == "carbon_g":
+        value = value / 1000.0
+    elif key == "slo_attainment":
+        value = value * 100.0
+    return fmt.format(value)
+
+
+def summary_table(result: SimResult) -> str:
+    """A fixed-width table, one row per policy, headed by the scenario and its duration."""
+    headers = ["policy", *(header for _, header, _ in _COLUMNS)]
+    rows = [
+        [name, *(_cell(key, fmt, metrics[key]) for key, _, fmt in _COLUMNS)]
+        for name, metrics in result.policies.items()
+    ]
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest])
+
+    hours = result.duration_s / 3600.0
+    title = (
+        f"scenario {result.scenario}: {hours:g} h simulated, site cap "
+        f"{result.site_cap_w / 1000:g} kW, redline {result.redline_c:g} °C "
+        "(carbon is location based)"
+    )
+    rule = "-" * len(line(headers))
+    return "\n".join([title, line(headers), rule, *(line(r) for r in rows)])
+
+
+def write_html_report(result: SimResult, folder: Path) -> Path:
+    """Write `index.html` and its PNG plots into `folder`; return the page's path."""
+    import matplotlib  # noqa: PLC0415  (heavy: only imported when a report is asked for)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    folder.mkdir(parents=True, exist_ok=True)
+    history = result.history
+    hours = np.asarray(history.hours)
+    names = list(result.policies)
+    site = np.asarray(history.site_w) / 1000.0
+    caps = np.asarray(history.cap_w) / 1000.0
+    inlets = np.asarray(history.max_inlet_c)
+    replicas = np.asarray(history.replicas)
+    carbon = np.asarray(history.carbon_g_per_kwh)
+    images: list[tuple[str, str]] = []
+
+    def save(fig: object, filename: str, caption: str) -> None:
+        fig.savefig(folder / filename, dpi=90)  # type: ignore[attr-defined]
+        plt.close(fig)  # type: ignore[arg-type]
+        images.append((filename, caption))
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for p, name in enumerate(names):
+        ax.plot(hours, site[:, p], label=name, linewidth=1)
+    ax.axhline(result.site_cap_w / 1000.0, color="black", linestyle="--", label="site cap")
+    for p, name in enumerate(names):
+        if not np.allclose(caps[:, p], result.site_cap_w / 1000.0):
+            ax.plot(hours, caps[:, p], linestyle=":", label=f"{name} effective cap")
+    ax.set_xlabel("hour")
+    ax.set_ylabel("IT power (kW)")
+    ax.legend(fontsize="small", ncol=2)
+    save(fig, "power.png", "IT power of the site against its cap, per policy")
+
+    for p, name in enumerate(names):
+        fig, ax = plt.subplots(figsize=(10, 3))
+        for j, service in enumerate(result.service_names):
+            ax.step(hours, replicas[:, p, j], where="post", label=service)
+        ax.set_title(f"replicas: {name}")
+        ax.set_xlabel("hour")
+        ax.legend(fontsize="small")
+        save(fig, f"replicas-{name}.png", f"replicas per service under {name}")
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for p, name in enumerate(names):
+        ax.plot(hours, inlets[:, p], label=name, linewidth=1)
+    ax.axhline(result.redline_c, color="red", linestyle="--", label="redline")
+    ax.set_xlabel("hour")
+    ax.set_ylabel("hottest inlet (°C)")
+    ax.legend(fontsize="small", ncol=2)
+    save(fig, "inlets.png", "hottest server inlet, per policy")
+
+    fig, ax = plt.subplots(figsize=(10, 3))
+    ax.plot(hours, carbon, color="green")
+    ax.set_xlabel("hour")
+    ax.set_ylabel("gCO2/kWh")
+    save(fig, "carbon.png", "grid carbon intensity (location based)")
+
+    rows = "".join(
+        "<tr><td>" + html.escape(name) + "</td>"
+        + "".join(f"<td>{_cell(k, f, m[k])}</td>" for k, _, f in _COLUMNS)
+        + "</tr>"
+        for name, m in result.policies.items()
+    )
+    header = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in _COLUMNS)
+    figures = "".join(
+        f'<figure><img src="{f}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}'
+        "</figcaption></figure>"
+        for f, c in images
+    )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>climatik simulate: {html.escape(result.scenario)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "td:first-child{text-align:left}img{max-width:100%}</style></head><body>"
+        f"<h1>Scenario {html.escape(result.scenario)}</h1>"
+        f"<p>{result.duration_s / 3600:g} h simulated. Carbon is location based.</p>"
+        f"<table><tr><th>policy</th>{header}</tr>{rows}</table>{figures}</body></html>"
+    )
+    page_path = folder / "index.html"
+    page_path.write_text(page, encoding="utf-8")
+    return page_path
