@@ -1,0 +1,180 @@
+"""The reflector's control flow over a scripted client: resume, 410 relist, silence, errors.
+
+The client here is a stand-in for the transport only (pages and byte chunks); the real API server
+is exercised by tests/integration/test_runtime_informer.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+
+from climatik.kube.client import CONFIGMAPS, ApiError
+from climatik.kube.informer import EventHandlers, Informer
+from climatik.kube.watchstate import WatchSettings
+
+HANG = object()
+
+
+def _cm(name: str, rv: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": rv}}
+
+
+def _line(event_type: str, obj: dict[str, Any]) -> bytes:
+    return json.dumps({"type": event_type, "object": obj}).encode() + b"\n"
+
+
+class _Content:
+    def __init__(self, script: list[Any]) -> None:
+        self.script = script
+
+    async def readany(self) -> bytes:
+        if not self.script:
+            return b""
+        step = self.script.pop(0)
+        if step is HANG:
+            await asyncio.sleep(3600)
+        if isinstance(step, BaseException):
+            raise step
+        assert isinstance(step, bytes)
+        return step
+
+
+class _Response:
+    def __init__(self, script: list[Any]) -> None:
+        self.content = _Content(script)
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ScriptedClient:
+    """Answers lists from ``lists`` and watches from ``watches``, recording the queries."""
+
+    def __init__(self, lists: list[list[dict[str, Any]]], watches: list[Any]) -> None:
+        self.lists = lists
+        self.watches = watches
+        self.list_calls = 0
+        self.watch_versions: list[str | None] = []
+        self.responses: list[_Response] = []
+        self.done = asyncio.Event()
+
+    async def list(self, resource: Any, namespace: Any, **kw: Any) -> dict[str, Any]:
+        items = self.lists[min(self.list_calls, len(self.lists) - 1)]
+        self.list_calls += 1
+        rv = max((int(i["metadata"]["resourceVersion"]) for i in items), default=1)
+        return {"kind": "ConfigMapList", "metadata": {"resourceVersion": str(rv)}, "items": items}
+
+    async def open_stream(self, path: str, query: dict[str, Any], client_timeout: Any) -> _Response:
+        self.watch_versions.append(query["resourceVersion"])
+        if not self.watches:
+            self.done.set()
+            await asyncio.sleep(3600)
+        step = self.watches.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        response = _Response(list(step))
+        self.responses.append(response)
+        return response
+
+
+async def _run_until_done(informer: Informer, client: ScriptedClient) -> None:
+    task = asyncio.create_task(informer.run())
+    try:
+        await asyncio.wait_for(client.done.wait(), 5)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def _informer(client: ScriptedClient, **settings: Any) -> tuple[Informer, list[tuple[str, str]]]:
+    events: list[tuple[str, str]] = []
+    informer = Informer(
+        client,  # type: ignore[arg-type]
+        CONFIGMAPS,
+        settings=WatchSettings(backoff_initial_s=0.01, backoff_jitter=0.0, **settings),
+    )
+    informer.add_handlers(
+        EventHandlers(
+            on_add=lambda o: events.append(("add", o["metadata"]["name"])),
+            on_update=lambda _o, n: events.append(("update", n["metadata"]["name"])),
+            on_delete=lambda o: events.append(("delete", o["metadata"]["name"])),
+        )
+    )
+    return informer, events
+
+
+async def test_events_split_across_chunks_are_applied_and_bookmarks_move_the_version() -> None:
+    modified = _line("MODIFIED", _cm("a", "5"))
+    client = ScriptedClient(
+        lists=[[_cm("a", "2"), _cm("b", "3")]],
+        watches=[
+            [modified[:10], modified[10:] + _line("BOOKMARK", _cm("", "9"))],  # then EOF
+        ],
+    )
+    informer, events = _informer(client)
+    await _run_until_done(informer, client)
+    assert events == [("add", "a"), ("add", "b"), ("update", "a")]
+    assert client.watch_versions == ["3", "9"]  # resumed from the bookmark after a clean end
+    assert client.list_calls == 1
+    assert all(r.closed for r in client.responses)
+
+
+async def test_gone_event_relists_and_reports_objects_deleted_meanwhile() -> None:
+    gone = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
+    client = ScriptedClient(
+        lists=[[_cm("a", "2"), _cm("b", "3")], [_cm("b", "3"), _cm("c", "20")]],
+        watches=[[_line("ERROR", gone)]],
+    )
+    informer, events = _informer(client)
+    await _run_until_done(informer, client)
+    assert client.list_calls == 2
+    assert events == [("add", "a"), ("add", "b"), ("delete", "a"), ("add", "c")]
+    assert sorted(informer.store.keys()) == ["ns/b", "ns/c"]
+    assert client.watch_versions == ["3", "20"]
+
+
+async def test_gone_on_open_relists() -> None:
+    client = ScriptedClient(
+        lists=[[_cm("a", "2")], [_cm("a", "7")]],
+        watches=[ApiError(410, {"reason": "Expired"})],
+    )
+    informer, events = _informer(client)
+    await _run_until_done(informer, client)
+    assert client.list_calls == 2
+    assert events == [("add", "a"), ("update", "a")]
+
+
+async def test_a_silent_watch_is_reopened_after_the_inactivity_timeout() -> None:
+    client = ScriptedClient(lists=[[_cm("a", "2")]], watches=[[HANG]])
+    informer, _ = _informer(client, inactivity_timeout_s=0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await _run_until_done(informer, client)
+    assert client.watch_versions == ["2", "2"]
+    assert 0.2 <= loop.time() - started < 1.0
+    assert client.responses[0].closed
+
+
+async def test_connection_errors_back_off_and_resume_from_the_last_version() -> None:
+    client = ScriptedClient(
+        lists=[[_cm("a", "2")]],
+        watches=[
+            [_line("MODIFIED", _cm("a", "4")), aiohttp.ClientPayloadError("cut")],
+            aiohttp.ClientConnectionError("refused"),
+            ApiError(500, {"reason": "InternalError"}),
+            [_line("MODIFIED", _cm("a", "6"))],
+        ],
+    )
+    informer, events = _informer(client)
+    await _run_until_done(informer, client)
+    assert client.list_calls == 1  # no relist for ordinary failures
+    assert client.watch_versions == ["2", "4", "4", "4", "6"]
+    assert events == [("add", "a"), ("update", "a"), ("update", "a")]
+    assert informer.reflector.state.consecutive_failures == 3

@@ -1,0 +1,120 @@
+"""The manager gates workers on leadership, stops writers when it is lost, releases on stop.
+
+Two managers share an in-memory lease (the Kubernetes side is covered by the integration tests);
+timing is shortened so a failover takes about a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from climatik.kube.client import KubeClient, NotLeaderError
+from climatik.kube.workqueue import WorkQueue
+from climatik.runtime.http import HttpServer
+from climatik.runtime.manager import EXIT_LEADERSHIP_LOST, EXIT_OK, Manager
+from climatik.runtime.metrics import RuntimeMetrics
+from climatik.runtime.reconcile import Controller, Result
+from climatik.runtime.settings import LeaderElectionSettings, RuntimeSettings
+from tests.unit.fakelease import MemoryLease
+
+
+class Probe:
+    def __init__(self, identity: str, log: list[str], client: KubeClient) -> None:
+        self.identity = identity
+        self.log = log
+        self.client = client
+
+    async def reconcile(self, key: str) -> Result:
+        # Stand-in for a write: the manager's gate must allow it only on the leader.
+        if not self.client.write_gate():
+            raise NotLeaderError(self.identity)
+        self.log.append(self.identity)
+        return Result(requeue_after=0.05)
+
+
+def _manager(identity: str, lease: MemoryLease, log: list[str]) -> Manager:
+    settings = RuntimeSettings(
+        leader_election=LeaderElectionSettings(
+            identity=identity,
+            lease_duration_s=1.5,
+            renew_deadline_s=1.0,
+            retry_period_s=0.2,
+        )
+    )
+    settings.http.host = "127.0.0.1"
+    settings.http.port = 0
+    client = KubeClient(api_client=None)
+    manager = Manager(settings, client, lease_client=lease, install_signal_handlers=False)
+
+    def factory(ctx: Manager) -> Controller:
+        queue: WorkQueue[str] = ctx.new_queue("probe")
+        queue.add("ns/x")
+        return Controller("probe", Probe(identity, log, client), queue)
+
+    manager.add_controller(factory)
+    return manager
+
+
+async def test_only_the_leader_reconciles_and_a_stopped_leader_hands_over() -> None:
+    lease, log = MemoryLease(), list[str]()
+    a = _manager("a", lease, log)
+    run_a = asyncio.create_task(a.run())
+    await asyncio.sleep(0.3)
+    b = _manager("b", lease, log)
+    run_b = asyncio.create_task(b.run())
+    await asyncio.sleep(0.5)
+    assert set(log) == {"a"}
+    assert lease.record is not None
+    assert lease.record.holder_identity == "a"
+    assert b.metrics.registry.get_sample_value("climatik_leader_is_leader") == 0
+    a.request_stop()
+    assert await asyncio.wait_for(run_a, 5) == EXIT_OK
+    released_at = len(lease.writes)
+    assert lease.writes[released_at - 1].holder_identity == ""
+    count_at_stop = len(log)
+    await asyncio.sleep(1.0)  # b retries every 0.2-0.44 s and finds the lease free
+    assert "b" in log[count_at_stop:]
+    assert "a" not in log[count_at_stop:]
+    b.request_stop()
+    assert await asyncio.wait_for(run_b, 5) == EXIT_OK
+
+
+async def test_a_leader_that_cannot_renew_stops_writing_and_exits_non_zero() -> None:
+    lease, log = MemoryLease(), list[str]()
+    a = _manager("a", lease, log)
+    run_a = asyncio.create_task(a.run())
+    await asyncio.sleep(0.3)
+    assert log
+    lease.fail = True  # the API server becomes unreachable
+    assert await asyncio.wait_for(run_a, 3) == EXIT_LEADERSHIP_LOST
+    assert not a.may_write()
+    count = len(log)
+    await asyncio.sleep(0.2)
+    assert len(log) == count
+
+
+async def test_probes_and_metrics_endpoints() -> None:
+    metrics = RuntimeMetrics()
+    ready = False
+    server = HttpServer(metrics.registry, lambda: ready, host="127.0.0.1", port=0)
+    await server.start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/healthz") as response:
+                assert response.status == 200
+            async with session.get(f"{base}/readyz") as response:
+                assert response.status == 503
+            ready = True
+            async with session.get(f"{base}/readyz") as response:
+                assert response.status == 200
+            metrics.reconcile_total.labels(controller="c", result="success").inc()
+            async with session.get(f"{base}/metrics") as response:
+                text = await response.text()
+        assert 'climatik_reconcile_total{controller="c",result="success"} 1.0' in text
+        assert "climatik_build_info{version=" in text
+        assert "climatik_leader_is_leader 0.0" in text
+    finally:
+        await server.stop()

@@ -1,0 +1,91 @@
+"""The reconcile worker: results become queue operations; errors are logged with the key."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from climatik.kube.ratelimit import ItemExponentialFailureRateLimiter
+from climatik.kube.workqueue import WorkQueue
+from climatik.runtime.logging import configure_logging
+from climatik.runtime.metrics import RuntimeMetrics
+from climatik.runtime.reconcile import Controller, Result, TerminalError, process_one
+from tests.unit.fakeclock import FakeClock
+
+log = structlog.get_logger("test")
+
+
+class Scripted:
+    """A reconciler that answers from a script and logs one line per call."""
+
+    def __init__(self, *outcomes: Result | Exception) -> None:
+        self.outcomes = list(outcomes)
+
+    async def reconcile(self, key: str) -> Result:
+        log.info("probe_reconciled", seen_key=key)
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    configure_logging("debug", "json", stream)
+    yield stream
+    structlog.reset_defaults()
+
+
+def _controller(reconciler: Scripted, clock: FakeClock) -> Controller:
+    queue: WorkQueue[str] = WorkQueue(
+        "probe", clock=clock, rate_limiter=ItemExponentialFailureRateLimiter()
+    )
+    return Controller("probe", reconciler, queue)
+
+
+def _value(metrics: RuntimeMetrics, result: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "climatik_reconcile_total", {"controller": "probe", "result": result}
+    )
+    return value or 0.0
+
+
+async def test_results_map_to_queue_operations(log_stream: io.StringIO) -> None:
+    clock, metrics = FakeClock(), RuntimeMetrics()
+    controller = _controller(
+        Scripted(Result(), Result(requeue_after=30), RuntimeError("boom"), TerminalError("bad")),
+        clock,
+    )
+    queue = controller.queue
+    assert await process_one(controller, "ns/a", metrics) == "success"
+    assert queue.delayed == 0
+    assert await process_one(controller, "ns/a", metrics) == "requeue_after"
+    assert queue.delayed == 1
+    assert await process_one(controller, "ns/a", metrics) == "error"
+    assert queue.num_requeues("ns/a") == 1
+    assert await process_one(controller, "ns/a", metrics) == "terminal_error"
+    assert queue.num_requeues("ns/a") == 0
+    for result in ("success", "requeue_after", "error", "terminal_error"):
+        assert _value(metrics, result) == 1
+
+
+async def test_every_log_line_of_one_reconcile_carries_its_id(log_stream: io.StringIO) -> None:
+    controller = _controller(Scripted(RuntimeError("boom"), Result()), FakeClock())
+    metrics = RuntimeMetrics()
+    await process_one(controller, "ns/a", metrics)
+    await process_one(controller, "ns/b", metrics)
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    probe = [line for line in lines if line["event"] == "probe_reconciled"]
+    failed = [line for line in lines if line["event"] == "reconcile_failed"]
+    assert [(p["key"], p["controller"]) for p in probe] == [("ns/a", "probe"), ("ns/b", "probe")]
+    assert failed[0]["reconcile_id"] == probe[0]["reconcile_id"]
+    assert failed[0]["key"] == "ns/a"
+    assert "boom" in json.dumps(failed[0]["exception"])
+    assert probe[0]["reconcile_id"] != probe[1]["reconcile_id"]
+    # Nothing stays bound after the reconcile.
+    assert structlog.contextvars.get_contextvars() == {}

@@ -1,0 +1,41 @@
+"""Settings come from CLIMATIK_* variables with nested groups; bad timing is refused early."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from climatik.runtime.settings import RuntimeSettings
+
+
+def test_defaults_are_client_go_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = RuntimeSettings()
+    le = settings.leader_election
+    assert (le.lease_duration_s, le.renew_deadline_s, le.retry_period_s, le.jitter) == (
+        15.0,
+        10.0,
+        2.0,
+        1.2,
+    )
+    assert settings.kube.watch_inactivity_timeout_s == 90.0
+    assert le.identity  # hostname_random
+    assert RuntimeSettings().leader_election.identity != le.identity
+
+
+def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLIMATIK_LEADER_ELECTION__LEASE_DURATION_S", "30")
+    monkeypatch.setenv("CLIMATIK_HTTP__PORT", "9090")
+    monkeypatch.setenv("CLIMATIK_KUBE__NAMESPACE", "prod")
+    monkeypatch.setenv("CLIMATIK_EXTRA_CONTROLLERS", '["pkg.mod:factory"]')
+    settings = RuntimeSettings()
+    assert settings.leader_election.lease_duration_s == 30
+    assert settings.http.port == 9090
+    assert settings.kube.namespace == "prod"
+    assert settings.lease_namespace() == "prod"
+    assert settings.extra_controllers == ["pkg.mod:factory"]
+
+
+def test_a_renew_deadline_longer_than_the_lease_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLIMATIK_LEADER_ELECTION__RENEW_DEADLINE_S", "20")
+    with pytest.raises(ValidationError, match="lease_duration_s > renew_deadline_s"):
+        RuntimeSettings()
