@@ -440,6 +440,26 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "spec.carbon.target.emissionRateGramsPerHour",
     ),
     InvalidCase(
+        "carbon-band-incomplete",
+        _set(
+            "carbon",
+            {**_UK, "target": {"type": "IntensityBand", "cleanIntensityGramsPerKWh": 100}},
+        ),
+        "spec.carbon.target.dirtyIntensityGramsPerKWh",
+    ),
+    InvalidCase(
+        "carbon-watttime-without-region",
+        _set(
+            "carbon", {**{k: v for k, v in _EMAPS.items() if k != "zone"}, "provider": "WattTime"}
+        ),
+        "spec.carbon.region",
+    ),
+    InvalidCase(
+        "carbon-static-without-intensity",
+        _set("carbon", {**_UK, "provider": "Static"}),
+        "spec.carbon.staticIntensityGramsPerKWh",
+    ),
+    InvalidCase(
         "carbon-floor-above-cap",
         _set("carbon", {**_UK, "floorWatts": 5000}),
         "spec.carbon.floorWatts",

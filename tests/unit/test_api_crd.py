@@ -18,6 +18,7 @@ import yaml
 
 from climatik.api.crd import CRD_FILE, SchemaError, build_crd, check_structural, render_crd_yaml
 from climatik.cli import main
+from tests.api_cases import INVALID_CASES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -185,3 +186,12 @@ def test_printer_columns_point_at_schema_fields() -> None:
             continue
         assert _resolve(root, json_path) is not None, name
     assert "Capping" in columns["State"]["jsonPath"]
+
+
+def test_every_cel_rule_is_exercised_by_an_invalid_case() -> None:
+    """Each rule's field is the named field of at least one object the tests expect refused."""
+    case_fields = {re.sub(r"\[\d+\]", "", case.field) for case in INVALID_CASES}
+    for path, node in _nodes(_root_schema()):
+        for rule in node.get("x-kubernetes-validations", []):
+            rule_field = (path + rule["fieldPath"]).replace("[]", "").lstrip(".")
+            assert rule_field in case_fields, (rule_field, rule["rule"])
