@@ -87,6 +87,8 @@ class CrdModel(BaseModel):
         serialize_by_alias=True,
         extra="forbid",
         frozen=True,
+        # Defaults are checked like input, so a default the API server would refuse fails here.
+        validate_default=True,
     )
 
 
