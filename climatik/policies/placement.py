@@ -1,120 +1,366 @@
-"""Where the next replica should go: rack (or chassis) scores from heat and power headroom.
+"""Where the next replica should go, which replica goes first, and how warm the supply air may be.
 
 MinHR (Moore et al. 2005) ranks places by their heat recirculation factor: the inlet temperature
-rise, summed over every inlet, that one watt dissipated at the place causes. Climatik's score
-combines that with the place's thermal headroom (redline minus hottest inlet) and power headroom,
-and refuses places at or over a power or temperature limit. Zone-based discretization groups
-places into zones and balances load by zone.
+rise, summed over every inlet, that one kW dissipated at the place causes. Zone-based
+discretization groups places into zones and balances load by zone. Climatik's score combines
+both with the place's thermal headroom (limit minus inlet), power headroom (limit minus power),
+the cooling efficiency at its supply-air temperature (CoP, Tang et al. 2008) and a smoothing term
+that keeps services with correlated power profiles apart (SmoothOperator: the Pearson correlation
+of the service's power series with the place's existing load series; a place whose load peaks
+when the service peaks is penalised, one that peaks out of phase is rewarded).
 
-Guarantees: pure and deterministic (ties break by place id); an inadmissible place never ranks
-above an admissible one.
+The same functions run in the live controller and in the twin (`climatik simulate`).
+
+Guarantees: pure and deterministic (ties break by place id); every score is finite whatever the
+inputs (unknown or non-finite readings count as "no opinion", never as zero headroom); an
+inadmissible place (at or over a measured limit) never ranks above an admissible one and never
+gets a preferred-affinity weight; with everything else equal, more headroom never lowers a
+score.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping, Sequence
+from itertools import groupby
+
+import numpy as np
+import numpy.typing as npt
+
+from climatik.domain.placement import (
+    InletReading,
+    PlacementStrategy,
+    PlacementWeights,
+    PlaceObservation,
+    PlaceScore,
+    RecirculationEstimate,
+    SupplySetpoint,
+    SupplySettings,
+)
+
+__all__ = [
+    "InletReading",
+    "PlaceObservation",
+    "PlaceScore",
+    "PlacementStrategy",
+    "PlacementWeights",
+    "RecirculationEstimate",
+    "SupplySetpoint",
+    "SupplySettings",
+    "cooling_cop",
+    "estimate_recirculation",
+    "order_pods_for_scale_in",
+    "pearson_correlation",
+    "preferred_rack_weights",
+    "recommend_supply_setpoints",
+    "score_racks",
+]
+
+# Terms are clamped so that absurd readings (1e300 W) still give finite, comparable scores.
+_TERM_LIMIT = 1e9
+_MIN_SERIES = 3
+_MAX_AFFINITY_WEIGHT = 100  # Kubernetes' bound for preferredDuringScheduling weights
+_MIN_AFFINITY_WEIGHT = 1
 
 
-class PlacementStrategy(enum.StrEnum):
-    """How places are ranked."""
-
-    MINHR = "minhr"
-    ZONE = "zone"
-    CLIMATIK = "climatik"
-
-
-@dataclass(frozen=True, slots=True)
-class PlaceObservation:
-    """One rack or chassis that could take a replica."""
-
-    place_id: str
-    recirculation_c_per_kw: float
-    """Heat recirculation factor: total inlet rise (°C, over all inlets) per kW dissipated here."""
-    inlet_c: float | None = None
-    max_inlet_c: float | None = None
-    watts: float | None = None
-    max_watts: float | None = None
-    zone: str = ""
-    zone_watts: float | None = None
-    """Power of the place's whole zone (zone-based discretization balances this)."""
-
-    @property
-    def thermal_headroom_c(self) -> float | None:
-        """Degrees left before the temperature limit, when both are known."""
-        if self.inlet_c is None or self.max_inlet_c is None:
-            return None
-        return self.max_inlet_c - self.inlet_c
-
-    @property
-    def power_headroom_w(self) -> float | None:
-        """Watts left before the power limit, when both are known."""
-        if self.watts is None or self.max_watts is None:
-            return None
-        return self.max_watts - self.watts
-
-    @property
-    def admissible(self) -> bool:
-        """False when the place is at or over a measured limit."""
-        thermal = self.thermal_headroom_c
-        power = self.power_headroom_w
-        return (thermal is None or thermal > 0) and (power is None or power > 0)
+def _known(value: float | None) -> float | None:
+    """`value` when it is a finite number, else None (NaN and ±inf are not readings)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return value
 
 
-@dataclass(frozen=True, slots=True)
-class PlacementWeights:
-    """How much each term counts in the climatik score (per unit: °C/kW, °C, kW)."""
-
-    recirculation_per_c_per_kw: float = 1.0
-    thermal_per_c: float = 0.5
-    power_per_kw: float = 0.05
+def _clamp(value: float, low: float = -_TERM_LIMIT, high: float = _TERM_LIMIT) -> float:
+    return min(max(value, low), high)
 
 
-@dataclass(frozen=True, slots=True)
-class PlaceScore:
-    """A place's rank key: higher `score` is better; inadmissible places come last."""
+def cooling_cop(supply_c: float) -> float:
+    """Coefficient of performance of a chilled-water CRAC at supply temperature `supply_c` (°C).
 
-    place_id: str
-    score: float
-    admissible: bool
-    reason: str
+    CoP(T) = 0.0068 T² + 0.0008 T + 0.458 (Moore et al. 2005, HP Utility Data Center); always
+    positive (its minimum is about 0.458), so cooling power P_IT / CoP is always finite.
+    """
+    t = _clamp(supply_c, -50.0, 60.0)
+    return 0.0068 * t * t + 0.0008 * t + 0.458
+
+
+def pearson_correlation(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Correlation of the last common samples of `a` and `b`; None when it is undefined.
+
+    The series are aligned at their ends (both end "now"). Fewer than three common finite
+    samples, or a flat series, has no correlation: None, not 0.
+    """
+    n = min(len(a), len(b))
+    if n < _MIN_SERIES:
+        return None
+    x = np.asarray(a[len(a) - n :], dtype=np.float64)
+    y = np.asarray(b[len(b) - n :], dtype=np.float64)
+    finite = np.isfinite(x) & np.isfinite(y)
+    if int(finite.sum()) < _MIN_SERIES:
+        return None
+    x = np.clip(x[finite], -_TERM_LIMIT, _TERM_LIMIT)
+    y = np.clip(y[finite], -_TERM_LIMIT, _TERM_LIMIT)
+    dx = x - x.mean()
+    dy = y - y.mean()
+    sx = float(np.sqrt(np.dot(dx, dx)))
+    sy = float(np.sqrt(np.dot(dy, dy)))
+    # Relative flatness, so a constant series with rounding noise is still "flat".
+    if sx <= 1e-9 * (1.0 + float(np.abs(x).max())) or sy <= 1e-9 * (1.0 + float(np.abs(y).max())):
+        return None
+    r = float(np.dot(dx, dy)) / (sx * sy)
+    return max(-1.0, min(1.0, r))
+
+
+def _zone_mean_kw(places: Sequence[PlaceObservation]) -> float | None:
+    by_zone: dict[str, float] = {}
+    for place in places:
+        watts = _known(place.zone_watts)
+        if watts is not None:
+            by_zone[place.zone] = _clamp(watts) / 1000.0
+    if not by_zone:
+        return None
+    return sum(by_zone.values()) / len(by_zone)
+
+
+def _climatik_score(
+    place: PlaceObservation,
+    weights: PlacementWeights,
+    zone_mean_kw: float | None,
+    correlation: float | None,
+) -> tuple[float, str]:
+    parts: list[str] = []
+    hrf = _known(place.recirculation_c_per_kw)
+    score = 0.0
+    if hrf is not None:
+        score -= _clamp(weights.recirculation_per_c_per_kw * _clamp(hrf))
+        parts.append(f"recirculation {hrf:.3f} °C/kW")
+    thermal = _known(place.thermal_headroom_c)
+    if thermal is not None:
+        capped = min(thermal, weights.max_thermal_headroom_c)
+        score += _clamp(weights.thermal_per_c * _clamp(capped))
+        parts.append(f"{thermal:.1f} °C headroom")
+    power = _known(place.power_headroom_w)
+    if power is not None:
+        capped_kw = min(_clamp(power) / 1000.0, weights.max_power_headroom_kw)
+        score += _clamp(weights.power_per_kw * capped_kw)
+        parts.append(f"{power / 1000.0:.1f} kW headroom")
+    zone_w = _known(place.zone_watts)
+    if zone_w is not None and zone_mean_kw is not None:
+        excess_kw = _clamp(zone_w) / 1000.0 - zone_mean_kw
+        score -= _clamp(weights.zone_per_kw * excess_kw)
+        parts.append(f"zone {place.zone or '-'} {excess_kw:+.1f} kW vs mean")
+    supply = _known(place.supply_c)
+    if supply is not None:
+        cop = cooling_cop(supply)
+        score -= weights.cooling_per_kw_per_kw / cop
+        parts.append(f"CoP {cop:.2f} at {supply:.1f} °C supply")
+    if correlation is not None:
+        score -= weights.correlation * correlation
+        parts.append(f"power correlation {correlation:+.2f}")
+    return score, ", ".join(parts) or "no readings"
 
 
 def score_racks(
     places: Sequence[PlaceObservation],
     strategy: PlacementStrategy = PlacementStrategy.CLIMATIK,
     weights: PlacementWeights | None = None,
+    service_series_w: Sequence[float] | None = None,
 ) -> tuple[PlaceScore, ...]:
-    """Score every place, best first (admissible before inadmissible, then score, then id)."""
+    """Score every place, best first (admissible before inadmissible, then score, then id).
+
+    `service_series_w` is the recent power of the service being placed, on the same time grid
+    as the places' `load_series_w`; it feeds the smoothing term of the `climatik` strategy.
+    Inadmissible places are kept (marked, last) so callers can exclude them explicitly.
+    """
     weights = weights or PlacementWeights()
+    zone_mean_kw = _zone_mean_kw(places)
     scores: list[PlaceScore] = []
     for place in places:
-        hrf = place.recirculation_c_per_kw
+        hrf = _known(place.recirculation_c_per_kw) or 0.0
+        correlation: float | None = None
         match strategy:
             case PlacementStrategy.MINHR:
-                score = -hrf
+                score = -_clamp(hrf)
                 reason = f"recirculation {hrf:.3f} °C/kW"
             case PlacementStrategy.ZONE:
-                zone_kw = (place.zone_watts or 0.0) / 1000.0
+                zone_kw = _clamp(_known(place.zone_watts) or 0.0) / 1000.0
                 # Least loaded zone first; inside a zone, least recirculation.
-                score = -zone_kw - 1e-3 * hrf
+                score = -zone_kw - 1e-3 * _clamp(hrf)
                 reason = f"zone {place.zone or '-'} at {zone_kw:.1f} kW"
             case PlacementStrategy.CLIMATIK:
-                thermal = place.thermal_headroom_c or 0.0
-                power_kw = (place.power_headroom_w or 0.0) / 1000.0
-                score = (
-                    -weights.recirculation_per_c_per_kw * hrf
-                    + weights.thermal_per_c * thermal
-                    + weights.power_per_kw * power_kw
-                )
-                reason = (
-                    f"recirculation {hrf:.3f} °C/kW, {thermal:.1f} °C and {power_kw:.1f} kW "
-                    "headroom"
-                )
+                if service_series_w is not None and place.load_series_w:
+                    correlation = pearson_correlation(service_series_w, place.load_series_w)
+                score, reason = _climatik_score(place, weights, zone_mean_kw, correlation)
         admissible = place.admissible
         if not admissible:
             reason += "; at a power or temperature limit"
-        scores.append(PlaceScore(place.place_id, score, admissible, reason))
+        scores.append(PlaceScore(place.place_id, score, admissible, reason, correlation))
     scores.sort(key=lambda s: (not s.admissible, -s.score, s.place_id))
     return tuple(scores)
+
+
+def preferred_rack_weights(
+    scores: Sequence[PlaceScore], max_racks: int = 10
+) -> tuple[tuple[str, int], ...]:
+    """Node-affinity weights (1..100) for the best admissible places, best first.
+
+    The best place gets 100 and the worst admissible one 1, linearly in score between them, so
+    the scheduler's preference follows the score's spread; equal scores get equal weights.
+    Inadmissible places get no weight at all.
+    """
+    ranked = sorted((s for s in scores if s.admissible), key=lambda s: (-s.score, s.place_id))[
+        : max(0, max_racks)
+    ]
+    if not ranked:
+        return ()
+    best, worst = ranked[0].score, ranked[-1].score
+    spread = best - worst
+    out: list[tuple[str, int]] = []
+    for s in ranked:
+        if spread <= 0:
+            weight = _MAX_AFFINITY_WEIGHT
+        else:
+            fraction = (s.score - worst) / spread
+            weight = round(
+                _MIN_AFFINITY_WEIGHT + fraction * (_MAX_AFFINITY_WEIGHT - _MIN_AFFINITY_WEIGHT)
+            )
+        out.append((s.place_id, int(weight)))
+    return tuple(out)
+
+
+def order_pods_for_scale_in(
+    pod_places: Mapping[str, str | None], scores: Sequence[PlaceScore]
+) -> dict[str, int]:
+    """`controller.kubernetes.io/pod-deletion-cost` per pod: lower is deleted first.
+
+    Pods on the worst place go first: an admissible place ranked i-th of A (best first) costs
+    A - i (>= 1); an inadmissible place (over a limit) costs below zero, the worst lowest; a pod
+    whose place is unknown (unscheduled, or a node without a rack) costs 0, Kubernetes' default.
+    Costs follow the ranking, not the raw score, so they change only when the order changes
+    (each change is a pod patch).
+    """
+    ranked = sorted(scores, key=lambda s: (not s.admissible, -s.score, s.place_id))
+    admissible = [s for s in ranked if s.admissible]
+    inadmissible = [s for s in ranked if not s.admissible]
+    cost: dict[str, int] = {}
+    for i, s in enumerate(admissible):
+        cost[s.place_id] = len(admissible) - i
+    for j, s in enumerate(inadmissible):
+        cost[s.place_id] = -(j + 1)
+    return {
+        pod: cost.get(place, 0) if place is not None else 0
+        for pod, place in sorted(pod_places.items())
+    }
+
+
+def estimate_recirculation(
+    place_ids: Sequence[str],
+    power_w: npt.ArrayLike,
+    inlet_c: npt.ArrayLike,
+    supply_c: npt.ArrayLike | None = None,
+    ridge: float = 1e-3,
+) -> RecirculationEstimate:
+    """Learn the recirculation matrix D from history by (ridge) least squares.
+
+    Model (Tang et al. 2008): inlet_i(t) - supply(t) = Σ_j D_ij · P_j(t) [+ b_i]. Rows of
+    `power_w` and `inlet_c` are samples (one per time), columns follow `place_ids`. Without a
+    supply series a per-inlet intercept b_i absorbs the (assumed constant) supply temperature.
+    Negative coefficients (noise: heat never cools an inlet) are clipped to 0. Rows with a
+    non-finite value are dropped. The powers must vary, otherwise only the ridge term decides.
+
+    Raises ValueError when there are fewer usable samples than unknowns.
+    """
+    n = len(place_ids)
+    if n == 0:
+        raise ValueError("no places to estimate")
+    p = np.asarray(power_w, dtype=np.float64).reshape(-1, n) / 1000.0
+    t = np.asarray(inlet_c, dtype=np.float64).reshape(-1, n)
+    if p.shape != t.shape:
+        raise ValueError("power and inlet histories must have the same shape")
+    if supply_c is not None:
+        s = np.asarray(supply_c, dtype=np.float64).reshape(-1)
+        if s.shape[0] != t.shape[0]:
+            raise ValueError("the supply series must have one value per sample")
+        y = t - s[:, None]
+        x = p
+        ok = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
+    else:
+        y = t
+        x = np.hstack([p, np.ones((p.shape[0], 1))])
+        ok = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
+    x, y = x[ok], y[ok]
+    unknowns = x.shape[1]
+    if x.shape[0] < unknowns + 1:
+        raise ValueError(
+            f"need at least {unknowns + 1} complete samples to estimate {n} places, "
+            f"got {x.shape[0]}"
+        )
+    gram = x.T @ x
+    regulariser = ridge * np.eye(unknowns) * max(1.0, float(np.trace(gram)) / unknowns)
+    if supply_c is None:
+        regulariser[-1, -1] = 0.0  # the intercept is not shrunk
+    w = np.linalg.solve(gram + regulariser, x.T @ y)
+    d = np.clip(w[:n, :].T, 0.0, None)  # d[i, j]: rise of inlet i per kW at j
+    fitted = x[:, :n] @ d.T + (w[n, :] if supply_c is None else 0.0)
+    residual = float(np.sqrt(np.mean((y - fitted) ** 2)))
+    return RecirculationEstimate(
+        place_ids=tuple(place_ids),
+        matrix_c_per_kw=tuple(tuple(float(v) for v in row) for row in d),
+        factors_c_per_kw=tuple(float(v) for v in d.sum(axis=0)),
+        rms_residual_c=residual,
+        samples=int(x.shape[0]),
+    )
+
+
+def recommend_supply_setpoints(
+    readings: Sequence[InletReading], settings: SupplySettings | None = None
+) -> tuple[SupplySetpoint, ...]:
+    """Per cooling group (a rack or a zone): raise the supply air until the hottest inlet is at
+    the redline (less the guard), or lower it when an inlet is above.
+
+    The change is bounded by `max_step_c` per call; with a known current supply the setpoint is
+    clamped to [min_supply_c, max_supply_c]. Non-finite readings are ignored; a group with none
+    left gets no recommendation. Groups come back sorted by name.
+    """
+    settings = settings or SupplySettings()
+    usable = sorted(
+        (r for r in readings if math.isfinite(r.inlet_c)), key=lambda r: (r.group, r.place_id)
+    )
+    target_c = settings.redline_c - settings.guard_c
+    out: list[SupplySetpoint] = []
+    for group, members_iter in groupby(usable, key=lambda r: r.group):
+        members = list(members_iter)
+        hottest = max(members, key=lambda r: (r.inlet_c, r.place_id))
+        change = _clamp(target_c - hottest.inlet_c, -settings.max_step_c, settings.max_step_c)
+        supplies = [r.supply_c for r in members if r.supply_c is not None]
+        supplies = [v for v in supplies if math.isfinite(v)]
+        supply: float | None = None
+        cop: float | None = None
+        cooling_w: float | None = None
+        if supplies:
+            current = max(supplies)
+            supply = min(max(current + change, settings.min_supply_c), settings.max_supply_c)
+            change = supply - current
+            cop = cooling_cop(supply)
+            it_w = [r.it_watts for r in members if _known(r.it_watts) is not None]
+            if it_w:
+                cooling_w = sum(w for w in it_w if w is not None) / cop
+        direction = "raise" if change > 0 else "lower" if change < 0 else "keep"
+        reason = (
+            f"{direction} supply by {abs(change):.1f} °C: hottest inlet {hottest.place_id} at "
+            f"{hottest.inlet_c:.1f} °C, target {target_c:.1f} °C (redline "
+            f"{settings.redline_c:.1f} °C)"
+        )
+        out.append(
+            SupplySetpoint(
+                group=group,
+                hottest_place_id=hottest.place_id,
+                hottest_inlet_c=hottest.inlet_c,
+                change_c=change,
+                supply_c=supply,
+                cop=cop,
+                cooling_watts=cooling_w,
+                reason=reason,
+            )
+        )
+    return tuple(out)
