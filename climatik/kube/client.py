@@ -143,6 +143,12 @@ class KubeClient:
             )
         return cls(k8s_client.ApiClient(configuration), request_timeout_s=request_timeout_s)
 
+    @classmethod
+    def for_url(cls, url: str, *, request_timeout_s: float = 30.0) -> KubeClient:
+        """A client for a plain URL without credentials (local proxies, test servers)."""
+        configuration = k8s_client.Configuration(host=url)
+        return cls(k8s_client.ApiClient(configuration), request_timeout_s=request_timeout_s)
+
     async def close(self) -> None:
         await self.api_client.close()
 

@@ -130,6 +130,15 @@ class ControllerContext(Protocol):
     @property
     def namespace(self) -> str | None: ...
 
+    @property
+    def identity(self) -> str: ...
+
+    @property
+    def client(self) -> Any: ...
+
+    @property
+    def events(self) -> Any: ...
+
     def informer(
         self,
         resource: Any,
