@@ -505,7 +505,7 @@ class Twin:
             it_j += site_w * dt
             cool_j += cooling_w * dt
             fac_j += facility_w * dt
-            carbon_g += carbon_step[k] * facility_w * dt / physics.J_PER_KWH
+            carbon_g += physics.carbon_g(carbon_step[k], facility_w, dt)
             peak_inlet = np.maximum(peak_inlet, max_in)
             above_s += (max_in > sc.cooling.redline_c) * dt
             rack_peak = np.maximum(rack_peak, rack_w)

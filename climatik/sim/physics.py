@@ -80,6 +80,14 @@ def cop(supply_c: ArrayLike) -> FloatArray:
     return np.asarray(0.0068 * t * t + 0.0008 * t + 0.458, dtype=np.float64)
 
 
+def carbon_g(intensity_g_per_kwh: ArrayLike, facility_w: ArrayLike, seconds: float) -> FloatArray:
+    """Location-based emissions C = CI * P_facility * dt, in grams."""
+    return np.asarray(
+        np.asarray(intensity_g_per_kwh) * np.asarray(facility_w) * seconds / J_PER_KWH,
+        dtype=np.float64,
+    )
+
+
 def heat_matrix(recirculation: FloatArray, heat_capacity_w_per_k: FloatArray) -> FloatArray:
     """D = (K - A^T K)^-1 - K^-1 (Tang et al. 2008): inlet rise (K) per watt at each node.
 
