@@ -1,0 +1,375 @@
+"""Per-rack signals for placement and cooling: power, inlet, exhaust, airflow, cooling power.
+
+Rack-aware placement (design document §7, §10.4.1) needs, per rack, its power and inlet
+temperature, and where a site exports them its exhaust temperature, airflow, the power of the
+cooling unit serving it and the supply-air temperature; power smoothing (§10.3) needs the recent
+power history of each rack and of the service being placed. None of these has a standard metric
+name, so every quantity is a configurable PromQL query, in the two forms `climatik.sources.power`
+already understands: a template using `$rack`/`$nodes` runs once per rack; any other query runs
+once and its samples are matched to racks by a rack label.
+
+Guarantees: a quantity whose query is not configured, fails, or returns nothing usable is `None`
+for that rack (never 0), with the reason kept in `problems` so status and Events can say what to
+fix; one failing query never hides the others. `StaticRackSignalSource` serves fixed, settable
+readings (dry runs, tests, sites that push readings some other way) through the same protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from climatik.sources import promql
+from climatik.sources.power import (
+    DEFAULT_RACK_LABEL,
+    DEFAULT_RACK_POWER_QUERY,
+    PowerQueryConfig,
+    RackNodes,
+    build_power_query,
+    build_rack_query,
+    is_per_rack,
+)
+from climatik.sources.prometheus import (
+    InstantResult,
+    Matrix,
+    NoData,
+    PrometheusError,
+    PrometheusSettings,
+    RangeResult,
+    Vector,
+)
+
+__all__ = [
+    "PrometheusRackSignalSource",
+    "RackNodes",
+    "RackSignalQueries",
+    "RackSignalSource",
+    "RackSignals",
+    "StaticRackSignalSource",
+]
+
+Quantity = Literal["watts", "inlet_c", "exhaust_c", "airflow_m3_per_s", "cooling_watts", "supply_c"]
+QUANTITIES: tuple[Quantity, ...] = (
+    "watts",
+    "inlet_c",
+    "exhaust_c",
+    "airflow_m3_per_s",
+    "cooling_watts",
+    "supply_c",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RackSignals:
+    """What is known about one rack now; `None` is "not measured", never zero."""
+
+    rack_id: str
+    watts: float | None = None
+    inlet_c: float | None = None
+    exhaust_c: float | None = None
+    airflow_m3_per_s: float | None = None
+    cooling_watts: float | None = None
+    """Power of the cooling unit(s) serving the rack."""
+    supply_c: float | None = None
+    """Supply-air temperature reaching the rack."""
+    power_history_w: tuple[float, ...] = ()
+    """Recent rack power on the source's history grid, oldest first (NaN where missing)."""
+    problems: tuple[str, ...] = ()
+    """Why a configured quantity is missing, one line each."""
+
+
+@dataclass(frozen=True, slots=True)
+class RackSignalQueries:
+    """PromQL per quantity; `None` means the site does not export it.
+
+    Each query may use `$rack` (the rack id) and `$nodes` (a regex alternation of the rack's
+    nodes) inside double quotes; without either it must return one series per rack labelled
+    with `rack_label`. Units: watts, °C, m³/s.
+    """
+
+    power_query: str | None = DEFAULT_RACK_POWER_QUERY
+    inlet_temperature_query: str | None = None
+    exhaust_temperature_query: str | None = None
+    airflow_query: str | None = None
+    cooling_power_query: str | None = None
+    supply_temperature_query: str | None = None
+    rack_label: str = DEFAULT_RACK_LABEL
+    history_window_s: float = 3600.0
+    """How much rack and service power history to fetch for smoothing; 0 disables it."""
+    history_step_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        promql.check_label_name(self.rack_label)
+        for query in self.by_quantity().values():
+            if query is not None:
+                unknown = promql.template_placeholders(query) - {"rack", "nodes"}
+                if unknown:
+                    names = ", ".join(f"${u}" for u in sorted(unknown))
+                    raise promql.QueryTemplateError(
+                        f"a rack query can use $rack and $nodes, not {names}"
+                    )
+        if self.history_window_s < 0 or self.history_step_s <= 0:
+            raise ValueError("history_window_s must be >= 0 and history_step_s > 0")
+
+    def by_quantity(self) -> dict[Quantity, str | None]:
+        return {
+            "watts": self.power_query,
+            "inlet_c": self.inlet_temperature_query,
+            "exhaust_c": self.exhaust_temperature_query,
+            "airflow_m3_per_s": self.airflow_query,
+            "cooling_watts": self.cooling_power_query,
+            "supply_c": self.supply_temperature_query,
+        }
+
+
+class RackSignalSource(Protocol):
+    """What the placement reconciler needs from a rack backend."""
+
+    async def read_racks(self, racks: Sequence[RackNodes]) -> Mapping[str, RackSignals]:
+        """Signals for every rack asked about (a rack with no data has all fields None)."""
+        ...
+
+    async def service_power_series(self, namespace: str, pods: Sequence[str]) -> tuple[float, ...]:
+        """Recent total power of `pods` on the rack history grid, oldest first; () if unknown."""
+        ...
+
+
+class StaticRackSignalSource:
+    """Fixed readings, replaceable at any time with `set`; racks not set have no data."""
+
+    def __init__(
+        self,
+        signals: Mapping[str, RackSignals] | None = None,
+        service_series: Mapping[str, tuple[float, ...]] | None = None,
+    ) -> None:
+        self._signals = dict(signals or {})
+        self._service_series = dict(service_series or {})
+
+    def set(self, *signals: RackSignals) -> None:
+        for s in signals:
+            self._signals[s.rack_id] = s
+
+    def set_service_series(self, namespace: str, series: tuple[float, ...]) -> None:
+        """The series answered for every service of `namespace`."""
+        self._service_series[namespace] = series
+
+    async def read_racks(self, racks: Sequence[RackNodes]) -> Mapping[str, RackSignals]:
+        return {r.rack_id: self._signals.get(r.rack_id, RackSignals(r.rack_id)) for r in racks}
+
+    async def service_power_series(self, namespace: str, pods: Sequence[str]) -> tuple[float, ...]:
+        del pods
+        return self._service_series.get(namespace, ())
+
+
+class RackQuerier(Protocol):
+    """The part of `PrometheusClient` used here (instant and range queries)."""
+
+    @property
+    def settings(self) -> PrometheusSettings: ...
+
+    async def query(
+        self,
+        promql: str,
+        *,
+        at_s: float | None = None,
+        lookback_delta_s: float | Literal["default"] | None = "default",
+        check_age: bool = True,
+    ) -> InstantResult: ...
+
+    async def query_range(
+        self,
+        promql: str,
+        *,
+        start_s: float,
+        end_s: float,
+        step_s: float,
+        lookback_delta_s: float | Literal["default"] | None = "default",
+    ) -> RangeResult: ...
+
+
+_Value = float | str  # a reading, or the reason there is none
+
+
+@dataclass
+class _Collected:
+    values: dict[Quantity, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+class PrometheusRackSignalSource:
+    """`RackSignalSource` over Prometheus; at most `max_concurrency` queries at a time."""
+
+    def __init__(
+        self,
+        client: RackQuerier,
+        queries: RackSignalQueries | None = None,
+        *,
+        power: PowerQueryConfig | None = None,
+        max_concurrency: int = 8,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._queries = queries if queries is not None else RackSignalQueries()
+        self._power = power if power is not None else PowerQueryConfig()
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._clock = clock
+
+    async def read_racks(self, racks: Sequence[RackNodes]) -> Mapping[str, RackSignals]:
+        collected = {r.rack_id: _Collected() for r in racks}
+        async with asyncio.TaskGroup() as group:
+            tasks = {
+                quantity: group.create_task(self._quantity(query, racks))
+                for quantity, query in self._queries.by_quantity().items()
+                if query is not None
+            }
+            history = (
+                group.create_task(self._history(racks))
+                if self._queries.power_query is not None and self._queries.history_window_s > 0
+                else None
+            )
+        for quantity, task in tasks.items():
+            for rack_id, value in task.result().items():
+                if isinstance(value, str):
+                    collected[rack_id].problems.append(f"{quantity}: {value}")
+                else:
+                    collected[rack_id].values[quantity] = value
+        histories = history.result() if history is not None else {}
+        out: dict[str, RackSignals] = {}
+        for rack in racks:
+            got = collected[rack.rack_id]
+            v = got.values
+            out[rack.rack_id] = RackSignals(
+                rack_id=rack.rack_id,
+                watts=v.get("watts"),
+                inlet_c=v.get("inlet_c"),
+                exhaust_c=v.get("exhaust_c"),
+                airflow_m3_per_s=v.get("airflow_m3_per_s"),
+                cooling_watts=v.get("cooling_watts"),
+                supply_c=v.get("supply_c"),
+                power_history_w=histories.get(rack.rack_id, ()),
+                problems=tuple(got.problems),
+            )
+        return out
+
+    async def service_power_series(self, namespace: str, pods: Sequence[str]) -> tuple[float, ...]:
+        if not pods or self._queries.history_window_s <= 0:
+            return ()
+        try:
+            query = build_power_query(self._power, namespace, pods)
+        except promql.QueryTemplateError:
+            return ()
+        result = await self._range(query)
+        if not isinstance(result, Matrix) or len(result.series) != 1:
+            return ()
+        return self._on_grid(result.series[0].points)
+
+    # -- instant readings -----------------------------------------------------------------
+
+    async def _quantity(self, query: str, racks: Sequence[RackNodes]) -> dict[str, _Value]:
+        if is_per_rack(query):
+            async with asyncio.TaskGroup() as group:
+                tasks = {r.rack_id: group.create_task(self._one(query, r)) for r in racks}
+            return {rack_id: task.result() for rack_id, task in tasks.items()}
+        return await self._split(query, racks)
+
+    async def _one(self, query: str, rack: RackNodes) -> _Value:
+        try:
+            built = build_rack_query(query, rack)
+        except promql.QueryTemplateError as exc:
+            return str(exc)
+        try:
+            async with self._semaphore:
+                result = await self._client.query(built)
+        except PrometheusError as exc:
+            return str(exc)
+        if isinstance(result, NoData):
+            return result.message
+        if len(result.samples) != 1:
+            return f"query {built!r} must return one series per rack, got {len(result.samples)}"
+        return result.samples[0].value
+
+    async def _split(self, query: str, racks: Sequence[RackNodes]) -> dict[str, _Value]:
+        label = self._queries.rack_label
+        try:
+            async with self._semaphore:
+                result = await self._client.query(query)
+        except PrometheusError as exc:
+            return {r.rack_id: str(exc) for r in racks}
+        if isinstance(result, NoData):
+            return {r.rack_id: result.message for r in racks}
+        by_rack = _by_label(result, label)
+        return {
+            r.rack_id: by_rack.get(r.rack_id, f"query {query!r} has no series with {label}=")
+            for r in racks
+        }
+
+    # -- history ----------------------------------------------------------------------------
+
+    def _grid(self) -> tuple[float, float, float]:
+        step = self._queries.history_step_s
+        end = math.floor(self._clock() / step) * step
+        return end - self._queries.history_window_s, end, step
+
+    def _on_grid(self, points: Sequence[tuple[float, float]]) -> tuple[float, ...]:
+        start, end, step = self._grid()
+        n = round((end - start) / step) + 1
+        values = [math.nan] * n
+        for ts, value in points:
+            i = round((ts - start) / step)
+            if 0 <= i < n:
+                values[i] = value
+        return tuple(values)
+
+    async def _range(self, query: str) -> RangeResult | None:
+        start, end, step = self._grid()
+        try:
+            async with self._semaphore:
+                return await self._client.query_range(query, start_s=start, end_s=end, step_s=step)
+        except PrometheusError:
+            return None
+
+    async def _history(self, racks: Sequence[RackNodes]) -> dict[str, tuple[float, ...]]:
+        query = self._queries.power_query
+        assert query is not None
+        if is_per_rack(query):
+
+            async def one(rack: RackNodes) -> tuple[float, ...]:
+                try:
+                    built = build_rack_query(query, rack)
+                except promql.QueryTemplateError:
+                    return ()
+                result = await self._range(built)
+                if not isinstance(result, Matrix) or len(result.series) != 1:
+                    return ()
+                return self._on_grid(result.series[0].points)
+
+            async with asyncio.TaskGroup() as group:
+                tasks = {r.rack_id: group.create_task(one(r)) for r in racks}
+            return {rack_id: task.result() for rack_id, task in tasks.items()}
+        result = await self._range(query)
+        if not isinstance(result, Matrix):
+            return {}
+        label = self._queries.rack_label
+        wanted = {r.rack_id for r in racks}
+        return {
+            s.labels[label]: self._on_grid(s.points)
+            for s in result.series
+            if s.labels.get(label) in wanted
+        }
+
+
+def _by_label(result: Vector, label: str) -> dict[str, _Value]:
+    out: dict[str, _Value] = {}
+    for sample in result.samples:
+        rack_id = sample.labels.get(label)
+        if rack_id is None:
+            continue
+        if rack_id in out:
+            out[rack_id] = f"several series with {label}={rack_id!r} (aggregate by {label})"
+        else:
+            out[rack_id] = sample.value
+    return out

@@ -1,0 +1,179 @@
+"""Rack signals from Prometheus: per-rack templates, split queries, missing data, history."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import pytest
+
+from climatik.sources import promql
+from climatik.sources.power import RackNodes
+from climatik.sources.prometheus import (
+    InstantResult,
+    Matrix,
+    NoData,
+    NoDataReason,
+    PrometheusSettings,
+    PrometheusUnreachableError,
+    RangeResult,
+    Sample,
+    Series,
+    Vector,
+)
+from climatik.sources.racks import (
+    PrometheusRackSignalSource,
+    RackSignalQueries,
+    RackSignals,
+    StaticRackSignalSource,
+)
+
+RACKS = (RackNodes("rack-a", ("a-0", "a-1")), RackNodes("rack-b", ("b-0",)))
+
+
+class Table:
+    """Answers instant and range queries from dicts; unknown queries are empty."""
+
+    def __init__(
+        self,
+        instant: dict[str, InstantResult | Exception],
+        ranges: dict[str, RangeResult] | None = None,
+    ) -> None:
+        self.instant = instant
+        self.ranges = ranges or {}
+        self.asked: list[str] = []
+        self.range_asked: list[tuple[str, float, float, float]] = []
+
+    @property
+    def settings(self) -> PrometheusSettings:
+        return PrometheusSettings()
+
+    async def query(
+        self,
+        promql: str,
+        *,
+        at_s: float | None = None,
+        lookback_delta_s: float | Literal["default"] | None = "default",
+        check_age: bool = True,
+    ) -> InstantResult:
+        self.asked.append(promql)
+        answer = self.instant.get(promql, NoData(NoDataReason.EMPTY, promql))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def query_range(
+        self,
+        promql: str,
+        *,
+        start_s: float,
+        end_s: float,
+        step_s: float,
+        lookback_delta_s: float | Literal["default"] | None = "default",
+    ) -> RangeResult:
+        self.range_asked.append((promql, start_s, end_s, step_s))
+        return self.ranges.get(promql, NoData(NoDataReason.EMPTY, promql))
+
+
+def vec(*pairs: tuple[str, float]) -> Vector:
+    return Vector(tuple(Sample({"rack": r}, v, 1000.0) for r, v in pairs))
+
+
+async def test_split_queries_match_samples_to_racks_and_missing_is_none() -> None:
+    queries = RackSignalQueries(
+        power_query="sum by (rack) (rack_watts)",
+        inlet_temperature_query="max by (rack) (rack_inlet_celsius)",
+        exhaust_temperature_query="max by (rack) (rack_exhaust_celsius)",
+        cooling_power_query="crac_watts",
+        history_window_s=0,
+    )
+    table = Table(
+        {
+            "sum by (rack) (rack_watts)": vec(("rack-a", 12_000.0), ("rack-b", 8_000.0)),
+            "max by (rack) (rack_inlet_celsius)": vec(("rack-a", 26.0)),
+            "max by (rack) (rack_exhaust_celsius)": PrometheusUnreachableError("down"),
+        }
+    )
+    got = await PrometheusRackSignalSource(table, queries).read_racks(RACKS)
+    a, b = got["rack-a"], got["rack-b"]
+    assert (a.watts, a.inlet_c, a.exhaust_c, a.airflow_m3_per_s) == (12_000.0, 26.0, None, None)
+    assert (b.watts, b.inlet_c) == (8_000.0, None)
+    assert any(p.startswith("inlet_c:") for p in b.problems)
+    assert any("exhaust_c" in p and "down" in p for p in a.problems)
+    assert any("cooling_watts" in p and "no series" in p for p in a.problems)
+    assert not any(p.startswith("airflow") for p in a.problems)  # not configured: no problem
+
+
+async def test_per_rack_templates_run_once_per_rack_with_escaped_nodes() -> None:
+    queries = RackSignalQueries(
+        power_query='sum(node_watts{node=~"$nodes"})',
+        inlet_temperature_query='rack_inlet{rack="$rack"}',
+        history_window_s=0,
+    )
+    table = Table(
+        {
+            'sum(node_watts{node=~"a-0|a-1"})': vec(("x", 5000.0)),
+            'sum(node_watts{node=~"b-0"})': vec(("x", 7000.0)),
+            'rack_inlet{rack="rack-a"}': vec(("x", 21.0)),
+            'rack_inlet{rack="rack-b"}': Vector(
+                (Sample({"i": "1"}, 1.0, 0.0), Sample({"i": "2"}, 2.0, 0.0))
+            ),
+        }
+    )
+    got = await PrometheusRackSignalSource(table, queries).read_racks(RACKS)
+    assert got["rack-a"].watts == 5000.0
+    assert got["rack-b"].watts == 7000.0
+    assert got["rack-a"].inlet_c == 21.0
+    assert got["rack-b"].inlet_c is None
+    assert "one series per rack" in got["rack-b"].problems[0]
+
+
+async def test_duplicate_series_for_a_rack_are_refused() -> None:
+    table = Table({"q": vec(("rack-a", 1.0), ("rack-a", 2.0))})
+    got = await PrometheusRackSignalSource(
+        table, RackSignalQueries(power_query="q", history_window_s=0)
+    ).read_racks(RACKS)
+    assert got["rack-a"].watts is None
+    assert "several series" in got["rack-a"].problems[0]
+
+
+async def test_history_is_put_on_a_fixed_grid_with_nan_gaps() -> None:
+    queries = RackSignalQueries(power_query="q", history_window_s=300, history_step_s=60)
+    # The grid ends at the last whole step before now (1020 for 1030) and spans 300 s.
+    series = Series({"rack": "rack-a"}, ((720.0, 1.0), (900.0, 3.0), (1019.0, 6.0)))
+    table = Table({"q": vec(("rack-a", 6.0))}, {"q": Matrix((series,))})
+    source = PrometheusRackSignalSource(table, queries, clock=lambda: 1030.0)
+    got = await source.read_racks(RACKS)
+    hist = got["rack-a"].power_history_w
+    assert len(hist) == 6
+    assert hist[0] == 1.0
+    assert hist[3] == 3.0
+    assert hist[5] == 6.0
+    assert math.isnan(hist[1])
+    assert got["rack-b"].power_history_w == ()
+    assert table.range_asked == [("q", 720.0, 1020.0, 60.0)]
+
+
+async def test_service_series_uses_the_power_preset_for_the_pods() -> None:
+    table = Table({})
+    source = PrometheusRackSignalSource(table, RackSignalQueries(history_window_s=120))
+    assert await source.service_power_series("llm", ()) == ()
+    assert await source.service_power_series("llm", ("p-1",)) == ()
+    asked = table.range_asked[0][0]
+    assert 'pod_namespace="llm"' in asked
+    assert 'pod_name=~"p-1"' in asked
+
+
+def test_queries_refuse_target_placeholders() -> None:
+    with pytest.raises(promql.QueryTemplateError, match=r"\$rack and \$nodes"):
+        RackSignalQueries(airflow_query='x{pod=~"$pods"}')
+
+
+async def test_static_source_serves_what_was_set() -> None:
+    source = StaticRackSignalSource()
+    source.set(RackSignals("rack-a", watts=1.0, inlet_c=30.0))
+    got = await source.read_racks(RACKS)
+    assert got["rack-a"].inlet_c == 30.0
+    assert got["rack-b"] == RackSignals("rack-b")
+    source.set_service_series("llm", (1.0, 2.0, 3.0))
+    assert await source.service_power_series("llm", ("p",)) == (1.0, 2.0, 3.0)
