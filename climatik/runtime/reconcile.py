@@ -18,8 +18,8 @@ context variables, so every log line the reconciler (or anything it calls) write
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -29,19 +29,22 @@ import structlog
 from climatik.kube.informer import EventHandlers
 from climatik.kube.store import object_key
 from climatik.kube.workqueue import ShutDownError, WorkQueue
+from climatik.reconcilers.result import Result, TerminalError
 from climatik.runtime.metrics import RuntimeMetrics
 
+__all__ = [
+    "Controller",
+    "ControllerContext",
+    "ControllerFactory",
+    "Reconciler",
+    "Result",
+    "TerminalError",
+    "enqueue_handlers",
+    "process_one",
+    "run_worker",
+]
+
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class Result:
-    requeue_after: float | None = None
-    requeue: bool = False
-
-
-class TerminalError(Exception):
-    """An error retrying cannot fix (say what the user must change in the message)."""
 
 
 class Reconciler(Protocol):
@@ -74,7 +77,7 @@ def enqueue_handlers(
 async def process_one(controller: Controller, key: str, metrics: RuntimeMetrics) -> str:
     """Reconcile one key taken from the queue and settle it; return the result label."""
     queue = controller.queue
-    reconcile_id = uuid.uuid4().hex[:12]
+    reconcile_id = os.urandom(6).hex()
     started = time.perf_counter()
     with structlog.contextvars.bound_contextvars(
         controller=controller.name, key=key, reconcile_id=reconcile_id
@@ -102,11 +105,7 @@ async def process_one(controller: Controller, key: str, metrics: RuntimeMetrics)
                     outcome = "requeue_after"
                 else:
                     outcome = "success"
-        finally:
-            metrics.reconcile_time.labels(controller=controller.name).observe(
-                time.perf_counter() - started
-            )
-    metrics.reconcile_total.labels(controller=controller.name, result=outcome).inc()
+    metrics.reconciled(controller.name, outcome, time.perf_counter() - started)
     return outcome
 
 

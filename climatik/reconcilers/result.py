@@ -1,0 +1,21 @@
+"""What a reconcile returns (controller-runtime's contract), shared by reconcilers and runtime.
+
+It lives at the reconcilers' layer so reconcilers can return it without importing the runtime
+that drives them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Result:
+    """`Result()`: done; `requeue_after=s`: look again in s seconds; `requeue`: back off."""
+
+    requeue_after: float | None = None
+    requeue: bool = False
+
+
+class TerminalError(Exception):
+    """An error retrying cannot fix (say what the user must change in the message)."""
