@@ -72,6 +72,35 @@ class RuntimeMetrics:
             "climatik_build_info", "Always 1; labels carry the version.", ["version"], registry=r
         )
         self.build_info.labels(version=__version__).set(1)
+        # Labelled children cached per name: `labels()` costs more than a no-op reconcile.
+        self._queue_children: dict[str, tuple[Gauge, Counter, Counter, Histogram]] = {}
+        self._reconcile_children: dict[tuple[str, str], Counter] = {}
+        self._reconcile_time_children: dict[str, Histogram] = {}
+
+    def _queue(self, name: str) -> tuple[Gauge, Counter, Counter, Histogram]:
+        children = self._queue_children.get(name)
+        if children is None:
+            children = (
+                self.workqueue_depth.labels(name=name),
+                self.workqueue_adds.labels(name=name),
+                self.workqueue_retries.labels(name=name),
+                self.workqueue_wait.labels(name=name),
+            )
+            self._queue_children[name] = children
+        return children
+
+    def reconciled(self, controller: str, result: str, seconds: float) -> None:
+        """Count one reconcile and observe its duration."""
+        counter = self._reconcile_children.get((controller, result))
+        if counter is None:
+            counter = self.reconcile_total.labels(controller=controller, result=result)
+            self._reconcile_children[(controller, result)] = counter
+        counter.inc()
+        histogram = self._reconcile_time_children.get(controller)
+        if histogram is None:
+            histogram = self.reconcile_time.labels(controller=controller)
+            self._reconcile_time_children[controller] = histogram
+        histogram.observe(seconds)
 
     # -- ReflectorMetrics -------------------------------------------------------------------
 
@@ -84,13 +113,13 @@ class RuntimeMetrics:
     # -- WorkQueueMetrics -------------------------------------------------------------------
 
     def added(self, queue: str) -> None:
-        self.workqueue_adds.labels(name=queue).inc()
+        self._queue(queue)[1].inc()
 
     def depth(self, queue: str, depth: int) -> None:
-        self.workqueue_depth.labels(name=queue).set(depth)
+        self._queue(queue)[0].set(depth)
 
     def retried(self, queue: str) -> None:
-        self.workqueue_retries.labels(name=queue).inc()
+        self._queue(queue)[2].inc()
 
     def waited(self, queue: str, seconds: float) -> None:
-        self.workqueue_wait.labels(name=queue).observe(seconds)
+        self._queue(queue)[3].observe(seconds)
