@@ -48,6 +48,7 @@ class Informer:
     resource: Resource
     namespace: str | None = None
     label_selector: str | None = None
+    field_selector: str | None = None
     indexers: Mapping[str, IndexFunc] = field(default_factory=dict)
     settings: WatchSettings | None = None
     metrics: ReflectorMetrics | None = None
@@ -62,6 +63,7 @@ class Informer:
             self,
             namespace=self.namespace,
             label_selector=self.label_selector,
+            field_selector=self.field_selector,
             settings=self.settings,
             metrics=self.metrics,
         )

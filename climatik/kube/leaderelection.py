@@ -17,7 +17,8 @@ calls; a controller that writes to other people's objects cannot afford either. 
 - A candidate that knows exactly when the holder's lease expires sleeps until then rather than its
   next jittered retry, so failover after a frozen leader stays under lease + one poll.
 - On clean shutdown the leader releases: empty holder, ``leaseDurationSeconds: 1``, so a standby
-  takes over at its next retry (client-go's ``ReleaseOnCancel``).
+  takes over at its next retry (client-go's ``ReleaseOnCancel``); a standby that watches the Lease
+  calls ``nudge()`` when it sees the release and tries at once instead of at its next poll.
 
 The Lease I/O sits behind the small :class:`LeaseClient` protocol, so the state machine is
 unit-tested with a fake clock and an in-memory lease; :class:`KubeLeaseClient` is the real one.
@@ -125,6 +126,7 @@ class LeaderElector:
         self._leading = False
         self._last_renew_started_at: float | None = None
         self.leading_event = asyncio.Event()
+        self._nudged = asyncio.Event()
         self.observed_leader = ""
 
     # -- the write gate ---------------------------------------------------------------------
@@ -231,6 +233,24 @@ class LeaderElector:
     def _jittered_retry_s(self) -> float:
         return self.config.retry_period_s * (1.0 + self.config.jitter * self._rng.random())
 
+    def nudge(self) -> None:
+        """Someone saw the lease released: a waiting candidate tries now instead of at its poll."""
+        self._nudged.set()
+
+    async def _sleep_or_nudge(self, delay_s: float) -> None:
+        if self._nudged.is_set():
+            self._nudged.clear()
+            return
+        sleeper = asyncio.ensure_future(self._sleep(delay_s))
+        nudged = asyncio.ensure_future(self._nudged.wait())
+        try:
+            await asyncio.wait({sleeper, nudged}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, nudged):
+                task.cancel()
+            await asyncio.gather(sleeper, nudged, return_exceptions=True)
+            self._nudged.clear()
+
     async def acquire(self) -> None:
         """Retry until we hold the lease."""
         log.info("lease_acquiring", identity=self.config.identity)
@@ -241,7 +261,7 @@ class LeaderElector:
                 # We know when the holder's lease runs out: try right then, not at a random later
                 # poll (small margin so the check sees it expired).
                 delay_s = until_expiry_s + 0.05
-            await self._sleep(delay_s)
+            await self._sleep_or_nudge(delay_s)
         self._leading = True
         self.leading_event.set()
         log.info("lease_acquired", identity=self.config.identity)

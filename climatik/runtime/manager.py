@@ -19,14 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 import structlog
 
-from climatik.kube.client import KubeClient, Resource
+from climatik.kube.client import LEASES, KubeClient, Resource
 from climatik.kube.events import EventRecorder
-from climatik.kube.informer import Informer
+from climatik.kube.informer import EventHandlers, Informer
 from climatik.kube.leaderelection import (
     KubeLeaseClient,
     LeaderElectionConfig,
@@ -91,6 +91,7 @@ class Manager:
         self._informers: dict[tuple[Any, ...], Informer] = {}
         self._install_signal_handlers = install_signal_handlers
         self._stop_requested = asyncio.Event()
+        self._cleanups: list[Callable[[], Awaitable[None]]] = []
         self._workers_task: asyncio.Task[None] | None = None
         self.watch_settings = WatchSettings(
             inactivity_timeout_s=settings.kube.watch_inactivity_timeout_s
@@ -111,10 +112,39 @@ class Manager:
                 on_stopped_leading=self._stop_writers,
                 on_new_leader=lambda holder: log.info("leader_observed", leader=holder),
             )
+            if lease_client is None:
+                self._watch_lease(le.lease_name, settings.lease_namespace())
         client.write_gate = self.may_write
         self.http = HttpServer(
             self.metrics.registry, self.ready, host=settings.http.host, port=settings.http.port
         )
+
+    def _watch_lease(self, name: str, namespace: str) -> None:
+        """Nudge the elector when the Lease is released, so a standby takes over in well under
+        a second instead of at its next 2-4.4 s poll."""
+        elector = self.elector
+        assert elector is not None
+
+        def check(lease: Mapping[str, Any]) -> None:
+            if not (lease.get("spec") or {}).get("holderIdentity"):
+                elector.nudge()
+
+        informer = Informer(
+            self.client,
+            LEASES,
+            namespace=namespace,
+            field_selector=f"metadata.name={name}",
+            settings=self.watch_settings,
+            metrics=self.metrics,
+        )
+        informer.add_handlers(
+            EventHandlers(
+                on_add=check,
+                on_update=lambda _old, new: check(new),
+                on_delete=lambda _obj: elector.nudge(),
+            )
+        )
+        self._informers[("lease", namespace, name)] = informer
 
     # -- ControllerContext ------------------------------------------------------------------
 
@@ -151,6 +181,10 @@ class Manager:
 
     def new_queue(self, name: str) -> WorkQueue[str]:
         return WorkQueue(name, metrics=self.metrics)
+
+    def add_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None:
+        """Run `cleanup` when the manager stops (e.g. close a controller's HTTP session)."""
+        self._cleanups.append(cleanup)
 
     def add_controller(self, factory: ControllerFactory) -> Controller:
         controller = factory(self)
@@ -219,6 +253,11 @@ class Manager:
                 loop.remove_signal_handler(sig)
             self.metrics.leader_is_leader.set(0)
             await self.http.stop()
+            for cleanup in reversed(self._cleanups):
+                try:
+                    await cleanup()
+                except Exception:
+                    log.exception("cleanup_failed")
         log.info("manager_stopped", exit_code=exit_code)
         return exit_code
 

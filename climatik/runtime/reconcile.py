@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -147,6 +147,8 @@ class ControllerContext(Protocol):
     ) -> Any: ...
 
     def new_queue(self, name: str) -> WorkQueue[str]: ...
+
+    def add_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None: ...
 
 
 ControllerFactory = Callable[[Any], Controller]

@@ -66,9 +66,9 @@ class _ProgressBar:
 
 def run_simulate(args: argparse.Namespace) -> int:
     """Handler of `climatik simulate`."""
-    from climatik.sim.engine import POLICY_SPECS, Twin  # noqa: PLC0415
-    from climatik.sim.report import summary_table, write_html_report  # noqa: PLC0415
-    from climatik.sim.scenario import ScenarioError, builtin_names, load_scenario  # noqa: PLC0415
+    from climatik.sim.engine import POLICY_SPECS, Twin
+    from climatik.sim.report import summary_table, write_html_report
+    from climatik.sim.scenario import ScenarioError, builtin_names, load_scenario
 
     if args.list:
         print("scenarios:", ", ".join(builtin_names()))

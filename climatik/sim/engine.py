@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from climatik.domain.capping import CapObservation, CappingState, RackObservation, TargetObservation
 from climatik.domain.carbon import CarbonReading, IntensityBandTarget
+from climatik.domain.gpu import ClockSample
 from climatik.policies.carbon import cap_for_carbon
 from climatik.policies.ceilings import (
     CeilingSettings,
@@ -32,7 +33,6 @@ from climatik.policies.ceilings import (
     ThresholdSettings,
     decide_replica_ceilings,
 )
-from climatik.domain.gpu import ClockSample
 from climatik.policies.gpu_clock import ClockBounds, choose_gpu_clock
 from climatik.policies.placement import PlacementStrategy, PlaceObservation, score_racks
 from climatik.sim import physics
@@ -133,7 +133,10 @@ def static_ceilings(scenario: Scenario) -> list[int]:
     gpu = racks.gpu_curve
     nameplate = float(
         physics.server_power_w(
-            gpu.prefill_max_w, racks.gpus_per_server, gpu.idle_w, racks.server_base_w,
+            gpu.prefill_max_w,
+            racks.gpus_per_server,
+            gpu.idle_w,
+            racks.server_base_w,
             racks.server_gpu_overhead,
         )
     )
@@ -174,7 +177,10 @@ def tuned_clock_ratios(scenario: Scenario) -> tuple[list[float], list[str]]:
             gpu_w = physics.gpu_power_w(ratio, float(pre) / busy, float(dec) / busy, gpu)
             watts = float(
                 physics.server_power_w(
-                    gpu_w, racks.gpus_per_server, gpu.idle_w, racks.server_base_w,
+                    gpu_w,
+                    racks.gpus_per_server,
+                    gpu.idle_w,
+                    racks.server_base_w,
                     racks.server_gpu_overhead,
                 )
             )
@@ -225,7 +231,7 @@ class Twin:
 
     # The loop is long on purpose: one flat pass over arrays is what keeps it fast and readable
     # as a whole (each block is one physical process, in the order they happen).
-    def run(self, progress: Callable[[float], None] | None = None) -> SimResult:  # noqa: C901
+    def run(self, progress: Callable[[float], None] | None = None) -> SimResult:
         sc = self.scenario
         racks = sc.racks
         gpu = racks.gpu_curve
@@ -235,7 +241,7 @@ class Twin:
         dt = sc.step_s
         steps = max(1, round(self.hours * 3600.0 / dt))
         rng = np.random.default_rng(self.seed)
-        hours = np.arange(steps) * dt / 3600.0
+        hours: FloatArray = np.arange(steps, dtype=np.float64) * dt / 3600.0
 
         rates = np.stack(
             [arrival_rates(s.traffic, hours, dt, sc.source_dir) for s in services], axis=1
@@ -243,8 +249,9 @@ class Twin:
         slots = carbon_slots(
             sc.carbon.generated, sc.carbon.file, sc.carbon.slot_s, self.hours, sc.source_dir
         )
-        slot_of_step = np.minimum((np.arange(steps) * dt // sc.carbon.slot_s).astype(int),
-                                  slots.size - 1)
+        slot_of_step = np.minimum(
+            (np.arange(steps) * dt // sc.carbon.slot_s).astype(int), slots.size - 1
+        )
         carbon_step = slots[slot_of_step]
 
         # Room geometry and heat.
@@ -257,16 +264,15 @@ class Twin:
             )
         k_node = np.full(
             n_srv,
-            sc.cooling.air_density_kg_per_m3 * racks.airflow_m3_per_s
+            sc.cooling.air_density_kg_per_m3
+            * racks.airflow_m3_per_s
             * sc.cooling.air_heat_capacity_j_per_kg_k,
         )
         d_matrix = physics.heat_matrix(a_matrix, k_node)
         hrf = physics.recirculation_factors_c_per_kw(d_matrix)
         rack_of = np.repeat(np.arange(n_rack), per_rack)
         slot_in_rack = np.tile(np.arange(per_rack), n_rack)
-        zone_of = rack_of * racks.zones_per_rack + (
-            slot_in_rack * racks.zones_per_rack // per_rack
-        )
+        zone_of = rack_of * racks.zones_per_rack + (slot_in_rack * racks.zones_per_rack // per_rack)
         lag_keep = math.exp(-dt / sc.cooling.inlet_tau_s)
         slew_c = sc.cooling.supply_slew_c_per_min * dt / 60.0
 
@@ -308,8 +314,11 @@ class Twin:
                 ceiling[p] = static
         states = [CappingState() for _ in self.specs]
         settings: list[CeilingSettings | None] = [
-            self.threshold if s.ceilings == "threshold"
-            else self.headroom if s.ceilings == "headroom" else None
+            self.threshold
+            if s.ceilings == "threshold"
+            else self.headroom
+            if s.ceilings == "headroom"
+            else None
             for s in self.specs
         ]
         site_cap = sc.caps.site_cap_w
@@ -401,10 +410,14 @@ class Twin:
 
         # Heat and cooling state.
         rise = np.zeros((n_pol, n_srv))
-        supply = np.full(n_pol, np.clip(
-            sc.cooling.redline_c - sc.cooling.supply_guard_c,
-            sc.cooling.min_supply_c, sc.cooling.max_supply_c,
-        ))
+        supply = np.full(
+            n_pol,
+            np.clip(
+                sc.cooling.redline_c - sc.cooling.supply_guard_c,
+                sc.cooling.min_supply_c,
+                sc.cooling.max_supply_c,
+            ),
+        )
 
         # Accumulators.
         viol_ws = np.zeros(n_pol)
@@ -441,7 +454,7 @@ class Twin:
             active = host >= 0
             ready = active & (ready_at <= now_s)
             safe_host = np.where(active, host, 0)
-            onehot = (host[:, :, None] == svc_range[None, None, :])  # (P, N, S)
+            onehot = host[:, :, None] == svc_range[None, None, :]  # (P, N, S)
             n_tot = onehot.sum(axis=1)
             n_ready = (onehot & ready[:, :, None]).sum(axis=1)
             cap_rps = n_ready * mu
@@ -456,7 +469,9 @@ class Twin:
             arrived = lam * dt
             wait_s = queue / np.maximum(cap_rps, 1e-9) + pre_s * util / (1.02 - util)
             slack = ttft_slo - pre_s
-            met_frac = np.where(slack > 0, 1 - np.exp(-np.maximum(slack, 0) / np.maximum(wait_s, 1e-6)), 0.0)
+            met_frac = np.where(
+                slack > 0, 1 - np.exp(-np.maximum(slack, 0) / np.maximum(wait_s, 1e-6)), 0.0
+            )
             for j, s in enumerate(services):
                 tbt = physics.decode_step_s(s.model_class, util[:, j], clock[:, j])
                 met_frac[:, j] *= tbt <= tbt_slo[j]
@@ -491,7 +506,8 @@ class Twin:
             wanted_supply = sc.cooling.redline_c - sc.cooling.supply_guard_c - rise.max(axis=1)
             supply = np.clip(
                 supply + np.clip(wanted_supply - supply, -slew_c, slew_c),
-                sc.cooling.min_supply_c, sc.cooling.max_supply_c,
+                sc.cooling.min_supply_c,
+                sc.cooling.max_supply_c,
             )
 
             # --- metrics ---------------------------------------------------------------------
@@ -532,7 +548,7 @@ class Twin:
                 have_data = not outage[k]
                 picks = [(k - lag_steps - i) % ring_len for i in range(win_steps)]
 
-                def measured(ring: FloatArray) -> FloatArray:
+                def measured(ring: FloatArray, picks: list[int] = picks) -> FloatArray:
                     mean = ring[picks].mean(axis=0)
                     noise = rng.normal(0.0, sc.measurement.noise_fraction, mean.shape)
                     return np.asarray(mean * (1 + noise), dtype=np.float64)
@@ -543,11 +559,13 @@ class Twin:
                 m_rack_w = measured(ring_rack_w)
                 m_rack_in = ring_rack_in[picks].mean(axis=0)
                 if carbon_band is not None:
-                    start = EPOCH + timedelta(seconds=float(slot_of_step[k] * sc.carbon.slot_s))
+                    slot_start = EPOCH + timedelta(
+                        seconds=float(slot_of_step[k] * sc.carbon.slot_s)
+                    )
                     reading = CarbonReading(
                         intensity_g_per_kwh=float(carbon_step[k]),
-                        slot_start=start,
-                        slot_end=start + timedelta(seconds=sc.carbon.slot_s),
+                        slot_start=slot_start,
+                        slot_end=slot_start + timedelta(seconds=sc.carbon.slot_s),
                     )
                     carbon_cap = cap_for_carbon(
                         reading,
@@ -577,8 +595,15 @@ class Twin:
                         for j, s in enumerate(services)
                     )
                     rack_obs = self._rack_observations(
-                        p, spec, have_data, m_rack_w, m_rack_in, host, n_tot, m_svc_w,
-                        idle_server_w,
+                        p=p,
+                        spec=spec,
+                        have_data=have_data,
+                        m_rack_w=m_rack_w,
+                        m_rack_in=m_rack_in,
+                        host=host,
+                        n_tot=n_tot,
+                        m_svc_w=m_svc_w,
+                        idle_server_w=idle_server_w,
                     )
                     observation = CapObservation(
                         scope="site",
@@ -679,6 +704,7 @@ class Twin:
 
     def _rack_observations(
         self,
+        *,
         p: int,
         spec: PolicySpec,
         have_data: bool,

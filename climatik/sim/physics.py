@@ -31,7 +31,8 @@ def gpu_power_w(
     pre = gpu_phase_power_w(gpu.prefill_max_w, clock_ratio, gpu)
     dec = gpu_phase_power_w(gpu.decode_max_w, clock_ratio, gpu)
     return np.asarray(
-        gpu.idle_w + np.asarray(busy_prefill) * (pre - gpu.idle_w)
+        gpu.idle_w
+        + np.asarray(busy_prefill) * (pre - gpu.idle_w)
         + np.asarray(busy_decode) * (dec - gpu.idle_w),
         dtype=np.float64,
     )
@@ -53,12 +54,15 @@ def prefill_s(model: ModelClass, prompt_tokens: int, clock_ratio: ArrayLike) -> 
     return np.asarray(at_max / np.asarray(clock_ratio, dtype=np.float64), dtype=np.float64)
 
 
-def decode_step_s(model: ModelClass, batch_fraction: ArrayLike, clock_ratio: ArrayLike) -> FloatArray:
+def decode_step_s(
+    model: ModelClass, batch_fraction: ArrayLike, clock_ratio: ArrayLike
+) -> FloatArray:
     """Decode step time at a batch of `batch_fraction * max_batch`, memory-bound share beta."""
     batch = np.clip(np.asarray(batch_fraction, dtype=np.float64), 0.0, 1.0)
-    at_max = model.decode_step_s_batch1 + (
-        model.decode_step_s_max_batch - model.decode_step_s_batch1
-    ) * batch
+    at_max = (
+        model.decode_step_s_batch1
+        + (model.decode_step_s_max_batch - model.decode_step_s_batch1) * batch
+    )
     beta = model.memory_bound_beta
     return np.asarray(
         at_max * (beta + (1 - beta) / np.asarray(clock_ratio, dtype=np.float64)), dtype=np.float64
@@ -119,8 +123,8 @@ def generate_recirculation(
     nodes = racks * servers_per_rack
     rack_of = np.repeat(np.arange(racks), servers_per_rack)
     height = np.tile(np.arange(servers_per_rack), racks) / max(servers_per_rack - 1, 1)
-    end_row = np.zeros(nodes) if racks == 1 else (
-        np.abs(rack_of - (racks - 1) / 2) / ((racks - 1) / 2)
+    end_row = (
+        np.zeros(nodes) if racks == 1 else (np.abs(rack_of - (racks - 1) / 2) / ((racks - 1) / 2))
     )
     exposure = 0.5 * height + 0.5 * end_row**2
     share = min_fraction + (max_fraction - min_fraction) * np.clip(

@@ -124,7 +124,9 @@ def write_html_report(result: SimResult, folder: Path) -> Path:
     save(fig, "carbon.png", "grid carbon intensity (location based)")
 
     rows = "".join(
-        "<tr><td>" + html.escape(name) + "</td>"
+        "<tr><td>"
+        + html.escape(name)
+        + "</td>"
         + "".join(f"<td>{_cell(k, f, m[k])}</td>" for k, _, f in _COLUMNS)
         + "</tr>"
         for name, m in result.policies.items()

@@ -70,7 +70,10 @@ GPU_MODELS: dict[str, GpuModel] = {
     "H100": GpuModel(),
     "H200": GpuModel(),
     "A100": GpuModel(
-        idle_w=63.0, prefill_max_w=400.0, decode_max_w=250.0, max_clock_mhz=1410.0,
+        idle_w=63.0,
+        prefill_max_w=400.0,
+        decode_max_w=250.0,
+        max_clock_mhz=1410.0,
         min_clock_mhz=510.0,
     ),
 }
@@ -347,7 +350,9 @@ def _format_validation(error: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
-def parse_scenario(data: object, origin: str = "<memory>", source_dir: str | None = None) -> Scenario:
+def parse_scenario(
+    data: object, origin: str = "<memory>", source_dir: str | None = None
+) -> Scenario:
     """Validate a parsed YAML document as a scenario."""
     if not isinstance(data, dict):
         msg = f"invalid scenario {origin}: the document must be a mapping"
@@ -364,7 +369,9 @@ def builtin_names() -> list[str]:
     """Names of the scenarios shipped with the package."""
     folder = resources.files(BUILTIN_PACKAGE).joinpath(BUILTIN_FOLDER)
     return sorted(
-        entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml")
+        entry.name.removesuffix(".yaml")
+        for entry in folder.iterdir()
+        if entry.name.endswith(".yaml")
     )
 
 

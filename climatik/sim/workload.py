@@ -9,6 +9,7 @@ seed always gives the same series, so every policy in a run sees exactly the sam
 from __future__ import annotations
 
 import csv
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def _read_two_column_csv(path: Path, what: str) -> tuple[FloatArray, FloatArray]
                     continue
                 msg = f"{what} file {path}, line {line_no}: expected `hour,value`, got {row}"
                 raise ScenarioError(msg) from None
-    if len(hours) < 2 or any(b <= a for a, b in zip(hours, hours[1:], strict=False)):
+    if len(hours) < 2 or any(b <= a for a, b in itertools.pairwise(hours)):
         msg = f"{what} file {path}: need at least two rows with increasing hours"
         raise ScenarioError(msg)
     return np.asarray(hours), np.asarray(values)
@@ -79,7 +80,7 @@ def arrival_rates(
         )
         span = trace_h[-1] - trace_h[0]
         wrapped = trace_h[0] + np.mod(hours - trace_h[0], span) if span > 0 else hours
-        return np.maximum(0.0, np.interp(wrapped, trace_h, trace_rps))
+        return np.asarray(np.maximum(0.0, np.interp(wrapped, trace_h, trace_rps)), dtype=np.float64)
     rng = np.random.default_rng(traffic.seed)
     phase = 2 * np.pi * (hours - traffic.peak_hour) / _DAY_H
     # Raised cosine sharpened a little: LLM traffic has a broad day and a narrow night.
@@ -100,7 +101,10 @@ def arrival_rates(
 
 
 def carbon_slots(
-    generated: GeneratedCarbon, file: str | None, slot_s: float, hours_total: float,
+    generated: GeneratedCarbon,
+    file: str | None,
+    slot_s: float,
+    hours_total: float,
     source_dir: str | None = None,
 ) -> FloatArray:
     """Carbon intensity per slot (g/kWh), enough slots to cover `hours_total`."""
@@ -110,13 +114,17 @@ def carbon_slots(
         file_h, file_g = _read_two_column_csv(_resolve(file, source_dir), "carbon")
         span = file_h[-1] - file_h[0]
         wrapped = file_h[0] + np.mod(slot_hours - file_h[0], span) if span > 0 else slot_hours
-        return np.maximum(0.0, np.interp(wrapped, file_h, file_g))
+        return np.asarray(np.maximum(0.0, np.interp(wrapped, file_h, file_g)), dtype=np.float64)
     rng = np.random.default_rng(generated.seed)
     mean = generated.mean_g_per_kwh
-    daily = -0.5 * generated.daily_swing_fraction * np.cos(
-        2 * np.pi * (slot_hours - generated.trough_hour) / _DAY_H
+    daily = (
+        -0.5
+        * generated.daily_swing_fraction
+        * np.cos(2 * np.pi * (slot_hours - generated.trough_hour) / _DAY_H)
     )
     # Weather (wind) drifts over about two days.
     weather = _smooth_noise(rng, slots, generated.weather_fraction, 48.0 * 3600.0 / slot_s)
     series = mean * (1 + daily + weather)
-    return np.clip(series, generated.min_g_per_kwh, generated.max_g_per_kwh)
+    return np.asarray(
+        np.clip(series, generated.min_g_per_kwh, generated.max_g_per_kwh), dtype=np.float64
+    )

@@ -438,7 +438,7 @@ class PrometheusPowerSource:
                 else None
             )
         watts = watts_task.result()
-        if fresh_task is not None and isinstance(watts, Reading):
+        if fresh_task is not None and isinstance(watts, Reading | NoData):
             watts = self._apply_freshness(watts, fresh_task.result())
         return TargetMeasurement(
             key=target.key,
@@ -531,19 +531,31 @@ class PrometheusPowerSource:
             return exc
 
     def _apply_freshness(
-        self, watts: Reading, freshness: Reading | NoData | PrometheusError
+        self, watts: Reading | NoData, freshness: Reading | NoData | PrometheusError
     ) -> Reading | NoData:
-        max_age_s = self._client.settings.max_sample_age_s
+        """Judge the age of the raw samples behind a reading.
+
+        An empty answer whose raw series still exist further back was dropped by the lookback
+        window: report it as stale with its age, which tells the user far more than "empty".
+        """
         if not isinstance(freshness, Reading):
-            # The watts query answered, so the data exists; keep it but without a sharper age.
+            # No sharper age is known; keep the answer as it is.
             return watts
-        newest_s = freshness.value
-        if max_age_s is not None:
-            age_s = self._clock() - newest_s
-            if age_s > max_age_s:
+        max_age_s = self._client.settings.max_sample_age_s
+        age_s = self._clock() - freshness.value
+        too_old = max_age_s is not None and age_s > max_age_s
+        if isinstance(watts, NoData):
+            if watts.reason is NoDataReason.EMPTY and too_old:
                 return NoData(
                     NoDataReason.STALE,
-                    watts.query or "",
+                    watts.query,
                     f"newest power sample is {age_s:.0f} s old, maximum {max_age_s:g} s",
                 )
-        return Reading(watts.value, min(watts.measured_at_s, newest_s), watts.query)
+            return watts
+        if too_old:
+            return NoData(
+                NoDataReason.STALE,
+                watts.query or "",
+                f"newest power sample is {age_s:.0f} s old, maximum {max_age_s:g} s",
+            )
+        return Reading(watts.value, min(watts.measured_at_s, freshness.value), watts.query)

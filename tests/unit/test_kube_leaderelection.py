@@ -160,3 +160,24 @@ def test_config_is_validated_like_client_go() -> None:
         LeaderElectionConfig(identity="a", lease_duration_s=10, renew_deadline_s=10)
     with pytest.raises(ValueError, match="identity"):
         LeaderElectionConfig(identity="")
+
+
+async def test_a_nudge_makes_a_waiting_candidate_try_at_once() -> None:
+    clock, lease = FakeClock(), MemoryLease()
+    a = _elector("a", lease, clock)
+    await a.acquire()
+    real_sleeps: list[float] = []
+
+    async def slow_sleep(seconds: float) -> None:
+        real_sleeps.append(seconds)
+        await asyncio.sleep(3600)  # a poll that would come far too late
+
+    b = LeaderElector(LeaderElectionConfig(identity="b"), lease, clock=clock, sleep=slow_sleep)
+    acquiring = asyncio.create_task(b.acquire())
+    await asyncio.sleep(0.01)
+    assert not b.is_leader
+    assert await a.release()
+    b.nudge()
+    await asyncio.wait_for(acquiring, 1)
+    assert b.is_leader
+    assert len(real_sleeps) == 1

@@ -1,0 +1,127 @@
+"""Prometheus metrics of rack placement and cooling, on the registry the runtime serves.
+
+Kept apart from the reconciler so the admission webhook handler can count its answers without
+importing the reconciler. Names follow `climatik_<subsystem>_<what>_<unit>`; `config` is the
+PowerCappingConfig key (`namespace/name`), `rack` the rack label value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+SeriesKey = tuple[int, tuple[str, ...]]
+"""(id of the gauge, label values): one series a config set."""
+
+
+class PlacementMetrics:
+    """Every placement and cooling metric, registered on `registry`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.rack_score = Gauge(
+            "climatik_rack_score",
+            "Placement score of a rack (higher is better) for one target workload.",
+            ["config", "workload", "rack"],
+            registry=r,
+        )
+        self.rack_admissible = Gauge(
+            "climatik_rack_admissible",
+            "1 when the rack is within its power and temperature limits, else 0.",
+            ["config", "rack"],
+            registry=r,
+        )
+        self.rack_inlet = Gauge(
+            "climatik_rack_inlet_celsius",
+            "Measured rack inlet temperature.",
+            ["config", "rack"],
+            registry=r,
+        )
+        self.rack_power = Gauge(
+            "climatik_rack_power_watts", "Measured rack power.", ["config", "rack"], registry=r
+        )
+        self.rack_thermal_headroom = Gauge(
+            "climatik_rack_thermal_headroom_celsius",
+            "Rack temperature limit minus inlet temperature.",
+            ["config", "rack"],
+            registry=r,
+        )
+        self.rack_power_headroom = Gauge(
+            "climatik_rack_power_headroom_watts",
+            "Rack power limit minus rack power.",
+            ["config", "rack"],
+            registry=r,
+        )
+        self.supply_setpoint = Gauge(
+            "climatik_cooling_supply_setpoint_celsius",
+            "Recommended supply-air temperature per cooling group (rack or zone).",
+            ["config", "group"],
+            registry=r,
+        )
+        self.supply_change = Gauge(
+            "climatik_cooling_supply_change_celsius",
+            "Recommended change of the supply-air temperature (positive: warmer).",
+            ["config", "group"],
+            registry=r,
+        )
+        self.cooling_posts = Counter(
+            "climatik_cooling_posts_total",
+            "Setpoint recommendations sent to the cooling system, by result.",
+            ["config", "result"],
+            registry=r,
+        )
+        self.deletion_cost_patches = Counter(
+            "climatik_placement_deletion_cost_patches_total",
+            "Pod deletion-cost annotations written.",
+            ["config"],
+            registry=r,
+        )
+        self.template_patches = Counter(
+            "climatik_placement_template_patches_total",
+            "Deployment pod-template affinity patches (each one is a rollout).",
+            ["config"],
+            registry=r,
+        )
+        self._gauges = (
+            self.rack_score,
+            self.rack_admissible,
+            self.rack_inlet,
+            self.rack_power,
+            self.rack_thermal_headroom,
+            self.rack_power_headroom,
+            self.supply_setpoint,
+            self.supply_change,
+        )
+        self._series: dict[str, set[SeriesKey]] = {}
+        self.webhook_requests = Counter(
+            "climatik_placement_webhook_requests_total",
+            "Pod admission requests answered, by result (patched, skipped, error).",
+            ["result"],
+            registry=r,
+        )
+
+    def set_gauge(self, gauge: Gauge, value: float, config: str, *labels: str) -> None:
+        """Set one series of a per-config gauge, remembering it for `forget_config`."""
+        gauge.labels(config, *labels).set(value)
+        self._series.setdefault(config, set()).add((id(gauge), (config, *labels)))
+
+    def forget_config(self, config: str, keep: set[SeriesKey] | None = None) -> None:
+        """Drop the series of `config` not in `keep` (all of them for a deleted config), so
+        dashboards do not show racks or groups that are gone."""
+        keep = keep or set()
+        gauges = {id(g): g for g in self._gauges}
+        remaining: set[SeriesKey] = set()
+        for gauge_id, labels in self._series.pop(config, set()):
+            if (gauge_id, labels) in keep:
+                remaining.add((gauge_id, labels))
+                continue
+            with contextlib.suppress(KeyError):
+                gauges[gauge_id].remove(*labels)
+        if remaining:
+            self._series[config] = remaining
+
+    def series_of(self, config: str) -> set[SeriesKey]:
+        """The series `config` set so far (a snapshot, for `forget_config(keep=...)`)."""
+        return set(self._series.get(config, set()))

@@ -1,0 +1,620 @@
+"""The power-cap reconciler: measured watts become replica ceilings (issue 6, design doc §3).
+
+For one PowerCappingConfig: resolve its targets from the caches, measure their watts and tokens
+through Prometheus, ask the configured ceiling policy for new ceilings, merge-patch the ceilings
+that changed, and write the status (conditions, per-target state, the decision and why), Events
+and metrics. Missing data is never zero: the policy holds and the status says why. Ceilings held
+by a config that no longer targets an object (or no longer exists) are given back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from climatik.api.convert import InvalidConfigError, config_from_object
+from climatik.api.models import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    Decision,
+    EffectiveCapSource,
+    PowerCappingConfigStatus,
+    RackStatus,
+    TargetKindName,
+    TargetStatus,
+)
+from climatik.api.status import set_condition, status_from_wire, status_patch
+from climatik.domain.capping import (
+    CapObservation,
+    CappingState,
+    CeilingAction,
+    CeilingDecision,
+    CeilingPlan,
+    RackObservation,
+    TargetObservation,
+)
+from climatik.domain.config import PolicyType, PowerCappingConfig, TargetKind
+from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.store import split_key
+from climatik.policies.ceilings import (
+    CeilingSettings,
+    FailSafeSettings,
+    HeadroomSettings,
+    ThresholdSettings,
+    decide_replica_ceilings,
+)
+from climatik.reconcilers.actuation import ceiling_patch, restore_patch
+from climatik.reconcilers.metrics import CappingMetrics
+from climatik.reconcilers.resources import (
+    CAPPED_BY_ANNOTATION,
+    INFERENCE_SERVICES,
+    POWER_CAPPING_CONFIGS,
+    SCALED_OBJECTS,
+)
+from climatik.reconcilers.result import Result, TerminalError
+from climatik.reconcilers.settings import CappingSettings
+from climatik.reconcilers.targets import ResolvedTarget, resolve_targets
+from climatik.sources.address import AddressPolicy
+from climatik.sources.power import (
+    PowerQueryConfig,
+    PrometheusPowerSource,
+    RackNodes,
+    RackQueryConfig,
+    Reading,
+    TargetMeasurement,
+    TargetPods,
+    TokensQueryConfig,
+    outcome_message,
+)
+from climatik.sources.prometheus import (
+    NoData,
+    PrometheusClient,
+    PrometheusError,
+    PrometheusSettings,
+    Vector,
+)
+
+log = structlog.get_logger(__name__)
+
+_EVENT_REASONS = {
+    CeilingAction.LOWER: "CeilingLowered",
+    CeilingAction.RAISE: "CeilingRaised",
+    CeilingAction.RESTORE: "CeilingRestored",
+    CeilingAction.SAFE: "FailSafeCeilingApplied",
+}
+_DECISION_ACTIONS = {
+    CeilingAction.LOWER: "Cap",
+    CeilingAction.RAISE: "Raise",
+    CeilingAction.RESTORE: "Release",
+    CeilingAction.SAFE: "FailSafe",
+    CeilingAction.HOLD: "Hold",
+}
+
+
+def policy_settings(config: PowerCappingConfig) -> CeilingSettings:
+    """The policy settings a config asks for (fail-safe: hold, then the safe ceiling)."""
+    fail_safe = FailSafeSettings(
+        max_data_age_s=config.fail_safe.hold_s,
+        safe_max_replicas=config.fail_safe.safe_max_replicas,
+    )
+    policy = config.policy
+    if policy.type is PolicyType.THRESHOLD:
+        return ThresholdSettings(
+            approach_fraction=policy.capping_threshold_fraction,
+            limit_fraction=policy.holding_threshold_fraction,
+            fail_safe=fail_safe,
+        )
+    return HeadroomSettings(
+        safety_margin_fraction=policy.safety_margin_fraction,
+        hysteresis_fraction=policy.hysteresis_fraction,
+        max_step_down_replicas=policy.step_down_replicas,
+        fail_safe=fail_safe,
+    )
+
+
+@dataclass
+class _ConfigMemory:
+    """What the reconciler keeps per config between reconciles (lost on restart: relearned)."""
+
+    state: CappingState = field(default_factory=CappingState)
+    target_names: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Measured:
+    per_target: Mapping[str, TargetMeasurement]
+    scope_w: float | None
+    problem: str | None
+    """Why some readings are unusable (None when every reading is good)."""
+    problem_reason: str
+
+
+class PowerCapReconciler:
+    """Reconciles one PowerCappingConfig key (`namespace/name`)."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        configs: Any,
+        scaled_objects: Any,
+        inference_services: Any,
+        deployments: Any,
+        pods: Any,
+        nodes: Any,
+        events: Any,
+        metrics: CappingMetrics,
+        settings: CappingSettings,
+        session_factory: Callable[[], Any],
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._client = client
+        self._configs = configs
+        self._scaled_objects = scaled_objects
+        self._inference_services = inference_services
+        self._deployments = deployments
+        self._pods = pods
+        self._nodes = nodes
+        self._events = events
+        self._metrics = metrics
+        self._settings = settings
+        self._session_factory = session_factory
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._memory: dict[str, _ConfigMemory] = {}
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def reconcile(self, key: str) -> Result:
+        obj = self._configs.store.get(key)
+        if obj is None:
+            await self._give_back(key, keep=())
+            memory = self._memory.pop(key, None)
+            self._metrics.forget(key, memory.target_names if memory else [])
+            return Result()
+        try:
+            config = config_from_object(obj)
+        except InvalidConfigError as error:
+            # The API server validates the schema; this catches what only the controller sees.
+            await self._write_status(
+                obj,
+                None,
+                [(ConditionType.READY, ConditionStatus.FALSE, "InvalidSpec", str(error))],
+                generation=int(obj["metadata"].get("generation") or 0),
+            )
+            raise TerminalError(f"{key}: {error}") from error
+
+        memory = self._memory.setdefault(key, _ConfigMemory())
+        resolution = resolve_targets(
+            config,
+            scaled_objects=self._scaled_objects.store.objects(),
+            inference_services=self._inference_services.store.objects(),
+            deployments=self._deployments.store.objects(),
+            pods=self._pods.store.objects(),
+        )
+        targets = resolution.targets
+        await self._give_back(key, keep={(t.kind, t.name) for t in targets})
+        for problem in resolution.missing:
+            await self._events.record(obj, "Warning", "TargetMissing", problem)
+
+        measured = await self._measure(config, targets)
+        racks = await self._observe_racks(config)
+        cap_w, cap_source = self._effective_cap(obj, config)
+        observation = CapObservation(
+            scope=key,
+            cap_w=cap_w,
+            measured_w=measured.scope_w,
+            targets=tuple(self._observe(t, measured.per_target.get(t.key)) for t in targets),
+            racks=racks,
+        )
+        plan = decide_replica_ceilings(
+            observation, policy_settings(config), memory.state, self._clock()
+        )
+        memory.state = plan.state
+        memory.target_names = [t.name for t in targets]
+        by_name = {t.name: t for t in targets}
+        for decision in plan.decisions:
+            if decision.changed:
+                await self._apply(obj, config, by_name[decision.target], decision)
+            self._metrics.decisions.labels(
+                action=str(decision.action), reason=_reason_class(decision)
+            ).inc()
+        if measured.problem is not None:
+            await self._events.record(obj, "Warning", "MetricsUnavailable", measured.problem)
+
+        self._record_metrics(key, observation, plan, measured)
+        await self._write_status(
+            obj,
+            plan,
+            self._conditions(config, plan, measured, resolution.missing, targets),
+            generation=config.generation,
+            observation=observation,
+            cap=(cap_w, cap_source),
+            targets=targets,
+            measured=measured,
+        )
+        return Result(requeue_after=self._settings.interval_s)
+
+    # -- measuring ----------------------------------------------------------------------------
+
+    def _source(self, config: PowerCappingConfig) -> tuple[PrometheusPowerSource, PrometheusClient]:
+        address = (
+            config.power_measurement.prometheus_address
+            or next((m.prometheus_address for m in config.metrics), None)
+            or self._settings.prometheus_address
+        )
+        if address is None:
+            msg = (
+                "no Prometheus to ask: set spec.powerMeasurement.prometheusAddress (or "
+                "CLIMATIK_CAPPING__PROMETHEUS_ADDRESS on the controller)"
+            )
+            raise TerminalError(msg)
+        client = PrometheusClient(
+            self._session_factory(),
+            address,
+            PrometheusSettings(
+                timeout_s=self._settings.prometheus_timeout_s,
+                max_sample_age_s=config.fail_safe.max_metric_age_s,
+                address_policy=AddressPolicy.from_hosts(self._settings.allowed_prometheus_hosts),
+            ),
+        )
+        measurement = config.power_measurement
+        source = PrometheusPowerSource(
+            client,
+            power=PowerQueryConfig(preset=measurement.preset, custom_query=measurement.power_query),
+            tokens=TokensQueryConfig(),
+            racks=RackQueryConfig(
+                power_query=measurement.rack_power_query or RackQueryConfig().power_query,
+                inlet_temperature_query=measurement.rack_temperature_query,
+                rack_label=self._settings.rack_label,
+            ),
+        )
+        return source, client
+
+    async def _measure(
+        self, config: PowerCappingConfig, targets: Sequence[ResolvedTarget]
+    ) -> _Measured:
+        source, client = self._source(config)
+        per_target = await source.measure_targets(
+            [TargetPods(t.key, t.namespace, t.pods) for t in targets]
+        )
+        problems = [
+            (m.watts, f"{m.key}: {outcome_message(m.watts)}")
+            for m in per_target.values()
+            if not isinstance(m.watts, Reading)
+        ]
+        scope_w: float | None
+        if config.metrics:
+            # The design document's own query measures the whole capped scope.
+            scope = await _scope_watts(client, config.metrics[0].query)
+            scope_w = scope.value if isinstance(scope, Reading) else None
+            if not isinstance(scope, Reading):
+                problems.append((scope, f"metrics[0].query: {outcome_message(scope)}"))
+        elif any(not isinstance(m.watts, Reading) for m in per_target.values()):
+            scope_w = None
+        else:
+            scope_w = sum(
+                m.watts.value for m in per_target.values() if isinstance(m.watts, Reading)
+            )
+        if not problems:
+            return _Measured(per_target, scope_w, None, "MetricsAvailable")
+        first = problems[0][0]
+        reason = first.reason if isinstance(first, PrometheusError) else f"NoData{_nodata(first)}"
+        return _Measured(per_target, scope_w, "; ".join(p[1] for p in problems), reason)
+
+    async def _observe_racks(self, config: PowerCappingConfig) -> tuple[RackObservation, ...]:
+        if not config.racks:
+            return ()
+        label = config.placement.rack_label_key
+        nodes_by_rack: dict[str, list[str]] = {}
+        for node in self._nodes.store.objects():
+            rack = ((node.get("metadata") or {}).get("labels") or {}).get(label)
+            if rack is not None:
+                nodes_by_rack.setdefault(rack, []).append(str(node["metadata"]["name"]))
+        racks = [
+            RackNodes(r.rack_id, tuple(sorted(nodes_by_rack.get(r.rack_id, ()))))
+            for r in config.racks
+        ]
+        source, _ = self._source(config)
+        readings = await source.measure_racks(racks)
+        observed = []
+        for constraint in config.racks:
+            reading = readings.get(constraint.rack_id)
+            watts = reading.watts if reading is not None else None
+            inlet = reading.inlet_temperature_c if reading is not None else None
+            observed.append(
+                RackObservation(
+                    rack_id=constraint.rack_id,
+                    watts=watts.value if isinstance(watts, Reading) else None,
+                    max_watts=constraint.max_power_w,
+                    inlet_c=inlet.value if isinstance(inlet, Reading) else None,
+                    max_inlet_c=constraint.max_temperature_celsius,
+                )
+            )
+        return tuple(observed)
+
+    @staticmethod
+    def _observe(target: ResolvedTarget, measured: TargetMeasurement | None) -> TargetObservation:
+        return TargetObservation(
+            name=target.name,
+            current_replicas=target.current_replicas,
+            min_replicas=target.min_replicas,
+            user_max_replicas=target.user_max_replicas,
+            applied_max_replicas=target.applied_max_replicas,
+            watts=measured.watts_or_none if measured else None,
+            tokens_per_s=measured.tokens_per_s_or_none if measured else None,
+        )
+
+    @staticmethod
+    def _effective_cap(
+        obj: Mapping[str, Any], config: PowerCappingConfig
+    ) -> tuple[float, EffectiveCapSource]:
+        """The carbon reconciler's cap when it has set one for this spec, else powerCapLimit."""
+        status = obj.get("status") or {}
+        carbon_cap = status.get("effectiveCapWatts")
+        if (
+            config.carbon is not None
+            and status.get("effectiveCapSource") == EffectiveCapSource.CARBON
+            and isinstance(carbon_cap, int | float)
+            and 0 < carbon_cap <= config.power_cap_w
+        ):
+            return float(carbon_cap), EffectiveCapSource.CARBON
+        return config.power_cap_w, EffectiveCapSource.STATIC
+
+    # -- acting -------------------------------------------------------------------------------
+
+    async def _apply(
+        self,
+        obj: Mapping[str, Any],
+        config: PowerCappingConfig,
+        target: ResolvedTarget,
+        decision: CeilingDecision,
+    ) -> None:
+        resource, patch = ceiling_patch(target, decision.new_max_replicas, config.key)
+        await self._client.merge_patch(resource, target.name, patch, target.namespace)
+        log.info(
+            "ceiling_applied",
+            target=target.name,
+            kind=str(target.kind),
+            previous=decision.previous_max_replicas,
+            new=decision.new_max_replicas,
+            action=str(decision.action),
+            reason=decision.reason,
+        )
+        event_reason = _EVENT_REASONS.get(decision.action)
+        if event_reason is not None:
+            message = (
+                f"{target.kind} {target.name}: maxReplicas {decision.previous_max_replicas} -> "
+                f"{decision.new_max_replicas}: {decision.reason}"
+            )
+            await self._events.record(obj, "Normal", event_reason, message)
+            await self._events.record(target.obj, "Normal", event_reason, message)
+
+    async def _give_back(self, key: str, keep: set[tuple[TargetKind, str]] | tuple[()]) -> None:
+        """Restore the user's ceiling on objects this config capped but no longer targets."""
+        namespace, _ = split_key(key)
+        for kind, informer, resource in (
+            (TargetKind.SCALED_OBJECT, self._scaled_objects, SCALED_OBJECTS),
+            (TargetKind.INFERENCE_SERVICE, self._inference_services, INFERENCE_SERVICES),
+        ):
+            for held in informer.store.objects():
+                meta = held.get("metadata") or {}
+                if (meta.get("annotations") or {}).get(CAPPED_BY_ANNOTATION) != key:
+                    continue
+                if (kind, meta.get("name")) in keep:
+                    continue
+                patch = restore_patch(held, kind)
+                if patch is None:
+                    continue
+                try:
+                    await self._client.merge_patch(resource, meta["name"], patch, namespace)
+                except ApiError as error:
+                    if not error.is_not_found:
+                        raise
+                    continue
+                log.info("ceiling_given_back", target=meta["name"], kind=str(kind))
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    def _record_metrics(
+        self, key: str, observation: CapObservation, plan: CeilingPlan, measured: _Measured
+    ) -> None:
+        metrics = self._metrics
+        metrics.power_cap_watts.labels(key).set(observation.cap_w)
+        metrics.metrics_available.labels(key).set(0 if measured.problem else 1)
+        if observation.measured_w is not None:
+            metrics.power_watts.labels(key).set(observation.measured_w)
+        for decision in plan.decisions:
+            metrics.target_max_replicas.labels(key, decision.target).set(decision.new_max_replicas)
+            learned = plan.state.targets.get(decision.target)
+            if learned is not None and learned.watts_per_replica is not None:
+                metrics.target_watts_per_replica.labels(key, decision.target).set(
+                    learned.watts_per_replica
+                )
+        for target in observation.targets:
+            if target.tokens_per_joule is not None:
+                metrics.target_tokens_per_joule.labels(key, target.name).set(
+                    target.tokens_per_joule
+                )
+
+    def _conditions(
+        self,
+        config: PowerCappingConfig,
+        plan: CeilingPlan,
+        measured: _Measured,
+        missing: Sequence[str],
+        targets: Sequence[ResolvedTarget],
+    ) -> list[tuple[ConditionType, ConditionStatus, str, str]]:
+        capping = [d for d in plan.decisions if d.new_max_replicas < _user_max(targets, d.target)]
+        conditions = [
+            (
+                ConditionType.TARGETS_RESOLVED,
+                ConditionStatus.FALSE if missing or not targets else ConditionStatus.TRUE,
+                "TargetMissing" if missing else ("NoTargets" if not targets else "Resolved"),
+                "; ".join(missing)
+                or (
+                    f"{len(targets)} target(s): " + ", ".join(t.name for t in targets)
+                    if targets
+                    else "no ScaledObject or InferenceService matches the spec"
+                ),
+            ),
+            (
+                ConditionType.METRICS_AVAILABLE,
+                ConditionStatus.FALSE if measured.problem else ConditionStatus.TRUE,
+                measured.problem_reason if measured.problem else "MetricsAvailable",
+                (measured.problem or "every power reading is fresh")[:4000]
+                + ("; holding the last ceilings" if measured.problem else ""),
+            ),
+            (
+                ConditionType.CAPPING,
+                ConditionStatus.TRUE if capping else ConditionStatus.FALSE,
+                "CeilingsLowered" if capping else "WithinCap",
+                (
+                    ", ".join(f"{d.target} at {d.new_max_replicas}" for d in capping)
+                    if capping
+                    else f"every target at its own maximum under {plan.reason or 'the cap'}"
+                )[:4000],
+            ),
+        ]
+        ready = not missing and bool(targets)
+        conditions.append(
+            (
+                ConditionType.READY,
+                ConditionStatus.TRUE if ready else ConditionStatus.FALSE,
+                "Reconciled" if ready else "TargetsNotReady",
+                f"policy {config.policy.type} acting on {len(targets)} target(s)",
+            )
+        )
+        return conditions
+
+    async def _write_status(
+        self,
+        obj: Mapping[str, Any],
+        plan: CeilingPlan | None,
+        conditions: Sequence[tuple[ConditionType, ConditionStatus, str, str]],
+        *,
+        generation: int,
+        observation: CapObservation | None = None,
+        cap: tuple[float, EffectiveCapSource] | None = None,
+        targets: Sequence[ResolvedTarget] = (),
+        measured: _Measured | None = None,
+    ) -> None:
+        current = status_from_wire(obj)
+        now = self._wall_clock()
+        merged: Sequence[Condition] | None = current.conditions if current else None
+        for type_, status, reason, message in conditions:
+            merged = set_condition(
+                merged,
+                type_=str(type_),
+                status=status,
+                reason=reason,
+                message=message,
+                observed_generation=generation,
+                now=now,
+            )
+        fields: dict[str, Any] = {
+            "observed_generation": generation,
+            "conditions": list(merged or ()),
+        }
+        if plan is not None and observation is not None and cap is not None:
+            fields["measured_power_watts"] = observation.measured_w
+            fields["effective_cap_watts"] = cap[0]
+            fields["effective_cap_source"] = cap[1]
+            fields["targets"] = [self._target_status(t, plan, measured) for t in targets] or None
+            fields["racks"] = [
+                RackStatus(
+                    rack_id=r.rack_id,
+                    power_watts=r.watts,
+                    inlet_celsius=r.inlet_c,
+                    headroom_watts=(
+                        r.max_watts - r.watts
+                        if r.max_watts is not None and r.watts is not None
+                        else None
+                    ),
+                )
+                for r in observation.racks
+            ] or (current.racks if current else None)
+            fields["last_decision"] = self._last_decision(plan, current, now)
+        base = current.model_dump() if current else {}
+        desired = PowerCappingConfigStatus.model_validate({**base, **fields})
+        patch = status_patch(
+            current, desired, resource_version=obj["metadata"].get("resourceVersion")
+        )
+        if patch is None:
+            return
+        namespace, name = obj["metadata"].get("namespace"), obj["metadata"]["name"]
+        try:
+            await self._client.merge_patch(
+                POWER_CAPPING_CONFIGS, name, patch, namespace, subresource="status"
+            )
+        except ApiError as error:
+            if error.is_conflict:  # the object moved on; the next reconcile sees the new one
+                log.info("status_conflict", config=name)
+                return
+            if not error.is_not_found:
+                raise
+
+    @staticmethod
+    def _target_status(
+        target: ResolvedTarget, plan: CeilingPlan, measured: _Measured | None
+    ) -> TargetStatus:
+        learned = plan.state.targets.get(target.name)
+        reading = measured.per_target.get(target.key) if measured else None
+        watts = reading.watts_or_none if reading else None
+        tokens = reading.tokens_per_s_or_none if reading else None
+        return TargetStatus(
+            name=target.name,
+            kind=TargetKindName(str(target.kind)),
+            current_replicas=target.current_replicas,
+            user_max_replicas=target.user_max_replicas,
+            applied_max_replicas=plan.ceilings.get(target.name, target.applied_max_replicas),
+            watts_per_replica=learned.watts_per_replica if learned else None,
+            tokens_per_watt=tokens / watts if tokens is not None and watts else None,
+        )
+
+    @staticmethod
+    def _last_decision(
+        plan: CeilingPlan, current: PowerCappingConfigStatus | None, now: datetime
+    ) -> Decision | None:
+        changed = [d for d in plan.decisions if d.changed]
+        if not changed:
+            return current.last_decision if current else None
+        first = changed[0]
+        reason = "; ".join(f"{d.target}: {d.reason}" for d in changed)
+        return Decision(time=now, action=_DECISION_ACTIONS[first.action], reason=reason[:1024])
+
+
+async def _scope_watts(client: PrometheusClient, query: str) -> Reading | NoData | PrometheusError:
+    """The design document's `metrics[].query`: the sum of its series is the scope's watts."""
+    try:
+        result = await client.query(query)
+    except PrometheusError as error:
+        return error
+    if not isinstance(result, Vector):
+        return result
+    newest = max(sample.timestamp_s for sample in result.samples)
+    return Reading(value=sum(s.value for s in result.samples), measured_at_s=newest, query=query)
+
+
+def _user_max(targets: Sequence[ResolvedTarget], name: str) -> int:
+    return next((t.user_max_replicas for t in targets if t.name == name), 0)
+
+
+def _nodata(outcome: object) -> str:
+    return str(outcome.reason) if isinstance(outcome, NoData) else ""
+
+
+def _reason_class(decision: CeilingDecision) -> str:
+    """A low-cardinality label for why a decision went the way it did."""
+    text = decision.reason.lower()
+    for word in ("no data", "safe", "rack", "95", "80", "headroom", "hysteresis", "user"):
+        if word in text:
+            return word.replace(" ", "_")
+    return "other"

@@ -1,0 +1,16 @@
+"""The custom resources the reconcilers watch and patch, and the annotations they own."""
+
+from __future__ import annotations
+
+from climatik.kube.client import custom
+
+POWER_CAPPING_CONFIGS = custom("powercapping.climatik-project.ai", "v1", "powercappingconfigs")
+SCALED_OBJECTS = custom("keda.sh", "v1alpha1", "scaledobjects")
+INFERENCE_SERVICES = custom("serving.kserve.io", "v1beta1", "inferenceservices")
+
+USER_MAX_ANNOTATION = "climatik-project.ai/user-max-replicas"
+"""The user's own ceiling, remembered while Climatik holds a lower one."""
+CAPPED_BY_ANNOTATION = "climatik-project.ai/capped-by"
+"""`namespace/name` of the PowerCappingConfig holding the ceiling, so its deletion restores it."""
+KSERVE_ISVC_LABEL = "serving.kserve.io/inferenceservice"
+"""KServe labels predictor pods with their InferenceService's name."""

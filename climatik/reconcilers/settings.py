@@ -1,0 +1,26 @@
+"""Reconciler settings (pydantic-settings, prefix `CLIMATIK_CAPPING__`).
+
+Per-config choices live in the PowerCappingConfig; these are the controller-wide defaults a
+config may leave out, such as the Prometheus to ask when the config names none.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CappingSettings(BaseSettings):
+    """Controller-wide defaults of the power-cap and carbon reconcilers."""
+
+    model_config = SettingsConfigDict(env_prefix="CLIMATIK_CAPPING__", extra="ignore")
+
+    prometheus_address: str | None = None
+    """Prometheus used when a config names none (e.g. `http://prometheus.monitoring:9090`)."""
+    prometheus_timeout_s: float = Field(default=5.0, gt=0)
+    allowed_prometheus_hosts: list[str] = Field(default_factory=list)
+    """When set, configs may only name Prometheus servers on these hosts."""
+    interval_s: float = Field(default=15.0, gt=0)
+    """How often each config is measured and decided, besides reacting to changes."""
+    rack_label: str = "rack"
+    """Label carrying the rack in rack-level query results (`$rack` queries need none)."""

@@ -1,0 +1,254 @@
+"""Which objects a PowerCappingConfig caps, read from the informer caches.
+
+Pure functions over cached objects: explicit `scaleObjectRef`s, the `deploymentName`'s
+ScaledObjects, or a label selector over ScaledObjects and InferenceServices. A ScaledObject
+owned by a KServe InferenceService is capped through the InferenceService (KServe reverts edits
+to objects it owns). Defaults follow KEDA (`minReplicaCount` 0, `maxReplicaCount` 100) and KServe
+(`minReplicas` 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from climatik.domain.config import LabelSelector, PowerCappingConfig, TargetKind
+from climatik.reconcilers.resources import KSERVE_ISVC_LABEL, USER_MAX_ANNOTATION
+
+KEDA_DEFAULT_MIN = 0
+KEDA_DEFAULT_MAX = 100
+KSERVE_DEFAULT_MIN = 1
+
+Obj = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedTarget:
+    """One capped workload: the object whose ceiling is written and the pods that serve it."""
+
+    kind: TargetKind
+    """ScaledObject, or InferenceService when KServe owns the scaling."""
+    name: str
+    namespace: str
+    min_replicas: int
+    applied_max_replicas: int
+    user_max_replicas: int
+    current_replicas: int
+    pods: tuple[str, ...]
+    pod_nodes: tuple[str, ...]
+    """The node of each pod in `pods` ('' while unscheduled)."""
+    obj: Obj
+    """The cached object the ceiling lives on."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    targets: tuple[ResolvedTarget, ...]
+    missing: tuple[str, ...]
+    """Human descriptions of references that point at nothing."""
+
+
+def _meta(obj: Obj) -> Obj:
+    meta: Obj = obj.get("metadata") or {}
+    return meta
+
+
+def _labels(obj: Obj) -> Mapping[str, str]:
+    labels: Mapping[str, str] = _meta(obj).get("labels") or {}
+    return labels
+
+
+def _owner(obj: Obj, kind: str) -> str | None:
+    for ref in _meta(obj).get("ownerReferences") or ():
+        if ref.get("kind") == kind:
+            return str(ref.get("name"))
+    return None
+
+
+def _int(value: object, default: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        return default
+
+
+def _user_max(obj: Obj, applied: int) -> int:
+    annotations: Mapping[str, str] = _meta(obj).get("annotations") or {}
+    return _int(annotations.get(USER_MAX_ANNOTATION), applied)
+
+
+def _selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """Deployment-style selector (matchLabels only is what Deployments use in practice)."""
+    if not selector:
+        return False
+    match_labels: Mapping[str, str] = selector.get("matchLabels") or {}
+    expressions = selector.get("matchExpressions") or ()
+    if not match_labels and not expressions:
+        return False
+    if any(labels.get(k) != v for k, v in match_labels.items()):
+        return False
+    for expression in expressions:
+        key, operator = expression.get("key"), expression.get("operator")
+        values = expression.get("values") or ()
+        present = key in labels
+        if (
+            (operator == "In" and (not present or labels[key] not in values))
+            or (operator == "NotIn" and present and labels[key] in values)
+            or (operator == "Exists" and not present)
+            or (operator == "DoesNotExist" and present)
+        ):
+            return False
+    return True
+
+
+def _serving_pods(pods: Iterable[Obj], match: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    chosen = sorted(
+        (
+            pod
+            for pod in pods
+            if match(_labels(pod))
+            and not _meta(pod).get("deletionTimestamp")
+            and (pod.get("status") or {}).get("phase") not in {"Succeeded", "Failed"}
+        ),
+        key=lambda pod: str(_meta(pod).get("name")),
+    )
+    names = tuple(str(_meta(p).get("name")) for p in chosen)
+    nodes = tuple(str((p.get("spec") or {}).get("nodeName") or "") for p in chosen)
+    return names, nodes
+
+
+def _deployment_replicas(deployment: Obj | None, pods: Sequence[str]) -> int:
+    if deployment is None:
+        return len(pods)
+    status = deployment.get("status") or {}
+    return _int(status.get("replicas"), len(pods))
+
+
+def _from_scaled_object(
+    so: Obj, deployments: Mapping[str, Obj], pods: Sequence[Obj]
+) -> ResolvedTarget:
+    spec = so.get("spec") or {}
+    applied = _int(spec.get("maxReplicaCount"), KEDA_DEFAULT_MAX)
+    ref = spec.get("scaleTargetRef") or {}
+    deployment = deployments.get(str(ref.get("name")))
+    selector = ((deployment or {}).get("spec") or {}).get("selector")
+    names, nodes = _serving_pods(pods, lambda labels: _selector_matches(selector, labels))
+    return ResolvedTarget(
+        kind=TargetKind.SCALED_OBJECT,
+        name=str(_meta(so).get("name")),
+        namespace=str(_meta(so).get("namespace")),
+        min_replicas=_int(spec.get("minReplicaCount"), KEDA_DEFAULT_MIN),
+        applied_max_replicas=applied,
+        user_max_replicas=max(_user_max(so, applied), _int(spec.get("minReplicaCount"), 0)),
+        current_replicas=_deployment_replicas(deployment, names),
+        pods=names,
+        pod_nodes=nodes,
+        obj=so,
+    )
+
+
+def _from_inference_service(
+    isvc: Obj,
+    scaled_objects: Mapping[str, Obj],
+    deployments: Mapping[str, Obj],
+    pods: Sequence[Obj],
+) -> ResolvedTarget:
+    name = str(_meta(isvc).get("name"))
+    predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    so = scaled_objects.get(f"{name}-predictor")
+    so_max = _int(((so or {}).get("spec") or {}).get("maxReplicaCount"), KEDA_DEFAULT_MAX)
+    applied = _int(predictor.get("maxReplicas"), 0) or so_max
+    minimum = _int(predictor.get("minReplicas"), KSERVE_DEFAULT_MIN)
+    names, nodes = _serving_pods(pods, lambda labels: labels.get(KSERVE_ISVC_LABEL) == name)
+    return ResolvedTarget(
+        kind=TargetKind.INFERENCE_SERVICE,
+        name=name,
+        namespace=str(_meta(isvc).get("namespace")),
+        min_replicas=minimum,
+        applied_max_replicas=applied,
+        user_max_replicas=max(_user_max(isvc, applied), minimum),
+        current_replicas=_deployment_replicas(deployments.get(f"{name}-predictor"), names),
+        pods=names,
+        pod_nodes=nodes,
+        obj=isvc,
+    )
+
+
+def _matches(selector: LabelSelector, obj: Obj) -> bool:
+    return selector.matches(_labels(obj))
+
+
+def resolve_targets(
+    config: PowerCappingConfig,
+    *,
+    scaled_objects: Iterable[Obj],
+    inference_services: Iterable[Obj],
+    deployments: Iterable[Obj],
+    pods: Iterable[Obj],
+) -> Resolution:
+    """The targets of `config` among the cached objects of its namespace."""
+    namespace = config.namespace
+
+    def local(objs: Iterable[Obj]) -> dict[str, Obj]:
+        return {
+            str(_meta(o).get("name")): o for o in objs if _meta(o).get("namespace") == namespace
+        }
+
+    sos, isvcs, deps = local(scaled_objects), local(inference_services), local(deployments)
+    pod_list = list(local(pods).values())
+    wanted_sos: dict[str, None] = {}
+    wanted_isvcs: dict[str, None] = {}
+    missing: list[str] = []
+
+    for ref in config.targets:
+        if ref.kind is TargetKind.INFERENCE_SERVICE:
+            if ref.name in isvcs:
+                wanted_isvcs[ref.name] = None
+            else:
+                missing.append(f"InferenceService {namespace}/{ref.name} not found")
+        elif ref.name in sos:
+            wanted_sos[ref.name] = None
+        else:
+            missing.append(f"ScaledObject {namespace}/{ref.name} not found")
+    if config.deployment_name:
+        found = [
+            name
+            for name, so in sos.items()
+            if ((so.get("spec") or {}).get("scaleTargetRef") or {}).get("name")
+            == config.deployment_name
+        ]
+        if not found and not config.targets:
+            missing.append(
+                f"no ScaledObject in {namespace} scales Deployment {config.deployment_name}"
+            )
+        wanted_sos.update(dict.fromkeys(found))
+    if config.target_selector is not None:
+        wanted_sos.update(
+            dict.fromkeys(n for n, o in sos.items() if _matches(config.target_selector, o))
+        )
+        wanted_isvcs.update(
+            dict.fromkeys(n for n, o in isvcs.items() if _matches(config.target_selector, o))
+        )
+
+    # A ScaledObject that KServe owns is capped through its InferenceService.
+    for name in list(wanted_sos):
+        owner = _owner(sos[name], "InferenceService")
+        if owner is not None:
+            del wanted_sos[name]
+            if owner in isvcs:
+                wanted_isvcs[owner] = None
+            else:
+                missing.append(f"InferenceService {namespace}/{owner} owning {name} not found")
+
+    targets = [_from_scaled_object(sos[n], deps, pod_list) for n in sorted(wanted_sos)]
+    targets += [
+        _from_inference_service(isvcs[n], sos, deps, pod_list) for n in sorted(wanted_isvcs)
+    ]
+    return Resolution(tuple(targets), tuple(missing))
