@@ -88,8 +88,12 @@ def test_twin_carbon_equals_intensity_times_facility_energy(tmp_path: Path) -> N
             "caps": {"site_cap_w": 20000},
             "carbon": {"file": "flat.csv"},
             "services": [
-                {"name": "chat", "min_replicas": 1, "max_replicas": 2,
-                 "traffic": {"peak_rps": 1, "bursts_per_day": 0}},
+                {
+                    "name": "chat",
+                    "min_replicas": 1,
+                    "max_replicas": 2,
+                    "traffic": {"peak_rps": 1, "bursts_per_day": 0},
+                },
             ],
         },
         source_dir=str(tmp_path),

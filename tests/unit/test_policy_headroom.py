@@ -1,0 +1,290 @@
+"""The `headroom` policy: learned watts per replica become ceilings that fit the cap."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from climatik.domain.capping import (
+    CapObservation,
+    CappingState,
+    CeilingAction,
+    RackObservation,
+    TargetLearnerState,
+    TargetObservation,
+)
+from climatik.policies.ceilings import (
+    FailSafeSettings,
+    HeadroomSettings,
+    decide_replica_ceilings,
+    learn_watts_per_replica,
+)
+
+CAP_W = 100_000.0
+
+
+def target(
+    name: str,
+    current: int,
+    watts_per_replica: float,
+    applied: int = 20,
+    user_max: int = 20,
+    min_replicas: int = 1,
+    tokens_per_joule: float | None = None,
+    watts: float | bool | None = True,
+) -> TargetObservation:
+    measured = current * watts_per_replica if watts is True else watts
+    assert measured is not True
+    return TargetObservation(
+        name=name,
+        current_replicas=current,
+        min_replicas=min_replicas,
+        user_max_replicas=user_max,
+        applied_max_replicas=applied,
+        watts=measured if isinstance(measured, float) or measured is None else float(measured),
+        tokens_per_s=None
+        if tokens_per_joule is None or not isinstance(measured, float)
+        else tokens_per_joule * measured,
+    )
+
+
+def learned(**estimates: float) -> CappingState:
+    """A state whose learner already knows each target's watts per replica."""
+    return CappingState(
+        targets={
+            name: TargetLearnerState(watts_per_replica=w, samples=10, last_data_s=0.0)
+            for name, w in estimates.items()
+        }
+    )
+
+
+def scope(
+    *targets: TargetObservation,
+    other_w: float = 0.0,
+    cap_w: float = CAP_W,
+    racks: tuple[RackObservation, ...] = (),
+) -> CapObservation:
+    total = sum(t.watts or 0.0 for t in targets) + other_w
+    return CapObservation(
+        scope="ns/pcc", cap_w=cap_w, measured_w=total, targets=targets, racks=racks
+    )
+
+
+target_specs = st.lists(
+    st.tuples(
+        st.integers(0, 4),  # min
+        st.integers(0, 20),  # user max above min
+        st.integers(0, 30),  # current
+        st.floats(500.0, 12_000.0),  # watts per replica
+        st.floats(0.01, 1.0),  # tokens per joule
+        st.integers(0, 30),  # applied ceiling
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def build(specs: list[tuple[int, int, int, float, float, int]]) -> tuple[TargetObservation, ...]:
+    return tuple(
+        target(
+            f"t{i}",
+            current=current,
+            watts_per_replica=wpr,
+            applied=max(mn, min(mn + extra, applied)),
+            user_max=mn + extra,
+            min_replicas=mn,
+            tokens_per_joule=tpj,
+        )
+        for i, (mn, extra, current, wpr, tpj, applied) in enumerate(specs)
+    )
+
+
+@given(specs=target_specs, other_w=st.floats(0.0, 80_000.0), missing=st.booleans())
+def test_ceilings_stay_within_min_and_user_max(
+    specs: list[tuple[int, int, int, float, float, int]], other_w: float, missing: bool
+) -> None:
+    targets = build(specs)
+    observation = scope(*targets, other_w=other_w)
+    if missing:
+        observation = CapObservation("ns/pcc", CAP_W, None, targets)
+    plan = decide_replica_ceilings(observation, HeadroomSettings(), CappingState(), now_s=0.0)
+    for t, decision in zip(targets, plan.decisions, strict=True):
+        assert t.min_replicas <= decision.new_max_replicas <= t.user_max_replicas
+
+
+@given(specs=target_specs, other_w=st.floats(0.0, 50_000.0))
+def test_planned_watts_fit_the_cap_when_the_estimate_holds(
+    specs: list[tuple[int, int, int, float, float, int]], other_w: float
+) -> None:
+    policy = HeadroomSettings(max_step_down_replicas=1000)
+    targets = build(specs)
+    state = learned(**{t.name: w for t, (_, _, _, w, _, _) in zip(targets, specs, strict=True)})
+    wpr = {t.name: spec[3] for t, spec in zip(targets, specs, strict=True)}
+    budget = CAP_W * (1 - policy.safety_margin_fraction) - other_w
+    assume(sum(t.min_replicas * wpr[t.name] for t in targets) <= budget)
+    plan = decide_replica_ceilings(scope(*targets, other_w=other_w), policy, state, now_s=0.0)
+    planned = other_w + sum(d.new_max_replicas * wpr[d.target] for d in plan.decisions)
+    assert planned <= CAP_W * (1 - policy.safety_margin_fraction) + 1e-6
+
+
+@given(
+    specs=target_specs,
+    other_w=st.floats(0.0, 60_000.0),
+    freed_w=st.floats(0.0, 60_000.0),
+)
+def test_ceilings_are_monotone_in_available_headroom(
+    specs: list[tuple[int, int, int, float, float, int]], other_w: float, freed_w: float
+) -> None:
+    targets = build(specs)
+    state = learned(**{t.name: spec[3] for t, spec in zip(targets, specs, strict=True)})
+    tight = decide_replica_ceilings(
+        scope(*targets, other_w=other_w), HeadroomSettings(), state, 0.0
+    )
+    roomy = decide_replica_ceilings(
+        scope(*targets, other_w=max(0.0, other_w - freed_w)), HeadroomSettings(), state, 0.0
+    )
+    for low, high in zip(tight.decisions, roomy.decisions, strict=True):
+        assert high.new_max_replicas >= low.new_max_replicas
+
+
+@given(specs=target_specs, now_s=st.floats(0.0, 299.0))
+def test_missing_data_never_lowers_a_ceiling(
+    specs: list[tuple[int, int, int, float, float, int]], now_s: float
+) -> None:
+    targets = build(specs)
+    observation = CapObservation("ns/pcc", CAP_W, None, targets)
+    plan = decide_replica_ceilings(observation, HeadroomSettings(), CappingState(), now_s)
+    for t, decision in zip(targets, plan.decisions, strict=True):
+        assert decision.new_max_replicas >= min(t.applied_max_replicas, t.user_max_replicas)
+
+
+def test_a_target_without_data_keeps_its_ceiling_while_others_are_capped() -> None:
+    blind = target("blind", current=5, watts_per_replica=5000.0, applied=9, watts=None)
+    seen = target("seen", current=10, watts_per_replica=5000.0, applied=20)
+    plan = decide_replica_ceilings(
+        scope(blind, seen, other_w=40_000.0), HeadroomSettings(), learned(seen=5000.0), 0.0
+    )
+    assert plan.ceiling("blind") == 9
+    assert plan.ceiling("seen") < 20
+
+
+def test_after_the_maximum_age_the_safe_ceiling_applies_never_one() -> None:
+    policy = HeadroomSettings(fail_safe=FailSafeSettings(max_data_age_s=300, safe_max_replicas=4))
+    t = target("chat", current=8, watts_per_replica=5000.0, applied=12, watts=None)
+    observation = CapObservation("ns/pcc", CAP_W, None, (t,))
+    first = decide_replica_ceilings(observation, policy, CappingState(), now_s=1000.0)
+    assert first.ceiling("chat") == 12
+    held = decide_replica_ceilings(observation, policy, first.state, now_s=1299.0)
+    assert held.ceiling("chat") == 12
+    safe = decide_replica_ceilings(observation, policy, held.state, now_s=1300.0)
+    assert safe.ceiling("chat") == 4
+    assert safe.decisions[0].action is CeilingAction.SAFE
+
+
+def test_lowered_ceiling_steps_down_gradually() -> None:
+    # 10 replicas of 10 kW under a 50 kW cap: the steady ceiling is 4, but one step at a time.
+    t = target("chat", current=10, watts_per_replica=10_000.0, applied=10)
+    plan = decide_replica_ceilings(
+        scope(t, cap_w=50_000.0), HeadroomSettings(max_step_down_replicas=2), learned(chat=1e4), 0
+    )
+    decision = plan.decisions[0]
+    assert decision.new_max_replicas == 8
+    assert decision.action is CeilingAction.LOWER
+    assert "gradually" in decision.reason
+
+
+def test_everything_fits_restores_the_users_max() -> None:
+    t = target("chat", current=3, watts_per_replica=1000.0, applied=5, user_max=20)
+    plan = decide_replica_ceilings(scope(t), HeadroomSettings(), learned(chat=1000.0), 0.0)
+    assert plan.ceiling("chat") == 20
+    assert plan.decisions[0].action is CeilingAction.RESTORE
+
+
+def test_growth_favours_the_target_with_more_tokens_per_joule() -> None:
+    # Both press against their ceilings and the cap leaves room for a few more replicas.
+    lean = target("lean", current=4, watts_per_replica=5000.0, applied=4, tokens_per_joule=0.3)
+    fat = target("fat", current=4, watts_per_replica=5000.0, applied=4, tokens_per_joule=0.1)
+    policy = HeadroomSettings(step_up_replicas=10, hysteresis_fraction=0.0)
+    plan = decide_replica_ceilings(
+        scope(lean, fat, cap_w=60_000.0), policy, learned(lean=5000.0, fat=5000.0), 0.0
+    )
+    # 56.4 kW usable - 40 kW running = 3 more replicas of 5 kW; the leaner gets more of them.
+    assert plan.ceiling("lean") + plan.ceiling("fat") == 11
+    assert plan.ceiling("lean") > plan.ceiling("fat") >= 4
+
+
+def test_running_replicas_of_the_least_efficient_target_go_first() -> None:
+    lean = target("lean", current=6, watts_per_replica=5000.0, applied=6, tokens_per_joule=0.3)
+    fat = target("fat", current=6, watts_per_replica=5000.0, applied=6, tokens_per_joule=0.1)
+    policy = HeadroomSettings(max_step_down_replicas=100, hysteresis_fraction=0.0)
+    plan = decide_replica_ceilings(
+        scope(lean, fat, cap_w=50_000.0), policy, learned(lean=5000.0, fat=5000.0), 0.0
+    )
+    assert plan.ceiling("lean") > plan.ceiling("fat")
+    assert plan.ceiling("lean") + plan.ceiling("fat") <= 9
+
+
+def test_every_target_keeps_its_minimum_even_when_the_cap_is_exceeded() -> None:
+    a = target("a", current=3, watts_per_replica=20_000.0, min_replicas=2)
+    b = target("b", current=3, watts_per_replica=20_000.0, min_replicas=1)
+    policy = HeadroomSettings(max_step_down_replicas=100)
+    plan = decide_replica_ceilings(scope(a, b, cap_w=10_000.0), policy, learned(a=2e4, b=2e4), 0)
+    assert plan.ceilings == {"a": 2, "b": 1}
+
+
+def test_a_rack_at_its_limit_admits_no_further_replicas() -> None:
+    t = target("chat", current=4, watts_per_replica=1000.0, applied=4, user_max=20)
+    hot = RackObservation(rack_id="r1", inlet_c=27.2, max_inlet_c=27.0, replica_headroom=5)
+    cool = RackObservation(rack_id="r2", inlet_c=22.0, max_inlet_c=27.0, replica_headroom=0)
+    plan = decide_replica_ceilings(
+        scope(t, racks=(hot, cool)), HeadroomSettings(), learned(chat=1000.0), 0.0
+    )
+    assert plan.ceiling("chat") == 4
+    roomy = RackObservation(rack_id="r2", inlet_c=22.0, max_inlet_c=27.0, replica_headroom=1)
+    plan = decide_replica_ceilings(
+        scope(t, racks=(hot, roomy)), HeadroomSettings(), learned(chat=1000.0), 0.0
+    )
+    assert plan.ceiling("chat") == 5
+
+
+def test_noisy_measurements_do_not_make_the_ceiling_flap() -> None:
+    rng = random.Random(4)
+    policy = HeadroomSettings()
+    state = CappingState()
+    applied, current = 20, 10
+    changes = 0
+    for step in range(300):
+        watts = current * 6000.0 * (1 + rng.gauss(0, 0.03))
+        t = TargetObservation("chat", current, 1, 20, applied, watts=watts, tokens_per_s=None)
+        observation = CapObservation("ns/pcc", 80_000.0, watts + 5000.0, (t,))
+        plan = decide_replica_ceilings(observation, policy, state, now_s=30.0 * step)
+        state = plan.state
+        changes += plan.decisions[0].changed
+        applied = plan.ceiling("chat")
+        current = min(applied, 12)  # the autoscaler wants 12 and takes what it is given
+    assert changes <= 4
+
+
+def test_learner_rises_fast_decays_slowly_and_clips_outliers() -> None:
+    policy = HeadroomSettings(rise_weight=0.5, fall_weight=0.02, outlier_ratio=3.0)
+    state = TargetLearnerState(watts_per_replica=1000.0, samples=5)
+
+    def fold(state: TargetLearnerState, per_replica_w: float) -> TargetLearnerState:
+        t = TargetObservation("x", 2, 0, 4, 4, watts=2 * per_replica_w)
+        return learn_watts_per_replica(state, t, policy, now_s=1.0)
+
+    assert fold(state, 2000.0).watts_per_replica == 1500.0
+    assert fold(state, 500.0).watts_per_replica == 990.0
+    assert fold(state, 100_000.0).watts_per_replica == 2000.0  # clipped to 3x, then halfway
+    no_replicas = TargetObservation("x", 0, 0, 4, 4, watts=500.0)
+    assert learn_watts_per_replica(state, no_replicas, policy, 1.0) == state
+
+
+@settings(max_examples=50)
+@given(cap_w=st.floats(20_000.0, 200_000.0))
+def test_first_sample_initialises_the_estimate(cap_w: float) -> None:
+    t = target("chat", current=4, watts_per_replica=3000.0, applied=4)
+    plan = decide_replica_ceilings(scope(t, cap_w=cap_w), HeadroomSettings(), CappingState(), 0.0)
+    assert plan.state.targets["chat"].watts_per_replica == 3000.0
