@@ -1,0 +1,100 @@
+"""REST paths, the write gate, and Event aggregation (the recorder over a recording client)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from climatik.kube.client import (
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    LEASES,
+    NODES,
+    ApiError,
+    KubeClient,
+    NotLeaderError,
+    custom,
+)
+from climatik.kube.events import WARNING, EventRecorder
+from tests.unit.fakeclock import FakeClock
+
+
+def test_rest_paths_for_core_group_cluster_scoped_and_custom_resources() -> None:
+    assert CONFIGMAPS.path("ns", "a") == "/api/v1/namespaces/ns/configmaps/a"
+    assert CONFIGMAPS.path() == "/api/v1/configmaps"
+    assert DEPLOYMENTS.path("ns") == "/apis/apps/v1/namespaces/ns/deployments"
+    assert LEASES.api_version == "coordination.k8s.io/v1"
+    assert NODES.path("ignored-namespace", "n1") == "/api/v1/nodes/n1"
+    scaled = custom("keda.sh", "v1alpha1", "scaledobjects")
+    assert scaled.path("ns", "so", "status") == (
+        "/apis/keda.sh/v1alpha1/namespaces/ns/scaledobjects/so/status"
+    )
+
+
+async def test_writes_are_refused_without_network_when_the_gate_is_closed() -> None:
+    client = KubeClient(api_client=None, write_gate=lambda: False)
+    with pytest.raises(NotLeaderError):
+        await client.merge_patch(CONFIGMAPS, "a", {"data": {}}, "ns")
+    with pytest.raises(NotLeaderError):
+        await client.create(CONFIGMAPS, {"metadata": {"name": "a"}}, "ns")
+
+
+def test_api_error_classifies_status() -> None:
+    assert ApiError(409, {"reason": "Conflict"}).is_conflict
+    assert ApiError(404).is_not_found
+    assert ApiError(410, {"reason": "Expired"}).is_gone
+    assert ApiError(500, {"reason": "Expired"}).is_gone  # an ERROR event may carry only a reason
+    assert not ApiError(500).is_gone
+
+
+class RecordingClient:
+    def __init__(self) -> None:
+        self.created: list[dict[str, Any]] = []
+        self.patched: list[tuple[str, dict[str, Any]]] = []
+        self.missing: set[str] = set()
+
+    async def create(self, resource: Any, body: dict[str, Any], namespace: Any) -> dict[str, Any]:
+        self.created.append(body)
+        return body
+
+    async def merge_patch(
+        self, resource: Any, name: str, patch: dict[str, Any], namespace: Any
+    ) -> dict[str, Any]:
+        if name in self.missing:
+            raise ApiError(404)
+        self.patched.append((name, patch))
+        return {}
+
+
+_OBJ = {"kind": "PowerCappingConfig", "metadata": {"name": "cap", "namespace": "ns", "uid": "u1"}}
+
+
+async def test_repeats_are_aggregated_into_one_event_with_a_count() -> None:
+    client, clock = RecordingClient(), FakeClock()
+    recorder = EventRecorder(client, clock=clock)  # type: ignore[arg-type]
+    for _ in range(3):
+        assert await recorder.record(_OBJ, WARNING, "MetricsStale", "no data for 5m")
+    assert len(client.created) == 1
+    assert client.created[0]["involvedObject"]["uid"] == "u1"
+    assert [patch["count"] for _, patch in client.patched] == [2, 3]
+    # A different message is a different event.
+    await recorder.record(_OBJ, WARNING, "MetricsStale", "no data for 10m")
+    assert len(client.created) == 2
+
+
+async def test_an_old_or_vanished_event_starts_a_new_one() -> None:
+    client, clock = RecordingClient(), FakeClock()
+    recorder = EventRecorder(client, clock=clock, aggregation_window_s=600)  # type: ignore[arg-type]
+    await recorder.record(_OBJ, WARNING, "R", "m")
+    clock.advance(601)
+    await recorder.record(_OBJ, WARNING, "R", "m")
+    assert len(client.created) == 2
+    client.missing.add(client.created[-1]["metadata"]["name"])  # garbage-collected by the server
+    await recorder.record(_OBJ, WARNING, "R", "m")
+    assert len(client.created) == 3
+
+
+async def test_recording_never_raises_into_the_reconciler() -> None:
+    recorder = EventRecorder(KubeClient(api_client=None, write_gate=lambda: False))
+    assert not await recorder.record(_OBJ, WARNING, "R", "m")
