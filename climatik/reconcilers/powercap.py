@@ -10,11 +10,12 @@ by a config that no longer targets an object (or no longer exists) are given bac
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import structlog
 
 from climatik.api.convert import InvalidConfigError, config_from_object
@@ -151,7 +152,7 @@ class PowerCapReconciler:
         events: Any,
         metrics: CappingMetrics,
         settings: CappingSettings,
-        session_factory: Callable[[], Any],
+        session_factory: Callable[[], Awaitable[aiohttp.ClientSession]],
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -244,7 +245,9 @@ class PowerCapReconciler:
 
     # -- measuring ----------------------------------------------------------------------------
 
-    def _source(self, config: PowerCappingConfig) -> tuple[PrometheusPowerSource, PrometheusClient]:
+    async def _source(
+        self, config: PowerCappingConfig
+    ) -> tuple[PrometheusPowerSource, PrometheusClient]:
         address = (
             config.power_measurement.prometheus_address
             or next((m.prometheus_address for m in config.metrics), None)
@@ -257,7 +260,7 @@ class PowerCapReconciler:
             )
             raise TerminalError(msg)
         client = PrometheusClient(
-            self._session_factory(),
+            await self._session_factory(),
             address,
             PrometheusSettings(
                 timeout_s=self._settings.prometheus_timeout_s,
@@ -281,7 +284,7 @@ class PowerCapReconciler:
     async def _measure(
         self, config: PowerCappingConfig, targets: Sequence[ResolvedTarget]
     ) -> _Measured:
-        source, client = self._source(config)
+        source, client = await self._source(config)
         per_target = await source.measure_targets(
             [TargetPods(t.key, t.namespace, t.pods) for t in targets]
         )
@@ -322,7 +325,7 @@ class PowerCapReconciler:
             RackNodes(r.rack_id, tuple(sorted(nodes_by_rack.get(r.rack_id, ()))))
             for r in config.racks
         ]
-        source, _ = self._source(config)
+        source, _ = await self._source(config)
         readings = await source.measure_racks(racks)
         observed = []
         for constraint in config.racks:

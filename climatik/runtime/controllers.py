@@ -12,10 +12,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 
+from climatik.runtime.capping import power_cap_controller
 from climatik.runtime.reconcile import ControllerFactory
 
-# The power-cap, placement, carbon and GPU-tuning reconcilers are registered here as they land.
-BUILTIN_CONTROLLERS: tuple[ControllerFactory, ...] = ()
+BUILTIN_CONTROLLERS: tuple[ControllerFactory, ...] = (power_cap_controller,)
 
 
 def load_factory(path: str) -> ControllerFactory:

@@ -138,6 +138,9 @@ class ControllerContext(Protocol):
     @property
     def events(self) -> Any: ...
 
+    @property
+    def metrics(self) -> Any: ...
+
     def informer(
         self,
         resource: Any,

@@ -1,0 +1,108 @@
+"""Wiring of the power-cap reconciler into the manager: informers, event routing, session.
+
+A PowerCappingConfig is reconciled when it changes, when anything it may target changes
+(ScaledObjects, InferenceServices, Deployments and pods of its namespace), when an object it
+still holds a ceiling on changes (so a deleted config gives ceilings back, even after a
+restart), and every `interval_s` for fresh measurements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+
+from climatik.kube.client import DEPLOYMENTS, NODES, PODS
+from climatik.kube.informer import EventHandlers
+from climatik.kube.store import index_by_namespace
+from climatik.kube.workqueue import WorkQueue
+from climatik.reconcilers.metrics import CappingMetrics
+from climatik.reconcilers.powercap import PowerCapReconciler
+from climatik.reconcilers.resources import (
+    CAPPED_BY_ANNOTATION,
+    INFERENCE_SERVICES,
+    POWER_CAPPING_CONFIGS,
+    SCALED_OBJECTS,
+)
+from climatik.reconcilers.settings import CappingSettings
+from climatik.runtime.reconcile import Controller, ControllerContext, enqueue_handlers
+from climatik.sources.address import HTTPSession
+
+_METRICS: dict[int, CappingMetrics] = {}
+
+
+def capping_metrics(registry: CollectorRegistry) -> CappingMetrics:
+    """One set of capping metrics per registry, shared by the reconcilers that report them."""
+    metrics = _METRICS.get(id(registry))
+    if metrics is None:
+        metrics = _METRICS[id(registry)] = CappingMetrics(registry)
+    return metrics
+
+
+class SharedSession:
+    """The controller's outbound HTTP session, opened on first use inside the running loop."""
+
+    def __init__(self) -> None:
+        self._owner = HTTPSession()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def get(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = await self._owner.__aenter__()
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._owner.close()
+            self._session = None
+
+
+def _configs_in_namespace(
+    configs: Any, queue: WorkQueue[str]
+) -> Callable[[Mapping[str, Any]], None]:
+    def enqueue(obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        for config in configs.store.by_index("namespace", meta.get("namespace") or ""):
+            cmeta = config["metadata"]
+            queue.add(f"{cmeta['namespace']}/{cmeta['name']}")
+        holder = (meta.get("annotations") or {}).get(CAPPED_BY_ANNOTATION)
+        if holder:
+            queue.add(holder)
+
+    return enqueue
+
+
+def power_cap_controller(ctx: ControllerContext) -> Controller:
+    """The power-cap controller: one worker per process is plenty (decisions are cheap)."""
+    settings = CappingSettings()
+    queue = ctx.new_queue("power-cap")
+    configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
+    configs.add_handlers(enqueue_handlers(queue))
+    nudge = _configs_in_namespace(configs, queue)
+    routed = EventHandlers(on_add=nudge, on_update=lambda _old, new: nudge(new), on_delete=nudge)
+    scaled_objects = ctx.informer(SCALED_OBJECTS)
+    inference_services = ctx.informer(INFERENCE_SERVICES)
+    deployments = ctx.informer(DEPLOYMENTS)
+    for informer in (scaled_objects, inference_services, deployments):
+        informer.add_handlers(routed)
+    pods = ctx.informer(PODS)
+    # Pod updates are frequent and carry nothing a decision needs before the next interval.
+    pods.add_handlers(EventHandlers(on_add=nudge, on_delete=nudge))
+    session = SharedSession()
+    ctx.add_cleanup(session.close)
+    reconciler = PowerCapReconciler(
+        ctx.client,
+        configs=configs,
+        scaled_objects=scaled_objects,
+        inference_services=inference_services,
+        deployments=deployments,
+        pods=pods,
+        nodes=ctx.informer(NODES),
+        events=ctx.events,
+        metrics=capping_metrics(ctx.metrics.registry),
+        settings=settings,
+        session_factory=session.get,
+    )
+    return Controller("power-cap", reconciler, queue)

@@ -1,0 +1,204 @@
+"""Target resolution and ceiling patches of the power-cap reconciler (pure parts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from climatik.domain.config import (
+    LabelSelector,
+    PowerCappingConfig,
+    TargetKind,
+    TargetRef,
+)
+from climatik.reconcilers.actuation import ceiling_patch, restore_patch
+from climatik.reconcilers.resources import (
+    CAPPED_BY_ANNOTATION,
+    INFERENCE_SERVICES,
+    SCALED_OBJECTS,
+    USER_MAX_ANNOTATION,
+)
+from climatik.reconcilers.targets import resolve_targets
+
+NS = "serving"
+
+
+def scaled_object(
+    name: str,
+    deployment: str,
+    *,
+    min_replicas: int | None = 1,
+    max_replicas: int | None = 10,
+    labels: dict[str, str] | None = None,
+    owner_isvc: str | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"scaleTargetRef": {"name": deployment}}
+    if min_replicas is not None:
+        spec["minReplicaCount"] = min_replicas
+    if max_replicas is not None:
+        spec["maxReplicaCount"] = max_replicas
+    meta: dict[str, Any] = {"name": name, "namespace": NS, "labels": labels or {}}
+    if owner_isvc:
+        meta["ownerReferences"] = [{"kind": "InferenceService", "name": owner_isvc}]
+    if annotations:
+        meta["annotations"] = annotations
+    return {"metadata": meta, "spec": spec}
+
+
+def deployment(name: str, app: str, replicas: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"selector": {"matchLabels": {"app": app}}},
+        "status": {"replicas": replicas},
+    }
+
+
+def pod(name: str, labels: dict[str, str], node: str = "n1", **extra: Any) -> dict[str, Any]:
+    meta = {"name": name, "namespace": NS, "labels": labels, **extra}
+    return {"metadata": meta, "spec": {"nodeName": node}, "status": {"phase": "Running"}}
+
+
+def config(**fields: Any) -> PowerCappingConfig:
+    return PowerCappingConfig(namespace=NS, name="cap", generation=1, power_cap_w=1000, **fields)
+
+
+def resolve(cfg: PowerCappingConfig, **objects: list[dict[str, Any]]) -> Any:
+    return resolve_targets(
+        cfg,
+        scaled_objects=objects.get("sos", []),
+        inference_services=objects.get("isvcs", []),
+        deployments=objects.get("deps", []),
+        pods=objects.get("pods", []),
+    )
+
+
+def test_explicit_ref_resolves_pods_replicas_and_keda_defaults() -> None:
+    so = scaled_object("llm-so", "llm", min_replicas=None, max_replicas=None)
+    pods = [
+        pod("llm-1", {"app": "llm"}, node="a"),
+        pod("llm-2", {"app": "llm"}, node="b"),
+        pod("other", {"app": "x"}),
+        pod("dying", {"app": "llm"}, deletionTimestamp="2026-01-01T00:00:00Z"),
+    ]
+    result = resolve(
+        config(targets=(TargetRef(TargetKind.SCALED_OBJECT, "llm-so"),)),
+        sos=[so],
+        deps=[deployment("llm", "llm", 2)],
+        pods=pods,
+    )
+    assert result.missing == ()
+    (target,) = result.targets
+    assert (target.kind, target.name, target.min_replicas, target.applied_max_replicas) == (
+        TargetKind.SCALED_OBJECT,
+        "llm-so",
+        0,
+        100,
+    )
+    assert target.pods == ("llm-1", "llm-2")
+    assert target.pod_nodes == ("a", "b")
+    assert target.current_replicas == 2
+
+
+def test_deployment_name_finds_its_scaled_object_and_user_max_comes_from_the_annotation() -> None:
+    so = scaled_object("so", "llm", max_replicas=4, annotations={USER_MAX_ANNOTATION: "12"})
+    result = resolve(config(deployment_name="llm"), sos=[so], deps=[deployment("llm", "llm", 4)])
+    (target,) = result.targets
+    assert (target.applied_max_replicas, target.user_max_replicas) == (4, 12)
+
+
+def test_missing_references_are_reported_not_raised() -> None:
+    result = resolve(
+        config(
+            targets=(
+                TargetRef(TargetKind.SCALED_OBJECT, "gone"),
+                TargetRef(TargetKind.INFERENCE_SERVICE, "also-gone"),
+            ),
+            deployment_name="nothing",
+        )
+    )
+    assert result.targets == ()
+    assert "ScaledObject serving/gone not found" in result.missing
+    assert "InferenceService serving/also-gone not found" in result.missing
+
+
+def test_kserve_owned_scaled_object_is_capped_through_its_inference_service() -> None:
+    so = scaled_object("chat-predictor", "chat-predictor", owner_isvc="chat", max_replicas=8)
+    isvc = {
+        "metadata": {"name": "chat", "namespace": NS},
+        "spec": {"predictor": {"minReplicas": 2, "maxReplicas": 8}},
+    }
+    pods = [pod("chat-1", {"serving.kserve.io/inferenceservice": "chat"})]
+    result = resolve(
+        config(targets=(TargetRef(TargetKind.SCALED_OBJECT, "chat-predictor"),)),
+        sos=[so],
+        isvcs=[isvc],
+        pods=pods,
+    )
+    (target,) = result.targets
+    assert (target.kind, target.name, target.min_replicas, target.applied_max_replicas) == (
+        TargetKind.INFERENCE_SERVICE,
+        "chat",
+        2,
+        8,
+    )
+    assert target.pods == ("chat-1",)
+
+
+def test_selector_matches_labels_and_ignores_other_namespaces() -> None:
+    mine = scaled_object("a", "a", labels={"team": "llm"})
+    theirs = scaled_object("b", "b", labels={"team": "llm"})
+    theirs["metadata"]["namespace"] = "elsewhere"
+    unrelated = scaled_object("c", "c", labels={"team": "web"})
+    selector = LabelSelector(match_labels=(("team", "llm"),))
+    result = resolve(config(target_selector=selector), sos=[mine, theirs, unrelated])
+    assert [t.name for t in result.targets] == ["a"]
+
+
+def test_lowering_remembers_the_user_max_and_restoring_forgets_it() -> None:
+    (target,) = resolve(
+        config(deployment_name="llm"), sos=[scaled_object("so", "llm", min_replicas=2)]
+    ).targets
+    resource, patch = ceiling_patch(target, 5, "serving/cap")
+    assert resource == SCALED_OBJECTS
+    assert patch == {
+        "metadata": {
+            "annotations": {USER_MAX_ANNOTATION: "10", CAPPED_BY_ANNOTATION: "serving/cap"}
+        },
+        "spec": {"maxReplicaCount": 5},
+    }
+    _, below_min = ceiling_patch(target, 0, "serving/cap")
+    assert below_min["spec"]["maxReplicaCount"] == 2  # never below minReplicaCount
+    _, restored = ceiling_patch(target, 10, "serving/cap")
+    assert restored == {
+        "metadata": {"annotations": {USER_MAX_ANNOTATION: None, CAPPED_BY_ANNOTATION: None}},
+        "spec": {"maxReplicaCount": 10},
+    }
+
+
+def test_inference_service_ceiling_goes_to_the_predictor() -> None:
+    isvc = {
+        "metadata": {"name": "chat", "namespace": NS},
+        "spec": {"predictor": {"maxReplicas": 6}},
+    }
+    (target,) = resolve(
+        config(targets=(TargetRef(TargetKind.INFERENCE_SERVICE, "chat"),)), isvcs=[isvc]
+    ).targets
+    resource, patch = ceiling_patch(target, 3, "serving/cap")
+    assert resource == INFERENCE_SERVICES
+    assert patch["spec"] == {"predictor": {"maxReplicas": 3}}
+
+
+@pytest.mark.parametrize("kind", [TargetKind.SCALED_OBJECT, TargetKind.INFERENCE_SERVICE])
+def test_restore_patch_uses_the_remembered_user_max(kind: TargetKind) -> None:
+    held = {"metadata": {"annotations": {USER_MAX_ANNOTATION: "9", CAPPED_BY_ANNOTATION: "x/y"}}}
+    patch = restore_patch(held, kind)
+    assert patch is not None
+    value = (
+        patch["spec"]["predictor"]["maxReplicas"]
+        if kind is TargetKind.INFERENCE_SERVICE
+        else patch["spec"]["maxReplicaCount"]
+    )
+    assert value == 9
+    assert restore_patch({"metadata": {}}, kind) is None
