@@ -1,0 +1,68 @@
+"""Scenario regressions: issue 7's "done when" targets on every built-in scenario.
+
+Each scenario runs once per session with the policies the targets compare (the large one
+shortened to a day here; `benchmarks/bench_sim.py` runs it in full). The figures themselves are
+what the twin computes; the tests only hold them to the targets.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from climatik.sim.engine import SimResult, Twin
+from climatik.sim.scenario import builtin_names, load_scenario
+
+COMPARED = ["uncapped", "static", "seed-threshold", "climatik"]
+SHORTENED_H = {"large": 24.0}
+DEMAND_EXCEEDS_NAMEPLATE = ("default", "oversubscribed")
+
+_results: dict[str, SimResult] = {}
+
+
+def run(name: str) -> SimResult:
+    if name not in _results:
+        scenario = load_scenario(name)
+        _results[name] = Twin(scenario, COMPARED, hours=SHORTENED_H.get(name)).run()
+    return _results[name]
+
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_climatik_cap_violation_is_a_tenth_of_seed_thresholds_or_negligible(name: str) -> None:
+    result = run(name)
+    climatik = result.policies["climatik"]["cap_violation_ws"]
+    seed = result.policies["seed-threshold"]["cap_violation_ws"]
+    negligible = 0.001 * result.site_cap_w * result.duration_s
+    assert climatik <= 0.1 * seed or climatik < negligible, (climatik, seed, negligible)
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_climatik_overshoot_of_10s_power_stays_under_2_percent(name: str) -> None:
+    assert run(name).policies["climatik"]["max_overshoot_pct"] < 2.0
+
+
+@pytest.mark.parametrize("name", DEMAND_EXCEEDS_NAMEPLATE)
+def test_demand_really_exceeds_the_cap(name: str) -> None:
+    # Without control the room breaks its cap: the comparison below is not a quiet day.
+    assert run(name).policies["uncapped"]["cap_violation_ws"] > 0
+
+
+@pytest.mark.parametrize("name", DEMAND_EXCEEDS_NAMEPLATE)
+def test_climatik_serves_a_quarter_more_tokens_than_static_without_hurting_slos(
+    name: str,
+) -> None:
+    result = run(name)
+    climatik, static = result.policies["climatik"], result.policies["static"]
+    assert climatik["tokens"] >= 1.25 * static["tokens"]
+    assert climatik["slo_attainment"] >= static["slo_attainment"] - 0.01
+
+
+def test_same_seed_same_figures() -> None:
+    scenario = load_scenario("default")
+    first = Twin(scenario, ["climatik"], hours=2.0).run().policies
+    second = Twin(scenario, ["climatik"], hours=2.0).run().policies
+    assert first == second
+    other = Twin(scenario, ["climatik"], hours=2.0, seed=99).run().policies
+    assert other != first
