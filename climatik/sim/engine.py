@@ -292,6 +292,8 @@ class Twin:
             )
             pre_s[:, j], dec_s[:, j] = pre, dec
         busy_s = pre_s + dec_s
+        pre_dyn_w = physics.gpu_phase_power_w(gpu.prefill_max_w, clock, gpu) - gpu.idle_w
+        dec_dyn_w = physics.gpu_phase_power_w(gpu.decode_max_w, clock, gpu) - gpu.idle_w
         mu = 1.0 / busy_s  # requests per second per replica at full batch
         pre_share = pre_s / busy_s
         out_tokens = np.array([s.output_tokens for s in services], dtype=np.float64)
@@ -483,10 +485,14 @@ class Twin:
             # --- power -----------------------------------------------------------------------
             u_srv = np.where(ready, util[pol_idx, safe_host], 0.0)
             share_srv = pre_share[pol_idx, safe_host]
-            clock_srv = np.where(active, clock[pol_idx, safe_host], 1.0)
             busy_pre = u_srv * share_srv
             busy_dec = u_srv - busy_pre
-            gpu_w = physics.gpu_power_w(clock_srv, busy_pre, busy_dec, gpu)
+            # P_g with the per-service phase powers at each policy's clock (computed once).
+            gpu_w = (
+                gpu.idle_w
+                + busy_pre * pre_dyn_w[pol_idx, safe_host]
+                + busy_dec * dec_dyn_w[pol_idx, safe_host]
+            )
             dyn_w = gpu_w - gpu.idle_w
             cv = 0.15 + 0.45 * share_srv
             sigma = (1 + overhead) * math.sqrt(gpus) * cv * dyn_w * noise_scale
@@ -497,7 +503,16 @@ class Twin:
             svc_w = np.einsum("pn,pns->ps", srv_w, onehot)
 
             # --- heat and cooling --------------------------------------------------------------
-            rise = lag_keep * rise + (1 - lag_keep) * (srv_w @ d_matrix.T)
+            steady_rise = srv_w @ d_matrix.T
+            if k == 0:
+                # Start from the thermal steady state of the first load, not a cold room.
+                rise = steady_rise
+                supply = np.clip(
+                    sc.cooling.redline_c - sc.cooling.supply_guard_c - rise.max(axis=1),
+                    sc.cooling.min_supply_c,
+                    sc.cooling.max_supply_c,
+                )
+            rise = lag_keep * rise + (1 - lag_keep) * steady_rise
             inlet = supply[:, None] + rise
             max_in = inlet.max(axis=1)
             rack_in = inlet.reshape(n_pol, n_rack, per_rack).max(axis=2)
