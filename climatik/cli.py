@@ -15,6 +15,7 @@ from climatik.api.cli import add_crd_parser
 from climatik.devcluster.cli import add_dev_cluster_parser
 from climatik.gputune.cli import add_gpu_tune_parser
 from climatik.runtime.cli import add_run_parser
+from climatik.runtime.explain import add_explain_parser
 from climatik.sim.cli import add_simulate_parser
 
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_crd_parser(subparsers)
     add_dev_cluster_parser(subparsers)
     add_gpu_tune_parser(subparsers)
+    add_explain_parser(subparsers)
     add_run_parser(subparsers)
     add_simulate_parser(subparsers)
     return parser

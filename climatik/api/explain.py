@@ -1,0 +1,81 @@
+"""`climatik explain`: a PowerCappingConfig's last decision, its inputs and why, in plain words.
+
+Pure rendering of what the controller wrote in the status, so the explanation is exactly what
+the controller knew, not a second guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from climatik.api.status import status_from_wire
+
+
+def explain(obj: Mapping[str, Any]) -> str:
+    """Plain-language account of one PowerCappingConfig object."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    name = f"{meta.get('namespace', 'default')}/{meta.get('name', '?')}"
+    status = status_from_wire(obj)
+    lines = [f"PowerCappingConfig {name}"]
+    cap = spec.get("powerCapLimit")
+    policy = (spec.get("policy") or {}).get("type", "Headroom")
+    lines.append(f"  Cap: {cap} W (powerCapLimit), policy {policy}.")
+    if status is None:
+        lines.append("  The controller has not reported on this config yet.")
+        return "\n".join(lines) + "\n"
+    generation = meta.get("generation")
+    if status.observed_generation is not None and status.observed_generation != generation:
+        lines.append(
+            f"  Note: the status describes generation {status.observed_generation}; the spec is "
+            f"at {generation} and has not been acted on yet."
+        )
+    if status.effective_cap_watts is not None:
+        source = status.effective_cap_source or "Static"
+        why = "lowered for grid carbon" if str(source) == "Carbon" else "the static limit"
+        lines.append(f"  Cap in force: {status.effective_cap_watts:.0f} W ({why}).")
+    if status.measured_power_watts is not None and status.effective_cap_watts:
+        share = status.measured_power_watts / status.effective_cap_watts
+        lines.append(
+            f"  Measured power: {status.measured_power_watts:.0f} W, {share:.0%} of the cap."
+        )
+    else:
+        lines.append("  Measured power: unknown (no usable reading).")
+    if status.last_decision is not None:
+        decision = status.last_decision
+        lines.append(
+            f"  Last decision ({decision.time:%Y-%m-%d %H:%M:%S} UTC): {decision.action}. "
+            f"{decision.reason}"
+        )
+    else:
+        lines.append("  Last decision: none yet (every ceiling is where the user set it).")
+    for target in status.targets or ():
+        ceiling = target.applied_max_replicas
+        user = target.user_max_replicas
+        held = "" if ceiling == user else f" (the user's own maximum is {user})"
+        per_replica = (
+            f", about {target.watts_per_replica:.0f} W per replica"
+            if target.watts_per_replica
+            else ""
+        )
+        efficiency = (
+            f", {target.tokens_per_watt:.2f} tokens/s per W" if target.tokens_per_watt else ""
+        )
+        lines.append(
+            f"  {target.kind} {target.name}: {target.current_replicas} running, ceiling "
+            f"{ceiling}{held}{per_replica}{efficiency}."
+        )
+    for rack in status.racks or ():
+        parts = [f"rack {rack.rack_id}:"]
+        if rack.power_watts is not None:
+            parts.append(f"{rack.power_watts:.0f} W")
+        if rack.headroom_watts is not None:
+            parts.append(f"({rack.headroom_watts:.0f} W headroom)")
+        if rack.inlet_celsius is not None:
+            parts.append(f"inlet {rack.inlet_celsius:.1f} °C")
+        lines.append("  " + " ".join(parts))
+    for condition in status.conditions or ():
+        mark = {"True": "yes", "False": "no"}.get(str(condition.status), "unknown")
+        lines.append(f"  {condition.type}: {mark} ({condition.reason}) {condition.message}")
+    return "\n".join(lines) + "\n"
