@@ -24,3 +24,14 @@ class CappingSettings(BaseSettings):
     """How often each config is measured and decided, besides reacting to changes."""
     rack_label: str = "rack"
     """Label carrying the rack in rack-level query results (`$rack` queries need none)."""
+
+
+class CarbonSettings(BaseSettings):
+    """Where the carbon providers live (overridable for proxies, mirrors and tests)."""
+
+    model_config = SettingsConfigDict(env_prefix="CLIMATIK_CARBON__", extra="ignore")
+
+    uk_national_grid_url: str = "https://api.carbonintensity.org.uk"
+    electricity_maps_url: str = "https://api.electricitymap.org"
+    watttime_url: str = "https://api.watttime.org"
+    timeout_s: float = Field(default=10.0, gt=0)

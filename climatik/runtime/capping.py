@@ -18,6 +18,7 @@ from climatik.kube.client import DEPLOYMENTS, NODES, PODS
 from climatik.kube.informer import EventHandlers
 from climatik.kube.store import index_by_namespace
 from climatik.kube.workqueue import WorkQueue
+from climatik.reconcilers.carbon import CarbonReconciler
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler
 from climatik.reconcilers.resources import (
@@ -26,8 +27,8 @@ from climatik.reconcilers.resources import (
     POWER_CAPPING_CONFIGS,
     SCALED_OBJECTS,
 )
-from climatik.reconcilers.settings import CappingSettings
-from climatik.runtime.reconcile import Controller, ControllerContext, enqueue_handlers
+from climatik.reconcilers.settings import CappingSettings, CarbonSettings
+from climatik.runtime.reconcile import Controller, ControllerContext
 from climatik.sources.address import HTTPSession
 
 _METRICS: dict[int, CappingMetrics] = {}
@@ -74,12 +75,40 @@ def _configs_in_namespace(
     return enqueue
 
 
+def _config_handlers(queue: WorkQueue[str], status_fields: tuple[str, ...] = ()) -> EventHandlers:
+    """Enqueue a config on add, delete, spec change, or a change of the named status fields.
+
+    A reconciler's own status writes must not wake it again (that would be a hot loop of
+    measure-write-measure); the power-cap reconciler does want to hear of the carbon
+    reconciler's new effective cap.
+    """
+
+    def key(obj: Mapping[str, Any]) -> str:
+        meta = obj["metadata"]
+        return f"{meta.get('namespace')}/{meta['name']}"
+
+    def changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+        old_status, new_status = old.get("status") or {}, new.get("status") or {}
+        if old["metadata"].get("generation") != new["metadata"].get("generation") or any(
+            old_status.get(f) != new_status.get(f) for f in status_fields
+        ):
+            queue.add(key(new))
+
+    return EventHandlers(
+        on_add=lambda obj: queue.add(key(obj)),
+        on_update=changed,
+        on_delete=lambda obj: queue.add(key(obj)),
+    )
+
+
 def power_cap_controller(ctx: ControllerContext) -> Controller:
     """The power-cap controller: one worker per process is plenty (decisions are cheap)."""
     settings = CappingSettings()
     queue = ctx.new_queue("power-cap")
     configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
-    configs.add_handlers(enqueue_handlers(queue))
+    configs.add_handlers(
+        _config_handlers(queue, status_fields=("effectiveCapWatts", "effectiveCapSource"))
+    )
     nudge = _configs_in_namespace(configs, queue)
     routed = EventHandlers(on_add=nudge, on_update=lambda _old, new: nudge(new), on_delete=nudge)
     scaled_objects = ctx.informer(SCALED_OBJECTS)
@@ -106,3 +135,21 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
         session_factory=session.get,
     )
     return Controller("power-cap", reconciler, queue)
+
+
+def carbon_controller(ctx: ControllerContext) -> Controller:
+    """The carbon controller: time driven per config, woken early by spec changes."""
+    queue = ctx.new_queue("carbon")
+    configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
+    configs.add_handlers(_config_handlers(queue))
+    session = SharedSession()
+    ctx.add_cleanup(session.close)
+    reconciler = CarbonReconciler(
+        ctx.client,
+        configs=configs,
+        events=ctx.events,
+        metrics=capping_metrics(ctx.metrics.registry),
+        settings=CarbonSettings(),
+        session_factory=session.get,
+    )
+    return Controller("carbon", reconciler, queue)

@@ -10,92 +10,34 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from climatik.devcluster.cluster import ClusterInfo
-from climatik.kube.client import KubeClient
 from climatik.reconcilers.resources import CAPPED_BY_ANNOTATION, USER_MAX_ANNOTATION
 from climatik.runtime.capping import power_cap_controller
 from climatik.runtime.manager import Manager
-from climatik.runtime.settings import RuntimeSettings
 from tests.integration.conftest import Kubectl
 from tests.integration.polling import eventually
+from tests.integration.workloads import (
+    capping_config,
+    ceiling_becomes,
+    condition,
+    deployment,
+    kubectl_json,
+    running_manager,
+    running_pods,
+    scaled_object,
+    serve_watts,
+    so_ref,
+)
 
 if TYPE_CHECKING:
     from tests.integration.prometheus import ExporterHandle, PrometheusFactory, PrometheusServer
 
 pytest_plugins = ["tests.integration.prometheus"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
-
-API = "powercapping.climatik-project.ai/v1"
-
-
-def deployment(name: str, replicas: int, labels: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [{"name": "vllm", "image": "vllm/vllm-openai:latest"}],
-                    "nodeSelector": {"type": "kwok"},
-                    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
-                },
-            },
-        },
-    }
-
-
-def scaled_object(
-    name: str, deployment_name: str, *, min_replicas: int = 1, max_replicas: int = 10
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": {"name": name},
-        "spec": {
-            "scaleTargetRef": {"name": deployment_name},
-            "minReplicaCount": min_replicas,
-            "maxReplicaCount": max_replicas,
-            "triggers": [
-                {
-                    "type": "prometheus",
-                    "metadata": {
-                        "serverAddress": "http://prometheus:9090",
-                        "query": "sum(vllm:num_requests_waiting)",
-                        "threshold": "5",
-                    },
-                }
-            ],
-        },
-    }
-
-
-def capping_config(
-    name: str, prometheus_url: str, refs: list[dict[str, Any]], *, policy: str, cap_w: int
-) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "PowerCappingConfig",
-        "metadata": {"name": name},
-        "spec": {
-            "powerCapLimit": cap_w,
-            "scaleObjectRef": refs,
-            "policy": {"type": policy},
-            "powerMeasurement": {"preset": "KeplerPod", "prometheusAddress": prometheus_url},
-            "failSafe": {"maxMetricAgeSeconds": 30, "holdSeconds": 600},
-        },
-    }
-
-
-def so_ref(name: str) -> dict[str, Any]:
-    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": name}}
 
 
 @pytest.fixture
@@ -104,70 +46,8 @@ async def controller(
 ) -> AsyncIterator[Manager]:
     """The power-cap controller in a real manager, scoped to the test's namespace."""
     monkeypatch.setenv("CLIMATIK_CAPPING__INTERVAL_S", "1")
-    settings = RuntimeSettings(
-        kube={"kubeconfig": str(dev_cluster.kubeconfig), "namespace": namespace},
-        leader_election={"enabled": False},
-        http={"host": "127.0.0.1", "port": 0},
-    )
-    client = await KubeClient.from_config(str(dev_cluster.kubeconfig))
-    manager = Manager(settings, client, install_signal_handlers=False)
-    manager.add_controller(power_cap_controller)
-    task = asyncio.create_task(manager.run(), name="manager")
-    try:
+    async with running_manager(dev_cluster, namespace, [power_cap_controller]) as manager:
         yield manager
-    finally:
-        manager.request_stop()
-        await asyncio.wait_for(task, 30)
-        await client.close()
-
-
-async def kubectl_json(kubectl: Kubectl, *args: str) -> Any:
-    result = await asyncio.to_thread(kubectl.run, "get", *args, "-o", "json")
-    return json.loads(result.stdout)
-
-
-async def running_pods(kubectl: Kubectl, app: str, count: int) -> list[dict[str, Any]]:
-    async def probe() -> list[dict[str, Any]]:
-        items = (await kubectl_json(kubectl, "pods", "-l", f"app={app}"))["items"]
-        return [p for p in items if p["status"].get("phase") == "Running"]
-
-    return await eventually(probe, lambda pods: len(pods) == count, timeout_s=90)
-
-
-async def serve_watts(
-    exporter: ExporterHandle, namespace: str, pods: list[dict[str, Any]], watts: float
-) -> None:
-    await exporter.add_pods(
-        [
-            {
-                "namespace": namespace,
-                "name": p["metadata"]["name"],
-                "node": p["spec"].get("nodeName", ""),
-                "cpu_watts": watts,
-                "gpu_watts": None,
-                "tokens_per_s": watts / 10,
-            }
-            for p in pods
-        ]
-    )
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    for item in (obj.get("status") or {}).get("conditions") or ():
-        if item["type"] == type_:
-            return dict(item)
-    return {}
-
-
-async def ceiling_becomes(
-    kubectl: Kubectl, name: str, expected: int, timeout_s: float = 45
-) -> dict[str, Any]:
-    so: dict[str, Any] = await eventually(
-        lambda: kubectl_json(kubectl, "scaledobject", name),
-        lambda obj: obj["spec"].get("maxReplicaCount") == expected,
-        timeout_s=timeout_s,
-    )
-    return so
 
 
 async def test_threshold_policy_follows_the_design_document(
