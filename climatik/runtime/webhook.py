@@ -76,7 +76,7 @@ class WebhookServer:
     """A running admission webhook server; `port` is the bound port."""
 
     def __init__(self, runner: web.AppRunner, host: str, port: int, path: str) -> None:
-        self._runner = runner
+        self._runner: web.AppRunner | None = runner
         self.host = host
         self.port = port
         self.path = path
@@ -86,8 +86,10 @@ class WebhookServer:
         return f"https://{self.host}:{self.port}{self.path}"
 
     async def stop(self) -> None:
-        """Stop accepting connections and close the open ones."""
-        await self._runner.cleanup()
+        """Stop accepting connections and close the open ones (idempotent)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
 
 def webhook_app(

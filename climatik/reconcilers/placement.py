@@ -1,0 +1,752 @@
+"""The placement reconciler: rack scores, webhook snapshot, deletion costs, template, cooling.
+
+For one PowerCappingConfig (key `namespace/name`) every `interval_s`, and whenever the config
+changes, it:
+
+1. finds the Deployments the config targets (through its ScaledObjects / InferenceServices, or
+   `deploymentName` directly) and their pods, and the racks from the nodes' rack label;
+2. reads rack signals (power, inlet, supply air, power history) from a `RackSignalSource`, and
+   the racks' heat recirculation factors from a ConfigMap (or, lacking one, estimates them from
+   the history it has seen, by least squares);
+3. scores the racks per workload with the placement policy (`score_racks`, the smoothing term
+   uses the workload's own power series);
+4. acts, according to `spec.placement.mode`:
+   - `Webhook` (default): publishes the preferred racks and the racks to avoid in the
+     `PlacementSnapshot` that the admission webhook reads (new pods only, nothing restarts);
+   - `Template` (opt-in): patches the Deployment's pod-template node affinity, the design
+     document's §10.5 literally: required `In` the admissible racks, preferred the best one.
+     Every change is a rollout of the whole Deployment, so it changes only when the set of
+     admissible racks or the best rack changes, and at most once per `template_min_interval_s`.
+     The user's own node affinity is remembered in an annotation and kept in every patch;
+   - in both modes keeps `controller.kubernetes.io/pod-deletion-cost` current on the managed
+     pods (lower on hotter / fuller racks, so the ReplicaSet removes those replicas first);
+     a pod is patched only when its value changes;
+5. recommends supply-air setpoints per cooling group (zone, or rack) and, with
+   `spec.cooling.mode: Webhook`, posts them to the cooling system (`DryRun` only reports);
+6. reports: the `RacksWithinLimits` condition (with per-rack score, power, inlet and headroom in
+   its message), Events on transitions, and the `climatik_rack_*` metrics.
+
+`status.racks` is written by the power-cap reconciler; this one writes only its condition, with
+the object's resourceVersion, so neither can silently drop the other's update.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+import yaml
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from climatik.api.convert import InvalidConfigError, config_from_object
+from climatik.api.models import ConditionStatus, ConditionType, PowerCappingConfigStatus
+from climatik.api.status import set_condition, status_from_wire, status_patch
+from climatik.domain.config import CoolingMode, PlacementMode, PowerCappingConfig, TargetKind
+from climatik.domain.placement import (
+    InletReading,
+    PlacementStrategy,
+    PlacementWeights,
+    PlaceObservation,
+    PlaceScore,
+    SupplySetpoint,
+    SupplySettings,
+)
+from climatik.kube.client import CONFIGMAPS, DEPLOYMENTS, PODS, ApiError, KubeClient
+from climatik.kube.store import thaw
+from climatik.policies.placement import (
+    estimate_recirculation,
+    order_pods_for_scale_in,
+    preferred_rack_weights,
+    recommend_supply_setpoints,
+    score_racks,
+)
+from climatik.reconcilers.placement_metrics import PlacementMetrics
+from climatik.reconcilers.placement_webhook import PlacementSnapshot, WorkloadPlacement
+from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
+from climatik.reconcilers.result import Result
+from climatik.reconcilers.targets import resolve_targets
+from climatik.sources.cooling import CoolingController, CoolingError
+from climatik.sources.power import RackNodes
+from climatik.sources.racks import RackSignals, RackSignalSource
+
+log = structlog.get_logger(__name__)
+
+DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
+ORIGINAL_AFFINITY_ANNOTATION = "climatik-project.ai/original-node-affinity"
+"""The user's own node affinity of a Deployment, kept while Template mode owns the template."""
+TEMPLATE_RACKS_ANNOTATION = "climatik-project.ai/placement-racks"
+"""What Template mode last wrote, in words, and when it may next change."""
+RECIRCULATION_KEY = "racks.yaml"
+
+Obj = Mapping[str, Any]
+
+
+class PlacementSettings(BaseSettings):
+    """Controller-wide settings of rack placement (prefix `CLIMATIK_PLACEMENT__`)."""
+
+    model_config = SettingsConfigDict(env_prefix="CLIMATIK_PLACEMENT__", extra="ignore")
+
+    interval_s: float = Field(default=30.0, gt=0)
+    """How often racks are re-read and re-scored, besides reacting to changes."""
+    zone_label_key: str = "climatik-project.ai/zone"
+    """Node label naming the cooling zone; without it a rack is its own zone."""
+    recirculation_config_map: str = "climatik-recirculation"
+    """ConfigMap (in the config's namespace) with `racks.yaml`: per rack
+    `recirculationCPerKw` and optionally `zone`."""
+    snapshot_max_age_s: float = Field(default=300.0, gt=0)
+    """The webhook ignores scores older than this (the reconciler has stalled)."""
+    max_preferred_racks: int = Field(default=10, ge=1, le=100)
+    template_min_interval_s: float = Field(default=600.0, ge=0)
+    """Least time between two Template-mode patches of one Deployment (each is a rollout)."""
+    history_samples: int = Field(default=720, ge=0)
+    """Rack readings kept per config for estimating recirculation (0 disables the estimate)."""
+    supply_guard_c: float = Field(default=0.5, ge=0)
+    min_supply_c: float = 10.0
+    max_supply_c: float = 27.0
+    max_supply_step_c: float = Field(default=2.0, gt=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """One Deployment a config places, with its pods and their nodes."""
+
+    namespace: str
+    deployment: str
+    pods: tuple[Obj, ...]
+
+
+@dataclass
+class _Memory:
+    """What the reconciler remembers about one config between reconciles."""
+
+    history: deque[tuple[tuple[float, ...], tuple[float, ...]]] = field(
+        default_factory=lambda: deque(maxlen=720)
+    )
+    history_racks: tuple[str, ...] = ()
+    over_limit: frozenset[str] = frozenset()
+    last_cooling: str = ""
+    template_changed_at: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RackView:
+    """A rack as the reconciler sees it this round."""
+
+    rack_id: str
+    nodes: tuple[str, ...]
+    zone: str
+    signals: RackSignals
+    observation: PlaceObservation
+
+
+def _meta(obj: Obj) -> Obj:
+    meta: Obj = obj.get("metadata") or {}
+    return meta
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+class PlacementReconciler:
+    """Reconciles one PowerCappingConfig key for rack placement and cooling."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        configs: Any,
+        scaled_objects: Any,
+        inference_services: Any,
+        deployments: Any,
+        pods: Any,
+        nodes: Any,
+        signal_source: Callable[[PowerCappingConfig], Awaitable[RackSignalSource]],
+        cooling: Callable[[PowerCappingConfig], Awaitable[CoolingController]],
+        snapshot: PlacementSnapshot,
+        events: Any,
+        metrics: PlacementMetrics,
+        settings: PlacementSettings | None = None,
+        weights: PlacementWeights | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._client = client
+        self._configs = configs
+        self._scaled_objects = scaled_objects
+        self._inference_services = inference_services
+        self._deployments = deployments
+        self._pods = pods
+        self._nodes = nodes
+        self._signal_source = signal_source
+        self._cooling = cooling
+        self.snapshot = snapshot
+        self._events = events
+        self._metrics = metrics
+        self._settings = settings or PlacementSettings()
+        self._weights = weights or PlacementWeights()
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._memory: dict[str, _Memory] = {}
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def reconcile(self, key: str) -> Result:
+        obj = self._configs.store.get(key)
+        if obj is None:
+            self._forget(key)
+            return Result()
+        try:
+            config = config_from_object(obj)
+        except InvalidConfigError:
+            # The power-cap reconciler reports an invalid spec; placement just stands aside.
+            self._forget(key)
+            return Result()
+        if (
+            config.placement.mode is PlacementMode.DISABLED
+            and config.cooling.mode is CoolingMode.DISABLED
+        ):
+            self._forget(key)
+            return Result()
+        memory = self._memory.setdefault(key, _Memory())
+        if memory.history.maxlen != self._settings.history_samples:
+            memory.history = deque(memory.history, maxlen=self._settings.history_samples)
+
+        source = await self._signal_source(config)
+        racks = await self._racks(config, source, memory)
+        workloads = self._workloads(config)
+        scored: dict[tuple[str, str], tuple[PlaceScore, ...]] = {}
+        for workload in workloads:
+            pod_names = [str(_meta(p).get("name")) for p in workload.pods]
+            series = await source.service_power_series(workload.namespace, pod_names)
+            scored[(workload.namespace, workload.deployment)] = score_racks(
+                [r.observation for r in racks],
+                PlacementStrategy.CLIMATIK,
+                self._weights,
+                service_series_w=series or None,
+            )
+        # Rack-level view (no service): what status, metrics and cooling report.
+        rack_scores = score_racks([r.observation for r in racks], weights=self._weights)
+
+        self._publish(config, workloads, scored)
+        if config.placement.mode is not PlacementMode.DISABLED:
+            await self._deletion_costs(config, workloads, scored, racks)
+        if config.placement.mode is PlacementMode.TEMPLATE:
+            await self._templates(config, workloads, scored, memory)
+        setpoints = await self._cool(obj, config, racks, memory)
+        self._report_metrics(config, racks, rack_scores, scored, setpoints)
+        requeue = await self._report_status(obj, config, racks, rack_scores, memory)
+        if requeue:
+            return Result(requeue=True)
+        return Result(requeue_after=self._settings.interval_s)
+
+    def _forget(self, key: str) -> None:
+        self.snapshot.remove(key)
+        self._memory.pop(key, None)
+        self._metrics.forget_config(key)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _workloads(self, config: PowerCappingConfig) -> list[Workload]:
+        namespace = config.namespace
+        resolution = resolve_targets(
+            config,
+            scaled_objects=self._scaled_objects.store.objects(),
+            inference_services=self._inference_services.store.objects(),
+            deployments=self._deployments.store.objects(),
+            pods=self._pods.store.objects(),
+        )
+        names: dict[str, None] = {}
+        for target in resolution.targets:
+            if target.kind is TargetKind.INFERENCE_SERVICE:
+                names[f"{target.name}-predictor"] = None
+            else:
+                ref = (target.obj.get("spec") or {}).get("scaleTargetRef") or {}
+                if ref.get("kind", "Deployment") == "Deployment" and ref.get("name"):
+                    names[str(ref["name"])] = None
+        if config.deployment_name:
+            names[config.deployment_name] = None
+        out: list[Workload] = []
+        for name in names:
+            deployment = self._deployments.store.get(f"{namespace}/{name}")
+            if deployment is None:
+                continue
+            selector = (deployment.get("spec") or {}).get("selector") or {}
+            match_labels: Mapping[str, str] = selector.get("matchLabels") or {}
+            if not match_labels:
+                continue
+            pods = tuple(
+                p
+                for p in self._pods.store.objects()
+                if _meta(p).get("namespace") == namespace
+                and all((_meta(p).get("labels") or {}).get(k) == v for k, v in match_labels.items())
+                and not _meta(p).get("deletionTimestamp")
+            )
+            out.append(Workload(namespace, name, pods))
+        return out
+
+    async def _recirculation(self, config: PowerCappingConfig) -> dict[str, dict[str, Any]]:
+        try:
+            cm = await self._client.get(
+                CONFIGMAPS, self._settings.recirculation_config_map, config.namespace
+            )
+        except ApiError as error:
+            if not error.is_not_found:
+                log.warning("recirculation_config_map_unreadable", error=str(error))
+            return {}
+        raw = (cm.get("data") or {}).get(RECIRCULATION_KEY)
+        if not raw:
+            return {}
+        try:
+            parsed = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            log.warning("recirculation_config_map_invalid", error=str(error)[:200])
+            return {}
+        if not isinstance(parsed, dict):
+            return {}
+        return {str(k): v for k, v in parsed.items() if isinstance(v, dict)}
+
+    async def _racks(
+        self, config: PowerCappingConfig, source: RackSignalSource, memory: _Memory
+    ) -> list[RackView]:
+        label = config.placement.rack_label_key
+        nodes_by_rack: dict[str, list[str]] = {}
+        zone_of_rack: dict[str, str] = {}
+        for node in self._nodes.store.objects():
+            labels = _meta(node).get("labels") or {}
+            rack = labels.get(label)
+            if not rack:
+                continue
+            nodes_by_rack.setdefault(rack, []).append(str(_meta(node).get("name")))
+            zone = labels.get(self._settings.zone_label_key)
+            if zone:
+                zone_of_rack.setdefault(rack, zone)
+        for constraint in config.racks:
+            nodes_by_rack.setdefault(constraint.rack_id, [])
+        rack_ids = sorted(nodes_by_rack)
+        if not rack_ids:
+            return []
+        signals = await source.read_racks(
+            [RackNodes(r, tuple(sorted(nodes_by_rack[r]))) for r in rack_ids]
+        )
+        coefficients = await self._recirculation(config)
+        hrf = self._hrf(rack_ids, signals, coefficients, memory)
+        zones = {
+            r: str(coefficients.get(r, {}).get("zone") or zone_of_rack.get(r) or r)
+            for r in rack_ids
+        }
+        zone_w: dict[str, float] = {}
+        for r in rack_ids:
+            watts = _finite(signals[r].watts)
+            if watts is not None:
+                zone_w[zones[r]] = zone_w.get(zones[r], 0.0) + watts
+        views: list[RackView] = []
+        for r in rack_ids:
+            s = signals[r]
+            limits = config.rack(r)
+            max_inlet = (
+                limits.max_temperature_celsius
+                if limits is not None and limits.max_temperature_celsius is not None
+                else config.cooling.redline_celsius
+            )
+            observation = PlaceObservation(
+                place_id=r,
+                recirculation_c_per_kw=hrf.get(r, 0.0),
+                inlet_c=_finite(s.inlet_c),
+                max_inlet_c=max_inlet,
+                watts=_finite(s.watts),
+                max_watts=limits.max_power_w if limits is not None else None,
+                zone=zones[r],
+                zone_watts=zone_w.get(zones[r]),
+                supply_c=_finite(s.supply_c),
+                load_series_w=s.power_history_w,
+            )
+            views.append(RackView(r, tuple(nodes_by_rack[r]), zones[r], s, observation))
+        return views
+
+    def _hrf(
+        self,
+        rack_ids: Sequence[str],
+        signals: Mapping[str, RackSignals],
+        coefficients: Mapping[str, Mapping[str, Any]],
+        memory: _Memory,
+    ) -> dict[str, float]:
+        configured: dict[str, float] = {}
+        for r in rack_ids:
+            value = coefficients.get(r, {}).get("recirculationCPerKw")
+            if isinstance(value, int | float) and math.isfinite(value):
+                configured[r] = float(value)
+        # Remember complete readings for the estimate (racks with power and inlet).
+        if tuple(rack_ids) != memory.history_racks:
+            memory.history.clear()
+            memory.history_racks = tuple(rack_ids)
+        watts = [_finite(signals[r].watts) for r in rack_ids]
+        inlets = [_finite(signals[r].inlet_c) for r in rack_ids]
+        if memory.history.maxlen and all(v is not None for v in (*watts, *inlets)):
+            memory.history.append((tuple(w or 0.0 for w in watts), tuple(t or 0.0 for t in inlets)))
+        if len(configured) == len(rack_ids):
+            return configured
+        estimated: dict[str, float] = {}
+        needed = 2 * (len(rack_ids) + 1)
+        if len(memory.history) >= needed:
+            try:
+                estimate = estimate_recirculation(
+                    rack_ids, [h[0] for h in memory.history], [h[1] for h in memory.history]
+                )
+                estimated = dict(zip(rack_ids, estimate.factors_c_per_kw, strict=True))
+            except (ValueError, ArithmeticError) as error:
+                log.info("recirculation_estimate_unavailable", error=str(error))
+        return {r: configured.get(r, estimated.get(r, 0.0)) for r in rack_ids}
+
+    # -- acting ---------------------------------------------------------------------------------
+
+    def _publish(
+        self,
+        config: PowerCappingConfig,
+        workloads: Sequence[Workload],
+        scored: Mapping[tuple[str, str], tuple[PlaceScore, ...]],
+    ) -> None:
+        if config.placement.mode is not PlacementMode.WEBHOOK:
+            self.snapshot.remove(config.key)
+            return
+        now = self._clock()
+        placements = []
+        for w in workloads:
+            scores = scored[(w.namespace, w.deployment)]
+            placements.append(
+                WorkloadPlacement(
+                    config_key=config.key,
+                    namespace=w.namespace,
+                    deployment=w.deployment,
+                    rack_label_key=config.placement.rack_label_key,
+                    preferred=preferred_rack_weights(scores, self._settings.max_preferred_racks),
+                    excluded=_excluded(config, scores),
+                    computed_at_s=now,
+                )
+            )
+        self.snapshot.update(config.key, placements)
+
+    async def _deletion_costs(
+        self,
+        config: PowerCappingConfig,
+        workloads: Sequence[Workload],
+        scored: Mapping[tuple[str, str], tuple[PlaceScore, ...]],
+        racks: Sequence[RackView],
+    ) -> None:
+        rack_of_node = {node: r.rack_id for r in racks for node in r.nodes}
+        for w in workloads:
+            by_name = {str(_meta(p).get("name")): p for p in w.pods}
+            places = {
+                name: rack_of_node.get(str((p.get("spec") or {}).get("nodeName") or ""))
+                for name, p in by_name.items()
+            }
+            costs = order_pods_for_scale_in(places, scored[(w.namespace, w.deployment)])
+            for name, cost in costs.items():
+                annotations = _meta(by_name[name]).get("annotations") or {}
+                current = annotations.get(DELETION_COST_ANNOTATION)
+                if current == str(cost) or (current is None and cost == 0):
+                    continue
+                try:
+                    await self._client.merge_patch(
+                        PODS,
+                        name,
+                        {"metadata": {"annotations": {DELETION_COST_ANNOTATION: str(cost)}}},
+                        w.namespace,
+                    )
+                except ApiError as error:
+                    if error.is_not_found:
+                        continue  # the pod went away meanwhile
+                    raise
+                self._metrics.deletion_cost_patches.labels(config.key).inc()
+                log.info(
+                    "deletion_cost_applied",
+                    pod=f"{w.namespace}/{name}",
+                    rack=places[name],
+                    cost=cost,
+                )
+
+    async def _templates(
+        self,
+        config: PowerCappingConfig,
+        workloads: Sequence[Workload],
+        scored: Mapping[tuple[str, str], tuple[PlaceScore, ...]],
+        memory: _Memory,
+    ) -> None:
+        for w in workloads:
+            deployment = self._deployments.store.get(f"{w.namespace}/{w.deployment}")
+            if deployment is None:
+                continue
+            scores = scored[(w.namespace, w.deployment)]
+            patch = template_patch(deployment, config.placement.rack_label_key, scores)
+            if patch is None:
+                continue
+            last = memory.template_changed_at.get(w.deployment)
+            now = self._clock()
+            if last is not None and now - last < self._settings.template_min_interval_s:
+                continue
+            await self._client.merge_patch(DEPLOYMENTS, w.deployment, patch, w.namespace)
+            memory.template_changed_at[w.deployment] = now
+            self._metrics.template_patches.labels(config.key).inc()
+            note = patch["metadata"]["annotations"][TEMPLATE_RACKS_ANNOTATION]
+            log.info("template_affinity_applied", deployment=f"{w.namespace}/{w.deployment}")
+            await self._events.record(
+                deployment,
+                "Normal",
+                "TemplateAffinityUpdated",
+                f"PowerCappingConfig {config.key} set the pod template's rack affinity ({note}); "
+                "this rolls the Deployment out",
+            )
+
+    async def _cool(
+        self, obj: Obj, config: PowerCappingConfig, racks: Sequence[RackView], memory: _Memory
+    ) -> tuple[SupplySetpoint, ...]:
+        if config.cooling.mode is CoolingMode.DISABLED:
+            return ()
+        readings = [
+            InletReading(
+                place_id=r.rack_id,
+                inlet_c=r.observation.inlet_c,
+                group=r.zone,
+                supply_c=r.observation.supply_c,
+                it_watts=r.observation.watts,
+            )
+            for r in racks
+            if r.observation.inlet_c is not None
+        ]
+        setpoints = recommend_supply_setpoints(
+            readings,
+            SupplySettings(
+                redline_c=config.cooling.redline_celsius,
+                guard_c=self._settings.supply_guard_c,
+                min_supply_c=self._settings.min_supply_c,
+                max_supply_c=self._settings.max_supply_c,
+                max_step_c=self._settings.max_supply_step_c,
+            ),
+        )
+        if not setpoints:
+            return ()
+        summary = "; ".join(
+            f"{s.group}: {s.change_c:+.1f} °C"
+            + (f" to {s.supply_c:.1f} °C" if s.supply_c is not None else "")
+            + f" (hottest {s.hottest_place_id} {s.hottest_inlet_c:.1f} °C)"
+            for s in setpoints
+        )
+        if config.cooling.mode is CoolingMode.WEBHOOK:
+            controller = await self._cooling(config)
+            try:
+                outcome = await controller.apply(config.key, setpoints)
+            except CoolingError as error:
+                self._metrics.cooling_posts.labels(config.key, "error").inc()
+                await self._events.record(obj, "Warning", "CoolingWebhookFailed", str(error))
+                return setpoints
+            self._metrics.cooling_posts.labels(config.key, "sent").inc()
+            if summary != memory.last_cooling:
+                await self._events.record(
+                    obj, "Normal", "CoolingSetpointsSent", f"{summary} ({outcome.detail})"
+                )
+        elif summary != memory.last_cooling:
+            await self._events.record(
+                obj, "Normal", "CoolingRecommendation", f"dry run, not sent: {summary}"
+            )
+        memory.last_cooling = summary
+        return setpoints
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def _report_metrics(
+        self,
+        config: PowerCappingConfig,
+        racks: Sequence[RackView],
+        rack_scores: Sequence[PlaceScore],
+        scored: Mapping[tuple[str, str], tuple[PlaceScore, ...]],
+        setpoints: Sequence[SupplySetpoint],
+    ) -> None:
+        m = self._metrics
+        # Drop last round's series (racks or groups may be gone), then set this round's; no
+        # await in between, so a scrape never sees the gap.
+        m.forget_config(config.key)
+        key = config.key
+        admissible = {s.place_id: s.admissible for s in rack_scores}
+        for r in racks:
+            o = r.observation
+            m.set_gauge(m.rack_admissible, 1.0 if admissible[r.rack_id] else 0.0, key, r.rack_id)
+            if o.inlet_c is not None:
+                m.set_gauge(m.rack_inlet, o.inlet_c, key, r.rack_id)
+            if o.watts is not None:
+                m.set_gauge(m.rack_power, o.watts, key, r.rack_id)
+            if o.thermal_headroom_c is not None:
+                m.set_gauge(m.rack_thermal_headroom, o.thermal_headroom_c, key, r.rack_id)
+            if o.power_headroom_w is not None:
+                m.set_gauge(m.rack_power_headroom, o.power_headroom_w, key, r.rack_id)
+        for (namespace, deployment), scores in scored.items():
+            for s in scores:
+                m.set_gauge(m.rack_score, s.score, key, f"{namespace}/{deployment}", s.place_id)
+        for sp in setpoints:
+            m.set_gauge(m.supply_change, sp.change_c, key, sp.group)
+            if sp.supply_c is not None:
+                m.set_gauge(m.supply_setpoint, sp.supply_c, key, sp.group)
+
+    async def _report_status(
+        self,
+        obj: Obj,
+        config: PowerCappingConfig,
+        racks: Sequence[RackView],
+        rack_scores: Sequence[PlaceScore],
+        memory: _Memory,
+    ) -> bool:
+        """Write the RacksWithinLimits condition; True when the write lost a race (retry)."""
+        by_id = {r.rack_id: r for r in racks}
+        over = frozenset(s.place_id for s in rack_scores if not s.admissible)
+        lines = [_rack_line(by_id[s.place_id], s) for s in rack_scores[:16]]
+        measured = any(
+            r.observation.inlet_c is not None or r.observation.watts is not None for r in racks
+        )
+        if not racks or not measured:
+            status, reason = ConditionStatus.UNKNOWN, "NoRackData"
+            problems = [p for r in racks for p in r.signals.problems][:3]
+            message = (
+                "no rack readings: " + "; ".join(problems)
+                if problems
+                else f"no nodes carry the rack label {config.placement.rack_label_key!r}"
+                if not racks
+                else "no rack readings"
+            )
+        elif over:
+            status, reason = ConditionStatus.FALSE, "RackOverLimit"
+            message = f"over a limit: {', '.join(sorted(over))}. " + "; ".join(lines)
+        else:
+            status, reason = ConditionStatus.TRUE, "WithinLimits"
+            message = "; ".join(lines)
+        for rack in sorted(over - memory.over_limit):
+            await self._events.record(
+                obj,
+                "Warning",
+                "RackOverLimit",
+                f"rack {rack} is at or over its limit: {_rack_line(by_id[rack], None)}; new "
+                "replicas are steered away and its replicas are removed first on scale-in",
+            )
+        memory.over_limit = over
+        current = status_from_wire(obj)
+        conditions = set_condition(
+            current.conditions if current else None,
+            type_=str(ConditionType.RACKS_WITHIN_LIMITS),
+            status=status,
+            reason=reason,
+            message=message[:4000],
+            observed_generation=config.generation,
+            now=self._wall_clock(),
+        )
+        desired = (current or PowerCappingConfigStatus()).model_copy(
+            update={"conditions": list(conditions)}
+        )
+        patch = status_patch(current, desired, resource_version=_meta(obj).get("resourceVersion"))
+        if patch is None:
+            return False
+        try:
+            await self._client.merge_patch(
+                POWER_CAPPING_CONFIGS,
+                config.name,
+                patch,
+                config.namespace,
+                subresource="status",
+            )
+        except ApiError as error:
+            if error.is_conflict:
+                return True
+            if error.is_not_found:
+                return False
+            raise
+        return False
+
+
+def _excluded(config: PowerCappingConfig, scores: Sequence[PlaceScore]) -> tuple[str, ...]:
+    """Racks to refuse; never all of them (placement must not make pods unschedulable)."""
+    if not config.placement.exclude_over_limit_racks:
+        return ()
+    over = tuple(sorted(s.place_id for s in scores if not s.admissible))
+    if len(over) == len(scores):
+        return ()
+    return over
+
+
+def _rack_line(rack: RackView, score: PlaceScore | None) -> str:
+    o = rack.observation
+    parts = [rack.rack_id]
+    if score is not None:
+        parts.append(f"score {score.score:.2f}")
+    if o.watts is not None:
+        parts.append(f"{o.watts / 1000.0:.1f} kW")
+    if o.inlet_c is not None:
+        parts.append(f"inlet {o.inlet_c:.1f} °C")
+    if o.thermal_headroom_c is not None:
+        parts.append(f"{o.thermal_headroom_c:.1f} °C headroom")
+    if o.power_headroom_w is not None:
+        parts.append(f"{o.power_headroom_w / 1000.0:.1f} kW headroom")
+    return " ".join(parts)
+
+
+def template_patch(
+    deployment: Obj, rack_label_key: str, scores: Sequence[PlaceScore]
+) -> dict[str, Any] | None:
+    """The merge patch that points the Deployment's pod template at the best racks, or None.
+
+    Design document §10.5: `requiredDuringScheduling... In [racks]`, here the admissible racks
+    (with one rack hot out of two, exactly the document's `In [rack1]`), plus a preferred term
+    for the best rack. The user's own node affinity (remembered in an annotation the first time)
+    is kept: our requirement is ANDed into each of its required terms, its preferred terms stay.
+    None when there is no admissible rack or nothing would change.
+    """
+    admissible = [s for s in scores if s.admissible]
+    if not admissible:
+        return None
+    best = min(admissible, key=lambda s: (-s.score, s.place_id)).place_id
+    allowed = sorted(s.place_id for s in admissible)
+    annotations: Mapping[str, str] = _meta(deployment).get("annotations") or {}
+    pod_spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    current = thaw((pod_spec.get("affinity") or {}).get("nodeAffinity"))
+    if ORIGINAL_AFFINITY_ANNOTATION in annotations:
+        original = json.loads(annotations[ORIGINAL_AFFINITY_ANNOTATION]) or {}
+        original_text = annotations[ORIGINAL_AFFINITY_ANNOTATION]
+    else:
+        original = json.loads(json.dumps(current or {}))  # a deep copy
+        original_text = json.dumps(original, sort_keys=True)
+    in_allowed = {"key": rack_label_key, "operator": "In", "values": allowed}
+    required = dict(original.get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    terms = [dict(t) for t in required.get("nodeSelectorTerms") or []] or [{}]
+    for term in terms:
+        term["matchExpressions"] = [*(term.get("matchExpressions") or []), in_allowed]
+    required["nodeSelectorTerms"] = terms
+    preferred = [
+        *(original.get("preferredDuringSchedulingIgnoredDuringExecution") or []),
+        {
+            "weight": 100,
+            "preference": {
+                "matchExpressions": [{"key": rack_label_key, "operator": "In", "values": [best]}]
+            },
+        },
+    ]
+    desired = {
+        **original,
+        "requiredDuringSchedulingIgnoredDuringExecution": required,
+        "preferredDuringSchedulingIgnoredDuringExecution": preferred,
+    }
+    if current == desired:
+        return None
+    note = f"best {best}; allowed {','.join(allowed)}"
+    return {
+        "metadata": {
+            "annotations": {
+                ORIGINAL_AFFINITY_ANNOTATION: original_text,
+                TEMPLATE_RACKS_ANNOTATION: note,
+            }
+        },
+        "spec": {"template": {"spec": {"affinity": {"nodeAffinity": desired}}}},
+    }
