@@ -57,7 +57,7 @@ class ThresholdSettings:
 class HeadroomSettings:
     """Tuning of the headroom policy; defaults are the ones the twin's scenarios are run with."""
 
-    safety_margin_fraction: float = 0.06
+    safety_margin_fraction: float = 0.04
     """Share of the cap kept free for noise, measurement lag and load growth between decisions."""
     hysteresis_fraction: float = 0.03
     """Extra share of the cap a ceiling must clear before it is raised (keeps ceilings still)."""

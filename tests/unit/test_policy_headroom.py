@@ -210,7 +210,7 @@ def test_growth_favours_the_target_with_more_tokens_per_joule() -> None:
     plan = decide_replica_ceilings(
         scope(lean, fat, cap_w=60_000.0), policy, learned(lean=5000.0, fat=5000.0), 0.0
     )
-    # 56.4 kW usable - 40 kW running = 3 more replicas of 5 kW; the leaner gets more of them.
+    # 57.6 kW usable - 40 kW running = 3 more replicas of 5 kW; the leaner gets more of them.
     assert plan.ceiling("lean") + plan.ceiling("fat") == 11
     assert plan.ceiling("lean") > plan.ceiling("fat") >= 4
 
