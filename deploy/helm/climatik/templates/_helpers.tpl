@@ -18,7 +18,7 @@
 
 {{- define "climatik.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
-{{- default (include "climatik.fullname" .) .Values.serviceAccount.name }}
+{{- default (printf "%s-controller" (include "climatik.fullname" .)) .Values.serviceAccount.name }}
 {{- else }}
 {{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
 {{- end }}
