@@ -1,0 +1,390 @@
+"""The placement reconciler over in-memory caches: what it publishes, patches and reports.
+
+The Kubernetes side is a recording client (the dev-cluster tests in
+tests/integration/test_placement.py run the same reconciler against the real API server).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from climatik.domain.config import PowerCappingConfig
+from climatik.domain.placement import PlaceScore, SupplySetpoint
+from climatik.kube.client import ApiError, Resource
+from climatik.kube.store import Store
+from climatik.reconcilers.placement import (
+    DELETION_COST_ANNOTATION,
+    ORIGINAL_AFFINITY_ANNOTATION,
+    PlacementReconciler,
+    PlacementSettings,
+    template_patch,
+)
+from climatik.reconcilers.placement_metrics import PlacementMetrics
+from climatik.reconcilers.placement_webhook import PlacementSnapshot
+from climatik.reconcilers.result import Result
+from climatik.sources.cooling import CoolingController, CoolingError, CoolingOutcome
+from climatik.sources.racks import RackSignals, RackSignalSource, StaticRackSignalSource
+
+KEY = "climatik-project.ai/rack"
+NS = "llm"
+
+
+class Cache:
+    def __init__(self, *objs: dict[str, Any]) -> None:
+        self.store = Store({})
+        for obj in objs:
+            self.store.upsert(obj)
+
+
+class RecordingClient:
+    """Records patches; answers GETs from a dict (404 otherwise)."""
+
+    def __init__(self, objects: dict[tuple[str, str], dict[str, Any]] | None = None) -> None:
+        self.objects = objects or {}
+        self.patches: list[tuple[str, str, dict[str, Any], str | None]] = []
+
+    async def get(self, resource: Resource, name: str, namespace: str | None = None) -> Any:
+        found = self.objects.get((resource.plural, name))
+        if found is None:
+            raise ApiError(404, {"reason": "NotFound"})
+        return found
+
+    async def merge_patch(
+        self,
+        resource: Resource,
+        name: str,
+        patch: dict[str, Any],
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+    ) -> Any:
+        self.patches.append((resource.plural, name, patch, subresource))
+        return {}
+
+
+class Events:
+    def __init__(self) -> None:
+        self.recorded: list[tuple[str, str, str, str]] = []
+
+    async def record(self, obj: Any, event_type: str, reason: str, message: str) -> bool:
+        self.recorded.append((obj["metadata"]["name"], event_type, reason, message))
+        return True
+
+
+class Cooling:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.sent: list[Sequence[SupplySetpoint]] = []
+
+    async def apply(self, config_key: str, setpoints: Sequence[SupplySetpoint]) -> CoolingOutcome:
+        if self.fail:
+            raise CoolingError("cooling webhook http://bms answered HTTP 503: busy")
+        self.sent.append(setpoints)
+        return CoolingOutcome(True, "sent")
+
+
+def config(mode: str = "Webhook", cooling: str = "DryRun", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "powercapping.climatik-project.ai/v1",
+        "kind": "PowerCappingConfig",
+        "metadata": {"name": "cap", "namespace": NS, "generation": 3, "resourceVersion": "7"},
+        "spec": {
+            "powerCapLimit": 100_000,
+            "deploymentName": "chat",
+            "rackConstraints": [
+                {"rackId": "rack-a", "maxPower": 40_000, "maxTemperature": 30},
+                {"rackId": "rack-b", "maxPower": 40_000, "maxTemperature": 30},
+            ],
+            "placement": {"mode": mode, "rackLabelKey": KEY},
+            "cooling": (
+                {"mode": cooling, "webhookURL": "http://bms.example/setpoints"}
+                if cooling == "Webhook"
+                else {"mode": cooling}
+            ),
+            **spec,
+        },
+    }
+
+
+def node(name: str, rack: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": {KEY: rack}}}
+
+
+def pod(name: str, node_name: str, cost: str | None = None) -> dict[str, Any]:
+    annotations = {DELETION_COST_ANNOTATION: cost} if cost is not None else {}
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "labels": {"app": "chat"},
+            "annotations": annotations,
+        },
+        "spec": {"nodeName": node_name},
+    }
+
+
+DEPLOYMENT = {
+    "metadata": {"name": "chat", "namespace": NS},
+    "spec": {
+        "selector": {"matchLabels": {"app": "chat"}},
+        "template": {"metadata": {"labels": {"app": "chat"}}, "spec": {"containers": []}},
+    },
+}
+
+
+def reconciler(
+    cfg: dict[str, Any],
+    pods: Sequence[dict[str, Any]],
+    signals: RackSignalSource,
+    *,
+    client: RecordingClient | None = None,
+    cooling: CoolingController | None = None,
+    deployment: dict[str, Any] | None = None,
+) -> tuple[PlacementReconciler, RecordingClient, Events, PlacementMetrics]:
+    client = client or RecordingClient()
+    events = Events()
+    metrics = PlacementMetrics()
+
+    async def source_for(_c: PowerCappingConfig) -> RackSignalSource:
+        return signals
+
+    async def cooling_for(_c: PowerCappingConfig) -> CoolingController:
+        return cooling or Cooling()
+
+    rec = PlacementReconciler(
+        client,  # type: ignore[arg-type]
+        configs=Cache(cfg),
+        scaled_objects=Cache(),
+        inference_services=Cache(),
+        deployments=Cache(deployment or DEPLOYMENT),
+        pods=Cache(*pods),
+        nodes=Cache(node("a-0", "rack-a"), node("b-0", "rack-b"), node("x", "")),
+        signal_source=source_for,
+        cooling=cooling_for,
+        snapshot=PlacementSnapshot(),
+        events=events,
+        metrics=metrics,
+        settings=PlacementSettings(interval_s=7.0),
+        clock=lambda: 1000.0,
+    )
+    return rec, client, events, metrics
+
+
+def static(*signals: RackSignals) -> StaticRackSignalSource:
+    source = StaticRackSignalSource()
+    source.set(*signals)
+    return source
+
+
+HOT_OVER = RackSignals("rack-a", watts=20_000.0, inlet_c=31.0)
+COOL = RackSignals("rack-b", watts=10_000.0, inlet_c=22.0)
+
+
+async def test_webhook_mode_publishes_preferences_and_exclusions() -> None:
+    rec, client, events, metrics = reconciler(config(), [], static(HOT_OVER, COOL))
+    result = await rec.reconcile(f"{NS}/cap")
+    assert result.requeue_after == 7.0
+    found = rec.snapshot.lookup(NS, "chat")
+    assert found is not None
+    assert found.preferred == (("rack-b", 100),)
+    assert found.excluded == ("rack-a",)
+    assert found.rack_label_key == KEY
+    # Status: the RacksWithinLimits condition only, written as a compare-and-swap.
+    (status_patch,) = [p for p in client.patches if p[3] == "status"]
+    body = status_patch[2]
+    assert body["metadata"] == {"resourceVersion": "7"}
+    (condition,) = body["status"]["conditions"]
+    assert (condition["type"], condition["status"], condition["reason"]) == (
+        "RacksWithinLimits",
+        "False",
+        "RackOverLimit",
+    )
+    assert "rack-b score" in condition["message"]
+    assert "racks" not in body["status"]  # status.racks belongs to the power-cap reconciler
+    reasons = [e[2] for e in events.recorded]
+    assert "RackOverLimit" in reasons
+    assert "CoolingRecommendation" in reasons
+    r = metrics.registry
+    assert (
+        r.get_sample_value("climatik_rack_inlet_celsius", {"config": "llm/cap", "rack": "rack-a"})
+        == 31.0
+    )
+    assert (
+        r.get_sample_value("climatik_rack_admissible", {"config": "llm/cap", "rack": "rack-a"})
+        == 0.0
+    )
+    assert (
+        r.get_sample_value(
+            "climatik_rack_score", {"config": "llm/cap", "workload": "llm/chat", "rack": "rack-b"}
+        )
+        is not None
+    )
+    # A second round with the same readings repeats no Event.
+    events.recorded.clear()
+    await rec.reconcile(f"{NS}/cap")
+    assert events.recorded == []
+
+
+async def test_every_rack_over_its_limit_excludes_none() -> None:
+    both_hot = static(HOT_OVER, RackSignals("rack-b", watts=20_000.0, inlet_c=33.0))
+    rec, *_ = reconciler(config(), [], both_hot)
+    await rec.reconcile(f"{NS}/cap")
+    found = rec.snapshot.lookup(NS, "chat")
+    assert found is not None
+    assert found.excluded == ()
+    assert found.preferred == ()
+
+
+async def test_deletion_costs_are_patched_only_when_they_change() -> None:
+    pods = [pod("p-a", "a-0"), pod("p-b", "b-0", cost="1"), pod("p-x", "", cost=None)]
+    hot_ok = RackSignals("rack-a", watts=20_000.0, inlet_c=28.0)
+    rec, client, *_ = reconciler(config(), pods, static(hot_ok, COOL))
+    await rec.reconcile(f"{NS}/cap")
+    pod_patches = {p[1]: p[2] for p in client.patches if p[0] == "pods"}
+    assert pod_patches == {
+        "p-a": {"metadata": {"annotations": {DELETION_COST_ANNOTATION: "1"}}},
+        "p-b": {"metadata": {"annotations": {DELETION_COST_ANNOTATION: "2"}}},
+    }
+    # Already current (p-a 1, p-b 2, unscheduled p-x 0 = absent): nothing to write.
+    current = [pod("p-a", "a-0", "1"), pod("p-b", "b-0", "2"), pod("p-x", "")]
+    rec2, client2, *_ = reconciler(config(), current, static(hot_ok, COOL))
+    await rec2.reconcile(f"{NS}/cap")
+    assert [p for p in client2.patches if p[0] == "pods"] == []
+
+
+async def test_recirculation_from_config_map_orders_otherwise_equal_racks() -> None:
+    cm = {
+        "data": {
+            "racks.yaml": (
+                "rack-a: {recirculationCPerKw: 0.1}\nrack-b: {recirculationCPerKw: 2.5, zone: z9}\n"
+            )
+        }
+    }
+    same = [RackSignals("rack-a", watts=10_000.0, inlet_c=22.0), COOL]
+    rec, *_ = reconciler(
+        config(),
+        [],
+        static(*same),
+        client=RecordingClient({("configmaps", "climatik-recirculation"): cm}),
+    )
+    await rec.reconcile(f"{NS}/cap")
+    found = rec.snapshot.lookup(NS, "chat")
+    assert found is not None
+    assert found.preferred[0] == ("rack-a", 100)
+
+
+async def test_cooling_webhook_sends_and_reports_failures() -> None:
+    cooling = Cooling()
+    rec, _, events, metrics = reconciler(
+        config(cooling="Webhook"),
+        [],
+        static(RackSignals("rack-a", inlet_c=20.0, supply_c=15.0), COOL),
+        cooling=cooling,
+    )
+    await rec.reconcile(f"{NS}/cap")
+    (sent,) = cooling.sent
+    by_group = {s.group: s for s in sent}
+    assert by_group["rack-a"].supply_c == 17.0  # +2 °C step toward 32 - 0.5 °C
+    assert [e[2] for e in events.recorded if e[2].startswith("Cooling")] == ["CoolingSetpointsSent"]
+    failing = Cooling(fail=True)
+    rec2, _, events2, metrics2 = reconciler(
+        config(cooling="Webhook"), [], static(COOL), cooling=failing
+    )
+    await rec2.reconcile(f"{NS}/cap")
+    assert ("cap", "Warning", "CoolingWebhookFailed") in [e[:3] for e in events2.recorded]
+    assert (
+        metrics2.registry.get_sample_value(
+            "climatik_cooling_posts_total", {"config": "llm/cap", "result": "error"}
+        )
+        == 1.0
+    )
+    del metrics
+
+
+async def test_template_mode_patches_the_deployment_and_not_the_snapshot() -> None:
+    rec, client, events, _ = reconciler(config(mode="Template"), [], static(HOT_OVER, COOL))
+    await rec.reconcile(f"{NS}/cap")
+    assert rec.snapshot.lookup(NS, "chat") is None
+    (dep_patch,) = [p for p in client.patches if p[0] == "deployments"]
+    affinity = dep_patch[2]["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    assert affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] == [
+        {"matchExpressions": [{"key": KEY, "operator": "In", "values": ["rack-b"]}]}
+    ]
+    assert ("chat", "Normal", "TemplateAffinityUpdated") in [e[:3] for e in events.recorded]
+
+
+def test_template_patch_keeps_the_users_affinity_and_is_stable() -> None:
+    user = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]}
+            ]
+        }
+    }
+    deployment = json.loads(json.dumps(DEPLOYMENT))
+    deployment["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": user}
+    scores = [
+        PlaceScore("rack-a", 1.0, True, ""),
+        PlaceScore("rack-b", 2.0, True, ""),
+        PlaceScore("rack-c", 9.0, False, ""),
+    ]
+    patch = template_patch(deployment, KEY, scores)
+    assert patch is not None
+    assert json.loads(patch["metadata"]["annotations"][ORIGINAL_AFFINITY_ANNOTATION]) == user
+    desired = patch["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    (term,) = desired["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term["matchExpressions"] == [
+        {"key": "gpu", "operator": "In", "values": ["h100"]},
+        {"key": KEY, "operator": "In", "values": ["rack-a", "rack-b"]},
+    ]
+    best = desired["preferredDuringSchedulingIgnoredDuringExecution"][0]["preference"]
+    assert best["matchExpressions"][0]["values"] == ["rack-b"]
+    # Applied: the template now holds `desired` and the annotation the original -> no change.
+    deployment["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": desired}
+    deployment["metadata"]["annotations"] = patch["metadata"]["annotations"]
+    assert template_patch(deployment, KEY, scores) is None
+    assert template_patch(deployment, KEY, [PlaceScore("rack-a", 1.0, False, "")]) is None
+
+
+async def test_deleted_or_disabled_config_is_forgotten() -> None:
+    rec, _, _, metrics = reconciler(config(), [], static(HOT_OVER, COOL))
+    await rec.reconcile(f"{NS}/cap")
+    assert rec.snapshot.lookup(NS, "chat") is not None
+    rec._configs.store.delete(f"{NS}/cap")
+    assert await rec.reconcile(f"{NS}/cap") == Result()
+    assert rec.snapshot.lookup(NS, "chat") is None
+    assert (
+        metrics.registry.get_sample_value(
+            "climatik_rack_inlet_celsius", {"config": "llm/cap", "rack": "rack-a"}
+        )
+        is None
+    )
+    disabled = config(mode="Disabled", cooling="Disabled")
+    rec2, client2, *_ = reconciler(disabled, [pod("p-a", "a-0")], static(HOT_OVER, COOL))
+    await rec2.reconcile(f"{NS}/cap")
+    assert client2.patches == []
+
+
+async def test_recirculation_is_estimated_from_history_without_a_config_map() -> None:
+    source = StaticRackSignalSource()
+    rec, *_ = reconciler(config(), [], source)
+    # rack-b's heat reaches both inlets (factor 0.9 °C/kW), rack-a's little (0.3 °C/kW).
+    for i in range(12):
+        pa, pb = 10_000.0 + 1_000.0 * (i % 3), 10_000.0 + 1_500.0 * (i % 4)
+        ta = 18.0 + 0.2 * pa / 1000.0 + 0.6 * pb / 1000.0
+        tb = 18.0 + 0.1 * pa / 1000.0 + 0.3 * pb / 1000.0
+        source.set(
+            RackSignals("rack-a", watts=pa, inlet_c=ta), RackSignals("rack-b", watts=pb, inlet_c=tb)
+        )
+        await rec.reconcile(f"{NS}/cap")
+    # Now both racks read the same: only the learned recirculation can tell them apart.
+    source.set(
+        RackSignals("rack-a", watts=12_000.0, inlet_c=25.0),
+        RackSignals("rack-b", watts=12_000.0, inlet_c=25.0),
+    )
+    await rec.reconcile(f"{NS}/cap")
+    found = rec.snapshot.lookup(NS, "chat")
+    assert found is not None
+    assert found.preferred == (("rack-a", 100), ("rack-b", 1))
