@@ -11,6 +11,7 @@ that tunes real GPUs is exercised against the same physics the twin reports:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 
@@ -110,3 +111,21 @@ class ClockChoice:
         """Relative loss of tokens per second against the baseline."""
         base = self.baseline.tokens_per_s
         return 1.0 - self.chosen.tokens_per_s / base if base > 0 else 0.0
+
+
+TUNE_NODE_LABEL = "climatik-project.ai/gpu-tune-node"
+"""Label carried by tuning Jobs and their result ConfigMaps: the node they tune."""
+TUNE_RESULT_KEY = "result.json"
+
+
+def node_label_value(node: str) -> str:
+    """Node names can exceed a label value's 63 characters; keep them readable and unique."""
+    if len(node) <= 63:
+        return node
+    digest = hashlib.sha256(node.encode()).hexdigest()[:8]
+    return f"{node[:54]}-{digest}"
+
+
+def result_configmap_name(node: str) -> str:
+    """The ConfigMap a node's tuning Job writes its result to (the contract with the Job)."""
+    return f"climatik-gpu-tune-{hashlib.sha256(node.encode()).hexdigest()[:10]}"

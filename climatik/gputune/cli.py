@@ -14,9 +14,6 @@ import signal
 import sys
 from typing import Any
 
-RESULT_KEY = "result.json"
-NODE_LABEL = "climatik-project.ai/gpu-tune-node"
-
 
 def add_gpu_tune_parser(subparsers: Any) -> None:
     """Register `climatik gpu-tune`."""
@@ -127,6 +124,7 @@ async def _tune(args: argparse.Namespace, mode: Any) -> Any:
 
 
 async def _store(target: str, kubeconfig: str | None, document: dict[str, Any]) -> None:
+    from climatik.domain.gpu import TUNE_NODE_LABEL, TUNE_RESULT_KEY, node_label_value
     from climatik.kube.client import CONFIGMAPS, ApiError, KubeClient
 
     namespace, _, name = target.partition("/")
@@ -136,9 +134,9 @@ async def _store(target: str, kubeconfig: str | None, document: dict[str, Any]) 
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {NODE_LABEL: document.get("node") or "unknown"},
+            "labels": {TUNE_NODE_LABEL: node_label_value(document.get("node") or "unknown")},
         },
-        "data": {RESULT_KEY: json.dumps(document)},
+        "data": {TUNE_RESULT_KEY: json.dumps(document)},
     }
     client = await KubeClient.from_config(kubeconfig)
     try:

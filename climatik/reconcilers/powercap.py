@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +51,7 @@ from climatik.policies.ceilings import (
     decide_replica_ceilings,
 )
 from climatik.reconcilers.actuation import ceiling_patch, restore_patch
+from climatik.reconcilers.gpu_tuning import TuningHints
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.resources import (
     CAPPED_BY_ANNOTATION,
@@ -153,6 +154,7 @@ class PowerCapReconciler:
         metrics: CappingMetrics,
         settings: CappingSettings,
         session_factory: Callable[[], Awaitable[aiohttp.ClientSession]],
+        hints: TuningHints | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -167,6 +169,7 @@ class PowerCapReconciler:
         self._metrics = metrics
         self._settings = settings
         self._session_factory = session_factory
+        self._hints = hints
         self._clock = clock
         self._wall_clock = wall_clock
         self._memory: dict[str, _ConfigMemory] = {}
@@ -193,6 +196,11 @@ class PowerCapReconciler:
             raise TerminalError(f"{key}: {error}") from error
 
         memory = self._memory.setdefault(key, _ConfigMemory())
+        scale = self._hints.take(key) if self._hints is not None else None
+        if scale is not None:
+            # GPU clocks changed under the targets: a replica now draws `scale` times the power.
+            memory.state = rescale_watts_per_replica(memory.state, scale)
+            log.info("watts_per_replica_rescaled", scale=round(scale, 3))
         resolution = resolve_targets(
             config,
             scaled_objects=self._scaled_objects.store.objects(),
@@ -604,6 +612,20 @@ async def _scope_watts(client: PrometheusClient, query: str) -> Reading | NoData
         return result
     newest = max(sample.timestamp_s for sample in result.samples)
     return Reading(value=sum(s.value for s in result.samples), measured_at_s=newest, query=query)
+
+
+def rescale_watts_per_replica(state: CappingState, scale: float) -> CappingState:
+    """The learner's state with every per-replica estimate multiplied by `scale`."""
+    targets = {
+        name: replace(
+            learned,
+            watts_per_replica=(
+                learned.watts_per_replica * scale if learned.watts_per_replica is not None else None
+            ),
+        )
+        for name, learned in state.targets.items()
+    }
+    return replace(state, targets=targets)
 
 
 def _user_max(targets: Sequence[ResolvedTarget], name: str) -> int:

@@ -35,3 +35,20 @@ class CarbonSettings(BaseSettings):
     electricity_maps_url: str = "https://api.electricitymap.org"
     watttime_url: str = "https://api.watttime.org"
     timeout_s: float = Field(default=10.0, gt=0)
+
+
+class GpuTuningSettings(BaseSettings):
+    """Where and how GPU tuning Jobs run (`CLIMATIK_GPU_TUNING__*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="CLIMATIK_GPU_TUNING__", extra="ignore")
+
+    image: str = "ghcr.io/climatik-project/climatik:latest"
+    job_namespace: str = "climatik-gpu-tuning"
+    """A namespace of its own: the Job needs CAP_SYS_ADMIN, which restricted namespaces refuse."""
+    service_account: str = "climatik-gpu-tuner"
+    runtime_class: str | None = "nvidia"
+    vllm_metrics_port: int = 8000
+    max_throughput_loss: float = Field(default=0.10, gt=0, lt=1)
+    active_deadline_s: int = 1800
+    ttl_after_finished_s: int = 86_400
+    interval_s: float = Field(default=60.0, gt=0)

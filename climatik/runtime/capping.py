@@ -14,11 +14,13 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from climatik.kube.client import DEPLOYMENTS, NODES, PODS
+from climatik.domain.gpu import TUNE_NODE_LABEL
+from climatik.kube.client import CONFIGMAPS, DEPLOYMENTS, NODES, PODS
 from climatik.kube.informer import EventHandlers
 from climatik.kube.store import index_by_namespace
 from climatik.kube.workqueue import WorkQueue
 from climatik.reconcilers.carbon import CarbonReconciler
+from climatik.reconcilers.gpu_tuning import JOBS, GpuTuningReconciler, TuningHints
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler
 from climatik.reconcilers.resources import (
@@ -27,11 +29,12 @@ from climatik.reconcilers.resources import (
     POWER_CAPPING_CONFIGS,
     SCALED_OBJECTS,
 )
-from climatik.reconcilers.settings import CappingSettings, CarbonSettings
+from climatik.reconcilers.settings import CappingSettings, CarbonSettings, GpuTuningSettings
 from climatik.runtime.reconcile import Controller, ControllerContext
 from climatik.sources.address import HTTPSession
 
 _METRICS: dict[int, CappingMetrics] = {}
+_HINTS: dict[int, TuningHints] = {}
 
 
 def capping_metrics(registry: CollectorRegistry) -> CappingMetrics:
@@ -40,6 +43,14 @@ def capping_metrics(registry: CollectorRegistry) -> CappingMetrics:
     if metrics is None:
         metrics = _METRICS[id(registry)] = CappingMetrics(registry)
     return metrics
+
+
+def tuning_hints(ctx: ControllerContext) -> TuningHints:
+    """The hints the GPU-tuning controller leaves for the power-cap controller of one manager."""
+    hints = _HINTS.get(id(ctx))
+    if hints is None:
+        hints = _HINTS[id(ctx)] = TuningHints()
+    return hints
 
 
 class SharedSession:
@@ -133,6 +144,7 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
         metrics=capping_metrics(ctx.metrics.registry),
         settings=settings,
         session_factory=session.get,
+        hints=tuning_hints(ctx),
     )
     return Controller("power-cap", reconciler, queue)
 
@@ -153,3 +165,27 @@ def carbon_controller(ctx: ControllerContext) -> Controller:
         session_factory=session.get,
     )
     return Controller("carbon", reconciler, queue)
+
+
+def gpu_tuning_controller(ctx: ControllerContext) -> Controller:
+    """The GPU-tuning controller: interval driven, woken by the power-cap reconciler's readings."""
+    settings = GpuTuningSettings()
+    queue = ctx.new_queue("gpu-tuning")
+    configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
+    configs.add_handlers(
+        _config_handlers(queue, status_fields=("measuredPowerWatts", "racks", "targets"))
+    )
+    reconciler = GpuTuningReconciler(
+        ctx.client,
+        configs=configs,
+        scaled_objects=ctx.informer(SCALED_OBJECTS),
+        inference_services=ctx.informer(INFERENCE_SERVICES),
+        deployments=ctx.informer(DEPLOYMENTS),
+        pods=ctx.informer(PODS),
+        jobs=ctx.informer(JOBS, label_selector=TUNE_NODE_LABEL),
+        results=ctx.informer(CONFIGMAPS, label_selector=TUNE_NODE_LABEL),
+        events=ctx.events,
+        hints=tuning_hints(ctx),
+        settings=settings,
+    )
+    return Controller("gpu-tuning", reconciler, queue)

@@ -12,10 +12,18 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 
-from climatik.runtime.capping import carbon_controller, power_cap_controller
+from climatik.runtime.capping import (
+    carbon_controller,
+    gpu_tuning_controller,
+    power_cap_controller,
+)
 from climatik.runtime.reconcile import ControllerFactory
 
-BUILTIN_CONTROLLERS: tuple[ControllerFactory, ...] = (power_cap_controller, carbon_controller)
+BUILTIN_CONTROLLERS: tuple[ControllerFactory, ...] = (
+    power_cap_controller,
+    carbon_controller,
+    gpu_tuning_controller,
+)
 
 
 def load_factory(path: str) -> ControllerFactory:

@@ -1,0 +1,347 @@
+"""The GPU-frequency reconciler: runs clock-tuning Jobs where they pay off (design doc §10.2).
+
+For a PowerCappingConfig with `gpuTuning.mode` Recommend or Apply, it creates one
+`climatik gpu-tune` Job per node that hosts the config's pods, when power approaches the cap, a
+rack nears its limits, or tokens per watt has shifted since the last tuning; never more often
+than `minIntervalSeconds` per node and never two at once on a node (the Jobs carry the node in
+a label, so this holds across controller restarts). It reads each Job's result ConfigMap and
+tells the power-cap reconciler how much a replica's power changed (`TuningHints`), so ceilings
+reflect the tuned clocks at once instead of after relearning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from climatik.api.convert import InvalidConfigError, config_from_object
+from climatik.domain.config import GpuTuningMode, PowerCappingConfig
+from climatik.domain.gpu import (
+    TUNE_NODE_LABEL,
+    TUNE_RESULT_KEY,
+    node_label_value,
+    result_configmap_name,
+)
+from climatik.kube.client import ApiError, KubeClient, Resource
+from climatik.reconcilers.result import Result, TerminalError
+from climatik.reconcilers.settings import GpuTuningSettings
+from climatik.reconcilers.targets import ResolvedTarget, resolve_targets
+
+log = structlog.get_logger(__name__)
+
+JOBS = Resource("batch", "v1", "jobs")
+CONFIG_LABEL = "climatik-project.ai/gpu-tune-config"
+TRIGGER_FRACTION = 0.8
+"""Tune when measured power reaches this share of the cap (the threshold policy's 80 %)."""
+EFFICIENCY_SHIFT = 0.15
+"""Tune again when tokens per watt moved this much since the last tuning."""
+
+
+@dataclass
+class TuningHints:
+    """Power-per-replica changes measured by tuning Jobs, handed to the power-cap reconciler."""
+
+    _pending: dict[str, list[float]] = field(default_factory=dict)
+
+    def record(self, config_key: str, watts_scale: float) -> None:
+        self._pending.setdefault(config_key, []).append(watts_scale)
+
+    def take(self, config_key: str) -> float | None:
+        """The mean scale of results not yet applied (each result is applied once)."""
+        scales = self._pending.pop(config_key, None)
+        return sum(scales) / len(scales) if scales else None
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerInputs:
+    """What decides whether tuning is worth a sweep now."""
+
+    measured_w: float | None
+    cap_w: float
+    rack_near_limit: bool
+    tokens_per_watt: float | None
+    tokens_per_watt_at_last_tuning: float | None
+
+
+def tuning_reason(inputs: TriggerInputs) -> str | None:
+    """Why to tune now (design doc §10.2.2), or None when nothing calls for it."""
+    if inputs.measured_w is not None and inputs.measured_w >= TRIGGER_FRACTION * inputs.cap_w:
+        share = inputs.measured_w / inputs.cap_w
+        return f"power at {share:.0%} of the cap"
+    if inputs.rack_near_limit:
+        return "a rack is near its power or temperature limit"
+    before, now = inputs.tokens_per_watt_at_last_tuning, inputs.tokens_per_watt
+    if before and now is not None and abs(now / before - 1.0) >= EFFICIENCY_SHIFT:
+        return f"tokens per watt moved {now / before - 1.0:+.0%} since the last tuning"
+    return None
+
+
+def build_job(
+    config: PowerCappingConfig,
+    node: str,
+    metrics_urls: Sequence[str],
+    settings: GpuTuningSettings,
+    now: datetime,
+) -> dict[str, Any]:
+    """The tuning Job for one node: pinned to it, privileged just enough for NVML clocks."""
+    mode = "apply" if config.gpu_tuning.mode is GpuTuningMode.APPLY else "recommend"
+    args = ["gpu-tune", "--mode", mode]
+    for url in metrics_urls:
+        args += ["--vllm-metrics", url]
+    slo = config.gpu_tuning.slo
+    args += ["--max-throughput-loss", f"{settings.max_throughput_loss:g}"]
+    if slo.max_inter_token_latency_s is not None:
+        args += ["--max-p99-token-latency-s", f"{slo.max_inter_token_latency_s:g}"]
+    args += ["--result-configmap", f"{settings.job_namespace}/{result_configmap_name(node)}"]
+    labels = {
+        TUNE_NODE_LABEL: node_label_value(node),
+        CONFIG_LABEL: f"{config.namespace}.{config.name}"[:63],
+        "app.kubernetes.io/name": "climatik-gpu-tune",
+        "app.kubernetes.io/managed-by": "climatik",
+    }
+    stamp = now.strftime("%Y%m%d%H%M%S")
+    container: dict[str, Any] = {
+        "name": "gpu-tune",
+        "image": settings.image,
+        "args": args,
+        "env": [
+            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"},
+            {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "utility"},
+        ],
+        # Locking SM clocks through NVML needs root with CAP_SYS_ADMIN on the node; nothing
+        # more (no privileged mode, no host namespaces), and only in this Job's namespace.
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsNonRoot": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "500m", "memory": "256Mi"},
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        "nodeName": node,
+        "restartPolicy": "Never",
+        "serviceAccountName": settings.service_account,
+        "containers": [container],
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    if settings.runtime_class:
+        pod_spec["runtimeClassName"] = settings.runtime_class
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"climatik-gpu-tune-{hashlib.sha256(node.encode()).hexdigest()[:10]}-{stamp}",
+            "namespace": settings.job_namespace,
+            "labels": labels,
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": settings.active_deadline_s,
+            "ttlSecondsAfterFinished": settings.ttl_after_finished_s,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def _job_active(job: Mapping[str, Any]) -> bool:
+    status = job.get("status") or {}
+    return (
+        not status.get("succeeded")
+        and not status.get("failed")
+        and not any(
+            c.get("type") in {"Complete", "Failed"} and c.get("status") == "True"
+            for c in status.get("conditions") or ()
+        )
+    )
+
+
+def _created_s(obj: Mapping[str, Any]) -> float:
+    stamp = (obj.get("metadata") or {}).get("creationTimestamp")
+    if not stamp:
+        return 0.0
+    return datetime.fromisoformat(str(stamp)).timestamp()
+
+
+def watts_scale(result: Mapping[str, Any]) -> float | None:
+    """Power at the chosen clock relative to before, from a `gpu-tune` result document."""
+    choice = result.get("choice") or {}
+    before = (choice.get("before") or {}).get("watts")
+    after = (choice.get("after") or {}).get("watts")
+    if not isinstance(before, int | float) or not isinstance(after, int | float) or before <= 0:
+        return None
+    if result.get("mode") != "apply" or result.get("appliedClockMHz") is None:
+        return None  # a recommendation changes nothing on the node
+    return float(after) / float(before)
+
+
+@dataclass
+class _NodeMemory:
+    tokens_per_watt_at_tuning: float | None = None
+    applied_results: set[str] = field(default_factory=set)
+
+
+class GpuTuningReconciler:
+    """Reconciles GPU tuning for one PowerCappingConfig key."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        configs: Any,
+        scaled_objects: Any,
+        inference_services: Any,
+        deployments: Any,
+        pods: Any,
+        jobs: Any,
+        results: Any,
+        events: Any,
+        hints: TuningHints,
+        settings: GpuTuningSettings,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._configs = configs
+        self._scaled_objects = scaled_objects
+        self._inference_services = inference_services
+        self._deployments = deployments
+        self._pods = pods
+        self._jobs = jobs
+        self._results = results
+        self._events = events
+        self._hints = hints
+        self._settings = settings
+        self._wall_clock = wall_clock
+        self._clock = clock
+        self._nodes: dict[str, _NodeMemory] = {}
+
+    async def reconcile(self, key: str) -> Result:
+        obj = self._configs.store.get(key)
+        if obj is None:
+            return Result()
+        try:
+            config = config_from_object(obj)
+        except InvalidConfigError as error:
+            raise TerminalError(f"{key}: {error}") from error
+        if config.gpu_tuning.mode is GpuTuningMode.DISABLED:
+            return Result()
+        targets = resolve_targets(
+            config,
+            scaled_objects=self._scaled_objects.store.objects(),
+            inference_services=self._inference_services.store.objects(),
+            deployments=self._deployments.store.objects(),
+            pods=self._pods.store.objects(),
+        ).targets
+        nodes = sorted({n for t in targets for n in t.pod_nodes if n})
+        self._collect_results(key, nodes)
+        status = obj.get("status") or {}
+        tokens_per_watt = _mean_tokens_per_watt(status)
+        cap_w = status.get("effectiveCapWatts") or config.power_cap_w
+        racks_near = _rack_near_limit(config, status)
+        for node in nodes:
+            memory = self._nodes.setdefault(node, _NodeMemory())
+            reason = tuning_reason(
+                TriggerInputs(
+                    measured_w=status.get("measuredPowerWatts"),
+                    cap_w=float(cap_w),
+                    rack_near_limit=racks_near,
+                    tokens_per_watt=tokens_per_watt,
+                    tokens_per_watt_at_last_tuning=memory.tokens_per_watt_at_tuning,
+                )
+            )
+            if reason is None or not self._may_start(node, config):
+                continue
+            urls = _metrics_urls(targets, node, self._pods, self._settings.vllm_metrics_port)
+            job = build_job(config, node, urls, self._settings, self._wall_clock())
+            try:
+                await self._client.create(JOBS, job, self._settings.job_namespace)
+            except ApiError as error:
+                if error.is_conflict:
+                    continue  # created a moment ago by this same decision
+                raise
+            memory.tokens_per_watt_at_tuning = tokens_per_watt
+            message = f"GPU tuning Job {job['metadata']['name']} on node {node}: {reason}"
+            log.info("gpu_tuning_job_created", node=node, job=job["metadata"]["name"], why=reason)
+            await self._events.record(obj, "Normal", "GpuTuningStarted", message)
+        return Result(requeue_after=self._settings.interval_s)
+
+    def _may_start(self, node: str, config: PowerCappingConfig) -> bool:
+        """One Job per node at a time, and at most one per `minIntervalSeconds`."""
+        label = node_label_value(node)
+        jobs = [
+            j
+            for j in self._jobs.store.objects()
+            if ((j.get("metadata") or {}).get("labels") or {}).get(TUNE_NODE_LABEL) == label
+        ]
+        if any(_job_active(j) for j in jobs):
+            return False
+        newest = max((_created_s(j) for j in jobs), default=0.0)
+        return self._clock() - newest >= config.gpu_tuning.min_interval_s
+
+    def _collect_results(self, key: str, nodes: Sequence[str]) -> None:
+        for node in nodes:
+            name = result_configmap_name(node)
+            cm = self._results.store.get(f"{self._settings.job_namespace}/{name}")
+            if cm is None:
+                continue
+            version = str(cm["metadata"].get("resourceVersion"))
+            memory = self._nodes.setdefault(node, _NodeMemory())
+            if version in memory.applied_results:
+                continue
+            memory.applied_results.add(version)
+            try:
+                result = json.loads((cm.get("data") or {}).get(TUNE_RESULT_KEY, "{}"))
+            except ValueError:
+                log.warning("gpu_tuning_result_unreadable", node=node, configmap=name)
+                continue
+            scale = watts_scale(result)
+            if scale is not None:
+                self._hints.record(key, scale)
+                log.info("gpu_tuning_result_applied", node=node, watts_scale=round(scale, 3))
+
+
+def _rack_near_limit(config: PowerCappingConfig, status: Mapping[str, Any]) -> bool:
+    """A rack within 10 % of its power limit (from the power-cap reconciler's rack status)."""
+    for rack in status.get("racks") or ():
+        constraint = config.rack(str(rack.get("rackId")))
+        headroom = rack.get("headroomWatts")
+        if constraint is None or constraint.max_power_w is None:
+            continue
+        if isinstance(headroom, int | float) and headroom <= 0.1 * constraint.max_power_w:
+            return True
+    return False
+
+
+def _mean_tokens_per_watt(status: Mapping[str, Any]) -> float | None:
+    values = [
+        t["tokensPerWatt"]
+        for t in status.get("targets") or ()
+        if isinstance(t.get("tokensPerWatt"), int | float)
+    ]
+    return sum(values) / len(values) if values else None
+
+
+def _metrics_urls(targets: Sequence[ResolvedTarget], node: str, pods: Any, port: int) -> list[str]:
+    urls = []
+    for target in targets:
+        for pod_name, pod_node in zip(target.pods, target.pod_nodes, strict=True):
+            if pod_node != node:
+                continue
+            pod = pods.store.get(f"{target.namespace}/{pod_name}")
+            ip = ((pod or {}).get("status") or {}).get("podIP")
+            if ip:
+                urls.append(f"http://{ip}:{port}/metrics")
+    return urls
