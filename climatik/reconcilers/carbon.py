@@ -161,18 +161,23 @@ class CarbonReconciler:
                 return ElectricityMapsSource(
                     await self._session_factory(),
                     zone=carbon.zone or "",
-                    api_key=await self._secret(
-                        obj, carbon, carbon.api_key_secret.key if carbon.api_key_secret else ""
-                    ),
+                    api_key=await self._secret(obj, carbon, _secret_key(carbon)),
                     base_url=settings.electricity_maps_url,
                     timeout_s=settings.timeout_s,
                 )
             case CarbonProvider.WATT_TIME:
+                # WattTime logs in with a user and password, kept as `user:password` in one key.
+                credentials = await self._secret(obj, carbon, _secret_key(carbon))
+                username, _, password = credentials.partition(":")
+                if not password:
+                    raise TerminalError(
+                        "the WattTime secret key must hold `user:password` (no ':' found)"
+                    )
                 return WattTimeSource(
                     await self._session_factory(),
                     region=carbon.region or "",
-                    username=await self._secret(obj, carbon, "username"),
-                    password=await self._secret(obj, carbon, "password"),
+                    username=username,
+                    password=password,
                     clock=self._wall_clock,
                     base_url=settings.watttime_url,
                     timeout_s=settings.timeout_s,
@@ -317,6 +322,10 @@ class CarbonReconciler:
                 return
             if not error.is_not_found:
                 raise
+
+
+def _secret_key(carbon: CarbonConfig) -> str:
+    return carbon.api_key_secret.key if carbon.api_key_secret is not None else ""
 
 
 def _next_wake_s(outcome: CarbonOutcome | None, now: datetime) -> float:
