@@ -135,6 +135,11 @@ def test_overlays_render_what_they_promise(kubectl_bin: Path) -> None:
     assert one(dev, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] == (
         "climatik:dev"
     )
+    # The GPU tuning Jobs run whatever image the controller runs, overlays included.
+    for objs in (base, dev, cert):
+        container = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["CLIMATIK_GPU_TUNING__IMAGE"] == container["image"]
     webhook = one(cert, "MutatingWebhookConfiguration")
     assert webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
         f"{CONTROLLER_NS}/{one(cert, 'Certificate')['metadata']['name']}"
