@@ -221,3 +221,30 @@ def test_applying_the_diff_turns_old_into_new(old: dict[str, Any], new: dict[str
 @given(obj=_objects)
 def test_diff_of_equal_objects_is_empty(obj: dict[str, Any]) -> None:
     assert merge_patch_diff(obj, obj) == {}
+
+
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(list(ConditionStatus)), st.sampled_from(["A", "B"]), st.integers(1, 600)
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_transition_time_moves_exactly_when_status_changes(
+    steps: list[tuple[ConditionStatus, str, int]],
+) -> None:
+    conditions: tuple[Condition, ...] = ()
+    now = T0
+    expected_transition = T0
+    previous_status: ConditionStatus | None = None
+    for status, reason, advance_s in steps:
+        now += timedelta(seconds=advance_s)
+        if status != previous_status:
+            expected_transition = now
+        conditions = _set(conditions, ConditionType.CAPPING, status, reason, now=now)
+        (condition,) = conditions
+        assert condition.last_transition_time == expected_transition
+        assert (condition.status, condition.reason) == (status, reason)
+        previous_status = status
