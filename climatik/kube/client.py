@@ -206,11 +206,15 @@ class KubeClient:
             )
             async with response:
                 raw = await response.read()
-        parsed: Any = json.loads(raw) if raw else {}
         if not 200 <= response.status <= 299:
+            # Error bodies are usually a Status object, but not always ("404 page not found").
+            try:
+                parsed: Any = json.loads(raw) if raw else {}
+            except ValueError:
+                parsed = {"message": raw.decode(errors="replace").strip()}
             status_body = parsed if isinstance(parsed, dict) else {"message": str(parsed)}
             raise ApiError(response.status, status_body, f"{method} {path}")
-        return cast(JsonObject, parsed)
+        return cast(JsonObject, json.loads(raw) if raw else {})
 
     async def open_stream(
         self, path: str, query: Mapping[str, Any], client_timeout: aiohttp.ClientTimeout
