@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib
 import json
+import pkgutil
 import re
 import subprocess
 import uuid
@@ -28,9 +30,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 import yaml
+from pydantic_settings import BaseSettings
 
+import climatik
 from climatik.devcluster.binaries import locate_binaries
 from climatik.devcluster.cluster import ClusterInfo
 from tests.integration.conftest import Kubectl, wait_until
@@ -244,7 +249,7 @@ def test_helm_chart_renders_the_same_objects_as_the_kustomize_base(
             json.dumps(_comparable(o), sort_keys=True, indent=1).splitlines()
             for o in (base_obj, chart_obj)
         ]
-        diff = "\n".join(difflib.unified_diff(*texts, "kustomize", "helm", lineterm=""))
+        diff = "\n".join(difflib.unified_diff(texts[0], texts[1], "kustomize", "helm", lineterm=""))
         assert not diff, f"{key} differs:\n{diff}"
     # And the CRD the chart installs is the one kustomize installs.
     chart_crds = _docs(
@@ -308,6 +313,54 @@ def test_rendered_installations_keep_the_security_promises(
     _assert_safe(kustomize(kubectl_bin, DEPLOY / "overlays" / "cert-manager"), CONTROLLER_NS)
     _assert_safe(helm_template(helm_bin, "climatik", CONTROLLER_NS), CONTROLLER_NS)
     _assert_safe(helm_template(helm_bin, "r", "prod", "rbac.secretAccess[0].namespace=llm"), "prod")
+
+
+def _settings_variables() -> set[str]:
+    """Every CLIMATIK_* variable some pydantic-settings class of the package reads."""
+    for module in pkgutil.walk_packages(climatik.__path__, "climatik."):
+        if not module.name.endswith("__main__"):  # that one runs the CLI on import
+            importlib.import_module(module.name)
+
+    def subclasses(cls: type[BaseSettings]) -> Iterator[type[BaseSettings]]:
+        sub: type[BaseSettings]
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    def fields(model: type[pydantic.BaseModel], prefix: str) -> Iterator[str]:
+        for name, info in model.model_fields.items():
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+                yield from fields(annotation, f"{prefix}{name.upper()}__")
+            else:
+                yield f"{prefix}{name.upper()}"
+
+    found: set[str] = set()
+    for cls in subclasses(BaseSettings):
+        if cls.__module__.startswith("climatik."):
+            prefix = str(cls.model_config.get("env_prefix", ""))
+            found.update(fields(cls, prefix.upper()))
+    return found
+
+
+def test_every_climatik_variable_the_installers_set_is_a_real_setting(
+    kubectl_bin: Path, helm_bin: Path
+) -> None:
+    known = _settings_variables()
+    assert "CLIMATIK_LEADER_ELECTION__ENABLED" in known  # the scan itself works
+    for objs in (
+        kustomize(kubectl_bin, DEPLOY / "base"),
+        helm_template(
+            helm_bin,
+            "climatik",
+            CONTROLLER_NS,
+            "controller.capping.prometheusAddress=http://p:9090",
+        ),
+    ):
+        container = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        names = {e["name"] for e in container["env"] if e["name"].startswith("CLIMATIK_")}
+        assert len(names) > 10
+        assert names <= known, f"not read by any setting: {sorted(names - known)}"
 
 
 # -- RBAC against the code ------------------------------------------------------------------
@@ -512,7 +565,9 @@ def _assert_admitted_under_restricted(kubectl: Kubectl, objs: list[Obj]) -> None
     replicas = int(deployment["spec"]["replicas"])
 
     def pods_created() -> bool:
-        pods: list[Obj] = kubectl.get_json("pods", f"--namespace={namespace}", "-l", selector)["items"]
+        pods: list[Obj] = kubectl.get_json("pods", f"--namespace={namespace}", "-l", selector)[
+            "items"
+        ]
         return len(pods) == replicas
 
     wait_until(f"{replicas} controller pods in {namespace}", pods_created, timeout_s=60)
