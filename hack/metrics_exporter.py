@@ -27,9 +27,12 @@ tokens per second that were set. Control endpoints (JSON):
 - `POST /pods` `{"pods": [{"namespace", "name", "node", "cpu_watts", "gpu_watts",
   "tokens_per_s", "model_name"}]}` adds or updates pods (omitted fields keep their values);
 - `POST /set` `{"<namespace>/<name>": {"cpu_watts": 120, "tokens_per_s": 40, "frozen": true}}`
-  changes values; `"NaN"`/`"+Inf"` strings (or bare NaN) serve NaN/Inf; `frozen: true` keeps
-  serving the pod's current values with the explicit timestamp of that moment, so Prometheus
-  sees samples that grow old without being marked stale;
+  changes values; `"NaN"`/`"+Inf"` strings (or bare NaN) serve NaN/Inf. A pod created with
+  `"timestamped": true` is served with explicit sample timestamps (the time of each scrape);
+  `frozen: true` then keeps serving its values with the timestamp of that moment, so Prometheus
+  holds samples that grow old without being marked stale (Prometheus tracks staleness only for
+  series without explicit timestamps: switching a series to explicit timestamps mid-way would
+  write a staleness marker instead, so freezing is refused for other pods);
 - `POST /nodes` `{"<node>": {"idle_cpu_watts": 40, "inlet_c": 24.5}}`;
 - `DELETE /pods/<namespace>/<name>`, `POST /reset`, `GET /state`.
 
@@ -106,6 +109,7 @@ class PodState:
     gpu_joules: float = 0.0
     tokens_total: float = 0.0
     prompt_tokens_total: float = 0.0
+    timestamped: bool = False
     frozen_at_ms: int | None = None
 
     @property
@@ -184,8 +188,12 @@ class Exporter:
             pod.gpu_watts = parse_number(values["gpu_watts"])
         if "tokens_per_s" in values:
             pod.tokens_per_s = parse_number(values["tokens_per_s"]) or 0.0
+        if "timestamped" in values:
+            pod.timestamped = bool(values["timestamped"])
         if "frozen" in values:
             frozen = bool(values["frozen"])
+            if frozen and not pod.timestamped:
+                raise ValueError(f"{pod.key}: only pods created with timestamped=true can freeze")
             if frozen and pod.frozen_at_ms is None:
                 pod.frozen_at_ms = int(time.time() * 1000)
             elif not frozen:
@@ -397,6 +405,8 @@ def _line(metric: str, labels: Mapping[str, str], value: float, pod: PodState | 
     suffix = ""
     if pod is not None and pod.frozen_at_ms is not None:
         suffix = f" {pod.frozen_at_ms}"
+    elif pod is not None and pod.timestamped:
+        suffix = f" {int(time.time() * 1000)}"
     return f"{metric}{{{rendered}}} {format_value(value)}{suffix}"
 
 

@@ -372,8 +372,9 @@ def parse_range_response(status: int, body: bytes, *, query: str) -> RangeResult
 
 
 def _duration(seconds: float) -> str:
-    # Prometheus accepts float seconds for timeouts and durations; keep millisecond precision.
-    return f"{max(seconds, 0.001):.3f}s"
+    # Whole milliseconds: every Prometheus version parses `1500ms`, while fractional duration
+    # strings such as `1.5s` are refused by 2.x.
+    return f"{max(1, round(seconds * 1000))}ms"
 
 
 @dataclass(frozen=True, slots=True)

@@ -289,3 +289,13 @@ async def test_racks_without_temperature_query_report_none() -> None:
     result = await source.measure_racks([RackNodes("r1", ("n1",))])
     assert result["r1"].inlet_temperature_c is None
     assert isinstance(result["r1"].watts, NoData)
+
+
+async def test_empty_answer_with_old_raw_samples_is_reported_stale() -> None:
+    # Prometheus's lookback (= max age) hid the old sample; the freshness query still finds it.
+    querier = TableQuerier({FRESH_Q: one(700.0)}, max_age_s=60.0)
+    source = PrometheusPowerSource(querier, power=POWER, clock=lambda: 1000.0)
+    result = (await source.measure_targets([TARGET]))["llm/chat"]
+    assert isinstance(result.watts, NoData)
+    assert result.watts.reason is NoDataReason.STALE
+    assert "300 s old, maximum 60 s" in result.watts.message

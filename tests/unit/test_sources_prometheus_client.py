@@ -98,8 +98,8 @@ async def test_query_posts_form_with_timeout_and_lookback(
     assert path == "/api/v1/query"
     assert form == {
         "query": 'sum(up{job="x"})',
-        "timeout": "3.000s",
-        "lookback_delta": "45.000s",
+        "timeout": "3000ms",
+        "lookback_delta": "45000ms",
     }
 
 
@@ -128,7 +128,7 @@ async def test_range_query(server: Server, session: aiohttp.ClientSession) -> No
     assert result.series[0].points == ((10.0, 1.0), (20.0, 2.0))
     path, form = server.requests[0]
     assert path == "/api/v1/query_range"
-    assert (form["start"], form["end"], form["step"]) == ("10.000", "20.000", "10.000s")
+    assert (form["start"], form["end"], form["step"]) == ("10.000", "20.000", "10000ms")
 
 
 async def test_old_samples_are_stale_by_the_injected_clock(
