@@ -9,6 +9,7 @@ returns a :class:`Result`. The worker turns the outcome into queue operations:
 - ``Result(requeue=True)``: try again after the rate limiter's backoff.
 - :class:`TerminalError`: the object is wrong in a way retrying cannot fix (logged, not retried;
   the next change to the object enqueues it again).
+- :class:`NotLeaderError` (the write gate closed because leadership ended): logged, not retried.
 - any other exception: logged with the key and a traceback, retried with per-key backoff.
 
 Each reconcile gets a fresh ``reconcile_id``, bound with ``controller`` and ``key`` to structlog's
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from climatik.kube.client import NotLeaderError
 from climatik.kube.informer import EventHandlers
 from climatik.kube.store import object_key
 from climatik.kube.workqueue import ShutDownError, WorkQueue
@@ -86,6 +88,11 @@ async def process_one(controller: Controller, key: str, metrics: RuntimeMetrics)
             result = await controller.reconciler.reconcile(key)
         except asyncio.CancelledError:
             raise
+        except NotLeaderError as error:
+            # Leadership ended mid-reconcile; the gate stopped the write. Not a bug: no
+            # traceback, no retry (the queue is shutting down and the next leader relists).
+            log.warning("reconcile_stopped_not_leader", error=str(error))
+            outcome = "not_leader"
         except TerminalError as error:
             log.error("reconcile_failed_terminally", error=str(error))
             queue.forget(key)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from climatik.kube.client import NotLeaderError
 from climatik.kube.ratelimit import ItemExponentialFailureRateLimiter
 from climatik.kube.workqueue import WorkQueue
 from climatik.runtime.logging import configure_logging
@@ -58,7 +59,13 @@ def _value(metrics: RuntimeMetrics, result: str) -> float:
 async def test_results_map_to_queue_operations(log_stream: io.StringIO) -> None:
     clock, metrics = FakeClock(), RuntimeMetrics()
     controller = _controller(
-        Scripted(Result(), Result(requeue_after=30), RuntimeError("boom"), TerminalError("bad")),
+        Scripted(
+            Result(),
+            Result(requeue_after=30),
+            RuntimeError("boom"),
+            TerminalError("bad"),
+            NotLeaderError("gate closed"),
+        ),
         clock,
     )
     queue = controller.queue
@@ -70,7 +77,9 @@ async def test_results_map_to_queue_operations(log_stream: io.StringIO) -> None:
     assert queue.num_requeues("ns/a") == 1
     assert await process_one(controller, "ns/a", metrics) == "terminal_error"
     assert queue.num_requeues("ns/a") == 0
-    for result in ("success", "requeue_after", "error", "terminal_error"):
+    assert await process_one(controller, "ns/a", metrics) == "not_leader"
+    assert queue.num_requeues("ns/a") == 0
+    for result in ("success", "requeue_after", "error", "terminal_error", "not_leader"):
         assert _value(metrics, result) == 1
 
 
