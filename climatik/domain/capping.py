@@ -52,6 +52,10 @@ class TargetObservation:
     """Power drawn by the target's pods; `None` when the query returned no usable data."""
     tokens_per_s: float | None = None
     """Generated tokens per second over the same pods; `None` when unknown."""
+    limited_by_ceiling: bool | None = None
+    """The autoscaler wants more replicas than the ceiling allows (the HPA's `ScalingLimited`
+    condition with reason `TooManyReplicas`); `None` when unknown, in which case running at the
+    ceiling counts as wanting more."""
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.current_replicas < 0:
@@ -69,6 +73,13 @@ class TargetObservation:
         ):
             msg = f"{self.name}: tokens_per_s must be >= 0 or None, got {self.tokens_per_s}"
             raise ValueError(msg)
+
+    @property
+    def wants_more_replicas(self) -> bool:
+        """True when the autoscaler is (or, without the signal, may be) held by the ceiling."""
+        if self.limited_by_ceiling is not None:
+            return self.limited_by_ceiling
+        return self.current_replicas >= self.applied_max_replicas
 
     @property
     def tokens_per_joule(self) -> float | None:

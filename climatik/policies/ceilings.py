@@ -238,6 +238,8 @@ class _Slot:
     weight: float
     keep_upto: int
     grow_upto: int
+    hold_upto: int
+    """`grow_upto`, or the ceiling in force when higher: what the loose plan may keep."""
     pressing: bool
 
 
@@ -268,16 +270,20 @@ def _priority_sequence(slots: list[_Slot], start: list[int], stop: list[int]) ->
 def _allocate(
     slots: list[_Slot],
     budget_w: float,
+    *,
     growth_allowance: int | None,
     idle_credit_w: float,
     idle_pool_w: float,
+    keep_applied: bool,
 ) -> list[int]:
     """Ceilings that fit `budget_w`: minimums, then running replicas, then growth.
 
     Growth goes first to targets pressing against their ceiling (the autoscaler wants more),
     then to the others. A new replica that lands on an idle node displaces that node's idle
     draw, already inside the measurement: it costs its watts minus `idle_credit_w`, for as long
-    as `idle_pool_w` (the untargeted load) can supply the credit.
+    as `idle_pool_w` (the untargeted load) can supply the credit. With `keep_applied`, a
+    ceiling already in force above the growth bound is kept while the budget allows it, so a
+    ceiling is not lowered just because the autoscaler scaled in.
     """
     counts = [s.target.min_replicas for s in slots]
     left_w = budget_w - sum(c * s.watts_per_replica for c, s in zip(counts, slots, strict=True))
@@ -290,11 +296,15 @@ def _allocate(
             return counts
         counts[index] += 1
         left_w -= cost
+
+    def upto(slot: _Slot) -> int:
+        return slot.hold_upto if keep_applied else slot.grow_upto
+
     pressing_stop = [
-        max(c, s.grow_upto) if s.pressing else c for c, s in zip(counts, slots, strict=True)
+        max(c, upto(s)) if s.pressing else c for c, s in zip(counts, slots, strict=True)
     ]
     sequence = _priority_sequence(slots, counts, pressing_stop)
-    rest_stop = [max(c, s.grow_upto) for c, s in zip(pressing_stop, slots, strict=True)]
+    rest_stop = [max(c, upto(s)) for c, s in zip(pressing_stop, slots, strict=True)]
     sequence += _priority_sequence(slots, pressing_stop, rest_stop)
     allowance = growth_allowance
     pool_w = max(0.0, idle_pool_w)
@@ -376,7 +386,11 @@ def _decide_headroom(
                 weight=weight,
                 keep_upto=min(target.user_max_replicas, target.current_replicas),
                 grow_upto=min(target.user_max_replicas, target.current_replicas + step_up),
-                pressing=target.current_replicas >= target.applied_max_replicas,
+                hold_upto=min(
+                    target.user_max_replicas,
+                    max(target.current_replicas + step_up, target.applied_max_replicas),
+                ),
+                pressing=target.wants_more_replicas,
             )
         )
     state = replace(state, no_data_since_s=None, last_scope_data_s=now_s)
@@ -393,8 +407,22 @@ def _decide_headroom(
         max(0, s.target.user_max_replicas - s.target.current_replicas) for s in slots
     )
     credit_w = settings.idle_watts_per_replica
-    loose = _allocate(slots, budget_w, allowance, credit_w, untargeted_w)
-    strict = _allocate(slots, strict_w, allowance, credit_w, untargeted_w)
+    loose = _allocate(
+        slots,
+        budget_w,
+        growth_allowance=allowance,
+        idle_credit_w=credit_w,
+        idle_pool_w=untargeted_w,
+        keep_applied=True,
+    )
+    strict = _allocate(
+        slots,
+        strict_w,
+        growth_allowance=allowance,
+        idle_credit_w=credit_w,
+        idle_pool_w=untargeted_w,
+        keep_applied=False,
+    )
 
     decisions: list[CeilingDecision] = []
     by_name = {s.target.name: (s, lo, hi) for s, lo, hi in zip(slots, strict, loose, strict=True)}

@@ -393,6 +393,7 @@ class Twin:
                 for _ in range(int(want0[p, j])):
                     place(p, j, -1e9)
         rec_hist = np.repeat(want0[:, :, None], window, axis=2).astype(np.int64)
+        wanted = want0.copy()  # the autoscaler's wish before the ceiling clamps it
 
         # Measurement ring (what Prometheus would hold).
         lag_steps = round(sc.measurement.lag_s / dt)
@@ -606,6 +607,7 @@ class Twin:
                             applied_max_replicas=int(ceiling[p, j]),
                             watts=float(m_svc_w[p, j]) if have_data else None,
                             tokens_per_s=float(m_svc_tok[p, j]) if have_data else None,
+                            limited_by_ceiling=bool(wanted[p, j] > ceiling[p, j]),
                         )
                         for j, s in enumerate(services)
                     )
@@ -637,8 +639,8 @@ class Twin:
                         rack_blocked[p] += 1
 
             # --- autoscaling (KEDA / HPA) ----------------------------------------------------
-            desired = np.ceil((lam + queue / drain_s) / (mu * target_util) - 1e-9).astype(np.int64)
-            desired = np.clip(desired, min_rep, np.maximum(ceiling, min_rep))
+            wanted = np.ceil((lam + queue / drain_s) / (mu * target_util) - 1e-9).astype(np.int64)
+            desired = np.clip(wanted, min_rep, np.maximum(ceiling, min_rep))
             rec_hist[:, :, k % window] = desired
             stabilised = rec_hist.max(axis=2)
             target = np.where(desired >= n_tot, desired, np.minimum(n_tot, stabilised))

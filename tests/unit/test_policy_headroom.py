@@ -288,3 +288,45 @@ def test_first_sample_initialises_the_estimate(cap_w: float) -> None:
     t = target("chat", current=4, watts_per_replica=3000.0, applied=4)
     plan = decide_replica_ceilings(scope(t, cap_w=cap_w), HeadroomSettings(), CappingState(), 0.0)
     assert plan.state.targets["chat"].watts_per_replica == 3000.0
+
+
+def test_slack_moves_to_the_target_that_wants_more_and_stays_there() -> None:
+    # "lean" is more efficient but has all the replicas it wants; "fat" is held by its ceiling.
+    policy = HeadroomSettings(hysteresis_fraction=0.0)
+    state = learned(lean=5000.0, fat=5000.0)
+    applied = {"lean": 8, "fat": 4}
+    history = []
+    for step in range(10):
+        lean = TargetObservation(
+            "lean",
+            4,
+            1,
+            12,
+            applied["lean"],
+            watts=20_000.0,
+            tokens_per_s=6000.0,
+            limited_by_ceiling=False,
+        )
+        fat_current = min(applied["fat"], 8)
+        fat = TargetObservation(
+            "fat",
+            fat_current,
+            1,
+            12,
+            applied["fat"],
+            watts=fat_current * 5000.0,
+            tokens_per_s=fat_current * 500.0,
+            limited_by_ceiling=applied["fat"] < 8,
+        )
+        observation = CapObservation(
+            "ns/pcc", 70_000.0, 20_000.0 + fat_current * 5000.0, (lean, fat)
+        )
+        plan = decide_replica_ceilings(observation, policy, state, now_s=30.0 * step)
+        state = plan.state
+        applied = plan.ceilings
+        history.append(dict(applied))
+    # 67.2 kW usable: lean keeps its 4 running, fat grows in steps to the 8 it wants ...
+    assert history[-1]["fat"] >= 8
+    assert history[-1]["lean"] >= 4
+    # ... and once there nothing moves any more.
+    assert history[-1] == history[-2] == history[-3]
