@@ -125,3 +125,15 @@ class PlacementMetrics:
     def series_of(self, config: str) -> set[SeriesKey]:
         """The series `config` set so far (a snapshot, for `forget_config(keep=...)`)."""
         return set(self._series.get(config, set()))
+
+
+_BY_REGISTRY: dict[int, PlacementMetrics] = {}
+
+
+def placement_metrics(registry: CollectorRegistry) -> PlacementMetrics:
+    """One set of placement metrics per registry, shared by the reconciler and the webhook
+    (registering the same names twice on one registry is an error)."""
+    metrics = _BY_REGISTRY.get(id(registry))
+    if metrics is None or metrics.registry is not registry:
+        metrics = _BY_REGISTRY[id(registry)] = PlacementMetrics(registry)
+    return metrics

@@ -34,7 +34,7 @@ from climatik.reconcilers.placement import (
     PlacementReconciler,
     PlacementSettings,
 )
-from climatik.reconcilers.placement_metrics import PlacementMetrics
+from climatik.reconcilers.placement_metrics import placement_metrics
 from climatik.reconcilers.placement_webhook import (
     MANAGED_LABEL,
     PLACEMENT_ANNOTATION,
@@ -165,7 +165,7 @@ def placement_factory(
             cooling=cooling_for,
             snapshot=snapshot,
             events=ctx.events,
-            metrics=PlacementMetrics(ctx.metrics.registry),
+            metrics=placement_metrics(ctx.metrics.registry),
             settings=settings,
         )
         return Controller("placement", reconciler, queue)
