@@ -20,6 +20,7 @@ The functions are pure: the learner's memory travels in the returned `CappingSta
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field, replace
 
@@ -249,21 +250,17 @@ def _priority_sequence(slots: list[_Slot], start: list[int], stop: list[int]) ->
     The sequence does not depend on the budget, so granting a prefix of it keeps every target's
     ceiling monotone in the available watts.
     """
-    counts = list(start)
+    # A heap of (-priority, index): the highest priority first, the lower index on a tie.
+    heap = [(-slot.weight, index) for index, slot in enumerate(slots) if start[index] < stop[index]]
+    heapq.heapify(heap)
+    granted = [0] * len(slots)
     order: list[int] = []
-    total = sum(max(0, b - a) for a, b in zip(start, stop, strict=True))
-    for _ in range(total):
-        best = -1
-        best_priority = -1.0
-        for index, slot in enumerate(slots):
-            if counts[index] >= stop[index]:
-                continue
-            granted = counts[index] - start[index]
-            priority = slot.weight / (granted + 1)
-            if priority > best_priority:
-                best, best_priority = index, priority
-        order.append(best)
-        counts[best] += 1
+    while heap:
+        _, index = heapq.heappop(heap)
+        order.append(index)
+        granted[index] += 1
+        if start[index] + granted[index] < stop[index]:
+            heapq.heappush(heap, (-slots[index].weight / (granted[index] + 1), index))
     return order
 
 
