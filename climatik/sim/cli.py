@@ -38,7 +38,11 @@ def add_simulate_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--report", type=Path, metavar="DIR", help="write an HTML page with plots into DIR"
     )
-    parser.add_argument("--seed", type=int, help="override the scenario's random seed")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="override the scenario's seed for power and measurement noise and random placement",
+    )
     parser.add_argument(
         "--list", action="store_true", help="list the built-in scenarios and policies, then exit"
     )
