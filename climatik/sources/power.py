@@ -360,6 +360,12 @@ class PrometheusQueryShapeError(PrometheusError):
     reason = "PrometheusQueryShape"
 
 
+class QueryConfigError(PrometheusError):
+    """A configured query template cannot be expanded for this target or rack."""
+
+    reason = "InvalidQuery"
+
+
 class InstantQuerier(Protocol):
     """The part of `PrometheusClient` this module uses (so tests can answer queries directly)."""
 
@@ -423,7 +429,7 @@ class PrometheusPowerSource:
         try:
             queries = build_target_queries(target, self._power, self._tokens)
         except promql.QueryTemplateError as exc:
-            error = PrometheusQueryShapeError(str(exc))
+            error = QueryConfigError(str(exc))
             return TargetMeasurement(target.key, error, error if self._tokens else None)
         async with asyncio.TaskGroup() as group:
             watts_task = group.create_task(self._instant(queries.watts))
@@ -481,7 +487,7 @@ class PrometheusPowerSource:
         try:
             built = build_rack_query(query, rack)
         except promql.QueryTemplateError as exc:
-            return PrometheusQueryShapeError(str(exc), query=query)
+            return QueryConfigError(str(exc), query=query)
         return await self._instant(built)
 
     async def _rack_split(self, query: str, racks: Sequence[RackNodes]) -> dict[str, Outcome]:

@@ -289,6 +289,24 @@ class PrometheusServer:
             _terminate(self.process)
             self.process = None
 
+    def pause(self, timeout_s: float = 5.0) -> None:
+        """SIGSTOP the server and wait until every thread has stopped: its socket still accepts
+        connections (the kernel does that) but nothing answers, like a hung server."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        stat = Path(f"/proc/{self.process.pid}/stat")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            # Field 3 is the state; "T" once the stop has reached the whole process.
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "T":
+                return
+            time.sleep(0.01)
+        raise RuntimeError("prometheus did not stop on SIGSTOP")
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def restart(self) -> None:
         self.stop()
         self.start()

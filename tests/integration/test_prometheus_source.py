@@ -37,6 +37,7 @@ from climatik.sources.prometheus import (
     PrometheusClient,
     PrometheusHTTPError,
     PrometheusSettings,
+    PrometheusTimeoutError,
     PrometheusUnreachableError,
     Vector,
 )
@@ -396,3 +397,29 @@ async def test_prometheus_stopped_is_unreachable_then_restart_brings_data_back(
     await asyncio.to_thread(server.start)
     # Same TSDB and port: data comes back, and then the new value once scraped.
     await eventually(lambda: measure(source, target), lambda m: close_to(watts_of(m), 600))
+
+
+async def test_hung_prometheus_times_out_within_the_deadline(
+    prometheus_factory: PrometheusFactory,
+    metrics_exporter: ExporterHandle,
+    session: aiohttp.ClientSession,
+    namespace: str,
+) -> None:
+    server = await asyncio.to_thread(prometheus_factory)
+    target = await add_service(metrics_exporter, namespace, PODS)
+    timeout_s = 1.5
+    source = PrometheusPowerSource(client_for(session, server, timeout_s=timeout_s))
+    await eventually(lambda: measure(source, target), lambda m: close_to(watts_of(m), 550))
+    # A stopped process still has its listening socket: connections are accepted by the
+    # kernel and never answered, the case only a deadline catches.
+    await asyncio.to_thread(server.pause)
+    try:
+        started = time.monotonic()
+        result = await measure(source, target)
+        elapsed_s = time.monotonic() - started
+    finally:
+        server.resume()
+    assert isinstance(result.watts, PrometheusTimeoutError)
+    assert result.watts.reason == "PrometheusTimeout"
+    assert timeout_s - 0.1 <= elapsed_s < timeout_s + 1.0
+    await eventually(lambda: measure(source, target), lambda m: close_to(watts_of(m), 550))
