@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
-from climatik.domain.config import MeasurementPreset
+from climatik.domain.config import MeasurementPreset, PowerMeasurementConfig
 from climatik.sources import promql
 from climatik.sources.prometheus import (
     InstantResult,
@@ -329,6 +329,29 @@ class PowerSource(Protocol):
 
     async def measure_racks(self, racks: Sequence[RackNodes]) -> Mapping[str, RackMeasurement]: ...
 
+    async def measure_total(self, query: str) -> Outcome:
+        """The sum of every series a fixed query returns (the design document's
+        `metrics[].query`: one number for the whole scope)."""
+        ...
+
+
+def query_configs_for(
+    measurement: PowerMeasurementConfig,
+) -> tuple[PowerQueryConfig, RackQueryConfig]:
+    """The query configuration a PowerCappingConfig's `powerMeasurement` asks for.
+
+    `powerQuery` overrides any preset; rack queries not given keep their defaults (Kepler node
+    power over the rack's nodes; no temperature). Raises `QueryTemplateError` for a query that
+    uses placeholders it cannot have, which the reconciler reports as a condition.
+    """
+    power = PowerQueryConfig(preset=measurement.preset, custom_query=measurement.power_query)
+    defaults = RackQueryConfig()
+    racks = RackQueryConfig(
+        power_query=measurement.rack_power_query or defaults.power_query,
+        inlet_temperature_query=measurement.rack_temperature_query,
+    )
+    return power, racks
+
 
 # --------------------------------------------------------------------------------------------
 # Prometheus implementation
@@ -450,6 +473,22 @@ class PrometheusPowerSource:
             key=target.key,
             watts=watts,
             tokens_per_s=tokens_task.result() if tokens_task else None,
+        )
+
+    async def measure_total(self, query: str) -> Outcome:
+        try:
+            async with self._semaphore:
+                result = await self._client.query(query)
+        except PrometheusError as exc:
+            return exc
+        if isinstance(result, NoData):
+            return result
+        if result.dropped:
+            return NoData(NoDataReason.NAN, query, f"{result.dropped} series unusable")
+        return Reading(
+            value=sum(s.value for s in result.samples),
+            measured_at_s=min(s.timestamp_s for s in result.samples),
+            query=query,
         )
 
     async def measure_racks(self, racks: Sequence[RackNodes]) -> Mapping[str, RackMeasurement]:

@@ -161,6 +161,12 @@ async def test_dcgm_preset_reads_exported_pod_labels(
     assert labels["exported_pod"] == "vllm-0"
     assert labels["namespace"] == "gpu-operator"
     assert labels["modelName"].startswith("NVIDIA")
+    # The design document's metrics[].query: a fixed query whose sum is the scope's power.
+    total = await source.measure_total(
+        f'DCGM_FI_DEV_POWER_USAGE{{exported_namespace="{namespace}"}}'
+    )
+    assert isinstance(total, Reading)
+    assert total.value == pytest.approx(300.0)
 
 
 async def test_tokens_per_second_from_vllm_counters(

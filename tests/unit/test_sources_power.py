@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from climatik.domain.config import MeasurementPreset
+from climatik.domain.config import MeasurementPreset, PowerMeasurementConfig
 from climatik.sources.power import (
     DEFAULT_RACK_POWER_QUERY,
     PowerQueryConfig,
@@ -22,6 +22,7 @@ from climatik.sources.power import (
     build_power_query,
     build_rack_query,
     build_tokens_query,
+    query_configs_for,
 )
 from climatik.sources.prometheus import (
     InstantResult,
@@ -299,3 +300,40 @@ async def test_empty_answer_with_old_raw_samples_is_reported_stale() -> None:
     assert isinstance(result.watts, NoData)
     assert result.watts.reason is NoDataReason.STALE
     assert "300 s old, maximum 60 s" in result.watts.message
+
+
+async def test_measure_total_sums_every_series_of_a_fixed_query() -> None:
+    query = 'DCGM_FI_DEV_POWER_USAGE{exported_namespace="llm"}'
+    two = Vector(
+        samples=(
+            Sample(labels={"gpu": "0"}, value=300.0, timestamp_s=999.0),
+            Sample(labels={"gpu": "1"}, value=250.0, timestamp_s=998.0),
+        )
+    )
+    source = PrometheusPowerSource(TableQuerier({query: two}))
+    assert await source.measure_total(query) == Reading(550.0, 998.0, query)
+    partial = Vector(samples=two.samples, dropped=1)
+    assert isinstance(
+        await PrometheusPowerSource(TableQuerier({query: partial})).measure_total(query), NoData
+    )
+    error = PrometheusUnreachableError("down")
+    assert await PrometheusPowerSource(TableQuerier({query: error})).measure_total(query) is error
+
+
+def test_query_configs_follow_the_power_measurement_spec() -> None:
+    power, racks = query_configs_for(
+        PowerMeasurementConfig(
+            preset=MeasurementPreset.DCGM, rack_power_query="sum by (rack) (pdu_output_watts)"
+        )
+    )
+    assert power.preset is MeasurementPreset.DCGM
+    assert power.custom_query is None
+    assert racks.power_query == "sum by (rack) (pdu_output_watts)"
+    assert racks.inlet_temperature_query is None
+    default_power, default_racks = query_configs_for(PowerMeasurementConfig())
+    assert default_power.preset is MeasurementPreset.KEPLER_POD
+    assert default_racks.power_query == DEFAULT_RACK_POWER_QUERY
+    with pytest.raises(QueryTemplateError):
+        query_configs_for(
+            PowerMeasurementConfig(preset=MeasurementPreset.CUSTOM, power_query='x{r="$rack"}')
+        )
