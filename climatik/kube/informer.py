@@ -52,6 +52,9 @@ class Informer:
     indexers: Mapping[str, IndexFunc] = field(default_factory=dict)
     settings: WatchSettings | None = None
     metrics: ReflectorMetrics | None = None
+    # Applied to every object before it is cached (client-go's SetTransform), e.g. to drop
+    # managedFields, which no controller reads and which are often the bulk of an object.
+    transform: Callable[[RawObject], RawObject] | None = None
 
     def __post_init__(self) -> None:
         self.store = Store(self.indexers)
@@ -89,6 +92,8 @@ class Informer:
     # -- ReflectorSink ----------------------------------------------------------------------
 
     def replace(self, objs: list[RawObject], resource_version: str) -> None:
+        if self.transform is not None:
+            objs = [self.transform(obj) for obj in objs]
         added, updated, deleted = self.store.replace(objs)
         for obj in deleted:
             self._dispatch_delete(obj)
@@ -101,6 +106,8 @@ class Informer:
         self._synced.set()
 
     def apply(self, event_type: WatchEventType, obj: RawObject) -> None:
+        if self.transform is not None:
+            obj = self.transform(obj)
         if event_type is WatchEventType.DELETED:
             # The DELETED event carries the object's final state; prefer it over the cached one.
             self.store.delete(object_key(obj))
@@ -135,3 +142,14 @@ class Informer:
             handler(*args)
         except Exception:
             log.exception("event_handler_failed", informer=self.name)
+
+
+def strip_managed_fields(obj: RawObject) -> RawObject:
+    """Drop ``metadata.managedFields`` (server-side apply bookkeeping no controller of ours reads).
+
+    Safe to mutate: the reflector hands the informer freshly parsed objects nobody else holds.
+    """
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        metadata.pop("managedFields", None)
+    return obj

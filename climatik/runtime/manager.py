@@ -26,7 +26,7 @@ import structlog
 
 from climatik.kube.client import LEASES, KubeClient, Resource
 from climatik.kube.events import EventRecorder
-from climatik.kube.informer import EventHandlers, Informer
+from climatik.kube.informer import EventHandlers, Informer, strip_managed_fields
 from climatik.kube.leaderelection import (
     KubeLeaseClient,
     LeaderElectionConfig,
@@ -172,6 +172,7 @@ class Manager:
                 indexers=dict(indexers or {}),
                 settings=self.watch_settings,
                 metrics=self.metrics,
+                transform=strip_managed_fields,
             )
             self._informers[key] = informer
         else:
