@@ -175,9 +175,9 @@ async def test_a_nudge_makes_a_waiting_candidate_try_at_once() -> None:
     b = LeaderElector(LeaderElectionConfig(identity="b"), lease, clock=clock, sleep=slow_sleep)
     acquiring = asyncio.create_task(b.acquire())
     await asyncio.sleep(0.01)
-    assert not b.is_leader
+    assert not b.leading_event.is_set()
     assert await a.release()
     b.nudge()
     await asyncio.wait_for(acquiring, 1)
-    assert b.is_leader
+    assert b.leading_event.is_set()
     assert len(real_sleeps) == 1
