@@ -280,7 +280,9 @@ class GeneratedCarbon(_Strict):
     mean_g_per_kwh: NonNegative = 215.0
     min_g_per_kwh: NonNegative = 64.0
     max_g_per_kwh: NonNegative = 395.0
-    daily_swing_fraction: Fraction = 0.6
+    daily_swing_fraction: Fraction = 0.4
+    """Peak-to-trough of the daily cycle as a share of the mean; with the weather drift on top,
+    the mean daily swing comes to about 60 % (GB 2020)."""
     weather_fraction: Fraction = 0.3
     trough_hour: Annotated[float, Field(ge=0, lt=24)] = 4.0
     seed: int = 3
