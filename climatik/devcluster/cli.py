@@ -50,7 +50,7 @@ def _run_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         topology = load_topology(args.topology)
-        info = up(args.dir, topology, timeout_s=args.timeout)
+        info = up(args.dir, topology, timeout_s=args.timeout, progress=print)
     except (BinariesMissingError, DevClusterError, TopologyError) as exc:
         print(f"dev-cluster up failed: {exc}", file=sys.stderr)
         return 1

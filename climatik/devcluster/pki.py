@@ -42,6 +42,7 @@ class ClusterPKI:
     controller_manager: CertPair
     scheduler: CertPair
     kwok: CertPair
+    front_proxy: CertPair
     service_account_key: Path
     service_account_pub: Path
 
@@ -185,6 +186,7 @@ def generate_pki(directory: Path, *, service_ip: str) -> ClusterPKI:
         controller_manager=pair("controller-manager", _name("system:kube-controller-manager")),
         scheduler=pair("scheduler", _name("system:kube-scheduler")),
         kwok=pair("kwok", _name("kwok", "system:masters")),
+        front_proxy=pair("front-proxy-client", _name("front-proxy-client")),
         service_account_key=sa_key_path,
         service_account_pub=sa_pub_path,
     )
