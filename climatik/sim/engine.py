@@ -96,6 +96,8 @@ class History:
     max_inlet_c: list[FloatArray] = field(default_factory=list)
     supply_c: list[FloatArray] = field(default_factory=list)
     carbon_g_per_kwh: list[float] = field(default_factory=list)
+    carbon_g: list[FloatArray] = field(default_factory=list)
+    """Cumulative emissions per policy."""
 
 
 @dataclass
@@ -558,6 +560,7 @@ class Twin:
                 history.max_inlet_c.append(max_in.copy())
                 history.supply_c.append(supply.copy())
                 history.carbon_g_per_kwh.append(float(carbon_step[k]))
+                history.carbon_g.append(carbon_g.copy())
 
             # --- control: the policies decide on what Prometheus shows ----------------------
             if k % ctrl_steps == 0 and k >= ring_len:

@@ -117,11 +117,16 @@ def write_html_report(result: SimResult, folder: Path) -> Path:
     ax.legend(fontsize="small", ncol=2)
     save(fig, "inlets.png", "hottest server inlet, per policy")
 
-    fig, ax = plt.subplots(figsize=(10, 3))
-    ax.plot(hours, carbon, color="green")
-    ax.set_xlabel("hour")
-    ax.set_ylabel("gCO2/kWh")
-    save(fig, "carbon.png", "grid carbon intensity (location based)")
+    emitted_kg = np.asarray(history.carbon_g) / 1000.0
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    top.plot(hours, carbon, color="green")
+    top.set_ylabel("grid gCO2/kWh")
+    for p, name in enumerate(names):
+        bottom.plot(hours, emitted_kg[:, p], label=name, linewidth=1)
+    bottom.set_xlabel("hour")
+    bottom.set_ylabel("emitted kgCO2 (cumulative)")
+    bottom.legend(fontsize="small", ncol=2)
+    save(fig, "carbon.png", "grid carbon intensity and cumulative emissions per policy")
 
     rows = "".join(
         "<tr><td>"
