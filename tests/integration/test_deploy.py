@@ -27,6 +27,7 @@ import re
 import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -413,11 +414,41 @@ def test_rbac_grants_every_resource_the_code_uses(kubectl_bin: Path) -> None:
 # -- applied to the dev cluster -------------------------------------------------------------
 
 
-def _admin(dev_cluster: ClusterInfo, namespace: str = "default") -> Kubectl:
-    return Kubectl(dev_cluster.kubectl, dev_cluster.kubeconfig, namespace)
+@dataclass(frozen=True)
+class Admin:
+    """The cluster's kubectl as its administrator, with no default namespace: the installers'
+    objects name their own namespaces, several of them."""
+
+    binary: Path
+    kubeconfig: Path
+
+    def run(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.binary), f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}{result.stderr}"
+            )
+        return result
+
+    def get_json(self, *args: str) -> Any:
+        return json.loads(self.run("get", *args, "-o", "json").stdout)
 
 
-def _apply(kubectl: Kubectl, objs: list[Obj], *extra: str) -> None:
+def _admin(dev_cluster: ClusterInfo) -> Admin:
+    return Admin(dev_cluster.kubectl, dev_cluster.kubeconfig)
+
+
+def _apply(kubectl: Admin, objs: list[Obj], *extra: str) -> None:
     kubectl.run(
         "apply",
         "--server-side",
@@ -429,7 +460,7 @@ def _apply(kubectl: Kubectl, objs: list[Obj], *extra: str) -> None:
     )
 
 
-def _cleanup(kubectl: Kubectl, objs: list[Obj]) -> None:
+def _cleanup(kubectl: Admin, objs: list[Obj]) -> None:
     """Delete what a test installed; cluster-scoped objects first so nothing calls the webhook."""
     order = ["MutatingWebhookConfiguration", "ClusterRoleBinding", "ClusterRole", "Namespace"]
     for kind in order:
@@ -449,7 +480,7 @@ def _split_crds(objs: list[Obj]) -> tuple[list[Obj], list[Obj]]:
     return crds, [o for o in objs if o["kind"] != "CustomResourceDefinition"]
 
 
-def _can_i_list(kubectl: Kubectl, service_account: str, namespace: str) -> list[str]:
+def _can_i_list(kubectl: Admin, service_account: str, namespace: str) -> list[str]:
     """`kubectl auth can-i --list` as the ServiceAccount, one normalized line per row."""
     out = kubectl.run(
         "auth",
@@ -458,17 +489,26 @@ def _can_i_list(kubectl: Kubectl, service_account: str, namespace: str) -> list[
         f"--as=system:serviceaccount:{service_account}",
         f"--namespace={namespace}",
     ).stdout
+    lines = out.splitlines()
+    header = lines[0]
+    # Cut rows at the header's column starts: a cell may be empty (a non-resource row has no
+    # resource), so splitting on whitespace would shift the columns.
+    starts = [header.index(title) for title in ("Non-Resource URLs", "Resource Names", "Verbs")]
     rows = []
-    for line in out.splitlines()[1:]:
-        cells = re.split(r"\s{2,}", line.strip())
-        if len(cells) != 4:
-            continue
-        resources, non_resource_urls, names, verbs = cells
-        rows.append(f"{resources or non_resource_urls} {names} {verbs}")
+    for line in lines[1:]:
+        cells = [
+            line[: starts[0]],
+            line[starts[0] : starts[1]],
+            line[starts[1] : starts[2]],
+            line[starts[2] :],
+        ]
+        resources, non_resource_urls, names, verbs = (c.strip() for c in cells)
+        target = resources or f"url:{non_resource_urls}"
+        rows.append(f"{target} {names} {verbs}")
     return sorted(rows)
 
 
-def _rbac_report(kubectl: Kubectl, sa: str, controller_ns: str, tuning_ns: str) -> str:
+def _rbac_report(kubectl: Admin, sa: str, controller_ns: str, tuning_ns: str) -> str:
     sections = [
         ("controller namespace", controller_ns),
         ("GPU tuning namespace", tuning_ns),
@@ -501,7 +541,7 @@ def _assert_rbac_matches_expectation(report: str) -> None:
         )
         pytest.fail(f"the controller's permissions changed:\n{diff}", pytrace=False)
     for line in report.splitlines():
-        if line.startswith(("[", "/")):
+        if line.startswith(("[", "url:")):
             continue  # section titles; non-resource URLs come from the built-in discovery roles
         resource, names, verbs = line.split(" ", 2)
         assert "*" not in resource, line
@@ -538,7 +578,7 @@ def _template_pod(deployment: Obj) -> Obj:
     }
 
 
-def _assert_admitted_under_restricted(kubectl: Kubectl, objs: list[Obj]) -> None:
+def _assert_admitted_under_restricted(kubectl: Admin, objs: list[Obj]) -> None:
     deployment = one(objs, "Deployment")
     namespace = deployment["metadata"]["namespace"]
     labels = kubectl.get_json("namespace", namespace)["metadata"]["labels"]
@@ -574,9 +614,9 @@ def _assert_admitted_under_restricted(kubectl: Kubectl, objs: list[Obj]) -> None
 
 
 @pytest.fixture
-def installed() -> Iterator[list[tuple[Kubectl, list[Obj]]]]:
+def installed() -> Iterator[list[tuple[Admin, list[Obj]]]]:
     """Installations a test made, removed at teardown."""
-    made: list[tuple[Kubectl, list[Obj]]] = []
+    made: list[tuple[Admin, list[Obj]]] = []
     yield made
     for kubectl, objs in made:
         _cleanup(kubectl, objs)
@@ -584,7 +624,7 @@ def installed() -> Iterator[list[tuple[Kubectl, list[Obj]]]]:
 
 @pytest.mark.timeout(300)
 def test_kustomize_base_applies_under_restricted_pod_security(
-    dev_cluster: ClusterInfo, kubectl_bin: Path, installed: list[tuple[Kubectl, list[Obj]]]
+    dev_cluster: ClusterInfo, kubectl_bin: Path, installed: list[tuple[Admin, list[Obj]]]
 ) -> None:
     admin = _admin(dev_cluster)
     crds, objs = _split_crds(kustomize(kubectl_bin, DEPLOY / "base"))
@@ -604,7 +644,7 @@ def test_helm_chart_applies_under_restricted_pod_security(
     dev_cluster: ClusterInfo,
     helm_bin: Path,
     namespace: str,
-    installed: list[tuple[Kubectl, list[Obj]]],
+    installed: list[tuple[Admin, list[Obj]]],
 ) -> None:
     admin = _admin(dev_cluster)
     admin.run("label", "namespace", namespace, f"{RESTRICTED}=restricted")
