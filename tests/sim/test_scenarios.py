@@ -66,3 +66,14 @@ def test_same_seed_same_figures() -> None:
     assert first == second
     other = Twin(scenario, ["climatik"], hours=2.0, seed=99).run().policies
     assert other != first
+
+
+def test_placement_is_measured_in_the_heatwave() -> None:
+    variants = ["placement-random", "placement-minhr", "placement-zone", "climatik"]
+    result = Twin(load_scenario("heatwave"), variants, hours=18.0).run()
+    cooling = {name: result.policies[name]["cooling_kwh"] for name in variants}
+    # Same ceilings policy, different places: the room's heat, and so its cooling, differ.
+    assert len({round(kwh, 1) for kwh in cooling.values()}) > 1
+    negligible = 0.001 * result.site_cap_w * result.duration_s
+    for name in variants:
+        assert result.policies[name]["cap_violation_ws"] < negligible
