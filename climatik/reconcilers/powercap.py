@@ -64,23 +64,22 @@ from climatik.reconcilers.settings import CappingSettings
 from climatik.reconcilers.targets import ResolvedTarget, resolve_targets
 from climatik.sources.address import AddressPolicy
 from climatik.sources.power import (
-    PowerQueryConfig,
     PrometheusPowerSource,
     RackNodes,
-    RackQueryConfig,
     Reading,
     TargetMeasurement,
     TargetPods,
     TokensQueryConfig,
     outcome_message,
+    query_configs_for,
 )
 from climatik.sources.prometheus import (
     NoData,
     PrometheusClient,
     PrometheusError,
     PrometheusSettings,
-    Vector,
 )
+from climatik.sources.promql import QueryTemplateError
 
 log = structlog.get_logger(__name__)
 
@@ -213,8 +212,29 @@ class PowerCapReconciler:
         for problem in resolution.missing:
             await self._events.record(obj, "Warning", "TargetMissing", problem)
 
-        measured = await self._measure(config, targets)
-        racks = await self._observe_racks(config)
+        try:
+            measured = await self._measure(config, targets)
+            racks = await self._observe_racks(config)
+        except TerminalError as error:
+            # A config that cannot be measured (no Prometheus, a bad query template): say so
+            # where the user looks, and wait for the spec to change.
+            problem = str(error)
+            await self._write_status(
+                obj,
+                None,
+                [
+                    (
+                        ConditionType.METRICS_AVAILABLE,
+                        ConditionStatus.FALSE,
+                        "Misconfigured",
+                        problem,
+                    ),
+                    (ConditionType.READY, ConditionStatus.FALSE, "Misconfigured", problem),
+                ],
+                generation=config.generation,
+            )
+            await self._events.record(obj, "Warning", "MeasurementMisconfigured", problem)
+            raise
         cap_w, cap_source = self._effective_cap(obj, config)
         observation = CapObservation(
             scope=key,
@@ -253,9 +273,7 @@ class PowerCapReconciler:
 
     # -- measuring ----------------------------------------------------------------------------
 
-    async def _source(
-        self, config: PowerCappingConfig
-    ) -> tuple[PrometheusPowerSource, PrometheusClient]:
+    async def _source(self, config: PowerCappingConfig) -> PrometheusPowerSource:
         address = (
             config.power_measurement.prometheus_address
             or next((m.prometheus_address for m in config.metrics), None)
@@ -276,23 +294,21 @@ class PowerCapReconciler:
                 address_policy=AddressPolicy.from_hosts(self._settings.allowed_prometheus_hosts),
             ),
         )
-        measurement = config.power_measurement
-        source = PrometheusPowerSource(
+        try:
+            power, racks = query_configs_for(config.power_measurement)
+        except QueryTemplateError as error:
+            raise TerminalError(f"spec.powerMeasurement: {error}") from error
+        return PrometheusPowerSource(
             client,
-            power=PowerQueryConfig(preset=measurement.preset, custom_query=measurement.power_query),
+            power=power,
             tokens=TokensQueryConfig(),
-            racks=RackQueryConfig(
-                power_query=measurement.rack_power_query or RackQueryConfig().power_query,
-                inlet_temperature_query=measurement.rack_temperature_query,
-                rack_label=self._settings.rack_label,
-            ),
+            racks=replace(racks, rack_label=self._settings.rack_label),
         )
-        return source, client
 
     async def _measure(
         self, config: PowerCappingConfig, targets: Sequence[ResolvedTarget]
     ) -> _Measured:
-        source, client = await self._source(config)
+        source = await self._source(config)
         per_target = await source.measure_targets(
             [TargetPods(t.key, t.namespace, t.pods) for t in targets]
         )
@@ -304,7 +320,7 @@ class PowerCapReconciler:
         scope_w: float | None
         if config.metrics:
             # The design document's own query measures the whole capped scope.
-            scope = await _scope_watts(client, config.metrics[0].query)
+            scope = await source.measure_total(config.metrics[0].query)
             scope_w = scope.value if isinstance(scope, Reading) else None
             if not isinstance(scope, Reading):
                 problems.append((scope, f"metrics[0].query: {outcome_message(scope)}"))
@@ -333,7 +349,7 @@ class PowerCapReconciler:
             RackNodes(r.rack_id, tuple(sorted(nodes_by_rack.get(r.rack_id, ()))))
             for r in config.racks
         ]
-        source, _ = await self._source(config)
+        source = await self._source(config)
         readings = await source.measure_racks(racks)
         observed = []
         for constraint in config.racks:
@@ -600,18 +616,6 @@ class PowerCapReconciler:
         first = changed[0]
         reason = "; ".join(f"{d.target}: {d.reason}" for d in changed)
         return Decision(time=now, action=_DECISION_ACTIONS[first.action], reason=reason[:1024])
-
-
-async def _scope_watts(client: PrometheusClient, query: str) -> Reading | NoData | PrometheusError:
-    """The design document's `metrics[].query`: the sum of its series is the scope's watts."""
-    try:
-        result = await client.query(query)
-    except PrometheusError as error:
-        return error
-    if not isinstance(result, Vector):
-        return result
-    newest = max(sample.timestamp_s for sample in result.samples)
-    return Reading(value=sum(s.value for s in result.samples), measured_at_s=newest, query=query)
 
 
 def rescale_watts_per_replica(state: CappingState, scale: float) -> CappingState:
