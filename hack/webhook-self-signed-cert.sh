@@ -3,7 +3,7 @@
 # cert-manager: makes a private CA and a serving certificate for the controller's Service,
 # stores them as the Secret the Deployment mounts (climatik-webhook-tls), and puts the CA into
 # the MutatingWebhookConfiguration's caBundle. Rerun it before the certificate expires (365 days)
-# or after changing the Service name, then restart the controller so it loads the new files.
+# or after changing the Service name; the controller reloads the mounted files when they change.
 #
 # Usage: webhook-self-signed-cert.sh [--namespace NS] [--service NAME] [--webhook NAME]
 #                                    [--secret NAME] [--days N] [--print]

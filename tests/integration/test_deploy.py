@@ -19,9 +19,11 @@ the end of each test, so the session's other tests never meet this webhook.
 from __future__ import annotations
 
 import ast
+import base64
 import difflib
 import importlib
 import json
+import os
 import pkgutil
 import re
 import subprocess
@@ -34,6 +36,7 @@ from typing import Any
 import pydantic
 import pytest
 import yaml
+from cryptography import x509
 from pydantic_settings import BaseSettings
 
 import climatik
@@ -613,6 +616,16 @@ def _assert_admitted_under_restricted(kubectl: Admin, objs: list[Obj]) -> None:
     wait_until(f"{replicas} controller pods in {namespace}", pods_created, timeout_s=60)
 
 
+def _assert_serving_certificate(secret: Obj, dns_name: str) -> None:
+    """The Secret's certificate names the Service and is signed by the CA it carries."""
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert dns_name in names.get_values_for_type(x509.DNSName)
+    assert cert.issuer == ca.subject
+    cert.verify_directly_issued_by(ca)
+
+
 @pytest.fixture
 def installed() -> Iterator[list[tuple[Admin, list[Obj]]]]:
     """Installations a test made, removed at teardown."""
@@ -637,6 +650,22 @@ def test_kustomize_base_applies_under_restricted_pod_security(
     _assert_admitted_under_restricted(admin, objs)
     report = _rbac_report(admin, f"{CONTROLLER_NS}:{CONTROLLER_SA}", CONTROLLER_NS, TUNING_NS)
     _assert_rbac_matches_expectation(report)
+    # The self-signed certificate option, run as docs/install.md says, against this install.
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(dev_cluster.kubeconfig),
+        "PATH": f"{dev_cluster.kubectl.parent}:{os.environ['PATH']}",
+    }
+    script = REPO_ROOT / "hack" / "webhook-self-signed-cert.sh"
+    made = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    secret = admin.get_json("secret", "climatik-webhook-tls", f"--namespace={CONTROLLER_NS}")
+    webhook = admin.get_json("mutatingwebhookconfiguration", "climatik-placement")
+    ca_bundle = webhook["webhooks"][0]["clientConfig"]["caBundle"]
+    assert ca_bundle == secret["data"]["ca.crt"]
+    _assert_serving_certificate(secret, f"climatik-controller.{CONTROLLER_NS}.svc")
 
 
 @pytest.mark.timeout(300)
