@@ -1,71 +1,297 @@
-"""Rack scoring: MinHR, zone-based and Climatik's combined score."""
+"""The placement policy: hand-computed cases and its invariants."""
 
 from __future__ import annotations
 
-from hypothesis import given
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from climatik.policies.placement import PlacementStrategy, PlaceObservation, score_racks
+from climatik.policies.placement import (
+    InletReading,
+    PlacementStrategy,
+    PlacementWeights,
+    PlaceObservation,
+    PlaceScore,
+    SupplySettings,
+    cooling_cop,
+    estimate_recirculation,
+    order_pods_for_scale_in,
+    pearson_correlation,
+    preferred_rack_weights,
+    recommend_supply_setpoints,
+    score_racks,
+)
 
 
-def test_minhr_prefers_the_place_that_recirculates_least() -> None:
-    places = [
-        PlaceObservation("a", recirculation_c_per_kw=0.8),
-        PlaceObservation("b", recirculation_c_per_kw=0.2),
-        PlaceObservation("c", recirculation_c_per_kw=0.5),
-    ]
-    ranked = score_racks(places, PlacementStrategy.MINHR)
+def place(place_id: str, hrf: float = 0.1, **kw: object) -> PlaceObservation:
+    return PlaceObservation(place_id=place_id, recirculation_c_per_kw=hrf, **kw)  # type: ignore[arg-type]
+
+
+def test_cop_follows_the_published_curve() -> None:
+    # 0.0068 * 400 + 0.0008 * 20 + 0.458 = 3.194
+    assert cooling_cop(20.0) == pytest.approx(3.194)
+    assert cooling_cop(27.0) > cooling_cop(15.0)
+
+
+def test_minhr_prefers_least_recirculation() -> None:
+    ranked = score_racks(
+        [place("a", 0.5), place("b", 0.1), place("c", 0.3)], PlacementStrategy.MINHR
+    )
     assert [s.place_id for s in ranked] == ["b", "c", "a"]
 
 
-def test_zone_based_balances_load_by_zone() -> None:
+def test_zone_prefers_least_loaded_zone_then_least_recirculation() -> None:
     places = [
-        PlaceObservation("a", 0.1, zone="z1", zone_watts=30_000.0),
-        PlaceObservation("b", 0.9, zone="z2", zone_watts=10_000.0),
+        place("a", 0.1, zone="z1", zone_watts=20_000),
+        place("b", 0.4, zone="z2", zone_watts=5_000),
+        place("c", 0.2, zone="z2", zone_watts=5_000),
     ]
-    assert score_racks(places, PlacementStrategy.ZONE)[0].place_id == "b"
+    ranked = score_racks(places, PlacementStrategy.ZONE)
+    assert [s.place_id for s in ranked] == ["c", "b", "a"]
 
 
-def test_climatik_prefers_thermal_headroom_at_equal_recirculation() -> None:
-    places = [
-        PlaceObservation("hot", 0.5, inlet_c=26.0, max_inlet_c=27.0),
-        PlaceObservation("cool", 0.5, inlet_c=22.0, max_inlet_c=27.0),
-    ]
-    assert score_racks(places)[0].place_id == "cool"
+def test_climatik_terms_add_up_by_their_weights() -> None:
+    weights = PlacementWeights()
+    obs = place("a", 0.2, inlet_c=22.0, max_inlet_c=27.0, watts=10_000, max_watts=30_000)
+    (score,) = score_racks([obs], weights=weights)
+    expected = -1.0 * 0.2 + 0.5 * 5.0 + 0.05 * 20.0
+    assert score.score == pytest.approx(expected)
+    assert "5.0 °C headroom" in score.reason
 
 
-def test_a_place_at_a_limit_ranks_last_whatever_its_score() -> None:
-    places = [
-        PlaceObservation("full", 0.0, watts=30_000.0, max_watts=30_000.0),
-        PlaceObservation("ok", 5.0, watts=10_000.0, max_watts=30_000.0),
-    ]
-    ranked = score_racks(places, PlacementStrategy.MINHR)
-    assert [s.place_id for s in ranked] == ["ok", "full"]
+def test_hot_rack_loses_to_cool_rack_with_same_recirculation() -> None:
+    hot = place("hot", 0.2, inlet_c=26.0, max_inlet_c=27.0)
+    cool = place("cool", 0.2, inlet_c=20.0, max_inlet_c=27.0)
+    assert score_racks([hot, cool])[0].place_id == "cool"
+
+
+def test_over_limit_rack_ranks_last_even_with_the_best_terms() -> None:
+    over = place("over", 0.0, inlet_c=20.0, max_inlet_c=27.0, watts=31_000, max_watts=30_000)
+    ok = place("ok", 5.0, inlet_c=26.5, max_inlet_c=27.0)
+    ranked = score_racks([over, ok])
+    assert [s.place_id for s in ranked] == ["ok", "over"]
     assert not ranked[1].admissible
     assert "limit" in ranked[1].reason
+    assert [rack for rack, _ in preferred_rack_weights(ranked)] == ["ok"]
+
+
+def test_smoothing_keeps_correlated_services_apart() -> None:
+    service = [1.0, 5.0, 1.0, 5.0, 1.0, 5.0]
+    in_phase = place("in", 0.1, load_series_w=(10.0, 50.0, 10.0, 50.0, 10.0, 50.0))
+    out_phase = place("out", 0.1, load_series_w=(50.0, 10.0, 50.0, 10.0, 50.0, 10.0))
+    ranked = score_racks([in_phase, out_phase], service_series_w=service)
+    assert ranked[0].place_id == "out"
+    assert ranked[0].correlation == pytest.approx(-1.0)
+    assert ranked[1].correlation == pytest.approx(1.0)
+    assert ranked[0].score - ranked[1].score == pytest.approx(2.0 * PlacementWeights().correlation)
+
+
+def test_cooler_supply_air_costs_more_cooling() -> None:
+    warm = place("warm", 0.1, supply_c=24.0)
+    cold = place("cold", 0.1, supply_c=14.0)
+    assert score_racks([cold, warm])[0].place_id == "warm"
+
+
+def test_zone_balance_in_climatik_score() -> None:
+    busy = place("busy", 0.1, zone="z1", zone_watts=40_000)
+    idle = place("idle", 0.1, zone="z2", zone_watts=0)
+    ranked = score_racks([busy, idle])
+    assert ranked[0].place_id == "idle"
+
+
+def test_pearson_correlation_edges() -> None:
+    assert pearson_correlation([1, 2], [1, 2]) is None
+    assert pearson_correlation([1, 1, 1, 1], [1, 2, 3, 4]) is None
+    assert pearson_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # Aligned at the end: only the last three of the longer series count.
+    assert pearson_correlation([9, 9, 1, 2, 3], [1, 2, 3]) == pytest.approx(1.0)
+    assert pearson_correlation([1, math.nan, 3, 4, 5], [1, 2, 3, 4, 5]) == pytest.approx(1.0)
+
+
+def test_affinity_weights_span_1_to_100_best_first() -> None:
+    scores = [
+        PlaceScore("a", 3.0, True, ""),
+        PlaceScore("b", 1.0, True, ""),
+        PlaceScore("c", 2.0, True, ""),
+        PlaceScore("x", 9.0, False, ""),
+    ]
+    assert preferred_rack_weights(scores) == (("a", 100), ("c", 50), ("b", 1))
+    assert preferred_rack_weights(scores, max_racks=1) == (("a", 100),)
+    equal = [PlaceScore("a", 1.0, True, ""), PlaceScore("b", 1.0, True, "")]
+    assert preferred_rack_weights(equal) == (("a", 100), ("b", 100))
+
+
+def test_deletion_costs_put_the_worst_rack_first() -> None:
+    scores = score_racks(
+        [
+            place("cool", 0.1, inlet_c=20.0, max_inlet_c=27.0),
+            place("warm", 0.1, inlet_c=24.0, max_inlet_c=27.0),
+            place("over", 0.1, inlet_c=28.0, max_inlet_c=27.0),
+        ]
+    )
+    costs = order_pods_for_scale_in(
+        {"p1": "cool", "p2": "warm", "p3": "over", "p4": None, "p5": "unknown-rack"}, scores
+    )
+    assert costs == {"p1": 2, "p2": 1, "p3": -1, "p4": 0, "p5": 0}
+    # The ReplicaSet deletes the lowest cost first: the over-limit rack, then the warm one.
+    assert min(costs, key=lambda p: costs[p]) == "p3"
+
+
+def test_estimate_recirculation_recovers_a_known_matrix() -> None:
+    rng = np.random.default_rng(7)
+    d_true = np.array([[0.8, 0.3, 0.0], [0.1, 1.2, 0.4], [0.0, 0.2, 0.6]])  # °C per kW
+    power_w = rng.uniform(2_000, 12_000, size=(200, 3))
+    supply = rng.uniform(16, 20, size=200)
+    inlet = supply[:, None] + (power_w / 1000.0) @ d_true.T + rng.normal(0, 0.02, (200, 3))
+    est = estimate_recirculation(["a", "b", "c"], power_w, inlet, supply)
+    got = np.array(est.matrix_c_per_kw)
+    assert np.abs(got - d_true).max() < 0.02
+    assert est.factor("b") == pytest.approx(d_true[:, 1].sum(), abs=0.03)
+    assert est.rms_residual_c < 0.05
+    # Without the supply series the intercept absorbs a constant supply temperature.
+    inlet_const = 18.0 + (power_w / 1000.0) @ d_true.T
+    est2 = estimate_recirculation(["a", "b", "c"], power_w, inlet_const)
+    assert np.abs(np.array(est2.matrix_c_per_kw) - d_true).max() < 0.01
+
+
+def test_estimate_recirculation_needs_enough_samples() -> None:
+    with pytest.raises(ValueError, match="at least"):
+        estimate_recirculation(["a", "b"], [[1, 2], [3, 4]], [[20, 21], [22, 23]])
+
+
+def test_supply_setpoint_raises_until_hottest_inlet_meets_redline() -> None:
+    readings = [
+        InletReading("r1", 22.0, "z1", supply_c=18.0, it_watts=30_000),
+        InletReading("r2", 24.0, "z1", supply_c=18.0, it_watts=20_000),
+        InletReading("r3", 28.0, "z2", supply_c=20.0),
+        InletReading("r4", math.nan, "z3"),
+    ]
+    settings_ = SupplySettings(redline_c=27.0, guard_c=0.5, max_step_c=2.0)
+    z1, z2 = recommend_supply_setpoints(readings, settings_)
+    # z1: hottest 24 °C, target 26.5 °C -> +2.5, bounded to +2 -> 20 °C.
+    assert (z1.group, z1.hottest_place_id, z1.change_c, z1.supply_c) == ("z1", "r2", 2.0, 20.0)
+    assert z1.cop == pytest.approx(cooling_cop(20.0))
+    assert z1.cooling_watts == pytest.approx(50_000 / cooling_cop(20.0))
+    assert "raise" in z1.reason
+    # z2 is above the redline: lower, bounded by the step.
+    assert z2.change_c == pytest.approx(-1.5)
+    assert z2.supply_c == pytest.approx(18.5)
+
+
+def test_supply_setpoint_clamped_to_unit_limits_without_supply_reading() -> None:
+    (rec,) = recommend_supply_setpoints(
+        [InletReading("r1", 26.0, "r1", supply_c=26.5)], SupplySettings(max_supply_c=27.0)
+    )
+    assert rec.supply_c == 27.0
+    assert rec.change_c == pytest.approx(0.5)
+    (rel,) = recommend_supply_setpoints([InletReading("r1", 20.0, "r1")])
+    assert rel.supply_c is None
+    assert rel.change_c == 2.0
+
+
+# -- invariants ------------------------------------------------------------------------------
+
+any_float = st.floats(allow_nan=True, allow_infinity=True)
+reading = st.one_of(st.none(), st.floats(-1e12, 1e12))
+series = st.lists(st.floats(-1e6, 1e6), max_size=8).map(tuple)
+
+
+@st.composite
+def observations(draw: st.DrawFn, place_id: str | None = None) -> PlaceObservation:
+    return PlaceObservation(
+        place_id=place_id or draw(st.text("abcdef", min_size=1, max_size=3)),
+        recirculation_c_per_kw=draw(any_float),
+        inlet_c=draw(reading),
+        max_inlet_c=draw(reading),
+        watts=draw(reading),
+        max_watts=draw(reading),
+        zone=draw(st.sampled_from(["", "z1", "z2"])),
+        zone_watts=draw(reading),
+        supply_c=draw(st.one_of(st.none(), any_float)),
+        load_series_w=draw(series),
+    )
 
 
 @given(
-    st.lists(st.tuples(st.floats(0, 2), st.floats(15, 30), st.booleans()), min_size=1, max_size=12),
+    st.lists(observations(), min_size=1, max_size=6, unique_by=lambda p: p.place_id),
+    st.sampled_from(list(PlacementStrategy)),
+    st.one_of(st.none(), series),
+)
+def test_scores_are_finite_and_admissible_first(
+    places: list[PlaceObservation], strategy: PlacementStrategy, service: tuple[float, ...] | None
+) -> None:
+    ranked = score_racks(places, strategy, service_series_w=service)
+    assert len(ranked) == len(places)
+    assert all(math.isfinite(s.score) for s in ranked)
+    flags = [s.admissible for s in ranked]
+    assert flags == sorted(flags, reverse=True)  # no inadmissible place before an admissible
+    weighted = {rack for rack, _ in preferred_rack_weights(ranked)}
+    assert weighted.isdisjoint({s.place_id for s in ranked if not s.admissible})
+    costs = order_pods_for_scale_in({f"pod-{s.place_id}": s.place_id for s in ranked}, ranked)
+    for s in ranked:
+        assert (costs[f"pod-{s.place_id}"] > 0) == s.admissible
+
+
+@given(
+    observations("x"),
+    observations("y"),
+    st.floats(0, 1e6),
+    st.floats(0, 1e9),
     st.sampled_from(list(PlacementStrategy)),
 )
-def test_admissible_places_always_come_first(
-    rows: list[tuple[float, float, bool]], strategy: PlacementStrategy
+@settings(max_examples=200)
+def test_more_headroom_never_lowers_a_score(
+    base: PlaceObservation,
+    other: PlaceObservation,
+    cooler_by_c: float,
+    fewer_watts: float,
+    strategy: PlacementStrategy,
 ) -> None:
-    places = [
-        PlaceObservation(
-            f"p{i}",
-            hrf,
-            inlet_c=inlet,
-            max_inlet_c=27.0,
-            zone=f"z{i % 2}",
-            zone_watts=1000.0 * i,
-            watts=100.0 if ok else 200.0,
-            max_watts=150.0,
-        )
-        for i, (hrf, inlet, ok) in enumerate(rows)
+    def score_of(obs: PlaceObservation) -> float:
+        return next(s.score for s in score_racks([obs, other], strategy) if s.place_id == "x")
+
+    cooler = dataclasses.replace(
+        base, inlet_c=None if base.inlet_c is None else base.inlet_c - cooler_by_c
+    )
+    lighter = dataclasses.replace(
+        base, watts=None if base.watts is None else base.watts - fewer_watts
+    )
+    assert score_of(cooler) >= score_of(base)
+    assert score_of(lighter) >= score_of(base)
+
+
+@given(st.lists(observations(), min_size=2, max_size=6, unique_by=lambda p: p.place_id))
+def test_a_rack_over_its_limit_is_never_preferred(places: list[PlaceObservation]) -> None:
+    over = dataclasses.replace(places[0], inlet_c=50.0, max_inlet_c=30.0)
+    ranked = score_racks([over, *places[1:]])
+    if any(p.admissible for p in places[1:]):
+        assert ranked[0].place_id != over.place_id
+    assert over.place_id not in dict(preferred_rack_weights(ranked))
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.floats(-50, 120), st.floats(10, 27)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_setpoints_stay_within_unit_limits_and_move_toward_the_redline(
+    rows: list[tuple[str, float, float]],
+) -> None:
+    settings_ = SupplySettings()
+    readings = [
+        InletReading(f"r{i}", inlet, group, supply_c=supply)
+        for i, (group, inlet, supply) in enumerate(rows)
     ]
-    ranked = score_racks(places, strategy)
-    flags = [s.admissible for s in ranked]
-    assert flags == sorted(flags, reverse=True)
-    assert sorted(s.place_id for s in ranked) == sorted(p.place_id for p in places)
+    for rec in recommend_supply_setpoints(readings, settings_):
+        assert rec.supply_c is not None
+        assert settings_.min_supply_c <= rec.supply_c <= settings_.max_supply_c
+        assert abs(rec.change_c) <= settings_.max_step_c + 1e-9
+        target = settings_.redline_c - settings_.guard_c
+        if rec.hottest_inlet_c > target:
+            assert rec.change_c <= 0
