@@ -321,15 +321,6 @@ def test_rendered_installations_keep_the_security_promises(
 
 def _settings_variables() -> set[str]:
     """Every CLIMATIK_* variable some pydantic-settings class of the package reads."""
-    for module in pkgutil.walk_packages(climatik.__path__, "climatik."):
-        if not module.name.endswith("__main__"):  # that one runs the CLI on import
-            importlib.import_module(module.name)
-
-    def subclasses(cls: type[BaseSettings]) -> Iterator[type[BaseSettings]]:
-        sub: type[BaseSettings]
-        for sub in cls.__subclasses__():
-            yield sub
-            yield from subclasses(sub)
 
     def fields(model: type[pydantic.BaseModel], prefix: str) -> Iterator[str]:
         for name, info in model.model_fields.items():
@@ -340,15 +331,29 @@ def _settings_variables() -> set[str]:
                 yield f"{prefix}{name.upper()}"
 
     found: set[str] = set()
-    for cls in subclasses(BaseSettings):
-        if cls.__module__.startswith("climatik."):
-            prefix = str(cls.model_config.get("env_prefix", ""))
-            found.update(fields(cls, prefix.upper()))
+    for cls in _settings_classes():
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        found.update(fields(cls, prefix.upper()))
     return found
 
 
+def _settings_classes() -> list[type[BaseSettings]]:
+    """Every pydantic-settings class in the package (importing every module first)."""
+    for module in pkgutil.walk_packages(climatik.__path__, "climatik."):
+        if not module.name.endswith("__main__"):  # that one runs the CLI on import
+            importlib.import_module(module.name)
+
+    def subclasses(cls: type[BaseSettings]) -> Iterator[type[BaseSettings]]:
+        sub: type[BaseSettings]
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    return [c for c in subclasses(BaseSettings) if c.__module__.startswith("climatik.")]
+
+
 def test_every_climatik_variable_the_installers_set_is_a_real_setting(
-    kubectl_bin: Path, helm_bin: Path
+    kubectl_bin: Path, helm_bin: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     known = _settings_variables()
     assert "CLIMATIK_LEADER_ELECTION__ENABLED" in known  # the scan itself works
@@ -362,12 +367,18 @@ def test_every_climatik_variable_the_installers_set_is_a_real_setting(
         ),
     ):
         container = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-        names = {e["name"] for e in container["env"] if e["name"].startswith("CLIMATIK_")}
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        names = {name for name in env if name.startswith("CLIMATIK_")}
         assert len(names) > 10
         assert names <= known, f"not read by any setting: {sorted(names - known)}"
-
-
-# -- RBAC against the code ------------------------------------------------------------------
+        # And every value parses: the settings classes accept the installers' environment as
+        # the pod would see it ($(POD_NAME) and $(POD_NAMESPACE) expanded by the kubelet).
+        for name in names:
+            value = str(env[name])
+            value = value.replace("$(POD_NAME)", "climatik-0").replace("$(POD_NAMESPACE)", "ns")
+            monkeypatch.setenv(name, value)
+        for cls in _settings_classes():
+            cls()
 
 
 def _resources_named_in_code() -> set[tuple[str, str]]:
