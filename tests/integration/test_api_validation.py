@@ -34,6 +34,7 @@ from climatik.api.status import (
     status_from_wire,
     status_patch,
 )
+from climatik.devcluster.cluster import ClusterInfo
 from tests.api_cases import (
     DESIGN_EXAMPLE_KSERVE,
     DESIGN_EXAMPLES,
@@ -44,12 +45,23 @@ from tests.api_cases import (
     docs_examples,
     load,
 )
-from tests.integration.conftest import Kubectl
+from tests.integration.conftest import Kubectl, wait_until
 
 pytestmark = pytest.mark.integration
 
 NAME = "llm-inference-power-cap"
 NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pcc_discoverable(dev_cluster: ClusterInfo) -> None:
+    """Wait until kubectl resolves `pcc`: discovery can lag an Established CRD for a moment."""
+    admin = Kubectl(dev_cluster.kubectl, dev_cluster.kubeconfig, "default")
+    wait_until(
+        "the PowerCappingConfig kind to appear in discovery",
+        lambda: admin.run("get", "pcc", check=False).returncode == 0,
+        timeout_s=60,
+    )
 
 
 def _is_subset(small: Any, big: Any) -> bool:
