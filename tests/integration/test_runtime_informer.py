@@ -57,7 +57,12 @@ async def test_hundred_concurrent_updates_reconcile_one_at_a_time_and_end_on_the
     await client.create(CONFIGMAPS, {"metadata": {"name": "hot"}, "data": {"n": "-1"}}, namespace)
     informer = Informer(client, CONFIGMAPS, namespace=namespace)
     queue: WorkQueue[str] = WorkQueue("hot")
-    informer.add_handlers(enqueue_handlers(queue))
+    # Only the hot object (the namespace also holds kube-root-ca.crt).
+    informer.add_handlers(
+        enqueue_handlers(
+            queue, lambda o: f"{namespace}/hot" if o["metadata"]["name"] == "hot" else None
+        )
+    )
     reconciler = Watchful(informer)
     controller = Controller("hot", reconciler, queue, workers=4)
     metrics = RuntimeMetrics()
