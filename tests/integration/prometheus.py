@@ -164,25 +164,29 @@ class ExporterHandle:
 
     def stop(self) -> None:
         _terminate(self.process)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
 
-def start_exporter() -> ExporterHandle:
-    process = subprocess.Popen(
-        [sys.executable, str(EXPORTER_SCRIPT), "--host", "127.0.0.1", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=REPO_ROOT,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()  # the exporter prints its address first
-    if not line.startswith("listening on "):
-        _terminate(process)
-        process.stdout.close()
-        raise RuntimeError(f"metrics exporter did not start: {line!r}")
-    return ExporterHandle(process=process, url=line.removeprefix("listening on "))
+def start_exporter(log_path: Path, timeout_s: float = 20.0) -> ExporterHandle:
+    """Start the exporter on a free port; its output goes to `log_path` (a pipe nobody reads
+    would block it once full), where it first prints the address it listens on."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(EXPORTER_SCRIPT), "--host", "127.0.0.1", "--port", "0"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO_ROOT,
+        )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        first = log_path.read_text().partition("\n")
+        if first[1] and first[0].startswith("listening on "):
+            return ExporterHandle(process=process, url=first[0].removeprefix("listening on "))
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    _terminate(process)
+    raise RuntimeError(f"metrics exporter did not start:\n{log_path.read_text()[-2000:]}")
 
 
 def _terminate(process: subprocess.Popen[Any], timeout_s: float = 10.0) -> None:
@@ -346,8 +350,8 @@ def prometheus_binary() -> Path:
 
 
 @pytest.fixture(scope="session")
-def metrics_exporter() -> Iterator[ExporterHandle]:
-    handle = start_exporter()
+def metrics_exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExporterHandle]:
+    handle = start_exporter(tmp_path_factory.mktemp("exporter") / "exporter.log")
     try:
         yield handle
     finally:
