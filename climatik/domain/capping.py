@@ -54,8 +54,10 @@ class TargetObservation:
     """Generated tokens per second over the same pods; `None` when unknown."""
     limited_by_ceiling: bool | None = None
     """The autoscaler wants more replicas than the ceiling allows (the HPA's `ScalingLimited`
-    condition with reason `TooManyReplicas`); `None` when unknown, in which case running at the
-    ceiling counts as wanting more."""
+    condition with reason `TooManyReplicas`); `None` when unknown, in which case the target
+    counts as wanting more. (Guessing from "running at the ceiling" instead makes two targets
+    sharing a cap trade headroom back and forth every decision: lowering one to its running
+    count makes it look limited next time.)"""
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.current_replicas < 0:
@@ -76,10 +78,10 @@ class TargetObservation:
 
     @property
     def wants_more_replicas(self) -> bool:
-        """True when the autoscaler is (or, without the signal, may be) held by the ceiling."""
+        """True when the autoscaler is held by the ceiling, or when that is unknown."""
         if self.limited_by_ceiling is not None:
             return self.limited_by_ceiling
-        return self.current_replicas >= self.applied_max_replicas
+        return True
 
     @property
     def tokens_per_joule(self) -> float | None:

@@ -330,3 +330,37 @@ def test_slack_moves_to_the_target_that_wants_more_and_stays_there() -> None:
     assert history[-1]["lean"] >= 4
     # ... and once there nothing moves any more.
     assert history[-1] == history[-2] == history[-3]
+
+
+def test_without_the_autoscaler_signal_two_capped_targets_do_not_trade_headroom() -> None:
+    # Neither wants more than it runs, but the cap cannot hold both ceilings' slack: guessing
+    # "at its ceiling means it wants more" would hand the slack back and forth every decision.
+    wanted = {"chat": 4, "batch": 2}
+    per_replica_w = {"chat": 5000.0, "batch": 6500.0}
+    tokens_per_joule = {"chat": 0.1, "batch": 0.4}
+    applied = {"chat": 4, "batch": 4}
+    state = learned(chat=5000.0, batch=6500.0)
+    history = []
+    for step in range(30):
+        targets = []
+        for name in ("chat", "batch"):
+            running = min(applied[name], wanted[name])
+            watts = running * per_replica_w[name]
+            targets.append(
+                TargetObservation(
+                    name,
+                    running,
+                    1,
+                    8,
+                    applied[name],
+                    watts=watts,
+                    tokens_per_s=watts * tokens_per_joule[name],
+                )
+            )
+        total = sum(t.watts or 0.0 for t in targets) + 8_000.0
+        observation = CapObservation("ns/pcc", 52_000.0, total, tuple(targets))
+        plan = decide_replica_ceilings(observation, HeadroomSettings(), state, 30.0 * step)
+        state = plan.state
+        applied = plan.ceilings
+        history.append(tuple(sorted(applied.items())))
+    assert len(set(history[5:])) == 1
