@@ -33,6 +33,10 @@ from climatik.runtime.metrics import RuntimeMetrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
+# Our objects only (each namespace also gets kube-root-ca.crt from the controller-manager).
+LABELS = {"climatik.test/set": "runtime"}
+SELECTOR = "climatik.test/set=runtime"
+
 
 @pytest.fixture(scope="module")
 def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterInfo]:
@@ -168,7 +172,7 @@ async def _fresh_namespace(client: KubeClient, name: str) -> str:
 
 
 async def _server_view(client: KubeClient, namespace: str) -> dict[str, str]:
-    listed = await client.list(CONFIGMAPS, namespace)
+    listed = await client.list(CONFIGMAPS, namespace, label_selector=SELECTOR)
     return {
         f"{namespace}/{i['metadata']['name']}": i["metadata"]["resourceVersion"]
         for i in listed["items"]
@@ -204,10 +208,17 @@ async def test_informer_reconnects_after_an_apiserver_restart_and_converges(
 ) -> None:
     namespace = await _fresh_namespace(direct, "restart")
     for i in range(5):
-        await direct.create(CONFIGMAPS, {"metadata": {"name": f"cm-{i}"}}, namespace)
+        await direct.create(
+            CONFIGMAPS, {"metadata": {"name": f"cm-{i}", "labels": LABELS}}, namespace
+        )
     metrics = RuntimeMetrics()
     informer = Informer(
-        direct, CONFIGMAPS, namespace=namespace, settings=_settings(), metrics=metrics
+        direct,
+        CONFIGMAPS,
+        namespace=namespace,
+        label_selector=SELECTOR,
+        settings=_settings(),
+        metrics=metrics,
     )
     task = asyncio.create_task(informer.run())
     try:
@@ -215,7 +226,9 @@ async def test_informer_reconnects_after_an_apiserver_restart_and_converges(
         assert len(informer.store) == 5
         opened_before = informer.reflector.watches_opened
         await asyncio.to_thread(restart_apiserver, own_cluster)
-        await direct.create(CONFIGMAPS, {"metadata": {"name": "after"}}, namespace)
+        await direct.create(
+            CONFIGMAPS, {"metadata": {"name": "after", "labels": LABELS}}, namespace
+        )
         await direct.delete(CONFIGMAPS, "cm-0", namespace)
         await direct.merge_patch(CONFIGMAPS, "cm-1", {"data": {"k": "v"}}, namespace)
         await _converged(informer, direct, namespace, timeout_s=60)
@@ -232,7 +245,9 @@ async def test_gone_after_an_outage_relists_and_drops_objects_deleted_meanwhile(
 ) -> None:
     namespace = await _fresh_namespace(direct, "gone")
     for i in range(10):
-        await direct.create(CONFIGMAPS, {"metadata": {"name": f"cm-{i}"}}, namespace)
+        await direct.create(
+            CONFIGMAPS, {"metadata": {"name": f"cm-{i}", "labels": LABELS}}, namespace
+        )
     cutter = TcpCutter(own_cluster.ports["kube-apiserver"])
     await cutter.start()
     via = await KubeClient.from_config(
@@ -240,7 +255,14 @@ async def test_gone_after_an_outage_relists_and_drops_objects_deleted_meanwhile(
         request_timeout_s=5,
     )
     metrics = RuntimeMetrics()
-    informer = Informer(via, CONFIGMAPS, namespace=namespace, settings=_settings(), metrics=metrics)
+    informer = Informer(
+        via,
+        CONFIGMAPS,
+        namespace=namespace,
+        label_selector=SELECTOR,
+        settings=_settings(),
+        metrics=metrics,
+    )
     deleted: list[str] = []
     informer.add_handlers(EventHandlers(on_delete=lambda o: deleted.append(o["metadata"]["name"])))
     task = asyncio.create_task(informer.run())
@@ -251,7 +273,7 @@ async def test_gone_after_an_outage_relists_and_drops_objects_deleted_meanwhile(
         for i in range(5):
             await direct.delete(CONFIGMAPS, f"cm-{i}", namespace)
         await direct.merge_patch(CONFIGMAPS, "cm-5", {"data": {"k": "v"}}, namespace)
-        await direct.create(CONFIGMAPS, {"metadata": {"name": "new"}}, namespace)
+        await direct.create(CONFIGMAPS, {"metadata": {"name": "new", "labels": LABELS}}, namespace)
         # A fresh watch cache starts at the current revision: our version is now too old.
         await asyncio.to_thread(restart_apiserver, own_cluster)
         cutter.restore()
