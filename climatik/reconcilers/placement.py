@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import structlog
 import yaml
 from pydantic import Field
@@ -73,9 +74,22 @@ from climatik.reconcilers.placement_webhook import PlacementSnapshot, WorkloadPl
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from climatik.reconcilers.result import Result
 from climatik.reconcilers.targets import resolve_targets
-from climatik.sources.cooling import CoolingController, CoolingError
-from climatik.sources.power import RackNodes
-from climatik.sources.racks import RackSignals, RackSignalSource
+from climatik.sources.address import AddressPolicy
+from climatik.sources.cooling import (
+    CoolingController,
+    CoolingError,
+    DryRunCoolingController,
+    HttpCoolingController,
+)
+from climatik.sources.power import PowerQueryConfig, RackNodes
+from climatik.sources.prometheus import PrometheusClient, PrometheusSettings
+from climatik.sources.racks import (
+    PrometheusRackSignalSource,
+    RackSignalQueries,
+    RackSignals,
+    RackSignalSource,
+    StaticRackSignalSource,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -108,6 +122,20 @@ class PlacementSettings(BaseSettings):
     """Least time between two Template-mode patches of one Deployment (each is a rollout)."""
     history_samples: int = Field(default=720, ge=0)
     """Rack readings kept per config for estimating recirculation (0 disables the estimate)."""
+    prometheus_address: str | None = None
+    """Prometheus for rack signals when a config names none (as `CLIMATIK_CAPPING__...`)."""
+    prometheus_timeout_s: float = Field(default=5.0, gt=0)
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """When set, Prometheus and cooling-webhook URLs may only name these hosts."""
+    rack_label: str = "rack"
+    """Label carrying the rack in rack-level query results (`$rack` queries need none)."""
+    exhaust_temperature_query: str | None = None
+    airflow_query: str | None = None
+    cooling_power_query: str | None = None
+    supply_temperature_query: str | None = None
+    """Site-wide rack queries the PowerCappingConfig has no field for (see docs/placement.md)."""
+    history_window_s: float = Field(default=3600.0, ge=0)
+    """Rack and service power history fetched for the smoothing term (0: no smoothing)."""
     supply_guard_c: float = Field(default=0.5, ge=0)
     min_supply_c: float = 10.0
     max_supply_c: float = 27.0
@@ -750,3 +778,75 @@ def template_patch(
         },
         "spec": {"template": {"spec": {"affinity": {"nodeAffinity": desired}}}},
     }
+
+
+class PrometheusRackSources:
+    """`signal_source` for the live controller: a Prometheus rack source per config.
+
+    The config's `powerMeasurement` gives the address, the rack power and inlet queries and the
+    power preset (for the service series); the site-wide extra queries come from settings. A
+    config with no Prometheus to ask gets a source without data (placement then ranks by what
+    it knows, and the condition says `NoRackData`), never an error that stops capping.
+    """
+
+    def __init__(
+        self,
+        session_factory: Callable[[], Awaitable[aiohttp.ClientSession]],
+        settings: PlacementSettings,
+    ) -> None:
+        self._session_factory = session_factory
+        self._settings = settings
+
+    async def __call__(self, config: PowerCappingConfig) -> RackSignalSource:
+        measurement = config.power_measurement
+        address = (
+            measurement.prometheus_address
+            or next((m.prometheus_address for m in config.metrics), None)
+            or self._settings.prometheus_address
+        )
+        if address is None:
+            return StaticRackSignalSource()
+        client = PrometheusClient(
+            await self._session_factory(),
+            address,
+            PrometheusSettings(
+                timeout_s=self._settings.prometheus_timeout_s,
+                max_sample_age_s=config.fail_safe.max_metric_age_s,
+                address_policy=AddressPolicy.from_hosts(self._settings.allowed_hosts),
+            ),
+        )
+        queries = RackSignalQueries(
+            power_query=measurement.rack_power_query or RackSignalQueries().power_query,
+            inlet_temperature_query=measurement.rack_temperature_query,
+            exhaust_temperature_query=self._settings.exhaust_temperature_query,
+            airflow_query=self._settings.airflow_query,
+            cooling_power_query=self._settings.cooling_power_query,
+            supply_temperature_query=self._settings.supply_temperature_query,
+            rack_label=self._settings.rack_label,
+            history_window_s=self._settings.history_window_s,
+        )
+        power = PowerQueryConfig(preset=measurement.preset, custom_query=measurement.power_query)
+        return PrometheusRackSignalSource(client, queries, power=power)
+
+
+class CoolingControllers:
+    """`cooling` for the live controller: the config's webhook in Webhook mode, else dry run."""
+
+    def __init__(
+        self,
+        session_factory: Callable[[], Awaitable[aiohttp.ClientSession]],
+        settings: PlacementSettings,
+    ) -> None:
+        self._session_factory = session_factory
+        self._settings = settings
+        self.dry_run = DryRunCoolingController()
+
+    async def __call__(self, config: PowerCappingConfig) -> CoolingController:
+        url = config.cooling.webhook_url
+        if config.cooling.mode is not CoolingMode.WEBHOOK or url is None:
+            return self.dry_run
+        return HttpCoolingController(
+            await self._session_factory(),
+            str(url),  # the API layer may hand over a pydantic URL object
+            address_policy=AddressPolicy.from_hosts(self._settings.allowed_hosts),
+        )

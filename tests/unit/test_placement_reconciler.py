@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from climatik.api.convert import config_from_object
 from climatik.domain.config import PowerCappingConfig
 from climatik.domain.placement import PlaceScore, SupplySetpoint
 from climatik.kube.client import ApiError, Resource
@@ -17,15 +18,28 @@ from climatik.kube.store import Store
 from climatik.reconcilers.placement import (
     DELETION_COST_ANNOTATION,
     ORIGINAL_AFFINITY_ANNOTATION,
+    CoolingControllers,
     PlacementReconciler,
     PlacementSettings,
+    PrometheusRackSources,
     template_patch,
 )
 from climatik.reconcilers.placement_metrics import PlacementMetrics
 from climatik.reconcilers.placement_webhook import PlacementSnapshot
 from climatik.reconcilers.result import Result
-from climatik.sources.cooling import CoolingController, CoolingError, CoolingOutcome
-from climatik.sources.racks import RackSignals, RackSignalSource, StaticRackSignalSource
+from climatik.sources.cooling import (
+    CoolingController,
+    CoolingError,
+    CoolingOutcome,
+    DryRunCoolingController,
+    HttpCoolingController,
+)
+from climatik.sources.racks import (
+    PrometheusRackSignalSource,
+    RackSignals,
+    RackSignalSource,
+    StaticRackSignalSource,
+)
 
 KEY = "climatik-project.ai/rack"
 NS = "llm"
@@ -388,3 +402,18 @@ async def test_recirculation_is_estimated_from_history_without_a_config_map() ->
     found = rec.snapshot.lookup(NS, "chat")
     assert found is not None
     assert found.preferred == (("rack-a", 100), ("rack-b", 1))
+
+
+async def test_live_factories_pick_prometheus_and_the_cooling_webhook() -> None:
+    async def no_session() -> Any:
+        return object()  # never used: building sources does no I/O
+
+    settings = PlacementSettings()
+    sources = PrometheusRackSources(no_session, settings)
+    assert isinstance(await sources(config_from_object(config())), StaticRackSignalSource)
+    with_prom = config(powerMeasurement={"prometheusAddress": "http://prom:9090"})
+    assert isinstance(await sources(config_from_object(with_prom)), PrometheusRackSignalSource)
+    coolers = CoolingControllers(no_session, settings)
+    assert isinstance(await coolers(config_from_object(config())), DryRunCoolingController)
+    webhook = await coolers(config_from_object(config(cooling="Webhook")))
+    assert isinstance(webhook, HttpCoolingController)
