@@ -264,7 +264,7 @@ class CarbonReconciler:
             observed_generation=generation,
             now=self._wall_clock(),
         )
-        base = current.model_dump() if current else {}
+        base = current.model_dump(by_alias=False) if current else {}
         desired = PowerCappingConfigStatus.model_validate(
             {
                 **base,

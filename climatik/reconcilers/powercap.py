@@ -149,6 +149,7 @@ class PowerCapReconciler:
         deployments: Any,
         pods: Any,
         nodes: Any,
+        hpas: Any,
         events: Any,
         metrics: CappingMetrics,
         settings: CappingSettings,
@@ -164,6 +165,7 @@ class PowerCapReconciler:
         self._deployments = deployments
         self._pods = pods
         self._nodes = nodes
+        self._hpas = hpas
         self._events = events
         self._metrics = metrics
         self._settings = settings
@@ -206,6 +208,7 @@ class PowerCapReconciler:
             inference_services=self._inference_services.store.objects(),
             deployments=self._deployments.store.objects(),
             pods=self._pods.store.objects(),
+            hpas=self._hpas.store.objects(),
         )
         targets = resolution.targets
         await self._give_back(key, keep={(t.kind, t.name) for t in targets})
@@ -377,6 +380,7 @@ class PowerCapReconciler:
             applied_max_replicas=target.applied_max_replicas,
             watts=measured.watts_or_none if measured else None,
             tokens_per_s=measured.tokens_per_s_or_none if measured else None,
+            limited_by_ceiling=target.limited_by_ceiling,
         )
 
     @staticmethod
@@ -569,7 +573,7 @@ class PowerCapReconciler:
                 for r in observation.racks
             ] or (current.racks if current else None)
             fields["last_decision"] = self._last_decision(plan, current, now)
-        base = current.model_dump() if current else {}
+        base = current.model_dump(by_alias=False) if current else {}
         desired = PowerCappingConfigStatus.model_validate({**base, **fields})
         patch = status_patch(
             current, desired, resource_version=obj["metadata"].get("resourceVersion")

@@ -7,6 +7,7 @@ from climatik.kube.client import custom
 POWER_CAPPING_CONFIGS = custom("powercapping.climatik-project.ai", "v1", "powercappingconfigs")
 SCALED_OBJECTS = custom("keda.sh", "v1alpha1", "scaledobjects")
 INFERENCE_SERVICES = custom("serving.kserve.io", "v1beta1", "inferenceservices")
+HORIZONTAL_POD_AUTOSCALERS = custom("autoscaling", "v2", "horizontalpodautoscalers")
 
 USER_MAX_ANNOTATION = "climatik-project.ai/user-max-replicas"
 """The user's own ceiling, remembered while Climatik holds a lower one."""

@@ -40,6 +40,9 @@ class ResolvedTarget:
     """The node of each pod in `pods` ('' while unscheduled)."""
     obj: Obj
     """The cached object the ceiling lives on."""
+    limited_by_ceiling: bool | None = None
+    """KEDA's HPA says it wants more replicas than the ceiling (`ScalingLimited`,
+    `TooManyReplicas`); None when no HPA reports on it."""
 
     @property
     def key(self) -> str:
@@ -131,8 +134,27 @@ def _deployment_replicas(deployment: Obj | None, pods: Sequence[str]) -> int:
     return _int(status.get("replicas"), len(pods))
 
 
+def hpa_name(scaled_object: Obj) -> str:
+    """The HPA KEDA keeps for a ScaledObject (`keda-hpa-<name>` unless the spec renames it)."""
+    advanced = (scaled_object.get("spec") or {}).get("advanced") or {}
+    custom = (advanced.get("horizontalPodAutoscalerConfig") or {}).get("name")
+    return str(custom) if custom else f"keda-hpa-{_meta(scaled_object).get('name')}"
+
+
+def limited_by_ceiling(hpa: Obj | None) -> bool | None:
+    """Whether an HPA is held by its maxReplicas, from its `ScalingLimited` condition."""
+    if hpa is None:
+        return None
+    for condition in (hpa.get("status") or {}).get("conditions") or ():
+        if condition.get("type") == "ScalingLimited":
+            return bool(
+                condition.get("status") == "True" and condition.get("reason") == "TooManyReplicas"
+            )
+    return None
+
+
 def _from_scaled_object(
-    so: Obj, deployments: Mapping[str, Obj], pods: Sequence[Obj]
+    so: Obj, deployments: Mapping[str, Obj], pods: Sequence[Obj], hpas: Mapping[str, Obj]
 ) -> ResolvedTarget:
     spec = so.get("spec") or {}
     applied = _int(spec.get("maxReplicaCount"), KEDA_DEFAULT_MAX)
@@ -151,6 +173,7 @@ def _from_scaled_object(
         pods=names,
         pod_nodes=nodes,
         obj=so,
+        limited_by_ceiling=limited_by_ceiling(hpas.get(hpa_name(so))),
     )
 
 
@@ -159,6 +182,7 @@ def _from_inference_service(
     scaled_objects: Mapping[str, Obj],
     deployments: Mapping[str, Obj],
     pods: Sequence[Obj],
+    hpas: Mapping[str, Obj],
 ) -> ResolvedTarget:
     name = str(_meta(isvc).get("name"))
     predictor = (isvc.get("spec") or {}).get("predictor") or {}
@@ -178,6 +202,9 @@ def _from_inference_service(
         pods=names,
         pod_nodes=nodes,
         obj=isvc,
+        limited_by_ceiling=limited_by_ceiling(
+            hpas.get(hpa_name(so) if so is not None else f"keda-hpa-{name}-predictor")
+        ),
     )
 
 
@@ -192,6 +219,7 @@ def resolve_targets(
     inference_services: Iterable[Obj],
     deployments: Iterable[Obj],
     pods: Iterable[Obj],
+    hpas: Iterable[Obj] = (),
 ) -> Resolution:
     """The targets of `config` among the cached objects of its namespace."""
     namespace = config.namespace
@@ -202,6 +230,7 @@ def resolve_targets(
         }
 
     sos, isvcs, deps = local(scaled_objects), local(inference_services), local(deployments)
+    autoscalers = local(hpas)
     pod_list = list(local(pods).values())
     wanted_sos: dict[str, None] = {}
     wanted_isvcs: dict[str, None] = {}
@@ -247,8 +276,9 @@ def resolve_targets(
             else:
                 missing.append(f"InferenceService {namespace}/{owner} owning {name} not found")
 
-    targets = [_from_scaled_object(sos[n], deps, pod_list) for n in sorted(wanted_sos)]
+    targets = [_from_scaled_object(sos[n], deps, pod_list, autoscalers) for n in sorted(wanted_sos)]
     targets += [
-        _from_inference_service(isvcs[n], sos, deps, pod_list) for n in sorted(wanted_isvcs)
+        _from_inference_service(isvcs[n], sos, deps, pod_list, autoscalers)
+        for n in sorted(wanted_isvcs)
     ]
     return Resolution(tuple(targets), tuple(missing))

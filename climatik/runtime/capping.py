@@ -25,11 +25,13 @@ from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler
 from climatik.reconcilers.resources import (
     CAPPED_BY_ANNOTATION,
+    HORIZONTAL_POD_AUTOSCALERS,
     INFERENCE_SERVICES,
     POWER_CAPPING_CONFIGS,
     SCALED_OBJECTS,
 )
 from climatik.reconcilers.settings import CappingSettings, CarbonSettings, GpuTuningSettings
+from climatik.reconcilers.targets import limited_by_ceiling
 from climatik.runtime.reconcile import Controller, ControllerContext
 from climatik.sources.address import HTTPSession
 
@@ -130,6 +132,17 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
     pods = ctx.informer(PODS)
     # Pod updates are frequent and carry nothing a decision needs before the next interval.
     pods.add_handlers(EventHandlers(on_add=nudge, on_delete=nudge))
+    hpas = ctx.informer(HORIZONTAL_POD_AUTOSCALERS)
+    # KEDA's HPAs say whether a ceiling holds the autoscaler back; only that change matters.
+    hpas.add_handlers(
+        EventHandlers(
+            on_add=nudge,
+            on_update=lambda old, new: (
+                nudge(new) if limited_by_ceiling(old) != limited_by_ceiling(new) else None
+            ),
+            on_delete=nudge,
+        )
+    )
     session = SharedSession()
     ctx.add_cleanup(session.close)
     reconciler = PowerCapReconciler(
@@ -140,6 +153,7 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
         deployments=deployments,
         pods=pods,
         nodes=ctx.informer(NODES),
+        hpas=hpas,
         events=ctx.events,
         metrics=capping_metrics(ctx.metrics.registry),
         settings=settings,

@@ -71,6 +71,7 @@ def resolve(cfg: PowerCappingConfig, **objects: list[dict[str, Any]]) -> Any:
         inference_services=objects.get("isvcs", []),
         deployments=objects.get("deps", []),
         pods=objects.get("pods", []),
+        hpas=objects.get("hpas", []),
     )
 
 
@@ -202,3 +203,35 @@ def test_restore_patch_uses_the_remembered_user_max(kind: TargetKind) -> None:
     )
     assert value == 9
     assert restore_patch({"metadata": {}}, kind) is None
+
+
+def hpa(name: str, status: str | None, reason: str = "TooManyReplicas") -> dict[str, Any]:
+    conditions = (
+        [] if status is None else [{"type": "ScalingLimited", "status": status, "reason": reason}]
+    )
+    return {"metadata": {"name": name, "namespace": NS}, "status": {"conditions": conditions}}
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "expected"),
+    [("True", "TooManyReplicas", True), ("True", "TooFewReplicas", False), ("False", "X", False)],
+)
+def test_keda_hpa_says_whether_the_ceiling_holds_the_autoscaler(
+    status: str, reason: str, expected: bool
+) -> None:
+    so = scaled_object("llm", "llm")
+    (target,) = resolve(
+        config(deployment_name="llm"), sos=[so], hpas=[hpa("keda-hpa-llm", status, reason)]
+    ).targets
+    assert target.limited_by_ceiling is expected
+
+
+def test_no_hpa_or_a_renamed_one_is_handled() -> None:
+    so = scaled_object("llm", "llm")
+    (unknown,) = resolve(config(deployment_name="llm"), sos=[so]).targets
+    assert unknown.limited_by_ceiling is None
+    so["spec"]["advanced"] = {"horizontalPodAutoscalerConfig": {"name": "custom"}}
+    (renamed,) = resolve(
+        config(deployment_name="llm"), sos=[so], hpas=[hpa("custom", "True")]
+    ).targets
+    assert renamed.limited_by_ceiling is True
