@@ -267,6 +267,12 @@ def capping_config(
     }
 
 
+async def create_config(placement: Placement, namespace: str, body: dict[str, Any]) -> None:
+    """Create through the API directly: kubectl's discovery can lag a CRD for a moment right
+    after the cluster starts ("no matches for kind"), the API server itself does not."""
+    await placement.client.create(POWER_CAPPING_CONFIGS, body, namespace)
+
+
 def rack_of(dev_cluster: ClusterInfo) -> dict[str, str]:
     return {node: rack for rack, nodes in dev_cluster.nodes_by_rack.items() for node in nodes}
 
@@ -295,7 +301,7 @@ async def test_managed_pods_land_on_the_cooler_rack_and_unmanaged_are_untouched(
 ) -> None:
     # rack-a is hot but still under its 30 °C limit: a preference, not an exclusion.
     placement.signals.set(RackSignals("rack-a", watts=30_000.0, inlet_c=29.0), COOL)
-    kubectl.apply(capping_config("cap", "llm"))
+    await create_config(placement, namespace, capping_config("cap", "llm"))
     kubectl.apply(deployment("llm", 0))
     await wait_snapshot(placement, namespace, "llm")
     found = placement.snapshot.lookup(namespace, "llm")
@@ -329,7 +335,7 @@ async def test_a_rack_over_its_limit_is_excluded_and_reported(
     dev_cluster: ClusterInfo, kubectl: Kubectl, namespace: str, placement: Placement
 ) -> None:
     placement.signals.set(RackSignals("rack-a", watts=30_000.0, inlet_c=31.5), COOL)
-    kubectl.apply(capping_config("cap", "llm"))
+    await create_config(placement, namespace, capping_config("cap", "llm"))
     kubectl.apply(deployment("llm", 0))
     await wait_snapshot(placement, namespace, "llm")
     kubectl.run("scale", "deployment/llm", "--replicas=4")
@@ -343,13 +349,10 @@ async def test_a_rack_over_its_limit_is_excluded_and_reported(
         {"matchExpressions": [{"key": RACK_KEY, "operator": "NotIn", "values": ["rack-a"]}]}
     ]
 
-    def condition() -> dict[str, Any] | None:
-        obj = kubectl.get_json("powercappingconfig", "cap")
+    async def probe() -> dict[str, Any] | None:
+        obj = await placement.client.get(POWER_CAPPING_CONFIGS, "cap", namespace)
         conditions = (obj.get("status") or {}).get("conditions") or []
         return next((c for c in conditions if c["type"] == "RacksWithinLimits"), None)
-
-    async def probe() -> dict[str, Any] | None:
-        return await asyncio.to_thread(condition)
 
     found = await eventually(probe, lambda c: c is not None and c["status"] == "False")
     assert found is not None
@@ -365,7 +368,7 @@ async def test_pods_are_still_created_when_the_webhook_is_down(
     dev_cluster: ClusterInfo, kubectl: Kubectl, namespace: str, placement: Placement
 ) -> None:
     placement.signals.set(RackSignals("rack-a", watts=30_000.0, inlet_c=31.5), COOL)
-    kubectl.apply(capping_config("cap", "llm"))
+    await create_config(placement, namespace, capping_config("cap", "llm"))
     kubectl.apply(deployment("llm", 0))
     await wait_snapshot(placement, namespace, "llm")
     await placement.server.stop()  # the API server now gets connection refused
@@ -380,7 +383,7 @@ async def test_scale_in_removes_the_hottest_racks_replicas_first(
 ) -> None:
     # Both racks cool: the spread constraint puts two replicas on each.
     placement.signals.set(RackSignals("rack-a", watts=12_000.0, inlet_c=21.0), COOL)
-    kubectl.apply(capping_config("cap", "llm"))
+    await create_config(placement, namespace, capping_config("cap", "llm"))
     kubectl.apply(deployment("llm", 4, spread_racks=True))
     pods = await wait_scheduled(kubectl, "llm", 4)
     racks = rack_of(dev_cluster)
@@ -426,7 +429,7 @@ async def test_template_mode_patches_the_deployment_rack_affinity(
     dev_cluster: ClusterInfo, kubectl: Kubectl, namespace: str, placement: Placement
 ) -> None:
     placement.signals.set(RackSignals("rack-a", watts=30_000.0, inlet_c=31.5), COOL)
-    kubectl.apply(capping_config("cap", "llm", mode="Template"))
+    await create_config(placement, namespace, capping_config("cap", "llm", mode="Template"))
     kubectl.apply(deployment("llm", 2))
 
     async def template() -> Any:
