@@ -26,6 +26,10 @@ changes, it:
 6. reports: the `RacksWithinLimits` condition (with per-rack score, power, inlet and headroom in
    its message), Events on transitions, and the `climatik_rack_*` metrics.
 
+Steps 1 to 3 and the snapshot need only reads, so the reconciler may run on standby replicas too
+(their webhooks answer requests as well); everything after the snapshot runs only while
+`may_write()` (by default the client's leadership gate) says this replica leads.
+
 `status.racks` is written by the power-cap reconciler; this one writes only its condition, with
 the object's resourceVersion, so neither can silently drop the other's update.
 """
@@ -175,6 +179,10 @@ class RackView:
     observation: PlaceObservation
 
 
+def _always() -> bool:
+    return True
+
+
 def _meta(obj: Obj) -> Obj:
     meta: Obj = obj.get("metadata") or {}
     return meta
@@ -206,8 +214,12 @@ class PlacementReconciler:
         weights: PlacementWeights | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self._client = client
+        # Defaults to the client's leadership gate, so the same reconciler may run on standbys.
+        gate: Callable[[], bool] = getattr(client, "write_gate", _always)
+        self._may_write = may_write if may_write is not None else gate
         self._configs = configs
         self._scaled_objects = scaled_objects
         self._inference_services = inference_services
@@ -265,6 +277,10 @@ class PlacementReconciler:
         rack_scores = score_racks([r.observation for r in racks], weights=self._weights)
 
         self._publish(config, workloads, scored)
+        if not self._may_write():
+            # A standby: its admission webhook needs the scores too (the Service sends it
+            # requests), but only the leader writes to the cluster or the cooling system.
+            return Result(requeue_after=self._settings.interval_s)
         if config.placement.mode is not PlacementMode.DISABLED:
             await self._deletion_costs(config, workloads, scored, racks)
         if config.placement.mode is PlacementMode.TEMPLATE:

@@ -417,3 +417,14 @@ async def test_live_factories_pick_prometheus_and_the_cooling_webhook() -> None:
     assert isinstance(await coolers(config_from_object(config())), DryRunCoolingController)
     webhook = await coolers(config_from_object(config(cooling="Webhook")))
     assert isinstance(webhook, HttpCoolingController)
+
+
+async def test_a_standby_publishes_scores_but_writes_nothing() -> None:
+    pods = [pod("p-a", "a-0"), pod("p-b", "b-0")]
+    client = RecordingClient()
+    client.write_gate = lambda: False  # type: ignore[attr-defined]
+    rec, _, events, _ = reconciler(config(), pods, static(HOT_OVER, COOL), client=client)
+    assert await rec.reconcile(f"{NS}/cap") == Result(requeue_after=7.0)
+    assert rec.snapshot.lookup(NS, "chat") is not None
+    assert client.patches == []
+    assert events.recorded == []
