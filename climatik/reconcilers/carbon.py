@@ -29,15 +29,15 @@ from climatik.api.models import (
     EffectiveCapSource,
     PowerCappingConfigStatus,
 )
-from climatik.api.status import set_condition, status_from_wire, status_patch
+from climatik.api.status import set_condition, status_from_wire
 from climatik.domain.carbon import CarbonCap, CarbonReading
 from climatik.domain.config import CarbonConfig, CarbonFallback, CarbonProvider
 from climatik.kube.client import ApiError, KubeClient, Resource
 from climatik.policies.carbon import cap_for_carbon, emissions_g
 from climatik.reconcilers.metrics import CappingMetrics
-from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from climatik.reconcilers.result import Result, TerminalError
 from climatik.reconcilers.settings import CarbonSettings
+from climatik.reconcilers.status_writer import with_fields, write_status
 from climatik.sources.carbon import (
     CarbonOutcome,
     CarbonSource,
@@ -253,32 +253,29 @@ class CarbonReconciler:
             why = failure.message if failure is not None else "no reading"
             reason = "LastKnownGood" if outcome is not None else "Fallback"
             state = (ConditionStatus.FALSE, reason, f"{provider}: {why}; {cap.reason}")
-        current = status_from_wire(obj)
-        previous_cap = current.effective_cap_watts if current else None
-        conditions: Sequence[Condition] = set_condition(
-            current.conditions if current else None,
-            type_=str(ConditionType.CARBON_AVAILABLE),
-            status=state[0],
-            reason=state[1],
-            message=state[2][:4000],
-            observed_generation=generation,
-            now=self._wall_clock(),
-        )
-        base = current.model_dump(by_alias=False) if current else {}
-        desired = PowerCappingConfigStatus.model_validate(
-            {
-                **base,
-                "conditions": list(conditions),
-                "effective_cap_watts": round(cap.cap_w, 1),
-                "effective_cap_source": EffectiveCapSource.CARBON,
-            }
-        )
-        patch = status_patch(
-            current, desired, resource_version=obj["metadata"].get("resourceVersion")
-        )
-        if patch is None:
+        previous = status_from_wire(obj)
+        previous_cap = previous.effective_cap_watts if previous else None
+        now = self._wall_clock()
+
+        def desire(current: PowerCappingConfigStatus | None) -> PowerCappingConfigStatus:
+            conditions: Sequence[Condition] = set_condition(
+                current.conditions if current else None,
+                type_=str(ConditionType.CARBON_AVAILABLE),
+                status=state[0],
+                reason=state[1],
+                message=state[2][:4000],
+                observed_generation=generation,
+                now=now,
+            )
+            return with_fields(
+                current,
+                conditions=list(conditions),
+                effective_cap_watts=round(cap.cap_w, 1),
+                effective_cap_source=EffectiveCapSource.CARBON,
+            )
+
+        if not await write_status(self._client, obj, desire):
             return
-        await self._patch_status(obj, patch)
         if previous_cap is None or abs(previous_cap - round(cap.cap_w, 1)) >= 1:
             await self._events.record(obj, "Normal", "CarbonCapChanged", state[2][:1000])
         if not live:
@@ -287,41 +284,25 @@ class CarbonReconciler:
 
     async def _clear_carbon_cap(self, obj: Mapping[str, Any]) -> None:
         """A config whose carbon section was removed goes back to its static cap."""
-        current = status_from_wire(obj)
-        if current is None or current.effective_cap_source != EffectiveCapSource.CARBON:
+        previous = status_from_wire(obj)
+        if previous is None or previous.effective_cap_source != EffectiveCapSource.CARBON:
             return
-        conditions = [
-            c for c in current.conditions or () if c.type != ConditionType.CARBON_AVAILABLE
-        ]
-        desired = current.model_copy(
-            update={
-                "conditions": conditions or None,
-                "effective_cap_source": EffectiveCapSource.STATIC,
-                "effective_cap_watts": float(obj["spec"]["powerCapLimit"]),
-            }
-        )
-        patch = status_patch(
-            current, desired, resource_version=obj["metadata"].get("resourceVersion")
-        )
-        if patch is not None:
-            await self._patch_status(obj, patch)
+        static_w = float(obj["spec"]["powerCapLimit"])
 
-    async def _patch_status(self, obj: Mapping[str, Any], patch: dict[str, Any]) -> None:
-        try:
-            await self._client.merge_patch(
-                POWER_CAPPING_CONFIGS,
-                obj["metadata"]["name"],
-                patch,
-                obj["metadata"].get("namespace"),
-                subresource="status",
+        def desire(current: PowerCappingConfigStatus | None) -> PowerCappingConfigStatus:
+            kept = [
+                c
+                for c in (current.conditions if current else None) or ()
+                if c.type != ConditionType.CARBON_AVAILABLE
+            ]
+            return with_fields(
+                current,
+                conditions=kept or None,
+                effective_cap_source=EffectiveCapSource.STATIC,
+                effective_cap_watts=static_w,
             )
-        except ApiError as error:
-            if error.is_conflict:
-                # Another writer moved the object on; the informer brings the new version and
-                # the status change re-enqueues this key.
-                return
-            if not error.is_not_found:
-                raise
+
+        await write_status(self._client, obj, desire)
 
 
 def _secret_key(carbon: CarbonConfig) -> str:

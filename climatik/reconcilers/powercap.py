@@ -30,7 +30,7 @@ from climatik.api.models import (
     TargetKindName,
     TargetStatus,
 )
-from climatik.api.status import set_condition, status_from_wire, status_patch
+from climatik.api.status import set_condition
 from climatik.domain.capping import (
     CapObservation,
     CappingState,
@@ -56,11 +56,11 @@ from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.resources import (
     CAPPED_BY_ANNOTATION,
     INFERENCE_SERVICES,
-    POWER_CAPPING_CONFIGS,
     SCALED_OBJECTS,
 )
 from climatik.reconcilers.result import Result, TerminalError
 from climatik.reconcilers.settings import CappingSettings
+from climatik.reconcilers.status_writer import with_fields, write_status
 from climatik.reconcilers.targets import ResolvedTarget, resolve_targets
 from climatik.sources.address import AddressPolicy
 from climatik.sources.power import (
@@ -125,6 +125,9 @@ class _ConfigMemory:
 
     state: CappingState = field(default_factory=CappingState)
     target_names: list[str] = field(default_factory=list)
+    learning_paused_until_s: float = 0.0
+    """After GPU clocks changed, readings from before the change are still in Prometheus for a
+    scrape or two; they must not undo the rescaled estimates."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +204,9 @@ class PowerCapReconciler:
         if scale is not None:
             # GPU clocks changed under the targets: a replica now draws `scale` times the power.
             memory.state = rescale_watts_per_replica(memory.state, scale)
+            memory.learning_paused_until_s = self._clock() + self._settings.tuning_grace_s
             log.info("watts_per_replica_rescaled", scale=round(scale, 3))
+        learning = self._clock() >= memory.learning_paused_until_s
         resolution = resolve_targets(
             config,
             scaled_objects=self._scaled_objects.store.objects(),
@@ -243,7 +248,10 @@ class PowerCapReconciler:
             scope=key,
             cap_w=cap_w,
             measured_w=measured.scope_w,
-            targets=tuple(self._observe(t, measured.per_target.get(t.key)) for t in targets),
+            targets=tuple(
+                self._observe(t, measured.per_target.get(t.key) if learning else None)
+                for t in targets
+            ),
             racks=racks,
         )
         plan = decide_replica_ceilings(
@@ -372,6 +380,7 @@ class PowerCapReconciler:
 
     @staticmethod
     def _observe(target: ResolvedTarget, measured: TargetMeasurement | None) -> TargetObservation:
+        """The policy's view of a target; `measured=None` holds its ceiling like missing data."""
         return TargetObservation(
             name=target.name,
             current_replicas=target.current_replicas,
@@ -537,60 +546,55 @@ class PowerCapReconciler:
         targets: Sequence[ResolvedTarget] = (),
         measured: _Measured | None = None,
     ) -> None:
-        current = status_from_wire(obj)
         now = self._wall_clock()
-        merged: Sequence[Condition] | None = current.conditions if current else None
-        for type_, status, reason, message in conditions:
-            merged = set_condition(
-                merged,
-                type_=str(type_),
-                status=status,
-                reason=reason,
-                message=message,
-                observed_generation=generation,
-                now=now,
-            )
-        fields: dict[str, Any] = {
-            "observed_generation": generation,
-            "conditions": list(merged or ()),
-        }
-        if plan is not None and observation is not None and cap is not None:
-            fields["measured_power_watts"] = observation.measured_w
-            fields["effective_cap_watts"] = cap[0]
-            fields["effective_cap_source"] = cap[1]
-            fields["targets"] = [self._target_status(t, plan, measured) for t in targets] or None
-            fields["racks"] = [
-                RackStatus(
-                    rack_id=r.rack_id,
-                    power_watts=r.watts,
-                    inlet_celsius=r.inlet_c,
-                    headroom_watts=(
-                        r.max_watts - r.watts
-                        if r.max_watts is not None and r.watts is not None
-                        else None
-                    ),
-                )
-                for r in observation.racks
-            ] or (current.racks if current else None)
-            fields["last_decision"] = self._last_decision(plan, current, now)
-        base = current.model_dump(by_alias=False) if current else {}
-        desired = PowerCappingConfigStatus.model_validate({**base, **fields})
-        patch = status_patch(
-            current, desired, resource_version=obj["metadata"].get("resourceVersion")
+        # The carbon reconciler owns the effective cap of configs with a carbon section.
+        owns_cap = (
+            cap is not None
+            and cap[1] is EffectiveCapSource.STATIC
+            and not ((obj.get("spec") or {}).get("carbon"))
         )
-        if patch is None:
-            return
-        namespace, name = obj["metadata"].get("namespace"), obj["metadata"]["name"]
-        try:
-            await self._client.merge_patch(
-                POWER_CAPPING_CONFIGS, name, patch, namespace, subresource="status"
-            )
-        except ApiError as error:
-            if error.is_conflict:  # the object moved on; the next reconcile sees the new one
-                log.info("status_conflict", config=name)
-                return
-            if not error.is_not_found:
-                raise
+
+        def desire(current: PowerCappingConfigStatus | None) -> PowerCappingConfigStatus:
+            merged: Sequence[Condition] | None = current.conditions if current else None
+            for type_, status, reason, message in conditions:
+                merged = set_condition(
+                    merged,
+                    type_=str(type_),
+                    status=status,
+                    reason=reason,
+                    message=message,
+                    observed_generation=generation,
+                    now=now,
+                )
+            fields: dict[str, Any] = {
+                "observed_generation": generation,
+                "conditions": list(merged or ()),
+            }
+            if plan is not None and observation is not None and cap is not None:
+                fields["measured_power_watts"] = observation.measured_w
+                if owns_cap:
+                    fields["effective_cap_watts"] = cap[0]
+                    fields["effective_cap_source"] = cap[1]
+                fields["targets"] = [
+                    self._target_status(t, plan, measured) for t in targets
+                ] or None
+                fields["racks"] = [
+                    RackStatus(
+                        rack_id=r.rack_id,
+                        power_watts=r.watts,
+                        inlet_celsius=r.inlet_c,
+                        headroom_watts=(
+                            r.max_watts - r.watts
+                            if r.max_watts is not None and r.watts is not None
+                            else None
+                        ),
+                    )
+                    for r in observation.racks
+                ] or (current.racks if current else None)
+                fields["last_decision"] = self._last_decision(plan, current, now)
+            return with_fields(current, **fields)
+
+        await write_status(self._client, obj, desire)
 
     @staticmethod
     def _target_status(

@@ -22,6 +22,8 @@ class CappingSettings(BaseSettings):
     """When set, configs may only name Prometheus servers on these hosts."""
     interval_s: float = Field(default=15.0, gt=0)
     """How often each config is measured and decided, besides reacting to changes."""
+    tuning_grace_s: float = Field(default=60.0, ge=0)
+    """After a GPU tuning result, hold ceilings this long while old readings age out."""
     rack_label: str = "rack"
     """Label carrying the rack in rack-level query results (`$rack` queries need none)."""
 

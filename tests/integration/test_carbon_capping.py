@@ -120,7 +120,7 @@ async def test_served_intensity_moves_the_cap_and_the_ceilings_follow(
     await serve_intensity(carbon_api, 400)
     dirty = await eventually(
         lambda: kubectl_json(kubectl, "pcc", "cap"),
-        lambda obj: obj["status"].get("effectiveCapWatts") == 400,
+        lambda obj: (obj.get("status") or {}).get("effectiveCapWatts") == 400,
         timeout_s=30,
     )
     assert "400 g/kWh" in condition(dirty, "CarbonAvailable")["message"]
@@ -130,7 +130,7 @@ async def test_served_intensity_moves_the_cap_and_the_ceilings_follow(
     await serve_intensity(carbon_api, 250)
     await eventually(
         lambda: kubectl_json(kubectl, "pcc", "cap"),
-        lambda obj: obj["status"].get("effectiveCapWatts") == 700,
+        lambda obj: (obj.get("status") or {}).get("effectiveCapWatts") == 700,
         timeout_s=30,
     )
     await ceiling_becomes(kubectl, "llm", 4)
@@ -164,7 +164,7 @@ async def test_a_failing_provider_holds_the_last_cap_and_reports_it(
     # 100 g/h at 250 g/kWh allows 400 W.
     await eventually(
         lambda: kubectl_json(kubectl, "pcc", "cap"),
-        lambda obj: obj["status"].get("effectiveCapWatts") == 400,
+        lambda obj: (obj.get("status") or {}).get("effectiveCapWatts") == 400,
     )
     carbon_api.set_default("/intensity", Answer({"error": "down"}, status=500))
     stale = await eventually(

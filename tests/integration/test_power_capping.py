@@ -69,7 +69,7 @@ async def test_threshold_policy_follows_the_design_document(
         lambda: kubectl_json(kubectl, "pcc", "cap"),
         lambda obj: (
             condition(obj, "MetricsAvailable").get("status") == "True"
-            and obj["status"].get("measuredPowerWatts") == pytest.approx(600, rel=0.01)
+            and (obj.get("status") or {}).get("measuredPowerWatts") == pytest.approx(600, rel=0.01)
         ),
     )
     assert condition(pcc, "Capping")["status"] == "False"

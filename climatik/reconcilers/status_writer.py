@@ -1,0 +1,73 @@
+"""Writing a PowerCappingConfig's status when several reconcilers share it.
+
+The power-cap, carbon and placement reconcilers each own some status fields. Each write is a
+compare-and-swap merge patch (it carries the resourceVersion it was computed from); on a 409 the
+object is read afresh and the writer's change recomputed on top of it, a few times with jitter,
+as client-go's RetryOnConflict does. Without the re-read, a writer whose cache lags behind a
+busier one would lose every race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from climatik.api.models import PowerCappingConfigStatus
+from climatik.api.status import status_from_wire, status_patch
+from climatik.kube.client import ApiError, KubeClient
+from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
+
+log = structlog.get_logger(__name__)
+
+Desire = Callable[[PowerCappingConfigStatus | None], PowerCappingConfigStatus]
+
+
+class StatusConflictError(Exception):
+    """The status kept moving under every attempt; the reconcile is retried with backoff."""
+
+
+def with_fields(
+    current: PowerCappingConfigStatus | None, **fields: Any
+) -> PowerCappingConfigStatus:
+    """`current` with some fields replaced, validated like input."""
+    base = current.model_dump(by_alias=False) if current else {}
+    return PowerCappingConfigStatus.model_validate({**base, **fields})
+
+
+async def write_status(
+    client: KubeClient, obj: Mapping[str, Any], desire: Desire, *, attempts: int = 4
+) -> bool:
+    """Apply `desire` to the status; True when a patch was sent, False when nothing changed."""
+    name, namespace = obj["metadata"]["name"], obj["metadata"].get("namespace")
+    for attempt in range(attempts):
+        current = status_from_wire(obj)
+        patch = status_patch(
+            current, desire(current), resource_version=obj["metadata"].get("resourceVersion")
+        )
+        if patch is None:
+            return False
+        try:
+            await client.merge_patch(
+                POWER_CAPPING_CONFIGS, name, patch, namespace, subresource="status"
+            )
+        except ApiError as error:
+            if error.is_not_found:
+                return False  # deleted meanwhile: nothing to report on
+            if not error.is_conflict:
+                raise
+        else:
+            return True
+        log.debug("status_conflict", config=name, attempt=attempt + 1)
+        await asyncio.sleep(random.uniform(0.01, 0.05) * (attempt + 1))  # noqa: S311
+        try:
+            obj = await client.get(POWER_CAPPING_CONFIGS, name, namespace)
+        except ApiError as read_error:
+            if read_error.is_not_found:
+                return False
+            raise
+    msg = f"status of {namespace}/{name} kept changing under {attempts} attempts"
+    raise StatusConflictError(msg)
