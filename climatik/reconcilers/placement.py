@@ -140,6 +140,10 @@ class PlacementSettings(BaseSettings):
     """Site-wide rack queries the PowerCappingConfig has no field for (see docs/placement.md)."""
     history_window_s: float = Field(default=3600.0, ge=0)
     """Rack and service power history fetched for the smoothing term (0: no smoothing)."""
+    webhook_port: int = Field(default=9443, ge=0, le=65535)
+    """Port of the placement admission webhook (HTTPS)."""
+    webhook_cert_dir: str = "/etc/climatik/webhook"
+    """Directory with `tls.crt` and `tls.key`; without them the webhook is not served."""
     supply_guard_c: float = Field(default=0.5, ge=0)
     min_supply_c: float = 10.0
     max_supply_c: float = 27.0

@@ -88,7 +88,7 @@ def _configs_in_namespace(
     return enqueue
 
 
-def _config_handlers(queue: WorkQueue[str], status_fields: tuple[str, ...] = ()) -> EventHandlers:
+def config_handlers(queue: WorkQueue[str], status_fields: tuple[str, ...] = ()) -> EventHandlers:
     """Enqueue a config on add, delete, spec change, or a change of the named status fields.
 
     A reconciler's own status writes must not wake it again (that would be a hot loop of
@@ -120,7 +120,7 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
     queue = ctx.new_queue("power-cap")
     configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
     configs.add_handlers(
-        _config_handlers(queue, status_fields=("effectiveCapWatts", "effectiveCapSource"))
+        config_handlers(queue, status_fields=("effectiveCapWatts", "effectiveCapSource"))
     )
     nudge = _configs_in_namespace(configs, queue)
     routed = EventHandlers(on_add=nudge, on_update=lambda _old, new: nudge(new), on_delete=nudge)
@@ -167,7 +167,7 @@ def carbon_controller(ctx: ControllerContext) -> Controller:
     """The carbon controller: time driven per config, woken early by spec changes."""
     queue = ctx.new_queue("carbon")
     configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
-    configs.add_handlers(_config_handlers(queue))
+    configs.add_handlers(config_handlers(queue))
     session = SharedSession()
     ctx.add_cleanup(session.close)
     reconciler = CarbonReconciler(
@@ -187,7 +187,7 @@ def gpu_tuning_controller(ctx: ControllerContext) -> Controller:
     queue = ctx.new_queue("gpu-tuning")
     configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
     configs.add_handlers(
-        _config_handlers(queue, status_fields=("measuredPowerWatts", "racks", "targets"))
+        config_handlers(queue, status_fields=("measuredPowerWatts", "racks", "targets"))
     )
     reconciler = GpuTuningReconciler(
         ctx.client,

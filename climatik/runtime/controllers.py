@@ -17,11 +17,13 @@ from climatik.runtime.capping import (
     gpu_tuning_controller,
     power_cap_controller,
 )
+from climatik.runtime.placement import placement_controller
 from climatik.runtime.reconcile import ControllerFactory
 
 BUILTIN_CONTROLLERS: tuple[ControllerFactory, ...] = (
     power_cap_controller,
     carbon_controller,
+    placement_controller,
     gpu_tuning_controller,
 )
 

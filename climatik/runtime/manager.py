@@ -92,6 +92,7 @@ class Manager:
         self._install_signal_handlers = install_signal_handlers
         self._stop_requested = asyncio.Event()
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
+        self._services: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {}
         self._workers_task: asyncio.Task[None] | None = None
         self.watch_settings = WatchSettings(
             inactivity_timeout_s=settings.kube.watch_inactivity_timeout_s
@@ -187,6 +188,11 @@ class Manager:
         """Run `cleanup` when the manager stops (e.g. close a controller's HTTP session)."""
         self._cleanups.append(cleanup)
 
+    def add_service(self, name: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `run()` on every replica for the manager's lifetime (e.g. an admission webhook
+        server); it is guarded like an informer: returning or crashing stops the process."""
+        self._services[name] = run
+
     def add_controller(self, factory: ControllerFactory) -> Controller:
         controller = factory(self)
         self.controllers.append(controller)
@@ -269,6 +275,10 @@ class Manager:
                     _guarded(f"informer:{i.name}", i.run()), name=f"informer:{i.name}"
                 )
                 for i in self._informers.values()
+            ]
+            infra += [
+                group.create_task(_guarded(f"service:{name}", run()), name=f"service:{name}")
+                for name, run in self._services.items()
             ]
             elector_task = (
                 group.create_task(self._lead(), name="leader-election")

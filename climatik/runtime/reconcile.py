@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -159,6 +159,8 @@ class ControllerContext(Protocol):
     def new_queue(self, name: str) -> WorkQueue[str]: ...
 
     def add_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None: ...
+
+    def add_service(self, name: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None: ...
 
 
 ControllerFactory = Callable[[Any], Controller]

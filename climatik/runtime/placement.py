@@ -1,0 +1,88 @@
+"""Wiring of rack placement: the placement reconciler and the admission webhook it feeds.
+
+The reconciler (leader only, like every writer) scores racks and keeps pod-deletion costs
+current; the webhook server runs on every replica and answers from the reconciler's snapshot.
+A replica that is not leading has an empty snapshot and admits pods unchanged, which the
+webhook's `failurePolicy: Ignore` makes harmless: placement is a preference, never a gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import structlog
+
+from climatik.kube.client import DEPLOYMENTS, NODES, PODS
+from climatik.kube.store import index_by_namespace
+from climatik.reconcilers.placement import (
+    CoolingControllers,
+    PlacementReconciler,
+    PlacementSettings,
+    PrometheusRackSources,
+)
+from climatik.reconcilers.placement_metrics import placement_metrics
+from climatik.reconcilers.placement_webhook import PlacementSnapshot, PlacementWebhook
+from climatik.reconcilers.resources import (
+    INFERENCE_SERVICES,
+    POWER_CAPPING_CONFIGS,
+    SCALED_OBJECTS,
+)
+from climatik.runtime.capping import SharedSession, config_handlers
+from climatik.runtime.reconcile import Controller, ControllerContext
+from climatik.runtime.webhook import start_webhook_server
+
+log = structlog.get_logger(__name__)
+
+
+def placement_controller(ctx: ControllerContext) -> Controller:
+    """The placement controller, and its webhook server when serving certificates exist."""
+    settings = PlacementSettings()
+    queue = ctx.new_queue("placement")
+    configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
+    configs.add_handlers(config_handlers(queue))
+    session = SharedSession()
+    ctx.add_cleanup(session.close)
+    snapshot = PlacementSnapshot()
+    metrics = placement_metrics(ctx.metrics.registry)
+    reconciler = PlacementReconciler(
+        ctx.client,
+        configs=configs,
+        scaled_objects=ctx.informer(SCALED_OBJECTS),
+        inference_services=ctx.informer(INFERENCE_SERVICES),
+        deployments=ctx.informer(DEPLOYMENTS),
+        pods=ctx.informer(PODS),
+        nodes=ctx.informer(NODES),
+        signal_source=PrometheusRackSources(session.get, settings),
+        cooling=CoolingControllers(session.get, settings),
+        snapshot=snapshot,
+        events=ctx.events,
+        metrics=metrics,
+        settings=settings,
+    )
+    cert_dir = Path(settings.webhook_cert_dir)
+    cert_file, key_file = cert_dir / "tls.crt", cert_dir / "tls.key"
+    if cert_file.exists() and key_file.exists():
+        webhook = PlacementWebhook(snapshot, max_age_s=settings.snapshot_max_age_s, metrics=metrics)
+
+        async def serve() -> None:
+            server = await start_webhook_server(
+                webhook.handle,
+                "0.0.0.0",  # noqa: S104 - the API server calls in from outside the pod
+                settings.webhook_port,
+                cert_file,
+                key_file,
+            )
+            log.info("placement_webhook_serving", port=server.port)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await server.stop()
+
+        ctx.add_service("placement-webhook", serve)
+    else:
+        log.warning(
+            "placement_webhook_disabled",
+            reason=f"no tls.crt/tls.key in {cert_dir}; placement acts through deletion costs only",
+        )
+    return Controller("placement", reconciler, queue)
