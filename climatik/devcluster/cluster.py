@@ -255,7 +255,8 @@ def up(
 ) -> ClusterInfo:
     """Start a fresh dev cluster in `directory` and return once it is ready.
 
-    A cluster already running there is reused; a half-dead one is refused (run `down` first).
+    A cluster already running there with the same topology is reused; one with another
+    topology, or a half-dead one, is refused (run `down` first).
     """
     directory = directory.resolve()
     topology = topology or Topology()
@@ -263,7 +264,14 @@ def up(
     if state is not None:
         records = _records(state)
         if state.get("status") == "ready" and records and all(is_alive(r) for r in records):
-            return _info_from_state(directory, state)
+            info = _info_from_state(directory, state)
+            wanted = {r.name: tuple(r.node_names()) for r in topology.racks}
+            if info.nodes_by_rack != wanted or info.rack_label_key != topology.rack_label_key:
+                raise DevClusterError(
+                    f"the dev cluster in {directory} runs another topology; run "
+                    f"`climatik dev-cluster down --dir {directory}` first"
+                )
+            return info
         if any(is_alive(r) for r in records):
             raise DevClusterError(
                 f"a dev cluster in {directory} is partly running; run "

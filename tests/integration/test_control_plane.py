@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from climatik.devcluster.cluster import ClusterInfo, down, read_state, up
+from climatik.devcluster.cluster import ClusterInfo, DevClusterError, down, read_state, up
 from climatik.devcluster.topology import Rack, Topology
 from tests.integration.conftest import SESSION_TOPOLOGY, Kubectl, wait_until
 
@@ -218,8 +218,11 @@ def test_up_then_down_three_times_leaves_no_process_or_port(cluster_dir: Path) -
         assert len(state["processes"]) == 5
         ports = set(info.ports.values())
         assert ports & _listening_ports(), "the cluster should be listening while up"
-        # `up` on a running cluster reuses it instead of starting a second one.
+        # `up` on a running cluster reuses it instead of starting a second one, and refuses
+        # to pretend a cluster with other racks is the one asked for.
         assert up(cluster_dir, small).api_url == info.api_url
+        with pytest.raises(DevClusterError, match="another topology"):
+            up(cluster_dir, Topology())
 
         stopped = down(cluster_dir)
         assert sorted(stopped) == sorted(
