@@ -62,6 +62,9 @@ POLICY_SPECS: dict[str, PolicySpec] = {
     "static": PolicySpec("static", "round-robin"),
     "seed-threshold": PolicySpec("threshold", "round-robin"),
     "climatik": PolicySpec("headroom", "climatik", True, True, True),
+    # Ablations: climatik with one input removed, to show what that input is worth.
+    "climatik-no-carbon": PolicySpec("headroom", "climatik", False, True, True),
+    "climatik-max-clock": PolicySpec("headroom", "climatik", True, False, True),
     "placement-random": PolicySpec("headroom", "random", True, True),
     "placement-round-robin": PolicySpec("headroom", "round-robin", True, True),
     "placement-minhr": PolicySpec("headroom", "minhr", True, True),
