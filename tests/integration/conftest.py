@@ -23,6 +23,7 @@ from climatik.devcluster.binaries import BinariesMissingError, locate_binaries
 from climatik.devcluster.cluster import ClusterInfo, down, up
 from climatik.devcluster.processes import tail
 from climatik.devcluster.topology import Rack, Topology
+from tests.integration import k3s
 
 # The fixture's cluster: 2 racks x 4 nodes x 8 GPUs, the `up` default.
 SESSION_TOPOLOGY = Topology(racks=(Rack(name="rack-a", nodes=4), Rack(name="rack-b", nodes=4)))
@@ -37,12 +38,20 @@ _ITEM_LOGS_KEY = pytest.StashKey[list[Path]]()
 def dev_cluster(
     tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
 ) -> Iterator[ClusterInfo]:
-    """A real control plane shared by the session, torn down at its end."""
+    """A real control plane shared by the session, torn down at its end.
+
+    With `CLIMATIK_TEST_CLUSTER=k3s` (machines with a Docker engine) the API server is k3s in a
+    container instead of the one `hack/control-plane/build.sh` builds; see tests/integration/k3s.py.
+    """
     try:
         locate_binaries()
     except BinariesMissingError as exc:
         pytest.fail(str(exc), pytrace=False)
     directory = tmp_path_factory.mktemp("dev-cluster")
+    if k3s.wanted():
+        with k3s.k3s_cluster(directory, SESSION_TOPOLOGY) as info:
+            yield info
+        return
     pytestconfig.stash[_SESSION_LOGS_KEY] = directory / "logs"
     try:
         info = up(directory, SESSION_TOPOLOGY)
