@@ -240,6 +240,7 @@ class PowerCapReconciler:
                     (ConditionType.READY, ConditionStatus.FALSE, "Misconfigured", problem),
                 ],
                 generation=config.generation,
+                cap=self._effective_cap(obj, config),
             )
             await self._events.record(obj, "Warning", "MeasurementMisconfigured", problem)
             raise
@@ -570,11 +571,11 @@ class PowerCapReconciler:
                 "observed_generation": generation,
                 "conditions": list(merged or ()),
             }
-            if plan is not None and observation is not None and cap is not None:
+            if owns_cap and cap is not None:
+                fields["effective_cap_watts"] = cap[0]
+                fields["effective_cap_source"] = cap[1]
+            if plan is not None and observation is not None:
                 fields["measured_power_watts"] = observation.measured_w
-                if owns_cap:
-                    fields["effective_cap_watts"] = cap[0]
-                    fields["effective_cap_source"] = cap[1]
                 fields["targets"] = [
                     self._target_status(t, plan, measured) for t in targets
                 ] or None
