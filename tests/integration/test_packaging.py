@@ -301,6 +301,17 @@ def test_final_stage_is_non_root_and_runs_the_controller() -> None:
         assert f"org.opencontainers.image.{key}=" in labels
 
 
+def test_build_context_admits_what_the_builder_copies() -> None:
+    # .dockerignore starts from "*": every path the builder COPYs must be let back in.
+    ignore = (REPO_ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert "*" in ignore
+    builder = next(s for s in parse_containerfile(CONTAINERFILE.read_text("utf-8")) if s.name)
+    for arg in builder.args_of("COPY"):
+        *sources, _target = arg.split()
+        for source in sources:
+            assert f"!{source.rstrip('/')}" in {line.rstrip("/") for line in ignore}, source
+
+
 def test_containerfile_passes_hadolint() -> None:
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
         "hadolint"
