@@ -32,7 +32,7 @@ from climatik.domain.gpu import (
 from climatik.kube.client import ApiError, KubeClient, Resource
 from climatik.reconcilers.result import Result, TerminalError
 from climatik.reconcilers.settings import GpuTuningSettings
-from climatik.reconcilers.targets import ResolvedTarget, resolve_targets
+from climatik.reconcilers.targets import ResolvedTarget, WorkloadCaches
 
 log = structlog.get_logger(__name__)
 
@@ -201,10 +201,7 @@ class GpuTuningReconciler:
         client: KubeClient,
         *,
         configs: Any,
-        scaled_objects: Any,
-        inference_services: Any,
-        deployments: Any,
-        pods: Any,
+        workloads: WorkloadCaches,
         jobs: Any,
         results: Any,
         events: Any,
@@ -215,10 +212,7 @@ class GpuTuningReconciler:
     ) -> None:
         self._client = client
         self._configs = configs
-        self._scaled_objects = scaled_objects
-        self._inference_services = inference_services
-        self._deployments = deployments
-        self._pods = pods
+        self._workloads = workloads
         self._jobs = jobs
         self._results = results
         self._events = events
@@ -238,13 +232,7 @@ class GpuTuningReconciler:
             raise TerminalError(f"{key}: {error}") from error
         if config.gpu_tuning.mode is GpuTuningMode.DISABLED:
             return Result()
-        targets = resolve_targets(
-            config,
-            scaled_objects=self._scaled_objects.store.objects(),
-            inference_services=self._inference_services.store.objects(),
-            deployments=self._deployments.store.objects(),
-            pods=self._pods.store.objects(),
-        ).targets
+        targets = self._workloads.resolve(config).targets
         nodes = sorted({n for t in targets for n in t.pod_nodes if n})
         self._collect_results(key, nodes)
         status = obj.get("status") or {}
@@ -264,7 +252,9 @@ class GpuTuningReconciler:
             )
             if reason is None or not self._may_start(node, config):
                 continue
-            urls = _metrics_urls(targets, node, self._pods, self._settings.vllm_metrics_port)
+            urls = _metrics_urls(
+                targets, node, self._workloads.pods, self._settings.vllm_metrics_port
+            )
             job = build_job(config, node, urls, self._settings, self._wall_clock())
             try:
                 await self._client.create(JOBS, job, self._settings.job_namespace)

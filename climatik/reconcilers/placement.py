@@ -77,7 +77,7 @@ from climatik.reconcilers.placement_metrics import PlacementMetrics
 from climatik.reconcilers.placement_webhook import PlacementSnapshot, WorkloadPlacement
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from climatik.reconcilers.result import Result
-from climatik.reconcilers.targets import resolve_targets
+from climatik.reconcilers.targets import WorkloadCaches
 from climatik.sources.address import AddressPolicy
 from climatik.sources.cooling import (
     CoolingController,
@@ -204,10 +204,7 @@ class PlacementReconciler:
         client: KubeClient,
         *,
         configs: Any,
-        scaled_objects: Any,
-        inference_services: Any,
-        deployments: Any,
-        pods: Any,
+        workloads: WorkloadCaches,
         nodes: Any,
         signal_source: Callable[[PowerCappingConfig], Awaitable[RackSignalSource]],
         cooling: Callable[[PowerCappingConfig], Awaitable[CoolingController]],
@@ -225,10 +222,9 @@ class PlacementReconciler:
         gate: Callable[[], bool] = getattr(client, "write_gate", _always)
         self._may_write = may_write if may_write is not None else gate
         self._configs = configs
-        self._scaled_objects = scaled_objects
-        self._inference_services = inference_services
-        self._deployments = deployments
-        self._pods = pods
+        self._caches = workloads
+        self._deployments = workloads.deployments
+        self._pods = workloads.pods
         self._nodes = nodes
         self._signal_source = signal_source
         self._cooling = cooling
@@ -305,13 +301,7 @@ class PlacementReconciler:
 
     def _workloads(self, config: PowerCappingConfig) -> list[Workload]:
         namespace = config.namespace
-        resolution = resolve_targets(
-            config,
-            scaled_objects=self._scaled_objects.store.objects(),
-            inference_services=self._inference_services.store.objects(),
-            deployments=self._deployments.store.objects(),
-            pods=self._pods.store.objects(),
-        )
+        resolution = self._caches.resolve(config)
         names: dict[str, None] = {}
         for target in resolution.targets:
             if target.kind is TargetKind.INFERENCE_SERVICE:

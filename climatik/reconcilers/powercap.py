@@ -61,7 +61,7 @@ from climatik.reconcilers.resources import (
 from climatik.reconcilers.result import Result, TerminalError
 from climatik.reconcilers.settings import CappingSettings
 from climatik.reconcilers.status_writer import with_fields, write_status
-from climatik.reconcilers.targets import ResolvedTarget, resolve_targets
+from climatik.reconcilers.targets import ResolvedTarget, WorkloadCaches
 from climatik.sources.address import AddressPolicy
 from climatik.sources.power import (
     PrometheusPowerSource,
@@ -147,12 +147,8 @@ class PowerCapReconciler:
         client: KubeClient,
         *,
         configs: Any,
-        scaled_objects: Any,
-        inference_services: Any,
-        deployments: Any,
-        pods: Any,
+        workloads: WorkloadCaches,
         nodes: Any,
-        hpas: Any,
         events: Any,
         metrics: CappingMetrics,
         settings: CappingSettings,
@@ -163,12 +159,8 @@ class PowerCapReconciler:
     ) -> None:
         self._client = client
         self._configs = configs
-        self._scaled_objects = scaled_objects
-        self._inference_services = inference_services
-        self._deployments = deployments
-        self._pods = pods
+        self._workloads = workloads
         self._nodes = nodes
-        self._hpas = hpas
         self._events = events
         self._metrics = metrics
         self._settings = settings
@@ -207,14 +199,7 @@ class PowerCapReconciler:
             memory.learning_paused_until_s = self._clock() + self._settings.tuning_grace_s
             log.info("watts_per_replica_rescaled", scale=round(scale, 3))
         learning = self._clock() >= memory.learning_paused_until_s
-        resolution = resolve_targets(
-            config,
-            scaled_objects=self._scaled_objects.store.objects(),
-            inference_services=self._inference_services.store.objects(),
-            deployments=self._deployments.store.objects(),
-            pods=self._pods.store.objects(),
-            hpas=self._hpas.store.objects(),
-        )
+        resolution = self._workloads.resolve(config)
         targets = resolution.targets
         await self._give_back(key, keep={(t.kind, t.name) for t in targets})
         for problem in resolution.missing:
@@ -442,8 +427,8 @@ class PowerCapReconciler:
         """Restore the user's ceiling on objects this config capped but no longer targets."""
         namespace, _ = split_key(key)
         for kind, informer, resource in (
-            (TargetKind.SCALED_OBJECT, self._scaled_objects, SCALED_OBJECTS),
-            (TargetKind.INFERENCE_SERVICE, self._inference_services, INFERENCE_SERVICES),
+            (TargetKind.SCALED_OBJECT, self._workloads.scaled_objects, SCALED_OBJECTS),
+            (TargetKind.INFERENCE_SERVICE, self._workloads.inference_services, INFERENCE_SERVICES),
         ):
             for held in informer.store.objects():
                 meta = held.get("metadata") or {}

@@ -282,3 +282,26 @@ def resolve_targets(
         for n in sorted(wanted_isvcs)
     ]
     return Resolution(tuple(targets), tuple(missing))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadCaches:
+    """The informer caches a config's targets are resolved from (shared by the reconcilers)."""
+
+    scaled_objects: Any
+    inference_services: Any
+    deployments: Any
+    pods: Any
+    hpas: Any = None
+    """KEDA's HPAs; only the power-cap reconciler needs them (None: not watched)."""
+
+    def resolve(self, config: PowerCappingConfig) -> Resolution:
+        """The targets of `config` as the caches see them now."""
+        return resolve_targets(
+            config,
+            scaled_objects=self.scaled_objects.store.objects(),
+            inference_services=self.inference_services.store.objects(),
+            deployments=self.deployments.store.objects(),
+            pods=self.pods.store.objects(),
+            hpas=self.hpas.store.objects() if self.hpas is not None else (),
+        )

@@ -31,7 +31,7 @@ from climatik.reconcilers.resources import (
     SCALED_OBJECTS,
 )
 from climatik.reconcilers.settings import CappingSettings, CarbonSettings, GpuTuningSettings
-from climatik.reconcilers.targets import limited_by_ceiling
+from climatik.reconcilers.targets import WorkloadCaches, limited_by_ceiling
 from climatik.runtime.reconcile import Controller, ControllerContext
 from climatik.sources.address import HTTPSession
 
@@ -53,6 +53,16 @@ def tuning_hints(ctx: ControllerContext) -> TuningHints:
     if hints is None:
         hints = _HINTS[id(ctx)] = TuningHints()
     return hints
+
+
+def workload_caches(ctx: ControllerContext) -> WorkloadCaches:
+    """The shared informers targets are resolved from (the manager dedups informers)."""
+    return WorkloadCaches(
+        scaled_objects=ctx.informer(SCALED_OBJECTS),
+        inference_services=ctx.informer(INFERENCE_SERVICES),
+        deployments=ctx.informer(DEPLOYMENTS),
+        pods=ctx.informer(PODS),
+    )
 
 
 class SharedSession:
@@ -148,12 +158,8 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
     reconciler = PowerCapReconciler(
         ctx.client,
         configs=configs,
-        scaled_objects=scaled_objects,
-        inference_services=inference_services,
-        deployments=deployments,
-        pods=pods,
+        workloads=WorkloadCaches(scaled_objects, inference_services, deployments, pods, hpas),
         nodes=ctx.informer(NODES),
-        hpas=hpas,
         events=ctx.events,
         metrics=capping_metrics(ctx.metrics.registry),
         settings=settings,
@@ -192,10 +198,7 @@ def gpu_tuning_controller(ctx: ControllerContext) -> Controller:
     reconciler = GpuTuningReconciler(
         ctx.client,
         configs=configs,
-        scaled_objects=ctx.informer(SCALED_OBJECTS),
-        inference_services=ctx.informer(INFERENCE_SERVICES),
-        deployments=ctx.informer(DEPLOYMENTS),
-        pods=ctx.informer(PODS),
+        workloads=workload_caches(ctx),
         jobs=ctx.informer(JOBS, label_selector=TUNE_NODE_LABEL),
         results=ctx.informer(CONFIGMAPS, label_selector=TUNE_NODE_LABEL),
         events=ctx.events,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from climatik.kube.client import DEPLOYMENTS, NODES, PODS
+from climatik.kube.client import NODES
 from climatik.kube.store import index_by_namespace
 from climatik.reconcilers.placement import (
     CoolingControllers,
@@ -24,11 +24,9 @@ from climatik.reconcilers.placement import (
 from climatik.reconcilers.placement_metrics import placement_metrics
 from climatik.reconcilers.placement_webhook import PlacementSnapshot, PlacementWebhook
 from climatik.reconcilers.resources import (
-    INFERENCE_SERVICES,
     POWER_CAPPING_CONFIGS,
-    SCALED_OBJECTS,
 )
-from climatik.runtime.capping import SharedSession, config_handlers
+from climatik.runtime.capping import SharedSession, config_handlers, workload_caches
 from climatik.runtime.reconcile import Controller, ControllerContext
 from climatik.runtime.webhook import start_webhook_server
 
@@ -48,10 +46,7 @@ def placement_controller(ctx: ControllerContext) -> Controller:
     reconciler = PlacementReconciler(
         ctx.client,
         configs=configs,
-        scaled_objects=ctx.informer(SCALED_OBJECTS),
-        inference_services=ctx.informer(INFERENCE_SERVICES),
-        deployments=ctx.informer(DEPLOYMENTS),
-        pods=ctx.informer(PODS),
+        workloads=workload_caches(ctx),
         nodes=ctx.informer(NODES),
         signal_source=PrometheusRackSources(session.get, settings),
         cooling=CoolingControllers(session.get, settings),

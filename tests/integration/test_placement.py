@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from climatik.devcluster.cluster import ClusterInfo
-from climatik.kube.client import DEPLOYMENTS, NODES, PODS, KubeClient
+from climatik.kube.client import NODES, KubeClient
 from climatik.kube.store import index_by_namespace
 from climatik.reconcilers.placement import (
     DELETION_COST_ANNOTATION,
@@ -42,10 +42,9 @@ from climatik.reconcilers.placement_webhook import (
     PlacementWebhook,
 )
 from climatik.reconcilers.resources import (
-    INFERENCE_SERVICES,
     POWER_CAPPING_CONFIGS,
-    SCALED_OBJECTS,
 )
+from climatik.runtime.capping import workload_caches
 from climatik.runtime.manager import Manager
 from climatik.runtime.reconcile import Controller, ControllerContext, enqueue_handlers
 from climatik.runtime.settings import RuntimeSettings
@@ -156,10 +155,7 @@ def placement_factory(
         reconciler = PlacementReconciler(
             ctx.client,
             configs=configs,
-            scaled_objects=ctx.informer(SCALED_OBJECTS),
-            inference_services=ctx.informer(INFERENCE_SERVICES),
-            deployments=ctx.informer(DEPLOYMENTS),
-            pods=ctx.informer(PODS),
+            workloads=workload_caches(ctx),
             nodes=ctx.informer(NODES),
             signal_source=source_for,
             cooling=cooling_for,

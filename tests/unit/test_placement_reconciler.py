@@ -27,6 +27,7 @@ from climatik.reconcilers.placement import (
 from climatik.reconcilers.placement_metrics import PlacementMetrics
 from climatik.reconcilers.placement_webhook import PlacementSnapshot
 from climatik.reconcilers.result import Result
+from climatik.reconcilers.targets import WorkloadCaches
 from climatik.sources.cooling import (
     CoolingController,
     CoolingError,
@@ -170,10 +171,12 @@ def reconciler(
     rec = PlacementReconciler(
         client,  # type: ignore[arg-type]
         configs=Cache(cfg),
-        scaled_objects=Cache(),
-        inference_services=Cache(),
-        deployments=Cache(deployment or DEPLOYMENT),
-        pods=Cache(*pods),
+        workloads=WorkloadCaches(
+            scaled_objects=Cache(),
+            inference_services=Cache(),
+            deployments=Cache(deployment or DEPLOYMENT),
+            pods=Cache(*pods),
+        ),
         nodes=Cache(node("a-0", "rack-a"), node("b-0", "rack-b"), node("x", "")),
         signal_source=source_for,
         cooling=cooling_for,
