@@ -14,6 +14,8 @@ import signal
 import sys
 from typing import Any
 
+from climatik.policies.gpu_clock import DEFAULT_MAX_THROUGHPUT_LOSS
+
 
 def add_gpu_tune_parser(subparsers: Any) -> None:
     """Register `climatik gpu-tune`."""
@@ -49,7 +51,7 @@ def add_gpu_tune_parser(subparsers: Any) -> None:
     parser.add_argument("--sweep-points", type=int, default=8)
     parser.add_argument("--settle-s", type=float, default=20.0)
     parser.add_argument("--measure-s", type=float, default=30.0)
-    parser.add_argument("--max-throughput-loss", type=float, default=0.10)
+    parser.add_argument("--max-throughput-loss", type=float, default=DEFAULT_MAX_THROUGHPUT_LOSS)
     parser.add_argument("--max-p99-token-latency-s", type=float, default=None)
     parser.add_argument(
         "--result-configmap",

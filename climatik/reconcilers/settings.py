@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from climatik.policies.gpu_clock import DEFAULT_MAX_THROUGHPUT_LOSS
+
 
 class CappingSettings(BaseSettings):
     """Controller-wide defaults of the power-cap and carbon reconcilers."""
@@ -50,7 +52,7 @@ class GpuTuningSettings(BaseSettings):
     service_account: str = "climatik-gpu-tuner"
     runtime_class: str | None = "nvidia"
     vllm_metrics_port: int = 8000
-    max_throughput_loss: float = Field(default=0.10, gt=0, lt=1)
+    max_throughput_loss: float = Field(default=DEFAULT_MAX_THROUGHPUT_LOSS, gt=0, lt=1)
     active_deadline_s: int = 1800
     ttl_after_finished_s: int = 86_400
     interval_s: float = Field(default=60.0, gt=0)

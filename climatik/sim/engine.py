@@ -201,7 +201,7 @@ def tuned_clock_ratios(scenario: Scenario) -> tuple[list[float], list[str]]:
             )
         choice = choose_gpu_clock(
             samples,
-            ClockBounds(max_throughput_loss=0.15, max_p99_token_latency_s=0.8 * service.slo.tbt_s),
+            ClockBounds(max_p99_token_latency_s=0.8 * service.slo.tbt_s),
         )
         ratios.append(choice.clock_mhz / gpu.max_clock_mhz)
         reasons.append(f"{service.name}: {choice.reason}")
