@@ -91,4 +91,4 @@ async def test_hundred_concurrent_updates_reconcile_one_at_a_time_and_end_on_the
     assert reconciler.seen[-1] == (final_rv, final["data"]["n"])
     # Coalescing: far fewer reconciles than updates, but at least one.
     print(f"100 updates -> {len(reconciler.seen)} reconciles")
-    assert 1 <= len(reconciler.seen) <= 101
+    assert 0 < len(reconciler.seen) <= 101
