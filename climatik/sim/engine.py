@@ -245,7 +245,11 @@ class Twin:
         n_rack, per_rack = racks.count, racks.servers_per_rack
         dt = sc.step_s
         steps = max(1, round(self.hours * 3600.0 / dt))
-        rng = np.random.default_rng(self.seed)
+        # Common random numbers: every policy sees the same power and measurement noise, drawn
+        # once per step whatever the set of policies compared, so a policy's figures do not
+        # depend on which others run beside it and differences are the policies' own.
+        noise_rng = np.random.default_rng(self.seed)
+        placement_rng = np.random.default_rng([self.seed, 7919])
         hours: FloatArray = np.arange(steps, dtype=np.float64) * dt / 3600.0
 
         rates = np.stack(
@@ -349,7 +353,7 @@ class Twin:
                 return False
             spec = self.specs[p]
             if spec.placement == "random":
-                choice = int(rng.choice(free))
+                choice = int(placement_rng.choice(free))
             elif spec.placement == "round-robin":
                 after = free[free >= rr_next[p]]
                 choice = int(after[0] if after.size else free[0])
@@ -503,7 +507,7 @@ class Twin:
             cv = 0.15 + 0.45 * share_srv
             sigma = (1 + overhead) * math.sqrt(gpus) * cv * dyn_w * noise_scale
             srv_w = physics.server_power_w(gpu_w, gpus, gpu.idle_w, racks.server_base_w, overhead)
-            srv_w = srv_w + rng.standard_normal((n_pol, n_srv)) * sigma
+            srv_w = srv_w + noise_rng.standard_normal(n_srv)[None, :] * sigma
             site_w = srv_w.sum(axis=1)
             rack_w = srv_w.reshape(n_pol, n_rack, per_rack).sum(axis=2)
             svc_w = np.einsum("pn,pns->ps", srv_w, onehot)
@@ -572,7 +576,7 @@ class Twin:
 
                 def measured(ring: FloatArray, picks: list[int] = picks) -> FloatArray:
                     mean = ring[picks].mean(axis=0)
-                    noise = rng.normal(0.0, sc.measurement.noise_fraction, mean.shape)
+                    noise = noise_rng.normal(0.0, sc.measurement.noise_fraction, mean.shape[1:])
                     return np.asarray(mean * (1 + noise), dtype=np.float64)
 
                 m_site = measured(ring_site)
