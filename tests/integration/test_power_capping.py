@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -99,6 +101,27 @@ async def test_threshold_policy_follows_the_design_document(
     assert {"CeilingLowered", "CeilingRestored"} <= reasons
     columns = await asyncio.to_thread(kubectl.run, "get", "pcc", "cap")
     assert "CAP" in columns.stdout.upper()
+    explained = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "climatik",
+            "explain",
+            "cap",
+            "-n",
+            namespace,
+            "--kubeconfig",
+            str(kubectl.kubeconfig),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "Cap in force: 1000 W (the static limit)" in explained.stdout
+    assert "Last decision" in explained.stdout
+    assert "ScaledObject llm: 3 running, ceiling 10" in explained.stdout
 
 
 async def test_a_stopped_prometheus_holds_ceilings_and_says_so(
