@@ -33,8 +33,28 @@ from climatik.runtime.webhook import start_webhook_server
 log = structlog.get_logger(__name__)
 
 
+CERTIFICATE_POLL_S = 10.0
+
+
+async def _wait_for_certificate(cert_dir: Path) -> tuple[Path, Path]:
+    """The serving pair, once it exists: cert-manager or the self-signed script may write the
+    Secret after the controller started, and serving must begin then without a restart."""
+    cert_file, key_file = cert_dir / "tls.crt", cert_dir / "tls.key"
+    warned = False
+    while not (cert_file.exists() and key_file.exists()):
+        if not warned:
+            log.warning(
+                "placement_webhook_waiting",
+                reason=f"no tls.crt/tls.key in {cert_dir} yet; placement acts through "
+                "deletion costs only until they appear",
+            )
+            warned = True
+        await asyncio.sleep(CERTIFICATE_POLL_S)
+    return cert_file, key_file
+
+
 def placement_controller(ctx: ControllerContext) -> Controller:
-    """The placement controller, and its webhook server when serving certificates exist."""
+    """The placement controller, and its webhook server (started once certificates exist)."""
     settings = PlacementSettings()
     queue = ctx.new_queue("placement")
     configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
@@ -56,28 +76,22 @@ def placement_controller(ctx: ControllerContext) -> Controller:
         settings=settings,
     )
     cert_dir = Path(settings.webhook_cert_dir)
-    cert_file, key_file = cert_dir / "tls.crt", cert_dir / "tls.key"
-    if cert_file.exists() and key_file.exists():
-        webhook = PlacementWebhook(snapshot, max_age_s=settings.snapshot_max_age_s, metrics=metrics)
+    webhook = PlacementWebhook(snapshot, max_age_s=settings.snapshot_max_age_s, metrics=metrics)
 
-        async def serve() -> None:
-            server = await start_webhook_server(
-                webhook.handle,
-                "0.0.0.0",  # noqa: S104 - the API server calls in from outside the pod
-                settings.webhook_port,
-                cert_file,
-                key_file,
-            )
-            log.info("placement_webhook_serving", port=server.port)
-            try:
-                await asyncio.Event().wait()
-            finally:
-                await server.stop()
-
-        ctx.add_service("placement-webhook", serve)
-    else:
-        log.warning(
-            "placement_webhook_disabled",
-            reason=f"no tls.crt/tls.key in {cert_dir}; placement acts through deletion costs only",
+    async def serve() -> None:
+        cert_file, key_file = await _wait_for_certificate(cert_dir)
+        server = await start_webhook_server(
+            webhook.handle,
+            "0.0.0.0",  # noqa: S104 - the API server calls in from outside the pod
+            settings.webhook_port,
+            cert_file,
+            key_file,
         )
+        log.info("placement_webhook_serving", port=server.port)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+
+    ctx.add_service("placement-webhook", serve)
     return Controller("placement", reconciler, queue)
