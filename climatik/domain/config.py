@@ -279,6 +279,15 @@ class PowerCappingConfig:
     gpu_tuning: GpuTuningConfig = field(default_factory=GpuTuningConfig)
     fail_safe: FailSafeConfig = field(default_factory=FailSafeConfig)
 
+    def prometheus_address(self, default: str | None = None) -> str | None:
+        """The Prometheus to ask: `powerMeasurement`'s, else the design document's `metrics[]`,
+        else the controller's default."""
+        return (
+            self.power_measurement.prometheus_address
+            or next((m.prometheus_address for m in self.metrics), None)
+            or default
+        )
+
     @property
     def key(self) -> str:
         """The work-queue key, `namespace/name`."""

@@ -809,11 +809,7 @@ class PrometheusRackSources:
 
     async def __call__(self, config: PowerCappingConfig) -> RackSignalSource:
         measurement = config.power_measurement
-        address = (
-            measurement.prometheus_address
-            or next((m.prometheus_address for m in config.metrics), None)
-            or self._settings.prometheus_address
-        )
+        address = config.prometheus_address(self._settings.prometheus_address)
         if address is None:
             return StaticRackSignalSource()
         client = PrometheusClient(

@@ -206,8 +206,9 @@ class PowerCapReconciler:
             await self._events.record(obj, "Warning", "TargetMissing", problem)
 
         try:
-            measured = await self._measure(config, targets)
-            racks = await self._observe_racks(config)
+            source = await self._source(config)
+            measured = await self._measure(config, source, targets)
+            racks = await self._observe_racks(config, source)
         except TerminalError as error:
             # A config that cannot be measured (no Prometheus, a bad query template): say so
             # where the user looks, and wait for the spec to change.
@@ -271,11 +272,7 @@ class PowerCapReconciler:
     # -- measuring ----------------------------------------------------------------------------
 
     async def _source(self, config: PowerCappingConfig) -> PrometheusPowerSource:
-        address = (
-            config.power_measurement.prometheus_address
-            or next((m.prometheus_address for m in config.metrics), None)
-            or self._settings.prometheus_address
-        )
+        address = config.prometheus_address(self._settings.prometheus_address)
         if address is None:
             msg = (
                 "no Prometheus to ask: set spec.powerMeasurement.prometheusAddress (or "
@@ -303,9 +300,11 @@ class PowerCapReconciler:
         )
 
     async def _measure(
-        self, config: PowerCappingConfig, targets: Sequence[ResolvedTarget]
+        self,
+        config: PowerCappingConfig,
+        source: PrometheusPowerSource,
+        targets: Sequence[ResolvedTarget],
     ) -> _Measured:
-        source = await self._source(config)
         per_target = await source.measure_targets(
             [TargetPods(t.key, t.namespace, t.pods) for t in targets]
         )
@@ -333,7 +332,9 @@ class PowerCapReconciler:
         reason = first.reason if isinstance(first, PrometheusError) else f"NoData{_nodata(first)}"
         return _Measured(per_target, scope_w, "; ".join(p[1] for p in problems), reason)
 
-    async def _observe_racks(self, config: PowerCappingConfig) -> tuple[RackObservation, ...]:
+    async def _observe_racks(
+        self, config: PowerCappingConfig, source: PrometheusPowerSource
+    ) -> tuple[RackObservation, ...]:
         if not config.racks:
             return ()
         label = config.placement.rack_label_key
@@ -346,7 +347,6 @@ class PowerCapReconciler:
             RackNodes(r.rack_id, tuple(sorted(nodes_by_rack.get(r.rack_id, ()))))
             for r in config.racks
         ]
-        source = await self._source(config)
         readings = await source.measure_racks(racks)
         observed = []
         for constraint in config.racks:
