@@ -58,6 +58,11 @@ class TargetObservation:
     counts as wanting more. (Guessing from "running at the ceiling" instead makes two targets
     sharing a cap trade headroom back and forth every decision: lowering one to its running
     count makes it look limited next time.)"""
+    priority: int = 0
+    """Higher keeps its replicas first when the cap tightens (interactive serving over batch
+    work that can wait); among equal priorities the more efficient target keeps more."""
+    deferrable: bool = False
+    """Its work may wait for a cleaner grid: only deferrable targets yield to a carbon cap."""
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.current_replicas < 0:
@@ -153,10 +158,22 @@ class CapObservation:
     """Total power of the scope (targets plus anything else under the cap); `None`: no data."""
     targets: tuple[TargetObservation, ...]
     racks: tuple[RackObservation, ...] = ()
+    deferrable_cap_w: float | None = None
+    """A lower cap (from the grid's carbon intensity) that deferrable targets must fit under,
+    counting everything else in the scope; the others may still use up to `cap_w`. `None`:
+    `cap_w` for all."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.cap_w) and self.cap_w > 0):
             msg = f"{self.scope}: cap_w must be a positive number of watts, got {self.cap_w}"
+            raise ValueError(msg)
+        if self.deferrable_cap_w is not None and not (
+            math.isfinite(self.deferrable_cap_w) and 0 < self.deferrable_cap_w <= self.cap_w
+        ):
+            msg = (
+                f"{self.scope}: deferrable_cap_w must be positive and at most cap_w "
+                f"({self.cap_w}), got {self.deferrable_cap_w}"
+            )
             raise ValueError(msg)
         _check_optional_watts(f"{self.scope}: measured_w", self.measured_w)
         names = [t.name for t in self.targets]

@@ -130,3 +130,18 @@ def cap_within_budget(
             f"{remaining_budget_g:.0f} g left over {len(upcoming)} slots"
         ),
     )
+
+
+def caps_with_carbon(
+    base_cap_w: float, carbon_cap_w: float, *, any_deferrable: bool
+) -> tuple[float, float | None]:
+    """Where a carbon cap binds: `(cap_w, deferrable_cap_w)` for a `CapObservation`.
+
+    When some targets' work can wait (batch), the carbon cap holds back only them and the
+    others keep the full cap: a dirty grid delays batch work instead of failing interactive
+    requests. When none can wait, the carbon cap is the cap of the whole scope.
+    """
+    carbon_cap_w = min(carbon_cap_w, base_cap_w)
+    if not any_deferrable:
+        return carbon_cap_w, None
+    return base_cap_w, (carbon_cap_w if carbon_cap_w < base_cap_w else None)

@@ -250,17 +250,24 @@ def _priority_sequence(slots: list[_Slot], start: list[int], stop: list[int]) ->
     The sequence does not depend on the budget, so granting a prefix of it keeps every target's
     ceiling monotone in the available watts.
     """
-    # A heap of (-priority, index): the highest priority first, the lower index on a tie.
-    heap = [(-slot.weight, index) for index, slot in enumerate(slots) if start[index] < stop[index]]
+    # A heap of (-priority, -weight, index): the higher priority tier first, then the divisor
+    # rule's weight, the lower index on a tie.
+    heap = [
+        (-slot.target.priority, -slot.weight, index)
+        for index, slot in enumerate(slots)
+        if start[index] < stop[index]
+    ]
     heapq.heapify(heap)
     granted = [0] * len(slots)
     order: list[int] = []
     while heap:
-        _, index = heapq.heappop(heap)
+        _, _, index = heapq.heappop(heap)
         order.append(index)
         granted[index] += 1
         if start[index] + granted[index] < stop[index]:
-            heapq.heappush(heap, (-slots[index].weight / (granted[index] + 1), index))
+            slot = slots[index]
+            weight = slot.weight / (granted[index] + 1)
+            heapq.heappush(heap, (-slot.target.priority, -weight, index))
     return order
 
 
@@ -272,49 +279,74 @@ def _allocate(
     idle_credit_w: float,
     idle_pool_w: float,
     keep_applied: bool,
+    deferrable_budget_w: float | None = None,
 ) -> list[int]:
-    """Ceilings that fit `budget_w`: minimums, then running replicas, then growth.
+    """Ceilings that fit `budget_w`: minimums, then priority tier by tier, then other growth.
 
-    Growth goes first to targets pressing against their ceiling (the autoscaler wants more),
-    then to the others. A new replica that lands on an idle node displaces that node's idle
-    draw, already inside the measurement: it costs its watts minus `idle_credit_w`, for as long
-    as `idle_pool_w` (the untargeted load) can supply the credit. With `keep_applied`, a
-    ceiling already in force above the growth bound is kept while the budget allows it, so a
-    ceiling is not lowered just because the autoscaler scaled in.
+    Within a tier (targets of equal `priority`, highest first) running replicas are kept
+    first, then targets pressing against their ceiling (the autoscaler wants more) grow; only
+    then does the next tier keep its replicas, so batch work yields to interactive serving.
+    Growth of targets that are not pressing comes last. The grant order does not depend on the
+    budget and granting stops at the first replica that does not fit, so every ceiling is
+    monotone in the budget.
+
+    A new replica that lands on an idle node displaces that node's idle draw, already inside
+    the measurement: it costs its watts minus `idle_credit_w`, for as long as `idle_pool_w`
+    (the untargeted load) can supply the credit. With `keep_applied`, a ceiling already in
+    force above the growth bound is kept while the budget allows it, so a ceiling is not
+    lowered just because the autoscaler scaled in.
+
+    With `deferrable_budget_w`, a deferrable target's replica is granted only while everything
+    granted so far still fits that lower budget; one that does not is skipped (the others go
+    on), so a carbon cap delays batch work without touching interactive serving.
     """
     counts = [s.target.min_replicas for s in slots]
     left_w = budget_w - sum(c * s.watts_per_replica for c, s in zip(counts, slots, strict=True))
     if left_w < 0:
         return counts
-    keep_stop = [max(c, s.keep_upto) for c, s in zip(counts, slots, strict=True)]
-    for index in _priority_sequence(slots, counts, keep_stop):
-        cost = slots[index].watts_per_replica
-        if cost > left_w:
-            return counts
-        counts[index] += 1
-        left_w -= cost
+    left_deferrable_w = math.inf
+    if deferrable_budget_w is not None:
+        left_deferrable_w = left_w - (budget_w - deferrable_budget_w)
 
     def upto(slot: _Slot) -> int:
         return slot.hold_upto if keep_applied else slot.grow_upto
 
-    pressing_stop = [
-        max(c, upto(s)) if s.pressing else c for c, s in zip(counts, slots, strict=True)
-    ]
-    sequence = _priority_sequence(slots, counts, pressing_stop)
-    rest_stop = [max(c, upto(s)) for c, s in zip(pressing_stop, slots, strict=True)]
-    sequence += _priority_sequence(slots, pressing_stop, rest_stop)
+    # (target index, is growth) in grant order.
+    order: list[tuple[int, bool]] = []
+    reached = list(counts)
+    for tier in sorted({s.target.priority for s in slots}, reverse=True):
+        keep_stop = [
+            max(c, s.keep_upto) if s.target.priority == tier else c
+            for c, s in zip(reached, slots, strict=True)
+        ]
+        order += [(i, False) for i in _priority_sequence(slots, reached, keep_stop)]
+        pressing_stop = [
+            max(c, upto(s)) if s.target.priority == tier and s.pressing else c
+            for c, s in zip(keep_stop, slots, strict=True)
+        ]
+        order += [(i, True) for i in _priority_sequence(slots, keep_stop, pressing_stop)]
+        reached = pressing_stop
+    rest_stop = [max(c, upto(s)) for c, s in zip(reached, slots, strict=True)]
+    order += [(i, True) for i in _priority_sequence(slots, reached, rest_stop)]
+
     allowance = growth_allowance
     pool_w = max(0.0, idle_pool_w)
-    for index in sequence:
-        credit = min(idle_credit_w, pool_w)
+    for index, growth in order:
+        if growth and allowance == 0:
+            continue
+        credit = min(idle_credit_w, pool_w) if growth else 0.0
         cost = max(0.0, slots[index].watts_per_replica - credit)
-        if cost > left_w or allowance == 0:
+        if cost > left_w:
             break
+        if slots[index].target.deferrable and cost > left_deferrable_w:
+            continue
         counts[index] += 1
         left_w -= cost
-        pool_w -= credit
-        if allowance is not None:
-            allowance -= 1
+        left_deferrable_w -= cost
+        if growth:
+            pool_w -= credit
+            if allowance is not None:
+                allowance -= 1
     return counts
 
 
@@ -398,8 +430,16 @@ def _decide_headroom(
     usable_w = observation.cap_w * (1.0 - settings.safety_margin_fraction)
     budget_w = usable_w - untargeted_w
     strict_w = budget_w - observation.cap_w * settings.hysteresis_fraction
+    deferrable_budget_w: float | None = None
+    deferrable_strict_w: float | None = None
+    if observation.deferrable_cap_w is not None:
+        deferrable_budget_w = (
+            observation.deferrable_cap_w * (1.0 - settings.safety_margin_fraction) - untargeted_w
+        )
+        deferrable_strict_w = deferrable_budget_w - observation.cap_w * settings.hysteresis_fraction
     allowance = observation.rack_replica_headroom
     unconstrained = sum(s.target.user_max_replicas * s.watts_per_replica for s in slots)
+    deferrable_fits = deferrable_budget_w is None or unconstrained <= deferrable_budget_w
     wanted_growth = sum(
         max(0, s.target.user_max_replicas - s.target.current_replicas) for s in slots
     )
@@ -411,6 +451,7 @@ def _decide_headroom(
         idle_credit_w=credit_w,
         idle_pool_w=untargeted_w,
         keep_applied=True,
+        deferrable_budget_w=deferrable_budget_w,
     )
     strict = _allocate(
         slots,
@@ -419,6 +460,7 @@ def _decide_headroom(
         idle_credit_w=credit_w,
         idle_pool_w=untargeted_w,
         keep_applied=False,
+        deferrable_budget_w=deferrable_strict_w,
     )
 
     decisions: list[CeilingDecision] = []
@@ -430,7 +472,11 @@ def _decide_headroom(
             continue
         slot, low, high = by_name[target.name]
         wpr = slot.watts_per_replica
-        if unconstrained <= budget_w and (allowance is None or allowance >= wanted_growth):
+        if (
+            unconstrained <= budget_w
+            and (allowance is None or allowance >= wanted_growth)
+            and (deferrable_fits or not target.deferrable)
+        ):
             new = target.user_max_replicas
             reason = (
                 f"{target.user_max_replicas} replicas x {wpr:.0f} W fit the "

@@ -16,6 +16,7 @@ from climatik.domain.carbon import (
 from climatik.policies.carbon import (
     cap_for_carbon,
     cap_within_budget,
+    caps_with_carbon,
     emissions_g,
     plan_carbon_budget,
 )
@@ -157,3 +158,21 @@ def test_budget_plan_stays_in_bounds_and_budget_and_is_monotone(
             worse, base_cap_w=base_w, floor_w=floor_w, remaining_budget_g=budget_g
         )
         assert worse_plan.slot_caps_w[0] <= plan.slot_caps_w[0] + 1e-6 * base_w
+
+
+@given(
+    base=st.floats(1_000.0, 1e6),
+    share=st.floats(0.0, 2.0),
+    any_deferrable=st.booleans(),
+)
+def test_a_carbon_cap_binds_batch_work_when_there_is_some_else_everything(
+    base: float, share: float, any_deferrable: bool
+) -> None:
+    carbon = max(1.0, base * share)
+    cap_w, deferrable_cap_w = caps_with_carbon(base, carbon, any_deferrable=any_deferrable)
+    if any_deferrable:
+        assert cap_w == base
+        assert deferrable_cap_w is None or deferrable_cap_w == min(carbon, base) < base
+    else:
+        assert cap_w == min(carbon, base)
+        assert deferrable_cap_w is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -364,3 +365,91 @@ def test_without_the_autoscaler_signal_two_capped_targets_do_not_trade_headroom(
         applied = plan.ceilings
         history.append(tuple(sorted(applied.items())))
     assert len(set(history[5:])) == 1
+
+
+def classed(t: TargetObservation, *, priority: int, deferrable: bool = False) -> TargetObservation:
+    return replace(t, priority=priority, deferrable=deferrable)
+
+
+def test_interactive_keeps_its_replicas_before_more_efficient_batch_work() -> None:
+    # The batch target is three times as efficient, but interactive serving has priority.
+    # Neither autoscaler wants more, so this is only about the replicas already running.
+    chat = classed(
+        target("chat", current=6, watts_per_replica=5000.0, applied=6, tokens_per_joule=0.1),
+        priority=1,
+    )
+    batch = classed(
+        target("batch", current=6, watts_per_replica=5000.0, applied=6, tokens_per_joule=0.3),
+        priority=0,
+    )
+    chat, batch = (replace(t, limited_by_ceiling=False) for t in (chat, batch))
+    policy = HeadroomSettings(max_step_down_replicas=100, hysteresis_fraction=0.0)
+    plan = decide_replica_ceilings(
+        scope(chat, batch, cap_w=50_000.0), policy, learned(chat=5000.0, batch=5000.0), 0.0
+    )
+    # 48 kW usable: the six chat replicas stay, batch keeps what is left (3).
+    assert plan.ceilings == {"chat": 6, "batch": 3}
+
+
+def test_pressing_interactive_growth_displaces_running_batch_replicas() -> None:
+    chat = classed(
+        target("chat", current=4, watts_per_replica=5000.0, applied=4, tokens_per_joule=0.1),
+        priority=1,
+    )
+    batch = classed(
+        target("batch", current=5, watts_per_replica=5000.0, applied=5, tokens_per_joule=0.3),
+        priority=0,
+    )
+    policy = HeadroomSettings(max_step_down_replicas=100, hysteresis_fraction=0.0)
+    plan = decide_replica_ceilings(
+        scope(chat, batch, cap_w=50_000.0), policy, learned(chat=5000.0, batch=5000.0), 0.0
+    )
+    # chat grows by its step (2) before batch keeps its running replicas: 6 + 3 = 9 of 9.6.
+    assert plan.ceilings == {"chat": 6, "batch": 3}
+
+
+def test_a_deferrable_cap_holds_back_batch_work_only() -> None:
+    chat = classed(target("chat", current=4, watts_per_replica=5000.0, applied=4), priority=1)
+    batch = classed(
+        target("batch", current=4, watts_per_replica=5000.0, applied=4),
+        priority=0,
+        deferrable=True,
+    )
+    policy = HeadroomSettings(max_step_down_replicas=100, hysteresis_fraction=0.0)
+    state = learned(chat=5000.0, batch=5000.0)
+    full = decide_replica_ceilings(scope(chat, batch, cap_w=60_000.0), policy, state, 0.0)
+    dirty = decide_replica_ceilings(
+        replace(scope(chat, batch, cap_w=60_000.0), deferrable_cap_w=30_000.0), policy, state, 0
+    )
+    assert full.ceilings == {"chat": 6, "batch": 5}
+    # 28.8 kW usable under the carbon cap: chat's 6 replicas leave none for more batch work.
+    assert dirty.ceilings == {"chat": 6, "batch": 1}
+
+
+@given(
+    specs=target_specs,
+    classes=st.lists(st.tuples(st.integers(0, 2), st.booleans()), min_size=4, max_size=4),
+    other_w=st.floats(0.0, 40_000.0),
+    carbon_share=st.floats(0.05, 1.0),
+)
+def test_a_deferrable_cap_never_raises_batch_nor_lowers_other_ceilings(
+    specs: list[tuple[int, int, int, float, float, int]],
+    classes: list[tuple[int, bool]],
+    other_w: float,
+    carbon_share: float,
+) -> None:
+    targets = tuple(
+        classed(t, priority=p, deferrable=d)
+        for t, (p, d) in zip(build(specs), classes, strict=False)
+    )
+    state = learned(**{t.name: spec[3] for t, spec in zip(targets, specs, strict=True)})
+    observation = scope(*targets, other_w=other_w)
+    free = decide_replica_ceilings(observation, HeadroomSettings(), state, 0.0)
+    held = decide_replica_ceilings(
+        replace(observation, deferrable_cap_w=CAP_W * carbon_share), HeadroomSettings(), state, 0
+    )
+    for t, before, after in zip(targets, free.decisions, held.decisions, strict=True):
+        if t.deferrable:
+            assert after.new_max_replicas <= before.new_max_replicas
+        else:
+            assert after.new_max_replicas >= before.new_max_replicas
