@@ -5,6 +5,10 @@ through Prometheus, ask the configured ceiling policy for new ceilings, merge-pa
 that changed, and write the status (conditions, per-target state, the decision and why), Events
 and metrics. Missing data is never zero: the policy holds and the status says why. Ceilings held
 by a config that no longer targets an object (or no longer exists) are given back.
+
+A carbon cap binds the way the twin applies it (`caps_with_carbon`): when some targets are
+annotated deferrable (and the Headroom policy can budget per target), it holds back only them and
+the others keep powerCapLimit; otherwise it is the cap of the whole scope.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from climatik.domain.capping import (
 from climatik.domain.config import PolicyType, PowerCappingConfig, TargetKind
 from climatik.kube.client import ApiError, KubeClient
 from climatik.kube.store import split_key
+from climatik.policies.carbon import caps_with_carbon
 from climatik.policies.ceilings import (
     CeilingSettings,
     FailSafeSettings,
@@ -204,6 +209,10 @@ class PowerCapReconciler:
         await self._give_back(key, keep={(t.kind, t.name) for t in targets})
         for problem in resolution.missing:
             await self._events.record(obj, "Warning", "TargetMissing", problem)
+        for target in targets:
+            for problem in target.annotation_problems:
+                await self._events.record(obj, "Warning", "InvalidAnnotation", problem)
+                await self._events.record(target.obj, "Warning", "InvalidAnnotation", problem)
 
         try:
             source = await self._source(config)
@@ -231,9 +240,13 @@ class PowerCapReconciler:
             await self._events.record(obj, "Warning", "MeasurementMisconfigured", problem)
             raise
         cap_w, cap_source = self._effective_cap(obj, config)
+        scope_cap_w, deferrable_cap_w = caps_with_carbon(
+            config.power_cap_w, cap_w, any_deferrable=batch_can_yield(config, targets)
+        )
         observation = CapObservation(
             scope=key,
-            cap_w=cap_w,
+            cap_w=scope_cap_w,
+            deferrable_cap_w=deferrable_cap_w,
             measured_w=measured.scope_w,
             targets=tuple(
                 self._observe(t, measured.per_target.get(t.key) if learning else None)
@@ -260,7 +273,9 @@ class PowerCapReconciler:
         await self._write_status(
             obj,
             plan,
-            self._conditions(config, plan, measured, resolution.missing, targets),
+            self._conditions(
+                config, plan, measured, resolution.missing, targets, observation=observation
+            ),
             generation=config.generation,
             observation=observation,
             cap=(cap_w, cap_source),
@@ -376,6 +391,8 @@ class PowerCapReconciler:
             watts=measured.watts_or_none if measured else None,
             tokens_per_s=measured.tokens_per_s_or_none if measured else None,
             limited_by_ceiling=target.limited_by_ceiling,
+            priority=target.priority,
+            deferrable=target.deferrable,
         )
 
     @staticmethod
@@ -453,7 +470,8 @@ class PowerCapReconciler:
         self, key: str, observation: CapObservation, plan: CeilingPlan, measured: _Measured
     ) -> None:
         metrics = self._metrics
-        metrics.power_cap_watts.labels(key).set(observation.cap_w)
+        # The cap in force after carbon, as before: the lower cap when only batch work yields.
+        metrics.power_cap_watts.labels(key).set(_carbon_cap_w(observation))
         metrics.metrics_available.labels(key).set(0 if measured.problem else 1)
         if observation.measured_w is not None:
             metrics.power_watts.labels(key).set(observation.measured_w)
@@ -477,19 +495,25 @@ class PowerCapReconciler:
         measured: _Measured,
         missing: Sequence[str],
         targets: Sequence[ResolvedTarget],
+        *,
+        observation: CapObservation,
     ) -> list[tuple[ConditionType, ConditionStatus, str, str]]:
         capping = [d for d in plan.decisions if d.new_max_replicas < _user_max(targets, d.target)]
+        # A bad annotation does not stop capping (the default is used) but must not go unseen.
+        ignored = [p for t in targets for p in t.annotation_problems]
+        if missing:
+            resolved = list(missing)
+        elif targets:
+            resolved = [f"{len(targets)} target(s): " + ", ".join(t.name for t in targets)]
+        else:
+            resolved = ["no ScaledObject or InferenceService matches the spec"]
+        resolved_reason = "InvalidAnnotation" if ignored else "Resolved"
         conditions = [
             (
                 ConditionType.TARGETS_RESOLVED,
                 ConditionStatus.FALSE if missing or not targets else ConditionStatus.TRUE,
-                "TargetMissing" if missing else ("NoTargets" if not targets else "Resolved"),
-                "; ".join(missing)
-                or (
-                    f"{len(targets)} target(s): " + ", ".join(t.name for t in targets)
-                    if targets
-                    else "no ScaledObject or InferenceService matches the spec"
-                ),
+                "TargetMissing" if missing else ("NoTargets" if not targets else resolved_reason),
+                "; ".join([*resolved, *ignored])[:4000],
             ),
             (
                 ConditionType.METRICS_AVAILABLE,
@@ -503,9 +527,12 @@ class PowerCapReconciler:
                 ConditionStatus.TRUE if capping else ConditionStatus.FALSE,
                 "CeilingsLowered" if capping else "WithinCap",
                 (
-                    ", ".join(f"{d.target} at {d.new_max_replicas}" for d in capping)
-                    if capping
-                    else f"every target at its own maximum under {plan.reason or 'the cap'}"
+                    (
+                        ", ".join(f"{d.target} at {d.new_max_replicas}" for d in capping)
+                        if capping
+                        else f"every target at its own maximum under {plan.reason or 'the cap'}"
+                    )
+                    + _binding_note(observation, targets)
                 )[:4000],
             ),
         ]
@@ -624,6 +651,31 @@ def rescale_watts_per_replica(state: CappingState, scale: float) -> CappingState
         for name, learned in state.targets.items()
     }
     return replace(state, targets=targets)
+
+
+def batch_can_yield(config: PowerCappingConfig, targets: Sequence[ResolvedTarget]) -> bool:
+    """Whether a carbon cap may bind deferrable targets only (`caps_with_carbon`'s
+    `any_deferrable`). Only the Headroom policy budgets per target; under Threshold the carbon
+    cap stays the whole scope's cap, else annotating a target would switch carbon capping off."""
+    return config.policy.type is PolicyType.HEADROOM and any(t.deferrable for t in targets)
+
+
+def _carbon_cap_w(observation: CapObservation) -> float:
+    """The lowest cap in force: the carbon cap whether it binds the scope or batch work only."""
+    if observation.deferrable_cap_w is not None:
+        return observation.deferrable_cap_w
+    return observation.cap_w
+
+
+def _binding_note(observation: CapObservation, targets: Sequence[ResolvedTarget]) -> str:
+    """Which cap binds, when a carbon cap holds back only deferrable (batch) targets."""
+    if observation.deferrable_cap_w is None:
+        return ""
+    batch = ", ".join(t.name for t in targets if t.deferrable)
+    return (
+        f"; carbon cap {observation.deferrable_cap_w:.0f} W binds only deferrable targets "
+        f"({batch}); the others may use up to {observation.cap_w:.0f} W (powerCapLimit)"
+    )
 
 
 def _user_max(targets: Sequence[ResolvedTarget], name: str) -> int:

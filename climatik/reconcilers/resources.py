@@ -13,5 +13,11 @@ USER_MAX_ANNOTATION = "climatik-project.ai/user-max-replicas"
 """The user's own ceiling, remembered while Climatik holds a lower one."""
 CAPPED_BY_ANNOTATION = "climatik-project.ai/capped-by"
 """`namespace/name` of the PowerCappingConfig holding the ceiling, so its deletion restores it."""
+PRIORITY_ANNOTATION = "climatik-project.ai/priority"
+"""Set by the user on a target (an integer, default 0): under a tight cap a higher priority
+keeps its replicas first (interactive serving over batch work)."""
+DEFERRABLE_ANNOTATION = "climatik-project.ai/deferrable"
+"""Set by the user on a target (`"true"`/`"false"`, default false): its work may wait for a
+cleaner grid, so a carbon cap holds back deferrable targets only."""
 KSERVE_ISVC_LABEL = "serving.kserve.io/inferenceservice"
 """KServe labels predictor pods with their InferenceService's name."""

@@ -4,7 +4,9 @@ Pure functions over cached objects: explicit `scaleObjectRef`s, the `deploymentN
 ScaledObjects, or a label selector over ScaledObjects and InferenceServices. A ScaledObject
 owned by a KServe InferenceService is capped through the InferenceService (KServe reverts edits
 to objects it owns). Defaults follow KEDA (`minReplicaCount` 0, `maxReplicaCount` 100) and KServe
-(`minReplicas` 1).
+(`minReplicas` 1). The user's `priority` and `deferrable` annotations are read from the object
+the ceiling lives on; a value that does not parse falls back to the default and is reported, never
+raised.
 """
 
 from __future__ import annotations
@@ -14,11 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from climatik.domain.config import LabelSelector, PowerCappingConfig, TargetKind
-from climatik.reconcilers.resources import KSERVE_ISVC_LABEL, USER_MAX_ANNOTATION
+from climatik.reconcilers.resources import (
+    DEFERRABLE_ANNOTATION,
+    KSERVE_ISVC_LABEL,
+    PRIORITY_ANNOTATION,
+    USER_MAX_ANNOTATION,
+)
 
 KEDA_DEFAULT_MIN = 0
 KEDA_DEFAULT_MAX = 100
 KSERVE_DEFAULT_MIN = 1
+DEFAULT_PRIORITY = 0
+DEFAULT_DEFERRABLE = False
 
 Obj = Mapping[str, Any]
 
@@ -43,6 +52,12 @@ class ResolvedTarget:
     limited_by_ceiling: bool | None = None
     """KEDA's HPA says it wants more replicas than the ceiling (`ScalingLimited`,
     `TooManyReplicas`); None when no HPA reports on it."""
+    priority: int = DEFAULT_PRIORITY
+    """From `climatik-project.ai/priority`: a higher priority keeps its replicas first."""
+    deferrable: bool = DEFAULT_DEFERRABLE
+    """From `climatik-project.ai/deferrable`: its work may wait, so it yields to a carbon cap."""
+    annotation_problems: tuple[str, ...] = ()
+    """Annotations that did not parse (the defaults are used instead), for Events and status."""
 
     @property
     def key(self) -> str:
@@ -82,9 +97,68 @@ def _int(value: object, default: int) -> int:
         return default
 
 
+def _annotations(obj: Obj) -> Mapping[str, Any]:
+    annotations: Mapping[str, Any] = _meta(obj).get("annotations") or {}
+    return annotations
+
+
 def _user_max(obj: Obj, applied: int) -> int:
-    annotations: Mapping[str, str] = _meta(obj).get("annotations") or {}
-    return _int(annotations.get(USER_MAX_ANNOTATION), applied)
+    return _int(_annotations(obj).get(USER_MAX_ANNOTATION), applied)
+
+
+def _describe(obj: Obj, kind: TargetKind) -> str:
+    return f"{kind} {_meta(obj).get('namespace')}/{_meta(obj).get('name')}"
+
+
+def priority_of(obj: Obj, kind: TargetKind) -> tuple[int, str | None]:
+    """The user's priority for a target and, when the annotation does not parse, why.
+
+    Only a plain integer counts ("2", "-1"); anything else ("high", "1.5", "") keeps the default
+    rather than guessing, so a typo cannot quietly promote batch work over serving.
+    """
+    raw = _annotations(obj).get(PRIORITY_ANNOTATION)
+    if raw is None:
+        return DEFAULT_PRIORITY, None
+    text = str(raw).strip()
+    digits = text[1:] if text[:1] in {"+", "-"} else text
+    if digits.isascii() and digits.isdigit() and len(digits) <= 9:
+        return int(text), None
+    return DEFAULT_PRIORITY, (
+        f"{_describe(obj, kind)}: annotation {PRIORITY_ANNOTATION}={str(raw)[:64]!r} is not an "
+        f"integer; using priority {DEFAULT_PRIORITY}"
+    )
+
+
+def deferrable_of(obj: Obj, kind: TargetKind) -> tuple[bool, str | None]:
+    """Whether a target's work may wait for a cleaner grid and, when the annotation does not
+    parse, why. "true"/"false" in any case; anything else keeps the default (not deferrable),
+    so a typo never lets a carbon cap hold back serving work."""
+    raw = _annotations(obj).get(DEFERRABLE_ANNOTATION)
+    if raw is None:
+        return DEFAULT_DEFERRABLE, None
+    text = str(raw).strip().lower()
+    if text in {"true", "false"}:
+        return text == "true", None
+    return DEFAULT_DEFERRABLE, (
+        f"{_describe(obj, kind)}: annotation {DEFERRABLE_ANNOTATION}={str(raw)[:64]!r} is not "
+        f'"true" or "false"; using {str(DEFAULT_DEFERRABLE).lower()}'
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _UserIntent:
+    """The `ResolvedTarget` fields the user's annotations set."""
+
+    priority: int
+    deferrable: bool
+    problems: tuple[str, ...]
+
+
+def _user_intent(obj: Obj, kind: TargetKind) -> _UserIntent:
+    priority, priority_problem = priority_of(obj, kind)
+    deferrable, deferrable_problem = deferrable_of(obj, kind)
+    problems = tuple(p for p in (priority_problem, deferrable_problem) if p is not None)
+    return _UserIntent(priority, deferrable, problems)
 
 
 def _selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
@@ -162,6 +236,7 @@ def _from_scaled_object(
     deployment = deployments.get(str(ref.get("name")))
     selector = ((deployment or {}).get("spec") or {}).get("selector")
     names, nodes = _serving_pods(pods, lambda labels: _selector_matches(selector, labels))
+    intent = _user_intent(so, TargetKind.SCALED_OBJECT)
     return ResolvedTarget(
         kind=TargetKind.SCALED_OBJECT,
         name=str(_meta(so).get("name")),
@@ -174,6 +249,9 @@ def _from_scaled_object(
         pod_nodes=nodes,
         obj=so,
         limited_by_ceiling=limited_by_ceiling(hpas.get(hpa_name(so))),
+        priority=intent.priority,
+        deferrable=intent.deferrable,
+        annotation_problems=intent.problems,
     )
 
 
@@ -191,6 +269,7 @@ def _from_inference_service(
     applied = _int(predictor.get("maxReplicas"), 0) or so_max
     minimum = _int(predictor.get("minReplicas"), KSERVE_DEFAULT_MIN)
     names, nodes = _serving_pods(pods, lambda labels: labels.get(KSERVE_ISVC_LABEL) == name)
+    intent = _user_intent(isvc, TargetKind.INFERENCE_SERVICE)
     return ResolvedTarget(
         kind=TargetKind.INFERENCE_SERVICE,
         name=name,
@@ -205,6 +284,9 @@ def _from_inference_service(
         limited_by_ceiling=limited_by_ceiling(
             hpas.get(hpa_name(so) if so is not None else f"keda-hpa-{name}-predictor")
         ),
+        priority=intent.priority,
+        deferrable=intent.deferrable,
+        annotation_problems=intent.problems,
     )
 
 
