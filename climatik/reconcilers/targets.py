@@ -125,7 +125,7 @@ def priority_of(obj: Obj, kind: TargetKind) -> tuple[int, str | None]:
         return int(text), None
     return DEFAULT_PRIORITY, (
         f"{_describe(obj, kind)}: annotation {PRIORITY_ANNOTATION}={str(raw)[:64]!r} is not an "
-        f"integer; using priority {DEFAULT_PRIORITY}"
+        f"integer of at most 9 digits; using priority {DEFAULT_PRIORITY}"
     )
 
 

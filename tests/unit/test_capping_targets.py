@@ -8,14 +8,20 @@ import pytest
 
 from climatik.domain.config import (
     LabelSelector,
+    PolicyConfig,
+    PolicyType,
     PowerCappingConfig,
     TargetKind,
     TargetRef,
 )
+from climatik.policies.carbon import caps_with_carbon
 from climatik.reconcilers.actuation import ceiling_patch, restore_patch
+from climatik.reconcilers.powercap import batch_can_yield
 from climatik.reconcilers.resources import (
     CAPPED_BY_ANNOTATION,
+    DEFERRABLE_ANNOTATION,
     INFERENCE_SERVICES,
+    PRIORITY_ANNOTATION,
     SCALED_OBJECTS,
     USER_MAX_ANNOTATION,
 )
@@ -235,3 +241,114 @@ def test_no_hpa_or_a_renamed_one_is_handled() -> None:
         config(deployment_name="llm"), sos=[so], hpas=[hpa("custom", "True")]
     ).targets
     assert renamed.limited_by_ceiling is True
+
+
+# -- the user's priority and deferrable annotations ---------------------------------------------
+
+
+def isvc_with(annotations: dict[str, str]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "chat", "namespace": NS, "annotations": annotations},
+        "spec": {"predictor": {"minReplicas": 1, "maxReplicas": 4}},
+    }
+
+
+def so_with(annotations: dict[str, str]) -> dict[str, Any]:
+    return scaled_object("so", "llm", annotations=annotations)
+
+
+def test_absent_annotations_keep_the_defaults_and_report_nothing() -> None:
+    (target,) = resolve(config(deployment_name="llm"), sos=[so_with({})]).targets
+    assert (target.priority, target.deferrable, target.annotation_problems) == (0, False, ())
+
+
+@pytest.mark.parametrize(
+    ("priority", "deferrable", "expected"),
+    [
+        ("2", "true", (2, True)),
+        ("-1", "false", (-1, False)),
+        (" +3 ", "TRUE", (3, True)),
+        ("0", "False", (0, False)),
+    ],
+)
+def test_valid_annotations_set_priority_and_deferrable(
+    priority: str, deferrable: str, expected: tuple[int, bool]
+) -> None:
+    annotations = {PRIORITY_ANNOTATION: priority, DEFERRABLE_ANNOTATION: deferrable}
+    (so_target,) = resolve(config(deployment_name="llm"), sos=[so_with(annotations)]).targets
+    (isvc_target,) = resolve(
+        config(targets=(TargetRef(TargetKind.INFERENCE_SERVICE, "chat"),)),
+        isvcs=[isvc_with(annotations)],
+    ).targets
+    for target in (so_target, isvc_target):
+        assert (target.priority, target.deferrable) == expected
+        assert target.annotation_problems == ()
+
+
+@pytest.mark.parametrize("bad", ["high", "1.5", "", "true", "1e3", "٣", "9999999999"])
+def test_an_unparsable_priority_keeps_the_default_and_says_where(bad: str) -> None:
+    annotations = {PRIORITY_ANNOTATION: bad, DEFERRABLE_ANNOTATION: "true"}
+    (target,) = resolve(config(deployment_name="llm"), sos=[so_with(annotations)]).targets
+    assert target.priority == 0
+    assert target.deferrable is True, "the other annotation still counts"
+    (problem,) = target.annotation_problems
+    assert f"ScaledObject {NS}/so" in problem
+    assert PRIORITY_ANNOTATION in problem
+    assert repr(bad) in problem
+
+
+@pytest.mark.parametrize("bad", ["yes", "1", "", "on", "truee"])
+def test_an_unparsable_deferrable_is_not_deferrable_and_says_where(bad: str) -> None:
+    annotations = {DEFERRABLE_ANNOTATION: bad, PRIORITY_ANNOTATION: "5"}
+    (target,) = resolve(
+        config(targets=(TargetRef(TargetKind.INFERENCE_SERVICE, "chat"),)),
+        isvcs=[isvc_with(annotations)],
+    ).targets
+    assert target.deferrable is False
+    assert target.priority == 5
+    (problem,) = target.annotation_problems
+    assert f"InferenceService {NS}/chat" in problem
+    assert DEFERRABLE_ANNOTATION in problem
+
+
+def test_kserve_annotations_are_read_from_the_inference_service_not_its_scaled_object() -> None:
+    so = scaled_object(
+        "chat-predictor",
+        "chat-predictor",
+        owner_isvc="chat",
+        annotations={PRIORITY_ANNOTATION: "9", DEFERRABLE_ANNOTATION: "true"},
+    )
+    (target,) = resolve(
+        config(targets=(TargetRef(TargetKind.SCALED_OBJECT, "chat-predictor"),)),
+        sos=[so],
+        isvcs=[isvc_with({PRIORITY_ANNOTATION: "1"})],
+    ).targets
+    assert (target.kind, target.priority, target.deferrable) == (
+        TargetKind.INFERENCE_SERVICE,
+        1,
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("policy", "deferrable", "expected"),
+    [
+        (PolicyType.HEADROOM, "true", True),
+        (PolicyType.HEADROOM, "false", False),
+        # Threshold has no per-target budget: the carbon cap must stay the scope's cap.
+        (PolicyType.THRESHOLD, "true", False),
+    ],
+)
+def test_a_carbon_cap_binds_batch_only_under_headroom_with_deferrable_work(
+    policy: PolicyType, deferrable: str, expected: bool
+) -> None:
+    cfg = config(deployment_name="llm", policy=PolicyConfig(type=policy))
+    sos = [so_with({DEFERRABLE_ANNOTATION: deferrable}), scaled_object("chat", "llm")]
+    targets = resolve(cfg, sos=sos).targets
+    assert len(targets) == 2
+    assert batch_can_yield(cfg, targets) is expected
+    base_w, carbon_w = cfg.power_cap_w, 400.0
+    cap_w, deferrable_cap_w = caps_with_carbon(
+        base_w, carbon_w, any_deferrable=batch_can_yield(cfg, targets)
+    )
+    assert (cap_w, deferrable_cap_w) == ((base_w, carbon_w) if expected else (carbon_w, None))
