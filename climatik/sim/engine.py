@@ -26,7 +26,7 @@ import numpy.typing as npt
 from climatik.domain.capping import CapObservation, CappingState, RackObservation, TargetObservation
 from climatik.domain.carbon import CarbonReading, IntensityBandTarget
 from climatik.domain.gpu import ClockSample
-from climatik.policies.carbon import cap_for_carbon
+from climatik.policies.carbon import cap_for_carbon, caps_with_carbon
 from climatik.policies.ceilings import (
     CeilingSettings,
     HeadroomSettings,
@@ -335,6 +335,7 @@ class Twin:
         site_cap = sc.caps.site_cap_w
         cap_eff = np.full(n_pol, site_cap)
         carbon_band = sc.caps.carbon
+        any_deferrable = any(s.deferrable for s in services)
 
         # Replicas: one per server. Warm start at what the first arrivals need.
         host = np.full((n_pol, n_srv), -1, dtype=np.int64)
@@ -608,6 +609,9 @@ class Twin:
                     if setting is None:
                         continue
                     cap_eff[p] = carbon_cap if spec.carbon else site_cap
+                    cap_w, deferrable_cap_w = caps_with_carbon(
+                        site_cap, float(cap_eff[p]), any_deferrable=any_deferrable
+                    )
                     targets = tuple(
                         TargetObservation(
                             name=s.name,
@@ -618,6 +622,8 @@ class Twin:
                             watts=float(m_svc_w[p, j]) if have_data else None,
                             tokens_per_s=float(m_svc_tok[p, j]) if have_data else None,
                             limited_by_ceiling=bool(wanted[p, j] > ceiling[p, j]),
+                            priority=s.priority,
+                            deferrable=s.deferrable,
                         )
                         for j, s in enumerate(services)
                     )
@@ -634,7 +640,8 @@ class Twin:
                     )
                     observation = CapObservation(
                         scope="site",
-                        cap_w=float(cap_eff[p]),
+                        cap_w=cap_w,
+                        deferrable_cap_w=deferrable_cap_w,
                         measured_w=float(m_site[p]) if have_data else None,
                         targets=targets,
                         racks=rack_obs,

@@ -260,6 +260,12 @@ class Service(_Strict):
     traffic: Traffic = Traffic()
     autoscaler: Autoscaler = Autoscaler()
     queue_timeout_s: Positive = 120.0
+    priority: int = 0
+    """Capping priority: under a tight cap a higher one keeps its replicas first; services of
+    equal priority share by efficiency (tokens per joule)."""
+    deferrable: bool = False
+    """Its requests may wait for a cleaner grid (give it a long `slo.ttft_s` and
+    `queue_timeout_s`): a carbon cap then holds back only deferrable services."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Service:
