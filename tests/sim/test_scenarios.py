@@ -77,3 +77,17 @@ def test_placement_is_measured_in_the_heatwave() -> None:
     negligible = 0.001 * result.site_cap_w * result.duration_s
     for name in variants:
         assert result.policies[name]["cap_violation_ws"] < negligible
+
+
+def test_a_carbon_cap_delays_batch_work_without_failing_chat() -> None:
+    compared = ["climatik", "climatik-no-carbon"]
+    result = Twin(load_scenario("carbon-swing"), compared).run()
+    by_service = {name: result.details[name]["slo_attainment_by_service"] for name in compared}
+    assert isinstance(by_service["climatik"], dict)
+    assert isinstance(by_service["climatik-no-carbon"], dict)
+    # Chat keeps the full site cap whatever the grid; the deferrable summariser waits for a
+    # cleaner one and still meets its 6-hour deadline.
+    assert by_service["climatik"]["chat"] >= by_service["climatik-no-carbon"]["chat"] - 0.01
+    assert by_service["climatik"]["summarise"] >= 0.98
+    slo = {name: result.policies[name]["slo_attainment"] for name in compared}
+    assert slo["climatik"] >= slo["climatik-no-carbon"] - 0.02
