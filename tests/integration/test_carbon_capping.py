@@ -1,7 +1,7 @@
 """Carbon-aware capping end to end: a real local server answering like the UK National Grid
 ESO API, the carbon and power-cap controllers in a real manager, a real Prometheus, and KEDA
 ScaledObjects on the real API server. The served intensity moves the effective cap; the
-ceilings follow.
+ceilings follow, and when some work is deferrable only that work yields to it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from climatik.devcluster.cluster import ClusterInfo
+from climatik.reconcilers.resources import DEFERRABLE_ANNOTATION, PRIORITY_ANNOTATION
 from climatik.runtime.capping import carbon_controller, power_cap_controller
 from climatik.runtime.manager import Manager
 from tests.integration.carbon_servers import Answer, ProviderServer, provider_server
@@ -175,3 +176,73 @@ async def test_a_failing_provider_holds_the_last_cap_and_reports_it(
     assert condition(stale, "CarbonAvailable")["reason"] == "LastKnownGood"
     assert "HTTP 500" in condition(stale, "CarbonAvailable")["message"]
     assert stale["status"]["effectiveCapWatts"] == 400, "last-known-good holds the cap"
+
+
+async def test_a_dirty_grid_holds_back_deferrable_batch_work_only(
+    controllers: Manager,
+    kubectl: Kubectl,
+    namespace: str,
+    carbon_api: ProviderServer,
+    metrics_exporter: ExporterHandle,
+    prometheus: PrometheusServer,
+) -> None:
+    # chat (interactive, with a typo in its priority) and batch (deferrable), 400 W each.
+    chat = scaled_object("chat", "chat", min_replicas=1, max_replicas=4)
+    chat["metadata"]["annotations"] = {PRIORITY_ANNOTATION: "high"}
+    batch = scaled_object("batch", "batch", min_replicas=0, max_replicas=4)
+    batch["metadata"]["annotations"] = {DEFERRABLE_ANNOTATION: "true"}
+    for name, so in (("chat", chat), ("batch", batch)):
+        kubectl.apply(deployment(name, 2, {"app": name}))
+        kubectl.apply(so)
+    for name in ("chat", "batch"):
+        await serve_watts(metrics_exporter, namespace, await running_pods(kubectl, name, 2), 200)
+    config = capping_config(
+        "cap", prometheus.url, [so_ref("chat"), so_ref("batch")], policy="Headroom", cap_w=2000
+    )
+    config["spec"]["carbon"] = {
+        "provider": "UKNationalGrid",
+        "target": {
+            "type": "IntensityBand",
+            "cleanIntensityGramsPerKWh": 100,
+            "dirtyIntensityGramsPerKWh": 400,
+        },
+        "floorWatts": 600,
+        "maxAgeSeconds": 600,
+    }
+    kubectl.apply(config)
+
+    # The typo is reported where the user looks and changes nothing (priority 0).
+    clean = await eventually(
+        lambda: kubectl_json(kubectl, "pcc", "cap"),
+        lambda obj: condition(obj, "TargetsResolved").get("reason") == "InvalidAnnotation",
+    )
+    resolved = condition(clean, "TargetsResolved")
+    assert resolved["status"] == "True"
+    assert f"ScaledObject {namespace}/chat" in resolved["message"]
+    assert PRIORITY_ANNOTATION in resolved["message"]
+    await eventually(
+        lambda: kubectl_json(kubectl, "events"),
+        lambda events: any(
+            e.get("reason") == "InvalidAnnotation"
+            and e["involvedObject"].get("kind") == "ScaledObject"
+            and e["involvedObject"].get("name") == "chat"
+            for e in events["items"]
+        ),
+    )
+
+    # A dirty grid: the carbon cap falls to 600 W. Batch work yields (its 2 running replicas do
+    # not fit 600 W beside chat's 400 W); chat keeps its own maximum under powerCapLimit. Were
+    # the carbon cap the whole scope's, chat would be cut to 2.
+    await serve_intensity(carbon_api, 400)
+    dirty = await eventually(
+        lambda: kubectl_json(kubectl, "pcc", "cap"),
+        lambda obj: (
+            "binds only deferrable targets (batch)" in condition(obj, "Capping").get("message", "")
+        ),
+        timeout_s=30,
+    )
+    assert dirty["status"]["effectiveCapWatts"] == 600, "still the carbon-adjusted cap"
+    assert dirty["status"]["effectiveCapSource"] == "Carbon"
+    await ceiling_becomes(kubectl, "batch", 1)
+    await asyncio.sleep(3)
+    assert (await kubectl_json(kubectl, "scaledobject", "chat"))["spec"]["maxReplicaCount"] == 4
