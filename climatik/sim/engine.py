@@ -208,6 +208,32 @@ def tuned_clock_ratios(scenario: Scenario) -> tuple[list[float], list[str]]:
     return ratios, reasons
 
 
+def per_replica_slowdown(
+    scenario: Scenario, clock_ratios: list[float]
+) -> dict[str, dict[str, float]]:
+    """What each service's tuned clock costs one replica against the maximum clock.
+
+    `decode_tokens_per_s` is SIMULATOR.md's replica throughput (B / t_dec at full batch);
+    `requests_per_s` also counts prefill, which slows with 1/f. Under a binding cap the watts
+    saved buy more replicas, so the service's own throughput can rise while each replica slows.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for service, ratio in zip(scenario.services, clock_ratios, strict=True):
+        model = service.model_class
+        decode = float(
+            physics.decode_step_s(model, 1.0, 1.0) / physics.decode_step_s(model, 1.0, ratio)
+        )
+        fast = sum(physics.request_busy_s(model, service.prompt_tokens, service.output_tokens, 1.0))
+        slow = sum(
+            physics.request_busy_s(model, service.prompt_tokens, service.output_tokens, ratio)
+        )
+        out[service.name] = {
+            "decode_tokens_per_s": 1.0 - decode,
+            "requests_per_s": 1.0 - float(fast / slow),
+        }
+    return out
+
+
 class Twin:
     """One run of a scenario for a list of policies."""
 
@@ -722,9 +748,11 @@ class Twin:
                 "carbon_basis": "location-based (grid average intensity x facility energy)",
             }
         if clock_reasons:
+            losses = per_replica_slowdown(sc, tuned)
             for p, spec in enumerate(self.specs):
                 if spec.tuned_clocks:
                     details[self.policy_names[p]]["gpu_clock_reason"] = clock_reasons
+                    details[self.policy_names[p]]["gpu_clock_per_replica_loss"] = losses
         return SimResult(
             scenario=sc.name,
             duration_s=duration_s,

@@ -91,3 +91,17 @@ def test_a_carbon_cap_delays_batch_work_without_failing_chat() -> None:
     assert by_service["climatik"]["summarise"] >= 0.98
     slo = {name: result.policies[name]["slo_attainment"] for name in compared}
     assert slo["climatik"] >= slo["climatik-no-carbon"] - 0.02
+
+
+def test_tuned_clocks_buy_tokens_per_joule_and_throughput_under_the_cap() -> None:
+    compared = ["climatik", "climatik-max-clock"]
+    result = Twin(load_scenario("default"), compared).run()
+    tuned, untuned = (result.policies[name] for name in compared)
+    assert tuned["tokens_per_joule"] >= 1.15 * untuned["tokens_per_joule"]
+    # The service's throughput: what the room served under its cap.
+    assert tuned["tokens"] >= 0.9 * untuned["tokens"]
+    assert tuned["slo_attainment"] >= untuned["slo_attainment"]
+    losses = result.details["climatik"]["gpu_clock_per_replica_loss"]
+    assert isinstance(losses, dict)
+    for loss in losses.values():
+        assert 0.0 < loss["decode_tokens_per_s"] < 0.10
