@@ -472,6 +472,12 @@ def _decide_headroom(
             continue
         slot, low, high = by_name[target.name]
         wpr = slot.watts_per_replica
+        # A deferrable target is held to the carbon cap's budget; say which one it was.
+        cap_words, its_budget_w, its_strict_w = "the cap", budget_w, strict_w
+        if target.deferrable and deferrable_budget_w is not None:
+            cap_words = "the carbon cap for deferrable work"
+            its_budget_w = deferrable_budget_w
+            its_strict_w = deferrable_strict_w if deferrable_strict_w is not None else strict_w
         if (
             unconstrained <= budget_w
             and (allowance is None or allowance >= wanted_growth)
@@ -488,9 +494,9 @@ def _decide_headroom(
             if new == last:
                 reason = f"{last} is within the hysteresis band [{low}, {high}]"
             elif new < last:
-                reason = f"{budget_w:.0f} W left under the cap allow {high} x {wpr:.0f} W"
+                reason = f"{its_budget_w:.0f} W left under {cap_words} allow {high} x {wpr:.0f} W"
             else:
-                reason = f"headroom for {low} x {wpr:.0f} W within {strict_w:.0f} W"
+                reason = f"headroom for {low} x {wpr:.0f} W within {its_strict_w:.0f} W"
             if allowance is not None and new > target.current_replicas:
                 reason += f"; racks admit {allowance} more replicas"
             floor = target.current_replicas - settings.max_step_down_replicas

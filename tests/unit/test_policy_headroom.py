@@ -424,6 +424,8 @@ def test_a_deferrable_cap_holds_back_batch_work_only() -> None:
     assert full.ceilings == {"chat": 6, "batch": 5}
     # 28.8 kW usable under the carbon cap: chat's 6 replicas leave none for more batch work.
     assert dirty.ceilings == {"chat": 6, "batch": 1}
+    batch_decision = next(d for d in dirty.decisions if d.target == "batch")
+    assert "carbon cap for deferrable work" in batch_decision.reason
 
 
 @given(
