@@ -195,12 +195,16 @@ def gpu_tuning_controller(ctx: ControllerContext) -> Controller:
     configs.add_handlers(
         config_handlers(queue, status_fields=("measuredPowerWatts", "racks", "targets"))
     )
+    # The Jobs are created, and write their result ConfigMaps, in the tuning namespace only:
+    # watching there alone is all the reconciler needs, and lets RBAC grant list/watch on Jobs
+    # and ConfigMaps through a Role in that namespace instead of cluster-wide (docs/security.md).
+    tuning_ns = settings.job_namespace
     reconciler = GpuTuningReconciler(
         ctx.client,
         configs=configs,
         workloads=workload_caches(ctx),
-        jobs=ctx.informer(JOBS, label_selector=TUNE_NODE_LABEL),
-        results=ctx.informer(CONFIGMAPS, label_selector=TUNE_NODE_LABEL),
+        jobs=ctx.informer(JOBS, namespace=tuning_ns, label_selector=TUNE_NODE_LABEL),
+        results=ctx.informer(CONFIGMAPS, namespace=tuning_ns, label_selector=TUNE_NODE_LABEL),
         events=ctx.events,
         hints=tuning_hints(ctx),
         settings=settings,

@@ -157,11 +157,22 @@ class Manager:
         self,
         resource: Resource,
         *,
+        namespace: str | None = None,
         label_selector: str | None = None,
         indexers: Mapping[str, IndexFunc] | None = None,
     ) -> Informer:
-        """The shared informer for ``resource`` in the watched namespace (created on first use)."""
-        namespace = self.namespace if resource.namespaced else None
+        """The shared informer for ``resource`` (created on first use).
+
+        A namespaced resource is watched in ``namespace`` when given, else in the watched
+        namespace (every namespace when that is unset). Naming one lets a controller that only
+        ever reads objects it keeps in one namespace (GPU tuning Jobs) list and watch there
+        alone, so RBAC can grant it through a Role instead of a ClusterRole.
+        """
+        if not resource.namespaced:
+            if namespace is not None:
+                raise ValueError(f"{resource.plural} are cluster-scoped: no namespace to watch")
+        elif namespace is None:
+            namespace = self.namespace
         key = (resource, namespace, label_selector)
         informer = self._informers.get(key)
         if informer is None:

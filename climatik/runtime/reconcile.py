@@ -152,6 +152,7 @@ class ControllerContext(Protocol):
         self,
         resource: Any,
         *,
+        namespace: str | None = None,
         label_selector: str | None = None,
         indexers: Mapping[str, Callable[[Mapping[str, Any]], list[str]]] | None = None,
     ) -> Any: ...

@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 
-from climatik.kube.client import KubeClient, NotLeaderError
+from climatik.kube.client import CONFIGMAPS, NODES, KubeClient, NotLeaderError
 from climatik.kube.workqueue import WorkQueue
 from climatik.runtime.http import HttpServer
 from climatik.runtime.manager import EXIT_LEADERSHIP_LOST, EXIT_OK, Manager
 from climatik.runtime.metrics import RuntimeMetrics
 from climatik.runtime.reconcile import Controller, Result
-from climatik.runtime.settings import LeaderElectionSettings, RuntimeSettings
+from climatik.runtime.settings import KubeSettings, LeaderElectionSettings, RuntimeSettings
 from tests.unit.fakelease import MemoryLease
 
 
@@ -118,3 +119,31 @@ async def test_probes_and_metrics_endpoints() -> None:
         assert "climatik_leader_is_leader 0.0" in text
     finally:
         await server.stop()
+
+
+def _bare_manager(watched_namespace: str | None) -> Manager:
+    settings = RuntimeSettings(
+        kube=KubeSettings(namespace=watched_namespace),
+        leader_election=LeaderElectionSettings(enabled=False),
+    )
+    return Manager(settings, KubeClient(api_client=None), install_signal_handlers=False)
+
+
+@pytest.mark.parametrize("watched_namespace", [None, "prod"])
+async def test_an_informer_may_name_its_own_namespace(watched_namespace: str | None) -> None:
+    manager = _bare_manager(watched_namespace)
+    default = manager.informer(CONFIGMAPS, label_selector="x")
+    scoped = manager.informer(CONFIGMAPS, namespace="tuning", label_selector="x")
+    assert default.namespace == watched_namespace
+    assert scoped.namespace == "tuning"
+    assert scoped is not default
+    # Shared per (resource, namespace, selector), like every informer of the manager.
+    assert manager.informer(CONFIGMAPS, namespace="tuning", label_selector="x") is scoped
+    assert manager.informer(CONFIGMAPS, label_selector="x") is default
+
+
+async def test_a_cluster_scoped_informer_refuses_a_namespace() -> None:
+    manager = _bare_manager("prod")
+    assert manager.informer(NODES).namespace is None
+    with pytest.raises(ValueError, match="cluster-scoped"):
+        manager.informer(NODES, namespace="tuning")
