@@ -2,22 +2,33 @@
 node, pinned to the node; a result written by the real `climatik gpu-tune` entrypoint (on
 simulated GPUs, since the cluster's nodes are kwok's) updates the power-cap controller's watts
 per replica at once.
+
+The controllers run as a ServiceAccount holding exactly deploy/base's RBAC (rendered by
+kustomize, moved into this test's namespaces), and the tuning Jobs live in a namespace of their
+own, as installed: the controller lists and watches Jobs and ConfigMaps there only, and may not
+anywhere else. The result is written as the tuner's ServiceAccount, with its Role alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 
 from climatik.devcluster.cluster import ClusterInfo
 from climatik.domain.gpu import TUNE_NODE_LABEL, result_configmap_name
+from climatik.kube.client import CONFIGMAPS, ApiError, KubeClient
+from climatik.reconcilers.gpu_tuning import JOBS
 from climatik.runtime.capping import gpu_tuning_controller, power_cap_controller
 from climatik.runtime.manager import Manager
 from tests.integration.conftest import Kubectl
@@ -39,19 +50,125 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.integration.prometheus"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
+BASE = Path(__file__).resolve().parents[2] / "deploy" / "base"
+CONTROLLER_SA = "climatik-controller"
+TUNER_SA = "climatik-gpu-tuner"
+# deploy/base's objects for the controller's and the tuner's permissions (kind, name).
+RBAC_OBJECTS = {
+    ("ServiceAccount", CONTROLLER_SA),
+    ("ClusterRole", "climatik-controller"),
+    ("ClusterRoleBinding", "climatik-controller"),
+    ("Role", "climatik-gpu-tuning-controller"),
+    ("RoleBinding", "climatik-gpu-tuning-controller"),
+    ("ServiceAccount", TUNER_SA),
+    ("Role", "climatik-gpu-tune"),
+    ("RoleBinding", "climatik-gpu-tune"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Accounts:
+    """This test's tuning namespace and a kubeconfig for each ServiceAccount."""
+
+    tuning_ns: str
+    controller: Path
+    tuner: Path
+
+
+def _rendered_rbac(dev_cluster: ClusterInfo, moves: dict[str, str], suffix: str) -> list[Any]:
+    """deploy/base's RBAC as kustomize renders it, in this test's namespaces; cluster-scoped
+    names get `suffix` so the session's other tests never meet them."""
+    rendered = subprocess.run(
+        [str(dev_cluster.kubectl), "kustomize", str(BASE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    objs = [
+        o
+        for o in yaml.safe_load_all(rendered)
+        if isinstance(o, dict) and (o["kind"], o["metadata"]["name"]) in RBAC_OBJECTS
+    ]
+    assert len(objs) == len(RBAC_OBJECTS), "deploy/base no longer has the objects named here"
+    for obj in objs:
+        meta = obj["metadata"]
+        if obj["kind"].startswith("Cluster"):
+            meta["name"] = f"{meta['name']}-{suffix}"
+        if "namespace" in meta:
+            meta["namespace"] = moves[meta["namespace"]]
+        if obj.get("roleRef", {}).get("kind") == "ClusterRole":
+            obj["roleRef"]["name"] = f"{obj['roleRef']['name']}-{suffix}"
+        for subject in obj.get("subjects", []):
+            subject["namespace"] = moves[subject["namespace"]]
+    return objs
+
+
+def _token_kubeconfig(admin: Kubectl, account: str, namespace: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as the ServiceAccount with a real bound token."""
+    token = admin.run("create", "token", account, f"--namespace={namespace}").stdout.strip()
+    cluster = yaml.safe_load(admin.kubeconfig.read_text(encoding="utf-8"))["clusters"][0]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": cluster["name"], "user": account}}],
+        "current-context": account,
+    }
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def accounts(dev_cluster: ClusterInfo, namespace: str, tmp_path: Path) -> Iterator[Accounts]:
+    """The controller's ServiceAccount in the test namespace (its own namespace and the one it
+    watches), the tuner's in a tuning namespace of its own, both with deploy/base's RBAC."""
+    admin = Kubectl(dev_cluster.kubectl, dev_cluster.kubeconfig, namespace)
+    tuning_ns = f"{namespace}-gpu"
+    suffix = uuid.uuid4().hex[:8]
+    objs = _rendered_rbac(
+        dev_cluster, {"climatik-system": namespace, "climatik-gpu-tuning": tuning_ns}, suffix
+    )
+    admin.run("create", "namespace", tuning_ns)
+    try:
+        for obj in objs:  # kubectl refuses an object of another namespace than its own flag
+            own = obj["metadata"].get("namespace", namespace)
+            Kubectl(dev_cluster.kubectl, dev_cluster.kubeconfig, own).apply(obj)
+        yield Accounts(
+            tuning_ns,
+            controller=_token_kubeconfig(admin, CONTROLLER_SA, namespace, tmp_path / "sa.yaml"),
+            tuner=_token_kubeconfig(admin, TUNER_SA, tuning_ns, tmp_path / "tuner.yaml"),
+        )
+    finally:
+        for obj in objs:
+            if obj["kind"].startswith("Cluster"):
+                admin.run(
+                    "delete",
+                    obj["kind"].lower(),
+                    obj["metadata"]["name"],
+                    "--wait=false",
+                    check=False,
+                )
+        admin.run("delete", "namespace", tuning_ns, "--wait=false", check=False)
+
 
 @pytest.fixture
 async def controllers(
-    dev_cluster: ClusterInfo, namespace: str, monkeypatch: pytest.MonkeyPatch
+    dev_cluster: ClusterInfo,
+    namespace: str,
+    accounts: Accounts,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Manager]:
     monkeypatch.setenv("CLIMATIK_CAPPING__INTERVAL_S", "1")
     monkeypatch.setenv("CLIMATIK_GPU_TUNING__INTERVAL_S", "1")
     monkeypatch.setenv("CLIMATIK_CAPPING__TUNING_GRACE_S", "3")
-    monkeypatch.setenv("CLIMATIK_GPU_TUNING__JOB_NAMESPACE", namespace)
+    monkeypatch.setenv("CLIMATIK_GPU_TUNING__JOB_NAMESPACE", accounts.tuning_ns)
     monkeypatch.setenv("CLIMATIK_GPU_TUNING__IMAGE", "climatik:test")
     monkeypatch.setenv("CLIMATIK_GPU_TUNING__RUNTIME_CLASS", "")
     factories = [power_cap_controller, gpu_tuning_controller]
-    async with running_manager(dev_cluster, namespace, factories) as manager:
+    as_controller = dataclasses.replace(dev_cluster, kubeconfig=accounts.controller)
+    async with running_manager(as_controller, namespace, factories) as manager:
         yield manager
 
 
@@ -60,6 +177,39 @@ async def jobs(kubectl: Kubectl) -> list[dict[str, Any]]:
         "items"
     ]
     return items
+
+
+async def _status(call: Awaitable[Any]) -> int:
+    """The HTTP status the API server answers a call with."""
+    try:
+        await call
+    except ApiError as error:
+        return error.status
+    return 200
+
+
+async def test_the_controller_reads_jobs_and_configmaps_in_the_tuning_namespace_only(
+    dev_cluster: ClusterInfo, accounts: Accounts, namespace: str
+) -> None:
+    client = await KubeClient.from_config(str(accounts.controller))
+    try:
+        for resource in (JOBS, CONFIGMAPS):
+            assert await _status(client.list(resource, accounts.tuning_ns)) == 200
+            assert await _status(client.list(resource, namespace)) == 403
+            assert await _status(client.list(resource, "default")) == 403
+            assert await _status(client.list(resource)) == 403  # every namespace at once
+    finally:
+        await client.close()
+    # The informers watch too; the API server answers for the account itself.
+    as_controller = Kubectl(dev_cluster.kubectl, accounts.controller, namespace)
+    for kind in ("jobs.batch", "configmaps"):
+        allowed = as_controller.run(
+            "auth", "can-i", "watch", kind, f"--namespace={accounts.tuning_ns}", check=False
+        )
+        assert allowed.stdout.strip() == "yes", allowed.stderr
+        for elsewhere in (f"--namespace={namespace}", "--all-namespaces"):
+            refused = as_controller.run("auth", "can-i", "watch", kind, elsewhere, check=False)
+            assert refused.stdout.strip() == "no", (kind, elsewhere, refused.stderr)
 
 
 def watts_per_replica(obj: dict[str, Any]) -> float | None:
@@ -73,9 +223,11 @@ async def test_power_crossing_the_trigger_starts_one_job_per_node_and_results_fe
     dev_cluster: ClusterInfo,
     kubectl: Kubectl,
     namespace: str,
+    accounts: Accounts,
     metrics_exporter: ExporterHandle,
     prometheus: PrometheusServer,
 ) -> None:
+    tuning = Kubectl(dev_cluster.kubectl, dev_cluster.kubeconfig, accounts.tuning_ns)
     kubectl.apply(deployment("llm", 2, {"app": "llm"}))
     kubectl.apply(scaled_object("llm", "llm", min_replicas=1, max_replicas=10))
     pods = await running_pods(kubectl, "llm", 2)
@@ -89,14 +241,14 @@ async def test_power_crossing_the_trigger_starts_one_job_per_node_and_results_fe
         lambda obj: watts_per_replica(obj) is not None,
     )
     await asyncio.sleep(3)
-    assert await jobs(kubectl) == [], "no tuning below the trigger"
+    assert await jobs(tuning) == [], "no tuning below the trigger"
 
     await serve_watts(metrics_exporter, namespace, pods, 420)  # 840 W: at 84 % of the cap
     created = await eventually(
-        lambda: jobs(kubectl), lambda items: len(items) == len(nodes), timeout_s=30
+        lambda: jobs(tuning), lambda items: len(items) == len(nodes), timeout_s=30
     )
     await asyncio.sleep(4)  # several intervals later: still one Job per node
-    assert len(await jobs(kubectl)) == len(nodes)
+    assert len(await jobs(tuning)) == len(nodes)
     by_node = {j["spec"]["template"]["spec"]["nodeName"]: j for j in created}
     assert sorted(by_node) == nodes
     container = created[0]["spec"]["template"]["spec"]["containers"][0]
@@ -127,9 +279,9 @@ async def test_power_crossing_the_trigger_starts_one_job_per_node_and_results_fe
             "--measure-s",
             "0.01",
             "--result-configmap",
-            f"{namespace}/{result_configmap_name(node)}",
+            f"{accounts.tuning_ns}/{result_configmap_name(node)}",
             "--kubeconfig",
-            str(dev_cluster.kubeconfig),
+            str(accounts.tuner),
         ],
         env={**os.environ, "NODE_NAME": node},
         capture_output=True,
