@@ -48,6 +48,10 @@ class PlaceObservation:
     """Supply-air temperature of the cooling serving this place (sets its CoP)."""
     load_series_w: tuple[float, ...] = ()
     """Recent power of the place, oldest first, on the same time grid as a service's series."""
+    inlet_rise_c_per_kw: tuple[tuple[str, float], ...] = ()
+    """This place's column of the heat matrix D (Tang et al. 2008): per inlet, by place id, how
+    many °C that inlet rises per kW dissipated here (its own inlet included). Its sum is the
+    recirculation factor. Empty when only the factor is known; then the score falls back to it."""
 
     @property
     def thermal_headroom_c(self) -> float | None:
@@ -89,6 +93,10 @@ class PlacementWeights:
     """Penalty per kW of cooling power needed per kW of heat (1 / CoP at the supply air)."""
     correlation: float = 1.0
     """Penalty per unit of Pearson correlation between the service's power and the place's."""
+    peak_inlet_per_c: float = 3.0
+    """Penalty per °C the replica's heat would raise the hottest inlet of the room, predicted
+    from the place's heat-matrix column (placement), or reward per °C its removal would lower it
+    (scale-in). The hottest inlet is what the supply air is set by, so it sets cooling energy."""
     max_thermal_headroom_c: float = 15.0
     """Headroom beyond this counts no more: a cold rack is not infinitely better."""
     max_power_headroom_kw: float = 50.0
@@ -104,6 +112,9 @@ class PlaceScore:
     reason: str
     correlation: float | None = None
     """Pearson correlation used by the smoothing term (None when not computed)."""
+    peak_inlet_change_c: float | None = None
+    """Predicted change of the room's hottest inlet if a replica is added here (placement, >= 0)
+    or removed from here (scale-in, <= 0); None when the heat-matrix column is unknown."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,13 @@ from climatik.policies.ceilings import (
     decide_replica_ceilings,
 )
 from climatik.policies.gpu_clock import ClockBounds, choose_gpu_clock
-from climatik.policies.placement import PlacementStrategy, PlaceObservation, score_racks
+from climatik.policies.placement import (
+    PlacementStrategy,
+    PlaceObservation,
+    order_pods_for_scale_in,
+    score_racks,
+    score_scale_in,
+)
 from climatik.sim import physics
 from climatik.sim.scenario import Scenario
 from climatik.sim.workload import arrival_rates, carbon_slots
@@ -346,6 +352,56 @@ class Twin:
         want0 = np.clip(want0, min_rep, ceiling)
         srv_w = np.full((n_pol, n_srv), idle_server_w)
         inlet = np.zeros((n_pol, n_srv))
+        # Heat and cooling state (placement predicts inlets from it).
+        rise = np.zeros((n_pol, n_srv))
+        supply = np.full(
+            n_pol,
+            np.clip(
+                sc.cooling.redline_c - sc.cooling.supply_guard_c,
+                sc.cooling.min_supply_c,
+                sc.cooling.max_supply_c,
+            ),
+        )
+
+        # What one replica adds to its server's draw before any is measured: the server at the
+        # autoscaler's target utilisation, at the policy's clock.
+        guess_gpu_w = gpu.idle_w + target_util[None, :] * (
+            pre_share * pre_dyn_w + (1 - pre_share) * dec_dyn_w
+        )
+        replica_guess_w = (
+            physics.server_power_w(
+                guess_gpu_w,
+                racks.gpus_per_server,
+                gpu.idle_w,
+                racks.server_base_w,
+                racks.server_gpu_overhead,
+            )
+            - idle_server_w
+        )
+        d_columns = [
+            tuple((f"{j:05d}", float(d_matrix[j, i] * 1000.0)) for j in range(n_srv))
+            for i in range(n_srv)
+        ]
+
+        def replica_w(p: int, svc: int, now: float) -> float:
+            """What a replica of `svc` adds over idle: its ready replicas' mean, else a guess."""
+            mine = (host[p] == svc) & (ready_at[p] <= now)
+            if mine.any():
+                return max(0.0, float(srv_w[p, mine].mean()) - idle_server_w)
+            return float(replica_guess_w[p, svc])
+
+        def predicted_inlets(p: int, now: float) -> dict[str, float]:
+            """Steady inlets once every placed replica draws: supply + D · expected watts.
+
+            Starting replicas are counted at their expected draw, so a burst of placements in
+            one step does not stack on the spot that only looks cool because it has not heated
+            up yet."""
+            expected = srv_w[p].copy()
+            starting = (host[p] >= 0) & (ready_at[p] > now)
+            for i in np.flatnonzero(starting):
+                expected[i] = idle_server_w + replica_w(p, int(host[p, i]), now)
+            temps = supply[p] + d_matrix @ expected
+            return {f"{i:05d}": float(temps[i]) for i in range(n_srv)}
 
         def place(p: int, svc: int, now: float) -> bool:
             free = np.flatnonzero(host[p] < 0)
@@ -372,11 +428,20 @@ class Twin:
                         max_watts=sc.caps.rack_max_w,
                         zone=str(zone_of[i]),
                         zone_watts=float(zone_w[zone_of[i]]),
+                        inlet_rise_c_per_kw=d_columns[i],
                     )
                     for i in free
                 ]
                 strategy = PlacementStrategy(spec.placement)
-                ranked = score_racks(obs, strategy)
+                if strategy is PlacementStrategy.CLIMATIK:
+                    ranked = score_racks(
+                        obs,
+                        strategy,
+                        added_watts=replica_w(p, svc, now),
+                        inlets_c=predicted_inlets(p, now),
+                    )
+                else:
+                    ranked = score_racks(obs, strategy)
                 choice = int(ranked[0].place_id)
             host[p, choice] = svc
             ready_at[p, choice] = now + startup_s[svc]
@@ -388,9 +453,30 @@ class Twin:
             if mine.size == 0:
                 return
             # Not-ready pods go first (as the ReplicaSet does); then the newest, or with
-            # Climatik's pod-deletion-cost the hottest inlet.
+            # Climatik's pod-deletion-cost the one the live controller would delete first:
+            # the replica whose removal lowers the hottest inlet most (`score_scale_in`).
             starting = ready_at[p, mine] > now_s
-            key = inlet[p, mine] if self.specs[p].remove_hottest else born[p, mine]
+            if self.specs[p].remove_hottest:
+                limit_c = sc.caps.rack_max_inlet_c or sc.cooling.redline_c
+                obs = [
+                    PlaceObservation(
+                        place_id=f"{i:05d}",
+                        recirculation_c_per_kw=float(hrf[i]),
+                        inlet_c=float(inlet[p, i]) if inlet[p, i] > 0 else None,
+                        max_inlet_c=limit_c,
+                        inlet_rise_c_per_kw=d_columns[i],
+                    )
+                    for i in mine
+                ]
+                keep = score_scale_in(
+                    obs,
+                    removed_watts=replica_w(p, svc, now_s),
+                    inlets_c=predicted_inlets(p, now_s),
+                )
+                cost = order_pods_for_scale_in({f"{i:05d}": f"{i:05d}" for i in mine}, keep)
+                key = np.array([-cost[f"{i:05d}"] for i in mine], dtype=np.float64)
+            else:
+                key = born[p, mine]
             order = np.lexsort((-key, ~starting))
             victim = mine[order[0]]
             host[p, victim] = -1
@@ -419,17 +505,6 @@ class Twin:
             outage[start : start + int(window_out.duration_h * 3600 / dt)] = True
         ctrl_steps = max(1, round(sc.control_interval_s / dt))
         noise_scale = math.sqrt(min(1.0, sc.measurement.noise_correlation_s / dt))
-
-        # Heat and cooling state.
-        rise = np.zeros((n_pol, n_srv))
-        supply = np.full(
-            n_pol,
-            np.clip(
-                sc.cooling.redline_c - sc.cooling.supply_guard_c,
-                sc.cooling.min_supply_c,
-                sc.cooling.max_supply_c,
-            ),
-        )
 
         # Accumulators.
         viol_ws = np.zeros(n_pol)
