@@ -27,7 +27,8 @@ class PlacementStrategy(enum.StrEnum):
     ZONE = "zone"
     """Least loaded zone first (zone-based discretization), then least recirculation."""
     CLIMATIK = "climatik"
-    """Weighted: recirculation, zone balance, headroom, cooling efficiency and smoothing."""
+    """Weighted: predicted hottest inlet, recirculation, zone balance, headroom, cooling
+    efficiency and smoothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +94,12 @@ class PlacementWeights:
     """Penalty per kW of cooling power needed per kW of heat (1 / CoP at the supply air)."""
     correlation: float = 1.0
     """Penalty per unit of Pearson correlation between the service's power and the place's."""
-    peak_inlet_per_c: float = 3.0
-    """Penalty per °C the replica's heat would raise the hottest inlet of the room, predicted
-    from the place's heat-matrix column (placement), or reward per °C its removal would lower it
-    (scale-in). The hottest inlet is what the supply air is set by, so it sets cooling energy."""
+    peak_inlet_per_c: float = 10.0
+    """Penalty per °C of the room's hottest inlet once the replica's heat is added at the place,
+    predicted from its heat-matrix column (placement); per °C its removal would lower that inlet
+    (scale-in). The hottest inlet is what the supply air is set by, so it sets cooling energy;
+    at 10 it dominates the other terms, which then break ties (measured in the twin: 3 gave
+    less cooling saving on all three placement scenarios, see docs/placement.md)."""
     max_thermal_headroom_c: float = 15.0
     """Headroom beyond this counts no more: a cold rack is not infinitely better."""
     max_power_headroom_kw: float = 50.0

@@ -178,14 +178,18 @@ def _climatik_score(
     weights: PlacementWeights,
     zone_mean_kw: float | None,
     correlation: float | None,
+    *,
+    predicted_peak_c: float | None = None,
     peak_change_c: float | None = None,
 ) -> tuple[float, str]:
     parts: list[str] = []
     hrf = _known(place.recirculation_c_per_kw)
     score = 0.0
-    if peak_change_c is not None:
-        score -= _clamp(weights.peak_inlet_per_c * peak_change_c)
-        parts.append(f"hottest inlet {peak_change_c:+.2f} °C")
+    if predicted_peak_c is not None and peak_change_c is not None:
+        # The absolute prediction, not the change: the same ranking within one call (the
+        # current peak is common to every candidate), and a cooler room never scores lower.
+        score -= _clamp(weights.peak_inlet_per_c * predicted_peak_c)
+        parts.append(f"hottest inlet {predicted_peak_c:.1f} °C ({peak_change_c:+.2f} °C)")
     if hrf is not None:
         score -= _clamp(weights.recirculation_per_c_per_kw * _clamp(hrf))
         parts.append(f"recirculation {hrf:.3f} °C/kW")
@@ -243,6 +247,7 @@ def score_racks(
         hrf = _known(place.recirculation_c_per_kw) or 0.0
         correlation: float | None = None
         peak_change_c: float | None = None
+        peak_c: float | None = None
         match strategy:
             case PlacementStrategy.MINHR:
                 score = -_clamp(hrf)
@@ -256,11 +261,16 @@ def score_racks(
                 if service_series_w is not None and place.load_series_w:
                     correlation = pearson_correlation(service_series_w, place.load_series_w)
                 if current_peak_c is not None and added_watts is not None:
-                    peak = predicted_peak_inlet_c(place, inlets, max(0.0, added_watts))
-                    if peak is not None:
-                        peak_change_c = max(0.0, peak - current_peak_c)
+                    peak_c = predicted_peak_inlet_c(place, inlets, max(0.0, added_watts))
+                    if peak_c is not None:
+                        peak_change_c = max(0.0, peak_c - current_peak_c)
                 score, reason = _climatik_score(
-                    place, weights, zone_mean_kw, correlation, peak_change_c
+                    place,
+                    weights,
+                    zone_mean_kw,
+                    correlation,
+                    predicted_peak_c=peak_c,
+                    peak_change_c=peak_change_c,
                 )
         admissible = place.admissible
         if not admissible:

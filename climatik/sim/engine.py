@@ -403,6 +403,48 @@ class Twin:
             temps = supply[p] + d_matrix @ expected
             return {f"{i:05d}": float(temps[i]) for i in range(n_srv)}
 
+        # The last hour of measured rack and service power, one sample per control interval,
+        # for the smoothing term (the live controller fetches the same hour from Prometheus).
+        series_len = max(3, round(3600.0 / sc.control_interval_s))
+        series_rack_w = np.zeros((n_pol, n_rack, series_len))
+        series_svc_w = np.zeros((n_pol, n_svc, series_len))
+        series_count = [0]
+
+        def series_order() -> IntArray:
+            n = series_count[0]
+            if n < series_len:
+                return np.arange(n, dtype=np.int64)
+            return (np.arange(series_len, dtype=np.int64) + n) % series_len
+
+        def service_series(p: int, svc: int) -> tuple[float, ...] | None:
+            order = series_order()
+            return tuple(float(v) for v in series_svc_w[p, svc, order]) if order.size else None
+
+        def observations(p: int, servers: IntArray) -> list[PlaceObservation]:
+            """What the policy sees of each server: the live controller's inputs, per chassis."""
+            rack_w = srv_w[p].reshape(n_rack, per_rack).sum(axis=1)
+            zone_w = np.bincount(zone_of, weights=srv_w[p], minlength=int(zone_of.max()) + 1)
+            limit_c = sc.caps.rack_max_inlet_c or sc.cooling.redline_c
+            order = series_order()
+            rack_series = [
+                tuple(float(v) for v in series_rack_w[p, r, order]) for r in range(n_rack)
+            ]
+            return [
+                PlaceObservation(
+                    place_id=f"{i:05d}",
+                    recirculation_c_per_kw=float(hrf[i]),
+                    inlet_c=float(inlet[p, i]) if inlet[p, i] > 0 else None,
+                    max_inlet_c=limit_c,
+                    watts=float(rack_w[rack_of[i]]),
+                    max_watts=sc.caps.rack_max_w,
+                    zone=str(zone_of[i]),
+                    zone_watts=float(zone_w[zone_of[i]]),
+                    load_series_w=rack_series[rack_of[i]],
+                    inlet_rise_c_per_kw=d_columns[i],
+                )
+                for i in servers
+            ]
+
         def place(p: int, svc: int, now: float) -> bool:
             free = np.flatnonzero(host[p] < 0)
             if free.size == 0:
@@ -415,28 +457,13 @@ class Twin:
                 choice = int(after[0] if after.size else free[0])
                 rr_next[p] = (choice + 1) % n_srv
             else:
-                rack_w = srv_w[p].reshape(n_rack, per_rack).sum(axis=1)
-                zone_w = np.bincount(zone_of, weights=srv_w[p], minlength=int(zone_of.max()) + 1)
-                limit_c = sc.caps.rack_max_inlet_c or sc.cooling.redline_c
-                obs = [
-                    PlaceObservation(
-                        place_id=f"{i:05d}",
-                        recirculation_c_per_kw=float(hrf[i]),
-                        inlet_c=float(inlet[p, i]) if inlet[p, i] > 0 else None,
-                        max_inlet_c=limit_c,
-                        watts=float(rack_w[rack_of[i]]),
-                        max_watts=sc.caps.rack_max_w,
-                        zone=str(zone_of[i]),
-                        zone_watts=float(zone_w[zone_of[i]]),
-                        inlet_rise_c_per_kw=d_columns[i],
-                    )
-                    for i in free
-                ]
+                obs = observations(p, free)
                 strategy = PlacementStrategy(spec.placement)
                 if strategy is PlacementStrategy.CLIMATIK:
                     ranked = score_racks(
                         obs,
                         strategy,
+                        service_series_w=service_series(p, svc),
                         added_watts=replica_w(p, svc, now),
                         inlets_c=predicted_inlets(p, now),
                     )
@@ -457,21 +484,11 @@ class Twin:
             # the replica whose removal lowers the hottest inlet most (`score_scale_in`).
             starting = ready_at[p, mine] > now_s
             if self.specs[p].remove_hottest:
-                limit_c = sc.caps.rack_max_inlet_c or sc.cooling.redline_c
-                obs = [
-                    PlaceObservation(
-                        place_id=f"{i:05d}",
-                        recirculation_c_per_kw=float(hrf[i]),
-                        inlet_c=float(inlet[p, i]) if inlet[p, i] > 0 else None,
-                        max_inlet_c=limit_c,
-                        inlet_rise_c_per_kw=d_columns[i],
-                    )
-                    for i in mine
-                ]
                 keep = score_scale_in(
-                    obs,
+                    observations(p, mine),
                     removed_watts=replica_w(p, svc, now_s),
                     inlets_c=predicted_inlets(p, now_s),
+                    service_series_w=service_series(p, svc),
                 )
                 cost = order_pods_for_scale_in({f"{i:05d}": f"{i:05d}" for i in mine}, keep)
                 key = np.array([-cost[f"{i:05d}"] for i in mine], dtype=np.float64)
@@ -659,6 +676,11 @@ class Twin:
                 m_svc_tok = ring_svc_tok[picks].mean(axis=0)
                 m_rack_w = measured(ring_rack_w)
                 m_rack_in = ring_rack_in[picks].mean(axis=0)
+                if have_data:
+                    slot_h = series_count[0] % series_len
+                    series_rack_w[:, :, slot_h] = m_rack_w
+                    series_svc_w[:, :, slot_h] = m_svc_w
+                    series_count[0] += 1
                 if carbon_band is not None:
                     slot_start = EPOCH + timedelta(
                         seconds=float(slot_of_step[k] * sc.carbon.slot_s)
