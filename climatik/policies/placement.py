@@ -150,6 +150,37 @@ def _known_inlets(
     return out
 
 
+class _Room:
+    """The known inlets as an array, indexed by place id (built once per scoring call)."""
+
+    __slots__ = ("index", "temps_c")
+
+    def __init__(self, inlets_c: Mapping[str, float]) -> None:
+        known = [(k, _known(v)) for k, v in inlets_c.items()]
+        pairs = [(k, _clamp(v)) for k, v in known if v is not None]
+        self.index = {k: i for i, (k, _) in enumerate(pairs)}
+        self.temps_c: npt.NDArray[np.float64] = np.array([v for _, v in pairs], dtype=np.float64)
+
+    def peak_c(self, place: PlaceObservation, delta_watts: float) -> float | None:
+        delta = _known(delta_watts)
+        if delta is None or not self.index:
+            return None
+        rise = np.zeros(self.temps_c.shape)
+        known_column = False
+        for inlet_id, value in place.inlet_rise_c_per_kw:
+            coefficient = _known(value)
+            if coefficient is None:
+                continue
+            known_column = True
+            i = self.index.get(inlet_id)
+            if i is not None:
+                rise[i] = min(max(0.0, coefficient), _TERM_LIMIT)
+        if not known_column:
+            return None
+        after = np.clip(self.temps_c + rise * (_clamp(delta) / 1000.0), -_TERM_LIMIT, _TERM_LIMIT)
+        return float(after.max())
+
+
 def predicted_peak_inlet_c(
     place: PlaceObservation, inlets_c: Mapping[str, float], delta_watts: float
 ) -> float | None:
@@ -159,18 +190,7 @@ def predicted_peak_inlet_c(
     column (`inlet_rise_c_per_kw`; inlets it does not name get no rise, negative coefficients
     count as 0: heat never cools an inlet). None when the column or the inlets are unknown.
     """
-    column: dict[str, float] = {}
-    for inlet_id, value in place.inlet_rise_c_per_kw:
-        coefficient = _known(value)
-        if coefficient is not None:
-            column[inlet_id] = max(0.0, _clamp(coefficient))
-    delta = _known(delta_watts)
-    if not column or not inlets_c or delta is None:
-        return None
-    delta_kw = _clamp(delta) / 1000.0
-    return max(
-        _clamp(_clamp(t) + column.get(inlet_id, 0.0) * delta_kw) for inlet_id, t in inlets_c.items()
-    )
+    return _Room(inlets_c).peak_c(place, delta_watts)
 
 
 def _climatik_score(
@@ -242,6 +262,7 @@ def score_racks(
     zone_mean_kw = _zone_mean_kw(places)
     inlets = _known_inlets(places, inlets_c) if added_watts is not None else {}
     current_peak_c = max(inlets.values()) if inlets else None
+    room = _Room(inlets)
     scores: list[PlaceScore] = []
     for place in places:
         hrf = _known(place.recirculation_c_per_kw) or 0.0
@@ -261,7 +282,7 @@ def score_racks(
                 if service_series_w is not None and place.load_series_w:
                     correlation = pearson_correlation(service_series_w, place.load_series_w)
                 if current_peak_c is not None and added_watts is not None:
-                    peak_c = predicted_peak_inlet_c(place, inlets, max(0.0, added_watts))
+                    peak_c = room.peak_c(place, max(0.0, added_watts))
                     if peak_c is not None:
                         peak_change_c = max(0.0, peak_c - current_peak_c)
                 score, reason = _climatik_score(
@@ -306,10 +327,11 @@ def score_scale_in(
     if not inlets:
         return base
     current_peak_c = max(inlets.values())
+    room = _Room(inlets)
     by_id = {place.place_id: place for place in places}
     out: list[PlaceScore] = []
     for s in base:
-        peak = predicted_peak_inlet_c(by_id[s.place_id], inlets, -max(0.0, removed_watts))
+        peak = room.peak_c(by_id[s.place_id], -max(0.0, removed_watts))
         if peak is None:
             out.append(s)
             continue
