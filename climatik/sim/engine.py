@@ -4,8 +4,8 @@ All policies see the same arrivals, the same carbon series and the same room; th
 in arrays with a leading policy axis, so one numpy operation advances all of them. Every control
 interval each policy's decision code runs on what a Prometheus scrape would show (lagged,
 averaged, a little noisy, absent during outages): the capping policies are exactly the
-controller's own functions (`decide_replica_ceilings`, `score_racks`, `cap_for_carbon`,
-`choose_gpu_clock`).
+controller's own functions (`decide_replica_ceilings`, `score_racks`, `score_scale_in`,
+`cap_for_carbon`, `choose_gpu_clock`).
 
 Modelled on purpose: KEDA/HPA scaling (target utilisation, immediate scale-up, stabilised
 scale-down, an HPA that drops to a lowered max at once), replica start-up delay, a fluid request
