@@ -61,6 +61,8 @@ class PolicySpec:
     carbon: bool = False
     tuned_clocks: bool = False
     remove_hottest: bool = False
+    """Scale-in by Climatik's pod-deletion-cost rule (`score_scale_in`: the replica whose
+    removal lowers the hottest inlet most first), not the ReplicaSet's newest-first."""
 
 
 POLICY_SPECS: dict[str, PolicySpec] = {
