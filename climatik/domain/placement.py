@@ -27,7 +27,8 @@ class PlacementStrategy(enum.StrEnum):
     ZONE = "zone"
     """Least loaded zone first (zone-based discretization), then least recirculation."""
     CLIMATIK = "climatik"
-    """Weighted: recirculation, zone balance, headroom, cooling efficiency and smoothing."""
+    """Weighted: predicted hottest inlet, recirculation, zone balance, headroom, cooling
+    efficiency and smoothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,10 @@ class PlaceObservation:
     """Supply-air temperature of the cooling serving this place (sets its CoP)."""
     load_series_w: tuple[float, ...] = ()
     """Recent power of the place, oldest first, on the same time grid as a service's series."""
+    inlet_rise_c_per_kw: tuple[tuple[str, float], ...] = ()
+    """This place's column of the heat matrix D (Tang et al. 2008): per inlet, by place id, how
+    many °C that inlet rises per kW dissipated here (its own inlet included). Its sum is the
+    recirculation factor. Empty when only the factor is known; then the score falls back to it."""
 
     @property
     def thermal_headroom_c(self) -> float | None:
@@ -89,6 +94,12 @@ class PlacementWeights:
     """Penalty per kW of cooling power needed per kW of heat (1 / CoP at the supply air)."""
     correlation: float = 1.0
     """Penalty per unit of Pearson correlation between the service's power and the place's."""
+    peak_inlet_per_c: float = 10.0
+    """Penalty per °C of the room's hottest inlet once the replica's heat is added at the place,
+    predicted from its heat-matrix column (placement); per °C its removal would lower that inlet
+    (scale-in). The hottest inlet is what the supply air is set by, so it sets cooling energy;
+    at 10 it dominates the other terms, which then break ties (measured in the twin: 3 gave
+    less cooling saving on all three placement scenarios, see docs/placement.md)."""
     max_thermal_headroom_c: float = 15.0
     """Headroom beyond this counts no more: a cold rack is not infinitely better."""
     max_power_headroom_kw: float = 50.0
@@ -104,6 +115,9 @@ class PlaceScore:
     reason: str
     correlation: float | None = None
     """Pearson correlation used by the smoothing term (None when not computed)."""
+    peak_inlet_change_c: float | None = None
+    """Predicted change of the room's hottest inlet if a replica is added here (placement, >= 0)
+    or removed from here (scale-in, <= 0); None when the heat-matrix column is unknown."""
 
 
 @dataclass(frozen=True, slots=True)

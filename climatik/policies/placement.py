@@ -9,6 +9,16 @@ that keeps services with correlated power profiles apart (SmoothOperator: the Pe
 of the service's power series with the place's existing load series; a place whose load peaks
 when the service peaks is penalised, one that peaks out of phase is rewarded).
 
+Where the heat matrix is known (Tang et al. 2008: D, the inlet rise of every inlet per kW at
+every place, from the ConfigMap or estimated from history), the score also predicts what matters
+for cooling: how much the replica's added watts would raise the *hottest* inlet of the room,
+max_k(T_k + D_k,place · ΔP) - max_k T_k. The cooling unit sets the supply air by that hottest
+inlet, so a placement that keeps it lower lets the supply air run warmer (higher CoP, less
+cooling energy) or, when the supply is already as cold as it goes, keeps the inlets cooler. The
+factor (MinHR, the column's sum) stays as the fallback and the tie-break. Scale-in uses the same
+prediction the other way round: the replica whose removal lowers the hottest inlet most goes
+first (`score_scale_in`, fed to `order_pods_for_scale_in`).
+
 The same functions run in the live controller and in the twin (`climatik simulate`).
 
 Guarantees: pure and deterministic (ties break by place id); every score is finite whatever the
@@ -51,9 +61,11 @@ __all__ = [
     "estimate_recirculation",
     "order_pods_for_scale_in",
     "pearson_correlation",
+    "predicted_peak_inlet_c",
     "preferred_rack_weights",
     "recommend_supply_setpoints",
     "score_racks",
+    "score_scale_in",
 ]
 
 # Terms are clamped so that absurd readings (1e300 W) still give finite, comparable scores.
@@ -122,15 +134,82 @@ def _zone_mean_kw(places: Sequence[PlaceObservation]) -> float | None:
     return sum(by_zone.values()) / len(by_zone)
 
 
+def _known_inlets(
+    places: Sequence[PlaceObservation], inlets_c: Mapping[str, float] | None
+) -> dict[str, float]:
+    """Every known inlet temperature: the places' own, overridden and extended by `inlets_c`."""
+    out: dict[str, float] = {}
+    for place in places:
+        inlet = _known(place.inlet_c)
+        if inlet is not None:
+            out[place.place_id] = _clamp(inlet)
+    for place_id, value in (inlets_c or {}).items():
+        inlet = _known(value)
+        if inlet is not None:
+            out[place_id] = _clamp(inlet)
+    return out
+
+
+class _Room:
+    """The known inlets as an array, indexed by place id (built once per scoring call)."""
+
+    __slots__ = ("index", "temps_c")
+
+    def __init__(self, inlets_c: Mapping[str, float]) -> None:
+        known = [(k, _known(v)) for k, v in inlets_c.items()]
+        pairs = [(k, _clamp(v)) for k, v in known if v is not None]
+        self.index = {k: i for i, (k, _) in enumerate(pairs)}
+        self.temps_c: npt.NDArray[np.float64] = np.array([v for _, v in pairs], dtype=np.float64)
+
+    def peak_c(self, place: PlaceObservation, delta_watts: float) -> float | None:
+        delta = _known(delta_watts)
+        if delta is None or not self.index:
+            return None
+        rise = np.zeros(self.temps_c.shape)
+        known_column = False
+        for inlet_id, value in place.inlet_rise_c_per_kw:
+            coefficient = _known(value)
+            if coefficient is None:
+                continue
+            known_column = True
+            i = self.index.get(inlet_id)
+            if i is not None:
+                rise[i] = min(max(0.0, coefficient), _TERM_LIMIT)
+        if not known_column:
+            return None
+        after = np.clip(self.temps_c + rise * (_clamp(delta) / 1000.0), -_TERM_LIMIT, _TERM_LIMIT)
+        return float(after.max())
+
+
+def predicted_peak_inlet_c(
+    place: PlaceObservation, inlets_c: Mapping[str, float], delta_watts: float
+) -> float | None:
+    """The hottest inlet once `delta_watts` more (negative: fewer) are dissipated at `place`.
+
+    max_k(T_k + D[k, place] · ΔP) over the known inlets T_k, with D the place's heat-matrix
+    column (`inlet_rise_c_per_kw`; inlets it does not name get no rise, negative coefficients
+    count as 0: heat never cools an inlet). None when the column or the inlets are unknown.
+    """
+    return _Room(inlets_c).peak_c(place, delta_watts)
+
+
 def _climatik_score(
     place: PlaceObservation,
     weights: PlacementWeights,
     zone_mean_kw: float | None,
     correlation: float | None,
+    *,
+    predicted_peak_c: float | None = None,
+    peak_change_c: float | None = None,
 ) -> tuple[float, str]:
     parts: list[str] = []
     hrf = _known(place.recirculation_c_per_kw)
     score = 0.0
+    if predicted_peak_c is not None and peak_change_c is not None:
+        # The absolute prediction, not the change: the same ranking within one call (the
+        # current peak is common to every candidate), and a cooler room never scores lower.
+        score -= _clamp(weights.peak_inlet_per_c * predicted_peak_c)
+        parts.append(f"hottest inlet {predicted_peak_c:.1f} °C ({peak_change_c:+.2f} °C)")
     if hrf is not None:
         score -= _clamp(weights.recirculation_per_c_per_kw * _clamp(hrf))
         parts.append(f"recirculation {hrf:.3f} °C/kW")
@@ -165,19 +244,31 @@ def score_racks(
     strategy: PlacementStrategy = PlacementStrategy.CLIMATIK,
     weights: PlacementWeights | None = None,
     service_series_w: Sequence[float] | None = None,
+    *,
+    added_watts: float | None = None,
+    inlets_c: Mapping[str, float] | None = None,
 ) -> tuple[PlaceScore, ...]:
     """Score every place, best first (admissible before inadmissible, then score, then id).
 
     `service_series_w` is the recent power of the service being placed, on the same time grid
     as the places' `load_series_w`; it feeds the smoothing term of the `climatik` strategy.
+    `added_watts` is what one more replica adds to a place's draw (busy minus idle); with it
+    and a place's heat-matrix column the `climatik` strategy penalises the predicted rise of the
+    room's hottest inlet. `inlets_c` are the inlets to predict (by place id) beyond the
+    candidates' own, e.g. those of full racks that are no candidates but can still be heated.
     Inadmissible places are kept (marked, last) so callers can exclude them explicitly.
     """
     weights = weights or PlacementWeights()
     zone_mean_kw = _zone_mean_kw(places)
+    inlets = _known_inlets(places, inlets_c) if added_watts is not None else {}
+    current_peak_c = max(inlets.values()) if inlets else None
+    room = _Room(inlets)
     scores: list[PlaceScore] = []
     for place in places:
         hrf = _known(place.recirculation_c_per_kw) or 0.0
         correlation: float | None = None
+        peak_change_c: float | None = None
+        peak_c: float | None = None
         match strategy:
             case PlacementStrategy.MINHR:
                 score = -_clamp(hrf)
@@ -190,13 +281,66 @@ def score_racks(
             case PlacementStrategy.CLIMATIK:
                 if service_series_w is not None and place.load_series_w:
                     correlation = pearson_correlation(service_series_w, place.load_series_w)
-                score, reason = _climatik_score(place, weights, zone_mean_kw, correlation)
+                if current_peak_c is not None and added_watts is not None:
+                    peak_c = room.peak_c(place, max(0.0, added_watts))
+                    if peak_c is not None:
+                        peak_change_c = max(0.0, peak_c - current_peak_c)
+                score, reason = _climatik_score(
+                    place,
+                    weights,
+                    zone_mean_kw,
+                    correlation,
+                    predicted_peak_c=peak_c,
+                    peak_change_c=peak_change_c,
+                )
         admissible = place.admissible
         if not admissible:
             reason += "; at a power or temperature limit"
-        scores.append(PlaceScore(place.place_id, score, admissible, reason, correlation))
+        scores.append(
+            PlaceScore(place.place_id, score, admissible, reason, correlation, peak_change_c)
+        )
     scores.sort(key=lambda s: (not s.admissible, -s.score, s.place_id))
     return tuple(scores)
+
+
+def score_scale_in(
+    places: Sequence[PlaceObservation],
+    removed_watts: float | None = None,
+    inlets_c: Mapping[str, float] | None = None,
+    weights: PlacementWeights | None = None,
+    service_series_w: Sequence[float] | None = None,
+) -> tuple[PlaceScore, ...]:
+    """How much each place is worth keeping a replica on, best to keep first.
+
+    The `climatik` placement score of the place, less `peak_inlet_per_c` per °C by which
+    removing one replica (`removed_watts`, busy minus idle) there would lower the room's hottest
+    inlet (predicted from its heat-matrix column). Feed the result to `order_pods_for_scale_in`:
+    the lowest goes first, so scale-in removes the replica that cools the hottest inlet most,
+    then (without a column, or on a tie) the worst place to add one. Places at a limit stay
+    inadmissible and go before all others.
+    """
+    weights = weights or PlacementWeights()
+    base = score_racks(places, PlacementStrategy.CLIMATIK, weights, service_series_w)
+    if removed_watts is None:
+        return base
+    inlets = _known_inlets(places, inlets_c)
+    if not inlets:
+        return base
+    current_peak_c = max(inlets.values())
+    room = _Room(inlets)
+    by_id = {place.place_id: place for place in places}
+    out: list[PlaceScore] = []
+    for s in base:
+        peak = room.peak_c(by_id[s.place_id], -max(0.0, removed_watts))
+        if peak is None:
+            out.append(s)
+            continue
+        drop_c = max(0.0, current_peak_c - peak)
+        score = _clamp(s.score - weights.peak_inlet_per_c * drop_c)
+        reason = f"removal lowers the hottest inlet by {drop_c:.2f} °C, {s.reason}"
+        out.append(PlaceScore(s.place_id, score, s.admissible, reason, s.correlation, -drop_c))
+    out.sort(key=lambda s: (not s.admissible, -s.score, s.place_id))
+    return tuple(out)
 
 
 def preferred_rack_weights(

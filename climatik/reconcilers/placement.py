@@ -72,6 +72,7 @@ from climatik.policies.placement import (
     preferred_rack_weights,
     recommend_supply_setpoints,
     score_racks,
+    score_scale_in,
 )
 from climatik.reconcilers.placement_metrics import PlacementMetrics
 from climatik.reconcilers.placement_webhook import PlacementSnapshot, WorkloadPlacement
@@ -118,7 +119,8 @@ class PlacementSettings(BaseSettings):
     """Node label naming the cooling zone; without it a rack is its own zone."""
     recirculation_config_map: str = "climatik-recirculation"
     """ConfigMap (in the config's namespace) with `racks.yaml`: per rack
-    `recirculationCPerKw` and optionally `zone`."""
+    `recirculationCPerKw`, optionally `zone` and `inletRiseCPerKw` (the rack's column of the heat
+    matrix: per inlet rack, °C of rise per kW dissipated in this rack)."""
     snapshot_max_age_s: float = Field(default=300.0, gt=0)
     """The webhook ignores scores older than this (the reconciler has stalled)."""
     max_preferred_racks: int = Field(default=10, ge=1, le=100)
@@ -196,6 +198,32 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _replica_watts(series: Sequence[float], pods: int) -> float | None:
+    """What one replica draws: the workload's latest power over its pods; None if unknown.
+
+    The node's idle draw is not known here, so this is the replica's whole share, an upper
+    bound of what adding or removing one changes."""
+    if not series or pods <= 0:
+        return None
+    latest = _finite(series[-1])
+    return max(0.0, latest) / pods if latest is not None else None
+
+
+def _column(raw: Any) -> tuple[tuple[str, float], ...]:
+    """A ConfigMap `inletRiseCPerKw` mapping as a heat-matrix column; () when malformed."""
+    if not isinstance(raw, Mapping):
+        return ()
+    return tuple(
+        sorted(
+            (str(inlet), float(value))
+            for inlet, value in raw.items()
+            if isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        )
+    )
+
+
 class PlacementReconciler:
     """Reconciles one PowerCappingConfig key for rack placement and cooling."""
 
@@ -264,14 +292,23 @@ class PlacementReconciler:
         racks = await self._racks(config, source, memory)
         workloads = self._workloads(config)
         scored: dict[tuple[str, str], tuple[PlaceScore, ...]] = {}
+        keep: dict[tuple[str, str], tuple[PlaceScore, ...]] = {}
+        observations = [r.observation for r in racks]
         for workload in workloads:
             pod_names = [str(_meta(p).get("name")) for p in workload.pods]
             series = await source.service_power_series(workload.namespace, pod_names)
-            scored[(workload.namespace, workload.deployment)] = score_racks(
-                [r.observation for r in racks],
+            replica_w = _replica_watts(series, len(pod_names))
+            key_w = (workload.namespace, workload.deployment)
+            scored[key_w] = score_racks(
+                observations,
                 PlacementStrategy.CLIMATIK,
                 self._weights,
                 service_series_w=series or None,
+                added_watts=replica_w,
+            )
+            # Scale-in: the same prediction the other way round (the twin uses this rule too).
+            keep[key_w] = score_scale_in(
+                observations, replica_w, weights=self._weights, service_series_w=series or None
             )
         # Rack-level view (no service): what status, metrics and cooling report.
         rack_scores = score_racks([r.observation for r in racks], weights=self._weights)
@@ -282,7 +319,7 @@ class PlacementReconciler:
             # requests), but only the leader writes to the cluster or the cooling system.
             return Result(requeue_after=self._settings.interval_s)
         if config.placement.mode is not PlacementMode.DISABLED:
-            await self._deletion_costs(config, workloads, scored, racks)
+            await self._deletion_costs(config, workloads, keep, racks)
         if config.placement.mode is PlacementMode.TEMPLATE:
             await self._templates(config, workloads, scored, memory)
         setpoints = await self._cool(obj, config, racks, memory)
@@ -376,7 +413,7 @@ class PlacementReconciler:
             [RackNodes(r, tuple(sorted(nodes_by_rack[r]))) for r in rack_ids]
         )
         coefficients = await self._recirculation(config)
-        hrf = self._hrf(rack_ids, signals, coefficients, memory)
+        hrf, columns = self._hrf(rack_ids, signals, coefficients, memory)
         zones = {
             r: str(coefficients.get(r, {}).get("zone") or zone_of_rack.get(r) or r)
             for r in rack_ids
@@ -406,6 +443,7 @@ class PlacementReconciler:
                 zone_watts=zone_w.get(zones[r]),
                 supply_c=_finite(s.supply_c),
                 load_series_w=s.power_history_w,
+                inlet_rise_c_per_kw=columns.get(r, ()),
             )
             views.append(RackView(r, tuple(nodes_by_rack[r]), zones[r], s, observation))
         return views
@@ -416,12 +454,17 @@ class PlacementReconciler:
         signals: Mapping[str, RackSignals],
         coefficients: Mapping[str, Mapping[str, Any]],
         memory: _Memory,
-    ) -> dict[str, float]:
+    ) -> tuple[dict[str, float], dict[str, tuple[tuple[str, float], ...]]]:
+        """Recirculation factor and heat-matrix column per rack: configured, else estimated."""
         configured: dict[str, float] = {}
+        columns: dict[str, tuple[tuple[str, float], ...]] = {}
         for r in rack_ids:
             value = coefficients.get(r, {}).get("recirculationCPerKw")
             if isinstance(value, int | float) and math.isfinite(value):
                 configured[r] = float(value)
+            column = _column(coefficients.get(r, {}).get("inletRiseCPerKw"))
+            if column:
+                columns[r] = column
         # Remember complete readings for the estimate (racks with power and inlet).
         if tuple(rack_ids) != memory.history_racks:
             memory.history.clear()
@@ -430,8 +473,8 @@ class PlacementReconciler:
         inlets = [_finite(signals[r].inlet_c) for r in rack_ids]
         if memory.history.maxlen and all(v is not None for v in (*watts, *inlets)):
             memory.history.append((tuple(w or 0.0 for w in watts), tuple(t or 0.0 for t in inlets)))
-        if len(configured) == len(rack_ids):
-            return configured
+        if len(configured) == len(rack_ids) and len(columns) == len(rack_ids):
+            return configured, columns
         estimated: dict[str, float] = {}
         needed = 2 * (len(rack_ids) + 1)
         if len(memory.history) >= needed:
@@ -440,9 +483,18 @@ class PlacementReconciler:
                     rack_ids, [h[0] for h in memory.history], [h[1] for h in memory.history]
                 )
                 estimated = dict(zip(rack_ids, estimate.factors_c_per_kw, strict=True))
+                for j, r in enumerate(rack_ids):
+                    columns.setdefault(
+                        r,
+                        tuple(
+                            (inlet, row[j])
+                            for inlet, row in zip(rack_ids, estimate.matrix_c_per_kw, strict=True)
+                        ),
+                    )
             except (ValueError, ArithmeticError) as error:
                 log.info("recirculation_estimate_unavailable", error=str(error))
-        return {r: configured.get(r, estimated.get(r, 0.0)) for r in rack_ids}
+        factors = {r: configured.get(r, estimated.get(r, 0.0)) for r in rack_ids}
+        return factors, columns
 
     # -- acting ---------------------------------------------------------------------------------
 

@@ -4,8 +4,8 @@ All policies see the same arrivals, the same carbon series and the same room; th
 in arrays with a leading policy axis, so one numpy operation advances all of them. Every control
 interval each policy's decision code runs on what a Prometheus scrape would show (lagged,
 averaged, a little noisy, absent during outages): the capping policies are exactly the
-controller's own functions (`decide_replica_ceilings`, `score_racks`, `cap_for_carbon`,
-`choose_gpu_clock`).
+controller's own functions (`decide_replica_ceilings`, `score_racks`, `score_scale_in`,
+`cap_for_carbon`, `choose_gpu_clock`).
 
 Modelled on purpose: KEDA/HPA scaling (target utilisation, immediate scale-up, stabilised
 scale-down, an HPA that drops to a lowered max at once), replica start-up delay, a fluid request
@@ -34,7 +34,13 @@ from climatik.policies.ceilings import (
     decide_replica_ceilings,
 )
 from climatik.policies.gpu_clock import ClockBounds, choose_gpu_clock
-from climatik.policies.placement import PlacementStrategy, PlaceObservation, score_racks
+from climatik.policies.placement import (
+    PlacementStrategy,
+    PlaceObservation,
+    order_pods_for_scale_in,
+    score_racks,
+    score_scale_in,
+)
 from climatik.sim import physics
 from climatik.sim.scenario import Scenario
 from climatik.sim.workload import arrival_rates, carbon_slots
@@ -55,6 +61,8 @@ class PolicySpec:
     carbon: bool = False
     tuned_clocks: bool = False
     remove_hottest: bool = False
+    """Scale-in by Climatik's pod-deletion-cost rule (`score_scale_in`: the replica whose
+    removal lowers the hottest inlet most first), not the ReplicaSet's newest-first."""
 
 
 POLICY_SPECS: dict[str, PolicySpec] = {
@@ -373,6 +381,98 @@ class Twin:
         want0 = np.clip(want0, min_rep, ceiling)
         srv_w = np.full((n_pol, n_srv), idle_server_w)
         inlet = np.zeros((n_pol, n_srv))
+        # Heat and cooling state (placement predicts inlets from it).
+        rise = np.zeros((n_pol, n_srv))
+        supply = np.full(
+            n_pol,
+            np.clip(
+                sc.cooling.redline_c - sc.cooling.supply_guard_c,
+                sc.cooling.min_supply_c,
+                sc.cooling.max_supply_c,
+            ),
+        )
+
+        # What one replica adds to its server's draw before any is measured: the server at the
+        # autoscaler's target utilisation, at the policy's clock.
+        guess_gpu_w = gpu.idle_w + target_util[None, :] * (
+            pre_share * pre_dyn_w + (1 - pre_share) * dec_dyn_w
+        )
+        replica_guess_w = (
+            physics.server_power_w(
+                guess_gpu_w,
+                racks.gpus_per_server,
+                gpu.idle_w,
+                racks.server_base_w,
+                racks.server_gpu_overhead,
+            )
+            - idle_server_w
+        )
+        d_columns = [
+            tuple((f"{j:05d}", float(d_matrix[j, i] * 1000.0)) for j in range(n_srv))
+            for i in range(n_srv)
+        ]
+
+        def replica_w(p: int, svc: int, now: float) -> float:
+            """What a replica of `svc` adds over idle: its ready replicas' mean, else a guess."""
+            mine = (host[p] == svc) & (ready_at[p] <= now)
+            if mine.any():
+                return max(0.0, float(srv_w[p, mine].mean()) - idle_server_w)
+            return float(replica_guess_w[p, svc])
+
+        def predicted_inlets(p: int, now: float) -> dict[str, float]:
+            """Steady inlets once every placed replica draws: supply + D · expected watts.
+
+            Starting replicas are counted at their expected draw, so a burst of placements in
+            one step does not stack on the spot that only looks cool because it has not heated
+            up yet."""
+            expected = srv_w[p].copy()
+            starting = (host[p] >= 0) & (ready_at[p] > now)
+            for i in np.flatnonzero(starting):
+                expected[i] = idle_server_w + replica_w(p, int(host[p, i]), now)
+            temps = supply[p] + d_matrix @ expected
+            return {f"{i:05d}": float(temps[i]) for i in range(n_srv)}
+
+        # The last hour of measured rack and service power, one sample per control interval,
+        # for the smoothing term (the live controller fetches the same hour from Prometheus).
+        series_len = max(3, round(3600.0 / sc.control_interval_s))
+        series_rack_w = np.zeros((n_pol, n_rack, series_len))
+        series_svc_w = np.zeros((n_pol, n_svc, series_len))
+        series_count = [0]
+
+        def series_order() -> IntArray:
+            n = series_count[0]
+            if n < series_len:
+                return np.arange(n, dtype=np.int64)
+            return (np.arange(series_len, dtype=np.int64) + n) % series_len
+
+        def service_series(p: int, svc: int) -> tuple[float, ...] | None:
+            order = series_order()
+            return tuple(float(v) for v in series_svc_w[p, svc, order]) if order.size else None
+
+        def observations(p: int, servers: IntArray) -> list[PlaceObservation]:
+            """What the policy sees of each server: the live controller's inputs, per chassis."""
+            rack_w = srv_w[p].reshape(n_rack, per_rack).sum(axis=1)
+            zone_w = np.bincount(zone_of, weights=srv_w[p], minlength=int(zone_of.max()) + 1)
+            limit_c = sc.caps.rack_max_inlet_c or sc.cooling.redline_c
+            order = series_order()
+            rack_series = [
+                tuple(float(v) for v in series_rack_w[p, r, order]) for r in range(n_rack)
+            ]
+            return [
+                PlaceObservation(
+                    place_id=f"{i:05d}",
+                    recirculation_c_per_kw=float(hrf[i]),
+                    inlet_c=float(inlet[p, i]) if inlet[p, i] > 0 else None,
+                    max_inlet_c=limit_c,
+                    watts=float(rack_w[rack_of[i]]),
+                    max_watts=sc.caps.rack_max_w,
+                    zone=str(zone_of[i]),
+                    zone_watts=float(zone_w[zone_of[i]]),
+                    load_series_w=rack_series[rack_of[i]],
+                    inlet_rise_c_per_kw=d_columns[i],
+                )
+                for i in servers
+            ]
 
         def place(p: int, svc: int, now: float) -> bool:
             free = np.flatnonzero(host[p] < 0)
@@ -386,24 +486,18 @@ class Twin:
                 choice = int(after[0] if after.size else free[0])
                 rr_next[p] = (choice + 1) % n_srv
             else:
-                rack_w = srv_w[p].reshape(n_rack, per_rack).sum(axis=1)
-                zone_w = np.bincount(zone_of, weights=srv_w[p], minlength=int(zone_of.max()) + 1)
-                limit_c = sc.caps.rack_max_inlet_c or sc.cooling.redline_c
-                obs = [
-                    PlaceObservation(
-                        place_id=f"{i:05d}",
-                        recirculation_c_per_kw=float(hrf[i]),
-                        inlet_c=float(inlet[p, i]) if inlet[p, i] > 0 else None,
-                        max_inlet_c=limit_c,
-                        watts=float(rack_w[rack_of[i]]),
-                        max_watts=sc.caps.rack_max_w,
-                        zone=str(zone_of[i]),
-                        zone_watts=float(zone_w[zone_of[i]]),
-                    )
-                    for i in free
-                ]
+                obs = observations(p, free)
                 strategy = PlacementStrategy(spec.placement)
-                ranked = score_racks(obs, strategy)
+                if strategy is PlacementStrategy.CLIMATIK:
+                    ranked = score_racks(
+                        obs,
+                        strategy,
+                        service_series_w=service_series(p, svc),
+                        added_watts=replica_w(p, svc, now),
+                        inlets_c=predicted_inlets(p, now),
+                    )
+                else:
+                    ranked = score_racks(obs, strategy)
                 choice = int(ranked[0].place_id)
             host[p, choice] = svc
             ready_at[p, choice] = now + startup_s[svc]
@@ -415,9 +509,20 @@ class Twin:
             if mine.size == 0:
                 return
             # Not-ready pods go first (as the ReplicaSet does); then the newest, or with
-            # Climatik's pod-deletion-cost the hottest inlet.
+            # Climatik's pod-deletion-cost the one the live controller would delete first:
+            # the replica whose removal lowers the hottest inlet most (`score_scale_in`).
             starting = ready_at[p, mine] > now_s
-            key = inlet[p, mine] if self.specs[p].remove_hottest else born[p, mine]
+            if self.specs[p].remove_hottest:
+                keep = score_scale_in(
+                    observations(p, mine),
+                    removed_watts=replica_w(p, svc, now_s),
+                    inlets_c=predicted_inlets(p, now_s),
+                    service_series_w=service_series(p, svc),
+                )
+                cost = order_pods_for_scale_in({f"{i:05d}": f"{i:05d}" for i in mine}, keep)
+                key = np.array([-cost[f"{i:05d}"] for i in mine], dtype=np.float64)
+            else:
+                key = born[p, mine]
             order = np.lexsort((-key, ~starting))
             victim = mine[order[0]]
             host[p, victim] = -1
@@ -446,17 +551,6 @@ class Twin:
             outage[start : start + int(window_out.duration_h * 3600 / dt)] = True
         ctrl_steps = max(1, round(sc.control_interval_s / dt))
         noise_scale = math.sqrt(min(1.0, sc.measurement.noise_correlation_s / dt))
-
-        # Heat and cooling state.
-        rise = np.zeros((n_pol, n_srv))
-        supply = np.full(
-            n_pol,
-            np.clip(
-                sc.cooling.redline_c - sc.cooling.supply_guard_c,
-                sc.cooling.min_supply_c,
-                sc.cooling.max_supply_c,
-            ),
-        )
 
         # Accumulators.
         viol_ws = np.zeros(n_pol)
@@ -611,6 +705,11 @@ class Twin:
                 m_svc_tok = ring_svc_tok[picks].mean(axis=0)
                 m_rack_w = measured(ring_rack_w)
                 m_rack_in = ring_rack_in[picks].mean(axis=0)
+                if have_data:
+                    slot_h = series_count[0] % series_len
+                    series_rack_w[:, :, slot_h] = m_rack_w
+                    series_svc_w[:, :, slot_h] = m_svc_w
+                    series_count[0] += 1
                 if carbon_band is not None:
                     slot_start = EPOCH + timedelta(
                         seconds=float(slot_of_step[k] * sc.carbon.slot_s)

@@ -292,6 +292,42 @@ async def test_recirculation_from_config_map_orders_otherwise_equal_racks() -> N
     assert found.preferred[0] == ("rack-a", 100)
 
 
+async def test_heat_matrix_columns_from_the_config_map_steer_placement_and_scale_in() -> None:
+    # Same factors, but rack-a's heat lands on rack-b's (hottest) inlet and rack-b's mostly on
+    # the cooler rack-a: a replica on rack-b raises the room's hottest inlet less, although
+    # rack-b is the warmer rack. Each of the two pods draws 5 kW.
+    cm = {
+        "data": {
+            "racks.yaml": (
+                "rack-a: {recirculationCPerKw: 0.5, inletRiseCPerKw: {rack-a: 0.1, rack-b: 0.4}}\n"
+                "rack-b: {recirculationCPerKw: 0.5, inletRiseCPerKw: {rack-a: 0.4, rack-b: 0.1}}\n"
+            )
+        }
+    }
+    signals = static(
+        RackSignals("rack-a", watts=10_000.0, inlet_c=24.0),
+        RackSignals("rack-b", watts=10_000.0, inlet_c=26.0),
+    )
+    signals.set_service_series(NS, (9_000.0, 10_000.0, 10_000.0))
+    rec, client, *_ = reconciler(
+        config(),
+        [pod("p-a", "a-0"), pod("p-b", "b-0")],
+        signals,
+        client=RecordingClient({("configmaps", "climatik-recirculation"): cm}),
+    )
+    await rec.reconcile(f"{NS}/cap")
+    found = rec.snapshot.lookup(NS, "chat")
+    assert found is not None
+    assert found.preferred[0] == ("rack-b", 100)
+    # Removing p-a's 5 kW cools rack-b's inlet by 2 °C, p-b's only by 0.5 °C: p-a goes first.
+    costs = {
+        p[1]: int(p[2]["metadata"]["annotations"][DELETION_COST_ANNOTATION])
+        for p in client.patches
+        if p[0] == "pods"
+    }
+    assert costs["p-a"] < costs["p-b"]
+
+
 async def test_cooling_webhook_sends_and_reports_failures() -> None:
     cooling = Cooling()
     rec, _, events, metrics = reconciler(

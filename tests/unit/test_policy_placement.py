@@ -21,9 +21,11 @@ from climatik.policies.placement import (
     estimate_recirculation,
     order_pods_for_scale_in,
     pearson_correlation,
+    predicted_peak_inlet_c,
     preferred_rack_weights,
     recommend_supply_setpoints,
     score_racks,
+    score_scale_in,
 )
 
 
@@ -193,6 +195,146 @@ def test_supply_setpoint_clamped_to_unit_limits_without_supply_reading() -> None
     assert rel.change_c == 2.0
 
 
+# -- the predicted hottest inlet (heat-matrix columns) ---------------------------------------
+
+# Two places: "a" heats the hottest inlet (b's, 26 °C) by 0.4 °C/kW, "b" heats it by 0.1 °C/kW.
+COLUMN_A = (("a", 0.1), ("b", 0.4))
+COLUMN_B = (("a", 0.4), ("b", 0.1))
+
+
+def test_predicted_peak_is_the_hottest_inlet_after_the_added_heat() -> None:
+    inlets = {"a": 24.0, "b": 26.0, "c": 25.0}
+    a = place("a", 0.5, inlet_rise_c_per_kw=COLUMN_A)
+    # 5 kW at a: b rises 2 °C to 28, a 0.5 °C to 24.5, c (not in the column) stays.
+    assert predicted_peak_inlet_c(a, inlets, 5_000.0) == pytest.approx(28.0)
+    # Removing 5 kW at a cools b to 24: the hottest is then c at 25 °C.
+    assert predicted_peak_inlet_c(a, inlets, -5_000.0) == pytest.approx(25.0)
+    assert predicted_peak_inlet_c(place("x"), inlets, 5_000.0) is None  # no column
+    assert predicted_peak_inlet_c(a, {}, 5_000.0) is None  # no inlets
+
+
+def test_a_replica_goes_where_it_raises_the_hottest_inlet_least() -> None:
+    # a is cooler (more own headroom, less recirculation factor), but its heat lands on b's
+    # inlet, the room's hottest: one 5 kW replica there would raise it 2 °C, at b only 0.5 °C.
+    a = place("a", 0.3, inlet_c=24.0, max_inlet_c=30.0, inlet_rise_c_per_kw=COLUMN_A)
+    b = place("b", 0.5, inlet_c=26.0, max_inlet_c=30.0, inlet_rise_c_per_kw=COLUMN_B)
+    assert score_racks([a, b])[0].place_id == "a"  # without the replica's watts: as before
+    ranked = score_racks([a, b], added_watts=5_000.0)
+    assert ranked[0].place_id == "b"
+    by_id = {s.place_id: s for s in ranked}
+    assert by_id["b"].peak_inlet_change_c == pytest.approx(0.5)
+    assert by_id["a"].peak_inlet_change_c == pytest.approx(2.0)
+    assert "hottest inlet" in by_id["b"].reason
+
+
+def test_inlets_beyond_the_candidates_count() -> None:
+    # Only a and b are free; the full rack c's inlet (27 °C) is the one a would heat.
+    a = place("a", inlet_c=22.0, inlet_rise_c_per_kw=(("c", 0.3),))
+    b = place("b", inlet_c=22.0, inlet_rise_c_per_kw=(("a", 0.3), ("b", 0.3)))
+    inlets = {"a": 22.0, "b": 22.0, "c": 27.0}
+    assert score_racks([a, b], added_watts=5_000.0, inlets_c=inlets)[0].place_id == "b"
+    assert score_racks([a, b], added_watts=5_000.0)[0].place_id == "a"  # c unseen: a tie, by id
+
+
+def test_without_columns_the_factor_decides_as_before() -> None:
+    places = [place("a", 0.9, inlet_c=22.0), place("b", 0.2, inlet_c=22.0)]
+    plain = score_racks(places)
+    with_watts = score_racks(places, added_watts=5_000.0)
+    assert [(s.place_id, s.score) for s in plain] == [(s.place_id, s.score) for s in with_watts]
+    assert plain[0].place_id == "b"
+    assert all(s.peak_inlet_change_c is None for s in with_watts)
+
+
+def test_a_place_over_its_limit_is_refused_even_if_it_would_heat_nothing() -> None:
+    over = place("a", inlet_c=31.0, max_inlet_c=30.0, inlet_rise_c_per_kw=(("a", 0.0),))
+    ok = place("b", inlet_c=26.0, max_inlet_c=30.0, inlet_rise_c_per_kw=COLUMN_B)
+    ranked = score_racks([over, ok], added_watts=50_000.0)
+    assert [s.place_id for s in ranked] == ["b", "a"]
+    assert not ranked[1].admissible
+    assert "a" not in dict(preferred_rack_weights(ranked))
+
+
+def test_scale_in_removes_the_replica_that_cools_the_hottest_inlet_most() -> None:
+    a = place("a", 0.5, inlet_c=24.0, max_inlet_c=30.0, inlet_rise_c_per_kw=COLUMN_A)
+    b = place("b", 0.5, inlet_c=26.0, max_inlet_c=30.0, inlet_rise_c_per_kw=COLUMN_B)
+    # Without a prediction the hotter place b goes first (its score is lower).
+    plain = order_pods_for_scale_in({"pa": "a", "pb": "b"}, score_scale_in([a, b]))
+    assert plain["pb"] < plain["pa"]
+    # Removing 5 kW at a cools b's inlet by 2 °C, at b by 0.5 °C: a's replica goes first.
+    keep = score_scale_in([a, b], removed_watts=5_000.0)
+    costs = order_pods_for_scale_in({"pa": "a", "pb": "b"}, keep)
+    assert costs["pa"] < costs["pb"]
+    # After it b's inlet reads 24 °C and a's 23.5 °C: the hottest drops from 26 to 24 °C.
+    assert {s.place_id: s.peak_inlet_change_c for s in keep}["a"] == pytest.approx(-2.0)
+    # A place over its limit still goes before any other.
+    hot = dataclasses.replace(b, inlet_c=31.0)
+    costs = order_pods_for_scale_in(
+        {"pa": "a", "pb": "b"}, score_scale_in([a, hot], removed_watts=5_000.0)
+    )
+    assert costs["pb"] < 0 < costs["pa"]
+
+
+inlet_t = st.floats(10.0, 40.0)
+coefficient = st.floats(0.0, 2.0)
+
+
+@given(
+    st.dictionaries(st.sampled_from("abcd"), inlet_t, min_size=1),
+    st.lists(st.tuples(st.sampled_from("abcd"), coefficient), max_size=4),
+    st.lists(st.tuples(st.sampled_from("abcd"), coefficient), max_size=4),
+    st.floats(0.0, 20_000.0),
+    st.one_of(st.none(), inlet_t),
+)
+@settings(max_examples=300)
+def test_a_higher_predicted_peak_never_ranks_first_when_all_else_is_equal(
+    inlets: dict[str, float],
+    column_x: list[tuple[str, float]],
+    column_y: list[tuple[str, float]],
+    added_watts: float,
+    own_inlet: float | None,
+) -> None:
+    x = place("x", 0.4, inlet_c=own_inlet, max_inlet_c=45.0, inlet_rise_c_per_kw=tuple(column_x))
+    y = dataclasses.replace(x, place_id="y", inlet_rise_c_per_kw=tuple(column_y))
+    room = {**inlets}
+    if own_inlet is not None:  # the candidates' own inlets are part of the room
+        room.update(x=own_inlet, y=own_inlet)
+    peak_x = predicted_peak_inlet_c(x, room, added_watts)
+    peak_y = predicted_peak_inlet_c(y, room, added_watts)
+    ranked = score_racks([x, y], added_watts=added_watts, inlets_c=inlets)
+    by_id = {s.place_id: s.score for s in ranked}
+    if peak_x is not None and peak_y is not None:
+        if peak_x > peak_y + 1e-9:
+            assert by_id["x"] < by_id["y"]
+            assert ranked[0].place_id == "y"
+        elif peak_y > peak_x + 1e-9:
+            assert ranked[0].place_id == "x"
+    for s in ranked:
+        assert s.peak_inlet_change_c is None or s.peak_inlet_change_c >= 0.0
+
+
+@given(
+    st.dictionaries(st.sampled_from("abcd"), inlet_t, min_size=1),
+    st.lists(st.tuples(st.sampled_from("abcd"), coefficient), max_size=4),
+    st.floats(0.0, 20_000.0),
+    st.sampled_from("abcd"),
+    st.floats(0.0, 10.0),
+)
+def test_a_cooler_room_never_lowers_a_predicted_score(
+    inlets: dict[str, float],
+    column: list[tuple[str, float]],
+    added_watts: float,
+    cooled: str,
+    by_c: float,
+) -> None:
+    x = place("x", 0.4, inlet_rise_c_per_kw=tuple(column))
+    cooler = {**inlets}
+    if cooled in cooler:
+        cooler[cooled] -= by_c
+    (before,) = score_racks([x], added_watts=added_watts, inlets_c=inlets)
+    (after,) = score_racks([x], added_watts=added_watts, inlets_c=cooler)
+    assert after.score >= before.score - 1e-9
+
+
 # -- invariants ------------------------------------------------------------------------------
 
 any_float = st.floats(allow_nan=True, allow_infinity=True)
@@ -213,6 +355,11 @@ def observations(draw: st.DrawFn, place_id: str | None = None) -> PlaceObservati
         zone_watts=draw(reading),
         supply_c=draw(st.one_of(st.none(), any_float)),
         load_series_w=draw(series),
+        inlet_rise_c_per_kw=draw(
+            st.lists(
+                st.tuples(st.text("abcdef", min_size=1, max_size=3), any_float), max_size=3
+            ).map(tuple)
+        ),
     )
 
 
@@ -220,11 +367,18 @@ def observations(draw: st.DrawFn, place_id: str | None = None) -> PlaceObservati
     st.lists(observations(), min_size=1, max_size=6, unique_by=lambda p: p.place_id),
     st.sampled_from(list(PlacementStrategy)),
     st.one_of(st.none(), series),
+    st.one_of(st.none(), any_float),
 )
 def test_scores_are_finite_and_admissible_first(
-    places: list[PlaceObservation], strategy: PlacementStrategy, service: tuple[float, ...] | None
+    places: list[PlaceObservation],
+    strategy: PlacementStrategy,
+    service: tuple[float, ...] | None,
+    added_watts: float | None,
 ) -> None:
-    ranked = score_racks(places, strategy, service_series_w=service)
+    ranked = score_racks(places, strategy, service_series_w=service, added_watts=added_watts)
+    keep = score_scale_in(places, added_watts, service_series_w=service)
+    assert all(math.isfinite(s.score) for s in keep)
+    assert [s.admissible for s in keep] == sorted((s.admissible for s in keep), reverse=True)
     assert len(ranked) == len(places)
     assert all(math.isfinite(s.score) for s in ranked)
     flags = [s.admissible for s in ranked]
