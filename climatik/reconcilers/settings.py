@@ -46,6 +46,10 @@ class GpuTuningSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CLIMATIK_GPU_TUNING__", extra="ignore")
 
+    enabled: bool = True
+    """Run the GPU-tuning controller. Off: it is not started, so nothing lists or watches Jobs or
+    ConfigMaps in `job_namespace`, and an installation without that namespace and its Role
+    (Helm `gpuTuning.enabled=false`, deploy/overlays/no-gpu-tuning) still caps power."""
     image: str = "ghcr.io/climatik-project/climatik:latest"
     job_namespace: str = "climatik-gpu-tuning"
     """A namespace of its own: the Job needs CAP_SYS_ADMIN, which restricted namespaces refuse."""

@@ -5,6 +5,11 @@ shared informers, new work queues, the client, the event recorder) and returns a
 :class:`~climatik.runtime.reconcile.Controller`. Add built-in factories to ``BUILTIN_CONTROLLERS``;
 extra ones can be named at run time by import path (``CLIMATIK_EXTRA_CONTROLLERS``), which is how
 the integration tests run their probe controller inside a real ``climatik run`` process.
+
+``CLIMATIK_GPU_TUNING__ENABLED=false`` leaves the GPU-tuning controller out of the list, so none
+of its informers exist: an installation without the tuning namespace and its Role (where those
+informers would be refused) still reconciles everything else. The power-cap controller then
+simply never receives a tuning hint.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 
+import structlog
+
+from climatik.reconcilers.settings import GpuTuningSettings
 from climatik.runtime.capping import (
     carbon_controller,
     gpu_tuning_controller,
@@ -19,6 +27,8 @@ from climatik.runtime.capping import (
 )
 from climatik.runtime.placement import placement_controller
 from climatik.runtime.reconcile import ControllerFactory
+
+log = structlog.get_logger(__name__)
 
 BUILTIN_CONTROLLERS: tuple[ControllerFactory, ...] = (
     power_cap_controller,
@@ -40,6 +50,21 @@ def load_factory(path: str) -> ControllerFactory:
     return factory  # type: ignore[no-any-return]
 
 
-def controller_factories(extra: Sequence[str] = ()) -> list[ControllerFactory]:
-    """The built-in factories followed by the extra ones named by import path."""
-    return [*BUILTIN_CONTROLLERS, *(load_factory(path) for path in extra)]
+def controller_factories(
+    extra: Sequence[str] = (), *, gpu_tuning: GpuTuningSettings | None = None
+) -> list[ControllerFactory]:
+    """The built-in factories the settings switch on, then the extra ones named by import path.
+
+    ``gpu_tuning`` defaults to the environment's ``CLIMATIK_GPU_TUNING__*``.
+    """
+    if gpu_tuning is None:
+        gpu_tuning = GpuTuningSettings()
+    builtin = list(BUILTIN_CONTROLLERS)
+    if not gpu_tuning.enabled:
+        builtin.remove(gpu_tuning_controller)
+        log.info(
+            "gpu_tuning_disabled",
+            reason="CLIMATIK_GPU_TUNING__ENABLED=false",
+            unwatched_namespace=gpu_tuning.job_namespace,
+        )
+    return [*builtin, *(load_factory(path) for path in extra)]
