@@ -3,7 +3,9 @@
 Guarantees:
 - One shared :class:`KubeClient` (one connection pool) for everything.
 - Informers and queues run on every replica, so a standby's caches are warm when it takes over;
-  reconcile workers run only on the leader, and only after every cache has synced.
+  reconcile workers run only on the leader, and each controller's only once the informers it asked
+  for have synced. One controller's cache that never syncs (its list refused by RBAC, say) holds
+  back that controller alone, not the others; ``/readyz`` still waits for every cache.
 - Every write goes through the client's write gate, which asks the leader elector; the moment the
   renew deadline passes (even inside a frozen process) the gate closes. Losing leadership also
   shuts every queue and cancels every worker at once, and ``run`` returns 1 so the process exits
@@ -89,6 +91,9 @@ class Manager:
         self.events = EventRecorder(client, host=self.identity)
         self.controllers: list[Controller] = []
         self._informers: dict[tuple[Any, ...], Informer] = {}
+        # The informers each controller asked for while its factory ran, in registration order.
+        self._controller_informers: list[tuple[Informer, ...]] = []
+        self._requested: list[Informer] | None = None
         self._install_signal_handlers = install_signal_handlers
         self._stop_requested = asyncio.Event()
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
@@ -190,6 +195,8 @@ class Manager:
         else:
             for name, func in (indexers or {}).items():
                 informer.store.add_indexer(name, func)
+        if self._requested is not None and informer not in self._requested:
+            self._requested.append(informer)
         return informer
 
     def new_queue(self, name: str) -> WorkQueue[str]:
@@ -205,8 +212,15 @@ class Manager:
         self._services[name] = run
 
     def add_controller(self, factory: ControllerFactory) -> Controller:
-        controller = factory(self)
+        """Build a controller; the informers its factory asks for are the ones it waits on."""
+        requested: list[Informer] = []
+        self._requested = requested
+        try:
+            controller = factory(self)
+        finally:
+            self._requested = None
         self.controllers.append(controller)
+        self._controller_informers.append(tuple(requested))
         log.info("controller_registered", controller=controller.name, workers=controller.workers)
         return controller
 
@@ -316,18 +330,30 @@ class Manager:
     async def _work(self) -> None:
         if self.elector is not None:
             await self.elector.leading_event.wait()
-        await asyncio.gather(*(informer.wait_synced() for informer in self._informers.values()))
-        if self.controllers:
-            log.info("workers_started", controllers=[c.name for c in self.controllers])
         async with asyncio.TaskGroup() as group:
-            for controller in self.controllers:
-                for index in range(controller.workers):
-                    group.create_task(
-                        run_worker(controller, self.metrics),
-                        name=f"worker:{controller.name}:{index}",
-                    )
+            for controller, informers in zip(
+                self.controllers, self._controller_informers, strict=True
+            ):
+                group.create_task(
+                    self._run_controller(controller, informers),
+                    name=f"controller:{controller.name}",
+                )
         # Workers return once their queue shuts down; then wait here until the manager stops.
         await asyncio.Future()
+
+    async def _run_controller(self, controller: Controller, informers: Iterable[Informer]) -> None:
+        """Start one controller's workers once its own caches have synced."""
+        pending = [informer.name for informer in informers if not informer.has_synced()]
+        if pending:
+            log.info("controller_waiting_for_caches", controller=controller.name, caches=pending)
+        await asyncio.gather(*(informer.wait_synced() for informer in informers))
+        log.info("workers_started", controller=controller.name, workers=controller.workers)
+        async with asyncio.TaskGroup() as group:
+            for index in range(controller.workers):
+                group.create_task(
+                    run_worker(controller, self.metrics),
+                    name=f"worker:{controller.name}:{index}",
+                )
 
     async def _stop_workers(self) -> None:
         queues = [controller.queue for controller in self.controllers]

@@ -7,11 +7,13 @@ timing is shortened so a failover takes about a second.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 import pytest
 
-from climatik.kube.client import CONFIGMAPS, NODES, KubeClient, NotLeaderError
+from climatik.kube.client import CONFIGMAPS, NODES, ApiError, KubeClient, NotLeaderError, Resource
 from climatik.kube.workqueue import WorkQueue
 from climatik.runtime.http import HttpServer
 from climatik.runtime.manager import EXIT_LEADERSHIP_LOST, EXIT_OK, Manager
@@ -147,3 +149,72 @@ async def test_a_cluster_scoped_informer_refuses_a_namespace() -> None:
     assert manager.informer(NODES).namespace is None
     with pytest.raises(ValueError, match="cluster-scoped"):
         manager.informer(NODES, namespace="tuning")
+
+
+class RbacClient(KubeClient):
+    """Lists succeed (empty) in every namespace but the refused ones, which answer 403 until
+    allowed, like a missing Role; watches stay open and quiet."""
+
+    def __init__(self, refused: set[str]) -> None:
+        super().__init__(api_client=None)
+        self.refused = refused
+
+    async def list(
+        self, resource: Resource, namespace: str | None = None, **_: Any
+    ) -> dict[str, Any]:
+        if namespace in self.refused:
+            raise ApiError(
+                403, {"reason": "Forbidden", "message": f"{resource.plural} in {namespace}"}
+            )
+        return {"kind": "ConfigMapList", "metadata": {"resourceVersion": "1"}, "items": []}
+
+    async def open_stream(
+        self, path: str, query: Mapping[str, Any], client_timeout: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
+        await asyncio.Future()  # a watch with nothing to say
+        raise AssertionError("unreachable")
+
+
+class Reconciled:
+    """Sets its event on the first reconcile."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    async def reconcile(self, key: str) -> Result:
+        self.event.set()
+        return Result()
+
+
+async def test_a_controller_whose_cache_never_syncs_holds_back_only_itself() -> None:
+    client = RbacClient(refused={"tuning"})
+    settings = RuntimeSettings(leader_election=LeaderElectionSettings(enabled=False))
+    settings.http.host = "127.0.0.1"
+    settings.http.port = 0
+    manager = Manager(settings, client, install_signal_handlers=False)
+    capping, tuning = Reconciled(), Reconciled()
+
+    def probe(name: str, namespace: str | None, reconciler: Reconciled) -> Any:
+        def factory(ctx: Manager) -> Controller:
+            ctx.informer(CONFIGMAPS, namespace=namespace)
+            queue: WorkQueue[str] = ctx.new_queue(name)
+            queue.add("ns/x")
+            return Controller(name, reconciler, queue)
+
+        return factory
+
+    manager.add_controller(probe("capping", None, capping))
+    manager.add_controller(probe("tuning", "tuning", tuning))
+    run = asyncio.create_task(manager.run())
+    try:
+        await asyncio.wait_for(capping.event.wait(), 5)
+        await asyncio.sleep(0.3)
+        assert not tuning.event.is_set()
+        assert not manager.ready()  # /readyz still says a cache is missing
+        # The Role appears: the refused list is retried with backoff and the controller starts.
+        client.refused.clear()
+        await asyncio.wait_for(tuning.event.wait(), 5)
+        assert manager.ready()
+    finally:
+        manager.request_stop()
+        assert await asyncio.wait_for(run, 5) == EXIT_OK
