@@ -138,6 +138,7 @@ def test_overlays_render_what_they_promise(kubectl_bin: Path) -> None:
     base = kustomize(kubectl_bin, DEPLOY / "base")
     dev = kustomize(kubectl_bin, DEPLOY / "overlays" / "dev")
     cert = kustomize(kubectl_bin, DEPLOY / "overlays" / "cert-manager")
+    no_tuning = kustomize(kubectl_bin, DEPLOY / "overlays" / "no-gpu-tuning")
     assert one(base, "Deployment")["spec"]["replicas"] == 2
     assert one(dev, "Deployment")["spec"]["replicas"] == 1
     assert by_kind(dev, "PodDisruptionBudget") == []
@@ -145,7 +146,7 @@ def test_overlays_render_what_they_promise(kubectl_bin: Path) -> None:
         "climatik:dev"
     )
     # The GPU tuning Jobs run whatever image the controller runs, overlays included.
-    for objs in (base, dev, cert):
+    for objs in (base, dev, cert, no_tuning):
         container = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["CLIMATIK_GPU_TUNING__IMAGE"] == container["image"]
@@ -156,6 +157,38 @@ def test_overlays_render_what_they_promise(kubectl_bin: Path) -> None:
     certificate = one(cert, "Certificate")["spec"]
     assert certificate["secretName"] == _webhook_secret(one(base, "Deployment"))
     assert f"climatik-controller.{CONTROLLER_NS}.svc" in certificate["dnsNames"]
+    # no-gpu-tuning: the base minus exactly what gpu-tuning.yaml adds, and the switch that keeps
+    # the controller from watching the namespace it dropped.
+    tuning_file = _docs((DEPLOY / "base" / "gpu-tuning.yaml").read_text(encoding="utf-8"))
+    dropped = {_identity(o) for o in tuning_file}
+    assert len(dropped) == 6
+    kept = {_identity(o): o for o in base if _identity(o) not in dropped}
+    left = {_identity(o): o for o in no_tuning}
+    assert sorted(kept) == sorted(left)
+    for key, obj in kept.items():
+        if key[0] != "Deployment":
+            assert left[key] == obj, key
+    _assert_gpu_tuning_off(no_tuning, TUNING_NS)
+    assert "CLIMATIK_GPU_TUNING__ENABLED" not in _controller_env(base)  # default: on
+
+
+def _identity(obj: Obj) -> tuple[str, str, str]:
+    meta = obj["metadata"]
+    return (obj["kind"], meta.get("namespace", ""), meta["name"])
+
+
+def _controller_env(objs: list[Obj]) -> dict[str, Any]:
+    container = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def _assert_gpu_tuning_off(objs: list[Obj], tuning_ns: str) -> None:
+    """Nothing of GPU tuning is installed, and the controller is told not to start it (its
+    informers in the missing namespace would be refused and never sync)."""
+    assert not [o for o in objs if o["metadata"].get("namespace") == tuning_ns]
+    assert tuning_ns not in {n["metadata"]["name"] for n in by_kind(objs, "Namespace")}
+    assert not [o for o in objs if "gpu-tun" in o["metadata"]["name"]]
+    assert _controller_env(objs)["CLIMATIK_GPU_TUNING__ENABLED"] == "false"
 
 
 def test_helm_chart_lints_and_refuses_unsafe_values(helm_bin: Path) -> None:
@@ -222,6 +255,31 @@ def test_helm_chart_renders_the_same_objects_as_the_kustomize_base(
     base = kustomize(kubectl_bin, DEPLOY / "base")
     # Release "climatik" in climatik-system gives the chart the base's names.
     chart = helm_template(helm_bin, "climatik", CONTROLLER_NS)
+    _assert_same_objects(base, chart)
+    # And the CRD the chart installs is the one kustomize installs.
+    chart_crds = _docs(
+        "\n---\n".join(
+            p.read_text(encoding="utf-8") for p in sorted((CHART / "crds").glob("*.yaml"))
+        )
+    )
+    assert chart_crds == by_kind(base, "CustomResourceDefinition")
+
+
+def test_gpu_tuning_off_installs_nothing_for_it_in_either_installer(
+    kubectl_bin: Path, helm_bin: Path
+) -> None:
+    overlay = kustomize(kubectl_bin, DEPLOY / "overlays" / "no-gpu-tuning")
+    chart = helm_template(helm_bin, "climatik", CONTROLLER_NS, "gpuTuning.enabled=false")
+    _assert_gpu_tuning_off(chart, TUNING_NS)
+    _assert_same_objects(overlay, chart)
+    # The chart sets the variable only when tuning is off (on is the setting's default).
+    assert "CLIMATIK_GPU_TUNING__ENABLED" not in _controller_env(
+        helm_template(helm_bin, "climatik", CONTROLLER_NS)
+    )
+
+
+def _assert_same_objects(base: list[Obj], chart: list[Obj]) -> None:
+    """A kustomize rendering and a Helm one carry the same objects (CRDs aside)."""
 
     def index(objs: list[Obj]) -> dict[tuple[str, str, str], Obj]:
         return {
@@ -255,16 +313,9 @@ def test_helm_chart_renders_the_same_objects_as_the_kustomize_base(
         ]
         diff = "\n".join(difflib.unified_diff(texts[0], texts[1], "kustomize", "helm", lineterm=""))
         assert not diff, f"{key} differs:\n{diff}"
-    # And the CRD the chart installs is the one kustomize installs.
-    chart_crds = _docs(
-        "\n---\n".join(
-            p.read_text(encoding="utf-8") for p in sorted((CHART / "crds").glob("*.yaml"))
-        )
-    )
-    assert chart_crds == by_kind(base, "CustomResourceDefinition")
 
 
-def _assert_safe(objs: list[Obj], controller_ns: str) -> None:
+def _assert_safe(objs: list[Obj], controller_ns: str, *, gpu_tuning: bool = True) -> None:
     """The security promises of docs/security.md, on one rendered installation."""
     for role in by_kind(objs, "ClusterRole") + by_kind(objs, "Role"):
         for rule in role["rules"]:
@@ -281,7 +332,10 @@ def _assert_safe(objs: list[Obj], controller_ns: str) -> None:
     relaxed = {
         n for n, o in namespaces.items() if o["metadata"]["labels"][RESTRICTED] != "restricted"
     }
-    assert relaxed, "no namespace for the GPU tuning Jobs"
+    if gpu_tuning:
+        assert relaxed, "no namespace for the GPU tuning Jobs"
+    else:
+        assert not relaxed, f"GPU tuning is off, yet {sorted(relaxed)} are not restricted"
     assert controller_ns not in relaxed
     pod = one(objs, "Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -317,6 +371,10 @@ def test_rendered_installations_keep_the_security_promises(
     _assert_safe(kustomize(kubectl_bin, DEPLOY / "overlays" / "cert-manager"), CONTROLLER_NS)
     _assert_safe(helm_template(helm_bin, "climatik", CONTROLLER_NS), CONTROLLER_NS)
     _assert_safe(helm_template(helm_bin, "r", "prod", "rbac.secretAccess[0].namespace=llm"), "prod")
+    no_tuning = kustomize(kubectl_bin, DEPLOY / "overlays" / "no-gpu-tuning")
+    _assert_safe(no_tuning, CONTROLLER_NS, gpu_tuning=False)
+    chart = helm_template(helm_bin, "climatik", CONTROLLER_NS, "gpuTuning.enabled=false")
+    _assert_safe(chart, CONTROLLER_NS, gpu_tuning=False)
 
 
 def _settings_variables() -> set[str]:
@@ -359,12 +417,14 @@ def test_every_climatik_variable_the_installers_set_is_a_real_setting(
     assert "CLIMATIK_LEADER_ELECTION__ENABLED" in known  # the scan itself works
     for objs in (
         kustomize(kubectl_bin, DEPLOY / "base"),
+        kustomize(kubectl_bin, DEPLOY / "overlays" / "no-gpu-tuning"),
         helm_template(
             helm_bin,
             "climatik",
             CONTROLLER_NS,
             "controller.capping.prometheusAddress=http://p:9090",
         ),
+        helm_template(helm_bin, "climatik", CONTROLLER_NS, "gpuTuning.enabled=false"),
     ):
         container = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in container["env"]}
