@@ -195,7 +195,8 @@ class Manager:
         else:
             for name, func in (indexers or {}).items():
                 informer.store.add_indexer(name, func)
-        if self._requested is not None and informer not in self._requested:
+        # By identity: informers are dataclasses, and `==` would compare their fields.
+        if self._requested is not None and all(i is not informer for i in self._requested):
             self._requested.append(informer)
         return informer
 
