@@ -25,6 +25,12 @@ from climatik.api.models import (
 
 MERGE_PATCH_CONTENT_TYPE = "application/merge-patch+json"
 
+GPU_TUNING_CONDITION = "GpuTuning"
+"""Set (False) by the power-cap reconciler on a config whose `spec.gpuTuning.mode` asks for
+tuning while the controller runs without its GPU-tuning controller; absent otherwise."""
+GPU_TUNING_DISABLED_IN_CONTROLLER = "DisabledInController"
+"""The `GpuTuning` condition's reason then: `CLIMATIK_GPU_TUNING__ENABLED=false`."""
+
 
 def api_time(moment: datetime) -> datetime:
     """`moment` in UTC truncated to whole seconds (metav1.Time precision); naive means UTC."""

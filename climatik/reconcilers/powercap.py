@@ -9,6 +9,11 @@ by a config that no longer targets an object (or no longer exists) are given bac
 A carbon cap binds the way the twin applies it (`caps_with_carbon`): when some targets are
 annotated deferrable (and the Headroom policy can budget per target), it holds back only them and
 the others keep powerCapLimit; otherwise it is the cap of the whole scope.
+
+With GPU tuning switched off controller-wide (`CLIMATIK_GPU_TUNING__ENABLED=false`), a config whose
+`spec.gpuTuning.mode` still asks for tuning is capped as usual, and told why nothing tunes: a
+`GpuTuning` condition (False, `DisabledInController`) while it asks, and one Warning Event per
+spec generation, not one per reconcile.
 """
 
 from __future__ import annotations
@@ -34,7 +39,13 @@ from climatik.api.models import (
     TargetKindName,
     TargetStatus,
 )
-from climatik.api.status import set_condition
+from climatik.api.status import (
+    GPU_TUNING_CONDITION,
+    GPU_TUNING_DISABLED_IN_CONTROLLER,
+    find_condition,
+    set_condition,
+    status_from_wire,
+)
 from climatik.domain.capping import (
     CapObservation,
     CappingState,
@@ -44,7 +55,7 @@ from climatik.domain.capping import (
     RackObservation,
     TargetObservation,
 )
-from climatik.domain.config import PolicyType, PowerCappingConfig, TargetKind
+from climatik.domain.config import GpuTuningMode, PolicyType, PowerCappingConfig, TargetKind
 from climatik.kube.client import ApiError, KubeClient
 from climatik.kube.store import split_key
 from climatik.policies.carbon import caps_with_carbon
@@ -87,6 +98,9 @@ from climatik.sources.prometheus import (
 from climatik.sources.promql import QueryTemplateError
 
 log = structlog.get_logger(__name__)
+
+_ConditionSpec = tuple[str, ConditionStatus, str, str]
+"""A condition to set: type, status, reason, message."""
 
 _EVENT_REASONS = {
     CeilingAction.LOWER: "CeilingLowered",
@@ -133,6 +147,8 @@ class _ConfigMemory:
     learning_paused_until_s: float = 0.0
     """After GPU clocks changed, readings from before the change are still in Prometheus for a
     scrape or two; they must not undo the rescaled estimates."""
+    tuning_warned_generation: int | None = None
+    """The spec generation last warned about asking for GPU tuning the controller does not run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +175,7 @@ class PowerCapReconciler:
         settings: CappingSettings,
         session_factory: Callable[[], Awaitable[aiohttp.ClientSession]],
         hints: TuningHints | None = None,
+        gpu_tuning_enabled: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -171,6 +188,7 @@ class PowerCapReconciler:
         self._settings = settings
         self._session_factory = session_factory
         self._hints = hints
+        self._gpu_tuning_enabled = gpu_tuning_enabled
         self._clock = clock
         self._wall_clock = wall_clock
         self._memory: dict[str, _ConfigMemory] = {}
@@ -197,6 +215,9 @@ class PowerCapReconciler:
             raise TerminalError(f"{key}: {error}") from error
 
         memory = self._memory.setdefault(key, _ConfigMemory())
+        tuning_off = self._tuning_disabled(config)
+        if tuning_off:
+            await self._warn_tuning_disabled(obj, config, memory, tuning_off[0][3])
         scale = self._hints.take(key) if self._hints is not None else None
         if scale is not None:
             # GPU clocks changed under the targets: a replica now draws `scale` times the power.
@@ -233,9 +254,11 @@ class PowerCapReconciler:
                         problem,
                     ),
                     (ConditionType.READY, ConditionStatus.FALSE, "Misconfigured", problem),
+                    *tuning_off,
                 ],
                 generation=config.generation,
                 cap=self._effective_cap(obj, config),
+                clear_gpu_tuning=not tuning_off,
             )
             await self._events.record(obj, "Warning", "MeasurementMisconfigured", problem)
             raise
@@ -273,16 +296,68 @@ class PowerCapReconciler:
         await self._write_status(
             obj,
             plan,
-            self._conditions(
-                config, plan, measured, resolution.missing, targets, observation=observation
-            ),
+            [
+                *self._conditions(
+                    config, plan, measured, resolution.missing, targets, observation=observation
+                ),
+                *tuning_off,
+            ],
             generation=config.generation,
             observation=observation,
             cap=(cap_w, cap_source),
             targets=targets,
             measured=measured,
+            clear_gpu_tuning=not tuning_off,
         )
         return Result(requeue_after=self._settings.interval_s)
+
+    # -- GPU tuning switched off --------------------------------------------------------------
+
+    def _tuning_disabled(self, config: PowerCappingConfig) -> list[_ConditionSpec]:
+        """The `GpuTuning` condition when the config asks for tuning this controller does not
+        run (`CLIMATIK_GPU_TUNING__ENABLED=false`); empty otherwise."""
+        mode = config.gpu_tuning.mode
+        if self._gpu_tuning_enabled or mode is GpuTuningMode.DISABLED:
+            return []
+        message = (
+            f"spec.gpuTuning.mode is {mode}, but GPU tuning is disabled in the controller "
+            "(CLIMATIK_GPU_TUNING__ENABLED=false): no tuning Job runs and watts per replica are "
+            "learned from measurements only; power capping is not affected. Set "
+            "spec.gpuTuning.mode to Disabled, or enable GPU tuning in the controller "
+            "(with its namespace and Role: docs/gpu-tuning.md)"
+        )
+        return [
+            (
+                GPU_TUNING_CONDITION,
+                ConditionStatus.FALSE,
+                GPU_TUNING_DISABLED_IN_CONTROLLER,
+                message,
+            )
+        ]
+
+    async def _warn_tuning_disabled(
+        self,
+        obj: Mapping[str, Any],
+        config: PowerCappingConfig,
+        memory: _ConfigMemory,
+        message: str,
+    ) -> None:
+        """One Warning Event per spec generation. The event recorder would fold repeats into one
+        Event, but still patch its count on every reconcile; and after a restart the condition
+        already written for this generation says the user was told."""
+        if memory.tuning_warned_generation == config.generation:
+            return
+        memory.tuning_warned_generation = config.generation
+        status = status_from_wire(obj)
+        told = find_condition(status.conditions if status else None, GPU_TUNING_CONDITION)
+        if (
+            told is not None
+            and told.reason == GPU_TUNING_DISABLED_IN_CONTROLLER
+            and told.observed_generation == config.generation
+        ):
+            return
+        log.warning("gpu_tuning_requested_but_disabled", mode=str(config.gpu_tuning.mode))
+        await self._events.record(obj, "Warning", "GpuTuningDisabledInController", message)
 
     # -- measuring ----------------------------------------------------------------------------
 
@@ -551,14 +626,17 @@ class PowerCapReconciler:
         self,
         obj: Mapping[str, Any],
         plan: CeilingPlan | None,
-        conditions: Sequence[tuple[ConditionType, ConditionStatus, str, str]],
+        conditions: Sequence[_ConditionSpec],
         *,
         generation: int,
         observation: CapObservation | None = None,
         cap: tuple[float, EffectiveCapSource] | None = None,
         targets: Sequence[ResolvedTarget] = (),
         measured: _Measured | None = None,
+        clear_gpu_tuning: bool = False,
     ) -> None:
+        """Merge `conditions` into the status; `clear_gpu_tuning` drops a `GpuTuning` condition
+        this reconciler set, once the config no longer asks (or the controller tunes again)."""
         now = self._wall_clock()
         # The carbon reconciler owns the effective cap of configs with a carbon section.
         owns_cap = (
@@ -569,6 +647,15 @@ class PowerCapReconciler:
 
         def desire(current: PowerCappingConfigStatus | None) -> PowerCappingConfigStatus:
             merged: Sequence[Condition] | None = current.conditions if current else None
+            if clear_gpu_tuning and merged:
+                merged = [
+                    c
+                    for c in merged
+                    if not (
+                        c.type == GPU_TUNING_CONDITION
+                        and c.reason == GPU_TUNING_DISABLED_IN_CONTROLLER
+                    )
+                ]
             for type_, status, reason, message in conditions:
                 merged = set_condition(
                     merged,

@@ -165,6 +165,9 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
         settings=settings,
         session_factory=session.get,
         hints=tuning_hints(ctx),
+        # The same switch that leaves the GPU-tuning controller out (controllers.py): with it
+        # off, configs asking for tuning are told so instead of silently left untuned.
+        gpu_tuning_enabled=GpuTuningSettings().enabled,
     )
     return Controller("power-cap", reconciler, queue)
 

@@ -2,18 +2,33 @@
 ever listed and watched in the GPU-tuning namespace, whatever namespace the rest watches, which
 is what lets RBAC grant them through a Role there (deploy/base/gpu-tuning.yaml) instead of a
 ClusterRole. With ``CLIMATIK_GPU_TUNING__ENABLED=false`` the GPU-tuning controller is not built at
-all, so an installation without that namespace and Role has no informer there to be refused."""
+all, so an installation without that namespace and Role has no informer there to be refused; a
+config that still asks for tuning then gets a ``GpuTuning`` condition and one Warning Event."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
 import pytest
 import structlog
+from prometheus_client import CollectorRegistry
 
+from climatik.api.status import (
+    GPU_TUNING_CONDITION,
+    GPU_TUNING_DISABLED_IN_CONTROLLER,
+    apply_merge_patch,
+)
 from climatik.domain.gpu import TUNE_NODE_LABEL
-from climatik.kube.client import CONFIGMAPS, KubeClient
+from climatik.kube.client import CONFIGMAPS, KubeClient, Resource
+from climatik.kube.store import Store, thaw
 from climatik.reconcilers.gpu_tuning import JOBS, GpuTuningReconciler
+from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler
-from climatik.reconcilers.settings import GpuTuningSettings
+from climatik.reconcilers.result import TerminalError
+from climatik.reconcilers.settings import CappingSettings, GpuTuningSettings
+from climatik.reconcilers.targets import WorkloadCaches
 from climatik.runtime.capping import gpu_tuning_controller, power_cap_controller
 from climatik.runtime.controllers import BUILTIN_CONTROLLERS, controller_factories
 from climatik.runtime.manager import Manager
@@ -100,3 +115,168 @@ async def test_power_cap_without_gpu_tuning_gets_no_tuned_watts(
     assert isinstance(capping, PowerCapReconciler)
     assert isinstance(tuning, GpuTuningReconciler)
     assert tuning._hints is capping._hints
+
+
+class _Cache:
+    """An informer as the reconciler reads it: only its store."""
+
+    def __init__(self, *objs: dict[str, Any]) -> None:
+        self.store = Store()
+        for obj in objs:
+            self.store.upsert(obj)
+
+
+class _StatusClient(KubeClient):
+    """Applies status merge patches to the cached config, like the API server and a watch would."""
+
+    def __init__(self, configs: _Cache) -> None:
+        super().__init__(api_client=None)
+        self.configs = configs
+        self.status_patches: list[dict[str, Any]] = []
+
+    async def merge_patch(
+        self,
+        resource: Resource,
+        name: str,
+        patch: Mapping[str, Any],
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        assert subresource == "status", (resource, name, patch)
+        self.status_patches.append(dict(patch))
+        current = self.configs.store.get(f"{namespace}/{name}")
+        assert current is not None
+        updated: dict[str, Any] = apply_merge_patch(thaw(current), patch)
+        updated["metadata"].pop("resourceVersion", None)
+        self.configs.store.upsert(updated)
+        return updated
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.recorded: list[tuple[str, str, str]] = []
+
+    async def record(
+        self, obj: Mapping[str, Any], event_type: str, reason: str, message: str
+    ) -> bool:
+        self.recorded.append((event_type, reason, message))
+        return True
+
+
+def _pcc(mode: str, generation: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "powercapping.climatik-project.ai/v1",
+        "kind": "PowerCappingConfig",
+        "metadata": {"name": "cap", "namespace": "ns", "uid": "u1", "generation": generation},
+        "spec": {"powerCapLimit": 1000, "deploymentName": "llm", "gpuTuning": {"mode": mode}},
+    }
+
+
+def _reconciler(
+    configs: _Cache, client: _StatusClient, events: _Events, *, enabled: bool
+) -> PowerCapReconciler:
+    async def no_session() -> aiohttp.ClientSession:
+        raise AssertionError("no Prometheus is configured, so none is asked")
+
+    return PowerCapReconciler(
+        client,
+        configs=configs,
+        workloads=WorkloadCaches(_Cache(), _Cache(), _Cache(), _Cache(), _Cache()),
+        nodes=_Cache(),
+        events=events,
+        metrics=CappingMetrics(CollectorRegistry()),
+        settings=CappingSettings(),
+        session_factory=no_session,
+        gpu_tuning_enabled=enabled,
+    )
+
+
+async def _reconcile(reconciler: PowerCapReconciler) -> None:
+    # No Prometheus anywhere: the reconcile ends Misconfigured, which must not hide the note.
+    with pytest.raises(TerminalError, match="no Prometheus"):
+        await reconciler.reconcile("ns/cap")
+
+
+def _status(configs: _Cache) -> dict[str, Any]:
+    obj = configs.store.get("ns/cap")
+    assert obj is not None
+    status: dict[str, Any] = thaw(obj.get("status") or {})
+    return status
+
+
+def _conditions(configs: _Cache) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in _status(configs).get("conditions") or ()}
+
+
+@pytest.mark.parametrize("mode", ["Recommend", "Apply"])
+async def test_a_config_asking_for_disabled_gpu_tuning_is_told_once(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CLIMATIK_CAPPING__PROMETHEUS_ADDRESS", raising=False)
+    configs = _Cache(_pcc(mode))
+    client, events = _StatusClient(configs), _Events()
+    reconciler = _reconciler(configs, client, events, enabled=False)
+    for _ in range(3):
+        await _reconcile(reconciler)
+    tuning = _conditions(configs)[GPU_TUNING_CONDITION]
+    assert tuning["status"] == "False"
+    assert tuning["reason"] == GPU_TUNING_DISABLED_IN_CONTROLLER == "DisabledInController"
+    assert "CLIMATIK_GPU_TUNING__ENABLED=false" in tuning["message"]
+    assert mode in tuning["message"]
+    # Everything else is reported as without the note.
+    assert _conditions(configs)["Ready"]["reason"] == "Misconfigured"
+    warnings = [e for e in events.recorded if e[1] == "GpuTuningDisabledInController"]
+    assert len(warnings) == 1, events.recorded
+    assert warnings[0][0] == "Warning"
+    assert "CLIMATIK_GPU_TUNING__ENABLED=false" in warnings[0][2]
+    # A restarted controller finds the condition for this generation: no second Event.
+    restarted = _reconciler(configs, client, events, enabled=False)
+    await _reconcile(restarted)
+    assert [e[1] for e in events.recorded].count("GpuTuningDisabledInController") == 1
+    # A new spec generation still asking is told again.
+    configs.store.upsert({**_pcc(mode, generation=2), "status": _status(configs)})
+    await _reconcile(restarted)
+    assert [e[1] for e in events.recorded].count("GpuTuningDisabledInController") == 2
+
+
+async def test_the_gpu_tuning_condition_goes_once_the_config_stops_asking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CLIMATIK_CAPPING__PROMETHEUS_ADDRESS", raising=False)
+    configs = _Cache(_pcc("Apply"))
+    client, events = _StatusClient(configs), _Events()
+    reconciler = _reconciler(configs, client, events, enabled=False)
+    await _reconcile(reconciler)
+    assert GPU_TUNING_CONDITION in _conditions(configs)
+    configs.store.upsert({**_pcc("Disabled", generation=2), "status": _status(configs)})
+    await _reconcile(reconciler)
+    assert GPU_TUNING_CONDITION not in _conditions(configs)
+    assert "Ready" in _conditions(configs)
+    assert [e[1] for e in events.recorded].count("GpuTuningDisabledInController") == 1
+
+
+@pytest.mark.parametrize(("enabled", "mode"), [(True, "Apply"), (False, "Disabled")])
+async def test_no_gpu_tuning_note_when_tuning_runs_or_is_not_asked_for(
+    enabled: bool, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CLIMATIK_CAPPING__PROMETHEUS_ADDRESS", raising=False)
+    configs = _Cache(_pcc(mode))
+    client, events = _StatusClient(configs), _Events()
+    await _reconcile(_reconciler(configs, client, events, enabled=enabled))
+    assert GPU_TUNING_CONDITION not in _conditions(configs)
+    assert "Ready" in _conditions(configs)
+    assert "GpuTuningDisabledInController" not in [e[1] for e in events.recorded]
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, True), ("false", False)])
+def test_the_power_cap_controller_reads_the_same_switch(
+    value: str | None, expected: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if value is None:
+        monkeypatch.delenv("CLIMATIK_GPU_TUNING__ENABLED", raising=False)
+    else:
+        monkeypatch.setenv("CLIMATIK_GPU_TUNING__ENABLED", value)
+    reconciler = _manager(None).add_controller(power_cap_controller).reconciler
+    assert isinstance(reconciler, PowerCapReconciler)
+    assert reconciler._gpu_tuning_enabled is expected
