@@ -165,18 +165,25 @@ class _Room:
         delta = _known(delta_watts)
         if delta is None or not self.index:
             return None
-        rise = np.zeros(self.temps_c.shape)
-        known_column = False
-        for inlet_id, value in place.inlet_rise_c_per_kw:
-            coefficient = _known(value)
-            if coefficient is None:
-                continue
-            known_column = True
-            i = self.index.get(inlet_id)
-            if i is not None:
-                rise[i] = min(max(0.0, coefficient), _TERM_LIMIT)
-        if not known_column:
+        column = place.inlet_rise_c_per_kw
+        if not column:
             return None
+        # Vectorised: a twin room has hundreds of places, each column names every inlet.
+        coefficients = np.fromiter(
+            (value for _, value in column), dtype=np.float64, count=len(column)
+        )
+        rows = np.fromiter(
+            (self.index.get(inlet_id, -1) for inlet_id, _ in column),
+            dtype=np.int64,
+            count=len(column),
+        )
+        finite = np.isfinite(coefficients)
+        if not finite.any():
+            return None
+        use = finite & (rows >= 0)
+        rise = np.zeros(self.temps_c.shape)
+        # An inlet named twice in a column counts with its largest rise (the cautious reading).
+        np.maximum.at(rise, rows[use], np.clip(coefficients[use], 0.0, _TERM_LIMIT))
         after = np.clip(self.temps_c + rise * (_clamp(delta) / 1000.0), -_TERM_LIMIT, _TERM_LIMIT)
         return float(after.max())
 
