@@ -7,6 +7,10 @@ The controllers run as a ServiceAccount holding exactly deploy/base's RBAC (rend
 kustomize, moved into this test's namespaces), and the tuning Jobs live in a namespace of their
 own, as installed: the controller lists and watches Jobs and ConfigMaps there only, and may not
 anywhere else. The result is written as the tuner's ServiceAccount, with its Role alone.
+
+Switched off as deploy/overlays/no-gpu-tuning installs it (its RBAC, without the tuning
+namespace or any Role there, and its `CLIMATIK_GPU_TUNING__ENABLED=false`), the built-in
+controllers still cap power, and a config asking for tuning is told why none happens.
 """
 
 from __future__ import annotations
@@ -30,11 +34,14 @@ from climatik.domain.gpu import TUNE_NODE_LABEL, result_configmap_name
 from climatik.kube.client import CONFIGMAPS, ApiError, KubeClient
 from climatik.reconcilers.gpu_tuning import JOBS
 from climatik.runtime.capping import gpu_tuning_controller, power_cap_controller
+from climatik.runtime.controllers import controller_factories
 from climatik.runtime.manager import Manager
 from tests.integration.conftest import Kubectl
 from tests.integration.polling import eventually
 from tests.integration.workloads import (
     capping_config,
+    ceiling_becomes,
+    condition,
     deployment,
     kubectl_json,
     running_manager,
@@ -50,7 +57,9 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.integration.prometheus"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
-BASE = Path(__file__).resolve().parents[2] / "deploy" / "base"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+BASE = DEPLOY / "base"
+NO_GPU_TUNING = DEPLOY / "overlays" / "no-gpu-tuning"
 CONTROLLER_SA = "climatik-controller"
 TUNER_SA = "climatik-gpu-tuner"
 # deploy/base's objects for the controller's and the tuner's permissions (kind, name).
@@ -64,6 +73,13 @@ RBAC_OBJECTS = {
     ("Role", "climatik-gpu-tune"),
     ("RoleBinding", "climatik-gpu-tune"),
 }
+# What deploy/overlays/no-gpu-tuning keeps of them: the controller's own, none in the tuning
+# namespace.
+CONTROLLER_RBAC_OBJECTS = {
+    ("ServiceAccount", CONTROLLER_SA),
+    ("ClusterRole", "climatik-controller"),
+    ("ClusterRoleBinding", "climatik-controller"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,22 +91,30 @@ class Accounts:
     tuner: Path
 
 
-def _rendered_rbac(dev_cluster: ClusterInfo, moves: dict[str, str], suffix: str) -> list[Any]:
-    """deploy/base's RBAC as kustomize renders it, in this test's namespaces; cluster-scoped
-    names get `suffix` so the session's other tests never meet them."""
+def _render(dev_cluster: ClusterInfo, source: Path) -> list[dict[str, Any]]:
+    """A kustomization's objects, as `kubectl kustomize` renders them."""
     rendered = subprocess.run(
-        [str(dev_cluster.kubectl), "kustomize", str(BASE)],
+        [str(dev_cluster.kubectl), "kustomize", str(source)],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     ).stdout
-    objs = [
-        o
-        for o in yaml.safe_load_all(rendered)
-        if isinstance(o, dict) and (o["kind"], o["metadata"]["name"]) in RBAC_OBJECTS
-    ]
-    assert len(objs) == len(RBAC_OBJECTS), "deploy/base no longer has the objects named here"
+    return [o for o in yaml.safe_load_all(rendered) if isinstance(o, dict)]
+
+
+def _rendered_rbac(
+    rendered: list[dict[str, Any]],
+    moves: dict[str, str],
+    suffix: str,
+    expected: set[tuple[str, str]] = RBAC_OBJECTS,
+) -> list[Any]:
+    """The rendering's part of deploy/base's RBAC (which must be exactly `expected`), in this
+    test's namespaces; cluster-scoped names get `suffix` so the session's other tests never meet
+    them."""
+    objs = [o for o in rendered if (o["kind"], o["metadata"]["name"]) in RBAC_OBJECTS]
+    found = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    assert found == expected, "the installer no longer renders the RBAC objects named here"
     for obj in objs:
         meta = obj["metadata"]
         if obj["kind"].startswith("Cluster"):
@@ -128,7 +152,9 @@ def accounts(dev_cluster: ClusterInfo, namespace: str, tmp_path: Path) -> Iterat
     tuning_ns = f"{namespace}-gpu"
     suffix = uuid.uuid4().hex[:8]
     objs = _rendered_rbac(
-        dev_cluster, {"climatik-system": namespace, "climatik-gpu-tuning": tuning_ns}, suffix
+        _render(dev_cluster, BASE),
+        {"climatik-system": namespace, "climatik-gpu-tuning": tuning_ns},
+        suffix,
     )
     admin.run("create", "namespace", tuning_ns)
     try:
@@ -141,16 +167,17 @@ def accounts(dev_cluster: ClusterInfo, namespace: str, tmp_path: Path) -> Iterat
             tuner=_token_kubeconfig(admin, TUNER_SA, tuning_ns, tmp_path / "tuner.yaml"),
         )
     finally:
-        for obj in objs:
-            if obj["kind"].startswith("Cluster"):
-                admin.run(
-                    "delete",
-                    obj["kind"].lower(),
-                    obj["metadata"]["name"],
-                    "--wait=false",
-                    check=False,
-                )
+        _delete_cluster_scoped(admin, objs)
         admin.run("delete", "namespace", tuning_ns, "--wait=false", check=False)
+
+
+def _delete_cluster_scoped(admin: Kubectl, objs: list[Any]) -> None:
+    """The namespaced objects go with the test's namespaces; these would outlive them."""
+    for obj in objs:
+        if obj["kind"].startswith("Cluster"):
+            admin.run(
+                "delete", obj["kind"].lower(), obj["metadata"]["name"], "--wait=false", check=False
+            )
 
 
 @pytest.fixture
@@ -170,6 +197,44 @@ async def controllers(
     as_controller = dataclasses.replace(dev_cluster, kubeconfig=accounts.controller)
     async with running_manager(as_controller, namespace, factories) as manager:
         yield manager
+
+
+@pytest.fixture
+async def controllers_without_tuning(
+    dev_cluster: ClusterInfo, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Manager]:
+    """Every built-in controller the switch leaves on, as deploy/overlays/no-gpu-tuning runs
+    them: its CLIMATIK_GPU_TUNING__ENABLED, and its RBAC alone (no tuning namespace at all)."""
+    rendered = _render(dev_cluster, NO_GPU_TUNING)
+    (controller,) = [
+        o
+        for o in rendered
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "climatik-controller"
+    ]
+    env = {
+        e["name"]: e.get("value")
+        for e in controller["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["CLIMATIK_GPU_TUNING__ENABLED"] == "false"
+    assert not [o for o in rendered if o["metadata"].get("namespace") == "climatik-gpu-tuning"]
+    admin = Kubectl(dev_cluster.kubectl, dev_cluster.kubeconfig, namespace)
+    suffix = uuid.uuid4().hex[:8]
+    objs = _rendered_rbac(
+        rendered, {"climatik-system": namespace}, suffix, expected=CONTROLLER_RBAC_OBJECTS
+    )
+    try:
+        for obj in objs:
+            admin.apply(obj)
+        kubeconfig = _token_kubeconfig(admin, CONTROLLER_SA, namespace, tmp_path / "sa.yaml")
+        monkeypatch.setenv("CLIMATIK_GPU_TUNING__ENABLED", env["CLIMATIK_GPU_TUNING__ENABLED"])
+        # A namespace that does not exist: nothing may be listed or watched there.
+        monkeypatch.setenv("CLIMATIK_GPU_TUNING__JOB_NAMESPACE", f"{namespace}-gpu")
+        monkeypatch.setenv("CLIMATIK_CAPPING__INTERVAL_S", "1")
+        as_controller = dataclasses.replace(dev_cluster, kubeconfig=kubeconfig)
+        async with running_manager(as_controller, namespace, controller_factories()) as manager:
+            yield manager
+    finally:
+        _delete_cluster_scoped(admin, objs)
 
 
 async def jobs(kubectl: Kubectl) -> list[dict[str, Any]]:
@@ -299,3 +364,49 @@ async def test_power_crossing_the_trigger_starts_one_job_per_node_and_results_fe
         timeout_s=15,
     )
     assert watts_per_replica(after) == pytest.approx(before * scale, rel=0.1)
+
+
+async def test_with_gpu_tuning_off_as_the_overlay_installs_it_capping_works_and_says_so(
+    controllers_without_tuning: Manager,
+    kubectl: Kubectl,
+    namespace: str,
+    metrics_exporter: ExporterHandle,
+    prometheus: PrometheusServer,
+) -> None:
+    manager = controllers_without_tuning
+    assert "gpu-tuning" not in {c.name for c in manager.controllers}
+    assert "power-cap" in {c.name for c in manager.controllers}
+    assert not [
+        i for i in manager.informers if i.resource == JOBS or i.namespace not in (namespace, None)
+    ]
+    kubectl.apply(deployment("llm", 3, {"app": "llm"}))
+    kubectl.apply(scaled_object("llm", "llm", min_replicas=1, max_replicas=10))
+    pods = await running_pods(kubectl, "llm", 3)
+    await serve_watts(metrics_exporter, namespace, pods, 330)  # 990 W of 1000: hold at current
+    config = capping_config("cap", prometheus.url, [so_ref("llm")], policy="Threshold", cap_w=1000)
+    config["spec"]["gpuTuning"] = {"mode": "Apply"}
+    kubectl.apply(config)
+
+    await ceiling_becomes(kubectl, "llm", 3)  # from the user's 10
+    pcc = await eventually(
+        lambda: kubectl_json(kubectl, "pcc", "cap"),
+        lambda obj: condition(obj, "Capping").get("status") == "True",
+    )
+    assert condition(pcc, "MetricsAvailable")["status"] == "True"
+    assert condition(pcc, "Ready")["status"] == "True"
+    tuning = condition(pcc, "GpuTuning")
+    assert (tuning.get("status"), tuning.get("reason")) == ("False", "DisabledInController"), pcc
+    assert "CLIMATIK_GPU_TUNING__ENABLED=false" in tuning["message"]
+    # Every cache synced: the overlay's RBAC refuses nothing the controllers ask for.
+    assert manager.ready()
+
+    await asyncio.sleep(3)  # three more reconciles at a 1 s interval
+    events = await kubectl_json(
+        kubectl,
+        "events",
+        "--field-selector",
+        "involvedObject.name=cap,reason=GpuTuningDisabledInController",
+    )
+    (warning,) = events["items"]
+    assert (warning["type"], warning.get("count", 1)) == ("Warning", 1)
+    assert "CLIMATIK_GPU_TUNING__ENABLED=false" in warning["message"]
