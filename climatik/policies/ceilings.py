@@ -331,15 +331,23 @@ def _allocate(
 
     allowance = growth_allowance
     pool_w = max(0.0, idle_pool_w)
+    deferrable_open = True
     for index, growth in order:
         if growth and allowance == 0:
             continue
         credit = min(idle_credit_w, pool_w) if growth else 0.0
         cost = max(0.0, slots[index].watts_per_replica - credit)
+        if slots[index].target.deferrable:
+            # The deferrable grants are a prefix of their own order too: once one misses the
+            # carbon budget, no cheaper one after it slips in (that could raise a batch
+            # ceiling under a dirty grid), and none of them blocks the grants that follow.
+            if not deferrable_open:
+                continue
+            if cost > left_deferrable_w:
+                deferrable_open = False
+                continue
         if cost > left_w:
             break
-        if slots[index].target.deferrable and cost > left_deferrable_w:
-            continue
         counts[index] += 1
         left_w -= cost
         left_deferrable_w -= cost
