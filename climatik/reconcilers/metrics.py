@@ -18,7 +18,8 @@ class CappingMetrics:
         )
         self.power_cap_watts = Gauge(
             "climatik_power_cap_watts",
-            "The cap in force (after carbon).",
+            "The cap the whole scope must stay under: the carbon-adjusted cap, or powerCapLimit "
+            "while a carbon cap holds back only deferrable targets.",
             ["config"],
             registry=registry,
         )

@@ -546,7 +546,7 @@ class PowerCapReconciler:
     ) -> None:
         metrics = self._metrics
         # The cap in force after carbon, as before: the lower cap when only batch work yields.
-        metrics.power_cap_watts.labels(key).set(_carbon_cap_w(observation))
+        metrics.power_cap_watts.labels(key).set(observation.cap_w)
         metrics.metrics_available.labels(key).set(0 if measured.problem else 1)
         if observation.measured_w is not None:
             metrics.power_watts.labels(key).set(observation.measured_w)
@@ -745,13 +745,6 @@ def batch_can_yield(config: PowerCappingConfig, targets: Sequence[ResolvedTarget
     `any_deferrable`). Only the Headroom policy budgets per target; under Threshold the carbon
     cap stays the whole scope's cap, else annotating a target would switch carbon capping off."""
     return config.policy.type is PolicyType.HEADROOM and any(t.deferrable for t in targets)
-
-
-def _carbon_cap_w(observation: CapObservation) -> float:
-    """The lowest cap in force: the carbon cap whether it binds the scope or batch work only."""
-    if observation.deferrable_cap_w is not None:
-        return observation.deferrable_cap_w
-    return observation.cap_w
 
 
 def _binding_note(observation: CapObservation, targets: Sequence[ResolvedTarget]) -> str:
