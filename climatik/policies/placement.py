@@ -213,9 +213,10 @@ def _climatik_score(
     hrf = _known(place.recirculation_c_per_kw)
     score = 0.0
     if predicted_peak_c is not None and peak_change_c is not None:
-        # The absolute prediction, not the change: the same ranking within one call (the
-        # current peak is common to every candidate), and a cooler room never scores lower.
-        score -= _clamp(weights.peak_inlet_per_c * predicted_peak_c)
+        # The change, not the absolute prediction: a place whose rise is only estimated (no
+        # column) must compete on the same footing as one with a column, not on room
+        # temperature.
+        score -= _clamp(weights.peak_inlet_per_c * peak_change_c)
         parts.append(f"hottest inlet {predicted_peak_c:.1f} °C ({peak_change_c:+.2f} °C)")
     if hrf is not None:
         score -= _clamp(weights.recirculation_per_c_per_kw * _clamp(hrf))
@@ -270,6 +271,16 @@ def score_racks(
     inlets = _known_inlets(places, inlets_c) if added_watts is not None else {}
     current_peak_c = max(inlets.values()) if inlets else None
     room = _Room(inlets)
+    predicted: dict[str, float] = {}
+    if strategy is PlacementStrategy.CLIMATIK and current_peak_c is not None and added_watts:
+        for place in places:
+            peak = room.peak_c(place, max(0.0, added_watts))
+            if peak is not None:
+                predicted[place.place_id] = peak
+    # A place without a column gets a cautious estimate once any candidate has a prediction:
+    # its recirculation factor times the watts (the most any one inlet can rise), else the
+    # worst predicted rise. Otherwise missing knowledge would look like a cool spot.
+    worst_rise_c = max((p - (current_peak_c or 0.0) for p in predicted.values()), default=0.0)
     scores: list[PlaceScore] = []
     for place in places:
         hrf = _known(place.recirculation_c_per_kw) or 0.0
@@ -288,10 +299,17 @@ def score_racks(
             case PlacementStrategy.CLIMATIK:
                 if service_series_w is not None and place.load_series_w:
                     correlation = pearson_correlation(service_series_w, place.load_series_w)
-                if current_peak_c is not None and added_watts is not None:
-                    peak_c = room.peak_c(place, max(0.0, added_watts))
-                    if peak_c is not None:
-                        peak_change_c = max(0.0, peak_c - current_peak_c)
+                if current_peak_c is not None and predicted:
+                    peak_c = predicted.get(place.place_id)
+                    if peak_c is None:
+                        factor = _known(place.recirculation_c_per_kw)
+                        rise_c = (
+                            worst_rise_c
+                            if factor is None or added_watts is None
+                            else _clamp(max(0.0, factor) * max(0.0, added_watts) / 1000.0)
+                        )
+                        peak_c = current_peak_c + rise_c
+                    peak_change_c = max(0.0, peak_c - current_peak_c)
                 score, reason = _climatik_score(
                     place,
                     weights,

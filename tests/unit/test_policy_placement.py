@@ -449,3 +449,13 @@ def test_setpoints_stay_within_unit_limits_and_move_toward_the_redline(
         target = settings_.redline_c - settings_.guard_c
         if rec.hottest_inlet_c > target:
             assert rec.change_c <= 0
+
+
+def test_a_place_without_a_column_is_not_mistaken_for_a_cool_one() -> None:
+    # "hot" has no heat-matrix column yet (a partial ConfigMap, or history still filling): its
+    # rise is estimated from its recirculation factor instead of counting as none.
+    cool = place("cool", 0.5, inlet_c=22.0, max_inlet_c=32.0, inlet_rise_c_per_kw=(("cool", 0.1),))
+    hot = place("hot", 0.5, inlet_c=30.0, max_inlet_c=32.0)
+    ranked = score_racks([hot, cool], PlacementStrategy.CLIMATIK, added_watts=5_000.0)
+    assert [s.place_id for s in ranked] == ["cool", "hot"]
+    assert ranked[1].peak_inlet_change_c == pytest.approx(2.5)  # 0.5 °C/kW x 5 kW
