@@ -7,6 +7,7 @@ what the twin computes; the tests only hold them to the targets.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from climatik.sim.engine import SimResult, Twin
@@ -91,6 +92,12 @@ def test_a_carbon_cap_delays_batch_work_without_failing_chat() -> None:
     assert by_service["climatik"]["summarise"] >= 0.98
     slo = {name: result.policies[name]["slo_attainment"] for name in compared}
     assert slo["climatik"] >= slo["climatik-no-carbon"] - 0.02
+    # And the cap did hold the summariser back where the grid was dirtiest.
+    replicas = np.array(result.history.replicas)  # (samples, policies, services)
+    dirty = np.array(result.history.carbon_g_per_kwh) >= 300.0
+    summarise = result.service_names.index("summarise")
+    held, free = replicas[dirty, :, summarise].mean(axis=0)
+    assert held < free
 
 
 def test_tuned_clocks_buy_tokens_per_joule_and_throughput_under_the_cap() -> None:
