@@ -155,7 +155,14 @@ class ControllerContext(Protocol):
         namespace: str | None = None,
         label_selector: str | None = None,
         indexers: Mapping[str, Callable[[Mapping[str, Any]], list[str]]] | None = None,
-    ) -> Any: ...
+    ) -> Any:
+        """A shared informer (one per resource, namespace and selector).
+
+        A controller's workers start once the informers its factory asked for have synced, so
+        a factory must ask here, during its own call, for every informer it reads: one obtained
+        later, or handed over from another factory, is not waited for.
+        """
+        ...
 
     def new_queue(self, name: str) -> WorkQueue[str]: ...
 

@@ -93,7 +93,8 @@ def write_html_report(result: SimResult, folder: Path) -> Path:
     ax.axhline(result.site_cap_w / 1000.0, color="black", linestyle="--", label="site cap")
     for p, name in enumerate(names):
         if not np.allclose(caps[:, p], result.site_cap_w / 1000.0):
-            ax.plot(hours, caps[:, p], linestyle=":", label=f"{name} effective cap")
+            # The carbon cap: the whole site's, or only deferrable services' when there are some.
+            ax.plot(hours, caps[:, p], linestyle=":", label=f"{name} carbon cap")
     ax.set_xlabel("hour")
     ax.set_ylabel("IT power (kW)")
     ax.legend(fontsize="small", ncol=2)
