@@ -24,7 +24,10 @@ changes, it:
 5. recommends supply-air setpoints per cooling group (zone, or rack) and, with
    `spec.cooling.mode: Webhook`, posts them to the cooling system (`DryRun` only reports);
 6. reports: the `RacksWithinLimits` condition (with per-rack score, power, inlet and headroom in
-   its message), Events on transitions, and the `climatik_rack_*` metrics.
+   its message), Events on transitions, and the `climatik_rack_*` metrics. A recirculation
+   ConfigMap that cannot be read, or parts of it that cannot be used, are named in that
+   condition and in a `RecirculationConfigInvalid` Warning (once per distinct problem); the bad
+   part is ignored and those racks fall back to the estimate from history.
 
 Steps 1 to 3 and the snapshot need only reads, so the reconciler may run on standby replicas too
 (their webhooks answer requests as well); everything after the snapshot runs only while
@@ -40,7 +43,7 @@ import json
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -172,6 +175,12 @@ class _Memory:
     over_limit: frozenset[str] = frozenset()
     last_cooling: str = ""
     template_changed_at: dict[str, float] = field(default_factory=dict)
+    recirculation_text: str | None = None
+    """The last `racks.yaml` read, held while the ConfigMap cannot be read (not while absent)."""
+    recirculation_problem: str = ""
+    """What is wrong with the recirculation ConfigMap this round, in words ("" when nothing)."""
+    reported_recirculation_problem: str = ""
+    """The problem last sent as an Event: a Warning goes out only when the text changes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,30 +207,137 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _replica_watts(series: Sequence[float], pods: int) -> float | None:
-    """What one replica draws: the workload's latest power over its pods; None if unknown.
+def _running(pod: Obj) -> bool:
+    """A pod that draws power: phase Running and not being deleted."""
+    phase = (pod.get("status") or {}).get("phase")
+    return phase == "Running" and not _meta(pod).get("deletionTimestamp")
 
-    The node's idle draw is not known here, so this is the replica's whole share, an upper
-    bound of what adding or removing one changes."""
-    if not series or pods <= 0:
+
+def _replica_watts(series: Sequence[float], running_pods: int) -> float | None:
+    """What one replica draws: the workload's latest power over its running pods; None if unknown.
+
+    Only running pods draw (a Pending or Terminating pod adds nothing to the summed series), so
+    counting them would understate a replica. The node's idle draw is not known here, so this
+    is the replica's whole share, an upper bound of what adding or removing one changes."""
+    if not series or running_pods <= 0:
         return None
     latest = _finite(series[-1])
-    return max(0.0, latest) / pods if latest is not None else None
+    return max(0.0, latest) / running_pods if latest is not None else None
 
 
-def _column(raw: Any) -> tuple[tuple[str, float], ...]:
-    """A ConfigMap `inletRiseCPerKw` mapping as a heat-matrix column; () when malformed."""
+@dataclass(frozen=True, slots=True)
+class RackCoefficients:
+    """The usable part of one rack's entry in the recirculation ConfigMap."""
+
+    factor_c_per_kw: float | None = None
+    column: tuple[tuple[str, float], ...] = ()
+    """Per inlet rack, °C of rise per kW dissipated here; only known racks, finite and ≥ 0."""
+    zone: str | None = None
+
+
+FACTOR_FIELD = "recirculationCPerKw"
+COLUMN_FIELD = "inletRiseCPerKw"
+
+
+def _number(value: Any) -> float | None:
+    """`value` as a finite float; None for anything else (YAML booleans included)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _kind(value: Any) -> str:
+    names = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "empty" if value is None else names.get(type(value), f"a {type(value).__name__}")
+
+
+def _keys(data: Mapping[str, Any]) -> str:
+    text = ", ".join(sorted(str(k) for k in data)) or "none"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _column(
+    rack: str, raw: Any, known_racks: Collection[str]
+) -> tuple[tuple[tuple[str, float], ...], list[str]]:
+    """A ConfigMap `inletRiseCPerKw` mapping as a heat-matrix column, and what was dropped."""
     if not isinstance(raw, Mapping):
-        return ()
-    return tuple(
-        sorted(
-            (str(inlet), float(value))
-            for inlet, value in raw.items()
-            if isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-        )
-    )
+        return (), [
+            f"rack {rack}: {COLUMN_FIELD} is {_kind(raw)}, not a mapping of inlet rack to "
+            "°C per kW; ignored"
+        ]
+    entries: list[tuple[str, float]] = []
+    problems: list[str] = []
+    for key in sorted(raw, key=str):
+        inlet, value = str(key), raw[key]
+        number = _number(value)
+        where = f"rack {rack}: {COLUMN_FIELD}.{inlet}"
+        if number is None:
+            problems.append(f"{where} {_show(value)} is not a finite number; ignored")
+        elif number < 0:
+            problems.append(f"{where} {number:g} is negative (heat never cools an inlet); ignored")
+        elif inlet not in known_racks:
+            problems.append(
+                f"{where} names a rack no node carries and no rackConstraint names; ignored"
+            )
+        else:
+            entries.append((inlet, number))
+    return tuple(entries), problems
+
+
+def parse_recirculation(
+    text: str, rack_ids: Collection[str]
+) -> tuple[dict[str, RackCoefficients], list[str]]:
+    """The usable part of `racks.yaml`, and every part that is not, in words (stable order).
+
+    A bad part is dropped and the rest kept: a rack whose factor or column is dropped falls back
+    to the estimate from history, exactly as a rack the ConfigMap does not name."""
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        detail = " ".join(str(error).split())[:200]
+        return {}, [f"not valid YAML ({detail}); all of it is ignored"]
+    if parsed is None:
+        return {}, []
+    if not isinstance(parsed, Mapping):
+        return {}, [
+            f"the document is {_kind(parsed)}, not a mapping of rack to settings; "
+            "all of it is ignored"
+        ]
+    racks: dict[str, RackCoefficients] = {}
+    problems: list[str] = []
+    for key in sorted(parsed, key=str):
+        rack, entry = str(key), parsed[key]
+        if not isinstance(entry, Mapping):
+            problems.append(f"rack {rack}: the entry is {_kind(entry)}, not a mapping; ignored")
+            continue
+        factor: float | None = None
+        if FACTOR_FIELD in entry:
+            factor = _number(entry[FACTOR_FIELD])
+            if factor is None:
+                problems.append(
+                    f"rack {rack}: {FACTOR_FIELD} {_show(entry[FACTOR_FIELD])} is not a finite "
+                    "number; ignored"
+                )
+        column: tuple[tuple[str, float], ...] = ()
+        if COLUMN_FIELD in entry:
+            column, dropped = _column(rack, entry[COLUMN_FIELD], rack_ids)
+            problems.extend(dropped)
+        zone = entry.get("zone")
+        racks[rack] = RackCoefficients(factor, column, str(zone) if zone else None)
+    return racks, problems
+
+
+_MAX_PROBLEMS = 6
+"""Problems named in one Event or condition message; the rest are counted."""
 
 
 class PlacementReconciler:
@@ -297,7 +413,8 @@ class PlacementReconciler:
         for workload in workloads:
             pod_names = [str(_meta(p).get("name")) for p in workload.pods]
             series = await source.service_power_series(workload.namespace, pod_names)
-            replica_w = _replica_watts(series, len(pod_names))
+            # The series sums every pod's power; only running pods contribute to it.
+            replica_w = _replica_watts(series, sum(1 for p in workload.pods if _running(p)))
             key_w = (workload.namespace, workload.deployment)
             scored[key_w] = score_racks(
                 observations,
@@ -318,6 +435,7 @@ class PlacementReconciler:
             # A standby: its admission webhook needs the scores too (the Service sends it
             # requests), but only the leader writes to the cluster or the cooling system.
             return Result(requeue_after=self._settings.interval_s)
+        await self._report_recirculation(obj, memory)
         if config.placement.mode is not PlacementMode.DISABLED:
             await self._deletion_costs(config, workloads, keep, racks)
         if config.placement.mode is PlacementMode.TEMPLATE:
@@ -368,26 +486,65 @@ class PlacementReconciler:
             out.append(Workload(namespace, name, pods))
         return out
 
-    async def _recirculation(self, config: PowerCappingConfig) -> dict[str, dict[str, Any]]:
+    async def _recirculation(
+        self, config: PowerCappingConfig, rack_ids: Collection[str], memory: _Memory
+    ) -> dict[str, RackCoefficients]:
+        """The ConfigMap's usable coefficients; what is wrong, in `memory.recirculation_problem`.
+
+        Absent (404) is not a problem: the estimate from history is the documented default.
+        Unreadable otherwise (403: RBAC grants `get` on one name only) keeps the last copy read,
+        if any, so a passing API error does not throw configured coefficients away."""
+        name = self._settings.recirculation_config_map
+        where = f"ConfigMap {config.namespace}/{name}"
+        problems: list[str] = []
+        text: str | None
         try:
-            cm = await self._client.get(
-                CONFIGMAPS, self._settings.recirculation_config_map, config.namespace
-            )
+            cm = await self._client.get(CONFIGMAPS, name, config.namespace)
         except ApiError as error:
-            if not error.is_not_found:
-                log.warning("recirculation_config_map_unreadable", error=str(error))
-            return {}
-        raw = (cm.get("data") or {}).get(RECIRCULATION_KEY)
-        if not raw:
-            return {}
-        try:
-            parsed = yaml.safe_load(raw)
-        except yaml.YAMLError as error:
-            log.warning("recirculation_config_map_invalid", error=str(error)[:200])
-            return {}
-        if not isinstance(parsed, dict):
-            return {}
-        return {str(k): v for k, v in parsed.items() if isinstance(v, dict)}
+            if error.is_not_found:
+                memory.recirculation_text = None
+                memory.recirculation_problem = ""
+                return {}
+            log.warning("recirculation_config_map_unreadable", error=str(error))
+            hint = (
+                " (the controller's RBAC grants get on one ConfigMap name; if "
+                "CLIMATIK_PLACEMENT__RECIRCULATION_CONFIG_MAP names another, grant it too)"
+                if error.status == 403
+                else ""
+            )
+            held = (
+                "the copy read earlier is kept"
+                if memory.recirculation_text is not None
+                else "recirculation is estimated from power and inlet history instead"
+            )
+            problems.append(f"cannot be read: HTTP {error.status} {error.reason}{hint}; {held}")
+            text = memory.recirculation_text
+        else:
+            data = cm.get("data") or {}
+            text = data.get(RECIRCULATION_KEY)
+            memory.recirculation_text = text
+            if text is None:
+                problems.append(
+                    f"has no key {RECIRCULATION_KEY} (keys: {_keys(data)}); "
+                    "recirculation is estimated from power and inlet history instead"
+                )
+        coefficients: dict[str, RackCoefficients] = {}
+        if text:
+            coefficients, bad = parse_recirculation(text, rack_ids)
+            problems.extend(f"{RECIRCULATION_KEY}: {p}" for p in bad)
+        if problems:
+            shown = problems[:_MAX_PROBLEMS]
+            if len(problems) > len(shown):
+                shown.append(f"and {len(problems) - len(shown)} more")
+            memory.recirculation_problem = (
+                f"{where}: "
+                + "; ".join(shown)
+                + f". Racks without a usable {FACTOR_FIELD} or {COLUMN_FIELD} use the estimate "
+                "from power and inlet history (no recirculation term until there is enough)"
+            )
+        else:
+            memory.recirculation_problem = ""
+        return coefficients
 
     async def _racks(
         self, config: PowerCappingConfig, source: RackSignalSource, memory: _Memory
@@ -412,12 +569,10 @@ class PlacementReconciler:
         signals = await source.read_racks(
             [RackNodes(r, tuple(sorted(nodes_by_rack[r]))) for r in rack_ids]
         )
-        coefficients = await self._recirculation(config)
+        coefficients = await self._recirculation(config, rack_ids, memory)
         hrf, columns = self._hrf(rack_ids, signals, coefficients, memory)
-        zones = {
-            r: str(coefficients.get(r, {}).get("zone") or zone_of_rack.get(r) or r)
-            for r in rack_ids
-        }
+        none = RackCoefficients()
+        zones = {r: coefficients.get(r, none).zone or zone_of_rack.get(r) or r for r in rack_ids}
         zone_w: dict[str, float] = {}
         for r in rack_ids:
             watts = _finite(signals[r].watts)
@@ -452,19 +607,20 @@ class PlacementReconciler:
         self,
         rack_ids: Sequence[str],
         signals: Mapping[str, RackSignals],
-        coefficients: Mapping[str, Mapping[str, Any]],
+        coefficients: Mapping[str, RackCoefficients],
         memory: _Memory,
     ) -> tuple[dict[str, float], dict[str, tuple[tuple[str, float], ...]]]:
         """Recirculation factor and heat-matrix column per rack: configured, else estimated."""
         configured: dict[str, float] = {}
         columns: dict[str, tuple[tuple[str, float], ...]] = {}
         for r in rack_ids:
-            value = coefficients.get(r, {}).get("recirculationCPerKw")
-            if isinstance(value, int | float) and math.isfinite(value):
-                configured[r] = float(value)
-            column = _column(coefficients.get(r, {}).get("inletRiseCPerKw"))
-            if column:
-                columns[r] = column
+            entry = coefficients.get(r)
+            if entry is None:
+                continue
+            if entry.factor_c_per_kw is not None:
+                configured[r] = entry.factor_c_per_kw
+            if entry.column:
+                columns[r] = entry.column
         # Remember complete readings for the estimate (racks with power and inlet).
         if tuple(rack_ids) != memory.history_racks:
             memory.history.clear()
@@ -651,6 +807,15 @@ class PlacementReconciler:
 
     # -- reporting ------------------------------------------------------------------------------
 
+    async def _report_recirculation(self, obj: Obj, memory: _Memory) -> None:
+        """A Warning Event when the ConfigMap's problem changes (once per text, not per round)."""
+        problem = memory.recirculation_problem
+        if problem == memory.reported_recirculation_problem:
+            return
+        if problem:
+            await self._events.record(obj, "Warning", "RecirculationConfigInvalid", problem)
+        memory.reported_recirculation_problem = problem
+
     def _report_metrics(
         self,
         config: PowerCappingConfig,
@@ -715,6 +880,9 @@ class PlacementReconciler:
         else:
             status, reason = ConditionStatus.TRUE, "WithinLimits"
             message = "; ".join(lines)
+        if memory.recirculation_problem:
+            # The condition is where an operator looks first; the Event alone would age out.
+            message = f"{message}. {memory.recirculation_problem}"
         for rack in sorted(over - memory.over_limit):
             await self._events.record(
                 obj,

@@ -10,6 +10,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from climatik.api.convert import config_from_object
 from climatik.domain.config import PowerCappingConfig
 from climatik.domain.placement import PlaceScore, SupplySetpoint
@@ -54,13 +56,17 @@ class Cache:
 
 
 class RecordingClient:
-    """Records patches; answers GETs from a dict (404 otherwise)."""
+    """Records patches; answers GETs from a dict (404 otherwise), or with an error set for it."""
 
     def __init__(self, objects: dict[tuple[str, str], dict[str, Any]] | None = None) -> None:
         self.objects = objects or {}
+        self.errors: dict[tuple[str, str], ApiError] = {}
         self.patches: list[tuple[str, str, dict[str, Any], str | None]] = []
 
     async def get(self, resource: Resource, name: str, namespace: str | None = None) -> Any:
+        error = self.errors.get((resource.plural, name))
+        if error is not None:
+            raise error
         found = self.objects.get((resource.plural, name))
         if found is None:
             raise ApiError(404, {"reason": "NotFound"})
@@ -127,7 +133,9 @@ def node(name: str, rack: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "labels": {KEY: rack}}}
 
 
-def pod(name: str, node_name: str, cost: str | None = None) -> dict[str, Any]:
+def pod(
+    name: str, node_name: str, cost: str | None = None, phase: str = "Running"
+) -> dict[str, Any]:
     annotations = {DELETION_COST_ANNOTATION: cost} if cost is not None else {}
     return {
         "metadata": {
@@ -137,6 +145,7 @@ def pod(name: str, node_name: str, cost: str | None = None) -> dict[str, Any]:
             "annotations": annotations,
         },
         "spec": {"nodeName": node_name},
+        "status": {"phase": phase},
     }
 
 
@@ -466,4 +475,240 @@ async def test_a_standby_publishes_scores_but_writes_nothing() -> None:
     assert await rec.reconcile(f"{NS}/cap") == Result(requeue_after=7.0)
     assert rec.snapshot.lookup(NS, "chat") is not None
     assert client.patches == []
+    assert events.recorded == []
+
+
+def scores_by_rack(metrics: PlacementMetrics) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for family in metrics.registry.collect():
+        if family.name == "climatik_rack_score":
+            for sample in family.samples:
+                found[sample.labels["rack"]] = sample.value
+    return found
+
+
+async def test_one_replicas_watts_count_only_running_pods() -> None:
+    # Two running pods share the workload's 10 kW (5 kW each). A Pending pod and a terminating
+    # one draw nothing: counting them would make a replica 3.3 kW (or 2.5 kW) and understate the
+    # predicted rise of the hottest inlet.
+    cm = {
+        "data": {
+            "racks.yaml": (
+                "rack-a: {recirculationCPerKw: 0.5, inletRiseCPerKw: {rack-a: 0.1, rack-b: 0.4}}\n"
+                "rack-b: {recirculationCPerKw: 0.5, inletRiseCPerKw: {rack-a: 0.4, rack-b: 0.1}}\n"
+            )
+        }
+    }
+
+    async def scores(pods: list[dict[str, Any]]) -> dict[str, float]:
+        signals = static(
+            RackSignals("rack-a", watts=10_000.0, inlet_c=24.0),
+            RackSignals("rack-b", watts=10_000.0, inlet_c=26.0),
+        )
+        signals.set_service_series(NS, (10_000.0,))
+        rec, _, _, metrics = reconciler(
+            config(),
+            pods,
+            signals,
+            client=RecordingClient({("configmaps", "climatik-recirculation"): cm}),
+        )
+        await rec.reconcile(f"{NS}/cap")
+        return scores_by_rack(metrics)
+
+    running = [pod("p-a", "a-0"), pod("p-b", "b-0")]
+    terminating = pod("p-old", "a-0")
+    terminating["metadata"]["deletionTimestamp"] = "2026-11-29T20:00:00Z"
+    with_idle = [*running, pod("p-new", "", phase="Pending"), terminating]
+    one_running = [pod("p-a", "a-0"), pod("p-b", "b-0", phase="Pending")]
+    base = await scores(running)
+    assert await scores(with_idle) == base
+    # The same 10 kW from one running pod: one replica is 10 kW, a larger predicted rise.
+    alone = await scores(one_running)
+    assert set(alone) == set(base) == {"rack-a", "rack-b"}
+    assert all(alone[r] < base[r] for r in base)
+
+
+RECIRCULATION = ("configmaps", "climatik-recirculation")
+GOOD_A = "rack-a: {recirculationCPerKw: 3.0}\n"
+"""rack-a's usable part: with it rack-b (no factor) is preferred, without it rack-a (by name)."""
+
+
+async def reconcile_with(
+    text: str, rounds: int = 2
+) -> tuple[PlacementReconciler, RecordingClient, Events]:
+    client = RecordingClient({RECIRCULATION: {"data": {"racks.yaml": text}}})
+    rec, _, events, _ = reconciler(
+        config(),
+        [],
+        static(RackSignals("rack-a", watts=10_000.0, inlet_c=22.0), COOL),
+        client=client,
+    )
+    for _ in range(rounds):
+        await rec.reconcile(f"{NS}/cap")
+    return rec, client, events
+
+
+def invalid_events(events: Events) -> list[str]:
+    return [e[3] for e in events.recorded if e[2] == "RecirculationConfigInvalid"]
+
+
+def preferred_first(rec: PlacementReconciler) -> str:
+    found = rec.snapshot.lookup(NS, "chat")
+    assert found is not None
+    return found.preferred[0][0]
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ("rack-b: [1, 2]\n", "rack rack-b: the entry is a list, not a mapping"),
+        ("rack-b: {recirculationCPerKw: hot}\n", "rack rack-b: recirculationCPerKw 'hot'"),
+        ("rack-b: {recirculationCPerKw: .nan}\n", "rack rack-b: recirculationCPerKw nan"),
+        ("rack-b: {recirculationCPerKw: true}\n", "rack rack-b: recirculationCPerKw True"),
+        ("rack-b: {inletRiseCPerKw: 0.4}\n", "rack rack-b: inletRiseCPerKw is a number"),
+        (
+            "rack-b: {inletRiseCPerKw: {rack-a: x, rack-b: 0.1}}\n",
+            "rack rack-b: inletRiseCPerKw.rack-a 'x' is not a finite number",
+        ),
+        (
+            "rack-b: {inletRiseCPerKw: {rack-a: .inf}}\n",
+            "rack rack-b: inletRiseCPerKw.rack-a inf is not a finite number",
+        ),
+        (
+            "rack-b: {inletRiseCPerKw: {rack-a: -0.2}}\n",
+            "rack rack-b: inletRiseCPerKw.rack-a -0.2 is negative",
+        ),
+        (
+            "rack-b: {inletRiseCPerKw: {rack-z: 0.3}}\n",
+            "rack rack-b: inletRiseCPerKw.rack-z names a rack no node carries",
+        ),
+    ],
+)
+async def test_a_bad_part_of_the_recirculation_config_map_is_reported_once_and_ignored(
+    bad: str, named: str
+) -> None:
+    rec, client, events = await reconcile_with(GOOD_A + bad)
+    (message,) = invalid_events(events)  # two rounds, one Event
+    assert message.startswith("ConfigMap llm/climatik-recirculation: racks.yaml: ")
+    assert named in message
+    assert "ignored" in message
+    assert "estimate from power and inlet history" in message
+    assert [e[1] for e in events.recorded if e[2] == "RecirculationConfigInvalid"] == ["Warning"]
+    # The rest of the ConfigMap still applies: rack-a's factor puts rack-b first.
+    assert preferred_first(rec) == "rack-b"
+    # And the condition says so too.
+    (condition,) = [p for p in client.patches if p[3] == "status"][-1][2]["status"]["conditions"]
+    assert named in condition["message"]
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("rack-a: {recirculationCPerKw: 3.0\n", "racks.yaml: not valid YAML ("),
+        ("- rack-a\n- rack-b\n", "racks.yaml: the document is a list, not a mapping"),
+    ],
+)
+async def test_an_unusable_recirculation_document_is_reported_once_and_estimated(
+    text: str, named: str
+) -> None:
+    rec, _, events = await reconcile_with(text)
+    (message,) = invalid_events(events)
+    assert message.startswith("ConfigMap llm/climatik-recirculation: ")
+    assert named in message
+    assert "all of it is ignored" in message
+    # No factor at all (no history yet): equal racks, the first by name.
+    assert preferred_first(rec) == "rack-a"
+
+
+async def test_a_valid_recirculation_config_map_raises_nothing() -> None:
+    _, client, events = await reconcile_with(GOOD_A + "rack-b: {recirculationCPerKw: 0.5}\n")
+    assert invalid_events(events) == []
+    (condition,) = [p for p in client.patches if p[3] == "status"][-1][2]["status"]["conditions"]
+    assert "ConfigMap" not in condition["message"]
+
+
+async def test_the_valid_part_of_a_column_still_steers_placement() -> None:
+    # As the heat-matrix test above, with two unusable inlets in rack-b's column: what is left
+    # (rack-b's heat lands mostly on rack-a) still makes rack-b the better place.
+    cm = {
+        "data": {
+            "racks.yaml": (
+                "rack-a: {recirculationCPerKw: 0.5, inletRiseCPerKw: {rack-a: 0.1, rack-b: 0.4}}\n"
+                "rack-b: {recirculationCPerKw: 0.5,"
+                " inletRiseCPerKw: {rack-a: 0.4, rack-b: 0.1, rack-z: 0.3, rack-q: warm}}\n"
+            )
+        }
+    }
+    signals = static(
+        RackSignals("rack-a", watts=10_000.0, inlet_c=24.0),
+        RackSignals("rack-b", watts=10_000.0, inlet_c=26.0),
+    )
+    signals.set_service_series(NS, (10_000.0,))
+    rec, _, events, _ = reconciler(
+        config(),
+        [pod("p-a", "a-0"), pod("p-b", "b-0")],
+        signals,
+        client=RecordingClient({RECIRCULATION: cm}),
+    )
+    await rec.reconcile(f"{NS}/cap")
+    assert preferred_first(rec) == "rack-b"
+    (message,) = invalid_events(events)
+    assert "inletRiseCPerKw.rack-q 'warm'" in message
+    assert "inletRiseCPerKw.rack-z names a rack" in message
+
+
+async def test_a_new_recirculation_problem_is_reported_again_and_a_fixed_one_clears() -> None:
+    client = RecordingClient({RECIRCULATION: {"data": {"racks.yaml": "rack-b: [1]\n"}}})
+    rec, _, events, _ = reconciler(config(), [], static(HOT_OVER, COOL), client=client)
+    await rec.reconcile(f"{NS}/cap")
+    client.objects[RECIRCULATION] = {"data": {"racks.yaml": "rack-b: {recirculationCPerKw: x}"}}
+    await rec.reconcile(f"{NS}/cap")
+    await rec.reconcile(f"{NS}/cap")
+    assert len(invalid_events(events)) == 2
+    assert "recirculationCPerKw 'x'" in invalid_events(events)[1]
+    client.objects[RECIRCULATION] = {"data": {"racks.yaml": GOOD_A}}
+    await rec.reconcile(f"{NS}/cap")
+    (condition,) = [p for p in client.patches if p[3] == "status"][-1][2]["status"]["conditions"]
+    assert "ConfigMap" not in condition["message"]
+    # The same problem coming back is news again.
+    client.objects[RECIRCULATION] = {"data": {"racks.yaml": "rack-b: [1]\n"}}
+    await rec.reconcile(f"{NS}/cap")
+    assert len(invalid_events(events)) == 3
+
+
+async def test_a_config_map_without_the_key_is_reported() -> None:
+    client = RecordingClient({RECIRCULATION: {"data": {"racks.yml": GOOD_A}}})
+    rec, _, events, _ = reconciler(config(), [], static(HOT_OVER, COOL), client=client)
+    await rec.reconcile(f"{NS}/cap")
+    (message,) = invalid_events(events)
+    assert "has no key racks.yaml (keys: racks.yml)" in message
+
+
+async def test_a_forbidden_config_map_is_an_event_and_the_last_copy_is_kept() -> None:
+    client = RecordingClient({RECIRCULATION: {"data": {"racks.yaml": GOOD_A}}})
+    same = static(RackSignals("rack-a", watts=10_000.0, inlet_c=22.0), COOL)
+    rec, _, events, _ = reconciler(config(), [], same, client=client)
+    await rec.reconcile(f"{NS}/cap")
+    assert invalid_events(events) == []
+    client.errors[RECIRCULATION] = ApiError(403, {"reason": "Forbidden", "message": "no"})
+    await rec.reconcile(f"{NS}/cap")
+    await rec.reconcile(f"{NS}/cap")
+    (message,) = invalid_events(events)
+    assert "ConfigMap llm/climatik-recirculation: cannot be read: HTTP 403 Forbidden" in message
+    assert "CLIMATIK_PLACEMENT__RECIRCULATION_CONFIG_MAP" in message
+    assert "the copy read earlier is kept" in message
+    assert preferred_first(rec) == "rack-b"  # rack-a's factor still applies
+    # Never readable: the estimate applies, and the message says that instead.
+    rec2, _, events2, _ = reconciler(config(), [], same, client=client)
+    await rec2.reconcile(f"{NS}/cap")
+    (message2,) = invalid_events(events2)
+    assert "estimated from power and inlet history instead" in message2
+    assert preferred_first(rec2) == "rack-a"
+
+
+async def test_a_standby_reports_no_recirculation_problem() -> None:
+    client = RecordingClient({RECIRCULATION: {"data": {"racks.yaml": "- rack-a\n"}}})
+    client.write_gate = lambda: False  # type: ignore[attr-defined]
+    rec, _, events, _ = reconciler(config(), [], static(HOT_OVER, COOL), client=client)
+    await rec.reconcile(f"{NS}/cap")
     assert events.recorded == []
