@@ -459,3 +459,38 @@ async def test_template_mode_patches_the_deployment_rack_affinity(
     assert await eventually(on_racks, lambda r: len(r) == 2, timeout_s=90) == ["rack-b"] * 2
     events = kubectl.get_json("events", "--field-selector", "reason=TemplateAffinityUpdated")
     assert any(e["involvedObject"]["name"] == "llm" for e in events["items"])
+
+
+async def test_a_bad_recirculation_config_map_is_a_warning_event_and_in_the_condition(
+    kubectl: Kubectl, namespace: str, placement: Placement
+) -> None:
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "climatik-recirculation"},
+            "data": {
+                "racks.yaml": (
+                    "rack-a: {recirculationCPerKw: 0.3}\n"
+                    "rack-b: {recirculationCPerKw: 0.2, inletRiseCPerKw: {rack-z: 0.1}}\n"
+                )
+            },
+        }
+    )
+    placement.signals.set(RackSignals("rack-a", watts=12_000.0, inlet_c=21.0), COOL)
+    await create_config(placement, namespace, capping_config("cap", "llm"))
+
+    async def probe() -> dict[str, Any] | None:
+        obj = await placement.client.get(POWER_CAPPING_CONFIGS, "cap", namespace)
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "RacksWithinLimits"), None)
+
+    found = await eventually(probe, lambda c: c is not None and "rack-z" in c["message"])
+    assert found is not None
+    assert "inletRiseCPerKw.rack-z" in found["message"]
+    await asyncio.sleep(3.0)  # a few more rounds (1 s apart): still one Event, sent once
+    events = kubectl.get_json("events", "--field-selector", "reason=RecirculationConfigInvalid")
+    (event,) = [e for e in events["items"] if e["involvedObject"]["name"] == "cap"]
+    assert event["type"] == "Warning"
+    assert event.get("count", 1) == 1
+    assert f"ConfigMap {namespace}/climatik-recirculation" in event["message"]
