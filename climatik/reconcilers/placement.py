@@ -441,7 +441,7 @@ class PlacementReconciler:
         if config.placement.mode is PlacementMode.TEMPLATE:
             await self._templates(config, workloads, scored, memory)
         setpoints = await self._cool(obj, config, racks, memory)
-        self._report_metrics(config, racks, rack_scores, scored, setpoints)
+        self._report_metrics(config, racks, rack_scores, scored, setpoints, memory=memory)
         requeue = await self._report_status(obj, config, racks, rack_scores, memory)
         if requeue:
             return Result(requeue=True)
@@ -823,12 +823,15 @@ class PlacementReconciler:
         rack_scores: Sequence[PlaceScore],
         scored: Mapping[tuple[str, str], tuple[PlaceScore, ...]],
         setpoints: Sequence[SupplySetpoint],
+        *,
+        memory: _Memory,
     ) -> None:
         m = self._metrics
         # Drop last round's series (racks or groups may be gone), then set this round's; no
         # await in between, so a scrape never sees the gap.
         m.forget_config(config.key)
         key = config.key
+        m.set_gauge(m.recirculation_config_ok, 0.0 if memory.recirculation_problem else 1.0, key)
         admissible = {s.place_id: s.admissible for s in rack_scores}
         for r in racks:
             o = r.observation

@@ -84,7 +84,15 @@ class PlacementMetrics:
             ["config"],
             registry=r,
         )
+        self.recirculation_config_ok = Gauge(
+            "climatik_placement_recirculation_config_ok",
+            "0 while the recirculation ConfigMap cannot be read or has unusable parts (see the "
+            "RecirculationConfigInvalid Event), else 1 (absent counts as fine: history is used).",
+            ["config"],
+            registry=r,
+        )
         self._gauges = (
+            self.recirculation_config_ok,
             self.rack_score,
             self.rack_admissible,
             self.rack_inlet,

@@ -712,3 +712,22 @@ async def test_a_standby_reports_no_recirculation_problem() -> None:
     rec, _, events, _ = reconciler(config(), [], static(HOT_OVER, COOL), client=client)
     await rec.reconcile(f"{NS}/cap")
     assert events.recorded == []
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [(GOOD_A + "rack-b: {recirculationCPerKw: hot}\n", 0.0), (GOOD_A, 1.0)],
+)
+async def test_the_recirculation_config_state_is_a_metric(text: str, ok: float) -> None:
+    client = RecordingClient({RECIRCULATION: {"data": {"racks.yaml": text}}})
+    rec, _, _, metrics = reconciler(
+        config(),
+        [],
+        static(RackSignals("rack-a", watts=10_000.0, inlet_c=22.0), COOL),
+        client=client,
+    )
+    await rec.reconcile(f"{NS}/cap")
+    value = metrics.registry.get_sample_value(
+        "climatik_placement_recirculation_config_ok", {"config": f"{NS}/cap"}
+    )
+    assert value == ok
