@@ -30,6 +30,7 @@ score.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from itertools import groupby
@@ -150,37 +151,49 @@ def _known_inlets(
     return out
 
 
-class _Room:
-    """The known inlets as an array, indexed by place id (built once per scoring call)."""
+@functools.lru_cache(maxsize=4096)
+def _column_arrays(
+    column: tuple[tuple[str, float], ...],
+) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.float64]]:
+    """A heat-matrix column as (inlet ids, coefficients) arrays, read-only.
 
-    __slots__ = ("index", "temps_c")
+    Cached: a controller (or the twin) scores the same racks' columns again and again, and a
+    column names every inlet, so reading it entry by entry would dominate the scoring time."""
+    ids = np.array([inlet_id for inlet_id, _ in column], dtype=np.str_)
+    coefficients = np.array([value for _, value in column], dtype=np.float64)
+    ids.setflags(write=False)
+    coefficients.setflags(write=False)
+    return ids, coefficients
+
+
+class _Room:
+    """The known inlets as arrays sorted by place id (built once per scoring call)."""
+
+    __slots__ = ("ids", "temps_c")
 
     def __init__(self, inlets_c: Mapping[str, float]) -> None:
         known = [(k, _known(v)) for k, v in inlets_c.items()]
-        pairs = [(k, _clamp(v)) for k, v in known if v is not None]
-        self.index = {k: i for i, (k, _) in enumerate(pairs)}
+        pairs = sorted((k, _clamp(v)) for k, v in known if v is not None)
+        self.ids: npt.NDArray[np.str_] = np.array([k for k, _ in pairs], dtype=np.str_)
         self.temps_c: npt.NDArray[np.float64] = np.array([v for _, v in pairs], dtype=np.float64)
 
     def peak_c(self, place: PlaceObservation, delta_watts: float) -> float | None:
         delta = _known(delta_watts)
-        if delta is None or not self.index:
+        if delta is None or not self.ids.size:
             return None
         column = place.inlet_rise_c_per_kw
         if not column:
             return None
-        # Vectorised: a twin room has hundreds of places, each column names every inlet.
-        coefficients = np.fromiter(
-            (value for _, value in column), dtype=np.float64, count=len(column)
-        )
-        rows = np.fromiter(
-            (self.index.get(inlet_id, -1) for inlet_id, _ in column),
-            dtype=np.int64,
-            count=len(column),
-        )
+        ids, coefficients = _column_arrays(column)
         finite = np.isfinite(coefficients)
         if not finite.any():
             return None
-        use = finite & (rows >= 0)
+        # Where each named inlet sits among the known ones (ids are sorted); -1: not known.
+        rows = np.searchsorted(self.ids, ids)
+        inside = rows < self.ids.size
+        found = np.zeros(rows.shape, dtype=bool)
+        found[inside] = self.ids[rows[inside]] == ids[inside]
+        use = finite & found
         rise = np.zeros(self.temps_c.shape)
         # An inlet named twice in a column counts with its largest rise (the cautious reading).
         np.maximum.at(rise, rows[use], np.clip(coefficients[use], 0.0, _TERM_LIMIT))
