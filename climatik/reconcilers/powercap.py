@@ -149,6 +149,8 @@ class _ConfigMemory:
     scrape or two; they must not undo the rescaled estimates."""
     tuning_warned_generation: int | None = None
     """The spec generation last warned about asking for GPU tuning the controller does not run."""
+    tuning_event_refused_generation: int | None = None
+    """The generation whose warning Event the API refused (to be sent again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +213,8 @@ class PowerCapReconciler:
                 None,
                 [(ConditionType.READY, ConditionStatus.FALSE, "InvalidSpec", str(error))],
                 generation=int(obj["metadata"].get("generation") or 0),
+                # What it asks for cannot be read: no stale "tuning disabled" note either.
+                clear_gpu_tuning=True,
             )
             raise TerminalError(f"{key}: {error}") from error
 
@@ -347,17 +351,24 @@ class PowerCapReconciler:
         already written for this generation says the user was told."""
         if memory.tuning_warned_generation == config.generation:
             return
-        memory.tuning_warned_generation = config.generation
         status = status_from_wire(obj)
         told = find_condition(status.conditions if status else None, GPU_TUNING_CONDITION)
         if (
             told is not None
             and told.reason == GPU_TUNING_DISABLED_IN_CONTROLLER
             and told.observed_generation == config.generation
+            and memory.tuning_event_refused_generation != config.generation
         ):
+            memory.tuning_warned_generation = config.generation
             return
         log.warning("gpu_tuning_requested_but_disabled", mode=str(config.gpu_tuning.mode))
-        await self._events.record(obj, "Warning", "GpuTuningDisabledInController", message)
+        # Remembered only once the API took the Event; a refused one is tried again even though
+        # the condition (written anyway) is already there.
+        if await self._events.record(obj, "Warning", "GpuTuningDisabledInController", message):
+            memory.tuning_warned_generation = config.generation
+            memory.tuning_event_refused_generation = None
+        else:
+            memory.tuning_event_refused_generation = config.generation
 
     # -- measuring ----------------------------------------------------------------------------
 
@@ -545,7 +556,8 @@ class PowerCapReconciler:
         self, key: str, observation: CapObservation, plan: CeilingPlan, measured: _Measured
     ) -> None:
         metrics = self._metrics
-        # The cap in force after carbon, as before: the lower cap when only batch work yields.
+        # The cap the whole scope must stay under (a batch-only carbon cap is not it; that one
+        # is climatik_effective_cap_watts).
         metrics.power_cap_watts.labels(key).set(observation.cap_w)
         metrics.metrics_available.labels(key).set(0 if measured.problem else 1)
         if observation.measured_w is not None:

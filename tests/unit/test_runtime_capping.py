@@ -256,6 +256,43 @@ async def test_the_gpu_tuning_condition_goes_once_the_config_stops_asking(
     assert [e[1] for e in events.recorded].count("GpuTuningDisabledInController") == 1
 
 
+async def test_the_gpu_tuning_condition_goes_once_the_controller_tunes_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CLIMATIK_CAPPING__PROMETHEUS_ADDRESS", raising=False)
+    configs = _Cache(_pcc("Apply"))
+    client, events = _StatusClient(configs), _Events()
+    await _reconcile(_reconciler(configs, client, events, enabled=False))
+    assert GPU_TUNING_CONDITION in _conditions(configs)
+    # The controller restarts with tuning enabled; the spec is unchanged.
+    await _reconcile(_reconciler(configs, client, events, enabled=True))
+    assert GPU_TUNING_CONDITION not in _conditions(configs)
+
+
+class _RefusingEvents(_Events):
+    """An API server that refuses the first Event (e.g. a passing 500)."""
+
+    async def record(
+        self, obj: Mapping[str, Any], event_type: str, reason: str, message: str
+    ) -> bool:
+        await super().record(obj, event_type, reason, message)
+        return len(self.recorded) > 1
+
+
+async def test_a_refused_gpu_tuning_event_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CLIMATIK_CAPPING__PROMETHEUS_ADDRESS", raising=False)
+    configs = _Cache(_pcc("Apply"))
+    client, events = _StatusClient(configs), _RefusingEvents()
+    reconciler = _reconciler(configs, client, events, enabled=False)
+    # The first reconcile's Event is refused before any condition is written, so the second
+    # tries again; after that it is told.
+    for _ in range(3):
+        await _reconcile(reconciler)
+    assert [e[1] for e in events.recorded].count("GpuTuningDisabledInController") == 2
+
+
 @pytest.mark.parametrize(("enabled", "mode"), [(True, "Apply"), (False, "Disabled")])
 async def test_no_gpu_tuning_note_when_tuning_runs_or_is_not_asked_for(
     enabled: bool, mode: str, monkeypatch: pytest.MonkeyPatch
