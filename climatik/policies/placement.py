@@ -135,6 +135,13 @@ def _zone_mean_kw(places: Sequence[PlaceObservation]) -> float | None:
     return sum(by_zone.values()) / len(by_zone)
 
 
+def _recirculation(place: PlaceObservation) -> float | None:
+    """The place's recirculation factor, never below 0: heat never cools an inlet, so a negative
+    (mistyped, or a noisy estimate) must not make a place look better than a perfect one."""
+    factor = _known(place.recirculation_c_per_kw)
+    return None if factor is None else max(0.0, factor)
+
+
 def _known_inlets(
     places: Sequence[PlaceObservation], inlets_c: Mapping[str, float] | None
 ) -> dict[str, float]:
@@ -223,7 +230,7 @@ def _climatik_score(
     peak_change_c: float | None = None,
 ) -> tuple[float, str]:
     parts: list[str] = []
-    hrf = _known(place.recirculation_c_per_kw)
+    hrf = _recirculation(place)
     score = 0.0
     if predicted_peak_c is not None and peak_change_c is not None:
         # The change, not the absolute prediction: a place whose rise is only estimated (no
@@ -296,7 +303,7 @@ def score_racks(
     worst_rise_c = max((p - (current_peak_c or 0.0) for p in predicted.values()), default=0.0)
     scores: list[PlaceScore] = []
     for place in places:
-        hrf = _known(place.recirculation_c_per_kw) or 0.0
+        hrf = _recirculation(place) or 0.0
         correlation: float | None = None
         peak_change_c: float | None = None
         peak_c: float | None = None
@@ -315,7 +322,7 @@ def score_racks(
                 if current_peak_c is not None and predicted:
                     peak_c = predicted.get(place.place_id)
                     if peak_c is None:
-                        factor = _known(place.recirculation_c_per_kw)
+                        factor = _recirculation(place)
                         rise_c = (
                             worst_rise_c
                             if factor is None or added_watts is None

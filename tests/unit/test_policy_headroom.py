@@ -455,3 +455,27 @@ def test_a_deferrable_cap_never_raises_batch_nor_lowers_other_ceilings(
             assert after.new_max_replicas <= before.new_max_replicas
         else:
             assert after.new_max_replicas >= before.new_max_replicas
+
+
+def test_a_cheap_batch_replica_does_not_slip_past_one_the_carbon_cap_refused() -> None:
+    # Both batch targets want more. Without the carbon cap, the cap allows one more of the
+    # efficient 10 kW target and the grants stop there; under it that replica does not fit,
+    # and the cheap target must not take its place (its ceiling would rise on a dirty grid).
+    big = classed(
+        target("big", current=8, watts_per_replica=10_000.0, applied=8, tokens_per_joule=0.3),
+        priority=0,
+        deferrable=True,
+    )
+    small = classed(
+        target("small", current=2, watts_per_replica=1_000.0, applied=2, tokens_per_joule=0.1),
+        priority=0,
+        deferrable=True,
+    )
+    policy = HeadroomSettings(hysteresis_fraction=0.0)
+    state = learned(big=10_000.0, small=1_000.0)
+    clean = decide_replica_ceilings(scope(big, small), policy, state, 0.0)
+    dirty = decide_replica_ceilings(
+        replace(scope(big, small), deferrable_cap_w=90_000.0), policy, state, 0.0
+    )
+    assert clean.ceilings == {"big": 9, "small": 2}
+    assert dirty.ceilings == {"big": 8, "small": 2}

@@ -456,3 +456,12 @@ def test_a_place_without_a_column_is_not_mistaken_for_a_cool_one() -> None:
     ranked = score_racks([hot, cool], PlacementStrategy.CLIMATIK, added_watts=5_000.0)
     assert [s.place_id for s in ranked] == ["cool", "hot"]
     assert ranked[1].peak_inlet_change_c == pytest.approx(2.5)  # 0.5 °C/kW x 5 kW
+
+
+@pytest.mark.parametrize("strategy", [PlacementStrategy.MINHR, PlacementStrategy.CLIMATIK])
+def test_a_negative_recirculation_factor_is_no_better_than_none(
+    strategy: PlacementStrategy,
+) -> None:
+    # -5 °C/kW (a typo, or a noisy estimate) counts as 0: it ties with a perfect place.
+    ranked = score_racks([place("a", -5.0), place("b", 0.0)], strategy)
+    assert ranked[0].score == ranked[1].score
