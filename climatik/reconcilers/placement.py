@@ -39,13 +39,14 @@ the object's resourceVersion, so neither can silently drop the other's update.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import aiohttp
@@ -56,7 +57,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from climatik.api.convert import InvalidConfigError, config_from_object
 from climatik.api.models import ConditionStatus, ConditionType, PowerCappingConfigStatus
-from climatik.api.status import set_condition, status_from_wire, status_patch
+from climatik.api.status import find_condition, set_condition, status_from_wire, status_patch
 from climatik.domain.config import CoolingMode, PlacementMode, PowerCappingConfig, TargetKind
 from climatik.domain.placement import (
     InletReading,
@@ -162,6 +163,9 @@ class Workload:
     namespace: str
     deployment: str
     pods: tuple[Obj, ...]
+    """The pods not being deleted: the ones placement and deletion costs act on."""
+    terminating: tuple[Obj, ...] = ()
+    """Pods being deleted: they still draw power while they drain, so they count in its share."""
 
 
 @dataclass
@@ -180,6 +184,14 @@ class _Memory:
     recirculation_problem: str = ""
     """What is wrong with the recirculation ConfigMap this round, in words ("" when nothing)."""
     reported_recirculation_problem: str = ""
+    recirculation_parsed: (
+        tuple[
+            tuple[str, tuple[str, ...]],
+            tuple[Mapping[str, RackCoefficients], Sequence[str]],
+        ]
+        | None
+    ) = None
+    """The last `racks.yaml` parsed (with the racks it was checked against) and its result."""
     """The problem last sent as an Event: a Warning goes out only when the text changes."""
 
 
@@ -208,17 +220,18 @@ def _finite(value: float | None) -> float | None:
 
 
 def _running(pod: Obj) -> bool:
-    """A pod that draws power: phase Running and not being deleted."""
-    phase = (pod.get("status") or {}).get("phase")
-    return phase == "Running" and not _meta(pod).get("deletionTimestamp")
+    """A pod that draws power: phase Running, terminating or not (it draws while it drains)."""
+    return (pod.get("status") or {}).get("phase") == "Running"
 
 
 def _replica_watts(series: Sequence[float], running_pods: int) -> float | None:
     """What one replica draws: the workload's latest power over its running pods; None if unknown.
 
-    Only running pods draw (a Pending or Terminating pod adds nothing to the summed series), so
-    counting them would understate a replica. The node's idle draw is not known here, so this
-    is the replica's whole share, an upper bound of what adding or removing one changes."""
+    The series sums the power of every pod of the workload, terminating ones included (they keep
+    drawing while they drain), so the divisor counts the same pods: those in phase Running,
+    terminating or not. A Pending pod adds nothing to the sum and is not counted. The node's
+    idle draw is not known here, so this is the replica's whole share, an upper bound of what
+    adding or removing one changes."""
     if not series or running_pods <= 0:
         return None
     latest = _finite(series[-1])
@@ -251,13 +264,43 @@ def _number(value: Any) -> float | None:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    """`value` in at most about 40 characters, in time independent of its size.
+
+    The ConfigMap is untrusted: `repr` of a container walks all of it, and a few hundred bytes
+    of YAML aliases ("billion laughs") make a list of billions of elements that share storage.
+    So only scalars are shown; a container is described by its type and length."""
+    if isinstance(value, str | bytes):
+        text = repr(value[:40])
+        return text if len(value) <= 40 else text + "..."
+    if value is None or isinstance(value, bool | float | date):
+        return repr(value)
+    if isinstance(value, int):
+        # repr of a huge int is quadratic (and refused past 4300 digits): show its size.
+        return repr(value) if abs(value) < 10**30 else "a number of more than 30 digits"
+    if isinstance(value, Sized):
+        return f"{_kind(value)} of {len(value)} items"
+    return _kind(value)
 
 
 def _kind(value: Any) -> str:
-    names = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    names = {
+        list: "a list",
+        dict: "a mapping",
+        set: "a set",
+        str: "a string",
+        bytes: "binary data",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }
     return "empty" if value is None else names.get(type(value), f"a {type(value).__name__}")
+
+
+def _name(key: Any) -> str:
+    """A rack name from the ConfigMap, for messages: a string key shortened, anything else shown."""
+    if isinstance(key, str):
+        return key if len(key) <= 64 else key[:61] + "..."
+    return _show(key)
 
 
 def _keys(data: Mapping[str, Any]) -> str:
@@ -276,34 +319,53 @@ def _column(
         ]
     entries: list[tuple[str, float]] = []
     problems: list[str] = []
-    for key in sorted(raw, key=str):
-        inlet, value = str(key), raw[key]
+    for key in sorted(raw, key=_name):
+        value = raw[key]
         number = _number(value)
-        where = f"rack {rack}: {COLUMN_FIELD}.{inlet}"
-        if number is None:
+        where = f"rack {rack}: {COLUMN_FIELD}.{_name(key)}"
+        if not isinstance(key, str):
+            problems.append(f"{where}: the key is not a string ({QUOTE_HINT}); ignored")
+        elif number is None:
             problems.append(f"{where} {_show(value)} is not a finite number; ignored")
         elif number < 0:
             problems.append(f"{where} {number:g} is negative (heat never cools an inlet); ignored")
-        elif inlet not in known_racks:
+        elif key not in known_racks:
             problems.append(
                 f"{where} names a rack no node carries and no rackConstraint names; ignored"
             )
         else:
-            entries.append((inlet, number))
+            entries.append((key, number))
     return tuple(entries), problems
 
 
+MAX_RECIRCULATION_BYTES = 256 * 1024
+"""Largest `racks.yaml` read; a larger one is ignored whole (the estimate applies)."""
+QUOTE_HINT = "quote rack names in racks.yaml"
+_LOADER: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's loader when PyYAML was built with it: faster, and it refuses deep nesting itself."""
+
+
 def parse_recirculation(
-    text: str, rack_ids: Collection[str]
+    text: str, rack_ids: Collection[str], *, loader: type[Any] = _LOADER
 ) -> tuple[dict[str, RackCoefficients], list[str]]:
     """The usable part of `racks.yaml`, and every part that is not, in words (stable order).
 
     A bad part is dropped and the rest kept: a rack whose factor or column is dropped falls back
-    to the estimate from history, exactly as a rack the ConfigMap does not name."""
+    to the estimate from history, exactly as a rack the ConfigMap does not name. The text is
+    untrusted (anyone who may edit ConfigMaps in the namespace): this never raises, and takes
+    time about linear in the text's size, which is capped (no `repr` of what YAML aliases may
+    have made huge). Pure, so the reconciler runs it off the event loop."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_RECIRCULATION_BYTES:
+        return {}, [
+            f"is {size} bytes, more than the {MAX_RECIRCULATION_BYTES} read; all of it is ignored"
+        ]
     try:
-        parsed = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        detail = " ".join(str(error).split())[:200]
+        parsed = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader, never the full one
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError) as error:
+        # RecursionError: deep nesting with the pure-Python loader; ValueError and friends:
+        # constructors of odd scalars (an integer of more than 4300 digits, a bad timestamp).
+        detail = " ".join(str(error).split())[:200] or type(error).__name__
         return {}, [f"not valid YAML ({detail}); all of it is ignored"]
     if parsed is None:
         return {}, []
@@ -312,32 +374,56 @@ def parse_recirculation(
             f"the document is {_kind(parsed)}, not a mapping of rack to settings; "
             "all of it is ignored"
         ]
+    known = frozenset(rack_ids)
     racks: dict[str, RackCoefficients] = {}
     problems: list[str] = []
-    for key in sorted(parsed, key=str):
-        rack, entry = str(key), parsed[key]
+    for key in sorted(parsed, key=_name):
+        entry = parsed[key]
+        if not isinstance(key, str):
+            # YAML 1.1 reads `no:` as False, `010:` as 8 and `null:` as None.
+            problems.append(f"key {_show(key)} is not a string ({QUOTE_HINT}); ignored")
+            continue
+        rack = _name(key)
+        if key not in known:
+            problems.append(
+                f"rack {rack} names a rack no node carries and no rackConstraint names; ignored"
+            )
+            continue
         if not isinstance(entry, Mapping):
             problems.append(f"rack {rack}: the entry is {_kind(entry)}, not a mapping; ignored")
             continue
         factor: float | None = None
         if FACTOR_FIELD in entry:
-            factor = _number(entry[FACTOR_FIELD])
+            raw = entry[FACTOR_FIELD]
+            factor = _number(raw)
             if factor is None:
                 problems.append(
-                    f"rack {rack}: {FACTOR_FIELD} {_show(entry[FACTOR_FIELD])} is not a finite "
-                    "number; ignored"
+                    f"rack {rack}: {FACTOR_FIELD} {_show(raw)} is not a finite number; ignored"
                 )
+            elif factor < 0:
+                problems.append(
+                    f"rack {rack}: {FACTOR_FIELD} {factor:g} is negative (heat never cools an "
+                    "inlet); ignored"
+                )
+                factor = None
         column: tuple[tuple[str, float], ...] = ()
         if COLUMN_FIELD in entry:
-            column, dropped = _column(rack, entry[COLUMN_FIELD], rack_ids)
+            column, dropped = _column(rack, entry[COLUMN_FIELD], known)
             problems.extend(dropped)
         zone = entry.get("zone")
-        racks[rack] = RackCoefficients(factor, column, str(zone) if zone else None)
+        if zone is not None and not isinstance(zone, str):
+            problems.append(f"rack {rack}: zone is {_kind(zone)}, not a string; ignored")
+            zone = None
+        racks[key] = RackCoefficients(factor, column, zone or None)
     return racks, problems
 
 
 _MAX_PROBLEMS = 6
 """Problems named in one Event or condition message; the rest are counted."""
+_MAX_PROBLEM_CHARS = 1500
+"""The named problems are cut to this, so the whole text fits the condition message."""
+_MAX_MESSAGE_CHARS = 4000
+"""A condition message is cut to this (the rack list first, the ConfigMap problem never)."""
 
 
 class PlacementReconciler:
@@ -411,10 +497,11 @@ class PlacementReconciler:
         keep: dict[tuple[str, str], tuple[PlaceScore, ...]] = {}
         observations = [r.observation for r in racks]
         for workload in workloads:
-            pod_names = [str(_meta(p).get("name")) for p in workload.pods]
+            every_pod = (*workload.pods, *workload.terminating)
+            pod_names = [str(_meta(p).get("name")) for p in every_pod]
             series = await source.service_power_series(workload.namespace, pod_names)
-            # The series sums every pod's power; only running pods contribute to it.
-            replica_w = _replica_watts(series, sum(1 for p in workload.pods if _running(p)))
+            # The series sums the power of these pods; the running ones (draining or not) draw it.
+            replica_w = _replica_watts(series, sum(1 for p in every_pod if _running(p)))
             key_w = (workload.namespace, workload.deployment)
             scored[key_w] = score_racks(
                 observations,
@@ -476,14 +563,15 @@ class PlacementReconciler:
             match_labels: Mapping[str, str] = selector.get("matchLabels") or {}
             if not match_labels:
                 continue
-            pods = tuple(
+            matching = [
                 p
                 for p in self._pods.store.objects()
                 if _meta(p).get("namespace") == namespace
                 and all((_meta(p).get("labels") or {}).get(k) == v for k, v in match_labels.items())
-                and not _meta(p).get("deletionTimestamp")
-            )
-            out.append(Workload(namespace, name, pods))
+            ]
+            pods = tuple(p for p in matching if not _meta(p).get("deletionTimestamp"))
+            terminating = tuple(p for p in matching if _meta(p).get("deletionTimestamp"))
+            out.append(Workload(namespace, name, pods, terminating))
         return out
 
     async def _recirculation(
@@ -530,21 +618,40 @@ class PlacementReconciler:
                 )
         coefficients: dict[str, RackCoefficients] = {}
         if text:
-            coefficients, bad = parse_recirculation(text, rack_ids)
+            coefficients, bad = await self._parse_recirculation(text, rack_ids, memory)
             problems.extend(f"{RECIRCULATION_KEY}: {p}" for p in bad)
         if problems:
             shown = problems[:_MAX_PROBLEMS]
             if len(problems) > len(shown):
                 shown.append(f"and {len(problems) - len(shown)} more")
+            listed = "; ".join(shown)
+            if len(listed) > _MAX_PROBLEM_CHARS:
+                listed = listed[: _MAX_PROBLEM_CHARS - 3] + "..."
             memory.recirculation_problem = (
-                f"{where}: "
-                + "; ".join(shown)
-                + f". Racks without a usable {FACTOR_FIELD} or {COLUMN_FIELD} use the estimate "
-                "from power and inlet history (no recirculation term until there is enough)"
+                f"{where}: {listed}. Racks without a usable {FACTOR_FIELD} or {COLUMN_FIELD} use "
+                "the estimate from power and inlet history (no recirculation term until there is "
+                "enough)"
             )
         else:
             memory.recirculation_problem = ""
         return coefficients
+
+    async def _parse_recirculation(
+        self, text: str, rack_ids: Collection[str], memory: _Memory
+    ) -> tuple[dict[str, RackCoefficients], list[str]]:
+        """`parse_recirculation` in a worker thread, once per distinct text and set of racks.
+
+        Parsing up to `MAX_RECIRCULATION_BYTES` of YAML takes a while; on the event loop it
+        would delay the lease renewal and every other reconcile. Most rounds read the same
+        ConfigMap, so the last result is kept (a string compare, not a parse)."""
+        key = (text, tuple(sorted(rack_ids)))
+        cached = memory.recirculation_parsed
+        if cached is not None and cached[0] == key:
+            coefficients, problems = cached[1]
+        else:
+            coefficients, problems = await asyncio.to_thread(parse_recirculation, text, key[1])
+            memory.recirculation_parsed = (key, (coefficients, problems))
+        return dict(coefficients), list(problems)
 
     async def _racks(
         self, config: PowerCappingConfig, source: RackSignalSource, memory: _Memory
@@ -808,11 +915,14 @@ class PlacementReconciler:
     # -- reporting ------------------------------------------------------------------------------
 
     async def _report_recirculation(self, obj: Obj, memory: _Memory) -> None:
-        """A Warning Event when the ConfigMap's problem changes (once per text, not per round)."""
+        """A Warning Event when the ConfigMap's problem changes (once per text, not per round).
+
+        What was reported lives in memory, lost on a restart or a failover; the condition this
+        reconciler writes holds the problem too, so a problem it already names was told."""
         problem = memory.recirculation_problem
         if problem == memory.reported_recirculation_problem:
             return
-        if problem:
+        if problem and not _condition_names(obj, problem):
             await self._events.record(obj, "Warning", "RecirculationConfigInvalid", problem)
         memory.reported_recirculation_problem = problem
 
@@ -883,9 +993,15 @@ class PlacementReconciler:
         else:
             status, reason = ConditionStatus.TRUE, "WithinLimits"
             message = "; ".join(lines)
-        if memory.recirculation_problem:
-            # The condition is where an operator looks first; the Event alone would age out.
-            message = f"{message}. {memory.recirculation_problem}"
+        problem = memory.recirculation_problem
+        if problem:
+            # The condition is where an operator looks first; the Event alone would age out. A
+            # hot room's rack list is long: it is cut, never the problem (at most
+            # _MAX_PROBLEM_CHARS plus a fixed text, so it always fits).
+            room = _MAX_MESSAGE_CHARS - len(problem) - 2
+            if len(message) > room:
+                message = message[: max(0, room - 3)] + "..."
+            message = f"{message}. {problem}"
         for rack in sorted(over - memory.over_limit):
             await self._events.record(
                 obj,
@@ -901,7 +1017,7 @@ class PlacementReconciler:
             type_=str(ConditionType.RACKS_WITHIN_LIMITS),
             status=status,
             reason=reason,
-            message=message[:4000],
+            message=message[:_MAX_MESSAGE_CHARS],
             observed_generation=config.generation,
             now=self._wall_clock(),
         )
@@ -926,6 +1042,18 @@ class PlacementReconciler:
                 return False
             raise
         return False
+
+
+def _condition_names(obj: Obj, problem: str) -> bool:
+    """Whether the object's RacksWithinLimits condition already names `problem`."""
+    try:
+        status = status_from_wire(obj)
+    except ValueError:  # a status this version cannot read: report rather than stay silent
+        return False
+    found = find_condition(
+        status.conditions if status else None, str(ConditionType.RACKS_WITHIN_LIMITS)
+    )
+    return found is not None and problem in (found.message or "")
 
 
 def _excluded(config: PowerCappingConfig, scores: Sequence[PlaceScore]) -> tuple[str, ...]:

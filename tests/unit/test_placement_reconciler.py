@@ -487,10 +487,24 @@ def scores_by_rack(metrics: PlacementMetrics) -> dict[str, float]:
     return found
 
 
-async def test_one_replicas_watts_count_only_running_pods() -> None:
-    # Two running pods share the workload's 10 kW (5 kW each). A Pending pod and a terminating
-    # one draw nothing: counting them would make a replica 3.3 kW (or 2.5 kW) and understate the
-    # predicted rise of the hottest inlet.
+class PerPodSource(StaticRackSignalSource):
+    """Answers a service's series as the sum of the named pods' watts, and records the names."""
+
+    def __init__(self, watts_by_pod: dict[str, float], *signals: RackSignals) -> None:
+        super().__init__()
+        self.set(*signals)
+        self.watts_by_pod = watts_by_pod
+        self.asked: list[tuple[str, ...]] = []
+
+    async def service_power_series(self, namespace: str, pods: Sequence[str]) -> tuple[float, ...]:
+        self.asked.append(tuple(sorted(pods)))
+        return (sum(self.watts_by_pod.get(p, 0.0) for p in pods),)
+
+
+async def test_one_replicas_watts_are_the_series_over_the_pods_that_draw_it() -> None:
+    # Every running pod draws 5 kW, a terminating one too while it drains; a Pending one draws
+    # nothing. One replica is 5 kW whichever pods exist, as long as the series and the divisor
+    # count the same pods: the terminating pod is in both, the Pending one in neither.
     cm = {
         "data": {
             "racks.yaml": (
@@ -499,13 +513,14 @@ async def test_one_replicas_watts_count_only_running_pods() -> None:
             )
         }
     }
+    draw = {"p-a": 5_000.0, "p-b": 5_000.0, "p-old": 5_000.0}
 
-    async def scores(pods: list[dict[str, Any]]) -> dict[str, float]:
-        signals = static(
+    async def scores(pods: list[dict[str, Any]]) -> tuple[dict[str, float], PerPodSource]:
+        signals = PerPodSource(
+            draw,
             RackSignals("rack-a", watts=10_000.0, inlet_c=24.0),
             RackSignals("rack-b", watts=10_000.0, inlet_c=26.0),
         )
-        signals.set_service_series(NS, (10_000.0,))
         rec, _, _, metrics = reconciler(
             config(),
             pods,
@@ -513,19 +528,21 @@ async def test_one_replicas_watts_count_only_running_pods() -> None:
             client=RecordingClient({("configmaps", "climatik-recirculation"): cm}),
         )
         await rec.reconcile(f"{NS}/cap")
-        return scores_by_rack(metrics)
+        return scores_by_rack(metrics), signals
 
     running = [pod("p-a", "a-0"), pod("p-b", "b-0")]
     terminating = pod("p-old", "a-0")
     terminating["metadata"]["deletionTimestamp"] = "2026-11-29T20:00:00Z"
     with_idle = [*running, pod("p-new", "", phase="Pending"), terminating]
-    one_running = [pod("p-a", "a-0"), pod("p-b", "b-0", phase="Pending")]
-    base = await scores(running)
-    assert await scores(with_idle) == base
-    # The same 10 kW from one running pod: one replica is 10 kW, a larger predicted rise.
-    alone = await scores(one_running)
-    assert set(alone) == set(base) == {"rack-a", "rack-b"}
-    assert all(alone[r] < base[r] for r in base)
+    base, _ = await scores(running)
+    draining, source = await scores(with_idle)
+    assert source.asked == [("p-a", "p-b", "p-new", "p-old")]
+    assert draining == base
+    # Twice the power per running pod: one replica is 10 kW, a larger predicted rise.
+    draw.update({"p-a": 10_000.0, "p-b": 10_000.0})
+    heavy, _ = await scores(running)
+    assert set(heavy) == set(base) == {"rack-a", "rack-b"}
+    assert all(heavy[r] < base[r] for r in base)
 
 
 RECIRCULATION = ("configmaps", "climatik-recirculation")
