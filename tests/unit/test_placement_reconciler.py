@@ -7,10 +7,14 @@ tests/integration/test_placement.py run the same reconciler against the real API
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from climatik.api.convert import config_from_object
 from climatik.domain.config import PowerCappingConfig
@@ -24,6 +28,7 @@ from climatik.reconcilers.placement import (
     PlacementReconciler,
     PlacementSettings,
     PrometheusRackSources,
+    parse_recirculation,
     template_patch,
 )
 from climatik.reconcilers.placement_metrics import PlacementMetrics
@@ -599,6 +604,26 @@ def preferred_first(rec: PlacementReconciler) -> str:
             "rack-b: {inletRiseCPerKw: {rack-z: 0.3}}\n",
             "rack rack-b: inletRiseCPerKw.rack-z names a rack no node carries",
         ),
+        (
+            "rack-b: {recirculationCPerKw: -1.5}\n",
+            "rack rack-b: recirculationCPerKw -1.5 is negative (heat never cools an inlet)",
+        ),
+        ("rack-z: {recirculationCPerKw: 1.0}\n", "rack rack-z names a rack no node carries"),
+        (
+            "no: {recirculationCPerKw: 1.0}\n",
+            "key False is not a string (quote rack names in racks.yaml)",
+        ),
+        ("010: {recirculationCPerKw: 1.0}\n", "key 8 is not a string"),
+        ("null: {recirculationCPerKw: 1.0}\n", "key None is not a string"),
+        ("rack-b: {zone: [z1, z2]}\n", "rack rack-b: zone is a list, not a string; ignored"),
+        (
+            "rack-b: {inletRiseCPerKw: {8: 0.1}}\n",
+            "rack rack-b: inletRiseCPerKw.8: the key is not a string",
+        ),
+        (
+            f"rack-b: {{recirculationCPerKw: {'x' * 100_000}}}\n",
+            "rack rack-b: recirculationCPerKw 'xxxxxxxxxx",
+        ),
     ],
 )
 async def test_a_bad_part_of_the_recirculation_config_map_is_reported_once_and_ignored(
@@ -748,3 +773,162 @@ async def test_the_recirculation_config_state_is_a_metric(text: str, ok: float) 
         "climatik_placement_recirculation_config_ok", {"config": f"{NS}/cap"}
     )
     assert value == ok
+
+
+ALIAS_BOMB = "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+    for prev, name in zip(["", *"abcdefgh"], "abcdefghi", strict=True)
+)
+"""Nine levels of nine aliases: a few hundred bytes, 9**9 (387 million) strings once expanded."""
+LOADERS = [yaml.SafeLoader, *([yaml.CSafeLoader] if hasattr(yaml, "CSafeLoader") else [])]
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_an_alias_bomb_is_reported_quickly(loader: type[Any]) -> None:
+    text = ALIAS_BOMB + (
+        "rack-a: {recirculationCPerKw: *i, zone: *i, inletRiseCPerKw: {rack-b: *i}}\nrack-b: *i\n"
+    )
+    assert len(text) < 600
+    started = time.perf_counter()
+    racks, problems = parse_recirculation(text, ["rack-a", "rack-b"], loader=loader)
+    assert time.perf_counter() - started < 0.5
+    assert (
+        "rack rack-a: recirculationCPerKw a list of 9 items is not a finite number; ignored"
+        in problems
+    )
+    assert "rack rack-a: zone is a list, not a string; ignored" in problems
+    assert any(p.startswith("rack rack-a: inletRiseCPerKw.rack-b a list of 9") for p in problems)
+    assert "rack rack-b: the entry is a list, not a mapping; ignored" in problems
+    assert racks == {"rack-a": racks["rack-a"]}
+    assert racks["rack-a"].factor_c_per_kw is None
+    assert racks["rack-a"].zone is None
+    assert all(len(p) < 300 for p in problems)
+
+
+async def test_an_alias_bomb_in_the_config_map_does_not_stall_the_reconciler() -> None:
+    # The anchors inside rack-b's entry (an unknown field is not a problem): its lines only.
+    anchors = ", ".join(line.split(": ", 1)[1].strip() for line in ALIAS_BOMB.splitlines())
+    bomb = f"rack-b: {{anchors: [{anchors}], recirculationCPerKw: *i, zone: *h}}\n"
+    started = time.perf_counter()
+    _, client, events = await reconcile_with(GOOD_A + bomb)
+    assert time.perf_counter() - started < 1.0
+    (message,) = invalid_events(events)
+    assert "recirculationCPerKw a list of 9 items" in message
+    (condition,) = [p for p in client.patches if p[3] == "status"][-1][2]["status"]["conditions"]
+    assert "zone is a list" in condition["message"]
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+@pytest.mark.parametrize("opening", ["[", "{a: "])
+def test_deep_nesting_is_not_valid_yaml_and_raises_nothing(loader: type[Any], opening: str) -> None:
+    closing = "]" if opening == "[" else "}"
+    racks, problems = parse_recirculation(
+        opening * 20_000 + closing * 20_000, ["rack-a"], loader=loader
+    )
+    assert racks == {}
+    (problem,) = problems
+    assert problem.startswith("not valid YAML (")
+    assert problem.endswith("all of it is ignored")
+
+
+def test_an_integer_yaml_cannot_build_is_not_valid_yaml() -> None:
+    _, problems = parse_recirculation(
+        "rack-a: {recirculationCPerKw: 1" + "0" * 5000 + "}", ["rack-a"]
+    )
+    (problem,) = problems
+    assert problem.startswith("not valid YAML (")
+
+
+def test_a_config_map_over_the_size_cap_is_ignored_whole() -> None:
+    line = "rack-a: {recirculationCPerKw: 1.0}\n"
+    cap = 256 * 1024
+    at_cap = line + "#" + "x" * (cap - len(line) - 2) + "\n"
+    assert len(at_cap) == cap
+    racks, problems = parse_recirculation(at_cap, ["rack-a"])
+    assert problems == []
+    assert racks["rack-a"].factor_c_per_kw == 1.0
+    # One byte more (a two-byte character for a one-byte one) and all of it is ignored.
+    over = at_cap.replace("x", "é", 1)
+    racks, problems = parse_recirculation(over, ["rack-a"])
+    assert racks == {}
+    assert problems == [f"is {cap + 1} bytes, more than the {cap} read; all of it is ignored"]
+
+
+RACKS = ["rack-a", "rack-b"]
+
+
+def _check_parsed(racks: dict[str, Any], problems: list[str]) -> None:
+    assert set(racks) <= set(RACKS)
+    assert all(isinstance(p, str) and len(p) < 1000 for p in problems)
+    for entry in racks.values():
+        assert entry.factor_c_per_kw is None or entry.factor_c_per_kw >= 0
+        assert entry.zone is None or isinstance(entry.zone, str)
+        assert all(inlet in RACKS and rise >= 0 for inlet, rise in entry.column)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_parse_recirculation_never_raises_on_any_text(text: str) -> None:
+    _check_parsed(*parse_recirculation(text, RACKS))
+
+
+JSON_LIKE = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from([*RACKS, "recirculationCPerKw", "inletRiseCPerKw", "zone"]),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from([*RACKS, "recirculationCPerKw", "inletRiseCPerKw", "zone"])
+            | st.text(max_size=8),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON_LIKE)
+def test_parse_recirculation_never_raises_on_any_nested_document(value: Any) -> None:
+    text = yaml.safe_dump(value)
+    _check_parsed(*parse_recirculation(text, RACKS))
+
+
+async def test_the_problem_survives_a_long_rack_list_in_the_condition() -> None:
+    names = [f"rack-{i:03d}-" + "x" * 50 for i in range(100)]
+    cfg = config()
+    cfg["spec"]["rackConstraints"] = [{"rackId": n, "maxTemperature": 30} for n in names]
+    signals = static(*(RackSignals(n, watts=10_000.0, inlet_c=35.0) for n in names))
+    client = RecordingClient({RECIRCULATION: {"data": {"racks.yaml": "rack-q: {zone: z}\n"}}})
+    rec, _, events, _ = reconciler(cfg, [], signals, client=client)
+    await rec.reconcile(f"{NS}/cap")
+    (problem,) = invalid_events(events)
+    (condition,) = [p for p in client.patches if p[3] == "status"][-1][2]["status"]["conditions"]
+    assert condition["reason"] == "RackOverLimit"
+    assert len(condition["message"]) <= 4000
+    assert condition["message"].startswith("over a limit: rack-000-")
+    assert condition["message"].endswith(problem)
+
+
+@pytest.mark.parametrize(
+    ("told", "sent"), [("rack-b: [1]\n", 0), ("rack-b: {recirculationCPerKw: x}\n", 1)]
+)
+async def test_a_problem_the_condition_already_names_is_not_sent_again_after_a_restart(
+    told: str, sent: int
+) -> None:
+    # The replica before the restart wrote the condition (naming the problem of `told`).
+    _, before, _ = await reconcile_with(told, rounds=1)
+    (written,) = [p for p in before.patches if p[3] == "status"][-1][2]["status"]["conditions"]
+    # A fresh reconciler (no memory) sees the object with that condition.
+    cfg = config()
+    cfg["status"] = {"conditions": [written]}
+    client = RecordingClient({RECIRCULATION: {"data": {"racks.yaml": "rack-b: [1]\n"}}})
+    rec, _, events, _ = reconciler(cfg, [], static(HOT_OVER, COOL), client=client)
+    await rec.reconcile(f"{NS}/cap")
+    await rec.reconcile(f"{NS}/cap")
+    assert len(invalid_events(events)) == sent
