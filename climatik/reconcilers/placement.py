@@ -26,8 +26,10 @@ changes, it:
 6. reports: the `RacksWithinLimits` condition (with per-rack score, power, inlet and headroom in
    its message), Events on transitions, and the `climatik_rack_*` metrics. A recirculation
    ConfigMap that cannot be read, or parts of it that cannot be used, are named in that
-   condition and in a `RecirculationConfigInvalid` Warning (once per distinct problem); the bad
-   part is ignored and those racks fall back to the estimate from history.
+   condition and in a `RecirculationConfigInvalid` Warning (once per distinct problem, also
+   across restarts: not when the condition already names it); the bad part is ignored and those
+   racks fall back to the estimate from history. The ConfigMap is untrusted input: its parse
+   never raises, runs off the event loop, and costs time linear in its capped size.
 
 Steps 1 to 3 and the snapshot need only reads, so the reconciler may run on standby replicas too
 (their webhooks answer requests as well); everything after the snapshot runs only while
