@@ -297,8 +297,9 @@ def _allocate(
     lowered just because the autoscaler scaled in.
 
     With `deferrable_budget_w`, a deferrable target's replica is granted only while everything
-    granted so far still fits that lower budget; one that does not is skipped (the others go
-    on), so a carbon cap delays batch work without touching interactive serving.
+    granted so far still fits that lower budget; at the first that does not, deferrable grants
+    stop (the others go on), so a carbon cap delays batch work without touching interactive
+    serving.
     """
     counts = [s.target.min_replicas for s in slots]
     left_w = budget_w - sum(c * s.watts_per_replica for c, s in zip(counts, slots, strict=True))
@@ -437,14 +438,13 @@ def _decide_headroom(
     untargeted_w = max(0.0, observation.measured_w - targeted_w, reserved_w)
     usable_w = observation.cap_w * (1.0 - settings.safety_margin_fraction)
     budget_w = usable_w - untargeted_w
-    strict_w = budget_w - observation.cap_w * settings.hysteresis_fraction
+    hysteresis_w = observation.cap_w * settings.hysteresis_fraction
+    strict_w = budget_w - hysteresis_w
     deferrable_budget_w: float | None = None
-    deferrable_strict_w: float | None = None
     if observation.deferrable_cap_w is not None:
         deferrable_budget_w = (
             observation.deferrable_cap_w * (1.0 - settings.safety_margin_fraction) - untargeted_w
         )
-        deferrable_strict_w = deferrable_budget_w - observation.cap_w * settings.hysteresis_fraction
     allowance = observation.rack_replica_headroom
     unconstrained = sum(s.target.user_max_replicas * s.watts_per_replica for s in slots)
     deferrable_fits = deferrable_budget_w is None or unconstrained <= deferrable_budget_w
@@ -468,7 +468,9 @@ def _decide_headroom(
         idle_credit_w=credit_w,
         idle_pool_w=untargeted_w,
         keep_applied=False,
-        deferrable_budget_w=deferrable_strict_w,
+        deferrable_budget_w=(
+            None if deferrable_budget_w is None else deferrable_budget_w - hysteresis_w
+        ),
     )
 
     decisions: list[CeilingDecision] = []
@@ -481,11 +483,9 @@ def _decide_headroom(
         slot, low, high = by_name[target.name]
         wpr = slot.watts_per_replica
         # A deferrable target is held to the carbon cap's budget; say which one it was.
-        cap_words, its_budget_w, its_strict_w = "the cap", budget_w, strict_w
+        cap_words, its_budget_w = "the cap", budget_w
         if target.deferrable and deferrable_budget_w is not None:
-            cap_words = "the carbon cap for deferrable work"
-            its_budget_w = deferrable_budget_w
-            its_strict_w = deferrable_strict_w if deferrable_strict_w is not None else strict_w
+            cap_words, its_budget_w = "the carbon cap for deferrable work", deferrable_budget_w
         if (
             unconstrained <= budget_w
             and (allowance is None or allowance >= wanted_growth)
@@ -504,6 +504,7 @@ def _decide_headroom(
             elif new < last:
                 reason = f"{its_budget_w:.0f} W left under {cap_words} allow {high} x {wpr:.0f} W"
             else:
+                its_strict_w = its_budget_w - hysteresis_w
                 reason = f"headroom for {low} x {wpr:.0f} W within {its_strict_w:.0f} W"
             if allowance is not None and new > target.current_replicas:
                 reason += f"; racks admit {allowance} more replicas"

@@ -186,15 +186,9 @@ class _Memory:
     recirculation_problem: str = ""
     """What is wrong with the recirculation ConfigMap this round, in words ("" when nothing)."""
     reported_recirculation_problem: str = ""
-    recirculation_parsed: (
-        tuple[
-            tuple[str, tuple[str, ...]],
-            tuple[Mapping[str, RackCoefficients], Sequence[str]],
-        ]
-        | None
-    ) = None
-    """The last `racks.yaml` parsed (with the racks it was checked against) and its result."""
     """The problem last sent as an Event: a Warning goes out only when the text changes."""
+    recirculation_parsed: tuple[_ParseKey, _Parsed] | None = None
+    """The last `racks.yaml` parsed (with the racks it was checked against) and its result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +242,12 @@ class RackCoefficients:
     column: tuple[tuple[str, float], ...] = ()
     """Per inlet rack, °C of rise per kW dissipated here; only known racks, finite and ≥ 0."""
     zone: str | None = None
+
+
+_ParseKey = tuple[str, tuple[str, ...]]
+"""A `racks.yaml` text and the sorted rack ids it was checked against."""
+_Parsed = tuple[Mapping[str, RackCoefficients], Sequence[str]]
+"""What `parse_recirculation` made of it: usable coefficients and the problems found."""
 
 
 FACTOR_FIELD = "recirculationCPerKw"
