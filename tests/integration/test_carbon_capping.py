@@ -42,6 +42,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240
 SLOT_S = 6
 
 
+def band_100_to_400(floor_w: int) -> dict[str, Any]:
+    """A carbon section: UK national intensity, full cap at 100 g/kWh, `floor_w` at 400."""
+    return {
+        "provider": "UKNationalGrid",
+        "target": {
+            "type": "IntensityBand",
+            "cleanIntensityGramsPerKWh": 100,
+            "dirtyIntensityGramsPerKWh": 400,
+        },
+        "floorWatts": floor_w,
+        "maxAgeSeconds": 600,
+    }
+
+
 def national(intensity: float) -> dict[str, Any]:
     """The current slot, a few seconds long so the test need not wait half an hour."""
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
@@ -96,16 +110,7 @@ async def test_served_intensity_moves_the_cap_and_the_ceilings_follow(
     pods = await running_pods(kubectl, "llm", 3)
     await serve_watts(metrics_exporter, namespace, pods, 200)  # 600 W
     config = capping_config("cap", prometheus.url, [so_ref("llm")], policy="Threshold", cap_w=1000)
-    config["spec"]["carbon"] = {
-        "provider": "UKNationalGrid",
-        "target": {
-            "type": "IntensityBand",
-            "cleanIntensityGramsPerKWh": 100,
-            "dirtyIntensityGramsPerKWh": 400,
-        },
-        "floorWatts": 400,
-        "maxAgeSeconds": 600,
-    }
+    config["spec"]["carbon"] = band_100_to_400(floor_w=400)
     kubectl.apply(config)
 
     clean = await eventually(
@@ -199,16 +204,7 @@ async def test_a_dirty_grid_holds_back_deferrable_batch_work_only(
     config = capping_config(
         "cap", prometheus.url, [so_ref("chat"), so_ref("batch")], policy="Headroom", cap_w=2000
     )
-    config["spec"]["carbon"] = {
-        "provider": "UKNationalGrid",
-        "target": {
-            "type": "IntensityBand",
-            "cleanIntensityGramsPerKWh": 100,
-            "dirtyIntensityGramsPerKWh": 400,
-        },
-        "floorWatts": 600,
-        "maxAgeSeconds": 600,
-    }
+    config["spec"]["carbon"] = band_100_to_400(floor_w=600)
     kubectl.apply(config)
 
     # The typo is reported where the user looks and changes nothing (priority 0).

@@ -95,9 +95,7 @@ async def test_disabled_gpu_tuning_builds_no_controller_and_no_informer_in_its_n
     assert not [i for i in manager.informers if i.namespace == "tuning"]
 
 
-async def test_power_cap_without_gpu_tuning_gets_no_tuned_watts(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_power_cap_without_gpu_tuning_gets_no_tuned_watts() -> None:
     # Tuned watts per replica reach the power-cap reconciler only as in-memory hints the
     # GPU-tuning controller leaves; with it absent there are none, and nothing else is read.
     manager = _manager(None)
@@ -192,6 +190,12 @@ def _reconciler(
     )
 
 
+@pytest.fixture(autouse=True)
+def _no_default_prometheus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No controller-wide Prometheus either, so every reconcile here ends Misconfigured."""
+    monkeypatch.delenv("CLIMATIK_CAPPING__PROMETHEUS_ADDRESS", raising=False)
+
+
 async def _reconcile(reconciler: PowerCapReconciler) -> None:
     # No Prometheus anywhere: the reconcile ends Misconfigured, which must not hide the note.
     with pytest.raises(TerminalError, match="no Prometheus"):
@@ -205,15 +209,19 @@ def _status(configs: _Cache) -> dict[str, Any]:
     return status
 
 
+def _warnings(events: _Events) -> int:
+    """How many GpuTuningDisabledInController Events were recorded."""
+    return [e[1] for e in events.recorded].count("GpuTuningDisabledInController")
+
+
 def _conditions(configs: _Cache) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in _status(configs).get("conditions") or ()}
 
 
 @pytest.mark.parametrize("mode", ["Recommend", "Apply"])
 async def test_a_config_asking_for_disabled_gpu_tuning_is_told_once(
-    mode: str, monkeypatch: pytest.MonkeyPatch
+    mode: str,
 ) -> None:
-    monkeypatch.delenv("CLIMATIK_CAPPING__PROMETHEUS_ADDRESS", raising=False)
     configs = _Cache(_pcc(mode))
     client, events = _StatusClient(configs), _Events()
     reconciler = _reconciler(configs, client, events, enabled=False)
@@ -233,17 +241,14 @@ async def test_a_config_asking_for_disabled_gpu_tuning_is_told_once(
     # A restarted controller finds the condition for this generation: no second Event.
     restarted = _reconciler(configs, client, events, enabled=False)
     await _reconcile(restarted)
-    assert [e[1] for e in events.recorded].count("GpuTuningDisabledInController") == 1
+    assert _warnings(events) == 1
     # A new spec generation still asking is told again.
     configs.store.upsert({**_pcc(mode, generation=2), "status": _status(configs)})
     await _reconcile(restarted)
-    assert [e[1] for e in events.recorded].count("GpuTuningDisabledInController") == 2
+    assert _warnings(events) == 2
 
 
-async def test_the_gpu_tuning_condition_goes_once_the_config_stops_asking(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("CLIMATIK_CAPPING__PROMETHEUS_ADDRESS", raising=False)
+async def test_the_gpu_tuning_condition_goes_once_the_config_stops_asking() -> None:
     configs = _Cache(_pcc("Apply"))
     client, events = _StatusClient(configs), _Events()
     reconciler = _reconciler(configs, client, events, enabled=False)
@@ -253,13 +258,10 @@ async def test_the_gpu_tuning_condition_goes_once_the_config_stops_asking(
     await _reconcile(reconciler)
     assert GPU_TUNING_CONDITION not in _conditions(configs)
     assert "Ready" in _conditions(configs)
-    assert [e[1] for e in events.recorded].count("GpuTuningDisabledInController") == 1
+    assert _warnings(events) == 1
 
 
-async def test_the_gpu_tuning_condition_goes_once_the_controller_tunes_again(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("CLIMATIK_CAPPING__PROMETHEUS_ADDRESS", raising=False)
+async def test_the_gpu_tuning_condition_goes_once_the_controller_tunes_again() -> None:
     configs = _Cache(_pcc("Apply"))
     client, events = _StatusClient(configs), _Events()
     await _reconcile(_reconciler(configs, client, events, enabled=False))
@@ -279,10 +281,7 @@ class _RefusingEvents(_Events):
         return len(self.recorded) > 1
 
 
-async def test_a_refused_gpu_tuning_event_is_tried_again(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("CLIMATIK_CAPPING__PROMETHEUS_ADDRESS", raising=False)
+async def test_a_refused_gpu_tuning_event_is_tried_again() -> None:
     configs = _Cache(_pcc("Apply"))
     client, events = _StatusClient(configs), _RefusingEvents()
     reconciler = _reconciler(configs, client, events, enabled=False)
@@ -290,14 +289,13 @@ async def test_a_refused_gpu_tuning_event_is_tried_again(
     # tries again; after that it is told.
     for _ in range(3):
         await _reconcile(reconciler)
-    assert [e[1] for e in events.recorded].count("GpuTuningDisabledInController") == 2
+    assert _warnings(events) == 2
 
 
 @pytest.mark.parametrize(("enabled", "mode"), [(True, "Apply"), (False, "Disabled")])
 async def test_no_gpu_tuning_note_when_tuning_runs_or_is_not_asked_for(
-    enabled: bool, mode: str, monkeypatch: pytest.MonkeyPatch
+    enabled: bool, mode: str
 ) -> None:
-    monkeypatch.delenv("CLIMATIK_CAPPING__PROMETHEUS_ADDRESS", raising=False)
     configs = _Cache(_pcc(mode))
     client, events = _StatusClient(configs), _Events()
     await _reconcile(_reconciler(configs, client, events, enabled=enabled))
