@@ -240,7 +240,18 @@ def build_crd() -> dict[str, Any]:
     }
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a schema shared by two fields twice rather than as a YAML alias (`&id001`),
+    which readers of the CRD (and some tools) do not expect."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        del data
+        return True
+
+
 def render_crd_yaml() -> str:
     """The CRD as the YAML text committed in `crd/` (stable: same models, same bytes)."""
-    body = yaml.safe_dump(build_crd(), sort_keys=False, width=100, allow_unicode=True)
+    body = yaml.dump(
+        build_crd(), Dumper=_PlainDumper, sort_keys=False, width=100, allow_unicode=True
+    )
     return HEADER + body

@@ -783,6 +783,17 @@ class TargetStatus(CrdModel):
     )
 
 
+class HeldTarget(CrdModel):
+    """An object in the config's own namespace whose ceiling this config lowered.
+
+    The controller's record of what it must give back: it restores a ceiling only on an object
+    listed here (and still annotated as capped by this config), never on an annotation's word.
+    """
+
+    kind: TargetKindName = Field(description="ScaledObject or InferenceService.")
+    name: DnsName = Field(description="Name of the object, in the config's namespace.")
+
+
 class RackStatus(CrdModel):
     """The controller's view of one rack."""
 
@@ -868,6 +879,25 @@ class PowerCappingConfigStatus(CrdModel):
     ) = Field(default=None, description="Per-rack state.")
     last_decision: Decision | None = Field(
         default=None, description="The last decision acted on and its reason."
+    )
+    held_targets: (
+        Annotated[
+            list[HeldTarget],
+            Field(
+                max_length=256,
+                json_schema_extra={
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["kind", "name"],
+                },
+            ),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description=(
+            "Objects whose ceiling this config holds below the user's own; the controller gives "
+            "back only these, and only in this namespace."
+        ),
     )
 
 

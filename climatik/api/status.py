@@ -6,13 +6,15 @@ merge patch (RFC 7386, content type `application/merge-patch+json`). Guarantees:
 - `set_condition` follows the Kubernetes API conventions: `lastTransitionTime` changes only when
   a condition's `status` changes; reason, message and observedGeneration are always refreshed.
 - `status_patch` sends only what changed, deletes (with `null`) what disappeared, and returns
-  `None` when nothing changed, so a steady controller does not write at all.
+  `None` when nothing changed, so a steady controller does not write at all; `settled` also
+  leaves out measurement noise (`settle`), so a noisy reading does not write either.
 - Times are UTC with whole seconds, as `metav1.Time` stores them, so a value read back from the
   API server compares equal to the one written.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -116,18 +118,60 @@ def merge_patch_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str
     return dict(sorted(patch.items()))
 
 
+SETTLE_RELATIVE = 0.05
+"""Measured floats that moved by no more than this fraction keep the value already written."""
+SETTLE_ABSOLUTE = 0.5
+"""... or by no more than this much (watts, degrees): noise around zero is no change either."""
+_DIGITS = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _same_reading(old: float, new: float) -> bool:
+    return abs(new - old) <= max(SETTLE_ABSOLUTE, SETTLE_RELATIVE * abs(old))
+
+
+def settle(old: Any, new: Any, *, key: str = "") -> Any:
+    """`new` with the changes nobody would act on replaced by what `old` already says.
+
+    A status written on every reconcile because a measured float moved by a watt, or a message
+    quoted a number a second older, costs the API server a write per config per interval and
+    wakes every watcher. Settled: floats within `SETTLE_RELATIVE` (or `SETTLE_ABSOLUTE`) of the
+    value written, and `message`s that differ only in their numbers, keep the old value. Whole
+    numbers (replica counts), statuses, reasons and anything that appears or disappears are
+    never settled. Lists of objects are settled element by element when their lengths match.
+    """
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        return {k: settle(old[k], v, key=k) if k in old else v for k, v in new.items()}
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [settle(o, n, key=key) for o, n in zip(old, new, strict=True)]
+    if isinstance(old, float) and isinstance(new, float) and _same_reading(old, new):
+        return old
+    if (
+        key == "message"
+        and isinstance(old, str)
+        and isinstance(new, str)
+        and _DIGITS.sub("#", old) == _DIGITS.sub("#", new)
+    ):
+        return old
+    return new
+
+
 def status_patch(
     current: PowerCappingConfigStatus | None,
     desired: PowerCappingConfigStatus,
     *,
     resource_version: str | None = None,
+    settled: bool = False,
 ) -> dict[str, Any] | None:
     """The merge-patch body for the status subresource, or `None` when nothing changed.
 
     With `resource_version` the patch also carries `metadata.resourceVersion`, which turns it
-    into a compare-and-swap: the API server answers 409 Conflict if the object moved on.
+    into a compare-and-swap: the API server answers 409 Conflict if the object moved on. With
+    `settled`, changes `settle` deems nobody would act on are not sent.
     """
-    diff = merge_patch_diff(status_to_wire(current), status_to_wire(desired))
+    old, new = status_to_wire(current), status_to_wire(desired)
+    if settled:
+        new = settle(old, new)
+    diff = merge_patch_diff(old, new)
     if not diff:
         return None
     body: dict[str, Any] = {"status": diff}

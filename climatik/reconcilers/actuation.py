@@ -3,23 +3,61 @@
 Only `spec.maxReplicaCount` of a ScaledObject (or `spec.predictor.maxReplicas` of a KServe
 InferenceService) ever changes, by JSON merge patch; never `Deployment.spec.replicas`, which the
 HPA owns. The user's own ceiling is remembered in an annotation the first time Climatik lowers
-it and the annotations are removed when the ceiling is restored, leaving the object as the user
-wrote it. A ceiling is never written below `minReplicaCount` (KEDA's webhook refuses it).
+it, the ceiling Climatik wrote beside it (so a later edit by someone else is recognised as the
+user's new max), and the annotations are removed when the ceiling is restored, leaving the
+object as the user wrote it. A ceiling is never written below `minReplicaCount` (KEDA's webhook
+refuses it).
+
+Every patch carries the `resourceVersion` the decision was computed from: the API server
+refuses it (409) if the object changed since, so a write prepared on stale state (a paused
+leader that lost its lease, a user editing the ceiling mid-decision) never lands.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from climatik.domain.config import TargetKind
 from climatik.kube.client import Resource
 from climatik.reconcilers.resources import (
+    APPLIED_MAX_ANNOTATION,
     CAPPED_BY_ANNOTATION,
     INFERENCE_SERVICES,
     SCALED_OBJECTS,
     USER_MAX_ANNOTATION,
 )
-from climatik.reconcilers.targets import ResolvedTarget
+from climatik.reconcilers.targets import ResolvedTarget, user_max_of
+
+_RELEASED: dict[str, str | None] = {
+    USER_MAX_ANNOTATION: None,
+    APPLIED_MAX_ANNOTATION: None,
+    CAPPED_BY_ANNOTATION: None,
+}
+
+
+def resource_of(kind: TargetKind) -> Resource:
+    """Where a target kind's ceiling lives."""
+    return INFERENCE_SERVICES if kind is TargetKind.INFERENCE_SERVICE else SCALED_OBJECTS
+
+
+def _spec(kind: TargetKind, ceiling: int) -> dict[str, Any]:
+    if kind is TargetKind.INFERENCE_SERVICE:
+        return {"predictor": {"maxReplicas": ceiling}}
+    return {"maxReplicaCount": ceiling}
+
+
+def _metadata(obj: Mapping[str, Any], annotations: Mapping[str, str | None]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"annotations": dict(annotations)}
+    resource_version = (obj.get("metadata") or {}).get("resourceVersion")
+    if resource_version:
+        metadata["resourceVersion"] = resource_version
+    return metadata
+
+
+def holds_below_user_max(target: ResolvedTarget, new_max_replicas: int) -> bool:
+    """Whether `ceiling_patch` leaves `target` below its user's own ceiling (a hold)."""
+    return max(new_max_replicas, target.min_replicas) < target.user_max_replicas
 
 
 def ceiling_patch(
@@ -27,40 +65,33 @@ def ceiling_patch(
 ) -> tuple[Resource, dict[str, Any]]:
     """The resource and merge-patch body that set `target`'s ceiling to `new_max_replicas`."""
     ceiling = max(new_max_replicas, target.min_replicas)
-    annotations: dict[str, str | None]
-    if ceiling >= target.user_max_replicas:
+    annotations: Mapping[str, str | None]
+    if not holds_below_user_max(target, new_max_replicas):
         ceiling = target.user_max_replicas
-        annotations = {USER_MAX_ANNOTATION: None, CAPPED_BY_ANNOTATION: None}
+        annotations = _RELEASED
     else:
         annotations = {
             USER_MAX_ANNOTATION: str(target.user_max_replicas),
+            APPLIED_MAX_ANNOTATION: str(ceiling),
             CAPPED_BY_ANNOTATION: config_key,
         }
-    if target.kind is TargetKind.INFERENCE_SERVICE:
-        spec: dict[str, Any] = {"predictor": {"maxReplicas": ceiling}}
-        resource = INFERENCE_SERVICES
-    else:
-        spec = {"maxReplicaCount": ceiling}
-        resource = SCALED_OBJECTS
-    return resource, {"metadata": {"annotations": annotations}, "spec": spec}
-
-
-def restore_patch(obj: dict[str, Any] | Any, kind: TargetKind) -> dict[str, Any] | None:
-    """The patch that gives an object its user's ceiling back, or None if it holds none."""
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    remembered = annotations.get(USER_MAX_ANNOTATION)
-    if remembered is None:
-        return None
-    try:
-        user_max = int(remembered)
-    except ValueError:
-        return None
-    spec: dict[str, Any] = (
-        {"predictor": {"maxReplicas": user_max}}
-        if kind is TargetKind.INFERENCE_SERVICE
-        else {"maxReplicaCount": user_max}
-    )
-    return {
-        "metadata": {"annotations": {USER_MAX_ANNOTATION: None, CAPPED_BY_ANNOTATION: None}},
-        "spec": spec,
+    return resource_of(target.kind), {
+        "metadata": _metadata(target.obj, annotations),
+        "spec": _spec(target.kind, ceiling),
     }
+
+
+def restore_patch(obj: Mapping[str, Any], kind: TargetKind) -> dict[str, Any] | None:
+    """The patch that gives an object its user's ceiling back, or None if it holds none.
+
+    When the ceiling was changed by someone else during the cap, that value is the user's and
+    stays; only the annotations go.
+    """
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    if not any(name in annotations for name in _RELEASED):
+        return None
+    user_max = user_max_of(obj, kind)
+    patch: dict[str, Any] = {"metadata": _metadata(obj, _RELEASED)}
+    if user_max is not None:
+        patch["spec"] = _spec(kind, user_max)
+    return patch

@@ -34,6 +34,7 @@ from climatik.api.models import (
     ConditionType,
     Decision,
     EffectiveCapSource,
+    HeldTarget,
     PowerCappingConfigStatus,
     RackStatus,
     TargetKindName,
@@ -57,7 +58,6 @@ from climatik.domain.capping import (
 )
 from climatik.domain.config import GpuTuningMode, PolicyType, PowerCappingConfig, TargetKind
 from climatik.kube.client import ApiError, KubeClient
-from climatik.kube.store import split_key
 from climatik.policies.carbon import caps_with_carbon
 from climatik.policies.ceilings import (
     CeilingSettings,
@@ -66,13 +66,18 @@ from climatik.policies.ceilings import (
     ThresholdSettings,
     decide_replica_ceilings,
 )
-from climatik.reconcilers.actuation import ceiling_patch, restore_patch
+from climatik.reconcilers.actuation import (
+    ceiling_patch,
+    holds_below_user_max,
+    resource_of,
+    restore_patch,
+)
 from climatik.reconcilers.gpu_tuning import TuningHints
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.resources import (
     CAPPED_BY_ANNOTATION,
-    INFERENCE_SERVICES,
-    SCALED_OBJECTS,
+    GIVE_BACK_FINALIZER,
+    POWER_CAPPING_CONFIGS,
 )
 from climatik.reconcilers.result import Result, TerminalError
 from climatik.reconcilers.settings import CappingSettings
@@ -151,6 +156,11 @@ class _ConfigMemory:
     """The spec generation last warned about asking for GPU tuning the controller does not run."""
     tuning_event_refused_generation: int | None = None
     """The generation whose warning Event the API refused (to be sent again)."""
+    held: set[Held] = field(default_factory=set)
+    """Objects this process lowered and has not given back (status.heldTargets is the record
+    that survives a restart; the informer cache may not show our own write yet)."""
+    status_written_s: float | None = None
+    """When the status was last written unsettled (see `CappingSettings.status_refresh_s`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +210,12 @@ class PowerCapReconciler:
     async def reconcile(self, key: str) -> Result:
         obj = self._configs.store.get(key)
         if obj is None:
-            await self._give_back(key, keep=())
-            memory = self._memory.pop(key, None)
-            self._metrics.forget(key, memory.target_names if memory else [])
+            # Gone without our finalizer (it held nothing, or someone removed the finalizer):
+            # there is no record left to give back by, and an annotation is no authority.
+            self._forget(key)
             return Result()
+        if obj["metadata"].get("deletionTimestamp"):
+            return await self._finalize(key, obj)
         try:
             config = config_from_object(obj)
         except InvalidConfigError as error:
@@ -231,7 +243,13 @@ class PowerCapReconciler:
         learning = self._clock() >= memory.learning_paused_until_s
         resolution = self._workloads.resolve(config)
         targets = resolution.targets
-        await self._give_back(key, keep={(t.kind, t.name) for t in targets})
+        targeted = {(t.kind, t.name) for t in targets}
+        # What the spec names is the config's own; so is what it recorded holding. A target
+        # capped by this config before records existed is recorded now.
+        held = self._held(obj, memory) | {
+            (t.kind, t.name) for t in targets if _capped_by(t.obj) == key
+        }
+        held = (targeted & held) | await self._give_back(key, config.namespace, held - targeted)
         for problem in resolution.missing:
             await self._events.record(obj, "Warning", "TargetMissing", problem)
         for target in targets:
@@ -287,12 +305,29 @@ class PowerCapReconciler:
         memory.state = plan.state
         memory.target_names = [t.name for t in targets]
         by_name = {t.name: t for t in targets}
+        changed = [(by_name[d.target], d) for d in plan.decisions if d.changed]
+        new_holds = {
+            (t.kind, t.name)
+            for t, d in changed
+            if holds_below_user_max(t, d.new_max_replicas) and (t.kind, t.name) not in held
+        }
+        if new_holds:
+            # Record before acting: a crash between the two leaves a record of an object not
+            # yet capped (dropped at give-back), never a capped object without a record.
+            obj = await self._record_holds(obj, held | new_holds)
+            held |= new_holds
+        conflicts = 0
+        for target, decision in changed:
+            if await self._apply(obj, config, target, decision):
+                if not holds_below_user_max(target, decision.new_max_replicas):
+                    held.discard((target.kind, target.name))
+            else:
+                conflicts += 1
         for decision in plan.decisions:
-            if decision.changed:
-                await self._apply(obj, config, by_name[decision.target], decision)
             self._metrics.decisions.labels(
                 action=str(decision.action), reason=_reason_class(decision)
             ).inc()
+        memory.held = held
         if measured.problem is not None:
             await self._events.record(obj, "Warning", "MetricsUnavailable", measured.problem)
 
@@ -312,8 +347,11 @@ class PowerCapReconciler:
             targets=targets,
             measured=measured,
             clear_gpu_tuning=not tuning_off,
+            held=held,
+            memory=memory,
         )
-        return Result(requeue_after=self._settings.interval_s)
+        # A ceiling write refused because the object moved on is decided again on fresh state.
+        return Result(requeue_after=_CONFLICT_RETRY_S if conflicts else self._settings.interval_s)
 
     # -- GPU tuning switched off --------------------------------------------------------------
 
@@ -505,9 +543,16 @@ class PowerCapReconciler:
         config: PowerCappingConfig,
         target: ResolvedTarget,
         decision: CeilingDecision,
-    ) -> None:
+    ) -> bool:
+        """Write one ceiling; False when the object changed since it was read (409)."""
         resource, patch = ceiling_patch(target, decision.new_max_replicas, config.key)
-        await self._client.merge_patch(resource, target.name, patch, target.namespace)
+        try:
+            await self._client.merge_patch(resource, target.name, patch, target.namespace)
+        except ApiError as error:
+            if not error.is_conflict:
+                raise
+            log.info("ceiling_conflict", target=target.name, kind=str(target.kind))
+            return False
         log.info(
             "ceiling_applied",
             target=target.name,
@@ -525,30 +570,109 @@ class PowerCapReconciler:
             )
             await self._events.record(obj, "Normal", event_reason, message)
             await self._events.record(target.obj, "Normal", event_reason, message)
+        return True
 
-    async def _give_back(self, key: str, keep: set[tuple[TargetKind, str]] | tuple[()]) -> None:
-        """Restore the user's ceiling on objects this config capped but no longer targets."""
-        namespace, _ = split_key(key)
-        for kind, informer, resource in (
-            (TargetKind.SCALED_OBJECT, self._workloads.scaled_objects, SCALED_OBJECTS),
-            (TargetKind.INFERENCE_SERVICE, self._workloads.inference_services, INFERENCE_SERVICES),
-        ):
-            for held in informer.store.objects():
-                meta = held.get("metadata") or {}
-                if (meta.get("annotations") or {}).get(CAPPED_BY_ANNOTATION) != key:
+    # -- what the config holds, and giving it back ----------------------------------------------
+
+    @staticmethod
+    def _held(obj: Mapping[str, Any], memory: _ConfigMemory | None) -> set[Held]:
+        """The objects this config recorded holding: its status and this process's memory."""
+        status = status_from_wire(obj)
+        recorded = {
+            (TargetKind(str(h.kind)), h.name)
+            for h in (status.held_targets if status else None) or ()
+        }
+        return recorded | (memory.held if memory is not None else set())
+
+    async def _record_holds(self, obj: Mapping[str, Any], held: set[Held]) -> Mapping[str, Any]:
+        """Put `held` on record (status) behind the give-back finalizer; the updated object."""
+        finalizers = list(obj["metadata"].get("finalizers") or ())
+        if GIVE_BACK_FINALIZER not in finalizers:
+            obj = await self._client.merge_patch(
+                POWER_CAPPING_CONFIGS,
+                obj["metadata"]["name"],
+                {
+                    "metadata": {
+                        "finalizers": [*finalizers, GIVE_BACK_FINALIZER],
+                        "resourceVersion": obj["metadata"].get("resourceVersion"),
+                    }
+                },
+                obj["metadata"].get("namespace"),
+            )
+        records = _held_status(held)
+        await write_status(
+            self._client, obj, lambda current: with_fields(current, held_targets=records)
+        )
+        return obj
+
+    async def _give_back(self, key: str, namespace: str, held: set[Held]) -> set[Held]:
+        """Restore the user's ceiling on objects this config holds but no longer targets.
+
+        Only objects of the config's own namespace, named by its own records, and still
+        annotated as capped by it: an annotation alone moves nothing, and an object someone
+        else has taken over (or that is gone) is simply dropped from the records. Returns what
+        is still held (a restore refused because the object moved on is tried again).
+        """
+        still_held: set[Held] = set()
+        for kind, name in held:
+            informer = (
+                self._workloads.inference_services
+                if kind is TargetKind.INFERENCE_SERVICE
+                else self._workloads.scaled_objects
+            )
+            cached = informer.store.get(f"{namespace}/{name}")
+            if cached is None or _capped_by(cached) != key:
+                continue
+            patch = restore_patch(cached, kind)
+            if patch is None:
+                continue
+            try:
+                await self._client.merge_patch(resource_of(kind), name, patch, namespace)
+            except ApiError as error:
+                if error.is_not_found:
                     continue
-                if (kind, meta.get("name")) in keep:
-                    continue
-                patch = restore_patch(held, kind)
-                if patch is None:
-                    continue
-                try:
-                    await self._client.merge_patch(resource, meta["name"], patch, namespace)
-                except ApiError as error:
-                    if not error.is_not_found:
-                        raise
-                    continue
-                log.info("ceiling_given_back", target=meta["name"], kind=str(kind))
+                if not error.is_conflict:
+                    raise
+                still_held.add((kind, name))
+                continue
+            log.info("ceiling_given_back", target=name, kind=str(kind))
+        return still_held
+
+    async def _finalize(self, key: str, obj: Mapping[str, Any]) -> Result:
+        """A deleted config gives back what it holds, then lets the deletion finish."""
+        finalizers = list(obj["metadata"].get("finalizers") or ())
+        if GIVE_BACK_FINALIZER not in finalizers:
+            self._forget(key)
+            return Result()
+        namespace = str(obj["metadata"].get("namespace"))
+        memory = self._memory.get(key)
+        remaining = await self._give_back(key, namespace, self._held(obj, memory))
+        if remaining:
+            if memory is not None:
+                memory.held = remaining
+            return Result(requeue_after=_CONFLICT_RETRY_S)
+        try:
+            await self._client.merge_patch(
+                POWER_CAPPING_CONFIGS,
+                obj["metadata"]["name"],
+                {
+                    "metadata": {
+                        "finalizers": [f for f in finalizers if f != GIVE_BACK_FINALIZER],
+                        "resourceVersion": obj["metadata"].get("resourceVersion"),
+                    }
+                },
+                namespace,
+            )
+        except ApiError as error:
+            if not error.is_not_found:
+                raise
+        log.info("config_finalized", held_given_back=len(self._held(obj, memory)))
+        self._forget(key)
+        return Result()
+
+    def _forget(self, key: str) -> None:
+        memory = self._memory.pop(key, None)
+        self._metrics.forget(key, memory.target_names if memory else [])
 
     # -- reporting ----------------------------------------------------------------------------
 
@@ -646,9 +770,14 @@ class PowerCapReconciler:
         targets: Sequence[ResolvedTarget] = (),
         measured: _Measured | None = None,
         clear_gpu_tuning: bool = False,
+        held: set[Held] | None = None,
+        memory: _ConfigMemory | None = None,
     ) -> None:
         """Merge `conditions` into the status; `clear_gpu_tuning` drops a `GpuTuning` condition
-        this reconciler set, once the config no longer asks (or the controller tunes again)."""
+        this reconciler set, once the config no longer asks (or the controller tunes again).
+
+        With `memory`, measurement noise is settled (not written) except once every
+        `status_refresh_s`, so a steady config costs the API server almost no writes."""
         now = self._wall_clock()
         # The carbon reconciler owns the effective cap of configs with a carbon section.
         owns_cap = (
@@ -704,9 +833,18 @@ class PowerCapReconciler:
                     for r in observation.racks
                 ] or (current.racks if current else None)
                 fields["last_decision"] = self._last_decision(plan, current, now)
+            if held is not None:
+                fields["held_targets"] = _held_status(held)
             return with_fields(current, **fields)
 
-        await write_status(self._client, obj, desire)
+        now_s = self._clock()
+        refresh = memory is None or (
+            memory.status_written_s is None
+            or now_s - memory.status_written_s >= self._settings.status_refresh_s
+        )
+        written = await write_status(self._client, obj, desire, settled=not refresh)
+        if memory is not None and written and refresh:
+            memory.status_written_s = now_s
 
     @staticmethod
     def _target_status(
@@ -757,6 +895,23 @@ def batch_can_yield(config: PowerCappingConfig, targets: Sequence[ResolvedTarget
     `any_deferrable`). Only the Headroom policy budgets per target; under Threshold the carbon
     cap stays the whole scope's cap, else annotating a target would switch carbon capping off."""
     return config.policy.type is PolicyType.HEADROOM and any(t.deferrable for t in targets)
+
+
+Held = tuple[TargetKind, str]
+"""An object a config holds a lowered ceiling on: its kind and name, in the config's namespace."""
+
+_CONFLICT_RETRY_S = 1.0
+"""How soon a write refused with 409 (the object moved on) is decided again, on fresh state."""
+
+
+def _held_status(held: set[Held]) -> list[HeldTarget] | None:
+    return [HeldTarget(kind=TargetKindName(str(k)), name=n) for k, n in sorted(held)] or None
+
+
+def _capped_by(obj: Mapping[str, Any]) -> str | None:
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    holder = annotations.get(CAPPED_BY_ANNOTATION)
+    return str(holder) if holder is not None else None
 
 
 def _binding_note(observation: CapObservation, targets: Sequence[ResolvedTarget]) -> str:

@@ -11,8 +11,15 @@ HORIZONTAL_POD_AUTOSCALERS = custom("autoscaling", "v2", "horizontalpodautoscale
 
 USER_MAX_ANNOTATION = "climatik-project.ai/user-max-replicas"
 """The user's own ceiling, remembered while Climatik holds a lower one."""
+APPLIED_MAX_ANNOTATION = "climatik-project.ai/applied-max-replicas"
+"""The ceiling Climatik last wrote, in the same patch as the ceiling: a ceiling that differs from
+it was changed by someone else (the user lowering their max during a cap), and that change is the
+user's new max."""
 CAPPED_BY_ANNOTATION = "climatik-project.ai/capped-by"
-"""`namespace/name` of the PowerCappingConfig holding the ceiling, so its deletion restores it."""
+"""`namespace/name` of the PowerCappingConfig holding the ceiling: a hint for people and a check
+at give-back, never authority on its own (the config's `status.heldTargets` is)."""
+GIVE_BACK_FINALIZER = "powercapping.climatik-project.ai/give-back"
+"""On a config that holds ceilings, so its deletion waits until they are given back."""
 PRIORITY_ANNOTATION = "climatik-project.ai/priority"
 """Set by the user on a target (an integer, default 0): under a tight cap a higher priority
 keeps its replicas first (interactive serving over batch work)."""

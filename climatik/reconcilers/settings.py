@@ -26,6 +26,9 @@ class CappingSettings(BaseSettings):
     """How often each config is measured and decided, besides reacting to changes."""
     tuning_grace_s: float = Field(default=60.0, ge=0)
     """After a GPU tuning result, hold ceilings this long while old readings age out."""
+    status_refresh_s: float = Field(default=300.0, gt=0)
+    """Measured figures in status that moved by less than 5 % (and messages whose only change is
+    a number) are written at most this often; decisions, conditions and ceilings at once."""
     rack_label: str = "rack"
     """Label carrying the rack in rack-level query results (`$rack` queries need none)."""
 

@@ -39,14 +39,25 @@ def with_fields(
 
 
 async def write_status(
-    client: KubeClient, obj: Mapping[str, Any], desire: Desire, *, attempts: int = 4
+    client: KubeClient,
+    obj: Mapping[str, Any],
+    desire: Desire,
+    *,
+    attempts: int = 4,
+    settled: bool = False,
 ) -> bool:
-    """Apply `desire` to the status; True when a patch was sent, False when nothing changed."""
+    """Apply `desire` to the status; True when a patch was sent, False when nothing changed.
+
+    `settled` leaves out changes nobody would act on (`climatik.api.status.settle`): callers
+    that measure on every reconcile pass it, and now and then not, to refresh the figures."""
     name, namespace = obj["metadata"]["name"], obj["metadata"].get("namespace")
     for attempt in range(attempts):
         current = status_from_wire(obj)
         patch = status_patch(
-            current, desire(current), resource_version=obj["metadata"].get("resourceVersion")
+            current,
+            desire(current),
+            resource_version=obj["metadata"].get("resourceVersion"),
+            settled=settled,
         )
         if patch is None:
             return False

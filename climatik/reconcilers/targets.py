@@ -17,6 +17,7 @@ from typing import Any
 
 from climatik.domain.config import LabelSelector, PowerCappingConfig, TargetKind
 from climatik.reconcilers.resources import (
+    APPLIED_MAX_ANNOTATION,
     DEFERRABLE_ANNOTATION,
     KSERVE_ISVC_LABEL,
     PRIORITY_ANNOTATION,
@@ -102,8 +103,34 @@ def _annotations(obj: Obj) -> Mapping[str, Any]:
     return annotations
 
 
+def ceiling_of(obj: Obj, kind: TargetKind) -> int | None:
+    """The ceiling in force on a ScaledObject (KEDA's default 100 when unset) or an
+    InferenceService (None when unset: KServe then leaves it to its ScaledObject)."""
+    spec = obj.get("spec") or {}
+    if kind is TargetKind.INFERENCE_SERVICE:
+        return _int((spec.get("predictor") or {}).get("maxReplicas"), 0) or None
+    return _int(spec.get("maxReplicaCount"), KEDA_DEFAULT_MAX)
+
+
 def _user_max(obj: Obj, applied: int) -> int:
-    return _int(_annotations(obj).get(USER_MAX_ANNOTATION), applied)
+    """The user's own ceiling: the one remembered while Climatik holds a lower one, unless the
+    ceiling in force is not the one Climatik last wrote, in which case someone changed it during
+    the cap and the new value is the user's (lowering their max mid-cap must not be undone)."""
+    annotations = _annotations(obj)
+    written = annotations.get(APPLIED_MAX_ANNOTATION)
+    if written is not None and _int(written, applied) != applied:
+        return applied
+    remembered = _int(annotations.get(USER_MAX_ANNOTATION), -1)
+    return remembered if remembered >= 0 else applied
+
+
+def user_max_of(obj: Obj, kind: TargetKind) -> int | None:
+    """The ceiling to give back to an object Climatik capped (None when none is known)."""
+    applied = ceiling_of(obj, kind)
+    if applied is None:
+        remembered = _int(_annotations(obj).get(USER_MAX_ANNOTATION), -1)
+        return remembered if remembered >= 0 else None
+    return _user_max(obj, applied)
 
 
 def _describe(obj: Obj, kind: TargetKind) -> str:
@@ -319,6 +346,8 @@ def resolve_targets(
     missing: list[str] = []
 
     for ref in config.targets:
+        if ref.kind is TargetKind.DEPLOYMENT:
+            continue  # `deploymentName`: its ScaledObjects are found by scaleTargetRef below
         if ref.kind is TargetKind.INFERENCE_SERVICE:
             if ref.name in isvcs:
                 wanted_isvcs[ref.name] = None
@@ -335,7 +364,7 @@ def resolve_targets(
             if ((so.get("spec") or {}).get("scaleTargetRef") or {}).get("name")
             == config.deployment_name
         ]
-        if not found and not config.targets:
+        if not found:
             missing.append(
                 f"no ScaledObject in {namespace} scales Deployment {config.deployment_name}"
             )

@@ -24,7 +24,6 @@ from climatik.reconcilers.gpu_tuning import JOBS, GpuTuningReconciler, TuningHin
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler
 from climatik.reconcilers.resources import (
-    CAPPED_BY_ANNOTATION,
     HORIZONTAL_POD_AUTOSCALERS,
     INFERENCE_SERVICES,
     POWER_CAPPING_CONFIGS,
@@ -86,16 +85,20 @@ class SharedSession:
 def _configs_in_namespace(
     configs: Any, queue: WorkQueue[str]
 ) -> Callable[[Mapping[str, Any]], None]:
+    """Wake the configs of an object's own namespace: only they may act on it (an annotation
+    naming a config elsewhere is no reason to wake that config)."""
+
     def enqueue(obj: Mapping[str, Any]) -> None:
         meta = obj.get("metadata") or {}
         for config in configs.store.by_index("namespace", meta.get("namespace") or ""):
             cmeta = config["metadata"]
             queue.add(f"{cmeta['namespace']}/{cmeta['name']}")
-        holder = (meta.get("annotations") or {}).get(CAPPED_BY_ANNOTATION)
-        if holder:
-            queue.add(holder)
 
     return enqueue
+
+
+_WAKING_METADATA = ("generation", "deletionTimestamp")
+"""A new spec, or a deletion waiting on a finalizer, is work for every config reconciler."""
 
 
 def config_handlers(queue: WorkQueue[str], status_fields: tuple[str, ...] = ()) -> EventHandlers:
@@ -112,7 +115,7 @@ def config_handlers(queue: WorkQueue[str], status_fields: tuple[str, ...] = ()) 
 
     def changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
         old_status, new_status = old.get("status") or {}, new.get("status") or {}
-        if old["metadata"].get("generation") != new["metadata"].get("generation") or any(
+        if any(old["metadata"].get(f) != new["metadata"].get(f) for f in _WAKING_METADATA) or any(
             old_status.get(f) != new_status.get(f) for f in status_fields
         ):
             queue.add(key(new))

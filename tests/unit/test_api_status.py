@@ -21,12 +21,15 @@ from climatik.api.models import (
 )
 from climatik.api.status import (
     MERGE_PATCH_CONTENT_TYPE,
+    SETTLE_ABSOLUTE,
+    SETTLE_RELATIVE,
     api_time,
     apply_merge_patch,
     find_condition,
     is_condition_true,
     merge_patch_diff,
     set_condition,
+    settle,
     status_from_wire,
     status_patch,
     status_to_wire,
@@ -248,3 +251,67 @@ def test_transition_time_moves_exactly_when_status_changes(
         assert condition.last_transition_time == expected_transition
         assert (condition.status, condition.reason) == (status, reason)
         previous_status = status
+
+
+def _noisy(status: PowerCappingConfigStatus, factor: float, note: str) -> PowerCappingConfigStatus:
+    """`status` as the next reconcile sees it: every measured float scaled by `factor`, and the
+    Ready message quoting a new number."""
+    (target,) = status.targets or ()
+    (rack,) = status.racks or ()
+    conditions = _set(
+        tuple(status.conditions or ()),
+        ConditionType.READY,
+        ConditionStatus.TRUE,
+        "Reconciled",
+        message=note,
+    )
+    return status.model_copy(
+        update={
+            "conditions": list(conditions),
+            "measured_power_watts": (status.measured_power_watts or 0) * factor,
+            "targets": [
+                target.model_copy(
+                    update={
+                        "watts_per_replica": (target.watts_per_replica or 0) * factor,
+                        "tokens_per_watt": (target.tokens_per_watt or 0) * factor,
+                    }
+                )
+            ],
+            "racks": [rack.model_copy(update={"power_watts": (rack.power_watts or 0) * factor})],
+        }
+    )
+
+
+def test_settled_patch_leaves_out_measurement_noise() -> None:
+    """A status that changes on every reconcile only by noise is not written (issue 15, 9)."""
+    written = _noisy(_status(), 1.0, "812 W of 1000 W")
+    for factor, note in ((1.03, "836 W of 1000 W"), (0.96, "780 W of 1000 W")):
+        again = _noisy(_status(), factor, note)
+        assert status_patch(written, again) is not None  # unsettled: every float is news
+        assert status_patch(written, again, settled=True) is None
+
+
+def test_settled_patch_still_sends_what_a_user_acts_on() -> None:
+    written = _noisy(_status(), 1.0, "812 W of 1000 W")
+    moved = status_patch(written, _noisy(_status(), 1.2, "975 W of 1000 W"), settled=True)
+    assert moved is not None
+    assert moved["status"]["measuredPowerWatts"] == 812.5 * 1.2
+    reworded = status_patch(written, _noisy(_status(), 1.0, "no data for 30 s"), settled=True)
+    assert reworded is not None
+    (target,) = _status().targets or ()
+    fewer = _status(targets=[target.model_copy(update={"applied_max_replicas": 4})])
+    patch = status_patch(_status(), fewer, settled=True)
+    assert patch is not None
+    assert patch["status"]["targets"][0]["appliedMaxReplicas"] == 4
+    gone = status_patch(_status(), _status(measured_power_watts=None), settled=True)
+    assert gone == {"status": {"measuredPowerWatts": None}}
+
+
+@given(
+    old=st.floats(min_value=0, max_value=1e6),
+    new=st.floats(min_value=0, max_value=1e6),
+)
+def test_settled_value_is_never_further_than_the_tolerance(old: float, new: float) -> None:
+    settled = settle({"watts": old}, {"watts": new})["watts"]
+    assert settled in (old, new)
+    assert abs(settled - new) <= max(SETTLE_ABSOLUTE, SETTLE_RELATIVE * old)

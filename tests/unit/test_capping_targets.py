@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from climatik.api.convert import config_from_object
 from climatik.domain.config import (
     LabelSelector,
     PolicyConfig,
@@ -18,6 +19,7 @@ from climatik.policies.carbon import caps_with_carbon
 from climatik.reconcilers.actuation import ceiling_patch, restore_patch
 from climatik.reconcilers.powercap import batch_can_yield
 from climatik.reconcilers.resources import (
+    APPLIED_MAX_ANNOTATION,
     CAPPED_BY_ANNOTATION,
     DEFERRABLE_ANNOTATION,
     INFERENCE_SERVICES,
@@ -171,7 +173,11 @@ def test_lowering_remembers_the_user_max_and_restoring_forgets_it() -> None:
     assert resource == SCALED_OBJECTS
     assert patch == {
         "metadata": {
-            "annotations": {USER_MAX_ANNOTATION: "10", CAPPED_BY_ANNOTATION: "serving/cap"}
+            "annotations": {
+                USER_MAX_ANNOTATION: "10",
+                APPLIED_MAX_ANNOTATION: "5",
+                CAPPED_BY_ANNOTATION: "serving/cap",
+            }
         },
         "spec": {"maxReplicaCount": 5},
     }
@@ -179,9 +185,68 @@ def test_lowering_remembers_the_user_max_and_restoring_forgets_it() -> None:
     assert below_min["spec"]["maxReplicaCount"] == 2  # never below minReplicaCount
     _, restored = ceiling_patch(target, 10, "serving/cap")
     assert restored == {
-        "metadata": {"annotations": {USER_MAX_ANNOTATION: None, CAPPED_BY_ANNOTATION: None}},
+        "metadata": {
+            "annotations": {
+                USER_MAX_ANNOTATION: None,
+                APPLIED_MAX_ANNOTATION: None,
+                CAPPED_BY_ANNOTATION: None,
+            }
+        },
         "spec": {"maxReplicaCount": 10},
     }
+
+
+def test_every_ceiling_write_is_conditional_on_the_version_it_was_decided_on() -> None:
+    so = scaled_object("so", "llm")
+    so["metadata"]["resourceVersion"] = "4711"
+    (target,) = resolve(config(deployment_name="llm"), sos=[so]).targets
+    for ceiling in (3, 10):
+        _, patch = ceiling_patch(target, ceiling, "serving/cap")
+        assert patch["metadata"]["resourceVersion"] == "4711"
+    restore = restore_patch(
+        {
+            **so,
+            "metadata": {
+                **so["metadata"],
+                "annotations": {USER_MAX_ANNOTATION: "10", CAPPED_BY_ANNOTATION: "serving/cap"},
+            },
+        },
+        TargetKind.SCALED_OBJECT,
+    )
+    assert restore is not None
+    assert restore["metadata"]["resourceVersion"] == "4711"
+
+
+def test_a_ceiling_changed_by_the_user_during_a_cap_becomes_their_max() -> None:
+    """Capped at 4 from 10, the user lowers the ceiling to 2: releasing must not restore 10."""
+    annotations = {USER_MAX_ANNOTATION: "10", APPLIED_MAX_ANNOTATION: "4"}
+    edited = scaled_object("so", "llm", max_replicas=2, annotations=annotations)
+    (target,) = resolve(config(deployment_name="llm"), sos=[edited]).targets
+    assert (target.applied_max_replicas, target.user_max_replicas) == (2, 2)
+    _, release = ceiling_patch(target, 10, "serving/cap")
+    assert release["spec"]["maxReplicaCount"] == 2
+    restore = restore_patch(edited, TargetKind.SCALED_OBJECT)
+    assert restore is not None
+    assert restore["spec"]["maxReplicaCount"] == 2
+    # Untouched since Climatik wrote it: the remembered max still counts.
+    untouched = scaled_object("so", "llm", max_replicas=4, annotations=annotations)
+    (target,) = resolve(config(deployment_name="llm"), sos=[untouched]).targets
+    assert target.user_max_replicas == 10
+
+
+def test_deployment_name_with_a_differently_named_scaled_object_is_not_missing() -> None:
+    """`deploymentName` resolves through scaleTargetRef; it is not a ScaledObject's name."""
+    obj = {
+        "apiVersion": "powercapping.climatik-project.ai/v1",
+        "kind": "PowerCappingConfig",
+        "metadata": {"name": "cap", "namespace": NS, "generation": 1},
+        "spec": {"powerCapLimit": 1000, "deploymentName": "llm"},
+    }
+    cfg = config_from_object(obj)
+    result = resolve(cfg, sos=[scaled_object("llm-autoscaler", "llm")])
+    assert result.missing == ()
+    assert [t.name for t in result.targets] == ["llm-autoscaler"]
+    assert resolve(cfg, sos=[]).missing == (f"no ScaledObject in {NS} scales Deployment llm",)
 
 
 def test_inference_service_ceiling_goes_to_the_predictor() -> None:
