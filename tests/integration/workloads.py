@@ -143,9 +143,10 @@ async def ceiling_becomes(
 
 @asynccontextmanager
 async def running_manager(
-    cluster: ClusterInfo, namespace: str, factories: Sequence[ControllerFactory]
+    cluster: ClusterInfo, namespace: str | None, factories: Sequence[ControllerFactory]
 ) -> AsyncIterator[Manager]:
-    """Controllers in a real manager scoped to one namespace, stopped in order at the end."""
+    """Controllers in a real manager scoped to one namespace (None: every namespace, as in
+    production), stopped in order at the end."""
     settings = RuntimeSettings(
         kube={"kubeconfig": str(cluster.kubeconfig), "namespace": namespace},
         leader_election={"enabled": False},

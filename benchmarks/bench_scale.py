@@ -1,0 +1,512 @@
+"""The controller at scale: thousands of PowerCappingConfigs on the dev cluster (issue 15).
+
+Brings up a dev cluster (real kube-apiserver, etcd, controller-manager, scheduler, kwok), a real
+Prometheus scraping the metrics exporter, and creates `--configs` namespaced sets of a
+Deployment (one kwok pod), its KEDA ScaledObject and a PowerCappingConfig capping it, spread over
+`--namespaces` namespaces. A fifth of the configs have a cap below what their pod draws, so they
+hold a lowered ceiling; the rest are within their cap. Every pod's watts move by a few percent
+every scrape (real meters are noisy). The controller then runs in this process with every
+built-in controller, cluster-wide, as `climatik run` runs them, and the benchmark reports over a
+steady-state window:
+
+- RSS of the process (the benchmark's own share is small: objects are created by kubectl);
+- reconcile latency p50/p99 per controller (each reconcile timed around the reconciler);
+- rounds: the longest gap between two reconciles of one power-cap key (every config must be
+  reconciled at least once per control interval, 15 s), and how long the first full round took;
+- API requests per second by verb and resource, and status writes per config per minute;
+- Prometheus queries per second (Prometheus's own `prometheus_engine_query_duration_seconds`).
+
+The baseline measured in the same run is the same manager with a no-op reconciler on the same
+keys: the floor of what the runtime (queue, workers, metrics, logging context) costs per key.
+
+Run:  .venv/bin/python benchmarks/bench_scale.py [--configs 5000] [--namespaces 100]
+          [--window-s 120] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import random
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from climatik.devcluster.cluster import ClusterInfo, down, up
+from climatik.devcluster.topology import Rack, Topology
+from climatik.kube.client import KubeClient
+from climatik.runtime.controllers import controller_factories
+from climatik.runtime.manager import Manager
+from climatik.runtime.reconcile import Controller, Result
+from climatik.runtime.settings import RuntimeSettings
+from tests.integration.prometheus import (
+    ExporterHandle,
+    PrometheusServer,
+    find_prometheus,
+    start_exporter,
+    start_prometheus,
+)
+
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+
+API = "powercapping.climatik-project.ai/v1"
+WATTS_PER_POD = 300.0
+NOISE = 0.03
+
+
+# -- the objects ------------------------------------------------------------------------------
+
+
+def _objects(namespace: str, index: int, prometheus_url: str, tight: bool) -> list[dict[str, Any]]:
+    name = f"svc-{index:05d}"
+    labels = {"app": name}
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [{"name": "vllm", "image": "vllm/vllm-openai:latest"}],
+                        "nodeSelector": {"type": "kwok"},
+                        "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "ScaledObject",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "scaleTargetRef": {"name": name},
+                "minReplicaCount": 1,
+                "maxReplicaCount": 4,
+                "triggers": [
+                    {
+                        "type": "prometheus",
+                        "metadata": {
+                            "serverAddress": prometheus_url,
+                            "query": f'sum(vllm:num_requests_waiting{{pod=~"{name}.*"}})',
+                            "threshold": "5",
+                        },
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": API,
+            "kind": "PowerCappingConfig",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                # Tight: one replica's draw is over the cap, so the ceiling is held at min.
+                "powerCapLimit": 250 if tight else 2000,
+                "scaleObjectRef": [
+                    {
+                        "apiVersion": "keda.sh/v1alpha1",
+                        "kind": "ScaledObject",
+                        "metadata": {"name": name},
+                    }
+                ],
+                "powerMeasurement": {"preset": "KeplerPod", "prometheusAddress": prometheus_url},
+            },
+        },
+    ]
+
+
+def _kubectl(cluster: ClusterInfo, *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run(
+        [str(cluster.kubectl), f"--kubeconfig={cluster.kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr[-2000:]}")
+    return result.stdout
+
+
+def _populate(cluster: ClusterInfo, configs: int, namespaces: int, prometheus_url: str) -> float:
+    started = time.perf_counter()
+    names = [f"scale-{n:03d}" for n in range(namespaces)]
+    _kubectl(
+        cluster,
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": [
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
+                    for n in names
+                ],
+            }
+        ),
+    )
+    rng = random.Random(15)
+    batch: list[dict[str, Any]] = []
+    for index in range(configs):
+        batch += _objects(names[index % namespaces], index, prometheus_url, rng.random() < 0.2)
+        if len(batch) >= 600 or index == configs - 1:
+            _kubectl(
+                cluster,
+                "apply",
+                "--server-side",
+                "-f",
+                "-",
+                stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": batch}),
+            )
+            batch = []
+    return time.perf_counter() - started
+
+
+def _running_pods(cluster: ClusterInfo) -> list[dict[str, Any]]:
+    listed = json.loads(
+        _kubectl(cluster, "get", "pods", "-A", "-l", "app", "-o", "json", "--chunk-size=1000")
+    )
+    return [p for p in listed["items"] if (p.get("status") or {}).get("phase") == "Running"]
+
+
+async def _wait_for_pods(cluster: ClusterInfo, count: int, timeout_s: float = 1800) -> float:
+    started = time.perf_counter()
+    while True:
+        running = await asyncio.to_thread(_running_pods, cluster)
+        print(f"  {len(running)}/{count} pods running", flush=True)
+        if len(running) >= count:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > timeout_s:
+            raise TimeoutError(f"only {len(running)} of {count} pods running")
+        await asyncio.sleep(10)
+
+
+async def _serve_noisy_watts(
+    exporter: ExporterHandle, pods: list[dict[str, Any]], stop: asyncio.Event
+) -> None:
+    """Every pod draws about `WATTS_PER_POD`, moving by up to `NOISE` every 5 s."""
+    specs = [
+        {
+            "namespace": p["metadata"]["namespace"],
+            "name": p["metadata"]["name"],
+            "node": p["spec"].get("nodeName", ""),
+            "cpu_watts": WATTS_PER_POD,
+            "gpu_watts": None,
+            "tokens_per_s": WATTS_PER_POD / 10,
+        }
+        for p in pods
+    ]
+    await exporter.add_pods(specs)
+    rng = random.Random(7)
+    while not stop.is_set():
+        for spec in specs:
+            watts = WATTS_PER_POD * (1 + rng.uniform(-NOISE, NOISE))
+            spec["cpu_watts"] = watts
+            spec["tokens_per_s"] = watts / 10 * (1 + rng.uniform(-NOISE, NOISE))
+        await exporter.add_pods(specs)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 5)
+
+
+# -- instruments ------------------------------------------------------------------------------
+
+
+class CountingClient(KubeClient):
+    """The controller's client, counting the requests it sends by verb and resource."""
+
+    counts: Counter[tuple[str, str]]
+
+    def start_counting(self) -> None:
+        self.counts = Counter()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        counts = getattr(self, "counts", None)
+        if counts is not None:
+            counts[(method, _resource_of(path))] += 1
+        return await super().request(method, path, **kwargs)
+
+
+def _resource_of(path: str) -> str:
+    parts = [p for p in path.split("?", maxsplit=1)[0].split("/") if p]
+    if "namespaces" in parts:
+        at = parts.index("namespaces")
+        parts = parts[:at] + parts[at + 2 :]
+    core = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    return "/".join(p for i, p in enumerate(core) if i != 1) or path
+
+
+class TimedReconciler:
+    """Wraps a reconciler: every reconcile's duration and finish time, per key."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.durations: list[float] = []
+        self.finished: dict[str, list[float]] = defaultdict(list)
+
+    async def reconcile(self, key: str) -> Result:
+        started = time.perf_counter()
+        try:
+            result: Result = await self.inner.reconcile(key)
+            return result
+        finally:
+            now = time.perf_counter()
+            self.durations.append(now - started)
+            self.finished[key].append(now)
+
+    def reset(self) -> None:
+        self.durations.clear()
+        self.finished.clear()
+
+
+class NoOpReconciler:
+    """The baseline: the runtime's own cost per key, nothing reconciled."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+
+    async def reconcile(self, key: str) -> Result:
+        del key
+        return Result(requeue_after=self.interval_s)
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _prometheus_queries(server: PrometheusServer) -> float:
+    """Queries the Prometheus engine has run so far (its own counter)."""
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("prometheus_engine_query_duration_seconds_count") and (
+            'slice="inner_eval"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+async def _measure(
+    cluster: ClusterInfo,
+    *,
+    configs: int,
+    window_s: float,
+    prometheus: PrometheusServer,
+    wrap: Callable[[Controller], Any],
+) -> dict[str, Any]:
+    settings = RuntimeSettings(
+        kube={"kubeconfig": str(cluster.kubeconfig)},
+        leader_election={"enabled": False},
+        http={"host": "127.0.0.1", "port": 0},
+    )
+    client = await CountingClient.from_config(str(cluster.kubeconfig))
+    assert isinstance(client, CountingClient)
+    manager = Manager(settings, client, install_signal_handlers=False)
+    for factory in controller_factories([]):
+        manager.add_controller(factory)
+    timed: dict[str, TimedReconciler] = {}
+    for controller in manager.controllers:
+        controller.reconciler = wrap(controller)
+        timed[controller.name] = TimedReconciler(controller.reconciler)
+        controller.reconciler = timed[controller.name]
+    started = time.perf_counter()
+    task = asyncio.create_task(manager.run())
+    try:
+        power = timed["power-cap"]
+        while len(power.finished) < configs:
+            if task.done():
+                raise RuntimeError("the manager stopped") from task.exception()
+            await asyncio.sleep(1)
+        first_round_s = time.perf_counter() - started
+        await asyncio.sleep(30)  # settle: first writes done
+        for t in timed.values():
+            t.reset()
+        client.start_counting()
+        queries_before = await asyncio.to_thread(_prometheus_queries, prometheus)
+        window_start = time.perf_counter()
+        await asyncio.sleep(window_s)
+        window = time.perf_counter() - window_start
+        queries = await asyncio.to_thread(_prometheus_queries, prometheus) - queries_before
+        counts = dict(client.counts)
+        rss = _rss_mib()
+    finally:
+        manager.request_stop()
+        await asyncio.wait_for(task, 60)
+        await client.close()
+
+    gaps: list[float] = []
+    unreconciled = 0
+    for key in (k for k in power.finished if "/" in k):
+        times = [window_start, *power.finished[key], window_start + window]
+        gaps.append(max(b - a for a, b in itertools.pairwise(times)))
+    unreconciled = configs - len(power.finished)
+    status_writes = sum(
+        n for (verb, res), n in counts.items() if verb == "PATCH" and res.endswith("/status")
+    )
+    return {
+        "rss_mib": round(rss, 1),
+        "first_round_s": round(first_round_s, 1),
+        "window_s": round(window, 1),
+        "reconcile": {
+            name: {
+                "count": len(t.durations),
+                "per_s": round(len(t.durations) / window, 1),
+                "p50_ms": round(_percentile(t.durations, 0.5) * 1000, 2),
+                "p99_ms": round(_percentile(t.durations, 0.99) * 1000, 2),
+                "max_ms": round(max(t.durations, default=0) * 1000, 1),
+            }
+            for name, t in timed.items()
+        },
+        "power_cap_round": {
+            "longest_gap_s": round(max(gaps, default=float("nan")), 2),
+            "median_gap_s": round(statistics.median(gaps), 2) if gaps else None,
+            "keys_not_reconciled_in_window": unreconciled,
+        },
+        "api_requests_per_s": round(sum(counts.values()) / window, 2),
+        "api_requests_by_verb_resource": {
+            f"{verb} {res}": round(n / window, 3) for (verb, res), n in sorted(counts.items())
+        },
+        "status_writes_per_config_per_min": round(status_writes / configs / (window / 60), 3),
+        "prometheus_queries_per_s": round(queries / window, 2),
+    }
+
+
+def _no_op(interval_s: float) -> Callable[[Controller], Any]:
+    return lambda controller: (
+        NoOpReconciler(interval_s) if controller.name == "power-cap" else controller.reconciler
+    )
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        work = Path(tmp)
+        nodes_needed = max(4, args.configs // 250 + 1)
+        topology = Topology(
+            racks=(
+                Rack(name="rack-a", nodes=nodes_needed // 2 + 1, pods=300),
+                Rack(name="rack-b", nodes=nodes_needed // 2 + 1, pods=300),
+            )
+        )
+        print("bringing up the dev cluster", flush=True)
+        cluster = up(work / "cluster", topology)
+        exporter = start_exporter(work / "exporter.log")
+        prometheus = start_prometheus(find_prometheus(), work / "prometheus", exporter.hostport)
+        stop_noise = asyncio.Event()
+        try:
+            populate_s = await asyncio.to_thread(
+                _populate, cluster, args.configs, args.namespaces, prometheus.url
+            )
+            print(f"created {3 * args.configs} objects in {populate_s:.0f} s", flush=True)
+            pods_s = await _wait_for_pods(cluster, args.configs)
+            pods = await asyncio.to_thread(_running_pods, cluster)
+            noise = asyncio.create_task(_serve_noisy_watts(exporter, pods, stop_noise))
+            await asyncio.sleep(20)  # two scrapes
+            print("baseline: the same manager with a no-op power-cap reconciler", flush=True)
+            baseline = await _measure(
+                cluster,
+                configs=args.configs,
+                window_s=min(args.window_s, 60),
+                prometheus=prometheus,
+                wrap=_no_op(15.0),
+            )
+            print("climatik", flush=True)
+            measured = await _measure(
+                cluster,
+                configs=args.configs,
+                window_s=args.window_s,
+                prometheus=prometheus,
+                wrap=lambda controller: controller.reconciler,
+            )
+            stop_noise.set()
+            await noise
+        finally:
+            prometheus.stop()
+            exporter.stop()
+            down(work / "cluster")
+    return {
+        "configs": args.configs,
+        "namespaces": args.namespaces,
+        "populate_s": round(populate_s, 1),
+        "pods_running_s": round(pods_s, 1),
+        "climatik": measured,
+        "baseline_no_op": baseline,
+    }
+
+
+def _print(report: Mapping[str, Any]) -> None:
+    ours, base = report["climatik"], report["baseline_no_op"]
+    power, power_base = ours["reconcile"]["power-cap"], base["reconcile"]["power-cap"]
+    rows = [
+        ("RSS (MiB)", ours["rss_mib"], base["rss_mib"]),
+        ("power-cap reconciles/s", power["per_s"], power_base["per_s"]),
+        ("power-cap reconcile p50 (ms)", power["p50_ms"], power_base["p50_ms"]),
+        ("power-cap reconcile p99 (ms)", power["p99_ms"], power_base["p99_ms"]),
+        (
+            "longest gap between reconciles of a key (s)",
+            ours["power_cap_round"]["longest_gap_s"],
+            base["power_cap_round"]["longest_gap_s"],
+        ),
+        ("first full round (s)", ours["first_round_s"], base["first_round_s"]),
+        ("API requests/s", ours["api_requests_per_s"], base["api_requests_per_s"]),
+        (
+            "status writes per config per minute",
+            ours["status_writes_per_config_per_min"],
+            base["status_writes_per_config_per_min"],
+        ),
+        (
+            "Prometheus queries/s",
+            ours["prometheus_queries_per_s"],
+            base["prometheus_queries_per_s"],
+        ),
+    ]
+    print(f"\n{report['configs']} configs in {report['namespaces']} namespaces")
+    print(f"{'':46} {'climatik':>12} {'no-op baseline':>16}")
+    for label, value, baseline in rows:
+        print(f"{label:46} {value!s:>12} {baseline!s:>16}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", type=int, default=5000)
+    parser.add_argument("--namespaces", type=int, default=100)
+    parser.add_argument("--window-s", type=float, default=120.0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    report = asyncio.run(main_async(args))
+    _print(report)
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
