@@ -305,7 +305,17 @@ class PowerCapReconciler:
         memory.state = plan.state
         memory.target_names = [t.name for t in targets]
         by_name = {t.name: t for t in targets}
-        changed = [(by_name[d.target], d) for d in plan.decisions if d.changed]
+        # A ceiling back at the user's max still carrying our annotations (the user changed it
+        # mid-cap to what the policy now allows) is written too, to take the annotations off.
+        changed = [
+            (by_name[d.target], d)
+            for d in plan.decisions
+            if d.changed
+            or (
+                _capped_by(by_name[d.target].obj) == key
+                and not holds_below_user_max(by_name[d.target], d.new_max_replicas)
+            )
+        ]
         new_holds = {
             (t.kind, t.name)
             for t, d in changed
@@ -563,7 +573,7 @@ class PowerCapReconciler:
             reason=decision.reason,
         )
         event_reason = _EVENT_REASONS.get(decision.action)
-        if event_reason is not None:
+        if event_reason is not None and decision.changed:
             message = (
                 f"{target.kind} {target.name}: maxReplicas {decision.previous_max_replicas} -> "
                 f"{decision.new_max_replicas}: {decision.reason}"

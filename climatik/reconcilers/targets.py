@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from climatik.domain.config import LabelSelector, PowerCappingConfig, TargetKind
+from climatik.kube.store import index_by_namespace
 from climatik.reconcilers.resources import (
     APPLIED_MAX_ANNOTATION,
     DEFERRABLE_ANNOTATION,
@@ -24,6 +25,7 @@ from climatik.reconcilers.resources import (
     USER_MAX_ANNOTATION,
 )
 
+NAMESPACE_INDEX = "namespace"
 KEDA_DEFAULT_MIN = 0
 KEDA_DEFAULT_MAX = 100
 KSERVE_DEFAULT_MIN = 1
@@ -406,13 +408,28 @@ class WorkloadCaches:
     hpas: Any = None
     """KEDA's HPAs; only the power-cap reconciler needs them (None: not watched)."""
 
+    def __post_init__(self) -> None:
+        # A config reads only its own namespace: with thousands of configs, scanning every
+        # cached object per reconcile would make a round quadratic.
+        for informer in self._informers():
+            informer.store.add_indexer(NAMESPACE_INDEX, index_by_namespace)
+
+    def _informers(self) -> tuple[Any, ...]:
+        caches = (self.scaled_objects, self.inference_services, self.deployments, self.pods)
+        return (*caches, self.hpas) if self.hpas is not None else caches
+
     def resolve(self, config: PowerCappingConfig) -> Resolution:
         """The targets of `config` as the caches see them now."""
+
+        def local(informer: Any) -> list[Obj]:
+            objs: list[Obj] = informer.store.by_index(NAMESPACE_INDEX, config.namespace)
+            return objs
+
         return resolve_targets(
             config,
-            scaled_objects=self.scaled_objects.store.objects(),
-            inference_services=self.inference_services.store.objects(),
-            deployments=self.deployments.store.objects(),
-            pods=self.pods.store.objects(),
-            hpas=self.hpas.store.objects() if self.hpas is not None else (),
+            scaled_objects=local(self.scaled_objects),
+            inference_services=local(self.inference_services),
+            deployments=local(self.deployments),
+            pods=local(self.pods),
+            hpas=local(self.hpas) if self.hpas is not None else (),
         )
