@@ -18,6 +18,7 @@ spec generation, not one per reconcile.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -79,6 +80,7 @@ from climatik.reconcilers.settings import CappingSettings
 from climatik.reconcilers.status_writer import with_fields, write_status
 from climatik.reconcilers.targets import ResolvedTarget, WorkloadCaches
 from climatik.sources.address import AddressPolicy
+from climatik.sources.plausibility import PlausibilityLimits
 from climatik.sources.power import (
     PrometheusPowerSource,
     RackNodes,
@@ -398,6 +400,9 @@ class PowerCapReconciler:
             power=power,
             tokens=TokensQueryConfig(),
             racks=replace(racks, rack_label=self._settings.rack_label),
+            plausibility=PlausibilityLimits(
+                max_watts_per_server=self._settings.max_plausible_watts_per_server
+            ),
         )
 
     async def _measure(
@@ -417,7 +422,10 @@ class PowerCapReconciler:
         scope_w: float | None
         if config.metrics:
             # The design document's own query measures the whole capped scope.
-            scope = await source.measure_total(config.metrics[0].query)
+            # The scope may span the cluster: its plausible power is bounded per node.
+            scope = await source.measure_total(
+                config.metrics[0].query, servers=len(self._nodes.store)
+            )
             scope_w = scope.value if isinstance(scope, Reading) else None
             if not isinstance(scope, Reading):
                 problems.append((scope, f"metrics[0].query: {outcome_message(scope)}"))
@@ -723,7 +731,7 @@ class PowerCapReconciler:
             user_max_replicas=target.user_max_replicas,
             applied_max_replicas=plan.ceilings.get(target.name, target.applied_max_replicas),
             watts_per_replica=learned.watts_per_replica if learned else None,
-            tokens_per_watt=tokens / watts if tokens is not None and watts else None,
+            tokens_per_watt=_ratio(tokens, watts),
         )
 
     @staticmethod
@@ -772,6 +780,14 @@ def _binding_note(observation: CapObservation, targets: Sequence[ResolvedTarget]
 
 def _user_max(targets: Sequence[ResolvedTarget], name: str) -> int:
     return next((t.user_max_replicas for t in targets if t.name == name), 0)
+
+
+def _ratio(tokens: float | None, watts: float | None) -> float | None:
+    """Tokens per watt for the status; None unless a number (JSON has no Infinity)."""
+    if tokens is None or not watts:
+        return None
+    ratio = tokens / watts
+    return ratio if math.isfinite(ratio) else None
 
 
 def _nodata(outcome: object) -> str:

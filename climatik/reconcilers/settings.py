@@ -28,6 +28,9 @@ class CappingSettings(BaseSettings):
     """After a GPU tuning result, hold ceilings this long while old readings age out."""
     rack_label: str = "rack"
     """Label carrying the rack in rack-level query results (`$rack` queries need none)."""
+    max_plausible_watts_per_server: float = Field(default=100_000.0, gt=0, allow_inf_nan=False)
+    """Measurements are untrusted: more than this per server (a target: per pod; the scope and
+    a rack: per node) is an implausible reading, treated as missing data."""
 
 
 class CarbonSettings(BaseSettings):
