@@ -80,6 +80,7 @@ from climatik.reconcilers.settings import CappingSettings
 from climatik.reconcilers.status_writer import with_fields, write_status
 from climatik.reconcilers.targets import ResolvedTarget, WorkloadCaches
 from climatik.sources.address import AddressPolicy
+from climatik.sources.breaker import BreakerSettings
 from climatik.sources.plausibility import PlausibilityLimits
 from climatik.sources.power import (
     PrometheusPowerSource,
@@ -93,10 +94,10 @@ from climatik.sources.power import (
 )
 from climatik.sources.prometheus import (
     NoData,
-    PrometheusClient,
     PrometheusError,
     PrometheusSettings,
 )
+from climatik.sources.prometheus_pool import PrometheusPool
 from climatik.sources.promql import QueryTemplateError
 
 log = structlog.get_logger(__name__)
@@ -117,6 +118,19 @@ _DECISION_ACTIONS = {
     CeilingAction.SAFE: "FailSafe",
     CeilingAction.HOLD: "Hold",
 }
+
+
+def prometheus_pool(
+    settings: CappingSettings, session_factory: Callable[[], Awaitable[aiohttp.ClientSession]]
+) -> PrometheusPool:
+    """The shared Prometheus read layer the settings ask for (one per controller)."""
+    return PrometheusPool(
+        session_factory,
+        cache_ttl_s=settings.prometheus_cache_ttl_s,
+        breaker=BreakerSettings(
+            settings.prometheus_breaker_initial_s, settings.prometheus_breaker_max_s
+        ),
+    )
 
 
 def policy_settings(config: PowerCappingConfig) -> CeilingSettings:
@@ -178,6 +192,7 @@ class PowerCapReconciler:
         metrics: CappingMetrics,
         settings: CappingSettings,
         session_factory: Callable[[], Awaitable[aiohttp.ClientSession]],
+        prometheus: PrometheusPool | None = None,
         hints: TuningHints | None = None,
         gpu_tuning_enabled: bool = True,
         clock: Callable[[], float] = time.monotonic,
@@ -190,7 +205,8 @@ class PowerCapReconciler:
         self._events = events
         self._metrics = metrics
         self._settings = settings
-        self._session_factory = session_factory
+        # The controller hands over its shared read layer; a reconciler built alone gets its own.
+        self._prometheus = prometheus or prometheus_pool(settings, session_factory)
         self._hints = hints
         self._gpu_tuning_enabled = gpu_tuning_enabled
         self._clock = clock
@@ -382,8 +398,7 @@ class PowerCapReconciler:
                 "CLIMATIK_CAPPING__PROMETHEUS_ADDRESS on the controller)"
             )
             raise TerminalError(msg)
-        client = PrometheusClient(
-            await self._session_factory(),
+        client = self._prometheus.querier(
             address,
             PrometheusSettings(
                 timeout_s=self._settings.prometheus_timeout_s,
