@@ -16,8 +16,9 @@ The bounds are deliberately generous: they catch nonsense, not unusual hardware.
 - Tokens per second: at most `max_tokens_per_s_per_pod` per pod (1e6 by default). One pod
   serves one model replica; the fastest replicas today generate in the tens of thousands of
   tokens per second in aggregate, so 1e6 is two orders of magnitude of headroom.
-- Temperatures (rack inlet): -30 to 100 °C; data-centre air outside that range is a broken
-  sensor or a wrong query, never a reading to act on.
+- Temperatures (rack inlet, exhaust, supply air): -30 to 100 °C; data-centre air outside that
+  range is a broken sensor or a wrong query, never a reading to act on.
+- Airflow: at most 10 m³/s per node (a server moves well under 1 m³/s).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ DEFAULT_MAX_WATTS_PER_SERVER: Final = 100_000.0
 DEFAULT_MAX_TOKENS_PER_S_PER_POD: Final = 1_000_000.0
 DEFAULT_MIN_TEMPERATURE_C: Final = -30.0
 DEFAULT_MAX_TEMPERATURE_C: Final = 100.0
+MAX_AIRFLOW_M3_PER_S_PER_NODE: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +106,12 @@ class PlausibilityLimits:
 
     def temperature_c(self) -> PlausibleRange:
         return PlausibleRange(self.min_temperature_c, self.max_temperature_c, "°C")
+
+    def airflow_m3_per_s(self, nodes: int) -> PlausibleRange:
+        count = max(1, nodes)
+        return PlausibleRange(
+            0.0,
+            MAX_AIRFLOW_M3_PER_S_PER_NODE * count,
+            "m³/s",
+            f"{count} node(s) x {MAX_AIRFLOW_M3_PER_S_PER_NODE:g} m³/s at most",
+        )
