@@ -564,7 +564,7 @@ def _sum_pods(
             f"newest sample is {now_s - measured_at_s:.0f} s old, maximum {max_age_s:g} s, "
             + where,
         )
-    return Reading(math.fsum(s.value for s in samples), measured_at_s, grouped.query)
+    return Reading(sum(s.value for s in samples), measured_at_s, grouped.query)
 
 
 def _newest(grouped: PodSamples, target: TargetPods) -> Reading | NoData:
@@ -754,7 +754,7 @@ class PrometheusPowerSource:
         if result.dropped:
             return NoData(NoDataReason.NAN, query, f"{result.dropped} series unusable")
         total = Reading(
-            value=math.fsum(s.value for s in result.samples),
+            value=sum(s.value for s in result.samples),
             measured_at_s=min(s.timestamp_s for s in result.samples),
             query=query,
         )

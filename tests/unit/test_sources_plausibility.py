@@ -11,7 +11,7 @@ import math
 from typing import Literal
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from climatik.sources.plausibility import PlausibilityLimits, PlausibleRange
@@ -202,6 +202,15 @@ _PODS = st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True, max_size=4)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(  # finite values whose sum overflows (math.fsum would raise)
+    cpu={"a": 1e308, "b": 1e308},
+    gpu={},
+    tokens={"a": 1e308, "b": 1e308},
+    total=[1e308, 1e308],
+    temperature=20.0,
+    pods=[["a", "b"]],
+    nodes=1,
+)
 @given(
     cpu=st.dictionaries(st.sampled_from(["a", "b", "c", "x"]), _HOSTILE, max_size=4),
     gpu=st.dictionaries(st.sampled_from(["a", "b", "c", "x"]), _HOSTILE, max_size=4),
