@@ -247,7 +247,9 @@ def _parse_point(raw: object, query: str) -> tuple[float, float]:
     if not isinstance(raw, list) or len(raw) != 2:
         raise PrometheusMalformedResponseError("a sample is not [time, value]", query=query)
     ts, value = raw
-    if isinstance(ts, bool) or not isinstance(ts, int | float):
+    # json.loads reads NaN and Infinity too: a time must be a finite number (grids and ages
+    # are computed from it).
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
         raise PrometheusMalformedResponseError("a sample time is not a number", query=query)
     return float(ts), _parse_value(value, query)
 

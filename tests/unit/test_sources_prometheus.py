@@ -221,6 +221,18 @@ def test_no_message_quotes_an_answer_except_a_prometheus_api_error(
         assert _TOKEN not in describe(outcome)
 
 
+@pytest.mark.parametrize("stamp", [b"NaN", b"Infinity", b"-Infinity"])
+def test_a_sample_time_that_is_no_finite_number_is_malformed(stamp: bytes) -> None:
+    # Python's json reads these literals; a grid or an age computed from them would raise.
+    envelope = b'{"status":"success","data":{"resultType":"%s","result":[{"metric":{},%s}]}}'
+    raw = envelope % (b"vector", b'"value":[' + stamp + b',"1"]')
+    with pytest.raises(PrometheusMalformedResponseError, match="time is not a number"):
+        parse_instant_response(200, raw, query=Q)
+    ranged = envelope % (b"matrix", b'"values":[[' + stamp + b',"1"]]')
+    with pytest.raises(PrometheusMalformedResponseError, match="time is not a number"):
+        parse_range_response(200, ranged, query=Q)
+
+
 def test_malformed_answers_are_not_quoted() -> None:
     raw = body(
         {
