@@ -90,10 +90,12 @@ class TargetObservation:
 
     @property
     def tokens_per_joule(self) -> float | None:
-        """Tokens per joule (tokens per second per watt), when both are known."""
+        """Tokens per joule (tokens per second per watt), when both are known and their ratio is
+        a number (a few tokens over a denormal wattage is not an efficiency)."""
         if self.tokens_per_s is None or self.watts is None or self.watts <= 0:
             return None
-        return self.tokens_per_s / self.watts
+        ratio = self.tokens_per_s / self.watts
+        return ratio if math.isfinite(ratio) else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,7 +93,8 @@ from climatik.sources.cooling import (
     HttpCoolingController,
 )
 from climatik.sources.power import PowerQueryConfig, RackNodes
-from climatik.sources.prometheus import PrometheusClient, PrometheusSettings
+from climatik.sources.prometheus import PrometheusSettings
+from climatik.sources.prometheus_pool import PrometheusPool
 from climatik.sources.racks import (
     PrometheusRackSignalSource,
     RackSignalQueries,
@@ -1156,17 +1157,18 @@ class PrometheusRackSources:
         self,
         session_factory: Callable[[], Awaitable[aiohttp.ClientSession]],
         settings: PlacementSettings,
+        prometheus: PrometheusPool | None = None,
     ) -> None:
-        self._session_factory = session_factory
         self._settings = settings
+        # Shared answers and a breaker per address across configs (one layer per controller).
+        self._prometheus = prometheus or PrometheusPool(session_factory)
 
     async def __call__(self, config: PowerCappingConfig) -> RackSignalSource:
         measurement = config.power_measurement
         address = config.prometheus_address(self._settings.prometheus_address)
         if address is None:
             return StaticRackSignalSource()
-        client = PrometheusClient(
-            await self._session_factory(),
+        client = self._prometheus.querier(
             address,
             PrometheusSettings(
                 timeout_s=self._settings.prometheus_timeout_s,

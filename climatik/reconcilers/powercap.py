@@ -18,6 +18,7 @@ spec generation, not one per reconcile.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -84,6 +85,8 @@ from climatik.reconcilers.settings import CappingSettings
 from climatik.reconcilers.status_writer import with_fields, write_status
 from climatik.reconcilers.targets import ResolvedTarget, WorkloadCaches
 from climatik.sources.address import AddressPolicy
+from climatik.sources.breaker import BreakerSettings
+from climatik.sources.plausibility import PlausibilityLimits
 from climatik.sources.power import (
     PrometheusPowerSource,
     RackNodes,
@@ -96,10 +99,10 @@ from climatik.sources.power import (
 )
 from climatik.sources.prometheus import (
     NoData,
-    PrometheusClient,
     PrometheusError,
     PrometheusSettings,
 )
+from climatik.sources.prometheus_pool import PrometheusPool
 from climatik.sources.promql import QueryTemplateError
 
 log = structlog.get_logger(__name__)
@@ -120,6 +123,19 @@ _DECISION_ACTIONS = {
     CeilingAction.SAFE: "FailSafe",
     CeilingAction.HOLD: "Hold",
 }
+
+
+def prometheus_pool(
+    settings: CappingSettings, session_factory: Callable[[], Awaitable[aiohttp.ClientSession]]
+) -> PrometheusPool:
+    """The shared Prometheus read layer the settings ask for (one per controller)."""
+    return PrometheusPool(
+        session_factory,
+        cache_ttl_s=settings.prometheus_cache_ttl_s,
+        breaker=BreakerSettings(
+            settings.prometheus_breaker_initial_s, settings.prometheus_breaker_max_s
+        ),
+    )
 
 
 def policy_settings(config: PowerCappingConfig) -> CeilingSettings:
@@ -186,6 +202,7 @@ class PowerCapReconciler:
         metrics: CappingMetrics,
         settings: CappingSettings,
         session_factory: Callable[[], Awaitable[aiohttp.ClientSession]],
+        prometheus: PrometheusPool | None = None,
         hints: TuningHints | None = None,
         gpu_tuning_enabled: bool = True,
         clock: Callable[[], float] = time.monotonic,
@@ -198,7 +215,8 @@ class PowerCapReconciler:
         self._events = events
         self._metrics = metrics
         self._settings = settings
-        self._session_factory = session_factory
+        # The controller hands over its shared read layer; a reconciler built alone gets its own.
+        self._prometheus = prometheus or prometheus_pool(settings, session_factory)
         self._hints = hints
         self._gpu_tuning_enabled = gpu_tuning_enabled
         self._clock = clock
@@ -428,8 +446,7 @@ class PowerCapReconciler:
                 "CLIMATIK_CAPPING__PROMETHEUS_ADDRESS on the controller)"
             )
             raise TerminalError(msg)
-        client = PrometheusClient(
-            await self._session_factory(),
+        client = self._prometheus.querier(
             address,
             PrometheusSettings(
                 timeout_s=self._settings.prometheus_timeout_s,
@@ -446,6 +463,9 @@ class PowerCapReconciler:
             power=power,
             tokens=TokensQueryConfig(),
             racks=replace(racks, rack_label=self._settings.rack_label),
+            plausibility=PlausibilityLimits(
+                max_watts_per_server=self._settings.max_plausible_watts_per_server
+            ),
         )
 
     async def _measure(
@@ -465,7 +485,10 @@ class PowerCapReconciler:
         scope_w: float | None
         if config.metrics:
             # The design document's own query measures the whole capped scope.
-            scope = await source.measure_total(config.metrics[0].query)
+            # The scope may span the cluster: its plausible power is bounded per node.
+            scope = await source.measure_total(
+                config.metrics[0].query, servers=len(self._nodes.store)
+            )
             scope_w = scope.value if isinstance(scope, Reading) else None
             if not isinstance(scope, Reading):
                 problems.append((scope, f"metrics[0].query: {outcome_message(scope)}"))
@@ -871,7 +894,7 @@ class PowerCapReconciler:
             user_max_replicas=target.user_max_replicas,
             applied_max_replicas=plan.ceilings.get(target.name, target.applied_max_replicas),
             watts_per_replica=learned.watts_per_replica if learned else None,
-            tokens_per_watt=tokens / watts if tokens is not None and watts else None,
+            tokens_per_watt=_ratio(tokens, watts),
         )
 
     @staticmethod
@@ -937,6 +960,14 @@ def _binding_note(observation: CapObservation, targets: Sequence[ResolvedTarget]
 
 def _user_max(targets: Sequence[ResolvedTarget], name: str) -> int:
     return next((t.user_max_replicas for t in targets if t.name == name), 0)
+
+
+def _ratio(tokens: float | None, watts: float | None) -> float | None:
+    """Tokens per watt for the status; None unless a number (JSON has no Infinity)."""
+    if tokens is None or not watts:
+        return None
+    ratio = tokens / watts
+    return ratio if math.isfinite(ratio) else None
 
 
 def _nodata(outcome: object) -> str:

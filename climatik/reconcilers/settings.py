@@ -31,6 +31,16 @@ class CappingSettings(BaseSettings):
     a number) are written at most this often; decisions, conditions and ceilings at once."""
     rack_label: str = "rack"
     """Label carrying the rack in rack-level query results (`$rack` queries need none)."""
+    max_plausible_watts_per_server: float = Field(default=100_000.0, gt=0, allow_inf_nan=False)
+    """Measurements are untrusted: more than this per server (a target: per pod; the scope and
+    a rack: per node) is an implausible reading, treated as missing data."""
+    prometheus_cache_ttl_s: float = Field(default=5.0, ge=0, allow_inf_nan=False)
+    """How long one Prometheus answer serves every config asking the same query (well under
+    `interval_s`; 0 keeps only the coalescing of identical queries in flight)."""
+    prometheus_breaker_initial_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    """After a Prometheus times out or is unreachable, queries to it fail fast this long; the
+    cool-down doubles with each failed probe up to `prometheus_breaker_max_s`."""
+    prometheus_breaker_max_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
 
 
 class CarbonSettings(BaseSettings):

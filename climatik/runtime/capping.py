@@ -22,7 +22,7 @@ from climatik.kube.workqueue import WorkQueue
 from climatik.reconcilers.carbon import CarbonReconciler
 from climatik.reconcilers.gpu_tuning import JOBS, GpuTuningReconciler, TuningHints
 from climatik.reconcilers.metrics import CappingMetrics
-from climatik.reconcilers.powercap import PowerCapReconciler
+from climatik.reconcilers.powercap import PowerCapReconciler, prometheus_pool
 from climatik.reconcilers.resources import (
     HORIZONTAL_POD_AUTOSCALERS,
     INFERENCE_SERVICES,
@@ -158,6 +158,9 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
     )
     session = SharedSession()
     ctx.add_cleanup(session.close)
+    # One read layer for every config: shared answers and a breaker per Prometheus address.
+    prometheus = prometheus_pool(settings, session.get)
+    ctx.add_cleanup(prometheus.close)
     reconciler = PowerCapReconciler(
         ctx.client,
         configs=configs,
@@ -167,6 +170,7 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
         metrics=capping_metrics(ctx.metrics.registry),
         settings=settings,
         session_factory=session.get,
+        prometheus=prometheus,
         hints=tuning_hints(ctx),
         # The same switch that leaves the GPU-tuning controller out (controllers.py): with it
         # off, configs asking for tuning are told so instead of silently left untuned.

@@ -29,6 +29,7 @@ from climatik.reconcilers.resources import (
 from climatik.runtime.capping import SharedSession, config_handlers, workload_caches
 from climatik.runtime.reconcile import Controller, ControllerContext
 from climatik.runtime.webhook import start_webhook_server
+from climatik.sources.prometheus_pool import PrometheusPool
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +62,8 @@ def placement_controller(ctx: ControllerContext) -> Controller:
     configs.add_handlers(config_handlers(queue))
     session = SharedSession()
     ctx.add_cleanup(session.close)
+    prometheus = PrometheusPool(session.get)
+    ctx.add_cleanup(prometheus.close)
     snapshot = PlacementSnapshot()
     metrics = placement_metrics(ctx.metrics.registry)
     reconciler = PlacementReconciler(
@@ -68,7 +71,7 @@ def placement_controller(ctx: ControllerContext) -> Controller:
         configs=configs,
         workloads=workload_caches(ctx),
         nodes=ctx.informer(NODES),
-        signal_source=PrometheusRackSources(session.get, settings),
+        signal_source=PrometheusRackSources(session.get, settings, prometheus),
         cooling=CoolingControllers(session.get, settings),
         snapshot=snapshot,
         events=ctx.events,

@@ -7,9 +7,15 @@ friends) or arbitrary hosts. This module guarantees, at request time:
 - the scheme is `http` or `https`, the URL has a host and carries no credentials, query or
   fragment (credentials belong in Secrets, and would leak into logs and status messages);
 - the host is not a link-local or metadata address, whether written literally (IPv4, IPv6,
-  IPv4-mapped IPv6, legacy numeric forms) or reached through a DNS name: `GuardedResolver`
-  checks every address a name resolves to, so a name pointing at 169.254.169.254 is refused too;
+  legacy numeric forms) or reached through a DNS name: `GuardedResolver` checks every address a
+  name resolves to, so a name pointing at 169.254.169.254 is refused too;
+- an IPv6 address that carries an IPv4 address (IPv4-mapped, IPv4-compatible, IPv4-translated,
+  NAT64, 6to4, Teredo) is refused when the IPv4 address it carries would be: the network turns
+  `64:ff9b::a9fe:a9fe` into 169.254.169.254;
 - when an allow-list of hosts is configured, the host is on it.
+
+Every message that repeats a configured URL passes it through `redact` first, so credentials or
+a token in a query string never reach a status condition, an Event or a log line.
 
 `HTTPSession` owns the one shared `aiohttp.ClientSession` (with the guarded resolver) that every
 source uses; redirects are never followed by the callers, so a server cannot bounce a request
@@ -19,6 +25,7 @@ to a refused address.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,20 +60,80 @@ _METADATA_ADDRESSES = frozenset(
 )
 
 
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # RFC 2765 (SIIT)
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # RFC 4291, deprecated but still routed
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052
+_NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215
+# RFC 6052 prefix lengths an operator may carve out of the local-use /48.
+_NAT64_LOCAL_PREFIX_LENGTHS = (48, 56, 64, 96)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
 class AddressRejectedError(ValueError):
     """The configured address may not be contacted; the message says why and what to change."""
 
 
-def refused_ip_reason(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+def _rfc6052_ipv4(value: int, prefix_length: int) -> ipaddress.IPv4Address:
+    # RFC 6052 section 2.2: the 32 IPv4 bits follow the prefix, skipping bits 64..71 (the "u"
+    # octet), so /48 and /56 split the IPv4 address around it.
+    positions = [i for i in range(prefix_length, 128) if not 64 <= i < 72][:32]
+    v4 = 0
+    for position in positions:
+        v4 = (v4 << 1) | ((value >> (127 - position)) & 1)
+    return ipaddress.IPv4Address(v4)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """Every IPv4 address `address` carries through a standard translation or tunnel.
+
+    A packet to such an address ends up at (or is answered on behalf of) the IPv4 address, so the
+    guard must judge that one too.
+    """
+    value = int(address)
+    low32 = ipaddress.IPv4Address(value & 0xFFFF_FFFF)
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address in _IPV4_TRANSLATED or address in _NAT64_WELL_KNOWN:
+        found.append(low32)
+    if address in _IPV4_COMPATIBLE and value > 1:  # `::` and `::1` are themselves
+        found.append(low32)
+    if address in _NAT64_LOCAL_USE:
+        found.extend(_rfc6052_ipv4(value, n) for n in _NAT64_LOCAL_PREFIX_LENGTHS)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)  # (server, client); the client is already de-obfuscated
+    return tuple(dict.fromkeys(found))
+
+
+def refused_ip_reason(address: IPAddress) -> str | None:
     """Return why `address` must not be contacted, or None when it may be."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            # The same host written in IPv6: every IPv4 rule applies.
+            address = address.ipv4_mapped
+        else:
+            for carried in embedded_ipv4(address):
+                # Only the metadata rules: an address reached through a translator is a
+                # different host, and the zeros some RFC 6052 layouts read are no danger.
+                reason = _metadata_reason(carried)
+                if reason is not None:
+                    return f"{address} carries the IPv4 address {carried}: {reason}"
+    reason = _metadata_reason(address)
+    if reason is not None:
+        return reason
+    if address.is_unspecified or address.is_multicast:
+        return f"{address} is not a unicast address"
+    return None
+
+
+def _metadata_reason(address: IPAddress) -> str | None:
     if address.is_link_local:
         return f"{address} is a link-local address (cloud metadata services live there)"
     if address in _METADATA_ADDRESSES:
         return f"{address} is a cloud metadata service address"
-    if address.is_unspecified or address.is_multicast:
-        return f"{address} is not a unicast address"
     return None
 
 
@@ -84,6 +151,29 @@ def _looks_numeric(host: str) -> bool:
     return all(label.isdigit() or label.lower().startswith("0x") for label in labels if label)
 
 
+_USERINFO = re.compile(r"[^\s/?#@]*@")
+
+
+def redact(address: object) -> str:
+    """`address` fit to repeat in a message: userinfo and query become `***`, the fragment goes.
+
+    Works on text that is not a valid URL too (a refusal must still not echo a password).
+    """
+    text = str(address)
+    try:
+        url = yarl.URL(text)
+    except (ValueError, TypeError):
+        url = None
+    if url is not None and url.is_absolute():
+        if url.raw_user is not None or url.raw_password is not None:
+            url = url.with_password(None).with_user("***")
+        if url.raw_query_string:
+            url = url.with_query("***")
+        return str(url.with_fragment(None))
+    text = _USERINFO.sub("***@", text)
+    return text.split("#", 1)[0].split("?", 1)[0] + ("?***" if "?" in text else "")
+
+
 @dataclass(frozen=True, slots=True)
 class AddressPolicy:
     """Which hosts a configured address may name. An empty allow-list allows every host that
@@ -97,40 +187,46 @@ class AddressPolicy:
         return cls(allowed_hosts=frozenset(h.strip().lower().strip("[]") for h in hosts if h))
 
     def validate(self, address: str) -> yarl.URL:
-        """Return the parsed base URL of `address`, or raise `AddressRejectedError`."""
+        """Return the parsed base URL of `address`, or raise `AddressRejectedError`.
+
+        Messages name the address redacted (`redact`): they reach status conditions and Events
+        that the config's author, and others, can read.
+        """
+        shown = redact(address)
         try:
             url = yarl.URL(address)
         except (ValueError, TypeError) as exc:
-            raise AddressRejectedError(f"{address!r} is not a URL: {exc}") from exc
+            # The parser's own message may quote the part it choked on (a password, say).
+            raise AddressRejectedError(f"{shown!r} is not a URL") from exc
         if url.scheme not in ALLOWED_SCHEMES:
-            raise AddressRejectedError(
-                f"{address!r}: scheme must be http or https, not {url.scheme or 'missing'!r}"
-            )
+            # Without `//`, what the parser calls the scheme may be a user name (`user:pw@h`).
+            scheme = url.scheme if url.scheme and "://" in address else "missing"
+            raise AddressRejectedError(f"{shown!r}: scheme must be http or https, not {scheme!r}")
         host = (url.raw_host or "").lower().rstrip(".")
         if not host:
-            raise AddressRejectedError(f"{address!r} has no host")
+            raise AddressRejectedError(f"{shown!r} has no host")
         if url.raw_user is not None or url.raw_password is not None:
             raise AddressRejectedError(
-                f"{address!r} carries credentials in the URL; they would be logged and shown "
+                f"{shown!r} carries credentials in the URL; they would be logged and shown "
                 "in status messages"
             )
         if url.raw_query_string or url.raw_fragment:
-            raise AddressRejectedError(f"{address!r}: a base address has no query or fragment")
+            raise AddressRejectedError(f"{shown!r}: a base address has no query or fragment")
         if host in METADATA_HOSTNAMES:
-            raise AddressRejectedError(f"{address!r}: {host} is a cloud metadata service name")
+            raise AddressRejectedError(f"{shown!r}: {host} is a cloud metadata service name")
         literal = _literal_ip(host)
         if literal is not None:
             reason = refused_ip_reason(literal)
             if reason is not None:
-                raise AddressRejectedError(f"{address!r}: {reason}")
+                raise AddressRejectedError(f"{shown!r}: {reason}")
         elif _looks_numeric(host):
             raise AddressRejectedError(
-                f"{address!r}: write IPv4 addresses as four decimal numbers (a.b.c.d)"
+                f"{shown!r}: write IPv4 addresses as four decimal numbers (a.b.c.d)"
             )
         if self.allowed_hosts and host not in self.allowed_hosts:
             allowed = ", ".join(sorted(self.allowed_hosts))
             raise AddressRejectedError(
-                f"{address!r}: host {host} is not in the allowed Prometheus hosts ({allowed})"
+                f"{shown!r}: host {host} is not in the allowed Prometheus hosts ({allowed})"
             )
         return url
 

@@ -11,7 +11,9 @@ ticketing hook), one JSON document per decision:
 `supplyCelsius` is null when the current supply temperature is not measured (then only the
 change is known). Guarantees: the URL passes the same address guard as Prometheus addresses (it
 comes from a custom resource); every post runs under a timeout; redirects are not followed;
-failures come back as `CoolingError` with a message for an Event, never as a traceback.
+failures come back as `CoolingError` with a message for an Event, never as a traceback. A message
+never carries the answer's body (whoever wrote the URL could point it at an internal service and
+read its answers in Events) nor the URL's credentials or query (`redact`).
 The dry-run controller, the default, sends nothing and only remembers what it would have sent.
 """
 
@@ -23,11 +25,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
+import structlog
 
 from climatik.domain.placement import SupplySetpoint
-from climatik.sources.address import AddressPolicy, AddressRejectedError
+from climatik.sources.address import AddressPolicy, AddressRejectedError, redact
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_TIMEOUT_S = 5.0
+_LOGGED_BODY_BYTES = 512
 
 
 class CoolingError(Exception):
@@ -108,6 +114,7 @@ class HttpCoolingController:
         except AddressRejectedError as error:
             raise CoolingError(f"cooling webhook refused: {error}") from error
         body = setpoints_document(config_key, setpoints)
+        shown = redact(self._url)
         try:
             async with asyncio.timeout(self._timeout_s):
                 async with self._session.post(
@@ -118,13 +125,29 @@ class HttpCoolingController:
                     timeout=aiohttp.ClientTimeout(total=self._timeout_s),
                 ) as response:
                     status = response.status
-                    text = (await response.content.read(512)).decode(errors="replace")
+                    if not 200 <= status <= 299:
+                        text = await response.content.read(_LOGGED_BODY_BYTES)
+                        log.debug(
+                            "cooling_webhook_refused",
+                            url=shown,
+                            status=status,
+                            body=text.decode(errors="replace"),
+                        )
         except TimeoutError as error:
             raise CoolingError(
-                f"cooling webhook {self._url} did not answer within {self._timeout_s:g} s"
+                f"cooling webhook {shown} did not answer within {self._timeout_s:g} s"
             ) from error
         except aiohttp.ClientError as error:
-            raise CoolingError(f"cooling webhook {self._url} unreachable: {error}") from error
+            raise CoolingError(
+                f"cooling webhook {shown} unreachable: {_client_error(error)}"
+            ) from error
         if not 200 <= status <= 299:
-            raise CoolingError(f"cooling webhook {self._url} answered HTTP {status}: {text}")
+            raise CoolingError(f"cooling webhook {shown} answered HTTP {status} (body not shown)")
         return CoolingOutcome(True, f"sent {len(setpoints)} setpoint(s), HTTP {status}")
+
+
+def _client_error(error: aiohttp.ClientError) -> str:
+    """What went wrong, without the URL some aiohttp errors repeat in full."""
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return f"cannot connect to {error.host}:{error.port} ({error.os_error})"
+    return type(error).__name__

@@ -18,6 +18,19 @@ built (pure, unit-tested) and what it guarantees:
   are configurable.
 - Freshness: for presets, a companion query `max(timestamp(<raw selector>))` gives the time of
   the newest raw sample; a reading whose data is older than the maximum age is `NoData(Stale)`.
+- Grouped reads: a preset (and the default tokens query) is asked ONCE for every pod of the
+  server, grouped by its namespace and pod labels (`sum by (pod_namespace, pod_name) (...)`,
+  `max by (...) (timestamp(...))`), and each target's value is the sum over its own pods'
+  samples: one answer serves every target of every config asking the same server, which the
+  shared read layer (`climatik.sources.prometheus_pool`) keeps for a few seconds. The
+  semantics are those of the per-target queries: no CPU series for any of a target's pods is
+  `NoData(Empty)`, absent GPU series add 0 W, a NaN sample of one of its pods makes it
+  `NoData(NaN)`, pods without series are left out of the sum. A config only ever reads the
+  samples of its own targets' pods, in its own namespace. `Custom` templates stay per target.
+- Plausibility: a value no real system produces (negative, or over the bounds of
+  `climatik.sources.plausibility`: watts per pod, node, rack; tokens per pod; inlet
+  temperature) is `NoData(Implausible)` naming the value and the bound. No reading this module
+  returns is negative, non-finite or out of bound.
 - Racks: configurable per-rack power and inlet temperature queries; a template using `$rack` or
   `$nodes` runs once per rack, any other query runs once and is split by a rack label.
 
@@ -29,6 +42,7 @@ quantity comes back as a `Reading`, a `NoData` or a `PrometheusError` value, so 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,12 +50,15 @@ from typing import Final, Literal, Protocol
 
 from climatik.domain.config import MeasurementPreset, PowerMeasurementConfig
 from climatik.sources import promql
+from climatik.sources.plausibility import PlausibilityLimits, PlausibleRange
 from climatik.sources.prometheus import (
     InstantResult,
     NoData,
     NoDataReason,
+    PodSamples,
     PrometheusError,
     PrometheusSettings,
+    Sample,
     Vector,
 )
 
@@ -259,6 +276,88 @@ def build_target_queries(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class GroupedQuery:
+    """A query for every pod at once, and the labels its answer is grouped by."""
+
+    promql: str
+    namespace_label: str
+    pod_label: str
+
+
+@dataclass(frozen=True, slots=True)
+class GroupedPowerQueries:
+    """A preset's grouped queries: watts per pod, the GPU companion whose absent series add
+    0 W (Kepler >= 0.10 with GPU), and the time of each pod's newest raw power sample."""
+
+    watts: GroupedQuery
+    gpu_watts: GroupedQuery | None
+    freshness: GroupedQuery
+
+
+def _grouped(
+    aggregation: str, namespace_label: str, pod_label: str, expression: str
+) -> GroupedQuery:
+    return GroupedQuery(
+        f"{aggregation} by ({namespace_label}, {pod_label}) ({expression})",
+        namespace_label,
+        pod_label,
+    )
+
+
+def _with_pod(metric: str, namespace_label: str, pod_label: str, *matchers: str) -> str:
+    # Series without a pod belong to no target (idle GPUs under DCGM, system processes under
+    # Kepler); leaving them out keeps the one answer for every pod small.
+    return promql.selector(metric, [f'{namespace_label}!=""', f'{pod_label}!=""', *matchers])
+
+
+def build_grouped_power_queries(config: PowerQueryConfig) -> GroupedPowerQueries | None:
+    """The grouped form of a preset (None for a custom query, which stays per target)."""
+    if config.custom_query is not None:
+        return None
+    running = 'state!="terminated"'
+    match config.preset:
+        case MeasurementPreset.KEPLER_POD:
+            ns, pod = "pod_namespace", "pod_name"
+            cpu = _with_pod(
+                "kepler_pod_cpu_watts", ns, pod, promql.matcher("zone", config.kepler_zone), running
+            )
+            gpu = _with_pod("kepler_pod_gpu_watts", ns, pod, running)
+            return GroupedPowerQueries(
+                watts=_grouped("sum", ns, pod, cpu),
+                gpu_watts=_grouped("sum", ns, pod, gpu) if config.kepler_include_gpu else None,
+                freshness=_grouped("max", ns, pod, f"timestamp({cpu})"),
+            )
+        case MeasurementPreset.KEPLER_07:
+            ns, pod = "container_namespace", "pod_name"
+            raw = _with_pod("kepler_container_joules_total", ns, pod)
+            return GroupedPowerQueries(
+                watts=_grouped("sum", ns, pod, f"rate({raw}[{config.kepler07_window}])"),
+                gpu_watts=None,
+                freshness=_grouped("max", ns, pod, f"timestamp({raw})"),
+            )
+        case MeasurementPreset.DCGM:
+            ns, pod = config.dcgm_namespace_label, config.dcgm_pod_label
+            raw = _with_pod("DCGM_FI_DEV_POWER_USAGE", ns, pod)
+            return GroupedPowerQueries(
+                watts=_grouped("sum", ns, pod, raw),
+                gpu_watts=None,
+                freshness=_grouped("max", ns, pod, f"timestamp({raw})"),
+            )
+        case MeasurementPreset.CUSTOM:
+            raise promql.QueryTemplateError("the Custom preset needs a power query")
+
+
+def build_grouped_tokens_query(config: TokensQueryConfig) -> GroupedQuery | None:
+    """Tokens per second of every pod (None for a custom tokens query)."""
+    if config.custom_query is not None:
+        return None
+    raw = _with_pod(config.metric, config.namespace_label, config.pod_label)
+    return _grouped(
+        "sum", config.namespace_label, config.pod_label, f"rate({raw}[{config.window}])"
+    )
+
+
 def is_per_rack(query: str) -> bool:
     """True when the query selects one rack itself (`$rack`/`$nodes`)."""
     return bool(promql.template_placeholders(query) & {"rack", "nodes"})
@@ -329,9 +428,9 @@ class PowerSource(Protocol):
 
     async def measure_racks(self, racks: Sequence[RackNodes]) -> Mapping[str, RackMeasurement]: ...
 
-    async def measure_total(self, query: str) -> Outcome:
+    async def measure_total(self, query: str, *, servers: int = 1) -> Outcome:
         """The sum of every series a fixed query returns (the design document's
-        `metrics[].query`: one number for the whole scope)."""
+        `metrics[].query`: one number for the whole scope, which runs on `servers` nodes)."""
         ...
 
 
@@ -390,7 +489,8 @@ class QueryConfigError(PrometheusError):
 
 
 class InstantQuerier(Protocol):
-    """The part of `PrometheusClient` this module uses (so tests can answer queries directly)."""
+    """The part of `PrometheusClient` this module uses (so tests can answer queries directly);
+    `climatik.sources.prometheus_pool` offers the same, shared and kept for a few seconds."""
 
     @property
     def settings(self) -> PrometheusSettings: ...
@@ -405,17 +505,101 @@ class InstantQuerier(Protocol):
     ) -> InstantResult: ...
 
 
+class PodQuerier(InstantQuerier, Protocol):
+    """An `InstantQuerier` that also answers grouped queries indexed by pod."""
+
+    async def query_by_pod(
+        self,
+        promql: str,
+        *,
+        namespace_label: str,
+        pod_label: str,
+        lookback_delta_s: float | Literal["default"] | None = "default",
+    ) -> PodSamples: ...
+
+
+_Grouped = PodSamples | PrometheusError
+
+
+@dataclass(frozen=True, slots=True)
+class _GroupedReads:
+    """The grouped answers one `measure_targets` call works from (None: not asked)."""
+
+    watts: _Grouped | None = None
+    gpu_watts: _Grouped | None = None
+    freshness: _Grouped | None = None
+    tokens: _Grouped | None = None
+
+
+def _pods_phrase(target: TargetPods) -> str:
+    shown = ", ".join(target.pods[:5]) + (", ..." if len(target.pods) > 5 else "")
+    return f"pod(s) {shown} of namespace {target.namespace}"
+
+
+def _sum_pods(
+    grouped: PodSamples,
+    target: TargetPods,
+    *,
+    now_s: float,
+    max_age_s: float | None,
+    absent_is_zero: bool = False,
+) -> Reading | NoData:
+    """A target's share of a grouped answer: the sum over its own pods' samples, judged as the
+    per-target `sum(...)` would have been (any NaN of its pods is NaN; none at all is empty)."""
+    samples = grouped.of(target.namespace, target.pods)
+    where = f"for {_pods_phrase(target)}"
+    if not samples:
+        if absent_is_zero:
+            return Reading(0.0, now_s, grouped.query)
+        return NoData(NoDataReason.EMPTY, grouped.query, f"no series {where}")
+    if any(math.isnan(s.value) for s in samples):
+        return NoData(NoDataReason.NAN, grouped.query, where)
+    if any(math.isinf(s.value) for s in samples):
+        return NoData(NoDataReason.INFINITE, grouped.query, where)
+    measured_at_s = min(s.timestamp_s for s in samples)
+    if max_age_s is not None and now_s - measured_at_s > max_age_s:
+        return NoData(
+            NoDataReason.STALE,
+            grouped.query,
+            f"newest sample is {now_s - measured_at_s:.0f} s old, maximum {max_age_s:g} s, "
+            + where,
+        )
+    return Reading(sum(s.value for s in samples), measured_at_s, grouped.query)
+
+
+def _newest(grouped: PodSamples, target: TargetPods) -> Reading | NoData:
+    """The time of the newest raw sample of a target's pods (a freshness answer's values)."""
+    times: list[Sample] = [
+        s for s in grouped.of(target.namespace, target.pods) if math.isfinite(s.value)
+    ]
+    if not times:
+        return NoData(NoDataReason.EMPTY, grouped.query)
+    newest = max(times, key=lambda s: s.value)
+    return Reading(newest.value, newest.timestamp_s, grouped.query)
+
+
+def screen(outcome: Outcome, bounds: PlausibleRange) -> Outcome:
+    """`outcome`, or `NoData(Implausible)` when it is a reading outside `bounds`."""
+    if not isinstance(outcome, Reading):
+        return outcome
+    problem = bounds.problem(outcome.value)
+    if problem is None:
+        return outcome
+    return NoData(NoDataReason.IMPLAUSIBLE, outcome.query or "", problem)
+
+
 class PrometheusPowerSource:
-    """`PowerSource` over a `PrometheusClient`. Queries run concurrently, at most
-    `max_concurrency` at a time, each under the client's timeout."""
+    """`PowerSource` over a `PrometheusClient` or the shared read layer. Queries run
+    concurrently, at most `max_concurrency` at a time, each under the client's timeout."""
 
     def __init__(
         self,
-        client: InstantQuerier,
+        client: PodQuerier,
         *,
         power: PowerQueryConfig | None = None,
         tokens: TokensQueryConfig | None = None,
         racks: RackQueryConfig | None = None,
+        plausibility: PlausibilityLimits | None = None,
         max_concurrency: int = 8,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -423,23 +607,70 @@ class PrometheusPowerSource:
         self._power = power if power is not None else PowerQueryConfig()
         self._tokens = tokens
         self._racks = racks if racks is not None else RackQueryConfig()
+        self._limits = plausibility if plausibility is not None else PlausibilityLimits()
+        self._grouped_power = build_grouped_power_queries(self._power)
+        self._grouped_tokens = build_grouped_tokens_query(tokens) if tokens is not None else None
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._clock = clock
 
     async def measure_targets(
         self, targets: Sequence[TargetPods]
     ) -> Mapping[str, TargetMeasurement]:
+        reads = await self._read_grouped(any(t.pods for t in targets))
         async with asyncio.TaskGroup() as group:
             tasks = {
-                t.key: group.create_task(self._measure_target(t), name=f"measure-{t.key}")
+                t.key: group.create_task(self._measure_target(t, reads), name=f"measure-{t.key}")
                 for t in targets
             }
         return {key: task.result() for key, task in tasks.items()}
 
     async def measure_target(self, target: TargetPods) -> TargetMeasurement:
-        return await self._measure_target(target)
+        return (await self.measure_targets([target]))[target.key]
 
-    async def _measure_target(self, target: TargetPods) -> TargetMeasurement:
+    async def _read_grouped(self, needed: bool) -> _GroupedReads:
+        """Ask each grouped query once for all targets (nothing when no target has pods)."""
+        if not needed:
+            return _GroupedReads()
+        power, tokens = self._grouped_power, self._grouped_tokens
+        max_age_s = self._client.settings.max_sample_age_s
+        # Look back further than the maximum age, so an old sample is reported as stale with
+        # its age instead of vanishing as "empty"; the value is a timestamp, not a reading.
+        freshness_lookback_s = None if max_age_s is None else max(300.0, 4 * max_age_s)
+        async with asyncio.TaskGroup() as group:
+            watts = group.create_task(self._by_pod(power.watts)) if power else None
+            gpu = (
+                group.create_task(self._by_pod(power.gpu_watts))
+                if power and power.gpu_watts
+                else None
+            )
+            fresh = (
+                group.create_task(self._by_pod(power.freshness, freshness_lookback_s))
+                if power
+                else None
+            )
+            tok = group.create_task(self._by_pod(tokens)) if tokens else None
+        return _GroupedReads(
+            watts=watts.result() if watts else None,
+            gpu_watts=gpu.result() if gpu else None,
+            freshness=fresh.result() if fresh else None,
+            tokens=tok.result() if tok else None,
+        )
+
+    async def _by_pod(
+        self, query: GroupedQuery, lookback_delta_s: float | Literal["default"] | None = "default"
+    ) -> _Grouped:
+        try:
+            async with self._semaphore:
+                return await self._client.query_by_pod(
+                    query.promql,
+                    namespace_label=query.namespace_label,
+                    pod_label=query.pod_label,
+                    lookback_delta_s=lookback_delta_s,
+                )
+        except PrometheusError as exc:
+            return exc
+
+    async def _measure_target(self, target: TargetPods, reads: _GroupedReads) -> TargetMeasurement:
         if not target.pods:
             now_s = self._clock()
             return TargetMeasurement(
@@ -449,33 +680,70 @@ class PrometheusPowerSource:
                     Reading(value=0.0, measured_at_s=now_s, query=None) if self._tokens else None
                 ),
             )
-        try:
-            queries = build_target_queries(target, self._power, self._tokens)
-        except promql.QueryTemplateError as exc:
-            error = QueryConfigError(str(exc))
-            return TargetMeasurement(target.key, error, error if self._tokens else None)
         async with asyncio.TaskGroup() as group:
-            watts_task = group.create_task(self._instant(queries.watts))
-            fresh_task = (
-                group.create_task(self._freshness(queries.watts_freshness))
-                if queries.watts_freshness
-                else None
-            )
+            watts_task = group.create_task(self._target_watts(target, reads))
             tokens_task = (
-                group.create_task(self._instant(queries.tokens_per_s))
-                if queries.tokens_per_s
-                else None
+                group.create_task(self._target_tokens(target, reads)) if self._tokens else None
             )
-        watts = watts_task.result()
-        if fresh_task is not None and isinstance(watts, Reading | NoData):
-            watts = self._apply_freshness(watts, fresh_task.result())
+        pods = len(target.pods)
         return TargetMeasurement(
             key=target.key,
-            watts=watts,
-            tokens_per_s=tokens_task.result() if tokens_task else None,
+            watts=screen(watts_task.result(), self._limits.pod_watts(pods)),
+            tokens_per_s=(
+                screen(tokens_task.result(), self._limits.pod_tokens_per_s(pods))
+                if tokens_task
+                else None
+            ),
         )
 
-    async def measure_total(self, query: str) -> Outcome:
+    async def _target_watts(self, target: TargetPods, reads: _GroupedReads) -> Outcome:
+        if self._power.custom_query is not None:
+            try:
+                query = build_power_query(self._power, target.namespace, target.pods)
+            except promql.QueryTemplateError as exc:
+                return QueryConfigError(str(exc))
+            return await self._instant(query)
+        now_s = self._clock()
+        max_age_s = self._client.settings.max_sample_age_s
+        # A failed companion query fails the reading, as it did when both were one query.
+        for part in (reads.watts, reads.gpu_watts):
+            if isinstance(part, PrometheusError):
+                return part
+        assert isinstance(reads.watts, PodSamples)
+        watts = _sum_pods(reads.watts, target, now_s=now_s, max_age_s=max_age_s)
+        if isinstance(watts, Reading) and isinstance(reads.gpu_watts, PodSamples):
+            gpu = _sum_pods(
+                reads.gpu_watts, target, now_s=now_s, max_age_s=max_age_s, absent_is_zero=True
+            )
+            if isinstance(gpu, NoData):
+                return gpu
+            watts = Reading(
+                watts.value + gpu.value, min(watts.measured_at_s, gpu.measured_at_s), watts.query
+            )
+        freshness: Reading | NoData | PrometheusError = NoData(NoDataReason.EMPTY, "")
+        if isinstance(reads.freshness, PodSamples):
+            freshness = _newest(reads.freshness, target)
+        return self._apply_freshness(watts, freshness)
+
+    async def _target_tokens(self, target: TargetPods, reads: _GroupedReads) -> Outcome:
+        assert self._tokens is not None
+        if self._tokens.custom_query is not None:
+            try:
+                query = build_tokens_query(self._tokens, target.namespace, target.pods)
+            except promql.QueryTemplateError as exc:
+                return QueryConfigError(str(exc))
+            return await self._instant(query)
+        if isinstance(reads.tokens, PrometheusError):
+            return reads.tokens
+        assert isinstance(reads.tokens, PodSamples)
+        return _sum_pods(
+            reads.tokens,
+            target,
+            now_s=self._clock(),
+            max_age_s=self._client.settings.max_sample_age_s,
+        )
+
+    async def measure_total(self, query: str, *, servers: int = 1) -> Outcome:
         try:
             async with self._semaphore:
                 result = await self._client.query(query)
@@ -485,11 +753,12 @@ class PrometheusPowerSource:
             return result
         if result.dropped:
             return NoData(NoDataReason.NAN, query, f"{result.dropped} series unusable")
-        return Reading(
+        total = Reading(
             value=sum(s.value for s in result.samples),
             measured_at_s=min(s.timestamp_s for s in result.samples),
             query=query,
         )
+        return screen(total, self._limits.server_watts(servers))
 
     async def measure_racks(self, racks: Sequence[RackNodes]) -> Mapping[str, RackMeasurement]:
         async with asyncio.TaskGroup() as group:
@@ -498,12 +767,19 @@ class PrometheusPowerSource:
                 self._rack_quantity(self._racks.inlet_temperature_query, racks)
             )
         power, temperature = power_task.result(), temp_task.result()
+        temperature_range = self._limits.temperature_c()
         return {
             rack.rack_id: RackMeasurement(
                 rack_id=rack.rack_id,
-                watts=power.get(rack.rack_id) if power is not None else None,
+                watts=(
+                    screen(power[rack.rack_id], self._limits.server_watts(len(rack.nodes)))
+                    if power is not None
+                    else None
+                ),
                 inlet_temperature_c=(
-                    temperature.get(rack.rack_id) if temperature is not None else None
+                    screen(temperature[rack.rack_id], temperature_range)
+                    if temperature is not None
+                    else None
                 ),
             )
             for rack in racks
@@ -557,20 +833,6 @@ class PrometheusPowerSource:
         try:
             async with self._semaphore:
                 result = await self._client.query(query)
-            return _single(result, query)
-        except PrometheusError as exc:
-            return exc
-
-    async def _freshness(self, query: str) -> Reading | NoData | PrometheusError:
-        # Look back further than the maximum age, so an old sample is reported as stale with
-        # its age instead of vanishing as "empty"; the value is a timestamp, not a reading.
-        max_age_s = self._client.settings.max_sample_age_s
-        lookback_s = None if max_age_s is None else max(300.0, 4 * max_age_s)
-        try:
-            async with self._semaphore:
-                result = await self._client.query(
-                    query, lookback_delta_s=lookback_s, check_age=False
-                )
             return _single(result, query)
         except PrometheusError as exc:
             return exc

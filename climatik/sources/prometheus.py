@@ -12,6 +12,13 @@ general clients do not give together:
   result and samples older than the configured age are `NoData` with a reason, never zero;
 - failures are typed `PrometheusError`s with a `reason` (a status-condition reason) and a
   message that says what to fix, including Prometheus's own `errorType`/`error` for a bad query.
+  Messages reach status conditions and Events that the config's author reads, and the author
+  chooses the address: so no message ever carries an answer's body. Only a Prometheus API error
+  (a documented `errorType`) is quoted, its `error` cleaned and cut to 200 characters; any other
+  failure reads `HTTP 503 from host:port (body not shown)`.
+- Prometheus is asked to give up on a query a little before our own deadline, so an expensive
+  query comes back as Prometheus's `timeout` error (an answer), and a client-side timeout means
+  the server itself did not answer.
 
 Parsing is a pure function of the response (`parse_response`), so it is unit-tested without a
 server. Staleness is enforced on both sides: the client sends `lookback_delta` so Prometheus
@@ -24,7 +31,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, Literal, assert_never
@@ -36,6 +43,9 @@ from climatik.sources.address import AddressPolicy, AddressRejectedError
 
 DEFAULT_TIMEOUT_S: Final = 10.0
 DEFAULT_MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
+GROUPED_RESPONSE_FACTOR: Final = 4
+"""A grouped answer (`query_by_pod`) covers every pod of the server: at about 100 bytes a pod,
+4 x 8 MiB holds some 300,000 pods."""
 _READ_CHUNK_BYTES: Final = 64 * 1024
 
 Labels = Mapping[str, str]
@@ -162,6 +172,9 @@ class NoDataReason(StrEnum):
     NAN = "NaN"
     INFINITE = "Infinite"
     STALE = "Stale"
+    IMPLAUSIBLE = "Implausible"
+    """A finite value no real system produces (negative watts, more than the servers can
+    draw): measurements are untrusted input, so it is no data rather than a decision."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +192,7 @@ class NoData:
             NoDataReason.NAN: "returned NaN",
             NoDataReason.INFINITE: "returned an infinite value",
             NoDataReason.STALE: "returned only samples older than the maximum age",
+            NoDataReason.IMPLAUSIBLE: "returned an implausible value",
         }[self.reason]
         suffix = f" ({self.detail})" if self.detail else ""
         return f"query {self.query!r} {base}{suffix}"
@@ -187,29 +201,56 @@ class NoData:
 InstantResult = Vector | NoData
 RangeResult = Matrix | NoData
 
+PodKey = tuple[str, str]
+"""(namespace, pod)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PodSamples:
+    """A grouped instant result (`sum by (namespace_label, pod_label) (...)`) indexed by pod.
+
+    Unlike a `Vector` it keeps NaN and infinite samples (a caller summing one target's pods must
+    know that one of *them* is unusable) and judges no age (each caller judges its own pods with
+    its own clock, which is what lets one answer serve many callers). Samples lacking either
+    label belong to no pod and are left out.
+    """
+
+    query: str
+    by_pod: Mapping[PodKey, tuple[Sample, ...]]
+
+    def of(self, namespace: str, pods: Sequence[str]) -> list[Sample]:
+        """The samples of `pods` in `namespace`, and of nothing else."""
+        found: list[Sample] = []
+        for pod in pods:
+            found.extend(self.by_pod.get((namespace, pod), ()))
+        return found
+
 
 # --------------------------------------------------------------------------------------------
 # Parsing (pure)
 
 
 def _parse_value(raw: object, query: str) -> float:
-    # Prometheus encodes sample values as strings ("1.5", "NaN", "+Inf", "-Inf").
+    # Prometheus encodes sample values as strings ("1.5", "NaN", "+Inf", "-Inf"). Messages name
+    # no part of the answer: whoever chose the address must not read other services' answers.
     if not isinstance(raw, str):
-        raise PrometheusMalformedResponseError(f"sample value {raw!r} is not a string", query=query)
+        raise PrometheusMalformedResponseError("a sample value is not a string", query=query)
     try:
         return float(raw)
     except ValueError as exc:
         raise PrometheusMalformedResponseError(
-            f"sample value {raw!r} is not a number", query=query
+            "a sample value is not a number", query=query
         ) from exc
 
 
 def _parse_point(raw: object, query: str) -> tuple[float, float]:
     if not isinstance(raw, list) or len(raw) != 2:
-        raise PrometheusMalformedResponseError(f"sample {raw!r} is not [time, value]", query=query)
+        raise PrometheusMalformedResponseError("a sample is not [time, value]", query=query)
     ts, value = raw
-    if isinstance(ts, bool) or not isinstance(ts, int | float):
-        raise PrometheusMalformedResponseError(f"timestamp {ts!r} is not a number", query=query)
+    # json.loads reads NaN and Infinity too: a time must be a finite number (grids and ages
+    # are computed from it).
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        raise PrometheusMalformedResponseError("a sample time is not a number", query=query)
     return float(ts), _parse_value(value, query)
 
 
@@ -217,7 +258,7 @@ def _parse_labels(raw: object, query: str) -> dict[str, str]:
     if not isinstance(raw, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
     ):
-        raise PrometheusMalformedResponseError(f"labels {raw!r} are not a map", query=query)
+        raise PrometheusMalformedResponseError("a series' labels are not a map", query=query)
     return dict(raw)
 
 
@@ -229,30 +270,68 @@ def _classify(value: float) -> NoDataReason | None:
     return None
 
 
-def _envelope(status: int, body: bytes, query: str) -> object:
-    """Check the JSON envelope and return its `data`, raising the typed error for failures."""
+# Prometheus's documented API error types (`errorType`); only these are quoted in messages.
+PROMETHEUS_ERROR_TYPES: Final = frozenset(
+    {
+        "bad_data",
+        "execution",
+        "timeout",
+        "canceled",
+        "internal",
+        "unavailable",
+        "not_found",
+        "not_acceptable",
+    }
+)
+MAX_QUOTED_ERROR_CHARS: Final = 200
+
+
+def _clean(text: str, limit: int = MAX_QUOTED_ERROR_CHARS) -> str:
+    """Printable characters only (no newlines or escapes to forge log lines), at most `limit`."""
+    printable = "".join(c if c.isprintable() else " " for c in text).strip()
+    return printable if len(printable) <= limit else printable[: limit - 1] + "…"
+
+
+def _body_not_shown(status: int, origin: str, query: str) -> PrometheusHTTPError:
+    return PrometheusHTTPError(
+        f"HTTP {status} from {origin} (body not shown)", status=status, query=query
+    )
+
+
+def _envelope(status: int, body: bytes, query: str, origin: str) -> object:
+    """Check the JSON envelope and return its `data`, raising the typed error for failures.
+
+    `origin` (`host:port`) names the server in messages; the body is never quoted, except the
+    `error` of a Prometheus API error with a documented `errorType`.
+    """
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError):
         if status >= 400:
-            snippet = body[:200].decode("utf-8", "replace").strip()
-            raise PrometheusHTTPError(
-                f"HTTP {status} from Prometheus: {snippet or 'empty body'}",
-                status=status,
-                query=query,
-            ) from exc
-        raise PrometheusMalformedResponseError(f"response is not JSON: {exc}", query=query) from exc
+            raise _body_not_shown(status, origin, query) from None
+        raise PrometheusMalformedResponseError(
+            f"the answer from {origin} is not JSON (body not shown)", query=query
+        ) from None
     if not isinstance(document, dict):
+        if status >= 400:
+            raise _body_not_shown(status, origin, query)
         raise PrometheusMalformedResponseError("response is not a JSON object", query=query)
     if document.get("status") == "error" or status >= 400:
         error_type = document.get("errorType")
         error = document.get("error")
-        detail = f"{error_type}: {error}" if error_type or error else "no error message"
+        if (
+            document.get("status") != "error"
+            or not isinstance(error_type, str)
+            or error_type not in PROMETHEUS_ERROR_TYPES
+        ):
+            raise _body_not_shown(status, origin, query)
+        cleaned = _clean(error) if isinstance(error, str) else None
         raise PrometheusHTTPError(
-            f"Prometheus refused query {query!r} (HTTP {status}): {detail}",
+            f"Prometheus refused query {query!r} (HTTP {status}): "
+            f"{error_type}: {cleaned or 'no error message'}",
             status=status,
-            error_type=str(error_type) if error_type is not None else None,
-            error=str(error) if error is not None else None,
+            error_type=error_type,
+            error=cleaned,
             query=query,
         )
     if document.get("status") != "success" or "data" not in document:
@@ -271,6 +350,33 @@ def _result_of(data: object, query: str) -> tuple[str, object]:
     return result_type, data["result"]
 
 
+def _instant_samples(
+    status: int, body: bytes, query: str, origin: str
+) -> list[tuple[dict[str, str], tuple[float, float]]]:
+    """Every sample of an instant answer, as labels and (time, value), NaN and all."""
+    result_type, result = _result_of(_envelope(status, body, query, origin), query)
+    if result_type == "scalar":
+        return [({}, _parse_point(result, query))]
+    if result_type != "vector":
+        raise PrometheusMalformedResponseError(
+            f"instant query returned a {result_type[:20]}, expected a vector or scalar",
+            query=query,
+        )
+    if not isinstance(result, list):
+        raise PrometheusMalformedResponseError("vector result is not a list", query=query)
+    samples = []
+    for element in result:
+        if not isinstance(element, dict) or "value" not in element:
+            # Native-histogram samples carry "histogram" instead of "value": not a number
+            # we can use for power or tokens.
+            raise PrometheusMalformedResponseError(
+                "a vector element has no scalar value", query=query
+            )
+        labels = _parse_labels(element.get("metric", {}), query)
+        samples.append((labels, _parse_point(element["value"], query)))
+    return samples
+
+
 def parse_instant_response(
     status: int,
     body: bytes,
@@ -278,6 +384,7 @@ def parse_instant_response(
     query: str,
     now_s: float | None = None,
     max_sample_age_s: float | None = None,
+    origin: str = "Prometheus",
 ) -> InstantResult:
     """Turn an `/api/v1/query` response into a `Vector` or `NoData` (or raise).
 
@@ -285,27 +392,7 @@ def parse_instant_response(
     or (when `now_s` and `max_sample_age_s` are given) older than the maximum age are dropped;
     when nothing remains the result is `NoData` naming why.
     """
-    result_type, result = _result_of(_envelope(status, body, query), query)
-    raw_samples: list[tuple[dict[str, str], tuple[float, float]]]
-    if result_type == "vector":
-        if not isinstance(result, list):
-            raise PrometheusMalformedResponseError("vector result is not a list", query=query)
-        raw_samples = []
-        for element in result:
-            if not isinstance(element, dict) or "value" not in element:
-                # Native-histogram samples carry "histogram" instead of "value": not a number
-                # we can use for power or tokens.
-                raise PrometheusMalformedResponseError(
-                    f"vector element {element!r} has no scalar value", query=query
-                )
-            labels = _parse_labels(element.get("metric", {}), query)
-            raw_samples.append((labels, _parse_point(element["value"], query)))
-    elif result_type == "scalar":
-        raw_samples = [({}, _parse_point(result, query))]
-    else:
-        raise PrometheusMalformedResponseError(
-            f"instant query returned a {result_type}, expected a vector or scalar", query=query
-        )
+    raw_samples = _instant_samples(status, body, query, origin)
     if not raw_samples:
         return NoData(NoDataReason.EMPTY, query)
 
@@ -332,12 +419,14 @@ def parse_instant_response(
     return NoData(reason, query, detail)
 
 
-def parse_range_response(status: int, body: bytes, *, query: str) -> RangeResult:
+def parse_range_response(
+    status: int, body: bytes, *, query: str, origin: str = "Prometheus"
+) -> RangeResult:
     """Turn an `/api/v1/query_range` response into a `Matrix` or `NoData` (or raise)."""
-    result_type, result = _result_of(_envelope(status, body, query), query)
+    result_type, result = _result_of(_envelope(status, body, query, origin), query)
     if result_type != "matrix":
         raise PrometheusMalformedResponseError(
-            f"range query returned a {result_type}, expected a matrix", query=query
+            f"range query returned a {result_type[:20]}, expected a matrix", query=query
         )
     if not isinstance(result, list):
         raise PrometheusMalformedResponseError("matrix result is not a list", query=query)
@@ -346,7 +435,7 @@ def parse_range_response(status: int, body: bytes, *, query: str) -> RangeResult
     reasons: list[NoDataReason] = []
     for element in result:
         if not isinstance(element, dict):
-            raise PrometheusMalformedResponseError("matrix element is not an object", query=query)
+            raise PrometheusMalformedResponseError("a matrix element is not an object", query=query)
         labels = _parse_labels(element.get("metric", {}), query)
         raw_points = element.get("values", [])
         if not isinstance(raw_points, list):
@@ -367,6 +456,47 @@ def parse_range_response(status: int, body: bytes, *, query: str) -> RangeResult
     return NoData(reasons[0] if reasons else NoDataReason.EMPTY, query)
 
 
+def parse_pod_response(
+    status: int,
+    body: bytes,
+    *,
+    query: str,
+    namespace_label: str,
+    pod_label: str,
+    origin: str = "Prometheus",
+) -> PodSamples:
+    """Turn a grouped `/api/v1/query` response into `PodSamples` (or raise)."""
+    by_pod: dict[PodKey, list[Sample]] = {}
+    for labels, (ts, value) in _instant_samples(status, body, query, origin):
+        namespace, pod = labels.get(namespace_label), labels.get(pod_label)
+        if namespace and pod:
+            by_pod.setdefault((namespace, pod), []).append(Sample(labels, value, ts))
+    return PodSamples(query=query, by_pod={k: tuple(v) for k, v in by_pod.items()})
+
+
+def apply_max_age(
+    result: InstantResult, *, query: str, now_s: float, max_sample_age_s: float
+) -> InstantResult:
+    """`result` without the samples older than the maximum age, judged at `now_s`.
+
+    For answers kept for a while (`climatik.sources.prometheus_pool`): each caller judges the
+    age with its own clock, as `parse_instant_response` does for a fresh answer.
+    """
+    if isinstance(result, NoData):
+        return result
+    kept = tuple(s for s in result.samples if now_s - s.timestamp_s <= max_sample_age_s)
+    if len(kept) == len(result.samples):
+        return result
+    if kept:
+        return Vector(samples=kept, dropped=result.dropped + len(result.samples) - len(kept))
+    oldest_age_s = max(now_s - s.timestamp_s for s in result.samples)
+    return NoData(
+        NoDataReason.STALE,
+        query,
+        f"newest sample is {oldest_age_s:.0f} s old, maximum {max_sample_age_s:g} s",
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Client
 
@@ -375,6 +505,13 @@ def _duration(seconds: float) -> str:
     # Whole milliseconds: every Prometheus version parses `1500ms`, while fractional duration
     # strings such as `1.5s` are refused by 2.x.
     return f"{max(1, round(seconds * 1000))}ms"
+
+
+def server_timeout_s(timeout_s: float) -> float:
+    """The `timeout` Prometheus is given: a little under our own deadline, so that a query too
+    expensive to finish comes back as Prometheus's `timeout` error, an answer, and only a server
+    that does not answer at all runs into our deadline (what the pool's breaker counts)."""
+    return max(0.8 * timeout_s, timeout_s - 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,12 +578,9 @@ class PrometheusClient:
         """
         max_age_s = self._settings.max_sample_age_s
         lookback_s = max_age_s if lookback_delta_s == "default" else lookback_delta_s
-        form = {"query": promql, "timeout": _duration(self._settings.timeout_s)}
-        if at_s is not None:
-            form["time"] = f"{at_s:.3f}"
-        if lookback_s is not None:
-            form["lookback_delta"] = _duration(lookback_s)
-        status, body = await self._post("api/v1/query", form, promql)
+        status, body, origin = await self._post(
+            "api/v1/query", self._instant_form(promql, at_s, lookback_s), promql
+        )
         judge_age = check_age and at_s is None and max_age_s is not None
         return parse_instant_response(
             status,
@@ -454,7 +588,49 @@ class PrometheusClient:
             query=promql,
             now_s=self._clock() if judge_age else None,
             max_sample_age_s=max_age_s if judge_age else None,
+            origin=origin,
         )
+
+    async def query_by_pod(
+        self,
+        promql: str,
+        *,
+        namespace_label: str,
+        pod_label: str,
+        lookback_delta_s: float | Literal["default"] | None = "default",
+    ) -> PodSamples:
+        """Evaluate a grouped `promql` now and index its samples by (namespace, pod).
+
+        No age is judged and no NaN dropped (see `PodSamples`). One answer covers every pod of
+        the server, so it may be `GROUPED_RESPONSE_FACTOR` times the usual size limit.
+        """
+        lookback_s = (
+            self._settings.max_sample_age_s if lookback_delta_s == "default" else lookback_delta_s
+        )
+        status, body, origin = await self._post(
+            "api/v1/query",
+            self._instant_form(promql, None, lookback_s),
+            promql,
+            max_bytes=self._settings.max_response_bytes * GROUPED_RESPONSE_FACTOR,
+        )
+        return parse_pod_response(
+            status,
+            body,
+            query=promql,
+            namespace_label=namespace_label,
+            pod_label=pod_label,
+            origin=origin,
+        )
+
+    def _instant_form(
+        self, promql: str, at_s: float | None, lookback_s: float | None
+    ) -> dict[str, str]:
+        form = {"query": promql, "timeout": _duration(server_timeout_s(self._settings.timeout_s))}
+        if at_s is not None:
+            form["time"] = f"{at_s:.3f}"
+        if lookback_s is not None:
+            form["lookback_delta"] = _duration(lookback_s)
+        return form
 
     async def query_range(
         self,
@@ -478,12 +654,12 @@ class PrometheusClient:
             "start": f"{start_s:.3f}",
             "end": f"{end_s:.3f}",
             "step": _duration(step_s),
-            "timeout": _duration(self._settings.timeout_s),
+            "timeout": _duration(server_timeout_s(self._settings.timeout_s)),
         }
         if lookback_s is not None:
             form["lookback_delta"] = _duration(lookback_s)
-        status, body = await self._post("api/v1/query_range", form, promql)
-        return parse_range_response(status, body, query=promql)
+        status, body, origin = await self._post("api/v1/query_range", form, promql)
+        return parse_range_response(status, body, query=promql, origin=origin)
 
     def _endpoint(self, path: str, promql: str) -> yarl.URL:
         try:
@@ -494,11 +670,15 @@ class PrometheusClient:
         prefix = base.path.rstrip("/")
         return base.with_path(f"{prefix}/{path}")
 
-    async def _post(self, path: str, form: dict[str, str], promql: str) -> tuple[int, bytes]:
+    async def _post(
+        self, path: str, form: dict[str, str], promql: str, *, max_bytes: int | None = None
+    ) -> tuple[int, bytes, str]:
+        """POST `form`; the answer's status, body, and `host:port` to name the server by."""
         # POST with a form body: long pod regexes would overflow URL limits in a GET.
         url = self._endpoint(path, promql)
         timeout_s = self._settings.timeout_s
         where = f"{url.scheme}://{url.host}:{url.port}"
+        origin = f"{url.host}:{url.port}"
         try:
             async with asyncio.timeout(timeout_s):
                 async with self._session.post(
@@ -511,13 +691,13 @@ class PrometheusClient:
                     if 300 <= response.status < 400:
                         raise PrometheusHTTPError(
                             f"Prometheus at {where} answered with a redirect (HTTP "
-                            f"{response.status}) to {response.headers.get('Location', '?')}; "
-                            "configure the final address, redirects are not followed",
+                            f"{response.status}) to {_origin_of(response.headers.get('Location'))}"
+                            "; configure the final address, redirects are not followed",
                             status=response.status,
                             query=promql,
                         )
-                    body = await self._read_limited(response, promql)
-                    return response.status, body
+                    body = await self._read_limited(response, promql, max_bytes)
+                    return response.status, body, origin
         except TimeoutError as exc:
             raise PrometheusTimeoutError(
                 f"Prometheus at {where} did not answer within {timeout_s:g} s", query=promql
@@ -536,8 +716,10 @@ class PrometheusClient:
                 f"cannot reach Prometheus at {where}: {exc}", query=promql
             ) from exc
 
-    async def _read_limited(self, response: aiohttp.ClientResponse, promql: str) -> bytes:
-        limit = self._settings.max_response_bytes
+    async def _read_limited(
+        self, response: aiohttp.ClientResponse, promql: str, max_bytes: int | None
+    ) -> bytes:
+        limit = self._settings.max_response_bytes if max_bytes is None else max_bytes
         declared = response.content_length
         if declared is not None and declared > limit:
             raise PrometheusResponseTooLargeError(
@@ -553,6 +735,18 @@ class PrometheusClient:
                 )
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _origin_of(location: str | None) -> str:
+    # Where a redirect points, without its path and query: those are another server's words
+    # (a signed URL, a session), not something to copy into a status message.
+    try:
+        url = yarl.URL(location or "")
+    except (ValueError, TypeError):
+        return "an unreadable location"
+    if not url.is_absolute() or url.host is None:
+        return "another path on the same server"
+    return f"{url.scheme}://{url.host}:{url.port}"
 
 
 def describe(outcome: InstantResult | RangeResult | PrometheusError) -> str:

@@ -10,8 +10,11 @@ once and its samples are matched to racks by a rack label.
 
 Guarantees: a quantity whose query is not configured, fails, or returns nothing usable is `None`
 for that rack (never 0), with the reason kept in `problems` so status and Events can say what to
-fix; one failing query never hides the others. `StaticRackSignalSource` serves fixed, settable
-readings (dry runs, tests, sites that push readings some other way) through the same protocol.
+fix; one failing query never hides the others. Measurements are untrusted: a value outside the
+bounds of `climatik.sources.plausibility` (negative or absurd power, air below -30 or above
+100 °C, ...) is not usable either, and a history point outside them is missing (NaN).
+`StaticRackSignalSource` serves fixed, settable readings (dry runs, tests, sites that push
+readings some other way) through the same protocol.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from climatik.sources import promql
+from climatik.sources.plausibility import PlausibilityLimits, PlausibleRange
 from climatik.sources.power import (
     DEFAULT_RACK_LABEL,
     DEFAULT_RACK_POWER_QUERY,
@@ -209,12 +213,14 @@ class PrometheusRackSignalSource:
         queries: RackSignalQueries | None = None,
         *,
         power: PowerQueryConfig | None = None,
+        plausibility: PlausibilityLimits | None = None,
         max_concurrency: int = 8,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._queries = queries if queries is not None else RackSignalQueries()
         self._power = power if power is not None else PowerQueryConfig()
+        self._limits = plausibility if plausibility is not None else PlausibilityLimits()
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._clock = clock
 
@@ -231,13 +237,24 @@ class PrometheusRackSignalSource:
                 if self._queries.power_query is not None and self._queries.history_window_s > 0
                 else None
             )
+        nodes = {r.rack_id: len(r.nodes) for r in racks}
         for quantity, task in tasks.items():
             for rack_id, value in task.result().items():
-                if isinstance(value, str):
-                    collected[rack_id].problems.append(f"{quantity}: {value}")
+                problem = (
+                    value
+                    if isinstance(value, str)
+                    else self._bounds(quantity, nodes[rack_id]).problem(value)
+                )
+                if problem is None:
+                    collected[rack_id].values[quantity] = float(value)
+                elif isinstance(value, str):
+                    collected[rack_id].problems.append(f"{quantity}: {problem}")
                 else:
-                    collected[rack_id].values[quantity] = value
-        histories = history.result() if history is not None else {}
+                    collected[rack_id].problems.append(f"{quantity}: implausible value: {problem}")
+        histories = {
+            rack_id: _within(series, self._limits.server_watts(nodes[rack_id]))
+            for rack_id, series in (history.result() if history is not None else {}).items()
+        }
         out: dict[str, RackSignals] = {}
         for rack in racks:
             got = collected[rack.rack_id]
@@ -265,7 +282,14 @@ class PrometheusRackSignalSource:
         result = await self._range(query)
         if not isinstance(result, Matrix) or len(result.series) != 1:
             return ()
-        return self._on_grid(result.series[0].points)
+        return _within(self._on_grid(result.series[0].points), self._limits.pod_watts(len(pods)))
+
+    def _bounds(self, quantity: Quantity, nodes: int) -> PlausibleRange:
+        if quantity in ("watts", "cooling_watts"):
+            return self._limits.server_watts(nodes)
+        if quantity == "airflow_m3_per_s":
+            return self._limits.airflow_m3_per_s(nodes)
+        return self._limits.temperature_c()
 
     # -- instant readings -----------------------------------------------------------------
 
@@ -360,6 +384,11 @@ class PrometheusRackSignalSource:
             for s in result.series
             if s.labels.get(label) in wanted
         }
+
+
+def _within(series: tuple[float, ...], bounds: PlausibleRange) -> tuple[float, ...]:
+    """`series` with the points outside `bounds` missing (NaN), as gaps already are."""
+    return tuple(v if bounds.problem(v) is None else math.nan for v in series)
 
 
 def _by_label(result: Vector, label: str) -> dict[str, _Value]:

@@ -13,6 +13,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -29,6 +30,9 @@ from climatik.sources.power import (
     TargetMeasurement,
     TargetPods,
     TokensQueryConfig,
+    build_power_freshness_query,
+    build_power_query,
+    build_tokens_query,
 )
 from climatik.sources.prometheus import (
     Matrix,
@@ -41,6 +45,7 @@ from climatik.sources.prometheus import (
     PrometheusUnreachableError,
     Vector,
 )
+from climatik.sources.prometheus_pool import PrometheusPool
 from tests.integration.polling import eventually
 
 if TYPE_CHECKING:
@@ -429,3 +434,93 @@ async def test_hung_prometheus_times_out_within_the_deadline(
     assert result.watts.reason == "PrometheusTimeout"
     assert timeout_s - 0.1 <= elapsed_s < timeout_s + 1.0
     await eventually(lambda: measure(source, target), lambda m: close_to(watts_of(m), 550))
+
+
+async def per_target(
+    client: PrometheusClient, power: PowerQueryConfig, tokens: TokensQueryConfig, t: TargetPods
+) -> tuple[float | None, float | None, float | None]:
+    """Watts, the newest raw power sample's time and tokens/s, by the per-target queries."""
+
+    async def value(query: str | None, **options: Any) -> float | None:
+        if query is None:
+            return None
+        result = await client.query(query, **options)
+        return result.single_value() if isinstance(result, Vector) else None
+
+    freshness = build_power_freshness_query(power, t.namespace, t.pods)
+    return (
+        await value(build_power_query(power, t.namespace, t.pods)),
+        await value(freshness, lookback_delta_s=300.0, check_age=False),
+        await value(build_tokens_query(tokens, t.namespace, t.pods)),
+    )
+
+
+@pytest.mark.parametrize(
+    "power",
+    [
+        PowerQueryConfig(),
+        PowerQueryConfig(preset=MeasurementPreset.KEPLER_07, kepler07_window=RATE_WINDOW),
+        PowerQueryConfig(preset=MeasurementPreset.DCGM),
+    ],
+    ids=["KeplerPod", "Kepler07", "DCGM"],
+)
+async def test_grouped_reads_match_the_per_target_queries(
+    prometheus: PrometheusServer,
+    metrics_exporter: ExporterHandle,
+    session: aiohttp.ClientSession,
+    namespace: str,
+    power: PowerQueryConfig,
+) -> None:
+    """One grouped query per shape for every pod, through the shared read layer, gives each
+    target what its own per-target queries give: watts, freshness and tokens."""
+    chat = await add_service(metrics_exporter, namespace, PODS)
+    batch = replace(
+        await add_service(
+            metrics_exporter,
+            namespace,
+            {"batch-0": {"cpu_watts": 70.0, "gpu_watts": 120.0, "tokens_per_s": 5.0}},
+        ),
+        key=f"{namespace}/batch",
+    )
+    client = client_for(session, prometheus)
+    tokens = TokensQueryConfig(window=RATE_WINDOW)
+
+    async def shared_session() -> aiohttp.ClientSession:
+        return session
+
+    pool = PrometheusPool(shared_session)
+    grouped = PrometheusPowerSource(
+        pool.querier(prometheus.url, client.settings), power=power, tokens=tokens
+    )
+
+    async def both() -> list[tuple[TargetMeasurement, tuple[float | None, ...]]]:
+        measured = await grouped.measure_targets([chat, batch])
+        return [
+            (measured[t.key], await per_target(client, power, tokens, t)) for t in (chat, batch)
+        ]
+
+    # Each target sums its own pods only (batch-0 shares the namespace): DCGM sees the GPUs,
+    # Kepler CPU and GPU. Rates settle within the window, so wait for the settled values.
+    watts_w = (300.0, 120.0) if power.preset is MeasurementPreset.DCGM else (550.0, 190.0)
+    settled = list(zip(watts_w, (100.0, 5.0), strict=True))
+
+    def agree(pairs: list[tuple[TargetMeasurement, tuple[float | None, ...]]]) -> bool:
+        for (measured, (watts, newest, tokens_per_s)), (want_w, want_tokens) in zip(
+            pairs, settled, strict=True
+        ):
+            if not (isinstance(measured.watts, Reading) and watts and newest and tokens_per_s):
+                return False
+            if not (close_to(measured.watts.value, watts) and close_to(watts, want_w)):
+                return False
+            # The newest raw sample is the reading's time (both scraped each second).
+            if abs(measured.watts.measured_at_s - newest) > 1.5:
+                return False
+            tokens_now = measured.tokens_per_s_or_none
+            if not (close_to(tokens_now, tokens_per_s) and close_to(tokens_per_s, want_tokens)):
+                return False
+        return True
+
+    try:
+        await eventually(both, agree, timeout_s=40)
+    finally:
+        await pool.close()

@@ -7,7 +7,12 @@ import socket
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from climatik.sources.address import AddressPolicy, AddressRejectedError, GuardedResolver
+from climatik.sources.address import (
+    AddressPolicy,
+    AddressRejectedError,
+    GuardedResolver,
+    redact,
+)
 
 
 @pytest.mark.parametrize(
@@ -18,6 +23,10 @@ from climatik.sources.address import AddressPolicy, AddressRejectedError, Guarde
         "http://10.0.0.5:9090/prometheus",
         "http://127.0.0.1:9090",
         "http://[2001:db8::1]:9090",
+        # IPv6 carrying an ordinary IPv4 address (10.0.0.5): NAT64, local-use NAT64, 6to4.
+        "http://[64:ff9b::a00:5]:9090",
+        "http://[64:ff9b:1::a00:5]:9090",
+        "http://[2002:a00:5::1]:9090",
     ],
 )
 def test_ordinary_addresses_pass(address: str) -> None:
@@ -33,6 +42,18 @@ def test_ordinary_addresses_pass(address: str) -> None:
         ("http://[fe80::1]:9090", "link-local"),
         ("http://[fe80::1%25eth0]:9090", "link-local"),
         ("http://[::ffff:169.254.169.254]", "link-local"),
+        # IPv6 addresses that carry 169.254.169.254: IPv4-compatible, IPv4-translated (SIIT),
+        # NAT64 (well-known and local-use prefixes, /96 and /48 layouts), 6to4, and Teredo
+        # (server, and a client, whose address is stored inverted).
+        ("http://[::169.254.169.254]", "carries the IPv4 address 169.254.169.254"),
+        ("http://[::ffff:0:a9fe:a9fe]", "carries the IPv4 address 169.254.169.254"),
+        ("http://[64:ff9b::a9fe:a9fe]", "carries the IPv4 address 169.254.169.254"),
+        ("http://[64:ff9b:1::a9fe:a9fe]", "carries the IPv4 address 169.254.169.254"),
+        ("http://[64:ff9b:1:a9fe:a9:fe00::]", "carries the IPv4 address 169.254.169.254"),
+        ("http://[2002:a9fe:a9fe::1]:9090", "carries the IPv4 address 169.254.169.254"),
+        ("http://[2001:0:a9fe:a9fe::1]", "carries the IPv4 address 169.254.169.254"),
+        ("http://[2001:0:4136:e378:8000:63bf:5601:5601]", "carries the IPv4 address 169.254"),
+        ("http://[64:ff9b::6464:64c8]", "carries the IPv4 address 100.100.100.200"),
         ("http://[fd00:ec2::254]", "metadata"),
         ("http://100.100.100.200", "metadata"),
         ("http://metadata.google.internal", "metadata"),
@@ -53,6 +74,35 @@ def test_ordinary_addresses_pass(address: str) -> None:
 def test_refused_addresses_say_why(address: str, why: str) -> None:
     with pytest.raises(AddressRejectedError, match=why):
         AddressPolicy().validate(address)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "http://admin:hunter2@prometheus:9090",
+        "http://admin:hunter2@prometheus:9090/?token=abc",
+        "http://admin:hunter2@[::1",  # not even a URL
+        "admin:hunter2@prometheus:9090",  # no scheme
+    ],
+)
+def test_refusals_never_repeat_credentials(address: str) -> None:
+    with pytest.raises(AddressRejectedError) as caught:
+        AddressPolicy().validate(address)
+    assert "hunter2" not in str(caught.value)
+    assert "admin" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("address", "shown"),
+    [
+        ("http://u:pw@cool:8080/hook?token=abc#x", "http://***@cool:8080/hook?***"),
+        ("https://cool/hook", "https://cool/hook"),
+        ("http://u:pw@[::1", "http://***@[::1"),
+        ("u:pw@cool:8080", "***@cool:8080"),
+    ],
+)
+def test_redact_hides_userinfo_and_query(address: str, shown: str) -> None:
+    assert redact(address) == shown
 
 
 def test_allow_list_admits_only_listed_hosts() -> None:
@@ -89,6 +139,15 @@ async def test_resolver_refuses_names_pointing_at_metadata() -> None:
     resolver = GuardedResolver(FixedResolver("10.0.0.7", "169.254.169.254"))
     with pytest.raises(OSError, match=r"evil\.example resolves to a refused address"):
         await resolver.resolve("evil.example", 80)
+
+
+@pytest.mark.parametrize(
+    "resolved", ["::169.254.169.254", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "fe80::1"]
+)
+async def test_resolver_refuses_names_resolving_to_ipv6_carrying_metadata(resolved: str) -> None:
+    resolver = GuardedResolver(FixedResolver("2001:db8::7", resolved))
+    with pytest.raises(OSError, match="refused address"):
+        await resolver.resolve("evil.example", 80, socket.AF_INET6)
 
 
 async def test_resolver_passes_ordinary_names() -> None:

@@ -89,7 +89,7 @@ async def test_posts_setpoints_and_reports_success(session: aiohttp.ClientSessio
 async def test_http_error_and_timeout_raise_cooling_error(session: aiohttp.ClientSession) -> None:
     async def refuse(request: web.Request) -> web.StreamResponse:
         del request
-        return web.Response(status=503, text="maintenance window")
+        return web.Response(status=503, text="internal secret: db password hunter2")
 
     release = asyncio.Event()
 
@@ -100,8 +100,10 @@ async def test_http_error_and_timeout_raise_cooling_error(session: aiohttp.Clien
 
     runner, url = await serve(refuse)
     try:
-        with pytest.raises(CoolingError, match="HTTP 503: maintenance window"):
+        with pytest.raises(CoolingError, match=r"HTTP 503 \(body not shown\)") as caught:
             await HttpCoolingController(session, url).apply("llm/cap", [SETPOINT])
+        # Whoever wrote the URL reads Events: an internal service's answer must not reach them.
+        assert "hunter2" not in str(caught.value)
     finally:
         await runner.cleanup()
     runner, url = await serve(hang)
@@ -124,6 +126,24 @@ async def test_guarded_addresses_are_refused_without_a_request(
         await HttpCoolingController(session, "http://other.example/x", address_policy=allow).apply(
             "k", [SETPOINT]
         )
+
+
+async def test_messages_never_repeat_the_urls_credentials_or_query(
+    session: aiohttp.ClientSession,
+) -> None:
+    async def ok(request: web.Request) -> web.StreamResponse:
+        del request
+        return web.json_response({})
+
+    runner, url = await serve(ok)
+    await runner.cleanup()  # now nothing listens there
+    secret_url = url + "?token=hunter2"
+    with pytest.raises(CoolingError, match="unreachable") as caught:
+        await HttpCoolingController(session, secret_url).apply("k", [SETPOINT])
+    assert "hunter2" not in str(caught.value)
+    with pytest.raises(CoolingError, match="credentials") as refused:
+        await HttpCoolingController(session, "http://ops:hunter2@cooling/x").apply("k", [SETPOINT])
+    assert "hunter2" not in str(refused.value)
 
 
 async def test_unreachable_and_dry_run(session: aiohttp.ClientSession) -> None:

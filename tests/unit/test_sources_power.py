@@ -3,6 +3,7 @@ readings: no data is never zero, stale data is no data, one bad query does not h
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 from climatik.domain.config import MeasurementPreset, PowerMeasurementConfig
 from climatik.sources.power import (
     DEFAULT_RACK_POWER_QUERY,
+    GroupedPowerQueries,
+    GroupedQuery,
     PowerQueryConfig,
     PrometheusPowerSource,
     PrometheusQueryShapeError,
@@ -18,6 +21,8 @@ from climatik.sources.power import (
     Reading,
     TargetPods,
     TokensQueryConfig,
+    build_grouped_power_queries,
+    build_grouped_tokens_query,
     build_power_freshness_query,
     build_power_query,
     build_rack_query,
@@ -28,6 +33,7 @@ from climatik.sources.prometheus import (
     InstantResult,
     NoData,
     NoDataReason,
+    PodSamples,
     PrometheusHTTPError,
     PrometheusSettings,
     PrometheusUnreachableError,
@@ -152,7 +158,8 @@ def test_rack_config_refuses_target_placeholders() -> None:
 
 class TableQuerier:
     """Answers instant queries from a dict; a query not in the table returns an empty vector.
-    Values that are exceptions are raised."""
+    Values that are exceptions are raised. Grouped queries (`query_by_pod`) are answered from
+    the same table, their samples indexed by the asked labels; `asked` records every query."""
 
     def __init__(self, answers: dict[str, InstantResult | Exception], max_age_s: float = 60.0):
         self.answers = answers
@@ -163,6 +170,13 @@ class TableQuerier:
     def settings(self) -> PrometheusSettings:
         return self._settings
 
+    def _answer(self, promql: str) -> InstantResult:
+        self.asked.append(promql)
+        answer = self.answers.get(promql, NoData(NoDataReason.EMPTY, promql))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
     async def query(
         self,
         promql: str,
@@ -171,37 +185,152 @@ class TableQuerier:
         lookback_delta_s: float | Literal["default"] | None = "default",
         check_age: bool = True,
     ) -> InstantResult:
-        self.asked.append(promql)
-        answer = self.answers.get(promql, NoData(NoDataReason.EMPTY, promql))
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+        return self._answer(promql)
+
+    async def query_by_pod(
+        self,
+        promql: str,
+        *,
+        namespace_label: str,
+        pod_label: str,
+        lookback_delta_s: float | Literal["default"] | None = "default",
+    ) -> PodSamples:
+        answer = self._answer(promql)
+        by_pod: dict[tuple[str, str], tuple[Sample, ...]] = {}
+        for sample in answer.samples if isinstance(answer, Vector) else ():
+            key = (sample.labels[namespace_label], sample.labels[pod_label])
+            by_pod[key] = (*by_pod.get(key, ()), sample)
+        return PodSamples(query=promql, by_pod=by_pod)
 
 
 def one(value: float, ts: float = 1000.0, **labels: str) -> Vector:
     return Vector(samples=(Sample(labels=labels, value=value, timestamp_s=ts),))
 
 
+def per_pod(
+    values: dict[str, float], *, ts: float = 1000.0, ns: str = "llm", labels: str = "pod"
+) -> Vector:
+    """A grouped answer: one sample per pod of namespace `ns` (labels of the Kepler preset by
+    default, of the vLLM tokens query with labels="vllm")."""
+    ns_label, pod_label = (
+        ("namespace", "pod") if labels == "vllm" else ("pod_namespace", "pod_name")
+    )
+    return Vector(
+        samples=tuple(
+            Sample(labels={ns_label: ns, pod_label: pod}, value=v, timestamp_s=ts)
+            for pod, v in values.items()
+        )
+    )
+
+
 TARGET = TargetPods(key="llm/chat", namespace="llm", pods=("a", "b"))
 POWER = PowerQueryConfig()
 TOKENS = TokensQueryConfig(window="1m")
-WATTS_Q = build_power_query(POWER, "llm", TARGET.pods)
-FRESH_Q = build_power_freshness_query(POWER, "llm", TARGET.pods) or ""
-TOKENS_Q = build_tokens_query(TOKENS, "llm", TARGET.pods)
 
 
-async def test_target_reading_carries_watts_tokens_and_sample_time() -> None:
-    querier = TableQuerier({WATTS_Q: one(300.0), FRESH_Q: one(995.0), TOKENS_Q: one(40.0)})
+def _grouped_queries() -> tuple[str, str, str, str]:
+    power = build_grouped_power_queries(POWER)
+    tokens = build_grouped_tokens_query(TOKENS)
+    if power is None or power.gpu_watts is None or tokens is None:
+        raise AssertionError("presets have grouped queries")
+    return power.watts.promql, power.gpu_watts.promql, power.freshness.promql, tokens.promql
+
+
+CPU_Q, GPU_Q, FRESH_Q, TOKENS_Q = _grouped_queries()
+
+
+def test_grouped_presets_ask_every_pod_once_by_namespace_and_pod() -> None:
+    assert build_grouped_power_queries(POWER) == GroupedPowerQueries(
+        watts=GroupedQuery(
+            'sum by (pod_namespace, pod_name) (kepler_pod_cpu_watts{pod_namespace!="",'
+            'pod_name!="",zone="package",state!="terminated"})',
+            "pod_namespace",
+            "pod_name",
+        ),
+        gpu_watts=GroupedQuery(
+            'sum by (pod_namespace, pod_name) (kepler_pod_gpu_watts{pod_namespace!="",'
+            'pod_name!="",state!="terminated"})',
+            "pod_namespace",
+            "pod_name",
+        ),
+        freshness=GroupedQuery(
+            'max by (pod_namespace, pod_name) (timestamp(kepler_pod_cpu_watts{pod_namespace!="",'
+            'pod_name!="",zone="package",state!="terminated"}))',
+            "pod_namespace",
+            "pod_name",
+        ),
+    )
+    kepler07 = build_grouped_power_queries(
+        PowerQueryConfig(preset=MeasurementPreset.KEPLER_07, kepler07_window="2m")
+    )
+    assert kepler07 is not None
+    assert kepler07.watts.promql == (
+        "sum by (container_namespace, pod_name) (rate(kepler_container_joules_total"
+        '{container_namespace!="",pod_name!=""}[2m]))'
+    )
+    assert kepler07.gpu_watts is None
+    dcgm = build_grouped_power_queries(PowerQueryConfig(preset=MeasurementPreset.DCGM))
+    assert dcgm is not None
+    assert dcgm.watts.promql == (
+        "sum by (exported_namespace, exported_pod) "
+        '(DCGM_FI_DEV_POWER_USAGE{exported_namespace!="",exported_pod!=""})'
+    )
+    assert dcgm.freshness.promql.startswith("max by (exported_namespace, exported_pod) (timestamp(")
+    assert TOKENS_Q == (
+        'sum by (namespace, pod) (rate(vllm:generation_tokens_total{namespace!="",pod!=""}[1m]))'
+    )
+    assert build_grouped_power_queries(PowerQueryConfig(custom_query='x{p=~"$pods"}')) is None
+    assert build_grouped_tokens_query(TokensQueryConfig(custom_query='x{p=~"$pods"}')) is None
+
+
+async def test_target_reading_sums_its_own_pods_cpu_gpu_and_tokens() -> None:
+    querier = TableQuerier(
+        {
+            CPU_Q: per_pod({"a": 100.0, "b": 50.0, "c": 1000.0}),
+            GPU_Q: per_pod({"a": 150.0}),
+            FRESH_Q: per_pod({"a": 995.0, "b": 990.0}),
+            TOKENS_Q: per_pod({"a": 30.0, "b": 10.0}, labels="vllm"),
+        }
+    )
     source = PrometheusPowerSource(querier, power=POWER, tokens=TOKENS, clock=lambda: 1000.0)
     result = (await source.measure_targets([TARGET]))["llm/chat"]
-    assert result.watts == Reading(value=300.0, measured_at_s=995.0, query=WATTS_Q)
+    # Pod c is not the target's; pod b has no GPU series (0 W of GPU).
+    assert result.watts == Reading(value=300.0, measured_at_s=995.0, query=CPU_Q)
     assert result.tokens_per_s == Reading(value=40.0, measured_at_s=1000.0, query=TOKENS_Q)
     assert result.watts_or_none == 300.0
     assert result.tokens_per_s_or_none == 40.0
 
 
+async def test_a_config_reads_only_its_own_namespace_and_pods() -> None:
+    answers = per_pod({"a": 100.0}, ns="other")  # same pod name, another namespace
+    querier = TableQuerier({CPU_Q: answers, FRESH_Q: per_pod({"a": 999.0}, ns="other")})
+    source = PrometheusPowerSource(querier, power=POWER, clock=lambda: 1000.0)
+    result = (await source.measure_targets([TARGET]))["llm/chat"]
+    assert isinstance(result.watts, NoData)
+    assert result.watts.reason is NoDataReason.EMPTY
+    assert "of namespace llm" in result.watts.message
+
+
+async def test_many_targets_cost_one_query_per_shape() -> None:
+    targets = [TargetPods(f"llm/t{i}", "llm", (f"p{i}-0", f"p{i}-1")) for i in range(20)]
+    pods = {p: 10.0 for t in targets for p in t.pods}
+    querier = TableQuerier(
+        {
+            CPU_Q: per_pod(pods),
+            FRESH_Q: per_pod(dict.fromkeys(pods, 999.0)),
+            TOKENS_Q: per_pod(pods, labels="vllm"),
+        }
+    )
+    source = PrometheusPowerSource(querier, power=POWER, tokens=TOKENS, clock=lambda: 1000.0)
+    result = await source.measure_targets(targets)
+    assert {m.watts_or_none for m in result.values()} == {20.0}
+    assert sorted(querier.asked) == sorted([CPU_Q, GPU_Q, FRESH_Q, TOKENS_Q])
+
+
 async def test_old_raw_samples_make_watts_stale() -> None:
-    querier = TableQuerier({WATTS_Q: one(300.0), FRESH_Q: one(900.0)}, max_age_s=60.0)
+    querier = TableQuerier(
+        {CPU_Q: per_pod({"a": 300.0}), FRESH_Q: per_pod({"a": 900.0})}, max_age_s=60.0
+    )
     source = PrometheusPowerSource(querier, power=POWER, clock=lambda: 1000.0)
     result = (await source.measure_targets([TARGET]))["llm/chat"]
     assert isinstance(result.watts, NoData)
@@ -218,6 +347,28 @@ async def test_empty_power_is_no_data_never_zero() -> None:
     assert result.watts_or_none is None
 
 
+async def test_one_nan_pod_makes_its_target_no_data_but_not_the_others() -> None:
+    other = TargetPods(key="llm/other", namespace="llm", pods=("c",))
+    querier = TableQuerier(
+        {CPU_Q: per_pod({"a": math.nan, "b": 50.0, "c": 70.0}), GPU_Q: per_pod({"c": math.inf})}
+    )
+    source = PrometheusPowerSource(querier, power=POWER, clock=lambda: 1000.0)
+    result = await source.measure_targets([TARGET, other])
+    nan = result["llm/chat"].watts
+    assert isinstance(nan, NoData)
+    assert nan.reason is NoDataReason.NAN
+    inf = result["llm/other"].watts
+    assert isinstance(inf, NoData)
+    assert inf.reason is NoDataReason.INFINITE
+
+
+async def test_pods_without_series_are_left_out_of_the_sum() -> None:
+    querier = TableQuerier({CPU_Q: per_pod({"a": 120.0})})
+    source = PrometheusPowerSource(querier, power=POWER, clock=lambda: 1000.0)
+    result = (await source.measure_targets([TARGET]))["llm/chat"]
+    assert result.watts_or_none == 120.0
+
+
 async def test_target_without_pods_draws_zero_without_asking() -> None:
     querier = TableQuerier({})
     source = PrometheusPowerSource(querier, power=POWER, tokens=TOKENS, clock=lambda: 1000.0)
@@ -229,7 +380,9 @@ async def test_target_without_pods_draws_zero_without_asking() -> None:
 
 async def test_token_failure_does_not_hide_power() -> None:
     error = PrometheusHTTPError("bad", status=400, error_type="bad_data", error="parse error")
-    querier = TableQuerier({WATTS_Q: one(300.0), FRESH_Q: one(999.0), TOKENS_Q: error})
+    querier = TableQuerier(
+        {CPU_Q: per_pod({"a": 300.0}), FRESH_Q: per_pod({"a": 999.0}), TOKENS_Q: error}
+    )
     source = PrometheusPowerSource(querier, power=POWER, tokens=TOKENS, clock=lambda: 1000.0)
     result = (await source.measure_targets([TARGET]))["llm/chat"]
     assert result.watts_or_none == 300.0
@@ -238,11 +391,21 @@ async def test_token_failure_does_not_hide_power() -> None:
 
 async def test_unreachable_is_an_error_value_per_quantity() -> None:
     error = PrometheusUnreachableError("down")
-    querier = TableQuerier({WATTS_Q: error, FRESH_Q: error, TOKENS_Q: error})
+    querier = TableQuerier({CPU_Q: error, GPU_Q: error, FRESH_Q: error, TOKENS_Q: error})
     source = PrometheusPowerSource(querier, power=POWER, tokens=TOKENS)
     result = (await source.measure_targets([TARGET]))["llm/chat"]
     assert result.watts is error
     assert result.tokens_per_s is error
+
+
+async def test_custom_query_stays_per_target() -> None:
+    config = PowerQueryConfig(custom_query='sum(my_watts{ns="$namespace",pod=~"$pods"})')
+    query = build_power_query(config, "llm", TARGET.pods)
+    querier = TableQuerier({query: one(42.0)})
+    source = PrometheusPowerSource(querier, power=config, clock=lambda: 1000.0)
+    result = (await source.measure_targets([TARGET]))["llm/chat"]
+    assert result.watts == Reading(42.0, 1000.0, query)
+    assert querier.asked == [query]
 
 
 async def test_unaggregated_custom_query_is_a_shape_error() -> None:
@@ -261,8 +424,10 @@ async def test_unaggregated_custom_query_is_a_shape_error() -> None:
 
 
 async def test_partially_unusable_aggregate_is_no_data() -> None:
+    config = PowerQueryConfig(custom_query='sum(my_watts{pod=~"$pods"})')
+    query = build_power_query(config, "llm", TARGET.pods)
     partial = Vector(samples=one(5.0).samples, dropped=1)
-    source = PrometheusPowerSource(TableQuerier({WATTS_Q: partial}), power=POWER)
+    source = PrometheusPowerSource(TableQuerier({query: partial}), power=config)
     result = (await source.measure_targets([TARGET]))["llm/chat"]
     assert isinstance(result.watts, NoData)
 
@@ -294,7 +459,7 @@ async def test_racks_without_temperature_query_report_none() -> None:
 
 async def test_empty_answer_with_old_raw_samples_is_reported_stale() -> None:
     # Prometheus's lookback (= max age) hid the old sample; the freshness query still finds it.
-    querier = TableQuerier({FRESH_Q: one(700.0)}, max_age_s=60.0)
+    querier = TableQuerier({FRESH_Q: per_pod({"b": 700.0})}, max_age_s=60.0)
     source = PrometheusPowerSource(querier, power=POWER, clock=lambda: 1000.0)
     result = (await source.measure_targets([TARGET]))["llm/chat"]
     assert isinstance(result.watts, NoData)

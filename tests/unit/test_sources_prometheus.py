@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from climatik.sources.prometheus import (
+    PROMETHEUS_ERROR_TYPES,
+    InstantResult,
     Matrix,
     NoData,
     NoDataReason,
+    PrometheusError,
     PrometheusHTTPError,
     PrometheusMalformedResponseError,
     Sample,
     Vector,
+    apply_max_age,
     describe,
     parse_instant_response,
+    parse_pod_response,
     parse_range_response,
 )
 
@@ -126,10 +134,118 @@ def test_bad_query_carries_prometheus_error_type_and_message() -> None:
     assert "sum(}" in error.message
 
 
-def test_proxy_error_page_is_an_http_error() -> None:
-    with pytest.raises(PrometheusHTTPError, match=r"HTTP 502.*Bad Gateway") as caught:
-        parse_instant_response(502, b"<html>Bad Gateway</html>", query=Q)
+def test_proxy_error_page_is_an_http_error_without_its_body() -> None:
+    page = b"<html>Bad Gateway; upstream secret-token-42</html>"
+    with pytest.raises(PrometheusHTTPError) as caught:
+        parse_instant_response(502, page, query=Q, origin="10.0.0.9:8080")
+    assert caught.value.message == "HTTP 502 from 10.0.0.9:8080 (body not shown)"
     assert caught.value.error_type is None
+
+
+@pytest.mark.parametrize(
+    ("status", "document"),
+    [
+        (500, {"token": "secret-token-42"}),
+        (500, ["secret-token-42"]),
+        (503, {"status": "error", "errorType": "vault", "error": "secret-token-42"}),
+        (200, {"status": "error", "errorType": "vault", "error": "secret-token-42"}),
+        (404, {"status": "success", "data": "secret-token-42"}),
+    ],
+)
+def test_json_that_is_not_a_prometheus_error_is_not_quoted(status: int, document: Any) -> None:
+    with pytest.raises(PrometheusHTTPError) as caught:
+        parse_instant_response(status, body(document), query=Q, origin="vault:8200")
+    assert caught.value.message == f"HTTP {status} from vault:8200 (body not shown)"
+    assert caught.value.error is None
+
+
+def test_prometheus_error_is_cleaned_and_cut_to_200_characters() -> None:
+    error = "parse error\n\x1b[31mforged log line\r\n" + "x" * 1000
+    raw = body({"status": "error", "errorType": "bad_data", "error": error})
+    with pytest.raises(PrometheusHTTPError) as caught:
+        parse_instant_response(400, raw, query=Q)
+    cleaned = caught.value.error
+    assert cleaned is not None
+    assert len(cleaned) <= 200
+    assert cleaned.startswith("parse error")
+    assert cleaned.isprintable()
+    assert caught.value.message.isprintable()
+    assert "x" * 200 not in caught.value.message
+
+
+_TOKEN = "zq-secret-7f3a"
+_JSON_LEAF = st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+_JSON = st.recursive(
+    _JSON_LEAF,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    status=st.integers(min_value=200, max_value=599),
+    document=st.dictionaries(
+        st.sampled_from(["status", "errorType", "error", "data", "message", "x"]), _JSON
+    ),
+    where=st.sampled_from(["status", "errorType", "error", "data", "message", "x"]),
+    prometheus_status=st.sampled_from(["error", "success", None]),
+    error_type=st.sampled_from([*sorted(PROMETHEUS_ERROR_TYPES), "vault", None]),
+)
+def test_no_message_quotes_an_answer_except_a_prometheus_api_error(
+    status: int,
+    document: dict[str, Any],
+    where: str,
+    prometheus_status: str | None,
+    error_type: str | None,
+) -> None:
+    """Whatever a server answers, a message quotes it only as Prometheus's own `error` of a
+    documented `errorType` (the one thing a config author is meant to read)."""
+    document = {**document, where: f"before {_TOKEN} after"}
+    if prometheus_status is not None and where != "status":
+        document["status"] = prometheus_status
+    if error_type is not None and where != "errorType":
+        document["errorType"] = error_type
+    raw = json.dumps(document).encode()
+    outcome: InstantResult | PrometheusError
+    try:
+        outcome = parse_instant_response(status, raw, query=Q, origin="svc:80")
+    except PrometheusError as error:
+        outcome = error
+    quoted_api_error = (
+        document.get("status") == "error"
+        and str(document.get("errorType")) in PROMETHEUS_ERROR_TYPES
+        and where == "error"
+    )
+    if not quoted_api_error:
+        assert _TOKEN not in describe(outcome)
+
+
+@pytest.mark.parametrize("stamp", [b"NaN", b"Infinity", b"-Infinity"])
+def test_a_sample_time_that_is_no_finite_number_is_malformed(stamp: bytes) -> None:
+    # Python's json reads these literals; a grid or an age computed from them would raise.
+    envelope = b'{"status":"success","data":{"resultType":"%s","result":[{"metric":{},%s}]}}'
+    raw = envelope % (b"vector", b'"value":[' + stamp + b',"1"]')
+    with pytest.raises(PrometheusMalformedResponseError, match="time is not a number"):
+        parse_instant_response(200, raw, query=Q)
+    ranged = envelope % (b"matrix", b'"values":[[' + stamp + b',"1"]]')
+    with pytest.raises(PrometheusMalformedResponseError, match="time is not a number"):
+        parse_range_response(200, ranged, query=Q)
+
+
+def test_malformed_answers_are_not_quoted() -> None:
+    raw = body(
+        {
+            "status": "success",
+            "data": {
+                "resultType": "vector",
+                "result": [{"metric": {"secret-token-42": 1}, "value": [1, "2"]}],
+            },
+        }
+    )
+    with pytest.raises(PrometheusMalformedResponseError) as caught:
+        parse_instant_response(200, raw, query=Q)
+    assert "secret-token-42" not in caught.value.message
 
 
 @pytest.mark.parametrize(
@@ -209,3 +325,39 @@ def test_describe_covers_each_outcome() -> None:
     assert describe(Matrix(series=(), dropped_points=2)) == "0 series, 2 point(s) dropped"
     assert describe(NoData(NoDataReason.NAN, Q)) == "query 'sum(x)' returned NaN"
     assert describe(PrometheusHTTPError("boom", status=500)) == "boom"
+
+
+def test_grouped_answer_is_indexed_by_pod_and_keeps_unusable_samples() -> None:
+    raw = vector(
+        ({"pod_namespace": "llm", "pod_name": "a"}, 1000.0, "NaN"),
+        ({"pod_namespace": "llm", "pod_name": "b"}, 1000.0, "3"),
+        ({"pod_namespace": "other", "pod_name": "a"}, 1000.0, "5"),
+        ({"pod_namespace": "llm"}, 1000.0, "7"),  # no pod: belongs to nobody
+    )
+    grouped = parse_pod_response(
+        200, raw, query=Q, namespace_label="pod_namespace", pod_label="pod_name"
+    )
+    assert set(grouped.by_pod) == {("llm", "a"), ("llm", "b"), ("other", "a")}
+    values = [s.value for s in grouped.of("llm", ["a", "b", "gone"])]
+    assert math.isnan(values[0])
+    assert values[1:] == [3.0]
+    assert grouped.of("other", ["b"]) == []
+
+
+def test_kept_answers_are_judged_with_the_callers_clock() -> None:
+    fresh = Sample(labels={"pod": "a"}, value=1.0, timestamp_s=1100.0)
+    old = Sample(labels={"pod": "b"}, value=2.0, timestamp_s=1000.0)
+    both = Vector(samples=(fresh, old))
+    assert apply_max_age(both, query=Q, now_s=1110.0, max_sample_age_s=120.0) == both
+    assert apply_max_age(both, query=Q, now_s=1150.0, max_sample_age_s=120.0) == Vector(
+        samples=(fresh,), dropped=1
+    )
+    stale = apply_max_age(both, query=Q, now_s=1300.0, max_sample_age_s=120.0)
+    assert isinstance(stale, NoData)
+    assert stale.reason is NoDataReason.STALE
+    assert "300 s old, maximum 120 s" in stale.message
+
+
+def test_implausible_is_its_own_no_data_reason() -> None:
+    nodata = NoData(NoDataReason.IMPLAUSIBLE, Q, "-50 W is below 0 W")
+    assert nodata.message == "query 'sum(x)' returned an implausible value (-50 W is below 0 W)"

@@ -98,9 +98,42 @@ async def test_query_posts_form_with_timeout_and_lookback(
     assert path == "/api/v1/query"
     assert form == {
         "query": 'sum(up{job="x"})',
-        "timeout": "3000ms",
+        # Prometheus gives up before our 3 s deadline: a too-costly query is its `timeout`
+        # answer, and only a server that does not answer runs into our deadline.
+        "timeout": "2400ms",
         "lookback_delta": "45000ms",
     }
+
+
+async def test_grouped_query_is_indexed_by_pod_and_may_be_larger(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    grouped = {
+        "status": "success",
+        "data": {
+            "resultType": "vector",
+            "result": [
+                {"metric": {"namespace": "llm", "pod": f"p-{i}"}, "value": [time.time(), "1"]}
+                for i in range(40)
+            ],
+        },
+    }
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.json_response(grouped)
+
+    server.handler = handler
+    # The answer is over the 1 KiB limit of single queries, within the grouped allowance.
+    settings = PrometheusSettings(max_response_bytes=1024, max_sample_age_s=45.0)
+    client = PrometheusClient(session, server.url, settings)
+    result = await client.query_by_pod(
+        "sum by (namespace, pod) (x)", namespace_label="namespace", pod_label="pod"
+    )
+    assert len(result.by_pod) == 40
+    assert [s.value for s in result.of("llm", ["p-3"])] == [1.0]
+    assert server.requests[0][1]["lookback_delta"] == "45000ms"
+    with pytest.raises(PrometheusResponseTooLargeError):
+        await client.query("sum by (namespace, pod) (x)")
 
 
 async def test_path_prefix_is_kept(server: Server, session: aiohttp.ClientSession) -> None:
@@ -210,6 +243,34 @@ async def test_redirects_are_not_followed(server: Server, session: aiohttp.Clien
         await client.query("up")
     assert caught.value.status == 302
     assert len(server.requests) == 1
+
+
+async def test_redirect_target_is_named_without_path_or_query(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("http://sso.internal/login?session=secret-token-42")
+
+    server.handler = handler
+    client = PrometheusClient(session, server.url)
+    with pytest.raises(PrometheusHTTPError) as caught:
+        await client.query("up")
+    assert "http://sso.internal:80" in caught.value.message
+    assert "secret-token-42" not in caught.value.message
+
+
+async def test_error_page_names_host_and_port_not_its_body(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=503, text="internal admin page: secret-token-42")
+
+    server.handler = handler
+    client = PrometheusClient(session, server.url)
+    with pytest.raises(PrometheusHTTPError) as caught:
+        await client.query("up")
+    host_port = server.url.removeprefix("http://")
+    assert caught.value.message == f"HTTP 503 from {host_port} (body not shown)"
 
 
 async def test_api_error_is_typed(server: Server, session: aiohttp.ClientSession) -> None:

@@ -164,6 +164,37 @@ async def test_service_series_uses_the_power_preset_for_the_pods() -> None:
     assert 'pod_name=~"p-1"' in asked
 
 
+async def test_implausible_rack_signals_are_not_usable_and_say_why() -> None:
+    queries = RackSignalQueries(
+        power_query="sum by (rack) (rack_watts)",
+        inlet_temperature_query="max by (rack) (rack_inlet_celsius)",
+        airflow_query="sum by (rack) (rack_airflow)",
+        supply_temperature_query="max by (rack) (supply_celsius)",
+        history_window_s=120,
+        history_step_s=60,
+    )
+    history = Series({"rack": "rack-a"}, ((960.0, 5_000.0), (1020.0, 5e12)))
+    table = Table(
+        {
+            "sum by (rack) (rack_watts)": vec(("rack-a", -5.0), ("rack-b", 150_000.0)),
+            "max by (rack) (rack_inlet_celsius)": vec(("rack-a", 24.0), ("rack-b", 150.0)),
+            "sum by (rack) (rack_airflow)": vec(("rack-a", 1e9), ("rack-b", 2.0)),
+            "max by (rack) (supply_celsius)": vec(("rack-a", -273.0)),
+        },
+        {"sum by (rack) (rack_watts)": Matrix((history,))},
+    )
+    source = PrometheusRackSignalSource(table, queries, clock=lambda: 1030.0)
+    got = await source.read_racks(RACKS)
+    a, b = got["rack-a"], got["rack-b"]
+    assert (a.watts, a.inlet_c, a.airflow_m3_per_s, a.supply_c) == (None, 24.0, None, None)
+    assert (b.watts, b.inlet_c, b.airflow_m3_per_s) == (None, None, 2.0)
+    assert "watts: implausible value: -5 W is outside the plausible range" in a.problems[0]
+    assert any("1 node(s) x 100000 W per server" in p for p in b.problems)
+    assert any("150 °C" in p for p in b.problems)
+    assert a.power_history_w[1] == 5_000.0
+    assert math.isnan(a.power_history_w[2])  # 5e12 W is no history point
+
+
 def test_queries_refuse_target_placeholders() -> None:
     with pytest.raises(promql.QueryTemplateError, match=r"\$rack and \$nodes"):
         RackSignalQueries(airflow_query='x{pod=~"$pods"}')

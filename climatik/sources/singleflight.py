@@ -1,0 +1,102 @@
+"""One read for many askers: identical reads in flight are coalesced, answers kept briefly.
+
+Thousands of configs ask the same few Prometheus servers the same few queries every control
+interval. `SingleFlight.get(key, fetch, ttl_s=...)` runs `fetch` once per key at a time: every
+caller asking while it runs waits for that one answer (Go's `singleflight`), and a successful
+answer is kept for `ttl_s` seconds and handed to later callers without asking again. Failures are
+shared with the callers waiting for them but never kept, so the next caller asks afresh.
+
+Guarantees: a caller that is cancelled does not cancel the read others wait for (it runs as a
+task of its own, awaited through `asyncio.shield`); at most `max_entries` answers are kept, the
+oldest dropped first; `close()` cancels reads still running. The clock is injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+DEFAULT_MAX_ENTRIES = 4096
+
+
+class SingleFlight(Generic[K, V]):
+    """Coalesces concurrent reads of one key and keeps answers for a short time."""
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._max_entries = max_entries
+        self._clock = clock
+        self._kept: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._flights: dict[K, asyncio.Task[V]] = {}
+
+    def __len__(self) -> int:
+        """How many answers are kept (expired ones included until they are swept)."""
+        return len(self._kept)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._flights)
+
+    async def get(self, key: K, fetch: Callable[[], Awaitable[V]], *, ttl_s: float) -> V:
+        """The kept answer for `key` if it is young enough, else the answer of the read in
+        flight for it, else the answer of a new read (`fetch()`), kept for `ttl_s` seconds."""
+        kept = self._kept.get(key)
+        if kept is not None:
+            expires_at, value = kept
+            if self._clock() < expires_at:
+                return value
+            del self._kept[key]
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = asyncio.get_running_loop().create_task(
+                self._fly(key, fetch, ttl_s), name=f"singleflight-{len(self._flights)}"
+            )
+            flight.add_done_callback(_retrieve)
+            self._flights[key] = flight
+        return await asyncio.shield(flight)
+
+    async def _fly(self, key: K, fetch: Callable[[], Awaitable[V]], ttl_s: float) -> V:
+        try:
+            value = await fetch()
+            if ttl_s > 0:
+                self._keep(key, value, self._clock() + ttl_s)
+            return value
+        finally:
+            self._flights.pop(key, None)
+
+    def _keep(self, key: K, value: V, expires_at: float) -> None:
+        self._kept[key] = (expires_at, value)
+        self._kept.move_to_end(key)
+        if len(self._kept) > self._max_entries:
+            now = self._clock()
+            for stale in [k for k, (until, _) in self._kept.items() if until <= now]:
+                del self._kept[stale]
+            while len(self._kept) > self._max_entries:
+                self._kept.popitem(last=False)
+
+    async def close(self) -> None:
+        """Cancel the reads still in flight and forget every kept answer."""
+        flights = list(self._flights.values())
+        for flight in flights:
+            flight.cancel()
+        await asyncio.gather(*flights, return_exceptions=True)
+        self._flights.clear()
+        self._kept.clear()
+
+
+def _retrieve(task: asyncio.Task[object]) -> None:
+    # Every waiter may have been cancelled; the failure is theirs to see, not the loop's to log.
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,266 @@
+"""The shared Prometheus read layer against a real loopback HTTP server that counts requests.
+
+One request per (server, query shape) per TTL however many targets and configs ask; identical
+per-config queries coalesced; a server that does not answer fails fast for everyone after the
+first timeout, and is probed again once per cool-down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from climatik.sources.address import HTTPSession
+from climatik.sources.breaker import BreakerSettings
+from climatik.sources.power import (
+    PowerQueryConfig,
+    PrometheusPowerSource,
+    TargetPods,
+    TokensQueryConfig,
+)
+from climatik.sources.prometheus import (
+    NoData,
+    NoDataReason,
+    PrometheusHTTPError,
+    PrometheusSettings,
+    PrometheusTimeoutError,
+    PrometheusUnreachableError,
+    Vector,
+)
+from climatik.sources.prometheus_pool import PrometheusPool
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Server:
+    url: str = ""
+    queries: Counter[str] = field(default_factory=Counter)
+    hang: bool = False
+    bad_query: bool = False
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    sample_time: float = field(default_factory=time.time)
+
+    def result(self, query: str) -> list[dict[str, Any]]:
+        """Every pod p<t>-<i> of namespace ns<c> draws 10 W and generates 5 tokens/s."""
+        if "timestamp(" in query:
+            value = str(self.sample_time)
+        elif "gpu" in query:
+            return []
+        else:
+            value = "5" if "tokens" in query else "10"
+        if " by (" not in query:
+            return [{"metric": {}, "value": [self.sample_time, value]}]
+        ns_label, pod_label = (
+            ("namespace", "pod") if "tokens" in query else ("pod_namespace", "pod_name")
+        )
+        return [
+            {
+                "metric": {ns_label: f"ns{c}", pod_label: f"p{t}-{i}"},
+                "value": [self.sample_time, value],
+            }
+            for c in range(3)
+            for t in range(4)
+            for i in range(2)
+        ]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    state = Server()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        query = str((await request.post())["query"])
+        state.queries[query] += 1
+        if state.hang:
+            await state.released.wait()
+        if state.bad_query:
+            return web.json_response(
+                {"status": "error", "errorType": "bad_data", "error": "parse error"}, status=400
+            )
+        return web.json_response(
+            {"status": "success", "data": {"resultType": "vector", "result": state.result(query)}}
+        )
+
+    app = web.Application()
+    app.router.add_post("/api/v1/query", handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    state.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        yield state
+    finally:
+        state.released.set()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with HTTPSession() as shared:
+        yield shared
+
+
+def pool_for(session: aiohttp.ClientSession, clock: Clock, **kwargs: Any) -> PrometheusPool:
+    async def session_factory() -> aiohttp.ClientSession:
+        return session
+
+    return PrometheusPool(session_factory, clock=clock, **kwargs)
+
+
+SETTINGS = PrometheusSettings(timeout_s=2.0, max_sample_age_s=60.0)
+
+
+def config_targets(config: int) -> list[TargetPods]:
+    """Config `config` (namespace ns<config>) caps four targets of two pods each."""
+    ns = f"ns{config}"
+    return [TargetPods(f"{ns}/t{t}", ns, (f"p{t}-0", f"p{t}-1")) for t in range(4)]
+
+
+async def test_every_target_of_every_config_costs_one_request_per_shape_per_ttl(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    clock = Clock(1000.0)
+    pool = pool_for(session, clock, cache_ttl_s=5.0)
+    sources = [
+        PrometheusPowerSource(
+            pool.querier(server.url, SETTINGS), power=PowerQueryConfig(), tokens=TokensQueryConfig()
+        )
+        for _ in range(3)
+    ]
+
+    async def reconcile_all() -> list[float | None]:
+        measured = await asyncio.gather(
+            *(source.measure_targets(config_targets(c)) for c, source in enumerate(sources))
+        )
+        return [m.watts_or_none for per_config in measured for m in per_config.values()]
+
+    # 3 configs x 4 targets x 2 pods, at 10 W a pod; concurrently, then again within the TTL.
+    assert await reconcile_all() == [20.0] * 12
+    assert await reconcile_all() == [20.0] * 12
+    shapes = ("kepler_pod_cpu_watts", "kepler_pod_gpu_watts", "timestamp(", "tokens")
+    assert len(server.queries) == len(shapes)
+    assert all(n == 1 for n in server.queries.values()), server.queries
+    assert all(any(shape in q for q in server.queries) for shape in shapes)
+
+    clock.now += 5.0  # the TTL has passed: one more request per shape
+    assert await reconcile_all() == [20.0] * 12
+    assert sorted(server.queries.values()) == [2, 2, 2, 2]
+    await pool.close()
+
+
+async def test_identical_per_config_queries_are_asked_once(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    pool = pool_for(session, Clock(0.0))
+    custom = PowerQueryConfig(custom_query='sum(site_watts{ns="$namespace",pod=~"$pods"})')
+    target = config_targets(0)[0]
+    sources = [
+        PrometheusPowerSource(pool.querier(server.url, SETTINGS), power=custom) for _ in range(5)
+    ]
+    results = await asyncio.gather(*(s.measure_targets([target]) for s in sources))
+    assert {r[target.key].watts_or_none for r in results} == {10.0}
+    assert list(server.queries.values()) == [1]
+    await pool.close()
+
+
+async def test_a_kept_answer_is_judged_for_age_when_used(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    wall = Clock(time.time())
+    server.sample_time = wall.now
+    pool = PrometheusPool(
+        lambda: _session(session), clock=Clock(0.0), wall_clock=wall, cache_ttl_s=5.0
+    )
+    querier = pool.querier(server.url, SETTINGS)
+    assert isinstance(await querier.query("sum(site_watts)"), Vector)
+    wall.now += 61.0  # older than the 60 s maximum by now, though still kept
+    stale = await querier.query("sum(site_watts)")
+    assert isinstance(stale, NoData)
+    assert stale.reason is NoDataReason.STALE
+    assert list(server.queries.values()) == [1]
+    await pool.close()
+
+
+async def _session(session: aiohttp.ClientSession) -> aiohttp.ClientSession:
+    return session
+
+
+async def test_a_server_that_does_not_answer_fails_fast_for_the_next_caller(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    server.hang = True
+    clock = Clock(0.0)
+    pool = pool_for(session, clock, breaker=BreakerSettings(5.0, 60.0))
+    hung = PrometheusSettings(timeout_s=0.3, max_sample_age_s=60.0)
+    querier = pool.querier(server.url, hung)
+    with pytest.raises(PrometheusTimeoutError):
+        await querier.query("sum(a)")
+    started = time.monotonic()
+    with pytest.raises(PrometheusUnreachableError) as fast:
+        await querier.query("sum(b)")  # another tenant's query
+    assert time.monotonic() - started < 0.1
+    assert "is failing fast since its last failure" in fast.value.message
+    assert "did not answer within 0.3 s" in fast.value.message
+    assert "next try in 5 s" in fast.value.message
+    assert fast.value.reason == "PrometheusUnreachable"
+    assert set(server.queries) == {"sum(a)"}  # nothing more reached the server
+    # The same address with other settings (another config's) is the same server: also fast.
+    other = pool.querier(server.url, PrometheusSettings(timeout_s=0.3, max_sample_age_s=30.0))
+    with pytest.raises(PrometheusUnreachableError, match="failing fast"):
+        await other.query("sum(c)")
+    await pool.close()
+
+
+async def test_after_the_cool_down_one_probe_goes_through_and_reopens_or_closes_it(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    server.hang = True
+    clock = Clock(0.0)
+    pool = pool_for(session, clock, cache_ttl_s=0.0, breaker=BreakerSettings(5.0, 60.0))
+    querier = pool.querier(server.url, PrometheusSettings(timeout_s=0.3, max_sample_age_s=60.0))
+    with pytest.raises(PrometheusTimeoutError):
+        await querier.query("sum(a)")
+    clock.now += 5.0
+    # The probe still finds no answer: open again, for twice as long.
+    with pytest.raises(PrometheusTimeoutError):
+        await querier.query("sum(b)")
+    with pytest.raises(PrometheusUnreachableError, match="next try in 10 s"):
+        await querier.query("sum(c)")
+    assert set(server.queries) == {"sum(a)", "sum(b)"}
+
+    server.hang = False
+    server.released.set()
+    clock.now += 10.0
+    assert isinstance(await querier.query("sum(d)"), Vector)  # the probe: closes it
+    assert isinstance(await querier.query("sum(e)"), Vector)
+    assert set(server.queries) == {"sum(a)", "sum(b)", "sum(d)", "sum(e)"}
+    await pool.close()
+
+
+async def test_an_error_answer_is_an_answer_and_does_not_trip_the_breaker(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    server.bad_query = True
+    pool = pool_for(session, Clock(0.0))
+    querier = pool.querier(server.url, SETTINGS)
+    for query in ("sum(", "max("):
+        with pytest.raises(PrometheusHTTPError, match="bad_data"):
+            await querier.query(query)
+    assert set(server.queries) == {"sum(", "max("}
+    await pool.close()
