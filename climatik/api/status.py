@@ -29,9 +29,13 @@ MERGE_PATCH_CONTENT_TYPE = "application/merge-patch+json"
 
 GPU_TUNING_CONDITION = "GpuTuning"
 """Set (False) by the power-cap reconciler on a config whose `spec.gpuTuning.mode` asks for
-tuning while the controller runs without its GPU-tuning controller; absent otherwise."""
+tuning while the controller runs without its GPU-tuning controller, or by the GPU-tuning
+reconciler while it asks for `Apply` where Apply is not allowed; absent otherwise."""
 GPU_TUNING_DISABLED_IN_CONTROLLER = "DisabledInController"
 """The `GpuTuning` condition's reason then: `CLIMATIK_GPU_TUNING__ENABLED=false`."""
+GPU_TUNING_APPLY_NOT_ALLOWED = "ApplyNotAllowed"
+"""The `GpuTuning` condition's reason (False), set by the GPU-tuning reconciler, while a config
+asks for `Apply` in a namespace `CLIMATIK_GPU_TUNING__APPLY_NAMESPACES` does not name."""
 
 
 def api_time(moment: datetime) -> datetime:

@@ -7,6 +7,13 @@ than `minIntervalSeconds` per node and never two at once on a node (the Jobs car
 a label, so this holds across controller restarts). It reads each Job's result ConfigMap and
 tells the power-cap reconciler how much a replica's power changed (`TuningHints`), so ceilings
 reflect the tuned clocks at once instead of after relearning.
+
+`Apply` keeps a locked clock on every GPU of the node, for every tenant whose pods run there, so
+a config author alone may not choose it: only configs in the namespaces a cluster administrator
+lists in `CLIMATIK_GPU_TUNING__APPLY_NAMESPACES` (none by default) apply. Anywhere else the Job
+runs as `Recommend` (`build_job` decides this itself, so no path can skip the check), and the
+config is told: a `GpuTuning` condition (False, `ApplyNotAllowed`) while it asks, and one
+Warning Event per spec generation.
 """
 
 from __future__ import annotations
@@ -22,6 +29,14 @@ from typing import Any
 import structlog
 
 from climatik.api.convert import InvalidConfigError, config_from_object
+from climatik.api.models import Condition, ConditionStatus, PowerCappingConfigStatus
+from climatik.api.status import (
+    GPU_TUNING_APPLY_NOT_ALLOWED,
+    GPU_TUNING_CONDITION,
+    find_condition,
+    set_condition,
+    status_from_wire,
+)
 from climatik.domain.config import GpuTuningMode, PowerCappingConfig
 from climatik.domain.gpu import (
     TUNE_NODE_LABEL,
@@ -32,6 +47,7 @@ from climatik.domain.gpu import (
 from climatik.kube.client import ApiError, KubeClient, Resource
 from climatik.reconcilers.result import Result, TerminalError
 from climatik.reconcilers.settings import GpuTuningSettings
+from climatik.reconcilers.status_writer import with_fields, write_status
 from climatik.reconcilers.targets import ResolvedTarget, WorkloadCaches
 
 log = structlog.get_logger(__name__)
@@ -83,6 +99,19 @@ def tuning_reason(inputs: TriggerInputs) -> str | None:
     return None
 
 
+def apply_allowed(namespace: str, settings: GpuTuningSettings) -> bool:
+    """Whether configs of `namespace` may keep clocks locked (`apply_namespaces`, `*`: all)."""
+    allowed = settings.apply_namespaces
+    return "*" in allowed or namespace in allowed
+
+
+def apply_refused(config: PowerCappingConfig, settings: GpuTuningSettings) -> bool:
+    """The config asks for `Apply` where the controller's settings do not allow it."""
+    return config.gpu_tuning.mode is GpuTuningMode.APPLY and not apply_allowed(
+        config.namespace, settings
+    )
+
+
 def build_job(
     config: PowerCappingConfig,
     node: str,
@@ -90,8 +119,12 @@ def build_job(
     settings: GpuTuningSettings,
     now: datetime,
 ) -> dict[str, Any]:
-    """The tuning Job for one node: pinned to it, privileged just enough for NVML clocks."""
-    mode = "apply" if config.gpu_tuning.mode is GpuTuningMode.APPLY else "recommend"
+    """The tuning Job for one node: pinned to it, privileged just enough for NVML clocks.
+
+    `--mode apply` only for a config whose namespace `settings.apply_namespaces` allows; any
+    other config's Job recommends (sweeps, restores the defaults, reports)."""
+    applies = config.gpu_tuning.mode is GpuTuningMode.APPLY and not apply_refused(config, settings)
+    mode = "apply" if applies else "recommend"
     args = ["gpu-tune", "--mode", mode]
     for url in metrics_urls:
         args += ["--vllm-metrics", url]
@@ -221,15 +254,19 @@ class GpuTuningReconciler:
         self._wall_clock = wall_clock
         self._clock = clock
         self._nodes: dict[str, _NodeMemory] = {}
+        self._refusals: dict[str, _RefusalMemory] = {}
 
     async def reconcile(self, key: str) -> Result:
         obj = self._configs.store.get(key)
         if obj is None:
+            self._refusals.pop(key, None)
             return Result()
         try:
             config = config_from_object(obj)
         except InvalidConfigError as error:
             raise TerminalError(f"{key}: {error}") from error
+        refused = apply_refused(config, self._settings)
+        await self._report_apply_refused(key, obj, config, refused=refused)
         if config.gpu_tuning.mode is GpuTuningMode.DISABLED:
             return Result()
         targets = self._workloads.resolve(config).targets
@@ -264,9 +301,65 @@ class GpuTuningReconciler:
                 raise
             memory.tokens_per_watt_at_tuning = tokens_per_watt
             message = f"GPU tuning Job {job['metadata']['name']} on node {node}: {reason}"
+            if refused:
+                message += " (as Recommend: Apply is not allowed in this namespace)"
             log.info("gpu_tuning_job_created", node=node, job=job["metadata"]["name"], why=reason)
             await self._events.record(obj, "Normal", "GpuTuningStarted", message)
         return Result(requeue_after=self._settings.interval_s)
+
+    # -- Apply where it is not allowed ----------------------------------------------------------
+
+    async def _report_apply_refused(
+        self, key: str, obj: Mapping[str, Any], config: PowerCappingConfig, *, refused: bool
+    ) -> None:
+        """Keep the `GpuTuning`/`ApplyNotAllowed` condition true to the spec and the settings,
+        and send its Warning Event once per spec generation.
+
+        The status is written only when the condition must appear, change or go, so a steady
+        config costs no write. After a restart, a condition already written for this generation
+        says the user was told; an Event the API refused is tried again."""
+        told = _apply_condition(obj)
+        if not refused:
+            self._refusals.pop(key, None)
+            if told is not None:
+                await write_status(self._client, obj, _without_apply_condition)
+            return
+        message = _apply_refused_message(config)
+        now = self._wall_clock()
+
+        def desire(current: PowerCappingConfigStatus | None) -> PowerCappingConfigStatus:
+            conditions = set_condition(
+                current.conditions if current else None,
+                type_=GPU_TUNING_CONDITION,
+                status=ConditionStatus.FALSE,
+                reason=GPU_TUNING_APPLY_NOT_ALLOWED,
+                message=message,
+                observed_generation=config.generation,
+                now=now,
+            )
+            return with_fields(current, conditions=list(conditions))
+
+        memory = self._refusals.setdefault(key, _RefusalMemory())
+        if memory.warned_generation != config.generation:
+            already_told = (
+                told is not None
+                and told.observed_generation == config.generation
+                and memory.event_refused_generation != config.generation
+            )
+            if not already_told:
+                log.warning(
+                    "gpu_tuning_apply_not_allowed",
+                    namespace=config.namespace,
+                    setting="CLIMATIK_GPU_TUNING__APPLY_NAMESPACES",
+                )
+                if await self._events.record(obj, "Warning", "GpuTuningApplyNotAllowed", message):
+                    memory.warned_generation = config.generation
+                    memory.event_refused_generation = None
+                else:
+                    memory.event_refused_generation = config.generation
+            else:
+                memory.warned_generation = config.generation
+        await write_status(self._client, obj, desire)
 
     def _may_start(self, node: str, config: PowerCappingConfig) -> bool:
         """One Job per node at a time, and at most one per `minIntervalSeconds`."""
@@ -301,6 +394,41 @@ class GpuTuningReconciler:
             if scale is not None:
                 self._hints.record(key, scale)
                 log.info("gpu_tuning_result_applied", node=node, watts_scale=round(scale, 3))
+
+
+@dataclass
+class _RefusalMemory:
+    warned_generation: int | None = None
+    """The spec generation whose `GpuTuningApplyNotAllowed` Event the API took."""
+    event_refused_generation: int | None = None
+    """The generation whose Event the API refused (to be sent again)."""
+
+
+def _apply_refused_message(config: PowerCappingConfig) -> str:
+    return (
+        f"spec.gpuTuning.mode is Apply, but namespace {config.namespace} is not in the "
+        "controller's CLIMATIK_GPU_TUNING__APPLY_NAMESPACES (Helm gpuTuning.applyNamespaces): "
+        "an applied clock stays locked on every GPU of the node, for every workload there, so "
+        "a cluster administrator allows it per namespace. Tuning runs as Recommend instead: "
+        "the Job sweeps the clocks, restores the defaults and only reports the best one. Ask "
+        "your administrator to add the namespace, or set spec.gpuTuning.mode to Recommend"
+    )
+
+
+def _apply_condition(obj: Mapping[str, Any]) -> Condition | None:
+    """This reconciler's `GpuTuning` condition on the object, or None."""
+    status = status_from_wire(obj)
+    found = find_condition(status.conditions if status else None, GPU_TUNING_CONDITION)
+    return found if found is not None and found.reason == GPU_TUNING_APPLY_NOT_ALLOWED else None
+
+
+def _without_apply_condition(current: PowerCappingConfigStatus | None) -> PowerCappingConfigStatus:
+    kept = [
+        c
+        for c in (current.conditions if current else None) or ()
+        if not (c.type == GPU_TUNING_CONDITION and c.reason == GPU_TUNING_APPLY_NOT_ALLOWED)
+    ]
+    return with_fields(current, conditions=kept)
 
 
 def _rack_near_limit(config: PowerCappingConfig, status: Mapping[str, Any]) -> bool:

@@ -20,7 +20,11 @@ changes, it:
      The user's own node affinity is remembered in an annotation and kept in every patch;
    - in both modes keeps `controller.kubernetes.io/pod-deletion-cost` current on the managed
      pods (lower on hotter / fuller racks, so the ReplicaSet removes those replicas first);
-     a pod is patched only when its value changes;
+     a pod is patched only when its value changes. `patch` on pods is granted per namespace
+     (docs/security.md), so a 403 is an expected answer, not a failure: the rest of placement
+     goes on, the condition names the RBAC fix, one `DeletionCostForbidden` Warning per
+     config, `climatik_placement_deletion_costs_allowed` drops to 0, and that namespace is not
+     tried again for `deletion_cost_retry_s`;
 5. recommends supply-air setpoints per cooling group (zone, or rack) and, with
    `spec.cooling.mode: Webhook`, posts them to the cooling system (`DryRun` only reports);
 6. reports: the `RacksWithinLimits` condition (with per-rack score, power, inlet and headroom in
@@ -106,6 +110,7 @@ from climatik.sources.racks import (
 log = structlog.get_logger(__name__)
 
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
+HTTP_FORBIDDEN = 403
 ORIGINAL_AFFINITY_ANNOTATION = "climatik-project.ai/original-node-affinity"
 """The user's own node affinity of a Deployment, kept while Template mode owns the template."""
 TEMPLATE_RACKS_ANNOTATION = "climatik-project.ai/placement-racks"
@@ -153,6 +158,9 @@ class PlacementSettings(BaseSettings):
     """Port of the placement admission webhook (HTTPS)."""
     webhook_cert_dir: str = "/etc/climatik/webhook"
     """Directory with `tls.crt` and `tls.key`; without them the webhook is not served."""
+    deletion_cost_retry_s: float = Field(default=600.0, ge=0)
+    """After the API refuses (403) a pod-deletion-cost patch in a namespace, how long no pod
+    of that namespace is patched again (RBAC grants `patch` on pods per namespace)."""
     supply_guard_c: float = Field(default=0.5, ge=0)
     min_supply_c: float = 10.0
     max_supply_c: float = 27.0
@@ -190,6 +198,16 @@ class _Memory:
     """The problem last sent as an Event: a Warning goes out only when the text changes."""
     recirculation_parsed: tuple[_ParseKey, _Parsed] | None = None
     """The last `racks.yaml` parsed (with the racks it was checked against) and its result."""
+    reported_deletion_cost_problem: str = ""
+    """The deletion-cost problem last sent as an Event (one Warning per distinct text)."""
+
+
+@dataclass
+class _Forbidden:
+    """A namespace where the API refused a pod-deletion-cost patch (HTTP 403)."""
+
+    retry_at_s: float
+    """Monotonic time before which no pod of the namespace is patched."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,6 +487,8 @@ class PlacementReconciler:
         self._clock = clock
         self._wall_clock = wall_clock
         self._memory: dict[str, _Memory] = {}
+        self._deletion_cost_forbidden: dict[str, _Forbidden] = {}
+        """Namespaces whose pods the API refused to patch, until a patch there succeeds."""
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -528,6 +548,7 @@ class PlacementReconciler:
         await self._report_recirculation(obj, memory)
         if config.placement.mode is not PlacementMode.DISABLED:
             await self._deletion_costs(config, workloads, keep, racks)
+        await self._report_deletion_costs(obj, config, memory)
         if config.placement.mode is PlacementMode.TEMPLATE:
             await self._templates(config, workloads, scored, memory)
         setpoints = await self._cool(obj, config, racks, memory)
@@ -799,6 +820,9 @@ class PlacementReconciler:
     ) -> None:
         rack_of_node = {node: r.rack_id for r in racks for node in r.nodes}
         for w in workloads:
+            forbidden = self._deletion_cost_forbidden.get(w.namespace)
+            if forbidden is not None and self._clock() < forbidden.retry_at_s:
+                continue  # refused a moment ago: asking for every pod again changes nothing
             by_name = {str(_meta(p).get("name")): p for p in w.pods}
             places = {
                 name: rack_of_node.get(str((p.get("spec") or {}).get("nodeName") or ""))
@@ -820,7 +844,11 @@ class PlacementReconciler:
                 except ApiError as error:
                     if error.is_not_found:
                         continue  # the pod went away meanwhile
+                    if error.status == HTTP_FORBIDDEN:
+                        self._deletion_cost_refused(w.namespace, name, error)
+                        break
                     raise
+                self._deletion_cost_forbidden.pop(w.namespace, None)
                 self._metrics.deletion_cost_patches.labels(config.key).inc()
                 log.info(
                     "deletion_cost_applied",
@@ -828,6 +856,49 @@ class PlacementReconciler:
                     rack=places[name],
                     cost=cost,
                 )
+
+    def _deletion_cost_refused(self, namespace: str, pod: str, error: ApiError) -> None:
+        """Stop patching the namespace's pods for a while; the API's own words go to the log
+        (the condition and Event keep one stable text, so they are not repeated per pod)."""
+        retry_s = self._settings.deletion_cost_retry_s
+        self._deletion_cost_forbidden[namespace] = _Forbidden(self._clock() + retry_s)
+        log.warning(
+            "deletion_cost_forbidden",
+            pod=f"{namespace}/{pod}",
+            error=str(error),
+            retry_in_s=retry_s,
+        )
+
+    def _deletion_cost_problem(self, config: PowerCappingConfig) -> str:
+        """Why scale-in order is unavailable for this config, in words ("" when it is not)."""
+        namespace = config.namespace
+        if (
+            config.placement.mode is PlacementMode.DISABLED
+            or namespace not in self._deletion_cost_forbidden
+        ):
+            return ""
+        minutes = self._settings.deletion_cost_retry_s / 60.0
+        return (
+            f"Scale-in order is unavailable: the API server refused (HTTP 403) to patch pods in "
+            f"namespace {namespace}, so {DELETION_COST_ANNOTATION} is not kept current and "
+            "scale-in removes replicas regardless of rack heat (new replicas are still placed). "
+            f"Grant the controller's ServiceAccount patch on pods in {namespace}: Helm "
+            "rbac.podDeletionCost.namespaces, or a Role like the one in "
+            f"deploy/overlays/pod-deletion-cost (docs/security.md). Tried again every "
+            f"{minutes:g} min; the log event deletion_cost_forbidden has the API's answer"
+        )
+
+    async def _report_deletion_costs(
+        self, obj: Obj, config: PowerCappingConfig, memory: _Memory
+    ) -> None:
+        """One Warning per config while its namespace refuses deletion-cost patches (not one
+        per reconcile, and not again after a restart whose condition already names it)."""
+        problem = self._deletion_cost_problem(config)
+        if problem == memory.reported_deletion_cost_problem:
+            return
+        if problem and not _condition_names(obj, problem):
+            await self._events.record(obj, "Warning", "DeletionCostForbidden", problem)
+        memory.reported_deletion_cost_problem = problem
 
     async def _templates(
         self,
@@ -945,6 +1016,9 @@ class PlacementReconciler:
         m.forget_config(config.key)
         key = config.key
         m.set_gauge(m.recirculation_config_ok, 0.0 if memory.recirculation_problem else 1.0, key)
+        if config.placement.mode is not PlacementMode.DISABLED:
+            allowed = 0.0 if self._deletion_cost_problem(config) else 1.0
+            m.set_gauge(m.deletion_costs_allowed, allowed, key)
         admissible = {s.place_id: s.admissible for s in rack_scores}
         for r in racks:
             o = r.observation
@@ -996,11 +1070,13 @@ class PlacementReconciler:
         else:
             status, reason = ConditionStatus.TRUE, "WithinLimits"
             message = "; ".join(lines)
-        problem = memory.recirculation_problem
+        notes = (self._deletion_cost_problem(config), memory.recirculation_problem)
+        problem = ". ".join(n for n in notes if n)
         if problem:
             # The condition is where an operator looks first; the Event alone would age out. A
-            # hot room's rack list is long: it is cut, never the problem (at most
-            # _MAX_PROBLEM_CHARS plus a fixed text, so it always fits).
+            # hot room's rack list is long: it is cut, never the problems (the recirculation one
+            # at most _MAX_PROBLEM_CHARS plus a fixed text, the deletion-cost one a fixed text,
+            # so they always fit).
             room = _MAX_MESSAGE_CHARS - len(problem) - 2
             if len(message) > room:
                 message = message[: max(0, room - 3)] + "..."

@@ -91,8 +91,16 @@ class PlacementMetrics:
             ["config"],
             registry=r,
         )
+        self.deletion_costs_allowed = Gauge(
+            "climatik_placement_deletion_costs_allowed",
+            "0 while the API refuses to patch pod-deletion-cost in the config's namespace (RBAC; "
+            "see the DeletionCostForbidden Event): scale-in then ignores rack heat. Else 1.",
+            ["config"],
+            registry=r,
+        )
         self._gauges = (
             self.recirculation_config_ok,
+            self.deletion_costs_allowed,
             self.rack_score,
             self.rack_admissible,
             self.rack_inlet,

@@ -64,6 +64,10 @@ class GpuTuningSettings(BaseSettings):
     ConfigMaps in `job_namespace`, and an installation without that namespace and its Role
     (Helm `gpuTuning.enabled=false`, deploy/overlays/no-gpu-tuning) still caps power."""
     image: str = "ghcr.io/climatik-project/climatik:latest"
+    apply_namespaces: list[str] = Field(default_factory=list)
+    """Namespaces whose configs may use `gpuTuning.mode: Apply`, which keeps a locked SM clock
+    on every GPU of a node, whoever else runs there; `["*"]`: every namespace. Empty (the
+    default): none. An `Apply` config elsewhere is tuned as `Recommend` and told why."""
     job_namespace: str = "climatik-gpu-tuning"
     """A namespace of its own: the Job needs CAP_SYS_ADMIN, which restricted namespaces refuse."""
     service_account: str = "climatik-gpu-tuner"

@@ -6,8 +6,11 @@ they promise, against the real dev-cluster where an API server has to say yes.
   controller's ReplicaSet creates its pods there (Pod Security is enforced on pods; a privileged
   pod is refused in the same namespace, proving enforcement is on).
 - `kubectl auth can-i --list` for the controller's ServiceAccount equals
-  deploy/rbac-expectation.txt, with no wildcard and no Secret list or watch; every resource the
-  controller's code names is covered by a rule.
+  deploy/rbac-expectation.txt, with no wildcard, no Secret list or watch and no pod writes
+  outside the namespaces named for pod-deletion-cost; every resource the controller's code
+  names is covered by a rule.
+- The NetworkPolicy of every rendering reaches no link-local or cloud-metadata address and no
+  Internet address on port 80, and the API server accepts it with non-default values too.
 - promtool checks and unit-tests the alert rules; the Grafana dashboard is valid JSON whose
   queries use only metrics the code defines.
 - The examples apply (server-side dry-run) with KEDA's and KServe's real CRDs installed.
@@ -43,6 +46,13 @@ import climatik
 from climatik.devcluster.binaries import locate_binaries
 from climatik.devcluster.cluster import ClusterInfo
 from tests.integration.conftest import Kubectl, wait_until
+from tests.networkpolicy import (
+    METADATA_ADDRESSES,
+    egress_allows,
+    ingress_rules_for,
+    opens_port,
+    wide_open_to_everyone,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
@@ -103,10 +113,14 @@ def kustomize(kubectl_bin: Path, directory: Path) -> list[Obj]:
     return _docs(_run([kubectl_bin, "kustomize", directory]))
 
 
-def helm_template(helm_bin: Path, release: str, namespace: str, *sets: str) -> list[Obj]:
+def helm_template(
+    helm_bin: Path, release: str, namespace: str, *sets: str, values: Obj | None = None
+) -> list[Obj]:
     argv: list[str | Path] = [helm_bin, "template", release, CHART, "--namespace", namespace]
     argv += [arg for s in sets for arg in ("--set", s)]
-    return _docs(_run(argv))
+    if values is not None:
+        argv += ["--values", "-"]  # helm reads a values file from stdin
+    return _docs(_run(argv, stdin=yaml.safe_dump(values) if values is not None else None))
 
 
 def by_kind(objs: list[Obj], kind: str) -> list[Obj]:
@@ -139,6 +153,7 @@ def test_overlays_render_what_they_promise(kubectl_bin: Path) -> None:
     dev = kustomize(kubectl_bin, DEPLOY / "overlays" / "dev")
     cert = kustomize(kubectl_bin, DEPLOY / "overlays" / "cert-manager")
     no_tuning = kustomize(kubectl_bin, DEPLOY / "overlays" / "no-gpu-tuning")
+    deletion_cost = kustomize(kubectl_bin, DEPLOY / "overlays" / "pod-deletion-cost")
     assert one(base, "Deployment")["spec"]["replicas"] == 2
     assert one(dev, "Deployment")["spec"]["replicas"] == 1
     assert by_kind(dev, "PodDisruptionBudget") == []
@@ -146,7 +161,7 @@ def test_overlays_render_what_they_promise(kubectl_bin: Path) -> None:
         "climatik:dev"
     )
     # The GPU tuning Jobs run whatever image the controller runs, overlays included.
-    for objs in (base, dev, cert, no_tuning):
+    for objs in (base, dev, cert, no_tuning, deletion_cost):
         container = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["CLIMATIK_GPU_TUNING__IMAGE"] == container["image"]
@@ -170,6 +185,27 @@ def test_overlays_render_what_they_promise(kubectl_bin: Path) -> None:
             assert left[key] == obj, key
     _assert_gpu_tuning_off(no_tuning, TUNING_NS)
     assert "CLIMATIK_GPU_TUNING__ENABLED" not in _controller_env(base)  # default: on
+    # No namespace may keep GPU clocks locked unless the administrator names it.
+    assert _controller_env(base)["CLIMATIK_GPU_TUNING__APPLY_NAMESPACES"] == "[]"
+    # pod-deletion-cost: the base plus `patch` on pods in one namespace, nothing else.
+    in_base = {_identity(b) for b in base}
+    added = {_identity(o): o for o in deletion_cost if _identity(o) not in in_base}
+    assert sorted(added) == [
+        ("Role", "llm", "climatik-pod-deletion-cost"),
+        ("RoleBinding", "llm", "climatik-pod-deletion-cost"),
+    ]
+    assert added[("Role", "llm", "climatik-pod-deletion-cost")]["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}
+    ]
+    assert len(deletion_cost) == len(base) + 2
+    assert _pod_verbs(base) == ["get", "list", "watch"]  # the base writes to no pod at all
+
+
+def _pod_verbs(objs: list[Obj]) -> list[str]:
+    """What the ClusterRole grants on pods, cluster-wide."""
+    (role,) = by_kind(objs, "ClusterRole")
+    (rule,) = [r for r in role["rules"] if r["resources"] == ["pods"]]
+    return list(rule["verbs"])
 
 
 def _identity(obj: Obj) -> tuple[str, str, str]:
@@ -211,6 +247,16 @@ def test_helm_chart_lints_and_refuses_unsafe_values(helm_bin: Path) -> None:
     )
     assert bad.returncode != 0
     assert "must differ from the release namespace" in bad.stderr
+    for old_value in ("networkPolicy.prometheusPorts={80}", "networkPolicy.apiServer.cidrs=null"):
+        refused = subprocess.run(
+            [str(helm_bin), "template", "x", str(CHART), "--set", old_value],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert refused.returncode != 0, old_value
+        assert "networkPolicy." in refused.stderr, refused.stderr
     cm = helm_template(helm_bin, "x", "ns", "webhook.certificate.mode=certManager")
     assert one(cm, "Certificate")["spec"]["issuerRef"]["name"] == "x-climatik-selfsigned"
     assert one(cm, "MutatingWebhookConfiguration")["metadata"]["annotations"] == {
@@ -256,6 +302,13 @@ def test_helm_chart_renders_the_same_objects_as_the_kustomize_base(
     # Release "climatik" in climatik-system gives the chart the base's names.
     chart = helm_template(helm_bin, "climatik", CONTROLLER_NS)
     _assert_same_objects(base, chart)
+    # The pod-deletion-cost overlay is the chart with that namespace named (twice is once).
+    _assert_same_objects(
+        kustomize(kubectl_bin, DEPLOY / "overlays" / "pod-deletion-cost"),
+        helm_template(
+            helm_bin, "climatik", CONTROLLER_NS, "rbac.podDeletionCost.namespaces={llm,llm}"
+        ),
+    )
     # And the CRD the chart installs is the one kustomize installs.
     chart_crds = _docs(
         "\n---\n".join(
@@ -294,19 +347,6 @@ def _assert_same_objects(base: list[Obj], chart: list[Obj]) -> None:
     assert sorted(base_index) == sorted(chart_index)
     for key, base_obj in base_index.items():
         chart_obj = chart_index[key]
-        if key[0] == "NetworkPolicy":
-            # Same ports, grouped differently: compare the sets.
-            for direction in ("ingress", "egress"):
-                ports = [
-                    {
-                        (p["port"], p["protocol"])
-                        for rule in o["spec"][direction]
-                        for p in rule["ports"]
-                    }
-                    for o in (base_obj, chart_obj)
-                ]
-                assert ports[0] == ports[1], (key, direction)
-            continue
         texts = [
             json.dumps(_comparable(o), sort_keys=True, indent=1).splitlines()
             for o in (base_obj, chart_obj)
@@ -357,11 +397,26 @@ def _assert_safe(objs: list[Obj], controller_ns: str, *, gpu_tuning: bool = True
     assert webhook["timeoutSeconds"] == 2
     assert webhook["objectSelector"] == {"matchLabels": {"climatik-project.ai/managed": "true"}}
     assert one(objs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
-    policy = one(objs, "NetworkPolicy")["spec"]
-    assert policy["policyTypes"] == ["Ingress", "Egress"]
-    ingress_ports = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
+    policy = one(objs, "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    ingress_ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
     container_ports = {p["containerPort"] for p in pod["containers"][0]["ports"]}
     assert ingress_ports == container_ports
+    _assert_network_policy_safe(policy)
+    # No write to pods cluster-wide: pod-deletion-cost is granted per namespace, by a Role.
+    assert _pod_verbs(objs) == ["get", "list", "watch"]
+
+
+def _assert_network_policy_safe(policy: Obj) -> None:
+    """No link-local or metadata address, no port 80 to any address, /metrics from the
+    monitoring namespace only (docs/security.md, "Network")."""
+    for address in METADATA_ADDRESSES:
+        for port in (80, 443, 53, 6443, 9090):
+            assert not egress_allows(policy, address, port), (address, port)
+    for rule in policy["spec"]["egress"]:
+        assert not (opens_port(rule, 80) and wide_open_to_everyone(rule)), rule
+    (metrics,) = ingress_rules_for(policy, 8080)
+    assert metrics.get("from"), "metrics open to every pod"
 
 
 def test_rendered_installations_keep_the_security_promises(
@@ -375,6 +430,98 @@ def test_rendered_installations_keep_the_security_promises(
     _assert_safe(no_tuning, CONTROLLER_NS, gpu_tuning=False)
     chart = helm_template(helm_bin, "climatik", CONTROLLER_NS, "gpuTuning.enabled=false")
     _assert_safe(chart, CONTROLLER_NS, gpu_tuning=False)
+    _assert_safe(kustomize(kubectl_bin, DEPLOY / "overlays" / "pod-deletion-cost"), CONTROLLER_NS)
+    _assert_safe(helm_template(helm_bin, "r", "prod", values=_NON_DEFAULT_VALUES), "prod")
+
+
+# Every value of the chart's NetworkPolicy and pod-deletion-cost RBAC changed from its default.
+_NON_DEFAULT_VALUES: Obj = {
+    "rbac": {"podDeletionCost": {"namespaces": ["llm", "batch"]}},
+    "gpuTuning": {"applyNamespaces": ["llm"]},
+    "networkPolicy": {
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {"team": "observability"}}}],
+        "webhookFrom": [{"ipBlock": {"cidr": "10.0.0.0/24"}}],
+        "dns": {
+            "to": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dns"}}},
+                {"ipBlock": {"cidr": "169.254.20.10/32"}},  # NodeLocal DNSCache
+            ],
+            "ports": [53, 5353],
+        },
+        "apiServer": {"cidrs": ["10.0.0.10/32"], "ports": [6443]},
+        "prometheus": {
+            "namespaceSelector": {"matchLabels": {"team": "observability"}},
+            "podSelector": {"matchLabels": {"app": "thanos-query"}},
+            "ports": [9090, 10902],
+        },
+        "internet": {"ports": [443], "exceptIPv4": ["10.0.0.0/8"], "exceptIPv6": []},
+        "extraEgress": [
+            {
+                "to": [{"ipBlock": {"cidr": "10.20.0.15/32"}}],
+                "ports": [{"port": 8443, "protocol": "TCP"}],
+            }
+        ],
+    },
+}
+
+
+def test_chart_values_for_least_privilege_render_what_they_say(helm_bin: Path) -> None:
+    objs = helm_template(helm_bin, "r", "prod", values=_NON_DEFAULT_VALUES)
+    roles = {
+        (o["kind"], o["metadata"]["namespace"]): o
+        for o in by_kind(objs, "Role") + by_kind(objs, "RoleBinding")
+        if o["metadata"]["name"] == "r-climatik-pod-deletion-cost"
+    }
+    assert sorted(roles) == [
+        ("Role", "batch"),
+        ("Role", "llm"),
+        ("RoleBinding", "batch"),
+        ("RoleBinding", "llm"),
+    ]
+    assert roles[("Role", "llm")]["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}
+    ]
+    assert roles[("RoleBinding", "llm")]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "r-climatik-controller", "namespace": "prod"}
+    ]
+    assert _controller_env(objs)["CLIMATIK_GPU_TUNING__APPLY_NAMESPACES"] == '["llm"]'
+    policy = one(objs, "NetworkPolicy")
+    # The values took effect: the extra rule, the narrowed API server, Thanos' port.
+    assert egress_allows(policy, "10.20.0.15", 8443)
+    assert egress_allows(policy, "10.0.0.10", 6443)
+    assert not egress_allows(policy, "10.0.0.11", 6443)
+    assert not egress_allows(policy, "10.0.0.10", 443)
+    assert egress_allows(policy, "169.254.20.10", 5353, "UDP")  # NodeLocal DNSCache, exactly
+    assert egress_allows(policy, "172.20.0.1", 443)  # private ranges allowed on request
+    # The old behaviour, on request: `patch` on every pod, no per-namespace Roles.
+    wide = helm_template(
+        helm_bin,
+        "r",
+        "prod",
+        "rbac.podDeletionCost.clusterWide=true",
+        "rbac.podDeletionCost.namespaces={llm}",
+    )
+    assert _pod_verbs(wide) == ["get", "list", "watch", "patch"]
+    assert not [o for o in by_kind(wide, "Role") if "pod-deletion-cost" in o["metadata"]["name"]]
+
+
+def test_the_api_server_accepts_the_least_privilege_objects_with_every_value_changed(
+    dev_cluster: ClusterInfo, helm_bin: Path, kubectl_bin: Path, namespace: str
+) -> None:
+    admin = _admin(dev_cluster)
+    objs = helm_template(helm_bin, "r", namespace, values=_NON_DEFAULT_VALUES)
+    policies = by_kind(objs, "NetworkPolicy")
+    overlay = kustomize(kubectl_bin, DEPLOY / "overlays" / "pod-deletion-cost")
+    base_policy = one(kustomize(kubectl_bin, DEPLOY / "base"), "NetworkPolicy")
+    for policy in (*policies, base_policy):
+        policy["metadata"]["namespace"] = namespace
+    roles = [
+        {**o, "metadata": {**o["metadata"], "namespace": namespace}}
+        for o in by_kind(overlay, "Role") + by_kind(overlay, "RoleBinding")
+    ]
+    # Server-side: the API server validates every CIDR, exception and port (a malformed or
+    # non-contained `except`, a named port that is not one, ... is refused).
+    _apply(admin, [*policies, base_policy, *roles], "--dry-run=server")
 
 
 def _settings_variables() -> set[str]:

@@ -8,6 +8,10 @@ kustomize, moved into this test's namespaces), and the tuning Jobs live in a nam
 own, as installed: the controller lists and watches Jobs and ConfigMaps there only, and may not
 anywhere else. The result is written as the tuner's ServiceAccount, with its Role alone.
 
+`Apply` keeps clocks locked only for configs of the namespaces the controller's
+`CLIMATIK_GPU_TUNING__APPLY_NAMESPACES` names (none by default; here the test's own, unless a
+test says otherwise): elsewhere the Jobs recommend, and the config is told why.
+
 Switched off as deploy/overlays/no-gpu-tuning installs it (its RBAC, without the tuning
 namespace or any Role there, and its `CLIMATIK_GPU_TUNING__ENABLED=false`), the built-in
 controllers still cap power, and a config asking for tuning is told why none happens.
@@ -27,7 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import yaml
 
 from climatik.devcluster.cluster import ClusterInfo
 from climatik.domain.gpu import TUNE_NODE_LABEL, result_configmap_name
@@ -38,6 +41,14 @@ from climatik.runtime.controllers import controller_factories
 from climatik.runtime.manager import Manager
 from tests.integration.conftest import Kubectl
 from tests.integration.polling import eventually
+from tests.integration.service_accounts import (
+    DEPLOY,
+    apply_all,
+    delete_cluster_scoped,
+    moved_rbac,
+    render,
+    token_kubeconfig,
+)
 from tests.integration.workloads import (
     capping_config,
     ceiling_becomes,
@@ -57,7 +68,6 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.integration.prometheus"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 BASE = DEPLOY / "base"
 NO_GPU_TUNING = DEPLOY / "overlays" / "no-gpu-tuning"
 CONTROLLER_SA = "climatik-controller"
@@ -91,59 +101,6 @@ class Accounts:
     tuner: Path
 
 
-def _render(dev_cluster: ClusterInfo, source: Path) -> list[dict[str, Any]]:
-    """A kustomization's objects, as `kubectl kustomize` renders them."""
-    rendered = subprocess.run(
-        [str(dev_cluster.kubectl), "kustomize", str(source)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    return [o for o in yaml.safe_load_all(rendered) if isinstance(o, dict)]
-
-
-def _rendered_rbac(
-    rendered: list[dict[str, Any]],
-    moves: dict[str, str],
-    suffix: str,
-    expected: set[tuple[str, str]] = RBAC_OBJECTS,
-) -> list[Any]:
-    """The rendering's part of deploy/base's RBAC (which must be exactly `expected`), in this
-    test's namespaces; cluster-scoped names get `suffix` so the session's other tests never meet
-    them."""
-    objs = [o for o in rendered if (o["kind"], o["metadata"]["name"]) in RBAC_OBJECTS]
-    found = {(o["kind"], o["metadata"]["name"]) for o in objs}
-    assert found == expected, "the installer no longer renders the RBAC objects named here"
-    for obj in objs:
-        meta = obj["metadata"]
-        if obj["kind"].startswith("Cluster"):
-            meta["name"] = f"{meta['name']}-{suffix}"
-        if "namespace" in meta:
-            meta["namespace"] = moves[meta["namespace"]]
-        if obj.get("roleRef", {}).get("kind") == "ClusterRole":
-            obj["roleRef"]["name"] = f"{obj['roleRef']['name']}-{suffix}"
-        for subject in obj.get("subjects", []):
-            subject["namespace"] = moves[subject["namespace"]]
-    return objs
-
-
-def _token_kubeconfig(admin: Kubectl, account: str, namespace: str, path: Path) -> Path:
-    """A kubeconfig that authenticates as the ServiceAccount with a real bound token."""
-    token = admin.run("create", "token", account, f"--namespace={namespace}").stdout.strip()
-    cluster = yaml.safe_load(admin.kubeconfig.read_text(encoding="utf-8"))["clusters"][0]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": account, "context": {"cluster": cluster["name"], "user": account}}],
-        "current-context": account,
-    }
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
-
-
 @pytest.fixture
 def accounts(dev_cluster: ClusterInfo, namespace: str, tmp_path: Path) -> Iterator[Accounts]:
     """The controller's ServiceAccount in the test namespace (its own namespace and the one it
@@ -151,33 +108,30 @@ def accounts(dev_cluster: ClusterInfo, namespace: str, tmp_path: Path) -> Iterat
     admin = Kubectl(dev_cluster.kubectl, dev_cluster.kubeconfig, namespace)
     tuning_ns = f"{namespace}-gpu"
     suffix = uuid.uuid4().hex[:8]
-    objs = _rendered_rbac(
-        _render(dev_cluster, BASE),
+    objs = moved_rbac(
+        render(dev_cluster, BASE),
+        RBAC_OBJECTS,
         {"climatik-system": namespace, "climatik-gpu-tuning": tuning_ns},
         suffix,
     )
     admin.run("create", "namespace", tuning_ns)
     try:
-        for obj in objs:  # kubectl refuses an object of another namespace than its own flag
-            own = obj["metadata"].get("namespace", namespace)
-            Kubectl(dev_cluster.kubectl, dev_cluster.kubeconfig, own).apply(obj)
+        apply_all(dev_cluster, objs, namespace)
         yield Accounts(
             tuning_ns,
-            controller=_token_kubeconfig(admin, CONTROLLER_SA, namespace, tmp_path / "sa.yaml"),
-            tuner=_token_kubeconfig(admin, TUNER_SA, tuning_ns, tmp_path / "tuner.yaml"),
+            controller=token_kubeconfig(admin, CONTROLLER_SA, namespace, tmp_path / "sa.yaml"),
+            tuner=token_kubeconfig(admin, TUNER_SA, tuning_ns, tmp_path / "tuner.yaml"),
         )
     finally:
-        _delete_cluster_scoped(admin, objs)
+        delete_cluster_scoped(admin, objs)
         admin.run("delete", "namespace", tuning_ns, "--wait=false", check=False)
 
 
-def _delete_cluster_scoped(admin: Kubectl, objs: list[Any]) -> None:
-    """The namespaced objects go with the test's namespaces; these would outlive them."""
-    for obj in objs:
-        if obj["kind"].startswith("Cluster"):
-            admin.run(
-                "delete", obj["kind"].lower(), obj["metadata"]["name"], "--wait=false", check=False
-            )
+@pytest.fixture
+def apply_namespaces(namespace: str) -> list[str]:
+    """What the controller's CLIMATIK_GPU_TUNING__APPLY_NAMESPACES names: the test's own
+    namespace, unless a test parametrizes this."""
+    return [namespace]
 
 
 @pytest.fixture
@@ -185,8 +139,10 @@ async def controllers(
     dev_cluster: ClusterInfo,
     namespace: str,
     accounts: Accounts,
+    apply_namespaces: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Manager]:
+    monkeypatch.setenv("CLIMATIK_GPU_TUNING__APPLY_NAMESPACES", json.dumps(apply_namespaces))
     monkeypatch.setenv("CLIMATIK_CAPPING__INTERVAL_S", "1")
     monkeypatch.setenv("CLIMATIK_GPU_TUNING__INTERVAL_S", "1")
     monkeypatch.setenv("CLIMATIK_CAPPING__TUNING_GRACE_S", "3")
@@ -205,7 +161,7 @@ async def controllers_without_tuning(
 ) -> AsyncIterator[Manager]:
     """Every built-in controller the switch leaves on, as deploy/overlays/no-gpu-tuning runs
     them: its CLIMATIK_GPU_TUNING__ENABLED, and its RBAC alone (no tuning namespace at all)."""
-    rendered = _render(dev_cluster, NO_GPU_TUNING)
+    rendered = render(dev_cluster, NO_GPU_TUNING)
     (controller,) = [
         o
         for o in rendered
@@ -219,13 +175,10 @@ async def controllers_without_tuning(
     assert not [o for o in rendered if o["metadata"].get("namespace") == "climatik-gpu-tuning"]
     admin = Kubectl(dev_cluster.kubectl, dev_cluster.kubeconfig, namespace)
     suffix = uuid.uuid4().hex[:8]
-    objs = _rendered_rbac(
-        rendered, {"climatik-system": namespace}, suffix, expected=CONTROLLER_RBAC_OBJECTS
-    )
+    objs = moved_rbac(rendered, CONTROLLER_RBAC_OBJECTS, {"climatik-system": namespace}, suffix)
     try:
-        for obj in objs:
-            admin.apply(obj)
-        kubeconfig = _token_kubeconfig(admin, CONTROLLER_SA, namespace, tmp_path / "sa.yaml")
+        apply_all(dev_cluster, objs, namespace)
+        kubeconfig = token_kubeconfig(admin, CONTROLLER_SA, namespace, tmp_path / "sa.yaml")
         monkeypatch.setenv("CLIMATIK_GPU_TUNING__ENABLED", env["CLIMATIK_GPU_TUNING__ENABLED"])
         # A namespace that does not exist: nothing may be listed or watched there.
         monkeypatch.setenv("CLIMATIK_GPU_TUNING__JOB_NAMESPACE", f"{namespace}-gpu")
@@ -234,7 +187,7 @@ async def controllers_without_tuning(
         async with running_manager(as_controller, namespace, controller_factories()) as manager:
             yield manager
     finally:
-        _delete_cluster_scoped(admin, objs)
+        delete_cluster_scoped(admin, objs)
 
 
 async def jobs(kubectl: Kubectl) -> list[dict[str, Any]]:
@@ -364,6 +317,57 @@ async def test_power_crossing_the_trigger_starts_one_job_per_node_and_results_fe
         timeout_s=15,
     )
     assert watts_per_replica(after) == pytest.approx(before * scale, rel=0.1)
+
+
+@pytest.mark.parametrize("apply_namespaces", [["another-team"]])
+async def test_apply_in_a_namespace_not_allowed_tunes_as_recommend_and_says_so(
+    controllers: Manager,
+    dev_cluster: ClusterInfo,
+    kubectl: Kubectl,
+    namespace: str,
+    accounts: Accounts,
+    metrics_exporter: ExporterHandle,
+    prometheus: PrometheusServer,
+) -> None:
+    tuning = Kubectl(dev_cluster.kubectl, dev_cluster.kubeconfig, accounts.tuning_ns)
+    kubectl.apply(deployment("llm", 2, {"app": "llm"}))
+    kubectl.apply(scaled_object("llm", "llm", min_replicas=1, max_replicas=10))
+    pods = await running_pods(kubectl, "llm", 2)
+    nodes = sorted({p["spec"]["nodeName"] for p in pods})
+    await serve_watts(metrics_exporter, namespace, pods, 420)  # 840 W: at 84 % of the cap
+    config = capping_config("cap", prometheus.url, [so_ref("llm")], policy="Headroom", cap_w=1000)
+    config["spec"]["gpuTuning"] = {"mode": "Apply", "minIntervalSeconds": 3600}
+    kubectl.apply(config)
+
+    # Tuned all the same, but every Job restores the clocks: none stays locked on a node that
+    # other namespaces' workloads may share.
+    created = await eventually(
+        lambda: jobs(tuning), lambda items: len(items) == len(nodes), timeout_s=30
+    )
+    for job in created:
+        args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[:3] == ["gpu-tune", "--mode", "recommend"], args
+    pcc = await eventually(
+        lambda: kubectl_json(kubectl, "pcc", "cap"),
+        lambda obj: condition(obj, "GpuTuning").get("reason") == "ApplyNotAllowed",
+    )
+    told = condition(pcc, "GpuTuning")
+    assert told["status"] == "False"
+    assert "CLIMATIK_GPU_TUNING__APPLY_NAMESPACES" in told["message"]
+    assert f"namespace {namespace}" in told["message"]
+    # Capping goes on as usual.
+    assert condition(pcc, "MetricsAvailable")["status"] == "True"
+
+    await asyncio.sleep(3)  # three more reconciles at a 1 s interval
+    events = await kubectl_json(
+        kubectl,
+        "events",
+        "--field-selector",
+        "involvedObject.name=cap,reason=GpuTuningApplyNotAllowed",
+    )
+    (warning,) = events["items"]
+    assert (warning["type"], warning.get("count", 1)) == ("Warning", 1)
+    assert "gpuTuning.applyNamespaces" in warning["message"]
 
 
 async def test_with_gpu_tuning_off_as_the_overlay_installs_it_capping_works_and_says_so(

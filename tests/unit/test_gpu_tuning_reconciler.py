@@ -51,7 +51,9 @@ def config(mode: GpuTuningMode) -> PowerCappingConfig:
 
 
 def test_job_is_pinned_to_its_node_and_holds_only_the_privilege_nvml_needs() -> None:
-    settings = GpuTuningSettings(job_namespace="gpu-tuning", image="climatik:test")
+    settings = GpuTuningSettings(
+        job_namespace="gpu-tuning", image="climatik:test", apply_namespaces=["serving"]
+    )
     now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
     job = build_job(
         config(GpuTuningMode.APPLY), "gpu-node-1", ["http://10.0.0.5:8000/metrics"], settings, now
@@ -75,6 +77,21 @@ def test_job_is_pinned_to_its_node_and_holds_only_the_privilege_nvml_needs() -> 
     assert security["readOnlyRootFilesystem"] is True
     recommend = build_job(config(GpuTuningMode.RECOMMEND), "n", [], settings, now)
     assert recommend["spec"]["template"]["spec"]["containers"][0]["args"][2] == "recommend"
+
+
+@pytest.mark.parametrize(
+    ("allowed", "args"),
+    [([], "recommend"), (["other"], "recommend"), (["serving"], "apply"), (["*"], "apply")],
+)
+def test_the_job_applies_only_in_a_namespace_the_settings_allow(
+    allowed: list[str], args: str
+) -> None:
+    # The Job itself decides, whatever the caller checked: an Apply config of a namespace not
+    # in apply_namespaces gets a Job that restores the clocks.
+    settings = GpuTuningSettings(apply_namespaces=allowed)
+    now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    job = build_job(config(GpuTuningMode.APPLY), "n", [], settings, now)
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][2] == args
 
 
 def test_long_node_names_become_valid_label_values() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -67,6 +67,10 @@ class RecordingClient:
         self.objects = objects or {}
         self.errors: dict[tuple[str, str], ApiError] = {}
         self.patches: list[tuple[str, str, dict[str, Any], str | None]] = []
+        self.patch_errors: dict[str, ApiError] = {}
+        """Errors for merge patches of a resource (by plural); refused patches are not in
+        `patches` but in `refused`."""
+        self.refused: list[tuple[str, str]] = []
 
     async def get(self, resource: Resource, name: str, namespace: str | None = None) -> Any:
         error = self.errors.get((resource.plural, name))
@@ -86,6 +90,10 @@ class RecordingClient:
         *,
         subresource: str | None = None,
     ) -> Any:
+        error = self.patch_errors.get(resource.plural)
+        if error is not None and subresource is None:
+            self.refused.append((resource.plural, name))
+            raise error
         self.patches.append((resource.plural, name, patch, subresource))
         return {}
 
@@ -171,6 +179,7 @@ def reconciler(
     client: RecordingClient | None = None,
     cooling: CoolingController | None = None,
     deployment: dict[str, Any] | None = None,
+    clock: Callable[[], float] = lambda: 1000.0,
 ) -> tuple[PlacementReconciler, RecordingClient, Events, PlacementMetrics]:
     client = client or RecordingClient()
     events = Events()
@@ -198,7 +207,7 @@ def reconciler(
         events=events,
         metrics=metrics,
         settings=PlacementSettings(interval_s=7.0),
-        clock=lambda: 1000.0,
+        clock=clock,
     )
     return rec, client, events, metrics
 
@@ -932,3 +941,86 @@ async def test_a_problem_the_condition_already_names_is_not_sent_again_after_a_r
     await rec.reconcile(f"{NS}/cap")
     await rec.reconcile(f"{NS}/cap")
     assert len(invalid_events(events)) == sent
+
+
+# -- pod-deletion-cost without `patch` on pods ---------------------------------------------------
+
+FORBIDDEN = ApiError(403, {"reason": "Forbidden", "message": "pods is forbidden"})
+
+
+def racks_condition(client: RecordingClient) -> dict[str, Any]:
+    (condition,) = [p for p in client.patches if p[3] == "status"][-1][2]["status"]["conditions"]
+    return dict(condition)
+
+
+def deletion_costs_allowed(metrics: PlacementMetrics) -> float | None:
+    return metrics.registry.get_sample_value(
+        "climatik_placement_deletion_costs_allowed", {"config": f"{NS}/cap"}
+    )
+
+
+async def test_a_forbidden_deletion_cost_patch_leaves_placement_working_and_says_how_to_fix() -> (
+    None
+):
+    now = [1000.0]
+    pods = [pod("p-a", "a-0"), pod("p-b", "b-0")]
+    hot_ok = RackSignals("rack-a", watts=20_000.0, inlet_c=28.0)
+    client = RecordingClient()
+    client.patch_errors["pods"] = FORBIDDEN
+    rec, _, events, metrics = reconciler(
+        config(), pods, static(hot_ok, COOL), client=client, clock=lambda: now[0]
+    )
+    for _ in range(3):
+        result = await rec.reconcile(f"{NS}/cap")
+        assert result == Result(requeue_after=7.0)  # no error, no retry storm
+        now[0] += 7.0
+    # Asked once: after the 403 neither the other pod nor later rounds ask again.
+    assert client.refused == [("pods", "p-a")]
+    # The rest of placement goes on: the webhook's preferences, the condition, cooling.
+    found = rec.snapshot.lookup(NS, "chat")
+    assert found is not None
+    assert found.preferred[0][0] == "rack-b"
+    condition = racks_condition(client)
+    assert condition["reason"] == "WithinLimits"
+    message = condition["message"]
+    assert message.startswith("rack-b score")
+    assert "Scale-in order is unavailable" in message
+    assert f"patch pods in namespace {NS}" in message
+    assert "rbac.podDeletionCost.namespaces" in message
+    assert "deploy/overlays/pod-deletion-cost" in message
+    (warning,) = [e for e in events.recorded if e[2] == "DeletionCostForbidden"]
+    assert warning[1] == "Warning"
+    assert warning[3] in message
+    assert deletion_costs_allowed(metrics) == 0.0
+
+    # Ten minutes later it asks again, once; still refused: no second Event.
+    now[0] = 1000.0 + 600.0
+    await rec.reconcile(f"{NS}/cap")
+    assert client.refused == [("pods", "p-a")] * 2
+    assert [e[2] for e in events.recorded].count("DeletionCostForbidden") == 1
+
+    # Granted: the next try after the wait patches every pod and the note goes.
+    del client.patch_errors["pods"]
+    await rec.reconcile(f"{NS}/cap")
+    assert [p[1] for p in client.patches if p[0] == "pods"] == []  # still waiting
+    now[0] += 600.0
+    await rec.reconcile(f"{NS}/cap")
+    assert sorted(p[1] for p in client.patches if p[0] == "pods") == ["p-a", "p-b"]
+    assert "Scale-in order" not in racks_condition(client)["message"]
+    assert deletion_costs_allowed(metrics) == 1.0
+
+
+async def test_a_restarted_controller_does_not_repeat_the_deletion_cost_warning() -> None:
+    client = RecordingClient()
+    client.patch_errors["pods"] = FORBIDDEN
+    hot_ok = RackSignals("rack-a", watts=20_000.0, inlet_c=28.0)
+    pods = [pod("p-a", "a-0")]
+    rec, _, events, _ = reconciler(config(), pods, static(hot_ok, COOL), client=client)
+    await rec.reconcile(f"{NS}/cap")
+    assert [e[2] for e in events.recorded].count("DeletionCostForbidden") == 1
+    cfg = config()
+    cfg["status"] = {"conditions": [racks_condition(client)]}
+    restarted, _, events2, _ = reconciler(cfg, pods, static(hot_ok, COOL), client=client)
+    await restarted.reconcile(f"{NS}/cap")
+    await restarted.reconcile(f"{NS}/cap")
+    assert [e[2] for e in events2.recorded].count("DeletionCostForbidden") == 0
