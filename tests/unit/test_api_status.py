@@ -256,8 +256,8 @@ def test_transition_time_moves_exactly_when_status_changes(
 def _noisy(status: PowerCappingConfigStatus, factor: float, note: str) -> PowerCappingConfigStatus:
     """`status` as the next reconcile sees it: every measured float scaled by `factor`, and the
     Ready message quoting a new number."""
-    (target,) = status.targets or ()
-    (rack,) = status.racks or ()
+    (target,) = status.targets or []
+    (rack,) = status.racks or []
     conditions = _set(
         tuple(status.conditions or ()),
         ConditionType.READY,
@@ -298,7 +298,7 @@ def test_settled_patch_still_sends_what_a_user_acts_on() -> None:
     assert moved["status"]["measuredPowerWatts"] == 812.5 * 1.2
     reworded = status_patch(written, _noisy(_status(), 1.0, "no data for 30 s"), settled=True)
     assert reworded is not None
-    (target,) = _status().targets or ()
+    (target,) = _status().targets or []
     fewer = _status(targets=[target.model_copy(update={"applied_max_replicas": 4})])
     patch = status_patch(_status(), fewer, settled=True)
     assert patch is not None
