@@ -52,6 +52,7 @@ from climatik.domain.config import MeasurementPreset, PowerMeasurementConfig
 from climatik.sources import promql
 from climatik.sources.plausibility import PlausibilityLimits, PlausibleRange
 from climatik.sources.prometheus import (
+    MAX_FUTURE_SKEW_S,
     InstantResult,
     NoData,
     NoDataReason,
@@ -60,6 +61,7 @@ from climatik.sources.prometheus import (
     PrometheusSettings,
     Sample,
     Vector,
+    future_detail,
 )
 
 DEFAULT_KEPLER_ZONE: Final = "package"
@@ -463,10 +465,11 @@ def _single(result: InstantResult, query: str) -> Reading | NoData:
     if isinstance(result, NoData):
         return result
     if len(result.samples) != 1:
-        labels = ", ".join(str(dict(s.labels)) for s in result.samples[:3])
+        # Label names only: the values are another tenant's data as often as the author's.
+        names = sorted({name for sample in result.samples for name in sample.labels})
         raise PrometheusQueryShapeError(
             f"query {query!r} must return one series (wrap it in sum()), got "
-            f"{len(result.samples)}: {labels}",
+            f"{len(result.samples)} with labels {', '.join(names) or '(none)'}",
             query=query,
         )
     if result.dropped:
@@ -557,6 +560,9 @@ def _sum_pods(
     if any(math.isinf(s.value) for s in samples):
         return NoData(NoDataReason.INFINITE, grouped.query, where)
     measured_at_s = min(s.timestamp_s for s in samples)
+    ahead_s = max(s.timestamp_s for s in samples) - now_s
+    if ahead_s > MAX_FUTURE_SKEW_S:
+        return NoData(NoDataReason.IMPLAUSIBLE, grouped.query, f"{future_detail(ahead_s)}, {where}")
     if max_age_s is not None and now_s - measured_at_s > max_age_s:
         return NoData(
             NoDataReason.STALE,
@@ -850,6 +856,8 @@ class PrometheusPowerSource:
             return watts
         max_age_s = self._client.settings.max_sample_age_s
         age_s = self._clock() - freshness.value
+        if -age_s > MAX_FUTURE_SKEW_S:
+            return NoData(NoDataReason.IMPLAUSIBLE, watts.query or "", future_detail(-age_s))
         too_old = max_age_s is not None and age_s > max_age_s
         if isinstance(watts, NoData):
             if watts.reason is NoDataReason.EMPTY and too_old:

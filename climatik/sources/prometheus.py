@@ -28,13 +28,14 @@ itself ignores raw samples older than the maximum age, and checks the returned t
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final, Literal, assert_never
+from typing import Final, Literal, TypeVar, assert_never
 
 import aiohttp
 import yarl
@@ -399,6 +400,7 @@ def parse_instant_response(
     kept: list[Sample] = []
     reasons: list[NoDataReason] = []
     oldest_age_s = 0.0
+    ahead_s = 0.0
     for labels, (ts, value) in raw_samples:
         bad = _classify(value)
         if bad is None and now_s is not None and max_sample_age_s is not None:
@@ -406,6 +408,10 @@ def parse_instant_response(
             if age_s > max_sample_age_s:
                 bad = NoDataReason.STALE
                 oldest_age_s = max(oldest_age_s, age_s)
+            elif -age_s > MAX_FUTURE_SKEW_S:
+                # A sample from the future would stay "fresh" for ever after its source died.
+                bad = NoDataReason.IMPLAUSIBLE
+                ahead_s = max(ahead_s, -age_s)
         if bad is None:
             kept.append(Sample(labels=labels, value=value, timestamp_s=ts))
         else:
@@ -416,6 +422,8 @@ def parse_instant_response(
     detail = ""
     if reason is NoDataReason.STALE:
         detail = f"newest sample is {oldest_age_s:.0f} s old, maximum {max_sample_age_s:g} s"
+    elif reason is NoDataReason.IMPLAUSIBLE:
+        detail = future_detail(ahead_s)
     return NoData(reason, query, detail)
 
 
@@ -484,16 +492,46 @@ def apply_max_age(
     """
     if isinstance(result, NoData):
         return result
-    kept = tuple(s for s in result.samples if now_s - s.timestamp_s <= max_sample_age_s)
+    kept = tuple(
+        s for s in result.samples if -MAX_FUTURE_SKEW_S <= now_s - s.timestamp_s <= max_sample_age_s
+    )
     if len(kept) == len(result.samples):
         return result
     if kept:
         return Vector(samples=kept, dropped=result.dropped + len(result.samples) - len(kept))
+    ahead_s = max(s.timestamp_s - now_s for s in result.samples)
+    if ahead_s > MAX_FUTURE_SKEW_S:
+        return NoData(NoDataReason.IMPLAUSIBLE, query, future_detail(ahead_s))
     oldest_age_s = max(now_s - s.timestamp_s for s in result.samples)
     return NoData(
         NoDataReason.STALE,
         query,
         f"newest sample is {oldest_age_s:.0f} s old, maximum {max_sample_age_s:g} s",
+    )
+
+
+OFF_LOOP_PARSE_BYTES: Final = 256 * 1024
+"""Answers larger than this are decoded in a worker thread: tens of megabytes of JSON parsed on
+the event loop would stall every controller (and the lease renewal) meanwhile."""
+
+_Parsed = TypeVar("_Parsed")
+
+
+async def _decoded(body: bytes, parse: Callable[[], _Parsed]) -> _Parsed:
+    if len(body) > OFF_LOOP_PARSE_BYTES:
+        return await asyncio.to_thread(parse)
+    return parse()
+
+
+MAX_FUTURE_SKEW_S: Final = 60.0
+"""How far ahead of our clock a sample time may be (clock skew); beyond it the sample is
+implausible: a source stamping the future would keep its readings fresh after it died."""
+
+
+def future_detail(ahead_s: float) -> str:
+    return (
+        f"sample time {ahead_s:.0f} s ahead of the controller's clock "
+        f"(at most {MAX_FUTURE_SKEW_S:g} s of skew is accepted)"
     )
 
 
@@ -582,13 +620,17 @@ class PrometheusClient:
             "api/v1/query", self._instant_form(promql, at_s, lookback_s), promql
         )
         judge_age = check_age and at_s is None and max_age_s is not None
-        return parse_instant_response(
-            status,
+        return await _decoded(
             body,
-            query=promql,
-            now_s=self._clock() if judge_age else None,
-            max_sample_age_s=max_age_s if judge_age else None,
-            origin=origin,
+            functools.partial(
+                parse_instant_response,
+                status,
+                body,
+                query=promql,
+                now_s=self._clock() if judge_age else None,
+                max_sample_age_s=max_age_s if judge_age else None,
+                origin=origin,
+            ),
         )
 
     async def query_by_pod(
@@ -613,13 +655,17 @@ class PrometheusClient:
             promql,
             max_bytes=self._settings.max_response_bytes * GROUPED_RESPONSE_FACTOR,
         )
-        return parse_pod_response(
-            status,
+        return await _decoded(
             body,
-            query=promql,
-            namespace_label=namespace_label,
-            pod_label=pod_label,
-            origin=origin,
+            functools.partial(
+                parse_pod_response,
+                status,
+                body,
+                query=promql,
+                namespace_label=namespace_label,
+                pod_label=pod_label,
+                origin=origin,
+            ),
         )
 
     def _instant_form(
@@ -659,7 +705,10 @@ class PrometheusClient:
         if lookback_s is not None:
             form["lookback_delta"] = _duration(lookback_s)
         status, body, origin = await self._post("api/v1/query_range", form, promql)
-        return parse_range_response(status, body, query=promql, origin=origin)
+        return await _decoded(
+            body,
+            functools.partial(parse_range_response, status, body, query=promql, origin=origin),
+        )
 
     def _endpoint(self, path: str, promql: str) -> yarl.URL:
         try:

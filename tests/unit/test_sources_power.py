@@ -327,6 +327,17 @@ async def test_many_targets_cost_one_query_per_shape() -> None:
     assert sorted(querier.asked) == sorted([CPU_Q, GPU_Q, FRESH_Q, TOKENS_Q])
 
 
+async def test_raw_samples_from_the_future_make_watts_implausible() -> None:
+    querier = TableQuerier(
+        {CPU_Q: per_pod({"a": 300.0}), FRESH_Q: per_pod({"a": 1900.0})}, max_age_s=60.0
+    )
+    source = PrometheusPowerSource(querier, power=POWER, clock=lambda: 1000.0)
+    result = (await source.measure_targets([TARGET]))["llm/chat"]
+    assert isinstance(result.watts, NoData)
+    assert result.watts.reason is NoDataReason.IMPLAUSIBLE
+    assert "900 s ahead" in result.watts.message
+
+
 async def test_old_raw_samples_make_watts_stale() -> None:
     querier = TableQuerier(
         {CPU_Q: per_pod({"a": 300.0}), FRESH_Q: per_pod({"a": 900.0})}, max_age_s=60.0
@@ -421,6 +432,8 @@ async def test_unaggregated_custom_query_is_a_shape_error() -> None:
     result = (await source.measure_targets([TARGET]))["llm/chat"]
     assert isinstance(result.watts, PrometheusQueryShapeError)
     assert "wrap it in sum()" in result.watts.message
+    assert "with labels pod" in result.watts.message
+    assert "'a'" not in result.watts.message, "label values may be another tenant's data"
 
 
 async def test_partially_unusable_aggregate_is_no_data() -> None:

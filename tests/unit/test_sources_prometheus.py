@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from climatik.sources.prometheus import (
+    OFF_LOOP_PARSE_BYTES,
     PROMETHEUS_ERROR_TYPES,
     InstantResult,
     Matrix,
@@ -21,6 +23,7 @@ from climatik.sources.prometheus import (
     PrometheusMalformedResponseError,
     Sample,
     Vector,
+    _decoded,
     apply_max_age,
     describe,
     parse_instant_response,
@@ -97,6 +100,29 @@ def test_samples_older_than_max_age_are_stale() -> None:
     assert isinstance(result, NoData)
     assert result.reason is NoDataReason.STALE
     assert "200 s old" in result.message
+
+
+def test_samples_from_the_future_are_implausible() -> None:
+    """A source stamping its samples ahead of our clock would stay fresh for ever after it died;
+    a minute of clock skew is tolerated."""
+    ahead = parse_instant_response(
+        200, vector(({}, 1500.0, "5")), query=Q, now_s=1200.0, max_sample_age_s=120.0
+    )
+    assert isinstance(ahead, NoData)
+    assert ahead.reason is NoDataReason.IMPLAUSIBLE
+    assert "300 s ahead" in ahead.message
+    skewed = parse_instant_response(
+        200, vector(({}, 1230.0, "5")), query=Q, now_s=1200.0, max_sample_age_s=120.0
+    )
+    assert isinstance(skewed, Vector)
+    kept = apply_max_age(
+        Vector(samples=(Sample(labels={}, value=1.0, timestamp_s=1500.0),)),
+        query=Q,
+        now_s=1200.0,
+        max_sample_age_s=120.0,
+    )
+    assert isinstance(kept, NoData)
+    assert kept.reason is NoDataReason.IMPLAUSIBLE
 
 
 def test_samples_within_max_age_are_kept() -> None:
@@ -361,3 +387,17 @@ def test_kept_answers_are_judged_with_the_callers_clock() -> None:
 def test_implausible_is_its_own_no_data_reason() -> None:
     nodata = NoData(NoDataReason.IMPLAUSIBLE, Q, "-50 W is below 0 W")
     assert nodata.message == "query 'sum(x)' returned an implausible value (-50 W is below 0 W)"
+
+
+async def test_large_answers_are_decoded_off_the_event_loop() -> None:
+    """Megabytes of JSON parsed on the loop would stall every controller and the lease."""
+    threads: list[int] = []
+
+    def parse() -> int:
+        threads.append(threading.get_ident())
+        return len(threads)
+
+    await _decoded(b"x" * (OFF_LOOP_PARSE_BYTES + 1), parse)
+    await _decoded(b"{}", parse)
+    assert threads[0] != threading.get_ident()
+    assert threads[1] == threading.get_ident()
