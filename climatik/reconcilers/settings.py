@@ -40,7 +40,9 @@ class CappingSettings(BaseSettings):
     prometheus_breaker_initial_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
     """After a Prometheus times out or is unreachable, queries to it fail fast this long; the
     cool-down doubles with each failed probe up to `prometheus_breaker_max_s`."""
-    prometheus_breaker_max_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    prometheus_breaker_max_s: float = Field(default=15.0, gt=0, allow_inf_nan=False)
+    """The longest cool-down. At most `interval_s`, so a Prometheus that comes back is probed
+    again within one control period and capping recovers within two."""
 
 
 class CarbonSettings(BaseSettings):
