@@ -351,9 +351,11 @@ class CarbonReconciler:
         key = f"{obj['metadata'].get('namespace')}/{obj['metadata']['name']}"
         live = outcome is not None and outcome.freshness is Freshness.LIVE
         problem = memory.secret_problem
+        if problem is not None and problem.transient and live:
+            problem = None  # a blip re-reading a key that still works: logged, not reported
         self._metrics.effective_cap_watts.labels(key).set(cap.cap_w)
         self._metrics.carbon_available.labels(key).set(1 if live else 0)
-        state = _condition(memory, cap, outcome, failure)
+        state = _condition(memory, problem, cap, outcome, failure)
         previous = status_from_wire(obj)
         previous_cap = previous.effective_cap_watts if previous else None
         now = self._wall_clock()
@@ -375,7 +377,7 @@ class CarbonReconciler:
                 effective_cap_source=EffectiveCapSource.CARBON,
             )
 
-        await self._report_secret_problem(obj, memory, previous, state[2])
+        await self._report_secret_problem(obj, memory, problem, previous, state[2])
         if not await write_status(self._client, obj, desire):
             return
         if previous_cap is None or abs(previous_cap - round(cap.cap_w, 1)) >= 1:
@@ -388,6 +390,7 @@ class CarbonReconciler:
         self,
         obj: Mapping[str, Any],
         memory: _Memory,
+        problem: SecretUnreadableError | None,
         previous: PowerCappingConfigStatus | None,
         message: str,
     ) -> None:
@@ -395,7 +398,6 @@ class CarbonReconciler:
 
         Not re-sent after a restart or a failover when the condition already names it.
         """
-        problem = memory.secret_problem
         if problem is None:
             memory.problem_reported = None
             return
@@ -438,12 +440,12 @@ def _resilient(source: CarbonSource, carbon: CarbonConfig) -> ResilientCarbonSou
 
 def _condition(
     memory: _Memory,
+    problem: SecretUnreadableError | None,
     cap: CarbonCap,
     outcome: CarbonOutcome | None,
     failure: CarbonSourceError | None,
 ) -> tuple[ConditionStatus, str, str]:
     """`CarbonAvailable`: status, reason and a message that says what is used and why."""
-    problem = memory.secret_problem
     provider = memory.source.name if memory.source is not None else str(memory.carbon.provider)
     if outcome is not None and outcome.freshness is Freshness.LIVE:
         reading = outcome.reading

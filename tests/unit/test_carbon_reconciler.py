@@ -1,10 +1,10 @@
-"""The carbon reconciler when the API key's Secret cannot be read, and the series it leaves.
+"""The carbon reconciler when the API key's Secret cannot be read or changes, and its series.
 
 The Kubernetes side is an in-memory client that answers the Secret `get` (or fails it as told)
 and applies status merge patches to the cached object, so the next reconcile sees what the last
-one wrote. The provider side is Static (no HTTP) or a closed local port. The dev-cluster tests
-(tests/integration/test_carbon_secrets.py) run the same reconciler against the real API server
-and a local Electricity Maps server.
+one wrote. The provider side is Static (no HTTP), a closed local port, or the real local HTTP
+server the integration tests use, answering like Electricity Maps. The dev-cluster tests
+(tests/integration/test_carbon_secrets.py) run the same reconciler against the real API server.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from climatik.reconcilers.carbon import CarbonReconciler
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.result import Result
 from climatik.reconcilers.settings import CarbonSettings
+from tests.integration.carbon_servers import Answer, ProviderServer, provider_server
 
 NS = "llm"
 KEY = f"{NS}/cap"
@@ -173,6 +174,7 @@ def reconciler(
     session: aiohttp.ClientSession,
     clock: Clock,
     registry: CollectorRegistry | None = None,
+    electricity_maps_url: str = "http://127.0.0.1:9",
 ) -> tuple[CarbonReconciler, Events, CappingMetrics]:
     events = Events()
     metrics = CappingMetrics(registry or CollectorRegistry())
@@ -180,8 +182,8 @@ def reconciler(
     async def session_factory() -> aiohttp.ClientSession:
         return session
 
-    # Nothing listens on port 9 of the loopback: a built provider fails fast, "unreachable".
-    settings = CarbonSettings(electricity_maps_url="http://127.0.0.1:9", timeout_s=2)
+    # By default nothing listens there: a built provider fails fast, "unreachable".
+    settings = CarbonSettings(electricity_maps_url=electricity_maps_url, timeout_s=2)
     return (
         CarbonReconciler(
             cluster,  # type: ignore[arg-type]
@@ -334,6 +336,123 @@ async def test_the_secret_is_read_again_only_every_refresh_period(
     assert cluster.secret_gets == 2
     assert result.requeue_after is not None
     assert result.requeue_after <= 60
+
+
+LATEST = "/v3/carbon-intensity/latest"
+OLD_KEY, NEW_KEY = "em-key-old-0001", "em-key-new-0002"
+
+
+def latest(intensity: float) -> dict[str, Any]:
+    """Electricity Maps' answer for an hour already over, so every reconcile asks again."""
+    return {
+        "zone": "DE",
+        "carbonIntensity": intensity,
+        "datetime": "2026-11-29T10:00:00.000Z",
+        "updatedAt": "2026-11-29T10:52:09.000Z",
+        "emissionFactorType": "lifecycle",
+        "isEstimated": False,
+    }
+
+
+@pytest.fixture
+async def em_server() -> AsyncIterator[ProviderServer]:
+    async with provider_server({LATEST: Answer(latest(200))}) as server:
+        server.accept_only("auth-token", OLD_KEY)
+        yield server
+
+
+async def live_with_old_key(
+    em_server: ProviderServer, session: aiohttp.ClientSession
+) -> tuple[Cluster, CarbonReconciler, Events, Clock]:
+    cluster = Cluster(config_object(electricity_maps()))
+    cluster.secrets["em"] = secret(OLD_KEY)
+    clock = Clock()
+    rec, events, _ = reconciler(cluster, session, clock, electricity_maps_url=em_server.url)
+    await rec.reconcile(KEY)
+    assert cluster.carbon_condition()["reason"] == "Live"
+    assert cluster.config()["status"]["effectiveCapWatts"] == 800
+    return cluster, rec, events, clock
+
+
+async def test_a_refused_key_is_read_again_at_once_and_the_new_one_used(
+    em_server: ProviderServer, session: aiohttp.ClientSession
+) -> None:
+    cluster, rec, events, clock = await live_with_old_key(em_server, session)
+    cluster.secrets["em"] = secret(NEW_KEY)
+    em_server.accept_only("auth-token", NEW_KEY)
+    em_server.set_default(LATEST, Answer(latest(300)))
+    clock.now_s += 5  # well within secret_refresh_s: only the 401 makes it read again
+
+    await rec.reconcile(KEY)
+
+    assert cluster.secret_gets == 2
+    headers = [r.headers.get("auth-token") for r in em_server.requests]
+    assert headers == [OLD_KEY, OLD_KEY, NEW_KEY], "refused once, then asked with the new key"
+    found = cluster.carbon_condition()
+    assert found["reason"] == "Live"
+    assert "300 g/kWh" in found["message"]
+    assert cluster.config()["status"]["effectiveCapWatts"] == 600
+    assert "CarbonUnavailable" not in events.reasons()
+    assert "CarbonSecretUnreadable" not in events.reasons()
+
+
+async def test_a_rotated_key_is_used_after_the_refresh_period(
+    em_server: ProviderServer, session: aiohttp.ClientSession
+) -> None:
+    cluster, rec, _, clock = await live_with_old_key(em_server, session)
+    cluster.secrets["em"] = secret(NEW_KEY)  # the old key still works for a while
+    clock.now_s += 30
+    await rec.reconcile(KEY)
+    assert em_server.requests[-1].headers.get("auth-token") == OLD_KEY
+    clock.now_s += 31
+    await rec.reconcile(KEY)
+    assert em_server.requests[-1].headers.get("auth-token") == NEW_KEY
+    assert cluster.secret_gets == 2
+
+
+async def test_a_refused_key_without_a_secret_holds_the_last_reading_then_recovers(
+    em_server: ProviderServer, session: aiohttp.ClientSession
+) -> None:
+    cluster, rec, events, clock = await live_with_old_key(em_server, session)
+    del cluster.secrets["em"]
+    em_server.accept_only("auth-token", NEW_KEY)
+    clock.now_s += 5
+    result = await rec.reconcile(KEY)
+
+    found = cluster.carbon_condition()
+    assert (found["status"], found["reason"]) == ("False", "SecretUnreadable")
+    assert "does not exist (HTTP 404)" in found["message"]
+    assert "(200 g/kWh) holds until" in found["message"]
+    assert cluster.config()["status"]["effectiveCapWatts"] == 800, "no fallback blip"
+    assert result.requeue_after == 10
+    assert events.reasons().count("CarbonSecretUnreadable") == 1
+
+    cluster.secrets["em"] = secret(NEW_KEY)
+    clock.now_s += 10
+    await rec.reconcile(KEY)
+    assert cluster.carbon_condition()["reason"] == "Live"
+    assert em_server.requests[-1].headers.get("auth-token") == NEW_KEY
+
+
+async def test_a_working_key_outlives_its_secret_and_says_so(
+    em_server: ProviderServer, session: aiohttp.ClientSession
+) -> None:
+    cluster, rec, events, clock = await live_with_old_key(em_server, session)
+    cluster.secret_error = ApiError(503, {"reason": "ServiceUnavailable"})
+    clock.now_s += 61
+    await rec.reconcile(KEY)
+    assert cluster.secret_gets == 2
+    assert "Secret" not in cluster.carbon_condition()["message"], "a blip is only logged"
+    assert "CarbonSecretUnreadable" not in events.reasons()
+
+    cluster.secret_error = ApiError(404, {"reason": "NotFound"})
+    clock.now_s += 61
+    await rec.reconcile(KEY)
+    found = cluster.carbon_condition()
+    assert found["reason"] == "Live"
+    assert "does not exist (HTTP 404)" in found["message"]
+    assert "the key read before still works" in found["message"]
+    assert events.reasons().count("CarbonSecretUnreadable") == 1
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
