@@ -5,13 +5,19 @@ For each PowerCappingConfig with a `carbon` section it asks the configured provi
 intensity into a cap with the pure carbon policy, and writes `effectiveCapWatts` and
 `effectiveCapSource: Carbon` into the status, which the power-cap reconciler then enforces. With
 no usable reading the configured fallback applies (the static cap, or the floor). It is time
-driven: it wakes again at the next slot boundary. API keys are read by `get` on the one named
-Secret and never logged.
+driven: it wakes again at the next slot boundary.
+
+API keys are read by `get` on the one named Secret (RBAC grants nothing else), again at most
+every `secret_refresh_s` and at once when the provider refuses the key; a changed key rebuilds
+the provider and keeps its last good reading. A Secret that cannot be read is never terminal:
+`CarbonAvailable=False` (`SecretUnreadable`) says what to fix, the cap follows the fallback (or
+the last good reading while fresh), and the read is retried with a growing delay. Keys never
+reach logs, status or Events; the reconciler remembers their digest, only the provider the key.
 """
 
 from __future__ import annotations
 
-import base64
+import enum
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,11 +35,21 @@ from climatik.api.models import (
     EffectiveCapSource,
     PowerCappingConfigStatus,
 )
-from climatik.api.status import set_condition, status_from_wire
+from climatik.api.status import find_condition, set_condition, status_from_wire
 from climatik.domain.carbon import CarbonCap, CarbonReading
-from climatik.domain.config import CarbonConfig, CarbonFallback, CarbonProvider
+from climatik.domain.config import CarbonConfig, CarbonFallback, CarbonProvider, PowerCappingConfig
 from climatik.kube.client import ApiError, KubeClient, Resource
 from climatik.policies.carbon import cap_for_carbon, emissions_g
+from climatik.reconcilers.carbon_secret import (
+    Credential,
+    SecretUnreadableError,
+    credential_from_secret,
+    missing_ref,
+    needs_secret,
+    retry_delay_s,
+    unreachable,
+    unreadable_from_status,
+)
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.result import Result, TerminalError
 from climatik.reconcilers.settings import CarbonSettings
@@ -55,12 +71,29 @@ log = structlog.get_logger(__name__)
 SECRETS = Resource("", "v1", "secrets")
 MIN_REQUEUE_S = 5.0
 MAX_REQUEUE_S = 300.0
+MIN_SECRET_WAKE_S = 1.0
+SECRET_UNREADABLE = "SecretUnreadable"  # noqa: S105 - a condition reason, not a secret
+"""The `CarbonAvailable` reason while the provider's key cannot be read from its Secret."""
+
+
+class _KeyRead(enum.Enum):
+    NOT_DUE = enum.auto()
+    UNCHANGED = enum.auto()
+    REBUILT = enum.auto()
+    FAILED = enum.auto()
 
 
 @dataclass
 class _Memory:
     carbon: CarbonConfig
-    source: ResilientCarbonSource
+    source: ResilientCarbonSource | None = None
+    """None until the provider could be built (a provider with a key: until its Secret was read)."""
+    key_digest: str | None = None
+    secret_next_read_s: float | None = None
+    secret_failures: int = 0
+    secret_problem: SecretUnreadableError | None = None
+    problem_reported: str | None = None
+    """The Secret problem last sent as a `CarbonSecretUnreadable` Event (one per problem)."""
     last_accounted_s: float | None = None
 
 
@@ -93,6 +126,7 @@ class CarbonReconciler:
         obj = self._configs.store.get(key)
         if obj is None:
             self._memory.pop(key, None)
+            self._metrics.forget_carbon(key)
             return Result()
         try:
             config = config_from_object(obj)
@@ -100,50 +134,153 @@ class CarbonReconciler:
             raise TerminalError(f"{key}: {error}") from error
         if config.carbon is None:
             self._memory.pop(key, None)
+            self._metrics.forget_carbon(key)
             await self._clear_carbon_cap(obj)
             return Result()
 
-        memory = self._memory.get(key)
-        if memory is None or memory.carbon != config.carbon:
-            source = await self._build_source(obj, config.carbon)
-            memory = self._memory[key] = _Memory(
-                config.carbon,
-                ResilientCarbonSource(source, max_age=timedelta(seconds=config.carbon.max_age_s)),
-            )
-        now = self._wall_clock()
         carbon = config.carbon
-        outcome: CarbonOutcome | None = None
-        failure: CarbonSourceError | None = None
+        memory = self._memory.get(key)
+        if memory is None or memory.carbon != carbon:
+            memory = self._memory[key] = _Memory(carbon)
+        now = self._wall_clock()
+        read = _KeyRead.NOT_DUE
+        if needs_secret(carbon):
+            read = await self._refresh_key(obj, memory)
+        elif memory.source is None:
+            memory.source = _resilient(await self._build_source(carbon, None), carbon)
+        outcome, failure = await self._ask(memory, now)
+        if (
+            read is _KeyRead.NOT_DUE
+            and needs_secret(carbon)
+            and failure is not None
+            and failure.reason == "Unauthorized"
+            and memory.source is not None
+            and memory.source.failed_at == now
+            and await self._refresh_key(obj, memory, force=True) is _KeyRead.REBUILT
+        ):
+            # The provider refused the key and the Secret holds another: ask again with it.
+            outcome, failure = await self._ask(memory, now)
+        cap = self._cap(config, carbon, memory, outcome)
+        self._account(key, obj, outcome, carbon.pue, memory)
+        await self._write(
+            obj, config.generation, cap=cap, outcome=outcome, failure=failure, memory=memory
+        )
+        return Result(requeue_after=self._next_wake_s(memory, outcome, now))
+
+    async def _ask(
+        self, memory: _Memory, now: datetime
+    ) -> tuple[CarbonOutcome | None, CarbonSourceError | None]:
+        if memory.source is None:
+            return None, None
         try:
             outcome = await memory.source.current(now)
         except CarbonSourceError as error:
-            failure = error
-        if outcome is not None:
-            cap = cap_for_carbon(outcome.reading, config.power_cap_w, carbon.floor_w, carbon.target)
-            failure = outcome.error
-        else:
-            fallback_w = (
-                config.power_cap_w
-                if carbon.fallback is CarbonFallback.STATIC_CAP
-                else carbon.floor_w
-            )
-            cap = CarbonCap(
-                fallback_w,
-                f"no carbon reading within {carbon.max_age_s:.0f} s: fallback {carbon.fallback} "
-                f"{fallback_w:.0f} W",
-            )
-        self._account(key, obj, outcome, carbon.pue, memory)
-        await self._write(
-            obj,
-            config.generation,
-            cap=cap,
-            outcome=outcome,
-            failure=failure,
-            provider=memory.source.name,
-        )
-        return Result(requeue_after=_next_wake_s(outcome, now))
+            return None, error
+        return outcome, outcome.error
 
-    async def _build_source(self, obj: Mapping[str, Any], carbon: CarbonConfig) -> CarbonSource:
+    def _cap(
+        self,
+        config: PowerCappingConfig,
+        carbon: CarbonConfig,
+        memory: _Memory,
+        outcome: CarbonOutcome | None,
+    ) -> CarbonCap:
+        if outcome is not None:
+            return cap_for_carbon(
+                outcome.reading, config.power_cap_w, carbon.floor_w, carbon.target
+            )
+        fallback_w = (
+            config.power_cap_w if carbon.fallback is CarbonFallback.STATIC_CAP else carbon.floor_w
+        )
+        when = "yet" if memory.source is None else f"within {carbon.max_age_s:.0f} s"
+        return CarbonCap(
+            fallback_w, f"no carbon reading {when}: fallback {carbon.fallback} {fallback_w:.0f} W"
+        )
+
+    def _next_wake_s(self, memory: _Memory, outcome: CarbonOutcome | None, now: datetime) -> float:
+        wake = _next_wake_s(outcome, now)
+        if memory.secret_next_read_s is None:
+            return wake
+        until_read = max(MIN_SECRET_WAKE_S, memory.secret_next_read_s - self._clock())
+        # Without a provider there is nothing to ask but the Secret.
+        return until_read if memory.source is None else min(wake, until_read)
+
+    async def _refresh_key(
+        self, obj: Mapping[str, Any], memory: _Memory, *, force: bool = False
+    ) -> _KeyRead:
+        """Read the Secret when due (or `force`d); rebuild the provider when its key changed."""
+        now_s = self._clock()
+        if (
+            not force
+            and memory.secret_next_read_s is not None
+            and now_s < memory.secret_next_read_s
+        ):
+            return _KeyRead.NOT_DUE
+        carbon = memory.carbon
+        namespace = str(obj["metadata"].get("namespace") or "")
+        try:
+            credential = await self._read_key(carbon, namespace)
+        except SecretUnreadableError as problem:
+            memory.secret_failures += 1
+            memory.secret_problem = problem
+            delay_s = retry_delay_s(
+                memory.secret_failures,
+                transient=problem.transient,
+                first_s=self._settings.secret_retry_s,
+                max_s=self._settings.secret_retry_max_s,
+            )
+            memory.secret_next_read_s = now_s + delay_s
+            log.warning(
+                "carbon_secret_unreadable",
+                problem=problem.message,
+                failures=memory.secret_failures,
+                retry_in_s=round(delay_s, 1),
+            )
+            return _KeyRead.FAILED
+        memory.secret_failures = 0
+        memory.secret_problem = None
+        memory.secret_next_read_s = now_s + self._settings.secret_refresh_s
+        if memory.source is not None and credential.digest == memory.key_digest:
+            return _KeyRead.UNCHANGED
+        source = await self._build_source(carbon, credential)
+        if memory.source is None:
+            memory.source = _resilient(source, carbon)
+            log.info(
+                "carbon_provider_built", provider=source.name, key_digest=credential.digest[:12]
+            )
+        else:
+            memory.source.replace_source(source)
+            log.info(
+                "carbon_key_rotated",
+                provider=source.name,
+                key_digest=credential.digest[:12],
+                previous_key_digest=(memory.key_digest or "")[:12],
+            )
+        memory.key_digest = credential.digest
+        return _KeyRead.REBUILT
+
+    async def _read_key(self, carbon: CarbonConfig, namespace: str) -> Credential:
+        """One `get` of the referenced Secret (same namespace; never listed, never watched)."""
+        ref = carbon.api_key_secret
+        if ref is None:
+            raise missing_ref(carbon)
+        try:
+            secret = await self._client.get(SECRETS, ref.name, namespace)
+        except ApiError as error:
+            raise unreadable_from_status(carbon, namespace, error.status, error.reason) from None
+        except TimeoutError:
+            raise unreachable(
+                carbon, namespace, "reading it from the API server timed out"
+            ) from None
+        except (aiohttp.ClientError, OSError) as error:
+            raise unreachable(
+                carbon, namespace, f"the API server is unreachable ({type(error).__name__})"
+            ) from None
+        return credential_from_secret(secret, carbon, namespace)
+
+    async def _build_source(
+        self, carbon: CarbonConfig, credential: Credential | None
+    ) -> CarbonSource:
         settings = self._settings
         match carbon.provider:
             case CarbonProvider.STATIC:
@@ -158,21 +295,18 @@ class CarbonReconciler:
                     timeout_s=settings.timeout_s,
                 )
             case CarbonProvider.ELECTRICITY_MAPS:
+                assert credential is not None  # needs_secret(): read before building
                 return ElectricityMapsSource(
                     await self._session_factory(),
                     zone=carbon.zone or "",
-                    api_key=await self._secret(obj, carbon, _secret_key(carbon)),
+                    api_key=credential.value,
                     base_url=settings.electricity_maps_url,
                     timeout_s=settings.timeout_s,
                 )
             case CarbonProvider.WATT_TIME:
-                # WattTime logs in with a user and password, kept as `user:password` in one key.
-                credentials = await self._secret(obj, carbon, _secret_key(carbon))
-                username, _, password = credentials.partition(":")
-                if not password:
-                    raise TerminalError(
-                        "the WattTime secret key must hold `user:password` (no ':' found)"
-                    )
+                assert credential is not None  # needs_secret(): read before building
+                # `user:password` in one key; credential_from_secret checked the shape.
+                username, _, password = credential.value.partition(":")
                 return WattTimeSource(
                     await self._session_factory(),
                     region=carbon.region or "",
@@ -182,28 +316,6 @@ class CarbonReconciler:
                     base_url=settings.watttime_url,
                     timeout_s=settings.timeout_s,
                 )
-
-    async def _secret(self, obj: Mapping[str, Any], carbon: CarbonConfig, key: str) -> str:
-        """One key of the referenced Secret (same namespace; `get` only, never listed)."""
-        ref = carbon.api_key_secret
-        if ref is None:
-            raise TerminalError("carbon.apiKeySecretRef is required for this provider")
-        namespace = obj["metadata"].get("namespace")
-        try:
-            secret = await self._client.get(SECRETS, ref.name, namespace)
-        except ApiError as error:
-            await self._events.record(
-                obj, "Warning", "CarbonSecretUnreadable", f"Secret {ref.name}: {error.reason}"
-            )
-            raise TerminalError(
-                f"cannot read Secret {namespace}/{ref.name}: {error.reason}"
-            ) from None
-        encoded = (secret.get("data") or {}).get(key)
-        if encoded is None:
-            message = f"Secret {namespace}/{ref.name} has no key {key!r}"
-            await self._events.record(obj, "Warning", "CarbonSecretUnreadable", message)
-            raise TerminalError(message)
-        return base64.b64decode(encoded).decode().strip()
 
     def _account(
         self,
@@ -217,8 +329,8 @@ class CarbonReconciler:
         status = obj.get("status") or {}
         watts = status.get("measuredPowerWatts")
         if outcome is not None:
-            self._metrics.carbon_intensity.labels(key, str(outcome.reading.signal)).set(
-                outcome.reading.intensity_g_per_kwh
+            self._metrics.set_carbon_intensity(
+                key, outcome.reading.signal, outcome.reading.intensity_g_per_kwh
             )
             if memory.last_accounted_s is not None and isinstance(watts, int | float):
                 seconds = now_s - memory.last_accounted_s
@@ -234,25 +346,16 @@ class CarbonReconciler:
         cap: CarbonCap,
         outcome: CarbonOutcome | None,
         failure: CarbonSourceError | None,
-        provider: str,
+        memory: _Memory,
     ) -> None:
         key = f"{obj['metadata'].get('namespace')}/{obj['metadata']['name']}"
         live = outcome is not None and outcome.freshness is Freshness.LIVE
+        problem = memory.secret_problem
+        if problem is not None and problem.transient and live:
+            problem = None  # a blip re-reading a key that still works: logged, not reported
         self._metrics.effective_cap_watts.labels(key).set(cap.cap_w)
         self._metrics.carbon_available.labels(key).set(1 if live else 0)
-        if live and outcome is not None:
-            reading = outcome.reading
-            kind = "forecast" if reading.is_forecast else "measured"
-            message = (
-                f"{provider}: {reading.intensity_g_per_kwh:.0f} g/kWh "
-                f"({str(reading.signal).lower()}, {kind} for "
-                f"{reading.slot_start:%H:%M}-{reading.slot_end:%H:%M} UTC); {cap.reason}"
-            )
-            state = (ConditionStatus.TRUE, "Live", message)
-        else:
-            why = failure.message if failure is not None else "no reading"
-            reason = "LastKnownGood" if outcome is not None else "Fallback"
-            state = (ConditionStatus.FALSE, reason, f"{provider}: {why}; {cap.reason}")
+        state = _condition(memory, problem, cap, outcome, failure)
         previous = status_from_wire(obj)
         previous_cap = previous.effective_cap_watts if previous else None
         now = self._wall_clock()
@@ -274,13 +377,39 @@ class CarbonReconciler:
                 effective_cap_source=EffectiveCapSource.CARBON,
             )
 
+        await self._report_secret_problem(obj, memory, problem, previous, state[2])
         if not await write_status(self._client, obj, desire):
             return
         if previous_cap is None or abs(previous_cap - round(cap.cap_w, 1)) >= 1:
             await self._events.record(obj, "Normal", "CarbonCapChanged", state[2][:1000])
-        if not live:
+        if not live and problem is None:
             await self._events.record(obj, "Warning", "CarbonUnavailable", state[2][:1000])
         log.info("carbon_cap_applied", cap_w=round(cap.cap_w, 1), reason=cap.reason)
+
+    async def _report_secret_problem(
+        self,
+        obj: Mapping[str, Any],
+        memory: _Memory,
+        problem: SecretUnreadableError | None,
+        previous: PowerCappingConfigStatus | None,
+        message: str,
+    ) -> None:
+        """One `CarbonSecretUnreadable` Event per distinct problem, not one per retry.
+
+        Not re-sent after a restart or a failover when the condition already names it.
+        """
+        if problem is None:
+            memory.problem_reported = None
+            return
+        if problem.message == memory.problem_reported:
+            return
+        memory.problem_reported = problem.message
+        standing = find_condition(
+            previous.conditions if previous else None, str(ConditionType.CARBON_AVAILABLE)
+        )
+        if standing is not None and problem.message in standing.message:
+            return
+        await self._events.record(obj, "Warning", "CarbonSecretUnreadable", message[:1000])
 
     async def _clear_carbon_cap(self, obj: Mapping[str, Any]) -> None:
         """A config whose carbon section was removed goes back to its static cap."""
@@ -305,8 +434,44 @@ class CarbonReconciler:
         await write_status(self._client, obj, desire)
 
 
-def _secret_key(carbon: CarbonConfig) -> str:
-    return carbon.api_key_secret.key if carbon.api_key_secret is not None else ""
+def _resilient(source: CarbonSource, carbon: CarbonConfig) -> ResilientCarbonSource:
+    return ResilientCarbonSource(source, max_age=timedelta(seconds=carbon.max_age_s))
+
+
+def _condition(
+    memory: _Memory,
+    problem: SecretUnreadableError | None,
+    cap: CarbonCap,
+    outcome: CarbonOutcome | None,
+    failure: CarbonSourceError | None,
+) -> tuple[ConditionStatus, str, str]:
+    """`CarbonAvailable`: status, reason and a message that says what is used and why."""
+    provider = memory.source.name if memory.source is not None else str(memory.carbon.provider)
+    if outcome is not None and outcome.freshness is Freshness.LIVE:
+        reading = outcome.reading
+        kind = "forecast" if reading.is_forecast else "measured"
+        message = (
+            f"{provider}: {reading.intensity_g_per_kwh:.0f} g/kWh "
+            f"({str(reading.signal).lower()}, {kind} for "
+            f"{reading.slot_start:%H:%M}-{reading.slot_end:%H:%M} UTC); {cap.reason}"
+        )
+        if problem is not None:
+            message += f"; {problem.message} (the key read before still works)"
+        return ConditionStatus.TRUE, "Live", message
+    if problem is not None:
+        parts = [problem.message]
+        if outcome is not None:
+            expires = outcome.fetched_at + timedelta(seconds=memory.carbon.max_age_s)
+            parts.append(
+                f"the reading of {outcome.fetched_at:%H:%M:%S} UTC "
+                f"({outcome.reading.intensity_g_per_kwh:.0f} g/kWh) holds until "
+                f"{expires:%H:%M:%S} UTC"
+            )
+        parts.append(cap.reason)
+        return ConditionStatus.FALSE, SECRET_UNREADABLE, "; ".join(parts)
+    why = failure.message if failure is not None else "no reading"
+    reason = "LastKnownGood" if outcome is not None else "Fallback"
+    return ConditionStatus.FALSE, reason, f"{provider}: {why}; {cap.reason}"
 
 
 def _next_wake_s(outcome: CarbonOutcome | None, now: datetime) -> float:

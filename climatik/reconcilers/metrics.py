@@ -6,7 +6,11 @@ per target, the capped object's name.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from climatik.domain.carbon import CarbonSignal
 
 
 class CappingMetrics:
@@ -80,17 +84,12 @@ class CappingMetrics:
 
     def forget(self, config: str, targets: list[str]) -> None:
         """Drop the series of a deleted config so dashboards do not show ghosts."""
-        for gauge in (
-            self.power_watts,
-            self.power_cap_watts,
-            self.metrics_available,
-            self.effective_cap_watts,
-            self.carbon_available,
-        ):
+        for gauge in (self.power_watts, self.power_cap_watts, self.metrics_available):
             try:
                 gauge.remove(config)
             except KeyError:
                 continue
+        self.forget_carbon(config)
         for gauge in (
             self.target_max_replicas,
             self.target_watts_per_replica,
@@ -101,3 +100,22 @@ class CappingMetrics:
                     gauge.remove(config, target)
                 except KeyError:
                     continue
+
+    def forget_carbon(self, config: str) -> None:
+        """Drop a config's carbon series (deleted, or its carbon section removed)."""
+        for signal in CarbonSignal:
+            _remove(self.carbon_intensity, config, str(signal))
+        for metric in (self.effective_cap_watts, self.carbon_available, self.emissions):
+            _remove(metric, config)
+
+    def set_carbon_intensity(self, config: str, signal: CarbonSignal, value: float) -> None:
+        """The intensity a config follows; a series of a signal it no longer follows goes."""
+        for other in CarbonSignal:
+            if other is not signal:
+                _remove(self.carbon_intensity, config, str(other))
+        self.carbon_intensity.labels(config, str(signal)).set(value)
+
+
+def _remove(metric: Gauge | Counter, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # never set for this config
+        metric.remove(*labels)

@@ -54,6 +54,15 @@ class CarbonSettings(BaseSettings):
     electricity_maps_url: str = "https://api.electricitymap.org"
     watttime_url: str = "https://api.watttime.org"
     timeout_s: float = Field(default=10.0, gt=0)
+    secret_refresh_s: float = Field(default=60.0, gt=0)
+    """Read a config's API key Secret again at most this often (and at once when the provider
+    refuses the key), so a rotated key is used without a restart. RBAC grants `get` by name
+    only, so the Secret cannot be watched."""
+    secret_retry_s: float = Field(default=10.0, gt=0)
+    """First retry after the Secret cannot be read (missing, forbidden, no such key, wrong
+    format); the delay doubles up to `secret_retry_max_s`. Server errors and timeouts are
+    retried five times sooner (2 s doubling to 60 s with the defaults)."""
+    secret_retry_max_s: float = Field(default=300.0, gt=0)
 
 
 class GpuTuningSettings(BaseSettings):

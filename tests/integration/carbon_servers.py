@@ -37,6 +37,11 @@ class ProviderServer:
     defaults: dict[str, Answer]
     scripts: dict[str, deque[Answer]]
     requests: list[web.Request]
+    required_headers: dict[str, str] = field(default_factory=dict)
+
+    def accept_only(self, header: str, value: str) -> None:
+        """Answer 401 (a wrong or revoked key) to requests whose `header` is not `value`."""
+        self.required_headers[header.lower()] = value
 
     def script(self, path: str, *answers: Answer) -> None:
         """Answer the next requests to `path` with `answers`, then with the default."""
@@ -64,6 +69,8 @@ async def provider_server(defaults: dict[str, Answer]) -> AsyncIterator[Provider
             handlers.add(task)
             task.add_done_callback(handlers.discard)
         requests.append(request)
+        if any(request.headers.get(h) != v for h, v in server.required_headers.items()):
+            return web.json_response({"message": "Invalid authentication token"}, status=401)
         queue = scripts.get(request.path)
         answer = queue.popleft() if queue else server.defaults.get(request.path)
         if answer is None:

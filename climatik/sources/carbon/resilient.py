@@ -2,7 +2,8 @@
 
 One fetch per slot (providers publish per slot, and some bill per call); after a failure, the
 last good reading is used for at most `max_age`, then the configured fallback intensity; retries
-back off exponentially so a provider in trouble is not hammered.
+back off exponentially so a provider in trouble is not hammered. A provider rebuilt with a new
+key (`replace_source`) keeps the last good reading, so a key rotation causes no fallback.
 """
 
 from __future__ import annotations
@@ -53,10 +54,23 @@ class ResilientCarbonSource:
         self._last_error: CarbonSourceError | None = None
         self._failures = 0
         self._next_attempt: datetime | None = None
+        self._failed_at: datetime | None = None
 
     @property
     def name(self) -> str:
         return self._source.name
+
+    @property
+    def failed_at(self) -> datetime | None:
+        """When the provider was last asked and failed (None after a success)."""
+        return self._failed_at
+
+    def replace_source(self, source: CarbonSource) -> None:
+        """Ask `source` from now on (a rotated key): at once, keeping the last good reading."""
+        self._source = source
+        self._failures = 0
+        self._next_attempt = None
+        self._failed_at = None
 
     async def current(self, now: datetime) -> CarbonOutcome:
         """The best reading for `now`; raises only when there is neither data nor fallback."""
@@ -71,6 +85,7 @@ class ResilientCarbonSource:
             else:
                 self._failures = 0
                 self._next_attempt = None
+                self._failed_at = None
                 self._last_error = None
                 self._last_good = CarbonOutcome(reading, Freshness.LIVE, fetched_at=now)
                 return self._last_good
@@ -78,6 +93,7 @@ class ResilientCarbonSource:
 
     def _record_failure(self, error: CarbonSourceError, now: datetime) -> None:
         self._last_error = error
+        self._failed_at = now
         self._failures += 1
         delay = min(MAX_RETRY, MIN_RETRY * 2 ** (self._failures - 1))
         self._next_attempt = now + delay
