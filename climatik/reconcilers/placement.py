@@ -28,8 +28,9 @@ changes, it:
 5. recommends supply-air setpoints per cooling group (zone, or rack) and, with
    `spec.cooling.mode: Webhook`, posts them to the cooling system (`DryRun` only reports);
 6. reports: the `RacksWithinLimits` condition (with per-rack score, power, inlet and headroom in
-   its message), Events on transitions, and the `climatik_rack_*` metrics. A recirculation
-   ConfigMap that cannot be read, or parts of it that cannot be used, are named in that
+   its message), Events on transitions, and the `climatik_rack_*` metrics. The recirculation
+   ConfigMap comes from an informer's cache (one name, every namespace); parts of it that
+   cannot be used are named in that
    condition and in a `RecirculationConfigInvalid` Warning (once per distinct problem, also
    across restarts: not when the condition already names it); the bad part is ignored and those
    racks fall back to the estimate from history. The ConfigMap is untrusted input: its parse
@@ -74,7 +75,7 @@ from climatik.domain.placement import (
     SupplySetpoint,
     SupplySettings,
 )
-from climatik.kube.client import CONFIGMAPS, DEPLOYMENTS, PODS, ApiError, KubeClient
+from climatik.kube.client import DEPLOYMENTS, PODS, ApiError, KubeClient
 from climatik.kube.store import thaw
 from climatik.policies.placement import (
     estimate_recirculation,
@@ -88,7 +89,7 @@ from climatik.reconcilers.placement_metrics import PlacementMetrics
 from climatik.reconcilers.placement_webhook import PlacementSnapshot, WorkloadPlacement
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from climatik.reconcilers.result import Result
-from climatik.reconcilers.targets import WorkloadCaches
+from climatik.reconcilers.targets import NAMESPACE_INDEX, WorkloadCaches
 from climatik.sources.address import AddressPolicy
 from climatik.sources.cooling import (
     CoolingController,
@@ -190,8 +191,6 @@ class _Memory:
     over_limit: frozenset[str] = frozenset()
     last_cooling: str = ""
     template_changed_at: dict[str, float] = field(default_factory=dict)
-    recirculation_text: str | None = None
-    """The last `racks.yaml` read, held while the ConfigMap cannot be read (not while absent)."""
     recirculation_problem: str = ""
     """What is wrong with the recirculation ConfigMap this round, in words ("" when nothing)."""
     reported_recirculation_problem: str = ""
@@ -457,6 +456,7 @@ class PlacementReconciler:
         configs: Any,
         workloads: WorkloadCaches,
         nodes: Any,
+        recirculation_maps: Any,
         signal_source: Callable[[PowerCappingConfig], Awaitable[RackSignalSource]],
         cooling: Callable[[PowerCappingConfig], Awaitable[CoolingController]],
         snapshot: PlacementSnapshot,
@@ -477,6 +477,7 @@ class PlacementReconciler:
         self._deployments = workloads.deployments
         self._pods = workloads.pods
         self._nodes = nodes
+        self._recirculation_maps = recirculation_maps
         self._signal_source = signal_source
         self._cooling = cooling
         self.snapshot = snapshot
@@ -589,9 +590,8 @@ class PlacementReconciler:
                 continue
             matching = [
                 p
-                for p in self._pods.store.objects()
-                if _meta(p).get("namespace") == namespace
-                and all((_meta(p).get("labels") or {}).get(k) == v for k, v in match_labels.items())
+                for p in self._pods.store.by_index(NAMESPACE_INDEX, namespace)
+                if all((_meta(p).get("labels") or {}).get(k) == v for k, v in match_labels.items())
             ]
             pods = tuple(p for p in matching if not _meta(p).get("deletionTimestamp"))
             terminating = tuple(p for p in matching if _meta(p).get("deletionTimestamp"))
@@ -603,43 +603,23 @@ class PlacementReconciler:
     ) -> dict[str, RackCoefficients]:
         """The ConfigMap's usable coefficients; what is wrong, in `memory.recirculation_problem`.
 
-        Absent (404) is not a problem: the estimate from history is the documented default.
-        Unreadable otherwise (403: RBAC grants `get` on one name only) keeps the last copy read,
-        if any, so a passing API error does not throw configured coefficients away."""
+        Read from the informer's cache (the controller watches ConfigMaps of this one name, by
+        name), never by a GET per reconcile. Absent is not a problem: the estimate from history
+        is the documented default."""
         name = self._settings.recirculation_config_map
         where = f"ConfigMap {config.namespace}/{name}"
         problems: list[str] = []
-        text: str | None
-        try:
-            cm = await self._client.get(CONFIGMAPS, name, config.namespace)
-        except ApiError as error:
-            if error.is_not_found:
-                memory.recirculation_text = None
-                memory.recirculation_problem = ""
-                return {}
-            log.warning("recirculation_config_map_unreadable", error=str(error))
-            hint = (
-                " (the controller's RBAC grants get on one ConfigMap name; if "
-                "CLIMATIK_PLACEMENT__RECIRCULATION_CONFIG_MAP names another, grant it too)"
-                if error.status == 403
-                else ""
+        cm = self._recirculation_maps.store.get(f"{config.namespace}/{name}")
+        if cm is None:
+            memory.recirculation_problem = ""
+            return {}
+        data = cm.get("data") or {}
+        text: str | None = data.get(RECIRCULATION_KEY)
+        if text is None:
+            problems.append(
+                f"has no key {RECIRCULATION_KEY} (keys: {_keys(data)}); "
+                "recirculation is estimated from power and inlet history instead"
             )
-            held = (
-                "the copy read earlier is kept"
-                if memory.recirculation_text is not None
-                else "recirculation is estimated from power and inlet history instead"
-            )
-            problems.append(f"cannot be read: HTTP {error.status} {error.reason}{hint}; {held}")
-            text = memory.recirculation_text
-        else:
-            data = cm.get("data") or {}
-            text = data.get(RECIRCULATION_KEY)
-            memory.recirculation_text = text
-            if text is None:
-                problems.append(
-                    f"has no key {RECIRCULATION_KEY} (keys: {_keys(data)}); "
-                    "recirculation is estimated from power and inlet history instead"
-                )
         coefficients: dict[str, RackCoefficients] = {}
         if text:
             coefficients, bad = await self._parse_recirculation(text, rack_ids, memory)

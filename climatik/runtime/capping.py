@@ -82,7 +82,7 @@ class SharedSession:
             self._session = None
 
 
-def _configs_in_namespace(
+def configs_in_namespace(
     configs: Any, queue: WorkQueue[str]
 ) -> Callable[[Mapping[str, Any]], None]:
     """Wake the configs of an object's own namespace: only they may act on it (an annotation
@@ -135,7 +135,7 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
     configs.add_handlers(
         config_handlers(queue, status_fields=("effectiveCapWatts", "effectiveCapSource"))
     )
-    nudge = _configs_in_namespace(configs, queue)
+    nudge = configs_in_namespace(configs, queue)
     routed = EventHandlers(on_add=nudge, on_update=lambda _old, new: nudge(new), on_delete=nudge)
     scaled_objects = ctx.informer(SCALED_OBJECTS)
     inference_services = ctx.informer(INFERENCE_SERVICES)

@@ -164,6 +164,7 @@ class Manager:
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         indexers: Mapping[str, IndexFunc] | None = None,
     ) -> Informer:
         """The shared informer for ``resource`` (created on first use).
@@ -178,7 +179,7 @@ class Manager:
                 raise ValueError(f"{resource.plural} are cluster-scoped: no namespace to watch")
         elif namespace is None:
             namespace = self.namespace
-        key = (resource, namespace, label_selector)
+        key = (resource, namespace, label_selector, field_selector)
         informer = self._informers.get(key)
         if informer is None:
             informer = Informer(
@@ -186,6 +187,7 @@ class Manager:
                 resource,
                 namespace=namespace,
                 label_selector=label_selector,
+                field_selector=field_selector,
                 indexers=dict(indexers or {}),
                 settings=self.watch_settings,
                 metrics=self.metrics,

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from climatik.kube.client import NODES
+from climatik.kube.client import CONFIGMAPS, NODES
+from climatik.kube.informer import EventHandlers
 from climatik.kube.store import index_by_namespace
+from climatik.kube.workqueue import WorkQueue
 from climatik.reconcilers.placement import (
     CoolingControllers,
     PlacementReconciler,
@@ -26,7 +29,12 @@ from climatik.reconcilers.placement_webhook import PlacementSnapshot, PlacementW
 from climatik.reconcilers.resources import (
     POWER_CAPPING_CONFIGS,
 )
-from climatik.runtime.capping import SharedSession, config_handlers, workload_caches
+from climatik.runtime.capping import (
+    SharedSession,
+    config_handlers,
+    configs_in_namespace,
+    workload_caches,
+)
 from climatik.runtime.reconcile import Controller, ControllerContext
 from climatik.runtime.webhook import start_webhook_server
 from climatik.sources.prometheus_pool import PrometheusPool
@@ -54,6 +62,22 @@ async def _wait_for_certificate(cert_dir: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
+def watch_recirculation(
+    ctx: ControllerContext, settings: PlacementSettings, configs: Any, queue: WorkQueue[str]
+) -> Any:
+    """The recirculation ConfigMaps, one name in every namespace, watched (RBAC grants list and
+    watch on that name only) so a reconcile reads the cache instead of asking the API server;
+    a change wakes the configs of its namespace."""
+    maps = ctx.informer(
+        CONFIGMAPS, field_selector=f"metadata.name={settings.recirculation_config_map}"
+    )
+    nudge = configs_in_namespace(configs, queue)
+    maps.add_handlers(
+        EventHandlers(on_add=nudge, on_update=lambda _old, new: nudge(new), on_delete=nudge)
+    )
+    return maps
+
+
 def placement_controller(ctx: ControllerContext) -> Controller:
     """The placement controller, and its webhook server (started once certificates exist)."""
     settings = PlacementSettings()
@@ -71,6 +95,7 @@ def placement_controller(ctx: ControllerContext) -> Controller:
         configs=configs,
         workloads=workload_caches(ctx),
         nodes=ctx.informer(NODES),
+        recirculation_maps=watch_recirculation(ctx, settings, configs, queue),
         signal_source=PrometheusRackSources(session.get, settings, prometheus),
         cooling=CoolingControllers(session.get, settings),
         snapshot=snapshot,

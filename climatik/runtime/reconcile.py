@@ -154,6 +154,7 @@ class ControllerContext(Protocol):
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         indexers: Mapping[str, Callable[[Mapping[str, Any]], list[str]]] | None = None,
     ) -> Any:
         """A shared informer (one per resource, namespace and selector).

@@ -46,6 +46,7 @@ from climatik.reconcilers.resources import (
 )
 from climatik.runtime.capping import workload_caches
 from climatik.runtime.manager import Manager
+from climatik.runtime.placement import watch_recirculation
 from climatik.runtime.reconcile import Controller, ControllerContext, enqueue_handlers
 from climatik.runtime.settings import RuntimeSettings
 from climatik.runtime.webhook import WebhookServer, start_webhook_server
@@ -157,6 +158,7 @@ def placement_factory(
             configs=configs,
             workloads=workload_caches(ctx),
             nodes=ctx.informer(NODES),
+            recirculation_maps=watch_recirculation(ctx, settings, configs, queue),
             signal_source=source_for,
             cooling=cooling_for,
             snapshot=snapshot,

@@ -35,6 +35,7 @@ from climatik.reconcilers.placement_webhook import PlacementSnapshot
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from climatik.runtime.capping import power_cap_controller, workload_caches
 from climatik.runtime.manager import Manager
+from climatik.runtime.placement import watch_recirculation
 from climatik.runtime.reconcile import (
     Controller,
     ControllerContext,
@@ -126,17 +127,19 @@ def placement_factory(signals: RackSignalSource, snapshot: PlacementSnapshot) ->
         async def cooling_for(_config: Any) -> CoolingController:
             return cooling
 
+        settings = PlacementSettings(interval_s=1.0, deletion_cost_retry_s=RETRY_S)
         reconciler = PlacementReconciler(
             ctx.client,
             configs=configs,
             workloads=workload_caches(ctx),
             nodes=ctx.informer(NODES),
+            recirculation_maps=watch_recirculation(ctx, settings, configs, queue),
             signal_source=source_for,
             cooling=cooling_for,
             snapshot=snapshot,
             events=ctx.events,
             metrics=placement_metrics(ctx.metrics.registry),
-            settings=PlacementSettings(interval_s=1.0, deletion_cost_retry_s=RETRY_S),
+            settings=settings,
         )
         return Controller("placement", reconciler, queue)
 

@@ -55,9 +55,14 @@ async def test_jobs_and_configmaps_are_watched_in_the_tuning_namespace_only(
     tuning = {
         (i.resource, i.label_selector): i.namespace
         for i in informers
-        if i.resource in (JOBS, CONFIGMAPS)
+        if i.resource in (JOBS, CONFIGMAPS) and i.field_selector is None
     }
     assert tuning == {(JOBS, TUNE_NODE_LABEL): "tuning", (CONFIGMAPS, TUNE_NODE_LABEL): "tuning"}
+    # The only other ConfigMaps watched: placement's recirculation ConfigMaps, by name, in the
+    # watched namespace (RBAC grants list and watch on that name only).
+    (by_name,) = [i for i in informers if i.resource == CONFIGMAPS and i.field_selector]
+    assert by_name.field_selector == "metadata.name=climatik-recirculation"
+    assert by_name.namespace == watched_namespace
     # Everything else still follows the watched namespace (cluster-scoped ones have none).
     others = [i for i in informers if i.resource not in (JOBS, CONFIGMAPS)]
     assert others
@@ -91,7 +96,11 @@ async def test_disabled_gpu_tuning_builds_no_controller_and_no_informer_in_its_n
         manager.add_controller(factory)
     assert "gpu-tuning" not in {c.name for c in manager.controllers}
     assert "power-cap" in {c.name for c in manager.controllers}
-    assert not [i for i in manager.informers if i.resource in (JOBS, CONFIGMAPS)]
+    assert not [
+        i
+        for i in manager.informers
+        if i.resource == JOBS or (i.resource == CONFIGMAPS and i.field_selector is None)
+    ], "no tuning Jobs or result ConfigMaps are watched (placement's by-name watch remains)"
     assert not [i for i in manager.informers if i.namespace == "tuning"]
 
 
