@@ -97,4 +97,10 @@ def placement_controller(ctx: ControllerContext) -> Controller:
             await server.stop()
 
     ctx.add_service("placement-webhook", serve)
-    return Controller("placement", reconciler, queue)
+    return Controller(
+        "placement",
+        reconciler,
+        queue,
+        workers=settings.workers,
+        reconcile_timeout_s=settings.reconcile_timeout_s,
+    )
