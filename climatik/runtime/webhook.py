@@ -5,8 +5,12 @@ kube-apiserver only calls webhooks over HTTPS and verifies the serving certifica
 
 - answers `POST <path>` with whatever the handler returns for the decoded AdmissionReview, as
   JSON, within the API server's timeout (the handler is synchronous and does no I/O);
-- answers malformed bodies with 400 (the API server then applies the webhook's failurePolicy,
-  `Ignore` for placement), never with a traceback;
+- answers 400 to any body that is not a well-formed `admission.k8s.io/v1` AdmissionReview (not
+  JSON, nested too deeply to decode, not an object, a `request` that is not an object, a `uid`
+  that is not a non-empty string); the API server then applies the webhook's failurePolicy
+  (`Ignore` for placement). Never a 500, never a traceback in the answer;
+- a handler that raises, or answers something that cannot be sent, gets the safe answer
+  instead: allowed, no patch (logged as `admission_handler_failed`);
 - reloads the certificate and key when their files change (cert-manager and Secret volumes
   rotate them in place), so a rotation never needs a restart; new TLS connections use the new
   pair, established ones finish on the old;
@@ -31,6 +35,7 @@ from aiohttp import web
 log = structlog.get_logger(__name__)
 
 AdmissionHandler = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+ADMISSION_API_VERSION = "admission.k8s.io/v1"
 DEFAULT_PATH = "/mutate-pods"
 MAX_REVIEW_BYTES = 4 * 1024 * 1024  # a Pod with many containers and env vars, with margin
 
@@ -72,6 +77,39 @@ class _ReloadingTLS:
         self._stamp = stamp
 
 
+def decode_admission_review(body: bytes) -> dict[str, Any] | str:
+    """The AdmissionReview in `body`, or a short reason why it is not a well-formed one."""
+    try:
+        decoded = json.loads(body)
+    except RecursionError:
+        return "nested too deeply"
+    except ValueError:  # also UnicodeDecodeError
+        return "not JSON"
+    if not isinstance(decoded, dict):
+        return "not a JSON object"
+    if (
+        decoded.get("apiVersion") != ADMISSION_API_VERSION
+        or decoded.get("kind") != "AdmissionReview"
+    ):
+        return f"apiVersion/kind must be {ADMISSION_API_VERSION} AdmissionReview"
+    request = decoded.get("request")
+    if not isinstance(request, dict):
+        return "request is not an object"
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        return "request.uid is not a non-empty string"
+    return decoded
+
+
+def allow_unchanged(uid: str) -> dict[str, Any]:
+    """The answer that admits the object as it is."""
+    return {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": "AdmissionReview",
+        "response": {"uid": uid, "allowed": True},
+    }
+
+
 class WebhookServer:
     """A running admission webhook server; `port` is the bound port."""
 
@@ -102,14 +140,22 @@ def webhook_app(
             tls.maybe_reload()
         try:
             body = await request.read()
-            decoded = json.loads(body)
-        except (ValueError, web.HTTPException) as error:
+        except web.HTTPException as error:  # larger than MAX_REVIEW_BYTES
             log.warning("admission_review_malformed", error=str(error)[:200])
             return web.json_response({"error": "malformed AdmissionReview"}, status=400)
-        if not isinstance(decoded, dict) or not isinstance(decoded.get("request"), dict):
-            return web.json_response({"error": "not an AdmissionReview"}, status=400)
-        answer = handler(decoded)
-        return web.json_response(dict(answer))
+        decoded = decode_admission_review(body)
+        if isinstance(decoded, str):
+            log.warning("admission_review_malformed", error=decoded)
+            return web.json_response({"error": f"not an AdmissionReview: {decoded}"}, status=400)
+        uid = decoded["request"]["uid"]
+        try:
+            text = json.dumps(dict(handler(decoded)))
+        except Exception as error:
+            # A bug of ours must not turn into a 500 (or a traceback on the wire): admit the pod
+            # unchanged, as failurePolicy Ignore would.
+            log.exception("admission_handler_failed", uid=uid, error=str(error)[:200])
+            text = json.dumps(allow_unchanged(uid))
+        return web.Response(text=text, content_type="application/json")
 
     async def healthz(request: web.Request) -> web.Response:
         del request
