@@ -4,17 +4,23 @@ the object unchanged instead of answering 500 (through aiohttp's test client, pl
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from climatik.reconcilers.placement_webhook import PlacementSnapshot, PlacementWebhook
-from climatik.runtime.webhook import DEFAULT_PATH, webhook_app
+from climatik.runtime.webhook import DEFAULT_PATH, WebhookServer, serve_webhook, webhook_app
+from tests.unit.test_placement_webhook import self_signed
 
 V1 = "admission.k8s.io/v1"
 
@@ -135,3 +141,69 @@ async def test_any_body_gets_the_handlers_answer_or_400_never_500(
     answer = json.loads(text)
     assert answer["response"]["uid"] == uid
     assert answer["response"]["allowed"] is True
+
+
+async def test_a_bad_rotation_keeps_the_served_pair_and_says_so(tmp_path: Path) -> None:
+    """A new certificate whose key does not match (a rotation caught half way), then garbage:
+    the previous pair serves on, and `on_certificate` reports False until a good pair lands."""
+    cert_file, key_file = self_signed(tmp_path, "tls")
+    states: list[bool] = []
+    serving: list[WebhookServer] = []
+    task = asyncio.create_task(
+        serve_webhook(
+            PlacementWebhook(PlacementSnapshot()).handle,
+            "127.0.0.1",
+            0,
+            cert_file,
+            key_file,
+            poll_s=0.02,
+            on_certificate=states.append,
+            on_serving=serving.append,
+        )
+    )
+
+    async def wait_for_state(ok: bool) -> None:
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if states and states[-1] is ok:
+                return
+        raise AssertionError(f"no certificate state {ok}: {states}")
+
+    async def healthz(cafile: Path) -> int:
+        trust = ssl.create_default_context(cafile=str(cafile))
+        url = f"https://127.0.0.1:{serving[0].port}/healthz"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url, ssl=trust) as resp,
+        ):
+            return resp.status
+
+    try:
+        await wait_for_state(True)
+        assert serving
+        first = tmp_path / "first.crt"
+        first.write_bytes(cert_file.read_bytes())
+        assert await healthz(first) == 200
+
+        other_cert, _ = self_signed(tmp_path, "other")
+        os.replace(other_cert, cert_file)  # the new certificate, still the old key
+        os.utime(cert_file, (2e9, 2e9))
+        await wait_for_state(False)
+        assert await healthz(first) == 200, "the previous pair still serves"
+
+        cert_file.write_text("garbage")
+        os.utime(cert_file, (2e9 + 5, 2e9 + 5))
+        await asyncio.sleep(0.1)
+        assert states[-1] is False
+        assert await healthz(first) == 200
+
+        new_cert, new_key = self_signed(tmp_path, "new")
+        os.replace(new_key, key_file)
+        os.replace(new_cert, cert_file)
+        os.utime(cert_file, (2e9 + 10, 2e9 + 10))
+        await wait_for_state(True)
+        assert await healthz(cert_file) == 200
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
