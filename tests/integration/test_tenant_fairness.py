@@ -1,0 +1,267 @@
+"""Tenant isolation end to end (issue 15): one tenant's broken inputs must not slow or stop power
+capping for the others. A real API server, a real Prometheus scraping the metrics exporter, and
+the built-in controllers in a real manager.
+
+- Twenty configs in one namespace whose Prometheus accepts connections and never answers (a
+  local TCP server, so every query waits out its 5 s timeout) beside one healthy config in
+  another namespace: the healthy config is capped within one control period of the time it
+  takes with the twenty absent, measured in the same test.
+- A placement webhook certificate that is garbage at start: power capping goes on, the problem
+  is exported as a metric, and once a valid pair is written the real API server calls the
+  webhook over TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from climatik.devcluster.cluster import ClusterInfo
+from climatik.reconcilers.placement_webhook import MANAGED_LABEL
+from climatik.reconcilers.settings import CappingSettings
+from climatik.runtime import placement as runtime_placement
+from climatik.runtime.capping import power_cap_controller
+from climatik.runtime.manager import Manager
+from tests.integration.conftest import Kubectl
+from tests.integration.polling import eventually
+from tests.integration.test_placement import serving_pair, webhook_configuration
+from tests.integration.workloads import (
+    capping_config,
+    ceiling_becomes,
+    deployment,
+    running_manager,
+    running_pods,
+    scaled_object,
+    serve_watts,
+    so_ref,
+)
+
+if TYPE_CHECKING:
+    from tests.integration.prometheus import ExporterHandle, PrometheusServer
+
+pytest_plugins = ["tests.integration.prometheus"]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
+
+SILENT_CONFIGS = 20
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class SilentPrometheus:
+    """A TCP server that accepts every connection, reads, and never answers."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.connections = 0
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+
+@asynccontextmanager
+async def silent_prometheus() -> AsyncIterator[SilentPrometheus]:
+    silent = SilentPrometheus()
+    server = await asyncio.start_server(silent._hold, "127.0.0.1", 0)
+    silent.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        yield silent
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@asynccontextmanager
+async def another_namespace(cluster: ClusterInfo) -> AsyncIterator[Kubectl]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    admin = Kubectl(cluster.kubectl, cluster.kubeconfig, "default")
+    await asyncio.to_thread(admin.run, "create", "namespace", name)
+    try:
+        yield Kubectl(cluster.kubectl, cluster.kubeconfig, name)
+    finally:
+        await asyncio.to_thread(admin.run, "delete", "namespace", name, "--wait=false", check=False)
+
+
+def _query(prometheus_url: str, promql: str) -> list[dict[str, Any]]:
+    url = f"{prometheus_url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        result: list[dict[str, Any]] = json.load(response)["data"]["result"]
+    return result
+
+
+async def _seconds_to_cap(
+    kubectl: Kubectl, exporter: ExporterHandle, prometheus: PrometheusServer
+) -> float:
+    """3 replicas drawing 840 W of a 1000 W cap (Threshold: >= 80 %, ceiling = current + 1):
+    seconds from creating the config until the ceiling is lowered to 4."""
+    await asyncio.to_thread(kubectl.apply, deployment("llm", 3, {"app": "llm"}))
+    await asyncio.to_thread(kubectl.apply, scaled_object("llm", "llm", max_replicas=10))
+    pods = await running_pods(kubectl, "llm", 3)
+    await serve_watts(exporter, kubectl.namespace, pods, 280)
+    promql = (
+        f'count(count by (pod_name) (kepler_pod_cpu_watts{{pod_namespace="{kubectl.namespace}"}}))'
+    )
+    await eventually(
+        lambda: asyncio.to_thread(_query, prometheus.url, promql),
+        lambda result: bool(result) and float(result[0]["value"][1]) == 3,
+    )
+    config = capping_config("cap", prometheus.url, [so_ref("llm")], policy="Threshold", cap_w=1000)
+    started = time.monotonic()
+    await asyncio.to_thread(kubectl.apply, config)
+    await ceiling_becomes(kubectl, "llm", 4, timeout_s=180)
+    return time.monotonic() - started
+
+
+def _silent_configs(url: str) -> dict[str, Any]:
+    items = []
+    for index in range(SILENT_CONFIGS):
+        config = capping_config(
+            f"silent-{index:02d}", url, [so_ref("shared")], policy="Threshold", cap_w=1000
+        )
+        # The design document's own query too: every kind of query waits on the silent server.
+        config["spec"]["metrics"] = [
+            {"type": "Prometheus", "prometheusAddress": url, "query": "sum(kepler_pod_cpu_watts)"}
+        ]
+        items.append(config)
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+async def test_a_tenant_whose_prometheus_never_answers_does_not_delay_capping_elsewhere(
+    dev_cluster: ClusterInfo,
+    kubectl: Kubectl,
+    metrics_exporter: ExporterHandle,
+    prometheus: PrometheusServer,
+) -> None:
+    control_period_s = CappingSettings().interval_s
+    async with (
+        running_manager(dev_cluster, None, [power_cap_controller]),
+        silent_prometheus() as silent,
+        another_namespace(dev_cluster) as alone,
+        another_namespace(dev_cluster) as beside,
+    ):
+        baseline_s = await _seconds_to_cap(alone, metrics_exporter, prometheus)
+
+        # The tenant in `kubectl`'s namespace: twenty configs on a workload with a running pod,
+        # all asking the silent server, created at once.
+        await asyncio.to_thread(kubectl.apply, deployment("shared", 1, {"app": "shared"}))
+        await asyncio.to_thread(kubectl.apply, scaled_object("shared", "shared"))
+        await running_pods(kubectl, "shared", 1)
+        await asyncio.to_thread(kubectl.apply, _silent_configs(silent.url))
+        # Wait until the silent tenant holds the workers (each reconcile sends several queries).
+        for _ in range(100):
+            if silent.connections >= 2 * SILENT_CONFIGS:
+                break
+            await asyncio.sleep(0.1)
+        assert silent.connections >= 2 * SILENT_CONFIGS, silent.connections
+
+        beside_s = await _seconds_to_cap(beside, metrics_exporter, prometheus)
+
+    print(
+        f"\ntime to cap: {baseline_s:.1f} s alone, {beside_s:.1f} s beside {SILENT_CONFIGS} "
+        f"configs whose Prometheus never answers (control period {control_period_s:g} s)"
+    )
+    assert beside_s <= baseline_s + control_period_s
+
+
+def _managed_pod(name: str) -> dict[str, Any]:
+    """A bare pod the placement webhook's objectSelector matches, on a kwok node."""
+    template = deployment(name, 1, {"app": name, MANAGED_LABEL: "true"})["spec"]["template"]
+    metadata = {"name": name, **template["metadata"]}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
+
+
+async def _metric(manager: Manager, name: str, labels: str = "") -> float | None:
+    def scrape() -> str:
+        url = f"http://127.0.0.1:{manager.http.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+    text = await asyncio.to_thread(scrape)
+    for line in text.splitlines():
+        if line.startswith(f"{name}{labels} ") or (not labels and line.startswith(f"{name} ")):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def test_a_garbage_webhook_certificate_does_not_stop_power_capping(
+    dev_cluster: ClusterInfo,
+    kubectl: Kubectl,
+    namespace: str,
+    metrics_exporter: ExporterHandle,
+    prometheus: PrometheusServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cert_dir = tmp_path / "webhook"
+    cert_dir.mkdir()
+    (cert_dir / "tls.crt").write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
+    (cert_dir / "tls.key").write_text("not a key")
+    port = _free_port()
+    monkeypatch.setenv("CLIMATIK_PLACEMENT__WEBHOOK_CERT_DIR", str(cert_dir))
+    monkeypatch.setenv("CLIMATIK_PLACEMENT__WEBHOOK_PORT", str(port))
+    monkeypatch.setenv("CLIMATIK_CAPPING__INTERVAL_S", "1")
+    monkeypatch.setattr(runtime_placement, "CERTIFICATE_POLL_S", 0.5)
+    webhook_name = f"climatik-placement-{uuid.uuid4().hex[:8]}"
+    admin = Kubectl(dev_cluster.kubectl, dev_cluster.kubeconfig, namespace)
+    async with running_manager(
+        dev_cluster, namespace, [power_cap_controller, runtime_placement.placement_controller]
+    ) as manager:
+        try:
+            # Power capping works although the webhook cannot serve.
+            await asyncio.to_thread(kubectl.apply, deployment("llm", 3, {"app": "llm"}))
+            await asyncio.to_thread(kubectl.apply, scaled_object("llm", "llm", max_replicas=10))
+            pods = await running_pods(kubectl, "llm", 3)
+            await serve_watts(metrics_exporter, namespace, pods, 280)
+            config = capping_config(
+                "cap", prometheus.url, [so_ref("llm")], policy="Threshold", cap_w=1000
+            )
+            await asyncio.to_thread(kubectl.apply, config)
+            await ceiling_becomes(kubectl, "llm", 4, timeout_s=90)
+            assert await _metric(manager, "climatik_placement_webhook_certificate_ok") == 0
+            with pytest.raises(ConnectionRefusedError):  # the webhook is not listening
+                await asyncio.open_connection("127.0.0.1", port)
+
+            # A valid pair appears (as when cert-manager or the script fills the Secret).
+            cert, key = serving_pair(tmp_path)
+            key.replace(cert_dir / "tls.key")
+            cert.replace(cert_dir / "tls.crt")
+            await eventually(
+                lambda: _metric(manager, "climatik_placement_webhook_certificate_ok"),
+                lambda value: value == 1,
+            )
+            url = f"https://127.0.0.1:{port}/mutate-pods"
+            ca = (cert_dir / "tls.crt").read_bytes()
+            await asyncio.to_thread(
+                admin.apply, webhook_configuration(webhook_name, namespace, url, ca)
+            )
+            # The real API server calls the webhook over TLS for a managed pod.
+            await asyncio.to_thread(kubectl.apply, _managed_pod("probe"))
+            answered = await eventually(
+                lambda: _metric(
+                    manager, "climatik_placement_webhook_requests_total", '{result="skipped"}'
+                ),
+                lambda value: value is not None and value >= 1,
+            )
+            assert answered is not None
+            # And capping carried on throughout.
+            await ceiling_becomes(kubectl, "llm", 4)
+        finally:
+            await asyncio.to_thread(
+                admin.run, "delete", "mutatingwebhookconfiguration", webhook_name, check=False
+            )
