@@ -3,7 +3,10 @@ within about one query timeout, so the reconcile deadline (CLIMATIK_CAPPING__REC
 never cuts it before it has said so in its status and, in time, applied the fail-safe ceiling.
 
 The Prometheus here is a real local TCP server that never writes a byte; the caches and the
-status client are the same stand-ins as in test_runtime_capping.py.
+status client are the same stand-ins as in test_runtime_capping.py. The shared read layer's
+circuit breaker is set out of the way (a microsecond cool-down, no kept answers): the reconcile
+must end in time on its own, as it must for a Prometheus slow enough to hold it but quick enough
+never to trip the breaker.
 """
 
 from __future__ import annotations
@@ -111,7 +114,12 @@ async def test_a_silent_prometheus_costs_one_query_timeout_not_one_per_query(
             nodes=_Cache(objects["node"]),
             events=_Events(),
             metrics=CappingMetrics(CollectorRegistry()),
-            settings=CappingSettings(prometheus_timeout_s=QUERY_TIMEOUT_S),
+            settings=CappingSettings(
+                prometheus_timeout_s=QUERY_TIMEOUT_S,
+                prometheus_cache_ttl_s=0,
+                prometheus_breaker_initial_s=1e-6,
+                prometheus_breaker_max_s=1e-6,
+            ),
             session_factory=session_factory,
         )
         await reconciler.reconcile("ns/cap")
