@@ -5,7 +5,10 @@ the built-in controllers in a real manager.
 - Twenty configs in one namespace whose Prometheus accepts connections and never answers (a
   local TCP server, so every query waits out its 5 s timeout) beside one healthy config in
   another namespace: the healthy config is capped within one control period of the time it
-  takes with the twenty absent, measured in the same test.
+  takes with the twenty absent, measured in the same test. Each config has a silent address of
+  its own, so the Prometheus read layer's per-address circuit breaker cannot spare any of them
+  its first timeout: what keeps the healthy tenant on time is the work queue's fairness, the
+  workers and the reconcile deadline.
 - A placement webhook certificate that is garbage at start: power capping goes on, the problem
   is exported as a metric, and once a valid pair is written the real API server calls the
   webhook over TLS.
@@ -63,10 +66,10 @@ def _free_port() -> int:
 
 
 class SilentPrometheus:
-    """A TCP server that accepts every connection, reads, and never answers."""
+    """TCP servers that accept every connection, read, and never answer (one per `urls`)."""
 
     def __init__(self) -> None:
-        self.url = ""
+        self.urls: list[str] = []
         self.connections = 0
 
     async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -76,15 +79,16 @@ class SilentPrometheus:
 
 
 @asynccontextmanager
-async def silent_prometheus() -> AsyncIterator[SilentPrometheus]:
+async def silent_prometheus(count: int) -> AsyncIterator[SilentPrometheus]:
     silent = SilentPrometheus()
-    server = await asyncio.start_server(silent._hold, "127.0.0.1", 0)
-    silent.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    servers = [await asyncio.start_server(silent._hold, "127.0.0.1", 0) for _ in range(count)]
+    silent.urls = [f"http://127.0.0.1:{s.sockets[0].getsockname()[1]}" for s in servers]
     try:
         yield silent
     finally:
-        server.close()
-        await server.wait_closed()
+        for server in servers:
+            server.close()
+            await server.wait_closed()
 
 
 @asynccontextmanager
@@ -132,15 +136,16 @@ async def _seconds_to_cap(kubectl: Kubectl, prometheus: PrometheusServer) -> flo
     return time.monotonic() - started
 
 
-def _silent_configs(url: str) -> dict[str, Any]:
+def _silent_configs(urls: list[str]) -> dict[str, Any]:
     items = []
-    for index in range(SILENT_CONFIGS):
+    for index, url in enumerate(urls):
         config = capping_config(
             f"silent-{index:02d}", url, [so_ref("shared")], policy="Threshold", cap_w=1000
         )
         # The design document's own query too: every kind of query waits on the silent server.
+        query = "sum(kepler_pod_cpu_watts)"
         config["spec"]["metrics"] = [
-            {"type": "Prometheus", "prometheusAddress": url, "query": "sum(kepler_pod_cpu_watts)"}
+            {"type": "Prometheus", "prometheusAddress": url, "query": query}
         ]
         items.append(config)
     return {"apiVersion": "v1", "kind": "List", "items": items}
@@ -155,7 +160,7 @@ async def test_a_tenant_whose_prometheus_never_answers_does_not_delay_capping_el
     control_period_s = CappingSettings().interval_s
     async with (
         running_manager(dev_cluster, None, [power_cap_controller]),
-        silent_prometheus() as silent,
+        silent_prometheus(SILENT_CONFIGS) as silent,
         another_namespace(dev_cluster) as alone,
         another_namespace(dev_cluster) as beside,
     ):
@@ -164,13 +169,13 @@ async def test_a_tenant_whose_prometheus_never_answers_does_not_delay_capping_el
 
         await _drawing_840_watts(beside, metrics_exporter, prometheus)
         # The tenant in `kubectl`'s namespace: twenty configs on a workload with a running pod,
-        # all asking the silent server, created at once.
+        # each asking a silent server of its own, created at once.
         await asyncio.to_thread(kubectl.apply, deployment("shared", 1, {"app": "shared"}))
         await asyncio.to_thread(kubectl.apply, scaled_object("shared", "shared"))
         await running_pods(kubectl, "shared", 1)
-        await asyncio.to_thread(kubectl.apply, _silent_configs(silent.url))
+        await asyncio.to_thread(kubectl.apply, _silent_configs(silent.urls))
         # The moment the silent tenant has reconciles in flight and more keys queued (each of
-        # its reconciles sends several queries, each waits out the 5 s timeout).
+        # its reconciles sends several queries, each waiting out the 5 s timeout).
         for _ in range(100):
             if silent.connections >= 16:
                 break
