@@ -41,8 +41,6 @@ async def test_a_garbage_certificate_is_reported_and_serving_starts_once_the_pai
     monkeypatch.setenv("CLIMATIK_PLACEMENT__WEBHOOK_CERT_DIR", str(tmp_path))
     monkeypatch.setenv("CLIMATIK_PLACEMENT__WEBHOOK_PORT", str(port))
     monkeypatch.setattr(placement, "CERTIFICATE_POLL_S", 0.02)
-    (tmp_path / "tls.crt").write_text("-----BEGIN CERTIFICATE-----\ngarbage\n")
-    (tmp_path / "tls.key").write_text("not a key")
     manager = Manager(
         RuntimeSettings(leader_election=LeaderElectionSettings(enabled=False)),
         KubeClient(api_client=None),
@@ -57,12 +55,21 @@ async def test_a_garbage_certificate_is_reported_and_serving_starts_once_the_pai
     with structlog.testing.capture_logs() as logs:
         service = asyncio.create_task(manager._services["placement-webhook"]())
         try:
-            await asyncio.sleep(0.2)  # several polls
+            await asyncio.sleep(0.2)  # several polls without the files (not mounted yet)
+            assert not service.done(), "a missing certificate must not end the service"
+            assert certificate_ok() == 0
+            # Then a pair that is there but garbage.
+            (tmp_path / "tls.crt").write_text("-----BEGIN CERTIFICATE-----\ngarbage\n")
+            (tmp_path / "tls.key").write_text("not a key")
+            await asyncio.sleep(0.2)
             assert not service.done(), "a bad certificate must not end the service (or process)"
             assert certificate_ok() == 0
-            unavailable = [e for e in logs if e["event"] == "webhook_certificate_unavailable"]
-            assert len(unavailable) == 1, "said once per problem, not once per poll"
-            assert "tls.crt" in unavailable[0]["error"]
+            unavailable = [
+                e["error"] for e in logs if e["event"] == "webhook_certificate_unavailable"
+            ]
+            assert len(unavailable) == 2, "said once per problem, not once per poll"
+            assert "cannot read" in unavailable[0]
+            assert "cannot load tls.crt/tls.key" in unavailable[1]
             with pytest.raises(ConnectionRefusedError):  # nothing listens yet
                 await asyncio.open_connection("127.0.0.1", port)
 
