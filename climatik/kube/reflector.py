@@ -12,8 +12,10 @@ plain long GET whose body is one JSON event per line. The rules (see ``watchstat
 - a watch that ends normally (server timeout) is reopened at once from the last resourceVersion;
 - 410 Gone (on open or as an ERROR event) forgets the version, relists and replaces the sink's
   contents, so objects deleted while we were away leave the cache (the sink emits deletes);
-- any other failure (connection refused or reset, ``ClientPayloadError``, 5xx, 429, bad JSON) backs
-  off 0.8 s doubling to 30 s with jitter, then resumes;
+- before that relist, and after any other failure (connection refused or reset,
+  ``ClientPayloadError``, 5xx, 429, bad JSON), it backs off 0.8 s doubling to 30 s with jitter,
+  the count starting over once 120 s pass without a failure: a server answering 410 in a loop
+  gets a full list at most every 30-60 s, not as fast as we can send them;
 - every response is closed on every path.
 """
 
@@ -23,7 +25,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import aiohttp
@@ -71,6 +73,10 @@ class WatchStreamError(Exception):
     """The server ended the watch with a non-410 ERROR event."""
 
 
+class WatchExpiredError(Exception):
+    """The server ended the watch with a 410 Gone ERROR event: relist."""
+
+
 class Reflector:
     """Keeps ``sink`` equal to the server's view of one resource (optionally one namespace)."""
 
@@ -88,8 +94,10 @@ class Reflector:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         metrics: ReflectorMetrics | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.client = client
+        self._sleep = sleep
         self.resource = resource
         self.sink = sink
         self.namespace = namespace
@@ -116,11 +124,11 @@ class Reflector:
                 raise
             except ApiError as error:
                 if error.is_gone:
-                    self._log.info("watch_expired", message=error.message)
-                    self.state.gone()
-                    self.metrics.watch_restarted(self.name, "gone")
+                    await self._relist_after_gone(error.message)
                     continue
                 await self._back_off("api_error", error)
+            except WatchExpiredError as error:
+                await self._relist_after_gone(str(error))
             except WatchSilentError as error:
                 # Silence is not overload: reopen at once (the next silence costs another timeout).
                 self._log.warning(
@@ -147,7 +155,20 @@ class Reflector:
             failures=self.state.consecutive_failures,
         )
         self.metrics.watch_restarted(self.name, "error")
-        await asyncio.sleep(delay_s)
+        await self._sleep(delay_s)
+
+    async def _relist_after_gone(self, message: str) -> None:
+        """Forget the version and back off like any failure, then the loop relists."""
+        self.state.gone()
+        delay_s = self.state.failed()
+        self._log.info(
+            "watch_expired",
+            message=message,
+            relist_in_s=round(delay_s, 3),
+            failures=self.state.consecutive_failures,
+        )
+        self.metrics.watch_restarted(self.name, "gone")
+        await self._sleep(delay_s)
 
     async def _list(self) -> None:
         """A full, paginated list; one unpaginated list instead if the continue token expires."""
@@ -229,24 +250,20 @@ class Reflector:
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    if line.strip() and self._handle_line(line) is not None:
-                        return
+                    if line.strip():
+                        self._handle_line(line)
         finally:
             response.close()
 
-    def _handle_line(self, line: bytes) -> Next | None:
-        """Feed one event; return a value when the stream must end (relist)."""
+    def _handle_line(self, line: bytes) -> None:
+        """Feed one event; raise when the stream must end (relist, or reconnect)."""
         event = json.loads(line)
         event_type = str(event.get("type", ""))
         obj: RawObject = event.get("object") or {}
         decision = self.state.event_received(event_type, obj)
         if decision is Next.DELIVER:
             self.sink.apply(WatchEventType(event_type), obj)
-            return None
-        if decision is Next.SKIP:
-            return None
-        if decision is Next.RELIST:
-            self._log.info("watch_expired", message=obj.get("message"))
-            self.metrics.watch_restarted(self.name, "gone")
-            return decision
-        raise WatchStreamError(str(obj.get("message") or obj))
+        elif decision is Next.RELIST:
+            raise WatchExpiredError(str(obj.get("message") or "410 Gone"))
+        elif decision is not Next.SKIP:
+            raise WatchStreamError(str(obj.get("message") or obj))

@@ -12,8 +12,9 @@ Guarantees:
 - 410 Gone (an HTTP status or an ERROR event) forgets the resourceVersion and asks for a relist.
 - A watch that delivered nothing (not even a bookmark) for ``inactivity_timeout_s`` is declared
   dead (kopf's long story of silent stalls is why).
-- Reconnect delays follow client-go's backoff manager: 0.8 s doubling to 30 s, each multiplied by
-  ``1 + jitter * U[0, 1)``, reset after ``backoff_reset_s`` without failure.
+- Reconnect delays, and the delays before a relist after 410 Gone, follow client-go's backoff
+  manager: 0.8 s doubling to 30 s, each multiplied by ``1 + jitter * U[0, 1)``, reset after
+  ``backoff_reset_s`` without failure.
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ class WatchState:
             self._last_failure_at = None
 
     def failed(self) -> float:
-        """A list or watch failed (network, timeout, server error): return the delay to wait."""
+        """A list or watch failed (network, timeout, server error, 410 Gone): return the delay
+        to wait before the next list or watch."""
         now = self._clock()
         if (
             self._last_failure_at is not None

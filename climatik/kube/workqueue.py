@@ -1,5 +1,9 @@
 """The work queue between informers and reconcile workers, with client-go's guarantees.
 
+- **Fair across tenants**: ready keys are handed out round-robin across their namespaces (the
+  part before ``/``; ``fairness_key`` chooses another grouping), FIFO within one namespace. With
+  k namespaces holding ready keys, a namespace waits for at most k - 1 other keys, however many
+  keys another namespace piles up: one tenant's slow configs cannot starve the others.
 - **Dedup**: a key waiting in the queue is there once, however often it is added.
 - **Exclusive**: a key handed to a worker is in ``processing`` until ``done(key)``; it is never
   handed to a second worker meanwhile.
@@ -30,6 +34,18 @@ from typing import Generic, Protocol, TypeVar
 from climatik.kube.ratelimit import RateLimiter, default_controller_rate_limiter
 
 K = TypeVar("K", bound=Hashable)
+
+
+def namespace_of(key: Hashable) -> Hashable:
+    """The namespace of a ``namespace/name`` key (client-go's ``SplitMetaNamespaceKey``).
+
+    Cluster-scoped ``name`` keys and keys that are not strings all share the group ``""``: among
+    themselves they are plain FIFO.
+    """
+    if isinstance(key, str):
+        namespace, sep, _ = key.partition("/")
+        return namespace if sep else ""
+    return ""
 
 
 class ShutDownError(Exception):
@@ -72,14 +88,19 @@ class WorkQueue(Generic[K]):
         rate_limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.monotonic,
         metrics: WorkQueueMetrics | None = None,
+        fairness_key: Callable[[K], Hashable] = namespace_of,
     ) -> None:
         self.name = name
+        self._fairness_key = fairness_key
         self._clock = clock
         self.rate_limiter: RateLimiter = rate_limiter or default_controller_rate_limiter(
             clock=clock
         )
         self.metrics: WorkQueueMetrics = metrics or _NoMetrics()
-        self._queue: deque[K] = deque()
+        # Ready keys, FIFO per fairness group, and the groups holding ready keys in turn order.
+        self._ready: dict[Hashable, deque[K]] = {}
+        self._turns: deque[Hashable] = deque()
+        self._ready_count = 0
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._added_at: dict[K, float] = {}
@@ -136,15 +157,22 @@ class WorkQueue(Generic[K]):
         if self._shutting_down:
             raise ShutDownError(self.name)
         self._promote_due()
-        if not self._queue:
+        if not self._turns:
             return None
-        key = self._queue.popleft()
+        group = self._turns.popleft()
+        keys = self._ready[group]
+        key = keys.popleft()
+        if keys:
+            self._turns.append(group)  # its next key waits for every other group's turn
+        else:
+            del self._ready[group]
+        self._ready_count -= 1
         self._processing.add(key)
         self._dirty.discard(key)
         added_at = self._added_at.pop(key, None)
         if added_at is not None:
             self.metrics.waited(self.name, self._clock() - added_at)
-        self.metrics.depth(self.name, len(self._queue))
+        self.metrics.depth(self.name, self._ready_count)
         return key
 
     async def get(self) -> K:
@@ -184,7 +212,9 @@ class WorkQueue(Generic[K]):
     def shut_down(self) -> None:
         """Stop handing out keys; waiting workers get ShutDownError."""
         self._shutting_down = True
-        self._queue.clear()
+        self._ready.clear()
+        self._turns.clear()
+        self._ready_count = 0
         self._dirty.clear()
         self._delayed.clear()
         self._delayed_until.clear()
@@ -208,7 +238,7 @@ class WorkQueue(Generic[K]):
 
     def __len__(self) -> int:
         """Keys ready to be handed out (not delayed, not processing)."""
-        return len(self._queue)
+        return self._ready_count
 
     @property
     def processing(self) -> frozenset[K]:
@@ -221,9 +251,15 @@ class WorkQueue(Generic[K]):
     # -- internals --------------------------------------------------------------------------
 
     def _push(self, key: K) -> None:
-        self._queue.append(key)
+        group = self._fairness_key(key)
+        keys = self._ready.get(group)
+        if keys is None:
+            keys = self._ready[group] = deque()
+            self._turns.append(group)  # a newly ready group queues behind the others' turns
+        keys.append(key)
+        self._ready_count += 1
         self._added_at.setdefault(key, self._clock())
-        self.metrics.depth(self.name, len(self._queue))
+        self.metrics.depth(self.name, self._ready_count)
         self._wake_all()
 
     def _promote_due(self) -> None:

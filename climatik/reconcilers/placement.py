@@ -128,6 +128,11 @@ class PlacementSettings(BaseSettings):
 
     interval_s: float = Field(default=30.0, gt=0)
     """How often racks are re-read and re-scored, besides reacting to changes."""
+    workers: int = Field(default=2, ge=1)
+    """Configs of the placement controller reconciled at once (never one config twice)."""
+    reconcile_timeout_s: float = Field(default=60.0, gt=0)
+    """A placement reconcile still running after this is cancelled and retried with backoff.
+    Longer than power capping's: it asks for each workload's power history in turn."""
     zone_label_key: str = "climatik-project.ai/zone"
     """Node label naming the cooling zone; without it a rack is its own zone."""
     recirculation_config_map: str = "climatik-recirculation"

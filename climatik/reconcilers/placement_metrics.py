@@ -117,6 +117,12 @@ class PlacementMetrics:
             ["result"],
             registry=r,
         )
+        self.webhook_certificate_ok = Gauge(
+            "climatik_placement_webhook_certificate_ok",
+            "1 while the webhook serves the certificate pair on disk; 0 while it has none it "
+            "can load (not serving) or the files on disk do not load (serving the previous).",
+            registry=r,
+        )
 
     def set_gauge(self, gauge: Gauge, value: float, config: str, *labels: str) -> None:
         """Set one series of a per-config gauge, remembering it for `forget_config`."""

@@ -18,6 +18,7 @@ spec generation, not one per reconcile.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -277,8 +278,6 @@ class PowerCapReconciler:
 
         try:
             source = await self._source(config)
-            measured = await self._measure(config, source, targets)
-            racks = await self._observe_racks(config, source)
         except TerminalError as error:
             # A config that cannot be measured (no Prometheus, a bad query template): say so
             # where the user looks, and wait for the spec to change.
@@ -302,6 +301,12 @@ class PowerCapReconciler:
             )
             await self._events.record(obj, "Warning", "MeasurementMisconfigured", problem)
             raise
+        # Targets, scope and racks at once: a Prometheus that never answers costs one query
+        # timeout, so the reconcile ends (status, fail-safe) well inside its deadline.
+        async with asyncio.TaskGroup() as group:
+            measuring = group.create_task(self._measure(config, source, targets))
+            observing = group.create_task(self._observe_racks(config, source))
+        measured, racks = measuring.result(), observing.result()
         cap_w, cap_source = self._effective_cap(obj, config)
         scope_cap_w, deferrable_cap_w = caps_with_carbon(
             config.power_cap_w, cap_w, any_deferrable=batch_can_yield(config, targets)
@@ -474,21 +479,28 @@ class PowerCapReconciler:
         source: PrometheusPowerSource,
         targets: Sequence[ResolvedTarget],
     ) -> _Measured:
-        per_target = await source.measure_targets(
-            [TargetPods(t.key, t.namespace, t.pods) for t in targets]
-        )
+        async with asyncio.TaskGroup() as group:
+            per_target_task = group.create_task(
+                source.measure_targets([TargetPods(t.key, t.namespace, t.pods) for t in targets])
+            )
+            # The design document's own query measures the whole capped scope. The scope may
+            # span the cluster: its plausible power is bounded per node.
+            scope_task = (
+                group.create_task(
+                    source.measure_total(config.metrics[0].query, servers=len(self._nodes.store))
+                )
+                if config.metrics
+                else None
+            )
+        per_target = per_target_task.result()
         problems = [
             (m.watts, f"{m.key}: {outcome_message(m.watts)}")
             for m in per_target.values()
             if not isinstance(m.watts, Reading)
         ]
         scope_w: float | None
-        if config.metrics:
-            # The design document's own query measures the whole capped scope.
-            # The scope may span the cluster: its plausible power is bounded per node.
-            scope = await source.measure_total(
-                config.metrics[0].query, servers=len(self._nodes.store)
-            )
+        if scope_task is not None:
+            scope = scope_task.result()
             scope_w = scope.value if isinstance(scope, Reading) else None
             if not isinstance(scope, Reading):
                 problems.append((scope, f"metrics[0].query: {outcome_message(scope)}"))

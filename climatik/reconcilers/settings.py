@@ -43,6 +43,14 @@ class CappingSettings(BaseSettings):
     prometheus_breaker_max_s: float = Field(default=15.0, gt=0, allow_inf_nan=False)
     """The longest cool-down. At most `interval_s`, so a Prometheus that comes back is probed
     again within one control period and capping recovers within two."""
+    workers: int = Field(default=8, ge=1)
+    """Configs of the power-cap controller reconciled at once (never one config twice): a
+    config whose Prometheus does not answer holds one worker, not the whole controller."""
+    reconcile_timeout_s: float = Field(default=10.0, gt=0)
+    """A power-cap reconcile still running after this is cancelled and retried with backoff.
+    Well inside `interval_s`, and above `prometheus_timeout_s`: the queries of one reconcile
+    run concurrently, so a silent Prometheus costs one query timeout and its config still gets
+    its `MetricsAvailable=False` status and, in time, its fail-safe ceiling."""
 
 
 class CarbonSettings(BaseSettings):
@@ -63,6 +71,12 @@ class CarbonSettings(BaseSettings):
     format); the delay doubles up to `secret_retry_max_s`. Server errors and timeouts are
     retried five times sooner (2 s doubling to 60 s with the defaults)."""
     secret_retry_max_s: float = Field(default=300.0, gt=0)
+    workers: int = Field(default=2, ge=1)
+    """Configs of the carbon controller reconciled at once (one fetch per config and slot)."""
+    reconcile_timeout_s: float = Field(default=120.0, gt=0)
+    """A carbon reconcile still running after this is cancelled and retried with backoff: room
+    for a provider request, its retries after 429/5xx (Retry-After up to 30 s) and a second
+    request (WattTime's login)."""
 
 
 class GpuTuningSettings(BaseSettings):
@@ -88,3 +102,6 @@ class GpuTuningSettings(BaseSettings):
     active_deadline_s: int = 1800
     ttl_after_finished_s: int = 86_400
     interval_s: float = Field(default=60.0, gt=0)
+    reconcile_timeout_s: float = Field(default=60.0, gt=0)
+    """A GPU-tuning reconcile (API calls only, each under its own deadline) still running after
+    this is cancelled and retried with backoff. One worker: Jobs are rare and cheap to plan."""

@@ -34,6 +34,11 @@ from climatik.reconcilers.targets import WorkloadCaches, limited_by_ceiling
 from climatik.runtime.reconcile import Controller, ControllerContext
 from climatik.sources.address import HTTPSession
 
+PROMETHEUS_QUERIES_PER_RECONCILE = 8
+"""At most this many queries of one power-cap reconcile are in flight (PrometheusPowerSource's
+`max_concurrency`): the session's pool holds that many per worker, so no reconcile ever waits
+for a connection another config's silent Prometheus is holding."""
+
 _METRICS: dict[int, CappingMetrics] = {}
 _HINTS: dict[int, TuningHints] = {}
 
@@ -67,8 +72,8 @@ def workload_caches(ctx: ControllerContext) -> WorkloadCaches:
 class SharedSession:
     """The controller's outbound HTTP session, opened on first use inside the running loop."""
 
-    def __init__(self) -> None:
-        self._owner = HTTPSession()
+    def __init__(self, *, connection_limit: int = 32) -> None:
+        self._owner = HTTPSession(connection_limit=connection_limit)
         self._session: aiohttp.ClientSession | None = None
 
     async def get(self) -> aiohttp.ClientSession:
@@ -128,7 +133,9 @@ def config_handlers(queue: WorkQueue[str], status_fields: tuple[str, ...] = ()) 
 
 
 def power_cap_controller(ctx: ControllerContext) -> Controller:
-    """The power-cap controller: one worker per process is plenty (decisions are cheap)."""
+    """The power-cap controller: `CLIMATIK_CAPPING__WORKERS` configs at once, each reconcile
+    under `CLIMATIK_CAPPING__RECONCILE_TIMEOUT_S`; decisions are cheap, waiting on a tenant's
+    Prometheus is not, and one tenant's silent Prometheus must not hold up the others."""
     settings = CappingSettings()
     queue = ctx.new_queue("power-cap")
     configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
@@ -156,7 +163,7 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
             on_delete=nudge,
         )
     )
-    session = SharedSession()
+    session = SharedSession(connection_limit=settings.workers * PROMETHEUS_QUERIES_PER_RECONCILE)
     ctx.add_cleanup(session.close)
     # One read layer for every config: shared answers and a breaker per Prometheus address.
     prometheus = prometheus_pool(settings, session.get)
@@ -176,11 +183,18 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
         # off, configs asking for tuning are told so instead of silently left untuned.
         gpu_tuning_enabled=GpuTuningSettings().enabled,
     )
-    return Controller("power-cap", reconciler, queue)
+    return Controller(
+        "power-cap",
+        reconciler,
+        queue,
+        workers=settings.workers,
+        reconcile_timeout_s=settings.reconcile_timeout_s,
+    )
 
 
 def carbon_controller(ctx: ControllerContext) -> Controller:
     """The carbon controller: time driven per config, woken early by spec changes."""
+    settings = CarbonSettings()
     queue = ctx.new_queue("carbon")
     configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
     configs.add_handlers(config_handlers(queue))
@@ -191,10 +205,16 @@ def carbon_controller(ctx: ControllerContext) -> Controller:
         configs=configs,
         events=ctx.events,
         metrics=capping_metrics(ctx.metrics.registry),
-        settings=CarbonSettings(),
+        settings=settings,
         session_factory=session.get,
     )
-    return Controller("carbon", reconciler, queue)
+    return Controller(
+        "carbon",
+        reconciler,
+        queue,
+        workers=settings.workers,
+        reconcile_timeout_s=settings.reconcile_timeout_s,
+    )
 
 
 def gpu_tuning_controller(ctx: ControllerContext) -> Controller:
@@ -219,4 +239,6 @@ def gpu_tuning_controller(ctx: ControllerContext) -> Controller:
         hints=tuning_hints(ctx),
         settings=settings,
     )
-    return Controller("gpu-tuning", reconciler, queue)
+    return Controller(
+        "gpu-tuning", reconciler, queue, reconcile_timeout_s=settings.reconcile_timeout_s
+    )

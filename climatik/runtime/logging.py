@@ -4,10 +4,15 @@ Every line carries a UTC timestamp, the level and whatever the caller bound thro
 ``structlog.contextvars`` (the reconcile workers bind ``controller``, ``key`` and ``reconcile_id``),
 so one reconcile can be followed across modules. Event names are snake_case, past tense
 (``lease_acquired``, ``reconcile_failed``).
+
+Tracebacks name files, lines and functions but never render frame locals (structlog's and
+rich's default): a request's headers, an API key or a Secret's data in scope when something
+raised must not reach the logs.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from typing import Any, TextIO
@@ -15,6 +20,18 @@ from typing import Any, TextIO
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+_JSON_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
+
+
+def _console_tracebacks() -> structlog.typing.ExceptionRenderer:
+    """Rich's coloured traceback without locals when rich is installed, else the plain one
+    (never better-exceptions, which prints every variable's value)."""
+    if importlib.util.find_spec("rich") is not None:
+        return structlog.dev.RichTracebackFormatter(show_locals=False)
+    return structlog.dev.plain_traceback
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
@@ -28,11 +45,11 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     ]
     if use_json:
         processors += [
-            structlog.processors.dict_tracebacks,
+            _JSON_TRACEBACKS,
             structlog.processors.JSONRenderer(),
         ]
     else:
-        processors.append(structlog.dev.ConsoleRenderer())
+        processors.append(structlog.dev.ConsoleRenderer(exception_formatter=_console_tracebacks()))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.ERROR)),

@@ -224,7 +224,12 @@ class Manager:
             self._requested = None
         self.controllers.append(controller)
         self._controller_informers.append(tuple(requested))
-        log.info("controller_registered", controller=controller.name, workers=controller.workers)
+        log.info(
+            "controller_registered",
+            controller=controller.name,
+            workers=controller.workers,
+            reconcile_timeout_s=controller.reconcile_timeout_s,
+        )
         return controller
 
     # -- state ------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The controller's Prometheus metrics, on a dedicated registry (no global state, test-friendly).
 
-Names follow controller-runtime's with our prefix: ``climatik_reconcile_total{controller,result}``,
+Names follow controller-runtime's with our prefix: ``climatik_reconcile_total{controller,result}``
+(``result="timed_out"``: cancelled at the controller's reconcile deadline),
 ``climatik_reconcile_time_seconds``, ``climatik_workqueue_{depth,adds_total,retries_total,
 queue_duration_seconds}{name}``, ``climatik_watch_restarts_total{resource,reason}``,
 ``climatik_watch_relists_total{resource}``, ``climatik_leader_is_leader`` and
@@ -26,7 +27,8 @@ class RuntimeMetrics:
         r = self.registry
         self.reconcile_total = Counter(
             "climatik_reconcile_total",
-            "Reconciles by controller and result (success, requeue, error, terminal_error).",
+            "Reconciles by controller and result (success, requeue, requeue_after, error, "
+            "terminal_error, not_leader, timed_out).",
             ["controller", "result"],
             registry=r,
         )

@@ -4,11 +4,14 @@ The reconciler (leader only, like every writer) scores racks and keeps pod-delet
 current; the webhook server runs on every replica and answers from the reconciler's snapshot.
 A replica that is not leading has an empty snapshot and admits pods unchanged, which the
 webhook's `failurePolicy: Ignore` makes harmless: placement is a preference, never a gate.
+For the same reason a missing, unreadable or invalid certificate pair never stops the process:
+it is logged (`webhook_certificate_unavailable`), shown by
+`climatik_placement_webhook_certificate_ok` = 0 and tried again every `CERTIFICATE_POLL_S`; the
+webhook starts serving as soon as the pair is valid, and power capping runs on meanwhile.
 """
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -36,30 +39,13 @@ from climatik.runtime.capping import (
     workload_caches,
 )
 from climatik.runtime.reconcile import Controller, ControllerContext
-from climatik.runtime.webhook import start_webhook_server
+from climatik.runtime.webhook import WebhookServer, serve_webhook
 from climatik.sources.prometheus_pool import PrometheusPool
 
 log = structlog.get_logger(__name__)
 
 
 CERTIFICATE_POLL_S = 10.0
-
-
-async def _wait_for_certificate(cert_dir: Path) -> tuple[Path, Path]:
-    """The serving pair, once it exists: cert-manager or the self-signed script may write the
-    Secret after the controller started, and serving must begin then without a restart."""
-    cert_file, key_file = cert_dir / "tls.crt", cert_dir / "tls.key"
-    warned = False
-    while not (cert_file.exists() and key_file.exists()):
-        if not warned:
-            log.warning(
-                "placement_webhook_waiting",
-                reason=f"no tls.crt/tls.key in {cert_dir} yet; placement acts through "
-                "deletion costs only until they appear",
-            )
-            warned = True
-        await asyncio.sleep(CERTIFICATE_POLL_S)
-    return cert_file, key_file
 
 
 def watch_recirculation(
@@ -79,7 +65,7 @@ def watch_recirculation(
 
 
 def placement_controller(ctx: ControllerContext) -> Controller:
-    """The placement controller, and its webhook server (started once certificates exist)."""
+    """The placement controller, and its webhook server (serving once a valid pair exists)."""
     settings = PlacementSettings()
     queue = ctx.new_queue("placement")
     configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
@@ -106,20 +92,31 @@ def placement_controller(ctx: ControllerContext) -> Controller:
     cert_dir = Path(settings.webhook_cert_dir)
     webhook = PlacementWebhook(snapshot, max_age_s=settings.snapshot_max_age_s, metrics=metrics)
 
+    def certificate(ok: bool) -> None:
+        metrics.webhook_certificate_ok.set(1 if ok else 0)
+
+    def serving(server: WebhookServer) -> None:
+        log.info("placement_webhook_serving", port=server.port)
+
     async def serve() -> None:
-        cert_file, key_file = await _wait_for_certificate(cert_dir)
-        server = await start_webhook_server(
+        # A missing or bad pair is reported and retried, never fatal: capping goes on, and
+        # placement acts through deletion costs alone until the pair is valid.
+        await serve_webhook(
             webhook.handle,
             "0.0.0.0",  # noqa: S104 - the API server calls in from outside the pod
             settings.webhook_port,
-            cert_file,
-            key_file,
+            cert_dir / "tls.crt",
+            cert_dir / "tls.key",
+            poll_s=CERTIFICATE_POLL_S,
+            on_certificate=certificate,
+            on_serving=serving,
         )
-        log.info("placement_webhook_serving", port=server.port)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await server.stop()
 
     ctx.add_service("placement-webhook", serve)
-    return Controller("placement", reconciler, queue)
+    return Controller(
+        "placement",
+        reconciler,
+        queue,
+        workers=settings.workers,
+        reconcile_timeout_s=settings.reconcile_timeout_s,
+    )

@@ -11,6 +11,9 @@ returns a :class:`Result`. The worker turns the outcome into queue operations:
   the next change to the object enqueues it again).
 - :class:`NotLeaderError` (the write gate closed because leadership ended): logged, not retried.
 - any other exception: logged with the key and a traceback, retried with per-key backoff.
+- a reconcile still running after the controller's ``reconcile_timeout_s`` is cancelled, logged
+  (``reconcile_timed_out``), counted (``climatik_reconcile_total{result="timed_out"}``) and
+  retried with per-key backoff: no key holds a worker forever, whatever it waits on.
 
 Each reconcile gets a fresh ``reconcile_id``, bound with ``controller`` and ``key`` to structlog's
 context variables, so every log line the reconciler (or anything it calls) writes carries them.
@@ -53,14 +56,26 @@ class Reconciler(Protocol):
     async def reconcile(self, key: str) -> Result: ...
 
 
+DEFAULT_RECONCILE_TIMEOUT_S = 10.0
+"""The deadline of one reconcile when a controller names none: well inside the power-cap
+controller's 15 s interval, far beyond a healthy reconcile (milliseconds)."""
+
+
 @dataclass
 class Controller:
-    """A named reconciler with its queue and worker count, as registered with the manager."""
+    """A named reconciler with its queue, worker count and reconcile deadline.
+
+    Several workers reconcile different keys concurrently (the queue never hands one key to two
+    workers), so a reconciler keeps per-key state in dicts keyed by its key and holds nothing
+    across an ``await`` that another key's reconcile could change. ``reconcile_timeout_s=None``
+    turns the deadline off.
+    """
 
     name: str
     reconciler: Reconciler
     queue: WorkQueue[str]
     workers: int = 1
+    reconcile_timeout_s: float | None = DEFAULT_RECONCILE_TIMEOUT_S
 
 
 def enqueue_handlers(
@@ -84,8 +99,10 @@ async def process_one(controller: Controller, key: str, metrics: RuntimeMetrics)
     with structlog.contextvars.bound_contextvars(
         controller=controller.name, key=key, reconcile_id=reconcile_id
     ):
+        deadline = asyncio.timeout(controller.reconcile_timeout_s)
         try:
-            result = await controller.reconciler.reconcile(key)
+            async with deadline:
+                result = await controller.reconciler.reconcile(key)
         except asyncio.CancelledError:
             raise
         except NotLeaderError as error:
@@ -98,9 +115,18 @@ async def process_one(controller: Controller, key: str, metrics: RuntimeMetrics)
             queue.forget(key)
             outcome = "terminal_error"
         except Exception as error:
-            log.exception("reconcile_failed", error=str(error), retries=queue.num_requeues(key) + 1)
+            retries = queue.num_requeues(key) + 1
+            if isinstance(error, TimeoutError) and deadline.expired():
+                # Cancelled at the deadline. No traceback: where it was cut says nothing, and
+                # a dead Prometheus would fill the log with them.
+                log.warning(
+                    "reconcile_timed_out", timeout_s=controller.reconcile_timeout_s, retries=retries
+                )
+                outcome = "timed_out"
+            else:
+                log.exception("reconcile_failed", error=str(error), retries=retries)
+                outcome = "error"
             queue.add_rate_limited(key)
-            outcome = "error"
         else:
             if result.requeue:
                 queue.add_rate_limited(key)

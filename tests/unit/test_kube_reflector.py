@@ -15,7 +15,9 @@ import pytest
 
 from climatik.kube.client import CONFIGMAPS, ApiError
 from climatik.kube.informer import EventHandlers, Informer
-from climatik.kube.watchstate import WatchSettings
+from climatik.kube.reflector import RawObject, Reflector
+from climatik.kube.watchstate import WatchEventType, WatchSettings
+from tests.unit.fakeclock import FakeClock
 
 HANG = object()
 
@@ -38,6 +40,9 @@ class _Content:
         step = self.script.pop(0)
         if step is HANG:
             await asyncio.sleep(3600)
+        if callable(step):  # something that happens between two reads (time passing)
+            step()
+            return await self.readany()
         if isinstance(step, BaseException):
             raise step
         assert isinstance(step, bytes)
@@ -178,3 +183,50 @@ async def test_connection_errors_back_off_and_resume_from_the_last_version() -> 
     assert client.watch_versions == ["2", "4", "4", "4", "6"]
     assert events == [("add", "a"), ("update", "a"), ("update", "a")]
     assert informer.reflector.state.consecutive_failures == 3
+
+
+class _CountingSink:
+    def __init__(self) -> None:
+        self.lists = 0
+
+    def replace(self, objs: list[RawObject], resource_version: str) -> None:
+        self.lists += 1
+
+    def apply(self, event_type: WatchEventType, obj: RawObject) -> None:
+        pass
+
+
+async def test_a_server_answering_410_in_a_loop_is_relisted_with_backoff() -> None:
+    """410 Gone on open or as an event: relist after 0.8 s, 1.6 s, ... like any failure, and
+    the count starts over once the watch has stayed up for the reset period (120 s)."""
+    clock = FakeClock()
+    gone = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
+    client = ScriptedClient(
+        lists=[[_cm("a", "2")]],
+        watches=[
+            ApiError(410, {"reason": "Expired"}),
+            [_line("ERROR", gone)],
+            ApiError(410, {"reason": "Expired"}),
+            # A watch that works for a while (200 s on the fake clock), then expires.
+            [lambda: clock.advance(200), _line("MODIFIED", _cm("a", "3")), _line("ERROR", gone)],
+            ApiError(410, {"reason": "Expired"}),
+        ],
+    )
+    sink = _CountingSink()
+    reflector = Reflector(
+        client,  # type: ignore[arg-type]
+        CONFIGMAPS,
+        sink,
+        settings=WatchSettings(backoff_jitter=0.0),
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    task = asyncio.create_task(reflector.run())
+    try:
+        await asyncio.wait_for(client.done.wait(), 5)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert sink.lists == 6  # the first list and one per 410
+    assert clock.slept_s == pytest.approx([0.8, 1.6, 3.2, 0.8, 1.6])

@@ -209,3 +209,129 @@ async def test_concurrent_workers_never_process_one_key_twice(
     assert overlaps == []
     # Coalescing never loses the last add: each key was processed after its final add.
     assert processed_after_last_add == add_serial
+
+
+def test_ready_keys_are_handed_out_round_robin_across_namespaces() -> None:
+    """Twenty keys of one tenant do not make another tenant's key wait behind all of them."""
+    queue: WorkQueue[str] = WorkQueue(clock=FakeClock())
+    for index in range(5):
+        queue.add(f"a/{index}")
+    queue.add("b/0")
+    queue.add("b/1")
+    queue.add("c/0")
+    handed = [queue.get_nowait() for _ in range(9)]
+    assert handed == ["a/0", "b/0", "c/0", "a/1", "b/1", "a/2", "a/3", "a/4", None]
+
+
+def test_the_fairness_key_is_the_callers_choice_for_cluster_scoped_keys() -> None:
+    queue: WorkQueue[str] = WorkQueue(
+        clock=FakeClock(), fairness_key=lambda key: key.partition("-")[0]
+    )
+    for key in ["rack1-n1", "rack1-n2", "rack1-n3", "rack2-n1"]:
+        queue.add(key)
+    handed = [queue.get_nowait() for _ in range(4)]
+    assert handed == ["rack1-n1", "rack2-n1", "rack1-n2", "rack1-n3"]
+    assert len(queue) == 0
+
+
+_NAMESPACES = ["a", "b", "c"]
+_queue_ops = st.one_of(
+    st.tuples(st.just("add"), st.sampled_from(_NAMESPACES), st.integers(0, 3)),
+    st.tuples(st.just("add_after"), st.sampled_from(_NAMESPACES), st.integers(0, 3)),
+    st.tuples(st.just("advance"), st.just(""), st.integers(1, 5)),
+    st.tuples(st.just("get"), st.just(""), st.just(0)),
+    st.tuples(st.just("done"), st.just(""), st.integers(0, 7)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ops=st.lists(_queue_ops, max_size=80))
+def test_model_fair_across_namespaces_exclusive_and_lossless(
+    ops: list[tuple[str, str, int]],
+) -> None:
+    """Any interleaving of adds, delayed adds, clock moves, gets and dones, against a model.
+
+    - a key is never handed out while it is in flight, and only when the model has it ready;
+    - nothing is lost: after the in-flight keys are done and every delay has passed, exactly
+      the keys the model still owes are handed out;
+    - fairness: a namespace that joins the ready ones when k namespaces hold ready keys is
+      served before more than k - 1 keys of other namespaces are handed out.
+    """
+    clock = FakeClock()
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    ready: set[str] = set()
+    dirty: set[str] = set()
+    in_flight: list[str] = []
+    delayed: dict[str, float] = {}
+    waiting: dict[str, tuple[int, int]] = {}  # namespace -> (k when it joined, others served)
+
+    def namespaces_ready() -> set[str]:
+        return {key.partition("/")[0] for key in ready}
+
+    def model_add(key: str) -> None:
+        if key in ready or key in dirty:
+            return
+        if key in in_flight:
+            dirty.add(key)
+        else:
+            ready.add(key)
+
+    def note_joined() -> None:
+        current = namespaces_ready()
+        for namespace in current - waiting.keys():
+            waiting[namespace] = (len(current), 0)
+
+    for op, namespace, number in ops:
+        key = f"{namespace}/{number}"
+        if op == "add":
+            queue.add(key)
+            model_add(key)
+        elif op == "add_after":
+            queue.add_after(key, number)
+            if number <= 0:
+                model_add(key)
+            else:
+                delayed[key] = min(delayed.get(key, float("inf")), clock() + number)
+        elif op == "advance":
+            clock.advance(number)
+        elif op == "done":
+            if not in_flight:
+                continue
+            done = in_flight.pop(number % len(in_flight))
+            queue.done(done)
+            if done in dirty:
+                dirty.discard(done)
+                ready.add(done)
+        else:
+            for due in [k for k, at in delayed.items() if at <= clock()]:
+                del delayed[due]
+                model_add(due)
+            note_joined()
+            got = queue.get_nowait()
+            if got is None:
+                assert not ready
+                continue
+            assert got in ready
+            assert got not in in_flight
+            ready.discard(got)
+            in_flight.append(got)
+            served = got.partition("/")[0]
+            del waiting[served]
+            for other, (k, others_served) in list(waiting.items()):
+                assert others_served + 1 <= k - 1, f"{other} waited past {k - 1} other keys"
+                waiting[other] = (k, others_served + 1)
+            if served in namespaces_ready():
+                waiting[served] = (len(namespaces_ready()), 0)
+        note_joined()
+
+    for done in in_flight:
+        queue.done(done)
+        if done in dirty:
+            ready.add(done)
+    clock.advance(1000)
+    owed = ready | delayed.keys()
+    handed: list[str] = []
+    while (got := queue.get_nowait()) is not None:
+        handed.append(got)
+        queue.done(got)
+    assert sorted(handed) == sorted(owed)

@@ -29,7 +29,11 @@ from climatik.reconcilers.powercap import PowerCapReconciler
 from climatik.reconcilers.result import TerminalError
 from climatik.reconcilers.settings import CappingSettings, GpuTuningSettings
 from climatik.reconcilers.targets import WorkloadCaches
-from climatik.runtime.capping import gpu_tuning_controller, power_cap_controller
+from climatik.runtime.capping import (
+    PROMETHEUS_QUERIES_PER_RECONCILE,
+    gpu_tuning_controller,
+    power_cap_controller,
+)
 from climatik.runtime.controllers import BUILTIN_CONTROLLERS, controller_factories
 from climatik.runtime.manager import Manager
 from climatik.runtime.settings import KubeSettings, LeaderElectionSettings, RuntimeSettings
@@ -122,6 +126,35 @@ async def test_power_cap_without_gpu_tuning_gets_no_tuned_watts() -> None:
     assert isinstance(capping, PowerCapReconciler)
     assert isinstance(tuning, GpuTuningReconciler)
     assert tuning._hints is capping._hints
+
+
+async def test_controllers_reconcile_several_configs_at_once_under_a_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    manager = _manager(None)
+    for factory in BUILTIN_CONTROLLERS:
+        manager.add_controller(factory)
+    settings = {c.name: (c.workers, c.reconcile_timeout_s) for c in manager.controllers}
+    assert settings == {
+        "power-cap": (8, 10.0),
+        "carbon": (2, 120.0),
+        "placement": (2, 60.0),
+        "gpu-tuning": (1, 60.0),
+    }
+
+    monkeypatch.setenv("CLIMATIK_CAPPING__WORKERS", "3")
+    monkeypatch.setenv("CLIMATIK_CAPPING__RECONCILE_TIMEOUT_S", "4.5")
+    power_cap = _manager(None).add_controller(power_cap_controller)
+    assert (power_cap.workers, power_cap.reconcile_timeout_s) == (3, 4.5)
+    # The outbound pool has room for every worker's queries at once: a config whose
+    # Prometheus never answers cannot take the connections another config needs.
+    assert isinstance(power_cap.reconciler, PowerCapReconciler)
+    session = await power_cap.reconciler._prometheus._session_factory()
+    try:
+        assert isinstance(session.connector, aiohttp.TCPConnector)
+        assert session.connector.limit == 3 * PROMETHEUS_QUERIES_PER_RECONCILE
+    finally:
+        await session.close()
 
 
 class _Cache:

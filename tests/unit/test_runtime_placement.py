@@ -1,25 +1,89 @@
-"""The placement webhook starts serving when its certificate appears, without a restart."""
+"""The placement webhook service: a certificate problem is reported and retried, never fatal,
+and the webhook starts serving when a valid pair appears, without a restart."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 from pathlib import Path
 
+import aiohttp
 import pytest
+import structlog
 
+from climatik.kube.client import KubeClient
 from climatik.runtime import placement
+from climatik.runtime.manager import Manager
+from climatik.runtime.settings import LeaderElectionSettings, RuntimeSettings
+from tests.unit.test_placement_webhook import self_signed
 
 
-async def test_serving_waits_for_the_certificate_then_proceeds(
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _healthz(port: int, cafile: Path) -> int:
+    trust = ssl.create_default_context(cafile=str(cafile))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"https://127.0.0.1:{port}/healthz", ssl=trust) as resp,
+    ):
+        return resp.status
+
+
+async def test_a_garbage_certificate_is_reported_and_serving_starts_once_the_pair_is_valid(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(placement, "CERTIFICATE_POLL_S", 0.01)
-    waiting = asyncio.create_task(placement._wait_for_certificate(tmp_path))
-    await asyncio.sleep(0.05)
-    assert not waiting.done(), "no certificate yet: keep waiting"
-    (tmp_path / "tls.crt").write_text("cert")
-    await asyncio.sleep(0.05)
-    assert not waiting.done(), "half a pair is not a pair"
-    (tmp_path / "tls.key").write_text("key")
-    cert, key = await asyncio.wait_for(waiting, 1)
-    assert (cert.name, key.name) == ("tls.crt", "tls.key")
+    port = _free_port()
+    monkeypatch.setenv("CLIMATIK_PLACEMENT__WEBHOOK_CERT_DIR", str(tmp_path))
+    monkeypatch.setenv("CLIMATIK_PLACEMENT__WEBHOOK_PORT", str(port))
+    monkeypatch.setattr(placement, "CERTIFICATE_POLL_S", 0.02)
+    manager = Manager(
+        RuntimeSettings(leader_election=LeaderElectionSettings(enabled=False)),
+        KubeClient(api_client=None),
+        install_signal_handlers=False,
+    )
+    manager.add_controller(placement.placement_controller)
+    registry = manager.metrics.registry
+
+    def certificate_ok() -> float | None:
+        return registry.get_sample_value("climatik_placement_webhook_certificate_ok")
+
+    with structlog.testing.capture_logs() as logs:
+        service = asyncio.create_task(manager._services["placement-webhook"]())
+        try:
+            await asyncio.sleep(0.2)  # several polls without the files (not mounted yet)
+            assert not service.done(), "a missing certificate must not end the service"
+            assert certificate_ok() == 0
+            # Then a pair that is there but garbage.
+            (tmp_path / "tls.crt").write_text("-----BEGIN CERTIFICATE-----\ngarbage\n")
+            (tmp_path / "tls.key").write_text("not a key")
+            await asyncio.sleep(0.2)
+            assert not service.done(), "a bad certificate must not end the service (or process)"
+            assert certificate_ok() == 0
+            unavailable = [
+                e["error"] for e in logs if e["event"] == "webhook_certificate_unavailable"
+            ]
+            assert len(unavailable) == 2, "said once per problem, not once per poll"
+            assert "cannot read" in unavailable[0]
+            assert "cannot load tls.crt/tls.key" in unavailable[1]
+            with pytest.raises(ConnectionRefusedError):  # nothing listens yet
+                await asyncio.open_connection("127.0.0.1", port)
+
+            cert, key = self_signed(tmp_path, "fresh")
+            cert.replace(tmp_path / "tls.crt")
+            key.replace(tmp_path / "tls.key")
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if certificate_ok() == 1:
+                    break
+            assert certificate_ok() == 1
+            assert await _healthz(port, tmp_path / "tls.crt") == 200
+            assert not service.done()
+        finally:
+            service.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await service

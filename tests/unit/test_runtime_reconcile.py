@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Iterator
@@ -20,17 +21,29 @@ from tests.unit.fakeclock import FakeClock
 log = structlog.get_logger("test")
 
 
+HANG = object()
+"""A scripted outcome: wait for something that never comes."""
+
+
 class Scripted:
     """A reconciler that answers from a script and logs one line per call."""
 
-    def __init__(self, *outcomes: Result | Exception) -> None:
+    def __init__(self, *outcomes: Result | Exception | object) -> None:
         self.outcomes = list(outcomes)
+        self.cancelled = 0
 
     async def reconcile(self, key: str) -> Result:
         log.info("probe_reconciled", seen_key=key)
         outcome = self.outcomes.pop(0)
+        if outcome is HANG:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
         if isinstance(outcome, Exception):
             raise outcome
+        assert isinstance(outcome, Result)
         return outcome
 
 
@@ -98,3 +111,33 @@ async def test_every_log_line_of_one_reconcile_carries_its_id(log_stream: io.Str
     assert probe[0]["reconcile_id"] != probe[1]["reconcile_id"]
     # Nothing stays bound after the reconcile.
     assert structlog.contextvars.get_contextvars() == {}
+
+
+async def test_a_reconcile_past_its_deadline_is_cancelled_logged_counted_and_retried(
+    log_stream: io.StringIO,
+) -> None:
+    reconciler = Scripted(HANG, TimeoutError("the reconciler's own"), Result())
+    queue: WorkQueue[str] = WorkQueue(
+        "probe", clock=FakeClock(), rate_limiter=ItemExponentialFailureRateLimiter()
+    )
+    controller = Controller("probe", reconciler, queue, reconcile_timeout_s=0.05)
+    metrics = RuntimeMetrics()
+
+    outcome = await asyncio.wait_for(process_one(controller, "ns/slow", metrics), 5)
+    assert outcome == "timed_out"
+    assert reconciler.cancelled == 1, "the reconcile itself was cancelled, not left running"
+    assert queue.num_requeues("ns/slow") == 1  # retried with the per-key backoff
+    assert queue.delayed == 1
+    assert _value(metrics, "timed_out") == 1
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    timed_out = [line for line in lines if line["event"] == "reconcile_timed_out"]
+    assert len(timed_out) == 1
+    assert timed_out[0]["key"] == "ns/slow"
+    assert timed_out[0]["timeout_s"] == 0.05
+    assert "exception" not in timed_out[0]
+
+    # A TimeoutError the reconciler raises itself is an ordinary failure, not the deadline.
+    assert await process_one(controller, "ns/slow", metrics) == "error"
+    assert _value(metrics, "timed_out") == 1
+    assert await process_one(controller, "ns/slow", metrics) == "success"
+    assert queue.num_requeues("ns/slow") == 0
