@@ -587,7 +587,12 @@ class GpuTuning(CrdModel):
 
     mode: GpuTuningMode = Field(
         default=GpuTuningMode.DISABLED,
-        description="Disabled, Recommend (status and events only), or Apply (runs a Job).",
+        description=(
+            "Disabled; Recommend (a Job sweeps clocks and reports the best, then restores the "
+            "defaults); or Apply (the Job also keeps the best clock), honoured only in namespaces "
+            "the controller's CLIMATIK_GPU_TUNING__APPLY_NAMESPACES lists (elsewhere it runs as "
+            "Recommend)."
+        ),
     )
     min_interval_seconds: Annotated[int, Field(ge=60, le=604_800)] = Field(
         default=3600, description="Least time between two tuning runs."
