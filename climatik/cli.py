@@ -16,6 +16,7 @@ from climatik.devcluster.cli import add_dev_cluster_parser
 from climatik.gputune.cli import add_gpu_tune_parser
 from climatik.runtime.cli import add_run_parser
 from climatik.runtime.explain import add_explain_parser
+from climatik.runtime.logging import configure_logging
 from climatik.sim.cli import add_simulate_parser
 
 
@@ -49,5 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
+    # Every subcommand logs like `run` does until it configures its own: never structlog's
+    # default, whose tracebacks print every frame's locals (a header with an API key, say).
+    configure_logging()
     status: int = handler(args)
     return status
