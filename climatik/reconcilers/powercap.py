@@ -268,7 +268,7 @@ class PowerCapReconciler:
         held = self._held(obj, memory) | {
             (t.kind, t.name) for t in targets if _capped_by(t.obj) == key
         }
-        held = (targeted & held) | await self._give_back(key, config.namespace, held - targeted)
+        held = (targeted & held) | await self._give_back(obj, key, held - targeted)
         for problem in resolution.missing:
             await self._events.record(obj, "Warning", "TargetMissing", problem)
         for target in targets:
@@ -344,9 +344,12 @@ class PowerCapReconciler:
             for t, d in changed
             if holds_below_user_max(t, d.new_max_replicas) and (t.kind, t.name) not in held
         }
-        if new_holds:
+        unguarded = GIVE_BACK_FINALIZER not in (obj["metadata"].get("finalizers") or ())
+        if new_holds or (held and unguarded):
             # Record before acting: a crash between the two leaves a record of an object not
-            # yet capped (dropped at give-back), never a capped object without a record.
+            # yet capped (dropped at give-back), never a capped object without a record. A hold
+            # without the finalizer (capped before records existed, or the finalizer removed by
+            # hand) gets it now, or deleting the config would leave the ceiling lowered.
             obj = await self._record_holds(obj, held | new_holds)
             held |= new_holds
         conflicts = 0
@@ -650,14 +653,17 @@ class PowerCapReconciler:
         )
         return obj
 
-    async def _give_back(self, key: str, namespace: str, held: set[Held]) -> set[Held]:
+    async def _give_back(self, obj: Mapping[str, Any], key: str, held: set[Held]) -> set[Held]:
         """Restore the user's ceiling on objects this config holds but no longer targets.
 
         Only objects of the config's own namespace, named by its own records, and still
         annotated as capped by it: an annotation alone moves nothing, and an object someone
         else has taken over (or that is gone) is simply dropped from the records. Returns what
-        is still held (a restore refused because the object moved on is tried again).
+        is still held: a restore refused because the object moved on is tried again, and one
+        refused for another reason (a webhook, RBAC) is reported and tried again, without
+        holding up the capping of the config's other targets.
         """
+        namespace = str(obj["metadata"].get("namespace"))
         still_held: set[Held] = set()
         for kind, name in held:
             informer = (
@@ -676,9 +682,15 @@ class PowerCapReconciler:
             except ApiError as error:
                 if error.is_not_found:
                     continue
-                if not error.is_conflict:
-                    raise
                 still_held.add((kind, name))
+                if not error.is_conflict:
+                    message = (
+                        f"{kind} {namespace}/{name}: giving back the user's ceiling was "
+                        f"refused (HTTP {error.status} {error.reason}); tried again each "
+                        "interval"
+                    )
+                    log.warning("give_back_refused", target=name, status=error.status)
+                    await self._events.record(obj, "Warning", "GiveBackFailed", message)
                 continue
             log.info("ceiling_given_back", target=name, kind=str(kind))
         return still_held
@@ -691,7 +703,7 @@ class PowerCapReconciler:
             return Result()
         namespace = str(obj["metadata"].get("namespace"))
         memory = self._memory.get(key)
-        remaining = await self._give_back(key, namespace, self._held(obj, memory))
+        remaining = await self._give_back(obj, key, self._held(obj, memory))
         if remaining:
             if memory is not None:
                 memory.held = remaining

@@ -1,0 +1,200 @@
+"""What a config holds and gives back (issue 15): its own records, its namespace, its finalizer.
+
+The reconciler runs against in-memory caches and a client that applies patches to them; power
+comes from the loopback Prometheus of `test_powercap_hostile_measurements` (100 W per pod, two
+pods). The cases are the ones integration tests cannot set up cheaply: an object capped by an
+earlier version (annotations, no records, no finalizer), a refused restore, a deleted config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+
+from climatik.api.status import apply_merge_patch
+from climatik.kube.client import ApiError, KubeClient, Resource
+from climatik.kube.store import thaw
+from climatik.reconcilers.metrics import CappingMetrics
+from climatik.reconcilers.powercap import PowerCapReconciler
+from climatik.reconcilers.resources import (
+    CAPPED_BY_ANNOTATION,
+    GIVE_BACK_FINALIZER,
+    POWER_CAPPING_CONFIGS,
+    USER_MAX_ANNOTATION,
+)
+from climatik.reconcilers.settings import CappingSettings
+from climatik.reconcilers.targets import WorkloadCaches
+from climatik.sources.address import HTTPSession
+from tests.unit.test_powercap_hostile_measurements import (
+    NS,
+    Cache,
+    Events,
+    FakePrometheus,
+    objects,
+    prometheus,
+)
+
+__all__ = ["prometheus"]  # the fixture, used by name
+
+KEY = f"{NS}/cap"
+
+
+class Api(KubeClient):
+    """Applies every merge patch to the cached object (configs and ScaledObjects), as the API
+    server and a watch would; `refuse` makes patches of one ScaledObject fail."""
+
+    def __init__(self, configs: Cache, scaled_objects: Cache) -> None:
+        super().__init__(api_client=None)
+        self.caches = {POWER_CAPPING_CONFIGS.plural: configs, "scaledobjects": scaled_objects}
+        self.patched: list[tuple[str, str, dict[str, Any]]] = []
+        self.refuse: dict[str, ApiError] = {}
+
+    async def merge_patch(
+        self,
+        resource: Resource,
+        name: str,
+        patch: Mapping[str, Any],
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        if name in self.refuse and resource.plural == "scaledobjects":
+            raise self.refuse[name]
+        self.patched.append((f"{namespace}/{name}", resource.plural, dict(patch)))
+        cache = self.caches[resource.plural]
+        current = cache.store.get(f"{namespace}/{name}")
+        if current is None:
+            raise ApiError(404, {"reason": "NotFound"})
+        updated: dict[str, Any] = apply_merge_patch(thaw(current), patch)
+        updated["metadata"].pop("resourceVersion", None)
+        cache.store.upsert(updated)
+        return updated
+
+
+def capped_by_an_earlier_version(workloads: WorkloadCaches, *, capped_by: str = KEY) -> None:
+    """The target as a controller before records left it: ceiling 2, user max 4, annotated."""
+    so = thaw(workloads.scaled_objects.store.get(f"{NS}/chat"))
+    so["spec"]["maxReplicaCount"] = 2
+    so["metadata"]["annotations"] = {USER_MAX_ANNOTATION: "4", CAPPED_BY_ANNOTATION: capped_by}
+    workloads.scaled_objects.store.upsert(so)
+
+
+async def run(
+    prometheus: FakePrometheus, configs: Cache, workloads: WorkloadCaches, api: Api
+) -> Events:
+    events = Events()
+    async with HTTPSession() as session:
+
+        async def session_factory() -> aiohttp.ClientSession:
+            return session
+
+        reconciler = PowerCapReconciler(
+            api,
+            configs=configs,
+            workloads=workloads,
+            nodes=Cache(),
+            events=events,
+            metrics=CappingMetrics(CollectorRegistry()),
+            settings=CappingSettings(),
+            session_factory=session_factory,
+        )
+        await reconciler.reconcile(KEY)
+    return events
+
+
+def config_of(configs: Cache) -> dict[str, Any]:
+    obj = configs.store.get(KEY)
+    assert obj is not None
+    config: dict[str, Any] = thaw(obj)
+    return config
+
+
+def delete(configs: Cache) -> None:
+    obj = config_of(configs)
+    obj["metadata"]["deletionTimestamp"] = "2026-12-05T12:00:00Z"
+    configs.store.upsert(obj)
+
+
+def ceiling(workloads: WorkloadCaches) -> tuple[int, dict[str, str]]:
+    so = workloads.scaled_objects.store.get(f"{NS}/chat")
+    assert so is not None
+    return so["spec"]["maxReplicaCount"], dict(so["metadata"].get("annotations") or {})
+
+
+async def test_a_hold_from_before_records_gets_its_record_and_finalizer(
+    prometheus: FakePrometheus,
+) -> None:
+    """A reviewer's finding: a target capped before upgrading was recorded but never given the
+    finalizer, so deleting its config left the ceiling lowered for good."""
+    prometheus.cpu_watts = "480"  # 960 W of 1000: the ceiling stays held
+    configs, workloads = objects(prometheus.url, policy={"type": "Threshold"})
+    capped_by_an_earlier_version(workloads)
+    api = Api(configs, workloads.scaled_objects)
+    await run(prometheus, configs, workloads, api)
+    obj = config_of(configs)
+    assert GIVE_BACK_FINALIZER in obj["metadata"]["finalizers"]
+    assert obj["status"]["heldTargets"] == [{"kind": "ScaledObject", "name": "chat"}]
+
+    delete(configs)
+    await run(prometheus, configs, workloads, api)
+    assert ceiling(workloads) == (4, {})
+    assert GIVE_BACK_FINALIZER not in (config_of(configs)["metadata"].get("finalizers") or ())
+
+
+async def test_a_deleted_config_gives_back_only_its_own_records_in_its_namespace(
+    prometheus: FakePrometheus,
+) -> None:
+    configs, workloads = objects(prometheus.url)
+    capped_by_an_earlier_version(workloads, capped_by=f"{NS}/someone-else")
+    elsewhere = {
+        "metadata": {
+            "name": "chat",
+            "namespace": "other",
+            "annotations": {USER_MAX_ANNOTATION: "500", CAPPED_BY_ANNOTATION: KEY},
+        },
+        "spec": {"maxReplicaCount": 1},
+    }
+    workloads.scaled_objects.store.upsert(elsewhere)
+    obj = config_of(configs)
+    obj["metadata"]["finalizers"] = [GIVE_BACK_FINALIZER]
+    obj["status"] = {"heldTargets": [{"kind": "ScaledObject", "name": "chat"}]}
+    configs.store.upsert(obj)
+    delete(configs)
+    api = Api(configs, workloads.scaled_objects)
+    await run(prometheus, configs, workloads, api)
+    # Its record names chat in its own namespace, but another config holds that one now;
+    # the object in `other` names this config, but that is only an annotation.
+    assert [p for p in api.patched if p[1] == "scaledobjects"] == []
+    assert ceiling(workloads)[0] == 2
+    assert GIVE_BACK_FINALIZER not in (config_of(configs)["metadata"].get("finalizers") or ())
+
+
+async def test_a_refused_give_back_is_reported_and_does_not_stop_capping(
+    prometheus: FakePrometheus,
+) -> None:
+    """A reviewer's finding: a 403 or 422 on one restore raised before anything was measured,
+    so one bad object stopped capping and the fail-safe for every target of the config."""
+    configs, workloads = objects(prometheus.url, deploymentName="other")
+    capped_by_an_earlier_version(workloads)
+    obj = config_of(configs)
+    obj["metadata"]["finalizers"] = [GIVE_BACK_FINALIZER]
+    obj["status"] = {"heldTargets": [{"kind": "ScaledObject", "name": "chat"}]}
+    configs.store.upsert(obj)
+    api = Api(configs, workloads.scaled_objects)
+    api.refuse["chat"] = ApiError(422, {"reason": "Invalid", "message": "webhook said no"})
+    events = await run(prometheus, configs, workloads, api)
+    status = config_of(configs)["status"]
+    assert status["heldTargets"] == [{"kind": "ScaledObject", "name": "chat"}]
+    assert any(reason == "GiveBackFailed" for _, reason, _ in events.recorded)
+    assert any(c["type"] == "MetricsAvailable" for c in status["conditions"])  # it went on
+
+    delete(configs)
+    await run(prometheus, configs, workloads, api)
+    assert GIVE_BACK_FINALIZER in config_of(configs)["metadata"]["finalizers"]  # still owed
+    del api.refuse["chat"]
+    await run(prometheus, configs, workloads, api)
+    assert ceiling(workloads) == (4, {})
+    assert GIVE_BACK_FINALIZER not in (config_of(configs)["metadata"].get("finalizers") or ())
