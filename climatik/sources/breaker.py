@@ -92,14 +92,22 @@ class CircuitBreaker:
         self._open_until = 0.0
         self._last_failure = ""
         self._probing = False
+        self._in_flight = 0
 
     @property
     def is_closed(self) -> bool:
         return self._failures == 0
 
+    @property
+    def forgettable(self) -> bool:
+        """Closed and with no request out: dropping it loses nothing (a request still out may
+        yet time out, and that failure must open this breaker, not a fresh one)."""
+        return self._failures == 0 and self._in_flight == 0
+
     def admit(self) -> Ticket:
         """A ticket for one request, or `CircuitOpenError` while the breaker is open."""
         if self._failures == 0:
+            self._in_flight += 1
             return Ticket(probe=False)
         now = self._clock()
         if now < self._open_until:
@@ -109,10 +117,12 @@ class CircuitBreaker:
         if self._probing:
             raise CircuitOpenError(self._last_failure, now - self._failed_at, None)
         self._probing = True
+        self._in_flight += 1
         return Ticket(probe=True)
 
     def record(self, ticket: Ticket, outcome: Outcome, detail: str = "") -> None:
         """What became of the request `ticket` admitted; `detail` says why it failed."""
+        self._in_flight -= 1
         if ticket.probe:
             self._probing = False
         if outcome is Outcome.SUCCESS:

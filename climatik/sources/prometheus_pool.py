@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import replace
 from typing import Literal, TypeVar, cast
 
 import aiohttp
+import yarl
 
 from climatik.sources.address import redact
 from climatik.sources.breaker import (
@@ -118,12 +120,12 @@ class PrometheusPool:
         return self._wall_clock()
 
     def _breaker(self, address: str) -> CircuitBreaker:
-        key = address.rstrip("/")
+        key = _server_of(address)
         breaker = self._breakers.get(key)
         if breaker is None:
-            # Closed breakers carry no state: drop them so configs that come and go with
+            # Closed, idle breakers carry no state: drop them so configs that come and go with
             # addresses of their own do not grow this map for the controller's lifetime.
-            self._breakers = {k: b for k, b in self._breakers.items() if not b.is_closed}
+            self._breakers = {k: b for k, b in self._breakers.items() if not b.forgettable}
             breaker = self._breakers[key] = CircuitBreaker(
                 self._breaker_settings, clock=self._clock
             )
@@ -244,11 +246,18 @@ class SharedPrometheus:
         pod_label: str,
         lookback_delta_s: Lookback = "default",
     ) -> PodSamples:
-        """As `PrometheusClient.query_by_pod` (its callers judge sample ages themselves)."""
+        """As `PrometheusClient.query_by_pod` (its callers judge sample ages themselves).
+
+        One answer covers every pod of the server, so it is shared by every config asking the
+        same shape, whatever its own maximum sample age: that age is left out of the key and
+        `"default"` means Prometheus's own lookback, not the age (callers judge ages from the
+        freshness query). Otherwise a config per distinct `maxMetricAgeSeconds` would cost the
+        server one more cluster-wide query each."""
+        shared = replace(self._settings, max_sample_age_s=None)
         key = (
             "by_pod",
             self._address,
-            self._settings,
+            shared,
             promql,
             namespace_label,
             pod_label,
@@ -257,7 +266,7 @@ class SharedPrometheus:
         return await self._pool.shared(
             key,
             self._address,
-            self._settings,
+            shared,
             lambda client: client.query_by_pod(
                 promql,
                 namespace_label=namespace_label,
@@ -266,3 +275,15 @@ class SharedPrometheus:
             ),
             promql,
         )
+
+
+def _server_of(address: str) -> str:
+    """One breaker per server (scheme, host, port): path or query spellings of one address
+    must not each get their own first timeout."""
+    try:
+        url = yarl.URL(address.strip())
+    except ValueError:
+        return address
+    if not url.host:
+        return address
+    return f"{url.scheme}://{url.host.lower()}:{url.port}"

@@ -8,7 +8,8 @@ shared with the callers waiting for them but never kept, so the next caller asks
 
 Guarantees: a caller that is cancelled does not cancel the read others wait for (it runs as a
 task of its own, awaited through `asyncio.shield`); at most `max_entries` answers are kept, the
-oldest dropped first; `close()` cancels reads still running. The clock is injected.
+oldest dropped first, and expired ones are dropped as new ones come; `close()` cancels reads
+still running. The clock is injected.
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ class SingleFlight(Generic[K, V]):
     def _keep(self, key: K, value: V, expires_at: float) -> None:
         self._kept[key] = (expires_at, value)
         self._kept.move_to_end(key)
+        # Answers are kept in the order they came; those that expired go at once, so memory
+        # holds one TTL's worth of answers, not `max_entries` of them.
+        now = self._clock()
+        while self._kept and next(iter(self._kept.values()))[0] <= now:
+            self._kept.popitem(last=False)
         if len(self._kept) > self._max_entries:
             now = self._clock()
             for stale in [k for k, (until, _) in self._kept.items() if until <= now]:

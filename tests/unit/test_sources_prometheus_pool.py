@@ -264,3 +264,59 @@ async def test_an_error_answer_is_an_answer_and_does_not_trip_the_breaker(
             await querier.query(query)
     assert set(server.queries) == {"sum(", "max("}
     await pool.close()
+
+
+async def test_a_dead_server_still_fails_fast_while_another_address_is_in_use(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    """A reviewer's finding: asking a new address dropped every closed breaker, including one
+    whose first request was still out, so the dead server's timeout landed on a forgotten
+    breaker and every round waited out a full timeout again."""
+    server.hang = True
+    clock = Clock(0.0)
+    pool = pool_for(session, clock, breaker=BreakerSettings(5.0, 60.0))
+    hung = PrometheusSettings(timeout_s=0.3, max_sample_age_s=60.0)
+    dead = pool.querier(server.url, hung)
+    first = asyncio.create_task(dead.query("sum(a)"))
+    await asyncio.sleep(0.05)  # the first request is out
+    # Meanwhile another tenant's config asks another address (refused at once: port 9).
+    other = pool.querier("http://127.0.0.1:9", hung)
+    with pytest.raises(PrometheusUnreachableError):
+        await other.query("sum(x)")
+    with pytest.raises(PrometheusTimeoutError):
+        await first
+    started = time.monotonic()
+    with pytest.raises(PrometheusUnreachableError, match="failing fast"):
+        await dead.query("sum(b)")
+    assert time.monotonic() - started < 0.1
+    await pool.close()
+
+
+async def test_path_spellings_of_one_server_share_its_breaker(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    server.hang = True
+    pool = pool_for(session, Clock(0.0), breaker=BreakerSettings(5.0, 60.0))
+    hung = PrometheusSettings(timeout_s=0.3, max_sample_age_s=60.0)
+    with pytest.raises(PrometheusTimeoutError):
+        await pool.querier(server.url, hung).query("sum(a)")
+    with pytest.raises(PrometheusUnreachableError, match="failing fast"):
+        await pool.querier(server.url + "/prefix/", hung).query("sum(a)")
+    await pool.close()
+
+
+async def test_configs_with_different_sample_ages_share_one_grouped_read(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    """The grouped answer covers every pod: a tenant must not multiply cluster-wide queries by
+    giving each of its configs another `maxMetricAgeSeconds`."""
+    pool = pool_for(session, Clock(0.0))
+    for age in (30.0, 60.0, 90.0, 3600.0):
+        querier = pool.querier(server.url, PrometheusSettings(max_sample_age_s=age))
+        await querier.query_by_pod(
+            "sum by (pod_namespace, pod_name) (kepler_pod_cpu_watts)",
+            namespace_label="pod_namespace",
+            pod_label="pod_name",
+        )
+    assert sum(server.queries.values()) == 1
+    await pool.close()
