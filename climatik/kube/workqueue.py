@@ -4,6 +4,10 @@
   part before ``/``; ``fairness_key`` chooses another grouping), FIFO within one namespace. With
   k namespaces holding ready keys, a namespace waits for at most k - 1 other keys, however many
   keys another namespace piles up: one tenant's slow configs cannot starve the others.
+- **A share of the workers**: with ``max_in_flight_per_group``, no namespace holds more than that
+  many keys in processing at once, so one tenant's slow reconciles (a Prometheus that answers
+  after seconds) cannot occupy every worker while other tenants' keys wait; a group at its limit
+  keeps its turn and goes first once one of its keys is done.
 - **Dedup**: a key waiting in the queue is there once, however often it is added.
 - **Exclusive**: a key handed to a worker is in ``processing`` until ``done(key)``; it is never
   handed to a second worker meanwhile.
@@ -89,9 +93,14 @@ class WorkQueue(Generic[K]):
         clock: Callable[[], float] = time.monotonic,
         metrics: WorkQueueMetrics | None = None,
         fairness_key: Callable[[K], Hashable] = namespace_of,
+        max_in_flight_per_group: int | None = None,
     ) -> None:
+        if max_in_flight_per_group is not None and max_in_flight_per_group < 1:
+            raise ValueError("max_in_flight_per_group must be at least 1")
         self.name = name
         self._fairness_key = fairness_key
+        self._max_in_flight = max_in_flight_per_group
+        self._in_flight: dict[Hashable, int] = {}
         self._clock = clock
         self.rate_limiter: RateLimiter = rate_limiter or default_controller_rate_limiter(
             clock=clock
@@ -157,9 +166,9 @@ class WorkQueue(Generic[K]):
         if self._shutting_down:
             raise ShutDownError(self.name)
         self._promote_due()
-        if not self._turns:
+        group = self._next_group()
+        if group is None:
             return None
-        group = self._turns.popleft()
         keys = self._ready[group]
         key = keys.popleft()
         if keys:
@@ -167,6 +176,7 @@ class WorkQueue(Generic[K]):
         else:
             del self._ready[group]
         self._ready_count -= 1
+        self._in_flight[group] = self._in_flight.get(group, 0) + 1
         self._processing.add(key)
         self._dirty.discard(key)
         added_at = self._added_at.pop(key, None)
@@ -198,7 +208,16 @@ class WorkQueue(Generic[K]):
 
     def done(self, key: K) -> None:
         """The worker finished ``key``; if it was re-added meanwhile, queue it again."""
-        self._processing.discard(key)
+        if key in self._processing:
+            self._processing.discard(key)
+            group = self._fairness_key(key)
+            left = self._in_flight.get(group, 0) - 1
+            if left > 0:
+                self._in_flight[group] = left
+            else:
+                self._in_flight.pop(group, None)
+            if self._max_in_flight is not None:
+                self._wake_all()  # its group may have a free slot again
         if key in self._dirty:
             self._push(key)
         if not self._processing:
@@ -249,6 +268,17 @@ class WorkQueue(Generic[K]):
         return len(self._delayed_until)
 
     # -- internals --------------------------------------------------------------------------
+
+    def _next_group(self) -> Hashable | None:
+        """The first group in turn order with a ready key and, under a per-group limit, a free
+        slot; it leaves the turn order (`get_nowait` puts it back if it has more keys). A group
+        at its limit keeps its place, so it goes first once one of its keys is done."""
+        limit = self._max_in_flight
+        for index, group in enumerate(self._turns):
+            if limit is None or self._in_flight.get(group, 0) < limit:
+                del self._turns[index]
+                return group
+        return None
 
     def _push(self, key: K) -> None:
         group = self._fairness_key(key)

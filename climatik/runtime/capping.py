@@ -132,12 +132,20 @@ def config_handlers(queue: WorkQueue[str], status_fields: tuple[str, ...] = ()) 
     )
 
 
+def namespace_share(workers: int) -> int:
+    """How many of a controller's workers one namespace may hold at once: half, so a tenant
+    whose every reconcile waits on a slow Prometheus leaves the other half to everyone else."""
+    return max(1, workers // 2)
+
+
 def power_cap_controller(ctx: ControllerContext) -> Controller:
     """The power-cap controller: `CLIMATIK_CAPPING__WORKERS` configs at once, each reconcile
     under `CLIMATIK_CAPPING__RECONCILE_TIMEOUT_S`; decisions are cheap, waiting on a tenant's
     Prometheus is not, and one tenant's silent Prometheus must not hold up the others."""
     settings = CappingSettings()
-    queue = ctx.new_queue("power-cap")
+    queue = ctx.new_queue(
+        "power-cap", max_in_flight_per_namespace=namespace_share(settings.workers)
+    )
     configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
     configs.add_handlers(
         config_handlers(queue, status_fields=("effectiveCapWatts", "effectiveCapSource"))
@@ -195,7 +203,7 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
 def carbon_controller(ctx: ControllerContext) -> Controller:
     """The carbon controller: time driven per config, woken early by spec changes."""
     settings = CarbonSettings()
-    queue = ctx.new_queue("carbon")
+    queue = ctx.new_queue("carbon", max_in_flight_per_namespace=namespace_share(settings.workers))
     configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
     configs.add_handlers(config_handlers(queue))
     session = SharedSession()

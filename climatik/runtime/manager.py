@@ -202,8 +202,12 @@ class Manager:
             self._requested.append(informer)
         return informer
 
-    def new_queue(self, name: str) -> WorkQueue[str]:
-        return WorkQueue(name, metrics=self.metrics)
+    def new_queue(
+        self, name: str, *, max_in_flight_per_namespace: int | None = None
+    ) -> WorkQueue[str]:
+        return WorkQueue(
+            name, metrics=self.metrics, max_in_flight_per_group=max_in_flight_per_namespace
+        )
 
     def add_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None:
         """Run `cleanup` when the manager stops (e.g. close a controller's HTTP session)."""

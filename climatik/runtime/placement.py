@@ -36,6 +36,7 @@ from climatik.runtime.capping import (
     SharedSession,
     config_handlers,
     configs_in_namespace,
+    namespace_share,
     workload_caches,
 )
 from climatik.runtime.reconcile import Controller, ControllerContext
@@ -67,7 +68,9 @@ def watch_recirculation(
 def placement_controller(ctx: ControllerContext) -> Controller:
     """The placement controller, and its webhook server (serving once a valid pair exists)."""
     settings = PlacementSettings()
-    queue = ctx.new_queue("placement")
+    queue = ctx.new_queue(
+        "placement", max_in_flight_per_namespace=namespace_share(settings.workers)
+    )
     configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
     configs.add_handlers(config_handlers(queue))
     session = SharedSession()

@@ -191,7 +191,12 @@ class ControllerContext(Protocol):
         """
         ...
 
-    def new_queue(self, name: str) -> WorkQueue[str]: ...
+    def new_queue(
+        self, name: str, *, max_in_flight_per_namespace: int | None = None
+    ) -> WorkQueue[str]:
+        """A work queue, fair across namespaces; with `max_in_flight_per_namespace`, no
+        namespace holds more of the controller's workers at once."""
+        ...
 
     def add_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None: ...
 

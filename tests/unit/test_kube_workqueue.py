@@ -335,3 +335,69 @@ def test_model_fair_across_namespaces_exclusive_and_lossless(
         handed.append(got)
         queue.done(got)
     assert sorted(handed) == sorted(owed)
+
+
+def test_a_namespace_holds_at_most_its_share_of_the_workers() -> None:
+    """A reviewer's finding: fair hand-outs alone let a tenant whose reconciles each wait 5 s on
+    a slow Prometheus hold all eight workers, leaving others 1.6 reconciles a second."""
+    queue: WorkQueue[str] = WorkQueue(clock=FakeClock(), max_in_flight_per_group=2)
+    for i in range(5):
+        queue.add(f"slow/{i}")
+    queue.add("b/0")
+    assert [queue.get_nowait() for _ in range(4)] == ["slow/0", "b/0", "slow/1", None]
+    queue.add("b/1")
+    assert queue.get_nowait() == "b/1"  # slow is at its share; b is not
+    queue.done("slow/0")
+    assert queue.get_nowait() == "slow/2"  # a free slot: slow kept its turn
+    assert queue.get_nowait() is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("add"), st.sampled_from(_NAMESPACES), st.integers(0, 5)),
+            st.tuples(st.just("get"), st.just(""), st.just(0)),
+            st.tuples(st.just("done"), st.just(""), st.integers(0, 9)),
+        ),
+        max_size=80,
+    ),
+    limit=st.integers(1, 3),
+)
+def test_model_no_namespace_exceeds_its_share_and_nothing_is_lost(
+    ops: list[tuple[str, str, int]], limit: int
+) -> None:
+    queue: WorkQueue[str] = WorkQueue(clock=FakeClock(), max_in_flight_per_group=limit)
+    in_flight: list[str] = []
+    owed: set[str] = set()
+    for op, namespace, number in ops:
+        if op == "add":
+            key = f"{namespace}/{number}"
+            queue.add(key)
+            owed.add(key)
+        elif op == "done" and in_flight:
+            queue.done(in_flight.pop(number % len(in_flight)))
+        elif op == "get":
+            key = queue.get_nowait()
+            if key is None:
+                # Nothing handed out only when every namespace with owed keys is at its share.
+                waiting = {k.partition("/")[0] for k in owed - set(in_flight)}
+                busy = {n: sum(k.startswith(f"{n}/") for k in in_flight) for n in waiting}
+                assert all(count >= limit for count in busy.values()), (waiting, in_flight)
+                continue
+            assert key not in in_flight
+            in_flight.append(key)
+            owed.discard(key)
+            per_namespace = sum(k.startswith(f"{namespace_of_key(key)}/") for k in in_flight)
+            assert per_namespace <= limit
+    while in_flight:
+        queue.done(in_flight.pop())
+    handed: set[str] = set()
+    while (key := queue.get_nowait()) is not None:
+        handed.add(key)
+        queue.done(key)
+    assert owed <= handed
+
+
+def namespace_of_key(key: str) -> str:
+    return key.partition("/")[0]
