@@ -378,24 +378,24 @@ def test_model_no_namespace_exceeds_its_share_and_nothing_is_lost(
         elif op == "done" and in_flight:
             queue.done(in_flight.pop(number % len(in_flight)))
         elif op == "get":
-            key = queue.get_nowait()
-            if key is None:
+            handed_out = queue.get_nowait()
+            if handed_out is None:
                 # Nothing handed out only when every namespace with owed keys is at its share.
                 waiting = {k.partition("/")[0] for k in owed - set(in_flight)}
                 busy = {n: sum(k.startswith(f"{n}/") for k in in_flight) for n in waiting}
                 assert all(count >= limit for count in busy.values()), (waiting, in_flight)
                 continue
-            assert key not in in_flight
-            in_flight.append(key)
-            owed.discard(key)
-            per_namespace = sum(k.startswith(f"{namespace_of_key(key)}/") for k in in_flight)
-            assert per_namespace <= limit
+            assert handed_out not in in_flight
+            in_flight.append(handed_out)
+            owed.discard(handed_out)
+            group = namespace_of_key(handed_out)
+            assert sum(k.startswith(f"{group}/") for k in in_flight) <= limit
     while in_flight:
         queue.done(in_flight.pop())
     handed: set[str] = set()
-    while (key := queue.get_nowait()) is not None:
-        handed.add(key)
-        queue.done(key)
+    while (last := queue.get_nowait()) is not None:
+        handed.add(last)
+        queue.done(last)
     assert owed <= handed
 
 
