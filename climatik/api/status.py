@@ -126,36 +126,58 @@ SETTLE_RELATIVE = 0.05
 """Measured floats that moved by no more than this fraction keep the value already written."""
 SETTLE_ABSOLUTE = 0.5
 """... or by no more than this much (watts, degrees): noise around zero is no change either."""
-_DIGITS = re.compile(r"\d+(?:\.\d+)?")
+MEASURED_FIELDS = frozenset(
+    {
+        "measuredPowerWatts",
+        "wattsPerReplica",
+        "tokensPerWatt",
+        "powerWatts",
+        "inletCelsius",
+        "headroomWatts",
+    }
+)
+"""The status fields that are readings: the only floats that settle (a cap, a setting or a
+count never does)."""
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def _same_reading(old: float, new: float) -> bool:
     return abs(new - old) <= max(SETTLE_ABSOLUTE, SETTLE_RELATIVE * abs(old))
 
 
+def _same_message(old: str, new: str) -> bool:
+    """The same words, and every number within the readings' tolerance ("812 W of 1000 W" and
+    "836 W of 1000 W"); a count or a name that changed ("llm-1 at 3" and "llm-2 at 5") is news."""
+    if _NUMBER.sub("#", old) != _NUMBER.sub("#", new):
+        return False
+    pairs = zip(_NUMBER.findall(old), _NUMBER.findall(new), strict=True)
+    return all(_same_reading(float(a), float(b)) for a, b in pairs)
+
+
 def settle(old: Any, new: Any, *, key: str = "") -> Any:
     """`new` with the changes nobody would act on replaced by what `old` already says.
 
-    A status written on every reconcile because a measured float moved by a watt, or a message
-    quoted a number a second older, costs the API server a write per config per interval and
-    wakes every watcher. Settled: floats within `SETTLE_RELATIVE` (or `SETTLE_ABSOLUTE`) of the
-    value written, and `message`s that differ only in their numbers, keep the old value. Whole
-    numbers (replica counts), statuses, reasons and anything that appears or disappears are
-    never settled. Lists of objects are settled element by element when their lengths match.
+    A status written on every reconcile because a reading moved by a watt, or a message quoted
+    a reading a few percent off, costs the API server a write per config per interval and
+    wakes every watcher. Settled: the readings of `MEASURED_FIELDS` within `SETTLE_RELATIVE`
+    (or `SETTLE_ABSOLUTE`) of the value written, and `message`s whose words are the same and
+    whose numbers are within that tolerance. Anything else (caps, replica counts, statuses,
+    reasons, names, what appears or disappears) is never settled. Lists of objects are settled
+    element by element when their lengths match.
     """
     if isinstance(old, Mapping) and isinstance(new, Mapping):
         return {k: settle(old[k], v, key=k) if k in old else v for k, v in new.items()}
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         return [settle(o, n, key=key) for o, n in zip(old, new, strict=True)]
-    if isinstance(old, float) and isinstance(new, float) and _same_reading(old, new):
-        return old
     if (
-        key == "message"
-        and isinstance(old, str)
-        and isinstance(new, str)
-        and _DIGITS.sub("#", old) == _DIGITS.sub("#", new)
+        key in MEASURED_FIELDS
+        and isinstance(old, float)
+        and isinstance(new, float)
+        and _same_reading(old, new)
     ):
         return old
+    if key == "message" and isinstance(old, str) and isinstance(new, str):
+        return old if _same_message(old, new) else new
     return new
 
 

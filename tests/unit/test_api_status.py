@@ -312,6 +312,18 @@ def test_settled_patch_still_sends_what_a_user_acts_on() -> None:
     new=st.floats(min_value=0, max_value=1e6),
 )
 def test_settled_value_is_never_further_than_the_tolerance(old: float, new: float) -> None:
-    settled = settle({"watts": old}, {"watts": new})["watts"]
+    field = "measuredPowerWatts"
+    settled = settle({field: old}, {field: new})[field]
     assert settled in (old, new)
     assert abs(settled - new) <= max(SETTLE_ABSOLUTE, SETTLE_RELATIVE * old)
+
+
+def test_settled_patch_never_hides_a_count_a_name_or_a_cap() -> None:
+    """A reviewer's finding: masking every digit hid "llm-1 at 3" becoming "llm-2 at 5", and a
+    5 % tolerance on every float hid a new cap of 1040 W after 1000 W."""
+    written = _noisy(_status(), 1.0, "llm-1 at 3")
+    moved = status_patch(written, _noisy(_status(), 1.0, "llm-2 at 5"), settled=True)
+    assert moved is not None
+    assert moved["status"]["conditions"][0]["message"] == "llm-2 at 5"
+    recapped = status_patch(_status(), _status(effective_cap_watts=1040.0), settled=True)
+    assert recapped == {"status": {"effectiveCapWatts": 1040.0}}
