@@ -9,8 +9,10 @@ object as the user wrote it. A ceiling is never written below `minReplicaCount` 
 refuses it).
 
 Every patch carries the `resourceVersion` the decision was computed from: the API server
-refuses it (409) if the object changed since, so a write prepared on stale state (a paused
-leader that lost its lease, a user editing the ceiling mid-decision) never lands.
+refuses it (409) if the object changed since, so a write prepared on stale state never
+overwrites a change made meanwhile (a user editing the ceiling mid-decision, or the new
+leader's ceiling when a paused old leader wakes up). If nothing changed the object since, such
+a late write does land, and the leader decides again at its next interval.
 """
 
 from __future__ import annotations

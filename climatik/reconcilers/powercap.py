@@ -301,12 +301,7 @@ class PowerCapReconciler:
             )
             await self._events.record(obj, "Warning", "MeasurementMisconfigured", problem)
             raise
-        # Targets, scope and racks at once: a Prometheus that never answers costs one query
-        # timeout, so the reconcile ends (status, fail-safe) well inside its deadline.
-        async with asyncio.TaskGroup() as group:
-            measuring = group.create_task(self._measure(config, source, targets))
-            observing = group.create_task(self._observe_racks(config, source))
-        measured, racks = measuring.result(), observing.result()
+        measured, racks = await self._measure_within_budget(config, source, targets)
         cap_w, cap_source = self._effective_cap(obj, config)
         scope_cap_w, deferrable_cap_w = caps_with_carbon(
             config.power_cap_w, cap_w, any_deferrable=batch_can_yield(config, targets)
@@ -475,6 +470,32 @@ class PowerCapReconciler:
                 max_watts_per_server=self._settings.max_plausible_watts_per_server
             ),
         )
+
+    async def _measure_within_budget(
+        self,
+        config: PowerCappingConfig,
+        source: PrometheusPowerSource,
+        targets: Sequence[ResolvedTarget],
+    ) -> tuple[_Measured, tuple[RackObservation, ...]]:
+        """Targets, scope and racks at once, within `MEASURE_BUDGET` of the reconcile deadline.
+
+        A Prometheus that answers, but slowly (each query inside its own timeout, so its breaker
+        never trips), would otherwise have the reconcile cut at its deadline before it wrote
+        `MetricsAvailable=False` or applied the fail-safe, and retried with a growing backoff:
+        past the budget, what is not measured is no data, and the reconcile goes on."""
+        budget_s = MEASURE_BUDGET * self._settings.reconcile_timeout_s
+        try:
+            async with asyncio.timeout(budget_s), asyncio.TaskGroup() as group:
+                measuring = group.create_task(self._measure(config, source, targets))
+                observing = group.create_task(self._observe_racks(config, source))
+        except TimeoutError:
+            problem = (
+                f"the power queries did not finish within {budget_s:g} s "
+                f"({MEASURE_BUDGET:.0%} of CLIMATIK_CAPPING__RECONCILE_TIMEOUT_S): the "
+                "Prometheus answers too slowly"
+            )
+            return _Measured({}, None, problem, "PrometheusTimeout"), ()
+        return measuring.result(), observing.result()
 
     async def _measure(
         self,
@@ -956,6 +977,10 @@ def batch_can_yield(config: PowerCappingConfig, targets: Sequence[ResolvedTarget
 
 Held = tuple[TargetKind, str]
 """An object a config holds a lowered ceiling on: its kind and name, in the config's namespace."""
+
+MEASURE_BUDGET = 0.6
+"""The share of the reconcile deadline measuring may take; the rest is for deciding, writing
+ceilings and status (a reconcile cut at its deadline writes nothing and backs off)."""
 
 _CONFLICT_RETRY_S = 1.0
 """How soon a write refused with 409 (the object moved on) is decided again, on fresh state."""

@@ -559,6 +559,12 @@ def _sum_pods(
         return NoData(NoDataReason.NAN, grouped.query, where)
     if any(math.isinf(s.value) for s in samples):
         return NoData(NoDataReason.INFINITE, grouped.query, where)
+    negative = min(s.value for s in samples)
+    if negative < 0:
+        # One pod's -500 W beside another's +600 W would sum to a plausible 100 W.
+        return NoData(
+            NoDataReason.IMPLAUSIBLE, grouped.query, f"a negative sample ({negative:g}) {where}"
+        )
     measured_at_s = min(s.timestamp_s for s in samples)
     ahead_s = max(s.timestamp_s for s in samples) - now_s
     if ahead_s > MAX_FUTURE_SKEW_S:

@@ -9,6 +9,7 @@ absurd tokens must neither fail it nor reach the status as a non-number.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ class FakePrometheus:
     cpu_watts: str = "100"
     tokens_per_s: str = "50"
     site_watts: str = "0"
+    delay_s: float = 0.0
+    """How long every answer takes (a Prometheus that is slow but answers)."""
     queries: list[str] = field(default_factory=list)
 
     def answer(self, query: str) -> list[dict[str, Any]]:
@@ -75,6 +78,7 @@ async def prometheus() -> AsyncIterator[FakePrometheus]:
     async def handle(request: web.Request) -> web.StreamResponse:
         query = str((await request.post())["query"])
         state.queries.append(query)
+        await asyncio.sleep(state.delay_s)
         return web.json_response(
             {"status": "success", "data": {"resultType": "vector", "result": state.answer(query)}}
         )
@@ -172,7 +176,11 @@ def objects(address: str, **spec: Any) -> tuple[Cache, WorkloadCaches]:
 
 
 async def reconcile(
-    prometheus: FakePrometheus, *, nodes: int = 0, **spec: Any
+    prometheus: FakePrometheus,
+    *,
+    nodes: int = 0,
+    settings: CappingSettings | None = None,
+    **spec: Any,
 ) -> tuple[dict[str, Any], Client]:
     configs, workloads = objects(prometheus.url, **spec)
     client = Client(configs)
@@ -188,7 +196,7 @@ async def reconcile(
             nodes=Cache(*({"metadata": {"name": f"n{i}"}} for i in range(nodes))),
             events=Events(),
             metrics=CappingMetrics(CollectorRegistry()),
-            settings=CappingSettings(),
+            settings=settings or CappingSettings(),
             session_factory=session_factory,
         )
         await reconciler.reconcile(f"{NS}/cap")
@@ -254,7 +262,7 @@ async def test_the_scope_total_is_bounded_by_the_cluster_node_count(
     prometheus: FakePrometheus,
 ) -> None:
     prometheus.site_watts = "250000"
-    scope = {
+    scope: dict[str, Any] = {
         "metrics": [
             {"type": "Prometheus", "prometheusAddress": prometheus.url, "query": "sum(site_watts)"}
         ]
@@ -281,3 +289,19 @@ def test_an_efficiency_that_is_no_number_is_unknown_to_the_policies() -> None:
         tokens_per_s=1000.0,
     )
     assert observed.tokens_per_joule is None
+
+
+async def test_a_slow_prometheus_is_no_data_before_the_reconcile_deadline(
+    prometheus: FakePrometheus,
+) -> None:
+    """A reviewer's finding: queries that each answer inside their own timeout but together
+    outlast the reconcile deadline had the reconcile cut before it wrote MetricsAvailable=False
+    or applied the fail-safe, and retried with a growing backoff."""
+    prometheus.delay_s = 0.8  # each answer well inside the 5 s query timeout
+    settings = CappingSettings(reconcile_timeout_s=1.0)
+    status, client = await reconcile(prometheus, settings=settings)
+    metrics = condition(status, "MetricsAvailable")
+    assert metrics["status"] == "False"
+    assert metrics["reason"] == "PrometheusTimeout"
+    assert "did not finish within 0.6 s" in metrics["message"]
+    assert client.ceiling_patches == []  # missing data holds the ceiling

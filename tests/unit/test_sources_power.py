@@ -515,3 +515,16 @@ def test_query_configs_follow_the_power_measurement_spec() -> None:
         query_configs_for(
             PowerMeasurementConfig(preset=MeasurementPreset.CUSTOM, power_query='x{r="$rack"}')
         )
+
+
+async def test_one_negative_pod_is_not_hidden_by_the_sum() -> None:
+    """A reviewer's finding: -500 W on one pod beside +600 W on another summed to a plausible
+    100 W; a negative sample is implausible whatever the others say."""
+    querier = TableQuerier(
+        {CPU_Q: per_pod({"a": -500.0, "b": 600.0}), FRESH_Q: per_pod({"a": 999.0})}
+    )
+    source = PrometheusPowerSource(querier, power=POWER, clock=lambda: 1000.0)
+    result = (await source.measure_targets([TARGET]))["llm/chat"]
+    assert isinstance(result.watts, NoData)
+    assert result.watts.reason is NoDataReason.IMPLAUSIBLE
+    assert "negative sample (-500)" in result.watts.message
