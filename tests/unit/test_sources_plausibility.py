@@ -129,7 +129,7 @@ def test_range_names_the_value_and_the_bound() -> None:
 @pytest.mark.parametrize(
     ("cpu", "why"),
     [
-        ({"a": -50.0, "b": -50.0}, "-100 W is outside the plausible range 0..20000 W"),
+        ({"a": -50.0, "b": -50.0}, "a negative sample (-50) for pod(s) a, b"),
         ({"a": 5e307, "b": 1.0}, "5e+307 W is outside the plausible range 0..20000 W"),
         ({"a": 15_000.0, "b": 15_000.0}, "30000 W is outside the plausible range 0..20000 W"),
     ],
