@@ -19,8 +19,8 @@ steady-state window:
 The baseline measured in the same run is the same manager with a no-op reconciler on the same
 keys: the floor of what the runtime (queue, workers, metrics, logging context) costs per key.
 
-Run:  .venv/bin/python benchmarks/bench_scale.py [--configs 5000] [--namespaces 100]
-          [--window-s 120] [--json out.json]
+Run:  PYTHONPATH=. .venv/bin/python benchmarks/bench_scale.py [--configs 5000] [--namespaces 100]
+          [--window-s 120] [--json out.json] [--profile out.prof]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import itertools
 import json
 import random
@@ -323,6 +324,7 @@ async def _measure(
     window_s: float,
     prometheus: PrometheusServer,
     wrap: Callable[[Controller], Any],
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     settings = RuntimeSettings(
         kube={"kubeconfig": str(cluster.kubeconfig)},
@@ -354,7 +356,13 @@ async def _measure(
         client.start_counting()
         queries_before = await asyncio.to_thread(_prometheus_queries, prometheus)
         window_start = time.perf_counter()
+        if profile is not None:
+            profiler = cProfile.Profile()
+            profiler.enable()
         await asyncio.sleep(window_s)
+        if profile is not None:
+            profiler.disable()
+            profiler.dump_stats(str(profile))
         window = time.perf_counter() - window_start
         queries = await asyncio.to_thread(_prometheus_queries, prometheus) - queries_before
         counts = dict(client.counts)
@@ -446,6 +454,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 window_s=args.window_s,
                 prometheus=prometheus,
                 wrap=lambda controller: controller.reconciler,
+                profile=args.profile,
             )
             stop_noise.set()
             await noise
@@ -501,6 +510,9 @@ def main() -> None:
     parser.add_argument("--namespaces", type=int, default=100)
     parser.add_argument("--window-s", type=float, default=120.0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="cProfile the measured window into this file"
+    )
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
     _print(report)
