@@ -589,9 +589,9 @@ class GpuTuning(CrdModel):
         default=GpuTuningMode.DISABLED,
         description=(
             "Disabled; Recommend (a Job sweeps clocks and reports the best, then restores the "
-            "defaults); or Apply (the Job also keeps the best clock), honoured only in namespaces "
-            "the controller's CLIMATIK_GPU_TUNING__APPLY_NAMESPACES lists (elsewhere it runs as "
-            "Recommend)."
+            "defaults); or Apply (the Job also keeps the best clock). Either runs a Job only in "
+            "namespaces the controller's CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES lists "
+            "(elsewhere none runs and the GpuTuning condition says why)."
         ),
     )
     min_interval_seconds: Annotated[int, Field(ge=60, le=604_800)] = Field(

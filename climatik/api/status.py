@@ -30,12 +30,16 @@ MERGE_PATCH_CONTENT_TYPE = "application/merge-patch+json"
 GPU_TUNING_CONDITION = "GpuTuning"
 """Set (False) by the power-cap reconciler on a config whose `spec.gpuTuning.mode` asks for
 tuning while the controller runs without its GPU-tuning controller, or by the GPU-tuning
-reconciler while it asks for `Apply` where Apply is not allowed; absent otherwise."""
+reconciler while it asks for tuning in a namespace not allowed to run tuning Jobs; absent
+otherwise."""
 GPU_TUNING_DISABLED_IN_CONTROLLER = "DisabledInController"
 """The `GpuTuning` condition's reason then: `CLIMATIK_GPU_TUNING__ENABLED=false`."""
-GPU_TUNING_APPLY_NOT_ALLOWED = "ApplyNotAllowed"
+GPU_TUNING_NOT_ALLOWED = "TuningNotAllowed"
 """The `GpuTuning` condition's reason (False), set by the GPU-tuning reconciler, while a config
-asks for `Apply` in a namespace `CLIMATIK_GPU_TUNING__APPLY_NAMESPACES` does not name."""
+asks for `Recommend` or `Apply` in a namespace `CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES` does
+not name (no tuning Job runs for it)."""
+GPU_TUNING_APPLY_NOT_ALLOWED_BEFORE = "ApplyNotAllowed"
+"""The reason earlier releases set instead (Apply alone was gated); removed or replaced on sight."""
 
 
 def api_time(moment: datetime) -> datetime:

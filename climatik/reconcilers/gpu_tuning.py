@@ -8,12 +8,13 @@ a label, so this holds across controller restarts). It reads each Job's result C
 tells the power-cap reconciler how much a replica's power changed (`TuningHints`), so ceilings
 reflect the tuned clocks at once instead of after relearning.
 
-`Apply` keeps a locked clock on every GPU of the node, for every tenant whose pods run there, so
-a config author alone may not choose it: only configs in the namespaces a cluster administrator
-lists in `CLIMATIK_GPU_TUNING__APPLY_NAMESPACES` (none by default) apply. Anywhere else the Job
-runs as `Recommend` (`build_job` decides this itself, so no path can skip the check), and the
-config is told: a `GpuTuning` condition (False, `ApplyNotAllowed`) while it asks, and one
-Warning Event per spec generation.
+Every Job changes the clocks of every GPU of its node, for every tenant whose pods run there: the
+sweep locks each clock it measures (for up to `active_deadline_s`), and `Apply` keeps the chosen
+one. So a config author alone may not start one: only configs in the namespaces a cluster
+administrator lists in `CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES` (none by default) are tuned, in
+either mode. Anywhere else no Job is created (`build_job` refuses it itself, so no path can skip
+the check), no result feeds back, and the config is told: a `GpuTuning` condition (False,
+`TuningNotAllowed`) while it asks, and one Warning Event per spec generation.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ import structlog
 from climatik.api.convert import InvalidConfigError, config_from_object
 from climatik.api.models import Condition, ConditionStatus, PowerCappingConfigStatus
 from climatik.api.status import (
-    GPU_TUNING_APPLY_NOT_ALLOWED,
+    GPU_TUNING_APPLY_NOT_ALLOWED_BEFORE,
     GPU_TUNING_CONDITION,
+    GPU_TUNING_NOT_ALLOWED,
     find_condition,
     set_condition,
     status_from_wire,
@@ -58,6 +60,9 @@ TRIGGER_FRACTION = 0.8
 """Tune when measured power reaches this share of the cap (the threshold policy's 80 %)."""
 EFFICIENCY_SHIFT = 0.15
 """Tune again when tokens per watt moved this much since the last tuning."""
+ALLOWED_NAMESPACES_ENV = "CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES"
+NOT_ALLOWED_EVENT = "GpuTuningNotAllowed"
+"""The Warning Event's reason for a config asking for tuning where it is not allowed."""
 
 
 @dataclass
@@ -99,15 +104,19 @@ def tuning_reason(inputs: TriggerInputs) -> str | None:
     return None
 
 
-def apply_allowed(namespace: str, settings: GpuTuningSettings) -> bool:
-    """Whether configs of `namespace` may keep clocks locked (`apply_namespaces`, `*`: all)."""
-    allowed = settings.apply_namespaces
+class TuningNotAllowedError(ValueError):
+    """A tuning Job was asked for a config whose namespace the settings do not allow."""
+
+
+def tuning_allowed(namespace: str, settings: GpuTuningSettings) -> bool:
+    """Whether configs of `namespace` may run tuning Jobs (`allowed_namespaces`, `*`: all)."""
+    allowed = settings.allowed_namespaces
     return "*" in allowed or namespace in allowed
 
 
-def apply_refused(config: PowerCappingConfig, settings: GpuTuningSettings) -> bool:
-    """The config asks for `Apply` where the controller's settings do not allow it."""
-    return config.gpu_tuning.mode is GpuTuningMode.APPLY and not apply_allowed(
+def tuning_refused(config: PowerCappingConfig, settings: GpuTuningSettings) -> bool:
+    """The config asks for tuning (Recommend or Apply) where the settings do not allow it."""
+    return config.gpu_tuning.mode is not GpuTuningMode.DISABLED and not tuning_allowed(
         config.namespace, settings
     )
 
@@ -121,10 +130,13 @@ def build_job(
 ) -> dict[str, Any]:
     """The tuning Job for one node: pinned to it, privileged just enough for NVML clocks.
 
-    `--mode apply` only for a config whose namespace `settings.apply_namespaces` allows; any
-    other config's Job recommends (sweeps, restores the defaults, reports)."""
-    applies = config.gpu_tuning.mode is GpuTuningMode.APPLY and not apply_refused(config, settings)
-    mode = "apply" if applies else "recommend"
+    Raises TuningNotAllowedError for a config whose namespace `settings.allowed_namespaces`
+    does not allow: even a recommending sweep locks the node's clocks while it runs."""
+    if not tuning_allowed(config.namespace, settings):
+        raise TuningNotAllowedError(
+            f"namespace {config.namespace} may not run GPU tuning Jobs ({ALLOWED_NAMESPACES_ENV})"
+        )
+    mode = "apply" if config.gpu_tuning.mode is GpuTuningMode.APPLY else "recommend"
     args = ["gpu-tune", "--mode", mode]
     for url in metrics_urls:
         args += ["--vllm-metrics", url]
@@ -265,8 +277,12 @@ class GpuTuningReconciler:
             config = config_from_object(obj)
         except InvalidConfigError as error:
             raise TerminalError(f"{key}: {error}") from error
-        refused = apply_refused(config, self._settings)
-        await self._report_apply_refused(key, obj, config, refused=refused)
+        refused = tuning_refused(config, self._settings)
+        told = await self._report_refusal(key, obj, config, refused=refused)
+        if refused:
+            # No Job and no result read back: watts per replica are learned from measurements
+            # only, as with tuning off. Polled again only to retry an Event the API refused.
+            return Result() if told else Result(requeue_after=self._settings.interval_s)
         if config.gpu_tuning.mode is GpuTuningMode.DISABLED:
             return Result()
         targets = self._workloads.resolve(config).targets
@@ -301,30 +317,30 @@ class GpuTuningReconciler:
                 raise
             memory.tokens_per_watt_at_tuning = tokens_per_watt
             message = f"GPU tuning Job {job['metadata']['name']} on node {node}: {reason}"
-            if refused:
-                message += " (as Recommend: Apply is not allowed in this namespace)"
             log.info("gpu_tuning_job_created", node=node, job=job["metadata"]["name"], why=reason)
             await self._events.record(obj, "Normal", "GpuTuningStarted", message)
         return Result(requeue_after=self._settings.interval_s)
 
-    # -- Apply where it is not allowed ----------------------------------------------------------
+    # -- Tuning where it is not allowed ---------------------------------------------------------
 
-    async def _report_apply_refused(
+    async def _report_refusal(
         self, key: str, obj: Mapping[str, Any], config: PowerCappingConfig, *, refused: bool
-    ) -> None:
-        """Keep the `GpuTuning`/`ApplyNotAllowed` condition true to the spec and the settings,
-        and send its Warning Event once per spec generation.
+    ) -> bool:
+        """Keep the `GpuTuning`/`TuningNotAllowed` condition true to the spec and the settings,
+        and send its Warning Event once per spec generation; False while that Event is owed.
 
         The status is written only when the condition must appear, change or go, so a steady
         config costs no write. After a restart, a condition already written for this generation
-        says the user was told; an Event the API refused is tried again."""
-        told = _apply_condition(obj)
+        says the user was told; an Event the API refused is tried again. A condition of the
+        reason earlier releases wrote (`ApplyNotAllowed`) is this reconciler's too: replaced
+        or removed, never left behind."""
+        told = _refusal_condition(obj)
         if not refused:
             self._refusals.pop(key, None)
             if told is not None:
-                await write_status(self._client, obj, _without_apply_condition)
-            return
-        message = _apply_refused_message(config)
+                await write_status(self._client, obj, _without_refusal_condition)
+            return True
+        message = _refusal_message(config)
         now = self._wall_clock()
 
         def desire(current: PowerCappingConfigStatus | None) -> PowerCappingConfigStatus:
@@ -332,7 +348,7 @@ class GpuTuningReconciler:
                 current.conditions if current else None,
                 type_=GPU_TUNING_CONDITION,
                 status=ConditionStatus.FALSE,
-                reason=GPU_TUNING_APPLY_NOT_ALLOWED,
+                reason=GPU_TUNING_NOT_ALLOWED,
                 message=message,
                 observed_generation=config.generation,
                 now=now,
@@ -343,16 +359,18 @@ class GpuTuningReconciler:
         if memory.warned_generation != config.generation:
             already_told = (
                 told is not None
+                and told.reason == GPU_TUNING_NOT_ALLOWED
                 and told.observed_generation == config.generation
                 and memory.event_refused_generation != config.generation
             )
             if not already_told:
                 log.warning(
-                    "gpu_tuning_apply_not_allowed",
+                    "gpu_tuning_not_allowed",
                     namespace=config.namespace,
-                    setting="CLIMATIK_GPU_TUNING__APPLY_NAMESPACES",
+                    mode=str(config.gpu_tuning.mode),
+                    setting=ALLOWED_NAMESPACES_ENV,
                 )
-                if await self._events.record(obj, "Warning", "GpuTuningApplyNotAllowed", message):
+                if await self._events.record(obj, "Warning", NOT_ALLOWED_EVENT, message):
                     memory.warned_generation = config.generation
                     memory.event_refused_generation = None
                 else:
@@ -360,6 +378,7 @@ class GpuTuningReconciler:
             else:
                 memory.warned_generation = config.generation
         await write_status(self._client, obj, desire)
+        return memory.warned_generation == config.generation
 
     def _may_start(self, node: str, config: PowerCappingConfig) -> bool:
         """One Job per node at a time, and at most one per `minIntervalSeconds`."""
@@ -399,34 +418,40 @@ class GpuTuningReconciler:
 @dataclass
 class _RefusalMemory:
     warned_generation: int | None = None
-    """The spec generation whose `GpuTuningApplyNotAllowed` Event the API took."""
+    """The spec generation whose `GpuTuningNotAllowed` Event the API took."""
     event_refused_generation: int | None = None
     """The generation whose Event the API refused (to be sent again)."""
 
 
-def _apply_refused_message(config: PowerCappingConfig) -> str:
+def _refusal_message(config: PowerCappingConfig) -> str:
     return (
-        f"spec.gpuTuning.mode is Apply, but namespace {config.namespace} is not in the "
-        "controller's CLIMATIK_GPU_TUNING__APPLY_NAMESPACES (Helm gpuTuning.applyNamespaces): "
-        "an applied clock stays locked on every GPU of the node, for every workload there, so "
-        "a cluster administrator allows it per namespace. Tuning runs as Recommend instead: "
-        "the Job sweeps the clocks, restores the defaults and only reports the best one. Ask "
-        "your administrator to add the namespace, or set spec.gpuTuning.mode to Recommend"
+        f"spec.gpuTuning.mode is {config.gpu_tuning.mode}, but namespace {config.namespace} is "
+        f"not in the controller's {ALLOWED_NAMESPACES_ENV} (Helm gpuTuning.allowedNamespaces): "
+        "a tuning Job locks the SM clocks of every GPU of its node, for every workload there, "
+        "while it sweeps (Recommend) or for good (Apply), so a cluster administrator allows it "
+        "per namespace. No tuning Job runs; watts per replica are learned from measurements "
+        "only. Ask your administrator to add the namespace, or set spec.gpuTuning.mode to "
+        "Disabled"
     )
 
 
-def _apply_condition(obj: Mapping[str, Any]) -> Condition | None:
+_OWN_REASONS = frozenset({GPU_TUNING_NOT_ALLOWED, GPU_TUNING_APPLY_NOT_ALLOWED_BEFORE})
+
+
+def _refusal_condition(obj: Mapping[str, Any]) -> Condition | None:
     """This reconciler's `GpuTuning` condition on the object, or None."""
     status = status_from_wire(obj)
     found = find_condition(status.conditions if status else None, GPU_TUNING_CONDITION)
-    return found if found is not None and found.reason == GPU_TUNING_APPLY_NOT_ALLOWED else None
+    return found if found is not None and found.reason in _OWN_REASONS else None
 
 
-def _without_apply_condition(current: PowerCappingConfigStatus | None) -> PowerCappingConfigStatus:
+def _without_refusal_condition(
+    current: PowerCappingConfigStatus | None,
+) -> PowerCappingConfigStatus:
     kept = [
         c
         for c in (current.conditions if current else None) or ()
-        if not (c.type == GPU_TUNING_CONDITION and c.reason == GPU_TUNING_APPLY_NOT_ALLOWED)
+        if not (c.type == GPU_TUNING_CONDITION and c.reason in _OWN_REASONS)
     ]
     return with_fields(current, conditions=kept)
 

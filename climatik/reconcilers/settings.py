@@ -6,7 +6,9 @@ config may leave out, such as the Prometheus to ask when the config names none.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from climatik.policies.gpu_clock import DEFAULT_MAX_THROUGHPUT_LOSS
@@ -79,6 +81,10 @@ class CarbonSettings(BaseSettings):
     request (WattTime's login)."""
 
 
+DEPRECATED_APPLY_NAMESPACES_ENV = "CLIMATIK_GPU_TUNING__APPLY_NAMESPACES"
+"""The old name of `CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES`, deprecated (read for one release)."""
+
+
 class GpuTuningSettings(BaseSettings):
     """Where and how GPU tuning Jobs run (`CLIMATIK_GPU_TUNING__*`)."""
 
@@ -89,10 +95,16 @@ class GpuTuningSettings(BaseSettings):
     ConfigMaps in `job_namespace`, and an installation without that namespace and its Role
     (Helm `gpuTuning.enabled=false`, deploy/overlays/no-gpu-tuning) still caps power."""
     image: str = "ghcr.io/climatik-project/climatik:latest"
-    apply_namespaces: list[str] = Field(default_factory=list)
-    """Namespaces whose configs may use `gpuTuning.mode: Apply`, which keeps a locked SM clock
-    on every GPU of a node, whoever else runs there; `["*"]`: every namespace. Empty (the
-    default): none. An `Apply` config elsewhere is tuned as `Recommend` and told why."""
+    allowed_namespaces: list[str] = Field(default_factory=list)
+    """Namespaces whose configs may run tuning Jobs at all (`gpuTuning.mode` Recommend or
+    Apply): every sweep locks the SM clocks of every GPU of a node, whoever else runs there,
+    for up to `active_deadline_s`, and Apply keeps one locked. `["*"]`: every namespace. Empty
+    (the default): none. A config asking for tuning elsewhere gets no Job and is told why."""
+    deprecated_apply_namespaces: list[str] = Field(
+        default_factory=list, validation_alias=DEPRECATED_APPLY_NAMESPACES_ENV
+    )
+    """The old name of `allowed_namespaces` (`CLIMATIK_GPU_TUNING__APPLY_NAMESPACES`), read for
+    one release only while `allowed_namespaces` is empty; to be removed."""
     job_namespace: str = "climatik-gpu-tuning"
     """A namespace of its own: the Job needs CAP_SYS_ADMIN, which restricted namespaces refuse."""
     service_account: str = "climatik-gpu-tuner"
@@ -105,3 +117,11 @@ class GpuTuningSettings(BaseSettings):
     reconcile_timeout_s: float = Field(default=60.0, gt=0)
     """A GPU-tuning reconcile (API calls only, each under its own deadline) still running after
     this is cancelled and retried with backoff. One worker: Jobs are rare and cheap to plan."""
+
+    @model_validator(mode="after")
+    def _read_the_deprecated_name(self) -> Self:
+        # An overlay patching the old variable onto a base that sets the new one to `[]` keeps
+        # working: the old list counts while the new one is empty (Helm's template does the same).
+        if not self.allowed_namespaces and self.deprecated_apply_namespaces:
+            self.allowed_namespaces = list(self.deprecated_apply_namespaces)
+        return self

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
+import structlog
 from prometheus_client import CollectorRegistry
 
 from climatik.domain.gpu import TUNE_NODE_LABEL
@@ -20,7 +21,12 @@ from climatik.kube.informer import EventHandlers
 from climatik.kube.store import index_by_namespace
 from climatik.kube.workqueue import WorkQueue
 from climatik.reconcilers.carbon import CarbonReconciler
-from climatik.reconcilers.gpu_tuning import JOBS, GpuTuningReconciler, TuningHints
+from climatik.reconcilers.gpu_tuning import (
+    ALLOWED_NAMESPACES_ENV,
+    JOBS,
+    GpuTuningReconciler,
+    TuningHints,
+)
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler, prometheus_pool
 from climatik.reconcilers.resources import (
@@ -29,10 +35,17 @@ from climatik.reconcilers.resources import (
     POWER_CAPPING_CONFIGS,
     SCALED_OBJECTS,
 )
-from climatik.reconcilers.settings import CappingSettings, CarbonSettings, GpuTuningSettings
+from climatik.reconcilers.settings import (
+    DEPRECATED_APPLY_NAMESPACES_ENV,
+    CappingSettings,
+    CarbonSettings,
+    GpuTuningSettings,
+)
 from climatik.reconcilers.targets import WorkloadCaches, limited_by_ceiling
 from climatik.runtime.reconcile import Controller, ControllerContext
 from climatik.sources.address import HTTPSession
+
+log = structlog.get_logger(__name__)
 
 PROMETHEUS_QUERIES_PER_RECONCILE = 8
 """At most this many queries of one power-cap reconcile are in flight (PrometheusPowerSource's
@@ -228,6 +241,14 @@ def carbon_controller(ctx: ControllerContext) -> Controller:
 def gpu_tuning_controller(ctx: ControllerContext) -> Controller:
     """The GPU-tuning controller: interval driven, woken by the power-cap reconciler's readings."""
     settings = GpuTuningSettings()
+    if settings.deprecated_apply_namespaces:
+        log.warning(
+            "deprecated_setting",
+            setting=DEPRECATED_APPLY_NAMESPACES_ENV,
+            use=ALLOWED_NAMESPACES_ENV,
+            note="read only while the new one is empty; it now gates Recommend too",
+            allowed_namespaces=settings.allowed_namespaces,
+        )
     queue = ctx.new_queue("gpu-tuning")
     configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
     configs.add_handlers(

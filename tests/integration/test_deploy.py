@@ -185,8 +185,9 @@ def test_overlays_render_what_they_promise(kubectl_bin: Path) -> None:
             assert left[key] == obj, key
     _assert_gpu_tuning_off(no_tuning, TUNING_NS)
     assert "CLIMATIK_GPU_TUNING__ENABLED" not in _controller_env(base)  # default: on
-    # No namespace may keep GPU clocks locked unless the administrator names it.
-    assert _controller_env(base)["CLIMATIK_GPU_TUNING__APPLY_NAMESPACES"] == "[]"
+    # No namespace may run GPU tuning Jobs unless the administrator names it.
+    assert _controller_env(base)["CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES"] == "[]"
+    assert "CLIMATIK_GPU_TUNING__APPLY_NAMESPACES" not in _controller_env(base)  # deprecated
     # pod-deletion-cost: the base plus `patch` on pods in one namespace, nothing else.
     in_base = {_identity(b) for b in base}
     added = {_identity(o): o for o in deletion_cost if _identity(o) not in in_base}
@@ -437,7 +438,7 @@ def test_rendered_installations_keep_the_security_promises(
 # Every value of the chart's NetworkPolicy and pod-deletion-cost RBAC changed from its default.
 _NON_DEFAULT_VALUES: Obj = {
     "rbac": {"podDeletionCost": {"namespaces": ["llm", "batch"]}},
-    "gpuTuning": {"applyNamespaces": ["llm"]},
+    "gpuTuning": {"allowedNamespaces": ["llm"]},
     "networkPolicy": {
         "metricsFrom": [{"namespaceSelector": {"matchLabels": {"team": "observability"}}}],
         "webhookFrom": [{"ipBlock": {"cidr": "10.0.0.0/24"}}],
@@ -484,7 +485,15 @@ def test_chart_values_for_least_privilege_render_what_they_say(helm_bin: Path) -
     assert roles[("RoleBinding", "llm")]["subjects"] == [
         {"kind": "ServiceAccount", "name": "r-climatik-controller", "namespace": "prod"}
     ]
-    assert _controller_env(objs)["CLIMATIK_GPU_TUNING__APPLY_NAMESPACES"] == '["llm"]'
+    assert _controller_env(objs)["CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES"] == '["llm"]'
+    # The deprecated value name still counts for one release, only while the new one is empty.
+    for sets, expected in (
+        (["gpuTuning.applyNamespaces={llm}"], '["llm"]'),
+        (["gpuTuning.applyNamespaces={llm}", "gpuTuning.allowedNamespaces={batch}"], '["batch"]'),
+    ):
+        env = _controller_env(helm_template(helm_bin, "r", "prod", *sets))
+        assert env["CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES"] == expected, sets
+        assert "CLIMATIK_GPU_TUNING__APPLY_NAMESPACES" not in env
     policy = one(objs, "NetworkPolicy")
     # The values took effect: the extra rule, the narrowed API server, Thanos' port.
     assert egress_allows(policy, "10.20.0.15", 8443)
@@ -530,7 +539,9 @@ def _settings_variables() -> set[str]:
     def fields(model: type[pydantic.BaseModel], prefix: str) -> Iterator[str]:
         for name, info in model.model_fields.items():
             annotation = info.annotation
-            if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+            if isinstance(info.validation_alias, str):
+                yield info.validation_alias.upper()  # a variable named in full (a deprecated one)
+            elif isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
                 yield from fields(annotation, f"{prefix}{name.upper()}__")
             else:
                 yield f"{prefix}{name.upper()}"

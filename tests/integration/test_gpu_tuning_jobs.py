@@ -8,9 +8,10 @@ kustomize, moved into this test's namespaces), and the tuning Jobs live in a nam
 own, as installed: the controller lists and watches Jobs and ConfigMaps there only, and may not
 anywhere else. The result is written as the tuner's ServiceAccount, with its Role alone.
 
-`Apply` keeps clocks locked only for configs of the namespaces the controller's
-`CLIMATIK_GPU_TUNING__APPLY_NAMESPACES` names (none by default; here the test's own, unless a
-test says otherwise): elsewhere the Jobs recommend, and the config is told why.
+Tuning Jobs run only for configs of the namespaces the controller's
+`CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES` names (none by default; here the test's own, unless a
+test says otherwise), in either mode, since even a recommending sweep locks the node's clocks:
+elsewhere no Job is created, and the config is told why.
 
 Switched off as deploy/overlays/no-gpu-tuning installs it (its RBAC, without the tuning
 namespace or any Role there, and its `CLIMATIK_GPU_TUNING__ENABLED=false`), the built-in
@@ -128,8 +129,8 @@ def accounts(dev_cluster: ClusterInfo, namespace: str, tmp_path: Path) -> Iterat
 
 
 @pytest.fixture
-def apply_namespaces(namespace: str) -> list[str]:
-    """What the controller's CLIMATIK_GPU_TUNING__APPLY_NAMESPACES names: the test's own
+def allowed_namespaces(namespace: str) -> list[str]:
+    """What the controller's CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES names: the test's own
     namespace, unless a test parametrizes this."""
     return [namespace]
 
@@ -139,10 +140,10 @@ async def controllers(
     dev_cluster: ClusterInfo,
     namespace: str,
     accounts: Accounts,
-    apply_namespaces: list[str],
+    allowed_namespaces: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Manager]:
-    monkeypatch.setenv("CLIMATIK_GPU_TUNING__APPLY_NAMESPACES", json.dumps(apply_namespaces))
+    monkeypatch.setenv("CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES", json.dumps(allowed_namespaces))
     monkeypatch.setenv("CLIMATIK_CAPPING__INTERVAL_S", "1")
     monkeypatch.setenv("CLIMATIK_GPU_TUNING__INTERVAL_S", "1")
     monkeypatch.setenv("CLIMATIK_CAPPING__TUNING_GRACE_S", "3")
@@ -319,8 +320,8 @@ async def test_power_crossing_the_trigger_starts_one_job_per_node_and_results_fe
     assert watts_per_replica(after) == pytest.approx(before * scale, rel=0.1)
 
 
-@pytest.mark.parametrize("apply_namespaces", [["another-team"]])
-async def test_apply_in_a_namespace_not_allowed_tunes_as_recommend_and_says_so(
+@pytest.mark.parametrize("allowed_namespaces", [["another-team"]])
+async def test_tuning_in_a_namespace_not_allowed_creates_no_job_and_says_so(
     controllers: Manager,
     dev_cluster: ClusterInfo,
     kubectl: Kubectl,
@@ -333,41 +334,56 @@ async def test_apply_in_a_namespace_not_allowed_tunes_as_recommend_and_says_so(
     kubectl.apply(deployment("llm", 2, {"app": "llm"}))
     kubectl.apply(scaled_object("llm", "llm", min_replicas=1, max_replicas=10))
     pods = await running_pods(kubectl, "llm", 2)
-    nodes = sorted({p["spec"]["nodeName"] for p in pods})
     await serve_watts(metrics_exporter, namespace, pods, 420)  # 840 W: at 84 % of the cap
     config = capping_config("cap", prometheus.url, [so_ref("llm")], policy="Headroom", cap_w=1000)
-    config["spec"]["gpuTuning"] = {"mode": "Apply", "minIntervalSeconds": 3600}
+    # Recommend too: its sweep locks every GPU clock of the node while it runs.
+    config["spec"]["gpuTuning"] = {"mode": "Recommend", "minIntervalSeconds": 3600}
     kubectl.apply(config)
 
-    # Tuned all the same, but every Job restores the clocks: none stays locked on a node that
-    # other namespaces' workloads may share.
-    created = await eventually(
-        lambda: jobs(tuning), lambda items: len(items) == len(nodes), timeout_s=30
-    )
-    for job in created:
-        args = job["spec"]["template"]["spec"]["containers"][0]["args"]
-        assert args[:3] == ["gpu-tune", "--mode", "recommend"], args
     pcc = await eventually(
         lambda: kubectl_json(kubectl, "pcc", "cap"),
-        lambda obj: condition(obj, "GpuTuning").get("reason") == "ApplyNotAllowed",
+        lambda obj: (
+            (obj.get("status") or {}).get("measuredPowerWatts", 0) >= 800
+            and condition(obj, "GpuTuning").get("reason") == "TuningNotAllowed"
+        ),
+        timeout_s=30,
     )
     told = condition(pcc, "GpuTuning")
     assert told["status"] == "False"
-    assert "CLIMATIK_GPU_TUNING__APPLY_NAMESPACES" in told["message"]
+    assert "CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES" in told["message"]
     assert f"namespace {namespace}" in told["message"]
     # Capping goes on as usual.
     assert condition(pcc, "MetricsAvailable")["status"] == "True"
+    # Past the trigger for several reconciles at a 1 s interval (an allowed namespace gets its
+    # Jobs within a second or two): none in the tuning namespace, nor anywhere the test owns.
+    await asyncio.sleep(4)
+    assert await jobs(tuning) == []
+    assert await jobs(kubectl) == []
 
-    await asyncio.sleep(3)  # three more reconciles at a 1 s interval
+    # Asking for Apply instead is a new generation: told again, still no Job.
+    config["spec"]["gpuTuning"]["mode"] = "Apply"
+    kubectl.apply(config)
+    pcc = await eventually(
+        lambda: kubectl_json(kubectl, "pcc", "cap"),
+        lambda obj: condition(obj, "GpuTuning").get("observedGeneration") == 2,
+    )
+    assert condition(pcc, "GpuTuning")["reason"] == "TuningNotAllowed"
+    await asyncio.sleep(3)
+    assert await jobs(tuning) == []
     events = await kubectl_json(
         kubectl,
         "events",
         "--field-selector",
-        "involvedObject.name=cap,reason=GpuTuningApplyNotAllowed",
+        "involvedObject.name=cap,reason=GpuTuningNotAllowed",
     )
-    (warning,) = events["items"]
-    assert (warning["type"], warning.get("count", 1)) == ("Warning", 1)
-    assert "gpuTuning.applyNamespaces" in warning["message"]
+    warnings = events["items"]
+    assert [(w["type"], w.get("count", 1)) for w in warnings] == [("Warning", 1)] * 2, warnings
+    assert all("gpuTuning.allowedNamespaces" in w["message"] for w in warnings)
+    assert not (
+        await kubectl_json(
+            kubectl, "events", "--field-selector", "involvedObject.name=cap,reason=GpuTuningStarted"
+        )
+    )["items"]
 
 
 async def test_with_gpu_tuning_off_as_the_overlay_installs_it_capping_works_and_says_so(

@@ -12,6 +12,7 @@ from climatik.domain.gpu import TUNE_NODE_LABEL, node_label_value, result_config
 from climatik.reconcilers.gpu_tuning import (
     TriggerInputs,
     TuningHints,
+    TuningNotAllowedError,
     build_job,
     tuning_reason,
     watts_scale,
@@ -52,7 +53,7 @@ def config(mode: GpuTuningMode) -> PowerCappingConfig:
 
 def test_job_is_pinned_to_its_node_and_holds_only_the_privilege_nvml_needs() -> None:
     settings = GpuTuningSettings(
-        job_namespace="gpu-tuning", image="climatik:test", apply_namespaces=["serving"]
+        job_namespace="gpu-tuning", image="climatik:test", allowed_namespaces=["serving"]
     )
     now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
     job = build_job(
@@ -79,19 +80,28 @@ def test_job_is_pinned_to_its_node_and_holds_only_the_privilege_nvml_needs() -> 
     assert recommend["spec"]["template"]["spec"]["containers"][0]["args"][2] == "recommend"
 
 
-@pytest.mark.parametrize(
-    ("allowed", "args"),
-    [([], "recommend"), (["other"], "recommend"), (["serving"], "apply"), (["*"], "apply")],
-)
-def test_the_job_applies_only_in_a_namespace_the_settings_allow(
-    allowed: list[str], args: str
+@pytest.mark.parametrize("mode", [GpuTuningMode.RECOMMEND, GpuTuningMode.APPLY])
+@pytest.mark.parametrize("allowed", [["serving"], ["*"], ["other", "serving"]])
+def test_the_job_runs_its_mode_in_a_namespace_the_settings_allow(
+    allowed: list[str], mode: GpuTuningMode
 ) -> None:
-    # The Job itself decides, whatever the caller checked: an Apply config of a namespace not
-    # in apply_namespaces gets a Job that restores the clocks.
-    settings = GpuTuningSettings(apply_namespaces=allowed)
+    settings = GpuTuningSettings(allowed_namespaces=allowed)
     now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-    job = build_job(config(GpuTuningMode.APPLY), "n", [], settings, now)
-    assert job["spec"]["template"]["spec"]["containers"][0]["args"][2] == args
+    job = build_job(config(mode), "n", [], settings, now)
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][2] == mode.lower()
+
+
+@pytest.mark.parametrize("mode", [GpuTuningMode.RECOMMEND, GpuTuningMode.APPLY])
+@pytest.mark.parametrize("allowed", [[], ["other"], ["serving-2"]])
+def test_no_job_is_built_for_a_namespace_the_settings_do_not_allow(
+    allowed: list[str], mode: GpuTuningMode
+) -> None:
+    # build_job refuses itself, whatever the caller checked: even a recommending sweep locks
+    # every GPU clock of the node while it runs.
+    settings = GpuTuningSettings(allowed_namespaces=allowed)
+    now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    with pytest.raises(TuningNotAllowedError, match="namespace serving"):
+        build_job(config(mode), "n", [], settings, now)
 
 
 def test_long_node_names_become_valid_label_values() -> None:

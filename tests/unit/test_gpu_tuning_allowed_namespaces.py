@@ -1,30 +1,39 @@
-"""`gpuTuning.mode: Apply` only where the controller's settings allow it.
+"""Tuning Jobs only where the controller's settings allow them.
 
-An applied clock stays locked on every GPU of a node, whoever runs there, so a config author
-alone may not choose it: `CLIMATIK_GPU_TUNING__APPLY_NAMESPACES` (empty by default) names the
-namespaces that may. Elsewhere the reconciler still tunes, as `Recommend`, and says why: a
-`GpuTuning` condition (False, `ApplyNotAllowed`) and one Warning Event per spec generation.
-The Kubernetes side is a client that applies status patches to the cache and records Jobs.
+Every tuning Job changes the clocks of every GPU of its node, whoever runs there: the sweep locks
+each clock it measures (for up to the Job's deadline) and `Apply` keeps the chosen one. So a
+config author alone may not start one, in either mode: `CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES`
+(empty by default; the deprecated `CLIMATIK_GPU_TUNING__APPLY_NAMESPACES` is read while it is
+empty) names the namespaces that may. Elsewhere the reconciler creates no Job, reads no result
+back, and says why: a `GpuTuning` condition (False, `TuningNotAllowed`) and one Warning Event
+per spec generation. The Kubernetes side is a client that applies status patches to the cache
+and records Jobs.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import structlog
 
 from climatik.api.status import (
-    GPU_TUNING_APPLY_NOT_ALLOWED,
     GPU_TUNING_CONDITION,
+    GPU_TUNING_NOT_ALLOWED,
     apply_merge_patch,
 )
+from climatik.domain.gpu import TUNE_NODE_LABEL, TUNE_RESULT_KEY, result_configmap_name
 from climatik.kube.client import KubeClient, Resource
 from climatik.kube.store import Store, thaw
 from climatik.reconcilers.gpu_tuning import GpuTuningReconciler, TuningHints
 from climatik.reconcilers.settings import GpuTuningSettings
 from climatik.reconcilers.targets import WorkloadCaches
+from climatik.runtime.capping import gpu_tuning_controller
+from climatik.runtime.manager import Manager
+from climatik.runtime.settings import KubeSettings, LeaderElectionSettings, RuntimeSettings
 
 NS = "team-a"
 KEY = f"{NS}/cap"
@@ -120,6 +129,24 @@ def _workloads(namespace: str = NS) -> WorkloadCaches:
     return WorkloadCaches(_Cache(scaled_object), _Cache(), _Cache(deployment), _Cache(pod))
 
 
+def _applied_result() -> dict[str, Any]:
+    """A result ConfigMap on the pod's node: another config's Job applied a clock there."""
+    document = {
+        "mode": "apply",
+        "appliedClockMHz": 1400,
+        "choice": {"before": {"watts": 800}, "after": {"watts": 600}},
+    }
+    return {
+        "metadata": {
+            "name": result_configmap_name("gpu-1"),
+            "namespace": "tuning",
+            "resourceVersion": "7",
+            "labels": {TUNE_NODE_LABEL: "gpu-1"},
+        },
+        "data": {TUNE_RESULT_KEY: json.dumps(document)},
+    }
+
+
 def _reconciler(
     configs: _Cache,
     *,
@@ -127,20 +154,21 @@ def _reconciler(
     client: _Client | None = None,
     events: _Events | None = None,
     namespace: str = NS,
+    hints: TuningHints | None = None,
 ) -> tuple[GpuTuningReconciler, _Client, _Events]:
     client = client or _Client(configs)
     events = events or _Events()
     settings = GpuTuningSettings(
-        job_namespace="tuning", apply_namespaces=allowed or [], interval_s=5.0
+        job_namespace="tuning", allowed_namespaces=allowed or [], interval_s=5.0
     )
     reconciler = GpuTuningReconciler(
         client,
         configs=configs,
         workloads=_workloads(namespace),
         jobs=client.job_cache,
-        results=_Cache(),
+        results=_Cache(_applied_result()),
         events=events,
-        hints=TuningHints(),
+        hints=hints or TuningHints(),
         settings=settings,
         wall_clock=lambda: datetime(2026, 11, 29, 12, 0, tzinfo=UTC),
         clock=lambda: 1e9,
@@ -160,38 +188,91 @@ def _tuning_condition(configs: _Cache, key: str = KEY) -> dict[str, Any] | None:
 
 
 def _warnings(events: _Events) -> list[tuple[str, str, str]]:
-    return [e for e in events.recorded if e[1] == "GpuTuningApplyNotAllowed"]
+    return [e for e in events.recorded if e[1] == "GpuTuningNotAllowed"]
 
 
-def test_no_namespace_may_apply_by_default() -> None:
-    assert GpuTuningSettings().apply_namespaces == []
+def test_no_namespace_may_tune_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES", raising=False)
+    monkeypatch.delenv("CLIMATIK_GPU_TUNING__APPLY_NAMESPACES", raising=False)
+    assert GpuTuningSettings().allowed_namespaces == []
 
 
 def test_the_setting_reads_a_json_list_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("CLIMATIK_GPU_TUNING__APPLY_NAMESPACES", '["llm", "batch"]')
-    assert GpuTuningSettings().apply_namespaces == ["llm", "batch"]
+    monkeypatch.setenv("CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES", '["llm", "batch"]')
+    assert GpuTuningSettings().allowed_namespaces == ["llm", "batch"]
 
 
-async def test_apply_in_a_namespace_not_allowed_runs_as_recommend_and_is_told_once() -> None:
-    configs = _Cache(_pcc("Apply"))
-    reconciler, client, events = _reconciler(configs, allowed=["other"])
+@pytest.mark.parametrize(
+    ("allowed", "deprecated", "expected"),
+    [
+        (None, '["llm"]', ["llm"]),  # a release-old installation
+        ("[]", '["llm"]', ["llm"]),  # an overlay patching the old name onto the new base
+        ('["batch"]', '["llm"]', ["batch"]),  # the new name wins
+        ('["*"]', None, ["*"]),
+    ],
+)
+def test_the_deprecated_name_is_read_while_the_new_one_is_empty(
+    allowed: str | None,
+    deprecated: str | None,
+    expected: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in (
+        ("CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES", allowed),
+        ("CLIMATIK_GPU_TUNING__APPLY_NAMESPACES", deprecated),
+    ):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert GpuTuningSettings().allowed_namespaces == expected
+
+
+def test_the_deprecated_name_is_logged_when_the_controller_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES", raising=False)
+    monkeypatch.setenv("CLIMATIK_GPU_TUNING__APPLY_NAMESPACES", '["llm"]')
+    manager = Manager(
+        RuntimeSettings(kube=KubeSettings(), leader_election=LeaderElectionSettings(enabled=False)),
+        KubeClient(api_client=None),
+        install_signal_handlers=False,
+    )
+    with structlog.testing.capture_logs() as logs:
+        reconciler = manager.add_controller(gpu_tuning_controller).reconciler
+    assert isinstance(reconciler, GpuTuningReconciler)
+    assert reconciler._settings.allowed_namespaces == ["llm"]
+    (deprecated,) = [e for e in logs if e["event"] == "deprecated_setting"]
+    assert deprecated["setting"] == "CLIMATIK_GPU_TUNING__APPLY_NAMESPACES"
+    assert deprecated["use"] == "CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES"
+
+
+@pytest.mark.parametrize("mode", ["Recommend", "Apply"])
+async def test_tuning_in_a_namespace_not_allowed_runs_no_job_and_is_told_once(mode: str) -> None:
+    configs = _Cache(_pcc(mode))
+    hints = TuningHints()
+    reconciler, client, events = _reconciler(configs, allowed=["other"], hints=hints)
     for _ in range(3):
-        await reconciler.reconcile(KEY)
-    assert _mode_args(client) == ["recommend"]  # tuned, but nothing stays locked
+        result = await reconciler.reconcile(KEY)
+    # Even a recommending sweep locks the node's clocks while it runs: no Job at all.
+    assert client.jobs == []
+    assert [e for e in events.recorded if e[1] == "GpuTuningStarted"] == []
+    # No result on the node feeds back: watts per replica come from measurements only.
+    assert hints.take(KEY) is None
+    assert result.requeue_after is None  # nothing to poll for; a spec change wakes it
     condition = _tuning_condition(configs)
     assert condition is not None
-    assert (condition["status"], condition["reason"]) == ("False", GPU_TUNING_APPLY_NOT_ALLOWED)
-    assert condition["reason"] == "ApplyNotAllowed"
-    assert "CLIMATIK_GPU_TUNING__APPLY_NAMESPACES" in condition["message"]
+    assert (condition["status"], condition["reason"]) == ("False", GPU_TUNING_NOT_ALLOWED)
+    assert condition["reason"] == "TuningNotAllowed"
+    assert "CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES" in condition["message"]
     assert f"namespace {NS}" in condition["message"]
+    assert f"mode is {mode}" in condition["message"]
     assert condition["observedGeneration"] == 1
     (warning,) = _warnings(events)
     assert warning[0] == "Warning"
-    assert "gpuTuning.applyNamespaces" in warning[2]
-    (started,) = [e for e in events.recorded if e[1] == "GpuTuningStarted"]
-    assert "as Recommend" in started[2]
+    assert "gpuTuning.allowedNamespaces" in warning[2]
     # A steady refusal writes the status once, not on every reconcile.
     assert len(client.status_patches) == 1
 
@@ -199,7 +280,7 @@ async def test_apply_in_a_namespace_not_allowed_runs_as_recommend_and_is_told_on
 async def test_a_restarted_controller_does_not_repeat_the_warning_but_a_new_generation_does() -> (
     None
 ):
-    configs = _Cache(_pcc("Apply"))
+    configs = _Cache(_pcc("Recommend"))
     first, client, events = _reconciler(configs)
     await first.reconcile(KEY)
     restarted, _, _ = _reconciler(configs, client=client, events=events)
@@ -213,44 +294,51 @@ async def test_a_restarted_controller_does_not_repeat_the_warning_but_a_new_gene
     condition = _tuning_condition(configs)
     assert condition is not None
     assert condition["observedGeneration"] == 2
+    assert client.jobs == []
 
 
 async def test_a_refused_warning_event_is_sent_again() -> None:
-    configs = _Cache(_pcc("Apply"))
+    configs = _Cache(_pcc("Recommend"))
     reconciler, _, events = _reconciler(configs, events=_Events(refuse_first=True))
-    for _ in range(3):
+    first = await reconciler.reconcile(KEY)
+    assert first.requeue_after == 5.0  # polled again for the Event owed
+    for _ in range(2):
         await reconciler.reconcile(KEY)
     assert len(_warnings(events)) == 2
 
 
+@pytest.mark.parametrize("mode", ["Recommend", "Apply"])
 @pytest.mark.parametrize("allowed", [[NS], ["*"], ["x", NS]])
-async def test_apply_where_allowed_locks_the_clock_and_says_nothing(allowed: list[str]) -> None:
-    configs = _Cache(_pcc("Apply"))
-    reconciler, client, events = _reconciler(configs, allowed=allowed)
+async def test_tuning_where_allowed_runs_the_job_of_its_mode_and_says_nothing(
+    allowed: list[str], mode: str
+) -> None:
+    configs = _Cache(_pcc(mode))
+    hints = TuningHints()
+    reconciler, client, events = _reconciler(configs, allowed=allowed, hints=hints)
     await reconciler.reconcile(KEY)
-    assert _mode_args(client) == ["apply"]
+    assert _mode_args(client) == [mode.lower()]
+    assert hints.take(KEY) is not None  # the node's applied result feeds back
     assert _tuning_condition(configs) is None
     assert _warnings(events) == []
     assert client.status_patches == []
 
 
-@pytest.mark.parametrize("mode", ["Recommend", "Disabled"])
-async def test_configs_not_asking_for_apply_are_not_warned(mode: str) -> None:
-    configs = _Cache(_pcc(mode))
+async def test_a_config_not_asking_for_tuning_is_not_warned() -> None:
+    configs = _Cache(_pcc("Disabled"))
     reconciler, client, events = _reconciler(configs)
     await reconciler.reconcile(KEY)
-    assert _mode_args(client) == (["recommend"] if mode == "Recommend" else [])
+    assert client.jobs == []
     assert _warnings(events) == []
     assert client.status_patches == []
 
 
 @pytest.mark.parametrize(
-    ("mode", "allowed"), [("Recommend", []), ("Disabled", []), ("Apply", [NS])]
+    ("mode", "allowed"), [("Disabled", []), ("Recommend", [NS]), ("Apply", ["*"])]
 )
-async def test_the_condition_goes_once_apply_is_no_longer_refused(
+async def test_the_condition_goes_once_tuning_is_no_longer_refused(
     mode: str, allowed: list[str]
 ) -> None:
-    configs = _Cache(_pcc("Apply"))
+    configs = _Cache(_pcc("Recommend"))
     reconciler, client, _ = _reconciler(configs)
     await reconciler.reconcile(KEY)
     assert _tuning_condition(configs) is not None
@@ -261,6 +349,37 @@ async def test_the_condition_goes_once_apply_is_no_longer_refused(
     after, _, _ = _reconciler(configs, allowed=allowed, client=client)
     await after.reconcile(KEY)
     assert _tuning_condition(configs) is None
+    assert _mode_args(client) == ([] if mode == "Disabled" else [mode.lower()])
+
+
+async def test_the_condition_an_earlier_release_wrote_is_replaced_then_removed() -> None:
+    # Upgraded from a release that gated Apply alone: its ApplyNotAllowed condition is this
+    # reconciler's too, so it neither lingers nor stands for a warning already sent.
+    cfg = _pcc("Apply")
+    cfg["status"]["conditions"] = [
+        {
+            "type": GPU_TUNING_CONDITION,
+            "status": "False",
+            "reason": "ApplyNotAllowed",
+            "message": "Tuning runs as Recommend instead",
+            "observedGeneration": 1,
+            "lastTransitionTime": "2026-11-29T12:00:00Z",
+        }
+    ]
+    configs = _Cache(cfg)
+    refusing, client, events = _reconciler(configs)
+    await refusing.reconcile(KEY)
+    condition = _tuning_condition(configs)
+    assert condition is not None
+    assert condition["reason"] == GPU_TUNING_NOT_ALLOWED
+    assert len(_warnings(events)) == 1
+    assert client.jobs == []
+    # The same upgraded config where its namespace is allowed: the old condition goes.
+    configs = _Cache(cfg)
+    allowing, client, _ = _reconciler(configs, allowed=[NS])
+    await allowing.reconcile(KEY)
+    assert _tuning_condition(configs) is None
+    assert _mode_args(client) == ["apply"]
 
 
 async def test_a_condition_of_another_reason_is_left_alone() -> None:
@@ -276,7 +395,7 @@ async def test_a_condition_of_another_reason_is_left_alone() -> None:
         }
     ]
     configs = _Cache(cfg)
-    reconciler, client, _ = _reconciler(configs)
+    reconciler, client, _ = _reconciler(configs, allowed=[NS])
     await reconciler.reconcile(KEY)
     assert client.status_patches == []
     condition = _tuning_condition(configs)
