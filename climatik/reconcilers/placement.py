@@ -127,6 +127,9 @@ class PlacementSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLIMATIK_PLACEMENT__", extra="ignore")
 
     interval_s: float = Field(default=30.0, gt=0)
+    status_refresh_s: float = Field(default=300.0, gt=0)
+    """Rack readings in the condition message that moved by less than 5 % are written at most
+    this often; a new status, reason, rack over its limit or problem at once."""
     """How often racks are re-read and re-scored, besides reacting to changes."""
     workers: int = Field(default=2, ge=1)
     """Configs of the placement controller reconciled at once (never one config twice)."""
@@ -196,6 +199,8 @@ class _Memory:
     over_limit: frozenset[str] = frozenset()
     last_cooling: str = ""
     template_changed_at: dict[str, float] = field(default_factory=dict)
+    status_written_s: float | None = None
+    """When the condition was last written unsettled (see `status_refresh_s`)."""
     recirculation_problem: str = ""
     """What is wrong with the recirculation ConfigMap this round, in words ("" when nothing)."""
     reported_recirculation_problem: str = ""
@@ -1088,7 +1093,17 @@ class PlacementReconciler:
         desired = (current or PowerCappingConfigStatus()).model_copy(
             update={"conditions": list(conditions)}
         )
-        patch = status_patch(current, desired, resource_version=_meta(obj).get("resourceVersion"))
+        now_s = self._clock()
+        refresh = (
+            memory.status_written_s is None
+            or now_s - memory.status_written_s >= self._settings.status_refresh_s
+        )
+        patch = status_patch(
+            current,
+            desired,
+            resource_version=_meta(obj).get("resourceVersion"),
+            settled=not refresh,
+        )
         if patch is None:
             return False
         try:
@@ -1105,6 +1120,8 @@ class PlacementReconciler:
             if error.is_not_found:
                 return False
             raise
+        if refresh:
+            memory.status_written_s = now_s
         return False
 
 

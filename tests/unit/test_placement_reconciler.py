@@ -17,10 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from climatik.api.convert import config_from_object
+from climatik.api.status import apply_merge_patch
 from climatik.domain.config import PowerCappingConfig
 from climatik.domain.placement import PlaceScore, SupplySetpoint
 from climatik.kube.client import ApiError, Resource
-from climatik.kube.store import Store
+from climatik.kube.store import Store, thaw
 from climatik.reconcilers.placement import (
     DELETION_COST_ANNOTATION,
     ORIGINAL_AFFINITY_ANNOTATION,
@@ -1031,3 +1032,32 @@ async def test_a_restarted_controller_does_not_repeat_the_deletion_cost_warning(
     await restarted.reconcile(f"{NS}/cap")
     await restarted.reconcile(f"{NS}/cap")
     assert [e[2] for e in events2.recorded].count("DeletionCostForbidden") == 0
+
+
+async def test_rack_readings_that_only_jitter_are_not_written_again() -> None:
+    """Issue 15: the RacksWithinLimits message quotes per-rack power and inlet, which move a
+    little on every reconcile; each config wrote its status every interval (~16 writes/s with
+    500 configs). Readings within 5 % are not news until the refresh period."""
+    now = [1000.0]
+    source = static(HOT_OVER, COOL)
+    rec, client, _, _ = reconciler(config(), [], source, clock=lambda: now[0])
+
+    async def reconcile_and_apply() -> list[dict[str, Any]]:
+        before = len(client.patches)
+        await rec.reconcile(f"{NS}/cap")
+        written = [p for _, _, p, sub in client.patches[before:] if sub == "status"]
+        for patch in written:  # as the watch would bring the write back into the cache
+            cached = thaw(rec._configs.store.get(f"{NS}/cap"))
+            rec._configs.store.upsert(apply_merge_patch(cached, patch))
+        return written
+
+    assert await reconcile_and_apply()
+    source.set(RackSignals("rack-b", watts=10_200.0, inlet_c=22.1))  # noise
+    now[0] += 30
+    assert await reconcile_and_apply() == []
+    source.set(RackSignals("rack-b", watts=16_000.0, inlet_c=22.1))  # a real change
+    now[0] += 30
+    assert await reconcile_and_apply()
+    source.set(RackSignals("rack-b", watts=16_100.0, inlet_c=22.2))
+    now[0] += 301  # the refresh period: figures are brought up to date anyway
+    assert await reconcile_and_apply()
