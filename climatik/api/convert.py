@@ -202,5 +202,8 @@ def to_domain(obj: models.PowerCappingConfig) -> domain.PowerCappingConfig:
 
 
 def config_from_object(obj: Mapping[str, Any]) -> domain.PowerCappingConfig:
-    """Parse and convert in one step: what a reconciler calls on a cached object."""
-    return to_domain(parse_object(obj))
+    """Parse and convert in one step: what a reconciler calls on a cached object.
+
+    The status is the controller's own and plays no part in the config: it is left out of the
+    validation, which otherwise spends most of its time on conditions and per-target state."""
+    return to_domain(parse_object({k: v for k, v in obj.items() if k != "status"}))
