@@ -106,14 +106,18 @@ class PrometheusPool:
         settings: PrometheusSettings,
         call: Callable[[PrometheusClient], Awaitable[T]],
         promql: str,
+        *,
+        ttl_s: float | None = None,
     ) -> T:
-        """`call` on the address's client, coalesced and kept under `key`, behind the breaker."""
+        """`call` on the address's client, coalesced and kept under `key` (for `ttl_s`, by
+        default the pool's), behind the breaker."""
 
         async def fetch() -> object:
             return await self._guarded(address, settings, call, promql)
 
+        keep_s = self.ttl_s(settings) if ttl_s is None else ttl_s
         # The key names the call (query kind and arguments), so its answer is a T.
-        return cast("T", await self._flights.get(key, fetch, ttl_s=self.ttl_s(settings)))
+        return cast("T", await self._flights.get(key, fetch, ttl_s=keep_s))
 
     def wall_now(self) -> float:
         """Unix time, for judging the age of kept answers."""
@@ -224,6 +228,9 @@ class SharedPrometheus:
         lookback_delta_s: Lookback = "default",
     ) -> RangeResult:
         key = ("range", self._address, self._settings, promql, start_s, end_s, step_s)
+        # A window that has ended cannot change: on a grid (the rack history's), every caller
+        # asks the same window until the next step, so its answer is kept until then.
+        closed_s = step_s - (self._pool.wall_now() - end_s)
         return await self._pool.shared(
             (*key, lookback_delta_s),
             self._address,
@@ -236,6 +243,7 @@ class SharedPrometheus:
                 lookback_delta_s=lookback_delta_s,
             ),
             promql,
+            ttl_s=closed_s if closed_s > self._pool.ttl_s(self._settings) else None,
         )
 
     async def query_by_pod(

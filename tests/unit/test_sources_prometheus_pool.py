@@ -320,3 +320,37 @@ async def test_configs_with_different_sample_ages_share_one_grouped_read(
         )
     assert sum(server.queries.values()) == 1
     await pool.close()
+
+
+async def test_a_range_on_a_grid_is_asked_once_per_step(session: aiohttp.ClientSession) -> None:
+    """Placement asks each config's rack history on a one-minute grid every 30 s: the window
+    cannot change before the next step, so every config shares one answer until then."""
+    asked: list[str] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        asked.append(str((await request.post())["query"]))
+        return web.json_response(
+            {"status": "success", "data": {"resultType": "matrix", "result": []}}
+        )
+
+    app = web.Application()
+    app.router.add_post("/api/v1/query_range", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    wall = Clock(10_030.0)  # 30 s into the step that ended at 10,000 s
+    pool = PrometheusPool(lambda: _session(session), clock=wall, wall_clock=wall)
+    querier = pool.querier(url, SETTINGS)
+    try:
+        for now in (10_030.0, 10_045.0, 10_059.0):
+            wall.now = now
+            await querier.query_range("sum(rack)", start_s=6_400.0, end_s=10_000.0, step_s=60.0)
+        assert asked == ["sum(rack)"]
+        wall.now = 10_061.0  # the next step: the caller asks a new window anyway
+        await querier.query_range("sum(rack)", start_s=6_460.0, end_s=10_060.0, step_s=60.0)
+        assert asked == ["sum(rack)", "sum(rack)"]
+    finally:
+        await pool.close()
+        await runner.cleanup()
