@@ -226,8 +226,9 @@ class SharedPrometheus:
         end_s: float,
         step_s: float,
         lookback_delta_s: Lookback = "default",
+        grouped: bool = False,
     ) -> RangeResult:
-        key = ("range", self._address, self._settings, promql, start_s, end_s, step_s)
+        key = ("range", self._address, self._settings, promql, start_s, end_s, step_s, grouped)
         # A window that has ended cannot change: on a grid (the rack history's), every caller
         # asks the same window until the next step, so its answer is kept until then.
         closed_s = step_s - (self._pool.wall_now() - end_s)
@@ -241,6 +242,7 @@ class SharedPrometheus:
                 end_s=end_s,
                 step_s=step_s,
                 lookback_delta_s=lookback_delta_s,
+                grouped=grouped,
             ),
             promql,
             ttl_s=closed_s if closed_s > self._pool.ttl_s(self._settings) else None,

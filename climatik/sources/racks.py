@@ -31,8 +31,11 @@ from climatik.sources.plausibility import PlausibilityLimits, PlausibleRange
 from climatik.sources.power import (
     DEFAULT_RACK_LABEL,
     DEFAULT_RACK_POWER_QUERY,
+    GroupedPowerQueries,
+    GroupedQuery,
     PowerQueryConfig,
     RackNodes,
+    build_grouped_power_queries,
     build_power_query,
     build_rack_query,
     is_per_rack,
@@ -192,6 +195,7 @@ class RackQuerier(Protocol):
         end_s: float,
         step_s: float,
         lookback_delta_s: float | Literal["default"] | None = "default",
+        grouped: bool = False,
     ) -> RangeResult: ...
 
 
@@ -275,6 +279,10 @@ class PrometheusRackSignalSource:
     async def service_power_series(self, namespace: str, pods: Sequence[str]) -> tuple[float, ...]:
         if not pods or self._queries.history_window_s <= 0:
             return ()
+        bounds = self._limits.pod_watts(len(pods))
+        grouped = build_grouped_power_queries(self._power)
+        if grouped is not None:
+            return _within(await self._pods_series(grouped, namespace, pods), bounds)
         try:
             query = build_power_query(self._power, namespace, pods)
         except promql.QueryTemplateError:
@@ -282,7 +290,59 @@ class PrometheusRackSignalSource:
         result = await self._range(query)
         if not isinstance(result, Matrix) or len(result.series) != 1:
             return ()
-        return _within(self._on_grid(result.series[0].points), self._limits.pod_watts(len(pods)))
+        return _within(self._on_grid(result.series[0].points), bounds)
+
+    async def _pods_series(
+        self, grouped: GroupedPowerQueries, namespace: str, pods: Sequence[str]
+    ) -> tuple[float, ...]:
+        """The workload's power history from the preset's grouped history, one per step for
+        every pod of the server, so every config shares it: the sum of its own pods' CPU
+        series at each point (none: a gap), plus their GPU series where Kepler exports them."""
+        async with asyncio.TaskGroup() as group:
+            cpu_task = group.create_task(self._range(grouped.watts.promql, grouped=True))
+            gpu_task = (
+                group.create_task(self._range(grouped.gpu_watts.promql, grouped=True))
+                if grouped.gpu_watts is not None
+                else None
+            )
+        cpu = self._pods_on_grid(cpu_task.result(), grouped.watts, namespace, pods)
+        if cpu is None:
+            return ()
+        gpu = (
+            self._pods_on_grid(gpu_task.result(), grouped.gpu_watts, namespace, pods)
+            if gpu_task is not None and grouped.gpu_watts is not None
+            else None
+        )
+        if gpu is None:
+            return cpu
+        return tuple(c + (0.0 if math.isnan(g) else g) for c, g in zip(cpu, gpu, strict=True))
+
+    def _pods_on_grid(
+        self,
+        result: RangeResult | None,
+        query: GroupedQuery,
+        namespace: str,
+        pods: Sequence[str],
+    ) -> tuple[float, ...] | None:
+        if not isinstance(result, Matrix):
+            return None
+        wanted = set(pods)
+        mine = [
+            self._on_grid(s.points)
+            for s in result.series
+            if s.labels.get(query.namespace_label) == namespace
+            and s.labels.get(query.pod_label) in wanted
+        ]
+        if not mine:
+            return None
+        # Plain sums: math.fsum raises on an overflow that hostile values could cause, where
+        # a sum becomes inf and is screened as implausible.
+        return tuple(
+            math.nan
+            if all(math.isnan(v) for v in column)
+            else sum(v for v in column if not math.isnan(v))
+            for column in zip(*mine, strict=True)
+        )
 
     def _bounds(self, quantity: Quantity, nodes: int) -> PlausibleRange:
         if quantity in ("watts", "cooling_watts"):
@@ -348,11 +408,13 @@ class PrometheusRackSignalSource:
                 values[i] = value
         return tuple(values)
 
-    async def _range(self, query: str) -> RangeResult | None:
+    async def _range(self, query: str, *, grouped: bool = False) -> RangeResult | None:
         start, end, step = self._grid()
         try:
             async with self._semaphore:
-                return await self._client.query_range(query, start_s=start, end_s=end, step_s=step)
+                return await self._client.query_range(
+                    query, start_s=start, end_s=end, step_s=step, grouped=grouped
+                )
         except PrometheusError:
             return None
 

@@ -8,7 +8,7 @@ from typing import Literal
 import pytest
 
 from climatik.sources import promql
-from climatik.sources.power import RackNodes
+from climatik.sources.power import PowerQueryConfig, RackNodes, build_grouped_power_queries
 from climatik.sources.prometheus import (
     InstantResult,
     Matrix,
@@ -43,6 +43,7 @@ class Table:
         self.ranges = ranges or {}
         self.asked: list[str] = []
         self.range_asked: list[tuple[str, float, float, float]] = []
+        self.grouped_asked: list[bool] = []
 
     @property
     def settings(self) -> PrometheusSettings:
@@ -70,8 +71,10 @@ class Table:
         end_s: float,
         step_s: float,
         lookback_delta_s: float | Literal["default"] | None = "default",
+        grouped: bool = False,
     ) -> RangeResult:
         self.range_asked.append((promql, start_s, end_s, step_s))
+        self.grouped_asked.append(grouped)
         return self.ranges.get(promql, NoData(NoDataReason.EMPTY, promql))
 
 
@@ -154,14 +157,38 @@ async def test_history_is_put_on_a_fixed_grid_with_nan_gaps() -> None:
     assert table.range_asked == [("q", 720.0, 1020.0, 60.0)]
 
 
-async def test_service_series_uses_the_power_preset_for_the_pods() -> None:
-    table = Table({})
-    source = PrometheusRackSignalSource(table, RackSignalQueries(history_window_s=120))
+async def test_service_series_sums_the_workloads_pods_from_one_grouped_history() -> None:
+    """Issue 15: one range query per workload per reconcile was 167 a second with 5,000
+    configs. Every config now reads the preset's grouped history (one per step for all pods)
+    and sums its own pods; the GPU series adds where Kepler exports it."""
+    grouped = build_grouped_power_queries(PowerQueryConfig())
+    assert grouped is not None
+    assert grouped.gpu_watts is not None
+
+    def pod(namespace: str, name: str, *points: tuple[float, float]) -> Series:
+        return Series({"pod_namespace": namespace, "pod_name": name}, points)
+
+    cpu = Matrix(
+        series=(
+            pod("llm", "p-1", (960.0, 100.0), (1020.0, 110.0)),
+            pod("llm", "p-2", (960.0, 50.0)),
+            pod("other", "p-1", (960.0, 999.0), (1020.0, 999.0)),
+        )
+    )
+    gpu = Matrix(series=(pod("llm", "p-2", (1020.0, 300.0)),))
+    table = Table({}, {grouped.watts.promql: cpu, grouped.gpu_watts.promql: gpu})
+    queries = RackSignalQueries(history_window_s=120, history_step_s=60)
+    source = PrometheusRackSignalSource(table, queries, clock=lambda: 1080.0)
     assert await source.service_power_series("llm", ()) == ()
-    assert await source.service_power_series("llm", ("p-1",)) == ()
-    asked = table.range_asked[0][0]
-    assert 'pod_namespace="llm"' in asked
-    assert 'pod_name=~"p-1"' in asked
+    series = await source.service_power_series("llm", ("p-1", "p-2"))
+    assert series[:2] == (150.0, 410.0)
+    assert math.isnan(series[2])  # no CPU series at 1080: a gap, never 0
+    assert {asked for asked, *_ in table.range_asked} == {
+        grouped.watts.promql,
+        grouped.gpu_watts.promql,
+    }
+    assert all(table.grouped_asked)
+    assert await source.service_power_series("llm", ("p-9",)) == ()
 
 
 async def test_implausible_rack_signals_are_not_usable_and_say_why() -> None:
