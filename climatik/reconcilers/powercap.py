@@ -345,7 +345,10 @@ class PowerCapReconciler:
             # yet capped (dropped at give-back), never a capped object without a record. A hold
             # without the finalizer (capped before records existed, or the finalizer removed by
             # hand) gets it now, or deleting the config would leave the ceiling lowered.
-            obj = await self._record_holds(obj, held | new_holds)
+            recorded = await self._record_holds(obj, held | new_holds)
+            if recorded is None:
+                return Result(requeue_after=_CONFLICT_RETRY_S)
+            obj = recorded
             held |= new_holds
         conflicts = 0
         for target, decision in changed:
@@ -653,21 +656,19 @@ class PowerCapReconciler:
         }
         return recorded | (memory.held if memory is not None else set())
 
-    async def _record_holds(self, obj: Mapping[str, Any], held: set[Held]) -> Mapping[str, Any]:
-        """Put `held` on record (status) behind the give-back finalizer; the updated object."""
+    async def _record_holds(
+        self, obj: Mapping[str, Any], held: set[Held]
+    ) -> Mapping[str, Any] | None:
+        """Put `held` on record (status) behind the give-back finalizer; the updated object, or
+        None when the config changed under the finalizer patch (decide again on fresh state)."""
         finalizers = list(obj["metadata"].get("finalizers") or ())
         if GIVE_BACK_FINALIZER not in finalizers:
-            obj = await self._client.merge_patch(
-                POWER_CAPPING_CONFIGS,
-                obj["metadata"]["name"],
-                {
-                    "metadata": {
-                        "finalizers": [*finalizers, GIVE_BACK_FINALIZER],
-                        "resourceVersion": obj["metadata"].get("resourceVersion"),
-                    }
-                },
-                obj["metadata"].get("namespace"),
-            )
+            try:
+                obj = await self._set_finalizers(obj, [*finalizers, GIVE_BACK_FINALIZER])
+            except ApiError as error:
+                if not error.is_conflict:
+                    raise
+                return None
         records = _held_status(held)
         await write_status(
             self._client, obj, lambda current: with_fields(current, held_targets=records)
@@ -722,31 +723,40 @@ class PowerCapReconciler:
         if GIVE_BACK_FINALIZER not in finalizers:
             self._forget(key)
             return Result()
-        namespace = str(obj["metadata"].get("namespace"))
         memory = self._memory.get(key)
         remaining = await self._give_back(obj, key, self._held(obj, memory))
         if remaining:
             if memory is not None:
                 memory.held = remaining
-            return Result(requeue_after=_CONFLICT_RETRY_S)
+            return Result(requeue_after=self._settings.interval_s)
         try:
-            await self._client.merge_patch(
-                POWER_CAPPING_CONFIGS,
-                obj["metadata"]["name"],
-                {
-                    "metadata": {
-                        "finalizers": [f for f in finalizers if f != GIVE_BACK_FINALIZER],
-                        "resourceVersion": obj["metadata"].get("resourceVersion"),
-                    }
-                },
-                namespace,
-            )
+            await self._set_finalizers(obj, [f for f in finalizers if f != GIVE_BACK_FINALIZER])
         except ApiError as error:
+            if error.is_conflict:
+                return Result(requeue_after=_CONFLICT_RETRY_S)
             if not error.is_not_found:
                 raise
         log.info("config_finalized", held_given_back=len(self._held(obj, memory)))
         self._forget(key)
         return Result()
+
+    async def _set_finalizers(
+        self, obj: Mapping[str, Any], finalizers: list[str]
+    ) -> Mapping[str, Any]:
+        """The config's finalizers, as a merge patch conditional on its resourceVersion (the
+        list is replaced whole, so a finalizer someone else added meanwhile is never lost)."""
+        meta = obj["metadata"]
+        return await self._client.merge_patch(
+            POWER_CAPPING_CONFIGS,
+            meta["name"],
+            {
+                "metadata": {
+                    "finalizers": finalizers,
+                    "resourceVersion": meta.get("resourceVersion"),
+                }
+            },
+            meta.get("namespace"),
+        )
 
     def _forget(self, key: str) -> None:
         memory = self._memory.pop(key, None)
