@@ -42,12 +42,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from climatik.devcluster.cluster import ClusterInfo, down, up
 from climatik.devcluster.topology import Rack, Topology
 from climatik.kube.client import KubeClient
 from climatik.runtime.controllers import controller_factories
+from climatik.runtime.logging import configure_logging
 from climatik.runtime.manager import Manager
 from climatik.runtime.reconcile import Controller, Result
 from climatik.runtime.settings import RuntimeSettings
@@ -59,7 +58,8 @@ from tests.integration.prometheus import (
     start_prometheus,
 )
 
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+# The controller's own logging (no frame locals in tracebacks), errors only.
+configure_logging("error")
 
 API = "powercapping.climatik-project.ai/v1"
 WATTS_PER_POD = 300.0
