@@ -5,9 +5,9 @@ Prometheus scraping the metrics exporter, and creates `--configs` namespaced set
 Deployment (one kwok pod), its KEDA ScaledObject and a PowerCappingConfig capping it, spread over
 `--namespaces` namespaces. A fifth of the configs have a cap below what their pod draws, so they
 hold a lowered ceiling; the rest are within their cap. Every pod's watts move by a few percent
-every scrape (real meters are noisy). The controller then runs in this process with every
-built-in controller, cluster-wide, as `climatik run` runs them, and the benchmark reports over a
-steady-state window:
+every scrape (real meters are noisy; the exporter jitters them itself). The controller then runs
+in this process with every built-in controller, cluster-wide, as `climatik run` runs them, and
+the benchmark reports over a steady-state window:
 
 - RSS of the process (the benchmark's own share is small: objects are created by kubectl);
 - reconcile latency p50/p99 per controller (each reconcile timed around the reconciler);
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import itertools
 import json
@@ -199,10 +198,9 @@ async def _wait_for_pods(cluster: ClusterInfo, count: int, timeout_s: float = 18
         await asyncio.sleep(10)
 
 
-async def _serve_noisy_watts(
-    exporter: ExporterHandle, pods: list[dict[str, Any]], stop: asyncio.Event
-) -> None:
-    """Every pod draws about `WATTS_PER_POD`, moving by up to `NOISE` every 5 s."""
+async def _serve_noisy_watts(exporter: ExporterHandle, pods: list[dict[str, Any]]) -> None:
+    """Every pod draws about `WATTS_PER_POD`, jittered by the exporter by up to `NOISE` at each
+    scrape (the benchmark process itself does no work for it during the measurement)."""
     specs = [
         {
             "namespace": p["metadata"]["namespace"],
@@ -211,19 +209,12 @@ async def _serve_noisy_watts(
             "cpu_watts": WATTS_PER_POD,
             "gpu_watts": None,
             "tokens_per_s": WATTS_PER_POD / 10,
+            "noise": NOISE,
         }
         for p in pods
     ]
-    await exporter.add_pods(specs)
-    rng = random.Random(7)
-    while not stop.is_set():
-        for spec in specs:
-            watts = WATTS_PER_POD * (1 + rng.uniform(-NOISE, NOISE))
-            spec["cpu_watts"] = watts
-            spec["tokens_per_s"] = watts / 10 * (1 + rng.uniform(-NOISE, NOISE))
-        await exporter.add_pods(specs)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 5)
+    for start in range(0, len(specs), 500):
+        await exporter.add_pods(specs[start : start + 500])
 
 
 # -- instruments ------------------------------------------------------------------------------
@@ -429,7 +420,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         cluster = up(work / "cluster", topology)
         exporter = start_exporter(work / "exporter.log")
         prometheus = start_prometheus(find_prometheus(), work / "prometheus", exporter.hostport)
-        stop_noise = asyncio.Event()
         try:
             populate_s = await asyncio.to_thread(
                 _populate, cluster, args.configs, args.namespaces, prometheus.url
@@ -437,7 +427,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             print(f"created {3 * args.configs} objects in {populate_s:.0f} s", flush=True)
             pods_s = await _wait_for_pods(cluster, args.configs)
             pods = await asyncio.to_thread(_running_pods, cluster)
-            noise = asyncio.create_task(_serve_noisy_watts(exporter, pods, stop_noise))
+            await _serve_noisy_watts(exporter, pods)
             await asyncio.sleep(20)  # two scrapes
             print("baseline: the same manager with a no-op power-cap reconciler", flush=True)
             baseline = await _measure(
@@ -456,8 +446,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 wrap=lambda controller: controller.reconciler,
                 profile=args.profile,
             )
-            stop_noise.set()
-            await noise
         finally:
             prometheus.stop()
             exporter.stop()

@@ -25,7 +25,8 @@ Counters integrate their rates over real time, so `rate()` of a counter returns 
 tokens per second that were set. Control endpoints (JSON):
 
 - `POST /pods` `{"pods": [{"namespace", "name", "node", "cpu_watts", "gpu_watts",
-  "tokens_per_s", "model_name"}]}` adds or updates pods (omitted fields keep their values);
+  "tokens_per_s", "model_name", "noise"}]}` adds or updates pods (omitted fields keep their
+  values; `noise` 0.03 jitters the CPU power gauge within +-3 % at each scrape);
 - `POST /set` `{"<namespace>/<name>": {"cpu_watts": 120, "tokens_per_s": 40, "frozen": true}}`
   changes values; `"NaN"`/`"+Inf"` strings (or bare NaN) serve NaN/Inf. A pod created with
   `"timestamped": true` is served with explicit sample timestamps (the time of each scrape);
@@ -45,6 +46,7 @@ import argparse
 import asyncio
 import json
 import math
+import random
 import signal
 import socket
 import sys
@@ -111,6 +113,9 @@ class PodState:
     prompt_tokens_total: float = 0.0
     timestamped: bool = False
     frozen_at_ms: int | None = None
+    noise: float = 0.0
+    """Relative jitter of the CPU power gauge at each scrape (0.03: within +-3 %), as real
+    meters show; counters integrate the steady value."""
 
     @property
     def key(self) -> str:
@@ -130,8 +135,11 @@ def _finite_or_zero(value: float | None) -> float:
 class Exporter:
     """The state behind the endpoints; `clock` is monotonic seconds (injectable for tests)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None
+    ) -> None:
         self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._last_s = clock()
         self.pods: dict[str, PodState] = {}
         self.nodes: dict[str, NodeState] = {}
@@ -188,6 +196,8 @@ class Exporter:
             pod.gpu_watts = parse_number(values["gpu_watts"])
         if "tokens_per_s" in values:
             pod.tokens_per_s = parse_number(values["tokens_per_s"]) or 0.0
+        if "noise" in values:
+            pod.noise = abs(parse_number(values["noise"]) or 0.0)
         if "timestamped" in values:
             pod.timestamped = bool(values["timestamped"])
         if "frozen" in values:
@@ -244,9 +254,10 @@ class Exporter:
         pods = sorted(self.pods.values(), key=lambda p: p.key)
         yield from _header("kepler_pod_cpu_watts", "gauge", "Power of the pod's CPU by zone")
         for pod in pods:
+            watts = self._jittered(pod)
             for zone, fraction in ZONE_FRACTIONS.items():
                 labels = {**_kepler_pod_labels(pod), "zone": zone}
-                yield _line("kepler_pod_cpu_watts", labels, pod.cpu_watts * fraction, pod)
+                yield _line("kepler_pod_cpu_watts", labels, watts * fraction, pod)
         yield from _header("kepler_pod_cpu_joules_total", "counter", "Energy of the pod's CPU")
         for pod in pods:
             for zone, fraction in ZONE_FRACTIONS.items():
@@ -279,6 +290,11 @@ class Exporter:
             for pod in gpu_pods:
                 labels = {**_kepler_gpu_labels(pod), "node_name": pod.node}
                 yield _line("kepler_node_gpu_watts", labels, pod.gpu_watts or 0.0)
+
+    def _jittered(self, pod: PodState) -> float:
+        if not pod.noise or not math.isfinite(pod.cpu_watts):
+            return pod.cpu_watts
+        return pod.cpu_watts * (1 + self._rng.uniform(-pod.noise, pod.noise))
 
     def _kepler07(self) -> Iterable[str]:
         pods = sorted(self.pods.values(), key=lambda p: p.key)

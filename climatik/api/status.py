@@ -15,6 +15,7 @@ merge patch (RFC 7386, content type `application/merge-patch+json`). Guarantees:
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -102,12 +103,34 @@ def status_to_wire(status: PowerCappingConfigStatus | None) -> dict[str, Any]:
     return status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+_PARSED: OrderedDict[tuple[str, str], tuple[Any, PowerCappingConfigStatus]] = OrderedDict()
+_PARSED_MAX = 16_384
+
+
 def status_from_wire(obj: Mapping[str, Any]) -> PowerCappingConfigStatus | None:
-    """The status of a whole object dict, or `None` when it has none yet."""
+    """The status of a whole object dict, or `None` when it has none yet.
+
+    Every reconciler reads the status of every config it reconciles, mostly the same version
+    as last time: a parse is kept under the object's uid and resourceVersion (the model is
+    immutable) for the last `_PARSED_MAX` versions seen, and used again only for an equal
+    status (comparing two cached dicts costs far less than validating one)."""
     raw = obj.get("status")
     if not raw:
         return None
-    return PowerCappingConfigStatus.model_validate(raw)
+    meta = obj.get("metadata") or {}
+    uid, version = meta.get("uid"), meta.get("resourceVersion")
+    if not (isinstance(uid, str) and isinstance(version, str) and uid and version):
+        return PowerCappingConfigStatus.model_validate(raw)
+    key = (uid, version)
+    kept = _PARSED.get(key)
+    if kept is not None and kept[0] == raw:
+        _PARSED.move_to_end(key)
+        return kept[1]
+    parsed = PowerCappingConfigStatus.model_validate(raw)
+    _PARSED[key] = (raw, parsed)
+    if len(_PARSED) > _PARSED_MAX:
+        _PARSED.popitem(last=False)
+    return parsed
 
 
 def merge_patch_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -166,6 +166,8 @@ class Store:
         self._indexers: dict[str, IndexFunc] = dict(indexers or {})
         # index name -> index value -> keys
         self._indices: dict[str, dict[str, set[str]]] = {name: {} for name in self._indexers}
+        # index name -> index value -> how many writes touched it (see `index_version`)
+        self._versions: dict[str, dict[str, int]] = {name: {} for name in self._indexers}
 
     def add_indexer(self, name: str, func: IndexFunc) -> None:
         """Add an index (no-op if one of that name exists); existing objects are indexed now."""
@@ -173,6 +175,7 @@ class Store:
             return
         self._indexers[name] = func
         self._indices[name] = {}
+        self._versions[name] = {}
         index = self._indices[name]
         for key, obj in self._items.items():
             for value in func(obj):
@@ -245,18 +248,28 @@ class Store:
     def index_values(self, index_name: str) -> list[str]:
         return sorted(self._indices[index_name])
 
+    def index_version(self, index_name: str, value: str) -> int:
+        """A number that changes whenever an object with this index value is added, changed
+        or removed: a reader that derived something from `by_index(index_name, value)` may
+        keep it while the number stays the same (one namespace's targets, say)."""
+        return self._versions[index_name].get(value, 0)
+
     # -- index maintenance ------------------------------------------------------------------
 
     def _index(self, key: str, obj: RawObject) -> None:
         for name, func in self._indexers.items():
             index = self._indices[name]
+            versions = self._versions[name]
             for value in func(obj):
                 index.setdefault(value, set()).add(key)
+                versions[value] = versions.get(value, 0) + 1
 
     def _unindex(self, key: str, obj: RawObject) -> None:
         for name, func in self._indexers.items():
             index = self._indices[name]
+            versions = self._versions[name]
             for value in func(obj):
+                versions[value] = versions.get(value, 0) + 1
                 keys = index.get(value)
                 if keys is not None:
                     keys.discard(key)

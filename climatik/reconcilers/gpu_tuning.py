@@ -272,6 +272,7 @@ class GpuTuningReconciler:
         obj = self._configs.store.get(key)
         if obj is None:
             self._refusals.pop(key, None)
+            self._workloads.forget(key)
             return Result()
         try:
             config = config_from_object(obj)

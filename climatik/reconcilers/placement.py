@@ -573,6 +573,7 @@ class PlacementReconciler:
         self.snapshot.remove(key)
         self._memory.pop(key, None)
         self._metrics.forget_config(key)
+        self._caches.forget(key)
 
     # -- reading --------------------------------------------------------------------------------
 

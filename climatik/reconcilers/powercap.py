@@ -761,6 +761,7 @@ class PowerCapReconciler:
     def _forget(self, key: str) -> None:
         memory = self._memory.pop(key, None)
         self._metrics.forget(key, memory.target_names if memory else [])
+        self._workloads.forget(key)
 
     # -- reporting ----------------------------------------------------------------------------
 

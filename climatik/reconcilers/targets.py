@@ -12,7 +12,7 @@ raised.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from climatik.domain.config import LabelSelector, PowerCappingConfig, TargetKind
@@ -407,6 +407,11 @@ class WorkloadCaches:
     pods: Any
     hpas: Any = None
     """KEDA's HPAs; only the power-cap reconciler needs them (None: not watched)."""
+    _resolved: dict[str, tuple[tuple[Any, ...], Resolution]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """Per config key: the resolution and what it was resolved from (the config and the
+    namespace's version in every cache), kept while neither changes."""
 
     def __post_init__(self) -> None:
         # A config reads only its own namespace: with thousands of configs, scanning every
@@ -419,8 +424,28 @@ class WorkloadCaches:
         return (*caches, self.hpas) if self.hpas is not None else caches
 
     def resolve(self, config: PowerCappingConfig) -> Resolution:
-        """The targets of `config` as the caches see them now."""
+        """The targets of `config` as the caches see them now.
 
+        A config is reconciled every interval, and its namespace mostly has not changed since:
+        the last resolution is reused until the config or any object of its namespace in these
+        caches changes (at 5,000 configs, resolving afresh was a third of the controller's time).
+        """
+        stamp = (
+            config,
+            *(i.store.index_version(NAMESPACE_INDEX, config.namespace) for i in self._informers()),
+        )
+        kept = self._resolved.get(config.key)
+        if kept is not None and kept[0] == stamp:
+            return kept[1]
+        resolution = self._resolve(config)
+        self._resolved[config.key] = (stamp, resolution)
+        return resolution
+
+    def forget(self, config_key: str) -> None:
+        """Drop what was kept for a config that is gone."""
+        self._resolved.pop(config_key, None)
+
+    def _resolve(self, config: PowerCappingConfig) -> Resolution:
         def local(informer: Any) -> list[Obj]:
             objs: list[Obj] = informer.store.by_index(NAMESPACE_INDEX, config.namespace)
             return objs

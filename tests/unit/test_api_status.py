@@ -327,3 +327,18 @@ def test_settled_patch_never_hides_a_count_a_name_or_a_cap() -> None:
     assert moved["status"]["conditions"][0]["message"] == "llm-2 at 5"
     recapped = status_patch(_status(), _status(effective_cap_watts=1040.0), settled=True)
     assert recapped == {"status": {"effectiveCapWatts": 1040.0}}
+
+
+def test_a_status_parse_is_reused_only_for_the_same_object_version_and_content() -> None:
+    wire = status_to_wire(_status())
+    obj = {"metadata": {"uid": "u-9", "resourceVersion": "7"}, "status": wire}
+    first = status_from_wire(obj)
+    assert status_from_wire({**obj, "status": dict(wire)}) is first
+    moved = {"metadata": {"uid": "u-9", "resourceVersion": "8"}, "status": wire}
+    assert status_from_wire(moved) == first
+    assert status_from_wire(moved) is not first
+    # Same uid and version, other content (only fakes do that): parsed afresh, never stale.
+    other = {**obj, "status": {**wire, "measuredPowerWatts": 1.0}}
+    parsed = status_from_wire(other)
+    assert parsed is not None
+    assert parsed.measured_power_watts == 1.0

@@ -181,3 +181,18 @@ async def test_a_transform_runs_before_objects_are_cached() -> None:
         cached = informer.store.get(key)
         assert cached is not None
         assert "managedFields" not in cached["metadata"]
+
+
+def test_an_index_version_moves_with_every_write_to_its_value() -> None:
+    store = Store({"namespace": index_by_namespace})
+    assert store.index_version("namespace", "a") == 0
+    store.upsert({"metadata": {"name": "x", "namespace": "a", "resourceVersion": "1"}})
+    after_add = store.index_version("namespace", "a")
+    assert after_add > 0
+    store.upsert({"metadata": {"name": "y", "namespace": "b", "resourceVersion": "2"}})
+    assert store.index_version("namespace", "a") == after_add
+    store.upsert({"metadata": {"name": "x", "namespace": "a", "resourceVersion": "3"}})
+    after_update = store.index_version("namespace", "a")
+    assert after_update > after_add
+    store.delete("a/x")
+    assert store.index_version("namespace", "a") > after_update

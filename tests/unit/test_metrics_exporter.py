@@ -113,3 +113,20 @@ def test_only_timestamped_pods_freeze() -> None:
     exporter.set_values("llm/vllm-0", {"frozen": True})
     first = exporter.render("kepler").splitlines()[2]
     assert re.search(r" \d{13}$", first)
+
+
+def test_noise_jitters_the_power_gauge_within_its_bound_and_not_the_counters() -> None:
+    clock = Clock()
+    exporter = make(clock)
+    exporter.upsert({"namespace": "llm", "name": "noisy", "cpu_watts": 200, "noise": 0.05})
+    seen = set()
+    for _ in range(20):
+        text = exporter.render("kepler")
+        watts = value_of(text, "kepler_pod_cpu_watts", pod_name="noisy", zone="package")
+        assert 190.0 <= watts <= 210.0
+        seen.add(watts)
+    assert len(seen) > 1
+    clock.now_s += 10
+    text = exporter.render("kepler")
+    joules = value_of(text, "kepler_pod_cpu_joules_total", pod_name="noisy", zone="package")
+    assert joules == pytest.approx(2000.0)
