@@ -20,16 +20,18 @@ The baseline measured in the same run is the same manager with a no-op reconcile
 keys: the floor of what the runtime (queue, workers, metrics, logging context) costs per key.
 
 Run:  PYTHONPATH=. .venv/bin/python benchmarks/bench_scale.py [--configs 5000] [--namespaces 100]
-          [--window-s 120] [--json out.json] [--profile out.prof]
+          [--window-s 120] [--json out.json] [--profile out.prof] [--cluster-dir DIR --keep]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import itertools
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -68,7 +70,7 @@ NOISE = 0.03
 # -- the objects ------------------------------------------------------------------------------
 
 
-def _objects(namespace: str, index: int, prometheus_url: str, tight: bool) -> list[dict[str, Any]]:
+def _objects(namespace: str, index: int, tight: bool) -> list[dict[str, Any]]:
     name = f"svc-{index:05d}"
     labels = {"app": name}
     return [
@@ -101,7 +103,7 @@ def _objects(namespace: str, index: int, prometheus_url: str, tight: bool) -> li
                     {
                         "type": "prometheus",
                         "metadata": {
-                            "serverAddress": prometheus_url,
+                            "serverAddress": "http://prometheus.monitoring:9090",
                             "query": f'sum(vllm:num_requests_waiting{{pod=~"{name}.*"}})',
                             "threshold": "5",
                         },
@@ -123,7 +125,7 @@ def _objects(namespace: str, index: int, prometheus_url: str, tight: bool) -> li
                         "metadata": {"name": name},
                     }
                 ],
-                "powerMeasurement": {"preset": "KeplerPod", "prometheusAddress": prometheus_url},
+                "powerMeasurement": {"preset": "KeplerPod"},
             },
         },
     ]
@@ -143,7 +145,7 @@ def _kubectl(cluster: ClusterInfo, *args: str, stdin: str | None = None) -> str:
     return result.stdout
 
 
-def _populate(cluster: ClusterInfo, configs: int, namespaces: int, prometheus_url: str) -> float:
+def _populate(cluster: ClusterInfo, configs: int, namespaces: int) -> float:
     started = time.perf_counter()
     names = [f"scale-{n:03d}" for n in range(namespaces)]
     _kubectl(
@@ -165,7 +167,7 @@ def _populate(cluster: ClusterInfo, configs: int, namespaces: int, prometheus_ur
     rng = random.Random(15)
     batch: list[dict[str, Any]] = []
     for index in range(configs):
-        batch += _objects(names[index % namespaces], index, prometheus_url, rng.random() < 0.2)
+        batch += _objects(names[index % namespaces], index, rng.random() < 0.2)
         if len(batch) >= 600 or index == configs - 1:
             _kubectl(
                 cluster,
@@ -407,8 +409,8 @@ def _no_op(interval_s: float) -> Callable[[Controller], Any]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        work = args.cluster_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         nodes_needed = max(4, args.configs // 250 + 1)
         topology = Topology(
             racks=(
@@ -416,15 +418,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 Rack(name="rack-b", nodes=nodes_needed // 2 + 1, pods=300),
             )
         )
-        print("bringing up the dev cluster", flush=True)
+        print("bringing up the dev cluster (reused when --cluster-dir holds one)", flush=True)
         cluster = up(work / "cluster", topology)
         exporter = start_exporter(work / "exporter.log")
-        prometheus = start_prometheus(find_prometheus(), work / "prometheus", exporter.hostport)
+        prometheus = start_prometheus(
+            find_prometheus(), work / f"prometheus-{time.time_ns()}", exporter.hostport
+        )
+        # The configs name no Prometheus: the controller's default is this run's.
+        os.environ["CLIMATIK_CAPPING__PROMETHEUS_ADDRESS"] = prometheus.url
         try:
-            populate_s = await asyncio.to_thread(
-                _populate, cluster, args.configs, args.namespaces, prometheus.url
-            )
-            print(f"created {3 * args.configs} objects in {populate_s:.0f} s", flush=True)
+            existing = await asyncio.to_thread(_config_count, cluster)
+            populate_s = 0.0
+            if existing < args.configs:
+                populate_s = await asyncio.to_thread(
+                    _populate, cluster, args.configs, args.namespaces
+                )
+                print(f"created {3 * args.configs} objects in {populate_s:.0f} s", flush=True)
             pods_s = await _wait_for_pods(cluster, args.configs)
             pods = await asyncio.to_thread(_running_pods, cluster)
             await _serve_noisy_watts(exporter, pods)
@@ -437,6 +446,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 prometheus=prometheus,
                 wrap=_no_op(15.0),
             )
+            print(json.dumps(baseline), flush=True)
             print("climatik", flush=True)
             measured = await _measure(
                 cluster,
@@ -449,7 +459,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             prometheus.stop()
             exporter.stop()
-            down(work / "cluster")
+            if not args.keep:
+                down(work / "cluster")
     return {
         "configs": args.configs,
         "namespaces": args.namespaces,
@@ -458,6 +469,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "climatik": measured,
         "baseline_no_op": baseline,
     }
+
+
+def _config_count(cluster: ClusterInfo) -> int:
+    listed = _kubectl(cluster, "get", "pcc", "-A", "--no-headers", "--chunk-size=1000")
+    return len([line for line in listed.splitlines() if line.strip()])
 
 
 def _print(report: Mapping[str, Any]) -> None:
@@ -498,6 +514,13 @@ def main() -> None:
     parser.add_argument("--namespaces", type=int, default=100)
     parser.add_argument("--window-s", type=float, default=120.0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--cluster-dir",
+        type=Path,
+        default=None,
+        help="keep the dev cluster here (a running one with its objects is reused)",
+    )
+    parser.add_argument("--keep", action="store_true", help="leave the dev cluster running")
     parser.add_argument(
         "--profile", type=Path, default=None, help="cProfile the measured window into this file"
     )
