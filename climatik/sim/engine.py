@@ -123,6 +123,10 @@ class SimResult:
     service_names: list[str]
     site_cap_w: float
     redline_c: float
+    step_s: float
+    site_w_per_step: FloatArray
+    """IT power of the site in every step, one column per policy (what the cooling bound is
+    evaluated on: the least cooling each step's IT power could have needed)."""
 
     def as_json(self) -> dict[str, object]:
         """The `--json` document: scenario, duration and the metric keys per policy."""
@@ -175,8 +179,7 @@ def tuned_clock_ratios(scenario: Scenario) -> tuple[list[float], list[str]]:
     rng = np.random.default_rng(scenario.seed + 101)
     ratios: list[float] = []
     reasons: list[str] = []
-    clocks = np.arange(gpu.min_clock_mhz, gpu.max_clock_mhz + 1, 90.0)
-    clocks = np.unique(np.append(clocks, gpu.max_clock_mhz))
+    clocks = physics.clock_sweep_mhz(gpu)
     for service in scenario.services:
         model = service.model_class
         samples: list[ClockSample] = []
@@ -298,20 +301,7 @@ class Twin:
         carbon_step = slots[slot_of_step]
 
         # Room geometry and heat.
-        rec = racks.recirculation
-        if rec.matrix is not None:
-            a_matrix = np.asarray(rec.matrix, dtype=np.float64)
-        else:
-            a_matrix = physics.generate_recirculation(
-                n_rack, per_rack, rec.min_fraction, rec.max_fraction, rec.seed
-            )
-        k_node = np.full(
-            n_srv,
-            sc.cooling.air_density_kg_per_m3
-            * racks.airflow_m3_per_s
-            * sc.cooling.air_heat_capacity_j_per_kg_k,
-        )
-        d_matrix = physics.heat_matrix(a_matrix, k_node)
+        d_matrix = physics.room_heat_matrix(sc)
         hrf = physics.recirculation_factors_c_per_kw(d_matrix)
         rack_of = np.repeat(np.arange(n_rack), per_rack)
         slot_in_rack = np.tile(np.arange(per_rack), n_rack)
@@ -572,6 +562,7 @@ class Twin:
         writes = np.zeros(n_pol, dtype=np.int64)
         rack_blocked = np.zeros(n_pol, dtype=np.int64)
         history = History()
+        site_w_per_step = np.zeros((steps, n_pol))
         plot_every = max(1, steps // 600)
         prog_every = max(1, steps // 100)
 
@@ -600,11 +591,8 @@ class Twin:
             util = np.where(cap_rps > 0, served / np.maximum(cap_rps, 1e-12), 0.0)
 
             arrived = lam * dt
-            wait_s = queue / np.maximum(cap_rps, 1e-9) + pre_s * util / (1.02 - util)
-            slack = ttft_slo - pre_s
-            met_frac = np.where(
-                slack > 0, 1 - np.exp(-np.maximum(slack, 0) / np.maximum(wait_s, 1e-6)), 0.0
-            )
+            wait_s = physics.ttft_wait_s(queue, cap_rps, pre_s, util)
+            met_frac = physics.ttft_met_fraction(ttft_slo, pre_s, wait_s)
             for j, s in enumerate(services):
                 tbt = physics.decode_step_s(s.model_class, util[:, j], clock[:, j])
                 met_frac[:, j] *= tbt <= tbt_slo[j]
@@ -630,6 +618,7 @@ class Twin:
             srv_w = physics.server_power_w(gpu_w, gpus, gpu.idle_w, racks.server_base_w, overhead)
             srv_w = srv_w + noise_rng.standard_normal(n_srv)[None, :] * sigma
             site_w = srv_w.sum(axis=1)
+            site_w_per_step[k] = site_w
             rack_w = srv_w.reshape(n_pol, n_rack, per_rack).sum(axis=2)
             svc_w = np.einsum("pn,pns->ps", srv_w, onehot)
 
@@ -861,6 +850,8 @@ class Twin:
             service_names=[s.name for s in services],
             site_cap_w=site_cap,
             redline_c=redline,
+            step_s=dt,
+            site_w_per_step=site_w_per_step,
         )
 
     def _rack_observations(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from climatik.sim.scenario import GpuModel, ModelClass
+from climatik.sim.scenario import GpuModel, ModelClass, Scenario
 
 FloatArray = npt.NDArray[np.float64]
 ArrayLike = FloatArray | float
@@ -78,6 +78,39 @@ def request_busy_s(
     return pre, dec
 
 
+def clock_sweep_mhz(gpu: GpuModel) -> FloatArray:
+    """The SM clocks a tuning sweep measures: every 90 MHz from the minimum, and the maximum."""
+    clocks = np.arange(gpu.min_clock_mhz, gpu.max_clock_mhz + 1, 90.0)
+    return np.asarray(np.unique(np.append(clocks, gpu.max_clock_mhz)), dtype=np.float64)
+
+
+def ttft_wait_s(
+    queue: ArrayLike, capacity_rps: ArrayLike, prefill_s: ArrayLike, utilisation: ArrayLike
+) -> FloatArray:
+    """Mean wait before a request's first token: the queue's drain time plus an in-replica
+    wait that grows with utilisation (prefill time x u / (1.02 - u))."""
+    util = np.asarray(utilisation, dtype=np.float64)
+    return np.asarray(
+        np.asarray(queue) / np.maximum(capacity_rps, 1e-9)
+        + np.asarray(prefill_s) * util / (1.02 - util),
+        dtype=np.float64,
+    )
+
+
+def ttft_met_fraction(ttft_slo_s: ArrayLike, prefill_s: ArrayLike, wait_s: ArrayLike) -> FloatArray:
+    """Share of requests whose time to first token (prefill plus an exponential wait of the
+    given mean) is within the objective."""
+    slack = np.asarray(ttft_slo_s) - np.asarray(prefill_s)
+    return np.asarray(
+        np.where(
+            slack > 0,
+            1 - np.exp(-np.maximum(slack, 0) / np.maximum(np.asarray(wait_s), 1e-6)),
+            0.0,
+        ),
+        dtype=np.float64,
+    )
+
+
 def cop(supply_c: ArrayLike) -> FloatArray:
     """Coefficient of performance of the cooling unit: 0.0068 T^2 + 0.0008 T + 0.458."""
     t = np.asarray(supply_c, dtype=np.float64)
@@ -103,6 +136,26 @@ def heat_matrix(recirculation: FloatArray, heat_capacity_w_per_k: FloatArray) ->
         np.linalg.inv(k - recirculation.T @ k) - np.diag(1.0 / heat_capacity_w_per_k),
         dtype=np.float64,
     )
+
+
+def room_heat_matrix(scenario: Scenario) -> FloatArray:
+    """The room's D matrix: from the scenario's recirculation matrix or its geometry."""
+    racks = scenario.racks
+    rec = racks.recirculation
+    if rec.matrix is not None:
+        a_matrix = np.asarray(rec.matrix, dtype=np.float64)
+    else:
+        a_matrix = generate_recirculation(
+            racks.count, racks.servers_per_rack, rec.min_fraction, rec.max_fraction, rec.seed
+        )
+    cooling = scenario.cooling
+    k_node = np.full(
+        racks.servers,
+        cooling.air_density_kg_per_m3
+        * racks.airflow_m3_per_s
+        * cooling.air_heat_capacity_j_per_kg_k,
+    )
+    return heat_matrix(a_matrix, k_node)
 
 
 def recirculation_factors_c_per_kw(d_matrix: FloatArray) -> FloatArray:
