@@ -73,6 +73,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     from climatik.sim.engine import POLICY_SPECS, Twin
     from climatik.sim.report import summary_table, write_html_report
     from climatik.sim.scenario import ScenarioError, builtin_names, load_scenario
+    from climatik.sim.scenario_bounds import compute_bounds
+    from climatik.sim.shares import compare
 
     if args.list:
         print("scenarios:", ", ".join(builtin_names()))
@@ -92,12 +94,14 @@ def run_simulate(args: argparse.Namespace) -> int:
     except (ScenarioError, ValueError) as error:
         print(f"climatik simulate: {error}", file=sys.stderr)
         return 2
-    print(summary_table(result))
+    comparison = compare(result, compute_bounds(scenario, hours=args.hours))
+    print(summary_table(result, comparison))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.as_json(), indent=2) + "\n", encoding="utf-8")
+        document = {**result.as_json(), "bounds": comparison.as_json()}
+        args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         print(f"figures written to {args.json}")
     if args.report is not None:
-        page = write_html_report(result, args.report)
+        page = write_html_report(result, args.report, comparison)
         print(f"report written to {page}")
     return 0

@@ -132,8 +132,21 @@ def test_cli_writes_json_with_the_issue_keys_and_a_report(
         "slo_attainment",
         "peak_to_average",
     }
+    # Issue 16: the bound beside the policies, with solver status, gap and relaxations.
+    assert "\nbound " in stdout
+    assert "share of bound" in stdout
+    bounds = document["bounds"]
+    for quantity in ("throughput", "cooling", "carbon", "peak_to_average"):
+        assert set(bounds[quantity]) == {"values", "status", "solver", "mip_gap", "relaxations"}
+        assert bounds[quantity]["mip_gap"] == 0.0
+        assert bounds[quantity]["relaxations"]
+    assert bounds["throughput"]["status"] == "tokens: Optimal; slo: Optimal"
+    assert set(bounds["share_of_bound"]) == {"static", "climatik", "bound"}
+    assert bounds["share_of_bound"]["bound"]["tokens"] in (1.0, None)
+    assert bounds["baselines"]["tokens"] == "static"
     page = (report / "index.html").read_text(encoding="utf-8")
     assert "power.png" in page
+    assert "Share of bound" in page
     for png in ("power.png", "inlets.png", "carbon.png", "replicas-climatik.png"):
         assert (report / png).stat().st_size > 1000
 

@@ -1,0 +1,496 @@
+"""A scenario's bounds: the LPs of `climatik.sim.bounds` fed from the scenario alone (issue 16).
+
+`compute_bounds(scenario, hours)` builds the LPs' inputs from the scenario: its demand and
+carbon series as the twin generates them (`climatik.sim.workload`), its room and caps, and
+per-request costs at every clock of the tuner's sweep from the twin's own physics
+(`climatik.sim.physics`). Nothing here reads a policy's run; `climatik.sim.shares` sets a run
+beside the bounds.
+
+The cooling bound is a curve, not one number: the least cooling power the room can have at each
+IT power (`ScenarioBounds.cooling_floor_kwh` integrates it over any IT power series).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from climatik.sim import bounds as lp
+from climatik.sim import physics
+from climatik.sim.engine import tuned_clock_ratios
+from climatik.sim.envelopes import lower_frontier, upper_lines
+from climatik.sim.lp import OPTIMAL
+from climatik.sim.scenario import Scenario
+from climatik.sim.workload import arrival_rates, carbon_slots
+
+FloatArray = npt.NDArray[np.float64]
+
+BLOCK_S = 300.0
+"""Throughput and SLO LPs decide per block of whole control intervals: 5 minutes (the issue's
+perfect-foresight bound decided every 5 minutes too)."""
+MAX_BLOCKS = 2016
+"""A week of 5-minute blocks; longer runs get longer blocks (the LPs grow faster than linearly)."""
+COLOCATION_BLOCKS = 96
+"""The co-location LP looks at the blocks with the highest load (the site's peak among them)."""
+RISE_GRID = 48
+"""IT powers at which the least hottest rise is solved (tangents bound it in between)."""
+ENVELOPE_POINTS = 400
+"""Samples of the SLO's met share over the served fraction, before its envelope is taken."""
+ENVELOPE_LINES = 12
+"""Lines of the SLO envelope kept (a subset only loosens it)."""
+FRONTIER_SEGMENTS = 5
+"""Segments of the clocks' energy frontier kept (a subset only loosens it)."""
+
+SOLVER = "HiGHS (highspy) LP"
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """One bound: its figures, how the solver ended, and what it relaxes."""
+
+    values: dict[str, object]
+    status: str
+    relaxations: tuple[str, ...]
+    mip_gap: float = 0.0
+
+    def as_json(self) -> dict[str, object]:
+        """The bound's entry in `--json`."""
+        return {
+            "values": self.values,
+            "status": self.status,
+            "solver": SOLVER,
+            "mip_gap": self.mip_gap,
+            "relaxations": list(self.relaxations),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioBounds:
+    """Every bound of one scenario over one run length."""
+
+    throughput: Bound
+    cooling: Bound
+    carbon: Bound
+    peak_to_average: Bound
+    rise_curve: lp.RiseCurve
+    step_s: float
+    supply_limits_c: tuple[float, float, float]
+    """(redline - guard, min supply, max supply): how the CRAC sets the supply air."""
+
+    def cooling_floor_kwh(self, site_w_per_step: FloatArray) -> float:
+        """Least cooling energy any placement could have needed for this IT power series."""
+        target, low, high = self.supply_limits_c
+        rise = self.rise_curve.lower_rise_c(site_w_per_step)
+        supply = np.clip(target - rise, low, high)
+        cooling_w = site_w_per_step / physics.cop(supply)
+        return float(cooling_w.sum() * self.step_s / physics.J_PER_KWH)
+
+
+@dataclass(frozen=True, slots=True)
+class _Serving:
+    """Per service (rows) and clock (columns): what one request costs on the twin."""
+
+    clock_ratio: FloatArray
+    energy_j: FloatArray
+    replica_s: FloatArray
+    prefill_s: FloatArray
+
+
+def _serving(scenario: Scenario) -> _Serving:
+    racks = scenario.racks
+    gpu = racks.gpu_curve
+    ratios = physics.clock_sweep_mhz(gpu) / gpu.max_clock_mhz
+    idle_server_w = racks.server_base_w + racks.gpus_per_server * gpu.idle_w
+    shape = (len(scenario.services), ratios.size)
+    energy, seconds, prefill = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    for j, service in enumerate(scenario.services):
+        pre, dec = physics.request_busy_s(
+            service.model_class, service.prompt_tokens, service.output_tokens, ratios
+        )
+        busy = pre + dec
+        gpu_w = physics.gpu_power_w(ratios, pre / busy, dec / busy, gpu)
+        server_w = physics.server_power_w(
+            gpu_w, racks.gpus_per_server, gpu.idle_w, racks.server_base_w, racks.server_gpu_overhead
+        )
+        energy[j] = (server_w - idle_server_w) * busy
+        seconds[j] = busy
+        prefill[j] = pre
+    return _Serving(ratios, energy, seconds, prefill)
+
+
+def _room(scenario: Scenario) -> tuple[float, float, float]:
+    """(idle server W, full server W, dynamic power budget W) under the site and rack caps."""
+    racks = scenario.racks
+    gpu = racks.gpu_curve
+    idle = racks.server_base_w + racks.gpus_per_server * gpu.idle_w
+    full = float(
+        physics.server_power_w(
+            gpu.prefill_max_w,
+            racks.gpus_per_server,
+            gpu.idle_w,
+            racks.server_base_w,
+            racks.server_gpu_overhead,
+        )
+    )
+    cap = scenario.caps.site_cap_w
+    if scenario.caps.rack_max_w is not None:
+        cap = min(cap, racks.count * scenario.caps.rack_max_w)
+    return idle, full, max(0.0, cap - racks.servers * idle)
+
+
+def _steps(scenario: Scenario, hours: float) -> int:
+    return max(1, round(hours * 3600.0 / scenario.step_s))
+
+
+def _blocks(scenario: Scenario, steps: int) -> tuple[npt.NDArray[np.int64], FloatArray]:
+    """Block of every step, and each block's length in seconds."""
+    per_ctrl = max(1, round(scenario.control_interval_s / scenario.step_s))
+    intervals = max(
+        round(BLOCK_S / (per_ctrl * scenario.step_s)), math.ceil(steps / per_ctrl / MAX_BLOCKS), 1
+    )
+    per_block = per_ctrl * intervals
+    block_of = np.arange(steps) // per_block
+    lengths = np.bincount(block_of).astype(np.float64) * scenario.step_s
+    return block_of, lengths
+
+
+def _slo_inputs(
+    scenario: Scenario, serving: _Serving, rates: FloatArray, block_of: npt.NDArray[np.int64]
+) -> tuple[FloatArray, list[tuple[FloatArray, FloatArray]]]:
+    """Upper bounds of the twin's met share: all of a block served, or a fraction of it.
+
+    Served in full (no queue), a request meets its SLO with at most the twin's met fraction at
+    the lowest utilisation the most replicas give (the block's quietest step, best clock).
+    Served in part (x < 1 of the arrivals), the queue holds at least min((1/x - 1) step, timeout)
+    seconds of work at utilisation 1; the met fraction is then at most h(x), and the lines
+    returned are the least concave majorant of h sampled from above (h increases with x).
+    """
+    dt = scenario.step_s
+    n_blocks = int(block_of[-1]) + 1
+    servers = scenario.racks.servers
+    full = np.zeros((n_blocks, len(scenario.services)))
+    lines: list[tuple[FloatArray, FloatArray]] = []
+    x = np.linspace(0.0, 1.0, ENVELOPE_POINTS + 1)
+    for j, service in enumerate(scenario.services):
+        model = service.model_class
+        quietest = np.full(n_blocks, np.inf)
+        np.minimum.at(quietest, block_of, rates[:, j])
+        rate_max = min(service.max_replicas, servers) / serving.replica_s[j]
+        util = quietest[:, None] / rate_max[None, :]
+        wait = physics.ttft_wait_s(0.0, 1.0, serving.prefill_s[j][None, :], np.minimum(util, 1.0))
+        met = physics.ttft_met_fraction(service.slo.ttft_s, serving.prefill_s[j][None, :], wait)
+        tbt = physics.decode_step_s(model, np.minimum(util, 1.0), serving.clock_ratio[None, :])
+        met = np.where((util <= 1.0) & (tbt <= service.slo.tbt_s), met, 0.0)
+        full[:, j] = met.max(axis=1)
+
+        with np.errstate(divide="ignore"):
+            backlog_s = np.minimum((1.0 / x - 1.0) * dt, service.queue_timeout_s)
+        wait_part = backlog_s[:, None] + physics.ttft_wait_s(
+            0.0, 1.0, serving.prefill_s[j][None, :], 1.0
+        )
+        part = physics.ttft_met_fraction(
+            service.slo.ttft_s, serving.prefill_s[j][None, :], wait_part
+        )
+        tbt_full = physics.decode_step_s(model, 1.0, serving.clock_ratio)
+        part = np.where(tbt_full[None, :] <= service.slo.tbt_s, part, 0.0).max(axis=1)
+        # On [x_i, x_i+1] h is at most h(x_i+1): the points (x_i, h(x_i+1)) lie above h.
+        above = np.append(part[1:], part[-1])
+        lines.append(upper_lines(x, above, ENVELOPE_LINES))
+    return full, lines
+
+
+def compute_bounds(scenario: Scenario, hours: float | None = None) -> ScenarioBounds:
+    """Every bound of `scenario` over `hours` (default: its duration), from the scenario alone."""
+    run_h = float(hours if hours is not None else scenario.duration_h)
+    dt = scenario.step_s
+    steps = _steps(scenario, run_h)
+    services = scenario.services
+    rates = _rates(scenario, steps)
+    serving = _serving(scenario)
+    idle_w, full_w, budget_w = _room(scenario)
+    servers = float(scenario.racks.servers)
+    max_rep = np.array([min(s.max_replicas, servers) for s in services], dtype=np.float64)
+    out_tokens = np.array([s.output_tokens for s in services], dtype=np.float64)
+    timeout = np.array([s.queue_timeout_s for s in services], dtype=np.float64)
+
+    block_of, block_s = _blocks(scenario, steps)
+    n_blocks = block_s.size
+    arrivals = np.zeros((n_blocks, len(services)))
+    np.add.at(arrivals, block_of, rates * dt)
+    budget = np.full(n_blocks, budget_w)
+
+    frontier = [
+        lower_frontier(serving.replica_s[j], serving.energy_j[j], FRONTIER_SEGMENTS)
+        for j in range(len(services))
+    ]
+    width = max(f[0].size for f in frontier)
+    frontier_s = np.full((len(services), width), np.nan)
+    frontier_j = np.full((len(services), width), np.nan)
+    for j, (sec, joules) in enumerate(frontier):
+        frontier_s[j, : sec.size] = sec
+        frontier_j[j, : joules.size] = joules
+    tokens = lp.max_tokens(
+        arrivals=arrivals,
+        block_s=block_s,
+        energy_j=frontier_j,
+        replica_s=frontier_s,
+        tokens_per_request=out_tokens,
+        budget_w=budget,
+        servers=servers,
+        max_replicas=max_rep,
+        backlog_limit=timeout * max_rep / serving.replica_s.min(axis=1),
+    )
+    full_met, lines = _slo_inputs(scenario, serving, rates, block_of)
+    slo = lp.max_slo_met(
+        arrivals=arrivals,
+        block_s=block_s,
+        full_met=full_met,
+        partial_lines=lines,
+        energy_j=serving.energy_j.min(axis=1),
+        replica_s=serving.replica_s.min(axis=1),
+        budget_w=budget,
+        servers=servers,
+        max_replicas=max_rep,
+    )
+    arrived = arrivals.sum(axis=0)
+    duration_s = steps * dt
+    throughput = Bound(
+        values={
+            "tokens": tokens.tokens,
+            "tokens_per_s": tokens.tokens / duration_s,
+            "tokens_by_service": {
+                s.name: float(t) for s, t in zip(services, tokens.tokens_by_service, strict=True)
+            },
+            "demand_tokens": float((arrived * out_tokens).sum()),
+            "slo_attainment": float(slo.met.sum() / max(arrived.sum(), 1e-9)),
+            "slo_attainment_by_service": {
+                s.name: float(slo.met[:, j].sum() / max(arrived[j], 1e-9))
+                for j, s in enumerate(services)
+            },
+            "block_s": float(block_s[0]),
+            "dynamic_budget_w": budget_w,
+        },
+        status=f"tokens: {tokens.solution.status}; slo: {slo.solution.status}",
+        relaxations=(
+            "perfect knowledge of every arrival",
+            "no replica start-up delay; replicas cost nothing but their server's seat "
+            "(power follows work), so tokens and SLO decouple per block except for the queue",
+            "fractional replicas, and a service's requests may be split over several clocks "
+            "(LP relaxation of whole replicas at one clock per service); the clocks' joules "
+            "against replica-seconds are replaced by a few lines under their frontier",
+            f"decisions per {block_s[0]:g}-s block: power under the cap on average over the "
+            "block, without noise, and a block's arrivals may be served anywhere in it",
+            "rack caps enter as their sum (racks are identical, so the LP can spread load "
+            "evenly); inlet limits are not imposed",
+            "work may wait in the queue up to the service's timeout at its most replicas' rate; "
+            "min replicas are not imposed",
+            "SLO: a request meets its SLO only as the twin's latency formula allows at the "
+            "lowest utilisation the most replicas give (full service) or at utilisation 1 "
+            "behind the queue its own block leaves (partial service); the queue carried from "
+            "earlier blocks is forgotten, the met share is replaced by its concave majorant, "
+            "and the cheapest clock's energy and the best clock's latency are taken together",
+            "tokens and SLO are bounded separately: one schedule need not reach both",
+        ),
+    )
+
+    # Cooling: the least hottest rise at each IT power, over any share of power among servers.
+    d_matrix = physics.room_heat_matrix(scenario)
+    n_srv = scenario.racks.servers
+    totals = np.linspace(n_srv * idle_w, n_srv * full_w, RISE_GRID)
+    # No server draws less than idle; none is held under its nameplate (noise can exceed it).
+    curve = lp.least_hottest_rise(d_matrix, np.full(n_srv, idle_w), np.full(n_srv, np.inf), totals)
+    cool = scenario.cooling
+    cooling = Bound(
+        values={
+            "it_power_w": totals.tolist(),
+            "least_hottest_rise_c": curve.rise_c.tolist(),
+        },
+        status=_summary(curve.statuses),
+        relaxations=(
+            "per step, the least hottest inlet rise of the step's IT power over every way to "
+            "share it among servers, each at least at its idle draw (an LP relaxation of "
+            "placing whole replicas: no placement of the same IT power does better)",
+            "steady inlets: no inlet lag, and the supply air follows at once (no slew)",
+            "the supply is redline - guard - that rise, clamped to the unit's range; cooling "
+            "= IT power / CoP(supply); evaluated on each policy's own IT power",
+        ),
+    )
+
+    carbon = carbon_bound(scenario, run_h)
+    colocation = _colocation_bound(
+        scenario,
+        tokens,
+        np.nan_to_num(frontier_j),
+        np.nan_to_num(frontier_s),
+        block_s=block_s,
+        idle_w=idle_w,
+    )
+    return ScenarioBounds(
+        throughput=throughput,
+        cooling=cooling,
+        carbon=carbon,
+        peak_to_average=colocation,
+        rise_curve=curve,
+        step_s=dt,
+        supply_limits_c=(
+            cool.redline_c - cool.supply_guard_c,
+            cool.min_supply_c,
+            cool.max_supply_c,
+        ),
+    )
+
+
+def _summary(statuses: tuple[str, ...]) -> str:
+    counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
+    return ", ".join(f"{s} x{n}" if n > 1 else s for s, n in counts.items())
+
+
+def _rates(scenario: Scenario, steps: int) -> FloatArray:
+    """Requests per second of every service at every step, as the twin generates them."""
+    dt = scenario.step_s
+    step_h = np.arange(steps, dtype=np.float64) * dt / 3600.0
+    return np.stack(
+        [arrival_rates(s.traffic, step_h, dt, scenario.source_dir) for s in scenario.services],
+        axis=1,
+    )
+
+
+def carbon_bound(scenario: Scenario, hours: float | None = None) -> Bound:
+    """The least emissions of the scenario's deferrable work moved within its deadlines."""
+    run_h = float(hours if hours is not None else scenario.duration_h)
+    steps = _steps(scenario, run_h)
+    rates = _rates(scenario, steps)
+    serving = _serving(scenario)
+    _, _, budget_w = _room(scenario)
+    services = scenario.services
+    flexible = [j for j, s in enumerate(services) if s.deferrable]
+    relaxations = (
+        "perfect knowledge of arrivals and of every slot's carbon intensity",
+        "deferrable work at the carbon-aware policy's tuned clock; every other service served "
+        "as it arrives, at its tuned clock",
+        "each deferrable request may be served in any slot from its arrival's to the one its "
+        "deadline (min of TTFT objective and queue timeout) reaches, within the run",
+        "capacity: the service's most replicas; power: the cap on average over a slot",
+        "facility energy per IT joule held at its largest steady value under the cap (the "
+        "supply air the hottest placement of the capped IT power needs), so the saving is not "
+        "understated; the change of supply temperature that moving load causes is not "
+        "modelled",
+    )
+    if not flexible:
+        return Bound(
+            values={"saving_g": 0.0, "deferrable_services": []},
+            status="no deferrable work: nothing to move",
+            relaxations=relaxations,
+        )
+    dt = scenario.step_s
+    carbon = scenario.carbon
+    slots = carbon_slots(carbon.generated, carbon.file, carbon.slot_s, run_h, scenario.source_dir)
+    slot_of = np.minimum((np.arange(steps) * dt // carbon.slot_s).astype(int), slots.size - 1)
+    n_slots = int(slot_of[-1]) + 1
+    slot_len = np.bincount(slot_of, minlength=n_slots).astype(np.float64) * dt
+    ratios, _ = tuned_clock_ratios(scenario)
+    energy = np.zeros(len(services))
+    seconds = np.zeros(len(services))
+    for j, service in enumerate(services):
+        pre, dec = physics.request_busy_s(
+            service.model_class, service.prompt_tokens, service.output_tokens, ratios[j]
+        )
+        column = int(np.argmin(np.abs(serving.clock_ratio - ratios[j])))
+        energy[j] = serving.energy_j[j, column]
+        seconds[j] = float(pre + dec)
+    fixed = [j for j in range(len(services)) if j not in flexible]
+    fixed_w = np.minimum((rates[:, fixed] * energy[fixed]).sum(axis=1), budget_w)
+    spent = np.bincount(slot_of, weights=fixed_w * dt, minlength=n_slots)
+    arrivals = np.zeros((n_slots, len(flexible)))
+    np.add.at(arrivals, slot_of, rates[:, flexible] * dt)
+    # The facility energy of an IT joule at the coldest supply air the room can need under its
+    # cap (the hottest rise any placement of the capped IT power causes): no larger overhead.
+    idle_w, full_w, _ = _room(scenario)
+    n_srv = scenario.racks.servers
+    cap_w = min(scenario.caps.site_cap_w, n_srv * full_w)
+    if scenario.caps.rack_max_w is not None:
+        cap_w = min(cap_w, scenario.racks.count * scenario.caps.rack_max_w)
+    worst_rise, rise_status = lp.greatest_hottest_rise(
+        physics.room_heat_matrix(scenario), np.full(n_srv, idle_w), np.full(n_srv, full_w), cap_w
+    )
+    cool = scenario.cooling
+    coldest = float(
+        np.clip(
+            cool.redline_c - cool.supply_guard_c - worst_rise,
+            cool.min_supply_c,
+            cool.max_supply_c,
+        )
+    )
+    overhead = 1.0 + cool.distribution_loss_fraction + 1.0 / float(physics.cop(coldest))
+    window = np.array(
+        [
+            int(min(services[j].slo.ttft_s, services[j].queue_timeout_s) // carbon.slot_s)
+            for j in flexible
+        ],
+        dtype=np.int64,
+    )
+    capacity = (
+        slot_len[:, None]
+        * np.array([services[j].max_replicas for j in flexible])[None, :]
+        / seconds[flexible][None, :]
+    )
+    plan = lp.least_shift_carbon(
+        arrivals=arrivals,
+        intensity_g_per_kwh=slots[:n_slots],
+        energy_j=energy[flexible] * overhead,
+        capacity=capacity,
+        energy_budget_j=np.maximum(budget_w * slot_len - spent, 0.0) * overhead,
+        window_slots=window,
+    )
+    return Bound(
+        values={
+            "deferrable_services": [services[j].name for j in flexible],
+            "on_arrival_g": plan.on_arrival_g,
+            "optimal_g": plan.optimal_g,
+            "saving_g": plan.saving_g if plan.solution.optimal else float("nan"),
+            "facility_overhead": overhead,
+            "coldest_supply_c": coldest,
+        },
+        status=plan.solution.status if rise_status == OPTIMAL else rise_status,
+        relaxations=relaxations,
+    )
+
+
+def _colocation_bound(
+    scenario: Scenario,
+    tokens: lp.TokensPlan,
+    energy_j: FloatArray,
+    replica_s: FloatArray,
+    *,
+    block_s: FloatArray,
+    idle_w: float,
+) -> Bound:
+    racks = scenario.racks
+    relaxations = (
+        "the loads of the throughput bound's schedule (noise-free), shared over racks "
+        "per block with fractional shares (no placement of whole replicas does better)",
+        f"the {COLOCATION_BLOCKS} blocks of highest site power, the peak among them (fewer "
+        "blocks can only lower the sum of rack peaks)",
+        "1 is the metric's floor (sum of peaks >= peak of the sum); the LP reaches it unless "
+        "rack seats or rack caps force an uneven share",
+    )
+    if racks.count == 1:
+        return Bound(values={"peak_to_average": 1.0}, status="one rack", relaxations=relaxations)
+    service_w = (tokens.served * energy_j[None]).sum(axis=2) / block_s[:, None]
+    service_servers = (tokens.served * replica_s[None]).sum(axis=2) / block_s[:, None]
+    top = np.argsort(service_w.sum(axis=1))[::-1][:COLOCATION_BLOCKS]
+    plan = lp.least_rack_peaks(
+        service_w=service_w[top],
+        service_servers=service_servers[top],
+        rack_idle_w=np.full(racks.count, racks.servers_per_rack * idle_w),
+        rack_servers=np.full(racks.count, float(racks.servers_per_rack)),
+        rack_max_w=scenario.caps.rack_max_w,
+    )
+    return Bound(
+        values={"peak_to_average": plan.peak_to_average},
+        status=plan.solution.status,
+        relaxations=relaxations,
+    )

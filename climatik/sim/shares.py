@@ -1,0 +1,165 @@
+"""A run's policies beside its scenario's bounds: the `bound` row and each share of bound.
+
+share of bound = (policy - baseline) / (bound - baseline): the part of the bound's gain over a
+reference policy of the same run (`BASELINES`) that the policy captures; 1 is the bound, 0 the
+baseline, below 0 worse than the baseline. None where the run has no baseline, where the bound
+gains nothing over it, or (tokens and SLO) where the policy breaks the cap the bound keeps.
+
+Cooling is only comparable at the same IT load, so each policy's cooling is set against the
+least cooling of its own IT power (`ScenarioBounds.cooling_floor_kwh`, the "same loads" of the
+issue): the cooling share is of the excess over that floor, the baseline's excess being the gain
+(with equal loads this is the formula above). Carbon is per thousand tokens, against the same
+policy without carbon input, the bound being its emissions less the most that moving deferrable
+work can save.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from climatik.sim.engine import SimResult
+from climatik.sim.scenario_bounds import ScenarioBounds
+
+SHARE_KEYS = (
+    "tokens",
+    "slo_attainment",
+    "cooling_kwh",
+    "carbon_g_per_1k_tokens",
+    "peak_to_average",
+)
+BASELINES: dict[str, tuple[str, ...]] = {
+    # The first of these in the run is the baseline of a share.
+    "tokens": ("static",),
+    "slo_attainment": ("static",),
+    "cooling_kwh": (
+        "placement-random",
+        "placement-round-robin",
+        "static",
+        "seed-threshold",
+        "uncapped",
+    ),
+    "carbon_g_per_1k_tokens": ("climatik-no-carbon",),
+    "peak_to_average": ("placement-round-robin", "static", "seed-threshold", "uncapped"),
+}
+"""Reference policies: nameplate ceilings for serving, random (else round-robin) placement for
+cooling, the same policy without carbon input for emissions, round-robin for peak-to-average."""
+THROUGHPUT_KEYS = frozenset({"tokens", "slo_attainment"})
+BOUND_ROW = "bound"
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """A run beside its bounds: the `bound` row, the baselines and every share of bound."""
+
+    bounds: ScenarioBounds
+    bound_row: dict[str, float]
+    baselines: dict[str, str | None]
+    shares: dict[str, dict[str, float | None]]
+    cooling_floor_kwh: dict[str, float]
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, object]:
+        """The `"bounds"` entry of `--json`."""
+        cooling = self.bounds.cooling.as_json()
+        values = dict(self.bounds.cooling.values)
+        values["floor_kwh_by_policy"] = self.cooling_floor_kwh
+        cooling["values"] = values
+        return {
+            "throughput": self.bounds.throughput.as_json(),
+            "cooling": cooling,
+            "carbon": self.bounds.carbon.as_json(),
+            "peak_to_average": self.bounds.peak_to_average.as_json(),
+            "bound_row": self.bound_row,
+            "baselines": self.baselines,
+            "share_of_bound": self.shares,
+            "notes": self.notes,
+        }
+
+
+NEGLIGIBLE_VIOLATION = 0.001
+"""A policy keeps the cap when its violation is at most this share of cap x duration (W*s)."""
+
+
+def keeps_cap(result: SimResult, policy: str) -> bool:
+    """Whether `policy` stayed under the site cap, but for a negligible violation.
+
+    The throughput bound keeps the cap; a policy that breaks it may serve more, so its tokens
+    and SLO are not set against the bound (their share of bound is left out)."""
+    allowed = NEGLIGIBLE_VIOLATION * result.site_cap_w * result.duration_s
+    return result.policies[policy]["cap_violation_ws"] <= allowed
+
+
+def _baseline(key: str, result: SimResult) -> str | None:
+    return next((name for name in BASELINES[key] if name in result.policies), None)
+
+
+def _share(policy: float, baseline: float, bound: float) -> float | None:
+    """(policy - baseline) / (bound - baseline); None when the bound gains nothing."""
+    gain = bound - baseline
+    if not math.isfinite(gain) or abs(gain) <= 1e-12 * max(abs(bound), abs(baseline), 1.0):
+        return None
+    return (policy - baseline) / gain + 0.0  # no "-0 %" for the baseline itself
+
+
+def compare(result: SimResult, bounds: ScenarioBounds) -> Comparison:
+    """The run's `bound` row, baselines and shares of bound."""
+    names = list(result.policies)
+    floors = {
+        name: bounds.cooling_floor_kwh(result.site_w_per_step[:, p]) for p, name in enumerate(names)
+    }
+    baselines = {key: _baseline(key, result) for key in SHARE_KEYS}
+    thr = bounds.throughput.values
+    row: dict[str, float] = {
+        "tokens": float(thr["tokens"]),  # type: ignore[arg-type]
+        "tokens_per_s": float(thr["tokens_per_s"]),  # type: ignore[arg-type]
+        "slo_attainment": float(thr["slo_attainment"]),  # type: ignore[arg-type]
+        "peak_to_average": float(bounds.peak_to_average.values["peak_to_average"]),  # type: ignore[arg-type]
+    }
+    notes: dict[str, str] = {}
+    cooling_base = baselines["cooling_kwh"]
+    if cooling_base is not None:
+        row["cooling_kwh"] = floors[cooling_base]
+        notes["cooling_kwh"] = (
+            f"bound row: the least cooling for {cooling_base}'s IT power; shares are of the "
+            "excess over each policy's own floor"
+        )
+    carbon_base = baselines["carbon_g_per_1k_tokens"]
+    saving = float(bounds.carbon.values.get("saving_g", 0.0))  # type: ignore[arg-type]
+    if carbon_base is not None and math.isfinite(saving):
+        base = result.policies[carbon_base]
+        if base["tokens"] > 0:
+            row["carbon_g_per_1k_tokens"] = (
+                base["carbon_g_per_1k_tokens"] - saving / base["tokens"] * 1000.0
+            )
+            notes["carbon_g_per_1k_tokens"] = (
+                f"bound row: {carbon_base}'s emissions less the most that moving deferrable "
+                "work can save, per thousand of its tokens"
+            )
+    shares: dict[str, dict[str, float | None]] = {}
+    for name in [*names, BOUND_ROW]:
+        figures = row if name == BOUND_ROW else result.policies[name]
+        mine: dict[str, float | None] = {}
+        for key in SHARE_KEYS:
+            base_name = baselines[key]
+            if base_name is None or key not in row:
+                mine[key] = None
+                continue
+            if key in THROUGHPUT_KEYS and name != BOUND_ROW and not keeps_cap(result, name):
+                mine[key] = None  # it breaks the cap the bound keeps
+                continue
+            if key == "cooling_kwh":
+                excess_base = result.policies[base_name][key] - floors[base_name]
+                excess = 0.0 if name == BOUND_ROW else result.policies[name][key] - floors[name]
+                mine[key] = _share(excess, excess_base, 0.0)
+            else:
+                mine[key] = _share(figures[key], result.policies[base_name][key], row[key])
+        shares[name] = mine
+    return Comparison(
+        bounds=bounds,
+        bound_row=row,
+        baselines=baselines,
+        shares=shares,
+        cooling_floor_kwh=floors,
+        notes=notes,
+    )

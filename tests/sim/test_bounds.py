@@ -1,0 +1,114 @@
+"""Issue 16's bounds on every built-in scenario: no policy beats its bound on the same run.
+
+The runs are the ones `test_scenarios.py` makes (each scenario once per session, `large`
+shortened to a day), so the bounds add their LPs, not more simulation. A policy that beats a
+bound means the bound is wrong: fix the bound, not these tests.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from climatik.sim.engine import SimResult
+from climatik.sim.scenario import builtin_names, load_scenario
+from climatik.sim.scenario_bounds import ScenarioBounds, compute_bounds
+from climatik.sim.shares import SHARE_KEYS, Comparison, compare, keeps_cap
+from tests.sim.test_scenarios import SHORTENED_H, run, run_carbon_pair
+
+pytestmark = pytest.mark.timeout(900)
+
+RELATIVE = 1e-9
+"""Solver tolerance on the bound's side of a comparison."""
+
+_bounds: dict[str, ScenarioBounds] = {}
+
+
+def bounds_of(name: str, hours: float | None) -> ScenarioBounds:
+    key = f"{name}@{hours}"
+    if key not in _bounds:
+        _bounds[key] = compute_bounds(load_scenario(name), hours)
+    return _bounds[key]
+
+
+def compared(name: str) -> tuple[SimResult, Comparison]:
+    result = run(name)
+    return result, compare(result, bounds_of(name, SHORTENED_H.get(name)))
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_every_bound_is_solved_to_optimality(name: str) -> None:
+    bounds = bounds_of(name, SHORTENED_H.get(name))
+    assert bounds.throughput.status == "tokens: Optimal; slo: Optimal"
+    assert set(bounds.rise_curve.statuses) == {"Optimal"}
+    assert bounds.peak_to_average.status == "Optimal"
+    for bound in (bounds.throughput, bounds.cooling, bounds.carbon, bounds.peak_to_average):
+        assert bound.mip_gap == 0.0
+        assert bound.relaxations
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_no_policy_beats_its_bound(name: str) -> None:
+    result, comparison = compared(name)
+    bound = comparison.bound_row
+    demand = comparison.bounds.throughput.values["demand_tokens"]
+    assert isinstance(demand, float)
+    assert bound["tokens"] <= demand * (1 + RELATIVE)
+    for policy, figures in result.policies.items():
+        # Nobody serves more than arrived.
+        assert figures["tokens"] <= demand * (1 + RELATIVE), policy
+        if keeps_cap(result, policy):
+            # Under the cap: no more tokens and no better SLO than the bound.
+            assert figures["tokens"] <= bound["tokens"] * (1 + RELATIVE), policy
+            assert figures["slo_attainment"] <= bound["slo_attainment"] + RELATIVE, policy
+        # No placement needs less cooling than the floor of its own IT power.
+        assert figures["cooling_kwh"] >= comparison.cooling_floor_kwh[policy], policy
+        assert figures["peak_to_average"] >= bound["peak_to_average"] - RELATIVE, policy
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_shares_of_bound_are_at_most_one_and_the_bound_has_all_of_it(name: str) -> None:
+    result, comparison = compared(name)
+    for policy, shares in comparison.shares.items():
+        for key in SHARE_KEYS:
+            share = shares[key]
+            if share is None:
+                continue
+            assert not math.isnan(share)
+            assert share <= 1 + 1e-6, (policy, key, share)
+            if policy == "bound":
+                assert share == pytest.approx(1.0)
+            if policy == comparison.baselines[key]:
+                assert share == pytest.approx(0.0)
+    # Tokens and SLO are shared against static; a policy that breaks the cap gets no share.
+    assert comparison.baselines["tokens"] == "static"
+    for policy in result.policies:
+        if not keeps_cap(result, policy):
+            assert comparison.shares[policy]["tokens"] is None
+            assert comparison.shares[policy]["slo_attainment"] is None
+
+
+def test_the_carbon_bound_is_not_beaten_by_the_carbon_aware_policy() -> None:
+    result = run_carbon_pair()
+    bounds = bounds_of("carbon-swing", None)
+    comparison = compare(result, bounds)
+    saving = bounds.carbon.values["saving_g"]
+    assert isinstance(saving, float)
+    assert bounds.carbon.status == "Optimal"
+    assert saving > 0
+    assert comparison.baselines["carbon_g_per_1k_tokens"] == "climatik-no-carbon"
+    bound = comparison.bound_row["carbon_g_per_1k_tokens"]
+    assert result.policies["climatik"]["carbon_g_per_1k_tokens"] >= bound
+    share = comparison.shares["climatik"]["carbon_g_per_1k_tokens"]
+    assert share is not None
+    assert share <= 1.0
+    assert comparison.shares["bound"]["carbon_g_per_1k_tokens"] == pytest.approx(1.0)
+
+
+def test_scenarios_without_deferrable_work_have_no_carbon_share() -> None:
+    result, comparison = compared("default")
+    assert comparison.bounds.carbon.values["saving_g"] == 0.0
+    assert all(shares["carbon_g_per_1k_tokens"] is None for shares in comparison.shares.values())
+    assert "carbon_g_per_1k_tokens" not in comparison.bound_row
+    assert result.policies
