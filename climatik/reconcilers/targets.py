@@ -430,16 +430,18 @@ class WorkloadCaches:
         the last resolution is reused until the config or any object of its namespace in these
         caches changes (at 5,000 configs, resolving afresh was a third of the controller's time).
         """
-        stamp = (
-            config,
-            *(i.store.index_version(NAMESPACE_INDEX, config.namespace) for i in self._informers()),
-        )
+        stamp = (config, self.namespace_version(config.namespace))
         kept = self._resolved.get(config.key)
         if kept is not None and kept[0] == stamp:
             return kept[1]
         resolution = self._resolve(config)
         self._resolved[config.key] = (stamp, resolution)
         return resolution
+
+    def namespace_version(self, namespace: str) -> tuple[int, ...]:
+        """Changes whenever an object of `namespace` changes in any of these caches: anything
+        derived from them for one namespace may be kept while it stays the same."""
+        return tuple(i.store.index_version(NAMESPACE_INDEX, namespace) for i in self._informers())
 
     def forget(self, config_key: str) -> None:
         """Drop what was kept for a config that is gone."""
