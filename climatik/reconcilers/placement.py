@@ -522,6 +522,9 @@ class PlacementReconciler:
         self._memory: dict[str, _Memory] = {}
         self._histories: dict[tuple[Hashable, tuple[str, ...]], _RackHistory] = {}
         self._workloads_kept: dict[str, tuple[tuple[Any, ...], list[Workload]]] = {}
+        self._node_racks: (
+            tuple[tuple[str, int], tuple[Mapping[str, tuple[str, ...]], Mapping[str, str]]] | None
+        ) = None
         self._deletion_cost_forbidden: dict[str, _Forbidden] = {}
         """Namespaces whose pods the API refused to patch, until a patch there succeeds."""
 
@@ -704,18 +707,8 @@ class PlacementReconciler:
     async def _racks(
         self, config: PowerCappingConfig, source: RackSignalSource, memory: _Memory
     ) -> list[RackView]:
-        label = config.placement.rack_label_key
-        nodes_by_rack: dict[str, list[str]] = {}
-        zone_of_rack: dict[str, str] = {}
-        for node in self._nodes.store.objects():
-            labels = _meta(node).get("labels") or {}
-            rack = labels.get(label)
-            if not rack:
-                continue
-            nodes_by_rack.setdefault(rack, []).append(str(_meta(node).get("name")))
-            zone = labels.get(self._settings.zone_label_key)
-            if zone:
-                zone_of_rack.setdefault(rack, zone)
+        found_nodes, zone_of_rack = self._racks_of_nodes(config.placement.rack_label_key)
+        nodes_by_rack = {rack: list(nodes) for rack, nodes in found_nodes.items()}
         for constraint in config.racks:
             nodes_by_rack.setdefault(constraint.rack_id, [])
         rack_ids = sorted(nodes_by_rack)
@@ -758,6 +751,29 @@ class PlacementReconciler:
             )
             views.append(RackView(r, tuple(nodes_by_rack[r]), zones[r], s, observation))
         return views
+
+    def _racks_of_nodes(
+        self, label: str
+    ) -> tuple[Mapping[str, tuple[str, ...]], Mapping[str, str]]:
+        """Nodes by rack, and each rack's zone, from the node labels: kept until a node
+        changes (every config of a cluster asks the same, every interval)."""
+        key = (label, self._nodes.store.version)
+        if self._node_racks is not None and self._node_racks[0] == key:
+            return self._node_racks[1]
+        nodes_by_rack: dict[str, list[str]] = {}
+        zone_of_rack: dict[str, str] = {}
+        for node in self._nodes.store.objects():
+            labels = _meta(node).get("labels") or {}
+            rack = labels.get(label)
+            if not rack:
+                continue
+            nodes_by_rack.setdefault(rack, []).append(str(_meta(node).get("name")))
+            zone = labels.get(self._settings.zone_label_key)
+            if zone:
+                zone_of_rack.setdefault(rack, zone)
+        found = ({r: tuple(n) for r, n in nodes_by_rack.items()}, zone_of_rack)
+        self._node_racks = (key, found)
+        return found
 
     def _hrf(
         self,
@@ -1062,10 +1078,8 @@ class PlacementReconciler:
         memory: _Memory,
     ) -> None:
         m = self._metrics
-        # Drop last round's series (racks or groups may be gone), then set this round's; no
-        # await in between, so a scrape never sees the gap.
-        m.forget_config(config.key)
         key = config.key
+        m.begin_round(key)
         m.set_gauge(m.recirculation_config_ok, 0.0 if memory.recirculation_problem else 1.0, key)
         if config.placement.mode is not PlacementMode.DISABLED:
             allowed = 0.0 if self._deletion_cost_problem(config) else 1.0
@@ -1089,6 +1103,7 @@ class PlacementReconciler:
             m.set_gauge(m.supply_change, sp.change_c, key, sp.group)
             if sp.supply_c is not None:
                 m.set_gauge(m.supply_setpoint, sp.supply_c, key, sp.group)
+        m.end_round(key)
 
     async def _report_status(
         self,

@@ -1088,3 +1088,23 @@ async def test_configs_reading_the_same_racks_share_one_history() -> None:
     assert len(history.samples) == 12
     assert history.estimate is not None
     assert history.estimate[1] is not None
+
+
+async def test_a_rack_gone_from_the_nodes_is_gone_from_the_metrics() -> None:
+    unconstrained = config(rackConstraints=[{"rackId": "rack-a", "maxPower": 40_000}])
+    rec, _, _, metrics = reconciler(unconstrained, [pod("p-a", "a-0")], static(HOT_OVER, COOL))
+    await rec.reconcile(f"{NS}/cap")
+
+    def racks_seen() -> set[str]:
+        return {
+            sample.labels["rack"]
+            for family in metrics.registry.collect()
+            if family.name == "climatik_rack_admissible"
+            for sample in family.samples
+        }
+
+    assert racks_seen() == {"rack-a", "rack-b"}
+    rec._nodes.store.delete("b-0")  # rack-b's only node is gone
+    await rec.reconcile(f"{NS}/cap")
+    assert racks_seen() == {"rack-a"}
+    assert scores_by_rack(metrics).keys() == {"rack-a"}
