@@ -514,7 +514,12 @@ class PowerCapReconciler:
     ) -> _Measured:
         async with asyncio.TaskGroup() as group:
             per_target_task = group.create_task(
-                source.measure_targets([TargetPods(t.key, t.namespace, t.pods) for t in targets])
+                source.measure_targets(
+                    [
+                        TargetPods(t.key, t.namespace, t.pods, t.newest_pod_created_s)
+                        for t in targets
+                    ]
+                )
             )
             # The design document's own query measures the whole capped scope. The scope may
             # span the cluster: its plausible power is bounded per node.
