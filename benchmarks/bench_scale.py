@@ -181,11 +181,32 @@ def _populate(cluster: ClusterInfo, configs: int, namespaces: int) -> float:
     return time.perf_counter() - started
 
 
-def _running_pods(cluster: ClusterInfo) -> list[dict[str, Any]]:
-    listed = json.loads(
-        _kubectl(cluster, "get", "pods", "-A", "-l", "app", "-o", "json", "--chunk-size=1000")
+_POD_FIELDS = (
+    "{range .items[*]}{.metadata.namespace} {.metadata.name} {.spec.nodeName} "
+    '{.status.phase}{"\\n"}{end}'
+)
+
+
+def _running_pods(cluster: ClusterInfo) -> list[tuple[str, str, str]]:
+    """(namespace, name, node) of every Running benchmark pod. Only these fields reach this
+    process: thousands of whole pods parsed here would swell the RSS being measured."""
+    listed = _kubectl(
+        cluster,
+        "get",
+        "pods",
+        "-A",
+        "-l",
+        "app",
+        "-o",
+        f"jsonpath={_POD_FIELDS}",
+        "--chunk-size=1000",
     )
-    return [p for p in listed["items"] if (p.get("status") or {}).get("phase") == "Running"]
+    pods = []
+    for line in listed.splitlines():
+        fields = line.split()
+        if len(fields) == 4 and fields[3] == "Running":
+            pods.append((fields[0], fields[1], fields[2]))
+    return pods
 
 
 async def _wait_for_pods(cluster: ClusterInfo, count: int, timeout_s: float = 1800) -> float:
@@ -200,20 +221,20 @@ async def _wait_for_pods(cluster: ClusterInfo, count: int, timeout_s: float = 18
         await asyncio.sleep(10)
 
 
-async def _serve_noisy_watts(exporter: ExporterHandle, pods: list[dict[str, Any]]) -> None:
+async def _serve_noisy_watts(exporter: ExporterHandle, pods: list[tuple[str, str, str]]) -> None:
     """Every pod draws about `WATTS_PER_POD`, jittered by the exporter by up to `NOISE` at each
     scrape (the benchmark process itself does no work for it during the measurement)."""
     specs = [
         {
-            "namespace": p["metadata"]["namespace"],
-            "name": p["metadata"]["name"],
-            "node": p["spec"].get("nodeName", ""),
+            "namespace": namespace,
+            "name": name,
+            "node": node,
             "cpu_watts": WATTS_PER_POD,
             "gpu_watts": None,
             "tokens_per_s": WATTS_PER_POD / 10,
             "noise": NOISE,
         }
-        for p in pods
+        for namespace, name, node in pods
     ]
     for start in range(0, len(specs), 500):
         await exporter.add_pods(specs[start : start + 500])

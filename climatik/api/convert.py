@@ -9,6 +9,8 @@ floats, and the design document's `scaleObjectRef`/`deploymentName` become `Targ
 
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -201,9 +203,31 @@ def to_domain(obj: models.PowerCappingConfig) -> domain.PowerCappingConfig:
     )
 
 
+_CONVERTED: OrderedDict[tuple[str, str, int], tuple[Any, domain.PowerCappingConfig]] = OrderedDict()
+_CONVERTED_MAX = 16_384
+
+
 def config_from_object(obj: Mapping[str, Any]) -> domain.PowerCappingConfig:
     """Parse and convert in one step: what a reconciler calls on a cached object.
 
     The status is the controller's own and plays no part in the config: it is left out of the
-    validation, which otherwise spends most of its time on conditions and per-target state."""
-    return to_domain(parse_object({k: v for k, v in obj.items() if k != "status"}))
+    validation, which otherwise spends most of its time on conditions and per-target state.
+    Four reconcilers convert every config every interval, mostly the same spec as last time:
+    a conversion is kept under the config's namespace, name and generation and used again only
+    for an equal spec (a dict comparison costs far less than a validation)."""
+    meta = obj.get("metadata") or {}
+    namespace, name, generation = meta.get("namespace"), meta.get("name"), meta.get("generation")
+    if not (isinstance(namespace, str) and isinstance(name, str) and isinstance(generation, int)):
+        return to_domain(parse_object({k: v for k, v in obj.items() if k != "status"}))
+    key = (namespace, name, generation)
+    spec = obj.get("spec")
+    kept = _CONVERTED.get(key)
+    if kept is not None and kept[0] == spec:
+        _CONVERTED.move_to_end(key)
+        return kept[1]
+    config = to_domain(parse_object({k: v for k, v in obj.items() if k != "status"}))
+    # A copy: a reader holding a mutable object must not change what is compared later.
+    _CONVERTED[key] = (copy.deepcopy(spec), config)
+    if len(_CONVERTED) > _CONVERTED_MAX:
+        _CONVERTED.popitem(last=False)
+    return config

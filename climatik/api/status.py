@@ -14,6 +14,7 @@ merge patch (RFC 7386, content type `application/merge-patch+json`). Guarantees:
 
 from __future__ import annotations
 
+import copy
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -103,8 +104,30 @@ def status_to_wire(status: PowerCappingConfigStatus | None) -> dict[str, Any]:
     return status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+_CURRENT_WIRE: OrderedDict[int, tuple[PowerCappingConfigStatus, dict[str, Any]]] = OrderedDict()
+_CURRENT_WIRE_MAX = 8_192
+
+
+def _current_wire(status: PowerCappingConfigStatus | None) -> dict[str, Any]:
+    """`status_to_wire` of a written status, kept by identity: the status a reconciler
+    compares against is mostly the same object as last time (`status_from_wire` keeps it), so
+    its JSON form is too, with the object (an id is unique only while its object lives). For
+    reading only."""
+    if status is None:
+        return {}
+    kept = _CURRENT_WIRE.get(id(status))
+    if kept is not None and kept[0] is status:
+        _CURRENT_WIRE.move_to_end(id(status))
+        return kept[1]
+    wire = status_to_wire(status)
+    _CURRENT_WIRE[id(status)] = (status, wire)
+    if len(_CURRENT_WIRE) > _CURRENT_WIRE_MAX:
+        _CURRENT_WIRE.popitem(last=False)
+    return wire
+
+
 _PARSED: OrderedDict[tuple[str, str], tuple[Any, PowerCappingConfigStatus]] = OrderedDict()
-_PARSED_MAX = 16_384
+_PARSED_MAX = 8_192
 
 
 def status_from_wire(obj: Mapping[str, Any]) -> PowerCappingConfigStatus | None:
@@ -127,7 +150,8 @@ def status_from_wire(obj: Mapping[str, Any]) -> PowerCappingConfigStatus | None:
         _PARSED.move_to_end(key)
         return kept[1]
     parsed = PowerCappingConfigStatus.model_validate(raw)
-    _PARSED[key] = (raw, parsed)
+    # A copy: a reader holding a mutable object must not change what is compared later.
+    _PARSED[key] = (copy.deepcopy(raw), parsed)
     if len(_PARSED) > _PARSED_MAX:
         _PARSED.popitem(last=False)
     return parsed
@@ -221,7 +245,7 @@ def status_patch(
     into a compare-and-swap: the API server answers 409 Conflict if the object moved on. With
     `settled`, changes `settle` deems nobody would act on are not sent.
     """
-    old, new = status_to_wire(current), status_to_wire(desired)
+    old, new = _current_wire(current), status_to_wire(desired)
     if settled:
         new = settle(old, new)
     diff = merge_patch_diff(old, new)

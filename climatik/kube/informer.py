@@ -69,6 +69,7 @@ class Informer:
             field_selector=self.field_selector,
             settings=self.settings,
             metrics=self.metrics,
+            transform=self.transform,
         )
         self.name = self.reflector.name
 
@@ -92,8 +93,7 @@ class Informer:
     # -- ReflectorSink ----------------------------------------------------------------------
 
     def replace(self, objs: list[RawObject], resource_version: str) -> None:
-        if self.transform is not None:
-            objs = [self.transform(obj) for obj in objs]
+        # Objects from the reflector are transformed already (page by page, as they arrive).
         added, updated, deleted = self.store.replace(objs)
         for obj in deleted:
             self._dispatch_delete(obj)
@@ -106,8 +106,6 @@ class Informer:
         self._synced.set()
 
     def apply(self, event_type: WatchEventType, obj: RawObject) -> None:
-        if self.transform is not None:
-            obj = self.transform(obj)
         if event_type is WatchEventType.DELETED:
             # The DELETED event carries the object's final state; prefer it over the cached one.
             self.store.delete(object_key(obj))

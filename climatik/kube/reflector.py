@@ -95,8 +95,12 @@ class Reflector:
         rng: random.Random | None = None,
         metrics: ReflectorMetrics | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        transform: Callable[[RawObject], RawObject] | None = None,
     ) -> None:
         self.client = client
+        # Applied to each object as it arrives, page by page: a list of thousands of objects
+        # never holds them all whole (managedFields are often most of an object) at once.
+        self.transform = transform
         self._sleep = sleep
         self.resource = resource
         self.sink = sink
@@ -199,7 +203,7 @@ class Reflector:
                 # List items lack kind/apiVersion; fill them in so listed and watched objects match.
                 item.setdefault("kind", kind)
                 item.setdefault("apiVersion", self.resource.api_version)
-                items.append(item)
+                items.append(self.transform(item) if self.transform is not None else item)
             continue_token = page.get("metadata", {}).get("continue") or None
             if continue_token is None:
                 break
@@ -262,6 +266,8 @@ class Reflector:
         obj: RawObject = event.get("object") or {}
         decision = self.state.event_received(event_type, obj)
         if decision is Next.DELIVER:
+            if self.transform is not None:
+                obj = self.transform(obj)
             self.sink.apply(WatchEventType(event_type), obj)
         elif decision is Next.RELIST:
             raise WatchExpiredError(str(obj.get("message") or "410 Gone"))

@@ -168,6 +168,7 @@ class Store:
         self._indices: dict[str, dict[str, set[str]]] = {name: {} for name in self._indexers}
         # index name -> index value -> how many writes touched it (see `index_version`)
         self._versions: dict[str, dict[str, int]] = {name: {} for name in self._indexers}
+        self._writes = 0
 
     def add_indexer(self, name: str, func: IndexFunc) -> None:
         """Add an index (no-op if one of that name exists); existing objects are indexed now."""
@@ -186,6 +187,7 @@ class Store:
     def upsert(self, obj: RawObject) -> FrozenMapping | None:
         """Add or replace one object; return the previous version (read-only) if there was one."""
         key = object_key(obj)
+        self._writes += 1
         old = self._items.get(key)
         if old is not None:
             self._unindex(key, old)
@@ -198,6 +200,7 @@ class Store:
         old = self._items.pop(key, None)
         if old is None:
             return None
+        self._writes += 1
         self._unindex(key, old)
         return FrozenMapping(old)
 
@@ -247,6 +250,11 @@ class Store:
 
     def index_values(self, index_name: str) -> list[str]:
         return sorted(self._indices[index_name])
+
+    @property
+    def version(self) -> int:
+        """A number that changes whenever any object is added, changed or removed."""
+        return self._writes
 
     def index_version(self, index_name: str, value: str) -> int:
         """A number that changes whenever an object with this index value is added, changed

@@ -51,7 +51,15 @@ import json
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence, Sized
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Hashable,
+    Mapping,
+    Sequence,
+    Sized,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -72,6 +80,7 @@ from climatik.domain.placement import (
     PlacementWeights,
     PlaceObservation,
     PlaceScore,
+    RecirculationEstimate,
     SupplySetpoint,
     SupplySettings,
 )
@@ -189,13 +198,22 @@ class Workload:
 
 
 @dataclass
+class _RackHistory:
+    """Complete rack readings (power and inlet of every rack) for the recirculation estimate,
+    one sample per interval, shared by every config that reads the same racks the same way:
+    racks are physical, so thousands of configs must not each keep (and fit) their own copy."""
+
+    samples: deque[tuple[tuple[float, ...], tuple[float, ...]]]
+    last_sample_s: float | None = None
+    appended: int = 0
+    """Samples ever appended, so an estimate is refitted only when a new one arrived."""
+    estimate: tuple[int, RecirculationEstimate | None] | None = None
+
+
+@dataclass
 class _Memory:
     """What the reconciler remembers about one config between reconciles."""
 
-    history: deque[tuple[tuple[float, ...], tuple[float, ...]]] = field(
-        default_factory=lambda: deque(maxlen=720)
-    )
-    history_racks: tuple[str, ...] = ()
     over_limit: frozenset[str] = frozenset()
     last_cooling: str = ""
     template_changed_at: dict[str, float] = field(default_factory=dict)
@@ -448,6 +466,10 @@ def parse_recirculation(
     return racks, problems
 
 
+_SAMPLE_GAP = 0.5
+"""A shared rack history takes a sample once per half interval at most (configs reconcile at
+scattered moments; a sample per config would sample far faster than the interval)."""
+
 _MAX_PROBLEMS = 6
 """Problems named in one Event or condition message; the rest are counted."""
 _MAX_PROBLEM_CHARS = 1500
@@ -498,6 +520,11 @@ class PlacementReconciler:
         self._clock = clock
         self._wall_clock = wall_clock
         self._memory: dict[str, _Memory] = {}
+        self._histories: dict[tuple[Hashable, tuple[str, ...]], _RackHistory] = {}
+        self._workloads_kept: dict[str, tuple[tuple[Any, ...], list[Workload]]] = {}
+        self._node_racks: (
+            tuple[tuple[str, int], tuple[Mapping[str, tuple[str, ...]], Mapping[str, str]]] | None
+        ) = None
         self._deletion_cost_forbidden: dict[str, _Forbidden] = {}
         """Namespaces whose pods the API refused to patch, until a patch there succeeds."""
 
@@ -521,8 +548,6 @@ class PlacementReconciler:
             self._forget(key)
             return Result()
         memory = self._memory.setdefault(key, _Memory())
-        if memory.history.maxlen != self._settings.history_samples:
-            memory.history = deque(memory.history, maxlen=self._settings.history_samples)
 
         source = await self._signal_source(config)
         racks = await self._racks(config, source, memory)
@@ -574,10 +599,21 @@ class PlacementReconciler:
         self._memory.pop(key, None)
         self._metrics.forget_config(key)
         self._caches.forget(key)
+        self._workloads_kept.pop(key, None)
 
     # -- reading --------------------------------------------------------------------------------
 
     def _workloads(self, config: PowerCappingConfig) -> list[Workload]:
+        """The config's workloads and their pods, kept while its namespace is unchanged."""
+        stamp = (config, self._caches.namespace_version(config.namespace))
+        kept = self._workloads_kept.get(config.key)
+        if kept is not None and kept[0] == stamp:
+            return kept[1]
+        workloads = self._find_workloads(config)
+        self._workloads_kept[config.key] = (stamp, workloads)
+        return workloads
+
+    def _find_workloads(self, config: PowerCappingConfig) -> list[Workload]:
         namespace = config.namespace
         resolution = self._caches.resolve(config)
         names: dict[str, None] = {}
@@ -671,18 +707,8 @@ class PlacementReconciler:
     async def _racks(
         self, config: PowerCappingConfig, source: RackSignalSource, memory: _Memory
     ) -> list[RackView]:
-        label = config.placement.rack_label_key
-        nodes_by_rack: dict[str, list[str]] = {}
-        zone_of_rack: dict[str, str] = {}
-        for node in self._nodes.store.objects():
-            labels = _meta(node).get("labels") or {}
-            rack = labels.get(label)
-            if not rack:
-                continue
-            nodes_by_rack.setdefault(rack, []).append(str(_meta(node).get("name")))
-            zone = labels.get(self._settings.zone_label_key)
-            if zone:
-                zone_of_rack.setdefault(rack, zone)
+        found_nodes, zone_of_rack = self._racks_of_nodes(config.placement.rack_label_key)
+        nodes_by_rack = {rack: list(nodes) for rack, nodes in found_nodes.items()}
         for constraint in config.racks:
             nodes_by_rack.setdefault(constraint.rack_id, [])
         rack_ids = sorted(nodes_by_rack)
@@ -692,7 +718,8 @@ class PlacementReconciler:
             [RackNodes(r, tuple(sorted(nodes_by_rack[r]))) for r in rack_ids]
         )
         coefficients = await self._recirculation(config, rack_ids, memory)
-        hrf, columns = self._hrf(rack_ids, signals, coefficients, memory)
+        history = self._history(source, rack_ids)
+        hrf, columns = self._hrf(rack_ids, signals, coefficients, history)
         none = RackCoefficients()
         zones = {r: coefficients.get(r, none).zone or zone_of_rack.get(r) or r for r in rack_ids}
         zone_w: dict[str, float] = {}
@@ -725,12 +752,35 @@ class PlacementReconciler:
             views.append(RackView(r, tuple(nodes_by_rack[r]), zones[r], s, observation))
         return views
 
+    def _racks_of_nodes(
+        self, label: str
+    ) -> tuple[Mapping[str, tuple[str, ...]], Mapping[str, str]]:
+        """Nodes by rack, and each rack's zone, from the node labels: kept until a node
+        changes (every config of a cluster asks the same, every interval)."""
+        key = (label, self._nodes.store.version)
+        if self._node_racks is not None and self._node_racks[0] == key:
+            return self._node_racks[1]
+        nodes_by_rack: dict[str, list[str]] = {}
+        zone_of_rack: dict[str, str] = {}
+        for node in self._nodes.store.objects():
+            labels = _meta(node).get("labels") or {}
+            rack = labels.get(label)
+            if not rack:
+                continue
+            nodes_by_rack.setdefault(rack, []).append(str(_meta(node).get("name")))
+            zone = labels.get(self._settings.zone_label_key)
+            if zone:
+                zone_of_rack.setdefault(rack, zone)
+        found = ({r: tuple(n) for r, n in nodes_by_rack.items()}, zone_of_rack)
+        self._node_racks = (key, found)
+        return found
+
     def _hrf(
         self,
         rack_ids: Sequence[str],
         signals: Mapping[str, RackSignals],
         coefficients: Mapping[str, RackCoefficients],
-        memory: _Memory,
+        history: _RackHistory,
     ) -> tuple[dict[str, float], dict[str, tuple[tuple[str, float], ...]]]:
         """Recirculation factor and heat-matrix column per rack: configured, else estimated."""
         configured: dict[str, float] = {}
@@ -744,35 +794,61 @@ class PlacementReconciler:
             if entry.column:
                 columns[r] = entry.column
         # Remember complete readings for the estimate (racks with power and inlet).
-        if tuple(rack_ids) != memory.history_racks:
-            memory.history.clear()
-            memory.history_racks = tuple(rack_ids)
         watts = [_finite(signals[r].watts) for r in rack_ids]
         inlets = [_finite(signals[r].inlet_c) for r in rack_ids]
-        if memory.history.maxlen and all(v is not None for v in (*watts, *inlets)):
-            memory.history.append((tuple(w or 0.0 for w in watts), tuple(t or 0.0 for t in inlets)))
+        now_s = self._clock()
+        due = (
+            history.last_sample_s is None
+            or now_s - history.last_sample_s >= _SAMPLE_GAP * self._settings.interval_s
+        )
+        if due and history.samples.maxlen and all(v is not None for v in (*watts, *inlets)):
+            history.samples.append(
+                (tuple(w or 0.0 for w in watts), tuple(t or 0.0 for t in inlets))
+            )
+            history.last_sample_s = now_s
+            history.appended += 1
         if len(configured) == len(rack_ids) and len(columns) == len(rack_ids):
             return configured, columns
         estimated: dict[str, float] = {}
-        needed = 2 * (len(rack_ids) + 1)
-        if len(memory.history) >= needed:
-            try:
-                estimate = estimate_recirculation(
-                    rack_ids, [h[0] for h in memory.history], [h[1] for h in memory.history]
+        estimate = self._estimate(rack_ids, history)
+        if estimate is not None:
+            estimated = dict(zip(rack_ids, estimate.factors_c_per_kw, strict=True))
+            for j, r in enumerate(rack_ids):
+                columns.setdefault(
+                    r,
+                    tuple(
+                        (inlet, row[j])
+                        for inlet, row in zip(rack_ids, estimate.matrix_c_per_kw, strict=True)
+                    ),
                 )
-                estimated = dict(zip(rack_ids, estimate.factors_c_per_kw, strict=True))
-                for j, r in enumerate(rack_ids):
-                    columns.setdefault(
-                        r,
-                        tuple(
-                            (inlet, row[j])
-                            for inlet, row in zip(rack_ids, estimate.matrix_c_per_kw, strict=True)
-                        ),
-                    )
-            except (ValueError, ArithmeticError) as error:
-                log.info("recirculation_estimate_unavailable", error=str(error))
         factors = {r: configured.get(r, estimated.get(r, 0.0)) for r in rack_ids}
         return factors, columns
+
+    def _history(self, source: RackSignalSource, rack_ids: Sequence[str]) -> _RackHistory:
+        """The shared history of these racks read from this source (new when either is)."""
+        key = (source.history_key, tuple(rack_ids))
+        history = self._histories.get(key)
+        if history is None or history.samples.maxlen != self._settings.history_samples:
+            history = self._histories[key] = _RackHistory(
+                deque(maxlen=self._settings.history_samples)
+            )
+        return history
+
+    @staticmethod
+    def _estimate(rack_ids: Sequence[str], history: _RackHistory) -> RecirculationEstimate | None:
+        """The recirculation fitted to the history, refitted only after a new sample."""
+        if history.estimate is not None and history.estimate[0] == history.appended:
+            return history.estimate[1]
+        estimate: RecirculationEstimate | None = None
+        if len(history.samples) >= 2 * (len(rack_ids) + 1):
+            try:
+                estimate = estimate_recirculation(
+                    rack_ids, [h[0] for h in history.samples], [h[1] for h in history.samples]
+                )
+            except (ValueError, ArithmeticError) as error:
+                log.info("recirculation_estimate_unavailable", error=str(error))
+        history.estimate = (history.appended, estimate)
+        return estimate
 
     # -- acting ---------------------------------------------------------------------------------
 
@@ -1002,10 +1078,8 @@ class PlacementReconciler:
         memory: _Memory,
     ) -> None:
         m = self._metrics
-        # Drop last round's series (racks or groups may be gone), then set this round's; no
-        # await in between, so a scrape never sees the gap.
-        m.forget_config(config.key)
         key = config.key
+        m.begin_round(key)
         m.set_gauge(m.recirculation_config_ok, 0.0 if memory.recirculation_problem else 1.0, key)
         if config.placement.mode is not PlacementMode.DISABLED:
             allowed = 0.0 if self._deletion_cost_problem(config) else 1.0
@@ -1029,6 +1103,7 @@ class PlacementReconciler:
             m.set_gauge(m.supply_change, sp.change_c, key, sp.group)
             if sp.supply_c is not None:
                 m.set_gauge(m.supply_setpoint, sp.supply_c, key, sp.group)
+        m.end_round(key)
 
     async def _report_status(
         self,
@@ -1241,12 +1316,14 @@ class PrometheusRackSources:
         self._settings = settings
         # Shared answers and a breaker per address across configs (one layer per controller).
         self._prometheus = prometheus or PrometheusPool(session_factory)
+        # One for every config without a Prometheus: its history (of nothing) is one, too.
+        self._no_data = StaticRackSignalSource()
 
     async def __call__(self, config: PowerCappingConfig) -> RackSignalSource:
         measurement = config.power_measurement
         address = config.prometheus_address(self._settings.prometheus_address)
         if address is None:
-            return StaticRackSignalSource()
+            return self._no_data
         client = self._prometheus.querier(
             address,
             PrometheusSettings(

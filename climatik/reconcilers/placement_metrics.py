@@ -111,6 +111,7 @@ class PlacementMetrics:
             self.supply_change,
         )
         self._series: dict[str, set[SeriesKey]] = {}
+        self._round: dict[str, set[SeriesKey]] = {}
         self.webhook_requests = Counter(
             "climatik_placement_webhook_requests_total",
             "Pod admission requests answered, by result (patched, skipped, error).",
@@ -127,7 +128,21 @@ class PlacementMetrics:
     def set_gauge(self, gauge: Gauge, value: float, config: str, *labels: str) -> None:
         """Set one series of a per-config gauge, remembering it for `forget_config`."""
         gauge.labels(config, *labels).set(value)
-        self._series.setdefault(config, set()).add((id(gauge), (config, *labels)))
+        series = (id(gauge), (config, *labels))
+        self._series.setdefault(config, set()).add(series)
+        touched = self._round.get(config)
+        if touched is not None:
+            touched.add(series)
+
+    def begin_round(self, config: str) -> None:
+        """Start noting the series `config` sets, for `end_round`."""
+        self._round[config] = set()
+
+    def end_round(self, config: str) -> None:
+        """Drop the series of `config` not set since `begin_round` (racks or groups gone):
+        setting first and removing only what is gone costs far less than removing and setting
+        them all every round, and a scrape never sees a gap."""
+        self.forget_config(config, keep=self._round.pop(config, set()))
 
     def forget_config(self, config: str, keep: set[SeriesKey] | None = None) -> None:
         """Drop the series of `config` not in `keep` (all of them for a deleted config), so

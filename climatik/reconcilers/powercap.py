@@ -227,6 +227,7 @@ class PowerCapReconciler:
     # -- the loop -----------------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> Result:
+        started_s = self._clock()
         obj = self._configs.store.get(key)
         if obj is None:
             # Gone without our finalizer (it held nothing, or someone removed the finalizer):
@@ -385,7 +386,12 @@ class PowerCapReconciler:
             memory=memory,
         )
         # A ceiling write refused because the object moved on is decided again on fresh state.
-        return Result(requeue_after=_CONFLICT_RETRY_S if conflicts else self._settings.interval_s)
+        if conflicts:
+            return Result(requeue_after=_CONFLICT_RETRY_S)
+        # The next decision an interval after this one began, not after it ended: a reconcile
+        # that waited on Prometheus must not stretch the control period by its own length.
+        elapsed_s = self._clock() - started_s
+        return Result(requeue_after=max(self._settings.interval_s - elapsed_s, 0.0))
 
     # -- GPU tuning switched off --------------------------------------------------------------
 
@@ -508,7 +514,12 @@ class PowerCapReconciler:
     ) -> _Measured:
         async with asyncio.TaskGroup() as group:
             per_target_task = group.create_task(
-                source.measure_targets([TargetPods(t.key, t.namespace, t.pods) for t in targets])
+                source.measure_targets(
+                    [
+                        TargetPods(t.key, t.namespace, t.pods, t.newest_pod_created_s)
+                        for t in targets
+                    ]
+                )
             )
             # The design document's own query measures the whole capped scope. The scope may
             # span the cluster: its plausible power is bounded per node.

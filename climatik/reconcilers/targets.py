@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from climatik.domain.config import LabelSelector, PowerCappingConfig, TargetKind
 from climatik.kube.store import index_by_namespace
@@ -61,6 +62,8 @@ class ResolvedTarget:
     """From `climatik-project.ai/deferrable`: its work may wait, so it yields to a carbon cap."""
     annotation_problems: tuple[str, ...] = ()
     """Annotations that did not parse (the defaults are used instead), for Events and status."""
+    newest_pod_created_s: float | None = None
+    """When the youngest of `pods` was created (wall clock); None when no pod says."""
 
     @property
     def key(self) -> str:
@@ -214,7 +217,7 @@ def _selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, s
     return True
 
 
-def _serving_pods(pods: Iterable[Obj], match: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _serving_pods(pods: Iterable[Obj], match: Any) -> _ServingPods:
     chosen = sorted(
         (
             pod
@@ -227,7 +230,25 @@ def _serving_pods(pods: Iterable[Obj], match: Any) -> tuple[tuple[str, ...], tup
     )
     names = tuple(str(_meta(p).get("name")) for p in chosen)
     nodes = tuple(str((p.get("spec") or {}).get("nodeName") or "") for p in chosen)
-    return names, nodes
+    created = [_timestamp_s(_meta(p).get("creationTimestamp")) for p in chosen]
+    known = [c for c in created if c is not None]
+    return _ServingPods(names, nodes, max(known) if known else None)
+
+
+class _ServingPods(NamedTuple):
+    names: tuple[str, ...]
+    nodes: tuple[str, ...]
+    newest_created_s: float | None
+
+
+def _timestamp_s(raw: object) -> float | None:
+    """An RFC 3339 timestamp as the API server writes it, in seconds; None if unreadable."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.fromisoformat(raw).timestamp()
+    except ValueError:
+        return None
 
 
 def _deployment_replicas(deployment: Obj | None, pods: Sequence[str]) -> int:
@@ -264,7 +285,7 @@ def _from_scaled_object(
     ref = spec.get("scaleTargetRef") or {}
     deployment = deployments.get(str(ref.get("name")))
     selector = ((deployment or {}).get("spec") or {}).get("selector")
-    names, nodes = _serving_pods(pods, lambda labels: _selector_matches(selector, labels))
+    names, nodes, newest_s = _serving_pods(pods, lambda labels: _selector_matches(selector, labels))
     intent = _user_intent(so, TargetKind.SCALED_OBJECT)
     return ResolvedTarget(
         kind=TargetKind.SCALED_OBJECT,
@@ -276,6 +297,7 @@ def _from_scaled_object(
         current_replicas=_deployment_replicas(deployment, names),
         pods=names,
         pod_nodes=nodes,
+        newest_pod_created_s=newest_s,
         obj=so,
         limited_by_ceiling=limited_by_ceiling(hpas.get(hpa_name(so))),
         priority=intent.priority,
@@ -297,7 +319,9 @@ def _from_inference_service(
     so_max = _int(((so or {}).get("spec") or {}).get("maxReplicaCount"), KEDA_DEFAULT_MAX)
     applied = _int(predictor.get("maxReplicas"), 0) or so_max
     minimum = _int(predictor.get("minReplicas"), KSERVE_DEFAULT_MIN)
-    names, nodes = _serving_pods(pods, lambda labels: labels.get(KSERVE_ISVC_LABEL) == name)
+    names, nodes, newest_s = _serving_pods(
+        pods, lambda labels: labels.get(KSERVE_ISVC_LABEL) == name
+    )
     intent = _user_intent(isvc, TargetKind.INFERENCE_SERVICE)
     return ResolvedTarget(
         kind=TargetKind.INFERENCE_SERVICE,
@@ -309,6 +333,7 @@ def _from_inference_service(
         current_replicas=_deployment_replicas(deployments.get(f"{name}-predictor"), names),
         pods=names,
         pod_nodes=nodes,
+        newest_pod_created_s=newest_s,
         obj=isvc,
         limited_by_ceiling=limited_by_ceiling(
             hpas.get(hpa_name(so) if so is not None else f"keda-hpa-{name}-predictor")
@@ -430,16 +455,18 @@ class WorkloadCaches:
         the last resolution is reused until the config or any object of its namespace in these
         caches changes (at 5,000 configs, resolving afresh was a third of the controller's time).
         """
-        stamp = (
-            config,
-            *(i.store.index_version(NAMESPACE_INDEX, config.namespace) for i in self._informers()),
-        )
+        stamp = (config, self.namespace_version(config.namespace))
         kept = self._resolved.get(config.key)
         if kept is not None and kept[0] == stamp:
             return kept[1]
         resolution = self._resolve(config)
         self._resolved[config.key] = (stamp, resolution)
         return resolution
+
+    def namespace_version(self, namespace: str) -> tuple[int, ...]:
+        """Changes whenever an object of `namespace` changes in any of these caches: anything
+        derived from them for one namespace may be kept while it stays the same."""
+        return tuple(i.store.index_version(NAMESPACE_INDEX, namespace) for i in self._informers())
 
     def forget(self, config_key: str) -> None:
         """Drop what was kept for a config that is gone."""

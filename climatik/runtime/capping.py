@@ -145,6 +145,42 @@ def config_handlers(queue: WorkQueue[str], status_fields: tuple[str, ...] = ()) 
     )
 
 
+def _when_changed(
+    read: Callable[[Mapping[str, Any]], tuple[Any, ...]],
+    nudge: Callable[[Mapping[str, Any]], None],
+) -> Callable[[Mapping[str, Any], Mapping[str, Any]], None]:
+    """An update handler that nudges only when `read` sees a difference."""
+
+    def on_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+        if read(old) != read(new):
+            nudge(new)
+
+    return on_update
+
+
+def _what_targets_read(obj: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What target resolution reads of a ScaledObject or InferenceService: its spec (the
+    generation moves with it), labels (selectors), annotations (user max, priority, ours) and
+    owners (KServe), and whether it is being deleted."""
+    meta = obj.get("metadata") or {}
+    return (
+        meta.get("generation"),
+        meta.get("labels"),
+        meta.get("annotations"),
+        meta.get("ownerReferences"),
+        meta.get("deletionTimestamp"),
+    )
+
+
+def _what_deployments_read(obj: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What target resolution reads of a Deployment: its pod selector and replica count."""
+    return (
+        (obj.get("spec") or {}).get("selector"),
+        (obj.get("status") or {}).get("replicas"),
+        (obj.get("metadata") or {}).get("deletionTimestamp"),
+    )
+
+
 def namespace_share(workers: int) -> int:
     """How many of a controller's workers one namespace may hold at once: half, so a tenant
     whose every reconcile waits on a slow Prometheus leaves the other half to everyone else."""
@@ -164,12 +200,20 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
         config_handlers(queue, status_fields=("effectiveCapWatts", "effectiveCapSource"))
     )
     nudge = configs_in_namespace(configs, queue)
-    routed = EventHandlers(on_add=nudge, on_update=lambda _old, new: nudge(new), on_delete=nudge)
     scaled_objects = ctx.informer(SCALED_OBJECTS)
     inference_services = ctx.informer(INFERENCE_SERVICES)
     deployments = ctx.informer(DEPLOYMENTS)
-    for informer in (scaled_objects, inference_services, deployments):
-        informer.add_handlers(routed)
+    # An update wakes every config of the namespace only when it changes what a decision
+    # reads: the controller-manager rewrites Deployment conditions all the time (15 updates a
+    # second with 5,000 Deployments, each waking 50 configs), and none of that is news.
+    for informer, read in (
+        (scaled_objects, _what_targets_read),
+        (inference_services, _what_targets_read),
+        (deployments, _what_deployments_read),
+    ):
+        informer.add_handlers(
+            EventHandlers(on_add=nudge, on_update=_when_changed(read, nudge), on_delete=nudge)
+        )
     pods = ctx.informer(PODS)
     # Pod updates are frequent and carry nothing a decision needs before the next interval.
     pods.add_handlers(EventHandlers(on_add=nudge, on_delete=nudge))

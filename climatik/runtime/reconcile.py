@@ -138,6 +138,7 @@ async def process_one(controller: Controller, key: str, metrics: RuntimeMetrics)
                     outcome = "requeue_after"
                 else:
                     outcome = "success"
+        log.debug("reconciled", outcome=outcome, seconds=round(time.perf_counter() - started, 3))
     metrics.reconciled(controller.name, outcome, time.perf_counter() - started)
     return outcome
 

@@ -68,6 +68,11 @@ DEFAULT_KEPLER_ZONE: Final = "package"
 DEFAULT_KEPLER07_WINDOW: Final = "1m"
 DEFAULT_TOKENS_WINDOW: Final = "5m"
 DEFAULT_RACK_LABEL: Final = "rack"
+NEW_POD_GRACE_S: Final = 60.0
+"""How long after a pod is created its first samples may still be on their way to Prometheus
+(exporter sampling plus a scrape interval of up to 30 s, twice over)."""
+MIN_REASK_S: Final = 1.0
+"""A shared answer is asked again for new pods at most this often."""
 # Kepler >= 0.10 node power over a rack's nodes (node_name is Kepler's constant label).
 DEFAULT_RACK_POWER_QUERY: Final = (
     'sum(kepler_node_cpu_watts{zone="package",node_name=~"$nodes"})'
@@ -87,6 +92,9 @@ class TargetPods:
     """Stable id of the target (e.g. `namespace/scaledobject`), used to key results."""
     namespace: str
     pods: tuple[str, ...]
+    newest_pod_created_s: float | None = None
+    """When its youngest pod was created (wall clock), if known: a shared answer asked
+    before that pod's first samples could reach Prometheus is asked again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -518,6 +526,7 @@ class PodQuerier(InstantQuerier, Protocol):
         namespace_label: str,
         pod_label: str,
         lookback_delta_s: float | Literal["default"] | None = "default",
+        asked_after_s: float | None = None,
     ) -> PodSamples: ...
 
 
@@ -628,7 +637,11 @@ class PrometheusPowerSource:
     async def measure_targets(
         self, targets: Sequence[TargetPods]
     ) -> Mapping[str, TargetMeasurement]:
-        reads = await self._read_grouped(any(t.pods for t in targets))
+        needed = any(t.pods for t in targets)
+        reads = await self._read_grouped(needed)
+        asked_after_s = self._answer_predates_new_pods(targets, reads.watts)
+        if asked_after_s is not None:
+            reads = await self._read_grouped(needed, asked_after_s)
         async with asyncio.TaskGroup() as group:
             tasks = {
                 t.key: group.create_task(self._measure_target(t, reads), name=f"measure-{t.key}")
@@ -639,7 +652,32 @@ class PrometheusPowerSource:
     async def measure_target(self, target: TargetPods) -> TargetMeasurement:
         return (await self.measure_targets([target]))[target.key]
 
-    async def _read_grouped(self, needed: bool) -> _GroupedReads:
+    def _answer_predates_new_pods(
+        self, targets: Sequence[TargetPods], watts: _Grouped | None
+    ) -> float | None:
+        """A bound to ask the grouped queries again under, when a shared answer lacks pods that
+        are new enough for their first samples to have come since it was asked (a config
+        created beside another config's answer would otherwise wait a whole interval for its
+        first decision). At most one question a second: a pod Prometheus never hears of costs
+        nothing once it is `NEW_POD_GRACE_S` old."""
+        if not isinstance(watts, PodSamples):
+            return None
+        now_s = self._clock()
+        if now_s - watts.asked_at_s < MIN_REASK_S:
+            return None
+        for target in targets:
+            created_s = target.newest_pod_created_s
+            if (
+                created_s is not None
+                and watts.asked_at_s < created_s + NEW_POD_GRACE_S
+                and any((target.namespace, pod) not in watts.by_pod for pod in target.pods)
+            ):
+                return now_s - MIN_REASK_S
+        return None
+
+    async def _read_grouped(
+        self, needed: bool, asked_after_s: float | None = None
+    ) -> _GroupedReads:
         """Ask each grouped query once for all targets (nothing when no target has pods)."""
         if not needed:
             return _GroupedReads()
@@ -649,18 +687,28 @@ class PrometheusPowerSource:
         # its age instead of vanishing as "empty"; the value is a timestamp, not a reading.
         freshness_lookback_s = None if max_age_s is None else max(300.0, 4 * max_age_s)
         async with asyncio.TaskGroup() as group:
-            watts = group.create_task(self._by_pod(power.watts)) if power else None
+            watts = (
+                group.create_task(self._by_pod(power.watts, asked_after_s=asked_after_s))
+                if power
+                else None
+            )
             gpu = (
-                group.create_task(self._by_pod(power.gpu_watts))
+                group.create_task(self._by_pod(power.gpu_watts, asked_after_s=asked_after_s))
                 if power and power.gpu_watts
                 else None
             )
             fresh = (
-                group.create_task(self._by_pod(power.freshness, freshness_lookback_s))
+                group.create_task(
+                    self._by_pod(power.freshness, freshness_lookback_s, asked_after_s)
+                )
                 if power
                 else None
             )
-            tok = group.create_task(self._by_pod(tokens)) if tokens else None
+            tok = (
+                group.create_task(self._by_pod(tokens, asked_after_s=asked_after_s))
+                if tokens
+                else None
+            )
         return _GroupedReads(
             watts=watts.result() if watts else None,
             gpu_watts=gpu.result() if gpu else None,
@@ -669,7 +717,10 @@ class PrometheusPowerSource:
         )
 
     async def _by_pod(
-        self, query: GroupedQuery, lookback_delta_s: float | Literal["default"] | None = "default"
+        self,
+        query: GroupedQuery,
+        lookback_delta_s: float | Literal["default"] | None = "default",
+        asked_after_s: float | None = None,
     ) -> _Grouped:
         try:
             async with self._semaphore:
@@ -678,6 +729,7 @@ class PrometheusPowerSource:
                     namespace_label=query.namespace_label,
                     pod_label=query.pod_label,
                     lookback_delta_s=lookback_delta_s,
+                    asked_after_s=asked_after_s,
                 )
         except PrometheusError as exc:
             return exc

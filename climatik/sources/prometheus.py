@@ -33,7 +33,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Final, Literal, TypeVar, assert_never
 
@@ -218,6 +218,9 @@ class PodSamples:
 
     query: str
     by_pod: Mapping[PodKey, tuple[Sample, ...]]
+    asked_at_s: float = 0.0
+    """When the question was sent (wall clock): an answer asked before a pod's first samples
+    cannot hold them, however young it is."""
 
     def of(self, namespace: str, pods: Sequence[str]) -> list[Sample]:
         """The samples of `pods` in `namespace`, and of nothing else."""
@@ -640,12 +643,16 @@ class PrometheusClient:
         namespace_label: str,
         pod_label: str,
         lookback_delta_s: float | Literal["default"] | None = "default",
+        asked_after_s: float | None = None,
     ) -> PodSamples:
         """Evaluate a grouped `promql` now and index its samples by (namespace, pod).
 
         No age is judged and no NaN dropped (see `PodSamples`). One answer covers every pod of
-        the server, so it may be `GROUPED_RESPONSE_FACTOR` times the usual size limit.
+        the server, so it may be `GROUPED_RESPONSE_FACTOR` times the usual size limit. Always
+        asked now, so `asked_after_s` (the shared layer's refresh bound) holds by construction.
         """
+        del asked_after_s
+        asked_at_s = self._clock()
         lookback_s = (
             self._settings.max_sample_age_s if lookback_delta_s == "default" else lookback_delta_s
         )
@@ -655,7 +662,7 @@ class PrometheusClient:
             promql,
             max_bytes=self._settings.max_response_bytes * GROUPED_RESPONSE_FACTOR,
         )
-        return await _decoded(
+        answer = await _decoded(
             body,
             functools.partial(
                 parse_pod_response,
@@ -667,6 +674,7 @@ class PrometheusClient:
                 origin=origin,
             ),
         )
+        return replace(answer, asked_at_s=asked_at_s)
 
     def _instant_form(
         self, promql: str, at_s: float | None, lookback_s: float | None

@@ -108,16 +108,17 @@ class PrometheusPool:
         promql: str,
         *,
         ttl_s: float | None = None,
+        refresh: bool = False,
     ) -> T:
         """`call` on the address's client, coalesced and kept under `key` (for `ttl_s`, by
-        default the pool's), behind the breaker."""
+        default the pool's), behind the breaker; `refresh` asks again over a kept answer."""
 
         async def fetch() -> object:
             return await self._guarded(address, settings, call, promql)
 
         keep_s = self.ttl_s(settings) if ttl_s is None else ttl_s
         # The key names the call (query kind and arguments), so its answer is a T.
-        return cast("T", await self._flights.get(key, fetch, ttl_s=keep_s))
+        return cast("T", await self._flights.get(key, fetch, ttl_s=keep_s, refresh=refresh))
 
     def wall_now(self) -> float:
         """Unix time, for judging the age of kept answers."""
@@ -255,8 +256,10 @@ class SharedPrometheus:
         namespace_label: str,
         pod_label: str,
         lookback_delta_s: Lookback = "default",
+        asked_after_s: float | None = None,
     ) -> PodSamples:
-        """As `PrometheusClient.query_by_pod` (its callers judge sample ages themselves).
+        """As `PrometheusClient.query_by_pod` (its callers judge sample ages themselves); a
+        kept answer asked before `asked_after_s` (wall clock) is asked again.
 
         One answer covers every pod of the server, so it is shared by every config asking the
         same shape, whatever its own maximum sample age: that age is left out of the key and
@@ -273,18 +276,26 @@ class SharedPrometheus:
             pod_label,
             lookback_delta_s,
         )
-        return await self._pool.shared(
-            key,
-            self._address,
-            shared,
-            lambda client: client.query_by_pod(
+
+        async def ask(refresh: bool) -> PodSamples:
+            return await self._pool.shared(
+                key,
+                self._address,
+                shared,
+                lambda client: client.query_by_pod(
+                    promql,
+                    namespace_label=namespace_label,
+                    pod_label=pod_label,
+                    lookback_delta_s=lookback_delta_s,
+                ),
                 promql,
-                namespace_label=namespace_label,
-                pod_label=pod_label,
-                lookback_delta_s=lookback_delta_s,
-            ),
-            promql,
-        )
+                refresh=refresh,
+            )
+
+        answer = await ask(refresh=False)
+        if asked_after_s is not None and answer.asked_at_s < asked_after_s:
+            answer = await ask(refresh=True)
+        return answer
 
 
 def _server_of(address: str) -> str:

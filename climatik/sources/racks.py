@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -136,6 +136,12 @@ class RackSignalQueries:
 class RackSignalSource(Protocol):
     """What the placement reconciler needs from a rack backend."""
 
+    @property
+    def history_key(self) -> Hashable:
+        """Where the readings come from: two sources with equal keys read the same racks the
+        same way, so one history of their readings serves both (every config of a cluster)."""
+        ...
+
     async def read_racks(self, racks: Sequence[RackNodes]) -> Mapping[str, RackSignals]:
         """Signals for every rack asked about (a rack with no data has all fields None)."""
         ...
@@ -156,6 +162,10 @@ class StaticRackSignalSource:
         self._signals = dict(signals or {})
         self._service_series = dict(service_series or {})
 
+    @property
+    def history_key(self) -> Hashable:
+        return ("static", id(self))
+
     def set(self, *signals: RackSignals) -> None:
         for s in signals:
             self._signals[s.rack_id] = s
@@ -174,6 +184,9 @@ class StaticRackSignalSource:
 
 class RackQuerier(Protocol):
     """The part of `PrometheusClient` used here (instant and range queries)."""
+
+    @property
+    def address(self) -> str: ...
 
     @property
     def settings(self) -> PrometheusSettings: ...
@@ -227,6 +240,10 @@ class PrometheusRackSignalSource:
         self._limits = plausibility if plausibility is not None else PlausibilityLimits()
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._clock = clock
+
+    @property
+    def history_key(self) -> Hashable:
+        return ("prometheus", self._client.address, self._queries)
 
     async def read_racks(self, racks: Sequence[RackNodes]) -> Mapping[str, RackSignals]:
         collected = {r.rack_id: _Collected() for r in racks}

@@ -50,13 +50,16 @@ class SingleFlight(Generic[K, V]):
     def in_flight(self) -> int:
         return len(self._flights)
 
-    async def get(self, key: K, fetch: Callable[[], Awaitable[V]], *, ttl_s: float) -> V:
+    async def get(
+        self, key: K, fetch: Callable[[], Awaitable[V]], *, ttl_s: float, refresh: bool = False
+    ) -> V:
         """The kept answer for `key` if it is young enough, else the answer of the read in
-        flight for it, else the answer of a new read (`fetch()`), kept for `ttl_s` seconds."""
+        flight for it, else the answer of a new read (`fetch()`), kept for `ttl_s` seconds.
+        `refresh` passes over the kept answer (a caller that knows it is too old to use)."""
         kept = self._kept.get(key)
         if kept is not None:
             expires_at, value = kept
-            if self._clock() < expires_at:
+            if not refresh and self._clock() < expires_at:
                 return value
             del self._kept[key]
         flight = self._flights.get(key)

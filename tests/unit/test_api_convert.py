@@ -6,6 +6,8 @@ controller's own reading of an object never accepts what the API server refuses.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from climatik.api.convert import InvalidConfigError, config_from_object, field_path, parse_object
@@ -174,3 +176,23 @@ def test_selector_ands_labels_and_expressions() -> None:
     assert selector.matches({"app": "llm", "tier": "gold"})
     assert not selector.matches({"app": "llm", "tier": "bronze"})
     assert not selector.matches({"app": "web", "tier": "gold"})
+
+
+def test_a_conversion_is_reused_only_for_the_same_generation_and_spec() -> None:
+    def obj(cap: int, generation: int = 4) -> dict[str, Any]:
+        return {
+            "apiVersion": "powercapping.climatik-project.ai/v1",
+            "kind": "PowerCappingConfig",
+            "metadata": {"name": "memo", "namespace": "llm", "generation": generation},
+            "spec": {"powerCapLimit": cap, "deploymentName": "vllm"},
+        }
+
+    first = config_from_object(obj(1000))
+    assert config_from_object(obj(1000)) is first
+    assert config_from_object(obj(1000, generation=5)) is not first
+    # Same generation, other spec (only fakes and hand-written objects do that): never stale.
+    assert config_from_object(obj(900)).power_cap_w == 900.0
+    mutable = obj(800)
+    assert config_from_object(mutable).power_cap_w == 800.0
+    mutable["spec"]["powerCapLimit"] = 700  # a caller changing its own dict afterwards
+    assert config_from_object(mutable).power_cap_w == 700.0

@@ -109,6 +109,26 @@ def test_explicit_ref_resolves_pods_replicas_and_keda_defaults() -> None:
     assert target.pods == ("llm-1", "llm-2")
     assert target.pod_nodes == ("a", "b")
     assert target.current_replicas == 2
+    assert target.newest_pod_created_s is None  # no pod says when it was created
+
+
+def test_the_youngest_serving_pod_says_when_new_samples_may_still_be_coming() -> None:
+    pods = [
+        pod("llm-1", {"app": "llm"}, creationTimestamp="2026-12-05T17:00:00Z"),
+        pod("llm-2", {"app": "llm"}, creationTimestamp="2026-12-05T17:53:43Z"),
+        pod("llm-3", {"app": "llm"}, creationTimestamp="not a time"),
+        pod(
+            "gone", {"app": "llm"}, creationTimestamp="2026-12-05T18:00:00Z", deletionTimestamp="x"
+        ),
+    ]
+    result = resolve(
+        config(targets=(TargetRef(TargetKind.SCALED_OBJECT, "llm-so"),)),
+        sos=[scaled_object("llm-so", "llm")],
+        deps=[deployment("llm", "llm", 3)],
+        pods=pods,
+    )
+    (target,) = result.targets
+    assert target.newest_pod_created_s == 1796493223.0  # 2026-12-05T17:53:43Z
 
 
 def test_deployment_name_finds_its_scaled_object_and_user_max_comes_from_the_annotation() -> None:

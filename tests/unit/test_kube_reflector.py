@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from climatik.kube.client import CONFIGMAPS, ApiError
-from climatik.kube.informer import EventHandlers, Informer
+from climatik.kube.informer import EventHandlers, Informer, strip_managed_fields
 from climatik.kube.reflector import RawObject, Reflector
 from climatik.kube.watchstate import WatchEventType, WatchSettings
 from tests.unit.fakeclock import FakeClock
@@ -230,3 +230,35 @@ async def test_a_server_answering_410_in_a_loop_is_relisted_with_backoff() -> No
             await task
     assert sink.lists == 6  # the first list and one per 410
     assert clock.slept_s == pytest.approx([0.8, 1.6, 3.2, 0.8, 1.6])
+
+
+async def test_a_transform_runs_on_each_object_as_it_arrives_listed_or_watched() -> None:
+    """Page by page, before the list is complete: a list of thousands of pods must not hold
+    them all with their managedFields (often most of an object) at once."""
+    transformed: list[str] = []
+
+    def strip(obj: dict[str, Any]) -> dict[str, Any]:
+        transformed.append(obj["metadata"]["name"])
+        return strip_managed_fields(obj)
+
+    def with_fields(name: str, rv: str) -> dict[str, Any]:
+        obj = _cm(name, rv)
+        obj["metadata"]["managedFields"] = [{"manager": "kubectl"}]
+        return obj
+
+    client = ScriptedClient(
+        lists=[[with_fields("a", "2"), with_fields("b", "3")]],
+        watches=[[_line("ADDED", with_fields("c", "4"))]],
+    )
+    informer = Informer(
+        client,  # type: ignore[arg-type]
+        CONFIGMAPS,
+        settings=WatchSettings(backoff_initial_s=0.01, backoff_jitter=0.0),
+        transform=strip,
+    )
+    await _run_until_done(informer, client)
+    assert transformed == ["a", "b", "c"]  # once each: listed, listed, watched
+    for key in ("ns/a", "ns/b", "ns/c"):
+        cached = informer.store.get(key)
+        assert cached is not None
+        assert "managedFields" not in cached["metadata"]

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from climatik.kube.client import CONFIGMAPS, KubeClient
-from climatik.kube.informer import EventHandlers, Informer, strip_managed_fields
+from climatik.kube.informer import EventHandlers, Informer
 from climatik.kube.store import (
     BY_NAMESPACE,
     BY_OWNER_UID,
@@ -167,20 +167,6 @@ async def test_late_handlers_see_cached_objects_and_a_broken_handler_is_containe
     informer.apply(WatchEventType.ADDED, _obj("b"))
     assert recorder.events == [("add", "a"), ("add", "b")]
     assert "ns/b" in informer.store
-
-
-async def test_a_transform_runs_before_objects_are_cached() -> None:
-    informer = Informer(KubeClient(api_client=None), CONFIGMAPS, transform=strip_managed_fields)
-    listed = _obj("a")
-    listed["metadata"]["managedFields"] = [{"manager": "kubectl"}]
-    informer.replace([listed], "1")
-    watched = _obj("b")
-    watched["metadata"]["managedFields"] = [{"manager": "kubectl"}]
-    informer.apply(WatchEventType.ADDED, watched)
-    for key in ("ns/a", "ns/b"):
-        cached = informer.store.get(key)
-        assert cached is not None
-        assert "managedFields" not in cached["metadata"]
 
 
 def test_an_index_version_moves_with_every_write_to_its_value() -> None:

@@ -459,7 +459,8 @@ async def test_deleted_or_disabled_config_is_forgotten() -> None:
 
 async def test_recirculation_is_estimated_from_history_without_a_config_map() -> None:
     source = StaticRackSignalSource()
-    rec, *_ = reconciler(config(), [], source)
+    now = [1000.0]
+    rec, *_ = reconciler(config(), [], source, clock=lambda: now[0])
     # rack-b's heat reaches both inlets (factor 0.9 °C/kW), rack-a's little (0.3 °C/kW).
     for i in range(12):
         pa, pb = 10_000.0 + 1_000.0 * (i % 3), 10_000.0 + 1_500.0 * (i % 4)
@@ -469,6 +470,7 @@ async def test_recirculation_is_estimated_from_history_without_a_config_map() ->
             RackSignals("rack-a", watts=pa, inlet_c=ta), RackSignals("rack-b", watts=pb, inlet_c=tb)
         )
         await rec.reconcile(f"{NS}/cap")
+        now[0] += 7.0  # one interval: one sample
     # Now both racks read the same: only the learned recirculation can tell them apart.
     source.set(
         RackSignals("rack-a", watts=12_000.0, inlet_c=25.0),
@@ -1061,3 +1063,48 @@ async def test_rack_readings_that_only_jitter_are_not_written_again() -> None:
     source.set(RackSignals("rack-b", watts=16_100.0, inlet_c=22.2))
     now[0] += 301  # the refresh period: figures are brought up to date anyway
     assert await reconcile_and_apply()
+
+
+async def test_configs_reading_the_same_racks_share_one_history() -> None:
+    """Issue 15: each config kept its own 720-sample rack history (about 190 KB a config, a
+    gigabyte at 5,000 configs) and refitted it every reconcile. Racks are physical: configs
+    reading them from the same source share one history, sampled once per half interval."""
+    source = StaticRackSignalSource()
+    now = [1000.0]
+    rec, *_ = reconciler(config(), [], source, clock=lambda: now[0])
+    other = config()
+    other["metadata"]["name"] = "cap-2"
+    rec._configs.store.upsert(other)
+    for i in range(12):
+        pa, pb = 10_000.0 + 1_000.0 * (i % 3), 10_000.0 + 1_500.0 * (i % 4)
+        source.set(
+            RackSignals("rack-a", watts=pa, inlet_c=18.0 + 0.2 * pa / 1e3 + 0.6 * pb / 1e3),
+            RackSignals("rack-b", watts=pb, inlet_c=18.0 + 0.1 * pa / 1e3 + 0.3 * pb / 1e3),
+        )
+        await rec.reconcile(f"{NS}/cap")
+        await rec.reconcile(f"{NS}/cap-2")  # the same moment: no second sample
+        now[0] += 7.0
+    (history,) = rec._histories.values()
+    assert len(history.samples) == 12
+    assert history.estimate is not None
+    assert history.estimate[1] is not None
+
+
+async def test_a_rack_gone_from_the_nodes_is_gone_from_the_metrics() -> None:
+    unconstrained = config(rackConstraints=[{"rackId": "rack-a", "maxPower": 40_000}])
+    rec, _, _, metrics = reconciler(unconstrained, [pod("p-a", "a-0")], static(HOT_OVER, COOL))
+    await rec.reconcile(f"{NS}/cap")
+
+    def racks_seen() -> set[str]:
+        return {
+            sample.labels["rack"]
+            for family in metrics.registry.collect()
+            if family.name == "climatik_rack_admissible"
+            for sample in family.samples
+        }
+
+    assert racks_seen() == {"rack-a", "rack-b"}
+    rec._nodes.store.delete("b-0")  # rack-b's only node is gone
+    await rec.reconcile(f"{NS}/cap")
+    assert racks_seen() == {"rack-a"}
+    assert scores_by_rack(metrics).keys() == {"rack-a"}

@@ -21,11 +21,13 @@ from climatik.api.status import (
     apply_merge_patch,
 )
 from climatik.domain.gpu import TUNE_NODE_LABEL
-from climatik.kube.client import CONFIGMAPS, KubeClient, Resource
+from climatik.kube.client import CONFIGMAPS, DEPLOYMENTS, KubeClient, Resource
 from climatik.kube.store import Store, thaw
+from climatik.kube.watchstate import WatchEventType
 from climatik.reconcilers.gpu_tuning import JOBS, GpuTuningReconciler
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler
+from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from climatik.reconcilers.result import TerminalError
 from climatik.reconcilers.settings import CappingSettings, GpuTuningSettings
 from climatik.reconcilers.targets import WorkloadCaches
@@ -357,3 +359,42 @@ def test_the_power_cap_controller_reads_the_same_switch(
     reconciler = _manager(None).add_controller(power_cap_controller).reconciler
     assert isinstance(reconciler, PowerCapReconciler)
     assert reconciler._gpu_tuning_enabled is expected
+
+
+def test_only_changes_a_decision_reads_wake_the_configs_of_a_namespace() -> None:
+    """At 5,000 configs the controller-manager rewrote Deployment conditions 15 times a second;
+    each update woke all 50 configs of its namespace (1,166 no-op reconciles a second against
+    the 333 a 15 s round needs). Conditions are no news; replicas and selectors are."""
+    manager = _manager(None)
+    controller = manager.add_controller(power_cap_controller)
+    informers = {i.resource: i for i in manager.informers}
+    for i in range(3):
+        informers[POWER_CAPPING_CONFIGS].apply(
+            WatchEventType.ADDED,
+            {"metadata": {"name": f"cap-{i}", "namespace": "llm", "resourceVersion": "1"}},
+        )
+    deployment: dict[str, Any] = {
+        "metadata": {"name": "vllm", "namespace": "llm", "resourceVersion": "1"},
+        "spec": {"selector": {"matchLabels": {"app": "vllm"}}},
+        "status": {"replicas": 2, "conditions": [{"type": "Progressing", "status": "True"}]},
+    }
+    informers[DEPLOYMENTS].apply(WatchEventType.ADDED, deployment)
+    queue = controller.queue
+    while queue.get_nowait() is not None:
+        pass
+    for key in ("llm/cap-0", "llm/cap-1", "llm/cap-2"):
+        queue.done(key)
+
+    def updated(**status: Any) -> None:
+        nonlocal deployment
+        deployment = {
+            **deployment,
+            "metadata": {**deployment["metadata"], "resourceVersion": str(len(status) + 7)},
+            "status": {**deployment["status"], **status},
+        }
+        informers[DEPLOYMENTS].apply(WatchEventType.MODIFIED, deployment)
+
+    updated(conditions=[{"type": "Progressing", "status": "True", "lastUpdateTime": "now"}])
+    assert len(queue) == 0
+    updated(replicas=3)
+    assert len(queue) == 3

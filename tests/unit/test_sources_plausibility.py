@@ -86,6 +86,7 @@ class Answers:
         namespace_label: str,
         pod_label: str,
         lookback_delta_s: float | Literal["default"] | None = "default",
+        asked_after_s: float | None = None,
     ) -> PodSamples:
         by_pod: dict[tuple[str, str], tuple[Sample, ...]] = {}
         for s in self.table.get(promql, []):

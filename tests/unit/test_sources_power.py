@@ -194,6 +194,7 @@ class TableQuerier:
         namespace_label: str,
         pod_label: str,
         lookback_delta_s: float | Literal["default"] | None = "default",
+        asked_after_s: float | None = None,
     ) -> PodSamples:
         answer = self._answer(promql)
         by_pod: dict[tuple[str, str], tuple[Sample, ...]] = {}

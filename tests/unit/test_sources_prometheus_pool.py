@@ -54,6 +54,8 @@ class Server:
     bad_query: bool = False
     released: asyncio.Event = field(default_factory=asyncio.Event)
     sample_time: float = field(default_factory=time.time)
+    new_pods: list[tuple[str, str]] = field(default_factory=list)
+    """(namespace, pod) pairs that also draw 10 W and make 5 tokens/s."""
 
     def result(self, query: str) -> list[dict[str, Any]]:
         """Every pod p<t>-<i> of namespace ns<c> draws 10 W and generates 5 tokens/s."""
@@ -76,6 +78,9 @@ class Server:
             for c in range(3)
             for t in range(4)
             for i in range(2)
+        ] + [
+            {"metric": {ns_label: ns, pod_label: pod}, "value": [self.sample_time, value]}
+            for ns, pod in self.new_pods
         ]
 
 
@@ -354,3 +359,41 @@ async def test_a_range_on_a_grid_is_asked_once_per_step(session: aiohttp.ClientS
     finally:
         await pool.close()
         await runner.cleanup()
+
+
+async def test_a_kept_answer_older_than_a_new_pod_is_asked_again_at_most_once_a_second(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    """A config created beside another config's kept answer must not wait a whole interval for
+    its first decision because that answer was asked before its pods had samples; a pod that
+    never gets samples stops costing questions once it is no longer new."""
+    wall = Clock(time.time())
+    server.sample_time = wall.now
+    pool = PrometheusPool(lambda: _session(session), clock=wall, wall_clock=wall, cache_ttl_s=5.0)
+
+    def source() -> PrometheusPowerSource:
+        querier = pool.querier(server.url, SETTINGS)
+        return PrometheusPowerSource(querier, power=PowerQueryConfig(), clock=wall)
+
+    await source().measure_targets(config_targets(0))  # the answer every config now shares
+    asked = sum(server.queries.values())
+    wall.now += 2.0
+    server.new_pods = [("fresh", "web-0")]
+    new = TargetPods("fresh/web", "fresh", ("web-0",), newest_pod_created_s=wall.now - 1.0)
+    measured = await source().measure_targets([new])
+    assert measured[new.key].watts_or_none == 10.0
+    assert sum(server.queries.values()) == 2 * asked  # every grouped shape asked once more
+
+    # Asked again within a second: the fresh answer is shared, nothing more is asked.
+    wall.now += 0.5
+    server.new_pods = []
+    silent = TargetPods("quiet/web", "quiet", ("web-0",), newest_pod_created_s=wall.now - 1.0)
+    assert (await source().measure_targets([silent]))[silent.key].watts_or_none is None
+    assert sum(server.queries.values()) == 2 * asked
+
+    # A pod older than the grace that Prometheus never heard of costs no question.
+    wall.now += 2.0
+    old = TargetPods("quiet/web", "quiet", ("web-0",), newest_pod_created_s=wall.now - 600.0)
+    assert (await source().measure_targets([old]))[old.key].watts_or_none is None
+    assert sum(server.queries.values()) == 2 * asked
+    await pool.close()

@@ -46,6 +46,10 @@ class Table:
         self.grouped_asked: list[bool] = []
 
     @property
+    def address(self) -> str:
+        return "http://table"
+
+    @property
     def settings(self) -> PrometheusSettings:
         return PrometheusSettings()
 
