@@ -42,6 +42,7 @@ from climatik.policies.placement import (
     score_scale_in,
 )
 from climatik.sim import physics
+from climatik.sim.policy_specs import POLICY_SPECS, PolicySpec
 from climatik.sim.scenario import Scenario
 from climatik.sim.workload import arrival_rates, carbon_slots
 
@@ -51,33 +52,6 @@ IntArray = npt.NDArray[np.int64]
 EPOCH = datetime(2020, 1, 6, tzinfo=UTC)  # a Monday: hour 0 of every scenario
 """Simulated time zero. Only used to label carbon slots; the twin never reads a clock."""
 
-
-@dataclass(frozen=True, slots=True)
-class PolicySpec:
-    """How one compared policy caps, places, and uses carbon and clocks."""
-
-    ceilings: str  # uncapped | static | threshold | headroom
-    placement: str  # round-robin | random | minhr | zone | climatik
-    carbon: bool = False
-    tuned_clocks: bool = False
-    remove_hottest: bool = False
-    """Scale-in by Climatik's pod-deletion-cost rule (`score_scale_in`: the replica whose
-    removal lowers the hottest inlet most first), not the ReplicaSet's newest-first."""
-
-
-POLICY_SPECS: dict[str, PolicySpec] = {
-    "uncapped": PolicySpec("uncapped", "round-robin"),
-    "static": PolicySpec("static", "round-robin"),
-    "seed-threshold": PolicySpec("threshold", "round-robin"),
-    "climatik": PolicySpec("headroom", "climatik", True, True, True),
-    # Ablations: climatik with one input removed, to show what that input is worth.
-    "climatik-no-carbon": PolicySpec("headroom", "climatik", False, True, True),
-    "climatik-max-clock": PolicySpec("headroom", "climatik", True, False, True),
-    "placement-random": PolicySpec("headroom", "random", True, True),
-    "placement-round-robin": PolicySpec("headroom", "round-robin", True, True),
-    "placement-minhr": PolicySpec("headroom", "minhr", True, True),
-    "placement-zone": PolicySpec("headroom", "zone", True, True),
-}
 
 METRIC_KEYS = (
     "cap_violation_ws",

@@ -17,23 +17,33 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from climatik.sim.policy_specs import DEFAULT_POLICIES, POLICY_NAMES
 
 BUILTIN_PACKAGE = "climatik.sim"
 BUILTIN_FOLDER = "scenarios"
 
-POLICY_NAMES = (
-    "uncapped",
-    "static",
-    "seed-threshold",
-    "climatik",
-    "placement-random",
-    "placement-round-robin",
-    "placement-minhr",
-    "placement-zone",
-)
-"""Every policy the twin knows. `climatik` uses climatik placement; `placement-*` run climatik's
-ceilings, carbon and clocks with another placement, so placement is measured on its own."""
+
+def _known_policy(name: str) -> str:
+    """Refuse a policy `--policies` would refuse, naming the ones the twin knows."""
+    if name not in POLICY_NAMES:
+        raise PydanticCustomError(
+            "unknown_policy", f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}"
+        )
+    return name
+
+
+PolicyName = Annotated[str, AfterValidator(_known_policy)]
+"""A policy name, checked per item so an error names its index (`policies[2]`)."""
 
 
 class _Strict(BaseModel):
@@ -317,7 +327,9 @@ class Scenario(_Strict):
     measurement: Measurement = Measurement()
     services: Annotated[list[Service], Field(min_length=1)]
     carbon: Carbon = Carbon()
-    policies: list[str] = list(POLICY_NAMES[:4])
+    policies: list[PolicyName] = list(DEFAULT_POLICIES)
+    """Policies compared when `--policies` is not given: any name `climatik simulate --list`
+    shows."""
     source_dir: str | None = None
     """Folder the scenario was read from (relative trace and carbon files resolve against it)."""
 
@@ -326,10 +338,6 @@ class Scenario(_Strict):
         names = [s.name for s in self.services]
         if len(set(names)) != len(names):
             msg = f"service names must be unique, got {names}"
-            raise ValueError(msg)
-        unknown = [p for p in self.policies if p not in POLICY_NAMES]
-        if unknown:
-            msg = f"unknown policies {unknown}; known: {', '.join(POLICY_NAMES)}"
             raise ValueError(msg)
         if self.control_interval_s < self.step_s:
             msg = "control_interval_s must be at least step_s"

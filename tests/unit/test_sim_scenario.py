@@ -72,6 +72,30 @@ def test_invalid_fields_are_named(patch: dict[str, object], field: str) -> None:
     assert "test.yaml" in str(error.value)
 
 
+def test_a_scenario_file_accepts_every_policy_the_cli_lists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "--list"]) == 0
+    listed = next(
+        line.removeprefix("policies:").strip()
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("policies:")
+    )
+    policies = [name.strip() for name in listed.split(",")]
+    assert {"climatik-no-carbon", "climatik-max-clock", "placement-zone"} <= set(policies)
+    path = tmp_path / "all-policies.yaml"
+    path.write_text(json.dumps({**MINIMAL, "policies": policies}), encoding="utf-8")
+    assert load_scenario(str(path)).policies == policies
+
+
+def test_an_unknown_policy_in_a_file_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(ScenarioError) as error:
+        parse_scenario({**MINIMAL, "policies": ["static", "climatik", "bogus"]})
+    message = str(error.value)
+    assert "unknown policy 'bogus'" in message
+    assert "known: uncapped, static, seed-threshold, climatik, climatik-no-carbon" in message
+
+
 def test_unknown_scenario_lists_the_builtins() -> None:
     with pytest.raises(ScenarioError, match=r"built-in: .*default"):
         load_scenario("no-such-scenario")
