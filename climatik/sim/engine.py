@@ -127,7 +127,7 @@ def static_ceilings(scenario: Scenario) -> list[int]:
             racks.server_gpu_overhead,
         )
     )
-    idle = racks.server_base_w + racks.gpus_per_server * gpu.idle_w
+    idle = racks.idle_server_w
     total = int((scenario.caps.site_cap_w - racks.servers * idle) // (nameplate - idle))
     total = max(0, min(racks.servers, total))
     maxes = [s.max_replicas for s in scenario.services]
@@ -238,8 +238,7 @@ class Twin:
         self.seed = scenario.seed if seed is None else seed
         racks = scenario.racks
         # The site cap covers whole servers, so a new replica displaces its server's idle draw.
-        idle_server_w = racks.server_base_w + racks.gpus_per_server * racks.gpu_curve.idle_w
-        self.headroom = headroom or HeadroomSettings(idle_watts_per_replica=idle_server_w)
+        self.headroom = headroom or HeadroomSettings(idle_watts_per_replica=racks.idle_server_w)
         self.threshold = ThresholdSettings()
 
     # The loop is long on purpose: one flat pass over arrays is what keeps it fast and readable
@@ -323,7 +322,7 @@ class Twin:
         ttft_slo = np.array([s.slo.ttft_s for s in services])
         tbt_slo = np.array([s.slo.tbt_s for s in services])
         window = max(1, round(max(s.autoscaler.scale_down_window_s for s in services) / dt))
-        idle_server_w = racks.server_base_w + racks.gpus_per_server * gpu.idle_w
+        idle_server_w = racks.idle_server_w
 
         # Ceilings.
         ceiling = np.tile(max_rep, (n_pol, 1)).astype(np.int64)

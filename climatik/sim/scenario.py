@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from climatik.sim import physics
 from climatik.sim.policy_specs import DEFAULT_POLICIES, POLICY_NAMES
 
 BUILTIN_PACKAGE = "climatik.sim"
@@ -224,6 +225,24 @@ class Racks(_Strict):
         """The effective GPU power curve."""
         return self.gpu or GPU_MODELS[self.gpu_model]
 
+    @property
+    def idle_server_w(self) -> float:
+        """What a server draws with every GPU idle: the twin's power model at zero load.
+
+        No policy can bring a server below it, so it is the floor under any power cap; the
+        twin and the scenario checks both read it here.
+        """
+        gpu = self.gpu_curve
+        return float(
+            physics.server_power_w(
+                gpu.idle_w,
+                self.gpus_per_server,
+                gpu.idle_w,
+                self.server_base_w,
+                self.server_gpu_overhead,
+            )
+        )
+
 
 class CarbonBand(_Strict):
     """Carbon-aware cap for `climatik`: full cap at or below clean, floor at or above dirty."""
@@ -416,8 +435,56 @@ class Scenario(_Strict):
                 "the policies decide at most once a step"
             )
             problems.append((("control_interval_s",), why, self.control_interval_s))
+        problems += self._below_idle_floor()
+        problems += self._replicas_beyond_servers()
         _refuse("Scenario", problems)
         return self
+
+    def _below_idle_floor(self) -> list[Problem]:
+        """Caps no policy can meet: an idle server still draws its idle power.
+
+        The site cap covers the IT power of the whole room, a rack limit that of one rack.
+        """
+        racks, caps = self.racks, self.caps
+        idle_w = racks.idle_server_w
+        problems: list[Problem] = []
+        room_w = racks.servers * idle_w
+        if caps.site_cap_w < room_w:
+            why = (
+                f"{_n(caps.site_cap_w)} W is below the room's idle floor of {_n(room_w)} W "
+                f"({racks.servers} servers at {_n(idle_w)} W idle each)"
+            )
+            problems.append((("caps", "site_cap_w"), why, caps.site_cap_w))
+        rack_w = racks.servers_per_rack * idle_w
+        if caps.rack_max_w is not None and caps.rack_max_w < rack_w:
+            why = (
+                f"{_n(caps.rack_max_w)} W is below a rack's idle floor of {_n(rack_w)} W "
+                f"({racks.servers_per_rack} servers at {_n(idle_w)} W idle each)"
+            )
+            problems.append((("caps", "rack_max_w"), why, caps.rack_max_w))
+        return problems
+
+    def _replicas_beyond_servers(self) -> list[Problem]:
+        """Minimums the room cannot hold: a replica takes a whole server, and the twin keeps
+        every service at its minimum at the same time."""
+        servers = self.racks.servers
+        problems: list[Problem] = []
+        for i, service in enumerate(self.services):
+            if service.min_replicas > servers:
+                why = (
+                    f"{service.min_replicas} replicas need {service.min_replicas} servers "
+                    f"(one replica per server) but the room has {servers}"
+                )
+                problems.append((("services", i, "min_replicas"), why, service.min_replicas))
+        total = sum(s.min_replicas for s in self.services)
+        if not problems and total > servers:
+            parts = " + ".join(f"{s.name} {s.min_replicas}" for s in self.services)
+            why = (
+                f"min_replicas add up to {total} ({parts}) but the room has {servers} servers: "
+                "every service keeps its minimum at once, one replica per server"
+            )
+            problems.append((("services",), why, total))
+        return problems
 
     @property
     def steps(self) -> int:

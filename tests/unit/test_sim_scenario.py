@@ -146,6 +146,69 @@ def test_every_problem_of_a_model_is_reported_at_once() -> None:
 
 
 @pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        (
+            {"caps": {"site_cap_w": 5000}},
+            "caps.site_cap_w: 5000 W is below the room's idle floor of 5600 W "
+            "(2 servers at 2800 W idle each)",
+        ),
+        (
+            # An A100 server idles at 2200 + 8 x 63 W: the floor follows the power model.
+            {
+                "racks": {"count": 1, "servers_per_rack": 2, "gpu_model": "A100"},
+                "caps": {"site_cap_w": 5000},
+            },
+            "caps.site_cap_w: 5000 W is below the room's idle floor of 5408 W "
+            "(2 servers at 2704 W idle each)",
+        ),
+        (
+            {
+                "racks": {"count": 2, "servers_per_rack": 2},
+                "caps": {"site_cap_w": 15000, "rack_max_w": 5000},
+            },
+            "caps.rack_max_w: 5000 W is below a rack's idle floor of 5600 W "
+            "(2 servers at 2800 W idle each)",
+        ),
+        (
+            {"services": [{"name": "chat", "min_replicas": 3, "max_replicas": 4}]},
+            "services[0].min_replicas: 3 replicas need 3 servers (one replica per server) "
+            "but the room has 2",
+        ),
+        (
+            {
+                "services": [
+                    {"name": "chat", "min_replicas": 2, "max_replicas": 2},
+                    {"name": "batch", "min_replicas": 1},
+                ]
+            },
+            "services: min_replicas add up to 3 (chat 2 + batch 1) but the room has 2 servers: "
+            "every service keeps its minimum at once, one replica per server",
+        ),
+    ],
+)
+def test_physically_impossible_scenarios_are_refused_with_the_numbers(
+    patch: dict[str, object], expected: str
+) -> None:
+    assert _errors(patch) == [expected]
+
+
+def test_caps_at_the_idle_floor_and_minimums_filling_the_room_are_accepted() -> None:
+    scenario = parse_scenario(
+        {
+            **MINIMAL,
+            "racks": {"count": 2, "servers_per_rack": 2},
+            "caps": {"site_cap_w": 4 * 2800, "rack_max_w": 2 * 2800},
+            "services": [
+                {"name": "chat", "min_replicas": 3, "max_replicas": 4},
+                {"name": "batch", "min_replicas": 1, "max_replicas": 4},
+            ],
+        }
+    )
+    assert scenario.racks.servers * scenario.racks.idle_server_w == scenario.caps.site_cap_w
+
+
+@pytest.mark.parametrize(
     ("loc", "path"),
     [
         (("services", 1, "traffic", "peak_rps"), "services[1].traffic.peak_rps"),
@@ -190,6 +253,26 @@ def test_cli_reports_a_bad_scenario_file_without_a_traceback(
         f"climatik simulate: invalid scenario {bad}:",
         "  caps.site_cap_w: Input should be greater than 0",
         "  services: List should have at least 1 item after validation, not 0",
+    ]
+
+
+def test_cli_refuses_a_physically_impossible_scenario_with_the_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    impossible = {**MINIMAL, "caps": {"site_cap_w": 5000}, "policies": ["climatik", "nope"]}
+    bad.write_text(json.dumps(impossible), encoding="utf-8")
+    assert main(["simulate", "--scenario", str(bad)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"climatik simulate: invalid scenario {bad}:",
+        "  policies[1]: unknown policy 'nope'; known: " + ", ".join(POLICY_NAMES),
+    ]
+    bad.write_text(json.dumps({**impossible, "policies": ["climatik"]}), encoding="utf-8")
+    assert main(["simulate", "--scenario", str(bad)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"climatik simulate: invalid scenario {bad}:",
+        "  caps.site_cap_w: 5000 W is below the room's idle floor of 5600 W "
+        "(2 servers at 2800 W idle each)",
     ]
 
 
