@@ -70,7 +70,8 @@ class _ProgressBar:
 
 def run_simulate(args: argparse.Namespace) -> int:
     """Handler of `climatik simulate`."""
-    from climatik.sim.engine import POLICY_SPECS, Twin
+    from climatik.sim.engine import Twin
+    from climatik.sim.policy_specs import POLICY_NAMES
     from climatik.sim.report import summary_table, write_html_report
     from climatik.sim.scenario import ScenarioError, builtin_names, load_scenario
     from climatik.sim.scenario_bounds import compute_bounds
@@ -78,7 +79,7 @@ def run_simulate(args: argparse.Namespace) -> int:
 
     if args.list:
         print("scenarios:", ", ".join(builtin_names()))
-        print("policies:", ", ".join(POLICY_SPECS))
+        print("policies:", ", ".join(POLICY_NAMES))
         return 0
     try:
         scenario = load_scenario(args.scenario)

@@ -42,6 +42,7 @@ from climatik.policies.placement import (
     score_scale_in,
 )
 from climatik.sim import physics
+from climatik.sim.policy_specs import POLICY_SPECS, PolicySpec
 from climatik.sim.scenario import Scenario
 from climatik.sim.workload import arrival_rates, carbon_slots
 
@@ -51,33 +52,6 @@ IntArray = npt.NDArray[np.int64]
 EPOCH = datetime(2020, 1, 6, tzinfo=UTC)  # a Monday: hour 0 of every scenario
 """Simulated time zero. Only used to label carbon slots; the twin never reads a clock."""
 
-
-@dataclass(frozen=True, slots=True)
-class PolicySpec:
-    """How one compared policy caps, places, and uses carbon and clocks."""
-
-    ceilings: str  # uncapped | static | threshold | headroom
-    placement: str  # round-robin | random | minhr | zone | climatik
-    carbon: bool = False
-    tuned_clocks: bool = False
-    remove_hottest: bool = False
-    """Scale-in by Climatik's pod-deletion-cost rule (`score_scale_in`: the replica whose
-    removal lowers the hottest inlet most first), not the ReplicaSet's newest-first."""
-
-
-POLICY_SPECS: dict[str, PolicySpec] = {
-    "uncapped": PolicySpec("uncapped", "round-robin"),
-    "static": PolicySpec("static", "round-robin"),
-    "seed-threshold": PolicySpec("threshold", "round-robin"),
-    "climatik": PolicySpec("headroom", "climatik", True, True, True),
-    # Ablations: climatik with one input removed, to show what that input is worth.
-    "climatik-no-carbon": PolicySpec("headroom", "climatik", False, True, True),
-    "climatik-max-clock": PolicySpec("headroom", "climatik", True, False, True),
-    "placement-random": PolicySpec("headroom", "random", True, True),
-    "placement-round-robin": PolicySpec("headroom", "round-robin", True, True),
-    "placement-minhr": PolicySpec("headroom", "minhr", True, True),
-    "placement-zone": PolicySpec("headroom", "zone", True, True),
-}
 
 METRIC_KEYS = (
     "cap_violation_ws",
@@ -157,7 +131,7 @@ def static_ceilings(scenario: Scenario) -> list[int]:
             racks.server_gpu_overhead,
         )
     )
-    idle = racks.server_base_w + racks.gpus_per_server * gpu.idle_w
+    idle = racks.idle_server_w
     total = int((scenario.caps.site_cap_w - racks.servers * idle) // (nameplate - idle))
     total = max(0, min(racks.servers, total))
     maxes = [s.max_replicas for s in scenario.services]
@@ -267,8 +241,7 @@ class Twin:
         self.seed = scenario.seed if seed is None else seed
         racks = scenario.racks
         # The site cap covers whole servers, so a new replica displaces its server's idle draw.
-        idle_server_w = racks.server_base_w + racks.gpus_per_server * racks.gpu_curve.idle_w
-        self.headroom = headroom or HeadroomSettings(idle_watts_per_replica=idle_server_w)
+        self.headroom = headroom or HeadroomSettings(idle_watts_per_replica=racks.idle_server_w)
         self.threshold = ThresholdSettings()
 
     # The loop is long on purpose: one flat pass over arrays is what keeps it fast and readable
@@ -339,7 +312,7 @@ class Twin:
         ttft_slo = np.array([s.slo.ttft_s for s in services])
         tbt_slo = np.array([s.slo.tbt_s for s in services])
         window = max(1, round(max(s.autoscaler.scale_down_window_s for s in services) / dt))
-        idle_server_w = racks.server_base_w + racks.gpus_per_server * gpu.idle_w
+        idle_server_w = racks.idle_server_w
 
         # Ceilings.
         ceiling = np.tile(max_rep, (n_pol, 1)).astype(np.int64)

@@ -7,10 +7,14 @@ every policy of a run in the same step.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import numpy.typing as npt
 
-from climatik.sim.scenario import GpuModel, ModelClass, Scenario
+if TYPE_CHECKING:
+    # Types only: the scenario schema uses `server_power_w` for its idle-floor check.
+    from climatik.sim.scenario import GpuModel, ModelClass, Scenario
 
 FloatArray = npt.NDArray[np.float64]
 ArrayLike = FloatArray | float

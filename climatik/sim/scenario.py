@@ -5,9 +5,9 @@ what limits it has (site cap, rack limits, redline), what it serves (services wi
 SLOs and traffic) and what grid it sits on (carbon). Every field has a default taken from
 SIMULATOR.md, so a scenario file only states what differs.
 
-Guarantees: unknown keys are refused; every error names the field (pydantic's location path,
-for instance `services.1.traffic.peak_rps`); built-in scenarios are package data, found by name
-from any working directory.
+Guarantees: unknown keys are refused; every error names the field it is about as a path such
+as `services[1].traffic.peak_rps`, checks across fields included (`services[1].name` for a
+repeated name); built-in scenarios are package data, found by name from any working directory.
 """
 
 from __future__ import annotations
@@ -17,23 +17,66 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from climatik.sim import physics
+from climatik.sim.policy_specs import DEFAULT_POLICIES, POLICY_NAMES
 
 BUILTIN_PACKAGE = "climatik.sim"
 BUILTIN_FOLDER = "scenarios"
 
-POLICY_NAMES = (
-    "uncapped",
-    "static",
-    "seed-threshold",
-    "climatik",
-    "placement-random",
-    "placement-round-robin",
-    "placement-minhr",
-    "placement-zone",
-)
-"""Every policy the twin knows. `climatik` uses climatik placement; `placement-*` run climatik's
-ceilings, carbon and clocks with another placement, so placement is measured on its own."""
+
+def _known_policy(name: str) -> str:
+    """Refuse a policy `--policies` would refuse, naming the ones the twin knows."""
+    if name not in POLICY_NAMES:
+        raise PydanticCustomError(
+            "unknown_policy", f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}"
+        )
+    return name
+
+
+PolicyName = Annotated[str, AfterValidator(_known_policy)]
+"""A policy name, checked per item so an error names its index (`policies[2]`)."""
+
+Loc = tuple[str | int, ...]
+Problem = tuple[Loc, str, object]
+"""Where a check across fields found a problem (relative to the model), what is wrong, the value."""
+
+
+def _refuse(model: str, problems: list[Problem]) -> None:
+    """Raise every problem of a model at once, each at the field it is about.
+
+    A model validator's ValueError would be reported at the model itself (`services[1]`, or no
+    path at all for the scenario). pydantic-core merges a ValidationError raised in a validator
+    into the outer one with the outer path put in front, so a check that needs several fields
+    still names the one that is wrong (`services[1].min_replicas`). pydantic's docs advise
+    raising ValueError instead, which cannot carry a path: the unit tests pin the merged paths.
+    """
+    if problems:
+        raise ValidationError.from_exception_data(
+            model,
+            [
+                InitErrorDetails(
+                    type=PydanticCustomError("scenario_inconsistent", message),
+                    loc=loc,
+                    input=value,
+                )
+                for loc, message, value in problems
+            ],
+        )
+
+
+def _n(value: float) -> str:
+    """A number as a person writes it in a message: 20000, 0.35, 1.5e-06."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
 
 
 class _Strict(BaseModel):
@@ -57,12 +100,23 @@ class GpuModel(_Strict):
 
     @model_validator(mode="after")
     def _ordered(self) -> GpuModel:
-        if not self.idle_w < self.decode_max_w <= self.prefill_max_w:
-            msg = "need idle_w < decode_max_w <= prefill_max_w"
-            raise ValueError(msg)
+        problems: list[Problem] = []
+        if not self.idle_w < self.decode_max_w:
+            why = f"{_n(self.idle_w)} W must be below decode_max_w ({_n(self.decode_max_w)} W)"
+            problems.append((("idle_w",), why, self.idle_w))
+        elif self.decode_max_w > self.prefill_max_w:
+            why = (
+                f"{_n(self.decode_max_w)} W must not exceed prefill_max_w "
+                f"({_n(self.prefill_max_w)} W)"
+            )
+            problems.append((("decode_max_w",), why, self.decode_max_w))
         if not self.min_clock_mhz < self.max_clock_mhz:
-            msg = "need min_clock_mhz < max_clock_mhz"
-            raise ValueError(msg)
+            why = (
+                f"{_n(self.min_clock_mhz)} MHz must be below max_clock_mhz "
+                f"({_n(self.max_clock_mhz)} MHz)"
+            )
+            problems.append((("min_clock_mhz",), why, self.min_clock_mhz))
+        _refuse("GpuModel", problems)
         return self
 
 
@@ -116,14 +170,22 @@ class Recirculation(_Strict):
 
     @model_validator(mode="after")
     def _bounds(self) -> Recirculation:
+        problems: list[Problem] = []
         if self.min_fraction > self.max_fraction:
-            msg = "min_fraction must not exceed max_fraction"
-            raise ValueError(msg)
-        if self.matrix is not None:
-            for row in self.matrix:
-                if len(row) != len(self.matrix) or sum(row) >= 1.0:
-                    msg = "matrix must be square with every row summing to less than 1"
-                    raise ValueError(msg)
+            why = f"{_n(self.min_fraction)} exceeds max_fraction ({_n(self.max_fraction)})"
+            problems.append((("min_fraction",), why, self.min_fraction))
+        rows = len(self.matrix or [])
+        for i, row in enumerate(self.matrix or []):
+            if len(row) != rows:
+                why = f"row has {len(row)} values but the matrix has {rows} rows; it must be square"
+                problems.append((("matrix", i), why, row))
+            elif sum(row) >= 1.0:
+                why = (
+                    f"row sums to {_n(sum(row))}: a server cannot send all its exhaust to "
+                    "inlets, so every row must sum to less than 1"
+                )
+                problems.append((("matrix", i), why, row))
+        _refuse("Recirculation", problems)
         return self
 
 
@@ -142,6 +204,17 @@ class Racks(_Strict):
     recirculation: Recirculation = Recirculation()
     zones_per_rack: Annotated[int, Field(ge=1)] = 2
 
+    @model_validator(mode="after")
+    def _matrix_fits(self) -> Racks:
+        matrix = self.recirculation.matrix
+        if matrix is not None and len(matrix) != self.servers:
+            why = (
+                f"is {len(matrix)}x{len(matrix)} but the room has {self.servers} servers: "
+                "it needs one row and one column per server"
+            )
+            _refuse("Racks", [(("recirculation", "matrix"), why, matrix)])
+        return self
+
     @property
     def servers(self) -> int:
         """Servers in the whole room."""
@@ -151,6 +224,24 @@ class Racks(_Strict):
     def gpu_curve(self) -> GpuModel:
         """The effective GPU power curve."""
         return self.gpu or GPU_MODELS[self.gpu_model]
+
+    @property
+    def idle_server_w(self) -> float:
+        """What a server draws with every GPU idle: the twin's power model at zero load.
+
+        No policy can bring a server below it, so it is the floor under any power cap; the
+        twin and the scenario checks both read it here.
+        """
+        gpu = self.gpu_curve
+        return float(
+            physics.server_power_w(
+                gpu.idle_w,
+                self.gpus_per_server,
+                gpu.idle_w,
+                self.server_base_w,
+                self.server_gpu_overhead,
+            )
+        )
 
 
 class CarbonBand(_Strict):
@@ -163,8 +254,11 @@ class CarbonBand(_Strict):
     @model_validator(mode="after")
     def _ordered(self) -> CarbonBand:
         if not self.clean_g_per_kwh < self.dirty_g_per_kwh:
-            msg = "clean_g_per_kwh must be below dirty_g_per_kwh"
-            raise ValueError(msg)
+            why = (
+                f"{_n(self.dirty_g_per_kwh)} g/kWh must be above clean_g_per_kwh "
+                f"({_n(self.clean_g_per_kwh)} g/kWh)"
+            )
+            _refuse("CarbonBand", [(("dirty_g_per_kwh",), why, self.dirty_g_per_kwh)])
         return self
 
 
@@ -193,8 +287,8 @@ class Cooling(_Strict):
     @model_validator(mode="after")
     def _ordered(self) -> Cooling:
         if not self.min_supply_c <= self.max_supply_c:
-            msg = "min_supply_c must not exceed max_supply_c"
-            raise ValueError(msg)
+            why = f"{_n(self.min_supply_c)} °C exceeds max_supply_c ({_n(self.max_supply_c)} °C)"
+            _refuse("Cooling", [(("min_supply_c",), why, self.min_supply_c)])
         return self
 
 
@@ -270,8 +364,8 @@ class Service(_Strict):
     @model_validator(mode="after")
     def _ordered(self) -> Service:
         if self.min_replicas > self.max_replicas:
-            msg = "min_replicas must not exceed max_replicas"
-            raise ValueError(msg)
+            why = f"{self.min_replicas} exceeds max_replicas ({self.max_replicas})"
+            _refuse("Service", [(("min_replicas",), why, self.min_replicas)])
         return self
 
     @property
@@ -317,28 +411,80 @@ class Scenario(_Strict):
     measurement: Measurement = Measurement()
     services: Annotated[list[Service], Field(min_length=1)]
     carbon: Carbon = Carbon()
-    policies: list[str] = list(POLICY_NAMES[:4])
+    policies: list[PolicyName] = list(DEFAULT_POLICIES)
+    """Policies compared when `--policies` is not given: any name `climatik simulate --list`
+    shows."""
     source_dir: str | None = None
     """Folder the scenario was read from (relative trace and carbon files resolve against it)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
-        names = [s.name for s in self.services]
-        if len(set(names)) != len(names):
-            msg = f"service names must be unique, got {names}"
-            raise ValueError(msg)
-        unknown = [p for p in self.policies if p not in POLICY_NAMES]
-        if unknown:
-            msg = f"unknown policies {unknown}; known: {', '.join(POLICY_NAMES)}"
-            raise ValueError(msg)
+        problems: list[Problem] = []
+        first: dict[str, int] = {}
+        for i, service in enumerate(self.services):
+            if service.name in first:
+                why = (
+                    f"{service.name!r} is already the name of services[{first[service.name]}]; "
+                    "service names must be unique"
+                )
+                problems.append((("services", i, "name"), why, service.name))
+            first.setdefault(service.name, i)
         if self.control_interval_s < self.step_s:
-            msg = "control_interval_s must be at least step_s"
-            raise ValueError(msg)
-        matrix = self.racks.recirculation.matrix
-        if matrix is not None and len(matrix) != self.racks.servers:
-            msg = f"recirculation matrix must be {self.racks.servers}x{self.racks.servers}"
-            raise ValueError(msg)
+            why = (
+                f"{_n(self.control_interval_s)} s is shorter than step_s ({_n(self.step_s)} s): "
+                "the policies decide at most once a step"
+            )
+            problems.append((("control_interval_s",), why, self.control_interval_s))
+        problems += self._below_idle_floor()
+        problems += self._replicas_beyond_servers()
+        _refuse("Scenario", problems)
         return self
+
+    def _below_idle_floor(self) -> list[Problem]:
+        """Caps no policy can meet: an idle server still draws its idle power.
+
+        The site cap covers the IT power of the whole room, a rack limit that of one rack.
+        """
+        racks, caps = self.racks, self.caps
+        idle_w = racks.idle_server_w
+        problems: list[Problem] = []
+        room_w = racks.servers * idle_w
+        if caps.site_cap_w < room_w:
+            why = (
+                f"{_n(caps.site_cap_w)} W is below the room's idle floor of {_n(room_w)} W "
+                f"({racks.servers} servers at {_n(idle_w)} W idle each)"
+            )
+            problems.append((("caps", "site_cap_w"), why, caps.site_cap_w))
+        rack_w = racks.servers_per_rack * idle_w
+        if caps.rack_max_w is not None and caps.rack_max_w < rack_w:
+            why = (
+                f"{_n(caps.rack_max_w)} W is below a rack's idle floor of {_n(rack_w)} W "
+                f"({racks.servers_per_rack} servers at {_n(idle_w)} W idle each)"
+            )
+            problems.append((("caps", "rack_max_w"), why, caps.rack_max_w))
+        return problems
+
+    def _replicas_beyond_servers(self) -> list[Problem]:
+        """Minimums the room cannot hold: a replica takes a whole server, and the twin keeps
+        every service at its minimum at the same time."""
+        servers = self.racks.servers
+        problems: list[Problem] = []
+        for i, service in enumerate(self.services):
+            if service.min_replicas > servers:
+                why = (
+                    f"{service.min_replicas} replicas need {service.min_replicas} servers "
+                    f"(one replica per server) but the room has {servers}"
+                )
+                problems.append((("services", i, "min_replicas"), why, service.min_replicas))
+        total = sum(s.min_replicas for s in self.services)
+        if not problems and total > servers:
+            parts = " + ".join(f"{s.name} {s.min_replicas}" for s in self.services)
+            why = (
+                f"min_replicas add up to {total} ({parts}) but the room has {servers} servers: "
+                "every service keeps its minimum at once, one replica per server"
+            )
+            problems.append((("services",), why, total))
+        return problems
 
     @property
     def steps(self) -> int:
@@ -350,10 +496,23 @@ class ScenarioError(ValueError):
     """A scenario that cannot be used; the message names the field and says what is wrong."""
 
 
+def field_path(loc: Loc) -> str:
+    """`services[1].traffic.peak_rps`: list indices in brackets, dots between keys."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
 def _format_validation(error: ValidationError, origin: str) -> str:
     lines = [f"invalid scenario {origin}:"]
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        # Every check is attached to a field, so a path is always there; the fallback only
+        # keeps a message readable should pydantic ever report one at the document itself.
+        where = field_path(item["loc"]) or "scenario"
         lines.append(f"  {where}: {item['msg']}")
     return "\n".join(lines)
 

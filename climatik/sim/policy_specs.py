@@ -1,0 +1,45 @@
+"""The policies the twin compares, by name: the one list `--policies` and scenario files accept.
+
+Kept apart from the engine so the scenario schema can validate `policies:` against the same
+names without importing the time loop (which imports the scenario schema).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """How one compared policy caps, places, and uses carbon and clocks."""
+
+    ceilings: str  # uncapped | static | threshold | headroom
+    placement: str  # round-robin | random | minhr | zone | climatik
+    carbon: bool = False
+    tuned_clocks: bool = False
+    remove_hottest: bool = False
+    """Scale-in by Climatik's pod-deletion-cost rule (`score_scale_in`: the replica whose
+    removal lowers the hottest inlet most first), not the ReplicaSet's newest-first."""
+
+
+POLICY_SPECS: dict[str, PolicySpec] = {
+    "uncapped": PolicySpec("uncapped", "round-robin"),
+    "static": PolicySpec("static", "round-robin"),
+    "seed-threshold": PolicySpec("threshold", "round-robin"),
+    "climatik": PolicySpec("headroom", "climatik", True, True, True),
+    # Ablations: climatik with one input removed, to show what that input is worth.
+    "climatik-no-carbon": PolicySpec("headroom", "climatik", False, True, True),
+    "climatik-max-clock": PolicySpec("headroom", "climatik", True, False, True),
+    # `climatik`'s ceilings, carbon and clocks with another placement, so placement is
+    # measured on its own.
+    "placement-random": PolicySpec("headroom", "random", True, True),
+    "placement-round-robin": PolicySpec("headroom", "round-robin", True, True),
+    "placement-minhr": PolicySpec("headroom", "minhr", True, True),
+    "placement-zone": PolicySpec("headroom", "zone", True, True),
+}
+"""Every policy the twin knows, in the order `--list` shows them."""
+
+POLICY_NAMES: tuple[str, ...] = tuple(POLICY_SPECS)
+
+DEFAULT_POLICIES: tuple[str, ...] = ("uncapped", "static", "seed-threshold", "climatik")
+"""What a scenario compares when it names no policies: the baselines and climatik."""
