@@ -9,7 +9,9 @@ every scrape (real meters are noisy; the exporter jitters them itself). The cont
 in this process with every built-in controller, cluster-wide, as `climatik run` runs them, and
 the benchmark reports over a steady-state window:
 
-- RSS of the process (the benchmark's own share is small: objects are created by kubectl);
+- RSS of the controller's process: each measurement runs in a process of its own, started
+  for it (the no-op baseline's heap would otherwise stay in the measured process, and the
+  benchmark's cluster bookkeeping would count as the controller's);
 - reconcile latency p50/p99 per controller (each reconcile timed around the reconciler);
 - rounds: the longest gap between two reconciles of one power-cap key (every config must be
   reconciled at least once per control interval, 15 s), and how long the first full round took;
@@ -35,6 +37,7 @@ import os
 import random
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -315,9 +318,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _prometheus_queries(server: PrometheusServer) -> float:
+def _prometheus_queries(prometheus_url: str) -> float:
     """Queries the Prometheus engine has run so far (its own counter)."""
-    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
+    with urllib.request.urlopen(f"{prometheus_url}/metrics", timeout=10) as response:
         text = response.read().decode()
     total = 0.0
     for line in text.splitlines():
@@ -332,20 +335,21 @@ def _prometheus_queries(server: PrometheusServer) -> float:
 
 
 async def _measure(
-    cluster: ClusterInfo,
+    kubeconfig: Path,
     *,
     configs: int,
     window_s: float,
-    prometheus: PrometheusServer,
+    prometheus_url: str,
     wrap: Callable[[Controller], Any],
     profile: Path | None = None,
 ) -> dict[str, Any]:
+    """Run every built-in controller in this process, as `climatik run` does, and measure it."""
     settings = RuntimeSettings(
-        kube={"kubeconfig": str(cluster.kubeconfig)},
+        kube={"kubeconfig": str(kubeconfig)},
         leader_election={"enabled": False},
         http={"host": "127.0.0.1", "port": 0},
     )
-    client = await CountingClient.from_config(str(cluster.kubeconfig))
+    client = await CountingClient.from_config(str(kubeconfig))
     assert isinstance(client, CountingClient)
     manager = Manager(settings, client, install_signal_handlers=False)
     for factory in controller_factories([]):
@@ -368,7 +372,7 @@ async def _measure(
         for t in timed.values():
             t.reset()
         client.start_counting()
-        queries_before = await asyncio.to_thread(_prometheus_queries, prometheus)
+        queries_before = await asyncio.to_thread(_prometheus_queries, prometheus_url)
         window_start = time.perf_counter()
         if profile is not None:
             profiler = cProfile.Profile()
@@ -378,7 +382,7 @@ async def _measure(
             profiler.disable()
             profiler.dump_stats(str(profile))
         window = time.perf_counter() - window_start
-        queries = await asyncio.to_thread(_prometheus_queries, prometheus) - queries_before
+        queries = await asyncio.to_thread(_prometheus_queries, prometheus_url) - queries_before
         counts = dict(client.counts)
         rss = _rss_mib()
     finally:
@@ -460,21 +464,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await _serve_noisy_watts(exporter, pods)
             await asyncio.sleep(20)  # two scrapes
             print("baseline: the same manager with a no-op power-cap reconciler", flush=True)
-            baseline = await _measure(
+            baseline = await _measure_in_own_process(
+                "baseline",
                 cluster,
+                prometheus,
                 configs=args.configs,
                 window_s=min(args.window_s, 60),
-                prometheus=prometheus,
-                wrap=_no_op(15.0),
+                profile=None,
             )
             print(json.dumps(baseline), flush=True)
             print("climatik", flush=True)
-            measured = await _measure(
+            measured = await _measure_in_own_process(
+                "climatik",
                 cluster,
+                prometheus,
                 configs=args.configs,
                 window_s=args.window_s,
-                prometheus=prometheus,
-                wrap=lambda controller: controller.reconciler,
                 profile=args.profile,
             )
         finally:
@@ -490,6 +495,46 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "climatik": measured,
         "baseline_no_op": baseline,
     }
+
+
+_HERE = Path(__file__).resolve()
+
+
+async def _measure_in_own_process(
+    which: str,
+    cluster: ClusterInfo,
+    prometheus: PrometheusServer,
+    *,
+    configs: int,
+    window_s: float,
+    profile: Path | None,
+) -> dict[str, Any]:
+    """`_measure` in a fresh interpreter, as the controller runs in production: its RSS is the
+    controller's alone."""
+    command = [
+        sys.executable,
+        str(_HERE),
+        "--measure",
+        which,
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--prometheus-url",
+        prometheus.url,
+        "--configs",
+        str(configs),
+        "--window-s",
+        str(window_s),
+    ]
+    if profile is not None:
+        command += ["--profile", str(profile)]
+    env = {**os.environ, "PYTHONPATH": str(_HERE.parents[1])}
+    done = await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, env=env, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the {which} measurement failed:\n{done.stderr[-4000:]}")
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
 
 
 def _config_count(cluster: ClusterInfo) -> int:
@@ -545,7 +590,25 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, default=None, help="cProfile the measured window into this file"
     )
+    # One measurement in this process, on a cluster another run brought up (used by the run).
+    parser.add_argument("--measure", choices=("climatik", "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument("--kubeconfig", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--prometheus-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.measure is not None:
+        wrap = _no_op(15.0) if args.measure == "baseline" else (lambda c: c.reconciler)
+        measured = asyncio.run(
+            _measure(
+                args.kubeconfig,
+                configs=args.configs,
+                window_s=args.window_s,
+                prometheus_url=args.prometheus_url,
+                wrap=wrap,
+                profile=args.profile,
+            )
+        )
+        print(json.dumps(measured))
+        return
     report = asyncio.run(main_async(args))
     _print(report)
     if args.json is not None:
