@@ -89,7 +89,13 @@ def _objects(namespace: str, index: int, tight: bool) -> list[dict[str, Any]]:
                     "spec": {
                         "containers": [{"name": "vllm", "image": "vllm/vllm-openai:latest"}],
                         "nodeSelector": {"type": "kwok"},
-                        "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
+                        # A kwok node whose heartbeat is late on a loaded machine must not have
+                        # its pods evicted mid-measurement (new names Prometheus never saw).
+                        "tolerations": [
+                            {"key": "kwok.x-k8s.io/node", "operator": "Exists"},
+                            {"key": "node.kubernetes.io/not-ready", "operator": "Exists"},
+                            {"key": "node.kubernetes.io/unreachable", "operator": "Exists"},
+                        ],
                     },
                 },
             },
@@ -190,9 +196,9 @@ _POD_FIELDS = (
 )
 
 
-def _running_pods(cluster: ClusterInfo) -> list[tuple[str, str, str]]:
-    """(namespace, name, node) of every Running benchmark pod. Only these fields reach this
-    process: thousands of whole pods parsed here would swell the RSS being measured."""
+def _benchmark_pods(cluster: ClusterInfo) -> list[tuple[str, str, str, str]]:
+    """(namespace, name, node, phase) of every benchmark pod. Only these fields reach this
+    process: thousands of whole pods parsed here would swell its memory."""
     listed = _kubectl(
         cluster,
         "get",
@@ -207,17 +213,27 @@ def _running_pods(cluster: ClusterInfo) -> list[tuple[str, str, str]]:
     pods = []
     for line in listed.splitlines():
         fields = line.split()
-        if len(fields) == 4 and fields[3] == "Running":
-            pods.append((fields[0], fields[1], fields[2]))
+        if len(fields) == 4:
+            pods.append((fields[0], fields[1], fields[2], fields[3]))
+        elif len(fields) == 3:  # not scheduled yet
+            pods.append((fields[0], fields[1], "", fields[2]))
     return pods
 
 
-async def _wait_for_pods(cluster: ClusterInfo, count: int, timeout_s: float = 1800) -> float:
+def _running_pods(cluster: ClusterInfo) -> list[tuple[str, str, str]]:
+    """(namespace, name, node) of every Running benchmark pod."""
+    pods = _benchmark_pods(cluster)
+    return [(ns, name, node) for ns, name, node, phase in pods if phase == "Running"]
+
+
+async def _wait_for_pods(cluster: ClusterInfo, count: int, timeout_s: float = 2400) -> float:
+    """Until exactly `count` benchmark pods exist, all Running (a rollout is over)."""
     started = time.perf_counter()
     while True:
-        running = await asyncio.to_thread(_running_pods, cluster)
-        print(f"  {len(running)}/{count} pods running", flush=True)
-        if len(running) >= count:
+        pods = await asyncio.to_thread(_benchmark_pods, cluster)
+        running = [p for p in pods if p[3] == "Running"]
+        print(f"  {len(running)}/{count} pods running, {len(pods)} in all", flush=True)
+        if len(running) == len(pods) == count:
             return time.perf_counter() - started
         if time.perf_counter() - started > timeout_s:
             raise TimeoutError(f"only {len(running)} of {count} pods running")
@@ -452,13 +468,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         # The configs name no Prometheus: the controller's default is this run's.
         os.environ["CLIMATIK_CAPPING__PROMETHEUS_ADDRESS"] = prometheus.url
         try:
-            existing = await asyncio.to_thread(_config_count, cluster)
-            populate_s = 0.0
-            if existing < args.configs:
-                populate_s = await asyncio.to_thread(
-                    _populate, cluster, args.configs, args.namespaces
-                )
-                print(f"created {3 * args.configs} objects in {populate_s:.0f} s", flush=True)
+            # Applied even on a kept cluster: server-side apply leaves unchanged objects as they
+            # are, and brings older ones up to date.
+            populate_s = await asyncio.to_thread(_populate, cluster, args.configs, args.namespaces)
+            print(f"applied {3 * args.configs} objects in {populate_s:.0f} s", flush=True)
             pods_s = await _wait_for_pods(cluster, args.configs)
             pods = await asyncio.to_thread(_running_pods, cluster)
             await _serve_noisy_watts(exporter, pods)
@@ -535,11 +548,6 @@ async def _measure_in_own_process(
         raise RuntimeError(f"the {which} measurement failed:\n{done.stderr[-4000:]}")
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return report
-
-
-def _config_count(cluster: ClusterInfo) -> int:
-    listed = _kubectl(cluster, "get", "pcc", "-A", "--no-headers", "--chunk-size=1000")
-    return len([line for line in listed.splitlines() if line.strip()])
 
 
 def _print(report: Mapping[str, Any]) -> None:

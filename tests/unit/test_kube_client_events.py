@@ -70,17 +70,45 @@ class RecordingClient:
 _OBJ = {"kind": "PowerCappingConfig", "metadata": {"name": "cap", "namespace": "ns", "uid": "u1"}}
 
 
-async def test_repeats_are_aggregated_into_one_event_with_a_count() -> None:
+async def test_repeats_are_counted_and_written_at_most_once_per_interval() -> None:
     client, clock = RecordingClient(), FakeClock()
-    recorder = EventRecorder(client, clock=clock)  # type: ignore[arg-type]
+    recorder = EventRecorder(client, clock=clock, repeat_write_interval_s=300)  # type: ignore[arg-type]
     for _ in range(3):
         assert await recorder.record(_OBJ, WARNING, "MetricsStale", "no data for 5m")
+        clock.advance(15)
     assert len(client.created) == 1
     assert client.created[0]["involvedObject"]["uid"] == "u1"
-    assert [patch["count"] for _, patch in client.patched] == [2, 3]
+    assert client.patched == []  # counted, not yet written
+    clock.advance(300)
+    assert await recorder.record(_OBJ, WARNING, "MetricsStale", "no data for 5m")
+    assert [patch["count"] for _, patch in client.patched] == [4]
     # A different message is a different event.
     await recorder.record(_OBJ, WARNING, "MetricsStale", "no data for 10m")
     assert len(client.created) == 2
+
+
+async def test_a_message_that_changes_every_time_is_held_to_a_burst_and_a_refill() -> None:
+    """client-go's spam filter: 5,000 configs failing with ever-new numbers in their message
+    must not cost a new Event per reconcile."""
+    client, clock = RecordingClient(), FakeClock()
+    recorder = EventRecorder(client, clock=clock, burst=5, refill_s=300)  # type: ignore[arg-type]
+    accepted = [await recorder.record(_OBJ, WARNING, "Stale", f"{n} s old") for n in range(8)]
+    assert accepted == [True] * 5 + [False] * 3
+    other = {**_OBJ, "metadata": {**_OBJ["metadata"], "name": "other", "uid": "u2"}}
+    assert await recorder.record(other, WARNING, "Stale", "9 s old")  # its own bucket
+    clock.advance(300)
+    assert await recorder.record(_OBJ, WARNING, "Stale", "600 s old")
+    assert not await recorder.record(_OBJ, WARNING, "Stale", "601 s old")
+    assert len(client.created) == 7
+
+
+async def test_memory_is_bounded_whatever_the_number_of_objects() -> None:
+    client = RecordingClient()
+    recorder = EventRecorder(client, max_remembered=100)  # type: ignore[arg-type]
+    for n in range(1000):
+        obj = {"kind": "K", "metadata": {"name": f"o{n}", "namespace": "ns", "uid": f"u{n}"}}
+        await recorder.record(obj, WARNING, "R", "m")
+    assert len(recorder._seen) == len(recorder._tokens) == 100
 
 
 async def test_an_old_or_vanished_event_starts_a_new_one() -> None:
@@ -91,6 +119,7 @@ async def test_an_old_or_vanished_event_starts_a_new_one() -> None:
     await recorder.record(_OBJ, WARNING, "R", "m")
     assert len(client.created) == 2
     client.missing.add(client.created[-1]["metadata"]["name"])  # garbage-collected by the server
+    clock.advance(300)  # found at its next write
     await recorder.record(_OBJ, WARNING, "R", "m")
     assert len(client.created) == 3
 
