@@ -94,7 +94,10 @@ async def test_a_message_that_changes_every_time_is_held_to_a_burst_and_a_refill
     recorder = EventRecorder(client, clock=clock, burst=5, refill_s=300)  # type: ignore[arg-type]
     accepted = [await recorder.record(_OBJ, WARNING, "Stale", f"{n} s old") for n in range(8)]
     assert accepted == [True] * 5 + [False] * 3
-    other = {**_OBJ, "metadata": {**_OBJ["metadata"], "name": "other", "uid": "u2"}}
+    other = {
+        "kind": "PowerCappingConfig",
+        "metadata": {"name": "other", "namespace": "ns", "uid": "u2"},
+    }
     assert await recorder.record(other, WARNING, "Stale", "9 s old")  # its own bucket
     clock.advance(300)
     assert await recorder.record(_OBJ, WARNING, "Stale", "600 s old")
