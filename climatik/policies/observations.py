@@ -202,10 +202,14 @@ def observe_cap(
     measured_w: float | None,
     targets: Sequence[TargetObservation],
     racks: Sequence[RackObservation] = (),
+    per_target_budget: bool = True,
 ) -> CapObservation:
-    """One capped scope; a lower (carbon) `cap_w` binds only deferrable targets when some are."""
+    """One capped scope; a lower (carbon) `cap_w` binds only deferrable targets when some are
+    and the policy budgets per target (headroom; under threshold it is the whole scope's cap,
+    else annotating a target would switch carbon capping off)."""
+    any_deferrable = per_target_budget and any(t.deferrable for t in targets)
     scope_cap_w, deferrable_cap_w = caps_with_carbon(
-        base_cap_w, cap_w, any_deferrable=any(t.deferrable for t in targets)
+        base_cap_w, cap_w, any_deferrable=any_deferrable
     )
     return CapObservation(
         scope=scope,

@@ -811,6 +811,7 @@ class Twin:
                         measured_w=float(m_site[p]) if have_data else None,
                         targets=targets,
                         racks=rack_obs,
+                        per_target_budget=isinstance(setting, HeadroomSettings),
                     )
                     # The site measurement covers every server, idle ones included.
                     setting = ceiling_settings(setting, idle[p], scope_measures_nodes=True)
