@@ -33,6 +33,14 @@ IDLE_WEIGHT = 0.1
 HEAT_HISTORY_SAMPLES = 720
 """Complete readings kept to fit the heat matrix to (six hours at a 30-s interval)."""
 
+HEAT_REFIT_SAMPLES = 10
+"""New readings between two fits of the heat matrix: one more of hundreds moves the fit little,
+and a fit over a room of servers costs a least-squares solve per inlet."""
+
+IDLE_SAMPLE_NODES = 3
+"""Nodes without work read per round for the idle draw (the first ones by name, so configs that
+share racks ask the same few queries): idle draw is much alike across a rack's nodes."""
+
 Column = tuple[tuple[str, float], ...]
 """A heat-matrix column: per inlet place id, °C of rise per kW dissipated at the place."""
 
@@ -222,6 +230,12 @@ def observe_cap(
 
 
 # --- placement -------------------------------------------------------------------------------
+
+
+def refit_due(fitted_at: int | None, appended: int) -> bool:
+    """Whether to fit the heat matrix again: never fitted, or `HEAT_REFIT_SAMPLES` new readings
+    since (`fitted_at` and `appended` count readings appended to the history)."""
+    return fitted_at is None or appended - fitted_at >= HEAT_REFIT_SAMPLES
 
 
 def recirculation_from_history(

@@ -93,6 +93,7 @@ from climatik.policies.observations import (
     heat_coefficients,
     observe_places,
     recirculation_from_history,
+    refit_due,
     replica_added_watts,
     zone_watts,
 )
@@ -215,7 +216,7 @@ class _RackHistory:
     samples: deque[tuple[tuple[float, ...], tuple[float, ...]]]
     last_sample_s: float | None = None
     appended: int = 0
-    """Samples ever appended, so an estimate is refitted only when a new one arrived."""
+    """Samples ever appended, so an estimate is refitted after `HEAT_REFIT_SAMPLES` new ones."""
     estimate: tuple[int, RecirculationEstimate | None] | None = None
 
 
@@ -817,8 +818,8 @@ class PlacementReconciler:
 
     @staticmethod
     def _estimate(rack_ids: Sequence[str], history: _RackHistory) -> RecirculationEstimate | None:
-        """The recirculation fitted to the history, refitted only after a new sample."""
-        if history.estimate is not None and history.estimate[0] == history.appended:
+        """The recirculation fitted to the history, refitted every `HEAT_REFIT_SAMPLES` samples."""
+        if history.estimate is not None and not refit_due(history.estimate[0], history.appended):
             return history.estimate[1]
         estimate = recirculation_from_history(
             rack_ids, [h[0] for h in history.samples], [h[1] for h in history.samples]

@@ -67,6 +67,7 @@ from climatik.policies.ceilings import (
     decide_replica_ceilings,
 )
 from climatik.policies.observations import (
+    IDLE_SAMPLE_NODES,
     IdlePower,
     RackReading,
     ceiling_settings,
@@ -598,7 +599,9 @@ class PowerCapReconciler:
         )
         busy = {node for t in targets for node in t.pod_nodes if node}
         nodes = {r.rack_id: grouping.nodes_by_rack.get(r.rack_id, ()) for r in config.racks}
-        idle_nodes = sorted({n for rack in nodes.values() for n in rack if n not in busy})
+        idle_nodes = sorted({n for rack in nodes.values() for n in rack if n not in busy})[
+            :IDLE_SAMPLE_NODES
+        ]
         readings = await source.measure_racks(
             [
                 *(RackNodes(rack_id, rack_nodes) for rack_id, rack_nodes in nodes.items()),

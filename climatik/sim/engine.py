@@ -50,6 +50,7 @@ from climatik.policies.observations import (
     observe_racks,
     observe_target,
     recirculation_from_history,
+    refit_due,
     replica_added_watts,
     zone_watts,
 )
@@ -422,12 +423,12 @@ class Twin:
         idle = [IdlePower(idle_server_w if exact else None) for _ in self.specs]
 
         def heat(p: int) -> tuple[dict[str, float], dict[str, tuple[tuple[str, float], ...]]]:
-            """The heat matrix placement uses: exact, or fitted to history, refitted only
-            after a new sample (as the live reconciler does)."""
+            """The heat matrix placement uses: exact, or fitted to history, refitted every
+            `HEAT_REFIT_SAMPLES` samples (as the live reconciler does)."""
             if exact:
                 return exact_heat
             fit = heat_fits.get(p)
-            if fit is None or fit[0] != heat_appended[0]:
+            if fit is None or refit_due(fit[0], heat_appended[0]):
                 samples = list(heat_history)
                 estimate = recirculation_from_history(
                     place_ids, [h[0][p] for h in samples], [h[1][p] for h in samples]
