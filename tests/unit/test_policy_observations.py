@@ -180,6 +180,29 @@ def test_heat_matrix_is_learned_from_history_and_configured_values_win() -> None
     assert heat_coefficients(["a"], None) == ({"a": 0.0}, {})
 
 
+def test_heat_matrix_fit_follows_the_supply_air_the_cooling_unit_moves() -> None:
+    # The cooling unit holds the hottest inlet near its target by moving the supply air, so
+    # the inlets alone barely follow the power; inlet minus the measured supply does.
+    rng = np.random.default_rng(2)
+    d = np.array([[0.5, 0.2], [0.1, 0.4]])  # °C per kW
+    power = rng.uniform(1000.0, 9000.0, size=(60, 2))
+    rise = power @ d.T / 1000.0
+    supply = np.clip(26.5 - rise.max(axis=1), 15.0, 27.0)
+    inlet = supply[:, None] + rise
+    blind = recirculation_from_history(["a", "b"], power.tolist(), inlet.tolist())
+    assert blind is not None
+    assert not np.allclose(blind.matrix_c_per_kw, d, atol=0.1)
+    supplies = [(float(s), float(s)) for s in supply]
+    seen = recirculation_from_history(["a", "b"], power.tolist(), inlet.tolist(), supplies)
+    assert seen is not None
+    assert np.allclose(seen.matrix_c_per_kw, d, atol=1e-2)
+    # A sample without a supply reading: the fit cannot subtract it, so it does without.
+    gap = recirculation_from_history(
+        ["a", "b"], power.tolist(), inlet.tolist(), [*supplies[:-1], None]
+    )
+    assert gap == blind
+
+
 def test_replica_added_watts_and_zone_watts() -> None:
     assert replica_added_watts(9000.0, 3) == 3000.0
     assert replica_added_watts(9000.0, 3, idle_w=2800.0) == 200.0
