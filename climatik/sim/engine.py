@@ -423,7 +423,15 @@ class Twin:
             maxlen=HEAT_HISTORY_SAMPLES
         )
         seen_supply = np.full(n_pol, np.nan)
-        heat_fits: dict[int, tuple[int, RecirculationEstimate | None]] = {}
+        # Per policy: when it was fitted, the fit, and its coefficients (built once per fit).
+        heat_fits: dict[
+            int,
+            tuple[
+                int,
+                RecirculationEstimate | None,
+                tuple[dict[str, float], dict[str, tuple[tuple[str, float], ...]]],
+            ],
+        ] = {}
         heat_appended = [0]
         idle = [IdlePower(idle_server_w if exact else None) for _ in self.specs]
 
@@ -441,8 +449,9 @@ class Twin:
                     [h[1][p] for h in samples],
                     [float(h[2][p]) for h in samples],
                 )
-                fit = heat_fits[p] = (heat_appended[0], estimate)
-            return heat_coefficients(place_ids, fit[1])
+                coefficients = heat_coefficients(place_ids, estimate)
+                fit = heat_fits[p] = (heat_appended[0], estimate, coefficients)
+            return fit[2]
 
         def replica_w(p: int, svc: int, now: float) -> float | None:
             """What a replica of `svc` adds: measured, the service's watts per running replica
