@@ -451,9 +451,12 @@ def estimate_recirculation(
 ) -> RecirculationEstimate:
     """Learn the recirculation matrix D from history by (ridge) least squares.
 
-    Model (Tang et al. 2008): inlet_i(t) - supply(t) = Σ_j D_ij · P_j(t) [+ b_i]. Rows of
-    `power_w` and `inlet_c` are samples (one per time), columns follow `place_ids`. Without a
-    supply series a per-inlet intercept b_i absorbs the (assumed constant) supply temperature.
+    Model (Tang et al. 2008): inlet_i(t) - supply_i(t) = Σ_j D_ij · P_j(t) [+ b_i]. Rows of
+    `power_w` and `inlet_c` are samples (one per time), columns follow `place_ids`; `supply_c`
+    has one value per sample (one cooling unit) or one per sample and place. Without a supply
+    series a per-inlet intercept b_i absorbs the supply temperature, assumed constant: where a
+    cooling unit moves the supply air against the hottest inlet, that inlet barely follows the
+    power and its coefficients come out near 0, so give the supply whenever it is measured.
     Negative coefficients (noise: heat never cools an inlet) are clipped to 0. Rows with a
     non-finite value are dropped. The powers must vary, otherwise only the ridge term decides.
 
@@ -467,10 +470,11 @@ def estimate_recirculation(
     if p.shape != t.shape:
         raise ValueError("power and inlet histories must have the same shape")
     if supply_c is not None:
-        s = np.asarray(supply_c, dtype=np.float64).reshape(-1)
-        if s.shape[0] != t.shape[0]:
-            raise ValueError("the supply series must have one value per sample")
-        y = t - s[:, None]
+        s = np.asarray(supply_c, dtype=np.float64)
+        s = s.reshape(-1, 1) if s.ndim < 2 else s
+        if s.shape[0] != t.shape[0] or s.shape[1] not in (1, n):
+            raise ValueError("the supply series must have one value, or one per place, per sample")
+        y = t - s
         x = p
         ok = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
     else:

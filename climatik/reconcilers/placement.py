@@ -86,8 +86,18 @@ from climatik.domain.placement import (
 )
 from climatik.kube.client import DEPLOYMENTS, PODS, ApiError, KubeClient
 from climatik.kube.store import thaw
+from climatik.policies.observations import (
+    HEAT_HISTORY_SAMPLES,
+    PlaceReading,
+    group_nodes_by_rack,
+    heat_coefficients,
+    observe_places,
+    recirculation_from_history,
+    refit_due,
+    replica_added_watts,
+    zone_watts,
+)
 from climatik.policies.placement import (
-    estimate_recirculation,
     order_pods_for_scale_in,
     preferred_rack_weights,
     recommend_supply_setpoints,
@@ -156,7 +166,7 @@ class PlacementSettings(BaseSettings):
     max_preferred_racks: int = Field(default=10, ge=1, le=100)
     template_min_interval_s: float = Field(default=600.0, ge=0)
     """Least time between two Template-mode patches of one Deployment (each is a rollout)."""
-    history_samples: int = Field(default=720, ge=0)
+    history_samples: int = Field(default=HEAT_HISTORY_SAMPLES, ge=0)
     """Rack readings kept per config for estimating recirculation (0 disables the estimate)."""
     prometheus_address: str | None = None
     """Prometheus for rack signals when a config names none (as `CLIMATIK_CAPPING__...`)."""
@@ -203,10 +213,11 @@ class _RackHistory:
     one sample per interval, shared by every config that reads the same racks the same way:
     racks are physical, so thousands of configs must not each keep (and fit) their own copy."""
 
-    samples: deque[tuple[tuple[float, ...], tuple[float, ...]]]
+    samples: deque[tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...] | None]]
+    """(rack watts, rack inlets, the supply air reaching each rack or `None` unmeasured)."""
     last_sample_s: float | None = None
     appended: int = 0
-    """Samples ever appended, so an estimate is refitted only when a new one arrived."""
+    """Samples ever appended, so an estimate is refitted after `HEAT_REFIT_SAMPLES` new ones."""
     estimate: tuple[int, RecirculationEstimate | None] | None = None
 
 
@@ -264,20 +275,6 @@ def _finite(value: float | None) -> float | None:
 def _running(pod: Obj) -> bool:
     """A pod that draws power: phase Running, terminating or not (it draws while it drains)."""
     return (pod.get("status") or {}).get("phase") == "Running"
-
-
-def _replica_watts(series: Sequence[float], running_pods: int) -> float | None:
-    """What one replica draws: the workload's latest power over its running pods; None if unknown.
-
-    The series sums the power of every pod of the workload, terminating ones included (they keep
-    drawing while they drain), so the divisor counts the same pods: those in phase Running,
-    terminating or not. A Pending pod adds nothing to the sum and is not counted. The node's
-    idle draw is not known here, so this is the replica's whole share, an upper bound of what
-    adding or removing one changes."""
-    if not series or running_pods <= 0:
-        return None
-    latest = _finite(series[-1])
-    return max(0.0, latest) / running_pods if latest is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -560,7 +557,9 @@ class PlacementReconciler:
             pod_names = [str(_meta(p).get("name")) for p in every_pod]
             series = await source.service_power_series(workload.namespace, pod_names)
             # The series sums the power of these pods; the running ones (draining or not) draw it.
-            replica_w = _replica_watts(series, sum(1 for p in every_pod if _running(p)))
+            replica_w = replica_added_watts(
+                _finite(series[-1]) if series else None, sum(1 for p in every_pod if _running(p))
+            )
             key_w = (workload.namespace, workload.deployment)
             scored[key_w] = score_racks(
                 observations,
@@ -722,35 +721,35 @@ class PlacementReconciler:
         hrf, columns = self._hrf(rack_ids, signals, coefficients, history)
         none = RackCoefficients()
         zones = {r: coefficients.get(r, none).zone or zone_of_rack.get(r) or r for r in rack_ids}
-        zone_w: dict[str, float] = {}
+        readings = []
         for r in rack_ids:
-            watts = _finite(signals[r].watts)
-            if watts is not None:
-                zone_w[zones[r]] = zone_w.get(zones[r], 0.0) + watts
-        views: list[RackView] = []
-        for r in rack_ids:
-            s = signals[r]
             limits = config.rack(r)
-            max_inlet = (
-                limits.max_temperature_celsius
-                if limits is not None and limits.max_temperature_celsius is not None
-                else config.cooling.redline_celsius
+            readings.append(
+                PlaceReading(
+                    place_id=r,
+                    watts=_finite(signals[r].watts),
+                    inlet_c=_finite(signals[r].inlet_c),
+                    max_inlet_c=(
+                        limits.max_temperature_celsius
+                        if limits is not None and limits.max_temperature_celsius is not None
+                        else config.cooling.redline_celsius
+                    ),
+                    max_watts=limits.max_power_w if limits is not None else None,
+                    zone=zones[r],
+                    supply_c=_finite(signals[r].supply_c),
+                    load_series_w=signals[r].power_history_w,
+                )
             )
-            observation = PlaceObservation(
-                place_id=r,
-                recirculation_c_per_kw=hrf.get(r, 0.0),
-                inlet_c=_finite(s.inlet_c),
-                max_inlet_c=max_inlet,
-                watts=_finite(s.watts),
-                max_watts=limits.max_power_w if limits is not None else None,
-                zone=zones[r],
-                zone_watts=zone_w.get(zones[r]),
-                supply_c=_finite(s.supply_c),
-                load_series_w=s.power_history_w,
-                inlet_rise_c_per_kw=columns.get(r, ()),
-            )
-            views.append(RackView(r, tuple(nodes_by_rack[r]), zones[r], s, observation))
-        return views
+        observations = observe_places(
+            readings,
+            factors=hrf,
+            columns=columns,
+            zone_w=zone_watts((zones[r], _finite(signals[r].watts)) for r in rack_ids),
+        )
+        return [
+            RackView(r, tuple(nodes_by_rack[r]), zones[r], signals[r], observation)
+            for r, observation in zip(rack_ids, observations, strict=True)
+        ]
 
     def _racks_of_nodes(
         self, label: str
@@ -760,18 +759,15 @@ class PlacementReconciler:
         key = (label, self._nodes.store.version)
         if self._node_racks is not None and self._node_racks[0] == key:
             return self._node_racks[1]
-        nodes_by_rack: dict[str, list[str]] = {}
-        zone_of_rack: dict[str, str] = {}
-        for node in self._nodes.store.objects():
-            labels = _meta(node).get("labels") or {}
-            rack = labels.get(label)
-            if not rack:
-                continue
-            nodes_by_rack.setdefault(rack, []).append(str(_meta(node).get("name")))
-            zone = labels.get(self._settings.zone_label_key)
-            if zone:
-                zone_of_rack.setdefault(rack, zone)
-        found = ({r: tuple(n) for r, n in nodes_by_rack.items()}, zone_of_rack)
+        grouping = group_nodes_by_rack(
+            (
+                (str(_meta(node).get("name")), _meta(node).get("labels") or {})
+                for node in self._nodes.store.objects()
+            ),
+            label,
+            self._settings.zone_label_key,
+        )
+        found = (grouping.nodes_by_rack, grouping.zone_of_rack)
         self._node_racks = (key, found)
         return found
 
@@ -796,6 +792,7 @@ class PlacementReconciler:
         # Remember complete readings for the estimate (racks with power and inlet).
         watts = [_finite(signals[r].watts) for r in rack_ids]
         inlets = [_finite(signals[r].inlet_c) for r in rack_ids]
+        supplies = [_finite(signals[r].supply_c) for r in rack_ids]
         now_s = self._clock()
         due = (
             history.last_sample_s is None
@@ -803,26 +800,19 @@ class PlacementReconciler:
         )
         if due and history.samples.maxlen and all(v is not None for v in (*watts, *inlets)):
             history.samples.append(
-                (tuple(w or 0.0 for w in watts), tuple(t or 0.0 for t in inlets))
+                (
+                    tuple(w or 0.0 for w in watts),
+                    tuple(t or 0.0 for t in inlets),
+                    tuple(s for s in supplies if s is not None)
+                    if all(s is not None for s in supplies)
+                    else None,
+                )
             )
             history.last_sample_s = now_s
             history.appended += 1
         if len(configured) == len(rack_ids) and len(columns) == len(rack_ids):
             return configured, columns
-        estimated: dict[str, float] = {}
-        estimate = self._estimate(rack_ids, history)
-        if estimate is not None:
-            estimated = dict(zip(rack_ids, estimate.factors_c_per_kw, strict=True))
-            for j, r in enumerate(rack_ids):
-                columns.setdefault(
-                    r,
-                    tuple(
-                        (inlet, row[j])
-                        for inlet, row in zip(rack_ids, estimate.matrix_c_per_kw, strict=True)
-                    ),
-                )
-        factors = {r: configured.get(r, estimated.get(r, 0.0)) for r in rack_ids}
-        return factors, columns
+        return heat_coefficients(rack_ids, self._estimate(rack_ids, history), configured, columns)
 
     def _history(self, source: RackSignalSource, rack_ids: Sequence[str]) -> _RackHistory:
         """The shared history of these racks read from this source (new when either is)."""
@@ -836,17 +826,15 @@ class PlacementReconciler:
 
     @staticmethod
     def _estimate(rack_ids: Sequence[str], history: _RackHistory) -> RecirculationEstimate | None:
-        """The recirculation fitted to the history, refitted only after a new sample."""
-        if history.estimate is not None and history.estimate[0] == history.appended:
+        """The recirculation fitted to the history, refitted every `HEAT_REFIT_SAMPLES` samples."""
+        if history.estimate is not None and not refit_due(history.estimate[0], history.appended):
             return history.estimate[1]
-        estimate: RecirculationEstimate | None = None
-        if len(history.samples) >= 2 * (len(rack_ids) + 1):
-            try:
-                estimate = estimate_recirculation(
-                    rack_ids, [h[0] for h in history.samples], [h[1] for h in history.samples]
-                )
-            except (ValueError, ArithmeticError) as error:
-                log.info("recirculation_estimate_unavailable", error=str(error))
+        estimate = recirculation_from_history(
+            rack_ids,
+            [h[0] for h in history.samples],
+            [h[1] for h in history.samples],
+            [h[2] for h in history.samples],
+        )
         history.estimate = (history.appended, estimate)
         return estimate
 

@@ -55,18 +55,28 @@ from climatik.domain.capping import (
     CeilingAction,
     CeilingDecision,
     CeilingPlan,
-    RackObservation,
     TargetObservation,
 )
 from climatik.domain.config import GpuTuningMode, PolicyType, PowerCappingConfig, TargetKind
 from climatik.kube.client import ApiError, KubeClient
-from climatik.policies.carbon import caps_with_carbon
 from climatik.policies.ceilings import (
     CeilingSettings,
     FailSafeSettings,
     HeadroomSettings,
     ThresholdSettings,
     decide_replica_ceilings,
+)
+from climatik.policies.observations import (
+    IDLE_SAMPLE_NODES,
+    IdlePower,
+    RackReading,
+    ceiling_settings,
+    group_nodes_by_rack,
+    learn_idle_power,
+    measured_watts_per_replica,
+    observe_cap,
+    observe_racks,
+    observe_target,
 )
 from climatik.reconcilers.actuation import (
     ceiling_patch,
@@ -178,6 +188,16 @@ class _ConfigMemory:
     that survives a restart; the informer cache may not show our own write yet)."""
     status_written_s: float | None = None
     """When the status was last written unsettled (see `CappingSettings.status_refresh_s`)."""
+    idle: IdlePower = field(default_factory=IdlePower)
+    """A node's idle draw, learned from the config's rack nodes that host none of its pods."""
+
+
+@dataclass(frozen=True, slots=True)
+class _RackRound:
+    """This round's rack readings and the measured watts of rack nodes hosting no target pod."""
+
+    readings: tuple[RackReading, ...] = ()
+    idle_node_watts: tuple[float | None, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,23 +324,29 @@ class PowerCapReconciler:
             raise
         measured, racks = await self._measure_within_budget(config, source, targets)
         cap_w, cap_source = self._effective_cap(obj, config)
-        scope_cap_w, deferrable_cap_w = caps_with_carbon(
-            config.power_cap_w, cap_w, any_deferrable=batch_can_yield(config, targets)
-        )
-        observation = CapObservation(
+        memory.idle = learn_idle_power(memory.idle, racks.idle_node_watts)
+        observed = [
+            self._observe(t, measured.per_target.get(t.key) if learning else None) for t in targets
+        ]
+        observation = observe_cap(
             scope=key,
-            cap_w=scope_cap_w,
-            deferrable_cap_w=deferrable_cap_w,
+            base_cap_w=config.power_cap_w,
+            cap_w=cap_w,
             measured_w=measured.scope_w,
-            targets=tuple(
-                self._observe(t, measured.per_target.get(t.key) if learning else None)
-                for t in targets
+            targets=observed,
+            racks=observe_racks(
+                racks.readings,
+                per_replica_w=measured_watts_per_replica(observed),
+                idle_w=memory.idle.watts,
             ),
-            racks=racks,
+            per_target_budget=batch_can_yield(config, targets),
         )
-        plan = decide_replica_ceilings(
-            observation, policy_settings(config), memory.state, self._clock()
+        # Idle nodes are inside the measurement only when the config's own query measures
+        # the scope (node-level power); per-pod sums leave them out.
+        settings = ceiling_settings(
+            policy_settings(config), memory.idle, scope_measures_nodes=bool(config.metrics)
         )
+        plan = decide_replica_ceilings(observation, settings, memory.state, self._clock())
         memory.state = plan.state
         memory.target_names = [t.name for t in targets]
         by_name = {t.name: t for t in targets}
@@ -485,7 +511,7 @@ class PowerCapReconciler:
         config: PowerCappingConfig,
         source: PrometheusPowerSource,
         targets: Sequence[ResolvedTarget],
-    ) -> tuple[_Measured, tuple[RackObservation, ...]]:
+    ) -> tuple[_Measured, _RackRound]:
         """Targets, scope and racks at once, within `MEASURE_BUDGET` of the reconcile deadline.
 
         A Prometheus that answers, but slowly (each query inside its own timeout, so its breaker
@@ -496,14 +522,14 @@ class PowerCapReconciler:
         try:
             async with asyncio.timeout(budget_s), asyncio.TaskGroup() as group:
                 measuring = group.create_task(self._measure(config, source, targets))
-                observing = group.create_task(self._observe_racks(config, source))
+                observing = group.create_task(self._observe_racks(config, source, targets))
         except TimeoutError:
             problem = (
                 f"the power queries did not finish within {budget_s:g} s "
                 f"({MEASURE_BUDGET:.0%} of CLIMATIK_CAPPING__RECONCILE_TIMEOUT_S): the "
                 "Prometheus answers too slowly"
             )
-            return _Measured({}, None, problem, "PrometheusTimeout"), ()
+            return _Measured({}, None, problem, "PrometheusTimeout"), _RackRound()
         return measuring.result(), observing.result()
 
     async def _measure(
@@ -555,41 +581,62 @@ class PowerCapReconciler:
         return _Measured(per_target, scope_w, "; ".join(p[1] for p in problems), reason)
 
     async def _observe_racks(
-        self, config: PowerCappingConfig, source: PrometheusPowerSource
-    ) -> tuple[RackObservation, ...]:
+        self,
+        config: PowerCappingConfig,
+        source: PrometheusPowerSource,
+        targets: Sequence[ResolvedTarget],
+    ) -> _RackRound:
+        """The constrained racks' readings, and each of their nodes that hosts none of the
+        targets' pods read on its own (the rack query over one node), for the idle draw."""
         if not config.racks:
-            return ()
-        label = config.placement.rack_label_key
-        nodes_by_rack: dict[str, list[str]] = {}
-        for node in self._nodes.store.objects():
-            rack = ((node.get("metadata") or {}).get("labels") or {}).get(label)
-            if rack is not None:
-                nodes_by_rack.setdefault(rack, []).append(str(node["metadata"]["name"]))
-        racks = [
-            RackNodes(r.rack_id, tuple(sorted(nodes_by_rack.get(r.rack_id, ()))))
-            for r in config.racks
+            return _RackRound()
+        grouping = group_nodes_by_rack(
+            (
+                (str(node["metadata"]["name"]), (node.get("metadata") or {}).get("labels") or {})
+                for node in self._nodes.store.objects()
+            ),
+            config.placement.rack_label_key,
+        )
+        busy = {node for t in targets for node in t.pod_nodes if node}
+        nodes = {r.rack_id: grouping.nodes_by_rack.get(r.rack_id, ()) for r in config.racks}
+        idle_nodes = sorted({n for rack in nodes.values() for n in rack if n not in busy})[
+            :IDLE_SAMPLE_NODES
         ]
-        readings = await source.measure_racks(racks)
-        observed = []
+        readings = await source.measure_racks(
+            [
+                *(RackNodes(rack_id, rack_nodes) for rack_id, rack_nodes in nodes.items()),
+                *(RackNodes(f"{_NODE_PREFIX}{n}", (n,)) for n in idle_nodes),
+            ]
+        )
+
+        def value(outcome: object) -> float | None:
+            return outcome.value if isinstance(outcome, Reading) else None
+
+        racks = []
         for constraint in config.racks:
             reading = readings.get(constraint.rack_id)
-            watts = reading.watts if reading is not None else None
-            inlet = reading.inlet_temperature_c if reading is not None else None
-            observed.append(
-                RackObservation(
+            free = sum(1 for n in nodes[constraint.rack_id] if n not in busy)
+            racks.append(
+                RackReading(
                     rack_id=constraint.rack_id,
-                    watts=watts.value if isinstance(watts, Reading) else None,
+                    watts=value(reading.watts) if reading is not None else None,
+                    inlet_c=value(reading.inlet_temperature_c) if reading is not None else None,
                     max_watts=constraint.max_power_w,
-                    inlet_c=inlet.value if isinstance(inlet, Reading) else None,
                     max_inlet_c=constraint.max_temperature_celsius,
+                    free_nodes=free if nodes[constraint.rack_id] else None,
                 )
             )
-        return tuple(observed)
+        idle_w = tuple(
+            value(readings[f"{_NODE_PREFIX}{n}"].watts)
+            for n in idle_nodes
+            if f"{_NODE_PREFIX}{n}" in readings
+        )
+        return _RackRound(tuple(racks), idle_w)
 
     @staticmethod
     def _observe(target: ResolvedTarget, measured: TargetMeasurement | None) -> TargetObservation:
         """The policy's view of a target; `measured=None` holds its ceiling like missing data."""
-        return TargetObservation(
+        return observe_target(
             name=target.name,
             current_replicas=target.current_replicas,
             min_replicas=target.min_replicas,
@@ -1003,6 +1050,10 @@ Held = tuple[TargetKind, str]
 MEASURE_BUDGET = 0.6
 """The share of the reconcile deadline measuring may take; the rest is for deciding, writing
 ceilings and status (a reconcile cut at its deadline writes nothing and backs off)."""
+
+_NODE_PREFIX = "node/"
+"""Marks a single node's reading among the rack readings (rack ids are label values, which
+cannot contain a slash)."""
 
 _CONFLICT_RETRY_S = 1.0
 """How soon a write refused with 409 (the object moved on) is decided again, on fresh state."""

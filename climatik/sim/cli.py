@@ -44,6 +44,14 @@ def add_simulate_parser(subparsers: Any) -> None:
         help="override the scenario's seed for power and measurement noise and random placement",
     )
     parser.add_argument(
+        "--exact-knowledge",
+        action="store_true",
+        help=(
+            "give the policies what the live controller cannot measure (server idle draw, the "
+            "room's heat matrix, exact chassis power and inlets): a labelled what-if variant"
+        ),
+    )
+    parser.add_argument(
         "--list", action="store_true", help="list the built-in scenarios and policies, then exit"
     )
     parser.set_defaults(handler=run_simulate)
@@ -89,7 +97,13 @@ def run_simulate(args: argparse.Namespace) -> int:
         if args.hours is not None and args.hours <= 0:
             msg = "--hours must be positive"
             raise ScenarioError(msg)
-        twin = Twin(scenario, policies=policies, hours=args.hours, seed=args.seed)
+        twin = Twin(
+            scenario,
+            policies=policies,
+            hours=args.hours,
+            seed=args.seed,
+            exact_knowledge=args.exact_knowledge,
+        )
         progress = _ProgressBar(f"simulating {scenario.name}") if sys.stderr.isatty() else None
         result = twin.run(progress=progress)
     except (ScenarioError, ValueError) as error:

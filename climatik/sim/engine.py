@@ -16,6 +16,7 @@ supply-temperature control, CoP cooling and location-based carbon.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,10 +24,11 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import numpy.typing as npt
 
-from climatik.domain.capping import CapObservation, CappingState, RackObservation, TargetObservation
+from climatik.domain.capping import CappingState, RackObservation
 from climatik.domain.carbon import CarbonReading, IntensityBandTarget
 from climatik.domain.gpu import ClockSample
-from climatik.policies.carbon import cap_for_carbon, caps_with_carbon
+from climatik.domain.placement import PlaceObservation, RecirculationEstimate
+from climatik.policies.carbon import cap_for_carbon
 from climatik.policies.ceilings import (
     CeilingSettings,
     HeadroomSettings,
@@ -34,15 +36,32 @@ from climatik.policies.ceilings import (
     decide_replica_ceilings,
 )
 from climatik.policies.gpu_clock import ClockBounds, choose_gpu_clock
+from climatik.policies.observations import (
+    HEAT_HISTORY_SAMPLES,
+    IdlePower,
+    PlaceReading,
+    RackReading,
+    ceiling_settings,
+    heat_coefficients,
+    learn_idle_power,
+    measured_watts_per_replica,
+    observe_cap,
+    observe_places,
+    observe_racks,
+    observe_target,
+    recirculation_from_history,
+    refit_due,
+    replica_added_watts,
+    zone_watts,
+)
 from climatik.policies.placement import (
     PlacementStrategy,
-    PlaceObservation,
     order_pods_for_scale_in,
     score_racks,
     score_scale_in,
 )
 from climatik.sim import physics
-from climatik.sim.policy_specs import POLICY_SPECS, PolicySpec
+from climatik.sim.policy_specs import POLICY_SPECS
 from climatik.sim.scenario import Scenario
 from climatik.sim.workload import arrival_rates, carbon_slots
 
@@ -101,11 +120,15 @@ class SimResult:
     site_w_per_step: FloatArray
     """IT power of the site in every step, one column per policy (what the cooling bound is
     evaluated on: the least cooling each step's IT power could have needed)."""
+    knowledge: str = "measured"
+    """What the policies saw: "measured" (only what the live controller measures) or
+    "exact" (the `--exact-knowledge` variant)."""
 
     def as_json(self) -> dict[str, object]:
         """The `--json` document: scenario, duration and the metric keys per policy."""
         return {
             "scenario": self.scenario,
+            "knowledge": self.knowledge,
             "duration_s": self.duration_s,
             "policies": self.policies,
             "details": self.details,
@@ -229,6 +252,8 @@ class Twin:
         hours: float | None = None,
         seed: int | None = None,
         headroom: HeadroomSettings | None = None,
+        *,
+        exact_knowledge: bool = False,
     ) -> None:
         self.scenario = scenario
         self.policy_names = list(policies or scenario.policies)
@@ -239,10 +264,12 @@ class Twin:
         self.specs = [POLICY_SPECS[name] for name in self.policy_names]
         self.hours = float(hours if hours is not None else scenario.duration_h)
         self.seed = scenario.seed if seed is None else seed
-        racks = scenario.racks
-        # The site cap covers whole servers, so a new replica displaces its server's idle draw.
-        self.headroom = headroom or HeadroomSettings(idle_watts_per_replica=racks.idle_server_w)
+        self.headroom = headroom or HeadroomSettings()
         self.threshold = ThresholdSettings()
+        self.exact_knowledge = exact_knowledge
+        """Give the policies what the live controller cannot know (the server idle draw, the
+        room's heat matrix, unlagged noiseless chassis power and inlets for placement): the
+        labelled variant that shows what that knowledge is worth. Off: only measurements."""
 
     # The loop is long on purpose: one flat pass over arrays is what keeps it fast and readable
     # as a whole (each block is one physical process, in the order they happen).
@@ -332,7 +359,6 @@ class Twin:
         site_cap = sc.caps.site_cap_w
         cap_eff = np.full(n_pol, site_cap)
         carbon_band = sc.caps.carbon
-        any_deferrable = any(s.deferrable for s in services)
 
         # Replicas: one per server. Warm start at what the first arrivals need.
         host = np.full((n_pol, n_srv), -1, dtype=np.int64)
@@ -370,30 +396,90 @@ class Twin:
             )
             - idle_server_w
         )
-        d_columns = [
-            tuple((f"{j:05d}", float(d_matrix[j, i] * 1000.0)) for j in range(n_srv))
-            for i in range(n_srv)
-        ]
+        place_ids = [f"{i:05d}" for i in range(n_srv)]
+        exact = self.exact_knowledge
+        # The room's own heat matrix: what placement sees with exact knowledge (as a site's
+        # recirculation ConfigMap would give it); measured runs learn theirs from history.
+        exact_heat = heat_coefficients(
+            place_ids,
+            None,
+            {place_ids[i]: float(hrf[i]) for i in range(n_srv)},
+            {
+                place_ids[i]: tuple(
+                    (place_ids[j], float(d_matrix[j, i] * 1000.0)) for j in range(n_srv)
+                )
+                for i in range(n_srv)
+            },
+        )
+        # What the controller last measured, per policy (NaN: no data), refreshed every
+        # control interval; and the history it fits the heat matrix to.
+        seen_srv_w = np.full((n_pol, n_srv), np.nan)
+        seen_srv_in = np.full((n_pol, n_srv), np.nan)
+        seen_rack_w = np.full((n_pol, n_rack), np.nan)
+        seen_svc_w = np.full((n_pol, n_svc), np.nan)
+        # (server watts, inlets, supply air) per policy: the supply is read as a config with a
+        # supply-temperature query reads it, and lets the fit follow the cooling unit.
+        heat_history: deque[tuple[FloatArray, FloatArray, FloatArray]] = deque(
+            maxlen=HEAT_HISTORY_SAMPLES
+        )
+        seen_supply = np.full(n_pol, np.nan)
+        # Per policy: when it was fitted, the fit, and its coefficients (built once per fit).
+        heat_fits: dict[
+            int,
+            tuple[
+                int,
+                RecirculationEstimate | None,
+                tuple[dict[str, float], dict[str, tuple[tuple[str, float], ...]]],
+            ],
+        ] = {}
+        heat_appended = [0]
+        idle = [IdlePower(idle_server_w if exact else None) for _ in self.specs]
 
-        def replica_w(p: int, svc: int, now: float) -> float:
-            """What a replica of `svc` adds over idle: its ready replicas' mean, else a guess."""
+        def heat(p: int) -> tuple[dict[str, float], dict[str, tuple[tuple[str, float], ...]]]:
+            """The heat matrix placement uses: exact, or fitted to history, refitted every
+            `HEAT_REFIT_SAMPLES` samples (as the live reconciler does)."""
+            if exact:
+                return exact_heat
+            fit = heat_fits.get(p)
+            if fit is None or refit_due(fit[0], heat_appended[0]):
+                samples = list(heat_history)
+                estimate = recirculation_from_history(
+                    place_ids,
+                    [h[0][p] for h in samples],
+                    [h[1][p] for h in samples],
+                    [float(h[2][p]) for h in samples],
+                )
+                coefficients = heat_coefficients(place_ids, estimate)
+                fit = heat_fits[p] = (heat_appended[0], estimate, coefficients)
+            return fit[2]
+
+        def replica_w(p: int, svc: int, now: float) -> float | None:
+            """What a replica of `svc` adds: measured, the service's watts per running replica
+            (the live reconciler's rule); exact, its ready replicas' mean over idle, else the
+            server at the autoscaler's target utilisation."""
             mine = (host[p] == svc) & (ready_at[p] <= now)
+            if not exact:
+                return replica_added_watts(float(seen_svc_w[p, svc]), int(mine.sum()))
             if mine.any():
                 return max(0.0, float(srv_w[p, mine].mean()) - idle_server_w)
             return float(replica_guess_w[p, svc])
 
-        def predicted_inlets(p: int, now: float) -> dict[str, float]:
-            """Steady inlets once every placed replica draws: supply + D · expected watts.
-
-            Starting replicas are counted at their expected draw, so a burst of placements in
-            one step does not stack on the spot that only looks cool because it has not heated
-            up yet."""
+        def room_inlets(p: int, now: float) -> dict[str, float] | None:
+            """The room's inlets placement predicts from. Exact knowledge: steady inlets once
+            every placed replica draws, supply + D · expected watts (starting replicas at their
+            expected draw, so a burst of placements does not stack on a spot that only looks
+            cool because it has not heated up yet). Measured: the measured inlets, as the live
+            controller has them."""
+            if not exact:
+                # Every server's measured inlet, as the live reconciler scores every rack: the
+                # hottest inlet is often a full server's, which is no candidate.
+                return {place_ids[i]: float(seen_srv_in[p, i]) for i in range(n_srv)}
             expected = srv_w[p].copy()
             starting = (host[p] >= 0) & (ready_at[p] > now)
             for i in np.flatnonzero(starting):
-                expected[i] = idle_server_w + replica_w(p, int(host[p, i]), now)
+                expected[i] = idle_server_w + (replica_w(p, int(host[p, i]), now) or 0.0)
             temps = supply[p] + d_matrix @ expected
-            return {f"{i:05d}": float(temps[i]) for i in range(n_srv)}
+            return {place_ids[i]: float(temps[i]) for i in range(n_srv)}
 
         # The last hour of measured rack and service power, one sample per control interval,
         # for the smoothing term (the live controller fetches the same hour from Prometheus).
@@ -414,28 +500,33 @@ class Twin:
 
         def observations(p: int, servers: IntArray) -> list[PlaceObservation]:
             """What the policy sees of each server: the live controller's inputs, per chassis."""
-            rack_w = srv_w[p].reshape(n_rack, per_rack).sum(axis=1)
-            zone_w = np.bincount(zone_of, weights=srv_w[p], minlength=int(zone_of.max()) + 1)
+            if exact:
+                chassis_w, chassis_in = srv_w[p], np.where(inlet[p] > 0, inlet[p], np.nan)
+                rack_w = chassis_w.reshape(n_rack, per_rack).sum(axis=1)
+            else:
+                chassis_w, chassis_in, rack_w = seen_srv_w[p], seen_srv_in[p], seen_rack_w[p]
+            supply_c = float(supply[p] if exact else seen_supply[p])
             limit_c = sc.caps.rack_max_inlet_c or sc.cooling.redline_c
             order = series_order()
             rack_series = [
                 tuple(float(v) for v in series_rack_w[p, r, order]) for r in range(n_rack)
             ]
-            return [
-                PlaceObservation(
-                    place_id=f"{i:05d}",
-                    recirculation_c_per_kw=float(hrf[i]),
-                    inlet_c=float(inlet[p, i]) if inlet[p, i] > 0 else None,
-                    max_inlet_c=limit_c,
+            factors, columns = heat(p)
+            readings = [
+                PlaceReading(
+                    place_id=place_ids[i],
                     watts=float(rack_w[rack_of[i]]),
+                    inlet_c=float(chassis_in[i]),
+                    max_inlet_c=limit_c,
                     max_watts=sc.caps.rack_max_w,
                     zone=str(zone_of[i]),
-                    zone_watts=float(zone_w[zone_of[i]]),
+                    supply_c=supply_c,
                     load_series_w=rack_series[rack_of[i]],
-                    inlet_rise_c_per_kw=d_columns[i],
                 )
                 for i in servers
             ]
+            zone_w = zone_watts((str(zone_of[i]), float(chassis_w[i])) for i in range(n_srv))
+            return observe_places(readings, factors=factors, columns=columns, zone_w=zone_w)
 
         def place(p: int, svc: int, now: float) -> bool:
             free = np.flatnonzero(host[p] < 0)
@@ -457,7 +548,7 @@ class Twin:
                         strategy,
                         service_series_w=service_series(p, svc),
                         added_watts=replica_w(p, svc, now),
-                        inlets_c=predicted_inlets(p, now),
+                        inlets_c=room_inlets(p, now),
                     )
                 else:
                     ranked = score_racks(obs, strategy)
@@ -479,7 +570,7 @@ class Twin:
                 keep = score_scale_in(
                     observations(p, mine),
                     removed_watts=replica_w(p, svc, now_s),
-                    inlets_c=predicted_inlets(p, now_s),
+                    inlets_c=room_inlets(p, now_s),
                     service_series_w=service_series(p, svc),
                 )
                 cost = order_pods_for_scale_in({f"{i:05d}": f"{i:05d}" for i in mine}, keep)
@@ -508,6 +599,9 @@ class Twin:
         ring_svc_tok = np.zeros((ring_len, n_pol, n_svc))
         ring_rack_w = np.zeros((ring_len, n_pol, n_rack))
         ring_rack_in = np.zeros((ring_len, n_pol, n_rack))
+        ring_srv_w = np.zeros((ring_len, n_pol, n_srv))
+        ring_srv_in = np.zeros((ring_len, n_pol, n_srv))
+        ring_supply = np.zeros((ring_len, n_pol))
         outage = np.zeros(steps, dtype=bool)
         for window_out in sc.measurement.outages:
             start = int(window_out.start_h * 3600 / dt)
@@ -607,6 +701,7 @@ class Twin:
                 )
             rise = lag_keep * rise + (1 - lag_keep) * steady_rise
             inlet = supply[:, None] + rise
+            supply_now = supply.copy()
             max_in = inlet.max(axis=1)
             rack_in = inlet.reshape(n_pol, n_rack, per_rack).max(axis=2)
             cooling_w = site_w / physics.cop(supply)
@@ -641,6 +736,9 @@ class Twin:
             ring_svc_tok[slot] = tokens_step / dt
             ring_rack_w[slot] = rack_w
             ring_rack_in[slot] = rack_in
+            ring_srv_w[slot] = srv_w
+            ring_srv_in[slot] = inlet
+            ring_supply[slot] = supply_now
 
             if k % plot_every == 0:
                 history.hours.append(now_s / 3600.0)
@@ -667,11 +765,26 @@ class Twin:
                 m_svc_tok = ring_svc_tok[picks].mean(axis=0)
                 m_rack_w = measured(ring_rack_w)
                 m_rack_in = ring_rack_in[picks].mean(axis=0)
+                m_srv_w = measured(ring_srv_w)
+                m_srv_in = ring_srv_in[picks].mean(axis=0)
+                m_supply = ring_supply[picks].mean(axis=0)
                 if have_data:
                     slot_h = series_count[0] % series_len
                     series_rack_w[:, :, slot_h] = m_rack_w
                     series_svc_w[:, :, slot_h] = m_svc_w
                     series_count[0] += 1
+                    seen_srv_w[:], seen_srv_in[:] = m_srv_w, m_srv_in
+                    seen_rack_w[:], seen_svc_w[:] = m_rack_w, m_svc_w
+                    seen_supply[:] = m_supply
+                    heat_history.append((m_srv_w, m_srv_in, m_supply))
+                    heat_appended[0] += 1
+                    if not exact:
+                        # Nodes that host no replica show the idle draw (the live rule).
+                        for p in range(n_pol):
+                            idle[p] = learn_idle_power(idle[p], m_srv_w[p, host[p] < 0])
+                else:
+                    for seen in (seen_srv_w, seen_srv_in, seen_rack_w, seen_svc_w, seen_supply):
+                        seen.fill(np.nan)
                 if carbon_band is not None:
                     slot_start = EPOCH + timedelta(
                         seconds=float(slot_of_step[k] * sc.carbon.slot_s)
@@ -696,11 +809,8 @@ class Twin:
                     if setting is None:
                         continue
                     cap_eff[p] = carbon_cap if spec.carbon else site_cap
-                    cap_w, deferrable_cap_w = caps_with_carbon(
-                        site_cap, float(cap_eff[p]), any_deferrable=any_deferrable
-                    )
-                    targets = tuple(
-                        TargetObservation(
+                    targets = [
+                        observe_target(
                             name=s.name,
                             current_replicas=int(n_tot[p, j]),
                             min_replicas=s.min_replicas,
@@ -713,26 +823,26 @@ class Twin:
                             deferrable=s.deferrable,
                         )
                         for j, s in enumerate(services)
-                    )
+                    ]
                     rack_obs = self._rack_observations(
-                        p=p,
-                        spec=spec,
                         have_data=have_data,
-                        m_rack_w=m_rack_w,
-                        m_rack_in=m_rack_in,
-                        host=host,
-                        n_tot=n_tot,
-                        m_svc_w=m_svc_w,
-                        idle_server_w=idle_server_w,
+                        m_rack_w=m_rack_w[p],
+                        m_rack_in=m_rack_in[p],
+                        free=(host[p] < 0).reshape(n_rack, per_rack).sum(axis=1),
+                        per_replica_w=measured_watts_per_replica(targets),
+                        idle_w=idle[p].watts,
                     )
-                    observation = CapObservation(
+                    observation = observe_cap(
                         scope="site",
-                        cap_w=cap_w,
-                        deferrable_cap_w=deferrable_cap_w,
+                        base_cap_w=site_cap,
+                        cap_w=float(cap_eff[p]),
                         measured_w=float(m_site[p]) if have_data else None,
                         targets=targets,
                         racks=rack_obs,
+                        per_target_budget=isinstance(setting, HeadroomSettings),
                     )
+                    # The site measurement covers every server, idle ones included.
+                    setting = ceiling_settings(setting, idle[p], scope_measures_nodes=True)
                     plan = decide_replica_ceilings(observation, setting, states[p], now_s)
                     states[p] = plan.state
                     for j, decision in enumerate(plan.decisions):
@@ -825,51 +935,33 @@ class Twin:
             redline_c=redline,
             step_s=dt,
             site_w_per_step=site_w_per_step,
+            knowledge="exact" if exact else "measured",
         )
 
     def _rack_observations(
         self,
         *,
-        p: int,
-        spec: PolicySpec,
         have_data: bool,
         m_rack_w: FloatArray,
         m_rack_in: FloatArray,
-        host: IntArray,
-        n_tot: IntArray,
-        m_svc_w: FloatArray,
-        idle_server_w: float,
+        free: IntArray,
+        per_replica_w: float | None,
+        idle_w: float | None,
     ) -> tuple[RackObservation, ...]:
-        """Rack readings and limits; the headroom policy also gets replica units."""
+        """The scenario's rack limits with what the controller measures of each rack (none
+        when the scenario sets no rack limit, as a config without `rackConstraints`)."""
         caps = self.scenario.caps
         if caps.rack_max_w is None and caps.rack_max_inlet_c is None:
             return ()
-        racks = self.scenario.racks
-        free = (host[p] < 0).reshape(racks.count, racks.servers_per_rack).sum(axis=1)
-        replicas = int(n_tot[p].sum())
-        per_replica_w = float(m_svc_w[p].sum()) / replicas if replicas else None
-        out: list[RackObservation] = []
-        for r in range(racks.count):
-            headroom: int | None = None
-            if spec.ceilings == "headroom" and have_data:
-                headroom = int(free[r])
-                if caps.rack_max_w is not None and per_replica_w is not None:
-                    marginal_w = max(per_replica_w - idle_server_w, 1.0)
-                    room_w = caps.rack_max_w - float(m_rack_w[p, r])
-                    headroom = min(headroom, max(0, int(room_w // marginal_w)))
-                if caps.rack_max_inlet_c is not None and (
-                    float(m_rack_in[p, r]) >= caps.rack_max_inlet_c - 0.3
-                ):
-                    # Inlets lag: stop adding heat a little before the limit is reached.
-                    headroom = 0
-            out.append(
-                RackObservation(
-                    rack_id=f"rack-{r}",
-                    watts=float(m_rack_w[p, r]) if have_data else None,
-                    max_watts=caps.rack_max_w,
-                    inlet_c=float(m_rack_in[p, r]) if have_data else None,
-                    max_inlet_c=caps.rack_max_inlet_c,
-                    replica_headroom=headroom,
-                )
+        readings = [
+            RackReading(
+                rack_id=f"rack-{r}",
+                watts=float(m_rack_w[r]) if have_data else None,
+                inlet_c=float(m_rack_in[r]) if have_data else None,
+                max_watts=caps.rack_max_w,
+                max_inlet_c=caps.rack_max_inlet_c,
+                free_nodes=int(free[r]),
             )
-        return tuple(out)
+            for r in range(len(m_rack_w))
+        ]
+        return observe_racks(readings, per_replica_w=per_replica_w, idle_w=idle_w)

@@ -105,6 +105,8 @@ def summary_table(result: SimResult, comparison: Comparison | None = None) -> st
         f"{result.site_cap_w / 1000:g} kW, redline {result.redline_c:g} °C "
         "(carbon is location based)"
     )
+    if result.knowledge == "exact":
+        title += "; EXACT KNOWLEDGE: policies see what the controller cannot measure"
     lines = [title, *_fixed_width(headers, _rows(result, comparison))]
     if comparison is None:
         return "\n".join(lines)

@@ -11,6 +11,12 @@ The issue's own targets (20 % less cooling energy, a 2 °C cooler peak inlet, 10
 peak-to-average than round-robin on smoothing) are out of this room's physical reach, even for an
 oracle placement; docs/placement.md has the figures. These tests hold the comparison that is
 reachable: no worse than random, on every figure the placement is meant to improve.
+
+With fidelity on (issue 16) the heat matrix is fitted to measured history. Fitted to inlets
+alone it found almost no recirculation, because the cooling unit moves the supply air against
+the hottest inlet, and climatik needed 1.8 % more cooling than random on heatwave (555.2 vs
+545.4 kWh); fitted to inlet minus the measured supply air, and scored against every server's
+measured inlet, it needs less than random on all three scenarios.
 """
 
 from __future__ import annotations
@@ -24,25 +30,44 @@ COMPARED = ["climatik", "placement-random"]
 INLET_TOLERANCE_C = 0.05
 """Both sit at the supply controller's setpoint (redline - guard); this is its ripple."""
 
-_results: dict[str, SimResult] = {}
+MEASURED_SEEDS = 3
+"""Runs compared with fidelity on: the scenario's seed and the next two. Seeing only measured
+values (a heat matrix fitted to lagged, noisy history, measured inlets), climatik's saving over
+random on `default` (2 racks of 4 servers; the exact placement bound saves 2 % there) is smaller
+than random placement's own spread from one seed to the next (its cooling spans 240.8-243.2 kWh
+over seeds 1-9): one run can land either side (+0.001 % on seed 7, -0.5 to -1.1 % on 8, 9, 1-3,
++0.45 % on 4). Summed over three seeds, chosen by rule and not by outcome, the comparison is
+strict, as it is for a single run with exact knowledge."""
+
+_results: dict[tuple[str, bool, int | None], SimResult] = {}
 
 
-def run(name: str) -> SimResult:
-    if name not in _results:
-        _results[name] = Twin(load_scenario(name), COMPARED).run()
-    return _results[name]
+def run(name: str, *, exact: bool = False, seed: int | None = None) -> SimResult:
+    if (name, exact, seed) not in _results:
+        twin = Twin(load_scenario(name), COMPARED, exact_knowledge=exact, seed=seed)
+        _results[name, exact, seed] = twin.run()
+    return _results[name, exact, seed]
 
 
 pytestmark = pytest.mark.timeout(300)
 
 
+@pytest.mark.parametrize("exact", [False, True], ids=["measured", "exact"])
 @pytest.mark.parametrize("name", ["heatwave", "default", "smoothing"])
-def test_climatik_placement_needs_no_more_cooling_energy_than_random(name: str) -> None:
-    figures = run(name).policies
-    climatik, random = figures["climatik"], figures["placement-random"]
-    assert climatik["cooling_kwh"] <= random["cooling_kwh"], (climatik, random)
-    # Not by serving less: the same demand is served.
-    assert climatik["tokens"] >= 0.999 * random["tokens"]
+def test_climatik_placement_needs_no_more_cooling_energy_than_random(
+    name: str, *, exact: bool
+) -> None:
+    first = load_scenario(name).seed
+    seeds = [None] if exact else [None, *(first + i for i in range(1, MEASURED_SEEDS))]
+    cooling = dict.fromkeys(COMPARED, 0.0)
+    for seed in seeds:
+        figures = run(name, exact=exact, seed=seed).policies
+        climatik, random = figures["climatik"], figures["placement-random"]
+        for policy in COMPARED:
+            cooling[policy] += figures[policy]["cooling_kwh"]
+        # Not by serving less: the same demand is served.
+        assert climatik["tokens"] >= 0.999 * random["tokens"]
+    assert cooling["climatik"] <= cooling["placement-random"], cooling
 
 
 def test_climatik_placement_runs_no_hotter_than_random_on_heatwave() -> None:

@@ -1090,6 +1090,31 @@ async def test_configs_reading_the_same_racks_share_one_history() -> None:
     assert history.estimate[1] is not None
 
 
+async def test_the_heat_matrix_is_fitted_to_inlet_minus_the_measured_supply_air() -> None:
+    """Issue 16: the cooling unit moves the supply air against the hottest inlet, so a fit of
+    inlets alone found almost no recirculation. With the supply read, the fit recovers it."""
+    source = StaticRackSignalSource()
+    now = [1000.0]
+    rec, *_ = reconciler(config(), [], source, clock=lambda: now[0])
+    d = ((0.2, 0.6), (0.1, 0.3))  # °C per kW: rack-b heats rack-a most
+    for i in range(12):
+        pa, pb = 10_000.0 + 1_000.0 * (i % 3), 10_000.0 + 1_500.0 * (i % 4)
+        rise = [d[r][0] * pa / 1e3 + d[r][1] * pb / 1e3 for r in (0, 1)]
+        supply = 26.0 - max(rise)
+        source.set(
+            RackSignals("rack-a", watts=pa, inlet_c=supply + rise[0], supply_c=supply),
+            RackSignals("rack-b", watts=pb, inlet_c=supply + rise[1], supply_c=supply),
+        )
+        await rec.reconcile(f"{NS}/cap")
+        now[0] += 30.0
+    (history,) = rec._histories.values()
+    assert history.samples[-1][2] == (supply, supply)
+    assert history.estimate is not None
+    estimate = history.estimate[1]
+    assert estimate is not None
+    assert abs(estimate.matrix_c_per_kw[0][1] - 0.6) < 0.05
+
+
 async def test_a_rack_gone_from_the_nodes_is_gone_from_the_metrics() -> None:
     unconstrained = config(rackConstraints=[{"rackId": "rack-a", "maxPower": 40_000}])
     rec, _, _, metrics = reconciler(unconstrained, [pod("p-a", "a-0")], static(HOT_OVER, COOL))
