@@ -83,9 +83,6 @@ def _objects(namespace: str, index: int, tight: bool) -> list[dict[str, Any]]:
             "metadata": {"name": name, "namespace": namespace, "labels": labels},
             "spec": {
                 "replicas": 1,
-                # The nodes hold the benchmark's pods with little room to spare: a change of
-                # template replaces each pod instead of surging a second one beside it.
-                "strategy": {"type": "Recreate"},
                 "selector": {"matchLabels": labels},
                 "template": {
                     "metadata": {"labels": labels},
