@@ -144,17 +144,7 @@ def static_ceilings(scenario: Scenario) -> list[int]:
     minimum each.
     """
     racks = scenario.racks
-    gpu = racks.gpu_curve
-    nameplate = float(
-        physics.server_power_w(
-            gpu.prefill_max_w,
-            racks.gpus_per_server,
-            gpu.idle_w,
-            racks.server_base_w,
-            racks.server_gpu_overhead,
-        )
-    )
-    idle = racks.idle_server_w
+    nameplate, idle = racks.nameplate_server_w, racks.idle_server_w
     total = int((scenario.caps.site_cap_w - racks.servers * idle) // (nameplate - idle))
     total = max(0, min(racks.servers, total))
     maxes = [s.max_replicas for s in scenario.services]

@@ -243,6 +243,20 @@ class Racks(_Strict):
             )
         )
 
+    @property
+    def nameplate_server_w(self) -> float:
+        """What a server draws with every GPU at full prefill power: nameplate provisioning."""
+        gpu = self.gpu_curve
+        return float(
+            physics.server_power_w(
+                gpu.prefill_max_w,
+                self.gpus_per_server,
+                gpu.idle_w,
+                self.server_base_w,
+                self.server_gpu_overhead,
+            )
+        )
+
 
 class CarbonBand(_Strict):
     """Carbon-aware cap for `climatik`: full cap at or below clean, floor at or above dirty."""

@@ -103,7 +103,7 @@ def _serving(scenario: Scenario) -> _Serving:
     racks = scenario.racks
     gpu = racks.gpu_curve
     ratios = physics.clock_sweep_mhz(gpu) / gpu.max_clock_mhz
-    idle_server_w = racks.server_base_w + racks.gpus_per_server * gpu.idle_w
+    idle_server_w = racks.idle_server_w
     shape = (len(scenario.services), ratios.size)
     energy, seconds, prefill = np.zeros(shape), np.zeros(shape), np.zeros(shape)
     for j, service in enumerate(scenario.services):
@@ -124,17 +124,7 @@ def _serving(scenario: Scenario) -> _Serving:
 def _room(scenario: Scenario) -> tuple[float, float, float]:
     """(idle server W, full server W, dynamic power budget W) under the site and rack caps."""
     racks = scenario.racks
-    gpu = racks.gpu_curve
-    idle = racks.server_base_w + racks.gpus_per_server * gpu.idle_w
-    full = float(
-        physics.server_power_w(
-            gpu.prefill_max_w,
-            racks.gpus_per_server,
-            gpu.idle_w,
-            racks.server_base_w,
-            racks.server_gpu_overhead,
-        )
-    )
+    idle, full = racks.idle_server_w, racks.nameplate_server_w
     cap = scenario.caps.site_cap_w
     if scenario.caps.rack_max_w is not None:
         cap = min(cap, racks.count * scenario.caps.rack_max_w)
