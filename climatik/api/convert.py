@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from climatik.api import models
 from climatik.domain import config as domain
 from climatik.domain.carbon import CarbonTarget, EmissionRateTarget, IntensityBandTarget
+from climatik.domain.paths import field_path
 
 _PERCENT = 100.0
 
@@ -29,17 +30,6 @@ class InvalidConfigError(ValueError):
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = tuple(problems)
         super().__init__("; ".join(self.problems))
-
-
-def field_path(location: Sequence[int | str]) -> str:
-    """`('spec', 'rackConstraints', 0, 'maxPower')` -> `spec.rackConstraints[0].maxPower`."""
-    path = ""
-    for part in location:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else part
-    return path
 
 
 def parse_object(obj: Mapping[str, Any]) -> models.PowerCappingConfig:

@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from climatik.domain.paths import field_path
 from climatik.sim import physics
 from climatik.sim.policy_specs import DEFAULT_POLICIES, POLICY_NAMES
 
@@ -508,17 +509,6 @@ class Scenario(_Strict):
 
 class ScenarioError(ValueError):
     """A scenario that cannot be used; the message names the field and says what is wrong."""
-
-
-def field_path(loc: Loc) -> str:
-    """`services[1].traffic.peak_rps`: list indices in brackets, dots between keys."""
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else part
-    return path
 
 
 def _format_validation(error: ValidationError, origin: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from climatik.api.convert import InvalidConfigError, config_from_object, field_path, parse_object
+from climatik.api.convert import InvalidConfigError, config_from_object, parse_object
 from climatik.domain.carbon import EmissionRateTarget, IntensityBandTarget
 from climatik.domain.config import (
     CarbonFallback,
@@ -26,6 +26,7 @@ from climatik.domain.config import (
     TargetKind,
     TargetRef,
 )
+from climatik.domain.paths import field_path
 from tests.api_cases import (
     BASE,
     DESIGN_EXAMPLES,

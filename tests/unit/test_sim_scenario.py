@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from climatik.cli import main
+from climatik.domain.paths import field_path
 from climatik.sim.policy_specs import POLICY_NAMES
 from climatik.sim.scenario import (
     ScenarioError,
     builtin_names,
-    field_path,
     load_scenario,
     parse_scenario,
 )
