@@ -116,15 +116,18 @@ from climatik.sources.cooling import (
     DryRunCoolingController,
     HttpCoolingController,
 )
-from climatik.sources.power import PowerQueryConfig, RackNodes
+from climatik.sources.power import power_query_config_for
 from climatik.sources.prometheus import PrometheusSettings
 from climatik.sources.prometheus_pool import PrometheusPool
+from climatik.sources.promql import QueryTemplateError
 from climatik.sources.racks import (
     PrometheusRackSignalSource,
+    RackNodes,
     RackSignalQueries,
     RackSignals,
     RackSignalSource,
     StaticRackSignalSource,
+    rack_queries_for,
 )
 
 log = structlog.get_logger(__name__)
@@ -1320,9 +1323,7 @@ class PrometheusRackSources:
                 address_policy=AddressPolicy.from_hosts(self._settings.allowed_hosts),
             ),
         )
-        queries = RackSignalQueries(
-            power_query=measurement.rack_power_query or RackSignalQueries().power_query,
-            inlet_temperature_query=measurement.rack_temperature_query,
+        site = RackSignalQueries(
             exhaust_temperature_query=self._settings.exhaust_temperature_query,
             airflow_query=self._settings.airflow_query,
             cooling_power_query=self._settings.cooling_power_query,
@@ -1330,7 +1331,12 @@ class PrometheusRackSources:
             rack_label=self._settings.rack_label,
             history_window_s=self._settings.history_window_s,
         )
-        power = PowerQueryConfig(preset=measurement.preset, custom_query=measurement.power_query)
+        try:
+            queries = rack_queries_for(measurement, site)
+            power = power_query_config_for(measurement)
+        except QueryTemplateError:
+            # The power-cap reconciler reports the bad template; placement reads nothing.
+            return self._no_data
         return PrometheusRackSignalSource(client, queries, power=power)
 
 

@@ -100,13 +100,12 @@ from climatik.sources.breaker import BreakerSettings
 from climatik.sources.plausibility import PlausibilityLimits
 from climatik.sources.power import (
     PrometheusPowerSource,
-    RackNodes,
     Reading,
     TargetMeasurement,
     TargetPods,
     TokensQueryConfig,
     outcome_message,
-    query_configs_for,
+    power_query_config_for,
 )
 from climatik.sources.prometheus import (
     NoData,
@@ -115,6 +114,13 @@ from climatik.sources.prometheus import (
 )
 from climatik.sources.prometheus_pool import PrometheusPool
 from climatik.sources.promql import QueryTemplateError
+from climatik.sources.racks import (
+    PrometheusRackSignalSource,
+    RackNodes,
+    RackSignalQueries,
+    RackSignalSource,
+    rack_queries_for,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -198,6 +204,14 @@ class _RackRound:
 
     readings: tuple[RackReading, ...] = ()
     idle_node_watts: tuple[float | None, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Sources:
+    """Where one config's readings come from: its targets' power and tokens, and its racks."""
+
+    power: PrometheusPowerSource
+    racks: RackSignalSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +312,7 @@ class PowerCapReconciler:
                 await self._events.record(target.obj, "Warning", "InvalidAnnotation", problem)
 
         try:
-            source = await self._source(config)
+            sources = await self._sources(config)
         except TerminalError as error:
             # A config that cannot be measured (no Prometheus, a bad query template): say so
             # where the user looks, and wait for the spec to change.
@@ -322,7 +336,7 @@ class PowerCapReconciler:
             )
             await self._events.record(obj, "Warning", "MeasurementMisconfigured", problem)
             raise
-        measured, racks = await self._measure_within_budget(config, source, targets)
+        measured, racks = await self._measure_within_budget(config, sources, targets)
         cap_w, cap_source = self._effective_cap(obj, config)
         memory.idle = learn_idle_power(memory.idle, racks.idle_node_watts)
         observed = [
@@ -476,7 +490,7 @@ class PowerCapReconciler:
 
     # -- measuring ----------------------------------------------------------------------------
 
-    async def _source(self, config: PowerCappingConfig) -> PrometheusPowerSource:
+    async def _sources(self, config: PowerCappingConfig) -> _Sources:
         address = config.prometheus_address(self._settings.prometheus_address)
         if address is None:
             msg = (
@@ -493,23 +507,28 @@ class PowerCapReconciler:
             ),
         )
         try:
-            power, racks = query_configs_for(config.power_measurement)
+            power = power_query_config_for(config.power_measurement)
+            racks = rack_queries_for(
+                config.power_measurement,
+                # Rack caps need this instant's readings only, no history.
+                RackSignalQueries(rack_label=self._settings.rack_label, history_window_s=0),
+            )
         except QueryTemplateError as error:
             raise TerminalError(f"spec.powerMeasurement: {error}") from error
-        return PrometheusPowerSource(
-            client,
-            power=power,
-            tokens=TokensQueryConfig(),
-            racks=replace(racks, rack_label=self._settings.rack_label),
-            plausibility=PlausibilityLimits(
-                max_watts_per_server=self._settings.max_plausible_watts_per_server
+        plausibility = PlausibilityLimits(
+            max_watts_per_server=self._settings.max_plausible_watts_per_server
+        )
+        return _Sources(
+            PrometheusPowerSource(
+                client, power=power, tokens=TokensQueryConfig(), plausibility=plausibility
             ),
+            PrometheusRackSignalSource(client, racks, power=power, plausibility=plausibility),
         )
 
     async def _measure_within_budget(
         self,
         config: PowerCappingConfig,
-        source: PrometheusPowerSource,
+        sources: _Sources,
         targets: Sequence[ResolvedTarget],
     ) -> tuple[_Measured, _RackRound]:
         """Targets, scope and racks at once, within `MEASURE_BUDGET` of the reconcile deadline.
@@ -521,8 +540,8 @@ class PowerCapReconciler:
         budget_s = MEASURE_BUDGET * self._settings.reconcile_timeout_s
         try:
             async with asyncio.timeout(budget_s), asyncio.TaskGroup() as group:
-                measuring = group.create_task(self._measure(config, source, targets))
-                observing = group.create_task(self._observe_racks(config, source, targets))
+                measuring = group.create_task(self._measure(config, sources.power, targets))
+                observing = group.create_task(self._observe_racks(config, sources.racks, targets))
         except TimeoutError:
             problem = (
                 f"the power queries did not finish within {budget_s:g} s "
@@ -583,7 +602,7 @@ class PowerCapReconciler:
     async def _observe_racks(
         self,
         config: PowerCappingConfig,
-        source: PrometheusPowerSource,
+        source: RackSignalSource,
         targets: Sequence[ResolvedTarget],
     ) -> _RackRound:
         """The constrained racks' readings, and each of their nodes that hosts none of the
@@ -602,15 +621,12 @@ class PowerCapReconciler:
         idle_nodes = sorted({n for rack in nodes.values() for n in rack if n not in busy})[
             :IDLE_SAMPLE_NODES
         ]
-        readings = await source.measure_racks(
+        readings = await source.read_racks(
             [
                 *(RackNodes(rack_id, rack_nodes) for rack_id, rack_nodes in nodes.items()),
                 *(RackNodes(f"{_NODE_PREFIX}{n}", (n,)) for n in idle_nodes),
             ]
         )
-
-        def value(outcome: object) -> float | None:
-            return outcome.value if isinstance(outcome, Reading) else None
 
         racks = []
         for constraint in config.racks:
@@ -619,15 +635,15 @@ class PowerCapReconciler:
             racks.append(
                 RackReading(
                     rack_id=constraint.rack_id,
-                    watts=value(reading.watts) if reading is not None else None,
-                    inlet_c=value(reading.inlet_temperature_c) if reading is not None else None,
+                    watts=reading.watts if reading is not None else None,
+                    inlet_c=reading.inlet_c if reading is not None else None,
                     max_watts=constraint.max_power_w,
                     max_inlet_c=constraint.max_temperature_celsius,
                     free_nodes=free if nodes[constraint.rack_id] else None,
                 )
             )
         idle_w = tuple(
-            value(readings[f"{_NODE_PREFIX}{n}"].watts)
+            readings[f"{_NODE_PREFIX}{n}"].watts
             for n in idle_nodes
             if f"{_NODE_PREFIX}{n}" in readings
         )

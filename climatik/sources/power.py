@@ -1,4 +1,4 @@
-"""Power, tokens and rack readings for capped targets, measured through Prometheus.
+"""Power and tokens of capped targets, measured through Prometheus.
 
 The controller knows each target's pods from its cache (namespace and pod names), so every query
 here selects those pods exactly instead of joining on kube-state-metrics owner series. What is
@@ -31,8 +31,6 @@ built (pure, unit-tested) and what it guarantees:
   `climatik.sources.plausibility`: watts per pod, node, rack; tokens per pod; inlet
   temperature) is `NoData(Implausible)` naming the value and the bound. No reading this module
   returns is negative, non-finite or out of bound.
-- Racks: configurable per-rack power and inlet temperature queries; a template using `$rack` or
-  `$nodes` runs once per rack, any other query runs once and is split by a rack label.
 
 `PowerSource` is the Protocol reconcilers use; `PrometheusPowerSource` implements it. Each
 quantity comes back as a `Reading`, a `NoData` or a `PrometheusError` value, so one bad query
@@ -60,24 +58,17 @@ from climatik.sources.prometheus import (
     PrometheusError,
     PrometheusSettings,
     Sample,
-    Vector,
     future_detail,
 )
 
 DEFAULT_KEPLER_ZONE: Final = "package"
 DEFAULT_KEPLER07_WINDOW: Final = "1m"
 DEFAULT_TOKENS_WINDOW: Final = "5m"
-DEFAULT_RACK_LABEL: Final = "rack"
 NEW_POD_GRACE_S: Final = 60.0
 """How long after a pod is created its first samples may still be on their way to Prometheus
 (exporter sampling plus a scrape interval of up to 30 s, twice over)."""
 MIN_REASK_S: Final = 1.0
 """A shared answer is asked again for new pods at most this often."""
-# Kepler >= 0.10 node power over a rack's nodes (node_name is Kepler's constant label).
-DEFAULT_RACK_POWER_QUERY: Final = (
-    'sum(kepler_node_cpu_watts{zone="package",node_name=~"$nodes"})'
-    ' + (sum(kepler_node_gpu_watts{node_name=~"$nodes"}) or vector(0))'
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,14 +86,6 @@ class TargetPods:
     newest_pod_created_s: float | None = None
     """When its youngest pod was created (wall clock), if known: a shared answer asked
     before that pod's first samples could reach Prometheus is asked again."""
-
-
-@dataclass(frozen=True, slots=True)
-class RackNodes:
-    """A rack and the nodes in it (nodes carry the rack label)."""
-
-    rack_id: str
-    nodes: tuple[str, ...]
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,30 +138,6 @@ class TokensQueryConfig:
         promql.check_duration(self.window)
         if self.custom_query is not None:
             promql.template_placeholders(self.custom_query)
-
-
-@dataclass(frozen=True, slots=True)
-class RackQueryConfig:
-    """Per-rack queries. A query using `$rack`/`$nodes` runs per rack; otherwise it runs once
-    and its samples are matched to racks by `rack_label`. `inlet_temperature_query=None` means
-    no temperature source (there is no standard inlet metric; e.g. with ipmi_exporter and a
-    relabelled `node` label: `max(ipmi_temperature_celsius{name=~"(?i).*inlet.*",node=~"$nodes"})`).
-    """
-
-    power_query: str | None = DEFAULT_RACK_POWER_QUERY
-    inlet_temperature_query: str | None = None
-    rack_label: str = DEFAULT_RACK_LABEL
-
-    def __post_init__(self) -> None:
-        promql.check_label_name(self.rack_label)
-        for query in (self.power_query, self.inlet_temperature_query):
-            if query is not None:
-                unknown = promql.template_placeholders(query) - {"rack", "nodes"}
-                if unknown:
-                    names = ", ".join(f"${u}" for u in sorted(unknown))
-                    raise promql.QueryTemplateError(
-                        f"a rack query can use $rack and $nodes, not {names}"
-                    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,15 +327,6 @@ def build_grouped_tokens_query(config: TokensQueryConfig) -> GroupedQuery | None
     )
 
 
-def is_per_rack(query: str) -> bool:
-    """True when the query selects one rack itself (`$rack`/`$nodes`)."""
-    return bool(promql.template_placeholders(query) & {"rack", "nodes"})
-
-
-def build_rack_query(query: str, rack: RackNodes) -> str:
-    return promql.render_template(query, rack=rack.rack_id, nodes=rack.nodes)
-
-
 # --------------------------------------------------------------------------------------------
 # Readings
 
@@ -414,14 +364,6 @@ class TargetMeasurement:
         return self.tokens_per_s.value if isinstance(self.tokens_per_s, Reading) else None
 
 
-@dataclass(frozen=True, slots=True)
-class RackMeasurement:
-    rack_id: str
-    watts: Outcome | None
-    inlet_temperature_c: Outcome | None
-    """None when no query is configured for that quantity."""
-
-
 def outcome_message(outcome: Outcome) -> str:
     """One line for a status condition or an Event."""
     if isinstance(outcome, Reading):
@@ -436,30 +378,17 @@ class PowerSource(Protocol):
         self, targets: Sequence[TargetPods]
     ) -> Mapping[str, TargetMeasurement]: ...
 
-    async def measure_racks(self, racks: Sequence[RackNodes]) -> Mapping[str, RackMeasurement]: ...
-
     async def measure_total(self, query: str, *, servers: int = 1) -> Outcome:
         """The sum of every series a fixed query returns (the design document's
         `metrics[].query`: one number for the whole scope, which runs on `servers` nodes)."""
         ...
 
 
-def query_configs_for(
-    measurement: PowerMeasurementConfig,
-) -> tuple[PowerQueryConfig, RackQueryConfig]:
-    """The query configuration a PowerCappingConfig's `powerMeasurement` asks for.
-
-    `powerQuery` overrides any preset; rack queries not given keep their defaults (Kepler node
-    power over the rack's nodes; no temperature). Raises `QueryTemplateError` for a query that
-    uses placeholders it cannot have, which the reconciler reports as a condition.
-    """
-    power = PowerQueryConfig(preset=measurement.preset, custom_query=measurement.power_query)
-    defaults = RackQueryConfig()
-    racks = RackQueryConfig(
-        power_query=measurement.rack_power_query or defaults.power_query,
-        inlet_temperature_query=measurement.rack_temperature_query,
-    )
-    return power, racks
+def power_query_config_for(measurement: PowerMeasurementConfig) -> PowerQueryConfig:
+    """The power query a PowerCappingConfig's `powerMeasurement` asks for: `powerQuery`
+    overrides any preset. Raises `QueryTemplateError` for a query that uses placeholders it
+    cannot have, which the reconciler reports as a condition."""
+    return PowerQueryConfig(preset=measurement.preset, custom_query=measurement.power_query)
 
 
 # --------------------------------------------------------------------------------------------
@@ -619,7 +548,6 @@ class PrometheusPowerSource:
         *,
         power: PowerQueryConfig | None = None,
         tokens: TokensQueryConfig | None = None,
-        racks: RackQueryConfig | None = None,
         plausibility: PlausibilityLimits | None = None,
         max_concurrency: int = 8,
         clock: Callable[[], float] = time.time,
@@ -627,7 +555,6 @@ class PrometheusPowerSource:
         self._client = client
         self._power = power if power is not None else PowerQueryConfig()
         self._tokens = tokens
-        self._racks = racks if racks is not None else RackQueryConfig()
         self._limits = plausibility if plausibility is not None else PlausibilityLimits()
         self._grouped_power = build_grouped_power_queries(self._power)
         self._grouped_tokens = build_grouped_tokens_query(tokens) if tokens is not None else None
@@ -823,75 +750,6 @@ class PrometheusPowerSource:
             query=query,
         )
         return screen(total, self._limits.server_watts(servers))
-
-    async def measure_racks(self, racks: Sequence[RackNodes]) -> Mapping[str, RackMeasurement]:
-        async with asyncio.TaskGroup() as group:
-            power_task = group.create_task(self._rack_quantity(self._racks.power_query, racks))
-            temp_task = group.create_task(
-                self._rack_quantity(self._racks.inlet_temperature_query, racks)
-            )
-        power, temperature = power_task.result(), temp_task.result()
-        temperature_range = self._limits.temperature_c()
-        return {
-            rack.rack_id: RackMeasurement(
-                rack_id=rack.rack_id,
-                watts=(
-                    screen(power[rack.rack_id], self._limits.server_watts(len(rack.nodes)))
-                    if power is not None
-                    else None
-                ),
-                inlet_temperature_c=(
-                    screen(temperature[rack.rack_id], temperature_range)
-                    if temperature is not None
-                    else None
-                ),
-            )
-            for rack in racks
-        }
-
-    async def _rack_quantity(
-        self, query: str | None, racks: Sequence[RackNodes]
-    ) -> dict[str, Outcome] | None:
-        if query is None:
-            return None
-        if is_per_rack(query):
-            async with asyncio.TaskGroup() as group:
-                tasks = {
-                    rack.rack_id: group.create_task(self._rack_one(query, rack)) for rack in racks
-                }
-            return {rack_id: task.result() for rack_id, task in tasks.items()}
-        return await self._rack_split(query, racks)
-
-    async def _rack_one(self, query: str, rack: RackNodes) -> Outcome:
-        try:
-            built = build_rack_query(query, rack)
-        except promql.QueryTemplateError as exc:
-            return QueryConfigError(str(exc), query=query)
-        return await self._instant(built)
-
-    async def _rack_split(self, query: str, racks: Sequence[RackNodes]) -> dict[str, Outcome]:
-        # One query for every rack, its samples keyed by the rack label.
-        label = self._racks.rack_label
-        try:
-            async with self._semaphore:
-                result = await self._client.query(query)
-        except PrometheusError as exc:
-            return {rack.rack_id: exc for rack in racks}
-        out: dict[str, Outcome] = {}
-        by_rack = (
-            {s.labels.get(label): s for s in result.samples} if isinstance(result, Vector) else {}
-        )
-        for rack in racks:
-            sample = by_rack.get(rack.rack_id)
-            if sample is not None:
-                out[rack.rack_id] = Reading(sample.value, sample.timestamp_s, query)
-            elif isinstance(result, NoData):
-                out[rack.rack_id] = result
-            else:
-                out[rack.rack_id] = NoData(
-                    NoDataReason.EMPTY, query, f"no usable series with {label}={rack.rack_id!r}"
-                )
-        return out
 
     async def _instant(self, query: str) -> Reading | NoData | PrometheusError:
         try:

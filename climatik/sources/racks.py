@@ -4,9 +4,10 @@ Rack-aware placement (design document §7, §10.4.1) needs, per rack, its power 
 temperature, and where a site exports them its exhaust temperature, airflow, the power of the
 cooling unit serving it and the supply-air temperature; power smoothing (§10.3) needs the recent
 power history of each rack and of the service being placed. None of these has a standard metric
-name, so every quantity is a configurable PromQL query, in the two forms `climatik.sources.power`
-already understands: a template using `$rack`/`$nodes` runs once per rack; any other query runs
-once and its samples are matched to racks by a rack label.
+name, so every quantity is a configurable PromQL query, in two forms: a template using
+`$rack`/`$nodes` runs once per rack; any other query runs once and its samples are matched to
+racks by a rack label. This is the one reader of rack signals: power capping (rack caps, idle
+node power) and placement both read racks through it.
 
 Guarantees: a quantity whose query is not configured, fails, or returns nothing usable is `None`
 for that rack (never 0), with the reason kept in `problems` so status and Events can say what to
@@ -23,22 +24,18 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Final, Literal, Protocol
 
+from climatik.domain.config import PowerMeasurementConfig
 from climatik.sources import promql
 from climatik.sources.plausibility import PlausibilityLimits, PlausibleRange
 from climatik.sources.power import (
-    DEFAULT_RACK_LABEL,
-    DEFAULT_RACK_POWER_QUERY,
     GroupedPowerQueries,
     GroupedQuery,
     PowerQueryConfig,
-    RackNodes,
     build_grouped_power_queries,
     build_power_query,
-    build_rack_query,
-    is_per_rack,
 )
 from climatik.sources.prometheus import (
     InstantResult,
@@ -57,7 +54,17 @@ __all__ = [
     "RackSignalSource",
     "RackSignals",
     "StaticRackSignalSource",
+    "build_rack_query",
+    "is_per_rack",
+    "rack_queries_for",
 ]
+
+DEFAULT_RACK_LABEL: Final = "rack"
+# Kepler >= 0.10 node power over a rack's nodes (node_name is Kepler's constant label).
+DEFAULT_RACK_POWER_QUERY: Final = (
+    'sum(kepler_node_cpu_watts{zone="package",node_name=~"$nodes"})'
+    ' + (sum(kepler_node_gpu_watts{node_name=~"$nodes"}) or vector(0))'
+)
 
 Quantity = Literal["watts", "inlet_c", "exhaust_c", "airflow_m3_per_s", "cooling_watts", "supply_c"]
 QUANTITIES: tuple[Quantity, ...] = (
@@ -68,6 +75,23 @@ QUANTITIES: tuple[Quantity, ...] = (
     "cooling_watts",
     "supply_c",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class RackNodes:
+    """A rack and the nodes in it (nodes carry the rack label)."""
+
+    rack_id: str
+    nodes: tuple[str, ...]
+
+
+def is_per_rack(query: str) -> bool:
+    """True when the query selects one rack itself (`$rack`/`$nodes`)."""
+    return bool(promql.template_placeholders(query) & {"rack", "nodes"})
+
+
+def build_rack_query(query: str, rack: RackNodes) -> str:
+    return promql.render_template(query, rack=rack.rack_id, nodes=rack.nodes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +155,22 @@ class RackSignalQueries:
             "cooling_watts": self.cooling_power_query,
             "supply_c": self.supply_temperature_query,
         }
+
+
+def rack_queries_for(
+    measurement: PowerMeasurementConfig, site: RackSignalQueries | None = None
+) -> RackSignalQueries:
+    """The rack queries a PowerCappingConfig's `powerMeasurement` asks for, over the site's
+    (the controller's settings: rack label, exhaust, airflow, cooling, supply, history):
+    `rackPowerQuery` replaces the default Kepler node power over the rack's nodes, and
+    `rackTemperatureQuery` is the inlet query (none by default). Raises `QueryTemplateError`
+    for a query with placeholders a rack query cannot have."""
+    site = site if site is not None else RackSignalQueries()
+    return replace(
+        site,
+        power_query=measurement.rack_power_query or DEFAULT_RACK_POWER_QUERY,
+        inlet_temperature_query=measurement.rack_temperature_query,
+    )
 
 
 class RackSignalSource(Protocol):

@@ -24,8 +24,6 @@ from climatik.sources.address import HTTPSession
 from climatik.sources.power import (
     PowerQueryConfig,
     PrometheusPowerSource,
-    RackNodes,
-    RackQueryConfig,
     Reading,
     TargetMeasurement,
     TargetPods,
@@ -46,6 +44,7 @@ from climatik.sources.prometheus import (
     Vector,
 )
 from climatik.sources.prometheus_pool import PrometheusPool
+from climatik.sources.racks import PrometheusRackSignalSource, RackNodes, RackSignalQueries
 from tests.integration.polling import eventually
 
 if TYPE_CHECKING:
@@ -362,21 +361,16 @@ async def test_rack_power_and_inlet_temperature(
     await add_service(metrics_exporter, namespace, {"b": {"cpu_watts": 50.0}}, nodes[1])
     await metrics_exporter.set_node(nodes[0], idle_cpu_watts=40.0, inlet_c=24.5)
     await metrics_exporter.set_node(nodes[1], idle_cpu_watts=30.0, inlet_c=27.0)
-    config = RackQueryConfig(
-        inlet_temperature_query=('max(ipmi_temperature_celsius{name="Inlet Temp",node=~"$nodes"})')
+    queries = RackSignalQueries(
+        inlet_temperature_query='max(ipmi_temperature_celsius{name="Inlet Temp",node=~"$nodes"})',
+        history_window_s=0,
     )
-    source = PrometheusPowerSource(client_for(session, prometheus), racks=config)
+    source = PrometheusRackSignalSource(client_for(session, prometheus), queries)
     racks = [RackNodes("r1", nodes), RackNodes("r1-half", nodes[1:])]
 
     async def read() -> dict[str, tuple[float | None, float | None]]:
-        result = await source.measure_racks(racks)
-        return {
-            rack: (
-                m.watts.value if isinstance(m.watts, Reading) else None,
-                m.inlet_temperature_c.value if isinstance(m.inlet_temperature_c, Reading) else None,
-            )
-            for rack, m in result.items()
-        }
+        result = await source.read_racks(racks)
+        return {rack: (m.watts, m.inlet_c) for rack, m in result.items()}
 
     # Node CPU (idle + pods, package zone) plus node GPU watts.
     expected = {"r1": (420.0, 27.0), "r1-half": (80.0, 27.0)}

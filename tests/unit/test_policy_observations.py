@@ -29,7 +29,16 @@ from climatik.policies.observations import (
 )
 
 OBSERVATIONS = {"CapObservation", "TargetObservation", "RackObservation", "PlaceObservation"}
-SIM = Path(__file__).resolve().parents[2] / "climatik" / "sim"
+PACKAGE = Path(__file__).resolve().parents[2] / "climatik"
+SIM = PACKAGE / "sim"
+
+
+def _calls(path: Path) -> set[str]:
+    return {
+        getattr(node.func, "id", None) or getattr(node.func, "attr", None) or ""
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+    }
 
 
 def test_the_twin_constructs_no_observation_itself() -> None:
@@ -42,6 +51,20 @@ def test_the_twin_constructs_no_observation_itself() -> None:
                 if name in OBSERVATIONS:
                     built.append(f"{path.name}:{node.lineno} {name}")
     assert built == []
+
+
+def test_one_rack_pipeline_serves_capping_and_placement() -> None:
+    """Racks are read by one reader and their nodes grouped by one function: power capping (rack
+    caps, idle node power) and placement see the same readings of the same racks."""
+    renders = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if _calls(path) & {"build_rack_query", "is_per_rack"}
+    )
+    assert renders == ["sources/racks.py"]
+    for reconciler in ("powercap.py", "placement.py"):
+        calls = _calls(PACKAGE / "reconcilers" / reconciler)
+        assert {"read_racks", "group_nodes_by_rack"} <= calls, reconciler
 
 
 def _target(watts: float | None, replicas: int, *, deferrable: bool = False) -> TargetObservation:

@@ -18,8 +18,6 @@ from climatik.sources.plausibility import PlausibilityLimits, PlausibleRange
 from climatik.sources.power import (
     PowerQueryConfig,
     PrometheusPowerSource,
-    RackNodes,
-    RackQueryConfig,
     Reading,
     TargetPods,
     TokensQueryConfig,
@@ -32,9 +30,11 @@ from climatik.sources.prometheus import (
     NoDataReason,
     PodSamples,
     PrometheusSettings,
+    RangeResult,
     Sample,
     Vector,
 )
+from climatik.sources.racks import PrometheusRackSignalSource, RackNodes, RackSignalQueries
 
 NOW = 1000.0
 LIMITS = PlausibilityLimits(max_watts_per_server=10_000.0, max_tokens_per_s_per_pod=5_000.0)
@@ -60,6 +60,10 @@ class Answers:
 
     def __init__(self, table: dict[str, list[Sample]]) -> None:
         self.table = table
+
+    @property
+    def address(self) -> str:
+        return "http://answers"
 
     @property
     def settings(self) -> PrometheusSettings:
@@ -94,20 +98,35 @@ class Answers:
             by_pod[key] = (*by_pod.get(key, ()), s)
         return PodSamples(query=promql, by_pod=by_pod)
 
+    async def query_range(
+        self,
+        promql: str,
+        *,
+        start_s: float,
+        end_s: float,
+        step_s: float,
+        lookback_delta_s: float | Literal["default"] | None = "default",
+        grouped: bool = False,
+    ) -> RangeResult:
+        return NoData(NoDataReason.EMPTY, promql)
+
 
 def pod_sample(pod: str, value: float, *, vllm: bool = False, ns: str = "llm") -> Sample:
     labels = {"namespace": ns, "pod": pod} if vllm else {"pod_namespace": ns, "pod_name": pod}
     return Sample(labels=labels, value=value, timestamp_s=NOW)
 
 
-def source(table: dict[str, list[Sample]], **kwargs: object) -> PrometheusPowerSource:
+def source(table: dict[str, list[Sample]]) -> PrometheusPowerSource:
     return PrometheusPowerSource(
-        Answers(table),
-        power=POWER,
-        tokens=TOKENS,
-        plausibility=LIMITS,
-        clock=lambda: NOW,
-        **kwargs,  # type: ignore[arg-type]
+        Answers(table), power=POWER, tokens=TOKENS, plausibility=LIMITS, clock=lambda: NOW
+    )
+
+
+def rack_source(
+    table: dict[str, list[Sample]], queries: RackSignalQueries
+) -> PrometheusRackSignalSource:
+    return PrometheusRackSignalSource(
+        Answers(table), queries, plausibility=LIMITS, clock=lambda: NOW
     )
 
 
@@ -183,16 +202,19 @@ async def test_rack_power_and_inlet_temperature_are_bounded() -> None:
         'sum(node_watts{node=~"n1|n2"})': [Sample({}, 25_000.0, NOW)],
         RACK_TEMP_Q: [Sample({"rack": "r1"}, 24.0, NOW), Sample({"rack": "r2"}, 150.0, NOW)],
     }
-    config = RackQueryConfig(power_query=per_rack_power, inlet_temperature_query=RACK_TEMP_Q)
-    result = await source(table, racks=config).measure_racks(racks[:1])
-    watts = result["r1"].watts
-    assert isinstance(watts, NoData)
-    assert "25000 W is outside the plausible range 0..20000 W: 2 node(s)" in watts.message
-    assert result["r1"].inlet_temperature_c == Reading(24.0, NOW, RACK_TEMP_Q)
-    hot = (await source(table, racks=config).measure_racks(racks))["r2"].inlet_temperature_c
-    assert isinstance(hot, NoData)
-    assert hot.reason is NoDataReason.IMPLAUSIBLE
-    assert "150 °C" in hot.message
+    queries = RackSignalQueries(
+        power_query=per_rack_power, inlet_temperature_query=RACK_TEMP_Q, history_window_s=0
+    )
+    result = await rack_source(table, queries).read_racks(racks[:1])
+    assert result["r1"].watts is None
+    assert (
+        "watts: implausible value: 25000 W is outside the plausible range 0..20000 W: 2 node(s)"
+        in result["r1"].problems[0]
+    )
+    assert result["r1"].inlet_c == 24.0
+    hot = (await rack_source(table, queries).read_racks(racks))["r2"]
+    assert hot.inlet_c is None
+    assert any("inlet_c: implausible value: 150 °C" in p for p in hot.problems)
 
 
 _HOSTILE = st.one_of(
@@ -239,8 +261,10 @@ async def test_no_reading_is_ever_negative_non_finite_or_out_of_bound(
         RACK_TEMP_Q: [Sample({"rack": "r1"}, temperature, NOW)],
         "sum(rack_watts)": [Sample({"rack": "r1"}, v, NOW) for v in total[:1]],
     }
-    racks = RackQueryConfig(power_query="sum(rack_watts)", inlet_temperature_query=RACK_TEMP_Q)
-    measure = source(table, racks=racks)
+    queries = RackSignalQueries(
+        power_query="sum(rack_watts)", inlet_temperature_query=RACK_TEMP_Q, history_window_s=0
+    )
+    measure = source(table)
     targets = [TargetPods(f"llm/t{i}", "llm", tuple(p)) for i, p in enumerate(pods)]
     node_names = tuple(f"n{i}" for i in range(nodes))
 
@@ -254,7 +278,9 @@ async def test_no_reading_is_ever_negative_non_finite_or_out_of_bound(
         check(measured.watts, LIMITS.pod_watts(len(target.pods)).high)
         check(measured.tokens_per_s, LIMITS.pod_tokens_per_s(len(target.pods)).high)
     check(await measure.measure_total(TOTAL_Q, servers=nodes), LIMITS.server_watts(nodes).high)
-    rack = (await measure.measure_racks([RackNodes("r1", node_names)]))["r1"]
-    check(rack.watts, LIMITS.server_watts(nodes).high)
-    if isinstance(rack.inlet_temperature_c, Reading):
-        assert -30.0 <= rack.inlet_temperature_c.value <= 100.0
+    rack = (await rack_source(table, queries).read_racks([RackNodes("r1", node_names)]))["r1"]
+    if rack.watts is not None:
+        assert math.isfinite(rack.watts)
+        assert 0.0 <= rack.watts <= LIMITS.server_watts(nodes).high
+    if rack.inlet_c is not None:
+        assert -30.0 <= rack.inlet_c <= 100.0

@@ -10,14 +10,11 @@ import pytest
 
 from climatik.domain.config import MeasurementPreset, PowerMeasurementConfig
 from climatik.sources.power import (
-    DEFAULT_RACK_POWER_QUERY,
     GroupedPowerQueries,
     GroupedQuery,
     PowerQueryConfig,
     PrometheusPowerSource,
     PrometheusQueryShapeError,
-    RackNodes,
-    RackQueryConfig,
     Reading,
     TargetPods,
     TokensQueryConfig,
@@ -25,9 +22,8 @@ from climatik.sources.power import (
     build_grouped_tokens_query,
     build_power_freshness_query,
     build_power_query,
-    build_rack_query,
     build_tokens_query,
-    query_configs_for,
+    power_query_config_for,
 )
 from climatik.sources.prometheus import (
     InstantResult,
@@ -137,19 +133,6 @@ def test_hostile_namespace_cannot_inject() -> None:
     query = build_power_query(PowerQueryConfig(), 'x"} or vector(1) or x{a="', ["a"])
     assert '"} or vector(1)' not in query
     assert 'pod_namespace="x\\x22} or vector(1) or x{a=\\x22"' in query
-
-
-def test_default_rack_power_query_sums_node_power_over_rack_nodes() -> None:
-    query = build_rack_query(DEFAULT_RACK_POWER_QUERY, RackNodes("r1", ("n2", "n1")))
-    assert query == (
-        'sum(kepler_node_cpu_watts{zone="package",node_name=~"n1|n2"})'
-        ' + (sum(kepler_node_gpu_watts{node_name=~"n1|n2"}) or vector(0))'
-    )
-
-
-def test_rack_config_refuses_target_placeholders() -> None:
-    with pytest.raises(QueryTemplateError, match=r"not \$pods"):
-        RackQueryConfig(power_query='x{p=~"$pods"}')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,31 +429,6 @@ async def test_partially_unusable_aggregate_is_no_data() -> None:
     assert isinstance(result.watts, NoData)
 
 
-async def test_racks_per_rack_template_and_split_by_label() -> None:
-    racks = [RackNodes("r1", ("n1",)), RackNodes("r2", ("n2",))]
-    temp_query = "max by (rack) (inlet_celsius)"
-    config = RackQueryConfig(inlet_temperature_query=temp_query)
-    r1_q = build_rack_query(DEFAULT_RACK_POWER_QUERY, racks[0])
-    r2_q = build_rack_query(DEFAULT_RACK_POWER_QUERY, racks[1])
-    temps = Vector(samples=(Sample(labels={"rack": "r1"}, value=24.5, timestamp_s=7.0),))
-    querier = TableQuerier({r1_q: one(800.0), r2_q: one(650.0), temp_query: temps})
-    source = PrometheusPowerSource(querier, racks=config)
-    result = await source.measure_racks(racks)
-    assert result["r1"].watts == Reading(800.0, 1000.0, r1_q)
-    assert result["r2"].watts == Reading(650.0, 1000.0, r2_q)
-    assert result["r1"].inlet_temperature_c == Reading(24.5, 7.0, temp_query)
-    r2_temp = result["r2"].inlet_temperature_c
-    assert isinstance(r2_temp, NoData)
-    assert "rack='r2'" in r2_temp.message
-
-
-async def test_racks_without_temperature_query_report_none() -> None:
-    source = PrometheusPowerSource(TableQuerier({}))
-    result = await source.measure_racks([RackNodes("r1", ("n1",))])
-    assert result["r1"].inlet_temperature_c is None
-    assert isinstance(result["r1"].watts, NoData)
-
-
 async def test_empty_answer_with_old_raw_samples_is_reported_stale() -> None:
     # Prometheus's lookback (= max age) hid the old sample; the freshness query still finds it.
     querier = TableQuerier({FRESH_Q: per_pod({"b": 700.0})}, max_age_s=60.0)
@@ -499,21 +457,13 @@ async def test_measure_total_sums_every_series_of_a_fixed_query() -> None:
     assert await PrometheusPowerSource(TableQuerier({query: error})).measure_total(query) is error
 
 
-def test_query_configs_follow_the_power_measurement_spec() -> None:
-    power, racks = query_configs_for(
-        PowerMeasurementConfig(
-            preset=MeasurementPreset.DCGM, rack_power_query="sum by (rack) (pdu_output_watts)"
-        )
-    )
+def test_power_query_config_follows_the_power_measurement_spec() -> None:
+    power = power_query_config_for(PowerMeasurementConfig(preset=MeasurementPreset.DCGM))
     assert power.preset is MeasurementPreset.DCGM
     assert power.custom_query is None
-    assert racks.power_query == "sum by (rack) (pdu_output_watts)"
-    assert racks.inlet_temperature_query is None
-    default_power, default_racks = query_configs_for(PowerMeasurementConfig())
-    assert default_power.preset is MeasurementPreset.KEPLER_POD
-    assert default_racks.power_query == DEFAULT_RACK_POWER_QUERY
+    assert power_query_config_for(PowerMeasurementConfig()).preset is MeasurementPreset.KEPLER_POD
     with pytest.raises(QueryTemplateError):
-        query_configs_for(
+        power_query_config_for(
             PowerMeasurementConfig(preset=MeasurementPreset.CUSTOM, power_query='x{r="$rack"}')
         )
 

@@ -7,8 +7,9 @@ from typing import Literal
 
 import pytest
 
+from climatik.domain.config import PowerMeasurementConfig
 from climatik.sources import promql
-from climatik.sources.power import PowerQueryConfig, RackNodes, build_grouped_power_queries
+from climatik.sources.power import PowerQueryConfig, build_grouped_power_queries
 from climatik.sources.prometheus import (
     InstantResult,
     Matrix,
@@ -22,10 +23,14 @@ from climatik.sources.prometheus import (
     Vector,
 )
 from climatik.sources.racks import (
+    DEFAULT_RACK_POWER_QUERY,
     PrometheusRackSignalSource,
+    RackNodes,
     RackSignalQueries,
     RackSignals,
     StaticRackSignalSource,
+    build_rack_query,
+    rack_queries_for,
 )
 
 RACKS = (RackNodes("rack-a", ("a-0", "a-1")), RackNodes("rack-b", ("b-0",)))
@@ -80,6 +85,31 @@ class Table:
         self.range_asked.append((promql, start_s, end_s, step_s))
         self.grouped_asked.append(grouped)
         return self.ranges.get(promql, NoData(NoDataReason.EMPTY, promql))
+
+
+def test_default_rack_power_query_sums_node_power_over_rack_nodes() -> None:
+    query = build_rack_query(DEFAULT_RACK_POWER_QUERY, RackNodes("r1", ("n2", "n1")))
+    assert query == (
+        'sum(kepler_node_cpu_watts{zone="package",node_name=~"n1|n2"})'
+        ' + (sum(kepler_node_gpu_watts{node_name=~"n1|n2"}) or vector(0))'
+    )
+
+
+def test_rack_queries_follow_the_power_measurement_spec_over_the_site() -> None:
+    site = RackSignalQueries(rack_label="row", airflow_query="max by (row) (cfm)")
+    spec = PowerMeasurementConfig(
+        rack_power_query="sum by (row) (pdu_output_watts)",
+        rack_temperature_query="max by (row) (inlet_celsius)",
+    )
+    queries = rack_queries_for(spec, site)
+    assert queries.power_query == "sum by (row) (pdu_output_watts)"
+    assert queries.inlet_temperature_query == "max by (row) (inlet_celsius)"
+    assert (queries.rack_label, queries.airflow_query) == ("row", "max by (row) (cfm)")
+    default = rack_queries_for(PowerMeasurementConfig())
+    assert default.power_query == DEFAULT_RACK_POWER_QUERY
+    assert default.inlet_temperature_query is None
+    with pytest.raises(promql.QueryTemplateError, match=r"not \$pods"):
+        rack_queries_for(PowerMeasurementConfig(rack_power_query='x{p=~"$pods"}'))
 
 
 def vec(*pairs: tuple[str, float]) -> Vector:
