@@ -16,6 +16,10 @@
 - **Delays**: ``add_after`` (for polling, ``Result(requeue_after=...)``) keeps the earliest
   deadline per key; ``add_rate_limited`` asks the rate limiter how long (backoff after failures);
   ``forget`` clears a key's failure history.
+- **Expected wait**: how long a ready key waits for a worker, counted from when it was due, is
+  smoothed as TCP smooths round-trip times (RFC 6298: mean plus four mean deviations), so a
+  caller that must *begin* by a deadline can queue its key that much early
+  (``expected_wait_s``).
 - **Shutdown**: ``shut_down`` stops handing out keys (queued keys are dropped: the next leader's
   informers list everything again, so nothing is lost); ``drain`` waits for in-flight keys to be
   ``done`` so no reconcile is cut in half.
@@ -119,6 +123,8 @@ class WorkQueue(Generic[K]):
         self._waiters: list[asyncio.Future[None]] = []
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._shutting_down = False
+        self._wait_mean_s: float | None = None
+        self._wait_deviation_s = 0.0
 
     # -- adding -----------------------------------------------------------------------------
 
@@ -181,7 +187,9 @@ class WorkQueue(Generic[K]):
         self._dirty.discard(key)
         added_at = self._added_at.pop(key, None)
         if added_at is not None:
-            self.metrics.waited(self.name, self._clock() - added_at)
+            waited_s = self._clock() - added_at
+            self.metrics.waited(self.name, waited_s)
+            self._learn_wait(waited_s)
         self.metrics.depth(self.name, self._ready_count)
         return key
 
@@ -267,6 +275,15 @@ class WorkQueue(Generic[K]):
     def delayed(self) -> int:
         return len(self._delayed_until)
 
+    @property
+    def expected_wait_s(self) -> float:
+        """How long a key due now will likely wait for a worker: the smoothed wait plus four
+        smoothed deviations (RFC 6298's retransmission timeout, without its 1 s floor); 0
+        before any key was handed out."""
+        if self._wait_mean_s is None:
+            return 0.0
+        return self._wait_mean_s + 4.0 * self._wait_deviation_s
+
     # -- internals --------------------------------------------------------------------------
 
     def _next_group(self) -> Hashable | None:
@@ -279,6 +296,14 @@ class WorkQueue(Generic[K]):
                 del self._turns[index]
                 return group
         return None
+
+    def _learn_wait(self, waited_s: float) -> None:
+        if self._wait_mean_s is None:
+            self._wait_mean_s, self._wait_deviation_s = waited_s, waited_s / 2.0
+            return
+        error = waited_s - self._wait_mean_s
+        self._wait_deviation_s += (abs(error) - self._wait_deviation_s) / 4.0
+        self._wait_mean_s += error / 8.0
 
     def _push(self, key: K) -> None:
         group = self._fairness_key(key)
@@ -298,6 +323,9 @@ class WorkQueue(Generic[K]):
             ready_at, _, key = heapq.heappop(self._delayed)
             if self._delayed_until.get(key) == ready_at:
                 del self._delayed_until[key]
+                if key not in self._processing:
+                    # It has waited since it was due, not since a worker came to look.
+                    self._added_at.setdefault(key, ready_at)
                 self.add(key)
 
     def _seconds_to_next_due(self) -> float | None:

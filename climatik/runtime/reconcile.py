@@ -5,7 +5,9 @@ returns a :class:`Result`. The worker turns the outcome into queue operations:
 
 - ``Result()``: done; the key's failure history is forgotten.
 - ``Result(requeue_after=s)``: done, look again in ``s`` seconds (polling external signals such as
-  Prometheus or a carbon API); failure history forgotten.
+  Prometheus or a carbon API); failure history forgotten. The key is queued early by the queue's
+  expected wait for a worker, so the next look *begins* about ``s`` seconds from now even when
+  thousands of keys fall due together (a control interval is a deadline, not a pause).
 - ``Result(requeue=True)``: try again after the rate limiter's backoff.
 - :class:`TerminalError`: the object is wrong in a way retrying cannot fix (logged, not retried;
   the next change to the object enqueues it again).
@@ -134,7 +136,7 @@ async def process_one(controller: Controller, key: str, metrics: RuntimeMetrics)
             else:
                 queue.forget(key)
                 if result.requeue_after is not None:
-                    queue.add_after(key, result.requeue_after)
+                    queue.add_after(key, result.requeue_after - queue.expected_wait_s)
                     outcome = "requeue_after"
                 else:
                     outcome = "success"

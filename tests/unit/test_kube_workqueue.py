@@ -63,6 +63,55 @@ def test_add_after_waits_for_the_clock_and_keeps_the_earliest() -> None:
     assert queue.get_nowait() is None  # the superseded 30 s request does not fire again
 
 
+class Waits:
+    """Records the queue-wait metric."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def added(self, queue: str) -> None:
+        pass
+
+    def depth(self, queue: str, depth: int) -> None:
+        pass
+
+    def retried(self, queue: str) -> None:
+        pass
+
+    def waited(self, queue: str, seconds: float) -> None:
+        self.seconds.append(seconds)
+
+
+def test_a_delayed_key_waits_from_when_it_was_due() -> None:
+    clock, waits = FakeClock(), Waits()
+    queue: WorkQueue[str] = WorkQueue(clock=clock, metrics=waits)
+    queue.add_after("a", 10)
+    clock.advance(12)  # every worker was busy when it fell due
+    assert queue.get_nowait() == "a"
+    assert waits.seconds == [2.0]
+
+
+def test_expected_wait_follows_the_waits_and_their_spread() -> None:
+    clock = FakeClock()
+    queue: WorkQueue[str] = WorkQueue(clock=clock)
+    assert queue.expected_wait_s == 0.0
+
+    def hand_out(wait_s: float) -> None:
+        queue.add("k")
+        clock.advance(wait_s)
+        assert queue.get_nowait() == "k"
+        queue.done("k")
+
+    hand_out(1.0)
+    assert queue.expected_wait_s == pytest.approx(1.0 + 4 * 0.5)  # RFC 6298's first sample
+    for _ in range(60):
+        hand_out(1.0)
+    assert queue.expected_wait_s == pytest.approx(1.0, abs=0.01)  # steady: no margin needed
+    for _ in range(60):
+        hand_out(random.choice([0.0, 2.0]))
+    assert 1.0 + 2.0 < queue.expected_wait_s < 1.0 + 4.0 * 1.0 + 0.5  # spread adds a margin
+
+
 def test_an_earlier_add_after_replaces_a_later_one() -> None:
     clock = FakeClock()
     queue: WorkQueue[str] = WorkQueue(clock=clock)
