@@ -99,6 +99,7 @@ from climatik.sources.address import AddressPolicy
 from climatik.sources.breaker import BreakerSettings
 from climatik.sources.plausibility import PlausibilityLimits
 from climatik.sources.power import (
+    PowerSource,
     PrometheusPowerSource,
     Reading,
     TargetMeasurement,
@@ -210,7 +211,7 @@ class _RackRound:
 class _Sources:
     """Where one config's readings come from: its targets' power and tokens, and its racks."""
 
-    power: PrometheusPowerSource
+    power: PowerSource
     racks: RackSignalSource
 
 
@@ -554,7 +555,7 @@ class PowerCapReconciler:
     async def _measure(
         self,
         config: PowerCappingConfig,
-        source: PrometheusPowerSource,
+        source: PowerSource,
         targets: Sequence[ResolvedTarget],
     ) -> _Measured:
         async with asyncio.TaskGroup() as group:

@@ -372,7 +372,7 @@ def outcome_message(outcome: Outcome) -> str:
 
 
 class PowerSource(Protocol):
-    """What reconcilers need from a power backend (Prometheus here, replayed traces in tests)."""
+    """What power capping needs from a power backend (`PrometheusPowerSource` here)."""
 
     async def measure_targets(
         self, targets: Sequence[TargetPods]
@@ -575,9 +575,6 @@ class PrometheusPowerSource:
                 for t in targets
             }
         return {key: task.result() for key, task in tasks.items()}
-
-    async def measure_target(self, target: TargetPods) -> TargetMeasurement:
-        return (await self.measure_targets([target]))[target.key]
 
     def _answer_predates_new_pods(
         self, targets: Sequence[TargetPods], watts: _Grouped | None
