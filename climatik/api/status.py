@@ -17,7 +17,8 @@ from __future__ import annotations
 import copy
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -104,39 +105,46 @@ def status_to_wire(status: PowerCappingConfigStatus | None) -> dict[str, Any]:
     return status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-_CURRENT_WIRE: OrderedDict[int, tuple[PowerCappingConfigStatus, dict[str, Any]]] = OrderedDict()
-_CURRENT_WIRE_MAX = 8_192
+@dataclass(slots=True)
+class _Parsed:
+    """One config's status as last read: its version, the JSON it came from, the model, and
+    the model's own JSON form (made when a patch is first diffed against it)."""
+
+    version: str
+    raw: Mapping[str, Any]
+    status: PowerCappingConfigStatus
+    wire: dict[str, Any] | None = None
+
+
+_PARSED: OrderedDict[str, _Parsed] = OrderedDict()
+"""By uid: one entry per config, the version it was last read at."""
+_BY_STATUS: dict[int, _Parsed] = {}
+"""The same entries by `id(status)`, for `_current_wire` (its model lives as long as them)."""
+_PARSED_MAX = 8_192
 
 
 def _current_wire(status: PowerCappingConfigStatus | None) -> dict[str, Any]:
-    """`status_to_wire` of a written status, kept by identity: the status a reconciler
-    compares against is mostly the same object as last time (`status_from_wire` keeps it), so
-    its JSON form is too, with the object (an id is unique only while its object lives). For
-    reading only."""
+    """`status_to_wire` of a status `status_from_wire` returned is made once per version: the
+    status a reconciler compares against is mostly the one it read last time. For reading
+    only."""
     if status is None:
         return {}
-    kept = _CURRENT_WIRE.get(id(status))
-    if kept is not None and kept[0] is status:
-        _CURRENT_WIRE.move_to_end(id(status))
-        return kept[1]
-    wire = status_to_wire(status)
-    _CURRENT_WIRE[id(status)] = (status, wire)
-    if len(_CURRENT_WIRE) > _CURRENT_WIRE_MAX:
-        _CURRENT_WIRE.popitem(last=False)
-    return wire
-
-
-_PARSED: OrderedDict[tuple[str, str], tuple[Any, PowerCappingConfigStatus]] = OrderedDict()
-_PARSED_MAX = 8_192
+    kept = _BY_STATUS.get(id(status))
+    if kept is None or kept.status is not status:
+        return status_to_wire(status)
+    if kept.wire is None:
+        kept.wire = status_to_wire(status)
+    return kept.wire
 
 
 def status_from_wire(obj: Mapping[str, Any]) -> PowerCappingConfigStatus | None:
     """The status of a whole object dict, or `None` when it has none yet.
 
     Every reconciler reads the status of every config it reconciles, mostly the same version
-    as last time: a parse is kept under the object's uid and resourceVersion (the model is
-    immutable) for the last `_PARSED_MAX` versions seen, and used again only for an equal
-    status (comparing two cached dicts costs far less than validating one)."""
+    as last time: the parse of the version last seen of each config (by uid, for up to
+    `_PARSED_MAX` configs) is used again for an equal status, which comparing two cached dicts
+    tells for far less than validating one. A read-only status (the informer cache's) is kept
+    as it is, not copied: the cache replaces an object, it never changes one."""
     raw = obj.get("status")
     if not raw:
         return None
@@ -144,17 +152,23 @@ def status_from_wire(obj: Mapping[str, Any]) -> PowerCappingConfigStatus | None:
     uid, version = meta.get("uid"), meta.get("resourceVersion")
     if not (isinstance(uid, str) and isinstance(version, str) and uid and version):
         return PowerCappingConfigStatus.model_validate(raw)
-    key = (uid, version)
-    kept = _PARSED.get(key)
-    if kept is not None and kept[0] == raw:
-        _PARSED.move_to_end(key)
-        return kept[1]
+    kept = _PARSED.get(uid)
+    if kept is not None and kept.version == version and kept.raw == raw:
+        _PARSED.move_to_end(uid)
+        return kept.status
     parsed = PowerCappingConfigStatus.model_validate(raw)
-    # A copy: a reader holding a mutable object must not change what is compared later.
-    _PARSED[key] = (copy.deepcopy(raw), parsed)
+    # A mutable status is copied: its holder must not change what is compared later.
+    frozen = copy.deepcopy(raw) if isinstance(raw, MutableMapping) else raw
+    _forget(_PARSED.pop(uid, None))
+    _PARSED[uid] = _BY_STATUS[id(parsed)] = _Parsed(version, frozen, parsed)
     if len(_PARSED) > _PARSED_MAX:
-        _PARSED.popitem(last=False)
+        _forget(_PARSED.popitem(last=False)[1])
     return parsed
+
+
+def _forget(entry: _Parsed | None) -> None:
+    if entry is not None and _BY_STATUS.get(id(entry.status)) is entry:
+        del _BY_STATUS[id(entry.status)]
 
 
 def merge_patch_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,14 @@ from climatik.kube.client import CONFIGMAPS, DEPLOYMENTS, NODES, PODS
 from climatik.kube.informer import EventHandlers
 from climatik.kube.store import index_by_namespace
 from climatik.kube.workqueue import WorkQueue
+from climatik.reconcilers.cached_fields import (
+    DEPLOYMENT_FIELDS,
+    HPA_FIELDS,
+    INFERENCE_SERVICE_FIELDS,
+    NODE_FIELDS,
+    POD_FIELDS,
+    SCALED_OBJECT_FIELDS,
+)
 from climatik.reconcilers.carbon import CarbonReconciler
 from climatik.reconcilers.gpu_tuning import (
     ALLOWED_NAMESPACES_ENV,
@@ -75,10 +83,10 @@ def tuning_hints(ctx: ControllerContext) -> TuningHints:
 def workload_caches(ctx: ControllerContext) -> WorkloadCaches:
     """The shared informers targets are resolved from (the manager dedups informers)."""
     return WorkloadCaches(
-        scaled_objects=ctx.informer(SCALED_OBJECTS),
-        inference_services=ctx.informer(INFERENCE_SERVICES),
-        deployments=ctx.informer(DEPLOYMENTS),
-        pods=ctx.informer(PODS),
+        scaled_objects=ctx.informer(SCALED_OBJECTS, fields=SCALED_OBJECT_FIELDS),
+        inference_services=ctx.informer(INFERENCE_SERVICES, fields=INFERENCE_SERVICE_FIELDS),
+        deployments=ctx.informer(DEPLOYMENTS, fields=DEPLOYMENT_FIELDS),
+        pods=ctx.informer(PODS, fields=POD_FIELDS),
     )
 
 
@@ -200,9 +208,9 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
         config_handlers(queue, status_fields=("effectiveCapWatts", "effectiveCapSource"))
     )
     nudge = configs_in_namespace(configs, queue)
-    scaled_objects = ctx.informer(SCALED_OBJECTS)
-    inference_services = ctx.informer(INFERENCE_SERVICES)
-    deployments = ctx.informer(DEPLOYMENTS)
+    scaled_objects = ctx.informer(SCALED_OBJECTS, fields=SCALED_OBJECT_FIELDS)
+    inference_services = ctx.informer(INFERENCE_SERVICES, fields=INFERENCE_SERVICE_FIELDS)
+    deployments = ctx.informer(DEPLOYMENTS, fields=DEPLOYMENT_FIELDS)
     # An update wakes every config of the namespace only when it changes what a decision
     # reads: the controller-manager rewrites Deployment conditions all the time (15 updates a
     # second with 5,000 Deployments, each waking 50 configs), and none of that is news.
@@ -214,10 +222,10 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
         informer.add_handlers(
             EventHandlers(on_add=nudge, on_update=_when_changed(read, nudge), on_delete=nudge)
         )
-    pods = ctx.informer(PODS)
+    pods = ctx.informer(PODS, fields=POD_FIELDS)
     # Pod updates are frequent and carry nothing a decision needs before the next interval.
     pods.add_handlers(EventHandlers(on_add=nudge, on_delete=nudge))
-    hpas = ctx.informer(HORIZONTAL_POD_AUTOSCALERS)
+    hpas = ctx.informer(HORIZONTAL_POD_AUTOSCALERS, fields=HPA_FIELDS)
     # KEDA's HPAs say whether a ceiling holds the autoscaler back; only that change matters.
     hpas.add_handlers(
         EventHandlers(
@@ -237,7 +245,7 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
         ctx.client,
         configs=configs,
         workloads=WorkloadCaches(scaled_objects, inference_services, deployments, pods, hpas),
-        nodes=ctx.informer(NODES),
+        nodes=ctx.informer(NODES, fields=NODE_FIELDS),
         events=ctx.events,
         metrics=capping_metrics(ctx.metrics.registry),
         settings=settings,

@@ -28,7 +28,8 @@ import structlog
 
 from climatik.kube.client import LEASES, KubeClient, Resource
 from climatik.kube.events import EventRecorder
-from climatik.kube.informer import EventHandlers, Informer, strip_managed_fields
+from climatik.kube.fields import FieldFilter, Fields
+from climatik.kube.informer import EventHandlers, Informer
 from climatik.kube.leaderelection import (
     KubeLeaseClient,
     LeaderElectionConfig,
@@ -91,6 +92,7 @@ class Manager:
         self.events = EventRecorder(client, host=self.identity)
         self.controllers: list[Controller] = []
         self._informers: dict[tuple[Any, ...], Informer] = {}
+        self._field_filters: dict[tuple[Any, ...], FieldFilter] = {}
         # The informers each controller asked for while its factory ran, in registration order.
         self._controller_informers: list[tuple[Informer, ...]] = []
         self._requested: list[Informer] | None = None
@@ -166,8 +168,12 @@ class Manager:
         label_selector: str | None = None,
         field_selector: str | None = None,
         indexers: Mapping[str, IndexFunc] | None = None,
+        fields: Fields | None = None,
     ) -> Informer:
         """The shared informer for ``resource`` (created on first use).
+
+        It caches the union of the ``fields`` its consumers read (``climatik.kube.fields``);
+        a consumer that names none gets whole objects.
 
         A namespaced resource is watched in ``namespace`` when given, else in the watched
         namespace (every namespace when that is unset). Naming one lets a controller that only
@@ -182,6 +188,7 @@ class Manager:
         key = (resource, namespace, label_selector, field_selector)
         informer = self._informers.get(key)
         if informer is None:
+            self._field_filters[key] = FieldFilter(fields)
             informer = Informer(
                 self.client,
                 resource,
@@ -191,10 +198,13 @@ class Manager:
                 indexers=dict(indexers or {}),
                 settings=self.watch_settings,
                 metrics=self.metrics,
-                transform=strip_managed_fields,
+                transform=self._field_filters[key],
             )
             self._informers[key] = informer
         else:
+            if informer.reflector.lists_done:
+                raise RuntimeError(f"{informer.name}: consumers are wired up before it lists")
+            self._field_filters[key].widen(fields)
             for name, func in (indexers or {}).items():
                 informer.store.add_indexer(name, func)
         # By identity: informers are dataclasses, and `==` would compare their fields.

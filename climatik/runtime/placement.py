@@ -21,6 +21,7 @@ from climatik.kube.client import CONFIGMAPS, NODES
 from climatik.kube.informer import EventHandlers
 from climatik.kube.store import index_by_namespace
 from climatik.kube.workqueue import WorkQueue
+from climatik.reconcilers.cached_fields import NODE_FIELDS
 from climatik.reconcilers.placement import (
     CoolingControllers,
     PlacementReconciler,
@@ -83,7 +84,7 @@ def placement_controller(ctx: ControllerContext) -> Controller:
         ctx.client,
         configs=configs,
         workloads=workload_caches(ctx),
-        nodes=ctx.informer(NODES),
+        nodes=ctx.informer(NODES, fields=NODE_FIELDS),
         recirculation_maps=watch_recirculation(ctx, settings, configs, queue),
         signal_source=PrometheusRackSources(session.get, settings, prometheus),
         cooling=CoolingControllers(session.get, settings),

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import structlog
 
 from climatik.kube.client import NotLeaderError
+from climatik.kube.fields import Fields
 from climatik.kube.informer import EventHandlers
 from climatik.kube.store import object_key
 from climatik.kube.workqueue import ShutDownError, WorkQueue
@@ -185,8 +186,12 @@ class ControllerContext(Protocol):
         label_selector: str | None = None,
         field_selector: str | None = None,
         indexers: Mapping[str, Callable[[Mapping[str, Any]], list[str]]] | None = None,
+        fields: Fields | None = None,
     ) -> Any:
         """A shared informer (one per resource, namespace and selector).
+
+        It caches only the union of the `fields` its consumers read (`climatik.kube.fields`),
+        whole objects when one of them names none.
 
         A controller's workers start once the informers its factory asked for have synced, so
         a factory must ask here, during its own call, for every informer it reads: one obtained

@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from climatik.api import status as status_memo
 from climatik.api.models import (
     Condition,
     ConditionStatus,
@@ -34,6 +35,7 @@ from climatik.api.status import (
     status_patch,
     status_to_wire,
 )
+from climatik.kube.store import FrozenMapping
 
 T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 
@@ -342,3 +344,26 @@ def test_a_status_parse_is_reused_only_for_the_same_object_version_and_content()
     parsed = status_from_wire(other)
     assert parsed is not None
     assert parsed.measured_power_watts == 1.0
+
+
+def test_the_memo_keeps_one_version_per_config_and_does_not_copy_the_cache() -> None:
+    wire = status_to_wire(_status())
+    cached = FrozenMapping({"metadata": {"uid": "u-10", "resourceVersion": "1"}, "status": wire})
+    first = status_from_wire(cached)
+    entry = status_memo._PARSED["u-10"]
+    assert entry.raw == wire
+    assert not isinstance(entry.raw, dict)  # the cache's own (read-only) status, not a copy
+    newer = {
+        "metadata": {"uid": "u-10", "resourceVersion": "2"},
+        "status": {**wire, "measuredPowerWatts": 900.0},
+    }
+    second = status_from_wire(FrozenMapping(newer))
+    assert second is not None
+    assert status_memo._PARSED["u-10"].status is second
+    assert id(first) not in status_memo._BY_STATUS  # the older version is gone with its entry
+    # A patch diffed against the status read last reuses its JSON form.
+    assert status_patch(second, second) is None
+    kept = status_memo._PARSED["u-10"].wire
+    assert kept is not None
+    assert status_patch(second, second) is None
+    assert status_memo._PARSED["u-10"].wire is kept

@@ -7,6 +7,7 @@ timing is shortened so a failover takes about a second.
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,7 @@ import aiohttp
 import pytest
 
 from climatik.kube.client import CONFIGMAPS, NODES, ApiError, KubeClient, NotLeaderError, Resource
+from climatik.kube.fields import KEEP
 from climatik.kube.workqueue import WorkQueue
 from climatik.runtime.http import HttpServer
 from climatik.runtime.manager import EXIT_LEADERSHIP_LOST, EXIT_OK, Manager
@@ -149,6 +151,31 @@ async def test_a_cluster_scoped_informer_refuses_a_namespace() -> None:
     assert manager.informer(NODES).namespace is None
     with pytest.raises(ValueError, match="cluster-scoped"):
         manager.informer(NODES, namespace="tuning")
+
+
+async def test_a_shared_informer_caches_what_any_of_its_consumers_reads() -> None:
+    manager = _bare_manager(None)
+    nodes = manager.informer(NODES, fields={"spec": {"podCIDR": KEEP}})
+    manager.informer(NODES, fields={"status": {"phase": KEEP}})
+    node = {
+        "metadata": {"name": "n", "managedFields": [{}], "labels": {"a": "b"}},
+        "spec": {"podCIDR": "10.0.0.0/24", "taints": []},
+        "status": {"phase": "Running", "images": []},
+    }
+    assert nodes.transform is not None
+    assert nodes.transform(copy.deepcopy(node)) == {
+        "metadata": {"name": "n"},
+        "spec": {"podCIDR": "10.0.0.0/24"},
+        "status": {"phase": "Running"},
+    }
+    # A consumer that names no fields (one plugged in by import path) sees whole objects.
+    manager.informer(NODES)
+    whole = nodes.transform(copy.deepcopy(node))
+    assert whole["status"]["images"] == []
+    assert "managedFields" not in whole["metadata"]
+    nodes.reflector.lists_done = 1
+    with pytest.raises(RuntimeError, match="before it lists"):
+        manager.informer(NODES, fields={"spec": KEEP})
 
 
 class RbacClient(KubeClient):
