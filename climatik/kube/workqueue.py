@@ -16,10 +16,10 @@
 - **Delays**: ``add_after`` (for polling, ``Result(requeue_after=...)``) keeps the earliest
   deadline per key; ``add_rate_limited`` asks the rate limiter how long (backoff after failures);
   ``forget`` clears a key's failure history.
-- **Expected wait**: how long a ready key waits for a worker, counted from when it was due, is
-  smoothed as TCP smooths round-trip times (RFC 6298: mean plus four mean deviations), so a
-  caller that must *begin* by a deadline can queue its key that much early
-  (``expected_wait_s``).
+- **Waits**: how long a key being processed waited for a worker, counted from when it was due
+  (``waited_s``), so a caller that polls at a fixed rate can queue it again one period after it
+  was *due*, not after it was handed out (a key's place in a burst of keys due together is much
+  the same every round, so its own wait is the one to take off).
 - **Shutdown**: ``shut_down`` stops handing out keys (queued keys are dropped: the next leader's
   informers list everything again, so nothing is lost); ``drain`` waits for in-flight keys to be
   ``done`` so no reconcile is cut in half.
@@ -123,8 +123,7 @@ class WorkQueue(Generic[K]):
         self._waiters: list[asyncio.Future[None]] = []
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._shutting_down = False
-        self._wait_mean_s: float | None = None
-        self._wait_deviation_s = 0.0
+        self._waited_s: dict[K, float] = {}
 
     # -- adding -----------------------------------------------------------------------------
 
@@ -189,7 +188,7 @@ class WorkQueue(Generic[K]):
         if added_at is not None:
             waited_s = self._clock() - added_at
             self.metrics.waited(self.name, waited_s)
-            self._learn_wait(waited_s)
+            self._waited_s[key] = waited_s
         self.metrics.depth(self.name, self._ready_count)
         return key
 
@@ -218,6 +217,7 @@ class WorkQueue(Generic[K]):
         """The worker finished ``key``; if it was re-added meanwhile, queue it again."""
         if key in self._processing:
             self._processing.discard(key)
+            self._waited_s.pop(key, None)
             group = self._fairness_key(key)
             left = self._in_flight.get(group, 0) - 1
             if left > 0:
@@ -275,14 +275,10 @@ class WorkQueue(Generic[K]):
     def delayed(self) -> int:
         return len(self._delayed_until)
 
-    @property
-    def expected_wait_s(self) -> float:
-        """How long a key due now will likely wait for a worker: the smoothed wait plus four
-        smoothed deviations (RFC 6298's retransmission timeout, without its 1 s floor); 0
-        before any key was handed out."""
-        if self._wait_mean_s is None:
-            return 0.0
-        return self._wait_mean_s + 4.0 * self._wait_deviation_s
+    def waited_s(self, key: K) -> float:
+        """How long ``key``, now being processed, waited for a worker since it was due (or
+        added); 0 when it is not being processed."""
+        return self._waited_s.get(key, 0.0)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -296,14 +292,6 @@ class WorkQueue(Generic[K]):
                 del self._turns[index]
                 return group
         return None
-
-    def _learn_wait(self, waited_s: float) -> None:
-        if self._wait_mean_s is None:
-            self._wait_mean_s, self._wait_deviation_s = waited_s, waited_s / 2.0
-            return
-        error = waited_s - self._wait_mean_s
-        self._wait_deviation_s += (abs(error) - self._wait_deviation_s) / 4.0
-        self._wait_mean_s += error / 8.0
 
     def _push(self, key: K) -> None:
         group = self._fairness_key(key)

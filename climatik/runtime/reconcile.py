@@ -5,9 +5,9 @@ returns a :class:`Result`. The worker turns the outcome into queue operations:
 
 - ``Result()``: done; the key's failure history is forgotten.
 - ``Result(requeue_after=s)``: done, look again in ``s`` seconds (polling external signals such as
-  Prometheus or a carbon API); failure history forgotten. The key is queued early by the queue's
-  expected wait for a worker, so the next look *begins* about ``s`` seconds from now even when
-  thousands of keys fall due together (a control interval is a deadline, not a pause).
+  Prometheus or a carbon API); failure history forgotten. The ``s`` seconds count from when the
+  key was due, not from when a worker took it: a key that waited behind thousands of others due
+  at the same moment is not pushed back by its wait every round (a control interval is a rate).
 - ``Result(requeue=True)``: try again after the rate limiter's backoff.
 - :class:`TerminalError`: the object is wrong in a way retrying cannot fix (logged, not retried;
   the next change to the object enqueues it again).
@@ -137,7 +137,7 @@ async def process_one(controller: Controller, key: str, metrics: RuntimeMetrics)
             else:
                 queue.forget(key)
                 if result.requeue_after is not None:
-                    queue.add_after(key, result.requeue_after - queue.expected_wait_s)
+                    queue.add_after(key, result.requeue_after - queue.waited_s(key))
                     outcome = "requeue_after"
                 else:
                     outcome = "success"

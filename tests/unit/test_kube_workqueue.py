@@ -91,25 +91,17 @@ def test_a_delayed_key_waits_from_when_it_was_due() -> None:
     assert waits.seconds == [2.0]
 
 
-def test_expected_wait_follows_the_waits_and_their_spread() -> None:
+def test_a_key_in_processing_knows_how_long_it_waited() -> None:
     clock = FakeClock()
     queue: WorkQueue[str] = WorkQueue(clock=clock)
-    assert queue.expected_wait_s == 0.0
-
-    def hand_out(wait_s: float) -> None:
-        queue.add("k")
-        clock.advance(wait_s)
-        assert queue.get_nowait() == "k"
-        queue.done("k")
-
-    hand_out(1.0)
-    assert queue.expected_wait_s == pytest.approx(1.0 + 4 * 0.5)  # RFC 6298's first sample
-    for _ in range(60):
-        hand_out(1.0)
-    assert queue.expected_wait_s == pytest.approx(1.0, abs=0.01)  # steady: no margin needed
-    for _ in range(60):
-        hand_out(random.choice([0.0, 2.0]))
-    assert 1.0 + 2.0 < queue.expected_wait_s < 1.0 + 4.0 * 1.0 + 0.5  # spread adds a margin
+    queue.add_after("a", 10)
+    queue.add("b")
+    clock.advance(13)
+    assert queue.get_nowait() == "b"
+    assert queue.get_nowait() == "a"
+    assert (queue.waited_s("b"), queue.waited_s("a")) == (13.0, 3.0)
+    queue.done("a")
+    assert queue.waited_s("a") == 0.0  # done: nothing remembered
 
 
 def test_an_earlier_add_after_replaces_a_later_one() -> None:
