@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from climatik.domain.errors import UserError, describe_yaml_error
+
 DEFAULT_RACK_LABEL_KEY = "climatik-project.ai/rack"
 KWOK_NODE_LABELS = {"type": "kwok"}
 """kwok manages only nodes with these labels, so real nodes joined by hand stay untouched."""
@@ -22,7 +24,7 @@ KWOK_NODE_LABELS = {"type": "kwok"}
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$")
 
 
-class TopologyError(ValueError):
+class TopologyError(UserError, ValueError):
     """A topology file that cannot describe a cluster; the message says what to fix."""
 
 
@@ -150,6 +152,9 @@ def load_topology(path: Path | None) -> Topology:
         return Topology()
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise TopologyError(f"cannot read topology {path}: {exc}") from exc
+    except OSError as exc:
+        raise TopologyError(f"cannot read topology {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        where = describe_yaml_error(exc, str(path))
+        raise TopologyError(f"topology is not valid YAML: {where}") from exc
     return parse_topology(data)

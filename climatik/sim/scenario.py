@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from climatik.domain.errors import UserError, describe_yaml_error
 from climatik.domain.paths import field_path
 from climatik.sim import physics
 from climatik.sim.policy_specs import DEFAULT_POLICIES, POLICY_NAMES
@@ -507,7 +508,7 @@ class Scenario(_Strict):
         return max(1, round(self.duration_h * 3600.0 / self.step_s))
 
 
-class ScenarioError(ValueError):
+class ScenarioError(UserError, ValueError):
     """A scenario that cannot be used; the message names the field and says what is wrong."""
 
 
@@ -568,6 +569,6 @@ def load_scenario(name_or_path: str) -> Scenario:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        msg = f"scenario {origin} is not valid YAML: {error}"
+        msg = f"scenario is not valid YAML: {describe_yaml_error(error, origin)}"
         raise ScenarioError(msg) from None
     return parse_scenario(data, origin, source_dir)

@@ -341,3 +341,14 @@ def test_cli_writes_json_with_the_issue_keys_and_a_report(
 def test_cli_rejects_an_unknown_policy(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--hours", "0.1", "--policies", "climatik,nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_a_yaml_error_names_the_file_line_and_column(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ncaps: [\n", encoding="utf-8")
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(str(bad))
+    assert str(error.value) == (
+        f"scenario is not valid YAML: {bad}, line 3, column 1: "
+        "expected the node content, but found '<stream end>' (while parsing a flow node)"
+    )
