@@ -30,6 +30,9 @@ import aiohttp
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
+from climatik.domain.errors import EXIT_RUNTIME_FAILURE, UserError
+from climatik.kube.kubeconfig import KubeConfigError, current_context, in_cluster_namespace
+
 JsonObject = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 _AUTH_SETTINGS = ["BearerToken"]
@@ -61,6 +64,12 @@ class ApiError(Exception):
     @property
     def is_gone(self) -> bool:
         return self.status == HTTP_GONE or self.reason in {"Expired", "Gone"}
+
+
+class KubeUnreachableError(UserError):
+    """The API server did not answer; the message names its address."""
+
+    exit_status = EXIT_RUNTIME_FAILURE
 
 
 class NotLeaderError(RuntimeError):
@@ -123,25 +132,63 @@ class KubeClient:
         *,
         request_timeout_s: float = 30.0,
         write_gate: Callable[[], bool] = _always_allowed,
+        default_namespace: str = "default",
     ) -> None:
         self.api_client = api_client
         self.request_timeout_s = request_timeout_s
         self.write_gate = write_gate
+        self.default_namespace = default_namespace
+        """The kubeconfig context's namespace (or the pod's): where a command looks by default."""
 
     @classmethod
     async def from_config(
         cls, kubeconfig: str | None = None, *, request_timeout_s: float = 30.0
     ) -> KubeClient:
-        """Load a kubeconfig (explicit path, ``$KUBECONFIG``, ``~/.kube/config``) or in-cluster."""
+        """Load a kubeconfig (explicit path, ``$KUBECONFIG``, ``~/.kube/config``) or in-cluster.
+
+        Raises :class:`KubeConfigError` saying what to fix when no usable kubeconfig is found.
+        """
         configuration = k8s_client.Configuration()
         in_cluster = kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ
         if in_cluster:
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            namespace = in_cluster_namespace()
         else:
-            await k8s_config.load_kube_config(
-                config_file=kubeconfig, client_configuration=configuration, persist_config=False
+            context = current_context(kubeconfig)
+            files = os.pathsep.join(map(str, context.files))
+            try:
+                await k8s_config.load_kube_config(
+                    config_file=files, client_configuration=configuration, persist_config=False
+                )
+            except (k8s_config.ConfigException, TypeError, AttributeError, ValueError) as error:
+                # The shapes kubernetes-asyncio trips over: a context naming a missing cluster
+                # or user, a list where a mapping belongs, an unreadable certificate.
+                msg = f"kubeconfig {files} (context {context.name!r}) cannot be used: {error}"
+                raise KubeConfigError(msg) from error
+            namespace = context.namespace
+        return cls(
+            k8s_client.ApiClient(configuration),
+            request_timeout_s=request_timeout_s,
+            default_namespace=namespace,
+        )
+
+    @property
+    def server(self) -> str:
+        """The API server's URL, for messages."""
+        return str(self.api_client.configuration.host)
+
+    async def check_reachable(self, timeout_s: float = 10.0) -> None:
+        """Ask the API server its version; raise :class:`KubeUnreachableError` if it cannot be
+        reached, so a command fails with the server's address instead of a connector stack."""
+        try:
+            await self.request("GET", "/version", timeout_s=timeout_s)
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            reason = str(error) or f"no answer within {timeout_s:g} s"
+            msg = (
+                f"cannot reach the Kubernetes API server at {self.server}: {reason}; "
+                "check that the cluster is running and the kubeconfig's server address"
             )
-        return cls(k8s_client.ApiClient(configuration), request_timeout_s=request_timeout_s)
+            raise KubeUnreachableError(msg) from error
 
     @classmethod
     def for_url(cls, url: str, *, request_timeout_s: float = 30.0) -> KubeClient:

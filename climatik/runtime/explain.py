@@ -16,8 +16,17 @@ def add_explain_parser(subparsers: Any) -> None:
         description="Print the last decision of a PowerCappingConfig, its inputs and why.",
     )
     parser.add_argument("name", help="the PowerCappingConfig's name")
-    parser.add_argument("-n", "--namespace", default="default")
-    parser.add_argument("--kubeconfig", default=None)
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        default=None,
+        help="the config's namespace (default: the kubeconfig context's, else `default`)",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="path to a kubeconfig (default: $KUBECONFIG, then ~/.kube/config, then in-cluster)",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -31,10 +40,24 @@ async def _explain(args: argparse.Namespace) -> int:
     from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS  # noqa: PLC0415
 
     client = await KubeClient.from_config(args.kubeconfig)
+    namespace = args.namespace or client.default_namespace
     try:
-        obj = await client.get(POWER_CAPPING_CONFIGS, args.name, args.namespace)
+        await client.check_reachable()
+        obj = await client.get(POWER_CAPPING_CONFIGS, args.name, namespace)
     except ApiError as error:
-        print(f"climatik explain: {error.message or error}", file=sys.stderr)
+        message = error.message or str(error)
+        details = error.body.get("details") or {}
+        if error.is_not_found and details.get("name") == args.name:
+            message = (
+                f"no PowerCappingConfig {args.name!r} in namespace {namespace!r}; "
+                "`kubectl get pcc -A` lists them"
+            )
+        elif error.is_not_found:  # the resource itself is unknown to the server
+            message = (
+                "this cluster has no PowerCappingConfig CRD; "
+                "install it with `climatik crd | kubectl apply -f -`"
+            )
+        print(f"climatik explain: {message}", file=sys.stderr)
         return 1
     finally:
         await client.close()

@@ -393,11 +393,21 @@ async def run_manager(
     *,
     client_factory: Callable[[], Coroutine[Any, Any, KubeClient]] | None = None,
 ) -> int:
-    """Build the client and manager, register controllers, run, close the client."""
+    """Build the client and manager, register controllers, run, close the client.
+
+    A client built from the kubeconfig is first checked to reach its API server, so a wrong
+    address fails at once with that address (exit 1, as controller-runtime's managers do)
+    instead of every informer retrying it forever.
+    """
     if client_factory is None:
         client = await KubeClient.from_config(
             settings.kube.kubeconfig, request_timeout_s=settings.kube.request_timeout_s
         )
+        try:
+            await client.check_reachable(settings.kube.request_timeout_s)
+        except BaseException:
+            await client.close()
+            raise
     else:
         client = await client_factory()
     try:
