@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+MAX_PORT = 65535
+
 
 def add_run_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -28,7 +30,9 @@ def add_run_parser(subparsers: Any) -> None:
         "--identity", help="leader-election identity (default: <hostname>_<random>)"
     )
     parser.add_argument(
-        "--http-port", type=int, help="port for /metrics, /healthz, /readyz (default 8080)"
+        "--http-port",
+        type=tcp_port,
+        help="port for /metrics, /healthz, /readyz (default 8080; 0 picks a free one)",
     )
     parser.add_argument(
         "--leader-elect",
@@ -39,25 +43,43 @@ def add_run_parser(subparsers: Any) -> None:
     parser.set_defaults(handler=_run)
 
 
+def tcp_port(text: str) -> int:
+    """argparse type of a TCP port: refused with the range at parse time, not at bind time."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= MAX_PORT:
+        msg = f"{text!r} is not a TCP port (an integer from 0 to {MAX_PORT})"
+        raise argparse.ArgumentTypeError(msg)
+    return port
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The flags given, as settings groups layered over the ``CLIMATIK_*`` environment."""
+    flags = {
+        ("kube", "kubeconfig"): args.kubeconfig,
+        ("kube", "namespace"): args.namespace,
+        ("leader_election", "identity"): args.identity,
+        ("http", "port"): args.http_port,
+        ("leader_election", "enabled"): args.leader_elect,
+    }
+    groups: dict[str, dict[str, Any]] = {}
+    for (group, field), value in flags.items():
+        if value is not None:
+            groups.setdefault(group, {})[field] = value
+    return groups
+
+
 def _run(args: argparse.Namespace) -> int:
     import asyncio  # imported here to keep `climatik --help` instant
 
     from climatik.runtime.controllers import controller_factories
     from climatik.runtime.logging import configure_logging
     from climatik.runtime.manager import run_manager
-    from climatik.runtime.settings import RuntimeSettings
+    from climatik.runtime.settings import load_settings
 
-    settings = RuntimeSettings()
-    if args.kubeconfig is not None:
-        settings.kube.kubeconfig = args.kubeconfig
-    if args.namespace is not None:
-        settings.kube.namespace = args.namespace
-    if args.identity is not None:
-        settings.leader_election.identity = args.identity
-    if args.http_port is not None:
-        settings.http.port = args.http_port
-    if args.leader_elect is not None:
-        settings.leader_election.enabled = args.leader_elect
+    settings = load_settings(**_overrides(args))
     configure_logging(settings.logging.level, settings.logging.format)
     factories = controller_factories(settings.extra_controllers)
     return asyncio.run(run_manager(settings, factories))

@@ -12,10 +12,16 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
+
+from climatik.domain.errors import UserError
+
+ENV_PREFIX = "CLIMATIK_"
+ENV_NESTED_DELIMITER = "__"
 
 
 def default_identity() -> str:
@@ -62,7 +68,7 @@ class LoggingSettings(BaseModel):
 
 class RuntimeSettings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CLIMATIK_", env_nested_delimiter="__", extra="ignore"
+        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED_DELIMITER, extra="ignore"
     )
 
     leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
@@ -85,3 +91,33 @@ class RuntimeSettings(BaseSettings):
             with open(service_account_ns, encoding="utf-8") as handle:
                 return handle.read().strip() or "default"
         return "default"
+
+
+class SettingsError(UserError):
+    """A ``CLIMATIK_*`` variable (or a flag) holds a value the settings refuse."""
+
+
+def env_name(location: tuple[int | str, ...]) -> str:
+    """The variable that sets a field: ``("http", "port")`` -> ``CLIMATIK_HTTP__PORT``."""
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part).upper() for part in location)
+
+
+def load_settings(**overrides: Any) -> RuntimeSettings:
+    """Read the settings from the environment with the command line's `overrides` on top (by
+    group, e.g. ``http={"port": 9090}``), refusing bad values with the variable's name."""
+    try:
+        return RuntimeSettings(**overrides)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            value = item["input"]
+            if isinstance(value, dict):  # a check across a group's fields
+                where = env_name(item["loc"]) + ENV_NESTED_DELIMITER + "*"
+            else:
+                where = f"{env_name(item['loc'])}={value!r}"
+            problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+        msg = "; ".join(problems) + f" (see `{ENV_PREFIX}*` in docs/configuration.md)"
+        raise SettingsError(msg) from error
+    except _SourceError as error:
+        # A JSON-valued variable that is not JSON (CLIMATIK_EXTRA_CONTROLLERS=foo, say).
+        raise SettingsError(f"{error}; give it as JSON, e.g. '[\"pkg.module:factory\"]'") from error

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from climatik.runtime.settings import RuntimeSettings
+from climatik.runtime.settings import RuntimeSettings, SettingsError, load_settings
 
 
 def test_defaults_are_client_go_values(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,3 +39,36 @@ def test_a_renew_deadline_longer_than_the_lease_is_refused(monkeypatch: pytest.M
     monkeypatch.setenv("CLIMATIK_LEADER_ELECTION__RENEW_DEADLINE_S", "20")
     with pytest.raises(ValidationError, match="lease_duration_s > renew_deadline_s"):
         RuntimeSettings()
+
+
+def test_a_bad_variable_is_refused_by_its_name_with_what_it_expects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLIMATIK_HTTP__PORT", "99999")
+    monkeypatch.setenv("CLIMATIK_LOGGING__LEVEL", "loud")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert str(error.value) == (
+        "CLIMATIK_HTTP__PORT='99999': Input should be less than or equal to 65535; "
+        "CLIMATIK_LOGGING__LEVEL='loud': Input should be 'debug', 'info', 'warning' or 'error' "
+        "(see `CLIMATIK_*` in docs/configuration.md)"
+    )
+
+
+def test_a_check_across_a_group_names_the_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLIMATIK_LEADER_ELECTION__RENEW_DEADLINE_S", "20")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert str(error.value) == (
+        "CLIMATIK_LEADER_ELECTION__*: need lease_duration_s > renew_deadline_s > "
+        "retry_period_s * jitter (see `CLIMATIK_*` in docs/configuration.md)"
+    )
+
+
+def test_flags_override_one_field_and_keep_the_rest_of_the_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLIMATIK_HTTP__HOST", "127.0.0.1")
+    monkeypatch.setenv("CLIMATIK_HTTP__PORT", "9090")
+    settings = load_settings(http={"port": 9191})
+    assert (settings.http.host, settings.http.port) == ("127.0.0.1", 9191)
