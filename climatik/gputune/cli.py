@@ -1,7 +1,8 @@
 """`climatik gpu-tune`: the GPU clock-tuning Job's entrypoint (same image as the controller).
 
 It prints its result as JSON on stdout and, with `--result-configmap`, stores it in a ConfigMap
-the GPU-frequency reconciler reads. SIGTERM and SIGINT cancel the sweep, which restores clocks.
+the GPU-frequency reconciler reads. Progress goes to stderr, a line per measured clock with the
+time left. SIGTERM (exit 143) and Ctrl-C (exit 130) cancel the sweep, which restores clocks.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
+from climatik.domain.errors import UsageError
+from climatik.domain.gpu import ClockSample
 from climatik.policies.gpu_clock import DEFAULT_MAX_THROUGHPUT_LOSS
+
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 def add_gpu_tune_parser(subparsers: Any) -> None:
@@ -48,11 +54,39 @@ def add_gpu_tune_parser(subparsers: Any) -> None:
         metavar="URL",
         help="a vLLM /metrics URL on this node (repeat for each pod)",
     )
-    parser.add_argument("--sweep-points", type=int, default=8)
-    parser.add_argument("--settle-s", type=float, default=20.0)
-    parser.add_argument("--measure-s", type=float, default=30.0)
-    parser.add_argument("--max-throughput-loss", type=float, default=DEFAULT_MAX_THROUGHPUT_LOSS)
-    parser.add_argument("--max-p99-token-latency-s", type=float, default=None)
+    parser.add_argument(
+        "--sweep-points",
+        type=int,
+        default=8,
+        help="how many SM clocks to measure, spread over the supported range (default 8)",
+    )
+    parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=20.0,
+        help="seconds to wait after locking a clock before measuring (default 20)",
+    )
+    parser.add_argument(
+        "--measure-s",
+        type=float,
+        default=30.0,
+        help="seconds to measure power and tokens at each clock (default 30)",
+    )
+    parser.add_argument(
+        "--max-throughput-loss",
+        type=float,
+        default=DEFAULT_MAX_THROUGHPUT_LOSS,
+        help=(
+            "largest fraction of the top clock's tokens per second a slower clock may lose "
+            f"(default {DEFAULT_MAX_THROUGHPUT_LOSS:g})"
+        ),
+    )
+    parser.add_argument(
+        "--max-p99-token-latency-s",
+        type=float,
+        default=None,
+        help="refuse clocks whose p99 time per output token exceeds this (default: no limit)",
+    )
     parser.add_argument(
         "--result-configmap",
         metavar="NAMESPACE/NAME",
@@ -65,7 +99,12 @@ def add_gpu_tune_parser(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    return asyncio.run(_main(args))
+    try:
+        return asyncio.run(_main(args))
+    except asyncio.CancelledError:
+        # SIGTERM (a deleted Job's pod): the sweep was cancelled and restored the clocks.
+        print("climatik gpu-tune: stopped by SIGTERM; clocks restored", file=sys.stderr)
+        return EXIT_TERMINATED
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -74,14 +113,15 @@ async def _main(args: argparse.Namespace) -> int:
 
     mode = TuneMode.DRY_RUN if args.dry_run else TuneMode(args.mode)
     task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
     if task is not None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, task.cancel)
+        # Ctrl-C is asyncio.run's: it cancels this task too, then raises KeyboardInterrupt.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     try:
         result = await _tune(args, mode)
     except GpuError as error:
+        # The Job's log keeps the JSON on stdout; a person at a terminal reads stderr's line.
         print(json.dumps({"error": {"reason": error.reason, "message": error.message}}))
+        print(f"climatik gpu-tune: {error.message} ({error.reason})", file=sys.stderr)
         return 1
     document = result.to_json()
     document["node"] = os.environ.get("NODE_NAME", "")
@@ -89,6 +129,31 @@ async def _main(args: argparse.Namespace) -> int:
     if args.result_configmap:
         await _store(args.result_configmap, args.kubeconfig, document)
     return 0 if result.succeeded else 1
+
+
+def _progress_printer(args: argparse.Namespace) -> Callable[[int, int, ClockSample | None], None]:
+    """One line on stderr before the sweep and per measured clock, with the time left (stdout
+    carries the JSON result)."""
+    per_clock_s = args.settle_s + args.measure_s
+
+    def report(done: int, total: int, sample: ClockSample | None) -> None:
+        left = f"about {_duration((total - done) * per_clock_s)} left"
+        if sample is None:
+            line = f"gpu-tune: measuring {total} clocks, {_duration(per_clock_s)} each; {left}"
+        else:
+            line = (
+                f"gpu-tune: clock {done}/{total}: {sample.clock_mhz} MHz, {sample.watts:.0f} W, "
+                f"{sample.tokens_per_s:.0f} tokens/s, {sample.tokens_per_joule:.3f} tokens/J"
+            )
+            line += f"; {left}" if done < total else ""
+        print(line, file=sys.stderr, flush=True)
+
+    return report
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 async def _tune(args: argparse.Namespace, mode: Any) -> Any:
@@ -111,13 +176,14 @@ async def _tune(args: argparse.Namespace, mode: Any) -> Any:
         "sweep_points": args.sweep_points,
         "settle_s": args.settle_s,
         "measure_s": args.measure_s,
+        "progress": _progress_printer(args),
     }
     if args.simulate:
         devices = [SimulatedGpuDevice(H100, index=i, seed=i) for i in range(args.simulate)]
         return await tune_gpus(devices, SimulatedThroughput(devices), **options)
     if mode is not TuneMode.DRY_RUN and not args.vllm_metrics:
-        print("gpu-tune: a sweep needs at least one --vllm-metrics URL", file=sys.stderr)
-        raise SystemExit(2)
+        msg = "a sweep needs at least one --vllm-metrics URL (or --dry-run, or --simulate GPUS)"
+        raise UsageError(msg)
     with NvmlLibrary() as library:
         nvml_devices = await asyncio.to_thread(library.devices)
         async with aiohttp.ClientSession() as session:

@@ -18,6 +18,9 @@ from climatik.policies.gpu_clock import ClockBounds, candidate_clocks, choose_gp
 from climatik.sources.gpu import GpuDevice, GpuError, GpuInventory, ThroughputProbe
 
 Sleep = Callable[[float], Awaitable[None]]
+SweepProgress = Callable[[int, int, ClockSample | None], None]
+"""Told (clocks measured, clocks planned, the latest sample) before the sweep and after each
+clock; the sample is ``None`` before the first."""
 
 
 class TuneMode(enum.StrEnum):
@@ -135,10 +138,12 @@ async def tune_gpus(
     settle_s: float = 20.0,
     measure_s: float = 30.0,
     sleep: Sleep = asyncio.sleep,
+    progress: SweepProgress | None = None,
 ) -> GpuTuneResult:
     """Run one tuning pass over `devices` and return what it found and did.
 
-    `probe` may be `None` only for a dry run, which measures no throughput.
+    `probe` may be `None` only for a dry run, which measures no throughput. `progress` hears
+    of the sweep before the first clock and after each one, since a sweep takes minutes.
     """
     if not devices:
         return GpuTuneResult(mode, [], [], error=GpuError("NoGpu", "this node has no GPU"))
@@ -158,6 +163,8 @@ async def tune_gpus(
         raise ValueError(msg)
 
     keep_locked = False
+    if progress is not None:
+        progress(0, len(plan), None)
     try:
         for clock_mhz in plan:
             await _lock_all(devices, clock_mhz)
@@ -165,9 +172,12 @@ async def tune_gpus(
             power_w, window = await asyncio.gather(
                 _mean_power_w(devices, measure_s, sleep), probe.measure(measure_s)
             )
-            result.samples.append(
-                ClockSample(clock_mhz, power_w, window.tokens_per_s, window.p99_token_latency_s)
+            sample = ClockSample(
+                clock_mhz, power_w, window.tokens_per_s, window.p99_token_latency_s
             )
+            result.samples.append(sample)
+            if progress is not None:
+                progress(len(result.samples), len(plan), sample)
         choice = result.choice = choose_gpu_clock(result.samples, bounds)
         if mode is TuneMode.APPLY:
             await _lock_all(devices, choice.clock_mhz)

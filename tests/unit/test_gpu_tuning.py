@@ -245,3 +245,22 @@ def test_vllm_metrics_parse_tokens_and_latency_buckets() -> None:
     before = {0.025: 0.0, 0.05: 0.0, 0.1: 0.0, float("inf"): 0.0}
     assert p99_from_bucket_deltas(before, buckets) == 0.1
     assert p99_from_bucket_deltas(buckets, buckets) is None
+
+
+async def test_progress_is_told_before_the_sweep_and_after_every_clock() -> None:
+    devices = node(count=1)
+    heard: list[tuple[int, int, int | None]] = []
+    result = await tune_gpus(
+        devices,
+        SimulatedThroughput(devices),
+        mode=TuneMode.RECOMMEND,
+        bounds=ClockBounds(),
+        sweep_points=3,
+        sleep=no_sleep,
+        progress=lambda done, total, sample: heard.append(
+            (done, total, None if sample is None else sample.clock_mhz)
+        ),
+    )
+    assert heard == [(0, 3, None)] + [
+        (i + 1, 3, clock) for i, clock in enumerate(result.planned_clocks_mhz)
+    ]
