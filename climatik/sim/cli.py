@@ -2,8 +2,9 @@
 
 With no arguments it runs the built-in `default` scenario with its baseline policies, prints a
 summary table on stdout and, on a terminal, a progress bar on stderr. `--json` and `--report`
-write the figures and plots to files. Errors a user can cause (an unknown scenario, an invalid
-field, an unknown policy) print one clear message and exit with status 2.
+write the figures and plots to files; their paths are checked before the run, not after it.
+Errors a user can cause (an unknown scenario, an invalid field, an unknown policy, an output path
+that cannot be written) print one clear message and exit with status 2.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
+
+from climatik.domain.errors import UserError
 
 
 def add_simulate_parser(subparsers: Any) -> None:
@@ -76,6 +80,42 @@ class _ProgressBar:
         sys.stderr.flush()
 
 
+class OutputPathError(UserError):
+    """An output path that cannot be written, found before the run rather than after it."""
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """Refuse a file the figures could not be written to, by creating it (then removing it
+    again if it was not there): permissions, read-only and virtual file systems all answer."""
+    if path.is_dir():
+        msg = f"{flag} {path} is a directory; give a file name"
+        raise OutputPathError(msg)
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        msg = f"{flag} {path} cannot be written ({error.strerror}); choose another path"
+        raise OutputPathError(msg) from None
+    if not existed:
+        path.unlink(missing_ok=True)
+
+
+def check_output_dir(path: Path, flag: str) -> None:
+    """Refuse a folder the report could not be written into, by writing a scratch file there."""
+    if path.exists() and not path.is_dir():
+        msg = f"{flag} {path} is not a directory; give a folder for the report"
+        raise OutputPathError(msg)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        msg = f"{flag} {path} cannot be written ({error.strerror}); choose another folder"
+        raise OutputPathError(msg) from None
+
+
 def run_simulate(args: argparse.Namespace) -> int:
     """Handler of `climatik simulate`."""
     from climatik.sim.engine import Twin
@@ -89,6 +129,10 @@ def run_simulate(args: argparse.Namespace) -> int:
         print("scenarios:", ", ".join(builtin_names()))
         print("policies:", ", ".join(POLICY_NAMES))
         return 0
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    if args.report is not None:
+        check_output_dir(args.report, "--report")
     try:
         scenario = load_scenario(args.scenario)
         policies = None
