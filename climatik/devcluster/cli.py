@@ -1,7 +1,7 @@
 """`climatik dev-cluster up|down`: the command-line face of the dev cluster.
 
-Errors a user can cause (binaries not built, a bad topology file, a component that will not
-start) print what to fix and the failing component's log tail, and exit 1, never a traceback.
+Errors a user can cause print what to fix, never a traceback: a bad topology file exits 2;
+binaries not built or a component that will not start exit 1, with that component's log tail.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ def add_dev_cluster_parser(subparsers: Any) -> None:
     )
     up_parser.set_defaults(handler=_run_up)
     down_parser = actions.add_parser("down", help="stop every process the cluster started")
-    down_parser.add_argument("--dir", type=Path, required=True)
+    down_parser.add_argument(
+        "--dir", type=Path, required=True, help="the folder given to `up` (its state file)"
+    )
     down_parser.set_defaults(handler=_run_down)
 
 
@@ -45,14 +47,14 @@ def _run_up(args: argparse.Namespace) -> int:
     # Imported here so `climatik --help` does not load cryptography.
     from climatik.devcluster.binaries import BinariesMissingError
     from climatik.devcluster.cluster import DevClusterError, up
-    from climatik.devcluster.topology import TopologyError, load_topology
+    from climatik.devcluster.topology import load_topology
 
     started = time.monotonic()
+    topology = load_topology(args.topology)  # a TopologyError is a usage error: exit 2
     try:
-        topology = load_topology(args.topology)
         info = up(args.dir, topology, timeout_s=args.timeout, progress=print)
-    except (BinariesMissingError, DevClusterError, TopologyError) as exc:
-        print(f"dev-cluster up failed: {exc}", file=sys.stderr)
+    except (BinariesMissingError, DevClusterError) as exc:
+        print(f"climatik dev-cluster: up failed: {exc}", file=sys.stderr)
         return 1
     nodes = sum(len(n) for n in info.nodes_by_rack.values())
     print(
@@ -71,7 +73,7 @@ def _run_down(args: argparse.Namespace) -> int:
     try:
         stopped = down(args.dir)
     except DevClusterError as exc:
-        print(f"dev-cluster down failed: {exc}", file=sys.stderr)
+        print(f"climatik dev-cluster: down failed: {exc}", file=sys.stderr)
         return 1
     if stopped:
         print(f"stopped {', '.join(stopped)} in {time.monotonic() - started:.1f}s")
