@@ -103,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         return _fail(args, error.exit_status, str(error))
     except KeyboardInterrupt:
+        if sys.stderr.isatty():  # end the progress line the terminal's ^C was echoed onto
+            print(file=sys.stderr)
         return _fail(args, EXIT_INTERRUPTED, "interrupted")
     except OSError as error:
         # A file or socket the command needed; strerror and filename say which and why.

@@ -9,6 +9,7 @@ cases that need a long run (Ctrl-C in `simulate`, output paths checked before th
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ import pytest
 
 from climatik.cli import build_parser, main
 from climatik.sim.engine import Twin
+from climatik.sources.gpu import GpuError
 
 KUBECONFIG = """\
 apiVersion: v1
@@ -196,6 +198,29 @@ def test_a_signal_mid_sweep_stops_gpu_tune_with_one_line(
         rest = sweep.stderr.read()
         assert sweep.wait(timeout=30) == status
     assert rest.splitlines() == [line]
+
+
+def test_a_gpu_error_is_json_on_stdout_and_one_line_on_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Job's log keeps the JSON result; a person at a terminal reads the line."""
+
+    class NoNvml:
+        def __enter__(self) -> None:
+            raise GpuError("LibraryNotFound", "libnvidia-ml.so is not present")
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr("climatik.sources.gpu.NvmlLibrary", NoNvml)
+    assert main(["gpu-tune", "--dry-run"]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {
+        "error": {"reason": "LibraryNotFound", "message": "libnvidia-ml.so is not present"}
+    }
+    assert err.splitlines() == [
+        "climatik gpu-tune: libnvidia-ml.so is not present (LibraryNotFound)"
+    ]
 
 
 @pytest.fixture
