@@ -177,6 +177,14 @@ def policy_settings(config: PowerCappingConfig) -> CeilingSettings:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Sources:
+    """Where one config's readings come from: its targets' power and tokens, and its racks."""
+
+    power: PowerSource
+    racks: RackSignalSource
+
+
 @dataclass
 class _ConfigMemory:
     """What the reconciler keeps per config between reconciles (lost on restart: relearned)."""
@@ -197,6 +205,9 @@ class _ConfigMemory:
     """When the status was last written unsettled (see `CappingSettings.status_refresh_s`)."""
     idle: IdlePower = field(default_factory=IdlePower)
     """A node's idle draw, learned from the config's rack nodes that host none of its pods."""
+    sources: tuple[int, _Sources] | None = None
+    """The config's sources and the spec generation they were built for: building them parses
+    its query templates, which 333 reconciles a second at 5,000 configs need not redo."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,14 +216,6 @@ class _RackRound:
 
     readings: tuple[RackReading, ...] = ()
     idle_node_watts: tuple[float | None, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class _Sources:
-    """Where one config's readings come from: its targets' power and tokens, and its racks."""
-
-    power: PowerSource
-    racks: RackSignalSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +316,7 @@ class PowerCapReconciler:
                 await self._events.record(target.obj, "Warning", "InvalidAnnotation", problem)
 
         try:
-            sources = await self._sources(config)
+            sources = self._sources(config, memory)
         except TerminalError as error:
             # A config that cannot be measured (no Prometheus, a bad query template): say so
             # where the user looks, and wait for the spec to change.
@@ -491,7 +494,14 @@ class PowerCapReconciler:
 
     # -- measuring ----------------------------------------------------------------------------
 
-    async def _sources(self, config: PowerCappingConfig) -> _Sources:
+    def _sources(self, config: PowerCappingConfig, memory: _ConfigMemory) -> _Sources:
+        if memory.sources is not None and memory.sources[0] == config.generation:
+            return memory.sources[1]
+        sources = self._build_sources(config)
+        memory.sources = (config.generation, sources)
+        return sources
+
+    def _build_sources(self, config: PowerCappingConfig) -> _Sources:
         address = config.prometheus_address(self._settings.prometheus_address)
         if address is None:
             msg = (
