@@ -36,9 +36,10 @@ changes, it:
    racks fall back to the estimate from history. The ConfigMap is untrusted input: its parse
    never raises, runs off the event loop, and costs time linear in its capped size.
 
-Steps 1 to 3 and the snapshot need only reads, so the reconciler may run on standby replicas too
-(their webhooks answer requests as well); everything after the snapshot runs only while
-`may_write()` (by default the client's leadership gate) says this replica leads.
+Steps 1 to 3 and the snapshot need only reads, and everything after the snapshot runs only
+while `may_write()` (by default the client's leadership gate) says this replica leads. The
+manager runs reconcile workers on the leader only, so only the leader's webhook has scores: a
+standby's webhook answers allowed and unplaced (docs/placement.md, Known limits).
 
 `status.racks` is written by the power-cap reconciler; this one writes only its condition, with
 the object's resourceVersion, so neither can silently drop the other's update.
