@@ -296,7 +296,8 @@ def test_image_installs_no_plotting_or_certificate_library(installed_image: Inst
             str(installed_image.venv / "bin" / "python"),
             "-c",
             "import importlib.metadata as m; "
-            "print('\\n'.join(sorted(d.metadata['Name'].lower().replace('_', '-') for d in m.distributions())))",
+            "names = (d.metadata['Name'].lower().replace('_', '-') for d in m.distributions()); "
+            "print('\\n'.join(sorted(names)))",
         ],
         capture_output=True,
         text=True,
