@@ -9,6 +9,7 @@ field, an unknown policy) print one clear message and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -89,6 +90,14 @@ def run_simulate(args: argparse.Namespace) -> int:
         print("scenarios:", ", ".join(builtin_names()))
         print("policies:", ", ".join(POLICY_NAMES))
         return 0
+    # Before the run, not after it: the plots need the optional extra.
+    if args.report is not None and importlib.util.find_spec("matplotlib") is None:
+        print(
+            "climatik simulate: --report draws plots with matplotlib, which is not installed: "
+            "pip install 'climatik[sim]'",
+            file=sys.stderr,
+        )
+        return 2
     try:
         scenario = load_scenario(args.scenario)
         policies = None
