@@ -81,10 +81,11 @@ def run_simulate(args: argparse.Namespace) -> int:
     """Handler of `climatik simulate`."""
     from climatik.sim.engine import Twin
     from climatik.sim.policy_specs import POLICY_NAMES
-    from climatik.sim.report import summary_table, write_html_report
+    from climatik.sim.report import write_html_report
     from climatik.sim.scenario import ScenarioError, builtin_names, load_scenario
     from climatik.sim.scenario_bounds import compute_bounds
     from climatik.sim.shares import compare
+    from climatik.sim.summary import summary_table
 
     if args.list:
         print("scenarios:", ", ".join(builtin_names()))
@@ -126,6 +127,6 @@ def run_simulate(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         print(f"figures written to {args.json}")
     if args.report is not None:
-        page = write_html_report(result, args.report, comparison)
+        page = write_html_report(result, scenario, args.report, comparison)
         print(f"report written to {page}")
     return 0
