@@ -67,9 +67,13 @@ class Progress:
         self.last_percent = percent
         filled = percent * BAR_WIDTH // 100
         bar = "#" * filled + "." * (BAR_WIDTH - filled)
-        timing = f"in {clock_time(elapsed)}" if percent >= 100 else self._left(fraction, elapsed)
+        timing = (
+            f"done in {clock_time(elapsed)}"
+            if percent >= 100
+            else f"{clock_time(elapsed)} spent, {self._left(fraction, elapsed)}"
+        )
         # Pad, so a shorter line wipes the tail of a longer one.
-        line = f"{self.label} [{bar}] {percent:3d} %  {clock_time(elapsed)}  {timing}"
+        line = f"{self.label} [{bar}] {percent:3d} %  {timing}"
         self.stream.write(f"\r{line:<79}")
         if percent >= 100:
             self.stream.write("\n")

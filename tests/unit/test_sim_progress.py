@@ -48,8 +48,8 @@ def test_on_a_terminal_one_line_redrawn_with_an_eta() -> None:
     frames = text.split("\r")[1:]
     assert len(frames) == 101  # one per percent, then the end
     assert frames[50].startswith("simulating large [###############...............]  50 %")
-    assert "0:26  ETA 0:26" in frames[50]
-    assert frames[-1].rstrip().endswith("in 0:50")
+    assert frames[50].rstrip().endswith("50 %  0:26 spent, ETA 0:26")
+    assert frames[-1].rstrip().endswith("100 %  done in 0:50")
     assert text.endswith("\n")
     assert text.count("\n") == 1
 
