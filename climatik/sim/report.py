@@ -28,11 +28,12 @@ POLICY_SUMMARIES = {
     "uncapped": "replicas follow demand up to the user's maximum; no power control",
     "static": "ceilings sized once for nameplate power: the usual safe provisioning",
     "seed-threshold": (
-        "the original design's rule: at 80 % of the cap hold one more replica, at 95 % freeze"
+        "the original design's rule: from 80 % of the cap the ceiling is the current replicas "
+        "+ 1, from 95 % the current replicas; below 80 % it is released"
     ),
     "climatik": (
         "Climatik's defaults: headroom ceilings from measured watts, heat-aware placement, "
-        "the carbon cap and tuned GPU clocks"
+        "a carbon cap when the scenario has one, and tuned GPU clocks"
     ),
     "climatik-no-carbon": "climatik without carbon input (an ablation)",
     "climatik-max-clock": "climatik with GPUs at their maximum clock (an ablation)",

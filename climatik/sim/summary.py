@@ -91,8 +91,8 @@ COLUMNS: tuple[Column, ...] = (
         "lower",
         ((1.0, ""),),
         "The racks' power peaks added up, over the peak of the site's total power. 1 means "
-        "every rack peaks at the site's peak; higher means racks peak apart, which wastes "
-        "provisioned power.",
+        "every rack peaks when the site does; higher means racks peak at different times, so "
+        "power provisioned for each rack's own peak adds up to more than the site ever draws.",
         "sum of rack peaks / peak of the site",
         decimals=3,
     ),

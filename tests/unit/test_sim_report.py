@@ -14,7 +14,8 @@ from matplotlib.transforms import Bbox
 
 from climatik.sim.engine import SimResult, Twin
 from climatik.sim.plots import carbon_plot, inlet_plot, power_plot, replica_plot
-from climatik.sim.report import write_html_report
+from climatik.sim.policy_specs import POLICY_NAMES
+from climatik.sim.report import POLICY_SUMMARIES, write_html_report
 from climatik.sim.scenario import Scenario
 from climatik.sim.scenario_bounds import compute_bounds
 from climatik.sim.shares import compare
@@ -168,3 +169,7 @@ def test_the_inlet_plot_zooms_on_its_data(scenario: Scenario, result: SimResult)
     assert low <= supply.min()
     assert supply.max() <= high
     assert high - low <= supply.max() - supply.min() + 2.01
+
+
+def test_every_policy_the_twin_knows_has_a_line_on_the_page() -> None:
+    assert set(POLICY_SUMMARIES) == set(POLICY_NAMES)
