@@ -432,10 +432,15 @@ def gpu_coverage(
     missing = tuple(p for p in judged if (target.namespace, p) not in seen)
     if not missing:
         return GpuCoverage(judged, ())
+    # The metric in the target's namespace: the pods are named beside it.
     if config.preset is MeasurementPreset.KEPLER_POD:
-        selector = _kepler_pod_selectors(config, target.namespace, missing)[1]
+        selector = promql.selector(
+            "kepler_pod_gpu_watts", [promql.matcher("pod_namespace", target.namespace)]
+        )
         return GpuCoverage(judged, missing, selector, KEPLER_GPU_FIX)
-    selector = _dcgm_selector(config, target.namespace, missing)
+    selector = promql.selector(
+        "DCGM_FI_DEV_POWER_USAGE", [promql.matcher(config.dcgm_namespace_label, target.namespace)]
+    )
     return GpuCoverage(judged, missing, selector, DCGM_GPU_FIX)
 
 

@@ -129,7 +129,7 @@ async def test_gpu_pods_without_gpu_series_are_named_and_still_capped(
     assert gpu["reason"] == "GpuPowerNotMeasured"
     for pod in unseen_pods:
         assert pod["metadata"]["name"] in gpu["message"]
-    assert f'kepler_pod_gpu_watts{{pod_namespace="{namespace}"' in gpu["message"]
+    assert f'kepler_pod_gpu_watts{{pod_namespace="{namespace}"}} has no series' in gpu["message"]
     assert "experimental.gpu.enabled=true" in gpu["message"]
     assert "preset: DCGM" in gpu["message"]
     # Capping goes on with what is measured: the CPU watts alone.
