@@ -591,7 +591,7 @@ class PlacementReconciler:
         if config.placement.mode is PlacementMode.TEMPLATE:
             await self._templates(config, workloads, scored, memory)
         setpoints = await self._cool(obj, config, racks, memory)
-        self._report_metrics(config, racks, rack_scores, scored, setpoints, memory=memory)
+        self._report_metrics(config, racks, rack_scores, setpoints, memory=memory)
         requeue = await self._report_status(obj, config, racks, rack_scores, memory)
         if requeue:
             return Result(requeue=True)
@@ -1064,7 +1064,6 @@ class PlacementReconciler:
         config: PowerCappingConfig,
         racks: Sequence[RackView],
         rack_scores: Sequence[PlaceScore],
-        scored: Mapping[tuple[str, str], tuple[PlaceScore, ...]],
         setpoints: Sequence[SupplySetpoint],
         *,
         memory: _Memory,
@@ -1076,6 +1075,8 @@ class PlacementReconciler:
         if config.placement.mode is not PlacementMode.DISABLED:
             allowed = 0.0 if self._deletion_cost_problem(config) else 1.0
             m.set_gauge(m.deletion_costs_allowed, allowed, key)
+        for s in rack_scores:
+            m.set_gauge(m.rack_score, s.score, key, s.place_id)
         admissible = {s.place_id: s.admissible for s in rack_scores}
         for r in racks:
             o = r.observation
@@ -1088,9 +1089,6 @@ class PlacementReconciler:
                 m.set_gauge(m.rack_thermal_headroom, o.thermal_headroom_c, key, r.rack_id)
             if o.power_headroom_w is not None:
                 m.set_gauge(m.rack_power_headroom, o.power_headroom_w, key, r.rack_id)
-        for (namespace, deployment), scores in scored.items():
-            for s in scores:
-                m.set_gauge(m.rack_score, s.score, key, f"{namespace}/{deployment}", s.place_id)
         for sp in setpoints:
             m.set_gauge(m.supply_change, sp.change_c, key, sp.group)
             if sp.supply_c is not None:

@@ -414,9 +414,7 @@ class PowerCapReconciler:
             else:
                 conflicts += 1
         for decision in plan.decisions:
-            self._metrics.decisions.labels(
-                action=str(decision.action), reason=_reason_class(decision)
-            ).inc()
+            self._metrics.count_decision(key, decision.action, decision.code)
         memory.held = held
         if measured.problem is not None:
             await self._events.record(obj, "Warning", "MetricsUnavailable", measured.problem)
@@ -903,7 +901,7 @@ class PowerCapReconciler:
             metrics.target_max_replicas.labels(key, decision.target).set(decision.new_max_replicas)
             learned = plan.state.targets.get(decision.target)
             if learned is not None and learned.watts_per_replica is not None:
-                metrics.target_watts_per_replica.labels(key, decision.target).set(
+                metrics.target_replica_power_watts.labels(key, decision.target).set(
                     learned.watts_per_replica
                 )
         for target in observation.targets:
@@ -1217,12 +1215,3 @@ def _ratio(tokens: float | None, watts: float | None) -> float | None:
 
 def _nodata(outcome: object) -> str:
     return str(outcome.reason) if isinstance(outcome, NoData) else ""
-
-
-def _reason_class(decision: CeilingDecision) -> str:
-    """A low-cardinality label for why a decision went the way it did."""
-    text = decision.reason.lower()
-    for word in ("no data", "safe", "rack", "95", "80", "headroom", "hysteresis", "user"):
-        if word in text:
-            return word.replace(" ", "_")
-    return "other"

@@ -180,6 +180,7 @@ async def reconcile(
     *,
     nodes: int = 0,
     settings: CappingSettings | None = None,
+    capping_metrics: CappingMetrics | None = None,
     **spec: Any,
 ) -> tuple[dict[str, Any], Client]:
     configs, workloads = objects(prometheus.url, **spec)
@@ -195,7 +196,7 @@ async def reconcile(
             workloads=workloads,
             nodes=Cache(*({"metadata": {"name": f"n{i}"}} for i in range(nodes))),
             events=Events(),
-            metrics=CappingMetrics(CollectorRegistry()),
+            metrics=capping_metrics or CappingMetrics(CollectorRegistry()),
             settings=settings or CappingSettings(),
             session_factory=session_factory,
         )
