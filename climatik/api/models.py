@@ -730,6 +730,9 @@ class ConditionType(enum.StrEnum):
     CARBON_AVAILABLE = "CarbonAvailable"
     TARGETS_RESOLVED = "TargetsResolved"
     RACKS_WITHIN_LIMITS = "RacksWithinLimits"
+    GPU_POWER_MEASURED = "GpuPowerMeasured"
+    """Set while a target's pods request GPUs: False when the preset has no GPU power series
+    for some of them (their GPUs count 0 W); absent when no pod requests a GPU."""
 
 
 class Condition(CrdModel):

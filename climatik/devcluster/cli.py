@@ -7,6 +7,7 @@ binaries not built or a component that will not start exit 1, with that componen
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,13 @@ def add_dev_cluster_parser(subparsers: Any) -> None:
 
 
 def _run_up(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("cryptography") is None:
+        print(
+            "dev-cluster up failed: it mints certificates with cryptography, which is not "
+            "installed: pip install 'climatik[dev]'",
+            file=sys.stderr,
+        )
+        return 1
     # Imported here so `climatik --help` does not load cryptography.
     from climatik.devcluster.binaries import BinariesMissingError
     from climatik.devcluster.cluster import DevClusterError, up

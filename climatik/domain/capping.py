@@ -2,8 +2,9 @@
 
 A power-capping decision reads one capped scope (a PowerCappingConfig: its cap, its measured
 power, the targets it scales, the racks they run on) and writes one new `maxReplicaCount` per
-target with an action and a reason in words. These types are shared by the live controller and
-the twin, so both feed the policies exactly the same shapes.
+target with an action, a reason code (`CeilingReason`, for metrics and code that branches on
+why) and a reason in words (for people: status, Events, logs). These types are shared by the
+live controller and the twin, so both feed the policies exactly the same shapes.
 
 Guarantees: every value is frozen; "no data" is `None`, never zero (a missing measurement must
 never look like an idle service); watts and replica counts are validated on construction.
@@ -29,6 +30,40 @@ class CeilingAction(enum.StrEnum):
     """The ceiling returns to the user's own maximum."""
     SAFE = "safe"
     """Data has been missing for too long: the configured safe ceiling applies."""
+
+
+class CeilingReason(enum.StrEnum):
+    """Why a decision went the way it did: a closed set, so metrics label by it and code can
+    branch on it, never on the words of `CeilingDecision.reason`."""
+
+    NO_POWER_DATA = "no_power_data"
+    """The scope's power is missing: the ceiling in force holds (missing data never lowers)."""
+    SAFE_CEILING = "safe_ceiling"
+    """Power has been missing longer than the fail-safe allows: the safe ceiling applies."""
+    NO_TARGET_POWER_DATA = "no_target_power_data"
+    """This target's own power is missing (the scope's is not): its ceiling holds."""
+    NO_ESTIMATE = "no_estimate"
+    """No watts-per-replica estimate yet for this target: its ceiling holds."""
+    POWER_AT_LIMIT = "power_at_limit"
+    """Threshold: power at or above the limit share of the cap: ceiling = current replicas."""
+    RACK_AT_LIMIT = "rack_at_limit"
+    """Threshold: a rack is at its limits: ceiling = current replicas."""
+    POWER_NEAR_LIMIT = "power_near_limit"
+    """Threshold: power at or above the approach share of the cap: ceiling = current + 1."""
+    RACK_NEAR_LIMIT = "rack_near_limit"
+    """Threshold: a rack approaches its limits: ceiling = current + 1."""
+    BELOW_THRESHOLD = "below_threshold"
+    """Threshold: power below the approach share: released to the user's maximum."""
+    FITS_UNDER_CAP = "fits_under_cap"
+    """Headroom: every target at its user's maximum fits under the cap."""
+    WITHIN_HYSTERESIS = "within_hysteresis"
+    """Headroom: the ceiling in force lies within the hysteresis band and stays."""
+    OVER_BUDGET = "over_budget"
+    """Headroom: the budget under the cap allows fewer replicas: lowered."""
+    OVER_CARBON_BUDGET = "over_carbon_budget"
+    """Headroom: a deferrable target's budget under the carbon cap allows fewer: lowered."""
+    HEADROOM = "headroom"
+    """Headroom: the budget leaves room for more replicas: raised."""
 
 
 def _check_optional_watts(name: str, value: float | None) -> None:
@@ -214,7 +249,10 @@ class CeilingDecision:
     previous_max_replicas: int
     new_max_replicas: int
     action: CeilingAction
+    code: CeilingReason
+    """Why, as a code (metrics, branching)."""
     reason: str
+    """Why, in words with the figures (status, Events, logs)."""
     planned_watts: float | None = None
     """Watts the new ceiling allows if every replica draws the learned estimate."""
 

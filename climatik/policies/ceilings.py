@@ -30,6 +30,7 @@ from climatik.domain.capping import (
     CeilingAction,
     CeilingDecision,
     CeilingPlan,
+    CeilingReason,
     TargetLearnerState,
     TargetObservation,
 )
@@ -118,7 +119,11 @@ def _action(previous: int, new: int, target: TargetObservation) -> CeilingAction
 
 
 def _decision(
-    target: TargetObservation, new: int, reason: str, planned_w: float | None = None
+    target: TargetObservation,
+    new: int,
+    code: CeilingReason,
+    reason: str,
+    planned_w: float | None = None,
 ) -> CeilingDecision:
     new = _clamp(new, target)
     return CeilingDecision(
@@ -126,6 +131,7 @@ def _decision(
         previous_max_replicas=target.applied_max_replicas,
         new_max_replicas=new,
         action=_action(target.applied_max_replicas, new, target),
+        code=code,
         reason=reason,
         planned_watts=planned_w,
     )
@@ -151,13 +157,13 @@ def _missing_data_plan(
                 f"{what} for {missing_for_s:.0f} s (limit {fail_safe.max_data_age_s:.0f} s): "
                 f"safe ceiling {new}"
             )
-            decision = _decision(target, new, reason)
+            decision = _decision(target, new, CeilingReason.SAFE_CEILING, reason)
             if decision.changed:
                 decision = replace(decision, action=CeilingAction.SAFE)
         else:
             hold = _clamp(target.applied_max_replicas, target)
             reason = f"{what} for {missing_for_s:.0f} s: holding ceiling {hold}"
-            decision = _decision(target, hold, reason)
+            decision = _decision(target, hold, CeilingReason.NO_POWER_DATA, reason)
         decisions.append(decision)
     return CeilingPlan(
         scope=observation.scope,
@@ -186,21 +192,24 @@ def _decide_threshold(
     decisions = []
     for target in observation.targets:
         if share >= settings.limit_fraction or rack_at_limit:
-            why = "a rack is at its limit" if share < settings.limit_fraction else f"power at {pct}"
+            if share < settings.limit_fraction:
+                code, why = CeilingReason.RACK_AT_LIMIT, "a rack is at its limit"
+            else:
+                code, why = CeilingReason.POWER_AT_LIMIT, f"power at {pct}"
             new = target.current_replicas
             reason = f"{why}: ceiling = current replicas ({new})"
         elif share >= settings.approach_fraction or rack_near:
-            why = (
-                "a rack approaches its limit"
-                if share < settings.approach_fraction
-                else f"power at {pct}"
-            )
+            if share < settings.approach_fraction:
+                code, why = CeilingReason.RACK_NEAR_LIMIT, "a rack approaches its limit"
+            else:
+                code, why = CeilingReason.POWER_NEAR_LIMIT, f"power at {pct}"
             new = target.current_replicas + 1
             reason = f"{why}: ceiling = current replicas + 1 ({new})"
         else:
+            code = CeilingReason.BELOW_THRESHOLD
             new = target.user_max_replicas
             reason = f"power at {pct}: released to the user's max ({new})"
-        decisions.append(_decision(target, new, reason))
+        decisions.append(_decision(target, new, code, reason))
     return CeilingPlan(scope=observation.scope, decisions=tuple(decisions), state=state, reason=pct)
 
 
@@ -386,7 +395,7 @@ def _decide_headroom(
         max(w for w in known if w is not None) if known else settings.initial_watts_per_replica
     )
 
-    held: dict[str, str] = {}
+    held: dict[str, tuple[CeilingReason, str]] = {}
     slots: list[_Slot] = []
     targeted_w = 0.0
     reserved_w = 0.0
@@ -398,14 +407,17 @@ def _decide_headroom(
         if target.watts is None:
             # Its power is inside the scope's measurement but cannot be separated: keep its
             # ceiling (missing data never lowers) and reserve what it may draw.
-            held[target.name] = "no power data for this target"
+            held[target.name] = (
+                CeilingReason.NO_TARGET_POWER_DATA,
+                "no power data for this target",
+            )
             reserved_w += _clamp(target.applied_max_replicas, target) * (estimate or 0.0)
             continue
         if estimate is None:
             estimate = fallback_w
         if estimate is None or estimate <= 0:
             # Its measured watts stay in the untargeted load below.
-            held[target.name] = "no watts-per-replica estimate yet"
+            held[target.name] = (CeilingReason.NO_ESTIMATE, "no watts-per-replica estimate yet")
             continue
         targeted_w += target.watts
         efficiency = efficiencies[target.name]
@@ -478,20 +490,22 @@ def _decide_headroom(
     for target in observation.targets:
         if target.name in held:
             hold = _clamp(target.applied_max_replicas, target)
-            decisions.append(_decision(target, hold, f"{held[target.name]}: holding {hold}"))
+            code, why = held[target.name]
+            decisions.append(_decision(target, hold, code, f"{why}: holding {hold}"))
             continue
         slot, low, high = by_name[target.name]
         wpr = slot.watts_per_replica
         # A deferrable target is held to the carbon cap's budget; say which one it was.
-        cap_words, its_budget_w = "the cap", budget_w
+        lowered, cap_words, its_budget_w = CeilingReason.OVER_BUDGET, "the cap", budget_w
         if target.deferrable and deferrable_budget_w is not None:
+            lowered = CeilingReason.OVER_CARBON_BUDGET
             cap_words, its_budget_w = "the carbon cap for deferrable work", deferrable_budget_w
         if (
             unconstrained <= budget_w
             and (allowance is None or allowance >= wanted_growth)
             and (deferrable_fits or not target.deferrable)
         ):
-            new = target.user_max_replicas
+            code, new = CeilingReason.FITS_UNDER_CAP, target.user_max_replicas
             reason = (
                 f"{target.user_max_replicas} replicas x {wpr:.0f} W fit the "
                 f"{budget_w:.0f} W left under the cap: user's max"
@@ -500,10 +514,13 @@ def _decide_headroom(
             last = _clamp(target.applied_max_replicas, target)
             new = min(high, max(low, last))
             if new == last:
+                code = CeilingReason.WITHIN_HYSTERESIS
                 reason = f"{last} is within the hysteresis band [{low}, {high}]"
             elif new < last:
+                code = lowered
                 reason = f"{its_budget_w:.0f} W left under {cap_words} allow {high} x {wpr:.0f} W"
             else:
+                code = CeilingReason.HEADROOM
                 its_strict_w = its_budget_w - hysteresis_w
                 reason = f"headroom for {low} x {wpr:.0f} W within {its_strict_w:.0f} W"
             if allowance is not None and new > target.current_replicas:
@@ -512,7 +529,7 @@ def _decide_headroom(
             if new < floor:
                 reason += f"; stepping down gradually to {floor} (wanted {new})"
                 new = floor
-        decisions.append(_decision(target, new, reason, planned_w=_clamp(new, target) * wpr))
+        decisions.append(_decision(target, new, code, reason, planned_w=_clamp(new, target) * wpr))
     return CeilingPlan(
         scope=observation.scope,
         decisions=tuple(decisions),

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Final
 
 from climatik.kube.fields import KEEP, Fields
+from climatik.reconcilers.resources import GPU_RESOURCE
 
 OBJECT_META: Final[Fields] = dict.fromkeys(
     (
@@ -36,12 +37,18 @@ priority (and ours), owners say KServe scales a ScaledObject, deletion stops a p
 
 _TOP: Final[Fields] = {"apiVersion": KEEP, "kind": KEEP, "metadata": OBJECT_META}
 
+_GPU_COUNT: Final[Fields] = {GPU_RESOURCE: KEEP}
+
 POD_FIELDS: Final[Fields] = {
     **_TOP,
-    "spec": {"nodeName": KEEP},
+    "spec": {
+        "nodeName": KEEP,
+        "containers": {"resources": {"requests": _GPU_COUNT, "limits": _GPU_COUNT}},
+    },
     "status": {"phase": KEEP, "podIP": KEEP},
 }
-"""Serving pods: phase, node (racks, GPU tuning) and IP (vLLM metrics for GPU tuning)."""
+"""Serving pods: phase, node (racks, GPU tuning), IP (vLLM metrics for GPU tuning) and each
+container's `nvidia.com/gpu` count alone (a GPU pod's watts must include its GPUs')."""
 
 DEPLOYMENT_FIELDS: Final[Fields] = {
     **_TOP,

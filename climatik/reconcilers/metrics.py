@@ -1,7 +1,9 @@
 """Metrics of the reconcilers' decisions, registered on the runtime's registry.
 
-Names follow `climatik_<subsystem>_<what>_<unit>`; labels are the config (`namespace/name`) and,
-per target, the capped object's name.
+Names follow `climatik_<subsystem>_<what>_<unit>` with Prometheus base units spelled out as the
+last word (watts, grams, joules; `docs/operations.md#metrics`); labels are the config
+(`namespace/name`), per target the capped object's name, and for decisions the closed sets
+`CeilingAction` and `CeilingReason`, so no label value comes from prose.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from climatik.domain.capping import CeilingAction, CeilingReason
 from climatik.domain.carbon import CarbonSignal
+
+_JOULES_PER_KWH = 3.6e6
 
 
 class CappingMetrics:
@@ -33,8 +38,8 @@ class CappingMetrics:
             ["config", "target"],
             registry=registry,
         )
-        self.target_watts_per_replica = Gauge(
-            "climatik_target_watts_per_replica",
+        self.target_replica_power_watts = Gauge(
+            "climatik_target_replica_power_watts",
             "Learned power of one replica of a target.",
             ["config", "target"],
             registry=registry,
@@ -47,8 +52,9 @@ class CappingMetrics:
         )
         self.decisions = Counter(
             "climatik_decisions_total",
-            "Ceiling decisions by action and reason class.",
-            ["action", "reason"],
+            "Ceiling decisions, one per target and reconcile, by action (CeilingAction) and "
+            "reason code (CeilingReason).",
+            ["config", "action", "reason"],
             registry=registry,
         )
         self.metrics_available = Gauge(
@@ -58,8 +64,9 @@ class CappingMetrics:
             registry=registry,
         )
         self.carbon_intensity = Gauge(
-            "climatik_carbon_intensity_g_per_kwh",
-            "Grid carbon intensity the config follows.",
+            "climatik_carbon_intensity_grams_per_joule",
+            "Grid carbon intensity the config follows, in grams of CO2 per joule "
+            "(x 3.6e6 = g/kWh).",
             ["config", "signal"],
             registry=registry,
         )
@@ -76,7 +83,7 @@ class CappingMetrics:
             registry=registry,
         )
         self.emissions = Counter(
-            "climatik_emissions_g_total",
+            "climatik_emissions_grams_total",
             "Location-based emissions of the measured power (x PUE), in grams of CO2.",
             ["config"],
             registry=registry,
@@ -90,9 +97,12 @@ class CappingMetrics:
             except KeyError:
                 continue
         self.forget_carbon(config)
+        for action in CeilingAction:
+            for reason in CeilingReason:
+                _remove(self.decisions, config, str(action), str(reason))
         for gauge in (
             self.target_max_replicas,
-            self.target_watts_per_replica,
+            self.target_replica_power_watts,
             self.target_tokens_per_joule,
         ):
             for target in targets:
@@ -108,12 +118,19 @@ class CappingMetrics:
         for metric in (self.effective_cap_watts, self.carbon_available, self.emissions):
             _remove(metric, config)
 
-    def set_carbon_intensity(self, config: str, signal: CarbonSignal, value: float) -> None:
-        """The intensity a config follows; a series of a signal it no longer follows goes."""
+    def set_carbon_intensity(
+        self, config: str, signal: CarbonSignal, intensity_g_per_kwh: float
+    ) -> None:
+        """The intensity a config follows, exposed in the base unit (g/J); a series of a signal
+        it no longer follows goes."""
         for other in CarbonSignal:
             if other is not signal:
                 _remove(self.carbon_intensity, config, str(other))
-        self.carbon_intensity.labels(config, str(signal)).set(value)
+        self.carbon_intensity.labels(config, str(signal)).set(intensity_g_per_kwh / _JOULES_PER_KWH)
+
+    def count_decision(self, config: str, action: CeilingAction, reason: CeilingReason) -> None:
+        """Count one ceiling decision by its codes (never by its words)."""
+        self.decisions.labels(config, str(action), str(reason)).inc()
 
 
 def _remove(metric: Gauge | Counter, *labels: str) -> None:

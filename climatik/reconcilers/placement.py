@@ -36,9 +36,10 @@ changes, it:
    racks fall back to the estimate from history. The ConfigMap is untrusted input: its parse
    never raises, runs off the event loop, and costs time linear in its capped size.
 
-Steps 1 to 3 and the snapshot need only reads, so the reconciler may run on standby replicas too
-(their webhooks answer requests as well); everything after the snapshot runs only while
-`may_write()` (by default the client's leadership gate) says this replica leads.
+Steps 1 to 3 and the snapshot need only reads, and everything after the snapshot runs only
+while `may_write()` (by default the client's leadership gate) says this replica leads. The
+manager runs reconcile workers on the leader only, so only the leader's webhook has scores: a
+standby's webhook answers allowed and unplaced (docs/placement.md, Known limits).
 
 `status.racks` is written by the power-cap reconciler; this one writes only its condition, with
 the object's resourceVersion, so neither can silently drop the other's update.
@@ -590,7 +591,7 @@ class PlacementReconciler:
         if config.placement.mode is PlacementMode.TEMPLATE:
             await self._templates(config, workloads, scored, memory)
         setpoints = await self._cool(obj, config, racks, memory)
-        self._report_metrics(config, racks, rack_scores, scored, setpoints, memory=memory)
+        self._report_metrics(config, racks, rack_scores, setpoints, memory=memory)
         requeue = await self._report_status(obj, config, racks, rack_scores, memory)
         if requeue:
             return Result(requeue=True)
@@ -1063,7 +1064,6 @@ class PlacementReconciler:
         config: PowerCappingConfig,
         racks: Sequence[RackView],
         rack_scores: Sequence[PlaceScore],
-        scored: Mapping[tuple[str, str], tuple[PlaceScore, ...]],
         setpoints: Sequence[SupplySetpoint],
         *,
         memory: _Memory,
@@ -1075,6 +1075,8 @@ class PlacementReconciler:
         if config.placement.mode is not PlacementMode.DISABLED:
             allowed = 0.0 if self._deletion_cost_problem(config) else 1.0
             m.set_gauge(m.deletion_costs_allowed, allowed, key)
+        for s in rack_scores:
+            m.set_gauge(m.rack_score, s.score, key, s.place_id)
         admissible = {s.place_id: s.admissible for s in rack_scores}
         for r in racks:
             o = r.observation
@@ -1087,9 +1089,6 @@ class PlacementReconciler:
                 m.set_gauge(m.rack_thermal_headroom, o.thermal_headroom_c, key, r.rack_id)
             if o.power_headroom_w is not None:
                 m.set_gauge(m.rack_power_headroom, o.power_headroom_w, key, r.rack_id)
-        for (namespace, deployment), scores in scored.items():
-            for s in scores:
-                m.set_gauge(m.rack_score, s.score, key, f"{namespace}/{deployment}", s.place_id)
         for sp in setpoints:
             m.set_gauge(m.supply_change, sp.change_c, key, sp.group)
             if sp.supply_c is not None:

@@ -21,10 +21,15 @@ class PlacementMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        # One series per config and rack, the score the status reports. The scores per
+        # workload (which steer the webhook and scale-in) are not exported: they would multiply
+        # the series by every workload of every config; their effect shows in the pods' node
+        # affinity and deletion costs.
         self.rack_score = Gauge(
             "climatik_rack_score",
-            "Placement score of a rack (higher is better) for one target workload.",
-            ["config", "workload", "rack"],
+            "Placement score of a rack for the config (higher is better), from its power and "
+            "temperature headroom, as in the PowerCappingConfig's status.",
+            ["config", "rack"],
             registry=r,
         )
         self.rack_admissible = Gauge(

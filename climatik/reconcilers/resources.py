@@ -28,3 +28,6 @@ DEFERRABLE_ANNOTATION = "climatik-project.ai/deferrable"
 cleaner grid, so a carbon cap holds back deferrable targets only."""
 KSERVE_ISVC_LABEL = "serving.kserve.io/inferenceservice"
 """KServe labels predictor pods with their InferenceService's name."""
+GPU_RESOURCE = "nvidia.com/gpu"
+"""The extended resource of NVIDIA's device plugin: a pod that asks for it draws GPU power, which
+the power measurement must see (`GpuPowerMeasured` condition)."""

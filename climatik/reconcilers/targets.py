@@ -21,6 +21,7 @@ from climatik.kube.store import index_by_namespace
 from climatik.reconcilers.resources import (
     APPLIED_MAX_ANNOTATION,
     DEFERRABLE_ANNOTATION,
+    GPU_RESOURCE,
     KSERVE_ISVC_LABEL,
     PRIORITY_ANNOTATION,
     USER_MAX_ANNOTATION,
@@ -64,6 +65,9 @@ class ResolvedTarget:
     """Annotations that did not parse (the defaults are used instead), for Events and status."""
     newest_pod_created_s: float | None = None
     """When the youngest of `pods` was created (wall clock); None when no pod says."""
+    gpu_pods: tuple[str, ...] = ()
+    """Those of `pods` whose containers request or limit `nvidia.com/gpu`: their power is
+    mostly GPU power, which the measurement preset must see."""
 
     @property
     def key(self) -> str:
@@ -232,13 +236,27 @@ def _serving_pods(pods: Iterable[Obj], match: Any) -> _ServingPods:
     nodes = tuple(str((p.get("spec") or {}).get("nodeName") or "") for p in chosen)
     created = [_timestamp_s(_meta(p).get("creationTimestamp")) for p in chosen]
     known = [c for c in created if c is not None]
-    return _ServingPods(names, nodes, max(known) if known else None)
+    gpu_pods = tuple(str(_meta(p).get("name")) for p in chosen if requests_gpu(p))
+    return _ServingPods(names, nodes, max(known) if known else None, gpu_pods)
 
 
 class _ServingPods(NamedTuple):
     names: tuple[str, ...]
     nodes: tuple[str, ...]
     newest_created_s: float | None
+    gpu_pods: tuple[str, ...]
+
+
+def requests_gpu(pod: Obj) -> bool:
+    """Whether a container of `pod` requests or limits `nvidia.com/gpu` (an extended resource
+    needs at least one of the two; a count that does not parse still counts as asking)."""
+    for container in (pod.get("spec") or {}).get("containers") or ():
+        resources = container.get("resources") or {}
+        for amounts in (resources.get("requests"), resources.get("limits")):
+            count = (amounts or {}).get(GPU_RESOURCE)
+            if count is not None and _int(count, 1) > 0:
+                return True
+    return False
 
 
 def _timestamp_s(raw: object) -> float | None:
@@ -285,7 +303,7 @@ def _from_scaled_object(
     ref = spec.get("scaleTargetRef") or {}
     deployment = deployments.get(str(ref.get("name")))
     selector = ((deployment or {}).get("spec") or {}).get("selector")
-    names, nodes, newest_s = _serving_pods(pods, lambda labels: _selector_matches(selector, labels))
+    serving = _serving_pods(pods, lambda labels: _selector_matches(selector, labels))
     intent = _user_intent(so, TargetKind.SCALED_OBJECT)
     return ResolvedTarget(
         kind=TargetKind.SCALED_OBJECT,
@@ -294,10 +312,11 @@ def _from_scaled_object(
         min_replicas=_int(spec.get("minReplicaCount"), KEDA_DEFAULT_MIN),
         applied_max_replicas=applied,
         user_max_replicas=max(_user_max(so, applied), _int(spec.get("minReplicaCount"), 0)),
-        current_replicas=_deployment_replicas(deployment, names),
-        pods=names,
-        pod_nodes=nodes,
-        newest_pod_created_s=newest_s,
+        current_replicas=_deployment_replicas(deployment, serving.names),
+        pods=serving.names,
+        pod_nodes=serving.nodes,
+        newest_pod_created_s=serving.newest_created_s,
+        gpu_pods=serving.gpu_pods,
         obj=so,
         limited_by_ceiling=limited_by_ceiling(hpas.get(hpa_name(so))),
         priority=intent.priority,
@@ -319,9 +338,7 @@ def _from_inference_service(
     so_max = _int(((so or {}).get("spec") or {}).get("maxReplicaCount"), KEDA_DEFAULT_MAX)
     applied = _int(predictor.get("maxReplicas"), 0) or so_max
     minimum = _int(predictor.get("minReplicas"), KSERVE_DEFAULT_MIN)
-    names, nodes, newest_s = _serving_pods(
-        pods, lambda labels: labels.get(KSERVE_ISVC_LABEL) == name
-    )
+    serving = _serving_pods(pods, lambda labels: labels.get(KSERVE_ISVC_LABEL) == name)
     intent = _user_intent(isvc, TargetKind.INFERENCE_SERVICE)
     return ResolvedTarget(
         kind=TargetKind.INFERENCE_SERVICE,
@@ -330,10 +347,11 @@ def _from_inference_service(
         min_replicas=minimum,
         applied_max_replicas=applied,
         user_max_replicas=max(_user_max(isvc, applied), minimum),
-        current_replicas=_deployment_replicas(deployments.get(f"{name}-predictor"), names),
-        pods=names,
-        pod_nodes=nodes,
-        newest_pod_created_s=newest_s,
+        current_replicas=_deployment_replicas(deployments.get(f"{name}-predictor"), serving.names),
+        pods=serving.names,
+        pod_nodes=serving.nodes,
+        newest_pod_created_s=serving.newest_created_s,
+        gpu_pods=serving.gpu_pods,
         obj=isvc,
         limited_by_ceiling=limited_by_ceiling(
             hpas.get(hpa_name(so) if so is not None else f"keda-hpa-{name}-predictor")

@@ -1,5 +1,5 @@
 """The datacenter twin behind `climatik simulate`.
 
-It imports only domain, policies and replayed sources, so it runs the controller's own
-decision code over simulated days.
+It imports only domain and policies (the observation builder included), never an adapter,
+so it runs the controller's own decision code over simulated days on what it could measure.
 """

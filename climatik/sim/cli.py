@@ -1,15 +1,17 @@
 """`climatik simulate`: run the twin on a scenario and compare policies side by side.
 
 With no arguments it runs the built-in `default` scenario with its baseline policies, prints a
-summary table on stdout and, on a terminal, a progress bar on stderr. `--json` and `--report`
-write the figures and plots to files; their paths are checked before the run, not after it.
-Errors a user can cause (an unknown scenario, an invalid field, an unknown policy, an output path
-that cannot be written) print one clear message and exit with status 2.
+summary table on stdout and its progress on stderr (a bar with an ETA on a terminal, a plain
+line every 10 % elsewhere). `--json` and `--report` write the figures and plots to files; their
+paths are checked before the run, not after it. Errors a user can cause (an unknown scenario, an
+invalid field, an unknown policy, an output path that cannot be written) print one clear message
+and exit with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import tempfile
@@ -61,25 +63,6 @@ def add_simulate_parser(subparsers: Any) -> None:
     parser.set_defaults(handler=run_simulate)
 
 
-class _ProgressBar:
-    """A one-line bar on stderr, drawn only when stderr is a terminal."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.last = -1
-
-    def __call__(self, fraction: float) -> None:
-        percent = int(fraction * 100)
-        if percent == self.last:
-            return
-        self.last = percent
-        filled = percent * 30 // 100
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {percent:3d}%")
-        if percent >= 100:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
 class OutputPathError(UserError):
     """An output path that cannot be written, found before the run rather than after it."""
 
@@ -120,15 +103,25 @@ def run_simulate(args: argparse.Namespace) -> int:
     """Handler of `climatik simulate`."""
     from climatik.sim.engine import Twin
     from climatik.sim.policy_specs import POLICY_NAMES
-    from climatik.sim.report import summary_table, write_html_report
+    from climatik.sim.progress import Progress
+    from climatik.sim.report import write_html_report
     from climatik.sim.scenario import ScenarioError, builtin_names, load_scenario
     from climatik.sim.scenario_bounds import compute_bounds
     from climatik.sim.shares import compare
+    from climatik.sim.summary import summary_table
 
     if args.list:
         print("scenarios:", ", ".join(builtin_names()))
         print("policies:", ", ".join(POLICY_NAMES))
         return 0
+    # Before the run, not after it: the plots need the optional extra.
+    if args.report is not None and importlib.util.find_spec("matplotlib") is None:
+        print(
+            "climatik simulate: --report draws plots with matplotlib, which is not installed: "
+            "pip install 'climatik[sim]'",
+            file=sys.stderr,
+        )
+        return 2
     if args.json is not None:
         check_output_file(args.json, "--json")
     if args.report is not None:
@@ -148,8 +141,7 @@ def run_simulate(args: argparse.Namespace) -> int:
             seed=args.seed,
             exact_knowledge=args.exact_knowledge,
         )
-        progress = _ProgressBar(f"simulating {scenario.name}") if sys.stderr.isatty() else None
-        result = twin.run(progress=progress)
+        result = twin.run(progress=Progress(f"simulating {scenario.name}", sys.stderr))
     except (ScenarioError, ValueError) as error:
         print(f"climatik simulate: {error}", file=sys.stderr)
         return 2
@@ -161,6 +153,6 @@ def run_simulate(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         print(f"figures written to {args.json}")
     if args.report is not None:
-        page = write_html_report(result, args.report, comparison)
+        page = write_html_report(result, scenario, args.report, comparison)
         print(f"report written to {page}")
     return 0

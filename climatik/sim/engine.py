@@ -97,6 +97,8 @@ class History:
     site_w: list[FloatArray] = field(default_factory=list)
     cap_w: list[FloatArray] = field(default_factory=list)
     replicas: list[FloatArray] = field(default_factory=list)
+    ceilings: list[FloatArray] = field(default_factory=list)
+    """The replica ceiling (maxReplicaCount) each policy set, per service."""
     max_inlet_c: list[FloatArray] = field(default_factory=list)
     supply_c: list[FloatArray] = field(default_factory=list)
     carbon_g_per_kwh: list[float] = field(default_factory=list)
@@ -735,6 +737,7 @@ class Twin:
                 history.site_w.append(site_w.copy())
                 history.cap_w.append(cap_eff.copy())
                 history.replicas.append(n_tot.astype(np.float64))
+                history.ceilings.append(ceiling.astype(np.float64))
                 history.max_inlet_c.append(max_in.copy())
                 history.supply_c.append(supply.copy())
                 history.carbon_g_per_kwh.append(float(carbon_step[k]))

@@ -1,10 +1,9 @@
-"""How a twin run is shown: a summary table for the terminal and an HTML page with plots.
+"""The HTML page of a twin run: what was simulated, the figures, what each one means, the bounds,
+and plots that read on their own (`climatik.sim.plots`).
 
-The table has one row per policy and the metrics of SIMULATOR.md in their natural units, then a
-`bound` row (the best possible for the scenario, `climatik.sim.shares`) with only the
-bounded columns filled, and a second table of each policy's share of bound. The HTML page shows
-the same and embeds PNG plots (power against the cap, replicas, inlet temperatures, carbon)
-drawn with matplotlib's Agg backend, so it works on a headless machine.
+A reader who never saw the scenario file learns from the page what room, caps, services and
+policies were run, which way each column is better and how it is defined, and what the bound
+row assumes. The tables are the terminal's (`climatik.sim.summary`), cell for cell.
 """
 
 from __future__ import annotations
@@ -12,221 +11,147 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-import numpy as np
-
 from climatik.sim.engine import SimResult
+from climatik.sim.scenario import Scenario
 from climatik.sim.shares import BOUND_ROW, SHARE_KEYS, Comparison
+from climatik.sim.summary import (
+    COLUMNS,
+    SHARE_EXPLAINED,
+    SHARE_HEADERS,
+    baselines_line,
+    metric_tables,
+    share_rows,
+    title_line,
+)
 
-_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    # (metric key, header, format)
-    ("cap_violation_ws", "violation W*s", "{:.3g}"),
-    ("max_overshoot_pct", "overshoot %", "{:.2f}"),
-    ("tokens", "tokens", "{:.4g}"),
-    ("tokens_per_s", "tokens/s", "{:.0f}"),
-    ("tokens_per_joule", "tokens/J", "{:.4f}"),
-    ("energy_kwh", "IT kWh", "{:.1f}"),
-    ("cooling_kwh", "cooling kWh", "{:.1f}"),
-    ("peak_inlet_c", "peak inlet °C", "{:.2f}"),
-    ("time_above_redline_s", "s > redline", "{:.0f}"),
-    ("carbon_g", "CO2 kg", "{:.1f}"),
-    ("carbon_g_per_1k_tokens", "gCO2/1k tok", "{:.4f}"),
-    ("slo_attainment", "SLO %", "{:.1f}"),
-    ("peak_to_average", "peak/avg", "{:.3f}"),
+POLICY_SUMMARIES = {
+    "uncapped": "replicas follow demand up to the user's maximum; no power control",
+    "static": "ceilings sized once for nameplate power: the usual safe provisioning",
+    "seed-threshold": (
+        "the original design's rule: from 80 % of the cap the ceiling is the current replicas "
+        "+ 1, from 95 % the current replicas; below 80 % it is released"
+    ),
+    "climatik": (
+        "Climatik's defaults: headroom ceilings from measured watts, heat-aware placement, "
+        "a carbon cap when the scenario has one, and tuned GPU clocks"
+    ),
+    "climatik-no-carbon": "climatik without carbon input (an ablation)",
+    "climatik-max-clock": "climatik with GPUs at their maximum clock (an ablation)",
+    "placement-random": "climatik's ceilings, carbon and clocks; random placement",
+    "placement-round-robin": "climatik's ceilings, carbon and clocks; round-robin placement",
+    "placement-minhr": (
+        "climatik's ceilings, carbon and clocks; MinHR placement (least heat recirculated)"
+    ),
+    "placement-zone": "climatik's ceilings, carbon and clocks; zone-balanced placement",
+}
+"""One line per policy of `climatik.sim.policy_specs`, for the page's scenario section."""
+
+_STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:75em}table{border-collapse:collapse;"
+    "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+    "dt{font-weight:bold;margin-top:.5em}figcaption{max-width:60em}"
 )
 
 
-_SHARE_HEADERS = {
-    "tokens": "tokens",
-    "slo_attainment": "SLO",
-    "cooling_kwh": "cooling",
-    "carbon_g_per_1k_tokens": "gCO2/1k tok",
-    "peak_to_average": "peak/avg",
-}
+def _e(text: object) -> str:
+    return html.escape(str(text))
 
 
-def _cell(key: str, fmt: str, value: float | None) -> str:
-    if value is None:
-        return ""
-    if key == "carbon_g":
-        value = value / 1000.0
-    elif key == "slo_attainment":
-        value = value * 100.0
-    return fmt.format(value)
-
-
-def _rows(result: SimResult, comparison: Comparison | None) -> list[list[str]]:
-    rows = [
-        [name, *(_cell(key, fmt, metrics[key]) for key, _, fmt in _COLUMNS)]
-        for name, metrics in result.policies.items()
+def _scenario_html(result: SimResult, scenario: Scenario) -> str:
+    """What was run: the scenario's description, room, caps, services and policies."""
+    racks, caps, cooling = scenario.racks, scenario.caps, scenario.cooling
+    facts = [
+        f"{result.duration_s / 3600:g} h simulated in steps of {scenario.step_s:g} s; the "
+        f"policies decide every {scenario.control_interval_s:g} s.",
+        f"Room: {racks.count} racks x {racks.servers_per_rack} servers x "
+        f"{racks.gpus_per_server} {racks.gpu_model} GPUs; a server idles at "
+        f"{racks.idle_server_w / 1000:g} kW and draws up to {racks.nameplate_server_w / 1000:g} "
+        "kW (nameplate).",
+        f"Site cap: {caps.site_cap_w / 1000:g} kW of IT power for the whole room"
+        + (f"; each rack at most {caps.rack_max_w / 1000:g} kW" if caps.rack_max_w else "")
+        + (f"; rack inlets at most {caps.rack_max_inlet_c:g} °C" if caps.rack_max_inlet_c else "")
+        + ".",
+        f"Cooling: redline {cooling.redline_c:g} °C; supply air "
+        f"{cooling.min_supply_c:g}-{cooling.max_supply_c:g} °C, aimed {cooling.supply_guard_c:g} "
+        "°C under the redline.",
     ]
-    if comparison is not None:
-        bound = comparison.bound_row
-        rows.append([BOUND_ROW, *(_cell(key, fmt, bound.get(key)) for key, _, fmt in _COLUMNS)])
-    return rows
-
-
-def _share_cell(value: float | None) -> str:
-    return "-" if value is None else f"{round(value * 100)} %"
-
-
-def _share_rows(comparison: Comparison) -> list[list[str]]:
-    return [
-        [name, *(_share_cell(shares[key]) for key in SHARE_KEYS)]
-        for name, shares in comparison.shares.items()
-    ]
-
-
-def _baselines_line(comparison: Comparison) -> str:
-    parts = [
-        f"{_SHARE_HEADERS[key]}: {comparison.baselines[key] or 'none in this run'}"
-        for key in SHARE_KEYS
-    ]
-    return "baselines: " + "; ".join(parts)
-
-
-def _fixed_width(headers: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: list[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest])
-
-    return [line(headers), "-" * len(line(headers)), *(line(r) for r in rows)]
-
-
-def summary_table(result: SimResult, comparison: Comparison | None = None) -> str:
-    """A fixed-width table, one row per policy (and the bound), headed by the scenario; with a
-    comparison, a second table of shares of bound."""
-    headers = ["policy", *(header for _, header, _ in _COLUMNS)]
-    hours = result.duration_s / 3600.0
-    title = (
-        f"scenario {result.scenario}: {hours:g} h simulated, site cap "
-        f"{result.site_cap_w / 1000:g} kW, redline {result.redline_c:g} °C "
-        "(carbon is location based)"
-    )
+    if caps.carbon is not None:
+        band = caps.carbon
+        facts.append(
+            f"Carbon cap: the full cap at or below {band.clean_g_per_kwh:g} gCO2/kWh, down to "
+            f"{band.floor_fraction:g} of it at or above {band.dirty_g_per_kwh:g} gCO2/kWh; it "
+            "binds only deferrable services when there are some."
+        )
     if result.knowledge == "exact":
-        title += "; EXACT KNOWLEDGE: policies see what the controller cannot measure"
-    lines = [title, *_fixed_width(headers, _rows(result, comparison))]
-    if comparison is None:
-        return "\n".join(lines)
-    share_headers = ["share of bound", *(_SHARE_HEADERS[key] for key in SHARE_KEYS)]
-    lines += [
-        "",
-        "share of bound = (policy - baseline) / (bound - baseline); 100 % = the bound; "
-        "- = no baseline, no gain to share, or a policy that breaks the cap",
-        _baselines_line(comparison),
-        *_fixed_width(share_headers, _share_rows(comparison)),
-        *comparison.notes.values(),
-    ]
-    return "\n".join(lines)
-
-
-def write_html_report(
-    result: SimResult, folder: Path, comparison: Comparison | None = None
-) -> Path:
-    """Write `index.html` and its PNG plots into `folder`; return the page's path."""
-    import matplotlib  # noqa: PLC0415  (heavy: only imported when a report is asked for)
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    folder.mkdir(parents=True, exist_ok=True)
-    history = result.history
-    hours = np.asarray(history.hours)
-    names = list(result.policies)
-    site = np.asarray(history.site_w) / 1000.0
-    caps = np.asarray(history.cap_w) / 1000.0
-    inlets = np.asarray(history.max_inlet_c)
-    replicas = np.asarray(history.replicas)
-    carbon = np.asarray(history.carbon_g_per_kwh)
-    images: list[tuple[str, str]] = []
-
-    def save(fig: object, filename: str, caption: str) -> None:
-        fig.savefig(folder / filename, dpi=90)  # type: ignore[attr-defined]
-        plt.close(fig)  # type: ignore[arg-type]
-        images.append((filename, caption))
-
-    fig, ax = plt.subplots(figsize=(10, 4))
-    for p, name in enumerate(names):
-        ax.plot(hours, site[:, p], label=name, linewidth=1)
-    ax.axhline(result.site_cap_w / 1000.0, color="black", linestyle="--", label="site cap")
-    for p, name in enumerate(names):
-        if not np.allclose(caps[:, p], result.site_cap_w / 1000.0):
-            # The carbon cap: the whole site's, or only deferrable services' when there are some.
-            ax.plot(hours, caps[:, p], linestyle=":", label=f"{name} carbon cap")
-    ax.set_xlabel("hour")
-    ax.set_ylabel("IT power (kW)")
-    ax.legend(fontsize="small", ncol=2)
-    save(fig, "power.png", "IT power of the site against its cap, per policy")
-
-    for p, name in enumerate(names):
-        fig, ax = plt.subplots(figsize=(10, 3))
-        for j, service in enumerate(result.service_names):
-            ax.step(hours, replicas[:, p, j], where="post", label=service)
-        ax.set_title(f"replicas: {name}")
-        ax.set_xlabel("hour")
-        ax.legend(fontsize="small")
-        save(fig, f"replicas-{name}.png", f"replicas per service under {name}")
-
-    fig, ax = plt.subplots(figsize=(10, 4))
-    for p, name in enumerate(names):
-        ax.plot(hours, inlets[:, p], label=name, linewidth=1)
-    ax.axhline(result.redline_c, color="red", linestyle="--", label="redline")
-    ax.set_xlabel("hour")
-    ax.set_ylabel("hottest inlet (°C)")
-    ax.legend(fontsize="small", ncol=2)
-    save(fig, "inlets.png", "hottest server inlet, per policy")
-
-    emitted_kg = np.asarray(history.carbon_g) / 1000.0
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-    top.plot(hours, carbon, color="green")
-    top.set_ylabel("grid gCO2/kWh")
-    for p, name in enumerate(names):
-        bottom.plot(hours, emitted_kg[:, p], label=name, linewidth=1)
-    bottom.set_xlabel("hour")
-    bottom.set_ylabel("emitted kgCO2 (cumulative)")
-    bottom.legend(fontsize="small", ncol=2)
-    save(fig, "carbon.png", "grid carbon intensity and cumulative emissions per policy")
-
-    rows = "".join(
-        "<tr><td>" + "</td><td>".join(html.escape(c) for c in row) + "</td></tr>"
-        for row in _rows(result, comparison)
+        facts.append(
+            "EXACT KNOWLEDGE: the policies saw what the live controller cannot measure "
+            "(server idle draw, the room's heat matrix, unlagged chassis power and inlets)."
+        )
+    services = "".join(
+        f"<tr><td>{_e(s.name)}</td><td>{_e(s.model)}</td><td>{s.min_replicas}-{s.max_replicas}"
+        f"</td><td>{s.slo.ttft_s:g} s / {s.slo.tbt_s:g} s</td><td>{s.traffic.peak_rps:g}</td>"
+        f"<td>{'yes' if s.deferrable else 'no'}</td></tr>"
+        for s in scenario.services
     )
-    header = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in _COLUMNS)
-    bounds_html = "" if comparison is None else _bounds_html(comparison)
-    figures = "".join(
-        f'<figure><img src="{f}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}'
-        "</figcaption></figure>"
-        for f, c in images
+    policies = "".join(
+        f"<li><b>{_e(name)}</b>: {_e(POLICY_SUMMARIES.get(name, ''))}</li>"
+        for name in result.policies
     )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>climatik simulate: {html.escape(result.scenario)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-        "td:first-child{text-align:left}img{max-width:100%}</style></head><body>"
-        f"<h1>Scenario {html.escape(result.scenario)}</h1>"
-        f"<p>{result.duration_s / 3600:g} h simulated. Carbon is location based.</p>"
-        f"<table><tr><th>policy</th>{header}</tr>{rows}</table>{bounds_html}{figures}"
-        "</body></html>"
+    return (
+        f"<p>{_e(scenario.description or 'No description in the scenario file.')}</p>"
+        f"<ul>{''.join(f'<li>{_e(f)}</li>' for f in facts)}</ul>"
+        "<table><tr><th>service</th><th>model</th><th>replicas (min-max)</th>"
+        "<th>SLO: first token / between tokens</th><th>peak requests/s</th>"
+        f"<th>deferrable</th></tr>{services}</table>"
+        f"<p>Policies compared, on the same traffic, carbon and noise:</p><ul>{policies}</ul>"
     )
-    page_path = folder / "index.html"
-    page_path.write_text(page, encoding="utf-8")
-    return page_path
+
+
+def _tables_html(result: SimResult, comparison: Comparison | None) -> str:
+    parts = []
+    for table in metric_tables(result, comparison):
+        head = "".join(
+            f'<th><a href="#{c.key}">{_e(c.title)}</a>' + (f"<br>{_e(u)}" if u else "") + "</th>"
+            for c, u in zip(table.columns, table.units, strict=True)
+        )
+        body = "".join(
+            "<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in row) + "</tr>" for row in table.rows
+        )
+        parts.append(f"<table><tr><th>{_e(table.title)}</th>{head}</tr>{body}</table>")
+    return "".join(parts)
+
+
+def _glossary_html() -> str:
+    """Every column: its header, its metric key, which way is better and what it means."""
+    entries = "".join(
+        f'<dt id="{c.key}">{_e(c.title)} <code>{_e(c.key)}</code></dt>'
+        f"<dd>{_e(c.meaning)} {_e(c.better.capitalize())} is better.</dd>"
+        for c in COLUMNS
+    )
+    return (
+        "<h2>What the columns mean</h2><p>↑ higher is better, ↓ lower is better. Each column "
+        "reads in one unit, under its header. The JSON written by <code>--json</code> has "
+        "the same figures under the keys shown, in W·s, kWh, g, s and fractions.</p>"
+        f"<dl>{entries}<dt>{BOUND_ROW}</dt><dd>The best any policy could reach on this "
+        "scenario over the same hours, with perfect foresight of demand and carbon and the "
+        "twin's own physics, solved as linear programs; only the bounded columns are filled. "
+        "A policy that beats it means the bound is wrong.</dd></dl>"
+    )
 
 
 def _bounds_html(comparison: Comparison) -> str:
     """The share-of-bound table and, per bound, its solver status and relaxations."""
-    head = "".join(f"<th>{html.escape(_SHARE_HEADERS[k])}</th>" for k in SHARE_KEYS)
+    head = "".join(f"<th>{_e(SHARE_HEADERS[k])}</th>" for k in SHARE_KEYS)
     body = "".join(
-        "<tr><td>" + "</td><td>".join(html.escape(c) for c in row) + "</td></tr>"
-        for row in _share_rows(comparison)
+        "<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>"
+        for row in share_rows(comparison)
     )
     bounds = comparison.bounds
     items = "".join(
-        f"<li><b>{html.escape(title)}</b> ({html.escape(bound.status)}, MIP gap "
-        f"{bound.mip_gap:g}): " + "; ".join(html.escape(r) for r in bound.relaxations) + "</li>"
+        f"<li><b>{_e(title)}</b> ({_e(bound.status)}, MIP gap {bound.mip_gap:g}): "
+        + "; ".join(_e(r) for r in bound.relaxations)
+        + "</li>"
         for title, bound in (
             ("tokens and SLO", bounds.throughput),
             ("cooling", bounds.cooling),
@@ -234,11 +159,40 @@ def _bounds_html(comparison: Comparison) -> str:
             ("peak-to-average", bounds.peak_to_average),
         )
     )
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in comparison.notes.values())
+    notes = "".join(f"<li>{_e(n)}</li>" for n in comparison.notes.values())
     return (
-        "<h2>Share of bound</h2><p>(policy - baseline) / (bound - baseline); 100 % is the "
-        "bound, - means no baseline in the run, no gain to share, or a policy that breaks "
-        f"the cap. {html.escape(_baselines_line(comparison))}.</p>"
-        f"<table><tr><th>policy</th>{head}</tr>{body}</table>"
-        f"<h2>Bounds</h2><ul>{items}{notes}</ul>"
+        f"<h2>Share of bound</h2><p>{_e(SHARE_EXPLAINED)}. {_e(baselines_line(comparison))}."
+        f"</p><table><tr><th>policy</th>{head}</tr>{body}</table>"
+        "<h2>Bounds</h2><p>Each bound relaxes the problem in ways that can only make it "
+        "easier to reach, so it is an upper limit for any policy; what each one relaxes:</p>"
+        f"<ul>{items}{notes}</ul>"
     )
+
+
+def write_html_report(
+    result: SimResult, scenario: Scenario, folder: Path, comparison: Comparison | None = None
+) -> Path:
+    """Write `index.html` and its PNG plots into `folder`; return the page's path."""
+    from climatik.sim.plots import report_plots  # noqa: PLC0415  (matplotlib: only when asked)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = []
+    for plot in report_plots(result, scenario):
+        plot.figure.savefig(folder / plot.filename, dpi=100)
+        figures.append(
+            f'<figure><img src="{_e(plot.filename)}" alt="{_e(plot.caption)}">'
+            f"<figcaption>{_e(plot.caption)}</figcaption></figure>"
+        )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>climatik simulate: {_e(result.scenario)}</title><style>{_STYLE}</style>"
+        f"</head><body><h1>Scenario {_e(result.scenario)}</h1>"
+        f"{_scenario_html(result, scenario)}"
+        f"<h2>Results</h2><p>{_e(title_line(result))}.</p>{_tables_html(result, comparison)}"
+        f"{_glossary_html()}"
+        f"{'' if comparison is None else _bounds_html(comparison)}"
+        f"<h2>Plots</h2>{''.join(figures)}</body></html>"
+    )
+    page_path = folder / "index.html"
+    page_path.write_text(page, encoding="utf-8")
+    return page_path

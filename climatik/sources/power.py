@@ -8,7 +8,9 @@ built (pure, unit-tested) and what it guarantees:
   - `KeplerPod` (Kepler >= 0.10): `kepler_pod_cpu_watts` filtered to ONE zone (zones overlap:
     package includes core and uncore, so summing zones double counts), excluding terminated
     workloads, plus `kepler_pod_gpu_watts` when Kepler exports it (absent GPU series add 0 W,
-    absent CPU series leave the whole result empty, i.e. no data).
+    absent CPU series leave the whole result empty, i.e. no data). Kepler exports GPU series
+    only with its GPU support on, so pods that request `nvidia.com/gpu` without GPU series (or
+    DCGM series) are named in `TargetMeasurement.gpu_coverage`: still 0 W, never silently.
   - `Kepler07`: `sum(rate(kepler_container_joules_total{container_namespace, pod_name}[1m]))`.
   - `DCGM`: `sum(DCGM_FI_DEV_POWER_USAGE{exported_namespace, exported_pod})` (the exporter's own
     `pod`/`namespace` labels are renamed `exported_*` behind a ServiceMonitor).
@@ -86,6 +88,8 @@ class TargetPods:
     newest_pod_created_s: float | None = None
     """When its youngest pod was created (wall clock), if known: a shared answer asked
     before that pod's first samples could reach Prometheus is asked again."""
+    gpu_pods: tuple[str, ...] = ()
+    """Those of `pods` that request GPUs: the preset must give GPU power series for them."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,6 +358,8 @@ class TargetMeasurement:
     watts: Outcome
     tokens_per_s: Outcome | None
     """None when tokens are not measured for this target."""
+    gpu_coverage: GpuCoverage | None = None
+    """Which GPU pods have GPU power series (None: no GPU pods, or the preset cannot say)."""
 
     @property
     def watts_or_none(self) -> float | None:
@@ -362,6 +368,80 @@ class TargetMeasurement:
     @property
     def tokens_per_s_or_none(self) -> float | None:
         return self.tokens_per_s.value if isinstance(self.tokens_per_s, Reading) else None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuCoverage:
+    """What a preset's GPU power series say of a target's pods that request GPUs: which were
+    judged, and which of those have no GPU series (their GPUs count 0 W, so a cap over them is
+    a cap on the rest of their power only)."""
+
+    judged: tuple[str, ...]
+    """GPU pods the exporter reports at all (a pod not scraped yet is not judged)."""
+    unmeasured: tuple[str, ...]
+    """Judged GPU pods without GPU power series."""
+    series: str = ""
+    """The selector that came back empty for `unmeasured`."""
+    fix: str = ""
+    """What makes the series appear, in words."""
+
+    def message(self, target: str) -> str:
+        shown = ", ".join(self.unmeasured[:5]) + (", ..." if len(self.unmeasured) > 5 else "")
+        return (
+            f"{target}: pod(s) {shown} request nvidia.com/gpu but {self.series} has no series "
+            f"for them, so their GPU power counts 0 W; {self.fix}"
+        )
+
+
+KEPLER_GPU_FIX: Final = (
+    "switch on Kepler's GPU support (Helm value experimental.gpu.enabled=true on Kepler's "
+    "chart), or measure with powerMeasurement.preset: DCGM"
+)
+DCGM_GPU_FIX: Final = (
+    "check that the DCGM exporter runs on their nodes with its Kubernetes pod mapping on, and "
+    "that the scrape keeps its pod labels as exported_namespace/exported_pod"
+)
+
+
+def judges_gpu_power(config: PowerQueryConfig) -> bool:
+    """Whether the preset has series of GPU power alone to judge GPU pods by: `KeplerPod` and
+    `DCGM` do; `Kepler07` totals and custom queries do not."""
+    return config.custom_query is None and config.preset in {
+        MeasurementPreset.KEPLER_POD,
+        MeasurementPreset.DCGM,
+    }
+
+
+def gpu_coverage(
+    config: PowerQueryConfig,
+    target: TargetPods,
+    gpu_series: PodSamples | None,
+    *,
+    watched: PodSamples | None = None,
+) -> GpuCoverage | None:
+    """How `gpu_series` (the preset's answer of GPU power; None when the preset asks for none)
+    covers the GPU pods of `target`; None when it has none or the preset cannot say. With
+    `watched` (Kepler's CPU series) only the pods the exporter reports are judged: Kepler
+    seeing a pod's CPU but not its GPUs is the mark of its GPU support being off."""
+    if not target.gpu_pods or not judges_gpu_power(config):
+        return None
+    judged = tuple(
+        p for p in target.gpu_pods if watched is None or (target.namespace, p) in watched.by_pod
+    )
+    seen = gpu_series.by_pod if gpu_series is not None else {}
+    missing = tuple(p for p in judged if (target.namespace, p) not in seen)
+    if not missing:
+        return GpuCoverage(judged, ())
+    # The metric in the target's namespace: the pods are named beside it.
+    if config.preset is MeasurementPreset.KEPLER_POD:
+        selector = promql.selector(
+            "kepler_pod_gpu_watts", [promql.matcher("pod_namespace", target.namespace)]
+        )
+        return GpuCoverage(judged, missing, selector, KEPLER_GPU_FIX)
+    selector = promql.selector(
+        "DCGM_FI_DEV_POWER_USAGE", [promql.matcher(config.dcgm_namespace_label, target.namespace)]
+    )
+    return GpuCoverage(judged, missing, selector, DCGM_GPU_FIX)
 
 
 def outcome_message(outcome: Outcome) -> str:
@@ -682,7 +762,24 @@ class PrometheusPowerSource:
                 if tokens_task
                 else None
             ),
+            gpu_coverage=self._gpu_coverage(target, reads),
         )
+
+    def _gpu_coverage(self, target: TargetPods, reads: _GroupedReads) -> GpuCoverage | None:
+        """How the GPU series cover `target`'s GPU pods; None also when an answer that would say
+        failed (that failure is the reading's own problem), and while the target's newest pod
+        may still be on its way to Prometheus (the CPU and GPU answers are asked apart, so one
+        may hold a new pod's first scrape and the other not)."""
+        if not isinstance(reads.watts, PodSamples):
+            return None
+        created_s = target.newest_pod_created_s
+        if created_s is not None and self._clock() - created_s < NEW_POD_GRACE_S:
+            return None
+        if self._power.preset is not MeasurementPreset.KEPLER_POD:
+            return gpu_coverage(self._power, target, reads.watts)
+        if isinstance(reads.gpu_watts, PrometheusError):
+            return None
+        return gpu_coverage(self._power, target, reads.gpu_watts, watched=reads.watts)
 
     async def _target_watts(self, target: TargetPods, reads: _GroupedReads) -> Outcome:
         if self._power.custom_query is not None:

@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
 # Builds the deployment tools the packaging tests need and hack/control-plane does not: helm (v3),
-# from the Go module pinned beside this script (go.mod). kubectl, its built-in kustomize, and
-# promtool come from hack/control-plane/build.sh.
+# from the Go module pinned beside this script (go.mod), and the Prometheus Operator's
+# ServiceMonitor and PrometheusRule CRDs, taken from its pinned Go module, so the API server can
+# check the chart's monitoring objects (server-side dry run). kubectl, its built-in kustomize,
+# and promtool come from hack/control-plane/build.sh.
 #
 # The binary lands in ${XDG_CACHE_HOME:-$HOME/.cache}/climatik/bin/tools-<digest>/, where the
-# digest covers go.mod, go.sum, the Go toolchain and the build flags; a run that finds it present
-# does nothing.
+# digest covers go.mod, go.sum, the Go toolchain and the build flags; the CRDs in
+# .../crds/tools-<digest of their pin>/. A run that finds everything present does nothing.
 #
 # Usage: build.sh            build what is missing (a few minutes on 2 cores)
-#        build.sh --print    print bin_dir= and exit, building nothing
+#        build.sh --print    print bin_dir= and crd_dir= and exit, building nothing
 #        build.sh --check    exit 0 when everything is present, 1 otherwise
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/climatik"
 binaries=(helm)
+# module@version and the CRD files inside it.
+crd_module="github.com/prometheus-operator/prometheus-operator@v0.85.0"
+crd_files=(
+  example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml
+  example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml
+)
 
 # The digest changes with a pin, a build flag or the Go toolchain, never with this script's prose.
 go_version="$(go env GOVERSION)"
@@ -23,14 +31,20 @@ digest="$(
     sha256sum | cut -c1-12
 )"
 bin_dir="$cache_root/bin/tools-$digest"
+crd_dir="$cache_root/crds/tools-$(printf '%s\n' "$crd_module" "${crd_files[@]}" | sha256sum | cut -c1-12)"
 
-all_present() {
+helm_present() {
   local b
   for b in "${binaries[@]}"; do [[ -x "$bin_dir/$b" ]] || return 1; done
 }
+crds_present() {
+  local f
+  for f in "${crd_files[@]}"; do [[ -s "$crd_dir/$(basename "$f")" ]] || return 1; done
+}
+all_present() { helm_present && crds_present; }
 
 case "${1:-}" in
-  --print) printf 'bin_dir=%s\n' "$bin_dir"; exit 0 ;;
+  --print) printf 'bin_dir=%s\ncrd_dir=%s\n' "$bin_dir" "$crd_dir"; exit 0 ;;
   --check) all_present; exit $? ;;
   "") ;;
   *) echo "usage: $0 [--print|--check]" >&2; exit 2 ;;
@@ -61,6 +75,19 @@ export GOMAXPROCS="${CLIMATIK_BUILD_PROCS:-2}"
 # that the all_present check would trust.
 scratch="$(mktemp -d "$bin_dir/.build.XXXXXX")"
 trap 'rm -rf "$scratch"' EXIT
+
+if ! crds_present; then
+  log "extracting the Prometheus Operator's CRDs from $crd_module into $crd_dir"
+  # From outside any module, so go.sum here does not record it (nothing here builds it).
+  module_dir="$(cd "$scratch" && GOFLAGS= go mod download -json "$crd_module" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  mkdir -p "$crd_dir"
+  for f in "${crd_files[@]}"; do
+    cp "$module_dir/$f" "$scratch/$(basename "$f")"
+    mv -f "$scratch/$(basename "$f")" "$crd_dir/$(basename "$f")"
+  done
+fi
+if helm_present; then log "done: helm was already built"; exit 0; fi
 
 # A go.mod line is either `require mod vX` or, inside a require block, `mod vX`.
 pinned() { awk -v m="$1" '$1 == m {print $2} $1 == "require" && $2 == m {print $3}' "$here/go.mod"; }

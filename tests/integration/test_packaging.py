@@ -282,6 +282,34 @@ def test_install_holds_no_build_tools_and_is_not_writable_by_the_user(
     assert attempt.returncode != 0, "the image's user could write into its own install"
 
 
+# What `climatik[sim]` and `climatik[dev]` bring, which the controller never imports.
+_EXTRAS_ONLY = frozenset(
+    {"matplotlib", "fonttools", "pillow", "kiwisolver", "contourpy", "cycler", "cryptography"}
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_image_installs_no_plotting_or_certificate_library(installed_image: InstalledImage) -> None:
+    listing = subprocess.run(
+        [
+            str(installed_image.venv / "bin" / "python"),
+            "-c",
+            "import importlib.metadata as m; "
+            "names = (d.metadata['Name'].lower().replace('_', '-') for d in m.distributions()); "
+            "print('\\n'.join(sorted(names)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    installed = set(listing.stdout.split())
+    assert {"climatik", "numpy", "kubernetes-asyncio"} <= installed, sorted(installed)
+    assert not installed & _EXTRAS_ONLY, sorted(installed & _EXTRAS_ONLY)
+    assert not [p for p in installed_image.venv.rglob("*") if p.name in {"matplotlib", "PIL"}]
+
+
 def test_final_stage_is_non_root_and_runs_the_controller() -> None:
     stages = parse_containerfile(CONTAINERFILE.read_text(encoding="utf-8"))
     assert len(stages) >= 2, "the Containerfile should build in one stage and ship from another"

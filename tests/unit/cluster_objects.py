@@ -37,7 +37,7 @@ def _meta(name: str, namespace: str, index: int, **extra: Any) -> dict[str, Any]
     }
 
 
-def pod(namespace: str, index: int, *, node: str = "kwok-node-0") -> dict[str, Any]:
+def pod(namespace: str, index: int, *, node: str = "kwok-node-0", gpus: int = 0) -> dict[str, Any]:
     name = f"svc-{index:05d}"
     pod_name = f"{name}-7d9f8c6b5-{index % 100_000:05x}"
     labels = {"app": name, "pod-template-hash": "7d9f8c6b5"}
@@ -95,7 +95,14 @@ def pod(namespace: str, index: int, *, node: str = "kwok-node-0") -> dict[str, A
                 {
                     "name": "vllm",
                     "image": "vllm/vllm-openai:latest",
-                    "resources": {},
+                    "resources": (
+                        {
+                            "requests": {"cpu": "4", "nvidia.com/gpu": str(gpus)},
+                            "limits": {"memory": "32Gi", "nvidia.com/gpu": str(gpus)},
+                        }
+                        if gpus
+                        else {}
+                    ),
                     "volumeMounts": [
                         {
                             "name": "kube-api-access",

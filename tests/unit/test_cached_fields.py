@@ -163,7 +163,7 @@ def _cluster() -> dict[str, list[dict[str, Any]]]:
         ],
         "inference_services": [objects.inference_service(NS, 3)],
         "deployments": [objects.deployment(NS, 1), objects.deployment(NS, 2)],
-        "pods": [objects.pod(NS, 1), objects.pod(NS, 2, node="kwok-node-1")],
+        "pods": [objects.pod(NS, 1), objects.pod(NS, 2, node="kwok-node-1", gpus=1)],
         "hpas": [objects.hpa(NS, 1), objects.hpa(NS, 2, limited=False)],
     }
 

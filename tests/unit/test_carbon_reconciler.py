@@ -460,7 +460,7 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | Non
 
 
 CARBON_SERIES: tuple[tuple[str, dict[str, str]], ...] = (
-    ("climatik_carbon_intensity_g_per_kwh", {"signal": "Average"}),
+    ("climatik_carbon_intensity_grams_per_joule", {"signal": "Average"}),
     ("climatik_effective_cap_watts", {}),
     ("climatik_carbon_available", {}),
 )
@@ -492,7 +492,7 @@ async def test_carbon_series_end_with_the_config(session: aiohttp.ClientSession)
     assert await rec.reconcile(KEY) == Result()
     for name, labels in CARBON_SERIES:
         assert sample(registry, name, **labels) is None, name
-    assert sample(registry, "climatik_emissions_g_total") is None
+    assert sample(registry, "climatik_emissions_grams_total") is None
 
 
 async def test_carbon_series_end_with_the_carbon_section(session: aiohttp.ClientSession) -> None:
@@ -505,7 +505,11 @@ async def test_carbon_series_end_with_the_carbon_section(session: aiohttp.Client
     await rec.reconcile(KEY)
     clock.now_s += 60
     await rec.reconcile(KEY)
-    assert sample(registry, "climatik_emissions_g_total") is not None
+    # Base units agree: grams = grams per joule x watts x seconds (250 g/kWh, 500 W, 60 s).
+    per_joule = sample(registry, "climatik_carbon_intensity_grams_per_joule", signal="Average")
+    assert per_joule is not None
+    assert per_joule == pytest.approx(250 / 3.6e6)
+    assert sample(registry, "climatik_emissions_grams_total") == pytest.approx(per_joule * 500 * 60)
 
     without = cluster.config()
     del without["spec"]["carbon"]
@@ -514,5 +518,5 @@ async def test_carbon_series_end_with_the_carbon_section(session: aiohttp.Client
     await rec.reconcile(KEY)
     for name, labels in CARBON_SERIES:
         assert sample(registry, name, **labels) is None, name
-    assert sample(registry, "climatik_emissions_g_total") is None
+    assert sample(registry, "climatik_emissions_grams_total") is None
     assert cluster.config()["status"]["effectiveCapSource"] == "Static"

@@ -22,6 +22,8 @@ from climatik.domain.config import PowerCappingConfig
 from climatik.domain.placement import PlaceScore, SupplySetpoint
 from climatik.kube.client import ApiError, Resource
 from climatik.kube.store import Store, thaw
+from climatik.policies.placement import score_racks as policy_score_racks
+from climatik.reconcilers import placement as placement_reconciler
 from climatik.reconcilers.placement import (
     DELETION_COST_ANNOTATION,
     ORIGINAL_AFFINITY_ANNOTATION,
@@ -269,12 +271,17 @@ async def test_webhook_mode_publishes_preferences_and_exclusions() -> None:
         r.get_sample_value("climatik_rack_admissible", {"config": "llm/cap", "rack": "rack-a"})
         == 0.0
     )
-    assert (
-        r.get_sample_value(
-            "climatik_rack_score", {"config": "llm/cap", "workload": "llm/chat", "rack": "rack-b"}
-        )
-        is not None
+    # One score series per config and rack, however many workloads the config places.
+    score_labels = sorted(
+        sorted(sample.labels.items())
+        for family in r.collect()
+        if family.name == "climatik_rack_score"
+        for sample in family.samples
     )
+    assert score_labels == [
+        [("config", "llm/cap"), ("rack", "rack-a")],
+        [("config", "llm/cap"), ("rack", "rack-b")],
+    ]
     # A second round with the same readings repeats no Event.
     events.recorded.clear()
     await rec.reconcile(f"{NS}/cap")
@@ -531,7 +538,9 @@ class PerPodSource(StaticRackSignalSource):
         return (sum(self.watts_by_pod.get(p, 0.0) for p in pods),)
 
 
-async def test_one_replicas_watts_are_the_series_over_the_pods_that_draw_it() -> None:
+async def test_one_replicas_watts_are_the_series_over_the_pods_that_draw_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Every running pod draws 5 kW, a terminating one too while it drains; a Pending one draws
     # nothing. One replica is 5 kW whichever pods exist, as long as the series and the divisor
     # count the same pods: the terminating pod is in both, the Pending one in neither.
@@ -544,6 +553,16 @@ async def test_one_replicas_watts_are_the_series_over_the_pods_that_draw_it() ->
         }
     }
     draw = {"p-a": 5_000.0, "p-b": 5_000.0, "p-old": 5_000.0}
+    # The workload's own scores (the webhook's input; the metric has only the racks' own).
+    workload_scores: list[dict[str, float]] = []
+
+    def recording(*args: Any, **kwargs: Any) -> tuple[PlaceScore, ...]:
+        scores = policy_score_racks(*args, **kwargs)
+        if kwargs.get("service_series_w") is not None:
+            workload_scores.append({s.place_id: s.score for s in scores})
+        return scores
+
+    monkeypatch.setattr(placement_reconciler, "score_racks", recording)
 
     async def scores(pods: list[dict[str, Any]]) -> tuple[dict[str, float], PerPodSource]:
         signals = PerPodSource(
@@ -551,14 +570,14 @@ async def test_one_replicas_watts_are_the_series_over_the_pods_that_draw_it() ->
             RackSignals("rack-a", watts=10_000.0, inlet_c=24.0),
             RackSignals("rack-b", watts=10_000.0, inlet_c=26.0),
         )
-        rec, _, _, metrics = reconciler(
+        rec, _, _, _ = reconciler(
             config(),
             pods,
             signals,
             client=RecordingClient({("configmaps", "climatik-recirculation"): cm}),
         )
         await rec.reconcile(f"{NS}/cap")
-        return scores_by_rack(metrics), signals
+        return workload_scores[-1], signals
 
     running = [pod("p-a", "a-0"), pod("p-b", "b-0")]
     terminating = pod("p-old", "a-0")

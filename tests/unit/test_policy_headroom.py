@@ -12,6 +12,7 @@ from climatik.domain.capping import (
     CapObservation,
     CappingState,
     CeilingAction,
+    CeilingReason,
     RackObservation,
     TargetLearnerState,
     TargetObservation,
@@ -182,6 +183,8 @@ def test_after_the_maximum_age_the_safe_ceiling_applies_never_one() -> None:
     safe = decide_replica_ceilings(observation, policy, held.state, now_s=1300.0)
     assert safe.ceiling("chat") == 4
     assert safe.decisions[0].action is CeilingAction.SAFE
+    assert safe.decisions[0].code is CeilingReason.SAFE_CEILING
+    assert held.decisions[0].code is CeilingReason.NO_POWER_DATA
 
 
 def test_lowered_ceiling_steps_down_gradually() -> None:
@@ -193,6 +196,7 @@ def test_lowered_ceiling_steps_down_gradually() -> None:
     decision = plan.decisions[0]
     assert decision.new_max_replicas == 8
     assert decision.action is CeilingAction.LOWER
+    assert decision.code is CeilingReason.OVER_BUDGET
     assert "gradually" in decision.reason
 
 
@@ -201,6 +205,26 @@ def test_everything_fits_restores_the_users_max() -> None:
     plan = decide_replica_ceilings(scope(t), HeadroomSettings(), learned(chat=1000.0), 0.0)
     assert plan.ceiling("chat") == 20
     assert plan.decisions[0].action is CeilingAction.RESTORE
+    assert plan.decisions[0].code is CeilingReason.FITS_UNDER_CAP
+
+
+def test_each_decision_carries_the_code_of_the_branch_that_made_it() -> None:
+    # 10 kW per replica under 55 kW: 52.8 kW usable, 51.15 kW strictly; 5 replicas fit both.
+    def code(applied: int, *others: TargetObservation) -> dict[str, CeilingReason]:
+        chat = target("chat", current=4, watts_per_replica=10_000.0, applied=applied)
+        plan = decide_replica_ceilings(
+            scope(chat, *others, cap_w=55_000.0), HeadroomSettings(), learned(chat=1e4), 0.0
+        )
+        return {d.target: d.code for d in plan.decisions}
+
+    assert code(5) == {"chat": CeilingReason.WITHIN_HYSTERESIS}
+    assert code(4) == {"chat": CeilingReason.HEADROOM}
+    unmeasured = target("unmeasured", current=2, watts_per_replica=0.0, watts=None)
+    assert code(5, unmeasured)["unmeasured"] is CeilingReason.NO_TARGET_POWER_DATA
+    # No replica running and none learned: nothing to estimate from.
+    idle = target("idle", current=0, watts_per_replica=0.0)
+    only_idle = decide_replica_ceilings(scope(idle), HeadroomSettings(), CappingState(), 0.0)
+    assert only_idle.decisions[0].code is CeilingReason.NO_ESTIMATE
 
 
 def test_growth_favours_the_target_with_more_tokens_per_joule() -> None:
@@ -426,6 +450,7 @@ def test_a_deferrable_cap_holds_back_batch_work_only() -> None:
     assert dirty.ceilings == {"chat": 6, "batch": 1}
     batch_decision = next(d for d in dirty.decisions if d.target == "batch")
     assert "carbon cap for deferrable work" in batch_decision.reason
+    assert batch_decision.code is CeilingReason.OVER_CARBON_BUDGET
 
 
 @given(

@@ -10,6 +10,8 @@ from climatik.domain.capping import (
     CapObservation,
     CappingState,
     CeilingAction,
+    CeilingDecision,
+    CeilingReason,
     RackObservation,
     TargetObservation,
 )
@@ -48,19 +50,38 @@ def observe(
     )
 
 
-def ceiling(observation: CapObservation, settings: ThresholdSettings | None = None) -> int:
-    plan = decide_replica_ceilings(
-        observation, settings or ThresholdSettings(), CappingState(), now_s=0.0
-    )
-    return plan.ceiling("chat")
+def decide(observation: CapObservation) -> CeilingDecision:
+    plan = decide_replica_ceilings(observation, ThresholdSettings(), CappingState(), now_s=0.0)
+    (decision,) = plan.decisions
+    return decision
+
+
+def ceiling(observation: CapObservation) -> int:
+    return decide(observation).new_max_replicas
+
+
+BELOW, NEAR, AT = (
+    CeilingReason.BELOW_THRESHOLD,
+    CeilingReason.POWER_NEAR_LIMIT,
+    CeilingReason.POWER_AT_LIMIT,
+)
 
 
 @pytest.mark.parametrize(
-    ("share", "expected"),
-    [(0.79, 10), (0.7999, 10), (0.80, 5), (0.94, 5), (0.9499, 5), (0.95, 4), (1.2, 4)],
+    ("share", "expected", "code"),
+    [
+        (0.79, 10, BELOW),
+        (0.7999, 10, BELOW),
+        (0.80, 5, NEAR),
+        (0.94, 5, NEAR),
+        (0.9499, 5, NEAR),
+        (0.95, 4, AT),
+        (1.2, 4, AT),
+    ],
 )
-def test_rule_is_exact_at_the_thresholds(share: float, expected: int) -> None:
-    assert ceiling(observe(share * CAP_W, current=4)) == expected
+def test_rule_is_exact_at_the_thresholds(share: float, expected: int, code: CeilingReason) -> None:
+    decision = decide(observe(share * CAP_W, current=4))
+    assert (decision.new_max_replicas, decision.code) == (expected, code)
 
 
 def test_below_80_percent_releases_to_the_users_max_and_says_restore() -> None:
@@ -82,12 +103,14 @@ def test_never_above_the_users_max() -> None:
 
 def test_rack_at_its_limit_holds_current_replicas() -> None:
     hot = RackObservation(rack_id="r1", inlet_c=27.5, max_inlet_c=27.0)
-    assert ceiling(observe(0.5 * CAP_W, current=4, racks=(hot,))) == 4
+    decision = decide(observe(0.5 * CAP_W, current=4, racks=(hot,)))
+    assert (decision.new_max_replicas, decision.code) == (4, CeilingReason.RACK_AT_LIMIT)
 
 
 def test_rack_approaching_its_limit_allows_one_more() -> None:
     warm = RackObservation(rack_id="r1", watts=8_500.0, max_watts=10_000.0)
-    assert ceiling(observe(0.5 * CAP_W, current=4, racks=(warm,))) == 5
+    decision = decide(observe(0.5 * CAP_W, current=4, racks=(warm,)))
+    assert (decision.new_max_replicas, decision.code) == (5, CeilingReason.RACK_NEAR_LIMIT)
 
 
 def test_missing_data_holds_then_falls_to_the_safe_ceiling() -> None:
@@ -97,11 +120,13 @@ def test_missing_data_holds_then_falls_to_the_safe_ceiling() -> None:
     state = CappingState()
     held = decide_replica_ceilings(observe(None, applied=7), settings, state, now_s=100.0)
     assert held.ceiling("chat") == 7
+    assert held.decisions[0].code is CeilingReason.NO_POWER_DATA
     later = decide_replica_ceilings(observe(None, applied=7), settings, held.state, now_s=219.0)
     assert later.ceiling("chat") == 7
     expired = decide_replica_ceilings(observe(None, applied=7), settings, later.state, now_s=220.0)
     assert expired.ceiling("chat") == 3
     assert expired.decisions[0].action is CeilingAction.SAFE
+    assert expired.decisions[0].code is CeilingReason.SAFE_CEILING
     # Data returns: the outage clock resets.
     back = decide_replica_ceilings(observe(0.5 * CAP_W), settings, expired.state, now_s=230.0)
     assert back.state.no_data_since_s is None

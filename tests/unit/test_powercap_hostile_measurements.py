@@ -180,6 +180,7 @@ async def reconcile(
     *,
     nodes: int = 0,
     settings: CappingSettings | None = None,
+    capping_metrics: CappingMetrics | None = None,
     **spec: Any,
 ) -> tuple[dict[str, Any], Client]:
     configs, workloads = objects(prometheus.url, **spec)
@@ -195,7 +196,7 @@ async def reconcile(
             workloads=workloads,
             nodes=Cache(*({"metadata": {"name": f"n{i}"}} for i in range(nodes))),
             events=Events(),
-            metrics=CappingMetrics(CollectorRegistry()),
+            metrics=capping_metrics or CappingMetrics(CollectorRegistry()),
             settings=settings or CappingSettings(),
             session_factory=session_factory,
         )
@@ -307,3 +308,42 @@ async def test_a_slow_prometheus_is_no_data_before_the_reconcile_deadline(
     assert metrics["reason"] == "PrometheusTimeout"
     assert "did not finish within 0.6 s" in metrics["message"]
     assert client.ceiling_patches == []  # missing data holds the ceiling
+
+
+async def test_a_spec_change_rebuilds_the_kept_sources(prometheus: FakePrometheus) -> None:
+    """The sources are kept between reconciles of one spec generation; a new generation (here
+    a Prometheus address that refuses connections) is measured through new ones at once."""
+    configs, workloads = objects(prometheus.url)
+    async with HTTPSession() as session:
+
+        async def session_factory() -> aiohttp.ClientSession:
+            return session
+
+        reconciler = PowerCapReconciler(
+            Client(configs),
+            configs=configs,
+            workloads=workloads,
+            nodes=Cache(),
+            events=Events(),
+            metrics=CappingMetrics(CollectorRegistry()),
+            settings=CappingSettings(),
+            session_factory=session_factory,
+        )
+
+        async def metrics_available() -> dict[str, Any]:
+            await reconciler.reconcile(f"{NS}/cap")
+            obj = configs.store.get(f"{NS}/cap")
+            assert obj is not None
+            return condition(thaw(obj.get("status") or {}), "MetricsAvailable")
+
+        assert (await metrics_available())["status"] == "True"
+        assert (await metrics_available())["status"] == "True"
+        current = configs.store.get(f"{NS}/cap")
+        assert current is not None
+        moved = thaw(current)
+        moved["metadata"]["generation"] = moved["metadata"].get("generation", 1) + 1
+        moved["spec"]["powerMeasurement"]["prometheusAddress"] = "http://127.0.0.1:9"
+        configs.store.upsert(moved)
+        after = await metrics_available()
+    assert after["status"] == "False"
+    assert after["reason"] == "PrometheusUnreachable"

@@ -299,7 +299,7 @@ def test_cli_writes_json_with_the_issue_keys_and_a_report(
     assert status == 0
     stdout = capsys.readouterr().out
     assert "climatik" in stdout
-    assert "violation W*s" in stdout
+    assert "violation ↓" in stdout
     document = json.loads(out_json.read_text(encoding="utf-8"))
     assert document["scenario"] == "tiny"
     assert document["duration_s"] == 1800.0
