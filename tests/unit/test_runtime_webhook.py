@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,9 @@ async def test_a_bad_rotation_keeps_the_served_pair_and_says_so(tmp_path: Path) 
     )
 
     async def wait_for_state(ok: bool) -> None:
-        for _ in range(200):
+        # A deadline, not a count of sleeps: on a loaded machine a poll can take far longer.
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline:
             await asyncio.sleep(0.01)
             if states and states[-1] is ok:
                 return
