@@ -9,7 +9,6 @@ deadline longer than the lease) at start-up rather than at the first failover.
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from typing import Any, Literal
@@ -19,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
 from climatik.domain.errors import UserError
+from climatik.kube.kubeconfig import in_cluster_namespace
 
 ENV_PREFIX = "CLIMATIK_"
 ENV_NESTED_DELIMITER = "__"
@@ -86,11 +86,7 @@ class RuntimeSettings(BaseSettings):
             return self.leader_election.lease_namespace
         if self.kube.namespace:
             return self.kube.namespace
-        service_account_ns = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-        if os.path.exists(service_account_ns):
-            with open(service_account_ns, encoding="utf-8") as handle:
-                return handle.read().strip() or "default"
-        return "default"
+        return in_cluster_namespace()
 
 
 class SettingsError(UserError):
