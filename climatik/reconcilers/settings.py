@@ -14,6 +14,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from climatik.policies.gpu_clock import DEFAULT_MAX_THROUGHPUT_LOSS
 from climatik.policies.observations import HEAT_HISTORY_SAMPLES
 
+CAPPING_ALLOWED_HOSTS_ENV = "CLIMATIK_CAPPING__ALLOWED_HOSTS"
+DEPRECATED_ALLOWED_PROMETHEUS_HOSTS_ENV = "CLIMATIK_CAPPING__ALLOWED_PROMETHEUS_HOSTS"
+"""The old name of `CLIMATIK_CAPPING__ALLOWED_HOSTS`, deprecated (read for one release): the
+allow-list is `allowed_hosts` in both `CappingSettings` and `PlacementSettings`."""
+
 
 class CappingSettings(BaseSettings):
     """Controller-wide defaults of the power-cap and carbon reconcilers."""
@@ -23,8 +28,14 @@ class CappingSettings(BaseSettings):
     prometheus_address: str | None = None
     """Prometheus used when a config names none (e.g. `http://prometheus.monitoring:9090`)."""
     prometheus_timeout_s: float = Field(default=5.0, gt=0)
-    allowed_prometheus_hosts: list[str] = Field(default_factory=list)
-    """When set, configs may only name Prometheus servers on these hosts."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """When set, configs may only name Prometheus servers on these hosts (the same name as
+    `PlacementSettings.allowed_hosts`)."""
+    deprecated_allowed_prometheus_hosts: list[str] = Field(
+        default_factory=list, validation_alias=DEPRECATED_ALLOWED_PROMETHEUS_HOSTS_ENV
+    )
+    """The old name of `allowed_hosts` (`CLIMATIK_CAPPING__ALLOWED_PROMETHEUS_HOSTS`), read for
+    one release only while `allowed_hosts` is empty; to be removed."""
     interval_s: float = Field(default=15.0, gt=0)
     """How often each config is measured and decided, besides reacting to changes."""
     tuning_grace_s: float = Field(default=60.0, ge=0)
@@ -54,6 +65,19 @@ class CappingSettings(BaseSettings):
     Well inside `interval_s`, and above `prometheus_timeout_s`: the queries of one reconcile
     run concurrently, so a silent Prometheus costs one query timeout and its config still gets
     its `MetricsAvailable=False` status and, in time, its fail-safe ceiling."""
+
+    @model_validator(mode="after")
+    def _read_the_deprecated_name(self) -> Self:
+        # As in GpuTuningSettings: an overlay patching the old variable onto a base that sets
+        # the new one to `[]` keeps its allow-list (dropping it silently would open the guard).
+        if not self.allowed_hosts and self.deprecated_allowed_prometheus_hosts:
+            self.allowed_hosts = list(self.deprecated_allowed_prometheus_hosts)
+        return self
+
+    @property
+    def allowed_prometheus_hosts(self) -> list[str]:
+        """`allowed_hosts` under its old attribute name, for callers not yet renamed."""
+        return self.allowed_hosts
 
 
 class PlacementSettings(BaseSettings):
