@@ -34,12 +34,7 @@ the object's resourceVersion, so neither can silently drop the other's update.
 from __future__ import annotations
 
 import time
-from collections.abc import (
-    Awaitable,
-    Callable,
-    Mapping,
-    Sequence,
-)
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -59,9 +54,7 @@ from climatik.domain.placement import (
     SupplySettings,
 )
 from climatik.kube.client import DEPLOYMENTS, ApiError, KubeClient
-from climatik.policies.observations import (
-    replica_added_watts,
-)
+from climatik.policies.observations import replica_added_watts
 from climatik.policies.placement import (
     preferred_rack_weights,
     recommend_supply_setpoints,
@@ -70,12 +63,7 @@ from climatik.policies.placement import (
 )
 from climatik.reconcilers.placement_deletion_costs import DeletionCosts
 from climatik.reconcilers.placement_metrics import PlacementMetrics
-from climatik.reconcilers.placement_racks import (
-    RackObserver,
-    RackView,
-    RecirculationMemory,
-    finite,
-)
+from climatik.reconcilers.placement_racks import RackObserver, RackView, RecirculationMemory, finite
 from climatik.reconcilers.placement_report import (
     condition_names,
     rack_line,
@@ -88,13 +76,8 @@ from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from climatik.reconcilers.result import Result
 from climatik.reconcilers.settings import PlacementSettings
 from climatik.reconcilers.targets import NAMESPACE_INDEX, WorkloadCaches
-from climatik.sources.cooling import (
-    CoolingController,
-    CoolingError,
-)
-from climatik.sources.racks import (
-    RackSignalSource,
-)
+from climatik.sources.cooling import CoolingController, CoolingError
+from climatik.sources.racks import RackSignalSource
 
 log = structlog.get_logger(__name__)
 

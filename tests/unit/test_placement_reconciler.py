@@ -26,16 +26,8 @@ from climatik.reconcilers.placement_webhook import PlacementSnapshot
 from climatik.reconcilers.result import Result
 from climatik.reconcilers.settings import PlacementSettings
 from climatik.reconcilers.targets import WorkloadCaches
-from climatik.sources.cooling import (
-    CoolingController,
-    CoolingError,
-    CoolingOutcome,
-)
-from climatik.sources.racks import (
-    RackSignals,
-    RackSignalSource,
-    StaticRackSignalSource,
-)
+from climatik.sources.cooling import CoolingController, CoolingError, CoolingOutcome
+from climatik.sources.racks import RackSignals, RackSignalSource, StaticRackSignalSource
 from tests.unit.test_sources_recirculation import ALIAS_BOMB
 
 KEY = "climatik-project.ai/rack"
