@@ -44,6 +44,8 @@ from climatik.reconcilers.resources import (
     SCALED_OBJECTS,
 )
 from climatik.reconcilers.settings import (
+    CAPPING_ALLOWED_HOSTS_ENV,
+    DEPRECATED_ALLOWED_PROMETHEUS_HOSTS_ENV,
     DEPRECATED_APPLY_NAMESPACES_ENV,
     CappingSettings,
     CarbonSettings,
@@ -200,6 +202,14 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
     under `CLIMATIK_CAPPING__RECONCILE_TIMEOUT_S`; decisions are cheap, waiting on a tenant's
     Prometheus is not, and one tenant's silent Prometheus must not hold up the others."""
     settings = CappingSettings()
+    if settings.deprecated_allowed_prometheus_hosts:
+        log.warning(
+            "deprecated_setting",
+            setting=DEPRECATED_ALLOWED_PROMETHEUS_HOSTS_ENV,
+            use=CAPPING_ALLOWED_HOSTS_ENV,
+            note="read only while the new one is empty",
+            allowed_hosts=settings.allowed_hosts,
+        )
     queue = ctx.new_queue(
         "power-cap", max_in_flight_per_namespace=namespace_share(settings.workers)
     )

@@ -1,5 +1,6 @@
-"""The placement webhook service: a certificate problem is reported and retried, never fatal,
-and the webhook starts serving when a valid pair appears, without a restart."""
+"""Placement's wiring: the webhook service (a certificate problem is reported and retried, never
+fatal, and the webhook starts serving when a valid pair appears, without a restart) and the live
+source factories (a Prometheus rack source and a cooling controller per config)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,22 @@ import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 import structlog
 
+from climatik.api.convert import config_from_object
 from climatik.kube.client import KubeClient
+from climatik.reconcilers.settings import PlacementSettings
 from climatik.runtime import placement
 from climatik.runtime.manager import Manager
+from climatik.runtime.placement import CoolingControllers, PrometheusRackSources
 from climatik.runtime.settings import LeaderElectionSettings, RuntimeSettings
+from climatik.sources.cooling import DryRunCoolingController, HttpCoolingController
+from climatik.sources.racks import PrometheusRackSignalSource, StaticRackSignalSource
+from tests.unit.test_placement_reconciler import config
 from tests.unit.test_placement_webhook import self_signed
 
 
@@ -104,3 +112,18 @@ async def test_a_garbage_certificate_is_reported_and_serving_starts_once_the_pai
             service.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await service
+
+
+async def test_live_factories_pick_prometheus_and_the_cooling_webhook() -> None:
+    async def no_session() -> Any:
+        return object()  # never used: building sources does no I/O
+
+    settings = PlacementSettings()
+    sources = PrometheusRackSources(no_session, settings)
+    assert isinstance(await sources(config_from_object(config())), StaticRackSignalSource)
+    with_prom = config(powerMeasurement={"prometheusAddress": "http://prom:9090"})
+    assert isinstance(await sources(config_from_object(with_prom)), PrometheusRackSignalSource)
+    coolers = CoolingControllers(no_session, settings)
+    assert isinstance(await coolers(config_from_object(config())), DryRunCoolingController)
+    webhook = await coolers(config_from_object(config(cooling="Webhook")))
+    assert isinstance(webhook, HttpCoolingController)
