@@ -548,7 +548,7 @@ class PowerCapReconciler:
             PrometheusSettings(
                 timeout_s=self._settings.prometheus_timeout_s,
                 max_sample_age_s=config.fail_safe.max_metric_age_s,
-                address_policy=AddressPolicy.from_hosts(self._settings.allowed_prometheus_hosts),
+                address_policy=AddressPolicy.from_hosts(self._settings.allowed_hosts),
             ),
         )
         try:

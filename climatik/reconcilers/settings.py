@@ -74,11 +74,6 @@ class CappingSettings(BaseSettings):
             self.allowed_hosts = list(self.deprecated_allowed_prometheus_hosts)
         return self
 
-    @property
-    def allowed_prometheus_hosts(self) -> list[str]:
-        """`allowed_hosts` under its old attribute name, for callers not yet renamed."""
-        return self.allowed_hosts
-
 
 class PlacementSettings(BaseSettings):
     """Controller-wide settings of rack placement (prefix `CLIMATIK_PLACEMENT__`)."""

@@ -43,7 +43,6 @@ def test_the_deprecated_name_is_read_while_the_new_one_is_empty(
             monkeypatch.setenv(name, value)
     settings = CappingSettings()
     assert settings.allowed_hosts == expected
-    assert settings.allowed_prometheus_hosts == expected  # the old attribute, for its callers
 
 
 def test_the_deprecated_name_is_logged_when_the_controller_is_built(
