@@ -33,10 +33,16 @@ class FrozenMapping(Mapping[str, Any]):
         return _freeze(self._data[key])
 
     def get(self, key: str, default: Any = None) -> Any:
-        # Mapping's own `get` goes through __getitem__ and a KeyError per miss: reconcilers
-        # call this millions of times a minute at scale.
+        # Mapping's own `get` goes through __getitem__ and a KeyError per miss, and a call of
+        # `_freeze` costs as much as the lookup: reconcilers call this millions of times a
+        # minute at scale. JSON values are exactly dict, list or a scalar.
         value = self._data.get(key, _MISSING)
-        return default if value is _MISSING else _freeze(value)
+        kind = type(value)
+        if kind is dict:
+            return FrozenMapping(value)
+        if kind is list:
+            return FrozenList(value)
+        return default if value is _MISSING else value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)

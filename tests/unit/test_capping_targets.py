@@ -471,3 +471,53 @@ def test_a_resolution_is_kept_until_the_config_or_its_namespace_changes() -> Non
     assert caches.resolve(other_spec) is not second
     caches.forget(cfg.key)
     assert caches.resolve(cfg) is not second
+
+
+class _CountingStore(Store):
+    """A store counting the namespace scans made of it."""
+
+    scans = 0
+
+    def by_index(self, index_name: str, value: str) -> list[Any]:
+        self.scans += 1
+        return super().by_index(index_name, value)
+
+
+def test_the_configs_of_a_namespace_share_one_scan_of_it_per_change() -> None:
+    """Fifty configs of one namespace each scanning it made one pod's change cost fifty scans
+    (and at 5,000 configs most of a round); the namespace's objects are read once per change
+    and every config resolves among them, to the same result as a scan of its own."""
+    pods = _Informer()
+    pods.store = _CountingStore()
+    objs = [scaled_object(f"so-{i}", f"llm-{i}") for i in range(5)]
+    deps = [deployment(f"llm-{i}", f"llm-{i}", 1) for i in range(5)]
+    caches = WorkloadCaches(_Informer(*objs), _Informer(), _Informer(*deps), pods)
+    for i in range(5):
+        pods.store.upsert(pod(f"llm-{i}-a", {"app": f"llm-{i}"}))
+    configs = [
+        PowerCappingConfig(
+            namespace=NS,
+            name=f"cap-{i}",
+            generation=1,
+            power_cap_w=500,
+            deployment_name=f"llm-{i}",
+        )
+        for i in range(5)
+    ]
+    for cfg in configs:
+        caches.resolve(cfg)
+    assert pods.store.scans == 1
+    pods.store.upsert(pod("llm-3-b", {"app": "llm-3"}))
+    resolutions = [caches.resolve(cfg) for cfg in configs]
+    assert pods.store.scans == 2
+    assert resolutions[3].targets[0].pods == ("llm-3-a", "llm-3-b")
+    assert resolutions == [
+        resolve_targets(
+            cfg,
+            scaled_objects=objs,
+            inference_services=[],
+            deployments=deps,
+            pods=list(pods.store.objects()),
+        )
+        for cfg in configs
+    ]
