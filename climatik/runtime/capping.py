@@ -43,12 +43,7 @@ from climatik.reconcilers.resources import (
     POWER_CAPPING_CONFIGS,
     SCALED_OBJECTS,
 )
-from climatik.reconcilers.settings import (
-    DEPRECATED_APPLY_NAMESPACES_ENV,
-    CappingSettings,
-    CarbonSettings,
-    GpuTuningSettings,
-)
+from climatik.reconcilers.settings import DEPRECATED_APPLY_NAMESPACES_ENV
 from climatik.reconcilers.targets import WorkloadCaches, limited_by_ceiling
 from climatik.runtime.reconcile import Controller, ControllerContext
 from climatik.sources.address import HTTPSession
@@ -199,7 +194,7 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
     """The power-cap controller: `CLIMATIK_CAPPING__WORKERS` configs at once, each reconcile
     under `CLIMATIK_CAPPING__RECONCILE_TIMEOUT_S`; decisions are cheap, waiting on a tenant's
     Prometheus is not, and one tenant's silent Prometheus must not hold up the others."""
-    settings = CappingSettings()
+    settings = ctx.controller_settings.capping
     queue = ctx.new_queue(
         "power-cap", max_in_flight_per_namespace=namespace_share(settings.workers)
     )
@@ -254,7 +249,7 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
         hints=tuning_hints(ctx),
         # The same switch that leaves the GPU-tuning controller out (controllers.py): with it
         # off, configs asking for tuning are told so instead of silently left untuned.
-        gpu_tuning_enabled=GpuTuningSettings().enabled,
+        gpu_tuning_enabled=ctx.controller_settings.gpu_tuning.enabled,
     )
     return Controller(
         "power-cap",
@@ -267,7 +262,7 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
 
 def carbon_controller(ctx: ControllerContext) -> Controller:
     """The carbon controller: time driven per config, woken early by spec changes."""
-    settings = CarbonSettings()
+    settings = ctx.controller_settings.carbon
     queue = ctx.new_queue("carbon", max_in_flight_per_namespace=namespace_share(settings.workers))
     configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
     configs.add_handlers(config_handlers(queue))
@@ -292,7 +287,7 @@ def carbon_controller(ctx: ControllerContext) -> Controller:
 
 def gpu_tuning_controller(ctx: ControllerContext) -> Controller:
     """The GPU-tuning controller: interval driven, woken by the power-cap reconciler's readings."""
-    settings = GpuTuningSettings()
+    settings = ctx.controller_settings.gpu_tuning
     if settings.deprecated_apply_namespaces:
         log.warning(
             "deprecated_setting",

@@ -39,6 +39,7 @@ from climatik.kube.store import object_key
 from climatik.kube.workqueue import ShutDownError, WorkQueue
 from climatik.reconcilers.result import Result, TerminalError
 from climatik.runtime.metrics import RuntimeMetrics
+from climatik.runtime.settings import ControllerSettings
 
 __all__ = [
     "Controller",
@@ -168,6 +169,12 @@ class ControllerContext(Protocol):
 
     @property
     def identity(self) -> str: ...
+
+    @property
+    def controller_settings(self) -> ControllerSettings:
+        """The built-in controllers' settings, read once at start: factories take theirs here,
+        never from the environment."""
+        ...
 
     @property
     def client(self) -> Any: ...
