@@ -38,7 +38,8 @@ from climatik.api.models import (
 from climatik.api.status import find_condition, set_condition, status_from_wire
 from climatik.domain.carbon import CarbonCap, CarbonReading
 from climatik.domain.config import CarbonConfig, CarbonFallback, PowerCappingConfig
-from climatik.kube.client import ApiError, KubeClient, Resource
+from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.resources import SECRETS
 from climatik.policies.carbon import cap_for_carbon, emissions_g
 from climatik.reconcilers.carbon_secret import (
     Credential,
@@ -66,7 +67,6 @@ from climatik.sources.carbon import (
 
 log = structlog.get_logger(__name__)
 
-SECRETS = Resource("", "v1", "secrets")
 MIN_REQUEUE_S = 5.0
 MAX_REQUEUE_S = 300.0
 MIN_SECRET_WAKE_S = 1.0

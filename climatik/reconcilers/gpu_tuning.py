@@ -46,7 +46,8 @@ from climatik.domain.gpu import (
     node_label_value,
     result_configmap_name,
 )
-from climatik.kube.client import ApiError, KubeClient, Resource
+from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.resources import JOBS
 from climatik.reconcilers.result import Result, TerminalError
 from climatik.reconcilers.settings import GpuTuningSettings
 from climatik.reconcilers.status_writer import with_fields, write_status
@@ -54,7 +55,6 @@ from climatik.reconcilers.targets import ResolvedTarget, WorkloadCaches
 
 log = structlog.get_logger(__name__)
 
-JOBS = Resource("batch", "v1", "jobs")
 CONFIG_LABEL = "climatik-project.ai/gpu-tune-config"
 TRIGGER_FRACTION = 0.8
 """Tune when measured power reaches this share of the cap (the threshold policy's 80 %)."""
@@ -185,8 +185,8 @@ def build_job(
     if settings.runtime_class:
         pod_spec["runtimeClassName"] = settings.runtime_class
     return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
+        "apiVersion": JOBS.api_version,
+        "kind": JOBS.kind,
         "metadata": {
             "name": f"climatik-gpu-tune-{hashlib.sha256(node.encode()).hexdigest()[:10]}-{stamp}",
             "namespace": settings.job_namespace,

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from climatik.domain.config import LabelSelector, PowerCappingConfig, TargetKind
+from climatik.kube.resources import INFERENCE_SERVICES
 from climatik.kube.store import index_by_namespace
 from climatik.reconcilers.resources import (
     APPLIED_MAX_ANNOTATION,
@@ -424,7 +425,7 @@ def resolve_targets(
 
     # A ScaledObject that KServe owns is capped through its InferenceService.
     for name in list(wanted_sos):
-        owner = _owner(sos[name], "InferenceService")
+        owner = _owner(sos[name], INFERENCE_SERVICES.kind)
         if owner is not None:
             del wanted_sos[name]
             if owner in isvcs:

@@ -16,8 +16,17 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from climatik.domain.gpu import TUNE_NODE_LABEL
-from climatik.kube.client import CONFIGMAPS, DEPLOYMENTS, NODES, PODS
 from climatik.kube.informer import EventHandlers
+from climatik.kube.resources import (
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    HORIZONTAL_POD_AUTOSCALERS,
+    INFERENCE_SERVICES,
+    JOBS,
+    NODES,
+    PODS,
+    SCALED_OBJECTS,
+)
 from climatik.kube.store import index_by_namespace
 from climatik.kube.workqueue import WorkQueue
 from climatik.reconcilers.cached_fields import (
@@ -29,20 +38,10 @@ from climatik.reconcilers.cached_fields import (
     SCALED_OBJECT_FIELDS,
 )
 from climatik.reconcilers.carbon import CarbonReconciler
-from climatik.reconcilers.gpu_tuning import (
-    ALLOWED_NAMESPACES_ENV,
-    JOBS,
-    GpuTuningReconciler,
-    TuningHints,
-)
+from climatik.reconcilers.gpu_tuning import ALLOWED_NAMESPACES_ENV, GpuTuningReconciler, TuningHints
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler, prometheus_pool
-from climatik.reconcilers.resources import (
-    HORIZONTAL_POD_AUTOSCALERS,
-    INFERENCE_SERVICES,
-    POWER_CAPPING_CONFIGS,
-    SCALED_OBJECTS,
-)
+from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from climatik.reconcilers.settings import DEPRECATED_APPLY_NAMESPACES_ENV
 from climatik.reconcilers.targets import WorkloadCaches, limited_by_ceiling
 from climatik.runtime.reconcile import Controller, ControllerContext

@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from climatik.kube.client import LEASES, KubeClient, Resource
+from climatik.kube.client import KubeClient
 from climatik.kube.events import EventRecorder
 from climatik.kube.fields import FieldFilter, Fields
 from climatik.kube.informer import EventHandlers, Informer
@@ -37,6 +37,7 @@ from climatik.kube.leaderelection import (
     LeaseClient,
     Outcome,
 )
+from climatik.kube.resources import LEASES, Resource
 from climatik.kube.store import IndexFunc
 from climatik.kube.watchstate import WatchSettings
 from climatik.kube.workqueue import WorkQueue

@@ -13,8 +13,9 @@ from typing import Any
 
 import structlog
 
-from climatik.kube.client import CONFIGMAPS, KubeClient
+from climatik.kube.client import KubeClient
 from climatik.kube.informer import EventHandlers
+from climatik.kube.resources import CONFIGMAPS
 from climatik.kube.store import split_key
 from climatik.runtime.reconcile import Controller, Result, enqueue_handlers
 

@@ -35,8 +35,8 @@ import pytest
 
 from climatik.devcluster.cluster import ClusterInfo
 from climatik.domain.gpu import TUNE_NODE_LABEL, result_configmap_name
-from climatik.kube.client import CONFIGMAPS, ApiError, KubeClient
-from climatik.reconcilers.gpu_tuning import JOBS
+from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.resources import CONFIGMAPS, JOBS
 from climatik.runtime.capping import gpu_tuning_controller, power_cap_controller
 from climatik.runtime.controllers import controller_factories
 from climatik.runtime.manager import Manager

@@ -15,6 +15,7 @@ from climatik.domain.config import (
     TargetKind,
     TargetRef,
 )
+from climatik.kube.resources import INFERENCE_SERVICES, SCALED_OBJECTS
 from climatik.kube.store import Store
 from climatik.policies.carbon import caps_with_carbon
 from climatik.reconcilers.actuation import ceiling_patch, restore_patch
@@ -23,9 +24,7 @@ from climatik.reconcilers.resources import (
     APPLIED_MAX_ANNOTATION,
     CAPPED_BY_ANNOTATION,
     DEFERRABLE_ANNOTATION,
-    INFERENCE_SERVICES,
     PRIORITY_ANNOTATION,
-    SCALED_OBJECTS,
     USER_MAX_ANNOTATION,
 )
 from climatik.reconcilers.targets import WorkloadCaches, resolve_targets

@@ -15,7 +15,8 @@ import aiohttp
 from prometheus_client import CollectorRegistry
 
 from climatik.api.status import apply_merge_patch
-from climatik.kube.client import ApiError, KubeClient, Resource
+from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.resources import Resource
 from climatik.kube.store import thaw
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler

@@ -21,10 +21,11 @@ from climatik.api.status import (
     apply_merge_patch,
 )
 from climatik.domain.gpu import TUNE_NODE_LABEL
-from climatik.kube.client import CONFIGMAPS, DEPLOYMENTS, KubeClient, Resource
+from climatik.kube.client import KubeClient
+from climatik.kube.resources import CONFIGMAPS, DEPLOYMENTS, JOBS, Resource
 from climatik.kube.store import Store, thaw
 from climatik.kube.watchstate import WatchEventType
-from climatik.reconcilers.gpu_tuning import JOBS, GpuTuningReconciler
+from climatik.reconcilers.gpu_tuning import GpuTuningReconciler
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS

@@ -14,8 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from climatik.kube.client import CONFIGMAPS, NODES, ApiError, KubeClient, NotLeaderError, Resource
+from climatik.kube.client import ApiError, KubeClient, NotLeaderError
 from climatik.kube.fields import KEEP
+from climatik.kube.resources import CONFIGMAPS, NODES, Resource
 from climatik.kube.workqueue import WorkQueue
 from climatik.runtime.http import HttpServer
 from climatik.runtime.manager import EXIT_LEADERSHIP_LOST, EXIT_OK, Manager
