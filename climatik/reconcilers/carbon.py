@@ -38,8 +38,10 @@ from climatik.api.models import (
 from climatik.api.status import find_condition, set_condition, status_from_wire
 from climatik.domain.carbon import CarbonCap, CarbonReading
 from climatik.domain.config import CarbonConfig, CarbonFallback, PowerCappingConfig
+from climatik.kube.cache import Cache, EventSink
 from climatik.kube.client import ApiError, KubeClient
 from climatik.kube.resources import SECRETS
+from climatik.kube.store import FrozenMapping
 from climatik.policies.carbon import cap_for_carbon, emissions_g
 from climatik.reconcilers.carbon_secret import (
     Credential,
@@ -102,8 +104,8 @@ class CarbonReconciler:
         self,
         client: KubeClient,
         *,
-        configs: Any,
-        events: Any,
+        configs: Cache[FrozenMapping],
+        events: EventSink,
         metrics: CappingMetrics,
         settings: CarbonSettings,
         session_factory: Callable[[], Awaitable[aiohttp.ClientSession]],

@@ -11,14 +11,15 @@ raised.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from climatik.domain.config import LabelSelector, PowerCappingConfig, TargetKind
+from climatik.kube.cache import Cache
 from climatik.kube.resources import INFERENCE_SERVICES
-from climatik.kube.store import index_by_namespace
+from climatik.kube.store import FrozenMapping, index_by_namespace
 from climatik.reconcilers.resources import (
     APPLIED_MAX_ANNOTATION,
     DEFERRABLE_ANNOTATION,
@@ -222,7 +223,7 @@ def _selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, s
     return True
 
 
-def _serving_pods(pods: Iterable[Obj], match: Any) -> _ServingPods:
+def _serving_pods(pods: Iterable[Obj], match: Callable[[Mapping[str, str]], bool]) -> _ServingPods:
     chosen = sorted(
         (
             pod
@@ -445,13 +446,13 @@ def resolve_targets(
 class WorkloadCaches:
     """The informer caches a config's targets are resolved from (shared by the reconcilers)."""
 
-    scaled_objects: Any
-    inference_services: Any
-    deployments: Any
-    pods: Any
-    hpas: Any = None
+    scaled_objects: Cache[FrozenMapping]
+    inference_services: Cache[FrozenMapping]
+    deployments: Cache[FrozenMapping]
+    pods: Cache[FrozenMapping]
+    hpas: Cache[FrozenMapping] | None = None
     """KEDA's HPAs; only the power-cap reconciler needs them (None: not watched)."""
-    _resolved: dict[str, tuple[tuple[Any, ...], Resolution]] = field(
+    _resolved: dict[str, tuple[tuple[PowerCappingConfig, tuple[int, ...]], Resolution]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
     """Per config key: the resolution and what it was resolved from (the config and the
@@ -463,7 +464,7 @@ class WorkloadCaches:
         for informer in self._informers():
             informer.store.add_indexer(NAMESPACE_INDEX, index_by_namespace)
 
-    def _informers(self) -> tuple[Any, ...]:
+    def _informers(self) -> tuple[Cache[FrozenMapping], ...]:
         caches = (self.scaled_objects, self.inference_services, self.deployments, self.pods)
         return (*caches, self.hpas) if self.hpas is not None else caches
 
@@ -492,9 +493,8 @@ class WorkloadCaches:
         self._resolved.pop(config_key, None)
 
     def _resolve(self, config: PowerCappingConfig) -> Resolution:
-        def local(informer: Any) -> list[Obj]:
-            objs: list[Obj] = informer.store.by_index(NAMESPACE_INDEX, config.namespace)
-            return objs
+        def local(informer: Cache[FrozenMapping]) -> list[Obj]:
+            return list(informer.store.by_index(NAMESPACE_INDEX, config.namespace))
 
         return resolve_targets(
             config,

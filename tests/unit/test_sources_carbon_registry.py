@@ -15,15 +15,15 @@ from climatik.domain.config import CarbonConfig, CarbonProvider
 from climatik.reconcilers.settings import CarbonSettings
 from climatik.sources.carbon import (
     PROVIDERS,
-    ElectricityMapsSource,
     ProviderRequest,
-    StaticCarbonSource,
-    UKNationalGridSource,
-    WattTimeSource,
     build_source,
     needs_key,
     provider_definition,
 )
+from climatik.sources.carbon.electricitymaps import ElectricityMapsSource
+from climatik.sources.carbon.static import StaticCarbonSource
+from climatik.sources.carbon.uk import UKNationalGridSource
+from climatik.sources.carbon.watttime import WattTimeSource
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
