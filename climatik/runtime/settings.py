@@ -17,7 +17,7 @@ from __future__ import annotations
 import socket
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -146,12 +146,8 @@ def load_settings(**overrides: Any) -> RuntimeSettings:
 def load_controller_settings() -> ControllerSettings:
     """Read every controller's settings from the environment, refusing bad values with the
     variable's name, as ``load_settings`` does for the runtime's."""
-    roots: dict[str, type[BaseSettings]] = {
-        "capping": CappingSettings,
-        "carbon": CarbonSettings,
-        "gpu_tuning": GpuTuningSettings,
-        "placement": PlacementSettings,
-    }
+    # Every field of ControllerSettings is a root: a new concern is one field there.
+    roots: dict[str, type[BaseSettings]] = get_type_hints(ControllerSettings)
     read: dict[str, Any] = {}
     problems: list[str] = []
     for name, root in roots.items():
