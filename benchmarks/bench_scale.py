@@ -255,8 +255,9 @@ async def _serve_noisy_watts(exporter: ExporterHandle, pods: list[tuple[str, str
         }
         for namespace, name, node in pods
     ]
-    for start in range(0, len(specs), 500):
-        await exporter.add_pods(specs[start : start + 500])
+    # Small batches: on a loaded machine a batch of 500 outlasted the exporter call's timeout.
+    for start in range(0, len(specs), 100):
+        await exporter.add_pods(specs[start : start + 100])
 
 
 # -- instruments ------------------------------------------------------------------------------

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
 from climatik.domain.capping import CeilingAction, CeilingReason
 from climatik.domain.carbon import CarbonSignal
+from climatik.reconcilers.series import ConfigCounter, ConfigGauge
 
 _JOULES_PER_KWH = 3.6e6
 
@@ -22,101 +23,96 @@ class CappingMetrics:
     """What the power-cap and carbon reconcilers decided, for dashboards and alerts."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.power_watts = Gauge(
+        self.power_watts = ConfigGauge(
             "climatik_power_watts", "Measured power under the cap.", ["config"], registry=registry
         )
-        self.power_cap_watts = Gauge(
+        self.power_cap_watts = ConfigGauge(
             "climatik_power_cap_watts",
             "The cap the whole scope must stay under: the carbon-adjusted cap, or powerCapLimit "
             "while a carbon cap holds back only deferrable targets.",
             ["config"],
             registry=registry,
         )
-        self.target_max_replicas = Gauge(
+        self.target_max_replicas = ConfigGauge(
             "climatik_target_max_replicas",
             "Replica ceiling applied to a target.",
             ["config", "target"],
             registry=registry,
         )
-        self.target_replica_power_watts = Gauge(
+        self.target_replica_power_watts = ConfigGauge(
             "climatik_target_replica_power_watts",
             "Learned power of one replica of a target.",
             ["config", "target"],
             registry=registry,
         )
-        self.target_tokens_per_joule = Gauge(
+        self.target_tokens_per_joule = ConfigGauge(
             "climatik_target_tokens_per_joule",
             "Generated tokens per joule of a target.",
             ["config", "target"],
             registry=registry,
         )
-        self.decisions = Counter(
+        self.decisions = ConfigCounter(
             "climatik_decisions_total",
             "Ceiling decisions, one per target and reconcile, by action (CeilingAction) and "
             "reason code (CeilingReason).",
             ["config", "action", "reason"],
             registry=registry,
         )
-        self.metrics_available = Gauge(
+        self.metrics_available = ConfigGauge(
             "climatik_metrics_available",
             "1 when the config's power readings are usable, 0 while they are missing.",
             ["config"],
             registry=registry,
         )
-        self.carbon_intensity = Gauge(
+        self.carbon_intensity = ConfigGauge(
             "climatik_carbon_intensity_grams_per_joule",
             "Grid carbon intensity the config follows, in grams of CO2 per joule "
             "(x 3.6e6 = g/kWh).",
             ["config", "signal"],
             registry=registry,
         )
-        self.effective_cap_watts = Gauge(
+        self.effective_cap_watts = ConfigGauge(
             "climatik_effective_cap_watts",
             "The carbon-adjusted cap.",
             ["config"],
             registry=registry,
         )
-        self.carbon_available = Gauge(
+        self.carbon_available = ConfigGauge(
             "climatik_carbon_available",
             "1 when the carbon reading is live, 0 on last-known-good or fallback.",
             ["config"],
             registry=registry,
         )
-        self.emissions = Counter(
+        self.emissions = ConfigCounter(
             "climatik_emissions_grams_total",
             "Location-based emissions of the measured power (x PUE), in grams of CO2.",
             ["config"],
             registry=registry,
         )
 
-    def forget(self, config: str, targets: list[str]) -> None:
+    def forget(self, config: str) -> None:
         """Drop the series of a deleted config so dashboards do not show ghosts."""
-        for gauge in (self.power_watts, self.power_cap_watts, self.metrics_available):
-            try:
-                gauge.remove(config)
-            except KeyError:
-                continue
-        self.forget_carbon(config)
-        for action in CeilingAction:
-            for reason in CeilingReason:
-                _remove(self.decisions, config, str(action), str(reason))
-        for gauge in (
+        for family in (
+            self.power_watts,
+            self.power_cap_watts,
+            self.metrics_available,
+            self.decisions,
             self.target_max_replicas,
             self.target_replica_power_watts,
             self.target_tokens_per_joule,
         ):
-            for target in targets:
-                try:
-                    gauge.remove(config, target)
-                except KeyError:
-                    continue
+            family.forget(config)
+        self.forget_carbon(config)
 
     def forget_carbon(self, config: str) -> None:
         """Drop a config's carbon series (deleted, or its carbon section removed)."""
-        for signal in CarbonSignal:
-            _remove(self.carbon_intensity, config, str(signal))
-        for metric in (self.effective_cap_watts, self.carbon_available, self.emissions):
-            _remove(metric, config)
+        for family in (
+            self.carbon_intensity,
+            self.effective_cap_watts,
+            self.carbon_available,
+            self.emissions,
+        ):
+            family.forget(config)
 
     def set_carbon_intensity(
         self, config: str, signal: CarbonSignal, intensity_g_per_kwh: float
@@ -133,6 +129,6 @@ class CappingMetrics:
         self.decisions.labels(config, str(action), str(reason)).inc()
 
 
-def _remove(metric: Gauge | Counter, *labels: str) -> None:
+def _remove(metric: ConfigGauge, *labels: str) -> None:
     with contextlib.suppress(KeyError):  # never set for this config
         metric.remove(*labels)

@@ -194,7 +194,6 @@ class _ConfigMemory:
     """What the reconciler keeps per config between reconciles (lost on restart: relearned)."""
 
     state: CappingState = field(default_factory=CappingState)
-    target_names: list[str] = field(default_factory=list)
     learning_paused_until_s: float = 0.0
     """After GPU clocks changed, readings from before the change are still in Prometheus for a
     scrape or two; they must not undo the rescaled estimates."""
@@ -377,7 +376,6 @@ class PowerCapReconciler:
         )
         plan = decide_replica_ceilings(observation, settings, memory.state, self._clock())
         memory.state = plan.state
-        memory.target_names = [t.name for t in targets]
         by_name = {t.name: t for t in targets}
         # A ceiling back at the user's max still carrying our annotations (the user changed it
         # mid-cap to what the policy now allows) is written too, to take the annotations off.
@@ -550,7 +548,7 @@ class PowerCapReconciler:
             PrometheusSettings(
                 timeout_s=self._settings.prometheus_timeout_s,
                 max_sample_age_s=config.fail_safe.max_metric_age_s,
-                address_policy=AddressPolicy.from_hosts(self._settings.allowed_prometheus_hosts),
+                address_policy=AddressPolicy.from_hosts(self._settings.allowed_hosts),
             ),
         )
         try:
@@ -881,8 +879,8 @@ class PowerCapReconciler:
         )
 
     def _forget(self, key: str) -> None:
-        memory = self._memory.pop(key, None)
-        self._metrics.forget(key, memory.target_names if memory else [])
+        self._memory.pop(key, None)
+        self._metrics.forget(key)
         self._workloads.forget(key)
 
     # -- reporting ----------------------------------------------------------------------------
@@ -897,18 +895,28 @@ class PowerCapReconciler:
         metrics.metrics_available.labels(key).set(0 if measured.problem else 1)
         if observation.measured_w is not None:
             metrics.power_watts.labels(key).set(observation.measured_w)
-        for decision in plan.decisions:
-            metrics.target_max_replicas.labels(key, decision.target).set(decision.new_max_replicas)
-            learned = plan.state.targets.get(decision.target)
-            if learned is not None and learned.watts_per_replica is not None:
-                metrics.target_replica_power_watts.labels(key, decision.target).set(
-                    learned.watts_per_replica
-                )
-        for target in observation.targets:
-            if target.tokens_per_joule is not None:
-                metrics.target_tokens_per_joule.labels(key, target.name).set(
-                    target.tokens_per_joule
-                )
+        # Each round's per-target series replace the last round's: a target gone loses its series.
+        learned = plan.state.targets
+        metrics.target_max_replicas.replace(
+            key, {(d.target,): d.new_max_replicas for d in plan.decisions}
+        )
+        metrics.target_replica_power_watts.replace(
+            key,
+            {
+                (d.target,): watts
+                for d in plan.decisions
+                if d.target in learned
+                and (watts := learned[d.target].watts_per_replica) is not None
+            },
+        )
+        metrics.target_tokens_per_joule.replace(
+            key,
+            {
+                (t.name,): t.tokens_per_joule
+                for t in observation.targets
+                if t.tokens_per_joule is not None
+            },
+        )
 
     def _conditions(
         self,

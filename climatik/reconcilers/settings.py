@@ -1,4 +1,4 @@
-"""Reconciler settings (pydantic-settings, prefix `CLIMATIK_CAPPING__`).
+"""Reconciler settings (pydantic-settings, one class and `CLIMATIK_<CONTROLLER>__` prefix each).
 
 Per-config choices live in the PowerCappingConfig; these are the controller-wide defaults a
 config may leave out, such as the Prometheus to ask when the config names none.
@@ -13,6 +13,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from climatik.domain.config import CarbonProvider
 from climatik.policies.gpu_clock import DEFAULT_MAX_THROUGHPUT_LOSS
+from climatik.policies.observations import HEAT_HISTORY_SAMPLES
+
+CAPPING_ALLOWED_HOSTS_ENV = "CLIMATIK_CAPPING__ALLOWED_HOSTS"
+DEPRECATED_ALLOWED_PROMETHEUS_HOSTS_ENV = "CLIMATIK_CAPPING__ALLOWED_PROMETHEUS_HOSTS"
+"""The old name of `CLIMATIK_CAPPING__ALLOWED_HOSTS`, deprecated (read for one release): the
+allow-list is `allowed_hosts` in both `CappingSettings` and `PlacementSettings`."""
 
 
 class CappingSettings(BaseSettings):
@@ -23,8 +29,14 @@ class CappingSettings(BaseSettings):
     prometheus_address: str | None = None
     """Prometheus used when a config names none (e.g. `http://prometheus.monitoring:9090`)."""
     prometheus_timeout_s: float = Field(default=5.0, gt=0)
-    allowed_prometheus_hosts: list[str] = Field(default_factory=list)
-    """When set, configs may only name Prometheus servers on these hosts."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """When set, configs may only name Prometheus servers on these hosts (the same name as
+    `PlacementSettings.allowed_hosts`)."""
+    deprecated_allowed_prometheus_hosts: list[str] = Field(
+        default_factory=list, validation_alias=DEPRECATED_ALLOWED_PROMETHEUS_HOSTS_ENV
+    )
+    """The old name of `allowed_hosts` (`CLIMATIK_CAPPING__ALLOWED_PROMETHEUS_HOSTS`), read for
+    one release only while `allowed_hosts` is empty; to be removed."""
     interval_s: float = Field(default=15.0, gt=0)
     """How often each config is measured and decided, besides reacting to changes."""
     tuning_grace_s: float = Field(default=60.0, ge=0)
@@ -54,6 +66,69 @@ class CappingSettings(BaseSettings):
     Well inside `interval_s`, and above `prometheus_timeout_s`: the queries of one reconcile
     run concurrently, so a silent Prometheus costs one query timeout and its config still gets
     its `MetricsAvailable=False` status and, in time, its fail-safe ceiling."""
+
+    @model_validator(mode="after")
+    def _read_the_deprecated_name(self) -> Self:
+        # As in GpuTuningSettings: an overlay patching the old variable onto a base that sets
+        # the new one to `[]` keeps its allow-list (dropping it silently would open the guard).
+        if not self.allowed_hosts and self.deprecated_allowed_prometheus_hosts:
+            self.allowed_hosts = list(self.deprecated_allowed_prometheus_hosts)
+        return self
+
+
+class PlacementSettings(BaseSettings):
+    """Controller-wide settings of rack placement (prefix `CLIMATIK_PLACEMENT__`)."""
+
+    model_config = SettingsConfigDict(env_prefix="CLIMATIK_PLACEMENT__", extra="ignore")
+
+    interval_s: float = Field(default=30.0, gt=0)
+    """How often racks are re-read and re-scored, besides reacting to changes."""
+    status_refresh_s: float = Field(default=300.0, gt=0)
+    """Rack readings in the condition message that moved by less than 5 % are written at most
+    this often; a new status, reason, rack over its limit or problem at once."""
+    workers: int = Field(default=2, ge=1)
+    """Configs of the placement controller reconciled at once (never one config twice)."""
+    reconcile_timeout_s: float = Field(default=60.0, gt=0)
+    """A placement reconcile still running after this is cancelled and retried with backoff.
+    Longer than power capping's: it asks for each workload's power history in turn."""
+    zone_label_key: str = "climatik-project.ai/zone"
+    """Node label naming the cooling zone; without it a rack is its own zone."""
+    recirculation_config_map: str = "climatik-recirculation"
+    """ConfigMap (in the config's namespace) with `racks.yaml`: per rack
+    `recirculationCPerKw`, optionally `zone` and `inletRiseCPerKw` (the rack's column of the heat
+    matrix: per inlet rack, °C of rise per kW dissipated in this rack)."""
+    snapshot_max_age_s: float = Field(default=300.0, gt=0)
+    """The webhook ignores scores older than this (the reconciler has stalled)."""
+    max_preferred_racks: int = Field(default=10, ge=1, le=100)
+    template_min_interval_s: float = Field(default=600.0, ge=0)
+    """Least time between two Template-mode patches of one Deployment (each is a rollout)."""
+    history_samples: int = Field(default=HEAT_HISTORY_SAMPLES, ge=0)
+    """Rack readings kept per config for estimating recirculation (0 disables the estimate)."""
+    prometheus_address: str | None = None
+    """Prometheus for rack signals when a config names none (as `CLIMATIK_CAPPING__...`)."""
+    prometheus_timeout_s: float = Field(default=5.0, gt=0)
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """When set, Prometheus and cooling-webhook URLs may only name these hosts."""
+    rack_label: str = "rack"
+    """Label carrying the rack in rack-level query results (`$rack` queries need none)."""
+    exhaust_temperature_query: str | None = None
+    airflow_query: str | None = None
+    cooling_power_query: str | None = None
+    supply_temperature_query: str | None = None
+    """Site-wide rack queries the PowerCappingConfig has no field for (see docs/placement.md)."""
+    history_window_s: float = Field(default=3600.0, ge=0)
+    """Rack and service power history fetched for the smoothing term (0: no smoothing)."""
+    webhook_port: int = Field(default=9443, ge=0, le=65535)
+    """Port of the placement admission webhook (HTTPS)."""
+    webhook_cert_dir: str = "/etc/climatik/webhook"
+    """Directory with `tls.crt` and `tls.key`; without them the webhook is not served."""
+    deletion_cost_retry_s: float = Field(default=600.0, ge=0)
+    """After the API refuses (403) a pod-deletion-cost patch in a namespace, how long no pod
+    of that namespace is patched again (RBAC grants `patch` on pods per namespace)."""
+    supply_guard_c: float = Field(default=0.5, ge=0)
+    min_supply_c: float = 10.0
+    max_supply_c: float = 27.0
+    max_supply_step_c: float = Field(default=2.0, gt=0)
 
 
 class CarbonSettings(BaseSettings):

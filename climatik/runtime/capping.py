@@ -42,7 +42,11 @@ from climatik.reconcilers.gpu_tuning import ALLOWED_NAMESPACES_ENV, GpuTuningRec
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler, prometheus_pool
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
-from climatik.reconcilers.settings import DEPRECATED_APPLY_NAMESPACES_ENV
+from climatik.reconcilers.settings import (
+    CAPPING_ALLOWED_HOSTS_ENV,
+    DEPRECATED_ALLOWED_PROMETHEUS_HOSTS_ENV,
+    DEPRECATED_APPLY_NAMESPACES_ENV,
+)
 from climatik.reconcilers.targets import WorkloadCaches, limited_by_ceiling
 from climatik.runtime.reconcile import Controller, ControllerContext
 from climatik.sources.address import HTTPSession
@@ -194,6 +198,14 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
     under `CLIMATIK_CAPPING__RECONCILE_TIMEOUT_S`; decisions are cheap, waiting on a tenant's
     Prometheus is not, and one tenant's silent Prometheus must not hold up the others."""
     settings = ctx.controller_settings.capping
+    if settings.deprecated_allowed_prometheus_hosts:
+        log.warning(
+            "deprecated_setting",
+            setting=DEPRECATED_ALLOWED_PROMETHEUS_HOSTS_ENV,
+            use=CAPPING_ALLOWED_HOSTS_ENV,
+            note="read only while the new one is empty",
+            allowed_hosts=settings.allowed_hosts,
+        )
     queue = ctx.new_queue(
         "power-cap", max_in_flight_per_namespace=namespace_share(settings.workers)
     )

@@ -1,4 +1,4 @@
-"""Wiring of rack placement: the placement reconciler and the admission webhook it feeds.
+"""Wiring of rack placement: the placement reconciler, its live sources, and the webhook it feeds.
 
 The reconciler (leader only, like every writer) scores racks and keeps pod-deletion costs
 current; the webhook server runs on every replica and answers from the reconciler's snapshot.
@@ -12,27 +12,24 @@ webhook starts serving as soon as the pair is valid, and power capping runs on m
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import structlog
 
+from climatik.domain.config import CoolingMode, PowerCappingConfig
 from climatik.kube.client import CONFIGMAPS, NODES
 from climatik.kube.informer import EventHandlers
 from climatik.kube.store import index_by_namespace
 from climatik.kube.workqueue import WorkQueue
 from climatik.reconcilers.cached_fields import NODE_FIELDS
-from climatik.reconcilers.placement import (
-    CoolingControllers,
-    PlacementReconciler,
-    PlacementSettings,
-    PrometheusRackSources,
-)
+from climatik.reconcilers.placement import PlacementReconciler
 from climatik.reconcilers.placement_metrics import placement_metrics
 from climatik.reconcilers.placement_webhook import PlacementSnapshot, PlacementWebhook
-from climatik.reconcilers.resources import (
-    POWER_CAPPING_CONFIGS,
-)
+from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
+from climatik.reconcilers.settings import PlacementSettings
 from climatik.runtime.capping import (
     SharedSession,
     config_handlers,
@@ -42,12 +39,102 @@ from climatik.runtime.capping import (
 )
 from climatik.runtime.reconcile import Controller, ControllerContext
 from climatik.runtime.webhook import WebhookServer, serve_webhook
+from climatik.sources.address import AddressPolicy
+from climatik.sources.cooling import (
+    CoolingController,
+    DryRunCoolingController,
+    HttpCoolingController,
+)
+from climatik.sources.power import power_query_config_for
+from climatik.sources.prometheus import PrometheusSettings
 from climatik.sources.prometheus_pool import PrometheusPool
+from climatik.sources.promql import QueryTemplateError
+from climatik.sources.racks import (
+    PrometheusRackSignalSource,
+    RackSignalQueries,
+    RackSignalSource,
+    StaticRackSignalSource,
+    rack_queries_for,
+)
 
 log = structlog.get_logger(__name__)
 
 
 CERTIFICATE_POLL_S = 10.0
+
+
+class PrometheusRackSources:
+    """`signal_source` for the live controller: a Prometheus rack source per config.
+
+    The config's `powerMeasurement` gives the address, the rack power and inlet queries and the
+    power preset (for the service series); the site-wide extra queries come from settings. A
+    config with no Prometheus to ask gets a source without data (placement then ranks by what
+    it knows, and the condition says `NoRackData`), never an error that stops capping.
+    """
+
+    def __init__(
+        self,
+        session_factory: Callable[[], Awaitable[aiohttp.ClientSession]],
+        settings: PlacementSettings,
+        prometheus: PrometheusPool | None = None,
+    ) -> None:
+        self._settings = settings
+        # Shared answers and a breaker per address across configs (one layer per controller).
+        self._prometheus = prometheus or PrometheusPool(session_factory)
+        # One for every config without a Prometheus: its history (of nothing) is one, too.
+        self._no_data = StaticRackSignalSource()
+
+    async def __call__(self, config: PowerCappingConfig) -> RackSignalSource:
+        measurement = config.power_measurement
+        address = config.prometheus_address(self._settings.prometheus_address)
+        if address is None:
+            return self._no_data
+        client = self._prometheus.querier(
+            address,
+            PrometheusSettings(
+                timeout_s=self._settings.prometheus_timeout_s,
+                max_sample_age_s=config.fail_safe.max_metric_age_s,
+                address_policy=AddressPolicy.from_hosts(self._settings.allowed_hosts),
+            ),
+        )
+        site = RackSignalQueries(
+            exhaust_temperature_query=self._settings.exhaust_temperature_query,
+            airflow_query=self._settings.airflow_query,
+            cooling_power_query=self._settings.cooling_power_query,
+            supply_temperature_query=self._settings.supply_temperature_query,
+            rack_label=self._settings.rack_label,
+            history_window_s=self._settings.history_window_s,
+        )
+        try:
+            queries = rack_queries_for(measurement, site)
+            power = power_query_config_for(measurement)
+        except QueryTemplateError:
+            # The power-cap reconciler reports the bad template; placement reads nothing.
+            return self._no_data
+        return PrometheusRackSignalSource(client, queries, power=power)
+
+
+class CoolingControllers:
+    """`cooling` for the live controller: the config's webhook in Webhook mode, else dry run."""
+
+    def __init__(
+        self,
+        session_factory: Callable[[], Awaitable[aiohttp.ClientSession]],
+        settings: PlacementSettings,
+    ) -> None:
+        self._session_factory = session_factory
+        self._settings = settings
+        self.dry_run = DryRunCoolingController()
+
+    async def __call__(self, config: PowerCappingConfig) -> CoolingController:
+        url = config.cooling.webhook_url
+        if config.cooling.mode is not CoolingMode.WEBHOOK or url is None:
+            return self.dry_run
+        return HttpCoolingController(
+            await self._session_factory(),
+            str(url),  # the API layer may hand over a pydantic URL object
+            address_policy=AddressPolicy.from_hosts(self._settings.allowed_hosts),
+        )
 
 
 def watch_recirculation(

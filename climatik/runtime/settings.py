@@ -25,8 +25,12 @@ from pydantic_settings import SettingsError as _SourceError
 
 from climatik.domain.errors import UserError
 from climatik.kube.kubeconfig import in_cluster_namespace
-from climatik.reconcilers.placement import PlacementSettings
-from climatik.reconcilers.settings import CappingSettings, CarbonSettings, GpuTuningSettings
+from climatik.reconcilers.settings import (
+    CappingSettings,
+    CarbonSettings,
+    GpuTuningSettings,
+    PlacementSettings,
+)
 
 ENV_PREFIX = "CLIMATIK_"
 ENV_NESTED_DELIMITER = "__"

@@ -28,13 +28,10 @@ from cryptography.x509.oid import NameOID
 from climatik.devcluster.cluster import ClusterInfo
 from climatik.kube.client import NODES, KubeClient
 from climatik.kube.store import index_by_namespace
-from climatik.reconcilers.placement import (
-    DELETION_COST_ANNOTATION,
-    ORIGINAL_AFFINITY_ANNOTATION,
-    PlacementReconciler,
-    PlacementSettings,
-)
+from climatik.reconcilers.placement import PlacementReconciler
+from climatik.reconcilers.placement_deletion_costs import DELETION_COST_ANNOTATION
 from climatik.reconcilers.placement_metrics import placement_metrics
+from climatik.reconcilers.placement_template import ORIGINAL_AFFINITY_ANNOTATION
 from climatik.reconcilers.placement_webhook import (
     MANAGED_LABEL,
     PLACEMENT_ANNOTATION,
@@ -44,6 +41,7 @@ from climatik.reconcilers.placement_webhook import (
 from climatik.reconcilers.resources import (
     POWER_CAPPING_CONFIGS,
 )
+from climatik.reconcilers.settings import PlacementSettings
 from climatik.runtime.capping import workload_caches
 from climatik.runtime.manager import Manager
 from climatik.runtime.placement import watch_recirculation

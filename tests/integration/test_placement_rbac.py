@@ -25,14 +25,12 @@ import pytest
 from climatik.devcluster.cluster import ClusterInfo
 from climatik.kube.client import NODES
 from climatik.kube.store import index_by_namespace
-from climatik.reconcilers.placement import (
-    DELETION_COST_ANNOTATION,
-    PlacementReconciler,
-    PlacementSettings,
-)
+from climatik.reconcilers.placement import PlacementReconciler
+from climatik.reconcilers.placement_deletion_costs import DELETION_COST_ANNOTATION
 from climatik.reconcilers.placement_metrics import placement_metrics
 from climatik.reconcilers.placement_webhook import PlacementSnapshot
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
+from climatik.reconcilers.settings import PlacementSettings
 from climatik.runtime.capping import power_cap_controller, workload_caches
 from climatik.runtime.manager import Manager
 from climatik.runtime.placement import watch_recirculation

@@ -19,7 +19,7 @@ from climatik.domain.config import TargetKind
 from climatik.domain.placement import PlaceScore
 from climatik.kube.fields import IDENTITY, KEEP, FieldFilter, Fields, keep_fields, union
 from climatik.kube.store import FrozenMapping, Store, thaw
-from climatik.reconcilers import placement
+from climatik.reconcilers import placement_template
 from climatik.reconcilers.actuation import ceiling_patch, restore_patch
 from climatik.reconcilers.cached_fields import (
     DEPLOYMENT_FIELDS,
@@ -29,7 +29,8 @@ from climatik.reconcilers.cached_fields import (
     SCALED_OBJECT_FIELDS,
 )
 from climatik.reconcilers.gpu_tuning import _metrics_urls
-from climatik.reconcilers.placement import _running, template_patch
+from climatik.reconcilers.placement import _running
+from climatik.reconcilers.placement_template import template_patch
 from climatik.reconcilers.targets import Resolution, resolve_targets
 from climatik.runtime.capping import _what_deployments_read, _what_targets_read
 from tests.unit import cluster_objects as objects
@@ -230,7 +231,7 @@ def _recording_thaw(value: Any) -> Any:
 
 
 def test_every_field_the_reconcilers_read_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(placement, "thaw", _recording_thaw)
+    monkeypatch.setattr(placement_template, "thaw", _recording_thaw)
     reads: dict[str, set[Path]] = {kind: set() for kind in KIND_FIELDS}
     recorded = {
         kind: [_Recorded(obj, (), reads[kind]) for obj in objs] for kind, objs in _cluster().items()

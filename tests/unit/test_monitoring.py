@@ -24,6 +24,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.placement_metrics import PlacementMetrics
+from climatik.reconcilers.series import ConfigCounter, ConfigGauge
 from climatik.runtime.metrics import RuntimeMetrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +67,13 @@ def controller_metrics() -> dict[str, Exported]:
         for group in groups
         for metric in vars(group).values()
         if isinstance(metric, MetricWrapperBase)
+    ] + [
+        # The per-config families (reconcilers/series.py) describe themselves.
+        Exported(described.name, described.type, family.labelnames)
+        for group in groups
+        for family in vars(group).values()
+        if isinstance(family, ConfigGauge | ConfigCounter)
+        for described in family.describe()
     ]
     assert len(found) == len(list(registry.collect())), "a metric not held by its class"
     return {sample: metric for metric in found for sample in metric.samples}

@@ -6,17 +6,12 @@ tests/integration/test_placement.py run the same reconciler against the real API
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
-import yaml
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from climatik.api.convert import config_from_object
 from climatik.api.status import apply_merge_patch
 from climatik.domain.config import PowerCappingConfig
 from climatik.domain.placement import PlaceScore, SupplySetpoint
@@ -24,33 +19,16 @@ from climatik.kube.client import ApiError, Resource
 from climatik.kube.store import Store, thaw
 from climatik.policies.placement import score_racks as policy_score_racks
 from climatik.reconcilers import placement as placement_reconciler
-from climatik.reconcilers.placement import (
-    DELETION_COST_ANNOTATION,
-    ORIGINAL_AFFINITY_ANNOTATION,
-    CoolingControllers,
-    PlacementReconciler,
-    PlacementSettings,
-    PrometheusRackSources,
-    parse_recirculation,
-    template_patch,
-)
+from climatik.reconcilers.placement import PlacementReconciler
+from climatik.reconcilers.placement_deletion_costs import DELETION_COST_ANNOTATION
 from climatik.reconcilers.placement_metrics import PlacementMetrics
 from climatik.reconcilers.placement_webhook import PlacementSnapshot
 from climatik.reconcilers.result import Result
+from climatik.reconcilers.settings import PlacementSettings
 from climatik.reconcilers.targets import WorkloadCaches
-from climatik.sources.cooling import (
-    CoolingController,
-    CoolingError,
-    CoolingOutcome,
-    DryRunCoolingController,
-    HttpCoolingController,
-)
-from climatik.sources.racks import (
-    PrometheusRackSignalSource,
-    RackSignals,
-    RackSignalSource,
-    StaticRackSignalSource,
-)
+from climatik.sources.cooling import CoolingController, CoolingError, CoolingOutcome
+from climatik.sources.racks import RackSignals, RackSignalSource, StaticRackSignalSource
+from tests.unit.test_sources_recirculation import ALIAS_BOMB
 
 KEY = "climatik-project.ai/rack"
 NS = "llm"
@@ -195,6 +173,7 @@ def reconciler(
     cooling: CoolingController | None = None,
     deployment: dict[str, Any] | None = None,
     clock: Callable[[], float] = lambda: 1000.0,
+    nodes: Cache | None = None,
 ) -> tuple[PlacementReconciler, RecordingClient, Events, PlacementMetrics]:
     client = client or RecordingClient()
     events = Events()
@@ -215,7 +194,7 @@ def reconciler(
             deployments=Cache(deployment or DEPLOYMENT),
             pods=Cache(*pods),
         ),
-        nodes=Cache(node("a-0", "rack-a"), node("b-0", "rack-b"), node("x", "")),
+        nodes=nodes or Cache(node("a-0", "rack-a"), node("b-0", "rack-b"), node("x", "")),
         recirculation_maps=ConfigMapsOf(client),
         signal_source=source_for,
         cooling=cooling_for,
@@ -412,39 +391,6 @@ async def test_template_mode_patches_the_deployment_and_not_the_snapshot() -> No
     assert ("chat", "Normal", "TemplateAffinityUpdated") in [e[:3] for e in events.recorded]
 
 
-def test_template_patch_keeps_the_users_affinity_and_is_stable() -> None:
-    user = {
-        "requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]}
-            ]
-        }
-    }
-    deployment = json.loads(json.dumps(DEPLOYMENT))
-    deployment["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": user}
-    scores = [
-        PlaceScore("rack-a", 1.0, True, ""),
-        PlaceScore("rack-b", 2.0, True, ""),
-        PlaceScore("rack-c", 9.0, False, ""),
-    ]
-    patch = template_patch(deployment, KEY, scores)
-    assert patch is not None
-    assert json.loads(patch["metadata"]["annotations"][ORIGINAL_AFFINITY_ANNOTATION]) == user
-    desired = patch["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
-    (term,) = desired["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    assert term["matchExpressions"] == [
-        {"key": "gpu", "operator": "In", "values": ["h100"]},
-        {"key": KEY, "operator": "In", "values": ["rack-a", "rack-b"]},
-    ]
-    best = desired["preferredDuringSchedulingIgnoredDuringExecution"][0]["preference"]
-    assert best["matchExpressions"][0]["values"] == ["rack-b"]
-    # Applied: the template now holds `desired` and the annotation the original -> no change.
-    deployment["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": desired}
-    deployment["metadata"]["annotations"] = patch["metadata"]["annotations"]
-    assert template_patch(deployment, KEY, scores) is None
-    assert template_patch(deployment, KEY, [PlaceScore("rack-a", 1.0, False, "")]) is None
-
-
 async def test_deleted_or_disabled_config_is_forgotten() -> None:
     rec, _, _, metrics = reconciler(config(), [], static(HOT_OVER, COOL))
     await rec.reconcile(f"{NS}/cap")
@@ -487,21 +433,6 @@ async def test_recirculation_is_estimated_from_history_without_a_config_map() ->
     found = rec.snapshot.lookup(NS, "chat")
     assert found is not None
     assert found.preferred == (("rack-a", 100), ("rack-b", 1))
-
-
-async def test_live_factories_pick_prometheus_and_the_cooling_webhook() -> None:
-    async def no_session() -> Any:
-        return object()  # never used: building sources does no I/O
-
-    settings = PlacementSettings()
-    sources = PrometheusRackSources(no_session, settings)
-    assert isinstance(await sources(config_from_object(config())), StaticRackSignalSource)
-    with_prom = config(powerMeasurement={"prometheusAddress": "http://prom:9090"})
-    assert isinstance(await sources(config_from_object(with_prom)), PrometheusRackSignalSource)
-    coolers = CoolingControllers(no_session, settings)
-    assert isinstance(await coolers(config_from_object(config())), DryRunCoolingController)
-    webhook = await coolers(config_from_object(config(cooling="Webhook")))
-    assert isinstance(webhook, HttpCoolingController)
 
 
 async def test_a_standby_publishes_scores_but_writes_nothing() -> None:
@@ -813,36 +744,6 @@ async def test_the_recirculation_config_state_is_a_metric(text: str, ok: float) 
     assert value == ok
 
 
-ALIAS_BOMB = "".join(
-    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
-    for prev, name in zip(["", *"abcdefgh"], "abcdefghi", strict=True)
-)
-"""Nine levels of nine aliases: a few hundred bytes, 9**9 (387 million) strings once expanded."""
-LOADERS = [yaml.SafeLoader, *([yaml.CSafeLoader] if hasattr(yaml, "CSafeLoader") else [])]
-
-
-@pytest.mark.parametrize("loader", LOADERS)
-def test_an_alias_bomb_is_reported_quickly(loader: type[Any]) -> None:
-    text = ALIAS_BOMB + (
-        "rack-a: {recirculationCPerKw: *i, zone: *i, inletRiseCPerKw: {rack-b: *i}}\nrack-b: *i\n"
-    )
-    assert len(text) < 600
-    started = time.perf_counter()
-    racks, problems = parse_recirculation(text, ["rack-a", "rack-b"], loader=loader)
-    assert time.perf_counter() - started < 0.5
-    assert (
-        "rack rack-a: recirculationCPerKw a list of 9 items is not a finite number; ignored"
-        in problems
-    )
-    assert "rack rack-a: zone is a list, not a string; ignored" in problems
-    assert any(p.startswith("rack rack-a: inletRiseCPerKw.rack-b a list of 9") for p in problems)
-    assert "rack rack-b: the entry is a list, not a mapping; ignored" in problems
-    assert racks == {"rack-a": racks["rack-a"]}
-    assert racks["rack-a"].factor_c_per_kw is None
-    assert racks["rack-a"].zone is None
-    assert all(len(p) < 300 for p in problems)
-
-
 async def test_an_alias_bomb_in_the_config_map_does_not_stall_the_reconciler() -> None:
     # The anchors inside rack-b's entry (an unknown field is not a problem): its lines only.
     anchors = ", ".join(line.split(": ", 1)[1].strip() for line in ALIAS_BOMB.splitlines())
@@ -854,87 +755,6 @@ async def test_an_alias_bomb_in_the_config_map_does_not_stall_the_reconciler() -
     assert "recirculationCPerKw a list of 9 items" in message
     (condition,) = [p for p in client.patches if p[3] == "status"][-1][2]["status"]["conditions"]
     assert "zone is a list" in condition["message"]
-
-
-@pytest.mark.parametrize("loader", LOADERS)
-@pytest.mark.parametrize("opening", ["[", "{a: "])
-def test_deep_nesting_is_not_valid_yaml_and_raises_nothing(loader: type[Any], opening: str) -> None:
-    closing = "]" if opening == "[" else "}"
-    racks, problems = parse_recirculation(
-        opening * 20_000 + closing * 20_000, ["rack-a"], loader=loader
-    )
-    assert racks == {}
-    (problem,) = problems
-    assert problem.startswith("not valid YAML (")
-    assert problem.endswith("all of it is ignored")
-
-
-def test_an_integer_yaml_cannot_build_is_not_valid_yaml() -> None:
-    _, problems = parse_recirculation(
-        "rack-a: {recirculationCPerKw: 1" + "0" * 5000 + "}", ["rack-a"]
-    )
-    (problem,) = problems
-    assert problem.startswith("not valid YAML (")
-
-
-def test_a_config_map_over_the_size_cap_is_ignored_whole() -> None:
-    line = "rack-a: {recirculationCPerKw: 1.0}\n"
-    cap = 256 * 1024
-    at_cap = line + "#" + "x" * (cap - len(line) - 2) + "\n"
-    assert len(at_cap) == cap
-    racks, problems = parse_recirculation(at_cap, ["rack-a"])
-    assert problems == []
-    assert racks["rack-a"].factor_c_per_kw == 1.0
-    # One byte more (a two-byte character for a one-byte one) and all of it is ignored.
-    over = at_cap.replace("x", "é", 1)
-    racks, problems = parse_recirculation(over, ["rack-a"])
-    assert racks == {}
-    assert problems == [f"is {cap + 1} bytes, more than the {cap} read; all of it is ignored"]
-
-
-RACKS = ["rack-a", "rack-b"]
-
-
-def _check_parsed(racks: dict[str, Any], problems: list[str]) -> None:
-    assert set(racks) <= set(RACKS)
-    assert all(isinstance(p, str) and len(p) < 1000 for p in problems)
-    for entry in racks.values():
-        assert entry.factor_c_per_kw is None or entry.factor_c_per_kw >= 0
-        assert entry.zone is None or isinstance(entry.zone, str)
-        assert all(inlet in RACKS and rise >= 0 for inlet, rise in entry.column)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.text())
-def test_parse_recirculation_never_raises_on_any_text(text: str) -> None:
-    _check_parsed(*parse_recirculation(text, RACKS))
-
-
-JSON_LIKE = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats()
-    | st.text(max_size=20)
-    | st.sampled_from([*RACKS, "recirculationCPerKw", "inletRiseCPerKw", "zone"]),
-    lambda children: (
-        st.lists(children, max_size=4)
-        | st.dictionaries(
-            st.sampled_from([*RACKS, "recirculationCPerKw", "inletRiseCPerKw", "zone"])
-            | st.text(max_size=8),
-            children,
-            max_size=4,
-        )
-    ),
-    max_leaves=30,
-)
-
-
-@settings(max_examples=200, deadline=None)
-@given(JSON_LIKE)
-def test_parse_recirculation_never_raises_on_any_nested_document(value: Any) -> None:
-    text = yaml.safe_dump(value)
-    _check_parsed(*parse_recirculation(text, RACKS))
 
 
 async def test_the_problem_survives_a_long_rack_list_in_the_condition() -> None:
@@ -1103,7 +923,7 @@ async def test_configs_reading_the_same_racks_share_one_history() -> None:
         await rec.reconcile(f"{NS}/cap")
         await rec.reconcile(f"{NS}/cap-2")  # the same moment: no second sample
         now[0] += 7.0
-    (history,) = rec._histories.values()
+    (history,) = rec._rack_observer.histories.values()
     assert len(history.samples) == 12
     assert history.estimate is not None
     assert history.estimate[1] is not None
@@ -1126,7 +946,7 @@ async def test_the_heat_matrix_is_fitted_to_inlet_minus_the_measured_supply_air(
         )
         await rec.reconcile(f"{NS}/cap")
         now[0] += 30.0
-    (history,) = rec._histories.values()
+    (history,) = rec._rack_observer.histories.values()
     assert history.samples[-1][2] == (supply, supply)
     assert history.estimate is not None
     estimate = history.estimate[1]
@@ -1136,7 +956,10 @@ async def test_the_heat_matrix_is_fitted_to_inlet_minus_the_measured_supply_air(
 
 async def test_a_rack_gone_from_the_nodes_is_gone_from_the_metrics() -> None:
     unconstrained = config(rackConstraints=[{"rackId": "rack-a", "maxPower": 40_000}])
-    rec, _, _, metrics = reconciler(unconstrained, [pod("p-a", "a-0")], static(HOT_OVER, COOL))
+    nodes = Cache(node("a-0", "rack-a"), node("b-0", "rack-b"))
+    rec, _, _, metrics = reconciler(
+        unconstrained, [pod("p-a", "a-0")], static(HOT_OVER, COOL), nodes=nodes
+    )
     await rec.reconcile(f"{NS}/cap")
 
     def racks_seen() -> set[str]:
@@ -1148,7 +971,7 @@ async def test_a_rack_gone_from_the_nodes_is_gone_from_the_metrics() -> None:
         }
 
     assert racks_seen() == {"rack-a", "rack-b"}
-    rec._nodes.store.delete("b-0")  # rack-b's only node is gone
+    nodes.store.delete("b-0")  # rack-b's only node is gone
     await rec.reconcile(f"{NS}/cap")
     assert racks_seen() == {"rack-a"}
     assert scores_by_rack(metrics).keys() == {"rack-a"}

@@ -53,5 +53,5 @@ def test_a_deleted_configs_decision_series_go() -> None:
     metrics = CappingMetrics(registry)
     metrics.count_decision(KEY, CeilingAction.LOWER, CeilingReason.OVER_BUDGET)
     metrics.count_decision("other/cap", CeilingAction.HOLD, CeilingReason.WITHIN_HYSTERESIS)
-    metrics.forget(KEY, ["chat"])
+    metrics.forget(KEY)
     assert decisions(registry) == {("other/cap", "hold", "within_hysteresis"): 1.0}

@@ -1,0 +1,43 @@
+"""Template mode's patch: the admissible racks required, the best preferred, the user's own
+node affinity kept, and no patch (no rollout) when nothing would change."""
+
+from __future__ import annotations
+
+import json
+
+from climatik.domain.placement import PlaceScore
+from climatik.reconcilers.placement_template import ORIGINAL_AFFINITY_ANNOTATION, template_patch
+from tests.unit.test_placement_reconciler import DEPLOYMENT, KEY
+
+
+def test_template_patch_keeps_the_users_affinity_and_is_stable() -> None:
+    user = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]}
+            ]
+        }
+    }
+    deployment = json.loads(json.dumps(DEPLOYMENT))
+    deployment["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": user}
+    scores = [
+        PlaceScore("rack-a", 1.0, True, ""),
+        PlaceScore("rack-b", 2.0, True, ""),
+        PlaceScore("rack-c", 9.0, False, ""),
+    ]
+    patch = template_patch(deployment, KEY, scores)
+    assert patch is not None
+    assert json.loads(patch["metadata"]["annotations"][ORIGINAL_AFFINITY_ANNOTATION]) == user
+    desired = patch["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    (term,) = desired["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term["matchExpressions"] == [
+        {"key": "gpu", "operator": "In", "values": ["h100"]},
+        {"key": KEY, "operator": "In", "values": ["rack-a", "rack-b"]},
+    ]
+    best = desired["preferredDuringSchedulingIgnoredDuringExecution"][0]["preference"]
+    assert best["matchExpressions"][0]["values"] == ["rack-b"]
+    # Applied: the template now holds `desired` and the annotation the original -> no change.
+    deployment["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": desired}
+    deployment["metadata"]["annotations"] = patch["metadata"]["annotations"]
+    assert template_patch(deployment, KEY, scores) is None
+    assert template_patch(deployment, KEY, [PlaceScore("rack-a", 1.0, False, "")]) is None

@@ -1,0 +1,63 @@
+"""The Prometheus host allow-list has one name, `allowed_hosts`, in capping and placement; the
+old capping variable `CLIMATIK_CAPPING__ALLOWED_PROMETHEUS_HOSTS` is read for one release while
+the new one is empty, and the controller says so at start-up."""
+
+from __future__ import annotations
+
+import pytest
+import structlog
+
+from climatik.kube.client import KubeClient
+from climatik.reconcilers.settings import CappingSettings, PlacementSettings
+from climatik.runtime.capping import power_cap_controller
+from climatik.runtime.manager import Manager
+from climatik.runtime.settings import KubeSettings, LeaderElectionSettings, RuntimeSettings
+
+NEW = "CLIMATIK_CAPPING__ALLOWED_HOSTS"
+OLD = "CLIMATIK_CAPPING__ALLOWED_PROMETHEUS_HOSTS"
+
+
+def test_capping_and_placement_name_the_allow_list_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(NEW, '["prom.monitoring"]')
+    monkeypatch.setenv("CLIMATIK_PLACEMENT__ALLOWED_HOSTS", '["bms.example"]')
+    assert CappingSettings().allowed_hosts == ["prom.monitoring"]
+    assert PlacementSettings().allowed_hosts == ["bms.example"]
+
+
+@pytest.mark.parametrize(
+    ("new", "old", "expected"),
+    [
+        (None, None, []),
+        (None, '["prom"]', ["prom"]),  # a release-old installation
+        ("[]", '["prom"]', ["prom"]),  # an overlay patching the old name onto the new base
+        ('["thanos"]', '["prom"]', ["thanos"]),  # the new name wins
+    ],
+)
+def test_the_deprecated_name_is_read_while_the_new_one_is_empty(
+    new: str | None, old: str | None, expected: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in ((NEW, new), (OLD, old)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    settings = CappingSettings()
+    assert settings.allowed_hosts == expected
+
+
+def test_the_deprecated_name_is_logged_when_the_controller_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(NEW, raising=False)
+    monkeypatch.setenv(OLD, '["prom"]')
+    manager = Manager(
+        RuntimeSettings(kube=KubeSettings(), leader_election=LeaderElectionSettings(enabled=False)),
+        KubeClient(api_client=None),
+        install_signal_handlers=False,
+    )
+    with structlog.testing.capture_logs() as logs:
+        manager.add_controller(power_cap_controller)
+    (deprecated,) = [e for e in logs if e["event"] == "deprecated_setting"]
+    assert deprecated["setting"] == OLD
+    assert deprecated["use"] == NEW
+    assert deprecated["allowed_hosts"] == ["prom"]
