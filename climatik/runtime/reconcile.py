@@ -32,9 +32,11 @@ from typing import Any, Protocol
 
 import structlog
 
-from climatik.kube.client import NotLeaderError
+from climatik.kube.client import KubeClient, NotLeaderError
+from climatik.kube.events import EventRecorder
 from climatik.kube.fields import Fields
-from climatik.kube.informer import EventHandlers
+from climatik.kube.informer import EventHandlers, Informer
+from climatik.kube.resources import Resource
 from climatik.kube.store import object_key
 from climatik.kube.workqueue import ShutDownError, WorkQueue
 from climatik.reconcilers.result import Result, TerminalError
@@ -177,24 +179,24 @@ class ControllerContext(Protocol):
         ...
 
     @property
-    def client(self) -> Any: ...
+    def client(self) -> KubeClient: ...
 
     @property
-    def events(self) -> Any: ...
+    def events(self) -> EventRecorder: ...
 
     @property
-    def metrics(self) -> Any: ...
+    def metrics(self) -> RuntimeMetrics: ...
 
     def informer(
         self,
-        resource: Any,
+        resource: Resource,
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
         indexers: Mapping[str, Callable[[Mapping[str, Any]], list[str]]] | None = None,
         fields: Fields | None = None,
-    ) -> Any:
+    ) -> Informer:
         """A shared informer (one per resource, namespace and selector).
 
         It caches only the union of the `fields` its consumers read (`climatik.kube.fields`),
@@ -218,4 +220,4 @@ class ControllerContext(Protocol):
     def add_service(self, name: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None: ...
 
 
-ControllerFactory = Callable[[Any], Controller]
+ControllerFactory = Callable[[ControllerContext], Controller]
