@@ -30,9 +30,16 @@ from typing import Any
 import structlog
 
 from climatik.api.status import status_from_wire, status_patch
-from climatik.kube.client import DEPLOYMENTS, NODES, PODS, Resource
 from climatik.kube.fields import FieldFilter, Fields
 from climatik.kube.informer import Informer
+from climatik.kube.resources import (
+    DEPLOYMENTS,
+    HORIZONTAL_POD_AUTOSCALERS,
+    NODES,
+    PODS,
+    SCALED_OBJECTS,
+    Resource,
+)
 from climatik.kube.store import index_by_namespace
 from climatik.reconcilers.cached_fields import (
     DEPLOYMENT_FIELDS,
@@ -41,11 +48,7 @@ from climatik.reconcilers.cached_fields import (
     POD_FIELDS,
     SCALED_OBJECT_FIELDS,
 )
-from climatik.reconcilers.resources import (
-    HORIZONTAL_POD_AUTOSCALERS,
-    POWER_CAPPING_CONFIGS,
-    SCALED_OBJECTS,
-)
+from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from tests.unit import cluster_objects
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))

@@ -30,8 +30,9 @@ from typing import Any
 import structlog
 from kubernetes_asyncio import client as k8s
 
-from climatik.kube.client import CONFIGMAPS, NAMESPACES, KubeClient
+from climatik.kube.client import KubeClient
 from climatik.kube.informer import Informer, strip_managed_fields
+from climatik.kube.resources import CONFIGMAPS, NAMESPACES
 from climatik.kube.store import index_by_label
 from climatik.kube.workqueue import WorkQueue
 from climatik.runtime.metrics import RuntimeMetrics

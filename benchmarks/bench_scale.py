@@ -53,7 +53,7 @@ from climatik.runtime.controllers import controller_factories
 from climatik.runtime.logging import configure_logging
 from climatik.runtime.manager import Manager
 from climatik.runtime.reconcile import Controller, Result
-from climatik.runtime.settings import RuntimeSettings
+from climatik.runtime.settings import ControllerSettings, RuntimeSettings
 from tests.integration.prometheus import (
     ExporterHandle,
     PrometheusServer,
@@ -368,8 +368,11 @@ async def _measure(
     )
     client = await CountingClient.from_config(str(kubeconfig))
     assert isinstance(client, CountingClient)
-    manager = Manager(settings, client, install_signal_handlers=False)
-    for factory in controller_factories([]):
+    controllers = ControllerSettings()
+    manager = Manager(
+        settings, client, install_signal_handlers=False, controller_settings=controllers
+    )
+    for factory in controller_factories(controllers):
         manager.add_controller(factory)
     timed: dict[str, TimedReconciler] = {}
     for controller in manager.controllers:

@@ -193,12 +193,13 @@ async def _tune(args: argparse.Namespace, mode: Any) -> Any:
 
 async def _store(target: str, kubeconfig: str | None, document: dict[str, Any]) -> None:
     from climatik.domain.gpu import TUNE_NODE_LABEL, TUNE_RESULT_KEY, node_label_value
-    from climatik.kube.client import CONFIGMAPS, ApiError, KubeClient
+    from climatik.kube.client import ApiError, KubeClient
+    from climatik.kube.resources import CONFIGMAPS
 
     namespace, _, name = target.partition("/")
     body = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
+        "apiVersion": CONFIGMAPS.api_version,
+        "kind": CONFIGMAPS.kind,
         "metadata": {
             "name": name,
             "namespace": namespace,

@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, cast
 
 import aiohttp
@@ -32,6 +31,14 @@ from kubernetes_asyncio import config as k8s_config
 
 from climatik.domain.errors import EXIT_RUNTIME_FAILURE, UserError
 from climatik.kube.kubeconfig import KubeConfigError, current_context, in_cluster_namespace
+
+# Defined in kube.resources. Re-exported while the placement modules (edited elsewhere) still
+# import them from here; new code imports kube.resources.
+from climatik.kube.resources import CONFIGMAPS as CONFIGMAPS  # noqa: PLC0414
+from climatik.kube.resources import DEPLOYMENTS as DEPLOYMENTS  # noqa: PLC0414
+from climatik.kube.resources import NODES as NODES  # noqa: PLC0414
+from climatik.kube.resources import PODS as PODS  # noqa: PLC0414
+from climatik.kube.resources import Resource as Resource  # noqa: PLC0414
 
 JsonObject = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
@@ -74,49 +81,6 @@ class KubeUnreachableError(UserError):
 
 class NotLeaderError(RuntimeError):
     """A write was attempted by a replica that does not (or no longer) hold the leader lease."""
-
-
-@dataclass(frozen=True)
-class Resource:
-    """A REST resource: API group, version, plural, and whether it lives in namespaces."""
-
-    group: str
-    version: str
-    plural: str
-    namespaced: bool = True
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(
-        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
-    ) -> str:
-        """The REST path; a namespaced resource without a namespace lists across all of them."""
-        prefix = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        parts = [prefix]
-        if self.namespaced and namespace:
-            parts.append(f"namespaces/{namespace}")
-        parts.append(self.plural)
-        if name:
-            parts.append(name)
-            if subresource:
-                parts.append(subresource)
-        return "/".join(parts)
-
-
-def custom(group: str, version: str, plural: str, *, namespaced: bool = True) -> Resource:
-    """A custom resource, e.g. ``custom("keda.sh", "v1alpha1", "scaledobjects")``."""
-    return Resource(group, version, plural, namespaced)
-
-
-CONFIGMAPS = Resource("", "v1", "configmaps")
-PODS = Resource("", "v1", "pods")
-NODES = Resource("", "v1", "nodes", namespaced=False)
-NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
-EVENTS = Resource("", "v1", "events")
-DEPLOYMENTS = Resource("apps", "v1", "deployments")
-LEASES = Resource("coordination.k8s.io", "v1", "leases")
 
 
 def _always_allowed() -> bool:

@@ -30,7 +30,8 @@ from typing import Any
 
 import structlog
 
-from climatik.kube.client import EVENTS, ApiError, KubeClient, NotLeaderError
+from climatik.kube.client import ApiError, KubeClient, NotLeaderError
+from climatik.kube.resources import EVENTS
 
 log = structlog.get_logger(__name__)
 
@@ -166,8 +167,8 @@ class EventRecorder:
         metadata = obj["metadata"]
         timestamp = _now_rfc3339()
         body = {
-            "apiVersion": "v1",
-            "kind": "Event",
+            "apiVersion": EVENTS.api_version,
+            "kind": EVENTS.kind,
             "metadata": {
                 "name": f"{metadata['name']}.{secrets.token_hex(8)}",
                 "namespace": namespace,

@@ -19,8 +19,9 @@ from typing import Any
 
 import structlog
 
-from climatik.kube.client import KubeClient, Resource
+from climatik.kube.client import KubeClient
 from climatik.kube.reflector import RawObject, Reflector, ReflectorMetrics
+from climatik.kube.resources import Resource
 from climatik.kube.store import FrozenMapping, IndexFunc, Store, object_key
 from climatik.kube.watchstate import WatchEventType, WatchSettings
 

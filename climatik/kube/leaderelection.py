@@ -37,7 +37,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from climatik.kube.client import LEASES, ApiError, KubeClient
+from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.resources import LEASES
 
 log = structlog.get_logger(__name__)
 
@@ -350,8 +351,8 @@ class KubeLeaseClient:
 
     async def create(self, record: LeaseRecord) -> LeaseRecord:
         body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
+            "apiVersion": LEASES.api_version,
+            "kind": LEASES.kind,
             "metadata": {"name": self.name, "namespace": self.namespace},
             "spec": _spec_from_record(record),
         }
@@ -365,8 +366,8 @@ class KubeLeaseClient:
 
     async def update(self, record: LeaseRecord) -> LeaseRecord:
         body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
+            "apiVersion": LEASES.api_version,
+            "kind": LEASES.kind,
             "metadata": {
                 "name": self.name,
                 "namespace": self.namespace,

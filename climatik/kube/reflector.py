@@ -31,7 +31,8 @@ from typing import Any, Protocol
 import aiohttp
 import structlog
 
-from climatik.kube.client import ApiError, KubeClient, Resource
+from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.resources import Resource
 from climatik.kube.watchstate import Next, WatchEventType, WatchSettings, WatchState
 
 log = structlog.get_logger(__name__)

@@ -21,12 +21,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from climatik.domain.config import TargetKind
-from climatik.kube.client import Resource
+from climatik.kube.resources import INFERENCE_SERVICES, SCALED_OBJECTS, Resource
 from climatik.reconcilers.resources import (
     APPLIED_MAX_ANNOTATION,
     CAPPED_BY_ANNOTATION,
-    INFERENCE_SERVICES,
-    SCALED_OBJECTS,
     USER_MAX_ANNOTATION,
 )
 from climatik.reconcilers.targets import ResolvedTarget, user_max_of

@@ -37,8 +37,11 @@ from climatik.api.models import (
 )
 from climatik.api.status import find_condition, set_condition, status_from_wire
 from climatik.domain.carbon import CarbonCap, CarbonReading
-from climatik.domain.config import CarbonConfig, CarbonFallback, CarbonProvider, PowerCappingConfig
-from climatik.kube.client import ApiError, KubeClient, Resource
+from climatik.domain.config import CarbonConfig, CarbonFallback, PowerCappingConfig
+from climatik.kube.cache import Cache, EventSink
+from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.resources import SECRETS
+from climatik.kube.store import FrozenMapping
 from climatik.policies.carbon import cap_for_carbon, emissions_g
 from climatik.reconcilers.carbon_secret import (
     Credential,
@@ -58,17 +61,14 @@ from climatik.sources.carbon import (
     CarbonOutcome,
     CarbonSource,
     CarbonSourceError,
-    ElectricityMapsSource,
     Freshness,
+    ProviderRequest,
     ResilientCarbonSource,
-    StaticCarbonSource,
-    UKNationalGridSource,
-    WattTimeSource,
+    build_source,
 )
 
 log = structlog.get_logger(__name__)
 
-SECRETS = Resource("", "v1", "secrets")
 MIN_REQUEUE_S = 5.0
 MAX_REQUEUE_S = 300.0
 MIN_SECRET_WAKE_S = 1.0
@@ -104,8 +104,8 @@ class CarbonReconciler:
         self,
         client: KubeClient,
         *,
-        configs: Any,
-        events: Any,
+        configs: Cache[FrozenMapping],
+        events: EventSink,
         metrics: CappingMetrics,
         settings: CarbonSettings,
         session_factory: Callable[[], Awaitable[aiohttp.ClientSession]],
@@ -281,41 +281,15 @@ class CarbonReconciler:
     async def _build_source(
         self, carbon: CarbonConfig, credential: Credential | None
     ) -> CarbonSource:
-        settings = self._settings
-        match carbon.provider:
-            case CarbonProvider.STATIC:
-                assert carbon.static_intensity_g_per_kwh is not None  # the CRD requires it
-                return StaticCarbonSource.constant(carbon.static_intensity_g_per_kwh)
-            case CarbonProvider.UK_NATIONAL_GRID:
-                return UKNationalGridSource(
-                    await self._session_factory(),
-                    base_url=settings.uk_national_grid_url,
-                    region_id=carbon.region_id,
-                    postcode=carbon.postcode,
-                    timeout_s=settings.timeout_s,
-                )
-            case CarbonProvider.ELECTRICITY_MAPS:
-                assert credential is not None  # needs_secret(): read before building
-                return ElectricityMapsSource(
-                    await self._session_factory(),
-                    zone=carbon.zone or "",
-                    api_key=credential.value,
-                    base_url=settings.electricity_maps_url,
-                    timeout_s=settings.timeout_s,
-                )
-            case CarbonProvider.WATT_TIME:
-                assert credential is not None  # needs_secret(): read before building
-                # `user:password` in one key; credential_from_secret checked the shape.
-                username, _, password = credential.value.partition(":")
-                return WattTimeSource(
-                    await self._session_factory(),
-                    region=carbon.region or "",
-                    username=username,
-                    password=password,
-                    clock=self._wall_clock,
-                    base_url=settings.watttime_url,
-                    timeout_s=settings.timeout_s,
-                )
+        request = ProviderRequest(
+            carbon=carbon,
+            session=self._session_factory,
+            wall_clock=self._wall_clock,
+            timeout_s=self._settings.timeout_s,
+            base_url=self._settings.base_url(carbon.provider),
+            key=credential.value if credential is not None else None,
+        )
+        return await build_source(request)
 
     def _account(
         self,

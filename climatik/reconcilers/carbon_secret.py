@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from climatik.domain.config import CarbonConfig, CarbonProvider
+from climatik.domain.config import CarbonConfig
+from climatik.sources.carbon.registry import needs_key, provider_definition
 
 TRANSIENT_SPEED_UP = 5.0
 """Server errors and timeouts are retried this many times sooner than a missing Secret."""
@@ -47,7 +48,7 @@ class Credential:
 
 def needs_secret(carbon: CarbonConfig) -> bool:
     """Whether the provider authenticates with a key from `apiKeySecretRef`."""
-    return carbon.provider in {CarbonProvider.ELECTRICITY_MAPS, CarbonProvider.WATT_TIME}
+    return needs_key(carbon.provider)
 
 
 def secret_name(carbon: CarbonConfig, namespace: str) -> str:
@@ -126,13 +127,9 @@ def credential_from_secret(
         raise SecretUnreadableError(
             f"{where}: the value is empty; put the API key there", transient=False
         )
-    if carbon.provider is CarbonProvider.WATT_TIME:
-        username, _, password = value.partition(":")
-        if not username or not password:
-            raise SecretUnreadableError(
-                f"{where}: WattTime needs `user:password` there (user, one ':', password)",
-                transient=False,
-            )
+    problem = provider_definition(carbon.provider).key_problem(value)
+    if problem is not None:
+        raise SecretUnreadableError(f"{where}: {problem}", transient=False)
     return Credential.of(value)
 
 

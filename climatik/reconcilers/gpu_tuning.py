@@ -46,7 +46,10 @@ from climatik.domain.gpu import (
     node_label_value,
     result_configmap_name,
 )
-from climatik.kube.client import ApiError, KubeClient, Resource
+from climatik.kube.cache import Cache, EventSink
+from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.resources import JOBS
+from climatik.kube.store import FrozenMapping
 from climatik.reconcilers.result import Result, TerminalError
 from climatik.reconcilers.settings import GpuTuningSettings
 from climatik.reconcilers.status_writer import with_fields, write_status
@@ -54,7 +57,6 @@ from climatik.reconcilers.targets import ResolvedTarget, WorkloadCaches
 
 log = structlog.get_logger(__name__)
 
-JOBS = Resource("batch", "v1", "jobs")
 CONFIG_LABEL = "climatik-project.ai/gpu-tune-config"
 TRIGGER_FRACTION = 0.8
 """Tune when measured power reaches this share of the cap (the threshold policy's 80 %)."""
@@ -185,8 +187,8 @@ def build_job(
     if settings.runtime_class:
         pod_spec["runtimeClassName"] = settings.runtime_class
     return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
+        "apiVersion": JOBS.api_version,
+        "kind": JOBS.kind,
         "metadata": {
             "name": f"climatik-gpu-tune-{hashlib.sha256(node.encode()).hexdigest()[:10]}-{stamp}",
             "namespace": settings.job_namespace,
@@ -245,11 +247,11 @@ class GpuTuningReconciler:
         self,
         client: KubeClient,
         *,
-        configs: Any,
+        configs: Cache[FrozenMapping],
         workloads: WorkloadCaches,
-        jobs: Any,
-        results: Any,
-        events: Any,
+        jobs: Cache[FrozenMapping],
+        results: Cache[FrozenMapping],
+        events: EventSink,
         hints: TuningHints,
         settings: GpuTuningSettings,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -478,14 +480,16 @@ def _mean_tokens_per_watt(status: Mapping[str, Any]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _metrics_urls(targets: Sequence[ResolvedTarget], node: str, pods: Any, port: int) -> list[str]:
+def _metrics_urls(
+    targets: Sequence[ResolvedTarget], node: str, pods: Cache[FrozenMapping], port: int
+) -> list[str]:
     urls = []
     for target in targets:
         for pod_name, pod_node in zip(target.pods, target.pod_nodes, strict=True):
             if pod_node != node:
                 continue
             pod = pods.store.get(f"{target.namespace}/{pod_name}")
-            ip = ((pod or {}).get("status") or {}).get("podIP")
+            ip = (pod.get("status") or {}).get("podIP") if pod is not None else None
             if ip:
                 urls.append(f"http://{ip}:{port}/metrics")
     return urls

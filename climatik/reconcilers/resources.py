@@ -1,13 +1,15 @@
-"""The custom resources the reconcilers watch and patch, and the annotations they own."""
+"""The PowerCappingConfig resource, and the annotations and finalizer the reconcilers own.
+
+Every other resource is named in `climatik.kube.resources`; the config's own names come from the
+API that generates its CRD, so the client and the CRD cannot disagree.
+"""
 
 from __future__ import annotations
 
-from climatik.kube.client import custom
+from climatik.api.models import GROUP, KIND, PLURAL, VERSION
+from climatik.kube.resources import Resource
 
-POWER_CAPPING_CONFIGS = custom("powercapping.climatik-project.ai", "v1", "powercappingconfigs")
-SCALED_OBJECTS = custom("keda.sh", "v1alpha1", "scaledobjects")
-INFERENCE_SERVICES = custom("serving.kserve.io", "v1beta1", "inferenceservices")
-HORIZONTAL_POD_AUTOSCALERS = custom("autoscaling", "v2", "horizontalpodautoscalers")
+POWER_CAPPING_CONFIGS = Resource(GROUP, VERSION, PLURAL, kind=KIND)
 
 USER_MAX_ANNOTATION = "climatik-project.ai/user-max-replicas"
 """The user's own ceiling, remembered while Climatik holds a lower one."""
@@ -18,7 +20,7 @@ user's new max."""
 CAPPED_BY_ANNOTATION = "climatik-project.ai/capped-by"
 """`namespace/name` of the PowerCappingConfig holding the ceiling: a hint for people and a check
 at give-back, never authority on its own (the config's `status.heldTargets` is)."""
-GIVE_BACK_FINALIZER = "powercapping.climatik-project.ai/give-back"
+GIVE_BACK_FINALIZER = f"{GROUP}/give-back"
 """On a config that holds ceilings, so its deletion waits until they are given back."""
 PRIORITY_ANNOTATION = "climatik-project.ai/priority"
 """Set by the user on a target (an integer, default 0): under a tight cap a higher priority

@@ -11,6 +11,7 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from climatik.domain.config import CarbonProvider
 from climatik.policies.gpu_clock import DEFAULT_MAX_THROUGHPUT_LOSS
 from climatik.policies.observations import HEAT_HISTORY_SAMPLES
 
@@ -154,6 +155,18 @@ class CarbonSettings(BaseSettings):
     """A carbon reconcile still running after this is cancelled and retried with backoff: room
     for a provider request, its retries after 429/5xx (Retry-After up to 30 s) and a second
     request (WattTime's login)."""
+
+    def base_url(self, provider: CarbonProvider) -> str | None:
+        """Where to reach `provider`; None for a provider without a URL setting (its own default).
+
+        A new provider whose URL should be overridable adds a field above and a line here.
+        """
+        urls = {
+            CarbonProvider.UK_NATIONAL_GRID: self.uk_national_grid_url,
+            CarbonProvider.ELECTRICITY_MAPS: self.electricity_maps_url,
+            CarbonProvider.WATT_TIME: self.watttime_url,
+        }
+        return urls.get(provider)
 
 
 DEPRECATED_APPLY_NAMESPACES_ENV = "CLIMATIK_GPU_TUNING__APPLY_NAMESPACES"

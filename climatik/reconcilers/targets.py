@@ -11,13 +11,15 @@ raised.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from climatik.domain.config import LabelSelector, PowerCappingConfig, TargetKind
-from climatik.kube.store import index_by_namespace
+from climatik.kube.cache import Cache
+from climatik.kube.resources import INFERENCE_SERVICES
+from climatik.kube.store import FrozenMapping, index_by_namespace
 from climatik.reconcilers.resources import (
     APPLIED_MAX_ANNOTATION,
     DEFERRABLE_ANNOTATION,
@@ -221,7 +223,7 @@ def _selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, s
     return True
 
 
-def _serving_pods(pods: Iterable[Obj], match: Any) -> _ServingPods:
+def _serving_pods(pods: Iterable[Obj], match: Callable[[Mapping[str, str]], bool]) -> _ServingPods:
     chosen = sorted(
         (
             pod
@@ -472,7 +474,7 @@ def resolve_in(config: PowerCappingConfig, objects: NamespaceObjects) -> Resolut
 
     # A ScaledObject that KServe owns is capped through its InferenceService.
     for name in list(wanted_sos):
-        owner = _owner(sos[name], "InferenceService")
+        owner = _owner(sos[name], INFERENCE_SERVICES.kind)
         if owner is not None:
             del wanted_sos[name]
             if owner in isvcs:
@@ -492,21 +494,21 @@ def resolve_in(config: PowerCappingConfig, objects: NamespaceObjects) -> Resolut
 class WorkloadCaches:
     """The informer caches a config's targets are resolved from (shared by the reconcilers)."""
 
-    scaled_objects: Any
-    inference_services: Any
-    deployments: Any
-    pods: Any
-    hpas: Any = None
+    scaled_objects: Cache[FrozenMapping]
+    inference_services: Cache[FrozenMapping]
+    deployments: Cache[FrozenMapping]
+    pods: Cache[FrozenMapping]
+    hpas: Cache[FrozenMapping] | None = None
     """KEDA's HPAs; only the power-cap reconciler needs them (None: not watched)."""
-    _resolved: dict[str, tuple[tuple[Any, ...], Resolution]] = field(
+    _resolved: dict[str, tuple[tuple[PowerCappingConfig, tuple[int, ...]], Resolution]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    """Per config key: the resolution and what it was resolved from (the config and the
+    namespace's version in every cache), kept while neither changes."""
     _namespaces: dict[str, tuple[tuple[int, ...], NamespaceObjects]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
     """Per namespace: its objects by name, and the namespace version they were read at."""
-    """Per config key: the resolution and what it was resolved from (the config and the
-    namespace's version in every cache), kept while neither changes."""
 
     def __post_init__(self) -> None:
         # A config reads only its own namespace: with thousands of configs, scanning every
@@ -514,7 +516,7 @@ class WorkloadCaches:
         for informer in self._informers():
             informer.store.add_indexer(NAMESPACE_INDEX, index_by_namespace)
 
-    def _informers(self) -> tuple[Any, ...]:
+    def _informers(self) -> tuple[Cache[FrozenMapping], ...]:
         caches = (self.scaled_objects, self.inference_services, self.deployments, self.pods)
         return (*caches, self.hpas) if self.hpas is not None else caches
 
@@ -558,9 +560,8 @@ class WorkloadCaches:
         if kept is not None and kept[0] == version:
             return kept[1]
 
-        def local(informer: Any) -> list[Obj]:
-            objs: list[Obj] = informer.store.by_index(NAMESPACE_INDEX, namespace)
-            return objs
+        def local(informer: Cache[FrozenMapping]) -> list[Obj]:
+            return list(informer.store.by_index(NAMESPACE_INDEX, namespace))
 
         objects = NamespaceObjects.of(
             namespace,

@@ -16,8 +16,17 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from climatik.domain.gpu import TUNE_NODE_LABEL
-from climatik.kube.client import CONFIGMAPS, DEPLOYMENTS, NODES, PODS
 from climatik.kube.informer import EventHandlers
+from climatik.kube.resources import (
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    HORIZONTAL_POD_AUTOSCALERS,
+    INFERENCE_SERVICES,
+    JOBS,
+    NODES,
+    PODS,
+    SCALED_OBJECTS,
+)
 from climatik.kube.store import index_by_namespace
 from climatik.kube.workqueue import WorkQueue
 from climatik.reconcilers.cached_fields import (
@@ -29,27 +38,14 @@ from climatik.reconcilers.cached_fields import (
     SCALED_OBJECT_FIELDS,
 )
 from climatik.reconcilers.carbon import CarbonReconciler
-from climatik.reconcilers.gpu_tuning import (
-    ALLOWED_NAMESPACES_ENV,
-    JOBS,
-    GpuTuningReconciler,
-    TuningHints,
-)
+from climatik.reconcilers.gpu_tuning import ALLOWED_NAMESPACES_ENV, GpuTuningReconciler, TuningHints
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler, prometheus_pool
-from climatik.reconcilers.resources import (
-    HORIZONTAL_POD_AUTOSCALERS,
-    INFERENCE_SERVICES,
-    POWER_CAPPING_CONFIGS,
-    SCALED_OBJECTS,
-)
+from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from climatik.reconcilers.settings import (
     CAPPING_ALLOWED_HOSTS_ENV,
     DEPRECATED_ALLOWED_PROMETHEUS_HOSTS_ENV,
     DEPRECATED_APPLY_NAMESPACES_ENV,
-    CappingSettings,
-    CarbonSettings,
-    GpuTuningSettings,
 )
 from climatik.reconcilers.targets import WorkloadCaches, limited_by_ceiling
 from climatik.runtime.reconcile import Controller, ControllerContext
@@ -201,7 +197,7 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
     """The power-cap controller: `CLIMATIK_CAPPING__WORKERS` configs at once, each reconcile
     under `CLIMATIK_CAPPING__RECONCILE_TIMEOUT_S`; decisions are cheap, waiting on a tenant's
     Prometheus is not, and one tenant's silent Prometheus must not hold up the others."""
-    settings = CappingSettings()
+    settings = ctx.controller_settings.capping
     if settings.deprecated_allowed_prometheus_hosts:
         log.warning(
             "deprecated_setting",
@@ -264,7 +260,7 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
         hints=tuning_hints(ctx),
         # The same switch that leaves the GPU-tuning controller out (controllers.py): with it
         # off, configs asking for tuning are told so instead of silently left untuned.
-        gpu_tuning_enabled=GpuTuningSettings().enabled,
+        gpu_tuning_enabled=ctx.controller_settings.gpu_tuning.enabled,
     )
     return Controller(
         "power-cap",
@@ -277,7 +273,7 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
 
 def carbon_controller(ctx: ControllerContext) -> Controller:
     """The carbon controller: time driven per config, woken early by spec changes."""
-    settings = CarbonSettings()
+    settings = ctx.controller_settings.carbon
     queue = ctx.new_queue("carbon", max_in_flight_per_namespace=namespace_share(settings.workers))
     configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
     configs.add_handlers(config_handlers(queue))
@@ -302,7 +298,7 @@ def carbon_controller(ctx: ControllerContext) -> Controller:
 
 def gpu_tuning_controller(ctx: ControllerContext) -> Controller:
     """The GPU-tuning controller: interval driven, woken by the power-cap reconciler's readings."""
-    settings = GpuTuningSettings()
+    settings = ctx.controller_settings.gpu_tuning
     if settings.deprecated_apply_namespaces:
         log.warning(
             "deprecated_setting",

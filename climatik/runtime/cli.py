@@ -77,9 +77,11 @@ def _run(args: argparse.Namespace) -> int:
     from climatik.runtime.controllers import controller_factories
     from climatik.runtime.logging import configure_logging
     from climatik.runtime.manager import run_manager
-    from climatik.runtime.settings import load_settings
+    from climatik.runtime.settings import load_controller_settings, load_settings
 
     settings = load_settings(**_overrides(args))
     configure_logging(settings.logging.level, settings.logging.format)
-    factories = controller_factories(settings.extra_controllers)
-    return asyncio.run(run_manager(settings, factories))
+    # Read once, here, and passed down: no factory reads the environment.
+    controllers = load_controller_settings()
+    factories = controller_factories(controllers, settings.extra_controllers)
+    return asyncio.run(run_manager(settings, factories, controller_settings=controllers))

@@ -1,7 +1,8 @@
 """The controllers ``climatik run`` starts: the one place to plug a reconciler in.
 
 A controller factory takes the manager (as a :class:`~climatik.runtime.reconcile.ControllerContext`:
-shared informers, new work queues, the client, the event recorder) and returns a
+shared informers, new work queues, the client, the event recorder, the controllers' settings read
+once at start) and returns a
 :class:`~climatik.runtime.reconcile.Controller`. Add built-in factories to ``BUILTIN_CONTROLLERS``;
 extra ones can be named at run time by import path (``CLIMATIK_EXTRA_CONTROLLERS``), which is how
 the integration tests run their probe controller inside a real ``climatik run`` process.
@@ -19,7 +20,6 @@ from collections.abc import Sequence
 
 import structlog
 
-from climatik.reconcilers.settings import GpuTuningSettings
 from climatik.runtime.capping import (
     carbon_controller,
     gpu_tuning_controller,
@@ -27,6 +27,7 @@ from climatik.runtime.capping import (
 )
 from climatik.runtime.placement import placement_controller
 from climatik.runtime.reconcile import ControllerFactory
+from climatik.runtime.settings import ControllerSettings
 
 log = structlog.get_logger(__name__)
 
@@ -51,14 +52,13 @@ def load_factory(path: str) -> ControllerFactory:
 
 
 def controller_factories(
-    extra: Sequence[str] = (), *, gpu_tuning: GpuTuningSettings | None = None
+    settings: ControllerSettings, extra: Sequence[str] = ()
 ) -> list[ControllerFactory]:
     """The built-in factories the settings switch on, then the extra ones named by import path.
 
-    ``gpu_tuning`` defaults to the environment's ``CLIMATIK_GPU_TUNING__*``.
+    Pass the manager the same ``settings``: its factories read them as ``ctx.controller_settings``.
     """
-    if gpu_tuning is None:
-        gpu_tuning = GpuTuningSettings()
+    gpu_tuning = settings.gpu_tuning
     builtin = list(BUILTIN_CONTROLLERS)
     if not gpu_tuning.enabled:
         builtin.remove(gpu_tuning_controller)

@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from climatik.kube.client import LEASES, KubeClient, Resource
+from climatik.kube.client import KubeClient
 from climatik.kube.events import EventRecorder
 from climatik.kube.fields import FieldFilter, Fields
 from climatik.kube.informer import EventHandlers, Informer
@@ -37,13 +37,14 @@ from climatik.kube.leaderelection import (
     LeaseClient,
     Outcome,
 )
+from climatik.kube.resources import LEASES, Resource
 from climatik.kube.store import IndexFunc
 from climatik.kube.watchstate import WatchSettings
 from climatik.kube.workqueue import WorkQueue
 from climatik.runtime.http import HttpServer
 from climatik.runtime.metrics import RuntimeMetrics
 from climatik.runtime.reconcile import Controller, ControllerFactory, run_worker
-from climatik.runtime.settings import RuntimeSettings
+from climatik.runtime.settings import ControllerSettings, RuntimeSettings
 
 log = structlog.get_logger(__name__)
 
@@ -84,8 +85,12 @@ class Manager:
         metrics: RuntimeMetrics | None = None,
         lease_client: LeaseClient | None = None,
         install_signal_handlers: bool = True,
+        controller_settings: ControllerSettings | None = None,
     ) -> None:
         self.settings = settings
+        # `climatik run` reads these once and passes them; a manager built without them (tests,
+        # benchmarks) reads the environment here, once, never again per factory.
+        self.controller_settings = controller_settings or ControllerSettings()
         self.client = client
         self.metrics = metrics or RuntimeMetrics()
         self.identity = settings.leader_election.identity
@@ -391,6 +396,7 @@ async def run_manager(
     settings: RuntimeSettings,
     factories: Iterable[ControllerFactory],
     *,
+    controller_settings: ControllerSettings | None = None,
     client_factory: Callable[[], Coroutine[Any, Any, KubeClient]] | None = None,
 ) -> int:
     """Build the client and manager, register controllers, run, close the client.
@@ -411,7 +417,7 @@ async def run_manager(
     else:
         client = await client_factory()
     try:
-        manager = Manager(settings, client)
+        manager = Manager(settings, client, controller_settings=controller_settings)
         for factory in factories:
             manager.add_controller(factory)
         return await manager.run()

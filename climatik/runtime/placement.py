@@ -155,7 +155,7 @@ def watch_recirculation(
 
 def placement_controller(ctx: ControllerContext) -> Controller:
     """The placement controller, and its webhook server (serving once a valid pair exists)."""
-    settings = PlacementSettings()
+    settings = ctx.controller_settings.placement
     queue = ctx.new_queue(
         "placement", max_in_flight_per_namespace=namespace_share(settings.workers)
     )

@@ -32,13 +32,16 @@ from typing import Any, Protocol
 
 import structlog
 
-from climatik.kube.client import NotLeaderError
+from climatik.kube.client import KubeClient, NotLeaderError
+from climatik.kube.events import EventRecorder
 from climatik.kube.fields import Fields
-from climatik.kube.informer import EventHandlers
+from climatik.kube.informer import EventHandlers, Informer
+from climatik.kube.resources import Resource
 from climatik.kube.store import object_key
 from climatik.kube.workqueue import ShutDownError, WorkQueue
 from climatik.reconcilers.result import Result, TerminalError
 from climatik.runtime.metrics import RuntimeMetrics
+from climatik.runtime.settings import ControllerSettings
 
 __all__ = [
     "Controller",
@@ -170,24 +173,30 @@ class ControllerContext(Protocol):
     def identity(self) -> str: ...
 
     @property
-    def client(self) -> Any: ...
+    def controller_settings(self) -> ControllerSettings:
+        """The built-in controllers' settings, read once at start: factories take theirs here,
+        never from the environment."""
+        ...
 
     @property
-    def events(self) -> Any: ...
+    def client(self) -> KubeClient: ...
 
     @property
-    def metrics(self) -> Any: ...
+    def events(self) -> EventRecorder: ...
+
+    @property
+    def metrics(self) -> RuntimeMetrics: ...
 
     def informer(
         self,
-        resource: Any,
+        resource: Resource,
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
         indexers: Mapping[str, Callable[[Mapping[str, Any]], list[str]]] | None = None,
         fields: Fields | None = None,
-    ) -> Any:
+    ) -> Informer:
         """A shared informer (one per resource, namespace and selector).
 
         It caches only the union of the `fields` its consumers read (`climatik.kube.fields`),
@@ -211,4 +220,4 @@ class ControllerContext(Protocol):
     def add_service(self, name: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None: ...
 
 
-ControllerFactory = Callable[[Any], Controller]
+ControllerFactory = Callable[[ControllerContext], Controller]

@@ -1,4 +1,9 @@
-"""Runtime settings: one pydantic-settings model, grouped by concern, from ``CLIMATIK_*`` variables.
+"""Settings by concern, read once at start-up from ``CLIMATIK_*`` variables and passed down.
+
+``RuntimeSettings`` is the manager's (leader election, HTTP, kube, logging); ``ControllerSettings``
+holds the built-in controllers' own roots (``CLIMATIK_CAPPING__*``, ``CLIMATIK_CARBON__*``,
+``CLIMATIK_GPU_TUNING__*``, ``CLIMATIK_PLACEMENT__*``), which the factories read from their
+context instead of from the environment, so every controller of a process sees the same values.
 
 Nested groups use ``__``: ``CLIMATIK_LEADER_ELECTION__LEASE_DURATION_S=15``,
 ``CLIMATIK_HTTP__PORT=8080``, ``CLIMATIK_KUBE__NAMESPACE=prod``, ``CLIMATIK_LOGGING__FORMAT=json``.
@@ -11,7 +16,8 @@ from __future__ import annotations
 
 import socket
 import uuid
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_type_hints
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +25,12 @@ from pydantic_settings import SettingsError as _SourceError
 
 from climatik.domain.errors import UserError
 from climatik.kube.kubeconfig import in_cluster_namespace
+from climatik.reconcilers.settings import (
+    CappingSettings,
+    CarbonSettings,
+    GpuTuningSettings,
+    PlacementSettings,
+)
 
 ENV_PREFIX = "CLIMATIK_"
 ENV_NESTED_DELIMITER = "__"
@@ -89,6 +101,22 @@ class RuntimeSettings(BaseSettings):
         return in_cluster_namespace()
 
 
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    """The built-in controllers' settings, one root per concern, each with its own prefix.
+
+    Built once per process (``load_controller_settings``) and handed to the manager, whose
+    controller factories read it as ``ctx.controller_settings``. The GPU-tuning switch, for one,
+    is then the same object for the list of controllers and for the power-cap reconciler that
+    tells configs tuning is off.
+    """
+
+    capping: CappingSettings = field(default_factory=CappingSettings)
+    carbon: CarbonSettings = field(default_factory=CarbonSettings)
+    gpu_tuning: GpuTuningSettings = field(default_factory=GpuTuningSettings)
+    placement: PlacementSettings = field(default_factory=PlacementSettings)
+
+
 class SettingsError(UserError):
     """A ``CLIMATIK_*`` variable (or a flag) holds a value the settings refuse."""
 
@@ -117,3 +145,32 @@ def load_settings(**overrides: Any) -> RuntimeSettings:
     except _SourceError as error:
         # A JSON-valued variable that is not JSON (CLIMATIK_EXTRA_CONTROLLERS=foo, say).
         raise SettingsError(f"{error}; give it as JSON, e.g. '[\"pkg.module:factory\"]'") from error
+
+
+def load_controller_settings() -> ControllerSettings:
+    """Read every controller's settings from the environment, refusing bad values with the
+    variable's name, as ``load_settings`` does for the runtime's."""
+    # Every field of ControllerSettings is a root: a new concern is one field there.
+    roots: dict[str, type[BaseSettings]] = get_type_hints(ControllerSettings)
+    read: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, root in roots.items():
+        try:
+            read[name] = root()
+        except ValidationError as error:
+            prefix = str(root.model_config.get("env_prefix", ""))
+            for item in error.errors():
+                message = item["msg"].removeprefix("Value error, ")
+                where = ENV_NESTED_DELIMITER.join(str(part).upper() for part in item["loc"])
+                if isinstance(item["input"], dict):  # a check across the root's fields
+                    problems.append(f"{prefix}*: {message}")
+                    continue
+                if not where.startswith(ENV_PREFIX):  # an alias is already a variable's name
+                    where = prefix + where
+                problems.append(f"{where}={item['input']!r}: {message}")
+        except _SourceError as error:
+            problems.append(f'{error}; give it as JSON, e.g. \'["a", "b"]\'')
+    if problems:
+        msg = "; ".join(problems) + f" (see `{ENV_PREFIX}*` in docs/configuration.md)"
+        raise SettingsError(msg)
+    return ControllerSettings(**read)

@@ -9,14 +9,14 @@ from a replica that lost the lease would be visible to the test's own watch.
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
 import structlog
 
-from climatik.kube.client import CONFIGMAPS, KubeClient
+from climatik.kube.client import KubeClient
 from climatik.kube.informer import EventHandlers
+from climatik.kube.resources import CONFIGMAPS
 from climatik.kube.store import split_key
-from climatik.runtime.reconcile import Controller, Result, enqueue_handlers
+from climatik.runtime.reconcile import Controller, ControllerContext, Result, enqueue_handlers
 
 PROBE_LABEL = "climatik.test/probe"
 log = structlog.get_logger(__name__)
@@ -38,7 +38,7 @@ class ProbeReconciler:
         return Result(requeue_after=0.3)
 
 
-def factory(ctx: Any) -> Controller:
+def factory(ctx: ControllerContext) -> Controller:
     informer = ctx.informer(CONFIGMAPS, label_selector=f"{PROBE_LABEL}=true")
     queue = ctx.new_queue("probe")
     # Only adds: its own writes must not re-trigger it (requeue_after paces it instead).

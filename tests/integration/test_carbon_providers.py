@@ -10,15 +10,11 @@ import aiohttp
 import pytest
 
 from climatik.domain.carbon import CarbonSignal
-from climatik.sources.carbon import (
-    CarbonSourceError,
-    ElectricityMapsSource,
-    Freshness,
-    ResilientCarbonSource,
-    StaticCarbonSource,
-    UKNationalGridSource,
-    WattTimeSource,
-)
+from climatik.sources.carbon import CarbonSourceError, Freshness, ResilientCarbonSource
+from climatik.sources.carbon.electricitymaps import ElectricityMapsSource
+from climatik.sources.carbon.static import StaticCarbonSource
+from climatik.sources.carbon.uk import UKNationalGridSource
+from climatik.sources.carbon.watttime import WattTimeSource
 from tests.integration.carbon_servers import Answer, provider_server
 
 NOW = datetime(2026, 11, 29, 12, 10, tzinfo=UTC)

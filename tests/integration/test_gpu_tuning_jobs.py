@@ -35,11 +35,12 @@ import pytest
 
 from climatik.devcluster.cluster import ClusterInfo
 from climatik.domain.gpu import TUNE_NODE_LABEL, result_configmap_name
-from climatik.kube.client import CONFIGMAPS, ApiError, KubeClient
-from climatik.reconcilers.gpu_tuning import JOBS
+from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.resources import CONFIGMAPS, JOBS
 from climatik.runtime.capping import gpu_tuning_controller, power_cap_controller
 from climatik.runtime.controllers import controller_factories
 from climatik.runtime.manager import Manager
+from climatik.runtime.settings import ControllerSettings
 from tests.integration.conftest import Kubectl
 from tests.integration.polling import eventually
 from tests.integration.service_accounts import (
@@ -185,7 +186,9 @@ async def controllers_without_tuning(
         monkeypatch.setenv("CLIMATIK_GPU_TUNING__JOB_NAMESPACE", f"{namespace}-gpu")
         monkeypatch.setenv("CLIMATIK_CAPPING__INTERVAL_S", "1")
         as_controller = dataclasses.replace(dev_cluster, kubeconfig=kubeconfig)
-        async with running_manager(as_controller, namespace, controller_factories()) as manager:
+        async with running_manager(
+            as_controller, namespace, controller_factories(ControllerSettings())
+        ) as manager:
             yield manager
     finally:
         delete_cluster_scoped(admin, objs)

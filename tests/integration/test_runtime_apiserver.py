@@ -26,8 +26,9 @@ import yaml
 from climatik.devcluster.cluster import ClusterInfo, down, up
 from climatik.devcluster.processes import ProcessRecord, spawn, stop
 from climatik.devcluster.topology import Rack, Topology
-from climatik.kube.client import CONFIGMAPS, NAMESPACES, KubeClient
+from climatik.kube.client import KubeClient
 from climatik.kube.informer import EventHandlers, Informer
+from climatik.kube.resources import CONFIGMAPS, NAMESPACES
 from climatik.kube.watchstate import WatchSettings
 from climatik.runtime.metrics import RuntimeMetrics
 

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from climatik.devcluster.cluster import ClusterInfo
-from climatik.kube.client import CONFIGMAPS, KubeClient
+from climatik.kube.client import KubeClient
 from climatik.kube.informer import Informer
+from climatik.kube.resources import CONFIGMAPS
 from climatik.kube.workqueue import WorkQueue
 from climatik.runtime.metrics import RuntimeMetrics
 from climatik.runtime.reconcile import Controller, Result, enqueue_handlers, run_worker

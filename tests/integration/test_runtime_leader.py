@@ -25,8 +25,9 @@ import aiohttp
 import pytest
 
 from climatik.devcluster.cluster import ClusterInfo
-from climatik.kube.client import CONFIGMAPS, LEASES, ApiError, KubeClient
+from climatik.kube.client import ApiError, KubeClient
 from climatik.kube.informer import EventHandlers, Informer
+from climatik.kube.resources import CONFIGMAPS, LEASES
 from tests.integration.conftest import Kubectl
 from tests.integration.runtime_probe import PROBE_LABEL
 

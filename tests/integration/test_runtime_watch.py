@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from climatik.kube.client import CONFIGMAPS, KubeClient
+from climatik.kube.client import KubeClient
 from climatik.kube.informer import Informer
+from climatik.kube.resources import CONFIGMAPS
 from climatik.kube.watchstate import WatchSettings
 from climatik.runtime.metrics import RuntimeMetrics
 

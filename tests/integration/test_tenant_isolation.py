@@ -17,12 +17,12 @@ import pytest
 from climatik.devcluster.cluster import ClusterInfo
 from climatik.domain.config import TargetKind
 from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.resources import SCALED_OBJECTS
 from climatik.reconcilers.actuation import ceiling_patch
 from climatik.reconcilers.resources import (
     APPLIED_MAX_ANNOTATION,
     CAPPED_BY_ANNOTATION,
     GIVE_BACK_FINALIZER,
-    SCALED_OBJECTS,
     USER_MAX_ANNOTATION,
 )
 from climatik.reconcilers.targets import ResolvedTarget

@@ -15,6 +15,7 @@ from climatik.domain.config import (
     TargetKind,
     TargetRef,
 )
+from climatik.kube.resources import INFERENCE_SERVICES, SCALED_OBJECTS
 from climatik.kube.store import Store
 from climatik.policies.carbon import caps_with_carbon
 from climatik.reconcilers.actuation import ceiling_patch, restore_patch
@@ -23,9 +24,7 @@ from climatik.reconcilers.resources import (
     APPLIED_MAX_ANNOTATION,
     CAPPED_BY_ANNOTATION,
     DEFERRABLE_ANNOTATION,
-    INFERENCE_SERVICES,
     PRIORITY_ANNOTATION,
-    SCALED_OBJECTS,
     USER_MAX_ANNOTATION,
 )
 from climatik.reconcilers.targets import WorkloadCaches, resolve_targets
@@ -451,17 +450,18 @@ def test_a_resolution_is_kept_until_the_config_or_its_namespace_changes() -> Non
     """At 5,000 configs resolving every reconcile afresh was a third of the controller's time;
     a namespace that did not change needs no new resolution, and one that did always gets it."""
     so = scaled_object("so", "llm")
+    pods = _Informer()
     caches = WorkloadCaches(
-        _Informer(so), _Informer(), _Informer(deployment("llm", "llm", 1)), _Informer()
+        _Informer(so), _Informer(), _Informer(deployment("llm", "llm", 1)), pods
     )
     cfg = config(deployment_name="llm")
     first = caches.resolve(cfg)
     assert caches.resolve(cfg) is first
     elsewhere = pod("x-1", {"app": "llm"})
     elsewhere["metadata"]["namespace"] = "other"
-    caches.pods.store.upsert(elsewhere)
+    pods.store.upsert(elsewhere)
     assert caches.resolve(cfg) is first  # another namespace moved, not this one
-    caches.pods.store.upsert(pod("llm-1", {"app": "llm"}))
+    pods.store.upsert(pod("llm-1", {"app": "llm"}))
     second = caches.resolve(cfg)
     assert second is not first
     assert second.targets[0].pods == ("llm-1",)

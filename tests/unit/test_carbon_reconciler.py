@@ -19,7 +19,8 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from climatik.kube.client import ApiError, Resource
+from climatik.kube.client import ApiError
+from climatik.kube.resources import Resource
 from climatik.kube.store import Store, thaw
 from climatik.reconcilers.carbon import CarbonReconciler
 from climatik.reconcilers.metrics import CappingMetrics

@@ -16,12 +16,8 @@ from climatik.reconcilers.carbon_secret import (
     retry_delay_s,
     unreadable_from_status,
 )
-from climatik.sources.carbon import (
-    CarbonSourceError,
-    Freshness,
-    ResilientCarbonSource,
-    StaticCarbonSource,
-)
+from climatik.sources.carbon import CarbonSourceError, Freshness, ResilientCarbonSource
+from climatik.sources.carbon.static import StaticCarbonSource
 
 CARBON = CarbonConfig(
     provider=CarbonProvider.ELECTRICITY_MAPS,

@@ -26,7 +26,8 @@ from climatik.api.status import (
     apply_merge_patch,
 )
 from climatik.domain.gpu import TUNE_NODE_LABEL, TUNE_RESULT_KEY, result_configmap_name
-from climatik.kube.client import KubeClient, Resource
+from climatik.kube.client import KubeClient
+from climatik.kube.resources import Resource
 from climatik.kube.store import Store, thaw
 from climatik.reconcilers.gpu_tuning import GpuTuningReconciler, TuningHints
 from climatik.reconcilers.settings import GpuTuningSettings

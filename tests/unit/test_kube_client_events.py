@@ -6,17 +6,9 @@ from typing import Any
 
 import pytest
 
-from climatik.kube.client import (
-    CONFIGMAPS,
-    DEPLOYMENTS,
-    LEASES,
-    NODES,
-    ApiError,
-    KubeClient,
-    NotLeaderError,
-    custom,
-)
+from climatik.kube.client import ApiError, KubeClient, NotLeaderError
 from climatik.kube.events import WARNING, EventRecorder
+from climatik.kube.resources import CONFIGMAPS, DEPLOYMENTS, LEASES, NODES, custom
 from tests.unit.fakeclock import FakeClock
 
 

@@ -13,9 +13,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from climatik.kube.client import CONFIGMAPS, ApiError
+from climatik.kube.client import ApiError
 from climatik.kube.informer import EventHandlers, Informer, strip_managed_fields
 from climatik.kube.reflector import RawObject, Reflector
+from climatik.kube.resources import CONFIGMAPS
 from climatik.kube.watchstate import WatchEventType, WatchSettings
 from tests.unit.fakeclock import FakeClock
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from climatik.kube.client import CONFIGMAPS, KubeClient
+from climatik.kube.client import KubeClient
 from climatik.kube.informer import EventHandlers, Informer
+from climatik.kube.resources import CONFIGMAPS
 from climatik.kube.store import (
     BY_NAMESPACE,
     BY_OWNER_UID,

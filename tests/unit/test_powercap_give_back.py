@@ -15,7 +15,8 @@ import aiohttp
 from prometheus_client import CollectorRegistry
 
 from climatik.api.status import apply_merge_patch
-from climatik.kube.client import ApiError, KubeClient, Resource
+from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.resources import Resource
 from climatik.kube.store import thaw
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler
@@ -80,12 +81,19 @@ class Api(KubeClient):
         return updated
 
 
+def scaled_objects(workloads: WorkloadCaches) -> Cache:
+    """The test's own ScaledObject cache, which it may write (reconcilers only read caches)."""
+    cache = workloads.scaled_objects
+    assert isinstance(cache, Cache)
+    return cache
+
+
 def capped_by_an_earlier_version(workloads: WorkloadCaches, *, capped_by: str = KEY) -> None:
     """The target as a controller before records left it: ceiling 2, user max 4, annotated."""
     so = thaw(workloads.scaled_objects.store.get(f"{NS}/chat"))
     so["spec"]["maxReplicaCount"] = 2
     so["metadata"]["annotations"] = {USER_MAX_ANNOTATION: "4", CAPPED_BY_ANNOTATION: capped_by}
-    workloads.scaled_objects.store.upsert(so)
+    scaled_objects(workloads).store.upsert(so)
 
 
 async def run(
@@ -144,7 +152,7 @@ async def test_a_hold_from_before_records_gets_its_record_and_finalizer(
     prometheus.cpu_watts = "480"  # 960 W of 1000: the ceiling stays held
     configs, workloads = objects(prometheus.url, policy={"type": "Threshold"})
     capped_by_an_earlier_version(workloads)
-    api = Api(configs, workloads.scaled_objects)
+    api = Api(configs, scaled_objects(workloads))
     await run(prometheus, configs, workloads, api)
     obj = config_of(configs)
     assert GIVE_BACK_FINALIZER in obj["metadata"]["finalizers"]
@@ -169,13 +177,13 @@ async def test_a_deleted_config_gives_back_only_its_own_records_in_its_namespace
         },
         "spec": {"maxReplicaCount": 1},
     }
-    workloads.scaled_objects.store.upsert(elsewhere)
+    scaled_objects(workloads).store.upsert(elsewhere)
     obj = config_of(configs)
     obj["metadata"]["finalizers"] = [GIVE_BACK_FINALIZER]
     obj["status"] = {"heldTargets": [{"kind": "ScaledObject", "name": "chat"}]}
     configs.store.upsert(obj)
     delete(configs)
-    api = Api(configs, workloads.scaled_objects)
+    api = Api(configs, scaled_objects(workloads))
     await run(prometheus, configs, workloads, api)
     # Its record names chat in its own namespace, but another config holds that one now;
     # the object in `other` names this config, but that is only an annotation.
@@ -195,7 +203,7 @@ async def test_a_refused_give_back_is_reported_and_does_not_stop_capping(
     obj["metadata"]["finalizers"] = [GIVE_BACK_FINALIZER]
     obj["status"] = {"heldTargets": [{"kind": "ScaledObject", "name": "chat"}]}
     configs.store.upsert(obj)
-    api = Api(configs, workloads.scaled_objects)
+    api = Api(configs, scaled_objects(workloads))
     api.refuse["chat"] = ApiError(422, {"reason": "Invalid", "message": "webhook said no"})
     events = await run(prometheus, configs, workloads, api)
     status = config_of(configs)["status"]
@@ -221,7 +229,7 @@ async def test_a_config_that_moves_under_the_finalizer_patch_is_decided_again(
     prometheus.cpu_watts = "480"
     configs, workloads = objects(prometheus.url, policy={"type": "Threshold"})
     capped_by_an_earlier_version(workloads)
-    api = Api(configs, workloads.scaled_objects)
+    api = Api(configs, scaled_objects(workloads))
     api.config_conflicts = 1
     _, result = await run_for_result(prometheus, configs, workloads, api)
     assert result.requeue_after == 1.0

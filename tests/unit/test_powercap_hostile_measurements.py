@@ -22,7 +22,8 @@ from prometheus_client import CollectorRegistry
 
 from climatik.api.status import apply_merge_patch
 from climatik.domain.capping import TargetObservation
-from climatik.kube.client import KubeClient, Resource
+from climatik.kube.client import KubeClient
+from climatik.kube.resources import Resource
 from climatik.kube.store import Store, thaw
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler

@@ -21,10 +21,11 @@ from climatik.api.status import (
     apply_merge_patch,
 )
 from climatik.domain.gpu import TUNE_NODE_LABEL
-from climatik.kube.client import CONFIGMAPS, DEPLOYMENTS, KubeClient, Resource
+from climatik.kube.client import KubeClient
+from climatik.kube.resources import CONFIGMAPS, DEPLOYMENTS, JOBS, Resource
 from climatik.kube.store import Store, thaw
 from climatik.kube.watchstate import WatchEventType
-from climatik.reconcilers.gpu_tuning import JOBS, GpuTuningReconciler
+from climatik.reconcilers.gpu_tuning import GpuTuningReconciler
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
@@ -38,15 +39,27 @@ from climatik.runtime.capping import (
 )
 from climatik.runtime.controllers import BUILTIN_CONTROLLERS, controller_factories
 from climatik.runtime.manager import Manager
-from climatik.runtime.settings import KubeSettings, LeaderElectionSettings, RuntimeSettings
+from climatik.runtime.settings import (
+    ControllerSettings,
+    KubeSettings,
+    LeaderElectionSettings,
+    RuntimeSettings,
+)
 
 
-def _manager(watched_namespace: str | None) -> Manager:
+def _manager(
+    watched_namespace: str | None, controllers: ControllerSettings | None = None
+) -> Manager:
     settings = RuntimeSettings(
         kube=KubeSettings(namespace=watched_namespace),
         leader_election=LeaderElectionSettings(enabled=False),
     )
-    return Manager(settings, KubeClient(api_client=None), install_signal_handlers=False)
+    return Manager(
+        settings,
+        KubeClient(api_client=None),
+        install_signal_handlers=False,
+        controller_settings=controllers,
+    )
 
 
 @pytest.mark.parametrize("watched_namespace", [None, "prod"])
@@ -79,7 +92,7 @@ async def test_jobs_and_configmaps_are_watched_in_the_tuning_namespace_only(
 
 def test_gpu_tuning_is_started_by_default() -> None:
     assert GpuTuningSettings().enabled is True
-    factories = controller_factories()
+    factories = controller_factories(ControllerSettings())
     assert factories == list(BUILTIN_CONTROLLERS)
     assert gpu_tuning_controller in factories
 
@@ -91,13 +104,14 @@ async def test_disabled_gpu_tuning_builds_no_controller_and_no_informer_in_its_n
     monkeypatch.setenv("CLIMATIK_GPU_TUNING__ENABLED", value)
     monkeypatch.setenv("CLIMATIK_GPU_TUNING__JOB_NAMESPACE", "tuning")
     with structlog.testing.capture_logs() as logs:
-        factories = controller_factories(["climatik.runtime.capping:carbon_controller"])
+        settings = ControllerSettings()
+        factories = controller_factories(settings, ["climatik.runtime.capping:carbon_controller"])
     assert [e["event"] for e in logs] == ["gpu_tuning_disabled"]
     assert gpu_tuning_controller not in factories
     # The other built-ins keep their order; extra factories still follow them.
     assert factories[:-1] == [f for f in BUILTIN_CONTROLLERS if f is not gpu_tuning_controller]
     assert factories[-1].__name__ == "carbon_controller"
-    manager = _manager(None)
+    manager = _manager(None, settings)
     for factory in factories[:-1]:
         manager.add_controller(factory)
     assert "gpu-tuning" not in {c.name for c in manager.controllers}
@@ -113,8 +127,9 @@ async def test_disabled_gpu_tuning_builds_no_controller_and_no_informer_in_its_n
 async def test_power_cap_without_gpu_tuning_gets_no_tuned_watts() -> None:
     # Tuned watts per replica reach the power-cap reconciler only as in-memory hints the
     # GPU-tuning controller leaves; with it absent there are none, and nothing else is read.
-    manager = _manager(None)
-    for factory in controller_factories(gpu_tuning=GpuTuningSettings(enabled=False)):
+    settings = ControllerSettings(gpu_tuning=GpuTuningSettings(enabled=False))
+    manager = _manager(None, settings)
+    for factory in controller_factories(settings):
         manager.add_controller(factory)
     power_cap = next(c for c in manager.controllers if c.name == "power-cap")
     assert isinstance(power_cap.reconciler, PowerCapReconciler)
@@ -398,3 +413,25 @@ def test_only_changes_a_decision_reads_wake_the_configs_of_a_namespace() -> None
     assert len(queue) == 0
     updated(replicas=3)
     assert len(queue) == 3
+
+
+async def test_factories_take_the_settings_built_at_start_not_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `climatik run` reads every root once; a factory that read the environment again would
+    # see a different value here, and the power-cap reconciler could disagree with the list of
+    # controllers about whether GPU tuning runs.
+    monkeypatch.setenv("CLIMATIK_CAPPING__WORKERS", "3")
+    monkeypatch.setenv("CLIMATIK_CARBON__WORKERS", "4")
+    settings = ControllerSettings(gpu_tuning=GpuTuningSettings(enabled=False))
+    monkeypatch.setenv("CLIMATIK_CAPPING__WORKERS", "6")
+    monkeypatch.setenv("CLIMATIK_CARBON__WORKERS", "7")
+    monkeypatch.setenv("CLIMATIK_GPU_TUNING__ENABLED", "true")
+    manager = _manager(None, settings)
+    for factory in controller_factories(settings):
+        manager.add_controller(factory)
+    workers = {c.name: c.workers for c in manager.controllers}
+    assert workers == {"power-cap": 3, "carbon": 4, "placement": 2}
+    power_cap = next(c for c in manager.controllers if c.name == "power-cap")
+    assert isinstance(power_cap.reconciler, PowerCapReconciler)
+    assert power_cap.reconciler._gpu_tuning_enabled is False

@@ -14,13 +14,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from climatik.kube.client import CONFIGMAPS, NODES, ApiError, KubeClient, NotLeaderError, Resource
+from climatik.kube.client import ApiError, KubeClient, NotLeaderError
 from climatik.kube.fields import KEEP
+from climatik.kube.resources import CONFIGMAPS, NODES, Resource
 from climatik.kube.workqueue import WorkQueue
 from climatik.runtime.http import HttpServer
 from climatik.runtime.manager import EXIT_LEADERSHIP_LOST, EXIT_OK, Manager
 from climatik.runtime.metrics import RuntimeMetrics
-from climatik.runtime.reconcile import Controller, Result
+from climatik.runtime.reconcile import Controller, ControllerContext, Result
 from climatik.runtime.settings import KubeSettings, LeaderElectionSettings, RuntimeSettings
 from tests.unit.fakelease import MemoryLease
 
@@ -53,7 +54,7 @@ def _manager(identity: str, lease: MemoryLease, log: list[str]) -> Manager:
     client = KubeClient(api_client=None)
     manager = Manager(settings, client, lease_client=lease, install_signal_handlers=False)
 
-    def factory(ctx: Manager) -> Controller:
+    def factory(ctx: ControllerContext) -> Controller:
         queue: WorkQueue[str] = ctx.new_queue("probe")
         queue.add("ns/x")
         return Controller("probe", Probe(identity, log, client), queue)
@@ -222,7 +223,7 @@ async def test_a_controller_whose_cache_never_syncs_holds_back_only_itself() -> 
     capping, tuning = Reconciled(), Reconciled()
 
     def probe(name: str, namespace: str | None, reconciler: Reconciled) -> Any:
-        def factory(ctx: Manager) -> Controller:
+        def factory(ctx: ControllerContext) -> Controller:
             ctx.informer(CONFIGMAPS, namespace=namespace)
             queue: WorkQueue[str] = ctx.new_queue(name)
             queue.add("ns/x")

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from climatik.runtime.settings import RuntimeSettings, SettingsError, load_settings
+from climatik.runtime.settings import (
+    RuntimeSettings,
+    SettingsError,
+    load_controller_settings,
+    load_settings,
+)
 
 
 def test_defaults_are_client_go_values(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,3 +77,30 @@ def test_flags_override_one_field_and_keep_the_rest_of_the_group(
     monkeypatch.setenv("CLIMATIK_HTTP__PORT", "9090")
     settings = load_settings(http={"port": 9191})
     assert (settings.http.host, settings.http.port) == ("127.0.0.1", 9191)
+
+
+def test_controller_settings_keep_their_variable_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The names are documented (docs/configuration.md) and set by deploy/ and the Helm chart.
+    monkeypatch.setenv("CLIMATIK_CAPPING__INTERVAL_S", "7")
+    monkeypatch.setenv("CLIMATIK_CARBON__WATTTIME_URL", "http://wt.test")
+    monkeypatch.setenv("CLIMATIK_GPU_TUNING__APPLY_NAMESPACES", '["old"]')
+    monkeypatch.setenv("CLIMATIK_PLACEMENT__WORKERS", "5")
+    settings = load_controller_settings()
+    assert settings.capping.interval_s == 7.0
+    assert settings.carbon.watttime_url == "http://wt.test"
+    assert settings.gpu_tuning.allowed_namespaces == ["old"]
+    assert settings.placement.workers == 5
+
+
+def test_a_bad_controller_variable_is_refused_at_start_by_its_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLIMATIK_CAPPING__WORKERS", "0")
+    monkeypatch.setenv("CLIMATIK_CARBON__TIMEOUT_S", "soon")
+    with pytest.raises(SettingsError) as error:
+        load_controller_settings()
+    assert str(error.value) == (
+        "CLIMATIK_CAPPING__WORKERS='0': Input should be greater than or equal to 1; "
+        "CLIMATIK_CARBON__TIMEOUT_S='soon': Input should be a valid number, unable to parse "
+        "string as a number (see `CLIMATIK_*` in docs/configuration.md)"
+    )

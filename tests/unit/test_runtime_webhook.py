@@ -172,6 +172,15 @@ async def test_a_bad_rotation_keeps_the_served_pair_and_says_so(tmp_path: Path) 
                 return
         raise AssertionError(f"no certificate state {ok}: {states}")
 
+    async def wait_for_serving() -> None:
+        # The state is reported when the pair loads, before the listener is up.
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline:
+            if serving:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the webhook never started serving")
+
     async def healthz(cafile: Path) -> int:
         trust = ssl.create_default_context(cafile=str(cafile))
         url = f"https://127.0.0.1:{serving[0].port}/healthz"
@@ -183,7 +192,7 @@ async def test_a_bad_rotation_keeps_the_served_pair_and_says_so(tmp_path: Path) 
 
     try:
         await wait_for_state(True)
-        assert serving
+        await wait_for_serving()
         first = tmp_path / "first.crt"
         first.write_bytes(cert_file.read_bytes())
         assert await healthz(first) == 200

@@ -15,6 +15,7 @@ import aiohttp
 from climatik.domain.carbon import CarbonReading, CarbonSignal
 from climatik.sources.carbon.base import (
     DEFAULT_TIMEOUT_S,
+    CarbonSource,
     CarbonSourceError,
     fetch_json,
     make_reading,
@@ -22,6 +23,7 @@ from climatik.sources.carbon.base import (
     require,
     require_number,
 )
+from climatik.sources.carbon.provider import ProviderDefinition, ProviderRequest
 
 DEFAULT_BASE_URL = "https://api.electricitymap.org"
 SLOT = timedelta(hours=1)
@@ -102,3 +104,16 @@ class ElectricityMapsSource:
                 )
             )
         return [r for r in readings if r.slot_end > now]
+
+
+async def _build(request: ProviderRequest) -> CarbonSource:
+    return ElectricityMapsSource(
+        await request.session(),
+        zone=request.carbon.zone or "",
+        api_key=request.require_key(),
+        base_url=request.base_url or DEFAULT_BASE_URL,
+        timeout_s=request.timeout_s,
+    )
+
+
+PROVIDER = ProviderDefinition(build=_build, needs_key=True)

@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from climatik.domain.carbon import CarbonReading, CarbonSignal
-from climatik.sources.carbon.base import CarbonSourceError, make_reading, parse_time
+from climatik.sources.carbon.base import CarbonSource, CarbonSourceError, make_reading, parse_time
+from climatik.sources.carbon.provider import ProviderDefinition, ProviderRequest
 
 CONSTANT_SLOT = timedelta(minutes=30)
 
@@ -99,3 +100,15 @@ class StaticCarbonSource:
             readings.append(reading)
             moment = reading.slot_end
         return readings
+
+
+async def _build(request: ProviderRequest) -> CarbonSource:
+    intensity = request.carbon.static_intensity_g_per_kwh
+    if intensity is None:  # the CRD requires it for Static
+        msg = "the Static provider needs staticIntensityGramsPerKWh"
+        raise ValueError(msg)
+    return StaticCarbonSource.constant(intensity)
+
+
+PROVIDER = ProviderDefinition(build=_build)
+"""A constant intensity from the spec: no key, no HTTP."""

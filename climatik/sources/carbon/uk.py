@@ -15,6 +15,7 @@ import aiohttp
 from climatik.domain.carbon import CarbonReading, CarbonSignal
 from climatik.sources.carbon.base import (
     DEFAULT_TIMEOUT_S,
+    CarbonSource,
     CarbonSourceError,
     fetch_json,
     make_reading,
@@ -22,6 +23,7 @@ from climatik.sources.carbon.base import (
     require,
     require_number,
 )
+from climatik.sources.carbon.provider import ProviderDefinition, ProviderRequest
 
 DEFAULT_BASE_URL = "https://api.carbonintensity.org.uk"
 
@@ -127,3 +129,18 @@ def _reading(entry: object, where: str, region: str) -> CarbonReading:
         is_forecast=not measured,
         region=region,
     )
+
+
+async def _build(request: ProviderRequest) -> CarbonSource:
+    carbon = request.carbon
+    return UKNationalGridSource(
+        await request.session(),
+        base_url=request.base_url or DEFAULT_BASE_URL,
+        region_id=carbon.region_id,
+        postcode=carbon.postcode,
+        timeout_s=request.timeout_s,
+    )
+
+
+PROVIDER = ProviderDefinition(build=_build)
+"""No key: the API is open."""

@@ -17,6 +17,7 @@ import aiohttp
 from climatik.domain.carbon import LBS_PER_MWH_TO_G_PER_KWH, CarbonReading, CarbonSignal
 from climatik.sources.carbon.base import (
     DEFAULT_TIMEOUT_S,
+    CarbonSource,
     CarbonSourceError,
     fetch_json,
     make_reading,
@@ -24,6 +25,7 @@ from climatik.sources.carbon.base import (
     require,
     require_number,
 )
+from climatik.sources.carbon.provider import ProviderDefinition, ProviderRequest
 
 DEFAULT_BASE_URL = "https://api.watttime.org"
 TOKEN_LIFETIME = timedelta(minutes=25)
@@ -144,3 +146,27 @@ class WattTimeSource:
         if not data or not isinstance(data[0], dict):
             raise CarbonSourceError("Malformed", f"{path}: data is empty")
         return require_number(data[0].get("value"), f"{path}: data[0].value")
+
+
+def _key_problem(key: str) -> str | None:
+    username, _, password = key.partition(":")
+    if not username or not password:
+        return "WattTime needs `user:password` there (user, one ':', password)"
+    return None
+
+
+async def _build(request: ProviderRequest) -> CarbonSource:
+    # `user:password` in one key; `_key_problem` checked the shape when it was read.
+    username, _, password = request.require_key().partition(":")
+    return WattTimeSource(
+        await request.session(),
+        region=request.carbon.region or "",
+        username=username,
+        password=password,
+        clock=request.wall_clock,
+        base_url=request.base_url or DEFAULT_BASE_URL,
+        timeout_s=request.timeout_s,
+    )
+
+
+PROVIDER = ProviderDefinition(build=_build, needs_key=True, key_problem=_key_problem)
