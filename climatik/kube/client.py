@@ -31,14 +31,7 @@ from kubernetes_asyncio import config as k8s_config
 
 from climatik.domain.errors import EXIT_RUNTIME_FAILURE, UserError
 from climatik.kube.kubeconfig import KubeConfigError, current_context, in_cluster_namespace
-
-# Defined in kube.resources. Re-exported while the placement modules (edited elsewhere) still
-# import them from here; new code imports kube.resources.
-from climatik.kube.resources import CONFIGMAPS as CONFIGMAPS  # noqa: PLC0414
-from climatik.kube.resources import DEPLOYMENTS as DEPLOYMENTS  # noqa: PLC0414
-from climatik.kube.resources import NODES as NODES  # noqa: PLC0414
-from climatik.kube.resources import PODS as PODS  # noqa: PLC0414
-from climatik.kube.resources import Resource as Resource  # noqa: PLC0414
+from climatik.kube.resources import Resource
 
 JsonObject = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"

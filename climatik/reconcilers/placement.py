@@ -53,7 +53,8 @@ from climatik.domain.placement import (
     SupplySetpoint,
     SupplySettings,
 )
-from climatik.kube.client import DEPLOYMENTS, ApiError, KubeClient
+from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.resources import DEPLOYMENTS
 from climatik.policies.observations import replica_added_watts
 from climatik.policies.placement import (
     preferred_rack_weights,

@@ -17,7 +17,8 @@ import structlog
 
 from climatik.domain.config import PlacementMode, PowerCappingConfig
 from climatik.domain.placement import PlaceScore
-from climatik.kube.client import PODS, ApiError, KubeClient
+from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.resources import PODS
 from climatik.policies.placement import order_pods_for_scale_in
 from climatik.reconcilers.placement_metrics import PlacementMetrics
 

@@ -20,8 +20,8 @@ import aiohttp
 import structlog
 
 from climatik.domain.config import CoolingMode, PowerCappingConfig
-from climatik.kube.client import CONFIGMAPS, NODES
 from climatik.kube.informer import EventHandlers
+from climatik.kube.resources import CONFIGMAPS, NODES
 from climatik.kube.store import index_by_namespace
 from climatik.kube.workqueue import WorkQueue
 from climatik.reconcilers.cached_fields import NODE_FIELDS

@@ -26,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from climatik.devcluster.cluster import ClusterInfo
-from climatik.kube.client import NODES, KubeClient
+from climatik.kube.client import KubeClient
+from climatik.kube.resources import NODES
 from climatik.kube.store import index_by_namespace
 from climatik.reconcilers.placement import PlacementReconciler
 from climatik.reconcilers.placement_deletion_costs import DELETION_COST_ANNOTATION

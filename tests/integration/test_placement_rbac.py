@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from climatik.devcluster.cluster import ClusterInfo
-from climatik.kube.client import NODES
+from climatik.kube.resources import NODES
 from climatik.kube.store import index_by_namespace
 from climatik.reconcilers.placement import PlacementReconciler
 from climatik.reconcilers.placement_deletion_costs import DELETION_COST_ANNOTATION

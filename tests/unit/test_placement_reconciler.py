@@ -15,7 +15,8 @@ import pytest
 from climatik.api.status import apply_merge_patch
 from climatik.domain.config import PowerCappingConfig
 from climatik.domain.placement import PlaceScore, SupplySetpoint
-from climatik.kube.client import ApiError, Resource
+from climatik.kube.client import ApiError
+from climatik.kube.resources import Resource
 from climatik.kube.store import Store, thaw
 from climatik.policies.placement import score_racks as policy_score_racks
 from climatik.reconcilers import placement as placement_reconciler
