@@ -30,7 +30,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -59,6 +59,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 
 class Reconciler(Protocol):
@@ -224,6 +226,12 @@ class ControllerContext(Protocol):
         ...
 
     def add_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None: ...
+
+    def shared(self, kind: type[T], make: Callable[[], T]) -> T:
+        """The manager's one object of `kind`, made by `make` the first time a factory asks:
+        what controllers of one process share (metrics on its registry, the hints the GPU-tuning
+        controller leaves the power-cap controller), living as long as the manager."""
+        ...
 
     def add_service(self, name: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None: ...
 
