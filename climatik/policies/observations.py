@@ -128,8 +128,12 @@ def observe_target(
     limited_by_ceiling: bool | None,
     priority: int,
     deferrable: bool,
+    demand_tokens_per_s: float | None = None,
 ) -> TargetObservation:
-    """One target as measured; an unusable reading (NaN, negative) is no data, never zero."""
+    """One target as measured; an unusable reading (NaN, negative) is no data, never zero.
+
+    `demand_tokens_per_s` is what its demand asks for (arrivals plus the backlog the autoscaler
+    drains, from its trigger metric); without it the policy charges every replica full load."""
     return TargetObservation(
         name=name,
         current_replicas=current_replicas,
@@ -141,6 +145,7 @@ def observe_target(
         limited_by_ceiling=limited_by_ceiling,
         priority=priority,
         deferrable=deferrable,
+        demand_tokens_per_s=_usable(demand_tokens_per_s),
     )
 
 
