@@ -149,6 +149,29 @@ def observe_target(
     )
 
 
+BACKLOG_DRAIN_S = 60.0
+"""Time over which a target's waiting requests count as demand (KEDA's queue-length scaling
+drains a backlog over about a minute)."""
+
+
+def demand_tokens_per_s(
+    tokens_per_s: float | None,
+    waiting_requests: float | None,
+    tokens_per_request: float | None,
+    drain_s: float = BACKLOG_DRAIN_S,
+) -> float | None:
+    """What a target's demand asks for, in tokens per second, from what vLLM exports: the
+    tokens it serves plus its waiting requests' tokens drained over `drain_s`. Served tokens
+    alone miss the demand a saturated target turns away; its backlog shows it. `None` when
+    the backlog is not measured (the policy then charges every replica full load)."""
+    served = _usable(tokens_per_s)
+    waiting = _usable(waiting_requests)
+    per_request = _usable(tokens_per_request)
+    if served is None or waiting is None or per_request is None:
+        return None
+    return served + waiting * per_request / drain_s
+
+
 def measured_watts_per_replica(targets: Sequence[TargetObservation]) -> float | None:
     """What one replica of the scope draws: measured target watts over their replicas."""
     measured = [t for t in targets if t.watts is not None and t.current_replicas > 0]

@@ -42,6 +42,7 @@ from climatik.policies.observations import (
     PlaceReading,
     RackReading,
     ceiling_settings,
+    demand_tokens_per_s,
     heat_coefficients,
     learn_idle_power,
     measured_watts_per_replica,
@@ -590,7 +591,7 @@ class Twin:
         ring_site = np.zeros((ring_len, n_pol))
         ring_svc_w = np.zeros((ring_len, n_pol, n_svc))
         ring_svc_tok = np.zeros((ring_len, n_pol, n_svc))
-        ring_svc_demand = np.zeros((ring_len, n_pol, n_svc))
+        ring_svc_queue = np.zeros((ring_len, n_pol, n_svc))
         ring_rack_w = np.zeros((ring_len, n_pol, n_rack))
         ring_rack_in = np.zeros((ring_len, n_pol, n_rack))
         ring_srv_w = np.zeros((ring_len, n_pol, n_srv))
@@ -730,8 +731,7 @@ class Twin:
             ring_site[slot] = site_w
             ring_svc_w[slot] = svc_w
             ring_svc_tok[slot] = tokens_step / dt
-            # The demand signal a trigger metric shows: arrivals plus the backlog to drain.
-            ring_svc_demand[slot] = (lam[None, :] + queue / drain_s) * out_tokens
+            ring_svc_queue[slot] = queue
             ring_rack_w[slot] = rack_w
             ring_rack_in[slot] = rack_in
             ring_srv_w[slot] = srv_w
@@ -762,8 +762,9 @@ class Twin:
                 m_site = measured(ring_site)
                 m_svc_w = measured(ring_svc_w)
                 m_svc_tok = ring_svc_tok[picks].mean(axis=0)
-                # Its own noise stream: adding the signal leaves every other draw as it was.
-                m_svc_demand = ring_svc_demand[picks].mean(axis=0) * (
+                # Waiting requests (vLLM's num_requests_waiting), with their own noise stream:
+                # adding the signal leaves every other draw as it was.
+                m_svc_queue = ring_svc_queue[picks].mean(axis=0) * (
                     1 + demand_rng.normal(0.0, sc.measurement.noise_fraction, (n_pol, n_svc))
                 )
                 m_rack_w = measured(ring_rack_w)
@@ -821,7 +822,15 @@ class Twin:
                             applied_max_replicas=int(ceiling[p, j]),
                             watts=float(m_svc_w[p, j]) if have_data else None,
                             tokens_per_s=float(m_svc_tok[p, j]) if have_data else None,
-                            demand_tokens_per_s=(float(m_svc_demand[p, j]) if have_data else None),
+                            demand_tokens_per_s=(
+                                demand_tokens_per_s(
+                                    float(m_svc_tok[p, j]),
+                                    float(m_svc_queue[p, j]),
+                                    float(out_tokens[j]),
+                                )
+                                if have_data
+                                else None
+                            ),
                             limited_by_ceiling=bool(wanted[p, j] > ceiling[p, j]),
                             priority=s.priority,
                             deferrable=s.deferrable,
