@@ -138,7 +138,11 @@ def test_tuned_clocks_buy_tokens_per_joule_and_throughput_under_the_cap() -> Non
     compared = ["climatik", "climatik-max-clock"]
     result = Twin(load_scenario("default"), compared).run()
     tuned, untuned = (result.policies[name] for name in compared)
-    assert tuned["tokens_per_joule"] >= 1.15 * untuned["tokens_per_joule"]
+    # Site tokens per joule count the idle floor too. Since ceilings charge a replica what it
+    # adds (issue 17) the max-clock ablation fills the cap as well (0.1335 -> 0.1454 tokens/J,
+    # 52 -> 86 % SLO) while climatik's own rose (0.1622 -> 0.1632): the clocks' share of the gap
+    # is 12 % where it was 21 %, no longer flattered by the ablation's idle capacity.
+    assert tuned["tokens_per_joule"] >= 1.10 * untuned["tokens_per_joule"]
     # The service's throughput: what the room served under its cap.
     assert tuned["tokens"] >= 0.9 * untuned["tokens"]
     assert tuned["slo_attainment"] >= untuned["slo_attainment"]
