@@ -703,6 +703,14 @@ def _decide_headroom(
                 reason += f"; stepping down gradually to {floor} (wanted {new})"
                 new = floor
         planned_w = slot.watts(_clamp(new, target))
+        predicted_now_w = slot.watts(target.current_replicas)
+        if target.watts is not None:
+            # Beside every decision (status, Events, `climatik explain`): how far the power
+            # model is off for this target now.
+            reason += (
+                f" (power model: {predicted_now_w:.0f} W predicted for its "
+                f"{target.current_replicas} replicas, {target.watts:.0f} W measured)"
+            )
         decisions.append(
             _decision(
                 target,
@@ -710,7 +718,7 @@ def _decide_headroom(
                 code,
                 reason,
                 planned_w=planned_w,
-                predicted_w=slot.watts(target.current_replicas),
+                predicted_w=predicted_now_w,
             )
         )
     ceilings = {d.target: d.new_max_replicas for d in decisions}

@@ -636,6 +636,9 @@ def test_the_plan_reports_its_prediction_and_the_error_of_the_last_one() -> None
     assert first.predicted_w is not None
     # The model's watts for the target now sit beside its measured watts.
     assert first.decisions[0].predicted_watts == pytest.approx(chat.watts, rel=0.01)
+    # ... and in its reason, which status, Events and `climatik explain` show.
+    assert f"{chat.watts:.0f} W measured" in first.decisions[0].reason
+    assert "W predicted for its 4 replicas" in first.decisions[0].reason
     again = scope(chat, other_w=1000.0, cap_w=60_000.0)
     second = decide_replica_ceilings(again, MODEL, first.state, now_s=30.0)
     assert again.measured_w is not None
