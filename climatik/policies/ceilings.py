@@ -493,8 +493,15 @@ def _demand_watts(
     target: TargetObservation, learner: TargetLearnerState, settings: HeadroomSettings
 ) -> float | None:
     """Dynamic watts the target's demand asks for, with the model's uncertainty on top; `None`
-    without a demand signal or an energy per token learned yet. Never below what it serves."""
-    if target.demand_tokens_per_s is None or learner.joules_per_token is None:
+    without a demand signal or an energy per token learned yet, and where the idle draw a
+    replica brings is not known (a scope of pod power only: there a replica that adds no
+    tokens still adds its GPUs' idle draw, which nothing learns yet). Never below what it
+    serves."""
+    if (
+        target.demand_tokens_per_s is None
+        or learner.joules_per_token is None
+        or settings.idle_watts_per_replica <= 0
+    ):
         return None
     tokens_per_s = max(
         target.demand_tokens_per_s, learner.demand_tokens_per_s or 0.0, target.tokens_per_s or 0.0

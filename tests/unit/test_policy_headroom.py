@@ -581,6 +581,15 @@ def test_replicas_beyond_the_demand_cost_only_the_idle_draw_they_displace() -> N
         now_s=0.0,
     )
     assert old.ceiling("chat") < 12
+    # Nor where the scope measures pod power only: there an extra replica's idle GPUs are
+    # inside the measurement, and the model knows no idle draw to charge for them.
+    pods_only = decide_replica_ceilings(
+        scope(chat, other_w=idle_nodes_w, cap_w=50_000.0),
+        replace(MODEL, idle_watts_per_replica=0.0),
+        model_state(chat=(6000.0, 4.0, 800.0)),
+        now_s=0.0,
+    )
+    assert pods_only.ceiling("chat") < 12
 
 
 def test_a_saturated_target_is_charged_a_full_replica_per_replica_it_adds() -> None:
