@@ -54,7 +54,7 @@ from climatik.runtime.logging import configure_logging
 from climatik.runtime.manager import Manager
 from climatik.runtime.reconcile import Controller, Result
 from climatik.runtime.settings import ControllerSettings, RuntimeSettings
-from tests.integration.prometheus import (
+from tests.integration.helpers.prometheus import (
     ExporterHandle,
     PrometheusServer,
     find_prometheus,

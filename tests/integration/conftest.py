@@ -23,7 +23,7 @@ from climatik.devcluster.binaries import BinariesMissingError, locate_binaries
 from climatik.devcluster.cluster import ClusterInfo, down, up
 from climatik.devcluster.processes import tail
 from climatik.devcluster.topology import Rack, Topology
-from tests.integration import k3s
+from tests.integration.helpers import k3s
 
 # The fixture's cluster: 2 racks x 4 nodes x 8 GPUs, the `up` default.
 SESSION_TOPOLOGY = Topology(racks=(Rack(name="rack-a", nodes=4), Rack(name="rack-b", nodes=4)))
@@ -41,7 +41,8 @@ def dev_cluster(
     """A real control plane shared by the session, torn down at its end.
 
     With `CLIMATIK_TEST_CLUSTER=k3s` (machines with a Docker engine) the API server is k3s in a
-    container instead of the one `hack/control-plane/build.sh` builds; see tests/integration/k3s.py.
+    container instead of the one `hack/control-plane/build.sh` builds; see
+    tests/integration/helpers/k3s.py.
     """
     try:
         locate_binaries()

@@ -17,10 +17,10 @@ from climatik.devcluster.cluster import ClusterInfo
 from climatik.reconcilers.resources import DEFERRABLE_ANNOTATION, PRIORITY_ANNOTATION
 from climatik.runtime.capping import carbon_controller, power_cap_controller
 from climatik.runtime.manager import Manager
-from tests.integration.carbon_servers import Answer, ProviderServer, provider_server
 from tests.integration.conftest import Kubectl
-from tests.integration.polling import eventually
-from tests.integration.workloads import (
+from tests.integration.helpers.carbon_servers import Answer, ProviderServer, provider_server
+from tests.integration.helpers.polling import eventually
+from tests.integration.helpers.workloads import (
     capping_config,
     ceiling_becomes,
     condition,
@@ -34,9 +34,9 @@ from tests.integration.workloads import (
 )
 
 if TYPE_CHECKING:
-    from tests.integration.prometheus import ExporterHandle, PrometheusServer
+    from tests.integration.helpers.prometheus import ExporterHandle, PrometheusServer
 
-pytest_plugins = ["tests.integration.prometheus"]
+pytest_plugins = ["tests.integration.helpers.prometheus"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
 SLOT_S = 6

@@ -15,7 +15,7 @@ from climatik.sources.carbon.electricitymaps import ElectricityMapsSource
 from climatik.sources.carbon.static import StaticCarbonSource
 from climatik.sources.carbon.uk import UKNationalGridSource
 from climatik.sources.carbon.watttime import WattTimeSource
-from tests.integration.carbon_servers import Answer, provider_server
+from tests.integration.helpers.carbon_servers import Answer, provider_server
 
 NOW = datetime(2026, 11, 29, 12, 10, tzinfo=UTC)
 

@@ -24,10 +24,10 @@ from climatik.reconcilers.carbon import MIN_REQUEUE_S
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from climatik.runtime.capping import carbon_controller
 from climatik.runtime.manager import Manager
-from tests.integration.carbon_servers import Answer, ProviderServer, provider_server
 from tests.integration.conftest import Kubectl, wait_until
-from tests.integration.polling import eventually
-from tests.integration.workloads import (
+from tests.integration.helpers.carbon_servers import Answer, ProviderServer, provider_server
+from tests.integration.helpers.polling import eventually
+from tests.integration.helpers.workloads import (
     capping_config,
     condition,
     kubectl_json,

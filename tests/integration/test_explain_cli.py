@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tests.integration.conftest import Kubectl
-from tests.integration.workloads import API
+from tests.integration.helpers.workloads import API
 
 
 def explain(*args: str) -> subprocess.CompletedProcess[str]:

@@ -31,12 +31,10 @@ import pytest
 from climatik.devcluster.cluster import ClusterInfo
 from climatik.runtime import placement as runtime_placement
 from climatik.runtime.capping import carbon_controller, power_cap_controller
-from tests.integration.carbon_servers import Answer, ProviderServer, provider_server
 from tests.integration.conftest import Kubectl
-from tests.integration.polling import eventually
-from tests.integration.test_placement import serving_pair
-from tests.integration.test_tenant_fairness import _free_port, _metric
-from tests.integration.workloads import (
+from tests.integration.helpers.carbon_servers import Answer, ProviderServer, provider_server
+from tests.integration.helpers.polling import eventually
+from tests.integration.helpers.workloads import (
     capping_config,
     ceiling_becomes,
     condition,
@@ -48,11 +46,13 @@ from tests.integration.workloads import (
     serve_watts,
     so_ref,
 )
+from tests.integration.test_placement import serving_pair
+from tests.integration.test_tenant_fairness import _free_port, _metric
 
 if TYPE_CHECKING:
-    from tests.integration.prometheus import ExporterHandle, PrometheusFactory
+    from tests.integration.helpers.prometheus import ExporterHandle, PrometheusFactory
 
-pytest_plugins = ["tests.integration.prometheus"]
+pytest_plugins = ["tests.integration.helpers.prometheus"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 PERIOD_S = 5.0

@@ -23,8 +23,8 @@ from climatik.runtime.capping import power_cap_controller
 from climatik.runtime.manager import Manager
 from climatik.sources.power import NEW_POD_GRACE_S
 from tests.integration.conftest import Kubectl
-from tests.integration.polling import eventually
-from tests.integration.workloads import (
+from tests.integration.helpers.polling import eventually
+from tests.integration.helpers.workloads import (
     capping_config,
     condition,
     deployment,
@@ -36,9 +36,9 @@ from tests.integration.workloads import (
 )
 
 if TYPE_CHECKING:
-    from tests.integration.prometheus import ExporterHandle, PrometheusServer
+    from tests.integration.helpers.prometheus import ExporterHandle, PrometheusServer
 
-pytest_plugins = ["tests.integration.prometheus"]
+pytest_plugins = ["tests.integration.helpers.prometheus"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
 

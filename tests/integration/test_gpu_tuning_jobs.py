@@ -42,8 +42,8 @@ from climatik.runtime.controllers import controller_factories
 from climatik.runtime.manager import Manager
 from climatik.runtime.settings import ControllerSettings
 from tests.integration.conftest import Kubectl
-from tests.integration.polling import eventually
-from tests.integration.service_accounts import (
+from tests.integration.helpers.polling import eventually
+from tests.integration.helpers.service_accounts import (
     DEPLOY,
     apply_all,
     delete_cluster_scoped,
@@ -51,7 +51,7 @@ from tests.integration.service_accounts import (
     render,
     token_kubeconfig,
 )
-from tests.integration.workloads import (
+from tests.integration.helpers.workloads import (
     capping_config,
     ceiling_becomes,
     condition,
@@ -65,9 +65,9 @@ from tests.integration.workloads import (
 )
 
 if TYPE_CHECKING:
-    from tests.integration.prometheus import ExporterHandle, PrometheusServer
+    from tests.integration.helpers.prometheus import ExporterHandle, PrometheusServer
 
-pytest_plugins = ["tests.integration.prometheus"]
+pytest_plugins = ["tests.integration.helpers.prometheus"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
 BASE = DEPLOY / "base"

@@ -51,7 +51,7 @@ from climatik.runtime.webhook import WebhookServer, start_webhook_server
 from climatik.sources.cooling import CoolingController, DryRunCoolingController
 from climatik.sources.racks import RackSignals, RackSignalSource, StaticRackSignalSource
 from tests.integration.conftest import SESSION_TOPOLOGY, Kubectl
-from tests.integration.polling import eventually
+from tests.integration.helpers.polling import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -42,8 +42,8 @@ from climatik.runtime.reconcile import (
 from climatik.sources.cooling import CoolingController, DryRunCoolingController
 from climatik.sources.racks import RackSignals, RackSignalSource, StaticRackSignalSource
 from tests.integration.conftest import SESSION_TOPOLOGY, Kubectl
-from tests.integration.polling import eventually
-from tests.integration.service_accounts import (
+from tests.integration.helpers.polling import eventually
+from tests.integration.helpers.service_accounts import (
     CONTROLLER_SA,
     DEPLOY,
     apply_all,
@@ -52,7 +52,7 @@ from tests.integration.service_accounts import (
     render,
     token_kubeconfig,
 )
-from tests.integration.workloads import (
+from tests.integration.helpers.workloads import (
     capping_config,
     ceiling_becomes,
     condition,
@@ -66,9 +66,9 @@ from tests.integration.workloads import (
 )
 
 if TYPE_CHECKING:
-    from tests.integration.prometheus import ExporterHandle, PrometheusServer
+    from tests.integration.helpers.prometheus import ExporterHandle, PrometheusServer
 
-pytest_plugins = ["tests.integration.prometheus"]
+pytest_plugins = ["tests.integration.helpers.prometheus"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
 RACK_KEY = SESSION_TOPOLOGY.rack_label_key

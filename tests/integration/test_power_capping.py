@@ -21,8 +21,8 @@ from climatik.reconcilers.resources import CAPPED_BY_ANNOTATION, USER_MAX_ANNOTA
 from climatik.runtime.capping import power_cap_controller
 from climatik.runtime.manager import Manager
 from tests.integration.conftest import Kubectl
-from tests.integration.polling import eventually
-from tests.integration.workloads import (
+from tests.integration.helpers.polling import eventually
+from tests.integration.helpers.workloads import (
     capping_config,
     ceiling_becomes,
     condition,
@@ -36,9 +36,13 @@ from tests.integration.workloads import (
 )
 
 if TYPE_CHECKING:
-    from tests.integration.prometheus import ExporterHandle, PrometheusFactory, PrometheusServer
+    from tests.integration.helpers.prometheus import (
+        ExporterHandle,
+        PrometheusFactory,
+        PrometheusServer,
+    )
 
-pytest_plugins = ["tests.integration.prometheus"]
+pytest_plugins = ["tests.integration.helpers.prometheus"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
 

@@ -45,12 +45,16 @@ from climatik.sources.prometheus import (
 )
 from climatik.sources.prometheus_pool import PrometheusPool
 from climatik.sources.racks import PrometheusRackSignalSource, RackNodes, RackSignalQueries
-from tests.integration.polling import eventually
+from tests.integration.helpers.polling import eventually
 
 if TYPE_CHECKING:
-    from tests.integration.prometheus import ExporterHandle, PrometheusFactory, PrometheusServer
+    from tests.integration.helpers.prometheus import (
+        ExporterHandle,
+        PrometheusFactory,
+        PrometheusServer,
+    )
 
-pytest_plugins = ["tests.integration.prometheus"]
+pytest_plugins = ["tests.integration.helpers.prometheus"]
 pytestmark = [pytest.mark.integration]
 
 # Short windows: with a 1 s scrape interval, rate over 10 s is settled within ~12 s.

@@ -1,8 +1,9 @@
 """Leader election between real `climatik run` processes on the dev cluster.
 
-Two (then three) controller processes run the probe controller (tests/integration/runtime_probe.py)
-in the test's namespace. The test watches the probe ConfigMap with our own informer, so any write
-from a replica that is not the leader would be seen, and reads each process's /metrics.
+Two (then three) controller processes run the probe controller
+(tests/integration/helpers/runtime_probe.py) in the test's namespace. The test watches the probe
+ConfigMap with our own informer, so any write from a replica that is not the leader would be
+seen, and reads each process's /metrics.
 Failover times are printed and attached to the report (``record_property``).
 """
 
@@ -29,7 +30,7 @@ from climatik.kube.client import ApiError, KubeClient
 from climatik.kube.informer import EventHandlers, Informer
 from climatik.kube.resources import CONFIGMAPS, LEASES
 from tests.integration.conftest import Kubectl
-from tests.integration.runtime_probe import PROBE_LABEL
+from tests.integration.helpers.runtime_probe import PROBE_LABEL
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -76,7 +77,9 @@ class Runs:
         env = {
             **{k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
             "PYTHONPATH": str(REPO_ROOT),
-            "CLIMATIK_EXTRA_CONTROLLERS": json.dumps(["tests.integration.runtime_probe:factory"]),
+            "CLIMATIK_EXTRA_CONTROLLERS": json.dumps(
+                ["tests.integration.helpers.runtime_probe:factory"]
+            ),
             "CLIMATIK_LOGGING__FORMAT": "json",
             "CLIMATIK_HTTP__HOST": "127.0.0.1",
         }

@@ -37,9 +37,8 @@ from climatik.runtime import placement as runtime_placement
 from climatik.runtime.capping import power_cap_controller
 from climatik.runtime.manager import Manager
 from tests.integration.conftest import Kubectl
-from tests.integration.polling import eventually
-from tests.integration.test_placement import serving_pair, webhook_configuration
-from tests.integration.workloads import (
+from tests.integration.helpers.polling import eventually
+from tests.integration.helpers.workloads import (
     capping_config,
     ceiling_becomes,
     deployment,
@@ -49,11 +48,12 @@ from tests.integration.workloads import (
     serve_watts,
     so_ref,
 )
+from tests.integration.test_placement import serving_pair, webhook_configuration
 
 if TYPE_CHECKING:
-    from tests.integration.prometheus import ExporterHandle, PrometheusServer
+    from tests.integration.helpers.prometheus import ExporterHandle, PrometheusServer
 
-pytest_plugins = ["tests.integration.prometheus"]
+pytest_plugins = ["tests.integration.helpers.prometheus"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
 
 SILENT_CONFIGS = 20

@@ -26,7 +26,7 @@ from climatik.reconcilers.carbon import CarbonReconciler
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.result import Result
 from climatik.reconcilers.settings import CarbonSettings
-from tests.integration.carbon_servers import Answer, ProviderServer, provider_server
+from tests.integration.helpers.carbon_servers import Answer, ProviderServer, provider_server
 
 NS = "llm"
 KEY = f"{NS}/cap"

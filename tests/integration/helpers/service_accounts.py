@@ -17,7 +17,7 @@ import yaml
 from climatik.devcluster.cluster import ClusterInfo
 from tests.integration.conftest import Kubectl
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 CONTROLLER_SA = "climatik-controller"
 
 Obj = dict[str, Any]

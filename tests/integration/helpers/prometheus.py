@@ -1,9 +1,9 @@
 """A real Prometheus scraping the metrics exporter (hack/metrics_exporter.py), for tests.
 
 Loaded as a pytest plugin by the test modules that need it
-(`pytest_plugins = ["tests.integration.prometheus"]`); such a module must import names from here
-only under `TYPE_CHECKING` (pytest imports plugins itself, to rewrite their asserts). What it
-guarantees:
+(`pytest_plugins = ["tests.integration.helpers.prometheus"]`); such a module must import names
+from here only under `TYPE_CHECKING` (pytest imports plugins itself, to rewrite their asserts).
+What it guarantees:
 
 - `metrics_exporter` (session): the exporter process on a free loopback port; tests set pods
   and values through its control endpoints (`ExporterHandle`), using their own namespaces so
@@ -39,7 +39,7 @@ from typing import Any
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "control-plane" / "build.sh"
 EXPORTER_SCRIPT = REPO_ROOT / "hack" / "metrics_exporter.py"
 ENV_PROMETHEUS_BIN = "CLIMATIK_PROMETHEUS_BIN"

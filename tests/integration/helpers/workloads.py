@@ -18,10 +18,10 @@ from climatik.runtime.manager import Manager
 from climatik.runtime.reconcile import ControllerFactory
 from climatik.runtime.settings import RuntimeSettings
 from tests.integration.conftest import Kubectl
-from tests.integration.polling import eventually
+from tests.integration.helpers.polling import eventually
 
 if TYPE_CHECKING:
-    from tests.integration.prometheus import ExporterHandle
+    from tests.integration.helpers.prometheus import ExporterHandle
 
 API = "powercapping.climatik-project.ai/v1"
 
