@@ -22,7 +22,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,15 +57,11 @@ from climatik.domain.capping import (
     CeilingPlan,
     TargetObservation,
 )
-from climatik.domain.config import GpuTuningMode, PolicyType, PowerCappingConfig, TargetKind
+from climatik.domain.config import GpuTuningMode, PowerCappingConfig, TargetKind
 from climatik.kube.client import ApiError, KubeClient
-from climatik.policies.ceilings import (
-    CeilingSettings,
-    FailSafeSettings,
-    HeadroomSettings,
-    ThresholdSettings,
-    decide_replica_ceilings,
-)
+from climatik.policies.capping_spec import batch_can_yield, policy_settings
+from climatik.policies.ceilings import decide_replica_ceilings
+from climatik.policies.gpu_tuning import rescale_watts_per_replica
 from climatik.policies.observations import (
     IDLE_SAMPLE_NODES,
     IdlePower,
@@ -84,7 +80,6 @@ from climatik.reconcilers.actuation import (
     resource_of,
     restore_patch,
 )
-from climatik.reconcilers.gpu_tuning import TuningHints
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.resources import (
     CAPPED_BY_ANNOTATION,
@@ -95,6 +90,7 @@ from climatik.reconcilers.result import Result, TerminalError
 from climatik.reconcilers.settings import CappingSettings
 from climatik.reconcilers.status_writer import with_fields, write_status
 from climatik.reconcilers.targets import ResolvedTarget, WorkloadCaches
+from climatik.reconcilers.tuning_hints import TuningHints
 from climatik.sources.address import AddressPolicy
 from climatik.sources.breaker import BreakerSettings
 from climatik.sources.plausibility import PlausibilityLimits
@@ -155,27 +151,6 @@ def prometheus_pool(
         breaker=BreakerSettings(
             settings.prometheus_breaker_initial_s, settings.prometheus_breaker_max_s
         ),
-    )
-
-
-def policy_settings(config: PowerCappingConfig) -> CeilingSettings:
-    """The policy settings a config asks for (fail-safe: hold, then the safe ceiling)."""
-    fail_safe = FailSafeSettings(
-        max_data_age_s=config.fail_safe.hold_s,
-        safe_max_replicas=config.fail_safe.safe_max_replicas,
-    )
-    policy = config.policy
-    if policy.type is PolicyType.THRESHOLD:
-        return ThresholdSettings(
-            approach_fraction=policy.capping_threshold_fraction,
-            limit_fraction=policy.holding_threshold_fraction,
-            fail_safe=fail_safe,
-        )
-    return HeadroomSettings(
-        safety_margin_fraction=policy.safety_margin_fraction,
-        hysteresis_fraction=policy.hysteresis_fraction,
-        max_step_down_replicas=policy.step_down_replicas,
-        fail_safe=fail_safe,
     )
 
 
@@ -367,7 +342,7 @@ class PowerCapReconciler:
                 per_replica_w=measured_watts_per_replica(observed),
                 idle_w=memory.idle.watts,
             ),
-            per_target_budget=batch_can_yield(config, targets),
+            per_target_budget=batch_can_yield(config, (t.deferrable for t in targets)),
         )
         # Idle nodes are inside the measurement only when the config's own query measures
         # the scope (node-level power); per-pod sums leave them out.
@@ -1098,27 +1073,6 @@ class PowerCapReconciler:
         first = changed[0]
         reason = "; ".join(f"{d.target}: {d.reason}" for d in changed)
         return Decision(time=now, action=_DECISION_ACTIONS[first.action], reason=reason[:1024])
-
-
-def rescale_watts_per_replica(state: CappingState, scale: float) -> CappingState:
-    """The learner's state with every per-replica estimate multiplied by `scale`."""
-    targets = {
-        name: replace(
-            learned,
-            watts_per_replica=(
-                learned.watts_per_replica * scale if learned.watts_per_replica is not None else None
-            ),
-        )
-        for name, learned in state.targets.items()
-    }
-    return replace(state, targets=targets)
-
-
-def batch_can_yield(config: PowerCappingConfig, targets: Sequence[ResolvedTarget]) -> bool:
-    """Whether a carbon cap may bind deferrable targets only (`caps_with_carbon`'s
-    `any_deferrable`). Only the Headroom policy budgets per target; under Threshold the carbon
-    cap stays the whole scope's cap, else annotating a target would switch carbon capping off."""
-    return config.policy.type is PolicyType.HEADROOM and any(t.deferrable for t in targets)
 
 
 Held = tuple[TargetKind, str]

@@ -38,7 +38,7 @@ from climatik.reconcilers.cached_fields import (
     SCALED_OBJECT_FIELDS,
 )
 from climatik.reconcilers.carbon import CarbonReconciler
-from climatik.reconcilers.gpu_tuning import ALLOWED_NAMESPACES_ENV, GpuTuningReconciler, TuningHints
+from climatik.reconcilers.gpu_tuning import ALLOWED_NAMESPACES_ENV, GpuTuningReconciler
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler, prometheus_pool
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
@@ -48,6 +48,7 @@ from climatik.reconcilers.settings import (
     DEPRECATED_APPLY_NAMESPACES_ENV,
 )
 from climatik.reconcilers.targets import WorkloadCaches, limited_by_ceiling
+from climatik.reconcilers.tuning_hints import TuningHints
 from climatik.runtime.reconcile import Controller, ControllerContext
 from climatik.sources.address import HTTPSession
 
