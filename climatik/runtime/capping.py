@@ -40,7 +40,8 @@ from climatik.reconcilers.cached_fields import (
 from climatik.reconcilers.carbon import CarbonReconciler
 from climatik.reconcilers.gpu_tuning import ALLOWED_NAMESPACES_ENV, GpuTuningReconciler
 from climatik.reconcilers.metrics import CappingMetrics
-from climatik.reconcilers.powercap import PowerCapReconciler, prometheus_pool
+from climatik.reconcilers.powercap import PowerCapReconciler
+from climatik.reconcilers.powercap_measure import prometheus_pool
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from climatik.reconcilers.settings import (
     CAPPING_ALLOWED_HOSTS_ENV,
