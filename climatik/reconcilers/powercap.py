@@ -33,7 +33,9 @@ from climatik.api.models import ConditionStatus, ConditionType
 from climatik.api.status import ConditionUpdate, status_from_wire
 from climatik.domain.capping import CappingState, CeilingDecision, CeilingPlan
 from climatik.domain.config import PowerCappingConfig, TargetKind
+from climatik.kube.cache import Cache, EventSink
 from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.store import FrozenMapping
 from climatik.policies.capping_spec import batch_can_yield, policy_settings
 from climatik.policies.ceilings import decide_replica_ceilings
 from climatik.policies.gpu_tuning import rescale_watts_per_replica
@@ -120,10 +122,10 @@ class PowerCapReconciler:
         self,
         client: KubeClient,
         *,
-        configs: Any,
+        configs: Cache[FrozenMapping],
         workloads: WorkloadCaches,
-        nodes: Any,
-        events: Any,
+        nodes: Cache[FrozenMapping],
+        events: EventSink,
         metrics: CappingMetrics,
         settings: CappingSettings,
         session_factory: Callable[[], Awaitable[aiohttp.ClientSession]],
@@ -153,7 +155,7 @@ class PowerCapReconciler:
 
     async def reconcile(self, key: str) -> Result:
         started_s = self._clock()
-        obj = self._configs.store.get(key)
+        obj: Mapping[str, Any] | None = self._configs.store.get(key)
         if obj is None:
             # Gone without our finalizer (it held nothing, or someone removed the finalizer):
             # there is no record left to give back by, and an annotation is no authority.

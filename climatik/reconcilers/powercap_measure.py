@@ -21,6 +21,8 @@ import aiohttp
 from climatik.api.models import EffectiveCapSource
 from climatik.domain.capping import TargetObservation
 from climatik.domain.config import PowerCappingConfig
+from climatik.kube.cache import Cache
+from climatik.kube.store import FrozenMapping
 from climatik.policies.observations import (
     IDLE_SAMPLE_NODES,
     RackReading,
@@ -109,7 +111,9 @@ class Measured:
 class CapMeasurer:
     """Builds configs' sources and measures them, for one power-cap reconciler."""
 
-    def __init__(self, settings: CappingSettings, prometheus: PrometheusPool, nodes: Any) -> None:
+    def __init__(
+        self, settings: CappingSettings, prometheus: PrometheusPool, nodes: Cache[FrozenMapping]
+    ) -> None:
         self._settings = settings
         self._prometheus = prometheus
         self._nodes = nodes
