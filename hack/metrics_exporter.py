@@ -16,8 +16,10 @@ Metric names and labels are the exporters' own (see docs FACTS.md):
   names makes Prometheus rename them
   `exported_pod`/`exported_namespace`, exactly as behind a ServiceMonitor.
 - `/metrics/vllm`     vLLM: `vllm:generation_tokens_total`, `vllm:prompt_tokens_total`,
-  `vllm:num_requests_running` with `model_name`, plus `namespace`/`pod` labels that a real
-  setup gets from its scrape config (scrape this path with `honor_labels: true`).
+  `vllm:num_requests_running`, `vllm:num_requests_waiting` and the finished requests' count
+  `vllm:e2e_request_latency_seconds_count` (`tokens_per_s / tokens_per_request` per second)
+  with `model_name`, plus `namespace`/`pod` labels that a real setup gets from its scrape
+  config (scrape this path with `honor_labels: true`).
 - `/metrics/node`     `ipmi_temperature_celsius{name="Inlet Temp",node=...}` per node.
 - `/metrics`          all of the above.
 
@@ -25,8 +27,9 @@ Counters integrate their rates over real time, so `rate()` of a counter returns 
 tokens per second that were set. Control endpoints (JSON):
 
 - `POST /pods` `{"pods": [{"namespace", "name", "node", "cpu_watts", "gpu_watts",
-  "tokens_per_s", "model_name", "noise"}]}` adds or updates pods (omitted fields keep their
-  values; `noise` 0.03 jitters the CPU power gauge within +-3 % at each scrape);
+  "tokens_per_s", "waiting_requests", "tokens_per_request", "model_name", "noise"}]}` adds or
+  updates pods (omitted fields keep their values; `noise` 0.03 jitters the CPU power gauge
+  within +-3 % at each scrape);
 - `POST /set` `{"<namespace>/<name>": {"cpu_watts": 120, "tokens_per_s": 40, "frozen": true}}`
   changes values; `"NaN"`/`"+Inf"` strings (or bare NaN) serve NaN/Inf. A pod created with
   `"timestamped": true` is served with explicit sample timestamps (the time of each scrape);
@@ -95,6 +98,10 @@ def escape_label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+E2E_LATENCY_S = 5.0
+"""The end-to-end latency every finished request is said to take (only the count is read)."""
+
+
 @dataclass
 class PodState:
     namespace: str
@@ -104,6 +111,8 @@ class PodState:
     cpu_watts: float = 0.0
     gpu_watts: float | None = None
     tokens_per_s: float = 0.0
+    waiting_requests: float = 0.0
+    tokens_per_request: float = 256.0
     model_name: str = "meta-llama/Llama-3.1-8B-Instruct"
     gpu_index: int = 0
     # Counters, integrated from the rates above.
@@ -111,6 +120,7 @@ class PodState:
     gpu_joules: float = 0.0
     tokens_total: float = 0.0
     prompt_tokens_total: float = 0.0
+    requests_total: float = 0.0
     timestamped: bool = False
     frozen_at_ms: int | None = None
     noise: float = 0.0
@@ -158,6 +168,10 @@ class Exporter:
             pod.gpu_joules += _finite_or_zero(pod.gpu_watts) * dt_s
             pod.tokens_total += _finite_or_zero(pod.tokens_per_s) * dt_s
             pod.prompt_tokens_total += _finite_or_zero(pod.tokens_per_s) * 0.5 * dt_s
+            if pod.tokens_per_request > 0:
+                pod.requests_total += (
+                    _finite_or_zero(pod.tokens_per_s) / pod.tokens_per_request * dt_s
+                )
 
     # -- control -------------------------------------------------------------------------
 
@@ -196,6 +210,10 @@ class Exporter:
             pod.gpu_watts = parse_number(values["gpu_watts"])
         if "tokens_per_s" in values:
             pod.tokens_per_s = parse_number(values["tokens_per_s"]) or 0.0
+        if "waiting_requests" in values:
+            pod.waiting_requests = parse_number(values["waiting_requests"]) or 0.0
+        if "tokens_per_request" in values:
+            pod.tokens_per_request = parse_number(values["tokens_per_request"]) or 0.0
         if "noise" in values:
             pod.noise = abs(parse_number(values["noise"]) or 0.0)
         if "timestamped" in values:
@@ -358,6 +376,7 @@ class Exporter:
                 "gauge",
                 lambda p: float(math.ceil(_finite_or_zero(p.tokens_per_s) / 30)),
             ),
+            ("vllm:num_requests_waiting", "gauge", lambda p: p.waiting_requests),
         )
         for metric, kind, value in metrics:
             yield from _header(metric, kind, f"vLLM {metric}")
@@ -369,6 +388,20 @@ class Exporter:
                     "pod": pod.name,
                 }
                 yield _line(metric, labels, value(pod), pod)
+        # The finished requests, as vLLM's end-to-end latency histogram counts them (one bucket:
+        # the count is what is read; each request is said to take E2E_LATENCY_S).
+        histogram = "vllm:e2e_request_latency_seconds"
+        yield from _header(histogram, "histogram", "Histogram of end to end request latency")
+        for pod in pods:
+            labels = {
+                "model_name": pod.model_name,
+                "engine": "0",
+                "namespace": pod.namespace,
+                "pod": pod.name,
+            }
+            yield _line(f"{histogram}_bucket", {**labels, "le": "+Inf"}, pod.requests_total, pod)
+            yield _line(f"{histogram}_sum", labels, pod.requests_total * E2E_LATENCY_S, pod)
+            yield _line(f"{histogram}_count", labels, pod.requests_total, pod)
 
     def _node(self) -> Iterable[str]:
         yield from _header("ipmi_temperature_celsius", "gauge", "Temperature sensor reading")

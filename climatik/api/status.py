@@ -177,6 +177,16 @@ def status_from_wire(obj: Mapping[str, Any]) -> PowerCappingConfigStatus | None:
     return parsed
 
 
+def peer_status(obj: Mapping[str, Any]) -> PowerCappingConfigStatus:
+    """The status, empty when there is none yet or this version cannot read it: how a
+    reconciler reads the fields another reconciler writes (typed, never as raw dicts), where a
+    status it cannot read means no readings rather than a failed reconcile."""
+    try:
+        return status_from_wire(obj) or PowerCappingConfigStatus()
+    except ValueError:
+        return PowerCappingConfigStatus()
+
+
 def _forget(entry: _Parsed | None) -> None:
     if entry is not None and _BY_STATUS.get(id(entry.status)) is entry:
         del _BY_STATUS[id(entry.status)]

@@ -98,6 +98,10 @@ class TargetObservation:
     work that can wait); among equal priorities the more efficient target keeps more."""
     deferrable: bool = False
     """Its work may wait for a cleaner grid: only deferrable targets yield to a carbon cap."""
+    demand_tokens_per_s: float | None = None
+    """Tokens per second the target's demand asks for: arriving work plus the backlog its
+    autoscaler drains (what its trigger metric measures, in tokens); `None`: not measured, in
+    which case every replica is charged its learned full-load watts."""
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.current_replicas < 0:
@@ -114,6 +118,14 @@ class TargetObservation:
             math.isfinite(self.tokens_per_s) and self.tokens_per_s >= 0
         ):
             msg = f"{self.name}: tokens_per_s must be >= 0 or None, got {self.tokens_per_s}"
+            raise ValueError(msg)
+        if self.demand_tokens_per_s is not None and not (
+            math.isfinite(self.demand_tokens_per_s) and self.demand_tokens_per_s >= 0
+        ):
+            msg = (
+                f"{self.name}: demand_tokens_per_s must be >= 0 or None, "
+                f"got {self.demand_tokens_per_s}"
+            )
             raise ValueError(msg)
 
     @property
@@ -255,6 +267,9 @@ class CeilingDecision:
     """Why, in words with the figures (status, Events, logs)."""
     planned_watts: float | None = None
     """Watts the new ceiling allows if every replica draws the learned estimate."""
+    predicted_watts: float | None = None
+    """Watts the policy's power model predicts for the target now (its replicas at its
+    demand), to set beside the measured watts; `None` where the model has no prediction."""
 
     @property
     def changed(self) -> bool:
@@ -271,6 +286,20 @@ class TargetLearnerState:
     samples: int = 0
     last_data_s: float | None = None
     """When usable watts were last seen for this target (the policy's `now_s` clock)."""
+    joules_per_token: float | None = None
+    """Dynamic energy per generated token: the target's watts above the idle draw of the nodes
+    its replicas occupy, per token per second served (a moving average)."""
+    joules_per_token_spread: float = 0.0
+    """Mean relative deviation of the samples from that average: the model's uncertainty."""
+    tokens_per_replica: float | None = None
+    """Tokens per second one replica serves when its demand exceeds it (a moving average of
+    rounds with a backlog only); `None`: never seen saturated."""
+    demand_tokens_per_s: float | None = None
+    """Envelope of the target's demand: rises at once, falls over a few decisions, so a burst
+    that paused for a minute keeps its power reserved."""
+    replicas_seen: int | None = None
+    """Replicas at the previous decision: the energy model learns only while the count holds
+    (a window with a replica starting or leaving mixes two operating points)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +314,8 @@ class CappingState:
     last_scope_data_s: float | None = None
     no_data_since_s: float | None = None
     """When the current gap in the scope's power data began; `None` while data flows."""
+    predicted_w: float | None = None
+    """The scope's power the last plan predicted for this decision (its ceilings in force)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +328,10 @@ class CeilingPlan:
     budget_w: float | None = None
     """Watts the plan allowed the targets (after margin and untargeted load), when computed."""
     reason: str = ""
+    predicted_w: float | None = None
+    """The scope's power the plan predicts once its ceilings are in force (headroom)."""
+    prediction_error_w: float | None = None
+    """Measured minus what the previous plan predicted for now: the power model's error."""
 
     def ceiling(self, target: str) -> int:
         """The new ceiling of `target` (raises KeyError for an unknown name)."""

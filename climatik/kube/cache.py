@@ -35,6 +35,11 @@ class CacheStore(Protocol[T_co]):
         """Moves whenever an object under `value` of the index changes (memoization key)."""
         ...
 
+    @property
+    def version(self) -> int:
+        """Moves whenever any object of the store changes (memoization key)."""
+        ...
+
     def add_indexer(self, name: str, func: IndexFunc) -> None:
         """Index the store by `func` (idempotent for one name), at wiring time."""
         ...

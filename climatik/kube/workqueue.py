@@ -17,9 +17,9 @@
   deadline per key; ``add_rate_limited`` asks the rate limiter how long (backoff after failures);
   ``forget`` clears a key's failure history.
 - **Waits**: how long a key being processed waited for a worker, counted from when it was due
-  (``waited_s``), so a caller that polls at a fixed rate can queue it again one period after it
-  was *due*, not after it was handed out (a key's place in a burst of keys due together is much
-  the same every round, so its own wait is the one to take off).
+  (``waited_s``), and how long since it was due including its processing so far
+  (``since_due_s``), so a caller that polls at a fixed rate can queue it again one period after
+  it was *due*, not after it was handed out or finished.
 - **Shutdown**: ``shut_down`` stops handing out keys (queued keys are dropped: the next leader's
   informers list everything again, so nothing is lost); ``drain`` waits for in-flight keys to be
   ``done`` so no reconcile is cut in half.
@@ -124,6 +124,8 @@ class WorkQueue(Generic[K]):
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._shutting_down = False
         self._waited_s: dict[K, float] = {}
+        self._due_at: dict[K, float] = {}
+        """When each key being processed was due (or added)."""
 
     # -- adding -----------------------------------------------------------------------------
 
@@ -189,6 +191,7 @@ class WorkQueue(Generic[K]):
             waited_s = self._clock() - added_at
             self.metrics.waited(self.name, waited_s)
             self._waited_s[key] = waited_s
+            self._due_at[key] = added_at
         self.metrics.depth(self.name, self._ready_count)
         return key
 
@@ -218,6 +221,7 @@ class WorkQueue(Generic[K]):
         if key in self._processing:
             self._processing.discard(key)
             self._waited_s.pop(key, None)
+            self._due_at.pop(key, None)
             group = self._fairness_key(key)
             left = self._in_flight.get(group, 0) - 1
             if left > 0:
@@ -279,6 +283,12 @@ class WorkQueue(Generic[K]):
         """How long ``key``, now being processed, waited for a worker since it was due (or
         added); 0 when it is not being processed."""
         return self._waited_s.get(key, 0.0)
+
+    def since_due_s(self, key: K) -> float:
+        """How long ago ``key``, now being processed, was due (or added): its wait for a worker
+        and its processing so far; 0 when it is not being processed."""
+        due_at = self._due_at.get(key)
+        return 0.0 if due_at is None else self._clock() - due_at
 
     # -- internals --------------------------------------------------------------------------
 

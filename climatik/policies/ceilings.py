@@ -13,6 +13,15 @@ Two policies turn one `CapObservation` into one `CeilingPlan`:
   divisor (D'Hondt) rule weighted by efficiency and bounded per decision. A hysteresis band
   keeps ceilings still while the estimate wobbles, and a lowered ceiling steps down gradually.
 
+  Power follows work, not replicas: where a target's demand is measured
+  (`TargetObservation.demand_tokens_per_s`), a replica is charged what it will add. A target's
+  predicted watts with n replicas are n x the node's idle draw (when measured under the cap)
+  plus its learned dynamic energy per token times the tokens n replicas serve: its demand, or
+  n x a full replica's when that is less. So the replicas a demand needs cost its dynamic
+  power, and further replicas (shorter queues, better latency) cost only the idle draw they
+  would have drawn anyway. Without a demand signal every replica is charged its learned
+  full-load watts, as before.
+
 Guarantees of both: ceilings stay within [min replicas, user max]; missing data (`None`) never
 lowers a ceiling; after `max_data_age_s` without data the configured safe ceiling applies.
 The functions are pure: the learner's memory travels in the returned `CappingState`.
@@ -59,10 +68,12 @@ class ThresholdSettings:
 class HeadroomSettings:
     """Tuning of the headroom policy; defaults are the ones the twin's scenarios are run with."""
 
-    safety_margin_fraction: float = 0.04
-    """Share of the cap kept free for noise, measurement lag and load growth between decisions."""
-    hysteresis_fraction: float = 0.03
-    """Extra share of the cap a ceiling must clear before it is raised (keeps ceilings still)."""
+    safety_margin_fraction: float = 0.03
+    """Share of the cap kept free for noise, measurement lag and load growth between decisions
+    (the power model charges demand bursts and its own uncertainty on top)."""
+    hysteresis_fraction: float = 0.01
+    """Extra share of the cap a ceiling must clear before it is raised (keeps ceilings still;
+    the model learns only while replica counts hold, so its estimate wobbles little)."""
     max_step_down_replicas: int = 1
     """At most this many replicas fewer than running per decision (graceful step-down)."""
     step_up_replicas: int = 2
@@ -82,6 +93,10 @@ class HeadroomSettings:
     under the cap (node-level queries); 0 when the cap covers pod power only."""
     min_efficiency_share: float = 0.1
     """A target's priority weight is at least this share of the most efficient target's."""
+    energy_weight: float = 0.2
+    """Moving-average weight of one sample of a target's dynamic energy per token."""
+    demand_fall_weight: float = 0.1
+    """Weight of a demand sample below the envelope (demand rises are taken at once)."""
     fail_safe: FailSafeSettings = field(default_factory=FailSafeSettings)
 
 
@@ -123,7 +138,9 @@ def _decision(
     new: int,
     code: CeilingReason,
     reason: str,
+    *,
     planned_w: float | None = None,
+    predicted_w: float | None = None,
 ) -> CeilingDecision:
     new = _clamp(new, target)
     return CeilingDecision(
@@ -134,6 +151,7 @@ def _decision(
         code=code,
         reason=reason,
         planned_watts=planned_w,
+        predicted_watts=predicted_w,
     )
 
 
@@ -147,7 +165,7 @@ def _missing_data_plan(
     """Hold while data is young enough to wait for, then the safe ceiling. Never lower on a gap."""
     since_s = state.no_data_since_s if state.no_data_since_s is not None else now_s
     missing_for_s = max(0.0, now_s - since_s)
-    new_state = replace(state, no_data_since_s=since_s)
+    new_state = replace(state, no_data_since_s=since_s, predicted_w=None)
     expired = missing_for_s >= fail_safe.max_data_age_s
     decisions = []
     for target in observation.targets:
@@ -228,15 +246,86 @@ def learn_watts_per_replica(
     sample = target.watts / target.current_replicas
     estimate = previous.watts_per_replica
     if estimate is None or estimate <= 0:
-        return TargetLearnerState(watts_per_replica=sample, samples=1, last_data_s=now_s)
+        return replace(previous, watts_per_replica=sample, samples=1, last_data_s=now_s)
     ratio = settings.outlier_ratio
     sample = min(estimate * ratio, max(estimate / ratio, sample))
     weight = settings.rise_weight if sample > estimate else settings.fall_weight
-    return TargetLearnerState(
+    return replace(
+        previous,
         watts_per_replica=estimate + weight * (sample - estimate),
         samples=previous.samples + 1,
         last_data_s=now_s,
     )
+
+
+def _demand_envelope(
+    previous: float | None, target: TargetObservation, settings: HeadroomSettings
+) -> float | None:
+    """The demand envelope after this round: up at once, down by `demand_fall_weight`."""
+    demand = target.demand_tokens_per_s
+    if demand is None:
+        return previous
+    if previous is None or demand >= previous:
+        return demand
+    return previous + settings.demand_fall_weight * (demand - previous)
+
+
+SATURATION_BACKLOG = 1.1
+"""Demand beyond this multiple of the tokens served: the target's replicas are saturated."""
+
+
+def learn_energy_model(
+    previous: TargetLearnerState,
+    target: TargetObservation,
+    settings: HeadroomSettings,
+) -> TargetLearnerState:
+    """Fold one measurement into the target's dynamic energy per token, its spread and, when
+    the demand exceeds what is served, the tokens one replica serves at full load.
+
+    The dynamic watts are the target's watts less the idle draw of the nodes its replicas
+    occupy (`settings.idle_watts_per_replica`; 0 when idle is not measured under the cap, so
+    the idle draw is then spread over the tokens: an over-estimate, never an under-estimate).
+    Rounds with (almost) no tokens, or right after the replica count changed, are skipped.
+    """
+    steady = previous.replicas_seen == target.current_replicas
+    state = replace(
+        previous,
+        replicas_seen=target.current_replicas,
+        demand_tokens_per_s=_demand_envelope(previous.demand_tokens_per_s, target, settings),
+    )
+    if not steady or target.watts is None or target.current_replicas <= 0:
+        return state
+    tokens = target.tokens_per_s or 0.0
+    dynamic_w = target.watts - settings.idle_watts_per_replica * target.current_replicas
+    if dynamic_w <= 0 or tokens < 1e-6 * target.watts:
+        return state
+    sample = dynamic_w / tokens
+    estimate = state.joules_per_token
+    ratio = settings.outlier_ratio
+    if estimate is None or estimate <= 0:
+        state = replace(state, joules_per_token=sample, joules_per_token_spread=0.0)
+    else:
+        sample = min(estimate * ratio, max(estimate / ratio, sample))
+        weight = settings.energy_weight
+        deviation = abs(sample / estimate - 1.0)
+        state = replace(
+            state,
+            joules_per_token=estimate + weight * (sample - estimate),
+            joules_per_token_spread=(
+                state.joules_per_token_spread + weight * (deviation - state.joules_per_token_spread)
+            ),
+        )
+    demand = target.demand_tokens_per_s
+    if demand is not None and demand > SATURATION_BACKLOG * tokens:
+        per_replica = tokens / target.current_replicas
+        known = state.tokens_per_replica
+        if known is None:
+            state = replace(state, tokens_per_replica=per_replica)
+        else:
+            # Every such sample is a full replica's, so a plain average (not a peak tracker).
+            weight = settings.energy_weight
+            state = replace(state, tokens_per_replica=known + weight * (per_replica - known))
+    return state
 
 
 @dataclass(slots=True)
@@ -251,6 +340,28 @@ class _Slot:
     hold_upto: int
     """`grow_upto`, or the ceiling in force when higher: what the loose plan may keep."""
     pressing: bool
+    fixed_w: float = 0.0
+    """Per replica, the idle draw of its node (when measured under the cap)."""
+    demand_w: float | None = None
+    """Dynamic watts the target's demand asks for; `None`: unknown, every replica is charged
+    `watts_per_replica`."""
+    full_dynamic_w: float | None = None
+    """Dynamic watts of one replica at full load, from the energy model; `None`: the learned
+    `watts_per_replica` less the idle draw."""
+
+    def replica_w(self, k: int) -> float:
+        """What the k-th replica (1-based) adds: its node's idle draw plus the dynamic power
+        of the demand it takes, at most a full replica's (`watts_per_replica` less idle)."""
+        if self.demand_w is None:
+            return self.watts_per_replica
+        full_w = self.full_dynamic_w
+        if full_w is None:
+            full_w = max(0.0, self.watts_per_replica - self.fixed_w)
+        return self.fixed_w + min(full_w, max(0.0, self.demand_w - (k - 1) * full_w))
+
+    def watts(self, replicas: int) -> float:
+        """Predicted watts of `replicas` replicas (no idle credit)."""
+        return sum(self.replica_w(k) for k in range(1, replicas + 1))
 
 
 def _priority_sequence(slots: list[_Slot], start: list[int], stop: list[int]) -> list[int]:
@@ -311,7 +422,7 @@ def _allocate(
     serving.
     """
     counts = [s.target.min_replicas for s in slots]
-    left_w = budget_w - sum(c * s.watts_per_replica for c, s in zip(counts, slots, strict=True))
+    left_w = budget_w - sum(s.watts(c) for c, s in zip(counts, slots, strict=True))
     if left_w < 0:
         return counts
     left_deferrable_w = math.inf
@@ -346,7 +457,7 @@ def _allocate(
         if growth and allowance == 0:
             continue
         credit = min(idle_credit_w, pool_w) if growth else 0.0
-        cost = max(0.0, slots[index].watts_per_replica - credit)
+        cost = max(0.0, slots[index].replica_w(counts[index] + 1) - credit)
         if slots[index].target.deferrable:
             # The deferrable grants are a prefix of their own order too: once one misses the
             # carbon budget, no cheaper one after it slips in (that could raise a batch
@@ -368,6 +479,61 @@ def _allocate(
     return counts
 
 
+def _joules_per_token_bound(
+    joules_per_token: float, learner: TargetLearnerState, settings: HeadroomSettings
+) -> float:
+    """The energy per token plus one standard error of its moving average (the samples'
+    spread x sqrt(w / (2 - w)) for weight w): the model's uncertainty, charged."""
+    weight = settings.energy_weight
+    error = learner.joules_per_token_spread * math.sqrt(weight / (2.0 - weight))
+    return joules_per_token * (1.0 + error)
+
+
+def _demand_watts(
+    target: TargetObservation, learner: TargetLearnerState, settings: HeadroomSettings
+) -> float | None:
+    """Dynamic watts the target's demand asks for, with the model's uncertainty on top; `None`
+    without a demand signal or an energy per token learned yet, and where the idle draw a
+    replica brings is not known (a scope of pod power only: there a replica that adds no
+    tokens still adds its GPUs' idle draw, which nothing learns yet). Never below what it
+    serves."""
+    if (
+        target.demand_tokens_per_s is None
+        or learner.joules_per_token is None
+        or settings.idle_watts_per_replica <= 0
+    ):
+        return None
+    tokens_per_s = max(
+        target.demand_tokens_per_s, learner.demand_tokens_per_s or 0.0, target.tokens_per_s or 0.0
+    )
+    return tokens_per_s * _joules_per_token_bound(learner.joules_per_token, learner, settings)
+
+
+def _full_dynamic_watts(learner: TargetLearnerState, settings: HeadroomSettings) -> float | None:
+    """One saturated replica's dynamic watts: energy per token x its tokens at full load."""
+    if learner.joules_per_token is None or learner.tokens_per_replica is None:
+        return None
+    per_token = _joules_per_token_bound(learner.joules_per_token, learner, settings)
+    return per_token * learner.tokens_per_replica
+
+
+def _predicted_scope_watts(
+    slots: list[_Slot], ceilings: dict[str, int], untargeted_w: float, credit_w: float
+) -> float:
+    """The scope's power once the ceilings are in force: the load no target accounts for,
+    plus each target's model at the replicas it will run (its ceiling where the autoscaler
+    wants more, else no more than now), less the idle draw new replicas take over."""
+    total_w = untargeted_w
+    growth = 0
+    for slot in slots:
+        target = slot.target
+        ceiling = ceilings[target.name]
+        replicas = ceiling if target.wants_more_replicas else min(ceiling, target.current_replicas)
+        total_w += slot.watts(replicas)
+        growth += max(0, replicas - target.current_replicas)
+    return total_w - min(untargeted_w, credit_w * growth)
+
+
 def _decide_headroom(
     observation: CapObservation,
     settings: HeadroomSettings,
@@ -377,7 +543,8 @@ def _decide_headroom(
     learners = dict(state.targets)
     for target in observation.targets:
         previous = learners.get(target.name, TargetLearnerState())
-        learners[target.name] = learn_watts_per_replica(previous, target, settings, now_s)
+        learned = learn_watts_per_replica(previous, target, settings, now_s)
+        learners[target.name] = learn_energy_model(learned, target, settings)
     # Forget targets that left the scope so a re-created one starts fresh.
     names = {t.name for t in observation.targets}
     learners = {name: s for name, s in learners.items() if name in names}
@@ -432,7 +599,7 @@ def _decide_headroom(
         slots.append(
             _Slot(
                 target=target,
-                watts_per_replica=estimate,
+                watts_per_replica=max(estimate, settings.idle_watts_per_replica),
                 weight=weight,
                 keep_upto=min(target.user_max_replicas, target.current_replicas),
                 grow_upto=min(target.user_max_replicas, target.current_replicas + step_up),
@@ -441,6 +608,9 @@ def _decide_headroom(
                     max(target.current_replicas + step_up, target.applied_max_replicas),
                 ),
                 pressing=target.wants_more_replicas,
+                fixed_w=settings.idle_watts_per_replica,
+                demand_w=_demand_watts(target, learners[target.name], settings),
+                full_dynamic_w=_full_dynamic_watts(learners[target.name], settings),
             )
         )
     state = replace(state, no_data_since_s=None, last_scope_data_s=now_s)
@@ -458,12 +628,22 @@ def _decide_headroom(
             observation.deferrable_cap_w * (1.0 - settings.safety_margin_fraction) - untargeted_w
         )
     allowance = observation.rack_replica_headroom
-    unconstrained = sum(s.target.user_max_replicas * s.watts_per_replica for s in slots)
+    credit_w = settings.idle_watts_per_replica
+    # A replica beyond those running lands on an idle node whose draw is already measured.
+    credited_w = min(
+        untargeted_w,
+        credit_w
+        * sum(
+            max(0, s.target.user_max_replicas - s.target.current_replicas)
+            for s in slots
+            if s.demand_w is not None
+        ),
+    )
+    unconstrained = sum(s.watts(s.target.user_max_replicas) for s in slots) - credited_w
     deferrable_fits = deferrable_budget_w is None or unconstrained <= deferrable_budget_w
     wanted_growth = sum(
         max(0, s.target.user_max_replicas - s.target.current_replicas) for s in slots
     )
-    credit_w = settings.idle_watts_per_replica
     loose = _allocate(
         slots,
         budget_w,
@@ -529,11 +709,34 @@ def _decide_headroom(
             if new < floor:
                 reason += f"; stepping down gradually to {floor} (wanted {new})"
                 new = floor
-        decisions.append(_decision(target, new, code, reason, planned_w=_clamp(new, target) * wpr))
+        planned_w = slot.watts(_clamp(new, target))
+        predicted_now_w = slot.watts(target.current_replicas)
+        if target.watts is not None:
+            # Beside every decision (status, Events, `climatik explain`): how far the power
+            # model is off for this target now.
+            reason += (
+                f" (power model: {predicted_now_w:.0f} W predicted for its "
+                f"{target.current_replicas} replicas, {target.watts:.0f} W measured)"
+            )
+        decisions.append(
+            _decision(
+                target,
+                new,
+                code,
+                reason,
+                planned_w=planned_w,
+                predicted_w=predicted_now_w,
+            )
+        )
+    ceilings = {d.target: d.new_max_replicas for d in decisions}
+    predicted_w = _predicted_scope_watts(slots, ceilings, untargeted_w, credit_w)
+    error_w = None if state.predicted_w is None else observation.measured_w - state.predicted_w
     return CeilingPlan(
         scope=observation.scope,
         decisions=tuple(decisions),
-        state=state,
+        state=replace(state, predicted_w=predicted_w),
+        predicted_w=predicted_w,
+        prediction_error_w=error_w,
         budget_w=budget_w,
         reason=(
             f"{observation.measured_w:.0f} W of {observation.cap_w:.0f} W measured; "

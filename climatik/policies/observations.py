@@ -128,8 +128,12 @@ def observe_target(
     limited_by_ceiling: bool | None,
     priority: int,
     deferrable: bool,
+    demand_tokens_per_s: float | None = None,
 ) -> TargetObservation:
-    """One target as measured; an unusable reading (NaN, negative) is no data, never zero."""
+    """One target as measured; an unusable reading (NaN, negative) is no data, never zero.
+
+    `demand_tokens_per_s` is what its demand asks for (arrivals plus the backlog the autoscaler
+    drains, from its trigger metric); without it the policy charges every replica full load."""
     return TargetObservation(
         name=name,
         current_replicas=current_replicas,
@@ -141,7 +145,31 @@ def observe_target(
         limited_by_ceiling=limited_by_ceiling,
         priority=priority,
         deferrable=deferrable,
+        demand_tokens_per_s=_usable(demand_tokens_per_s),
     )
+
+
+BACKLOG_DRAIN_S = 60.0
+"""Time over which a target's waiting requests count as demand (KEDA's queue-length scaling
+drains a backlog over about a minute)."""
+
+
+def demand_tokens_per_s(
+    tokens_per_s: float | None,
+    waiting_requests: float | None,
+    tokens_per_request: float | None,
+    drain_s: float = BACKLOG_DRAIN_S,
+) -> float | None:
+    """What a target's demand asks for, in tokens per second, from what vLLM exports: the
+    tokens it serves plus its waiting requests' tokens drained over `drain_s`. Served tokens
+    alone miss the demand a saturated target turns away; its backlog shows it. `None` when
+    the backlog is not measured (the policy then charges every replica full load)."""
+    served = _usable(tokens_per_s)
+    waiting = _usable(waiting_requests)
+    per_request = _usable(tokens_per_request)
+    if served is None or waiting is None or per_request is None:
+        return None
+    return served + waiting * per_request / drain_s
 
 
 def measured_watts_per_replica(targets: Sequence[TargetObservation]) -> float | None:

@@ -35,7 +35,7 @@ from climatik.api.models import (
     EffectiveCapSource,
     PowerCappingConfigStatus,
 )
-from climatik.api.status import find_condition, set_condition, status_from_wire
+from climatik.api.status import find_condition, peer_status, set_condition, status_from_wire
 from climatik.domain.carbon import CarbonCap, CarbonReading
 from climatik.domain.config import CarbonConfig, CarbonFallback, PowerCappingConfig
 from climatik.kube.cache import Cache, EventSink
@@ -300,13 +300,12 @@ class CarbonReconciler:
         memory: _Memory,
     ) -> None:
         now_s = self._clock()
-        status = obj.get("status") or {}
-        watts = status.get("measuredPowerWatts")
+        watts = peer_status(obj).measured_power_watts  # the power-cap reconciler's reading
         if outcome is not None:
             self._metrics.set_carbon_intensity(
                 key, outcome.reading.signal, outcome.reading.intensity_g_per_kwh
             )
-            if memory.last_accounted_s is not None and isinstance(watts, int | float):
+            if memory.last_accounted_s is not None and watts is not None:
                 seconds = now_s - memory.last_accounted_s
                 grams = emissions_g(watts, outcome.reading.intensity_g_per_kwh, seconds, pue)
                 self._metrics.emissions.labels(key).inc(grams)

@@ -37,6 +37,7 @@ from climatik.api.status import (
     GPU_TUNING_CONDITION,
     GPU_TUNING_NOT_ALLOWED,
     find_condition,
+    peer_status,
     set_condition,
     status_from_wire,
 )
@@ -239,15 +240,15 @@ class GpuTuningReconciler:
         targets = self._workloads.resolve(config).targets
         nodes = sorted({n for t in targets for n in t.pod_nodes if n})
         self._collect_results(key, nodes)
-        status = obj.get("status") or {}
+        status = peer_status(obj)  # the power-cap and carbon reconcilers' readings
         tokens_per_watt = _mean_tokens_per_watt(status)
-        cap_w = status.get("effectiveCapWatts") or config.power_cap_w
+        cap_w = status.effective_cap_watts or config.power_cap_w
         racks_near = _rack_near_limit(config, status)
         for node in nodes:
             memory = self._nodes.setdefault(node, _NodeMemory())
             reason = tuning_reason(
                 TriggerInputs(
-                    measured_w=status.get("measuredPowerWatts"),
+                    measured_w=status.measured_power_watts,
                     cap_w=float(cap_w),
                     rack_near_limit=racks_near,
                     tokens_per_watt=tokens_per_watt,
@@ -407,24 +408,19 @@ def _without_refusal_condition(
     return with_fields(current, conditions=kept)
 
 
-def _rack_near_limit(config: PowerCappingConfig, status: Mapping[str, Any]) -> bool:
+def _rack_near_limit(config: PowerCappingConfig, status: PowerCappingConfigStatus) -> bool:
     """A rack within 10 % of its power limit (from the power-cap reconciler's rack status)."""
-    for rack in status.get("racks") or ():
-        constraint = config.rack(str(rack.get("rackId")))
-        headroom = rack.get("headroomWatts")
-        if constraint is None or constraint.max_power_w is None:
+    for rack in status.racks or ():
+        constraint = config.rack(rack.rack_id)
+        if constraint is None or constraint.max_power_w is None or rack.headroom_watts is None:
             continue
-        if isinstance(headroom, int | float) and headroom <= 0.1 * constraint.max_power_w:
+        if rack.headroom_watts <= 0.1 * constraint.max_power_w:
             return True
     return False
 
 
-def _mean_tokens_per_watt(status: Mapping[str, Any]) -> float | None:
-    values = [
-        t["tokensPerWatt"]
-        for t in status.get("targets") or ()
-        if isinstance(t.get("tokensPerWatt"), int | float)
-    ]
+def _mean_tokens_per_watt(status: PowerCappingConfigStatus) -> float | None:
+    values = [t.tokens_per_watt for t in status.targets or () if t.tokens_per_watt is not None]
     return sum(values) / len(values) if values else None
 
 

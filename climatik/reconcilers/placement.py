@@ -53,8 +53,10 @@ from climatik.domain.placement import (
     SupplySetpoint,
     SupplySettings,
 )
+from climatik.kube.cache import Cache, EventSink
 from climatik.kube.client import ApiError, KubeClient
 from climatik.kube.resources import DEPLOYMENTS
+from climatik.kube.store import FrozenMapping
 from climatik.policies.observations import replica_added_watts
 from climatik.policies.placement import (
     preferred_rack_weights,
@@ -135,14 +137,14 @@ class PlacementReconciler:
         self,
         client: KubeClient,
         *,
-        configs: Any,
+        configs: Cache[FrozenMapping],
         workloads: WorkloadCaches,
-        nodes: Any,
-        recirculation_maps: Any,
+        nodes: Cache[FrozenMapping],
+        recirculation_maps: Cache[FrozenMapping],
         signal_source: Callable[[PowerCappingConfig], Awaitable[RackSignalSource]],
         cooling: Callable[[PowerCappingConfig], Awaitable[CoolingController]],
         snapshot: PlacementSnapshot,
-        events: Any,
+        events: EventSink,
         metrics: PlacementMetrics,
         settings: PlacementSettings | None = None,
         weights: PlacementWeights | None = None,

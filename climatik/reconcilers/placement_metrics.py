@@ -155,15 +155,3 @@ class PlacementMetrics:
         self._round.pop(config, None)
         for family in self._families:
             family.forget(config)
-
-
-_BY_REGISTRY: dict[int, PlacementMetrics] = {}
-
-
-def placement_metrics(registry: CollectorRegistry) -> PlacementMetrics:
-    """One set of placement metrics per registry, shared by the reconciler and the webhook
-    (registering the same names twice on one registry is an error)."""
-    metrics = _BY_REGISTRY.get(id(registry))
-    if metrics is None or metrics.registry is not registry:
-        metrics = _BY_REGISTRY[id(registry)] = PlacementMetrics(registry)
-    return metrics

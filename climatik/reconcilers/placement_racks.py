@@ -18,6 +18,8 @@ from typing import Any
 
 from climatik.domain.config import PowerCappingConfig
 from climatik.domain.placement import PlaceObservation, RecirculationEstimate
+from climatik.kube.cache import Cache
+from climatik.kube.store import FrozenMapping
 from climatik.policies.observations import (
     PlaceReading,
     group_nodes_by_rack,
@@ -95,8 +97,8 @@ class RackObserver:
     def __init__(
         self,
         *,
-        nodes: Any,
-        recirculation_maps: Any,
+        nodes: Cache[FrozenMapping],
+        recirculation_maps: Cache[FrozenMapping],
         settings: PlacementSettings,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -13,7 +13,6 @@ from typing import Any
 
 import aiohttp
 import structlog
-from prometheus_client import CollectorRegistry
 
 from climatik.domain.gpu import TUNE_NODE_LABEL
 from climatik.kube.informer import EventHandlers
@@ -60,24 +59,15 @@ PROMETHEUS_QUERIES_PER_RECONCILE = 8
 `max_concurrency`): the session's pool holds that many per worker, so no reconcile ever waits
 for a connection another config's silent Prometheus is holding."""
 
-_METRICS: dict[int, CappingMetrics] = {}
-_HINTS: dict[int, TuningHints] = {}
 
-
-def capping_metrics(registry: CollectorRegistry) -> CappingMetrics:
-    """One set of capping metrics per registry, shared by the reconcilers that report them."""
-    metrics = _METRICS.get(id(registry))
-    if metrics is None:
-        metrics = _METRICS[id(registry)] = CappingMetrics(registry)
-    return metrics
+def capping_metrics(ctx: ControllerContext) -> CappingMetrics:
+    """One set of capping metrics per manager, shared by the reconcilers that report them."""
+    return ctx.shared(CappingMetrics, lambda: CappingMetrics(ctx.metrics.registry))
 
 
 def tuning_hints(ctx: ControllerContext) -> TuningHints:
     """The hints the GPU-tuning controller leaves for the power-cap controller of one manager."""
-    hints = _HINTS.get(id(ctx))
-    if hints is None:
-        hints = _HINTS[id(ctx)] = TuningHints()
-    return hints
+    return ctx.shared(TuningHints, TuningHints)
 
 
 def workload_caches(ctx: ControllerContext) -> WorkloadCaches:
@@ -255,7 +245,7 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
         workloads=WorkloadCaches(scaled_objects, inference_services, deployments, pods, hpas),
         nodes=ctx.informer(NODES, fields=NODE_FIELDS),
         events=ctx.events,
-        metrics=capping_metrics(ctx.metrics.registry),
+        metrics=capping_metrics(ctx),
         settings=settings,
         session_factory=session.get,
         prometheus=prometheus,
@@ -285,7 +275,7 @@ def carbon_controller(ctx: ControllerContext) -> Controller:
         ctx.client,
         configs=configs,
         events=ctx.events,
-        metrics=capping_metrics(ctx.metrics.registry),
+        metrics=capping_metrics(ctx),
         settings=settings,
         session_factory=session.get,
     )

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -47,6 +47,8 @@ from climatik.runtime.reconcile import Controller, ControllerFactory, run_worker
 from climatik.runtime.settings import ControllerSettings, RuntimeSettings
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_LEADERSHIP_LOST = 1
@@ -105,6 +107,7 @@ class Manager:
         self._stop_requested = asyncio.Event()
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
         self._services: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {}
+        self._shared: dict[type, object] = {}
         self._workers_task: asyncio.Task[None] | None = None
         self.watch_settings = WatchSettings(
             inactivity_timeout_s=settings.kube.watch_inactivity_timeout_s
@@ -160,6 +163,14 @@ class Manager:
         self._informers[("lease", namespace, name)] = informer
 
     # -- ControllerContext ------------------------------------------------------------------
+
+    def shared(self, kind: type[T], make: Callable[[], T]) -> T:
+        found = self._shared.get(kind)
+        if found is None:
+            found = self._shared[kind] = make()
+        if not isinstance(found, kind):
+            raise TypeError(f"shared {kind.__name__}: made a {type(found).__name__}")
+        return found
 
     @property
     def namespace(self) -> str | None:

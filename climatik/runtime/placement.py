@@ -26,7 +26,7 @@ from climatik.kube.store import index_by_namespace
 from climatik.kube.workqueue import WorkQueue
 from climatik.reconcilers.cached_fields import NODE_FIELDS
 from climatik.reconcilers.placement import PlacementReconciler
-from climatik.reconcilers.placement_metrics import placement_metrics
+from climatik.reconcilers.placement_metrics import PlacementMetrics
 from climatik.reconcilers.placement_webhook import PlacementSnapshot, PlacementWebhook
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from climatik.reconcilers.settings import PlacementSettings
@@ -153,6 +153,11 @@ def watch_recirculation(
     return maps
 
 
+def placement_metrics(ctx: ControllerContext) -> PlacementMetrics:
+    """One set of placement metrics per manager, shared by the reconciler and the webhook."""
+    return ctx.shared(PlacementMetrics, lambda: PlacementMetrics(ctx.metrics.registry))
+
+
 def placement_controller(ctx: ControllerContext) -> Controller:
     """The placement controller, and its webhook server (serving once a valid pair exists)."""
     settings = ctx.controller_settings.placement
@@ -166,7 +171,7 @@ def placement_controller(ctx: ControllerContext) -> Controller:
     prometheus = PrometheusPool(session.get)
     ctx.add_cleanup(prometheus.close)
     snapshot = PlacementSnapshot()
-    metrics = placement_metrics(ctx.metrics.registry)
+    metrics = placement_metrics(ctx)
     reconciler = PlacementReconciler(
         ctx.client,
         configs=configs,

@@ -6,8 +6,10 @@ returns a :class:`Result`. The worker turns the outcome into queue operations:
 - ``Result()``: done; the key's failure history is forgotten.
 - ``Result(requeue_after=s)``: done, look again in ``s`` seconds (polling external signals such as
   Prometheus or a carbon API); failure history forgotten. The ``s`` seconds count from when the
-  key was due, not from when a worker took it: a key that waited behind thousands of others due
-  at the same moment is not pushed back by its wait every round (a control interval is a rate).
+  key was due, not from when a worker took it or finished: a key that waited behind thousands of
+  others due at the same moment is not pushed back by its wait every round. And ``s`` is a
+  promise of at most ``s`` between two reconciles: the key is queued early by the recent
+  lateness of the controller's reconciles (``climatik.runtime.lateness``).
 - ``Result(requeue=True)``: try again after the rate limiter's backoff.
 - :class:`TerminalError`: the object is wrong in a way retrying cannot fix (logged, not retried;
   the next change to the object enqueues it again).
@@ -27,8 +29,8 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -40,6 +42,7 @@ from climatik.kube.resources import Resource
 from climatik.kube.store import object_key
 from climatik.kube.workqueue import ShutDownError, WorkQueue
 from climatik.reconcilers.result import Result, TerminalError
+from climatik.runtime.lateness import Lateness
 from climatik.runtime.metrics import RuntimeMetrics
 from climatik.runtime.settings import ControllerSettings
 
@@ -56,6 +59,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 
 class Reconciler(Protocol):
@@ -82,6 +87,8 @@ class Controller:
     queue: WorkQueue[str]
     workers: int = 1
     reconcile_timeout_s: float | None = DEFAULT_RECONCILE_TIMEOUT_S
+    lateness: Lateness = field(default_factory=Lateness)
+    """How late its polled reconciles finish after they were due, recently."""
 
 
 def enqueue_handlers(
@@ -140,7 +147,10 @@ async def process_one(controller: Controller, key: str, metrics: RuntimeMetrics)
             else:
                 queue.forget(key)
                 if result.requeue_after is not None:
-                    queue.add_after(key, result.requeue_after - queue.waited_s(key))
+                    late_s = queue.since_due_s(key)
+                    controller.lateness.observe(late_s)
+                    lead_s = controller.lateness.lead_s(result.requeue_after)
+                    queue.add_after(key, result.requeue_after - late_s - lead_s)
                     outcome = "requeue_after"
                 else:
                     outcome = "success"
@@ -216,6 +226,12 @@ class ControllerContext(Protocol):
         ...
 
     def add_cleanup(self, cleanup: Callable[[], Awaitable[None]]) -> None: ...
+
+    def shared(self, kind: type[T], make: Callable[[], T]) -> T:
+        """The manager's one object of `kind`, made by `make` the first time a factory asks:
+        what controllers of one process share (metrics on its registry, the hints the GPU-tuning
+        controller leaves the power-cap controller), living as long as the manager."""
+        ...
 
     def add_service(self, name: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None: ...
 

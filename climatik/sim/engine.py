@@ -42,6 +42,7 @@ from climatik.policies.observations import (
     PlaceReading,
     RackReading,
     ceiling_settings,
+    demand_tokens_per_s,
     heat_coefficients,
     learn_idle_power,
     measured_watts_per_replica,
@@ -279,6 +280,7 @@ class Twin:
         # depend on which others run beside it and differences are the policies' own.
         noise_rng = np.random.default_rng(self.seed)
         placement_rng = np.random.default_rng([self.seed, 7919])
+        demand_rng = np.random.default_rng([self.seed, 4099])
         hours: FloatArray = np.arange(steps, dtype=np.float64) * dt / 3600.0
 
         rates = np.stack(
@@ -589,6 +591,7 @@ class Twin:
         ring_site = np.zeros((ring_len, n_pol))
         ring_svc_w = np.zeros((ring_len, n_pol, n_svc))
         ring_svc_tok = np.zeros((ring_len, n_pol, n_svc))
+        ring_svc_queue = np.zeros((ring_len, n_pol, n_svc))
         ring_rack_w = np.zeros((ring_len, n_pol, n_rack))
         ring_rack_in = np.zeros((ring_len, n_pol, n_rack))
         ring_srv_w = np.zeros((ring_len, n_pol, n_srv))
@@ -619,6 +622,8 @@ class Twin:
         rack_peak = np.zeros((n_pol, n_rack))
         site_peak = np.zeros(n_pol)
         writes = np.zeros(n_pol, dtype=np.int64)
+        errors: list[list[float]] = [[] for _ in self.specs]
+        """Per policy, measured minus predicted scope power at every decision (headroom)."""
         rack_blocked = np.zeros(n_pol, dtype=np.int64)
         history = History()
         site_w_per_step = np.zeros((steps, n_pol))
@@ -726,6 +731,7 @@ class Twin:
             ring_site[slot] = site_w
             ring_svc_w[slot] = svc_w
             ring_svc_tok[slot] = tokens_step / dt
+            ring_svc_queue[slot] = queue
             ring_rack_w[slot] = rack_w
             ring_rack_in[slot] = rack_in
             ring_srv_w[slot] = srv_w
@@ -756,6 +762,11 @@ class Twin:
                 m_site = measured(ring_site)
                 m_svc_w = measured(ring_svc_w)
                 m_svc_tok = ring_svc_tok[picks].mean(axis=0)
+                # Waiting requests (vLLM's num_requests_waiting), with their own noise stream:
+                # adding the signal leaves every other draw as it was.
+                m_svc_queue = ring_svc_queue[picks].mean(axis=0) * (
+                    1 + demand_rng.normal(0.0, sc.measurement.noise_fraction, (n_pol, n_svc))
+                )
                 m_rack_w = measured(ring_rack_w)
                 m_rack_in = ring_rack_in[picks].mean(axis=0)
                 m_srv_w = measured(ring_srv_w)
@@ -811,6 +822,15 @@ class Twin:
                             applied_max_replicas=int(ceiling[p, j]),
                             watts=float(m_svc_w[p, j]) if have_data else None,
                             tokens_per_s=float(m_svc_tok[p, j]) if have_data else None,
+                            demand_tokens_per_s=(
+                                demand_tokens_per_s(
+                                    float(m_svc_tok[p, j]),
+                                    float(m_svc_queue[p, j]),
+                                    float(out_tokens[j]),
+                                )
+                                if have_data
+                                else None
+                            ),
                             limited_by_ceiling=bool(wanted[p, j] > ceiling[p, j]),
                             priority=s.priority,
                             deferrable=s.deferrable,
@@ -838,6 +858,8 @@ class Twin:
                     setting = ceiling_settings(setting, idle[p], scope_measures_nodes=True)
                     plan = decide_replica_ceilings(observation, setting, states[p], now_s)
                     states[p] = plan.state
+                    if plan.prediction_error_w is not None:
+                        errors[p].append(plan.prediction_error_w)
                     for j, decision in enumerate(plan.decisions):
                         if decision.changed:
                             writes[p] += 1
@@ -911,6 +933,16 @@ class Twin:
                 },
                 "carbon_basis": "location-based (grid average intensity x facility energy)",
             }
+            if errors[p]:
+                # The power model's error: the measured site power at a decision against what
+                # the previous decision predicted for its ceilings (mean absolute and bias).
+                err = np.asarray(errors[p])
+                details[name]["power_prediction_error_pct_of_cap"] = float(
+                    np.abs(err).mean() / site_cap * 100.0
+                )
+                details[name]["power_prediction_bias_pct_of_cap"] = float(
+                    err.mean() / site_cap * 100.0
+                )
         if clock_reasons:
             losses = per_replica_slowdown(sc, tuned)
             for p, spec in enumerate(self.specs):

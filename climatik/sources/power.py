@@ -134,9 +134,17 @@ class TokensQueryConfig:
     pod_label: str = "pod"
     window: str = DEFAULT_TOKENS_WINDOW
     custom_query: str | None = None
+    waiting_metric: str = "vllm:num_requests_waiting"
+    """Requests queued in each pod (vLLM's gauge): the backlog that tells a target's demand
+    beyond what it serves."""
+    finished_metric: str = "vllm:e2e_request_latency_seconds_count"
+    """Requests finished (vLLM's end-to-end latency histogram count): tokens per request is
+    generated tokens over finished requests."""
 
     def __post_init__(self) -> None:
         promql.check_metric_name(self.metric)
+        promql.check_metric_name(self.waiting_metric)
+        promql.check_metric_name(self.finished_metric)
         promql.check_label_name(self.namespace_label)
         promql.check_label_name(self.pod_label)
         promql.check_duration(self.window)
@@ -321,6 +329,32 @@ def build_grouped_power_queries(config: PowerQueryConfig) -> GroupedPowerQueries
             raise promql.QueryTemplateError("the Custom preset needs a power query")
 
 
+@dataclass(frozen=True, slots=True)
+class GroupedDemandQueries:
+    """A target's demand beyond what it serves, for every pod at once: its queued requests and
+    its finished requests per second (tokens per request = tokens per second over these)."""
+
+    waiting: GroupedQuery
+    finished_per_s: GroupedQuery
+
+
+def build_grouped_demand_queries(config: TokensQueryConfig) -> GroupedDemandQueries | None:
+    """vLLM's backlog and request rate of every pod (None for a custom tokens query: its
+    metrics are not known to be vLLM's)."""
+    if config.custom_query is not None:
+        return None
+    ns, pod = config.namespace_label, config.pod_label
+    return GroupedDemandQueries(
+        waiting=_grouped("sum", ns, pod, _with_pod(config.waiting_metric, ns, pod)),
+        finished_per_s=_grouped(
+            "sum",
+            ns,
+            pod,
+            f"rate({_with_pod(config.finished_metric, ns, pod)}[{config.window}])",
+        ),
+    )
+
+
 def build_grouped_tokens_query(config: TokensQueryConfig) -> GroupedQuery | None:
     """Tokens per second of every pod (None for a custom tokens query)."""
     if config.custom_query is not None:
@@ -360,6 +394,22 @@ class TargetMeasurement:
     """None when tokens are not measured for this target."""
     gpu_coverage: GpuCoverage | None = None
     """Which GPU pods have GPU power series (None: no GPU pods, or the preset cannot say)."""
+    waiting_requests: Outcome | None = None
+    """Requests queued in its pods (None when not asked: a custom tokens query)."""
+    finished_per_s: Outcome | None = None
+    """Requests its pods finish per second (None when not asked)."""
+
+    @property
+    def tokens_per_request(self) -> float | None:
+        """Generated tokens per finished request, when both rates are measured and nonzero."""
+        tokens, finished = self.tokens_per_s_or_none, _value(self.finished_per_s)
+        if tokens is None or finished is None or finished <= 0:
+            return None
+        return tokens / finished
+
+    @property
+    def waiting_requests_or_none(self) -> float | None:
+        return _value(self.waiting_requests)
 
     @property
     def watts_or_none(self) -> float | None:
@@ -368,6 +418,10 @@ class TargetMeasurement:
     @property
     def tokens_per_s_or_none(self) -> float | None:
         return self.tokens_per_s.value if isinstance(self.tokens_per_s, Reading) else None
+
+
+def _value(outcome: Outcome | None) -> float | None:
+    return outcome.value if isinstance(outcome, Reading) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -550,6 +604,8 @@ class _GroupedReads:
     gpu_watts: _Grouped | None = None
     freshness: _Grouped | None = None
     tokens: _Grouped | None = None
+    waiting: _Grouped | None = None
+    finished: _Grouped | None = None
 
 
 def _pods_phrase(target: TargetPods) -> str:
@@ -638,6 +694,7 @@ class PrometheusPowerSource:
         self._limits = plausibility if plausibility is not None else PlausibilityLimits()
         self._grouped_power = build_grouped_power_queries(self._power)
         self._grouped_tokens = build_grouped_tokens_query(tokens) if tokens is not None else None
+        self._grouped_demand = build_grouped_demand_queries(tokens) if tokens is not None else None
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._clock = clock
 
@@ -713,11 +770,24 @@ class PrometheusPowerSource:
                 if tokens
                 else None
             )
+            demand = self._grouped_demand
+            waiting = (
+                group.create_task(self._by_pod(demand.waiting, asked_after_s=asked_after_s))
+                if demand
+                else None
+            )
+            finished = (
+                group.create_task(self._by_pod(demand.finished_per_s, asked_after_s=asked_after_s))
+                if demand
+                else None
+            )
         return _GroupedReads(
             watts=watts.result() if watts else None,
             gpu_watts=gpu.result() if gpu else None,
             freshness=fresh.result() if fresh else None,
             tokens=tok.result() if tok else None,
+            waiting=waiting.result() if waiting else None,
+            finished=finished.result() if finished else None,
         )
 
     async def _by_pod(
@@ -763,6 +833,16 @@ class PrometheusPowerSource:
                 else None
             ),
             gpu_coverage=self._gpu_coverage(target, reads),
+            waiting_requests=self._demand_part(reads.waiting, target),
+            finished_per_s=self._demand_part(reads.finished, target),
+        )
+
+    def _demand_part(self, read: _Grouped | None, target: TargetPods) -> Outcome | None:
+        """A target's share of a demand answer (None when it was not asked)."""
+        if read is None or isinstance(read, PrometheusError):
+            return read
+        return _sum_pods(
+            read, target, now_s=self._clock(), max_age_s=self._client.settings.max_sample_age_s
         )
 
     def _gpu_coverage(self, target: TargetPods, reads: _GroupedReads) -> GpuCoverage | None:

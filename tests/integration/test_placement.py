@@ -31,7 +31,6 @@ from climatik.kube.resources import NODES
 from climatik.kube.store import index_by_namespace
 from climatik.reconcilers.placement import PlacementReconciler
 from climatik.reconcilers.placement_deletion_costs import DELETION_COST_ANNOTATION
-from climatik.reconcilers.placement_metrics import placement_metrics
 from climatik.reconcilers.placement_template import ORIGINAL_AFFINITY_ANNOTATION
 from climatik.reconcilers.placement_webhook import (
     MANAGED_LABEL,
@@ -45,7 +44,7 @@ from climatik.reconcilers.resources import (
 from climatik.reconcilers.settings import PlacementSettings
 from climatik.runtime.capping import workload_caches
 from climatik.runtime.manager import Manager
-from climatik.runtime.placement import watch_recirculation
+from climatik.runtime.placement import placement_metrics, watch_recirculation
 from climatik.runtime.reconcile import Controller, ControllerContext, enqueue_handlers
 from climatik.runtime.settings import RuntimeSettings
 from climatik.runtime.webhook import WebhookServer, start_webhook_server
@@ -162,7 +161,7 @@ def placement_factory(
             cooling=cooling_for,
             snapshot=snapshot,
             events=ctx.events,
-            metrics=placement_metrics(ctx.metrics.registry),
+            metrics=placement_metrics(ctx),
             settings=settings,
         )
         return Controller("placement", reconciler, queue)

@@ -27,13 +27,12 @@ from climatik.kube.resources import NODES
 from climatik.kube.store import index_by_namespace
 from climatik.reconcilers.placement import PlacementReconciler
 from climatik.reconcilers.placement_deletion_costs import DELETION_COST_ANNOTATION
-from climatik.reconcilers.placement_metrics import placement_metrics
 from climatik.reconcilers.placement_webhook import PlacementSnapshot
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from climatik.reconcilers.settings import PlacementSettings
 from climatik.runtime.capping import power_cap_controller, workload_caches
 from climatik.runtime.manager import Manager
-from climatik.runtime.placement import watch_recirculation
+from climatik.runtime.placement import placement_metrics, watch_recirculation
 from climatik.runtime.reconcile import (
     Controller,
     ControllerContext,
@@ -136,7 +135,7 @@ def placement_factory(signals: RackSignalSource, snapshot: PlacementSnapshot) ->
             cooling=cooling_for,
             snapshot=snapshot,
             events=ctx.events,
-            metrics=placement_metrics(ctx.metrics.registry),
+            metrics=placement_metrics(ctx),
             settings=settings,
         )
         return Controller("placement", reconciler, queue)

@@ -194,6 +194,37 @@ async def test_tokens_per_second_from_vllm_counters(
     assert result.watts_or_none == pytest.approx(550.0)
 
 
+async def test_demand_from_vllms_backlog_and_finished_requests(
+    prometheus: PrometheusServer,
+    metrics_exporter: ExporterHandle,
+    session: aiohttp.ClientSession,
+    namespace: str,
+) -> None:
+    """The headroom policy's demand signal, from vLLM's own series through a real Prometheus:
+    the queued requests (a gauge) and tokens per request (generated tokens over the latency
+    histogram's count of finished requests)."""
+    pods = {
+        name: {**values, "waiting_requests": 4.0, "tokens_per_request": 200.0}
+        for name, values in PODS.items()
+    }
+    target = await add_service(metrics_exporter, namespace, pods)
+    source = PrometheusPowerSource(
+        client_for(session, prometheus),
+        power=PowerQueryConfig(),
+        tokens=TokensQueryConfig(window=RATE_WINDOW),
+    )
+    result = await eventually(
+        lambda: measure(source, target),
+        lambda m: (
+            close_to(m.tokens_per_s_or_none, 100.0)
+            and close_to(m.tokens_per_request, 200.0)
+            and m.waiting_requests_or_none == 8.0
+        ),
+        timeout_s=40,
+    )
+    assert result.watts_or_none == pytest.approx(550.0)
+
+
 async def test_custom_query_with_placeholders(
     prometheus: PrometheusServer,
     metrics_exporter: ExporterHandle,

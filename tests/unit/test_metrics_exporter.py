@@ -82,6 +82,20 @@ def test_counters_integrate_rates_over_time() -> None:
     assert "DCGM_FI_DEV_POWER_USAGE{" not in text
 
 
+def test_vllm_backlog_and_finished_requests_follow_what_was_set() -> None:
+    """The demand a capping policy reads: the queue as set, and finished requests counted at
+    tokens per second over tokens per request, as vLLM's latency histogram's count."""
+    clock = Clock()
+    exporter = make(clock)
+    exporter.set_values("llm/vllm-0", {"waiting_requests": 7, "tokens_per_request": 200})
+    clock.now_s += 10
+    text = exporter.render("vllm")
+    assert value_of(text, "vllm:num_requests_waiting", pod="vllm-0") == 7
+    finished = value_of(text, "vllm:e2e_request_latency_seconds_count", pod="vllm-0")
+    assert finished == pytest.approx(40 * 10 / 200)  # 40 tokens/s for 10 s
+    assert "# TYPE vllm:e2e_request_latency_seconds histogram" in text
+
+
 def test_exposition_uses_each_exporters_labels() -> None:
     exporter = make(Clock())
     kepler = exporter.render("kepler")

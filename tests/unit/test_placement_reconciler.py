@@ -15,9 +15,10 @@ import pytest
 from climatik.api.status import apply_merge_patch
 from climatik.domain.config import PowerCappingConfig
 from climatik.domain.placement import PlaceScore, SupplySetpoint
+from climatik.kube import cache as kube_cache
 from climatik.kube.client import ApiError
 from climatik.kube.resources import Resource
-from climatik.kube.store import Store, thaw
+from climatik.kube.store import FrozenMapping, Store, thaw
 from climatik.policies.placement import score_racks as policy_score_racks
 from climatik.reconcilers import placement as placement_reconciler
 from climatik.reconcilers.placement import PlacementReconciler
@@ -90,6 +91,30 @@ class ConfigMapsOf:
 
     def get(self, key: str) -> Any:
         return self.client.objects.get(("configmaps", key.partition("/")[2]))
+
+    # The rest of a cache store, unused by what reads recirculation ConfigMaps.
+    version = 0
+
+    def objects(self) -> list[Any]:
+        return []
+
+    def __len__(self) -> int:
+        return 0
+
+    def by_index(self, index_name: str, value: str) -> list[Any]:
+        return []
+
+    def index_version(self, index_name: str, value: str) -> int:
+        return 0
+
+    def add_indexer(self, name: str, func: Any) -> None:
+        return None
+
+
+def _store(cache: kube_cache.Cache[FrozenMapping]) -> Store:
+    """The test's own store behind a reconciler's read-only cache, to change it."""
+    assert isinstance(cache.store, Store)
+    return cache.store
 
 
 class Events:
@@ -396,7 +421,7 @@ async def test_deleted_or_disabled_config_is_forgotten() -> None:
     rec, _, _, metrics = reconciler(config(), [], static(HOT_OVER, COOL))
     await rec.reconcile(f"{NS}/cap")
     assert rec.snapshot.lookup(NS, "chat") is not None
-    rec._configs.store.delete(f"{NS}/cap")
+    _store(rec._configs).delete(f"{NS}/cap")
     assert await rec.reconcile(f"{NS}/cap") == Result()
     assert rec.snapshot.lookup(NS, "chat") is None
     assert (
@@ -890,7 +915,7 @@ async def test_rack_readings_that_only_jitter_are_not_written_again() -> None:
         written = [p for _, _, p, sub in client.patches[before:] if sub == "status"]
         for patch in written:  # as the watch would bring the write back into the cache
             cached = thaw(rec._configs.store.get(f"{NS}/cap"))
-            rec._configs.store.upsert(apply_merge_patch(cached, patch))
+            _store(rec._configs).upsert(apply_merge_patch(cached, patch))
         return written
 
     assert await reconcile_and_apply()
@@ -914,7 +939,7 @@ async def test_configs_reading_the_same_racks_share_one_history() -> None:
     rec, *_ = reconciler(config(), [], source, clock=lambda: now[0])
     other = config()
     other["metadata"]["name"] = "cap-2"
-    rec._configs.store.upsert(other)
+    _store(rec._configs).upsert(other)
     for i in range(12):
         pa, pb = 10_000.0 + 1_000.0 * (i % 3), 10_000.0 + 1_500.0 * (i % 4)
         source.set(

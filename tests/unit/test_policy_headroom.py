@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +22,7 @@ from climatik.policies.ceilings import (
     FailSafeSettings,
     HeadroomSettings,
     decide_replica_ceilings,
+    learn_energy_model,
     learn_watts_per_replica,
 )
 
@@ -209,7 +211,7 @@ def test_everything_fits_restores_the_users_max() -> None:
 
 
 def test_each_decision_carries_the_code_of_the_branch_that_made_it() -> None:
-    # 10 kW per replica under 55 kW: 52.8 kW usable, 51.15 kW strictly; 5 replicas fit both.
+    # 10 kW per replica under 55 kW: 53.35 kW usable, 52.8 kW strictly; 5 replicas fit both.
     def code(applied: int, *others: TargetObservation) -> dict[str, CeilingReason]:
         chat = target("chat", current=4, watts_per_replica=10_000.0, applied=applied)
         plan = decide_replica_ceilings(
@@ -235,7 +237,7 @@ def test_growth_favours_the_target_with_more_tokens_per_joule() -> None:
     plan = decide_replica_ceilings(
         scope(lean, fat, cap_w=60_000.0), policy, learned(lean=5000.0, fat=5000.0), 0.0
     )
-    # 57.6 kW usable - 40 kW running = 3 more replicas of 5 kW; the leaner gets more of them.
+    # 58.2 kW usable - 40 kW running = 3 more replicas of 5 kW; the leaner gets more of them.
     assert plan.ceiling("lean") + plan.ceiling("fat") == 11
     assert plan.ceiling("lean") > plan.ceiling("fat") >= 4
 
@@ -350,7 +352,7 @@ def test_slack_moves_to_the_target_that_wants_more_and_stays_there() -> None:
         state = plan.state
         applied = plan.ceilings
         history.append(dict(applied))
-    # 67.2 kW usable: lean keeps its 4 running, fat grows in steps to the 8 it wants ...
+    # 67.9 kW usable: lean keeps its 4 running, fat grows in steps to the 8 it wants ...
     assert history[-1]["fat"] >= 8
     assert history[-1]["lean"] >= 4
     # ... and once there nothing moves any more.
@@ -411,7 +413,7 @@ def test_interactive_keeps_its_replicas_before_more_efficient_batch_work() -> No
     plan = decide_replica_ceilings(
         scope(chat, batch, cap_w=50_000.0), policy, learned(chat=5000.0, batch=5000.0), 0.0
     )
-    # 48 kW usable: the six chat replicas stay, batch keeps what is left (3).
+    # 48.5 kW usable: the six chat replicas stay, batch keeps what is left (3).
     assert plan.ceilings == {"chat": 6, "batch": 3}
 
 
@@ -428,7 +430,7 @@ def test_pressing_interactive_growth_displaces_running_batch_replicas() -> None:
     plan = decide_replica_ceilings(
         scope(chat, batch, cap_w=50_000.0), policy, learned(chat=5000.0, batch=5000.0), 0.0
     )
-    # chat grows by its step (2) before batch keeps its running replicas: 6 + 3 = 9 of 9.6.
+    # chat grows by its step (2) before batch keeps its running replicas: 6 + 3 = 9 of 9.7.
     assert plan.ceilings == {"chat": 6, "batch": 3}
 
 
@@ -446,7 +448,7 @@ def test_a_deferrable_cap_holds_back_batch_work_only() -> None:
         replace(scope(chat, batch, cap_w=60_000.0), deferrable_cap_w=30_000.0), policy, state, 0
     )
     assert full.ceilings == {"chat": 6, "batch": 5}
-    # 28.8 kW usable under the carbon cap: chat's 6 replicas leave none for more batch work.
+    # 29.1 kW usable under the carbon cap: chat's 6 replicas leave none for more batch work.
     assert dirty.ceilings == {"chat": 6, "batch": 1}
     batch_decision = next(d for d in dirty.decisions if d.target == "batch")
     assert "carbon cap for deferrable work" in batch_decision.reason
@@ -504,3 +506,156 @@ def test_a_cheap_batch_replica_does_not_slip_past_one_the_carbon_cap_refused() -
     )
     assert clean.ceilings == {"big": 9, "small": 2}
     assert dirty.ceilings == {"big": 8, "small": 2}
+
+
+# --- power follows work: the demand-driven model ------------------------------------------
+
+IDLE_W = 2800.0
+"""A node's idle draw, measured under the cap (the idle credit)."""
+
+
+def serving(
+    name: str,
+    current: int,
+    *,
+    tokens_per_s: float,
+    demand_tokens_per_s: float | None,
+    joules_per_token: float = 4.0,
+    applied: int = 4,
+    user_max: int = 12,
+    limited: bool = True,
+) -> TargetObservation:
+    """A target whose watts are its nodes' idle draw plus the energy of the tokens it serves."""
+    return TargetObservation(
+        name=name,
+        current_replicas=current,
+        min_replicas=1,
+        user_max_replicas=user_max,
+        applied_max_replicas=applied,
+        watts=current * IDLE_W + joules_per_token * tokens_per_s,
+        tokens_per_s=tokens_per_s,
+        limited_by_ceiling=limited,
+        demand_tokens_per_s=demand_tokens_per_s,
+    )
+
+
+def model_state(**targets: tuple[float, float, float | None]) -> CappingState:
+    """Learned (watts per replica, joules per token, full-load tokens per replica) per target,
+    with the replica count already steady."""
+    return CappingState(
+        targets={
+            name: TargetLearnerState(
+                watts_per_replica=wpr,
+                samples=10,
+                last_data_s=0.0,
+                joules_per_token=jpt,
+                tokens_per_replica=tpr,
+            )
+            for name, (wpr, jpt, tpr) in targets.items()
+        }
+    )
+
+
+MODEL = HeadroomSettings(idle_watts_per_replica=IDLE_W, hysteresis_fraction=0.0)
+
+
+def test_replicas_beyond_the_demand_cost_only_the_idle_draw_they_displace() -> None:
+    # 4 replicas serve all of 2,000 tokens/s (8 kW of dynamic power) and the autoscaler wants
+    # more for latency. 50 kW x 0.97 less 8 idle nodes leaves 26.1 kW for the target: charged
+    # at full load (6 kW each) 12 would not fit; as power follows work, replicas 5-12 add no
+    # tokens and land on idle nodes already measured (4 x 2.8 + 8 kW = 19.2 kW in all).
+    chat = serving("chat", 4, tokens_per_s=2000.0, demand_tokens_per_s=2000.0)
+    idle_nodes_w = 8 * IDLE_W
+    observation = scope(chat, other_w=idle_nodes_w, cap_w=50_000.0)
+    plan = decide_replica_ceilings(
+        observation, MODEL, model_state(chat=(6000.0, 4.0, 800.0)), now_s=0.0
+    )
+    assert plan.ceiling("chat") == 12
+    assert plan.decisions[0].code is CeilingReason.FITS_UNDER_CAP
+    # Without the demand signal the same target is charged full load per replica, as before.
+    blind = replace(chat, demand_tokens_per_s=None)
+    old = decide_replica_ceilings(
+        scope(blind, other_w=idle_nodes_w, cap_w=50_000.0),
+        MODEL,
+        model_state(chat=(6000.0, 4.0, 800.0)),
+        now_s=0.0,
+    )
+    assert old.ceiling("chat") < 12
+    # Nor where the scope measures pod power only: there an extra replica's idle GPUs are
+    # inside the measurement, and the model knows no idle draw to charge for them.
+    pods_only = decide_replica_ceilings(
+        scope(chat, other_w=idle_nodes_w, cap_w=50_000.0),
+        replace(MODEL, idle_watts_per_replica=0.0),
+        model_state(chat=(6000.0, 4.0, 800.0)),
+        now_s=0.0,
+    )
+    assert pods_only.ceiling("chat") < 12
+
+
+def test_a_saturated_target_is_charged_a_full_replica_per_replica_it_adds() -> None:
+    # Demand far beyond 4 saturated replicas (800 tokens/s each at 4 J/token: 3.2 kW dynamic
+    # each). 60 kW x 0.97 = 58.2 kW usable; 4 x 6 kW running + 8 idle nodes (22.4 kW) = 46.4
+    # kW measured, so 11.8 kW buy 3 more full replicas (their idle draw is already counted).
+    chat = serving("chat", 4, tokens_per_s=3200.0, demand_tokens_per_s=20_000.0)
+    policy = replace(MODEL, step_up_replicas=10)
+    plan = decide_replica_ceilings(
+        scope(chat, other_w=8 * IDLE_W, cap_w=60_000.0),
+        policy,
+        model_state(chat=(6000.0, 4.0, 800.0)),
+        now_s=0.0,
+    )
+    assert plan.ceiling("chat") == 7
+    assert plan.predicted_w is not None
+    assert plan.predicted_w <= 60_000.0 * (1 - policy.safety_margin_fraction)
+
+
+def test_the_energy_model_learns_only_while_the_replica_count_holds() -> None:
+    settings = replace(MODEL, energy_weight=0.5)
+    chat = serving("chat", 4, tokens_per_s=3200.0, demand_tokens_per_s=6000.0)
+    first = learn_energy_model(TargetLearnerState(), chat, settings)
+    # The first round only notes the count: its window may mix two operating points.
+    assert first.joules_per_token is None
+    assert first.replicas_seen == 4
+    second = learn_energy_model(first, chat, settings)
+    assert second.joules_per_token == pytest.approx(4.0)
+    # A backlog (demand above what is served) shows a full replica's tokens.
+    assert second.tokens_per_replica == pytest.approx(800.0)
+    # Served all its demand: energy per token is learned, full-load tokens are not.
+    quiet = serving("chat", 4, tokens_per_s=1000.0, demand_tokens_per_s=1000.0)
+    assert learn_energy_model(first, quiet, settings).tokens_per_replica is None
+    # One more replica: this round is skipped.
+    grown = serving("chat", 5, tokens_per_s=3200.0, demand_tokens_per_s=6000.0)
+    assert learn_energy_model(second, grown, settings).joules_per_token == second.joules_per_token
+
+
+def test_a_demand_burst_stays_reserved_for_a_few_decisions() -> None:
+    settings = replace(MODEL, demand_fall_weight=0.25)
+    state = TargetLearnerState()
+    for demand in (4000.0, 1000.0):
+        chat = serving("chat", 4, tokens_per_s=min(demand, 3200.0), demand_tokens_per_s=demand)
+        state = learn_energy_model(state, chat, settings)
+    assert state.demand_tokens_per_s == pytest.approx(4000.0 - 0.25 * 3000.0)
+
+
+def test_the_plan_reports_its_prediction_and_the_error_of_the_last_one() -> None:
+    chat = serving("chat", 4, tokens_per_s=2000.0, demand_tokens_per_s=2000.0)
+    state = model_state(chat=(6000.0, 4.0, 800.0))
+    first = decide_replica_ceilings(scope(chat, cap_w=60_000.0), MODEL, state, now_s=0.0)
+    assert first.prediction_error_w is None
+    assert first.predicted_w is not None
+    # The model's watts for the target now sit beside its measured watts.
+    assert first.decisions[0].predicted_watts == pytest.approx(chat.watts, rel=0.01)
+    # ... and in its reason, which status, Events and `climatik explain` show.
+    assert f"{chat.watts:.0f} W measured" in first.decisions[0].reason
+    assert "W predicted for its 4 replicas" in first.decisions[0].reason
+    again = scope(chat, other_w=1000.0, cap_w=60_000.0)
+    second = decide_replica_ceilings(again, MODEL, first.state, now_s=30.0)
+    assert again.measured_w is not None
+    assert second.prediction_error_w == pytest.approx(again.measured_w - first.predicted_w)
+
+
+def test_an_unusable_demand_reading_is_no_data() -> None:
+    with pytest.raises(ValueError, match="demand_tokens_per_s"):
+        replace(
+            serving("chat", 1, tokens_per_s=1.0, demand_tokens_per_s=1.0), demand_tokens_per_s=-1.0
+        )

@@ -16,6 +16,7 @@ from climatik.policies.observations import (
     IdlePower,
     RackReading,
     ceiling_settings,
+    demand_tokens_per_s,
     group_nodes_by_rack,
     heat_coefficients,
     learn_idle_power,
@@ -86,6 +87,17 @@ def test_unusable_readings_are_no_data_not_zero() -> None:
     target = _target(float("nan"), 2)
     assert target.watts is None
     assert _target(-5.0, 2).watts is None
+
+
+def test_demand_is_what_is_served_plus_the_backlog_drained() -> None:
+    # 1,000 tokens/s served and 30 requests of 200 tokens waiting, drained over a minute.
+    assert demand_tokens_per_s(1000.0, 30.0, 200.0) == 1100.0
+    assert demand_tokens_per_s(1000.0, 30.0, 200.0, drain_s=30.0) == 1200.0
+    # Without the backlog there is no demand signal: served tokens alone miss what a
+    # saturated target turns away.
+    assert demand_tokens_per_s(1000.0, None, 200.0) is None
+    assert demand_tokens_per_s(1000.0, float("nan"), 200.0) is None
+    assert demand_tokens_per_s(None, 3.0, 200.0) is None
 
 
 def test_watts_per_replica_counts_only_measured_targets() -> None:

@@ -18,6 +18,7 @@ from climatik.kube.client import ApiError, KubeClient, NotLeaderError
 from climatik.kube.fields import KEEP
 from climatik.kube.resources import CONFIGMAPS, NODES, Resource
 from climatik.kube.workqueue import WorkQueue
+from climatik.runtime.capping import capping_metrics, tuning_hints
 from climatik.runtime.http import HttpServer
 from climatik.runtime.manager import EXIT_LEADERSHIP_LOST, EXIT_OK, Manager
 from climatik.runtime.metrics import RuntimeMetrics
@@ -246,3 +247,17 @@ async def test_a_controller_whose_cache_never_syncs_holds_back_only_itself() -> 
     finally:
         manager.request_stop()
         assert await asyncio.wait_for(run, 5) == EXIT_OK
+
+
+def test_what_controllers_share_is_one_object_per_manager() -> None:
+    """The GPU-tuning controller's hints must reach the power-cap controller of the same
+    manager, and never another manager's (module globals keyed by `id()` could hand a new
+    manager a collected one's object)."""
+    first, second = _bare_manager(None), _bare_manager(None)
+    hints = tuning_hints(first)
+    assert tuning_hints(first) is hints
+    assert tuning_hints(second) is not hints
+    assert capping_metrics(first) is capping_metrics(first)
+    assert capping_metrics(first).power_watts is not capping_metrics(second).power_watts
+    with pytest.raises(TypeError, match="made a"):
+        first.shared(int, lambda: "not an int")  # type: ignore[arg-type,return-value]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 from collections.abc import Iterator
 
@@ -13,6 +14,7 @@ import structlog
 from climatik.kube.client import NotLeaderError
 from climatik.kube.ratelimit import ItemExponentialFailureRateLimiter
 from climatik.kube.workqueue import WorkQueue
+from climatik.runtime.lateness import Lateness
 from climatik.runtime.logging import configure_logging
 from climatik.runtime.metrics import RuntimeMetrics
 from climatik.runtime.reconcile import Controller, Result, TerminalError, process_one
@@ -96,21 +98,67 @@ async def test_results_map_to_queue_operations(log_stream: io.StringIO) -> None:
         assert _value(metrics, result) == 1
 
 
+class Slow:
+    """A reconciler that takes the next of `seconds` on the fake clock, polling every
+    `interval_s`."""
+
+    def __init__(self, clock: FakeClock, seconds: list[float], interval_s: float) -> None:
+        self.clock, self.seconds, self.interval_s = clock, seconds, interval_s
+
+    async def reconcile(self, key: str) -> Result:
+        del key
+        self.clock.advance(self.seconds.pop(0))
+        return Result(requeue_after=self.interval_s)
+
+
 async def test_a_requeue_counts_from_when_the_key_was_due() -> None:
     """A control interval is a rate: a key that waited 2 s for a worker behind others due at
-    the same moment is due again 15 s after it was due, not 15 s after it was taken."""
+    the same moment, and took 0.5 s, is due again 15 s after it was due, not 15 s after it was
+    taken or finished (without the lead, which the next test covers)."""
     clock, metrics = FakeClock(), RuntimeMetrics()
-    controller = _controller(Scripted(Result(requeue_after=15)), clock)
-    queue = controller.queue
+    queue: WorkQueue[str] = WorkQueue(
+        "probe", clock=clock, rate_limiter=ItemExponentialFailureRateLimiter()
+    )
+    controller = Controller(
+        "probe", Slow(clock, [0.5], 15), queue, lateness=Lateness(max_lead_fraction=0)
+    )
     queue.add("ns/a")
     clock.advance(2)
     assert queue.get_nowait() == "ns/a"
     await process_one(controller, "ns/a", metrics)
     queue.done("ns/a")
-    clock.advance(12.9)
+    clock.advance(12.4)
     assert queue.get_nowait() is None
     clock.advance(0.1)
     assert queue.get_nowait() == "ns/a"
+
+
+async def test_keys_are_queued_early_by_the_recent_lateness_so_no_gap_exceeds_the_interval() -> (
+    None
+):
+    """Two reconciles of one key are the interval apart plus how much later the second was
+    than the first; queued early by the recent high lateness, a key is reconciled at least
+    once per interval even when its lateness swings from round to round."""
+    clock, metrics = FakeClock(), RuntimeMetrics()
+    queue: WorkQueue[str] = WorkQueue(
+        "probe", clock=clock, rate_limiter=ItemExponentialFailureRateLimiter()
+    )
+    # How late each round finishes: its wait behind other keys plus its own work.
+    lateness = [0.0, 0.8, 0.1, 0.9, 0.0, 0.8, 0.2, 0.9] * 4
+    controller = Controller("probe", Slow(clock, list(lateness), 15), queue)
+    finished: list[float] = []
+    queue.add("ns/a")
+    for _ in lateness:
+        while queue.get_nowait() is None:
+            clock.advance(0.01)
+        await process_one(controller, "ns/a", metrics)
+        queue.done("ns/a")
+        finished.append(clock())
+    gaps = [b - a for a, b in itertools.pairwise(finished)]
+    assert max(gaps) > 15.5  # while the lateness is being learned
+    assert max(gaps[8:]) <= 15.0 + 0.01  # once it is (the clock's step)
+    assert min(gaps[8:]) >= 15.0 - 1.5 - 0.9  # early by at most a tenth of the interval
+    assert controller.lateness.lead_s(15) == pytest.approx(0.9, abs=0.06)
 
 
 async def test_every_log_line_of_one_reconcile_carries_its_id(log_stream: io.StringIO) -> None:

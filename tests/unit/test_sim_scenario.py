@@ -29,7 +29,14 @@ MINIMAL = {
 
 def test_every_builtin_scenario_loads_and_the_required_ones_exist() -> None:
     names = builtin_names()
-    for required in ("default", "oversubscribed", "heatwave", "carbon-swing", "large"):
+    for required in (
+        "default",
+        "oversubscribed",
+        "heatwave",
+        "carbon-swing",
+        "large",
+        "over-demand",
+    ):
         assert required in names
     for name in names:
         assert load_scenario(name).name == name
@@ -39,6 +46,14 @@ def test_large_scenario_has_over_a_thousand_gpus_for_a_week() -> None:
     large = load_scenario("large")
     assert large.racks.servers * large.racks.gpus_per_server >= 1000
     assert large.duration_h >= 7 * 24
+
+
+def test_over_demand_has_three_priority_tiers_of_different_efficiency() -> None:
+    scenario = load_scenario("over-demand")
+    priorities = [s.priority for s in scenario.services]
+    assert sorted(priorities) == [0, 1, 2]
+    # The tiers differ in tokens per joule: a small model, long prompts, plain chat.
+    assert len({(s.model, s.prompt_tokens, s.output_tokens) for s in scenario.services}) == 3
 
 
 def test_default_is_one_day_two_racks_64_gpus_two_services() -> None:

@@ -18,6 +18,7 @@ from climatik.sources.power import (
     Reading,
     TargetPods,
     TokensQueryConfig,
+    build_grouped_demand_queries,
     build_grouped_power_queries,
     build_grouped_tokens_query,
     build_power_freshness_query,
@@ -221,6 +222,9 @@ def _grouped_queries() -> tuple[str, str, str, str]:
 
 
 CPU_Q, GPU_Q, FRESH_Q, TOKENS_Q = _grouped_queries()
+_DEMAND = build_grouped_demand_queries(TOKENS)
+assert _DEMAND is not None
+WAITING_Q, FINISHED_Q = _DEMAND.waiting.promql, _DEMAND.finished_per_s.promql
 
 
 def test_grouped_presets_ask_every_pod_once_by_namespace_and_pod() -> None:
@@ -308,7 +312,31 @@ async def test_many_targets_cost_one_query_per_shape() -> None:
     source = PrometheusPowerSource(querier, power=POWER, tokens=TOKENS, clock=lambda: 1000.0)
     result = await source.measure_targets(targets)
     assert {m.watts_or_none for m in result.values()} == {20.0}
-    assert sorted(querier.asked) == sorted([CPU_Q, GPU_Q, FRESH_Q, TOKENS_Q])
+    assert sorted(querier.asked) == sorted([CPU_Q, GPU_Q, FRESH_Q, TOKENS_Q, WAITING_Q, FINISHED_Q])
+
+
+async def test_demand_is_read_from_vllms_backlog_and_finished_requests_in_the_same_batch() -> None:
+    """What a target's demand asks beyond what it serves: its pods' queued requests, and tokens
+    per request from generated tokens over finished requests, each one grouped query for every
+    pod; a backlog that is not exported is no demand reading (the policy charges full load)."""
+    targets = [TargetPods(f"llm/t{i}", "llm", (f"p{i}-0", f"p{i}-1")) for i in range(3)]
+    pods = [p for t in targets for p in t.pods]
+    querier = TableQuerier(
+        {
+            CPU_Q: per_pod(dict.fromkeys(pods, 300.0)),
+            FRESH_Q: per_pod(dict.fromkeys(pods, 999.0)),
+            TOKENS_Q: per_pod(dict.fromkeys(pods, 100.0), labels="vllm"),
+            WAITING_Q: per_pod({p: 3.0 for p in pods if not p.startswith("p2")}, labels="vllm"),
+            FINISHED_Q: per_pod(dict.fromkeys(pods, 0.5), labels="vllm"),
+        }
+    )
+    source = PrometheusPowerSource(querier, power=POWER, tokens=TOKENS, clock=lambda: 1000.0)
+    result = await source.measure_targets(targets)
+    first = result["llm/t0"]
+    assert first.waiting_requests_or_none == 6.0
+    assert first.tokens_per_request == pytest.approx(200.0)  # 200 tokens/s over 1 request/s
+    assert result["llm/t2"].waiting_requests_or_none is None  # not exported for its pods
+    assert sorted(querier.asked) == sorted([CPU_Q, GPU_Q, FRESH_Q, TOKENS_Q, WAITING_Q, FINISHED_Q])
 
 
 async def test_raw_samples_from_the_future_make_watts_implausible() -> None:

@@ -158,14 +158,21 @@ async def test_every_target_of_every_config_costs_one_request_per_shape_per_ttl(
     # 3 configs x 4 targets x 2 pods, at 10 W a pod; concurrently, then again within the TTL.
     assert await reconcile_all() == [20.0] * 12
     assert await reconcile_all() == [20.0] * 12
-    shapes = ("kepler_pod_cpu_watts", "kepler_pod_gpu_watts", "timestamp(", "tokens")
+    shapes = (
+        "kepler_pod_cpu_watts",
+        "kepler_pod_gpu_watts",
+        "timestamp(",
+        "tokens",
+        "num_requests_waiting",
+        "e2e_request_latency_seconds_count",
+    )
     assert len(server.queries) == len(shapes)
     assert all(n == 1 for n in server.queries.values()), server.queries
     assert all(any(shape in q for q in server.queries) for shape in shapes)
 
     clock.now += 5.0  # the TTL has passed: one more request per shape
     assert await reconcile_all() == [20.0] * 12
-    assert sorted(server.queries.values()) == [2, 2, 2, 2]
+    assert sorted(server.queries.values()) == [2] * len(shapes)
     await pool.close()
 
 
