@@ -63,6 +63,17 @@ def is_condition_true(conditions: Iterable[Condition] | None, type_: str) -> boo
     return found is not None and found.status is ConditionStatus.TRUE
 
 
+@dataclass(frozen=True, slots=True)
+class ConditionUpdate:
+    """One condition a reconciler sets this round, by name rather than by tuple position;
+    `set_condition` adds its generation and transition time when it is written."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str
+
+
 def set_condition(
     conditions: Iterable[Condition] | None,
     *,

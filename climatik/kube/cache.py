@@ -25,6 +25,10 @@ class CacheStore(Protocol[T_co]):
 
     def objects(self) -> Sequence[T_co]: ...
 
+    def __len__(self) -> int:
+        """How many objects the store holds (without copying them out)."""
+        ...
+
     def by_index(self, index_name: str, value: str) -> Sequence[T_co]: ...
 
     def index_version(self, index_name: str, value: str) -> int:

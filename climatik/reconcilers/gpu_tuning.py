@@ -6,7 +6,8 @@ rack nears its limits, or tokens per watt has shifted since the last tuning; nev
 than `minIntervalSeconds` per node and never two at once on a node (the Jobs carry the node in
 a label, so this holds across controller restarts). It reads each Job's result ConfigMap and
 tells the power-cap reconciler how much a replica's power changed (`TuningHints`), so ceilings
-reflect the tuned clocks at once instead of after relearning.
+reflect the tuned clocks at once instead of after relearning. When to tune and what a result
+means are pure policy (`climatik.policies.gpu_tuning`).
 
 Every Job changes the clocks of every GPU of its node, for every tenant whose pods run there: the
 sweep locks each clock it measures (for up to `active_deadline_s`), and `Apply` keeps the chosen
@@ -51,60 +52,19 @@ from climatik.kube.cache import Cache, EventSink
 from climatik.kube.client import ApiError, KubeClient
 from climatik.kube.resources import JOBS
 from climatik.kube.store import FrozenMapping
+from climatik.policies.gpu_tuning import TriggerInputs, tuning_reason, watts_scale
 from climatik.reconcilers.result import Result, TerminalError
 from climatik.reconcilers.settings import GpuTuningSettings
 from climatik.reconcilers.status_writer import with_fields, write_status
 from climatik.reconcilers.targets import ResolvedTarget, WorkloadCaches
+from climatik.reconcilers.tuning_hints import TuningHints
 
 log = structlog.get_logger(__name__)
 
 CONFIG_LABEL = "climatik-project.ai/gpu-tune-config"
-TRIGGER_FRACTION = 0.8
-"""Tune when measured power reaches this share of the cap (the threshold policy's 80 %)."""
-EFFICIENCY_SHIFT = 0.15
-"""Tune again when tokens per watt moved this much since the last tuning."""
 ALLOWED_NAMESPACES_ENV = "CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES"
 NOT_ALLOWED_EVENT = "GpuTuningNotAllowed"
 """The Warning Event's reason for a config asking for tuning where it is not allowed."""
-
-
-@dataclass
-class TuningHints:
-    """Power-per-replica changes measured by tuning Jobs, handed to the power-cap reconciler."""
-
-    _pending: dict[str, list[float]] = field(default_factory=dict)
-
-    def record(self, config_key: str, watts_scale: float) -> None:
-        self._pending.setdefault(config_key, []).append(watts_scale)
-
-    def take(self, config_key: str) -> float | None:
-        """The mean scale of results not yet applied (each result is applied once)."""
-        scales = self._pending.pop(config_key, None)
-        return sum(scales) / len(scales) if scales else None
-
-
-@dataclass(frozen=True, slots=True)
-class TriggerInputs:
-    """What decides whether tuning is worth a sweep now."""
-
-    measured_w: float | None
-    cap_w: float
-    rack_near_limit: bool
-    tokens_per_watt: float | None
-    tokens_per_watt_at_last_tuning: float | None
-
-
-def tuning_reason(inputs: TriggerInputs) -> str | None:
-    """Why to tune now (design doc §10.2.2), or None when nothing calls for it."""
-    if inputs.measured_w is not None and inputs.measured_w >= TRIGGER_FRACTION * inputs.cap_w:
-        share = inputs.measured_w / inputs.cap_w
-        return f"power at {share:.0%} of the cap"
-    if inputs.rack_near_limit:
-        return "a rack is near its power or temperature limit"
-    before, now = inputs.tokens_per_watt_at_last_tuning, inputs.tokens_per_watt
-    if before and now is not None and abs(now / before - 1.0) >= EFFICIENCY_SHIFT:
-        return f"tokens per watt moved {now / before - 1.0:+.0%} since the last tuning"
-    return None
 
 
 class TuningNotAllowedError(ValueError):
@@ -221,18 +181,6 @@ def _created_s(obj: Mapping[str, Any]) -> float:
     if not stamp:
         return 0.0
     return datetime.fromisoformat(str(stamp)).timestamp()
-
-
-def watts_scale(result: Mapping[str, Any]) -> float | None:
-    """Power at the chosen clock relative to before, from a `gpu-tune` result document."""
-    choice = result.get("choice") or {}
-    before = (choice.get("before") or {}).get("watts")
-    after = (choice.get("after") or {}).get("watts")
-    if not isinstance(before, int | float) or not isinstance(after, int | float) or before <= 0:
-        return None
-    if result.get("mode") != "apply" or result.get("appliedClockMHz") is None:
-        return None  # a recommendation changes nothing on the node
-    return float(after) / float(before)
 
 
 @dataclass

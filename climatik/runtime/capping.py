@@ -37,9 +37,10 @@ from climatik.reconcilers.cached_fields import (
     SCALED_OBJECT_FIELDS,
 )
 from climatik.reconcilers.carbon import CarbonReconciler
-from climatik.reconcilers.gpu_tuning import ALLOWED_NAMESPACES_ENV, GpuTuningReconciler, TuningHints
+from climatik.reconcilers.gpu_tuning import ALLOWED_NAMESPACES_ENV, GpuTuningReconciler
 from climatik.reconcilers.metrics import CappingMetrics
-from climatik.reconcilers.powercap import PowerCapReconciler, prometheus_pool
+from climatik.reconcilers.powercap import PowerCapReconciler
+from climatik.reconcilers.powercap_measure import prometheus_pool
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from climatik.reconcilers.settings import (
     CAPPING_ALLOWED_HOSTS_ENV,
@@ -47,6 +48,7 @@ from climatik.reconcilers.settings import (
     DEPRECATED_APPLY_NAMESPACES_ENV,
 )
 from climatik.reconcilers.targets import WorkloadCaches, limited_by_ceiling
+from climatik.reconcilers.tuning_hints import TuningHints
 from climatik.runtime.reconcile import Controller, ControllerContext
 from climatik.sources.address import HTTPSession
 

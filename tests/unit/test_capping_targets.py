@@ -9,17 +9,13 @@ import pytest
 from climatik.api.convert import config_from_object
 from climatik.domain.config import (
     LabelSelector,
-    PolicyConfig,
-    PolicyType,
     PowerCappingConfig,
     TargetKind,
     TargetRef,
 )
 from climatik.kube.resources import INFERENCE_SERVICES, SCALED_OBJECTS
 from climatik.kube.store import Store
-from climatik.policies.carbon import caps_with_carbon
 from climatik.reconcilers.actuation import ceiling_patch, restore_patch
-from climatik.reconcilers.powercap import batch_can_yield
 from climatik.reconcilers.resources import (
     APPLIED_MAX_ANNOTATION,
     CAPPED_BY_ANNOTATION,
@@ -413,30 +409,6 @@ def test_kserve_annotations_are_read_from_the_inference_service_not_its_scaled_o
         1,
         False,
     )
-
-
-@pytest.mark.parametrize(
-    ("policy", "deferrable", "expected"),
-    [
-        (PolicyType.HEADROOM, "true", True),
-        (PolicyType.HEADROOM, "false", False),
-        # Threshold has no per-target budget: the carbon cap must stay the scope's cap.
-        (PolicyType.THRESHOLD, "true", False),
-    ],
-)
-def test_a_carbon_cap_binds_batch_only_under_headroom_with_deferrable_work(
-    policy: PolicyType, deferrable: str, expected: bool
-) -> None:
-    cfg = config(deployment_name="llm", policy=PolicyConfig(type=policy))
-    sos = [so_with({DEFERRABLE_ANNOTATION: deferrable}), scaled_object("chat", "llm")]
-    targets = resolve(cfg, sos=sos).targets
-    assert len(targets) == 2
-    assert batch_can_yield(cfg, targets) is expected
-    base_w, carbon_w = cfg.power_cap_w, 400.0
-    cap_w, deferrable_cap_w = caps_with_carbon(
-        base_w, carbon_w, any_deferrable=batch_can_yield(cfg, targets)
-    )
-    assert (cap_w, deferrable_cap_w) == ((base_w, carbon_w) if expected else (carbon_w, None))
 
 
 class _Informer:

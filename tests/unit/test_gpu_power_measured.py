@@ -14,7 +14,7 @@ import pytest
 
 from climatik.api.models import ConditionStatus, ConditionType
 from climatik.domain.config import MeasurementPreset, TargetKind
-from climatik.reconcilers.powercap import GPU_POWER_NOT_MEASURED, gpu_power_condition
+from climatik.reconcilers.powercap_report import GPU_POWER_NOT_MEASURED, gpu_power_condition
 from climatik.reconcilers.targets import ResolvedTarget, requests_gpu
 from climatik.sources.power import (
     DCGM_GPU_FIX,
@@ -211,19 +211,19 @@ def test_the_condition_is_false_naming_series_and_fix_true_when_seen_absent_with
     )
     condition = gpu_power_condition([chat], _measured(chat, gap))
     assert condition is not None
-    type_, status, reason, message = condition
-    assert (type_, status, reason) == (
+    assert (condition.type, condition.status, condition.reason) == (
         ConditionType.GPU_POWER_MEASURED,
         ConditionStatus.FALSE,
         GPU_POWER_NOT_MEASURED,
     )
+    message = condition.message
     assert message.startswith("ScaledObject chat: pod(s) chat-1 request nvidia.com/gpu but ")
     assert "kepler_pod_gpu_watts{...}" in message
     assert KEPLER_GPU_FIX in message
 
     seen = gpu_power_condition([chat], _measured(chat, GpuCoverage(("chat-0", "chat-1"), ())))
     assert seen is not None
-    assert seen[1:3] == (ConditionStatus.TRUE, "GpuPowerMeasured")
+    assert (seen.status, seen.reason) == (ConditionStatus.TRUE, "GpuPowerMeasured")
 
     cpu_only = _target("batch", ())
     assert gpu_power_condition([cpu_only], _measured(cpu_only, None)) is None

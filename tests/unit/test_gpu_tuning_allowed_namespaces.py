@@ -29,9 +29,10 @@ from climatik.domain.gpu import TUNE_NODE_LABEL, TUNE_RESULT_KEY, result_configm
 from climatik.kube.client import KubeClient
 from climatik.kube.resources import Resource
 from climatik.kube.store import Store, thaw
-from climatik.reconcilers.gpu_tuning import GpuTuningReconciler, TuningHints
+from climatik.reconcilers.gpu_tuning import GpuTuningReconciler
 from climatik.reconcilers.settings import GpuTuningSettings
 from climatik.reconcilers.targets import WorkloadCaches
+from climatik.reconcilers.tuning_hints import TuningHints
 from climatik.runtime.capping import gpu_tuning_controller
 from climatik.runtime.manager import Manager
 from climatik.runtime.settings import KubeSettings, LeaderElectionSettings, RuntimeSettings

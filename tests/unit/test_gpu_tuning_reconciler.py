@@ -1,4 +1,4 @@
-"""Pure parts of the GPU-tuning reconciler: when to tune, the Job it builds, reading results."""
+"""Pure parts of the GPU-tuning reconciler: the Job it builds, and where it may build one."""
 
 from __future__ import annotations
 
@@ -6,39 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from climatik.domain.capping import CappingState, TargetLearnerState
 from climatik.domain.config import GpuTuningConfig, GpuTuningMode, PowerCappingConfig, SloBounds
 from climatik.domain.gpu import TUNE_NODE_LABEL, node_label_value, result_configmap_name
-from climatik.reconcilers.gpu_tuning import (
-    TriggerInputs,
-    TuningHints,
-    TuningNotAllowedError,
-    build_job,
-    tuning_reason,
-    watts_scale,
-)
-from climatik.reconcilers.powercap import rescale_watts_per_replica
+from climatik.reconcilers.gpu_tuning import TuningNotAllowedError, build_job
 from climatik.reconcilers.settings import GpuTuningSettings
-
-
-def inputs(**overrides: object) -> TriggerInputs:
-    values: dict[str, object] = {
-        "measured_w": 500.0,
-        "cap_w": 1000.0,
-        "rack_near_limit": False,
-        "tokens_per_watt": 1.0,
-        "tokens_per_watt_at_last_tuning": 1.0,
-    }
-    values.update(overrides)
-    return TriggerInputs(**values)  # type: ignore[arg-type]
-
-
-def test_tuning_triggers_of_the_design_document() -> None:
-    assert tuning_reason(inputs()) is None
-    assert tuning_reason(inputs(measured_w=800.0)) == "power at 80% of the cap"
-    assert tuning_reason(inputs(rack_near_limit=True)) is not None
-    assert "tokens per watt moved -20%" in (tuning_reason(inputs(tokens_per_watt=0.8)) or "")
-    assert tuning_reason(inputs(measured_w=None, tokens_per_watt=None)) is None
 
 
 def config(mode: GpuTuningMode) -> PowerCappingConfig:
@@ -109,30 +80,3 @@ def test_long_node_names_become_valid_label_values() -> None:
     value = node_label_value(name)
     assert len(value) <= 63
     assert value != node_label_value(name + "y")
-
-
-def result(mode: str, before_w: float, after_w: float, applied: int | None) -> dict[str, object]:
-    return {
-        "mode": mode,
-        "appliedClockMHz": applied,
-        "choice": {"before": {"watts": before_w}, "after": {"watts": after_w}},
-    }
-
-
-def test_only_applied_results_rescale_power() -> None:
-    assert watts_scale(result("apply", 800, 600, 1400)) == pytest.approx(0.75)
-    assert watts_scale(result("recommend", 800, 600, None)) is None
-    assert watts_scale({"mode": "apply", "error": {"reason": "NoPermission"}}) is None
-
-
-def test_hints_are_taken_once_and_rescale_the_learner() -> None:
-    hints = TuningHints()
-    hints.record("ns/cap", 0.7)
-    hints.record("ns/cap", 0.8)
-    scale = hints.take("ns/cap")
-    assert scale == pytest.approx(0.75)
-    assert hints.take("ns/cap") is None
-    state = CappingState(targets={"llm": TargetLearnerState(watts_per_replica=400.0, samples=5)})
-    rescaled = rescale_watts_per_replica(state, 0.75)
-    assert rescaled.targets["llm"].watts_per_replica == pytest.approx(300.0)
-    assert rescaled.targets["llm"].samples == 5

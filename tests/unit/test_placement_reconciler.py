@@ -98,6 +98,9 @@ class ConfigMapsOf:
     def objects(self) -> list[Any]:
         return []
 
+    def __len__(self) -> int:
+        return 0
+
     def by_index(self, index_name: str, value: str) -> list[Any]:
         return []
 

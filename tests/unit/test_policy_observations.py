@@ -63,7 +63,7 @@ def test_one_rack_pipeline_serves_capping_and_placement() -> None:
         if _calls(path) & {"build_rack_query", "is_per_rack"}
     )
     assert renders == ["sources/racks.py"]
-    for reconciler in ("powercap.py", "placement_racks.py"):
+    for reconciler in ("powercap_measure.py", "placement_racks.py"):
         calls = _calls(PACKAGE / "reconcilers" / reconciler)
         assert {"read_racks", "group_nodes_by_rack"} <= calls, reconciler
 

@@ -166,7 +166,7 @@ async def test_controllers_reconcile_several_configs_at_once_under_a_deadline(
     # The outbound pool has room for every worker's queries at once: a config whose
     # Prometheus never answers cannot take the connections another config needs.
     assert isinstance(power_cap.reconciler, PowerCapReconciler)
-    session = await power_cap.reconciler._prometheus._session_factory()
+    session = await power_cap.reconciler._measurer._prometheus._session_factory()
     try:
         assert isinstance(session.connector, aiohttp.TCPConnector)
         assert session.connector.limit == 3 * PROMETHEUS_QUERIES_PER_RECONCILE

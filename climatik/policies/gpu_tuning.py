@@ -1,0 +1,70 @@
+"""When a GPU clock sweep pays off, and what an applied clock means for the power-cap learner.
+
+The GPU-tuning reconciler asks `tuning_reason` whether to start a sweep (design doc §10.2.2),
+reads an applied result's power change with `watts_scale`, and the power-cap reconciler folds that
+change into its learned watts per replica with `rescale_watts_per_replica`, so ceilings reflect
+the new clocks at once instead of after relearning. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from climatik.domain.capping import CappingState
+
+TRIGGER_FRACTION = 0.8
+"""Tune when measured power reaches this share of the cap (the threshold policy's 80 %)."""
+EFFICIENCY_SHIFT = 0.15
+"""Tune again when tokens per watt moved this much since the last tuning."""
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerInputs:
+    """What decides whether tuning is worth a sweep now."""
+
+    measured_w: float | None
+    cap_w: float
+    rack_near_limit: bool
+    tokens_per_watt: float | None
+    tokens_per_watt_at_last_tuning: float | None
+
+
+def tuning_reason(inputs: TriggerInputs) -> str | None:
+    """Why to tune now (design doc §10.2.2), or None when nothing calls for it."""
+    if inputs.measured_w is not None and inputs.measured_w >= TRIGGER_FRACTION * inputs.cap_w:
+        share = inputs.measured_w / inputs.cap_w
+        return f"power at {share:.0%} of the cap"
+    if inputs.rack_near_limit:
+        return "a rack is near its power or temperature limit"
+    before, now = inputs.tokens_per_watt_at_last_tuning, inputs.tokens_per_watt
+    if before and now is not None and abs(now / before - 1.0) >= EFFICIENCY_SHIFT:
+        return f"tokens per watt moved {now / before - 1.0:+.0%} since the last tuning"
+    return None
+
+
+def watts_scale(result: Mapping[str, Any]) -> float | None:
+    """Power at the chosen clock relative to before, from a `gpu-tune` result document."""
+    choice = result.get("choice") or {}
+    before = (choice.get("before") or {}).get("watts")
+    after = (choice.get("after") or {}).get("watts")
+    if not isinstance(before, int | float) or not isinstance(after, int | float) or before <= 0:
+        return None
+    if result.get("mode") != "apply" or result.get("appliedClockMHz") is None:
+        return None  # a recommendation changes nothing on the node
+    return float(after) / float(before)
+
+
+def rescale_watts_per_replica(state: CappingState, scale: float) -> CappingState:
+    """The learner's state with every per-replica estimate multiplied by `scale`."""
+    targets = {
+        name: replace(
+            learned,
+            watts_per_replica=(
+                learned.watts_per_replica * scale if learned.watts_per_replica is not None else None
+            ),
+        )
+        for name, learned in state.targets.items()
+    }
+    return replace(state, targets=targets)

@@ -1,0 +1,64 @@
+"""When to tune GPU clocks, what an applied result means, and how it rescales the learner."""
+
+from __future__ import annotations
+
+import pytest
+
+from climatik.domain.capping import CappingState, TargetLearnerState
+from climatik.policies.gpu_tuning import (
+    TriggerInputs,
+    rescale_watts_per_replica,
+    tuning_reason,
+    watts_scale,
+)
+
+
+def inputs(**overrides: object) -> TriggerInputs:
+    values: dict[str, object] = {
+        "measured_w": 500.0,
+        "cap_w": 1000.0,
+        "rack_near_limit": False,
+        "tokens_per_watt": 1.0,
+        "tokens_per_watt_at_last_tuning": 1.0,
+    }
+    values.update(overrides)
+    return TriggerInputs(**values)  # type: ignore[arg-type]
+
+
+def test_tuning_triggers_of_the_design_document() -> None:
+    assert tuning_reason(inputs()) is None
+    assert tuning_reason(inputs(measured_w=800.0)) == "power at 80% of the cap"
+    assert tuning_reason(inputs(rack_near_limit=True)) is not None
+    assert "tokens per watt moved -20%" in (tuning_reason(inputs(tokens_per_watt=0.8)) or "")
+    assert tuning_reason(inputs(measured_w=None, tokens_per_watt=None)) is None
+
+
+def result(mode: str, before_w: float, after_w: float, applied: int | None) -> dict[str, object]:
+    return {
+        "mode": mode,
+        "appliedClockMHz": applied,
+        "choice": {"before": {"watts": before_w}, "after": {"watts": after_w}},
+    }
+
+
+def test_only_applied_results_rescale_power() -> None:
+    assert watts_scale(result("apply", 800, 600, 1400)) == pytest.approx(0.75)
+    assert watts_scale(result("recommend", 800, 600, None)) is None
+    assert watts_scale({"mode": "apply", "error": {"reason": "NoPermission"}}) is None
+
+
+def test_an_applied_clock_rescales_every_learned_replica_and_keeps_the_rest() -> None:
+    state = CappingState(
+        targets={
+            "llm": TargetLearnerState(watts_per_replica=400.0, samples=5),
+            "new": TargetLearnerState(watts_per_replica=None, samples=0),
+        },
+        last_scope_data_s=12.0,
+    )
+    rescaled = rescale_watts_per_replica(state, 0.75)
+    assert rescaled.targets["llm"].watts_per_replica == pytest.approx(300.0)
+    assert rescaled.targets["llm"].samples == 5
+    # Nothing learned yet stays nothing: no data is never zero.
+    assert rescaled.targets["new"].watts_per_replica is None
+    assert rescaled.last_scope_data_s == 12.0
+    assert state.targets["llm"].watts_per_replica == 400.0
