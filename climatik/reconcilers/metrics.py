@@ -51,6 +51,27 @@ class CappingMetrics:
             ["config", "target"],
             registry=registry,
         )
+        self.predicted_power_watts = ConfigGauge(
+            "climatik_predicted_power_watts",
+            "Power the headroom policy's model predicts for the scope once its ceilings are in "
+            "force.",
+            ["config"],
+            registry=registry,
+        )
+        self.prediction_error_watts = ConfigGauge(
+            "climatik_prediction_error_watts",
+            "Measured power minus what the previous decision predicted for now (negative: the "
+            "model over-predicts, the safe side).",
+            ["config"],
+            registry=registry,
+        )
+        self.target_predicted_power_watts = ConfigGauge(
+            "climatik_target_predicted_power_watts",
+            "Power the model predicts for a target at its replicas and demand, beside its "
+            "measured power.",
+            ["config", "target"],
+            registry=registry,
+        )
         self.decisions = ConfigCounter(
             "climatik_decisions_total",
             "Ceiling decisions, one per target and reconcile, by action (CeilingAction) and "
@@ -96,6 +117,9 @@ class CappingMetrics:
             self.power_watts,
             self.power_cap_watts,
             self.metrics_available,
+            self.predicted_power_watts,
+            self.prediction_error_watts,
+            self.target_predicted_power_watts,
             self.decisions,
             self.target_max_replicas,
             self.target_replica_power_watts,

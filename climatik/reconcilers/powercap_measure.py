@@ -26,6 +26,7 @@ from climatik.kube.store import FrozenMapping
 from climatik.policies.observations import (
     IDLE_SAMPLE_NODES,
     RackReading,
+    demand_tokens_per_s,
     group_nodes_by_rack,
     observe_target,
 )
@@ -284,7 +285,11 @@ class CapMeasurer:
 def target_observation(
     target: ResolvedTarget, measured: TargetMeasurement | None
 ) -> TargetObservation:
-    """The policy's view of a target; `measured=None` holds its ceiling like missing data."""
+    """The policy's view of a target; `measured=None` holds its ceiling like missing data.
+
+    Its demand is what the twin gives the policy too (`demand_tokens_per_s`): the tokens it
+    serves plus its vLLM backlog's tokens; where the backlog is not exported there is none, and
+    the policy charges every replica full load."""
     return observe_target(
         name=target.name,
         current_replicas=target.current_replicas,
@@ -296,6 +301,15 @@ def target_observation(
         limited_by_ceiling=target.limited_by_ceiling,
         priority=target.priority,
         deferrable=target.deferrable,
+        demand_tokens_per_s=(
+            demand_tokens_per_s(
+                measured.tokens_per_s_or_none,
+                measured.waiting_requests_or_none,
+                measured.tokens_per_request,
+            )
+            if measured
+            else None
+        ),
     )
 
 

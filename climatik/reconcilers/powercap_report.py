@@ -422,6 +422,17 @@ def record_metrics(
     metrics.metrics_available.labels(key).set(0 if measured.problem else 1)
     if observation.measured_w is not None:
         metrics.power_watts.labels(key).set(observation.measured_w)
+    # The power model's prediction and its error (headroom with a demand signal); gone when
+    # a round has none, so a stale figure never reads as current.
+    for gauge, value in (
+        (metrics.predicted_power_watts, plan.predicted_w),
+        (metrics.prediction_error_watts, plan.prediction_error_w),
+    ):
+        gauge.replace(key, {} if value is None else {(): value})
+    metrics.target_predicted_power_watts.replace(
+        key,
+        {(d.target,): d.predicted_watts for d in plan.decisions if d.predicted_watts is not None},
+    )
     # Each round's per-target series replace the last round's: a target gone loses its series.
     learned = plan.state.targets
     metrics.target_max_replicas.replace(

@@ -13,6 +13,7 @@ import pytest
 from climatik.api.models import EffectiveCapSource
 from climatik.domain.carbon import EmissionRateTarget
 from climatik.domain.config import CarbonConfig, CarbonProvider, PowerCappingConfig, TargetKind
+from climatik.policies.observations import BACKLOG_DRAIN_S, demand_tokens_per_s
 from climatik.reconcilers.powercap_measure import effective_cap, target_observation
 from climatik.reconcilers.targets import ResolvedTarget
 from climatik.sources.power import Reading, TargetMeasurement
@@ -78,3 +79,33 @@ def test_a_target_without_a_measurement_is_no_data_never_zero() -> None:
     seen = target_observation(target, measured)
     assert seen.watts == pytest.approx(800.0)
     assert seen.tokens_per_s == pytest.approx(400.0)
+    assert seen.demand_tokens_per_s is None  # no backlog measured: the policy charges full load
+
+
+def test_a_targets_demand_is_what_it_serves_plus_its_backlog_drained_as_in_the_twin() -> None:
+    """The live reconciler gives the headroom policy the demand the twin gives it: tokens
+    served plus waiting requests x tokens per request (generated tokens over finished
+    requests), drained over `BACKLOG_DRAIN_S`."""
+    target = ResolvedTarget(
+        kind=TargetKind.SCALED_OBJECT,
+        name="chat",
+        namespace="llm",
+        min_replicas=1,
+        applied_max_replicas=6,
+        user_max_replicas=8,
+        current_replicas=4,
+        pods=("chat-0",),
+        pod_nodes=("n",),
+        obj={},
+    )
+    measured = TargetMeasurement(
+        target.key,
+        Reading(800.0, 0.0, "q"),
+        Reading(400.0, 0.0, "t"),
+        waiting_requests=Reading(30.0, 0.0, "w"),
+        finished_per_s=Reading(2.0, 0.0, "f"),
+    )
+    seen = target_observation(target, measured)
+    expected = demand_tokens_per_s(400.0, 30.0, 200.0)
+    assert seen.demand_tokens_per_s == pytest.approx(expected)
+    assert expected == pytest.approx(400.0 + 30 * 200 / BACKLOG_DRAIN_S)

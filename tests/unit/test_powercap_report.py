@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry
 
 from climatik.api.models import (
     Condition,
@@ -27,10 +30,12 @@ from climatik.domain.capping import (
 )
 from climatik.domain.config import PowerCappingConfig, TargetKind
 from climatik.policies.observations import observe_target
+from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap_measure import Measured
 from climatik.reconcilers.powercap_report import (
     StatusRound,
     ceiling_event,
+    record_metrics,
     round_conditions,
 )
 from climatik.reconcilers.targets import ResolvedTarget
@@ -206,3 +211,27 @@ def test_an_event_only_for_a_ceiling_that_moved() -> None:
         "",
     )
     assert reason == "FailSafeCeilingApplied"
+
+
+def test_the_power_models_prediction_and_its_error_are_metrics_while_it_has_one() -> None:
+    """Issue 17: the model's prediction error is a metric, and each target's predicted watts
+    sit beside its measured watts; a round without a prediction drops them (a stale figure
+    must not read as current)."""
+    registry = CollectorRegistry()
+    metrics = CappingMetrics(registry)
+    predicted = replace(decision("chat", 6, 6, CeilingAction.HOLD), predicted_watts=610.0)
+    with_model = replace(plan(predicted), predicted_w=930.0, prediction_error_w=-12.5)
+    measured = Measured({}, 950.0, None, "MetricsAvailable")
+    record_metrics(metrics, "llm/cap", observation(), with_model, measured)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"config": "llm/cap", **labels})
+
+    assert value("climatik_predicted_power_watts") == 930.0
+    assert value("climatik_prediction_error_watts") == -12.5
+    assert value("climatik_target_predicted_power_watts", target="chat") == 610.0
+    assert value("climatik_power_watts") == 950.0
+    record_metrics(metrics, "llm/cap", observation(), plan(), measured)
+    assert value("climatik_predicted_power_watts") is None
+    assert value("climatik_prediction_error_watts") is None
+    assert value("climatik_target_predicted_power_watts", target="chat") is None
