@@ -34,6 +34,8 @@ from climatik.runtime.capping import carbon_controller, power_cap_controller
 from tests.integration.conftest import Kubectl
 from tests.integration.helpers.carbon_servers import Answer, ProviderServer, provider_server
 from tests.integration.helpers.polling import eventually
+from tests.integration.helpers.scrape import free_port, manager_metric
+from tests.integration.helpers.webhook import serving_pair
 from tests.integration.helpers.workloads import (
     capping_config,
     ceiling_becomes,
@@ -46,8 +48,6 @@ from tests.integration.helpers.workloads import (
     serve_watts,
     so_ref,
 )
-from tests.integration.test_placement import serving_pair
-from tests.integration.test_tenant_fairness import _free_port, _metric
 
 if TYPE_CHECKING:
     from tests.integration.helpers.prometheus import ExporterHandle, PrometheusFactory
@@ -152,7 +152,7 @@ async def test_faults_never_push_a_ceiling_out_of_bounds_and_capping_recovers(
         "CLIMATIK_CARBON__SECRET_REFRESH_S": PERIOD_S,
         "CLIMATIK_CARBON__SECRET_RETRY_S": PERIOD_S,
         "CLIMATIK_PLACEMENT__WEBHOOK_CERT_DIR": cert_dir,
-        "CLIMATIK_PLACEMENT__WEBHOOK_PORT": _free_port(),
+        "CLIMATIK_PLACEMENT__WEBHOOK_PORT": free_port(),
     }.items():
         monkeypatch.setenv(name, str(value))
     monkeypatch.setattr(runtime_placement, "CERTIFICATE_POLL_S", PERIOD_S)
@@ -187,7 +187,7 @@ async def test_faults_never_push_a_ceiling_out_of_bounds_and_capping_recovers(
             lambda obj: condition(obj, "CarbonAvailable").get("reason") == "Live",
             timeout_s=60,
         )
-        assert await _metric(manager, "climatik_placement_webhook_certificate_ok") == 0
+        assert await manager_metric(manager, "climatik_placement_webhook_certificate_ok") == 0
         watch = CeilingWatch(kubectl)
         watch.start()
         recovery: dict[str, float] = {}
@@ -247,7 +247,7 @@ async def test_faults_never_push_a_ceiling_out_of_bounds_and_capping_recovers(
             cert.replace(cert_dir / "tls.crt")
             written = time.monotonic()
             await eventually(
-                lambda: _metric(manager, "climatik_placement_webhook_certificate_ok"),
+                lambda: manager_metric(manager, "climatik_placement_webhook_certificate_ok"),
                 lambda value: value == 1,
                 timeout_s=RECOVERY_S + 5,
             )

@@ -9,9 +9,6 @@ reads), so each test decides which rack is hot; everything else is the real thin
 from __future__ import annotations
 
 import asyncio
-import base64
-import datetime as dt
-import ipaddress
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -20,10 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from climatik.devcluster.cluster import ClusterInfo
 from climatik.kube.client import KubeClient
@@ -52,6 +45,7 @@ from climatik.sources.cooling import CoolingController, DryRunCoolingController
 from climatik.sources.racks import RackSignals, RackSignalSource, StaticRackSignalSource
 from tests.integration.conftest import SESSION_TOPOLOGY, Kubectl
 from tests.integration.helpers.polling import eventually
+from tests.integration.helpers.webhook import serving_pair, webhook_configuration
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -69,69 +63,6 @@ class Placement:
     server: WebhookServer
     client: KubeClient
     webhook_name: str
-
-
-def serving_pair(directory: Path) -> tuple[Path, Path]:
-    """A self-signed serving certificate for 127.0.0.1 (it is its own CA bundle)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "climatik-placement-webhook")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "webhook.crt", directory / "webhook.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
-def webhook_configuration(name: str, namespace: str, url: str, ca: bytes) -> dict[str, Any]:
-    """The MutatingWebhookConfiguration the Helm chart installs, scoped to one namespace."""
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [
-            {
-                "name": "pods.placement.climatik-project.ai",
-                "clientConfig": {"url": url, "caBundle": base64.b64encode(ca).decode()},
-                "rules": [
-                    {
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "operations": ["CREATE"],
-                        "resources": ["pods"],
-                        "scope": "Namespaced",
-                    }
-                ],
-                "objectSelector": {"matchLabels": {MANAGED_LABEL: "true"}},
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                "failurePolicy": "Ignore",
-                "sideEffects": "None",
-                "admissionReviewVersions": ["v1"],
-                "timeoutSeconds": 5,
-                "reinvocationPolicy": "Never",
-            }
-        ],
-    }
 
 
 def placement_factory(

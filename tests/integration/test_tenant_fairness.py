@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 import urllib.parse
 import urllib.request
@@ -35,9 +34,10 @@ from climatik.reconcilers.placement_webhook import MANAGED_LABEL
 from climatik.reconcilers.settings import CappingSettings
 from climatik.runtime import placement as runtime_placement
 from climatik.runtime.capping import power_cap_controller
-from climatik.runtime.manager import Manager
 from tests.integration.conftest import Kubectl
 from tests.integration.helpers.polling import eventually
+from tests.integration.helpers.scrape import free_port, manager_metric
+from tests.integration.helpers.webhook import serving_pair, webhook_configuration
 from tests.integration.helpers.workloads import (
     capping_config,
     ceiling_becomes,
@@ -48,7 +48,6 @@ from tests.integration.helpers.workloads import (
     serve_watts,
     so_ref,
 )
-from tests.integration.test_placement import serving_pair, webhook_configuration
 
 if TYPE_CHECKING:
     from tests.integration.helpers.prometheus import ExporterHandle, PrometheusServer
@@ -57,12 +56,6 @@ pytest_plugins = ["tests.integration.helpers.prometheus"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
 
 SILENT_CONFIGS = 20
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class SilentPrometheus:
@@ -198,19 +191,6 @@ def _managed_pod(name: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
 
 
-async def _metric(manager: Manager, name: str, labels: str = "") -> float | None:
-    def scrape() -> str:
-        url = f"http://127.0.0.1:{manager.http.port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return str(response.read().decode())
-
-    text = await asyncio.to_thread(scrape)
-    for line in text.splitlines():
-        if line.startswith(f"{name}{labels} ") or (not labels and line.startswith(f"{name} ")):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
 async def test_a_garbage_webhook_certificate_does_not_stop_power_capping(
     dev_cluster: ClusterInfo,
     kubectl: Kubectl,
@@ -224,7 +204,7 @@ async def test_a_garbage_webhook_certificate_does_not_stop_power_capping(
     cert_dir.mkdir()
     (cert_dir / "tls.crt").write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
     (cert_dir / "tls.key").write_text("not a key")
-    port = _free_port()
+    port = free_port()
     monkeypatch.setenv("CLIMATIK_PLACEMENT__WEBHOOK_CERT_DIR", str(cert_dir))
     monkeypatch.setenv("CLIMATIK_PLACEMENT__WEBHOOK_PORT", str(port))
     monkeypatch.setenv("CLIMATIK_CAPPING__INTERVAL_S", "1")
@@ -245,7 +225,7 @@ async def test_a_garbage_webhook_certificate_does_not_stop_power_capping(
             )
             await asyncio.to_thread(kubectl.apply, config)
             await ceiling_becomes(kubectl, "llm", 4, timeout_s=90)
-            assert await _metric(manager, "climatik_placement_webhook_certificate_ok") == 0
+            assert await manager_metric(manager, "climatik_placement_webhook_certificate_ok") == 0
             with pytest.raises(ConnectionRefusedError):  # the webhook is not listening
                 await asyncio.open_connection("127.0.0.1", port)
 
@@ -254,7 +234,7 @@ async def test_a_garbage_webhook_certificate_does_not_stop_power_capping(
             key.replace(cert_dir / "tls.key")
             cert.replace(cert_dir / "tls.crt")
             await eventually(
-                lambda: _metric(manager, "climatik_placement_webhook_certificate_ok"),
+                lambda: manager_metric(manager, "climatik_placement_webhook_certificate_ok"),
                 lambda value: value == 1,
             )
             url = f"https://127.0.0.1:{port}/mutate-pods"
@@ -265,7 +245,7 @@ async def test_a_garbage_webhook_certificate_does_not_stop_power_capping(
             # The real API server calls the webhook over TLS for a managed pod.
             await asyncio.to_thread(kubectl.apply, _managed_pod("probe"))
             answered = await eventually(
-                lambda: _metric(
+                lambda: manager_metric(
                     manager, "climatik_placement_webhook_requests_total", '{result="skipped"}'
                 ),
                 lambda value: value is not None and value >= 1,
