@@ -30,7 +30,7 @@ from climatik.sources.power import (
 )
 from climatik.sources.prometheus import PodSamples, Sample, Vector
 from tests.unit import cluster_objects as objects
-from tests.unit.test_sources_power import CPU_Q, FRESH_Q, GPU_Q, POWER, TableQuerier, per_pod
+from tests.unit.helpers.prometheus_table import CPU_Q, FRESH_Q, GPU_Q, POWER, TableQuerier, per_pod
 
 
 def _pod_with(resources: dict[str, Any]) -> dict[str, Any]:

@@ -30,10 +30,8 @@ from climatik.reconcilers.settings import PlacementSettings
 from climatik.reconcilers.targets import WorkloadCaches
 from climatik.sources.cooling import CoolingController, CoolingError, CoolingOutcome
 from climatik.sources.racks import RackSignals, RackSignalSource, StaticRackSignalSource
-from tests.unit.test_sources_recirculation import ALIAS_BOMB
-
-KEY = "climatik-project.ai/rack"
-NS = "llm"
+from tests.unit.helpers.placement_objects import DEPLOYMENT, KEY, NS, config, node, pod
+from tests.unit.helpers.yaml_bombs import ALIAS_BOMB
 
 
 class Cache:
@@ -136,58 +134,6 @@ class Cooling:
             raise CoolingError("cooling webhook http://bms answered HTTP 503: busy")
         self.sent.append(setpoints)
         return CoolingOutcome(True, "sent")
-
-
-def config(mode: str = "Webhook", cooling: str = "DryRun", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "powercapping.climatik-project.ai/v1",
-        "kind": "PowerCappingConfig",
-        "metadata": {"name": "cap", "namespace": NS, "generation": 3, "resourceVersion": "7"},
-        "spec": {
-            "powerCapLimit": 100_000,
-            "deploymentName": "chat",
-            "rackConstraints": [
-                {"rackId": "rack-a", "maxPower": 40_000, "maxTemperature": 30},
-                {"rackId": "rack-b", "maxPower": 40_000, "maxTemperature": 30},
-            ],
-            "placement": {"mode": mode, "rackLabelKey": KEY},
-            "cooling": (
-                {"mode": cooling, "webhookURL": "http://bms.example/setpoints"}
-                if cooling == "Webhook"
-                else {"mode": cooling}
-            ),
-            **spec,
-        },
-    }
-
-
-def node(name: str, rack: str) -> dict[str, Any]:
-    return {"metadata": {"name": name, "labels": {KEY: rack}}}
-
-
-def pod(
-    name: str, node_name: str, cost: str | None = None, phase: str = "Running"
-) -> dict[str, Any]:
-    annotations = {DELETION_COST_ANNOTATION: cost} if cost is not None else {}
-    return {
-        "metadata": {
-            "name": name,
-            "namespace": NS,
-            "labels": {"app": "chat"},
-            "annotations": annotations,
-        },
-        "spec": {"nodeName": node_name},
-        "status": {"phase": phase},
-    }
-
-
-DEPLOYMENT = {
-    "metadata": {"name": "chat", "namespace": NS},
-    "spec": {
-        "selector": {"matchLabels": {"app": "chat"}},
-        "template": {"metadata": {"labels": {"app": "chat"}}, "spec": {"containers": []}},
-    },
-}
 
 
 def reconciler(

@@ -7,7 +7,7 @@ import json
 
 from climatik.domain.placement import PlaceScore
 from climatik.reconcilers.placement_template import ORIGINAL_AFFINITY_ANNOTATION, template_patch
-from tests.unit.test_placement_reconciler import DEPLOYMENT, KEY
+from tests.unit.helpers.placement_objects import DEPLOYMENT, KEY
 
 
 def test_template_patch_keeps_the_users_affinity_and_is_stable() -> None:

@@ -30,7 +30,7 @@ from climatik.reconcilers.result import Result
 from climatik.reconcilers.settings import CappingSettings
 from climatik.reconcilers.targets import WorkloadCaches
 from climatik.sources.address import HTTPSession
-from tests.unit.test_powercap_hostile_measurements import (
+from tests.unit.helpers.capping_world import (
     NS,
     Cache,
     Events,

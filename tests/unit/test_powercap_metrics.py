@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from climatik.domain.capping import CeilingAction, CeilingReason
 from climatik.reconcilers.metrics import CappingMetrics
-from tests.unit.test_powercap_hostile_measurements import (
+from tests.unit.helpers.capping_world import (
     NS,
     FakePrometheus,
     prometheus,

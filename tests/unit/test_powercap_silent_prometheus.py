@@ -24,7 +24,7 @@ from climatik.reconcilers.powercap import PowerCapReconciler
 from climatik.reconcilers.settings import CappingSettings
 from climatik.reconcilers.targets import WorkloadCaches
 from climatik.sources.address import HTTPSession
-from tests.unit.test_runtime_capping import _Cache, _conditions, _Events, _StatusClient
+from tests.unit.helpers.status_world import RecordedEvents, StatusClient, StoreCache, conditions_of
 
 QUERY_TIMEOUT_S = 0.5
 
@@ -94,8 +94,8 @@ async def test_a_silent_prometheus_costs_one_query_timeout_not_one_per_query(
     silent_prometheus: SilentPrometheus,
 ) -> None:
     objects = _objects(silent_prometheus.url)
-    configs = _Cache(objects["config"])
-    client = _StatusClient(configs)
+    configs = StoreCache(objects["config"])
+    client = StatusClient(configs)
     async with HTTPSession() as session:
 
         async def session_factory() -> Any:
@@ -105,14 +105,14 @@ async def test_a_silent_prometheus_costs_one_query_timeout_not_one_per_query(
             client,
             configs=configs,
             workloads=WorkloadCaches(
-                _Cache(objects["scaled_object"]),
-                _Cache(),
-                _Cache(objects["deployment"]),
-                _Cache(objects["pod"]),
-                _Cache(),
+                StoreCache(objects["scaled_object"]),
+                StoreCache(),
+                StoreCache(objects["deployment"]),
+                StoreCache(objects["pod"]),
+                StoreCache(),
             ),
-            nodes=_Cache(objects["node"]),
-            events=_Events(),
+            nodes=StoreCache(objects["node"]),
+            events=RecordedEvents(),
             metrics=CappingMetrics(CollectorRegistry()),
             settings=CappingSettings(
                 prometheus_timeout_s=QUERY_TIMEOUT_S,
@@ -123,7 +123,7 @@ async def test_a_silent_prometheus_costs_one_query_timeout_not_one_per_query(
             session_factory=session_factory,
         )
         await reconciler.reconcile("ns/cap")
-    metrics = _conditions(configs)["MetricsAvailable"]
+    metrics = conditions_of(configs)["MetricsAvailable"]
     assert (metrics["status"], metrics["reason"]) == ("False", "PrometheusTimeout")
     # Every query (targets, the scope's query, racks) was sent before the first one gave up.
     accepted = silent_prometheus.accepted_at

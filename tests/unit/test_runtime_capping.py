@@ -18,12 +18,10 @@ from prometheus_client import CollectorRegistry
 from climatik.api.status import (
     GPU_TUNING_CONDITION,
     GPU_TUNING_DISABLED_IN_CONTROLLER,
-    apply_merge_patch,
 )
 from climatik.domain.gpu import TUNE_NODE_LABEL
 from climatik.kube.client import KubeClient
-from climatik.kube.resources import CONFIGMAPS, DEPLOYMENTS, JOBS, Resource
-from climatik.kube.store import Store, thaw
+from climatik.kube.resources import CONFIGMAPS, DEPLOYMENTS, JOBS
 from climatik.kube.watchstate import WatchEventType
 from climatik.reconcilers.gpu_tuning import GpuTuningReconciler
 from climatik.reconcilers.metrics import CappingMetrics
@@ -44,6 +42,13 @@ from climatik.runtime.settings import (
     KubeSettings,
     LeaderElectionSettings,
     RuntimeSettings,
+)
+from tests.unit.helpers.status_world import (
+    RecordedEvents,
+    StatusClient,
+    StoreCache,
+    conditions_of,
+    status_of,
 )
 
 
@@ -174,53 +179,6 @@ async def test_controllers_reconcile_several_configs_at_once_under_a_deadline(
         await session.close()
 
 
-class _Cache:
-    """An informer as the reconciler reads it: only its store."""
-
-    def __init__(self, *objs: dict[str, Any]) -> None:
-        self.store = Store()
-        for obj in objs:
-            self.store.upsert(obj)
-
-
-class _StatusClient(KubeClient):
-    """Applies status merge patches to the cached config, like the API server and a watch would."""
-
-    def __init__(self, configs: _Cache) -> None:
-        super().__init__(api_client=None)
-        self.configs = configs
-        self.status_patches: list[dict[str, Any]] = []
-
-    async def merge_patch(
-        self,
-        resource: Resource,
-        name: str,
-        patch: Mapping[str, Any],
-        namespace: str | None = None,
-        *,
-        subresource: str | None = None,
-    ) -> dict[str, Any]:
-        assert subresource == "status", (resource, name, patch)
-        self.status_patches.append(dict(patch))
-        current = self.configs.store.get(f"{namespace}/{name}")
-        assert current is not None
-        updated: dict[str, Any] = apply_merge_patch(thaw(current), patch)
-        updated["metadata"].pop("resourceVersion", None)
-        self.configs.store.upsert(updated)
-        return updated
-
-
-class _Events:
-    def __init__(self) -> None:
-        self.recorded: list[tuple[str, str, str]] = []
-
-    async def record(
-        self, obj: Mapping[str, Any], event_type: str, reason: str, message: str
-    ) -> bool:
-        self.recorded.append((event_type, reason, message))
-        return True
-
-
 def _pcc(mode: str, generation: int = 1) -> dict[str, Any]:
     return {
         "apiVersion": "powercapping.climatik-project.ai/v1",
@@ -231,7 +189,7 @@ def _pcc(mode: str, generation: int = 1) -> dict[str, Any]:
 
 
 def _reconciler(
-    configs: _Cache, client: _StatusClient, events: _Events, *, enabled: bool
+    configs: StoreCache, client: StatusClient, events: RecordedEvents, *, enabled: bool
 ) -> PowerCapReconciler:
     async def no_session() -> aiohttp.ClientSession:
         raise AssertionError("no Prometheus is configured, so none is asked")
@@ -239,8 +197,10 @@ def _reconciler(
     return PowerCapReconciler(
         client,
         configs=configs,
-        workloads=WorkloadCaches(_Cache(), _Cache(), _Cache(), _Cache(), _Cache()),
-        nodes=_Cache(),
+        workloads=WorkloadCaches(
+            StoreCache(), StoreCache(), StoreCache(), StoreCache(), StoreCache()
+        ),
+        nodes=StoreCache(),
         events=events,
         metrics=CappingMetrics(CollectorRegistry()),
         settings=CappingSettings(),
@@ -261,38 +221,27 @@ async def _reconcile(reconciler: PowerCapReconciler) -> None:
         await reconciler.reconcile("ns/cap")
 
 
-def _status(configs: _Cache) -> dict[str, Any]:
-    obj = configs.store.get("ns/cap")
-    assert obj is not None
-    status: dict[str, Any] = thaw(obj.get("status") or {})
-    return status
-
-
-def _warnings(events: _Events) -> int:
+def _warnings(events: RecordedEvents) -> int:
     """How many GpuTuningDisabledInController Events were recorded."""
     return [e[1] for e in events.recorded].count("GpuTuningDisabledInController")
-
-
-def _conditions(configs: _Cache) -> dict[str, dict[str, Any]]:
-    return {c["type"]: c for c in _status(configs).get("conditions") or ()}
 
 
 @pytest.mark.parametrize("mode", ["Recommend", "Apply"])
 async def test_a_config_asking_for_disabled_gpu_tuning_is_told_once(
     mode: str,
 ) -> None:
-    configs = _Cache(_pcc(mode))
-    client, events = _StatusClient(configs), _Events()
+    configs = StoreCache(_pcc(mode))
+    client, events = StatusClient(configs), RecordedEvents()
     reconciler = _reconciler(configs, client, events, enabled=False)
     for _ in range(3):
         await _reconcile(reconciler)
-    tuning = _conditions(configs)[GPU_TUNING_CONDITION]
+    tuning = conditions_of(configs)[GPU_TUNING_CONDITION]
     assert tuning["status"] == "False"
     assert tuning["reason"] == GPU_TUNING_DISABLED_IN_CONTROLLER == "DisabledInController"
     assert "CLIMATIK_GPU_TUNING__ENABLED=false" in tuning["message"]
     assert mode in tuning["message"]
     # Everything else is reported as without the note.
-    assert _conditions(configs)["Ready"]["reason"] == "Misconfigured"
+    assert conditions_of(configs)["Ready"]["reason"] == "Misconfigured"
     warnings = [e for e in events.recorded if e[1] == "GpuTuningDisabledInController"]
     assert len(warnings) == 1, events.recorded
     assert warnings[0][0] == "Warning"
@@ -302,35 +251,35 @@ async def test_a_config_asking_for_disabled_gpu_tuning_is_told_once(
     await _reconcile(restarted)
     assert _warnings(events) == 1
     # A new spec generation still asking is told again.
-    configs.store.upsert({**_pcc(mode, generation=2), "status": _status(configs)})
+    configs.store.upsert({**_pcc(mode, generation=2), "status": status_of(configs)})
     await _reconcile(restarted)
     assert _warnings(events) == 2
 
 
 async def test_the_gpu_tuning_condition_goes_once_the_config_stops_asking() -> None:
-    configs = _Cache(_pcc("Apply"))
-    client, events = _StatusClient(configs), _Events()
+    configs = StoreCache(_pcc("Apply"))
+    client, events = StatusClient(configs), RecordedEvents()
     reconciler = _reconciler(configs, client, events, enabled=False)
     await _reconcile(reconciler)
-    assert GPU_TUNING_CONDITION in _conditions(configs)
-    configs.store.upsert({**_pcc("Disabled", generation=2), "status": _status(configs)})
+    assert GPU_TUNING_CONDITION in conditions_of(configs)
+    configs.store.upsert({**_pcc("Disabled", generation=2), "status": status_of(configs)})
     await _reconcile(reconciler)
-    assert GPU_TUNING_CONDITION not in _conditions(configs)
-    assert "Ready" in _conditions(configs)
+    assert GPU_TUNING_CONDITION not in conditions_of(configs)
+    assert "Ready" in conditions_of(configs)
     assert _warnings(events) == 1
 
 
 async def test_the_gpu_tuning_condition_goes_once_the_controller_tunes_again() -> None:
-    configs = _Cache(_pcc("Apply"))
-    client, events = _StatusClient(configs), _Events()
+    configs = StoreCache(_pcc("Apply"))
+    client, events = StatusClient(configs), RecordedEvents()
     await _reconcile(_reconciler(configs, client, events, enabled=False))
-    assert GPU_TUNING_CONDITION in _conditions(configs)
+    assert GPU_TUNING_CONDITION in conditions_of(configs)
     # The controller restarts with tuning enabled; the spec is unchanged.
     await _reconcile(_reconciler(configs, client, events, enabled=True))
-    assert GPU_TUNING_CONDITION not in _conditions(configs)
+    assert GPU_TUNING_CONDITION not in conditions_of(configs)
 
 
-class _RefusingEvents(_Events):
+class _RefusingEvents(RecordedEvents):
     """An API server that refuses the first Event (e.g. a passing 500)."""
 
     async def record(
@@ -341,8 +290,8 @@ class _RefusingEvents(_Events):
 
 
 async def test_a_refused_gpu_tuning_event_is_tried_again() -> None:
-    configs = _Cache(_pcc("Apply"))
-    client, events = _StatusClient(configs), _RefusingEvents()
+    configs = StoreCache(_pcc("Apply"))
+    client, events = StatusClient(configs), _RefusingEvents()
     reconciler = _reconciler(configs, client, events, enabled=False)
     # The first reconcile's Event is refused before any condition is written, so the second
     # tries again; after that it is told.
@@ -355,11 +304,11 @@ async def test_a_refused_gpu_tuning_event_is_tried_again() -> None:
 async def test_no_gpu_tuning_note_when_tuning_runs_or_is_not_asked_for(
     enabled: bool, mode: str
 ) -> None:
-    configs = _Cache(_pcc(mode))
-    client, events = _StatusClient(configs), _Events()
+    configs = StoreCache(_pcc(mode))
+    client, events = StatusClient(configs), RecordedEvents()
     await _reconcile(_reconciler(configs, client, events, enabled=enabled))
-    assert GPU_TUNING_CONDITION not in _conditions(configs)
-    assert "Ready" in _conditions(configs)
+    assert GPU_TUNING_CONDITION not in conditions_of(configs)
+    assert "Ready" in conditions_of(configs)
     assert "GpuTuningDisabledInController" not in [e[1] for e in events.recorded]
 
 

@@ -24,8 +24,8 @@ from climatik.runtime.placement import CoolingControllers, PrometheusRackSources
 from climatik.runtime.settings import LeaderElectionSettings, RuntimeSettings
 from climatik.sources.cooling import DryRunCoolingController, HttpCoolingController
 from climatik.sources.racks import PrometheusRackSignalSource, StaticRackSignalSource
-from tests.unit.test_placement_reconciler import config
-from tests.unit.test_placement_webhook import self_signed
+from tests.unit.helpers.certificates import self_signed
+from tests.unit.helpers.placement_objects import config
 
 
 def _free_port() -> int:

@@ -15,12 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from climatik.sources.recirculation import parse_recirculation
+from tests.unit.helpers.yaml_bombs import ALIAS_BOMB
 
-ALIAS_BOMB = "".join(
-    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
-    for prev, name in zip(["", *"abcdefgh"], "abcdefghi", strict=True)
-)
-"""Nine levels of nine aliases: a few hundred bytes, 9**9 (387 million) strings once expanded."""
 LOADERS = [yaml.SafeLoader, *([yaml.CSafeLoader] if hasattr(yaml, "CSafeLoader") else [])]
 
 

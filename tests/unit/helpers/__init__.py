@@ -1,0 +1,1 @@
+"""What the unit tests share: fakes of the world a reconciler sees."""

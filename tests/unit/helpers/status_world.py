@@ -1,0 +1,71 @@
+"""A config's status world for reconciler unit tests: a cache holding the config, a client
+that applies status merge patches to it as the API server and a watch would, and recorded
+Events."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from climatik.api.status import apply_merge_patch
+from climatik.kube.client import KubeClient
+from climatik.kube.resources import Resource
+from climatik.kube.store import Store, thaw
+
+
+class StoreCache:
+    """An informer as the reconciler reads it: only its store."""
+
+    def __init__(self, *objs: dict[str, Any]) -> None:
+        self.store = Store()
+        for obj in objs:
+            self.store.upsert(obj)
+
+
+class StatusClient(KubeClient):
+    """Applies status merge patches to the cached config, like the API server and a watch would."""
+
+    def __init__(self, configs: StoreCache) -> None:
+        super().__init__(api_client=None)
+        self.configs = configs
+        self.status_patches: list[dict[str, Any]] = []
+
+    async def merge_patch(
+        self,
+        resource: Resource,
+        name: str,
+        patch: Mapping[str, Any],
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        assert subresource == "status", (resource, name, patch)
+        self.status_patches.append(dict(patch))
+        current = self.configs.store.get(f"{namespace}/{name}")
+        assert current is not None
+        updated: dict[str, Any] = apply_merge_patch(thaw(current), patch)
+        updated["metadata"].pop("resourceVersion", None)
+        self.configs.store.upsert(updated)
+        return updated
+
+
+class RecordedEvents:
+    def __init__(self) -> None:
+        self.recorded: list[tuple[str, str, str]] = []
+
+    async def record(
+        self, obj: Mapping[str, Any], event_type: str, reason: str, message: str
+    ) -> bool:
+        self.recorded.append((event_type, reason, message))
+        return True
+
+
+def status_of(configs: StoreCache) -> dict[str, Any]:
+    obj = configs.store.get("ns/cap")
+    assert obj is not None
+    status: dict[str, Any] = thaw(obj.get("status") or {})
+    return status
+
+
+def conditions_of(configs: StoreCache) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status_of(configs).get("conditions") or ()}
