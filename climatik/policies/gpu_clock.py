@@ -123,15 +123,15 @@ def _served(target: ClockTarget, sample: ClockSample, left_w: float, idle_w: flo
 
 
 def _raise_w(target: ClockTarget, faster: ClockSample, idle_w: float) -> float:
-    """Extra dynamic watts of every replica the ceiling allows, saturated (or at the demand),
-    at a faster clock than the target's current one (`inf` when its sweep lacks the current)."""
+    """Extra dynamic watts of every replica the ceiling allows, saturated, at a faster clock
+    than the target's current one (`inf` when its sweep lacks the current)."""
     current = next((s for s in target.samples if s.clock_mhz == target.current_mhz), None)
     if current is None:
         return math.inf
-    demand = target.demand_tokens_per_s or 0.0
 
     def busy_w(sample: ClockSample) -> float:
-        tokens = min(demand, target.allowed_replicas * sample.tokens_per_s)
+        # Saturated whatever the demand says: a burst fills them before the next decision.
+        tokens = target.allowed_replicas * sample.tokens_per_s
         return tokens * _dynamic_j_per_token(sample, idle_w)
 
     return busy_w(faster) - busy_w(current)

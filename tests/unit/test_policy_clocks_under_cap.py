@@ -89,15 +89,16 @@ def test_a_lowered_clock_stays_while_its_seats_keep_up() -> None:
 
 
 def test_a_clock_rises_only_into_the_spare_watts_and_once_settled() -> None:
-    # 3,500 tokens/s: 3,200 at 1000 MHz, all at 1500 MHz for 4.9 kW instead of 3.2 kW.
+    # 3,500 tokens/s: 3,200 at 1000 MHz, all at 1500 MHz. The four replicas its ceiling
+    # allows, saturated, draw 3.2 kW at 1000 MHz and 5.6 kW at 1500: 2.4 kW more.
     slow = target(current=1000, demand=3500.0)
 
     def picks(one: ClockTarget, spare_w: float) -> dict[str, int]:
         return clocks_under_cap([one], dynamic_budget_w=10_000.0, idle_w=IDLE_W, spare_w=spare_w)
 
-    assert picks(slow, 1500.0) == {"chat": 1000}
-    assert picks(slow, 2000.0) == {"chat": 1500}
-    assert picks(target(current=1000, demand=3500.0, settled=False), 2000.0) == {"chat": 1000}
+    assert picks(slow, 2300.0) == {"chat": 1000}
+    assert picks(slow, 2500.0) == {"chat": 1500}
+    assert picks(target(current=1000, demand=3500.0, settled=False), 2500.0) == {"chat": 1000}
 
 
 def test_boost_above_tuned_only_when_asked_and_at_the_users_maximum() -> None:
