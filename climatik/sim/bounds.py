@@ -32,6 +32,10 @@ IntArray = npt.NDArray[np.int64]
 
 J_PER_KWH = 3.6e6
 
+SLOPE_FLOOR = 1e-6
+"""Envelope lines flatter than this are left out of the SLO bound's seat envelope: HiGHS would
+drop their coefficients as zeros, which would move them below the curve."""
+
 
 @dataclass(frozen=True, slots=True)
 class TokensPlan:
@@ -133,6 +137,7 @@ def max_slo_met(
     budget_w: FloatArray,
     servers: float,
     max_replicas: FloatArray,
+    seat_lines: Sequence[Sequence[tuple[FloatArray, FloatArray]]] | None = None,
 ) -> SloPlan:
     """Most requests that can meet their SLO under the same budget as `max_tokens`.
 
@@ -152,6 +157,16 @@ def max_slo_met(
 
     A block whose steps run different clocks is a mix of these cases weighted by the steps'
     arrivals, so it lies in the hull too: a schedule may change clocks every step.
+
+    With `seat_lines`, served in full at c the met share also depends on the seats the service
+    holds: at most Phi_jc(v) with v its replica-seconds per request (more replicas, a lower
+    utilisation), Phi_jc concave and increasing, given as lines `a_l + b_l v`. Over a block's
+    steps the met requests are then at most A z Phi(s / (A z)) (Jensen, weights the steps'
+    arrivals) for s[b, j, c] the replica-seconds it holds in full service, which enter the
+    server and replica rows instead of the busy time (and are at least the busy time):
+
+        A f <= a_l A z + b_l s  (every line l of j, c),   f <= full_met z,   s >= A r z
+        sum_jc s + A r y <= servers * block_s,   sum_c s + A r y <= max_replicas * block_s
     """
     n_b, n_s, n_c = full_met.shape
     allowed = np.isfinite(energy_j) & np.isfinite(replica_s)
@@ -160,7 +175,12 @@ def max_slo_met(
     open_ = allowed[None].astype(float)
     model = Model()
     shape = (n_b, n_s, n_c)
-    full = model.cols(shape, cost=arrivals[:, :, None] * full_met, upper=open_ * (full_met > 0))
+    seated = seat_lines is not None
+    full = model.cols(
+        shape,
+        cost=0.0 if seated else arrivals[:, :, None] * full_met,
+        upper=open_ * (full_met > 0),
+    )
     weight = model.cols(shape, upper=np.broadcast_to(open_, shape))
     partial = model.cols(shape, upper=np.broadcast_to(open_, shape))
     met = model.cols(
@@ -189,14 +209,45 @@ def max_slo_met(
     load = arrivals[:, :, None]
     for cols in (full, partial):
         model.coef(power[:, None, None], cols, load * energy[None])
-        model.coef(room[:, None, None], cols, load * seconds[None])
-        model.coef(replicas[:, :, None], cols, load * seconds[None])
+    model.coef(room[:, None, None], partial, load * seconds[None])
+    model.coef(replicas[:, :, None], partial, load * seconds[None])
+    full_share = full
+    if seat_lines is None:
+        model.coef(room[:, None, None], full, load * seconds[None])
+        model.coef(replicas[:, :, None], full, load * seconds[None])
+    else:
+        # f: the met share served in full; s: the replica-seconds held for it.
+        full_share = model.cols(shape, cost=np.broadcast_to(load, shape), upper=1.0)
+        # In replicas held on average over the block (s / block_s): better scaled for HiGHS.
+        seats = model.cols(shape)
+        span = block_s[:, None, None]
+        capped = model.rows(shape, upper=0.0)
+        model.coef(capped, full_share, 1.0)
+        model.coef(capped, full, -full_met)
+        busy = model.rows(shape, lower=0.0, upper=np.inf)
+        model.coef(busy, seats, np.broadcast_to(span, shape))
+        model.coef(busy, full, -load * seconds[None])
+        model.coef(room[:, None, None], seats, np.broadcast_to(span, shape))
+        model.coef(replicas[:, :, None], seats, np.broadcast_to(span, shape))
+        for j, per_clock in enumerate(seat_lines):
+            for c, (intercepts, slopes) in enumerate(per_clock):
+                if not allowed[j, c]:
+                    continue
+                # A line that is flat to within the solver's tolerance is left out (a subset of
+                # the lines only loosens the envelope; f <= full_met z still holds).
+                keep = slopes > SLOPE_FLOOR
+                a, b = intercepts[keep], slopes[keep]
+                held = model.rows((a.size, n_b), upper=0.0)
+                model.coef(held, full_share[None, :, j, c], arrivals[None, :, j])
+                model.coef(held, full[None, :, j, c], -a[:, None] * arrivals[None, :, j])
+                model.coef(held, seats[None, :, j, c], -b[:, None] * block_s[None, :])
 
     solution = model.solve(maximize=True)
     x = solution.x if solution.optimal else np.zeros(model.n_col)
+    met_full = x[full_share] if seated else full_met * x[full]
     return SloPlan(
         solution=solution,
-        met=arrivals * (full_met * x[full] + x[met]).sum(axis=2),
+        met=arrivals * (met_full + x[met]).sum(axis=2),
         served_fraction=(x[full] + x[partial]).sum(axis=2),
     )
 

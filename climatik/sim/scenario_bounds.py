@@ -46,6 +46,8 @@ CLOCK_GROUPS = 6
 replaced by one option with the least energy, the least replica time and the best latency of
 its clocks (a relaxation of every clock in it; one run would be the cheapest clock's energy
 with the best clock's latency)."""
+SEAT_POINTS = 300
+"""Samples of the SLO's met share over replica-seconds per request (a geometric grid)."""
 SLO_LINES_PER_CLOCK = 8
 """Lines of each clock option's SLO envelope (a subset only loosens it)."""
 FRONTIER_SEGMENTS = 5
@@ -206,6 +208,40 @@ def _slo_inputs(
     return grouped, lines
 
 
+def _seat_lines(scenario: Scenario, serving: _Serving) -> list[list[tuple[FloatArray, FloatArray]]]:
+    """Per service and clock option: lines above the met share as a function of the replica
+    seconds held per request served in full (v).
+
+    With n replicas at clock c and arrival rate lam, the utilisation is at least
+    min(1, lam / (n mu_c)) = min(1, 1 / (v mu_c)), and the twin's met fraction (no queue, the
+    in-replica wait and the TBT check) falls with it: phi_c(v) = met(min(1, 1 / (v mu_c))),
+    increasing in v. Sampled from above on a grid (on [v_i, v_i+1] phi is at most
+    phi(v_i+1)), up to its supremum at v -> inf, and replaced by its least concave majorant."""
+    groups = _clock_groups(serving)
+    mu = 1.0 / serving.replica_s  # requests per second one replica serves at each clock
+    v = np.concatenate([[0.0], np.geomspace(0.2 / mu.max(), 1000.0 / mu.min(), SEAT_POINTS)])
+    out: list[list[tuple[FloatArray, FloatArray]]] = []
+    for j, service in enumerate(scenario.services):
+        with np.errstate(divide="ignore"):
+            util = np.minimum(1.0, 1.0 / (v[:, None] * mu[j][None, :]))
+        wait = physics.ttft_wait_s(0.0, 1.0, serving.prefill_s[j][None, :], util)
+        met = physics.ttft_met_fraction(service.slo.ttft_s, serving.prefill_s[j][None, :], wait)
+        tbt = physics.decode_step_s(service.model_class, util, serving.clock_ratio[None, :])
+        met = np.where(tbt <= service.slo.tbt_s, met, 0.0)
+        # The supremum as v -> inf (utilisation -> 0), where the grid ends.
+        wait0 = physics.ttft_wait_s(0.0, 1.0, serving.prefill_s[j], 0.0)
+        sup = physics.ttft_met_fraction(service.slo.ttft_s, serving.prefill_s[j], wait0)
+        tbt0 = physics.decode_step_s(service.model_class, 0.0, serving.clock_ratio)
+        sup = np.where(tbt0 <= service.slo.tbt_s, sup, 0.0)
+        per_clock = []
+        for group in groups:
+            best = met[:, group].max(axis=1)
+            above = np.append(best[1:], sup[group].max())
+            per_clock.append(upper_lines(v, np.maximum(above, best), SLO_LINES_PER_CLOCK))
+        out.append(per_clock)
+    return out
+
+
 def _clock_groups(serving: _Serving) -> list[npt.NDArray[np.int64]]:
     """The sweep's clocks (columns) in `CLOCK_GROUPS` runs of neighbours."""
     columns = np.arange(serving.clock_ratio.size, dtype=np.int64)
@@ -265,6 +301,7 @@ def compute_bounds(scenario: Scenario, hours: float | None = None) -> ScenarioBo
         budget_w=budget,
         servers=servers,
         max_replicas=max_rep,
+        seat_lines=_seat_lines(scenario, serving),
     )
     arrived = arrivals.sum(axis=0)
     duration_s = steps * dt
@@ -299,7 +336,9 @@ def compute_bounds(scenario: Scenario, hours: float | None = None) -> ScenarioBo
             "work may wait in the queue up to the service's timeout at its most replicas' rate; "
             "min replicas are not imposed",
             "SLO: a request meets its SLO only as the twin's latency formula allows at the "
-            "lowest utilisation the most replicas give (full service) or at utilisation 1 "
+            "lowest utilisation the most replicas give, and at most as the replica-seconds the "
+            "service holds per request allow, the services sharing the servers (full service: "
+            "Jensen over the block's steps on the concave majorant), or at utilisation 1 "
             "behind the queue its own block leaves (partial service); the queue carried from "
             "earlier blocks is forgotten, the met share is replaced by its concave majorant, "
             f"and each clock's energy goes with that clock's latency (a service runs one clock "

@@ -166,6 +166,29 @@ def test_slo_leaves_a_clock_marked_not_allowed_unused() -> None:
     assert plan.met.sum() == pytest.approx(0.0)
 
 
+def test_slo_services_that_share_the_seats_cannot_all_hold_enough_replicas() -> None:
+    # Two services, 10 arrivals each in a 1-s block, 0.01 replica-s a request. Served in full a
+    # request meets its SLO only in proportion to the replica-seconds held per request, all of
+    # them from 0.1 on: 1 replica-second per service. One server holds 1 replica-second: 10 met,
+    # not the 20 that the busy time alone (0.2 replica-s) would allow.
+    common = {
+        "arrivals": np.array([[10.0, 10.0]]),
+        "block_s": np.ones(1),
+        "full_met": np.ones((1, 2, 1)),
+        "partial_lines": [[(np.zeros(1), np.zeros(1))]] * 2,
+        "energy_j": np.ones((2, 1)),
+        "replica_s": np.full((2, 1), 0.01),
+        "budget_w": np.array([100.0]),
+        "servers": 1.0,
+        "max_replicas": np.array([1.0, 1.0]),
+    }
+    seats = [[(np.array([0.0]), np.array([10.0]))]] * 2
+    assert bounds.max_slo_met(**common).met.sum() == pytest.approx(20.0)  # type: ignore[arg-type]
+    held = bounds.max_slo_met(**common, seat_lines=seats)  # type: ignore[arg-type]
+    assert held.solution.status == "Optimal"
+    assert held.met.sum() == pytest.approx(10.0)
+
+
 def test_least_hottest_rise_balances_the_inlets() -> None:
     # Inlet i rises D_ii * p_i only: 0.001 and 0.002 K/W. 900 W total: the rises are equal at
     # p = (600, 300), 0.6 K, and each watt more adds 1/1500 K.
