@@ -41,7 +41,6 @@ from typing import Any
 
 import structlog
 
-from climatik.api.convert import InvalidConfigError, config_from_object
 from climatik.api.models import ConditionType, PowerCappingConfigStatus
 from climatik.api.status import set_condition, status_from_wire, status_patch
 from climatik.domain.config import CoolingMode, PlacementMode, PowerCappingConfig, TargetKind
@@ -64,6 +63,7 @@ from climatik.policies.placement import (
     score_racks,
     score_scale_in,
 )
+from climatik.reconcilers.opening import ConfigOpening
 from climatik.reconcilers.placement_deletion_costs import DeletionCosts
 from climatik.reconcilers.placement_metrics import PlacementMetrics
 from climatik.reconcilers.placement_racks import RackObserver, RackView, RecirculationMemory, finite
@@ -180,20 +180,16 @@ class PlacementReconciler:
         self._deletion_costs = DeletionCosts(
             client, metrics, retry_s=self._settings.deletion_cost_retry_s, clock=clock
         )
+        # The power-cap reconciler reports an invalid spec; placement stands aside.
+        self._opening = ConfigOpening(configs, forget=self._forget)
 
     # -- the loop -------------------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> Result:
-        obj = self._configs.store.get(key)
-        if obj is None:
-            self._forget(key)
-            return Result()
-        try:
-            config = config_from_object(obj)
-        except InvalidConfigError:
-            # The power-cap reconciler reports an invalid spec; placement just stands aside.
-            self._forget(key)
-            return Result()
+        opened = await self._opening.open(key)
+        if isinstance(opened, Result):
+            return opened
+        obj, config = opened.obj, opened.config
         if (
             config.placement.mode is PlacementMode.DISABLED
             and config.cooling.mode is CoolingMode.DISABLED
