@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from climatik.domain.config import PolicyType, PowerCappingConfig
-from climatik.policies.ceilings import (
+from climatik.policies.ceiling_settings import (
     CeilingSettings,
     FailSafeSettings,
     HeadroomSettings,

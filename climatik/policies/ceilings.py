@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from climatik.domain.capping import (
     CapObservation,
@@ -43,64 +43,18 @@ from climatik.domain.capping import (
     TargetLearnerState,
     TargetObservation,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class FailSafeSettings:
-    """What to do while measurements are missing."""
-
-    max_data_age_s: float = 300.0
-    """Hold the last ceilings this long without data."""
-    safe_max_replicas: int | None = None
-    """Ceiling after `max_data_age_s` (clamped to [min, user max]); `None` keeps holding."""
-
-
-@dataclass(frozen=True, slots=True)
-class ThresholdSettings:
-    """The design document's 80 % / 95 % rule."""
-
-    approach_fraction: float = 0.80
-    limit_fraction: float = 0.95
-    fail_safe: FailSafeSettings = field(default_factory=FailSafeSettings)
-
-
-@dataclass(frozen=True, slots=True)
-class HeadroomSettings:
-    """Tuning of the headroom policy; defaults are the ones the twin's scenarios are run with."""
-
-    safety_margin_fraction: float = 0.03
-    """Share of the cap kept free for noise, measurement lag and load growth between decisions
-    (the power model charges demand bursts and its own uncertainty on top)."""
-    hysteresis_fraction: float = 0.01
-    """Extra share of the cap a ceiling must clear before it is raised (keeps ceilings still;
-    the model learns only while replica counts hold, so its estimate wobbles little)."""
-    max_step_down_replicas: int = 1
-    """At most this many replicas fewer than running per decision (graceful step-down)."""
-    step_up_replicas: int = 2
-    """Growth allowed above running replicas per decision, at least ..."""
-    step_up_fraction: float = 0.25
-    """... or this share of the running replicas, whichever is larger."""
-    rise_weight: float = 0.5
-    """Moving-average weight of a sample above the estimate (learn load increases quickly)."""
-    fall_weight: float = 0.02
-    """Weight of a sample below it (forget peaks slowly: a quiet hour must not invite a spike)."""
-    outlier_ratio: float = 3.0
-    """Samples beyond estimate x or ÷ this ratio are clipped to it."""
-    initial_watts_per_replica: float | None = None
-    """Estimate used before a target has been measured; `None`: hold such a target's ceiling."""
-    idle_watts_per_replica: float = 0.0
-    """Idle power of the node a new replica lands on when that idle power is already measured
-    under the cap (node-level queries); 0 when the cap covers pod power only."""
-    min_efficiency_share: float = 0.1
-    """A target's priority weight is at least this share of the most efficient target's."""
-    energy_weight: float = 0.2
-    """Moving-average weight of one sample of a target's dynamic energy per token."""
-    demand_fall_weight: float = 0.1
-    """Weight of a demand sample below the envelope (demand rises are taken at once)."""
-    fail_safe: FailSafeSettings = field(default_factory=FailSafeSettings)
-
-
-CeilingSettings = ThresholdSettings | HeadroomSettings
+from climatik.policies.ceiling_settings import (
+    CeilingSettings,
+    FailSafeSettings,
+    HeadroomSettings,
+    ThresholdSettings,
+)
+from climatik.policies.power_model import (
+    demand_watts,
+    full_dynamic_watts,
+    learn_energy_model,
+    learn_watts_per_replica,
+)
 
 
 def decide_replica_ceilings(
@@ -232,100 +186,6 @@ def _decide_threshold(
 
 
 # --- headroom --------------------------------------------------------------------------------
-
-
-def learn_watts_per_replica(
-    previous: TargetLearnerState,
-    target: TargetObservation,
-    settings: HeadroomSettings,
-    now_s: float,
-) -> TargetLearnerState:
-    """Fold one measurement of a target into its per-replica power estimate."""
-    if target.watts is None or target.current_replicas <= 0:
-        return previous
-    sample = target.watts / target.current_replicas
-    estimate = previous.watts_per_replica
-    if estimate is None or estimate <= 0:
-        return replace(previous, watts_per_replica=sample, samples=1, last_data_s=now_s)
-    ratio = settings.outlier_ratio
-    sample = min(estimate * ratio, max(estimate / ratio, sample))
-    weight = settings.rise_weight if sample > estimate else settings.fall_weight
-    return replace(
-        previous,
-        watts_per_replica=estimate + weight * (sample - estimate),
-        samples=previous.samples + 1,
-        last_data_s=now_s,
-    )
-
-
-def _demand_envelope(
-    previous: float | None, target: TargetObservation, settings: HeadroomSettings
-) -> float | None:
-    """The demand envelope after this round: up at once, down by `demand_fall_weight`."""
-    demand = target.demand_tokens_per_s
-    if demand is None:
-        return previous
-    if previous is None or demand >= previous:
-        return demand
-    return previous + settings.demand_fall_weight * (demand - previous)
-
-
-SATURATION_BACKLOG = 1.1
-"""Demand beyond this multiple of the tokens served: the target's replicas are saturated."""
-
-
-def learn_energy_model(
-    previous: TargetLearnerState,
-    target: TargetObservation,
-    settings: HeadroomSettings,
-) -> TargetLearnerState:
-    """Fold one measurement into the target's dynamic energy per token, its spread and, when
-    the demand exceeds what is served, the tokens one replica serves at full load.
-
-    The dynamic watts are the target's watts less the idle draw of the nodes its replicas
-    occupy (`settings.idle_watts_per_replica`; 0 when idle is not measured under the cap, so
-    the idle draw is then spread over the tokens: an over-estimate, never an under-estimate).
-    Rounds with (almost) no tokens, or right after the replica count changed, are skipped.
-    """
-    steady = previous.replicas_seen == target.current_replicas
-    state = replace(
-        previous,
-        replicas_seen=target.current_replicas,
-        demand_tokens_per_s=_demand_envelope(previous.demand_tokens_per_s, target, settings),
-    )
-    if not steady or target.watts is None or target.current_replicas <= 0:
-        return state
-    tokens = target.tokens_per_s or 0.0
-    dynamic_w = target.watts - settings.idle_watts_per_replica * target.current_replicas
-    if dynamic_w <= 0 or tokens < 1e-6 * target.watts:
-        return state
-    sample = dynamic_w / tokens
-    estimate = state.joules_per_token
-    ratio = settings.outlier_ratio
-    if estimate is None or estimate <= 0:
-        state = replace(state, joules_per_token=sample, joules_per_token_spread=0.0)
-    else:
-        sample = min(estimate * ratio, max(estimate / ratio, sample))
-        weight = settings.energy_weight
-        deviation = abs(sample / estimate - 1.0)
-        state = replace(
-            state,
-            joules_per_token=estimate + weight * (sample - estimate),
-            joules_per_token_spread=(
-                state.joules_per_token_spread + weight * (deviation - state.joules_per_token_spread)
-            ),
-        )
-    demand = target.demand_tokens_per_s
-    if demand is not None and demand > SATURATION_BACKLOG * tokens:
-        per_replica = tokens / target.current_replicas
-        known = state.tokens_per_replica
-        if known is None:
-            state = replace(state, tokens_per_replica=per_replica)
-        else:
-            # Every such sample is a full replica's, so a plain average (not a peak tracker).
-            weight = settings.energy_weight
-            state = replace(state, tokens_per_replica=known + weight * (per_replica - known))
-    return state
 
 
 @dataclass(slots=True)
@@ -479,44 +339,6 @@ def _allocate(
     return counts
 
 
-def _joules_per_token_bound(
-    joules_per_token: float, learner: TargetLearnerState, settings: HeadroomSettings
-) -> float:
-    """The energy per token plus one standard error of its moving average (the samples'
-    spread x sqrt(w / (2 - w)) for weight w): the model's uncertainty, charged."""
-    weight = settings.energy_weight
-    error = learner.joules_per_token_spread * math.sqrt(weight / (2.0 - weight))
-    return joules_per_token * (1.0 + error)
-
-
-def _demand_watts(
-    target: TargetObservation, learner: TargetLearnerState, settings: HeadroomSettings
-) -> float | None:
-    """Dynamic watts the target's demand asks for, with the model's uncertainty on top; `None`
-    without a demand signal or an energy per token learned yet, and where the idle draw a
-    replica brings is not known (a scope of pod power only: there a replica that adds no
-    tokens still adds its GPUs' idle draw, which nothing learns yet). Never below what it
-    serves."""
-    if (
-        target.demand_tokens_per_s is None
-        or learner.joules_per_token is None
-        or settings.idle_watts_per_replica <= 0
-    ):
-        return None
-    tokens_per_s = max(
-        target.demand_tokens_per_s, learner.demand_tokens_per_s or 0.0, target.tokens_per_s or 0.0
-    )
-    return tokens_per_s * _joules_per_token_bound(learner.joules_per_token, learner, settings)
-
-
-def _full_dynamic_watts(learner: TargetLearnerState, settings: HeadroomSettings) -> float | None:
-    """One saturated replica's dynamic watts: energy per token x its tokens at full load."""
-    if learner.joules_per_token is None or learner.tokens_per_replica is None:
-        return None
-    per_token = _joules_per_token_bound(learner.joules_per_token, learner, settings)
-    return per_token * learner.tokens_per_replica
-
-
 def _predicted_scope_watts(
     slots: list[_Slot], ceilings: dict[str, int], untargeted_w: float, credit_w: float
 ) -> float:
@@ -609,8 +431,8 @@ def _decide_headroom(
                 ),
                 pressing=target.wants_more_replicas,
                 fixed_w=settings.idle_watts_per_replica,
-                demand_w=_demand_watts(target, learners[target.name], settings),
-                full_dynamic_w=_full_dynamic_watts(learners[target.name], settings),
+                demand_w=demand_watts(target, learners[target.name], settings),
+                full_dynamic_w=full_dynamic_watts(learners[target.name], settings),
             )
         )
     state = replace(state, no_data_since_s=None, last_scope_data_s=now_s)
@@ -743,31 +565,3 @@ def _decide_headroom(
             f"{budget_w:.0f} W for the targets after a {settings.safety_margin_fraction:.0%} margin"
         ),
     )
-
-
-def rescale_for_clock(
-    state: CappingState,
-    target: str,
-    energy_ratio: float,
-    tokens_ratio: float,
-    watts_ratio: float,
-) -> CappingState:
-    """The power model of `target` after its GPUs' clock changed: what it measured at the old
-    clock (energy per token, a saturated replica's tokens, a replica's watts) times the
-    ratios the tuning sweep measured between the clocks (`gpu_clock.clock_change_ratios`).
-    The next round, whose window straddles the change, is not learned from."""
-    learner = state.targets.get(target)
-    if learner is None:
-        return state
-
-    def scaled(value: float | None, ratio: float) -> float | None:
-        return None if value is None else value * ratio
-
-    rescaled = replace(
-        learner,
-        joules_per_token=scaled(learner.joules_per_token, energy_ratio),
-        tokens_per_replica=scaled(learner.tokens_per_replica, tokens_ratio),
-        watts_per_replica=scaled(learner.watts_per_replica, watts_ratio),
-        replicas_seen=None,
-    )
-    return replace(state, targets={**state.targets, target: rescaled})

@@ -21,7 +21,7 @@ import numpy as np
 from climatik.domain.capping import CapObservation, RackObservation, TargetObservation
 from climatik.domain.placement import PlaceObservation, RecirculationEstimate
 from climatik.policies.carbon import caps_with_carbon
-from climatik.policies.ceilings import CeilingSettings, HeadroomSettings
+from climatik.policies.ceiling_settings import CeilingSettings, HeadroomSettings
 from climatik.policies.placement import estimate_recirculation
 
 INLET_GUARD_C = 0.3

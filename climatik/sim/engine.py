@@ -29,13 +29,8 @@ from climatik.domain.carbon import CarbonReading, IntensityBandTarget
 from climatik.domain.gpu import ClockSample
 from climatik.domain.placement import PlaceObservation, RecirculationEstimate
 from climatik.policies.carbon import cap_for_carbon
-from climatik.policies.ceilings import (
-    CeilingSettings,
-    HeadroomSettings,
-    ThresholdSettings,
-    decide_replica_ceilings,
-    rescale_for_clock,
-)
+from climatik.policies.ceiling_settings import CeilingSettings, HeadroomSettings, ThresholdSettings
+from climatik.policies.ceilings import decide_replica_ceilings
 from climatik.policies.gpu_clock import (
     ClockBounds,
     ClockTarget,
@@ -68,6 +63,7 @@ from climatik.policies.placement import (
     score_racks,
     score_scale_in,
 )
+from climatik.policies.power_model import rescale_for_clock
 from climatik.sim import physics
 from climatik.sim.policy_specs import POLICY_SPECS
 from climatik.sim.scenario import Scenario

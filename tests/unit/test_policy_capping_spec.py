@@ -7,7 +7,7 @@ import pytest
 from climatik.domain.config import FailSafeConfig, PolicyConfig, PolicyType, PowerCappingConfig
 from climatik.policies.capping_spec import batch_can_yield, policy_settings
 from climatik.policies.carbon import caps_with_carbon
-from climatik.policies.ceilings import FailSafeSettings, HeadroomSettings, ThresholdSettings
+from climatik.policies.ceiling_settings import FailSafeSettings, HeadroomSettings, ThresholdSettings
 
 
 def config(policy: PolicyConfig, fail_safe: FailSafeConfig | None = None) -> PowerCappingConfig:

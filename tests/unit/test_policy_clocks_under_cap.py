@@ -7,8 +7,8 @@ import pytest
 
 from climatik.domain.capping import CappingState, TargetLearnerState
 from climatik.domain.gpu import ClockSample
-from climatik.policies.ceilings import rescale_for_clock
 from climatik.policies.gpu_clock import ClockTarget, clock_change_ratios, clocks_under_cap
+from climatik.policies.power_model import rescale_for_clock
 
 IDLE_W = 1000.0
 # Per replica at full load: dynamic joules per token 1.0, 1.4 and 2.0 (watts over the 1 kW idle

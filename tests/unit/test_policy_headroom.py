@@ -18,13 +18,9 @@ from climatik.domain.capping import (
     TargetLearnerState,
     TargetObservation,
 )
-from climatik.policies.ceilings import (
-    FailSafeSettings,
-    HeadroomSettings,
-    decide_replica_ceilings,
-    learn_energy_model,
-    learn_watts_per_replica,
-)
+from climatik.policies.ceiling_settings import FailSafeSettings, HeadroomSettings
+from climatik.policies.ceilings import decide_replica_ceilings
+from climatik.policies.power_model import learn_energy_model, learn_watts_per_replica
 
 CAP_W = 100_000.0
 

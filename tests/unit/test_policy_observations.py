@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from climatik.domain.capping import TargetObservation
 from climatik.domain.placement import RecirculationEstimate
-from climatik.policies.ceilings import HeadroomSettings, ThresholdSettings
+from climatik.policies.ceiling_settings import HeadroomSettings, ThresholdSettings
 from climatik.policies.observations import (
     IdlePower,
     RackReading,

@@ -15,11 +15,8 @@ from climatik.domain.capping import (
     RackObservation,
     TargetObservation,
 )
-from climatik.policies.ceilings import (
-    FailSafeSettings,
-    ThresholdSettings,
-    decide_replica_ceilings,
-)
+from climatik.policies.ceiling_settings import FailSafeSettings, ThresholdSettings
+from climatik.policies.ceilings import decide_replica_ceilings
 
 CAP_W = 10_000.0
 

@@ -1,0 +1,65 @@
+"""How the capping policies are tuned: the seed's threshold rule, the headroom policy, and the
+fail-safe both share. Defaults are the ones the twin's scenarios run with; the live controller
+builds them from each PowerCappingConfig's `policy` (`policies/capping_spec.py`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class FailSafeSettings:
+    """What to do while measurements are missing."""
+
+    max_data_age_s: float = 300.0
+    """Hold the last ceilings this long without data."""
+    safe_max_replicas: int | None = None
+    """Ceiling after `max_data_age_s` (clamped to [min, user max]); `None` keeps holding."""
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdSettings:
+    """The design document's 80 % / 95 % rule."""
+
+    approach_fraction: float = 0.80
+    limit_fraction: float = 0.95
+    fail_safe: FailSafeSettings = field(default_factory=FailSafeSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class HeadroomSettings:
+    """Tuning of the headroom policy; defaults are the ones the twin's scenarios are run with."""
+
+    safety_margin_fraction: float = 0.03
+    """Share of the cap kept free for noise, measurement lag and load growth between decisions
+    (the power model charges demand bursts and its own uncertainty on top)."""
+    hysteresis_fraction: float = 0.01
+    """Extra share of the cap a ceiling must clear before it is raised (keeps ceilings still;
+    the model learns only while replica counts hold, so its estimate wobbles little)."""
+    max_step_down_replicas: int = 1
+    """At most this many replicas fewer than running per decision (graceful step-down)."""
+    step_up_replicas: int = 2
+    """Growth allowed above running replicas per decision, at least ..."""
+    step_up_fraction: float = 0.25
+    """... or this share of the running replicas, whichever is larger."""
+    rise_weight: float = 0.5
+    """Moving-average weight of a sample above the estimate (learn load increases quickly)."""
+    fall_weight: float = 0.02
+    """Weight of a sample below it (forget peaks slowly: a quiet hour must not invite a spike)."""
+    outlier_ratio: float = 3.0
+    """Samples beyond estimate x or ÷ this ratio are clipped to it."""
+    initial_watts_per_replica: float | None = None
+    """Estimate used before a target has been measured; `None`: hold such a target's ceiling."""
+    idle_watts_per_replica: float = 0.0
+    """Idle power of the node a new replica lands on when that idle power is already measured
+    under the cap (node-level queries); 0 when the cap covers pod power only."""
+    min_efficiency_share: float = 0.1
+    """A target's priority weight is at least this share of the most efficient target's."""
+    energy_weight: float = 0.2
+    """Moving-average weight of one sample of a target's dynamic energy per token."""
+    demand_fall_weight: float = 0.1
+    """Weight of a demand sample below the envelope (demand rises are taken at once)."""
+    fail_safe: FailSafeSettings = field(default_factory=FailSafeSettings)
+
+
+CeilingSettings = ThresholdSettings | HeadroomSettings
