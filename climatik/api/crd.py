@@ -20,17 +20,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from climatik.api.models import (
-    GROUP,
-    KIND,
-    LIST_KIND,
-    PLURAL,
-    SHORT_NAMES,
-    SINGULAR,
-    VERSION,
-    PowerCappingConfigSpec,
-    PowerCappingConfigStatus,
-)
+from climatik.api.identity import GROUP, KIND, LIST_KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
+from climatik.api.spec import PowerCappingConfigSpec
+from climatik.api.status_models import PowerCappingConfigStatus
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
 CRD_FILE = f"crd/{GROUP}_{PLURAL}.yaml"

@@ -31,7 +31,6 @@ from typing import Any
 import structlog
 
 from climatik.api.convert import InvalidConfigError, config_from_object
-from climatik.api.models import Condition, ConditionStatus, PowerCappingConfigStatus
 from climatik.api.status import (
     GPU_TUNING_APPLY_NOT_ALLOWED_BEFORE,
     GPU_TUNING_CONDITION,
@@ -41,6 +40,7 @@ from climatik.api.status import (
     set_condition,
     status_from_wire,
 )
+from climatik.api.status_models import Condition, ConditionStatus, PowerCappingConfigStatus
 from climatik.domain.config import GpuTuningMode, PowerCappingConfig
 from climatik.domain.gpu import (
     TUNE_NODE_LABEL,

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from climatik.api.models import EffectiveCapSource
+from climatik.api.status_models import EffectiveCapSource
 from climatik.domain.capping import TargetObservation
 from climatik.domain.config import PowerCappingConfig
 from climatik.kube.cache import Cache

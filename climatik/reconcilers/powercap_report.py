@@ -17,7 +17,15 @@ from typing import Any
 
 import structlog
 
-from climatik.api.models import (
+from climatik.api.status import (
+    GPU_TUNING_CONDITION,
+    GPU_TUNING_DISABLED_IN_CONTROLLER,
+    ConditionUpdate,
+    find_condition,
+    set_condition,
+    status_from_wire,
+)
+from climatik.api.status_models import (
     Condition,
     ConditionStatus,
     ConditionType,
@@ -28,14 +36,6 @@ from climatik.api.models import (
     RackStatus,
     TargetKindName,
     TargetStatus,
-)
-from climatik.api.status import (
-    GPU_TUNING_CONDITION,
-    GPU_TUNING_DISABLED_IN_CONTROLLER,
-    ConditionUpdate,
-    find_condition,
-    set_condition,
-    status_from_wire,
 )
 from climatik.domain.capping import CapObservation, CeilingAction, CeilingDecision, CeilingPlan
 from climatik.domain.config import GpuTuningMode, PowerCappingConfig, TargetKind

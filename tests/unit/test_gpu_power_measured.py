@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from climatik.api.models import ConditionStatus, ConditionType
+from climatik.api.status_models import ConditionStatus, ConditionType
 from climatik.domain.config import MeasurementPreset, TargetKind
 from climatik.reconcilers.powercap_report import GPU_POWER_NOT_MEASURED, gpu_power_condition
 from climatik.reconcilers.targets import ResolvedTarget, requests_gpu

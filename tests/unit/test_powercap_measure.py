@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from climatik.api.models import EffectiveCapSource
+from climatik.api.status_models import EffectiveCapSource
 from climatik.domain.carbon import EmissionRateTarget
 from climatik.domain.config import CarbonConfig, CarbonProvider, PowerCappingConfig, TargetKind
 from climatik.policies.observations import BACKLOG_DRAIN_S, demand_tokens_per_s
