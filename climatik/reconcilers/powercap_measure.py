@@ -47,8 +47,9 @@ from climatik.sources.power import (
     outcome_message,
     power_query_config_for,
 )
-from climatik.sources.prometheus import NoData, PrometheusError, PrometheusSettings
+from climatik.sources.prometheus import PrometheusSettings
 from climatik.sources.prometheus_pool import PrometheusPool
+from climatik.sources.prometheus_results import NoData, PrometheusError
 from climatik.sources.promql import QueryTemplateError
 from climatik.sources.racks import (
     PrometheusRackSignalSource,

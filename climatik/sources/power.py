@@ -51,14 +51,14 @@ from typing import Final, Literal, Protocol
 from climatik.domain.config import MeasurementPreset, PowerMeasurementConfig
 from climatik.sources import promql
 from climatik.sources.plausibility import PlausibilityLimits, PlausibleRange
-from climatik.sources.prometheus import (
+from climatik.sources.prometheus import PrometheusSettings
+from climatik.sources.prometheus_results import (
     MAX_FUTURE_SKEW_S,
     InstantResult,
     NoData,
     NoDataReason,
     PodSamples,
     PrometheusError,
-    PrometheusSettings,
     Sample,
     future_detail,
 )

@@ -36,17 +36,16 @@ from climatik.sources.breaker import (
     CircuitOpenError,
     Outcome,
 )
-from climatik.sources.prometheus import (
+from climatik.sources.prometheus import PrometheusClient, PrometheusSettings
+from climatik.sources.prometheus_parse import apply_max_age
+from climatik.sources.prometheus_results import (
     InstantResult,
     PodSamples,
     PrometheusAddressRejectedError,
-    PrometheusClient,
     PrometheusError,
-    PrometheusSettings,
     PrometheusTimeoutError,
     PrometheusUnreachableError,
     RangeResult,
-    apply_max_age,
 )
 from climatik.sources.singleflight import DEFAULT_MAX_ENTRIES, SingleFlight
 

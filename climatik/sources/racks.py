@@ -37,12 +37,12 @@ from climatik.sources.power import (
     build_grouped_power_queries,
     build_power_query,
 )
-from climatik.sources.prometheus import (
+from climatik.sources.prometheus import PrometheusSettings
+from climatik.sources.prometheus_results import (
     InstantResult,
     Matrix,
     NoData,
     PrometheusError,
-    PrometheusSettings,
     RangeResult,
     Vector,
 )

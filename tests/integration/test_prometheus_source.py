@@ -32,18 +32,17 @@ from climatik.sources.power import (
     build_power_query,
     build_tokens_query,
 )
-from climatik.sources.prometheus import (
+from climatik.sources.prometheus import PrometheusClient, PrometheusSettings
+from climatik.sources.prometheus_pool import PrometheusPool
+from climatik.sources.prometheus_results import (
     Matrix,
     NoData,
     NoDataReason,
-    PrometheusClient,
     PrometheusHTTPError,
-    PrometheusSettings,
     PrometheusTimeoutError,
     PrometheusUnreachableError,
     Vector,
 )
-from climatik.sources.prometheus_pool import PrometheusPool
 from climatik.sources.racks import PrometheusRackSignalSource, RackNodes, RackSignalQueries
 from tests.integration.helpers.polling import eventually
 

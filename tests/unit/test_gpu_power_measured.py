@@ -28,7 +28,7 @@ from climatik.sources.power import (
     build_grouped_power_queries,
     gpu_coverage,
 )
-from climatik.sources.prometheus import PodSamples, Sample, Vector
+from climatik.sources.prometheus_results import PodSamples, Sample, Vector
 from tests.unit import cluster_objects as objects
 from tests.unit.helpers.prometheus_table import CPU_Q, FRESH_Q, GPU_Q, POWER, TableQuerier, per_pod
 

@@ -24,12 +24,12 @@ from climatik.sources.power import (
     build_grouped_power_queries,
     build_grouped_tokens_query,
 )
-from climatik.sources.prometheus import (
+from climatik.sources.prometheus import PrometheusSettings
+from climatik.sources.prometheus_results import (
     InstantResult,
     NoData,
     NoDataReason,
     PodSamples,
-    PrometheusSettings,
     RangeResult,
     Sample,
     Vector,

@@ -24,7 +24,7 @@ from climatik.sources.power import (
     build_tokens_query,
     power_query_config_for,
 )
-from climatik.sources.prometheus import (
+from climatik.sources.prometheus_results import (
     NoData,
     NoDataReason,
     PrometheusHTTPError,

@@ -26,16 +26,16 @@ from climatik.sources.power import (
     TargetPods,
     TokensQueryConfig,
 )
-from climatik.sources.prometheus import (
+from climatik.sources.prometheus import PrometheusSettings
+from climatik.sources.prometheus_pool import PrometheusPool
+from climatik.sources.prometheus_results import (
     NoData,
     NoDataReason,
     PrometheusHTTPError,
-    PrometheusSettings,
     PrometheusTimeoutError,
     PrometheusUnreachableError,
     Vector,
 )
-from climatik.sources.prometheus_pool import PrometheusPool
 
 
 class Clock:
