@@ -36,16 +36,13 @@ from climatik.reconcilers.targets import ResolvedTarget
 from climatik.sources.address import AddressPolicy
 from climatik.sources.breaker import BreakerSettings
 from climatik.sources.plausibility import PlausibilityLimits
-from climatik.sources.power import (
-    PowerSource,
-    PrometheusPowerSource,
+from climatik.sources.power import PowerSource, PrometheusPowerSource
+from climatik.sources.power_queries import TargetPods, TokensQueryConfig, power_query_config_for
+from climatik.sources.power_readings import (
     Reading,
     TargetMeasurement,
-    TargetPods,
-    TokensQueryConfig,
     judges_gpu_power,
     outcome_message,
-    power_query_config_for,
 )
 from climatik.sources.prometheus import PrometheusSettings
 from climatik.sources.prometheus_pool import PrometheusPool

@@ -44,7 +44,7 @@ from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap_measure import Measured
 from climatik.reconcilers.status_writer import with_fields
 from climatik.reconcilers.targets import ResolvedTarget
-from climatik.sources.power import GpuCoverage, TargetMeasurement
+from climatik.sources.power_readings import GpuCoverage, TargetMeasurement
 
 log = structlog.get_logger(__name__)
 

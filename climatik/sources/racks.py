@@ -30,7 +30,7 @@ from typing import Final, Literal, Protocol
 from climatik.domain.config import PowerMeasurementConfig
 from climatik.sources import promql
 from climatik.sources.plausibility import PlausibilityLimits, PlausibleRange
-from climatik.sources.power import (
+from climatik.sources.power_queries import (
     GroupedPowerQueries,
     GroupedQuery,
     PowerQueryConfig,

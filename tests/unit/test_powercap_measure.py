@@ -16,7 +16,7 @@ from climatik.domain.config import CarbonConfig, CarbonProvider, PowerCappingCon
 from climatik.policies.observations import BACKLOG_DRAIN_S, demand_tokens_per_s
 from climatik.reconcilers.powercap_measure import effective_cap, target_observation
 from climatik.reconcilers.targets import ResolvedTarget
-from climatik.sources.power import Reading, TargetMeasurement
+from climatik.sources.power_readings import Reading, TargetMeasurement
 
 CARBON = CarbonConfig(
     provider=CarbonProvider.UK_NATIONAL_GRID,

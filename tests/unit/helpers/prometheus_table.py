@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from climatik.sources.power import (
+from climatik.sources.power_queries import (
     PowerQueryConfig,
     TargetPods,
     TokensQueryConfig,
