@@ -743,3 +743,31 @@ def _decide_headroom(
             f"{budget_w:.0f} W for the targets after a {settings.safety_margin_fraction:.0%} margin"
         ),
     )
+
+
+def rescale_for_clock(
+    state: CappingState,
+    target: str,
+    energy_ratio: float,
+    tokens_ratio: float,
+    watts_ratio: float,
+) -> CappingState:
+    """The power model of `target` after its GPUs' clock changed: what it measured at the old
+    clock (energy per token, a saturated replica's tokens, a replica's watts) times the
+    ratios the tuning sweep measured between the clocks (`gpu_clock.clock_change_ratios`).
+    The next round, whose window straddles the change, is not learned from."""
+    learner = state.targets.get(target)
+    if learner is None:
+        return state
+
+    def scaled(value: float | None, ratio: float) -> float | None:
+        return None if value is None else value * ratio
+
+    rescaled = replace(
+        learner,
+        joules_per_token=scaled(learner.joules_per_token, energy_ratio),
+        tokens_per_replica=scaled(learner.tokens_per_replica, tokens_ratio),
+        watts_per_replica=scaled(learner.watts_per_replica, watts_ratio),
+        replicas_seen=None,
+    )
+    return replace(state, targets={**state.targets, target: rescaled})

@@ -276,7 +276,11 @@ class StatusRound:
             fields["effective_cap_source"] = cap[1]
         plan, observation = self.plan, self.observation
         if plan is not None and observation is not None:
-            fields["measured_power_watts"] = observation.measured_w
+            # Whole watts: `kubectl get pcc` prints it as written, and a meter's decimals are
+            # noise (the status settles readings within 5 % anyway).
+            measured_w = observation.measured_w
+            rounded_w = None if measured_w is None else float(round(measured_w))
+            fields["measured_power_watts"] = rounded_w
             fields["targets"] = [
                 _target_status(t, plan, self.measured) for t in self.targets
             ] or None

@@ -39,6 +39,13 @@ class RuntimeMetrics:
             buckets=_RECONCILE_BUCKETS_S,
             registry=r,
         )
+        self.requeue_lead = Gauge(
+            "climatik_requeue_lead_seconds",
+            "How much earlier than one interval after it was due a polled key is queued again: "
+            "the p99 of the controller's recent lateness, at most a tenth of the interval.",
+            ["controller"],
+            registry=r,
+        )
         self.workqueue_depth = Gauge(
             "climatik_workqueue_depth", "Keys ready in the work queue.", ["name"], registry=r
         )
@@ -90,6 +97,10 @@ class RuntimeMetrics:
             )
             self._queue_children[name] = children
         return children
+
+    def requeue_led(self, controller: str, lead_s: float) -> None:
+        """The lead the controller's last polled key was queued again with."""
+        self.requeue_lead.labels(controller=controller).set(lead_s)
 
     def reconciled(self, controller: str, result: str, seconds: float) -> None:
         """Count one reconcile and observe its duration."""

@@ -150,6 +150,7 @@ async def process_one(controller: Controller, key: str, metrics: RuntimeMetrics)
                     late_s = queue.since_due_s(key)
                     controller.lateness.observe(late_s)
                     lead_s = controller.lateness.lead_s(result.requeue_after)
+                    metrics.requeue_led(controller.name, lead_s)
                     queue.add_after(key, result.requeue_after - late_s - lead_s)
                     outcome = "requeue_after"
                 else:

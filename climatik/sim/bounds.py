@@ -32,6 +32,10 @@ IntArray = npt.NDArray[np.int64]
 
 J_PER_KWH = 3.6e6
 
+SLOPE_FLOOR = 1e-6
+"""Envelope lines flatter than this are left out of the SLO bound's seat envelope: HiGHS would
+drop their coefficients as zeros, which would move them below the curve."""
+
 
 @dataclass(frozen=True, slots=True)
 class TokensPlan:
@@ -119,6 +123,7 @@ class SloPlan:
     met: FloatArray
     """Requests per (block, service) that may meet their SLO."""
     served_fraction: FloatArray
+    """Share of a block's arrivals served, per (block, service), all clocks together."""
 
 
 def max_slo_met(
@@ -126,58 +131,124 @@ def max_slo_met(
     arrivals: FloatArray,
     block_s: FloatArray,
     full_met: FloatArray,
-    partial_lines: Sequence[tuple[FloatArray, FloatArray]],
+    partial_lines: Sequence[Sequence[tuple[FloatArray, FloatArray]]],
     energy_j: FloatArray,
     replica_s: FloatArray,
     budget_w: FloatArray,
     servers: float,
     max_replicas: FloatArray,
+    seat_lines: Sequence[Sequence[tuple[FloatArray, FloatArray]]] | None = None,
 ) -> SloPlan:
     """Most requests that can meet their SLO under the same budget as `max_tokens`.
 
-    In a block either all of a service's arrivals are served (then at most `full_met[b, j]` of
-    them meet the SLO), or a fraction x < 1 (then at most H_j(x) of them, H_j concave and
-    increasing, given as the lines `H_j(x) = min_l a_l + b_l x` of `partial_lines[j]`). The
-    convex hull of the two cases (weights z and w, y = w * x) is the LP:
+    A service runs one clock c at a time, and a request served at c costs that clock's
+    `energy_j[j, c]` and `replica_s[j, c]` (NaN: clock not allowed) and meets its SLO only as
+    that clock's latency allows. In a block either all of a service's arrivals are served at c
+    (then at most `full_met[b, j, c]` of them meet the SLO), or a fraction x < 1 is (then at
+    most H_jc(x), H_jc concave and increasing, given as the lines `H_jc(x) = min_l a_l + b_l x`
+    of `partial_lines[j][c]`). The convex hull of these cases over clocks (weights z and w,
+    y = w * x, per clock) is the LP:
 
-        max  sum arrivals[b, j] * (full_met[b, j] * z[b, j] + t[b, j])
-        s.t. z + w <= 1,   y <= w,   t <= a_l * w + b_l * y   (every line l)
-             sum_j arrivals * energy_j[j] * (z + y)  <= budget_w[b] * block_s[b]
-             sum_j arrivals * replica_s[j] * (z + y) <= servers * block_s[b]
-             arrivals * replica_s[j] * (z + y)        <= max_replicas[j] * block_s[b]
+        max  sum arrivals[b, j] * (full_met[b, j, c] * z[b, j, c] + t[b, j, c])
+        s.t. sum_c z + w <= 1,   y <= w,   t <= a_l * w + b_l * y   (every line l of j, c)
+             sum_jc arrivals * energy_j[j, c] * (z + y)  <= budget_w[b] * block_s[b]
+             sum_jc arrivals * replica_s[j, c] * (z + y) <= servers * block_s[b]
+             sum_c arrivals * replica_s[j, c] * (z + y)  <= max_replicas[j] * block_s[b]
+
+    A block whose steps run different clocks is a mix of these cases weighted by the steps'
+    arrivals, so it lies in the hull too: a schedule may change clocks every step.
+
+    With `seat_lines`, served in full at c the met share also depends on the seats the service
+    holds: at most Phi_jc(v) with v its replica-seconds per request (more replicas, a lower
+    utilisation), Phi_jc concave and increasing, given as lines `a_l + b_l v`. Over a block's
+    steps the met requests are then at most A z Phi(s / (A z)) (Jensen, weights the steps'
+    arrivals) for s[b, j, c] the replica-seconds it holds in full service, which enter the
+    server and replica rows instead of the busy time (and are at least the busy time):
+
+        A f <= a_l A z + b_l s  (every line l of j, c),   f <= full_met z,   s >= A r z
+        sum_jc s + A r y <= servers * block_s,   sum_c s + A r y <= max_replicas * block_s
     """
-    n_b, n_s = arrivals.shape
+    n_b, n_s, n_c = full_met.shape
+    allowed = np.isfinite(energy_j) & np.isfinite(replica_s)
+    energy = np.where(allowed, energy_j, 0.0)
+    seconds = np.where(allowed, replica_s, 0.0)
+    open_ = allowed[None].astype(float)
     model = Model()
-    full = model.cols((n_b, n_s), cost=arrivals * full_met, upper=(full_met > 0).astype(float))
-    weight = model.cols((n_b, n_s), upper=1.0)
-    partial = model.cols((n_b, n_s), upper=1.0)
-    met = model.cols((n_b, n_s), cost=arrivals, upper=1.0)
+    shape = (n_b, n_s, n_c)
+    seated = seat_lines is not None
+    full = model.cols(
+        shape,
+        cost=0.0 if seated else arrivals[:, :, None] * full_met,
+        upper=open_ * (full_met > 0),
+    )
+    weight = model.cols(shape, upper=np.broadcast_to(open_, shape))
+    partial = model.cols(shape, upper=np.broadcast_to(open_, shape))
+    met = model.cols(
+        shape,
+        cost=np.broadcast_to(arrivals[:, :, None], shape),
+        upper=np.broadcast_to(open_, shape),
+    )
 
     one_case = model.rows((n_b, n_s), upper=1.0)
-    model.coef(one_case, full, 1.0)
-    model.coef(one_case, weight, 1.0)
-    within = model.rows((n_b, n_s), upper=0.0)
+    model.coef(one_case[:, :, None], full, 1.0)
+    model.coef(one_case[:, :, None], weight, 1.0)
+    within = model.rows(shape, upper=0.0)
     model.coef(within, partial, 1.0)
     model.coef(within, weight, -1.0)
-    for j, (intercepts, slopes) in enumerate(partial_lines):
-        envelope = model.rows((intercepts.size, n_b), upper=0.0)
-        model.coef(envelope, met[None, :, j], 1.0)
-        model.coef(envelope, weight[None, :, j], -intercepts[:, None])
-        model.coef(envelope, partial[None, :, j], -slopes[:, None])
+    for j, per_clock in enumerate(partial_lines):
+        for c, (intercepts, slopes) in enumerate(per_clock):
+            if not allowed[j, c]:
+                continue
+            envelope = model.rows((intercepts.size, n_b), upper=0.0)
+            model.coef(envelope, met[None, :, j, c], 1.0)
+            model.coef(envelope, weight[None, :, j, c], -intercepts[:, None])
+            model.coef(envelope, partial[None, :, j, c], -slopes[:, None])
     power = model.rows((n_b,), upper=budget_w * block_s)
     room = model.rows((n_b,), upper=servers * block_s)
     replicas = model.rows((n_b, n_s), upper=block_s[:, None] * max_replicas[None, :])
+    load = arrivals[:, :, None]
     for cols in (full, partial):
-        model.coef(power[:, None], cols, arrivals * energy_j[None, :])
-        model.coef(room[:, None], cols, arrivals * replica_s[None, :])
-        model.coef(replicas, cols, arrivals * replica_s[None, :])
+        model.coef(power[:, None, None], cols, load * energy[None])
+    model.coef(room[:, None, None], partial, load * seconds[None])
+    model.coef(replicas[:, :, None], partial, load * seconds[None])
+    full_share = full
+    if seat_lines is None:
+        model.coef(room[:, None, None], full, load * seconds[None])
+        model.coef(replicas[:, :, None], full, load * seconds[None])
+    else:
+        # f: the met share served in full; s: the replica-seconds held for it.
+        full_share = model.cols(shape, cost=np.broadcast_to(load, shape), upper=1.0)
+        # In replicas held on average over the block (s / block_s): better scaled for HiGHS.
+        seats = model.cols(shape)
+        span = block_s[:, None, None]
+        capped = model.rows(shape, upper=0.0)
+        model.coef(capped, full_share, 1.0)
+        model.coef(capped, full, -full_met)
+        busy = model.rows(shape, lower=0.0, upper=np.inf)
+        model.coef(busy, seats, np.broadcast_to(span, shape))
+        model.coef(busy, full, -load * seconds[None])
+        model.coef(room[:, None, None], seats, np.broadcast_to(span, shape))
+        model.coef(replicas[:, :, None], seats, np.broadcast_to(span, shape))
+        for j, per_clock in enumerate(seat_lines):
+            for c, (intercepts, slopes) in enumerate(per_clock):
+                if not allowed[j, c]:
+                    continue
+                # A line that is flat to within the solver's tolerance is left out (a subset of
+                # the lines only loosens the envelope; f <= full_met z still holds).
+                keep = slopes > SLOPE_FLOOR
+                a, b = intercepts[keep], slopes[keep]
+                held = model.rows((a.size, n_b), upper=0.0)
+                model.coef(held, full_share[None, :, j, c], arrivals[None, :, j])
+                model.coef(held, full[None, :, j, c], -a[:, None] * arrivals[None, :, j])
+                model.coef(held, seats[None, :, j, c], -b[:, None] * block_s[None, :])
 
     solution = model.solve(maximize=True)
     x = solution.x if solution.optimal else np.zeros(model.n_col)
+    met_full = x[full_share] if seated else full_met * x[full]
     return SloPlan(
         solution=solution,
-        met=arrivals * (full_met * x[full] + x[met]),
-        served_fraction=x[full] + x[partial],
+        met=arrivals * (met_full + x[met]).sum(axis=2),
+        served_fraction=(x[full] + x[partial]).sum(axis=2),
     )
 
 

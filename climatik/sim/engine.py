@@ -34,8 +34,15 @@ from climatik.policies.ceilings import (
     HeadroomSettings,
     ThresholdSettings,
     decide_replica_ceilings,
+    rescale_for_clock,
 )
-from climatik.policies.gpu_clock import ClockBounds, choose_gpu_clock
+from climatik.policies.gpu_clock import (
+    ClockBounds,
+    ClockTarget,
+    choose_gpu_clock,
+    clock_change_ratios,
+    clocks_under_cap,
+)
 from climatik.policies.observations import (
     HEAT_HISTORY_SAMPLES,
     IdlePower,
@@ -162,14 +169,14 @@ def static_ceilings(scenario: Scenario) -> list[int]:
     ]
 
 
-def tuned_clock_ratios(scenario: Scenario) -> tuple[list[float], list[str]]:
-    """Per service, the clock `choose_gpu_clock` picks from a sweep measured on the twin."""
+def clock_sweeps(scenario: Scenario) -> list[list[ClockSample]]:
+    """Per service, the GPU-tuning Job's samples measured on the twin: one replica at full
+    batch at every clock of the sweep, a little noisy like real measurements."""
     racks = scenario.racks
     gpu = racks.gpu_curve
     rng = np.random.default_rng(scenario.seed + 101)
-    ratios: list[float] = []
-    reasons: list[str] = []
     clocks = physics.clock_sweep_mhz(gpu)
+    sweeps: list[list[ClockSample]] = []
     for service in scenario.services:
         model = service.model_class
         samples: list[ClockSample] = []
@@ -191,7 +198,6 @@ def tuned_clock_ratios(scenario: Scenario) -> tuple[list[float], list[str]]:
                 )
             )
             tbt = float(physics.decode_step_s(model, 1.0, ratio))
-            # The tuning Job's measurements are a little noisy, like real ones.
             samples.append(
                 ClockSample(
                     clock_mhz=round(float(clock)),
@@ -200,10 +206,25 @@ def tuned_clock_ratios(scenario: Scenario) -> tuple[list[float], list[str]]:
                     p99_token_latency_s=tbt,
                 )
             )
-        choice = choose_gpu_clock(
-            samples,
-            ClockBounds(max_p99_token_latency_s=0.8 * service.slo.tbt_s),
-        )
+        sweeps.append(samples)
+    return sweeps
+
+
+def clock_bounds(scenario: Scenario) -> list[ClockBounds]:
+    """Per service, the SLO bounds a clock must respect: p99 token latency within 0.8 x its
+    time-between-tokens objective."""
+    return [ClockBounds(max_p99_token_latency_s=0.8 * s.slo.tbt_s) for s in scenario.services]
+
+
+def tuned_clock_ratios(scenario: Scenario) -> tuple[list[float], list[str]]:
+    """Per service, the clock `choose_gpu_clock` picks from a sweep measured on the twin."""
+    gpu = scenario.racks.gpu_curve
+    ratios: list[float] = []
+    reasons: list[str] = []
+    for service, samples, limits in zip(
+        scenario.services, clock_sweeps(scenario), clock_bounds(scenario), strict=True
+    ):
+        choice = choose_gpu_clock(samples, limits)
         ratios.append(choice.clock_mhz / gpu.max_clock_mhz)
         reasons.append(f"{service.name}: {choice.reason}")
     return ratios, reasons
@@ -311,18 +332,43 @@ class Twin:
             for p, spec in enumerate(self.specs):
                 if spec.tuned_clocks:
                     clock[p] = tuned
+        # Where clocks are decided with the replicas under the cap (`clocks_under_cap`), each
+        # policy's clocks move during the run; the arrays below follow them in place.
+        joint = [s.tuned_clocks and s.ceilings == "headroom" for s in self.specs]
+        sweeps = clock_sweeps(sc) if any(joint) else []
+        limits = clock_bounds(sc)
+        tuned_mhz = (
+            [round(float(r) * gpu.max_clock_mhz) for r in clock[joint.index(True)]]
+            if any(joint)
+            else []
+        )
         pre_s = np.zeros((n_pol, n_svc))
         dec_s = np.zeros((n_pol, n_svc))
-        for j, s in enumerate(services):
-            pre, dec = physics.request_busy_s(
-                s.model_class, s.prompt_tokens, s.output_tokens, clock[:, j]
-            )
-            pre_s[:, j], dec_s[:, j] = pre, dec
-        busy_s = pre_s + dec_s
-        pre_dyn_w = physics.gpu_phase_power_w(gpu.prefill_max_w, clock, gpu) - gpu.idle_w
-        dec_dyn_w = physics.gpu_phase_power_w(gpu.decode_max_w, clock, gpu) - gpu.idle_w
-        mu = 1.0 / busy_s  # requests per second per replica at full batch
-        pre_share = pre_s / busy_s
+        busy_s = np.zeros((n_pol, n_svc))
+        pre_dyn_w = np.zeros((n_pol, n_svc))
+        dec_dyn_w = np.zeros((n_pol, n_svc))
+        mu = np.zeros((n_pol, n_svc))  # requests per second per replica at full batch
+        pre_share = np.zeros((n_pol, n_svc))
+
+        def set_timing() -> None:
+            """Each service's request time and phase powers at each policy's clock."""
+            for j, s in enumerate(services):
+                pre, dec = physics.request_busy_s(
+                    s.model_class, s.prompt_tokens, s.output_tokens, clock[:, j]
+                )
+                pre_s[:, j], dec_s[:, j] = pre, dec
+            busy_s[:] = pre_s + dec_s
+            pre_dyn_w[:] = physics.gpu_phase_power_w(gpu.prefill_max_w, clock, gpu) - gpu.idle_w
+            dec_dyn_w[:] = physics.gpu_phase_power_w(gpu.decode_max_w, clock, gpu) - gpu.idle_w
+            mu[:] = 1.0 / busy_s
+            pre_share[:] = pre_s / busy_s
+
+        set_timing()
+        clock_s = np.zeros((n_pol, n_svc))
+        """Seconds x clock ratio, per policy and service: the run's mean clock."""
+        clock_changes = np.zeros(n_pol, dtype=np.int64)
+        clock_set_s = np.full((n_pol, n_svc), -np.inf)
+        """When each policy last changed each service's clock (simulated seconds)."""
         out_tokens = np.array([s.output_tokens for s in services], dtype=np.float64)
         min_rep = np.array([s.min_replicas for s in services])
         max_rep = np.array([s.max_replicas for s in services])
@@ -602,6 +648,8 @@ class Twin:
             start = int(window_out.start_h * 3600 / dt)
             outage[start : start + int(window_out.duration_h * 3600 / dt)] = True
         ctrl_steps = max(1, round(sc.control_interval_s / dt))
+        # A clock has settled once a whole measurement window after it is older than the lag.
+        settle_s = sc.measurement.lag_s + sc.measurement.window_s
         noise_scale = math.sqrt(min(1.0, sc.measurement.noise_correlation_s / dt))
 
         # Accumulators.
@@ -664,6 +712,7 @@ class Twin:
             met_req += met_frac * np.maximum(arrived - dropped, 0.0)
             tokens_step = served * dt * out_tokens
             tokens += tokens_step
+            clock_s += clock * dt
 
             # --- power -----------------------------------------------------------------------
             u_srv = np.where(ready, util[pol_idx, safe_host], 0.0)
@@ -866,6 +915,29 @@ class Twin:
                         ceiling[p, j] = decision.new_max_replicas
                     if any(r.at_limit for r in rack_obs):
                         rack_blocked[p] += 1
+                    idle_w = idle[p].watts
+                    if joint[p] and have_data and idle_w is not None:
+                        moved = self._decide_clocks(
+                            p,
+                            clock=clock,
+                            ceiling=ceiling,
+                            states=states,
+                            sweeps=sweeps,
+                            limits=limits,
+                            tuned_mhz=tuned_mhz,
+                            idle_w=idle_w,
+                            cap_w=observation.cap_w,
+                            site_w=float(m_site[p]),
+                            service_w=m_svc_w[p],
+                            replicas=n_tot[p],
+                            free=int((host[p] < 0).sum()),
+                            predicted_w=plan.predicted_w,
+                            settled=now_s - clock_set_s[p] >= settle_s,
+                        )
+                        if moved.any():
+                            clock_changes[p] += int(moved.sum())
+                            clock_set_s[p, moved] = now_s
+                            set_timing()
 
             # --- autoscaling (KEDA / HPA) ----------------------------------------------------
             wanted = np.ceil((lam + queue / drain_s) / (mu * target_util) - 1e-9).astype(np.int64)
@@ -928,9 +1000,10 @@ class Twin:
                 "ceiling_writes": int(writes[p]),
                 "control_steps_with_a_rack_at_limit": int(rack_blocked[p]),
                 "gpu_clock_mhz": {
-                    s.name: round(float(clock[p, j]) * gpu.max_clock_mhz)
+                    s.name: round(float(clock_s[p, j]) / duration_s * gpu.max_clock_mhz)
                     for j, s in enumerate(services)
                 },
+                "gpu_clock_changes": int(clock_changes[p]),
                 "carbon_basis": "location-based (grid average intensity x facility energy)",
             }
             if errors[p]:
@@ -962,6 +1035,76 @@ class Twin:
             site_w_per_step=site_w_per_step,
             knowledge="exact" if exact else "measured",
         )
+
+    def _decide_clocks(
+        self,
+        p: int,
+        *,
+        clock: FloatArray,
+        ceiling: IntArray,
+        states: list[CappingState],
+        sweeps: list[list[ClockSample]],
+        limits: list[ClockBounds],
+        tuned_mhz: list[int],
+        idle_w: float,
+        cap_w: float,
+        site_w: float,
+        service_w: FloatArray,
+        replicas: IntArray,
+        free: int,
+        predicted_w: float | None,
+        settled: npt.NDArray[np.bool_],
+    ) -> npt.NDArray[np.bool_]:
+        """Policy p's clocks decided with its replicas (`clocks_under_cap`) on what the
+        controller measures: the dynamic watts the cap leaves (the cap less the margin, less
+        the measured site power that is not the targets' work), each target's demand envelope
+        and its seats. A changed clock rescales the target's power model by the sweep's
+        ratios (`rescale_for_clock`). A clock rises only into what both the plan's prediction
+        and the measured site power leave under the cap, and only once settled. Returns which
+        services' clocks changed."""
+        services = self.scenario.services
+        max_mhz = self.scenario.racks.gpu_curve.max_clock_mhz
+        dynamic_w = sum(
+            max(0.0, float(service_w[j]) - int(replicas[j]) * idle_w) for j in range(len(services))
+        )
+        usable_w = cap_w * (1.0 - self.headroom.safety_margin_fraction)
+        budget_w = usable_w - (site_w - dynamic_w)
+        current = [round(float(clock[p, j]) * max_mhz) for j in range(len(services))]
+        learners = states[p].targets
+        picks = clocks_under_cap(
+            [
+                ClockTarget(
+                    name=s.name,
+                    samples=tuple(sweeps[j]),
+                    tuned_mhz=tuned_mhz[j],
+                    current_mhz=current[j],
+                    demand_tokens_per_s=(
+                        learners[s.name].demand_tokens_per_s if s.name in learners else None
+                    ),
+                    seats=min(s.max_replicas, int(replicas[j]) + free),
+                    allowed_replicas=max(int(replicas[j]), int(ceiling[p, j])),
+                    priority=s.priority,
+                    max_p99_token_latency_s=limits[j].max_p99_token_latency_s,
+                    settled=bool(settled[j]),
+                )
+                for j, s in enumerate(services)
+            ],
+            dynamic_budget_w=budget_w,
+            idle_w=idle_w,
+            spare_w=None if predicted_w is None else usable_w - max(predicted_w, site_w),
+        )
+        moved = np.zeros(len(services), dtype=bool)
+        for j, s in enumerate(services):
+            new = picks[s.name]
+            if new == current[j]:
+                continue
+            ratios = clock_change_ratios(sweeps[j], current[j], new, idle_w)
+            if ratios is None:
+                continue
+            states[p] = rescale_for_clock(states[p], s.name, *ratios)
+            clock[p, j] = new / max_mhz
+            moved[j] = True
+        return moved
 
     def _rack_observations(
         self,

@@ -41,6 +41,15 @@ ENVELOPE_POINTS = 400
 """Samples of the SLO's met share over the served fraction, before its envelope is taken."""
 ENVELOPE_LINES = 12
 """Lines of the SLO envelope kept (a subset only loosens it)."""
+CLOCK_GROUPS = 6
+"""The SLO bound's clock options: the sweep's clocks in this many runs of neighbours, each run
+replaced by one option with the least energy, the least replica time and the best latency of
+its clocks (a relaxation of every clock in it; one run would be the cheapest clock's energy
+with the best clock's latency)."""
+SEAT_POINTS = 300
+"""Samples of the SLO's met share over replica-seconds per request (a geometric grid)."""
+SLO_LINES_PER_CLOCK = 8
+"""Lines of each clock option's SLO envelope (a subset only loosens it)."""
 FRONTIER_SEGMENTS = 5
 """Segments of the clocks' energy frontier kept (a subset only loosens it)."""
 
@@ -149,20 +158,23 @@ def _blocks(scenario: Scenario, steps: int) -> tuple[npt.NDArray[np.int64], Floa
 
 def _slo_inputs(
     scenario: Scenario, serving: _Serving, rates: FloatArray, block_of: npt.NDArray[np.int64]
-) -> tuple[FloatArray, list[tuple[FloatArray, FloatArray]]]:
-    """Upper bounds of the twin's met share: all of a block served, or a fraction of it.
+) -> tuple[FloatArray, list[list[tuple[FloatArray, FloatArray]]]]:
+    """Upper bounds of the twin's met share per clock: all of a block served, or a fraction.
 
-    Served in full (no queue), a request meets its SLO with at most the twin's met fraction at
-    the lowest utilisation the most replicas give (the block's quietest step, best clock).
-    Served in part (x < 1 of the arrivals), the queue holds at least min((1/x - 1) step, timeout)
-    seconds of work at utilisation 1; the met fraction is then at most h(x), and the lines
-    returned are the least concave majorant of h sampled from above (h increases with x).
+    Served in full (no queue) at clock c, a request meets its SLO with at most the twin's met
+    fraction at the lowest utilisation the most replicas give at c (the block's quietest step).
+    Served in part (x < 1 of the arrivals), the queue holds at least min((1/x - 1) step,
+    timeout) seconds of work at utilisation 1; the met fraction at c is then at most h_c(x),
+    and the lines returned are the least concave majorant of h_c sampled from above (h_c
+    increases with x). Full: (blocks, services, clocks); lines: per service, per clock.
     """
     dt = scenario.step_s
     n_blocks = int(block_of[-1]) + 1
     servers = scenario.racks.servers
-    full = np.zeros((n_blocks, len(scenario.services)))
-    lines: list[tuple[FloatArray, FloatArray]] = []
+    n_c = serving.clock_ratio.size
+    full = np.zeros((n_blocks, len(scenario.services), n_c))
+    groups = _clock_groups(serving)
+    lines: list[list[tuple[FloatArray, FloatArray]]] = []
     x = np.linspace(0.0, 1.0, ENVELOPE_POINTS + 1)
     for j, service in enumerate(scenario.services):
         model = service.model_class
@@ -173,8 +185,7 @@ def _slo_inputs(
         wait = physics.ttft_wait_s(0.0, 1.0, serving.prefill_s[j][None, :], np.minimum(util, 1.0))
         met = physics.ttft_met_fraction(service.slo.ttft_s, serving.prefill_s[j][None, :], wait)
         tbt = physics.decode_step_s(model, np.minimum(util, 1.0), serving.clock_ratio[None, :])
-        met = np.where((util <= 1.0) & (tbt <= service.slo.tbt_s), met, 0.0)
-        full[:, j] = met.max(axis=1)
+        full[:, j, :] = np.where((util <= 1.0) & (tbt <= service.slo.tbt_s), met, 0.0)
 
         with np.errstate(divide="ignore"):
             backlog_s = np.minimum((1.0 / x - 1.0) * dt, service.queue_timeout_s)
@@ -185,11 +196,56 @@ def _slo_inputs(
             service.slo.ttft_s, serving.prefill_s[j][None, :], wait_part
         )
         tbt_full = physics.decode_step_s(model, 1.0, serving.clock_ratio)
-        part = np.where(tbt_full[None, :] <= service.slo.tbt_s, part, 0.0).max(axis=1)
-        # On [x_i, x_i+1] h is at most h(x_i+1): the points (x_i, h(x_i+1)) lie above h.
-        above = np.append(part[1:], part[-1])
-        lines.append(upper_lines(x, above, ENVELOPE_LINES))
-    return full, lines
+        part = np.where(tbt_full[None, :] <= service.slo.tbt_s, part, 0.0)
+        per_clock = []
+        for group in groups:
+            # On [x_i, x_i+1] h is at most h(x_i+1): the points (x_i, h(x_i+1)) lie above h.
+            best = part[:, group].max(axis=1)
+            above = np.append(best[1:], best[-1])
+            per_clock.append(upper_lines(x, above, SLO_LINES_PER_CLOCK))
+        lines.append(per_clock)
+    grouped = np.stack([full[:, :, g].max(axis=2) for g in groups], axis=2)
+    return grouped, lines
+
+
+def _seat_lines(scenario: Scenario, serving: _Serving) -> list[list[tuple[FloatArray, FloatArray]]]:
+    """Per service and clock option: lines above the met share as a function of the replica
+    seconds held per request served in full (v).
+
+    With n replicas at clock c and arrival rate lam, the utilisation is at least
+    min(1, lam / (n mu_c)) = min(1, 1 / (v mu_c)), and the twin's met fraction (no queue, the
+    in-replica wait and the TBT check) falls with it: phi_c(v) = met(min(1, 1 / (v mu_c))),
+    increasing in v. Sampled from above on a grid (on [v_i, v_i+1] phi is at most
+    phi(v_i+1)), up to its supremum at v -> inf, and replaced by its least concave majorant."""
+    groups = _clock_groups(serving)
+    mu = 1.0 / serving.replica_s  # requests per second one replica serves at each clock
+    v = np.concatenate([[0.0], np.geomspace(0.2 / mu.max(), 1000.0 / mu.min(), SEAT_POINTS)])
+    out: list[list[tuple[FloatArray, FloatArray]]] = []
+    for j, service in enumerate(scenario.services):
+        with np.errstate(divide="ignore"):
+            util = np.minimum(1.0, 1.0 / (v[:, None] * mu[j][None, :]))
+        wait = physics.ttft_wait_s(0.0, 1.0, serving.prefill_s[j][None, :], util)
+        met = physics.ttft_met_fraction(service.slo.ttft_s, serving.prefill_s[j][None, :], wait)
+        tbt = physics.decode_step_s(service.model_class, util, serving.clock_ratio[None, :])
+        met = np.where(tbt <= service.slo.tbt_s, met, 0.0)
+        # The supremum as v -> inf (utilisation -> 0), where the grid ends.
+        wait0 = physics.ttft_wait_s(0.0, 1.0, serving.prefill_s[j], 0.0)
+        sup = physics.ttft_met_fraction(service.slo.ttft_s, serving.prefill_s[j], wait0)
+        tbt0 = physics.decode_step_s(service.model_class, 0.0, serving.clock_ratio)
+        sup = np.where(tbt0 <= service.slo.tbt_s, sup, 0.0)
+        per_clock = []
+        for group in groups:
+            best = met[:, group].max(axis=1)
+            above = np.append(best[1:], sup[group].max())
+            per_clock.append(upper_lines(v, np.maximum(above, best), SLO_LINES_PER_CLOCK))
+        out.append(per_clock)
+    return out
+
+
+def _clock_groups(serving: _Serving) -> list[npt.NDArray[np.int64]]:
+    """The sweep's clocks (columns) in `CLOCK_GROUPS` runs of neighbours."""
+    columns = np.arange(serving.clock_ratio.size, dtype=np.int64)
+    return [g for g in np.array_split(columns, min(CLOCK_GROUPS, columns.size)) if g.size]
 
 
 def compute_bounds(scenario: Scenario, hours: float | None = None) -> ScenarioBounds:
@@ -234,16 +290,18 @@ def compute_bounds(scenario: Scenario, hours: float | None = None) -> ScenarioBo
         backlog_limit=timeout * max_rep / serving.replica_s.min(axis=1),
     )
     full_met, lines = _slo_inputs(scenario, serving, rates, block_of)
+    groups = _clock_groups(serving)
     slo = lp.max_slo_met(
         arrivals=arrivals,
         block_s=block_s,
         full_met=full_met,
         partial_lines=lines,
-        energy_j=serving.energy_j.min(axis=1),
-        replica_s=serving.replica_s.min(axis=1),
+        energy_j=np.stack([serving.energy_j[:, g].min(axis=1) for g in groups], axis=1),
+        replica_s=np.stack([serving.replica_s[:, g].min(axis=1) for g in groups], axis=1),
         budget_w=budget,
         servers=servers,
         max_replicas=max_rep,
+        seat_lines=_seat_lines(scenario, serving),
     )
     arrived = arrivals.sum(axis=0)
     duration_s = steps * dt
@@ -278,10 +336,14 @@ def compute_bounds(scenario: Scenario, hours: float | None = None) -> ScenarioBo
             "work may wait in the queue up to the service's timeout at its most replicas' rate; "
             "min replicas are not imposed",
             "SLO: a request meets its SLO only as the twin's latency formula allows at the "
-            "lowest utilisation the most replicas give (full service) or at utilisation 1 "
+            "lowest utilisation the most replicas give, and at most as the replica-seconds the "
+            "service holds per request allow, the services sharing the servers (full service: "
+            "Jensen over the block's steps on the concave majorant), or at utilisation 1 "
             "behind the queue its own block leaves (partial service); the queue carried from "
             "earlier blocks is forgotten, the met share is replaced by its concave majorant, "
-            "and the cheapest clock's energy and the best clock's latency are taken together",
+            f"and each clock's energy goes with that clock's latency (a service runs one clock "
+            f"at a time; a block may mix clocks step by step), the sweep's clocks taken in "
+            f"{CLOCK_GROUPS} runs of neighbours, each with its cheapest energy and best latency",
             "tokens and SLO are bounded separately: one schedule need not reach both",
         ),
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from climatik.sim.engine import SimResult, Twin
+from climatik.sim.engine import SimResult, Twin, tuned_clock_ratios
 from climatik.sim.scenario import builtin_names, load_scenario
 
 COMPARED = ["uncapped", "static", "seed-threshold", "climatik"]
@@ -92,6 +92,26 @@ def test_over_demand_keeps_the_premium_tier_and_fills_the_cap() -> None:
     assert over.mean() > 0.3
     drawn = site[over, COMPARED.index("climatik")].mean() / result.site_cap_w
     assert drawn >= 0.92
+
+
+def test_over_demand_buys_tokens_with_slower_clocks_under_the_cap() -> None:
+    # Issue 17: where the demand breaks the cap, one more replica at a lower clock serves more
+    # tokens per watt than a faster clock; clocks and replicas together serve a quarter more
+    # tokens than nameplate ceilings (the tuned clocks alone served 13 % more).
+    result = run("over-demand")
+    climatik, static = result.policies["climatik"], result.policies["static"]
+    assert climatik["tokens"] >= 1.25 * static["tokens"]
+    details = result.details["climatik"]
+    changes = details["gpu_clock_changes"]
+    assert isinstance(changes, int)
+    assert changes > 0
+    mean_mhz = details["gpu_clock_mhz"]
+    assert isinstance(mean_mhz, dict)
+    scenario = load_scenario("over-demand")
+    ratios, _ = tuned_clock_ratios(scenario)
+    bulk = result.service_names.index("bulk")
+    # The lowest tier spends the day below the clock the tuner picked for it.
+    assert mean_mhz["bulk"] < ratios[bulk] * scenario.racks.gpu_curve.max_clock_mhz
 
 
 def test_same_seed_same_figures() -> None:

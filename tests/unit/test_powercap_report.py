@@ -235,3 +235,12 @@ def test_the_power_models_prediction_and_its_error_are_metrics_while_it_has_one(
     assert value("climatik_predicted_power_watts") is None
     assert value("climatik_prediction_error_watts") is None
     assert value("climatik_target_predicted_power_watts", target="chat") is None
+
+
+def test_measured_power_is_written_in_whole_watts() -> None:
+    """`kubectl get pcc` prints the status as written: a meter's decimals are noise there."""
+    seen = replace(observation(), measured_w=950.4)
+    report = StatusRound(
+        [], generation=3, plan=plan(), observation=seen, measured=Measured({}, 950.4, None, "")
+    )
+    assert report.desired(None, NOW, spec_has_carbon=False).measured_power_watts == 950.0

@@ -158,6 +158,10 @@ async def test_keys_are_queued_early_by_the_recent_lateness_so_no_gap_exceeds_th
     assert max(gaps) > 15.5  # while the lateness is being learned
     assert max(gaps[8:]) <= 15.0 + 0.01  # once it is (the clock's step)
     assert min(gaps[8:]) >= 15.0 - 1.5 - 0.9  # early by at most a tenth of the interval
+    lead = metrics.registry.get_sample_value(
+        "climatik_requeue_lead_seconds", {"controller": "probe"}
+    )
+    assert lead == pytest.approx(controller.lateness.lead_s(15))
     assert controller.lateness.lead_s(15) == pytest.approx(0.9, abs=0.06)
 
 

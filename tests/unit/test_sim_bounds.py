@@ -100,10 +100,10 @@ def test_slo_full_service_and_partial_service_share_the_budget() -> None:
     plan = bounds.max_slo_met(
         arrivals=np.array([[10.0]]),
         block_s=np.ones(1),
-        full_met=np.array([[1.0]]),
-        partial_lines=[(np.array([0.0]), np.array([0.5]))],
-        energy_j=np.array([1.0]),
-        replica_s=np.array([0.01]),
+        full_met=np.array([[[1.0]]]),
+        partial_lines=[[(np.array([0.0]), np.array([0.5]))]],
+        energy_j=np.array([[1.0]]),
+        replica_s=np.array([[0.01]]),
         budget_w=np.array([6.0]),
         servers=100.0,
         max_replicas=np.array([100.0]),
@@ -119,16 +119,74 @@ def test_slo_with_two_services_serves_the_one_that_meets_more_per_joule() -> Non
     plan = bounds.max_slo_met(
         arrivals=np.array([[10.0, 10.0], [10.0, 10.0]]),
         block_s=np.ones(2),
-        full_met=np.array([[1.0, 0.5], [1.0, 0.5]]),
-        partial_lines=[(np.zeros(1), np.zeros(1)), (np.zeros(1), np.zeros(1))],
-        energy_j=np.array([1.0, 1.0]),
-        replica_s=np.array([0.01, 0.01]),
+        full_met=np.array([[[1.0], [0.5]], [[1.0], [0.5]]]),
+        partial_lines=[[(np.zeros(1), np.zeros(1))], [(np.zeros(1), np.zeros(1))]],
+        energy_j=np.array([[1.0], [1.0]]),
+        replica_s=np.array([[0.01], [0.01]]),
         budget_w=np.array([10.0, 15.0]),
         servers=100.0,
         max_replicas=np.array([100.0, 100.0]),
     )
     # Block 1 has 5 J more: half of service 1 at 50 %: 2.5 more.
     assert plan.met.sum(axis=1) == pytest.approx([10.0, 12.5])
+
+
+def test_slo_takes_each_clocks_energy_with_that_clocks_latency() -> None:
+    # 10 arrivals, 10 J. The slow clock costs 1 J a request but meets no SLO; the fast one
+    # costs 2 J and meets all. Cheap energy with fast latency would claim 10 met; one clock at
+    # a time meets 5 (half the arrivals at the fast clock), and the slow one serves no one met.
+    plan = bounds.max_slo_met(
+        arrivals=np.array([[10.0]]),
+        block_s=np.ones(1),
+        full_met=np.array([[[0.0, 1.0]]]),
+        partial_lines=[[(np.zeros(1), np.zeros(1)), (np.zeros(1), np.ones(1))]],
+        energy_j=np.array([[1.0, 2.0]]),
+        replica_s=np.array([[0.01, 0.01]]),
+        budget_w=np.array([10.0]),
+        servers=100.0,
+        max_replicas=np.array([100.0]),
+    )
+    assert plan.solution.status == "Optimal"
+    assert plan.met.sum() == pytest.approx(5.0)
+
+
+def test_slo_leaves_a_clock_marked_not_allowed_unused() -> None:
+    # The only clock that meets the SLO is not allowed (NaN): nothing can meet it.
+    plan = bounds.max_slo_met(
+        arrivals=np.array([[10.0]]),
+        block_s=np.ones(1),
+        full_met=np.array([[[0.0, 1.0]]]),
+        partial_lines=[[(np.zeros(1), np.zeros(1)), (np.zeros(1), np.ones(1))]],
+        energy_j=np.array([[1.0, np.nan]]),
+        replica_s=np.array([[0.01, 0.01]]),
+        budget_w=np.array([100.0]),
+        servers=100.0,
+        max_replicas=np.array([100.0]),
+    )
+    assert plan.met.sum() == pytest.approx(0.0)
+
+
+def test_slo_services_that_share_the_seats_cannot_all_hold_enough_replicas() -> None:
+    # Two services, 10 arrivals each in a 1-s block, 0.01 replica-s a request. Served in full a
+    # request meets its SLO only in proportion to the replica-seconds held per request, all of
+    # them from 0.1 on: 1 replica-second per service. One server holds 1 replica-second: 10 met,
+    # not the 20 that the busy time alone (0.2 replica-s) would allow.
+    common = {
+        "arrivals": np.array([[10.0, 10.0]]),
+        "block_s": np.ones(1),
+        "full_met": np.ones((1, 2, 1)),
+        "partial_lines": [[(np.zeros(1), np.zeros(1))]] * 2,
+        "energy_j": np.ones((2, 1)),
+        "replica_s": np.full((2, 1), 0.01),
+        "budget_w": np.array([100.0]),
+        "servers": 1.0,
+        "max_replicas": np.array([1.0, 1.0]),
+    }
+    seats = [[(np.array([0.0]), np.array([10.0]))]] * 2
+    assert bounds.max_slo_met(**common).met.sum() == pytest.approx(20.0)  # type: ignore[arg-type]
+    held = bounds.max_slo_met(**common, seat_lines=seats)  # type: ignore[arg-type]
+    assert held.solution.status == "Optimal"
+    assert held.met.sum() == pytest.approx(10.0)
 
 
 def test_least_hottest_rise_balances_the_inlets() -> None:
