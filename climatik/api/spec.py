@@ -1,4 +1,4 @@
-"""The spec of a PowerCappingConfig: what the user asks for, the single source of its schema.
+"""The spec of a PowerCappingConfig: what the user asks for, and the bounds the API enforces.
 
 The spec keeps the design document's fields exactly (`powerCapLimit`, `deploymentName`,
 `scaleObjectRef[]`, `metrics[]`, `rackConstraints[]`) and adds optional extension objects whose
