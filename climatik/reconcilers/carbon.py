@@ -27,7 +27,6 @@ from typing import Any
 import aiohttp
 import structlog
 
-from climatik.api.convert import InvalidConfigError, config_from_object
 from climatik.api.status import find_condition, peer_status, set_condition, status_from_wire
 from climatik.api.status_models import (
     Condition,
@@ -54,7 +53,8 @@ from climatik.reconcilers.carbon_secret import (
     unreadable_from_status,
 )
 from climatik.reconcilers.metrics import CappingMetrics
-from climatik.reconcilers.result import Result, TerminalError
+from climatik.reconcilers.opening import ConfigOpening
+from climatik.reconcilers.result import Result
 from climatik.reconcilers.settings import CarbonSettings
 from climatik.reconcilers.status_writer import with_fields, write_status
 from climatik.sources.carbon import (
@@ -113,7 +113,6 @@ class CarbonReconciler:
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._client = client
-        self._configs = configs
         self._events = events
         self._metrics = metrics
         self._settings = settings
@@ -121,20 +120,16 @@ class CarbonReconciler:
         self._clock = clock
         self._wall_clock = wall_clock
         self._memory: dict[str, _Memory] = {}
+        # The power-cap reconciler reports an invalid spec; the carbon cap stands aside.
+        self._opening = ConfigOpening(configs, forget=self._forget)
 
     async def reconcile(self, key: str) -> Result:
-        obj = self._configs.store.get(key)
-        if obj is None:
-            self._memory.pop(key, None)
-            self._metrics.forget_carbon(key)
-            return Result()
-        try:
-            config = config_from_object(obj)
-        except InvalidConfigError as error:
-            raise TerminalError(f"{key}: {error}") from error
+        opened = await self._opening.open(key)
+        if isinstance(opened, Result):
+            return opened
+        obj, config = opened.obj, opened.config
         if config.carbon is None:
-            self._memory.pop(key, None)
-            self._metrics.forget_carbon(key)
+            self._forget(key)
             await self._clear_carbon_cap(obj)
             return Result()
 
@@ -166,6 +161,10 @@ class CarbonReconciler:
             obj, config.generation, cap=cap, outcome=outcome, failure=failure, memory=memory
         )
         return Result(requeue_after=self._next_wake_s(memory, outcome, now))
+
+    def _forget(self, key: str) -> None:
+        self._memory.pop(key, None)
+        self._metrics.forget_carbon(key)
 
     async def _ask(
         self, memory: _Memory, now: datetime

@@ -30,7 +30,6 @@ from typing import Any
 
 import structlog
 
-from climatik.api.convert import InvalidConfigError, config_from_object
 from climatik.api.status import (
     GPU_TUNING_APPLY_NOT_ALLOWED_BEFORE,
     GPU_TUNING_CONDITION,
@@ -53,7 +52,8 @@ from climatik.kube.client import ApiError, KubeClient
 from climatik.kube.resources import JOBS
 from climatik.kube.store import FrozenMapping
 from climatik.policies.gpu_tuning import TriggerInputs, tuning_reason, watts_scale
-from climatik.reconcilers.result import Result, TerminalError
+from climatik.reconcilers.opening import ConfigOpening
+from climatik.reconcilers.result import Result
 from climatik.reconcilers.settings import GpuTuningSettings
 from climatik.reconcilers.status_writer import with_fields, write_status
 from climatik.reconcilers.targets import ResolvedTarget, WorkloadCaches
@@ -207,7 +207,6 @@ class GpuTuningReconciler:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
-        self._configs = configs
         self._workloads = workloads
         self._jobs = jobs
         self._results = results
@@ -218,17 +217,14 @@ class GpuTuningReconciler:
         self._clock = clock
         self._nodes: dict[str, _NodeMemory] = {}
         self._refusals: dict[str, _RefusalMemory] = {}
+        # The power-cap reconciler reports an invalid spec; tuning stands aside.
+        self._opening = ConfigOpening(configs, forget=self._forget)
 
     async def reconcile(self, key: str) -> Result:
-        obj = self._configs.store.get(key)
-        if obj is None:
-            self._refusals.pop(key, None)
-            self._workloads.forget(key)
-            return Result()
-        try:
-            config = config_from_object(obj)
-        except InvalidConfigError as error:
-            raise TerminalError(f"{key}: {error}") from error
+        opened = await self._opening.open(key)
+        if isinstance(opened, Result):
+            return opened
+        obj, config = opened.obj, opened.config
         refused = tuning_refused(config, self._settings)
         told = await self._report_refusal(key, obj, config, refused=refused)
         if refused:
@@ -272,6 +268,10 @@ class GpuTuningReconciler:
             log.info("gpu_tuning_job_created", node=node, job=job["metadata"]["name"], why=reason)
             await self._events.record(obj, "Normal", "GpuTuningStarted", message)
         return Result(requeue_after=self._settings.interval_s)
+
+    def _forget(self, key: str) -> None:
+        self._refusals.pop(key, None)
+        self._workloads.forget(key)
 
     # -- Tuning where it is not allowed ---------------------------------------------------------
 

@@ -28,7 +28,8 @@ manager runs reconcile workers on the leader only, so only the leader's webhook 
 standby's webhook answers allowed and unplaced (docs/placement.md, Known limits).
 
 `status.racks` is written by the power-cap reconciler; this one writes only its condition, with
-the object's resourceVersion, so neither can silently drop the other's update.
+the object's resourceVersion (`status_writer`: a lost race is recomputed on a fresh read), so
+neither can silently drop the other's update.
 """
 
 from __future__ import annotations
@@ -41,8 +42,7 @@ from typing import Any
 
 import structlog
 
-from climatik.api.convert import InvalidConfigError, config_from_object
-from climatik.api.status import set_condition, status_from_wire, status_patch
+from climatik.api.status import set_condition
 from climatik.api.status_models import ConditionType, PowerCappingConfigStatus
 from climatik.domain.config import CoolingMode, PlacementMode, PowerCappingConfig, TargetKind
 from climatik.domain.placement import (
@@ -54,7 +54,7 @@ from climatik.domain.placement import (
     SupplySettings,
 )
 from climatik.kube.cache import Cache, EventSink
-from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.client import KubeClient
 from climatik.kube.resources import DEPLOYMENTS
 from climatik.kube.store import FrozenMapping
 from climatik.policies.observations import replica_added_watts
@@ -64,6 +64,7 @@ from climatik.policies.placement import (
     score_racks,
     score_scale_in,
 )
+from climatik.reconcilers.opening import ConfigOpening
 from climatik.reconcilers.placement_deletion_costs import DeletionCosts
 from climatik.reconcilers.placement_metrics import PlacementMetrics
 from climatik.reconcilers.placement_racks import RackObserver, RackView, RecirculationMemory, finite
@@ -75,9 +76,9 @@ from climatik.reconcilers.placement_report import (
 )
 from climatik.reconcilers.placement_template import TEMPLATE_RACKS_ANNOTATION, template_patch
 from climatik.reconcilers.placement_webhook import PlacementSnapshot, WorkloadPlacement
-from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from climatik.reconcilers.result import Result
 from climatik.reconcilers.settings import PlacementSettings
+from climatik.reconcilers.status_writer import with_fields, write_status
 from climatik.reconcilers.targets import NAMESPACE_INDEX, WorkloadCaches
 from climatik.sources.cooling import CoolingController, CoolingError
 from climatik.sources.racks import RackSignalSource
@@ -180,20 +181,16 @@ class PlacementReconciler:
         self._deletion_costs = DeletionCosts(
             client, metrics, retry_s=self._settings.deletion_cost_retry_s, clock=clock
         )
+        # The power-cap reconciler reports an invalid spec; placement stands aside.
+        self._opening = ConfigOpening(configs, forget=self._forget)
 
     # -- the loop -------------------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> Result:
-        obj = self._configs.store.get(key)
-        if obj is None:
-            self._forget(key)
-            return Result()
-        try:
-            config = config_from_object(obj)
-        except InvalidConfigError:
-            # The power-cap reconciler reports an invalid spec; placement just stands aside.
-            self._forget(key)
-            return Result()
+        opened = await self._opening.open(key)
+        if isinstance(opened, Result):
+            return opened
+        obj, config = opened.obj, opened.config
         if (
             config.placement.mode is PlacementMode.DISABLED
             and config.cooling.mode is CoolingMode.DISABLED
@@ -256,9 +253,7 @@ class PlacementReconciler:
                 else not self._deletion_costs.problem(config)
             ),
         )
-        requeue = await self._report_status(obj, config, racks, rack_scores, memory)
-        if requeue:
-            return Result(requeue=True)
+        await self._report_status(obj, config, racks, rack_scores, memory)
         return Result(requeue_after=self._settings.interval_s)
 
     def _forget(self, key: str) -> None:
@@ -472,8 +467,8 @@ class PlacementReconciler:
         racks: Sequence[RackView],
         rack_scores: Sequence[PlaceScore],
         memory: _Memory,
-    ) -> bool:
-        """Write the RacksWithinLimits condition; True when the write lost a race (retry)."""
+    ) -> None:
+        """Write the RacksWithinLimits condition (a lost race is retried on a fresh read)."""
         by_id = {r.rack_id: r for r in racks}
         problem = ". ".join(
             n for n in (self._deletion_costs.problem(config), memory.recirculation.problem) if n
@@ -489,49 +484,27 @@ class PlacementReconciler:
                 "replicas are steered away and its replicas are removed first on scale-in",
             )
         memory.over_limit = over
-        current = status_from_wire(obj)
-        conditions = set_condition(
-            current.conditions if current else None,
-            type_=str(ConditionType.RACKS_WITHIN_LIMITS),
-            status=condition.status,
-            reason=condition.reason,
-            message=condition.message,
-            observed_generation=config.generation,
-            now=self._wall_clock(),
-        )
-        desired = (current or PowerCappingConfigStatus()).model_copy(
-            update={"conditions": list(conditions)}
-        )
+        now = self._wall_clock()
+
+        def desire(current: PowerCappingConfigStatus | None) -> PowerCappingConfigStatus:
+            conditions = set_condition(
+                current.conditions if current else None,
+                type_=str(ConditionType.RACKS_WITHIN_LIMITS),
+                status=condition.status,
+                reason=condition.reason,
+                message=condition.message,
+                observed_generation=config.generation,
+                now=now,
+            )
+            return with_fields(current, conditions=list(conditions))
+
         now_s = self._clock()
         refresh = (
             memory.status_written_s is None
             or now_s - memory.status_written_s >= self._settings.status_refresh_s
         )
-        patch = status_patch(
-            current,
-            desired,
-            resource_version=_meta(obj).get("resourceVersion"),
-            settled=not refresh,
-        )
-        if patch is None:
-            return False
-        try:
-            await self._client.merge_patch(
-                POWER_CAPPING_CONFIGS,
-                config.name,
-                patch,
-                config.namespace,
-                subresource="status",
-            )
-        except ApiError as error:
-            if error.is_conflict:
-                return True
-            if error.is_not_found:
-                return False
-            raise
-        if refresh:
+        if await write_status(self._client, obj, desire, settled=not refresh) and refresh:
             memory.status_written_s = now_s
-        return False
 
 
 def _excluded(config: PowerCappingConfig, scores: Sequence[PlaceScore]) -> tuple[str, ...]:

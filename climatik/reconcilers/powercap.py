@@ -28,7 +28,6 @@ from typing import Any
 import aiohttp
 import structlog
 
-from climatik.api.convert import InvalidConfigError, config_from_object
 from climatik.api.status import ConditionUpdate, status_from_wire
 from climatik.api.status_models import ConditionStatus, ConditionType
 from climatik.domain.capping import CappingState, CeilingDecision, CeilingPlan
@@ -54,6 +53,7 @@ from climatik.reconcilers.actuation import (
     restore_patch,
 )
 from climatik.reconcilers.metrics import CappingMetrics
+from climatik.reconcilers.opening import ConfigOpening
 from climatik.reconcilers.powercap_measure import (
     CapMeasurer,
     CapSources,
@@ -136,7 +136,6 @@ class PowerCapReconciler:
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._client = client
-        self._configs = configs
         self._workloads = workloads
         self._events = events
         self._metrics = metrics
@@ -150,37 +149,26 @@ class PowerCapReconciler:
         self._clock = clock
         self._wall_clock = wall_clock
         self._memory: dict[str, _ConfigMemory] = {}
+        # A config gone without our finalizer (it held nothing, or someone removed it) is
+        # forgotten: no record is left to give back by, and an annotation is no authority. One
+        # being deleted is finalized before its spec is read. An invalid spec is reported here,
+        # once for the four controllers that read the config.
+        self._opening = ConfigOpening(
+            configs,
+            forget=self._forget,
+            report_invalid=self._report_invalid,
+            finalize=self._finalize,
+        )
 
     # -- the loop -----------------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> Result:
         started_s = self._clock()
-        obj: Mapping[str, Any] | None = self._configs.store.get(key)
-        if obj is None:
-            # Gone without our finalizer (it held nothing, or someone removed the finalizer):
-            # there is no record left to give back by, and an annotation is no authority.
-            self._forget(key)
-            return Result()
-        if obj["metadata"].get("deletionTimestamp"):
-            return await self._finalize(key, obj)
-        try:
-            config = config_from_object(obj)
-        except InvalidConfigError as error:
-            # The API server validates the schema; this catches what only the controller sees.
-            invalid = ConditionUpdate(
-                ConditionType.READY, ConditionStatus.FALSE, "InvalidSpec", str(error)
-            )
-            await self._write_status(
-                obj,
-                StatusRound(
-                    [invalid],
-                    generation=int(obj["metadata"].get("generation") or 0),
-                    # What it asks for cannot be read: no stale "tuning disabled" note either.
-                    clear_gpu_tuning=True,
-                ),
-            )
-            raise TerminalError(f"{key}: {error}") from error
-
+        opened = await self._opening.open(key)
+        if isinstance(opened, Result):
+            return opened
+        obj: Mapping[str, Any] = opened.obj
+        config = opened.config
         memory = self._memory.setdefault(key, _ConfigMemory())
         tuning_off = tuning_disabled_condition(config, gpu_tuning_enabled=self._gpu_tuning_enabled)
         if tuning_off is not None:
@@ -295,6 +283,22 @@ class PowerCapReconciler:
         # that waited on Prometheus must not stretch the control period by its own length.
         elapsed_s = self._clock() - started_s
         return Result(requeue_after=max(self._settings.interval_s - elapsed_s, 0.0))
+
+    async def _report_invalid(self, obj: Mapping[str, Any], problem: str) -> None:
+        """Say where the user looks which fields only the controller's own checks refused (the
+        API server validates the schema). The other reconcilers stand aside: told once."""
+        invalid = ConditionUpdate(
+            ConditionType.READY, ConditionStatus.FALSE, "InvalidSpec", problem
+        )
+        await self._write_status(
+            obj,
+            StatusRound(
+                [invalid],
+                generation=int(obj["metadata"].get("generation") or 0),
+                # What it asks for cannot be read: no stale "tuning disabled" note either.
+                clear_gpu_tuning=True,
+            ),
+        )
 
     def _sources(self, config: PowerCappingConfig, memory: _ConfigMemory) -> CapSources:
         if memory.sources is not None and memory.sources[0] == config.generation:

@@ -11,10 +11,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Result:
-    """`Result()`: done; `requeue_after=s`: look again in s seconds; `requeue`: back off."""
+    """`Result()`: done; `requeue_after=s`: look again in s seconds.
+
+    There is no "requeue with backoff" result (controller-runtime deprecated its `Requeue`): a
+    reconcile that failed raises, and the worker backs off; a status write that lost a race is
+    retried inside the write, on a fresh read (`status_writer`)."""
 
     requeue_after: float | None = None
-    requeue: bool = False
 
 
 class TerminalError(Exception):

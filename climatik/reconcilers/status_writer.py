@@ -4,7 +4,9 @@ The power-cap, carbon and placement reconcilers each own some status fields. Eac
 compare-and-swap merge patch (it carries the resourceVersion it was computed from); on a 409 the
 object is read afresh and the writer's change recomputed on top of it, a few times with jitter,
 as client-go's RetryOnConflict does. Without the re-read, a writer whose cache lags behind a
-busier one would lose every race.
+busier one would lose every race. It is the reconcilers' one retry strategy for status: no
+reconciler requeues for a lost race, and a status still moving after every attempt fails the
+reconcile (`StatusConflictError`), which the worker retries with backoff.
 """
 
 from __future__ import annotations

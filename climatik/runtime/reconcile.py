@@ -10,11 +10,12 @@ returns a :class:`Result`. The worker turns the outcome into queue operations:
   others due at the same moment is not pushed back by its wait every round. And ``s`` is a
   promise of at most ``s`` between two reconciles: the key is queued early by the recent
   lateness of the controller's reconciles (``climatik.runtime.lateness``).
-- ``Result(requeue=True)``: try again after the rate limiter's backoff.
 - :class:`TerminalError`: the object is wrong in a way retrying cannot fix (logged, not retried;
   the next change to the object enqueues it again).
 - :class:`NotLeaderError` (the write gate closed because leadership ended): logged, not retried.
-- any other exception: logged with the key and a traceback, retried with per-key backoff.
+- any other exception: logged with the key and a traceback, retried with per-key backoff (the
+  one way to ask for backoff: there is no "requeue" result, as controller-runtime deprecated its
+  ``Requeue``).
 - a reconcile still running after the controller's ``reconcile_timeout_s`` is cancelled, logged
   (``reconcile_timed_out``), counted (``climatik_reconcile_total{result="timed_out"}``) and
   retried with per-key backoff: no key holds a worker forever, whatever it waits on.
@@ -141,20 +142,16 @@ async def process_one(controller: Controller, key: str, metrics: RuntimeMetrics)
                 outcome = "error"
             queue.add_rate_limited(key)
         else:
-            if result.requeue:
-                queue.add_rate_limited(key)
-                outcome = "requeue"
+            queue.forget(key)
+            if result.requeue_after is not None:
+                late_s = queue.since_due_s(key)
+                controller.lateness.observe(late_s)
+                lead_s = controller.lateness.lead_s(result.requeue_after)
+                metrics.requeue_led(controller.name, lead_s)
+                queue.add_after(key, result.requeue_after - late_s - lead_s)
+                outcome = "requeue_after"
             else:
-                queue.forget(key)
-                if result.requeue_after is not None:
-                    late_s = queue.since_due_s(key)
-                    controller.lateness.observe(late_s)
-                    lead_s = controller.lateness.lead_s(result.requeue_after)
-                    metrics.requeue_led(controller.name, lead_s)
-                    queue.add_after(key, result.requeue_after - late_s - lead_s)
-                    outcome = "requeue_after"
-                else:
-                    outcome = "success"
+                outcome = "success"
         log.debug("reconciled", outcome=outcome, seconds=round(time.perf_counter() - started, 3))
     metrics.reconciled(controller.name, outcome, time.perf_counter() - started)
     return outcome

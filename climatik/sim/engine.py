@@ -334,7 +334,7 @@ class Twin:
                     clock[p] = tuned
         # Where clocks are decided with the replicas under the cap (`clocks_under_cap`), each
         # policy's clocks move during the run; the arrays below follow them in place.
-        joint = [s.tuned_clocks and s.ceilings == "headroom" for s in self.specs]
+        joint = [s.joint_clocks and s.tuned_clocks and s.ceilings == "headroom" for s in self.specs]
         sweeps = clock_sweeps(sc) if any(joint) else []
         limits = clock_bounds(sc)
         tuned_mhz = (

@@ -20,6 +20,11 @@ class PolicySpec:
     remove_hottest: bool = False
     """Scale-in by Climatik's pod-deletion-cost rule (`score_scale_in`: the replica whose
     removal lowers the hottest inlet most first), not the ReplicaSet's newest-first."""
+    joint_clocks: bool = False
+    """Clocks decided with the replicas at every control interval under a binding cap
+    (`clocks_under_cap`, as POLCA). The live controller cannot do this yet: it sets clocks
+    only through GPU-tuning Jobs, per node, not per target every interval; so `climatik`, the
+    policy the twin reports for the live controller, leaves it off."""
 
 
 POLICY_SPECS: dict[str, PolicySpec] = {
@@ -30,6 +35,10 @@ POLICY_SPECS: dict[str, PolicySpec] = {
     # Ablations: climatik with one input removed, to show what that input is worth.
     "climatik-no-carbon": PolicySpec("headroom", "climatik", False, True, True),
     "climatik-max-clock": PolicySpec("headroom", "climatik", True, False, True),
+    # What deciding clocks with the replicas would add (twin only: no live actuator yet).
+    "climatik-joint-clocks": PolicySpec(
+        "headroom", "climatik", True, True, True, joint_clocks=True
+    ),
     # `climatik`'s ceilings, carbon and clocks with another placement, so placement is
     # measured on its own.
     "placement-random": PolicySpec("headroom", "random", True, True),

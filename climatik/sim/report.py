@@ -37,6 +37,10 @@ POLICY_SUMMARIES = {
     ),
     "climatik-no-carbon": "climatik without carbon input (an ablation)",
     "climatik-max-clock": "climatik with GPUs at their maximum clock (an ablation)",
+    "climatik-joint-clocks": (
+        "climatik with clocks decided with the replicas under a binding cap (twin only: the live "
+        "controller has no per-target clock actuator yet)"
+    ),
     "placement-random": "climatik's ceilings, carbon and clocks; random placement",
     "placement-round-robin": "climatik's ceilings, carbon and clocks; round-robin placement",
     "placement-minhr": (

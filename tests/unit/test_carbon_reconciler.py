@@ -521,3 +521,26 @@ async def test_carbon_series_end_with_the_carbon_section(session: aiohttp.Client
         assert sample(registry, name, **labels) is None, name
     assert sample(registry, "climatik_emissions_grams_total") is None
     assert cluster.config()["status"]["effectiveCapSource"] == "Static"
+
+
+async def test_an_invalid_spec_is_left_to_the_power_cap_reconciler(
+    session: aiohttp.ClientSession,
+) -> None:
+    """The power-cap reconciler reports a spec the controller refuses; the carbon reconciler
+    stands aside (no error of its own, no write, its series gone) instead of telling it twice."""
+    cluster = Cluster(config_object(static(250)))
+    registry = CollectorRegistry()
+    rec, events, _ = reconciler(cluster, session, Clock(), registry)
+    await rec.reconcile(KEY)
+    assert all(sample(registry, name, **labels) is not None for name, labels in CARBON_SERIES)
+    written = cluster.config()["status"]
+    invalid = cluster.config()
+    invalid["spec"]["policy"] = {"holdingThresholdPercent": 250}
+    invalid["metadata"]["generation"] = 2
+    cluster.store.upsert(invalid)
+    events.recorded.clear()
+    assert await rec.reconcile(KEY) == Result()
+    assert cluster.config()["status"] == written
+    assert events.recorded == []
+    for name, labels in CARBON_SERIES:
+        assert sample(registry, name, **labels) is None, name

@@ -947,3 +947,54 @@ async def test_a_rack_gone_from_the_nodes_is_gone_from_the_metrics() -> None:
     await rec.reconcile(f"{NS}/cap")
     assert racks_seen() == {"rack-a"}
     assert scores_by_rack(metrics).keys() == {"rack-a"}
+
+
+READY = {
+    "type": "Ready",
+    "status": "True",
+    "reason": "WithinCap",
+    "message": "power-cap reconciler",
+    "lastTransitionTime": "2026-01-01T00:00:00Z",
+    "observedGeneration": 3,
+}
+
+
+class LosesTheFirstStatusRace(RecordingClient):
+    """The power-cap reconciler writes its `Ready` condition just before placement's first
+    status write, which the API server therefore refuses (409); a read returns the config as
+    that write left it."""
+
+    def __init__(self) -> None:
+        fresh = config()
+        fresh["metadata"]["resourceVersion"] = "8"
+        fresh["status"] = {"conditions": [READY]}
+        super().__init__({("powercappingconfigs", "cap"): fresh})
+        self.lost = 0
+
+    async def merge_patch(
+        self,
+        resource: Resource,
+        name: str,
+        patch: dict[str, Any],
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+    ) -> Any:
+        if subresource == "status" and not self.lost:
+            self.lost += 1
+            raise ApiError(409, {"reason": "Conflict"})
+        return await super().merge_patch(resource, name, patch, namespace, subresource=subresource)
+
+
+async def test_a_lost_status_race_is_written_again_on_a_fresh_read() -> None:
+    """One retry strategy for status writes: the condition is recomputed on the config as the
+    API server has it now (the peer's condition kept), not left to a backoff requeue."""
+    client = LosesTheFirstStatusRace()
+    rec, *_ = reconciler(config(), [], static(HOT_OVER, COOL), client=client)
+    assert await rec.reconcile(f"{NS}/cap") == Result(requeue_after=7.0)
+    assert client.lost == 1
+    (written,) = [p for p in client.patches if p[3] == "status"]
+    body = written[2]
+    assert body["metadata"] == {"resourceVersion": "8"}
+    assert [c["type"] for c in body["status"]["conditions"]] == ["Ready", "RacksWithinLimits"]
+    assert body["status"]["conditions"][0] == READY

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+import pytest
 from prometheus_client import CollectorRegistry
 
 from climatik.api.status import apply_merge_patch
@@ -26,7 +27,7 @@ from climatik.reconcilers.resources import (
     POWER_CAPPING_CONFIGS,
     USER_MAX_ANNOTATION,
 )
-from climatik.reconcilers.result import Result
+from climatik.reconcilers.result import Result, TerminalError
 from climatik.reconcilers.settings import CappingSettings
 from climatik.reconcilers.targets import WorkloadCaches
 from climatik.sources.address import HTTPSession
@@ -236,3 +237,44 @@ async def test_a_config_that_moves_under_the_finalizer_patch_is_decided_again(
     assert GIVE_BACK_FINALIZER not in (config_of(configs)["metadata"].get("finalizers") or ())
     _, result = await run_for_result(prometheus, configs, workloads, api)
     assert GIVE_BACK_FINALIZER in config_of(configs)["metadata"]["finalizers"]
+
+
+def make_invalid(configs: Cache) -> None:
+    """A spec the controller's own checks refuse (a percentage over 100)."""
+    obj = config_of(configs)
+    obj["spec"]["policy"] = {"holdingThresholdPercent": 250}
+    obj["metadata"]["generation"] = 2
+    configs.store.upsert(obj)
+
+
+async def test_an_invalid_spec_is_reported_and_not_retried(prometheus: FakePrometheus) -> None:
+    configs, workloads = objects(prometheus.url)
+    make_invalid(configs)
+    api = Api(configs, scaled_objects(workloads))
+    with pytest.raises(TerminalError, match=r"spec\.policy\.holdingThresholdPercent"):
+        await run(prometheus, configs, workloads, api)
+    (ready,) = [c for c in config_of(configs)["status"]["conditions"] if c["type"] == "Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "spec.policy.holdingThresholdPercent" in ready["message"]
+    assert ready["observedGeneration"] == 2
+    assert [p for p in api.patched if p[1] == "scaledobjects"] == []
+
+
+async def test_a_deleted_config_whose_spec_turned_invalid_still_gives_back(
+    prometheus: FakePrometheus,
+) -> None:
+    """Giving back reads the config's records, not its spec: a spec the controller cannot
+    read must not keep the finalizer, and the lowered ceiling, in place."""
+    prometheus.cpu_watts = "480"
+    configs, workloads = objects(prometheus.url, policy={"type": "Threshold"})
+    capped_by_an_earlier_version(workloads)
+    api = Api(configs, scaled_objects(workloads))
+    await run(prometheus, configs, workloads, api)
+    assert GIVE_BACK_FINALIZER in config_of(configs)["metadata"]["finalizers"]
+
+    make_invalid(configs)
+    delete(configs)
+    _, result = await run_for_result(prometheus, configs, workloads, api)
+    assert result == Result()
+    assert ceiling(workloads) == (4, {})
+    assert GIVE_BACK_FINALIZER not in (config_of(configs)["metadata"].get("finalizers") or ())
