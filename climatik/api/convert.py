@@ -16,7 +16,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from climatik.api import models
+from climatik.api.resource import PowerCappingConfig
+from climatik.api.spec import Policy, PowerCappingConfigSpec, SloBounds, TargetSelector
+from climatik.api.spec_carbon import Carbon, CarbonTargetType
 from climatik.domain import config as domain
 from climatik.domain.carbon import CarbonTarget, EmissionRateTarget, IntensityBandTarget
 from climatik.domain.paths import field_path
@@ -32,10 +34,10 @@ class InvalidConfigError(ValueError):
         super().__init__("; ".join(self.problems))
 
 
-def parse_object(obj: Mapping[str, Any]) -> models.PowerCappingConfig:
+def parse_object(obj: Mapping[str, Any]) -> PowerCappingConfig:
     """Validate a whole object; raise `InvalidConfigError` naming each bad field."""
     try:
-        return models.PowerCappingConfig.model_validate(obj)
+        return PowerCappingConfig.model_validate(obj)
     except ValidationError as error:
         problems = [
             f"{field_path(item['loc']) or '<object>'}: {item['msg']}" for item in error.errors()
@@ -47,7 +49,7 @@ def _fraction(percent: int) -> float:
     return percent / _PERCENT
 
 
-def _targets(spec: models.PowerCappingConfigSpec) -> tuple[domain.TargetRef, ...]:
+def _targets(spec: PowerCappingConfigSpec) -> tuple[domain.TargetRef, ...]:
     refs = [
         domain.TargetRef(domain.TargetKind.SCALED_OBJECT, ref.metadata.name)
         for ref in spec.scale_object_ref or ()
@@ -57,7 +59,7 @@ def _targets(spec: models.PowerCappingConfigSpec) -> tuple[domain.TargetRef, ...
     return tuple(refs)
 
 
-def _selector(selector: models.TargetSelector | None) -> domain.LabelSelector | None:
+def _selector(selector: TargetSelector | None) -> domain.LabelSelector | None:
     if selector is None:
         return None
     return domain.LabelSelector(
@@ -69,7 +71,7 @@ def _selector(selector: models.TargetSelector | None) -> domain.LabelSelector | 
     )
 
 
-def _policy(policy: models.Policy) -> domain.PolicyConfig:
+def _policy(policy: Policy) -> domain.PolicyConfig:
     return domain.PolicyConfig(
         type=policy.type,
         capping_threshold_fraction=_fraction(policy.capping_threshold_percent),
@@ -81,9 +83,9 @@ def _policy(policy: models.Policy) -> domain.PolicyConfig:
     )
 
 
-def _carbon_target(carbon: models.Carbon) -> CarbonTarget:
+def _carbon_target(carbon: Carbon) -> CarbonTarget:
     target = carbon.target
-    if target.type is models.CarbonTargetType.EMISSION_RATE:
+    if target.type is CarbonTargetType.EMISSION_RATE:
         assert target.emission_rate_grams_per_hour is not None  # the model validator checked
         return EmissionRateTarget(
             grams_per_hour=float(target.emission_rate_grams_per_hour), pue=carbon.pue
@@ -96,7 +98,7 @@ def _carbon_target(carbon: models.Carbon) -> CarbonTarget:
     )
 
 
-def _carbon(carbon: models.Carbon | None) -> domain.CarbonConfig | None:
+def _carbon(carbon: Carbon | None) -> domain.CarbonConfig | None:
     if carbon is None:
         return None
     secret = carbon.api_key_secret_ref
@@ -117,7 +119,7 @@ def _carbon(carbon: models.Carbon | None) -> domain.CarbonConfig | None:
     )
 
 
-def _slo(bounds: models.SloBounds | None) -> domain.SloBounds:
+def _slo(bounds: SloBounds | None) -> domain.SloBounds:
     if bounds is None:
         return domain.SloBounds()
     ttft_ms = bounds.max_time_to_first_token_milliseconds
@@ -130,7 +132,7 @@ def _slo(bounds: models.SloBounds | None) -> domain.SloBounds:
     )
 
 
-def to_domain(obj: models.PowerCappingConfig) -> domain.PowerCappingConfig:
+def to_domain(obj: PowerCappingConfig) -> domain.PowerCappingConfig:
     """The domain value of a validated object."""
     spec = obj.spec
     measurement = spec.power_measurement

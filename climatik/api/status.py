@@ -22,11 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from climatik.api.models import (
-    Condition,
-    ConditionStatus,
-    PowerCappingConfigStatus,
-)
+from climatik.api.status_models import Condition, ConditionStatus, PowerCappingConfigStatus
 
 MERGE_PATCH_CONTENT_TYPE = "application/merge-patch+json"
 

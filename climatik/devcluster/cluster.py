@@ -11,7 +11,6 @@ written after every start, so `down` can also clean up after an `up` that died h
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import os
@@ -27,16 +26,14 @@ from typing import Any
 
 import yaml
 
+from climatik.devcluster import components
 from climatik.devcluster.apiclient import ApiClient
 from climatik.devcluster.binaries import REPO_ROOT, ControlPlaneBinaries, locate_binaries
-from climatik.devcluster.pki import CertPair, ClusterPKI, generate_pki
+from climatik.devcluster.pki import generate_pki
 from climatik.devcluster.processes import ProcessRecord, exit_code, is_alive, spawn, stop, tail
 from climatik.devcluster.topology import KWOK_NODE_LABELS, Topology
 
 STATE_FILE = "cluster.json"
-SERVICE_CIDR = "10.96.0.0/16"
-SERVICE_IP = "10.96.0.1"
-POD_CIDR = "10.244.0.0/16"
 OUR_CRD_DIR = REPO_ROOT / "crd"
 DEFAULT_TIMEOUT_S = 180.0
 _NOT_READY_TAINTS = {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
@@ -103,35 +100,6 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
-
-
-def _kubeconfig(server: str, ca: Path, client: CertPair, user: str) -> dict[str, Any]:
-    def b64(path: Path) -> str:
-        return base64.b64encode(path.read_bytes()).decode()
-
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "climatik-dev",
-                "cluster": {"server": server, "certificate-authority-data": b64(ca)},
-            }
-        ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate-data": b64(client.cert),
-                    "client-key-data": b64(client.key),
-                },
-            }
-        ],
-        "contexts": [
-            {"name": "climatik-dev", "context": {"cluster": "climatik-dev", "user": user}}
-        ],
-        "current-context": "climatik-dev",
-    }
 
 
 def _write_yaml(path: Path, data: object) -> None:
@@ -311,7 +279,7 @@ def _bring_up(
         "kube-scheduler": sched_port,
     }
     api_url = f"https://127.0.0.1:{api_port}"
-    pki = generate_pki(directory / "pki", service_ip=SERVICE_IP)
+    pki = generate_pki(directory / "pki", service_ip=components.SERVICE_IP)
     kubeconfig = directory / "kubeconfig"
     launch.state.update(
         {
@@ -324,7 +292,9 @@ def _bring_up(
             "ports": ports,
         }
     )
-    _write_yaml(kubeconfig, _kubeconfig(api_url, pki.ca.cert, pki.admin, "climatik-admin"))
+    _write_yaml(
+        kubeconfig, components.kubeconfig_for(api_url, pki.ca.cert, pki.admin, "climatik-admin")
+    )
     component_kubeconfigs = {
         name: directory / "pki" / f"{name}.kubeconfig"
         for name in ("kube-controller-manager", "kube-scheduler", "kwok")
@@ -334,13 +304,17 @@ def _bring_up(
         ("kube-scheduler", pki.scheduler),
         ("kwok", pki.kwok),
     ):
-        _write_yaml(component_kubeconfigs[name], _kubeconfig(api_url, pki.ca.cert, pair, name))
+        _write_yaml(
+            component_kubeconfigs[name], components.kubeconfig_for(api_url, pki.ca.cert, pair, name)
+        )
 
-    launch.start("etcd", "etcd", _etcd_args(directory, etcd_port, etcd_peer_port))
+    launch.start("etcd", "etcd", components.etcd_args(directory, etcd_port, etcd_peer_port))
     etcd = _plain_http_get(etcd_port)
     launch.wait_for("etcd", "/health", lambda: '"health":"true"' in etcd("/health"), deadline)
 
-    launch.start("kube-apiserver", "kube-apiserver", _apiserver_args(pki, api_port, etcd_port))
+    launch.start(
+        "kube-apiserver", "kube-apiserver", components.apiserver_args(pki, api_port, etcd_port)
+    )
     # Generous per-request timeout: listing CRDs returns KServe's 2 MB schema.
     api = ApiClient(
         "127.0.0.1", api_port, ca=pki.ca.cert, cert=pki.admin.cert, key=pki.admin.key, timeout_s=20
@@ -349,21 +323,18 @@ def _bring_up(
 
     kcm_kc = component_kubeconfigs["kube-controller-manager"]
     launch.start(
-        "kube-controller-manager", "kube-controller-manager", _kcm_args(pki, kcm_kc, kcm_port)
+        "kube-controller-manager",
+        "kube-controller-manager",
+        components.kcm_args(pki, kcm_kc, kcm_port),
     )
     sched_kc = component_kubeconfigs["kube-scheduler"]
-    launch.start("kube-scheduler", "kube-scheduler", _scheduler_args(sched_kc, sched_port))
+    launch.start(
+        "kube-scheduler", "kube-scheduler", components.scheduler_args(sched_kc, sched_port)
+    )
     launch.start(
         "kwok",
         "kwok",
-        [
-            f"--kubeconfig={component_kubeconfigs['kwok']}",
-            f"--config={launch.binaries.kwok_stages}",
-            "--manage-all-nodes=false",
-            "--manage-nodes-with-label-selector="
-            + ",".join(f"{k}={v}" for k, v in KWOK_NODE_LABELS.items()),
-            f"--cidr={POD_CIDR}",
-        ],
+        components.kwok_args(component_kubeconfigs["kwok"], launch.binaries.kwok_stages),
     )
 
     # Nodes first: kwok and the node lifecycle controller get to work while CRDs are applied.
@@ -422,92 +393,6 @@ def _plain_http_get(port: int) -> Callable[[str], str]:
             conn.close()
 
     return get
-
-
-def _etcd_args(directory: Path, port: int, peer_port: int) -> list[str]:
-    client = f"http://127.0.0.1:{port}"
-    peer = f"http://127.0.0.1:{peer_port}"
-    return [
-        "--name=dev",
-        f"--data-dir={directory / 'etcd'}",
-        f"--listen-client-urls={client}",
-        f"--advertise-client-urls={client}",
-        f"--listen-peer-urls={peer}",
-        f"--initial-advertise-peer-urls={peer}",
-        f"--initial-cluster=dev={peer}",
-        "--initial-cluster-state=new",
-        # KServe's full InferenceService CRD is about 2 MB, above etcd's 1.5 MiB default.
-        "--max-request-bytes=10485760",
-        # A disposable cluster on a shared disk: durability is not worth the fsync latency.
-        "--unsafe-no-fsync=true",
-        "--log-level=warn",
-    ]
-
-
-def _apiserver_args(pki: ClusterPKI, port: int, etcd_port: int) -> list[str]:
-    return [
-        f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
-        f"--secure-port={port}",
-        f"--tls-cert-file={pki.apiserver.cert}",
-        f"--tls-private-key-file={pki.apiserver.key}",
-        f"--client-ca-file={pki.ca.cert}",
-        # The aggregation layer's front proxy; without it every component logs a missing
-        # requestheader CA bundle, and aggregated APIs could not be tried on the dev cluster.
-        f"--requestheader-client-ca-file={pki.ca.cert}",
-        "--requestheader-allowed-names=front-proxy-client",
-        "--requestheader-username-headers=X-Remote-User",
-        "--requestheader-group-headers=X-Remote-Group",
-        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-        f"--proxy-client-cert-file={pki.front_proxy.cert}",
-        f"--proxy-client-key-file={pki.front_proxy.key}",
-        f"--service-account-key-file={pki.service_account_pub}",
-        f"--service-account-signing-key-file={pki.service_account_key}",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--authorization-mode=Node,RBAC",
-        "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
-        "DefaultTolerationSeconds,NodeRestriction,MutatingAdmissionWebhook,"
-        "ValidatingAdmissionWebhook,ResourceQuota",
-        "--allow-privileged=true",
-        # The "kubernetes" Service would point at 127.0.0.1, which Endpoints refuse; nothing in
-        # a kwok cluster dials it, so do not reconcile it.
-        "--endpoint-reconciler-type=none",
-        "--profiling=false",
-        "--v=1",
-    ]
-
-
-def _kcm_args(pki: ClusterPKI, kubeconfig: Path, port: int) -> list[str]:
-    return [
-        f"--kubeconfig={kubeconfig}",
-        f"--authentication-kubeconfig={kubeconfig}",
-        f"--authorization-kubeconfig={kubeconfig}",
-        "--bind-address=127.0.0.1",
-        f"--secure-port={port}",
-        f"--service-account-private-key-file={pki.service_account_key}",
-        f"--root-ca-file={pki.ca.cert}",
-        f"--cluster-signing-cert-file={pki.ca.cert}",
-        f"--cluster-signing-key-file={pki.ca.key}",
-        "--use-service-account-credentials=true",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        # One instance per cluster: skipping election saves its lease wait at start-up.
-        "--leader-elect=false",
-        "--v=1",
-    ]
-
-
-def _scheduler_args(kubeconfig: Path, port: int) -> list[str]:
-    return [
-        f"--kubeconfig={kubeconfig}",
-        f"--authentication-kubeconfig={kubeconfig}",
-        f"--authorization-kubeconfig={kubeconfig}",
-        "--bind-address=127.0.0.1",
-        f"--secure-port={port}",
-        "--leader-elect=false",
-        "--v=1",
-    ]
 
 
 def _apply(launch: _Launch, kubeconfig: Path, files: Sequence[Path]) -> list[str]:

@@ -3,7 +3,7 @@ kind, and whether it lives in namespaces.
 
 Kubernetes' own kinds and the third-party CRDs the controller acts on (KEDA's ScaledObject,
 KServe's InferenceService) are here; the PowerCappingConfig's names are defined by the API that
-generates its CRD (`climatik.api.models`), and `climatik.reconcilers.resources` builds its
+generates its CRD (`climatik.api.identity`), and `climatik.reconcilers.resources` builds its
 `Resource` from them. Object bodies take `apiVersion` and `kind` from these values, never from
 literals of their own.
 """

@@ -27,14 +27,14 @@ from typing import Any
 import aiohttp
 import structlog
 
-from climatik.api.models import (
+from climatik.api.status import find_condition, peer_status, set_condition, status_from_wire
+from climatik.api.status_models import (
     Condition,
     ConditionStatus,
     ConditionType,
     EffectiveCapSource,
     PowerCappingConfigStatus,
 )
-from climatik.api.status import find_condition, peer_status, set_condition, status_from_wire
 from climatik.domain.carbon import CarbonCap, CarbonReading
 from climatik.domain.config import CarbonConfig, CarbonFallback, PowerCappingConfig
 from climatik.kube.cache import Cache, EventSink

@@ -30,7 +30,6 @@ from typing import Any
 
 import structlog
 
-from climatik.api.models import Condition, ConditionStatus, PowerCappingConfigStatus
 from climatik.api.status import (
     GPU_TUNING_APPLY_NOT_ALLOWED_BEFORE,
     GPU_TUNING_CONDITION,
@@ -40,6 +39,7 @@ from climatik.api.status import (
     set_condition,
     status_from_wire,
 )
+from climatik.api.status_models import Condition, ConditionStatus, PowerCappingConfigStatus
 from climatik.domain.config import GpuTuningMode, PowerCappingConfig
 from climatik.domain.gpu import (
     TUNE_NODE_LABEL,

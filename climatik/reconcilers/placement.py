@@ -42,8 +42,8 @@ from typing import Any
 
 import structlog
 
-from climatik.api.models import ConditionType, PowerCappingConfigStatus
 from climatik.api.status import set_condition
+from climatik.api.status_models import ConditionType, PowerCappingConfigStatus
 from climatik.domain.config import CoolingMode, PlacementMode, PowerCappingConfig, TargetKind
 from climatik.domain.placement import (
     InletReading,

@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from climatik.api.models import ConditionStatus, ConditionType
 from climatik.api.status import find_condition, status_from_wire
+from climatik.api.status_models import ConditionStatus, ConditionType
 from climatik.domain.config import PowerCappingConfig
 from climatik.domain.placement import PlaceScore, SupplySetpoint
 from climatik.reconcilers.placement_metrics import PlacementMetrics

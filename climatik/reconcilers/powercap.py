@@ -28,8 +28,8 @@ from typing import Any
 import aiohttp
 import structlog
 
-from climatik.api.models import ConditionStatus, ConditionType
 from climatik.api.status import ConditionUpdate, status_from_wire
+from climatik.api.status_models import ConditionStatus, ConditionType
 from climatik.domain.capping import CappingState, CeilingDecision, CeilingPlan
 from climatik.domain.config import PowerCappingConfig, TargetKind
 from climatik.kube.cache import Cache, EventSink

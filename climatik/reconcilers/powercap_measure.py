@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from climatik.api.models import EffectiveCapSource
+from climatik.api.status_models import EffectiveCapSource
 from climatik.domain.capping import TargetObservation
 from climatik.domain.config import PowerCappingConfig
 from climatik.kube.cache import Cache
@@ -36,19 +36,17 @@ from climatik.reconcilers.targets import ResolvedTarget
 from climatik.sources.address import AddressPolicy
 from climatik.sources.breaker import BreakerSettings
 from climatik.sources.plausibility import PlausibilityLimits
-from climatik.sources.power import (
-    PowerSource,
-    PrometheusPowerSource,
+from climatik.sources.power import PowerSource, PrometheusPowerSource
+from climatik.sources.power_queries import TargetPods, TokensQueryConfig, power_query_config_for
+from climatik.sources.power_readings import (
     Reading,
     TargetMeasurement,
-    TargetPods,
-    TokensQueryConfig,
     judges_gpu_power,
     outcome_message,
-    power_query_config_for,
 )
-from climatik.sources.prometheus import NoData, PrometheusError, PrometheusSettings
+from climatik.sources.prometheus import PrometheusSettings
 from climatik.sources.prometheus_pool import PrometheusPool
+from climatik.sources.prometheus_results import NoData, PrometheusError
 from climatik.sources.promql import QueryTemplateError
 from climatik.sources.racks import (
     PrometheusRackSignalSource,

@@ -17,7 +17,15 @@ from typing import Any
 
 import structlog
 
-from climatik.api.models import (
+from climatik.api.status import (
+    GPU_TUNING_CONDITION,
+    GPU_TUNING_DISABLED_IN_CONTROLLER,
+    ConditionUpdate,
+    find_condition,
+    set_condition,
+    status_from_wire,
+)
+from climatik.api.status_models import (
     Condition,
     ConditionStatus,
     ConditionType,
@@ -29,14 +37,6 @@ from climatik.api.models import (
     TargetKindName,
     TargetStatus,
 )
-from climatik.api.status import (
-    GPU_TUNING_CONDITION,
-    GPU_TUNING_DISABLED_IN_CONTROLLER,
-    ConditionUpdate,
-    find_condition,
-    set_condition,
-    status_from_wire,
-)
 from climatik.domain.capping import CapObservation, CeilingAction, CeilingDecision, CeilingPlan
 from climatik.domain.config import GpuTuningMode, PowerCappingConfig, TargetKind
 from climatik.kube.cache import EventSink
@@ -44,7 +44,7 @@ from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap_measure import Measured
 from climatik.reconcilers.status_writer import with_fields
 from climatik.reconcilers.targets import ResolvedTarget
-from climatik.sources.power import GpuCoverage, TargetMeasurement
+from climatik.sources.power_readings import GpuCoverage, TargetMeasurement
 
 log = structlog.get_logger(__name__)
 

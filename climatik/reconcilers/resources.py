@@ -6,7 +6,7 @@ API that generates its CRD, so the client and the CRD cannot disagree.
 
 from __future__ import annotations
 
-from climatik.api.models import GROUP, KIND, PLURAL, VERSION
+from climatik.api.identity import GROUP, KIND, PLURAL, VERSION
 from climatik.kube.resources import Resource
 
 POWER_CAPPING_CONFIGS = Resource(GROUP, VERSION, PLURAL, kind=KIND)

@@ -18,8 +18,8 @@ from typing import Any
 
 import structlog
 
-from climatik.api.models import PowerCappingConfigStatus
 from climatik.api.status import status_from_wire, status_patch
+from climatik.api.status_models import PowerCappingConfigStatus
 from climatik.kube.client import ApiError, KubeClient
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 

@@ -45,7 +45,7 @@ from climatik.sources.cooling import (
     DryRunCoolingController,
     HttpCoolingController,
 )
-from climatik.sources.power import power_query_config_for
+from climatik.sources.power_queries import power_query_config_for
 from climatik.sources.prometheus import PrometheusSettings
 from climatik.sources.prometheus_pool import PrometheusPool
 from climatik.sources.promql import QueryTemplateError

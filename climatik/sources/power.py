@@ -1,42 +1,21 @@
-"""Power and tokens of capped targets, measured through Prometheus.
+"""Power and tokens of capped targets, measured through Prometheus (`PrometheusPowerSource`).
 
-The controller knows each target's pods from its cache (namespace and pod names), so every query
-here selects those pods exactly instead of joining on kube-state-metrics owner series. What is
-built (pure, unit-tested) and what it guarantees:
+The queries come from `climatik.sources.power_queries`, the outcomes are those of
+`climatik.sources.power_readings`; this module asks and judges:
 
-- Power presets (`MeasurementPreset`):
-  - `KeplerPod` (Kepler >= 0.10): `kepler_pod_cpu_watts` filtered to ONE zone (zones overlap:
-    package includes core and uncore, so summing zones double counts), excluding terminated
-    workloads, plus `kepler_pod_gpu_watts` when Kepler exports it (absent GPU series add 0 W,
-    absent CPU series leave the whole result empty, i.e. no data). Kepler exports GPU series
-    only with its GPU support on, so pods that request `nvidia.com/gpu` without GPU series (or
-    DCGM series) are named in `TargetMeasurement.gpu_coverage`: still 0 W, never silently.
-  - `Kepler07`: `sum(rate(kepler_container_joules_total{container_namespace, pod_name}[1m]))`.
-  - `DCGM`: `sum(DCGM_FI_DEV_POWER_USAGE{exported_namespace, exported_pod})` (the exporter's own
-    `pod`/`namespace` labels are renamed `exported_*` behind a ServiceMonitor).
-  - `Custom`: the configured template (see `climatik.sources.promql` for placeholders).
-- Tokens: `sum(rate(vllm:generation_tokens_total{namespace, pod}[5m]))`; vLLM itself labels only
-  `model_name`, the pod and namespace labels come from the scrape configuration, so their names
-  are configurable.
-- Freshness: for presets, a companion query `max(timestamp(<raw selector>))` gives the time of
-  the newest raw sample; a reading whose data is older than the maximum age is `NoData(Stale)`.
-- Grouped reads: a preset (and the default tokens query) is asked ONCE for every pod of the
-  server, grouped by its namespace and pod labels (`sum by (pod_namespace, pod_name) (...)`,
-  `max by (...) (timestamp(...))`), and each target's value is the sum over its own pods'
-  samples: one answer serves every target of every config asking the same server, which the
-  shared read layer (`climatik.sources.prometheus_pool`) keeps for a few seconds. The
-  semantics are those of the per-target queries: no CPU series for any of a target's pods is
-  `NoData(Empty)`, absent GPU series add 0 W, a NaN sample of one of its pods makes it
-  `NoData(NaN)`, pods without series are left out of the sum. A config only ever reads the
-  samples of its own targets' pods, in its own namespace. `Custom` templates stay per target.
-- Plausibility: a value no real system produces (negative, or over the bounds of
-  `climatik.sources.plausibility`: watts per pod, node, rack; tokens per pod; inlet
-  temperature) is `NoData(Implausible)` naming the value and the bound. No reading this module
-  returns is negative, non-finite or out of bound.
+- Grouped reads: each grouped query is asked once for all targets, through the shared read layer
+  (`climatik.sources.prometheus_pool`), which keeps an answer for a few seconds; each target's
+  value is the sum over its own pods' samples. The semantics are those of the per-target
+  queries: no CPU series for any of a target's pods is `NoData(Empty)`, absent GPU series add
+  0 W, a NaN sample of one of its pods makes it `NoData(NaN)`, pods without series are left out
+  of the sum. A config only ever reads the samples of its own targets' pods, in its own
+  namespace. An answer asked before a new pod's first samples could arrive is asked again.
+- Freshness: a reading whose newest raw sample is older than the maximum age is
+  `NoData(Stale)`; one stamped in the future beyond the accepted skew is `NoData(Implausible)`.
+- Plausibility: every reading is screened against `climatik.sources.plausibility` (watts per
+  pod, node, rack; tokens per pod).
 
-`PowerSource` is the Protocol reconcilers use; `PrometheusPowerSource` implements it. Each
-quantity comes back as a `Reading`, a `NoData` or a `PrometheusError` value, so one bad query
-(a wrong custom token query, say) does not hide a good power reading.
+`PowerSource` is the Protocol reconcilers use; `PrometheusPowerSource` implements it.
 """
 
 from __future__ import annotations
@@ -48,461 +27,45 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
-from climatik.domain.config import MeasurementPreset, PowerMeasurementConfig
+from climatik.domain.config import MeasurementPreset
 from climatik.sources import promql
-from climatik.sources.plausibility import PlausibilityLimits, PlausibleRange
-from climatik.sources.prometheus import (
+from climatik.sources.plausibility import PlausibilityLimits
+from climatik.sources.power_queries import (
+    GroupedQuery,
+    PowerQueryConfig,
+    TargetPods,
+    TokensQueryConfig,
+    build_grouped_demand_queries,
+    build_grouped_power_queries,
+    build_grouped_tokens_query,
+    build_power_query,
+    build_tokens_query,
+)
+from climatik.sources.power_readings import (
+    GpuCoverage,
+    Outcome,
+    Reading,
+    TargetMeasurement,
+    gpu_coverage,
+    screen,
+)
+from climatik.sources.prometheus import PrometheusSettings
+from climatik.sources.prometheus_results import (
     MAX_FUTURE_SKEW_S,
     InstantResult,
     NoData,
     NoDataReason,
     PodSamples,
     PrometheusError,
-    PrometheusSettings,
     Sample,
     future_detail,
 )
 
-DEFAULT_KEPLER_ZONE: Final = "package"
-DEFAULT_KEPLER07_WINDOW: Final = "1m"
-DEFAULT_TOKENS_WINDOW: Final = "5m"
 NEW_POD_GRACE_S: Final = 60.0
 """How long after a pod is created its first samples may still be on their way to Prometheus
 (exporter sampling plus a scrape interval of up to 30 s, twice over)."""
 MIN_REASK_S: Final = 1.0
 """A shared answer is asked again for new pods at most this often."""
-
-
-# --------------------------------------------------------------------------------------------
-# What is measured
-
-
-@dataclass(frozen=True, slots=True)
-class TargetPods:
-    """A capped target and the pods that currently serve it (from the controller's cache)."""
-
-    key: str
-    """Stable id of the target (e.g. `namespace/scaledobject`), used to key results."""
-    namespace: str
-    pods: tuple[str, ...]
-    newest_pod_created_s: float | None = None
-    """When its youngest pod was created (wall clock), if known: a shared answer asked
-    before that pod's first samples could reach Prometheus is asked again."""
-    gpu_pods: tuple[str, ...] = ()
-    """Those of `pods` that request GPUs: the preset must give GPU power series for them."""
-
-
-# --------------------------------------------------------------------------------------------
-# Query configuration and building (pure)
-
-
-@dataclass(frozen=True, slots=True)
-class PowerQueryConfig:
-    """How per-target watts are queried. Label names are configurable because scrape configs
-    differ (DCGM behind a ServiceMonitor gives `exported_pod`; with `honorLabels` it is `pod`)."""
-
-    preset: MeasurementPreset = MeasurementPreset.KEPLER_POD
-    custom_query: str | None = None
-    """Template for `Custom` (or an override for any preset), with `$namespace` and `$pods`."""
-    kepler_zone: str = DEFAULT_KEPLER_ZONE
-    kepler_include_gpu: bool = True
-    kepler07_window: str = DEFAULT_KEPLER07_WINDOW
-    dcgm_namespace_label: str = "exported_namespace"
-    dcgm_pod_label: str = "exported_pod"
-
-    def __post_init__(self) -> None:
-        promql.check_duration(self.kepler07_window)
-        promql.check_label_name(self.dcgm_namespace_label)
-        promql.check_label_name(self.dcgm_pod_label)
-        if self.custom_query is not None:
-            unknown = promql.template_placeholders(self.custom_query) - {"namespace", "pods"}
-            if unknown:
-                names = ", ".join(f"${u}" for u in sorted(unknown))
-                raise promql.QueryTemplateError(
-                    f"a power query can use $namespace and $pods, not {names}"
-                )
-        elif self.preset is MeasurementPreset.CUSTOM:
-            raise promql.QueryTemplateError("the Custom preset needs a power query")
-
-
-@dataclass(frozen=True, slots=True)
-class TokensQueryConfig:
-    """How generated tokens per second are queried (vLLM counters by default)."""
-
-    metric: str = "vllm:generation_tokens_total"
-    namespace_label: str = "namespace"
-    pod_label: str = "pod"
-    window: str = DEFAULT_TOKENS_WINDOW
-    custom_query: str | None = None
-    waiting_metric: str = "vllm:num_requests_waiting"
-    """Requests queued in each pod (vLLM's gauge): the backlog that tells a target's demand
-    beyond what it serves."""
-    finished_metric: str = "vllm:e2e_request_latency_seconds_count"
-    """Requests finished (vLLM's end-to-end latency histogram count): tokens per request is
-    generated tokens over finished requests."""
-
-    def __post_init__(self) -> None:
-        promql.check_metric_name(self.metric)
-        promql.check_metric_name(self.waiting_metric)
-        promql.check_metric_name(self.finished_metric)
-        promql.check_label_name(self.namespace_label)
-        promql.check_label_name(self.pod_label)
-        promql.check_duration(self.window)
-        if self.custom_query is not None:
-            promql.template_placeholders(self.custom_query)
-
-
-@dataclass(frozen=True, slots=True)
-class TargetQueries:
-    """The PromQL for one target: watts, the newest-sample time of its raw power series (None
-    for custom queries), and tokens per second (None when tokens are not measured)."""
-
-    watts: str
-    watts_freshness: str | None
-    tokens_per_s: str | None
-
-
-def _kepler_pod_selectors(
-    config: PowerQueryConfig, namespace: str, pods: Sequence[str]
-) -> tuple[str, str]:
-    common = [promql.matcher("pod_namespace", namespace), promql.regex_matcher("pod_name", pods)]
-    # `!=` also matches series without a state label (older 0.10.x builds).
-    running = 'state!="terminated"'
-    cpu = promql.selector(
-        "kepler_pod_cpu_watts", [*common, promql.matcher("zone", config.kepler_zone), running]
-    )
-    gpu = promql.selector("kepler_pod_gpu_watts", [*common, running])
-    return cpu, gpu
-
-
-def build_power_query(config: PowerQueryConfig, namespace: str, pods: Sequence[str]) -> str:
-    """PromQL for the total watts of `pods` in `namespace` (one sample, or empty)."""
-    if config.custom_query is not None:
-        return promql.render_template(config.custom_query, namespace=namespace, pods=pods)
-    match config.preset:
-        case MeasurementPreset.KEPLER_POD:
-            cpu, gpu = _kepler_pod_selectors(config, namespace, pods)
-            if not config.kepler_include_gpu:
-                return f"sum({cpu})"
-            # GPU series exist only where Kepler's experimental GPU support is on: no GPU series
-            # is 0 W of GPU, but no CPU series must stay "no data", so only the GPU side is
-            # defaulted.
-            return f"sum({cpu}) + (sum({gpu}) or vector(0))"
-        case MeasurementPreset.KEPLER_07:
-            return f"sum(rate({_kepler07_selector(namespace, pods)}[{config.kepler07_window}]))"
-        case MeasurementPreset.DCGM:
-            return f"sum({_dcgm_selector(config, namespace, pods)})"
-        case MeasurementPreset.CUSTOM:
-            raise promql.QueryTemplateError("the Custom preset needs a power query")
-
-
-def _kepler07_selector(namespace: str, pods: Sequence[str]) -> str:
-    return promql.selector(
-        "kepler_container_joules_total",
-        [promql.matcher("container_namespace", namespace), promql.regex_matcher("pod_name", pods)],
-    )
-
-
-def _dcgm_selector(config: PowerQueryConfig, namespace: str, pods: Sequence[str]) -> str:
-    return promql.selector(
-        "DCGM_FI_DEV_POWER_USAGE",
-        [
-            promql.matcher(config.dcgm_namespace_label, namespace),
-            promql.regex_matcher(config.dcgm_pod_label, pods),
-        ],
-    )
-
-
-def build_power_freshness_query(
-    config: PowerQueryConfig, namespace: str, pods: Sequence[str]
-) -> str | None:
-    """PromQL for the Unix time of the newest raw power sample of `pods`, or None (custom)."""
-    if config.custom_query is not None:
-        return None
-    match config.preset:
-        case MeasurementPreset.KEPLER_POD:
-            raw = _kepler_pod_selectors(config, namespace, pods)[0]
-        case MeasurementPreset.KEPLER_07:
-            raw = _kepler07_selector(namespace, pods)
-        case MeasurementPreset.DCGM:
-            raw = _dcgm_selector(config, namespace, pods)
-        case MeasurementPreset.CUSTOM:
-            return None
-    return f"max(timestamp({raw}))"
-
-
-def build_tokens_query(config: TokensQueryConfig, namespace: str, pods: Sequence[str]) -> str:
-    """PromQL for generated tokens per second over `pods` in `namespace`."""
-    if config.custom_query is not None:
-        return promql.render_template(config.custom_query, namespace=namespace, pods=pods)
-    raw = promql.selector(
-        config.metric,
-        [
-            promql.matcher(config.namespace_label, namespace),
-            promql.regex_matcher(config.pod_label, pods),
-        ],
-    )
-    return f"sum(rate({raw}[{config.window}]))"
-
-
-def build_target_queries(
-    target: TargetPods, power: PowerQueryConfig, tokens: TokensQueryConfig | None
-) -> TargetQueries:
-    return TargetQueries(
-        watts=build_power_query(power, target.namespace, target.pods),
-        watts_freshness=build_power_freshness_query(power, target.namespace, target.pods),
-        tokens_per_s=(
-            build_tokens_query(tokens, target.namespace, target.pods) if tokens else None
-        ),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class GroupedQuery:
-    """A query for every pod at once, and the labels its answer is grouped by."""
-
-    promql: str
-    namespace_label: str
-    pod_label: str
-
-
-@dataclass(frozen=True, slots=True)
-class GroupedPowerQueries:
-    """A preset's grouped queries: watts per pod, the GPU companion whose absent series add
-    0 W (Kepler >= 0.10 with GPU), and the time of each pod's newest raw power sample."""
-
-    watts: GroupedQuery
-    gpu_watts: GroupedQuery | None
-    freshness: GroupedQuery
-
-
-def _grouped(
-    aggregation: str, namespace_label: str, pod_label: str, expression: str
-) -> GroupedQuery:
-    return GroupedQuery(
-        f"{aggregation} by ({namespace_label}, {pod_label}) ({expression})",
-        namespace_label,
-        pod_label,
-    )
-
-
-def _with_pod(metric: str, namespace_label: str, pod_label: str, *matchers: str) -> str:
-    # Series without a pod belong to no target (idle GPUs under DCGM, system processes under
-    # Kepler); leaving them out keeps the one answer for every pod small.
-    return promql.selector(metric, [f'{namespace_label}!=""', f'{pod_label}!=""', *matchers])
-
-
-def build_grouped_power_queries(config: PowerQueryConfig) -> GroupedPowerQueries | None:
-    """The grouped form of a preset (None for a custom query, which stays per target)."""
-    if config.custom_query is not None:
-        return None
-    running = 'state!="terminated"'
-    match config.preset:
-        case MeasurementPreset.KEPLER_POD:
-            ns, pod = "pod_namespace", "pod_name"
-            cpu = _with_pod(
-                "kepler_pod_cpu_watts", ns, pod, promql.matcher("zone", config.kepler_zone), running
-            )
-            gpu = _with_pod("kepler_pod_gpu_watts", ns, pod, running)
-            return GroupedPowerQueries(
-                watts=_grouped("sum", ns, pod, cpu),
-                gpu_watts=_grouped("sum", ns, pod, gpu) if config.kepler_include_gpu else None,
-                freshness=_grouped("max", ns, pod, f"timestamp({cpu})"),
-            )
-        case MeasurementPreset.KEPLER_07:
-            ns, pod = "container_namespace", "pod_name"
-            raw = _with_pod("kepler_container_joules_total", ns, pod)
-            return GroupedPowerQueries(
-                watts=_grouped("sum", ns, pod, f"rate({raw}[{config.kepler07_window}])"),
-                gpu_watts=None,
-                freshness=_grouped("max", ns, pod, f"timestamp({raw})"),
-            )
-        case MeasurementPreset.DCGM:
-            ns, pod = config.dcgm_namespace_label, config.dcgm_pod_label
-            raw = _with_pod("DCGM_FI_DEV_POWER_USAGE", ns, pod)
-            return GroupedPowerQueries(
-                watts=_grouped("sum", ns, pod, raw),
-                gpu_watts=None,
-                freshness=_grouped("max", ns, pod, f"timestamp({raw})"),
-            )
-        case MeasurementPreset.CUSTOM:
-            raise promql.QueryTemplateError("the Custom preset needs a power query")
-
-
-@dataclass(frozen=True, slots=True)
-class GroupedDemandQueries:
-    """A target's demand beyond what it serves, for every pod at once: its queued requests and
-    its finished requests per second (tokens per request = tokens per second over these)."""
-
-    waiting: GroupedQuery
-    finished_per_s: GroupedQuery
-
-
-def build_grouped_demand_queries(config: TokensQueryConfig) -> GroupedDemandQueries | None:
-    """vLLM's backlog and request rate of every pod (None for a custom tokens query: its
-    metrics are not known to be vLLM's)."""
-    if config.custom_query is not None:
-        return None
-    ns, pod = config.namespace_label, config.pod_label
-    return GroupedDemandQueries(
-        waiting=_grouped("sum", ns, pod, _with_pod(config.waiting_metric, ns, pod)),
-        finished_per_s=_grouped(
-            "sum",
-            ns,
-            pod,
-            f"rate({_with_pod(config.finished_metric, ns, pod)}[{config.window}])",
-        ),
-    )
-
-
-def build_grouped_tokens_query(config: TokensQueryConfig) -> GroupedQuery | None:
-    """Tokens per second of every pod (None for a custom tokens query)."""
-    if config.custom_query is not None:
-        return None
-    raw = _with_pod(config.metric, config.namespace_label, config.pod_label)
-    return _grouped(
-        "sum", config.namespace_label, config.pod_label, f"rate({raw}[{config.window}])"
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Readings
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """A usable value. `measured_at_s` is the Unix time of the newest raw sample behind it when
-    known (presets), else the evaluation time; `query` is None when nothing had to be asked
-    (a target with no pods draws 0 W by definition)."""
-
-    value: float
-    measured_at_s: float
-    query: str | None
-
-    def age_s(self, now_s: float) -> float:
-        return max(0.0, now_s - self.measured_at_s)
-
-
-Outcome = Reading | NoData | PrometheusError
-
-
-@dataclass(frozen=True, slots=True)
-class TargetMeasurement:
-    key: str
-    watts: Outcome
-    tokens_per_s: Outcome | None
-    """None when tokens are not measured for this target."""
-    gpu_coverage: GpuCoverage | None = None
-    """Which GPU pods have GPU power series (None: no GPU pods, or the preset cannot say)."""
-    waiting_requests: Outcome | None = None
-    """Requests queued in its pods (None when not asked: a custom tokens query)."""
-    finished_per_s: Outcome | None = None
-    """Requests its pods finish per second (None when not asked)."""
-
-    @property
-    def tokens_per_request(self) -> float | None:
-        """Generated tokens per finished request, when both rates are measured and nonzero."""
-        tokens, finished = self.tokens_per_s_or_none, _value(self.finished_per_s)
-        if tokens is None or finished is None or finished <= 0:
-            return None
-        return tokens / finished
-
-    @property
-    def waiting_requests_or_none(self) -> float | None:
-        return _value(self.waiting_requests)
-
-    @property
-    def watts_or_none(self) -> float | None:
-        return self.watts.value if isinstance(self.watts, Reading) else None
-
-    @property
-    def tokens_per_s_or_none(self) -> float | None:
-        return self.tokens_per_s.value if isinstance(self.tokens_per_s, Reading) else None
-
-
-def _value(outcome: Outcome | None) -> float | None:
-    return outcome.value if isinstance(outcome, Reading) else None
-
-
-@dataclass(frozen=True, slots=True)
-class GpuCoverage:
-    """What a preset's GPU power series say of a target's pods that request GPUs: which were
-    judged, and which of those have no GPU series (their GPUs count 0 W, so a cap over them is
-    a cap on the rest of their power only)."""
-
-    judged: tuple[str, ...]
-    """GPU pods the exporter reports at all (a pod not scraped yet is not judged)."""
-    unmeasured: tuple[str, ...]
-    """Judged GPU pods without GPU power series."""
-    series: str = ""
-    """The selector that came back empty for `unmeasured`."""
-    fix: str = ""
-    """What makes the series appear, in words."""
-
-    def message(self, target: str) -> str:
-        shown = ", ".join(self.unmeasured[:5]) + (", ..." if len(self.unmeasured) > 5 else "")
-        return (
-            f"{target}: pod(s) {shown} request nvidia.com/gpu but {self.series} has no series "
-            f"for them, so their GPU power counts 0 W; {self.fix}"
-        )
-
-
-KEPLER_GPU_FIX: Final = (
-    "switch on Kepler's GPU support (Helm value experimental.gpu.enabled=true on Kepler's "
-    "chart), or measure with powerMeasurement.preset: DCGM"
-)
-DCGM_GPU_FIX: Final = (
-    "check that the DCGM exporter runs on their nodes with its Kubernetes pod mapping on, and "
-    "that the scrape keeps its pod labels as exported_namespace/exported_pod"
-)
-
-
-def judges_gpu_power(config: PowerQueryConfig) -> bool:
-    """Whether the preset has series of GPU power alone to judge GPU pods by: `KeplerPod` and
-    `DCGM` do; `Kepler07` totals and custom queries do not."""
-    return config.custom_query is None and config.preset in {
-        MeasurementPreset.KEPLER_POD,
-        MeasurementPreset.DCGM,
-    }
-
-
-def gpu_coverage(
-    config: PowerQueryConfig,
-    target: TargetPods,
-    gpu_series: PodSamples | None,
-    *,
-    watched: PodSamples | None = None,
-) -> GpuCoverage | None:
-    """How `gpu_series` (the preset's answer of GPU power; None when the preset asks for none)
-    covers the GPU pods of `target`; None when it has none or the preset cannot say. With
-    `watched` (Kepler's CPU series) only the pods the exporter reports are judged: Kepler
-    seeing a pod's CPU but not its GPUs is the mark of its GPU support being off."""
-    if not target.gpu_pods or not judges_gpu_power(config):
-        return None
-    judged = tuple(
-        p for p in target.gpu_pods if watched is None or (target.namespace, p) in watched.by_pod
-    )
-    seen = gpu_series.by_pod if gpu_series is not None else {}
-    missing = tuple(p for p in judged if (target.namespace, p) not in seen)
-    if not missing:
-        return GpuCoverage(judged, ())
-    # The metric in the target's namespace: the pods are named beside it.
-    if config.preset is MeasurementPreset.KEPLER_POD:
-        selector = promql.selector(
-            "kepler_pod_gpu_watts", [promql.matcher("pod_namespace", target.namespace)]
-        )
-        return GpuCoverage(judged, missing, selector, KEPLER_GPU_FIX)
-    selector = promql.selector(
-        "DCGM_FI_DEV_POWER_USAGE", [promql.matcher(config.dcgm_namespace_label, target.namespace)]
-    )
-    return GpuCoverage(judged, missing, selector, DCGM_GPU_FIX)
-
-
-def outcome_message(outcome: Outcome) -> str:
-    """One line for a status condition or an Event."""
-    if isinstance(outcome, Reading):
-        return f"{outcome.value:g} at {outcome.measured_at_s:.0f}"
-    return outcome.message
 
 
 class PowerSource(Protocol):
@@ -516,17 +79,6 @@ class PowerSource(Protocol):
         """The sum of every series a fixed query returns (the design document's
         `metrics[].query`: one number for the whole scope, which runs on `servers` nodes)."""
         ...
-
-
-def power_query_config_for(measurement: PowerMeasurementConfig) -> PowerQueryConfig:
-    """The power query a PowerCappingConfig's `powerMeasurement` asks for: `powerQuery`
-    overrides any preset. Raises `QueryTemplateError` for a query that uses placeholders it
-    cannot have, which the reconciler reports as a condition."""
-    return PowerQueryConfig(preset=measurement.preset, custom_query=measurement.power_query)
-
-
-# --------------------------------------------------------------------------------------------
-# Prometheus implementation
 
 
 def _single(result: InstantResult, query: str) -> Reading | NoData:
@@ -662,16 +214,6 @@ def _newest(grouped: PodSamples, target: TargetPods) -> Reading | NoData:
         return NoData(NoDataReason.EMPTY, grouped.query)
     newest = max(times, key=lambda s: s.value)
     return Reading(newest.value, newest.timestamp_s, grouped.query)
-
-
-def screen(outcome: Outcome, bounds: PlausibleRange) -> Outcome:
-    """`outcome`, or `NoData(Implausible)` when it is a reading outside `bounds`."""
-    if not isinstance(outcome, Reading):
-        return outcome
-    problem = bounds.problem(outcome.value)
-    if problem is None:
-        return outcome
-    return NoData(NoDataReason.IMPLAUSIBLE, outcome.query or "", problem)
 
 
 class PrometheusPowerSource:

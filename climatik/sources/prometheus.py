@@ -8,8 +8,9 @@ general clients do not give together:
   body is read up to a size limit, so a slow or hostile server cannot stall or exhaust us;
 - the configured address is validated at request time (`AddressPolicy`) and redirects are
   not followed;
-- results are typed: an instant query yields a `Vector` or `NoData`; `NaN`, `±Inf`, an empty
-  result and samples older than the configured age are `NoData` with a reason, never zero;
+- results are typed (`climatik.sources.prometheus_results`): an instant query yields a `Vector`
+  or `NoData`; `NaN`, `±Inf`, an empty result and samples older than the configured age are
+  `NoData` with a reason, never zero;
 - failures are typed `PrometheusError`s with a `reason` (a status-condition reason) and a
   message that says what to fix, including Prometheus's own `errorType`/`error` for a bad query.
   Messages reach status conditions and Events that the config's author reads, and the author
@@ -20,27 +21,41 @@ general clients do not give together:
   query comes back as Prometheus's `timeout` error (an answer), and a client-side timeout means
   the server itself did not answer.
 
-Parsing is a pure function of the response (`parse_response`), so it is unit-tested without a
-server. Staleness is enforced on both sides: the client sends `lookback_delta` so Prometheus
-itself ignores raw samples older than the maximum age, and checks the returned timestamps.
+Parsing is a pure function of the response (`climatik.sources.prometheus_parse`), so it is
+unit-tested without a server. Staleness is enforced on both sides: the client sends
+`lookback_delta` so Prometheus itself ignores raw samples older than the maximum age, and checks
+the returned timestamps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import json
-import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
-from typing import Final, Literal, TypeVar, assert_never
+from typing import Final, Literal, TypeVar
 
 import aiohttp
 import yarl
 
 from climatik.sources.address import AddressPolicy, AddressRejectedError
+from climatik.sources.prometheus_parse import (
+    parse_instant_response,
+    parse_pod_response,
+    parse_range_response,
+)
+from climatik.sources.prometheus_results import (
+    InstantResult,
+    PodSamples,
+    PrometheusAddressRejectedError,
+    PrometheusHTTPError,
+    PrometheusMalformedResponseError,
+    PrometheusResponseTooLargeError,
+    PrometheusTimeoutError,
+    PrometheusUnreachableError,
+    RangeResult,
+)
 
 DEFAULT_TIMEOUT_S: Final = 10.0
 DEFAULT_MAX_RESPONSE_BYTES: Final = 8 * 1024 * 1024
@@ -48,469 +63,6 @@ GROUPED_RESPONSE_FACTOR: Final = 4
 """A grouped answer (`query_by_pod`) covers every pod of the server: at about 100 bytes a pod,
 4 x 8 MiB holds some 300,000 pods."""
 _READ_CHUNK_BYTES: Final = 64 * 1024
-
-Labels = Mapping[str, str]
-
-
-# --------------------------------------------------------------------------------------------
-# Errors
-
-
-class PrometheusError(Exception):
-    """A query could not be answered. `reason` is CamelCase, ready for a status condition."""
-
-    reason: str = "PrometheusError"
-
-    def __init__(self, message: str, *, query: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.query = query
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class PrometheusAddressRejectedError(PrometheusError):
-    """The configured address is refused by the address policy (scheme, metadata, allow-list)."""
-
-    reason = "PrometheusAddressRejected"
-
-
-class PrometheusUnreachableError(PrometheusError):
-    """No HTTP exchange happened: connection refused, DNS failure, TLS failure, reset."""
-
-    reason = "PrometheusUnreachable"
-
-
-class PrometheusTimeoutError(PrometheusError):
-    """The exchange did not finish within the deadline."""
-
-    reason = "PrometheusTimeout"
-
-
-class PrometheusHTTPError(PrometheusError):
-    """Prometheus (or a proxy in front of it) answered with an error status.
-
-    For API errors `error_type` and `error` are Prometheus's own (`bad_data` with the parser's
-    message for a bad query, `execution`, `timeout`, ...).
-    """
-
-    reason = "PrometheusQueryFailed"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int,
-        error_type: str | None = None,
-        error: str | None = None,
-        query: str | None = None,
-    ) -> None:
-        super().__init__(message, query=query)
-        self.status = status
-        self.error_type = error_type
-        self.error = error
-
-
-class PrometheusMalformedResponseError(PrometheusError):
-    """The answer is not a Prometheus API response we understand."""
-
-    reason = "PrometheusMalformedResponse"
-
-
-class PrometheusResponseTooLargeError(PrometheusMalformedResponseError):
-    """The body exceeded the configured size limit; narrow the query or raise the limit."""
-
-    reason = "PrometheusResponseTooLarge"
-
-
-# --------------------------------------------------------------------------------------------
-# Results
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One instant-vector element: its labels, value and timestamp (Unix seconds)."""
-
-    labels: Labels
-    value: float
-    timestamp_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class Vector:
-    """A usable instant result: only finite, fresh samples. `dropped` counts the samples left
-    out (NaN, infinite or stale) so a caller can tell a partial answer from a whole one."""
-
-    samples: tuple[Sample, ...]
-    dropped: int = 0
-
-    def single_value(self) -> float:
-        """The value of a one-element result (an aggregated query)."""
-        if len(self.samples) != 1:
-            raise ValueError(f"expected one sample, got {len(self.samples)}")
-        return self.samples[0].value
-
-
-@dataclass(frozen=True, slots=True)
-class Series:
-    """One range-vector series: its labels and finite `(timestamp_s, value)` points in order."""
-
-    labels: Labels
-    points: tuple[tuple[float, float], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Matrix:
-    """A usable range result; series left with no finite point are dropped and counted."""
-
-    series: tuple[Series, ...]
-    dropped_points: int = 0
-
-
-class NoDataReason(StrEnum):
-    EMPTY = "Empty"
-    NAN = "NaN"
-    INFINITE = "Infinite"
-    STALE = "Stale"
-    IMPLAUSIBLE = "Implausible"
-    """A finite value no real system produces (negative watts, more than the servers can
-    draw): measurements are untrusted input, so it is no data rather than a decision."""
-
-
-@dataclass(frozen=True, slots=True)
-class NoData:
-    """The query ran but gave nothing usable. This is not zero: callers hold their decision."""
-
-    reason: NoDataReason
-    query: str
-    detail: str = ""
-
-    @property
-    def message(self) -> str:
-        base = {
-            NoDataReason.EMPTY: "returned no series",
-            NoDataReason.NAN: "returned NaN",
-            NoDataReason.INFINITE: "returned an infinite value",
-            NoDataReason.STALE: "returned only samples older than the maximum age",
-            NoDataReason.IMPLAUSIBLE: "returned an implausible value",
-        }[self.reason]
-        suffix = f" ({self.detail})" if self.detail else ""
-        return f"query {self.query!r} {base}{suffix}"
-
-
-InstantResult = Vector | NoData
-RangeResult = Matrix | NoData
-
-PodKey = tuple[str, str]
-"""(namespace, pod)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PodSamples:
-    """A grouped instant result (`sum by (namespace_label, pod_label) (...)`) indexed by pod.
-
-    Unlike a `Vector` it keeps NaN and infinite samples (a caller summing one target's pods must
-    know that one of *them* is unusable) and judges no age (each caller judges its own pods with
-    its own clock, which is what lets one answer serve many callers). Samples lacking either
-    label belong to no pod and are left out.
-    """
-
-    query: str
-    by_pod: Mapping[PodKey, tuple[Sample, ...]]
-    asked_at_s: float = 0.0
-    """When the question was sent (wall clock): an answer asked before a pod's first samples
-    cannot hold them, however young it is."""
-
-    def of(self, namespace: str, pods: Sequence[str]) -> list[Sample]:
-        """The samples of `pods` in `namespace`, and of nothing else."""
-        found: list[Sample] = []
-        for pod in pods:
-            found.extend(self.by_pod.get((namespace, pod), ()))
-        return found
-
-
-# --------------------------------------------------------------------------------------------
-# Parsing (pure)
-
-
-def _parse_value(raw: object, query: str) -> float:
-    # Prometheus encodes sample values as strings ("1.5", "NaN", "+Inf", "-Inf"). Messages name
-    # no part of the answer: whoever chose the address must not read other services' answers.
-    if not isinstance(raw, str):
-        raise PrometheusMalformedResponseError("a sample value is not a string", query=query)
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise PrometheusMalformedResponseError(
-            "a sample value is not a number", query=query
-        ) from exc
-
-
-def _parse_point(raw: object, query: str) -> tuple[float, float]:
-    if not isinstance(raw, list) or len(raw) != 2:
-        raise PrometheusMalformedResponseError("a sample is not [time, value]", query=query)
-    ts, value = raw
-    # json.loads reads NaN and Infinity too: a time must be a finite number (grids and ages
-    # are computed from it).
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
-        raise PrometheusMalformedResponseError("a sample time is not a number", query=query)
-    return float(ts), _parse_value(value, query)
-
-
-def _parse_labels(raw: object, query: str) -> dict[str, str]:
-    if not isinstance(raw, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
-    ):
-        raise PrometheusMalformedResponseError("a series' labels are not a map", query=query)
-    return dict(raw)
-
-
-def _classify(value: float) -> NoDataReason | None:
-    if math.isnan(value):
-        return NoDataReason.NAN
-    if math.isinf(value):
-        return NoDataReason.INFINITE
-    return None
-
-
-# Prometheus's documented API error types (`errorType`); only these are quoted in messages.
-PROMETHEUS_ERROR_TYPES: Final = frozenset(
-    {
-        "bad_data",
-        "execution",
-        "timeout",
-        "canceled",
-        "internal",
-        "unavailable",
-        "not_found",
-        "not_acceptable",
-    }
-)
-MAX_QUOTED_ERROR_CHARS: Final = 200
-
-
-def _clean(text: str, limit: int = MAX_QUOTED_ERROR_CHARS) -> str:
-    """Printable characters only (no newlines or escapes to forge log lines), at most `limit`."""
-    printable = "".join(c if c.isprintable() else " " for c in text).strip()
-    return printable if len(printable) <= limit else printable[: limit - 1] + "…"
-
-
-def _body_not_shown(status: int, origin: str, query: str) -> PrometheusHTTPError:
-    return PrometheusHTTPError(
-        f"HTTP {status} from {origin} (body not shown)", status=status, query=query
-    )
-
-
-def _envelope(status: int, body: bytes, query: str, origin: str) -> object:
-    """Check the JSON envelope and return its `data`, raising the typed error for failures.
-
-    `origin` (`host:port`) names the server in messages; the body is never quoted, except the
-    `error` of a Prometheus API error with a documented `errorType`.
-    """
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        if status >= 400:
-            raise _body_not_shown(status, origin, query) from None
-        raise PrometheusMalformedResponseError(
-            f"the answer from {origin} is not JSON (body not shown)", query=query
-        ) from None
-    if not isinstance(document, dict):
-        if status >= 400:
-            raise _body_not_shown(status, origin, query)
-        raise PrometheusMalformedResponseError("response is not a JSON object", query=query)
-    if document.get("status") == "error" or status >= 400:
-        error_type = document.get("errorType")
-        error = document.get("error")
-        if (
-            document.get("status") != "error"
-            or not isinstance(error_type, str)
-            or error_type not in PROMETHEUS_ERROR_TYPES
-        ):
-            raise _body_not_shown(status, origin, query)
-        cleaned = _clean(error) if isinstance(error, str) else None
-        raise PrometheusHTTPError(
-            f"Prometheus refused query {query!r} (HTTP {status}): "
-            f"{error_type}: {cleaned or 'no error message'}",
-            status=status,
-            error_type=error_type,
-            error=cleaned,
-            query=query,
-        )
-    if document.get("status") != "success" or "data" not in document:
-        raise PrometheusMalformedResponseError(
-            "response has neither status=success with data nor an error", query=query
-        )
-    return document["data"]
-
-
-def _result_of(data: object, query: str) -> tuple[str, object]:
-    if not isinstance(data, dict):
-        raise PrometheusMalformedResponseError("data is not an object", query=query)
-    result_type = data.get("resultType")
-    if not isinstance(result_type, str) or "result" not in data:
-        raise PrometheusMalformedResponseError("data lacks resultType or result", query=query)
-    return result_type, data["result"]
-
-
-def _instant_samples(
-    status: int, body: bytes, query: str, origin: str
-) -> list[tuple[dict[str, str], tuple[float, float]]]:
-    """Every sample of an instant answer, as labels and (time, value), NaN and all."""
-    result_type, result = _result_of(_envelope(status, body, query, origin), query)
-    if result_type == "scalar":
-        return [({}, _parse_point(result, query))]
-    if result_type != "vector":
-        raise PrometheusMalformedResponseError(
-            f"instant query returned a {result_type[:20]}, expected a vector or scalar",
-            query=query,
-        )
-    if not isinstance(result, list):
-        raise PrometheusMalformedResponseError("vector result is not a list", query=query)
-    samples = []
-    for element in result:
-        if not isinstance(element, dict) or "value" not in element:
-            # Native-histogram samples carry "histogram" instead of "value": not a number
-            # we can use for power or tokens.
-            raise PrometheusMalformedResponseError(
-                "a vector element has no scalar value", query=query
-            )
-        labels = _parse_labels(element.get("metric", {}), query)
-        samples.append((labels, _parse_point(element["value"], query)))
-    return samples
-
-
-def parse_instant_response(
-    status: int,
-    body: bytes,
-    *,
-    query: str,
-    now_s: float | None = None,
-    max_sample_age_s: float | None = None,
-    origin: str = "Prometheus",
-) -> InstantResult:
-    """Turn an `/api/v1/query` response into a `Vector` or `NoData` (or raise).
-
-    A scalar result becomes a one-sample vector with no labels. Samples that are NaN, infinite,
-    or (when `now_s` and `max_sample_age_s` are given) older than the maximum age are dropped;
-    when nothing remains the result is `NoData` naming why.
-    """
-    raw_samples = _instant_samples(status, body, query, origin)
-    if not raw_samples:
-        return NoData(NoDataReason.EMPTY, query)
-
-    kept: list[Sample] = []
-    reasons: list[NoDataReason] = []
-    oldest_age_s = 0.0
-    ahead_s = 0.0
-    for labels, (ts, value) in raw_samples:
-        bad = _classify(value)
-        if bad is None and now_s is not None and max_sample_age_s is not None:
-            age_s = now_s - ts
-            if age_s > max_sample_age_s:
-                bad = NoDataReason.STALE
-                oldest_age_s = max(oldest_age_s, age_s)
-            elif -age_s > MAX_FUTURE_SKEW_S:
-                # A sample from the future would stay "fresh" for ever after its source died.
-                bad = NoDataReason.IMPLAUSIBLE
-                ahead_s = max(ahead_s, -age_s)
-        if bad is None:
-            kept.append(Sample(labels=labels, value=value, timestamp_s=ts))
-        else:
-            reasons.append(bad)
-    if kept:
-        return Vector(samples=tuple(kept), dropped=len(reasons))
-    reason = reasons[0]
-    detail = ""
-    if reason is NoDataReason.STALE:
-        detail = f"newest sample is {oldest_age_s:.0f} s old, maximum {max_sample_age_s:g} s"
-    elif reason is NoDataReason.IMPLAUSIBLE:
-        detail = future_detail(ahead_s)
-    return NoData(reason, query, detail)
-
-
-def parse_range_response(
-    status: int, body: bytes, *, query: str, origin: str = "Prometheus"
-) -> RangeResult:
-    """Turn an `/api/v1/query_range` response into a `Matrix` or `NoData` (or raise)."""
-    result_type, result = _result_of(_envelope(status, body, query, origin), query)
-    if result_type != "matrix":
-        raise PrometheusMalformedResponseError(
-            f"range query returned a {result_type[:20]}, expected a matrix", query=query
-        )
-    if not isinstance(result, list):
-        raise PrometheusMalformedResponseError("matrix result is not a list", query=query)
-    series: list[Series] = []
-    dropped = 0
-    reasons: list[NoDataReason] = []
-    for element in result:
-        if not isinstance(element, dict):
-            raise PrometheusMalformedResponseError("a matrix element is not an object", query=query)
-        labels = _parse_labels(element.get("metric", {}), query)
-        raw_points = element.get("values", [])
-        if not isinstance(raw_points, list):
-            raise PrometheusMalformedResponseError("series values are not a list", query=query)
-        points: list[tuple[float, float]] = []
-        for raw in raw_points:
-            ts, value = _parse_point(raw, query)
-            bad = _classify(value)
-            if bad is None:
-                points.append((ts, value))
-            else:
-                dropped += 1
-                reasons.append(bad)
-        if points:
-            series.append(Series(labels=labels, points=tuple(points)))
-    if series:
-        return Matrix(series=tuple(series), dropped_points=dropped)
-    return NoData(reasons[0] if reasons else NoDataReason.EMPTY, query)
-
-
-def parse_pod_response(
-    status: int,
-    body: bytes,
-    *,
-    query: str,
-    namespace_label: str,
-    pod_label: str,
-    origin: str = "Prometheus",
-) -> PodSamples:
-    """Turn a grouped `/api/v1/query` response into `PodSamples` (or raise)."""
-    by_pod: dict[PodKey, list[Sample]] = {}
-    for labels, (ts, value) in _instant_samples(status, body, query, origin):
-        namespace, pod = labels.get(namespace_label), labels.get(pod_label)
-        if namespace and pod:
-            by_pod.setdefault((namespace, pod), []).append(Sample(labels, value, ts))
-    return PodSamples(query=query, by_pod={k: tuple(v) for k, v in by_pod.items()})
-
-
-def apply_max_age(
-    result: InstantResult, *, query: str, now_s: float, max_sample_age_s: float
-) -> InstantResult:
-    """`result` without the samples older than the maximum age, judged at `now_s`.
-
-    For answers kept for a while (`climatik.sources.prometheus_pool`): each caller judges the
-    age with its own clock, as `parse_instant_response` does for a fresh answer.
-    """
-    if isinstance(result, NoData):
-        return result
-    kept = tuple(
-        s for s in result.samples if -MAX_FUTURE_SKEW_S <= now_s - s.timestamp_s <= max_sample_age_s
-    )
-    if len(kept) == len(result.samples):
-        return result
-    if kept:
-        return Vector(samples=kept, dropped=result.dropped + len(result.samples) - len(kept))
-    ahead_s = max(s.timestamp_s - now_s for s in result.samples)
-    if ahead_s > MAX_FUTURE_SKEW_S:
-        return NoData(NoDataReason.IMPLAUSIBLE, query, future_detail(ahead_s))
-    oldest_age_s = max(now_s - s.timestamp_s for s in result.samples)
-    return NoData(
-        NoDataReason.STALE,
-        query,
-        f"newest sample is {oldest_age_s:.0f} s old, maximum {max_sample_age_s:g} s",
-    )
 
 
 OFF_LOOP_PARSE_BYTES: Final = 256 * 1024
@@ -524,18 +76,6 @@ async def _decoded(body: bytes, parse: Callable[[], _Parsed]) -> _Parsed:
     if len(body) > OFF_LOOP_PARSE_BYTES:
         return await asyncio.to_thread(parse)
     return parse()
-
-
-MAX_FUTURE_SKEW_S: Final = 60.0
-"""How far ahead of our clock a sample time may be (clock skew); beyond it the sample is
-implausible: a source stamping the future would keep its readings fresh after it died."""
-
-
-def future_detail(ahead_s: float) -> str:
-    return (
-        f"sample time {ahead_s:.0f} s ahead of the controller's clock "
-        f"(at most {MAX_FUTURE_SKEW_S:g} s of skew is accepted)"
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -813,18 +353,3 @@ def _origin_of(location: str | None) -> str:
     if not url.is_absolute() or url.host is None:
         return "another path on the same server"
     return f"{url.scheme}://{url.host}:{url.port}"
-
-
-def describe(outcome: InstantResult | RangeResult | PrometheusError) -> str:
-    """One line for logs and status messages, whatever the outcome."""
-    match outcome:
-        case Vector(samples=samples, dropped=dropped):
-            return f"{len(samples)} sample(s), {dropped} dropped"
-        case Matrix(series=series, dropped_points=dropped):
-            return f"{len(series)} series, {dropped} point(s) dropped"
-        case NoData():
-            return outcome.message
-        case PrometheusError():
-            return outcome.message
-        case _:
-            assert_never(outcome)

@@ -7,9 +7,9 @@ a second, mostly against a handful of servers, so this layer:
 - keeps one `PrometheusClient` per (address, settings), on the controller's shared session;
 - coalesces identical queries in flight and keeps each answer for `cache_ttl_s` (5 s by
   default, well under the control interval; at most half the configured maximum sample age), so
-  the grouped preset queries of `climatik.sources.power` cost one request per (server, shape)
-  per TTL whatever the number of targets and configs. A kept answer is judged for age with the
-  caller's clock when it is used, as a fresh one would be;
+  the grouped preset queries of `climatik.sources.power_queries` cost one request per
+  (server, shape) per TTL whatever the number of targets and configs. A kept answer is judged
+  for age with the caller's clock when it is used, as a fresh one would be;
 - trips a circuit breaker per address (`climatik.sources.breaker`) when a server times out or
   cannot be reached: its queries then fail at once with `PrometheusUnreachableError` saying
   since when and when it retries, so one tenant's dead Prometheus does not eat the shared
@@ -36,17 +36,16 @@ from climatik.sources.breaker import (
     CircuitOpenError,
     Outcome,
 )
-from climatik.sources.prometheus import (
+from climatik.sources.prometheus import PrometheusClient, PrometheusSettings
+from climatik.sources.prometheus_parse import apply_max_age
+from climatik.sources.prometheus_results import (
     InstantResult,
     PodSamples,
     PrometheusAddressRejectedError,
-    PrometheusClient,
     PrometheusError,
-    PrometheusSettings,
     PrometheusTimeoutError,
     PrometheusUnreachableError,
     RangeResult,
-    apply_max_age,
 )
 from climatik.sources.singleflight import DEFAULT_MAX_ENTRIES, SingleFlight
 

@@ -30,19 +30,19 @@ from typing import Final, Literal, Protocol
 from climatik.domain.config import PowerMeasurementConfig
 from climatik.sources import promql
 from climatik.sources.plausibility import PlausibilityLimits, PlausibleRange
-from climatik.sources.power import (
+from climatik.sources.power_queries import (
     GroupedPowerQueries,
     GroupedQuery,
     PowerQueryConfig,
     build_grouped_power_queries,
     build_power_query,
 )
-from climatik.sources.prometheus import (
+from climatik.sources.prometheus import PrometheusSettings
+from climatik.sources.prometheus_results import (
     InstantResult,
     Matrix,
     NoData,
     PrometheusError,
-    PrometheusSettings,
     RangeResult,
     Vector,
 )

@@ -17,22 +17,22 @@ from typing import Any
 import pytest
 
 from climatik.api.convert import config_from_object, parse_object
-from climatik.api.models import (
-    ConditionStatus,
-    ConditionType,
-    Decision,
-    EffectiveCapSource,
-    PowerCappingConfigSpec,
-    PowerCappingConfigStatus,
-    RackStatus,
-    TargetKindName,
-    TargetStatus,
-)
+from climatik.api.spec import PowerCappingConfigSpec
 from climatik.api.status import (
     MERGE_PATCH_CONTENT_TYPE,
     set_condition,
     status_from_wire,
     status_patch,
+)
+from climatik.api.status_models import (
+    ConditionStatus,
+    ConditionType,
+    Decision,
+    EffectiveCapSource,
+    PowerCappingConfigStatus,
+    RackStatus,
+    TargetKindName,
+    TargetStatus,
 )
 from climatik.devcluster.cluster import ClusterInfo
 from tests.api_cases import (

@@ -21,29 +21,27 @@ import pytest
 
 from climatik.domain.config import MeasurementPreset
 from climatik.sources.address import HTTPSession
-from climatik.sources.power import (
+from climatik.sources.power import PrometheusPowerSource
+from climatik.sources.power_queries import (
     PowerQueryConfig,
-    PrometheusPowerSource,
-    Reading,
-    TargetMeasurement,
     TargetPods,
     TokensQueryConfig,
     build_power_freshness_query,
     build_power_query,
     build_tokens_query,
 )
-from climatik.sources.prometheus import (
+from climatik.sources.power_readings import Reading, TargetMeasurement
+from climatik.sources.prometheus import PrometheusClient, PrometheusSettings
+from climatik.sources.prometheus_pool import PrometheusPool
+from climatik.sources.prometheus_results import (
     Matrix,
     NoData,
     NoDataReason,
-    PrometheusClient,
     PrometheusHTTPError,
-    PrometheusSettings,
     PrometheusTimeoutError,
     PrometheusUnreachableError,
     Vector,
 )
-from climatik.sources.prometheus_pool import PrometheusPool
 from climatik.sources.racks import PrometheusRackSignalSource, RackNodes, RackSignalQueries
 from tests.integration.helpers.polling import eventually
 

@@ -9,17 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from climatik.api import status as status_memo
-from climatik.api.models import (
-    Condition,
-    ConditionStatus,
-    ConditionType,
-    Decision,
-    EffectiveCapSource,
-    PowerCappingConfigStatus,
-    RackStatus,
-    TargetKindName,
-    TargetStatus,
-)
 from climatik.api.status import (
     MERGE_PATCH_CONTENT_TYPE,
     SETTLE_ABSOLUTE,
@@ -34,6 +23,17 @@ from climatik.api.status import (
     status_from_wire,
     status_patch,
     status_to_wire,
+)
+from climatik.api.status_models import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    Decision,
+    EffectiveCapSource,
+    PowerCappingConfigStatus,
+    RackStatus,
+    TargetKindName,
+    TargetStatus,
 )
 from climatik.kube.store import FrozenMapping
 

@@ -12,23 +12,21 @@ from typing import Any
 
 import pytest
 
-from climatik.api.models import ConditionStatus, ConditionType
+from climatik.api.status_models import ConditionStatus, ConditionType
 from climatik.domain.config import MeasurementPreset, TargetKind
 from climatik.reconcilers.powercap_report import GPU_POWER_NOT_MEASURED, gpu_power_condition
 from climatik.reconcilers.targets import ResolvedTarget, requests_gpu
-from climatik.sources.power import (
+from climatik.sources.power import PrometheusPowerSource
+from climatik.sources.power_queries import PowerQueryConfig, TargetPods, build_grouped_power_queries
+from climatik.sources.power_readings import (
     DCGM_GPU_FIX,
     KEPLER_GPU_FIX,
     GpuCoverage,
-    PowerQueryConfig,
-    PrometheusPowerSource,
     Reading,
     TargetMeasurement,
-    TargetPods,
-    build_grouped_power_queries,
     gpu_coverage,
 )
-from climatik.sources.prometheus import PodSamples, Sample, Vector
+from climatik.sources.prometheus_results import PodSamples, Sample, Vector
 from tests.unit import cluster_objects as objects
 from tests.unit.helpers.prometheus_table import CPU_Q, FRESH_Q, GPU_Q, POWER, TableQuerier, per_pod
 

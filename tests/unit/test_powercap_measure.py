@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from climatik.api.models import EffectiveCapSource
+from climatik.api.status_models import EffectiveCapSource
 from climatik.domain.carbon import EmissionRateTarget
 from climatik.domain.config import CarbonConfig, CarbonProvider, PowerCappingConfig, TargetKind
 from climatik.policies.observations import BACKLOG_DRAIN_S, demand_tokens_per_s
 from climatik.reconcilers.powercap_measure import effective_cap, target_observation
 from climatik.reconcilers.targets import ResolvedTarget
-from climatik.sources.power import Reading, TargetMeasurement
+from climatik.sources.power_readings import Reading, TargetMeasurement
 
 CARBON = CarbonConfig(
     provider=CarbonProvider.UK_NATIONAL_GRID,

@@ -7,18 +7,18 @@ from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
 
-from climatik.api.models import (
-    Condition,
-    ConditionStatus,
-    ConditionType,
-    EffectiveCapSource,
-    PowerCappingConfigStatus,
-)
 from climatik.api.status import (
     GPU_TUNING_CONDITION,
     GPU_TUNING_DISABLED_IN_CONTROLLER,
     GPU_TUNING_NOT_ALLOWED,
     ConditionUpdate,
+)
+from climatik.api.status_models import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    EffectiveCapSource,
+    PowerCappingConfigStatus,
 )
 from climatik.domain.capping import (
     CapObservation,

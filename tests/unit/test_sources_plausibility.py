@@ -15,21 +15,21 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from climatik.sources.plausibility import PlausibilityLimits, PlausibleRange
-from climatik.sources.power import (
+from climatik.sources.power import PrometheusPowerSource
+from climatik.sources.power_queries import (
     PowerQueryConfig,
-    PrometheusPowerSource,
-    Reading,
     TargetPods,
     TokensQueryConfig,
     build_grouped_power_queries,
     build_grouped_tokens_query,
 )
-from climatik.sources.prometheus import (
+from climatik.sources.power_readings import Reading
+from climatik.sources.prometheus import PrometheusSettings
+from climatik.sources.prometheus_results import (
     InstantResult,
     NoData,
     NoDataReason,
     PodSamples,
-    PrometheusSettings,
     RangeResult,
     Sample,
     Vector,

@@ -1,5 +1,6 @@
 """The Prometheus client's transport guarantees against a local HTTP server: deadlines, size
-limits, no redirects, address checks before any connection, and the request it sends.
+limits, no redirects, address checks before any connection, the request it sends, and large
+answers decoded off the event loop.
 
 The server here is a plain loopback aiohttp app answering canned API responses; behaviour
 against a real Prometheus is in tests/integration/test_prometheus_source.py.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,15 +22,19 @@ from aiohttp import web
 
 from climatik.sources.address import AddressPolicy, HTTPSession
 from climatik.sources.prometheus import (
+    OFF_LOOP_PARSE_BYTES,
+    PrometheusClient,
+    PrometheusSettings,
+    _decoded,
+)
+from climatik.sources.prometheus_results import (
     Matrix,
     NoData,
     NoDataReason,
     PrometheusAddressRejectedError,
-    PrometheusClient,
     PrometheusHTTPError,
     PrometheusMalformedResponseError,
     PrometheusResponseTooLargeError,
-    PrometheusSettings,
     PrometheusTimeoutError,
     PrometheusUnreachableError,
     Vector,
@@ -337,3 +343,17 @@ async def test_session_owner_closes_its_session() -> None:
     assert opened.closed
     with pytest.raises(RuntimeError):
         _ = owner.session
+
+
+async def test_large_answers_are_decoded_off_the_event_loop() -> None:
+    """Megabytes of JSON parsed on the loop would stall every controller and the lease."""
+    threads: list[int] = []
+
+    def parse() -> int:
+        threads.append(threading.get_ident())
+        return len(threads)
+
+    await _decoded(b"x" * (OFF_LOOP_PARSE_BYTES + 1), parse)
+    await _decoded(b"{}", parse)
+    assert threads[0] != threading.get_ident()
+    assert threads[1] == threading.get_ident()

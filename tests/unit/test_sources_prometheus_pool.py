@@ -20,22 +20,18 @@ from aiohttp import web
 
 from climatik.sources.address import HTTPSession
 from climatik.sources.breaker import BreakerSettings
-from climatik.sources.power import (
-    PowerQueryConfig,
-    PrometheusPowerSource,
-    TargetPods,
-    TokensQueryConfig,
-)
-from climatik.sources.prometheus import (
+from climatik.sources.power import PrometheusPowerSource
+from climatik.sources.power_queries import PowerQueryConfig, TargetPods, TokensQueryConfig
+from climatik.sources.prometheus import PrometheusSettings
+from climatik.sources.prometheus_pool import PrometheusPool
+from climatik.sources.prometheus_results import (
     NoData,
     NoDataReason,
     PrometheusHTTPError,
-    PrometheusSettings,
     PrometheusTimeoutError,
     PrometheusUnreachableError,
     Vector,
 )
-from climatik.sources.prometheus_pool import PrometheusPool
 
 
 class Clock:

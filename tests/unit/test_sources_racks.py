@@ -9,13 +9,13 @@ import pytest
 
 from climatik.domain.config import PowerMeasurementConfig
 from climatik.sources import promql
-from climatik.sources.power import PowerQueryConfig, build_grouped_power_queries
-from climatik.sources.prometheus import (
+from climatik.sources.power_queries import PowerQueryConfig, build_grouped_power_queries
+from climatik.sources.prometheus import PrometheusSettings
+from climatik.sources.prometheus_results import (
     InstantResult,
     Matrix,
     NoData,
     NoDataReason,
-    PrometheusSettings,
     PrometheusUnreachableError,
     RangeResult,
     Sample,

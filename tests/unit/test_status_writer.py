@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from climatik.api.models import PowerCappingConfigStatus
 from climatik.api.status import apply_merge_patch
+from climatik.api.status_models import PowerCappingConfigStatus
 from climatik.kube.client import ApiError, KubeClient
 from climatik.kube.resources import Resource
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS

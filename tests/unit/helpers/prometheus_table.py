@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from climatik.sources.power import (
+from climatik.sources.power_queries import (
     PowerQueryConfig,
     TargetPods,
     TokensQueryConfig,
@@ -13,12 +13,12 @@ from climatik.sources.power import (
     build_grouped_power_queries,
     build_grouped_tokens_query,
 )
-from climatik.sources.prometheus import (
+from climatik.sources.prometheus import PrometheusSettings
+from climatik.sources.prometheus_results import (
     InstantResult,
     NoData,
     NoDataReason,
     PodSamples,
-    PrometheusSettings,
     Sample,
     Vector,
 )

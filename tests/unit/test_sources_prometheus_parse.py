@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from climatik.sources.prometheus import (
-    OFF_LOOP_PARSE_BYTES,
+from climatik.sources.prometheus_parse import (
     PROMETHEUS_ERROR_TYPES,
+    apply_max_age,
+    parse_instant_response,
+    parse_pod_response,
+    parse_range_response,
+)
+from climatik.sources.prometheus_results import (
     InstantResult,
     Matrix,
     NoData,
@@ -23,12 +27,7 @@ from climatik.sources.prometheus import (
     PrometheusMalformedResponseError,
     Sample,
     Vector,
-    _decoded,
-    apply_max_age,
     describe,
-    parse_instant_response,
-    parse_pod_response,
-    parse_range_response,
 )
 
 Q = "sum(x)"
@@ -387,17 +386,3 @@ def test_kept_answers_are_judged_with_the_callers_clock() -> None:
 def test_implausible_is_its_own_no_data_reason() -> None:
     nodata = NoData(NoDataReason.IMPLAUSIBLE, Q, "-50 W is below 0 W")
     assert nodata.message == "query 'sum(x)' returned an implausible value (-50 W is below 0 W)"
-
-
-async def test_large_answers_are_decoded_off_the_event_loop() -> None:
-    """Megabytes of JSON parsed on the loop would stall every controller and the lease."""
-    threads: list[int] = []
-
-    def parse() -> int:
-        threads.append(threading.get_ident())
-        return len(threads)
-
-    await _decoded(b"x" * (OFF_LOOP_PARSE_BYTES + 1), parse)
-    await _decoded(b"{}", parse)
-    assert threads[0] != threading.get_ident()
-    assert threads[1] == threading.get_ident()

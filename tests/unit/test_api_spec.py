@@ -12,13 +12,9 @@ import pytest
 import yaml
 
 from climatik.api.crd import build_crd
-from climatik.api.models import (
-    Carbon,
-    CarbonTargetType,
-    PowerCappingConfig,
-    PowerCappingConfigSpec,
-    ScaleObjectRef,
-)
+from climatik.api.resource import PowerCappingConfig
+from climatik.api.spec import PowerCappingConfigSpec, ScaleObjectRef
+from climatik.api.spec_carbon import Carbon, CarbonTargetType
 from climatik.domain.config import (
     CarbonFallback,
     CoolingMode,
