@@ -176,7 +176,15 @@ def start_sweep() -> subprocess.Popen[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # A test run started in the background (`nohup ... &`) ignores SIGINT, and a child
+        # inherits that: Python then installs no KeyboardInterrupt handler and Ctrl-C does
+        # nothing. A person's terminal delivers it; so must the test.
+        preexec_fn=_default_sigint,  # noqa: PLW1509 (no threads are started before the fork)
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize(
