@@ -543,8 +543,10 @@ class WorkloadCaches:
 
     def forget(self, config_key: str) -> None:
         """Drop what was kept for a config that is gone (and its namespace's objects, when it
-        was the namespace's last config)."""
-        self._resolved.pop(config_key, None)
+        was the namespace's last config). Reconcilers call this on every reconcile of a config
+        they stand aside for, so a config never resolved here costs a dict lookup, not a scan."""
+        if self._resolved.pop(config_key, None) is None:
+            return
         namespace = config_key.partition("/")[0]
         if not any(key.partition("/")[0] == namespace for key in self._resolved):
             self._namespaces.pop(namespace, None)
