@@ -84,6 +84,7 @@ class RuntimeMetrics:
         # Labelled children cached per name: `labels()` costs more than a no-op reconcile.
         self._queue_children: dict[str, tuple[Gauge, Counter, Counter, Histogram]] = {}
         self._reconcile_children: dict[tuple[str, str], Counter] = {}
+        self._lead_children: dict[str, Gauge] = {}
         self._reconcile_time_children: dict[str, Histogram] = {}
 
     def _queue(self, name: str) -> tuple[Gauge, Counter, Counter, Histogram]:
@@ -99,8 +100,14 @@ class RuntimeMetrics:
         return children
 
     def requeue_led(self, controller: str, lead_s: float) -> None:
-        """The lead the controller's last polled key was queued again with."""
-        self.requeue_lead.labels(controller=controller).set(lead_s)
+        """The lead the controller's last polled key was queued again with (every polled
+        reconcile sets it: its child is kept, as the reconcile counters' are)."""
+        gauge = self._lead_children.get(controller)
+        if gauge is None:
+            gauge = self._lead_children[controller] = self.requeue_lead.labels(
+                controller=controller
+            )
+        gauge.set(lead_s)
 
     def reconciled(self, controller: str, result: str, seconds: float) -> None:
         """Count one reconcile and observe its duration."""
