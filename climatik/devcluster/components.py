@@ -146,4 +146,8 @@ def kwok_args(kubeconfig: Path, stages: Path) -> list[str]:
         "--manage-nodes-with-label-selector="
         + ",".join(f"{k}={v}" for k, v in KWOK_NODE_LABELS.items()),
         f"--cidr={POD_CIDR}",
+        # kwok renews no node Lease unless given a duration; without one the node-lifecycle
+        # controller marks every node (and its pods) NotReady each grace period of 50 s.
+        # 40 s is the kubelet's default; kwok renews at a quarter of it, as a kubelet does.
+        "--node-lease-duration-seconds=40",
     ]

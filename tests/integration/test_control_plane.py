@@ -121,6 +121,34 @@ def _scaled_object(name: str, **spec_overrides: Any) -> dict[str, Any]:
     }
 
 
+def test_kwok_nodes_renew_their_leases_like_kubelets(
+    dev_cluster: ClusterInfo, kubectl: Kubectl
+) -> None:
+    """Without renewed Leases the node-lifecycle controller flips every node NotReady each
+    grace period, which marks pods unready and reorders scale-in: tests then fail by chance."""
+    nodes = {n for rack_nodes in dev_cluster.nodes_by_rack.values() for n in rack_nodes}
+
+    def renew_times() -> dict[str, str]:
+        leases = kubectl.get_json("leases", "-n", "kube-node-lease")["items"]
+        return {
+            lease["metadata"]["name"]: lease["spec"].get("renewTime", "")
+            for lease in leases
+            if lease["metadata"]["name"] in nodes
+        }
+
+    first = renew_times()
+    assert set(first) == nodes, f"nodes without a Lease: {sorted(nodes - set(first))}"
+    wait_until(
+        "every node Lease to be renewed",
+        lambda: all(t != first[n] for n, t in renew_times().items()),
+        timeout_s=30,
+    )
+    for node in kubectl.get_json("nodes")["items"]:
+        if node["metadata"]["name"] in nodes:
+            ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+            assert ready["status"] == "True", node["metadata"]["name"]
+
+
 def test_keda_scaledobject_schema_accepts_valid_and_refuses_invalid(
     dev_cluster: ClusterInfo, kubectl: Kubectl
 ) -> None:
