@@ -190,17 +190,35 @@ def _forget(entry: _Parsed | None) -> None:
 
 def merge_patch_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """The RFC 7386 merge patch that turns `old` into `new` (lists are replaced whole)."""
+    return settled_diff(old, new, settled=False)
+
+
+def settled_diff(
+    old: Mapping[str, Any], new: Mapping[str, Any], *, settled: bool
+) -> dict[str, Any]:
+    """`merge_patch_diff(old, settle(old, new))` (or of `new` itself unsettled) in one pass.
+
+    Nearly every reconcile finds its status unchanged, so equal subtrees are skipped with one
+    comparison (done in C) rather than walked and rebuilt: settling only where something moved
+    is what keeps a round of thousands of configs cheap."""
     patch: dict[str, Any] = {}
     for key in old.keys() - new.keys():
         patch[key] = None
     for key, value in new.items():
-        before = old.get(key)
+        if key not in old:
+            patch[key] = value
+            continue
+        before = old[key]
+        if before == value:
+            continue
         if isinstance(value, Mapping) and isinstance(before, Mapping):
-            nested = merge_patch_diff(before, value)
+            nested = settled_diff(before, value, settled=settled)
             if nested:
                 patch[key] = nested
-        elif key not in old or before != value:
-            patch[key] = value
+            continue
+        after = settle(before, value, key=key) if settled else value
+        if after != before:
+            patch[key] = after
     return dict(sorted(patch.items()))
 
 
@@ -276,10 +294,7 @@ def status_patch(
     into a compare-and-swap: the API server answers 409 Conflict if the object moved on. With
     `settled`, changes `settle` deems nobody would act on are not sent.
     """
-    old, new = _current_wire(current), status_to_wire(desired)
-    if settled:
-        new = settle(old, new)
-    diff = merge_patch_diff(old, new)
+    diff = settled_diff(_current_wire(current), status_to_wire(desired), settled=settled)
     if not diff:
         return None
     body: dict[str, Any] = {"status": diff}

@@ -20,6 +20,7 @@ from climatik.api.status import (
     merge_patch_diff,
     set_condition,
     settle,
+    settled_diff,
     status_from_wire,
     status_patch,
     status_to_wire,
@@ -221,6 +222,46 @@ _objects = st.dictionaries(st.text(max_size=3), _json, max_size=4)
 @given(old=_objects, new=_objects)
 def test_applying_the_diff_turns_old_into_new(old: dict[str, Any], new: dict[str, Any]) -> None:
     assert apply_merge_patch(old, merge_patch_diff(old, new)) == new
+
+
+_status_keys = st.sampled_from(["powerWatts", "tokensPerWatt", "message", "ceiling", "targets"])
+_readings = st.one_of(
+    st.floats(-1e4, 1e4),
+    st.integers(-5, 5),
+    st.sampled_from(["812 W of 1000 W", "836 W of 1000 W"]),
+)
+_status_like = st.recursive(
+    _readings,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(_status_keys, children, max_size=4)
+    ),
+    max_leaves=16,
+)
+
+
+@given(
+    old=st.dictionaries(_status_keys, _status_like, max_size=5),
+    new=st.dictionaries(_status_keys, _status_like, max_size=5),
+)
+def test_one_pass_settled_diff_is_the_diff_of_the_settled_status(
+    old: dict[str, Any], new: dict[str, Any]
+) -> None:
+    assert settled_diff(old, new, settled=True) == _walk_diff(old, settle(old, new))
+    assert settled_diff(old, new, settled=False) == _walk_diff(old, new)
+
+
+def _walk_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386 diff by a full walk, the way it was computed before the one-pass version."""
+    patch: dict[str, Any] = dict.fromkeys(old.keys() - new.keys())
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            nested = _walk_diff(before, value)
+            if nested:
+                patch[key] = nested
+        elif key not in old or before != value:
+            patch[key] = value
+    return dict(sorted(patch.items()))
 
 
 @given(obj=_objects)
