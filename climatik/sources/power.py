@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, Protocol
+from typing import Final, Literal, Protocol, runtime_checkable
 
 from climatik.domain.config import MeasurementPreset
 from climatik.sources import promql
@@ -145,7 +145,23 @@ class PodQuerier(InstantQuerier, Protocol):
     ) -> PodSamples: ...
 
 
+@runtime_checkable
+class KeepsPodAnswers(Protocol):
+    """A `PodQuerier` that can hand over a kept grouped answer without asking or waiting."""
+
+    def kept_by_pod(
+        self,
+        promql: str,
+        *,
+        namespace_label: str,
+        pod_label: str,
+        lookback_delta_s: float | Literal["default"] | None = "default",
+        asked_after_s: float | None = None,
+    ) -> PodSamples | None: ...
+
+
 _Grouped = PodSamples | PrometheusError
+_Lookback = float | Literal["default"] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +255,10 @@ class PrometheusPowerSource:
         self._grouped_demand = build_grouped_demand_queries(tokens) if tokens is not None else None
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._clock = clock
+        self._asks_per_target = self._power.custom_query is not None or (
+            tokens is not None and tokens.custom_query is not None
+        )
+        """A custom query is asked per target; otherwise grouped answers cover every target."""
 
     async def measure_targets(
         self, targets: Sequence[TargetPods]
@@ -248,6 +268,9 @@ class PrometheusPowerSource:
         asked_after_s = self._answer_predates_new_pods(targets, reads.watts)
         if asked_after_s is not None:
             reads = await self._read_grouped(needed, asked_after_s)
+        if not self._asks_per_target:
+            # Every reading comes from the grouped answers: nothing to wait for per target.
+            return {t.key: await self._measure_target(t, reads) for t in targets}
         async with asyncio.TaskGroup() as group:
             tasks = {
                 t.key: group.create_task(self._measure_target(t, reads), name=f"measure-{t.key}")
@@ -281,56 +304,54 @@ class PrometheusPowerSource:
     async def _read_grouped(
         self, needed: bool, asked_after_s: float | None = None
     ) -> _GroupedReads:
-        """Ask each grouped query once for all targets (nothing when no target has pods)."""
+        """Ask each grouped query once for all targets (nothing when no target has pods).
+
+        Within a round nearly every asker finds all its answers kept by the shared read
+        layer: it takes them as they are, without a task per query."""
         if not needed:
             return _GroupedReads()
-        power, tokens = self._grouped_power, self._grouped_tokens
-        max_age_s = self._client.settings.max_sample_age_s
-        # Look back further than the maximum age, so an old sample is reported as stale with
-        # its age instead of vanishing as "empty"; the value is a timestamp, not a reading.
-        freshness_lookback_s = None if max_age_s is None else max(300.0, 4 * max_age_s)
-        async with asyncio.TaskGroup() as group:
-            watts = (
-                group.create_task(self._by_pod(power.watts, asked_after_s=asked_after_s))
-                if power
-                else None
-            )
-            gpu = (
-                group.create_task(self._by_pod(power.gpu_watts, asked_after_s=asked_after_s))
-                if power and power.gpu_watts
-                else None
-            )
-            fresh = (
-                group.create_task(
-                    self._by_pod(power.freshness, freshness_lookback_s, asked_after_s)
+        asks = self._grouped_asks()
+        if isinstance(self._client, KeepsPodAnswers):
+            kept = {
+                field: self._client.kept_by_pod(
+                    query.promql,
+                    namespace_label=query.namespace_label,
+                    pod_label=query.pod_label,
+                    lookback_delta_s=lookback,
+                    asked_after_s=asked_after_s,
                 )
-                if power
-                else None
+                for field, (query, lookback) in asks.items()
+            }
+            if all(answer is not None for answer in kept.values()):
+                return _GroupedReads(**kept)
+        async with asyncio.TaskGroup() as group:
+            tasks = {
+                field: group.create_task(self._by_pod(query, lookback, asked_after_s))
+                for field, (query, lookback) in asks.items()
+            }
+        return _GroupedReads(**{field: task.result() for field, task in tasks.items()})
+
+    def _grouped_asks(self) -> dict[str, tuple[GroupedQuery, _Lookback]]:
+        """The grouped queries this source reads, by `_GroupedReads` field, with lookbacks."""
+        asks: dict[str, tuple[GroupedQuery, _Lookback]] = {}
+        power = self._grouped_power
+        if power:
+            max_age_s = self._client.settings.max_sample_age_s
+            asks["watts"] = (power.watts, "default")
+            if power.gpu_watts:
+                asks["gpu_watts"] = (power.gpu_watts, "default")
+            # Look back further than the maximum age, so an old sample is reported as stale
+            # with its age instead of vanishing as "empty"; the value is a timestamp.
+            asks["freshness"] = (
+                power.freshness,
+                None if max_age_s is None else max(300.0, 4 * max_age_s),
             )
-            tok = (
-                group.create_task(self._by_pod(tokens, asked_after_s=asked_after_s))
-                if tokens
-                else None
-            )
-            demand = self._grouped_demand
-            waiting = (
-                group.create_task(self._by_pod(demand.waiting, asked_after_s=asked_after_s))
-                if demand
-                else None
-            )
-            finished = (
-                group.create_task(self._by_pod(demand.finished_per_s, asked_after_s=asked_after_s))
-                if demand
-                else None
-            )
-        return _GroupedReads(
-            watts=watts.result() if watts else None,
-            gpu_watts=gpu.result() if gpu else None,
-            freshness=fresh.result() if fresh else None,
-            tokens=tok.result() if tok else None,
-            waiting=waiting.result() if waiting else None,
-            finished=finished.result() if finished else None,
-        )
+        if self._grouped_tokens:
+            asks["tokens"] = (self._grouped_tokens, "default")
+        if self._grouped_demand:
+            asks["waiting"] = (self._grouped_demand.waiting, "default")
+            asks["finished"] = (self._grouped_demand.finished_per_s, "default")
+        return asks
 
     async def _by_pod(
         self,
@@ -360,19 +381,24 @@ class PrometheusPowerSource:
                     Reading(value=0.0, measured_at_s=now_s, query=None) if self._tokens else None
                 ),
             )
-        async with asyncio.TaskGroup() as group:
-            watts_task = group.create_task(self._target_watts(target, reads))
-            tokens_task = (
-                group.create_task(self._target_tokens(target, reads)) if self._tokens else None
-            )
+        watts: Outcome
+        tokens: Outcome | None
+        if self._asks_per_target:
+            async with asyncio.TaskGroup() as group:
+                watts_task = group.create_task(self._target_watts(target, reads))
+                tokens_task = (
+                    group.create_task(self._target_tokens(target, reads)) if self._tokens else None
+                )
+            watts, tokens = watts_task.result(), tokens_task.result() if tokens_task else None
+        else:
+            watts = await self._target_watts(target, reads)
+            tokens = await self._target_tokens(target, reads) if self._tokens else None
         pods = len(target.pods)
         return TargetMeasurement(
             key=target.key,
-            watts=screen(watts_task.result(), self._limits.pod_watts(pods)),
+            watts=screen(watts, self._limits.pod_watts(pods)),
             tokens_per_s=(
-                screen(tokens_task.result(), self._limits.pod_tokens_per_s(pods))
-                if tokens_task
-                else None
+                screen(tokens, self._limits.pod_tokens_per_s(pods)) if tokens is not None else None
             ),
             gpu_coverage=self._gpu_coverage(target, reads),
             waiting_requests=self._demand_part(reads.waiting, target),

@@ -119,6 +119,10 @@ class PrometheusPool:
         # The key names the call (query kind and arguments), so its answer is a T.
         return cast("T", await self._flights.get(key, fetch, ttl_s=keep_s, refresh=refresh))
 
+    def kept(self, key: Hashable) -> object | None:
+        """The answer kept under `key` while it is fresh (no I/O, no wait); None otherwise."""
+        return self._flights.peek(key)
+
     def wall_now(self) -> float:
         """Unix time, for judging the age of kept answers."""
         return self._wall_clock()
@@ -266,15 +270,7 @@ class SharedPrometheus:
         freshness query). Otherwise a config per distinct `maxMetricAgeSeconds` would cost the
         server one more cluster-wide query each."""
         shared = replace(self._settings, max_sample_age_s=None)
-        key = (
-            "by_pod",
-            self._address,
-            shared,
-            promql,
-            namespace_label,
-            pod_label,
-            lookback_delta_s,
-        )
+        key = self._by_pod_key(promql, namespace_label, pod_label, lookback_delta_s)
 
         async def ask(refresh: bool) -> PodSamples:
             return await self._pool.shared(
@@ -295,6 +291,38 @@ class SharedPrometheus:
         if asked_after_s is not None and answer.asked_at_s < asked_after_s:
             answer = await ask(refresh=True)
         return answer
+
+    def kept_by_pod(
+        self,
+        promql: str,
+        *,
+        namespace_label: str,
+        pod_label: str,
+        lookback_delta_s: Lookback = "default",
+        asked_after_s: float | None = None,
+    ) -> PodSamples | None:
+        """What `query_by_pod` would answer without asking, when that answer is kept."""
+        key = self._by_pod_key(promql, namespace_label, pod_label, lookback_delta_s)
+        answer = self._pool.kept(key)
+        if not isinstance(answer, PodSamples):
+            return None
+        if asked_after_s is not None and answer.asked_at_s < asked_after_s:
+            return None
+        return answer
+
+    def _by_pod_key(
+        self, promql: str, namespace_label: str, pod_label: str, lookback_delta_s: Lookback
+    ) -> Hashable:
+        shared = replace(self._settings, max_sample_age_s=None)
+        return (
+            "by_pod",
+            self._address,
+            shared,
+            promql,
+            namespace_label,
+            pod_label,
+            lookback_delta_s,
+        )
 
 
 def _server_of(address: str) -> str:

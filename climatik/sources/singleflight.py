@@ -50,6 +50,14 @@ class SingleFlight(Generic[K, V]):
     def in_flight(self) -> int:
         return len(self._flights)
 
+    def peek(self, key: K) -> V | None:
+        """The kept answer for `key` while it is young enough, without asking or waiting: a
+        caller that finds every answer it needs kept does without tasks and awaits."""
+        kept = self._kept.get(key)
+        if kept is None or self._clock() >= kept[0]:
+            return None
+        return kept[1]
+
     async def get(
         self, key: K, fetch: Callable[[], Awaitable[V]], *, ttl_s: float, refresh: bool = False
     ) -> V:

@@ -400,3 +400,36 @@ async def test_a_kept_answer_older_than_a_new_pod_is_asked_again_at_most_once_a_
     assert (await source().measure_targets([old]))[old.key].watts_or_none is None
     assert sum(server.queries.values()) == 2 * asked
     await pool.close()
+
+
+async def test_a_config_that_finds_every_answer_kept_measures_without_a_task(
+    server: Server, session: aiohttp.ClientSession
+) -> None:
+    """Thousands of configs measure from the same kept answers each round: the ones after the
+    first take them as they are, without a task per query and per target."""
+    pool = pool_for(session, Clock(1000.0), cache_ttl_s=5.0)
+
+    def source() -> PrometheusPowerSource:
+        querier = pool.querier(server.url, SETTINGS)
+        return PrometheusPowerSource(querier, power=PowerQueryConfig(), tokens=TokensQueryConfig())
+
+    first = await source().measure_targets(config_targets(0))
+    loop = asyncio.get_running_loop()
+    started: list[object] = []
+
+    def counting_factory(
+        loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+    ) -> asyncio.Task[Any]:
+        started.append(coro)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting_factory)
+    try:
+        second = await source().measure_targets(config_targets(0))
+    finally:
+        loop.set_task_factory(None)
+    assert started == []
+    assert {k: m.watts_or_none for k, m in second.items()} == {
+        k: m.watts_or_none for k, m in first.items()
+    }
+    await pool.close()

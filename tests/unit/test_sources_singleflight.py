@@ -106,3 +106,15 @@ async def test_close_cancels_reads_in_flight() -> None:
     with pytest.raises(asyncio.CancelledError):
         await asker
     assert flights.in_flight == 0
+
+
+async def test_peek_hands_over_a_fresh_answer_without_asking() -> None:
+    clock = Clock()
+    flights: SingleFlight[str, int] = SingleFlight(clock=clock)
+    reads = Reads()
+    assert flights.peek("q") is None
+    assert await flights.get("q", reads, ttl_s=5.0) == 1
+    assert flights.peek("q") == 1
+    clock.now = 5.0
+    assert flights.peek("q") is None  # expired: the caller must ask
+    assert reads.calls == 1
