@@ -9,7 +9,9 @@ a second, mostly against a handful of servers, so this layer:
   default, well under the control interval; at most half the configured maximum sample age), so
   the grouped preset queries of `climatik.sources.power_queries` cost one request per
   (server, shape) per TTL whatever the number of targets and configs. A kept answer is judged
-  for age with the caller's clock when it is used, as a fresh one would be;
+  for age with the caller's clock when it is used, as a fresh one would be. An answer past its
+  TTL is handed over one TTL longer while a single read refreshes it in the background, so no
+  asker waits for a query as answers expire (together never older than the maximum sample age);
 - trips a circuit breaker per address (`climatik.sources.breaker`) when a server times out or
   cannot be reached: its queries then fail at once with `PrometheusUnreachableError` saying
   since when and when it retries, so one tenant's dead Prometheus does not eat the shared
@@ -65,6 +67,7 @@ class PrometheusPool:
         cache_ttl_s: float = DEFAULT_CACHE_TTL_S,
         breaker: BreakerSettings | None = None,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        serve_stale: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -72,6 +75,7 @@ class PrometheusPool:
             raise ValueError("cache_ttl_s must not be negative")
         self._session_factory = session_factory
         self._cache_ttl_s = cache_ttl_s
+        self._serve_stale = serve_stale
         self._breaker_settings = breaker if breaker is not None else BreakerSettings()
         self._clock = clock
         self._wall_clock = wall_clock
@@ -117,7 +121,11 @@ class PrometheusPool:
 
         keep_s = self.ttl_s(settings) if ttl_s is None else ttl_s
         # The key names the call (query kind and arguments), so its answer is a T.
-        return cast("T", await self._flights.get(key, fetch, ttl_s=keep_s, refresh=refresh))
+        stale_s = keep_s if self._serve_stale else 0.0
+        return cast(
+            "T",
+            await self._flights.get(key, fetch, ttl_s=keep_s, stale_s=stale_s, refresh=refresh),
+        )
 
     def kept(self, key: Hashable) -> object | None:
         """The answer kept under `key` while it is fresh (no I/O, no wait); None otherwise."""

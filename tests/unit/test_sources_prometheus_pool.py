@@ -166,7 +166,14 @@ async def test_every_target_of_every_config_costs_one_request_per_shape_per_ttl(
     assert all(n == 1 for n in server.queries.values()), server.queries
     assert all(any(shape in q for q in server.queries) for shape in shapes)
 
-    clock.now += 5.0  # the TTL has passed: one more request per shape
+    # Past the TTL the kept answers are handed over while one read per shape refreshes them.
+    clock.now += 5.0
+    assert await reconcile_all() == [20.0] * 12
+    for _ in range(200):
+        if sorted(server.queries.values()) == [2] * len(shapes):
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(server.queries.values()) == [2] * len(shapes)
     assert await reconcile_all() == [20.0] * 12
     assert sorted(server.queries.values()) == [2] * len(shapes)
     await pool.close()

@@ -118,3 +118,32 @@ async def test_peek_hands_over_a_fresh_answer_without_asking() -> None:
     clock.now = 5.0
     assert flights.peek("q") is None  # expired: the caller must ask
     assert reads.calls == 1
+
+
+async def test_a_stale_answer_is_handed_over_while_one_read_refreshes_it() -> None:
+    clock = Clock()
+    flights: SingleFlight[str, int] = SingleFlight(clock=clock)
+    reads = Reads()
+    assert await flights.get("q", reads, ttl_s=5.0, stale_s=5.0) == 1
+    clock.now = 6.0
+    reads.release.clear()  # the refresh hangs: askers must not wait for it
+    askers = [flights.get("q", reads, ttl_s=5.0, stale_s=5.0) for _ in range(5)]
+    assert await asyncio.gather(*askers) == [1] * 5
+    assert reads.calls == 2  # one refresh for all of them
+    assert flights.in_flight == 1
+    reads.release.set()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert await flights.get("q", reads, ttl_s=5.0, stale_s=5.0) == 2
+    assert flights.peek("q") == 2
+
+
+async def test_past_its_stale_window_an_answer_is_waited_for_again() -> None:
+    clock = Clock()
+    flights: SingleFlight[str, int] = SingleFlight(clock=clock)
+    reads = Reads()
+    assert await flights.get("q", reads, ttl_s=5.0, stale_s=5.0) == 1
+    clock.now = 10.0
+    assert flights.peek("q") is None  # peek hands over fresh answers only
+    assert await flights.get("q", reads, ttl_s=5.0, stale_s=5.0) == 2
+    assert reads.calls == 2
