@@ -30,6 +30,12 @@ INLET_GUARD_C = 0.3
 IDLE_WEIGHT = 0.1
 """Moving-average weight of one round of idle-node readings (idle draw drifts slowly)."""
 
+IDLE_BAND = 0.1
+"""A reading more than this share above the round's lowest (or above the estimate) is not idle
+draw: the node served work within the measurement's lag and rate window (a replica just left
+it). Idle draw varies by a few percent between alike nodes and over minutes; a replica's work
+adds 30 % or more of it."""
+
 HEAT_HISTORY_SAMPLES = 720
 """Complete readings kept to fit the heat matrix to (six hours at a 30-s interval)."""
 
@@ -92,11 +98,22 @@ class IdlePower:
 def learn_idle_power(
     previous: IdlePower, idle_node_watts: Iterable[float | None], weight: float = IDLE_WEIGHT
 ) -> IdlePower:
-    """Fold this round's readings of the nodes that host no replica into the estimate."""
+    """Fold this round's readings of the nodes that host no replica into the estimate.
+
+    Only readings within `IDLE_BAND` of the round's lowest, and of the estimate so far, count:
+    a node freed less than a lag plus a rate window ago still shows its replica's work, and
+    taking it for idle draw (the twin's `default` learned 3.0-3.4 kW for a 2.8 kW floor) makes
+    every target's dynamic energy look smaller than it is."""
     readings = [w for w in (_usable(v) for v in idle_node_watts) if w is not None]
     if not readings:
         return previous
-    mean = sum(readings) / len(readings)
+    ceiling_w = min(readings) * (1.0 + IDLE_BAND)
+    if previous.watts:
+        ceiling_w = min(ceiling_w, previous.watts * (1.0 + IDLE_BAND))
+    idle = [w for w in readings if w <= ceiling_w]
+    if not idle:
+        return previous
+    mean = sum(idle) / len(idle)
     if previous.watts is None:
         return IdlePower(mean, 1)
     return IdlePower(previous.watts + weight * (mean - previous.watts), previous.samples + 1)

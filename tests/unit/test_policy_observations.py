@@ -110,7 +110,17 @@ def test_idle_power_is_learned_only_from_usable_idle_readings() -> None:
     idle = learn_idle_power(IdlePower(), [2800.0, 2600.0, None, float("nan")])
     assert idle == IdlePower(2700.0, 1)
     assert learn_idle_power(idle, []) == idle
-    assert learn_idle_power(idle, [3700.0], weight=0.1).watts == 2800.0
+    assert learn_idle_power(idle, [2900.0], weight=0.5).watts == 2800.0
+
+
+def test_a_node_freed_within_the_measurement_window_is_not_idle_draw() -> None:
+    # The node's lagged rate window still holds its replica's work: 5.6 kW is no idle draw,
+    # neither beside idle nodes in the same round nor on its own against the estimate.
+    first = learn_idle_power(IdlePower(), [2800.0, 5600.0, 2810.0])
+    assert first == IdlePower(2805.0, 1)
+    assert learn_idle_power(first, [5600.0]) == first
+    # Idle draw that drifts a little is still followed.
+    assert learn_idle_power(first, [2900.0], weight=0.5).watts == 2852.5
 
 
 @given(st.lists(st.floats(0, 20000), min_size=1, max_size=8), st.integers(1, 20))
