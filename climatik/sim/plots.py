@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from climatik.sim.engine import SimResult
+from climatik.sim.result import SimResult
 from climatik.sim.scenario import Scenario
 
 LINESTYLES: tuple[Any, ...] = ("-", (0, (6, 2)), (0, (4, 1, 1, 1)), "-", ":", (0, (1, 2)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from climatik.sim.engine import SimResult
+from climatik.sim.result import SimResult
 from climatik.sim.scenario import Scenario
 from climatik.sim.shares import BOUND_ROW, SHARE_KEYS, Comparison
 from climatik.sim.summary import (

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from climatik.sim import bounds as lp
 from climatik.sim import physics
-from climatik.sim.engine import tuned_clock_ratios
+from climatik.sim.clocks import tuned_clock_ratios
 from climatik.sim.envelopes import lower_frontier, upper_lines
 from climatik.sim.lp import OPTIMAL
 from climatik.sim.scenario import Scenario

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from climatik.sim.engine import SimResult
+from climatik.sim.result import SimResult
 from climatik.sim.scenario_bounds import ScenarioBounds
 
 SHARE_KEYS = (

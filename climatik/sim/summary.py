@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from climatik.sim.engine import SimResult
+from climatik.sim.result import SimResult
 from climatik.sim.shares import BOUND_ROW, SHARE_KEYS, Comparison
 
 WIDTH = 100

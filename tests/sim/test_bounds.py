@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from climatik.sim.engine import SimResult
+from climatik.sim.result import SimResult
 from climatik.sim.scenario import builtin_names, load_scenario
 from climatik.sim.scenario_bounds import ScenarioBounds, compute_bounds
 from climatik.sim.shares import SHARE_KEYS, Comparison, compare, keeps_cap

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import pytest
 
-from climatik.sim.engine import SimResult, Twin
+from climatik.sim.engine import Twin
+from climatik.sim.result import SimResult
 from climatik.sim.scenario import load_scenario
 
 COMPARED = ["climatik", "placement-random"]

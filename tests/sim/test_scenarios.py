@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from climatik.sim.engine import SimResult, Twin, tuned_clock_ratios
+from climatik.sim.clocks import tuned_clock_ratios
+from climatik.sim.engine import Twin
+from climatik.sim.result import SimResult
 from climatik.sim.scenario import builtin_names, load_scenario
 
 COMPARED = ["uncapped", "static", "seed-threshold", "climatik"]

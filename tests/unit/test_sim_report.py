@@ -12,10 +12,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import Bbox
 
-from climatik.sim.engine import SimResult, Twin
+from climatik.sim.engine import Twin
 from climatik.sim.plots import carbon_plot, inlet_plot, power_plot, replica_plot
 from climatik.sim.policy_specs import POLICY_NAMES
 from climatik.sim.report import POLICY_SUMMARIES, write_html_report
+from climatik.sim.result import SimResult
 from climatik.sim.scenario import Scenario
 from climatik.sim.scenario_bounds import compute_bounds
 from climatik.sim.shares import compare

@@ -7,8 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from climatik.sim.engine import METRIC_KEYS, History, SimResult, Twin
+from climatik.sim.engine import Twin
 from climatik.sim.policy_specs import POLICY_NAMES
+from climatik.sim.result import METRIC_KEYS, History, SimResult
 from climatik.sim.scenario import builtin_names, load_scenario
 from climatik.sim.scenario_bounds import compute_bounds
 from climatik.sim.shares import compare
