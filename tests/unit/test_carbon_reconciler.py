@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
+from climatik.api.status import apply_merge_patch
 from climatik.kube.client import ApiError
 from climatik.kube.resources import Resource
 from climatik.kube.store import Store, thaw
@@ -27,22 +28,12 @@ from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.result import Result
 from climatik.reconcilers.settings import CarbonSettings
 from tests.integration.helpers.carbon_servers import Answer, ProviderServer, provider_server
+from tests.unit.helpers.status_world import RecordedEvents
 
 NS = "llm"
 KEY = f"{NS}/cap"
 API_KEY = "em-key-0123456789"
 NOW = datetime(2026, 11, 29, 12, 10, tzinfo=UTC)
-
-
-def merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
-    """RFC 7386 JSON merge patch, in place."""
-    for name, value in patch.items():
-        if value is None:
-            target.pop(name, None)
-        elif isinstance(value, dict) and isinstance(target.get(name), dict):
-            merge(target[name], value)
-        else:
-            target[name] = copy.deepcopy(value)
 
 
 class Cluster:
@@ -76,9 +67,9 @@ class Cluster:
         namespace: str | None = None,
         **_: Any,
     ) -> Any:
-        obj = thaw(self.store.get(f"{namespace}/{name}"))
-        assert obj is not None
-        merge(obj, patch)
+        current = self.store.get(f"{namespace}/{name}")
+        assert current is not None
+        obj: dict[str, Any] = apply_merge_patch(thaw(current), patch)
         obj["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
         self.store.upsert(obj)
         return obj
@@ -94,18 +85,6 @@ class Cluster:
             if item["type"] == "CarbonAvailable":
                 return dict(item)
         return {}
-
-
-class Events:
-    def __init__(self) -> None:
-        self.recorded: list[tuple[str, str, str]] = []
-
-    async def record(self, obj: Any, event_type: str, reason: str, message: str) -> bool:
-        self.recorded.append((event_type, reason, message))
-        return True
-
-    def reasons(self) -> list[str]:
-        return [reason for _, reason, _ in self.recorded]
 
 
 def config_object(carbon: dict[str, Any]) -> dict[str, Any]:
@@ -176,8 +155,8 @@ def reconciler(
     clock: Clock,
     registry: CollectorRegistry | None = None,
     electricity_maps_url: str = "http://127.0.0.1:9",
-) -> tuple[CarbonReconciler, Events, CappingMetrics]:
-    events = Events()
+) -> tuple[CarbonReconciler, RecordedEvents, CappingMetrics]:
+    events = RecordedEvents()
     metrics = CappingMetrics(registry or CollectorRegistry())
 
     async def session_factory() -> aiohttp.ClientSession:
@@ -364,7 +343,7 @@ async def em_server() -> AsyncIterator[ProviderServer]:
 
 async def live_with_old_key(
     em_server: ProviderServer, session: aiohttp.ClientSession
-) -> tuple[Cluster, CarbonReconciler, Events, Clock]:
+) -> tuple[Cluster, CarbonReconciler, RecordedEvents, Clock]:
     cluster = Cluster(config_object(electricity_maps()))
     cluster.secrets["em"] = secret(OLD_KEY)
     clock = Clock()

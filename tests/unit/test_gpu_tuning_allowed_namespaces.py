@@ -23,12 +23,11 @@ import structlog
 from climatik.api.status import (
     GPU_TUNING_CONDITION,
     GPU_TUNING_NOT_ALLOWED,
-    apply_merge_patch,
 )
 from climatik.domain.gpu import TUNE_NODE_LABEL, TUNE_RESULT_KEY, result_configmap_name
 from climatik.kube.client import KubeClient
 from climatik.kube.resources import Resource
-from climatik.kube.store import Store, thaw
+from climatik.kube.store import thaw
 from climatik.reconcilers.gpu_tuning import GpuTuningReconciler
 from climatik.reconcilers.settings import GpuTuningSettings
 from climatik.reconcilers.targets import WorkloadCaches
@@ -36,28 +35,20 @@ from climatik.reconcilers.tuning_hints import TuningHints
 from climatik.runtime.capping import gpu_tuning_controller
 from climatik.runtime.manager import Manager
 from climatik.runtime.settings import KubeSettings, LeaderElectionSettings, RuntimeSettings
+from tests.unit.helpers.status_world import RecordedEvents, StatusClient, StoreCache
 
 NS = "team-a"
 KEY = f"{NS}/cap"
 
 
-class _Cache:
-    def __init__(self, *objs: dict[str, Any]) -> None:
-        self.store = Store()
-        for obj in objs:
-            self.store.upsert(obj)
-
-
-class _Client(KubeClient):
+class _Client(StatusClient):
     """Records created Jobs (into the Job cache too, as the informer would); applies status
     merge patches to the cached config."""
 
-    def __init__(self, configs: _Cache) -> None:
-        super().__init__(api_client=None)
-        self.configs = configs
-        self.job_cache = _Cache()
+    def __init__(self, configs: StoreCache) -> None:
+        super().__init__(configs)
+        self.job_cache = StoreCache()
         self.jobs: list[dict[str, Any]] = []
-        self.status_patches: list[dict[str, Any]] = []
 
     async def create(
         self, resource: Resource, body: Mapping[str, Any], namespace: str | None = None, **kw: Any
@@ -66,36 +57,6 @@ class _Client(KubeClient):
         self.jobs.append(dict(body))
         self.job_cache.store.upsert(dict(body))
         return dict(body)
-
-    async def merge_patch(
-        self,
-        resource: Resource,
-        name: str,
-        patch: Mapping[str, Any],
-        namespace: str | None = None,
-        *,
-        subresource: str | None = None,
-    ) -> dict[str, Any]:
-        assert subresource == "status", (resource, name, patch)
-        self.status_patches.append(dict(patch))
-        current = self.configs.store.get(f"{namespace}/{name}")
-        assert current is not None
-        updated: dict[str, Any] = apply_merge_patch(thaw(current), patch)
-        updated["metadata"].pop("resourceVersion", None)
-        self.configs.store.upsert(updated)
-        return updated
-
-
-class _Events:
-    def __init__(self, *, refuse_first: bool = False) -> None:
-        self.recorded: list[tuple[str, str, str]] = []
-        self._refuse_first = refuse_first
-
-    async def record(
-        self, obj: Mapping[str, Any], event_type: str, reason: str, message: str
-    ) -> bool:
-        self.recorded.append((event_type, reason, message))
-        return not (self._refuse_first and len(self.recorded) == 1)
 
 
 def _pcc(mode: str, *, generation: int = 1, namespace: str = NS) -> dict[str, Any]:
@@ -128,7 +89,9 @@ def _workloads(namespace: str = NS) -> WorkloadCaches:
         "spec": {"nodeName": "gpu-1"},
         "status": {"phase": "Running", "podIP": "10.0.0.7"},
     }
-    return WorkloadCaches(_Cache(scaled_object), _Cache(), _Cache(deployment), _Cache(pod))
+    return WorkloadCaches(
+        StoreCache(scaled_object), StoreCache(), StoreCache(deployment), StoreCache(pod)
+    )
 
 
 def _applied_result() -> dict[str, Any]:
@@ -150,16 +113,16 @@ def _applied_result() -> dict[str, Any]:
 
 
 def _reconciler(
-    configs: _Cache,
+    configs: StoreCache,
     *,
     allowed: list[str] | None = None,
     client: _Client | None = None,
-    events: _Events | None = None,
+    events: RecordedEvents | None = None,
     namespace: str = NS,
     hints: TuningHints | None = None,
-) -> tuple[GpuTuningReconciler, _Client, _Events]:
+) -> tuple[GpuTuningReconciler, _Client, RecordedEvents]:
     client = client or _Client(configs)
-    events = events or _Events()
+    events = events or RecordedEvents()
     settings = GpuTuningSettings(
         job_namespace="tuning", allowed_namespaces=allowed or [], interval_s=5.0
     )
@@ -168,7 +131,7 @@ def _reconciler(
         configs=configs,
         workloads=_workloads(namespace),
         jobs=client.job_cache,
-        results=_Cache(_applied_result()),
+        results=StoreCache(_applied_result()),
         events=events,
         hints=hints or TuningHints(),
         settings=settings,
@@ -182,14 +145,14 @@ def _mode_args(client: _Client) -> list[str]:
     return [j["spec"]["template"]["spec"]["containers"][0]["args"][2] for j in client.jobs]
 
 
-def _tuning_condition(configs: _Cache, key: str = KEY) -> dict[str, Any] | None:
+def _tuning_condition(configs: StoreCache, key: str = KEY) -> dict[str, Any] | None:
     obj = configs.store.get(key)
     assert obj is not None
     conditions = (obj.get("status") or {}).get("conditions") or ()
     return next((dict(c) for c in conditions if c["type"] == GPU_TUNING_CONDITION), None)
 
 
-def _warnings(events: _Events) -> list[tuple[str, str, str]]:
+def _warnings(events: RecordedEvents) -> list[tuple[str, str, str]]:
     return [e for e in events.recorded if e[1] == "GpuTuningNotAllowed"]
 
 
@@ -253,7 +216,7 @@ def test_the_deprecated_name_is_logged_when_the_controller_is_built(
 
 @pytest.mark.parametrize("mode", ["Recommend", "Apply"])
 async def test_tuning_in_a_namespace_not_allowed_runs_no_job_and_is_told_once(mode: str) -> None:
-    configs = _Cache(_pcc(mode))
+    configs = StoreCache(_pcc(mode))
     hints = TuningHints()
     reconciler, client, events = _reconciler(configs, allowed=["other"], hints=hints)
     for _ in range(3):
@@ -282,7 +245,7 @@ async def test_tuning_in_a_namespace_not_allowed_runs_no_job_and_is_told_once(mo
 async def test_a_restarted_controller_does_not_repeat_the_warning_but_a_new_generation_does() -> (
     None
 ):
-    configs = _Cache(_pcc("Recommend"))
+    configs = StoreCache(_pcc("Recommend"))
     first, client, events = _reconciler(configs)
     await first.reconcile(KEY)
     restarted, _, _ = _reconciler(configs, client=client, events=events)
@@ -300,8 +263,8 @@ async def test_a_restarted_controller_does_not_repeat_the_warning_but_a_new_gene
 
 
 async def test_a_refused_warning_event_is_sent_again() -> None:
-    configs = _Cache(_pcc("Recommend"))
-    reconciler, _, events = _reconciler(configs, events=_Events(refuse_first=True))
+    configs = StoreCache(_pcc("Recommend"))
+    reconciler, _, events = _reconciler(configs, events=RecordedEvents(refuse_first=True))
     first = await reconciler.reconcile(KEY)
     assert first.requeue_after == 5.0  # polled again for the Event owed
     for _ in range(2):
@@ -314,7 +277,7 @@ async def test_a_refused_warning_event_is_sent_again() -> None:
 async def test_tuning_where_allowed_runs_the_job_of_its_mode_and_says_nothing(
     allowed: list[str], mode: str
 ) -> None:
-    configs = _Cache(_pcc(mode))
+    configs = StoreCache(_pcc(mode))
     hints = TuningHints()
     reconciler, client, events = _reconciler(configs, allowed=allowed, hints=hints)
     await reconciler.reconcile(KEY)
@@ -326,7 +289,7 @@ async def test_tuning_where_allowed_runs_the_job_of_its_mode_and_says_nothing(
 
 
 async def test_a_config_not_asking_for_tuning_is_not_warned() -> None:
-    configs = _Cache(_pcc("Disabled"))
+    configs = StoreCache(_pcc("Disabled"))
     reconciler, client, events = _reconciler(configs)
     await reconciler.reconcile(KEY)
     assert client.jobs == []
@@ -340,7 +303,7 @@ async def test_a_config_not_asking_for_tuning_is_not_warned() -> None:
 async def test_the_condition_goes_once_tuning_is_no_longer_refused(
     mode: str, allowed: list[str]
 ) -> None:
-    configs = _Cache(_pcc("Recommend"))
+    configs = StoreCache(_pcc("Recommend"))
     reconciler, client, _ = _reconciler(configs)
     await reconciler.reconcile(KEY)
     assert _tuning_condition(configs) is not None
@@ -368,7 +331,7 @@ async def test_the_condition_an_earlier_release_wrote_is_replaced_then_removed()
             "lastTransitionTime": "2026-11-29T12:00:00Z",
         }
     ]
-    configs = _Cache(cfg)
+    configs = StoreCache(cfg)
     refusing, client, events = _reconciler(configs)
     await refusing.reconcile(KEY)
     condition = _tuning_condition(configs)
@@ -377,7 +340,7 @@ async def test_the_condition_an_earlier_release_wrote_is_replaced_then_removed()
     assert len(_warnings(events)) == 1
     assert client.jobs == []
     # The same upgraded config where its namespace is allowed: the old condition goes.
-    configs = _Cache(cfg)
+    configs = StoreCache(cfg)
     allowing, client, _ = _reconciler(configs, allowed=[NS])
     await allowing.reconcile(KEY)
     assert _tuning_condition(configs) is None
@@ -396,7 +359,7 @@ async def test_a_condition_of_another_reason_is_left_alone() -> None:
             "lastTransitionTime": "2026-11-29T12:00:00Z",
         }
     ]
-    configs = _Cache(cfg)
+    configs = StoreCache(cfg)
     reconciler, client, _ = _reconciler(configs, allowed=[NS])
     await reconciler.reconcile(KEY)
     assert client.status_patches == []

@@ -31,14 +31,8 @@ from climatik.reconcilers.targets import WorkloadCaches
 from climatik.sources.cooling import CoolingController, CoolingError, CoolingOutcome
 from climatik.sources.racks import RackSignals, RackSignalSource, StaticRackSignalSource
 from tests.unit.helpers.placement_objects import DEPLOYMENT, KEY, NS, config, node, pod
+from tests.unit.helpers.status_world import StoreCache
 from tests.unit.helpers.yaml_bombs import ALIAS_BOMB
-
-
-class Cache:
-    def __init__(self, *objs: dict[str, Any]) -> None:
-        self.store = Store({})
-        for obj in objs:
-            self.store.upsert(obj)
 
 
 class RecordingClient:
@@ -145,7 +139,7 @@ def reconciler(
     cooling: CoolingController | None = None,
     deployment: dict[str, Any] | None = None,
     clock: Callable[[], float] = lambda: 1000.0,
-    nodes: Cache | None = None,
+    nodes: StoreCache | None = None,
 ) -> tuple[PlacementReconciler, RecordingClient, Events, PlacementMetrics]:
     client = client or RecordingClient()
     events = Events()
@@ -159,14 +153,14 @@ def reconciler(
 
     rec = PlacementReconciler(
         client,  # type: ignore[arg-type]
-        configs=Cache(cfg),
+        configs=StoreCache(cfg),
         workloads=WorkloadCaches(
-            scaled_objects=Cache(),
-            inference_services=Cache(),
-            deployments=Cache(deployment or DEPLOYMENT),
-            pods=Cache(*pods),
+            scaled_objects=StoreCache(),
+            inference_services=StoreCache(),
+            deployments=StoreCache(deployment or DEPLOYMENT),
+            pods=StoreCache(*pods),
         ),
-        nodes=nodes or Cache(node("a-0", "rack-a"), node("b-0", "rack-b"), node("x", "")),
+        nodes=nodes or StoreCache(node("a-0", "rack-a"), node("b-0", "rack-b"), node("x", "")),
         recirculation_maps=ConfigMapsOf(client),
         signal_source=source_for,
         cooling=cooling_for,
@@ -928,7 +922,7 @@ async def test_the_heat_matrix_is_fitted_to_inlet_minus_the_measured_supply_air(
 
 async def test_a_rack_gone_from_the_nodes_is_gone_from_the_metrics() -> None:
     unconstrained = config(rackConstraints=[{"rackId": "rack-a", "maxPower": 40_000}])
-    nodes = Cache(node("a-0", "rack-a"), node("b-0", "rack-b"))
+    nodes = StoreCache(node("a-0", "rack-a"), node("b-0", "rack-b"))
     rec, _, _, metrics = reconciler(
         unconstrained, [pod("p-a", "a-0")], static(HOT_OVER, COOL), nodes=nodes
     )

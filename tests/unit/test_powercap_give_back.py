@@ -33,12 +33,11 @@ from climatik.reconcilers.targets import WorkloadCaches
 from climatik.sources.address import HTTPSession
 from tests.unit.helpers.capping_world import (
     NS,
-    Cache,
-    Events,
     FakePrometheus,
     objects,
     prometheus,
 )
+from tests.unit.helpers.status_world import RecordedEvents, StoreCache
 
 __all__ = ["prometheus"]  # the fixture, used by name
 
@@ -49,7 +48,7 @@ class Api(KubeClient):
     """Applies every merge patch to the cached object (configs and ScaledObjects), as the API
     server and a watch would; `refuse` makes patches of one ScaledObject fail."""
 
-    def __init__(self, configs: Cache, scaled_objects: Cache) -> None:
+    def __init__(self, configs: StoreCache, scaled_objects: StoreCache) -> None:
         super().__init__(api_client=None)
         self.caches = {POWER_CAPPING_CONFIGS.plural: configs, "scaledobjects": scaled_objects}
         self.patched: list[tuple[str, str, dict[str, Any]]] = []
@@ -82,10 +81,10 @@ class Api(KubeClient):
         return updated
 
 
-def scaled_objects(workloads: WorkloadCaches) -> Cache:
+def scaled_objects(workloads: WorkloadCaches) -> StoreCache:
     """The test's own ScaledObject cache, which it may write (reconcilers only read caches)."""
     cache = workloads.scaled_objects
-    assert isinstance(cache, Cache)
+    assert isinstance(cache, StoreCache)
     return cache
 
 
@@ -98,15 +97,15 @@ def capped_by_an_earlier_version(workloads: WorkloadCaches, *, capped_by: str = 
 
 
 async def run(
-    prometheus: FakePrometheus, configs: Cache, workloads: WorkloadCaches, api: Api
-) -> Events:
+    prometheus: FakePrometheus, configs: StoreCache, workloads: WorkloadCaches, api: Api
+) -> RecordedEvents:
     return (await run_for_result(prometheus, configs, workloads, api))[0]
 
 
 async def run_for_result(
-    prometheus: FakePrometheus, configs: Cache, workloads: WorkloadCaches, api: Api
-) -> tuple[Events, Result]:
-    events = Events()
+    prometheus: FakePrometheus, configs: StoreCache, workloads: WorkloadCaches, api: Api
+) -> tuple[RecordedEvents, Result]:
+    events = RecordedEvents()
     async with HTTPSession() as session:
 
         async def session_factory() -> aiohttp.ClientSession:
@@ -116,7 +115,7 @@ async def run_for_result(
             api,
             configs=configs,
             workloads=workloads,
-            nodes=Cache(),
+            nodes=StoreCache(),
             events=events,
             metrics=CappingMetrics(CollectorRegistry()),
             settings=CappingSettings(),
@@ -126,14 +125,14 @@ async def run_for_result(
     return events, result
 
 
-def config_of(configs: Cache) -> dict[str, Any]:
+def config_of(configs: StoreCache) -> dict[str, Any]:
     obj = configs.store.get(KEY)
     assert obj is not None
     config: dict[str, Any] = thaw(obj)
     return config
 
 
-def delete(configs: Cache) -> None:
+def delete(configs: StoreCache) -> None:
     obj = config_of(configs)
     obj["metadata"]["deletionTimestamp"] = "2026-12-05T12:00:00Z"
     configs.store.upsert(obj)
@@ -239,7 +238,7 @@ async def test_a_config_that_moves_under_the_finalizer_patch_is_decided_again(
     assert GIVE_BACK_FINALIZER in config_of(configs)["metadata"]["finalizers"]
 
 
-def make_invalid(configs: Cache) -> None:
+def make_invalid(configs: StoreCache) -> None:
     """A spec the controller's own checks refuse (a percentage over 100)."""
     obj = config_of(configs)
     obj["spec"]["policy"] = {"holdingThresholdPercent": 250}

@@ -23,14 +23,13 @@ from climatik.reconcilers.settings import CappingSettings
 from climatik.sources.address import HTTPSession
 from tests.unit.helpers.capping_world import (
     NS,
-    Cache,
     Client,
-    Events,
     FakePrometheus,
     objects,
     prometheus,
     reconcile,
 )
+from tests.unit.helpers.status_world import RecordedEvents, StoreCache
 
 __all__ = ["prometheus"]  # the fixture, used by name
 
@@ -152,8 +151,8 @@ async def test_a_spec_change_rebuilds_the_kept_sources(prometheus: FakePrometheu
             Client(configs),
             configs=configs,
             workloads=workloads,
-            nodes=Cache(),
-            events=Events(),
+            nodes=StoreCache(),
+            events=RecordedEvents(),
             metrics=CappingMetrics(CollectorRegistry()),
             settings=CappingSettings(),
             session_factory=session_factory,

@@ -7,7 +7,6 @@ config that still asks for tuning then gets a ``GpuTuning`` condition and one Wa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -279,19 +278,9 @@ async def test_the_gpu_tuning_condition_goes_once_the_controller_tunes_again() -
     assert GPU_TUNING_CONDITION not in conditions_of(configs)
 
 
-class _RefusingEvents(RecordedEvents):
-    """An API server that refuses the first Event (e.g. a passing 500)."""
-
-    async def record(
-        self, obj: Mapping[str, Any], event_type: str, reason: str, message: str
-    ) -> bool:
-        await super().record(obj, event_type, reason, message)
-        return len(self.recorded) > 1
-
-
 async def test_a_refused_gpu_tuning_event_is_tried_again() -> None:
     configs = StoreCache(_pcc("Apply"))
-    client, events = StatusClient(configs), _RefusingEvents()
+    client, events = StatusClient(configs), RecordedEvents(refuse_first=True)
     reconciler = _reconciler(configs, client, events, enabled=False)
     # The first reconcile's Event is refused before any condition is written, so the second
     # tries again; after that it is told.

@@ -15,16 +15,15 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from climatik.api.status import apply_merge_patch
-from climatik.kube.client import KubeClient
 from climatik.kube.resources import Resource
-from climatik.kube.store import Store, thaw
+from climatik.kube.store import thaw
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from climatik.reconcilers.settings import CappingSettings
 from climatik.reconcilers.targets import WorkloadCaches
 from climatik.sources.address import HTTPSession
+from tests.unit.helpers.status_world import RecordedEvents, StatusClient, StoreCache
 
 NS = "tenant-a"
 PODS = ("llm-0", "llm-1")
@@ -91,19 +90,12 @@ async def prometheus() -> AsyncIterator[FakePrometheus]:
         await runner.cleanup()
 
 
-class Cache:
-    def __init__(self, *objs: dict[str, Any]) -> None:
-        self.store = Store()
-        for obj in objs:
-            self.store.upsert(obj)
+class Client(StatusClient):
+    """Applies the config's patches (status and metadata: finalizers, held targets) to its
+    cache; records the ceiling patches of the targets."""
 
-
-class Client(KubeClient):
-    """Applies status patches to the cached config; records ceiling patches."""
-
-    def __init__(self, configs: Cache) -> None:
-        super().__init__(api_client=None)
-        self.configs = configs
+    def __init__(self, configs: StoreCache) -> None:
+        super().__init__(configs)
         self.ceiling_patches: list[tuple[str, dict[str, Any]]] = []
 
     async def merge_patch(
@@ -118,26 +110,10 @@ class Client(KubeClient):
         if resource != POWER_CAPPING_CONFIGS:
             self.ceiling_patches.append((name, dict(patch)))
             return {}
-        current = self.configs.store.get(f"{namespace}/{name}")
-        assert current is not None
-        updated: dict[str, Any] = apply_merge_patch(thaw(current), patch)
-        updated["metadata"].pop("resourceVersion", None)
-        self.configs.store.upsert(updated)
-        return updated
+        return self.apply_to_config(name, patch, namespace)
 
 
-class Events:
-    def __init__(self) -> None:
-        self.recorded: list[tuple[str, str, str]] = []
-
-    async def record(
-        self, obj: Mapping[str, Any], event_type: str, reason: str, message: str
-    ) -> bool:
-        self.recorded.append((event_type, reason, message))
-        return True
-
-
-def objects(address: str, **spec: Any) -> tuple[Cache, WorkloadCaches]:
+def objects(address: str, **spec: Any) -> tuple[StoreCache, WorkloadCaches]:
     config = {
         "apiVersion": "powercapping.climatik-project.ai/v1",
         "kind": "PowerCappingConfig",
@@ -166,8 +142,10 @@ def objects(address: str, **spec: Any) -> tuple[Cache, WorkloadCaches]:
         }
         for pod in PODS
     ]
-    workloads = WorkloadCaches(Cache(scaled_object), Cache(), Cache(deployment), Cache(*pods))
-    return Cache(config), workloads
+    workloads = WorkloadCaches(
+        StoreCache(scaled_object), StoreCache(), StoreCache(deployment), StoreCache(*pods)
+    )
+    return StoreCache(config), workloads
 
 
 async def reconcile(
@@ -189,8 +167,8 @@ async def reconcile(
             client,
             configs=configs,
             workloads=workloads,
-            nodes=Cache(*({"metadata": {"name": f"n{i}"}} for i in range(nodes))),
-            events=Events(),
+            nodes=StoreCache(*({"metadata": {"name": f"n{i}"}} for i in range(nodes))),
+            events=RecordedEvents(),
             metrics=capping_metrics or CappingMetrics(CollectorRegistry()),
             settings=settings or CappingSettings(),
             session_factory=session_factory,
