@@ -31,11 +31,11 @@ import pytest
 from climatik.devcluster.cluster import ClusterInfo
 from climatik.runtime import placement as runtime_placement
 from climatik.runtime.capping import carbon_controller, power_cap_controller
+from tests.certificates import self_signed
 from tests.integration.conftest import Kubectl
 from tests.integration.helpers.carbon_servers import Answer, ProviderServer, provider_server
 from tests.integration.helpers.polling import eventually
 from tests.integration.helpers.scrape import free_port, manager_metric
-from tests.integration.helpers.webhook import serving_pair
 from tests.integration.helpers.workloads import (
     capping_config,
     ceiling_becomes,
@@ -242,7 +242,7 @@ async def test_faults_never_push_a_ceiling_out_of_bounds_and_capping_recovers(
             recovery["carbon key rotated"] = time.monotonic() - rotated
 
             # A valid webhook certificate appears.
-            cert, key = serving_pair(tmp_path)
+            cert, key = self_signed(tmp_path, "webhook")
             key.replace(cert_dir / "tls.key")
             cert.replace(cert_dir / "tls.crt")
             written = time.monotonic()

@@ -43,9 +43,10 @@ from climatik.runtime.settings import RuntimeSettings
 from climatik.runtime.webhook import WebhookServer, start_webhook_server
 from climatik.sources.cooling import CoolingController, DryRunCoolingController
 from climatik.sources.racks import RackSignals, RackSignalSource, StaticRackSignalSource
+from tests.certificates import self_signed
 from tests.integration.conftest import SESSION_TOPOLOGY, Kubectl
 from tests.integration.helpers.polling import eventually
-from tests.integration.helpers.webhook import serving_pair, webhook_configuration
+from tests.integration.helpers.webhook import webhook_configuration
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -116,7 +117,7 @@ async def placement(
     client = await KubeClient.from_config(str(dev_cluster.kubeconfig))
     manager = Manager(runtime, client, install_signal_handlers=False)
     manager.add_controller(placement_factory(signals, snapshot, settings))
-    cert_file, key_file = serving_pair(tmp_path)
+    cert_file, key_file = self_signed(tmp_path, "webhook")
     server = await start_webhook_server(
         PlacementWebhook(snapshot, metrics=None).handle, "127.0.0.1", 0, cert_file, key_file
     )

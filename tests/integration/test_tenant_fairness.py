@@ -34,10 +34,11 @@ from climatik.reconcilers.placement_webhook import MANAGED_LABEL
 from climatik.reconcilers.settings import CappingSettings
 from climatik.runtime import placement as runtime_placement
 from climatik.runtime.capping import power_cap_controller
+from tests.certificates import self_signed
 from tests.integration.conftest import Kubectl
 from tests.integration.helpers.polling import eventually
 from tests.integration.helpers.scrape import free_port, manager_metric
-from tests.integration.helpers.webhook import serving_pair, webhook_configuration
+from tests.integration.helpers.webhook import webhook_configuration
 from tests.integration.helpers.workloads import (
     capping_config,
     ceiling_becomes,
@@ -230,7 +231,7 @@ async def test_a_garbage_webhook_certificate_does_not_stop_power_capping(
                 await asyncio.open_connection("127.0.0.1", port)
 
             # A valid pair appears (as when cert-manager or the script fills the Secret).
-            cert, key = serving_pair(tmp_path)
+            cert, key = self_signed(tmp_path, "webhook")
             key.replace(cert_dir / "tls.key")
             cert.replace(cert_dir / "tls.crt")
             await eventually(

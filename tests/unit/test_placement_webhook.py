@@ -22,7 +22,7 @@ from climatik.reconcilers.placement_webhook import (
     placement_patch,
 )
 from climatik.runtime.webhook import start_webhook_server
-from tests.unit.helpers.certificates import self_signed
+from tests.certificates import self_signed
 
 KEY = "climatik-project.ai/rack"
 

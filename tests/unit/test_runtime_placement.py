@@ -24,7 +24,7 @@ from climatik.runtime.placement import CoolingControllers, PrometheusRackSources
 from climatik.runtime.settings import LeaderElectionSettings, RuntimeSettings
 from climatik.sources.cooling import DryRunCoolingController, HttpCoolingController
 from climatik.sources.racks import PrometheusRackSignalSource, StaticRackSignalSource
-from tests.unit.helpers.certificates import self_signed
+from tests.certificates import self_signed
 from tests.unit.helpers.placement_objects import config
 
 

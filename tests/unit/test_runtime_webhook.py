@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from climatik.reconcilers.placement_webhook import PlacementSnapshot, PlacementWebhook
 from climatik.runtime.webhook import DEFAULT_PATH, WebhookServer, serve_webhook, webhook_app
-from tests.unit.helpers.certificates import self_signed
+from tests.certificates import self_signed
 
 V1 = "admission.k8s.io/v1"
 
