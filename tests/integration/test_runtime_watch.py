@@ -20,6 +20,7 @@ from climatik.kube.informer import Informer
 from climatik.kube.resources import CONFIGMAPS
 from climatik.kube.watchstate import WatchSettings
 from climatik.runtime.metrics import RuntimeMetrics
+from tests.loopback import serving
 
 pytestmark = [pytest.mark.integration]
 
@@ -50,14 +51,9 @@ async def silent_server() -> AsyncIterator[tuple[str, list[float]]]:
 
     app = web.Application()
     app.router.add_get("/api/v1/namespaces/ns/configmaps", handler)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}", opened
-    hold.set()
-    await runner.cleanup()
+    async with serving(app, shutdown_timeout_s=0.5) as url:
+        yield url, opened
+        hold.set()
 
 
 async def test_silent_watch_is_reopened_within_the_inactivity_timeout(

@@ -39,6 +39,7 @@ from climatik.sources.prometheus_results import (
     PrometheusUnreachableError,
     Vector,
 )
+from tests.loopback import serving
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -72,17 +73,11 @@ async def server() -> AsyncIterator[Server]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    state.url = f"http://127.0.0.1:{port}"
-    try:
-        yield state
-    finally:
-        state.release.set()
-        await runner.cleanup()
+    async with serving(app) as state.url:
+        try:
+            yield state
+        finally:
+            state.release.set()
 
 
 @pytest.fixture

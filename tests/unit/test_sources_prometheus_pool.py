@@ -32,6 +32,7 @@ from climatik.sources.prometheus_results import (
     PrometheusUnreachableError,
     Vector,
 )
+from tests.loopback import serving
 
 
 class Clock:
@@ -99,16 +100,11 @@ async def server() -> AsyncIterator[Server]:
 
     app = web.Application()
     app.router.add_post("/api/v1/query", handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    state.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
-        yield state
-    finally:
-        state.released.set()
-        await runner.cleanup()
+    async with serving(app, shutdown_timeout_s=0.5) as state.url:
+        try:
+            yield state
+        finally:
+            state.released.set()
 
 
 @pytest.fixture
@@ -350,25 +346,20 @@ async def test_a_range_on_a_grid_is_asked_once_per_step(session: aiohttp.ClientS
 
     app = web.Application()
     app.router.add_post("/api/v1/query_range", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     wall = Clock(10_030.0)  # 30 s into the step that ended at 10,000 s
     pool = PrometheusPool(lambda: _session(session), clock=wall, wall_clock=wall)
-    querier = pool.querier(url, SETTINGS)
-    try:
-        for now in (10_030.0, 10_045.0, 10_059.0):
-            wall.now = now
-            await querier.query_range("sum(rack)", start_s=6_400.0, end_s=10_000.0, step_s=60.0)
-        assert asked == ["sum(rack)"]
-        wall.now = 10_061.0  # the next step: the caller asks a new window anyway
-        await querier.query_range("sum(rack)", start_s=6_460.0, end_s=10_060.0, step_s=60.0)
-        assert asked == ["sum(rack)", "sum(rack)"]
-    finally:
-        await pool.close()
-        await runner.cleanup()
+    async with serving(app) as url:
+        querier = pool.querier(url, SETTINGS)
+        try:
+            for now in (10_030.0, 10_045.0, 10_059.0):
+                wall.now = now
+                await querier.query_range("sum(rack)", start_s=6_400.0, end_s=10_000.0, step_s=60.0)
+            assert asked == ["sum(rack)"]
+            wall.now = 10_061.0  # the next step: the caller asks a new window anyway
+            await querier.query_range("sum(rack)", start_s=6_460.0, end_s=10_060.0, step_s=60.0)
+            assert asked == ["sum(rack)", "sum(rack)"]
+        finally:
+            await pool.close()
 
 
 async def test_a_kept_answer_older_than_a_new_pod_is_asked_again_at_most_once_a_second(

@@ -17,6 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.loopback import serving
+
 
 @dataclass
 class Answer:
@@ -86,17 +88,11 @@ async def provider_server(defaults: dict[str, Answer]) -> AsyncIterator[Provider
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    server.url = f"http://127.0.0.1:{port}"
-    try:
-        yield server
-    finally:
-        # A handler still sleeping on a scripted delay would outlive the server otherwise.
-        for task in list(handlers):
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        await runner.cleanup()
+    async with serving(app, shutdown_timeout_s=0.1) as server.url:
+        try:
+            yield server
+        finally:
+            # A handler still sleeping on a scripted delay would outlive the server otherwise.
+            for task in list(handlers):
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)

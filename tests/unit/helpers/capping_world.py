@@ -23,6 +23,7 @@ from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 from climatik.reconcilers.settings import CappingSettings
 from climatik.reconcilers.targets import WorkloadCaches
 from climatik.sources.address import HTTPSession
+from tests.loopback import serving
 from tests.unit.helpers.status_world import RecordedEvents, StatusClient, StoreCache
 
 NS = "tenant-a"
@@ -79,15 +80,8 @@ async def prometheus() -> AsyncIterator[FakePrometheus]:
 
     app = web.Application()
     app.router.add_post("/api/v1/query", handle)
-    runner = web.AppRunner(app, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    state.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serving(app) as state.url:
         yield state
-    finally:
-        await runner.cleanup()
 
 
 class Client(StatusClient):
