@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from climatik.api.status import peer_status
 from climatik.api.status_models import EffectiveCapSource
 from climatik.domain.capping import TargetObservation
 from climatik.domain.config import PowerCappingConfig
@@ -314,16 +315,19 @@ def target_observation(
 def effective_cap(
     obj: Mapping[str, Any], config: PowerCappingConfig
 ) -> tuple[float, EffectiveCapSource]:
-    """The carbon reconciler's cap when it has set one for this spec, else powerCapLimit."""
-    status = obj.get("status") or {}
-    carbon_cap = status.get("effectiveCapWatts")
+    """The carbon reconciler's cap when it has set one for this spec, else powerCapLimit.
+
+    Read through the typed status like every peer's field: a status this version cannot read
+    sets no carbon cap."""
+    status = peer_status(obj)
+    carbon_cap = status.effective_cap_watts
     if (
         config.carbon is not None
-        and status.get("effectiveCapSource") == EffectiveCapSource.CARBON
-        and isinstance(carbon_cap, int | float)
+        and status.effective_cap_source is EffectiveCapSource.CARBON
+        and carbon_cap is not None
         and 0 < carbon_cap <= config.power_cap_w
     ):
-        return float(carbon_cap), EffectiveCapSource.CARBON
+        return carbon_cap, EffectiveCapSource.CARBON
     return config.power_cap_w, EffectiveCapSource.STATIC
 
 

@@ -49,9 +49,12 @@ def test_the_carbon_reconcilers_cap_binds_only_within_powercaplimit_and_with_a_c
     # A carbon section removed since: the cap left in the status no longer binds.
     assert effective_cap(carbon_status, config(carbon=False)) == static
     assert effective_cap(with_status(), config(carbon=True)) == static
-    for bad in (1500, 0, -5, "600", None):
+    # Above powerCapLimit, zero, what the schema refuses (negative, a word), or none at all.
+    for bad in (1500, 0, -5, "six hundred", None):
         hostile = with_status(effectiveCapWatts=bad, effectiveCapSource="Carbon")
         assert effective_cap(hostile, config(carbon=True)) == static, bad
+    unknown_source = with_status(effectiveCapWatts=600, effectiveCapSource="Guess")
+    assert effective_cap(unknown_source, config(carbon=True)) == static
     written_by_us = with_status(effectiveCapWatts=600, effectiveCapSource="Static")
     assert effective_cap(written_by_us, config(carbon=True)) == static
 
