@@ -156,7 +156,11 @@ class Policy(CrdModel):
         default=1, description="Most replicas a ceiling drops per step when above it."
     )
     step_down_interval_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
-        default=30, description="Seconds between step-downs."
+        default=30,
+        description=(
+            "Seconds after a target's step-down before its next one (measured power lags a "
+            "step-down); power above the cap and the fail-safe never wait."
+        ),
     )
 
     @model_validator(mode="after")

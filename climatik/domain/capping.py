@@ -64,6 +64,9 @@ class CeilingReason(enum.StrEnum):
     """Headroom: a deferrable target's budget under the carbon cap allows fewer: lowered."""
     HEADROOM = "headroom"
     """Headroom: the budget leaves room for more replicas: raised."""
+    STEP_DOWN_WAITING = "step_down_waiting"
+    """Both: the policy would step the ceiling down, but its last step-down is younger than the
+    step-down interval (measurements still lag it): the ceiling holds."""
 
 
 def _check_optional_watts(name: str, value: float | None) -> None:
@@ -303,11 +306,23 @@ class TargetLearnerState:
 
 
 @dataclass(frozen=True, slots=True)
+class StepDown:
+    """One target's last step-down: when it was decided and the ceiling it set."""
+
+    at_s: float
+    """The decision's time (the policy's `now_s` clock)."""
+    to_replicas: int
+    """The ceiling it set: while the ceiling in force is no higher, the step-down is in force
+    (one refused on a conflict, or undone by a raise since, is not)."""
+
+
+@dataclass(frozen=True, slots=True)
 class CappingState:
     """Everything a ceiling policy carries from one decision to the next.
 
     The policy returns a new state instead of mutating anything, so it stays pure and a
-    controller restart only costs relearning.
+    controller restart only costs relearning (and forgets the last step-downs, which only lets
+    the next one come sooner: the safe direction).
     """
 
     targets: dict[str, TargetLearnerState] = field(default_factory=dict)
@@ -316,6 +331,8 @@ class CappingState:
     """When the current gap in the scope's power data began; `None` while data flows."""
     predicted_w: float | None = None
     """The scope's power the last plan predicted for this decision (its ceilings in force)."""
+    step_downs: dict[str, StepDown] = field(default_factory=dict)
+    """Each target's last step-down, by name: the next one waits the step-down interval."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,12 +29,14 @@ def policy_settings(config: PowerCappingConfig) -> CeilingSettings:
         return ThresholdSettings(
             approach_fraction=policy.capping_threshold_fraction,
             limit_fraction=policy.holding_threshold_fraction,
+            step_down_interval_s=policy.step_down_interval_s,
             fail_safe=fail_safe,
         )
     return HeadroomSettings(
         safety_margin_fraction=policy.safety_margin_fraction,
         hysteresis_fraction=policy.hysteresis_fraction,
         max_step_down_replicas=policy.step_down_replicas,
+        step_down_interval_s=policy.step_down_interval_s,
         fail_safe=fail_safe,
     )
 

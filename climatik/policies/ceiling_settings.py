@@ -23,6 +23,10 @@ class ThresholdSettings:
 
     approach_fraction: float = 0.80
     limit_fraction: float = 0.95
+    step_down_interval_s: float = 30.0
+    """After a target's ceiling is stepped down, its next step-down waits this long (measured
+    power lags a step-down); a breach of the cap itself and the fail-safe never wait
+    (`policies/step_down.py`)."""
     fail_safe: FailSafeSettings = field(default_factory=FailSafeSettings)
 
 
@@ -38,6 +42,11 @@ class HeadroomSettings:
     the model learns only while replica counts hold, so its estimate wobbles little)."""
     max_step_down_replicas: int = 1
     """At most this many replicas fewer than running per decision (graceful step-down)."""
+    step_down_interval_s: float = 30.0
+    """After a target's ceiling is stepped down, its next step-down waits this long (measured
+    power lags a step-down); a breach of the cap itself and the fail-safe never wait
+    (`policies/step_down.py`). The CRD's default; at the scenarios' 30 s control interval it
+    holds no step-down back, so the twin's figures are those of 0 (measured, every scenario)."""
     step_up_replicas: int = 2
     """Growth allowed above running replicas per decision, at least ..."""
     step_up_fraction: float = 0.25

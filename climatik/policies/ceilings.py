@@ -23,7 +23,8 @@ Two policies turn one `CapObservation` into one `CeilingPlan`:
   full-load watts, as before.
 
 Guarantees of both: ceilings stay within [min replicas, user max]; missing data (`None`) never
-lowers a ceiling; after `max_data_age_s` without data the configured safe ceiling applies.
+lowers a ceiling; after `max_data_age_s` without data the configured safe ceiling applies; below
+a breach of the cap, a target's step-downs are at least `step_down_interval_s` apart.
 The functions are pure: the learner's memory travels in the returned `CappingState`.
 """
 
@@ -55,6 +56,7 @@ from climatik.policies.power_model import (
     learn_energy_model,
     learn_watts_per_replica,
 )
+from climatik.policies.step_down import space_step_downs
 
 
 def decide_replica_ceilings(
@@ -66,11 +68,15 @@ def decide_replica_ceilings(
     """Decide the next ceilings of every target of one capped scope.
 
     `now_s` is any monotonic clock in seconds (the controller's loop time or the twin's simulated
-    time); it only measures how long data has been missing.
+    time); it measures how long data has been missing and how long ago a target's ceiling was
+    last stepped down (a step-down sooner than `step_down_interval_s` after the last waits,
+    unless power is above the cap itself or the fail-safe applies: `policies/step_down.py`).
     """
     if isinstance(settings, ThresholdSettings):
-        return _decide_threshold(observation, settings, state, now_s)
-    return _decide_headroom(observation, settings, state, now_s)
+        plan = _decide_threshold(observation, settings, state, now_s)
+    else:
+        plan = _decide_headroom(observation, settings, state, now_s)
+    return space_step_downs(plan, observation, state, settings.step_down_interval_s, now_s)
 
 
 def _clamp(value: int, target: TargetObservation) -> int:

@@ -21,14 +21,18 @@ def config(policy: PolicyConfig, fail_safe: FailSafeConfig | None = None) -> Pow
     )
 
 
-def test_threshold_takes_the_specs_fractions_and_fail_safe() -> None:
+def test_threshold_takes_the_specs_fractions_interval_and_fail_safe() -> None:
     spec = PolicyConfig(
-        type=PolicyType.THRESHOLD, capping_threshold_fraction=0.7, holding_threshold_fraction=0.9
+        type=PolicyType.THRESHOLD,
+        capping_threshold_fraction=0.7,
+        holding_threshold_fraction=0.9,
+        step_down_interval_s=90.0,
     )
     fail_safe = FailSafeConfig(hold_s=60.0, safe_max_replicas=2)
     assert policy_settings(config(spec, fail_safe)) == ThresholdSettings(
         approach_fraction=0.7,
         limit_fraction=0.9,
+        step_down_interval_s=90.0,
         fail_safe=FailSafeSettings(max_data_age_s=60.0, safe_max_replicas=2),
     )
 
@@ -39,11 +43,13 @@ def test_headroom_takes_the_specs_margin_hysteresis_and_step_down() -> None:
         safety_margin_fraction=0.1,
         hysteresis_fraction=0.02,
         step_down_replicas=3,
+        step_down_interval_s=0.0,
     )
     assert policy_settings(config(spec)) == HeadroomSettings(
         safety_margin_fraction=0.1,
         hysteresis_fraction=0.02,
         max_step_down_replicas=3,
+        step_down_interval_s=0.0,
         # The fail-safe holds for hold_s (not max_metric_age_s, which makes a reading stale).
         fail_safe=FailSafeSettings(max_data_age_s=300.0, safe_max_replicas=None),
     )
