@@ -11,6 +11,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.integration.helpers.prometheus"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
+STEP_DOWN_INTERVAL_S = 20
+"""Long beside the 1 s decisions and scrapes of these tests, so a wait is unmistakable: the
+second step-down of the threshold test follows the first by about 6 s without it."""
+
 
 @pytest.fixture
 async def controller(
@@ -68,7 +73,14 @@ async def test_threshold_policy_follows_the_design_document(
     pods = await running_pods(kubectl, "llm", 3)
     await serve_watts(metrics_exporter, namespace, pods, 200)  # 600 W of 1000: below 80 %
     kubectl.apply(
-        capping_config("cap", prometheus.url, [so_ref("llm")], policy="Threshold", cap_w=1000)
+        capping_config(
+            "cap",
+            prometheus.url,
+            [so_ref("llm")],
+            policy="Threshold",
+            cap_w=1000,
+            step_down_interval_s=STEP_DOWN_INTERVAL_S,
+        )
     )
 
     pcc = await eventually(
@@ -85,12 +97,17 @@ async def test_threshold_policy_follows_the_design_document(
 
     await serve_watts(metrics_exporter, namespace, pods, 280)  # 840 W: >= 80 %, current + 1
     so = await ceiling_becomes(kubectl, "llm", 4)
+    stepped_down_s = time.monotonic()
     annotations = so["metadata"]["annotations"]
     assert annotations[USER_MAX_ANNOTATION] == "10"
     assert annotations[CAPPED_BY_ANNOTATION] == f"{namespace}/cap"
 
     await serve_watts(metrics_exporter, namespace, pods, 330)  # 990 W: >= 95 %, current
     await ceiling_becomes(kubectl, "llm", 3)
+    # Under the cap itself the second step-down waited the interval (seen up to a poll and a
+    # kubectl call late, at most a second early).
+    waited_s = time.monotonic() - stepped_down_s
+    assert waited_s >= STEP_DOWN_INTERVAL_S - 3, waited_s
     pcc = await kubectl_json(kubectl, "pcc", "cap")
     assert condition(pcc, "Capping")["status"] == "True"
     assert pcc["status"]["lastDecision"]["action"] == "Cap"

@@ -72,8 +72,17 @@ def scaled_object(
 
 
 def capping_config(
-    name: str, prometheus_url: str, refs: list[dict[str, Any]], *, policy: str, cap_w: int
+    name: str,
+    prometheus_url: str,
+    refs: list[dict[str, Any]],
+    *,
+    policy: str,
+    cap_w: int,
+    step_down_interval_s: int = 0,
 ) -> dict[str, Any]:
+    """A config measuring Kepler's pod power through `prometheus_url`. Step-downs do not wait
+    by default (`stepDownIntervalSeconds: 0`, not the CRD's 30 s): the tests decide every
+    second, and a 30 s wait would stretch every scenario that steps down twice."""
     return {
         "apiVersion": API,
         "kind": "PowerCappingConfig",
@@ -81,7 +90,7 @@ def capping_config(
         "spec": {
             "powerCapLimit": cap_w,
             "scaleObjectRef": refs,
-            "policy": {"type": policy},
+            "policy": {"type": policy, "stepDownIntervalSeconds": step_down_interval_s},
             "powerMeasurement": {"preset": "KeplerPod", "prometheusAddress": prometheus_url},
             "failSafe": {"maxMetricAgeSeconds": 30, "holdSeconds": 600},
         },
