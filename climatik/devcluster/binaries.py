@@ -2,7 +2,8 @@
 
 The build script names its output directory after a digest of the pinned versions, so the only
 source of truth for that name is the script itself (`build.sh --print`). Environment variables
-override it for installs that have no source tree.
+override it for installs that have no source tree. The KEDA add-on (`build.sh --with keda`) is a
+version set of its own, located the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ BUILD_SCRIPT = REPO_ROOT / "hack" / "control-plane" / "build.sh"
 ENV_BIN_DIR = "CLIMATIK_CONTROL_PLANE_BIN_DIR"
 ENV_CRD_DIR = "CLIMATIK_CONTROL_PLANE_CRD_DIR"
 ENV_KWOK_STAGES = "CLIMATIK_CONTROL_PLANE_KWOK_STAGES"
+KEDA_BINARIES = ("keda-operator", "keda-adapter")
+ENV_KEDA_BIN_DIR = "CLIMATIK_KEDA_BIN_DIR"
+ENV_KEDA_CRD_DIR = "CLIMATIK_KEDA_CRD_DIR"
+ENV_KEDA_RBAC_DIR = "CLIMATIK_KEDA_RBAC_DIR"
 
 
 class BinariesMissingError(RuntimeError):
@@ -60,6 +65,86 @@ class ControlPlaneBinaries:
         return sorted(self.crd_dir.glob("*.yaml"))
 
 
+@dataclass(frozen=True)
+class KedaBinaries:
+    """Resolved paths of the KEDA operator and metrics adapter and KEDA's own manifests."""
+
+    bin_dir: Path
+    crd_dir: Path
+    rbac_dir: Path
+    version_set: str
+
+    def path(self, name: str) -> Path:
+        """Absolute path of one binary."""
+        return self.bin_dir / name
+
+    def missing(self) -> list[str]:
+        """Names of binaries or manifest folders that are not there yet."""
+        absent = [b for b in KEDA_BINARIES if not os.access(self.path(b), os.X_OK)]
+        absent += [
+            f"{folder}/*.yaml"
+            for folder in (self.crd_dir, self.rbac_dir)
+            if not folder.is_dir() or not any(folder.glob("*.yaml"))
+        ]
+        return absent
+
+    def crds(self) -> list[Path]:
+        """KEDA's six CRDs, in a stable order."""
+        return sorted(self.crd_dir.glob("*.yaml"))
+
+    def rbac(self) -> list[Path]:
+        """KEDA's ClusterRoles, Roles and bindings for its operator and metrics adapter."""
+        return sorted(self.rbac_dir.glob("*.yaml"))
+
+
+def _printed_build() -> dict[str, str]:
+    """The `key=value` lines of `build.sh --print`: the output folders of every version set."""
+    result = subprocess.run(
+        ["bash", str(BUILD_SCRIPT), "--print"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BinariesMissingError(f"{BUILD_SCRIPT} --print failed: {result.stderr.strip()}")
+    return dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+
+
+def locate_keda() -> KedaBinaries:
+    """Find the built KEDA add-on, raising BinariesMissingError with the fix if absent."""
+    env_bin = os.environ.get(ENV_KEDA_BIN_DIR)
+    if env_bin:
+        bin_dir = Path(env_bin)
+        found = KedaBinaries(
+            bin_dir=bin_dir,
+            crd_dir=Path(os.environ.get(ENV_KEDA_CRD_DIR, str(bin_dir / "crds"))),
+            rbac_dir=Path(os.environ.get(ENV_KEDA_RBAC_DIR, str(bin_dir / "rbac"))),
+            version_set=bin_dir.name,
+        )
+    elif BUILD_SCRIPT.is_file():
+        values = _printed_build()
+        found = KedaBinaries(
+            bin_dir=Path(values["keda_bin_dir"]),
+            crd_dir=Path(values["keda_crd_dir"]),
+            rbac_dir=Path(values["keda_rbac_dir"]),
+            version_set=values["keda_version_set"],
+        )
+    else:
+        raise BinariesMissingError(
+            f"no KEDA build found: set {ENV_KEDA_BIN_DIR} (and {ENV_KEDA_CRD_DIR}, "
+            f"{ENV_KEDA_RBAC_DIR}) or run from a Climatik source tree"
+        )
+    missing = found.missing()
+    if missing:
+        raise BinariesMissingError(
+            f"KEDA {found.version_set} is not built (missing: {', '.join(missing)}); "
+            f"run `bash {BUILD_SCRIPT} --with keda` (the first KEDA build takes about 15 "
+            "minutes on 2 cores)"
+        )
+    return found
+
+
 def locate_binaries() -> ControlPlaneBinaries:
     """Find the built control plane, raising BinariesMissingError with the fix if absent."""
     env_bin = os.environ.get(ENV_BIN_DIR)
@@ -72,16 +157,7 @@ def locate_binaries() -> ControlPlaneBinaries:
             version_set=bin_dir.name,
         )
     elif BUILD_SCRIPT.is_file():
-        result = subprocess.run(
-            ["bash", str(BUILD_SCRIPT), "--print"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise BinariesMissingError(f"{BUILD_SCRIPT} --print failed: {result.stderr.strip()}")
-        values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+        values = _printed_build()
         found = ControlPlaneBinaries(
             bin_dir=Path(values["bin_dir"]),
             crd_dir=Path(values["crd_dir"]),

@@ -36,12 +36,30 @@ def add_dev_cluster_parser(subparsers: Any) -> None:
     up_parser.add_argument(
         "--timeout", type=float, default=180.0, help="seconds to wait for readiness"
     )
+    up_parser.add_argument(
+        "--with",
+        dest="addons",
+        type=_addons,
+        default=(),
+        metavar="ADDONS",
+        help="also run these, comma-separated: keda (KEDA's operator and metrics adapter; "
+        "build them with `hack/control-plane/build.sh --with keda`)",
+    )
     up_parser.set_defaults(handler=_run_up)
     down_parser = actions.add_parser("down", help="stop every process the cluster started")
     down_parser.add_argument(
         "--dir", type=Path, required=True, help="the folder given to `up` (its state file)"
     )
     down_parser.set_defaults(handler=_run_down)
+
+
+def _addons(text: str) -> tuple[str, ...]:
+    from climatik.devcluster.addons import parse_addons
+
+    try:
+        return parse_addons(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _run_up(args: argparse.Namespace) -> int:
@@ -60,14 +78,16 @@ def _run_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     topology = load_topology(args.topology)  # a TopologyError is a usage error: exit 2
     try:
-        info = up(args.dir, topology, timeout_s=args.timeout, progress=print)
+        info = up(args.dir, topology, addons=args.addons, timeout_s=args.timeout, progress=print)
     except (BinariesMissingError, DevClusterError) as exc:
         print(f"climatik dev-cluster: up failed: {exc}", file=sys.stderr)
         return 1
     nodes = sum(len(n) for n in info.nodes_by_rack.values())
+    with_addons = f", with {', '.join(info.addons)}" if info.addons else ""
     print(
         f"dev cluster ready in {time.monotonic() - started:.1f}s: {info.api_url}, "
-        f"{nodes} kwok nodes in {len(info.nodes_by_rack)} racks ({info.rack_label_key})\n"
+        f"{nodes} kwok nodes in {len(info.nodes_by_rack)} racks ({info.rack_label_key})"
+        f"{with_addons}\n"
         f"export KUBECONFIG={info.kubeconfig}\n"
         f"kubectl: {info.kubectl}\nlogs: {info.logs_dir}"
     )

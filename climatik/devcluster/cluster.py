@@ -3,10 +3,12 @@ scheduler and kwok as background processes on free 127.0.0.1 ports.
 
 `up` returns only when the API server is ready, the default ServiceAccount exists (so the
 controller-manager works), every CRD is Established and every simulated node is Ready and
-untainted (so the scheduler can place pods). Any failure stops what was started and raises
-DevClusterError carrying the failing component's log tail. `down` stops every recorded process
-group and leaves no process and no listening port behind. State lives in DIR/cluster.json,
-written after every start, so `down` can also clean up after an `up` that died half way.
+untainted (so the scheduler can place pods). Add-ons (`keda`: KEDA's operator and metrics
+adapter) start once the CRDs they need are served and are waited for the same way. Any failure
+stops what was started and raises DevClusterError carrying the failing component's log tail.
+`down` stops every recorded process group and leaves no process and no listening port behind.
+State lives in DIR/cluster.json, written after every start, so `down` can also clean up after
+an `up` that died half way.
 """
 
 from __future__ import annotations
@@ -26,10 +28,17 @@ from typing import Any
 
 import yaml
 
-from climatik.devcluster import components
+from climatik.devcluster import components, keda
+from climatik.devcluster.addons import parse_addons
 from climatik.devcluster.apiclient import ApiClient
-from climatik.devcluster.binaries import REPO_ROOT, ControlPlaneBinaries, locate_binaries
-from climatik.devcluster.pki import generate_pki
+from climatik.devcluster.binaries import (
+    REPO_ROOT,
+    ControlPlaneBinaries,
+    KedaBinaries,
+    locate_binaries,
+    locate_keda,
+)
+from climatik.devcluster.pki import ClusterPKI, generate_keda_pki, generate_pki
 from climatik.devcluster.processes import ProcessRecord, exit_code, is_alive, spawn, stop, tail
 from climatik.devcluster.topology import KWOK_NODE_LABELS, Topology
 
@@ -65,6 +74,7 @@ class ClusterInfo:
     rack_label_key: str
     nodes_by_rack: dict[str, tuple[str, ...]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    addons: tuple[str, ...] = ()
 
     @property
     def kubectl(self) -> Path:
@@ -139,13 +149,21 @@ class _Launch:
         tmp.write_text(json.dumps(self.state, indent=2), encoding="utf-8")
         tmp.replace(self.dir / STATE_FILE)
 
-    def start(self, component: str, binary: str, args: Sequence[str]) -> None:
+    def start(
+        self,
+        component: str,
+        binary: str | Path,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Start a control-plane binary by name, or any executable by path."""
+        executable = binary if isinstance(binary, Path) else self.binaries.path(binary)
         record = spawn(
             component,
-            [str(self.binaries.path(binary)), *args],
+            [str(executable), *args],
             log_path=self.log_path(component),
             cwd=self.dir,
-            env=_component_env(),
+            env={**_component_env(), **(env or {})},
         )
         self.records.append(record)
         self.save()
@@ -210,6 +228,7 @@ def _info_from_state(directory: Path, state: dict[str, Any]) -> ClusterInfo:
         rack_label_key=state["rack_label_key"],
         nodes_by_rack={k: tuple(v) for k, v in state["nodes_by_rack"].items()},
         ports=dict(state["ports"]),
+        addons=tuple(state.get("addons", ())),
     )
 
 
@@ -218,16 +237,19 @@ def up(
     topology: Topology | None = None,
     *,
     extra_crd_dirs: Sequence[Path] = (OUR_CRD_DIR,),
+    addons: Sequence[str] = (),
     timeout_s: float = DEFAULT_TIMEOUT_S,
     progress: Callable[[str], None] | None = None,
 ) -> ClusterInfo:
     """Start a fresh dev cluster in `directory` and return once it is ready.
 
-    A cluster already running there with the same topology is reused; one with another
-    topology, or a half-dead one, is refused (run `down` first).
+    `addons` names what runs besides the control plane (see `addons.ADDONS`). A cluster running
+    there with the same topology and add-ons is reused; one with another topology or other
+    add-ons, or a half-dead one, is refused (run `down` first).
     """
     directory = directory.resolve()
     topology = topology or Topology()
+    addons = parse_addons(",".join(addons))
     state = read_state(directory)
     if state is not None:
         records = _records(state)
@@ -239,6 +261,12 @@ def up(
                     f"the dev cluster in {directory} runs another topology; run "
                     f"`climatik dev-cluster down --dir {directory}` first"
                 )
+            if info.addons != addons:
+                running = ", ".join(info.addons) or "none"
+                raise DevClusterError(
+                    f"the dev cluster in {directory} runs other add-ons ({running}); run "
+                    f"`climatik dev-cluster down --dir {directory}` first"
+                )
             return info
         if any(is_alive(r) for r in records):
             raise DevClusterError(
@@ -248,6 +276,7 @@ def up(
         (directory / STATE_FILE).unlink()
 
     binaries = locate_binaries()
+    keda_binaries = locate_keda() if "keda" in addons else None
     directory.mkdir(parents=True, exist_ok=True)
     # Each `up` starts from an empty etcd and a new CA: a dev cluster is disposable.
     for stale in ("etcd", "pki", "logs"):
@@ -256,7 +285,9 @@ def up(
 
     launch = _Launch(directory, binaries, progress)
     try:
-        return _bring_up(launch, topology, extra_crd_dirs, time.monotonic() + timeout_s)
+        return _bring_up(
+            launch, topology, extra_crd_dirs, keda_binaries, time.monotonic() + timeout_s
+        )
     except BaseException:
         _stop_cluster(launch.records)
         (directory / STATE_FILE).unlink(missing_ok=True)
@@ -267,16 +298,21 @@ def _bring_up(
     launch: _Launch,
     topology: Topology,
     extra_crd_dirs: Sequence[Path],
+    keda_binaries: KedaBinaries | None,
     deadline: float,
 ) -> ClusterInfo:
     directory = launch.dir
-    etcd_port, etcd_peer_port, api_port, kcm_port, sched_port = _free_ports(5)
+    addon_port_names = keda.PORT_NAMES if keda_binaries is not None else ()
+    etcd_port, etcd_peer_port, api_port, kcm_port, sched_port, *addon_ports = _free_ports(
+        5 + len(addon_port_names)
+    )
     ports = {
         "etcd": etcd_port,
         "etcd-peer": etcd_peer_port,
         "kube-apiserver": api_port,
         "kube-controller-manager": kcm_port,
         "kube-scheduler": sched_port,
+        **dict(zip(addon_port_names, addon_ports, strict=True)),
     }
     api_url = f"https://127.0.0.1:{api_port}"
     pki = generate_pki(directory / "pki", service_ip=components.SERVICE_IP)
@@ -290,6 +326,7 @@ def _bring_up(
             "rack_label_key": topology.rack_label_key,
             "nodes_by_rack": {r.name: r.node_names() for r in topology.racks},
             "ports": ports,
+            "addons": ["keda"] if keda_binaries is not None else [],
         }
     )
     _write_yaml(
@@ -345,6 +382,10 @@ def _bring_up(
     launch.note(f"kube-apiserver: created {len(topology.node_names())} nodes")
 
     crd_files = [*launch.binaries.third_party_crds()]
+    if keda_binaries is not None:
+        # KEDA's operator needs all six of its CRDs; ScaledObject's is already among the above.
+        present = {p.name for p in crd_files}
+        crd_files += [p for p in keda_binaries.crds() if p.name not in present]
     for crd_dir in extra_crd_dirs:
         if crd_dir.is_dir():
             crd_files += sorted(p for p in crd_dir.iterdir() if p.suffix in {".yaml", ".yml"})
@@ -366,6 +407,8 @@ def _bring_up(
         lambda: all(_served(api, e) for e in endpoints),
         deadline,
     )
+    if keda_binaries is not None:
+        _start_keda(launch, keda_binaries, pki, api, deadline)
     expected = set(topology.node_names())
     launch.wait_for(
         "kwok",
@@ -376,6 +419,70 @@ def _bring_up(
     launch.state["status"] = "ready"
     launch.save()
     return _info_from_state(directory, launch.state)
+
+
+def _start_keda(
+    launch: _Launch,
+    binaries: KedaBinaries,
+    pki: ClusterPKI,
+    api: ApiClient,
+    deadline: float,
+) -> None:
+    """Run KEDA's operator and metrics adapter and wait until the API server serves external
+    metrics through the adapter (called once KEDA's CRDs are served)."""
+    directory = launch.dir
+    ports: dict[str, int] = launch.state["ports"]
+    keda_pki = generate_keda_pki(
+        directory / "pki" / "keda",
+        pki.ca,
+        namespace=keda.NAMESPACE,
+        service_account=keda.SERVICE_ACCOUNT,
+        services=(keda.OPERATOR_SERVICE, keda.ADAPTER_SERVICE),
+    )
+    kubeconfig = directory / "pki" / "keda.kubeconfig"
+    _write_yaml(
+        kubeconfig,
+        components.kubeconfig_for(
+            launch.state["api_url"], pki.ca.cert, keda_pki.identity, keda.SERVICE_ACCOUNT
+        ),
+    )
+    objects = directory / "keda-objects.yaml"
+    objects.write_text(
+        yaml.safe_dump_all(keda.cluster_objects(pki.ca.cert, ports["keda-adapter"])),
+        encoding="utf-8",
+    )
+    _apply(launch, Path(launch.state["kubeconfig"]), [objects, *binaries.rbac()])
+    launch.note("kubectl: applied KEDA's namespace, RBAC, Service and APIService")
+
+    env = keda.process_env(kubeconfig)
+    launch.start(
+        "keda-operator",
+        binaries.path("keda-operator"),
+        keda.operator_args(kubeconfig, keda_pki.cert_dir, ports),
+        env,
+    )
+    launch.start(
+        "keda-adapter",
+        binaries.path("keda-adapter"),
+        keda.adapter_args(kubeconfig, keda_pki.cert_dir, ports),
+        env,
+    )
+    health = _plain_http_get(ports["keda-operator-health"])
+    launch.wait_for("keda-operator", "/readyz", lambda: health("/readyz") == "ok", deadline)
+    apiservice = f"/apis/apiregistration.k8s.io/v1/apiservices/{keda.APISERVICE_NAME}"
+    launch.wait_for(
+        "keda-adapter",
+        f"APIService {keda.APISERVICE_NAME} Available",
+        lambda: keda.apiservice_available(api.get(apiservice).body or {}),
+        deadline,
+    )
+    group = f"/apis/{keda.EXTERNAL_METRICS_GROUP}/{keda.EXTERNAL_METRICS_VERSION}"
+    launch.wait_for(
+        "keda-adapter",
+        f"{group} served through the aggregation layer",
+        lambda: api.get(group).status == 200,
+        deadline,
+    )
 
 
 def _healthz_ok(port: int) -> Callable[[], bool]:

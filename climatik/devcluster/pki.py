@@ -47,10 +47,23 @@ class ClusterPKI:
     service_account_pub: Path
 
 
-def _name(common_name: str, organization: str | None = None) -> x509.Name:
+@dataclass(frozen=True)
+class KedaPKI:
+    """KEDA's identity towards the API server and the certificates of its own services.
+
+    `cert_dir` holds ca.crt, tls.crt and tls.key, the layout KEDA reads from its `kedaorg-certs`
+    Secret: the operator's gRPC metrics service and the metrics adapter authenticate each other
+    with them (mutual TLS), and the adapter serves the aggregation layer with the same pair.
+    """
+
+    identity: CertPair
+    cert_dir: Path
+    serving: CertPair
+
+
+def _name(common_name: str, *organizations: str) -> x509.Name:
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if organization:
-        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
     return x509.Name(attrs)
 
 
@@ -136,20 +149,15 @@ def generate_pki(directory: Path, *, service_ip: str) -> ClusterPKI:
         server_ips: tuple[str, ...] = (),
         client: bool = True,
     ) -> CertPair:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _issue(
-            subject=subject,
-            key=key,
-            issuer=ca_name,
-            issuer_key=ca_key,
+        return _issue_pair(
+            CertPair(cert=directory / f"{stem}.crt", key=directory / f"{stem}.key"),
+            subject,
+            ca_name=ca_name,
+            ca_key=ca_key,
             server_names=server_names,
             server_ips=server_ips,
             client=client,
         )
-        paths = CertPair(cert=directory / f"{stem}.crt", key=directory / f"{stem}.key")
-        _write_cert(cert, paths.cert)
-        _write_key(key, paths.key)
-        return paths
 
     ca = CertPair(cert=directory / "ca.crt", key=directory / "ca.key")
     _write_cert(ca_cert, ca.cert)
@@ -190,3 +198,80 @@ def generate_pki(directory: Path, *, service_ip: str) -> ClusterPKI:
         service_account_key=sa_key_path,
         service_account_pub=sa_pub_path,
     )
+
+
+def _issue_pair(
+    paths: CertPair,
+    subject: x509.Name,
+    *,
+    ca_name: x509.Name,
+    ca_key: PrivateKey,
+    server_names: tuple[str, ...] = (),
+    server_ips: tuple[str, ...] = (),
+    client: bool = True,
+) -> CertPair:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(
+        subject=subject,
+        key=key,
+        issuer=ca_name,
+        issuer_key=ca_key,
+        server_names=server_names,
+        server_ips=server_ips,
+        client=client,
+    )
+    _write_cert(cert, paths.cert)
+    _write_key(key, paths.key)
+    return paths
+
+
+def generate_keda_pki(
+    directory: Path,
+    ca: CertPair,
+    *,
+    namespace: str,
+    service_account: str,
+    services: tuple[str, ...],
+) -> KedaPKI:
+    """Issue KEDA's credentials from the cluster's CA (written by `generate_pki`).
+
+    The identity is the ServiceAccount KEDA runs as in a real cluster, as a client certificate:
+    RBAC matches a ServiceAccount subject by user name, so KEDA's own Roles and bindings apply to
+    the processes exactly as they would to its pods. The service certificate names each KEDA
+    Service's cluster DNS names (the aggregation layer checks the adapter's against the
+    APIService's Service) and 127.0.0.1 (where the adapter dials the operator's gRPC service).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise TypeError(f"{ca.key}: unsupported CA key type {type(ca_key).__name__}")
+    ca_name = ca_cert.subject
+    identity = _issue_pair(
+        CertPair(cert=directory / "identity.crt", key=directory / "identity.key"),
+        _name(
+            f"system:serviceaccount:{namespace}:{service_account}",
+            "system:serviceaccounts",
+            f"system:serviceaccounts:{namespace}",
+        ),
+        ca_name=ca_name,
+        ca_key=ca_key,
+    )
+    cert_dir = directory / "certs"
+    cert_dir.mkdir(exist_ok=True)
+    cert_dir.chmod(0o700)
+    (cert_dir / "ca.crt").write_bytes(ca.cert.read_bytes())
+    dns_names = tuple(
+        f"{svc}.{namespace}.{suffix}" for svc in services for suffix in ("svc", "svc.cluster.local")
+    )
+    serving = _issue_pair(
+        CertPair(cert=cert_dir / "tls.crt", key=cert_dir / "tls.key"),
+        _name(f"{namespace}-services"),
+        ca_name=ca_name,
+        ca_key=ca_key,
+        server_names=("localhost", *dns_names),
+        server_ips=("127.0.0.1",),
+        client=True,
+    )
+    return KedaPKI(identity=identity, cert_dir=cert_dir, serving=serving)

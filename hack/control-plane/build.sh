@@ -7,9 +7,14 @@
 # Results land in ${XDG_CACHE_HOME:-$HOME/.cache}/climatik/{bin,crds}/<version-set>/, where the
 # version set is a digest of every pin; a run that finds everything present does nothing.
 #
-# Usage: build.sh            build what is missing (the first run takes 20+ minutes on 2 cores)
-#        build.sh --print    print bin_dir=, crd_dir=, kwok_stages= and exit, building nothing
-#        build.sh --check    exit 0 when everything is present, 1 otherwise
+# Usage: build.sh [--with keda]           build what is missing (the first run takes 20+ minutes
+#                                         on 2 cores; KEDA adds its own, see docs/dev-cluster.md)
+#        build.sh --print                 print bin_dir=, crd_dir=, kwok_stages=, keda_* and exit
+#        build.sh --check [--with keda]   exit 0 when everything is present, 1 otherwise
+#
+# `--with keda` also builds the KEDA operator and metrics adapter and extracts KEDA's six CRDs and
+# its RBAC manifests. They form a version set of their own, so pinning KEDA never rebuilds
+# Kubernetes and a Kubernetes pin never rebuilds KEDA.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -61,16 +66,76 @@ all_present() {
   [[ -s "$stages_file" ]]
 }
 
-case "${1:-}" in
-  --print) printf 'bin_dir=%s\ncrd_dir=%s\nkwok_stages=%s\nversion_set=%s\n' \
-    "$bin_dir" "$crd_dir" "$stages_file" "$version_set"; exit 0 ;;
-  --check) all_present; exit $? ;;
-  "") ;;
-  *) echo "usage: $0 [--print|--check]" >&2; exit 2 ;;
+# KEDA (`--with keda`): its own module, its own version set, its own output directories.
+keda_module="github.com/kedacore/keda/v2"
+keda_version="$(awk -v m="$keda_module" '$1 == "require" && $2 == m {print $3} $1 == m {print $2}' \
+  "$here/keda/go.mod" | head -n 1)"
+keda_binaries=(keda-operator keda-adapter)
+keda_crds=(
+  config/crd/bases/keda.sh_scaledobjects.yaml
+  config/crd/bases/keda.sh_scaledjobs.yaml
+  config/crd/bases/keda.sh_triggerauthentications.yaml
+  config/crd/bases/keda.sh_clustertriggerauthentications.yaml
+  config/crd/bases/eventing.keda.sh_cloudeventsources.yaml
+  config/crd/bases/eventing.keda.sh_clustercloudeventsources.yaml
+)
+# KEDA's own RBAC: the operator's roles and the metrics adapter's (auth delegation, reading the
+# aggregation layer's client CA, and letting the HPA controller read external metrics).
+keda_rbac=(
+  config/rbac/role.yaml
+  config/rbac/role_binding.yaml
+  config/metrics-server/role.yaml
+  config/metrics-server/role_binding.yaml
+)
+keda_set="$(
+  {
+    cat "$here/keda/go.mod" "$here/keda/go.sum"
+    printf '%s\n' "${keda_crds[@]}" "${keda_rbac[@]}" "$go_version" "flags:trimpath,s,w,cgo0,version"
+  } | sha256sum | cut -c1-12
+)"
+keda_set="keda-${keda_version}-${keda_set}"
+keda_bin_dir="$cache_root/bin/$keda_set"
+keda_crd_dir="$cache_root/crds/$keda_set"
+keda_rbac_dir="$cache_root/rbac/$keda_set"
+
+keda_present() {
+  local b f
+  for b in "${keda_binaries[@]}"; do [[ -x "$keda_bin_dir/$b" ]] || return 1; done
+  for f in "${keda_crds[@]}"; do [[ -s "$keda_crd_dir/$(basename "$f")" ]] || return 1; done
+  for f in "${keda_rbac[@]}"; do [[ -s "$keda_rbac_dir/$(keda_rbac_name "$f")" ]] || return 1; done
+}
+# Two RBAC files share a name (role.yaml); prefix the folder they come from.
+keda_rbac_name() { local d; d="$(dirname "$1")"; printf '%s-%s' "${d##*/}" "$(basename "$1")"; }
+
+mode="build" with_keda=false
+while (($#)); do
+  case "$1" in
+    --print) mode="print" ;;
+    --check) mode="check" ;;
+    --with)
+      [[ "${2:-}" == "keda" ]] || { echo "$0: --with takes 'keda'" >&2; exit 2; }
+      with_keda=true; shift ;;
+    --with=keda) with_keda=true ;;
+    *) echo "usage: $0 [--print|--check] [--with keda]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+wanted_present() { all_present && { ! $with_keda || keda_present; }; }
+
+case "$mode" in
+  print)
+    printf 'bin_dir=%s\ncrd_dir=%s\nkwok_stages=%s\nversion_set=%s\n' \
+      "$bin_dir" "$crd_dir" "$stages_file" "$version_set"
+    printf 'keda_bin_dir=%s\nkeda_crd_dir=%s\nkeda_rbac_dir=%s\nkeda_version_set=%s\n' \
+      "$keda_bin_dir" "$keda_crd_dir" "$keda_rbac_dir" "$keda_set"
+    exit 0 ;;
+  check) wanted_present; exit $? ;;
 esac
 
-if all_present; then
+if wanted_present; then
   echo "control-plane: $version_set already built in $bin_dir"
+  $with_keda && echo "control-plane: $keda_set already built in $keda_bin_dir"
   exit 0
 fi
 
@@ -84,7 +149,7 @@ if ! flock -n 9; then
   log "another build holds $cache_root/build.lock; waiting"
   flock 9
 fi
-if all_present; then log "built by the other run"; exit 0; fi
+if wanted_present; then log "built by the other run"; exit 0; fi
 
 # 2 cores are shared with other work: bound parallelism and never let `go` fetch a toolchain.
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:-} -mod=mod -buildvcs=false"
@@ -171,3 +236,33 @@ fi
 
 all_present
 log "done: $version_set in $bin_dir and $crd_dir"
+
+if $with_keda && ! keda_present; then
+  mkdir -p "$keda_bin_dir" "$keda_crd_dir" "$keda_rbac_dir"
+  if ! [[ -x "$keda_bin_dir/keda-operator" && -x "$keda_bin_dir/keda-adapter" ]]; then
+    log "building keda-operator, keda-adapter ($keda_module $keda_version; about 15 minutes cold)"
+    keda_scratch="$(mktemp -d "$keda_bin_dir/.build.XXXXXX")"
+    trap 'rm -rf "$scratch" "$keda_scratch"' EXIT
+    keda_ldflags="-s -w -X $keda_module/version.Version=${keda_version#v}"
+    keda_ldflags+=" -X $keda_module/version.GitCommit=$keda_version"
+    # One invocation shares the compilation of the packages both commands use (most of them).
+    (cd "$here/keda" && go build "${build_flags[@]}" -ldflags="$keda_ldflags" -o "$keda_scratch/" \
+      "$keda_module/cmd/operator" "$keda_module/cmd/adapter")
+    mv -f "$keda_scratch/operator" "$keda_bin_dir/keda-operator"
+    mv -f "$keda_scratch/adapter" "$keda_bin_dir/keda-adapter"
+    log "built keda-operator, keda-adapter"
+  fi
+  dir="$(cd "$here/keda" && module_dir "$keda_module@$keda_version")"
+  for f in "${keda_crds[@]}" "${keda_rbac[@]}"; do
+    if [[ "$f" == config/crd/* ]]; then dest="$keda_crd_dir/$(basename "$f")"
+    else dest="$keda_rbac_dir/$(keda_rbac_name "$f")"; fi
+    [[ -s "$dest" ]] && continue
+    if [[ -z "$dir" || ! -s "$dir/$f" ]]; then
+      log "module $keda_module@$keda_version has no $f"
+      exit 1
+    fi
+    install -m 0644 "$dir/$f" "$dest.tmp" && mv -f "$dest.tmp" "$dest"
+  done
+  keda_present
+  log "done: $keda_set in $keda_bin_dir, $keda_crd_dir and $keda_rbac_dir"
+fi

@@ -12,14 +12,15 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from climatik.devcluster.binaries import BinariesMissingError, locate_binaries
+from climatik.devcluster.binaries import BinariesMissingError, locate_binaries, locate_keda
 from climatik.devcluster.cluster import ClusterInfo, down, up
 from climatik.devcluster.processes import tail
 from climatik.devcluster.topology import Rack, Topology
@@ -28,9 +29,10 @@ from tests.integration.helpers import k3s
 # The fixture's cluster: 2 racks x 4 nodes x 8 GPUs, the `up` default.
 SESSION_TOPOLOGY = Topology(racks=(Rack(name="rack-a", nodes=4), Rack(name="rack-b", nodes=4)))
 
-# Log directories whose tails go into a failing test's report: the session cluster's for tests
-# that use it, plus those of clusters a test brings up itself (see `cluster_dir`).
-_SESSION_LOGS_KEY = pytest.StashKey[Path]()
+# Log directories whose tails go into a failing test's report: each session cluster's (by the
+# name of its fixture) for tests that use it, plus those of clusters a test brings up itself
+# (see `cluster_dir`).
+_SESSION_LOGS_KEY = pytest.StashKey[dict[str, Path]]()
 _ITEM_LOGS_KEY = pytest.StashKey[list[Path]]()
 
 
@@ -53,9 +55,35 @@ def dev_cluster(
         with k3s.k3s_cluster(directory, SESSION_TOPOLOGY) as info:
             yield info
         return
-    pytestconfig.stash[_SESSION_LOGS_KEY] = directory / "logs"
+    pytestconfig.stash.setdefault(_SESSION_LOGS_KEY, {})["dev_cluster"] = directory / "logs"
+    with _session_cluster(directory) as info:
+        yield info
+
+
+@pytest.fixture(scope="session")
+def keda_dev_cluster(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[ClusterInfo]:
+    """A session cluster that also runs KEDA's operator and metrics adapter (`up --with keda`).
+
+    Its own cluster, so tests that do not need KEDA never wait for it, and KEDA's HPAs never
+    scale what other tests create. Built by `hack/control-plane/build.sh --with keda`.
+    """
     try:
-        info = up(directory, SESSION_TOPOLOGY)
+        locate_binaries()
+        locate_keda()
+    except BinariesMissingError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    directory = tmp_path_factory.mktemp("keda-dev-cluster")
+    pytestconfig.stash.setdefault(_SESSION_LOGS_KEY, {})["keda_dev_cluster"] = directory / "logs"
+    with _session_cluster(directory, addons=("keda",)) as info:
+        yield info
+
+
+@contextmanager
+def _session_cluster(directory: Path, addons: Sequence[str] = ()) -> Iterator[ClusterInfo]:
+    try:
+        info = up(directory, SESSION_TOPOLOGY, addons=addons)
     except Exception:
         down(directory)
         raise
@@ -126,6 +154,16 @@ def kubectl(dev_cluster: ClusterInfo, namespace: str) -> Kubectl:
     return Kubectl(dev_cluster.kubectl, dev_cluster.kubeconfig, namespace)
 
 
+@pytest.fixture
+def keda_kubectl(keda_dev_cluster: ClusterInfo) -> Iterator[Kubectl]:
+    """kubectl bound to a fresh namespace of the KEDA cluster, deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    admin = Kubectl(keda_dev_cluster.kubectl, keda_dev_cluster.kubeconfig, "default")
+    admin.run("create", "namespace", name)
+    yield Kubectl(keda_dev_cluster.kubectl, keda_dev_cluster.kubeconfig, name)
+    admin.run("delete", "namespace", name, "--wait=false", check=False)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -135,9 +173,10 @@ def pytest_runtest_makereport(
     if not report.failed:
         return report
     dirs: list[Path] = [*item.stash.get(_ITEM_LOGS_KEY, [])]
-    session_logs = item.config.stash.get(_SESSION_LOGS_KEY, None)
-    if session_logs is not None and "dev_cluster" in getattr(item, "fixturenames", ()):
-        dirs.append(session_logs)
+    fixtures = getattr(item, "fixturenames", ())
+    for fixture, session_logs in item.config.stash.get(_SESSION_LOGS_KEY, {}).items():
+        if fixture in fixtures:
+            dirs.append(session_logs)
     for logs in dirs:
         for log in sorted(logs.glob("*.log")):
             report.sections.append((f"{log.parent.parent.name}/{log.name}", tail(log, 30)))
