@@ -9,7 +9,6 @@ behind.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from climatik.devcluster.cluster import ClusterInfo, DevClusterError, down, read_state, up
 from climatik.devcluster.topology import Rack, Topology
 from tests.integration.conftest import SESSION_TOPOLOGY, Kubectl, wait_until
+from tests.integration.helpers.host_processes import listening_ports, processes_mentioning
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -210,32 +210,6 @@ def test_lease_update_with_stale_resource_version_conflicts(
     assert api.get(f"{path}/climatik-leader").body["spec"]["holderIdentity"] == "a"
 
 
-def _listening_ports() -> set[int]:
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table, encoding="ascii") as f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                if fields[3] == "0A":  # TCP_LISTEN
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if text.encode() in cmdline:
-            found.append(int(entry))
-    return found
-
-
 @pytest.mark.timeout(600)
 def test_up_then_down_three_times_leaves_no_process_or_port(cluster_dir: Path) -> None:
     small = Topology(racks=(Rack(name="r1", nodes=1, gpus_per_node=8),))
@@ -245,7 +219,7 @@ def test_up_then_down_three_times_leaves_no_process_or_port(cluster_dir: Path) -
         assert state is not None
         assert len(state["processes"]) == 5
         ports = set(info.ports.values())
-        assert ports & _listening_ports(), "the cluster should be listening while up"
+        assert ports & listening_ports(), "the cluster should be listening while up"
         # `up` on a running cluster reuses it instead of starting a second one, and refuses
         # to pretend a cluster with other racks is the one asked for.
         assert up(cluster_dir, small).api_url == info.api_url
@@ -257,7 +231,7 @@ def test_up_then_down_three_times_leaves_no_process_or_port(cluster_dir: Path) -
             ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
         )
         # Every component's command line names a file in the cluster directory.
-        assert not _processes_mentioning(str(cluster_dir)), "a component outlived down"
-        assert not ports & _listening_ports(), "a port is still listening after down"
+        assert not processes_mentioning(str(cluster_dir)), "a component outlived down"
+        assert not ports & listening_ports(), "a port is still listening after down"
         assert read_state(cluster_dir) is None
     assert down(cluster_dir) == []

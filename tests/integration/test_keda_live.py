@@ -21,15 +21,20 @@ from climatik.devcluster.cluster import ClusterInfo, DevClusterError, down, read
 from climatik.devcluster.keda import APISERVICE_NAME
 from climatik.devcluster.topology import Rack, Topology
 from tests.integration.conftest import Kubectl
+from tests.integration.helpers.host_processes import listening_ports, processes_mentioning
 from tests.integration.helpers.polling import eventually
 from tests.integration.helpers.workloads import deployment, kubectl_json, running_pods
-from tests.integration.test_control_plane import _listening_ports, _processes_mentioning
 
 if TYPE_CHECKING:
     from tests.integration.helpers.prometheus import ExporterHandle, PrometheusServer
 
 pytest_plugins = ["tests.integration.helpers.prometheus"]
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.keda,
+    pytest.mark.slow,
+    pytest.mark.timeout(420),
+]
 
 THRESHOLD = 10  # waiting requests per replica
 # The HPA reacts to a change of its spec at once (HPAGeneration), not at its next 15 s sync; a
@@ -169,7 +174,7 @@ def test_up_with_keda_then_down_leaves_no_process_or_port(cluster_dir: Path) -> 
     assert apiservice.body["spec"]["service"]["port"] == info.ports["keda-adapter"]
     assert api.get("/apis/external.metrics.k8s.io/v1beta1").status == 200
     ports = set(info.ports.values())
-    assert ports & _listening_ports(), "the cluster should be listening while up"
+    assert ports & listening_ports(), "the cluster should be listening while up"
     # The same cluster is reused when asked for again; one without KEDA is not pretended.
     assert up(cluster_dir, small, addons=("keda",)).api_url == info.api_url
     with pytest.raises(DevClusterError, match="other add-ons"):
@@ -187,6 +192,6 @@ def test_up_with_keda_then_down_leaves_no_process_or_port(cluster_dir: Path) -> 
             "keda-adapter",
         ]
     )
-    assert not _processes_mentioning(str(cluster_dir)), "a component outlived down"
-    assert not ports & _listening_ports(), "a port is still listening after down"
+    assert not processes_mentioning(str(cluster_dir)), "a component outlived down"
+    assert not ports & listening_ports(), "a port is still listening after down"
     assert read_state(cluster_dir) is None
