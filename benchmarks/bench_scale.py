@@ -68,6 +68,8 @@ configure_logging("error")
 API = "powercapping.climatik-project.ai/v1"
 WATTS_PER_POD = 300.0
 NOISE = 0.03
+SCRAPE_INTERVAL_S = 5.0
+"""Prometheus's scrape interval (and timeout) here: what an exporter of 5,000 pods can keep."""
 
 
 # -- the objects ------------------------------------------------------------------------------
@@ -466,8 +468,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         print("bringing up the dev cluster (reused when --cluster-dir holds one)", flush=True)
         cluster = up(work / "cluster", topology)
         exporter = start_exporter(work / "exporter.log")
+        # Kepler is scraped every 15-30 s in production. The tests' 1 s interval is also each
+        # scrape's timeout, and the exporter cannot render 5,000 pods' series within 1 s while
+        # the controller busies both cores: lost scrapes made the pods' series vanish and
+        # flip thousands of configs to MetricsUnavailable and back, which measured the
+        # harness, not the controller.
         prometheus = start_prometheus(
-            find_prometheus(), work / f"prometheus-{time.time_ns()}", exporter.hostport
+            find_prometheus(),
+            work / f"prometheus-{time.time_ns()}",
+            exporter.hostport,
+            scrape_interval_s=SCRAPE_INTERVAL_S,
         )
         # The configs name no Prometheus: the controller's default is this run's.
         os.environ["CLIMATIK_CAPPING__PROMETHEUS_ADDRESS"] = prometheus.url
@@ -483,7 +493,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             pods_s = await _wait_for_pods(cluster, args.configs)
             pods = await asyncio.to_thread(_running_pods, cluster)
             await _serve_noisy_watts(exporter, pods)
-            await asyncio.sleep(20)  # two scrapes
+            await asyncio.sleep(4 * SCRAPE_INTERVAL_S)  # a few scrapes
             print("baseline: the same manager with a no-op power-cap reconciler", flush=True)
             baseline = await _measure_in_own_process(
                 "baseline",

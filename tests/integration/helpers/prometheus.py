@@ -204,8 +204,10 @@ def _terminate(process: subprocess.Popen[Any], timeout_s: float = 10.0) -> None:
 # Prometheus
 
 
-def scrape_config(exporter_hostport: str) -> dict[str, Any]:
-    interval = f"{SCRAPE_INTERVAL_S:g}s"
+def scrape_config(
+    exporter_hostport: str, scrape_interval_s: float = SCRAPE_INTERVAL_S
+) -> dict[str, Any]:
+    interval = f"{scrape_interval_s:g}s"
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "scrape_configs": [
@@ -231,6 +233,8 @@ class PrometheusServer:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    scrape_interval_s: float = SCRAPE_INTERVAL_S
+    """Also each scrape's timeout: an exporter slower than this loses the scrape."""
 
     @property
     def url(self) -> str:
@@ -245,7 +249,9 @@ class PrometheusServer:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "prometheus.yml"
-        config.write_text(yaml.safe_dump(scrape_config(self.exporter_hostport)))
+        config.write_text(
+            yaml.safe_dump(scrape_config(self.exporter_hostport, self.scrape_interval_s))
+        )
         self.starts += 1
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -322,11 +328,19 @@ class PrometheusServer:
             return "(no log)"
 
 
-def start_prometheus(binary: Path, workdir: Path, exporter_hostport: str) -> PrometheusServer:
+def start_prometheus(
+    binary: Path,
+    workdir: Path,
+    exporter_hostport: str,
+    *,
+    scrape_interval_s: float = SCRAPE_INTERVAL_S,
+) -> PrometheusServer:
     # A free port can be taken between our probe and Prometheus's bind: retry with another.
     last_error: Exception | None = None
     for _ in range(3):
-        server = PrometheusServer(binary, workdir, exporter_hostport)
+        server = PrometheusServer(
+            binary, workdir, exporter_hostport, scrape_interval_s=scrape_interval_s
+        )
         try:
             server.start()
         except RuntimeError as exc:
