@@ -33,7 +33,7 @@ class StatusConflictError(Exception):
 
 
 def with_fields(
-    current: PowerCappingConfigStatus | None, **fields: Any
+    current: PowerCappingConfigStatus | None, **fields: object
 ) -> PowerCappingConfigStatus:
     """`current` with some fields replaced. A new status is validated like input; an existing
     one is copied with the replacements (they are the reconcilers' own typed values), which

@@ -15,6 +15,7 @@ import aiohttp
 import structlog
 
 from climatik.domain.gpu import TUNE_NODE_LABEL
+from climatik.kube.cache import Cache
 from climatik.kube.informer import EventHandlers
 from climatik.kube.resources import (
     CONFIGMAPS,
@@ -26,7 +27,7 @@ from climatik.kube.resources import (
     PODS,
     SCALED_OBJECTS,
 )
-from climatik.kube.store import index_by_namespace
+from climatik.kube.store import FrozenMapping, index_by_namespace
 from climatik.kube.workqueue import WorkQueue
 from climatik.reconcilers.cached_fields import (
     DEPLOYMENT_FIELDS,
@@ -99,7 +100,7 @@ class SharedSession:
 
 
 def configs_in_namespace(
-    configs: Any, queue: WorkQueue[str]
+    configs: Cache[FrozenMapping], queue: WorkQueue[str]
 ) -> Callable[[Mapping[str, Any]], None]:
     """Wake the configs of an object's own namespace: only they may act on it (an annotation
     naming a config elsewhere is no reason to wake that config)."""

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import structlog
 
 from climatik.domain.config import CoolingMode, PowerCappingConfig
-from climatik.kube.informer import EventHandlers
+from climatik.kube.cache import Cache
+from climatik.kube.informer import EventHandlers, Informer
 from climatik.kube.resources import CONFIGMAPS, NODES
-from climatik.kube.store import index_by_namespace
+from climatik.kube.store import FrozenMapping, index_by_namespace
 from climatik.kube.workqueue import WorkQueue
 from climatik.reconcilers.cached_fields import NODE_FIELDS
 from climatik.reconcilers.placement import PlacementReconciler
@@ -138,8 +138,11 @@ class CoolingControllers:
 
 
 def watch_recirculation(
-    ctx: ControllerContext, settings: PlacementSettings, configs: Any, queue: WorkQueue[str]
-) -> Any:
+    ctx: ControllerContext,
+    settings: PlacementSettings,
+    configs: Cache[FrozenMapping],
+    queue: WorkQueue[str],
+) -> Informer:
     """The recirculation ConfigMaps, one name in every namespace, watched (RBAC grants list and
     watch on that name only) so a reconcile reads the cache instead of asking the API server;
     a change wakes the configs of its namespace."""
