@@ -42,7 +42,12 @@ from typing import Any
 
 import structlog
 
-from climatik.api.status import set_condition
+from climatik.api.status import (
+    ConditionUpdate,
+    condition_settled,
+    set_condition,
+    status_from_wire,
+)
 from climatik.api.status_models import ConditionType, PowerCappingConfigStatus
 from climatik.domain.config import CoolingMode, PlacementMode, PowerCappingConfig, TargetKind
 from climatik.domain.placement import (
@@ -503,6 +508,17 @@ class PlacementReconciler:
             memory.status_written_s is None
             or now_s - memory.status_written_s >= self._settings.status_refresh_s
         )
+        if not refresh:
+            update = ConditionUpdate(
+                str(ConditionType.RACKS_WITHIN_LIMITS),
+                condition.status,
+                condition.reason,
+                condition.message,
+            )
+            current = status_from_wire(obj)
+            conditions = current.conditions if current else None
+            if condition_settled(conditions, update, config.generation):
+                return  # what write_status would find: nothing to send
         if await write_status(self._client, obj, desire, settled=not refresh) and refresh:
             memory.status_written_s = now_s
 

@@ -195,6 +195,8 @@ class SharedPrometheus:
         self._pool = pool
         self._address = address
         self._settings = settings
+        # Built once: every reconcile of every config looks its grouped answers up by it.
+        self._by_pod_settings = replace(settings, max_sample_age_s=None)
 
     @property
     def address(self) -> str:
@@ -277,7 +279,7 @@ class SharedPrometheus:
         `"default"` means Prometheus's own lookback, not the age (callers judge ages from the
         freshness query). Otherwise a config per distinct `maxMetricAgeSeconds` would cost the
         server one more cluster-wide query each."""
-        shared = replace(self._settings, max_sample_age_s=None)
+        shared = self._by_pod_settings
         key = self._by_pod_key(promql, namespace_label, pod_label, lookback_delta_s)
 
         async def ask(refresh: bool) -> PodSamples:
@@ -321,11 +323,10 @@ class SharedPrometheus:
     def _by_pod_key(
         self, promql: str, namespace_label: str, pod_label: str, lookback_delta_s: Lookback
     ) -> Hashable:
-        shared = replace(self._settings, max_sample_age_s=None)
         return (
             "by_pod",
             self._address,
-            shared,
+            self._by_pod_settings,
             promql,
             namespace_label,
             pod_label,
