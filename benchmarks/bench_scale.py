@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gc
 import itertools
 import json
 import os
@@ -330,6 +331,38 @@ def _rss_mib() -> float:
     return float("nan")
 
 
+class GcPauses:
+    """The garbage collector's pauses while counting, by generation: every one stops the event
+    loop, and a full collection walks every tracked object the caches hold."""
+
+    def __init__(self) -> None:
+        self.pauses_s: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started: float | None = None
+        self.counting = False
+
+    def __call__(self, phase: str, info: Mapping[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None and self.counting:
+            self.pauses_s[info["generation"]].append(time.perf_counter() - self._started)
+
+    def report(self) -> dict[str, Any]:
+        every = [p for pauses in self.pauses_s.values() for p in pauses]
+        return {
+            "count": len(every),
+            "total_s": round(sum(every), 2),
+            "max_ms": round(max(every, default=0.0) * 1000, 1),
+            "by_generation": {
+                str(g): {
+                    "count": len(pauses),
+                    "total_s": round(sum(pauses), 3),
+                    "max_ms": round(max(pauses, default=0.0) * 1000, 1),
+                }
+                for g, pauses in self.pauses_s.items()
+            },
+        }
+
+
 def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -395,6 +428,9 @@ async def _measure(
             t.reset()
         client.start_counting()
         queries_before = await asyncio.to_thread(_prometheus_queries, prometheus_url)
+        gc_pauses = GcPauses()
+        gc.callbacks.append(gc_pauses)
+        gc_pauses.counting = True
         window_start = time.perf_counter()
         cpu_start = time.process_time()
         if profile is not None:
@@ -406,6 +442,8 @@ async def _measure(
             profiler.dump_stats(str(profile))
         window = time.perf_counter() - window_start
         cpu_s = time.process_time() - cpu_start
+        gc_pauses.counting = False
+        gc.callbacks.remove(gc_pauses)
         queries = await asyncio.to_thread(_prometheus_queries, prometheus_url) - queries_before
         counts = dict(client.counts)
         rss = _rss_mib()
@@ -429,6 +467,7 @@ async def _measure(
         "window_s": round(window, 1),
         # Busy share of one core: an asyncio process near 100 % has no time left to be punctual.
         "cpu_share_of_one_core": round(cpu_s / window, 3),
+        "gc_pauses": gc_pauses.report(),
         "reconcile": {
             name: {
                 "count": len(t.durations),
@@ -600,6 +639,16 @@ def _print(report: Mapping[str, Any]) -> None:
             "controller CPU, share of one core",
             ours["cpu_share_of_one_core"],
             base["cpu_share_of_one_core"],
+        ),
+        (
+            "GC pauses in the window, longest (ms)",
+            ours["gc_pauses"]["max_ms"],
+            base["gc_pauses"]["max_ms"],
+        ),
+        (
+            "GC pauses in the window, total (s)",
+            ours["gc_pauses"]["total_s"],
+            base["gc_pauses"]["total_s"],
         ),
         ("API requests/s", ours["api_requests_per_s"], base["api_requests_per_s"]),
         (

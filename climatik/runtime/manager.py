@@ -41,6 +41,7 @@ from climatik.kube.resources import LEASES, Resource
 from climatik.kube.store import IndexFunc
 from climatik.kube.watchstate import WatchSettings
 from climatik.kube.workqueue import WorkQueue
+from climatik.runtime.heap import freeze_live_objects, tune_collector
 from climatik.runtime.http import HttpServer
 from climatik.runtime.metrics import RuntimeMetrics
 from climatik.runtime.reconcile import Controller, ControllerFactory, run_worker
@@ -308,6 +309,7 @@ class Manager:
             controllers=[c.name for c in self.controllers],
         )
         exit_code = EXIT_OK
+        tune_collector(self.settings.heap)
         try:
             await self.http.start()
             log.info("http_server_started", port=self.http.port)
@@ -348,6 +350,8 @@ class Manager:
                 if self.elector is not None
                 else None
             )
+            if self.settings.heap.freeze_after_sync:
+                infra.append(group.create_task(self._freeze_when_synced(), name="heap-freeze"))
             self._workers_task = group.create_task(self._work(), name="workers")
             stop_task = group.create_task(self._stop_requested.wait(), name="stop-signal")
             await stop_task
@@ -358,6 +362,11 @@ class Manager:
                 await asyncio.wait({elector_task})
             for task in infra:
                 task.cancel()
+
+    async def _freeze_when_synced(self) -> None:
+        """Freeze the heap once every cache holds its first list (`runtime/heap.py`)."""
+        await asyncio.gather(*(informer.wait_synced() for informer in self._informers.values()))
+        freeze_live_objects()
 
     async def _lead(self) -> None:
         assert self.elector is not None

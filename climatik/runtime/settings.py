@@ -31,6 +31,7 @@ from climatik.reconcilers.settings import (
     GpuTuningSettings,
     PlacementSettings,
 )
+from climatik.runtime.heap import HeapSettings
 
 ENV_PREFIX = "CLIMATIK_"
 ENV_NESTED_DELIMITER = "__"
@@ -87,6 +88,7 @@ class RuntimeSettings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     kube: KubeSettings = Field(default_factory=KubeSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    heap: HeapSettings = Field(default_factory=HeapSettings)
     # Seconds a shutting-down leader waits for in-flight reconciles before cancelling them.
     shutdown_grace_s: float = 5.0
     # Import paths ("package.module:factory") of extra controllers to run besides the built-in

@@ -468,7 +468,7 @@ def test_a_settled_condition_is_exactly_one_a_settled_write_would_not_send(
         update={
             "conditions": list(
                 _set(
-                    current.conditions,
+                    tuple(current.conditions or ()),
                     kind,
                     status,
                     reason,

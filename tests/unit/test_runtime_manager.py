@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 from collections.abc import Mapping
 from typing import Any
 
@@ -247,6 +248,43 @@ async def test_a_controller_whose_cache_never_syncs_holds_back_only_itself() -> 
     finally:
         manager.request_stop()
         assert await asyncio.wait_for(run, 5) == EXIT_OK
+
+
+async def test_the_heap_is_frozen_once_every_cache_has_listed_and_not_before() -> None:
+    """A full collection walks the caches' millions of objects (runtime/heap.py): they are
+    frozen once listed. A cache still refused leaves the heap as it is."""
+    client = RbacClient(refused={"tuning"})
+    settings = RuntimeSettings(leader_election=LeaderElectionSettings(enabled=False))
+    settings.http.host = "127.0.0.1"
+    settings.http.port = 0
+    settings.heap.young_threshold = 12_345
+    manager = Manager(settings, client, install_signal_handlers=False)
+    tuning = Reconciled()
+
+    def factory(ctx: ControllerContext) -> Controller:
+        ctx.informer(CONFIGMAPS, namespace="tuning")
+        queue: WorkQueue[str] = ctx.new_queue("tuning")
+        queue.add("ns/x")
+        return Controller("tuning", tuning, queue)
+
+    manager.add_controller(factory)
+    thresholds = gc.get_threshold()
+    gc.unfreeze()
+    run = asyncio.create_task(manager.run())
+    try:
+        await asyncio.sleep(0.3)
+        assert gc.get_threshold()[0] == 12_345
+        assert gc.get_freeze_count() == 0
+        client.refused.clear()
+        await asyncio.wait_for(tuning.event.wait(), 5)
+        async with asyncio.timeout(5):
+            while gc.get_freeze_count() == 0:  # noqa: ASYNC110 (the collector has no event)
+                await asyncio.sleep(0.01)
+    finally:
+        manager.request_stop()
+        assert await asyncio.wait_for(run, 5) == EXIT_OK
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def test_what_controllers_share_is_one_object_per_manager() -> None:
