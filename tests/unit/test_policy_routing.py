@@ -1,0 +1,171 @@
+"""The tokens-per-watt picker: efficient where there is room, never into a queue it can avoid."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from climatik.domain.routing import EndpointReading, PickReason, RoutingSettings
+from climatik.policies.routing import pick_endpoint
+
+SETTINGS = RoutingSettings()
+
+
+def _server(
+    name: str,
+    tpj: float | None,
+    running: float,
+    waiting: float = 0.0,
+    *,
+    kv_cache_usage: float | None = None,
+    added_since_reading: int = 0,
+    healthy: bool = True,
+) -> EndpointReading:
+    """A server read two seconds ago."""
+    return EndpointReading(
+        name=name,
+        healthy=healthy,
+        tokens_per_joule=tpj,
+        running=running,
+        waiting=waiting,
+        kv_cache_usage=kv_cache_usage,
+        age_s=2.0,
+        added_since_reading=added_since_reading,
+    )
+
+
+def test_the_most_efficient_server_with_room_gets_the_request() -> None:
+    old_gpu = _server("a100", 0.8, running=10)
+    new_gpu = _server("h100", 1.4, running=40)
+    assert pick_endpoint([old_gpu, new_gpu], SETTINGS) == (
+        pick_endpoint([new_gpu, old_gpu], SETTINGS)
+    )
+    pick = pick_endpoint([old_gpu, new_gpu], SETTINGS)
+    assert (pick.endpoint, pick.reason) == ("h100", PickReason.EFFICIENT)
+
+
+def test_a_queueing_server_is_passed_over_for_one_with_room() -> None:
+    queueing = _server("h100", 1.4, running=64, waiting=3)
+    pick = pick_endpoint([queueing, _server("a100", 0.8, running=10)], SETTINGS)
+    assert pick.endpoint == "a100"
+
+
+def test_the_router_counts_what_it_sent_since_the_readings() -> None:
+    """A KV cache 80 % full at 40 requests holds 45 within the 0.9 limit: 5 more fill it."""
+    nearly_full = _server("h100", 1.4, running=40, kv_cache_usage=0.8, added_since_reading=5)
+    assert (
+        pick_endpoint([nearly_full, _server("a100", 0.8, running=1)], SETTINGS).endpoint == "a100"
+    )
+    room = _server("h100", 1.4, running=40, kv_cache_usage=0.8, added_since_reading=4)
+    assert pick_endpoint([room, _server("a100", 0.8, running=1)], SETTINGS).endpoint == "h100"
+
+
+def test_stale_or_missing_readings_fall_back_to_the_least_open_requests() -> None:
+    stale = EndpointReading(
+        "a", tokens_per_joule=2.0, running=0, waiting=0, age_s=60, open_requests=5
+    )
+    missing = EndpointReading("b", open_requests=2)
+    pick = pick_endpoint([stale, missing], SETTINGS)
+    assert (pick.endpoint, pick.reason) == ("b", PickReason.NO_DATA)
+
+
+def test_when_every_server_queues_the_shortest_queue_per_batch_wins() -> None:
+    long_queue = _server("a", 1.4, running=64, waiting=32)
+    short_queue = _server("b", 0.8, running=16, waiting=2)
+    pick = pick_endpoint([long_queue, short_queue], SETTINGS)
+    assert (pick.endpoint, pick.reason) == ("b", PickReason.ALL_BUSY)
+
+
+def test_no_healthy_server_no_pick() -> None:
+    pick = pick_endpoint([_server("a", 1.0, running=1, healthy=False)], SETTINGS)
+    assert (pick.endpoint, pick.reason) == (None, PickReason.NO_ENDPOINT)
+    assert pick_endpoint([], SETTINGS).endpoint is None
+
+
+def test_a_session_keeps_its_server_while_it_is_nearly_the_best() -> None:
+    servers = [_server(f"s{i}", 1.0 + 0.01 * i, running=4) for i in range(6)]
+    picks = {pick_endpoint(servers, SETTINGS, session_key=f"user-{n}").endpoint for n in range(50)}
+    assert len(picks) > 1  # sessions spread over near-equal servers
+    again = pick_endpoint(servers, SETTINGS, session_key="user-7")
+    assert again == pick_endpoint(list(reversed(servers)), SETTINGS, session_key="user-7")
+    assert again.reason is PickReason.AFFINITY
+    # Its server made far less efficient than the best: efficiency wins over affinity.
+    worse = [_server(s.name, 0.5, running=4) if s.name == again.endpoint else s for s in servers]
+    assert pick_endpoint(worse, SETTINGS, session_key="user-7").endpoint != again.endpoint
+
+
+_readings = st.builds(
+    EndpointReading,
+    name=st.sampled_from([f"pod-{i}" for i in range(8)]),
+    healthy=st.booleans(),
+    tokens_per_joule=st.none() | st.floats(0.0, 5.0),
+    running=st.none() | st.floats(0, 300),
+    waiting=st.none() | st.sampled_from([0.0, 0.0, 1.0, 20.0]),
+    kv_cache_usage=st.none() | st.floats(0.0, 1.0),
+    age_s=st.none() | st.floats(0, 60),
+    added_since_reading=st.integers(-5, 50),
+    open_requests=st.integers(0, 50),
+)
+_endpoint_sets = st.lists(_readings, max_size=8, unique_by=lambda e: e.name)
+
+
+@given(_endpoint_sets, st.none() | st.text(max_size=8), st.randoms())
+def test_picks_are_healthy_order_independent_and_never_into_an_avoidable_queue(
+    endpoints: list[EndpointReading], session: str | None, rng: random.Random
+) -> None:
+    pick = pick_endpoint(endpoints, SETTINGS, session_key=session)
+    shuffled = list(endpoints)
+    rng.shuffle(shuffled)
+    assert pick_endpoint(shuffled, SETTINGS, session_key=session) == pick
+    healthy = {e.name: e for e in endpoints if e.healthy}
+    assert (pick.endpoint is None) == (not healthy)
+    if pick.endpoint is None:
+        return
+    assert pick.endpoint in healthy
+    if pick.reason in (PickReason.EFFICIENT, PickReason.AFFINITY):
+        assert not healthy[pick.endpoint].waiting  # a server that queues has no room
+    clearly_free = [
+        e
+        for e in healthy.values()
+        if e.tokens_per_joule is not None
+        and e.running is not None
+        and e.waiting == 0
+        and e.age_s is not None
+        and e.age_s <= SETTINGS.max_reading_age_s
+        and e.kv_cache_usage is None
+        and e.running + e.added_since_reading + 1 <= SETTINGS.max_batch
+    ]
+    if clearly_free:
+        assert pick.reason in (PickReason.EFFICIENT, PickReason.AFFINITY)
+
+
+@given(_endpoint_sets)
+def test_without_a_session_no_server_with_room_is_more_efficient_than_the_pick(
+    endpoints: list[EndpointReading],
+) -> None:
+    pick = pick_endpoint(endpoints, SETTINGS)
+    if pick.reason is not PickReason.EFFICIENT:
+        return
+    chosen = next(e for e in endpoints if e.name == pick.endpoint)
+    others = [e for e in endpoints if e.healthy and e.name != pick.endpoint]
+    for other in others:
+        # Against each rival alone it still wins: no rival with room is more efficient.
+        assert pick_endpoint([chosen, other], SETTINGS) == pick
+
+
+@given(_endpoint_sets, st.floats(0.01, 3.0))
+def test_a_more_efficient_pick_stays_picked(endpoints: list[EndpointReading], gain: float) -> None:
+    """Raising the chosen server's tokens per joule never moves the request elsewhere."""
+    pick = pick_endpoint(endpoints, SETTINGS)
+    if pick.reason is not PickReason.EFFICIENT:
+        return
+    better = [
+        dataclasses.replace(e, tokens_per_joule=(e.tokens_per_joule or 0) + gain)
+        if e.name == pick.endpoint
+        else e
+        for e in endpoints
+    ]
+    assert pick_endpoint(better, SETTINGS) == pick
