@@ -20,6 +20,7 @@ from climatik.kube.json import (
     child,
     integer,
     items,
+    labels_of,
     objects,
     strict_child,
     strings,
@@ -104,6 +105,7 @@ def test_object_meta_reads_each_field_narrowed() -> None:
     assert meta.resource_version == "42"
     assert meta.generation == 3
     assert meta.labels == {"app": "llm", "rack": "r1"}
+    assert labels_of(POD) == meta.labels
     assert meta.annotations == {"a": "1"}  # values that are not strings are dropped
     assert [r["name"] for r in meta.owner_references] == ["llm-abc"]
     assert meta.finalizers == ("climatik-project.ai/give-back",)
@@ -152,7 +154,18 @@ def test_readers_never_raise_and_return_their_declared_types(obj: JsonObject, ke
             assert isinstance(field, str | None)
         assert isinstance(meta.generation, int | None)
         assert all(isinstance(v, str) for v in meta.annotations.values())
-        assert all(isinstance(v, str) for v in meta.labels.values())
+        assert isinstance(meta.labels, Mapping)
+        assert labels_of(view) == meta.labels
         assert all(isinstance(r, Mapping) for r in meta.owner_references)
         assert all(isinstance(f, str) for f in meta.finalizers)
         assert isinstance(meta.deletion_timestamp, str | None)
+
+
+def test_a_views_items_and_values_are_read_only_views_too() -> None:
+    view = FrozenMapping({"spec": {"x": 1}, "list": [1], "n": 2})
+    assert dict(view.items()) == {"spec": {"x": 1}, "list": [1], "n": 2}
+    kinds = [type(v) for v in view.values()]
+    assert kinds == [FrozenMapping, FrozenList, int]
+    assert [type(v) for _, v in view.items()] == kinds
+    assert ("n", 2) in view.items()
+    assert len(view.values()) == 3
