@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 BINARIES = (
     "etcd",
@@ -111,68 +113,95 @@ def _printed_build() -> dict[str, str]:
     return dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
 
 
-def locate_keda() -> KedaBinaries:
-    """Find the built KEDA add-on, raising BinariesMissingError with the fix if absent."""
-    env_bin = os.environ.get(ENV_KEDA_BIN_DIR)
+class _Built(Protocol):
+    @property
+    def version_set(self) -> str: ...
+
+    def missing(self) -> list[str]: ...
+
+
+_BuiltT = TypeVar("_BuiltT", bound=_Built)
+
+
+@dataclass(frozen=True)
+class _VersionSet:
+    """How to find one version set's output: the environment first, then `build.sh --print`."""
+
+    name: str
+    """In messages: "control plane" is not built, no "control-plane" build (`build_name`)."""
+    build_name: str
+    print_prefix: str
+    """Its keys in `build.sh --print`: `<prefix>bin_dir`, `<prefix>version_set`, ...<path>."""
+    bin_env: str
+    paths: tuple[tuple[str, str, str], ...]
+    """Its other paths: (field, environment override, default under the binaries' folder)."""
+    build: str
+    """How to build it, and how long that takes."""
+
+
+_CONTROL_PLANE = _VersionSet(
+    name="control plane",
+    build_name="control-plane",
+    print_prefix="",
+    bin_env=ENV_BIN_DIR,
+    paths=(
+        ("crd_dir", ENV_CRD_DIR, "crds"),
+        ("kwok_stages", ENV_KWOK_STAGES, "kwok-stages.yaml"),
+    ),
+    build=f"`bash {BUILD_SCRIPT}` (the first build takes 20+ minutes on 2 cores)",
+)
+_KEDA = _VersionSet(
+    name="KEDA",
+    build_name="KEDA",
+    print_prefix="keda_",
+    bin_env=ENV_KEDA_BIN_DIR,
+    paths=(("crd_dir", ENV_KEDA_CRD_DIR, "crds"), ("rbac_dir", ENV_KEDA_RBAC_DIR, "rbac")),
+    build=(
+        f"`bash {BUILD_SCRIPT} --with keda` (the first KEDA build takes about 15 minutes on "
+        "2 cores)"
+    ),
+)
+
+
+def _locate(version_set: _VersionSet, make: Callable[..., _BuiltT]) -> _BuiltT:
+    """`make(bin_dir=..., version_set=..., <paths>)` from the environment or the build script's
+    answer; BinariesMissingError saying how to get it when it is not there."""
+    env_bin = os.environ.get(version_set.bin_env)
     if env_bin:
         bin_dir = Path(env_bin)
-        found = KedaBinaries(
-            bin_dir=bin_dir,
-            crd_dir=Path(os.environ.get(ENV_KEDA_CRD_DIR, str(bin_dir / "crds"))),
-            rbac_dir=Path(os.environ.get(ENV_KEDA_RBAC_DIR, str(bin_dir / "rbac"))),
-            version_set=bin_dir.name,
-        )
+        paths = {
+            field: Path(os.environ.get(env, str(bin_dir / default)))
+            for field, env, default in version_set.paths
+        }
+        found = make(bin_dir=bin_dir, version_set=bin_dir.name, **paths)
     elif BUILD_SCRIPT.is_file():
         values = _printed_build()
-        found = KedaBinaries(
-            bin_dir=Path(values["keda_bin_dir"]),
-            crd_dir=Path(values["keda_crd_dir"]),
-            rbac_dir=Path(values["keda_rbac_dir"]),
-            version_set=values["keda_version_set"],
+        prefix = version_set.print_prefix
+        found = make(
+            bin_dir=Path(values[f"{prefix}bin_dir"]),
+            version_set=values[f"{prefix}version_set"],
+            **{field: Path(values[f"{prefix}{field}"]) for field, _, _ in version_set.paths},
         )
     else:
+        names = ", ".join(env for _, env, _ in version_set.paths)
         raise BinariesMissingError(
-            f"no KEDA build found: set {ENV_KEDA_BIN_DIR} (and {ENV_KEDA_CRD_DIR}, "
-            f"{ENV_KEDA_RBAC_DIR}) or run from a Climatik source tree"
+            f"no {version_set.build_name} build found: set {version_set.bin_env} (and {names}) "
+            "or run from a Climatik source tree"
         )
     missing = found.missing()
     if missing:
         raise BinariesMissingError(
-            f"KEDA {found.version_set} is not built (missing: {', '.join(missing)}); "
-            f"run `bash {BUILD_SCRIPT} --with keda` (the first KEDA build takes about 15 "
-            "minutes on 2 cores)"
+            f"{version_set.name} {found.version_set} is not built "
+            f"(missing: {', '.join(missing)}); run {version_set.build}"
         )
     return found
+
+
+def locate_keda() -> KedaBinaries:
+    """Find the built KEDA add-on, raising BinariesMissingError with the fix if absent."""
+    return _locate(_KEDA, KedaBinaries)
 
 
 def locate_binaries() -> ControlPlaneBinaries:
     """Find the built control plane, raising BinariesMissingError with the fix if absent."""
-    env_bin = os.environ.get(ENV_BIN_DIR)
-    if env_bin:
-        bin_dir = Path(env_bin)
-        found = ControlPlaneBinaries(
-            bin_dir=bin_dir,
-            crd_dir=Path(os.environ.get(ENV_CRD_DIR, str(bin_dir / "crds"))),
-            kwok_stages=Path(os.environ.get(ENV_KWOK_STAGES, str(bin_dir / "kwok-stages.yaml"))),
-            version_set=bin_dir.name,
-        )
-    elif BUILD_SCRIPT.is_file():
-        values = _printed_build()
-        found = ControlPlaneBinaries(
-            bin_dir=Path(values["bin_dir"]),
-            crd_dir=Path(values["crd_dir"]),
-            kwok_stages=Path(values["kwok_stages"]),
-            version_set=values["version_set"],
-        )
-    else:
-        raise BinariesMissingError(
-            f"no control-plane build found: set {ENV_BIN_DIR} (and {ENV_CRD_DIR}, "
-            f"{ENV_KWOK_STAGES}) or run from a Climatik source tree"
-        )
-    missing = found.missing()
-    if missing:
-        raise BinariesMissingError(
-            f"control plane {found.version_set} is not built (missing: {', '.join(missing)}); "
-            f"run `bash {BUILD_SCRIPT}` (the first build takes 20+ minutes on 2 cores)"
-        )
-    return found
+    return _locate(_CONTROL_PLANE, ControlPlaneBinaries)

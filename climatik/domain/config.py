@@ -114,7 +114,7 @@ class LabelRequirement:
     operator: SelectorOperator
     values: tuple[str, ...] = ()
 
-    def matches(self, labels: Mapping[str, str]) -> bool:
+    def matches(self, labels: Mapping[str, object]) -> bool:
         """Kubernetes semantics: NotIn and DoesNotExist match objects without the key."""
         match self.operator:
             case SelectorOperator.IN:
@@ -134,8 +134,9 @@ class LabelSelector:
     match_labels: tuple[tuple[str, str], ...] = ()
     match_expressions: tuple[LabelRequirement, ...] = ()
 
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        """True when every label and every expression matches `labels`."""
+    def matches(self, labels: Mapping[str, object]) -> bool:
+        """True when every label and every expression matches `labels` (a value that is not a
+        string matches no term)."""
         return all(labels.get(key) == value for key, value in self.match_labels) and all(
             requirement.matches(labels) for requirement in self.match_expressions
         )

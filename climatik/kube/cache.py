@@ -8,9 +8,10 @@ recorded Events. `Informer` and `EventRecorder` satisfy them as they are.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
+from climatik.kube.json import JsonObject
 from climatik.kube.store import IndexFunc
 
 T_co = TypeVar("T_co", covariant=True)
@@ -58,8 +59,6 @@ class Cache(Protocol[T_co]):
 class EventSink(Protocol):
     """Where a reconciler records Kubernetes Events about an object."""
 
-    async def record(
-        self, obj: Mapping[str, Any], event_type: str, reason: str, message: str
-    ) -> bool:
+    async def record(self, obj: JsonObject, event_type: str, reason: str, message: str) -> bool:
         """Record (or aggregate) one Event; whether it was recorded (not dropped as spam)."""
         ...

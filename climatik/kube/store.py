@@ -14,108 +14,53 @@ rack, by owner uid); ``by_index`` answers "all objects with this value" without 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, overload
+from collections.abc import Callable, Iterable, Mapping
+from typing import overload
 
-RawObject = dict[str, Any]
-IndexFunc = Callable[[Mapping[str, Any]], list[str]]
+from climatik.kube.json import (
+    FrozenList,
+    FrozenMapping,
+    JsonDict,
+    JsonObject,
+    JsonValue,
+    as_object,
+    child,
+    items,
+    labels_of,
+)
 
+__all__ = [
+    "BY_NAMESPACE",
+    "BY_OWNER_UID",
+    "FrozenList",  # the read-only views the store hands out, defined with the JSON types
+    "FrozenMapping",
+    "IndexFunc",
+    "RawObject",
+    "Store",
+    "freeze",
+    "index_by_label",
+    "index_by_namespace",
+    "index_by_owner_uid",
+    "object_key",
+    "split_key",
+    "thaw",
+]
 
-class FrozenMapping(Mapping[str, Any]):
-    """A read-only view of a JSON object; nested objects and arrays are read-only views too."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self._data = data
-
-    def __getitem__(self, key: str) -> Any:
-        return _freeze(self._data[key])
-
-    def get(self, key: str, default: Any = None) -> Any:
-        # Mapping's own `get` goes through __getitem__ and a KeyError per miss, and a call of
-        # `_freeze` costs as much as the lookup: reconcilers call this millions of times a
-        # minute at scale. JSON values are exactly dict, list or a scalar.
-        value = self._data.get(key, _MISSING)
-        kind = type(value)
-        if kind is dict:
-            return FrozenMapping(value)
-        if kind is list:
-            return FrozenList(value)
-        return default if value is _MISSING else value
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, FrozenMapping):
-            return self._data == other._data
-        if isinstance(other, Mapping):
-            return dict(self._data) == dict(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  # equal to dicts, which are unhashable
-
-    def __repr__(self) -> str:
-        return f"FrozenMapping({self._data!r})"
+RawObject = JsonDict
+"""An object as parsed from the wire: the store keeps it and hands out read-only views of it."""
+IndexFunc = Callable[[JsonObject], list[str]]
 
 
-class FrozenList(Sequence[Any]):
-    """A read-only view of a JSON array."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: Sequence[Any]) -> None:
-        self._data = data
-
-    @overload
-    def __getitem__(self, index: int) -> Any: ...
-    @overload
-    def __getitem__(self, index: slice) -> FrozenList: ...
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return FrozenList(self._data[index])
-        return _freeze(self._data[index])
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, FrozenList):
-            return list(self._data) == list(other._data)
-        if isinstance(other, Sequence) and not isinstance(other, str):
-            return list(self._data) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"FrozenList({self._data!r})"
-
-
-_MISSING = object()
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, dict):
-        return FrozenMapping(value)
-    if isinstance(value, list):
-        return FrozenList(value)
-    return value
-
-
-def freeze(obj: Mapping[str, Any]) -> FrozenMapping:
+def freeze(obj: JsonObject) -> FrozenMapping:
     """A read-only view of ``obj`` (no copy)."""
     return obj if isinstance(obj, FrozenMapping) else FrozenMapping(obj)
 
 
-def thaw(value: Any) -> Any:
+@overload
+def thaw(value: JsonObject) -> JsonDict: ...
+@overload
+def thaw(value: JsonValue) -> JsonValue: ...
+def thaw(value: JsonValue) -> JsonValue:
     """A mutable deep copy of a (possibly frozen) JSON value, for building patches or bodies."""
     if isinstance(value, FrozenMapping | FrozenList):
         value = value._data
@@ -126,11 +71,15 @@ def thaw(value: Any) -> Any:
     return value
 
 
-def object_key(obj: Mapping[str, Any]) -> str:
-    """``namespace/name``, or ``name`` for cluster-scoped objects (client-go's MetaNamespaceKey)."""
-    metadata = obj["metadata"]
+def object_key(obj: JsonObject) -> str:
+    """``namespace/name``, or ``name`` for cluster-scoped objects (client-go's MetaNamespaceKey).
+
+    Raises KeyError for an object without a name: the API server never sends one.
+    """
+    metadata = child(obj, "metadata")
+    name = metadata["name"]
     namespace = metadata.get("namespace")
-    return f"{namespace}/{metadata['name']}" if namespace else str(metadata["name"])
+    return f"{namespace}/{name}" if namespace else str(name)
 
 
 def split_key(key: str) -> tuple[str | None, str]:
@@ -145,21 +94,26 @@ BY_NAMESPACE = "namespace"
 BY_OWNER_UID = "owner-uid"
 
 
-def index_by_namespace(obj: Mapping[str, Any]) -> list[str]:
-    namespace = obj["metadata"].get("namespace")
-    return [namespace] if namespace else []
+def index_by_namespace(obj: JsonObject) -> list[str]:
+    namespace = child(obj, "metadata").get("namespace")
+    return [namespace] if namespace and isinstance(namespace, str) else []
 
 
-def index_by_owner_uid(obj: Mapping[str, Any]) -> list[str]:
-    return [ref["uid"] for ref in obj["metadata"].get("ownerReferences") or () if "uid" in ref]
+def index_by_owner_uid(obj: JsonObject) -> list[str]:
+    uids = []
+    for ref in items(child(obj, "metadata"), "ownerReferences"):
+        uid = as_object(ref).get("uid")
+        if isinstance(uid, str):
+            uids.append(uid)
+    return uids
 
 
 def index_by_label(label: str) -> IndexFunc:
     """Index objects by the value of one label, e.g. the rack a node sits in."""
 
-    def index(obj: Mapping[str, Any]) -> list[str]:
-        value = (obj["metadata"].get("labels") or {}).get(label)
-        return [value] if value is not None else []
+    def index(obj: JsonObject) -> list[str]:
+        value = labels_of(obj).get(label)
+        return [value] if isinstance(value, str) else []
 
     return index
 
@@ -291,6 +245,6 @@ class Store:
                         del index[value]
 
 
-def _resource_version(obj: Mapping[str, Any]) -> str | None:
-    rv = obj.get("metadata", {}).get("resourceVersion")
+def _resource_version(obj: JsonObject) -> str | None:
+    rv = child(obj, "metadata").get("resourceVersion")
     return str(rv) if rv is not None else None

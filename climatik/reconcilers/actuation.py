@@ -18,9 +18,9 @@ a late write does land, and the leader decides again at its next interval.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from climatik.domain.config import TargetKind
+from climatik.kube.json import JsonDict, JsonObject, ObjectMeta, child
 from climatik.kube.resources import INFERENCE_SERVICES, SCALED_OBJECTS, Resource
 from climatik.reconcilers.resources import (
     APPLIED_MAX_ANNOTATION,
@@ -41,15 +41,15 @@ def resource_of(kind: TargetKind) -> Resource:
     return INFERENCE_SERVICES if kind is TargetKind.INFERENCE_SERVICE else SCALED_OBJECTS
 
 
-def _spec(kind: TargetKind, ceiling: int) -> dict[str, Any]:
+def _spec(kind: TargetKind, ceiling: int) -> JsonDict:
     if kind is TargetKind.INFERENCE_SERVICE:
         return {"predictor": {"maxReplicas": ceiling}}
     return {"maxReplicaCount": ceiling}
 
 
-def _metadata(obj: Mapping[str, Any], annotations: Mapping[str, str | None]) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"annotations": dict(annotations)}
-    resource_version = (obj.get("metadata") or {}).get("resourceVersion")
+def _metadata(obj: JsonObject, annotations: Mapping[str, str | None]) -> JsonDict:
+    metadata: JsonDict = {"annotations": dict(annotations)}
+    resource_version = ObjectMeta.of(obj).raw.get("resourceVersion")
     if resource_version:
         metadata["resourceVersion"] = resource_version
     return metadata
@@ -62,7 +62,7 @@ def holds_below_user_max(target: ResolvedTarget, new_max_replicas: int) -> bool:
 
 def ceiling_patch(
     target: ResolvedTarget, new_max_replicas: int, config_key: str
-) -> tuple[Resource, dict[str, Any]]:
+) -> tuple[Resource, JsonDict]:
     """The resource and merge-patch body that set `target`'s ceiling to `new_max_replicas`."""
     ceiling = max(new_max_replicas, target.min_replicas)
     annotations: Mapping[str, str | None]
@@ -81,17 +81,17 @@ def ceiling_patch(
     }
 
 
-def restore_patch(obj: Mapping[str, Any], kind: TargetKind) -> dict[str, Any] | None:
+def restore_patch(obj: JsonObject, kind: TargetKind) -> JsonDict | None:
     """The patch that gives an object its user's ceiling back, or None if it holds none.
 
     When the ceiling was changed by someone else during the cap, that value is the user's and
     stays; only the annotations go.
     """
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    annotations = child(ObjectMeta.of(obj).raw, "annotations")
     if not any(name in annotations for name in _RELEASED):
         return None
     user_max = user_max_of(obj, kind)
-    patch: dict[str, Any] = {"metadata": _metadata(obj, _RELEASED)}
+    patch: JsonDict = {"metadata": _metadata(obj, _RELEASED)}
     if user_max is not None:
         patch["spec"] = _spec(kind, user_max)
     return patch

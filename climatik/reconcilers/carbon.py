@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import aiohttp
 import structlog
@@ -39,8 +38,9 @@ from climatik.domain.carbon import CarbonCap, CarbonReading
 from climatik.domain.config import CarbonConfig, CarbonFallback, PowerCappingConfig
 from climatik.kube.cache import Cache, EventSink
 from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.json import JsonObject, ObjectMeta
 from climatik.kube.resources import SECRETS
-from climatik.kube.store import FrozenMapping
+from climatik.kube.store import FrozenMapping, object_key
 from climatik.policies.carbon import cap_for_carbon, emissions_g
 from climatik.reconcilers.carbon_secret import (
     Credential,
@@ -130,7 +130,7 @@ class CarbonReconciler:
         obj, config = opened.obj, opened.config
         if config.carbon is None:
             self._forget(key)
-            await self._clear_carbon_cap(obj)
+            await self._clear_carbon_cap(obj, config.power_cap_w)
             return Result()
 
         carbon = config.carbon
@@ -205,7 +205,7 @@ class CarbonReconciler:
         return until_read if memory.source is None else min(wake, until_read)
 
     async def _refresh_key(
-        self, obj: Mapping[str, Any], memory: _Memory, *, force: bool = False
+        self, obj: JsonObject, memory: _Memory, *, force: bool = False
     ) -> _KeyRead:
         """Read the Secret when due (or `force`d); rebuild the provider when its key changed."""
         now_s = self._clock()
@@ -216,7 +216,7 @@ class CarbonReconciler:
         ):
             return _KeyRead.NOT_DUE
         carbon = memory.carbon
-        namespace = str(obj["metadata"].get("namespace") or "")
+        namespace = ObjectMeta.of(obj).namespace or ""
         try:
             credential = await self._read_key(carbon, namespace)
         except SecretUnreadableError as problem:
@@ -293,7 +293,7 @@ class CarbonReconciler:
     def _account(
         self,
         key: str,
-        obj: Mapping[str, Any],
+        obj: JsonObject,
         outcome: CarbonOutcome | None,
         pue: float,
         memory: _Memory,
@@ -312,7 +312,7 @@ class CarbonReconciler:
 
     async def _write(
         self,
-        obj: Mapping[str, Any],
+        obj: JsonObject,
         generation: int,
         *,
         cap: CarbonCap,
@@ -320,7 +320,7 @@ class CarbonReconciler:
         failure: CarbonSourceError | None,
         memory: _Memory,
     ) -> None:
-        key = f"{obj['metadata'].get('namespace')}/{obj['metadata']['name']}"
+        key = object_key(obj)
         live = outcome is not None and outcome.freshness is Freshness.LIVE
         problem = memory.secret_problem
         if problem is not None and problem.transient and live:
@@ -360,7 +360,7 @@ class CarbonReconciler:
 
     async def _report_secret_problem(
         self,
-        obj: Mapping[str, Any],
+        obj: JsonObject,
         memory: _Memory,
         problem: SecretUnreadableError | None,
         previous: PowerCappingConfigStatus | None,
@@ -383,12 +383,11 @@ class CarbonReconciler:
             return
         await self._events.record(obj, "Warning", "CarbonSecretUnreadable", message[:1000])
 
-    async def _clear_carbon_cap(self, obj: Mapping[str, Any]) -> None:
+    async def _clear_carbon_cap(self, obj: JsonObject, static_w: float) -> None:
         """A config whose carbon section was removed goes back to its static cap."""
         previous = status_from_wire(obj)
         if previous is None or previous.effective_cap_source != EffectiveCapSource.CARBON:
             return
-        static_w = float(obj["spec"]["powerCapLimit"])
 
         def desire(current: PowerCappingConfigStatus | None) -> PowerCappingConfigStatus:
             kept = [

@@ -15,9 +15,9 @@ import binascii
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from climatik.domain.config import CarbonConfig
+from climatik.kube.json import JsonObject
 from climatik.sources.carbon.registry import needs_key, provider_definition
 
 TRANSIENT_SPEED_UP = 5.0
@@ -100,9 +100,7 @@ def unreachable(carbon: CarbonConfig, namespace: str, what: str) -> SecretUnread
     )
 
 
-def credential_from_secret(
-    secret: Mapping[str, Any], carbon: CarbonConfig, namespace: str
-) -> Credential:
+def credential_from_secret(secret: JsonObject, carbon: CarbonConfig, namespace: str) -> Credential:
     """The key the provider needs from a Secret as the API server returned it."""
     ref = carbon.api_key_secret
     if ref is None:

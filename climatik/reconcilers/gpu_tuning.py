@@ -13,7 +13,7 @@ Every Job changes the clocks of every GPU of its node, for every tenant whose po
 sweep locks each clock it measures (for up to `active_deadline_s`), and `Apply` keeps the chosen
 one. So a config author alone may not start one: only configs in the namespaces a cluster
 administrator lists in `CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES` (none by default) are tuned, in
-either mode. Anywhere else no Job is created (`build_job` refuses it itself, so no path can skip
+either mode. Elsewhere no Job is created (`build_job` refuses it itself, so no path can skip
 the check), no result feeds back, and the config is told: a `GpuTuning` condition (False,
 `TuningNotAllowed`) while it asks, and one Warning Event per spec generation.
 """
@@ -23,10 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 
@@ -49,6 +48,15 @@ from climatik.domain.gpu import (
 )
 from climatik.kube.cache import Cache, EventSink
 from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.json import (
+    JsonDict,
+    JsonObject,
+    JsonValue,
+    ObjectMeta,
+    as_object,
+    child,
+    objects,
+)
 from climatik.kube.resources import JOBS
 from climatik.kube.store import FrozenMapping
 from climatik.policies.gpu_tuning import TriggerInputs, tuning_reason, watts_scale
@@ -90,7 +98,7 @@ def build_job(
     metrics_urls: Sequence[str],
     settings: GpuTuningSettings,
     now: datetime,
-) -> dict[str, Any]:
+) -> JsonDict:
     """The tuning Job for one node: pinned to it, privileged just enough for NVML clocks.
 
     Raises TuningNotAllowedError for a config whose namespace `settings.allowed_namespaces`
@@ -100,7 +108,7 @@ def build_job(
             f"namespace {config.namespace} may not run GPU tuning Jobs ({ALLOWED_NAMESPACES_ENV})"
         )
     mode = "apply" if config.gpu_tuning.mode is GpuTuningMode.APPLY else "recommend"
-    args = ["gpu-tune", "--mode", mode]
+    args: list[JsonValue] = ["gpu-tune", "--mode", mode]
     for url in metrics_urls:
         args += ["--vllm-metrics", url]
     slo = config.gpu_tuning.slo
@@ -115,7 +123,7 @@ def build_job(
         "app.kubernetes.io/managed-by": "climatik",
     }
     stamp = now.strftime("%Y%m%d%H%M%S")
-    container: dict[str, Any] = {
+    container: JsonDict = {
         "name": "gpu-tune",
         "image": settings.image,
         "args": args,
@@ -138,7 +146,7 @@ def build_job(
             "limits": {"cpu": "500m", "memory": "256Mi"},
         },
     }
-    pod_spec: dict[str, Any] = {
+    pod_spec: JsonDict = {
         "nodeName": node,
         "restartPolicy": "Never",
         "serviceAccountName": settings.service_account,
@@ -164,20 +172,20 @@ def build_job(
     }
 
 
-def _job_active(job: Mapping[str, Any]) -> bool:
-    status = job.get("status") or {}
+def _job_active(job: JsonObject) -> bool:
+    status = child(job, "status")
     return (
         not status.get("succeeded")
         and not status.get("failed")
         and not any(
             c.get("type") in {"Complete", "Failed"} and c.get("status") == "True"
-            for c in status.get("conditions") or ()
+            for c in objects(status, "conditions")
         )
     )
 
 
-def _created_s(obj: Mapping[str, Any]) -> float:
-    stamp = (obj.get("metadata") or {}).get("creationTimestamp")
+def _created_s(obj: JsonObject) -> float:
+    stamp = ObjectMeta.of(obj).raw.get("creationTimestamp")
     if not stamp:
         return 0.0
     return datetime.fromisoformat(str(stamp)).timestamp()
@@ -264,8 +272,9 @@ class GpuTuningReconciler:
                     continue  # created a moment ago by this same decision
                 raise
             memory.tokens_per_watt_at_tuning = tokens_per_watt
-            message = f"GPU tuning Job {job['metadata']['name']} on node {node}: {reason}"
-            log.info("gpu_tuning_job_created", node=node, job=job["metadata"]["name"], why=reason)
+            job_name = ObjectMeta.of(job).name
+            message = f"GPU tuning Job {job_name} on node {node}: {reason}"
+            log.info("gpu_tuning_job_created", node=node, job=job_name, why=reason)
             await self._events.record(obj, "Normal", "GpuTuningStarted", message)
         return Result(requeue_after=self._settings.interval_s)
 
@@ -276,7 +285,7 @@ class GpuTuningReconciler:
     # -- Tuning where it is not allowed ---------------------------------------------------------
 
     async def _report_refusal(
-        self, key: str, obj: Mapping[str, Any], config: PowerCappingConfig, *, refused: bool
+        self, key: str, obj: JsonObject, config: PowerCappingConfig, *, refused: bool
     ) -> bool:
         """Keep the `GpuTuning`/`TuningNotAllowed` condition true to the spec and the settings,
         and send its Warning Event once per spec generation; False while that Event is owed.
@@ -338,7 +347,7 @@ class GpuTuningReconciler:
         jobs = [
             j
             for j in self._jobs.store.objects()
-            if ((j.get("metadata") or {}).get("labels") or {}).get(TUNE_NODE_LABEL) == label
+            if ObjectMeta.of(j).labels.get(TUNE_NODE_LABEL) == label
         ]
         if any(_job_active(j) for j in jobs):
             return False
@@ -351,13 +360,13 @@ class GpuTuningReconciler:
             cm = self._results.store.get(f"{self._settings.job_namespace}/{name}")
             if cm is None:
                 continue
-            version = str(cm["metadata"].get("resourceVersion"))
+            version = str(ObjectMeta.of(cm).raw.get("resourceVersion"))
             memory = self._nodes.setdefault(node, _NodeMemory())
             if version in memory.applied_results:
                 continue
             memory.applied_results.add(version)
             try:
-                result = json.loads((cm.get("data") or {}).get(TUNE_RESULT_KEY, "{}"))
+                result = as_object(json.loads(str(child(cm, "data").get(TUNE_RESULT_KEY, "{}"))))
             except ValueError:
                 log.warning("gpu_tuning_result_unreadable", node=node, configmap=name)
                 continue
@@ -390,7 +399,7 @@ def _refusal_message(config: PowerCappingConfig) -> str:
 _OWN_REASONS = frozenset({GPU_TUNING_NOT_ALLOWED, GPU_TUNING_APPLY_NOT_ALLOWED_BEFORE})
 
 
-def _refusal_condition(obj: Mapping[str, Any]) -> Condition | None:
+def _refusal_condition(obj: JsonObject) -> Condition | None:
     """This reconciler's `GpuTuning` condition on the object, or None."""
     status = status_from_wire(obj)
     found = find_condition(status.conditions if status else None, GPU_TUNING_CONDITION)
@@ -433,7 +442,7 @@ def _metrics_urls(
             if pod_node != node:
                 continue
             pod = pods.store.get(f"{target.namespace}/{pod_name}")
-            ip = (pod.get("status") or {}).get("podIP") if pod is not None else None
+            ip = child(pod, "status").get("podIP") if pod is not None else None
             if ip:
                 urls.append(f"http://{ip}:{port}/metrics")
     return urls

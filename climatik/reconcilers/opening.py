@@ -21,6 +21,7 @@ import structlog
 from climatik.api.convert import InvalidConfigError, config_from_object
 from climatik.domain.config import PowerCappingConfig
 from climatik.kube.cache import Cache
+from climatik.kube.json import ObjectMeta
 from climatik.kube.store import FrozenMapping
 from climatik.reconcilers.result import Result, TerminalError
 
@@ -72,7 +73,7 @@ class ConfigOpening:
         if obj is None:
             self._forget(key)
             return Result()
-        if self._finalize is not None and obj["metadata"].get("deletionTimestamp"):
+        if self._finalize is not None and ObjectMeta.of(obj).deletion_timestamp:
             return await self._finalize(key, obj)
         try:
             config = config_from_object(obj)

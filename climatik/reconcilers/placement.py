@@ -38,7 +38,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 
@@ -60,6 +59,7 @@ from climatik.domain.placement import (
 )
 from climatik.kube.cache import Cache, EventSink
 from climatik.kube.client import KubeClient
+from climatik.kube.json import JsonObject, ObjectMeta, child, labels_of, strings
 from climatik.kube.resources import DEPLOYMENTS
 from climatik.kube.store import FrozenMapping
 from climatik.policies.observations import replica_added_watts
@@ -91,18 +91,15 @@ from climatik.sources.racks import RackSignalSource
 log = structlog.get_logger(__name__)
 
 
-Obj = Mapping[str, Any]
-
-
 @dataclass(frozen=True, slots=True)
 class Workload:
     """One Deployment a config places, with its pods and their nodes."""
 
     namespace: str
     deployment: str
-    pods: tuple[Obj, ...]
+    pods: tuple[JsonObject, ...]
     """The pods not being deleted: the ones placement and deletion costs act on."""
-    terminating: tuple[Obj, ...] = ()
+    terminating: tuple[JsonObject, ...] = ()
     """Pods being deleted: they still draw power while they drain, so they count in its share."""
 
 
@@ -126,14 +123,9 @@ def _always() -> bool:
     return True
 
 
-def _meta(obj: Obj) -> Obj:
-    meta: Obj = obj.get("metadata") or {}
-    return meta
-
-
-def _running(pod: Obj) -> bool:
+def _running(pod: JsonObject) -> bool:
     """A pod that draws power: phase Running, terminating or not (it draws while it drains)."""
-    return (pod.get("status") or {}).get("phase") == "Running"
+    return child(pod, "status").get("phase") == "Running"
 
 
 class PlacementReconciler:
@@ -176,7 +168,9 @@ class PlacementReconciler:
         self._clock = clock
         self._wall_clock = wall_clock
         self._memory: dict[str, _Memory] = {}
-        self._workloads_kept: dict[str, tuple[tuple[Any, ...], list[Workload]]] = {}
+        self._workloads_kept: dict[
+            str, tuple[tuple[PowerCappingConfig, tuple[int, ...]], list[Workload]]
+        ] = {}
         self._rack_observer = RackObserver(
             nodes=nodes,
             recirculation_maps=recirculation_maps,
@@ -212,7 +206,7 @@ class PlacementReconciler:
         observations = [r.observation for r in racks]
         for workload in workloads:
             every_pod = (*workload.pods, *workload.terminating)
-            pod_names = [str(_meta(p).get("name")) for p in every_pod]
+            pod_names = [str(ObjectMeta.of(p).name) for p in every_pod]
             series = await source.service_power_series(workload.namespace, pod_names)
             # The series sums the power of these pods; the running ones (draining or not) draw it.
             replica_w = replica_added_watts(
@@ -288,7 +282,7 @@ class PlacementReconciler:
             if target.kind is TargetKind.INFERENCE_SERVICE:
                 names[f"{target.name}-predictor"] = None
             else:
-                ref = (target.obj.get("spec") or {}).get("scaleTargetRef") or {}
+                ref = child(child(target.obj, "spec"), "scaleTargetRef")
                 if ref.get("kind", "Deployment") == "Deployment" and ref.get("name"):
                     names[str(ref["name"])] = None
         if config.deployment_name:
@@ -298,17 +292,17 @@ class PlacementReconciler:
             deployment = self._deployments.store.get(f"{namespace}/{name}")
             if deployment is None:
                 continue
-            selector = (deployment.get("spec") or {}).get("selector") or {}
-            match_labels: Mapping[str, str] = selector.get("matchLabels") or {}
+            selector = child(child(deployment, "spec"), "selector")
+            match_labels = child(selector, "matchLabels")
             if not match_labels:
                 continue
             matching = [
                 p
                 for p in self._pods.store.by_index(NAMESPACE_INDEX, namespace)
-                if all((_meta(p).get("labels") or {}).get(k) == v for k, v in match_labels.items())
+                if all(labels_of(p).get(k) == v for k, v in match_labels.items())
             ]
-            pods = tuple(p for p in matching if not _meta(p).get("deletionTimestamp"))
-            terminating = tuple(p for p in matching if _meta(p).get("deletionTimestamp"))
+            pods = tuple(p for p in matching if not ObjectMeta.of(p).deletion_timestamp)
+            terminating = tuple(p for p in matching if ObjectMeta.of(p).deletion_timestamp)
             out.append(Workload(namespace, name, pods, terminating))
         return out
 
@@ -354,7 +348,7 @@ class PlacementReconciler:
             )
 
     async def _report_deletion_costs(
-        self, obj: Obj, config: PowerCappingConfig, memory: _Memory
+        self, obj: JsonObject, config: PowerCappingConfig, memory: _Memory
     ) -> None:
         """One Warning per config while its namespace refuses deletion-cost patches (not one
         per reconcile, and not again after a restart whose condition already names it)."""
@@ -387,7 +381,7 @@ class PlacementReconciler:
             await self._client.merge_patch(DEPLOYMENTS, w.deployment, patch, w.namespace)
             memory.template_changed_at[w.deployment] = now
             self._metrics.template_patches.labels(config.key).inc()
-            note = patch["metadata"]["annotations"][TEMPLATE_RACKS_ANNOTATION]
+            note = strings(child(patch, "metadata"), "annotations")[TEMPLATE_RACKS_ANNOTATION]
             log.info("template_affinity_applied", deployment=f"{w.namespace}/{w.deployment}")
             await self._events.record(
                 deployment,
@@ -398,7 +392,11 @@ class PlacementReconciler:
             )
 
     async def _cool(
-        self, obj: Obj, config: PowerCappingConfig, racks: Sequence[RackView], memory: _Memory
+        self,
+        obj: JsonObject,
+        config: PowerCappingConfig,
+        racks: Sequence[RackView],
+        memory: _Memory,
     ) -> tuple[SupplySetpoint, ...]:
         if config.cooling.mode is CoolingMode.DISABLED:
             return ()
@@ -453,7 +451,7 @@ class PlacementReconciler:
 
     # -- reporting ------------------------------------------------------------------------------
 
-    async def _report_recirculation(self, obj: Obj, memory: _Memory) -> None:
+    async def _report_recirculation(self, obj: JsonObject, memory: _Memory) -> None:
         """A Warning Event when the ConfigMap's problem changes (once per text, not per round).
 
         What was reported lives in memory, lost on a restart or a failover; the condition this
@@ -467,7 +465,7 @@ class PlacementReconciler:
 
     async def _report_status(
         self,
-        obj: Obj,
+        obj: JsonObject,
         config: PowerCappingConfig,
         racks: Sequence[RackView],
         rack_scores: Sequence[PlaceScore],

@@ -11,13 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
 from climatik.domain.config import PlacementMode, PowerCappingConfig
 from climatik.domain.placement import PlaceScore
 from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.json import JsonObject, ObjectMeta, child
 from climatik.kube.resources import PODS
 from climatik.policies.placement import order_pods_for_scale_in
 from climatik.reconcilers.placement_metrics import PlacementMetrics
@@ -27,8 +27,6 @@ log = structlog.get_logger(__name__)
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 HTTP_FORBIDDEN = 403
 
-Obj = Mapping[str, Any]
-
 
 @dataclass
 class _Forbidden:
@@ -36,11 +34,6 @@ class _Forbidden:
 
     retry_at_s: float
     """Monotonic time before which no pod of the namespace is patched."""
-
-
-def _meta(obj: Obj) -> Obj:
-    meta: Obj = obj.get("metadata") or {}
-    return meta
 
 
 class DeletionCosts:
@@ -65,7 +58,7 @@ class DeletionCosts:
         self,
         config_key: str,
         namespace: str,
-        pods: Sequence[Obj],
+        pods: Sequence[JsonObject],
         scores: Sequence[PlaceScore],
         rack_of_node: Mapping[str, str],
     ) -> None:
@@ -73,15 +66,14 @@ class DeletionCosts:
         forbidden = self._forbidden.get(namespace)
         if forbidden is not None and self._clock() < forbidden.retry_at_s:
             return  # refused a moment ago: asking for every pod again changes nothing
-        by_name = {str(_meta(p).get("name")): p for p in pods}
+        by_name = {str(ObjectMeta.of(p).name): p for p in pods}
         places = {
-            name: rack_of_node.get(str((p.get("spec") or {}).get("nodeName") or ""))
+            name: rack_of_node.get(str(child(p, "spec").get("nodeName") or ""))
             for name, p in by_name.items()
         }
         costs = order_pods_for_scale_in(places, scores)
         for name, cost in costs.items():
-            annotations = _meta(by_name[name]).get("annotations") or {}
-            current = annotations.get(DELETION_COST_ANNOTATION)
+            current = ObjectMeta.of(by_name[name]).annotations.get(DELETION_COST_ANNOTATION)
             if current == str(cost) or (current is None and cost == 0):
                 continue
             try:

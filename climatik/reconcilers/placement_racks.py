@@ -14,11 +14,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from climatik.domain.config import PowerCappingConfig
 from climatik.domain.placement import PlaceObservation, RecirculationEstimate
 from climatik.kube.cache import Cache
+from climatik.kube.json import ObjectMeta, child, strings
+from climatik.kube.json import text as text_at
 from climatik.kube.store import FrozenMapping
 from climatik.policies.observations import (
     PlaceReading,
@@ -176,8 +177,8 @@ class RackObserver:
         if cm is None:
             memory.problem = ""
             return {}
-        data = cm.get("data") or {}
-        text: str | None = data.get(RECIRCULATION_KEY)
+        data = child(cm, "data")
+        text = text_at(data, RECIRCULATION_KEY)
         if text is None:
             problems.append(
                 f"has no key {RECIRCULATION_KEY} (keys: {key_names(data)}); "
@@ -230,7 +231,7 @@ class RackObserver:
             return self._node_racks[1]
         grouping = group_nodes_by_rack(
             (
-                (str(_meta(node).get("name")), _meta(node).get("labels") or {})
+                (str(ObjectMeta.of(node).name), strings(ObjectMeta.of(node).raw, "labels"))
                 for node in self._nodes.store.objects()
             ),
             label,
@@ -306,11 +307,6 @@ class RackObserver:
         )
         history.estimate = (history.appended, estimate)
         return estimate
-
-
-def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    meta: Mapping[str, Any] = obj.get("metadata") or {}
-    return meta
 
 
 def finite(value: float | None) -> float | None:

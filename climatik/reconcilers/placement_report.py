@@ -6,14 +6,14 @@ object's resourceVersion) and sends the Events.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from climatik.api.status import find_condition, status_from_wire
 from climatik.api.status_models import ConditionStatus, ConditionType
 from climatik.domain.config import PowerCappingConfig
 from climatik.domain.placement import PlaceScore, SupplySetpoint
+from climatik.kube.json import JsonObject
 from climatik.reconcilers.placement_metrics import PlacementMetrics
 from climatik.reconcilers.placement_racks import RackView
 
@@ -111,7 +111,7 @@ def report_metrics(
     m.end_round(key)
 
 
-def condition_names(obj: Mapping[str, Any], problem: str) -> bool:
+def condition_names(obj: JsonObject, problem: str) -> bool:
     """Whether the object's RacksWithinLimits condition already names `problem`."""
     try:
         status = status_from_wire(obj)

@@ -9,10 +9,19 @@ annotation the first time and kept in every patch.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from climatik.domain.placement import PlaceScore
+from climatik.kube.json import (
+    JsonDict,
+    JsonObject,
+    JsonValue,
+    ObjectMeta,
+    as_object,
+    child,
+    items,
+    objects,
+)
 from climatik.kube.store import thaw
 
 ORIGINAL_AFFINITY_ANNOTATION = "climatik-project.ai/original-node-affinity"
@@ -22,8 +31,8 @@ TEMPLATE_RACKS_ANNOTATION = "climatik-project.ai/placement-racks"
 
 
 def template_patch(
-    deployment: Mapping[str, Any], rack_label_key: str, scores: Sequence[PlaceScore]
-) -> dict[str, Any] | None:
+    deployment: JsonObject, rack_label_key: str, scores: Sequence[PlaceScore]
+) -> JsonDict | None:
     """The merge patch that points the Deployment's pod template at the best racks, or None.
 
     Design document §10.5: `requiredDuringScheduling... In [racks]`, here the admissible racks
@@ -37,23 +46,24 @@ def template_patch(
         return None
     best = min(admissible, key=lambda s: (-s.score, s.place_id)).place_id
     allowed = sorted(s.place_id for s in admissible)
-    annotations: Mapping[str, str] = (deployment.get("metadata") or {}).get("annotations") or {}
-    pod_spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
-    current = thaw((pod_spec.get("affinity") or {}).get("nodeAffinity"))
+    annotations = ObjectMeta.of(deployment).annotations
+    pod_spec = child(child(child(deployment, "spec"), "template"), "spec")
+    current = thaw(child(pod_spec, "affinity").get("nodeAffinity"))
+    original: JsonObject
     if ORIGINAL_AFFINITY_ANNOTATION in annotations:
-        original = json.loads(annotations[ORIGINAL_AFFINITY_ANNOTATION]) or {}
+        original = as_object(json.loads(annotations[ORIGINAL_AFFINITY_ANNOTATION]))
         original_text = annotations[ORIGINAL_AFFINITY_ANNOTATION]
     else:
-        original = json.loads(json.dumps(current or {}))  # a deep copy
+        original = thaw(as_object(current))  # a deep copy
         original_text = json.dumps(original, sort_keys=True)
-    in_allowed = {"key": rack_label_key, "operator": "In", "values": allowed}
-    required = dict(original.get("requiredDuringSchedulingIgnoredDuringExecution") or {})
-    terms = [dict(t) for t in required.get("nodeSelectorTerms") or []] or [{}]
+    in_allowed: JsonDict = {"key": rack_label_key, "operator": "In", "values": list(allowed)}
+    required: JsonDict = dict(child(original, "requiredDuringSchedulingIgnoredDuringExecution"))
+    terms: list[JsonDict] = [dict(t) for t in objects(required, "nodeSelectorTerms")] or [{}]
     for term in terms:
-        term["matchExpressions"] = [*(term.get("matchExpressions") or []), in_allowed]
+        term["matchExpressions"] = [*items(term, "matchExpressions"), in_allowed]
     required["nodeSelectorTerms"] = terms
-    preferred = [
-        *(original.get("preferredDuringSchedulingIgnoredDuringExecution") or []),
+    preferred: list[JsonValue] = [
+        *items(original, "preferredDuringSchedulingIgnoredDuringExecution"),
         {
             "weight": 100,
             "preference": {
@@ -61,7 +71,7 @@ def template_patch(
             },
         },
     ]
-    desired = {
+    desired: JsonDict = {
         **original,
         "requiredDuringSchedulingIgnoredDuringExecution": required,
         "preferredDuringSchedulingIgnoredDuringExecution": preferred,

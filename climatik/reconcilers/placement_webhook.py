@@ -23,15 +23,15 @@ Guarantees:
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
+from climatik.kube.json import JsonDict, JsonObject, JsonValue, items, objects, strict_child
+from climatik.kube.store import thaw
 from climatik.reconcilers.placement_metrics import PlacementMetrics
 
 log = structlog.get_logger(__name__)
@@ -91,16 +91,16 @@ class PlacementSnapshot:
         return len(self._by_workload)
 
 
-def owning_deployment(pod: Mapping[str, Any]) -> str | None:
+def owning_deployment(pod: JsonObject) -> str | None:
     """The Deployment that owns `pod` through its ReplicaSet, from the pod alone.
 
     A Deployment names its ReplicaSets `<deployment>-<pod-template-hash>` and stamps the hash
     on every pod, so no ReplicaSet lookup (and no API call inside admission) is needed.
     """
-    metadata = pod.get("metadata") or {}
-    labels = metadata.get("labels") or {}
+    metadata = strict_child(pod, "metadata")
+    labels = strict_child(metadata, "labels")
     template_hash = labels.get(POD_TEMPLATE_HASH)
-    for ref in metadata.get("ownerReferences") or ():
+    for ref in objects(metadata, "ownerReferences"):
         if ref.get("kind") != "ReplicaSet" or not ref.get("controller"):
             continue
         name = str(ref.get("name", ""))
@@ -114,21 +114,21 @@ def _escape_pointer(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
-def _rack_requirement(key: str, operator: str, racks: Iterable[str]) -> dict[str, Any]:
-    return {"key": key, "operator": operator, "values": sorted(racks)}
+def _rack_requirement(key: str, operator: str, racks: Iterable[str]) -> JsonDict:
+    return {"key": key, "operator": operator, "values": list[JsonValue](sorted(racks))}
 
 
-def placement_patch(pod: Mapping[str, Any], placement: WorkloadPlacement) -> list[dict[str, Any]]:
+def placement_patch(pod: JsonObject, placement: WorkloadPlacement) -> list[JsonDict]:
     """The JSONPatch operations that add `placement` to `pod` ([] when there is nothing to add).
 
     Existing preferred terms are kept and ours appended; the `NotIn` requirement is ANDed into
     each existing required term (or forms the only term).
     """
-    spec = pod.get("spec") or {}
+    spec = strict_child(pod, "spec")
     affinity = spec.get("affinity")
-    node_affinity: dict[str, Any] = copy.deepcopy(dict((affinity or {}).get("nodeAffinity") or {}))
+    node_affinity = thaw(strict_child(strict_child(spec, "affinity"), "nodeAffinity"))
     key = placement.rack_label_key
-    preferred = list(node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution") or [])
+    preferred = list(items(node_affinity, "preferredDuringSchedulingIgnoredDuringExecution"))
     for rack, weight in placement.preferred:
         preferred.append(
             {
@@ -139,19 +139,21 @@ def placement_patch(pod: Mapping[str, Any], placement: WorkloadPlacement) -> lis
     if preferred:
         node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] = preferred
     if placement.excluded:
-        required = dict(node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {})
-        terms = [dict(t) for t in required.get("nodeSelectorTerms") or []]
+        required = dict(
+            strict_child(node_affinity, "requiredDuringSchedulingIgnoredDuringExecution")
+        )
+        terms: list[JsonDict] = [dict(t) for t in objects(required, "nodeSelectorTerms")]
         not_in = _rack_requirement(key, "NotIn", placement.excluded)
         if not terms:
             terms = [{"matchExpressions": [not_in]}]
         else:
             for term in terms:
-                term["matchExpressions"] = [*(term.get("matchExpressions") or []), not_in]
+                term["matchExpressions"] = [*items(term, "matchExpressions"), not_in]
         required["nodeSelectorTerms"] = terms
         node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = required
     if not placement.preferred and not placement.excluded:
         return []
-    ops: list[dict[str, Any]] = []
+    ops: list[JsonDict] = []
     if affinity is None:
         ops.append(
             {"op": "add", "path": "/spec/affinity", "value": {"nodeAffinity": node_affinity}}
@@ -161,7 +163,7 @@ def placement_patch(pod: Mapping[str, Any], placement: WorkloadPlacement) -> lis
     note = ", ".join(f"{rack}={weight}" for rack, weight in placement.preferred) or "-"
     if placement.excluded:
         note += f"; avoid {','.join(sorted(placement.excluded))}"
-    annotations = (pod.get("metadata") or {}).get("annotations")
+    annotations = strict_child(pod, "metadata").get("annotations")
     if annotations is None:
         ops.append(
             {"op": "add", "path": "/metadata/annotations", "value": {PLACEMENT_ANNOTATION: note}}
@@ -188,11 +190,11 @@ class PlacementWebhook:
         self.metrics = metrics
         self._clock = clock
 
-    def handle(self, review: Mapping[str, Any]) -> dict[str, Any]:
+    def handle(self, review: JsonObject) -> JsonDict:
         """The AdmissionReview to send back."""
         uid = ""
         try:
-            request = review.get("request") or {}
+            request = strict_child(review, "request")
             uid = str(request.get("uid", ""))
             ops, why = self._decide(request)
         except Exception:
@@ -201,7 +203,7 @@ class PlacementWebhook:
         result = "patched" if ops else ("error" if why == "error" else "skipped")
         if self.metrics is not None:
             self.metrics.webhook_requests.labels(result=result).inc()
-        response: dict[str, Any] = {"uid": uid, "allowed": True}
+        response: JsonDict = {"uid": uid, "allowed": True}
         if ops:
             response["patchType"] = "JSONPatch"
             response["patch"] = base64.b64encode(json.dumps(ops).encode()).decode()
@@ -211,18 +213,18 @@ class PlacementWebhook:
             "response": response,
         }
 
-    def _decide(self, request: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str]:
-        kind = request.get("kind") or {}
+    def _decide(self, request: JsonObject) -> tuple[list[JsonDict], str]:
+        kind = strict_child(request, "kind")
         if kind.get("kind") != "Pod" or kind.get("group", "") != "":
             return [], "not a pod"
         if request.get("operation") != "CREATE" or request.get("subResource"):
             return [], "not a create"
-        pod = request.get("object") or {}
-        metadata = pod.get("metadata") or {}
-        labels = metadata.get("labels") or {}
+        pod = strict_child(request, "object")
+        metadata = strict_child(pod, "metadata")
+        labels = strict_child(metadata, "labels")
         if labels.get(MANAGED_LABEL) != "true":
             return [], "not managed"
-        if PLACEMENT_ANNOTATION in (metadata.get("annotations") or {}):
+        if PLACEMENT_ANNOTATION in strict_child(metadata, "annotations"):
             return [], "already placed"
         namespace = str(request.get("namespace") or metadata.get("namespace") or "")
         deployment = owning_deployment(pod)

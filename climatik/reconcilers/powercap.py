@@ -20,10 +20,9 @@ spec generation, not one per reconcile.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import aiohttp
 import structlog
@@ -34,7 +33,8 @@ from climatik.domain.capping import CappingState, CeilingDecision, CeilingPlan
 from climatik.domain.config import PowerCappingConfig, TargetKind
 from climatik.kube.cache import Cache, EventSink
 from climatik.kube.client import ApiError, KubeClient
-from climatik.kube.store import FrozenMapping
+from climatik.kube.json import JsonObject, ObjectMeta, child
+from climatik.kube.store import FrozenMapping, object_key, split_key
 from climatik.policies.capping_spec import batch_can_yield, policy_settings
 from climatik.policies.ceilings import decide_replica_ceilings
 from climatik.policies.gpu_tuning import rescale_watts_per_replica
@@ -167,7 +167,7 @@ class PowerCapReconciler:
         opened = await self._opening.open(key)
         if isinstance(opened, Result):
             return opened
-        obj: Mapping[str, Any] = opened.obj
+        obj: JsonObject = opened.obj
         config = opened.config
         memory = self._memory.setdefault(key, _ConfigMemory())
         tuning_off = tuning_disabled_condition(config, gpu_tuning_enabled=self._gpu_tuning_enabled)
@@ -284,7 +284,7 @@ class PowerCapReconciler:
         elapsed_s = self._clock() - started_s
         return Result(requeue_after=max(self._settings.interval_s - elapsed_s, 0.0))
 
-    async def _report_invalid(self, obj: Mapping[str, Any], problem: str) -> None:
+    async def _report_invalid(self, obj: JsonObject, problem: str) -> None:
         """Say where the user looks which fields only the controller's own checks refused (the
         API server validates the schema). The other reconcilers stand aside: told once."""
         invalid = ConditionUpdate(
@@ -294,7 +294,7 @@ class PowerCapReconciler:
             obj,
             StatusRound(
                 [invalid],
-                generation=int(obj["metadata"].get("generation") or 0),
+                generation=ObjectMeta.of(obj).generation or 0,
                 # What it asks for cannot be read: no stale "tuning disabled" note either.
                 clear_gpu_tuning=True,
             ),
@@ -311,14 +311,14 @@ class PowerCapReconciler:
 
     async def _act(
         self,
-        obj: Mapping[str, Any],
+        obj: JsonObject,
         config: PowerCappingConfig,
         key: str,
         plan: CeilingPlan,
         targets: Sequence[ResolvedTarget],
         *,
         held: set[Held],
-    ) -> tuple[Mapping[str, Any], set[Held], int] | None:
+    ) -> tuple[JsonObject, set[Held], int] | None:
         """Write the ceilings that changed, holds on record first. The config as updated, what
         it holds now, and how many writes were refused (409); None when the config changed
         under the record (decide again on fresh state)."""
@@ -339,7 +339,7 @@ class PowerCapReconciler:
             for t, d in changed
             if holds_below_user_max(t, d.new_max_replicas) and (t.kind, t.name) not in held
         }
-        unguarded = GIVE_BACK_FINALIZER not in (obj["metadata"].get("finalizers") or ())
+        unguarded = GIVE_BACK_FINALIZER not in ObjectMeta.of(obj).finalizers
         if new_holds or (held and unguarded):
             # Record before acting: a crash between the two leaves a record of an object not
             # yet capped (dropped at give-back), never a capped object without a record. A hold
@@ -361,7 +361,7 @@ class PowerCapReconciler:
 
     async def _apply(
         self,
-        obj: Mapping[str, Any],
+        obj: JsonObject,
         config: PowerCappingConfig,
         target: ResolvedTarget,
         decision: CeilingDecision,
@@ -394,7 +394,7 @@ class PowerCapReconciler:
     # -- what the config holds, and giving it back ----------------------------------------------
 
     @staticmethod
-    def _held(obj: Mapping[str, Any], memory: _ConfigMemory | None) -> set[Held]:
+    def _held(obj: JsonObject, memory: _ConfigMemory | None) -> set[Held]:
         """The objects this config recorded holding: its status and this process's memory."""
         status = status_from_wire(obj)
         recorded = {
@@ -403,12 +403,10 @@ class PowerCapReconciler:
         }
         return recorded | (memory.held if memory is not None else set())
 
-    async def _record_holds(
-        self, obj: Mapping[str, Any], held: set[Held]
-    ) -> Mapping[str, Any] | None:
+    async def _record_holds(self, obj: JsonObject, held: set[Held]) -> JsonObject | None:
         """Put `held` on record (status) behind the give-back finalizer; the updated object, or
         None when the config changed under the finalizer patch (decide again on fresh state)."""
-        finalizers = list(obj["metadata"].get("finalizers") or ())
+        finalizers = list(ObjectMeta.of(obj).finalizers)
         if GIVE_BACK_FINALIZER not in finalizers:
             try:
                 obj = await self._set_finalizers(obj, [*finalizers, GIVE_BACK_FINALIZER])
@@ -422,7 +420,7 @@ class PowerCapReconciler:
         )
         return obj
 
-    async def _give_back(self, obj: Mapping[str, Any], key: str, held: set[Held]) -> set[Held]:
+    async def _give_back(self, obj: JsonObject, key: str, held: set[Held]) -> set[Held]:
         """Restore the user's ceiling on objects this config holds but no longer targets.
 
         Only objects of the config's own namespace, named by its own records, and still
@@ -432,7 +430,7 @@ class PowerCapReconciler:
         refused for another reason (a webhook, RBAC) is reported and tried again, without
         holding up the capping of the config's other targets.
         """
-        namespace = str(obj["metadata"].get("namespace"))
+        namespace = str(ObjectMeta.of(obj).namespace)
         still_held: set[Held] = set()
         for kind, name in held:
             informer = (
@@ -464,9 +462,9 @@ class PowerCapReconciler:
             log.info("ceiling_given_back", target=name, kind=str(kind))
         return still_held
 
-    async def _finalize(self, key: str, obj: Mapping[str, Any]) -> Result:
+    async def _finalize(self, key: str, obj: JsonObject) -> Result:
         """A deleted config gives back what it holds, then lets the deletion finish."""
-        finalizers = list(obj["metadata"].get("finalizers") or ())
+        finalizers = list(ObjectMeta.of(obj).finalizers)
         if GIVE_BACK_FINALIZER not in finalizers:
             self._forget(key)
             return Result()
@@ -487,22 +485,20 @@ class PowerCapReconciler:
         self._forget(key)
         return Result()
 
-    async def _set_finalizers(
-        self, obj: Mapping[str, Any], finalizers: list[str]
-    ) -> Mapping[str, Any]:
+    async def _set_finalizers(self, obj: JsonObject, finalizers: list[str]) -> JsonObject:
         """The config's finalizers, as a merge patch conditional on its resourceVersion (the
         list is replaced whole, so a finalizer someone else added meanwhile is never lost)."""
-        meta = obj["metadata"]
+        namespace, name = split_key(object_key(obj))
         return await self._client.merge_patch(
             POWER_CAPPING_CONFIGS,
-            meta["name"],
+            name,
             {
                 "metadata": {
                     "finalizers": finalizers,
-                    "resourceVersion": meta.get("resourceVersion"),
+                    "resourceVersion": ObjectMeta.of(obj).resource_version,
                 }
             },
-            meta.get("namespace"),
+            namespace,
         )
 
     def _forget(self, key: str) -> None:
@@ -513,14 +509,14 @@ class PowerCapReconciler:
     # -- reporting ----------------------------------------------------------------------------
 
     async def _write_status(
-        self, obj: Mapping[str, Any], report: StatusRound, *, memory: _ConfigMemory | None = None
+        self, obj: JsonObject, report: StatusRound, *, memory: _ConfigMemory | None = None
     ) -> None:
         """Merge this round's report into the status. With `memory`, measurement noise is
         settled (not written) except once every `status_refresh_s`, so a steady config costs
         the API server almost no writes."""
         now = self._wall_clock()
         # The carbon reconciler owns the effective cap of configs with a carbon section.
-        spec_has_carbon = bool((obj.get("spec") or {}).get("carbon"))
+        spec_has_carbon = bool(child(obj, "spec").get("carbon"))
         now_s = self._clock()
         refresh = memory is None or (
             memory.status_written_s is None
@@ -536,7 +532,5 @@ class PowerCapReconciler:
             memory.status_written_s = now_s
 
 
-def _capped_by(obj: Mapping[str, Any]) -> str | None:
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    holder = annotations.get(CAPPED_BY_ANNOTATION)
-    return str(holder) if holder is not None else None
+def _capped_by(obj: JsonObject) -> str | None:
+    return ObjectMeta.of(obj).annotations.get(CAPPED_BY_ANNOTATION)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 
@@ -23,6 +22,7 @@ from climatik.api.status_models import EffectiveCapSource
 from climatik.domain.capping import TargetObservation
 from climatik.domain.config import PowerCappingConfig
 from climatik.kube.cache import Cache
+from climatik.kube.json import JsonObject, ObjectMeta, strings
 from climatik.kube.store import FrozenMapping
 from climatik.policies.observations import (
     IDLE_SAMPLE_NODES,
@@ -242,7 +242,7 @@ class CapMeasurer:
             return RackRound()
         grouping = group_nodes_by_rack(
             (
-                (str(node["metadata"]["name"]), (node.get("metadata") or {}).get("labels") or {})
+                (str(ObjectMeta.of(node).raw["name"]), strings(ObjectMeta.of(node).raw, "labels"))
                 for node in self._nodes.store.objects()
             ),
             config.placement.rack_label_key,
@@ -312,9 +312,7 @@ def target_observation(
     )
 
 
-def effective_cap(
-    obj: Mapping[str, Any], config: PowerCappingConfig
-) -> tuple[float, EffectiveCapSource]:
+def effective_cap(obj: JsonObject, config: PowerCappingConfig) -> tuple[float, EffectiveCapSource]:
     """The carbon reconciler's cap when it has set one for this spec, else powerCapLimit.
 
     Read through the typed status like every peer's field: a status this version cannot read

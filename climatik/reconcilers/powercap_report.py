@@ -13,7 +13,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import structlog
 
@@ -40,6 +39,7 @@ from climatik.api.status_models import (
 from climatik.domain.capping import CapObservation, CeilingAction, CeilingDecision, CeilingPlan
 from climatik.domain.config import GpuTuningMode, PowerCappingConfig, TargetKind
 from climatik.kube.cache import EventSink
+from climatik.kube.json import JsonObject
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap_measure import Measured
 from climatik.reconcilers.status_writer import with_fields
@@ -266,7 +266,7 @@ class StatusRound:
                 observed_generation=self.generation,
                 now=now,
             )
-        fields: dict[str, Any] = {
+        fields: dict[str, object] = {
             "observed_generation": self.generation,
             "conditions": list(merged or ()),
         }
@@ -355,7 +355,7 @@ def ceiling_event(target: ResolvedTarget, decision: CeilingDecision) -> tuple[st
 
 async def warn_tuning_disabled(
     events: EventSink,
-    obj: Mapping[str, Any],
+    obj: JsonObject,
     config: PowerCappingConfig,
     memory: WarningMemory,
     message: str,
@@ -387,7 +387,7 @@ async def warn_tuning_disabled(
 
 async def warn_gpu_power(
     events: EventSink,
-    obj: Mapping[str, Any],
+    obj: JsonObject,
     targets: Sequence[ResolvedTarget],
     per_target: Mapping[str, TargetMeasurement],
     memory: WarningMemory,

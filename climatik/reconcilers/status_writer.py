@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import structlog
 
 from climatik.api.status import status_from_wire, status_patch
 from climatik.api.status_models import PowerCappingConfigStatus
 from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.json import JsonObject, ObjectMeta
+from climatik.kube.store import object_key, split_key
 from climatik.reconcilers.resources import POWER_CAPPING_CONFIGS
 
 log = structlog.get_logger(__name__)
@@ -48,7 +49,7 @@ def with_fields(
 
 async def write_status(
     client: KubeClient,
-    obj: Mapping[str, Any],
+    obj: JsonObject,
     desire: Desire,
     *,
     attempts: int = 4,
@@ -58,13 +59,13 @@ async def write_status(
 
     `settled` leaves out changes nobody would act on (`climatik.api.status.settle`): callers
     that measure on every reconcile pass it, and now and then not, to refresh the figures."""
-    name, namespace = obj["metadata"]["name"], obj["metadata"].get("namespace")
+    namespace, name = split_key(object_key(obj))
     for attempt in range(attempts):
         current = status_from_wire(obj)
         patch = status_patch(
             current,
             desire(current),
-            resource_version=obj["metadata"].get("resourceVersion"),
+            resource_version=ObjectMeta.of(obj).resource_version,
             settled=settled,
         )
         if patch is None:

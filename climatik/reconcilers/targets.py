@@ -14,10 +14,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from climatik.domain.config import LabelSelector, PowerCappingConfig, TargetKind
 from climatik.kube.cache import Cache
+from climatik.kube.json import (
+    EMPTY,
+    JsonObject,
+    ObjectMeta,
+    child,
+    items,
+    labels_of,
+    objects,
+    text,
+)
 from climatik.kube.resources import INFERENCE_SERVICES
 from climatik.kube.store import FrozenMapping, index_by_namespace
 from climatik.reconcilers.resources import (
@@ -36,8 +46,6 @@ KSERVE_DEFAULT_MIN = 1
 DEFAULT_PRIORITY = 0
 DEFAULT_DEFERRABLE = False
 
-Obj = Mapping[str, Any]
-
 
 @dataclass(frozen=True, slots=True)
 class ResolvedTarget:
@@ -54,7 +62,7 @@ class ResolvedTarget:
     pods: tuple[str, ...]
     pod_nodes: tuple[str, ...]
     """The node of each pod in `pods` ('' while unscheduled)."""
-    obj: Obj
+    obj: JsonObject
     """The cached object the ceiling lives on."""
     limited_by_ceiling: bool | None = None
     """KEDA's HPA says it wants more replicas than the ceiling (`ScalingLimited`,
@@ -83,18 +91,8 @@ class Resolution:
     """Human descriptions of references that point at nothing."""
 
 
-def _meta(obj: Obj) -> Obj:
-    meta: Obj = obj.get("metadata") or {}
-    return meta
-
-
-def _labels(obj: Obj) -> Mapping[str, str]:
-    labels: Mapping[str, str] = _meta(obj).get("labels") or {}
-    return labels
-
-
-def _owner(obj: Obj, kind: str) -> str | None:
-    for ref in _meta(obj).get("ownerReferences") or ():
+def _owner(obj: JsonObject, kind: str) -> str | None:
+    for ref in ObjectMeta.of(obj).owner_references:
         if ref.get("kind") == kind:
             return str(ref.get("name"))
     return None
@@ -109,25 +107,20 @@ def _int(value: object, default: int) -> int:
         return default
 
 
-def _annotations(obj: Obj) -> Mapping[str, Any]:
-    annotations: Mapping[str, Any] = _meta(obj).get("annotations") or {}
-    return annotations
-
-
-def ceiling_of(obj: Obj, kind: TargetKind) -> int | None:
+def ceiling_of(obj: JsonObject, kind: TargetKind) -> int | None:
     """The ceiling in force on a ScaledObject (KEDA's default 100 when unset) or an
     InferenceService (None when unset: KServe then leaves it to its ScaledObject)."""
-    spec = obj.get("spec") or {}
+    spec = child(obj, "spec")
     if kind is TargetKind.INFERENCE_SERVICE:
-        return _int((spec.get("predictor") or {}).get("maxReplicas"), 0) or None
+        return _int(child(spec, "predictor").get("maxReplicas"), 0) or None
     return _int(spec.get("maxReplicaCount"), KEDA_DEFAULT_MAX)
 
 
-def _user_max(obj: Obj, applied: int) -> int:
+def _user_max(obj: JsonObject, applied: int) -> int:
     """The user's own ceiling: the one remembered while Climatik holds a lower one, unless the
     ceiling in force is not the one Climatik last wrote, in which case someone changed it during
     the cap and the new value is the user's (lowering their max mid-cap must not be undone)."""
-    annotations = _annotations(obj)
+    annotations = ObjectMeta.of(obj).annotations
     written = annotations.get(APPLIED_MAX_ANNOTATION)
     if written is not None and _int(written, applied) != applied:
         return applied
@@ -135,26 +128,27 @@ def _user_max(obj: Obj, applied: int) -> int:
     return remembered if remembered >= 0 else applied
 
 
-def user_max_of(obj: Obj, kind: TargetKind) -> int | None:
+def user_max_of(obj: JsonObject, kind: TargetKind) -> int | None:
     """The ceiling to give back to an object Climatik capped (None when none is known)."""
     applied = ceiling_of(obj, kind)
     if applied is None:
-        remembered = _int(_annotations(obj).get(USER_MAX_ANNOTATION), -1)
+        remembered = _int(ObjectMeta.of(obj).annotations.get(USER_MAX_ANNOTATION), -1)
         return remembered if remembered >= 0 else None
     return _user_max(obj, applied)
 
 
-def _describe(obj: Obj, kind: TargetKind) -> str:
-    return f"{kind} {_meta(obj).get('namespace')}/{_meta(obj).get('name')}"
+def _describe(obj: JsonObject, kind: TargetKind) -> str:
+    meta = ObjectMeta.of(obj)
+    return f"{kind} {meta.namespace}/{meta.name}"
 
 
-def priority_of(obj: Obj, kind: TargetKind) -> tuple[int, str | None]:
+def priority_of(obj: JsonObject, kind: TargetKind) -> tuple[int, str | None]:
     """The user's priority for a target and, when the annotation does not parse, why.
 
     Only a plain integer counts ("2", "-1"); anything else ("high", "1.5", "") keeps the default
     rather than guessing, so a typo cannot quietly promote batch work over serving.
     """
-    raw = _annotations(obj).get(PRIORITY_ANNOTATION)
+    raw = ObjectMeta.of(obj).annotations.get(PRIORITY_ANNOTATION)
     if raw is None:
         return DEFAULT_PRIORITY, None
     text = str(raw).strip()
@@ -167,11 +161,11 @@ def priority_of(obj: Obj, kind: TargetKind) -> tuple[int, str | None]:
     )
 
 
-def deferrable_of(obj: Obj, kind: TargetKind) -> tuple[bool, str | None]:
+def deferrable_of(obj: JsonObject, kind: TargetKind) -> tuple[bool, str | None]:
     """Whether a target's work may wait for a cleaner grid and, when the annotation does not
     parse, why. "true"/"false" in any case; anything else keeps the default (not deferrable),
     so a typo never lets a carbon cap hold back serving work."""
-    raw = _annotations(obj).get(DEFERRABLE_ANNOTATION)
+    raw = ObjectMeta.of(obj).annotations.get(DEFERRABLE_ANNOTATION)
     if raw is None:
         return DEFAULT_DEFERRABLE, None
     text = str(raw).strip().lower()
@@ -192,26 +186,28 @@ class _UserIntent:
     problems: tuple[str, ...]
 
 
-def _user_intent(obj: Obj, kind: TargetKind) -> _UserIntent:
+def _user_intent(obj: JsonObject, kind: TargetKind) -> _UserIntent:
     priority, priority_problem = priority_of(obj, kind)
     deferrable, deferrable_problem = deferrable_of(obj, kind)
     problems = tuple(p for p in (priority_problem, deferrable_problem) if p is not None)
     return _UserIntent(priority, deferrable, problems)
 
 
-def _selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+def _selector_matches(selector: JsonObject, labels: JsonObject) -> bool:
     """Deployment-style selector (matchLabels only is what Deployments use in practice)."""
     if not selector:
         return False
-    match_labels: Mapping[str, str] = selector.get("matchLabels") or {}
-    expressions = selector.get("matchExpressions") or ()
+    match_labels = child(selector, "matchLabels")
+    expressions = items(selector, "matchExpressions")
     if not match_labels and not expressions:
         return False
     if any(labels.get(k) != v for k, v in match_labels.items()):
         return False
     for expression in expressions:
-        key, operator = expression.get("key"), expression.get("operator")
-        values = expression.get("values") or ()
+        if not isinstance(expression, Mapping):
+            return False  # not a requirement we can read: match nothing rather than more
+        key, operator = text(expression, "key") or "", expression.get("operator")
+        values = items(expression, "values")
         present = key in labels
         if (
             (operator == "In" and (not present or labels[key] not in values))
@@ -223,22 +219,22 @@ def _selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, s
     return True
 
 
-def _serving_pods(pods: Iterable[Obj], match: Callable[[Mapping[str, str]], bool]) -> _ServingPods:
+def _serving_pods(pods: Iterable[JsonObject], match: Callable[[JsonObject], bool]) -> _ServingPods:
     chosen = sorted(
         (
             pod
             for pod in pods
-            if match(_labels(pod))
-            and not _meta(pod).get("deletionTimestamp")
-            and (pod.get("status") or {}).get("phase") not in {"Succeeded", "Failed"}
+            if match(labels_of(pod))
+            and not ObjectMeta.of(pod).deletion_timestamp
+            and child(pod, "status").get("phase") not in {"Succeeded", "Failed"}
         ),
-        key=lambda pod: str(_meta(pod).get("name")),
+        key=lambda pod: str(ObjectMeta.of(pod).name),
     )
-    names = tuple(str(_meta(p).get("name")) for p in chosen)
-    nodes = tuple(str((p.get("spec") or {}).get("nodeName") or "") for p in chosen)
-    created = [_timestamp_s(_meta(p).get("creationTimestamp")) for p in chosen]
+    names = tuple(str(ObjectMeta.of(p).name) for p in chosen)
+    nodes = tuple(str(child(p, "spec").get("nodeName") or "") for p in chosen)
+    created = [_timestamp_s(ObjectMeta.of(p).creation_timestamp) for p in chosen]
     known = [c for c in created if c is not None]
-    gpu_pods = tuple(str(_meta(p).get("name")) for p in chosen if requests_gpu(p))
+    gpu_pods = tuple(str(ObjectMeta.of(p).name) for p in chosen if requests_gpu(p))
     return _ServingPods(names, nodes, max(known) if known else None, gpu_pods)
 
 
@@ -249,13 +245,13 @@ class _ServingPods(NamedTuple):
     gpu_pods: tuple[str, ...]
 
 
-def requests_gpu(pod: Obj) -> bool:
+def requests_gpu(pod: JsonObject) -> bool:
     """Whether a container of `pod` requests or limits `nvidia.com/gpu` (an extended resource
     needs at least one of the two; a count that does not parse still counts as asking)."""
-    for container in (pod.get("spec") or {}).get("containers") or ():
-        resources = container.get("resources") or {}
-        for amounts in (resources.get("requests"), resources.get("limits")):
-            count = (amounts or {}).get(GPU_RESOURCE)
+    for container in objects(child(pod, "spec"), "containers"):
+        resources = child(container, "resources")
+        for amounts in (child(resources, "requests"), child(resources, "limits")):
+            count = amounts.get(GPU_RESOURCE)
             if count is not None and _int(count, 1) > 0:
                 return True
     return False
@@ -271,25 +267,24 @@ def _timestamp_s(raw: object) -> float | None:
         return None
 
 
-def _deployment_replicas(deployment: Obj | None, pods: Sequence[str]) -> int:
+def _deployment_replicas(deployment: JsonObject | None, pods: Sequence[str]) -> int:
     if deployment is None:
         return len(pods)
-    status = deployment.get("status") or {}
-    return _int(status.get("replicas"), len(pods))
+    return _int(child(deployment, "status").get("replicas"), len(pods))
 
 
-def hpa_name(scaled_object: Obj) -> str:
+def hpa_name(scaled_object: JsonObject) -> str:
     """The HPA KEDA keeps for a ScaledObject (`keda-hpa-<name>` unless the spec renames it)."""
-    advanced = (scaled_object.get("spec") or {}).get("advanced") or {}
-    custom = (advanced.get("horizontalPodAutoscalerConfig") or {}).get("name")
-    return str(custom) if custom else f"keda-hpa-{_meta(scaled_object).get('name')}"
+    advanced = child(child(scaled_object, "spec"), "advanced")
+    custom = child(advanced, "horizontalPodAutoscalerConfig").get("name")
+    return str(custom) if custom else f"keda-hpa-{ObjectMeta.of(scaled_object).name}"
 
 
-def limited_by_ceiling(hpa: Obj | None) -> bool | None:
+def limited_by_ceiling(hpa: JsonObject | None) -> bool | None:
     """Whether an HPA is held by its maxReplicas, from its `ScalingLimited` condition."""
     if hpa is None:
         return None
-    for condition in (hpa.get("status") or {}).get("conditions") or ():
+    for condition in objects(child(hpa, "status"), "conditions"):
         if condition.get("type") == "ScalingLimited":
             return bool(
                 condition.get("status") == "True" and condition.get("reason") == "TooManyReplicas"
@@ -298,19 +293,22 @@ def limited_by_ceiling(hpa: Obj | None) -> bool | None:
 
 
 def _from_scaled_object(
-    so: Obj, deployments: Mapping[str, Obj], pods: Sequence[Obj], hpas: Mapping[str, Obj]
+    so: JsonObject,
+    deployments: Mapping[str, JsonObject],
+    pods: Sequence[JsonObject],
+    hpas: Mapping[str, JsonObject],
 ) -> ResolvedTarget:
-    spec = so.get("spec") or {}
+    spec = child(so, "spec")
     applied = _int(spec.get("maxReplicaCount"), KEDA_DEFAULT_MAX)
-    ref = spec.get("scaleTargetRef") or {}
+    ref = child(spec, "scaleTargetRef")
     deployment = deployments.get(str(ref.get("name")))
-    selector = ((deployment or {}).get("spec") or {}).get("selector")
+    selector = child(child(deployment or EMPTY, "spec"), "selector")
     serving = _serving_pods(pods, lambda labels: _selector_matches(selector, labels))
     intent = _user_intent(so, TargetKind.SCALED_OBJECT)
     return ResolvedTarget(
         kind=TargetKind.SCALED_OBJECT,
-        name=str(_meta(so).get("name")),
-        namespace=str(_meta(so).get("namespace")),
+        name=str(ObjectMeta.of(so).name),
+        namespace=str(ObjectMeta.of(so).namespace),
         min_replicas=_int(spec.get("minReplicaCount"), KEDA_DEFAULT_MIN),
         applied_max_replicas=applied,
         user_max_replicas=max(_user_max(so, applied), _int(spec.get("minReplicaCount"), 0)),
@@ -328,16 +326,16 @@ def _from_scaled_object(
 
 
 def _from_inference_service(
-    isvc: Obj,
-    scaled_objects: Mapping[str, Obj],
-    deployments: Mapping[str, Obj],
-    pods: Sequence[Obj],
-    hpas: Mapping[str, Obj],
+    isvc: JsonObject,
+    scaled_objects: Mapping[str, JsonObject],
+    deployments: Mapping[str, JsonObject],
+    pods: Sequence[JsonObject],
+    hpas: Mapping[str, JsonObject],
 ) -> ResolvedTarget:
-    name = str(_meta(isvc).get("name"))
-    predictor = (isvc.get("spec") or {}).get("predictor") or {}
+    name = str(ObjectMeta.of(isvc).name)
+    predictor = child(child(isvc, "spec"), "predictor")
     so = scaled_objects.get(f"{name}-predictor")
-    so_max = _int(((so or {}).get("spec") or {}).get("maxReplicaCount"), KEDA_DEFAULT_MAX)
+    so_max = _int(child(so or EMPTY, "spec").get("maxReplicaCount"), KEDA_DEFAULT_MAX)
     applied = _int(predictor.get("maxReplicas"), 0) or so_max
     minimum = _int(predictor.get("minReplicas"), KSERVE_DEFAULT_MIN)
     serving = _serving_pods(pods, lambda labels: labels.get(KSERVE_ISVC_LABEL) == name)
@@ -345,7 +343,7 @@ def _from_inference_service(
     return ResolvedTarget(
         kind=TargetKind.INFERENCE_SERVICE,
         name=name,
-        namespace=str(_meta(isvc).get("namespace")),
+        namespace=str(ObjectMeta.of(isvc).namespace),
         min_replicas=minimum,
         applied_max_replicas=applied,
         user_max_replicas=max(_user_max(isvc, applied), minimum),
@@ -364,8 +362,8 @@ def _from_inference_service(
     )
 
 
-def _matches(selector: LabelSelector, obj: Obj) -> bool:
-    return selector.matches(_labels(obj))
+def _matches(selector: LabelSelector, obj: JsonObject) -> bool:
+    return selector.matches(labels_of(obj))
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,27 +371,27 @@ class NamespaceObjects:
     """One namespace's cached objects by name (pods as a list): what every config of the
     namespace resolves its targets in, built once per change of the namespace."""
 
-    scaled_objects: Mapping[str, Obj]
-    inference_services: Mapping[str, Obj]
-    deployments: Mapping[str, Obj]
-    hpas: Mapping[str, Obj]
-    pods: Sequence[Obj]
+    scaled_objects: Mapping[str, JsonObject]
+    inference_services: Mapping[str, JsonObject]
+    deployments: Mapping[str, JsonObject]
+    hpas: Mapping[str, JsonObject]
+    pods: Sequence[JsonObject]
 
     @classmethod
     def of(
         cls,
         namespace: str,
         *,
-        scaled_objects: Iterable[Obj],
-        inference_services: Iterable[Obj],
-        deployments: Iterable[Obj],
-        pods: Iterable[Obj],
-        hpas: Iterable[Obj] = (),
+        scaled_objects: Iterable[JsonObject],
+        inference_services: Iterable[JsonObject],
+        deployments: Iterable[JsonObject],
+        pods: Iterable[JsonObject],
+        hpas: Iterable[JsonObject] = (),
     ) -> NamespaceObjects:
-        def local(objs: Iterable[Obj]) -> dict[str, Obj]:
-            found: dict[str, Obj] = {}
+        def local(objs: Iterable[JsonObject]) -> dict[str, JsonObject]:
+            found: dict[str, JsonObject] = {}
             for o in objs:
-                meta = _meta(o)
+                meta = child(o, "metadata")
                 if meta.get("namespace") == namespace:
                     found[str(meta.get("name"))] = o
             return found
@@ -410,11 +408,11 @@ class NamespaceObjects:
 def resolve_targets(
     config: PowerCappingConfig,
     *,
-    scaled_objects: Iterable[Obj],
-    inference_services: Iterable[Obj],
-    deployments: Iterable[Obj],
-    pods: Iterable[Obj],
-    hpas: Iterable[Obj] = (),
+    scaled_objects: Iterable[JsonObject],
+    inference_services: Iterable[JsonObject],
+    deployments: Iterable[JsonObject],
+    pods: Iterable[JsonObject],
+    hpas: Iterable[JsonObject] = (),
 ) -> Resolution:
     """The targets of `config` among the cached objects of its namespace."""
     return resolve_in(
@@ -456,8 +454,7 @@ def resolve_in(config: PowerCappingConfig, objects: NamespaceObjects) -> Resolut
         found = [
             name
             for name, so in sos.items()
-            if ((so.get("spec") or {}).get("scaleTargetRef") or {}).get("name")
-            == config.deployment_name
+            if child(child(so, "spec"), "scaleTargetRef").get("name") == config.deployment_name
         ]
         if not found:
             missing.append(
@@ -562,7 +559,7 @@ class WorkloadCaches:
         if kept is not None and kept[0] == version:
             return kept[1]
 
-        def local(informer: Cache[FrozenMapping]) -> list[Obj]:
+        def local(informer: Cache[FrozenMapping]) -> list[JsonObject]:
             return list(informer.store.by_index(NAMESPACE_INDEX, namespace))
 
         objects = NamespaceObjects.of(

@@ -27,7 +27,7 @@ from climatik.kube.resources import (
     PODS,
     SCALED_OBJECTS,
 )
-from climatik.kube.store import FrozenMapping, index_by_namespace
+from climatik.kube.store import FrozenMapping, index_by_namespace, object_key
 from climatik.kube.workqueue import WorkQueue
 from climatik.reconcilers.cached_fields import (
     DEPLOYMENT_FIELDS,
@@ -108,8 +108,7 @@ def configs_in_namespace(
     def enqueue(obj: Mapping[str, Any]) -> None:
         meta = obj.get("metadata") or {}
         for config in configs.store.by_index("namespace", meta.get("namespace") or ""):
-            cmeta = config["metadata"]
-            queue.add(f"{cmeta['namespace']}/{cmeta['name']}")
+            queue.add(object_key(config))
 
     return enqueue
 

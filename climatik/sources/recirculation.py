@@ -88,7 +88,7 @@ def _name(key: Any) -> str:
     return _show(key)
 
 
-def key_names(data: Mapping[str, Any]) -> str:
+def key_names(data: Mapping[str, object]) -> str:
     """The keys of a ConfigMap's data, for a message naming what it holds instead (capped)."""
     text = ", ".join(sorted(str(k) for k in data)) or "none"
     return text if len(text) <= 200 else text[:197] + "..."

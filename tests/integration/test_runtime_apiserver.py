@@ -29,8 +29,10 @@ from climatik.devcluster.topology import Rack, Topology
 from climatik.kube.client import KubeClient
 from climatik.kube.informer import EventHandlers, Informer
 from climatik.kube.resources import CONFIGMAPS, NAMESPACES
+from climatik.kube.store import object_key
 from climatik.kube.watchstate import WatchSettings
 from climatik.runtime.metrics import RuntimeMetrics
+from tests.json_paths import text_at
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -182,8 +184,7 @@ async def _server_view(client: KubeClient, namespace: str) -> dict[str, str]:
 
 def _cache_view(informer: Informer) -> dict[str, str]:
     return {
-        f"{o['metadata']['namespace']}/{o['metadata']['name']}": o["metadata"]["resourceVersion"]
-        for o in informer.store.objects()
+        object_key(o): text_at(o, "metadata", "resourceVersion") for o in informer.store.objects()
     }
 
 
@@ -265,7 +266,9 @@ async def test_gone_after_an_outage_relists_and_drops_objects_deleted_meanwhile(
         metrics=metrics,
     )
     deleted: list[str] = []
-    informer.add_handlers(EventHandlers(on_delete=lambda o: deleted.append(o["metadata"]["name"])))
+    informer.add_handlers(
+        EventHandlers(on_delete=lambda o: deleted.append(text_at(o, "metadata", "name")))
+    )
     task = asyncio.create_task(informer.run())
     try:
         await asyncio.wait_for(informer.wait_synced(), 30)

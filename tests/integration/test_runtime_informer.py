@@ -18,6 +18,7 @@ from climatik.kube.resources import CONFIGMAPS
 from climatik.kube.workqueue import WorkQueue
 from climatik.runtime.metrics import RuntimeMetrics
 from climatik.runtime.reconcile import Controller, Result, enqueue_handlers, run_worker
+from tests.json_paths import text_at
 
 pytestmark = [pytest.mark.integration]
 
@@ -45,7 +46,9 @@ class Watchful:
         try:
             obj = self.informer.store.get(key)
             if obj is not None:
-                self.seen.append((obj["metadata"]["resourceVersion"], obj["data"]["n"]))
+                self.seen.append(
+                    (text_at(obj, "metadata", "resourceVersion"), text_at(obj, "data", "n"))
+                )
             await asyncio.sleep(0.005)  # long enough for more updates to arrive meanwhile
         finally:
             self.active.discard(key)

@@ -24,6 +24,7 @@ from climatik.reconcilers.resources import (
     USER_MAX_ANNOTATION,
 )
 from climatik.reconcilers.targets import WorkloadCaches, resolve_targets
+from tests.json_paths import dig
 
 NS = "serving"
 
@@ -198,7 +199,7 @@ def test_lowering_remembers_the_user_max_and_restoring_forgets_it() -> None:
         "spec": {"maxReplicaCount": 5},
     }
     _, below_min = ceiling_patch(target, 0, "serving/cap")
-    assert below_min["spec"]["maxReplicaCount"] == 2  # never below minReplicaCount
+    assert dig(below_min, "spec", "maxReplicaCount") == 2  # never below minReplicaCount
     _, restored = ceiling_patch(target, 10, "serving/cap")
     assert restored == {
         "metadata": {
@@ -218,7 +219,7 @@ def test_every_ceiling_write_is_conditional_on_the_version_it_was_decided_on() -
     (target,) = resolve(config(deployment_name="llm"), sos=[so]).targets
     for ceiling in (3, 10):
         _, patch = ceiling_patch(target, ceiling, "serving/cap")
-        assert patch["metadata"]["resourceVersion"] == "4711"
+        assert dig(patch, "metadata", "resourceVersion") == "4711"
     restore = restore_patch(
         {
             **so,
@@ -230,7 +231,7 @@ def test_every_ceiling_write_is_conditional_on_the_version_it_was_decided_on() -
         TargetKind.SCALED_OBJECT,
     )
     assert restore is not None
-    assert restore["metadata"]["resourceVersion"] == "4711"
+    assert dig(restore, "metadata", "resourceVersion") == "4711"
 
 
 def test_a_ceiling_changed_by_the_user_during_a_cap_becomes_their_max() -> None:
@@ -240,10 +241,10 @@ def test_a_ceiling_changed_by_the_user_during_a_cap_becomes_their_max() -> None:
     (target,) = resolve(config(deployment_name="llm"), sos=[edited]).targets
     assert (target.applied_max_replicas, target.user_max_replicas) == (2, 2)
     _, release = ceiling_patch(target, 10, "serving/cap")
-    assert release["spec"]["maxReplicaCount"] == 2
+    assert dig(release, "spec", "maxReplicaCount") == 2
     restore = restore_patch(edited, TargetKind.SCALED_OBJECT)
     assert restore is not None
-    assert restore["spec"]["maxReplicaCount"] == 2
+    assert dig(restore, "spec", "maxReplicaCount") == 2
     # Untouched since Climatik wrote it: the remembered max still counts.
     untouched = scaled_object("so", "llm", max_replicas=4, annotations=annotations)
     (target,) = resolve(config(deployment_name="llm"), sos=[untouched]).targets
@@ -284,9 +285,9 @@ def test_restore_patch_uses_the_remembered_user_max(kind: TargetKind) -> None:
     patch = restore_patch(held, kind)
     assert patch is not None
     value = (
-        patch["spec"]["predictor"]["maxReplicas"]
+        dig(patch, "spec", "predictor", "maxReplicas")
         if kind is TargetKind.INFERENCE_SERVICE
-        else patch["spec"]["maxReplicaCount"]
+        else dig(patch, "spec", "maxReplicaCount")
     )
     assert value == 9
     assert restore_patch({"metadata": {}}, kind) is None

@@ -76,8 +76,9 @@ class Cluster:
 
     def config(self) -> dict[str, Any]:
         """A mutable copy of the cached config."""
-        obj: dict[str, Any] = thaw(self.store.get(KEY))
-        assert obj is not None
+        cached = self.store.get(KEY)
+        assert cached is not None
+        obj: dict[str, Any] = thaw(cached)
         return obj
 
     def carbon_condition(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from climatik.domain.carbon import CarbonReading, IntensityBandTarget
 from climatik.domain.config import CarbonConfig, CarbonProvider, SecretKeyRef
+from climatik.kube.json import JsonDict
 from climatik.reconcilers.carbon_secret import (
     credential_from_secret,
     retry_delay_s,
@@ -28,7 +29,7 @@ CARBON = CarbonConfig(
 )
 
 
-def stored(value: str) -> dict[str, object]:
+def stored(value: str) -> JsonDict:
     return {"data": {"token": base64.b64encode(value.encode()).decode()}}
 
 

@@ -26,6 +26,7 @@ from climatik.api.status import (
 )
 from climatik.domain.gpu import TUNE_NODE_LABEL, TUNE_RESULT_KEY, result_configmap_name
 from climatik.kube.client import KubeClient
+from climatik.kube.json import child, objects
 from climatik.kube.resources import Resource
 from climatik.kube.store import thaw
 from climatik.reconcilers.gpu_tuning import GpuTuningReconciler
@@ -35,6 +36,7 @@ from climatik.reconcilers.tuning_hints import TuningHints
 from climatik.runtime.capping import gpu_tuning_controller
 from climatik.runtime.manager import Manager
 from climatik.runtime.settings import KubeSettings, LeaderElectionSettings, RuntimeSettings
+from tests.json_paths import text_at
 from tests.unit.helpers.status_world import RecordedEvents, StatusClient, StoreCache
 
 NS = "team-a"
@@ -142,14 +144,14 @@ def _reconciler(
 
 
 def _mode_args(client: _Client) -> list[str]:
-    return [j["spec"]["template"]["spec"]["containers"][0]["args"][2] for j in client.jobs]
+    return [text_at(j, "spec", "template", "spec", "containers", 0, "args", 2) for j in client.jobs]
 
 
 def _tuning_condition(configs: StoreCache, key: str = KEY) -> dict[str, Any] | None:
     obj = configs.store.get(key)
     assert obj is not None
-    conditions = (obj.get("status") or {}).get("conditions") or ()
-    return next((dict(c) for c in conditions if c["type"] == GPU_TUNING_CONDITION), None)
+    conditions = objects(child(obj, "status"), "conditions")
+    return next((dict(c) for c in conditions if c.get("type") == GPU_TUNING_CONDITION), None)
 
 
 def _warnings(events: RecordedEvents) -> list[tuple[str, str, str]]:

@@ -10,6 +10,7 @@ from climatik.domain.config import GpuTuningConfig, GpuTuningMode, PowerCappingC
 from climatik.domain.gpu import TUNE_NODE_LABEL, node_label_value, result_configmap_name
 from climatik.reconcilers.gpu_tuning import TuningNotAllowedError, build_job
 from climatik.reconcilers.settings import GpuTuningSettings
+from tests.json_paths import dig, list_at, obj_at
 
 
 def config(mode: GpuTuningMode) -> PowerCappingConfig:
@@ -30,25 +31,26 @@ def test_job_is_pinned_to_its_node_and_holds_only_the_privilege_nvml_needs() -> 
     job = build_job(
         config(GpuTuningMode.APPLY), "gpu-node-1", ["http://10.0.0.5:8000/metrics"], settings, now
     )
-    pod = job["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    pod = obj_at(job, "spec", "template", "spec")
+    (container,) = list_at(pod, "containers")
     assert pod["nodeName"] == "gpu-node-1"
     assert pod["restartPolicy"] == "Never"
-    assert job["spec"]["backoffLimit"] == 0
-    assert job["metadata"]["namespace"] == "gpu-tuning"
-    assert job["metadata"]["labels"][TUNE_NODE_LABEL] == "gpu-node-1"
-    assert container["image"] == "climatik:test"
-    assert container["args"][:3] == ["gpu-tune", "--mode", "apply"]
-    assert "--vllm-metrics" in container["args"]
-    assert container["args"][container["args"].index("--max-p99-token-latency-s") + 1] == "0.05"
-    target = container["args"][container["args"].index("--result-configmap") + 1]
+    assert dig(job, "spec", "backoffLimit") == 0
+    assert dig(job, "metadata", "namespace") == "gpu-tuning"
+    assert dig(job, "metadata", "labels", TUNE_NODE_LABEL) == "gpu-node-1"
+    assert dig(container, "image") == "climatik:test"
+    args = list_at(container, "args")
+    assert args[:3] == ["gpu-tune", "--mode", "apply"]
+    assert "--vllm-metrics" in args
+    assert args[args.index("--max-p99-token-latency-s") + 1] == "0.05"
+    target = args[args.index("--result-configmap") + 1]
     assert target == f"gpu-tuning/{result_configmap_name('gpu-node-1')}"
-    security = container["securityContext"]
+    security = obj_at(container, "securityContext")
     assert security["capabilities"] == {"drop": ["ALL"], "add": ["SYS_ADMIN"]}
     assert "privileged" not in security
     assert security["readOnlyRootFilesystem"] is True
     recommend = build_job(config(GpuTuningMode.RECOMMEND), "n", [], settings, now)
-    assert recommend["spec"]["template"]["spec"]["containers"][0]["args"][2] == "recommend"
+    assert dig(recommend, "spec", "template", "spec", "containers", 0, "args", 2) == "recommend"
 
 
 @pytest.mark.parametrize("mode", [GpuTuningMode.RECOMMEND, GpuTuningMode.APPLY])
@@ -59,7 +61,7 @@ def test_the_job_runs_its_mode_in_a_namespace_the_settings_allow(
     settings = GpuTuningSettings(allowed_namespaces=allowed)
     now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
     job = build_job(config(mode), "n", [], settings, now)
-    assert job["spec"]["template"]["spec"]["containers"][0]["args"][2] == mode.lower()
+    assert dig(job, "spec", "template", "spec", "containers", 0, "args", 2) == mode.lower()
 
 
 @pytest.mark.parametrize("mode", [GpuTuningMode.RECOMMEND, GpuTuningMode.APPLY])

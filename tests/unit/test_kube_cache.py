@@ -13,6 +13,7 @@ from climatik.kube.informer import Informer
 from climatik.kube.resources import PODS
 from climatik.kube.store import FrozenMapping, index_by_namespace
 from climatik.kube.watchstate import WatchEventType
+from tests.json_paths import dig
 
 
 def pod(namespace: str, name: str) -> dict[str, Any]:
@@ -29,8 +30,8 @@ async def test_an_informer_is_a_cache_reconcilers_read() -> None:
     informer.apply(WatchEventType.ADDED, pod("other", "b"))
     got = cache.store.get("llm/a")
     assert got is not None
-    assert got["metadata"]["name"] == "a"
-    assert [o["metadata"]["name"] for o in cache.store.by_index("namespace", "llm")] == ["a"]
+    assert dig(got, "metadata", "name") == "a"
+    assert [dig(o, "metadata", "name") for o in cache.store.by_index("namespace", "llm")] == ["a"]
     assert cache.store.index_version("namespace", "llm") != before
     assert len(cache.store.objects()) == 2
 

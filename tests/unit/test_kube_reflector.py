@@ -18,6 +18,7 @@ from climatik.kube.informer import EventHandlers, Informer, strip_managed_fields
 from climatik.kube.reflector import RawObject, Reflector
 from climatik.kube.resources import CONFIGMAPS
 from climatik.kube.watchstate import WatchEventType, WatchSettings
+from tests.json_paths import obj_at, text_at
 from tests.unit.fakeclock import FakeClock
 
 HANG = object()
@@ -108,9 +109,9 @@ def _informer(client: ScriptedClient, **settings: Any) -> tuple[Informer, list[t
     )
     informer.add_handlers(
         EventHandlers(
-            on_add=lambda o: events.append(("add", o["metadata"]["name"])),
-            on_update=lambda _o, n: events.append(("update", n["metadata"]["name"])),
-            on_delete=lambda o: events.append(("delete", o["metadata"]["name"])),
+            on_add=lambda o: events.append(("add", text_at(o, "metadata", "name"))),
+            on_update=lambda _o, n: events.append(("update", text_at(n, "metadata", "name"))),
+            on_delete=lambda o: events.append(("delete", text_at(o, "metadata", "name"))),
         )
     )
     return informer, events
@@ -262,4 +263,4 @@ async def test_a_transform_runs_on_each_object_as_it_arrives_listed_or_watched()
     for key in ("ns/a", "ns/b", "ns/c"):
         cached = informer.store.get(key)
         assert cached is not None
-        assert "managedFields" not in cached["metadata"]
+        assert "managedFields" not in obj_at(cached, "metadata")

@@ -22,6 +22,7 @@ from climatik.kube.store import (
     thaw,
 )
 from climatik.kube.watchstate import WatchEventType
+from tests.json_paths import dict_at, dig, list_at, obj_at, text_at
 
 
 def _obj(
@@ -63,12 +64,15 @@ def test_indexes_follow_updates_and_deletes() -> None:
     store.upsert(_obj("a", rack="r1", owner="u1"))
     store.upsert(_obj("b", rack="r1"))
     store.upsert(_obj("c", namespace="other", rack="r2", owner="u1"))
-    assert [o["metadata"]["name"] for o in store.by_index("rack", "r1")] == ["a", "b"]
-    assert [o["metadata"]["name"] for o in store.by_index(BY_OWNER_UID, "u1")] == ["a", "c"]
+    assert [text_at(o, "metadata", "name") for o in store.by_index("rack", "r1")] == ["a", "b"]
+    assert [text_at(o, "metadata", "name") for o in store.by_index(BY_OWNER_UID, "u1")] == [
+        "a",
+        "c",
+    ]
     assert len(store.by_index(BY_NAMESPACE, "ns")) == 2
     store.upsert(_obj("b", rv="2", rack="r2"))  # moved racks
-    assert [o["metadata"]["name"] for o in store.by_index("rack", "r1")] == ["a"]
-    assert [o["metadata"]["name"] for o in store.by_index("rack", "r2")] == ["b", "c"]
+    assert [text_at(o, "metadata", "name") for o in store.by_index("rack", "r1")] == ["a"]
+    assert [text_at(o, "metadata", "name") for o in store.by_index("rack", "r2")] == ["b", "c"]
     store.delete("ns/a")
     assert store.by_index("rack", "r1") == []
     assert store.index_values("rack") == ["r2"]
@@ -83,11 +87,12 @@ def test_replace_reports_added_changed_and_vanished() -> None:
     added, updated, deleted = store.replace(
         [_obj("keep", rv="1"), _obj("change", rv="7"), _obj("new", rv="8")]
     )
-    assert [o["metadata"]["name"] for o in added] == ["new"]
+    assert [text_at(o, "metadata", "name") for o in added] == ["new"]
     assert [
-        (o["metadata"]["resourceVersion"], n["metadata"]["resourceVersion"]) for o, n in updated
+        (dig(o, "metadata", "resourceVersion"), dig(n, "metadata", "resourceVersion"))
+        for o, n in updated
     ] == [("1", "7")]
-    assert [o["metadata"]["name"] for o in deleted] == ["gone"]
+    assert [text_at(o, "metadata", "name") for o in deleted] == ["gone"]
     assert sorted(store.keys()) == ["ns/change", "ns/keep", "ns/new"]
     assert store.by_index("rack", "r1") == []
 
@@ -100,10 +105,10 @@ def test_cached_objects_cannot_be_mutated_through_views() -> None:
     with pytest.raises(TypeError):
         view["spec"] = {}  # type: ignore[index]
     with pytest.raises(TypeError):
-        view["spec"]["items"][0]["x"] = 2
+        obj_at(view, "spec", "items", 0)["x"] = 2  # type: ignore[index]  # read-only, as typed
     with pytest.raises(AttributeError):
-        view["spec"]["items"].append({})
-    assert view["spec"]["items"][0]["x"] == 1
+        list_at(view, "spec", "items").append({})  # type: ignore[attr-defined]  # likewise
+    assert dig(view, "spec", "items", 0, "x") == 1
     assert view == _obj("a")
 
 
@@ -113,9 +118,9 @@ def test_thaw_gives_an_independent_mutable_copy() -> None:
     view = store.get("ns/a")
     assert view is not None
     copy = thaw(view)
-    copy["spec"]["items"][0]["x"] = 99
-    assert view["spec"]["items"][0]["x"] == 1
-    assert isinstance(copy["spec"]["items"], list)
+    dict_at(copy, "spec", "items", 0)["x"] = 99
+    assert dig(view, "spec", "items", 0, "x") == 1
+    assert isinstance(dig(copy, "spec", "items"), list)
 
 
 class _Recorder:
@@ -124,9 +129,11 @@ class _Recorder:
 
     def handlers(self) -> EventHandlers:
         return EventHandlers(
-            on_add=lambda o: self.events.append(("add", o["metadata"]["name"])),
-            on_update=lambda old, new: self.events.append(("update", new["metadata"]["name"])),
-            on_delete=lambda o: self.events.append(("delete", o["metadata"]["name"])),
+            on_add=lambda o: self.events.append(("add", text_at(o, "metadata", "name"))),
+            on_update=lambda old, new: self.events.append(
+                ("update", text_at(new, "metadata", "name"))
+            ),
+            on_delete=lambda o: self.events.append(("delete", text_at(o, "metadata", "name"))),
         )
 
 

@@ -7,6 +7,7 @@ import json
 
 from climatik.domain.placement import PlaceScore
 from climatik.reconcilers.placement_template import ORIGINAL_AFFINITY_ANNOTATION, template_patch
+from tests.json_paths import dig, list_at, obj_at, text_at
 from tests.unit.helpers.placement_objects import DEPLOYMENT, KEY
 
 
@@ -27,17 +28,20 @@ def test_template_patch_keeps_the_users_affinity_and_is_stable() -> None:
     ]
     patch = template_patch(deployment, KEY, scores)
     assert patch is not None
-    assert json.loads(patch["metadata"]["annotations"][ORIGINAL_AFFINITY_ANNOTATION]) == user
-    desired = patch["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
-    (term,) = desired["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    assert term["matchExpressions"] == [
+    original = text_at(patch, "metadata", "annotations", ORIGINAL_AFFINITY_ANNOTATION)
+    assert json.loads(original) == user
+    desired = obj_at(patch, "spec", "template", "spec", "affinity", "nodeAffinity")
+    (term,) = list_at(
+        desired, "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms"
+    )
+    assert dig(term, "matchExpressions") == [
         {"key": "gpu", "operator": "In", "values": ["h100"]},
         {"key": KEY, "operator": "In", "values": ["rack-a", "rack-b"]},
     ]
-    best = desired["preferredDuringSchedulingIgnoredDuringExecution"][0]["preference"]
-    assert best["matchExpressions"][0]["values"] == ["rack-b"]
+    best = dig(desired, "preferredDuringSchedulingIgnoredDuringExecution", 0, "preference")
+    assert dig(best, "matchExpressions", 0, "values") == ["rack-b"]
     # Applied: the template now holds `desired` and the annotation the original -> no change.
     deployment["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": desired}
-    deployment["metadata"]["annotations"] = patch["metadata"]["annotations"]
+    deployment["metadata"]["annotations"] = dig(patch, "metadata", "annotations")
     assert template_patch(deployment, KEY, scores) is None
     assert template_patch(deployment, KEY, [PlaceScore("rack-a", 1.0, False, "")]) is None

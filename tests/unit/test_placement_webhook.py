@@ -23,6 +23,7 @@ from climatik.reconcilers.placement_webhook import (
 )
 from climatik.runtime.webhook import start_webhook_server
 from tests.certificates import self_signed
+from tests.json_paths import dig
 
 KEY = "climatik-project.ai/rack"
 
@@ -105,8 +106,8 @@ def test_owning_deployment_strips_the_template_hash() -> None:
 
 def test_managed_pod_gets_preferred_racks_and_excludes_over_limit() -> None:
     answer = webhook().handle(review(pod()))
-    assert answer["response"]["allowed"] is True
-    assert answer["response"]["uid"] == "u-1"
+    assert dig(answer, "response", "allowed") is True
+    assert dig(answer, "response", "uid") == "u-1"
     patched = apply_patch(pod(), decoded(answer))
     node_affinity = patched["spec"]["affinity"]["nodeAffinity"]
     preferred = node_affinity["preferredDuringSchedulingIgnoredDuringExecution"]

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from climatik.api.status import apply_merge_patch
 from climatik.kube.client import ApiError, KubeClient
+from climatik.kube.json import JsonDict, ObjectMeta
 from climatik.kube.resources import Resource
 from climatik.kube.store import thaw
 from climatik.reconcilers.metrics import CappingMetrics
@@ -31,6 +32,7 @@ from climatik.reconcilers.result import Result, TerminalError
 from climatik.reconcilers.settings import CappingSettings
 from climatik.reconcilers.targets import WorkloadCaches
 from climatik.sources.address import HTTPSession
+from tests.json_paths import dict_at, dig
 from tests.unit.helpers.capping_world import (
     NS,
     FakePrometheus,
@@ -90,9 +92,14 @@ def scaled_objects(workloads: WorkloadCaches) -> StoreCache:
 
 def capped_by_an_earlier_version(workloads: WorkloadCaches, *, capped_by: str = KEY) -> None:
     """The target as a controller before records left it: ceiling 2, user max 4, annotated."""
-    so = thaw(workloads.scaled_objects.store.get(f"{NS}/chat"))
-    so["spec"]["maxReplicaCount"] = 2
-    so["metadata"]["annotations"] = {USER_MAX_ANNOTATION: "4", CAPPED_BY_ANNOTATION: capped_by}
+    cached = workloads.scaled_objects.store.get(f"{NS}/chat")
+    assert cached is not None
+    so = thaw(cached)
+    dict_at(so, "spec")["maxReplicaCount"] = 2
+    dict_at(so, "metadata")["annotations"] = {
+        USER_MAX_ANNOTATION: "4",
+        CAPPED_BY_ANNOTATION: capped_by,
+    }
     scaled_objects(workloads).store.upsert(so)
 
 
@@ -141,7 +148,9 @@ def delete(configs: StoreCache) -> None:
 def ceiling(workloads: WorkloadCaches) -> tuple[int, dict[str, str]]:
     so = workloads.scaled_objects.store.get(f"{NS}/chat")
     assert so is not None
-    return so["spec"]["maxReplicaCount"], dict(so["metadata"].get("annotations") or {})
+    ceiling = dig(so, "spec", "maxReplicaCount")
+    assert isinstance(ceiling, int)
+    return ceiling, dict(ObjectMeta.of(so).annotations)
 
 
 async def test_a_hold_from_before_records_gets_its_record_and_finalizer(
@@ -169,7 +178,7 @@ async def test_a_deleted_config_gives_back_only_its_own_records_in_its_namespace
 ) -> None:
     configs, workloads = objects(prometheus.url)
     capped_by_an_earlier_version(workloads, capped_by=f"{NS}/someone-else")
-    elsewhere = {
+    elsewhere: JsonDict = {
         "metadata": {
             "name": "chat",
             "namespace": "other",

@@ -16,11 +16,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from climatik.domain.capping import TargetObservation
+from climatik.kube.json import ObjectMeta, child
 from climatik.kube.store import thaw
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler
 from climatik.reconcilers.settings import CappingSettings
 from climatik.sources.address import HTTPSession
+from tests.json_paths import dict_at
 from tests.unit.helpers.capping_world import (
     NS,
     Client,
@@ -162,15 +164,15 @@ async def test_a_spec_change_rebuilds_the_kept_sources(prometheus: FakePrometheu
             await reconciler.reconcile(f"{NS}/cap")
             obj = configs.store.get(f"{NS}/cap")
             assert obj is not None
-            return condition(thaw(obj.get("status") or {}), "MetricsAvailable")
+            return condition(thaw(child(obj, "status")), "MetricsAvailable")
 
         assert (await metrics_available())["status"] == "True"
         assert (await metrics_available())["status"] == "True"
         current = configs.store.get(f"{NS}/cap")
         assert current is not None
         moved = thaw(current)
-        moved["metadata"]["generation"] = moved["metadata"].get("generation", 1) + 1
-        moved["spec"]["powerMeasurement"]["prometheusAddress"] = "http://127.0.0.1:9"
+        dict_at(moved, "metadata")["generation"] = (ObjectMeta.of(moved).generation or 1) + 1
+        dict_at(moved, "spec", "powerMeasurement")["prometheusAddress"] = "http://127.0.0.1:9"
         configs.store.upsert(moved)
         after = await metrics_available()
     assert after["status"] == "False"

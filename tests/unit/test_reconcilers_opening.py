@@ -10,6 +10,7 @@ import pytest
 from climatik.kube.store import FrozenMapping
 from climatik.reconcilers.opening import ConfigOpening, Opened
 from climatik.reconcilers.result import Result, TerminalError
+from tests.json_paths import dig, text_at
 from tests.unit.helpers.placement_objects import NS, config
 from tests.unit.helpers.status_world import StoreCache
 
@@ -33,7 +34,7 @@ class Recorder:
         self.forgotten.append(key)
 
     async def report_invalid(self, obj: FrozenMapping, problem: str) -> None:
-        self.reported.append((obj["metadata"]["name"], problem))
+        self.reported.append((text_at(obj, "metadata", "name"), problem))
 
     async def finalize(self, key: str, obj: FrozenMapping) -> Result:
         self.finalized.append(key)
@@ -60,7 +61,7 @@ async def test_a_valid_config_opens_with_its_parsed_spec() -> None:
     assert isinstance(opened, Opened)
     assert opened.config.key == KEY
     assert opened.config.power_cap_w == 100_000
-    assert opened.obj["metadata"]["resourceVersion"] == "7"
+    assert dig(opened.obj, "metadata", "resourceVersion") == "7"
     assert recorder.forgotten == []
 
 

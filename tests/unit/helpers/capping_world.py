@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from climatik.kube.json import child
 from climatik.kube.resources import Resource
 from climatik.kube.store import thaw
 from climatik.reconcilers.metrics import CappingMetrics
@@ -170,4 +171,4 @@ async def reconcile(
         await reconciler.reconcile(f"{NS}/cap")
     obj = configs.store.get(f"{NS}/cap")
     assert obj is not None
-    return thaw(obj.get("status") or {}), client
+    return thaw(child(obj, "status")), client

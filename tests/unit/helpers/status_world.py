@@ -9,6 +9,7 @@ from typing import Any
 
 from climatik.api.status import apply_merge_patch
 from climatik.kube.client import KubeClient
+from climatik.kube.json import child
 from climatik.kube.resources import Resource
 from climatik.kube.store import Store, thaw
 
@@ -78,7 +79,7 @@ class RecordedEvents:
 def status_of(configs: StoreCache) -> dict[str, Any]:
     obj = configs.store.get("ns/cap")
     assert obj is not None
-    status: dict[str, Any] = thaw(obj.get("status") or {})
+    status: dict[str, Any] = thaw(child(obj, "status"))
     return status
 
 
