@@ -220,7 +220,7 @@ def locate_kserve() -> KServeBinaries:
         raise BinariesMissingError(
             f"KServe {found.version_set} is not built (missing: {', '.join(missing)}); "
             f"run `bash {BUILD_SCRIPT} --with kserve` (the first KServe build takes about "
-            "15 minutes on 2 cores)"
+            "6 minutes on 2 cores)"
         )
     return found
 

@@ -5,9 +5,9 @@ scheduler and kwok as background processes on free 127.0.0.1 ports.
 controller-manager works), every CRD is Established and every simulated node is Ready and
 untainted (so the scheduler can place pods). Add-ons (`keda`: KEDA's operator and metrics
 adapter; `kserve`: KServe's controller) start once the CRDs they need are served and are waited
-for the same way. Any failure
-stops what was started and raises DevClusterError carrying the failing component's log tail.
-`down` stops every recorded process group and leaves no process and no listening port behind.
+for the same way. Any failure stops what was started and raises DevClusterError carrying the
+failing component's log tail. `down` stops every recorded process group and leaves no process
+and no listening port behind.
 State lives in DIR/cluster.json, written after every start, so `down` can also clean up after
 an `up` that died half way.
 """
