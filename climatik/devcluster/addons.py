@@ -6,11 +6,11 @@ them (cryptography, YAML), which `climatik --help` and a bad argument should nev
 
 from __future__ import annotations
 
-ADDONS = ("keda",)
+ADDONS = ("keda", "kserve")
 
 
 def parse_addons(text: str) -> tuple[str, ...]:
-    """`keda` or a comma-separated list of add-on names, checked, in ADDONS order."""
+    """`keda`, `kserve` or a comma-separated list of add-on names, checked, in ADDONS order."""
     names = {n.strip() for n in text.split(",") if n.strip()}
     unknown = sorted(names - set(ADDONS))
     if unknown:

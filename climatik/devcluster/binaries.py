@@ -2,8 +2,8 @@
 
 The build script names its output directory after a digest of the pinned versions, so the only
 source of truth for that name is the script itself (`build.sh --print`). Environment variables
-override it for installs that have no source tree. The KEDA add-on (`build.sh --with keda`) is a
-version set of its own, located the same way.
+override it for installs that have no source tree. The KEDA and KServe add-ons (`build.sh --with
+keda,kserve`) are version sets of their own, located the same way.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ KEDA_BINARIES = ("keda-operator", "keda-adapter")
 ENV_KEDA_BIN_DIR = "CLIMATIK_KEDA_BIN_DIR"
 ENV_KEDA_CRD_DIR = "CLIMATIK_KEDA_CRD_DIR"
 ENV_KEDA_RBAC_DIR = "CLIMATIK_KEDA_RBAC_DIR"
+KSERVE_BINARIES = ("kserve-manager",)
+ENV_KSERVE_BIN_DIR = "CLIMATIK_KSERVE_BIN_DIR"
+ENV_KSERVE_CRD_DIR = "CLIMATIK_KSERVE_CRD_DIR"
+ENV_KSERVE_MANIFEST_DIR = "CLIMATIK_KSERVE_MANIFEST_DIR"
 
 
 class BinariesMissingError(RuntimeError):
@@ -99,6 +103,48 @@ class KedaBinaries:
         return sorted(self.rbac_dir.glob("*.yaml"))
 
 
+@dataclass(frozen=True)
+class KServeBinaries:
+    """Resolved paths of KServe's controller and the manifests taken from its module."""
+
+    bin_dir: Path
+    crd_dir: Path
+    manifest_dir: Path
+    version_set: str
+
+    def path(self, name: str) -> Path:
+        """Absolute path of one binary."""
+        return self.bin_dir / name
+
+    def missing(self) -> list[str]:
+        """Names of binaries or manifest files that are not there yet."""
+        absent = [b for b in KSERVE_BINARIES if not os.access(self.path(b), os.X_OK)]
+        if not self.crd_dir.is_dir() or not any(self.crd_dir.glob("*.yaml")):
+            absent.append(f"{self.crd_dir}/*.yaml")
+        manifests = (self.cluster_role, self.config_map, self.webhooks)
+        absent += [str(m) for m in manifests if not m.is_file()]
+        return absent
+
+    def crds(self) -> list[Path]:
+        """KServe's CRDs, in a stable order."""
+        return sorted(self.crd_dir.glob("*.yaml"))
+
+    @property
+    def cluster_role(self) -> Path:
+        """KServe's `kserve-manager-role` ClusterRole (config/rbac/role.yaml)."""
+        return self.manifest_dir / "rbac-role.yaml"
+
+    @property
+    def config_map(self) -> Path:
+        """KServe's `inferenceservice-config` (config/configmap/inferenceservice.yaml)."""
+        return self.manifest_dir / "configmap-inferenceservice.yaml"
+
+    @property
+    def webhooks(self) -> Path:
+        """KServe's webhook configurations (config/webhook/manifests.yaml)."""
+        return self.manifest_dir / "webhook-manifests.yaml"
+
+
 def _printed_build() -> dict[str, str]:
     """The `key=value` lines of `build.sh --print`: the output folders of every version set."""
     result = subprocess.run(
@@ -161,6 +207,20 @@ _KEDA = _VersionSet(
         "2 cores)"
     ),
 )
+_KSERVE = _VersionSet(
+    name="KServe",
+    build_name="KServe",
+    print_prefix="kserve_",
+    bin_env=ENV_KSERVE_BIN_DIR,
+    paths=(
+        ("crd_dir", ENV_KSERVE_CRD_DIR, "crds"),
+        ("manifest_dir", ENV_KSERVE_MANIFEST_DIR, "manifests"),
+    ),
+    build=(
+        f"`bash {BUILD_SCRIPT} --with kserve` (the first KServe build takes about 6 minutes on "
+        "2 cores)"
+    ),
+)
 
 
 def _locate(version_set: _VersionSet, make: Callable[..., _BuiltT]) -> _BuiltT:
@@ -200,6 +260,11 @@ def _locate(version_set: _VersionSet, make: Callable[..., _BuiltT]) -> _BuiltT:
 def locate_keda() -> KedaBinaries:
     """Find the built KEDA add-on, raising BinariesMissingError with the fix if absent."""
     return _locate(_KEDA, KedaBinaries)
+
+
+def locate_kserve() -> KServeBinaries:
+    """Find the built KServe add-on, raising BinariesMissingError with the fix if absent."""
+    return _locate(_KSERVE, KServeBinaries)
 
 
 def locate_binaries() -> ControlPlaneBinaries:

@@ -42,8 +42,9 @@ def add_dev_cluster_parser(subparsers: Any) -> None:
         type=_addons,
         default=(),
         metavar="ADDONS",
-        help="also run these, comma-separated: keda (KEDA's operator and metrics adapter; "
-        "build them with `hack/control-plane/build.sh --with keda`)",
+        help="also run these, comma-separated: keda (KEDA's operator and metrics adapter), "
+        "kserve (KServe's controller); build them with "
+        "`hack/control-plane/build.sh --with keda,kserve`",
     )
     up_parser.set_defaults(handler=_run_up)
     down_parser = actions.add_parser("down", help="stop every process the cluster started")

@@ -4,9 +4,10 @@ scheduler and kwok as background processes on free 127.0.0.1 ports.
 `up` returns only when the API server is ready, the default ServiceAccount exists (so the
 controller-manager works), every CRD is Established and every simulated node is Ready and
 untainted (so the scheduler can place pods). Add-ons (`keda`: KEDA's operator and metrics
-adapter) start once the CRDs they need are served and are waited for the same way. Any failure
-stops what was started and raises DevClusterError carrying the failing component's log tail.
-`down` stops every recorded process group and leaves no process and no listening port behind.
+adapter; `kserve`: KServe's controller) start once the CRDs they need are served and are waited
+for the same way. Any failure stops what was started and raises DevClusterError carrying the
+failing component's log tail. `down` stops every recorded process group and leaves no process
+and no listening port behind.
 State lives in DIR/cluster.json, written after every start, so `down` can also clean up after
 an `up` that died half way.
 """
@@ -28,17 +29,19 @@ from typing import Any
 
 import yaml
 
-from climatik.devcluster import components, keda
+from climatik.devcluster import components, keda, kserve
 from climatik.devcluster.addons import parse_addons
 from climatik.devcluster.apiclient import ApiClient
 from climatik.devcluster.binaries import (
     REPO_ROOT,
     ControlPlaneBinaries,
     KedaBinaries,
+    KServeBinaries,
     locate_binaries,
     locate_keda,
+    locate_kserve,
 )
-from climatik.devcluster.pki import ClusterPKI, generate_keda_pki, generate_pki
+from climatik.devcluster.pki import ClusterPKI, generate_addon_pki, generate_pki
 from climatik.devcluster.processes import ProcessRecord, exit_code, is_alive, spawn, stop, tail
 from climatik.devcluster.topology import KWOK_NODE_LABELS, Topology
 
@@ -277,6 +280,7 @@ def up(
 
     binaries = locate_binaries()
     keda_binaries = locate_keda() if "keda" in addons else None
+    kserve_binaries = locate_kserve() if "kserve" in addons else None
     directory.mkdir(parents=True, exist_ok=True)
     # Each `up` starts from an empty etcd and a new CA: a dev cluster is disposable.
     for stale in ("etcd", "pki", "logs"):
@@ -286,7 +290,12 @@ def up(
     launch = _Launch(directory, binaries, progress)
     try:
         return _bring_up(
-            launch, topology, extra_crd_dirs, keda_binaries, time.monotonic() + timeout_s
+            launch,
+            topology,
+            extra_crd_dirs,
+            keda_binaries=keda_binaries,
+            kserve_binaries=kserve_binaries,
+            deadline=time.monotonic() + timeout_s,
         )
     except BaseException:
         _stop_cluster(launch.records)
@@ -298,11 +307,21 @@ def _bring_up(
     launch: _Launch,
     topology: Topology,
     extra_crd_dirs: Sequence[Path],
+    *,
     keda_binaries: KedaBinaries | None,
+    kserve_binaries: KServeBinaries | None,
     deadline: float,
 ) -> ClusterInfo:
     directory = launch.dir
-    addon_port_names = keda.PORT_NAMES if keda_binaries is not None else ()
+    addons = [
+        name
+        for name, built in (("keda", keda_binaries), ("kserve", kserve_binaries))
+        if built is not None
+    ]
+    addon_port_names = (
+        *(keda.PORT_NAMES if keda_binaries is not None else ()),
+        *(kserve.PORT_NAMES if kserve_binaries is not None else ()),
+    )
     etcd_port, etcd_peer_port, api_port, kcm_port, sched_port, *addon_ports = _free_ports(
         5 + len(addon_port_names)
     )
@@ -326,7 +345,7 @@ def _bring_up(
             "rack_label_key": topology.rack_label_key,
             "nodes_by_rack": {r.name: r.node_names() for r in topology.racks},
             "ports": ports,
-            "addons": ["keda"] if keda_binaries is not None else [],
+            "addons": addons,
         }
     )
     _write_yaml(
@@ -382,10 +401,14 @@ def _bring_up(
     launch.note(f"kube-apiserver: created {len(topology.node_names())} nodes")
 
     crd_files = [*launch.binaries.third_party_crds()]
-    if keda_binaries is not None:
-        # KEDA's operator needs all six of its CRDs; ScaledObject's is already among the above.
+    # KEDA's operator needs all six of its CRDs, KServe's controller five of its own; the
+    # ScaledObject's and the InferenceService's are already among the above.
+    for addon_crds in (
+        keda_binaries.crds() if keda_binaries is not None else [],
+        kserve_binaries.crds() if kserve_binaries is not None else [],
+    ):
         present = {p.name for p in crd_files}
-        crd_files += [p for p in keda_binaries.crds() if p.name not in present]
+        crd_files += [p for p in addon_crds if p.name not in present]
     for crd_dir in extra_crd_dirs:
         if crd_dir.is_dir():
             crd_files += sorted(p for p in crd_dir.iterdir() if p.suffix in {".yaml", ".yml"})
@@ -409,6 +432,8 @@ def _bring_up(
     )
     if keda_binaries is not None:
         _start_keda(launch, keda_binaries, pki, api, deadline)
+    if kserve_binaries is not None:
+        _start_kserve(launch, kserve_binaries, pki, deadline)
     expected = set(topology.node_names())
     launch.wait_for(
         "kwok",
@@ -432,7 +457,7 @@ def _start_keda(
     metrics through the adapter (called once KEDA's CRDs are served)."""
     directory = launch.dir
     ports: dict[str, int] = launch.state["ports"]
-    keda_pki = generate_keda_pki(
+    keda_pki = generate_addon_pki(
         directory / "pki" / "keda",
         pki.ca,
         namespace=keda.NAMESPACE,
@@ -481,6 +506,69 @@ def _start_keda(
         "keda-adapter",
         f"{group} served through the aggregation layer",
         lambda: api.get(group).status == 200,
+        deadline,
+    )
+
+
+def _start_kserve(
+    launch: _Launch, binaries: KServeBinaries, pki: ClusterPKI, deadline: float
+) -> None:
+    """Run KServe's controller and wait until its webhooks serve and its three controllers run
+    (called once KServe's CRDs are served)."""
+    directory = launch.dir
+    ports: dict[str, int] = launch.state["ports"]
+    # The webhook server's certificate sits where controller-runtime looks for it by default,
+    # under a TMPDIR of the process's own inside the cluster's pki folder.
+    tmp_dir = directory / "pki" / "kserve" / "tmp"
+    kserve_pki = generate_addon_pki(
+        directory / "pki" / "kserve",
+        pki.ca,
+        namespace=kserve.NAMESPACE,
+        service_account=kserve.SERVICE_ACCOUNT,
+        services=(kserve.WEBHOOK_SERVICE,),
+        cert_dir=tmp_dir / kserve.WEBHOOK_CERT_SUBDIR,
+    )
+    kubeconfig = directory / "pki" / "kserve.kubeconfig"
+    _write_yaml(
+        kubeconfig,
+        components.kubeconfig_for(
+            launch.state["api_url"], pki.ca.cert, kserve_pki.identity, kserve.SERVICE_ACCOUNT
+        ),
+    )
+    shipped_config = yaml.safe_load(binaries.config_map.read_text(encoding="utf-8"))
+    shipped_webhooks = yaml.safe_load_all(binaries.webhooks.read_text(encoding="utf-8"))
+    objects = directory / "kserve-objects.yaml"
+    objects.write_text(
+        yaml.safe_dump_all(
+            [
+                *kserve.cluster_objects(),
+                kserve.config_map(shipped_config),
+                *kserve.webhook_configurations(
+                    (d for d in shipped_webhooks if isinstance(d, dict)),
+                    pki.ca.cert,
+                    ports["kserve-webhook"],
+                ),
+            ]
+        ),
+        encoding="utf-8",
+    )
+    _apply(launch, Path(launch.state["kubeconfig"]), [binaries.cluster_role, objects])
+    launch.note("kubectl: applied KServe's namespace, RBAC, ConfigMap and webhook configurations")
+
+    launch.start(
+        "kserve-manager",
+        binaries.path("kserve-manager"),
+        kserve.manager_args(kubeconfig, ports),
+        kserve.process_env(kubeconfig, tmp_dir),
+    )
+    health = _plain_http_get(ports["kserve-health"])
+    launch.wait_for("kserve-manager", "/readyz", lambda: health("/readyz") == "ok", deadline)
+    log = launch.log_path("kserve-manager")
+    wanted = set(kserve.CONTROLLERS)
+    launch.wait_for(
+        "kserve-manager",
+        f"{len(wanted)} controllers started (caches synced)",
+        lambda: wanted <= kserve.started_controllers(log.read_text(errors="replace").splitlines()),
         deadline,
     )
 

@@ -1,7 +1,7 @@
 """How the KEDA add-on of the dev cluster runs: the operator's and metrics adapter's flags,
 environment and the objects they need in the cluster (`climatik dev-cluster up --with keda`).
 
-Both run as plain processes on 127.0.0.1 as KEDA's own ServiceAccount (see `generate_keda_pki`),
+Both run as plain processes on 127.0.0.1 as KEDA's own ServiceAccount (see `generate_addon_pki`),
 with KEDA's own RBAC. The adapter reaches the API server's aggregation layer through an
 APIService whose Service is an ExternalName for `localhost` on the adapter's port: the
 aggregator dials `<externalName>:<APIService port>` and checks the serving certificate against

@@ -48,12 +48,13 @@ class ClusterPKI:
 
 
 @dataclass(frozen=True)
-class KedaPKI:
-    """KEDA's identity towards the API server and the certificates of its own services.
+class AddonPKI:
+    """An add-on's identity towards the API server and the certificates of its own services.
 
     `cert_dir` holds ca.crt, tls.crt and tls.key, the layout KEDA reads from its `kedaorg-certs`
-    Secret: the operator's gRPC metrics service and the metrics adapter authenticate each other
-    with them (mutual TLS), and the adapter serves the aggregation layer with the same pair.
+    Secret (its operator's gRPC service and metrics adapter authenticate each other with them, and
+    the adapter serves the aggregation layer with the same pair) and KServe's webhook server reads
+    from its `kserve-webhook-server-cert` Secret.
     """
 
     identity: CertPair
@@ -225,21 +226,23 @@ def _issue_pair(
     return paths
 
 
-def generate_keda_pki(
+def generate_addon_pki(
     directory: Path,
     ca: CertPair,
     *,
     namespace: str,
     service_account: str,
     services: tuple[str, ...],
-) -> KedaPKI:
-    """Issue KEDA's credentials from the cluster's CA (written by `generate_pki`).
+    cert_dir: Path | None = None,
+) -> AddonPKI:
+    """Issue an add-on's credentials from the cluster's CA (written by `generate_pki`).
 
-    The identity is the ServiceAccount KEDA runs as in a real cluster, as a client certificate:
-    RBAC matches a ServiceAccount subject by user name, so KEDA's own Roles and bindings apply to
-    the processes exactly as they would to its pods. The service certificate names each KEDA
-    Service's cluster DNS names (the aggregation layer checks the adapter's against the
-    APIService's Service) and 127.0.0.1 (where the adapter dials the operator's gRPC service).
+    The identity is the ServiceAccount the add-on runs as in a real cluster, as a client
+    certificate: RBAC matches a ServiceAccount subject by user name, so the add-on's own Roles and
+    bindings apply to its processes exactly as they would to its pods. The service certificate
+    (in `cert_dir`, `directory/certs` unless given) names each Service's cluster DNS names (the
+    aggregation layer checks KEDA's adapter against its APIService's Service) and 127.0.0.1 (where
+    KEDA's adapter dials its operator, and the API server KServe's webhooks).
     """
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
@@ -258,8 +261,8 @@ def generate_keda_pki(
         ca_name=ca_name,
         ca_key=ca_key,
     )
-    cert_dir = directory / "certs"
-    cert_dir.mkdir(exist_ok=True)
+    cert_dir = cert_dir or directory / "certs"
+    cert_dir.mkdir(parents=True, exist_ok=True)
     cert_dir.chmod(0o700)
     (cert_dir / "ca.crt").write_bytes(ca.cert.read_bytes())
     dns_names = tuple(
@@ -274,4 +277,4 @@ def generate_keda_pki(
         server_ips=("127.0.0.1",),
         client=True,
     )
-    return KedaPKI(identity=identity, cert_dir=cert_dir, serving=serving)
+    return AddonPKI(identity=identity, cert_dir=cert_dir, serving=serving)

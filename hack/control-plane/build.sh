@@ -7,14 +7,16 @@
 # Results land in ${XDG_CACHE_HOME:-$HOME/.cache}/climatik/{bin,crds}/<version-set>/, where the
 # version set is a digest of every pin; a run that finds everything present does nothing.
 #
-# Usage: build.sh [--with keda]           build what is missing (the first run takes 20+ minutes
-#                                         on 2 cores; KEDA adds its own, see docs/dev-cluster.md)
-#        build.sh --print                 print bin_dir=, crd_dir=, kwok_stages=, keda_* and exit
-#        build.sh --check [--with keda]   exit 0 when everything is present, 1 otherwise
+# Usage: build.sh [--with ADDONS]           build what is missing (the first run takes 20+ minutes
+#                                           on 2 cores; add-ons add their own, see docs/dev-cluster.md)
+#        build.sh --print                   print bin_dir=, crd_dir=, kwok_stages=, keda_*, kserve_*
+#        build.sh --check [--with ADDONS]   exit 0 when everything is present, 1 otherwise
 #
-# `--with keda` also builds the KEDA operator and metrics adapter and extracts KEDA's six CRDs and
-# its RBAC manifests. They form a version set of their own, so pinning KEDA never rebuilds
-# Kubernetes and a Kubernetes pin never rebuilds KEDA.
+# ADDONS is `keda`, `kserve` or `keda,kserve`. `keda` also builds the KEDA operator and metrics
+# adapter and extracts KEDA's six CRDs and its RBAC manifests; `kserve` builds KServe's controller
+# (`cmd/manager`) and extracts its CRDs, its ClusterRole, its `inferenceservice-config` ConfigMap
+# and its webhook configurations. Each add-on is a version set of its own, so pinning one never
+# rebuilds Kubernetes or another add-on, and a Kubernetes pin never rebuilds an add-on.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -102,26 +104,82 @@ keda_present() {
   local b f
   for b in "${keda_binaries[@]}"; do [[ -x "$keda_bin_dir/$b" ]] || return 1; done
   for f in "${keda_crds[@]}"; do [[ -s "$keda_crd_dir/$(basename "$f")" ]] || return 1; done
-  for f in "${keda_rbac[@]}"; do [[ -s "$keda_rbac_dir/$(keda_rbac_name "$f")" ]] || return 1; done
+  for f in "${keda_rbac[@]}"; do [[ -s "$keda_rbac_dir/$(folder_prefixed_name "$f")" ]] || return 1; done
 }
-# Two RBAC files share a name (role.yaml); prefix the folder they come from.
-keda_rbac_name() { local d; d="$(dirname "$1")"; printf '%s-%s' "${d##*/}" "$(basename "$1")"; }
+# Two manifests may share a name (role.yaml); prefix the folder they come from.
+folder_prefixed_name() { local d; d="$(dirname "$1")"; printf '%s-%s' "${d##*/}" "$(basename "$1")"; }
 
-mode="build" with_keda=false
+# KServe (`--with kserve`): its own module, its own version set, its own output directories.
+kserve_module="github.com/kserve/kserve"
+kserve_version="$(awk -v m="$kserve_module" '$1 == "require" && $2 == m {print $3} $1 == m {print $2}' \
+  "$here/kserve/go.mod" | head -n 1)"
+# Every CRD the manager's caches wait on: InferenceService, ServingRuntime (watched), the
+# TrainedModel and InferenceGraph controllers' own kinds, and ClusterServingRuntime (watched when
+# served). InferenceService's is among the base CRDs too; `up` applies it once.
+kserve_crds=(
+  config/crd/full/serving.kserve.io_inferenceservices.yaml
+  config/crd/full/serving.kserve.io_servingruntimes.yaml
+  config/crd/full/serving.kserve.io_clusterservingruntimes.yaml
+  config/crd/full/serving.kserve.io_trainedmodels.yaml
+  config/crd/full/serving.kserve.io_inferencegraphs.yaml
+)
+# The manager's ClusterRole, the ConfigMap it reads at start-up and at every reconcile, and its
+# webhook configurations (`up` points them at the process and binds the role itself, because
+# KServe leaves the namespace of both to kustomize).
+kserve_manifests=(
+  config/rbac/role.yaml
+  config/configmap/inferenceservice.yaml
+  config/webhook/manifests.yaml
+)
+kserve_set="$(
+  {
+    cat "$here/kserve/go.mod" "$here/kserve/go.sum"
+    printf '%s\n' "${kserve_crds[@]}" "${kserve_manifests[@]}" "$go_version" "flags:trimpath,s,w,cgo0"
+  } | sha256sum | cut -c1-12
+)"
+kserve_set="kserve-${kserve_version}-${kserve_set}"
+kserve_bin_dir="$cache_root/bin/$kserve_set"
+kserve_crd_dir="$cache_root/crds/$kserve_set"
+kserve_manifest_dir="$cache_root/manifests/$kserve_set"
+
+kserve_present() {
+  local f
+  [[ -x "$kserve_bin_dir/kserve-manager" ]] || return 1
+  for f in "${kserve_crds[@]}"; do [[ -s "$kserve_crd_dir/$(basename "$f")" ]] || return 1; done
+  for f in "${kserve_manifests[@]}"; do
+    [[ -s "$kserve_manifest_dir/$(folder_prefixed_name "$f")" ]] || return 1
+  done
+}
+
+usage="usage: $0 [--print|--check] [--with keda|kserve|keda,kserve]"
+mode="build" with_keda=false with_kserve=false
+with_addons() {
+  local name names
+  IFS=, read -r -a names <<<"$1"
+  for name in "${names[@]}"; do
+    case "$name" in
+      keda) with_keda=true ;;
+      kserve) with_kserve=true ;;
+      *) echo "$0: unknown add-on '$name' (known: keda, kserve)" >&2; exit 2 ;;
+    esac
+  done
+}
 while (($#)); do
   case "$1" in
     --print) mode="print" ;;
     --check) mode="check" ;;
     --with)
-      [[ "${2:-}" == "keda" ]] || { echo "$0: --with takes 'keda'" >&2; exit 2; }
-      with_keda=true; shift ;;
-    --with=keda) with_keda=true ;;
-    *) echo "usage: $0 [--print|--check] [--with keda]" >&2; exit 2 ;;
+      [[ -n "${2:-}" ]] || { echo "$usage" >&2; exit 2; }
+      with_addons "$2"; shift ;;
+    --with=*) with_addons "${1#--with=}" ;;
+    *) echo "$usage" >&2; exit 2 ;;
   esac
   shift
 done
 
-wanted_present() { all_present && { ! $with_keda || keda_present; }; }
+wanted_present() {
+  all_present && { ! $with_keda || keda_present; } && { ! $with_kserve || kserve_present; }
+}
 
 case "$mode" in
   print)
@@ -129,6 +187,8 @@ case "$mode" in
       "$bin_dir" "$crd_dir" "$stages_file" "$version_set"
     printf 'keda_bin_dir=%s\nkeda_crd_dir=%s\nkeda_rbac_dir=%s\nkeda_version_set=%s\n' \
       "$keda_bin_dir" "$keda_crd_dir" "$keda_rbac_dir" "$keda_set"
+    printf 'kserve_bin_dir=%s\nkserve_crd_dir=%s\nkserve_manifest_dir=%s\nkserve_version_set=%s\n' \
+      "$kserve_bin_dir" "$kserve_crd_dir" "$kserve_manifest_dir" "$kserve_set"
     exit 0 ;;
   check) wanted_present; exit $? ;;
 esac
@@ -136,6 +196,7 @@ esac
 if wanted_present; then
   echo "control-plane: $version_set already built in $bin_dir"
   $with_keda && echo "control-plane: $keda_set already built in $keda_bin_dir"
+  $with_kserve && echo "control-plane: $kserve_set already built in $kserve_bin_dir"
   exit 0
 fi
 
@@ -255,7 +316,7 @@ if $with_keda && ! keda_present; then
   dir="$(cd "$here/keda" && module_dir "$keda_module@$keda_version")"
   for f in "${keda_crds[@]}" "${keda_rbac[@]}"; do
     if [[ "$f" == config/crd/* ]]; then dest="$keda_crd_dir/$(basename "$f")"
-    else dest="$keda_rbac_dir/$(keda_rbac_name "$f")"; fi
+    else dest="$keda_rbac_dir/$(folder_prefixed_name "$f")"; fi
     [[ -s "$dest" ]] && continue
     if [[ -z "$dir" || ! -s "$dir/$f" ]]; then
       log "module $keda_module@$keda_version has no $f"
@@ -265,4 +326,30 @@ if $with_keda && ! keda_present; then
   done
   keda_present
   log "done: $keda_set in $keda_bin_dir, $keda_crd_dir and $keda_rbac_dir"
+fi
+
+if $with_kserve && ! kserve_present; then
+  mkdir -p "$kserve_bin_dir" "$kserve_crd_dir" "$kserve_manifest_dir"
+  if ! [[ -x "$kserve_bin_dir/kserve-manager" ]]; then
+    log "building kserve-manager ($kserve_module $kserve_version cmd/manager)"
+    kserve_scratch="$(mktemp -d "$kserve_bin_dir/.build.XXXXXX")"
+    trap 'rm -rf "$scratch" "${keda_scratch:-}" "$kserve_scratch"' EXIT
+    (cd "$here/kserve" && go build "${build_flags[@]}" -ldflags='-s -w' -o "$kserve_scratch/" \
+      "$kserve_module/cmd/manager")
+    mv -f "$kserve_scratch/manager" "$kserve_bin_dir/kserve-manager"
+    log "built kserve-manager"
+  fi
+  dir="$(cd "$here/kserve" && module_dir "$kserve_module@$kserve_version")"
+  for f in "${kserve_crds[@]}" "${kserve_manifests[@]}"; do
+    if [[ "$f" == config/crd/* ]]; then dest="$kserve_crd_dir/$(basename "$f")"
+    else dest="$kserve_manifest_dir/$(folder_prefixed_name "$f")"; fi
+    [[ -s "$dest" ]] && continue
+    if [[ -z "$dir" || ! -s "$dir/$f" ]]; then
+      log "module $kserve_module@$kserve_version has no $f"
+      exit 1
+    fi
+    install -m 0644 "$dir/$f" "$dest.tmp" && mv -f "$dest.tmp" "$dest"
+  done
+  kserve_present
+  log "done: $kserve_set in $kserve_bin_dir, $kserve_crd_dir and $kserve_manifest_dir"
 fi

@@ -20,7 +20,12 @@ from typing import Any
 
 import pytest
 
-from climatik.devcluster.binaries import BinariesMissingError, locate_binaries, locate_keda
+from climatik.devcluster.binaries import (
+    BinariesMissingError,
+    locate_binaries,
+    locate_keda,
+    locate_kserve,
+)
 from climatik.devcluster.cluster import ClusterInfo, down, up
 from climatik.devcluster.processes import tail
 from climatik.devcluster.topology import Rack, Topology
@@ -77,6 +82,28 @@ def keda_dev_cluster(
     directory = tmp_path_factory.mktemp("keda-dev-cluster")
     pytestconfig.stash.setdefault(_SESSION_LOGS_KEY, {})["keda_dev_cluster"] = directory / "logs"
     with _session_cluster(directory, addons=("keda",)) as info:
+        yield info
+
+
+@pytest.fixture(scope="session")
+def kserve_dev_cluster(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[ClusterInfo]:
+    """A session cluster that runs KServe's controller beside KEDA (`up --with keda,kserve`).
+
+    Its own cluster, for the same reasons as `keda_dev_cluster`, and because KServe's webhooks
+    fail closed: no other test's pods or objects should depend on KServe running. Built by
+    `hack/control-plane/build.sh --with keda,kserve`.
+    """
+    try:
+        locate_binaries()
+        locate_keda()
+        locate_kserve()
+    except BinariesMissingError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    directory = tmp_path_factory.mktemp("kserve-dev-cluster")
+    pytestconfig.stash.setdefault(_SESSION_LOGS_KEY, {})["kserve_dev_cluster"] = directory / "logs"
+    with _session_cluster(directory, addons=("keda", "kserve")) as info:
         yield info
 
 
@@ -161,6 +188,16 @@ def keda_kubectl(keda_dev_cluster: ClusterInfo) -> Iterator[Kubectl]:
     admin = Kubectl(keda_dev_cluster.kubectl, keda_dev_cluster.kubeconfig, "default")
     admin.run("create", "namespace", name)
     yield Kubectl(keda_dev_cluster.kubectl, keda_dev_cluster.kubeconfig, name)
+    admin.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def kserve_kubectl(kserve_dev_cluster: ClusterInfo) -> Iterator[Kubectl]:
+    """kubectl bound to a fresh namespace of the KServe cluster, deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    admin = Kubectl(kserve_dev_cluster.kubectl, kserve_dev_cluster.kubeconfig, "default")
+    admin.run("create", "namespace", name)
+    yield Kubectl(kserve_dev_cluster.kubectl, kserve_dev_cluster.kubeconfig, name)
     admin.run("delete", "namespace", name, "--wait=false", check=False)
 
 

@@ -26,15 +26,16 @@ from climatik.devcluster.binaries import (
     BinariesMissingError,
     locate_keda,
 )
-from climatik.devcluster.pki import generate_keda_pki, generate_pki
+from climatik.devcluster.pki import generate_addon_pki, generate_pki
 
 
 def test_addons_are_checked_and_ordered() -> None:
     assert parse_addons("") == ()
     assert parse_addons("keda") == ("keda",)
     assert parse_addons(" keda , keda ") == ("keda",)
-    with pytest.raises(ValueError, match="unknown add-on kserve, vpa; known add-ons: keda"):
-        parse_addons("keda,vpa,kserve")
+    assert parse_addons("kserve,keda") == ("keda", "kserve")
+    with pytest.raises(ValueError, match="unknown add-on nope, vpa; known add-ons: keda, kserve"):
+        parse_addons("keda,vpa,nope")
 
 
 def test_an_unknown_addon_is_a_usage_error_before_anything_starts(
@@ -43,7 +44,7 @@ def test_an_unknown_addon_is_a_usage_error_before_anything_starts(
     with pytest.raises(SystemExit) as exit_info:
         main(["dev-cluster", "up", "--dir", str(tmp_path / "c"), "--with", "keda,nope"])
     assert exit_info.value.code == 2
-    assert "unknown add-on nope; known add-ons: keda" in capsys.readouterr().err
+    assert "unknown add-on nope; known add-ons: keda, kserve" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
 
 
@@ -77,7 +78,7 @@ def test_keda_runs_as_its_service_account_with_certificates_from_the_cluster_ca(
     tmp_path: Path,
 ) -> None:
     pki = generate_pki(tmp_path / "pki", service_ip="10.96.0.1")
-    keda_pki = generate_keda_pki(
+    keda_pki = generate_addon_pki(
         tmp_path / "pki" / "keda",
         pki.ca,
         namespace="keda",
