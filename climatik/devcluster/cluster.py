@@ -14,56 +14,46 @@ an `up` that died half way.
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
 import shutil
-import socket
-import subprocess
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from climatik.devcluster import components, keda, kserve
+from climatik.devcluster.addon_launch import start_keda, start_kserve
 from climatik.devcluster.addons import parse_addons
 from climatik.devcluster.apiclient import ApiClient
 from climatik.devcluster.binaries import (
     REPO_ROOT,
-    ControlPlaneBinaries,
     KedaBinaries,
     KServeBinaries,
     locate_binaries,
     locate_keda,
     locate_kserve,
 )
-from climatik.devcluster.pki import ClusterPKI, generate_addon_pki, generate_pki
-from climatik.devcluster.processes import ProcessRecord, exit_code, is_alive, spawn, stop, tail
+from climatik.devcluster.launch import (
+    STATE_FILE,
+    DevClusterError,
+    Launch,
+    apply_manifests,
+    free_ports,
+    healthz_ok,
+    plain_http_get,
+    write_yaml,
+)
+from climatik.devcluster.pki import generate_pki
+from climatik.devcluster.processes import ProcessRecord, is_alive, stop
 from climatik.devcluster.topology import KWOK_NODE_LABELS, Topology
 
-STATE_FILE = "cluster.json"
+__all__ = ["STATE_FILE", "ClusterInfo", "DevClusterError", "down", "read_state", "up"]
+
 OUR_CRD_DIR = REPO_ROOT / "crd"
 DEFAULT_TIMEOUT_S = 180.0
 _NOT_READY_TAINTS = {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
-
-
-class DevClusterError(RuntimeError):
-    """`up` or `down` failed; `str()` names the component and includes its log tail."""
-
-    def __init__(self, message: str, *, component: str | None = None, log_tail: str = "") -> None:
-        """Keep the component and its log tail for callers that print them separately."""
-        self.component = component
-        self.log_tail = log_tail
-        text = message
-        if component is not None:
-            text = f"{component}: {message}"
-        if log_tail:
-            text += f"\n--- last lines of {component} log ---\n{log_tail}"
-        super().__init__(text)
 
 
 @dataclass(frozen=True)
@@ -99,114 +89,6 @@ class ClusterInfo:
             cert=pki / "admin.crt",
             key=pki / "admin.key",
         )
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ask the kernel for distinct free loopback ports (held together so they differ)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _write_yaml(path: Path, data: object) -> None:
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    path.chmod(0o600)
-
-
-class _Launch:
-    """One `up` in progress: started processes, their logs and the state file."""
-
-    def __init__(
-        self,
-        directory: Path,
-        binaries: ControlPlaneBinaries,
-        progress: Callable[[str], None] | None,
-    ) -> None:
-        self.dir = directory
-        self.binaries = binaries
-        self.records: list[ProcessRecord] = []
-        self.state: dict[str, Any] = {"status": "starting", "processes": [], "timings_s": {}}
-        self._progress = progress
-        self._started = time.monotonic()
-
-    def note(self, step: str) -> None:
-        """Record how long into `up` a step finished, and report it."""
-        elapsed = round(time.monotonic() - self._started, 2)
-        self.state["timings_s"][step] = elapsed
-        if self._progress is not None:
-            self._progress(f"[{elapsed:5.1f}s] {step}")
-
-    def log_path(self, component: str) -> Path:
-        return self.dir / "logs" / f"{component}.log"
-
-    def save(self) -> None:
-        self.state["processes"] = [asdict(r) for r in self.records]
-        tmp = self.dir / f"{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(self.state, indent=2), encoding="utf-8")
-        tmp.replace(self.dir / STATE_FILE)
-
-    def start(
-        self,
-        component: str,
-        binary: str | Path,
-        args: Sequence[str],
-        env: dict[str, str] | None = None,
-    ) -> None:
-        """Start a control-plane binary by name, or any executable by path."""
-        executable = binary if isinstance(binary, Path) else self.binaries.path(binary)
-        record = spawn(
-            component,
-            [str(executable), *args],
-            log_path=self.log_path(component),
-            cwd=self.dir,
-            env={**_component_env(), **(env or {})},
-        )
-        self.records.append(record)
-        self.save()
-
-    def fail(self, component: str, message: str) -> DevClusterError:
-        return DevClusterError(
-            message, component=component, log_tail=tail(self.log_path(component))
-        )
-
-    def check_running(self) -> None:
-        """Raise for the first component that exited early, with its log."""
-        for record in self.records:
-            if not is_alive(record):
-                code = exit_code(record)
-                status = f" with status {code}" if code is not None else ""
-                raise self.fail(record.component, f"exited during start-up{status}")
-
-    def wait_for(
-        self, component: str, what: str, ready: Callable[[], bool], deadline: float
-    ) -> None:
-        """Poll `ready` until true; fail on timeout or when any component dies."""
-        last_error = ""
-        while True:
-            self.check_running()
-            try:
-                if ready():
-                    self.note(f"{component}: {what}")
-                    return
-            except OSError as exc:  # not listening yet, connection reset, TLS not ready
-                last_error = f" (last error: {exc})"
-            if time.monotonic() > deadline:
-                raise self.fail(component, f"timed out waiting for {what}{last_error}")
-            time.sleep(0.25)
-
-
-def _component_env() -> dict[str, str]:
-    # A KUBECONFIG from the caller's shell must never steer a component to another cluster.
-    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-    env.setdefault("HOME", str(Path.home()))
-    return env
 
 
 def read_state(directory: Path) -> dict[str, Any] | None:
@@ -287,7 +169,7 @@ def up(
         shutil.rmtree(directory / stale, ignore_errors=True)
     (directory / "logs").mkdir()
 
-    launch = _Launch(directory, binaries, progress)
+    launch = Launch(directory, binaries, progress)
     try:
         return _bring_up(
             launch,
@@ -304,7 +186,7 @@ def up(
 
 
 def _bring_up(
-    launch: _Launch,
+    launch: Launch,
     topology: Topology,
     extra_crd_dirs: Sequence[Path],
     *,
@@ -322,7 +204,7 @@ def _bring_up(
         *(keda.PORT_NAMES if keda_binaries is not None else ()),
         *(kserve.PORT_NAMES if kserve_binaries is not None else ()),
     )
-    etcd_port, etcd_peer_port, api_port, kcm_port, sched_port, *addon_ports = _free_ports(
+    etcd_port, etcd_peer_port, api_port, kcm_port, sched_port, *addon_ports = free_ports(
         5 + len(addon_port_names)
     )
     ports = {
@@ -348,7 +230,7 @@ def _bring_up(
             "addons": addons,
         }
     )
-    _write_yaml(
+    write_yaml(
         kubeconfig, components.kubeconfig_for(api_url, pki.ca.cert, pki.admin, "climatik-admin")
     )
     component_kubeconfigs = {
@@ -360,12 +242,12 @@ def _bring_up(
         ("kube-scheduler", pki.scheduler),
         ("kwok", pki.kwok),
     ):
-        _write_yaml(
+        write_yaml(
             component_kubeconfigs[name], components.kubeconfig_for(api_url, pki.ca.cert, pair, name)
         )
 
     launch.start("etcd", "etcd", components.etcd_args(directory, etcd_port, etcd_peer_port))
-    etcd = _plain_http_get(etcd_port)
+    etcd = plain_http_get(etcd_port)
     launch.wait_for("etcd", "/health", lambda: '"health":"true"' in etcd("/health"), deadline)
 
     launch.start(
@@ -412,11 +294,11 @@ def _bring_up(
     for crd_dir in extra_crd_dirs:
         if crd_dir.is_dir():
             crd_files += sorted(p for p in crd_dir.iterdir() if p.suffix in {".yaml", ".yml"})
-    crd_names = _apply(launch, kubeconfig, crd_files)
+    crd_names = apply_manifests(launch, kubeconfig, crd_files)
     launch.note(f"kubectl: applied {len(crd_names)} CRDs from {len(crd_files)} files")
 
     for name, port in (("kube-controller-manager", kcm_port), ("kube-scheduler", sched_port)):
-        launch.wait_for(name, "/healthz", _healthz_ok(port), deadline)
+        launch.wait_for(name, "/healthz", healthz_ok(port), deadline)
     launch.wait_for(
         "kube-controller-manager",
         "the default ServiceAccount",
@@ -431,9 +313,9 @@ def _bring_up(
         deadline,
     )
     if keda_binaries is not None:
-        _start_keda(launch, keda_binaries, pki, api, deadline)
+        start_keda(launch, keda_binaries, pki, api, deadline)
     if kserve_binaries is not None:
-        _start_kserve(launch, kserve_binaries, pki, deadline)
+        start_kserve(launch, kserve_binaries, pki, deadline)
     expected = set(topology.node_names())
     launch.wait_for(
         "kwok",
@@ -444,175 +326,6 @@ def _bring_up(
     launch.state["status"] = "ready"
     launch.save()
     return _info_from_state(directory, launch.state)
-
-
-def _start_keda(
-    launch: _Launch,
-    binaries: KedaBinaries,
-    pki: ClusterPKI,
-    api: ApiClient,
-    deadline: float,
-) -> None:
-    """Run KEDA's operator and metrics adapter and wait until the API server serves external
-    metrics through the adapter (called once KEDA's CRDs are served)."""
-    directory = launch.dir
-    ports: dict[str, int] = launch.state["ports"]
-    keda_pki = generate_addon_pki(
-        directory / "pki" / "keda",
-        pki.ca,
-        namespace=keda.NAMESPACE,
-        service_account=keda.SERVICE_ACCOUNT,
-        services=(keda.OPERATOR_SERVICE, keda.ADAPTER_SERVICE),
-    )
-    kubeconfig = directory / "pki" / "keda.kubeconfig"
-    _write_yaml(
-        kubeconfig,
-        components.kubeconfig_for(
-            launch.state["api_url"], pki.ca.cert, keda_pki.identity, keda.SERVICE_ACCOUNT
-        ),
-    )
-    objects = directory / "keda-objects.yaml"
-    objects.write_text(
-        yaml.safe_dump_all(keda.cluster_objects(pki.ca.cert, ports["keda-adapter"])),
-        encoding="utf-8",
-    )
-    _apply(launch, Path(launch.state["kubeconfig"]), [objects, *binaries.rbac()])
-    launch.note("kubectl: applied KEDA's namespace, RBAC, Service and APIService")
-
-    env = keda.process_env(kubeconfig)
-    launch.start(
-        "keda-operator",
-        binaries.path("keda-operator"),
-        keda.operator_args(kubeconfig, keda_pki.cert_dir, ports),
-        env,
-    )
-    launch.start(
-        "keda-adapter",
-        binaries.path("keda-adapter"),
-        keda.adapter_args(kubeconfig, keda_pki.cert_dir, ports),
-        env,
-    )
-    health = _plain_http_get(ports["keda-operator-health"])
-    launch.wait_for("keda-operator", "/readyz", lambda: health("/readyz") == "ok", deadline)
-    apiservice = f"/apis/apiregistration.k8s.io/v1/apiservices/{keda.APISERVICE_NAME}"
-    launch.wait_for(
-        "keda-adapter",
-        f"APIService {keda.APISERVICE_NAME} Available",
-        lambda: keda.apiservice_available(api.get(apiservice).body or {}),
-        deadline,
-    )
-    group = f"/apis/{keda.EXTERNAL_METRICS_GROUP}/{keda.EXTERNAL_METRICS_VERSION}"
-    launch.wait_for(
-        "keda-adapter",
-        f"{group} served through the aggregation layer",
-        lambda: api.get(group).status == 200,
-        deadline,
-    )
-
-
-def _start_kserve(
-    launch: _Launch, binaries: KServeBinaries, pki: ClusterPKI, deadline: float
-) -> None:
-    """Run KServe's controller and wait until its webhooks serve and its three controllers run
-    (called once KServe's CRDs are served)."""
-    directory = launch.dir
-    ports: dict[str, int] = launch.state["ports"]
-    # The webhook server's certificate sits where controller-runtime looks for it by default,
-    # under a TMPDIR of the process's own inside the cluster's pki folder.
-    tmp_dir = directory / "pki" / "kserve" / "tmp"
-    kserve_pki = generate_addon_pki(
-        directory / "pki" / "kserve",
-        pki.ca,
-        namespace=kserve.NAMESPACE,
-        service_account=kserve.SERVICE_ACCOUNT,
-        services=(kserve.WEBHOOK_SERVICE,),
-        cert_dir=tmp_dir / kserve.WEBHOOK_CERT_SUBDIR,
-    )
-    kubeconfig = directory / "pki" / "kserve.kubeconfig"
-    _write_yaml(
-        kubeconfig,
-        components.kubeconfig_for(
-            launch.state["api_url"], pki.ca.cert, kserve_pki.identity, kserve.SERVICE_ACCOUNT
-        ),
-    )
-    shipped_config = yaml.safe_load(binaries.config_map.read_text(encoding="utf-8"))
-    shipped_webhooks = yaml.safe_load_all(binaries.webhooks.read_text(encoding="utf-8"))
-    objects = directory / "kserve-objects.yaml"
-    objects.write_text(
-        yaml.safe_dump_all(
-            [
-                *kserve.cluster_objects(),
-                kserve.config_map(shipped_config),
-                *kserve.webhook_configurations(
-                    (d for d in shipped_webhooks if isinstance(d, dict)),
-                    pki.ca.cert,
-                    ports["kserve-webhook"],
-                ),
-            ]
-        ),
-        encoding="utf-8",
-    )
-    _apply(launch, Path(launch.state["kubeconfig"]), [binaries.cluster_role, objects])
-    launch.note("kubectl: applied KServe's namespace, RBAC, ConfigMap and webhook configurations")
-
-    launch.start(
-        "kserve-manager",
-        binaries.path("kserve-manager"),
-        kserve.manager_args(kubeconfig, ports),
-        kserve.process_env(kubeconfig, tmp_dir),
-    )
-    health = _plain_http_get(ports["kserve-health"])
-    launch.wait_for("kserve-manager", "/readyz", lambda: health("/readyz") == "ok", deadline)
-    log = launch.log_path("kserve-manager")
-    wanted = set(kserve.CONTROLLERS)
-    launch.wait_for(
-        "kserve-manager",
-        f"{len(wanted)} controllers started (caches synced)",
-        lambda: wanted <= kserve.started_controllers(log.read_text(errors="replace").splitlines()),
-        deadline,
-    )
-
-
-def _healthz_ok(port: int) -> Callable[[], bool]:
-    probe = ApiClient("127.0.0.1", port, ca=None)
-    return lambda: probe.get("/healthz").status == 200
-
-
-def _plain_http_get(port: int) -> Callable[[str], str]:
-    def get(path: str) -> str:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        try:
-            conn.request("GET", path)
-            return conn.getresponse().read().decode("utf-8", errors="replace")
-        finally:
-            conn.close()
-
-    return get
-
-
-def _apply(launch: _Launch, kubeconfig: Path, files: Sequence[Path]) -> list[str]:
-    """Apply manifests with the built kubectl and return the names of the CRDs among them.
-
-    Server-side, because KServe's CRD is too big for a client-side apply's last-applied
-    annotation; kubectl rather than Python because parsing that 2 MB of YAML in Python takes
-    tens of seconds on a small machine.
-    """
-    if not files:
-        return []
-    argv = [str(launch.binaries.path("kubectl")), f"--kubeconfig={kubeconfig}", "apply", "-o=name"]
-    argv += ["--server-side", "--force-conflicts", "--field-manager=climatik-dev-cluster"]
-    for path in files:
-        argv += ["-f", str(path)]
-    remaining = 120.0
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=remaining, check=False)
-    if result.returncode != 0:
-        raise DevClusterError(
-            f"kubectl apply of {', '.join(p.name for p in files)} failed",
-            component="kubectl",
-            log_tail=(result.stdout + result.stderr).strip(),
-        )
-    prefix = "customresourcedefinition.apiextensions.k8s.io/"
-    return [line[len(prefix) :] for line in result.stdout.split() if line.startswith(prefix)]
 
 
 def _crd_endpoints(api: ApiClient, names: Sequence[str]) -> list[str]:

@@ -1,0 +1,143 @@
+"""How the add-ons start once the control plane serves their CRDs: KEDA's operator and metrics
+adapter, KServe's controller, with their certificates, kubeconfigs and cluster objects, each
+waited for until it serves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from climatik.devcluster import components, keda, kserve
+from climatik.devcluster.apiclient import ApiClient
+from climatik.devcluster.binaries import KedaBinaries, KServeBinaries
+from climatik.devcluster.launch import Launch, apply_manifests, plain_http_get, write_yaml
+from climatik.devcluster.pki import ClusterPKI, generate_addon_pki
+
+
+def start_keda(
+    launch: Launch,
+    binaries: KedaBinaries,
+    pki: ClusterPKI,
+    api: ApiClient,
+    deadline: float,
+) -> None:
+    """Run KEDA's operator and metrics adapter and wait until the API server serves external
+    metrics through the adapter (called once KEDA's CRDs are served)."""
+    directory = launch.dir
+    ports: dict[str, int] = launch.state["ports"]
+    keda_pki = generate_addon_pki(
+        directory / "pki" / "keda",
+        pki.ca,
+        namespace=keda.NAMESPACE,
+        service_account=keda.SERVICE_ACCOUNT,
+        services=(keda.OPERATOR_SERVICE, keda.ADAPTER_SERVICE),
+    )
+    kubeconfig = directory / "pki" / "keda.kubeconfig"
+    write_yaml(
+        kubeconfig,
+        components.kubeconfig_for(
+            launch.state["api_url"], pki.ca.cert, keda_pki.identity, keda.SERVICE_ACCOUNT
+        ),
+    )
+    objects = directory / "keda-objects.yaml"
+    objects.write_text(
+        yaml.safe_dump_all(keda.cluster_objects(pki.ca.cert, ports["keda-adapter"])),
+        encoding="utf-8",
+    )
+    apply_manifests(launch, Path(launch.state["kubeconfig"]), [objects, *binaries.rbac()])
+    launch.note("kubectl: applied KEDA's namespace, RBAC, Service and APIService")
+
+    env = keda.process_env(kubeconfig)
+    launch.start(
+        "keda-operator",
+        binaries.path("keda-operator"),
+        keda.operator_args(kubeconfig, keda_pki.cert_dir, ports),
+        env,
+    )
+    launch.start(
+        "keda-adapter",
+        binaries.path("keda-adapter"),
+        keda.adapter_args(kubeconfig, keda_pki.cert_dir, ports),
+        env,
+    )
+    health = plain_http_get(ports["keda-operator-health"])
+    launch.wait_for("keda-operator", "/readyz", lambda: health("/readyz") == "ok", deadline)
+    apiservice = f"/apis/apiregistration.k8s.io/v1/apiservices/{keda.APISERVICE_NAME}"
+    launch.wait_for(
+        "keda-adapter",
+        f"APIService {keda.APISERVICE_NAME} Available",
+        lambda: keda.apiservice_available(api.get(apiservice).body or {}),
+        deadline,
+    )
+    group = f"/apis/{keda.EXTERNAL_METRICS_GROUP}/{keda.EXTERNAL_METRICS_VERSION}"
+    launch.wait_for(
+        "keda-adapter",
+        f"{group} served through the aggregation layer",
+        lambda: api.get(group).status == 200,
+        deadline,
+    )
+
+
+def start_kserve(
+    launch: Launch, binaries: KServeBinaries, pki: ClusterPKI, deadline: float
+) -> None:
+    """Run KServe's controller and wait until its webhooks serve and its three controllers run
+    (called once KServe's CRDs are served)."""
+    directory = launch.dir
+    ports: dict[str, int] = launch.state["ports"]
+    # The webhook server's certificate sits where controller-runtime looks for it by default,
+    # under a TMPDIR of the process's own inside the cluster's pki folder.
+    tmp_dir = directory / "pki" / "kserve" / "tmp"
+    kserve_pki = generate_addon_pki(
+        directory / "pki" / "kserve",
+        pki.ca,
+        namespace=kserve.NAMESPACE,
+        service_account=kserve.SERVICE_ACCOUNT,
+        services=(kserve.WEBHOOK_SERVICE,),
+        cert_dir=tmp_dir / kserve.WEBHOOK_CERT_SUBDIR,
+    )
+    kubeconfig = directory / "pki" / "kserve.kubeconfig"
+    write_yaml(
+        kubeconfig,
+        components.kubeconfig_for(
+            launch.state["api_url"], pki.ca.cert, kserve_pki.identity, kserve.SERVICE_ACCOUNT
+        ),
+    )
+    shipped_config = yaml.safe_load(binaries.config_map.read_text(encoding="utf-8"))
+    shipped_webhooks = yaml.safe_load_all(binaries.webhooks.read_text(encoding="utf-8"))
+    objects = directory / "kserve-objects.yaml"
+    objects.write_text(
+        yaml.safe_dump_all(
+            [
+                *kserve.cluster_objects(),
+                kserve.config_map(shipped_config),
+                *kserve.webhook_configurations(
+                    (d for d in shipped_webhooks if isinstance(d, dict)),
+                    pki.ca.cert,
+                    ports["kserve-webhook"],
+                ),
+            ]
+        ),
+        encoding="utf-8",
+    )
+    apply_manifests(launch, Path(launch.state["kubeconfig"]), [binaries.cluster_role, objects])
+    launch.note("kubectl: applied KServe's namespace, RBAC, ConfigMap and webhook configurations")
+
+    launch.start(
+        "kserve-manager",
+        binaries.path("kserve-manager"),
+        kserve.manager_args(kubeconfig, ports),
+        kserve.process_env(kubeconfig, tmp_dir),
+    )
+    health = plain_http_get(ports["kserve-health"])
+    launch.wait_for("kserve-manager", "/readyz", lambda: health("/readyz") == "ok", deadline)
+    log = launch.log_path("kserve-manager")
+    wanted = set(kserve.CONTROLLERS)
+    launch.wait_for(
+        "kserve-manager",
+        f"{len(wanted)} controllers started (caches synced)",
+        lambda: wanted <= kserve.started_controllers(log.read_text(errors="replace").splitlines()),
+        deadline,
+    )
