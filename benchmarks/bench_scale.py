@@ -442,6 +442,7 @@ async def _measure(
             profiler.dump_stats(str(profile))
         window = time.perf_counter() - window_start
         cpu_s = time.process_time() - cpu_start
+        lead_s = next(c for c in manager.controllers if c.name == "power-cap").lateness.lead_s(15.0)
         gc_pauses.counting = False
         gc.callbacks.remove(gc_pauses)
         queries = await asyncio.to_thread(_prometheus_queries, prometheus_url) - queries_before
@@ -482,6 +483,8 @@ async def _measure(
             "longest_gap_s": round(max(gaps, default=float("nan")), 2),
             "median_gap_s": round(statistics.median(gaps), 2) if gaps else None,
             "keys_not_reconciled_in_window": unreconciled,
+            "keys_with_a_gap_over_15_s": sum(1 for g in gaps if g > 15.0),
+            "requeue_lead_s": round(lead_s, 3),
         },
         "api_requests_per_s": round(sum(counts.values()) / window, 2),
         "api_requests_by_verb_resource": {
@@ -628,6 +631,16 @@ def _print(report: Mapping[str, Any]) -> None:
             "longest gap between reconciles of a key (s)",
             ours["power_cap_round"]["longest_gap_s"],
             base["power_cap_round"]["longest_gap_s"],
+        ),
+        (
+            "keys with a gap over 15 s",
+            ours["power_cap_round"]["keys_with_a_gap_over_15_s"],
+            base["power_cap_round"]["keys_with_a_gap_over_15_s"],
+        ),
+        (
+            "requeue lead at the end (s)",
+            ours["power_cap_round"]["requeue_lead_s"],
+            base["power_cap_round"]["requeue_lead_s"],
         ),
         (
             "median over keys of their longest gap (s)",
