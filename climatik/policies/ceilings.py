@@ -533,7 +533,9 @@ def _decide_headroom(
                 reason = f"headroom for {low} x {wpr:.0f} W within {its_strict_w:.0f} W"
             if allowance is not None and new > target.current_replicas:
                 reason += f"; racks admit {allowance} more replicas"
-            floor = target.current_replicas - settings.max_step_down_replicas
+            # Measured from the running replicas, never above the ceiling in force: replicas
+            # still draining after a lower ceiling must not lift it again.
+            floor = min(target.current_replicas - settings.max_step_down_replicas, last)
             if new < floor:
                 reason += f"; stepping down gradually to {floor} (wanted {new})"
                 new = floor

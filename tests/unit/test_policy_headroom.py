@@ -198,6 +198,41 @@ def test_lowered_ceiling_steps_down_gradually() -> None:
     assert "gradually" in decision.reason
 
 
+def test_stepping_down_gradually_never_raises_a_ceiling_already_lowered() -> None:
+    """Seen live with KServe: the ceiling was lowered 6 -> 2 while the autoscaler still ran 4
+    replicas; the next round's gradual step-down (4 - 1 = 3) raised it to 3 although 2 was
+    wanted. A step-down is measured from the running replicas but never above the ceiling."""
+    t = target("chat", current=4, watts_per_replica=400.0, applied=2, user_max=6)
+    plan = decide_replica_ceilings(
+        scope(t, cap_w=1000.0), HeadroomSettings(), learned(chat=400.0), 0.0
+    )
+    assert plan.ceiling("chat") == 2
+    assert plan.decisions[0].action is not CeilingAction.RAISE
+
+
+@given(
+    current=st.integers(0, 20),
+    applied=st.integers(1, 20),
+    step=st.integers(1, 5),
+    cap_w=st.floats(500.0, 20_000.0),
+)
+def test_stepping_down_gradually_only_slows_a_lowering(
+    current: int, applied: int, step: int, cap_w: float
+) -> None:
+    """With any step, the ceiling lies between what the policy wants at once and the ceiling in
+    force: gradual never means higher than both."""
+    t = target("chat", current=current, watts_per_replica=1000.0, applied=applied, user_max=20)
+
+    def ceiling(max_step: int) -> int:
+        policy = HeadroomSettings(max_step_down_replicas=max_step)
+        return decide_replica_ceilings(
+            scope(t, cap_w=cap_w), policy, learned(chat=1e3), 0.0
+        ).ceiling("chat")
+
+    at_once = ceiling(1000)
+    assert at_once <= ceiling(step) <= max(at_once, applied)
+
+
 def test_everything_fits_restores_the_users_max() -> None:
     t = target("chat", current=3, watts_per_replica=1000.0, applied=5, user_max=20)
     plan = decide_replica_ceilings(scope(t), HeadroomSettings(), learned(chat=1000.0), 0.0)
