@@ -6,64 +6,68 @@ Its gap between two reconciles is then the interval plus how much later the seco
 the first: a wait behind other keys due at the same moment, and the reconcile itself. Over a
 round of thousands of keys some of those differences are positive, so some gaps exceed the
 interval, and the interval is what a config's reader is promised (the power cap's safety
-assumes its ceilings are looked at that often). Queuing each key again a little early, by a
-the largest recent lateness, keeps the gaps within the interval; it costs that share
-of extra reconciles, and it is bounded so an overloaded controller cannot spin.
+assumes its ceilings are looked at that often). Queuing each key again a little early, by the
+largest lateness of the last minute, keeps the gaps within the interval; it costs that share of
+extra reconciles, and it is bounded so an overloaded controller cannot spin.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Callable
 
-WINDOW = 8192
-"""Recent reconciles the quantile is taken over: at 5,000 configs, about one interval's worth.
-A key's next round meets whatever the coming interval brings (a collection, a burst of
-events); a window of a few seconds (it was 1,024) forgot the last such pause before the keys
-it delayed came round again."""
-QUANTILE = 1.0
-"""The largest: every config is promised a reconcile within the interval, not most of them.
-With the 99th percentile, the 1 % of reconciles later than the lead were, over 5,000 keys,
-nearly every key once in a few rounds; with the 99.9th, still a few keys each round."""
-REFRESH_EVERY = 256
-"""The quantile is recomputed after this many new observations (a sort of `WINDOW` values)."""
+HORIZON_S = 60.0
+"""How long a lateness is remembered: four of the default 15 s intervals, so a key's next round
+is led by whatever delayed the last few (a collection, a burst of events or writes). Counted in
+reconciles instead (1,024, then 8,192), it was a few seconds at 5,000 configs and forgot a pause
+before the keys it delayed came round again: a few keys in a hundred still missed."""
 MAX_LEAD_FRACTION = 0.1
 """The lead never exceeds this share of the interval (at most 11 % more reconciles)."""
 
 
 class Lateness:
-    """Recent lateness of one controller's polled reconciles (seconds after they were due)."""
+    """The largest lateness of one controller's polled reconciles (seconds after they were due)
+    within the horizon: every config is promised a reconcile within its interval, not most of
+    them, so the lead is the worst recent lateness rather than a quantile of it. A sliding
+    maximum (a deque of decreasing values) costs O(1) per reconcile."""
 
     def __init__(
         self,
         *,
-        window: int = WINDOW,
-        quantile: float = QUANTILE,
-        refresh_every: int = REFRESH_EVERY,
+        horizon_s: float = HORIZON_S,
         max_lead_fraction: float = MAX_LEAD_FRACTION,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not 0 < quantile <= 1 or window < 1 or refresh_every < 1 or max_lead_fraction < 0:
-            raise ValueError("lateness: window and refresh_every >= 1, 0 < quantile <= 1")
-        self._recent: deque[float] = deque(maxlen=window)
-        self._quantile = quantile
-        self._refresh_every = refresh_every
+        if horizon_s <= 0 or max_lead_fraction < 0:
+            raise ValueError("lateness: horizon_s > 0 and max_lead_fraction >= 0")
+        self._horizon_s = horizon_s
         self._max_lead_fraction = max_lead_fraction
-        self._since_refresh = 0
-        self._high_s = 0.0
+        self._clock = clock
+        self._peaks: deque[tuple[float, float]] = deque()
+        """(when, lateness), the lateness strictly decreasing from the left."""
 
     def observe(self, late_s: float) -> None:
         """One polled reconcile finished `late_s` after it was due."""
-        self._recent.append(max(late_s, 0.0))
-        self._since_refresh += 1
-        if self._since_refresh >= self._refresh_every or len(self._recent) <= self._refresh_every:
-            ordered = sorted(self._recent)
-            self._high_s = ordered[min(len(ordered) - 1, int(self._quantile * len(ordered)))]
-            self._since_refresh = 0
+        now = self._clock()
+        late_s = max(late_s, 0.0)
+        peaks = self._peaks
+        while peaks and peaks[-1][1] <= late_s:
+            peaks.pop()
+        peaks.append((now, late_s))
+        self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        peaks = self._peaks
+        while peaks and peaks[0][0] < now - self._horizon_s:
+            peaks.popleft()
 
     @property
     def high_s(self) -> float:
-        """The quantile of the recent lateness."""
-        return self._high_s
+        """The largest lateness within the horizon."""
+        self._expire(self._clock())
+        return self._peaks[0][1] if self._peaks else 0.0
 
     def lead_s(self, interval_s: float) -> float:
         """How much earlier than one interval after it was due to queue a key again."""
-        return min(self._high_s, self._max_lead_fraction * max(interval_s, 0.0))
+        return min(self.high_s, self._max_lead_fraction * max(interval_s, 0.0))
