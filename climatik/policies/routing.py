@@ -10,7 +10,10 @@ room when its estimated load is below its estimated batch capacity:
   finished): readings are seconds old and a router sends hundreds of requests a second, so
   without its own count every request in between would go to the same server;
 - capacity: what was running when it queued (a full batch), else the requests its KV cache
-  holds within `kv_cache_limit` at the measured usage per request, at most `max_batch`.
+  holds within `kv_cache_limit` at the measured usage per request, at most `max_batch`;
+
+and room means one more request fits: load + 1 <= capacity (not load < capacity, which float
+readings of a nearly idle server could pass with no room at all).
 
 When no server with fresh readings has room, a server whose readings are missing or stale may
 (the one with the fewest of this router's requests open); when every server queues, the
@@ -37,7 +40,7 @@ def pick_endpoint(
     if not healthy:
         return Pick(None, PickReason.NO_ENDPOINT)
     fresh = [e for e in healthy if _fresh(e, settings)]
-    with_room = [e for e in fresh if _load(e) < _capacity(e, settings)]
+    with_room = [e for e in fresh if _load(e) + 1.0 <= _capacity(e, settings)]
     if with_room:
         best = max(with_room, key=lambda e: (_efficiency(e), -_fill(e, settings), e.name))
         if session_key is not None:

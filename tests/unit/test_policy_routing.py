@@ -126,7 +126,11 @@ def test_picks_are_healthy_order_independent_and_never_into_an_avoidable_queue(
         return
     assert pick.endpoint in healthy
     if pick.reason in (PickReason.EFFICIENT, PickReason.AFFINITY):
-        assert not healthy[pick.endpoint].waiting  # a server that queues has no room
+        # A server that queued when read has room only if more of this router's requests to
+        # it finished since than its queue held.
+        chosen = healthy[pick.endpoint]
+        if chosen.waiting:
+            assert chosen.added_since_reading <= -chosen.waiting - 1
     clearly_free = [
         e
         for e in healthy.values()
@@ -169,3 +173,17 @@ def test_a_more_efficient_pick_stays_picked(endpoints: list[EndpointReading], ga
         for e in endpoints
     ]
     assert pick_endpoint(better, SETTINGS) == pick
+
+
+def test_a_server_that_queued_has_no_room_for_float_dust() -> None:
+    """Found by the property test: 1e-53 requests running, one waiting, one of ours finished
+    since. Its load is about what it runs, so one more request does not fit."""
+    dusty = EndpointReading(
+        "pod-1",
+        tokens_per_joule=0.0,
+        running=9.4e-54,
+        waiting=1.0,
+        age_s=0.0,
+        added_since_reading=-1,
+    )
+    assert pick_endpoint([dusty], SETTINGS).reason is PickReason.ALL_BUSY
