@@ -24,6 +24,12 @@ reconciles instead (1,024, then 8,192), it was a few seconds at 5,000 configs an
 before the keys it delayed came round again: a few keys in a hundred still missed."""
 MAX_LEAD_FRACTION = 0.1
 """The lead never exceeds this share of the interval (at most 11 % more reconciles)."""
+MAX_LEAD_RISE = 0.02
+"""Seconds the lead may rise per second. Keys are queued again relative to when they were due,
+so a lead that jumps by d makes every key queued afterwards due d earlier, on top of the keys
+queued just before: a bunch d long, which keeps its spacing round after round and is late by
+about d itself, holding the lead up. Rising at 2 % of elapsed time, the keys' due times crowd by
+2 % at most. It falls at once (that only spaces keys out)."""
 
 
 class Lateness:
@@ -37,13 +43,17 @@ class Lateness:
         *,
         horizon_s: float = HORIZON_S,
         max_lead_fraction: float = MAX_LEAD_FRACTION,
+        max_rise: float = MAX_LEAD_RISE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if horizon_s <= 0 or max_lead_fraction < 0:
-            raise ValueError("lateness: horizon_s > 0 and max_lead_fraction >= 0")
+        if horizon_s <= 0 or max_lead_fraction < 0 or max_rise < 0:
+            raise ValueError("lateness: horizon_s > 0, max_lead_fraction and max_rise >= 0")
         self._horizon_s = horizon_s
         self._max_lead_fraction = max_lead_fraction
+        self._max_rise = max_rise
         self._clock = clock
+        self._lead_s = 0.0
+        self._lead_at: float | None = None
         self._peaks: deque[tuple[float, float]] = deque()
         """(when, lateness), the lateness strictly decreasing from the left."""
 
@@ -69,5 +79,12 @@ class Lateness:
         return self._peaks[0][1] if self._peaks else 0.0
 
     def lead_s(self, interval_s: float) -> float:
-        """How much earlier than one interval after it was due to queue a key again."""
-        return min(self.high_s, self._max_lead_fraction * max(interval_s, 0.0))
+        """How much earlier than one interval after it was due to queue a key again: toward
+        the largest recent lateness, rising at most `max_rise` per second."""
+        now = self._clock()
+        wanted = min(self.high_s, self._max_lead_fraction * max(interval_s, 0.0))
+        since = now - self._lead_at if self._lead_at is not None else 0.0
+        if wanted > self._lead_s:
+            wanted = min(wanted, self._lead_s + self._max_rise * since)
+        self._lead_s, self._lead_at = wanted, now
+        return wanted

@@ -145,7 +145,9 @@ async def test_keys_are_queued_early_by_the_recent_lateness_so_no_gap_exceeds_th
     )
     # How late each round finishes: its wait behind other keys plus its own work.
     lateness = [0.0, 0.8, 0.1, 0.9, 0.0, 0.8, 0.2, 0.9] * 4
-    controller = Controller("probe", Slow(clock, list(lateness), 15), queue)
+    # The lead at once (its gradual rise is `Lateness`'s own test).
+    at_once = Lateness(clock=clock, max_rise=float("inf"))
+    controller = Controller("probe", Slow(clock, list(lateness), 15), queue, lateness=at_once)
     finished: list[float] = []
     queue.add("ns/a")
     for _ in lateness:
