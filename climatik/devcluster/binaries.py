@@ -44,6 +44,20 @@ class BinariesMissingError(RuntimeError):
     """The control plane has not been built; the message says how to build it."""
 
 
+def _not_executable(bin_dir: Path, names: tuple[str, ...]) -> list[str]:
+    """The binaries of `names` missing (or not executable) in `bin_dir`."""
+    return [n for n in names if not os.access(bin_dir / n, os.X_OK)]
+
+
+def _without_yaml(*folders: Path) -> list[str]:
+    """`FOLDER/*.yaml` for each folder that is absent or holds no YAML file."""
+    return [
+        f"{folder}/*.yaml"
+        for folder in folders
+        if not folder.is_dir() or not any(folder.glob("*.yaml"))
+    ]
+
+
 @dataclass(frozen=True)
 class ControlPlaneBinaries:
     """Resolved paths of one built version set."""
@@ -59,12 +73,10 @@ class ControlPlaneBinaries:
 
     def missing(self) -> list[str]:
         """Names of binaries or data files that are not there yet."""
-        absent = [b for b in BINARIES if not os.access(self.path(b), os.X_OK)]
+        absent = _not_executable(self.bin_dir, BINARIES)
         if not self.kwok_stages.is_file():
             absent.append(str(self.kwok_stages))
-        if not self.crd_dir.is_dir() or not any(self.crd_dir.glob("*.yaml")):
-            absent.append(f"{self.crd_dir}/*.yaml")
-        return absent
+        return absent + _without_yaml(self.crd_dir)
 
     def third_party_crds(self) -> list[Path]:
         """KEDA, KServe and VPA CRD files, in a stable order."""
@@ -86,13 +98,9 @@ class KedaBinaries:
 
     def missing(self) -> list[str]:
         """Names of binaries or manifest folders that are not there yet."""
-        absent = [b for b in KEDA_BINARIES if not os.access(self.path(b), os.X_OK)]
-        absent += [
-            f"{folder}/*.yaml"
-            for folder in (self.crd_dir, self.rbac_dir)
-            if not folder.is_dir() or not any(folder.glob("*.yaml"))
-        ]
-        return absent
+        return _not_executable(self.bin_dir, KEDA_BINARIES) + _without_yaml(
+            self.crd_dir, self.rbac_dir
+        )
 
     def crds(self) -> list[Path]:
         """KEDA's six CRDs, in a stable order."""
@@ -118,9 +126,7 @@ class KServeBinaries:
 
     def missing(self) -> list[str]:
         """Names of binaries or manifest files that are not there yet."""
-        absent = [b for b in KSERVE_BINARIES if not os.access(self.path(b), os.X_OK)]
-        if not self.crd_dir.is_dir() or not any(self.crd_dir.glob("*.yaml")):
-            absent.append(f"{self.crd_dir}/*.yaml")
+        absent = _not_executable(self.bin_dir, KSERVE_BINARIES) + _without_yaml(self.crd_dir)
         manifests = (self.cluster_role, self.config_map, self.webhooks)
         absent += [str(m) for m in manifests if not m.is_file()]
         return absent

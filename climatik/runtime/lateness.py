@@ -75,14 +75,17 @@ class Lateness:
     @property
     def high_s(self) -> float:
         """The largest lateness within the horizon."""
-        self._expire(self._clock())
+        return self._high(self._clock())
+
+    def _high(self, now: float) -> float:
+        self._expire(now)
         return self._peaks[0][1] if self._peaks else 0.0
 
     def lead_s(self, interval_s: float) -> float:
         """How much earlier than one interval after it was due to queue a key again: toward
         the largest recent lateness, rising at most `max_rise` per second."""
         now = self._clock()
-        wanted = min(self.high_s, self._max_lead_fraction * max(interval_s, 0.0))
+        wanted = min(self._high(now), self._max_lead_fraction * max(interval_s, 0.0))
         since = now - self._lead_at if self._lead_at is not None else 0.0
         if wanted > self._lead_s:
             wanted = min(wanted, self._lead_s + self._max_rise * since)

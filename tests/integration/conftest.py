@@ -181,24 +181,24 @@ def kubectl(dev_cluster: ClusterInfo, namespace: str) -> Kubectl:
     return Kubectl(dev_cluster.kubectl, dev_cluster.kubeconfig, namespace)
 
 
+def _fresh_namespace(cluster: ClusterInfo) -> Iterator[Kubectl]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    admin = Kubectl(cluster.kubectl, cluster.kubeconfig, "default")
+    admin.run("create", "namespace", name)
+    yield Kubectl(cluster.kubectl, cluster.kubeconfig, name)
+    admin.run("delete", "namespace", name, "--wait=false", check=False)
+
+
 @pytest.fixture
 def keda_kubectl(keda_dev_cluster: ClusterInfo) -> Iterator[Kubectl]:
     """kubectl bound to a fresh namespace of the KEDA cluster, deleted afterwards."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    admin = Kubectl(keda_dev_cluster.kubectl, keda_dev_cluster.kubeconfig, "default")
-    admin.run("create", "namespace", name)
-    yield Kubectl(keda_dev_cluster.kubectl, keda_dev_cluster.kubeconfig, name)
-    admin.run("delete", "namespace", name, "--wait=false", check=False)
+    yield from _fresh_namespace(keda_dev_cluster)
 
 
 @pytest.fixture
 def kserve_kubectl(kserve_dev_cluster: ClusterInfo) -> Iterator[Kubectl]:
     """kubectl bound to a fresh namespace of the KServe cluster, deleted afterwards."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    admin = Kubectl(kserve_dev_cluster.kubectl, kserve_dev_cluster.kubeconfig, "default")
-    admin.run("create", "namespace", name)
-    yield Kubectl(kserve_dev_cluster.kubectl, kserve_dev_cluster.kubeconfig, name)
-    admin.run("delete", "namespace", name, "--wait=false", check=False)
+    yield from _fresh_namespace(kserve_dev_cluster)
 
 
 @pytest.hookimpl(wrapper=True)
