@@ -27,6 +27,7 @@ from climatik.runtime.cli import add_run_parser
 from climatik.runtime.explain import add_explain_parser
 from climatik.runtime.logging import configure_logging
 from climatik.sim.cli import add_simulate_parser
+from climatik.world.cli import add_world_parser
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_parser(subparsers)
     add_run_parser(subparsers)
     add_simulate_parser(subparsers)
+    add_world_parser(subparsers)
     _accept_debug_everywhere(parser)
     return parser
 

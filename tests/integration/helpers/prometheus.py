@@ -1,4 +1,4 @@
-"""A real Prometheus scraping the metrics exporter (hack/metrics_exporter.py), for tests.
+"""A real Prometheus scraping the world's metrics exporter (`python -m climatik.world`), for tests.
 
 Loaded as a pytest plugin by the test modules that need it
 (`pytest_plugins = ["tests.integration.helpers.prometheus"]`); such a module must import names
@@ -41,7 +41,8 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "control-plane" / "build.sh"
-EXPORTER_SCRIPT = REPO_ROOT / "hack" / "metrics_exporter.py"
+EXPORTER_COMMAND = ("-m", "climatik.world")
+"""Run from the repository root, so the checkout's package is the one imported."""
 ENV_PROMETHEUS_BIN = "CLIMATIK_PROMETHEUS_BIN"
 SCRAPE_INTERVAL_S = 1.0
 
@@ -171,7 +172,7 @@ def start_exporter(log_path: Path, timeout_s: float = 20.0) -> ExporterHandle:
     would block it once full), where it first prints the address it listens on."""
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, str(EXPORTER_SCRIPT), "--host", "127.0.0.1", "--port", "0"],
+            [sys.executable, *EXPORTER_COMMAND, "--host", "127.0.0.1", "--port", "0"],
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
