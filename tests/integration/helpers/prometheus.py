@@ -167,12 +167,15 @@ class ExporterHandle:
         _terminate(self.process)
 
 
-def start_exporter(log_path: Path, timeout_s: float = 20.0) -> ExporterHandle:
+def start_exporter(
+    log_path: Path, timeout_s: float = 20.0, extra_args: Sequence[str] = ()
+) -> ExporterHandle:
     """Start the exporter on a free port; its output goes to `log_path` (a pipe nobody reads
-    would block it once full), where it first prints the address it listens on."""
+    would block it once full), where it first prints the address it listens on. `extra_args`
+    go to `climatik world` (`--scenario ...` makes it play the datacenter for a cluster)."""
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, *EXPORTER_COMMAND, "--host", "127.0.0.1", "--port", "0"],
+            [sys.executable, *EXPORTER_COMMAND, "--host", "127.0.0.1", "--port", "0", *extra_args],
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -401,6 +404,49 @@ def prometheus_factory(
     def make() -> PrometheusServer:
         server = start_prometheus(
             prometheus_binary, tmp_path / f"prometheus-{len(servers)}", metrics_exporter.hostport
+        )
+        servers.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()
+
+
+ExporterFactory = Callable[[Sequence[str]], ExporterHandle]
+
+
+@pytest.fixture
+def exporter_factory(tmp_path: Path) -> Iterator[ExporterFactory]:
+    """Start more exporters with extra `climatik world` arguments (`--scenario ...` makes one
+    play the datacenter for a cluster's pods); all stopped at the end."""
+    handles: list[ExporterHandle] = []
+
+    def make(extra_args: Sequence[str]) -> ExporterHandle:
+        handle = start_exporter(tmp_path / f"exporter-{len(handles)}.log", extra_args=extra_args)
+        handles.append(handle)
+        return handle
+
+    try:
+        yield make
+    finally:
+        for handle in handles:
+            handle.stop()
+
+
+ScrapingFactory = Callable[[ExporterHandle], PrometheusServer]
+
+
+@pytest.fixture
+def prometheus_scraping(prometheus_binary: Path, tmp_path: Path) -> Iterator[ScrapingFactory]:
+    """Start a Prometheus scraping a given exporter (not the session's); stopped at the end."""
+    servers: list[PrometheusServer] = []
+
+    def make(exporter: ExporterHandle) -> PrometheusServer:
+        server = start_prometheus(
+            prometheus_binary, tmp_path / f"prometheus-of-{len(servers)}", exporter.hostport
         )
         servers.append(server)
         return server
