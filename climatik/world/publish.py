@@ -42,7 +42,7 @@ def publish(
                 "waiting_requests": pod.waiting_requests,
                 "tokens_per_request": float(service.output_tokens),
                 "prompt_tokens_per_output_token": service.prompt_tokens / service.output_tokens,
-                "model_name": service.model,
+                "model_name": pod.model_name or service.model,
             }
         )
     for node in frame.nodes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from climatik.kube.json import JsonObject, child, objects, strings, text
+from climatik.kube.json import JsonObject, child, items, objects, strings, text
 from climatik.world.site import NodeSeat, PodSeat
 
 SERVICE_LABEL_KEYS = (
@@ -64,6 +64,20 @@ def gpus_of(pod: JsonObject, default_gpus: int) -> int:
             asked = _quantity_int(text(child(resources, "requests"), GPU_RESOURCE))
         total += asked or 0
     return total or default_gpus
+
+
+def model_of(pod: JsonObject) -> str | None:
+    """The model a vLLM container serves, from its `--model` argument (vLLM's `model_name`
+    label, which users' KEDA queries often select on); None when no container names one."""
+    for container in objects(child(pod, "spec"), "containers"):
+        words = [w for w in items(container, "args") if isinstance(w, str)]
+        words += [w for w in items(container, "command") if isinstance(w, str)]
+        for i, word in enumerate(words):
+            if word.startswith("--model="):
+                return word.removeprefix("--model=")
+            if word == "--model" and i + 1 < len(words):
+                return words[i + 1]
+    return None
 
 
 def is_ready(pod: JsonObject) -> bool:
@@ -133,6 +147,7 @@ def seat_pods(
                 node=node,
                 gpus=gpus_of(pod, default_gpus),
                 serving=serving,
+                model_name=model_of(pod),
             )
         )
     clock.forget_all_but(s.key for s in seats)

@@ -45,6 +45,8 @@ class PodSeat:
     gpus: int
     serving: bool
     """Ready and past its model's start-up time: it takes requests."""
+    model_name: str | None = None
+    """The model the pod says it serves (vLLM's `--model`), for vLLM's `model_name` label."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,7 @@ class PodLoad:
     """All of the pod's GPUs together."""
     cpu_watts: float
     """The server's overhead that follows the pod's GPU work (fans, CPUs, memory, network)."""
+    model_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +210,7 @@ class Site:
                     waiting_requests=float(queue[j]) / per_pod if pod.serving else 0.0,
                     gpu_watts=pod.gpus * gpu_w,
                     cpu_watts=pod_server_w - pod.gpus * gpu_w,
+                    model_name=pod.model_name,
                 )
             )
 

@@ -10,7 +10,15 @@ import pytest
 
 from climatik.world.driver import WorldLoop, WorldSettings
 from climatik.world.readings import Readings
-from climatik.world.seats import StartupClock, gpus_of, is_ready, node_seat, seat_pods, service_of
+from climatik.world.seats import (
+    StartupClock,
+    gpus_of,
+    is_ready,
+    model_of,
+    node_seat,
+    seat_pods,
+    service_of,
+)
 from climatik.world.site import NodeSeat
 from tests.unit.fakeclock import FakeClock
 from tests.unit.test_world_site import flat_scenario
@@ -66,6 +74,22 @@ def test_gpus_asked_for_else_the_scenarios_per_replica() -> None:
     asked_by_request = pod("p")
     asked_by_request["spec"]["containers"][0]["resources"] = {"requests": {"nvidia.com/gpu": "1"}}
     assert gpus_of(asked_by_request, 8) == 1
+
+
+def test_the_model_is_vllms_model_argument() -> None:
+    served = pod("p")
+    served["spec"]["containers"][0]["args"] = [
+        "--model",
+        "Qwen/Qwen2.5-7B-Instruct",
+        "--port",
+        "8000",
+    ]
+    assert model_of(served) == "Qwen/Qwen2.5-7B-Instruct"
+    served["spec"]["containers"][0]["args"] = ["serve", "--model=meta/x"]
+    assert model_of(served) == "meta/x"
+    served["spec"]["containers"][0]["args"] = ["--model"]
+    assert model_of(served) is None
+    assert model_of(pod("p")) is None
 
 
 def test_ready_means_ready_and_not_being_deleted() -> None:
@@ -127,6 +151,8 @@ def test_a_step_from_cached_objects_publishes_every_family_with_the_pods_identit
     dcgm = [labels for labels, _, _ in samples(text, "DCGM_FI_DEV_POWER_USAGE")]
     assert len(dcgm) == 16  # 8 GPUs per pod, asked for none: the scenario's per replica
     assert {labels["Hostname"] for labels in dcgm} == {"rack-a-n0", "rack-a-n1"}
+    models = {labels["model_name"] for labels, _, _ in samples(text, "vllm:num_requests_running")}
+    assert models == {"llama-70b-tp8"}  # no --model argument: the scenario service's model
     inlets = {labels["node"] for labels, _, _ in samples(text, "ipmi_temperature_celsius")}
     assert inlets == {"rack-a-n0", "rack-a-n1"}
     assert value_of(text, "vllm:num_requests_waiting", pod="chat-0") == pytest.approx(0.0)
