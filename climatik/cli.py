@@ -20,6 +20,7 @@ from typing import NoReturn
 
 from climatik import __version__
 from climatik.api.cli import add_crd_parser
+from climatik.demo.cli import add_demo_parser
 from climatik.devcluster.cli import add_dev_cluster_parser
 from climatik.domain.errors import EXIT_INTERRUPTED, EXIT_RUNTIME_FAILURE, EXIT_USAGE, UserError
 from climatik.gputune.cli import add_gpu_tune_parser
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Each subcommand module exposes `add_<name>_parser(subparsers)`, which sets `handler`
     # (a callable taking the parsed args and returning an exit status) as a default.
     add_crd_parser(subparsers)
+    add_demo_parser(subparsers)
     add_dev_cluster_parser(subparsers)
     add_gpu_tune_parser(subparsers)
     add_explain_parser(subparsers)

@@ -39,30 +39,14 @@ from typing import Any
 import pytest
 import yaml
 
+from climatik.demo.scrape import JOBS, scrape_config
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "control-plane" / "build.sh"
 EXPORTER_COMMAND = ("-m", "climatik.world")
 """Run from the repository root, so the checkout's package is the one imported."""
 ENV_PROMETHEUS_BIN = "CLIMATIK_PROMETHEUS_BIN"
 SCRAPE_INTERVAL_S = 1.0
-
-# The DCGM job carries the exporter pod's own identity as target labels, like a ServiceMonitor
-# does; Prometheus then renames the exporter's clashing pod/namespace labels to exported_*.
-DCGM_TARGET_LABELS = {
-    "namespace": "gpu-operator",
-    "pod": "nvidia-dcgm-exporter-7xk2p",
-    "container": "nvidia-dcgm-exporter",
-}
-JOBS: tuple[tuple[str, str, bool, Mapping[str, str]], ...] = (
-    # (job name, metrics path, honor_labels, extra target labels)
-    ("kepler", "/metrics/kepler", False, {}),
-    ("kepler07", "/metrics/kepler07", False, {}),
-    ("dcgm", "/metrics/dcgm", False, DCGM_TARGET_LABELS),
-    # vLLM has no pod/namespace labels of its own; a real scrape config adds them. The exporter
-    # serves them for many pods from one target, so keep its labels as they are.
-    ("vllm", "/metrics/vllm", True, {}),
-    ("node", "/metrics/node", False, {}),
-)
 
 
 class PrometheusMissingError(RuntimeError):
@@ -206,25 +190,6 @@ def _terminate(process: subprocess.Popen[Any], timeout_s: float = 10.0) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Prometheus
-
-
-def scrape_config(
-    exporter_hostport: str, scrape_interval_s: float = SCRAPE_INTERVAL_S
-) -> dict[str, Any]:
-    interval = f"{scrape_interval_s:g}s"
-    return {
-        "global": {"scrape_interval": interval, "evaluation_interval": interval},
-        "scrape_configs": [
-            {
-                "job_name": job,
-                "metrics_path": path,
-                "honor_labels": honor,
-                "scrape_timeout": interval,
-                "static_configs": [{"targets": [exporter_hostport], "labels": dict(labels)}],
-            }
-            for job, path, honor, labels in JOBS
-        ],
-    }
 
 
 @dataclass
