@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
+    from climatik.kube.client import KubeClient
+    from climatik.sim.scenario import Scenario
+    from climatik.world.driver import WorldSettings
     from climatik.world.readings import Readings
 
 _Parser = TypeVar("_Parser", bound=argparse.ArgumentParser)
@@ -65,6 +68,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_world(args: argparse.Namespace) -> int:
+    """Check everything a user can get wrong before listening, then serve until signalled."""
     from climatik.domain.errors import UserError
 
     if args.speed <= 0:
@@ -72,59 +76,67 @@ def run_world(args: argparse.Namespace) -> int:
     for mapping in args.service:
         if "=" not in mapping:
             raise UserError(f"--service {mapping!r}: expected NAME=SCENARIO_SERVICE")
-    asyncio.run(_serve(args))
+    settings = None
+    if args.scenario is not None:
+        from climatik.sim.scenario import load_scenario
+        from climatik.world.driver import WorldSettings
+
+        scenario = load_scenario(args.scenario)
+        settings = WorldSettings(
+            speed=args.speed,
+            start_hour=args.start_hour,
+            rack_label_key=args.rack_label,
+            pod_selector=args.selector,
+            namespace=args.namespace,
+            services=dict(m.split("=", 1) for m in args.service),
+        )
+        unknown = sorted(set(settings.services.values()) - {s.name for s in scenario.services})
+        if unknown:
+            msg = f"--service: scenario {scenario.name!r} has no service {unknown[0]!r}"
+            raise UserError(msg)
+        asyncio.run(_serve(args, (scenario, settings)))
+    else:
+        asyncio.run(_serve(args, None))
     return 0
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace, driven: tuple[Scenario, WorldSettings] | None) -> None:
     # Imported here so `climatik --help` does not load aiohttp.
+    from climatik.kube.client import KubeClient
     from climatik.world.control import build_app
     from climatik.world.readings import Readings
     from climatik.world.server import serving, until_signalled
 
-    readings = Readings()
-    async with serving(build_app(readings), args.host, args.port) as url:
-        print(f"listening on {url}", flush=True)
-        if args.scenario is None:
-            await until_signalled()
-        else:
-            await _drive(args, readings)
+    # The kubeconfig is read before listening: a wrong one fails before anyone scrapes.
+    client = await KubeClient.from_config(args.kubeconfig) if driven is not None else None
+    try:
+        readings = Readings()
+        async with serving(build_app(readings), args.host, args.port) as url:
+            print(f"listening on {url}", flush=True)
+            if client is None or driven is None:
+                await until_signalled()
+            else:
+                await _drive(client, readings, *driven)
+    finally:
+        if client is not None:
+            await client.close()
 
 
-async def _drive(args: argparse.Namespace, readings: Readings) -> None:
-    from climatik.kube.client import KubeClient
-    from climatik.sim.scenario import load_scenario
-    from climatik.world.driver import WorldLoop, WorldSettings
+async def _drive(
+    client: KubeClient, readings: Readings, scenario: Scenario, settings: WorldSettings
+) -> None:
+    from climatik.world.driver import WorldLoop
     from climatik.world.server import until_signalled
 
-    scenario = load_scenario(args.scenario)
-    settings = WorldSettings(
-        speed=args.speed,
-        start_hour=args.start_hour,
-        rack_label_key=args.rack_label,
-        pod_selector=args.selector,
-        namespace=args.namespace,
-        services=dict(m.split("=", 1) for m in args.service),
-    )
-    known = {s.name for s in scenario.services}
-    unknown = sorted(set(settings.services.values()) - known)
-    if unknown:
-        from climatik.domain.errors import UserError
-
-        raise UserError(f"--service: scenario {scenario.name!r} has no service {unknown[0]!r}")
     loop = WorldLoop(scenario, readings, settings)
-    client = await KubeClient.from_config(args.kubeconfig)
-    try:
-        running = asyncio.create_task(loop.run(client), name="world")
-        stop = asyncio.create_task(until_signalled(), name="world-signals")
-        done, _ = await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (running, stop):
-            task.cancel()
-        await asyncio.gather(running, stop, return_exceptions=True)
-        if running in done:
-            running.result()  # a crashed loop is an error, not a quiet exit
-    finally:
-        await client.close()
+    running = asyncio.create_task(loop.run(client), name="world")
+    stop = asyncio.create_task(until_signalled(), name="world-signals")
+    done, _ = await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (running, stop):
+        task.cancel()
+    await asyncio.gather(running, stop, return_exceptions=True)
+    if running in done:
+        running.result()  # a crashed loop is an error, not a quiet exit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
