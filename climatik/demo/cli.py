@@ -1,8 +1,9 @@
 """`climatik demo`: bring the whole loop up on the dev cluster, run a scenario compressed in
 time while printing progress, and take everything down.
 
-A skeleton of issue 18's demo: it does not yet write the `simulate` JSON and report beside the
-twin's figures.
+A skeleton of issue 18's demo: it prints the world's own figures at the end (tokens, SLO
+attainment, IT energy, in simulated time) but does not yet write the `simulate` JSON and report
+beside the twin's figures.
 """
 
 from __future__ import annotations
@@ -62,4 +63,6 @@ def run_demo(args: argparse.Namespace) -> int:
             print(progress_line(stack.snapshot(now - started)), flush=True)
             time.sleep(min(settings.progress_every_s, max(0.0, deadline - time.monotonic())))
         print(progress_line(stack.snapshot(time.monotonic() - started)), flush=True)
+        for line in stack.summary():
+            print(line, flush=True)
     return 0

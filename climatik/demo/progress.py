@@ -43,3 +43,31 @@ def progress_line(snap: Snapshot) -> str:
         f"pods {_kw(snap.pods_w)} / {snap.cap_w / 1000:.1f} kW{share}  "
         f"site {_kw(snap.site_w)} kW  {services}"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ServedFigures:
+    """What the world served one service over the run (simulated time)."""
+
+    tokens: float
+    arrived: float
+    met_slo: float
+
+
+def summary_lines(
+    simulated_s: float | None, energy_j: float | None, served: Mapping[str, ServedFigures]
+) -> list[str]:
+    """The run's figures as `simulate` names them, from the world's own tally."""
+    if simulated_s is None:
+        return ["the world reported no figures"]
+    hours = simulated_s / 3600.0
+    lines = [
+        f"simulated {hours:.2f} h"
+        + ("" if energy_j is None else f", IT energy {energy_j / 3.6e6:.1f} kWh")
+    ]
+    for name, figures in sorted(served.items()):
+        attainment = (
+            "-" if figures.arrived <= 0 else f"{100 * figures.met_slo / figures.arrived:.1f} %"
+        )
+        lines.append(f"{name}: {figures.tokens:,.0f} tokens, SLO attainment {attainment}")
+    return lines

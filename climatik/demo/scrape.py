@@ -22,6 +22,8 @@ JOBS: Final[tuple[tuple[str, str, bool, Mapping[str, str]], ...]] = (
     ("dcgm", "/metrics/dcgm", False, DCGM_TARGET_LABELS),
     ("vllm", "/metrics/vllm", True, {}),
     ("node", "/metrics/node", False, {}),
+    # The world's own figures (simulated time), for the demo's summary.
+    ("world", "/metrics/world", False, {}),
 )
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from climatik.demo.manifests import demo_objects, pods_cap_w
-from climatik.demo.progress import ServiceState, Snapshot
+from climatik.demo.progress import ServedFigures, ServiceState, Snapshot, summary_lines
 from climatik.demo.scrape import scrape_config
 from climatik.devcluster.binaries import locate_binaries
 from climatik.devcluster.cluster import ClusterInfo, down, up
@@ -102,6 +102,35 @@ class Stack:
             if len(value) == 2 and isinstance(value[1], str):
                 return float(value[1])
         return None
+
+    def by_service(self, metric: str) -> dict[str, float]:
+        url = f"{self.prometheus_url}/api/v1/query?query={urllib.parse.quote(metric)}"
+        try:
+            body = as_object(_http_json(url))
+        except (OSError, ValueError):
+            return {}
+        found: dict[str, float] = {}
+        for series in items(child(body, "data"), "result"):
+            service = text(child(as_object(series), "metric"), "service")
+            value = items(as_object(series), "value")
+            if service and len(value) == 2 and isinstance(value[1], str):
+                found[service] = float(value[1])
+        return found
+
+    def summary(self) -> list[str]:
+        """The world's figures for the run so far (what `simulate` reports per policy)."""
+        tokens = self.by_service("climatik_world_tokens_total")
+        arrived = self.by_service("climatik_world_requests_arrived_total")
+        met = self.by_service("climatik_world_requests_met_slo_total")
+        served = {
+            name: ServedFigures(tokens[name], arrived.get(name, 0.0), met.get(name, 0.0))
+            for name in tokens
+        }
+        return summary_lines(
+            self.query("climatik_world_simulated_seconds_total"),
+            self.query("climatik_world_it_energy_joules_total"),
+            served,
+        )
 
     def snapshot(self, elapsed_s: float) -> Snapshot:
         ns = self.settings.namespace

@@ -32,6 +32,7 @@ from climatik.world.seats import (
     service_of,
 )
 from climatik.world.site import Frame, NodeSeat, Site, assign_service
+from climatik.world.tally import SiteFigures
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +74,7 @@ class WorldLoop:
         self._startup_s = {s.name: s.model_class.startup_s for s in scenario.services}
         self.first_step = round(settings.start_hour * 3600.0 / scenario.step_s)
         self.last: Frame | None = None
+        readings.site = self.figures = SiteFigures()
 
     def step(
         self, pod_objs: Sequence[JsonObject], node_objs: Sequence[JsonObject], step: int
@@ -105,6 +107,7 @@ class WorldLoop:
         uids = {pod_key(o): text(child(o, "metadata"), "uid") or "" for o in pod_objs}
         self._published = publish(self.readings, frame, self._services, self._published, uids)
         self.last = frame
+        self.figures.add(frame, self.scenario.step_s)
         if step % LOG_EVERY_STEPS == 0:
             log.info(
                 "world_stepped",

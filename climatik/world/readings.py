@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from climatik.kube.json import JsonValue
 from climatik.world.counters import integrate_counters
+from climatik.world.tally import SiteFigures
 
 DEFAULT_MODEL_NAME = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -98,6 +99,8 @@ class Readings:
         self._last_s = clock()
         self.pods: dict[str, PodReadings] = {}
         self.nodes: dict[str, NodeReadings] = {}
+        self.site: SiteFigures | None = None
+        """The world's own figures when it plays a scenario (served at `/metrics/world`)."""
 
     def advance(self) -> None:
         """Integrate every counter up to now (before any rate changes, and at each scrape)."""
@@ -181,10 +184,13 @@ class Readings:
         self.nodes.clear()
         self._last_s = self._clock()
 
-    def state(self) -> dict[str, dict[str, dict[str, object]]]:
-        """Everything, as `GET /state` answers it."""
+    def state(self) -> dict[str, dict[str, object]]:
+        """Everything, as `GET /state` answers it (`site` only while playing a scenario)."""
         self.advance()
-        return {
+        state: dict[str, dict[str, object]] = {
             "pods": {key: asdict(pod) for key, pod in self.pods.items()},
             "nodes": {name: asdict(node) for name, node in self.nodes.items()},
         }
+        if self.site is not None:
+            state["site"] = asdict(self.site)
+        return state

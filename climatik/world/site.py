@@ -88,6 +88,7 @@ class ServiceLoad:
     name: str
     demand_rps: float
     served_rps: float
+    tokens_per_s: float
     queue: float
     serving: int
     """Pods taking requests."""
@@ -262,6 +263,7 @@ class Site:
                     name=name,
                     demand_rps=float(lam[j]),
                     served_rps=float(served_rps[j]),
+                    tokens_per_s=float(served_rps[j] * world.out_tokens[j]),
                     queue=float(queue[j]),
                     serving=int(serving_n[j]),
                     utilisation=float(util[j]),

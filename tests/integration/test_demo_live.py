@@ -4,7 +4,8 @@ The dev cluster with KEDA, the world playing the default scenario at 10x from no
 Prometheus, the demo's Deployments, ScaledObjects and PowerCappingConfig, and `climatik run`:
 KEDA scales a service above its minimum on the world's vLLM series, the controller writes a
 ceiling (remembering the user's in its annotation), the progress line reads the pods' power,
-and when the demo ends no process it started is left.
+the world's own figures (tokens served) reach Prometheus, and when the demo ends no process it
+started is left.
 """
 
 from __future__ import annotations
@@ -84,6 +85,13 @@ async def test_a_short_demo_scales_caps_and_leaves_nothing_behind(tmp_path: Path
             bool,
             timeout_s=90,
             interval_s=2.0,
+        )
+        # The world's own figures reach Prometheus: tokens served, in simulated time.
+        summary = await asyncio.to_thread(stack.summary)
+        said.extend(summary)
+        assert summary[0].startswith("simulated ")
+        assert any(
+            line.startswith("chat: ") and not line.startswith("chat: 0 ") for line in summary
         )
     # Every process the demo started mentions its directory (kubeconfig, logs, data).
     assert not processes_mentioning(str(settings.directory.resolve()))

@@ -15,7 +15,13 @@ from climatik.demo.manifests import (
     replicas_query,
     requests_per_replica,
 )
-from climatik.demo.progress import ServiceState, Snapshot, progress_line
+from climatik.demo.progress import (
+    ServedFigures,
+    ServiceState,
+    Snapshot,
+    progress_line,
+    summary_lines,
+)
 from climatik.demo.scrape import JOBS, scrape_config
 from climatik.sim.scenario import load_scenario
 
@@ -89,3 +95,20 @@ def test_progress_line_shows_power_against_cap_and_replicas_against_ceilings() -
     assert line.endswith("chat 3/4 <= 7  summarise 1/2 <= -")
     empty = progress_line(Snapshot(0, 12.0, None, 32400, None, {}))
     assert "pods    --  / 32.4 kW  site    --  kW" in empty
+
+
+def test_summary_reads_the_worlds_figures_as_simulate_names_them() -> None:
+    lines = summary_lines(
+        7200.0,
+        3.6e6 * 80,
+        {
+            "chat": ServedFigures(tokens=1_234_567, arrived=1000, met_slo=950),
+            "idle": ServedFigures(tokens=0, arrived=0, met_slo=0),
+        },
+    )
+    assert lines == [
+        "simulated 2.00 h, IT energy 80.0 kWh",
+        "chat: 1,234,567 tokens, SLO attainment 95.0 %",
+        "idle: 0 tokens, SLO attainment -",
+    ]
+    assert summary_lines(None, None, {}) == ["the world reported no figures"]

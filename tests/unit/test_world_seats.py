@@ -157,6 +157,19 @@ def test_a_step_from_cached_objects_publishes_every_family_with_the_pods_identit
     assert inlets == {"rack-a-n0", "rack-a-n1"}
     assert value_of(text, "vllm:num_requests_waiting", pod="chat-0") == pytest.approx(0.0)
 
+    # The world's own figures, in simulated time: 8 steps of 10 s, the pods serving the last
+    # two (2 requests/s of 256 tokens, well under capacity: all meet their SLOs); requests
+    # before any pod served met none.
+    assert value_of(text, "climatik_world_simulated_seconds_total") == pytest.approx(80.0)
+    assert value_of(text, "climatik_world_tokens_total", service="chat") == pytest.approx(
+        2 * 10 * 2.0 * 256
+    )
+    assert value_of(text, "climatik_world_requests_arrived_total", service="chat") == 160
+    met = value_of(text, "climatik_world_requests_met_slo_total", service="chat")
+    assert met == pytest.approx(2 * 10 * 2.0)
+    assert value_of(text, "climatik_world_tokens_total", service="summarise") == 0
+    assert value_of(text, "climatik_world_site_power_watts") == pytest.approx(frame.site_w)
+
     # A replica goes away: its series go; someone else's pod set by hand stays.
     readings.upsert({"namespace": "test", "name": "by-hand", "cpu_watts": 1})
     loop.step(pods[:1], nodes, 8)

@@ -16,9 +16,10 @@ from climatik.world.exposition.kepler import render_kepler
 from climatik.world.exposition.kepler07 import render_kepler07
 from climatik.world.exposition.text import CONTENT_TYPE, Scrape
 from climatik.world.exposition.vllm import render_vllm
+from climatik.world.exposition.world import render_world
 from climatik.world.readings import PodReadings, Readings
 
-FAMILIES: Final = ("kepler", "kepler07", "dcgm", "vllm", "node")
+FAMILIES: Final = ("kepler", "kepler07", "dcgm", "vllm", "node", "world")
 """Each a path `/metrics/<family>`; `/metrics` serves them all."""
 
 __all__ = ["CONTENT_TYPE", "FAMILIES", "render"]
@@ -48,4 +49,6 @@ def _family(
         return render_dcgm(pods, scrape)
     if name == "vllm":
         return render_vllm(pods, scrape)
-    return render_ipmi(readings.nodes, scrape)
+    if name == "node":
+        return render_ipmi(readings.nodes, scrape)
+    return render_world(readings.site, scrape)
