@@ -16,7 +16,10 @@ Endpoint Picker Protocol says (docs/proposals/004-endpoint-picker-protocol, v1.0
   ImmediateResponse 503;
 - the endpoint that served the request (response metadata `envoy.lb` /
   `x-gateway-destination-endpoint-served`, when the proxy sends it) is the one charged with the
-  open request from then on.
+  open request from then on;
+- the gRPC health service answers `liveness`, `readiness` and the ext_proc service's own name;
+  the port speaks TLS when given a context (`server_tls`), as the gateways' generated clusters
+  expect of an Endpoint Picker.
 
 The pick is made on the request headers, not after the body as the reference EPP does: the
 picker reads no model name (an InferencePool serves one model), so waiting for the body would
@@ -35,8 +38,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Protocol
 
 import structlog
@@ -66,6 +71,8 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
 )
 from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
 from envoy_data_plane.google.protobuf import Struct, Value
+from grpclib.health.check import CheckBase
+from grpclib.health.service import Health
 from grpclib.server import Server
 
 from climatik.domain.routing import EndpointReading, Pick, PickReason, RoutingSettings
@@ -81,6 +88,8 @@ SUBSET_KEY = "x-gateway-destination-endpoint-subset"
 PICK_NAMESPACE = "climatik.router"
 PICK_REASON_KEY = "pick-reason"
 DEFAULT_SESSION_HEADER = "x-session-id"
+LIVENESS_SERVICE = "liveness"
+READINESS_SERVICE = "readiness"
 
 
 class OpenRequests(Protocol):
@@ -222,17 +231,76 @@ class EndpointPicker(ExternalProcessorBase):
         return name
 
 
+def server_tls(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """TLS for the picker's port from a PEM pair: the GIE charts' gateways (Envoy Gateway's
+    generated cluster, Istio's DestinationRule) reach the Endpoint Picker over TLS. Reads files:
+    call it before serving or through `asyncio.to_thread`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+class _HealthName:
+    """A service name the gRPC health service answers for: grpclib keys its checks by the
+    service of an object's first method, and `liveness` and `readiness` have no methods."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __mapping__(self) -> Mapping[str, None]:
+        return {f"/{self._name}/Check": None}
+
+
+class _Readiness(CheckBase):
+    """Ready as `ready()` says, read at each check (a cheap, synchronous answer)."""
+
+    def __init__(self, ready: Callable[[], bool]) -> None:
+        self._ready = ready
+
+    def __status__(self) -> bool:
+        return self._ready()
+
+    async def __check__(self) -> bool:
+        return self._ready()
+
+    async def __subscribe__(self) -> asyncio.Event:
+        return asyncio.Event()
+
+    async def __unsubscribe__(self, event: asyncio.Event) -> None:
+        return None
+
+
+def _health(picker: EndpointPicker, ready: Callable[[], bool]) -> Health:
+    """The protocol's gRPC health services: `liveness` serves while the process answers;
+    `readiness` and the ext_proc service itself while `ready()`."""
+    readiness = _Readiness(ready)
+    return Health(
+        {
+            _HealthName(LIVENESS_SERVICE): [],
+            _HealthName(READINESS_SERVICE): [readiness],
+            picker: [readiness],
+        }
+    )
+
+
 @asynccontextmanager
 async def running_ext_proc(
-    host: str, port: int, picker: EndpointPicker
+    host: str,
+    port: int,
+    picker: EndpointPicker,
+    *,
+    tls: ssl.SSLContext | None = None,
+    ready: Callable[[], bool] = lambda: True,
 ) -> AsyncIterator[tuple[str, int]]:
-    """`picker` served on `host:port` (0: a free port) for the length of the block; yields the
-    address it listens on."""
+    """`picker` and the gRPC health service served on `host:port` (0: a free port), over
+    `tls` when given, for the length of the block; yields the address it listens on."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family)
-    server = Server([picker])
+    server = Server([picker, _health(picker, ready)])
     try:
-        await server.start(sock=sock)
+        await server.start(sock=sock, ssl=tls)
     except BaseException:
         sock.close()
         raise
@@ -257,8 +325,12 @@ async def serve_ext_proc(
     on_pick: Callable[[Pick], None] | None = None,
     session_header: str | None = DEFAULT_SESSION_HEADER,
     fallbacks: int = 0,
+    body_mode: BodySendMode = BodySendMode.FULL_DUPLEX_STREAMED,
+    tls: ssl.SSLContext | None = None,
+    ready: Callable[[], bool] = lambda: True,
 ) -> None:
-    """Serve the Endpoint Picker on `host:port` until cancelled."""
+    """Serve the Endpoint Picker on `host:port` until cancelled (the arguments are
+    `EndpointPicker`'s and `running_ext_proc`'s)."""
     picker = EndpointPicker(
         readings,
         settings,
@@ -267,8 +339,9 @@ async def serve_ext_proc(
         on_pick=on_pick,
         session_header=session_header,
         fallbacks=fallbacks,
+        body_mode=body_mode,
     )
-    async with running_ext_proc(host, port, picker):
+    async with running_ext_proc(host, port, picker, tls=tls, ready=ready):
         await asyncio.Event().wait()
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ssl
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 from envoy_data_plane.envoy.config.core.v3 import (
@@ -29,6 +31,8 @@ from envoy_data_plane.envoy.service.ext_proc.v3 import (
 )
 from envoy_data_plane.google.protobuf import ListValue, Struct, Value
 from grpclib.client import Channel
+from grpclib.health.v1.health_grpc import HealthStub
+from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,7 +43,9 @@ from climatik.router.extproc import (
     address_from_name,
     choose_destinations,
     running_ext_proc,
+    server_tls,
 )
+from tests.certificates import self_signed
 
 SETTINGS = RoutingSettings()
 OLD_GPU = "10.0.0.1:8000"
@@ -407,3 +413,43 @@ def test_choosing_fallbacks_never_repeats_an_endpoint() -> None:
     pick, chosen = choose_destinations(endpoints, SETTINGS, fallbacks=10)
     assert pick.endpoint == ADDRESSES[-1]
     assert list(chosen) == list(reversed(ADDRESSES))
+
+
+async def test_the_health_services_answer_liveness_always_and_readiness_when_ready() -> None:
+    """The protocol's gRPC health checks: Kubernetes probes `liveness` and `readiness`; the
+    gateway may check the ext_proc service itself."""
+    ready = False
+    picker = EndpointPicker(Readings([]), SETTINGS)
+    async with running_ext_proc("127.0.0.1", 0, picker, ready=lambda: ready) as (host, port):
+        channel = Channel(host, port)
+        health = HealthStub(channel)
+        services = ["liveness", "readiness", "envoy.service.ext_proc.v3.ExternalProcessor"]
+        try:
+            before = [
+                (await health.Check(HealthCheckRequest(service=name))).status for name in services
+            ]
+            ready = True
+            after = [
+                (await health.Check(HealthCheckRequest(service=name))).status for name in services
+            ]
+        finally:
+            channel.close()
+    serving, not_serving = HealthCheckResponse.SERVING, HealthCheckResponse.NOT_SERVING
+    assert before == [serving, not_serving, not_serving]
+    assert after == [serving, serving, serving]
+
+
+async def test_the_picker_answers_over_tls(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    readings = Readings([_endpoint(OLD_GPU, 0.8), _endpoint(NEW_GPU, 1.4)])
+    picker = EndpointPicker(readings, SETTINGS)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    trusting.set_alpn_protocols(["h2"])
+    tls = server_tls(cert, key)
+    async with running_ext_proc("127.0.0.1", 0, picker, tls=tls) as (host, port):
+        channel = Channel(host, port, ssl=trusting)
+        try:
+            (answer,) = await _exchange(ExternalProcessorAsyncStub(channel), [_headers()])
+        finally:
+            channel.close()
+    assert _destination(answer) == NEW_GPU
