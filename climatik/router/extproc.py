@@ -187,7 +187,7 @@ class EndpointPicker(ExternalProcessorBase):
                     if pick.endpoint is None:
                         yield _unavailable(pick.reason)
                         return
-                    charged = self._charge(None, pick.endpoint)
+                    charged = self._charge(charged, pick.endpoint)
                     yield _destination(list(sent_to), pick.reason)
                 elif message.request_body is not None:
                     yield ProcessingResponse(

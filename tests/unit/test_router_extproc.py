@@ -335,6 +335,20 @@ async def test_the_open_request_is_charged_to_the_served_endpoint_until_the_stre
     assert ended == [*seen[-1], ("closed", OLD_GPU)]
 
 
+async def test_every_open_request_is_closed_whatever_the_stream_carried() -> None:
+    """A stream that (against the protocol) carries two requests' headers still leaves no
+    request counted open once it ends."""
+    counted = CountedRequests()
+    readings = Readings([_endpoint(OLD_GPU, 0.8), _endpoint(NEW_GPU, 1.4)])
+    picker = EndpointPicker(readings, SETTINGS, open_requests=counted)
+    async with _envoy(picker) as envoy:
+        await _exchange(envoy, [_headers(), _headers(extra={"x-session-id": "s"})])
+    opened = [name for call, name in counted.calls if call == "opened"]
+    closed = [name for call, name in counted.calls if call == "closed"]
+    assert len(opened) == 2
+    assert sorted(opened) == sorted(closed)
+
+
 async def test_endpoints_named_by_pod_are_sent_to_by_address() -> None:
     pods = {"vllm-h100-0": NEW_GPU, "vllm-a100-0": OLD_GPU}
     readings = Readings([_endpoint("vllm-a100-0", 0.8), _endpoint("vllm-h100-0", 1.4)])
