@@ -28,7 +28,13 @@ import numpy as np
 
 from climatik.domain.routing import EndpointReading, RoutingSettings
 from climatik.policies.routing import pick_endpoint
-from climatik.sim.routing_replica import INF, Replica, Requests, prefill_seconds
+from climatik.sim.routing_replica import (
+    INF,
+    Replica,
+    Requests,
+    prefill_seconds,
+    replica_physics,
+)
 from climatik.sim.routing_scenario import RoutingScenario
 from climatik.sim.workload import arrival_rates
 
@@ -259,6 +265,29 @@ METRIC_KEYS = (
 )
 
 
+def energy_bound_j(scenario: RoutingScenario, workload: Workload, hours: float) -> float:
+    """The least IT energy any routing could serve the workload with: every server's idle
+    draw for the run, each prompt's prefill and each further token at the cheapest replica's
+    cost above idle (decode at its cheapest batch). It ignores capacity and latency, so it is
+    a loose floor, and tokens over it a ceiling on tokens per joule."""
+    idle_w = 0.0
+    prefill_j: np.ndarray | None = None
+    decode_j_per_token = math.inf
+    prompts = workload.prompt_tokens
+    for group in scenario.replicas:
+        step, _, srv_dec, _, srv_pre = replica_physics(group, scenario)
+        idle = float(srv_dec[0])
+        idle_w += group.count * idle
+        pre = (srv_pre - idle) * np.asarray(prefill_seconds(group, scenario, prompts))
+        prefill_j = pre if prefill_j is None else np.minimum(prefill_j, pre)
+        batch = np.arange(1, step.size)
+        per_token = (srv_dec[1:] - idle) * step[1:] / batch
+        decode_j_per_token = min(decode_j_per_token, float(per_token.min()))
+    further_tokens = sum(workload.output_tokens) - len(workload.output_tokens)
+    dynamic = float(prefill_j.sum()) if prefill_j is not None else 0.0
+    return idle_w * hours * 3600.0 + dynamic + further_tokens * decode_j_per_token
+
+
 @dataclass
 class RoutingResult:
     """A routing run's figures: one row per policy, and where each policy sent its requests."""
@@ -268,6 +297,8 @@ class RoutingResult:
     decode_power: str
     policies: dict[str, dict[str, float]]
     details: dict[str, dict[str, object]]
+    bound_tokens_per_joule: float
+    """Tokens of the workload over `energy_bound_j`: no routing can do better."""
 
     def as_json(self) -> dict[str, object]:
         """The `--json` document."""
@@ -278,6 +309,7 @@ class RoutingResult:
             "decode_power": self.decode_power,
             "policies": self.policies,
             "details": self.details,
+            "bound": {"tokens_per_joule": self.bound_tokens_per_joule},
         }
 
 
@@ -351,4 +383,7 @@ def run_routing(
         run = run_policy(scenario, workload, policy, hours)
         figures[policy] = policy_figures(run, scenario)
         details[policy] = policy_details(run)
-    return RoutingResult(scenario.name, hours * 3600.0, scenario.decode_power, figures, details)
+    bound = sum(workload.output_tokens) / energy_bound_j(scenario, workload, hours)
+    return RoutingResult(
+        scenario.name, hours * 3600.0, scenario.decode_power, figures, details, bound
+    )

@@ -108,6 +108,18 @@ def routing_table(result: RoutingResult, scenario: RoutingScenario) -> str:
         }
         parts = [f"{_row_name(n)} {100 * gain:+.1f} %" for n, gain in gains.items()]
         lines += wrap("tokens/J against least-loaded: " + ", ".join(parts))
+        bound = result.bound_tokens_per_joule
+        base_tpj = base["tokens_per_joule"]
+        gap = bound - base_tpj
+        if gap > 0:
+            of_bound = [
+                f"{_row_name(n)} {100 * gain * base_tpj / gap:.0f} %" for n, gain in gains.items()
+            ]
+            lines += wrap(
+                f"bound: {bound:.4f} tokens/J (every token at the cheapest replica's cost, "
+                "capacity and latency ignored); share of the bound's gain over least-loaded: "
+                + ", ".join(of_bound)
+            )
     for name in names:
         shares = result.details[name]["token_share_by_group"]
         assert isinstance(shares, dict)

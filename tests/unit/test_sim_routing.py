@@ -240,3 +240,12 @@ def test_cli_routing_mode_refuses_fleet_flags_and_unknown_policies(
     assert "--exact-knowledge is for the fleet twin" in capsys.readouterr().err
     assert main(["simulate", "--routing", "--policies", "static"]) == 2
     assert "unknown routing policy 'static'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("decode_power", ["flat", "per-token"])
+def test_no_policy_beats_the_energy_bound(decode_power: str) -> None:
+    result = run_routing(_scenario(decode_power=decode_power), seed=2)
+    bound = result.bound_tokens_per_joule
+    for policy, figures in result.policies.items():
+        assert figures["tokens_per_joule"] <= bound, policy
+    assert result.as_json()["bound"] == {"tokens_per_joule": bound}
