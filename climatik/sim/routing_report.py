@@ -64,6 +64,7 @@ ROUTING_COLUMNS: tuple[Column, ...] = (
         "lower",
         COUNT,
         "Requests still queued at a replica after `queue_timeout_s`.",
+        decimals=0,
     ),
 )
 

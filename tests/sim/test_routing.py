@@ -9,12 +9,16 @@ picker no longer locks in on the replicas it filled first (docs/simulate.md, Rou
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from climatik.sim.routing import RoutingResult, run_routing
+from climatik.sim.routing_report import routing_table
 from climatik.sim.routing_scenario import load_routing_scenario
 
 HOURS = 2.0
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "simulate.md"
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -22,6 +26,14 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def result() -> RoutingResult:
     return run_routing(load_routing_scenario("hetero-routing"), hours=HOURS)
+
+
+def test_the_docs_quote_this_runs_table(result: RoutingResult) -> None:
+    """docs/simulate.md quotes `climatik simulate --routing --hours 2` whole."""
+    table = routing_table(result, load_routing_scenario("hetero-routing")) + "\n"
+    blocks = DOCS.read_text(encoding="utf-8").split("```\n")
+    quoted = [b for b in blocks if b.startswith("routing scenario hetero-routing: 2 h")]
+    assert quoted == [table]
 
 
 def _figure(result: RoutingResult, policy: str, key: str) -> float:
