@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from climatik.cli import main
-from climatik.sim.routing import PolicyRun, generate_workload, run_policy, run_routing
-from climatik.sim.routing_replica import replica_physics
+from climatik.sim import physics
+from climatik.sim.routing import PolicyRun, Workload, generate_workload, run_policy, run_routing
+from climatik.sim.routing_replica import prefill_seconds, replica_physics
 from climatik.sim.routing_scenario import (
     ROUTING_POLICIES,
     RoutingScenario,
@@ -249,3 +250,31 @@ def test_no_policy_beats_the_energy_bound(decode_power: str) -> None:
     for policy, figures in result.policies.items():
         assert figures["tokens_per_joule"] <= bound, policy
     assert result.as_json()["bound"] == {"tokens_per_joule": bound}
+
+
+def test_one_request_takes_its_prefill_then_a_batch_of_one_step_per_further_token() -> None:
+    scenario = _scenario(replicas=[{"name": "h100", "gpu_model": "H100"}])
+    workload = Workload([10.0], [1024], [256])
+    run = run_policy(scenario, workload, "least-loaded", 0.01)
+    model = scenario.model_class
+    prefill = float(physics.prefill_s(model, 1024, 1.0))
+    step = float(physics.decode_step_s(model, 1 / model.max_batch, 1.0))
+    assert run.requests.first_token[0] == pytest.approx(10.0 + prefill)
+    assert run.requests.finish[0] == pytest.approx(10.0 + prefill + 255 * step)
+    (replica,) = run.replicas
+    idle_w, decode_w = replica.srv_dec_w[0], replica.srv_dec_w[1]
+    expected_j = idle_w * run.end_s + (replica.srv_pre_w - idle_w) * prefill
+    expected_j += (decode_w - idle_w) * 255 * step
+    assert replica.srv_j == pytest.approx(expected_j)
+    assert replica.tokens == pytest.approx(256)
+
+
+def test_an_a100_prefills_and_decodes_slower_by_its_datasheet_ratios() -> None:
+    scenario = _scenario()
+    h100, a100 = scenario.replicas
+    assert prefill_seconds(a100, scenario, [1024])[0] == pytest.approx(
+        prefill_seconds(h100, scenario, [1024])[0] * 989 / 312
+    )
+    assert replica_physics(a100, scenario)[0][1] == pytest.approx(
+        replica_physics(h100, scenario)[0][1] * 3.35 / 2.039
+    )
