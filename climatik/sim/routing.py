@@ -14,8 +14,8 @@ policy sees the same requests, so the rows of a run differ only by routing.
   scrape (every `scrape.interval_s`, staggered, so seconds old), plus the router's own open
   requests now and when that scrape was taken. Nothing else.
 - `oracle`: the same picker fed exact, instant state (age 0, each replica's tokens per joule
-  at its batch with this request added): a labelled yardstick for what stale readings cost,
-  not a bound.
+  at its batch with this request added): a labelled yardstick for what the router's readings
+  cost, not a bound.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""`climatik simulate --routing`: the routing twin's table, in the fleet summary's layout
-(the JSON has the median TTFT too, which the table leaves out to fit 100 columns).
+"""`climatik simulate --routing`: the routing twin's table, in the fleet summary's layout.
 
 One row per routing policy (the `oracle` yardstick labelled as such), the columns of
 `routing.METRIC_KEYS` each in one unit with its direction, then each policy's tokens per joule
@@ -33,6 +32,7 @@ ROUTING_COLUMNS: tuple[Column, ...] = (
         "Output tokens per joule of IT energy.",
         decimals=4,
     ),
+    Column("ttft_p50_s", "TTFT p50", "lower", SECONDS, "Median time to first token.", decimals=3),
     Column(
         "ttft_p95_s",
         "TTFT p95",
@@ -57,14 +57,6 @@ ROUTING_COLUMNS: tuple[Column, ...] = (
         "Requests served within both latency objectives (TTFT and mean TBT).",
         to_base=100.0,
         decimals=1,
-    ),
-    Column(
-        "timed_out",
-        "given up",
-        "lower",
-        COUNT,
-        "Requests still queued at a replica after `queue_timeout_s`.",
-        decimals=0,
     ),
 )
 
@@ -121,6 +113,9 @@ def routing_table(result: RoutingResult, scenario: RoutingScenario) -> str:
                 "capacity and latency ignored); share of the bound's gain over least-loaded: "
                 + ", ".join(of_bound)
             )
+    given_up = [f"{_row_name(n)} {result.policies[n]['timed_out']:,.0f}" for n in names]
+    if any(result.policies[n]["timed_out"] for n in names):
+        lines += wrap("requests given up (queued past queue_timeout_s): " + ", ".join(given_up))
     for name in names:
         shares = result.details[name]["token_share_by_group"]
         assert isinstance(shares, dict)
@@ -128,8 +123,9 @@ def routing_table(result: RoutingResult, scenario: RoutingScenario) -> str:
         lines += wrap(f"tokens by replica group, {_row_name(name)}: {where}")
     lines += wrap(
         "↑ higher is better, ↓ lower is better. TTFT: time to first token (queue + prefill); "
-        "TBT: a request's mean time between tokens; given up: queued past queue_timeout_s. "
+        "TBT: a request's mean time between tokens; a request given up never gets a first "
+        "token and misses its SLO. "
         f"{ORACLE_LABEL}: the tokens-per-watt picker fed exact, instant state, a yardstick "
-        "for what stale readings cost, not a bound."
+        "for what the router's readings cost, not a bound."
     )
     return "\n".join(lines)
