@@ -74,7 +74,7 @@ def generate_workload(scenario: RoutingScenario, hours: float, seed: int) -> Wor
 
 
 @dataclass(slots=True)
-class _Sample:
+class Sample:
     """One Prometheus scrape of a replica."""
 
     t: float
@@ -88,13 +88,13 @@ class _Sample:
 
 
 @dataclass(slots=True)
-class _Scrapes:
+class Scrapes:
     """A replica's recent scrapes: the newest is the reading, the window gives the rate."""
 
-    samples: deque[_Sample] = field(default_factory=deque)
+    samples: deque[Sample] = field(default_factory=deque)
     tokens_per_joule: float | None = None
 
-    def add(self, sample: _Sample, window_s: float) -> None:
+    def add(self, sample: Sample, window_s: float) -> None:
         self.samples.append(sample)
         while len(self.samples) > 2 and sample.t - self.samples[1].t >= window_s:
             self.samples.popleft()
@@ -113,15 +113,20 @@ class PolicyRun:
     picks: Counter[str]
 
 
-class _Router:
-    """Chooses a replica for each request under one policy."""
+class Router:
+    """Chooses a replica for each request under one policy.
+
+    A subclass may feed the picker other readings (`measured_readings`) to find out which
+    input matters, as `hack/routing_inputs.py` does; the policies of `climatik simulate` use
+    this class as it is.
+    """
 
     def __init__(self, policy: str, replicas: list[Replica], settings: RoutingSettings) -> None:
         self.policy = policy
         self.replicas = replicas
         self.settings = settings
         self.turn = 0
-        self.scrapes = [_Scrapes() for _ in replicas]
+        self.scrapes = [Scrapes() for _ in replicas]
         self.picks: Counter[str] = Counter()
         self.index = {r.name: i for i, r in enumerate(replicas)}
         self.by_name = sorted(range(len(replicas)), key=lambda i: replicas[i].name)
@@ -133,13 +138,14 @@ class _Router:
             return chosen
         if self.policy == "least-loaded":
             return min(self.by_name, key=lambda i: self.replicas[i].open_requests)
-        readings = self._exact() if self.policy == "oracle" else self._measured(t)
+        readings = self.exact_readings() if self.policy == "oracle" else self.measured_readings(t)
         pick = pick_endpoint(readings, self.settings)
         self.picks[pick.reason.value] += 1
         assert pick.endpoint is not None  # every replica is healthy
         return self.index[pick.endpoint]
 
-    def _measured(self, t: float) -> list[EndpointReading]:
+    def measured_readings(self, t: float) -> list[EndpointReading]:
+        """What the live router knows at `t`: the last scrapes and its own open counts."""
         readings = []
         for replica, scrapes in zip(self.replicas, self.scrapes, strict=True):
             if not scrapes.samples:
@@ -160,7 +166,8 @@ class _Router:
             )
         return readings
 
-    def _exact(self) -> list[EndpointReading]:
+    def exact_readings(self) -> list[EndpointReading]:
+        """The oracle's: exact gauges now, tokens per joule at the batch with one more."""
         return [
             EndpointReading(
                 name=r.name,
@@ -177,7 +184,7 @@ class _Router:
     def scrape(self, i: int, t: float, window_s: float) -> None:
         replica = self.replicas[i]
         replica.advance(t)
-        sample = _Sample(
+        sample = Sample(
             t,
             replica.running,
             len(replica.waiting),
@@ -212,13 +219,17 @@ def router_settings(scenario: RoutingScenario) -> RoutingSettings:
 
 
 def run_policy(
-    scenario: RoutingScenario, workload: Workload, policy: str, hours: float
+    scenario: RoutingScenario,
+    workload: Workload,
+    policy: str,
+    hours: float,
+    router_class: type[Router] = Router,
 ) -> PolicyRun:
     """Serve every request of `workload` under `policy` until the last one is done, and at
     least `hours` (every replica's energy counts to the same end)."""
     requests = Requests(workload.arrival_s, workload.prompt_tokens, workload.output_tokens)
     replicas = build_replicas(scenario, requests)
-    router = _Router(policy, replicas, router_settings(scenario))
+    router = router_class(policy, replicas, router_settings(scenario))
     interval, window = scenario.scrape.interval_s, scenario.scrape.rate_window_s
     n = len(replicas)
     # Prometheus spreads its targets over the interval.
