@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 
 from climatik.cli import main
 from climatik.sim import physics
-from climatik.sim.routing import PolicyRun, Workload, generate_workload, run_policy, run_routing
+from climatik.sim.routing import (
+    METRIC_KEYS,
+    PolicyRun,
+    Workload,
+    generate_workload,
+    run_policy,
+    run_routing,
+)
 from climatik.sim.routing_replica import prefill_seconds, replica_physics
 from climatik.sim.routing_scenario import (
     ROUTING_POLICIES,
@@ -231,6 +238,7 @@ def test_cli_routing_mode_prints_a_row_per_policy_and_writes_json(
     document = json.loads(path.read_text(encoding="utf-8"))
     assert document["mode"] == "routing"
     assert set(document["policies"]) == set(ROUTING_POLICIES)
+    assert all(set(row) == set(METRIC_KEYS) for row in document["policies"].values())
     assert document["policies"]["least-loaded"]["requests"] > 0
 
 
