@@ -158,6 +158,9 @@ class WorldLoop:
                 log.warning("world_fell_behind", skipped_steps=due - done - MAX_CATCH_UP)
                 done = due - MAX_CATCH_UP
             while done < due:
-                self.step(pods.store.objects(), nodes.store.objects(), self.first_step + done)
+                try:
+                    self.step(pods.store.objects(), nodes.store.objects(), self.first_step + done)
+                except Exception:  # a bad object or a bug: say so, keep the world turning
+                    log.exception("world_step_failed", step=self.first_step + done)
                 done += 1
             await asyncio.sleep(max(0.0, started + done * period_s - clock()))

@@ -30,7 +30,7 @@ from climatik.sim.state import Fleet, Room, Timing
 from climatik.sim.steps_heat import move_heat
 from climatik.sim.steps_power import Drawn
 from climatik.sim.steps_serve import serve
-from climatik.sim.world import World, build_world
+from climatik.sim.world import FloatArray, IntArray, World, build_world
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +151,9 @@ class Site:
         )
         self._steps = 0
 
-    def demand_rps(self, step: int) -> np.ndarray:
+    def demand_rps(self, step: int) -> FloatArray:
         """Each service's arrivals per second at a step (the scenario's series, wrapped)."""
-        rates: np.ndarray = self.world.rates[step % self.world.steps]
+        rates: FloatArray = self.world.rates[step % self.world.steps]
         return rates
 
     def step(
@@ -161,74 +161,132 @@ class Site:
         pods: Sequence[PodSeat],
         nodes: Sequence[NodeSeat],
         step: int,
-        demand_rps: np.ndarray | None = None,
+        demand_rps: FloatArray | None = None,
     ) -> Frame:
         """Advance one scenario step (`world.dt` simulated seconds) at step index `step`;
         `demand_rps` replaces the scenario's arrivals (per service) when given."""
-        world, scenario = self.world, self.scenario
         index = {name: j for j, name in enumerate(self.services)}
         node_names = {n.name for n in nodes}
         seated = [p for p in pods if p.service in index and p.node in node_names]
         lam = np.asarray(
             self.demand_rps(step) if demand_rps is None else demand_rps, dtype=np.float64
         )
+        served = self._serve(seated, index, lam, step)
+        pod_loads = self._pod_loads(seated, index, served)
+        floor_w, node_w = self._node_power(nodes, pod_loads)
+        site_w, supply_c, inlet_c = self._move_heat(nodes, node_w)
+        return Frame(
+            step=step,
+            pods=tuple(pod_loads),
+            nodes=tuple(
+                NodeLoad(
+                    name=n.name,
+                    rack=n.rack,
+                    power_w=node_w[n.name],
+                    floor_w=floor_w[n.name],
+                    inlet_c=inlet_c[n.name],
+                )
+                for n in nodes
+            ),
+            services=tuple(
+                ServiceLoad(
+                    name=name,
+                    demand_rps=float(lam[j]),
+                    served_rps=float(served.rps[j]),
+                    tokens_per_s=float(served.rps[j] * self.world.out_tokens[j]),
+                    queue=float(served.queue[j]),
+                    serving=int(served.serving[j]),
+                    utilisation=float(served.util[j]),
+                    slo_met_fraction=float(served.met[j] / served.arrived[j])
+                    if served.arrived[j] > 0
+                    else 1.0,
+                )
+                for j, name in enumerate(self.services)
+            ),
+            site_w=site_w,
+            supply_c=supply_c,
+        )
 
-        # The twin's serving step, with the pods as its replicas.
+    def _serve(
+        self, seated: Sequence[PodSeat], index: Mapping[str, int], lam: FloatArray, step: int
+    ) -> _Served:
+        """The twin's serving step, with the pods as its replicas (one policy)."""
         host = np.array([[index[p.service] for p in seated]], dtype=np.int64).reshape(1, -1)
         ready_at = np.array([[0.0 if p.serving else math.inf for p in seated]]).reshape(1, -1)
         fleet = _fleet(host, ready_at, self._queue)
-        served = serve(world, self._timing, fleet, lam, now_s=step * world.dt)
+        served = serve(self.world, self._timing, fleet, lam, now_s=step * self.world.dt)
         self._queue = fleet.queue
-        util, queue = served.util[0], served.queue[0]
-        serving_n = (served.onehot[0] & served.ready[0][:, None]).sum(axis=0)
-        served_rps = served.tokens[0] / (world.dt * world.out_tokens)
+        return _Served(
+            util=served.util[0],
+            queue=served.queue[0],
+            serving=(served.onehot[0] & served.ready[0][:, None]).sum(axis=0),
+            rps=served.tokens[0] / (self.world.dt * self.world.out_tokens),
+            arrived=np.asarray(served.arrived, dtype=np.float64).reshape(-1),
+            met=served.met[0],
+        )
 
-        # Power: each serving pod's GPUs at its service's utilisation.
-        racks = scenario.racks
+    def _pod_loads(
+        self, seated: Sequence[PodSeat], index: Mapping[str, int], served: _Served
+    ) -> list[PodLoad]:
+        """Each pod's share of its service's work, and the GPU and server-overhead watts that
+        work draws (a pod not yet serving idles)."""
+        racks = self.scenario.racks
         gpu = racks.gpu_curve
-        overhead = racks.server_gpu_overhead
-        pod_loads: list[PodLoad] = []
+        loads: list[PodLoad] = []
         for pod in seated:
             j = index[pod.service]
-            svc = scenario.services[j]
-            share = float(util[j]) if pod.serving else 0.0
+            svc = self.scenario.services[j]
+            share = float(served.util[j]) if pod.serving else 0.0
             busy_pre = share * float(self._timing.pre_share[0, j])
             gpu_w = float(
                 physics.gpu_power_w(self._timing.clock[0, j], busy_pre, share - busy_pre, gpu)
             )
-            pod_server_w = float(physics.server_power_w(gpu_w, pod.gpus, gpu.idle_w, 0.0, overhead))
-            per_pod = max(int(serving_n[j]), 1)
-            pod_loads.append(
+            with_overhead_w = float(
+                physics.server_power_w(gpu_w, pod.gpus, gpu.idle_w, 0.0, racks.server_gpu_overhead)
+            )
+            per_pod = max(int(served.serving[j]), 1)
+            tokens_per_s = float(served.rps[j]) * svc.output_tokens / per_pod
+            loads.append(
                 PodLoad(
                     key=pod.key,
                     service=pod.service,
                     node=pod.node,
                     gpus=pod.gpus,
-                    tokens_per_s=float(served_rps[j]) * svc.output_tokens / per_pod
-                    if pod.serving
-                    else 0.0,
+                    tokens_per_s=tokens_per_s if pod.serving else 0.0,
                     running_requests=share * svc.model_class.max_batch,
-                    waiting_requests=float(queue[j]) / per_pod if pod.serving else 0.0,
+                    waiting_requests=float(served.queue[j]) / per_pod if pod.serving else 0.0,
                     gpu_watts=pod.gpus * gpu_w,
-                    cpu_watts=pod_server_w - pod.gpus * gpu_w,
+                    cpu_watts=with_overhead_w - pod.gpus * gpu_w,
                     model_name=pod.model_name,
                 )
             )
+        return loads
 
-        # Nodes: the floor (base and free GPUs idle) plus their pods.
-        node_w: dict[str, float] = {}
+    def _node_power(
+        self, nodes: Sequence[NodeSeat], pod_loads: Sequence[PodLoad]
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """Each node's floor (base power, free GPUs idle) and its whole power with its pods."""
+        racks = self.scenario.racks
+        idle_w = racks.gpu_curve.idle_w
         floor_w: dict[str, float] = {}
+        node_w: dict[str, float] = {}
         for node in nodes:
-            held = sum(p.gpus for p in seated if p.node == node.name)
-            free = max(node.gpus - held, 0)
+            on_node = [p for p in pod_loads if p.node == node.name]
+            free = max(node.gpus - sum(p.gpus for p in on_node), 0)
             floor_w[node.name] = float(
-                physics.server_power_w(gpu.idle_w, free, gpu.idle_w, racks.server_base_w, overhead)
+                physics.server_power_w(
+                    idle_w, free, idle_w, racks.server_base_w, racks.server_gpu_overhead
+                )
             )
-            node_w[node.name] = floor_w[node.name] + sum(
-                p.gpu_watts + p.cpu_watts for p in pod_loads if p.node == node.name
-            )
+            node_w[node.name] = floor_w[node.name] + sum(p.gpu_watts + p.cpu_watts for p in on_node)
+        return floor_w, node_w
 
-        # Heat: the twin's room with the nodes in its server slots.
+    def _move_heat(
+        self, nodes: Sequence[NodeSeat], node_w: Mapping[str, float]
+    ) -> tuple[float, float, dict[str, float]]:
+        """The twin's heat step with the nodes in the room's server slots: (site watts, supply
+        air, each node's inlet)."""
+        world = self.world
         slots = slot_of_nodes(world, nodes)
         srv_w = np.zeros((1, world.n_srv))
         for name, slot in slots.items():
@@ -242,41 +300,28 @@ class Site:
         cooled = move_heat(world, self._room, drawn, first=self._steps == 0)
         self._steps += 1
         inlet = self._room.inlet[0]
-
-        arrived = np.asarray(served.arrived).reshape(-1)
-        met = served.met[0]
-        return Frame(
-            step=step,
-            pods=tuple(pod_loads),
-            nodes=tuple(
-                NodeLoad(
-                    name=n.name,
-                    rack=n.rack,
-                    power_w=node_w[n.name],
-                    floor_w=floor_w[n.name],
-                    inlet_c=float(inlet[slots[n.name]]),
-                )
-                for n in nodes
-            ),
-            services=tuple(
-                ServiceLoad(
-                    name=name,
-                    demand_rps=float(lam[j]),
-                    served_rps=float(served_rps[j]),
-                    tokens_per_s=float(served_rps[j] * world.out_tokens[j]),
-                    queue=float(queue[j]),
-                    serving=int(serving_n[j]),
-                    utilisation=float(util[j]),
-                    slo_met_fraction=float(met[j] / arrived[j]) if arrived[j] > 0 else 1.0,
-                )
-                for j, name in enumerate(self.services)
-            ),
-            site_w=float(drawn.site_w[0]),
-            supply_c=float(cooled.supply_now[0]),
+        return (
+            float(drawn.site_w[0]),
+            float(cooled.supply_now[0]),
+            {name: float(inlet[slot]) for name, slot in slots.items()},
         )
 
 
-def _fleet(host: np.ndarray, ready_at: np.ndarray, queue: np.ndarray) -> Fleet:
+@dataclass(frozen=True, slots=True, eq=False)
+class _Served:
+    """One step's serving per service (the twin's `Served` for the world's one policy)."""
+
+    util: FloatArray
+    queue: FloatArray
+    serving: IntArray
+    """Pods taking requests."""
+    rps: FloatArray
+    """Requests served per second."""
+    arrived: FloatArray
+    met: FloatArray
+
+
+def _fleet(host: IntArray, ready_at: FloatArray, queue: FloatArray) -> Fleet:
     """A fleet of the given replicas for `serve`, which reads only hosts, readiness and the
     queue; the autoscaler's memory stays empty (the cluster's autoscaler is KEDA)."""
     n_svc = queue.shape[1]
@@ -301,7 +346,3 @@ def assign_service(name: str, assigned: Mapping[str, str], scenario_services: Se
         if candidate not in used:
             return candidate
     return scenario_services[len(assigned) % len(scenario_services)]
-
-
-def by_name(loads: Sequence[ServiceLoad]) -> Mapping[str, ServiceLoad]:
-    return {s.name: s for s in loads}
