@@ -269,7 +269,7 @@ _VPA = _VersionSet(
         ("kwok_metrics", ENV_VPA_KWOK_METRICS, "kwok-metrics.yaml"),
     ),
     build=(
-        f"`bash {BUILD_SCRIPT} --with vpa` (the first VPA build takes about 7 minutes on 2 cores)"
+        f"`bash {BUILD_SCRIPT} --with vpa` (the first VPA build takes about 8 minutes on 2 cores)"
     ),
 )
 
