@@ -10,8 +10,10 @@ by JSON merge patch: new pods still get VPA's recommendation from its admission 
 no running pod is evicted. The user's mode is remembered in an annotation (as a capped
 ScaledObject remembers its user's `maxReplicaCount`) and written back once the racks cool. A mode
 the user changes during a hold is theirs: the annotations go and the new mode stays (and is held
-again at the next round if the rack is still hot). Each hold and release is an Event on the VPA
-and on the config, and the config's `VpaEvictionsHeld` condition names what is held and why.
+again at the next round if the rack is still hot). A VPA that is no longer the config's (its
+Deployment is no longer a target), and every VPA a deleted config held, get their mode back.
+Each hold and release is an Event on the VPA and on the config, and the config's
+`VpaEvictionsHeld` condition names what is held and why.
 """
 
 from __future__ import annotations
@@ -90,6 +92,12 @@ def release_patch(vpa: JsonObject) -> JsonDict:
     return patch
 
 
+def _held_by(vpa: JsonObject) -> str | None:
+    """The config that holds the VPA's evictions, by its annotation (checked against the key of
+    the config reconciled, in the VPA's own namespace: a hint, never authority elsewhere)."""
+    return strings(child(vpa, "metadata"), "annotations").get(VPA_HELD_BY_ANNOTATION)
+
+
 def target_deployment(target: ResolvedTarget) -> str | None:
     """The Deployment a target scales: a ScaledObject's `scaleTargetRef`, or KServe's
     `<name>-predictor`."""
@@ -133,12 +141,15 @@ class VpaHoldReconciler:
         self._thresholds = thresholds_of(settings)
         self._clock = clock
         self._held_racks: dict[str, frozenset[str]] = {}
+        self._configs = configs
         self._opening = ConfigOpening(configs, forget=self._forget)
 
     def _forget(self, key: str) -> None:
         self._held_racks.pop(key, None)
 
     async def reconcile(self, key: str) -> Result:
+        if self._configs.store.get(key) is None:
+            await self._release_all(key)  # a deleted config holds nothing any more
         opened = await self._opening.open(key)
         if isinstance(opened, Result):
             return opened
@@ -158,12 +169,14 @@ class VpaHoldReconciler:
         held: list[str] = []
         for vpa in self._vpas.store.by_index(NAMESPACE_INDEX, config.namespace):
             deployment = vpa_deployment(vpa)
-            if deployment is None or deployment not in racks_by_deployment:
+            if deployment is not None and deployment in racks_by_deployment:
+                hot = sorted(racks_by_deployment[deployment] & held_racks)
+            elif _held_by(vpa) == key:
+                hot = []  # no longer one of the config's targets: give its mode back
+            else:
                 continue
-            hot = sorted(racks_by_deployment[deployment] & held_racks)
-            name = ObjectMeta.of(vpa).name
             if hot:
-                held.append(f"{name} (racks {', '.join(hot)})")
+                held.append(f"{ObjectMeta.of(vpa).name} (racks {', '.join(hot)})")
             await self._act(config, obj, vpa, hot)
         await self._report(config, obj, held, held_racks)
         return Result(requeue_after=self._settings.interval_s)
@@ -198,7 +211,7 @@ class VpaHoldReconciler:
         name = meta.name
         if name is None:
             return
-        held_by = strings(meta.raw, "annotations").get(VPA_HELD_BY_ANNOTATION)
+        held_by = _held_by(vpa)
         mode = update_mode(vpa)
         if hot and held_by is None and mode in EVICTING_MODES:
             await self._client.merge_patch(
@@ -212,17 +225,41 @@ class VpaHoldReconciler:
             await self._events.record(vpa, "Normal", "EvictionsHeld", message)
             await self._events.record(obj, "Normal", "VpaEvictionsHeld", f"{name}: {message}")
         elif held_by == config.key and (not hot or mode != HOLD_MODE):
-            patch = release_patch(vpa)
-            await self._client.merge_patch(VERTICAL_POD_AUTOSCALERS, name, patch, config.namespace)
-            restored = child(child(patch, "spec"), "updatePolicy").get("updateMode", mode)
-            message = (
-                f"updateMode {restored} restored: its racks are below their limits"
-                if not hot
-                else f"updateMode {mode} was changed during the hold and is kept"
+            why = "its racks are below their limits" if not hot else ""
+            await self._release(vpa, name, config.namespace, why, obj)
+
+    async def _release(
+        self,
+        vpa: JsonObject,
+        name: str,
+        namespace: str,
+        why: str,
+        config_obj: FrozenMapping | None,
+    ) -> None:
+        """Give the user's mode back (`why` says why; empty: the user changed it meanwhile)."""
+        mode = update_mode(vpa)
+        patch = release_patch(vpa)
+        await self._client.merge_patch(VERTICAL_POD_AUTOSCALERS, name, patch, namespace)
+        restored = child(child(patch, "spec"), "updatePolicy").get("updateMode", mode)
+        message = (
+            f"updateMode {restored} restored: {why}"
+            if why
+            else f"updateMode {mode} was changed during the hold and is kept"
+        )
+        log.info("vpa_evictions_released", vpa=name, update_mode=restored)
+        await self._events.record(vpa, "Normal", "EvictionsReleased", message)
+        if config_obj is not None:
+            await self._events.record(
+                config_obj, "Normal", "VpaEvictionsReleased", f"{name}: {message}"
             )
-            log.info("vpa_evictions_released", vpa=name, update_mode=restored)
-            await self._events.record(vpa, "Normal", "EvictionsReleased", message)
-            await self._events.record(obj, "Normal", "VpaEvictionsReleased", f"{name}: {message}")
+
+    async def _release_all(self, key: str) -> None:
+        """Give back every VPA of the config's namespace that the (deleted) config holds."""
+        namespace = key.partition("/")[0]
+        for vpa in self._vpas.store.by_index(NAMESPACE_INDEX, namespace):
+            name = ObjectMeta.of(vpa).name
+            if name is not None and _held_by(vpa) == key:
+                await self._release(vpa, name, namespace, f"{key} was deleted", None)
 
     async def _report(
         self,

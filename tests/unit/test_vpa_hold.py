@@ -264,3 +264,39 @@ def test_the_vpa_hold_controller_runs_only_when_enabled() -> None:
     controller = next(c for c in manager.controllers if c.name == "vpa-hold")
     assert isinstance(controller.reconciler, VpaHoldReconciler)
     assert VERTICAL_POD_AUTOSCALERS in {i.resource for i in manager.informers}
+
+
+def _held(name: str = "chat", *, deployment: str = "chat") -> dict[str, Any]:
+    return _vpa(
+        name,
+        deployment=deployment,
+        mode="Initial",
+        annotations={VPA_USER_MODE_ANNOTATION: "Recreate", VPA_HELD_BY_ANNOTATION: KEY},
+    )
+
+
+async def test_a_vpa_that_is_no_longer_a_targets_gets_its_mode_back_even_on_a_hot_rack() -> None:
+    # Its targetRef now names a Deployment the config does not cap.
+    world = World(39_000, _held("moved", deployment="batch"))
+    await world.reconciler.reconcile(KEY)
+    ((name, patch),) = world.vpa_patches()
+    assert name == "moved"
+    assert patch["spec"] == {"updatePolicy": {"updateMode": "Recreate"}}
+
+
+async def test_a_deleted_config_gives_back_every_vpa_it_held_and_no_other() -> None:
+    other = _vpa(
+        "other",
+        mode="Initial",
+        annotations={VPA_USER_MODE_ANNOTATION: "Auto", VPA_HELD_BY_ANNOTATION: f"{NS}/x"},
+    )
+    world = World(39_000, _held(), other)
+    store = world.configs.store
+    assert isinstance(store, Store)
+    store.delete(KEY)
+    await world.reconciler.reconcile(KEY)
+    ((name, patch),) = world.vpa_patches()
+    assert name == "chat"
+    assert patch["spec"] == {"updatePolicy": {"updateMode": "Recreate"}}
+    assert [(e[0], e[2]) for e in world.events.recorded] == [("chat", "EvictionsReleased")]
+    assert "was deleted" in world.events.recorded[0][3]
