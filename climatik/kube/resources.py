@@ -68,6 +68,11 @@ HORIZONTAL_POD_AUTOSCALERS = Resource(
 )
 SCALED_OBJECTS = custom("keda.sh", "v1alpha1", "scaledobjects", kind="ScaledObject")
 """KEDA's ScaledObject: its `spec.maxReplicaCount` is the ceiling the controller moves."""
+VERTICAL_POD_AUTOSCALERS = custom(
+    "autoscaling.k8s.io", "v1", "verticalpodautoscalers", kind="VerticalPodAutoscaler"
+)
+"""VPA's VerticalPodAutoscaler: its `spec.updatePolicy.updateMode` is held at `Initial` while
+the target's racks are near their limits (`climatik.reconcilers.vpa_hold`)."""
 INFERENCE_SERVICES = custom(
     "serving.kserve.io", "v1beta1", "inferenceservices", kind="InferenceService"
 )

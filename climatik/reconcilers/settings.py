@@ -213,3 +213,31 @@ class GpuTuningSettings(BaseSettings):
         if not self.allowed_namespaces and self.deprecated_apply_namespaces:
             self.allowed_namespaces = list(self.deprecated_apply_namespaces)
         return self
+
+
+class VpaSettings(BaseSettings):
+    """Coordination with the Vertical Pod Autoscaler (`CLIMATIK_VPA__*`, issue 23)."""
+
+    model_config = SettingsConfigDict(env_prefix="CLIMATIK_VPA__", extra="ignore")
+
+    enabled: bool = False
+    """Run the VPA-hold controller. Off by default: it watches VerticalPodAutoscalers, whose CRD
+    a cluster without VPA does not serve (the informer would be refused)."""
+    interval_s: float = Field(default=15.0, gt=0)
+    hold_fraction: float = Field(default=0.95, gt=0, le=1)
+    """Hold a rack's VPA evictions from this fraction of its `maxPower`."""
+    release_fraction: float = Field(default=0.90, gt=0, le=1)
+    """Release them once the rack is below this fraction (hysteresis: at most `hold_fraction`)."""
+    hold_margin_c: float = Field(default=1.0, ge=0)
+    """Hold from this many degrees below the rack's `maxTemperature`."""
+    release_margin_c: float = Field(default=2.0, ge=0)
+    """Release once the inlet is this many degrees below it (at least `hold_margin_c`)."""
+    reconcile_timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _release_below_hold(self) -> Self:
+        if self.release_fraction > self.hold_fraction:
+            raise ValueError("release_fraction must not exceed hold_fraction")
+        if self.release_margin_c < self.hold_margin_c:
+            raise ValueError("release_margin_c must be at least hold_margin_c")
+        return self
