@@ -6,7 +6,9 @@ upstream's status and headers have been written to the client, minus the time sp
 upstream call (from `ClientSession.request` being called until the upstream's response headers
 arrived, which includes taking or opening a pooled connection). So it counts reading the
 client's body, picking, building the upstream request and relaying the headers, and not the
-model's own time to first token. A retried request's failed first try counts as router time.
+model's own time to first token. An answer relayed whole (small, of known length: a
+non-streaming completion) counts reading its body as upstream time and ends when the whole
+answer is written. A retried request's failed first try counts as upstream time.
 """
 
 from __future__ import annotations

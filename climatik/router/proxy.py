@@ -3,7 +3,8 @@
 Each request is sent to the endpoint `pick_endpoint` chooses from the table's readings, with the
 session key for affinity taken from a header (`x-session-id` by default; a header, not the body's
 `user` field, so the router never parses a prompt). Bodies are relayed as they come, chunk by
-chunk (`iter_any`), so server-sent events reach the client unchanged and unbuffered; bytes are
+chunk as they arrive, so server-sent events reach the client unchanged and unbuffered (small
+answers of known length are read whole and sent in one write); bytes are
 passed undecoded (`auto_decompress=False` on the session).
 
 Failures:
@@ -11,6 +12,8 @@ Failures:
   closed under us before the response headers): tried once more on another endpoint; then 502;
 - the upstream's headers not coming within the read timeout: 504, not retried (the model may be
   working on it);
+- the upstream dying in the middle of a small answer of known length (a non-streaming
+  completion, read whole before anything is relayed, see `WHOLE_BODY_MAX_BYTES`): 502;
 - the upstream dying after its headers were relayed: an SSE stream gets one last event,
   `data: {"error": {...}}` (the OpenAI error shape, `type: "upstream_error"`), and then a clean
   end of the chunked body without `data: [DONE]`; any other body is aborted (the connection is
@@ -43,6 +46,8 @@ DEFAULT_SESSION_HEADER = "x-session-id"
 HTTP_BAD_GATEWAY = 502
 HTTP_UNAVAILABLE = 503
 HTTP_GATEWAY_TIMEOUT = 504
+WHOLE_BODY_MAX_BYTES = 1024 * 1024
+"""Answers of a known length up to this size, not SSE, are read whole and sent in one write."""
 
 _HOP_BY_HOP = frozenset(
     {
@@ -170,12 +175,25 @@ class Proxy:
         upstream_s: float,
         name: str,
     ) -> web.StreamResponse:
+        headers = CIMultiDict(
+            (k, v) for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP
+        )
+        length = response.content_length
+        if (
+            length is not None
+            and length <= WHOLE_BODY_MAX_BYTES
+            and response.content_type != "text/event-stream"
+        ):
+            return await self._relay_whole(
+                request,
+                response,
+                headers=headers,
+                started=started,
+                upstream_s=upstream_s,
+                name=name,
+            )
         relayed = web.StreamResponse(
-            status=response.status,
-            reason=response.reason,
-            headers=CIMultiDict(
-                (k, v) for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP
-            ),
+            status=response.status, reason=response.reason, headers=headers
         )
         try:
             await relayed.prepare(request)
@@ -197,6 +215,42 @@ class Proxy:
                 response.close()  # the client left: stop the upstream's generation too
                 return relayed
         await relayed.write_eof()
+        return relayed
+
+    async def _relay_whole(
+        self,
+        request: web.Request,
+        response: aiohttp.ClientResponse,
+        *,
+        headers: CIMultiDict[str],
+        started: float,
+        upstream_s: float,
+        name: str,
+    ) -> web.StreamResponse:
+        """A small answer of known length (a non-streaming completion, the model list), read
+        whole and sent in one write: one send for the client instead of two, and an upstream
+        that dies before its end is a clean 502, since nothing has been relayed yet."""
+        began = self._clock()
+        try:
+            body = await response.read()
+        except _CUT as error:
+            response.close()
+            self._metrics.aborted_streams.inc()
+            log.warning("upstream_cut_mid_response", endpoint=name, error=str(error))
+            self._metrics.answered(HTTP_BAD_GATEWAY)
+            return _error(HTTP_BAD_GATEWAY, f"endpoint {name} failed mid-answer", "upstream_error")
+        upstream_s += self._clock() - began
+        headers.popall("Content-Length", None)  # the body's own is set on send
+        relayed = web.Response(
+            body=body, status=response.status, reason=response.reason, headers=headers
+        )
+        try:
+            await relayed.prepare(request)
+            await relayed.write_eof()
+        except ConnectionError:
+            return relayed
+        self._metrics.added_latency.observe(max(self._clock() - started - upstream_s, 0.0))
+        self._metrics.answered(response.status)
         return relayed
 
     async def _cut(
