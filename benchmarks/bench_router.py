@@ -45,6 +45,11 @@ from tests.router_backends import FakeBackend
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
 
 
+def _cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def _pin(cores: set[int]) -> None:
     os.sched_setaffinity(0, cores)
 
@@ -57,7 +62,10 @@ def _backends_main(conn: Connection, cores: set[int], count: int) -> None:
         for backend in backends:
             await backend.start()
         conn.send([b.port for b in backends])
-        await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # until told to stop
+        loop = asyncio.get_running_loop()
+        # Asked "cpu", it answers the CPU seconds it has used so far; anything else stops it.
+        while await loop.run_in_executor(None, conn.recv) == "cpu":
+            conn.send(_cpu_s())
         for backend in backends:
             await backend.stop()
 
@@ -105,8 +113,7 @@ def _router_main(conn: Connection, core: int, ports: list[int]) -> None:
             loop = asyncio.get_running_loop()
             # Asked "cpu", it answers the CPU seconds it has used so far; anything else stops it.
             while await loop.run_in_executor(None, conn.recv) == "cpu":
-                times = os.times()
-                conn.send(times.user + times.system)
+                conn.send(_cpu_s())
             refresher.cancel()
             await runner.cleanup()
 
@@ -195,13 +202,16 @@ def _router_histogram(text: str) -> dict[str, float]:
     }
 
 
-def _router_cpu_s(conn: Connection) -> float:
+def _cpu_of(conn: Connection) -> float:
     conn.send("cpu")
     return float(conn.recv())
 
 
 async def _measure(
-    ports: list[int], router_port: int, router: Connection, args: argparse.Namespace
+    ports: list[int],
+    router_port: int,
+    processes: dict[str, Connection],
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     direct = f"http://127.0.0.1:{ports[-1]}"  # the backend the router's picks favour
     routed = f"http://127.0.0.1:{router_port}"
@@ -215,18 +225,23 @@ async def _measure(
             ),
         }
         throughput: dict[str, list[float]] = {"direct": [], "routed": []}
-        router_cpu_s = 0.0
-        routed_requests = 0.0
+        # CPU seconds per path and process: where each path's time goes.
+        cpu: dict[str, dict[str, float]] = {
+            path: dict.fromkeys(["load_generator", "backends", "router"], 0.0)
+            for path in ("direct", "routed")
+        }
         for _ in range(2):
-            for name, url in (("direct", direct), ("routed", routed)):
-                cpu_before = _router_cpu_s(router)
+            for path, url in (("direct", direct), ("routed", routed)):
+                before = {name: _cpu_of(conn) for name, conn in processes.items()}
+                before["load_generator"] = _cpu_s()
                 rate = await _throughput(session, url, args.concurrency, args.seconds / 2)
-                throughput[name].append(rate)
-                if name == "routed":
-                    router_cpu_s += _router_cpu_s(router) - cpu_before
-                    routed_requests += rate * args.seconds / 2
+                throughput[path].append(rate)
+                cpu[path]["load_generator"] += _cpu_s() - before["load_generator"]
+                for name, conn in processes.items():
+                    cpu[path][name] += _cpu_of(conn) - before[name]
         direct_rps = statistics.fmean(throughput["direct"])
         routed_rps = statistics.fmean(throughput["routed"])
+        routed_requests = routed_rps * args.seconds
         results["throughput"] = {
             "concurrency": args.concurrency,
             "direct_rps": direct_rps,
@@ -234,9 +249,9 @@ async def _measure(
             "routed_over_direct": routed_rps / direct_rps,
             # What one whole core would carry: requests per CPU-second the router used (the
             # core is shared with other work on a busy machine, so this is the steadier figure).
-            "router_cpu_s": router_cpu_s,
-            "routed_requests_per_router_cpu_s": routed_requests / router_cpu_s,
-            "router_core_share_used": router_cpu_s / args.seconds,
+            "routed_requests_per_router_cpu_s": routed_requests / cpu["routed"]["router"],
+            "router_core_share_used": cpu["routed"]["router"] / args.seconds,
+            "cpu_s_per_path_and_process": cpu,
         }
         async with session.get(routed + "/metrics") as response:
             results["router_added_latency_histogram"] = _router_histogram(await response.text())
@@ -265,7 +280,9 @@ def main() -> None:
     router.start()
     router_port = router_conn.recv()
     try:
-        results = asyncio.run(_measure(ports, router_port, router_conn, args))
+        results = asyncio.run(
+            _measure(ports, router_port, {"router": router_conn, "backends": backend_conn}, args)
+        )
     finally:
         router_conn.send("stop")
         backend_conn.send("stop")
