@@ -18,6 +18,7 @@ from climatik.router.metrics import RouterMetrics
 from climatik.router.proxy import Proxy
 from climatik.router.slices import Upstream
 from climatik.router.table import EndpointTable, Scores
+from tests.loopback import serving
 from tests.router_backends import COMPLETION, FakeBackend, sse_chunk
 
 
@@ -179,3 +180,44 @@ async def test_a_stream_cut_mid_way_ends_with_an_error_event_while_another_goes_
 
 def _owner(router: Router, key: str) -> str | None:
     return pick_endpoint(router.table.readings(), RoutingSettings(), session_key=key).endpoint
+
+
+async def test_a_body_cut_mid_way_is_aborted_or_a_502_never_a_short_success(
+    router: Router,
+) -> None:
+    """A JSON answer streamed without a length and cut reaches the client as a broken body; one
+    of known length cut before its end is a clean 502 (nothing had been relayed)."""
+
+    async def unsized(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(b'{"choices": [')
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+
+    async def sized(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = 1000
+        await response.prepare(request)
+        await response.write(b'{"choices": [')
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", unsized)
+    app.router.add_post("/v1/chat/completions", sized)
+    async with serving(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        router.table.set_upstreams([Upstream("cut", "ns", "127.0.0.1", port)])
+        async with router.client.post(router.url + "/v1/completions", json={}) as response:
+            assert response.status == 200  # the headers had been relayed
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+        async with router.client.post(router.url + "/v1/chat/completions", json={}) as response:
+            assert response.status == 502
+            assert (await response.json())["error"]["type"] == "upstream_error"
+    assert sample(router.metrics, "climatik_router_upstream_aborts_total") == 2
