@@ -136,8 +136,8 @@ class Router:
             settings.routing.picker(),
             session_header=settings.session_header,
         ).add_routes(proxy_app)
-        self.port = await self._serve(proxy_app, settings.port)
-        self.metrics_port = await self._serve(self._ops_app(), settings.metrics_port)
+        self.port = await self._serve(proxy_app, settings.port, settings.shutdown_grace_s)
+        self.metrics_port = await self._serve(self._ops_app(), settings.metrics_port, 1.0)
         self._tasks = [
             asyncio.create_task(self._guarded("discovery", self.discovery.run())),
             asyncio.create_task(self._guarded("scores", refresher.run())),
@@ -152,8 +152,10 @@ class Router:
             prometheus=prometheus.address or "",
         )
 
-    async def _serve(self, app: web.Application, port: int) -> int:
-        runner = web.AppRunner(app, access_log=None)
+    async def _serve(self, app: web.Application, port: int, grace_s: float) -> int:
+        """Serve `app`; at exit it stops listening at once and gives the requests in flight
+        `grace_s` to finish."""
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace_s)
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
         await web.TCPSite(runner, self.settings.host, port).start()

@@ -84,6 +84,9 @@ class RouterSettings(BaseSettings):
     connect_timeout_s: float = Field(default=2.0, gt=0)
     read_timeout_s: float = Field(default=300.0, gt=0)
     """The longest silence from an upstream (before its headers, or between two chunks)."""
+    shutdown_grace_s: float = Field(default=45.0, ge=0)
+    """After SIGTERM, requests in flight (long streams) get this long to finish; keep it under
+    the pod's `terminationGracePeriodSeconds` (60 in the installers)."""
     refresh_interval_s: float = Field(default=5.0, gt=0)
     """How often scores are read; each read runs under `refresh_timeout_s`."""
     refresh_timeout_s: float = Field(default=4.0, gt=0)

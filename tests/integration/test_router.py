@@ -155,8 +155,14 @@ async def test_endpoints_come_from_the_slices_and_one_removed_gets_no_more_reque
                         assert response.headers["x-backend"] == b.name
                 assert a.served == served_by_a
 
-                async with session.get(f"http://127.0.0.1:{router.metrics_port}/readyz") as ready:
+                ops = f"http://127.0.0.1:{router.metrics_port}"
+                async with session.get(ops + "/readyz") as ready:
                     assert ready.status == 200
+                async with session.get(ops + "/metrics") as scrape:
+                    text = await scrape.text()
+                assert 'climatik_router_requests_total{code="200"} 12.0' in text
+                assert 'climatik_router_endpoints{healthy="true"} 1.0' in text
+                assert "climatik_router_added_latency_seconds_count 12.0" in text
 
 
 async def test_an_endpoint_dying_mid_stream_ends_its_client_cleanly_and_the_other_goes_on(
