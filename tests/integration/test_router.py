@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -290,3 +294,57 @@ async def test_a_prometheus_that_hangs_never_blocks_requests_and_picks_fall_back
         assert (no_data or 0) >= 10
         # Bounded: far below the Prometheus deadline, let alone the hang.
         assert max(latencies) < 0.25, f"slowest request took {max(latencies):.3f} s"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_the_command_serves_until_sigterm_and_exits_0(
+    client: KubeClient, namespace: str, dev_cluster: ClusterInfo
+) -> None:
+    a = FakeBackend("backend-a")
+    async with started(a):
+        await create_service(client, namespace, [a])
+        port, metrics_port = free_port(), free_port()
+        command = [sys.executable, "-m", "climatik", "router", "--service", SERVICE]
+        command += ["--namespace", namespace, "--kubeconfig", str(dev_cluster.kubeconfig)]
+        command += ["--port", str(port), "--metrics-port", str(metrics_port)]
+        env = {**os.environ, "CLIMATIK_ROUTER__HOST": "127.0.0.1"}
+        process = await asyncio.create_subprocess_exec(
+            *command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+
+                async def ready() -> bool:
+                    try:
+                        async with session.get(f"http://127.0.0.1:{metrics_port}/readyz") as r:
+                            return r.status == 200
+                    except aiohttp.ClientError:
+                        return False
+
+                deadline = time.monotonic() + 30
+                while not await ready():
+                    assert process.returncode is None, (await process.communicate())[0]
+                    assert time.monotonic() < deadline, "the router never became ready"
+                    await asyncio.sleep(0.2)
+                for _ in range(50):  # readiness means synced; the first add may trail by a tick
+                    async with session.post(
+                        f"http://127.0.0.1:{port}/v1/completions", json={}
+                    ) as response:
+                        if response.status == 200:
+                            break
+                    await asyncio.sleep(0.1)
+                assert response.status == 200
+                assert response.headers["x-backend"] == a.name
+            process.send_signal(signal.SIGTERM)
+            output, _ = await asyncio.wait_for(process.communicate(), 30)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.communicate()
+    assert process.returncode == 0, output.decode()
+    assert b"router_started" in output

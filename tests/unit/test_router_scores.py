@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from climatik.cli import build_parser
+from climatik.cli import build_parser, main
 from climatik.domain.config import MeasurementPreset
 from climatik.router.cli import _overrides
 from climatik.router.scores import PrometheusScores
@@ -111,3 +111,11 @@ def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.service == "vllm"
     assert settings.prometheus.address == "http://p"
     assert settings.prometheus.timeout_s == 7  # the rest of the group still from the environment
+
+
+def test_the_command_refuses_a_missing_service_with_status_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CLIMATIK_ROUTER__SERVICE", raising=False)
+    assert main(["router"]) == 2
+    assert "CLIMATIK_ROUTER__SERVICE or --service" in capsys.readouterr().err
