@@ -33,7 +33,7 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
-from climatik.domain.routing import PickReason, RoutingSettings
+from climatik.domain.routing import RoutingSettings
 from climatik.policies.routing import pick_endpoint
 from climatik.router.metrics import RouterMetrics
 from climatik.router.table import EndpointTable
@@ -130,10 +130,12 @@ class Proxy:
             self._metrics.picked(pick.reason)
             upstream = self._table.upstream(pick.endpoint) if pick.endpoint else None
             if upstream is None:
-                status = HTTP_UNAVAILABLE if not tried else HTTP_BAD_GATEWAY
-                self._metrics.answered(status)
-                what = "no healthy endpoint" if pick.reason is PickReason.NO_ENDPOINT else "none"
-                return _error(status, f"{what} to send the request to", "no_endpoint")
+                if tried:  # the only healthy endpoint could not be reached
+                    self._metrics.answered(HTTP_BAD_GATEWAY)
+                    message = f"endpoint {', '.join(sorted(tried))} unreachable, and no other"
+                    return _error(HTTP_BAD_GATEWAY, message, "upstream_error")
+                self._metrics.answered(HTTP_UNAVAILABLE)
+                return _error(HTTP_UNAVAILABLE, "no healthy endpoint", "no_endpoint")
             name = upstream.name
             self._table.opened(name)
             sent = self._clock()

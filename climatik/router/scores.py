@@ -81,7 +81,9 @@ def _sum_of(answer: PodSamples | BaseException, namespace: str, pod: str) -> flo
 
 
 class PrometheusScores:
-    """Every pod's efficiency and load from one Prometheus, in six grouped queries at most."""
+    """Every pod's efficiency (and, `with_load`, its load) from one Prometheus, in six grouped
+    queries at most. Prometheus's load is a scrape interval old: when the pods' own `/metrics`
+    are read, leave it out, or its older figures would overwrite their fresher ones."""
 
     name = "prometheus"
 
@@ -91,6 +93,8 @@ class PrometheusScores:
         namespace: str,
         power: PowerQueryConfig | None = None,
         labels: VllmLabels | None = None,
+        *,
+        with_load: bool = True,
     ) -> None:
         self._client = client
         labels = labels or VllmLabels()
@@ -106,11 +110,15 @@ class PrometheusScores:
                 labels.pod,
             )
 
-        self._load = {
-            RUNNING: grouped("sum", promql.selector(RUNNING, scope)),
-            WAITING: grouped("sum", promql.selector(WAITING, scope)),
-            KV_CACHE: grouped("max", promql.selector(KV_CACHE, scope)),
-        }
+        self._load = (
+            [
+                grouped("sum", promql.selector(RUNNING, scope)),
+                grouped("sum", promql.selector(WAITING, scope)),
+                grouped("max", promql.selector(KV_CACHE, scope)),
+            ]
+            if with_load
+            else []
+        )
         generated = promql.selector(GENERATED, scope)
         self._tokens = grouped("sum", f"rate({generated}[{labels.tokens_window}])")
         self._watts = [power_queries.watts]
@@ -123,12 +131,15 @@ class PrometheusScores:
         )
 
     async def read(self, upstreams: Sequence[Upstream]) -> Mapping[str, Scores]:
-        queries = [*self._load.values(), self._tokens, *self._watts]
+        queries = [self._tokens, *self._watts, *self._load]
         answers = await asyncio.gather(*map(self._ask, queries), return_exceptions=True)
         failed = [a for a in answers if isinstance(a, BaseException)]
         if len(failed) == len(answers):
             raise failed[0]
-        running, waiting, kv, tokens, *watts = answers
+        tokens = answers[0]
+        watts = answers[1 : 1 + len(self._watts)]
+        none: PodSamples | BaseException = LookupError("not asked")
+        running, waiting, kv = answers[1 + len(self._watts) :] or (none, none, none)
         found: dict[str, Scores] = {}
         for upstream in upstreams:
             ns, pod = upstream.namespace, upstream.name

@@ -119,6 +119,7 @@ class Router:
                     VllmLabels(
                         prometheus.namespace_label, prometheus.pod_label, prometheus.tokens_window
                     ),
+                    with_load=not settings.pod_metrics.enabled,
                 )
             )
         refresher = ScoreRefresher(

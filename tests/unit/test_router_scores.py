@@ -78,6 +78,15 @@ async def test_tokens_per_joule_and_load_per_pod(prometheus: tuple[str, list[str
     assert all('namespace="llm"' in q for q in asked if "vllm:" in q)
 
 
+async def test_without_load_only_efficiency_is_asked(prometheus: tuple[str, list[str]]) -> None:
+    url, asked = prometheus
+    async with aiohttp.ClientSession() as session:
+        source = PrometheusScores(PrometheusClient(session, url), "llm", with_load=False)
+        scores = await source.read([Upstream("a", "llm", "10.0.0.1", 8000)])
+    assert scores["a"] == Scores(tokens_per_joule=3.0)
+    assert len(asked) == 3  # tokens, CPU watts, GPU watts
+
+
 def test_a_custom_power_query_is_refused() -> None:
     with pytest.raises(ValueError, match="power preset"):
         PrometheusScores(
