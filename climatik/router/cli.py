@@ -29,6 +29,11 @@ def add_router_parser(subparsers: Any) -> None:
         "--metrics-port", type=int, help="port for /metrics, /healthz, /readyz (default 8080)"
     )
     parser.add_argument("--prometheus", help="Prometheus address for tokens per joule")
+    parser.add_argument(
+        "--ext-proc-port",
+        type=int,
+        help="also serve the Envoy ext_proc Endpoint Picker on this port (docs/router-extproc.md)",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -39,6 +44,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "kubeconfig": args.kubeconfig,
         "port": args.port,
         "metrics_port": args.metrics_port,
+        "ext_proc_port": args.ext_proc_port,
     }
     overrides = {k: v for k, v in flags.items() if v is not None}
     if args.prometheus is not None:

@@ -35,7 +35,7 @@ from climatik.router.scores import (
     ScoreSource,
     VllmLabels,
 )
-from climatik.router.settings import RouterSettings
+from climatik.router.settings import RouterSettings, RouterSettingsError
 from climatik.router.table import EndpointTable
 from climatik.sources.address import HTTPSession
 from climatik.sources.power_queries import PowerQueryConfig
@@ -63,6 +63,7 @@ class Router:
         )
         self.port = settings.port
         self.metrics_port = settings.metrics_port
+        self.ext_proc_port = settings.ext_proc_port
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self.stopped = asyncio.Event()
@@ -139,6 +140,8 @@ class Router:
         ).add_routes(proxy_app)
         self.port = await self._serve(proxy_app, settings.port, settings.shutdown_grace_s)
         self.metrics_port = await self._serve(self._ops_app(), settings.metrics_port, 1.0)
+        if settings.ext_proc_port is not None:
+            self.ext_proc_port = await self._serve_ext_proc(settings.ext_proc_port)
         self._tasks = [
             asyncio.create_task(self._guarded("discovery", self.discovery.run())),
             asyncio.create_task(self._guarded("scores", refresher.run())),
@@ -150,8 +153,35 @@ class Router:
             namespace=self.namespace,
             port=self.port,
             metrics_port=self.metrics_port,
+            ext_proc_port=self.ext_proc_port,
             prometheus=prometheus.address or "",
         )
+
+    async def _serve_ext_proc(self, port: int) -> int:
+        """The Envoy Endpoint Picker on `port`, picking from this router's table and counting
+        its picks in the same open counts and metrics as the proxy's."""
+        try:
+            from climatik.router.extproc import (  # noqa: PLC0415 - an optional extra
+                EndpointPicker,
+                running_ext_proc,
+            )
+        except ModuleNotFoundError as error:
+            msg = (
+                f"CLIMATIK_ROUTER__EXT_PROC_PORT needs the router-extproc extra ({error.name} is "
+                "missing): pip install 'climatik[router-extproc]'"
+            )
+            raise RouterSettingsError(msg) from error
+        picker = EndpointPicker(
+            self.table.readings,
+            self.settings.routing.picker(),
+            address_of=self.table.address_of,
+            open_requests=self.table,
+            on_pick=lambda pick: self.metrics.picked(pick.reason),
+            session_header=self.settings.session_header,
+        )
+        served = running_ext_proc(self.settings.host, port, picker, ready=self.discovery.has_synced)
+        _host, bound = await self._stack.enter_async_context(served)
+        return bound
 
     async def _serve(self, app: web.Application, port: int, grace_s: float) -> int:
         """Serve `app`; at exit it stops listening at once and gives the requests in flight

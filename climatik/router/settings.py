@@ -76,6 +76,9 @@ class RouterSettings(BaseSettings):
     """The OpenAI-compatible API."""
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     """`/metrics`, `/healthz`, `/readyz`."""
+    ext_proc_port: int | None = Field(default=None, ge=0, le=65535)
+    """Also serve the Envoy ext_proc Endpoint Picker (docs/router-extproc.md) on this port, from
+    the same endpoint table; needs the `router-extproc` extra. None: not served."""
     session_header: str = "x-session-id"
     """The request header whose value keeps a session on one endpoint (affinity)."""
     max_connections: int = Field(default=4096, ge=1)

@@ -30,9 +30,14 @@ class Upstream:
     healthy: bool = True
 
     @property
-    def base_url(self) -> str:
+    def address(self) -> str:
+        """`ip:port` (`[ipv6]:port`): what a gateway is told to send to."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.address}"
 
 
 def upstreams_from_slices(slices: Iterable[JsonObject], port_name: str | None) -> list[Upstream]:

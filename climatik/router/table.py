@@ -82,6 +82,11 @@ class EndpointTable:
         entry = self._entries.get(name)
         return entry.upstream if entry is not None else None
 
+    def address_of(self, name: str) -> str | None:
+        """The endpoint's `ip:port`, for the Envoy Endpoint Picker (None: not in the table)."""
+        entry = self._entries.get(name)
+        return entry.upstream.address if entry is not None else None
+
     def upstreams(self) -> list[Upstream]:
         return [entry.upstream for entry in self._entries.values()]
 

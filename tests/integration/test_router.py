@@ -24,6 +24,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from envoy_data_plane.envoy.service.ext_proc.v3 import ExternalProcessorAsyncStub
+from grpclib.client import Channel
 
 from climatik.devcluster.cluster import ClusterInfo
 from climatik.domain.routing import PickReason
@@ -33,6 +35,7 @@ from climatik.router.server import Router
 from climatik.router.settings import RouterSettings
 from tests.loopback import serving
 from tests.router_backends import FakeBackend
+from tests.unit.test_router_extproc import _destination, _exchange, _headers
 
 pytestmark = [pytest.mark.integration]
 
@@ -348,3 +351,30 @@ async def test_the_command_serves_until_sigterm_and_exits_0(
                 await process.communicate()
     assert process.returncode == 0, output.decode()
     assert b"router_started" in output
+
+
+async def test_the_endpoint_picker_answers_from_the_same_table_by_address(
+    client: KubeClient, namespace: str
+) -> None:
+    """With an ext_proc port, a gateway's picks come from the slices' endpoints, named by pod
+    and sent to by address, and count in the router's open requests and pick metrics."""
+    a = FakeBackend("backend-a")
+    async with started(a):
+        await create_service(client, namespace, [a])
+        more: dict[str, Any] = {"ext_proc_port": 0}
+        async with Router(settings(namespace, **more), client, namespace) as router:
+            await eventually("the endpoint", lambda: healthy(router) == {a.name})
+            assert router.ext_proc_port
+            channel = Channel("127.0.0.1", router.ext_proc_port)
+            try:
+                stub = ExternalProcessorAsyncStub(channel)
+                (answer,) = await _exchange(stub, [_headers()])
+            finally:
+                channel.close()
+            assert _destination(answer) == f"{host_address()}:{a.port}"
+            picks = router.metrics.registry.get_sample_value(
+                "climatik_router_picks_total", {"reason": "no_data"}
+            )
+            assert picks == 1
+            # The stream ended: the open request it charged is closed again.
+            assert [r.open_requests for r in router.table.readings()] == [0]
