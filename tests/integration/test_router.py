@@ -295,8 +295,10 @@ async def test_a_prometheus_that_hangs_never_blocks_requests_and_picks_fall_back
         assert prometheus.asked > 6  # it was asked (and hung) throughout
         assert (failures or 0) >= 2
         assert (no_data or 0) >= 10
-        # Bounded: far below the Prometheus deadline, let alone the hang.
-        assert max(latencies) < 0.25, f"slowest request took {max(latencies):.3f} s"
+        # Bounded: below the Prometheus deadline (0.5 s), which a request waiting on a query
+        # would reach, let alone the hang (no margin taken from a busy machine beyond that).
+        assert max(latencies) < 0.45, f"slowest request took {max(latencies):.3f} s"
+        assert sorted(latencies)[len(latencies) // 2] < 0.05
 
 
 def free_port() -> int:
