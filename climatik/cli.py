@@ -24,6 +24,7 @@ from climatik.demo.cli import add_demo_parser
 from climatik.devcluster.cli import add_dev_cluster_parser
 from climatik.domain.errors import EXIT_INTERRUPTED, EXIT_RUNTIME_FAILURE, EXIT_USAGE, UserError
 from climatik.gputune.cli import add_gpu_tune_parser
+from climatik.router.cli import add_router_parser
 from climatik.runtime.cli import add_run_parser
 from climatik.runtime.explain import add_explain_parser
 from climatik.runtime.logging import configure_logging
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dev_cluster_parser(subparsers)
     add_gpu_tune_parser(subparsers)
     add_explain_parser(subparsers)
+    add_router_parser(subparsers)
     add_run_parser(subparsers)
     add_simulate_parser(subparsers)
     add_world_parser(subparsers)

@@ -62,6 +62,8 @@ EVENTS = Resource("", "v1", "events", kind="Event")
 SECRETS = Resource("", "v1", "secrets", kind="Secret")
 DEPLOYMENTS = Resource("apps", "v1", "deployments", kind="Deployment")
 JOBS = Resource("batch", "v1", "jobs", kind="Job")
+ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", kind="EndpointSlice")
+"""A Service's endpoints, which `climatik router` sends requests to."""
 LEASES = Resource("coordination.k8s.io", "v1", "leases", kind="Lease")
 HORIZONTAL_POD_AUTOSCALERS = Resource(
     "autoscaling", "v2", "horizontalpodautoscalers", kind="HorizontalPodAutoscaler"
