@@ -85,6 +85,14 @@ def power_plot(result: SimResult, scenario: Scenario) -> Plot:
         "IT power of the whole site per policy (step averages), against the site cap, the one "
         "limit a violation is counted against."
     )
+    deferrable = [s.name for s in scenario.services if s.deferrable]
+    if deferrable and scenario.caps.carbon is not None:
+        caption += (
+            f" No carbon cap is drawn: the work of the deferrable services "
+            f"({', '.join(deferrable)}) is planned into the cleanest forecast slots before its "
+            "deadline (their ceilings are in the replica plots), and no carbon cap binds the "
+            "other services."
+        )
     if carbon:
         ax.step(
             hours,
@@ -97,7 +105,6 @@ def power_plot(result: SimResult, scenario: Scenario) -> Plot:
             label="carbon cap",
         )
         users = ", ".join(names[p] for p in carbon)
-        deferrable = [s.name for s in scenario.services if s.deferrable]
         if deferrable:
             caption += (
                 f" The green dotted line is the carbon cap of {users}: the budget it lowers in "

@@ -21,6 +21,7 @@ from climatik.policies.observations import (
 from climatik.sim.clocks import decide_clocks
 from climatik.sim.state import TwinState
 from climatik.sim.steps_measure import Reading
+from climatik.sim.steps_plan import deferrable_services, plan_ceiling
 from climatik.sim.views import rack_observations
 from climatik.sim.world import EPOCH, IntArray, World
 
@@ -58,18 +59,35 @@ def decide(
     host, wanted, ceiling = fleet.host, fleet.wanted, control.ceiling
     have_data = reading.have_data
     site_cap = world.site_cap
-    carbon_cap = carbon_cap_w(world, k)
+    flexible = deferrable_services(world)
+    # With deferrable work the carbon policy plans it (below) and caps nothing else.
+    carbon_cap = site_cap if flexible else carbon_cap_w(world, k)
     for p, spec in enumerate(world.specs):
         setting = world.settings[p]
         if setting is None:
             continue
         control.cap_eff[p] = carbon_cap if spec.carbon else site_cap
+        user_max = [s.max_replicas for s in services]
+        if spec.carbon:
+            for j in flexible:
+                user_max[j] = plan_ceiling(
+                    world,
+                    st.planner,
+                    p=p,
+                    j=j,
+                    now_s=now_s,
+                    have_data=have_data,
+                    served_rps=float(reading.svc_tok[p, j] / world.out_tokens[j]),
+                    waiting=float(reading.svc_queue[p, j]),
+                    replicas=int(n_tot[p, j]),
+                    nominal_rps=float(timing.mu[p, j]),
+                )
         targets = [
             observe_target(
                 name=s.name,
                 current_replicas=int(n_tot[p, j]),
                 min_replicas=s.min_replicas,
-                user_max_replicas=s.max_replicas,
+                user_max_replicas=user_max[j],
                 applied_max_replicas=int(ceiling[p, j]),
                 watts=float(reading.svc_w[p, j]) if have_data else None,
                 tokens_per_s=float(reading.svc_tok[p, j]) if have_data else None,
