@@ -125,7 +125,9 @@ def plan_ceiling(
         horizon_end=EPOCH + timedelta(seconds=world.steps * world.dt),
     )
     memory.plan = plan_deferrable_work(target, planner.forecasts[slot], now)
-    return memory.plan.ceiling
+    # Raised one replica an interval: a jump of several lets the headroom policy, whose
+    # estimate of what they draw lags, overshoot the site cap.
+    return min(memory.plan.ceiling, max(replicas, service.min_replicas) + 1)
 
 
 def deferrable_services(world: World) -> list[int]:
