@@ -11,6 +11,7 @@ from climatik.domain.carbon import CarbonReading, IntensityBandTarget
 from climatik.policies.carbon import cap_for_carbon
 from climatik.policies.ceiling_settings import HeadroomSettings
 from climatik.policies.ceilings import decide_replica_ceilings
+from climatik.policies.deferrable import PLANNED_WORK_MARGIN
 from climatik.policies.observations import (
     ceiling_settings,
     demand_tokens_per_s,
@@ -60,8 +61,9 @@ def decide(
     have_data = reading.have_data
     site_cap = world.site_cap
     flexible = deferrable_services(world)
-    # With deferrable work the carbon policy plans it (below) and caps nothing else.
-    carbon_cap = site_cap if flexible else carbon_cap_w(world, k)
+    # With deferrable work the carbon policy plans it (below) instead of a carbon cap, and keeps
+    # its replicas within a share of the cap (`PLANNED_WORK_MARGIN`), as the live one does.
+    carbon_cap = site_cap * (1.0 - PLANNED_WORK_MARGIN) if flexible else carbon_cap_w(world, k)
     for p, spec in enumerate(world.specs):
         setting = world.settings[p]
         if setting is None:
@@ -81,6 +83,9 @@ def decide(
                     waiting=float(reading.svc_queue[p, j]),
                     replicas=int(n_tot[p, j]),
                     nominal_rps=float(timing.mu[p, j]),
+                    measured_w=float(reading.site_w[p]) if have_data else None,
+                    budget_w=carbon_cap,
+                    replica_w=_learned_replica_w(st, p, services[j].name),
                 )
         targets = [
             observe_target(
@@ -159,3 +164,10 @@ def decide(
                 control.clock_changes[p] += int(moved.sum())
                 control.clock_set_s[p, moved] = now_s
                 timing.update(sc)
+
+
+def _learned_replica_w(st: TwinState, p: int, name: str) -> float | None:
+    """The headroom policy's learned watts of one replica of `name` (the live status's
+    `wattsPerReplica`)."""
+    learned = st.control.states[p].targets.get(name)
+    return learned.watts_per_replica if learned is not None else None

@@ -27,6 +27,7 @@ from climatik.policies.deferrable import (
     DeferrableTarget,
     plan_deferrable_work,
     queued_by_arrival,
+    within_measured_power,
 )
 from climatik.sim.world import EPOCH, World
 
@@ -83,6 +84,9 @@ def plan_ceiling(
     waiting: float,
     replicas: int,
     nominal_rps: float,
+    measured_w: float | None,
+    budget_w: float,
+    replica_w: float | None,
 ) -> int:
     """Policy p's ceiling for deferrable service j now, from its plan (kept on the planner)."""
     sc = world.scenario
@@ -125,9 +129,14 @@ def plan_ceiling(
         horizon_end=EPOCH + timedelta(seconds=world.steps * world.dt),
     )
     memory.plan = plan_deferrable_work(target, planner.forecasts[slot], now)
-    # Raised one replica an interval: a jump of several lets the headroom policy, whose
-    # estimate of what they draw lags, overshoot the site cap.
-    return min(memory.plan.ceiling, max(replicas, service.min_replicas) + 1)
+    return within_measured_power(
+        memory.plan.ceiling,
+        replicas=replicas,
+        min_replicas=service.min_replicas,
+        measured_w=measured_w,
+        budget_w=budget_w,
+        replica_w=replica_w,
+    )
 
 
 def deferrable_services(world: World) -> list[int]:

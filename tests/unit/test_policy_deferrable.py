@@ -19,6 +19,7 @@ from climatik.policies.deferrable import (
     QueuedWork,
     plan_deferrable_work,
     queued_by_arrival,
+    within_measured_power,
 )
 from climatik.sim.lp import Model
 
@@ -240,3 +241,25 @@ def test_the_greedy_plan_is_the_least_emitting_one(
         return
     cost = sum(s.planned * s.intensity_g_per_kwh for s in plan.slots)
     assert cost == pytest.approx(best, rel=1e-6, abs=1e-6)
+
+
+def test_a_raise_is_held_to_what_the_measured_power_leaves() -> None:
+    def held(plan: int, replicas: int, measured_w: float | None, minimum: int = 0) -> int:
+        return within_measured_power(
+            plan,
+            replicas=replicas,
+            min_replicas=minimum,
+            measured_w=measured_w,
+            budget_w=1000.0,
+            replica_w=200.0,
+        )
+
+    # 500 W measured: room for two more replicas, whatever the plan asks.
+    assert held(6, 1, 500.0) == 3
+    assert held(2, 1, 500.0) == 2
+    # Over the budget: one below the running replicas; a lower plan stays lower.
+    assert held(6, 4, 1100.0) == 3
+    assert held(0, 4, 1100.0) == 0
+    # Never below the minimum; without a measurement the plan stands.
+    assert held(6, 1, 1100.0, minimum=1) == 1
+    assert held(6, 1, None) == 6
