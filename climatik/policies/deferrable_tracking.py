@@ -17,12 +17,12 @@ from datetime import datetime, timedelta
 from climatik.policies.deferrable import DeferrableTarget, QueuedWork, queued_by_arrival
 
 THROUGHPUT_LEARNING = 0.1
-"""Weight of a new saturated sample in the learned throughput per replica (as in the twin)."""
+"""Weight of a new saturated sample in the learned throughput per replica."""
 MAX_GAP = timedelta(minutes=10)
+"""A longer gap between observations says nothing about arrivals in between: start afresh."""
 BUCKET = timedelta(minutes=5)
 """Arrivals are kept per five minutes (a twelfth of the deadline when that is shorter); each
 counts from its bucket's start (ages are over-, never under-stated)."""
-"""A longer gap between observations says nothing about arrivals in between: start afresh."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,9 @@ class DeferrableTracker:
     """One deferrable target's arrivals, backlog, done work and deadline misses."""
 
     deadline: timedelta
+    bucket: timedelta | None = None
+    """How finely arrivals are kept (default `BUCKET`, or a twelfth of a shorter deadline);
+    the planner gets one piece of work per bucket that waits."""
     arrivals: dict[datetime, float] = field(default_factory=dict)
     """Requests that arrived per `BUCKET` (by its start), over the last two deadlines: the
     ages of the backlog."""
@@ -108,7 +111,7 @@ class DeferrableTracker:
 
     def _bucket(self, moment: datetime) -> datetime:
         """The start of the bucket holding `moment`."""
-        size_s = min(BUCKET, self.deadline / 12).total_seconds()
+        size_s = (self.bucket or min(BUCKET, self.deadline / 12)).total_seconds()
         return datetime.fromtimestamp(moment.timestamp() // size_s * size_s, tz=moment.tzinfo)
 
     def queued(self, waiting: float) -> tuple[QueuedWork, ...]:
@@ -131,11 +134,14 @@ class DeferrableTracker:
         *,
         min_replicas: int,
         max_replicas: int,
+        nominal_per_replica_rps: float | None = None,
+        horizon_end: datetime | None = None,
     ) -> DeferrableTarget | None:
         """The planner's view of the target; None before anything is known of its throughput
-        (the most a replica was seen to serve stands in until a full batch is measured)."""
+        (until a full batch is measured, `nominal_per_replica_rps` stands in where known, else
+        the most a replica was seen to serve)."""
         last = self.last
-        rate = self.per_replica_rps or self.seen_per_replica_rps
+        rate = self.per_replica_rps or nominal_per_replica_rps or self.seen_per_replica_rps
         if last is None or rate <= 0:
             return None
         return DeferrableTarget(
@@ -146,4 +152,5 @@ class DeferrableTracker:
             requests_per_replica_s=rate,
             min_replicas=min_replicas,
             max_replicas=max_replicas,
+            horizon_end=horizon_end,
         )

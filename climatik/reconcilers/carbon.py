@@ -231,7 +231,7 @@ class CarbonReconciler:
             metrics.deferrable_planned.labels(key, name).set(p.status.planned_requests)
             metrics.deferrable_done.labels(key, name).set(p.status.done_requests)
             metrics.deferrable_misses.labels(key, name).inc(p.new_misses)
-            log.info(
+            log.debug(
                 "deferrable_planned",
                 target=name,
                 ceiling=p.status.planned_max_replicas,
