@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 import aiohttp
 import structlog
 
-from climatik.api.status import ConditionUpdate, status_from_wire
+from climatik.api.status import ConditionUpdate, peer_status, status_from_wire
 from climatik.api.status_models import ConditionStatus, ConditionType
 from climatik.domain.capping import CappingState, CeilingDecision, CeilingPlan
 from climatik.domain.config import PowerCappingConfig, TargetKind
@@ -58,6 +58,7 @@ from climatik.reconcilers.powercap_measure import (
     CapMeasurer,
     CapSources,
     effective_cap,
+    planned_max_replicas,
     prometheus_pool,
     target_observation,
 )
@@ -222,8 +223,15 @@ class PowerCapReconciler:
             memory.warned.gpu_power_warned = None
         cap_w, cap_source = effective_cap(obj, config)
         memory.idle = learn_idle_power(memory.idle, racks.idle_node_watts)
+        plans, now = peer_status(obj).deferrable_plans, self._wall_clock()
         observed = [
-            target_observation(t, measured.per_target.get(t.key) if learning else None)
+            target_observation(
+                t,
+                measured.per_target.get(t.key) if learning else None,
+                planned_max_replicas(plans, str(t.kind), t.name, now)
+                if t.deadline_s is not None
+                else None,
+            )
             for t in targets
         ]
         observation = observe_cap(

@@ -151,6 +151,9 @@ class CarbonSettings(BaseSettings):
     secret_retry_max_s: float = Field(default=300.0, gt=0)
     workers: int = Field(default=2, ge=1)
     """Configs of the carbon controller reconciled at once (one fetch per config and slot)."""
+    plan_interval_s: float = Field(default=60.0, gt=0)
+    """How often deferrable work with a deadline is planned again (its backlog and throughput
+    read from the power-cap reconciler's status), and how often its forecast may be asked."""
     reconcile_timeout_s: float = Field(default=120.0, gt=0)
     """A carbon reconcile still running after this is cancelled and retried with backoff: room
     for a provider request, its retries after 429/5xx (Retry-After up to 30 s) and a second

@@ -59,6 +59,8 @@ class World:
     """Requests per second arriving per step and service."""
     carbon_step: FloatArray
     slot_of_step: IntArray
+    carbon_slots: FloatArray
+    """Intensity per carbon slot, to the run's end (what the provider's forecast is made of)."""
     # The room.
     d_matrix: FloatArray
     """Heat matrix: inlet rise of each server per watt of each server, in K/W."""
@@ -181,6 +183,7 @@ def build_world(
         rates=rates,
         carbon_step=slots[slot_of_step],
         slot_of_step=slot_of_step,
+        carbon_slots=slots,
         d_matrix=d_matrix,
         rack_of=rack_of,
         zone_of=zone_of,
