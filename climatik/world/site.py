@@ -24,6 +24,7 @@ import numpy as np
 
 from climatik.policies.ceiling_settings import HeadroomSettings, ThresholdSettings
 from climatik.sim import physics
+from climatik.sim.backlog import AgedQueue
 from climatik.sim.policy_specs import POLICY_SPECS
 from climatik.sim.scenario import Scenario
 from climatik.sim.state import Fleet, Room, Timing
@@ -142,6 +143,12 @@ class Site:
         self.services = tuple(s.name for s in scenario.services)
         self._timing = Timing.at(np.ones((1, self.world.n_svc)), scenario)
         self._queue = np.zeros((1, self.world.n_svc))
+        self._aged = {
+            j: AgedQueue.empty(1, s.slo.ttft_s, s.queue_timeout_s, self.world.dt)
+            for j, s in enumerate(scenario.services)
+            if s.deferrable
+        }
+        """Deferrable services' queues by age, kept across steps as the twin keeps them."""
         n_srv = self.world.n_srv
         self._room = Room(
             srv_w=np.zeros((1, n_srv)),
@@ -213,7 +220,7 @@ class Site:
         """The twin's serving step, with the pods as its replicas (one policy)."""
         host = np.array([[index[p.service] for p in seated]], dtype=np.int64).reshape(1, -1)
         ready_at = np.array([[0.0 if p.serving else math.inf for p in seated]]).reshape(1, -1)
-        fleet = _fleet(host, ready_at, self._queue)
+        fleet = _fleet(host, ready_at, self._queue, self._aged)
         served = serve(self.world, self._timing, fleet, lam, now_s=step * self.world.dt)
         self._queue = fleet.queue
         return _Served(
@@ -321,9 +328,12 @@ class _Served:
     met: FloatArray
 
 
-def _fleet(host: IntArray, ready_at: FloatArray, queue: FloatArray) -> Fleet:
-    """A fleet of the given replicas for `serve`, which reads only hosts, readiness and the
-    queue; the autoscaler's memory stays empty (the cluster's autoscaler is KEDA)."""
+def _fleet(
+    host: IntArray, ready_at: FloatArray, queue: FloatArray, aged: dict[int, AgedQueue]
+) -> Fleet:
+    """A fleet of the given replicas for `serve`, which reads only hosts, readiness, the queue
+    and deferrable services' queues by age; the autoscaler's memory stays empty (the cluster's
+    autoscaler is KEDA)."""
     n_svc = queue.shape[1]
     return Fleet(
         host=host,
@@ -333,6 +343,7 @@ def _fleet(host: IntArray, ready_at: FloatArray, queue: FloatArray) -> Fleet:
         queue=queue.copy(),
         wanted=np.zeros((1, n_svc), dtype=np.int64),
         rec_hist=np.zeros((1, 1, n_svc), dtype=np.int64),
+        aged=aged,
     )
 
 
