@@ -7,6 +7,7 @@ An endpoint is one model server (a vLLM pod). Its readings come from Prometheus 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 
@@ -45,6 +46,10 @@ class LoadWindow:
     """Gain of `vllm:inter_token_latency_seconds_count`."""
     gpu_joules: float
     """Gain of its GPUs' energy counter (Kepler or DCGM)."""
+    prefill_s: float = 0.0
+    """Gain of `vllm:request_prefill_time_seconds_sum`."""
+    prefills: float = 0.0
+    """Gain of `vllm:request_prefill_time_seconds_count`."""
 
     @property
     def batch(self) -> float:
@@ -78,12 +83,23 @@ class LoadCurve:
     tpot_s: float
     """Time per output token, extrapolated to an empty batch."""
     tpot_s_per_request: float
+    batch_seen: float = math.inf
+    """The largest mean batch among the windows it was fitted from."""
+    prefill_s: float | None = None
+    """Mean seconds of one of its prefills (None: none seen)."""
 
     def watts_at(self, batch: float) -> float:
         return self.watts + self.watts_per_request * batch
 
     def tpot_s_at(self, batch: float) -> float:
-        return self.tpot_s + self.tpot_s_per_request * batch
+        """On the line up to the largest batch seen; beyond it, at least in proportion to the
+        batch (the most pessimistic physics: a fuller batch makes no more tokens per second),
+        since a line fitted near one batch says little about the slope beyond it."""
+        on_line = self.tpot_s + self.tpot_s_per_request * batch
+        seen = max(self.batch_seen, 1.0)  # one request alone is the line's own intercept
+        if batch <= seen:
+            return on_line
+        return max(on_line, (self.tpot_s + self.tpot_s_per_request * seen) * batch / seen)
 
     def tokens_per_joule_at(self, batch: float) -> float:
         """Tokens per GPU joule while decoding `batch` requests."""
@@ -117,9 +133,8 @@ class EndpointReading:
     """Its draw and time per output token against its batch, learned from its windows with
     tokens: when known, the picker judges its efficiency at the batch a request would join
     (not the last window's, which reads 0 while it idles) and its room by the latency budget."""
-    ttft_s: float | None = None
-    """Mean time to first token of its recent requests (`vllm:time_to_first_token_seconds`
-    `_sum` over `_count`, over its last window with requests)."""
+    sent_recently: int = 0
+    """This router's requests sent to it within the last `RoutingSettings.ttft_budget_s`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +151,9 @@ class RoutingSettings:
     """An endpoint whose learned curve predicts a longer time per output token than this at its
     load plus one request has no room (None: batch slots only)."""
     ttft_budget_s: float | None = None
-    """An endpoint whose recent mean time to first token is longer than this has no room (None:
-    not judged)."""
+    """An endpoint whose prefills of this router's requests sent within the last this many
+    seconds, and of one more, would take longer than this has no room: its prefill queue would
+    hold the next request past the budget (None: not judged)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,10 @@ without tokens teach nothing about decoding and are not used, so an idle endpoin
 curve it last showed busy instead of reading 0 tokens per joule.
 
 Physics bounds the fit: neither draw nor time per token falls as the batch grows (a negative
-slope is noise and is fitted as flat), and an endpoint seen at only one batch gets flat lines
-(which under-predict its time per token at a larger batch until it has been seen there).
+slope is noise and is fitted as flat) nor is negative at an empty batch; an endpoint seen at
+only one batch gets flat lines, and `LoadCurve.tpot_s_at` is pessimistic past the largest
+batch seen. The mean seconds of one prefill come from vLLM's
+`vllm:request_prefill_time_seconds` `_sum` and `_count` over the same windows.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from collections.abc import Sequence
 
 from climatik.domain.routing import LoadCurve, LoadWindow
 
-MIN_WINDOWS = 3
-"""Windows with tokens needed before a curve is fitted at all."""
+MIN_WINDOWS = 1
+"""Windows with tokens needed before a curve is fitted: one is enough, since a curve through
+one batch predicts nothing past it but the pessimistic bound (`LoadCurve.tpot_s_at`)."""
 
 
 def fit_load_curve(windows: Sequence[LoadWindow]) -> LoadCurve | None:
@@ -31,7 +34,9 @@ def fit_load_curve(windows: Sequence[LoadWindow]) -> LoadCurve | None:
     batch = [w.batch for w in used]
     watts, watts_per_request = _line(batch, [w.watts for w in used], weights)
     tpot_s, tpot_s_per_request = _line(batch, [w.tpot_s for w in used], weights)
-    return LoadCurve(watts, watts_per_request, tpot_s, tpot_s_per_request)
+    prefills = sum(w.prefills for w in used)
+    prefill_s = sum(w.prefill_s for w in used) / prefills if prefills > 0 else None
+    return LoadCurve(watts, watts_per_request, tpot_s, tpot_s_per_request, max(batch), prefill_s)
 
 
 def _line(x: Sequence[float], y: Sequence[float], w: Sequence[float]) -> tuple[float, float]:
@@ -44,4 +49,11 @@ def _line(x: Sequence[float], y: Sequence[float], w: Sequence[float]) -> tuple[f
         return mean_y, 0.0
     covariance = sum(wi * (xi - mean_x) * (yi - mean_y) for wi, xi, yi in zip(w, x, y, strict=True))
     slope = max(covariance / spread, 0.0)
-    return mean_y - slope * mean_x, slope
+    intercept = mean_y - slope * mean_x
+    if intercept >= 0:
+        return intercept, slope
+    # Neither draw nor time per token is negative at an empty batch: the line through 0.
+    through_origin = sum(wi * xi * yi for wi, xi, yi in zip(w, x, y, strict=True)) / sum(
+        wi * xi * xi for wi, xi in zip(w, x, strict=True)
+    )
+    return 0.0, through_origin

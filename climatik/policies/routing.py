@@ -19,9 +19,11 @@ A server with a learned load curve (`EndpointReading.curve`, `policies.load_curv
 by it: its efficiency is the tokens per joule the curve predicts at the batch the request would
 join (load + 1), and with a `tpot_budget_s` it has room only while the curve predicts a time per
 output token within the budget at that batch, since a batch slot is no use to a user whose
-tokens come too slowly. With a `ttft_budget_s`, a server whose recent mean time to first token
-passes it has no room either (its prefills queue). Without a curve, its measured tokens per
-joule and batch slots decide, as before.
+tokens come too slowly. With a `ttft_budget_s`, a server has no room either when the prefills
+of what this router sent it within the last budget's seconds, and of this request, would take
+longer than the budget at its measured prefill seconds: prefills run one at a time before the
+first token, so past that the newest request waits longer than the budget. Without a curve,
+its measured tokens per joule and batch slots decide, as before.
 
 When no server with fresh readings has room, a server whose readings are missing or stale may
 (the one with the fewest of this router's requests open); when every server queues or is past
@@ -68,7 +70,10 @@ def pick_endpoint(
 
 
 def _fresh(e: EndpointReading, settings: RoutingSettings) -> bool:
-    """Readings to judge it by: efficiency and load, recent enough."""
+    """Readings to judge it by: efficiency and load, recent enough; with a time-per-token
+    budget, a curve to judge that by (until it has one, it is a fallback, as without data)."""
+    if settings.tpot_budget_s is not None and e.curve is None:
+        return False
     return (
         (e.tokens_per_joule is not None or e.curve is not None)
         and e.running is not None
@@ -86,7 +91,9 @@ def _has_room(e: EndpointReading, settings: RoutingSettings) -> bool:
     if budget is not None and _tpot_s(e) > budget:
         return False
     ttft_budget = settings.ttft_budget_s
-    return ttft_budget is None or e.ttft_s is None or e.ttft_s <= ttft_budget
+    if ttft_budget is None or e.curve is None or e.curve.prefill_s is None:
+        return True
+    return (e.sent_recently + 1) * e.curve.prefill_s <= ttft_budget
 
 
 def _efficiency(e: EndpointReading) -> float:

@@ -17,15 +17,15 @@ policy sees the same requests, so the rows of a run differ only by routing.
   last window, plus the router's own open requests now and when that scrape was taken.
   Nothing else.
 - `oracle`: the same picker fed exact, instant state (age 0, each replica's tokens per joule
-  at its batch with this request added): a labelled yardstick for what the router's readings
-  cost, not a bound.
+  at its batch with this request added) and batch slots for room (no latency budgets): a
+  labelled yardstick for what the router's readings cost in efficiency, not a bound.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -95,8 +95,8 @@ class Sample:
     """The router's own open requests to it at that moment (to compute `added_since_reading`)."""
     decode_s: float
     decode_tokens: float
-    ttft_s: float
-    ttft_count: int
+    prefill_s: float
+    prefills: int
 
 
 @dataclass(slots=True)
@@ -108,8 +108,6 @@ class Scrapes:
     tokens_per_joule: float | None = None
     windows: deque[LoadWindow] = field(default_factory=lambda: deque(maxlen=CURVE_WINDOWS))
     curve: LoadCurve | None = None
-    ttft_s: float | None = None
-    """Mean time to first token over the last window, None when none began."""
 
     def add(self, sample: Sample, window_s: float) -> None:
         previous = self.samples[-1] if self.samples else None
@@ -126,12 +124,12 @@ class Scrapes:
             decode_s=sample.decode_s - previous.decode_s,
             decode_tokens=sample.decode_tokens - previous.decode_tokens,
             gpu_joules=sample.gpu_j - previous.gpu_j,
+            prefill_s=sample.prefill_s - previous.prefill_s,
+            prefills=sample.prefills - previous.prefills,
         )
         if window.decode_tokens > 0:
             self.windows.append(window)
             self.curve = fit_load_curve(self.windows)
-        first_tokens = sample.ttft_count - previous.ttft_count
-        self.ttft_s = (sample.ttft_s - previous.ttft_s) / first_tokens if first_tokens else None
 
 
 @dataclass
@@ -161,6 +159,11 @@ class Router:
         self.picks: Counter[str] = Counter()
         self.index = {r.name: i for i, r in enumerate(replicas)}
         self.by_name = sorted(range(len(replicas)), key=lambda i: replicas[i].name)
+        self.oracle_settings = replace(settings, tpot_budget_s=None, ttft_budget_s=None)
+        """The oracle's exact tokens per joule needs no curve, and without one no budget applies:
+        it is the picker of batch slots on exact state."""
+        self.sent_at: list[deque[float]] = [deque() for _ in replicas]
+        """When this router sent each replica its recent requests (within the TTFT budget)."""
 
     def choose(self, t: float) -> int:
         if self.policy == "round-robin":
@@ -169,16 +172,31 @@ class Router:
             return chosen
         if self.policy == "least-loaded":
             return min(self.by_name, key=lambda i: self.replicas[i].open_requests)
-        readings = self.exact_readings() if self.policy == "oracle" else self.measured_readings(t)
-        pick = pick_endpoint(readings, self.settings)
+        if self.policy == "oracle":
+            pick = pick_endpoint(self.exact_readings(), self.oracle_settings)
+        else:
+            pick = pick_endpoint(self.measured_readings(t), self.settings)
         self.picks[pick.reason.value] += 1
         assert pick.endpoint is not None  # every replica is healthy
-        return self.index[pick.endpoint]
+        chosen = self.index[pick.endpoint]
+        self.sent_at[chosen].append(t)
+        return chosen
+
+    def _sent_recently(self, i: int, t: float) -> int:
+        """Requests sent to replica `i` within the last `ttft_budget_s` (0 without one)."""
+        horizon = self.settings.ttft_budget_s
+        sent = self.sent_at[i]
+        if horizon is None:
+            sent.clear()
+            return 0
+        while sent and sent[0] <= t - horizon:
+            sent.popleft()
+        return len(sent)
 
     def measured_readings(self, t: float) -> list[EndpointReading]:
         """What the live router knows at `t`: the last scrapes and its own open counts."""
         readings = []
-        for replica, scrapes in zip(self.replicas, self.scrapes, strict=True):
+        for i, (replica, scrapes) in enumerate(zip(self.replicas, self.scrapes, strict=True)):
             if not scrapes.samples:
                 readings.append(EndpointReading(replica.name, open_requests=replica.open_requests))
                 continue
@@ -194,7 +212,7 @@ class Router:
                     added_since_reading=replica.open_requests - last.open_requests,
                     open_requests=replica.open_requests,
                     curve=scrapes.curve,
-                    ttft_s=scrapes.ttft_s,
+                    sent_recently=self._sent_recently(i, t),
                 )
             )
         return readings
@@ -227,8 +245,8 @@ class Router:
             replica.open_requests,
             replica.decode_s,
             replica.decode_tokens,
-            replica.ttft_s,
-            replica.ttft_count,
+            replica.prefill_sum_s,
+            replica.prefill_count,
         )
         self.scrapes[i].add(sample, window_s)
 

@@ -62,8 +62,10 @@ class Replica:
         "name",
         "next_event",
         "open_requests",
+        "prefill_count",
         "prefill_end",
         "prefill_s",
+        "prefill_sum_s",
         "prefilling",
         "requests",
         "sent",
@@ -75,8 +77,6 @@ class Replica:
         "t",
         "timeout_s",
         "tokens",
-        "ttft_count",
-        "ttft_s",
         "v",
         "waiting",
     )
@@ -124,9 +124,9 @@ class Replica:
         included (each token observes the time since its request's previous one)."""
         self.decode_tokens = 0.0
         """`vllm:inter_token_latency_seconds_count`: tokens after each request's first."""
-        self.ttft_s = 0.0
-        self.ttft_count = 0
-        """`vllm:time_to_first_token_seconds` `_sum` and `_count`."""
+        self.prefill_sum_s = 0.0
+        self.prefill_count = 0
+        """`vllm:request_prefill_time_seconds` `_sum` and `_count`."""
         self.open_requests = 0
         """The router's requests open to this replica (sent, not finished or given up)."""
         self.sent = 0
@@ -193,8 +193,8 @@ class Replica:
         if self.prefill_end <= t:
             rid = self.prefilling.popleft()
             req.first_token[rid] = t
-            self.ttft_s += t - req.arrival[rid]
-            self.ttft_count += 1
+            self.prefill_sum_s += self.prefill_s[rid]
+            self.prefill_count += 1
             self.tokens += 1.0
             if req.output[rid] > 1:
                 heapq.heappush(self.decoding, (self.v + req.output[rid] - 1, rid))
