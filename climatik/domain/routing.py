@@ -20,7 +20,8 @@ class PickReason(enum.StrEnum):
     """The session's own endpoint: it has room and is nearly as efficient as the best."""
     NO_DATA = "no_data"
     """No endpoint with fresh readings has room (or none has readings): the endpoint with the
-    fewest of this router's requests open, of those whose readings are missing or stale."""
+    fewest of this router's requests open, of those whose readings are missing or stale (or,
+    with a time-per-token budget, that have no load curve yet)."""
     ALL_BUSY = "all_busy"
     """Every endpoint queues or is predicted past a latency budget: the one with the shortest
     estimated queue for its batch, then the shortest predicted time per output token."""
@@ -149,7 +150,8 @@ class RoutingSettings:
     """With a session key, its endpoint is kept while within this share of the best efficiency."""
     tpot_budget_s: float | None = None
     """An endpoint whose learned curve predicts a longer time per output token than this at its
-    load plus one request has no room (None: batch slots only)."""
+    load plus one request has no room, and one without a curve is judged only as a fallback
+    (None: batch slots only)."""
     ttft_budget_s: float | None = None
     """An endpoint whose prefills of this router's requests sent within the last this many
     seconds, and of one more, would take longer than this has no room: its prefill queue would

@@ -23,7 +23,9 @@ tokens come too slowly. With a `ttft_budget_s`, a server has no room either when
 of what this router sent it within the last budget's seconds, and of this request, would take
 longer than the budget at its measured prefill seconds: prefills run one at a time before the
 first token, so past that the newest request waits longer than the budget. Without a curve,
-its measured tokens per joule and batch slots decide, as before.
+its measured tokens per joule and batch slots decide, as before; but with a time-per-token
+budget, which only a curve can judge, a server without one yet is a fallback, as one without
+readings is.
 
 When no server with fresh readings has room, a server whose readings are missing or stale may
 (the one with the fewest of this router's requests open); when every server queues or is past

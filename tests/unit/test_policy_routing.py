@@ -322,3 +322,17 @@ def test_without_budgets_a_curve_changes_only_how_efficiency_is_judged(
         others = [e for e in endpoints if e.healthy and e.name != pick.endpoint]
         for other in others:
             assert pick_endpoint([chosen, other], SETTINGS) == pick
+
+
+def test_with_a_tpot_budget_a_server_without_a_curve_is_only_a_fallback() -> None:
+    """Its time per token cannot be judged: it gets requests only when no server with a curve
+    has room, as a server without readings does."""
+    no_curve = _server("new", 2.0, running=0)
+    known = dataclasses.replace(_server("h100", 0.1, running=10), curve=H100)
+    assert pick_endpoint([no_curve, known], BUDGETS).endpoint == "h100"
+    assert pick_endpoint([no_curve, known], SETTINGS).endpoint == "new"
+    past_budget = dataclasses.replace(known, running=63, added_since_reading=0)
+    settings = dataclasses.replace(BUDGETS, tpot_budget_s=0.045)
+    assert H100.tpot_s_at(64) > 0.045
+    pick = pick_endpoint([no_curve, past_budget], settings)
+    assert (pick.endpoint, pick.reason) == ("new", PickReason.NO_DATA)
