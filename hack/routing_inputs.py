@@ -1,14 +1,13 @@
-"""Which of the router's inputs misleads the tokens-per-watt picker on a routing scenario.
+"""What each of the tokens-per-watt picker's rules earns on a routing scenario.
 
-Runs `least-loaded`, `tokens-per-watt` and the `oracle` yardstick, then the picker fed one
-input changed at a time (docs/simulate.md, "Routing"):
+Runs `least-loaded`, `tokens-per-watt` and the `oracle` yardstick, then the picker with its
+rules taken away one at a time (docs/simulate.md, "Routing"):
 
-- `exact-gauges`: running, waiting and KV usage exact and instant, tokens per joule still the
-  windowed rate of the last scrape;
-- `physics-efficiency`: the scraped gauges, and tokens per joule from the physics at the scraped
-  batch plus one (what a router that knew each replica's curve would use);
-- `best-of-30-min`: the scraped gauges, and each replica's best windowed tokens per joule of
-  the last 30 minutes (an idle replica keeps what it showed when it last had a batch).
+- `windowed-efficiency`: the picker before issue 22's fix: each replica's tokens per joule
+  as the windowed rate of its last scrape (0 while it idles) and batch slots for room;
+- `curve-no-budgets`: efficiency from each replica's learned load curve at the batch the
+  request would join, batch slots for room;
+- `curve-tpot-budget`: the curve and the time-per-output-token budget, no TTFT budget.
 
     python hack/routing_inputs.py hetero-routing --hours 2
 """
@@ -16,7 +15,7 @@ input changed at a time (docs/simulate.md, "Routing"):
 from __future__ import annotations
 
 import argparse
-from collections import deque
+from dataclasses import replace
 
 from climatik.domain.routing import EndpointReading, RoutingSettings
 from climatik.sim.routing import (
@@ -29,79 +28,36 @@ from climatik.sim.routing import (
 from climatik.sim.routing_replica import Replica
 from climatik.sim.routing_scenario import load_routing_scenario
 
-MEMORY_S = 1800.0
+
+def _without_budgets(settings: RoutingSettings) -> RoutingSettings:
+    return replace(settings, tpot_budget_s=None, ttft_budget_s=None)
 
 
-class ExactGauges(Router):
-    def measured_readings(self, t: float) -> list[EndpointReading]:
-        readings = []
-        for replica, scrapes in zip(self.replicas, self.scrapes, strict=True):
-            if scrapes.tokens_per_joule is None:
-                readings.append(EndpointReading(replica.name, open_requests=replica.open_requests))
-                continue
-            readings.append(
-                EndpointReading(
-                    replica.name,
-                    tokens_per_joule=scrapes.tokens_per_joule,
-                    running=float(replica.running),
-                    waiting=float(len(replica.waiting)),
-                    kv_cache_usage=replica.kv_cache_usage,
-                    age_s=0.0,
-                    open_requests=replica.open_requests,
-                )
-            )
-        return readings
-
-
-class PhysicsEfficiency(Router):
-    def measured_readings(self, t: float) -> list[EndpointReading]:
-        readings = super().measured_readings(t)
-        return [
-            reading
-            if not scrapes.samples
-            else _with_efficiency(
-                reading, replica.decode_tokens_per_joule(scrapes.samples[-1].running + 1)
-            )
-            for reading, replica, scrapes in zip(readings, self.replicas, self.scrapes, strict=True)
-        ]
-
-
-class BestOf30Min(Router):
+class WindowedEfficiency(Router):
     def __init__(self, policy: str, replicas: list[Replica], settings: RoutingSettings) -> None:
-        super().__init__(policy, replicas, settings)
-        self.best: list[deque[tuple[float, float]]] = [deque() for _ in replicas]
+        super().__init__(policy, replicas, _without_budgets(settings))
 
-    def scrape(self, i: int, t: float, window_s: float) -> None:
-        super().scrape(i, t, window_s)
-        history, scrapes = self.best[i], self.scrapes[i]
-        if scrapes.tokens_per_joule is not None:
-            history.append((t, scrapes.tokens_per_joule))
-        while history and t - history[0][0] > MEMORY_S:
-            history.popleft()
-        if history:
-            scrapes.tokens_per_joule = max(value for _, value in history)
+    def measured_readings(self, t: float) -> list[EndpointReading]:
+        return [replace(r, curve=None) for r in super().measured_readings(t)]
 
 
-def _with_efficiency(reading: EndpointReading, tokens_per_joule: float) -> EndpointReading:
-    return EndpointReading(
-        reading.name,
-        tokens_per_joule=tokens_per_joule,
-        running=reading.running,
-        waiting=reading.waiting,
-        kv_cache_usage=reading.kv_cache_usage,
-        age_s=reading.age_s,
-        added_since_reading=reading.added_since_reading,
-        open_requests=reading.open_requests,
-    )
+class CurveNoBudgets(Router):
+    def __init__(self, policy: str, replicas: list[Replica], settings: RoutingSettings) -> None:
+        super().__init__(policy, replicas, _without_budgets(settings))
+
+
+class CurveTpotBudget(Router):
+    def __init__(self, policy: str, replicas: list[Replica], settings: RoutingSettings) -> None:
+        super().__init__(policy, replicas, replace(settings, ttft_budget_s=None))
 
 
 VARIANTS: dict[str, tuple[str, type[Router]]] = {
     "least-loaded": ("least-loaded", Router),
     "tokens-per-watt": ("tokens-per-watt", Router),
     "oracle": ("oracle", Router),
-    "exact-gauges": ("tokens-per-watt", ExactGauges),
-    "physics-efficiency": ("tokens-per-watt", PhysicsEfficiency),
-    "best-of-30-min": ("tokens-per-watt", BestOf30Min),
+    "windowed-efficiency": ("tokens-per-watt", WindowedEfficiency),
+    "curve-no-budgets": ("tokens-per-watt", CurveNoBudgets),
+    "curve-tpot-budget": ("tokens-per-watt", CurveTpotBudget),
 }
 
 

@@ -11,22 +11,26 @@ policy sees the same requests, so the rows of a run differ only by routing.
 - `tokens-per-watt`: `policies.routing.pick_endpoint`, the live router's function, fed what the
   live router reads: each replica's vLLM gauges (running, waiting, KV usage) and its tokens per
   GPU joule as a rate over `scrape.rate_window_s`, all as of the replica's last Prometheus
-  scrape (every `scrape.interval_s`, staggered, so seconds old), plus the router's own open
-  requests now and when that scrape was taken. Nothing else.
+  scrape (every `scrape.interval_s`, staggered, so seconds old), its load curve fitted from its
+  last `CURVE_WINDOWS` scrape windows with tokens (`policies.load_curve`: the GPU energy counter
+  and vLLM's inter-token latency `_sum` and `_count`), its mean time to first token over the
+  last window, plus the router's own open requests now and when that scrape was taken.
+  Nothing else.
 - `oracle`: the same picker fed exact, instant state (age 0, each replica's tokens per joule
-  at its batch with this request added): a labelled yardstick for what the router's readings
-  cost, not a bound.
+  at its batch with this request added) and batch slots for room (no latency budgets): a
+  labelled yardstick for what the router's readings cost in efficiency, not a bound.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from climatik.domain.routing import EndpointReading, RoutingSettings
+from climatik.domain.routing import EndpointReading, LoadCurve, LoadWindow, RoutingSettings
+from climatik.policies.load_curve import fit_load_curve
 from climatik.policies.routing import pick_endpoint
 from climatik.sim.routing_replica import (
     INF,
@@ -40,6 +44,10 @@ from climatik.sim.workload import arrival_rates
 
 RATE_STEP_S = 10.0
 """Step of the arrival-rate series; arrivals are Poisson within each step."""
+
+CURVE_WINDOWS = 120
+"""Scrape windows with tokens a replica's load curve is fitted from (30 min of 15-s scrapes
+while busy; kept while it idles)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,22 +93,43 @@ class Sample:
     gpu_j: float
     open_requests: int
     """The router's own open requests to it at that moment (to compute `added_since_reading`)."""
+    decode_s: float
+    decode_tokens: float
+    prefill_s: float
+    prefills: int
 
 
 @dataclass(slots=True)
 class Scrapes:
-    """A replica's recent scrapes: the newest is the reading, the window gives the rate."""
+    """A replica's recent scrapes: the newest is the reading, the window gives the rate, the
+    windows with tokens the load curve."""
 
     samples: deque[Sample] = field(default_factory=deque)
     tokens_per_joule: float | None = None
+    windows: deque[LoadWindow] = field(default_factory=lambda: deque(maxlen=CURVE_WINDOWS))
+    curve: LoadCurve | None = None
 
     def add(self, sample: Sample, window_s: float) -> None:
+        previous = self.samples[-1] if self.samples else None
         self.samples.append(sample)
         while len(self.samples) > 2 and sample.t - self.samples[1].t >= window_s:
             self.samples.popleft()
         oldest = self.samples[0]
         joules = sample.gpu_j - oldest.gpu_j
         self.tokens_per_joule = (sample.tokens - oldest.tokens) / joules if joules > 0 else None
+        if previous is None:
+            return
+        window = LoadWindow(
+            seconds=sample.t - previous.t,
+            decode_s=sample.decode_s - previous.decode_s,
+            decode_tokens=sample.decode_tokens - previous.decode_tokens,
+            gpu_joules=sample.gpu_j - previous.gpu_j,
+            prefill_s=sample.prefill_s - previous.prefill_s,
+            prefills=sample.prefills - previous.prefills,
+        )
+        if window.decode_tokens > 0:
+            self.windows.append(window)
+            self.curve = fit_load_curve(self.windows)
 
 
 @dataclass
@@ -130,6 +159,11 @@ class Router:
         self.picks: Counter[str] = Counter()
         self.index = {r.name: i for i, r in enumerate(replicas)}
         self.by_name = sorted(range(len(replicas)), key=lambda i: replicas[i].name)
+        self.oracle_settings = replace(settings, tpot_budget_s=None, ttft_budget_s=None)
+        """The oracle's exact tokens per joule needs no curve, and without one no budget applies:
+        it is the picker of batch slots on exact state."""
+        self.sent_at: list[deque[float]] = [deque() for _ in replicas]
+        """When this router sent each replica its recent requests (within the TTFT budget)."""
 
     def choose(self, t: float) -> int:
         if self.policy == "round-robin":
@@ -138,16 +172,31 @@ class Router:
             return chosen
         if self.policy == "least-loaded":
             return min(self.by_name, key=lambda i: self.replicas[i].open_requests)
-        readings = self.exact_readings() if self.policy == "oracle" else self.measured_readings(t)
-        pick = pick_endpoint(readings, self.settings)
+        if self.policy == "oracle":
+            pick = pick_endpoint(self.exact_readings(), self.oracle_settings)
+        else:
+            pick = pick_endpoint(self.measured_readings(t), self.settings)
         self.picks[pick.reason.value] += 1
         assert pick.endpoint is not None  # every replica is healthy
-        return self.index[pick.endpoint]
+        chosen = self.index[pick.endpoint]
+        self.sent_at[chosen].append(t)
+        return chosen
+
+    def _sent_recently(self, i: int, t: float) -> int:
+        """Requests sent to replica `i` within the last `ttft_budget_s` (0 without one)."""
+        horizon = self.settings.ttft_budget_s
+        sent = self.sent_at[i]
+        if horizon is None:
+            sent.clear()
+            return 0
+        while sent and sent[0] <= t - horizon:
+            sent.popleft()
+        return len(sent)
 
     def measured_readings(self, t: float) -> list[EndpointReading]:
         """What the live router knows at `t`: the last scrapes and its own open counts."""
         readings = []
-        for replica, scrapes in zip(self.replicas, self.scrapes, strict=True):
+        for i, (replica, scrapes) in enumerate(zip(self.replicas, self.scrapes, strict=True)):
             if not scrapes.samples:
                 readings.append(EndpointReading(replica.name, open_requests=replica.open_requests))
                 continue
@@ -162,6 +211,8 @@ class Router:
                     age_s=t - last.t,
                     added_since_reading=replica.open_requests - last.open_requests,
                     open_requests=replica.open_requests,
+                    curve=scrapes.curve,
+                    sent_recently=self._sent_recently(i, t),
                 )
             )
         return readings
@@ -192,6 +243,10 @@ class Router:
             replica.tokens,
             replica.gpu_j,
             replica.open_requests,
+            replica.decode_s,
+            replica.decode_tokens,
+            replica.prefill_sum_s,
+            replica.prefill_count,
         )
         self.scrapes[i].add(sample, window_s)
 
@@ -210,11 +265,13 @@ def build_replicas(scenario: RoutingScenario, requests: Requests) -> list[Replic
 
 def router_settings(scenario: RoutingScenario) -> RoutingSettings:
     """The picker's settings as a deployer sets them for this service."""
-    router = scenario.router
+    router, slo = scenario.router, scenario.slo
     return RoutingSettings(
         max_reading_age_s=router.max_reading_age_s,
         kv_cache_limit=router.kv_cache_limit,
         max_batch=router.max_batch or scenario.model_class.max_batch,
+        tpot_budget_s=slo.tbt_s if router.tpot_budget_s == "slo" else router.tpot_budget_s,
+        ttft_budget_s=slo.ttft_s if router.ttft_budget_s == "slo" else router.ttft_budget_s,
     )
 
 

@@ -49,6 +49,8 @@ class Replica:
     """One replica's state and exact counters; the run loop calls `arrive` and `handle`."""
 
     __slots__ = (
+        "decode_s",
+        "decode_tokens",
         "decoding",
         "gpu_dec_w",
         "gpu_j",
@@ -60,8 +62,10 @@ class Replica:
         "name",
         "next_event",
         "open_requests",
+        "prefill_count",
         "prefill_end",
         "prefill_s",
+        "prefill_sum_s",
         "prefilling",
         "requests",
         "sent",
@@ -115,6 +119,14 @@ class Replica:
         self.tokens = 0.0
         self.gpu_j = 0.0
         self.srv_j = 0.0
+        self.decode_s = 0.0
+        """`vllm:inter_token_latency_seconds_sum`: seconds its requests spent decoding, stalls
+        included (each token observes the time since its request's previous one)."""
+        self.decode_tokens = 0.0
+        """`vllm:inter_token_latency_seconds_count`: tokens after each request's first."""
+        self.prefill_sum_s = 0.0
+        self.prefill_count = 0
+        """`vllm:request_prefill_time_seconds` `_sum` and `_count`."""
         self.open_requests = 0
         """The router's requests open to this replica (sent, not finished or given up)."""
         self.sent = 0
@@ -150,17 +162,19 @@ class Replica:
         dt = t - self.t
         if dt <= 0.0:
             return
+        batch = len(self.decoding)
+        self.decode_s += batch * dt
         if self.prefill_end < INF:
             self.gpu_j += self.gpu_pre_w * dt
             self.srv_j += self.srv_pre_w * dt
         else:
-            batch = len(self.decoding)
             self.gpu_j += self.gpu_dec_w[batch] * dt
             self.srv_j += self.srv_dec_w[batch] * dt
             if batch:
                 dv = dt / self.step_s[batch]
                 self.v += dv
                 self.tokens += batch * dv
+                self.decode_tokens += batch * dv
         self.t = t
 
     def arrive(self, rid: int, t: float) -> None:
@@ -179,6 +193,8 @@ class Replica:
         if self.prefill_end <= t:
             rid = self.prefilling.popleft()
             req.first_token[rid] = t
+            self.prefill_sum_s += self.prefill_s[rid]
+            self.prefill_count += 1
             self.tokens += 1.0
             if req.output[rid] > 1:
                 heapq.heappush(self.decoding, (self.v + req.output[rid] - 1, rid))

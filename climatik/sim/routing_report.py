@@ -125,7 +125,8 @@ def routing_table(result: RoutingResult, scenario: RoutingScenario) -> str:
         "↑ higher is better, ↓ lower is better. TTFT: time to first token (queue + prefill); "
         "TBT: a request's mean time between tokens; a request given up never gets a first "
         "token and misses its SLO. "
-        f"{ORACLE_LABEL}: the tokens-per-watt picker fed exact, instant state, a yardstick "
-        "for what the router's readings cost, not a bound."
+        f"{ORACLE_LABEL}: the tokens-per-watt picker fed exact, instant state, with batch "
+        "slots for room (no latency budgets), a yardstick for what the router's readings cost "
+        "in efficiency, not a bound."
     )
     return "\n".join(lines)

@@ -158,6 +158,12 @@ class RouterSettings(_Strict):
     max_reading_age_s: Positive = 15.0
     kv_cache_limit: Annotated[float, Field(gt=0, le=1)] = 0.9
     max_batch: Annotated[int, Field(ge=1)] | None = None
+    tpot_budget_s: Positive | Literal["slo"] | None = "slo"
+    """Time per output token the picker keeps each replica within (`slo`: the scenario's
+    `slo.tbt_s`; null: batch slots only)."""
+    ttft_budget_s: Positive | Literal["slo"] | None = "slo"
+    """Mean time to first token past which a replica has no room (`slo`: `slo.ttft_s`; null:
+    not judged)."""
 
 
 class RoutingScenario(_Strict):

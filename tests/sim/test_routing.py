@@ -2,9 +2,9 @@
 
 The scenario runs once per session, shortened to its first two hours (the morning ramp) so the
 module stays under half a minute; `climatik simulate --routing` runs all six. The figures are
-what the twin computes; these tests hold them to the issue's target, where it is met, and mark
-where it is not (tokens-per-watt's latency) as an expected failure that must be lifted when the
-picker no longer locks in on the replicas it filled first (docs/simulate.md, Routing).
+what the twin computes; these tests hold them to the issue's target: tokens-per-watt, fed what a
+live router reads, gains a tenth in tokens per joule and keeps least-loaded's p95 TTFT and SLO
+attainment (docs/simulate.md, Routing).
 """
 
 from __future__ import annotations
@@ -66,14 +66,6 @@ def test_the_picker_on_exact_state_meets_the_whole_target(result: RoutingResult)
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "issue 22: fed 15-s readings and a 60-s tokens-per-joule rate, the picker ranks an idle "
-        "H100 (0 tokens/J) below a busy A100 and keeps filling the A100s, whose full batch "
-        "misses the TBT objective"
-    ),
-)
 def test_tokens_per_watt_keeps_least_loadeds_latency(result: RoutingResult) -> None:
     assert _figure(result, "tokens-per-watt", "ttft_p95_s") <= _figure(
         result, "least-loaded", "ttft_p95_s"
