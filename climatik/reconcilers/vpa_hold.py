@@ -24,7 +24,11 @@ from datetime import UTC, datetime
 import structlog
 
 from climatik.api.status import set_condition, status_from_wire
-from climatik.api.status_models import ConditionStatus, PowerCappingConfigStatus
+from climatik.api.status_models import (
+    ConditionStatus,
+    PowerCappingConfigStatus,
+    ReplicaSizeStatus,
+)
 from climatik.domain.config import PowerCappingConfig, TargetKind
 from climatik.kube.cache import Cache, EventSink
 from climatik.kube.client import KubeClient
@@ -33,6 +37,7 @@ from climatik.kube.resources import VERTICAL_POD_AUTOSCALERS
 from climatik.kube.store import FrozenMapping
 from climatik.policies.vpa_hold import HoldThresholds, RackReading, racks_to_hold
 from climatik.reconcilers.opening import ConfigOpening
+from climatik.reconcilers.replica_size import fragmentation_message, replica_sizes
 from climatik.reconcilers.resources import VPA_HELD_BY_ANNOTATION, VPA_USER_MODE_ANNOTATION
 from climatik.reconcilers.result import Result
 from climatik.reconcilers.settings import VpaSettings
@@ -141,11 +146,14 @@ class VpaHoldReconciler:
         self._thresholds = thresholds_of(settings)
         self._clock = clock
         self._held_racks: dict[str, frozenset[str]] = {}
+        self._fragmented: dict[str, frozenset[str]] = {}
+        """Per config key, the fragmentation Events last recorded (one per change)."""
         self._configs = configs
         self._opening = ConfigOpening(configs, forget=self._forget)
 
     def _forget(self, key: str) -> None:
         self._held_racks.pop(key, None)
+        self._fragmented.pop(key, None)
 
     async def reconcile(self, key: str) -> Result:
         if self._configs.store.get(key) is None:
@@ -178,7 +186,14 @@ class VpaHoldReconciler:
             if hot:
                 held.append(f"{ObjectMeta.of(vpa).name} (racks {', '.join(hot)})")
             await self._act(config, obj, vpa, hot)
-        await self._report(config, obj, held, held_racks)
+        sizes = replica_sizes(
+            self._workloads.resolve(config).targets,
+            status,
+            pods=self._workloads.pods,
+            nodes=self._nodes,
+        )
+        await self._record_fragmentation(key, obj, sizes)
+        await self._report(config, obj, held, held_racks, sizes)
         return Result(requeue_after=self._settings.interval_s)
 
     def _racks_by_deployment(self, config: PowerCappingConfig) -> dict[str, frozenset[str]]:
@@ -261,12 +276,23 @@ class VpaHoldReconciler:
             if name is not None and _held_by(vpa) == key:
                 await self._release(vpa, name, namespace, f"{key} was deleted", None)
 
+    async def _record_fragmentation(
+        self, key: str, obj: FrozenMapping, sizes: Sequence[ReplicaSizeStatus]
+    ) -> None:
+        """An Event for each new fragmentation recommendation (not one every round)."""
+        messages = frozenset(m for s in sizes if (m := fragmentation_message(s)) is not None)
+        for message in sorted(messages - self._fragmented.get(key, frozenset())):
+            log.info("replica_size_fragmented", config=key, message=message)
+            await self._events.record(obj, "Warning", "GpusFragmented", message)
+        self._fragmented[key] = messages
+
     async def _report(
         self,
         config: PowerCappingConfig,
         obj: FrozenMapping,
         held: Sequence[str],
         held_racks: frozenset[str],
+        sizes: Sequence[ReplicaSizeStatus],
     ) -> None:
         if held:
             status, reason = ConditionStatus.TRUE, "RacksNearLimit"
@@ -291,6 +317,8 @@ class VpaHoldReconciler:
                 observed_generation=config.generation,
                 now=now,
             )
-            return with_fields(current, conditions=list(conditions))
+            return with_fields(
+                current, conditions=list(conditions), replica_sizes=list(sizes) or None
+            )
 
         await write_status(self._client, obj, desire, settled=True)
