@@ -167,6 +167,34 @@ class RackStatus(CrdModel):
     )
 
 
+class ReplicaSizeStatus(CrdModel):
+    """GPUs per replica (tensor-parallel size) for one target: now and recommended, each with
+    its predicted tokens per joule and SLO attainment at the measured load (issue 23)."""
+
+    name: DnsName = Field(description="The target, by its name in `targets`.")
+    current_gpus: Annotated[int, Field(ge=0, le=1024)] = Field(
+        description="GPUs per replica now (`nvidia.com/gpu` of the pod template)."
+    )
+    recommended_gpus: Annotated[int, Field(ge=0, le=1024)] | None = Field(
+        default=None, description="GPUs per replica recommended; absent when not measured."
+    )
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=CAMEL_CASE)] = (
+        Field(description="Keep, Efficiency, Slo, Fragmented or Unmeasured.")
+    )
+    current_tokens_per_joule: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="Predicted tokens per joule at the current size."
+    )
+    recommended_tokens_per_joule: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="Predicted tokens per joule at the recommended size."
+    )
+    current_slo_attainment: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None, description="Predicted share of requests meeting the SLO now."
+    )
+    recommended_slo_attainment: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None, description="Predicted share of requests meeting the SLO, recommended."
+    )
+
+
 class Decision(CrdModel):
     """The last decision the controller acted on, with its reason in words."""
 
@@ -254,6 +282,19 @@ class PowerCappingConfigStatus(CrdModel):
             "Deferrable targets with a deadline: the carbon reconciler's plan and how it is kept."
         ),
     )
+    replica_sizes: (
+        Annotated[
+            list[ReplicaSizeStatus],
+            Field(
+                max_length=256,
+                json_schema_extra={
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["name"],
+                },
+            ),
+        ]
+        | None
+    ) = Field(default=None, description="GPUs per replica, per target: now and recommended.")
     held_targets: (
         Annotated[
             list[HeldTarget],

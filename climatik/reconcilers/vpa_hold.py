@@ -24,15 +24,28 @@ from datetime import UTC, datetime
 import structlog
 
 from climatik.api.status import set_condition, status_from_wire
-from climatik.api.status_models import ConditionStatus, PowerCappingConfigStatus
+from climatik.api.status_models import (
+    ConditionStatus,
+    PowerCappingConfigStatus,
+    ReplicaSizeStatus,
+)
 from climatik.domain.config import PowerCappingConfig, TargetKind
 from climatik.kube.cache import Cache, EventSink
-from climatik.kube.client import KubeClient
+from climatik.kube.client import ApiError, KubeClient
 from climatik.kube.json import JsonDict, JsonObject, ObjectMeta, child, labels_of, strings, text
-from climatik.kube.resources import VERTICAL_POD_AUTOSCALERS
+from climatik.kube.resources import DEPLOYMENTS, VERTICAL_POD_AUTOSCALERS
 from climatik.kube.store import FrozenMapping
 from climatik.policies.vpa_hold import HoldThresholds, RackReading, racks_to_hold
 from climatik.reconcilers.opening import ConfigOpening
+from climatik.reconcilers.replica_size import fragmentation_message, replica_sizes
+from climatik.reconcilers.replica_size_apply import (
+    STABLE_ROUNDS,
+    already_rolled,
+    opted_in,
+    roll_patch,
+    under_cap,
+    wanted,
+)
 from climatik.reconcilers.resources import VPA_HELD_BY_ANNOTATION, VPA_USER_MODE_ANNOTATION
 from climatik.reconcilers.result import Result
 from climatik.reconcilers.settings import VpaSettings
@@ -141,11 +154,17 @@ class VpaHoldReconciler:
         self._thresholds = thresholds_of(settings)
         self._clock = clock
         self._held_racks: dict[str, frozenset[str]] = {}
+        self._fragmented: dict[str, frozenset[str]] = {}
+        """Per config key, the fragmentation Events last recorded (one per change)."""
+        self._steady: dict[str, dict[str, tuple[int, int]]] = {}
+        """Per config key and target: the size recommended and for how many rounds in a row."""
         self._configs = configs
         self._opening = ConfigOpening(configs, forget=self._forget)
 
     def _forget(self, key: str) -> None:
         self._held_racks.pop(key, None)
+        self._fragmented.pop(key, None)
+        self._steady.pop(key, None)
 
     async def reconcile(self, key: str) -> Result:
         if self._configs.store.get(key) is None:
@@ -178,7 +197,15 @@ class VpaHoldReconciler:
             if hot:
                 held.append(f"{ObjectMeta.of(vpa).name} (racks {', '.join(hot)})")
             await self._act(config, obj, vpa, hot)
-        await self._report(config, obj, held, held_racks)
+        sizes = replica_sizes(
+            self._workloads.resolve(config).targets,
+            status,
+            pods=self._workloads.pods,
+            nodes=self._nodes,
+        )
+        await self._record_fragmentation(key, obj, sizes)
+        await self._apply_sizes(config, obj, status, sizes, held_racks)
+        await self._report(config, obj, held, held_racks, sizes)
         return Result(requeue_after=self._settings.interval_s)
 
     def _racks_by_deployment(self, config: PowerCappingConfig) -> dict[str, frozenset[str]]:
@@ -261,12 +288,77 @@ class VpaHoldReconciler:
             if name is not None and _held_by(vpa) == key:
                 await self._release(vpa, name, namespace, f"{key} was deleted", None)
 
+    async def _apply_sizes(
+        self,
+        config: PowerCappingConfig,
+        obj: FrozenMapping,
+        status: PowerCappingConfigStatus | None,
+        sizes: Sequence[ReplicaSizeStatus],
+        held_racks: frozenset[str],
+    ) -> None:
+        """Roll opted-in Deployments to a recommendation that has held `STABLE_ROUNDS` rounds,
+        only while the config is under its cap and none of its racks is held."""
+        steady = self._steady.setdefault(config.key, {})
+        targets = {t.name: t for t in self._workloads.resolve(config).targets}
+        for entry in sizes:
+            gpus = wanted(entry)
+            previous = steady.get(entry.name)
+            rounds = previous[1] + 1 if previous and gpus is not None and previous[0] == gpus else 1
+            steady[entry.name] = (gpus or 0, rounds)
+            target = targets.get(entry.name)
+            if gpus is None or rounds < STABLE_ROUNDS or target is None:
+                continue
+            if target.kind is TargetKind.INFERENCE_SERVICE or held_racks or not under_cap(status):
+                continue
+            name = target_deployment(target)
+            cached = (
+                self._workloads.deployments.store.get(f"{config.namespace}/{name}")
+                if name
+                else None
+            )
+            if name is None or cached is None or not opted_in(cached) or already_rolled(cached):
+                continue
+            await self._roll(config, obj, name, entry.current_gpus, gpus)
+
+    async def _roll(
+        self, config: PowerCappingConfig, obj: FrozenMapping, name: str, current: int, gpus: int
+    ) -> None:
+        try:
+            deployment = await self._client.get(DEPLOYMENTS, name, config.namespace)
+            if already_rolled(deployment):
+                return
+            await self._client.merge_patch(
+                DEPLOYMENTS, name, roll_patch(deployment, current, gpus), config.namespace
+            )
+        except ApiError as exc:
+            log.warning("gpus_per_replica_not_applied", deployment=name, error=str(exc))
+            if not exc.is_conflict:  # a Deployment changed meanwhile is tried next round
+                await self._events.record(
+                    obj, "Warning", "GpusPerReplicaNotApplied", f"{name}: {exc}"
+                )
+            return
+        message = f"rolled from {current} to {gpus} GPUs per replica (tensor-parallel size)"
+        log.info("gpus_per_replica_applied", deployment=name, previous=current, gpus=gpus)
+        await self._events.record(deployment, "Normal", "GpusPerReplicaApplied", message)
+        await self._events.record(obj, "Normal", "GpusPerReplicaApplied", f"{name}: {message}")
+
+    async def _record_fragmentation(
+        self, key: str, obj: FrozenMapping, sizes: Sequence[ReplicaSizeStatus]
+    ) -> None:
+        """An Event for each new fragmentation recommendation (not one every round)."""
+        messages = frozenset(m for s in sizes if (m := fragmentation_message(s)) is not None)
+        for message in sorted(messages - self._fragmented.get(key, frozenset())):
+            log.info("replica_size_fragmented", config=key, message=message)
+            await self._events.record(obj, "Warning", "GpusFragmented", message)
+        self._fragmented[key] = messages
+
     async def _report(
         self,
         config: PowerCappingConfig,
         obj: FrozenMapping,
         held: Sequence[str],
         held_racks: frozenset[str],
+        sizes: Sequence[ReplicaSizeStatus],
     ) -> None:
         if held:
             status, reason = ConditionStatus.TRUE, "RacksNearLimit"
@@ -291,6 +383,8 @@ class VpaHoldReconciler:
                 observed_generation=config.generation,
                 now=now,
             )
-            return with_fields(current, conditions=list(conditions))
+            return with_fields(
+                current, conditions=list(conditions), replica_sizes=list(sizes) or None
+            )
 
         await write_status(self._client, obj, desire, settled=True)
