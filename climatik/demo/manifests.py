@@ -7,6 +7,7 @@ twin's replicas hold a whole server.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 from climatik.kube.json import JsonDict
@@ -83,20 +84,48 @@ def scaled_object(service: Service, namespace: str, prometheus_url: str) -> Json
     }
 
 
-def pods_cap_w(scenario: Scenario) -> float:
-    """The scenario's site cap less the servers' base power, which no pod series carries:
-    the KeplerPod preset measures the pods' GPUs and the server overhead that follows them."""
-    racks = scenario.racks
-    return scenario.caps.site_cap_w - racks.servers * racks.server_base_w
+SITE_POWER_QUERY: Final = 'sum(kepler_node_cpu_watts{zone="package"}) + sum(kepler_node_gpu_watts)'
+"""The whole site's IT power from Kepler's node series: every server's floor, idle GPUs and
+pods, what the twin caps (its `site_w`)."""
 
 
-def power_capping_config(scenario: Scenario, prometheus_url: str) -> JsonDict:
+TARGET_POWER_QUERY: Final = (
+    '(sum by (node_name) (kepler_node_cpu_watts{zone="package"})'
+    " + sum by (node_name) (kepler_node_gpu_watts))"
+    ' and on (node_name) kepler_pod_cpu_watts{pod_namespace="$namespace",pod_name=~"$pods",'
+    'zone="package"}'
+)
+"""A service's power as the twin measures it: the whole servers its pods run on (floor and
+idle GPUs included), not the pods' own share. The controller's idle credit (a new replica on
+an idle node displaces that node's draw, already in the site's power) and its power model
+(idle draw plus dynamic power per replica) assume per-target watts that include the node's
+idle draw; pod-level series leave the floor out, so with them the model predicts idle + pod
+watts per replica and the controller caps a replica's worth too low."""
+
+
+def site_cap_w(scenario: Scenario) -> float:
+    return scenario.caps.site_cap_w
+
+
+def rack_constraints(scenario: Scenario, racks: Sequence[str]) -> list[JsonDict]:
+    """One constraint per cluster rack, at the scenario's rack limit or, with none, the site
+    cap (never binding alone). They make the controller read every rack and its idle nodes, so
+    it learns the idle draw a new replica displaces, as the twin learns it from the servers
+    that host no replica: without it every new replica is priced its whole measured watts on
+    top of an idle node already counted in the site's power."""
+    limit = scenario.caps.rack_max_w or scenario.caps.site_cap_w
+    return [{"rackId": rack, "maxPower": round(limit)} for rack in racks]
+
+
+def power_capping_config(
+    scenario: Scenario, prometheus_url: str, racks: Sequence[str] = ()
+) -> JsonDict:
     return {
         "apiVersion": "powercapping.climatik-project.ai/v1",
         "kind": "PowerCappingConfig",
         "metadata": {"name": CONFIG_NAME},
         "spec": {
-            "powerCapLimit": round(pods_cap_w(scenario)),
+            "powerCapLimit": round(site_cap_w(scenario)),
             "scaleObjectRef": [
                 {
                     "apiVersion": "keda.sh/v1alpha1",
@@ -105,17 +134,34 @@ def power_capping_config(scenario: Scenario, prometheus_url: str) -> JsonDict:
                 }
                 for s in scenario.services
             ],
-            "powerMeasurement": {"preset": "KeplerPod", "prometheusAddress": prometheus_url},
+            # The scope's own query: the site as the twin caps it, floors included. The
+            # KeplerPod preset still measures each service's pods (its watts per replica).
+            "metrics": [
+                {
+                    "type": "Prometheus",
+                    "prometheusAddress": prometheus_url,
+                    "query": SITE_POWER_QUERY,
+                }
+            ],
+            "powerMeasurement": {
+                "preset": "Custom",
+                "powerQuery": f"sum({TARGET_POWER_QUERY})",
+                "prometheusAddress": prometheus_url,
+            },
             "policy": {"type": "Headroom"},
+            **({"rackConstraints": rack_constraints(scenario, racks)} if racks else {}),
         },
     }
 
 
-def demo_objects(scenario: Scenario, namespace: str, prometheus_url: str) -> list[JsonDict]:
-    """Everything the demo applies in its namespace, Deployments first."""
+def demo_objects(
+    scenario: Scenario, namespace: str, prometheus_url: str, racks: Sequence[str] = ()
+) -> list[JsonDict]:
+    """Everything the demo applies in its namespace, Deployments first; `racks` are the
+    cluster's rack label values."""
     gpus = scenario.racks.gpus_per_server
     return [
         *(deployment(s, gpus) for s in scenario.services),
         *(scaled_object(s, namespace, prometheus_url) for s in scenario.services),
-        power_capping_config(scenario, prometheus_url),
+        power_capping_config(scenario, prometheus_url, racks),
     ]
