@@ -4,8 +4,8 @@ The dev cluster with KEDA, the world playing the default scenario at 10x from no
 Prometheus, the demo's Deployments, ScaledObjects and PowerCappingConfig, and `climatik run`:
 KEDA scales a service above its minimum on the world's vLLM series, the controller writes a
 ceiling (remembering the user's in its annotation), the progress line reads the pods' power,
-the world's own figures (tokens served) reach Prometheus, and when the demo ends no process it
-started is left.
+the world's own figures (tokens served, energy) reach Prometheus and make a live row beside the
+twin's, and when the demo ends no process it started is left.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from climatik.demo.compare import run_twin, with_live
 from climatik.demo.progress import Snapshot, progress_line
 from climatik.demo.stack import DemoSettings, Stack, running_stack
 from climatik.devcluster.binaries import BinariesMissingError, locate_binaries, locate_keda
@@ -93,6 +94,13 @@ async def test_a_short_demo_scales_caps_and_leaves_nothing_behind(tmp_path: Path
         assert any(
             line.startswith("chat: ") and not line.startswith("chat: 0 ") for line in summary
         )
+        # The live row beside the twin's on the same window: the world's totals, read back.
+        totals = await asyncio.to_thread(stack.totals)
+        assert totals is not None
+        assert totals.simulated_s > 0
+        assert totals.energy_j > 0
+        live = with_live(run_twin(settings.scenario, 12.0, totals.simulated_s), totals, [], {})
+        assert live.policies["live"]["tokens"] == pytest.approx(sum(totals.tokens.values()))
     # Every process the demo started mentions its directory (kubeconfig, logs, data).
     assert not processes_mentioning(str(settings.directory.resolve()))
     assert said[0].startswith("starting the dev cluster")
