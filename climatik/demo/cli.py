@@ -68,6 +68,11 @@ def add_demo_parser(subparsers: argparse._SubParsersAction[_Parser]) -> None:
         default=20.0,
         help="simulated minutes of each low and high phase with --step (default: 20)",
     )
+    parser.add_argument(
+        "--kserve",
+        action="store_true",
+        help="one KServe InferenceService per service (dev cluster --with keda,kserve)",
+    )
     parser.set_defaults(handler=run_demo)
 
 
@@ -105,6 +110,7 @@ def run_demo(args: argparse.Namespace) -> int:
         speed=args.speed,
         minutes=args.minutes,
         start_hour=args.start_hour,
+        kserve=args.kserve,
     )
     samples: list[LiveSample] = []
     with running_stack(settings, lambda line: print(line, flush=True)) as stack:

@@ -17,6 +17,8 @@ MANAGED_LABEL: Final = "climatik-project.ai/managed"
 POLLING_INTERVAL_S: Final = 5
 """KEDA's polling interval: a sixth of its default, as the scenario runs faster than life."""
 CONFIG_NAME: Final = "demo-power-cap"
+DEMO_LABEL: Final = "climatik-project.ai/demo"
+"""On each InferenceService of the KServe variant: what the config's targetSelector selects."""
 
 
 def replicas_query(namespace: str, service: str) -> str:
@@ -84,6 +86,58 @@ def scaled_object(service: Service, namespace: str, prometheus_url: str) -> Json
     }
 
 
+def inference_service(service: Service, gpus: int, prometheus_url: str, namespace: str) -> JsonDict:
+    """The KServe variant: a Standard-mode predictor scaled by KEDA on the same query and
+    target, its pods (`<service>-predictor-...`) on the kwok nodes. KServe makes the
+    ScaledObject; Climatik lowers the InferenceService's maxReplicas, never that object."""
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": service.name,
+            "labels": {DEMO_LABEL: "true"},
+            "annotations": {
+                "serving.kserve.io/deploymentMode": "Standard",
+                "serving.kserve.io/autoscalerClass": "keda",
+            },
+        },
+        "spec": {
+            "predictor": {
+                "minReplicas": service.min_replicas,
+                "maxReplicas": service.max_replicas,
+                "autoScaling": {
+                    "metrics": [
+                        {
+                            "type": "External",
+                            "external": {
+                                "metric": {
+                                    "backend": "prometheus",
+                                    "serverAddress": prometheus_url,
+                                    "query": replicas_query(namespace, service.name),
+                                },
+                                "target": {
+                                    "type": "Value",
+                                    "value": str(requests_per_replica(service)),
+                                },
+                            },
+                        }
+                    ]
+                },
+                "nodeSelector": {"type": "kwok"},
+                "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
+                "containers": [
+                    {
+                        "name": "kserve-container",
+                        "image": "vllm/vllm-openai:v0.11.0",
+                        "args": ["--model", service.model],
+                        "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+                    }
+                ],
+            }
+        },
+    }
+
+
 SITE_POWER_QUERY: Final = 'sum(kepler_node_cpu_watts{zone="package"}) + sum(kepler_node_gpu_watts)'
 """The whole site's IT power from Kepler's node series: every server's floor, idle GPUs and
 pods, what the twin caps (its `site_w`)."""
@@ -118,14 +172,12 @@ def rack_constraints(scenario: Scenario, racks: Sequence[str]) -> list[JsonDict]
 
 
 def power_capping_config(
-    scenario: Scenario, prometheus_url: str, racks: Sequence[str] = ()
+    scenario: Scenario, prometheus_url: str, racks: Sequence[str] = (), *, kserve: bool = False
 ) -> JsonDict:
-    return {
-        "apiVersion": "powercapping.climatik-project.ai/v1",
-        "kind": "PowerCappingConfig",
-        "metadata": {"name": CONFIG_NAME},
-        "spec": {
-            "powerCapLimit": round(site_cap_w(scenario)),
+    targets: JsonDict = (
+        {"targetSelector": {"matchLabels": {DEMO_LABEL: "true"}}}
+        if kserve
+        else {
             "scaleObjectRef": [
                 {
                     "apiVersion": "keda.sh/v1alpha1",
@@ -133,9 +185,18 @@ def power_capping_config(
                     "metadata": {"name": s.name},
                 }
                 for s in scenario.services
-            ],
-            # The scope's own query: the site as the twin caps it, floors included. The
-            # KeplerPod preset still measures each service's pods (its watts per replica).
+            ]
+        }
+    )
+    return {
+        "apiVersion": "powercapping.climatik-project.ai/v1",
+        "kind": "PowerCappingConfig",
+        "metadata": {"name": CONFIG_NAME},
+        "spec": {
+            "powerCapLimit": round(site_cap_w(scenario)),
+            **targets,
+            # The scope's own query: the site as the twin caps it, floors included; each
+            # service's power is the whole servers its pods run on, as the twin prices it.
             "metrics": [
                 {
                     "type": "Prometheus",
@@ -155,13 +216,22 @@ def power_capping_config(
 
 
 def demo_objects(
-    scenario: Scenario, namespace: str, prometheus_url: str, racks: Sequence[str] = ()
+    scenario: Scenario,
+    namespace: str,
+    prometheus_url: str,
+    racks: Sequence[str] = (),
+    *,
+    kserve: bool = False,
 ) -> list[JsonDict]:
     """Everything the demo applies in its namespace, Deployments first; `racks` are the
     cluster's rack label values."""
     gpus = scenario.racks.gpus_per_server
+    config = power_capping_config(scenario, prometheus_url, racks, kserve=kserve)
+    if kserve:
+        isvcs = (inference_service(s, gpus, prometheus_url, namespace) for s in scenario.services)
+        return [*isvcs, config]
     return [
         *(deployment(s, gpus) for s in scenario.services),
         *(scaled_object(s, namespace, prometheus_url) for s in scenario.services),
-        power_capping_config(scenario, prometheus_url, racks),
+        config,
     ]

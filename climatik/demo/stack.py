@@ -69,6 +69,8 @@ class DemoSettings:
     start_hour: float = 0.0
     namespace: str = "demo"
     progress_every_s: float = 10.0
+    kserve: bool = False
+    """One InferenceService per service (KServe makes its Deployment and ScaledObject)."""
 
 
 def _free_port() -> int:
@@ -204,6 +206,10 @@ class Stack:
             },
         )
 
+    def _service(self, name: str) -> str:
+        """The scenario service of a Deployment or ScaledObject (KServe's: `<isvc>-predictor`)."""
+        return name.removesuffix("-predictor") if self.settings.kserve else name
+
     def snapshot(self, elapsed_s: float) -> Snapshot:
         ns = self.settings.namespace
         pods_w = self.query(
@@ -217,12 +223,12 @@ class Stack:
         ceilings: dict[str, int | None] = {}
         for obj in items(as_object(scaled.body), "items") if scaled.status == 200 else ():
             so = as_object(obj)
-            name = text(child(so, "metadata"), "name") or ""
+            name = self._service(text(child(so, "metadata"), "name") or "")
             ceilings[name] = as_integer(child(so, "spec").get("maxReplicaCount"))
         services: dict[str, ServiceState] = {}
         for obj in items(as_object(deployments.body), "items") if deployments.status == 200 else ():
             dep = as_object(obj)
-            name = text(child(dep, "metadata"), "name") or ""
+            name = self._service(text(child(dep, "metadata"), "name") or "")
             services[name] = ServiceState(
                 ready=as_integer(child(dep, "status").get("readyReplicas")) or 0,
                 wanted=as_integer(child(dep, "spec").get("replicas")) or 0,
@@ -248,7 +254,7 @@ def running_stack(settings: DemoSettings, say: Callable[[str], None]) -> Iterato
     with ExitStack() as stack:
         say("starting the dev cluster with KEDA ...")
         stack.callback(down, cluster_dir)
-        cluster = up(cluster_dir, addons=("keda",))
+        cluster = up(cluster_dir, addons=("keda", "kserve") if settings.kserve else ("keda",))
         kubeconfig = str(cluster.kubeconfig)
 
         def start(
@@ -290,7 +296,8 @@ def running_stack(settings: DemoSettings, say: Callable[[str], None]) -> Iterato
         say(f"prometheus: {prometheus_url}")
 
         racks = sorted(cluster.nodes_by_rack)
-        _apply(cluster, s.namespace, demo_objects(s.scenario, s.namespace, prometheus_url, racks))
+        objects = demo_objects(s.scenario, s.namespace, prometheus_url, racks, kserve=s.kserve)
+        _apply(cluster, s.namespace, objects)
         say(f"applied {len(s.scenario.services)} services and their ScaledObjects in {s.namespace}")
         controller_argv = [sys.executable, "-m", "climatik", "run", "--kubeconfig", kubeconfig]
         # Decide as often in simulated time as the twin's controller does, within reason on a

@@ -14,7 +14,7 @@ import pytest
 from climatik.api.resource import PowerCappingConfig
 from climatik.demo.compare import LIVE_ROW, LiveSample, json_document, run_twin, with_live
 from climatik.demo.live import WorldTotals, live_metrics, slo_by_service
-from climatik.demo.manifests import demo_objects
+from climatik.demo.manifests import DEMO_LABEL, demo_objects
 from climatik.demo.stability import (
     ceiling_activity,
     changes,
@@ -152,3 +152,21 @@ def test_the_twins_window_sees_the_arrivals_the_world_plays_from_its_start_hour(
     first = round(12 * 3600 / scenario.step_s)
     assert window.steps == 180
     np.testing.assert_array_equal(window.rates, played.rates[first : first + 180])
+
+
+def test_the_kserve_variant_selects_inference_services_by_label() -> None:
+    scenario = load_scenario("default")
+    objects = demo_objects(scenario, "demo", "http://p:9090", kserve=True)
+    plain: Any = json.loads(json.dumps(objects))
+    assert [(o["kind"], o["metadata"]["name"]) for o in plain] == [
+        ("InferenceService", "chat"),
+        ("InferenceService", "summarise"),
+        ("PowerCappingConfig", "demo-power-cap"),
+    ]
+    chat = plain[0]
+    assert chat["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
+    assert chat["spec"]["predictor"]["maxReplicas"] == 7
+    spec = PowerCappingConfig.model_validate(objects[-1]).spec
+    assert spec.scale_object_ref is None  # never KServe's ScaledObjects
+    assert spec.target_selector is not None
+    assert spec.target_selector.match_labels == {DEMO_LABEL: "true"}
