@@ -1,5 +1,5 @@
-"""One progress line of the demo: power against the cap, and per service the ready replicas
-against the ceiling the controller set (KEDA's maxReplicaCount)."""
+"""One progress line of the demo: the site's power against the cap, and per service the ready
+replicas against the ceiling the controller set (KEDA's maxReplicaCount)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ class Snapshot:
     elapsed_s: float
     simulated_h: float
     pods_w: float | None
-    """What the config measures (None: no answer from Prometheus yet)."""
+    """What the services' pods draw (None: no answer from Prometheus yet)."""
     cap_w: float
     site_w: float | None
+    """What the config measures against its cap: the whole site, servers' floors included."""
     services: Mapping[str, ServiceState]
 
 
@@ -32,16 +33,16 @@ def _kw(watts: float | None) -> str:
 
 
 def progress_line(snap: Snapshot) -> str:
-    """`  120 s  h 14.33  pods  30.1 / 32.4 kW (93 %)  site 47.9 kW  chat 3/4 <= 7  ...`"""
-    share = "" if snap.pods_w is None else f" ({100 * snap.pods_w / snap.cap_w:3.0f} %)"
+    """`  120 s  h 14.33  site  47.9 / 50.0 kW ( 96 %)  pods  30.1 kW  chat 3/4 <= 7  ...`"""
+    share = "" if snap.site_w is None else f" ({100 * snap.site_w / snap.cap_w:3.0f} %)"
     services = "  ".join(
         f"{name} {s.ready}/{s.wanted} <= {'-' if s.ceiling is None else s.ceiling}"
         for name, s in sorted(snap.services.items())
     )
     return (
         f"{snap.elapsed_s:5.0f} s  h {snap.simulated_h:5.2f}  "
-        f"pods {_kw(snap.pods_w)} / {snap.cap_w / 1000:.1f} kW{share}  "
-        f"site {_kw(snap.site_w)} kW  {services}"
+        f"site {_kw(snap.site_w)} / {snap.cap_w / 1000:.1f} kW{share}  "
+        f"pods {_kw(snap.pods_w)} kW  {services}"
     )
 
 

@@ -9,6 +9,7 @@ Every process writes its log under `DIR/logs/`; a component that does not start 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -23,18 +24,32 @@ from pathlib import Path
 
 import yaml
 
-from climatik.demo.manifests import demo_objects, pods_cap_w
+from climatik.demo.compare import LiveSample
+from climatik.demo.live import WorldTotals
+from climatik.demo.manifests import SITE_POWER_QUERY, demo_objects, site_cap_w
 from climatik.demo.progress import ServedFigures, ServiceState, Snapshot, summary_lines
 from climatik.demo.scrape import scrape_config
 from climatik.devcluster.binaries import locate_binaries
 from climatik.devcluster.cluster import ClusterInfo, down, up
 from climatik.devcluster.processes import ProcessRecord, is_alive, spawn, stop, tail
 from climatik.domain.errors import UserError
-from climatik.kube.json import JsonDict, JsonValue, as_integer, as_object, child, items, text
+from climatik.kube.json import (
+    JsonDict,
+    JsonValue,
+    as_array,
+    as_integer,
+    as_object,
+    child,
+    items,
+    text,
+)
 from climatik.sim.scenario import Scenario
 
 SCRAPE_INTERVAL_S = 1.0
 START_TIMEOUT_S = 60.0
+MIN_CONTROL_INTERVAL_S = 1.0
+MIN_TOKENS_WINDOW_S = 4 * SCRAPE_INTERVAL_S
+"""rate() needs two samples in its window; four leave room for a late scrape."""
 
 
 class DemoError(UserError):
@@ -54,6 +69,8 @@ class DemoSettings:
     start_hour: float = 0.0
     namespace: str = "demo"
     progress_every_s: float = 10.0
+    kserve: bool = False
+    """One InferenceService per service (KServe makes its Deployment and ScaledObject)."""
 
 
 def _free_port() -> int:
@@ -84,11 +101,19 @@ def _http_json(url: str, timeout_s: float = 5.0) -> JsonValue:
 class Stack:
     """The running demo: what `run` needs to read its progress."""
 
-    def __init__(self, settings: DemoSettings, cluster: ClusterInfo, prometheus_url: str) -> None:
+    def __init__(
+        self,
+        settings: DemoSettings,
+        cluster: ClusterInfo,
+        prometheus_url: str,
+        control_interval_s: float,
+    ) -> None:
         self.settings = settings
+        self.control_interval_s = control_interval_s
+        """How often the controller decides (wall seconds)."""
         self.cluster = cluster
         self.prometheus_url = prometheus_url
-        self.cap_w = pods_cap_w(settings.scenario)
+        self.cap_w = site_cap_w(settings.scenario)
 
     def query(self, promql: str) -> float | None:
         """One instant value, or None when Prometheus has none (yet)."""
@@ -117,20 +142,73 @@ class Stack:
                 found[service] = float(value[1])
         return found
 
+    def series(self, promql: str, start: float, end: float) -> list[tuple[float, float]]:
+        """(wall time, value) of one series every scrape interval from `start` to `end`."""
+        query = urllib.parse.urlencode(
+            {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": "1s"}
+        )
+        try:
+            body = as_object(_http_json(f"{self.prometheus_url}/api/v1/query_range?{query}"))
+        except (OSError, ValueError):
+            return []
+        points: list[tuple[float, float]] = []
+        for series in items(child(body, "data"), "result")[:1]:
+            for pair in items(as_object(series), "values"):
+                t, v = (*as_array(pair), None, None)[:2]
+                if isinstance(t, (int, float)) and isinstance(v, str):
+                    points.append((float(t), float(v)))
+        return points
+
+    def totals(self) -> WorldTotals | None:
+        """The world's running totals as Prometheus last scraped them (None: none yet)."""
+        simulated_s = self.query("climatik_world_simulated_seconds_total")
+        if simulated_s is None:
+            return None
+        return WorldTotals(
+            simulated_s=simulated_s,
+            energy_j=self.query("climatik_world_it_energy_joules_total") or 0.0,
+            cap_violation_ws=self.query("climatik_world_cap_violation_watt_seconds_total") or 0.0,
+            max_overshoot_w=self.query("climatik_world_max_overshoot_watts") or 0.0,
+            tokens=self.by_service("climatik_world_tokens_total"),
+            arrived=self.by_service("climatik_world_requests_arrived_total"),
+            met_slo=self.by_service("climatik_world_requests_met_slo_total"),
+        )
+
     def summary(self) -> list[str]:
         """The world's figures for the run so far (what `simulate` reports per policy)."""
-        tokens = self.by_service("climatik_world_tokens_total")
-        arrived = self.by_service("climatik_world_requests_arrived_total")
-        met = self.by_service("climatik_world_requests_met_slo_total")
+        totals = self.totals()
+        if totals is None:
+            return summary_lines(None, None, {})
         served = {
-            name: ServedFigures(tokens[name], arrived.get(name, 0.0), met.get(name, 0.0))
-            for name in tokens
+            name: ServedFigures(
+                tokens, totals.arrived.get(name, 0.0), totals.met_slo.get(name, 0.0)
+            )
+            for name, tokens in totals.tokens.items()
         }
-        return summary_lines(
-            self.query("climatik_world_simulated_seconds_total"),
-            self.query("climatik_world_it_energy_joules_total"),
-            served,
+        return summary_lines(totals.simulated_s, totals.energy_j, served)
+
+    def sample(self, snap: Snapshot) -> LiveSample | None:
+        """The snapshot in the world's simulated time, with its site power (None: the world
+        has not been scraped yet)."""
+        simulated_s = self.query("climatik_world_simulated_seconds_total")
+        site_w = self.query("climatik_world_site_power_watts")
+        if simulated_s is None or site_w is None:
+            return None
+        return LiveSample(
+            wall_s=snap.elapsed_s,
+            simulated_s=simulated_s,
+            site_w=site_w,
+            serving={name: state.ready for name, state in snap.services.items()},
+            ceilings={
+                name: state.ceiling
+                for name, state in snap.services.items()
+                if state.ceiling is not None
+            },
         )
+
+    def _service(self, name: str) -> str:
+        """The scenario service of a Deployment or ScaledObject (KServe's: `<isvc>-predictor`)."""
+        return name.removesuffix("-predictor") if self.settings.kserve else name
 
     def snapshot(self, elapsed_s: float) -> Snapshot:
         ns = self.settings.namespace
@@ -138,21 +216,19 @@ class Stack:
             f'sum(kepler_pod_cpu_watts{{pod_namespace="{ns}",zone="package"}})'
             f' + sum(kepler_pod_gpu_watts{{pod_namespace="{ns}"}})'
         )
-        site_w = self.query(
-            'sum(kepler_node_cpu_watts{zone="package"}) + sum(DCGM_FI_DEV_POWER_USAGE)'
-        )
+        site_w = self.query(SITE_POWER_QUERY)
         api = self.cluster.admin_client()
         deployments = api.get(f"/apis/apps/v1/namespaces/{ns}/deployments")
         scaled = api.get(f"/apis/keda.sh/v1alpha1/namespaces/{ns}/scaledobjects")
         ceilings: dict[str, int | None] = {}
         for obj in items(as_object(scaled.body), "items") if scaled.status == 200 else ():
             so = as_object(obj)
-            name = text(child(so, "metadata"), "name") or ""
+            name = self._service(text(child(so, "metadata"), "name") or "")
             ceilings[name] = as_integer(child(so, "spec").get("maxReplicaCount"))
         services: dict[str, ServiceState] = {}
         for obj in items(as_object(deployments.body), "items") if deployments.status == 200 else ():
             dep = as_object(obj)
-            name = text(child(dep, "metadata"), "name") or ""
+            name = self._service(text(child(dep, "metadata"), "name") or "")
             services[name] = ServiceState(
                 ready=as_integer(child(dep, "status").get("readyReplicas")) or 0,
                 wanted=as_integer(child(dep, "spec").get("replicas")) or 0,
@@ -178,11 +254,14 @@ def running_stack(settings: DemoSettings, say: Callable[[str], None]) -> Iterato
     with ExitStack() as stack:
         say("starting the dev cluster with KEDA ...")
         stack.callback(down, cluster_dir)
-        cluster = up(cluster_dir, addons=("keda",))
+        cluster = up(cluster_dir, addons=("keda", "kserve") if settings.kserve else ("keda",))
         kubeconfig = str(cluster.kubeconfig)
 
-        def start(component: str, argv: list[str]) -> ProcessRecord:
-            record = spawn(component, argv, log_path=logs / f"{component}.log", cwd=directory)
+        def start(
+            component: str, argv: list[str], env: dict[str, str] | None = None
+        ) -> ProcessRecord:
+            log_path = logs / f"{component}.log"
+            record = spawn(component, argv, log_path=log_path, cwd=directory, env=env)
             stack.callback(stop, [record])
             return record
 
@@ -216,12 +295,25 @@ def running_stack(settings: DemoSettings, say: Callable[[str], None]) -> Iterato
         _wait_ready(prometheus, logs / "prometheus.log", f"{prometheus_url}/-/ready")
         say(f"prometheus: {prometheus_url}")
 
-        _apply(cluster, s.namespace, demo_objects(s.scenario, s.namespace, prometheus_url))
+        racks = sorted(cluster.nodes_by_rack)
+        objects = demo_objects(s.scenario, s.namespace, prometheus_url, racks, kserve=s.kserve)
+        _apply(cluster, s.namespace, objects)
         say(f"applied {len(s.scenario.services)} services and their ScaledObjects in {s.namespace}")
         controller_argv = [sys.executable, "-m", "climatik", "run", "--kubeconfig", kubeconfig]
-        start("controller", [*controller_argv, "--http-port", "0", "--no-leader-elect"])
+        # Decide as often in simulated time as the twin's controller does, within reason on a
+        # laptop: the scenario's control interval compressed by the speed, at least a second.
+        interval_s = max(MIN_CONTROL_INTERVAL_S, s.scenario.control_interval_s / s.speed)
+        # Rates over the twin's measurement window in simulated time, not 5 wall minutes (50
+        # simulated at 10x): long windows set new replicas' watts against old tokens.
+        window_s = max(MIN_TOKENS_WINDOW_S, s.scenario.measurement.window_s / s.speed)
+        env = {
+            **os.environ,
+            "CLIMATIK_CAPPING__INTERVAL_S": f"{interval_s:g}",
+            "CLIMATIK_CAPPING__TOKENS_WINDOW_S": f"{window_s:g}",
+        }
+        start("controller", [*controller_argv, "--http-port", "0", "--no-leader-elect"], env)
         say(f"controller: climatik run (logs in {logs})")
-        yield Stack(settings, cluster, prometheus_url)
+        yield Stack(settings, cluster, prometheus_url, interval_s)
         say("stopping ...")
 
 

@@ -12,6 +12,7 @@ out of this module.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -149,9 +150,18 @@ class CapMeasurer:
         plausibility = PlausibilityLimits(
             max_watts_per_server=self._settings.max_plausible_watts_per_server
         )
+        window_s = self._settings.tokens_window_s
+        tokens = (
+            TokensQueryConfig()
+            if window_s is None
+            else TokensQueryConfig(window=f"{math.ceil(window_s)}s")
+        )
         return CapSources(
             PrometheusPowerSource(
-                client, power=power, tokens=TokensQueryConfig(), plausibility=plausibility
+                client,
+                power=power,
+                tokens=tokens,
+                plausibility=plausibility,
             ),
             PrometheusRackSignalSource(client, racks, power=power, plausibility=plausibility),
             judges_gpu_power=judges_gpu_power(power),

@@ -39,6 +39,10 @@ class CappingSettings(BaseSettings):
     one release only while `allowed_hosts` is empty; to be removed."""
     interval_s: float = Field(default=15.0, gt=0)
     """How often each config is measured and decided, besides reacting to changes."""
+    tokens_window_s: float | None = Field(default=None, ge=2)
+    """The window of the tokens-per-second rate; None: `rate(...[5m])`. A world that runs
+    faster than life (`climatik demo`) shortens it by the same factor: a window longer than
+    the replicas' changes sets new watts against old tokens and inflates the energy per token."""
     tuning_grace_s: float = Field(default=60.0, ge=0)
     """After a GPU tuning result, hold ceilings this long while old readings age out."""
     status_refresh_s: float = Field(default=300.0, gt=0)

@@ -140,7 +140,7 @@ def replica_plot(result: SimResult, policy: str) -> Plot:
             label=f"{service} ceiling",
         )
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylim(0, float(np.max(ceilings, initial=1.0)) + 0.5)
+    ax.set_ylim(0, float(np.nanmax(ceilings, initial=1.0)) + 0.5)
     ax.set_title(f"replicas: {policy}")
     ax.set_xlabel("hour of the run")
     ax.set_ylabel("replicas")
@@ -169,12 +169,13 @@ def inlet_plot(result: SimResult, scenario: Scenario) -> Plot:
         bottom.plot(hours, supply[:, p], **{**style, "label": "_nolegend_"})
     top.axhline(cooling.redline_c, color="red", linestyle="--", label="redline", zorder=50)
     top.axhline(aim, color="grey", linestyle=":", label="cooling unit's aim", zorder=50)
-    low = min(float(np.min(inlets, initial=aim)), aim)
+    # nan-aware: a live row (`climatik demo`) has no inlets or supply air, a gap here.
+    low = min(float(np.nanmin(inlets, initial=aim)), aim)
     top.set_ylim(low - 0.5, cooling.redline_c + 0.5)
     top.set_ylabel("hottest inlet (°C)")
     # Zoomed on the supply air chosen; a limit is drawn when it is near enough to matter.
-    low = float(np.min(supply, initial=cooling.max_supply_c)) - 1
-    high = float(np.max(supply, initial=cooling.min_supply_c)) + 1
+    low = float(np.nanmin(supply, initial=cooling.max_supply_c)) - 1
+    high = float(np.nanmax(supply, initial=cooling.min_supply_c)) + 1
     for limit in (cooling.min_supply_c, cooling.max_supply_c):
         if low <= limit <= high:
             bottom.axhline(limit, color="grey", linestyle=":", zorder=50)

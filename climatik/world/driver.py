@@ -74,7 +74,7 @@ class WorldLoop:
         self._startup_s = {s.name: s.model_class.startup_s for s in scenario.services}
         self.first_step = round(settings.start_hour * 3600.0 / scenario.step_s)
         self.last: Frame | None = None
-        readings.site = self.figures = SiteFigures()
+        readings.site = self.figures = SiteFigures(cap_w=scenario.caps.site_cap_w)
 
     def step(
         self, pod_objs: Sequence[JsonObject], node_objs: Sequence[JsonObject], step: int

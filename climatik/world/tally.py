@@ -1,5 +1,6 @@
 """What the world has served so far, in simulated time: the figures `simulate` reports per
-policy (tokens, requests that met their SLOs, IT energy), tallied from the world's own steps so
+policy (tokens, requests that met their SLOs, IT energy, energy drawn above the site cap and
+its largest excess), tallied from the world's own steps so
 a live run can be set beside the twin's.
 
 These are the world's ground truth, not measurements: the controller never reads them.
@@ -14,11 +15,17 @@ from climatik.world.site import Frame
 
 @dataclass
 class SiteFigures:
+    cap_w: float = float("inf")
+    """The scenario's site cap, which the twin's cap violation is measured against."""
     simulated_s: float = 0.0
     site_w: float = 0.0
     """The last step's IT power of every node."""
     supply_c: float = 0.0
     energy_j: float = 0.0
+    cap_violation_ws: float = 0.0
+    """The integral of max(0, site power - cap) over simulated time, as the twin's."""
+    max_overshoot_w: float = 0.0
+    """The largest step's site power above the cap (0 when never over)."""
     demand_rps: dict[str, float] = field(default_factory=dict)
     """The last step's arrivals per service."""
     tokens: dict[str, float] = field(default_factory=dict)
@@ -31,6 +38,9 @@ class SiteFigures:
         self.site_w = frame.site_w
         self.supply_c = frame.supply_c
         self.energy_j += frame.site_w * dt_s
+        over = max(0.0, frame.site_w - self.cap_w)
+        self.cap_violation_ws += over * dt_s
+        self.max_overshoot_w = max(self.max_overshoot_w, over)
         for service in frame.services:
             name = service.name
             arrived = service.demand_rps * dt_s

@@ -10,10 +10,11 @@ import pytest
 
 from climatik.api.resource import PowerCappingConfig
 from climatik.demo.manifests import (
+    SITE_POWER_QUERY,
     demo_objects,
-    pods_cap_w,
     replicas_query,
     requests_per_replica,
+    site_cap_w,
 )
 from climatik.demo.progress import (
     ServedFigures,
@@ -52,13 +53,17 @@ def test_each_service_gets_a_deployment_and_a_scaled_object_and_one_config_caps_
     assert chat_pod["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert chat_pod["args"] == ["--model", "llama-70b-tp8"]
     config = PowerCappingConfig.model_validate(objects[4])
-    assert config.spec.power_cap_limit == pytest.approx(pods_cap_w(scenario))
+    assert config.spec.power_cap_limit == pytest.approx(scenario.caps.site_cap_w)
+    assert [m.query for m in config.spec.metrics or []] == [SITE_POWER_QUERY]
     assert [r.metadata.name for r in config.spec.scale_object_ref or []] == ["chat", "summarise"]
 
 
-def test_the_pods_cap_is_the_site_cap_less_the_servers_base_power() -> None:
-    scenario = load_scenario("default")  # 50 kW, 8 servers of 2.2 kW base
-    assert pods_cap_w(scenario) == pytest.approx(50000 - 8 * 2200)
+def test_the_cap_is_the_scenarios_site_cap_over_every_nodes_power() -> None:
+    scenario = load_scenario("default")
+    assert site_cap_w(scenario) == pytest.approx(50000)
+    # Node series, not pod series: the servers' floors count, as in the twin's site power.
+    assert "kepler_node_" in SITE_POWER_QUERY
+    assert "kepler_pod_" not in SITE_POWER_QUERY
 
 
 def test_keda_scales_at_the_models_batch_times_the_target_utilisation() -> None:
@@ -82,7 +87,7 @@ def test_progress_line_shows_power_against_cap_and_replicas_against_ceilings() -
         elapsed_s=120,
         simulated_h=14.33,
         pods_w=30100,
-        cap_w=32400,
+        cap_w=50000,
         site_w=47900,
         services={
             "summarise": ServiceState(ready=1, wanted=2, ceiling=None),
@@ -90,11 +95,11 @@ def test_progress_line_shows_power_against_cap_and_replicas_against_ceilings() -
         },
     )
     line = progress_line(snap)
-    assert "pods   30.1 / 32.4 kW ( 93 %)" in line
-    assert "site   47.9 kW" in line
+    assert "site   47.9 / 50.0 kW ( 96 %)" in line
+    assert "pods   30.1 kW" in line
     assert line.endswith("chat 3/4 <= 7  summarise 1/2 <= -")
-    empty = progress_line(Snapshot(0, 12.0, None, 32400, None, {}))
-    assert "pods    --  / 32.4 kW  site    --  kW" in empty
+    empty = progress_line(Snapshot(0, 12.0, None, 50000, None, {}))
+    assert "site    --  / 50.0 kW  pods    --  kW" in empty
 
 
 def test_summary_reads_the_worlds_figures_as_simulate_names_them() -> None:

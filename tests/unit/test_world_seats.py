@@ -19,7 +19,8 @@ from climatik.world.seats import (
     seat_pods,
     service_of,
 )
-from climatik.world.site import NodeSeat
+from climatik.world.site import Frame, NodeSeat
+from climatik.world.tally import SiteFigures
 from tests.unit.fakeclock import FakeClock
 from tests.unit.test_world_site import flat_scenario
 from tests.unit.world_helpers import samples, scrape, value_of
@@ -169,6 +170,9 @@ def test_a_step_from_cached_objects_publishes_every_family_with_the_pods_identit
     assert met == pytest.approx(2 * 10 * 2.0)
     assert value_of(text, "climatik_world_tokens_total", service="summarise") == 0
     assert value_of(text, "climatik_world_site_power_watts") == pytest.approx(frame.site_w)
+    # Nothing above the scenario's site cap with two pods: no violation.
+    assert value_of(text, "climatik_world_cap_violation_watt_seconds_total") == 0
+    assert value_of(text, "climatik_world_max_overshoot_watts") == 0
 
     # A replica goes away: its series go; someone else's pod set by hand stays.
     readings.upsert({"namespace": "test", "name": "by-hand", "cpu_watts": 1})
@@ -176,3 +180,12 @@ def test_a_step_from_cached_objects_publishes_every_family_with_the_pods_identit
     text = scrape(readings)
     assert not [s for s in samples(text, "kepler_pod_cpu_watts") if s[0]["pod_name"] == "chat-1"]
     assert [s for s in samples(text, "kepler_pod_cpu_watts") if s[0]["pod_name"] == "by-hand"]
+
+
+def test_the_world_tallies_energy_above_the_site_cap_in_simulated_seconds() -> None:
+    figures = SiteFigures(cap_w=1000.0)
+    for watts in (900.0, 1200.0, 1100.0):
+        figures.add(Frame(0, (), (), (), watts, 20.0), 10.0)
+    assert figures.cap_violation_ws == pytest.approx(200.0 * 10 + 100.0 * 10)
+    assert figures.max_overshoot_w == pytest.approx(200.0)
+    assert figures.energy_j == pytest.approx(3200.0 * 10)

@@ -18,6 +18,8 @@ def render_world(site: SiteFigures | None, scrape: Scrape) -> Iterator[str]:
         ("climatik_world_site_power_watts", "gauge", site.site_w),
         ("climatik_world_supply_air_celsius", "gauge", site.supply_c),
         ("climatik_world_it_energy_joules_total", "counter", site.energy_j),
+        ("climatik_world_cap_violation_watt_seconds_total", "counter", site.cap_violation_ws),
+        ("climatik_world_max_overshoot_watts", "gauge", site.max_overshoot_w),
     )
     for metric, kind, value in scalars:
         yield from header(metric, kind, f"The world's {metric.removeprefix('climatik_world_')}")
