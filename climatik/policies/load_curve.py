@@ -12,6 +12,11 @@ slope is noise and is fitted as flat) nor is negative at an empty batch; an endp
 only one batch gets flat lines, and `LoadCurve.tpot_s_at` is pessimistic past the largest
 batch seen. The mean seconds of one prefill come from vLLM's
 `vllm:request_prefill_time_seconds` `_sum` and `_count` over the same windows.
+
+`LoadWindows` turns successive reads of the cumulative counters into those windows and keeps
+the curve through the latest of them; `RecentSends` counts a router's sends over the TTFT
+budget. The twin's router and the live router both keep one of each per endpoint, so the two
+learn alike.
 """
 
 from __future__ import annotations
