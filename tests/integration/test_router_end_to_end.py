@@ -9,6 +9,7 @@ figures are the replicas' own energy counters and token counts; no request may f
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import AsyncIterator
@@ -119,34 +120,57 @@ class Outcome:
     by_backend: dict[str, int]
     failures: int
     picks: dict[str, float]
+    first_byte_p95_s: float
+    duration_p95_s: float
 
 
-async def drive(url: str, seconds: float, seed: int) -> tuple[dict[str, int], int]:
-    """Poisson load for `seconds`, every request streamed; answers by backend, and failures."""
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else math.nan
+
+
+@dataclass
+class Load:
+    by_backend: dict[str, int]
+    failures: int
+    first_byte_s: list[float]
+    duration_s: list[float]
+
+
+async def drive(url: str, seconds: float, seed: int) -> Load:
+    """Poisson load for `seconds`, every request streamed: answers by backend, failures, and
+    each answer's time to its first streamed chunk and to its end."""
     rng = random.Random(seed)
-    by_backend: dict[str, int] = {}
-    failures = 0
+    load = Load({}, 0, [], [])
 
     async def one(session: aiohttp.ClientSession) -> None:
-        nonlocal failures
         body = {"prompt": "w " * PROMPT_WORDS, "max_tokens": OUTPUT_TOKENS, "stream": True}
+        started = time.monotonic()
+        first: float | None = None
+        text = b""
         try:
             async with session.post(url + "/v1/completions", json=body) as response:
-                text = await response.read()
+                async for chunk in response.content.iter_any():
+                    if first is None and b"text" in chunk:
+                        first = time.monotonic() - started
+                    text += chunk
                 if response.status != 200 or not text.endswith(b"data: [DONE]\n\n"):
-                    failures += 1
+                    load.failures += 1
                     return
                 backend = response.headers["x-backend"]
-                by_backend[backend] = by_backend.get(backend, 0) + 1
         except aiohttp.ClientError:
-            failures += 1
+            load.failures += 1
+            return
+        load.by_backend[backend] = load.by_backend.get(backend, 0) + 1
+        load.first_byte_s.append(first if first is not None else math.nan)
+        load.duration_s.append(time.monotonic() - started)
 
     async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as group:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             group.create_task(one(session))
             await asyncio.sleep(rng.expovariate(RATE_PER_S))
-    return by_backend, failures
+    return load
 
 
 async def run_policy(
@@ -171,7 +195,7 @@ async def run_policy(
                 "the replicas", lambda: {r.name for r in router.table.readings()} == names
             )
             tokens_before, joules_before = replicas.energy()
-            by_backend, failures = await drive(f"http://127.0.0.1:{router.port}", LOAD_S, seed)
+            load = await drive(f"http://127.0.0.1:{router.port}", LOAD_S, seed)
             tokens, joules = replicas.energy()
             picks = {
                 reason: router.metrics.registry.get_sample_value(
@@ -183,7 +207,14 @@ async def run_policy(
         await client.delete(SERVICES, SERVICE, namespace)
         for server in replicas.servers:
             await client.delete(ENDPOINT_SLICES, f"{SERVICE}-{server.replica.name}", namespace)
-    return Outcome((tokens - tokens_before) / (joules - joules_before), by_backend, failures, picks)
+    return Outcome(
+        (tokens - tokens_before) / (joules - joules_before),
+        load.by_backend,
+        load.failures,
+        picks,
+        p95(load.first_byte_s),
+        p95(load.duration_s),
+    )
 
 
 def h100_share(by_backend: dict[str, int]) -> float:
