@@ -68,6 +68,24 @@ class LoadWindow:
 
 
 @dataclass(frozen=True, slots=True)
+class LoadCounters:
+    """An endpoint's cumulative counters as read at `t` (seconds, any monotonic clock): two reads
+    of them make a `LoadWindow`."""
+
+    t: float
+    decode_s: float
+    """`vllm:inter_token_latency_seconds_sum`."""
+    decode_tokens: float
+    """`vllm:inter_token_latency_seconds_count`."""
+    gpu_joules: float
+    """Its GPUs' energy counter (Kepler `_joules_total`, or DCGM's millijoules over 1000)."""
+    prefill_s: float = 0.0
+    """`vllm:request_prefill_time_seconds_sum`."""
+    prefills: float = 0.0
+    """`vllm:request_prefill_time_seconds_count`."""
+
+
+@dataclass(frozen=True, slots=True)
 class LoadCurve:
     """How an endpoint's GPU draw and time per output token grow with its decoding batch,
     fitted from its own windows with tokens (`policies.load_curve`): a property of the

@@ -11,8 +11,14 @@ delays a request, nor the other source.
   is tokens per joule; and vLLM's `num_requests_running`, `num_requests_waiting`,
   `kv_cache_usage_perc`. Each asked once for all pods, grouped by namespace and pod.
 - `PodMetricsScores`: the same three gauges scraped from each pod's own `/metrics` (fresher than
-  Prometheus's scrape); only their lines are handed to prometheus_client's text parser, so a
-  pod's large histograms cost a line scan, not a parse.
+  Prometheus's scrape), and the counters of its load curve (`CounterTotals`): the `_sum` and
+  `_count` of vLLM's `vllm:inter_token_latency_seconds` (or, before vLLM 0.10,
+  `vllm:time_per_output_token_seconds`) and `vllm:request_prefill_time_seconds`, with a GPU
+  energy counter where the pod's endpoint also exports one (DCGM's
+  `DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION` in mJ, or Kepler's `kepler_pod_gpu_joules_total`,
+  summed over GPUs); without an energy counter there is no curve from this source. Only the
+  wanted lines are handed to prometheus_client's text parser, so a pod's large histograms
+  (their `_bucket` lines) cost a line scan, not a parse.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from climatik.router.metrics import RouterMetrics
 from climatik.router.slices import Upstream
-from climatik.router.table import EndpointTable, Scores
+from climatik.router.table import CounterTotals, EndpointTable, Scores
 from climatik.sources import promql
 from climatik.sources.power_queries import (
     GroupedQuery,
@@ -47,6 +53,19 @@ WAITING: Final = "vllm:num_requests_waiting"
 KV_CACHE: Final = "vllm:kv_cache_usage_perc"
 GENERATED: Final = "vllm:generation_tokens_total"
 LOAD_GAUGES: Final = (RUNNING, WAITING, KV_CACHE)
+DECODE_HISTOGRAM: Final = "vllm:inter_token_latency_seconds"
+DECODE_HISTOGRAM_BEFORE_0_10: Final = "vllm:time_per_output_token_seconds"
+"""The same histogram's name before vLLM 0.10; read only where the new one is absent."""
+PREFILL: Final = "vllm:request_prefill_time_seconds"
+DCGM_ENERGY_MJ: Final = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
+KEPLER_GPU_JOULES: Final = "kepler_pod_gpu_joules_total"
+_HISTOGRAMS: Final = (DECODE_HISTOGRAM, DECODE_HISTOGRAM_BEFORE_0_10, PREFILL)
+COUNTER_SERIES: Final = (
+    *(f"{histogram}{part}" for histogram in _HISTOGRAMS for part in ("_sum", "_count")),
+    DCGM_ENERGY_MJ,
+    KEPLER_GPU_JOULES,
+)
+_WANTED: Final = tuple(f"{name}{end}" for name in (*LOAD_GAUGES, *COUNTER_SERIES) for end in "{ ")
 
 
 class ScoreSource(Protocol):
@@ -160,13 +179,14 @@ class PrometheusScores:
 
 
 def parse_load(text: str) -> Scores:
-    """vLLM's three load gauges from a `/metrics` text (summed over models; absent: None)."""
-    wanted = "\n".join(line for line in text.splitlines() if line.startswith(LOAD_GAUGES))
+    """vLLM's three load gauges and the load curve's counters from a `/metrics` text (summed
+    over models and GPUs; absent: None)."""
+    wanted = "\n".join(line for line in text.splitlines() if line.startswith(_WANTED))
     totals: dict[str, float] = {}
     try:
         for family in text_string_to_metric_families(wanted + "\n"):
             for sample in family.samples:
-                if sample.name in LOAD_GAUGES and math.isfinite(sample.value):
+                if math.isfinite(sample.value):
                     totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
     except ValueError:
         return Scores()
@@ -174,6 +194,28 @@ def parse_load(text: str) -> Scores:
         running=totals.get(RUNNING),
         waiting=totals.get(WAITING),
         kv_cache_usage=totals.get(KV_CACHE),
+        counters=_counters(totals),
+    )
+
+
+def _counters(totals: Mapping[str, float]) -> CounterTotals | None:
+    """The curve's counters, when the decode histogram and an energy counter are both there."""
+    decode = (
+        DECODE_HISTOGRAM if f"{DECODE_HISTOGRAM}_count" in totals else DECODE_HISTOGRAM_BEFORE_0_10
+    )
+    decode_s, tokens = totals.get(f"{decode}_sum"), totals.get(f"{decode}_count")
+    if DCGM_ENERGY_MJ in totals:
+        joules: float | None = totals[DCGM_ENERGY_MJ] / 1000.0
+    else:
+        joules = totals.get(KEPLER_GPU_JOULES)
+    if decode_s is None or tokens is None or joules is None:
+        return None
+    return CounterTotals(
+        decode_s=decode_s,
+        decode_tokens=tokens,
+        gpu_joules=joules,
+        prefill_s=totals.get(f"{PREFILL}_sum", 0.0),
+        prefills=totals.get(f"{PREFILL}_count", 0.0),
     )
 
 
@@ -264,5 +306,5 @@ class ScoreRefresher:
             )
             return False
         for name, score in scores.items():
-            self._table.record(name, score, read_at=asked_at)
+            self._table.record(name, score, read_at=asked_at, source=source.name)
         return True

@@ -51,7 +51,7 @@ class Router:
         self.settings = settings
         self.namespace = namespace
         self.metrics = RouterMetrics()
-        self.table = EndpointTable()
+        self.table = EndpointTable(sends_horizon_s=settings.routing.ttft_budget_s)
         self.discovery = EndpointDiscovery(
             client,
             self.table,

@@ -26,10 +26,21 @@ class RoutingGroup(BaseModel):
     kv_cache_limit: float = Field(default=0.9, gt=0, le=1)
     max_batch: int = Field(default=256, ge=1)
     affinity_tolerance: float = Field(default=0.1, ge=0, le=1)
+    tpot_budget_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Time per output token an endpoint's learned load curve may predict with one more request
+    (`CLIMATIK_ROUTER__ROUTING__TPOT_BUDGET_S`); None: batch slots only, as without curves."""
+    ttft_budget_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Seconds the prefills of this router's recent sends to an endpoint may add up to
+    (`CLIMATIK_ROUTER__ROUTING__TTFT_BUDGET_S`); None: not judged, and sends are not counted."""
 
     def picker(self) -> RoutingSettings:
         return RoutingSettings(
-            self.max_reading_age_s, self.kv_cache_limit, self.max_batch, self.affinity_tolerance
+            self.max_reading_age_s,
+            self.kv_cache_limit,
+            self.max_batch,
+            self.affinity_tolerance,
+            tpot_budget_s=self.tpot_budget_s,
+            ttft_budget_s=self.ttft_budget_s,
         )
 
 

@@ -2,8 +2,10 @@
 this router has open there now.
 
 Discovery replaces the upstreams (`set_upstreams`), the background refresher records scores
-(`record`), and the request path only counts (`opened`, `closed`) and reads (`readings`): no
-await anywhere, so a request never waits on discovery or on a measurement. `readings` is the
+(`record`: the counters it read go into the endpoint's `LoadWindows`, which refits its load
+curve there, in the background), and the request path only counts (`opened`, `closed`: open
+requests, and sends within the TTFT budget) and reads (`readings`): no await anywhere, so a
+request never waits on discovery, on a measurement or on a fit. `readings` is the
 seam the picker takes, the proxy's and the Envoy Endpoint Picker's alike.
 """
 
@@ -13,8 +15,27 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from climatik.domain.routing import EndpointReading
+from climatik.domain.routing import EndpointReading, LoadCounters, LoadCurve
+from climatik.policies.load_curve import LoadWindows, RecentSends
 from climatik.router.slices import Upstream
+
+
+@dataclass(frozen=True, slots=True)
+class CounterTotals:
+    """An endpoint's cumulative counters as one source read them (`LoadCounters` less the time,
+    which the table stamps): vLLM's inter-token latency and prefill-time histograms' `_sum` and
+    `_count`, and its GPUs' energy in joules."""
+
+    decode_s: float
+    decode_tokens: float
+    gpu_joules: float
+    prefill_s: float = 0.0
+    prefills: float = 0.0
+
+    def at(self, t: float) -> LoadCounters:
+        return LoadCounters(
+            t, self.decode_s, self.decode_tokens, self.gpu_joules, self.prefill_s, self.prefills
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +46,8 @@ class Scores:
     running: float | None = None
     waiting: float | None = None
     kv_cache_usage: float | None = None
+    counters: CounterTotals | None = None
+    """Read for the load curve; not merged (a window is two reads of one source)."""
 
     def merged(self, newer: Scores) -> Scores:
         """These scores with `newer`'s values where it has them."""
@@ -38,11 +61,14 @@ class Scores:
 
 class _Entry:
     __slots__ = (
+        "curve",
         "efficiency_at",
         "load_at",
+        "load_windows",
         "open_at_reading",
         "open_requests",
         "scores",
+        "sends",
         "upstream",
     )
 
@@ -53,6 +79,11 @@ class _Entry:
         self.scores = Scores()
         self.efficiency_at: float | None = None
         self.load_at: float | None = None
+        self.load_windows: dict[str, LoadWindows] = {}
+        """By source: a window is two reads of the same source's counters."""
+        self.curve: LoadCurve | None = None
+        """The newest curve fitted, from whichever source."""
+        self.sends = RecentSends()
 
     def age_s(self, now: float) -> float | None:
         """How old the older of its two kinds of reading is: an efficiency that stopped coming
@@ -64,8 +95,15 @@ class _Entry:
 class EndpointTable:
     """Upstreams by name with their scores and open-request counts. `clock` is monotonic."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        sends_horizon_s: float | None = None,
+    ) -> None:
         self._clock = clock
+        self._sends_horizon_s = sends_horizon_s
+        """`sent_recently` counts sends within this (the TTFT budget); None: not counted."""
         self._entries: dict[str, _Entry] = {}
 
     def set_upstreams(self, upstreams: Iterable[Upstream]) -> None:
@@ -94,16 +132,21 @@ class EndpointTable:
         entry = self._entries.get(name)
         if entry is not None:
             entry.open_requests += 1
+            if self._sends_horizon_s is not None:
+                entry.sends.sent(self._clock())
 
     def closed(self, name: str) -> None:
         entry = self._entries.get(name)
         if entry is not None and entry.open_requests > 0:
             entry.open_requests -= 1
 
-    def record(self, name: str, scores: Scores, *, read_at: float | None = None) -> None:
-        """Scores measured at `read_at` (monotonic; now when None). Each kind (efficiency; load:
-        running, waiting, KV cache) is dated on its own; what was open when the load was read
-        is what that reading already shows."""
+    def record(
+        self, name: str, scores: Scores, *, read_at: float | None = None, source: str = ""
+    ) -> None:
+        """Scores measured at `read_at` (monotonic; now when None) by `source`. Each kind
+        (efficiency; load: running, waiting, KV cache) is dated on its own; what was open when
+        the load was read is what that reading already shows. Counters extend the source's own
+        windows of this endpoint, and a new curve fitted from them replaces its curve."""
         entry = self._entries.get(name)
         if entry is None:
             return
@@ -114,6 +157,12 @@ class EndpointTable:
         if scores.running is not None or scores.waiting is not None:
             entry.load_at = at
             entry.open_at_reading = entry.open_requests
+        if scores.counters is not None:
+            windows = entry.load_windows.setdefault(source, LoadWindows())
+            before = windows.curve
+            windows.add(scores.counters.at(at))
+            if windows.curve is not before:
+                entry.curve = windows.curve
 
     def readings(self) -> Sequence[EndpointReading]:
         """Every endpoint as the picker sees it now."""
@@ -129,6 +178,8 @@ class EndpointTable:
                 age_s=entry.age_s(now),
                 added_since_reading=entry.open_requests - entry.open_at_reading,
                 open_requests=entry.open_requests,
+                curve=entry.curve,
+                sent_recently=entry.sends.within(self._sends_horizon_s, now),
             )
             for name, entry in self._entries.items()
         ]

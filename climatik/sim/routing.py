@@ -29,8 +29,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from climatik.domain.routing import EndpointReading, LoadCurve, LoadWindow, RoutingSettings
-from climatik.policies.load_curve import fit_load_curve
+from climatik.domain.routing import EndpointReading, LoadCounters, LoadCurve, RoutingSettings
+from climatik.policies.load_curve import CURVE_WINDOWS, LoadWindows, RecentSends
 from climatik.policies.routing import pick_endpoint
 from climatik.sim.routing_replica import (
     INF,
@@ -44,10 +44,6 @@ from climatik.sim.workload import arrival_rates
 
 RATE_STEP_S = 10.0
 """Step of the arrival-rate series; arrivals are Poisson within each step."""
-
-CURVE_WINDOWS = 120
-"""Scrape windows with tokens a replica's load curve is fitted from (30 min of 15-s scrapes
-while busy; kept while it idles)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,35 +97,35 @@ class Sample:
 
 @dataclass(slots=True)
 class Scrapes:
-    """A replica's recent scrapes: the newest is the reading, the window gives the rate, the
-    windows with tokens the load curve."""
+    """A replica's recent scrapes: the newest is the reading, the window gives the rate, and
+    the windows between successive scrapes the load curve (`policies.load_curve.LoadWindows`,
+    as the live router keeps them)."""
 
     samples: deque[Sample] = field(default_factory=deque)
     tokens_per_joule: float | None = None
-    windows: deque[LoadWindow] = field(default_factory=lambda: deque(maxlen=CURVE_WINDOWS))
-    curve: LoadCurve | None = None
+    load: LoadWindows = field(default_factory=lambda: LoadWindows(CURVE_WINDOWS))
+
+    @property
+    def curve(self) -> LoadCurve | None:
+        return self.load.curve
 
     def add(self, sample: Sample, window_s: float) -> None:
-        previous = self.samples[-1] if self.samples else None
         self.samples.append(sample)
         while len(self.samples) > 2 and sample.t - self.samples[1].t >= window_s:
             self.samples.popleft()
         oldest = self.samples[0]
         joules = sample.gpu_j - oldest.gpu_j
         self.tokens_per_joule = (sample.tokens - oldest.tokens) / joules if joules > 0 else None
-        if previous is None:
-            return
-        window = LoadWindow(
-            seconds=sample.t - previous.t,
-            decode_s=sample.decode_s - previous.decode_s,
-            decode_tokens=sample.decode_tokens - previous.decode_tokens,
-            gpu_joules=sample.gpu_j - previous.gpu_j,
-            prefill_s=sample.prefill_s - previous.prefill_s,
-            prefills=sample.prefills - previous.prefills,
+        self.load.add(
+            LoadCounters(
+                t=sample.t,
+                decode_s=sample.decode_s,
+                decode_tokens=sample.decode_tokens,
+                gpu_joules=sample.gpu_j,
+                prefill_s=sample.prefill_s,
+                prefills=sample.prefills,
+            )
         )
-        if window.decode_tokens > 0:
-            self.windows.append(window)
-            self.curve = fit_load_curve(self.windows)
 
 
 @dataclass
@@ -162,7 +158,7 @@ class Router:
         self.oracle_settings = replace(settings, tpot_budget_s=None, ttft_budget_s=None)
         """The oracle's exact tokens per joule needs no curve, and without one no budget applies:
         it is the picker of batch slots on exact state."""
-        self.sent_at: list[deque[float]] = [deque() for _ in replicas]
+        self.sent_at = [RecentSends() for _ in replicas]
         """When this router sent each replica its recent requests (within the TTFT budget)."""
 
     def choose(self, t: float) -> int:
@@ -179,19 +175,12 @@ class Router:
         self.picks[pick.reason.value] += 1
         assert pick.endpoint is not None  # every replica is healthy
         chosen = self.index[pick.endpoint]
-        self.sent_at[chosen].append(t)
+        self.sent_at[chosen].sent(t)
         return chosen
 
     def _sent_recently(self, i: int, t: float) -> int:
         """Requests sent to replica `i` within the last `ttft_budget_s` (0 without one)."""
-        horizon = self.settings.ttft_budget_s
-        sent = self.sent_at[i]
-        if horizon is None:
-            sent.clear()
-            return 0
-        while sent and sent[0] <= t - horizon:
-            sent.popleft()
-        return len(sent)
+        return self.sent_at[i].within(self.settings.ttft_budget_s, t)
 
     def measured_readings(self, t: float) -> list[EndpointReading]:
         """What the live router knows at `t`: the last scrapes and its own open counts."""
