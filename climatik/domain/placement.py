@@ -100,6 +100,10 @@ class PlacementWeights:
     (scale-in). The hottest inlet is what the supply air is set by, so it sets cooling energy;
     at 10 it dominates the other terms, which then break ties (measured in the twin: 3 gave
     less cooling saving on all three placement scenarios, see docs/placement.md)."""
+    peak_softness_c: float = 0.5
+    """How far under the hottest inlet an inlet still counts (τ of `soft_peak_c`): the peak
+    terms score the change of the soft peak, so a place that heats an inlet just under the
+    peak costs more than one that heats a cool inlet. 0: the plain hottest inlet."""
     max_thermal_headroom_c: float = 15.0
     """Headroom beyond this counts no more: a cold rack is not infinitely better."""
     max_power_headroom_kw: float = 50.0

@@ -67,6 +67,7 @@ __all__ = [
     "recommend_supply_setpoints",
     "score_racks",
     "score_scale_in",
+    "soft_peak_c",
 ]
 
 # Terms are clamped so that absurd readings (1e300 W) still give finite, comparable scores.
@@ -185,6 +186,14 @@ class _Room:
         self.temps_c: npt.NDArray[np.float64] = np.array([v for _, v in pairs], dtype=np.float64)
 
     def peak_c(self, place: PlaceObservation, delta_watts: float) -> float | None:
+        after = self.after_c(place, delta_watts)
+        return None if after is None else float(after.max())
+
+    def after_c(
+        self, place: PlaceObservation, delta_watts: float
+    ) -> npt.NDArray[np.float64] | None:
+        """Every known inlet once `delta_watts` more are dissipated at `place` (None: no
+        column or no inlets)."""
         delta = _known(delta_watts)
         if delta is None or not self.ids.size:
             return None
@@ -204,8 +213,23 @@ class _Room:
         rise = np.zeros(self.temps_c.shape)
         # An inlet named twice in a column counts with its largest rise (the cautious reading).
         np.maximum.at(rise, rows[use], np.clip(coefficients[use], 0.0, _TERM_LIMIT))
-        after = np.clip(self.temps_c + rise * (_clamp(delta) / 1000.0), -_TERM_LIMIT, _TERM_LIMIT)
-        return float(after.max())
+        return np.clip(self.temps_c + rise * (_clamp(delta) / 1000.0), -_TERM_LIMIT, _TERM_LIMIT)
+
+
+def soft_peak_c(temps_c: npt.NDArray[np.float64], softness_c: float) -> float:
+    """τ · log Σ exp(T_k / τ): the hottest inlet, plus a little for every inlet within a few τ
+    of it (τ = `softness_c`; 0 gives the plain max).
+
+    A placement scored by the hottest inlet alone sees no difference between heating an inlet
+    that is 0.1 °C under the peak and one that is 5 °C under it, as long as neither passes the
+    peak; the next replica then finds two inlets at the peak where it could have found one. The
+    soft peak charges for closing on it, so the room's inlets stay spread below it."""
+    if temps_c.size == 0:
+        return float("nan")
+    peak = float(temps_c.max())
+    if softness_c <= 0:
+        return peak
+    return peak + softness_c * float(np.log(np.exp((temps_c - peak) / softness_c).sum()))
 
 
 def predicted_peak_inlet_c(
@@ -228,6 +252,7 @@ def _climatik_score(
     *,
     predicted_peak_c: float | None = None,
     peak_change_c: float | None = None,
+    soft_change_c: float | None = None,
 ) -> tuple[float, str]:
     parts: list[str] = []
     hrf = _recirculation(place)
@@ -235,8 +260,9 @@ def _climatik_score(
     if predicted_peak_c is not None and peak_change_c is not None:
         # The change, not the absolute prediction: a place whose rise is only estimated (no
         # column) must compete on the same footing as one with a column, not on room
-        # temperature.
-        score -= _clamp(weights.peak_inlet_per_c * peak_change_c)
+        # temperature. Scored on the soft peak's change where it is known.
+        change = peak_change_c if soft_change_c is None else soft_change_c
+        score -= _clamp(weights.peak_inlet_per_c * change)
         parts.append(f"hottest inlet {predicted_peak_c:.1f} °C ({peak_change_c:+.2f} °C)")
     if hrf is not None:
         score -= _clamp(weights.recirculation_per_c_per_kw * _clamp(hrf))
@@ -291,12 +317,18 @@ def score_racks(
     inlets = _known_inlets(places, inlets_c) if added_watts is not None else {}
     current_peak_c = max(inlets.values()) if inlets else None
     room = _Room(inlets)
+    softness = weights.peak_softness_c
+    current_soft_c = soft_peak_c(room.temps_c, softness)
     predicted: dict[str, float] = {}
+    soft_change: dict[str, float] = {}
     if strategy is PlacementStrategy.CLIMATIK and current_peak_c is not None and added_watts:
         for place in places:
-            peak = room.peak_c(place, max(0.0, added_watts))
-            if peak is not None:
-                predicted[place.place_id] = peak
+            after = room.after_c(place, max(0.0, added_watts))
+            if after is not None:
+                predicted[place.place_id] = float(after.max())
+                soft_change[place.place_id] = max(
+                    0.0, soft_peak_c(after, softness) - current_soft_c
+                )
     # A place without a column gets a cautious estimate once any candidate has a prediction:
     # its recirculation factor times the watts (the most any one inlet can rise), else the
     # worst predicted rise. Otherwise missing knowledge would look like a cool spot.
@@ -337,6 +369,7 @@ def score_racks(
                     correlation,
                     predicted_peak_c=peak_c,
                     peak_change_c=peak_change_c,
+                    soft_change_c=soft_change.get(place.place_id),
                 )
         admissible = place.admissible
         if not admissible:
@@ -373,15 +406,17 @@ def score_scale_in(
         return base
     current_peak_c = max(inlets.values())
     room = _Room(inlets)
+    current_soft_c = soft_peak_c(room.temps_c, weights.peak_softness_c)
     by_id = {place.place_id: place for place in places}
     out: list[PlaceScore] = []
     for s in base:
-        peak = room.peak_c(by_id[s.place_id], -max(0.0, removed_watts))
-        if peak is None:
+        after = room.after_c(by_id[s.place_id], -max(0.0, removed_watts))
+        if after is None:
             out.append(s)
             continue
-        drop_c = max(0.0, current_peak_c - peak)
-        score = _clamp(s.score - weights.peak_inlet_per_c * drop_c)
+        drop_c = max(0.0, current_peak_c - float(after.max()))
+        soft_drop_c = max(0.0, current_soft_c - soft_peak_c(after, weights.peak_softness_c))
+        score = _clamp(s.score - weights.peak_inlet_per_c * soft_drop_c)
         reason = f"removal lowers the hottest inlet by {drop_c:.2f} °C, {s.reason}"
         out.append(PlaceScore(s.place_id, score, s.admissible, reason, s.correlation, -drop_c))
     out.sort(key=lambda s: (not s.admissible, -s.score, s.place_id))

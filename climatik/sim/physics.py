@@ -148,9 +148,21 @@ def room_heat_matrix(scenario: Scenario) -> FloatArray:
     rec = racks.recirculation
     if rec.matrix is not None:
         a_matrix = np.asarray(rec.matrix, dtype=np.float64)
-    else:
+    elif rec.model == "uniform":
         a_matrix = generate_recirculation(
             racks.count, racks.servers_per_rack, rec.min_fraction, rec.max_fraction, rec.seed
+        )
+    else:
+        a_matrix = generate_local_recirculation(
+            racks.count,
+            racks.servers_per_rack,
+            rec.min_fraction,
+            rec.max_fraction,
+            seed=rec.seed,
+            rack_decay=rec.rack_decay,
+            rise_decay=rec.rise_decay,
+            fall_decay=rec.fall_decay,
+            jitter=rec.jitter,
         )
     cooling = scenario.cooling
     k_node = np.full(
@@ -167,14 +179,84 @@ def recirculation_factors_c_per_kw(d_matrix: FloatArray) -> FloatArray:
     return np.asarray(d_matrix.sum(axis=0) * 1000.0, dtype=np.float64)
 
 
+def _row_geometry(racks: int, servers_per_rack: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Per server (numbered rack by rack, bottom to top): its rack, its height in the rack
+    (0 bottom, 1 top) and how near the row's end its rack is (0 middle, 1 end)."""
+    nodes = racks * servers_per_rack
+    rack_of = np.repeat(np.arange(racks), servers_per_rack).astype(np.float64)
+    height = np.tile(np.arange(servers_per_rack), racks) / max(servers_per_rack - 1, 1)
+    end_row = (
+        np.zeros(nodes) if racks == 1 else (np.abs(rack_of - (racks - 1) / 2) / ((racks - 1) / 2))
+    )
+    return rack_of, np.asarray(height, dtype=np.float64), np.asarray(end_row, dtype=np.float64)
+
+
+def recirculated_shares(
+    height: FloatArray,
+    end_row: FloatArray,
+    min_fraction: float,
+    max_fraction: float,
+    noise: FloatArray,
+) -> FloatArray:
+    """The share of each source's exhaust that reaches any inlet: more at the top of a rack
+    and at the row's ends, where exhaust escapes over and around the rack (Tang et al. 2006,
+    2008; Moore et al. 2005), within [min_fraction, max_fraction]."""
+    exposure = 0.5 * height + 0.5 * end_row**2
+    return np.asarray(
+        min_fraction + (max_fraction - min_fraction) * np.clip(exposure + noise, 0.0, 1.0),
+        dtype=np.float64,
+    )
+
+
+def generate_local_recirculation(
+    racks: int,
+    servers_per_rack: int,
+    min_fraction: float,
+    max_fraction: float,
+    *,
+    seed: int = 11,
+    rack_decay: float = 0.7,
+    rise_decay: float = 0.5,
+    fall_decay: float = 0.15,
+    jitter: float = 0.05,
+) -> FloatArray:
+    """Local recirculation in one row of racks, servers numbered rack by rack, bottom to top.
+
+    What the CFD-derived cross-interference matrices of Tang et al. (2006, 2008) show and
+    MinHR (Moore et al. 2005) relies on: a source's recirculated heat lands mostly on its own
+    inlet and those nearest it, decaying with distance, farther upwards (hot air rises) than
+    downwards, and little reaches the far end of the row. The weight of inlet j for source i is
+    exp(-|rack_i - rack_j| / rack_decay) · exp(-(h_j - h_i) / rise_decay) above the source, or
+    exp(-(h_i - h_j) / fall_decay) below it (h: height in rack heights); each row is scaled to
+    the source's recirculated share (`recirculated_shares`), so rows sum to less than 1.
+    """
+    rng = np.random.default_rng(seed)
+    rack_of, height, end_row = _row_geometry(racks, servers_per_rack)
+    noise = jitter * rng.uniform(-1.0, 1.0, rack_of.size) if jitter > 0 else np.zeros(rack_of.size)
+    share = recirculated_shares(height, end_row, min_fraction, max_fraction, noise)
+    rack_gap = np.abs(rack_of[:, None] - rack_of[None, :])
+    rise = height[None, :] - height[:, None]  # inlet above source: positive
+    vertical = np.where(
+        rise >= 0,
+        np.exp(-np.maximum(rise, 0) / rise_decay),
+        np.exp(np.minimum(rise, 0) / fall_decay),
+    )
+    weight = np.exp(-rack_gap / rack_decay) * vertical
+    weight /= weight.sum(axis=1, keepdims=True)
+    return np.asarray(weight * share[:, None], dtype=np.float64)
+
+
 def generate_recirculation(
     racks: int, servers_per_rack: int, min_fraction: float, max_fraction: float, seed: int
 ) -> FloatArray:
-    """A plausible recirculation matrix for one row of racks, servers numbered bottom to top.
+    """The `uniform` recirculation matrix: the twin's first generator, kept so the built-in
+    scenarios' figures stay reproducible.
 
     Each source recirculates between `min_fraction` and `max_fraction` of its exhaust, more at
-    the row's ends and at the top of a rack; the heat lands mostly on nearby inlets, above more
-    than below (hot air rises).
+    the row's ends and at the top of a rack, spread over every other inlet of the row with
+    weights that change by at most e per rack height and e^1.5 per rack: nearly even over a
+    small row, so where load sits barely moves the hottest inlet (compare
+    `generate_local_recirculation`).
     """
     rng = np.random.default_rng(seed)
     nodes = racks * servers_per_rack

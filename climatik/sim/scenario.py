@@ -162,13 +162,31 @@ MODEL_CLASSES: dict[str, ModelClass] = {
 
 
 class Recirculation(_Strict):
-    """Heat recirculation between chassis: an explicit matrix or one generated from geometry."""
+    """Heat recirculation between chassis: an explicit matrix or one generated from geometry.
 
+    `local` (the default) lands most of a server's recirculated heat on its own and nearby
+    inlets, decaying with distance, as the CFD-derived cross-interference matrices of Tang et
+    al. (2006, 2008) show; `uniform` is the first generator, which spreads it over the whole
+    row (the built-in scenarios name it, so their figures stay reproducible).
+    """
+
+    model: Literal["local", "uniform"] = "local"
     matrix: list[list[NonNegative]] | None = None
     """Row i: share of chassis i's exhaust reaching each chassis' inlet (rows sum to < 1)."""
     min_fraction: Fraction = 0.05
     max_fraction: Fraction = 0.35
     seed: int = 11
+    rack_decay: Positive = 0.7
+    """`local`: distance, in racks along the row, over which the heat reaching an inlet falls
+    by a factor e."""
+    rise_decay: Positive = 0.5
+    """`local`: the same along the rack upwards (in rack heights): hot air rises, so heat
+    reaches inlets above its source farther than those below."""
+    fall_decay: Positive = 0.15
+    """`local`: the same downwards (in rack heights)."""
+    jitter: Annotated[float, Field(ge=0, le=0.5)] = 0.05
+    """`local`: random spread (seeded) of each source's recirculated share, as a fraction of
+    the band; 0 gives a matrix as symmetric as the room."""
 
     @model_validator(mode="after")
     def _bounds(self) -> Recirculation:
@@ -293,6 +311,9 @@ class Cooling(_Strict):
     redline_c: float = 27.0
     min_supply_c: float = 10.0
     max_supply_c: float = 27.0
+    fixed_supply_c: float | None = None
+    """A cooling unit that holds this supply air whatever the inlets (no control on the
+    hottest inlet): peak inlet and time above the redline then differ between placements."""
     supply_guard_c: NonNegative = 0.5
     supply_slew_c_per_min: Positive = 1.0
     inlet_tau_s: Positive = 120.0
@@ -305,7 +326,23 @@ class Cooling(_Strict):
         if not self.min_supply_c <= self.max_supply_c:
             why = f"{_n(self.min_supply_c)} °C exceeds max_supply_c ({_n(self.max_supply_c)} °C)"
             _refuse("Cooling", [(("min_supply_c",), why, self.min_supply_c)])
+        fixed = self.fixed_supply_c
+        if fixed is not None and not self.min_supply_c <= fixed <= self.max_supply_c:
+            why = (
+                f"{_n(fixed)} °C is outside the unit's range "
+                f"({_n(self.min_supply_c)}-{_n(self.max_supply_c)} °C)"
+            )
+            _refuse("Cooling", [(("fixed_supply_c",), why, fixed)])
         return self
+
+    @property
+    def supply_limits_c(self) -> tuple[float, float, float]:
+        """(aim, lowest, highest): the supply air is aim - hottest rise, clamped to the other
+        two; a fixed supply is all three, so it never moves."""
+        if self.fixed_supply_c is not None:
+            fixed = self.fixed_supply_c
+            return fixed, fixed, fixed
+        return self.redline_c - self.supply_guard_c, self.min_supply_c, self.max_supply_c
 
 
 class Outage(_Strict):

@@ -387,11 +387,7 @@ def compute_bounds(scenario: Scenario, hours: float | None = None) -> ScenarioBo
         peak_to_average=colocation,
         rise_curve=curve,
         step_s=dt,
-        supply_limits_c=(
-            cool.redline_c - cool.supply_guard_c,
-            cool.min_supply_c,
-            cool.max_supply_c,
-        ),
+        supply_limits_c=cool.supply_limits_c,
     )
 
 
@@ -473,13 +469,8 @@ def carbon_bound(scenario: Scenario, hours: float | None = None) -> Bound:
         physics.room_heat_matrix(scenario), np.full(n_srv, idle_w), np.full(n_srv, full_w), cap_w
     )
     cool = scenario.cooling
-    coldest = float(
-        np.clip(
-            cool.redline_c - cool.supply_guard_c - worst_rise,
-            cool.min_supply_c,
-            cool.max_supply_c,
-        )
-    )
+    aim_c, low_c, high_c = cool.supply_limits_c
+    coldest = float(np.clip(aim_c - worst_rise, low_c, high_c))
     overhead = 1.0 + cool.distribution_loss_fraction + 1.0 / float(physics.cop(coldest))
     window = np.array(
         [

@@ -81,6 +81,8 @@ class Comparison:
         }
 
 
+COOLING_EXCESS_NEGLIGIBLE = 1e-9
+"""A baseline's cooling within this share of its floor gains nothing a placement could share."""
 NEGLIGIBLE_VIOLATION = 0.001
 """A policy keeps the cap when its violation is at most this share of cap x duration (W*s)."""
 
@@ -164,7 +166,12 @@ def compare(result: SimResult, bounds: ScenarioBounds) -> Comparison:
             if key == "cooling_kwh":
                 excess_base = result.policies[base_name][key] - floors[base_name]
                 excess = 0.0 if name == BOUND_ROW else result.policies[name][key] - floors[name]
-                mine[key] = _share(excess, excess_base, 0.0)
+                # A fixed supply air makes cooling the same for every placement of the same
+                # IT power: the baseline's excess is rounding, not a gain to share.
+                negligible = COOLING_EXCESS_NEGLIGIBLE * result.policies[base_name][key]
+                mine[key] = (
+                    None if abs(excess_base) <= negligible else _share(excess, excess_base, 0.0)
+                )
             else:
                 mine[key] = _share(figures[key], result.policies[base_name][key], row[key])
         shares[name] = mine

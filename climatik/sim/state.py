@@ -286,14 +286,7 @@ def initial_state(world: World, seed: int) -> TwinState:
             srv_w=np.full((n_pol, n_srv), world.idle_server_w),
             inlet=np.zeros((n_pol, n_srv)),
             rise=np.zeros((n_pol, n_srv)),
-            supply=np.full(
-                n_pol,
-                np.clip(
-                    cooling.redline_c - cooling.supply_guard_c,
-                    cooling.min_supply_c,
-                    cooling.max_supply_c,
-                ),
-            ),
+            supply=np.full(n_pol, np.clip(*cooling.supply_limits_c)),
         ),
         ring=Ring(
             site=np.zeros((ring_len, n_pol)),

@@ -1,5 +1,6 @@
 """Heat and cooling, one step: inlets follow the heat matrix with a lag, the cooling unit
-slews its supply air toward the redline less its guard, and cooling power follows the CoP.
+slews its supply air toward the redline less its guard (or holds a fixed supply), and cooling
+power follows the CoP.
 """
 
 from __future__ import annotations
@@ -30,15 +31,12 @@ def move_heat(world: World, room: Room, drawn: Drawn, *, first: bool) -> Cooled:
     """Advance inlets and supply one step; `first` starts from the first load's steady
     state, not a cold room. Sets `room.rise`, `room.inlet` and `room.supply`."""
     cooling = world.scenario.cooling
+    aim_c, low_c, high_c = cooling.supply_limits_c
     steady_rise = room.srv_w @ world.d_matrix.T
     rise, supply = room.rise, room.supply
     if first:
         rise = steady_rise
-        supply = np.clip(
-            cooling.redline_c - cooling.supply_guard_c - rise.max(axis=1),
-            cooling.min_supply_c,
-            cooling.max_supply_c,
-        )
+        supply = np.clip(aim_c - rise.max(axis=1), low_c, high_c)
     lag_keep = world.lag_keep
     rise = lag_keep * rise + (1 - lag_keep) * steady_rise
     inlet = supply[:, None] + rise
@@ -48,11 +46,9 @@ def move_heat(world: World, room: Room, drawn: Drawn, *, first: bool) -> Cooled:
     site_w = drawn.site_w
     cooling_w = site_w / physics.cop(supply)
     facility_w = site_w * (1 + cooling.distribution_loss_fraction) + cooling_w
-    wanted_supply = cooling.redline_c - cooling.supply_guard_c - rise.max(axis=1)
+    wanted_supply = aim_c - rise.max(axis=1)
     room.supply = np.clip(
-        supply + np.clip(wanted_supply - supply, -world.slew_c, world.slew_c),
-        cooling.min_supply_c,
-        cooling.max_supply_c,
+        supply + np.clip(wanted_supply - supply, -world.slew_c, world.slew_c), low_c, high_c
     )
     room.rise, room.inlet = rise, inlet
     return Cooled(

@@ -26,6 +26,7 @@ from climatik.policies.placement import (
     recommend_supply_setpoints,
     score_racks,
     score_scale_in,
+    soft_peak_c,
 )
 
 
@@ -465,3 +466,46 @@ def test_a_negative_recirculation_factor_is_no_better_than_none(
     # -5 °C/kW (a typo, or a noisy estimate) counts as 0: it ties with a perfect place.
     ranked = score_racks([place("a", -5.0), place("b", 0.0)], strategy)
     assert ranked[0].score == ranked[1].score
+
+
+temps = st.lists(st.floats(-20.0, 60.0), min_size=1, max_size=30)
+
+
+@given(temps, st.floats(0.01, 3.0))
+def test_the_soft_peak_sits_between_the_peak_and_the_peak_plus_tau_log_n(
+    values: list[float], tau: float
+) -> None:
+    arr = np.asarray(values)
+    soft = soft_peak_c(arr, tau)
+    assert arr.max() - 1e-9 <= soft <= arr.max() + tau * math.log(arr.size) + 1e-9
+    assert soft_peak_c(arr, 0.0) == arr.max()
+
+
+@given(temps, st.floats(0.01, 3.0), st.integers(0, 29), st.floats(0.0, 10.0))
+def test_heating_any_inlet_never_lowers_the_soft_peak(
+    values: list[float], tau: float, index: int, rise: float
+) -> None:
+    arr = np.asarray(values)
+    warmer = arr.copy()
+    warmer[index % arr.size] += rise
+    assert soft_peak_c(warmer, tau) >= soft_peak_c(arr, tau) - 1e-9
+
+
+def test_a_replica_heating_an_inlet_just_under_the_peak_ranks_below_one_heating_a_cool_one() -> (
+    None
+):
+    # Neither passes the peak (27 °C at c): the plain hottest inlet cannot tell them apart, the
+    # soft peak can: a's heat lands on b's inlet at 26.8 °C, b's on a's at 22 °C.
+    a = place("a", 0.2, inlet_c=22.0, inlet_rise_c_per_kw=(("b", 0.1),))
+    b = place("b", 0.2, inlet_c=26.8, inlet_rise_c_per_kw=(("a", 0.1),))
+    inlets = {"c": 27.0}
+    ranked = score_racks([a, b], added_watts=1_000.0, inlets_c=inlets)
+    assert [s.place_id for s in ranked] == ["b", "a"]
+    assert all(s.peak_inlet_change_c == 0.0 for s in ranked)
+    hard = score_racks(
+        [a, b],
+        weights=PlacementWeights(peak_softness_c=0.0),
+        added_watts=1_000.0,
+        inlets_c=inlets,
+    )
+    assert hard[0].score == pytest.approx(hard[1].score)
