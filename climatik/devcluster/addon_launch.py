@@ -65,19 +65,13 @@ def start_keda(
     )
     health = plain_http_get(ports["keda-operator-health"])
     launch.wait_for("keda-operator", "/readyz", lambda: health("/readyz") == "ok", deadline)
-    apiservice = f"/apis/apiregistration.k8s.io/v1/apiservices/{keda.APISERVICE_NAME}"
-    launch.wait_for(
+    _wait_for_aggregated_api(
+        launch,
+        api,
         "keda-adapter",
-        f"APIService {keda.APISERVICE_NAME} Available",
-        lambda: keda.apiservice_available(api.get(apiservice).body or {}),
-        deadline,
-    )
-    group = f"/apis/{keda.EXTERNAL_METRICS_GROUP}/{keda.EXTERNAL_METRICS_VERSION}"
-    launch.wait_for(
-        "keda-adapter",
-        f"{group} served through the aggregation layer",
-        lambda: api.get(group).status == 200,
-        deadline,
+        apiservice_name=keda.APISERVICE_NAME,
+        group_path=f"/apis/{keda.EXTERNAL_METRICS_GROUP}/{keda.EXTERNAL_METRICS_VERSION}",
+        deadline=deadline,
     )
 
 
@@ -218,19 +212,13 @@ def start_vpa(
         vpa.process_env(admission_kubeconfig),
     )
 
-    apiservice = f"/apis/apiregistration.k8s.io/v1/apiservices/{vpa.APISERVICE_NAME}"
-    launch.wait_for(
+    _wait_for_aggregated_api(
+        launch,
+        api,
         "metrics-server",
-        f"APIService {vpa.APISERVICE_NAME} Available",
-        lambda: keda.apiservice_available(api.get(apiservice).body or {}),
-        deadline,
-    )
-    group = f"/apis/{vpa.RESOURCE_METRICS_GROUP}/{vpa.RESOURCE_METRICS_VERSION}"
-    launch.wait_for(
-        "metrics-server",
-        f"{group} served through the aggregation layer",
-        lambda: api.get(group).status == 200,
-        deadline,
+        apiservice_name=vpa.APISERVICE_NAME,
+        group_path=f"/apis/{vpa.RESOURCE_METRICS_GROUP}/{vpa.RESOURCE_METRICS_VERSION}",
+        deadline=deadline,
     )
     for component in ("vpa-recommender", "vpa-updater"):
         health = plain_http_get(ports[f"{component}-metrics"])
@@ -254,6 +242,32 @@ def start_vpa(
         "vpa-admission-controller",
         f"status Lease {vpa.ADMISSION_STATUS_LEASE} renewed",
         lambda: api.get(lease).status == 200,
+        deadline,
+    )
+
+
+def _wait_for_aggregated_api(
+    launch: Launch,
+    api: ApiClient,
+    component: str,
+    *,
+    apiservice_name: str,
+    group_path: str,
+    deadline: float,
+) -> None:
+    """Wait until the aggregation layer reaches an add-on's API server (its APIService is
+    Available) and serves its group: KEDA's metrics adapter and metrics-server alike."""
+    apiservice = f"/apis/apiregistration.k8s.io/v1/apiservices/{apiservice_name}"
+    launch.wait_for(
+        component,
+        f"APIService {apiservice_name} Available",
+        lambda: keda.apiservice_available(api.get(apiservice).body or {}),
+        deadline,
+    )
+    launch.wait_for(
+        component,
+        f"{group_path} served through the aggregation layer",
+        lambda: api.get(group_path).status == 200,
         deadline,
     )
 
