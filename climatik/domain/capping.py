@@ -294,6 +294,12 @@ class TargetLearnerState:
     its replicas occupy, per token per second served (a moving average)."""
     joules_per_token_spread: float = 0.0
     """Mean relative deviation of the samples from that average: the model's uncertainty."""
+    dynamic_watts_avg: float | None = None
+    tokens_per_s_avg: float | None = None
+    """Moving averages of the dynamic watts and the tokens per second the energy per token is
+    the ratio of: a ratio of averages, so a round whose token rate still lags a change (a
+    replica that began serving within the rate window) weighs by its few tokens instead of
+    moving the estimate by its large ratio."""
     tokens_per_replica: float | None = None
     """Tokens per second one replica serves when its demand exceeds it (a moving average of
     rounds with a backlog only); `None`: never seen saturated."""
@@ -303,6 +309,11 @@ class TargetLearnerState:
     replicas_seen: int | None = None
     """Replicas at the previous decision: the energy model learns only while the count holds
     (a window with a replica starting or leaving mixes two operating points)."""
+    steady_rounds: int = 0
+    """Decisions in a row that have seen `replicas_seen` replicas (0: it just changed)."""
+    fell_from: int | None = None
+    """While the rate windows still hold the replicas of the last fall in the replica count,
+    the count before it (what the measured watts are shared over); else `None`."""
 
 
 @dataclass(frozen=True, slots=True)

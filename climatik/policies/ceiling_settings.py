@@ -62,12 +62,22 @@ class HeadroomSettings:
     idle_watts_per_replica: float = 0.0
     """Idle power of the node a new replica lands on when that idle power is already measured
     under the cap (node-level queries); 0 when the cap covers pod power only."""
+    idle_pending: bool = False
+    """The cap measures whole nodes but their idle draw is not learned yet: the energy model
+    waits (dynamic watts would carry the idle draw, and an energy per token learned so stays
+    too high for many decisions after)."""
     min_efficiency_share: float = 0.1
     """A target's priority weight is at least this share of the most efficient target's."""
     energy_weight: float = 0.2
     """Moving-average weight of one sample of a target's dynamic energy per token."""
     demand_fall_weight: float = 0.1
     """Weight of a demand sample below the envelope (demand rises are taken at once)."""
+    settle_rounds: int = 3
+    """Decisions a target's replica count must have held before a round teaches its energy
+    model: a new replica serves only after its start-up, and the rate windows then still mix
+    the two operating points (start-up 60 s + window 30 s at 30-s decisions: the third round
+    after the change is the first clean one). Counted in decisions, so a run whose clock is
+    compressed (the demo) settles alike."""
     fail_safe: FailSafeSettings = field(default_factory=FailSafeSettings)
 
 

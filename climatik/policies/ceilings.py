@@ -420,9 +420,16 @@ def _decide_headroom(
             weight = 1.0
         else:
             weight = max(efficiency or 0.0, settings.min_efficiency_share * best_eff) / best_eff
-        step_up = max(
-            settings.step_up_replicas,
-            math.ceil(settings.step_up_fraction * target.current_replicas),
+        # After a fall in its replica count the measurement still holds the removed replicas'
+        # draw for a lag and a rate window (`fell_from`): growth waits until it has cleared,
+        # or the freed node's idle draw would be credited twice and the ceiling flap.
+        step_up = (
+            0
+            if learners[target.name].fell_from is not None
+            else max(
+                settings.step_up_replicas,
+                math.ceil(settings.step_up_fraction * target.current_replicas),
+            )
         )
         slots.append(
             _Slot(

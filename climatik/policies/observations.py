@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -87,24 +87,49 @@ def group_nodes_by_rack(
 # --- idle power ------------------------------------------------------------------------------
 
 
+IDLE_SETTLE_ROUNDS = 3
+"""Decisions in a row a node must have hosted no replica before its reading is idle draw: a
+node freed within a measurement lag plus a rate window still shows its replica's work (the
+twin's `default`, started cold, first read 4.8 kW for a 2.8 kW floor from a node freed a
+decision before). The same count as `HeadroomSettings.settle_rounds`, for the same reason."""
+
+
 @dataclass(frozen=True, slots=True)
 class IdlePower:
     """A node's idle draw, learned from nodes while they serve no work; `None`: not seen yet."""
 
     watts: float | None = None
     samples: int = 0
+    free_rounds: Mapping[str, int] = field(default_factory=dict)
+    """Per node hosting no replica now, the decisions in a row it has hosted none."""
+
+    def settled_nodes(self) -> list[str]:
+        """Nodes free long enough to read idle draw from, the longest free first."""
+        settled = [n for n, r in self.free_rounds.items() if r >= IDLE_SETTLE_ROUNDS]
+        return sorted(settled, key=lambda n: (-self.free_rounds[n], n))
+
+
+def track_free_nodes(previous: IdlePower, free_nodes: Iterable[str]) -> IdlePower:
+    """Count, per node that hosts no replica this round, the rounds in a row it has hosted
+    none; a node hosting one again starts over."""
+    rounds = {n: previous.free_rounds.get(n, 0) + 1 for n in set(free_nodes)}
+    return replace(previous, free_rounds=rounds)
 
 
 def learn_idle_power(
-    previous: IdlePower, idle_node_watts: Iterable[float | None], weight: float = IDLE_WEIGHT
+    previous: IdlePower, idle_node_watts: Mapping[str, float | None], weight: float = IDLE_WEIGHT
 ) -> IdlePower:
     """Fold this round's readings of the nodes that host no replica into the estimate.
 
-    Only readings within `IDLE_BAND` of the round's lowest, and of the estimate so far, count:
-    a node freed less than a lag plus a rate window ago still shows its replica's work, and
-    taking it for idle draw (the twin's `default` learned 3.0-3.4 kW for a 2.8 kW floor) makes
-    every target's dynamic energy look smaller than it is."""
-    readings = [w for w in (_usable(v) for v in idle_node_watts) if w is not None]
+    Only nodes free for `IDLE_SETTLE_ROUNDS` decisions count (`track_free_nodes` first), and
+    of their readings only those within `IDLE_BAND` of the round's lowest, and of the estimate
+    so far: a node freed less than a lag plus a rate window ago still shows its replica's
+    work, and taking it for idle draw (the twin's `default` learned 3.0-3.4 kW for a 2.8 kW
+    floor) makes every target's dynamic energy look smaller than it is."""
+    settled = set(previous.settled_nodes())
+    readings = [
+        w for w in (_usable(v) for n, v in idle_node_watts.items() if n in settled) if w is not None
+    ]
     if not readings:
         return previous
     ceiling_w = min(readings) * (1.0 + IDLE_BAND)
@@ -115,8 +140,12 @@ def learn_idle_power(
         return previous
     mean = sum(idle) / len(idle)
     if previous.watts is None:
-        return IdlePower(mean, 1)
-    return IdlePower(previous.watts + weight * (mean - previous.watts), previous.samples + 1)
+        return replace(previous, watts=mean, samples=1)
+    return replace(
+        previous,
+        watts=previous.watts + weight * (mean - previous.watts),
+        samples=previous.samples + 1,
+    )
 
 
 def ceiling_settings(
@@ -127,7 +156,8 @@ def ceiling_settings(
     if not isinstance(settings, HeadroomSettings):
         return settings
     credit = idle.watts if scope_measures_nodes and idle.watts is not None else 0.0
-    return replace(settings, idle_watts_per_replica=credit)
+    pending = scope_measures_nodes and idle.watts is None
+    return replace(settings, idle_watts_per_replica=credit, idle_pending=pending)
 
 
 # --- capping ---------------------------------------------------------------------------------

@@ -20,10 +20,17 @@ def learn_watts_per_replica(
     settings: HeadroomSettings,
     now_s: float,
 ) -> TargetLearnerState:
-    """Fold one measurement of a target into its per-replica power estimate."""
+    """Fold one measurement of a target into its per-replica power estimate.
+
+    After a fall in the replica count the measured watts still hold the removed replicas' work
+    for a lag and a rate window: for `settings.settle_rounds` decisions they are shared over
+    the count before the fall (`fell_from`), not the fewer replicas left, whose share would
+    look like a rise (learned fast, forgotten slowly). After a rise the new replicas' draw is
+    learned as it comes: it only grows as they start serving."""
     if target.watts is None or target.current_replicas <= 0:
         return previous
-    sample = target.watts / target.current_replicas
+    replicas = max(target.current_replicas, _lagged_replicas(previous, target, settings))
+    sample = target.watts / replicas
     estimate = previous.watts_per_replica
     if estimate is None or estimate <= 0:
         return replace(previous, watts_per_replica=sample, samples=1, last_data_s=now_s)
@@ -36,6 +43,22 @@ def learn_watts_per_replica(
         samples=previous.samples + 1,
         last_data_s=now_s,
     )
+
+
+def _lagged_replicas(
+    previous: TargetLearnerState, target: TargetObservation, settings: HeadroomSettings
+) -> int:
+    """The replicas a lagged measurement may still hold: the count before a fall this round, or
+    before one within `settings.settle_rounds` decisions; 0 otherwise."""
+    seen = previous.replicas_seen
+    if seen is None:
+        return 0
+    if target.current_replicas < seen:
+        return max(seen, previous.fell_from or 0)
+    settling = (
+        seen == target.current_replicas and previous.steady_rounds + 1 < settings.settle_rounds
+    )
+    return previous.fell_from or 0 if settling else 0
 
 
 def _demand_envelope(
@@ -65,35 +88,63 @@ def learn_energy_model(
     The dynamic watts are the target's watts less the idle draw of the nodes its replicas
     occupy (`settings.idle_watts_per_replica`; 0 when idle is not measured under the cap, so
     the idle draw is then spread over the tokens: an over-estimate, never an under-estimate).
-    Rounds with (almost) no tokens, or right after the replica count changed, are skipped.
+    Rounds with (almost) no tokens, within `settings.settle_rounds` decisions of a change in
+    the replica count, or while the idle draw of a node-level scope is not known yet
+    (`settings.idle_pending`), are skipped.
     """
-    steady = previous.replicas_seen == target.current_replicas
+    seen = previous.replicas_seen
+    held = seen == target.current_replicas
+    steady_rounds = previous.steady_rounds + 1 if held else 0
+    steady = steady_rounds >= settings.settle_rounds
     state = replace(
         previous,
         replicas_seen=target.current_replicas,
+        steady_rounds=steady_rounds,
+        fell_from=(
+            (previous.fell_from if steady_rounds < settings.settle_rounds else None)
+            if held
+            else _lagged_replicas(previous, target, settings) or None
+        ),
         demand_tokens_per_s=_demand_envelope(previous.demand_tokens_per_s, target, settings),
     )
-    if not steady or target.watts is None or target.current_replicas <= 0:
+    if not steady or settings.idle_pending or target.watts is None or target.current_replicas <= 0:
         return state
     tokens = target.tokens_per_s or 0.0
     dynamic_w = target.watts - settings.idle_watts_per_replica * target.current_replicas
     if dynamic_w <= 0 or tokens < 1e-6 * target.watts:
         return state
-    sample = dynamic_w / tokens
     estimate = state.joules_per_token
-    ratio = settings.outlier_ratio
-    if estimate is None or estimate <= 0:
-        state = replace(state, joules_per_token=sample, joules_per_token_spread=0.0)
-    else:
-        sample = min(estimate * ratio, max(estimate / ratio, sample))
-        weight = settings.energy_weight
-        deviation = abs(sample / estimate - 1.0)
+    if (
+        estimate is None
+        or estimate <= 0
+        or not state.dynamic_watts_avg
+        or not state.tokens_per_s_avg
+    ):
         state = replace(
             state,
-            joules_per_token=estimate + weight * (sample - estimate),
+            joules_per_token=dynamic_w / tokens,
+            joules_per_token_spread=0.0,
+            dynamic_watts_avg=dynamic_w,
+            tokens_per_s_avg=tokens,
+        )
+    else:
+        expected_w = estimate * tokens
+        ratio = settings.outlier_ratio
+        dynamic_w = min(expected_w * ratio, max(expected_w / ratio, dynamic_w))
+        weight = settings.energy_weight
+        dynamic_avg = state.dynamic_watts_avg + weight * (dynamic_w - state.dynamic_watts_avg)
+        tokens_avg = state.tokens_per_s_avg + weight * (tokens - state.tokens_per_s_avg)
+        # The residual against the estimate, relative to the typical dynamic power: a round
+        # with few tokens has a small residual in watts even when its ratio is far off.
+        deviation = abs(dynamic_w - expected_w) / max(estimate * tokens_avg, expected_w)
+        state = replace(
+            state,
+            joules_per_token=dynamic_avg / tokens_avg,
             joules_per_token_spread=(
                 state.joules_per_token_spread + weight * (deviation - state.joules_per_token_spread)
             ),
+            dynamic_watts_avg=dynamic_avg,
+            tokens_per_s_avg=tokens_avg,
         )
     demand = target.demand_tokens_per_s
     if demand is not None and demand > SATURATION_BACKLOG * tokens:
@@ -139,11 +190,14 @@ def demand_watts(
 
 
 def full_dynamic_watts(learner: TargetLearnerState, settings: HeadroomSettings) -> float | None:
-    """One saturated replica's dynamic watts: energy per token x its tokens at full load."""
+    """One saturated replica's dynamic watts: energy per token x its tokens at full load, and
+    never less than the most one replica has been measured to draw above the idle draw (its
+    tokens at full load may be learned low from rounds in which some replicas still started)."""
     if learner.joules_per_token is None or learner.tokens_per_replica is None:
         return None
     per_token = joules_per_token_bound(learner.joules_per_token, learner, settings)
-    return per_token * learner.tokens_per_replica
+    seen_w = (learner.watts_per_replica or 0.0) - settings.idle_watts_per_replica
+    return max(per_token * learner.tokens_per_replica, seen_w)
 
 
 def rescale_for_clock(
@@ -170,5 +224,6 @@ def rescale_for_clock(
         tokens_per_replica=scaled(learner.tokens_per_replica, tokens_ratio),
         watts_per_replica=scaled(learner.watts_per_replica, watts_ratio),
         replicas_seen=None,
+        steady_rounds=0,
     )
     return replace(state, targets={**state.targets, target: rescaled})

@@ -45,6 +45,7 @@ from climatik.policies.observations import (
     measured_watts_per_replica,
     observe_cap,
     observe_racks,
+    track_free_nodes,
 )
 from climatik.reconcilers.actuation import (
     ceiling_patch,
@@ -233,14 +234,16 @@ class PowerCapReconciler:
             )
             await self._events.record(obj, "Warning", "MeasurementMisconfigured", problem)
             raise
-        measured, racks = await self._measurer.measure(config, sources, targets)
+        measured, racks = await self._measurer.measure(config, sources, targets, memory.idle)
         gpu_power = gpu_power_condition(targets, measured.per_target)
         if gpu_power is not None:
             await warn_gpu_power(self._events, obj, targets, measured.per_target, memory.warned)
         elif not any(t.gpu_pods for t in targets):
             memory.warned.gpu_power_warned = None
         cap_w, cap_source = effective_cap(obj, config)
-        memory.idle = learn_idle_power(memory.idle, racks.idle_node_watts)
+        memory.idle = learn_idle_power(
+            track_free_nodes(memory.idle, racks.free_nodes), racks.idle_node_watts
+        )
         plans, now = peer_status(obj).deferrable_plans, self._wall_clock()
         observed = [
             target_observation(

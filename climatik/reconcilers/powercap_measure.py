@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import aiohttp
@@ -28,10 +28,12 @@ from climatik.kube.json import JsonObject, ObjectMeta, strings
 from climatik.kube.store import FrozenMapping
 from climatik.policies.observations import (
     IDLE_SAMPLE_NODES,
+    IdlePower,
     RackReading,
     demand_tokens_per_s,
     group_nodes_by_rack,
     observe_target,
+    track_free_nodes,
 )
 from climatik.reconcilers.result import TerminalError
 from climatik.reconcilers.settings import CappingSettings
@@ -96,7 +98,10 @@ class RackRound:
     """This round's rack readings and the measured watts of rack nodes hosting no target pod."""
 
     readings: tuple[RackReading, ...] = ()
-    idle_node_watts: tuple[float | None, ...] = ()
+    idle_node_watts: Mapping[str, float | None] = field(default_factory=dict)
+    """Per node read for the idle draw (free long enough), its watts."""
+    free_nodes: tuple[str, ...] = ()
+    """The constrained racks' nodes hosting no target pod this round."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +177,7 @@ class CapMeasurer:
         config: PowerCappingConfig,
         sources: CapSources,
         targets: Sequence[ResolvedTarget],
+        idle: IdlePower | None = None,
     ) -> tuple[Measured, RackRound]:
         """Targets, scope and racks at once, within `MEASURE_BUDGET` of the reconcile deadline.
 
@@ -183,7 +189,9 @@ class CapMeasurer:
         try:
             async with asyncio.timeout(budget_s), asyncio.TaskGroup() as group:
                 measuring = group.create_task(self._measure(config, sources.power, targets))
-                observing = group.create_task(self._observe_racks(config, sources.racks, targets))
+                observing = group.create_task(
+                    self._observe_racks(config, sources.racks, targets, idle or IdlePower())
+                )
         except TimeoutError:
             problem = (
                 f"the power queries did not finish within {budget_s:g} s "
@@ -246,9 +254,12 @@ class CapMeasurer:
         config: PowerCappingConfig,
         source: RackSignalSource,
         targets: Sequence[ResolvedTarget],
+        idle: IdlePower,
     ) -> RackRound:
-        """The constrained racks' readings, and each of their nodes that hosts none of the
-        targets' pods read on its own (the rack query over one node), for the idle draw."""
+        """The constrained racks' readings, and up to `IDLE_SAMPLE_NODES` of their nodes that
+        have hosted none of the targets' pods for `IDLE_SETTLE_ROUNDS` decisions (counting this
+        one; the longest free first) read on their own (the rack query over one node), for the
+        idle draw."""
         if not config.racks:
             return RackRound()
         grouping = group_nodes_by_rack(
@@ -260,9 +271,9 @@ class CapMeasurer:
         )
         busy = {node for t in targets for node in t.pod_nodes if node}
         nodes = {r.rack_id: grouping.nodes_by_rack.get(r.rack_id, ()) for r in config.racks}
-        idle_nodes = sorted({n for rack in nodes.values() for n in rack if n not in busy})[
-            :IDLE_SAMPLE_NODES
-        ]
+        free_nodes = sorted({n for rack in nodes.values() for n in rack if n not in busy})
+        settled = track_free_nodes(idle, free_nodes).settled_nodes()
+        idle_nodes = settled[:IDLE_SAMPLE_NODES]
         readings = await source.read_racks(
             [
                 *(RackNodes(rack_id, rack_nodes) for rack_id, rack_nodes in nodes.items()),
@@ -284,12 +295,12 @@ class CapMeasurer:
                     free_nodes=free if nodes[constraint.rack_id] else None,
                 )
             )
-        idle_w = tuple(
-            readings[f"{_NODE_PREFIX}{n}"].watts
+        idle_w = {
+            n: readings[f"{_NODE_PREFIX}{n}"].watts
             for n in idle_nodes
             if f"{_NODE_PREFIX}{n}" in readings
-        )
-        return RackRound(tuple(racks), idle_w)
+        }
+        return RackRound(tuple(racks), idle_w, tuple(free_nodes))
 
 
 def target_observation(

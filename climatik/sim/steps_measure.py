@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from climatik.policies.observations import learn_idle_power
+from climatik.policies.observations import learn_idle_power, track_free_nodes
 from climatik.sim.state import Ring, Room, Seen, Streams
 from climatik.sim.steps_heat import Cooled
 from climatik.sim.steps_power import Drawn
@@ -111,4 +111,7 @@ def learn(world: World, seen: Seen, reading: Reading, host: IntArray) -> None:
     seen.heat_appended += 1
     if not world.exact:
         for p in range(world.n_pol):
-            seen.idle[p] = learn_idle_power(seen.idle[p], reading.srv_w[p, host[p] < 0])
+            free = np.flatnonzero(host[p] < 0)
+            tracked = track_free_nodes(seen.idle[p], (str(i) for i in free))
+            watts = {str(i): float(reading.srv_w[p, i]) for i in free}
+            seen.idle[p] = learn_idle_power(tracked, watts)

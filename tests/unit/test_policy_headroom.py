@@ -20,7 +20,11 @@ from climatik.domain.capping import (
 )
 from climatik.policies.ceiling_settings import FailSafeSettings, HeadroomSettings
 from climatik.policies.ceilings import decide_replica_ceilings
-from climatik.policies.power_model import learn_energy_model, learn_watts_per_replica
+from climatik.policies.power_model import (
+    full_dynamic_watts,
+    learn_energy_model,
+    learn_watts_per_replica,
+)
 
 CAP_W = 100_000.0
 
@@ -327,7 +331,9 @@ def test_noisy_measurements_do_not_make_the_ceiling_flap() -> None:
 
 def test_learner_rises_fast_decays_slowly_and_clips_outliers() -> None:
     policy = HeadroomSettings(rise_weight=0.5, fall_weight=0.02, outlier_ratio=3.0)
-    state = TargetLearnerState(watts_per_replica=1000.0, samples=5)
+    state = TargetLearnerState(
+        watts_per_replica=1000.0, samples=5, replicas_seen=2, steady_rounds=5
+    )
 
     def fold(state: TargetLearnerState, per_replica_w: float) -> TargetLearnerState:
         t = TargetObservation("x", 2, 0, 4, 4, watts=2 * per_replica_w)
@@ -338,6 +344,30 @@ def test_learner_rises_fast_decays_slowly_and_clips_outliers() -> None:
     assert fold(state, 100_000.0).watts_per_replica == 2000.0  # clipped to 3x, then halfway
     no_replicas = TargetObservation("x", 0, 0, 4, 4, watts=500.0)
     assert learn_watts_per_replica(state, no_replicas, policy, 1.0) == state
+
+
+def test_a_replica_just_removed_does_not_raise_the_watts_per_replica() -> None:
+    # 3 -> 2 replicas at 1 kW each: for a lag the measured watts still hold the third
+    # replica's work (3 kW), which shared over two (1.5 kW each) would look like a rise.
+    policy = HeadroomSettings(rise_weight=0.5, settle_rounds=3)
+    state = TargetLearnerState(
+        watts_per_replica=1000.0, samples=5, replicas_seen=3, steady_rounds=9
+    )
+    lagged = TargetObservation("x", 2, 0, 4, 4, watts=3000.0)
+    after = learn_watts_per_replica(state, lagged, policy, now_s=1.0)
+    assert after.watts_per_replica == 1000.0
+    assert after.last_data_s == 1.0
+    # Nor in the rounds after, while the lag and the rate window clear ...
+    noted = learn_energy_model(after, lagged, policy)
+    assert noted.fell_from == 3
+    again = learn_watts_per_replica(noted, lagged, policy, now_s=2.0)
+    assert again.watts_per_replica == 1000.0
+    # ... after which a real rise is learned.
+    settled = replace(noted, steady_rounds=policy.settle_rounds, fell_from=None)
+    assert learn_watts_per_replica(settled, lagged, policy, now_s=3.0).watts_per_replica == 1250.0
+    # A rise in the count is learned at once: new replicas' draw only grows as they serve.
+    grown = TargetObservation("x", 4, 0, 4, 4, watts=6000.0)
+    assert learn_watts_per_replica(state, grown, policy, now_s=1.0).watts_per_replica == 1250.0
 
 
 @settings(max_examples=50)
@@ -641,7 +671,7 @@ def test_a_saturated_target_is_charged_a_full_replica_per_replica_it_adds() -> N
 
 
 def test_the_energy_model_learns_only_while_the_replica_count_holds() -> None:
-    settings = replace(MODEL, energy_weight=0.5)
+    settings = replace(MODEL, energy_weight=0.5, settle_rounds=1)
     chat = serving("chat", 4, tokens_per_s=3200.0, demand_tokens_per_s=6000.0)
     first = learn_energy_model(TargetLearnerState(), chat, settings)
     # The first round only notes the count: its window may mix two operating points.
@@ -657,6 +687,66 @@ def test_the_energy_model_learns_only_while_the_replica_count_holds() -> None:
     # One more replica: this round is skipped.
     grown = serving("chat", 5, tokens_per_s=3200.0, demand_tokens_per_s=6000.0)
     assert learn_energy_model(second, grown, settings).joules_per_token == second.joules_per_token
+
+
+def test_the_energy_model_waits_for_new_replicas_to_settle() -> None:
+    # A new replica serves a start-up after it appears and the rate windows then still mix
+    # the two operating points: the first `settle_rounds` rounds after a change teach nothing.
+    settings = replace(MODEL, settle_rounds=3)
+    chat = serving("chat", 4, tokens_per_s=3200.0, demand_tokens_per_s=6000.0)
+    state = TargetLearnerState()
+    for _ in range(3):
+        state = learn_energy_model(state, chat, settings)
+        assert state.joules_per_token is None
+    state = learn_energy_model(state, chat, settings)
+    assert state.joules_per_token == pytest.approx(4.0)
+    grown = serving("chat", 5, tokens_per_s=3200.0, demand_tokens_per_s=6000.0)
+    after = learn_energy_model(state, grown, settings)
+    assert after.steady_rounds == 0
+    assert after.tokens_per_replica == state.tokens_per_replica
+
+
+def test_the_energy_model_waits_for_the_idle_draw_of_a_node_level_scope() -> None:
+    # Until the idle draw is known, a node-level scope's dynamic watts would carry it.
+    pending = replace(MODEL, settle_rounds=1, idle_watts_per_replica=0.0, idle_pending=True)
+    chat = serving("chat", 4, tokens_per_s=3200.0, demand_tokens_per_s=6000.0)
+    state = TargetLearnerState()
+    for _ in range(3):
+        state = learn_energy_model(state, chat, pending)
+    assert state.joules_per_token is None
+    assert state.tokens_per_replica is None
+    assert learn_energy_model(state, chat, replace(MODEL, settle_rounds=1)).joules_per_token == (
+        pytest.approx(4.0)
+    )
+
+
+def test_a_round_whose_tokens_lag_its_watts_barely_moves_the_energy_per_token() -> None:
+    # 4 J per token at 3,200 tokens/s; then one round still rating the tokens of a window in
+    # which the replicas had just begun serving (320 tokens/s at the same watts). The energy
+    # per token is a ratio of averages: that round weighs by its few tokens.
+    settings = replace(MODEL, settle_rounds=1, energy_weight=0.2)
+    chat = serving("chat", 4, tokens_per_s=3200.0, demand_tokens_per_s=3200.0)
+    state = TargetLearnerState()
+    for _ in range(6):
+        state = learn_energy_model(state, chat, settings)
+    assert state.joules_per_token == pytest.approx(4.0)
+    lagging = replace(chat, tokens_per_s=320.0)
+    after = learn_energy_model(state, lagging, settings)
+    assert after.joules_per_token is not None
+    # An average of ratios would move it by 20 % of (12 - 4) J (the clipped ratio): +40 %.
+    assert after.joules_per_token < 4.0 * 1.3
+    assert after.joules_per_token > 4.0
+
+
+def test_a_full_replica_is_charged_at_least_what_one_was_measured_to_draw() -> None:
+    # Tokens at full load learned low (replicas that had not begun serving counted as
+    # serving): a replica still costs what one has been measured to draw over idle.
+    learner = TargetLearnerState(
+        watts_per_replica=7_600.0, joules_per_token=5.5, tokens_per_replica=150.0
+    )
+    settings = replace(MODEL, idle_watts_per_replica=2_800.0)
+    full_w = full_dynamic_watts(learner, settings)
+    assert full_w == pytest.approx(4_800.0)
 
 
 def test_a_demand_burst_stays_reserved_for_a_few_decisions() -> None:

@@ -13,6 +13,7 @@ from climatik.domain.capping import TargetObservation
 from climatik.domain.placement import RecirculationEstimate
 from climatik.policies.ceiling_settings import HeadroomSettings, ThresholdSettings
 from climatik.policies.observations import (
+    IDLE_SETTLE_ROUNDS,
     IdlePower,
     RackReading,
     ceiling_settings,
@@ -26,6 +27,7 @@ from climatik.policies.observations import (
     recirculation_from_history,
     replica_added_watts,
     replica_headroom,
+    track_free_nodes,
     zone_watts,
 )
 
@@ -106,28 +108,53 @@ def test_watts_per_replica_counts_only_measured_targets() -> None:
     assert measured_watts_per_replica([_target(None, 3)]) is None
 
 
+def _settled(*nodes: str) -> IdlePower:
+    """An estimate that has seen `nodes` free for long enough to read idle draw from."""
+    return IdlePower(free_rounds=dict.fromkeys(nodes, IDLE_SETTLE_ROUNDS))
+
+
+def _watts(*values: float | None) -> dict[str, float | None]:
+    return {f"n{i}": v for i, v in enumerate(values)}
+
+
 def test_idle_power_is_learned_only_from_usable_idle_readings() -> None:
-    idle = learn_idle_power(IdlePower(), [2800.0, 2600.0, None, float("nan")])
-    assert idle == IdlePower(2700.0, 1)
-    assert learn_idle_power(idle, []) == idle
-    assert learn_idle_power(idle, [2900.0], weight=0.5).watts == 2800.0
+    start = _settled("n0", "n1", "n2", "n3")
+    idle = learn_idle_power(start, _watts(2800.0, 2600.0, None, float("nan")))
+    assert (idle.watts, idle.samples) == (2700.0, 1)
+    assert learn_idle_power(idle, {}) == idle
+    assert learn_idle_power(idle, _watts(2900.0), weight=0.5).watts == 2800.0
 
 
 def test_a_node_freed_within_the_measurement_window_is_not_idle_draw() -> None:
     # The node's lagged rate window still holds its replica's work: 5.6 kW is no idle draw,
     # neither beside idle nodes in the same round nor on its own against the estimate.
-    first = learn_idle_power(IdlePower(), [2800.0, 5600.0, 2810.0])
-    assert first == IdlePower(2805.0, 1)
-    assert learn_idle_power(first, [5600.0]) == first
+    first = learn_idle_power(_settled("n0", "n1", "n2"), _watts(2800.0, 5600.0, 2810.0))
+    assert (first.watts, first.samples) == (2805.0, 1)
+    assert learn_idle_power(first, _watts(5600.0)) == first
     # Idle draw that drifts a little is still followed.
-    assert learn_idle_power(first, [2900.0], weight=0.5).watts == 2852.5
+    assert learn_idle_power(first, _watts(2900.0), weight=0.5).watts == 2852.5
+
+
+def test_a_node_is_read_for_idle_draw_only_once_it_has_been_free_for_a_while() -> None:
+    # Freed this round: its reading still carries its replica's work, whatever it reads.
+    idle = IdlePower()
+    for rounds in range(1, IDLE_SETTLE_ROUNDS):
+        idle = track_free_nodes(idle, ["a"])
+        assert idle.free_rounds == {"a": rounds}
+        assert idle.settled_nodes() == []
+        assert learn_idle_power(idle, {"a": 4800.0}).watts is None
+    idle = track_free_nodes(idle, ["a", "b"])
+    assert idle.settled_nodes() == ["a"]
+    assert learn_idle_power(idle, {"a": 2800.0, "b": 4800.0}).watts == 2800.0
+    # A node that hosts a replica again starts over.
+    assert track_free_nodes(idle, ["b"]).free_rounds == {"b": 2}
 
 
 @given(st.lists(st.floats(0, 20000), min_size=1, max_size=8), st.integers(1, 20))
 def test_idle_estimate_stays_within_what_was_seen(readings: list[float], rounds: int) -> None:
-    idle = IdlePower()
+    idle = _settled(*_watts(*readings))
     for _ in range(rounds):
-        idle = learn_idle_power(idle, readings)
+        idle = learn_idle_power(idle, _watts(*readings))
     assert idle.watts is not None
     assert min(readings) - 1e-6 <= idle.watts <= max(readings) + 1e-6
 
@@ -137,12 +164,16 @@ def test_idle_credit_only_when_the_scope_measures_nodes() -> None:
     measured = ceiling_settings(HeadroomSettings(), idle, scope_measures_nodes=True)
     assert isinstance(measured, HeadroomSettings)
     assert measured.idle_watts_per_replica == 2800.0
+    assert not measured.idle_pending
     pods_only = ceiling_settings(HeadroomSettings(), idle, scope_measures_nodes=False)
     assert isinstance(pods_only, HeadroomSettings)
     assert pods_only.idle_watts_per_replica == 0.0
+    assert not pods_only.idle_pending
     unseen = ceiling_settings(HeadroomSettings(), IdlePower(), scope_measures_nodes=True)
     assert isinstance(unseen, HeadroomSettings)
     assert unseen.idle_watts_per_replica == 0.0
+    # Whole nodes measured, their idle draw not learned yet: the energy model waits.
+    assert unseen.idle_pending
     assert ceiling_settings(ThresholdSettings(), idle, scope_measures_nodes=True) == (
         ThresholdSettings()
     )
