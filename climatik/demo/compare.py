@@ -39,9 +39,13 @@ class LiveSample:
 
 
 def run_twin(scenario: Scenario, start_hour: float, simulated_s: float) -> SimResult:
-    """The twin on the live run's window: from `start_hour`, as long as the world ran."""
+    """The twin on the live run's window: from `start_hour`, as long as the world ran, and
+    from the same start: each service's minimum replicas, just created."""
     hours = max(simulated_s, scenario.step_s) / 3600.0
-    return Twin(scenario, policies=[TWIN_POLICY], hours=hours, start_hour=start_hour).run()
+    twin = Twin(
+        scenario, policies=[TWIN_POLICY], hours=hours, start_hour=start_hour, cold_start=True
+    )
+    return twin.run()
 
 
 def _at(samples: Sequence[LiveSample], simulated_s: float) -> LiveSample | None:

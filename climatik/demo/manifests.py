@@ -11,11 +11,14 @@ from collections.abc import Sequence
 from typing import Final
 
 from climatik.kube.json import JsonDict
+from climatik.policies.ceiling_settings import HeadroomSettings
 from climatik.sim.scenario import Scenario, Service
 
 MANAGED_LABEL: Final = "climatik-project.ai/managed"
 POLLING_INTERVAL_S: Final = 5
 """KEDA's polling interval: a sixth of its default, as the scenario runs faster than life."""
+TWIN_HEADROOM: Final = HeadroomSettings()
+"""The headroom policy's tuning the twin runs with."""
 CONFIG_NAME: Final = "demo-power-cap"
 DEMO_LABEL: Final = "climatik-project.ai/demo"
 """On each InferenceService of the KServe variant: what the config's targetSelector selects."""
@@ -62,7 +65,33 @@ def deployment(service: Service, gpus: int) -> JsonDict:
     }
 
 
-def scaled_object(service: Service, namespace: str, prometheus_url: str) -> JsonDict:
+HPA_SCALE_UP_PERIOD_S: Final = 15.0
+"""The HPA's default scale-up policies: double, or 4 more pods, per this period."""
+
+
+def hpa_behavior(service: Service, speed: float) -> JsonDict:
+    """The HPA's behaviour with its windows compressed by the demo's speed, as the twin models
+    it: the scenario's scale-down stabilisation and the HPA's default scale-up policies, in
+    wall seconds (a 300 s window at 10x would otherwise hold 50 simulated minutes)."""
+    period_s = max(1, round(HPA_SCALE_UP_PERIOD_S / speed))
+    return {
+        "scaleDown": {
+            "stabilizationWindowSeconds": round(service.autoscaler.scale_down_window_s / speed)
+        },
+        "scaleUp": {
+            "stabilizationWindowSeconds": 0,
+            "selectPolicy": "Max",
+            "policies": [
+                {"type": "Percent", "value": 100, "periodSeconds": period_s},
+                {"type": "Pods", "value": 4, "periodSeconds": period_s},
+            ],
+        },
+    }
+
+
+def scaled_object(
+    service: Service, namespace: str, prometheus_url: str, speed: float = 1.0
+) -> JsonDict:
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
@@ -72,6 +101,9 @@ def scaled_object(service: Service, namespace: str, prometheus_url: str) -> Json
             "minReplicaCount": service.min_replicas,
             "maxReplicaCount": service.max_replicas,
             "pollingInterval": POLLING_INTERVAL_S,
+            "advanced": {
+                "horizontalPodAutoscalerConfig": {"behavior": hpa_behavior(service, speed)}
+            },
             "triggers": [
                 {
                     "type": "prometheus",
@@ -209,7 +241,13 @@ def power_capping_config(
                 "powerQuery": f"sum({TARGET_POWER_QUERY})",
                 "prometheusAddress": prometheus_url,
             },
-            "policy": {"type": "Headroom"},
+            # The twin's tuning, so live and twin run the same policy (the CRD's defaults,
+            # 5 % and 5 %, are more cautious than the twin's).
+            "policy": {
+                "type": "Headroom",
+                "safetyMarginPercent": round(100 * TWIN_HEADROOM.safety_margin_fraction),
+                "hysteresisPercent": round(100 * TWIN_HEADROOM.hysteresis_fraction),
+            },
             **({"rackConstraints": rack_constraints(scenario, racks)} if racks else {}),
         },
     }
@@ -222,9 +260,10 @@ def demo_objects(
     racks: Sequence[str] = (),
     *,
     kserve: bool = False,
+    speed: float = 1.0,
 ) -> list[JsonDict]:
     """Everything the demo applies in its namespace, Deployments first; `racks` are the
-    cluster's rack label values."""
+    cluster's rack label values; the autoscalers' windows compressed by `speed`."""
     gpus = scenario.racks.gpus_per_server
     config = power_capping_config(scenario, prometheus_url, racks, kserve=kserve)
     if kserve:
@@ -232,6 +271,6 @@ def demo_objects(
         return [*isvcs, config]
     return [
         *(deployment(s, gpus) for s in scenario.services),
-        *(scaled_object(s, namespace, prometheus_url) for s in scenario.services),
+        *(scaled_object(s, namespace, prometheus_url, speed) for s in scenario.services),
         config,
     ]

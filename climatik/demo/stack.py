@@ -31,6 +31,7 @@ from climatik.demo.progress import ServedFigures, ServiceState, Snapshot, summar
 from climatik.demo.scrape import scrape_config
 from climatik.devcluster.binaries import locate_binaries
 from climatik.devcluster.cluster import ClusterInfo, down, up
+from climatik.devcluster.components import HPA_SYNC_PERIOD_S
 from climatik.devcluster.processes import ProcessRecord, is_alive, spawn, stop, tail
 from climatik.domain.errors import UserError
 from climatik.kube.json import (
@@ -254,7 +255,12 @@ def running_stack(settings: DemoSettings, say: Callable[[str], None]) -> Iterato
     with ExitStack() as stack:
         say("starting the dev cluster with KEDA ...")
         stack.callback(down, cluster_dir)
-        cluster = up(cluster_dir, addons=("keda", "kserve") if settings.kserve else ("keda",))
+        cluster = up(
+            cluster_dir,
+            addons=("keda", "kserve") if settings.kserve else ("keda",),
+            # The HPA acts as often per simulated second as on a real site.
+            hpa_sync_period_s=max(1.0, HPA_SYNC_PERIOD_S / settings.speed),
+        )
         kubeconfig = str(cluster.kubeconfig)
 
         def start(
@@ -296,7 +302,9 @@ def running_stack(settings: DemoSettings, say: Callable[[str], None]) -> Iterato
         say(f"prometheus: {prometheus_url}")
 
         racks = sorted(cluster.nodes_by_rack)
-        objects = demo_objects(s.scenario, s.namespace, prometheus_url, racks, kserve=s.kserve)
+        objects = demo_objects(
+            s.scenario, s.namespace, prometheus_url, racks, kserve=s.kserve, speed=s.speed
+        )
         _apply(cluster, s.namespace, objects)
         say(f"applied {len(s.scenario.services)} services and their ScaledObjects in {s.namespace}")
         controller_argv = [sys.executable, "-m", "climatik", "run", "--kubeconfig", kubeconfig]

@@ -128,12 +128,14 @@ def up(
     addons: Sequence[str] = (),
     timeout_s: float = DEFAULT_TIMEOUT_S,
     progress: Callable[[str], None] | None = None,
+    hpa_sync_period_s: float = components.HPA_SYNC_PERIOD_S,
 ) -> ClusterInfo:
     """Start a fresh dev cluster in `directory` and return once it is ready.
 
     `addons` names what runs besides the control plane (see `addons.ADDONS`). A cluster running
     there with the same topology and add-ons is reused; one with another topology or other
-    add-ons, or a half-dead one, is refused (run `down` first).
+    add-ons, or a half-dead one, is refused (run `down` first). `hpa_sync_period_s` applies to
+    a cluster this call starts.
     """
     directory = directory.resolve()
     topology = topology or Topology()
@@ -183,6 +185,7 @@ def up(
             kserve_binaries=kserve_binaries,
             vpa_binaries=vpa_binaries,
             deadline=time.monotonic() + timeout_s,
+            hpa_sync_period_s=hpa_sync_period_s,
         )
     except BaseException:
         _stop_cluster(launch.records)
@@ -198,6 +201,7 @@ def _bring_up(
     keda_binaries: KedaBinaries | None,
     kserve_binaries: KServeBinaries | None,
     vpa_binaries: VpaBinaries | None,
+    hpa_sync_period_s: float = components.HPA_SYNC_PERIOD_S,
     deadline: float,
 ) -> ClusterInfo:
     directory = launch.dir
@@ -274,7 +278,7 @@ def _bring_up(
     launch.start(
         "kube-controller-manager",
         "kube-controller-manager",
-        components.kcm_args(pki, kcm_kc, kcm_port),
+        components.kcm_args(pki, kcm_kc, kcm_port, hpa_sync_period_s),
     )
     sched_kc = component_kubeconfigs["kube-scheduler"]
     launch.start(

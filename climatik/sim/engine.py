@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from climatik.policies.ceiling_settings import HeadroomSettings, ThresholdSettings
 from climatik.sim.policy_specs import POLICY_SPECS
-from climatik.sim.replicas import warm_start
+from climatik.sim.replicas import cold_start, warm_start
 from climatik.sim.result import SimResult
 from climatik.sim.scenario import Scenario
 from climatik.sim.state import initial_state
@@ -47,6 +47,7 @@ class Twin:
         *,
         exact_knowledge: bool = False,
         start_hour: float | None = None,
+        cold_start: bool = False,
     ) -> None:
         self.scenario = scenario
         self.policy_names = list(policies or scenario.policies)
@@ -66,6 +67,9 @@ class Twin:
         self.start_hour = start_hour
         """Run `hours` from this hour of the scenario's day (the window a live demo plays);
         None: from hour 0, on a series of `hours` alone."""
+        self.cold_start = cold_start
+        """Start at each service's minimum replicas, still starting (as the live demo does);
+        off: warm, the replicas the first arrivals need, ready before the first step."""
 
     def run(self, progress: Callable[[float], None] | None = None) -> SimResult:
         """Advance every policy through the scenario and return its figures."""
@@ -79,7 +83,7 @@ class Twin:
             start_hour=self.start_hour,
         )
         st = initial_state(world, self.seed)
-        warm_start(world, st)
+        (cold_start if self.cold_start else warm_start)(world, st)
         for k in range(world.steps):
             now_s = k * world.dt
             lam = world.rates[k]

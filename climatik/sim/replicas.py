@@ -88,3 +88,15 @@ def warm_start(world: World, st: TwinState) -> None:
         for j in range(world.n_svc):
             for _ in range(int(wanted[p, j])):
                 place(world, st, p, j, -1e9)
+
+
+def cold_start(world: World, st: TwinState) -> None:
+    """Start each service's minimum replicas at hour 0, none ready yet, the autoscaler's
+    history at the minimum: a deployment just rolled out, as a live demo starts."""
+    fleet = st.fleet
+    fleet.wanted[:] = world.min_rep
+    fleet.rec_hist[:] = world.min_rep[None, :, None]
+    for p in range(world.n_pol):
+        for j in range(world.n_svc):
+            for _ in range(int(world.min_rep[j])):
+                place(world, st, p, j, 0.0)

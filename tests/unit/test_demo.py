@@ -24,6 +24,7 @@ from climatik.demo.progress import (
     summary_lines,
 )
 from climatik.demo.scrape import JOBS, scrape_config
+from climatik.policies.ceiling_settings import HeadroomSettings
 from climatik.sim.scenario import load_scenario
 
 PROMETHEUS = "http://127.0.0.1:9090"
@@ -56,6 +57,24 @@ def test_each_service_gets_a_deployment_and_a_scaled_object_and_one_config_caps_
     assert config.spec.power_cap_limit == pytest.approx(scenario.caps.site_cap_w)
     assert [m.query for m in config.spec.metrics or []] == [SITE_POWER_QUERY]
     assert [r.metadata.name for r in config.spec.scale_object_ref or []] == ["chat", "summarise"]
+
+
+def test_the_live_loop_runs_the_twins_tuning_and_the_autoscalers_windows_compressed() -> None:
+    # At 10x, HPA windows in wall seconds would hold ten times as many simulated seconds as
+    # the twin's autoscaler: the scale-down window and the scale-up period are compressed.
+    scenario = load_scenario("default")
+    objects = demo_objects(scenario, "demo", PROMETHEUS, speed=10.0)
+    chat_so: dict[str, Any] = json.loads(json.dumps(objects[2]))["spec"]
+    behavior = chat_so["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    window_s = scenario.services[0].autoscaler.scale_down_window_s
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == round(window_s / 10.0)
+    assert {p["periodSeconds"] for p in behavior["scaleUp"]["policies"]} == {2}
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
+    # The twin's margin and hysteresis, not the CRD's more cautious defaults.
+    config = PowerCappingConfig.model_validate(objects[4])
+    twin = HeadroomSettings()
+    assert config.spec.policy.safety_margin_percent == round(100 * twin.safety_margin_fraction)
+    assert config.spec.policy.hysteresis_percent == round(100 * twin.hysteresis_fraction)
 
 
 def test_the_cap_is_the_scenarios_site_cap_over_every_nodes_power() -> None:
