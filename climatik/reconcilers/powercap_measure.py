@@ -265,8 +265,15 @@ class CapMeasurer:
         targets: Sequence[ResolvedTarget],
     ) -> RackRound:
         """The constrained racks' readings, and each of their nodes that hosts none of the
-        targets' pods read on its own (the rack query over one node), for the idle draw."""
-        if not config.racks:
+        targets' pods read on its own (the rack query over one node), for the idle draw.
+
+        Without rack constraints, a config whose own query measures the scope's nodes
+        (`metrics`) still reads the racked nodes (those with the rack label; not control-plane
+        or CPU-only nodes) without its pods for the idle draw: its policy credits that draw
+        (`ceiling_settings`), as the twin's does on a site without rack limits (a replay of
+        `default`'s peak, `tests/integration/test_replay.py`, kept one chat replica too few
+        from the fifth interval on without it)."""
+        if not config.racks and not config.metrics:
             return RackRound()
         grouping = group_nodes_by_rack(
             (
@@ -277,9 +284,9 @@ class CapMeasurer:
         )
         busy = {node for t in targets for node in t.pod_nodes if node}
         nodes = {r.rack_id: grouping.nodes_by_rack.get(r.rack_id, ()) for r in config.racks}
-        idle_nodes = sorted({n for rack in nodes.values() for n in rack if n not in busy})[
-            :IDLE_SAMPLE_NODES
-        ]
+        racked = nodes.values() if config.racks else grouping.nodes_by_rack.values()
+        candidates = {n for rack in racked for n in rack}
+        idle_nodes = sorted(candidates - busy)[:IDLE_SAMPLE_NODES]
         readings = await source.read_racks(
             [
                 *(RackNodes(rack_id, rack_nodes) for rack_id, rack_nodes in nodes.items()),
