@@ -175,6 +175,7 @@ class TraceRecorder:
                     tokens_per_request=float(world.out_tokens[j]),
                 )
             )
+        idle_w = st.seen.idle[p].watts
         self.trace.rounds.append(
             TracedRound(
                 at_s=now_s - self._first_s,
@@ -182,7 +183,7 @@ class TraceRecorder:
                 site_w=float(reading.site_w[p]),
                 node_watts=tuple(float(w) for w in reading.srv_w[p]),
                 targets=tuple(targets),
-                idle_w=st.seen.idle[p].watts,
+                idle_w=None if idle_w is None else float(idle_w),
             )
         )
 

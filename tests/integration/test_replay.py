@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -24,6 +23,7 @@ from climatik.api.convert import config_from_object
 from climatik.domain.capping import CappingState
 from climatik.domain.config import PowerCappingConfig, TargetKind
 from climatik.kube.store import Store
+from climatik.policies.ceiling_settings import HeadroomSettings
 from climatik.policies.observations import IdlePower
 from climatik.reconcilers.powercap_decide import CapRound, decide_round
 from climatik.reconcilers.powercap_measure import CapMeasurer, sources_for
@@ -39,6 +39,7 @@ from climatik.sim.trace import (
 )
 from climatik.sources.prometheus import PrometheusClient, PrometheusSettings
 from climatik.sources.prometheus_pool import PrometheusPool
+from climatik.sources.prometheus_results import Vector
 from tests.integration.helpers.prometheus import find_prometheus
 from tests.integration.helpers.replay import PrometheusAt, backfill, serve_blocks
 
@@ -46,6 +47,16 @@ pytestmark = pytest.mark.integration
 
 SITE_POWER_QUERY = 'sum(kepler_node_cpu_watts{zone="package"}) + sum(kepler_node_gpu_watts)'
 """The scope's own query: every server's power, as the twin caps its site."""
+
+
+TWIN = HeadroomSettings()
+"""The settings the twin's `headroom` policy decides with (`Twin`'s default)."""
+
+
+def _percent(fraction: float) -> int:
+    percent = round(fraction * 100)
+    assert math.isclose(percent, fraction * 100), "the CRD takes whole percents"
+    return percent
 
 
 @dataclass
@@ -56,10 +67,10 @@ class _Nodes:
 
 
 def replay_config(trace: Trace, url: str, services: Sequence[str]) -> PowerCappingConfig:
-    """What a site like the twin's applies: Kepler pod power, the site's node power as the
-    scope's query, the Headroom policy, and a rack constraint per rack at the site cap (never
-    binding alone, as `climatik demo` sets them) so the controller reads the rack nodes that
-    host no pod for their idle draw."""
+    """What a site like the twin's `default` applies: Kepler pod power, the site's node power
+    as the scope's query, the Headroom policy with the twin's settings; no rack constraints,
+    as the scenario has no rack limit (the controller reads the racked nodes without pods for
+    their idle draw all the same)."""
     return config_from_object(
         {
             "apiVersion": "powercapping.climatik-project.ai/v1",
@@ -79,11 +90,14 @@ def replay_config(trace: Trace, url: str, services: Sequence[str]) -> PowerCappi
                     {"type": "Prometheus", "prometheusAddress": url, "query": SITE_POWER_QUERY}
                 ],
                 "powerMeasurement": {"preset": "KeplerPod", "prometheusAddress": url},
-                "policy": {"type": "Headroom"},
-                "rackConstraints": [
-                    {"rackId": rack, "maxPower": round(trace.site_cap_w)}
-                    for rack in sorted(set(trace.node_racks))
-                ],
+                "policy": {
+                    "type": "Headroom",
+                    # The twin's Headroom settings, not the CRD's defaults (5 % and 5 %).
+                    "safetyMarginPercent": _percent(TWIN.safety_margin_fraction),
+                    "hysteresisPercent": _percent(TWIN.hysteresis_fraction),
+                    "stepDownReplicas": TWIN.max_step_down_replicas,
+                    "stepDownIntervalSeconds": round(TWIN.step_down_interval_s),
+                },
             },
         }
     )
@@ -123,7 +137,7 @@ async def replay(
             )
         )
         sources = sources_for(config, client, settings, clock=client.now)
-        measurer = CapMeasurer(settings, PrometheusPool(lambda: _never()), nodes)
+        measurer = CapMeasurer(settings, PrometheusPool(_never), nodes)
         for recorded in trace.rounds:
             client.at_s = start_unix_s + recorded.at_s
             targets = [
@@ -172,11 +186,22 @@ def ceilings(rounds: Sequence[CapRound]) -> list[dict[str, int]]:
     return [{d.target: d.new_max_replicas for d in r.plan.decisions} for r in rounds]
 
 
-@pytest.fixture(scope="module")
-def backfilled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Trace, str, float]]:
-    """`default`'s chat peak (14 h), 40 simulated minutes of the Headroom policy, backfilled
-    into a fresh Prometheus; the trace ends two hours ago (an hour-aligned start)."""
-    trace = record_trace(load_scenario("default"), policy="headroom", start_hour=14.0, minutes=40)
+WINDOWS = [(13.0, 60.0), (14.0, 40.0), (19.0, 60.0)]
+"""`default`'s windows replayed (start hour, simulated minutes): into chat's peak (the ceilings
+move at nearly every interval), the peak itself (chat held at 4 under a 50 kW cap, issue 17's
+case), and the evening, as summarise's peak comes."""
+
+
+@pytest.fixture(scope="module", params=WINDOWS, ids=lambda w: f"{w[0]:g}h+{w[1]:g}min")
+def backfilled(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Trace, str, float]]:
+    """A window of the Headroom policy on `default`, backfilled into a fresh Prometheus; the
+    first decision three hours before the last whole hour."""
+    start_hour, minutes = request.param
+    trace = record_trace(
+        load_scenario("default"), policy="headroom", start_hour=start_hour, minutes=minutes
+    )
     start_unix_s = math.floor(time.time() / 3600.0) * 3600.0 - 3 * 3600.0
     prometheus = find_prometheus()
     data_dir = tmp_path_factory.mktemp("replay") / "data"
@@ -201,9 +226,10 @@ async def test_backfilled_prometheus_answers_with_the_trace(
             f'pod=~"{"|".join(chat.pods)}"}}[{trace.window_s:g}s]))',
             at_s=start_unix_s + recorded.at_s,
         )
-    assert not isinstance(site, Exception) and not isinstance(tokens, Exception)
-    assert site.samples[0].value == pytest.approx(recorded.site_w, rel=1e-9)  # type: ignore[union-attr]
-    assert tokens.samples[0].value == pytest.approx(chat.tokens_per_s, rel=1e-9)  # type: ignore[union-attr]
+    assert isinstance(site, Vector)
+    assert isinstance(tokens, Vector)
+    assert site.samples[0].value == pytest.approx(recorded.site_w, rel=1e-9)
+    assert tokens.samples[0].value == pytest.approx(chat.tokens_per_s, rel=1e-9)
 
 
 async def test_replay_through_the_live_path_gives_the_twins_ceilings(
@@ -213,9 +239,15 @@ async def test_replay_through_the_live_path_gives_the_twins_ceilings(
     settings = CappingSettings(tokens_window_s=trace.window_s)
     rounds = await replay(trace, url, start_unix_s, settings)
     for recorded, live in zip(trace.rounds, rounds, strict=True):
+        # What was measured and learned, to rounding: Prometheus sums the series in its order.
         assert live.observation.measured_w == pytest.approx(recorded.site_w, rel=1e-9)
+        if recorded.idle_w is None:
+            assert live.idle.watts is None
+        else:
+            assert live.idle.watts == pytest.approx(recorded.idle_w, rel=1e-9)
         for t, o in zip(recorded.targets, live.observation.targets, strict=True):
             assert (o.watts, o.tokens_per_s) == pytest.approx((t.watts, t.tokens_per_s), rel=1e-9)
+    # What was decided, exactly.
     assert ceilings(rounds) == list(decisions(trace))
 
 
