@@ -111,6 +111,8 @@ class Trace:
     nodes: tuple[str, ...]
     node_racks: tuple[str, ...]
     rounds: list[TracedRound] = field(default_factory=list)
+    rack_max_w: float | None = None
+    """Each rack's power limit (a config's `rackConstraints`); None: the scenario sets none."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -235,6 +237,7 @@ def record_trace(
         interval_s=scenario.control_interval_s,
         window_s=scenario.measurement.window_s,
         site_cap_w=scenario.caps.site_cap_w,
+        rack_max_w=scenario.caps.rack_max_w,
         nodes=tuple(node_name(i) for i in range(servers)),
         node_racks=tuple(rack_name(i // scenario.racks.servers_per_rack) for i in range(servers)),
     )

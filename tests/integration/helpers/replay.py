@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Literal
 
 from climatik.sources.prometheus import PrometheusClient, PrometheusSettings
-from climatik.sources.prometheus_results import InstantResult, PodSamples, RangeResult
+from climatik.sources.prometheus_results import (
+    InstantResult,
+    PodSamples,
+    PrometheusUnreachableError,
+    RangeResult,
+)
 from tests.integration.helpers.prometheus import free_port
 
 
@@ -81,11 +86,18 @@ def serve_blocks(binary: Path, data_dir: Path, timeout_s: float = 60.0) -> Backf
 
 class PrometheusAt:
     """A `PrometheusClient` that evaluates every instant query at `at_s` (settable): the live
-    sources read the past through it exactly as they read the present."""
+    sources read the past through it exactly as they read the present. While not `reachable`
+    every query fails as an unreachable server's does (the twin's measurement outages: a
+    backfilled TSDB can lack samples, but not be down)."""
 
     def __init__(self, client: PrometheusClient) -> None:
         self._client = client
         self.at_s = 0.0
+        self.reachable = True
+
+    def _check_reachable(self, promql: str) -> None:
+        if not self.reachable:
+            raise PrometheusUnreachableError("the trace records an outage", query=promql)
 
     @property
     def address(self) -> str:
@@ -108,6 +120,7 @@ class PrometheusAt:
         check_age: bool = True,
     ) -> InstantResult:
         del check_age  # judged by the sources' own clock, at the replayed time
+        self._check_reachable(promql)
         return await self._client.query(
             promql,
             at_s=self.at_s if at_s is None else at_s,
@@ -125,6 +138,7 @@ class PrometheusAt:
         lookback_delta_s: float | Literal["default"] | None = "default",
         grouped: bool = False,
     ) -> RangeResult:
+        self._check_reachable(promql)
         return await self._client.query_range(
             promql,
             start_s=start_s,
@@ -143,6 +157,7 @@ class PrometheusAt:
         lookback_delta_s: float | Literal["default"] | None = "default",
         asked_after_s: float | None = None,
     ) -> PodSamples:
+        self._check_reachable(promql)
         return await self._client.query_by_pod(
             promql,
             namespace_label=namespace_label,
