@@ -35,18 +35,8 @@ from climatik.kube.cache import Cache, EventSink
 from climatik.kube.client import ApiError, KubeClient
 from climatik.kube.json import JsonObject, ObjectMeta, child
 from climatik.kube.store import FrozenMapping, object_key, split_key
-from climatik.policies.capping_spec import batch_can_yield, policy_settings
-from climatik.policies.ceilings import decide_replica_ceilings
 from climatik.policies.gpu_tuning import rescale_watts_per_replica
-from climatik.policies.observations import (
-    IdlePower,
-    ceiling_settings,
-    learn_idle_power,
-    measured_watts_per_replica,
-    observe_cap,
-    observe_racks,
-    track_free_nodes,
-)
+from climatik.policies.observations import IdlePower
 from climatik.reconcilers.actuation import (
     ceiling_patch,
     holds_below_user_max,
@@ -55,13 +45,12 @@ from climatik.reconcilers.actuation import (
 )
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.opening import ConfigOpening
+from climatik.reconcilers.powercap_decide import decide_round
 from climatik.reconcilers.powercap_measure import (
     CapMeasurer,
     CapSources,
     effective_cap,
-    planned_max_replicas,
     prometheus_pool,
-    target_observation,
 )
 from climatik.reconcilers.powercap_report import (
     Held,
@@ -241,39 +230,21 @@ class PowerCapReconciler:
         elif not any(t.gpu_pods for t in targets):
             memory.warned.gpu_power_warned = None
         cap_w, cap_source = effective_cap(obj, config)
-        memory.idle = learn_idle_power(
-            track_free_nodes(memory.idle, racks.free_nodes), racks.idle_node_watts
-        )
-        plans, now = peer_status(obj).deferrable_plans, self._wall_clock()
-        observed = [
-            target_observation(
-                t,
-                measured.per_target.get(t.key) if learning else None,
-                planned_max_replicas(plans, str(t.kind), t.name, now)
-                if t.deadline_s is not None
-                else None,
-            )
-            for t in targets
-        ]
-        observation = observe_cap(
-            scope=key,
-            base_cap_w=config.power_cap_w,
+        decided = decide_round(
+            config,
+            key,
+            targets,
+            measured,
+            racks,
             cap_w=cap_w,
-            measured_w=measured.scope_w,
-            targets=observed,
-            racks=observe_racks(
-                racks.readings,
-                per_replica_w=measured_watts_per_replica(observed),
-                idle_w=memory.idle.watts,
-            ),
-            per_target_budget=batch_can_yield(config, (t.deferrable for t in targets)),
+            state=memory.state,
+            idle=memory.idle,
+            learning=learning,
+            plans=peer_status(obj).deferrable_plans,
+            wall_now=self._wall_clock(),
+            now_s=self._clock(),
         )
-        # Idle nodes are inside the measurement only when the config's own query measures
-        # the scope (node-level power); per-pod sums leave them out.
-        settings = ceiling_settings(
-            policy_settings(config), memory.idle, scope_measures_nodes=bool(config.metrics)
-        )
-        plan = decide_replica_ceilings(observation, settings, memory.state, self._clock())
+        observation, plan, memory.idle = decided.observation, decided.plan, decided.idle
         memory.state = plan.state
         acted = await self._act(obj, config, key, plan, targets, held=held)
         if acted is None:

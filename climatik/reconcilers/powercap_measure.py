@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 import aiohttp
 
@@ -41,7 +43,7 @@ from climatik.reconcilers.targets import ResolvedTarget
 from climatik.sources.address import AddressPolicy
 from climatik.sources.breaker import BreakerSettings
 from climatik.sources.plausibility import PlausibilityLimits
-from climatik.sources.power import PowerSource, PrometheusPowerSource
+from climatik.sources.power import PodQuerier, PowerSource, PrometheusPowerSource
 from climatik.sources.power_queries import TargetPods, TokensQueryConfig, power_query_config_for
 from climatik.sources.power_readings import (
     Reading,
@@ -56,6 +58,7 @@ from climatik.sources.promql import QueryTemplateError
 from climatik.sources.racks import (
     PrometheusRackSignalSource,
     RackNodes,
+    RackQuerier,
     RackSignalQueries,
     RackSignalSource,
     rack_queries_for,
@@ -115,6 +118,47 @@ class Measured:
     problem_reason: str
 
 
+class ReplayQuerier(PodQuerier, RackQuerier, Protocol):
+    """What a config's sources read through: the shared layer live, a client that reads a
+    past time in a replay (`tests/integration/test_replay.py`)."""
+
+
+def sources_for(
+    config: PowerCappingConfig,
+    client: ReplayQuerier,
+    settings: CappingSettings,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> CapSources:
+    """The config's sources over `client`, judging sample ages at `clock` (Unix seconds);
+    TerminalError for a bad query template."""
+    try:
+        power = power_query_config_for(config.power_measurement)
+        racks = rack_queries_for(
+            config.power_measurement,
+            # Rack caps need this instant's readings only, no history.
+            RackSignalQueries(rack_label=settings.rack_label, history_window_s=0),
+        )
+    except QueryTemplateError as error:
+        raise TerminalError(f"spec.powerMeasurement: {error}") from error
+    plausibility = PlausibilityLimits(max_watts_per_server=settings.max_plausible_watts_per_server)
+    window_s = settings.tokens_window_s
+    tokens = (
+        TokensQueryConfig()
+        if window_s is None
+        else TokensQueryConfig(window=f"{math.ceil(window_s)}s")
+    )
+    return CapSources(
+        PrometheusPowerSource(
+            client, power=power, tokens=tokens, plausibility=plausibility, clock=clock
+        ),
+        PrometheusRackSignalSource(
+            client, racks, power=power, plausibility=plausibility, clock=clock
+        ),
+        judges_gpu_power=judges_gpu_power(power),
+    )
+
+
 class CapMeasurer:
     """Builds configs' sources and measures them, for one power-cap reconciler."""
 
@@ -143,34 +187,7 @@ class CapMeasurer:
                 address_policy=AddressPolicy.from_hosts(self._settings.allowed_hosts),
             ),
         )
-        try:
-            power = power_query_config_for(config.power_measurement)
-            racks = rack_queries_for(
-                config.power_measurement,
-                # Rack caps need this instant's readings only, no history.
-                RackSignalQueries(rack_label=self._settings.rack_label, history_window_s=0),
-            )
-        except QueryTemplateError as error:
-            raise TerminalError(f"spec.powerMeasurement: {error}") from error
-        plausibility = PlausibilityLimits(
-            max_watts_per_server=self._settings.max_plausible_watts_per_server
-        )
-        window_s = self._settings.tokens_window_s
-        tokens = (
-            TokensQueryConfig()
-            if window_s is None
-            else TokensQueryConfig(window=f"{math.ceil(window_s)}s")
-        )
-        return CapSources(
-            PrometheusPowerSource(
-                client,
-                power=power,
-                tokens=tokens,
-                plausibility=plausibility,
-            ),
-            PrometheusRackSignalSource(client, racks, power=power, plausibility=plausibility),
-            judges_gpu_power=judges_gpu_power(power),
-        )
+        return sources_for(config, client, self._settings)
 
     async def measure(
         self,
@@ -259,8 +276,15 @@ class CapMeasurer:
         """The constrained racks' readings, and up to `IDLE_SAMPLE_NODES` of their nodes that
         have hosted none of the targets' pods for `IDLE_SETTLE_ROUNDS` decisions (counting this
         one; the longest free first) read on their own (the rack query over one node), for the
-        idle draw."""
-        if not config.racks:
+        idle draw.
+
+        Without rack constraints, a config whose own query measures the scope's nodes
+        (`metrics`) still reads the racked nodes (those with the rack label; not control-plane
+        or CPU-only nodes) without its pods for the idle draw: its policy credits that draw
+        (`ceiling_settings`), as the twin's does on a site without rack limits (a replay of
+        `default`'s peak, `tests/integration/test_replay.py`, kept one chat replica too few
+        from the fifth interval on without it)."""
+        if not config.racks and not config.metrics:
             return RackRound()
         grouping = group_nodes_by_rack(
             (
@@ -271,7 +295,8 @@ class CapMeasurer:
         )
         busy = {node for t in targets for node in t.pod_nodes if node}
         nodes = {r.rack_id: grouping.nodes_by_rack.get(r.rack_id, ()) for r in config.racks}
-        free_nodes = sorted({n for rack in nodes.values() for n in rack if n not in busy})
+        racked = nodes.values() if config.racks else grouping.nodes_by_rack.values()
+        free_nodes = sorted({n for rack in racked for n in rack} - busy)
         settled = track_free_nodes(idle, free_nodes).settled_nodes()
         idle_nodes = settled[:IDLE_SAMPLE_NODES]
         readings = await source.read_racks(

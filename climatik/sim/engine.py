@@ -17,21 +17,33 @@ supply-temperature control, CoP cooling and location-based carbon. Each is one s
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from climatik.policies.ceiling_settings import HeadroomSettings, ThresholdSettings
 from climatik.sim.policy_specs import POLICY_SPECS
 from climatik.sim.replicas import cold_start, warm_start
 from climatik.sim.result import SimResult
 from climatik.sim.scenario import Scenario
-from climatik.sim.state import initial_state
+from climatik.sim.state import TwinState, initial_state
 from climatik.sim.steps_autoscale import autoscale
 from climatik.sim.steps_control import decide
 from climatik.sim.steps_heat import move_heat
-from climatik.sim.steps_measure import learn, read, record_sample
+from climatik.sim.steps_measure import Reading, learn, read, record_sample
 from climatik.sim.steps_power import draw_power
 from climatik.sim.steps_record import sample_history, summarise, tally_step
 from climatik.sim.steps_serve import serve
-from climatik.sim.world import build_world
+from climatik.sim.world import IntArray, World, build_world
+
+
+class ControlTap(Protocol):
+    """Watches each control interval: what the controller read and held just before it
+    decides, and what it decided (a twin trace is recorded this way, `sim.trace`)."""
+
+    def before(
+        self, world: World, st: TwinState, reading: Reading, n_tot: IntArray, now_s: float
+    ) -> None: ...
+
+    def after(self, world: World, st: TwinState) -> None: ...
 
 
 class Twin:
@@ -71,8 +83,11 @@ class Twin:
         """Start at each service's minimum replicas, still starting (as the live demo does);
         off: warm, the replicas the first arrivals need, ready before the first step."""
 
-    def run(self, progress: Callable[[float], None] | None = None) -> SimResult:
-        """Advance every policy through the scenario and return its figures."""
+    def run(
+        self, progress: Callable[[float], None] | None = None, tap: ControlTap | None = None
+    ) -> SimResult:
+        """Advance every policy through the scenario and return its figures; `tap` watches
+        every control interval."""
         world = build_world(
             self.scenario,
             self.specs,
@@ -98,7 +113,11 @@ class Twin:
             if world.control_due(k):
                 reading = read(world, st.ring, st.rng, k)
                 learn(world, st.seen, reading, st.fleet.host)
+                if tap is not None:
+                    tap.before(world, st, reading, served.n_tot, now_s)
                 decide(world, st, reading, n_tot=served.n_tot, k=k, now_s=now_s)
+                if tap is not None:
+                    tap.after(world, st)
             autoscale(world, st, lam=lam, n_tot=served.n_tot, k=k, now_s=now_s)
             if progress is not None and k % world.prog_every == 0:
                 progress(k / world.steps)

@@ -184,12 +184,15 @@ class PrometheusClient:
         pod_label: str,
         lookback_delta_s: float | Literal["default"] | None = "default",
         asked_after_s: float | None = None,
+        at_s: float | None = None,
     ) -> PodSamples:
-        """Evaluate a grouped `promql` now and index its samples by (namespace, pod).
+        """Evaluate a grouped `promql` at `at_s` (server time now when None) and index its
+        samples by (namespace, pod).
 
         No age is judged and no NaN dropped (see `PodSamples`). One answer covers every pod of
         the server, so it may be `GROUPED_RESPONSE_FACTOR` times the usual size limit. Always
         asked now, so `asked_after_s` (the shared layer's refresh bound) holds by construction.
+        `at_s` reads the past, as a replay of a recorded trace does (`climatik.sim.trace`).
         """
         del asked_after_s
         asked_at_s = self._clock()
@@ -198,7 +201,7 @@ class PrometheusClient:
         )
         status, body, origin = await self._post(
             "api/v1/query",
-            self._instant_form(promql, None, lookback_s),
+            self._instant_form(promql, at_s, lookback_s),
             promql,
             max_bytes=self._settings.max_response_bytes * GROUPED_RESPONSE_FACTOR,
         )
