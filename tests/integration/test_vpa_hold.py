@@ -16,13 +16,18 @@ is shared, and other clusters' tests serve pods on nodes of the same names (`rac
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from climatik.devcluster.cluster import ClusterInfo
-from climatik.reconcilers.resources import VPA_HELD_BY_ANNOTATION, VPA_USER_MODE_ANNOTATION
+from climatik.reconcilers.resources import (
+    VPA_GIVE_BACK_FINALIZER,
+    VPA_HELD_BY_ANNOTATION,
+    VPA_USER_MODE_ANNOTATION,
+)
 from climatik.runtime.capping import power_cap_controller
 from climatik.runtime.vpa import vpa_hold_controller
 from tests.integration.conftest import Kubectl
@@ -193,4 +198,64 @@ async def test_a_rack_measured_near_its_limit_holds_vpa_evictions_until_it_cools
         f"rack-a measured {hot_w:.0f} W of {MAX_POWER_W} W: no eviction for {HELD_FOR_S:.0f} s; "
         f"pods' power halved -> rack measured {cool_w:.0f} W after {measured_s:.1f} s, Recreate "
         f"restored after {restored_s:.1f} s, the updater evicted after {evicted_s:.1f} s"
+    )
+
+
+async def test_a_config_deleted_while_the_controller_is_down_gives_its_vpa_back_on_return(
+    vpa_dev_cluster: ClusterInfo, vpa_kubectl: Kubectl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The finalizer `vpa-give-back`: the deletion waits for the controller to come back, which
+    restores the user's mode and then lets the config go. Rack readings are written into the
+    config's status by hand here (no power-cap reconciler runs)."""
+    monkeypatch.setenv("CLIMATIK_VPA__INTERVAL_S", "1")
+    web = _sized_deployment("web", 1)
+    web["spec"]["template"]["spec"]["nodeSelector"]["climatik-project.ai/rack"] = "rack-a"
+    vpa_kubectl.apply(web)
+    await running_pods(vpa_kubectl, "web", 1)
+    vpa_kubectl.apply(_scaled_object("web"))
+    vpa_kubectl.apply(_config("cap", "web", vpa_kubectl.namespace, "http://127.0.0.1:9"))
+    hot = {"status": {"racks": [{"rackId": "rack-a", "powerWatts": 0.98 * MAX_POWER_W}]}}
+    vpa_kubectl.run(
+        "patch", "powercappingconfig", "cap", "--subresource=status", "--type=merge",
+        "-p", json.dumps(hot),
+    )  # fmt: skip
+    vpa_kubectl.apply(_vpa("web", "Recreate"))
+
+    async with running_manager(vpa_dev_cluster, vpa_kubectl.namespace, [vpa_hold_controller]):
+        await eventually(
+            lambda: kubectl_json(vpa_kubectl, "verticalpodautoscaler", "web"),
+            lambda v: v["spec"]["updatePolicy"]["updateMode"] == "Initial",
+            timeout_s=20,
+        )
+        config = await kubectl_json(vpa_kubectl, "powercappingconfig", "cap")
+        assert VPA_GIVE_BACK_FINALIZER in config["metadata"]["finalizers"]
+
+    # The controller is down: the deletion waits on the finalizer and the VPA stays held.
+    vpa_kubectl.run("delete", "powercappingconfig", "cap", "--wait=false")
+    await asyncio.sleep(3)
+    config = await kubectl_json(vpa_kubectl, "powercappingconfig", "cap")
+    assert config["metadata"].get("deletionTimestamp")
+    vpa = await kubectl_json(vpa_kubectl, "verticalpodautoscaler", "web")
+    assert vpa["spec"]["updatePolicy"]["updateMode"] == "Initial"
+
+    started = time.monotonic()
+    async with running_manager(vpa_dev_cluster, vpa_kubectl.namespace, [vpa_hold_controller]):
+        vpa = await eventually(
+            lambda: kubectl_json(vpa_kubectl, "verticalpodautoscaler", "web"),
+            lambda v: v["spec"]["updatePolicy"]["updateMode"] == "Recreate",
+            timeout_s=20,
+        )
+        restored_s = time.monotonic() - started
+        assert VPA_USER_MODE_ANNOTATION not in (vpa["metadata"].get("annotations") or {})
+        await eventually(
+            lambda: asyncio.to_thread(
+                vpa_kubectl.run, "get", "powercappingconfig", "cap", check=False
+            ),
+            lambda done: done.returncode != 0 and "NotFound" in done.stderr,
+            timeout_s=20,
+        )
+        gone_s = time.monotonic() - started
+    print(
+        f"config deleted while the controller was down: Recreate restored {restored_s:.1f} s "
+        f"after it came back, the config gone after {gone_s:.1f} s"
     )
