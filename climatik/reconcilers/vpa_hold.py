@@ -15,6 +15,10 @@ Deployment is no longer a target), and every VPA a deleted config held, get thei
 Each hold and release is an Event on the VPA and on the config, and the config's
 `VpaEvictionsHeld` condition names what is held and why.
 
+Each round it also writes one replica's footprint for each target with a VPA (VPA's
+recommendation as the CPU and memory a new replica asks for, and the seats that leaves per rack;
+`replica_footprint`) and GPUs per replica (`replica_size`).
+
 A config holds a VPA only behind its finalizer `vpa-give-back` (added before the first hold,
 dropped once it holds none): deleting it waits until every VPA it holds has its mode back, so a
 config deleted while the controller is down gives its VPAs back when the controller returns, as
@@ -32,6 +36,7 @@ from climatik.api.status import set_condition, status_from_wire
 from climatik.api.status_models import (
     ConditionStatus,
     PowerCappingConfigStatus,
+    ReplicaFootprintStatus,
     ReplicaSizeStatus,
 )
 from climatik.domain.config import PowerCappingConfig, TargetKind
@@ -51,6 +56,7 @@ from climatik.kube.resources import DEPLOYMENTS, VERTICAL_POD_AUTOSCALERS
 from climatik.kube.store import FrozenMapping, object_key, split_key
 from climatik.policies.vpa_hold import HoldThresholds, RackReading, racks_to_hold
 from climatik.reconcilers.opening import ConfigOpening
+from climatik.reconcilers.replica_footprint import replica_footprints
 from climatik.reconcilers.replica_size import fragmentation_message, replica_sizes
 from climatik.reconcilers.replica_size_apply import (
     STABLE_ROUNDS,
@@ -236,10 +242,30 @@ class VpaHoldReconciler:
             pods=self._workloads.pods,
             nodes=self._nodes,
         )
+        footprints = self._footprints(config)
         await self._record_fragmentation(key, obj, sizes)
         await self._apply_sizes(config, obj, status, sizes, held_racks)
-        await self._report(config, obj, held, held_racks, sizes)
+        await self._report(config, obj, held, held_racks, sizes=sizes, footprints=footprints)
         return Result(requeue_after=self._settings.interval_s)
+
+    def _footprints(self, config: PowerCappingConfig) -> list[ReplicaFootprintStatus]:
+        """One replica's footprint for each target whose Deployment has a VPA."""
+        vpas: dict[str, FrozenMapping] = {}
+        for vpa in self._vpas.store.by_index(NAMESPACE_INDEX, config.namespace):
+            deployment = vpa_deployment(vpa)
+            if deployment is not None:
+                vpas.setdefault(deployment, vpa)
+        with_vpa = [
+            (target, vpas[deployment])
+            for target in self._workloads.resolve(config).targets
+            if (deployment := target_deployment(target)) is not None and deployment in vpas
+        ]
+        return replica_footprints(
+            with_vpa,
+            pods=self._workloads.pods,
+            nodes=self._nodes,
+            rack_label=config.placement.rack_label_key,
+        )
 
     def _racks_by_deployment(self, config: PowerCappingConfig) -> dict[str, frozenset[str]]:
         """Per Deployment of the config's targets, the racks its pods run on."""
@@ -447,7 +473,9 @@ class VpaHoldReconciler:
         obj: FrozenMapping,
         held: Sequence[str],
         held_racks: frozenset[str],
+        *,
         sizes: Sequence[ReplicaSizeStatus],
+        footprints: Sequence[ReplicaFootprintStatus],
     ) -> None:
         if held:
             status, reason = ConditionStatus.TRUE, "RacksNearLimit"
@@ -473,7 +501,10 @@ class VpaHoldReconciler:
                 now=now,
             )
             return with_fields(
-                current, conditions=list(conditions), replica_sizes=list(sizes) or None
+                current,
+                conditions=list(conditions),
+                replica_sizes=list(sizes) or None,
+                replica_footprints=list(footprints) or None,
             )
 
         await write_status(self._client, obj, desire, settled=True)

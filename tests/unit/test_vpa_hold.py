@@ -136,6 +136,8 @@ class World:
         self.vpas = StoreCache(*vpas)
         self.client = RecordingClient()
         self.events = Events()
+        self.pods = StoreCache(pod("chat-0", "a-0"), pod("chat-1", "b-0"))
+        self.nodes = StoreCache(node("a-0", "rack-a"), node("b-0", "rack-b"))
         self.reconciler = VpaHoldReconciler(
             self.client,  # type: ignore[arg-type]
             configs=self.configs,
@@ -143,10 +145,10 @@ class World:
                 scaled_objects=StoreCache(SCALED_OBJECT),
                 inference_services=StoreCache(),
                 deployments=StoreCache(DEPLOYMENT),
-                pods=StoreCache(pod("chat-0", "a-0"), pod("chat-1", "b-0")),
+                pods=self.pods,
             ),
             vpas=self.vpas,
-            nodes=StoreCache(node("a-0", "rack-a"), node("b-0", "rack-b")),
+            nodes=self.nodes,
             events=self.events,
             settings=VpaSettings(interval_s=5.0),
         )
