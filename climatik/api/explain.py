@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from climatik.api.status import status_from_wire
-from climatik.api.status_models import ReplicaSizeStatus
+from climatik.api.status_models import ReplicaFootprintStatus, ReplicaSizeStatus
 
 _SIZE_REASONS = {
     "Keep": "keep it",
@@ -36,6 +36,34 @@ def _replica_size_line(size: ReplicaSizeStatus) -> str:
     then = _prediction(size.recommended_tokens_per_joule, size.recommended_slo_attainment)
     why = _SIZE_REASONS.get(size.reason, size.reason)
     return f"{line}; recommended {size.recommended_gpus}{then}, {why}."
+
+
+def _resources(cpu_cores: float | None, memory_bytes: float | None) -> str:
+    parts = []
+    if cpu_cores is not None:
+        parts.append(f"{cpu_cores:.3g} CPU")
+    if memory_bytes is not None:
+        parts.append(f"{memory_bytes / 2**20:.0f} MiB")
+    return ", ".join(parts) or "nothing"
+
+
+def _footprint_line(footprint: ReplicaFootprintStatus) -> str:
+    """One replica's CPU and memory as VPA admits it, and the seats left per rack."""
+    source = (
+        f"VPA {footprint.vertical_pod_autoscaler}'s target"
+        if footprint.source == "VpaTarget"
+        else f"its pods' requests; VPA {footprint.vertical_pod_autoscaler} applies none"
+    )
+    line = (
+        f"One replica of {footprint.name}: "
+        f"{_resources(footprint.cpu_cores, footprint.memory_bytes)} ({source}"
+    )
+    if footprint.source == "VpaTarget":
+        asked = _resources(footprint.requested_cpu_cores, footprint.requested_memory_bytes)
+        line += f"; its pods ask {asked} now"
+    seats = ", ".join(f"{s.replicas} on {s.rack_id}" for s in footprint.seats or ())
+    line += f"); replicas that still fit: {seats}" if seats else "); no rack's nodes are known"
+    return line + ". Its watts are the power model's."
 
 
 def explain(obj: Mapping[str, Any]) -> str:
@@ -102,6 +130,7 @@ def explain(obj: Mapping[str, Any]) -> str:
             parts.append(f"inlet {rack.inlet_celsius:.1f} °C")
         lines.append("  " + " ".join(parts))
     lines.extend("  " + _replica_size_line(size) for size in status.replica_sizes or ())
+    lines.extend("  " + _footprint_line(f) for f in status.replica_footprints or ())
     for condition in status.conditions or ():
         mark = {"True": "yes", "False": "no"}.get(str(condition.status), "unknown")
         lines.append(f"  {condition.type}: {mark} ({condition.reason}) {condition.message}")

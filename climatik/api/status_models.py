@@ -195,6 +195,59 @@ class ReplicaSizeStatus(CrdModel):
     )
 
 
+class RackSeats(CrdModel):
+    """How many more replicas of one footprint a rack's nodes can take."""
+
+    rack_id: Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=RACK_ID)] = (
+        Field(description="Rack identifier (value of the rack label).")
+    )
+    replicas: Annotated[int, Field(ge=0)] = Field(
+        description="Replicas that fit the rack's nodes now (allocatable less bound requests)."
+    )
+
+
+class ReplicaFootprintStatus(CrdModel):
+    """One replica's footprint for a target with a VerticalPodAutoscaler: the CPU and memory a
+    new replica is admitted with (VPA's target where VPA applies it), and the seats it leaves
+    on each rack. Watts per replica are not VPA's: they stay the power model's (issue 23)."""
+
+    name: DnsName = Field(description="The target, by its name in `targets`.")
+    vertical_pod_autoscaler: DnsName = Field(description="The VPA whose targetRef is its workload.")
+    source: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=CAMEL_CASE)] = (
+        Field(
+            description=(
+                "VpaTarget: the recommendation applies to new replicas; Requests: it does not "
+                "(mode Off, or no recommendation yet), so the pods' own requests count."
+            )
+        )
+    )
+    cpu_cores: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="CPU cores one new replica asks for."
+    )
+    memory_bytes: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="Memory bytes one new replica asks for."
+    )
+    requested_cpu_cores: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="CPU cores a running replica asks for now."
+    )
+    requested_memory_bytes: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="Memory bytes a running replica asks for now."
+    )
+    seats: (
+        Annotated[
+            list[RackSeats],
+            Field(
+                max_length=256,
+                json_schema_extra={
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["rackId"],
+                },
+            ),
+        ]
+        | None
+    ) = Field(default=None, description="Per rack, replicas of this footprint that still fit.")
+
+
 class Decision(CrdModel):
     """The last decision the controller acted on, with its reason in words."""
 
@@ -295,6 +348,23 @@ class PowerCappingConfigStatus(CrdModel):
         ]
         | None
     ) = Field(default=None, description="GPUs per replica, per target: now and recommended.")
+    replica_footprints: (
+        Annotated[
+            list[ReplicaFootprintStatus],
+            Field(
+                max_length=256,
+                json_schema_extra={
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["name"],
+                },
+            ),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="Per target with a VerticalPodAutoscaler: one replica's CPU and memory, and "
+        "how many more fit each rack.",
+    )
     held_targets: (
         Annotated[
             list[HeldTarget],

@@ -38,17 +38,24 @@ priority (and ours), owners say KServe scales a ScaledObject, deletion stops a p
 _TOP: Final[Fields] = {"apiVersion": KEEP, "kind": KEEP, "metadata": OBJECT_META}
 
 _GPU_COUNT: Final[Fields] = {GPU_RESOURCE: KEEP}
+_FITTED: Final[Fields] = {"cpu": KEEP, "memory": KEEP, GPU_RESOURCE: KEEP}
+"""What a replica is fitted on: CPU and memory (VPA's) and GPUs."""
 
 POD_FIELDS: Final[Fields] = {
     **_TOP,
     "spec": {
         "nodeName": KEEP,
-        "containers": {"resources": {"requests": _GPU_COUNT, "limits": _GPU_COUNT}},
+        "containers": {
+            "name": KEEP,
+            "resources": {"requests": _FITTED, "limits": _GPU_COUNT},
+        },
     },
     "status": {"phase": KEEP, "podIP": KEEP},
 }
-"""Serving pods: phase, node (racks, GPU tuning), IP (vLLM metrics for GPU tuning) and each
-container's `nvidia.com/gpu` count alone (a GPU pod's watts must include its GPUs')."""
+"""Serving pods: phase, node (racks, GPU tuning), IP (vLLM metrics for GPU tuning), each
+container's `nvidia.com/gpu` count (a GPU pod's watts must include its GPUs') and its name and
+CPU and memory requests (one replica's footprint against VPA's recommendation, and what bound
+pods leave free on a node)."""
 
 DEPLOYMENT_FIELDS: Final[Fields] = {
     **_TOP,
@@ -81,6 +88,7 @@ HPA_FIELDS: Final[Fields] = {
 }
 """KEDA's HPAs: whether `ScalingLimited` says the ceiling holds the autoscaler back."""
 
-NODE_FIELDS: Final[Fields] = {**_TOP, "status": {"allocatable": _GPU_COUNT}}
-"""Nodes are grouped into racks and zones by their labels; of their status only the GPUs they
-can allocate are kept (free GPUs per node, for GPUs per replica)."""
+NODE_FIELDS: Final[Fields] = {**_TOP, "status": {"allocatable": {**_FITTED, "pods": KEEP}}}
+"""Nodes are grouped into racks and zones by their labels; of their status only the GPUs, CPU,
+memory and pods they can allocate are kept (free GPUs per node for GPUs per replica, and seats for
+one replica's footprint)."""

@@ -28,6 +28,10 @@ VPA_HELD_BY_ANNOTATION = "climatik-project.ai/vpa-held-by"
 only in its own namespace, gives the mode back."""
 GIVE_BACK_FINALIZER = f"{GROUP}/give-back"
 """On a config that holds ceilings, so its deletion waits until they are given back."""
+VPA_GIVE_BACK_FINALIZER = f"{GROUP}/vpa-give-back"
+"""On a config that holds a VPA's evictions, so its deletion waits until the user's
+`updateMode` is written back (the VPA-hold controller's own: the power-cap reconciler drops
+its finalizer on its own schedule)."""
 PRIORITY_ANNOTATION = "climatik-project.ai/priority"
 """Set by the user on a target (an integer, default 0): under a tight cap a higher priority
 keeps its replicas first (interactive serving over batch work)."""

@@ -14,6 +14,15 @@ again at the next round if the rack is still hot). A VPA that is no longer the c
 Deployment is no longer a target), and every VPA a deleted config held, get their mode back.
 Each hold and release is an Event on the VPA and on the config, and the config's
 `VpaEvictionsHeld` condition names what is held and why.
+
+Each round it also writes one replica's footprint for each target with a VPA (VPA's
+recommendation as the CPU and memory a new replica asks for, and the seats that leaves per rack;
+`replica_footprint`) and GPUs per replica (`replica_size`).
+
+A config holds a VPA only behind its finalizer `vpa-give-back` (added before the first hold,
+dropped once it holds none): deleting it waits until every VPA it holds has its mode back, so a
+config deleted while the controller is down gives its VPAs back when the controller returns, as
+a capped ScaledObject gets its ceiling back behind the power-cap reconciler's finalizer.
 """
 
 from __future__ import annotations
@@ -27,16 +36,27 @@ from climatik.api.status import set_condition, status_from_wire
 from climatik.api.status_models import (
     ConditionStatus,
     PowerCappingConfigStatus,
+    ReplicaFootprintStatus,
     ReplicaSizeStatus,
 )
 from climatik.domain.config import PowerCappingConfig, TargetKind
 from climatik.kube.cache import Cache, EventSink
 from climatik.kube.client import ApiError, KubeClient
-from climatik.kube.json import JsonDict, JsonObject, ObjectMeta, child, labels_of, strings, text
+from climatik.kube.json import (
+    JsonDict,
+    JsonObject,
+    ObjectMeta,
+    child,
+    labels_of,
+    objects,
+    strings,
+    text,
+)
 from climatik.kube.resources import DEPLOYMENTS, VERTICAL_POD_AUTOSCALERS
-from climatik.kube.store import FrozenMapping
+from climatik.kube.store import FrozenMapping, object_key, split_key
 from climatik.policies.vpa_hold import HoldThresholds, RackReading, racks_to_hold
 from climatik.reconcilers.opening import ConfigOpening
+from climatik.reconcilers.replica_footprint import replica_footprints
 from climatik.reconcilers.replica_size import fragmentation_message, replica_sizes
 from climatik.reconcilers.replica_size_apply import (
     STABLE_ROUNDS,
@@ -46,7 +66,12 @@ from climatik.reconcilers.replica_size_apply import (
     under_cap,
     wanted,
 )
-from climatik.reconcilers.resources import VPA_HELD_BY_ANNOTATION, VPA_USER_MODE_ANNOTATION
+from climatik.reconcilers.resources import (
+    POWER_CAPPING_CONFIGS,
+    VPA_GIVE_BACK_FINALIZER,
+    VPA_HELD_BY_ANNOTATION,
+    VPA_USER_MODE_ANNOTATION,
+)
 from climatik.reconcilers.result import Result
 from climatik.reconcilers.settings import VpaSettings
 from climatik.reconcilers.status_writer import with_fields, write_status
@@ -60,6 +85,8 @@ EVICTING_MODES = frozenset({"Auto", "Recreate", "InPlaceOrRecreate"})
 """The modes in which VPA's updater evicts (or may evict) running pods."""
 DEFAULT_MODE = "Recreate"
 """What VPA v1.8 does when `updatePolicy.updateMode` is absent."""
+CONFLICT_RETRY_S = 1.0
+"""A config or VPA that changed under a write is decided again this soon, on fresh state."""
 
 
 def thresholds_of(settings: VpaSettings) -> HoldThresholds:
@@ -122,6 +149,12 @@ def target_deployment(target: ResolvedTarget) -> str | None:
     return text(ref, "name")
 
 
+def _to_hold(vpa: JsonObject, hot: Sequence[str]) -> bool:
+    """Whether to switch the VPA to `Initial` now: its pods are on held racks, nobody holds it
+    yet, and its mode evicts."""
+    return bool(hot) and _held_by(vpa) is None and update_mode(vpa) in EVICTING_MODES
+
+
 def vpa_deployment(vpa: JsonObject) -> str | None:
     """The Deployment a VPA sizes (None for any other kind of target)."""
     ref = child(child(vpa, "spec"), "targetRef")
@@ -159,7 +192,7 @@ class VpaHoldReconciler:
         self._steady: dict[str, dict[str, tuple[int, int]]] = {}
         """Per config key and target: the size recommended and for how many rounds in a row."""
         self._configs = configs
-        self._opening = ConfigOpening(configs, forget=self._forget)
+        self._opening = ConfigOpening(configs, forget=self._forget, finalize=self._finalize)
 
     def _forget(self, key: str) -> None:
         self._held_racks.pop(key, None)
@@ -185,28 +218,54 @@ class VpaHoldReconciler:
         self._held_racks[key] = held_racks
 
         racks_by_deployment = self._racks_by_deployment(config)
-        held: list[str] = []
+        plan: list[tuple[FrozenMapping, list[str]]] = []
         for vpa in self._vpas.store.by_index(NAMESPACE_INDEX, config.namespace):
             deployment = vpa_deployment(vpa)
             if deployment is not None and deployment in racks_by_deployment:
-                hot = sorted(racks_by_deployment[deployment] & held_racks)
+                plan.append((vpa, sorted(racks_by_deployment[deployment] & held_racks)))
             elif _held_by(vpa) == key:
-                hot = []  # no longer one of the config's targets: give its mode back
-            else:
-                continue
+                plan.append((vpa, []))  # no longer one of the config's targets: give it back
+        guard = any(_to_hold(vpa, hot) for vpa, hot in plan)
+        if guard and await self._set_finalizer(obj, present=True) is None:
+            return Result(requeue_after=CONFLICT_RETRY_S)  # no hold without the finalizer
+        held: list[str] = []
+        holding = False
+        for vpa, hot in plan:
             if hot:
                 held.append(f"{ObjectMeta.of(vpa).name} (racks {', '.join(hot)})")
-            await self._act(config, obj, vpa, hot)
+            holding = await self._act(config, obj, vpa, hot) or holding
+        if not holding:  # a refused drop (409) is tried again next round
+            await self._set_finalizer(obj, present=False)
         sizes = replica_sizes(
             self._workloads.resolve(config).targets,
             status,
             pods=self._workloads.pods,
             nodes=self._nodes,
         )
+        footprints = self._footprints(config)
         await self._record_fragmentation(key, obj, sizes)
         await self._apply_sizes(config, obj, status, sizes, held_racks)
-        await self._report(config, obj, held, held_racks, sizes)
+        await self._report(config, obj, held, held_racks, sizes=sizes, footprints=footprints)
         return Result(requeue_after=self._settings.interval_s)
+
+    def _footprints(self, config: PowerCappingConfig) -> list[ReplicaFootprintStatus]:
+        """One replica's footprint for each target whose Deployment has a VPA."""
+        vpas: dict[str, FrozenMapping] = {}
+        for vpa in self._vpas.store.by_index(NAMESPACE_INDEX, config.namespace):
+            deployment = vpa_deployment(vpa)
+            if deployment is not None:
+                vpas.setdefault(deployment, vpa)
+        with_vpa = [
+            (target, vpas[deployment])
+            for target in self._workloads.resolve(config).targets
+            if (deployment := target_deployment(target)) is not None and deployment in vpas
+        ]
+        return replica_footprints(
+            with_vpa,
+            pods=self._workloads.pods,
+            nodes=self._nodes,
+            rack_label=config.placement.rack_label_key,
+        )
 
     def _racks_by_deployment(self, config: PowerCappingConfig) -> dict[str, frozenset[str]]:
         """Per Deployment of the config's targets, the racks its pods run on."""
@@ -233,14 +292,15 @@ class VpaHoldReconciler:
         obj: FrozenMapping,
         vpa: JsonObject,
         hot: Sequence[str],
-    ) -> None:
+    ) -> bool:
+        """Hold or release one VPA; whether the config holds it afterwards."""
         meta = ObjectMeta.of(vpa)
         name = meta.name
         if name is None:
-            return
+            return False
         held_by = _held_by(vpa)
         mode = update_mode(vpa)
-        if hot and held_by is None and mode in EVICTING_MODES:
+        if _to_hold(vpa, hot):
             await self._client.merge_patch(
                 VERTICAL_POD_AUTOSCALERS, name, hold_patch(vpa, config.key), config.namespace
             )
@@ -251,9 +311,14 @@ class VpaHoldReconciler:
             log.info("vpa_evictions_held", vpa=name, racks=list(hot), user_mode=mode)
             await self._events.record(vpa, "Normal", "EvictionsHeld", message)
             await self._events.record(obj, "Normal", "VpaEvictionsHeld", f"{name}: {message}")
-        elif held_by == config.key and (not hot or mode != HOLD_MODE):
+            return True
+        if held_by != config.key:
+            return False
+        if not hot or mode != HOLD_MODE:
             why = "its racks are below their limits" if not hot else ""
             await self._release(vpa, name, config.namespace, why, obj)
+            return False
+        return True
 
     async def _release(
         self,
@@ -280,13 +345,63 @@ class VpaHoldReconciler:
                 config_obj, "Normal", "VpaEvictionsReleased", f"{name}: {message}"
             )
 
-    async def _release_all(self, key: str) -> None:
-        """Give back every VPA of the config's namespace that the (deleted) config holds."""
+    async def _release_all(self, key: str, vpas: Sequence[JsonObject] | None = None) -> None:
+        """Give back every VPA of the config's namespace that the (deleted) config holds:
+        among `vpas`, or the cached ones."""
         namespace = key.partition("/")[0]
-        for vpa in self._vpas.store.by_index(NAMESPACE_INDEX, namespace):
+        if vpas is None:
+            vpas = self._vpas.store.by_index(NAMESPACE_INDEX, namespace)
+        for vpa in vpas:
             name = ObjectMeta.of(vpa).name
             if name is not None and _held_by(vpa) == key:
                 await self._release(vpa, name, namespace, f"{key} was deleted", None)
+
+    async def _finalize(self, key: str, obj: FrozenMapping) -> Result:
+        """A config being deleted gives back every VPA it holds, then lets the deletion finish.
+
+        The VPAs are listed from the API server, not the cache: a hold written just before the
+        deletion may not be cached yet, and the finalizer is the last chance to give it back."""
+        namespace = key.partition("/")[0]
+        try:
+            listed = await self._client.list(VERTICAL_POD_AUTOSCALERS, namespace)
+            await self._release_all(key, list(objects(listed, "items")))
+        except ApiError as error:
+            if not (error.is_conflict or error.is_not_found):
+                raise
+            return Result(requeue_after=CONFLICT_RETRY_S)
+        if await self._set_finalizer(obj, present=False) is None:
+            return Result(requeue_after=CONFLICT_RETRY_S)
+        self._forget(key)
+        return Result()
+
+    async def _set_finalizer(self, obj: FrozenMapping, *, present: bool) -> JsonObject | None:
+        """Add or drop `vpa-give-back` on the config: the object as written (or unchanged), or
+        None when the config changed since it was read (409: decide again on fresh state). The
+        list is replaced whole, conditional on the resourceVersion, so another finalizer added
+        meanwhile is never lost."""
+        finalizers = list(ObjectMeta.of(obj).finalizers)
+        if (VPA_GIVE_BACK_FINALIZER in finalizers) == present:
+            return obj
+        wanted = (
+            [*finalizers, VPA_GIVE_BACK_FINALIZER]
+            if present
+            else [f for f in finalizers if f != VPA_GIVE_BACK_FINALIZER]
+        )
+        namespace, name = split_key(object_key(obj))
+        metadata: JsonDict = {
+            "finalizers": wanted,
+            "resourceVersion": ObjectMeta.of(obj).resource_version,
+        }
+        try:
+            return await self._client.merge_patch(
+                POWER_CAPPING_CONFIGS, name, {"metadata": metadata}, namespace
+            )
+        except ApiError as error:
+            if error.is_not_found and not present:
+                return obj  # gone: nothing left to guard
+            if not error.is_conflict:
+                raise
+            return None
 
     async def _apply_sizes(
         self,
@@ -358,7 +473,9 @@ class VpaHoldReconciler:
         obj: FrozenMapping,
         held: Sequence[str],
         held_racks: frozenset[str],
+        *,
         sizes: Sequence[ReplicaSizeStatus],
+        footprints: Sequence[ReplicaFootprintStatus],
     ) -> None:
         if held:
             status, reason = ConditionStatus.TRUE, "RacksNearLimit"
@@ -384,7 +501,10 @@ class VpaHoldReconciler:
                 now=now,
             )
             return with_fields(
-                current, conditions=list(conditions), replica_sizes=list(sizes) or None
+                current,
+                conditions=list(conditions),
+                replica_sizes=list(sizes) or None,
+                replica_footprints=list(footprints) or None,
             )
 
         await write_status(self._client, obj, desire, settled=True)

@@ -1,6 +1,6 @@
 """The twin's comparison for GPUs per replica (issue 23): one service through a diurnal day,
-its tensor-parallel size chosen each hour by `policies.gpus_per_replica` from what the previous
-hour measured, against every fixed size.
+its tensor-parallel size chosen every `decide_every_s` by `policies.gpus_per_replica` from the
+latest measurement, against every fixed size and against the physics' ceiling (`oracle_day`).
 
 The twin's physics is `climatik.sim.physics`: a GPU's power at its decode busy share
 (`gpu_power_w`), a server's overhead on its GPUs' dynamic power and its base draw shared by the
@@ -10,7 +10,16 @@ GPUs it holds (`server_power_w`, per GPU), the decode step at a batch fraction o
 policy module's stated one for it: step and prefill times scale by `sigma * t_ref / t + 1 -
 sigma`, and the KV cache left after the weights bounds the batch. That part is shared with the
 recommender, which is why the comparison tests the choice through the day (and the measurement
-lag, the hysteresis and the cost of a resize) rather than the throughput model itself.
+lag, the hysteresis and the cost of a resize) rather than the throughput model itself: from one
+step's measurement the recommender predicts every size's watts exactly (tested), so what the
+choice loses against `oracle_day` is lag, hysteresis and resizes, and what `oracle_day` gains
+over the best fixed size is all the physics allows.
+
+The recommender is fed the last step measured, as the live controller reads the latest
+measurement in `status.targets`; an hour's mean (what this module fed it before) is the load of
+half an hour ago, and its replica count, rounded, no longer matches its watts. Deciding every
+15 minutes rather than every hour follows the diurnal ramps closer for one more resize or two
+a day (figures in docs/vpa.md).
 
 Each step the autoscaler runs as many replicas as keep them `target_utilisation` busy (at least
 one), all load is served, and a step's requests meet the SLO in the share the TTFT model gives
@@ -64,7 +73,7 @@ class SizingScenario:
     slo: SloGoal = field(default_factory=SloGoal)
     target_utilisation: float = 0.8
     step_s: float = 300.0
-    decide_every_s: float = 3600.0
+    decide_every_s: float = 900.0
     hours: float = 24.0
 
 
@@ -85,7 +94,9 @@ class DayResult:
 
 
 @dataclass(frozen=True, slots=True)
-class _Step:
+class ServedStep:
+    """One step of load served at one size: replicas run, their watts, the share within SLO."""
+
     replicas: int
     watts: float
     met: float
@@ -124,7 +135,8 @@ def _capacity(gpus: int, scenario: SizingScenario) -> float:
     return batch / _step_s(gpus, batch, scenario) if batch else 0.0
 
 
-def _step(gpus: int, tokens_per_s: float, scenario: SizingScenario) -> _Step:
+def step_at(gpus: int, tokens_per_s: float, scenario: SizingScenario) -> ServedStep:
+    """The twin's physics serving `tokens_per_s` with replicas of `gpus` GPUs."""
     capacity = _capacity(gpus, scenario)
     replicas = max(1, math.ceil(tokens_per_s / (scenario.target_utilisation * capacity)))
     busy = min(tokens_per_s / (replicas * capacity), 1.0)
@@ -145,7 +157,7 @@ def _step(gpus: int, tokens_per_s: float, scenario: SizingScenario) -> _Step:
     capacity_rps = replicas * capacity / scenario.output_tokens
     wait = float(ttft_wait_s(0.0, capacity_rps, prefill, busy))
     met = float(ttft_met_fraction(scenario.slo.ttft_s, prefill, wait)) if requests_per_s else 1.0
-    return _Step(replicas, replicas * gpus * per_gpu, met)
+    return ServedStep(replicas, replicas * gpus * per_gpu, met)
 
 
 def load_tokens_per_s(scenario: SizingScenario) -> FloatArray:
@@ -170,14 +182,18 @@ def run_day(scenario: SizingScenario, fixed_gpus: int | None) -> DayResult:
     tokens = energy = met_tokens = 0.0
     resizes = 0
     used = [gpus]
-    window: list[tuple[_Step, float]] = []
+    last: tuple[ServedStep, float] | None = None
     for index, tokens_per_s in enumerate(load):
-        if fixed_gpus is None and index and index % every == 0 and window:
-            measured_tokens = sum(t for _, t in window) / len(window)
-            replicas = max(1, round(sum(s.replicas for s, _ in window) / len(window)))
-            watts = sum(s.watts for s, _ in window) / len(window)
+        if fixed_gpus is None and index and index % every == 0 and last is not None:
+            measured, measured_tokens = last
             found = recommend_size(
-                SizeInput(gpus, replicas, watts / replicas, measured_tokens, GPUS_PER_SERVER),
+                SizeInput(
+                    gpus,
+                    measured.replicas,
+                    measured.watts / measured.replicas,
+                    measured_tokens,
+                    GPUS_PER_SERVER,
+                ),
                 scenario.profile,
                 scenario.slo,
             )
@@ -186,16 +202,19 @@ def run_day(scenario: SizingScenario, fixed_gpus: int | None) -> DayResult:
                 gpus = chosen
                 resizes += 1
                 used.append(gpus)
-                starting = _step(gpus, float(tokens_per_s), scenario).replicas
+                starting = step_at(gpus, float(tokens_per_s), scenario).replicas
                 energy += starting * _idle_replica_w(gpus, scenario) * scenario.model.startup_s
-            window = []
-        step = _step(gpus, float(tokens_per_s), scenario)
-        window.append((step, float(tokens_per_s)))
+        step = step_at(gpus, float(tokens_per_s), scenario)
+        last = (step, float(tokens_per_s))
         served = float(tokens_per_s) * scenario.step_s
         tokens += served
         met_tokens += served * step.met
         energy += step.watts * scenario.step_s
-    name = f"fixed {fixed_gpus} GPUs" if fixed_gpus is not None else "chosen each hour"
+    name = (
+        f"fixed {fixed_gpus} GPUs"
+        if fixed_gpus is not None
+        else f"chosen every {scenario.decide_every_s / 60:g} min"
+    )
     return DayResult(
         name=name,
         tokens=tokens,
@@ -203,6 +222,37 @@ def run_day(scenario: SizingScenario, fixed_gpus: int | None) -> DayResult:
         slo_attainment=met_tokens / tokens if tokens else 1.0,
         resizes=resizes,
         sizes_used=tuple(sorted(set(used))),
+    )
+
+
+def oracle_day(scenario: SizingScenario) -> DayResult:
+    """The physics' ceiling: at every step the size with the most tokens per joule among those
+    meeting the SLO goal (else the best attainment), known in advance and switched for free.
+    No choosing from measurements can beat it; its gain over the best fixed size bounds what
+    choosing can gain."""
+    tokens = energy = met_tokens = 0.0
+    used: set[int] = set()
+    candidates = sizes(GPUS_PER_SERVER, scenario.profile, scenario.slo)
+    for tokens_per_s in load_tokens_per_s(scenario):
+        steps = {g: step_at(g, float(tokens_per_s), scenario) for g in candidates}
+        meeting = [g for g, s in steps.items() if s.met >= scenario.slo.attainment]
+        gpus = (
+            min(meeting, key=lambda g: steps[g].watts)
+            if meeting
+            else max(steps, key=lambda g: steps[g].met)
+        )
+        used.add(gpus)
+        served = float(tokens_per_s) * scenario.step_s
+        tokens += served
+        met_tokens += served * steps[gpus].met
+        energy += steps[gpus].watts * scenario.step_s
+    return DayResult(
+        name="oracle each step",
+        tokens=tokens,
+        energy_j=energy,
+        slo_attainment=met_tokens / tokens if tokens else 1.0,
+        resizes=0,
+        sizes_used=tuple(sorted(used)),
     )
 
 

@@ -11,18 +11,29 @@ evicts.
 
 The rack query is Kepler's node power restricted to this test's namespace: the session's exporter
 is shared, and other clusters' tests serve pods on nodes of the same names (`rack-a-node-0`...).
+
+Two more tests on the same cluster: a config deleted while the controller is down gives its VPA
+back when the controller returns (the `vpa-give-back` finalizer), and VPA's recommendation shows
+as one replica's footprint in status and `climatik explain`, the footprint a new replica is then
+admitted with.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from climatik.api.explain import explain
 from climatik.devcluster.cluster import ClusterInfo
-from climatik.reconcilers.resources import VPA_HELD_BY_ANNOTATION, VPA_USER_MODE_ANNOTATION
+from climatik.reconcilers.resources import (
+    VPA_GIVE_BACK_FINALIZER,
+    VPA_HELD_BY_ANNOTATION,
+    VPA_USER_MODE_ANNOTATION,
+)
 from climatik.runtime.capping import power_cap_controller
 from climatik.runtime.vpa import vpa_hold_controller
 from tests.integration.conftest import Kubectl
@@ -35,7 +46,13 @@ from tests.integration.helpers.workloads import (
     running_pods,
     serve_watts,
 )
-from tests.integration.test_vpa_live import _recommendation, _sized_deployment, _vpa
+from tests.integration.test_vpa_live import (
+    REQUESTS,
+    _recommendation,
+    _sized_deployment,
+    _vpa,
+    parse_quantity,
+)
 
 if TYPE_CHECKING:
     from tests.integration.helpers.prometheus import ExporterHandle, PrometheusServer
@@ -193,4 +210,160 @@ async def test_a_rack_measured_near_its_limit_holds_vpa_evictions_until_it_cools
         f"rack-a measured {hot_w:.0f} W of {MAX_POWER_W} W: no eviction for {HELD_FOR_S:.0f} s; "
         f"pods' power halved -> rack measured {cool_w:.0f} W after {measured_s:.1f} s, Recreate "
         f"restored after {restored_s:.1f} s, the updater evicted after {evicted_s:.1f} s"
+    )
+
+
+async def test_a_config_deleted_while_the_controller_is_down_gives_its_vpa_back_on_return(
+    vpa_dev_cluster: ClusterInfo, vpa_kubectl: Kubectl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The finalizer `vpa-give-back`: the deletion waits for the controller to come back, which
+    restores the user's mode and then lets the config go. Rack readings are written into the
+    config's status by hand here (no power-cap reconciler runs)."""
+    monkeypatch.setenv("CLIMATIK_VPA__INTERVAL_S", "1")
+    web = _sized_deployment("web", 1)
+    web["spec"]["template"]["spec"]["nodeSelector"]["climatik-project.ai/rack"] = "rack-a"
+    vpa_kubectl.apply(web)
+    await running_pods(vpa_kubectl, "web", 1)
+    vpa_kubectl.apply(_scaled_object("web"))
+    vpa_kubectl.apply(_config("cap", "web", vpa_kubectl.namespace, "http://127.0.0.1:9"))
+    hot = {"status": {"racks": [{"rackId": "rack-a", "powerWatts": 0.98 * MAX_POWER_W}]}}
+    vpa_kubectl.run(
+        "patch", "powercappingconfig", "cap", "--subresource=status", "--type=merge",
+        "-p", json.dumps(hot),
+    )  # fmt: skip
+    vpa_kubectl.apply(_vpa("web", "Recreate"))
+
+    async with running_manager(vpa_dev_cluster, vpa_kubectl.namespace, [vpa_hold_controller]):
+        await eventually(
+            lambda: kubectl_json(vpa_kubectl, "verticalpodautoscaler", "web"),
+            lambda v: v["spec"]["updatePolicy"]["updateMode"] == "Initial",
+            timeout_s=20,
+        )
+        config = await kubectl_json(vpa_kubectl, "powercappingconfig", "cap")
+        assert VPA_GIVE_BACK_FINALIZER in config["metadata"]["finalizers"]
+
+    # The controller is down: the deletion waits on the finalizer and the VPA stays held.
+    vpa_kubectl.run("delete", "powercappingconfig", "cap", "--wait=false")
+    await asyncio.sleep(3)
+    config = await kubectl_json(vpa_kubectl, "powercappingconfig", "cap")
+    assert config["metadata"].get("deletionTimestamp")
+    vpa = await kubectl_json(vpa_kubectl, "verticalpodautoscaler", "web")
+    assert vpa["spec"]["updatePolicy"]["updateMode"] == "Initial"
+
+    started = time.monotonic()
+    async with running_manager(vpa_dev_cluster, vpa_kubectl.namespace, [vpa_hold_controller]):
+        vpa = await eventually(
+            lambda: kubectl_json(vpa_kubectl, "verticalpodautoscaler", "web"),
+            lambda v: v["spec"]["updatePolicy"]["updateMode"] == "Recreate",
+            timeout_s=20,
+        )
+        restored_s = time.monotonic() - started
+        assert VPA_USER_MODE_ANNOTATION not in (vpa["metadata"].get("annotations") or {})
+        await eventually(
+            lambda: asyncio.to_thread(
+                vpa_kubectl.run, "get", "powercappingconfig", "cap", check=False
+            ),
+            lambda done: done.returncode != 0 and "NotFound" in done.stderr,
+            timeout_s=20,
+        )
+        gone_s = time.monotonic() - started
+    print(
+        f"config deleted while the controller was down: Recreate restored {restored_s:.1f} s "
+        f"after it came back, the config gone after {gone_s:.1f} s"
+    )
+
+
+def _seats(
+    nodes: list[dict[str, Any]], pods: list[dict[str, Any]], cpu: float, memory: float
+) -> int:
+    """Replicas of (cpu, memory) that fit the nodes, less what the given pods request and one
+    pod slot each: counted here from kubectl's objects, independently of the controller's
+    code."""
+    total = 0
+    for node in nodes:
+        allocatable = node["status"]["allocatable"]
+        free_cpu = parse_quantity(allocatable["cpu"])
+        free_memory = parse_quantity(allocatable["memory"])
+        free_slots = parse_quantity(allocatable["pods"])
+        for pod in pods:
+            if pod["spec"].get("nodeName") == node["metadata"]["name"]:
+                free_slots -= 1
+                for container in pod["spec"]["containers"]:
+                    requests = container.get("resources", {}).get("requests", {})
+                    free_cpu -= parse_quantity(requests.get("cpu", "0"))
+                    free_memory -= parse_quantity(requests.get("memory", "0"))
+        total += min(int(free_cpu // cpu), int(free_memory // memory), int(free_slots))
+    return total
+
+
+async def test_vpas_recommendation_is_one_replicas_footprint_in_status_explain_and_new_pods(
+    vpa_dev_cluster: ClusterInfo, vpa_kubectl: Kubectl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VPA's real recommender sizes the pods; the VPA-hold controller reports the footprint of
+    one replica (the recommendation's target, not the template's requests) and the seats it
+    leaves on rack-a, and a replica added afterwards is admitted by VPA with exactly it."""
+    monkeypatch.setenv("CLIMATIK_VPA__INTERVAL_S", "1")
+    web = _sized_deployment("web", 2)
+    web["spec"]["template"]["spec"]["nodeSelector"]["climatik-project.ai/rack"] = "rack-a"
+    vpa_kubectl.apply(web)
+    originals = {p["metadata"]["name"] for p in await running_pods(vpa_kubectl, "web", 2)}
+    vpa_kubectl.apply(_scaled_object("web"))
+    vpa_kubectl.apply(_config("cap", "web", vpa_kubectl.namespace, "http://127.0.0.1:9"))
+    vpa_kubectl.apply(_vpa("web", "Initial"))  # new pods get the target; none is evicted
+
+    def footprint(config: dict[str, Any]) -> dict[str, Any] | None:
+        found = (config.get("status") or {}).get("replicaFootprints") or ()
+        return found[0] if found else None
+
+    async def config_and_target() -> tuple[dict[str, Any], dict[str, float] | None]:
+        config = await kubectl_json(vpa_kubectl, "powercappingconfig", "cap")
+        vpa = await kubectl_json(vpa_kubectl, "verticalpodautoscaler", "web")
+        recommendation = _recommendation(vpa)
+        target = (
+            {k: parse_quantity(v) for k, v in recommendation["target"].items()}
+            if recommendation
+            else None
+        )
+        return config, target
+
+    async with running_manager(vpa_dev_cluster, vpa_kubectl.namespace, [vpa_hold_controller]):
+        started = time.monotonic()
+        config, target = await eventually(
+            config_and_target,
+            lambda found: (
+                found[1] is not None
+                and (entry := footprint(found[0])) is not None
+                and entry["source"] == "VpaTarget"
+                and entry["cpuCores"] == pytest.approx(found[1]["cpu"])
+                and entry["memoryBytes"] == pytest.approx(found[1]["memory"])
+            ),
+            timeout_s=150,
+            interval_s=2,
+        )
+        reported_s = time.monotonic() - started
+        assert target is not None
+        entry = footprint(config)
+        assert entry is not None
+        assert entry["requestedCpuCores"] == pytest.approx(parse_quantity(REQUESTS["cpu"]))
+        nodes = (await kubectl_json(vpa_kubectl, "nodes", "-l", "climatik-project.ai/rack=rack-a"))[
+            "items"
+        ]
+        pods = (await kubectl_json(vpa_kubectl, "pods"))["items"]
+        expected = _seats(nodes, pods, target["cpu"], target["memory"])
+        assert {"rackId": "rack-a", "replicas": expected} in entry["seats"]
+        told = explain(config)
+        assert f"One replica of web: {target['cpu']:.3g} CPU" in told
+        assert "VPA web's target" in told
+
+        vpa_kubectl.run("scale", "deployment", "web", "--replicas=3")
+        pods = await running_pods(vpa_kubectl, "web", 3)
+        (added,) = [p for p in pods if p["metadata"]["name"] not in originals]
+        requests = added["spec"]["containers"][0]["resources"]["requests"]
+        assert parse_quantity(requests["cpu"]) == pytest.approx(entry["cpuCores"])
+        assert parse_quantity(requests["memory"]) == pytest.approx(entry["memoryBytes"])
+    print(
+        f"footprint {entry['cpuCores']:.3f} CPU, {entry['memoryBytes'] / 2**20:.0f} MiB (pods ask "
+        f"{REQUESTS['cpu']}, {REQUESTS['memory']}) in status {reported_s:.1f} s after the "
+        f"controller started; rack-a seats {expected}; the added replica was admitted with "
+        f"{requests['cpu']} CPU, {requests['memory']} memory\n{told}"
     )

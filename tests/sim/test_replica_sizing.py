@@ -1,11 +1,21 @@
-"""The twin's day of GPUs per replica chosen each hour, against every fixed size."""
+"""The twin's day of GPUs per replica chosen through the day, against every fixed size and the
+physics' ceiling."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from climatik.policies.gpus_per_replica import ModelProfile
-from climatik.sim.replica_sizing import GPUS_PER_SERVER, SizingScenario, compare, run_day
+import pytest
+
+from climatik.policies.gpus_per_replica import ModelProfile, SizeInput, predictions
+from climatik.sim.replica_sizing import (
+    GPUS_PER_SERVER,
+    SizingScenario,
+    compare,
+    oracle_day,
+    run_day,
+    step_at,
+)
 from climatik.sim.scenario import Traffic
 
 PROFILE = ModelProfile(idle_w_per_gpu=75.0 + 2200.0 / GPUS_PER_SERVER)
@@ -42,3 +52,40 @@ def test_a_resize_costs_the_new_replicas_start_up() -> None:
     paid, free = run_day(scenario, None), run_day(free_start, None)
     assert paid.resizes == free.resizes > 0
     assert paid.energy_j > free.energy_j
+
+
+@pytest.mark.parametrize("measured_gpus", [4, 8])
+def test_from_one_steps_measurement_the_recommender_predicts_every_sizes_watts_as_the_twin(
+    measured_gpus: int,
+) -> None:
+    """The choice's model of the physics is not what the comparison loses on: at any load, from
+    a replica measured at one size, its watts for every size are the twin's."""
+    scenario = _scenario(4.0, 0.05)
+    for tokens_per_s in (20.0, 240.0, 260.0, 700.0, 1500.0, 8000.0):
+        measured = step_at(measured_gpus, tokens_per_s, scenario)
+        found = predictions(
+            SizeInput(
+                measured_gpus,
+                measured.replicas,
+                measured.watts / measured.replicas,
+                tokens_per_s,
+                GPUS_PER_SERVER,
+            ),
+            PROFILE,
+            scenario.slo,
+        )
+        assert found is not None
+        for predicted in found:
+            actual = step_at(predicted.gpus_per_replica, tokens_per_s, scenario)
+            assert predicted.replicas == actual.replicas
+            assert predicted.watts == pytest.approx(actual.watts, rel=1e-9)
+
+
+def test_no_choice_beats_the_oracle_and_the_oracle_bounds_the_gain() -> None:
+    for peak, trough in ((1.0, 0.05), (2.0, 0.05), (8.0, 0.2)):
+        scenario = _scenario(peak, trough)
+        chosen, fixed = compare(scenario)
+        oracle = oracle_day(scenario)
+        for day in (chosen, *fixed):
+            assert oracle.tokens_per_joule >= day.tokens_per_joule, (peak, trough, day.name)
+            assert oracle.tokens == day.tokens

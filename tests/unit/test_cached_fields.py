@@ -31,6 +31,7 @@ from climatik.reconcilers.cached_fields import (
 from climatik.reconcilers.gpu_tuning import _metrics_urls
 from climatik.reconcilers.placement import _running
 from climatik.reconcilers.placement_template import template_patch
+from climatik.reconcilers.replica_footprint import container_sizings, pod_requests
 from climatik.reconcilers.targets import Resolution, resolve_targets
 from climatik.runtime.capping import _what_deployments_read, _what_targets_read
 from tests.unit import cluster_objects as objects
@@ -188,6 +189,19 @@ CONFIGS = (
 )
 
 
+VPA: dict[str, Any] = {
+    "spec": {"updatePolicy": {"updateMode": "Recreate"}},
+    "status": {
+        "recommendation": {
+            "containerRecommendations": [
+                {"containerName": "vllm", "target": {"cpu": "2", "memory": "8Gi"}}
+            ]
+        }
+    },
+}
+"""A VerticalPodAutoscaler for one replica's footprint (VPAs are cached whole)."""
+
+
 class _Pods:
     """An informer of these pods (recorded ones stay recorded)."""
 
@@ -219,6 +233,8 @@ def _decide(cluster: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Any]:
         out.append(_what_deployments_read(deployment))
         out.append(template_patch(deployment, "climatik-project.ai/rack", scores))
     out.extend(_running(pod) for pod in cluster["pods"])
+    out.extend(pod_requests(pod) for pod in cluster["pods"])
+    out.extend(container_sizings(pod, VPA) for pod in cluster["pods"])
     return out
 
 

@@ -8,10 +8,16 @@ from typing import Any
 import pytest
 
 from climatik.domain.config import RackConstraint
+from climatik.kube.client import ApiError
 from climatik.kube.resources import VERTICAL_POD_AUTOSCALERS
 from climatik.kube.store import Store, index_by_namespace
 from climatik.policies.vpa_hold import HoldThresholds, RackReading, racks_to_hold
-from climatik.reconcilers.resources import VPA_HELD_BY_ANNOTATION, VPA_USER_MODE_ANNOTATION
+from climatik.reconcilers.resources import (
+    GIVE_BACK_FINALIZER,
+    VPA_GIVE_BACK_FINALIZER,
+    VPA_HELD_BY_ANNOTATION,
+    VPA_USER_MODE_ANNOTATION,
+)
 from climatik.reconcilers.settings import VpaSettings
 from climatik.reconcilers.targets import NAMESPACE_INDEX, WorkloadCaches
 from climatik.reconcilers.vpa_hold import VpaHoldReconciler
@@ -130,6 +136,8 @@ class World:
         self.vpas = StoreCache(*vpas)
         self.client = RecordingClient()
         self.events = Events()
+        self.pods = StoreCache(pod("chat-0", "a-0"), pod("chat-1", "b-0"))
+        self.nodes = StoreCache(node("a-0", "rack-a"), node("b-0", "rack-b"))
         self.reconciler = VpaHoldReconciler(
             self.client,  # type: ignore[arg-type]
             configs=self.configs,
@@ -137,10 +145,10 @@ class World:
                 scaled_objects=StoreCache(SCALED_OBJECT),
                 inference_services=StoreCache(),
                 deployments=StoreCache(DEPLOYMENT),
-                pods=StoreCache(pod("chat-0", "a-0"), pod("chat-1", "b-0")),
+                pods=self.pods,
             ),
             vpas=self.vpas,
-            nodes=StoreCache(node("a-0", "rack-a"), node("b-0", "rack-b")),
+            nodes=self.nodes,
             events=self.events,
             settings=VpaSettings(interval_s=5.0),
         )
@@ -300,3 +308,100 @@ async def test_a_deleted_config_gives_back_every_vpa_it_held_and_no_other() -> N
     assert patch["spec"] == {"updatePolicy": {"updateMode": "Recreate"}}
     assert [(e[0], e[2]) for e in world.events.recorded] == [("chat", "EvictionsReleased")]
     assert "was deleted" in world.events.recorded[0][3]
+
+
+class ListingClient(RecordingClient):
+    """A recording client whose list of VPAs answers what the API server holds (`listed`)."""
+
+    def __init__(self, *listed: dict[str, Any]) -> None:
+        super().__init__()
+        self.listed = list(listed)
+
+    async def list(self, resource: Any, namespace: str | None = None) -> dict[str, Any]:
+        assert resource is VERTICAL_POD_AUTOSCALERS
+        return {"items": [v for v in self.listed if v["metadata"]["namespace"] == namespace]}
+
+
+def _with_config(world: World, rack_a_watts: float = 39_000, **metadata: Any) -> None:
+    obj = _config(rack_a_watts)
+    obj["metadata"].update(metadata)
+    store = world.configs.store
+    assert isinstance(store, Store)
+    store.upsert(obj)
+
+
+def _finalizer_patches(world: World) -> list[dict[str, Any]]:
+    return [p[2] for p in world.client.patches if p[0] == "powercappingconfigs" and not p[3]]
+
+
+async def test_the_config_gets_its_finalizer_before_it_holds_a_vpa() -> None:
+    world = World(38_500, _vpa())
+    _with_config(world, finalizers=[GIVE_BACK_FINALIZER])
+    await world.reconciler.reconcile(KEY)
+    written = [p[0] for p in world.client.patches if not p[3]]
+    assert written == ["powercappingconfigs", "verticalpodautoscalers"]
+    (patch,) = _finalizer_patches(world)
+    # The power-cap reconciler's finalizer is kept; refused if the config changed since read.
+    assert patch["metadata"] == {
+        "finalizers": [GIVE_BACK_FINALIZER, VPA_GIVE_BACK_FINALIZER],
+        "resourceVersion": "7",
+    }
+
+
+async def test_no_vpa_is_held_while_the_finalizer_cannot_be_added() -> None:
+    world = World(38_500, _vpa())
+    world.client.patch_errors["powercappingconfigs"] = ApiError(409, {"reason": "Conflict"})
+    result = await world.reconciler.reconcile(KEY)
+    assert world.vpa_patches() == []
+    assert result.requeue_after == 1.0
+
+
+async def test_the_finalizer_goes_once_the_config_holds_no_vpa() -> None:
+    world = World(30_000, _held())
+    _with_config(world, 30_000, finalizers=[VPA_GIVE_BACK_FINALIZER])  # cooled: given back
+    await world.reconciler.reconcile(KEY)
+    assert [name for name, _ in world.vpa_patches()] == ["chat"]
+    assert _finalizer_patches(world)[-1]["metadata"]["finalizers"] == []
+
+    still_hot = World(39_000, _held())
+    _with_config(still_hot, finalizers=[VPA_GIVE_BACK_FINALIZER])
+    await still_hot.reconciler.reconcile(KEY)
+    assert _finalizer_patches(still_hot) == []  # still holding: the finalizer stays
+
+
+async def test_a_config_deleted_while_holding_gives_its_vpas_back_before_it_goes() -> None:
+    # The controller was down when the config was deleted: the deletion waits on the finalizer,
+    # and the VPAs are read from the API server (this hold is not in the cache yet).
+    other = _vpa(
+        "other",
+        mode="Initial",
+        annotations={VPA_USER_MODE_ANNOTATION: "Auto", VPA_HELD_BY_ANNOTATION: f"{NS}/x"},
+    )
+    world = World(39_000)
+    world.client = ListingClient(_held(), other)
+    world.reconciler._client = world.client  # type: ignore[assignment]
+    _with_config(
+        world,
+        finalizers=[GIVE_BACK_FINALIZER, VPA_GIVE_BACK_FINALIZER],
+        deletionTimestamp="2026-12-06T12:00:00Z",
+    )
+    result = await world.reconciler.reconcile(KEY)
+    ((name, patch),) = world.vpa_patches()
+    assert (name, patch["spec"]) == ("chat", {"updatePolicy": {"updateMode": "Recreate"}})
+    (finalizers,) = _finalizer_patches(world)
+    assert finalizers["metadata"]["finalizers"] == [GIVE_BACK_FINALIZER]
+    assert result.requeue_after is None
+    assert "was deleted" in world.events.recorded[0][3]
+
+
+async def test_a_deleted_config_whose_vpa_changed_meanwhile_keeps_its_finalizer() -> None:
+    world = World(39_000)
+    world.client = ListingClient(_held())
+    world.client.patch_errors["verticalpodautoscalers"] = ApiError(409, {"reason": "Conflict"})
+    world.reconciler._client = world.client  # type: ignore[assignment]
+    _with_config(
+        world, finalizers=[VPA_GIVE_BACK_FINALIZER], deletionTimestamp="2026-12-06T12:00:00Z"
+    )
+    result = await world.reconciler.reconcile(KEY)
+    assert _finalizer_patches(world) == []
+    assert result.requeue_after == 1.0
