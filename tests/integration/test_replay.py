@@ -278,9 +278,10 @@ async def test_replay_through_the_live_path_gives_the_twins_ceilings(
 async def test_replay_fails_when_the_live_rate_window_differs(
     backfilled: tuple[Trace, str, float],
 ) -> None:
-    """The comparison can fail: a tokens window four control intervals long averages the
-    trace's rates over four decisions, and the ceilings part from the twin's."""
+    """The comparison can fail: a tokens window ten control intervals long averages the
+    trace's rates over ten decisions, and the ceilings part from the twin's (four intervals
+    no longer did on every window once the power model learned only from settled rounds)."""
     trace, url, start_unix_s = backfilled
-    settings = CappingSettings(tokens_window_s=4 * trace.interval_s)
+    settings = CappingSettings(tokens_window_s=10 * trace.interval_s)
     rounds = await replay(trace, url, start_unix_s, settings)
     assert ceilings(rounds) != list(decisions(trace))
