@@ -17,6 +17,7 @@ from climatik.domain.config import (
     TargetKind,
 )
 from climatik.kube.store import Store
+from climatik.policies.observations import IDLE_SETTLE_ROUNDS, IdlePower
 from climatik.reconcilers.powercap_measure import CapMeasurer, CapSources
 from climatik.reconcilers.settings import CappingSettings
 from climatik.reconcilers.targets import ResolvedTarget
@@ -89,10 +90,14 @@ TARGET = ResolvedTarget(
 )
 
 
-async def idle_nodes_read(config: PowerCappingConfig) -> list[str]:
+SETTLED = IdlePower(free_rounds=dict.fromkeys(NODES, IDLE_SETTLE_ROUNDS))
+"""Every node free for long enough to read idle draw from, as far as the history goes."""
+
+
+async def idle_nodes_read(config: PowerCappingConfig, idle: IdlePower = SETTLED) -> list[str]:
     racks = _Racks()
     measurer = CapMeasurer(CappingSettings(), PrometheusPool(_never), nodes())
-    _, rack_round = await measurer.measure(config, CapSources(_Power(), racks), [TARGET])
+    _, rack_round = await measurer.measure(config, CapSources(_Power(), racks), [TARGET], idle)
     asked = [r.rack_id.removeprefix("node/") for r in racks.asked if r.rack_id.startswith("node/")]
     assert len(rack_round.idle_node_watts) == len(asked)
     return asked
@@ -117,6 +122,13 @@ async def test_a_rack_constrained_config_reads_its_racks_nodes_without_its_pods(
 async def test_a_config_measuring_its_nodes_reads_the_racked_nodes_without_its_pods() -> None:
     """Not the control-plane node (no rack label): its draw is no GPU server's idle draw."""
     assert await idle_nodes_read(config(metrics=SITE)) == ["a-2", "b-1", "b-2"]
+
+
+async def test_a_node_just_freed_is_not_read_for_the_idle_draw() -> None:
+    """Its lagged reading still holds its replica's work; the first round sees every node anew."""
+    assert await idle_nodes_read(config(metrics=SITE), IdlePower()) == []
+    recent = IdlePower(free_rounds={"a-2": IDLE_SETTLE_ROUNDS, "b-1": 1})
+    assert await idle_nodes_read(config(metrics=SITE), recent) == ["a-2"]
 
 
 async def test_a_config_measuring_only_its_pods_reads_no_node() -> None:
