@@ -244,8 +244,7 @@ class PowerCapReconciler:
             wall_now=self._wall_clock(),
             now_s=self._clock(),
         )
-        observation, plan, memory.idle = decided.observation, decided.plan, decided.idle
-        memory.state = plan.state
+        observation, plan = decided.observation, decided.plan
         acted = await self._act(obj, config, key, plan, targets, held=held)
         if acted is None:
             memory.decided_s = None
@@ -278,14 +277,24 @@ class PowerCapReconciler:
             memory=memory,
         )
         # A ceiling write refused because the object moved on is decided again on fresh state.
+        # What this round learned from its measurement is not kept: the retry measures again,
+        # and learning the same rates twice counted a steady round too many (the KServe and
+        # Deployment demos decided 7 -> 5, then 5 -> 6, 0.1 s apart on one measurement).
         if conflicts:
             memory.decided_s = None
             return Result(requeue_after=_CONFLICT_RETRY_S)
+        memory.idle, memory.state = decided.idle, plan.state
         memory.decided_s, memory.decided_for = started_s, decided_for
         # The next decision an interval after this one began, not after it ended: a reconcile
         # that waited on Prometheus must not stretch the control period by its own length.
         elapsed_s = self._clock() - started_s
         return Result(requeue_after=max(self._settings.interval_s - elapsed_s, 0.0))
+
+    def learned_state(self, key: str) -> CappingState | None:
+        """What the policy has learned for a config so far (its power model, step-downs);
+        None before its first round."""
+        memory = self._memory.get(key)
+        return memory.state if memory is not None else None
 
     def _too_soon_s(
         self,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import aiohttp
 from prometheus_client import CollectorRegistry
 
+from climatik.domain.capping import CappingState
+from climatik.kube.client import ApiError
 from climatik.kube.store import thaw
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import EARLIEST_DECISION_SHARE, PowerCapReconciler
@@ -101,3 +103,40 @@ async def test_a_key_woken_early_waits_for_its_interval_and_a_spec_change_is_dec
         clock.now_s += 0.5
         await reconciler.reconcile(KEY)
         assert decisions(registry) > decided
+
+
+async def test_a_refused_ceiling_write_keeps_nothing_the_round_learned(
+    prometheus: FakePrometheus,
+) -> None:
+    """The round is decided again at once on a fresh read; had it kept what it learned, the
+    retry would learn the same measurement twice (one steady round too many)."""
+    prometheus.cpu_watts = "480"  # 960 W of 1000: the headroom policy lowers the ceiling
+    configs, workloads = objects(prometheus.url, policy={"type": "Headroom"})
+    api = Api(configs, scaled_objects(workloads))
+    api.refuse["chat"] = ApiError(409, {"reason": "Conflict"})
+    clock = Clock()
+    async with HTTPSession() as session:
+
+        async def session_factory() -> aiohttp.ClientSession:
+            return session
+
+        reconciler = PowerCapReconciler(
+            api,
+            configs=configs,
+            workloads=workloads,
+            nodes=StoreCache(),
+            events=RecordedEvents(),
+            metrics=CappingMetrics(CollectorRegistry()),
+            settings=CappingSettings(interval_s=INTERVAL_S),
+            session_factory=session_factory,
+            clock=clock,
+        )
+        refused = await reconciler.reconcile(KEY)
+        assert refused.requeue_after is not None
+        assert refused.requeue_after < INTERVAL_S  # retried at once
+        assert reconciler.learned_state(KEY) == CappingState()  # nothing kept
+        del api.refuse["chat"]
+        await reconciler.reconcile(KEY)
+        learned = reconciler.learned_state(KEY)
+        assert learned is not None
+        assert learned.targets["chat"].samples == 1
