@@ -53,6 +53,23 @@ SLO_LINES_PER_CLOCK = 8
 FRONTIER_SEGMENTS = 5
 """Segments of the clocks' energy frontier kept (a subset only loosens it)."""
 
+PLACEMENT_BLOCK_S = 300.0
+"""The whole-replica placement bound places each 5-minute block's replicas anew."""
+PLACEMENT_MAX_BLOCKS = 288
+"""A day of such blocks; longer runs get longer blocks (one MIP per distinct block)."""
+PLACEMENT_TIME_LIMIT_S = 1.0
+"""HiGHS's time for one placement MIP; rooms of up to 24 servers prove the optimum in well
+under it (a few to a few hundred milliseconds)."""
+PLACEMENT_LARGE_ROOM = 64
+"""Past this many servers a placement MIP rarely closes its gap in seconds (128 servers: about
+2 % after 1 s), and a run needs hundreds of them: such rooms get `PLACEMENT_LARGE_TIME_LIMIT_S`
+each, and the gap is reported."""
+PLACEMENT_LARGE_TIME_LIMIT_S = 0.2
+PLACEMENT_POWER_STEPS = 100
+"""A replica's draw is rounded to this many steps of a server's dynamic range before the MIP
+(blocks that round alike share one solve); the placement found is then evaluated at the
+unrounded draws."""
+
 SOLVER = "HiGHS (highspy) LP"
 
 
@@ -77,6 +94,113 @@ class Bound:
 
 
 @dataclass(frozen=True, slots=True)
+class WholeReplicaCooling:
+    """One run's cooling with its replicas placed exactly, block by block."""
+
+    cooling_kwh: float
+    peak_inlet_c: float
+    """Steady inlets (no lag) of the placement found, at the supply air it needs."""
+    time_above_redline_s: float
+    mip_gap: float
+    """The largest relative gap of any block's MIP (0: every placement proven optimal)."""
+    solves: int
+    statuses: str
+
+
+@dataclass(frozen=True, slots=True)
+class WholeReplicaPlacer:
+    """The placement of whole replicas with the lowest hottest inlet, per block of a run.
+
+    Per block: each service's mean replica count (rounded; at least one where it drew power)
+    at its mean draw per replica, one replica per server, placed by
+    `bounds.least_hottest_rise_whole` (a MIP); the rest of the servers idle. With the supply
+    air at redline - guard - that rise (or fixed), the least hottest rise is the least cooling
+    for the block's replicas. Solves are cached by (counts, rounded draws)."""
+
+    d_matrix: FloatArray
+    idle_w: float
+    dynamic_w: float
+    block_steps: int
+    supply_limits_c: tuple[float, float, float]
+    redline_c: float
+    step_s: float
+    _cache: dict[tuple[tuple[int, ...], tuple[int, ...]], lp.WholePlacement]
+
+    def placement(
+        self, replicas: npt.NDArray[np.int64], replica_w: FloatArray
+    ) -> lp.WholePlacement:
+        """The cached best placement of `replicas` drawing about `replica_w` each."""
+        quantum = self.dynamic_w / PLACEMENT_POWER_STEPS
+        levels = np.maximum(np.rint(replica_w / quantum), 0).astype(np.int64)
+        key = (tuple(int(n) for n in replicas), tuple(int(q) for q in levels))
+        found = self._cache.get(key)
+        if found is None:
+            found = lp.least_hottest_rise_whole(
+                self.d_matrix,
+                self.idle_w,
+                replicas,
+                levels.astype(np.float64) * quantum,
+                time_limit_s=PLACEMENT_TIME_LIMIT_S
+                if self.d_matrix.shape[0] <= PLACEMENT_LARGE_ROOM
+                else PLACEMENT_LARGE_TIME_LIMIT_S,
+            )
+            self._cache[key] = found
+        return found
+
+    def evaluate(
+        self,
+        site_w: FloatArray,
+        replicas: npt.NDArray[np.int64],
+        service_w: FloatArray,
+    ) -> WholeReplicaCooling:
+        """Cooling, peak inlet and time above redline of one policy's run (per step: site
+        IT power; replicas and IT power per service) with its replicas placed exactly."""
+        steps = site_w.size
+        n_srv = self.d_matrix.shape[0]
+        aim_c, low_c, high_c = self.supply_limits_c
+        rise = np.zeros(steps)
+        gap, statuses, solves = 0.0, [], len(self._cache)
+        for start in range(0, steps, self.block_steps):
+            block = slice(start, min(start + self.block_steps, steps))
+            mean_n = replicas[block].mean(axis=0)
+            drew = service_w[block].mean(axis=0)
+            counts = np.where(drew > 0, np.maximum(np.rint(mean_n), 1), 0).astype(np.int64)
+            counts = _fit_seats(counts, mean_n, n_srv)
+            per_replica = np.where(
+                counts > 0, drew / np.maximum(counts, 1) - self.idle_w, 0.0
+            ).clip(0.0, None)
+            found = self.placement(counts, per_replica)
+            statuses.append(found.status)
+            gap = max(gap, found.mip_gap) if math.isfinite(found.mip_gap) else float("nan")
+            power = np.full(n_srv, self.idle_w)
+            seated = found.host >= 0
+            power[seated] += per_replica[found.host[seated]]
+            rise[block] = float((self.d_matrix @ power).max())
+        supply = np.clip(aim_c - rise, low_c, high_c)
+        cooling_w = site_w / physics.cop(supply)
+        inlet = supply + rise
+        return WholeReplicaCooling(
+            cooling_kwh=float(cooling_w.sum() * self.step_s / physics.J_PER_KWH),
+            peak_inlet_c=float(inlet.max()),
+            time_above_redline_s=float((inlet > self.redline_c).sum() * self.step_s),
+            mip_gap=gap,
+            solves=len(self._cache) - solves,
+            statuses=_summary(tuple(statuses)),
+        )
+
+
+def _fit_seats(
+    counts: npt.NDArray[np.int64], mean_n: FloatArray, servers: int
+) -> npt.NDArray[np.int64]:
+    """Rounded counts that fit one replica per server: rounding up past the room is undone
+    where the mean was furthest below its rounded count."""
+    counts = counts.copy()
+    while counts.sum() > servers:
+        counts[int(np.argmax(counts - mean_n))] -= 1
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
 class ScenarioBounds:
     """Every bound of one scenario over one run length."""
 
@@ -88,6 +212,8 @@ class ScenarioBounds:
     step_s: float
     supply_limits_c: tuple[float, float, float]
     """(redline - guard, min supply, max supply): how the CRAC sets the supply air."""
+    whole: WholeReplicaPlacer
+    """The exact placement of whole replicas, for a run's own replica counts."""
 
     def cooling_floor_kwh(self, site_w_per_step: FloatArray) -> float:
         """Least cooling energy any placement could have needed for this IT power series."""
@@ -380,6 +506,22 @@ def compute_bounds(scenario: Scenario, hours: float | None = None) -> ScenarioBo
         block_s=block_s,
         idle_w=idle_w,
     )
+    per_ctrl = max(1, round(scenario.control_interval_s / dt))
+    block_steps = per_ctrl * max(
+        round(PLACEMENT_BLOCK_S / (per_ctrl * dt)),
+        math.ceil(steps / per_ctrl / PLACEMENT_MAX_BLOCKS),
+        1,
+    )
+    whole = WholeReplicaPlacer(
+        d_matrix=d_matrix,
+        idle_w=idle_w,
+        dynamic_w=full_w - idle_w,
+        block_steps=block_steps,
+        supply_limits_c=cool.supply_limits_c,
+        redline_c=cool.redline_c,
+        step_s=dt,
+        _cache={},
+    )
     return ScenarioBounds(
         throughput=throughput,
         cooling=cooling,
@@ -388,6 +530,7 @@ def compute_bounds(scenario: Scenario, hours: float | None = None) -> ScenarioBo
         rise_curve=curve,
         step_s=dt,
         supply_limits_c=cool.supply_limits_c,
+        whole=whole,
     )
 
 

@@ -217,6 +217,7 @@ SHARE_HEADERS = {
     "tokens": "tokens",
     "slo_attainment": "SLO",
     "cooling_kwh": "cooling",
+    "cooling_whole_kwh": "cool (whole)",
     "carbon_g_per_1k_tokens": "gCO2/1k tok",
     "peak_to_average": "peak/avg",
 }
