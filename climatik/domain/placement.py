@@ -137,6 +137,8 @@ class RecirculationEstimate:
     factors_c_per_kw: tuple[float, ...]
     rms_residual_c: float
     samples: int
+    lag_s: float = 0.0
+    """The inlets' first-order lag behind power that the fit found (0: none, or not fitted)."""
 
     def factor(self, place_id: str) -> float:
         """The heat recirculation factor of `place_id`."""

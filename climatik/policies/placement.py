@@ -48,6 +48,7 @@ from climatik.domain.placement import (
     SupplySetpoint,
     SupplySettings,
 )
+from climatik.policies.heat_fit import estimate_recirculation
 
 __all__ = [
     "InletReading",
@@ -475,69 +476,6 @@ def order_pods_for_scale_in(
         pod: cost.get(place, 0) if place is not None else 0
         for pod, place in sorted(pod_places.items())
     }
-
-
-def estimate_recirculation(
-    place_ids: Sequence[str],
-    power_w: npt.ArrayLike,
-    inlet_c: npt.ArrayLike,
-    supply_c: npt.ArrayLike | None = None,
-    ridge: float = 1e-3,
-) -> RecirculationEstimate:
-    """Learn the recirculation matrix D from history by (ridge) least squares.
-
-    Model (Tang et al. 2008): inlet_i(t) - supply_i(t) = Σ_j D_ij · P_j(t) [+ b_i]. Rows of
-    `power_w` and `inlet_c` are samples (one per time), columns follow `place_ids`; `supply_c`
-    has one value per sample (one cooling unit) or one per sample and place. Without a supply
-    series a per-inlet intercept b_i absorbs the supply temperature, assumed constant: where a
-    cooling unit moves the supply air against the hottest inlet, that inlet barely follows the
-    power and its coefficients come out near 0, so give the supply whenever it is measured.
-    Negative coefficients (noise: heat never cools an inlet) are clipped to 0. Rows with a
-    non-finite value are dropped. The powers must vary, otherwise only the ridge term decides.
-
-    Raises ValueError when there are fewer usable samples than unknowns.
-    """
-    n = len(place_ids)
-    if n == 0:
-        raise ValueError("no places to estimate")
-    p = np.asarray(power_w, dtype=np.float64).reshape(-1, n) / 1000.0
-    t = np.asarray(inlet_c, dtype=np.float64).reshape(-1, n)
-    if p.shape != t.shape:
-        raise ValueError("power and inlet histories must have the same shape")
-    if supply_c is not None:
-        s = np.asarray(supply_c, dtype=np.float64)
-        s = s.reshape(-1, 1) if s.ndim < 2 else s
-        if s.shape[0] != t.shape[0] or s.shape[1] not in (1, n):
-            raise ValueError("the supply series must have one value, or one per place, per sample")
-        y = t - s
-        x = p
-        ok = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
-    else:
-        y = t
-        x = np.hstack([p, np.ones((p.shape[0], 1))])
-        ok = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
-    x, y = x[ok], y[ok]
-    unknowns = x.shape[1]
-    if x.shape[0] < unknowns + 1:
-        raise ValueError(
-            f"need at least {unknowns + 1} complete samples to estimate {n} places, "
-            f"got {x.shape[0]}"
-        )
-    gram = x.T @ x
-    regulariser = ridge * np.eye(unknowns) * max(1.0, float(np.trace(gram)) / unknowns)
-    if supply_c is None:
-        regulariser[-1, -1] = 0.0  # the intercept is not shrunk
-    w = np.linalg.solve(gram + regulariser, x.T @ y)
-    d = np.clip(w[:n, :].T, 0.0, None)  # d[i, j]: rise of inlet i per kW at j
-    fitted = x[:, :n] @ d.T + (w[n, :] if supply_c is None else 0.0)
-    residual = float(np.sqrt(np.mean((y - fitted) ** 2)))
-    return RecirculationEstimate(
-        place_ids=tuple(place_ids),
-        matrix_c_per_kw=tuple(tuple(float(v) for v in row) for row in d),
-        factors_c_per_kw=tuple(float(v) for v in d.sum(axis=0)),
-        rms_residual_c=residual,
-        samples=int(x.shape[0]),
-    )
 
 
 def recommend_supply_setpoints(

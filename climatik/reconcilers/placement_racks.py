@@ -282,7 +282,8 @@ class RackObserver:
             history.appended += 1
         if len(configured) == len(rack_ids) and len(columns) == len(rack_ids):
             return configured, columns
-        return heat_coefficients(rack_ids, self._estimate(rack_ids, history), configured, columns)
+        estimate = self._estimate(rack_ids, history, self._settings.interval_s)
+        return heat_coefficients(rack_ids, estimate, configured, columns)
 
     def _history(self, source: RackSignalSource, rack_ids: Sequence[str]) -> RackHistory:
         """The shared history of these racks read from this source (new when either is)."""
@@ -295,8 +296,11 @@ class RackObserver:
         return history
 
     @staticmethod
-    def _estimate(rack_ids: Sequence[str], history: RackHistory) -> RecirculationEstimate | None:
-        """The recirculation fitted to the history, refitted every `HEAT_REFIT_SAMPLES` samples."""
+    def _estimate(
+        rack_ids: Sequence[str], history: RackHistory, interval_s: float
+    ) -> RecirculationEstimate | None:
+        """The recirculation fitted to the history, refitted every `HEAT_REFIT_SAMPLES` samples
+        (samples about one interval apart, so the fit can find the inlets' lag)."""
         if history.estimate is not None and not refit_due(history.estimate[0], history.appended):
             return history.estimate[1]
         estimate = recirculation_from_history(
@@ -304,6 +308,7 @@ class RackObserver:
             [h[0] for h in history.samples],
             [h[1] for h in history.samples],
             [h[2] for h in history.samples],
+            sample_s=interval_s,
         )
         history.estimate = (history.appended, estimate)
         return estimate

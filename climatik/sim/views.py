@@ -13,6 +13,7 @@ import numpy as np
 
 from climatik.domain.capping import RackObservation
 from climatik.domain.placement import PlaceObservation
+from climatik.policies.heat_fit import PlacePosition
 from climatik.policies.observations import (
     PlaceReading,
     RackReading,
@@ -43,10 +44,22 @@ def heat_matrix(world: World, seen: Seen, p: int) -> HeatMatrix:
             [h[0][p] for h in samples],
             [h[1][p] for h in samples],
             [float(h[2][p]) for h in samples],
+            sample_s=world.scenario.control_interval_s,
+            positions=place_positions(world),
         )
         coefficients = heat_coefficients(place_ids, estimate)
         fit = seen.heat_fits[p] = (seen.heat_appended, estimate, coefficients)
     return fit[2]
+
+
+def place_positions(world: World) -> tuple[PlacePosition, ...]:
+    """Where each server sits (its rack along the row, its height in the rack): the layout an
+    operator labels nodes with, not the twin's heat matrix."""
+    top = max(world.per_rack - 1, 1)
+    return tuple(
+        PlacePosition(rack=float(world.rack_of[i]), height=(i % world.per_rack) / top)
+        for i in range(world.n_srv)
+    )
 
 
 def replica_w(world: World, st: TwinState, p: int, svc: int, now: float) -> float | None:
