@@ -340,6 +340,7 @@ def least_hottest_rise_whole(
     replica_w: FloatArray,
     *,
     time_limit_s: float | None = None,
+    node_limit: int | None = None,
 ) -> WholePlacement:
     """The placement of whole replicas, one per server, with the lowest hottest inlet rise.
 
@@ -351,8 +352,8 @@ def least_hottest_rise_whole(
 
     The MIP that `least_hottest_rise` relaxes (there any server may draw any power). HiGHS's
     branch and bound starts from `greedy_placement` and proves the optimum, or stops at
-    `time_limit_s` with its best placement and the relative gap to its lower bound (the LP
-    relaxation's where the search had none yet).
+    `time_limit_s` or `node_limit` with its best placement and the relative gap to its lower
+    bound (the LP relaxation's where the search had none yet).
     """
     n = d_matrix.shape[0]
     used = np.flatnonzero(replicas > 0)
@@ -384,7 +385,7 @@ def least_hottest_rise_whole(
     seated = np.flatnonzero(start.host >= 0)
     guess[put[seated, np.searchsorted(used, start.host[seated])]] = 1.0
     guess[hottest[0]] = start.rise_c
-    solution = model.solve(time_limit_s=time_limit_s, start=guess)
+    solution = model.solve(time_limit_s=time_limit_s, node_limit=node_limit, start=guess)
     if not math.isfinite(solution.objective) or solution.objective > start.rise_c:
         solution_x, rise = guess, start.rise_c
     else:

@@ -57,9 +57,12 @@ PLACEMENT_BLOCK_S = 300.0
 """The whole-replica placement bound places each 5-minute block's replicas anew."""
 PLACEMENT_MAX_BLOCKS = 288
 """A day of such blocks; longer runs get longer blocks (one MIP per distinct block)."""
-PLACEMENT_TIME_LIMIT_S = 1.0
-"""HiGHS's time for one placement MIP; rooms of up to 24 servers prove the optimum in well
-under it (a few to a few hundred milliseconds)."""
+PLACEMENT_NODE_LIMIT = 5_000
+"""Branch-and-bound nodes for one placement MIP in a room of up to `PLACEMENT_LARGE_ROOM`
+servers: rooms of up to 24 servers mostly prove the optimum in a few to a few hundred
+milliseconds; a node limit, unlike a time limit, stops at the same placement on a busy machine
+(where it stops, the gap is reported). `PLACEMENT_SAFETY_S` still caps a pathological one."""
+PLACEMENT_SAFETY_S = 30.0
 PLACEMENT_LARGE_ROOM = 64
 """Past this many servers a placement MIP rarely closes its gap in seconds (128 servers: about
 2 % after 1 s), and a run needs hundreds of them: such rooms get `PLACEMENT_LARGE_TIME_LIMIT_S`
@@ -134,15 +137,15 @@ class WholeReplicaPlacer:
         levels = np.maximum(np.rint(replica_w / quantum), 0).astype(np.int64)
         key = (tuple(int(n) for n in replicas), tuple(int(q) for q in levels))
         found = self._cache.get(key)
+        small = self.d_matrix.shape[0] <= PLACEMENT_LARGE_ROOM
         if found is None:
             found = lp.least_hottest_rise_whole(
                 self.d_matrix,
                 self.idle_w,
                 replicas,
                 levels.astype(np.float64) * quantum,
-                time_limit_s=PLACEMENT_TIME_LIMIT_S
-                if self.d_matrix.shape[0] <= PLACEMENT_LARGE_ROOM
-                else PLACEMENT_LARGE_TIME_LIMIT_S,
+                time_limit_s=PLACEMENT_SAFETY_S if small else PLACEMENT_LARGE_TIME_LIMIT_S,
+                node_limit=PLACEMENT_NODE_LIMIT if small else None,
             )
             self._cache[key] = found
         return found
