@@ -20,13 +20,16 @@ from typing import NoReturn
 
 from climatik import __version__
 from climatik.api.cli import add_crd_parser
+from climatik.demo.cli import add_demo_parser
 from climatik.devcluster.cli import add_dev_cluster_parser
 from climatik.domain.errors import EXIT_INTERRUPTED, EXIT_RUNTIME_FAILURE, EXIT_USAGE, UserError
 from climatik.gputune.cli import add_gpu_tune_parser
+from climatik.router.cli import add_router_parser
 from climatik.runtime.cli import add_run_parser
 from climatik.runtime.explain import add_explain_parser
 from climatik.runtime.logging import configure_logging
 from climatik.sim.cli import add_simulate_parser
+from climatik.world.cli import add_world_parser
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,11 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     # Each subcommand module exposes `add_<name>_parser(subparsers)`, which sets `handler`
     # (a callable taking the parsed args and returning an exit status) as a default.
     add_crd_parser(subparsers)
+    add_demo_parser(subparsers)
     add_dev_cluster_parser(subparsers)
     add_gpu_tune_parser(subparsers)
     add_explain_parser(subparsers)
+    add_router_parser(subparsers)
     add_run_parser(subparsers)
     add_simulate_parser(subparsers)
+    add_world_parser(subparsers)
     _accept_debug_everywhere(parser)
     return parser
 

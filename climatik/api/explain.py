@@ -10,6 +10,32 @@ from collections.abc import Mapping
 from typing import Any
 
 from climatik.api.status import status_from_wire
+from climatik.api.status_models import ReplicaSizeStatus
+
+_SIZE_REASONS = {
+    "Keep": "keep it",
+    "Efficiency": "for more tokens per joule",
+    "Slo": "to meet the SLO",
+    "Fragmented": "replicas are Pending and no node has that many GPUs free",
+    "Unmeasured": "no load measured yet",
+}
+
+
+def _prediction(tokens_per_joule: float | None, slo: float | None) -> str:
+    if tokens_per_joule is None or slo is None:
+        return ""
+    return f" ({tokens_per_joule:.3f} tokens/J, {slo:.0%} within SLO)"
+
+
+def _replica_size_line(size: ReplicaSizeStatus) -> str:
+    """GPUs per replica now and recommended, with their predictions and the reason."""
+    now = _prediction(size.current_tokens_per_joule, size.current_slo_attainment)
+    line = f"GPUs per replica of {size.name}: {size.current_gpus}{now}"
+    if size.recommended_gpus is None or size.recommended_gpus == size.current_gpus:
+        return f"{line}; {_SIZE_REASONS.get(size.reason, size.reason)}."
+    then = _prediction(size.recommended_tokens_per_joule, size.recommended_slo_attainment)
+    why = _SIZE_REASONS.get(size.reason, size.reason)
+    return f"{line}; recommended {size.recommended_gpus}{then}, {why}."
 
 
 def explain(obj: Mapping[str, Any]) -> str:
@@ -75,6 +101,7 @@ def explain(obj: Mapping[str, Any]) -> str:
         if rack.inlet_celsius is not None:
             parts.append(f"inlet {rack.inlet_celsius:.1f} °C")
         lines.append("  " + " ".join(parts))
+    lines.extend("  " + _replica_size_line(size) for size in status.replica_sizes or ())
     for condition in status.conditions or ():
         mark = {"True": "yes", "False": "no"}.get(str(condition.status), "unknown")
         lines.append(f"  {condition.type}: {mark} ({condition.reason}) {condition.message}")

@@ -250,6 +250,9 @@ MEASURED_FIELDS = frozenset(
         "powerWatts",
         "inletCelsius",
         "headroomWatts",
+        "waitingRequests",
+        "backlogRequests",
+        "doneRequests",
     }
 )
 """The status fields that are readings: the only floats that settle (a cap, a setting or a

@@ -91,6 +91,52 @@ class TargetStatus(CrdModel):
     tokens_per_watt: Annotated[float, Field(ge=0)] | None = Field(
         default=None, description="Generated tokens per second per watt (efficiency)."
     )
+    min_replicas: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="The user's minimum (deferrable targets with a deadline)."
+    )
+    deadline_seconds: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description=(
+            "Each request's deadline after arrival, from the climatik-project.ai/deferrable "
+            "annotation: its work is planned into clean carbon slots."
+        ),
+    )
+    waiting_requests: Annotated[float, Field(ge=0)] | None = Field(
+        default=None,
+        description="Requests queued in its pods (deferrable targets with a deadline).",
+    )
+    finished_requests_per_second: Annotated[float, Field(ge=0)] | None = Field(
+        default=None,
+        description="Requests its pods finish per second (deferrable targets with a deadline).",
+    )
+
+
+class DeferrablePlanStatus(CrdModel):
+    """The carbon reconciler's plan for one deferrable target with a deadline."""
+
+    kind: TargetKindName = Field(description="ScaledObject or InferenceService.")
+    name: DnsName = Field(description="Name of the target, in the config's namespace.")
+    planned_max_replicas: Annotated[int, Field(ge=0)] = Field(
+        description="The ceiling the plan sets now (the power-cap reconciler keeps it until "
+        "validUntil, never above the user's own)."
+    )
+    valid_until: datetime = Field(
+        description="After this the plan is stale and the target runs to the user's maximum."
+    )
+    backlog_requests: Annotated[float, Field(ge=0)] = Field(description="Requests waiting now.")
+    planned_requests: Annotated[float, Field(ge=0)] = Field(
+        description="Requests the plan serves in the current carbon slot."
+    )
+    done_requests: Annotated[float, Field(ge=0)] = Field(
+        description="Requests finished so far in the current carbon slot."
+    )
+    deadline_misses: Annotated[float, Field(ge=0)] = Field(
+        description="Requests seen waiting past their deadline since the controller started."
+    )
+    behind: bool = Field(
+        description="Its work cannot all meet its deadlines at full capacity: it runs "
+        "regardless of carbon."
+    )
 
 
 class HeldTarget(CrdModel):
@@ -118,6 +164,34 @@ class RackStatus(CrdModel):
     )
     headroom_watts: float | None = Field(
         default=None, description="maxPower minus power; negative when over the limit."
+    )
+
+
+class ReplicaSizeStatus(CrdModel):
+    """GPUs per replica (tensor-parallel size) for one target: now and recommended, each with
+    its predicted tokens per joule and SLO attainment at the measured load (issue 23)."""
+
+    name: DnsName = Field(description="The target, by its name in `targets`.")
+    current_gpus: Annotated[int, Field(ge=0, le=1024)] = Field(
+        description="GPUs per replica now (`nvidia.com/gpu` of the pod template)."
+    )
+    recommended_gpus: Annotated[int, Field(ge=0, le=1024)] | None = Field(
+        default=None, description="GPUs per replica recommended; absent when not measured."
+    )
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=CAMEL_CASE)] = (
+        Field(description="Keep, Efficiency, Slo, Fragmented or Unmeasured.")
+    )
+    current_tokens_per_joule: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="Predicted tokens per joule at the current size."
+    )
+    recommended_tokens_per_joule: Annotated[float, Field(ge=0)] | None = Field(
+        default=None, description="Predicted tokens per joule at the recommended size."
+    )
+    current_slo_attainment: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None, description="Predicted share of requests meeting the SLO now."
+    )
+    recommended_slo_attainment: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None, description="Predicted share of requests meeting the SLO, recommended."
     )
 
 
@@ -190,6 +264,37 @@ class PowerCappingConfigStatus(CrdModel):
     last_decision: Decision | None = Field(
         default=None, description="The last decision acted on and its reason."
     )
+    deferrable_plans: (
+        Annotated[
+            list[DeferrablePlanStatus],
+            Field(
+                max_length=256,
+                json_schema_extra={
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["kind", "name"],
+                },
+            ),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description=(
+            "Deferrable targets with a deadline: the carbon reconciler's plan and how it is kept."
+        ),
+    )
+    replica_sizes: (
+        Annotated[
+            list[ReplicaSizeStatus],
+            Field(
+                max_length=256,
+                json_schema_extra={
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["name"],
+                },
+            ),
+        ]
+        | None
+    ) = Field(default=None, description="GPUs per replica, per target: now and recommended.")
     held_targets: (
         Annotated[
             list[HeldTarget],

@@ -6,11 +6,11 @@ them (cryptography, YAML), which `climatik --help` and a bad argument should nev
 
 from __future__ import annotations
 
-ADDONS = ("keda", "kserve")
+ADDONS = ("keda", "kserve", "vpa")
 
 
 def parse_addons(text: str) -> tuple[str, ...]:
-    """`keda`, `kserve` or a comma-separated list of add-on names, checked, in ADDONS order."""
+    """A comma-separated list of add-on names (`keda,vpa`), checked, in ADDONS order."""
     names = {n.strip() for n in text.split(",") if n.strip()}
     unknown = sorted(names - set(ADDONS))
     if unknown:

@@ -2,8 +2,8 @@
 
 The build script names its output directory after a digest of the pinned versions, so the only
 source of truth for that name is the script itself (`build.sh --print`). Environment variables
-override it for installs that have no source tree. The KEDA and KServe add-ons (`build.sh --with
-keda,kserve`) are version sets of their own, located the same way.
+override it for installs that have no source tree. The KEDA, KServe and VPA add-ons (`build.sh
+--with keda,kserve,vpa`) are version sets of their own, located the same way.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ KSERVE_BINARIES = ("kserve-manager",)
 ENV_KSERVE_BIN_DIR = "CLIMATIK_KSERVE_BIN_DIR"
 ENV_KSERVE_CRD_DIR = "CLIMATIK_KSERVE_CRD_DIR"
 ENV_KSERVE_MANIFEST_DIR = "CLIMATIK_KSERVE_MANIFEST_DIR"
+VPA_BINARIES = ("vpa-recommender", "vpa-updater", "vpa-admission-controller", "metrics-server")
+ENV_VPA_BIN_DIR = "CLIMATIK_VPA_BIN_DIR"
+ENV_VPA_MANIFEST_DIR = "CLIMATIK_VPA_MANIFEST_DIR"
+ENV_VPA_KWOK_METRICS = "CLIMATIK_VPA_KWOK_METRICS"
 
 
 class BinariesMissingError(RuntimeError):
@@ -151,6 +155,32 @@ class KServeBinaries:
         return self.manifest_dir / "webhook-manifests.yaml"
 
 
+@dataclass(frozen=True)
+class VpaBinaries:
+    """Resolved paths of VPA's three components, metrics-server, their RBAC manifests and kwok's
+    resource-metrics configuration."""
+
+    bin_dir: Path
+    manifest_dir: Path
+    kwok_metrics: Path
+    version_set: str
+
+    def path(self, name: str) -> Path:
+        """Absolute path of one binary."""
+        return self.bin_dir / name
+
+    def missing(self) -> list[str]:
+        """Names of binaries or manifest files that are not there yet."""
+        absent = _not_executable(self.bin_dir, VPA_BINARIES)
+        files = (*self.rbac(), self.kwok_metrics)
+        return absent + [str(f) for f in files if not f.is_file()]
+
+    def rbac(self) -> list[Path]:
+        """VPA's ServiceAccounts, roles and bindings (deploy/vpa-rbac.yaml) and metrics-server's
+        (manifests/base/rbac.yaml)."""
+        return [self.manifest_dir / "vpa-rbac.yaml", self.manifest_dir / "metrics-server-rbac.yaml"]
+
+
 def _printed_build() -> dict[str, str]:
     """The `key=value` lines of `build.sh --print`: the output folders of every version set."""
     result = subprocess.run(
@@ -229,6 +259,21 @@ _KSERVE = _VersionSet(
 )
 
 
+_VPA = _VersionSet(
+    name="VPA",
+    build_name="VPA",
+    print_prefix="vpa_",
+    bin_env=ENV_VPA_BIN_DIR,
+    paths=(
+        ("manifest_dir", ENV_VPA_MANIFEST_DIR, "manifests"),
+        ("kwok_metrics", ENV_VPA_KWOK_METRICS, "kwok-metrics.yaml"),
+    ),
+    build=(
+        f"`bash {BUILD_SCRIPT} --with vpa` (the first VPA build takes about 8 minutes on 2 cores)"
+    ),
+)
+
+
 def _locate(version_set: _VersionSet, make: Callable[..., _BuiltT]) -> _BuiltT:
     """`make(bin_dir=..., version_set=..., <paths>)` from the environment or the build script's
     answer; BinariesMissingError saying how to get it when it is not there."""
@@ -271,6 +316,11 @@ def locate_keda() -> KedaBinaries:
 def locate_kserve() -> KServeBinaries:
     """Find the built KServe add-on, raising BinariesMissingError with the fix if absent."""
     return _locate(_KSERVE, KServeBinaries)
+
+
+def locate_vpa() -> VpaBinaries:
+    """Find the built VPA add-on, raising BinariesMissingError with the fix if absent."""
+    return _locate(_VPA, VpaBinaries)
 
 
 def locate_binaries() -> ControlPlaneBinaries:

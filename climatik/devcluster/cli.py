@@ -43,8 +43,9 @@ def add_dev_cluster_parser(subparsers: Any) -> None:
         default=(),
         metavar="ADDONS",
         help="also run these, comma-separated: keda (KEDA's operator and metrics adapter), "
-        "kserve (KServe's controller); build them with "
-        "`hack/control-plane/build.sh --with keda,kserve`",
+        "kserve (KServe's controller), vpa (VPA's recommender, updater and admission "
+        "controller, with metrics-server); build them with "
+        "`hack/control-plane/build.sh --with keda,kserve,vpa`",
     )
     up_parser.set_defaults(handler=_run_up)
     down_parser = actions.add_parser("down", help="stop every process the cluster started")

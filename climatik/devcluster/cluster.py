@@ -4,7 +4,8 @@ scheduler and kwok as background processes on free 127.0.0.1 ports.
 `up` returns only when the API server is ready, the default ServiceAccount exists (so the
 controller-manager works), every CRD is Established and every simulated node is Ready and
 untainted (so the scheduler can place pods). Add-ons (`keda`: KEDA's operator and metrics
-adapter; `kserve`: KServe's controller) start once the CRDs they need are served and are waited
+adapter; `kserve`: KServe's controller; `vpa`: VPA's three components, metrics-server and kwok's
+resource metrics) start once the CRDs they need are served and are waited
 for the same way. Any failure stops what was started and raises DevClusterError carrying the
 failing component's log tail. `down` stops every recorded process group and leaves no process
 and no listening port behind.
@@ -23,17 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from climatik.devcluster import components, keda, kserve
-from climatik.devcluster.addon_launch import start_keda, start_kserve
+from climatik.devcluster import components, keda, kserve, vpa
+from climatik.devcluster.addon_launch import start_keda, start_kserve, start_vpa
 from climatik.devcluster.addons import parse_addons
 from climatik.devcluster.apiclient import ApiClient
 from climatik.devcluster.binaries import (
     REPO_ROOT,
     KedaBinaries,
     KServeBinaries,
+    VpaBinaries,
     locate_binaries,
     locate_keda,
     locate_kserve,
+    locate_vpa,
 )
 from climatik.devcluster.launch import (
     STATE_FILE,
@@ -163,6 +166,7 @@ def up(
     binaries = locate_binaries()
     keda_binaries = locate_keda() if "keda" in addons else None
     kserve_binaries = locate_kserve() if "kserve" in addons else None
+    vpa_binaries = locate_vpa() if "vpa" in addons else None
     directory.mkdir(parents=True, exist_ok=True)
     # Each `up` starts from an empty etcd and a new CA: a dev cluster is disposable.
     for stale in ("etcd", "pki", "logs"):
@@ -177,6 +181,7 @@ def up(
             extra_crd_dirs,
             keda_binaries=keda_binaries,
             kserve_binaries=kserve_binaries,
+            vpa_binaries=vpa_binaries,
             deadline=time.monotonic() + timeout_s,
         )
     except BaseException:
@@ -192,17 +197,23 @@ def _bring_up(
     *,
     keda_binaries: KedaBinaries | None,
     kserve_binaries: KServeBinaries | None,
+    vpa_binaries: VpaBinaries | None,
     deadline: float,
 ) -> ClusterInfo:
     directory = launch.dir
     addons = [
         name
-        for name, built in (("keda", keda_binaries), ("kserve", kserve_binaries))
+        for name, built in (
+            ("keda", keda_binaries),
+            ("kserve", kserve_binaries),
+            ("vpa", vpa_binaries),
+        )
         if built is not None
     ]
     addon_port_names = (
         *(keda.PORT_NAMES if keda_binaries is not None else ()),
         *(kserve.PORT_NAMES if kserve_binaries is not None else ()),
+        *(vpa.PORT_NAMES if vpa_binaries is not None else ()),
     )
     etcd_port, etcd_peer_port, api_port, kcm_port, sched_port, *addon_ports = free_ports(
         5 + len(addon_port_names)
@@ -269,14 +280,14 @@ def _bring_up(
     launch.start(
         "kube-scheduler", "kube-scheduler", components.scheduler_args(sched_kc, sched_port)
     )
-    launch.start(
-        "kwok",
-        "kwok",
-        components.kwok_args(component_kubeconfigs["kwok"], launch.binaries.kwok_stages),
-    )
+    kwok_args = components.kwok_args(component_kubeconfigs["kwok"], launch.binaries.kwok_stages)
+    if vpa_binaries is not None:  # kwok plays the kubelets' resource metrics for metrics-server
+        kwok_args += vpa.kwok_args(vpa_binaries.kwok_metrics, ports["kwok-server"])
+    launch.start("kwok", "kwok", kwok_args)
 
     # Nodes first: kwok and the node lifecycle controller get to work while CRDs are applied.
-    for node in topology.node_manifests():
+    node_annotations = vpa.node_annotations if vpa_binaries is not None else None
+    for node in topology.node_manifests(node_annotations):
         resp = api.post("/api/v1/nodes", node)
         if resp.status not in {201, 409}:
             raise launch.fail("kube-apiserver", f"creating node {node['metadata']['name']}: {resp}")
@@ -316,6 +327,8 @@ def _bring_up(
         start_keda(launch, keda_binaries, pki, api, deadline)
     if kserve_binaries is not None:
         start_kserve(launch, kserve_binaries, pki, deadline)
+    if vpa_binaries is not None:
+        start_vpa(launch, vpa_binaries, pki, api, deadline)
     expected = set(topology.node_names())
     launch.wait_for(
         "kwok",

@@ -9,6 +9,7 @@ silently ignored, so a typo cannot produce a different cluster than the one aske
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,14 @@ class Topology:
         """All node names, rack by rack."""
         return [name for rack in self.racks for name in rack.node_names()]
 
-    def node_manifests(self) -> list[dict[str, Any]]:
-        """Node objects for the API server; kwok fills in conditions and keeps them Ready."""
+    def node_manifests(
+        self, extra_annotations: Callable[[str], dict[str, str]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Node objects for the API server; kwok fills in conditions and keeps them Ready.
+
+        `extra_annotations(node_name)` adds an add-on's annotations (the VPA add-on's resource
+        metrics path) to each node.
+        """
         manifests: list[dict[str, Any]] = []
         for rack in self.racks:
             resources = {
@@ -83,7 +90,10 @@ class Topology:
                         "metadata": {
                             "name": name,
                             "labels": labels,
-                            "annotations": {"kwok.x-k8s.io/node": "fake"},
+                            "annotations": {
+                                "kwok.x-k8s.io/node": "fake",
+                                **(extra_annotations(name) if extra_annotations else {}),
+                            },
                         },
                         "status": {"capacity": resources, "allocatable": resources},
                     }

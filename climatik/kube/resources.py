@@ -62,12 +62,19 @@ EVENTS = Resource("", "v1", "events", kind="Event")
 SECRETS = Resource("", "v1", "secrets", kind="Secret")
 DEPLOYMENTS = Resource("apps", "v1", "deployments", kind="Deployment")
 JOBS = Resource("batch", "v1", "jobs", kind="Job")
+ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices", kind="EndpointSlice")
+"""A Service's endpoints, which `climatik router` sends requests to."""
 LEASES = Resource("coordination.k8s.io", "v1", "leases", kind="Lease")
 HORIZONTAL_POD_AUTOSCALERS = Resource(
     "autoscaling", "v2", "horizontalpodautoscalers", kind="HorizontalPodAutoscaler"
 )
 SCALED_OBJECTS = custom("keda.sh", "v1alpha1", "scaledobjects", kind="ScaledObject")
 """KEDA's ScaledObject: its `spec.maxReplicaCount` is the ceiling the controller moves."""
+VERTICAL_POD_AUTOSCALERS = custom(
+    "autoscaling.k8s.io", "v1", "verticalpodautoscalers", kind="VerticalPodAutoscaler"
+)
+"""VPA's VerticalPodAutoscaler: its `spec.updatePolicy.updateMode` is held at `Initial` while
+the target's racks are near their limits (`climatik.reconcilers.vpa_hold`)."""
 INFERENCE_SERVICES = custom(
     "serving.kserve.io", "v1beta1", "inferenceservices", kind="InferenceService"
 )

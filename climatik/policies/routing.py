@@ -15,10 +15,23 @@ room when its estimated load is below its estimated batch capacity:
 and room means one more request fits: load + 1 <= capacity (not load < capacity, which float
 readings of a nearly idle server could pass with no room at all).
 
+A server with a learned load curve (`EndpointReading.curve`, `policies.load_curve`) is judged
+by it: its efficiency is the tokens per joule the curve predicts at the batch the request would
+join (load + 1), and with a `tpot_budget_s` it has room only while the curve predicts a time per
+output token within the budget at that batch, since a batch slot is no use to a user whose
+tokens come too slowly. With a `ttft_budget_s`, a server has no room either when the prefills
+of what this router sent it within the last budget's seconds, and of this request, would take
+longer than the budget at its measured prefill seconds: prefills run one at a time before the
+first token, so past that the newest request waits longer than the budget. Without a curve,
+its measured tokens per joule and batch slots decide, as before; but with a time-per-token
+budget, which only a curve can judge, a server without one yet is a fallback, as one without
+readings is.
+
 When no server with fresh readings has room, a server whose readings are missing or stale may
-(the one with the fewest of this router's requests open); when every server queues, the
-shortest estimated queue per batch. Pure and order-independent: the same readings give the
-same pick whatever order the endpoints are listed in.
+(the one with the fewest of this router's requests open); when every server queues or is past
+a budget, the shortest estimated queue per batch, then the shortest predicted time per output
+token. Pure and order-independent: the same readings give the same pick whatever order the
+endpoints are listed in.
 """
 
 from __future__ import annotations
@@ -40,7 +53,7 @@ def pick_endpoint(
     if not healthy:
         return Pick(None, PickReason.NO_ENDPOINT)
     fresh = [e for e in healthy if _fresh(e, settings)]
-    with_room = [e for e in fresh if _load(e) + 1.0 <= _capacity(e, settings)]
+    with_room = [e for e in fresh if _has_room(e, settings)]
     if with_room:
         best = max(with_room, key=lambda e: (_efficiency(e), -_fill(e, settings), e.name))
         if session_key is not None:
@@ -54,14 +67,17 @@ def pick_endpoint(
     if unknown:
         chosen = min(unknown, key=lambda e: (e.open_requests, _tie(session_key, e.name)))
         return Pick(chosen.name, PickReason.NO_DATA)
-    chosen = min(fresh, key=lambda e: (_queue(e, settings), _tie(session_key, e.name)))
+    chosen = min(fresh, key=lambda e: (_queue(e, settings), _tpot_s(e), _tie(session_key, e.name)))
     return Pick(chosen.name, PickReason.ALL_BUSY)
 
 
 def _fresh(e: EndpointReading, settings: RoutingSettings) -> bool:
-    """Readings to judge it by: efficiency and load, recent enough."""
+    """Readings to judge it by: efficiency and load, recent enough; with a time-per-token
+    budget, a curve to judge that by (until it has one, it is a fallback, as without data)."""
+    if settings.tpot_budget_s is not None and e.curve is None:
+        return False
     return (
-        e.tokens_per_joule is not None
+        (e.tokens_per_joule is not None or e.curve is not None)
         and e.running is not None
         and e.waiting is not None
         and e.age_s is not None
@@ -69,8 +85,29 @@ def _fresh(e: EndpointReading, settings: RoutingSettings) -> bool:
     )
 
 
+def _has_room(e: EndpointReading, settings: RoutingSettings) -> bool:
+    """One more request fits its batch and, where budgets are set, its latency budgets."""
+    if _load(e) + 1.0 > _capacity(e, settings):
+        return False
+    budget = settings.tpot_budget_s
+    if budget is not None and _tpot_s(e) > budget:
+        return False
+    ttft_budget = settings.ttft_budget_s
+    if ttft_budget is None or e.curve is None or e.curve.prefill_s is None:
+        return True
+    return (e.sent_recently + 1) * e.curve.prefill_s <= ttft_budget
+
+
 def _efficiency(e: EndpointReading) -> float:
+    """Tokens per joule at the batch a request would join, from its curve where it has one."""
+    if e.curve is not None:
+        return e.curve.tokens_per_joule_at(_load(e) + 1.0)
     return e.tokens_per_joule or 0.0
+
+
+def _tpot_s(e: EndpointReading) -> float:
+    """Predicted time per output token with one more request (0 without a curve: unknown)."""
+    return e.curve.tpot_s_at(_load(e) + 1.0) if e.curve is not None else 0.0
 
 
 def _load(e: EndpointReading) -> float:

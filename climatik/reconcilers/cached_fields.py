@@ -81,5 +81,6 @@ HPA_FIELDS: Final[Fields] = {
 }
 """KEDA's HPAs: whether `ScalingLimited` says the ceiling holds the autoscaler back."""
 
-NODE_FIELDS: Final[Fields] = _TOP
-"""Nodes are grouped into racks and zones by their labels; their status is never read."""
+NODE_FIELDS: Final[Fields] = {**_TOP, "status": {"allocatable": _GPU_COUNT}}
+"""Nodes are grouped into racks and zones by their labels; of their status only the GPUs they
+can allocate are kept (free GPUs per node, for GPUs per replica)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -33,6 +33,7 @@ from climatik.api.status_models import (
     ConditionType,
     EffectiveCapSource,
     PowerCappingConfigStatus,
+    TargetStatus,
 )
 from climatik.domain.carbon import CarbonCap, CarbonReading
 from climatik.domain.config import CarbonConfig, CarbonFallback, PowerCappingConfig
@@ -42,6 +43,13 @@ from climatik.kube.json import JsonObject, ObjectMeta
 from climatik.kube.resources import SECRETS
 from climatik.kube.store import FrozenMapping, object_key
 from climatik.policies.carbon import cap_for_carbon, emissions_g
+from climatik.policies.deferrable import PLANNED_WORK_MARGIN
+from climatik.reconcilers.carbon_deferrable import (
+    DeferrablePlanning,
+    PlannedTarget,
+    PowerRoom,
+    summary,
+)
 from climatik.reconcilers.carbon_secret import (
     Credential,
     SecretUnreadableError,
@@ -95,6 +103,8 @@ class _Memory:
     problem_reported: str | None = None
     """The Secret problem last sent as a `CarbonSecretUnreadable` Event (one per problem)."""
     last_accounted_s: float | None = None
+    planning: DeferrablePlanning = field(default_factory=DeferrablePlanning)
+    """The config's deferrable targets with a deadline, tracked between plan rounds."""
 
 
 class CarbonReconciler:
@@ -156,11 +166,79 @@ class CarbonReconciler:
             # The provider refused the key and the Secret holds another: ask again with it.
             outcome, failure = await self._ask(memory, now)
         cap = self._cap(config, carbon, memory, outcome)
+        peer = peer_status(obj)
+        deadlined = [t for t in peer.targets or () if t.deadline_seconds is not None]
+        room = PowerRoom(peer.measured_power_watts, config.power_cap_w * (1 - PLANNED_WORK_MARGIN))
+        planned = await self._plan(key, memory, deadlined, outcome, now=now, room=room)
+        if planned:
+            cap = CarbonCap(
+                room.budget_w,
+                f"deferrable work with deadlines is planned, not capped: it may use "
+                f"{1.0 - PLANNED_WORK_MARGIN:.0%} of powerCapLimit, the rest is kept for the "
+                "other targets",
+            )
         self._account(key, obj, outcome, carbon.pue, memory)
         await self._write(
-            obj, config.generation, cap=cap, outcome=outcome, failure=failure, memory=memory
+            obj,
+            config.generation,
+            cap=cap,
+            outcome=outcome,
+            failure=failure,
+            memory=memory,
+            planned=planned,
         )
-        return Result(requeue_after=self._next_wake_s(memory, outcome, now))
+        wake_s = self._next_wake_s(memory, outcome, now)
+        if planned:
+            wake_s = min(wake_s, self._settings.plan_interval_s)
+        return Result(requeue_after=wake_s)
+
+    async def _plan(
+        self,
+        key: str,
+        memory: _Memory,
+        targets: Sequence[TargetStatus],
+        outcome: CarbonOutcome | None,
+        *,
+        now: datetime,
+        room: PowerRoom,
+    ) -> list[PlannedTarget]:
+        """Plan the deferrable targets with a deadline on the provider's forecast (with no
+        forecast the plan runs them at the user's maximum), and publish the metrics."""
+        if not targets:
+            memory.planning.trackers.clear()
+            return []
+        interval = timedelta(seconds=self._settings.plan_interval_s)
+        forecast: tuple[CarbonReading, ...] = ()
+        if memory.source is not None:
+            forecast = await memory.source.forecast(now, every=interval)
+        if outcome is not None and outcome.reading.covers(now):
+            # The current slot as measured, then the forecast after it.
+            after = tuple(r for r in forecast if r.slot_start >= outcome.reading.slot_end)
+            forecast = (outcome.reading, *after)
+        slot_start = outcome.reading.slot_start if outcome is not None else now
+        planned = memory.planning.plan(
+            targets,
+            forecast,
+            now=now,
+            slot_start=slot_start,
+            valid_until=now + 3 * interval,
+            power=room,
+        )
+        metrics = self._metrics
+        for p in planned:
+            name = p.status.name
+            metrics.deferrable_backlog.labels(key, name).set(p.status.backlog_requests)
+            metrics.deferrable_planned.labels(key, name).set(p.status.planned_requests)
+            metrics.deferrable_done.labels(key, name).set(p.status.done_requests)
+            metrics.deferrable_misses.labels(key, name).inc(p.new_misses)
+            log.debug(
+                "deferrable_planned",
+                target=name,
+                ceiling=p.status.planned_max_replicas,
+                behind=p.status.behind,
+                reason=p.reason,
+            )
+        return planned
 
     def _forget(self, key: str) -> None:
         self._memory.pop(key, None)
@@ -319,6 +397,7 @@ class CarbonReconciler:
         outcome: CarbonOutcome | None,
         failure: CarbonSourceError | None,
         memory: _Memory,
+        planned: Sequence[PlannedTarget] = (),
     ) -> None:
         key = object_key(obj)
         live = outcome is not None and outcome.freshness is Freshness.LIVE
@@ -328,6 +407,8 @@ class CarbonReconciler:
         self._metrics.effective_cap_watts.labels(key).set(cap.cap_w)
         self._metrics.carbon_available.labels(key).set(1 if live else 0)
         state = _condition(memory, problem, cap, outcome, failure)
+        if planned:
+            state = (state[0], state[1], f"{state[2]}; {summary(planned)}")
         previous = status_from_wire(obj)
         previous_cap = previous.effective_cap_watts if previous else None
         now = self._wall_clock()
@@ -347,6 +428,7 @@ class CarbonReconciler:
                 conditions=list(conditions),
                 effective_cap_watts=round(cap.cap_w, 1),
                 effective_cap_source=EffectiveCapSource.CARBON,
+                deferrable_plans=[p.status for p in planned] or None,
             )
 
         await self._report_secret_problem(obj, memory, problem, previous, state[2])
@@ -400,6 +482,7 @@ class CarbonReconciler:
                 conditions=kept or None,
                 effective_cap_source=EffectiveCapSource.STATIC,
                 effective_cap_watts=static_w,
+                deferrable_plans=None,
             )
 
         await write_status(self._client, obj, desire)

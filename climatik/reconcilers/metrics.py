@@ -110,6 +110,30 @@ class CappingMetrics:
             ["config"],
             registry=registry,
         )
+        self.deferrable_backlog = ConfigGauge(
+            "climatik_carbon_deferrable_backlog_requests",
+            "Requests a deferrable target with a deadline has waiting.",
+            ["config", "target"],
+            registry=registry,
+        )
+        self.deferrable_planned = ConfigGauge(
+            "climatik_carbon_deferrable_planned_requests",
+            "Requests the carbon plan serves in the current carbon slot.",
+            ["config", "target"],
+            registry=registry,
+        )
+        self.deferrable_done = ConfigGauge(
+            "climatik_carbon_deferrable_done_requests",
+            "Requests finished so far in the current carbon slot.",
+            ["config", "target"],
+            registry=registry,
+        )
+        self.deferrable_misses = ConfigCounter(
+            "climatik_carbon_deferrable_deadline_misses_total",
+            "Requests of a deferrable target seen waiting past their deadline.",
+            ["config", "target"],
+            registry=registry,
+        )
 
     def forget(self, config: str) -> None:
         """Drop the series of a deleted config so dashboards do not show ghosts."""
@@ -135,6 +159,10 @@ class CappingMetrics:
             self.effective_cap_watts,
             self.carbon_available,
             self.emissions,
+            self.deferrable_backlog,
+            self.deferrable_planned,
+            self.deferrable_done,
+            self.deferrable_misses,
         ):
             family.forget(config)
 

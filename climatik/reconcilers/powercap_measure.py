@@ -12,13 +12,15 @@ out of this module.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import aiohttp
 
 from climatik.api.status import peer_status
-from climatik.api.status_models import EffectiveCapSource
+from climatik.api.status_models import DeferrablePlanStatus, EffectiveCapSource
 from climatik.domain.capping import TargetObservation
 from climatik.domain.config import PowerCappingConfig
 from climatik.kube.cache import Cache
@@ -148,9 +150,18 @@ class CapMeasurer:
         plausibility = PlausibilityLimits(
             max_watts_per_server=self._settings.max_plausible_watts_per_server
         )
+        window_s = self._settings.tokens_window_s
+        tokens = (
+            TokensQueryConfig()
+            if window_s is None
+            else TokensQueryConfig(window=f"{math.ceil(window_s)}s")
+        )
         return CapSources(
             PrometheusPowerSource(
-                client, power=power, tokens=TokensQueryConfig(), plausibility=plausibility
+                client,
+                power=power,
+                tokens=tokens,
+                plausibility=plausibility,
             ),
             PrometheusRackSignalSource(client, racks, power=power, plausibility=plausibility),
             judges_gpu_power=judges_gpu_power(power),
@@ -282,18 +293,25 @@ class CapMeasurer:
 
 
 def target_observation(
-    target: ResolvedTarget, measured: TargetMeasurement | None
+    target: ResolvedTarget,
+    measured: TargetMeasurement | None,
+    planned_max_replicas: int | None = None,
 ) -> TargetObservation:
     """The policy's view of a target; `measured=None` holds its ceiling like missing data.
 
     Its demand is what the twin gives the policy too (`demand_tokens_per_s`): the tokens it
     serves plus its vLLM backlog's tokens; where the backlog is not exported there is none, and
-    the policy charges every replica full load."""
+    the policy charges every replica full load. A deferrable target with a deadline has the
+    carbon plan's ceiling (`planned_max_replicas`) for its maximum, never above the user's own
+    nor below their minimum."""
+    user_max = target.user_max_replicas
+    if planned_max_replicas is not None:
+        user_max = max(target.min_replicas, min(user_max, planned_max_replicas))
     return observe_target(
         name=target.name,
         current_replicas=target.current_replicas,
         min_replicas=target.min_replicas,
-        user_max_replicas=target.user_max_replicas,
+        user_max_replicas=user_max,
         applied_max_replicas=target.applied_max_replicas,
         watts=measured.watts_or_none if measured else None,
         tokens_per_s=measured.tokens_per_s_or_none if measured else None,
@@ -331,3 +349,14 @@ def effective_cap(obj: JsonObject, config: PowerCappingConfig) -> tuple[float, E
 
 def _nodata(outcome: object) -> str:
     return str(outcome.reason) if isinstance(outcome, NoData) else ""
+
+
+def planned_max_replicas(
+    plans: Sequence[DeferrablePlanStatus] | None, kind: str, name: str, now: datetime
+) -> int | None:
+    """The carbon plan's ceiling for a target while it is fresh; None without one (the user's
+    maximum then applies: a planner that stopped never starves the work)."""
+    for plan in plans or ():
+        if str(plan.kind) == kind and plan.name == name and now < plan.valid_until:
+            return plan.planned_max_replicas
+    return None

@@ -315,6 +315,10 @@ def _target_status(
     reading = measured.per_target.get(target.key) if measured else None
     watts = reading.watts_or_none if reading else None
     tokens = reading.tokens_per_s_or_none if reading else None
+    planned = target.deadline_s is not None
+    # A target with a deadline: what the carbon reconciler plans its work from.
+    waiting = reading.waiting_requests_or_none if reading and planned else None
+    finished = reading.finished_per_s_or_none if reading and planned else None
     return TargetStatus(
         name=target.name,
         kind=TargetKindName(str(target.kind)),
@@ -323,6 +327,10 @@ def _target_status(
         applied_max_replicas=plan.ceilings.get(target.name, target.applied_max_replicas),
         watts_per_replica=learned.watts_per_replica if learned else None,
         tokens_per_watt=_ratio(tokens, watts),
+        min_replicas=target.min_replicas if planned else None,
+        deadline_seconds=target.deadline_s,
+        waiting_requests=None if waiting is None else round(max(0.0, waiting), 1),
+        finished_requests_per_second=None if finished is None else _two_digits(finished),
     )
 
 
@@ -496,3 +504,11 @@ def _ratio(tokens: float | None, watts: float | None) -> float | None:
         return None
     ratio = tokens / watts
     return ratio if math.isfinite(ratio) else None
+
+
+def _two_digits(value: float) -> float:
+    """A rate to two significant digits: what a plan needs, without a status write for noise
+    (it is not settled like watts: half a request per second is much for a slow target)."""
+    if value <= 0:
+        return 0.0
+    return float(f"{value:.2g}")

@@ -20,6 +20,12 @@ user's new max."""
 CAPPED_BY_ANNOTATION = "climatik-project.ai/capped-by"
 """`namespace/name` of the PowerCappingConfig holding the ceiling: a hint for people and a check
 at give-back, never authority on its own (the config's `status.heldTargets` is)."""
+VPA_USER_MODE_ANNOTATION = "climatik-project.ai/user-update-mode"
+"""On a VerticalPodAutoscaler whose evictions Climatik holds: the user's `updateMode`, restored
+when the racks cool."""
+VPA_HELD_BY_ANNOTATION = "climatik-project.ai/vpa-held-by"
+"""`namespace/name` of the PowerCappingConfig holding a VPA's evictions; only that config, and
+only in its own namespace, gives the mode back."""
 GIVE_BACK_FINALIZER = f"{GROUP}/give-back"
 """On a config that holds ceilings, so its deletion waits until they are given back."""
 PRIORITY_ANNOTATION = "climatik-project.ai/priority"

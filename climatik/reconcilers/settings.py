@@ -39,6 +39,10 @@ class CappingSettings(BaseSettings):
     one release only while `allowed_hosts` is empty; to be removed."""
     interval_s: float = Field(default=15.0, gt=0)
     """How often each config is measured and decided, besides reacting to changes."""
+    tokens_window_s: float | None = Field(default=None, ge=2)
+    """The window of the tokens-per-second rate; None: `rate(...[5m])`. A world that runs
+    faster than life (`climatik demo`) shortens it by the same factor: a window longer than
+    the replicas' changes sets new watts against old tokens and inflates the energy per token."""
     tuning_grace_s: float = Field(default=60.0, ge=0)
     """After a GPU tuning result, hold ceilings this long while old readings age out."""
     status_refresh_s: float = Field(default=300.0, gt=0)
@@ -151,6 +155,9 @@ class CarbonSettings(BaseSettings):
     secret_retry_max_s: float = Field(default=300.0, gt=0)
     workers: int = Field(default=2, ge=1)
     """Configs of the carbon controller reconciled at once (one fetch per config and slot)."""
+    plan_interval_s: float = Field(default=60.0, gt=0)
+    """How often deferrable work with a deadline is planned again (its backlog and throughput
+    read from the power-cap reconciler's status), and how often its forecast may be asked."""
     reconcile_timeout_s: float = Field(default=120.0, gt=0)
     """A carbon reconcile still running after this is cancelled and retried with backoff: room
     for a provider request, its retries after 429/5xx (Retry-After up to 30 s) and a second
@@ -212,4 +219,32 @@ class GpuTuningSettings(BaseSettings):
         # working: the old list counts while the new one is empty (Helm's template does the same).
         if not self.allowed_namespaces and self.deprecated_apply_namespaces:
             self.allowed_namespaces = list(self.deprecated_apply_namespaces)
+        return self
+
+
+class VpaSettings(BaseSettings):
+    """Coordination with the Vertical Pod Autoscaler (`CLIMATIK_VPA__*`, issue 23)."""
+
+    model_config = SettingsConfigDict(env_prefix="CLIMATIK_VPA__", extra="ignore")
+
+    enabled: bool = False
+    """Run the VPA-hold controller. Off by default: it watches VerticalPodAutoscalers, whose CRD
+    a cluster without VPA does not serve (the informer would be refused)."""
+    interval_s: float = Field(default=15.0, gt=0)
+    hold_fraction: float = Field(default=0.95, gt=0, le=1)
+    """Hold a rack's VPA evictions from this fraction of its `maxPower`."""
+    release_fraction: float = Field(default=0.90, gt=0, le=1)
+    """Release them once the rack is below this fraction (hysteresis: at most `hold_fraction`)."""
+    hold_margin_c: float = Field(default=1.0, ge=0)
+    """Hold from this many degrees below the rack's `maxTemperature`."""
+    release_margin_c: float = Field(default=2.0, ge=0)
+    """Release once the inlet is this many degrees below it (at least `hold_margin_c`)."""
+    reconcile_timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _release_below_hold(self) -> Self:
+        if self.release_fraction > self.hold_fraction:
+            raise ValueError("release_fraction must not exceed hold_fraction")
+        if self.release_margin_c < self.hold_margin_c:
+            raise ValueError("release_margin_c must be at least hold_margin_c")
         return self

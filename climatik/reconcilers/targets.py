@@ -11,6 +11,8 @@ raised.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -71,6 +73,9 @@ class ResolvedTarget:
     """From `climatik-project.ai/priority`: a higher priority keeps its replicas first."""
     deferrable: bool = DEFAULT_DEFERRABLE
     """From `climatik-project.ai/deferrable`: its work may wait, so it yields to a carbon cap."""
+    deadline_s: float | None = None
+    """From a duration in `climatik-project.ai/deferrable` ("24h"): each request's deadline
+    after arrival; its work is then planned into clean slots instead of capped."""
     annotation_problems: tuple[str, ...] = ()
     """Annotations that did not parse (the defaults are used instead), for Events and status."""
     newest_pod_created_s: float | None = None
@@ -161,19 +166,58 @@ def priority_of(obj: JsonObject, kind: TargetKind) -> tuple[int, str | None]:
     )
 
 
-def deferrable_of(obj: JsonObject, kind: TargetKind) -> tuple[bool, str | None]:
-    """Whether a target's work may wait for a cleaner grid and, when the annotation does not
-    parse, why. "true"/"false" in any case; anything else keeps the default (not deferrable),
-    so a typo never lets a carbon cap hold back serving work."""
+class Deferrable(NamedTuple):
+    """What `climatik-project.ai/deferrable` says of a target's work."""
+
+    deferrable: bool
+    deadline_s: float | None
+    """Each request's deadline after its arrival (a duration value); None for "true"/"false"."""
+    problem: str | None
+    """Why the value was not understood (the default is used instead)."""
+
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(h|m|s)")
+_DURATION_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0}
+MIN_DEADLINE_S = 60.0
+"""A shorter deadline is not deferrable work: it cannot wait for a carbon slot."""
+
+
+def parse_deadline_s(text: str) -> float | None:
+    """Seconds in a Go-style duration of hours, minutes and seconds ("24h", "1h30m", "90m",
+    "2.5h"); None when it is not one."""
+    position, total = 0, 0.0
+    while position < len(text):
+        part = _DURATION_PART.match(text, position)
+        if part is None:
+            return None
+        total += float(part.group(1)) * _DURATION_UNIT_S[part.group(2)]
+        position = part.end()
+    return total if text and math.isfinite(total) else None
+
+
+def deferrable_of(obj: JsonObject, kind: TargetKind) -> Deferrable:
+    """Whether a target's work may wait for a cleaner grid, and by how long.
+
+    "true"/"false" in any case: deferrable (a carbon cap holds it back) or not. A Go-style
+    duration of at least a minute ("24h", "6h30m"): deferrable, each request due that long
+    after it arrives, so the carbon reconciler plans the work into the cleanest forecast slots
+    before its deadlines. Anything else keeps the default (not deferrable) and is reported, so
+    a typo never lets carbon hold back serving work."""
     raw = ObjectMeta.of(obj).annotations.get(DEFERRABLE_ANNOTATION)
     if raw is None:
-        return DEFAULT_DEFERRABLE, None
+        return Deferrable(DEFAULT_DEFERRABLE, None, None)
     text = str(raw).strip().lower()
     if text in {"true", "false"}:
-        return text == "true", None
-    return DEFAULT_DEFERRABLE, (
+        return Deferrable(text == "true", None, None)
+    deadline_s = parse_deadline_s(text)
+    if deadline_s is not None and deadline_s >= MIN_DEADLINE_S:
+        return Deferrable(True, deadline_s, None)
+    return Deferrable(
+        DEFAULT_DEFERRABLE,
+        None,
         f"{_describe(obj, kind)}: annotation {DEFERRABLE_ANNOTATION}={str(raw)[:64]!r} is not "
-        f'"true" or "false"; using {str(DEFAULT_DEFERRABLE).lower()}'
+        f'"true", "false" or a deadline of at least {MIN_DEADLINE_S:.0f} s such as "24h" or '
+        f'"6h30m"; using {str(DEFAULT_DEFERRABLE).lower()}',
     )
 
 
@@ -183,14 +227,15 @@ class _UserIntent:
 
     priority: int
     deferrable: bool
+    deadline_s: float | None
     problems: tuple[str, ...]
 
 
 def _user_intent(obj: JsonObject, kind: TargetKind) -> _UserIntent:
     priority, priority_problem = priority_of(obj, kind)
-    deferrable, deferrable_problem = deferrable_of(obj, kind)
-    problems = tuple(p for p in (priority_problem, deferrable_problem) if p is not None)
-    return _UserIntent(priority, deferrable, problems)
+    deferrable = deferrable_of(obj, kind)
+    problems = tuple(p for p in (priority_problem, deferrable.problem) if p is not None)
+    return _UserIntent(priority, deferrable.deferrable, deferrable.deadline_s, problems)
 
 
 def _selector_matches(selector: JsonObject, labels: JsonObject) -> bool:
@@ -321,6 +366,7 @@ def _from_scaled_object(
         limited_by_ceiling=limited_by_ceiling(hpas.get(hpa_name(so))),
         priority=intent.priority,
         deferrable=intent.deferrable,
+        deadline_s=intent.deadline_s,
         annotation_problems=intent.problems,
     )
 
@@ -358,6 +404,7 @@ def _from_inference_service(
         ),
         priority=intent.priority,
         deferrable=intent.deferrable,
+        deadline_s=intent.deadline_s,
         annotation_problems=intent.problems,
     )
 

@@ -11,6 +11,9 @@ the integration tests run their probe controller inside a real ``climatik run`` 
 of its informers exist: an installation without the tuning namespace and its Role (where those
 informers would be refused) still reconciles everything else. The power-cap controller then
 simply never receives a tuning hint.
+
+The VPA-hold controller runs only with ``CLIMATIK_VPA__ENABLED=true``: it watches
+VerticalPodAutoscalers, which a cluster without VPA's CRD does not serve.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from climatik.runtime.capping import (
 from climatik.runtime.placement import placement_controller
 from climatik.runtime.reconcile import ControllerFactory
 from climatik.runtime.settings import ControllerSettings
+from climatik.runtime.vpa import vpa_hold_controller
 
 log = structlog.get_logger(__name__)
 
@@ -67,4 +71,6 @@ def controller_factories(
             reason="CLIMATIK_GPU_TUNING__ENABLED=false",
             unwatched_namespace=gpu_tuning.job_namespace,
         )
+    if settings.vpa.enabled:
+        builtin.append(vpa_hold_controller)
     return [*builtin, *(load_factory(path) for path in extra)]

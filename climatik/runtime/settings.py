@@ -30,6 +30,7 @@ from climatik.reconcilers.settings import (
     CarbonSettings,
     GpuTuningSettings,
     PlacementSettings,
+    VpaSettings,
 )
 from climatik.runtime.heap import HeapSettings
 
@@ -117,6 +118,7 @@ class ControllerSettings:
     carbon: CarbonSettings = field(default_factory=CarbonSettings)
     gpu_tuning: GpuTuningSettings = field(default_factory=GpuTuningSettings)
     placement: PlacementSettings = field(default_factory=PlacementSettings)
+    vpa: VpaSettings = field(default_factory=VpaSettings)
 
 
 class SettingsError(UserError):

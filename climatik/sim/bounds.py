@@ -476,6 +476,7 @@ def least_shift_carbon(
     capacity: FloatArray,
     energy_budget_j: FloatArray,
     window_slots: IntArray,
+    served_at_least: FloatArray | None = None,
 ) -> CarbonPlan:
     """Least emissions of deferrable work served within its deadline and the slots' capacity.
 
@@ -487,8 +488,11 @@ def least_shift_carbon(
 
         min  sum CI[t] * energy_j[j] * y[j, a, t] / 3.6e6
         s.t. sum_t y[j, a, t] = arrivals[a, j]
-             sum_a y[j, a, t] <= capacity[t, j]
+             served_at_least[t, j] <= sum_a y[j, a, t] <= capacity[t, j]
              sum_ja energy_j[j] * y[j, a, t] <= energy_budget_j[t]
+
+    `served_at_least` (default none) is work a slot must serve whatever its intensity: what
+    replicas that run anyway serve of the work arriving while they have room.
     """
     n_t, n_j = arrivals.shape
     lags = int(window_slots.max(initial=0)) + 1
@@ -502,7 +506,8 @@ def least_shift_carbon(
     moved = model.cols((n_t, n_j, lags), cost=cost, upper=np.where(usable, np.inf, 0.0))
     every = model.rows((n_t, n_j), lower=arrivals, upper=arrivals)
     model.coef(every[:, :, None], moved, usable.astype(float))
-    room = model.rows((n_t, n_j), upper=capacity)
+    at_least = np.zeros((n_t, n_j)) if served_at_least is None else served_at_least
+    room = model.rows((n_t, n_j), lower=np.minimum(at_least, capacity), upper=capacity)
     model.coef(room[serve_at, np.arange(n_j)[None, :, None]], moved, usable.astype(float))
     power = model.rows((n_t,), upper=energy_budget_j)
     model.coef(power[serve_at], moved, usable * energy_j[None, :, None])

@@ -47,7 +47,10 @@ def add_simulate_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--seed",
         type=int,
-        help="override the scenario's seed for power and measurement noise and random placement",
+        help=(
+            "override the scenario's seed for power and measurement noise and random placement "
+            "(with --routing: arrival times and request lengths)"
+        ),
     )
     parser.add_argument(
         "--exact-knowledge",
@@ -55,6 +58,17 @@ def add_simulate_parser(subparsers: Any) -> None:
         help=(
             "give the policies what the live controller cannot measure (server idle draw, the "
             "room's heat matrix, exact chassis power and inlets): a labelled what-if variant"
+        ),
+    )
+    parser.add_argument(
+        "--routing",
+        nargs="?",
+        const="hetero-routing",
+        metavar="SCENARIO",
+        help=(
+            "run the request-level routing twin instead: one service's replicas, each request "
+            "routed by round-robin, least-loaded and tokens-per-watt (a built-in routing "
+            "scenario name or a YAML file; default: hetero-routing)"
         ),
     )
     parser.add_argument(
@@ -111,9 +125,15 @@ def run_simulate(args: argparse.Namespace) -> int:
     from climatik.sim.summary import summary_table
 
     if args.list:
+        from climatik.sim.routing_scenario import ROUTING_POLICIES, builtin_routing_names
+
         print("scenarios:", ", ".join(builtin_names()))
         print("policies:", ", ".join(POLICY_NAMES))
+        print("routing scenarios:", ", ".join(builtin_routing_names()))
+        print("routing policies:", ", ".join(ROUTING_POLICIES))
         return 0
+    if args.routing is not None:
+        return run_routing_mode(args)
     # Before the run, not after it: the plots need the optional extra.
     if args.report is not None and importlib.util.find_spec("matplotlib") is None:
         print(
@@ -155,4 +175,49 @@ def run_simulate(args: argparse.Namespace) -> int:
     if args.report is not None:
         page = write_html_report(result, scenario, args.report, comparison)
         print(f"report written to {page}")
+    return 0
+
+
+def run_routing_mode(args: argparse.Namespace) -> int:
+    """`climatik simulate --routing [SCENARIO]`: the routing twin's rows per routing policy."""
+    from climatik.sim.routing import run_routing
+    from climatik.sim.routing_report import routing_table
+    from climatik.sim.routing_scenario import ROUTING_POLICIES, load_routing_scenario
+    from climatik.sim.scenario import ScenarioError
+
+    for flag, given in (
+        ("--report", args.report is not None),
+        ("--exact-knowledge", args.exact_knowledge),
+        ("--scenario", args.scenario != "default"),
+    ):
+        if given:
+            print(
+                f"climatik simulate: {flag} is for the fleet twin; --routing takes its own "
+                "scenario (--routing NAME|FILE)",
+                file=sys.stderr,
+            )
+            return 2
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    try:
+        scenario = load_routing_scenario(args.routing)
+        policies = None
+        if args.policies:
+            policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+            unknown = [p for p in policies if p not in ROUTING_POLICIES]
+            if unknown:
+                msg = f"unknown routing policy {unknown[0]!r}; known: {', '.join(ROUTING_POLICIES)}"
+                raise ScenarioError(msg)
+        if args.hours is not None and args.hours <= 0:
+            msg = "--hours must be positive"
+            raise ScenarioError(msg)
+        result = run_routing(scenario, policies, hours=args.hours, seed=args.seed)
+    except ScenarioError as error:
+        print(f"climatik simulate: {error}", file=sys.stderr)
+        return 2
+    print(routing_table(result, scenario))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.as_json(), indent=2) + "\n", encoding="utf-8")
+        print(f"figures written to {args.json}")
     return 0

@@ -46,6 +46,7 @@ class Twin:
         headroom: HeadroomSettings | None = None,
         *,
         exact_knowledge: bool = False,
+        start_hour: float | None = None,
     ) -> None:
         self.scenario = scenario
         self.policy_names = list(policies or scenario.policies)
@@ -62,6 +63,9 @@ class Twin:
         """Give the policies what the live controller cannot know (the server idle draw, the
         room's heat matrix, unlagged noiseless chassis power and inlets for placement): the
         labelled variant that shows what that knowledge is worth. Off: only measurements."""
+        self.start_hour = start_hour
+        """Run `hours` from this hour of the scenario's day (the window a live demo plays);
+        None: from hour 0, on a series of `hours` alone."""
 
     def run(self, progress: Callable[[float], None] | None = None) -> SimResult:
         """Advance every policy through the scenario and return its figures."""
@@ -72,6 +76,7 @@ class Twin:
             self.headroom,
             self.threshold,
             exact=self.exact_knowledge,
+            start_hour=self.start_hour,
         )
         st = initial_state(world, self.seed)
         warm_start(world, st)

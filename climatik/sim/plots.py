@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from climatik.policies.deferrable import PLANNED_WORK_MARGIN
 from climatik.sim.result import SimResult
 from climatik.sim.scenario import Scenario
 
@@ -80,11 +81,21 @@ def power_plot(result: SimResult, scenario: Scenario) -> Plot:
         ax.plot(hours, site_kw[:, p], **style)
     ax.axhline(cap_kw, color="black", linestyle=(0, (8, 3)), linewidth=1.5, zorder=50)
     ax.plot([], [], color="black", linestyle=(0, (8, 3)), label=f"site cap ({cap_kw:g} kW)")
-    carbon = [p for p in range(len(names)) if not np.allclose(caps_kw[:, p], cap_kw)]
     caption = (
         "IT power of the whole site per policy (step averages), against the site cap, the one "
         "limit a violation is counted against."
     )
+    deferrable = [s.name for s in scenario.services if s.deferrable]
+    carbon = [p for p in range(len(names)) if not np.allclose(caps_kw[:, p], cap_kw)]
+    if deferrable:
+        carbon = []  # planned work: the budget below is constant, not a carbon cap
+        caption += (
+            f" No carbon cap is drawn: the work of the deferrable services "
+            f"({', '.join(deferrable)}) is planned into the cleanest forecast slots before its "
+            f"deadline (their ceilings are in the replica plots), within "
+            f"{1 - PLANNED_WORK_MARGIN:.0%} of the site cap, and no carbon cap binds the other "
+            "services."
+        )
     if carbon:
         ax.step(
             hours,
@@ -97,20 +108,10 @@ def power_plot(result: SimResult, scenario: Scenario) -> Plot:
             label="carbon cap",
         )
         users = ", ".join(names[p] for p in carbon)
-        deferrable = [s.name for s in scenario.services if s.deferrable]
-        if deferrable:
-            caption += (
-                f" The green dotted line is the carbon cap of {users}: the budget it lowers in "
-                "dirty hours. It binds only deferrable services "
-                f"({', '.join(deferrable)}), whose work waits for a cleaner grid; the other "
-                "services keep the full site cap, so site power sits above the carbon cap by "
-                "design, not by a violation."
-            )
-        else:
-            caption += (
-                f" The green dotted line is the carbon cap of {users}: the whole site's "
-                "budget, lowered in dirty hours (no service is deferrable)."
-            )
+        caption += (
+            f" The green dotted line is the carbon cap of {users}: the whole site's "
+            "budget, lowered in dirty hours (no service is deferrable)."
+        )
     ax.set_xlabel("hour of the run")
     ax.set_ylabel("IT power (kW)")
     _legend_outside(figure, ax)
@@ -139,7 +140,7 @@ def replica_plot(result: SimResult, policy: str) -> Plot:
             label=f"{service} ceiling",
         )
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylim(0, float(np.max(ceilings, initial=1.0)) + 0.5)
+    ax.set_ylim(0, float(np.nanmax(ceilings, initial=1.0)) + 0.5)
     ax.set_title(f"replicas: {policy}")
     ax.set_xlabel("hour of the run")
     ax.set_ylabel("replicas")
@@ -168,12 +169,13 @@ def inlet_plot(result: SimResult, scenario: Scenario) -> Plot:
         bottom.plot(hours, supply[:, p], **{**style, "label": "_nolegend_"})
     top.axhline(cooling.redline_c, color="red", linestyle="--", label="redline", zorder=50)
     top.axhline(aim, color="grey", linestyle=":", label="cooling unit's aim", zorder=50)
-    low = min(float(np.min(inlets, initial=aim)), aim)
+    # nan-aware: a live row (`climatik demo`) has no inlets or supply air, a gap here.
+    low = min(float(np.nanmin(inlets, initial=aim)), aim)
     top.set_ylim(low - 0.5, cooling.redline_c + 0.5)
     top.set_ylabel("hottest inlet (°C)")
     # Zoomed on the supply air chosen; a limit is drawn when it is near enough to matter.
-    low = float(np.min(supply, initial=cooling.max_supply_c)) - 1
-    high = float(np.max(supply, initial=cooling.min_supply_c)) + 1
+    low = float(np.nanmin(supply, initial=cooling.max_supply_c)) - 1
+    high = float(np.nanmax(supply, initial=cooling.min_supply_c)) + 1
     for limit in (cooling.min_supply_c, cooling.max_supply_c):
         if low <= limit <= high:
             bottom.axhline(limit, color="grey", linestyle=":", zorder=50)

@@ -32,6 +32,9 @@ POLICY_SPECS: dict[str, PolicySpec] = {
     "static": PolicySpec("static", "round-robin"),
     "seed-threshold": PolicySpec("threshold", "round-robin"),
     "climatik": PolicySpec("headroom", "climatik", True, True, True),
+    # Headroom ceilings alone (no carbon, maximum clocks, the ReplicaSet's scale-in): what
+    # `climatik demo`'s PowerCappingConfig asks of the live controller.
+    "headroom": PolicySpec("headroom", "round-robin"),
     # Ablations: climatik with one input removed, to show what that input is worth.
     "climatik-no-carbon": PolicySpec("headroom", "climatik", False, True, True),
     "climatik-max-clock": PolicySpec("headroom", "climatik", True, False, True),

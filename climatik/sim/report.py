@@ -35,6 +35,10 @@ POLICY_SUMMARIES = {
         "Climatik's defaults: headroom ceilings from measured watts, heat-aware placement, "
         "a carbon cap when the scenario has one, and tuned GPU clocks"
     ),
+    "headroom": (
+        "headroom ceilings from measured watts alone (no carbon, maximum clocks, round-robin "
+        "placement): what `climatik demo` runs live"
+    ),
     "climatik-no-carbon": "climatik without carbon input (an ablation)",
     "climatik-max-clock": "climatik with GPUs at their maximum clock (an ablation)",
     "climatik-joint-clocks": (

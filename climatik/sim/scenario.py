@@ -411,8 +411,9 @@ class Service(_Strict):
     """Capping priority: under a tight cap a higher one keeps its replicas first; services of
     equal priority share by efficiency (tokens per joule)."""
     deferrable: bool = False
-    """Its requests may wait for a cleaner grid (give it a long `slo.ttft_s` and
-    `queue_timeout_s`): a carbon cap then holds back only deferrable services."""
+    """Its requests may wait for a cleaner grid until their deadline, the sooner of
+    `slo.ttft_s` and `queue_timeout_s`: policies that follow carbon plan its work into the
+    cleanest forecast slots before it (`steps_plan`), and its queue is kept by age."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Service:
@@ -420,6 +421,12 @@ class Service(_Strict):
             why = f"{self.min_replicas} exceeds max_replicas ({self.max_replicas})"
             _refuse("Service", [(("min_replicas",), why, self.min_replicas)])
         return self
+
+    @property
+    def deadline_s(self) -> float:
+        """How long a deferrable request may wait: the sooner of its TTFT objective and its
+        queue timeout (the carbon bound's deadline too)."""
+        return min(self.slo.ttft_s, self.queue_timeout_s)
 
     @property
     def model_class(self) -> ModelClass:
@@ -447,6 +454,10 @@ class Carbon(_Strict):
     generated: GeneratedCarbon = GeneratedCarbon()
     file: str | None = None
     slot_s: Positive = 1800.0
+    forecast_error_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1
+    """Standard error of the provider's forecast, as a share of the value, reached at 24 h
+    ahead (growing with the square root of the lead time; the current slot is exact). The
+    deferrable-work planner sees this forecast, not the series (SIMULATOR.md: 5-15 %)."""
 
 
 class Scenario(_Strict):

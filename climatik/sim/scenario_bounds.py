@@ -572,6 +572,10 @@ def carbon_bound(scenario: Scenario, hours: float | None = None) -> Bound:
         "supply air the hottest placement of the capped IT power needs), so the saving is not "
         "understated; the change of supply temperature that moving load causes is not "
         "modelled",
+        "with min replicas (`saving_with_min_replicas_g`): the same, but in every step the "
+        "replicas a deferrable service's minimum keeps running serve the work arriving while "
+        "they have room, whatever the grid (a ceiling cannot stop them); the yardstick of a "
+        "ceiling controller",
     )
     if not flexible:
         return Bound(
@@ -626,24 +630,38 @@ def carbon_bound(scenario: Scenario, hours: float | None = None) -> Bound:
         * np.array([services[j].max_replicas for j in flexible])[None, :]
         / seconds[flexible][None, :]
     )
-    plan = lp.least_shift_carbon(
-        arrivals=arrivals,
-        intensity_g_per_kwh=slots[:n_slots],
-        energy_j=energy[flexible] * overhead,
-        capacity=capacity,
-        energy_budget_j=np.maximum(budget_w * slot_len - spent, 0.0) * overhead,
-        window_slots=window,
-    )
+    # What the minimum replicas serve of each step's arrivals (requests per step).
+    floor_per_step = np.array([services[j].min_replicas for j in flexible]) * dt / seconds[flexible]
+    kept = np.zeros((n_slots, len(flexible)))
+    np.add.at(kept, slot_of, np.minimum(rates[:, flexible] * dt, floor_per_step[None, :]))
+    plans = [
+        lp.least_shift_carbon(
+            arrivals=arrivals,
+            intensity_g_per_kwh=slots[:n_slots],
+            energy_j=energy[flexible] * overhead,
+            capacity=capacity,
+            energy_budget_j=np.maximum(budget_w * slot_len - spent, 0.0) * overhead,
+            window_slots=window,
+            served_at_least=at_least,
+        )
+        for at_least in (None, kept)
+    ]
+    plan, floor_plan = plans
+    statuses = {p.solution.status for p in plans} | {rise_status}
     return Bound(
         values={
             "deferrable_services": [services[j].name for j in flexible],
             "on_arrival_g": plan.on_arrival_g,
             "optimal_g": plan.optimal_g,
             "saving_g": plan.saving_g if plan.solution.optimal else float("nan"),
+            "optimal_with_min_replicas_g": floor_plan.optimal_g,
+            "saving_with_min_replicas_g": (
+                floor_plan.saving_g if floor_plan.solution.optimal else float("nan")
+            ),
             "facility_overhead": overhead,
             "coldest_supply_c": coldest,
         },
-        status=plan.solution.status if rise_status == OPTIMAL else rise_status,
+        status=OPTIMAL if statuses == {OPTIMAL} else ", ".join(sorted(statuses - {OPTIMAL})),
         relaxations=relaxations,
     )
 

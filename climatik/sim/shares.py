@@ -73,6 +73,9 @@ class Comparison:
     whole_replica: dict[str, WholeReplicaCooling] = field(default_factory=dict)
     """Per policy: its cooling, peak inlet and time above redline with its own replicas placed
     exactly (empty where the run did not record its replicas)."""
+    carbon_with_min_replicas: dict[str, float | None] = field(default_factory=dict)
+    """Each policy's share of the carbon bound that keeps deferrable services' minimum
+    replicas serving (`saving_with_min_replicas_g`): what a ceiling controller can reach."""
 
     def as_json(self) -> dict[str, object]:
         """The `"bounds"` entry of `--json`."""
@@ -98,6 +101,7 @@ class Comparison:
             "bound_row": self.bound_row,
             "baselines": self.baselines,
             "share_of_bound": self.shares,
+            "carbon_share_of_bound_with_min_replicas": self.carbon_with_min_replicas,
             "notes": self.notes,
         }
 
@@ -197,6 +201,15 @@ def compare(result: SimResult, bounds: ScenarioBounds) -> Comparison:
                 f"bound row: {carbon_base}'s emissions less the most that moving deferrable "
                 "work can save, per thousand of its tokens"
             )
+    with_min: dict[str, float | None] = {}
+    fair = _carbon_with_min_replicas(result, bounds, carbon_base)
+    if fair is not None:
+        bound_g, with_min = fair
+        notes["carbon_with_min_replicas"] = (
+            f"carbon bound keeping deferrable services' minimum replicas serving: {bound_g:.4g} "
+            "g per 1k tokens; share of it: "
+            + ", ".join(f"{name} {_percent(share)}" for name, share in with_min.items())
+        )
     shares: dict[str, dict[str, float | None]] = {}
     for name in [*names, BOUND_ROW]:
         figures = row if name == BOUND_ROW else result.policies[name]
@@ -233,4 +246,27 @@ def compare(result: SimResult, bounds: ScenarioBounds) -> Comparison:
         cooling_floor_kwh=floors,
         notes=notes,
         whole_replica=whole,
+        carbon_with_min_replicas=with_min,
     )
+
+
+def _carbon_with_min_replicas(
+    result: SimResult, bounds: ScenarioBounds, base_name: str | None
+) -> tuple[float, dict[str, float | None]] | None:
+    """The carbon bound that keeps the minimum replicas serving, in g per thousand of the
+    baseline's tokens, and each policy's share of it; None without one."""
+    saving = float(bounds.carbon.values.get("saving_with_min_replicas_g", math.nan))  # type: ignore[arg-type]
+    if base_name is None or not math.isfinite(saving):
+        return None
+    base = result.policies[base_name]
+    if base["tokens"] <= 0:
+        return None
+    key = "carbon_g_per_1k_tokens"
+    bound = base[key] - saving / base["tokens"] * 1000.0
+    return bound, {
+        name: _share(figures[key], base[key], bound) for name, figures in result.policies.items()
+    }
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{round(share * 100)} %"

@@ -17,8 +17,10 @@ from climatik.domain.capping import CappingState
 from climatik.domain.placement import RecirculationEstimate
 from climatik.policies.observations import HEAT_HISTORY_SAMPLES, IdlePower
 from climatik.sim import physics
+from climatik.sim.backlog import AgedQueue
 from climatik.sim.result import History
 from climatik.sim.scenario import Scenario
+from climatik.sim.steps_plan import Planner
 from climatik.sim.world import FloatArray, HeatMatrix, IntArray, World
 
 
@@ -79,6 +81,8 @@ class Fleet:
     """The autoscaler's wish before the ceiling clamps it."""
     rec_hist: IntArray
     """The autoscaler's recent recommendations (scale-down stabilisation window)."""
+    aged: dict[int, AgedQueue]
+    """Deferrable services' queues by age, by service index (their `queue` is the sum)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -208,6 +212,7 @@ class TwinState:
     control: Control
     tally: Tally
     rng: Streams
+    planner: Planner
 
 
 def static_ceilings(scenario: Scenario) -> list[int]:
@@ -276,6 +281,11 @@ def initial_state(world: World, seed: int) -> TwinState:
             queue=np.zeros((n_pol, n_svc)),
             wanted=want0.copy(),
             rec_hist=np.repeat(want0[:, :, None], world.window, axis=2).astype(np.int64),
+            aged={
+                j: AgedQueue.empty(n_pol, s.slo.ttft_s, s.queue_timeout_s, world.dt)
+                for j, s in enumerate(sc.services)
+                if s.deferrable
+            },
         ),
         room=Room(
             srv_w=np.full((n_pol, n_srv), world.idle_server_w),
@@ -347,4 +357,5 @@ def initial_state(world: World, seed: int) -> TwinState:
             placement=np.random.default_rng([seed, 7919]),
             demand=np.random.default_rng([seed, 4099]),
         ),
+        planner=Planner(),
     )

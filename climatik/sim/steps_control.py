@@ -11,6 +11,7 @@ from climatik.domain.carbon import CarbonReading, IntensityBandTarget
 from climatik.policies.carbon import cap_for_carbon
 from climatik.policies.ceiling_settings import HeadroomSettings
 from climatik.policies.ceilings import decide_replica_ceilings
+from climatik.policies.deferrable import PLANNED_WORK_MARGIN
 from climatik.policies.observations import (
     ceiling_settings,
     demand_tokens_per_s,
@@ -21,6 +22,7 @@ from climatik.policies.observations import (
 from climatik.sim.clocks import decide_clocks
 from climatik.sim.state import TwinState
 from climatik.sim.steps_measure import Reading
+from climatik.sim.steps_plan import deferrable_services, plan_ceiling
 from climatik.sim.views import rack_observations
 from climatik.sim.world import EPOCH, IntArray, World
 
@@ -58,18 +60,39 @@ def decide(
     host, wanted, ceiling = fleet.host, fleet.wanted, control.ceiling
     have_data = reading.have_data
     site_cap = world.site_cap
-    carbon_cap = carbon_cap_w(world, k)
+    flexible = deferrable_services(world)
+    # With deferrable work the carbon policy plans it (below) instead of a carbon cap, and keeps
+    # its replicas within a share of the cap (`PLANNED_WORK_MARGIN`), as the live one does.
+    carbon_cap = site_cap * (1.0 - PLANNED_WORK_MARGIN) if flexible else carbon_cap_w(world, k)
     for p, spec in enumerate(world.specs):
         setting = world.settings[p]
         if setting is None:
             continue
         control.cap_eff[p] = carbon_cap if spec.carbon else site_cap
+        user_max = [s.max_replicas for s in services]
+        if spec.carbon:
+            for j in flexible:
+                user_max[j] = plan_ceiling(
+                    world,
+                    st.planner,
+                    p=p,
+                    j=j,
+                    now_s=now_s,
+                    have_data=have_data,
+                    served_rps=float(reading.svc_tok[p, j] / world.out_tokens[j]),
+                    waiting=float(reading.svc_queue[p, j]),
+                    replicas=int(n_tot[p, j]),
+                    nominal_rps=float(timing.mu[p, j]),
+                    measured_w=float(reading.site_w[p]) if have_data else None,
+                    budget_w=carbon_cap,
+                    replica_w=_learned_replica_w(st, p, services[j].name),
+                )
         targets = [
             observe_target(
                 name=s.name,
                 current_replicas=int(n_tot[p, j]),
                 min_replicas=s.min_replicas,
-                user_max_replicas=s.max_replicas,
+                user_max_replicas=user_max[j],
                 applied_max_replicas=int(ceiling[p, j]),
                 watts=float(reading.svc_w[p, j]) if have_data else None,
                 tokens_per_s=float(reading.svc_tok[p, j]) if have_data else None,
@@ -141,3 +164,10 @@ def decide(
                 control.clock_changes[p] += int(moved.sum())
                 control.clock_set_s[p, moved] = now_s
                 timing.update(sc)
+
+
+def _learned_replica_w(st: TwinState, p: int, name: str) -> float | None:
+    """The headroom policy's learned watts of one replica of `name` (the live status's
+    `wattsPerReplica`)."""
+    learned = st.control.states[p].targets.get(name)
+    return learned.watts_per_replica if learned is not None else None

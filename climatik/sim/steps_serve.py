@@ -53,15 +53,22 @@ def serve(world: World, timing: Timing, fleet: Fleet, lam: FloatArray, now_s: fl
     max_q = np.maximum(cap_rps, 1e-9) * world.timeout_s
     dropped = np.maximum(0.0, queue - max_q)
     queue -= dropped
-    fleet.queue = queue
     util = np.where(cap_rps > 0, served / np.maximum(cap_rps, 1e-12), 0.0)
 
     arrived = lam * dt
     wait_s = physics.ttft_wait_s(queue, cap_rps, timing.pre_s, util)
     met_frac = physics.ttft_met_fraction(world.ttft_slo, timing.pre_s, wait_s)
+    met = met_frac * np.maximum(arrived - dropped, 0.0)
+    for j, aged in fleet.aged.items():
+        # Deferrable work: waits by age, meets its objective when served in time.
+        left, met[:, j], dropped[:, j] = aged.step(
+            np.full(world.n_pol, arrived[j]), served[:, j] * dt, now_s
+        )
+        queue[:, j] = left
+    fleet.queue = queue
     for j, s in enumerate(world.scenario.services):
         tbt = physics.decode_step_s(s.model_class, util[:, j], timing.clock[:, j])
-        met_frac[:, j] *= tbt <= world.tbt_slo[j]
+        met[:, j] *= tbt <= world.tbt_slo[j]
     return Served(
         ready=ready,
         safe_host=safe_host,
@@ -71,5 +78,5 @@ def serve(world: World, timing: Timing, fleet: Fleet, lam: FloatArray, now_s: fl
         queue=queue,
         tokens=served * dt * world.out_tokens,
         arrived=arrived,
-        met=met_frac * np.maximum(arrived - dropped, 0.0),
+        met=met,
     )

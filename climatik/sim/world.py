@@ -59,6 +59,8 @@ class World:
     """Requests per second arriving per step and service."""
     carbon_step: FloatArray
     slot_of_step: IntArray
+    carbon_slots: FloatArray
+    """Intensity per carbon slot, to the run's end (what the provider's forecast is made of)."""
     # The room.
     d_matrix: FloatArray
     """Heat matrix: inlet rise of each server per watt of each server, in K/W."""
@@ -113,24 +115,37 @@ def build_world(
     threshold: ThresholdSettings,
     *,
     exact: bool,
+    start_hour: float | None = None,
 ) -> World:
-    """Everything the run's steps read, derived once from the scenario."""
+    """Everything the run's steps read, derived once from the scenario.
+
+    With `start_hour`, a window of `hours` from that hour of the scenario's own series, the
+    arrivals (bursts and noise included) and carbon the world process plays from that hour
+    (`climatik world --start-hour`), so a live demo and the twin see the same demand."""
     sc = scenario
     racks = sc.racks
     services = sc.services
     n_srv, n_rack, per_rack = racks.servers, racks.count, racks.servers_per_rack
     dt = sc.step_s
     steps = max(1, round(hours * 3600.0 / dt))
-    step_hours: FloatArray = np.arange(steps, dtype=np.float64) * dt / 3600.0
+    first = 0 if start_hour is None else round(start_hour * 3600.0 / dt)
+    series_steps = (
+        steps if start_hour is None else max(round(sc.duration_h * 3600.0 / dt), first + steps)
+    )
+    step_hours: FloatArray = np.arange(series_steps, dtype=np.float64) * dt / 3600.0
 
     rates = np.stack(
         [arrival_rates(s.traffic, step_hours, dt, sc.source_dir) for s in services], axis=1
-    )
+    )[first : first + steps]
     slots = carbon_slots(
-        sc.carbon.generated, sc.carbon.file, sc.carbon.slot_s, hours, sc.source_dir
+        sc.carbon.generated,
+        sc.carbon.file,
+        sc.carbon.slot_s,
+        series_steps * dt / 3600.0,
+        sc.source_dir,
     )
     slot_of_step = np.minimum(
-        (np.arange(steps) * dt // sc.carbon.slot_s).astype(int), slots.size - 1
+        ((first + np.arange(steps)) * dt // sc.carbon.slot_s).astype(int), slots.size - 1
     )
 
     d_matrix = physics.room_heat_matrix(sc)
@@ -160,8 +175,9 @@ def build_world(
     win_steps = max(1, round(sc.measurement.window_s / dt))
     outage = np.zeros(steps, dtype=bool)
     for window_out in sc.measurement.outages:
-        start = int(window_out.start_h * 3600 / dt)
-        outage[start : start + int(window_out.duration_h * 3600 / dt)] = True
+        start = int(window_out.start_h * 3600 / dt) - first
+        end = start + int(window_out.duration_h * 3600 / dt)
+        outage[max(0, start) : max(0, end)] = True
 
     return World(
         scenario=sc,
@@ -181,6 +197,7 @@ def build_world(
         rates=rates,
         carbon_step=slots[slot_of_step],
         slot_of_step=slot_of_step,
+        carbon_slots=slots,
         d_matrix=d_matrix,
         rack_of=rack_of,
         zone_of=zone_of,

@@ -68,6 +68,10 @@ class TargetMeasurement:
         return _value(self.waiting_requests)
 
     @property
+    def finished_per_s_or_none(self) -> float | None:
+        return _value(self.finished_per_s)
+
+    @property
     def watts_or_none(self) -> float | None:
         return self.watts.value if isinstance(self.watts, Reading) else None
 

@@ -9,10 +9,10 @@
 #
 # Usage: build.sh [--with ADDONS]           build what is missing (the first run takes 20+ minutes
 #                                           on 2 cores; add-ons add their own, see docs/dev-cluster.md)
-#        build.sh --print                   print bin_dir=, crd_dir=, kwok_stages=, keda_*, kserve_*
+#        build.sh --print                   print bin_dir=, crd_dir=, kwok_stages=, keda_*, kserve_*, vpa_*
 #        build.sh --check [--with ADDONS]   exit 0 when everything is present, 1 otherwise
 #
-# ADDONS is `keda`, `kserve` or `keda,kserve`. `keda` also builds the KEDA operator and metrics
+# ADDONS is a comma-separated list of `keda`, `kserve` and `vpa`. `keda` also builds the KEDA operator and metrics
 # adapter and extracts KEDA's six CRDs and its RBAC manifests; `kserve` builds KServe's controller
 # (`cmd/manager`) and extracts its CRDs, its ClusterRole, its `inferenceservice-config` ConfigMap
 # and its webhook configurations. Each add-on is a version set of its own, so pinning one never
@@ -151,8 +151,47 @@ kserve_present() {
   done
 }
 
-usage="usage: $0 [--print|--check] [--with keda|kserve|keda,kserve]"
-mode="build" with_keda=false with_kserve=false
+# VPA (`--with vpa`): VPA's three components, and metrics-server for the resource metrics API the
+# recommender reads; two modules (metrics-server builds against older k8s.io modules than VPA's)
+# but one version set. kwok serves kubelet-style resource metrics from per-pod usage annotations
+# when given the `Metric` and `ClusterResourceUsage` of its `kustomize/metrics/usage`.
+vpa_module="k8s.io/autoscaler/vertical-pod-autoscaler"
+vpa_version="$(awk -v m="$vpa_module" '$1 == "require" && $2 == m {print $3} $1 == m {print $2}' \
+  "$here/vpa/go.mod" | head -n 1)"
+metrics_server_module="sigs.k8s.io/metrics-server"
+metrics_server_version="$(awk -v m="$metrics_server_module" \
+  '$1 == "require" && $2 == m {print $3} $1 == m {print $2}' "$here/metrics-server/go.mod" | head -n 1)"
+vpa_binaries=(vpa-recommender vpa-updater vpa-admission-controller metrics-server)
+kwok_metrics=(
+  kustomize/metrics/usage/usage-from-annotation.yaml
+  kustomize/metrics/resource/metrics-resource.yaml
+)
+# Their own RBAC (`up` runs each as its ServiceAccount): module@version, file, name in the cache.
+vpa_manifests=(
+  "$vpa_module@$vpa_version deploy/vpa-rbac.yaml vpa-rbac.yaml"
+  "$metrics_server_module@$metrics_server_version manifests/base/rbac.yaml metrics-server-rbac.yaml"
+)
+vpa_set="$(
+  {
+    cat "$here/vpa/go.mod" "$here/vpa/go.sum" "$here/metrics-server/go.mod" "$here/metrics-server/go.sum"
+    cat "$here/kwok/go.mod"
+    printf '%s\n' "${kwok_metrics[@]}" "${vpa_manifests[@]}" "$go_version" "flags:trimpath,s,w,cgo0,version"
+  } | sha256sum | cut -c1-12
+)"
+vpa_set="vpa-${vpa_version}-${vpa_set}"
+vpa_bin_dir="$cache_root/bin/$vpa_set"
+vpa_manifest_dir="$cache_root/manifests/$vpa_set"
+kwok_metrics_file="$cache_root/kwok-metrics/$vpa_set/metrics.yaml"
+
+vpa_present() {
+  local b m
+  for b in "${vpa_binaries[@]}"; do [[ -x "$vpa_bin_dir/$b" ]] || return 1; done
+  for m in "${vpa_manifests[@]}"; do [[ -s "$vpa_manifest_dir/${m##* }" ]] || return 1; done
+  [[ -s "$kwok_metrics_file" ]]
+}
+
+usage="usage: $0 [--print|--check] [--with keda,kserve,vpa]"
+mode="build" with_keda=false with_kserve=false with_vpa=false
 with_addons() {
   local name names
   IFS=, read -r -a names <<<"$1"
@@ -160,7 +199,8 @@ with_addons() {
     case "$name" in
       keda) with_keda=true ;;
       kserve) with_kserve=true ;;
-      *) echo "$0: unknown add-on '$name' (known: keda, kserve)" >&2; exit 2 ;;
+      vpa) with_vpa=true ;;
+      *) echo "$0: unknown add-on '$name' (known: keda, kserve, vpa)" >&2; exit 2 ;;
     esac
   done
 }
@@ -178,7 +218,8 @@ while (($#)); do
 done
 
 wanted_present() {
-  all_present && { ! $with_keda || keda_present; } && { ! $with_kserve || kserve_present; }
+  all_present && { ! $with_keda || keda_present; } && { ! $with_kserve || kserve_present; } &&
+    { ! $with_vpa || vpa_present; }
 }
 
 case "$mode" in
@@ -189,6 +230,8 @@ case "$mode" in
       "$keda_bin_dir" "$keda_crd_dir" "$keda_rbac_dir" "$keda_set"
     printf 'kserve_bin_dir=%s\nkserve_crd_dir=%s\nkserve_manifest_dir=%s\nkserve_version_set=%s\n' \
       "$kserve_bin_dir" "$kserve_crd_dir" "$kserve_manifest_dir" "$kserve_set"
+    printf 'vpa_bin_dir=%s\nvpa_manifest_dir=%s\nvpa_kwok_metrics=%s\nvpa_version_set=%s\n' \
+      "$vpa_bin_dir" "$vpa_manifest_dir" "$kwok_metrics_file" "$vpa_set"
     exit 0 ;;
   check) wanted_present; exit $? ;;
 esac
@@ -197,6 +240,7 @@ if wanted_present; then
   echo "control-plane: $version_set already built in $bin_dir"
   $with_keda && echo "control-plane: $keda_set already built in $keda_bin_dir"
   $with_kserve && echo "control-plane: $kserve_set already built in $kserve_bin_dir"
+  $with_vpa && echo "control-plane: $vpa_set already built in $vpa_bin_dir"
   exit 0
 fi
 
@@ -352,4 +396,50 @@ if $with_kserve && ! kserve_present; then
   done
   kserve_present
   log "done: $kserve_set in $kserve_bin_dir, $kserve_crd_dir and $kserve_manifest_dir"
+fi
+
+if $with_vpa && ! vpa_present; then
+  mkdir -p "$vpa_bin_dir" "$vpa_manifest_dir" "$(dirname "$kwok_metrics_file")"
+  vpa_scratch="$(mktemp -d "$vpa_bin_dir/.build.XXXXXX")"
+  trap 'rm -rf "$scratch" "${keda_scratch:-}" "${kserve_scratch:-}" "$vpa_scratch"' EXIT
+  if ! [[ -x "$vpa_bin_dir/vpa-recommender" && -x "$vpa_bin_dir/vpa-updater" &&
+    -x "$vpa_bin_dir/vpa-admission-controller" ]]; then
+    log "building vpa-recommender, vpa-updater, vpa-admission-controller ($vpa_module $vpa_version)"
+    # The three commands share most packages; VPA's version is a constant, no ldflags needed.
+    (cd "$here/vpa" && go build "${build_flags[@]}" -ldflags='-s -w' -o "$vpa_scratch/" \
+      "$vpa_module/pkg/recommender" "$vpa_module/pkg/updater" "$vpa_module/pkg/admission-controller")
+    for b in recommender updater admission-controller; do
+      mv -f "$vpa_scratch/$b" "$vpa_bin_dir/vpa-$b"
+    done
+    log "built vpa-recommender, vpa-updater, vpa-admission-controller"
+  fi
+  if ! [[ -x "$vpa_bin_dir/metrics-server" ]]; then
+    log "building metrics-server ($metrics_server_module $metrics_server_version)"
+    ms_ldflags="-s -w -X k8s.io/client-go/pkg/version.gitVersion=$metrics_server_version"
+    ms_ldflags+=" -X k8s.io/client-go/pkg/version.gitTreeState=clean"
+    (cd "$here/metrics-server" && go build "${build_flags[@]}" -ldflags="$ms_ldflags" \
+      -o "$vpa_scratch/" "$metrics_server_module/cmd/metrics-server")
+    mv -f "$vpa_scratch/metrics-server" "$vpa_bin_dir/metrics-server"
+    log "built metrics-server"
+  fi
+  if [[ ! -s "$kwok_metrics_file" ]]; then
+    kwok_mod="sigs.k8s.io/kwok@$(awk '/sigs.k8s.io\/kwok /{print $NF}' "$here/kwok/go.mod")"
+    log "extracting kwok's resource metrics configuration from $kwok_mod"
+    dir="$(module_dir "$kwok_mod")"
+    for f in "${kwok_metrics[@]}"; do cat "$dir/$f"; printf '\n---\n'; done >"$kwok_metrics_file.tmp"
+    mv -f "$kwok_metrics_file.tmp" "$kwok_metrics_file"
+  fi
+  for m in "${vpa_manifests[@]}"; do
+    read -r mod file name <<<"$m"
+    dest="$vpa_manifest_dir/$name"
+    [[ -s "$dest" ]] && continue
+    dir="$(cd "$here/vpa" && module_dir "$mod")"
+    if [[ -z "$dir" || ! -s "$dir/$file" ]]; then
+      log "module $mod has no $file"
+      exit 1
+    fi
+    install -m 0644 "$dir/$file" "$dest.tmp" && mv -f "$dest.tmp" "$dest"
+  done
+  vpa_present
+  log "done: $vpa_set in $vpa_bin_dir, $vpa_manifest_dir and $kwok_metrics_file"
 fi

@@ -25,6 +25,7 @@ from climatik.devcluster.binaries import (
     locate_binaries,
     locate_keda,
     locate_kserve,
+    locate_vpa,
 )
 from climatik.devcluster.cluster import ClusterInfo, down, up
 from climatik.devcluster.processes import tail
@@ -104,6 +105,26 @@ def kserve_dev_cluster(
     directory = tmp_path_factory.mktemp("kserve-dev-cluster")
     pytestconfig.stash.setdefault(_SESSION_LOGS_KEY, {})["kserve_dev_cluster"] = directory / "logs"
     with _session_cluster(directory, addons=("keda", "kserve")) as info:
+        yield info
+
+
+@pytest.fixture(scope="session")
+def vpa_dev_cluster(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[ClusterInfo]:
+    """A session cluster that runs VPA's three components and metrics-server (`up --with vpa`).
+
+    Its own cluster, so VPA's updater never evicts what other tests create and no other test
+    waits for it. Built by `hack/control-plane/build.sh --with vpa`.
+    """
+    try:
+        locate_binaries()
+        locate_vpa()
+    except BinariesMissingError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    directory = tmp_path_factory.mktemp("vpa-dev-cluster")
+    pytestconfig.stash.setdefault(_SESSION_LOGS_KEY, {})["vpa_dev_cluster"] = directory / "logs"
+    with _session_cluster(directory, addons=("vpa",)) as info:
         yield info
 
 
@@ -199,6 +220,12 @@ def keda_kubectl(keda_dev_cluster: ClusterInfo) -> Iterator[Kubectl]:
 def kserve_kubectl(kserve_dev_cluster: ClusterInfo) -> Iterator[Kubectl]:
     """kubectl bound to a fresh namespace of the KServe cluster, deleted afterwards."""
     yield from _fresh_namespace(kserve_dev_cluster)
+
+
+@pytest.fixture
+def vpa_kubectl(vpa_dev_cluster: ClusterInfo) -> Iterator[Kubectl]:
+    """kubectl bound to a fresh namespace of the VPA cluster, deleted afterwards."""
+    yield from _fresh_namespace(vpa_dev_cluster)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -288,20 +289,21 @@ def test_status_validation_refuses_a_bad_condition(kubectl: Kubectl) -> None:
     assert "status.conditions[0].status" in result.stderr
 
 
-def test_kubectl_get_shows_cap_power_state_age(kubectl: Kubectl) -> None:
+def test_kubectl_get_shows_cap_power_state_age(kubectl: Kubectl, tmp_path: Path) -> None:
     kubectl.run("apply", "-f", "-", stdin=DESIGN_EXAMPLE_KSERVE)
     obj = kubectl.get_json("pcc", NAME)
     body = status_patch(None, _desired_status(obj["metadata"]["generation"], None))
     assert body is not None
     _patch_status(kubectl, body)
-    header, row = kubectl.run("get", "pcc").stdout.strip().splitlines()
+    # By name: another test file's configs may share the session cluster's namespace.
+    header, row = kubectl.run("get", "pcc", NAME).stdout.strip().splitlines()
     assert header.split() == ["NAME", "CAP", "POWER", "STATE", "AGE"]
     cells = row.split()
     assert cells[:4] == [NAME, "1000", "812.5", "AtCappingThreshold"]
     assert re.fullmatch(r"\d+[smhd]", cells[4])
-    wide_header = kubectl.run("get", "pcc", "-o", "wide").stdout.splitlines()[0].split()
+    wide_header = kubectl.run("get", "pcc", NAME, "-o", "wide").stdout.splitlines()[0].split()
     assert wide_header == ["NAME", "CAP", "POWER", "STATE", "READY", "LIMIT", "SOURCE", "AGE"]
-    # The short name and the category both find it.
-    assert kubectl.run("get", "climatik", "-o", "name").stdout.strip() == (
-        f"powercappingconfig.powercapping.climatik-project.ai/{NAME}"
-    )
+    # The short name and the category both find it. A fresh discovery cache: kubectl caches the
+    # category's members for minutes, and other test files add and delete CRDs in it.
+    found = kubectl.run("get", "climatik", "-o", "name", "--cache-dir", str(tmp_path)).stdout
+    assert f"powercappingconfig.powercapping.climatik-project.ai/{NAME}" in found.split()

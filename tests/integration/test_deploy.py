@@ -46,6 +46,7 @@ from pydantic_settings import BaseSettings
 import climatik
 from climatik.devcluster.binaries import locate_binaries
 from climatik.devcluster.cluster import ClusterInfo
+from climatik.router.settings import load_router_settings
 from tests.integration.conftest import Kubectl, wait_until
 from tests.networkpolicy import (
     METADATA_ADDRESSES,
@@ -625,8 +626,10 @@ def _resources_named_in_code() -> set[tuple[str, str]]:
                     definitions[target.id] = (str(args[0]), str(args[2]))
     used: set[tuple[str, str]] = set()
     for path in package.rglob("*.py"):
-        if path.parts[-2] in {"devcluster", "sim"}:
-            continue  # the dev cluster's own tooling and the twin never run in the controller
+        if path.parts[-2] in {"devcluster", "sim", "router"}:
+            # The dev cluster's own tooling and the twin never run in the controller; the
+            # router runs under its own ServiceAccount (test_router_overlay_and_chart_switch_agree).
+            continue
         text = path.read_text(encoding="utf-8")
         for name, resource in definitions.items():
             if re.search(rf"\b{name}\b(?!\s*=\s*(Resource|custom)\()", text):
@@ -646,6 +649,92 @@ def test_rbac_grants_every_resource_the_code_uses(kubectl_bin: Path) -> None:
     used = _resources_named_in_code()
     missing = used - granted
     assert not missing, f"the code uses {sorted(missing)} but no Role or ClusterRole grants it"
+
+
+ROUTER = "climatik-router"
+
+
+def _router_objects(objs: list[Obj]) -> dict[tuple[str, str, str], Obj]:
+    return {_identity(o): o for o in objs if "-router" in o["metadata"]["name"]}
+
+
+def test_router_overlay_and_chart_switch_agree_and_grant_only_endpointslices(
+    kubectl_bin: Path, helm_bin: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = kustomize(kubectl_bin, DEPLOY / "base")
+    overlay = kustomize(kubectl_bin, DEPLOY / "overlays" / "router")
+    # The base plus exactly the router's objects; the base's own untouched.
+    router = _router_objects(overlay)
+    assert sorted(router) == [
+        ("Deployment", CONTROLLER_NS, ROUTER),
+        ("Role", "llm", ROUTER),
+        ("RoleBinding", "llm", ROUTER),
+        ("Service", CONTROLLER_NS, ROUTER),
+        ("ServiceAccount", CONTROLLER_NS, ROUTER),
+    ]
+    assert sorted(_identity(o) for o in overlay if _identity(o) not in router) == sorted(
+        _identity(o) for o in base
+    )
+    assert not _router_objects(base)
+    assert not _router_objects(helm_template(helm_bin, "climatik", CONTROLLER_NS))  # off
+    chart = helm_template(
+        helm_bin,
+        "climatik",
+        CONTROLLER_NS,
+        "router.enabled=true",
+        "router.service=vllm",
+        "router.namespace=llm",
+        "router.prometheusAddress=http://prometheus-operated.monitoring:9090",
+    )
+    _assert_same_objects(overlay, chart)
+    # Read-only EndpointSlices in the model servers' namespace, and nothing else.
+    assert router[("Role", "llm", ROUTER)]["rules"] == [
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    assert not by_kind(overlay, "ClusterRole")[0]["metadata"]["name"].endswith("router")
+    # The controller's security contexts, exactly.
+    controller = next(o for o in by_kind(overlay, "Deployment") if o["metadata"]["name"] != ROUTER)
+    pod = router[("Deployment", CONTROLLER_NS, ROUTER)]["spec"]["template"]["spec"]
+    assert pod["securityContext"] == controller["spec"]["template"]["spec"]["securityContext"]
+    (container,) = pod["containers"]
+    controller_container = controller["spec"]["template"]["spec"]["containers"][0]
+    assert container["securityContext"] == controller_container["securityContext"]
+    assert container["resources"]["limits"]
+    # Every variable it sets is a setting the router reads, and they parse.
+    known = _settings_variables()
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert set(env) <= known, sorted(set(env) - known)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_router_settings()
+    assert (settings.service, settings.namespace) == ("vllm", "llm")
+    assert settings.prometheus.address == "http://prometheus-operated.monitoring:9090"
+
+
+def test_the_router_pod_is_admitted_under_restricted_pod_security(
+    dev_cluster: ClusterInfo, kubectl_bin: Path, namespace: str
+) -> None:
+    admin = _admin(dev_cluster)
+    admin.run("label", "namespace", namespace, f"{RESTRICTED}=restricted")
+    overlay = kustomize(kubectl_bin, DEPLOY / "overlays" / "router")
+    deployment = _router_objects(overlay)[("Deployment", CONTROLLER_NS, ROUTER)]
+    pod = _template_pod(deployment)
+    pod["metadata"]["namespace"] = namespace
+    pod["spec"] = {**pod["spec"], "serviceAccountName": "default"}
+    admin.run("create", "--dry-run=server", "-f", "-", stdin=json.dumps(pod))
+    refused = admin.run(
+        "create",
+        "--dry-run=server",
+        "-f",
+        "-",
+        stdin=json.dumps(_privileged_pod(namespace)),
+        check=False,
+    )
+    assert "violates PodSecurity" in refused.stderr
 
 
 # -- applied to the dev cluster -------------------------------------------------------------

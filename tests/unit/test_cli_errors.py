@@ -364,3 +364,30 @@ def test_a_topology_yaml_error_names_the_file_before_anything_starts(
         "expected the node content, but found '<stream end>' (while parsing a flow node)"
     ]
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--speed", "0"], "climatik world: --speed must be above 0"),
+        (
+            ["--scenario", "default", "--service", "x=y"],
+            "climatik world: --service: scenario 'default' has no service 'y'",
+        ),
+        (
+            ["--scenario", "default", "--kubeconfig", "/nonexistent"],
+            "climatik world: kubeconfig /nonexistent does not exist; "
+            "pass an existing file to --kubeconfig",
+        ),
+    ],
+)
+def test_world_refuses_what_is_wrong_before_it_listens(args: list[str], line: str) -> None:
+    completed = climatik("world", "--port", "0", *args)
+    assert_one_line(completed, 2, line)
+    assert "listening on" not in completed.stdout
+
+
+def test_demo_refuses_a_bad_speed_before_starting_anything(tmp_path: Path) -> None:
+    completed = climatik("demo", "--dir", str(tmp_path / "demo"), "--speed", "-1")
+    assert_one_line(completed, 2, "climatik demo: --speed and --minutes must be above 0")
+    assert not (tmp_path / "demo").exists()

@@ -34,8 +34,11 @@ def test_addons_are_checked_and_ordered() -> None:
     assert parse_addons("keda") == ("keda",)
     assert parse_addons(" keda , keda ") == ("keda",)
     assert parse_addons("kserve,keda") == ("keda", "kserve")
-    with pytest.raises(ValueError, match="unknown add-on nope, vpa; known add-ons: keda, kserve"):
-        parse_addons("keda,vpa,nope")
+    assert parse_addons("vpa,keda") == ("keda", "vpa")
+    with pytest.raises(
+        ValueError, match="unknown add-on hpa, nope; known add-ons: keda, kserve, vpa"
+    ):
+        parse_addons("keda,hpa,nope")
 
 
 def test_an_unknown_addon_is_a_usage_error_before_anything_starts(
@@ -44,7 +47,7 @@ def test_an_unknown_addon_is_a_usage_error_before_anything_starts(
     with pytest.raises(SystemExit) as exit_info:
         main(["dev-cluster", "up", "--dir", str(tmp_path / "c"), "--with", "keda,nope"])
     assert exit_info.value.code == 2
-    assert "unknown add-on nope; known add-ons: keda, kserve" in capsys.readouterr().err
+    assert "unknown add-on nope; known add-ons: keda, kserve, vpa" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
 
 

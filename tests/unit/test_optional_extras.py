@@ -47,21 +47,23 @@ def test_dev_cluster_up_without_the_dev_extra_says_what_to_install(
     assert "pip install 'climatik[dev]'" in err
 
 
-def test_plotting_and_certificates_are_extras_not_dependencies() -> None:
+def test_plotting_certificates_and_ext_proc_are_extras_not_dependencies() -> None:
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     required = " ".join(project["dependencies"])
-    for extra_only in ("matplotlib", "cryptography"):
+    for extra_only in ("matplotlib", "cryptography", "envoy-data-plane"):
         assert extra_only not in required
     extras = project["optional-dependencies"]
     assert any(d.startswith("matplotlib") for d in extras["sim"])
     assert any(d.startswith("cryptography") for d in extras["dev"])
+    assert any(d.startswith("envoy-data-plane") for d in extras["router-extproc"])
 
 
 def test_controller_commands_import_neither_extra() -> None:
     # A fresh interpreter: what `climatik run`'s and `gpu-tune`'s code paths import at start.
     probe = (
         "import sys, climatik.cli, climatik.runtime.manager, climatik.gputune.cli; "
-        "print(sorted(m for m in ('matplotlib', 'cryptography') if m in sys.modules))"
+        "print(sorted(m for m in ('matplotlib', 'cryptography', 'envoy_data_plane', 'grpclib') "
+        "if m in sys.modules))"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe],

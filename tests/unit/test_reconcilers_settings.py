@@ -12,6 +12,7 @@ from climatik.reconcilers.settings import CappingSettings, PlacementSettings
 from climatik.runtime.capping import power_cap_controller
 from climatik.runtime.manager import Manager
 from climatik.runtime.settings import KubeSettings, LeaderElectionSettings, RuntimeSettings
+from climatik.sources.power_queries import TokensQueryConfig, build_grouped_tokens_query
 
 NEW = "CLIMATIK_CAPPING__ALLOWED_HOSTS"
 OLD = "CLIMATIK_CAPPING__ALLOWED_PROMETHEUS_HOSTS"
@@ -61,3 +62,16 @@ def test_the_deprecated_name_is_logged_when_the_controller_is_built(
     assert deprecated["setting"] == OLD
     assert deprecated["use"] == NEW
     assert deprecated["allowed_hosts"] == ["prom"]
+
+
+def test_the_tokens_rate_window_follows_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert CappingSettings().tokens_window_s is None  # rate(...[5m]), as ever
+    monkeypatch.setenv("CLIMATIK_CAPPING__TOKENS_WINDOW_S", "3")
+    window = CappingSettings().tokens_window_s
+    assert window == 3.0
+    query = build_grouped_tokens_query(TokensQueryConfig(window=f"{window:g}s"))
+    assert query is not None
+    assert "[3s]" in query.promql
+    monkeypatch.setenv("CLIMATIK_CAPPING__TOKENS_WINDOW_S", "1")
+    with pytest.raises(ValueError, match="greater than or equal to 2"):
+        CappingSettings()

@@ -137,13 +137,13 @@ def test_policies_that_coincide_stay_visible(scenario: Scenario, result: SimResu
     assert "site cap (20 kW)" in lines
 
 
-def test_the_carbon_cap_is_drawn_and_explained(scenario: Scenario, result: SimResult) -> None:
+def test_planned_deferrable_work_is_explained_instead_of_a_carbon_cap(
+    scenario: Scenario, result: SimResult
+) -> None:
     plot = power_plot(result, scenario)
     (ax,) = _axes(plot.figure)
-    cap = next(line for line in ax.get_lines() if line.get_label() == "carbon cap")
-    assert _ydata(cap).min() < 20
-    assert "binds only deferrable services (batch)" in plot.caption
-    assert "above the carbon cap by design" in plot.caption
+    assert "carbon cap" not in [line.get_label() for line in ax.get_lines()]
+    assert "deferrable services (batch) is planned into the cleanest" in plot.caption
 
 
 def test_replica_plots_have_integer_ticks_and_the_ceiling(result: SimResult) -> None:

@@ -8,6 +8,7 @@ key (`replace_source`) keeps the last good reading, so a key rotation causes no 
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,6 +56,8 @@ class ResilientCarbonSource:
         self._failures = 0
         self._next_attempt: datetime | None = None
         self._failed_at: datetime | None = None
+        self._forecast: tuple[CarbonReading, ...] = ()
+        self._forecast_asked: datetime | None = None
 
     @property
     def name(self) -> str:
@@ -90,6 +93,19 @@ class ResilientCarbonSource:
                 self._last_good = CarbonOutcome(reading, Freshness.LIVE, fetched_at=now)
                 return self._last_good
         return self._degraded(now)
+
+    async def forecast(self, now: datetime, every: timedelta) -> tuple[CarbonReading, ...]:
+        """The provider's forecast from `now` on, asked at most once per `every` (forecasts
+        are reissued per slot); after a failure, what is left of the last good one."""
+        asked = self._forecast_asked
+        if asked is None or now - asked >= every or now < asked:
+            self._forecast_asked = now
+            # After a failure the last good forecast stands; `current` reports the trouble.
+            with contextlib.suppress(CarbonSourceError):
+                self._forecast = tuple(
+                    sorted(await self._source.forecast(now), key=lambda r: r.slot_start)
+                )
+        return tuple(r for r in self._forecast if r.slot_end > now)
 
     def _record_failure(self, error: CarbonSourceError, now: datetime) -> None:
         self._last_error = error

@@ -1,4 +1,4 @@
-"""A real Prometheus scraping the metrics exporter (hack/metrics_exporter.py), for tests.
+"""A real Prometheus scraping the world's metrics exporter (`python -m climatik.world`), for tests.
 
 Loaded as a pytest plugin by the test modules that need it
 (`pytest_plugins = ["tests.integration.helpers.prometheus"]`); such a module must import names
@@ -39,29 +39,14 @@ from typing import Any
 import pytest
 import yaml
 
+from climatik.demo.scrape import JOBS, scrape_config
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "control-plane" / "build.sh"
-EXPORTER_SCRIPT = REPO_ROOT / "hack" / "metrics_exporter.py"
+EXPORTER_COMMAND = ("-m", "climatik.world")
+"""Run from the repository root, so the checkout's package is the one imported."""
 ENV_PROMETHEUS_BIN = "CLIMATIK_PROMETHEUS_BIN"
 SCRAPE_INTERVAL_S = 1.0
-
-# The DCGM job carries the exporter pod's own identity as target labels, like a ServiceMonitor
-# does; Prometheus then renames the exporter's clashing pod/namespace labels to exported_*.
-DCGM_TARGET_LABELS = {
-    "namespace": "gpu-operator",
-    "pod": "nvidia-dcgm-exporter-7xk2p",
-    "container": "nvidia-dcgm-exporter",
-}
-JOBS: tuple[tuple[str, str, bool, Mapping[str, str]], ...] = (
-    # (job name, metrics path, honor_labels, extra target labels)
-    ("kepler", "/metrics/kepler", False, {}),
-    ("kepler07", "/metrics/kepler07", False, {}),
-    ("dcgm", "/metrics/dcgm", False, DCGM_TARGET_LABELS),
-    # vLLM has no pod/namespace labels of its own; a real scrape config adds them. The exporter
-    # serves them for many pods from one target, so keep its labels as they are.
-    ("vllm", "/metrics/vllm", True, {}),
-    ("node", "/metrics/node", False, {}),
-)
 
 
 class PrometheusMissingError(RuntimeError):
@@ -166,12 +151,15 @@ class ExporterHandle:
         _terminate(self.process)
 
 
-def start_exporter(log_path: Path, timeout_s: float = 20.0) -> ExporterHandle:
+def start_exporter(
+    log_path: Path, timeout_s: float = 20.0, extra_args: Sequence[str] = ()
+) -> ExporterHandle:
     """Start the exporter on a free port; its output goes to `log_path` (a pipe nobody reads
-    would block it once full), where it first prints the address it listens on."""
+    would block it once full), where it first prints the address it listens on. `extra_args`
+    go to `climatik world` (`--scenario ...` makes it play the datacenter for a cluster)."""
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, str(EXPORTER_SCRIPT), "--host", "127.0.0.1", "--port", "0"],
+            [sys.executable, *EXPORTER_COMMAND, "--host", "127.0.0.1", "--port", "0", *extra_args],
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -202,25 +190,6 @@ def _terminate(process: subprocess.Popen[Any], timeout_s: float = 10.0) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Prometheus
-
-
-def scrape_config(
-    exporter_hostport: str, scrape_interval_s: float = SCRAPE_INTERVAL_S
-) -> dict[str, Any]:
-    interval = f"{scrape_interval_s:g}s"
-    return {
-        "global": {"scrape_interval": interval, "evaluation_interval": interval},
-        "scrape_configs": [
-            {
-                "job_name": job,
-                "metrics_path": path,
-                "honor_labels": honor,
-                "scrape_timeout": interval,
-                "static_configs": [{"targets": [exporter_hostport], "labels": dict(labels)}],
-            }
-            for job, path, honor, labels in JOBS
-        ],
-    }
 
 
 @dataclass
@@ -400,6 +369,49 @@ def prometheus_factory(
     def make() -> PrometheusServer:
         server = start_prometheus(
             prometheus_binary, tmp_path / f"prometheus-{len(servers)}", metrics_exporter.hostport
+        )
+        servers.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()
+
+
+ExporterFactory = Callable[[Sequence[str]], ExporterHandle]
+
+
+@pytest.fixture
+def exporter_factory(tmp_path: Path) -> Iterator[ExporterFactory]:
+    """Start more exporters with extra `climatik world` arguments (`--scenario ...` makes one
+    play the datacenter for a cluster's pods); all stopped at the end."""
+    handles: list[ExporterHandle] = []
+
+    def make(extra_args: Sequence[str]) -> ExporterHandle:
+        handle = start_exporter(tmp_path / f"exporter-{len(handles)}.log", extra_args=extra_args)
+        handles.append(handle)
+        return handle
+
+    try:
+        yield make
+    finally:
+        for handle in handles:
+            handle.stop()
+
+
+ScrapingFactory = Callable[[ExporterHandle], PrometheusServer]
+
+
+@pytest.fixture
+def prometheus_scraping(prometheus_binary: Path, tmp_path: Path) -> Iterator[ScrapingFactory]:
+    """Start a Prometheus scraping a given exporter (not the session's); stopped at the end."""
+    servers: list[PrometheusServer] = []
+
+    def make(exporter: ExporterHandle) -> PrometheusServer:
+        server = start_prometheus(
+            prometheus_binary, tmp_path / f"prometheus-of-{len(servers)}", exporter.hostport
         )
         servers.append(server)
         return server

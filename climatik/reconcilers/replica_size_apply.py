@@ -1,0 +1,113 @@
+"""The opt-in apply mode of GPUs per replica (issue 23): roll a Deployment to the recommended
+`nvidia.com/gpu` and `--tensor-parallel-size`, once, never while over the cap.
+
+A Deployment opts in with the annotation `climatik-project.ai/gpus-per-replica: Apply` (the
+object rolled is the user's, so the user says so on it; KServe's predictor Deployments revert
+edits and are not rolled). It is rolled when the recommendation differs from its size and has
+held for `STABLE_ROUNDS` rounds, the config's measured power is known and below its cap in
+force, and none of the config's racks is held for being near its limits (a rollout surges
+pods). The roll is one JSON merge patch of the pod template's containers, carrying the
+`resourceVersion` of the Deployment read just before (a Deployment changed meanwhile answers
+409 and is tried again next round): each container that asks for GPUs gets the new count in
+its requests and limits, and a `--tensor-parallel-size` argument (`N` after it, or `=N`) the
+new size. `climatik-project.ai/gpus-resized: <from>-<to>` on the Deployment records the roll,
+and a Deployment that carries it is never rolled again (once means once: a user who wants
+another roll removes the annotation), so two sizes never take turns. Patching Deployments
+needs the opt-in RBAC that placement's Template mode uses (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from climatik.api.status_models import PowerCappingConfigStatus, ReplicaSizeStatus
+from climatik.kube.json import JsonDict, JsonObject, JsonValue, ObjectMeta, child, objects, strings
+from climatik.kube.store import thaw
+from climatik.reconcilers.resources import GPU_RESOURCE
+
+APPLY_ANNOTATION = "climatik-project.ai/gpus-per-replica"
+APPLY_VALUE = "Apply"
+RESIZED_ANNOTATION = "climatik-project.ai/gpus-resized"
+STABLE_ROUNDS = 3
+"""Rounds a recommendation must hold before a Deployment is rolled to it."""
+APPLIED_REASONS = frozenset({"Efficiency", "Slo", "Fragmented"})
+
+_TP_FLAG = "--tensor-parallel-size"
+_TP_INLINE = re.compile(r"^--tensor-parallel-size=\d+$")
+
+
+def opted_in(deployment: JsonObject) -> bool:
+    return strings(child(deployment, "metadata"), "annotations").get(APPLY_ANNOTATION) == (
+        APPLY_VALUE
+    )
+
+
+def resized_marker(current: int, recommended: int) -> str:
+    return f"{current}-{recommended}"
+
+
+def under_cap(status: PowerCappingConfigStatus | None) -> bool:
+    """The config's measured power is known and below the cap in force."""
+    if status is None or status.measured_power_watts is None or not status.effective_cap_watts:
+        return False
+    return status.measured_power_watts < status.effective_cap_watts
+
+
+def wanted(entry: ReplicaSizeStatus) -> int | None:
+    """The size to roll to, or None when the entry recommends no change."""
+    if entry.reason not in APPLIED_REASONS or entry.recommended_gpus is None:
+        return None
+    if entry.recommended_gpus in (0, entry.current_gpus):
+        return None
+    return entry.recommended_gpus
+
+
+def _args(values: Sequence[JsonValue], gpus: int) -> list[JsonValue]:
+    out = list(values)
+    for index, value in enumerate(out):
+        if value == _TP_FLAG and index + 1 < len(out):
+            out[index + 1] = str(gpus)
+        elif isinstance(value, str) and _TP_INLINE.match(value):
+            out[index] = f"{_TP_FLAG}={gpus}"
+    return out
+
+
+def resized_containers(deployment: JsonObject, gpus: int) -> list[JsonDict]:
+    """The pod template's containers with every GPU count and tensor-parallel size set to
+    `gpus` (containers that ask for no GPU are unchanged)."""
+    template_spec = child(child(child(deployment, "spec"), "template"), "spec")
+    out: list[JsonDict] = []
+    for container in objects(template_spec, "containers"):
+        new = thaw(container)
+        resources = child(container, "resources")
+        asks = any(GPU_RESOURCE in child(resources, k) for k in ("requests", "limits"))
+        if asks:
+            new_resources = thaw(resources)
+            for kind in ("requests", "limits"):
+                amounts = child(resources, kind)
+                if GPU_RESOURCE in amounts:
+                    new_resources[kind] = {**thaw(amounts), GPU_RESOURCE: str(gpus)}
+            new["resources"] = new_resources
+            for key in ("args", "command"):
+                values = container.get(key)
+                if isinstance(values, Sequence) and not isinstance(values, str):
+                    new[key] = _args(values, gpus)
+        out.append(new)
+    return out
+
+
+def roll_patch(deployment: JsonObject, current: int, gpus: int) -> JsonDict:
+    """The merge patch that rolls the Deployment to `gpus` per replica (compare-and-swap)."""
+    metadata: JsonDict = {"annotations": {RESIZED_ANNOTATION: resized_marker(current, gpus)}}
+    resource_version = ObjectMeta.of(deployment).raw.get("resourceVersion")
+    if resource_version:
+        metadata["resourceVersion"] = resource_version
+    return {
+        "metadata": metadata,
+        "spec": {"template": {"spec": {"containers": resized_containers(deployment, gpus)}}},
+    }
+
+
+def already_rolled(deployment: JsonObject) -> bool:
+    return RESIZED_ANNOTATION in strings(child(deployment, "metadata"), "annotations")

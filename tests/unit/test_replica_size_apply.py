@@ -1,0 +1,118 @@
+"""The opt-in apply mode of GPUs per replica: the template rewrite, and the gates (opt-in,
+a steady recommendation, under the cap, no held rack, once)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from climatik.kube.client import ApiError
+from climatik.kube.store import Store
+from climatik.reconcilers.replica_size_apply import (
+    APPLY_ANNOTATION,
+    RESIZED_ANNOTATION,
+    STABLE_ROUNDS,
+    resized_containers,
+    roll_patch,
+)
+from tests.unit.helpers.placement_objects import DEPLOYMENT
+from tests.unit.test_replica_size import KEY, _config, _reconciler, gpu_node, gpu_pod
+
+VLLM = {
+    "name": "vllm",
+    "image": "vllm/vllm-openai",
+    "args": ["--model", "llama-70b", "--tensor-parallel-size", "8"],
+    "resources": {
+        "requests": {"cpu": "4", "nvidia.com/gpu": "8"},
+        "limits": {"nvidia.com/gpu": "8"},
+    },
+}
+SIDECAR = {"name": "proxy", "image": "envoy", "args": ["--tensor-parallel-size=8"]}
+
+
+def _deployment(*, opted_in: bool = True, resized: str | None = None) -> dict[str, Any]:
+    obj: dict[str, Any] = copy.deepcopy(DEPLOYMENT)
+    annotations = {APPLY_ANNOTATION: "Apply"} if opted_in else {}
+    if resized is not None:
+        annotations[RESIZED_ANNOTATION] = resized
+    obj["metadata"] = {**obj["metadata"], "annotations": annotations, "resourceVersion": "9"}
+    obj["spec"]["template"]["spec"]["containers"] = [copy.deepcopy(VLLM), SIDECAR]
+    return obj
+
+
+def test_gpu_containers_get_the_new_count_and_tensor_parallel_size_and_others_are_kept() -> None:
+    inline = copy.deepcopy(VLLM)
+    inline["args"] = ["--tensor-parallel-size=8"]
+    obj = _deployment()
+    obj["spec"]["template"]["spec"]["containers"] = [VLLM, inline, SIDECAR]
+    vllm, vllm_inline, sidecar = resized_containers(obj, 4)
+    assert vllm["args"] == ["--model", "llama-70b", "--tensor-parallel-size", "4"]
+    assert vllm["resources"] == {
+        "requests": {"cpu": "4", "nvidia.com/gpu": "4"},
+        "limits": {"nvidia.com/gpu": "4"},
+    }
+    assert vllm_inline["args"] == ["--tensor-parallel-size=4"]
+    assert sidecar == SIDECAR, "a container that asks for no GPU is not touched"
+    patch = roll_patch(obj, 8, 4)
+    assert patch["metadata"] == {
+        "annotations": {RESIZED_ANNOTATION: "8-4"},
+        "resourceVersion": "9",
+    }
+
+
+def _fragmented(deployment: dict[str, Any], measured_w: float = 1200.0) -> tuple[Any, Any, Any]:
+    obj = _config(1200.0, 600.0 / 2400.0)
+    obj["status"]["measuredPowerWatts"] = measured_w
+    obj["status"]["effectiveCapWatts"] = 100_000
+    pods = [
+        gpu_pod("chat-0", "a-0", 8),
+        gpu_pod("chat-1", "", 8, "Pending"),
+        gpu_pod("other", "a-1", 4),
+    ]
+    reconciler, client, events = _reconciler(pods, [gpu_node("a-0", 8), gpu_node("a-1", 8)], obj)
+    client.objects[("deployments", "chat")] = deployment
+    store = reconciler._workloads.deployments.store
+    assert isinstance(store, Store)
+    store.upsert(deployment)
+    return reconciler, client, events
+
+
+def _rolls(client: Any) -> list[dict[str, Any]]:
+    return [p[2] for p in client.patches if p[0] == "deployments"]
+
+
+async def test_an_opted_in_deployment_is_rolled_once_after_a_steady_recommendation() -> None:
+    reconciler, client, events = _fragmented(_deployment())
+    for _ in range(STABLE_ROUNDS - 1):
+        await reconciler.reconcile(KEY)
+    assert _rolls(client) == [], "not before the recommendation has held"
+    await reconciler.reconcile(KEY)
+    (patch,) = _rolls(client)
+    (vllm, _) = patch["spec"]["template"]["spec"]["containers"]
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert [e for e in events.recorded if e[2] == "GpusPerReplicaApplied"]
+    # The API server now has the marker; the cache may lag, the GET before a roll does not.
+    client.objects[("deployments", "chat")] = _deployment(resized="8-4")
+    for _ in range(STABLE_ROUNDS):
+        await reconciler.reconcile(KEY)
+    assert len(_rolls(client)) == 1, "once"
+
+
+async def test_nothing_is_rolled_over_the_cap_without_opt_in_or_after_a_roll() -> None:
+    for deployment, measured_w in (
+        (_deployment(), 150_000.0),
+        (_deployment(opted_in=False), 1200.0),
+        (_deployment(resized="8-4"), 1200.0),
+    ):
+        reconciler, client, _ = _fragmented(deployment, measured_w)
+        for _ in range(STABLE_ROUNDS + 1):
+            await reconciler.reconcile(KEY)
+        assert _rolls(client) == []
+
+
+async def test_a_refused_roll_is_a_warning_event_and_no_crash() -> None:
+    reconciler, client, events = _fragmented(_deployment())
+    client.patch_errors["deployments"] = ApiError(403, {"reason": "Forbidden"})
+    for _ in range(STABLE_ROUNDS):
+        await reconciler.reconcile(KEY)
+    assert [e for e in events.recorded if e[2] == "GpusPerReplicaNotApplied"]
