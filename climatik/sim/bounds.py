@@ -11,17 +11,15 @@ on its own.
 - `max_slo_met`: requests that can meet their SLO, with the met share of a block's arrivals
   bounded by a concave envelope of the twin's latency formula.
 - `least_hottest_rise`: the lowest hottest-inlet rise the room can have at a given IT power.
-- `least_hottest_rise_whole`: the same for whole replicas, one per server (a MIP).
 - `least_shift_carbon`: deferrable work moved within its deadlines and capacity to clean slots.
 - `least_rack_peaks`: service loads shared over racks to minimise the sum of the rack peaks.
 
-All but `least_hottest_rise_whole` are LPs (no integer variables), so their MIP gap is 0 and
-HiGHS's status is the whole story; the MIP reports its gap where a time limit stopped it.
+All are LPs (no integer variables), so their MIP gap is 0 and HiGHS's status is the whole story
+(the placement of whole replicas, a MIP, is `climatik.sim.whole_placement`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -320,107 +318,6 @@ def least_hottest_rise(
         slope_c_per_w=slopes,
         statuses=tuple(statuses),
     )
-
-
-@dataclass(frozen=True, slots=True)
-class WholePlacement:
-    """The optimum of `least_hottest_rise_whole`."""
-
-    host: IntArray
-    """Service index of the replica on each server, -1 where the server stays idle."""
-    rise_c: float
-    status: str
-    mip_gap: float
-
-
-def least_hottest_rise_whole(
-    d_matrix: FloatArray,
-    idle_w: float,
-    replicas: IntArray,
-    replica_w: FloatArray,
-    *,
-    time_limit_s: float | None = None,
-    node_limit: int | None = None,
-) -> WholePlacement:
-    """The placement of whole replicas, one per server, with the lowest hottest inlet rise.
-
-    Service j runs `replicas[j]` replicas, each drawing `replica_w[j]` over its server's idle
-    draw `idle_w`; x[i, j] = 1 puts one on server i:
-
-        min  t   s.t.  sum_j x[i, j] <= 1,   sum_i x[i, j] = replicas[j],
-                       idle_w * sum_i D[k, i] + sum_ij D[k, i] replica_w[j] x[i, j] <= t
-
-    The MIP that `least_hottest_rise` relaxes (there any server may draw any power). HiGHS's
-    branch and bound starts from `greedy_placement` and proves the optimum, or stops at
-    `time_limit_s` or `node_limit` with its best placement and the relative gap to its lower
-    bound (the LP relaxation's where the search had none yet).
-    """
-    n = d_matrix.shape[0]
-    used = np.flatnonzero(replicas > 0)
-    host = np.full(n, -1, dtype=np.int64)
-    base = idle_w * d_matrix.sum(axis=1)
-    if used.size == 0:
-        return WholePlacement(host, float(base.max()), OPTIMAL, 0.0)
-    start = greedy_placement(d_matrix, idle_w, replicas, replica_w)
-
-    def build(integer: bool) -> tuple[Model, IntArray, IntArray]:
-        model = Model()
-        put = model.cols((n, used.size), upper=1.0, integer=integer)
-        hottest = model.cols((1,), cost=1.0, lower=-np.inf)
-        seat = model.rows((n,), upper=1.0)
-        model.coef(seat[:, None], put, 1.0)
-        count = model.rows((used.size,), lower=replicas[used], upper=replicas[used])
-        model.coef(count[None, :], put, 1.0)
-        inlets = model.rows((n,), upper=-base)
-        model.coef(
-            inlets[:, None, None],
-            put[None, :, :],
-            d_matrix[:, :, None] * replica_w[used][None, None, :],
-        )
-        model.coef(inlets, hottest[0], -1.0)
-        return model, put, hottest
-
-    model, put, hottest = build(integer=True)
-    guess = np.zeros(model.n_col)
-    seated = np.flatnonzero(start.host >= 0)
-    guess[put[seated, np.searchsorted(used, start.host[seated])]] = 1.0
-    guess[hottest[0]] = start.rise_c
-    solution = model.solve(time_limit_s=time_limit_s, node_limit=node_limit, start=guess)
-    if not math.isfinite(solution.objective) or solution.objective > start.rise_c:
-        solution_x, rise = guess, start.rise_c
-    else:
-        solution_x, rise = solution.x, solution.objective
-    gap = solution.mip_gap
-    if solution.status != OPTIMAL and not 0.0 <= gap < 1.0:
-        relaxed = build(integer=False)[0].solve()
-        gap = (rise - relaxed.objective) / rise if relaxed.optimal and rise > 0 else float("nan")
-    chosen = solution_x[put] > 0.5
-    seats, which = np.nonzero(chosen)
-    host[seats] = used[which]
-    return WholePlacement(host, float(rise), solution.status, float(gap))
-
-
-def greedy_placement(
-    d_matrix: FloatArray, idle_w: float, replicas: IntArray, replica_w: FloatArray
-) -> WholePlacement:
-    """Heaviest replicas first, each on the free server where it raises the hottest inlet
-    least: a placement to start the MIP from (its status says "greedy")."""
-    n = d_matrix.shape[0]
-    host = np.full(n, -1, dtype=np.int64)
-    power = np.full(n, idle_w)
-    order = sorted(
-        (int(j) for j in np.flatnonzero(replicas > 0) for _ in range(int(replicas[j]))),
-        key=lambda j: (-float(replica_w[j]), j),
-    )
-    rise = d_matrix @ power
-    for j in order:
-        free = np.flatnonzero(host < 0)
-        peaks = (rise[:, None] + d_matrix[:, free] * replica_w[j]).max(axis=0)
-        server = int(free[int(np.argmin(peaks))])
-        host[server] = j
-        power[server] += replica_w[j]
-        rise = rise + d_matrix[:, server] * replica_w[j]
-    return WholePlacement(host, float(rise.max()), "greedy", float("nan"))
 
 
 def greatest_hottest_rise(

@@ -13,13 +13,14 @@ IT power (`ScenarioBounds.cooling_floor_kwh` integrates it over any IT power ser
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
 from climatik.sim import bounds as lp
 from climatik.sim import physics
+from climatik.sim import whole_placement as wp
 from climatik.sim.clocks import tuned_clock_ratios
 from climatik.sim.envelopes import lower_frontier, upper_lines
 from climatik.sim.lp import OPTIMAL
@@ -57,21 +58,16 @@ PLACEMENT_BLOCK_S = 300.0
 """The whole-replica placement bound places each 5-minute block's replicas anew."""
 PLACEMENT_MAX_BLOCKS = 288
 """A day of such blocks; longer runs get longer blocks (one MIP per distinct block)."""
-PLACEMENT_NODE_LIMIT = 5_000
-"""Branch-and-bound nodes for one placement MIP in a room of up to `PLACEMENT_LARGE_ROOM`
-servers: rooms of up to 24 servers mostly prove the optimum in a few to a few hundred
-milliseconds; a node limit, unlike a time limit, stops at the same placement on a busy machine
-(where it stops, the gap is reported). `PLACEMENT_SAFETY_S` still caps a pathological one."""
-PLACEMENT_SAFETY_S = 30.0
-PLACEMENT_LARGE_ROOM = 64
-"""Past this many servers a placement MIP rarely closes its gap in seconds (128 servers: about
-2 % after 1 s), and a run needs hundreds of them: such rooms get `PLACEMENT_LARGE_TIME_LIMIT_S`
-each, and the gap is reported."""
-PLACEMENT_LARGE_TIME_LIMIT_S = 0.2
+PLACEMENT_MIP_TIME_LIMIT_S = 2.0
+PLACEMENT_MIP_NODE_LIMIT = 5_000
+"""Limits of one placement MIP (`exact_placement`): rooms of up to 24 servers mostly prove the
+optimum within them, in a few to a few hundred milliseconds; where one stops, its gap is
+reported. The node limit stops at the same placement on a busy machine, the time limit caps
+a large room (128 servers: about 2 % after 1 s)."""
 PLACEMENT_POWER_STEPS = 100
-"""A replica's draw is rounded to this many steps of a server's dynamic range before the MIP
-(blocks that round alike share one solve); the placement found is then evaluated at the
-unrounded draws."""
+"""A replica's draw is rounded to this many steps of a server's dynamic range before the
+greedy or the MIP (blocks that round alike share one search); the placement found is then
+evaluated at the unrounded draws. Enumeration needs no rounding."""
 
 SOLVER = "HiGHS (highspy) LP"
 
@@ -105,8 +101,10 @@ class WholeReplicaCooling:
     """Steady inlets (no lag) of the placement found, at the supply air it needs."""
     time_above_redline_s: float
     mip_gap: float
-    """The largest relative gap of any block's MIP (0: every placement proven optimal)."""
+    """The largest relative gap of any block's placement to a proven lower bound of its hottest
+    rise (0: every placement proven optimal)."""
     solves: int
+    """Searches (greedy or MIP) this evaluation added to the cache; enumerations not counted."""
     statuses: str
 
 
@@ -115,10 +113,12 @@ class WholeReplicaPlacer:
     """The placement of whole replicas with the lowest hottest inlet, per block of a run.
 
     Per block: each service's mean replica count (rounded; at least one where it drew power)
-    at its mean draw per replica, one replica per server, placed by
-    `bounds.least_hottest_rise_whole` (a MIP); the rest of the servers idle. With the supply
-    air at redline - guard - that rise (or fixed), the least hottest rise is the least cooling
-    for the block's replicas. Solves are cached by (counts, rounded draws)."""
+    at its mean draw per replica, one replica per server; the rest of the servers idle. With
+    the supply air at redline - guard - the hottest rise (or fixed), the least hottest rise is
+    the least cooling for the block's replicas. Placed by enumeration where the room's
+    placements are few (exact); otherwise by `whole_placement.improved` (its gap to the
+    fractional floor reported), or, with `exact`, by the MIP from there (its gap reported
+    where a limit stopped it). Searches are cached by (counts, rounded draws)."""
 
     d_matrix: FloatArray
     idle_w: float
@@ -127,26 +127,43 @@ class WholeReplicaPlacer:
     supply_limits_c: tuple[float, float, float]
     redline_c: float
     step_s: float
-    _cache: dict[tuple[tuple[int, ...], tuple[int, ...]], lp.WholePlacement]
+    rise_curve: lp.RiseCurve
+    """The fractional floor: the lower bound that `improved`'s gap is measured against."""
+    exact: bool
+    _cache: dict[tuple[tuple[int, ...], tuple[int, ...]], wp.WholePlacement]
+    _every: dict[tuple[int, ...], npt.NDArray[np.int64]]
 
     def placement(
         self, replicas: npt.NDArray[np.int64], replica_w: FloatArray
-    ) -> lp.WholePlacement:
-        """The cached best placement of `replicas` drawing about `replica_w` each."""
+    ) -> wp.WholePlacement:
+        """The best placement found of `replicas` drawing `replica_w` each over idle."""
+        n_srv = self.d_matrix.shape[0]
+        counts = tuple(int(n) for n in replicas)
+        if counts in self._every or wp.placement_count(n_srv, replicas) <= wp.ENUMERATION_LIMIT:
+            if counts not in self._every:
+                self._every[counts] = wp.every_placement(n_srv, replicas)
+            return wp.enumerated(self.d_matrix, self.idle_w, self._every[counts], replica_w)
         quantum = self.dynamic_w / PLACEMENT_POWER_STEPS
         levels = np.maximum(np.rint(replica_w / quantum), 0).astype(np.int64)
-        key = (tuple(int(n) for n in replicas), tuple(int(q) for q in levels))
+        key = (counts, tuple(int(q) for q in levels))
         found = self._cache.get(key)
-        small = self.d_matrix.shape[0] <= PLACEMENT_LARGE_ROOM
         if found is None:
-            found = lp.least_hottest_rise_whole(
-                self.d_matrix,
-                self.idle_w,
-                replicas,
-                levels.astype(np.float64) * quantum,
-                time_limit_s=PLACEMENT_SAFETY_S if small else PLACEMENT_LARGE_TIME_LIMIT_S,
-                node_limit=PLACEMENT_NODE_LIMIT if small else None,
-            )
+            rounded = levels.astype(np.float64) * quantum
+            if self.exact:
+                found = wp.least_hottest_rise_whole(
+                    self.d_matrix,
+                    self.idle_w,
+                    replicas,
+                    rounded,
+                    time_limit_s=PLACEMENT_MIP_TIME_LIMIT_S,
+                    node_limit=PLACEMENT_MIP_NODE_LIMIT,
+                )
+            else:
+                found = wp.improved(self.d_matrix, self.idle_w, replicas, rounded)
+                total = n_srv * self.idle_w + float(replicas @ rounded)
+                floor = float(self.rise_curve.lower_rise_c(np.array([total]))[0])
+                gap = (found.rise_c - floor) / found.rise_c if found.rise_c > 0 else 0.0
+                found = replace(found, mip_gap=max(gap, 0.0))
             self._cache[key] = found
         return found
 
@@ -377,8 +394,11 @@ def _clock_groups(serving: _Serving) -> list[npt.NDArray[np.int64]]:
     return [g for g in np.array_split(columns, min(CLOCK_GROUPS, columns.size)) if g.size]
 
 
-def compute_bounds(scenario: Scenario, hours: float | None = None) -> ScenarioBounds:
-    """Every bound of `scenario` over `hours` (default: its duration), from the scenario alone."""
+def compute_bounds(
+    scenario: Scenario, hours: float | None = None, *, exact_placement: bool = False
+) -> ScenarioBounds:
+    """Every bound of `scenario` over `hours` (default: its duration), from the scenario alone;
+    `exact_placement` solves the whole-replica placements that enumeration cannot as MIPs."""
     run_h = float(hours if hours is not None else scenario.duration_h)
     dt = scenario.step_s
     steps = _steps(scenario, run_h)
@@ -523,7 +543,10 @@ def compute_bounds(scenario: Scenario, hours: float | None = None) -> ScenarioBo
         supply_limits_c=cool.supply_limits_c,
         redline_c=cool.redline_c,
         step_s=dt,
+        rise_curve=curve,
+        exact=exact_placement,
         _cache={},
+        _every={},
     )
     return ScenarioBounds(
         throughput=throughput,

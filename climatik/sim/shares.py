@@ -138,27 +138,33 @@ PROVEN_GAP = 1e-4
 
 
 def _gap_words(gap: float) -> str:
-    """The worst placement MIP's gap in words (no exponent notation in the summary)."""
+    """The worst placement's gap in words (no exponent notation in the summary)."""
     if gap <= PROVEN_GAP:
-        return "every placement proven optimal (to HiGHS's 0.01 % gap)"
+        return "every placement proven optimal (enumerated, or to HiGHS's 0.01 % gap)"
     if not math.isfinite(gap):
         return "some placements without a proven gap"
-    return f"placements within {gap * 100:.1f} % of optimal"
+    return (
+        f"placements found by search, each block's hottest rise within {gap * 100:.1f} % of a "
+        "proven lower bound (--exact-placement: a MIP)"
+    )
 
 
-def compare(result: SimResult, bounds: ScenarioBounds) -> Comparison:
-    """The run's `bound` row, baselines and shares of bound."""
+def compare(
+    result: SimResult, bounds: ScenarioBounds, *, whole_replica: bool = False
+) -> Comparison:
+    """The run's `bound` row, baselines and shares of bound; with `whole_replica`, cooling also
+    against the placement of each policy's own whole replicas (hundreds of searches: only
+    where the run reports it)."""
     names = list(result.policies)
     floors = {
         name: bounds.cooling_floor_kwh(result.site_w_per_step[:, p]) for p, name in enumerate(names)
     }
     whole: dict[str, WholeReplicaCooling] = {}
-    if result.replicas_per_step is not None and result.service_w_per_step is not None:
+    replicas, service_w = result.replicas_per_step, result.service_w_per_step
+    if whole_replica and replicas is not None and service_w is not None:
         whole = {
             name: bounds.whole.evaluate(
-                result.site_w_per_step[:, p],
-                result.replicas_per_step[:, p],
-                result.service_w_per_step[:, p],
+                result.site_w_per_step[:, p], replicas[:, p], service_w[:, p]
             )
             for p, name in enumerate(names)
         }

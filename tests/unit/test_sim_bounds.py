@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import subprocess
 import sys
 
@@ -221,52 +220,6 @@ def test_rise_tangents_never_exceed_the_solved_curve() -> None:
     fine_totals = np.linspace(400.0, 3600.0, 41)
     fine = bounds.least_hottest_rise(d_matrix, np.full(4, 100.0), np.full(4, 900.0), fine_totals)
     assert np.all(coarse.lower_rise_c(fine_totals) <= fine.rise_c + 1e-9)
-
-
-def _every_placement_rise(
-    d_matrix: np.ndarray, idle_w: float, replicas: list[int], replica_w: list[float]
-) -> float:
-    """The least hottest rise over every placement, by enumeration (a few servers only)."""
-    n = d_matrix.shape[0]
-    slots = [j for j, count in enumerate(replicas) for _ in range(count)]
-    best = np.inf
-    for seats in itertools.permutations(range(n), len(slots)):
-        power = np.full(n, idle_w)
-        for seat, j in zip(seats, slots, strict=True):
-            power[seat] += replica_w[j]
-        best = min(best, float((d_matrix @ power).max()))
-    return best
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_whole_replica_placement_is_the_best_of_every_placement(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    d_matrix = rng.uniform(0.0, 0.0004, (6, 6)) + np.diag(rng.uniform(0.0, 0.001, 6))
-    replicas = [int(rng.integers(0, 3)), int(rng.integers(1, 3))]
-    replica_w = [float(w) for w in rng.uniform(500.0, 6000.0, 2)]
-    found = bounds.least_hottest_rise_whole(
-        d_matrix, 2800.0, np.array(replicas), np.array(replica_w)
-    )
-    assert found.status == "Optimal"
-    expected = _every_placement_rise(d_matrix, 2800.0, replicas, replica_w)
-    assert found.rise_c == pytest.approx(expected, rel=1e-3)
-    # The placement returned has the rise reported, with each service's replicas seated once.
-    power = np.full(6, 2800.0)
-    seated = found.host >= 0
-    power[seated] += np.array(replica_w)[found.host[seated]]
-    assert float((d_matrix @ power).max()) == pytest.approx(found.rise_c, rel=1e-6)
-    assert [int((found.host == j).sum()) for j in range(2)] == replicas
-
-
-def test_whole_replicas_cannot_beat_the_fractional_floor() -> None:
-    # Two servers, one replica of 1000 W: the floor may split it 2:1 (rise 0.667 K); a whole
-    # replica sits on one server (rise 1.0 K on server 0, 2.0 K on server 1): 1.0 K.
-    d_matrix = np.array([[0.001, 0.0], [0.0, 0.002]])
-    found = bounds.least_hottest_rise_whole(d_matrix, 0.0, np.array([1]), np.array([1000.0]))
-    floor = bounds.least_hottest_rise(d_matrix, np.zeros(2), np.full(2, np.inf), np.array([1000.0]))
-    assert found.rise_c == pytest.approx(1.0)
-    assert list(found.host) == [0, -1]
-    assert floor.rise_c[0] == pytest.approx(2 / 3)
 
 
 def _carbon(**overrides: object) -> bounds.CarbonPlan:
