@@ -191,7 +191,7 @@ def compare(
         if cooling_base in whole:
             row["cooling_whole_kwh"] = whole[cooling_base].cooling_kwh
             notes["cooling_whole_kwh"] = (
-                f"cooling (whole): against the exact placement of each policy's own whole "
+                f"cooling (whole): against the best placement of each policy's own whole "
                 f"replicas, block by block (bound row: {cooling_base}'s); "
                 + _gap_words(max(w.mip_gap for w in whole.values()))
             )
