@@ -14,7 +14,8 @@ on its own.
 - `least_shift_carbon`: deferrable work moved within its deadlines and capacity to clean slots.
 - `least_rack_peaks`: service loads shared over racks to minimise the sum of the rack peaks.
 
-All are LPs (no integer variables), so their MIP gap is 0 and HiGHS's status is the whole story.
+All are LPs (no integer variables), so their MIP gap is 0 and HiGHS's status is the whole story
+(the placement of whole replicas, a MIP, is `climatik.sim.whole_placement`).
 """
 
 from __future__ import annotations

@@ -61,6 +61,14 @@ def add_simulate_parser(subparsers: Any) -> None:
         ),
     )
     parser.add_argument(
+        "--exact-placement",
+        action="store_true",
+        help=(
+            "solve the whole-replica placements (the 'cool (whole)' yardstick) exactly as MIPs "
+            "where the room is too large to enumerate, not by a greedy search (slower)"
+        ),
+    )
+    parser.add_argument(
         "--routing",
         nargs="?",
         const="hetero-routing",
@@ -165,7 +173,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     except (ScenarioError, ValueError) as error:
         print(f"climatik simulate: {error}", file=sys.stderr)
         return 2
-    comparison = compare(result, compute_bounds(scenario, hours=args.hours))
+    bounds = compute_bounds(scenario, hours=args.hours, exact_placement=args.exact_placement)
+    comparison = compare(result, bounds, whole_replica=True)
     print(summary_table(result, comparison))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +197,7 @@ def run_routing_mode(args: argparse.Namespace) -> int:
     for flag, given in (
         ("--report", args.report is not None),
         ("--exact-knowledge", args.exact_knowledge),
+        ("--exact-placement", args.exact_placement),
         ("--scenario", args.scenario != "default"),
     ):
         if given:

@@ -17,6 +17,8 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 OPTIMAL = "Optimal"
+FEASIBLE_POINT = 2
+"""HiGHS's solution status of a feasible point (kSolutionStatusFeasible)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,7 @@ class Model:
         self._cost: list[FloatArray] = []
         self._col_lower: list[FloatArray] = []
         self._col_upper: list[FloatArray] = []
+        self._integer: list[npt.NDArray[np.bool_]] = []
         self._row_lower: list[FloatArray] = []
         self._row_upper: list[FloatArray] = []
         self._entries: list[tuple[IntArray, IntArray, FloatArray]] = []
@@ -77,10 +80,12 @@ class Model:
         cost: npt.ArrayLike = 0.0,
         lower: npt.ArrayLike = 0.0,
         upper: npt.ArrayLike = np.inf,
+        integer: bool = False,
     ) -> IntArray:
-        """New variables, numbered in an array of `shape`."""
+        """New variables, numbered in an array of `shape` (whole numbers where `integer`)."""
         index = self.n_col + np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
         self.n_col += index.size
+        self._integer.append(np.full(index.size, integer))
         for store, value in (
             (self._cost, cost),
             (self._col_lower, lower),
@@ -109,12 +114,34 @@ class Model:
         keep = val_b != 0.0
         self._entries.append((row_b[keep], col_b[keep], val_b[keep]))
 
-    def solve(self, *, maximize: bool = False) -> LpSolution:
-        """Hand the LP to HiGHS and return its status, optimum and solution."""
+    def solve(
+        self,
+        *,
+        maximize: bool = False,
+        time_limit_s: float | None = None,
+        node_limit: int | None = None,
+        start: FloatArray | None = None,
+    ) -> LpSolution:
+        """Hand the model to HiGHS and return its status, optimum and solution.
+
+        A model with integer columns is a MIP: with `time_limit_s` HiGHS may stop before it
+        proves the optimum, and the best point found comes back with its relative gap; so may
+        it after `node_limit` branch-and-bound nodes (a limit that, unlike time, gives the same
+        answer on a busy machine); `start` is a feasible point to begin from (every column's
+        value)."""
         highs = new_highs()
+        if time_limit_s is not None:
+            highs.setOptionValue("time_limit", float(time_limit_s))
+        if node_limit is not None:
+            highs.setOptionValue("mip_max_nodes", int(node_limit))
         highs.passModel(self.to_highs(maximize=maximize))
+        if start is not None:
+            point = highspy.HighsSolution()
+            point.col_value = np.asarray(start, dtype=np.float64)
+            point.value_valid = True
+            highs.setSolution(point)
         highs.run()
-        return solution_of(highs)
+        return solution_of(highs, mip=any(flags.any() for flags in self._integer))
 
     def to_highs(self, *, maximize: bool) -> highspy.HighsLp:
         """The LP in HiGHS's column-wise form."""
@@ -138,6 +165,10 @@ class Model:
         lp.a_matrix_.start_ = starts.astype(np.int32)
         lp.a_matrix_.index_ = rows[order].astype(np.int32)
         lp.a_matrix_.value_ = vals[order]
+        integer = np.concatenate(self._integer) if self._integer else np.zeros(0, dtype=bool)
+        if integer.any():
+            kinds = (highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger)
+            lp.integrality_ = [kinds[int(flag)] for flag in integer]
         return lp
 
 
@@ -149,13 +180,19 @@ def _finite(values: npt.ArrayLike) -> FloatArray:
     return arr
 
 
-def solution_of(highs: highspy.Highs) -> LpSolution:
+def solution_of(highs: highspy.Highs, *, mip: bool = False) -> LpSolution:
+    """HiGHS's outcome; a `mip` also carries its relative gap (0 once proven)."""
     status = highs.modelStatusToString(highs.getModelStatus())
     solution = highs.getSolution()
+    info = highs.getInfo()
     optimal = status == OPTIMAL
+    # A MIP stopped by its time limit still returns its best feasible point, bracketed.
+    feasible = optimal or (mip and info.primal_solution_status == FEASIBLE_POINT)
     return LpSolution(
         status=status,
-        objective=float(highs.getInfo().objective_function_value) if optimal else float("nan"),
+        objective=float(info.objective_function_value) if feasible else float("nan"),
         x=np.asarray(solution.col_value, dtype=np.float64),
         row_duals=np.asarray(solution.row_dual, dtype=np.float64),
+        # inf where the search stopped before it had a lower bound (its root LP).
+        mip_gap=float(max(info.mip_gap, 0.0)) if mip and feasible else 0.0,
     )

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 METRIC_KEYS = (
     "cap_violation_ws",
@@ -63,6 +64,11 @@ class SimResult:
     site_w_per_step: FloatArray
     """IT power of the site in every step, one column per policy (what the cooling bound is
     evaluated on: the least cooling each step's IT power could have needed)."""
+    replicas_per_step: IntArray | None = None
+    """Replicas of each service in every step (steps x policies x services): what the
+    whole-replica placement bound places (None: not recorded, no such bound)."""
+    service_w_per_step: FloatArray | None = None
+    """IT power of each service's servers in every step (steps x policies x services)."""
     knowledge: str = "measured"
     """What the policies saw: "measured" (only what the live controller measures) or
     "exact" (the `--exact-knowledge` variant)."""

@@ -8,9 +8,11 @@ gains nothing over it, or (tokens and SLO) where the policy breaks the cap the b
 Cooling is only comparable at the same IT load, so each policy's cooling is set against the
 least cooling of its own IT power (`ScenarioBounds.cooling_floor_kwh`, the "same loads" of the
 issue): the cooling share is of the excess over that floor, the baseline's excess being the gain
-(with equal loads this is the formula above). Carbon is per thousand tokens, against the same
-policy without carbon input, the bound being its emissions less the most that moving deferrable
-work can save.
+(with equal loads this is the formula above). The floor lets any server draw any power; the
+second cooling share (`cooling_whole_kwh`) sets each policy against the exact placement of its
+own whole replicas (`WholeReplicaPlacer`), a yardstick a placement can reach. Carbon is per
+thousand tokens, against the same policy without carbon input, the bound being its emissions
+less the most that moving deferrable work can save.
 """
 
 from __future__ import annotations
@@ -19,20 +21,30 @@ import math
 from dataclasses import dataclass, field
 
 from climatik.sim.result import SimResult
-from climatik.sim.scenario_bounds import ScenarioBounds
+from climatik.sim.scenario_bounds import ScenarioBounds, WholeReplicaCooling
 
 SHARE_KEYS = (
     "tokens",
     "slo_attainment",
     "cooling_kwh",
+    "cooling_whole_kwh",
     "carbon_g_per_1k_tokens",
     "peak_to_average",
 )
+COOLING_KEYS = frozenset({"cooling_kwh", "cooling_whole_kwh"})
+"""Cooling against the fractional floor, and against the exact placement of whole replicas."""
 BASELINES: dict[str, tuple[str, ...]] = {
     # The first of these in the run is the baseline of a share.
     "tokens": ("static",),
     "slo_attainment": ("static",),
     "cooling_kwh": (
+        "placement-random",
+        "placement-round-robin",
+        "static",
+        "seed-threshold",
+        "uncapped",
+    ),
+    "cooling_whole_kwh": (
         "placement-random",
         "placement-round-robin",
         "static",
@@ -58,6 +70,9 @@ class Comparison:
     shares: dict[str, dict[str, float | None]]
     cooling_floor_kwh: dict[str, float]
     notes: dict[str, str] = field(default_factory=dict)
+    whole_replica: dict[str, WholeReplicaCooling] = field(default_factory=dict)
+    """Per policy: its cooling, peak inlet and time above redline with its own replicas placed
+    exactly (empty where the run did not record its replicas)."""
     carbon_with_min_replicas: dict[str, float | None] = field(default_factory=dict)
     """Each policy's share of the carbon bound that keeps deferrable services' minimum
     replicas serving (`saving_with_min_replicas_g`): what a ceiling controller can reach."""
@@ -67,6 +82,16 @@ class Comparison:
         cooling = self.bounds.cooling.as_json()
         values = dict(self.bounds.cooling.values)
         values["floor_kwh_by_policy"] = self.cooling_floor_kwh
+        values["whole_replica_by_policy"] = {
+            name: {
+                "cooling_kwh": whole.cooling_kwh,
+                "peak_inlet_c": whole.peak_inlet_c,
+                "time_above_redline_s": whole.time_above_redline_s,
+                "mip_gap": whole.mip_gap,
+                "status": whole.statuses,
+            }
+            for name, whole in self.whole_replica.items()
+        }
         cooling["values"] = values
         return {
             "throughput": self.bounds.throughput.as_json(),
@@ -108,11 +133,44 @@ def _share(policy: float, baseline: float, bound: float) -> float | None:
     return (policy - baseline) / gain + 0.0  # no "-0 %" for the baseline itself
 
 
-def compare(result: SimResult, bounds: ScenarioBounds) -> Comparison:
-    """The run's `bound` row, baselines and shares of bound."""
+PROVEN_GAP = 1e-4
+"""HiGHS's default relative MIP gap: a placement within it counts as proven optimal."""
+
+
+def _gap_words(gap: float) -> str:
+    """The worst placement's gap in words (no exponent notation in the summary)."""
+    if gap <= PROVEN_GAP:
+        return "every placement proven optimal (enumerated, or to HiGHS's 0.01 % gap)"
+    if not math.isfinite(gap):
+        return "some placements without a proven gap"
+    return (
+        f"placements found by search, each block's hottest rise within {gap * 100:.1f} % of a "
+        "proven lower bound (--exact-placement: a MIP)"
+    )
+
+
+def compare(
+    result: SimResult, bounds: ScenarioBounds, *, whole_replica: bool = False
+) -> Comparison:
+    """The run's `bound` row, baselines and shares of bound; with `whole_replica`, cooling also
+    against the placement of each policy's own whole replicas (hundreds of searches: only
+    where the run reports it)."""
     names = list(result.policies)
     floors = {
         name: bounds.cooling_floor_kwh(result.site_w_per_step[:, p]) for p, name in enumerate(names)
+    }
+    whole: dict[str, WholeReplicaCooling] = {}
+    replicas, service_w = result.replicas_per_step, result.service_w_per_step
+    if whole_replica and replicas is not None and service_w is not None:
+        whole = {
+            name: bounds.whole.evaluate(
+                result.site_w_per_step[:, p], replicas[:, p], service_w[:, p]
+            )
+            for p, name in enumerate(names)
+        }
+    floors_by_key = {
+        "cooling_kwh": floors,
+        "cooling_whole_kwh": {name: w.cooling_kwh for name, w in whole.items()},
     }
     baselines = {key: _baseline(key, result) for key in SHARE_KEYS}
     thr = bounds.throughput.values
@@ -130,6 +188,13 @@ def compare(result: SimResult, bounds: ScenarioBounds) -> Comparison:
             f"bound row: the least cooling for {cooling_base}'s IT power; shares are of the "
             "excess over each policy's own floor"
         )
+        if cooling_base in whole:
+            row["cooling_whole_kwh"] = whole[cooling_base].cooling_kwh
+            notes["cooling_whole_kwh"] = (
+                f"cooling (whole): against the best placement of each policy's own whole "
+                f"replicas, block by block (bound row: {cooling_base}'s); "
+                + _gap_words(max(w.mip_gap for w in whole.values()))
+            )
     carbon_base = baselines["carbon_g_per_1k_tokens"]
     saving = float(bounds.carbon.values.get("saving_g", 0.0))  # type: ignore[arg-type]
     if carbon_base is not None and math.isfinite(saving):
@@ -163,12 +228,16 @@ def compare(result: SimResult, bounds: ScenarioBounds) -> Comparison:
             if key in THROUGHPUT_KEYS and name != BOUND_ROW and not keeps_cap(result, name):
                 mine[key] = None  # it breaks the cap the bound keeps
                 continue
-            if key == "cooling_kwh":
-                excess_base = result.policies[base_name][key] - floors[base_name]
-                excess = 0.0 if name == BOUND_ROW else result.policies[name][key] - floors[name]
+            if key in COOLING_KEYS:
+                floor = floors_by_key[key]
+                cooled = result.policies[base_name]["cooling_kwh"]
+                excess_base = cooled - floor[base_name]
+                excess = (
+                    0.0 if name == BOUND_ROW else result.policies[name]["cooling_kwh"] - floor[name]
+                )
                 # A fixed supply air makes cooling the same for every placement of the same
                 # IT power: the baseline's excess is rounding, not a gain to share.
-                negligible = COOLING_EXCESS_NEGLIGIBLE * result.policies[base_name][key]
+                negligible = COOLING_EXCESS_NEGLIGIBLE * cooled
                 mine[key] = (
                     None if abs(excess_base) <= negligible else _share(excess, excess_base, 0.0)
                 )
@@ -182,6 +251,7 @@ def compare(result: SimResult, bounds: ScenarioBounds) -> Comparison:
         shares=shares,
         cooling_floor_kwh=floors,
         notes=notes,
+        whole_replica=whole,
         carbon_with_min_replicas=with_min,
     )
 

@@ -179,6 +179,11 @@ class Tally:
     clock_s: FloatArray
     """Seconds x clock ratio, per policy and service: the run's mean clock."""
     site_w_per_step: FloatArray
+    replicas_per_step: IntArray
+    """Replicas of each service in every step (steps x policies x services), starting ones
+    included: what the whole-replica placement bound places."""
+    service_w_per_step: FloatArray
+    """IT power of each service's servers in every step (steps x policies x services)."""
     history: History
 
 
@@ -343,6 +348,8 @@ def initial_state(world: World, seed: int) -> TwinState:
             site_peak=np.zeros(n_pol),
             clock_s=np.zeros((n_pol, n_svc)),
             site_w_per_step=np.zeros((world.steps, n_pol)),
+            replicas_per_step=np.zeros((world.steps, n_pol, n_svc), dtype=np.int64),
+            service_w_per_step=np.zeros((world.steps, n_pol, n_svc)),
             history=History(),
         ),
         rng=Streams(

@@ -27,6 +27,8 @@ def tally_step(
     t.clock_s += st.timing.clock * dt
     site_w = drawn.site_w
     t.site_w_per_step[k] = site_w
+    t.replicas_per_step[k] = served.n_tot
+    t.service_w_per_step[k] = drawn.svc_w
     over = site_w - site_cap
     in_violation = over > 0
     t.viol_ws += np.maximum(over, 0) * dt
@@ -138,5 +140,7 @@ def summarise(world: World, st: TwinState, policy_names: list[str]) -> SimResult
         redline_c=sc.cooling.redline_c,
         step_s=world.dt,
         site_w_per_step=t.site_w_per_step,
+        replicas_per_step=t.replicas_per_step,
+        service_w_per_step=t.service_w_per_step,
         knowledge="exact" if world.exact else "measured",
     )

@@ -217,6 +217,7 @@ SHARE_HEADERS = {
     "tokens": "tokens",
     "slo_attainment": "SLO",
     "cooling_kwh": "cooling",
+    "cooling_whole_kwh": "cool (whole)",
     "carbon_g_per_1k_tokens": "gCO2/1k tok",
     "peak_to_average": "peak/avg",
 }
@@ -323,9 +324,14 @@ def wrap(text: str) -> list[str]:
 def share_rows(comparison: Comparison) -> list[list[str]]:
     """Each policy's (and the bound's) share of bound per quantity, in whole percent."""
     return [
-        [name, *(_percent(shares[key]) for key in SHARE_KEYS)]
+        [name, *(_percent(shares[key]) for key in shown_share_keys(comparison))]
         for name, shares in comparison.shares.items()
     ]
+
+
+def shown_share_keys(comparison: Comparison) -> list[str]:
+    """The shares shown: the whole-replica cooling only where the comparison placed them."""
+    return [k for k in SHARE_KEYS if k != "cooling_whole_kwh" or comparison.whole_replica]
 
 
 def _percent(share: float | None) -> str:
@@ -336,7 +342,7 @@ def baselines_line(comparison: Comparison) -> str:
     """Which policy each share of bound is measured from."""
     parts = [
         f"{SHARE_HEADERS[key]}: {comparison.baselines[key] or 'none in this run'}"
-        for key in SHARE_KEYS
+        for key in shown_share_keys(comparison)
     ]
     return "baselines: " + "; ".join(parts)
 
@@ -363,7 +369,9 @@ def summary_table(result: SimResult, comparison: Comparison | None = None) -> st
     lines += ["", *wrap(legend(COLUMNS))]
     if comparison is None:
         return "\n".join(lines)
-    share_headers = [["share of bound", *(SHARE_HEADERS[key] for key in SHARE_KEYS)]]
+    share_headers = [
+        ["share of bound", *(SHARE_HEADERS[key] for key in shown_share_keys(comparison))]
+    ]
     lines += ["", *lay_out(share_headers, share_rows(comparison))]
     for paragraph in (SHARE_EXPLAINED, baselines_line(comparison), *comparison.notes.values()):
         lines += wrap(paragraph)

@@ -7,18 +7,22 @@ bound means the bound is wrong: fix the bound, not these tests.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
+import numpy as np
 import pytest
 
 from climatik.sim.result import SimResult
 from climatik.sim.scenario import builtin_names, load_scenario
-from climatik.sim.scenario_bounds import ScenarioBounds, compute_bounds
+from climatik.sim.scenario_bounds import PLACEMENT_POWER_STEPS, ScenarioBounds, compute_bounds
 from climatik.sim.shares import SHARE_KEYS, Comparison, compare, keeps_cap
 from tests.sim.test_scenarios import SHORTENED_H, run, run_carbon_pair
 
 pytestmark = pytest.mark.timeout(900)
 
+ENUMERATED_ROOM = 8
+"""Servers up to which every built-in scenario's placements are few enough to enumerate."""
 RELATIVE = 1e-9
 """Solver tolerance on the bound's side of a comparison."""
 
@@ -89,6 +93,46 @@ def test_shares_of_bound_are_at_most_one_and_the_bound_has_all_of_it(name: str) 
         if not keeps_cap(result, policy):
             assert comparison.shares[policy]["tokens"] is None
             assert comparison.shares[policy]["slo_attainment"] is None
+
+
+WHOLE_CHECKED = ("default", "heatwave", "over-demand")
+"""Enumerated (8 servers) and searched (18 servers, 20 with three services). `large` (128) is
+left to `climatik simulate`: its search takes a minute over a day's blocks."""
+
+
+@pytest.mark.parametrize("name", WHOLE_CHECKED)
+def test_every_policy_gets_a_whole_replica_placement(name: str) -> None:
+    result = run(name)
+    bounds = bounds_of(name, SHORTENED_H.get(name))
+    comparison = compare(result, bounds, whole_replica=True)
+    assert set(comparison.whole_replica) == set(result.policies)
+    enumerable = load_scenario(name).racks.servers <= ENUMERATED_ROOM
+    for policy, whole in comparison.whole_replica.items():
+        if enumerable:  # every block's placement proven by enumeration
+            assert whole.mip_gap == 0.0, (policy, whole.statuses)
+        else:  # searched: the gap to the fractional floor is measured, whatever it is
+            assert 0.0 <= whole.mip_gap < 1.0, (policy, whole.statuses)
+        # Whole replicas keep the room at or above the floor's cooling, block means aside.
+        floor = comparison.cooling_floor_kwh[policy]
+        assert whole.cooling_kwh >= floor * (1 - 1e-3), policy
+    assert "cooling_whole_kwh" in comparison.bound_row
+    assert comparison.shares["bound"]["cooling_whole_kwh"] == pytest.approx(1.0)
+
+
+def test_the_searched_placements_are_within_a_percent_of_the_mip() -> None:
+    # heatwave's 18 servers are past enumeration: the greedy search places every block, and a
+    # sample of its blocks solved exactly shows how far the search is from the optimum.
+    result = run("heatwave")
+    placer = bounds_of("heatwave", None).whole
+    compare(result, bounds_of("heatwave", None), whole_replica=True)
+    searched = list(placer._cache.items())
+    assert searched
+    exact = dataclasses.replace(placer, exact=True, _cache={}, _every={})
+    quantum = placer.dynamic_w / PLACEMENT_POWER_STEPS
+    for (counts, levels), found in searched[:: max(1, len(searched) // 6)][:6]:
+        solved = exact.placement(np.array(counts), np.array(levels, dtype=np.float64) * quantum)
+        assert solved.mip_gap <= 0.01, solved.status
+        assert solved.rise_c - 1e-9 <= found.rise_c <= solved.rise_c * 1.01
 
 
 def test_the_carbon_bound_is_not_beaten_by_the_carbon_aware_policy() -> None:

@@ -78,7 +78,7 @@ def _axes(figure: Figure) -> list[Axes]:
 def test_the_page_explains_the_scenario_and_every_column(
     scenario: Scenario, result: SimResult, tmp_path: Path
 ) -> None:
-    comparison = compare(result, compute_bounds(scenario))
+    comparison = compare(result, compute_bounds(scenario), whole_replica=True)
     page = write_html_report(result, scenario, tmp_path, comparison).read_text(encoding="utf-8")
     assert "three servers, a chat service and a deferrable batch job" in page
     assert "Site cap: 20 kW" in page

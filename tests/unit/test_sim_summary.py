@@ -24,7 +24,9 @@ def _widest(text: str) -> int:
 def test_every_builtin_scenario_table_fits_the_width(name: str) -> None:
     scenario = load_scenario(name)
     result = Twin(scenario, hours=0.25).run()
-    text = summary_table(result, compare(result, compute_bounds(scenario, hours=0.25)))
+    bounds = compute_bounds(scenario, hours=0.25)
+    text = summary_table(result, compare(result, bounds, whole_replica=True))
+    assert "cool (whole)" in text
     assert _widest(text) <= WIDTH
     assert "share of bound" in text
     assert not re.search(r"\de[+-]\d", text), "no exponent notation"
