@@ -21,7 +21,6 @@ from climatik.domain.capping import (
 from climatik.policies.ceiling_settings import FailSafeSettings, HeadroomSettings
 from climatik.policies.ceilings import decide_replica_ceilings
 from climatik.policies.power_model import (
-    full_dynamic_watts,
     learn_energy_model,
     learn_watts_per_replica,
 )
@@ -736,17 +735,6 @@ def test_a_round_whose_tokens_lag_its_watts_barely_moves_the_energy_per_token() 
     # An average of ratios would move it by 20 % of (12 - 4) J (the clipped ratio): +40 %.
     assert after.joules_per_token < 4.0 * 1.3
     assert after.joules_per_token > 4.0
-
-
-def test_a_full_replica_is_charged_at_least_what_one_was_measured_to_draw() -> None:
-    # Tokens at full load learned low (replicas that had not begun serving counted as
-    # serving): a replica still costs what one has been measured to draw over idle.
-    learner = TargetLearnerState(
-        watts_per_replica=7_600.0, joules_per_token=5.5, tokens_per_replica=150.0
-    )
-    settings = replace(MODEL, idle_watts_per_replica=2_800.0)
-    full_w = full_dynamic_watts(learner, settings)
-    assert full_w == pytest.approx(4_800.0)
 
 
 def test_a_demand_burst_stays_reserved_for_a_few_decisions() -> None:
