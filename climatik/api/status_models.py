@@ -165,6 +165,14 @@ class RackStatus(CrdModel):
     headroom_watts: float | None = Field(
         default=None, description="maxPower minus power; negative when over the limit."
     )
+    replica_headroom: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description=(
+            "More replicas of the targets the rack takes: its seats for one replica's footprint "
+            "(free nodes without one), bounded by its power headroom over watts per replica; 0 "
+            "near its inlet limit."
+        ),
+    )
 
 
 class ReplicaSizeStatus(CrdModel):

@@ -53,6 +53,9 @@ class PlaceObservation:
     """This place's column of the heat matrix D (Tang et al. 2008): per inlet, by place id, how
     many °C that inlet rises per kW dissipated here (its own inlet included). Its sum is the
     recirculation factor. Empty when only the factor is known; then the score falls back to it."""
+    seats: int | None = None
+    """How many more replicas of the workload being placed its nodes can take (one replica's
+    footprint from VPA's recommendation, issue 23); 0: none fits; `None`: not known."""
 
     @property
     def thermal_headroom_c(self) -> float | None:
@@ -122,6 +125,9 @@ class PlaceScore:
     peak_inlet_change_c: float | None = None
     """Predicted change of the room's hottest inlet if a replica is added here (placement, >= 0)
     or removed from here (scale-in, <= 0); None when the heat-matrix column is unknown."""
+    seated: bool = True
+    """False when no node of the place can take one more replica (its `seats` are 0): such a
+    place ranks last and is never preferred."""
 
 
 @dataclass(frozen=True, slots=True)

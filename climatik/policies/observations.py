@@ -239,25 +239,45 @@ class RackReading:
     max_inlet_c: float | None = None
     free_nodes: int | None = None
     """Nodes of the rack without a replica of the scope's targets; `None`: unknown."""
+    seats: int | None = None
+    """Replicas of the targets' footprint the rack's nodes can still take (from VPA's
+    recommendation, issue 23); `None`: not known, and its free nodes stand in (one replica a
+    node, the twin's servers)."""
 
 
 def replica_headroom(
     rack: RackReading, per_replica_w: float | None, idle_w: float | None
 ) -> int | None:
-    """More replicas the rack takes: free nodes, bounded by its power limit (a replica adds
-    its measured watts over the idle draw it displaces) and 0 near its inlet limit.
-    `None` without a rack reading or free-node count: unknown, never 0."""
+    """More replicas the rack takes: its seats (free nodes where no footprint is known), bounded
+    by its power limit and 0 near its inlet limit. A replica on a free node adds its measured
+    watts over the idle draw it displaces; one beyond the free nodes (several to a node, as a
+    small footprint seats) adds all of its watts. `None` without a rack reading or a seat
+    count: unknown, never 0."""
     watts, inlet = _usable(rack.watts), rack.inlet_c
-    if rack.free_nodes is None or (watts is None and inlet is None):
+    seats = rack.seats if rack.seats is not None else rack.free_nodes
+    if seats is None or (watts is None and inlet is None):
         return None
-    headroom = max(0, rack.free_nodes)
+    headroom = max(0, seats)
     if rack.max_watts is not None and watts is not None and per_replica_w is not None:
-        marginal_w = max(per_replica_w - (idle_w or 0.0), 1.0)
-        headroom = min(headroom, max(0, int((rack.max_watts - watts) // marginal_w)))
+        headroom = min(
+            headroom, power_replicas(rack.max_watts - watts, per_replica_w, idle_w, rack.free_nodes)
+        )
     near_c = None if rack.max_inlet_c is None else rack.max_inlet_c - INLET_GUARD_C
     if near_c is not None and inlet is not None and math.isfinite(inlet) and inlet >= near_c:
         headroom = 0
     return headroom
+
+
+def power_replicas(
+    budget_w: float, per_replica_w: float, idle_w: float | None, free_nodes: int | None
+) -> int:
+    """Replicas `budget_w` pays for: the first `free_nodes` at their watts over the idle draw
+    they displace (at least 1 W), the rest at their whole watts."""
+    if not budget_w > 0:
+        return 0
+    marginal_w = max(per_replica_w - (idle_w or 0.0), 1.0)
+    on_free = min(max(0, free_nodes or 0), int(budget_w // marginal_w))
+    return on_free + int((budget_w - on_free * marginal_w) // max(per_replica_w, 1.0))
 
 
 def observe_racks(

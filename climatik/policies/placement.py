@@ -23,13 +23,15 @@ The same functions run in the live controller and in the twin (`climatik simulat
 
 Guarantees: pure and deterministic (ties break by place id); every score is finite whatever the
 inputs (unknown or non-finite readings count as "no opinion", never as zero headroom); an
-inadmissible place (at or over a measured limit) never ranks above an admissible one and never
-gets a preferred-affinity weight; with everything else equal, more headroom never lowers a
-score.
+inadmissible place (at or over a measured limit) never ranks above an admissible one (of the
+same seating) and never gets a preferred-affinity weight; a place with no seat for one more
+replica (`seats` 0, from VPA's footprint) ranks after every place with one and gets no
+preferred weight either; with everything else equal, more headroom never lowers a score.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping, Sequence
@@ -375,10 +377,15 @@ def score_racks(
         admissible = place.admissible
         if not admissible:
             reason += "; at a power or temperature limit"
+        seated = place.seats != 0
+        if not seated:
+            reason += "; no node seats one more replica"
         scores.append(
-            PlaceScore(place.place_id, score, admissible, reason, correlation, peak_change_c)
+            PlaceScore(
+                place.place_id, score, admissible, reason, correlation, peak_change_c, seated
+            )
         )
-    scores.sort(key=lambda s: (not s.admissible, -s.score, s.place_id))
+    scores.sort(key=lambda s: (not s.seated, not s.admissible, -s.score, s.place_id))
     return tuple(scores)
 
 
@@ -399,6 +406,8 @@ def score_scale_in(
     inadmissible and go before all others.
     """
     weights = weights or PlacementWeights()
+    # Seats are room for one more replica: nothing to do with which one goes.
+    places = [p if p.seats is None else dataclasses.replace(p, seats=None) for p in places]
     base = score_racks(places, PlacementStrategy.CLIMATIK, weights, service_series_w)
     if removed_watts is None:
         return base
@@ -427,15 +436,15 @@ def score_scale_in(
 def preferred_rack_weights(
     scores: Sequence[PlaceScore], max_racks: int = 10
 ) -> tuple[tuple[str, int], ...]:
-    """Node-affinity weights (1..100) for the best admissible places, best first.
+    """Node-affinity weights (1..100) for the best admissible places with a seat, best first.
 
-    The best place gets 100 and the worst admissible one 1, linearly in score between them, so
+    The best place gets 100 and the worst preferred one 1, linearly in score between them, so
     the scheduler's preference follows the score's spread; equal scores get equal weights.
-    Inadmissible places get no weight at all.
+    Inadmissible places, and places without a seat for one more replica, get no weight at all.
     """
-    ranked = sorted((s for s in scores if s.admissible), key=lambda s: (-s.score, s.place_id))[
-        : max(0, max_racks)
-    ]
+    ranked = sorted(
+        (s for s in scores if s.admissible and s.seated), key=lambda s: (-s.score, s.place_id)
+    )[: max(0, max_racks)]
     if not ranked:
         return ()
     best, worst = ranked[0].score, ranked[-1].score

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import structlog
@@ -44,6 +44,7 @@ import structlog
 from climatik.api.status import (
     ConditionUpdate,
     condition_settled,
+    peer_status,
     set_condition,
     status_from_wire,
 )
@@ -81,6 +82,7 @@ from climatik.reconcilers.placement_report import (
 )
 from climatik.reconcilers.placement_template import TEMPLATE_RACKS_ANNOTATION, template_patch
 from climatik.reconcilers.placement_webhook import PlacementSnapshot, WorkloadPlacement
+from climatik.reconcilers.replica_footprint import fewest_seats
 from climatik.reconcilers.result import Result
 from climatik.reconcilers.settings import PlacementSettings
 from climatik.reconcilers.status_writer import with_fields, write_status
@@ -101,6 +103,8 @@ class Workload:
     """The pods not being deleted: the ones placement and deletion costs act on."""
     terminating: tuple[JsonObject, ...] = ()
     """Pods being deleted: they still draw power while they drain, so they count in its share."""
+    targets: tuple[str, ...] = ()
+    """The config's targets (by name) whose workload this is: their footprints' seats count."""
 
 
 @dataclass
@@ -204,6 +208,7 @@ class PlacementReconciler:
         scored: dict[tuple[str, str], tuple[PlaceScore, ...]] = {}
         keep: dict[tuple[str, str], tuple[PlaceScore, ...]] = {}
         observations = [r.observation for r in racks]
+        footprints = peer_status(obj).replica_footprints
         for workload in workloads:
             every_pod = (*workload.pods, *workload.terminating)
             pod_names = [str(ObjectMeta.of(p).name) for p in every_pod]
@@ -213,8 +218,10 @@ class PlacementReconciler:
                 finite(series[-1]) if series else None, sum(1 for p in every_pod if _running(p))
             )
             key_w = (workload.namespace, workload.deployment)
+            # A rack without a seat for one replica of VPA's footprint ranks last, unpreferred.
+            seats = fewest_seats(footprints, workload.targets)
             scored[key_w] = score_racks(
-                observations,
+                [replace(o, seats=seats.get(o.place_id)) for o in observations],
                 PlacementStrategy.CLIMATIK,
                 self._weights,
                 service_series_w=series or None,
@@ -277,18 +284,20 @@ class PlacementReconciler:
     def _find_workloads(self, config: PowerCappingConfig) -> list[Workload]:
         namespace = config.namespace
         resolution = self._caches.resolve(config)
-        names: dict[str, None] = {}
+        names: dict[str, tuple[str, ...]] = {}
         for target in resolution.targets:
             if target.kind is TargetKind.INFERENCE_SERVICE:
-                names[f"{target.name}-predictor"] = None
+                name = f"{target.name}-predictor"
             else:
                 ref = child(child(target.obj, "spec"), "scaleTargetRef")
-                if ref.get("kind", "Deployment") == "Deployment" and ref.get("name"):
-                    names[str(ref["name"])] = None
+                if ref.get("kind", "Deployment") != "Deployment" or not ref.get("name"):
+                    continue
+                name = str(ref["name"])
+            names[name] = (*names.get(name, ()), target.name)
         if config.deployment_name:
-            names[config.deployment_name] = None
+            names.setdefault(config.deployment_name, ())
         out: list[Workload] = []
-        for name in names:
+        for name, targets in names.items():
             deployment = self._deployments.store.get(f"{namespace}/{name}")
             if deployment is None:
                 continue
@@ -303,7 +312,7 @@ class PlacementReconciler:
             ]
             pods = tuple(p for p in matching if not ObjectMeta.of(p).deletion_timestamp)
             terminating = tuple(p for p in matching if ObjectMeta.of(p).deletion_timestamp)
-            out.append(Workload(namespace, name, pods, terminating))
+            out.append(Workload(namespace, name, pods, terminating, targets))
         return out
 
     # -- acting ---------------------------------------------------------------------------------
@@ -330,6 +339,7 @@ class PlacementReconciler:
                     preferred=preferred_rack_weights(scores, self._settings.max_preferred_racks),
                     excluded=_excluded(config, scores),
                     computed_at_s=now,
+                    seatless=tuple(sorted(s.place_id for s in scores if not s.seated)),
                 )
             )
         self.snapshot.update(config.key, placements)

@@ -37,14 +37,15 @@ def template_patch(
 
     Design document §10.5: `requiredDuringScheduling... In [racks]`, here the admissible racks
     (with one rack hot out of two, exactly the document's `In [rack1]`), plus a preferred term
-    for the best rack. The user's own node affinity (remembered in an annotation the first time)
-    is kept: our requirement is ANDed into each of its required terms, its preferred terms stay.
+    for the best rack (one with a seat for a replica, where any has). The user's own node
+    affinity (remembered in an annotation the first time) is kept: our requirement is ANDed
+    into each of its required terms, its preferred terms stay.
     None when there is no admissible rack or nothing would change.
     """
     admissible = [s for s in scores if s.admissible]
     if not admissible:
         return None
-    best = min(admissible, key=lambda s: (-s.score, s.place_id)).place_id
+    best = min(admissible, key=lambda s: (not s.seated, -s.score, s.place_id)).place_id
     allowed = sorted(s.place_id for s in admissible)
     annotations = ObjectMeta.of(deployment).annotations
     pod_spec = child(child(child(deployment, "spec"), "template"), "spec")

@@ -55,6 +55,9 @@ class WorkloadPlacement:
     excluded: tuple[str, ...]
     """Racks new pods must avoid (over a limit, and the config excludes such racks)."""
     computed_at_s: float
+    seatless: tuple[str, ...] = ()
+    """Racks left out of `preferred` because no node there seats one more replica (VPA's
+    footprint); shown in the pod's annotation, never required away (the scheduler filters)."""
 
 
 class PlacementSnapshot:
@@ -163,6 +166,8 @@ def placement_patch(pod: JsonObject, placement: WorkloadPlacement) -> list[JsonD
     note = ", ".join(f"{rack}={weight}" for rack, weight in placement.preferred) or "-"
     if placement.excluded:
         note += f"; avoid {','.join(sorted(placement.excluded))}"
+    if placement.seatless:
+        note += f"; no seat {','.join(placement.seatless)}"
     annotations = strict_child(pod, "metadata").get("annotations")
     if annotations is None:
         ops.append(

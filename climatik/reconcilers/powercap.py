@@ -66,6 +66,7 @@ from climatik.reconcilers.powercap_report import (
     warn_gpu_power,
     warn_tuning_disabled,
 )
+from climatik.reconcilers.replica_footprint import fewest_seats
 from climatik.reconcilers.resources import (
     CAPPED_BY_ANNOTATION,
     GIVE_BACK_FINALIZER,
@@ -243,6 +244,7 @@ class PowerCapReconciler:
             plans=peer_status(obj).deferrable_plans,
             wall_now=self._wall_clock(),
             now_s=self._clock(),
+            seats=fewest_seats(peer_status(obj).replica_footprints, {t.name for t in targets}),
         )
         observation, plan = decided.observation, decided.plan
         acted = await self._act(obj, config, key, plan, targets, held=held)

@@ -8,8 +8,8 @@ compared with the twin is the controller's own step, not a copy of it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from climatik.api.status_models import DeferrablePlanStatus
@@ -58,10 +58,13 @@ def decide_round(
     plans: Sequence[DeferrablePlanStatus] | None,
     wall_now: datetime,
     now_s: float,
+    seats: Mapping[str, int] | None = None,
 ) -> CapRound:
     """Learn the idle draw from this round's idle nodes, build the observation and decide.
 
-    `learning=False` (just after GPU clocks changed) holds every target like missing data."""
+    `learning=False` (just after GPU clocks changed) holds every target like missing data.
+    `seats` are, per rack, the replicas of the targets' footprint (VPA's recommendation) its
+    nodes can still take (`fewest_seats`); a rack's headroom counts them, not its free nodes."""
     idle = learn_idle_power(track_free_nodes(idle, racks.free_nodes), racks.idle_node_watts)
     observed = [
         target_observation(
@@ -80,7 +83,7 @@ def decide_round(
         measured_w=measured.scope_w,
         targets=observed,
         racks=observe_racks(
-            racks.readings,
+            [replace(r, seats=(seats or {}).get(r.rack_id)) for r in racks.readings],
             per_replica_w=measured_watts_per_replica(observed),
             idle_w=idle.watts,
         ),

@@ -294,6 +294,7 @@ class StatusRound:
                         if r.max_watts is not None and r.watts is not None
                         else None
                     ),
+                    replica_headroom=r.replica_headroom,
                 )
                 for r in observation.racks
             ] or (current.racks if current else None)

@@ -9,13 +9,15 @@ resources VPA applies to it (`resourcePolicy.containerPolicies[]`: the container
 bound to it, as the scheduler counts them (a pod slot of the node's allocatable `pods`
 included); nodes are grouped into racks by the config's rack label. Seats count resources only,
 not the pods' node selector, affinity or taints. Read only: the VPA-hold reconciler writes the
-result into `status.replicaFootprints`. Where the controller watches one namespace, pods of
-other namespaces are not seen, so seats are then an upper bound.
+result into `status.replicaFootprints`, and the power-cap and placement reconcilers read the
+seats back from there (`fewest_seats`) for rack headroom and preferred racks. Where the
+controller watches one namespace, pods of other namespaces are not seen, so seats are then an
+upper bound.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from climatik.api.status_models import RackSeats, ReplicaFootprintStatus
 from climatik.kube.cache import Cache
@@ -159,3 +161,18 @@ def replica_footprints(
             )
         )
     return out
+
+
+def fewest_seats(
+    footprints: Iterable[ReplicaFootprintStatus] | None, targets: Collection[str]
+) -> dict[str, int]:
+    """Per rack, the fewest seats over the footprints of `targets` (by target name) that
+    report the rack: the rack's room for one more replica of whichever of them is largest
+    there. Racks no such footprint reports are left out (no seat count known)."""
+    seats: dict[str, int] = {}
+    for footprint in footprints or ():
+        if footprint.name not in targets:
+            continue
+        for rack in footprint.seats or ():
+            seats[rack.rack_id] = min(rack.replicas, seats.get(rack.rack_id, rack.replicas))
+    return seats

@@ -123,6 +123,21 @@ async def _rack_a_reads(kubectl: Kubectl, config: str, fraction: float) -> float
     return watts
 
 
+def _rack_a_headroom(obj: dict[str, Any]) -> tuple[int | None, int | None]:
+    """Rack-a's replica headroom in `status.racks` and its seats in `status.replicaFootprints`."""
+    status = obj.get("status") or {}
+    headroom = [
+        r.get("replicaHeadroom") for r in status.get("racks") or () if r["rackId"] == "rack-a"
+    ]
+    seats = [
+        s["replicas"]
+        for f in status.get("replicaFootprints") or ()
+        for s in f.get("seats") or ()
+        if s["rackId"] == "rack-a"
+    ]
+    return (headroom[0] if headroom else None), (min(seats) if seats else None)
+
+
 async def _evictions(kubectl: Kubectl) -> list[dict[str, Any]]:
     events = await kubectl_json(kubectl, "events", "--field-selector", "reason=EvictedByVPA")
     return list(events["items"])
@@ -166,6 +181,8 @@ async def test_a_rack_measured_near_its_limit_holds_vpa_evictions_until_it_cools
             timeout_s=20,
         )
         assert "rack-a" in condition(config, "VpaEvictionsHeld")["message"]
+        # 20 W left under maxPower pays for no replica of 490 W, whatever seats VPA leaves.
+        assert _rack_a_headroom(config)[0] == 0
 
         # The recommender sizes the pods far above their requests: out of bounds, so the updater
         # would evict them within its 10 s interval if the VPA were still in Recreate.
@@ -204,12 +221,23 @@ async def test_a_rack_measured_near_its_limit_holds_vpa_evictions_until_it_cools
         assert condition(config, "VpaEvictionsHeld")["status"] == "False"
         reasons = {e["reason"] for e in (await kubectl_json(vpa_kubectl, "events"))["items"]}
         assert {"VpaEvictionsHeld", "VpaEvictionsReleased"} <= reasons
+        # Cooled, rack-a has room again: no more replicas than its seats for VPA's footprint.
+        config = await eventually(
+            lambda: kubectl_json(vpa_kubectl, "powercappingconfig", "cap"),
+            lambda c: (_rack_a_headroom(c)[0] or 0) >= 1 and _rack_a_headroom(c)[1] is not None,
+            timeout_s=20,
+        )
+        headroom, seats = _rack_a_headroom(config)
+        assert headroom is not None
+        assert seats is not None
+        assert 1 <= headroom <= seats
     for pod in pods:
         await metrics_exporter.delete_pod(namespace, pod["metadata"]["name"])
     print(
         f"rack-a measured {hot_w:.0f} W of {MAX_POWER_W} W: no eviction for {HELD_FOR_S:.0f} s; "
         f"pods' power halved -> rack measured {cool_w:.0f} W after {measured_s:.1f} s, Recreate "
-        f"restored after {restored_s:.1f} s, the updater evicted after {evicted_s:.1f} s"
+        f"restored after {restored_s:.1f} s, the updater evicted after {evicted_s:.1f} s; "
+        f"rack-a replica headroom hot 0, cooled {headroom} (seats {seats})"
     )
 
 

@@ -140,6 +140,7 @@ def reconciler(
     deployment: dict[str, Any] | None = None,
     clock: Callable[[], float] = lambda: 1000.0,
     nodes: StoreCache | None = None,
+    scaled_objects: StoreCache | None = None,
 ) -> tuple[PlacementReconciler, RecordingClient, Events, PlacementMetrics]:
     client = client or RecordingClient()
     events = Events()
@@ -155,7 +156,7 @@ def reconciler(
         client,  # type: ignore[arg-type]
         configs=StoreCache(cfg),
         workloads=WorkloadCaches(
-            scaled_objects=StoreCache(),
+            scaled_objects=scaled_objects or StoreCache(),
             inference_services=StoreCache(),
             deployments=StoreCache(deployment or DEPLOYMENT),
             pods=StoreCache(*pods),
@@ -231,6 +232,67 @@ async def test_webhook_mode_publishes_preferences_and_exclusions() -> None:
     events.recorded.clear()
     await rec.reconcile(f"{NS}/cap")
     assert events.recorded == []
+
+
+def _seated_config(rack_a_seats: int) -> dict[str, Any]:
+    """A config capping ScaledObject `web` (of Deployment `chat`), whose VPA footprint seats
+    `rack_a_seats` replicas on rack-a and 5 on rack-b (as the VPA-hold controller writes)."""
+    cfg = config(scaleObjectRef=[{"metadata": {"name": "web"}}])
+    del cfg["spec"]["deploymentName"]
+    cfg["status"] = {
+        "replicaFootprints": [
+            {
+                "name": "web",
+                "verticalPodAutoscaler": "web",
+                "source": "VpaTarget",
+                "seats": [
+                    {"rackId": "rack-a", "replicas": rack_a_seats},
+                    {"rackId": "rack-b", "replicas": 5},
+                ],
+            },
+            # Another config's or a former target's footprint: not this workload's seats.
+            {
+                "name": "other",
+                "verticalPodAutoscaler": "other",
+                "source": "VpaTarget",
+                "seats": [{"rackId": "rack-b", "replicas": 0}],
+            },
+        ]
+    }
+    return cfg
+
+
+WEB = {
+    "apiVersion": "keda.sh/v1alpha1",
+    "kind": "ScaledObject",
+    "metadata": {"name": "web", "namespace": NS},
+    "spec": {"scaleTargetRef": {"name": "chat"}, "maxReplicaCount": 8},
+}
+
+
+@pytest.mark.parametrize("rack_a_seats", [0, 1])
+async def test_a_rack_without_a_seat_for_the_footprint_is_not_preferred(
+    rack_a_seats: int,
+) -> None:
+    """rack-a is the better rack (cooler, less power), but no node there seats one replica of
+    VPA's footprint: it ranks last and gets no preferred weight; with a seat it is preferred."""
+    cool_a = RackSignals("rack-a", watts=5_000.0, inlet_c=20.0)
+    rec, *_ = reconciler(
+        _seated_config(rack_a_seats),
+        [],
+        static(cool_a, COOL),
+        scaled_objects=StoreCache(WEB),
+    )
+    await rec.reconcile(f"{NS}/cap")
+    found = rec.snapshot.lookup(NS, "chat")
+    assert found is not None
+    if rack_a_seats:
+        assert [rack for rack, _ in found.preferred] == ["rack-a", "rack-b"]
+        assert found.seatless == ()
+    else:
+        assert found.preferred == (("rack-b", 100),)
+        assert found.seatless == ("rack-a",)
+    assert found.excluded == ()  # never required away: the scheduler filters nodes itself
 
 
 async def test_every_rack_over_its_limit_excludes_none() -> None:

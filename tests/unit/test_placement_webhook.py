@@ -120,6 +120,13 @@ def test_managed_pod_gets_preferred_racks_and_excludes_over_limit() -> None:
     assert "rack-b=100" in patched["metadata"]["annotations"][PLACEMENT_ANNOTATION]
 
 
+def test_racks_without_a_seat_are_named_in_the_placement_note() -> None:
+    patched = apply_patch(pod(), placement_patch(pod(), placement(seatless=("rack-d",))))
+    assert patched["metadata"]["annotations"][PLACEMENT_ANNOTATION] == (
+        "rack-b=100, rack-c=40; avoid rack-a; no seat rack-d"
+    )
+
+
 def test_existing_affinity_is_kept_and_not_in_is_anded_into_each_term() -> None:
     existing: dict[str, Any] = {
         "nodeAffinity": {

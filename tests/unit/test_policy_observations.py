@@ -208,6 +208,75 @@ def test_replica_headroom_never_exceeds_free_nodes_nor_goes_negative(
         assert headroom == 0
 
 
+def _seated(watts: float, free: int | None, seats: int | None) -> RackReading:
+    return RackReading(
+        "r", watts, None, max_watts=30000.0, max_inlet_c=27.0, free_nodes=free, seats=seats
+    )
+
+
+def test_replica_headroom_counts_seats_of_the_footprint_where_known() -> None:
+    # 4 free nodes but VPA's footprint seats 1 replica: the seat bounds it.
+    assert replica_headroom(_seated(10000.0, 4, 1), 5000.0, None) == 1
+    # No seat left for the footprint: none, whatever the power headroom.
+    assert replica_headroom(_seated(10000.0, 4, 0), 5000.0, None) == 0
+    # A small footprint seats 40 on one free node: the first replica displaces the node's
+    # 2 kW idle draw (3 kW), the others add all of their 5 kW: 3 + 3 x 5 <= 20 kW left.
+    assert replica_headroom(_seated(10000.0, 1, 40), 5000.0, 2000.0) == 4
+    # Seats without a free node: every replica adds its whole watts.
+    assert replica_headroom(_seated(10000.0, 0, 40), 5000.0, 2000.0) == 4
+    assert replica_headroom(_seated(10000.0, None, 40), 5000.0, None) == 4
+    # Without a seat count the free nodes stand in, as before (the twin's servers).
+    assert replica_headroom(_seated(10000.0, 2, None), 5000.0, None) == 2
+
+
+@given(
+    st.floats(0, 60000),
+    st.one_of(st.none(), st.integers(0, 16)),
+    st.integers(0, 500),
+    st.floats(1, 20000),
+    st.one_of(st.none(), st.floats(0, 5000)),
+)
+def test_replica_headroom_never_exceeds_seats_nor_the_power_headroom(
+    watts: float, free: int | None, seats: int, per_replica: float, idle: float | None
+) -> None:
+    headroom = replica_headroom(_seated(watts, free, seats), per_replica, idle)
+    assert headroom is not None
+    assert 0 <= headroom <= seats
+    # What the added replicas draw fits the rack's power headroom: those on free nodes at
+    # their watts over the idle draw (at least 1 W), the others at all of their watts.
+    on_free = min(headroom, free or 0)
+    added_w = on_free * max(per_replica - (idle or 0.0), 1.0) + (headroom - on_free) * max(
+        per_replica, 1.0
+    )
+    assert added_w <= max(0.0, 30000.0 - watts) + 1e-6
+    # And one more replica would not fit, unless the seats ran out first.
+    if headroom < seats:
+        marginal = (
+            max(per_replica - (idle or 0.0), 1.0)
+            if headroom < (free or 0)
+            else max(per_replica, 1.0)
+        )
+        assert added_w + marginal > 30000.0 - watts - 1e-6
+
+
+@given(
+    st.floats(0, 60000),
+    st.integers(0, 16),
+    st.one_of(st.none(), st.floats(1, 20000)),
+    st.one_of(st.none(), st.floats(0, 5000)),
+)
+def test_replica_headroom_without_seats_is_the_free_nodes_figure(
+    watts: float, free: int, per_replica: float | None, idle: float | None
+) -> None:
+    """The twin gives no seats: its headroom stays min(free servers, power ÷ marginal watts)."""
+    headroom = replica_headroom(_rack(watts, free), per_replica, idle)
+    expected = free
+    if per_replica is not None:
+        marginal = max(per_replica - (idle or 0.0), 1.0)
+        expected = min(free, max(0, int((30000.0 - watts) // marginal)))
+    assert headroom == expected
+
+
 def test_carbon_cap_binds_deferrable_targets_only_under_a_per_target_budget() -> None:
     targets = [_target(1000.0, 1), _target(1000.0, 2, deferrable=True)]
     split = observe_cap(

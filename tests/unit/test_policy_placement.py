@@ -82,6 +82,24 @@ def test_over_limit_rack_ranks_last_even_with_the_best_terms() -> None:
     assert [rack for rack, _ in preferred_rack_weights(ranked)] == ["ok"]
 
 
+def test_a_rack_without_a_seat_ranks_last_and_is_not_preferred() -> None:
+    """VPA's footprint fits no node of the best rack: it goes after a rack at its limit."""
+    full = place("full", 0.0, inlet_c=20.0, max_inlet_c=27.0, seats=0)
+    over = place("over", 0.0, inlet_c=20.0, max_inlet_c=27.0, watts=31_000, max_watts=30_000)
+    ok = place("ok", 5.0, inlet_c=26.5, max_inlet_c=27.0, seats=2)
+    unknown = place("unknown", 5.0, inlet_c=26.6, max_inlet_c=27.0)
+    ranked = score_racks([full, over, ok, unknown])
+    assert [s.place_id for s in ranked] == ["ok", "unknown", "over", "full"]
+    assert ranked[-1].admissible
+    assert not ranked[-1].seated
+    assert "no node seats one more replica" in ranked[-1].reason
+    assert [rack for rack, _ in preferred_rack_weights(ranked)] == ["ok", "unknown"]
+    # Which replica goes first on scale-in does not depend on seats.
+    assert [s.place_id for s in score_scale_in([full, ok])] == [
+        s.place_id for s in score_scale_in([dataclasses.replace(full, seats=None), ok])
+    ]
+
+
 def test_smoothing_keeps_correlated_services_apart() -> None:
     service = [1.0, 5.0, 1.0, 5.0, 1.0, 5.0]
     in_phase = place("in", 0.1, load_series_w=(10.0, 50.0, 10.0, 50.0, 10.0, 50.0))
@@ -362,6 +380,7 @@ def observations(draw: st.DrawFn, place_id: str | None = None) -> PlaceObservati
                 st.tuples(st.text("abcdef", min_size=1, max_size=3), any_float), max_size=3
             ).map(tuple)
         ),
+        seats=draw(st.one_of(st.none(), st.integers(0, 3))),
     )
 
 
@@ -383,10 +402,14 @@ def test_scores_are_finite_and_admissible_first(
     assert [s.admissible for s in keep] == sorted((s.admissible for s in keep), reverse=True)
     assert len(ranked) == len(places)
     assert all(math.isfinite(s.score) for s in ranked)
-    flags = [s.admissible for s in ranked]
-    assert flags == sorted(flags, reverse=True)  # no inadmissible place before an admissible
+    # No place without a seat before one with, and among those alike no inadmissible place
+    # before an admissible one; neither kind is preferred.
+    flags = [(s.seated, s.admissible) for s in ranked]
+    assert flags == sorted(flags, reverse=True)
+    seats = {p.place_id: p.seats for p in places}
+    assert all(s.seated == (seats[s.place_id] != 0) for s in ranked)
     weighted = {rack for rack, _ in preferred_rack_weights(ranked)}
-    assert weighted.isdisjoint({s.place_id for s in ranked if not s.admissible})
+    assert weighted.isdisjoint({s.place_id for s in ranked if not (s.admissible and s.seated)})
     costs = order_pods_for_scale_in({f"pod-{s.place_id}": s.place_id for s in ranked}, ranked)
     for s in ranked:
         assert (costs[f"pod-{s.place_id}"] > 0) == s.admissible
@@ -424,7 +447,7 @@ def test_more_headroom_never_lowers_a_score(
 def test_a_rack_over_its_limit_is_never_preferred(places: list[PlaceObservation]) -> None:
     over = dataclasses.replace(places[0], inlet_c=50.0, max_inlet_c=30.0)
     ranked = score_racks([over, *places[1:]])
-    if any(p.admissible for p in places[1:]):
+    if any(p.admissible and p.seats != 0 for p in places[1:]):
         assert ranked[0].place_id != over.place_id
     assert over.place_id not in dict(preferred_rack_weights(ranked))
 
