@@ -153,8 +153,11 @@ class PlacementReconciler:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         may_write: Callable[[], bool] | None = None,
+        vpa_footprints: bool = True,
     ) -> None:
         self._client = client
+        # The VPA-hold controller writes `status.replicaFootprints`; with it off they are stale.
+        self._vpa_footprints = vpa_footprints
         # Defaults to the client's leadership gate, so the same reconciler may run on standbys.
         gate: Callable[[], bool] = getattr(client, "write_gate", _always)
         self._may_write = may_write if may_write is not None else gate
@@ -208,7 +211,7 @@ class PlacementReconciler:
         scored: dict[tuple[str, str], tuple[PlaceScore, ...]] = {}
         keep: dict[tuple[str, str], tuple[PlaceScore, ...]] = {}
         observations = [r.observation for r in racks]
-        footprints = peer_status(obj).replica_footprints
+        footprints = peer_status(obj).replica_footprints if self._vpa_footprints else None
         for workload in workloads:
             every_pod = (*workload.pods, *workload.terminating)
             pod_names = [str(ObjectMeta.of(p).name) for p in every_pod]

@@ -138,6 +138,7 @@ class PowerCapReconciler:
         prometheus: PrometheusPool | None = None,
         hints: TuningHints | None = None,
         gpu_tuning_enabled: bool = True,
+        vpa_footprints: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -152,6 +153,8 @@ class PowerCapReconciler:
         )
         self._hints = hints
         self._gpu_tuning_enabled = gpu_tuning_enabled
+        # The VPA-hold controller writes `status.replicaFootprints`; with it off they are stale.
+        self._vpa_footprints = vpa_footprints
         self._clock = clock
         self._wall_clock = wall_clock
         self._memory: dict[str, _ConfigMemory] = {}
@@ -244,7 +247,11 @@ class PowerCapReconciler:
             plans=peer_status(obj).deferrable_plans,
             wall_now=self._wall_clock(),
             now_s=self._clock(),
-            seats=fewest_seats(peer_status(obj).replica_footprints, {t.name for t in targets}),
+            seats=(
+                fewest_seats(peer_status(obj).replica_footprints, {t.name for t in targets})
+                if self._vpa_footprints
+                else {}
+            ),
         )
         observation, plan = decided.observation, decided.plan
         acted = await self._act(obj, config, key, plan, targets, held=held)

@@ -253,6 +253,8 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
         # The same switch that leaves the GPU-tuning controller out (controllers.py): with it
         # off, configs asking for tuning are told so instead of silently left untuned.
         gpu_tuning_enabled=ctx.controller_settings.gpu_tuning.enabled,
+        # VPA footprints count only while the controller that writes them runs.
+        vpa_footprints=ctx.controller_settings.vpa.enabled,
     )
     return Controller(
         "power-cap",

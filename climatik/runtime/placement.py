@@ -187,6 +187,8 @@ def placement_controller(ctx: ControllerContext) -> Controller:
         events=ctx.events,
         metrics=metrics,
         settings=settings,
+        # VPA footprints count only while the controller that writes them runs.
+        vpa_footprints=ctx.controller_settings.vpa.enabled,
     )
     cert_dir = Path(settings.webhook_cert_dir)
     webhook = PlacementWebhook(snapshot, max_age_s=settings.snapshot_max_age_s, metrics=metrics)

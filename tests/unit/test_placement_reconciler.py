@@ -141,6 +141,7 @@ def reconciler(
     clock: Callable[[], float] = lambda: 1000.0,
     nodes: StoreCache | None = None,
     scaled_objects: StoreCache | None = None,
+    vpa_footprints: bool = True,
 ) -> tuple[PlacementReconciler, RecordingClient, Events, PlacementMetrics]:
     client = client or RecordingClient()
     events = Events()
@@ -170,6 +171,7 @@ def reconciler(
         metrics=metrics,
         settings=PlacementSettings(interval_s=7.0),
         clock=clock,
+        vpa_footprints=vpa_footprints,
     )
     return rec, client, events, metrics
 
@@ -293,6 +295,24 @@ async def test_a_rack_without_a_seat_for_the_footprint_is_not_preferred(
         assert found.preferred == (("rack-b", 100),)
         assert found.seatless == ("rack-a",)
     assert found.excluded == ()  # never required away: the scheduler filters nodes itself
+
+
+async def test_footprints_left_by_a_vpa_hold_controller_now_off_are_not_seats() -> None:
+    """Nothing refreshes `status.replicaFootprints` while the VPA-hold controller is off: the
+    seats they report are stale, and placement ranks on power and heat alone."""
+    cool_a = RackSignals("rack-a", watts=5_000.0, inlet_c=20.0)
+    rec, *_ = reconciler(
+        _seated_config(0),
+        [],
+        static(cool_a, COOL),
+        scaled_objects=StoreCache(WEB),
+        vpa_footprints=False,
+    )
+    await rec.reconcile(f"{NS}/cap")
+    found = rec.snapshot.lookup(NS, "chat")
+    assert found is not None
+    assert [rack for rack, _ in found.preferred] == ["rack-a", "rack-b"]
+    assert found.seatless == ()
 
 
 async def test_every_rack_over_its_limit_excludes_none() -> None:
