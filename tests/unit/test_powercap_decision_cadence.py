@@ -6,6 +6,9 @@ and their bounded steps compounded: 4 -> 5 -> 6 -> 5 within 0.4 s in the KServe 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import aiohttp
 from prometheus_client import CollectorRegistry
 
@@ -15,6 +18,7 @@ from climatik.kube.store import thaw
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import EARLIEST_DECISION_SHARE, PowerCapReconciler
 from climatik.reconcilers.settings import CappingSettings
+from climatik.reconcilers.targets import WorkloadCaches
 from climatik.sources.address import HTTPSession
 from tests.json_paths import dict_at
 from tests.unit.helpers.capping_world import FakePrometheus, objects, prometheus
@@ -32,6 +36,33 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now_s
+
+
+@asynccontextmanager
+async def cadence_reconciler(
+    api: Api,
+    configs: StoreCache,
+    workloads: WorkloadCaches,
+    registry: CollectorRegistry,
+    clock: Clock,
+) -> AsyncIterator[PowerCapReconciler]:
+    """The power-cap reconciler on the test's objects, a fake clock and a real HTTP session."""
+    async with HTTPSession() as session:
+
+        async def session_factory() -> aiohttp.ClientSession:
+            return session
+
+        yield PowerCapReconciler(
+            api,
+            configs=configs,
+            workloads=workloads,
+            nodes=StoreCache(),
+            events=RecordedEvents(),
+            metrics=CappingMetrics(registry),
+            settings=CappingSettings(interval_s=INTERVAL_S),
+            session_factory=session_factory,
+            clock=clock,
+        )
 
 
 def decisions(registry: CollectorRegistry) -> float:
@@ -65,22 +96,7 @@ async def test_a_key_woken_early_waits_for_its_interval_and_a_spec_change_is_dec
     api = Api(configs, scaled_objects(workloads))
     registry = CollectorRegistry()
     clock = Clock()
-    async with HTTPSession() as session:
-
-        async def session_factory() -> aiohttp.ClientSession:
-            return session
-
-        reconciler = PowerCapReconciler(
-            api,
-            configs=configs,
-            workloads=workloads,
-            nodes=StoreCache(),
-            events=RecordedEvents(),
-            metrics=CappingMetrics(registry),
-            settings=CappingSettings(interval_s=INTERVAL_S),
-            session_factory=session_factory,
-            clock=clock,
-        )
+    async with cadence_reconciler(api, configs, workloads, registry, clock) as reconciler:
         first = await reconciler.reconcile(KEY)
         decided = decisions(registry)
         assert decided > 0
@@ -115,22 +131,9 @@ async def test_a_refused_ceiling_write_keeps_nothing_the_round_learned(
     api = Api(configs, scaled_objects(workloads))
     api.refuse["chat"] = ApiError(409, {"reason": "Conflict"})
     clock = Clock()
-    async with HTTPSession() as session:
-
-        async def session_factory() -> aiohttp.ClientSession:
-            return session
-
-        reconciler = PowerCapReconciler(
-            api,
-            configs=configs,
-            workloads=workloads,
-            nodes=StoreCache(),
-            events=RecordedEvents(),
-            metrics=CappingMetrics(CollectorRegistry()),
-            settings=CappingSettings(interval_s=INTERVAL_S),
-            session_factory=session_factory,
-            clock=clock,
-        )
+    async with cadence_reconciler(
+        api, configs, workloads, CollectorRegistry(), clock
+    ) as reconciler:
         refused = await reconciler.reconcile(KEY)
         assert refused.requeue_after is not None
         assert refused.requeue_after < INTERVAL_S  # retried at once
