@@ -5,7 +5,9 @@ KServe's manager (`cmd/manager`) runs as a plain process as KServe's own Service
 `generate_addon_pki`) with KServe's own ClusterRole. It reads `inferenceservice-config` from its
 namespace at start-up and at every reconcile; ours is KServe's own with the default deployment
 mode set to `Standard` (a Deployment, a Service and, with the `keda` autoscaler class, a KEDA
-ScaledObject per component), since the dev cluster has no Knative for KServe's `Serverless`.
+ScaledObject per component), since the dev cluster has no Knative for KServe's `Serverless`, and
+Climatik's ceiling annotations kept out of the predictors' pods, as docs/power-capping.md asks of
+every KServe that Climatik caps.
 
 Its webhooks stay registered, as KServe's own configurations with each Service reference turned
 into a URL on 127.0.0.1: the InferenceService defaulter and validator are part of what KServe does
@@ -27,6 +29,14 @@ CLUSTER_ROLE = "kserve-manager-role"
 WEBHOOK_SERVICE = "kserve-webhook-server-service"
 CONFIG_MAP = "inferenceservice-config"
 DEPLOYMENT_MODE = "Standard"
+# What Climatik writes beside an InferenceService's ceiling (`CEILING_ANNOTATIONS` of the
+# reconcilers, a layer above): KServe copies every annotation not in its disallowed list into the
+# predictor's pod template, and a changed template rolls every predictor pod.
+CLIMATIK_CEILING_ANNOTATIONS = (
+    "climatik-project.ai/user-max-replicas",
+    "climatik-project.ai/applied-max-replicas",
+    "climatik-project.ai/capped-by",
+)
 # The controllers `cmd/manager` starts; each logs "Starting workers" once its caches synced.
 CONTROLLERS = ("inferenceservice", "trainedmodel", "inferencegraph")
 # Ports `up` picks for the add-on, by the name they are recorded under in cluster.json.
@@ -61,7 +71,8 @@ def manager_args(kubeconfig: Path, ports: dict[str, int]) -> list[str]:
 
 
 def config_map(kserve_config_map: Manifest) -> Manifest:
-    """KServe's `inferenceservice-config` in our namespace with `Standard` as default mode."""
+    """KServe's `inferenceservice-config` in our namespace with `Standard` as default mode and
+    Climatik's ceiling annotations added to `serviceAnnotationDisallowedList`."""
     data = kserve_config_map.get("data")
     if not isinstance(data, dict):
         raise ValueError(f"{CONFIG_MAP} has no data")
@@ -69,8 +80,25 @@ def config_map(kserve_config_map: Manifest) -> Manifest:
     return {
         **kserve_config_map,
         "metadata": {**(metadata if isinstance(metadata, dict) else {}), "namespace": NAMESPACE},
-        "data": {**data, "deploy": json.dumps({"defaultDeploymentMode": DEPLOYMENT_MODE})},
+        "data": {
+            **data,
+            "deploy": json.dumps({"defaultDeploymentMode": DEPLOYMENT_MODE}),
+            "inferenceService": _without_climatik_annotations(data.get("inferenceService")),
+        },
     }
+
+
+def _without_climatik_annotations(inference_service: object) -> str:
+    """KServe's `inferenceService` entry (JSON) with Climatik's annotations disallowed; KServe
+    appends the list to its own defaults."""
+    settings = json.loads(inference_service) if isinstance(inference_service, str) else {}
+    if not isinstance(settings, dict):
+        raise ValueError(f"{CONFIG_MAP}: inferenceService is not a JSON object")
+    listed = settings.get("serviceAnnotationDisallowedList") or []
+    if not isinstance(listed, list):
+        raise ValueError(f"{CONFIG_MAP}: serviceAnnotationDisallowedList is not a list")
+    missing = [a for a in CLIMATIK_CEILING_ANNOTATIONS if a not in listed]
+    return json.dumps({**settings, "serviceAnnotationDisallowedList": [*listed, *missing]})
 
 
 def webhook_configurations(

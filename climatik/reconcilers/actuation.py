@@ -25,15 +25,12 @@ from climatik.kube.resources import INFERENCE_SERVICES, SCALED_OBJECTS, Resource
 from climatik.reconcilers.resources import (
     APPLIED_MAX_ANNOTATION,
     CAPPED_BY_ANNOTATION,
+    CEILING_ANNOTATIONS,
     USER_MAX_ANNOTATION,
 )
 from climatik.reconcilers.targets import ResolvedTarget, user_max_of
 
-_RELEASED: dict[str, str | None] = {
-    USER_MAX_ANNOTATION: None,
-    APPLIED_MAX_ANNOTATION: None,
-    CAPPED_BY_ANNOTATION: None,
-}
+_RELEASED: dict[str, str | None] = dict.fromkeys(CEILING_ANNOTATIONS)
 
 
 def resource_of(kind: TargetKind) -> Resource:

@@ -209,6 +209,12 @@ class PowerCapReconciler:
             for problem in target.annotation_problems:
                 await self._events.record(obj, "Warning", "InvalidAnnotation", problem)
                 await self._events.record(target.obj, "Warning", "InvalidAnnotation", problem)
+            if target.copied_to_pods is not None:
+                # Capping goes on (the cap comes first); the Event says how to stop the restarts.
+                for about in (obj, target.obj):
+                    await self._events.record(
+                        about, "Warning", "CeilingRestartsPods", target.copied_to_pods
+                    )
 
         try:
             sources = self._sources(config, memory)

@@ -101,6 +101,8 @@ def round_conditions(
     capping = [d for d in plan.decisions if d.new_max_replicas < _user_max(targets, d.target)]
     # A bad annotation does not stop capping (the default is used) but must not go unseen.
     ignored = [p for t in targets for p in t.annotation_problems]
+    # Nor does a KServe that restarts the predictor's pods at each ceiling write.
+    restarting = [t.copied_to_pods for t in targets if t.copied_to_pods is not None]
     if missing:
         resolved = list(missing)
     elif targets:
@@ -112,7 +114,9 @@ def round_conditions(
     elif not targets:
         resolved_reason = "NoTargets"
     else:
-        resolved_reason = "InvalidAnnotation" if ignored else "Resolved"
+        resolved_reason = (
+            "CeilingRestartsPods" if restarting else "InvalidAnnotation" if ignored else "Resolved"
+        )
     ready = not missing and bool(targets)
     return [
         ConditionUpdate(
@@ -121,7 +125,7 @@ def round_conditions(
             reason="TargetMissing"
             if missing
             else ("NoTargets" if not targets else resolved_reason),
-            message="; ".join([*resolved, *ignored])[:MAX_MESSAGE_CHARS],
+            message="; ".join([*resolved, *restarting, *ignored])[:MAX_MESSAGE_CHARS],
         ),
         ConditionUpdate(
             type=ConditionType.METRICS_AVAILABLE,

@@ -20,6 +20,10 @@ user's new max."""
 CAPPED_BY_ANNOTATION = "climatik-project.ai/capped-by"
 """`namespace/name` of the PowerCappingConfig holding the ceiling: a hint for people and a check
 at give-back, never authority on its own (the config's `status.heldTargets` is)."""
+CEILING_ANNOTATIONS = (USER_MAX_ANNOTATION, APPLIED_MAX_ANNOTATION, CAPPED_BY_ANNOTATION)
+"""What Climatik writes on a target beside its ceiling. KServe copies an InferenceService's
+annotations into its predictor's pod template unless its `inferenceservice-config` lists them in
+`serviceAnnotationDisallowedList`, so unlisted they restart every predictor pod at each write."""
 VPA_USER_MODE_ANNOTATION = "climatik-project.ai/user-update-mode"
 """On a VerticalPodAutoscaler whose evictions Climatik holds: the user's `updateMode`, restored
 when the racks cool."""

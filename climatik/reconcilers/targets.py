@@ -34,6 +34,7 @@ from climatik.kube.resources import INFERENCE_SERVICES
 from climatik.kube.store import FrozenMapping, index_by_namespace
 from climatik.reconcilers.resources import (
     APPLIED_MAX_ANNOTATION,
+    CEILING_ANNOTATIONS,
     DEFERRABLE_ANNOTATION,
     GPU_RESOURCE,
     KSERVE_ISVC_LABEL,
@@ -78,6 +79,9 @@ class ResolvedTarget:
     after arrival; its work is then planned into clean slots instead of capped."""
     annotation_problems: tuple[str, ...] = ()
     """Annotations that did not parse (the defaults are used instead), for Events and status."""
+    copied_to_pods: str | None = None
+    """Why writing this target's ceiling restarts its pods (KServe copying Climatik's annotations
+    into the predictor's pod template), or None."""
     newest_pod_created_s: float | None = None
     """When the youngest of `pods` was created (wall clock); None when no pod says."""
     gpu_pods: tuple[str, ...] = ()
@@ -371,6 +375,23 @@ def _from_scaled_object(
     )
 
 
+def _copied_to_pods(isvc: JsonObject, predictor: JsonObject | None) -> str | None:
+    """Whether KServe copied Climatik's annotations from `isvc` into its predictor's pod
+    template: then each ceiling write changes the template and rolls every predictor pod."""
+    template = child(child(child(predictor or EMPTY, "spec"), "template"), "metadata")
+    copied = sorted(set(CEILING_ANNOTATIONS) & set(child(template, "annotations")))
+    if not copied:
+        return None
+    return (
+        f"{_describe(isvc, TargetKind.INFERENCE_SERVICE)}: KServe copies Climatik's annotations "
+        f"({', '.join(copied)}) into the predictor's pod template, so each ceiling change "
+        f"restarts its pods; add {', '.join(CEILING_ANNOTATIONS)} to "
+        "serviceAnnotationDisallowedList in the inferenceService entry of KServe's "
+        "inferenceservice-config ConfigMap "
+        "(docs/power-capping.md)"
+    )
+
+
 def _from_inference_service(
     isvc: JsonObject,
     scaled_objects: Mapping[str, JsonObject],
@@ -386,6 +407,7 @@ def _from_inference_service(
     minimum = _int(predictor.get("minReplicas"), KSERVE_DEFAULT_MIN)
     serving = _serving_pods(pods, lambda labels: labels.get(KSERVE_ISVC_LABEL) == name)
     intent = _user_intent(isvc, TargetKind.INFERENCE_SERVICE)
+    predictor_deployment = deployments.get(f"{name}-predictor")
     return ResolvedTarget(
         kind=TargetKind.INFERENCE_SERVICE,
         name=name,
@@ -393,7 +415,7 @@ def _from_inference_service(
         min_replicas=minimum,
         applied_max_replicas=applied,
         user_max_replicas=max(_user_max(isvc, applied), minimum),
-        current_replicas=_deployment_replicas(deployments.get(f"{name}-predictor"), serving.names),
+        current_replicas=_deployment_replicas(predictor_deployment, serving.names),
         pods=serving.names,
         pod_nodes=serving.nodes,
         newest_pod_created_s=serving.newest_created_s,
@@ -406,6 +428,7 @@ def _from_inference_service(
         deferrable=intent.deferrable,
         deadline_s=intent.deadline_s,
         annotation_problems=intent.problems,
+        copied_to_pods=_copied_to_pods(isvc, predictor_deployment),
     )
 
 

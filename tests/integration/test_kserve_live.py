@@ -20,7 +20,7 @@ import pytest
 from climatik.devcluster.cluster import ClusterInfo, down, read_state, up
 from climatik.devcluster.kserve import CONTROLLERS, started_controllers
 from climatik.devcluster.topology import Rack, Topology
-from climatik.reconcilers.resources import USER_MAX_ANNOTATION
+from climatik.reconcilers.resources import CEILING_ANNOTATIONS, USER_MAX_ANNOTATION
 from climatik.runtime.capping import power_cap_controller
 from climatik.runtime.manager import Manager
 from tests.integration.conftest import Kubectl
@@ -28,6 +28,7 @@ from tests.integration.helpers.host_processes import listening_ports, processes_
 from tests.integration.helpers.polling import eventually
 from tests.integration.helpers.workloads import (
     capping_config,
+    condition,
     kubectl_json,
     running_manager,
     serve_watts,
@@ -307,6 +308,19 @@ async def test_a_cap_lowers_the_inference_service_and_kserve_carries_it_to_its_s
         )
         # Climatik never writes KServe's ScaledObject.
         assert await _spec_writers(kubectl, "scaledobject", "chat-predictor") == kserve_writers
+        # Nor restarts the predictor: KServe copies an InferenceService's annotations into its
+        # pod template unless its config disallows them (the dev cluster's does, as the docs
+        # ask), so the lowering removed pods and replaced none.
+        deployment = await kubectl_json(kubectl, "deployment", "chat-predictor")
+        template = deployment["spec"]["template"]["metadata"].get("annotations", {})
+        assert not set(CEILING_ANNOTATIONS) & set(template)
+        replica_sets = await kubectl_json(kubectl, "replicasets", "-l", f"{ISVC_LABEL}=chat")
+        assert len(replica_sets["items"]) == 1, "the lowering rolled the predictor's pods"
+        remaining = await _isvc_pods(kubectl, "chat", ceiling)
+        started = {p["metadata"]["name"] for p in pods}
+        assert {p["metadata"]["name"] for p in remaining} <= started
+        resolved = condition(await kubectl_json(kubectl, "pcc", "cap"), "TargetsResolved")
+        assert resolved.get("reason") == "Resolved", resolved
     finally:
         await metrics_exporter.delete_pod(namespace, "load")
 

@@ -412,6 +412,32 @@ def test_kserve_annotations_are_read_from_the_inference_service_not_its_scaled_o
     )
 
 
+@pytest.mark.parametrize("disallowed", [True, False])
+def test_kserve_copying_the_ceiling_annotations_into_the_predictors_pods_is_said(
+    disallowed: bool,
+) -> None:
+    """KServe copies an InferenceService's annotations into its predictor's pod template unless
+    its config disallows them; then every ceiling write restarts the predictor's pods."""
+    written = {USER_MAX_ANNOTATION: "4", APPLIED_MAX_ANNOTATION: "2", CAPPED_BY_ANNOTATION: "x/y"}
+    predictor = deployment("chat-predictor", "chat", 2)
+    template_annotations = {"prometheus.io/scrape": "true"}
+    if not disallowed:
+        template_annotations |= written
+    predictor["spec"]["template"] = {"metadata": {"annotations": template_annotations}}
+    (target,) = resolve(
+        config(targets=(TargetRef(TargetKind.INFERENCE_SERVICE, "chat"),)),
+        isvcs=[isvc_with(written)],
+        deps=[predictor],
+    ).targets
+    if disallowed:
+        assert target.copied_to_pods is None
+        return
+    assert target.copied_to_pods is not None
+    assert f"InferenceService {NS}/chat" in target.copied_to_pods
+    assert "serviceAnnotationDisallowedList" in target.copied_to_pods
+    assert "restarts its pods" in target.copied_to_pods
+
+
 class _Informer:
     def __init__(self, *objs: dict[str, Any]) -> None:
         self.store = Store()

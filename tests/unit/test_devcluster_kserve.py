@@ -24,6 +24,7 @@ from climatik.devcluster.binaries import (
     locate_kserve,
 )
 from climatik.devcluster.pki import generate_addon_pki, generate_pki
+from climatik.reconcilers.resources import CEILING_ANNOTATIONS
 
 PORTS = {name: 31000 + i for i, name in enumerate(kserve.PORT_NAMES)}
 
@@ -96,6 +97,9 @@ def test_the_config_map_keeps_kserves_settings_and_defaults_to_standard_mode() -
     assert isinstance(data, dict)
     assert json.loads(data["deploy"]) == {"defaultDeploymentMode": "Standard"}
     assert data["ingress"] == '{"ingressDomain": "example.com"}'
+    assert json.loads(data["inferenceService"]) == {
+        "serviceAnnotationDisallowedList": list(CEILING_ANNOTATIONS)
+    }
     assert shipped["data"] != data, "KServe's own manifest is left as it was"
     with pytest.raises(ValueError, match="no data"):
         kserve.config_map({"kind": "ConfigMap"})
@@ -171,3 +175,27 @@ def test_started_controllers_come_only_from_starting_workers_lines() -> None:
     ]
     assert kserve.started_controllers(lines) == {"inferenceservice", "inferencegraph"}
     assert kserve.started_controllers([]) == set()
+
+
+def test_climatiks_annotations_join_kserves_own_disallowed_list_once() -> None:
+    """KServe copies an InferenceService's annotations into its predictor's pods unless
+    disallowed: Climatik's ceiling annotations must be, or each ceiling write rolls the pods."""
+    assert set(kserve.CLIMATIK_CEILING_ANNOTATIONS) == set(CEILING_ANNOTATIONS)
+    settings = {
+        "resource": {"cpuLimit": "1"},
+        "serviceAnnotationDisallowedList": ["my.custom.annotation/1", CEILING_ANNOTATIONS[0]],
+    }
+    shipped: kserve.Manifest = {
+        "kind": "ConfigMap",
+        "data": {"inferenceService": json.dumps(settings)},
+    }
+    data = kserve.config_map(shipped)["data"]
+    assert isinstance(data, dict)
+    written = json.loads(data["inferenceService"])
+    assert written["resource"] == {"cpuLimit": "1"}
+    assert written["serviceAnnotationDisallowedList"] == [
+        "my.custom.annotation/1",
+        *CEILING_ANNOTATIONS,
+    ]
+    with pytest.raises(ValueError, match="not a JSON object"):
+        kserve.config_map({"data": {"inferenceService": "[]"}})
