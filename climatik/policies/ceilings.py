@@ -229,6 +229,37 @@ class _Slot:
         """Predicted watts of `replicas` replicas (no idle credit)."""
         return sum(self.replica_w(k) for k in range(1, replicas + 1))
 
+    def charged_as_measured(self, measured_over: int) -> _Slot:
+        """This row with its running replicas charged at least what they draw now.
+
+        Over the cap, the measurement outranks a model still learning a new level (after a
+        demand step the energy model waits for settled rounds): the dynamic part of every
+        replica scales so the running replicas cost their measured share, and what more
+        replicas would add scales alike. `measured_over` is the count the measurement
+        describes: after a fall it still holds the removed replicas' draw, so it is shared
+        over the count before the fall.
+        """
+        target = self.target
+        n = target.current_replicas
+        if target.watts is None or n <= 0:
+            return self
+        measured_w = target.watts * n / max(n, measured_over)
+        predicted_w = self.watts(n)
+        if measured_w <= predicted_w:
+            return self
+        if self.demand_w is None:
+            return replace(self, watts_per_replica=measured_w / n)
+        dynamic_w = predicted_w - n * self.fixed_w
+        full_w = self.full_dynamic_w
+        if full_w is None:
+            full_w = max(0.0, self.watts_per_replica - self.fixed_w)
+        if dynamic_w <= 0:
+            # No dynamic share predicted: the measured excess is spread evenly.
+            per_replica_w = (measured_w - n * self.fixed_w) / n
+            return replace(self, demand_w=per_replica_w * n, full_dynamic_w=per_replica_w)
+        scale = (measured_w - n * self.fixed_w) / dynamic_w
+        return replace(self, demand_w=self.demand_w * scale, full_dynamic_w=full_w * scale)
+
 
 def _priority_sequence(slots: list[_Slot], start: list[int], stop: list[int]) -> list[int]:
     """The order in which replicas are granted: a divisor rule weighted by efficiency.
@@ -368,6 +399,7 @@ def _decide_headroom(
     state: CappingState,
     now_s: float,
 ) -> CeilingPlan:
+    previous_learners = state.targets
     learners = dict(state.targets)
     for target in observation.targets:
         previous = learners.get(target.name, TargetLearnerState())
@@ -454,6 +486,11 @@ def _decide_headroom(
     # targets held above (at least what their ceilings may draw).
     untargeted_w = max(0.0, observation.measured_w - targeted_w, reserved_w)
     usable_w = observation.cap_w * (1.0 - settings.safety_margin_fraction)
+    if observation.measured_w > usable_w:
+        # The measurement may still hold replicas removed since the last decision, not those
+        # removed before it: over the cap, erring on the side of the higher charge.
+        seen = {name: learned.replicas_seen or 0 for name, learned in previous_learners.items()}
+        slots = [s.charged_as_measured(seen.get(s.target.name, 0)) for s in slots]
     budget_w = usable_w - untargeted_w
     hysteresis_w = observation.cap_w * settings.hysteresis_fraction
     strict_w = budget_w - hysteresis_w

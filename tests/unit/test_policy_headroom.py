@@ -768,3 +768,32 @@ def test_an_unusable_demand_reading_is_no_data() -> None:
         replace(
             serving("chat", 1, tokens_per_s=1.0, demand_tokens_per_s=1.0), demand_tokens_per_s=-1.0
         )
+
+
+def test_over_the_cap_running_replicas_are_charged_what_they_measure() -> None:
+    # The model learned 4 J/token; after a step the 6 saturated replicas draw 6 J/token (45.6
+    # kW with their nodes' idle draw) and the site is over its 50 kW cap. The count just grew
+    # (5 -> 6), so the model does not learn from this round. Charged what the model says (36
+    # kW) they would fit; charged what they measure, one must go now.
+    chat = serving(
+        "chat", 6, tokens_per_s=4800.0, demand_tokens_per_s=20_000.0, joules_per_token=6.0
+    )
+    chat = replace(chat, applied_max_replicas=6)
+    state = model_state(chat=(6000.0, 4.0, 800.0))
+    state = replace(
+        state, targets={"chat": replace(state.targets["chat"], replicas_seen=5, steady_rounds=5)}
+    )
+    over = scope(chat, other_w=2 * IDLE_W, cap_w=50_000.0)
+    assert over.measured_w is not None
+    assert over.measured_w > 50_000.0
+    plan = decide_replica_ceilings(over, MODEL, state, now_s=0.0)
+    assert plan.ceiling("chat") == 5
+    # Under the cap the same measurement changes nothing: the model decides alone.
+    under = decide_replica_ceilings(
+        scope(chat, other_w=2 * IDLE_W, cap_w=60_000.0), MODEL, state, now_s=0.0
+    )
+    assert under.ceiling("chat") >= 6
+    # Replicas removed since the last decision may still be in the measurement: the draw is
+    # shared over the count seen then, so the same watts over 7 charge less and 6 stay.
+    lagging = replace(state, targets={"chat": replace(state.targets["chat"], replicas_seen=9)})
+    assert decide_replica_ceilings(over, MODEL, lagging, now_s=0.0).ceiling("chat") == 6
