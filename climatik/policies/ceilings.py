@@ -486,6 +486,8 @@ def _decide_headroom(
     # targets held above (at least what their ceilings may draw).
     untargeted_w = max(0.0, observation.measured_w - targeted_w, reserved_w)
     usable_w = observation.cap_w * (1.0 - settings.safety_margin_fraction)
+    # What the power model alone predicts, reported beside the measurement (its error).
+    modelled = {s.target.name: s for s in slots}
     if observation.measured_w > usable_w:
         # The measurement may still hold replicas removed since the last decision, not those
         # removed before it: over the cap, erring on the side of the higher charge.
@@ -584,7 +586,12 @@ def _decide_headroom(
                 reason += f"; stepping down gradually to {floor} (wanted {new})"
                 new = floor
         planned_w = slot.watts(_clamp(new, target))
-        predicted_now_w = slot.watts(target.current_replicas)
+        predicted_now_w = modelled[target.name].watts(target.current_replicas)
+        if slot is not modelled[target.name]:
+            reason += (
+                f"; over the cap its {target.current_replicas} replicas are charged "
+                f"{slot.watts(target.current_replicas):.0f} W as measured"
+            )
         if target.watts is not None:
             # Beside every decision (status, Events, `climatik explain`): how far the power
             # model is off for this target now.

@@ -788,6 +788,10 @@ def test_over_the_cap_running_replicas_are_charged_what_they_measure() -> None:
     assert over.measured_w > 50_000.0
     plan = decide_replica_ceilings(over, MODEL, state, now_s=0.0)
     assert plan.ceiling("chat") == 5
+    # The model's own prediction is what is reported beside the measurement (its error).
+    (decision,) = plan.decisions
+    assert decision.predicted_watts == pytest.approx(36_000.0)
+    assert "charged 45600 W as measured" in decision.reason
     # Under the cap the same measurement changes nothing: the model decides alone.
     under = decide_replica_ceilings(
         scope(chat, other_w=2 * IDLE_W, cap_w=60_000.0), MODEL, state, now_s=0.0
