@@ -215,14 +215,19 @@ class _Slot:
     """Dynamic watts of one replica at full load, from the energy model; `None`: the learned
     `watts_per_replica` less the idle draw."""
 
+    def full_w(self) -> float:
+        """Dynamic watts of one replica at full load: the energy model's, else the learned
+        `watts_per_replica` less the idle draw."""
+        if self.full_dynamic_w is not None:
+            return self.full_dynamic_w
+        return max(0.0, self.watts_per_replica - self.fixed_w)
+
     def replica_w(self, k: int) -> float:
         """What the k-th replica (1-based) adds: its node's idle draw plus the dynamic power
-        of the demand it takes, at most a full replica's (`watts_per_replica` less idle)."""
+        of the demand it takes, at most a full replica's."""
         if self.demand_w is None:
             return self.watts_per_replica
-        full_w = self.full_dynamic_w
-        if full_w is None:
-            full_w = max(0.0, self.watts_per_replica - self.fixed_w)
+        full_w = self.full_w()
         return self.fixed_w + min(full_w, max(0.0, self.demand_w - (k - 1) * full_w))
 
     def watts(self, replicas: int) -> float:
@@ -250,15 +255,12 @@ class _Slot:
         if self.demand_w is None:
             return replace(self, watts_per_replica=measured_w / n)
         dynamic_w = predicted_w - n * self.fixed_w
-        full_w = self.full_dynamic_w
-        if full_w is None:
-            full_w = max(0.0, self.watts_per_replica - self.fixed_w)
         if dynamic_w <= 0:
             # No dynamic share predicted: the measured excess is spread evenly.
             per_replica_w = (measured_w - n * self.fixed_w) / n
             return replace(self, demand_w=per_replica_w * n, full_dynamic_w=per_replica_w)
         scale = (measured_w - n * self.fixed_w) / dynamic_w
-        return replace(self, demand_w=self.demand_w * scale, full_dynamic_w=full_w * scale)
+        return replace(self, demand_w=self.demand_w * scale, full_dynamic_w=self.full_w() * scale)
 
 
 def _priority_sequence(slots: list[_Slot], start: list[int], stop: list[int]) -> list[int]:
