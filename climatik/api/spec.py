@@ -153,7 +153,11 @@ class Policy(CrdModel):
         description="Power must fall this many percent below a threshold before a ceiling lifts.",
     )
     step_down_replicas: Annotated[int, Field(ge=1, le=100)] = Field(
-        default=1, description="Most replicas a ceiling drops per step when above it."
+        default=1,
+        description=(
+            "Most replicas a ceiling drops below the running replicas per step while power is "
+            "under the cap; above the cap a step drops what the cap needs at once."
+        ),
     )
     step_down_interval_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
         default=30,

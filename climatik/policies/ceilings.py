@@ -11,7 +11,8 @@ Two policies turn one `CapObservation` into one `CeilingPlan`:
   no target accounts for, fit in the cap minus a safety margin. Running replicas are kept first,
   the most efficient targets (tokens per joule) keep theirs longest; growth is shared by a
   divisor (D'Hondt) rule weighted by efficiency and bounded per decision. A hysteresis band
-  keeps ceilings still while the estimate wobbles, and a lowered ceiling steps down gradually.
+  keeps ceilings still while the estimate wobbles, and under the cap a lowered ceiling steps
+  down gradually (above it, at once).
 
   Power follows work, not replicas: where a target's demand is measured
   (`TargetObservation.demand_tokens_per_s`), a replica is charged what it will add. A target's
@@ -234,6 +235,13 @@ class _Slot:
         """Predicted watts of `replicas` replicas (no idle credit)."""
         return sum(self.replica_w(k) for k in range(1, replicas + 1))
 
+    def kept_watts(self, replicas: int) -> float:
+        """Predicted watts of this target's nodes with `replicas` replicas kept: a node a
+        lowered ceiling frees still draws its idle power (it stays up for other work), so
+        removing a running replica saves only its dynamic watts."""
+        freed = max(0, self.target.current_replicas - replicas)
+        return self.watts(replicas) + freed * self.fixed_w
+
     def charged_as_measured(self, measured_over: int) -> _Slot:
         """This row with its running replicas charged at least what they draw now.
 
@@ -321,7 +329,7 @@ def _allocate(
     serving.
     """
     counts = [s.target.min_replicas for s in slots]
-    left_w = budget_w - sum(s.watts(c) for c, s in zip(counts, slots, strict=True))
+    left_w = budget_w - sum(s.kept_watts(c) for c, s in zip(counts, slots, strict=True))
     if left_w < 0:
         return counts
     left_deferrable_w = math.inf
@@ -355,8 +363,15 @@ def _allocate(
     for index, growth in order:
         if growth and allowance == 0:
             continue
-        credit = min(idle_credit_w, pool_w) if growth else 0.0
-        cost = max(0.0, slots[index].replica_w(counts[index] + 1) - credit)
+        slot = slots[index]
+        if counts[index] < slot.target.current_replicas:
+            # Keeping a running replica costs only its dynamic watts: its node's idle draw is
+            # paid whether the replica stays or goes (`kept_watts`).
+            cost = max(0.0, slot.replica_w(counts[index] + 1) - slot.fixed_w)
+            credit = 0.0
+        else:
+            credit = min(idle_credit_w, pool_w) if growth else 0.0
+            cost = max(0.0, slot.replica_w(counts[index] + 1) - credit)
         if slots[index].target.deferrable:
             # The deferrable grants are a prefix of their own order too: once one misses the
             # carbon budget, no cheaper one after it slips in (that could raise a batch
@@ -390,7 +405,7 @@ def _predicted_scope_watts(
         target = slot.target
         ceiling = ceilings[target.name]
         replicas = ceiling if target.wants_more_replicas else min(ceiling, target.current_replicas)
-        total_w += slot.watts(replicas)
+        total_w += slot.kept_watts(replicas)
         growth += max(0, replicas - target.current_replicas)
     return total_w - min(untargeted_w, credit_w * growth)
 
@@ -495,6 +510,9 @@ def _decide_headroom(
         # removed before it: over the cap, erring on the side of the higher charge.
         seen = {name: learned.replicas_seen or 0 for name, learned in previous_learners.items()}
         slots = [s.charged_as_measured(seen.get(s.target.name, 0)) for s in slots]
+    # Above the cap itself the hard limit comes first: a step-down takes every replica the
+    # budget no longer holds at once, not `max_step_down_replicas` a decision.
+    breach = observation.measured_w > observation.cap_w
     budget_w = usable_w - untargeted_w
     hysteresis_w = observation.cap_w * settings.hysteresis_fraction
     strict_w = budget_w - hysteresis_w
@@ -584,7 +602,7 @@ def _decide_headroom(
             # Measured from the running replicas, never above the ceiling in force: replicas
             # still draining after a lower ceiling must not lift it again.
             floor = min(target.current_replicas - settings.max_step_down_replicas, last)
-            if new < floor:
+            if new < floor and not breach:
                 reason += f"; stepping down gradually to {floor} (wanted {new})"
                 new = floor
         planned_w = slot.watts(_clamp(new, target))

@@ -189,8 +189,9 @@ def test_after_the_maximum_age_the_safe_ceiling_applies_never_one() -> None:
 
 
 def test_lowered_ceiling_steps_down_gradually() -> None:
-    # 10 replicas of 10 kW under a 50 kW cap: the steady ceiling is 4, but one step at a time.
-    t = target("chat", current=10, watts_per_replica=10_000.0, applied=10)
+    # 10 replicas learned at 10 kW, measuring 49 kW together under a 50 kW cap: the steady
+    # ceiling is 4, but below the cap itself one step at a time.
+    t = target("chat", current=10, watts_per_replica=10_000.0, applied=10, watts=49_000.0)
     plan = decide_replica_ceilings(
         scope(t, cap_w=50_000.0), HeadroomSettings(max_step_down_replicas=2), learned(chat=1e4), 0
     )
@@ -199,6 +200,19 @@ def test_lowered_ceiling_steps_down_gradually() -> None:
     assert decision.action is CeilingAction.LOWER
     assert decision.code is CeilingReason.OVER_BUDGET
     assert "gradually" in decision.reason
+
+
+def test_above_the_cap_a_step_down_takes_what_the_budget_no_longer_holds_at_once() -> None:
+    """Seen live on the demo's demand step: 37 % over the cap, one replica a decision per
+    target took four decisions (12 s at 10x) to come back under it."""
+    t = target("chat", current=10, watts_per_replica=10_000.0, applied=10)
+    plan = decide_replica_ceilings(
+        scope(t, cap_w=50_000.0), HeadroomSettings(max_step_down_replicas=2), learned(chat=1e4), 0
+    )
+    decision = plan.decisions[0]
+    assert decision.new_max_replicas == 4
+    assert decision.action is CeilingAction.LOWER
+    assert "gradually" not in decision.reason
 
 
 def test_stepping_down_gradually_never_raises_a_ceiling_already_lowered() -> None:
@@ -801,3 +815,16 @@ def test_over_the_cap_running_replicas_are_charged_what_they_measure() -> None:
     # shared over the count seen then, so the same watts over 7 charge less and 6 stay.
     lagging = replace(state, targets={"chat": replace(state.targets["chat"], replicas_seen=9)})
     assert decide_replica_ceilings(over, MODEL, lagging, now_s=0.0).ceiling("chat") == 6
+
+
+def test_a_replica_cut_saves_its_dynamic_watts_not_its_nodes_idle_draw() -> None:
+    """Seen live on the demo's demand step: a cut predicted to bring the site under the cap
+    left it over, because the freed nodes went on drawing their idle power, and the next
+    decision cut again. 4 replicas of 3 kW on nodes idling at 2 kW, 12 kW over an 11 kW cap:
+    keeping 3 leaves 9 kW + a freed node's 2 kW, over the 10.67 kW the margin allows."""
+    t = target("chat", current=4, watts_per_replica=3000.0, applied=4)
+    settings = HeadroomSettings(idle_watts_per_replica=2000.0)
+    plan = decide_replica_ceilings(scope(t, cap_w=11_000.0), settings, learned(chat=3000.0), 0)
+    assert plan.ceiling("chat") == 2
+    # What the plan predicts counts the freed nodes: 2 x 3 kW + 2 idle nodes x 2 kW.
+    assert plan.predicted_w == pytest.approx(10_000.0)
