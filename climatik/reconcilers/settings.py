@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from climatik.domain.config import CarbonProvider
 from climatik.policies.gpu_clock import DEFAULT_MAX_THROUGHPUT_LOSS
 from climatik.policies.observations import HEAT_HISTORY_SAMPLES
+from climatik.sources.address import ConnectTo
 
 CAPPING_ALLOWED_HOSTS_ENV = "CLIMATIK_CAPPING__ALLOWED_HOSTS"
 DEPRECATED_ALLOWED_PROMETHEUS_HOSTS_ENV = "CLIMATIK_CAPPING__ALLOWED_PROMETHEUS_HOSTS"
@@ -248,3 +249,24 @@ class VpaSettings(BaseSettings):
         if self.release_margin_c < self.hold_margin_c:
             raise ValueError("release_margin_c must be at least hold_margin_c")
         return self
+
+
+class OutboundSettings(BaseSettings):
+    """How the controller reaches what configs name (`CLIMATIK_OUTBOUND__*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="CLIMATIK_OUTBOUND__", extra="ignore")
+
+    connect_to: list[str] = Field(default_factory=list)
+    """`HOST:PORT:TO_HOST:TO_PORT` rules, as curl's `--connect-to`: requests for HOST:PORT
+    connect to TO_HOST:TO_PORT. For a controller outside the cluster it caps (the dev cluster,
+    `climatik demo`): a config's in-cluster Prometheus address then works unchanged."""
+
+    @field_validator("connect_to")
+    @classmethod
+    def _rules_parse(cls, value: list[str]) -> list[str]:
+        for rule in value:
+            ConnectTo.parse(rule)
+        return value
+
+    def rules(self) -> tuple[ConnectTo, ...]:
+        return tuple(ConnectTo.parse(rule) for rule in self.connect_to)

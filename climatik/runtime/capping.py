@@ -8,7 +8,7 @@ restart), and every `interval_s` for fresh measurements.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -51,7 +51,7 @@ from climatik.reconcilers.settings import (
 from climatik.reconcilers.targets import WorkloadCaches, limited_by_ceiling
 from climatik.reconcilers.tuning_hints import TuningHints
 from climatik.runtime.reconcile import Controller, ControllerContext
-from climatik.sources.address import HTTPSession
+from climatik.sources.address import ConnectTo, HTTPSession
 
 log = structlog.get_logger(__name__)
 
@@ -84,8 +84,8 @@ def workload_caches(ctx: ControllerContext) -> WorkloadCaches:
 class SharedSession:
     """The controller's outbound HTTP session, opened on first use inside the running loop."""
 
-    def __init__(self, *, connection_limit: int = 32) -> None:
-        self._owner = HTTPSession(connection_limit=connection_limit)
+    def __init__(self, *, connection_limit: int = 32, connect_to: Iterable[ConnectTo] = ()) -> None:
+        self._owner = HTTPSession(connection_limit=connection_limit, connect_to=connect_to)
         self._session: aiohttp.ClientSession | None = None
 
     async def get(self) -> aiohttp.ClientSession:
@@ -234,7 +234,10 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
             on_delete=nudge,
         )
     )
-    session = SharedSession(connection_limit=settings.workers * PROMETHEUS_QUERIES_PER_RECONCILE)
+    session = SharedSession(
+        connection_limit=settings.workers * PROMETHEUS_QUERIES_PER_RECONCILE,
+        connect_to=ctx.controller_settings.outbound.rules(),
+    )
     ctx.add_cleanup(session.close)
     # One read layer for every config: shared answers and a breaker per Prometheus address.
     prometheus = prometheus_pool(settings, session.get)
@@ -271,7 +274,7 @@ def carbon_controller(ctx: ControllerContext) -> Controller:
     queue = ctx.new_queue("carbon", max_in_flight_per_namespace=namespace_share(settings.workers))
     configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
     configs.add_handlers(config_handlers(queue))
-    session = SharedSession()
+    session = SharedSession(connect_to=ctx.controller_settings.outbound.rules())
     ctx.add_cleanup(session.close)
     reconciler = CarbonReconciler(
         ctx.client,

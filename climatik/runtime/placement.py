@@ -169,7 +169,7 @@ def placement_controller(ctx: ControllerContext) -> Controller:
     )
     configs = ctx.informer(POWER_CAPPING_CONFIGS, indexers={"namespace": index_by_namespace})
     configs.add_handlers(config_handlers(queue))
-    session = SharedSession()
+    session = SharedSession(connect_to=ctx.controller_settings.outbound.rules())
     ctx.add_cleanup(session.close)
     prometheus = PrometheusPool(session.get)
     ctx.add_cleanup(prometheus.close)

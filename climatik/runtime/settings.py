@@ -29,6 +29,7 @@ from climatik.reconcilers.settings import (
     CappingSettings,
     CarbonSettings,
     GpuTuningSettings,
+    OutboundSettings,
     PlacementSettings,
     VpaSettings,
 )
@@ -119,6 +120,7 @@ class ControllerSettings:
     gpu_tuning: GpuTuningSettings = field(default_factory=GpuTuningSettings)
     placement: PlacementSettings = field(default_factory=PlacementSettings)
     vpa: VpaSettings = field(default_factory=VpaSettings)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
 
 
 class SettingsError(UserError):

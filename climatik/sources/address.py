@@ -258,17 +258,97 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectTo:
+    """curl's `--connect-to HOST:PORT:TO_HOST:TO_PORT`: a request for HOST:PORT connects to
+    TO_HOST:TO_PORT instead; its URL, Host header and TLS name stay HOST's.
+
+    For a controller run outside the cluster it caps (the dev cluster, a laptop): a config's
+    in-cluster address (`prometheus-server.monitoring.svc:9090`) then reaches a port-forward
+    or a local Prometheus unchanged. An operator's setting (`CLIMATIK_OUTBOUND__CONNECT_TO`),
+    never a config's; the addresses it leads to are still checked by `GuardedResolver`.
+    """
+
+    host: str
+    port: int
+    to_host: str
+    to_port: int
+
+    @classmethod
+    def parse(cls, text: str) -> ConnectTo:
+        """`HOST:PORT:TO_HOST:TO_PORT` (host names or IPv4 addresses), or ValueError."""
+        parts = text.strip().split(":")
+        if len(parts) != 4 or not parts[0] or not parts[2]:
+            raise ValueError(f"{text!r}: expected HOST:PORT:TO_HOST:TO_PORT")
+        ports = []
+        for part in (parts[1], parts[3]):
+            if not part.isdigit() or not 0 < int(part) < 65536:
+                raise ValueError(f"{text!r}: {part!r} is not a port")
+            ports.append(int(part))
+        return cls(parts[0].lower().rstrip("."), ports[0], parts[2].lower(), ports[1])
+
+
+class ConnectToResolver(AbstractResolver):
+    """Resolves each `ConnectTo` source to its destination's addresses and port; any other
+    name as `inner` does. aiohttp connects to the port a resolver returns."""
+
+    def __init__(self, rules: Iterable[ConnectTo], inner: AbstractResolver | None = None) -> None:
+        self._rules = {(r.host, r.port): r for r in rules}
+        self._inner = inner if inner is not None else DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        rule = self._rules.get((host.lower().rstrip("."), port))
+        if rule is None:
+            return await self._inner.resolve(host, port, family)
+        literal = _literal_ip(rule.to_host)
+        if literal is not None:
+            return [
+                ResolveResult(
+                    hostname=host,
+                    host=str(literal),
+                    port=rule.to_port,
+                    family=socket.AF_INET6 if literal.version == 6 else socket.AF_INET,
+                    proto=0,
+                    flags=socket.AI_NUMERICHOST,
+                )
+            ]
+        results = await self._inner.resolve(rule.to_host, rule.to_port, family)
+        return [
+            ResolveResult(
+                hostname=host,
+                host=r["host"],
+                port=rule.to_port,
+                family=r["family"],
+                proto=r["proto"],
+                flags=r["flags"],
+            )
+            for r in results
+        ]
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 class HTTPSession:
     """Owns the process's shared `aiohttp.ClientSession` for outbound source requests.
 
     Use as `async with HTTPSession() as session: ...`; the session resolves names through
-    `GuardedResolver`, keeps no cookies (a scraped server must not set state for the next
-    request) and sends an identifying User-Agent.
+    `GuardedResolver` (after any `connect_to` rule), keeps no cookies (a scraped server must
+    not set state for the next request) and sends an identifying User-Agent.
     """
 
-    def __init__(self, *, user_agent: str = "climatik", connection_limit: int = 32) -> None:
+    def __init__(
+        self,
+        *,
+        user_agent: str = "climatik",
+        connection_limit: int = 32,
+        connect_to: Iterable[ConnectTo] = (),
+    ) -> None:
         self._user_agent = user_agent
         self._connection_limit = connection_limit
+        self._connect_to = tuple(connect_to)
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -278,8 +358,9 @@ class HTTPSession:
         return self._session
 
     async def __aenter__(self) -> aiohttp.ClientSession:
+        inner = ConnectToResolver(self._connect_to) if self._connect_to else None
         connector = aiohttp.TCPConnector(
-            resolver=GuardedResolver(), limit=self._connection_limit, ttl_dns_cache=30
+            resolver=GuardedResolver(inner), limit=self._connection_limit, ttl_dns_cache=30
         )
         self._session = aiohttp.ClientSession(
             connector=connector,

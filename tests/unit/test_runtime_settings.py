@@ -92,6 +92,22 @@ def test_controller_settings_keep_their_variable_names(monkeypatch: pytest.Monke
     assert settings.placement.workers == 5
 
 
+def test_connect_to_rules_are_read_and_a_bad_one_is_refused_by_its_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLIMATIK_OUTBOUND__CONNECT_TO", '["p.monitoring.svc:9090:127.0.0.1:4000"]')
+    [rule] = load_controller_settings().outbound.rules()
+    assert (rule.host, rule.port, rule.to_host, rule.to_port) == (
+        "p.monitoring.svc",
+        9090,
+        "127.0.0.1",
+        4000,
+    )
+    monkeypatch.setenv("CLIMATIK_OUTBOUND__CONNECT_TO", '["p.monitoring.svc:9090"]')
+    with pytest.raises(SettingsError, match=r"CLIMATIK_OUTBOUND__CONNECT_TO.*HOST:PORT:TO_HOST"):
+        load_controller_settings()
+
+
 def test_a_bad_controller_variable_is_refused_at_start_by_its_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -10,6 +10,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from climatik.sources.address import (
     AddressPolicy,
     AddressRejectedError,
+    ConnectTo,
+    ConnectToResolver,
     GuardedResolver,
     redact,
 )
@@ -157,3 +159,34 @@ async def test_resolver_passes_ordinary_names() -> None:
     assert [r["host"] for r in results] == ["10.0.0.7", "2001:db8::7"]
     await resolver.close()
     assert inner.closed
+
+
+def test_connect_to_rules_parse_as_curl_writes_them() -> None:
+    rule = ConnectTo.parse("Prometheus-Server.monitoring.svc:9090:127.0.0.1:41207")
+    assert rule == ConnectTo("prometheus-server.monitoring.svc", 9090, "127.0.0.1", 41207)
+    for bad in ("prometheus:9090", "p:9090:127.0.0.1:http", "p:0:127.0.0.1:1", ":1:h:2"):
+        with pytest.raises(ValueError, match=r"HOST:PORT:TO_HOST:TO_PORT|is not a port"):
+            ConnectTo.parse(bad)
+
+
+async def test_connect_to_sends_its_host_and_port_elsewhere_and_the_guard_still_checks() -> None:
+    inner = FixedResolver("10.0.0.7")
+    rules = [
+        ConnectTo("prometheus-server.monitoring.svc", 9090, "127.0.0.1", 41207),
+        ConnectTo("metrics.monitoring.svc", 80, "proxy.example", 8080),
+        ConnectTo("evil.monitoring.svc", 80, "169.254.169.254", 80),
+    ]
+    resolver = GuardedResolver(ConnectToResolver(rules, inner))
+    [local] = await resolver.resolve("prometheus-server.monitoring.svc", 9090)
+    assert (local["hostname"], local["host"], local["port"]) == (
+        "prometheus-server.monitoring.svc",
+        "127.0.0.1",
+        41207,
+    )
+    [named] = await resolver.resolve("metrics.monitoring.svc", 80)
+    assert (named["host"], named["port"]) == ("10.0.0.7", 8080)
+    # Another port of a named host, or another host, resolves as before.
+    [other] = await resolver.resolve("prometheus-server.monitoring.svc", 9091)
+    assert (other["host"], other["port"]) == ("10.0.0.7", 9091)
+    with pytest.raises(OSError, match="refused address"):
+        await resolver.resolve("evil.monitoring.svc", 80)
