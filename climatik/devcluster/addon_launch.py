@@ -15,6 +15,7 @@ from climatik.devcluster.apiclient import ApiClient
 from climatik.devcluster.binaries import KedaBinaries, KServeBinaries, VpaBinaries
 from climatik.devcluster.launch import Launch, apply_manifests, plain_http_get, write_yaml
 from climatik.devcluster.pki import AddonPKI, ClusterPKI, generate_addon_pki
+from climatik.devcluster.service_proxy import SERVICE_PROXY
 
 
 def start_keda(
@@ -50,7 +51,7 @@ def start_keda(
     apply_manifests(launch, Path(launch.state["kubeconfig"]), [objects, *binaries.rbac()])
     launch.note("kubectl: applied KEDA's namespace, RBAC, Service and APIService")
 
-    env = keda.process_env(kubeconfig)
+    env = keda.process_env(kubeconfig, ports[SERVICE_PROXY])
     launch.start(
         "keda-operator",
         binaries.path("keda-operator"),
@@ -136,6 +137,9 @@ def start_kserve(
         lambda: wanted <= kserve.started_controllers(log.read_text(errors="replace").splitlines()),
         deadline,
     )
+    # After the manager: its webhook validates serving runtimes.
+    apply_manifests(launch, Path(launch.state["kubeconfig"]), [binaries.serving_runtime])
+    launch.note("kubectl: applied KServe's huggingface ClusterServingRuntime")
 
 
 def start_vpa(

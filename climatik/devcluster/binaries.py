@@ -131,7 +131,7 @@ class KServeBinaries:
     def missing(self) -> list[str]:
         """Names of binaries or manifest files that are not there yet."""
         absent = _not_executable(self.bin_dir, KSERVE_BINARIES) + _without_yaml(self.crd_dir)
-        manifests = (self.cluster_role, self.config_map, self.webhooks)
+        manifests = (self.cluster_role, self.config_map, self.webhooks, self.serving_runtime)
         absent += [str(m) for m in manifests if not m.is_file()]
         return absent
 
@@ -153,6 +153,12 @@ class KServeBinaries:
     def webhooks(self) -> Path:
         """KServe's webhook configurations (config/webhook/manifests.yaml)."""
         return self.manifest_dir / "webhook-manifests.yaml"
+
+    @property
+    def serving_runtime(self) -> Path:
+        """KServe's `kserve-huggingfaceserver` ClusterServingRuntime
+        (config/runtimes/kserve-huggingfaceserver.yaml): what `modelFormat: huggingface` selects."""
+        return self.manifest_dir / "runtimes-kserve-huggingfaceserver.yaml"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -50,6 +51,7 @@ from climatik.devcluster.launch import (
 )
 from climatik.devcluster.pki import generate_pki
 from climatik.devcluster.processes import ProcessRecord, is_alive, stop
+from climatik.devcluster.service_proxy import SERVICE_PROXY, service_proxy_args
 from climatik.devcluster.topology import KWOK_NODE_LABELS, Topology
 
 __all__ = ["STATE_FILE", "ClusterInfo", "DevClusterError", "down", "read_state", "up"]
@@ -219,8 +221,8 @@ def _bring_up(
         *(kserve.PORT_NAMES if kserve_binaries is not None else ()),
         *(vpa.PORT_NAMES if vpa_binaries is not None else ()),
     )
-    etcd_port, etcd_peer_port, api_port, kcm_port, sched_port, *addon_ports = free_ports(
-        5 + len(addon_port_names)
+    etcd_port, etcd_peer_port, api_port, kcm_port, sched_port, proxy_port, *addon_ports = (
+        free_ports(6 + len(addon_port_names))
     )
     ports = {
         "etcd": etcd_port,
@@ -228,6 +230,7 @@ def _bring_up(
         "kube-apiserver": api_port,
         "kube-controller-manager": kcm_port,
         "kube-scheduler": sched_port,
+        SERVICE_PROXY: proxy_port,
         **dict(zip(addon_port_names, addon_ports, strict=True)),
     }
     api_url = f"https://127.0.0.1:{api_port}"
@@ -273,6 +276,14 @@ def _bring_up(
         "127.0.0.1", api_port, ca=pki.ca.cert, cert=pki.admin.cert, key=pki.admin.key, timeout_s=20
     )
     launch.wait_for("kube-apiserver", "/readyz", lambda: api.get("/readyz").status == 200, deadline)
+
+    # In-cluster Service names for the add-ons' processes (KEDA's scalers) and the user's.
+    proxy_args = service_proxy_args(
+        api_port, pki.ca.cert, pki.admin.cert, pki.admin.key, proxy_port
+    )
+    launch.start(SERVICE_PROXY, Path(sys.executable), proxy_args)
+    proxy = plain_http_get(proxy_port)
+    launch.wait_for(SERVICE_PROXY, "/healthz", lambda: proxy("/healthz") == "ok", deadline)
 
     kcm_kc = component_kubeconfigs["kube-controller-manager"]
     launch.start(

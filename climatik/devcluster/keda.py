@@ -31,17 +31,24 @@ PORT_NAMES = (
 )
 
 
-def process_env(kubeconfig: Path) -> dict[str, str]:
+def process_env(kubeconfig: Path, service_proxy_port: int) -> dict[str, str]:
     """What a KEDA pod gets from its Deployment and the kubelet, for a process outside one.
 
     Without KEDA_CLUSTER_OBJECT_NAMESPACE the operator reads the namespace from a mounted
-    ServiceAccount token file, which a process outside a pod does not have.
+    ServiceAccount token file, which a process outside a pod does not have. Its scalers'
+    HTTP clients honour `HTTP_PROXY` (KEDA's `pkg/util/http.go`): through the dev cluster's
+    service proxy a trigger's `http://NAME.NS.svc:PORT` reaches what that Service points at,
+    as cluster DNS would resolve it (Go never proxies loopback addresses, so the API server
+    and the operator's own gRPC stay direct; `NO_PROXY` says so for any other client).
     """
+    proxy = f"http://127.0.0.1:{service_proxy_port}"
     return {
         "WATCH_NAMESPACE": "",
         "POD_NAMESPACE": NAMESPACE,
         "KEDA_CLUSTER_OBJECT_NAMESPACE": NAMESPACE,
         "KUBECONFIG": str(kubeconfig),
+        "HTTP_PROXY": proxy,
+        "NO_PROXY": "127.0.0.1,localhost",
     }
 
 

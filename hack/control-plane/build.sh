@@ -126,10 +126,13 @@ kserve_crds=(
 # The manager's ClusterRole, the ConfigMap it reads at start-up and at every reconcile, and its
 # webhook configurations (`up` points them at the process and binds the role itself, because
 # KServe leaves the namespace of both to kustomize).
+# And the ClusterServingRuntime KServe installs for `modelFormat: huggingface`, which
+# `examples/kserve-keda.yaml` selects (its image is never pulled: kwok runs the pods).
 kserve_manifests=(
   config/rbac/role.yaml
   config/configmap/inferenceservice.yaml
   config/webhook/manifests.yaml
+  config/runtimes/kserve-huggingfaceserver.yaml
 )
 kserve_set="$(
   {

@@ -217,7 +217,7 @@ def test_up_then_down_three_times_leaves_no_process_or_port(cluster_dir: Path) -
         info = up(cluster_dir, small)
         state = read_state(cluster_dir)
         assert state is not None
-        assert len(state["processes"]) == 5
+        assert len(state["processes"]) == 6
         ports = set(info.ports.values())
         assert ports & listening_ports(), "the cluster should be listening while up"
         # `up` on a running cluster reuses it instead of starting a second one, and refuses
@@ -228,7 +228,14 @@ def test_up_then_down_three_times_leaves_no_process_or_port(cluster_dir: Path) -
 
         stopped = down(cluster_dir)
         assert sorted(stopped) == sorted(
-            ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
+            [
+                "etcd",
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kwok",
+                "service-proxy",
+            ]
         )
         # Every component's command line names a file in the cluster directory.
         assert not processes_mentioning(str(cluster_dir)), "a component outlived down"

@@ -168,7 +168,7 @@ def test_up_with_keda_then_down_leaves_no_process_or_port(cluster_dir: Path) -> 
     state = read_state(cluster_dir)
     assert state is not None
     assert info.addons == ("keda",)
-    assert len(state["processes"]) == 7
+    assert len(state["processes"]) == 8
     api = info.admin_client()
     apiservice = api.get(f"/apis/apiregistration.k8s.io/v1/apiservices/{APISERVICE_NAME}")
     assert apiservice.body["spec"]["service"]["port"] == info.ports["keda-adapter"]
@@ -188,6 +188,7 @@ def test_up_with_keda_then_down_leaves_no_process_or_port(cluster_dir: Path) -> 
             "kube-controller-manager",
             "kube-scheduler",
             "kwok",
+            "service-proxy",
             "keda-operator",
             "keda-adapter",
         ]

@@ -349,7 +349,7 @@ def test_up_with_kserve_then_down_leaves_no_process_or_port(cluster_dir: Path) -
 
     stopped = down(cluster_dir)
     assert "kserve-manager" in stopped
-    assert len(stopped) == 6
+    assert len(stopped) == 7  # the control plane, its service proxy and KServe
     assert not processes_mentioning(str(cluster_dir)), "a component outlived down"
     assert not ports & listening_ports(), "a port is still listening after down"
     assert read_state(cluster_dir) is None

@@ -196,6 +196,7 @@ def test_up_with_vpa_then_down_leaves_no_process_or_port(cluster_dir: Path) -> N
             "kube-controller-manager",
             "kube-scheduler",
             "kwok",
+            "service-proxy",
             "metrics-server",
             "vpa-recommender",
             "vpa-updater",

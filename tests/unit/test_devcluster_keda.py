@@ -132,9 +132,12 @@ def test_operator_and_adapter_listen_only_on_their_own_loopback_ports(tmp_path: 
     bound = [a for a in operator if "bind-address=" in a]
     assert len(bound) == 3
     assert all("=127.0.0.1:" in a for a in bound)
-    env = keda.process_env(kubeconfig)
+    env = keda.process_env(kubeconfig, 31999)
     assert env["WATCH_NAMESPACE"] == ""
     assert env["KEDA_CLUSTER_OBJECT_NAMESPACE"] == keda.NAMESPACE
+    # Scalers reach in-cluster Service names through the dev cluster's service proxy.
+    assert env["HTTP_PROXY"] == "http://127.0.0.1:31999"
+    assert "127.0.0.1" in env["NO_PROXY"].split(",")
 
 
 def test_the_apiservice_points_at_the_adapter_through_an_externalname_service(
