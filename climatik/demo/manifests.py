@@ -24,6 +24,11 @@ DEMO_LABEL: Final = "climatik-project.ai/demo"
 """On each InferenceService of the KServe variant: what the config's targetSelector selects."""
 
 
+IN_CLUSTER_PROMETHEUS = ("monitoring", "prometheus-server", 9090)
+"""(namespace, Service, port) of the demo's Prometheus inside the cluster: where the examples,
+and the Prometheus community chart's default install, have it."""
+
+
 def replicas_query(namespace: str, service: str) -> str:
     """What KEDA scales on: the requests a service's pods run and queue."""
     selector = f'namespace="{namespace}",pod=~"{service}-.*"'

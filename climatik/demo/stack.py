@@ -26,13 +26,19 @@ import yaml
 
 from climatik.demo.compare import LiveSample
 from climatik.demo.live import WorldTotals
-from climatik.demo.manifests import SITE_POWER_QUERY, demo_objects, site_cap_w
+from climatik.demo.manifests import (
+    IN_CLUSTER_PROMETHEUS,
+    SITE_POWER_QUERY,
+    demo_objects,
+    site_cap_w,
+)
 from climatik.demo.progress import ServedFigures, ServiceState, Snapshot, summary_lines
 from climatik.demo.scrape import scrape_config
 from climatik.devcluster.binaries import locate_binaries
 from climatik.devcluster.cluster import ClusterInfo, down, up
 from climatik.devcluster.components import HPA_SYNC_PERIOD_S
 from climatik.devcluster.processes import ProcessRecord, is_alive, spawn, stop, tail
+from climatik.devcluster.service_proxy import connect_to_rule, local_service
 from climatik.domain.errors import UserError
 from climatik.kube.json import (
     JsonDict,
@@ -274,7 +280,8 @@ def running_stack(settings: DemoSettings, say: Callable[[str], None]) -> Iterato
         s = settings
         world_argv = [sys.executable, "-m", "climatik.world", "--host", "127.0.0.1"]
         world_argv += ["--port", "0", "--scenario", s.scenario_name, "--speed", f"{s.speed:g}"]
-        world_argv += ["--start-hour", f"{s.start_hour:g}", "--namespace", s.namespace]
+        # Every namespace: a workload applied beside the demo's (an example) is served too.
+        world_argv += ["--start-hour", f"{s.start_hour:g}"]
         world_argv += ["--kubeconfig", kubeconfig]
         world = start("world", world_argv)
         world_url = _wait_for_line(world, logs / "world.log", "listening on ")
@@ -299,11 +306,18 @@ def running_stack(settings: DemoSettings, say: Callable[[str], None]) -> Iterato
         )
         prometheus_url = f"http://127.0.0.1:{port}"
         _wait_ready(prometheus, logs / "prometheus.log", f"{prometheus_url}/-/ready")
-        say(f"prometheus: {prometheus_url}")
+        # Where the examples (and most sites) have Prometheus: through the dev cluster's
+        # service proxy for KEDA, by a connect-to rule for the controller.
+        namespace, name, service_port = IN_CLUSTER_PROMETHEUS
+        _, service = local_service(namespace, name, service_port, port)
+        _apply(cluster, namespace, [service])
+        say(f"prometheus: {prometheus_url} (http://{name}.{namespace}.svc:{service_port})")
 
         racks = sorted(cluster.nodes_by_rack)
+        # The demo's own objects name it as the examples do, so every run goes that way.
+        in_cluster_url = f"http://{name}.{namespace}.svc:{service_port}"
         objects = demo_objects(
-            s.scenario, s.namespace, prometheus_url, racks, kserve=s.kserve, speed=s.speed
+            s.scenario, s.namespace, in_cluster_url, racks, kserve=s.kserve, speed=s.speed
         )
         _apply(cluster, s.namespace, objects)
         say(f"applied {len(s.scenario.services)} services and their ScaledObjects in {s.namespace}")
@@ -318,6 +332,9 @@ def running_stack(settings: DemoSettings, say: Callable[[str], None]) -> Iterato
             **os.environ,
             "CLIMATIK_CAPPING__INTERVAL_S": f"{interval_s:g}",
             "CLIMATIK_CAPPING__TOKENS_WINDOW_S": f"{window_s:g}",
+            "CLIMATIK_OUTBOUND__CONNECT_TO": json.dumps(
+                [connect_to_rule(namespace, name, service_port, port)]
+            ),
         }
         start("controller", [*controller_argv, "--http-port", "0", "--no-leader-elect"], env)
         say(f"controller: climatik run (logs in {logs})")
