@@ -64,6 +64,9 @@ class CeilingReason(enum.StrEnum):
     """Headroom: a deferrable target's budget under the carbon cap allows fewer: lowered."""
     HEADROOM = "headroom"
     """Headroom: the budget leaves room for more replicas: raised."""
+    OVER_CAP_HOLDING = "over_cap_holding"
+    """Headroom: there is room for more replicas, but the scope measures above the cap less its
+    margin (a cut's effect is still arriving): the ceiling holds instead of rising."""
     STEP_DOWN_WAITING = "step_down_waiting"
     """Both: the policy would step the ceiling down, but its last step-down is younger than the
     step-down interval (measurements still lag it): the ceiling holds."""

@@ -235,13 +235,6 @@ class _Slot:
         """Predicted watts of `replicas` replicas (no idle credit)."""
         return sum(self.replica_w(k) for k in range(1, replicas + 1))
 
-    def kept_watts(self, replicas: int) -> float:
-        """Predicted watts of this target's nodes with `replicas` replicas kept: a node a
-        lowered ceiling frees still draws its idle power (it stays up for other work), so
-        removing a running replica saves only its dynamic watts."""
-        freed = max(0, self.target.current_replicas - replicas)
-        return self.watts(replicas) + freed * self.fixed_w
-
     def charged_as_measured(self, measured_over: int) -> _Slot:
         """This row with its running replicas charged at least what they draw now.
 
@@ -329,7 +322,7 @@ def _allocate(
     serving.
     """
     counts = [s.target.min_replicas for s in slots]
-    left_w = budget_w - sum(s.kept_watts(c) for c, s in zip(counts, slots, strict=True))
+    left_w = budget_w - sum(s.watts(c) for c, s in zip(counts, slots, strict=True))
     if left_w < 0:
         return counts
     left_deferrable_w = math.inf
@@ -363,15 +356,8 @@ def _allocate(
     for index, growth in order:
         if growth and allowance == 0:
             continue
-        slot = slots[index]
-        if counts[index] < slot.target.current_replicas:
-            # Keeping a running replica costs only its dynamic watts: its node's idle draw is
-            # paid whether the replica stays or goes (`kept_watts`).
-            cost = max(0.0, slot.replica_w(counts[index] + 1) - slot.fixed_w)
-            credit = 0.0
-        else:
-            credit = min(idle_credit_w, pool_w) if growth else 0.0
-            cost = max(0.0, slot.replica_w(counts[index] + 1) - credit)
+        credit = min(idle_credit_w, pool_w) if growth else 0.0
+        cost = max(0.0, slots[index].replica_w(counts[index] + 1) - credit)
         if slots[index].target.deferrable:
             # The deferrable grants are a prefix of their own order too: once one misses the
             # carbon budget, no cheaper one after it slips in (that could raise a batch
@@ -405,7 +391,7 @@ def _predicted_scope_watts(
         target = slot.target
         ceiling = ceilings[target.name]
         replicas = ceiling if target.wants_more_replicas else min(ceiling, target.current_replicas)
-        total_w += slot.kept_watts(replicas)
+        total_w += slot.watts(replicas)
         growth += max(0, replicas - target.current_replicas)
     return total_w - min(untargeted_w, credit_w * growth)
 
@@ -505,7 +491,8 @@ def _decide_headroom(
     usable_w = observation.cap_w * (1.0 - settings.safety_margin_fraction)
     # What the power model alone predicts, reported beside the measurement (its error).
     modelled = {s.target.name: s for s in slots}
-    if observation.measured_w > usable_w:
+    over_usable = observation.measured_w > usable_w
+    if over_usable:
         # The measurement may still hold replicas removed since the last decision, not those
         # removed before it: over the cap, erring on the side of the higher charge.
         seen = {name: learned.replicas_seen or 0 for name, learned in previous_learners.items()}
@@ -593,6 +580,16 @@ def _decide_headroom(
             elif new < last:
                 code = lowered
                 reason = f"{its_budget_w:.0f} W left under {cap_words} allow {high} x {wpr:.0f} W"
+            elif over_usable:
+                # Another target's cut may have made the room, but its pods are still leaving
+                # and the measurement still holds them: raising now adds watts at once against
+                # savings not yet seen, and the next decision takes the raise back.
+                code, new = CeilingReason.OVER_CAP_HOLDING, last
+                reason = (
+                    f"holding {last} (room for {low}): the scope measures "
+                    f"{observation.measured_w:.0f} W, above the cap less its margin "
+                    f"({usable_w:.0f} W); no ceiling rises until it is back under"
+                )
             else:
                 code = CeilingReason.HEADROOM
                 its_strict_w = its_budget_w - hysteresis_w

@@ -817,14 +817,29 @@ def test_over_the_cap_running_replicas_are_charged_what_they_measure() -> None:
     assert decide_replica_ceilings(over, MODEL, lagging, now_s=0.0).ceiling("chat") == 6
 
 
-def test_a_replica_cut_saves_its_dynamic_watts_not_its_nodes_idle_draw() -> None:
-    """Seen live on the demo's demand step: a cut predicted to bring the site under the cap
-    left it over, because the freed nodes went on drawing their idle power, and the next
-    decision cut again. 4 replicas of 3 kW on nodes idling at 2 kW, 12 kW over an 11 kW cap:
-    keeping 3 leaves 9 kW + a freed node's 2 kW, over the 10.67 kW the margin allows."""
-    t = target("chat", current=4, watts_per_replica=3000.0, applied=4)
-    settings = HeadroomSettings(idle_watts_per_replica=2000.0)
-    plan = decide_replica_ceilings(scope(t, cap_w=11_000.0), settings, learned(chat=3000.0), 0)
-    assert plan.ceiling("chat") == 2
-    # What the plan predicts counts the freed nodes: 2 x 3 kW + 2 idle nodes x 2 kW.
-    assert plan.predicted_w == pytest.approx(10_000.0)
+def test_no_ceiling_rises_while_the_scope_measures_above_the_cap_less_its_margin() -> None:
+    """Seen live at the demo's start: over the cap, chat's cut made room in the plan and
+    summarise's ceiling rose at once, against savings the measurement did not show yet; the
+    next decision took the raise back (2 -> 3 -> 2 -> 4 -> 2 within 15 s)."""
+    # Chat was cut 5 -> 4 a decision ago; its reading still holds the fifth replica's 6 kW.
+    chat = target("chat", current=4, watts_per_replica=6000.0, applied=4, watts=30_000.0)
+    summarise = replace(
+        target("summarise", current=2, watts_per_replica=2000.0, applied=2, tokens_per_joule=0.3),
+        limited_by_ceiling=True,  # the autoscaler wants more
+    )
+    state = learned(chat=6000.0, summarise=2000.0)
+    state = replace(
+        state, targets={**state.targets, "chat": replace(state.targets["chat"], replicas_seen=5)}
+    )
+    # 34 kW measured: over the 33.95 kW a 35 kW cap leaves after its margin.
+    plan = decide_replica_ceilings(
+        scope(chat, summarise, cap_w=35_000.0), HeadroomSettings(), state, 0
+    )
+    held = next(d for d in plan.decisions if d.target == "summarise")
+    assert (held.new_max_replicas, held.code) == (2, CeilingReason.OVER_CAP_HOLDING)
+    assert "room for 4" in held.reason
+    # Once the measurement is back under, the same room raises it.
+    under = decide_replica_ceilings(
+        scope(chat, summarise, cap_w=36_000.0), HeadroomSettings(), state, 0
+    )
+    assert under.ceiling("summarise") == 4
