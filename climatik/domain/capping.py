@@ -237,6 +237,12 @@ class CapObservation:
             raise ValueError(msg)
 
     @property
+    def breached(self) -> bool:
+        """Measured above the cap itself (not just past a threshold or the margin): the hard
+        limit comes first, so step-downs neither wait nor go gradually."""
+        return self.measured_w is not None and self.measured_w > self.cap_w
+
+    @property
     def utilisation(self) -> float | None:
         """Measured power as a share of the cap, or `None` without data."""
         return None if self.measured_w is None else self.measured_w / self.cap_w

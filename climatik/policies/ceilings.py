@@ -497,9 +497,6 @@ def _decide_headroom(
         # removed before it: over the cap, erring on the side of the higher charge.
         seen = {name: learned.replicas_seen or 0 for name, learned in previous_learners.items()}
         slots = [s.charged_as_measured(seen.get(s.target.name, 0)) for s in slots]
-    # Above the cap itself the hard limit comes first: a step-down takes every replica the
-    # budget no longer holds at once, not `max_step_down_replicas` a decision.
-    breach = observation.measured_w > observation.cap_w
     budget_w = usable_w - untargeted_w
     hysteresis_w = observation.cap_w * settings.hysteresis_fraction
     strict_w = budget_w - hysteresis_w
@@ -599,7 +596,9 @@ def _decide_headroom(
             # Measured from the running replicas, never above the ceiling in force: replicas
             # still draining after a lower ceiling must not lift it again.
             floor = min(target.current_replicas - settings.max_step_down_replicas, last)
-            if new < floor and not breach:
+            # Above the cap itself a step-down takes every replica the budget no longer holds
+            # at once, not `max_step_down_replicas` a decision.
+            if new < floor and not observation.breached:
                 reason += f"; stepping down gradually to {floor} (wanted {new})"
                 new = floor
         planned_w = slot.watts(_clamp(new, target))

@@ -51,7 +51,6 @@ def space_step_downs(
     `state` is the state the plan was decided from (its `step_downs` are the last ones);
     `now_s` is the plan's clock. Targets that left the scope are forgotten.
     """
-    breach = observation.measured_w is not None and observation.measured_w > observation.cap_w
     targets = {t.name: t for t in observation.targets}
     decisions: list[CeilingDecision] = []
     step_downs: dict[str, StepDown] = {}
@@ -62,7 +61,7 @@ def space_step_downs(
             last = None  # not in force: nothing to wait for
         final = decision
         if (
-            not breach
+            not observation.breached
             and last is not None
             and decision.action is CeilingAction.LOWER
             and now_s - last.at_s < interval_s - EARLY_S
