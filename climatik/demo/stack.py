@@ -311,11 +311,11 @@ def running_stack(settings: DemoSettings, say: Callable[[str], None]) -> Iterato
         namespace, name, service_port = IN_CLUSTER_PROMETHEUS
         _, service = local_service(namespace, name, service_port, port)
         _apply(cluster, namespace, [service])
-        say(f"prometheus: {prometheus_url} (http://{name}.{namespace}.svc:{service_port})")
+        in_cluster_url = f"http://{name}.{namespace}.svc:{service_port}"
+        say(f"prometheus: {prometheus_url} ({in_cluster_url})")
 
         racks = sorted(cluster.nodes_by_rack)
         # The demo's own objects name it as the examples do, so every run goes that way.
-        in_cluster_url = f"http://{name}.{namespace}.svc:{service_port}"
         objects = demo_objects(
             s.scenario, s.namespace, in_cluster_url, racks, kserve=s.kserve, speed=s.speed
         )

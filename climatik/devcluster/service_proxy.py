@@ -32,25 +32,11 @@ import aiohttp
 from aiohttp import web
 
 from climatik.devcluster.apiclient import ApiClient
+from climatik.domain.http_headers import NOT_FORWARDED
 
 SUFFIXES = (".svc.cluster.local", ".svc")
 CACHE_TTL_S = 2.0
 """A Service is read again after this long, so a re-pointed one takes effect quickly."""
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
-)
 
 
 class UnroutableError(Exception):
@@ -151,7 +137,7 @@ def make_app(directory: ServiceDirectory) -> web.Application:
             host, port = upstream(service, url.port or 80)
         except UnroutableError as error:
             return web.Response(status=502, text=f"{error}\n")
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED}
         target = url.with_host(host).with_port(port)
         try:
             async with session["client"].request(
@@ -163,7 +149,7 @@ def make_app(directory: ServiceDirectory) -> web.Application:
             ) as answer:
                 response = web.StreamResponse(status=answer.status, reason=answer.reason)
                 for key, value in answer.headers.items():
-                    if key.lower() not in HOP_BY_HOP:
+                    if key.lower() not in NOT_FORWARDED:
                         response.headers.add(key, value)
                 await response.prepare(request)
                 async for chunk in answer.content.iter_any():

@@ -33,6 +33,7 @@ import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
+from climatik.domain.http_headers import HOP_BY_HOP, NOT_FORWARDED
 from climatik.domain.routing import RoutingSettings
 from climatik.policies.routing import pick_endpoint
 from climatik.router.metrics import RouterMetrics
@@ -49,21 +50,6 @@ HTTP_GATEWAY_TIMEOUT = 504
 WHOLE_BODY_MAX_BYTES = 1024 * 1024
 """Answers of a known length up to this size, not SSE, are read whole and sent in one write."""
 
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-_NOT_FORWARDED = _HOP_BY_HOP | {"host", "content-length"}
 
 _UNREACHABLE = (
     aiohttp.ClientConnectorError,
@@ -117,7 +103,7 @@ class Proxy:
         started = self._clock()
         body = await request.read() if request.can_read_body else None
         headers = CIMultiDict(
-            (k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED
+            (k, v) for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED
         )
         session_key = request.headers.get(self._session_header)
         tried: set[str] = set()
@@ -178,7 +164,7 @@ class Proxy:
         name: str,
     ) -> web.StreamResponse:
         headers = CIMultiDict(
-            (k, v) for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP
+            (k, v) for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP
         )
         length = response.content_length
         if (
