@@ -156,14 +156,16 @@ class Policy(CrdModel):
         default=1,
         description=(
             "Most replicas a ceiling drops below the running replicas per step while power is "
-            "under the cap; above the cap a step drops what the cap needs at once."
+            "under the cap; above the cap, measured or predicted for the running replicas at "
+            "their demand, a step drops what the cap needs at once."
         ),
     )
     step_down_interval_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
         default=30,
         description=(
             "Seconds after a target's step-down before its next one (measured power lags a "
-            "step-down); power above the cap and the fail-safe never wait."
+            "step-down); power above the cap (measured or predicted) and the fail-safe never "
+            "wait."
         ),
     )
 

@@ -323,6 +323,9 @@ class TargetLearnerState:
     fell_from: int | None = None
     """While the rate windows still hold the replicas of the last fall in the replica count,
     the count before it (what the measured watts are shared over); else `None`."""
+    rose_from: int | None = None
+    """For `settle_rounds` decisions after a rise in the replica count, the count before it
+    (new replicas still loading their model); else `None`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +372,9 @@ class CeilingPlan:
     """The scope's power the plan predicts once its ceilings are in force (headroom)."""
     prediction_error_w: float | None = None
     """Measured minus what the previous plan predicted for now: the power model's error."""
+    breach_ahead: bool = False
+    """The power model predicts the running replicas, at their demand, above the cap itself:
+    step-downs neither wait nor go gradually, as for a measured breach."""
 
     def ceiling(self, target: str) -> int:
         """The new ceiling of `target` (raises KeyError for an unknown name)."""

@@ -12,7 +12,7 @@ Two policies turn one `CapObservation` into one `CeilingPlan`:
   the most efficient targets (tokens per joule) keep theirs longest; growth is shared by a
   divisor (D'Hondt) rule weighted by efficiency and bounded per decision. A hysteresis band
   keeps ceilings still while the estimate wobbles, and under the cap a lowered ceiling steps
-  down gradually (above it, at once).
+  down gradually (above it, or predicted above it, at once).
 
   Power follows work, not replicas: where a target's demand is measured
   (`TargetObservation.demand_tokens_per_s`), a replica is charged what it will add. A target's
@@ -21,11 +21,14 @@ Two policies turn one `CapObservation` into one `CeilingPlan`:
   n x a full replica's when that is less. So the replicas a demand needs cost its dynamic
   power, and further replicas (shorter queues, better latency) cost only the idle draw they
   would have drawn anyway. Without a demand signal every replica is charged its learned
-  full-load watts, as before.
+  full-load watts, as before. Replicas an autoscaler has just added while held by the ceiling
+  are all charged a full load: it sees a demand step before the demand estimate does, and they
+  draw once their model has loaded; predicted over the cap itself, they are cut at once.
 
 Guarantees of both: ceilings stay within [min replicas, user max]; missing data (`None`) never
 lowers a ceiling; after `max_data_age_s` without data the configured safe ceiling applies; below
-a breach of the cap, a target's step-downs are at least `step_down_interval_s` apart.
+a breach of the cap (measured or predicted), a target's step-downs are at least
+`step_down_interval_s` apart.
 The functions are pure: the learner's memory travels in the returned `CappingState`.
 """
 
@@ -215,6 +218,9 @@ class _Slot:
     full_dynamic_w: float | None = None
     """Dynamic watts of one replica at full load, from the energy model; `None`: the learned
     `watts_per_replica` less the idle draw."""
+    rising: bool = False
+    """The autoscaler added replicas within the last `settle_rounds` decisions: some may still
+    be loading their model, not yet drawing what they will."""
 
     def full_w(self) -> float:
         """Dynamic watts of one replica at full load: the energy model's, else the learned
@@ -234,6 +240,21 @@ class _Slot:
     def watts(self, replicas: int) -> float:
         """Predicted watts of `replicas` replicas (no idle credit)."""
         return sum(self.replica_w(k) for k in range(1, replicas + 1))
+
+    def scaled_up_against_its_ceiling(self) -> _Slot:
+        """This row with every running replica busy: the autoscaler has just added replicas
+        and is still held by the ceiling.
+
+        The autoscaler sees a demand step before the demand estimate does (a backlog counts
+        in it over a minute of draining), and its new replicas draw their load only once
+        their model has loaded: scaled up to the ceiling and wanting more, it says each will
+        serve a full load (its own, as learned). Only while the new replicas settle: held by
+        the ceiling at a steady count, the measured demand decides."""
+        target = self.target
+        if not self.rising or self.demand_w is None or target.limited_by_ceiling is not True:
+            return self
+        busy_w = target.current_replicas * self.full_w()
+        return self if busy_w <= self.demand_w else replace(self, demand_w=busy_w)
 
     def charged_as_measured(self, measured_over: int) -> _Slot:
         """This row with its running replicas charged at least what they draw now.
@@ -396,6 +417,21 @@ def _predicted_scope_watts(
     return total_w - min(untargeted_w, credit_w * growth)
 
 
+def _running_watts(slots: list[_Slot], measured_w: float) -> float:
+    """What the scope will draw once the replicas an autoscaler has just added serve their
+    demand: the measurement, with each such target at its model's watts where those are
+    higher. Above the cap itself the cut comes now, before those replicas have loaded their
+    model (about a minute) and drawn their load. Every other target counts as measured: at a
+    steady count the model's distance from the measurement is its error (and the uncertainty
+    it charges), not load to come; so is that of a target without a demand signal."""
+    ahead_w = 0.0
+    for slot in slots:
+        target = slot.target
+        if slot.rising and slot.demand_w is not None and target.watts is not None:
+            ahead_w += max(0.0, slot.watts(target.current_replicas) - target.watts)
+    return measured_w + ahead_w
+
+
 def _decide_headroom(
     observation: CapObservation,
     settings: HeadroomSettings,
@@ -466,23 +502,23 @@ def _decide_headroom(
                 math.ceil(settings.step_up_fraction * target.current_replicas),
             )
         )
-        slots.append(
-            _Slot(
-                target=target,
-                watts_per_replica=max(estimate, settings.idle_watts_per_replica),
-                weight=weight,
-                keep_upto=min(target.user_max_replicas, target.current_replicas),
-                grow_upto=min(target.user_max_replicas, target.current_replicas + step_up),
-                hold_upto=min(
-                    target.user_max_replicas,
-                    max(target.current_replicas + step_up, target.applied_max_replicas),
-                ),
-                pressing=target.wants_more_replicas,
-                fixed_w=settings.idle_watts_per_replica,
-                demand_w=demand_watts(target, learners[target.name], settings),
-                full_dynamic_w=full_dynamic_watts(learners[target.name], settings),
-            )
+        slot = _Slot(
+            target=target,
+            watts_per_replica=max(estimate, settings.idle_watts_per_replica),
+            weight=weight,
+            keep_upto=min(target.user_max_replicas, target.current_replicas),
+            grow_upto=min(target.user_max_replicas, target.current_replicas + step_up),
+            hold_upto=min(
+                target.user_max_replicas,
+                max(target.current_replicas + step_up, target.applied_max_replicas),
+            ),
+            pressing=target.wants_more_replicas,
+            fixed_w=settings.idle_watts_per_replica,
+            demand_w=demand_watts(target, learners[target.name], settings),
+            full_dynamic_w=full_dynamic_watts(learners[target.name], settings),
+            rising=learners[target.name].rose_from is not None,
         )
+        slots.append(slot.scaled_up_against_its_ceiling())
     state = replace(state, no_data_since_s=None, last_scope_data_s=now_s)
 
     # Load under the cap that the allocation does not control: other pods, idle servers, and
@@ -498,6 +534,9 @@ def _decide_headroom(
         seen = {name: learned.replicas_seen or 0 for name, learned in previous_learners.items()}
         slots = [s.charged_as_measured(seen.get(s.target.name, 0)) for s in slots]
     budget_w = usable_w - untargeted_w
+    breach_ahead = observation.breached or (
+        _running_watts(slots, observation.measured_w) > observation.cap_w
+    )
     hysteresis_w = observation.cap_w * settings.hysteresis_fraction
     strict_w = budget_w - hysteresis_w
     deferrable_budget_w: float | None = None
@@ -596,9 +635,9 @@ def _decide_headroom(
             # Measured from the running replicas, never above the ceiling in force: replicas
             # still draining after a lower ceiling must not lift it again.
             floor = min(target.current_replicas - settings.max_step_down_replicas, last)
-            # Above the cap itself a step-down takes every replica the budget no longer holds
-            # at once, not `max_step_down_replicas` a decision.
-            if new < floor and not observation.breached:
+            # Above the cap itself, or predicted above it, a step-down takes every replica the
+            # budget no longer holds at once, not `max_step_down_replicas` a decision.
+            if new < floor and not breach_ahead:
                 reason += f"; stepping down gradually to {floor} (wanted {new})"
                 new = floor
         planned_w = slot.watts(_clamp(new, target))
@@ -635,6 +674,7 @@ def _decide_headroom(
         predicted_w=predicted_w,
         prediction_error_w=error_w,
         budget_w=budget_w,
+        breach_ahead=breach_ahead,
         reason=(
             f"{observation.measured_w:.0f} W of {observation.cap_w:.0f} W measured; "
             f"{budget_w:.0f} W for the targets after a {settings.safety_margin_fraction:.0%} margin"

@@ -105,6 +105,11 @@ def learn_energy_model(
             if held
             else _lagged_replicas(previous, target, settings) or None
         ),
+        rose_from=(
+            (previous.rose_from if steady_rounds < settings.settle_rounds else None)
+            if held
+            else (seen if seen is not None and target.current_replicas > seen else None)
+        ),
         demand_tokens_per_s=_demand_envelope(previous.demand_tokens_per_s, target, settings),
     )
     if not steady or settings.idle_pending or target.watts is None or target.current_replicas <= 0:

@@ -7,7 +7,8 @@ once a target's ceiling is stepped down, the next step-down of that target waits
 interval; until then its ceiling holds (`CeilingReason.STEP_DOWN_WAITING`).
 
 Two exceptions keep the cap safe: when the measured power is above the cap itself (a breach,
-not just the capping threshold), a step-down never waits; nor does the fail-safe ceiling (data
+not just the capping threshold), or the plan's power model predicts the running replicas above
+it (`CeilingPlan.breach_ahead`), a step-down never waits; nor does the fail-safe ceiling (data
 missing too long). Raising never waits. A step-down that is not in force (a write refused on a
 conflict, or a ceiling raised again since) makes nothing wait.
 
@@ -61,7 +62,7 @@ def space_step_downs(
             last = None  # not in force: nothing to wait for
         final = decision
         if (
-            not observation.breached
+            not (observation.breached or plan.breach_ahead)
             and last is not None
             and decision.action is CeilingAction.LOWER
             and now_s - last.at_s < interval_s - EARLY_S

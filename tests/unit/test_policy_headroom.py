@@ -15,6 +15,7 @@ from climatik.domain.capping import (
     CeilingAction,
     CeilingReason,
     RackObservation,
+    StepDown,
     TargetLearnerState,
     TargetObservation,
 )
@@ -843,3 +844,77 @@ def test_no_ceiling_rises_while_the_scope_measures_above_the_cap_less_its_margin
         scope(chat, summarise, cap_w=36_000.0), HeadroomSettings(), state, 0
     )
     assert under.ceiling("summarise") == 4
+
+
+def test_a_breach_the_model_predicts_is_cut_at_once_not_gradually() -> None:
+    """After a demand step the replicas an autoscaler starts draw their load only once their
+    model has loaded; cut when the model sees them over the cap, not once the meter does."""
+    # The autoscaler has just grown chat 2 -> 6; its backlog asks for 40,000 tokens/s, and its
+    # replicas, still loading, serve at the old level: the scope measures 24 kW of 50.
+    chat = serving(
+        "chat", 6, tokens_per_s=1800.0, demand_tokens_per_s=40_000.0, applied=6, user_max=8
+    )
+    learned_chat = replace(
+        model_state(chat=(IDLE_W + 6000.0, 4.0, 1500.0)).targets["chat"], replicas_seen=2
+    )
+    state = CappingState(targets={"chat": learned_chat})
+    settings = replace(MODEL, max_step_down_replicas=1)
+    observation = scope(chat, cap_w=50_000.0)
+    assert observation.measured_w is not None
+    assert observation.measured_w < 50_000.0
+    plan = decide_replica_ceilings(observation, settings, state, 0.0)
+    # 6 x 8.8 kW = 52.8 kW: over the cap itself. 48.5 kW usable hold 5 replicas; the cut goes
+    # there at once, and a step-down a moment ago does not make it wait.
+    assert plan.breach_ahead
+    assert plan.ceiling("chat") == 5
+    waited = replace(state, step_downs={"chat": StepDown(at_s=0.0, to_replicas=6)})
+    assert decide_replica_ceilings(observation, settings, waited, 1.0).ceiling("chat") == 5
+    # With an autoscaler content with its 6 and a smaller backlog (7,500 tokens/s), predicted
+    # under the cap (46.8 kW of 47) but over the budget its 10 % margin leaves, which holds 4
+    # replicas, the cut goes gradually.
+    calm = replace(chat, demand_tokens_per_s=7500.0, limited_by_ceiling=False)
+    margin = replace(settings, safety_margin_fraction=0.1)
+    plan = decide_replica_ceilings(scope(calm, cap_w=47_000.0), margin, state, 0.0)
+    assert not plan.breach_ahead
+    assert plan.ceiling("chat") == 5
+    assert "gradually to 5 (wanted 4)" in plan.decisions[0].reason
+    # At a steady count the model above the measurement is its error (and the uncertainty it
+    # charges), not load to come: under a 40 kW cap, which holds 4, the cut goes gradually.
+    steady = CappingState(targets={"chat": replace(learned_chat, replicas_seen=6)})
+    plan = decide_replica_ceilings(scope(chat, cap_w=40_000.0), settings, steady, 0.0)
+    assert not plan.breach_ahead
+    assert "gradually to 5 (wanted 4)" in plan.decisions[0].reason
+
+
+def test_replicas_an_autoscaler_just_added_against_the_ceiling_are_charged_full_load() -> None:
+    """Seen live on the demo's demand step: KEDA scaled both services to their ceilings two
+    seconds after the step; the demand estimate (served tokens and the backlog drained over a
+    minute) still said little, and the site went 37 % over once the new replicas loaded."""
+    # Chat was at 2 replicas; the autoscaler has just started 6 (its ceiling) and wants more.
+    # They serve the old level still (1,200 tokens/s, backlog small): 6 x 2.8 kW + 4.8 kW.
+    chat = serving(
+        "chat", 6, tokens_per_s=1200.0, demand_tokens_per_s=1500.0, applied=6, user_max=8
+    )
+    state = model_state(chat=(IDLE_W + 6000.0, 4.0, 1500.0))
+    state = replace(
+        state, targets={"chat": replace(state.targets["chat"], replicas_seen=2, steady_rounds=9)}
+    )
+    observation = scope(chat, cap_w=50_000.0)
+    plan = decide_replica_ceilings(observation, MODEL, state, 0.0)
+    # Each will serve a full load (8.8 kW): 52.8 kW, over the cap; 5 fit 48.5 kW, cut now.
+    assert plan.state.targets["chat"].rose_from == 2
+    assert plan.breach_ahead
+    assert plan.ceiling("chat") == 5
+    # At a steady count, or with an autoscaler content with its replicas, the demand decides.
+    steady = replace(
+        state, targets={"chat": replace(state.targets["chat"], replicas_seen=6, steady_rounds=9)}
+    )
+    assert decide_replica_ceilings(observation, MODEL, steady, 0.0).ceiling("chat") >= 6
+    content = scope(replace(chat, limited_by_ceiling=False), cap_w=50_000.0)
+    assert decide_replica_ceilings(content, MODEL, state, 0.0).ceiling("chat") >= 6
+    # The rise is remembered while the new replicas settle, then forgotten.
+    later = plan.state
+    for _ in range(MODEL.settle_rounds):
+        assert later.targets["chat"].rose_from == 2
+        later = decide_replica_ceilings(observation, MODEL, later, 0.0).state
+    assert later.targets["chat"].rose_from is None
