@@ -918,3 +918,47 @@ def test_replicas_an_autoscaler_just_added_against_the_ceiling_are_charged_full_
         assert later.targets["chat"].rose_from == 2
         later = decide_replica_ceilings(observation, MODEL, later, 0.0).state
     assert later.targets["chat"].rose_from is None
+
+
+@given(
+    current=st.integers(1, 12),
+    rose_by=st.integers(1, 6),
+    applied=st.integers(1, 16),
+    served_per_replica=st.floats(50.0, 1500.0),
+    backlog=st.floats(0.0, 20_000.0),
+    full_tokens=st.one_of(st.none(), st.floats(300.0, 2000.0)),
+    other_w=st.floats(0.0, 40_000.0),
+    cap_w=st.floats(20_000.0, 120_000.0),
+)
+def test_charging_replicas_just_added_as_busy_never_raises_their_ceiling(
+    current: int,
+    rose_by: int,
+    applied: int,
+    served_per_replica: float,
+    backlog: float,
+    full_tokens: float | None,
+    other_w: float,
+    cap_w: float,
+) -> None:
+    """The busy charge and the cut it may bring only ever hold a rising target lower."""
+    served = current * served_per_replica
+    chat = serving(
+        "chat",
+        current,
+        tokens_per_s=served,
+        demand_tokens_per_s=served + backlog,
+        applied=applied,
+        user_max=16,
+    )
+    learner = model_state(chat=(IDLE_W + 4.0 * served_per_replica, 4.0, full_tokens)).targets[
+        "chat"
+    ]
+    steady = CappingState(targets={"chat": replace(learner, replicas_seen=current)})
+    rising = CappingState(
+        targets={"chat": replace(learner, replicas_seen=max(0, current - rose_by))}
+    )
+    observation = scope(chat, other_w=other_w, cap_w=cap_w)
+    calm = decide_replica_ceilings(observation, MODEL, steady, 0.0)
+    busy = decide_replica_ceilings(observation, MODEL, rising, 0.0)
+    assert busy.state.targets["chat"].rose_from is not None
+    assert busy.ceiling("chat") <= calm.ceiling("chat")
