@@ -79,7 +79,7 @@ def prometheus_pool(
     """The shared Prometheus read layer the settings ask for (one per controller)."""
     return PrometheusPool(
         session_factory,
-        cache_ttl_s=settings.prometheus_cache_ttl_s,
+        cache_ttl_s=settings.cache_ttl_in_force_s,
         breaker=BreakerSettings(
             settings.prometheus_breaker_initial_s, settings.prometheus_breaker_max_s
         ),

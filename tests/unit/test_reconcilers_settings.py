@@ -4,15 +4,18 @@ the new one is empty, and the controller says so at start-up."""
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
 import structlog
 
 from climatik.kube.client import KubeClient
+from climatik.reconcilers.powercap_measure import prometheus_pool
 from climatik.reconcilers.settings import CappingSettings, PlacementSettings
 from climatik.runtime.capping import power_cap_controller
 from climatik.runtime.manager import Manager
 from climatik.runtime.settings import KubeSettings, LeaderElectionSettings, RuntimeSettings
 from climatik.sources.power_queries import TokensQueryConfig, build_grouped_tokens_query
+from climatik.sources.prometheus import PrometheusSettings
 
 NEW = "CLIMATIK_CAPPING__ALLOWED_HOSTS"
 OLD = "CLIMATIK_CAPPING__ALLOWED_PROMETHEUS_HOSTS"
@@ -75,3 +78,25 @@ def test_the_tokens_rate_window_follows_the_setting(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("CLIMATIK_CAPPING__TOKENS_WINDOW_S", "1")
     with pytest.raises(ValueError, match="greater than or equal to 2"):
         CappingSettings()
+
+
+@pytest.mark.parametrize(
+    ("interval_s", "ttl_s", "kept_s"),
+    [
+        (15.0, 5.0, 5.0),  # the defaults: a third of the interval is more than the TTL
+        (3.0, 5.0, 1.0),  # a demo's compressed interval: the TTL follows it
+        (3.0, 0.0, 0.0),  # no keeping stays no keeping
+    ],
+)
+def test_an_answer_is_kept_at_most_a_third_of_the_control_interval(
+    interval_s: float, ttl_s: float, kept_s: float
+) -> None:
+    """A kept answer is handed over for up to two TTLs: any longer than a third of the
+    interval and a round decides on the reading of the round before."""
+    settings = CappingSettings(interval_s=interval_s, prometheus_cache_ttl_s=ttl_s)
+
+    async def no_session() -> aiohttp.ClientSession:
+        raise AssertionError("building the pool opens no session")
+
+    pool = prometheus_pool(settings, no_session)
+    assert pool.ttl_s(PrometheusSettings(max_sample_age_s=None)) == pytest.approx(kept_s)
