@@ -29,7 +29,7 @@ import structlog
 
 from climatik.api.status import ConditionUpdate, peer_status, status_from_wire
 from climatik.api.status_models import ConditionStatus, ConditionType
-from climatik.domain.capping import CappingState, CeilingDecision, CeilingPlan
+from climatik.domain.capping import CapObservation, CappingState, CeilingDecision, CeilingPlan
 from climatik.domain.config import PowerCappingConfig, TargetKind
 from climatik.kube.cache import Cache, EventSink
 from climatik.kube.client import ApiError, KubeClient
@@ -260,6 +260,7 @@ class PowerCapReconciler:
             ),
         )
         observation, plan = decided.observation, decided.plan
+        _trace_round(observation, plan)
         acted = await self._act(obj, config, key, plan, targets, held=held)
         if acted is None:
             memory.decided_s = None
@@ -572,6 +573,31 @@ class PowerCapReconciler:
         )
         if memory is not None and written and refresh:
             memory.status_written_s = now_s
+
+
+def _trace_round(observation: CapObservation, plan: CeilingPlan) -> None:
+    """Every round's inputs and outcome at debug level: why a ceiling moved (or did not) a
+    few seconds after a demand step is read from these lines, not reconstructed."""
+    log.debug(
+        "round_decided",
+        measured_w=observation.measured_w,
+        cap_w=observation.cap_w,
+        breach_ahead=plan.breach_ahead,
+        predicted_w=plan.predicted_w,
+        targets={
+            t.name: {
+                "replicas": t.current_replicas,
+                "ceiling": t.applied_max_replicas,
+                "limited": t.limited_by_ceiling,
+                "watts": t.watts,
+                "demand_tokens_per_s": t.demand_tokens_per_s,
+                "rising": (learned := plan.state.targets.get(t.name)) is not None
+                and learned.rose_from is not None,
+            }
+            for t in observation.targets
+        },
+        decisions={d.target: [d.new_max_replicas, d.reason] for d in plan.decisions},
+    )
 
 
 def _capped_by(obj: JsonObject) -> str | None:
