@@ -11,11 +11,13 @@ power (`demo.step`): the reaction time to each step up and the ceilings' changes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -29,6 +31,22 @@ _Parser = TypeVar("_Parser", bound=argparse.ArgumentParser)
 SAMPLE_EVERY_S = 1.0
 """How often the loop samples power, replicas and ceilings (the reaction time's resolution)."""
 KEDA_POLLING_S = 5.0
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`timeout`, a CI runner, `kill`) stops the demo like Ctrl-C: the stack's
+    `finally` takes the cluster and every process down. Python's own SIGTERM ends the process
+    at once and left a dozen components running."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def add_demo_parser(subparsers: argparse._SubParsersAction[_Parser]) -> None:
@@ -113,7 +131,10 @@ def run_demo(args: argparse.Namespace) -> int:
         kserve=args.kserve,
     )
     samples: list[LiveSample] = []
-    with running_stack(settings, lambda line: print(line, flush=True)) as stack:
+    with (
+        sigterm_as_interrupt(),
+        running_stack(settings, lambda line: print(line, flush=True)) as stack,
+    ):
         started = time.monotonic()
         deadline = started + settings.minutes * 60.0
         next_line = started

@@ -4,11 +4,15 @@ its progress line."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from typing import Any
 
 import pytest
 
 from climatik.api.resource import PowerCappingConfig
+from climatik.demo.cli import sigterm_as_interrupt
 from climatik.demo.manifests import (
     SITE_POWER_QUERY,
     demo_objects,
@@ -136,3 +140,22 @@ def test_summary_reads_the_worlds_figures_as_simulate_names_them() -> None:
         "idle: 0 tokens, SLO attainment -",
     ]
     assert summary_lines(None, None, {}) == ["the world reported no figures"]
+
+
+def test_sigterm_stops_the_demo_like_ctrl_c() -> None:
+    """`timeout` or a CI runner ends the demo with SIGTERM: the stack must still come down."""
+    before = signal.getsignal(signal.SIGTERM)
+    torn_down = []
+
+    def run_until_terminated() -> None:
+        with sigterm_as_interrupt():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler runs in the main thread at the next bytecode
+            finally:
+                torn_down.append(True)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_until_terminated()
+    assert torn_down == [True]
+    assert signal.getsignal(signal.SIGTERM) is before
