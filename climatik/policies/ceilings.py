@@ -223,11 +223,22 @@ class _Slot:
     be loading their model, not yet drawing what they will."""
 
     def full_w(self) -> float:
-        """Dynamic watts of one replica at full load: the energy model's, else the learned
-        `watts_per_replica` less the idle draw."""
+        """Dynamic watts of one replica at full load: the energy model's, else (never seen
+        saturated) the learned `watts_per_replica` less the idle draw, or the running
+        replicas' share of the demand's dynamic watts where that is more.
+
+        A replica never seen saturated has drawn less than its full load, so its measured
+        draw only bounds that from below; after a demand step its replicas take the demand
+        asked of them until they saturate (then the model learns their full load). Capping
+        each at its low-load draw charged replicas just added about two thirds of what they
+        drew at the first step of a demo."""
         if self.full_dynamic_w is not None:
             return self.full_dynamic_w
-        return max(0.0, self.watts_per_replica - self.fixed_w)
+        measured_w = max(0.0, self.watts_per_replica - self.fixed_w)
+        running = self.target.current_replicas
+        if self.demand_w is None or running <= 0:
+            return measured_w
+        return max(measured_w, self.demand_w / running)
 
     def replica_w(self, k: int) -> float:
         """What the k-th replica (1-based) adds: its node's idle draw plus the dynamic power

@@ -920,6 +920,30 @@ def test_replicas_an_autoscaler_just_added_against_the_ceiling_are_charged_full_
     assert later.targets["chat"].rose_from is None
 
 
+def test_a_target_never_seen_saturated_is_charged_the_demand_its_replicas_take() -> None:
+    """Seen live at a demo's first step: summarise, never saturated at its trough, had the
+    replicas KEDA had just added charged its low-load draw (6.5 kW each) where they drew
+    9.2 kW, and the site went 4 % over the cap before the meter cut them."""
+    # At its trough a replica served 1,000 tokens/s at 4 J/token: 6.8 kW, never saturated.
+    state = model_state(summarise=(IDLE_W + 4000.0, 4.0, None))
+    state = replace(
+        state,
+        targets={"summarise": replace(state.targets["summarise"], replicas_seen=1)},
+    )
+    # The autoscaler has just gone 1 -> 3 and wants more; the demand asks 6,000 tokens/s.
+    summarise = serving("summarise", 3, tokens_per_s=3000.0, demand_tokens_per_s=6000.0, applied=3)
+    plan = decide_replica_ceilings(scope(summarise, cap_w=30_000.0), MODEL, state, 0.0)
+    # Its three replicas take 8 kW of dynamic power each (24 kW at 4 J/token), not the 4 kW
+    # of the trough: 32.4 kW, over the 30 kW cap itself. Two fit (21.6 kW), at once.
+    assert plan.breach_ahead
+    assert plan.ceiling("summarise") == 2
+    # Where the demand is what its replicas drew at the trough, their draw is the charge.
+    calm = replace(summarise, demand_tokens_per_s=3000.0, limited_by_ceiling=False)
+    calm_plan = decide_replica_ceilings(scope(calm, cap_w=30_000.0), MODEL, state, 0.0)
+    assert not calm_plan.breach_ahead
+    assert calm_plan.ceiling("summarise") >= 3
+
+
 @given(
     current=st.integers(1, 12),
     rose_by=st.integers(1, 6),
