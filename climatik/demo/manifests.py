@@ -209,12 +209,7 @@ def rack_constraints(scenario: Scenario, racks: Sequence[str]) -> list[JsonDict]
 
 
 def power_capping_config(
-    scenario: Scenario,
-    prometheus_url: str,
-    racks: Sequence[str] = (),
-    *,
-    kserve: bool = False,
-    speed: float = 1.0,
+    scenario: Scenario, prometheus_url: str, racks: Sequence[str] = (), *, kserve: bool = False
 ) -> JsonDict:
     targets: JsonDict = (
         {"targetSelector": {"matchLabels": {DEMO_LABEL: "true"}}}
@@ -252,14 +247,11 @@ def power_capping_config(
                 "prometheusAddress": prometheus_url,
             },
             # The twin's tuning, so live and twin run the same policy (the CRD's defaults,
-            # 5 % and 5 %, are more cautious than the twin's), its step-down interval
-            # compressed by the speed like the autoscalers' windows: 30 wall seconds at 10x
-            # spaced live step-downs ten of the twin's decisions apart instead of one.
+            # 5 % and 5 %, are more cautious than the twin's).
             "policy": {
                 "type": "Headroom",
                 "safetyMarginPercent": round(100 * TWIN_HEADROOM.safety_margin_fraction),
                 "hysteresisPercent": round(100 * TWIN_HEADROOM.hysteresis_fraction),
-                "stepDownIntervalSeconds": round(TWIN_HEADROOM.step_down_interval_s / speed),
             },
             **({"rackConstraints": rack_constraints(scenario, racks)} if racks else {}),
         },
@@ -278,7 +270,7 @@ def demo_objects(
     """Everything the demo applies in its namespace, Deployments first; `racks` are the
     cluster's rack label values; the autoscalers' windows compressed by `speed`."""
     gpus = scenario.racks.gpus_per_server
-    config = power_capping_config(scenario, prometheus_url, racks, kserve=kserve, speed=speed)
+    config = power_capping_config(scenario, prometheus_url, racks, kserve=kserve)
     if kserve:
         isvcs = (inference_service(s, gpus, prometheus_url, namespace) for s in scenario.services)
         return [*isvcs, config]

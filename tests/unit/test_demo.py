@@ -79,8 +79,6 @@ def test_the_live_loop_runs_the_twins_tuning_and_the_autoscalers_windows_compres
     twin = HeadroomSettings()
     assert config.spec.policy.safety_margin_percent == round(100 * twin.safety_margin_fraction)
     assert config.spec.policy.hysteresis_percent == round(100 * twin.hysteresis_fraction)
-    # Its step-down interval compressed like the windows: one twin decision apart, not ten.
-    assert config.spec.policy.step_down_interval_seconds == round(twin.step_down_interval_s / 10)
 
 
 def test_the_cap_is_the_scenarios_site_cap_over_every_nodes_power() -> None:
