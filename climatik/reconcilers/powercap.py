@@ -19,6 +19,7 @@ spec generation, not one per reconcile.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -577,7 +578,10 @@ class PowerCapReconciler:
 
 def _trace_round(observation: CapObservation, plan: CeilingPlan) -> None:
     """Every round's inputs and outcome at debug level: why a ceiling moved (or did not) a
-    few seconds after a demand step is read from these lines, not reconstructed."""
+    few seconds after a demand step is read from these lines, not reconstructed. Built only
+    when debug is on: a controller with thousands of configs decides hundreds a second."""
+    if not log.is_enabled_for(logging.DEBUG):
+        return
     log.debug(
         "round_decided",
         measured_w=observation.measured_w,
