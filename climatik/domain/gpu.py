@@ -113,6 +113,29 @@ class ClockChoice:
         return 1.0 - self.chosen.tokens_per_s / base if base > 0 else 0.0
 
 
+class GpuError(Exception):
+    """An NVML failure in words: `reason` is NotSupported, NoPermission, GpuLost, ..."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class GpuInventory:
+    """What a GPU says about itself before anything is changed."""
+
+    index: int
+    uuid: str
+    name: str
+    sm_clock_mhz: int
+    supported_sm_clocks_mhz: tuple[int, ...]
+    power_w: float
+    power_limit_w: float
+    power_limit_range_w: tuple[float, float]
+
+
 TUNE_NODE_LABEL = "climatik-project.ai/gpu-tune-node"
 """Label carried by tuning Jobs and their result ConfigMaps: the node they tune."""
 TUNE_RESULT_KEY = "result.json"

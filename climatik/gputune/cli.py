@@ -18,6 +18,11 @@ from typing import Any
 
 from climatik.domain.errors import UsageError
 from climatik.domain.gpu import ClockSample
+from climatik.domain.gpu_tune_result import (
+    DEFAULT_MEASURE_S,
+    DEFAULT_SETTLE_S,
+    DEFAULT_SWEEP_POINTS,
+)
 from climatik.policies.gpu_clock import DEFAULT_MAX_THROUGHPUT_LOSS
 
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -57,20 +62,25 @@ def add_gpu_tune_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--sweep-points",
         type=int,
-        default=8,
-        help="how many SM clocks to measure, spread over the supported range (default 8)",
+        default=DEFAULT_SWEEP_POINTS,
+        help=(
+            "how many SM clocks to measure, spread over the supported range "
+            f"(default {DEFAULT_SWEEP_POINTS})"
+        ),
     )
     parser.add_argument(
         "--settle-s",
         type=float,
-        default=20.0,
-        help="seconds to wait after locking a clock before measuring (default 20)",
+        default=DEFAULT_SETTLE_S,
+        help=(
+            f"seconds to wait after locking a clock before measuring (default {DEFAULT_SETTLE_S:g})"
+        ),
     )
     parser.add_argument(
         "--measure-s",
         type=float,
-        default=30.0,
-        help="seconds to measure power and tokens at each clock (default 30)",
+        default=DEFAULT_MEASURE_S,
+        help=f"seconds to measure power and tokens at each clock (default {DEFAULT_MEASURE_S:g})",
     )
     parser.add_argument(
         "--max-throughput-loss",
@@ -192,21 +202,12 @@ async def _tune(args: argparse.Namespace, mode: Any) -> Any:
 
 
 async def _store(target: str, kubeconfig: str | None, document: dict[str, Any]) -> None:
-    from climatik.domain.gpu import TUNE_NODE_LABEL, TUNE_RESULT_KEY, node_label_value
+    from climatik.domain.gpu_tune_result import result_configmap
     from climatik.kube.client import ApiError, KubeClient
     from climatik.kube.resources import CONFIGMAPS
 
     namespace, _, name = target.partition("/")
-    body = {
-        "apiVersion": CONFIGMAPS.api_version,
-        "kind": CONFIGMAPS.kind,
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {TUNE_NODE_LABEL: node_label_value(document.get("node") or "unknown")},
-        },
-        "data": {TUNE_RESULT_KEY: json.dumps(document)},
-    }
+    body = result_configmap(namespace, name, document)
     client = await KubeClient.from_config(kubeconfig)
     try:
         try:

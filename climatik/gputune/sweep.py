@@ -8,94 +8,25 @@ signal, a bug), clocks the sweep locked are reset unless the chosen clock is bei
 from __future__ import annotations
 
 import asyncio
-import enum
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
-from climatik.domain.gpu import ClockChoice, ClockSample
+from climatik.domain.gpu import ClockSample
+from climatik.domain.gpu_tune_result import (
+    DEFAULT_MEASURE_S,
+    DEFAULT_SETTLE_S,
+    DEFAULT_SWEEP_POINTS,
+    GpuTuneResult,
+    TuneMode,
+)
 from climatik.policies.gpu_clock import ClockBounds, candidate_clocks, choose_gpu_clock
-from climatik.sources.gpu import GpuDevice, GpuError, GpuInventory, ThroughputProbe
+from climatik.sources.gpu import GpuDevice, GpuError, ThroughputProbe
+
+__all__ = ["GpuTuneResult", "Sleep", "SweepProgress", "TuneMode", "tune_gpus"]
 
 Sleep = Callable[[float], Awaitable[None]]
 SweepProgress = Callable[[int, int, ClockSample | None], None]
 """Told (clocks measured, clocks planned, the latest sample) before the sweep and after each
 clock; the sample is ``None`` before the first."""
-
-
-class TuneMode(enum.StrEnum):
-    """How far the Job may go."""
-
-    DRY_RUN = "dry-run"
-    """Read inventory and print the sweep plan; change nothing."""
-    RECOMMEND = "recommend"
-    """Sweep, report the best clock, then restore the defaults."""
-    APPLY = "apply"
-    """Sweep and keep the best clock locked."""
-
-
-@dataclass
-class GpuTuneResult:
-    """Everything a tuning run learned; serialised into the result ConfigMap."""
-
-    mode: TuneMode
-    inventory: list[GpuInventory]
-    planned_clocks_mhz: list[int]
-    samples: list[ClockSample] = field(default_factory=list)
-    choice: ClockChoice | None = None
-    applied_clock_mhz: int | None = None
-    error: GpuError | None = None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.error is None
-
-    def to_json(self) -> dict[str, Any]:
-        """A plain-JSON form for ConfigMaps, logs and the controller."""
-
-        def sample(s: ClockSample) -> dict[str, Any]:
-            return {
-                "clockMHz": s.clock_mhz,
-                "watts": round(s.watts, 2),
-                "tokensPerSecond": round(s.tokens_per_s, 3),
-                "tokensPerJoule": round(s.tokens_per_joule, 5),
-                "p99TokenLatencySeconds": s.p99_token_latency_s,
-            }
-
-        result: dict[str, Any] = {
-            "mode": str(self.mode),
-            "gpus": [
-                {
-                    "index": g.index,
-                    "uuid": g.uuid,
-                    "name": g.name,
-                    "smClockMHz": g.sm_clock_mhz,
-                    "supportedSmClocksMHz": [
-                        max(g.supported_sm_clocks_mhz, default=0),
-                        min(g.supported_sm_clocks_mhz, default=0),
-                    ],
-                    "powerWatts": round(g.power_w, 2),
-                    "powerLimitWatts": g.power_limit_w,
-                    "powerLimitRangeWatts": list(g.power_limit_range_w),
-                }
-                for g in self.inventory
-            ],
-            "plannedClocksMHz": self.planned_clocks_mhz,
-            "samples": [sample(s) for s in self.samples],
-            "appliedClockMHz": self.applied_clock_mhz,
-        }
-        if self.choice is not None:
-            result["choice"] = {
-                "clockMHz": self.choice.clock_mhz,
-                "reason": self.choice.reason,
-                "before": sample(self.choice.baseline),
-                "after": sample(self.choice.chosen),
-                "tokensPerJouleGain": round(self.choice.tokens_per_joule_gain, 4),
-                "throughputLoss": round(self.choice.throughput_loss, 4),
-            }
-        if self.error is not None:
-            result["error"] = {"reason": self.error.reason, "message": self.error.message}
-        return result
 
 
 async def _lock_all(devices: Sequence[GpuDevice], clock_mhz: int) -> None:
@@ -134,9 +65,9 @@ async def tune_gpus(
     *,
     mode: TuneMode,
     bounds: ClockBounds,
-    sweep_points: int = 8,
-    settle_s: float = 20.0,
-    measure_s: float = 30.0,
+    sweep_points: int = DEFAULT_SWEEP_POINTS,
+    settle_s: float = DEFAULT_SETTLE_S,
+    measure_s: float = DEFAULT_MEASURE_S,
     sleep: Sleep = asyncio.sleep,
     progress: SweepProgress | None = None,
 ) -> GpuTuneResult:

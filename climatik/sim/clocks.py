@@ -26,7 +26,7 @@ from climatik.policies.gpu_clock import (
 from climatik.policies.power_model import rescale_for_clock
 from climatik.sim import physics
 from climatik.sim.policy_specs import PolicySpec
-from climatik.sim.scenario import Scenario
+from climatik.sim.scenario import Scenario, Service
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -36,42 +36,44 @@ BoolArray = npt.NDArray[np.bool_]
 def clock_sweeps(scenario: Scenario) -> list[list[ClockSample]]:
     """Per service, the GPU-tuning Job's samples measured on the twin: one replica at full
     batch at every clock of the sweep, a little noisy like real measurements."""
-    racks = scenario.racks
-    gpu = racks.gpu_curve
+    gpu = scenario.racks.gpu_curve
     rng = np.random.default_rng(scenario.seed + 101)
     clocks = physics.clock_sweep_mhz(gpu)
-    sweeps: list[list[ClockSample]] = []
-    for service in scenario.services:
-        model = service.model_class
-        samples: list[ClockSample] = []
-        for clock in clocks:
-            ratio = float(clock / gpu.max_clock_mhz)
-            pre, dec = physics.request_busy_s(
-                model, service.prompt_tokens, service.output_tokens, ratio
-            )
-            busy = float(pre + dec)
-            tokens = service.output_tokens / busy
-            gpu_w = physics.gpu_power_w(ratio, float(pre) / busy, float(dec) / busy, gpu)
-            watts = float(
-                physics.server_power_w(
-                    gpu_w,
-                    racks.gpus_per_server,
-                    gpu.idle_w,
-                    racks.server_base_w,
-                    racks.server_gpu_overhead,
-                )
-            )
-            tbt = float(physics.decode_step_s(model, 1.0, ratio))
-            samples.append(
-                ClockSample(
-                    clock_mhz=round(float(clock)),
-                    tokens_per_s=tokens * (1 + rng.normal(0, 0.01)),
-                    watts=watts * (1 + rng.normal(0, 0.01)),
-                    p99_token_latency_s=tbt,
-                )
-            )
-        sweeps.append(samples)
-    return sweeps
+    return [
+        [noisy(sample_at_clock(scenario, service, float(clock)), rng) for clock in clocks]
+        for service in scenario.services
+    ]
+
+
+def sample_at_clock(scenario: Scenario, service: Service, clock_mhz: float) -> ClockSample:
+    """What a tuning sweep measures on one of the twin's servers serving `service` at a locked
+    clock: a replica's tokens per second, the server's watts and the time between tokens."""
+    racks = scenario.racks
+    gpu = racks.gpu_curve
+    model = service.model_class
+    ratio = clock_mhz / gpu.max_clock_mhz
+    pre, dec = physics.request_busy_s(model, service.prompt_tokens, service.output_tokens, ratio)
+    busy = float(pre + dec)
+    gpu_w = physics.gpu_power_w(ratio, float(pre) / busy, float(dec) / busy, gpu)
+    watts = physics.server_power_w(
+        gpu_w, racks.gpus_per_server, gpu.idle_w, racks.server_base_w, racks.server_gpu_overhead
+    )
+    return ClockSample(
+        clock_mhz=round(clock_mhz),
+        tokens_per_s=service.output_tokens / busy,
+        watts=float(watts),
+        p99_token_latency_s=float(physics.decode_step_s(model, 1.0, ratio)),
+    )
+
+
+def noisy(sample: ClockSample, rng: np.random.Generator) -> ClockSample:
+    """The sample as a real measurement reads it: tokens and watts off by about 1 %."""
+    return ClockSample(
+        clock_mhz=sample.clock_mhz,
+        tokens_per_s=sample.tokens_per_s * (1 + rng.normal(0, 0.01)),
+        watts=sample.watts * (1 + rng.normal(0, 0.01)),
+        p99_token_latency_s=sample.p99_token_latency_s,
+    )
 
 
 def clock_bounds(scenario: Scenario) -> list[ClockBounds]:

@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
+from climatik.domain.gpu import GpuError, GpuInventory
 
-class GpuError(Exception):
-    """An NVML failure in words: `reason` is NotSupported, NoPermission, GpuLost, ..."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class GpuInventory:
-    """What a GPU says about itself before anything is changed."""
-
-    index: int
-    uuid: str
-    name: str
-    sm_clock_mhz: int
-    supported_sm_clocks_mhz: tuple[int, ...]
-    power_w: float
-    power_limit_w: float
-    power_limit_range_w: tuple[float, float]
+__all__ = ["GpuDevice", "GpuError", "GpuInventory"]
 
 
 class GpuDevice(Protocol):
