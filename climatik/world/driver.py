@@ -1,5 +1,7 @@
 """The world's loop: watch the cluster's inference pods and rack nodes, step the site at the
-scenario's pace compressed by `speed`, and publish every step for Prometheus to scrape.
+scenario's pace compressed by `speed`, and publish every step for Prometheus to scrape. The
+cluster's GPU-tuning Jobs are played on the nodes they name (`world.tuning`), and their results
+written to the ConfigMaps they name, as `climatik gpu-tune` would.
 
 Simulated time is the wall time since start times `speed`, from `start_hour` into the scenario;
 a step is the scenario's `step_s` of simulated time. A loop that falls behind (a slow machine)
@@ -16,10 +18,11 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from climatik.kube.client import KubeClient
+from climatik.domain.gpu_tune_result import result_configmap
+from climatik.kube.client import ApiError, KubeClient
 from climatik.kube.informer import Informer
 from climatik.kube.json import JsonObject, child, text
-from climatik.kube.resources import NODES, PODS
+from climatik.kube.resources import CONFIGMAPS, JOBS, NODES, PODS
 from climatik.sim.scenario import Scenario
 from climatik.world.publish import publish
 from climatik.world.readings import Readings
@@ -33,6 +36,7 @@ from climatik.world.seats import (
 )
 from climatik.world.site import Frame, NodeSeat, Site, assign_service
 from climatik.world.tally import SiteFigures
+from climatik.world.tuning import TUNE_JOB_SELECTOR, TuneOutcome, TuningPlayer, read_tune_job
 
 log = structlog.get_logger(__name__)
 
@@ -74,12 +78,20 @@ class WorldLoop:
         self._startup_s = {s.name: s.model_class.startup_s for s in scenario.services}
         self.first_step = round(settings.start_hour * 3600.0 / scenario.step_s)
         self.last: Frame | None = None
+        self.tuning = TuningPlayer(scenario)
+        self.answers: list[TuneOutcome] = []
+        """Tuning results due to their ConfigMaps (the driver writes them)."""
         readings.site = self.figures = SiteFigures(cap_w=scenario.caps.site_cap_w)
 
     def step(
-        self, pod_objs: Sequence[JsonObject], node_objs: Sequence[JsonObject], step: int
+        self,
+        pod_objs: Sequence[JsonObject],
+        node_objs: Sequence[JsonObject],
+        step: int,
+        job_objs: Sequence[JsonObject] = (),
     ) -> Frame:
-        """One step from the cached objects: seat the pods, step the site, publish."""
+        """One step from the cached objects: seat the pods, play the tuning Jobs, step the
+        site, publish."""
         racks = self.scenario.racks
         nodes: dict[str, NodeSeat] = {}
         for obj in node_objs:
@@ -103,7 +115,20 @@ class WorldLoop:
             default_gpus=racks.gpus_per_server,
             label_keys=self.settings.service_label_keys,
         )
-        frame = self.site.step(pods, list(nodes.values()), step)
+        orders = [o for o in map(read_tune_job, job_objs) if o is not None]
+        for answer in (*self.tuning.take(orders, pods, nodes, now_s), *self.tuning.finish(now_s)):
+            log.info(
+                "world_tuning_done",
+                job=answer.order.job,
+                node=answer.order.node,
+                mode=str(answer.order.mode),
+                applied_mhz=answer.document.get("appliedClockMHz"),
+                chosen_mhz=(answer.document.get("choice") or {}).get("clockMHz"),
+                error=answer.document.get("error"),
+            )
+            self.answers.append(answer)
+        clocks = self.tuning.clock_ratios(nodes, now_s)
+        frame = self.site.step(pods, list(nodes.values()), step, node_clock=clocks)
         uids = {pod_key(o): text(child(o, "metadata"), "uid") or "" for o in pod_objs}
         self._published = publish(self.readings, frame, self._services, self._published, uids)
         self.last = frame
@@ -139,15 +164,25 @@ class WorldLoop:
             label_selector=self.settings.pod_selector,
         )
         nodes = Informer(client, NODES, label_selector=self.settings.rack_label_key)
+        jobs = Informer(client, JOBS, label_selector=TUNE_JOB_SELECTOR)
         async with asyncio.TaskGroup() as group:
             group.create_task(pods.run(), name="world-pods")
             group.create_task(nodes.run(), name="world-nodes")
+            group.create_task(jobs.run(), name="world-tuning-jobs")
             await pods.wait_synced()
             await nodes.wait_synced()
+            await jobs.wait_synced()
             log.info("world_started", speed=self.settings.speed, first_step=self.first_step)
-            group.create_task(self._tick(pods, nodes, clock), name="world-steps")
+            group.create_task(self._tick(client, pods, nodes, jobs, clock), name="world-steps")
 
-    async def _tick(self, pods: Informer, nodes: Informer, clock: Callable[[], float]) -> None:
+    async def _tick(
+        self,
+        client: KubeClient,
+        pods: Informer,
+        nodes: Informer,
+        jobs: Informer,
+        clock: Callable[[], float],
+    ) -> None:
         step_s = self.scenario.step_s
         period_s = step_s / self.settings.speed
         started = clock()
@@ -159,8 +194,36 @@ class WorldLoop:
                 done = due - MAX_CATCH_UP
             while done < due:
                 try:
-                    self.step(pods.store.objects(), nodes.store.objects(), self.first_step + done)
+                    self.step(
+                        pods.store.objects(),
+                        nodes.store.objects(),
+                        self.first_step + done,
+                        jobs.store.objects(),
+                    )
                 except Exception:  # a bad object or a bug: say so, keep the world turning
                     log.exception("world_step_failed", step=self.first_step + done)
                 done += 1
+            await self._answer(client)
             await asyncio.sleep(max(0.0, started + done * period_s - clock()))
+
+    async def _answer(self, client: KubeClient) -> None:
+        """Write the finished tuning results to their ConfigMaps (create, else update), as
+        `climatik gpu-tune --result-configmap` does; a refused write is logged and dropped."""
+        answers, self.answers = self.answers, []
+        for answer in answers:
+            namespace, _, name = answer.order.result_configmap.partition("/")
+            body = result_configmap(namespace, name, answer.document)
+            try:
+                try:
+                    await client.create(CONFIGMAPS, body, namespace)
+                except ApiError as error:
+                    if not error.is_conflict:
+                        raise
+                    await client.merge_patch(CONFIGMAPS, name, {"data": body["data"]}, namespace)
+            except ApiError as error:
+                log.warning(
+                    "world_tuning_result_refused",
+                    configmap=answer.order.result_configmap,
+                    reason=error.reason,
+                    message=error.message,
+                )

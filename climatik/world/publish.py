@@ -43,6 +43,7 @@ def publish(
                 "tokens_per_request": float(service.output_tokens),
                 "prompt_tokens_per_output_token": service.prompt_tokens / service.output_tokens,
                 "model_name": pod.model_name or service.model,
+                **({"sm_clock_mhz": pod.sm_clock_mhz} if pod.sm_clock_mhz is not None else {}),
             }
         )
     for node in frame.nodes:

@@ -37,6 +37,10 @@ def parse_number(value: object) -> float | None:
     raise ValueError(f"{value!r} is not a number")
 
 
+MAX_SM_CLOCK_MHZ = 1980.0
+"""An H100's highest SM clock: a pod's clock unless told otherwise."""
+
+
 @dataclass
 class PodReadings:
     """One pod's gauges as set, and the counters integrated from them."""
@@ -59,6 +63,8 @@ class PodReadings:
     model_name: str = DEFAULT_MODEL_NAME
     gpu_index: int = 0
     """The first of the pod's GPU indices on its node."""
+    sm_clock_mhz: float = MAX_SM_CLOCK_MHZ
+    """Its GPUs' SM clock (DCGM's `DCGM_FI_DEV_SM_CLOCK`)."""
     # Counters, integrated from the rates above.
     cpu_joules: float = 0.0
     gpu_joules: float = 0.0
@@ -142,6 +148,7 @@ class Readings:
             "waiting_requests",
             "tokens_per_request",
             "prompt_tokens_per_output_token",
+            "sm_clock_mhz",
         ):
             if name in values:
                 setattr(pod, name, parse_number(values[name]) or 0.0)

@@ -1,7 +1,8 @@
 """Which pods the world serves and where they sit, read from the API objects the informers cache.
 
 A pod is an inference pod of a service when it carries one of the service label keys (KServe's
-`serving.kserve.io/inferenceservice` first, then the app labels a Deployment's template has);
+`serving.kserve.io/inferenceservice` first, then the app labels a Deployment's template has)
+and it is a server, restarted whenever it stops (a Job's pods, which run to completion, are not);
 it sits on a node when it is bound to one of the rack-labelled nodes. It takes requests once it
 is Ready and its model has had its start-up time (the scenario's, in simulated seconds): kwok
 marks pods Ready at once, a real vLLM only after loading its weights.
@@ -46,6 +47,9 @@ def node_seat(node: JsonObject, rack_label_key: str, default_gpus: int) -> NodeS
 
 
 def service_of(pod: JsonObject, label_keys: Sequence[str] = SERVICE_LABEL_KEYS) -> str | None:
+    """The service an inference pod serves; None for a pod that serves none."""
+    if text(child(pod, "spec"), "restartPolicy") not in (None, "Always"):
+        return None
     labels = strings(child(pod, "metadata"), "labels")
     for key in label_keys:
         if labels.get(key):

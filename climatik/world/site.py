@@ -12,6 +12,10 @@ brings the cluster's state and the time.
 Cluster nodes take the twin's server slots rack by rack: racks in name order fill the scenario's
 racks, nodes in name order a rack's slots (wrapping when the cluster is larger than the room;
 nodes sharing a slot add their heat). A slot with no node draws nothing.
+
+Each node has an SM clock (the maximum unless a GPU-tuning Job locked another, see
+`world.tuning`): a pod's GPUs draw at its node's clock, and a service serves at the mean clock of
+the nodes its serving pods run on (the twin's `Timing` is per service).
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class PodLoad:
     cpu_watts: float
     """The server's overhead that follows the pod's GPU work (fans, CPUs, memory, network)."""
     model_name: str | None = None
+    sm_clock_mhz: float | None = None
+    """Its node's SM clock (None: the maximum)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,17 +175,21 @@ class Site:
         nodes: Sequence[NodeSeat],
         step: int,
         demand_rps: FloatArray | None = None,
+        node_clock: Mapping[str, float] | None = None,
     ) -> Frame:
         """Advance one scenario step (`world.dt` simulated seconds) at step index `step`;
-        `demand_rps` replaces the scenario's arrivals (per service) when given."""
+        `demand_rps` replaces the scenario's arrivals (per service) when given; `node_clock`
+        is each node's SM clock as a share of the maximum (absent: the maximum)."""
         index = {name: j for j, name in enumerate(self.services)}
         node_names = {n.name for n in nodes}
         seated = [p for p in pods if p.service in index and p.node in node_names]
         lam = np.asarray(
             self.demand_rps(step) if demand_rps is None else demand_rps, dtype=np.float64
         )
+        clock = {p.key: (node_clock or {}).get(p.node, 1.0) for p in seated}
+        self._set_service_clocks(seated, index, clock)
         served = self._serve(seated, index, lam, step)
-        pod_loads = self._pod_loads(seated, index, served)
+        pod_loads = self._pod_loads(seated, index, served, clock)
         floor_w, node_w = self._node_power(nodes, pod_loads)
         site_w, supply_c, inlet_c = self._move_heat(nodes, node_w)
         return Frame(
@@ -214,6 +224,19 @@ class Site:
             supply_c=supply_c,
         )
 
+    def _set_service_clocks(
+        self, seated: Sequence[PodSeat], index: Mapping[str, int], clock: Mapping[str, float]
+    ) -> None:
+        """Each service's clock for the serving step: the mean of its serving pods' clocks."""
+        wanted = np.ones(len(self.services))
+        for j in range(len(self.services)):
+            mine = [clock[p.key] for p in seated if index[p.service] == j and p.serving]
+            if mine:
+                wanted[j] = sum(mine) / len(mine)
+        if not np.array_equal(wanted, self._timing.clock[0]):
+            self._timing.clock[0] = wanted
+            self._timing.update(self.scenario)
+
     def _serve(
         self, seated: Sequence[PodSeat], index: Mapping[str, int], lam: FloatArray, step: int
     ) -> _Served:
@@ -233,10 +256,14 @@ class Site:
         )
 
     def _pod_loads(
-        self, seated: Sequence[PodSeat], index: Mapping[str, int], served: _Served
+        self,
+        seated: Sequence[PodSeat],
+        index: Mapping[str, int],
+        served: _Served,
+        clock: Mapping[str, float],
     ) -> list[PodLoad]:
         """Each pod's share of its service's work, and the GPU and server-overhead watts that
-        work draws (a pod not yet serving idles)."""
+        work draws at its node's clock (a pod not yet serving idles)."""
         racks = self.scenario.racks
         gpu = racks.gpu_curve
         loads: list[PodLoad] = []
@@ -244,10 +271,11 @@ class Site:
             j = index[pod.service]
             svc = self.scenario.services[j]
             share = float(served.util[j]) if pod.serving else 0.0
-            busy_pre = share * float(self._timing.pre_share[0, j])
-            gpu_w = float(
-                physics.gpu_power_w(self._timing.clock[0, j], busy_pre, share - busy_pre, gpu)
+            pre_s, dec_s = physics.request_busy_s(
+                svc.model_class, svc.prompt_tokens, svc.output_tokens, clock[pod.key]
             )
+            busy_pre = share * float(pre_s / (pre_s + dec_s))
+            gpu_w = float(physics.gpu_power_w(clock[pod.key], busy_pre, share - busy_pre, gpu))
             with_overhead_w = float(
                 physics.server_power_w(gpu_w, pod.gpus, gpu.idle_w, 0.0, racks.server_gpu_overhead)
             )
@@ -265,6 +293,7 @@ class Site:
                     gpu_watts=pod.gpus * gpu_w,
                     cpu_watts=with_overhead_w - pod.gpus * gpu_w,
                     model_name=pod.model_name,
+                    sm_clock_mhz=clock[pod.key] * gpu.max_clock_mhz,
                 )
             )
         return loads

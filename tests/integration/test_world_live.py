@@ -4,6 +4,10 @@
 nodes and publishes, for a real Prometheus to scrape, what the twin's physics make of them:
 pods appear and their series appear with each exporter's labels; a replica added takes its
 share of the requests, so the load per pod falls and the first pod's node draws less.
+
+It also plays the GPU-tuning Jobs the controller builds (kwok completes their pods at once): the
+Job's node sweeps its clocks, the result lands in the ConfigMap the Job names, and an applied
+clock stays on that node, whose GPUs then report it and draw less.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import json
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +24,11 @@ import pytest
 import yaml
 
 from climatik.devcluster.cluster import ClusterInfo
+from climatik.domain.config import GpuTuningConfig, GpuTuningMode, PowerCappingConfig, SloBounds
+from climatik.domain.gpu import TUNE_RESULT_KEY, result_configmap_name
+from climatik.policies.gpu_tuning import watts_scale
+from climatik.reconcilers.gpu_tuning import build_job
+from climatik.reconcilers.settings import GpuTuningSettings
 from tests.integration.conftest import Kubectl
 from tests.integration.helpers.polling import eventually
 from tests.integration.helpers.workloads import running_pods
@@ -74,8 +84,17 @@ def chat_deployment(replicas: int) -> dict[str, Any]:
 
 
 @pytest.fixture
+def speed() -> float:
+    return SPEED
+
+
+@pytest.fixture
 def world(
-    dev_cluster: ClusterInfo, kubectl: Kubectl, tmp_path: Path, exporter_factory: ExporterFactory
+    dev_cluster: ClusterInfo,
+    kubectl: Kubectl,
+    tmp_path: Path,
+    exporter_factory: ExporterFactory,
+    speed: float,
 ) -> ExporterHandle:
     scenario = tmp_path / "scenario.yaml"
     scenario.write_text(yaml.safe_dump(SCENARIO))
@@ -84,7 +103,7 @@ def world(
             "--scenario",
             str(scenario),
             "--speed",
-            str(SPEED),
+            str(speed),
             "--namespace",
             kubectl.namespace,
             "--kubeconfig",
@@ -195,4 +214,74 @@ async def test_pods_appear_with_their_series_and_a_replica_added_shares_the_load
         lambda: query(world_prometheus, running_q),
         lambda series: len(series) == 1 and float(series[0]["value"][1]) > 0.9 * load_before,
         timeout_s=60,
+    )
+
+
+def tuning_job(namespace: str, node: str) -> dict[str, Any]:
+    """The Job the GPU-tuning reconciler builds for a config in `namespace` asking to apply."""
+    config = PowerCappingConfig(
+        namespace=namespace,
+        name="cap",
+        generation=1,
+        power_cap_w=80000,
+        gpu_tuning=GpuTuningConfig(
+            mode=GpuTuningMode.APPLY, slo=SloBounds(max_inter_token_latency_s=0.08)
+        ),
+    )
+    settings = GpuTuningSettings(
+        job_namespace=namespace,
+        allowed_namespaces=[namespace],
+        service_account="default",
+        runtime_class=None,
+    )
+    return build_job(config, node, [], settings, datetime.now(UTC))
+
+
+@pytest.mark.parametrize("speed", [50.0])  # the sweep's 8 x 50 simulated seconds in 8 s
+async def test_a_tuning_job_is_played_on_its_node_and_its_applied_clock_stays_there(
+    kubectl: Kubectl, world: ExporterHandle, world_prometheus: PrometheusServer
+) -> None:
+    ns = kubectl.namespace
+    kubectl.apply(chat_deployment(1))
+    (first,) = await running_pods(kubectl, "chat", 1)
+    node = first["spec"]["nodeName"]
+    clock_q = f'DCGM_FI_DEV_SM_CLOCK{{Hostname="{node}"}}'
+    power_q = f'sum(DCGM_FI_DEV_POWER_USAGE{{Hostname="{node}"}})'
+    serving = await eventually(
+        lambda: query(world_prometheus, power_q),
+        lambda series: len(series) == 1 and float(series[0]["value"][1]) > 8 * 150,
+        timeout_s=60,
+    )
+    busy_w = float(serving[0]["value"][1])
+    (top,) = {float(s["value"][1]) for s in await query(world_prometheus, clock_q)}
+
+    kubectl.apply(tuning_job(ns, node))
+    result_name = result_configmap_name(node)
+    configmap = await eventually(
+        lambda: asyncio.to_thread(kubectl.get_json, "configmap", "--ignore-not-found"),
+        lambda listing: any(i["metadata"]["name"] == result_name for i in listing["items"]),
+        timeout_s=60,
+    )
+    (item,) = [i for i in configmap["items"] if i["metadata"]["name"] == result_name]
+    result = json.loads(item["data"][TUNE_RESULT_KEY])
+    assert result["node"] == node
+    assert result["mode"] == "apply"
+    applied = result["appliedClockMHz"]
+    assert applied is not None
+    assert applied < top
+    assert [s["clockMHz"] for s in result["samples"]] == result["plannedClocksMHz"]
+    scale = watts_scale(result)
+    assert scale is not None
+    assert scale < 1.0
+
+    # The node's eight GPUs report the applied clock and draw less at the same demand.
+    await eventually(
+        lambda: query(world_prometheus, clock_q),
+        lambda series: len(series) == 8 and {float(s["value"][1]) for s in series} == {applied},
+        timeout_s=30,
+    )
+    await eventually(
+        lambda: query(world_prometheus, power_q),
+        lambda series: len(series) == 1 and float(series[0]["value"][1]) < 0.95 * busy_w,
+        timeout_s=30,
     )

@@ -114,6 +114,17 @@ def test_a_pod_with_several_gpus_serves_one_series_per_gpu_that_sum_to_its_power
     assert sum(energy) == pytest.approx(2000 * 10 * 1000)  # mJ
 
 
+def test_each_gpu_reports_its_pods_sm_clock_the_maximum_until_one_is_set() -> None:
+    readings = make_readings(FakeClock())
+    readings.upsert({"namespace": "llm", "name": "big", "node": "n1", "gpus": 2, "gpu_watts": 900})
+    readings.set_values("llm/big", {"sm_clock_mhz": 1470})
+    clocks = {
+        (labels["pod"], labels["gpu"]): v
+        for labels, v, _ in samples(scrape(readings, "dcgm"), "DCGM_FI_DEV_SM_CLOCK")
+    }
+    assert clocks == {("vllm-0", "0"): 1980.0, ("big", "1"): 1470.0, ("big", "2"): 1470.0}
+
+
 def test_nan_is_served_and_counters_do_not_absorb_it() -> None:
     clock = FakeClock()
     readings = make_readings(clock)

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from climatik.domain.config import GpuTuningMode
+from climatik.kube.store import freeze
 from climatik.world.driver import WorldLoop, WorldSettings
 from climatik.world.readings import Readings
 from climatik.world.seats import (
@@ -23,6 +25,7 @@ from climatik.world.site import Frame, NodeSeat
 from climatik.world.tally import SiteFigures
 from tests.unit.fakeclock import FakeClock
 from tests.unit.test_world_site import flat_scenario
+from tests.unit.test_world_tuning import job as tuning_job
 from tests.unit.world_helpers import samples, scrape, value_of
 
 RACK = "climatik-project.ai/rack"
@@ -67,6 +70,16 @@ def test_service_label_kserve_first_then_app_labels() -> None:
     assert service_of(kserve) == "isvc"
     assert service_of(pod("p", app="chat")) == "chat"
     assert service_of(pod("p", app=None)) is None
+
+
+def test_a_pod_that_runs_to_completion_serves_no_service() -> None:
+    # A GPU-tuning Job's pod carries app.kubernetes.io/name and sits on a GPU node.
+    finite = pod("climatik-gpu-tune-abc", app="climatik-gpu-tune")
+    for policy in ("Never", "OnFailure"):
+        finite["spec"]["restartPolicy"] = policy
+        assert service_of(finite) is None
+    finite["spec"]["restartPolicy"] = "Always"
+    assert service_of(finite) == "climatik-gpu-tune"
 
 
 def test_gpus_asked_for_else_the_scenarios_per_replica() -> None:
@@ -189,3 +202,26 @@ def test_the_world_tallies_energy_above_the_site_cap_in_simulated_seconds() -> N
     assert figures.cap_violation_ws == pytest.approx(200.0 * 10 + 100.0 * 10)
     assert figures.max_overshoot_w == pytest.approx(200.0)
     assert figures.energy_j == pytest.approx(3200.0 * 10)
+
+
+def test_a_tuning_job_from_the_cache_is_played_and_its_node_reports_the_applied_clock() -> None:
+    readings = Readings(clock=FakeClock(), wall_clock=lambda: 0.0)
+    loop = WorldLoop(flat_scenario(chat_rps=2.0), readings, WorldSettings(speed=10))
+    nodes = [node("rack-a-n0", "rack-a"), node("rack-a-n1", "rack-a")]
+    pods = [pod("chat-0", node_name="rack-a-n0"), pod("chat-1", node_name="rack-a-n1")]
+    job = freeze(tuning_job(GpuTuningMode.APPLY, node="rack-a-n0"))
+    for k in range(8):
+        loop.step(pods, nodes, k)
+    for k in range(8, 8 + 40):  # eight clocks of 50 s at 10 s steps
+        loop.step(pods, nodes, k, [job])
+    assert loop.answers == []
+    loop.step(pods, nodes, 48, [job])
+    (answer,) = loop.answers
+    applied = answer.document["appliedClockMHz"]
+    assert answer.order.node == "rack-a-n0"
+    assert applied < loop.tuning.gpu.max_clock_mhz
+    clocks = {
+        labels["Hostname"]: value
+        for labels, value, _ in samples(scrape(readings), "DCGM_FI_DEV_SM_CLOCK")
+    }
+    assert clocks == {"rack-a-n0": applied, "rack-a-n1": loop.tuning.gpu.max_clock_mhz}

@@ -1,6 +1,6 @@
-"""NVIDIA's DCGM exporter: per-GPU power, energy (mJ) and temperature, with the exporter's own
-`pod`/`namespace`/`container` labels (behind a ServiceMonitor Prometheus renames them
-`exported_*`, which the controller's queries expect)."""
+"""NVIDIA's DCGM exporter: per-GPU power, energy (mJ), temperature and SM clock (MHz), with the
+exporter's own `pod`/`namespace`/`container` labels (behind a ServiceMonitor Prometheus renames
+them `exported_*`, which the controller's queries expect)."""
 
 from __future__ import annotations
 
@@ -45,10 +45,14 @@ def render_dcgm(pods: list[PodReadings], scrape: Scrape) -> Iterator[str]:
     def temperature(pod: PodReadings, gpu: Gpu) -> float:
         return IDLE_TEMP_C + finite_or_zero(pod.gpu_watts) * gpu.share / WATTS_PER_DEGREE
 
+    def sm_clock(pod: PodReadings, gpu: Gpu) -> float:
+        return pod.sm_clock_mhz
+
     fields = (
         ("DCGM_FI_DEV_POWER_USAGE", "gauge", power),
         ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "counter", energy_mj),
         ("DCGM_FI_DEV_GPU_TEMP", "gauge", temperature),
+        ("DCGM_FI_DEV_SM_CLOCK", "gauge", sm_clock),
     )
     for metric, kind, value in fields:
         yield from header(metric, kind, f"DCGM field {metric}")
