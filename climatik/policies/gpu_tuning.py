@@ -8,7 +8,7 @@ the new clocks at once instead of after relearning. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -56,13 +56,35 @@ def watts_scale(result: Mapping[str, Any]) -> float | None:
     return float(after) / float(before)
 
 
-def rescale_watts_per_replica(state: CappingState, scale: float) -> CappingState:
-    """The learner's state with every per-replica estimate multiplied by `scale`."""
+def target_watts_scales(
+    node_scales: Mapping[str, float], target_nodes: Mapping[str, Sequence[str]]
+) -> dict[str, float]:
+    """Per target, how much its average replica's power changed when the nodes in
+    `node_scales` applied a clock: each of its replicas on such a node draws that node's scale,
+    the others as before. `target_nodes` lists each target's replicas' nodes ('' unscheduled);
+    targets with no replica on a retuned node are left out.
+
+    A tuning result belongs to one node, not to the config: applied to every target, eight
+    nodes' results taken over two reconciles cut a target's learned watts to two thirds of
+    what its replicas drew (the demo's first tuned run)."""
+    scales: dict[str, float] = {}
+    for target, nodes in target_nodes.items():
+        placed = [n for n in nodes if n]
+        if any(n in node_scales for n in placed):
+            scales[target] = sum(node_scales.get(n, 1.0) for n in placed) / len(placed)
+    return scales
+
+
+def rescale_watts_per_replica(state: CappingState, scales: Mapping[str, float]) -> CappingState:
+    """The learner's state with each named target's per-replica estimate multiplied by its
+    scale (`target_watts_scales`); other targets keep theirs."""
     targets = {
         name: replace(
             learned,
             watts_per_replica=(
-                learned.watts_per_replica * scale if learned.watts_per_replica is not None else None
+                learned.watts_per_replica * scales[name]
+                if learned.watts_per_replica is not None and name in scales
+                else learned.watts_per_replica
             ),
         )
         for name, learned in state.targets.items()

@@ -59,7 +59,12 @@ from climatik.kube.json import (
 )
 from climatik.kube.resources import JOBS
 from climatik.kube.store import FrozenMapping
-from climatik.policies.gpu_tuning import TriggerInputs, tuning_reason, watts_scale
+from climatik.policies.gpu_tuning import (
+    TriggerInputs,
+    target_watts_scales,
+    tuning_reason,
+    watts_scale,
+)
 from climatik.reconcilers.opening import ConfigOpening
 from climatik.reconcilers.result import Result
 from climatik.reconcilers.settings import GpuTuningSettings
@@ -243,7 +248,7 @@ class GpuTuningReconciler:
             return Result()
         targets = self._workloads.resolve(config).targets
         nodes = sorted({n for t in targets for n in t.pod_nodes if n})
-        self._collect_results(key, nodes)
+        self._collect_results(key, targets, nodes)
         status = peer_status(obj)  # the power-cap and carbon reconcilers' readings
         tokens_per_watt = _mean_tokens_per_watt(status)
         cap_w = status.effective_cap_watts or config.power_cap_w
@@ -354,7 +359,12 @@ class GpuTuningReconciler:
         newest = max((_created_s(j) for j in jobs), default=0.0)
         return self._clock() - newest >= config.gpu_tuning.min_interval_s
 
-    def _collect_results(self, key: str, nodes: Sequence[str]) -> None:
+    def _collect_results(
+        self, key: str, targets: Sequence[ResolvedTarget], nodes: Sequence[str]
+    ) -> None:
+        """Read the nodes' new results; hand what their applied clocks did to each target's
+        replicas over to the power-cap reconciler."""
+        node_scales: dict[str, float] = {}
         for node in nodes:
             name = result_configmap_name(node)
             cm = self._results.store.get(f"{self._settings.job_namespace}/{name}")
@@ -372,8 +382,11 @@ class GpuTuningReconciler:
                 continue
             scale = watts_scale(result)
             if scale is not None:
-                self._hints.record(key, scale)
+                node_scales[node] = scale
                 log.info("gpu_tuning_result_applied", node=node, watts_scale=round(scale, 3))
+        if node_scales:
+            target_nodes = {t.name: t.pod_nodes for t in targets}
+            self._hints.record(key, target_watts_scales(node_scales, target_nodes))
 
 
 @dataclass

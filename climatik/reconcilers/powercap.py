@@ -184,12 +184,14 @@ class PowerCapReconciler:
         if tuning_off is not None:
             await warn_tuning_disabled(self._events, obj, config, memory.warned, tuning_off.message)
         tuning = [tuning_off] if tuning_off is not None else []
-        scale = self._hints.take(key) if self._hints is not None else None
-        if scale is not None:
-            # GPU clocks changed under the targets: a replica now draws `scale` times the power.
-            memory.state = rescale_watts_per_replica(memory.state, scale)
+        scales = self._hints.take(key) if self._hints is not None else None
+        if scales:
+            # GPU clocks changed under the targets: their replicas now draw `scale` times the power.
+            memory.state = rescale_watts_per_replica(memory.state, scales)
             memory.learning_paused_until_s = self._clock() + self._settings.tuning_grace_s
-            log.info("watts_per_replica_rescaled", scale=round(scale, 3))
+            log.info(
+                "watts_per_replica_rescaled", scales={t: round(s, 3) for t, s in scales.items()}
+            )
         learning = self._clock() >= memory.learning_paused_until_s
         resolution = self._workloads.resolve(config)
         targets = resolution.targets

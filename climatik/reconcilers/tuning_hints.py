@@ -1,7 +1,8 @@
 """The hand-over from the GPU-tuning reconciler to the power-cap reconciler.
 
-A tuning Job that applied a clock measured how much a replica's power changed; the GPU-tuning
-reconciler records that scale per config and the power-cap reconciler takes it on its next
+A tuning Job that applied a clock measured how much a replica's power changed on its node; the
+GPU-tuning reconciler records what that means for each target of the config (the share of its
+replicas on the node) and the power-cap reconciler takes it on its next
 reconcile (`rescale_watts_per_replica`). Neither reconciler imports the other: both import this
 mailbox, one per manager (`climatik.runtime.capping.tuning_hints`). It is shared mutable state
 between two controllers of one process, not a value, hence here and not in `domain/`.
@@ -9,6 +10,7 @@ between two controllers of one process, not a value, hence here and not in `doma
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -16,12 +18,15 @@ from dataclasses import dataclass, field
 class TuningHints:
     """Power-per-replica changes measured by tuning Jobs, handed to the power-cap reconciler."""
 
-    _pending: dict[str, list[float]] = field(default_factory=dict)
+    _pending: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def record(self, config_key: str, watts_scale: float) -> None:
-        self._pending.setdefault(config_key, []).append(watts_scale)
+    def record(self, config_key: str, target_scales: Mapping[str, float]) -> None:
+        """Targets' power scales from results about other nodes than any pending ones: each
+        applies on top of the others (their product)."""
+        pending = self._pending.setdefault(config_key, {})
+        for target, scale in target_scales.items():
+            pending[target] = pending.get(target, 1.0) * scale
 
-    def take(self, config_key: str) -> float | None:
-        """The mean scale of results not yet applied (each result is applied once)."""
-        scales = self._pending.pop(config_key, None)
-        return sum(scales) / len(scales) if scales else None
+    def take(self, config_key: str) -> dict[str, float] | None:
+        """Each target's scale from results not yet applied (each result is applied once)."""
+        return self._pending.pop(config_key, None) or None

@@ -8,6 +8,7 @@ from climatik.domain.capping import CappingState, TargetLearnerState
 from climatik.policies.gpu_tuning import (
     TriggerInputs,
     rescale_watts_per_replica,
+    target_watts_scales,
     tuning_reason,
     watts_scale,
 )
@@ -47,18 +48,33 @@ def test_only_applied_results_rescale_power() -> None:
     assert watts_scale({"mode": "apply", "error": {"reason": "NoPermission"}}) is None
 
 
-def test_an_applied_clock_rescales_every_learned_replica_and_keeps_the_rest() -> None:
+def test_an_applied_clock_rescales_the_named_targets_learned_replicas_and_keeps_the_rest() -> None:
     state = CappingState(
         targets={
             "llm": TargetLearnerState(watts_per_replica=400.0, samples=5),
             "new": TargetLearnerState(watts_per_replica=None, samples=0),
+            "elsewhere": TargetLearnerState(watts_per_replica=500.0, samples=5),
         },
         last_scope_data_s=12.0,
     )
-    rescaled = rescale_watts_per_replica(state, 0.75)
+    rescaled = rescale_watts_per_replica(state, {"llm": 0.75, "new": 0.75})
     assert rescaled.targets["llm"].watts_per_replica == pytest.approx(300.0)
     assert rescaled.targets["llm"].samples == 5
     # Nothing learned yet stays nothing: no data is never zero.
     assert rescaled.targets["new"].watts_per_replica is None
+    # A target with no replica on a retuned node draws what it drew.
+    assert rescaled.targets["elsewhere"].watts_per_replica == 500.0
     assert rescaled.last_scope_data_s == 12.0
     assert state.targets["llm"].watts_per_replica == 400.0
+
+
+def test_a_nodes_result_scales_each_target_by_its_share_of_replicas_on_that_node() -> None:
+    scales = target_watts_scales(
+        {"n1": 0.8, "n2": 0.6},
+        {
+            "chat": ("n1", "n2", "n3", "n4"),  # half its replicas retuned
+            "batch": ("n1", ""),  # the unscheduled replica draws nothing yet
+            "other": ("n3",),
+        },
+    )
+    assert scales == {"chat": pytest.approx((0.8 + 0.6 + 1 + 1) / 4), "batch": pytest.approx(0.8)}
