@@ -91,11 +91,27 @@ def add_demo_parser(subparsers: argparse._SubParsersAction[_Parser]) -> None:
         action="store_true",
         help="one KServe InferenceService per service (dev cluster --with keda,kserve)",
     )
+    parser.add_argument(
+        "--gpu-tuning",
+        choices=["Disabled", "Recommend", "Apply"],
+        default="Disabled",
+        help=(
+            "the config's spec.gpuTuning.mode: tuning Jobs sweep a node's SM clocks near the cap "
+            "(the world plays them on the twin's GPUs); Apply keeps the best clock, and the "
+            "twin beside it runs every service at its tuned clock (default: Disabled)"
+        ),
+    )
     parser.set_defaults(handler=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from climatik.demo.compare import json_document, run_twin, with_live
+    from climatik.demo.compare import (
+        TWIN_POLICY,
+        TWIN_POLICY_TUNED,
+        json_document,
+        run_twin,
+        with_live,
+    )
     from climatik.demo.progress import progress_line
     from climatik.demo.stack import DemoSettings, running_stack
     from climatik.domain.errors import UserError
@@ -129,6 +145,7 @@ def run_demo(args: argparse.Namespace) -> int:
         minutes=args.minutes,
         start_hour=args.start_hour,
         kserve=args.kserve,
+        gpu_tuning=args.gpu_tuning,
     )
     samples: list[LiveSample] = []
     with (
@@ -161,7 +178,8 @@ def run_demo(args: argparse.Namespace) -> int:
         encoding="utf-8",
     )
     print(f"running the twin on the same window ({totals.simulated_s / 3600:.2f} h) ...")
-    twin = run_twin(scenario, args.start_hour, totals.simulated_s)
+    policy = TWIN_POLICY_TUNED if args.gpu_tuning == "Apply" else TWIN_POLICY
+    twin = run_twin(scenario, args.start_hour, totals.simulated_s, policy)
     details = _stability(samples, steps_h, args.start_hour, twin.site_cap_w, totals.simulated_s)
     details["reaction_budget_s"] = 2 * control_s + KEDA_POLLING_S
     result = with_live(twin, totals, samples, details)

@@ -22,6 +22,8 @@ from climatik.sim.scenario import Scenario
 LIVE_ROW = "live"
 TWIN_POLICY = "headroom"
 """The twin's policy for the demo's PowerCappingConfig (Headroom ceilings, nothing else)."""
+TWIN_POLICY_TUNED = "headroom-tuned"
+"""The twin's policy when the demo's config applies tuned GPU clocks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +40,13 @@ class LiveSample:
     ceilings: Mapping[str, int]
 
 
-def run_twin(scenario: Scenario, start_hour: float, simulated_s: float) -> SimResult:
+def run_twin(
+    scenario: Scenario, start_hour: float, simulated_s: float, policy: str = TWIN_POLICY
+) -> SimResult:
     """The twin on the live run's window: from `start_hour`, as long as the world ran, and
     from the same start: each service's minimum replicas, just created."""
     hours = max(simulated_s, scenario.step_s) / 3600.0
-    twin = Twin(
-        scenario, policies=[TWIN_POLICY], hours=hours, start_hour=start_hour, cold_start=True
-    )
+    twin = Twin(scenario, policies=[policy], hours=hours, start_hour=start_hour, cold_start=True)
     return twin.run()
 
 

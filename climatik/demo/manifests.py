@@ -208,8 +208,32 @@ def rack_constraints(scenario: Scenario, racks: Sequence[str]) -> list[JsonDict]
     return [{"rackId": rack, "maxPower": round(limit)} for rack in racks]
 
 
+GPU_TUNING_INTERVAL_S: Final = 3600.0
+"""How often a node may be tuned, in simulated seconds (the CRD's default, an hour)."""
+MIN_GPU_TUNING_INTERVAL_S: Final = 60
+"""The CRD's floor for `minIntervalSeconds`."""
+
+
+def gpu_tuning_spec(scenario: Scenario, mode: str, speed: float) -> JsonDict:
+    """`spec.gpuTuning` asking for `mode` (Recommend or Apply) as the twin tunes: a clock may
+    cost at most the default throughput loss and must keep every service's time between tokens
+    within 0.8 x its objective (`sim.clocks.clock_bounds`); a node at most once an hour of
+    simulated time."""
+    tbt_ms = min(0.8 * s.slo.tbt_s for s in scenario.services) * 1000.0
+    return {
+        "mode": mode,
+        "minIntervalSeconds": max(MIN_GPU_TUNING_INTERVAL_S, round(GPU_TUNING_INTERVAL_S / speed)),
+        "sloBounds": {"maxInterTokenLatencyMilliseconds": max(1, int(tbt_ms))},
+    }
+
+
 def power_capping_config(
-    scenario: Scenario, prometheus_url: str, racks: Sequence[str] = (), *, kserve: bool = False
+    scenario: Scenario,
+    prometheus_url: str,
+    racks: Sequence[str] = (),
+    *,
+    kserve: bool = False,
+    gpu_tuning: JsonDict | None = None,
 ) -> JsonDict:
     targets: JsonDict = (
         {"targetSelector": {"matchLabels": {DEMO_LABEL: "true"}}}
@@ -254,6 +278,7 @@ def power_capping_config(
                 "hysteresisPercent": round(100 * TWIN_HEADROOM.hysteresis_fraction),
             },
             **({"rackConstraints": rack_constraints(scenario, racks)} if racks else {}),
+            **({"gpuTuning": gpu_tuning} if gpu_tuning else {}),
         },
     }
 
@@ -266,11 +291,14 @@ def demo_objects(
     *,
     kserve: bool = False,
     speed: float = 1.0,
+    gpu_tuning: str = "Disabled",
 ) -> list[JsonDict]:
     """Everything the demo applies in its namespace, Deployments first; `racks` are the
-    cluster's rack label values; the autoscalers' windows compressed by `speed`."""
+    cluster's rack label values; the autoscalers' windows compressed by `speed`; `gpu_tuning`
+    the config's `spec.gpuTuning.mode`."""
     gpus = scenario.racks.gpus_per_server
-    config = power_capping_config(scenario, prometheus_url, racks, kserve=kserve)
+    tuning = gpu_tuning_spec(scenario, gpu_tuning, speed) if gpu_tuning != "Disabled" else None
+    config = power_capping_config(scenario, prometheus_url, racks, kserve=kserve, gpu_tuning=tuning)
     if kserve:
         isvcs = (inference_service(s, gpus, prometheus_url, namespace) for s in scenario.services)
         return [*isvcs, config]

@@ -57,6 +57,11 @@ START_TIMEOUT_S = 60.0
 MIN_CONTROL_INTERVAL_S = 1.0
 MIN_TOKENS_WINDOW_S = 4 * SCRAPE_INTERVAL_S
 """rate() needs two samples in its window; four leave room for a late scrape."""
+TUNING_NAMESPACE = "climatik-gpu-tuning"
+"""Where the controller creates its GPU-tuning Jobs (its default, as installed)."""
+TUNING_SERVICE_ACCOUNT = "climatik-gpu-tuner"
+TUNING_INTERVAL_S = 60.0
+"""The GPU-tuning reconciler's period in simulated seconds (its default in wall seconds)."""
 
 
 class DemoError(UserError):
@@ -78,6 +83,13 @@ class DemoSettings:
     progress_every_s: float = 10.0
     kserve: bool = False
     """One InferenceService per service (KServe makes its Deployment and ScaledObject)."""
+    gpu_tuning: str = "Disabled"
+    """The config's `spec.gpuTuning.mode`: Recommend or Apply run tuning Jobs, which the world
+    plays on the nodes they name."""
+
+
+def _service_account(name: str) -> JsonDict:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}
 
 
 def _free_port() -> int:
@@ -317,10 +329,28 @@ def running_stack(settings: DemoSettings, say: Callable[[str], None]) -> Iterato
         racks = sorted(cluster.nodes_by_rack)
         # The demo's own objects name it as the examples do, so every run goes that way.
         objects = demo_objects(
-            s.scenario, s.namespace, in_cluster_url, racks, kserve=s.kserve, speed=s.speed
+            s.scenario,
+            s.namespace,
+            in_cluster_url,
+            racks,
+            kserve=s.kserve,
+            speed=s.speed,
+            gpu_tuning=s.gpu_tuning,
         )
         _apply(cluster, s.namespace, objects)
         say(f"applied {len(s.scenario.services)} services and their ScaledObjects in {s.namespace}")
+        tuning_env: dict[str, str] = {}
+        if s.gpu_tuning != "Disabled":
+            _apply(cluster, TUNING_NAMESPACE, [_service_account(TUNING_SERVICE_ACCOUNT)])
+            tuning_env = {
+                "CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES": json.dumps([s.namespace]),
+                "CLIMATIK_GPU_TUNING__JOB_NAMESPACE": TUNING_NAMESPACE,
+                "CLIMATIK_GPU_TUNING__SERVICE_ACCOUNT": TUNING_SERVICE_ACCOUNT,
+                # kwok's nodes have no NVIDIA runtime; the world plays the Jobs anyway.
+                "CLIMATIK_GPU_TUNING__RUNTIME_CLASS": "",
+                "CLIMATIK_GPU_TUNING__INTERVAL_S": f"{max(1.0, TUNING_INTERVAL_S / s.speed):g}",
+            }
+            say(f"GPU tuning: {s.gpu_tuning}, Jobs in {TUNING_NAMESPACE}, played by the world")
         controller_argv = [sys.executable, "-m", "climatik", "run", "--kubeconfig", kubeconfig]
         # Decide as often in simulated time as the twin's controller does, within reason on a
         # laptop: the scenario's control interval compressed by the speed, at least a second.
@@ -335,6 +365,7 @@ def running_stack(settings: DemoSettings, say: Callable[[str], None]) -> Iterato
             "CLIMATIK_OUTBOUND__CONNECT_TO": json.dumps(
                 [connect_to_rule(namespace, name, service_port, port)]
             ),
+            **tuning_env,
         }
         start("controller", [*controller_argv, "--http-port", "0", "--no-leader-elect"], env)
         say(f"controller: climatik run (logs in {logs})")

@@ -35,6 +35,9 @@ POLICY_SPECS: dict[str, PolicySpec] = {
     # Headroom ceilings alone (no carbon, maximum clocks, the ReplicaSet's scale-in): what
     # `climatik demo`'s PowerCappingConfig asks of the live controller.
     "headroom": PolicySpec("headroom", "round-robin"),
+    # The same with every service at its tuned clock: what `climatik demo --gpu-tuning Apply`
+    # asks of the live controller (whose tuning Jobs lock the clocks node by node).
+    "headroom-tuned": PolicySpec("headroom", "round-robin", tuned_clocks=True),
     # Ablations: climatik with one input removed, to show what that input is worth.
     "climatik-no-carbon": PolicySpec("headroom", "climatik", False, True, True),
     "climatik-max-clock": PolicySpec("headroom", "climatik", True, False, True),

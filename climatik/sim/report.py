@@ -39,6 +39,10 @@ POLICY_SUMMARIES = {
         "headroom ceilings from measured watts alone (no carbon, maximum clocks, round-robin "
         "placement): what `climatik demo` runs live"
     ),
+    "headroom-tuned": (
+        "headroom with every service at its tuned GPU clock: what `climatik demo --gpu-tuning "
+        "Apply` runs live"
+    ),
     "climatik-no-carbon": "climatik without carbon input (an ablation)",
     "climatik-max-clock": "climatik with GPUs at their maximum clock (an ablation)",
     "climatik-joint-clocks": (

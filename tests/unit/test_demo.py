@@ -29,6 +29,7 @@ from climatik.demo.progress import (
 )
 from climatik.demo.scrape import JOBS, scrape_config
 from climatik.policies.ceiling_settings import HeadroomSettings
+from climatik.sim.clocks import clock_bounds
 from climatik.sim.scenario import load_scenario
 
 PROMETHEUS = "http://127.0.0.1:9090"
@@ -79,6 +80,22 @@ def test_the_live_loop_runs_the_twins_tuning_and_the_autoscalers_windows_compres
     twin = HeadroomSettings()
     assert config.spec.policy.safety_margin_percent == round(100 * twin.safety_margin_fraction)
     assert config.spec.policy.hysteresis_percent == round(100 * twin.hysteresis_fraction)
+
+
+def test_gpu_tuning_asks_for_the_twins_clock_bounds_an_hour_apart_in_simulated_time() -> None:
+    scenario = load_scenario("default")
+    untuned = PowerCappingConfig.model_validate(demo_objects(scenario, "demo", PROMETHEUS)[4])
+    assert untuned.spec.gpu_tuning.mode == "Disabled"
+    objects = demo_objects(scenario, "demo", PROMETHEUS, speed=10.0, gpu_tuning="Apply")
+    tuning = PowerCappingConfig.model_validate(objects[4]).spec.gpu_tuning
+    assert tuning.mode == "Apply"
+    assert tuning.min_interval_seconds == 360
+    tightest = min(clock_bounds(scenario), key=lambda b: b.max_p99_token_latency_s or 0.0)
+    assert tightest.max_p99_token_latency_s is not None
+    assert tuning.slo_bounds is not None
+    assert tuning.slo_bounds.max_inter_token_latency_milliseconds == int(
+        tightest.max_p99_token_latency_s * 1000
+    )
 
 
 def test_the_cap_is_the_scenarios_site_cap_over_every_nodes_power() -> None:
