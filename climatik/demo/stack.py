@@ -62,6 +62,8 @@ TUNING_NAMESPACE = "climatik-gpu-tuning"
 TUNING_SERVICE_ACCOUNT = "climatik-gpu-tuner"
 TUNING_INTERVAL_S = 60.0
 """The GPU-tuning reconciler's period in simulated seconds (its default in wall seconds)."""
+TUNING_GRACE_S = 60.0
+"""The power-cap reconciler's hold after a tuning result, in simulated seconds (its default)."""
 
 
 class DemoError(UserError):
@@ -362,6 +364,9 @@ def running_stack(settings: DemoSettings, say: Callable[[str], None]) -> Iterato
             **os.environ,
             "CLIMATIK_CAPPING__INTERVAL_S": f"{interval_s:g}",
             "CLIMATIK_CAPPING__TOKENS_WINDOW_S": f"{window_s:g}",
+            # After a tuning result, ceilings hold while readings at the old clocks age out of
+            # the (compressed) rate windows: the default minute, in simulated time.
+            "CLIMATIK_CAPPING__TUNING_GRACE_S": f"{max(window_s, TUNING_GRACE_S / s.speed):g}",
             "CLIMATIK_OUTBOUND__CONNECT_TO": json.dumps(
                 [connect_to_rule(namespace, name, service_port, port)]
             ),

@@ -6,11 +6,16 @@ KEDA scales a service above its minimum on the world's vLLM series, the controll
 ceiling (remembering the user's in its annotation), the progress line reads the pods' power,
 the world's own figures (tokens served, energy) reach Prometheus and make a live row beside the
 twin's, and when the demo ends no process it started is left.
+
+With `--gpu-tuning Apply`, near the cap the controller starts a tuning Job per node, the world
+plays it (sweeps that node's clocks, writes the result ConfigMap, keeps the chosen clock), the
+node's GPUs report the clock, and the controller rescales its watts per replica from the result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -18,13 +23,14 @@ import pytest
 
 from climatik.demo.compare import run_twin, with_live
 from climatik.demo.progress import Snapshot, progress_line
-from climatik.demo.stack import DemoSettings, Stack, running_stack
+from climatik.demo.stack import TUNING_NAMESPACE, DemoSettings, Stack, running_stack
 from climatik.devcluster.binaries import (
     BinariesMissingError,
     locate_binaries,
     locate_keda,
     locate_kserve,
 )
+from climatik.domain.gpu import TUNE_RESULT_KEY
 from climatik.kube.json import as_object, child, objects, strings, text
 from climatik.sim.scenario import load_scenario
 from tests.integration.helpers.host_processes import processes_mentioning
@@ -67,6 +73,7 @@ async def test_a_short_demo_scales_caps_and_leaves_nothing_behind(tmp_path: Path
         speed=10.0,
         minutes=2.0,
         start_hour=12.0,
+        gpu_tuning="Apply",
     )
     said: list[str] = []
     started = time.monotonic()
@@ -112,9 +119,52 @@ async def test_a_short_demo_scales_caps_and_leaves_nothing_behind(tmp_path: Path
         assert totals.energy_j > 0
         live = with_live(run_twin(settings.scenario, 12.0, totals.simulated_s), totals, [], {})
         assert live.policies["live"]["tokens"] == pytest.approx(sum(totals.tokens.values()))
+
+        # Near the cap the controller tunes every node it serves on; the world plays each Job
+        # (eight clocks of 50 simulated seconds: 40 s at 10x) and answers in its ConfigMap.
+        applied = await eventually(
+            lambda: asyncio.to_thread(applied_clocks, stack),
+            bool,
+            timeout_s=120,
+            interval_s=2.0,
+        )
+        # A node's GPUs report the clock applied there (below the top on chat's nodes: its
+        # tokens per joule peak lower), and the controller took the results.
+        top = settings.scenario.racks.gpu_curve.max_clock_mhz
+        node, clock = min(applied.items(), key=lambda item: item[1])
+        assert clock < top
+        reported = await eventually(
+            lambda: asyncio.to_thread(
+                stack.query, f'max(DCGM_FI_DEV_SM_CLOCK{{Hostname="{node}"}})'
+            ),
+            lambda value: value == clock,
+            timeout_s=30,
+            interval_s=1.0,
+        )
+        assert reported == clock
+        controller_log = settings.directory / "logs" / "controller.log"
+        await eventually(
+            lambda: asyncio.to_thread(controller_log.read_text),
+            lambda text: "watts_per_replica_rescaled" in text,
+            timeout_s=30,
+            interval_s=1.0,
+        )
     # Every process the demo started mentions its directory (kubeconfig, logs, data).
     assert not processes_mentioning(str(settings.directory.resolve()))
     assert said[0].startswith("starting the dev cluster")
+
+
+def applied_clocks(stack: Stack) -> dict[str, float]:
+    """Node -> the clock its tuning result applied, from the ConfigMaps the world wrote."""
+    response = stack.cluster.admin_client().get(f"/api/v1/namespaces/{TUNING_NAMESPACE}/configmaps")
+    if response.status != 200:
+        return {}
+    clocks: dict[str, float] = {}
+    for item in objects(as_object(response.body), "items"):
+        document = json.loads(strings(item, "data").get(TUNE_RESULT_KEY, "{}"))
+        if document.get("appliedClockMHz") is not None:
+            clocks[document["node"]] = float(document["appliedClockMHz"])
+    return clocks
 
 
 def spec_writers(stack: Stack, resource: str, name: str) -> set[str]:
