@@ -203,18 +203,14 @@ async def _tune(args: argparse.Namespace, mode: Any) -> Any:
 
 async def _store(target: str, kubeconfig: str | None, document: dict[str, Any]) -> None:
     from climatik.domain.gpu_tune_result import result_configmap
-    from climatik.kube.client import ApiError, KubeClient
+    from climatik.kube.client import KubeClient
     from climatik.kube.resources import CONFIGMAPS
 
     namespace, _, name = target.partition("/")
     body = result_configmap(namespace, name, document)
     client = await KubeClient.from_config(kubeconfig)
     try:
-        try:
-            await client.create(CONFIGMAPS, body, namespace)
-        except ApiError as error:
-            if not error.is_conflict:  # AlreadyExists: a previous run's result
-                raise
-            await client.merge_patch(CONFIGMAPS, name, {"data": body["data"]}, namespace)
+        # A previous run's result is replaced.
+        await client.create_or_merge(CONFIGMAPS, body, {"data": body["data"]}, namespace)
     finally:
         await client.close()

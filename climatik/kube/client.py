@@ -293,6 +293,22 @@ class KubeClient:
             content_type=MERGE_PATCH,
         )
 
+    async def create_or_merge(
+        self,
+        resource: Resource,
+        body: Mapping[str, Any],
+        patch: Mapping[str, Any],
+        namespace: str | None = None,
+    ) -> JsonObject:
+        """Create `body`, or merge `patch` into the object of its name that already exists."""
+        try:
+            return await self.create(resource, body, namespace)
+        except ApiError as error:
+            if not error.is_conflict:  # AlreadyExists
+                raise
+        name = str(body["metadata"]["name"])
+        return await self.merge_patch(resource, name, patch, namespace)
+
     async def delete(
         self, resource: Resource, name: str, namespace: str | None = None
     ) -> JsonObject:

@@ -214,12 +214,7 @@ class WorldLoop:
             namespace, _, name = answer.order.result_configmap.partition("/")
             body = result_configmap(namespace, name, answer.document)
             try:
-                try:
-                    await client.create(CONFIGMAPS, body, namespace)
-                except ApiError as error:
-                    if not error.is_conflict:
-                        raise
-                    await client.merge_patch(CONFIGMAPS, name, {"data": body["data"]}, namespace)
+                await client.create_or_merge(CONFIGMAPS, body, {"data": body["data"]}, namespace)
             except ApiError as error:
                 log.warning(
                     "world_tuning_result_refused",

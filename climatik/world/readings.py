@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
+from climatik.domain.gpu import H100
 from climatik.kube.json import JsonValue
 from climatik.world.counters import integrate_counters
 from climatik.world.tally import SiteFigures
@@ -37,10 +38,6 @@ def parse_number(value: object) -> float | None:
     raise ValueError(f"{value!r} is not a number")
 
 
-MAX_SM_CLOCK_MHZ = 1980.0
-"""An H100's highest SM clock: a pod's clock unless told otherwise."""
-
-
 @dataclass
 class PodReadings:
     """One pod's gauges as set, and the counters integrated from them."""
@@ -63,8 +60,8 @@ class PodReadings:
     model_name: str = DEFAULT_MODEL_NAME
     gpu_index: int = 0
     """The first of the pod's GPU indices on its node."""
-    sm_clock_mhz: float = MAX_SM_CLOCK_MHZ
-    """Its GPUs' SM clock (DCGM's `DCGM_FI_DEV_SM_CLOCK`)."""
+    sm_clock_mhz: float = H100.max_clock_mhz
+    """Its GPUs' SM clock (DCGM's `DCGM_FI_DEV_SM_CLOCK`): an H100's highest unless set."""
     # Counters, integrated from the rates above.
     cpu_joules: float = 0.0
     gpu_joules: float = 0.0
