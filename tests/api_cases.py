@@ -151,6 +151,10 @@ spec:
       maxTimeToFirstTokenMilliseconds: 500
       maxInterTokenLatencyMilliseconds: 50
       minTokensPerSecond: 1000
+  replicaSizing:
+    maxTimeToFirstTokenMilliseconds: 1000
+    maxInterTokenLatencyMilliseconds: 80
+    sloAttainmentPercent: 99.9
   failSafe:
     maxMetricAgeSeconds: 60
     holdSeconds: 600
@@ -498,6 +502,11 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "cooling-redline", _set("cooling", {"redlineCelsius": 500}), "spec.cooling.redlineCelsius"
     ),
     InvalidCase("gpu-mode", _set("gpuTuning", {"mode": "Overclock"}), "spec.gpuTuning.mode"),
+    InvalidCase(
+        "replica-sizing-attainment-of-everyone",
+        _set("replicaSizing", {"sloAttainmentPercent": 100}),
+        "spec.replicaSizing.sloAttainmentPercent",
+    ),
     InvalidCase(
         "gpu-interval",
         _set("gpuTuning", {"minIntervalSeconds": 1}),

@@ -187,6 +187,14 @@ def to_domain(obj: PowerCappingConfig) -> domain.PowerCappingConfig:
             min_interval_s=float(spec.gpu_tuning.min_interval_seconds),
             slo=_slo(spec.gpu_tuning.slo_bounds),
         ),
+        replica_sizing=domain.ReplicaSizingConfig(
+            max_time_to_first_token_s=(
+                spec.replica_sizing.max_time_to_first_token_milliseconds / 1000.0
+            ),
+            max_inter_token_latency_s=spec.replica_sizing.max_inter_token_latency_milliseconds
+            / 1000.0,
+            slo_attainment=spec.replica_sizing.slo_attainment_percent / 100.0,
+        ),
         fail_safe=domain.FailSafeConfig(
             max_metric_age_s=float(spec.fail_safe.max_metric_age_seconds),
             hold_s=float(spec.fail_safe.hold_seconds),

@@ -21,10 +21,20 @@ _SIZE_REASONS = {
 }
 
 
+def _share(share: float) -> str:
+    """A share in percent with as few decimals as keep it apart from 100 % (goals like 99.99 %
+    are common; rounding 99.97 % up to "100%" would hide that it misses one)."""
+    for decimals in range(4):
+        text = f"{share:.{decimals}%}"
+        if share >= 1.0 or text != f"{1.0:.{decimals}%}":
+            return text
+    return f"{share:.4%}"
+
+
 def _prediction(tokens_per_joule: float | None, slo: float | None) -> str:
     if tokens_per_joule is None or slo is None:
         return ""
-    return f" ({tokens_per_joule:.3f} tokens/J, {slo:.0%} within SLO)"
+    return f" ({tokens_per_joule:.3f} tokens/J, {_share(slo)} within SLO)"
 
 
 def _replica_size_line(size: ReplicaSizeStatus) -> str:

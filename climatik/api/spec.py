@@ -367,6 +367,24 @@ class GpuTuning(CrdModel):
     )
 
 
+class ReplicaSizing(CrdModel):
+    """The service level a recommended GPUs per replica must keep (`status.replicaSizes`)."""
+
+    max_time_to_first_token_milliseconds: Annotated[int, Field(ge=1, le=600_000)] = Field(
+        default=2000, description="Time to first token a request must meet."
+    )
+    max_inter_token_latency_milliseconds: Annotated[int, Field(ge=1, le=60_000)] = Field(
+        default=100, description="Time between tokens every decode step must meet."
+    )
+    slo_attainment_percent: Annotated[float, Field(ge=50, le=99.999)] = Field(
+        default=95,
+        description=(
+            "Percent of requests that must meet both at the measured load; a size predicted to "
+            "serve fewer is not recommended (a higher goal trades tokens per joule for latency)."
+        ),
+    )
+
+
 class FailSafe(CrdModel):
     """Behaviour when power readings are stale, empty or NaN (never read as zero)."""
 
@@ -455,6 +473,9 @@ class PowerCappingConfigSpec(CrdModel):
     placement: Placement = Field(default_factory=Placement, description="Rack-aware placement.")
     cooling: Cooling = Field(default_factory=Cooling, description="Cooling recommendations.")
     gpu_tuning: GpuTuning = Field(default_factory=GpuTuning, description="GPU clock tuning.")
+    replica_sizing: ReplicaSizing = Field(
+        default_factory=ReplicaSizing, description="GPUs per replica: the SLO a size must keep."
+    )
     fail_safe: FailSafe = Field(default_factory=FailSafe, description="Missing-data behaviour.")
 
     @model_validator(mode="after")

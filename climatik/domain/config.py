@@ -247,6 +247,16 @@ class GpuTuningConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaSizingConfig:
+    """The service level a recommended number of GPUs per replica must keep."""
+
+    max_time_to_first_token_s: float = 2.0
+    max_inter_token_latency_s: float = 0.1
+    slo_attainment: float = 0.95
+    """Share of requests that must meet both latencies."""
+
+
+@dataclass(frozen=True, slots=True)
 class FailSafeConfig:
     """What to do when power readings are stale, empty or NaN (never treat them as zero).
 
@@ -278,6 +288,7 @@ class PowerCappingConfig:
     placement: PlacementConfig = field(default_factory=PlacementConfig)
     cooling: CoolingConfig = field(default_factory=CoolingConfig)
     gpu_tuning: GpuTuningConfig = field(default_factory=GpuTuningConfig)
+    replica_sizing: ReplicaSizingConfig = field(default_factory=ReplicaSizingConfig)
     fail_safe: FailSafeConfig = field(default_factory=FailSafeConfig)
 
     def prometheus_address(self, default: str | None = None) -> str | None:

@@ -110,6 +110,9 @@ DEFAULT_SLO = SloGoal()
 
 MIN_GAIN = 0.05
 """A different size must promise this much more tokens per joule: a resize is a rollout."""
+SLO_TIE = 0.001
+"""Predicted attainments closer than this (a tenth of a point) do not tell two sizes apart:
+when no size meets the goal, a resize for less would trade tokens per joule for noise."""
 TARGET_UTILISATION = 0.8
 
 
@@ -214,7 +217,9 @@ def recommend_size(
       freest node (`Fragmented`), if the model fits it at all.
     - Otherwise the most tokens per joule among the sizes meeting the SLO goal (`Efficiency`),
       unless it beats the current size by less than `MIN_GAIN` (`Keep`); when the current size
-      misses the goal, the size with the best attainment if none meets it (`Slo`).
+      misses the goal, the size with the best attainment if none meets it (`Slo`; sizes
+      within `SLO_TIE` of the best count as equal, the current one kept among them unless
+      another promises `MIN_GAIN` more tokens per joule).
     """
     found = predictions(measured, profile, slo)
     free = max(measured.free_gpus_per_node, default=0)
@@ -230,7 +235,13 @@ def recommend_size(
     current = next(p for p in found if p.gpus_per_replica == measured.gpus_per_replica)
     meeting = [p for p in found if p.slo_attainment >= slo.attainment]
     if not meeting:
-        best = max(found, key=lambda p: (p.slo_attainment, p.tokens_per_joule))
+        # No size meets the goal: the best attainment, sizes within SLO_TIE of it counting as
+        # equal (then the most tokens per joule, and a resize only for MIN_GAIN of them).
+        top = max(p.slo_attainment for p in found)
+        level = [p for p in found if p.slo_attainment >= top - SLO_TIE]
+        best = max(level, key=lambda p: p.tokens_per_joule)
+        if current in level and best.tokens_per_joule < (1 + MIN_GAIN) * current.tokens_per_joule:
+            best = current
         reason = SizeReason.KEEP if best is current else SizeReason.SLO
         return SizeRecommendation(current, best, reason, found)
     best = max(meeting, key=lambda p: p.tokens_per_joule)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from climatik.api.status_models import PowerCappingConfigStatus, ReplicaSizeStatus, TargetStatus
+from climatik.domain.config import ReplicaSizingConfig
 from climatik.kube.cache import Cache
 from climatik.kube.json import JsonObject, JsonValue, ObjectMeta, child, objects, text
 from climatik.kube.store import FrozenMapping
@@ -109,6 +110,15 @@ def size_input(
         gpus_per_node=max(gpus_per_node, gpus),
         free_gpus_per_node=tuple(free.values()),
         pending_replicas=pending,
+    )
+
+
+def slo_goal(sizing: ReplicaSizingConfig) -> SloGoal:
+    """The config's `replicaSizing` as the policy's goal."""
+    return SloGoal(
+        ttft_s=sizing.max_time_to_first_token_s,
+        tbt_s=sizing.max_inter_token_latency_s,
+        attainment=sizing.slo_attainment,
     )
 
 

@@ -57,7 +57,7 @@ from climatik.kube.store import FrozenMapping, object_key, split_key
 from climatik.policies.vpa_hold import HoldThresholds, RackReading, racks_to_hold
 from climatik.reconcilers.opening import ConfigOpening
 from climatik.reconcilers.replica_footprint import replica_footprints
-from climatik.reconcilers.replica_size import fragmentation_message, replica_sizes
+from climatik.reconcilers.replica_size import fragmentation_message, replica_sizes, slo_goal
 from climatik.reconcilers.replica_size_apply import (
     STABLE_ROUNDS,
     already_rolled,
@@ -241,6 +241,7 @@ class VpaHoldReconciler:
             status,
             pods=self._workloads.pods,
             nodes=self._nodes,
+            slo=slo_goal(config.replica_sizing),
         )
         footprints = self._footprints(config)
         await self._record_fragmentation(key, obj, sizes)

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from climatik.policies.gpus_per_replica import ModelProfile, SizeInput, predictions
+from climatik.policies.gpus_per_replica import ModelProfile, SizeInput, SloGoal, predictions
 from climatik.sim.replica_sizing import (
     GPUS_PER_SERVER,
     SizingScenario,
@@ -89,3 +89,20 @@ def test_no_choice_beats_the_oracle_and_the_oracle_bounds_the_gain() -> None:
         for day in (chosen, *fixed):
             assert oracle.tokens_per_joule >= day.tokens_per_joule, (peak, trough, day.name)
             assert oracle.tokens == day.tokens
+
+
+def test_a_strict_goal_keeps_the_fixed_sizes_attainment_and_still_gains_a_tenth() -> None:
+    """`replicaSizing.sloAttainmentPercent: 99.99`: 4-GPU replicas only where they serve as many
+    requests in time as 8-GPU ones, which costs tokens per joule against the default goal and
+    still gains 10 % over the best fixed size meeting the goal, at its attainment to within a
+    thousandth of a point (docs/vpa.md)."""
+    strict = replace(_scenario(2.0, 0.05), slo=SloGoal(attainment=0.9999))
+    chosen, fixed = compare(strict)
+    at_default, _ = compare(_scenario(2.0, 0.05))
+    best = max((d for d in fixed if d.slo_attainment >= 0.9999), key=lambda d: d.tokens_per_joule)
+    assert chosen.sizes_used == (4, 8)
+    assert chosen.tokens_per_joule >= 1.10 * best.tokens_per_joule
+    assert chosen.slo_attainment >= best.slo_attainment - 1e-5
+    assert at_default.slo_attainment < chosen.slo_attainment
+    assert at_default.tokens_per_joule > chosen.tokens_per_joule
+    assert oracle_day(strict).tokens_per_joule >= chosen.tokens_per_joule

@@ -100,6 +100,9 @@ def test_every_extension_converts() -> None:
     assert config.gpu_tuning.mode is GpuTuningMode.RECOMMEND
     assert config.gpu_tuning.slo.max_time_to_first_token_s == pytest.approx(0.5)
     assert config.gpu_tuning.slo.max_inter_token_latency_s == pytest.approx(0.05)
+    assert config.replica_sizing.max_time_to_first_token_s == pytest.approx(1.0)
+    assert config.replica_sizing.max_inter_token_latency_s == pytest.approx(0.08)
+    assert config.replica_sizing.slo_attainment == pytest.approx(0.999)
     assert config.fail_safe.safe_max_replicas == 2
     assert config.fail_safe.hold_s == 600.0
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from climatik.api.explain import explain
+from climatik.domain.config import ReplicaSizingConfig
 from climatik.kube.store import index_by_namespace
-from climatik.reconcilers.replica_size import free_gpus_per_node, pod_gpus
+from climatik.policies.gpus_per_replica import DEFAULT_SLO
+from climatik.reconcilers.replica_size import free_gpus_per_node, pod_gpus, slo_goal
 from climatik.reconcilers.settings import VpaSettings
 from climatik.reconcilers.targets import NAMESPACE_INDEX, WorkloadCaches
 from climatik.reconcilers.vpa_hold import VpaHoldReconciler
@@ -111,6 +113,29 @@ async def test_a_lightly_loaded_target_is_recommended_fewer_gpus_in_status() -> 
     assert "for more tokens per joule" in text
 
 
+async def test_the_configs_slo_goal_decides_whether_fewer_gpus_are_good_enough() -> None:
+    # 200 tokens/s on one 4-GPU replica: 99.67 % of requests predicted within the SLO.
+    watts = 650.0
+    pods = [gpu_pod("chat-0", "a-0", 8), gpu_pod("chat-1", "a-1", 8)]
+    nodes = [gpu_node("a-0", 8), gpu_node("a-1", 8)]
+    entries = {}
+    for goal in (95, 99.99):
+        obj = _config(watts, 200.0 / (2 * watts))
+        obj["spec"]["replicaSizing"] = {"sloAttainmentPercent": goal}
+        reconciler, client, _ = _reconciler(pods, nodes, obj)
+        await reconciler.reconcile(KEY)
+        (entries[goal],) = _replica_sizes(client)
+    assert entries[95]["recommendedGpus"] == 4
+    assert entries[95]["reason"] == "Efficiency"
+    assert entries[99.99]["recommendedGpus"] == 8
+    assert entries[99.99]["reason"] == "Keep"
+
+    obj["status"]["replicaSizes"] = [entries[95]]
+    assert "recommended 4 (0.395 tokens/J, 99.7% within SLO)" in explain(obj), (
+        "a share just short of 100 % is not rounded up to it"
+    )
+
+
 async def test_pending_replicas_on_fragmented_gpus_get_the_size_that_fits_and_one_event() -> None:
     watts = 1200.0
     obj = _config(watts, 600.0 / (2 * watts))
@@ -136,3 +161,7 @@ async def test_targets_without_gpus_have_no_replica_size() -> None:
     await reconciler.reconcile(KEY)
     (status_patch, *_) = [p for p in reversed(client.patches) if p[3] == "status"]
     assert "replicaSizes" not in status_patch[2]["status"]
+
+
+def test_the_default_replica_sizing_is_the_policys_default_goal() -> None:
+    assert slo_goal(ReplicaSizingConfig()) == DEFAULT_SLO
