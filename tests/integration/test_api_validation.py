@@ -122,6 +122,7 @@ def test_server_defaults_equal_model_defaults(kubectl: Kubectl) -> None:
             "placement": {},
             "cooling": {},
             "gpuTuning": {},
+            "replicaSizing": {},
             "failSafe": {},
             "carbon": {
                 "provider": "UKNationalGrid",
