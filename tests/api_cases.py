@@ -155,6 +155,10 @@ spec:
     maxTimeToFirstTokenMilliseconds: 1000
     maxInterTokenLatencyMilliseconds: 80
     sloAttainmentPercent: 99.9
+    applyWindow:
+      start: "22:30"
+      end: "05:00"
+      timeZone: Europe/Berlin
   failSafe:
     maxMetricAgeSeconds: 60
     holdSeconds: 600
@@ -502,6 +506,24 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "cooling-redline", _set("cooling", {"redlineCelsius": 500}), "spec.cooling.redlineCelsius"
     ),
     InvalidCase("gpu-mode", _set("gpuTuning", {"mode": "Overclock"}), "spec.gpuTuning.mode"),
+    InvalidCase(
+        "replica-sizing-window-start",
+        _set("replicaSizing", {"applyWindow": {"start": "25:00", "end": "05:00"}}),
+        "spec.replicaSizing.applyWindow.start",
+    ),
+    InvalidCase(
+        "replica-sizing-window-empty",
+        _set("replicaSizing", {"applyWindow": {"start": "02:00", "end": "02:00"}}),
+        "spec.replicaSizing.applyWindow.end",
+    ),
+    InvalidCase(
+        "replica-sizing-window-zone",
+        _set(
+            "replicaSizing",
+            {"applyWindow": {"start": "02:00", "end": "05:00", "timeZone": "Mars/Olympus_Mons"}},
+        ),
+        "spec.replicaSizing.applyWindow.timeZone",
+    ),
     InvalidCase(
         "replica-sizing-attainment-of-everyone",
         _set("replicaSizing", {"sloAttainmentPercent": 100}),

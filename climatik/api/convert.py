@@ -17,7 +17,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from climatik.api.resource import PowerCappingConfig
-from climatik.api.spec import Policy, PowerCappingConfigSpec, SloBounds, TargetSelector
+from climatik.api.spec import (
+    ApplyWindow,
+    Policy,
+    PowerCappingConfigSpec,
+    SloBounds,
+    TargetSelector,
+)
 from climatik.api.spec_carbon import Carbon, CarbonTargetType
 from climatik.domain import config as domain
 from climatik.domain.carbon import CarbonTarget, EmissionRateTarget, IntensityBandTarget
@@ -119,6 +125,12 @@ def _carbon(carbon: Carbon | None) -> domain.CarbonConfig | None:
     )
 
 
+def _window(window: ApplyWindow | None) -> domain.DailyWindow | None:
+    if window is None:
+        return None
+    return domain.DailyWindow(window.start_minute, window.end_minute, window.time_zone)
+
+
 def _slo(bounds: SloBounds | None) -> domain.SloBounds:
     if bounds is None:
         return domain.SloBounds()
@@ -194,6 +206,7 @@ def to_domain(obj: PowerCappingConfig) -> domain.PowerCappingConfig:
             max_inter_token_latency_s=spec.replica_sizing.max_inter_token_latency_milliseconds
             / 1000.0,
             slo_attainment=spec.replica_sizing.slo_attainment_percent / 100.0,
+            apply_window=_window(spec.replica_sizing.apply_window),
         ),
         fail_safe=domain.FailSafeConfig(
             max_metric_age_s=float(spec.fail_safe.max_metric_age_seconds),

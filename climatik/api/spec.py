@@ -15,6 +15,7 @@ string and list bounded so CEL rules stay within the API server's cost budget.
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
@@ -367,6 +368,73 @@ class GpuTuning(CrdModel):
     )
 
 
+HH_MM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+TIME_ZONE = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
+
+
+def _minutes(clock: str) -> int:
+    hours, minutes = clock.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+class ApplyWindow(CrdModel):
+    """A daily window in which a GPUs-per-replica roll may start (a maintenance window)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=crd_rules(
+            {
+                "rule": "self.start != self.end",
+                "message": "applyWindow.end must differ from applyWindow.start",
+                "fieldPath": ".end",
+            },
+        )
+    )
+
+    start: Annotated[str, StringConstraints(max_length=5, pattern=HH_MM)] = Field(
+        description="Local time the window opens, HH:MM (24 h)."
+    )
+    end: Annotated[str, StringConstraints(max_length=5, pattern=HH_MM)] = Field(
+        description="Local time it closes, HH:MM; earlier than start: the next day."
+    )
+    time_zone: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=64, pattern=TIME_ZONE),
+        # CEL looks the name up in the API server's own time-zone database; on the field
+        # itself, so an unknown zone is refused under this field's path.
+        Field(
+            json_schema_extra=crd_rules(
+                {
+                    "rule": (
+                        "self == 'UTC' || timestamp('2000-01-01T00:00:00Z').getHours(self) >= 0"
+                    ),
+                    "message": (
+                        "applyWindow.timeZone must be an IANA time zone such as Europe/Berlin"
+                    ),
+                }
+            )
+        ),
+    ] = Field(default="UTC", description="IANA time zone of start and end.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> ApplyWindow:
+        if self.start == self.end:
+            raise ValueError("applyWindow.end must differ from applyWindow.start")
+        try:
+            ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            msg = "applyWindow.timeZone must be an IANA time zone such as Europe/Berlin"
+            raise ValueError(msg) from exc
+        return self
+
+    @property
+    def start_minute(self) -> int:
+        return _minutes(self.start)
+
+    @property
+    def end_minute(self) -> int:
+        return _minutes(self.end)
+
+
 class ReplicaSizing(CrdModel):
     """The service level a recommended GPUs per replica must keep (`status.replicaSizes`)."""
 
@@ -381,6 +449,13 @@ class ReplicaSizing(CrdModel):
         description=(
             "Percent of requests that must meet both at the measured load; a size predicted to "
             "serve fewer is not recommended (a higher goal trades tokens per joule for latency)."
+        ),
+    )
+    apply_window: ApplyWindow | None = Field(
+        default=None,
+        description=(
+            "When a workload that opts in may be rolled to the recommended size; unset: any "
+            "time (a roll still waits until the site is under its cap)."
         ),
     )
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from climatik.domain.carbon import CarbonTarget
 
@@ -247,13 +249,40 @@ class GpuTuningConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DailyWindow:
+    """The same minutes of every day in a time zone: from `start_minute` (inclusive) to
+    `end_minute` (exclusive) after local midnight, past midnight when the end is earlier."""
+
+    start_minute: int
+    end_minute: int
+    time_zone: str = "UTC"
+
+    def contains(self, now: datetime) -> bool:
+        """Whether `now` (an aware datetime) falls inside the window, in its time zone."""
+        local = now.astimezone(ZoneInfo(self.time_zone))
+        minute = local.hour * 60 + local.minute
+        if self.start_minute <= self.end_minute:
+            return self.start_minute <= minute < self.end_minute
+        return minute >= self.start_minute or minute < self.end_minute
+
+    def describe(self) -> str:
+        def clock(minute: int) -> str:
+            return f"{minute // 60:02d}:{minute % 60:02d}"
+
+        return f"{clock(self.start_minute)}-{clock(self.end_minute)} {self.time_zone}"
+
+
+@dataclass(frozen=True, slots=True)
 class ReplicaSizingConfig:
-    """The service level a recommended number of GPUs per replica must keep."""
+    """The service level a recommended number of GPUs per replica must keep, and when an
+    opted-in workload may be rolled to it."""
 
     max_time_to_first_token_s: float = 2.0
     max_inter_token_latency_s: float = 0.1
     slo_attainment: float = 0.95
     """Share of requests that must meet both latencies."""
+    apply_window: DailyWindow | None = None
+    """When a roll may start; `None`: at any time."""
 
 
 @dataclass(frozen=True, slots=True)

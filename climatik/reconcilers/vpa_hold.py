@@ -191,6 +191,8 @@ class VpaHoldReconciler:
         """Per config key, the fragmentation Events last recorded (one per change)."""
         self._steady: dict[str, dict[str, tuple[int, int]]] = {}
         """Per config key and target: the size recommended and for how many rounds in a row."""
+        self._waiting: dict[str, dict[str, int]] = {}
+        """Per config key and Deployment: the size whose roll waits for the apply window."""
         self._configs = configs
         self._opening = ConfigOpening(configs, forget=self._forget, finalize=self._finalize)
 
@@ -198,6 +200,7 @@ class VpaHoldReconciler:
         self._held_racks.pop(key, None)
         self._fragmented.pop(key, None)
         self._steady.pop(key, None)
+        self._waiting.pop(key, None)
 
     async def reconcile(self, key: str) -> Result:
         if self._configs.store.get(key) is None:
@@ -413,7 +416,8 @@ class VpaHoldReconciler:
         held_racks: frozenset[str],
     ) -> None:
         """Roll opted-in Deployments to a recommendation that has held `STABLE_ROUNDS` rounds,
-        only while the config is under its cap and none of its racks is held."""
+        only while the config is under its cap, none of its racks is held and its apply
+        window (if any) is open."""
         steady = self._steady.setdefault(config.key, {})
         targets = {t.name: t for t in self._workloads.resolve(config).targets}
         for entry in sizes:
@@ -434,7 +438,23 @@ class VpaHoldReconciler:
             )
             if name is None or cached is None or not opted_in(cached) or already_rolled(cached):
                 continue
+            window = config.replica_sizing.apply_window
+            if window is not None and not window.contains(self._clock()):
+                await self._note_waiting(config, obj, name, gpus, window.describe())
+                continue
             await self._roll(config, obj, name, entry.current_gpus, gpus)
+
+    async def _note_waiting(
+        self, config: PowerCappingConfig, obj: FrozenMapping, name: str, gpus: int, window: str
+    ) -> None:
+        """One Event per Deployment and size while a roll waits for the apply window."""
+        waiting = self._waiting.setdefault(config.key, {})
+        if waiting.get(name) == gpus:
+            return
+        waiting[name] = gpus
+        message = f"{name}: the roll to {gpus} GPUs per replica waits for the apply window {window}"
+        log.info("gpus_per_replica_waiting", config=config.key, deployment=name, window=window)
+        await self._events.record(obj, "Normal", "GpusPerReplicaWaiting", message)
 
     async def _roll(
         self, config: PowerCappingConfig, obj: FrozenMapping, name: str, current: int, gpus: int

@@ -148,9 +148,11 @@ def test_every_cel_rule_names_an_existing_field_in_its_message() -> None:
         for rule in node.get("x-kubernetes-validations", []):
             rules_seen += 1
             assert rule["message"], path
-            field_path = rule["fieldPath"]
-            assert _resolve(node, field_path) is not None, (path, field_path)
-            leaf = field_path.rsplit(".", 1)[-1]
+            # A rule on a scalar field has no fieldPath: it names the field it sits on.
+            field_path = rule.get("fieldPath", "")
+            if field_path:
+                assert _resolve(node, field_path) is not None, (path, field_path)
+            leaf = (field_path or path).rsplit(".", 1)[-1]
             assert leaf in rule["message"], (path, rule)
             # Only fields the schema declares may appear after `self.`.
             for name in re.findall(r"self\.([A-Za-z]+)", rule["rule"]):
@@ -193,5 +195,5 @@ def test_every_cel_rule_is_exercised_by_an_invalid_case() -> None:
     case_fields = {re.sub(r"\[\d+\]", "", case.field) for case in INVALID_CASES}
     for path, node in _nodes(_root_schema()):
         for rule in node.get("x-kubernetes-validations", []):
-            rule_field = (path + rule["fieldPath"]).replace("[]", "").lstrip(".")
+            rule_field = (path + rule.get("fieldPath", "")).replace("[]", "").lstrip(".")
             assert rule_field in case_fields, (rule_field, rule["rule"])

@@ -130,6 +130,7 @@ def test_crd_defaults_equal_model_defaults() -> None:
                 "provider": "UKNationalGrid",
                 "target": {"type": "EmissionRate", "emissionRateGramsPerHour": 1},
             },
+            "replicaSizing": {"applyWindow": {"start": "02:00", "end": "05:00"}},
         }
     )
     wire = spec.model_dump(mode="json", by_alias=True)

@@ -4,6 +4,8 @@ shown by `climatik explain`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from climatik.api.explain import explain
@@ -55,7 +57,10 @@ def _config(watts_per_replica: float, tokens_per_watt: float) -> dict[str, Any]:
 
 
 def _reconciler(
-    pods: list[dict[str, Any]], nodes: list[dict[str, Any]], obj: dict[str, Any]
+    pods: list[dict[str, Any]],
+    nodes: list[dict[str, Any]],
+    obj: dict[str, Any],
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> tuple[VpaHoldReconciler, RecordingClient, Events]:
     client, events = RecordingClient(), Events()
     vpas = StoreCache()
@@ -73,6 +78,7 @@ def _reconciler(
         nodes=StoreCache(*nodes),
         events=events,
         settings=VpaSettings(interval_s=5.0),
+        clock=clock,
     )
     return reconciler, client, events
 

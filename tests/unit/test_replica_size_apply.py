@@ -4,6 +4,8 @@ a steady recommendation, under the cap, no held rack, once)."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from climatik.kube.client import ApiError
@@ -60,16 +62,25 @@ def test_gpu_containers_get_the_new_count_and_tensor_parallel_size_and_others_ar
     }
 
 
-def _fragmented(deployment: dict[str, Any], measured_w: float = 1200.0) -> tuple[Any, Any, Any]:
+def _fragmented(
+    deployment: dict[str, Any],
+    measured_w: float = 1200.0,
+    *,
+    window: dict[str, str] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> tuple[Any, Any, Any]:
     obj = _config(1200.0, 600.0 / 2400.0)
     obj["status"]["measuredPowerWatts"] = measured_w
     obj["status"]["effectiveCapWatts"] = 100_000
+    if window is not None:
+        obj["spec"]["replicaSizing"] = {"applyWindow": window}
     pods = [
         gpu_pod("chat-0", "a-0", 8),
         gpu_pod("chat-1", "", 8, "Pending"),
         gpu_pod("other", "a-1", 4),
     ]
-    reconciler, client, events = _reconciler(pods, [gpu_node("a-0", 8), gpu_node("a-1", 8)], obj)
+    nodes = [gpu_node("a-0", 8), gpu_node("a-1", 8)]
+    reconciler, client, events = _reconciler(pods, nodes, obj, clock)
     client.objects[("deployments", "chat")] = deployment
     store = reconciler._workloads.deployments.store
     assert isinstance(store, Store)
@@ -116,3 +127,19 @@ async def test_a_refused_roll_is_a_warning_event_and_no_crash() -> None:
     for _ in range(STABLE_ROUNDS):
         await reconciler.reconcile(KEY)
     assert [e for e in events.recorded if e[2] == "GpusPerReplicaNotApplied"]
+
+
+async def test_a_roll_waits_for_the_apply_window_with_one_event_then_rolls_inside_it() -> None:
+    now = [datetime(2026, 1, 15, 12, 0, tzinfo=UTC)]  # 13:00 in Berlin
+    window = {"start": "01:00", "end": "05:00", "timeZone": "Europe/Berlin"}
+    reconciler, client, events = _fragmented(_deployment(), window=window, clock=lambda: now[0])
+    for _ in range(STABLE_ROUNDS + 2):
+        await reconciler.reconcile(KEY)
+    assert _rolls(client) == [], "not outside the window"
+    (waiting,) = [e for e in events.recorded if e[2] == "GpusPerReplicaWaiting"]
+    assert "01:00-05:00 Europe/Berlin" in waiting[3]
+    now[0] = datetime(2026, 1, 16, 1, 30, tzinfo=UTC)  # 02:30 in Berlin
+    await reconciler.reconcile(KEY)
+    (patch,) = _rolls(client)
+    (vllm, _) = patch["spec"]["template"]["spec"]["containers"]
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "4"
