@@ -52,7 +52,12 @@ from climatik.kube.json import (
     strings,
     text,
 )
-from climatik.kube.resources import DEPLOYMENTS, VERTICAL_POD_AUTOSCALERS
+from climatik.kube.resources import (
+    DEPLOYMENTS,
+    INFERENCE_SERVICES,
+    VERTICAL_POD_AUTOSCALERS,
+    Resource,
+)
 from climatik.kube.store import FrozenMapping, object_key, split_key
 from climatik.policies.vpa_hold import HoldThresholds, RackReading, racks_to_hold
 from climatik.reconcilers.opening import ConfigOpening
@@ -61,6 +66,7 @@ from climatik.reconcilers.replica_size import fragmentation_message, replica_siz
 from climatik.reconcilers.replica_size_apply import (
     STABLE_ROUNDS,
     already_rolled,
+    inference_service_roll_patch,
     opted_in,
     roll_patch,
     under_cap,
@@ -415,9 +421,9 @@ class VpaHoldReconciler:
         sizes: Sequence[ReplicaSizeStatus],
         held_racks: frozenset[str],
     ) -> None:
-        """Roll opted-in Deployments to a recommendation that has held `STABLE_ROUNDS` rounds,
-        only while the config is under its cap, none of its racks is held and its apply
-        window (if any) is open."""
+        """Roll opted-in Deployments and InferenceServices to a recommendation that has held
+        `STABLE_ROUNDS` rounds, only while the config is under its cap, none of its racks is
+        held and its apply window (if any) is open."""
         steady = self._steady.setdefault(config.key, {})
         targets = {t.name: t for t in self._workloads.resolve(config).targets}
         for entry in sizes:
@@ -428,26 +434,42 @@ class VpaHoldReconciler:
             target = targets.get(entry.name)
             if gpus is None or rounds < STABLE_ROUNDS or target is None:
                 continue
-            if target.kind is TargetKind.INFERENCE_SERVICE or held_racks or not under_cap(status):
+            if held_racks or not under_cap(status):
                 continue
-            name = target_deployment(target)
-            cached = (
-                self._workloads.deployments.store.get(f"{config.namespace}/{name}")
-                if name
-                else None
-            )
-            if name is None or cached is None or not opted_in(cached) or already_rolled(cached):
+            rolled = self._rollable(config, target)
+            if rolled is None:
                 continue
+            resource, name = rolled
             window = config.replica_sizing.apply_window
             if window is not None and not window.contains(self._clock()):
                 await self._note_waiting(config, obj, name, gpus, window.describe())
                 continue
-            await self._roll(config, obj, name, entry.current_gpus, gpus)
+            await self._roll(
+                config, obj, resource=resource, name=name, current=entry.current_gpus, gpus=gpus
+            )
+
+    def _rollable(
+        self, config: PowerCappingConfig, target: ResolvedTarget
+    ) -> tuple[Resource, str] | None:
+        """The object a target is rolled through, if it opted in and was not rolled yet: its
+        Deployment, or for KServe its InferenceService (whose predictor Deployment is KServe's)."""
+        if target.kind is TargetKind.INFERENCE_SERVICE:
+            resource, name = INFERENCE_SERVICES, target.name
+            cached: JsonObject | None = target.obj
+        else:
+            deployment = target_deployment(target)
+            if deployment is None:
+                return None
+            resource, name = DEPLOYMENTS, deployment
+            cached = self._workloads.deployments.store.get(f"{config.namespace}/{deployment}")
+        if cached is None or not opted_in(cached) or already_rolled(cached):
+            return None
+        return resource, name
 
     async def _note_waiting(
         self, config: PowerCappingConfig, obj: FrozenMapping, name: str, gpus: int, window: str
     ) -> None:
-        """One Event per Deployment and size while a roll waits for the apply window."""
+        """One Event per workload and size while a roll waits for the apply window."""
         waiting = self._waiting.setdefault(config.key, {})
         if waiting.get(name) == gpus:
             return
@@ -457,25 +479,33 @@ class VpaHoldReconciler:
         await self._events.record(obj, "Normal", "GpusPerReplicaWaiting", message)
 
     async def _roll(
-        self, config: PowerCappingConfig, obj: FrozenMapping, name: str, current: int, gpus: int
+        self,
+        config: PowerCappingConfig,
+        obj: FrozenMapping,
+        *,
+        resource: Resource,
+        name: str,
+        current: int,
+        gpus: int,
     ) -> None:
+        patch = inference_service_roll_patch if resource is INFERENCE_SERVICES else roll_patch
         try:
-            deployment = await self._client.get(DEPLOYMENTS, name, config.namespace)
-            if already_rolled(deployment):
+            rolled = await self._client.get(resource, name, config.namespace)
+            if already_rolled(rolled):
                 return
             await self._client.merge_patch(
-                DEPLOYMENTS, name, roll_patch(deployment, current, gpus), config.namespace
+                resource, name, patch(rolled, current, gpus), config.namespace
             )
         except ApiError as exc:
-            log.warning("gpus_per_replica_not_applied", deployment=name, error=str(exc))
-            if not exc.is_conflict:  # a Deployment changed meanwhile is tried next round
+            log.warning("gpus_per_replica_not_applied", workload=name, error=str(exc))
+            if not exc.is_conflict:  # an object changed meanwhile is tried next round
                 await self._events.record(
                     obj, "Warning", "GpusPerReplicaNotApplied", f"{name}: {exc}"
                 )
             return
         message = f"rolled from {current} to {gpus} GPUs per replica (tensor-parallel size)"
-        log.info("gpus_per_replica_applied", deployment=name, previous=current, gpus=gpus)
-        await self._events.record(deployment, "Normal", "GpusPerReplicaApplied", message)
+        log.info("gpus_per_replica_applied", workload=name, previous=current, gpus=gpus)
+        await self._events.record(rolled, "Normal", "GpusPerReplicaApplied", message)
         await self._events.record(obj, "Normal", "GpusPerReplicaApplied", f"{name}: {message}")
 
     async def _record_fragmentation(

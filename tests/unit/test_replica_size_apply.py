@@ -14,10 +14,12 @@ from climatik.reconcilers.replica_size_apply import (
     APPLY_ANNOTATION,
     RESIZED_ANNOTATION,
     STABLE_ROUNDS,
+    inference_service_roll_patch,
     resized_containers,
+    resized_predictor,
     roll_patch,
 )
-from tests.unit.helpers.placement_objects import DEPLOYMENT
+from tests.unit.helpers.placement_objects import DEPLOYMENT, NS
 from tests.unit.test_replica_size import KEY, _config, _reconciler, gpu_node, gpu_pod
 
 VLLM = {
@@ -143,3 +145,82 @@ async def test_a_roll_waits_for_the_apply_window_with_one_event_then_rolls_insid
     (patch,) = _rolls(client)
     (vllm, _) = patch["spec"]["template"]["spec"]["containers"]
     assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "4"
+
+
+def _isvc(*, predictor: dict[str, Any], opted_in: bool = True) -> dict[str, Any]:
+    annotations = {APPLY_ANNOTATION: "Apply"} if opted_in else {}
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": "chat",
+            "namespace": NS,
+            "labels": {"serving": "isvc"},
+            "annotations": annotations,
+            "resourceVersion": "11",
+        },
+        "spec": {"predictor": {"minReplicas": 1, "maxReplicas": 4, **predictor}},
+    }
+
+
+def test_an_inference_services_predictor_is_resized_in_whichever_form_it_takes() -> None:
+    custom = _isvc(predictor={"containers": [copy.deepcopy(VLLM), SIDECAR]})
+    patch: Any = inference_service_roll_patch(custom, 8, 4)
+    assert patch["metadata"] == {
+        "annotations": {RESIZED_ANNOTATION: "8-4"},
+        "resourceVersion": "11",
+    }
+    (vllm, sidecar) = patch["spec"]["predictor"]["containers"]
+    assert vllm["resources"]["limits"] == {"nvidia.com/gpu": "4"}
+    assert vllm["args"][-1] == "4"
+    assert sidecar == SIDECAR
+    assert set(patch["spec"]["predictor"]) == {"containers"}, "replicas bounds are not touched"
+
+    model = {
+        "modelFormat": {"name": "huggingface"},
+        "args": ["--model_id=meta-llama/Llama-3.1-70B", "--tensor-parallel-size=8"],
+        "resources": {"limits": {"nvidia.com/gpu": "8"}, "requests": {"cpu": "8"}},
+    }
+    predictor = resized_predictor(_isvc(predictor={"model": model}), 4)
+    assert predictor == {
+        "model": {
+            "args": ["--model_id=meta-llama/Llama-3.1-70B", "--tensor-parallel-size=4"],
+            "resources": {"limits": {"nvidia.com/gpu": "4"}, "requests": {"cpu": "8"}},
+        }
+    }, "only what changes; modelFormat stays as the user wrote it"
+
+
+async def test_an_opted_in_inference_service_is_rolled_through_its_predictor_once() -> None:
+    obj = _config(1200.0, 600.0 / 2400.0)
+    del obj["spec"]["deploymentName"]
+    obj["spec"]["targetSelector"] = {"matchLabels": {"serving": "isvc"}}
+    obj["status"]["measuredPowerWatts"] = 1200.0
+    obj["status"]["effectiveCapWatts"] = 100_000
+    obj["status"]["targets"][0]["kind"] = "InferenceService"
+    isvc = _isvc(predictor={"containers": [copy.deepcopy(VLLM)]})
+    pods = [
+        gpu_pod("chat-0", "a-0", 8),
+        gpu_pod("chat-1", "", 8, "Pending"),
+        gpu_pod("other", "a-1", 4),
+    ]
+    for p in pods[:2]:
+        p["metadata"]["labels"] = {"serving.kserve.io/inferenceservice": "chat"}
+    reconciler, client, events = _reconciler(pods, [gpu_node("a-0", 8), gpu_node("a-1", 8)], obj)
+    isvcs = reconciler._workloads.inference_services.store
+    assert isinstance(isvcs, Store)
+    isvcs.upsert(isvc)
+    client.objects[("inferenceservices", "chat")] = isvc
+    for _ in range(STABLE_ROUNDS):
+        await reconciler.reconcile(KEY)
+    assert _rolls(client) == [], "never KServe's predictor Deployment"
+    (patch,) = [p[2] for p in client.patches if p[0] == "inferenceservices"]
+    (vllm,) = patch["spec"]["predictor"]["containers"]
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert [e for e in events.recorded if e[2] == "GpusPerReplicaApplied"]
+    client.objects[("inferenceservices", "chat")] = {
+        **isvc,
+        "metadata": {**isvc["metadata"], "annotations": {RESIZED_ANNOTATION: "8-4"}},
+    }
+    for _ in range(STABLE_ROUNDS):
+        await reconciler.reconcile(KEY)
+    assert len([p for p in client.patches if p[0] == "inferenceservices"]) == 1, "once"

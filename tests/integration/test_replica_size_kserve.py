@@ -1,0 +1,117 @@
+"""GPUs per replica applied to an InferenceService on the dev cluster with KServe's own
+controller (`--with keda,kserve`): the roll Climatik's apply mode writes to the
+InferenceService's predictor reaches the predictor Deployment KServe owns and its pods.
+
+The VPA-hold controller that decides the roll needs VPA's CRD, which this cluster does not
+serve; its gates (opt-in, steady recommendation, under the cap, window, once) are unit-tested
+(`tests/unit/test_replica_size_apply.py`), and the controller's loop runs against real VPA in
+`test_replica_size_live.py`. What only KServe can tell is whether the patch is one it accepts
+and carries to the pods: that is what runs here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from climatik.devcluster.cluster import ClusterInfo
+from climatik.reconcilers.replica_size_apply import (
+    APPLY_ANNOTATION,
+    RESIZED_ANNOTATION,
+    inference_service_roll_patch,
+)
+from tests.integration.conftest import Kubectl
+from tests.integration.helpers.polling import eventually
+from tests.integration.helpers.workloads import kubectl_json
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.keda,
+    pytest.mark.kserve,
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+]
+
+ISVC_LABEL = "serving.kserve.io/inferenceservice"
+
+
+def _inference_service() -> dict[str, Any]:
+    """A Standard-mode custom predictor of one 8-GPU replica, no autoscaler, on kwok nodes."""
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": "chat",
+            "annotations": {
+                "serving.kserve.io/deploymentMode": "Standard",
+                "serving.kserve.io/autoscalerClass": "none",
+                APPLY_ANNOTATION: "Apply",
+            },
+        },
+        "spec": {
+            "predictor": {
+                "minReplicas": 1,
+                "maxReplicas": 1,
+                "nodeSelector": {"type": "kwok"},
+                "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
+                "containers": [
+                    {
+                        "name": "kserve-container",
+                        "image": "vllm/vllm-openai:latest",
+                        "args": ["--model", "llama-70b", "--tensor-parallel-size", "8"],
+                        "resources": {"limits": {"nvidia.com/gpu": "8"}},
+                    }
+                ],
+            }
+        },
+    }
+
+
+def _gpus_and_args(pod_spec: dict[str, Any]) -> tuple[str, list[str]]:
+    container = next(c for c in pod_spec["containers"] if c["name"] == "kserve-container")
+    return container["resources"]["limits"]["nvidia.com/gpu"], container.get("args", [])
+
+
+async def _running(kubectl: Kubectl) -> list[dict[str, Any]]:
+    pods = (await kubectl_json(kubectl, "pods", "-l", f"{ISVC_LABEL}=chat"))["items"]
+    return [p for p in pods if p["status"].get("phase") == "Running"]
+
+
+async def test_a_roll_of_the_predictor_reaches_kserves_deployment_and_its_pods(
+    kserve_dev_cluster: ClusterInfo, kserve_kubectl: Kubectl
+) -> None:
+    kubectl = kserve_kubectl
+    kubectl.apply(_inference_service())
+    (pod,) = await eventually(lambda: _running(kubectl), lambda p: len(p) == 1, timeout_s=90)
+    assert _gpus_and_args(pod["spec"])[0] == "8"
+
+    isvc = await kubectl_json(kubectl, "inferenceservice", "chat")
+    patch = inference_service_roll_patch(isvc, 8, 4)
+    await asyncio.to_thread(
+        kubectl.run, "patch", "inferenceservice", "chat", "--type=merge", "-p", json.dumps(patch)
+    )
+
+    deployment = await eventually(
+        lambda: kubectl_json(kubectl, "deployment", "chat-predictor"),
+        lambda d: _gpus_and_args(d["spec"]["template"]["spec"])[0] == "4",
+        timeout_s=60,
+    )
+    _, args = _gpus_and_args(deployment["spec"]["template"]["spec"])
+    assert args == ["--model", "llama-70b", "--tensor-parallel-size", "4"]
+    (rolled,) = await eventually(
+        lambda: _running(kubectl),
+        lambda pods: len(pods) == 1 and _gpus_and_args(pods[0]["spec"])[0] == "4",
+        timeout_s=90,
+    )
+    assert _gpus_and_args(rolled["spec"])[1][-1] == "4"
+    stored = await kubectl_json(kubectl, "inferenceservice", "chat")
+    assert stored["metadata"]["annotations"][RESIZED_ANNOTATION] == "8-4"
+    assert stored["spec"]["predictor"]["maxReplicas"] == 1, "only the size changed"
+
+    # KServe keeps the predictor it was told: ten seconds later the Deployment still has 4.
+    await asyncio.sleep(10)
+    again = await kubectl_json(kubectl, "deployment", "chat-predictor")
+    assert _gpus_and_args(again["spec"]["template"]["spec"])[0] == "4"
