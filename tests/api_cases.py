@@ -525,6 +525,14 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "spec.replicaSizing.applyWindow.timeZone",
     ),
     InvalidCase(
+        "replica-sizing-window-local",
+        _set(
+            "replicaSizing",
+            {"applyWindow": {"start": "02:00", "end": "05:00", "timeZone": "Local"}},
+        ),
+        "spec.replicaSizing.applyWindow.timeZone",
+    ),
+    InvalidCase(
         "replica-sizing-attainment-of-everyone",
         _set("replicaSizing", {"sloAttainmentPercent": 100}),
         "spec.replicaSizing.sloAttainmentPercent",

@@ -399,13 +399,16 @@ class ApplyWindow(CrdModel):
     time_zone: Annotated[
         str,
         StringConstraints(min_length=1, max_length=64, pattern=TIME_ZONE),
-        # CEL looks the name up in the API server's own time-zone database; on the field
-        # itself, so an unknown zone is refused under this field's path.
+        # CEL looks the name up in the API server's own time-zone database: an unknown zone
+        # fails the evaluation ("unknown time zone X evaluating rule: <message>"), on this
+        # field's path since the rule sits on the field. Go's `Local` (the server's own zone)
+        # is refused: the controller's zone is not the server's.
         Field(
             json_schema_extra=crd_rules(
                 {
                     "rule": (
-                        "self == 'UTC' || timestamp('2000-01-01T00:00:00Z').getHours(self) >= 0"
+                        "self != 'Local' && (self == 'UTC' || "
+                        "timestamp('2000-01-01T00:00:00Z').getHours(self) >= 0)"
                     ),
                     "message": (
                         "applyWindow.timeZone must be an IANA time zone such as Europe/Berlin"

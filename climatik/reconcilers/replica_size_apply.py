@@ -34,17 +34,16 @@ APPLY_ANNOTATION = "climatik-project.ai/gpus-per-replica"
 APPLY_VALUE = "Apply"
 RESIZED_ANNOTATION = "climatik-project.ai/gpus-resized"
 STABLE_ROUNDS = 3
-"""Rounds a recommendation must hold before a Deployment is rolled to it."""
+"""Rounds a recommendation must hold before a workload is rolled to it."""
 APPLIED_REASONS = frozenset({"Efficiency", "Slo", "Fragmented"})
 
 _TP_FLAG = "--tensor-parallel-size"
 _TP_INLINE = re.compile(r"^--tensor-parallel-size=\d+$")
 
 
-def opted_in(deployment: JsonObject) -> bool:
-    return strings(child(deployment, "metadata"), "annotations").get(APPLY_ANNOTATION) == (
-        APPLY_VALUE
-    )
+def opted_in(obj: JsonObject) -> bool:
+    """The user asked for rolls on this Deployment or InferenceService."""
+    return strings(child(obj, "metadata"), "annotations").get(APPLY_ANNOTATION) == APPLY_VALUE
 
 
 def resized_marker(current: int, recommended: int) -> str:
@@ -145,6 +144,21 @@ def resized_predictor(isvc: JsonObject, gpus: int) -> JsonDict:
     return out
 
 
+def predictor_problem(isvc: JsonObject, gpus: int) -> str | None:
+    """Why an InferenceService's predictor cannot be rolled to `gpus`, or None when it can:
+    the roll edits the predictor's own containers, so GPUs its ServingRuntime sets, and the
+    head and workers of a multi-node predictor, are out of its reach."""
+    predictor = child(child(isvc, "spec"), "predictor")
+    if "workerSpec" in predictor:
+        return "a multi-node predictor (workerSpec) is not rolled"
+    if not resized_predictor(isvc, gpus):
+        return (
+            f"no container of its predictor asks for {GPU_RESOURCE} "
+            "(GPUs a ServingRuntime sets are not rolled)"
+        )
+    return None
+
+
 def inference_service_roll_patch(isvc: JsonObject, current: int, gpus: int) -> JsonDict:
     """The merge patch that rolls an InferenceService's predictor to `gpus` per replica (KServe
     then rolls the predictor's Deployment: edits of that Deployment itself it reverts)."""
@@ -154,5 +168,6 @@ def inference_service_roll_patch(isvc: JsonObject, current: int, gpus: int) -> J
     }
 
 
-def already_rolled(deployment: JsonObject) -> bool:
-    return RESIZED_ANNOTATION in strings(child(deployment, "metadata"), "annotations")
+def already_rolled(obj: JsonObject) -> bool:
+    """The object carries the record of a roll: never again (the user removes it to allow one)."""
+    return RESIZED_ANNOTATION in strings(child(obj, "metadata"), "annotations")

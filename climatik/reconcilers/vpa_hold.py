@@ -68,6 +68,7 @@ from climatik.reconcilers.replica_size_apply import (
     already_rolled,
     inference_service_roll_patch,
     opted_in,
+    predictor_problem,
     roll_patch,
     under_cap,
     wanted,
@@ -197,8 +198,9 @@ class VpaHoldReconciler:
         """Per config key, the fragmentation Events last recorded (one per change)."""
         self._steady: dict[str, dict[str, tuple[int, int]]] = {}
         """Per config key and target: the size recommended and for how many rounds in a row."""
-        self._waiting: dict[str, dict[str, int]] = {}
-        """Per config key and Deployment: the size whose roll waits for the apply window."""
+        self._noted: dict[str, dict[tuple[str, str], str]] = {}
+        """Per config key and workload (resource, name): the last reason recorded for why its
+        roll does not happen (the apply window, a predictor out of reach)."""
         self._configs = configs
         self._opening = ConfigOpening(configs, forget=self._forget, finalize=self._finalize)
 
@@ -206,7 +208,7 @@ class VpaHoldReconciler:
         self._held_racks.pop(key, None)
         self._fragmented.pop(key, None)
         self._steady.pop(key, None)
-        self._waiting.pop(key, None)
+        self._noted.pop(key, None)
 
     async def reconcile(self, key: str) -> Result:
         if self._configs.store.get(key) is None:
@@ -442,7 +444,18 @@ class VpaHoldReconciler:
             resource, name = rolled
             window = config.replica_sizing.apply_window
             if window is not None and not window.contains(self._clock()):
-                await self._note_waiting(config, obj, name, gpus, window.describe())
+                message = (
+                    f"{name}: the roll to {gpus} GPUs per replica waits for the apply window "
+                    f"{window.describe()}"
+                )
+                await self._note_once(
+                    config,
+                    obj,
+                    (resource.plural, name),
+                    event_type="Normal",
+                    reason="GpusPerReplicaWaiting",
+                    message=message,
+                )
                 continue
             await self._roll(
                 config, obj, resource=resource, name=name, current=entry.current_gpus, gpus=gpus
@@ -466,17 +479,26 @@ class VpaHoldReconciler:
             return None
         return resource, name
 
-    async def _note_waiting(
-        self, config: PowerCappingConfig, obj: FrozenMapping, name: str, gpus: int, window: str
+    async def _note_once(
+        self,
+        config: PowerCappingConfig,
+        obj: FrozenMapping,
+        workload: tuple[str, str],
+        *,
+        event_type: str,
+        reason: str,
+        message: str,
     ) -> None:
-        """One Event per workload and size while a roll waits for the apply window."""
-        waiting = self._waiting.setdefault(config.key, {})
-        if waiting.get(name) == gpus:
+        """An Event on the config for why a workload's roll does not happen, once per workload
+        and message (a round every few seconds would repeat it)."""
+        noted = self._noted.setdefault(config.key, {})
+        if noted.get(workload) == message:
             return
-        waiting[name] = gpus
-        message = f"{name}: the roll to {gpus} GPUs per replica waits for the apply window {window}"
-        log.info("gpus_per_replica_waiting", config=config.key, deployment=name, window=window)
-        await self._events.record(obj, "Normal", "GpusPerReplicaWaiting", message)
+        noted[workload] = message
+        log.info(
+            "gpus_per_replica_not_rolled", config=config.key, workload=workload[1], why=message
+        )
+        await self._events.record(obj, event_type, reason, message)
 
     async def _roll(
         self,
@@ -488,10 +510,23 @@ class VpaHoldReconciler:
         current: int,
         gpus: int,
     ) -> None:
-        patch = inference_service_roll_patch if resource is INFERENCE_SERVICES else roll_patch
+        isvc = resource is INFERENCE_SERVICES
+        patch = inference_service_roll_patch if isvc else roll_patch
+        workload = (resource.plural, name)
         try:
             rolled = await self._client.get(resource, name, config.namespace)
             if already_rolled(rolled):
+                return
+            problem = predictor_problem(rolled, gpus) if isvc else None
+            if problem is not None:
+                await self._note_once(
+                    config,
+                    obj,
+                    workload,
+                    event_type="Warning",
+                    reason="GpusPerReplicaNotApplied",
+                    message=f"{name}: {problem}",
+                )
                 return
             await self._client.merge_patch(
                 resource, name, patch(rolled, current, gpus), config.namespace
@@ -503,6 +538,7 @@ class VpaHoldReconciler:
                     obj, "Warning", "GpusPerReplicaNotApplied", f"{name}: {exc}"
                 )
             return
+        self._noted.get(config.key, {}).pop(workload, None)
         message = f"rolled from {current} to {gpus} GPUs per replica (tensor-parallel size)"
         log.info("gpus_per_replica_applied", workload=name, previous=current, gpus=gpus)
         await self._events.record(rolled, "Normal", "GpusPerReplicaApplied", message)

@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from climatik.policies.gpus_per_replica import (
-    SLO_TIE,
     ModelProfile,
     SizeInput,
     SloGoal,
     recommend_size,
     sizes,
+    tied_with_best,
 )
 from climatik.sim.physics import (
     FloatArray,
@@ -228,8 +228,8 @@ def run_day(scenario: SizingScenario, fixed_gpus: int | None) -> DayResult:
 
 def oracle_day(scenario: SizingScenario) -> DayResult:
     """The physics' ceiling: at every step the size with the most tokens per joule among those
-    meeting the SLO goal (else among those within `SLO_TIE` of the best attainment), known in
-    advance and switched for free.
+    meeting the SLO goal (else among those tied with the best attainment, `tied_with_best`),
+    known in advance and switched for free.
     No choosing from measurements can beat it; its gain over the best fixed size bounds what
     choosing can gain."""
     tokens = energy = met_tokens = 0.0
@@ -239,8 +239,7 @@ def oracle_day(scenario: SizingScenario) -> DayResult:
         steps = {g: step_at(g, float(tokens_per_s), scenario) for g in candidates}
         meeting = [g for g, s in steps.items() if s.met >= scenario.slo.attainment]
         if not meeting:  # the best attainment, as the recommender counts ties
-            top = max(s.met for s in steps.values())
-            meeting = [g for g, s in steps.items() if s.met >= top - SLO_TIE]
+            meeting = tied_with_best({g: s.met for g, s in steps.items()})
         gpus = min(meeting, key=lambda g: steps[g].watts)
         used.add(gpus)
         served = float(tokens_per_s) * scenario.step_s

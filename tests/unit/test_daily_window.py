@@ -26,6 +26,19 @@ def test_the_window_is_local_time_with_daylight_saving() -> None:
     assert NIGHT_IN_BERLIN.describe() == "01:00-05:00 Europe/Berlin"
 
 
+def test_on_the_days_clocks_change_the_window_follows_the_local_clock() -> None:
+    """Local clock minutes: on 29 March 2026 Berlin skips 02:00-03:00, so a window of those
+    minutes does not happen that day; on 25 October it repeats them, so it happens twice."""
+    skipped = DailyWindow(start_minute=120, end_minute=180, time_zone="Europe/Berlin")
+    spring = datetime(2026, 3, 29, tzinfo=UTC)
+    assert not any(skipped.contains(spring + timedelta(minutes=m)) for m in range(0, 24 * 60, 5))
+    autumn = datetime(2026, 10, 24, 22, 0, tzinfo=UTC)  # 00:00 local, summer time
+    inside = [m for m in range(0, 6 * 60, 5) if skipped.contains(autumn + timedelta(minutes=m))]
+    assert len(inside) == 2 * 12, "02:00-03:00 twice: once in summer time, once in winter time"
+    assert NIGHT_IN_BERLIN.contains(spring.replace(hour=0, minute=30)), "01:30 local, UTC+1"
+    assert NIGHT_IN_BERLIN.contains(spring.replace(hour=1, minute=30)), "03:30 local, UTC+2"
+
+
 def test_a_window_that_ends_before_it_starts_runs_past_midnight() -> None:
     late = DailyWindow(start_minute=22 * 60 + 30, end_minute=5 * 60)
     day = datetime(2026, 3, 1, tzinfo=UTC)

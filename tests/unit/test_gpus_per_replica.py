@@ -84,9 +84,13 @@ def test_the_recommendation_is_the_most_efficient_size_meeting_the_slo_or_the_cu
     meeting = [p for p in found.candidates if p.slo_attainment >= goal]
     if not meeting:
         top = max(p.slo_attainment for p in found.candidates)
-        assert chosen.slo_attainment >= top - SLO_TIE, "the best attainment, up to a tie"
-        if chosen != current and current.slo_attainment >= top - SLO_TIE:
+        tie = SLO_TIE
+        assert chosen.slo_attainment >= top - tie, "the best attainment, up to a tie"
+        if chosen != current and current.slo_attainment >= top - tie:
             assert chosen.tokens_per_joule >= (1 + MIN_GAIN) * current.tokens_per_joule
+            assert found.reason is SizeReason.EFFICIENCY
+        if found.reason is SizeReason.SLO:
+            assert chosen.slo_attainment > current.slo_attainment, "Slo means more in time"
         return
     assert chosen.slo_attainment >= goal
     best = max(p.tokens_per_joule for p in meeting)

@@ -190,14 +190,15 @@ def test_an_inference_services_predictor_is_resized_in_whichever_form_it_takes()
     }, "only what changes; modelFormat stays as the user wrote it"
 
 
-async def test_an_opted_in_inference_service_is_rolled_through_its_predictor_once() -> None:
+def _fragmented_isvc(isvc: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """An InferenceService target whose 8-GPU replica is Pending on fragmented GPUs, under
+    the cap: 4 GPUs per replica recommended."""
     obj = _config(1200.0, 600.0 / 2400.0)
     del obj["spec"]["deploymentName"]
     obj["spec"]["targetSelector"] = {"matchLabels": {"serving": "isvc"}}
     obj["status"]["measuredPowerWatts"] = 1200.0
     obj["status"]["effectiveCapWatts"] = 100_000
     obj["status"]["targets"][0]["kind"] = "InferenceService"
-    isvc = _isvc(predictor={"containers": [copy.deepcopy(VLLM)]})
     pods = [
         gpu_pod("chat-0", "a-0", 8),
         gpu_pod("chat-1", "", 8, "Pending"),
@@ -210,6 +211,12 @@ async def test_an_opted_in_inference_service_is_rolled_through_its_predictor_onc
     assert isinstance(isvcs, Store)
     isvcs.upsert(isvc)
     client.objects[("inferenceservices", "chat")] = isvc
+    return reconciler, client, events
+
+
+async def test_an_opted_in_inference_service_is_rolled_through_its_predictor_once() -> None:
+    isvc = _isvc(predictor={"containers": [copy.deepcopy(VLLM)]})
+    reconciler, client, events = _fragmented_isvc(isvc)
     for _ in range(STABLE_ROUNDS):
         await reconciler.reconcile(KEY)
     assert _rolls(client) == [], "never KServe's predictor Deployment"
@@ -219,8 +226,29 @@ async def test_an_opted_in_inference_service_is_rolled_through_its_predictor_onc
     assert [e for e in events.recorded if e[2] == "GpusPerReplicaApplied"]
     client.objects[("inferenceservices", "chat")] = {
         **isvc,
-        "metadata": {**isvc["metadata"], "annotations": {RESIZED_ANNOTATION: "8-4"}},
+        "metadata": {
+            **isvc["metadata"],
+            "annotations": {APPLY_ANNOTATION: "Apply", RESIZED_ANNOTATION: "8-4"},
+        },
     }
     for _ in range(STABLE_ROUNDS):
         await reconciler.reconcile(KEY)
     assert len([p for p in client.patches if p[0] == "inferenceservices"]) == 1, "once"
+
+
+async def test_a_predictor_out_of_reach_is_not_marked_rolled_and_says_why_once() -> None:
+    runtime_gpus = {"model": {"modelFormat": {"name": "huggingface"}, "runtime": "vllm-70b"}}
+    multi_node = {
+        "containers": [copy.deepcopy(VLLM)],
+        "workerSpec": {"tensorParallelSize": 8, "pipelineParallelSize": 2},
+    }
+    for predictor, why in (
+        (runtime_gpus, "no container of its predictor asks for nvidia.com/gpu"),
+        (multi_node, "multi-node predictor (workerSpec)"),
+    ):
+        reconciler, client, events = _fragmented_isvc(_isvc(predictor=predictor))
+        for _ in range(STABLE_ROUNDS + 3):
+            await reconciler.reconcile(KEY)
+        assert not [p for p in client.patches if p[0] == "inferenceservices"], why
+        (warning,) = [e for e in events.recorded if e[2] == "GpusPerReplicaNotApplied"]
+        assert why in warning[3]
