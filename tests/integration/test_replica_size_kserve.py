@@ -1,6 +1,7 @@
 """GPUs per replica applied to an InferenceService on the dev cluster with KServe's own
 controller (`--with keda,kserve`): the roll Climatik's apply mode writes to the
-InferenceService's predictor reaches the predictor Deployment KServe owns and its pods.
+InferenceService's predictor reaches the predictor Deployment KServe owns and its pods, for a
+custom container and for a model on a ServingRuntime (whose container KServe merges it into).
 
 The VPA-hold controller that decides the roll needs VPA's CRD, which this cluster does not
 serve; its gates (opt-in, steady recommendation, under the cap, window, once) are unit-tested
@@ -38,8 +39,9 @@ pytestmark = [
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
 
 
-def _inference_service() -> dict[str, Any]:
-    """A Standard-mode custom predictor of one 8-GPU replica, no autoscaler, on kwok nodes."""
+def _inference_service(predictor: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A Standard-mode predictor of one 8-GPU replica, no autoscaler, on kwok nodes: a custom
+    container unless `predictor` says otherwise."""
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
@@ -57,15 +59,41 @@ def _inference_service() -> dict[str, Any]:
                 "maxReplicas": 1,
                 "nodeSelector": {"type": "kwok"},
                 "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
-                "containers": [
-                    {
-                        "name": "kserve-container",
-                        "image": "vllm/vllm-openai:latest",
-                        "args": ["--model", "llama-70b", "--tensor-parallel-size", "8"],
-                        "resources": {"limits": {"nvidia.com/gpu": "8"}},
+                **(
+                    predictor
+                    or {
+                        "containers": [
+                            {
+                                "name": "kserve-container",
+                                "image": "vllm/vllm-openai:latest",
+                                "args": ["--model", "llama-70b", "--tensor-parallel-size", "8"],
+                                "resources": {"limits": {"nvidia.com/gpu": "8"}},
+                            }
+                        ]
                     }
-                ],
+                ),
             }
+        },
+    }
+
+
+def _serving_runtime() -> dict[str, Any]:
+    """A ServingRuntime for the `model` form: KServe merges the model's fields over its
+    container."""
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ServingRuntime",
+        "metadata": {"name": "vllm-runtime"},
+        "spec": {
+            "supportedModelFormats": [{"name": "huggingface", "version": "1", "autoSelect": True}],
+            "protocolVersions": ["v1", "v2"],
+            "containers": [
+                {
+                    "name": "kserve-container",
+                    "image": "vllm/vllm-openai:latest",
+                    "args": ["--model_name={{.Name}}"],
+                }
+            ],
         },
     }
 
@@ -115,3 +143,39 @@ async def test_a_roll_of_the_predictor_reaches_kserves_deployment_and_its_pods(
     await asyncio.sleep(10)
     again = await kubectl_json(kubectl, "deployment", "chat-predictor")
     assert _gpus_and_args(again["spec"]["template"]["spec"])[0] == "4"
+
+
+async def test_a_roll_of_a_model_predictor_reaches_the_runtime_container(
+    kserve_dev_cluster: ClusterInfo, kserve_kubectl: Kubectl
+) -> None:
+    """The common form: `spec.predictor.model` on a ServingRuntime. The roll edits only the
+    model's resources and arguments; KServe merges them into the runtime's container."""
+    kubectl = kserve_kubectl
+    kubectl.apply(_serving_runtime())
+    model = {
+        "modelFormat": {"name": "huggingface"},
+        "runtime": "vllm-runtime",
+        "args": ["--model_id=meta-llama/Llama-3.1-70B", "--tensor-parallel-size=8"],
+        "resources": {"limits": {"nvidia.com/gpu": "8"}},
+    }
+    kubectl.apply(_inference_service({"model": model}))
+    (pod,) = await eventually(lambda: _running(kubectl), lambda p: len(p) == 1, timeout_s=90)
+    assert _gpus_and_args(pod["spec"])[0] == "8"
+
+    isvc = await kubectl_json(kubectl, "inferenceservice", "chat")
+    patch: Any = inference_service_roll_patch(isvc, 8, 4)
+    assert set(patch["spec"]["predictor"]) == {"model"}
+    await asyncio.to_thread(
+        kubectl.run, "patch", "inferenceservice", "chat", "--type=merge", "-p", json.dumps(patch)
+    )
+    (rolled,) = await eventually(
+        lambda: _running(kubectl),
+        lambda pods: len(pods) == 1 and _gpus_and_args(pods[0]["spec"])[0] == "4",
+        timeout_s=90,
+    )
+    args = _gpus_and_args(rolled["spec"])[1]
+    assert "--tensor-parallel-size=4" in args
+    assert "--model_id=meta-llama/Llama-3.1-70B" in args
+    stored = await kubectl_json(kubectl, "inferenceservice", "chat")
+    assert stored["spec"]["predictor"]["model"]["runtime"] == "vllm-runtime"
+    assert stored["spec"]["predictor"]["model"]["modelFormat"] == {"name": "huggingface"}
