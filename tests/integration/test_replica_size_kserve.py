@@ -103,6 +103,31 @@ def _gpus_and_args(pod_spec: dict[str, Any]) -> tuple[str, list[str]]:
     return container["resources"]["limits"]["nvidia.com/gpu"], container.get("args", [])
 
 
+async def _roll(kubectl: Kubectl) -> dict[str, Any]:
+    """Read the InferenceService and write the roll as the apply mode does: a merge patch that
+    carries the `resourceVersion` just read. KServe's controller writes the object too, so a
+    write may meet 409 Conflict; the controller then reads again the next round, and so does
+    this, a few times."""
+    for _ in range(10):
+        isvc = await kubectl_json(kubectl, "inferenceservice", "chat")
+        patch: dict[str, Any] = dict(inference_service_roll_patch(isvc, 8, 4))
+        result = await asyncio.to_thread(
+            kubectl.run,
+            "patch",
+            "inferenceservice",
+            "chat",
+            "--type=merge",
+            "-p",
+            json.dumps(patch),
+            check=False,
+        )
+        if result.returncode == 0:
+            return patch
+        assert "Conflict" in result.stderr, result.stderr
+        await asyncio.sleep(1)
+    raise AssertionError("the roll met a conflict ten times in a row")
+
+
 async def _running(kubectl: Kubectl) -> list[dict[str, Any]]:
     pods = (await kubectl_json(kubectl, "pods", "-l", f"{ISVC_LABEL}=chat"))["items"]
     return [p for p in pods if p["status"].get("phase") == "Running"]
@@ -116,11 +141,7 @@ async def test_a_roll_of_the_predictor_reaches_kserves_deployment_and_its_pods(
     (pod,) = await eventually(lambda: _running(kubectl), lambda p: len(p) == 1, timeout_s=90)
     assert _gpus_and_args(pod["spec"])[0] == "8"
 
-    isvc = await kubectl_json(kubectl, "inferenceservice", "chat")
-    patch = inference_service_roll_patch(isvc, 8, 4)
-    await asyncio.to_thread(
-        kubectl.run, "patch", "inferenceservice", "chat", "--type=merge", "-p", json.dumps(patch)
-    )
+    await _roll(kubectl)
 
     deployment = await eventually(
         lambda: kubectl_json(kubectl, "deployment", "chat-predictor"),
@@ -162,12 +183,8 @@ async def test_a_roll_of_a_model_predictor_reaches_the_runtime_container(
     (pod,) = await eventually(lambda: _running(kubectl), lambda p: len(p) == 1, timeout_s=90)
     assert _gpus_and_args(pod["spec"])[0] == "8"
 
-    isvc = await kubectl_json(kubectl, "inferenceservice", "chat")
-    patch: Any = inference_service_roll_patch(isvc, 8, 4)
+    patch: Any = await _roll(kubectl)
     assert set(patch["spec"]["predictor"]) == {"model"}
-    await asyncio.to_thread(
-        kubectl.run, "patch", "inferenceservice", "chat", "--type=merge", "-p", json.dumps(patch)
-    )
     (rolled,) = await eventually(
         lambda: _running(kubectl),
         lambda pods: len(pods) == 1 and _gpus_and_args(pods[0]["spec"])[0] == "4",
