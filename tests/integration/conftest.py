@@ -12,7 +12,7 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from climatik.devcluster.binaries import (
 from climatik.devcluster.cluster import ClusterInfo, down, up
 from climatik.devcluster.processes import tail
 from climatik.devcluster.topology import Rack, Topology
+from climatik.kube.client import KubeClient
 from tests.integration.helpers import k3s
 
 # The fixture's cluster: 2 racks x 4 nodes x 8 GPUs, the `up` default.
@@ -184,6 +185,14 @@ def cluster_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path
     request.node.stash.setdefault(_ITEM_LOGS_KEY, []).append(directory / "logs")
     yield directory
     down(directory)
+
+
+@pytest.fixture
+async def client(dev_cluster: ClusterInfo) -> AsyncIterator[KubeClient]:
+    """A kube client of the session's dev cluster, closed afterwards."""
+    kube = await KubeClient.from_config(str(dev_cluster.kubeconfig))
+    yield kube
+    await kube.close()
 
 
 @pytest.fixture

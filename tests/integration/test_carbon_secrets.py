@@ -88,13 +88,6 @@ async def controller(
         yield manager
 
 
-@pytest.fixture
-async def client(dev_cluster: ClusterInfo) -> AsyncIterator[KubeClient]:
-    kube = await KubeClient.from_config(str(dev_cluster.kubeconfig))
-    yield kube
-    await kube.close()
-
-
 def em_config() -> dict[str, Any]:
     """A config following Electricity Maps: 800 W at 200 g/kWh, 600 W at 300, FloorCap 400 W."""
     config = capping_config(

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from climatik.devcluster.cluster import ClusterInfo
 from climatik.kube.client import KubeClient
 from climatik.kube.resources import CONFIGMAPS
 from tests.json_paths import text_at
 
 pytestmark = [pytest.mark.integration]
-
-
-@pytest.fixture
-async def client(dev_cluster: ClusterInfo) -> AsyncIterator[KubeClient]:
-    kube = await KubeClient.from_config(str(dev_cluster.kubeconfig))
-    yield kube
-    await kube.close()
 
 
 async def test_create_or_merge_creates_then_merges_into_the_object_that_exists(

@@ -53,13 +53,6 @@ def host_address() -> str:
     return address
 
 
-@pytest.fixture
-async def client(dev_cluster: ClusterInfo) -> AsyncIterator[KubeClient]:
-    kube = await KubeClient.from_config(str(dev_cluster.kubeconfig))
-    yield kube
-    await kube.close()
-
-
 def slice_for(backend: FakeBackend, address: str) -> dict[str, Any]:
     """One EndpointSlice per backend: a slice's port is shared by its endpoints, and each
     backend listens on a port of its own."""

@@ -20,7 +20,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from climatik.devcluster.cluster import ClusterInfo
 from climatik.kube.client import KubeClient
 from climatik.kube.resources import ENDPOINT_SLICES
 from climatik.router.server import Router
@@ -37,13 +36,6 @@ RATE_PER_S = 3.0
 """Poisson arrivals: with ~2 s prompts-plus-256-token streams, about 20 requests in flight."""
 PROMPT_WORDS = 512
 OUTPUT_TOKENS = 64
-
-
-@pytest.fixture
-async def client(dev_cluster: ClusterInfo) -> AsyncIterator[KubeClient]:
-    kube = await KubeClient.from_config(str(dev_cluster.kubeconfig))
-    yield kube
-    await kube.close()
 
 
 @dataclass

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from climatik.devcluster.cluster import ClusterInfo
 from climatik.kube.client import KubeClient
 from climatik.kube.informer import Informer
 from climatik.kube.resources import CONFIGMAPS
@@ -21,13 +19,6 @@ from climatik.runtime.reconcile import Controller, Result, enqueue_handlers, run
 from tests.json_paths import text_at
 
 pytestmark = [pytest.mark.integration]
-
-
-@pytest.fixture
-async def client(dev_cluster: ClusterInfo) -> AsyncIterator[KubeClient]:
-    kube = await KubeClient.from_config(str(dev_cluster.kubeconfig))
-    yield kube
-    await kube.close()
 
 
 class Watchful:

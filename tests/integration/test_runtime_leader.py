@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,13 +117,6 @@ def runs(dev_cluster: ClusterInfo, namespace: str, tmp_path: Path) -> Iterator[R
     for run in runs.started:
         print(f"--- {run.identity} log tail ---")
         print("\n".join(run.log_path.read_text(errors="replace").splitlines()[-15:]))
-
-
-@pytest.fixture
-async def client(dev_cluster: ClusterInfo) -> AsyncIterator[KubeClient]:
-    kube = await KubeClient.from_config(str(dev_cluster.kubeconfig))
-    yield kube
-    await kube.close()
 
 
 async def _holder(client: KubeClient, namespace: str) -> str:
