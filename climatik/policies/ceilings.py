@@ -59,6 +59,7 @@ from climatik.policies.power_model import (
     full_dynamic_watts,
     learn_energy_model,
     learn_watts_per_replica,
+    saturated,
 )
 from climatik.policies.step_down import space_step_downs
 
@@ -231,14 +232,27 @@ class _Slot:
         draw only bounds that from below; after a demand step its replicas take the demand
         asked of them until they saturate (then the model learns their full load). Capping
         each at its low-load draw charged replicas just added about two thirds of what they
-        drew at the first step of a demo."""
+        drew at the first step of a demo.
+
+        Except where the replicas are saturated at a settled count (a backlog beyond what they
+        serve, and none just added): they draw their full load already, and the backlog is
+        work waiting, not watts they can draw. Shared over them, it charged each more the
+        fewer were left, so every cut called for the next: on `carbon-swing` with the
+        summariser's minimum at 0, chat fell from 7 replicas to 1 in under five minutes at
+        30 kW of a 50 kW cap, and the summariser was held at 0-2 replicas for the 34 hours
+        left (`docs/simulate.md`)."""
         if self.full_dynamic_w is not None:
             return self.full_dynamic_w
         measured_w = max(0.0, self.watts_per_replica - self.fixed_w)
         running = self.target.current_replicas
         if self.demand_w is None or running <= 0:
             return measured_w
-        return max(measured_w, self.demand_w / running)
+        demand_w = self.demand_w
+        target = self.target
+        if not self.rising and saturated(target) and target.demand_tokens_per_s:
+            # Saturated at a settled count: what they serve is what a full replica serves.
+            demand_w *= (target.tokens_per_s or 0.0) / target.demand_tokens_per_s
+        return max(measured_w, demand_w / running)
 
     def replica_w(self, k: int) -> float:
         """What the k-th replica (1-based) adds: its node's idle draw plus the dynamic power

@@ -77,6 +77,17 @@ SATURATION_BACKLOG = 1.1
 """Demand beyond this multiple of the tokens served: the target's replicas are saturated."""
 
 
+def saturated(target: TargetObservation) -> bool:
+    """Its demand exceeds what it serves by `SATURATION_BACKLOG`: its running replicas are at
+    full load, and the rest of the demand waits."""
+    demand = target.demand_tokens_per_s
+    return (
+        demand is not None
+        and target.current_replicas > 0
+        and demand > SATURATION_BACKLOG * (target.tokens_per_s or 0.0)
+    )
+
+
 def learn_energy_model(
     previous: TargetLearnerState,
     target: TargetObservation,
@@ -151,8 +162,7 @@ def learn_energy_model(
             dynamic_watts_avg=dynamic_avg,
             tokens_per_s_avg=tokens_avg,
         )
-    demand = target.demand_tokens_per_s
-    if demand is not None and demand > SATURATION_BACKLOG * tokens:
+    if saturated(target):
         per_replica = tokens / target.current_replicas
         known = state.tokens_per_replica
         if known is None:

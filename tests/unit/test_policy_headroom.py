@@ -944,6 +944,40 @@ def test_a_target_never_seen_saturated_is_charged_the_demand_its_replicas_take()
     assert calm_plan.ceiling("summarise") >= 3
 
 
+def test_a_backlog_does_not_cut_saturated_replicas_that_fit() -> None:
+    """Found in the twin (`carbon-swing`, the summariser's minimum at 0): chat, saturated with
+    a backlog but never seen saturated at a steady count, was charged its whole demand shared
+    over its running replicas; each cut raised the share of those left, and it went from 7
+    replicas to 1 with the site at 30 kW of its 50 kW cap."""
+    backlog_tokens_per_s = 3000.0
+    for running in range(7, 0, -1):
+        # Each replica serves 700 tokens/s at 4 J/token (2.8 kW over idle); the nodes its
+        # cut replicas left draw their idle power beside one that was idle already.
+        chat = serving(
+            "chat",
+            running,
+            tokens_per_s=700.0 * running,
+            demand_tokens_per_s=700.0 * running + backlog_tokens_per_s,
+            applied=running,
+        )
+        idle_nodes_w = (8 - running) * IDLE_W
+        state = model_state(chat=(IDLE_W + 2800.0, 4.0, None))
+        # One replica more last round: the count has not held, so no full load is learned.
+        state = replace(
+            state,
+            targets={
+                "chat": replace(state.targets["chat"], replicas_seen=running + 1, steady_rounds=0)
+            },
+        )
+        plan = decide_replica_ceilings(
+            scope(chat, other_w=idle_nodes_w, cap_w=50_000.0), MODEL, state, 0.0
+        )
+        # 7 replicas x 5.6 kW and an idle node: 42 kW of the 48.5 kW the margin leaves. The
+        # backlog's share charged 51.2 kW for the 39.2 kW they drew, and cut one a round.
+        assert plan.ceiling("chat") >= running
+        assert plan.decisions[0].predicted_watts == pytest.approx(chat.watts)
+
+
 @given(
     current=st.integers(1, 12),
     rose_by=st.integers(1, 6),
