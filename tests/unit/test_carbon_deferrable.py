@@ -5,6 +5,7 @@ ceiling on a forecast served by the real local server that answers like the UK A
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -91,6 +92,28 @@ def test_the_tracker_infers_arrivals_throughput_and_done_work() -> None:
     # A new carbon slot starts counting done work afresh.
     tracker.observe(reading(21, finished=0.0, waiting=130, replicas=0))
     assert tracker.done == 0.0
+
+
+def test_noise_on_a_long_queue_adds_no_arrivals() -> None:
+    """Scaled to zero, a queue grows by 15 requests a second to 160,000 in three hours, read
+    every 30 s to within 1 %. Each reading's difference from the last is mostly noise (about
+    2,000 requests either way against 450 arrived): cut at zero each time, it counted three
+    times the arrivals and made the backlog look hours younger than it was."""
+    tracker = DeferrableTracker(timedelta(hours=6), bucket=SLOT)
+    rng = random.Random(7)
+    for step in range(360):
+        waiting = 1000.0 + 15.0 * 30.0 * step
+        noisy = waiting * (1.0 + rng.gauss(0.0, 0.01))
+        tracker.observe(reading(step / 2, finished=0.0, waiting=noisy, replicas=0))
+    arrived = 15.0 * 30.0 * 359
+    assert sum(tracker.observed.values()) == pytest.approx(arrived, rel=0.05)
+    assert tracker.expected_arrivals_per_s(NOW + timedelta(minutes=180)) == pytest.approx(
+        15.0, rel=0.05
+    )
+    view = tracker.target("batch", min_replicas=0, max_replicas=4, nominal_per_replica_rps=25.0)
+    assert view is not None
+    # The oldest work waiting is the first slot's: due six hours after it, not later.
+    assert min(q.deadline for q in view.queued) == NOW.replace(minute=0) + timedelta(hours=6)
 
 
 def test_work_still_waiting_past_its_deadline_is_a_miss_counted_once() -> None:
