@@ -25,7 +25,7 @@ import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from climatik.domain.carbon import CarbonReading
 
@@ -60,6 +60,14 @@ class DeferrableTarget:
     max_replicas: int
     horizon_end: datetime | None = None
     """Work must be done by then even where its own deadline is later (the twin's run end)."""
+    admitted_now: int | None = None
+    """Replicas the measured power leaves room for now (`within_measured_power` at the
+    maximum); `None`: not measured, the maximum is counted."""
+    admitted_by_hour: tuple[float | None, ...] = ()
+    """Replicas the measured power has left room for at each hour of the day (UTC), as learned
+    (`DeferrableTracker.learn_admitted`); an hour not seen yet counts the maximum. Other
+    services' daily load decides what a slot can give: a plan that counts the maximum in a slot
+    the site keeps busy falls behind its deadlines there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +183,9 @@ def plan_deferrable_work(
     guard = min(settings.deadline_guard, target.deadline * settings.deadline_guard_share)
     jobs = _jobs(target, slots, now, guard)
     work = sum(j.amount for j in jobs)
+    reach = [_admitted(target, i, start, floor, top) for i, (start, _, _) in enumerate(slots)]
     floor_cap = [floor * rate * s for s in lengths]
-    extra_cap = [(top - floor) * rate * s for s in lengths]
+    extra_cap = [(r - floor) * rate * s for r, s in zip(reach, lengths, strict=True)]
     full = _served(jobs, [f + e for f, e in zip(floor_cap, extra_cap, strict=True)])
     behind = full < work - _EPSILON * max(1.0, work)
     ranked = [
@@ -218,6 +227,20 @@ def plan_deferrable_work(
             f"(cleanest slots first, {len(slots)} slots to the last deadline): {ceiling} replicas"
         ),
     )
+
+
+def _admitted(target: DeferrableTarget, index: int, start: datetime, floor: int, top: int) -> float:
+    """Replicas slot `index` (starting at `start`) can be counted on for: what the measured
+    power admits now for the current slot, what it has admitted at that hour for later ones,
+    the maximum where neither is known; never below the minimum."""
+    admitted: float | None = target.admitted_now if index == 0 else None
+    if index > 0 and target.admitted_by_hour:
+        admitted = target.admitted_by_hour[
+            start.astimezone(UTC).hour % len(target.admitted_by_hour)
+        ]
+    if admitted is None:
+        return float(top)
+    return max(float(floor), min(float(top), admitted))
 
 
 def within_measured_power(

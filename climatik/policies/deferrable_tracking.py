@@ -12,10 +12,13 @@ passes the time and the readings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from climatik.policies.deferrable import DeferrableTarget, QueuedWork, queued_by_arrival
 
+ADMITTED_LEARNING = 0.02
+"""Weight of one observation in the replicas the power admits at its hour of day (some 120
+observations an hour at 30 s: an hour's figure is mostly its last day's)."""
 THROUGHPUT_LEARNING = 0.1
 """Weight of a new saturated sample in the learned throughput per replica."""
 MAX_GAP = timedelta(minutes=10)
@@ -59,6 +62,9 @@ class DeferrableTracker:
     done_slot: datetime | None = None
     done: float = 0.0
     """Requests finished in the slot `done_slot` so far."""
+    admitted_by_hour: list[float | None] = field(default_factory=lambda: [None] * 24)
+    """Replicas the measured power has left room for at each hour of the day (UTC)."""
+    admitted_now: int | None = None
     overdue: float = 0.0
     """Requests waiting past their deadline at the last observation."""
     misses: float = 0.0
@@ -114,6 +120,16 @@ class DeferrableTracker:
         self.misses += new
         return new
 
+    def learn_admitted(self, at: datetime, replicas: int) -> None:
+        """Note how many replicas the measured power leaves room for now (at the maximum):
+        the current slot counts it, and the same hour of later days learns from it."""
+        self.admitted_now = replicas
+        hour = at.astimezone(UTC).hour
+        known = self.admitted_by_hour[hour]
+        self.admitted_by_hour[hour] = (
+            float(replicas) if known is None else known + ADMITTED_LEARNING * (replicas - known)
+        )
+
     def _bucket(self, moment: datetime) -> datetime:
         """The start of the bucket holding `moment`."""
         size_s = (self.bucket or min(BUCKET, self.deadline / 12)).total_seconds()
@@ -158,4 +174,6 @@ class DeferrableTracker:
             min_replicas=min_replicas,
             max_replicas=max_replicas,
             horizon_end=horizon_end,
+            admitted_now=self.admitted_now,
+            admitted_by_hour=tuple(self.admitted_by_hour),
         )

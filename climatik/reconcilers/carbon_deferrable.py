@@ -9,8 +9,9 @@ misses), and `plan_deferrable_work` plans its work into the provider's forecast:
 sets now goes into `status.deferrablePlans`, which the power-cap reconciler enforces as the
 target's maximum (raised up to the user's own in clean slots, lowered in dirty ones, the user's
 maximum when behind plan or when the plan goes stale), raised no faster than the measured power
-leaves room for (`within_measured_power`). The same path as the carbon cap: status
-written here, ceilings written there.
+leaves room for (`within_measured_power`). What that room is at each hour of the day is
+learned too, so the plan counts on the replicas a slot has been able to give rather than the
+maximum. The same path as the carbon cap: status written here, ceilings written there.
 """
 
 from __future__ import annotations
@@ -108,6 +109,18 @@ def _plan_one(
     power: PowerRoom,
 ) -> PlannedTarget:
     top = target.user_max_replicas or 0
+
+    def admitted(ceiling: int) -> int:
+        return within_measured_power(
+            ceiling,
+            replicas=target.current_replicas or 0,
+            min_replicas=target.min_replicas or 0,
+            measured_w=power.measured_w,
+            budget_w=power.budget_w,
+            replica_w=target.watts_per_replica,
+        )
+
+    tracker.learn_admitted(now, admitted(top))
     view = tracker.target(target.name, min_replicas=target.min_replicas or 0, max_replicas=top)
     if view is None:
         ceiling, behind, backlog, planned_now = top, False, target.waiting_requests or 0.0, 0.0
@@ -121,14 +134,7 @@ def _plan_one(
             plan.planned_now,
         )
         reason = plan.reason
-    ceiling = within_measured_power(
-        ceiling,
-        replicas=target.current_replicas or 0,
-        min_replicas=target.min_replicas or 0,
-        measured_w=power.measured_w,
-        budget_w=power.budget_w,
-        replica_w=target.watts_per_replica,
-    )
+    ceiling = admitted(ceiling)
     status = DeferrablePlanStatus(
         kind=TargetKindName(str(target.kind)),
         name=target.name,

@@ -89,6 +89,17 @@ def plan_ceiling(
     if have_data and math.isfinite(served_rps) and math.isfinite(waiting):
         slot_start = EPOCH + timedelta(seconds=slot * slot_s)
         tracker.observe(DeferrableReading(now, slot_start, served_rps, waiting, replicas))
+    tracker.learn_admitted(
+        now,
+        within_measured_power(
+            service.max_replicas,
+            replicas=replicas,
+            min_replicas=service.min_replicas,
+            measured_w=measured_w,
+            budget_w=budget_w,
+            replica_w=replica_w,
+        ),
+    )
     if slot not in planner.forecasts:
         planner.forecasts[slot] = forecast_from(world, slot)
     target = tracker.target(

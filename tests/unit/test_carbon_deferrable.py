@@ -116,6 +116,22 @@ def test_noise_on_a_long_queue_adds_no_arrivals() -> None:
     assert min(q.deadline for q in view.queued) == NOW.replace(minute=0) + timedelta(hours=6)
 
 
+def test_the_tracker_learns_what_the_power_admits_at_each_hour() -> None:
+    tracker = DeferrableTracker(timedelta(hours=6))
+    tracker.observe(reading(0, finished=2.0, waiting=100, replicas=2))
+    tracker.learn_admitted(NOW, 4)  # 12:10
+    tracker.learn_admitted(NOW + timedelta(hours=1), 1)
+    for _ in range(100):
+        tracker.learn_admitted(NOW + timedelta(days=1), 2)  # 12:10 the next day
+    view = tracker.target("batch", min_replicas=0, max_replicas=4)
+    assert view is not None
+    assert view.admitted_now == 2
+    assert view.admitted_by_hour[13] == pytest.approx(1.0)
+    assert view.admitted_by_hour[12] is not None
+    assert 2.0 < view.admitted_by_hour[12] < 2.5  # the last day's, mostly
+    assert view.admitted_by_hour[14] is None
+
+
 def test_work_still_waiting_past_its_deadline_is_a_miss_counted_once() -> None:
     tracker = DeferrableTracker(timedelta(minutes=10))
     tracker.observe(reading(0, finished=0.0, waiting=0, replicas=1))

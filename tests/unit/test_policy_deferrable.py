@@ -4,6 +4,7 @@ the twin's LP solver on small cases."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -66,6 +67,25 @@ def test_backlog_waits_for_the_clean_slot_and_runs_there() -> None:
     assert not plan.behind
     later = plan_deferrable_work(target([(6, 3)]), forecast(intensities)[1:], T0 + SLOT, EXACT)
     assert later.ceiling == 4  # raised to the user's max in the clean slot
+
+
+def test_a_slot_is_counted_for_the_replicas_the_site_gives_at_its_hour() -> None:
+    # 6 replica-hours due in 3 h, the clean middle hour 01:00. Counted at the maximum it takes
+    # 4 and the work waits; but at 01:00 the site's power has only left room for one replica
+    # (another service's daily peak), so the plan serves the rest now and in the last hour.
+    intensities = [300.0, 80.0, 200.0]
+    busy_at_one: list[float | None] = [None] * 24
+    busy_at_one[1] = 1.0
+    work = replace(target([(6, 3)]), admitted_by_hour=tuple(busy_at_one))
+    plan = plan_deferrable_work(work, forecast(intensities), T0, EXACT)
+    assert [s.planned for s in plan.slots] == pytest.approx([1, 1, 4])
+    assert [s.capacity for s in plan.slots] == pytest.approx([4, 1, 4])
+    assert plan.ceiling == 1
+    # The current slot counts what the measured power admits now, not the hour's history.
+    crowded = replace(work, admitted_now=0)
+    late = plan_deferrable_work(crowded, forecast(intensities), T0, EXACT)
+    assert late.behind
+    assert late.slots[0].capacity == pytest.approx(0)
 
 
 def test_deadline_forces_dirty_work_when_clean_slots_come_too_late() -> None:
