@@ -13,7 +13,7 @@ import pytest
 from climatik.sim.clocks import tuned_clock_ratios
 from climatik.sim.engine import Twin
 from climatik.sim.result import SimResult
-from climatik.sim.scenario import builtin_names, load_scenario
+from climatik.sim.scenario import Scenario, builtin_names, load_scenario
 
 COMPARED = ["uncapped", "static", "seed-threshold", "climatik"]
 SHORTENED_H = {"large": 24.0}
@@ -180,14 +180,29 @@ def test_a_backlog_does_not_starve_a_service_that_may_scale_to_zero() -> None:
     a chat burst at 13.7 h left a backlog, and charging the backlog as watts cut chat from 7
     replicas to 1, then held the summariser at 0-2 replicas with its queue growing, 433 kW·s
     over the cap by 20 h (`docs/simulate.md`, issue 17)."""
-    scenario = load_scenario("carbon-swing")
-    services = [
-        s.model_copy(update={"min_replicas": 0}) if s.deferrable else s for s in scenario.services
-    ]
-    scenario = scenario.model_copy(update={"services": services})
-    result = Twin(scenario, ["climatik-no-carbon"], hours=20.0).run()
+    result = Twin(carbon_swing_scaling_to_zero(), ["climatik-no-carbon"], hours=20.0).run()
     figures = result.policies["climatik-no-carbon"]
     by_service = result.details["climatik-no-carbon"]["slo_attainment_by_service"]
     assert isinstance(by_service, dict)
     assert figures["cap_violation_ws"] == 0.0
+    assert by_service["summarise"] >= 0.99
+
+
+def carbon_swing_scaling_to_zero() -> Scenario:
+    """`carbon-swing` with the deferrable summariser's minimum at 0 (KEDA scales it to zero)."""
+    scenario = load_scenario("carbon-swing")
+    services = [
+        s.model_copy(update={"min_replicas": 0}) if s.deferrable else s for s in scenario.services
+    ]
+    return scenario.model_copy(update={"services": services})
+
+
+def test_deferrable_work_held_at_zero_meets_its_deadlines() -> None:
+    """Held at zero replicas for hours, the summariser's queue grows to 200,000 requests:
+    the tracker once counted its readings' noise as arrivals (the backlog looked hours
+    younger), and the plan counted 4 replicas in slots where chat's peak left power for one;
+    96.2 % of its deadlines were met (`docs/simulate.md`, issue 19)."""
+    result = Twin(carbon_swing_scaling_to_zero(), ["climatik"]).run()
+    by_service = result.details["climatik"]["slo_attainment_by_service"]
+    assert isinstance(by_service, dict)
     assert by_service["summarise"] >= 0.99
