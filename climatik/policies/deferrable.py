@@ -11,8 +11,10 @@ polymatroid (Edmonds). The replicas a target's minimum keeps running serve anywa
 capacity is planned first, in every slot.
 
 The current slot's planned work becomes the ceiling: raised in clean slots up to the user's
-maximum, lowered to the minimum in dirty ones. When the work cannot all be served by its
-deadlines even at full capacity (behind plan), the ceiling is the maximum whatever the grid.
+maximum, lowered to the minimum in dirty ones. A slot counts the replicas the site's measured
+power has given at its hour of the day (the current one what it gives now), not the maximum
+where other work keeps the site busy. When the work cannot all be served by its deadlines even
+so (behind plan), the ceiling is the maximum whatever the grid.
 
 Guarantees (property tests): no slot is planned beyond its capacity; when the capacity exists,
 the plan serves every piece of work by its deadline; a cleaner current slot never gets less
@@ -112,7 +114,8 @@ class DeferrablePlan:
     work: float
     """Requests to serve in the plan: the backlog and the arrivals expected in it."""
     behind: bool
-    """The work cannot all meet its deadlines even at full capacity: run regardless of carbon."""
+    """The work cannot all meet its deadlines even at the most the slots can give (each counted
+    at the replicas the site's power gives at its hour): run regardless of carbon."""
     reason: str
 
     @property
@@ -241,6 +244,29 @@ def _admitted(target: DeferrableTarget, index: int, start: datetime, floor: int,
     if admitted is None:
         return float(top)
     return max(float(floor), min(float(top), admitted))
+
+
+def admitted_replicas(
+    top: int,
+    *,
+    replicas: int,
+    min_replicas: int,
+    measured_w: float | None,
+    budget_w: float,
+    replica_w: float | None,
+) -> int | None:
+    """Replicas the measured power leaves room for now, the maximum at most
+    (`within_measured_power` at `top`); `None` without a measurement or a replica's watts."""
+    if measured_w is None or replica_w is None or replica_w <= 0:
+        return None
+    return within_measured_power(
+        top,
+        replicas=replicas,
+        min_replicas=min_replicas,
+        measured_w=measured_w,
+        budget_w=budget_w,
+        replica_w=replica_w,
+    )
 
 
 def within_measured_power(

@@ -65,6 +65,7 @@ class DeferrableTracker:
     admitted_by_hour: list[float | None] = field(default_factory=lambda: [None] * 24)
     """Replicas the measured power has left room for at each hour of the day (UTC)."""
     admitted_now: int | None = None
+    """What it leaves room for at the last observation; `None`: not measured then."""
     overdue: float = 0.0
     """Requests waiting past their deadline at the last observation."""
     misses: float = 0.0
@@ -120,10 +121,13 @@ class DeferrableTracker:
         self.misses += new
         return new
 
-    def learn_admitted(self, at: datetime, replicas: int) -> None:
+    def learn_admitted(self, at: datetime, replicas: int | None) -> None:
         """Note how many replicas the measured power leaves room for now (at the maximum):
-        the current slot counts it, and the same hour of later days learns from it."""
+        the current slot counts it, and the same hour of later days learns from it. `None`
+        (no measurement) teaches nothing."""
         self.admitted_now = replicas
+        if replicas is None:
+            return
         hour = at.astimezone(UTC).hour
         known = self.admitted_by_hour[hour]
         self.admitted_by_hour[hour] = (

@@ -22,7 +22,11 @@ from datetime import datetime, timedelta
 
 from climatik.api.status_models import DeferrablePlanStatus, TargetKindName, TargetStatus
 from climatik.domain.carbon import CarbonReading
-from climatik.policies.deferrable import plan_deferrable_work, within_measured_power
+from climatik.policies.deferrable import (
+    admitted_replicas,
+    plan_deferrable_work,
+    within_measured_power,
+)
 from climatik.policies.deferrable_tracking import DeferrableReading, DeferrableTracker
 
 
@@ -109,19 +113,20 @@ def _plan_one(
     power: PowerRoom,
 ) -> PlannedTarget:
     top = target.user_max_replicas or 0
-
-    def admitted(ceiling: int) -> int:
-        return within_measured_power(
-            ceiling,
-            replicas=target.current_replicas or 0,
-            min_replicas=target.min_replicas or 0,
-            measured_w=power.measured_w,
-            budget_w=power.budget_w,
-            replica_w=target.watts_per_replica,
-        )
-
-    tracker.learn_admitted(now, admitted(top))
-    view = tracker.target(target.name, min_replicas=target.min_replicas or 0, max_replicas=top)
+    replicas, floor = target.current_replicas or 0, target.min_replicas or 0
+    measured_w, budget_w, replica_w = power.measured_w, power.budget_w, target.watts_per_replica
+    tracker.learn_admitted(
+        now,
+        admitted_replicas(
+            top,
+            replicas=replicas,
+            min_replicas=floor,
+            measured_w=measured_w,
+            budget_w=budget_w,
+            replica_w=replica_w,
+        ),
+    )
+    view = tracker.target(target.name, min_replicas=floor, max_replicas=top)
     if view is None:
         ceiling, behind, backlog, planned_now = top, False, target.waiting_requests or 0.0, 0.0
         reason = "no throughput measured yet: the user's maximum"
@@ -134,7 +139,14 @@ def _plan_one(
             plan.planned_now,
         )
         reason = plan.reason
-    ceiling = admitted(ceiling)
+    ceiling = within_measured_power(
+        ceiling,
+        replicas=replicas,
+        min_replicas=floor,
+        measured_w=measured_w,
+        budget_w=budget_w,
+        replica_w=replica_w,
+    )
     status = DeferrablePlanStatus(
         kind=TargetKindName(str(target.kind)),
         name=target.name,

@@ -25,6 +25,7 @@ import numpy as np
 from climatik.domain.carbon import CarbonReading
 from climatik.policies.deferrable import (
     DeferrablePlan,
+    admitted_replicas,
     plan_deferrable_work,
     within_measured_power,
 )
@@ -91,7 +92,7 @@ def plan_ceiling(
         tracker.observe(DeferrableReading(now, slot_start, served_rps, waiting, replicas))
     tracker.learn_admitted(
         now,
-        within_measured_power(
+        admitted_replicas(
             service.max_replicas,
             replicas=replicas,
             min_replicas=service.min_replicas,

@@ -130,6 +130,10 @@ def test_the_tracker_learns_what_the_power_admits_at_each_hour() -> None:
     assert view.admitted_by_hour[12] is not None
     assert 2.0 < view.admitted_by_hour[12] < 2.5  # the last day's, mostly
     assert view.admitted_by_hour[14] is None
+    # Without a measurement the current slot counts the maximum and no hour learns anything.
+    tracker.learn_admitted(NOW + timedelta(hours=2), None)
+    assert tracker.admitted_now is None
+    assert tracker.admitted_by_hour[14] is None
 
 
 def test_work_still_waiting_past_its_deadline_is_a_miss_counted_once() -> None:
