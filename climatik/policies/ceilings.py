@@ -249,9 +249,10 @@ class _Slot:
             return measured_w
         demand_w = self.demand_w
         target = self.target
-        if not self.rising and saturated(target) and target.demand_tokens_per_s:
+        served = target.tokens_per_s
+        if not self.rising and saturated(target) and served and target.demand_tokens_per_s:
             # Saturated at a settled count: what they serve is what a full replica serves.
-            demand_w *= (target.tokens_per_s or 0.0) / target.demand_tokens_per_s
+            demand_w *= served / target.demand_tokens_per_s
         return max(measured_w, demand_w / running)
 
     def replica_w(self, k: int) -> float:

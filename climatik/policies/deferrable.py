@@ -140,12 +140,18 @@ def queued_by_arrival(
 
     Work is served first in, first out, so the `waiting` requests are the newest that arrived;
     each part is due `deadline` after the start of the interval it arrived in (conservative).
+    An interval's arrivals are inferred from noisy readings and may be below zero: what one
+    lacks is taken from the one before it (cutting each at zero would count the noise's upside
+    only, and date the backlog younger than it is).
     """
     left = max(0.0, waiting)
     parts: list[QueuedWork] = []
-    for arrived_at, amount in reversed(arrivals):
+    owed = 0.0
+    for arrived_at, arrived in reversed(arrivals):
         if left <= _EPSILON:
             break
+        amount = arrived + owed
+        owed = min(0.0, amount)
         take = min(left, max(0.0, amount))
         if take > 0:
             parts.append(QueuedWork(take, arrived_at + deadline))
@@ -211,8 +217,9 @@ def plan_deferrable_work(
             work,
             behind=True,
             reason=(
-                f"behind plan: {work:.0f} requests due exceed the {full:.0f} that full capacity "
-                f"serves by their deadlines; running at {top} replicas regardless of carbon"
+                f"behind plan: {work:.0f} requests due exceed the {full:.0f} that the replicas "
+                f"the slots admit serve by their deadlines; running at {top} replicas "
+                "regardless of carbon"
             ),
         )
     needed = above[0] / (rate * lengths[0]) if lengths[0] > 0 else 0.0

@@ -11,14 +11,16 @@ passes the time and the readings.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from climatik.policies.deferrable import DeferrableTarget, QueuedWork, queued_by_arrival
 
-ADMITTED_LEARNING = 0.02
-"""Weight of one observation in the replicas the power admits at its hour of day (some 120
-observations an hour at 30 s: an hour's figure is mostly its last day's)."""
+ADMITTED_MEMORY = timedelta(minutes=25)
+"""Time constant of the replicas the power admits at an hour of day: an hour's figure is
+mostly its last day's, however often the plan runs (each observation weighs the time since
+the last one)."""
 THROUGHPUT_LEARNING = 0.1
 """Weight of a new saturated sample in the learned throughput per replica."""
 MAX_GAP = timedelta(minutes=10)
@@ -66,6 +68,7 @@ class DeferrableTracker:
     """Replicas the measured power has left room for at each hour of the day (UTC)."""
     admitted_now: int | None = None
     """What it leaves room for at the last observation; `None`: not measured then."""
+    admitted_at: datetime | None = None
     overdue: float = 0.0
     """Requests waiting past their deadline at the last observation."""
     misses: float = 0.0
@@ -130,9 +133,14 @@ class DeferrableTracker:
             return
         hour = at.astimezone(UTC).hour
         known = self.admitted_by_hour[hour]
-        self.admitted_by_hour[hour] = (
-            float(replicas) if known is None else known + ADMITTED_LEARNING * (replicas - known)
-        )
+        last, self.admitted_at = self.admitted_at, at
+        if known is None:
+            self.admitted_by_hour[hour] = float(replicas)
+            return
+        # The time this observation stands for: since the last, at most a gap's worth.
+        elapsed = min(at - last, MAX_GAP) if last is not None else MAX_GAP
+        weight = 1.0 - math.exp(-max(0.0, elapsed / ADMITTED_MEMORY))
+        self.admitted_by_hour[hour] = known + weight * (replicas - known)
 
     def _bucket(self, moment: datetime) -> datetime:
         """The start of the bucket holding `moment`."""

@@ -94,12 +94,13 @@ def test_the_tracker_infers_arrivals_throughput_and_done_work() -> None:
     assert tracker.done == 0.0
 
 
-def test_noise_on_a_long_queue_adds_no_arrivals() -> None:
+@pytest.mark.parametrize("bucket", [None, SLOT], ids=["live five minutes", "twin slot"])
+def test_noise_on_a_long_queue_adds_no_arrivals(bucket: timedelta | None) -> None:
     """Scaled to zero, a queue grows by 15 requests a second to 160,000 in three hours, read
     every 30 s to within 1 %. Each reading's difference from the last is mostly noise (about
     2,000 requests either way against 450 arrived): cut at zero each time, it counted three
     times the arrivals and made the backlog look hours younger than it was."""
-    tracker = DeferrableTracker(timedelta(hours=6), bucket=SLOT)
+    tracker = DeferrableTracker(timedelta(hours=6), bucket=bucket)
     rng = random.Random(7)
     for step in range(360):
         waiting = 1000.0 + 15.0 * 30.0 * step
@@ -112,8 +113,13 @@ def test_noise_on_a_long_queue_adds_no_arrivals() -> None:
     )
     view = tracker.target("batch", min_replicas=0, max_replicas=4, nominal_per_replica_rps=25.0)
     assert view is not None
-    # The oldest work waiting is the first slot's: due six hours after it, not later.
+    # The oldest work waiting is the first slot's: due six hours after it, not later; and
+    # what waits from before 13:00 is what arrived then (the 1,000 found, 15 a second since).
     assert min(q.deadline for q in view.queued) == NOW.replace(minute=0) + timedelta(hours=6)
+    before_one = sum(
+        q.amount for q in view.queued if q.deadline < NOW.replace(minute=0) + timedelta(hours=7)
+    )
+    assert before_one == pytest.approx(1000.0 + 15.0 * 50 * 60, rel=0.1)
 
 
 def test_the_tracker_learns_what_the_power_admits_at_each_hour() -> None:
@@ -121,8 +127,8 @@ def test_the_tracker_learns_what_the_power_admits_at_each_hour() -> None:
     tracker.observe(reading(0, finished=2.0, waiting=100, replicas=2))
     tracker.learn_admitted(NOW, 4)  # 12:10
     tracker.learn_admitted(NOW + timedelta(hours=1), 1)
-    for _ in range(100):
-        tracker.learn_admitted(NOW + timedelta(days=1), 2)  # 12:10 the next day
+    for i in range(100):  # 12:10 to 13:00 the next day, every 30 s
+        tracker.learn_admitted(NOW + timedelta(days=1, seconds=30 * i), 2)
     view = tracker.target("batch", min_replicas=0, max_replicas=4)
     assert view is not None
     assert view.admitted_now == 2

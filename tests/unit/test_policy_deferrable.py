@@ -151,6 +151,15 @@ def test_queued_by_arrival_keeps_the_newest_work_first_in_first_out() -> None:
     assert more[0].deadline == T0 + timedelta(hours=6)
 
 
+def test_an_interval_inferred_below_zero_is_taken_from_the_one_before() -> None:
+    # Arrivals inferred from noisy readings: the newest interval read 30 below zero. Its
+    # shortfall comes off the interval before it, so the backlog keeps its true age.
+    arrivals = [(T0, 100.0), (T0 + SLOT, 100.0), (T0 + 2 * SLOT, -30.0)]
+    parts = queued_by_arrival(arrivals, 150.0, timedelta(hours=6))
+    assert [p.deadline for p in parts] == [T0 + timedelta(hours=6), T0 + SLOT + timedelta(hours=6)]
+    assert [p.amount for p in parts] == pytest.approx([80.0, 70.0])
+
+
 # --- invariants ------------------------------------------------------------------------------
 
 intensity_lists = st.lists(st.floats(0, 500), min_size=1, max_size=10)
