@@ -276,6 +276,12 @@ def admitted_replicas(
     )
 
 
+def within_admitted(ceiling: int, admitted: int | None) -> int:
+    """A planned ceiling (between the minimum and the maximum) held to `admitted_replicas`:
+    the same as `within_measured_power` on it, from the room already worked out."""
+    return ceiling if admitted is None else min(ceiling, admitted)
+
+
 def within_measured_power(
     ceiling: int,
     *,

@@ -25,7 +25,7 @@ from climatik.domain.carbon import CarbonReading
 from climatik.policies.deferrable import (
     admitted_replicas,
     plan_deferrable_work,
-    within_measured_power,
+    within_admitted,
 )
 from climatik.policies.deferrable_tracking import DeferrableReading, DeferrableTracker
 
@@ -113,19 +113,16 @@ def _plan_one(
     power: PowerRoom,
 ) -> PlannedTarget:
     top = target.user_max_replicas or 0
-    replicas, floor = target.current_replicas or 0, target.min_replicas or 0
-    measured_w, budget_w, replica_w = power.measured_w, power.budget_w, target.watts_per_replica
-    tracker.learn_admitted(
-        now,
-        admitted_replicas(
-            top,
-            replicas=replicas,
-            min_replicas=floor,
-            measured_w=measured_w,
-            budget_w=budget_w,
-            replica_w=replica_w,
-        ),
+    floor = target.min_replicas or 0
+    admitted = admitted_replicas(
+        top,
+        replicas=target.current_replicas or 0,
+        min_replicas=floor,
+        measured_w=power.measured_w,
+        budget_w=power.budget_w,
+        replica_w=target.watts_per_replica,
     )
+    tracker.learn_admitted(now, admitted)
     view = tracker.target(target.name, min_replicas=floor, max_replicas=top)
     if view is None:
         ceiling, behind, backlog, planned_now = top, False, target.waiting_requests or 0.0, 0.0
@@ -139,14 +136,7 @@ def _plan_one(
             plan.planned_now,
         )
         reason = plan.reason
-    ceiling = within_measured_power(
-        ceiling,
-        replicas=replicas,
-        min_replicas=floor,
-        measured_w=measured_w,
-        budget_w=budget_w,
-        replica_w=replica_w,
-    )
+    ceiling = within_admitted(ceiling, admitted)
     status = DeferrablePlanStatus(
         kind=TargetKindName(str(target.kind)),
         name=target.name,

@@ -27,7 +27,7 @@ from climatik.policies.deferrable import (
     DeferrablePlan,
     admitted_replicas,
     plan_deferrable_work,
-    within_measured_power,
+    within_admitted,
 )
 from climatik.policies.deferrable_tracking import DeferrableReading, DeferrableTracker
 from climatik.sim.world import EPOCH, World
@@ -90,17 +90,15 @@ def plan_ceiling(
     if have_data and math.isfinite(served_rps) and math.isfinite(waiting):
         slot_start = EPOCH + timedelta(seconds=slot * slot_s)
         tracker.observe(DeferrableReading(now, slot_start, served_rps, waiting, replicas))
-    tracker.learn_admitted(
-        now,
-        admitted_replicas(
-            service.max_replicas,
-            replicas=replicas,
-            min_replicas=service.min_replicas,
-            measured_w=measured_w,
-            budget_w=budget_w,
-            replica_w=replica_w,
-        ),
+    admitted = admitted_replicas(
+        service.max_replicas,
+        replicas=replicas,
+        min_replicas=service.min_replicas,
+        measured_w=measured_w,
+        budget_w=budget_w,
+        replica_w=replica_w,
     )
+    tracker.learn_admitted(now, admitted)
     if slot not in planner.forecasts:
         planner.forecasts[slot] = forecast_from(world, slot)
     target = tracker.target(
@@ -113,14 +111,7 @@ def plan_ceiling(
     if target is None:  # no reading yet: the user's maximum, as the live controller
         return service.max_replicas
     plan = planner.plans[p, j] = plan_deferrable_work(target, planner.forecasts[slot], now)
-    return within_measured_power(
-        plan.ceiling,
-        replicas=replicas,
-        min_replicas=service.min_replicas,
-        measured_w=measured_w,
-        budget_w=budget_w,
-        replica_w=replica_w,
-    )
+    return within_admitted(plan.ceiling, admitted)
 
 
 def deferrable_services(world: World) -> list[int]:
