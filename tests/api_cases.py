@@ -140,6 +140,11 @@ spec:
     mode: Template
     rackLabelKey: topology.example.com/rack
     excludeOverLimitRacks: false
+    migration:
+      enabled: true
+      minGainCelsius: 0.2
+      minIntervalSeconds: 600
+      minReadyReplicas: 3
   cooling:
     mode: Webhook
     webhookURL: https://cooling.example.com/api/v1/recommendations
@@ -491,6 +496,16 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "placement-label-key",
         _set("placement", {"rackLabelKey": "rack label!"}),
         "spec.placement.rackLabelKey",
+    ),
+    InvalidCase(
+        "migration-no-gain",
+        _set("placement", {"migration": {"enabled": True, "minGainCelsius": 0}}),
+        "spec.placement.migration.minGainCelsius",
+    ),
+    InvalidCase(
+        "migration-too-often",
+        _set("placement", {"migration": {"enabled": True, "minIntervalSeconds": 5}}),
+        "spec.placement.migration.minIntervalSeconds",
     ),
     InvalidCase(
         "cooling-webhook-without-url",

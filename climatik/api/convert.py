@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from climatik.api.resource import PowerCappingConfig
 from climatik.api.spec import (
     ApplyWindow,
+    PlacementMigration,
     Policy,
     PowerCappingConfigSpec,
     SloBounds,
@@ -28,6 +29,7 @@ from climatik.api.spec_carbon import Carbon, CarbonTargetType
 from climatik.domain import config as domain
 from climatik.domain.carbon import CarbonTarget, EmissionRateTarget, IntensityBandTarget
 from climatik.domain.paths import field_path
+from climatik.domain.placement import MigrationSettings
 
 _PERCENT = 100.0
 
@@ -125,6 +127,16 @@ def _carbon(carbon: Carbon | None) -> domain.CarbonConfig | None:
     )
 
 
+def _migration(migration: PlacementMigration) -> MigrationSettings | None:
+    if not migration.enabled:
+        return None
+    return MigrationSettings(
+        min_gain_c=migration.min_gain_celsius,
+        min_interval_s=float(migration.min_interval_seconds),
+        min_ready=migration.min_ready_replicas,
+    )
+
+
 def _window(window: ApplyWindow | None) -> domain.DailyWindow | None:
     if window is None:
         return None
@@ -188,6 +200,7 @@ def to_domain(obj: PowerCappingConfig) -> domain.PowerCappingConfig:
             mode=spec.placement.mode,
             rack_label_key=spec.placement.rack_label_key,
             exclude_over_limit_racks=spec.placement.exclude_over_limit_racks,
+            migration=_migration(spec.placement.migration),
         ),
         cooling=domain.CoolingConfig(
             mode=spec.cooling.mode,

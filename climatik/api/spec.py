@@ -292,6 +292,29 @@ class PowerMeasurement(CrdModel):
         return self
 
 
+class PlacementMigration(CrdModel):
+    """Moving running replicas to cooler racks (opt-in: each move restarts one replica)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Evict one ready replica at a time (the Eviction API, so "
+        "PodDisruptionBudgets hold) when moving it to the workload's best-ranked rack is "
+        "predicted to lower the room's hottest inlet by minGainCelsius; the replacement is "
+        "placed as every new pod. Needs create on pods/eviction in the config's namespace.",
+    )
+    min_gain_celsius: Annotated[float, Field(gt=0, le=10)] = Field(
+        default=0.1, description="Least predicted drop of the hottest inlet worth a move."
+    )
+    min_interval_seconds: Annotated[int, Field(ge=30, le=86_400)] = Field(
+        default=300, description="Least time between two moves of this config."
+    )
+    min_ready_replicas: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=2,
+        description="A workload with fewer ready replicas, or with one still starting, keeps "
+        "its replicas where they are.",
+    )
+
+
 class Placement(CrdModel):
     """Rack-aware placement of new pods."""
 
@@ -305,6 +328,10 @@ class Placement(CrdModel):
     ] = Field(default="climatik-project.ai/rack", description="Node label naming the rack.")
     exclude_over_limit_racks: bool = Field(
         default=True, description="Steer new pods away from racks over their limits."
+    )
+    migration: PlacementMigration = Field(
+        default_factory=PlacementMigration,
+        description="Moving running replicas to cooler racks (off unless enabled).",
     )
 
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from climatik.domain.carbon import CarbonTarget
+from climatik.domain.placement import MigrationSettings
 
 
 class PolicyType(enum.StrEnum):
@@ -219,6 +220,8 @@ class PlacementConfig:
     mode: PlacementMode = PlacementMode.WEBHOOK
     rack_label_key: str = "climatik-project.ai/rack"
     exclude_over_limit_racks: bool = True
+    migration: MigrationSettings | None = None
+    """When running replicas are moved to cooler racks; None: never (the default)."""
 
 
 @dataclass(frozen=True, slots=True)

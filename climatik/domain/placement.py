@@ -203,3 +203,41 @@ class SupplySetpoint:
     cooling_watts: float | None
     """Estimated cooling power at `supply_c` for the group's IT load, when both are known."""
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationSettings:
+    """When a running replica is moved to a cooler place (evicted, its replacement steered).
+
+    A move costs the replica's start-up (break before make: the ReplicaSet starts the
+    replacement when the old pod is evicted), so it is made only for a predicted gain on the
+    room's hottest inlet, at most once per `min_interval_s`, and never from a workload with
+    fewer than `min_ready` ready replicas or with one still starting (a scale-up in flight)."""
+
+    min_gain_c: float = 0.1
+    """Least predicted drop of the room's hottest inlet that justifies a move."""
+    min_interval_s: float = 300.0
+    """Least time between two moves of one config (the room settles in minutes)."""
+    min_ready: int = 2
+    """A workload with fewer ready replicas keeps them where they are."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.min_gain_c) and self.min_gain_c > 0):
+            raise ValueError("min_gain_c must be a positive number of degrees")
+        if not (math.isfinite(self.min_interval_s) and self.min_interval_s >= 0):
+            raise ValueError("min_interval_s must be a non-negative number of seconds")
+        if self.min_ready < 1:
+            raise ValueError("min_ready must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One replica to move: from `source` to `target`, for a predicted `gain_c`."""
+
+    source: str
+    """The place a ready replica leaves (its pod is evicted)."""
+    target: str
+    """The place its replacement is steered to (the workload's best-ranked free place)."""
+    gain_c: float
+    """Predicted drop of the room's hottest inlet, °C (positive)."""
+    reason: str

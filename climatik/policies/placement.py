@@ -42,6 +42,7 @@ import numpy.typing as npt
 
 from climatik.domain.placement import (
     InletReading,
+    Migration,
     PlacementStrategy,
     PlacementWeights,
     PlaceObservation,
@@ -61,6 +62,7 @@ __all__ = [
     "RecirculationEstimate",
     "SupplySetpoint",
     "SupplySettings",
+    "choose_migration",
     "cooling_cop",
     "estimate_recirculation",
     "order_pods_for_scale_in",
@@ -431,6 +433,49 @@ def score_scale_in(
         out.append(PlaceScore(s.place_id, score, s.admissible, reason, s.correlation, -drop_c))
     out.sort(key=lambda s: (not s.admissible, -s.score, s.place_id))
     return tuple(out)
+
+
+def choose_migration(
+    sources: Sequence[PlaceObservation],
+    target: PlaceObservation,
+    replica_watts: float | None,
+    inlets_c: Mapping[str, float] | None,
+    min_gain_c: float,
+) -> Migration | None:
+    """The move of one ready replica from one of `sources` to `target` that lowers the room's
+    hottest inlet most, when it lowers it by at least `min_gain_c`; else None.
+
+    A replica placed well when it started may sit badly once the room's load has moved: the
+    scale-in order only corrects that when the workload shrinks. Predicted with the heat matrix
+    as scoring is: max_k(T_k - D[k, source] · w + D[k, target] · w), w the replica's watts over
+    idle. `target` is where its replacement would go (the workload's best-ranked place, the one
+    the webhook prefers). None without watts, inlets or both columns, or when `target` is at a
+    limit or has no seat: a move must never put a replica where a new one may not go."""
+    watts = _known(replica_watts)
+    if watts is None or watts <= 0 or not target.admissible or target.seats == 0:
+        return None
+    room = _Room(_known_inlets([*sources, target], inlets_c))
+    arriving = room.after_c(target, watts)
+    if arriving is None:
+        return None
+    current_c = float(room.temps_c.max())
+    best: Migration | None = None
+    for source in sorted(sources, key=lambda place: place.place_id):
+        if source.place_id == target.place_id:
+            continue
+        leaving = room.after_c(source, -watts)
+        if leaving is None:
+            continue
+        after_c = float((leaving + arriving - room.temps_c).max())
+        gain_c = current_c - after_c
+        if gain_c >= min_gain_c and (best is None or gain_c > best.gain_c):
+            reason = (
+                f"moving one replica ({watts / 1000.0:.1f} kW) from {source.place_id} to "
+                f"{target.place_id} lowers the hottest inlet from {current_c:.2f} to "
+                f"{after_c:.2f} °C"
+            )
+            best = Migration(source.place_id, target.place_id, gain_c, reason)
+    return best
 
 
 def preferred_rack_weights(

@@ -16,6 +16,8 @@ For one config (key `namespace/name`) every `interval_s`, and whenever the confi
    - in both modes keeps pod-deletion costs current (`placement_deletion_costs`); a namespace
      refusing the patch (403) leaves the rest of placement working, the condition names the
      RBAC fix, and one `DeletionCostForbidden` Warning per config says so;
+   - with `spec.placement.migration.enabled`, moves at most one running replica per interval
+     to a cooler rack by evicting it (`placement_migration`);
 5. recommends supply-air setpoints per cooling group (zone, or rack) and, with
    `spec.cooling.mode: Webhook`, posts them to the cooling system (`DryRun` only reports);
 6. reports (`placement_report`): the `RacksWithinLimits` condition, Events on transitions (a
@@ -54,6 +56,7 @@ from climatik.domain.placement import (
     InletReading,
     PlacementStrategy,
     PlacementWeights,
+    PlaceObservation,
     PlaceScore,
     SupplySetpoint,
     SupplySettings,
@@ -73,6 +76,7 @@ from climatik.policies.placement import (
 from climatik.reconcilers.opening import ConfigOpening
 from climatik.reconcilers.placement_deletion_costs import DeletionCosts
 from climatik.reconcilers.placement_metrics import PlacementMetrics
+from climatik.reconcilers.placement_migration import Migrations, MoveCandidate, is_ready
 from climatik.reconcilers.placement_racks import RackObserver, RackView, RecirculationMemory, finite
 from climatik.reconcilers.placement_report import (
     condition_names,
@@ -187,6 +191,7 @@ class PlacementReconciler:
         self._deletion_costs = DeletionCosts(
             client, metrics, retry_s=self._settings.deletion_cost_retry_s, clock=clock
         )
+        self._migrations = Migrations(client, events, metrics, clock=clock)
         # The power-cap reconciler reports an invalid spec; placement stands aside.
         self._opening = ConfigOpening(configs, forget=self._forget)
 
@@ -210,6 +215,7 @@ class PlacementReconciler:
         workloads = self._workloads(config)
         scored: dict[tuple[str, str], tuple[PlaceScore, ...]] = {}
         keep: dict[tuple[str, str], tuple[PlaceScore, ...]] = {}
+        moves: list[MoveCandidate] = []
         observations = [r.observation for r in racks]
         footprints = peer_status(obj).replica_footprints if self._vpa_footprints else None
         for workload in workloads:
@@ -223,13 +229,15 @@ class PlacementReconciler:
             key_w = (workload.namespace, workload.deployment)
             # A rack without a seat for one replica of VPA's footprint ranks last, unpreferred.
             seats = fewest_seats(footprints, workload.targets)
+            seated = {o.place_id: replace(o, seats=seats.get(o.place_id)) for o in observations}
             scored[key_w] = score_racks(
-                [replace(o, seats=seats.get(o.place_id)) for o in observations],
+                list(seated.values()),
                 PlacementStrategy.CLIMATIK,
                 self._weights,
                 service_series_w=series or None,
                 added_watts=replica_w,
             )
+            moves.append(_move_candidate(workload, scored[key_w], seated, racks, replica_w))
             # Scale-in: the same prediction the other way round (the twin uses this rule too).
             keep[key_w] = score_scale_in(
                 observations, replica_w, weights=self._weights, service_series_w=series or None
@@ -245,6 +253,14 @@ class PlacementReconciler:
         await self._report_recirculation(obj, memory)
         if config.placement.mode is not PlacementMode.DISABLED:
             await self._keep_deletion_costs(config, workloads, keep, racks)
+            if config.placement.migration is not None:
+                await self._migrations.maybe_move(
+                    obj,
+                    key,
+                    config.placement.migration,
+                    moves,
+                    {o.place_id: o for o in observations},
+                )
         await self._report_deletion_costs(obj, config, memory)
         if config.placement.mode is PlacementMode.TEMPLATE:
             await self._templates(config, workloads, scored, memory)
@@ -269,6 +285,7 @@ class PlacementReconciler:
         self.snapshot.remove(key)
         self._memory.pop(key, None)
         self._metrics.forget_config(key)
+        self._migrations.forget(key)
         self._caches.forget(key)
         self._workloads_kept.pop(key, None)
 
@@ -486,9 +503,12 @@ class PlacementReconciler:
     ) -> None:
         """Write the RacksWithinLimits condition (a lost race is retried on a fresh read)."""
         by_id = {r.rack_id: r for r in racks}
-        problem = ". ".join(
-            n for n in (self._deletion_costs.problem(config), memory.recirculation.problem) if n
+        problems = (
+            self._deletion_costs.problem(config),
+            self._migrations.problem(config.key, config.namespace),
+            memory.recirculation.problem,
         )
+        problem = ". ".join(n for n in problems if n)
         condition = racks_condition(config, racks, rack_scores, problem)
         over = condition.over
         for rack in sorted(over - memory.over_limit):
@@ -532,6 +552,31 @@ class PlacementReconciler:
                 return  # what write_status would find: nothing to send
         if await write_status(self._client, obj, desire, settled=not refresh) and refresh:
             memory.status_written_s = now_s
+
+
+def _move_candidate(
+    workload: Workload,
+    scores: Sequence[PlaceScore],
+    seated: Mapping[str, PlaceObservation],
+    racks: Sequence[RackView],
+    replica_w: float | None,
+) -> MoveCandidate:
+    """The workload as migration sees it: its ready pods by rack and where a new one goes."""
+    rack_of_node = {node: r.rack_id for r in racks for node in r.nodes}
+    ready: dict[str, list[str]] = {}
+    for pod in workload.pods:
+        rack = rack_of_node.get(str(child(pod, "spec").get("nodeName") or ""))
+        if rack is not None and is_ready(pod):
+            ready.setdefault(rack, []).append(str(ObjectMeta.of(pod).name))
+    top = next((s for s in scores if s.admissible and s.seated), None)
+    return MoveCandidate(
+        namespace=workload.namespace,
+        deployment=workload.deployment,
+        ready_pods={rack: tuple(sorted(names)) for rack, names in ready.items()},
+        settled=not workload.terminating and all(is_ready(p) for p in workload.pods),
+        target=None if top is None else seated[top.place_id],
+        replica_watts=replica_w,
+    )
 
 
 def _excluded(config: PowerCappingConfig, scores: Sequence[PlaceScore]) -> tuple[str, ...]:

@@ -86,6 +86,13 @@ class PlacementMetrics:
             ["config"],
             registry=r,
         )
+        self.migrations = ConfigCounter(
+            "climatik_placement_migrations_total",
+            "Replicas moved to a cooler rack (spec.placement.migration), by outcome: evicted, "
+            "budget (a PodDisruptionBudget refused), forbidden (RBAC), gone (the pod was gone).",
+            ["config", "outcome"],
+            registry=r,
+        )
         self.recirculation_config_ok = ConfigGauge(
             "climatik_placement_recirculation_config_ok",
             "0 while the recirculation ConfigMap cannot be read or has unusable parts (see the "
@@ -114,6 +121,7 @@ class PlacementMetrics:
             self.cooling_posts,
             self.deletion_cost_patches,
             self.template_patches,
+            self.migrations,
         )
         self._round: dict[str, dict[ConfigGauge, dict[Labels, float]]] = {}
         self.webhook_requests = Counter(

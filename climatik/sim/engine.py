@@ -21,7 +21,7 @@ from typing import Protocol
 
 from climatik.policies.ceiling_settings import HeadroomSettings, ThresholdSettings
 from climatik.sim.policy_specs import POLICY_SPECS
-from climatik.sim.replicas import cold_start, warm_start
+from climatik.sim.replicas import cold_start, migrate, warm_start
 from climatik.sim.result import SimResult
 from climatik.sim.scenario import Scenario
 from climatik.sim.state import TwinState, initial_state
@@ -98,6 +98,7 @@ class Twin:
             start_hour=self.start_hour,
         )
         st = initial_state(world, self.seed)
+        migrating = [p for p, spec in enumerate(self.specs) if spec.migrate]
         (cold_start if self.cold_start else warm_start)(world, st)
         for k in range(world.steps):
             now_s = k * world.dt
@@ -118,6 +119,8 @@ class Twin:
                 decide(world, st, reading, n_tot=served.n_tot, k=k, now_s=now_s)
                 if tap is not None:
                     tap.after(world, st)
+                for p in migrating:
+                    migrate(world, st, p, now_s)
             autoscale(world, st, lam=lam, n_tot=served.n_tot, k=k, now_s=now_s)
             if progress is not None and k % world.prog_every == 0:
                 progress(k / world.steps)

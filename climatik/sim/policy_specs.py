@@ -25,6 +25,11 @@ class PolicySpec:
     (`clocks_under_cap`, as POLCA). The live controller cannot do this yet: it sets clocks
     only through GPU-tuning Jobs, per node, not per target every interval; so `climatik`, the
     policy the twin reports for the live controller, leaves it off."""
+    migrate: bool = False
+    """Move a ready replica to a cooler place when the heat matrix predicts the move lowers the
+    hottest inlet (`choose_migration`), as `spec.placement.migration` asks of the live
+    controller; off by default there (an eviction costs the replica's start-up), so `climatik`
+    leaves it off and `climatik-migrate` shows what it buys."""
 
 
 POLICY_SPECS: dict[str, PolicySpec] = {
@@ -41,6 +46,8 @@ POLICY_SPECS: dict[str, PolicySpec] = {
     # Ablations: climatik with one input removed, to show what that input is worth.
     "climatik-no-carbon": PolicySpec("headroom", "climatik", False, True, True),
     "climatik-max-clock": PolicySpec("headroom", "climatik", True, False, True),
+    # What moving running replicas to cooler places adds (`spec.placement.migration`, opt-in).
+    "climatik-migrate": PolicySpec("headroom", "climatik", True, True, True, migrate=True),
     # What deciding clocks with the replicas would add (twin only: no live actuator yet).
     "climatik-joint-clocks": PolicySpec(
         "headroom", "climatik", True, True, True, joint_clocks=True

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from climatik.domain.placement import Migration, MigrationSettings, PlaceObservation, PlaceScore
 from climatik.policies.placement import (
     PlacementStrategy,
+    choose_migration,
     order_pods_for_scale_in,
     score_racks,
     score_scale_in,
 )
 from climatik.sim.state import TwinState
 from climatik.sim.views import place_observations, replica_w, room_inlets, service_series
-from climatik.sim.world import World
+from climatik.sim.world import IntArray, World
+
+MIGRATION = MigrationSettings()
+"""The live controller's defaults for `spec.placement.migration`."""
 
 
 def place(world: World, st: TwinState, p: int, svc: int, now: float) -> bool:
@@ -35,23 +40,80 @@ def place(world: World, st: TwinState, p: int, svc: int, now: float) -> bool:
         choice = int(after[0] if after.size else free[0])
         fleet.rr_next[p] = (choice + 1) % world.n_srv
     else:
-        obs = place_observations(world, st, p, free)
-        strategy = PlacementStrategy(spec.placement)
-        if strategy is PlacementStrategy.CLIMATIK:
-            ranked = score_racks(
-                obs,
-                strategy,
-                service_series_w=service_series(world, st.seen, p, svc),
-                added_watts=replica_w(world, st, p, svc, now),
-                inlets_c=room_inlets(world, st, p, now),
-            )
-        else:
-            ranked = score_racks(obs, strategy)
-        choice = int(ranked[0].place_id)
-    fleet.host[p, choice] = svc
-    fleet.ready_at[p, choice] = now + world.startup_s[svc]
-    fleet.born[p, choice] = now
+        choice = int(_ranked(world, st, p, svc, now=now, free=free)[0].place_id)
+    _start(world, st, p, server=choice, svc=svc, now=now)
     return True
+
+
+def _ranked(
+    world: World,
+    st: TwinState,
+    p: int,
+    svc: int,
+    *,
+    now: float,
+    free: IntArray,
+    seen: list[PlaceObservation] | None = None,
+) -> tuple[PlaceScore, ...]:
+    """The free servers as the policy's strategy ranks them for one more replica of `svc`
+    (`seen`: every server's observation, when the caller has built them already)."""
+    obs = place_observations(world, st, p, free) if seen is None else [seen[i] for i in free]
+    strategy = PlacementStrategy(world.specs[p].placement)
+    if strategy is not PlacementStrategy.CLIMATIK:
+        return score_racks(obs, strategy)
+    return score_racks(
+        obs,
+        strategy,
+        service_series_w=service_series(world, st.seen, p, svc),
+        added_watts=replica_w(world, st, p, svc, now),
+        inlets_c=room_inlets(world, st, p, now),
+    )
+
+
+def _start(world: World, st: TwinState, p: int, *, server: int, svc: int, now: float) -> None:
+    fleet = st.fleet
+    fleet.host[p, server] = svc
+    fleet.ready_at[p, server] = now + world.startup_s[svc]
+    fleet.born[p, server] = now
+
+
+def migrate(world: World, st: TwinState, p: int, now: float) -> None:
+    """Move at most one of policy p's ready replicas to a cooler free server
+    (`choose_migration`), as the live placement reconciler evicts one: the replacement starts
+    where the policy's ranking puts a new replica, the old one stops at once (its pod is
+    evicted), so the service is a replica short for the start-up."""
+    fleet, settings = st.fleet, MIGRATION
+    if now - fleet.migrated_at[p] < settings.min_interval_s:
+        return
+    free = np.flatnonzero(fleet.host[p] < 0)
+    if free.size == 0:
+        return
+    inlets = room_inlets(world, st, p, now)
+    seen = place_observations(world, st, p, np.arange(world.n_srv))
+    best: tuple[Migration, int] | None = None
+    for svc in range(world.n_svc):
+        mine = fleet.host[p] == svc
+        ready = np.flatnonzero(mine & (fleet.ready_at[p] <= now))
+        if ready.size < settings.min_ready or ready.size < int(mine.sum()):
+            continue
+        top = int(_ranked(world, st, p, svc, now=now, free=free, seen=seen)[0].place_id)
+        move = choose_migration(
+            [seen[i] for i in ready],
+            seen[top],
+            replica_w(world, st, p, svc, now),
+            inlets,
+            settings.min_gain_c,
+        )
+        if move is not None and (best is None or move.gain_c > best[0].gain_c):
+            best = (move, svc)
+    if best is None:
+        return
+    move, svc = best
+    _start(world, st, p, server=int(move.target), svc=svc, now=now)
+    source = int(move.source)
+    fleet.host[p, source] = -1
+    fleet.ready_at[p, source] = np.inf
+    fleet.migrated_at[p] = now
 
 
 def remove(world: World, st: TwinState, p: int, svc: int, now: float) -> None:

@@ -45,6 +45,10 @@ POLICY_SUMMARIES = {
     ),
     "climatik-no-carbon": "climatik without carbon input (an ablation)",
     "climatik-max-clock": "climatik with GPUs at their maximum clock (an ablation)",
+    "climatik-migrate": (
+        "climatik that also moves a running replica to a cooler server when the heat matrix "
+        "predicts a lower hottest inlet (`placement.migration`, opt-in live)"
+    ),
     "climatik-joint-clocks": (
         "climatik with clocks decided with the replicas under a binding cap (twin only: the live "
         "controller has no per-target clock actuator yet)"

@@ -83,6 +83,8 @@ class Fleet:
     """The autoscaler's recent recommendations (scale-down stabilisation window)."""
     aged: dict[int, AgedQueue]
     """Deferrable services' queues by age, by service index (their `queue` is the sum)."""
+    migrated_at: FloatArray
+    """When each policy last moved a replica to a cooler place (-inf: never)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -286,6 +288,7 @@ def initial_state(world: World, seed: int) -> TwinState:
                 for j, s in enumerate(sc.services)
                 if s.deferrable
             },
+            migrated_at=np.full(n_pol, -np.inf),
         ),
         room=Room(
             srv_w=np.full((n_pol, n_srv), world.idle_server_w),

@@ -373,6 +373,7 @@ def _fleet(
         wanted=np.zeros((1, n_svc), dtype=np.int64),
         rec_hist=np.zeros((1, 1, n_svc), dtype=np.int64),
         aged=aged,
+        migrated_at=np.full(1, -np.inf),
     )
 
 

@@ -426,3 +426,106 @@ async def test_a_bad_recirculation_config_map_is_a_warning_event_and_in_the_cond
     assert event["type"] == "Warning"
     assert event.get("count", 1) == 1
     assert f"ConfigMap {namespace}/climatik-recirculation" in event["message"]
+
+
+RECIRCULATION = {
+    "apiVersion": "v1",
+    "kind": "ConfigMap",
+    "metadata": {"name": "climatik-recirculation"},
+    "data": {
+        # rack-a's heat lands on its own inlet; rack-b's mostly on its own, a little on a's.
+        "racks.yaml": (
+            "rack-a: {recirculationCPerKw: 0.6, inletRiseCPerKw: {rack-a: 0.5, rack-b: 0.1}}\n"
+            "rack-b: {recirculationCPerKw: 0.3, inletRiseCPerKw: {rack-a: 0.1, rack-b: 0.2}}\n"
+        )
+    },
+}
+
+
+def migrating_config(name: str, deployment_name: str) -> dict[str, Any]:
+    body = capping_config(name, deployment_name)
+    body["spec"]["placement"]["migration"] = {
+        "enabled": True,
+        "minGainCelsius": 0.2,
+        "minIntervalSeconds": 30,
+        "minReadyReplicas": 2,
+    }
+    return body
+
+
+async def place_three_on_rack_a(
+    dev_cluster: ClusterInfo, kubectl: Kubectl, namespace: str, placement: Placement
+) -> dict[str, str]:
+    """Three ready replicas of `llm`, all on rack-a (the cooler rack when they start); then
+    rack-a heats up (inside its limit) and rack-b is the cooler one. Each replica draws 2 kW."""
+    kubectl.apply(RECIRCULATION)
+    placement.signals.set(
+        RackSignals("rack-a", watts=12_000.0, inlet_c=20.0),
+        RackSignals("rack-b", watts=12_000.0, inlet_c=24.0),
+    )
+    placement.signals.set_service_series(namespace, (6_000.0, 6_000.0, 6_000.0))
+    await create_config(placement, namespace, migrating_config("cap", "llm"))
+    kubectl.apply(deployment("llm", 0))
+    await wait_snapshot(placement, namespace, "llm")
+    kubectl.run("scale", "deployment/llm", "--replicas=3")
+    pods = await wait_scheduled(kubectl, "llm", 3)
+    racks = rack_of(dev_cluster)
+    assert sorted(racks[p["spec"]["nodeName"]] for p in pods) == ["rack-a"] * 3
+
+    async def ready() -> Any:
+        return await asyncio.to_thread(kubectl.get_json, "deployment", "llm")
+
+    await eventually(ready, lambda d: d["status"].get("readyReplicas") == 3, timeout_s=90)
+    placement.signals.set(
+        RackSignals("rack-a", watts=30_000.0, inlet_c=27.0),
+        RackSignals("rack-b", watts=12_000.0, inlet_c=21.0),
+    )
+    return racks
+
+
+async def test_migration_moves_a_replica_off_the_hot_rack(
+    dev_cluster: ClusterInfo, kubectl: Kubectl, namespace: str, placement: Placement
+) -> None:
+    """Issue 19: a replica placed well when it started is moved once its rack turns hot. The
+    move is an eviction through the real API (the ReplicaSet controller starts the
+    replacement), and the webhook steers the replacement to the cooler rack."""
+    racks = await place_three_on_rack_a(dev_cluster, kubectl, namespace, placement)
+
+    async def on_racks() -> list[str]:
+        pods = await asyncio.to_thread(scheduled_pods, kubectl, "llm")
+        return sorted(
+            racks[p["spec"]["nodeName"]] for p in pods if not p["metadata"].get("deletionTimestamp")
+        )
+
+    # 2 kW leave rack-a (-1.0 °C there) for rack-b (+0.4 °C there): 27 -> 26.2 °C.
+    found = await eventually(on_racks, lambda r: "rack-b" in r, timeout_s=90)
+    assert len(found) <= 3
+    events = kubectl.get_json("events", "--field-selector", "reason=ReplicaMigrated")["items"]
+    (event,) = [e for e in events if e["involvedObject"]["name"] == "cap"]
+    assert "from rack-a to rack-b" in event["message"]
+    assert "from 27.00 to 26.20 °C" in event["message"]
+    # One move per interval (30 s): the other two stay on rack-a meanwhile.
+    await asyncio.sleep(5.0)
+    assert (await on_racks()).count("rack-a") == 2
+
+
+async def test_migration_waits_for_the_disruption_budget(
+    dev_cluster: ClusterInfo, kubectl: Kubectl, namespace: str, placement: Placement
+) -> None:
+    """A PodDisruptionBudget that allows no disruption holds every replica where it is: the
+    Eviction API refuses (429) and nothing is deleted."""
+    kubectl.apply(
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "llm"},
+            "spec": {"minAvailable": 3, "selector": {"matchLabels": {"app": "llm"}}},
+        }
+    )
+    racks = await place_three_on_rack_a(dev_cluster, kubectl, namespace, placement)
+    await asyncio.sleep(8.0)  # eight rounds: the first attempt is refused, the next wait
+    pods = await asyncio.to_thread(scheduled_pods, kubectl, "llm")
+    assert sorted(racks[p["spec"]["nodeName"]] for p in pods) == ["rack-a"] * 3
+    assert not any(p["metadata"].get("deletionTimestamp") for p in pods)
+    events = kubectl.get_json("events", "--field-selector", "reason=ReplicaMigrated")["items"]
+    assert not [e for e in events if e["involvedObject"]["name"] == "cap"]

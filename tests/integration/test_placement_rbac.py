@@ -201,6 +201,8 @@ async def test_without_pod_patch_rights_capping_and_placement_work_and_say_what_
     as_controller = Kubectl(dev_cluster.kubectl, deployed.kubeconfig, namespace)
     refused = as_controller.run("auth", "can-i", "patch", "pods", check=False)
     assert refused.stdout.strip() == "no", "deploy/base must not grant patch on pods"
+    no_eviction = as_controller.run("auth", "can-i", "create", "pods/eviction", check=False)
+    assert no_eviction.stdout.strip() == "no", "deploy/base must not grant evictions"
     # rack-a hot but within its limit: its replicas are the ones to remove first on scale-in.
     controllers.signals.set(
         RackSignals("rack-a", watts=30_000.0, inlet_c=28.5),
@@ -287,3 +289,10 @@ async def test_without_pod_patch_rights_capping_and_placement_work_and_say_what_
     # Granted in this namespace only.
     elsewhere = as_controller.run("auth", "can-i", "patch", "pods", "-n", "default", check=False)
     assert elsewhere.stdout.strip() == "no"
+    # The same Role lets placement.migration evict here (and, again, nowhere else).
+    evict = as_controller.run("auth", "can-i", "create", "pods/eviction", check=False)
+    assert evict.stdout.strip() == "yes"
+    evict_elsewhere = as_controller.run(
+        "auth", "can-i", "create", "pods/eviction", "-n", "default", check=False
+    )
+    assert evict_elsewhere.stdout.strip() == "no"

@@ -27,6 +27,7 @@ from climatik.domain.config import (
     TargetRef,
 )
 from climatik.domain.paths import field_path
+from climatik.domain.placement import MigrationSettings
 from tests.api_cases import (
     BASE,
     DESIGN_EXAMPLES,
@@ -58,6 +59,7 @@ def test_design_example_becomes_domain_values() -> None:
     assert config.policy.type is PolicyType.HEADROOM
     assert config.policy.capping_threshold_fraction == pytest.approx(0.80)
     assert config.policy.holding_threshold_fraction == pytest.approx(0.95)
+    assert config.placement.migration is None  # off unless enabled
 
 
 def test_api_spec_example_keeps_deployment_and_metrics() -> None:
@@ -96,6 +98,9 @@ def test_every_extension_converts() -> None:
     assert carbon.max_age_s == 1800.0
     assert config.placement.rack_label_key == "topology.example.com/rack"
     assert config.placement.exclude_over_limit_racks is False
+    assert config.placement.migration == MigrationSettings(
+        min_gain_c=0.2, min_interval_s=600.0, min_ready=3
+    )
     assert config.cooling.webhook_url == "https://cooling.example.com/api/v1/recommendations"
     assert config.gpu_tuning.mode is GpuTuningMode.RECOMMEND
     assert config.gpu_tuning.slo.max_time_to_first_token_s == pytest.approx(0.5)

@@ -30,6 +30,7 @@ from climatik.reconcilers.cached_fields import (
 )
 from climatik.reconcilers.gpu_tuning import _metrics_urls
 from climatik.reconcilers.placement import _running
+from climatik.reconcilers.placement_migration import is_ready
 from climatik.reconcilers.placement_template import template_patch
 from climatik.reconcilers.replica_footprint import container_sizings, pod_requests
 from climatik.reconcilers.targets import Resolution, resolve_targets
@@ -233,6 +234,7 @@ def _decide(cluster: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Any]:
         out.append(_what_deployments_read(deployment))
         out.append(template_patch(deployment, "climatik-project.ai/rack", scores))
     out.extend(_running(pod) for pod in cluster["pods"])
+    out.extend(is_ready(pod) for pod in cluster["pods"])
     out.extend(pod_requests(pod) for pod in cluster["pods"])
     out.extend(container_sizings(pod, VPA) for pod in cluster["pods"])
     return out
