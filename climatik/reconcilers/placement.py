@@ -253,7 +253,9 @@ class PlacementReconciler:
         await self._report_recirculation(obj, memory)
         if config.placement.mode is not PlacementMode.DISABLED:
             await self._keep_deletion_costs(config, workloads, keep, racks)
-            if config.placement.migration is not None:
+            if config.placement.migration is None:
+                self._migrations.forget(key)
+            else:
                 await self._migrations.maybe_move(
                     obj,
                     key,
@@ -505,7 +507,9 @@ class PlacementReconciler:
         by_id = {r.rack_id: r for r in racks}
         problems = (
             self._deletion_costs.problem(config),
-            self._migrations.problem(config.key, config.namespace),
+            self._migrations.problem(config.key, config.namespace)
+            if config.placement.migration is not None
+            else "",
             memory.recirculation.problem,
         )
         problem = ". ".join(n for n in problems if n)

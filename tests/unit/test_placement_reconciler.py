@@ -46,6 +46,8 @@ class RecordingClient:
         """Errors for merge patches of a resource (by plural); refused patches are not in
         `patches` but in `refused`."""
         self.refused: list[tuple[str, str]] = []
+        self.requests: list[tuple[str, str]] = []
+        self.request_error: ApiError | None = None
 
     async def get(self, resource: Resource, name: str, namespace: str | None = None) -> Any:
         error = self.errors.get((resource.plural, name))
@@ -70,6 +72,13 @@ class RecordingClient:
             self.refused.append((resource.plural, name))
             raise error
         self.patches.append((resource.plural, name, patch, subresource))
+        return {}
+
+    async def request(self, method: str, path: str, *, body: Any = None, **_: Any) -> Any:
+        """Evictions: recorded, or refused with the error set for them."""
+        self.requests.append((method, path))
+        if self.request_error is not None:
+            raise self.request_error
         return {}
 
 
@@ -1074,3 +1083,89 @@ async def test_a_lost_status_race_is_written_again_on_a_fresh_read() -> None:
     assert body["metadata"] == {"resourceVersion": "8"}
     assert [c["type"] for c in body["status"]["conditions"]] == ["Ready", "RacksWithinLimits"]
     assert body["status"]["conditions"][0] == READY
+
+
+def ready(p: dict[str, Any]) -> dict[str, Any]:
+    p["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    return p
+
+
+MOVING = {"migration": {"enabled": True, "minGainCelsius": 0.2, "minIntervalSeconds": 60}}
+HOT_RACK_A = {
+    "data": {
+        "racks.yaml": (
+            "rack-a: {recirculationCPerKw: 0.6, inletRiseCPerKw: {rack-a: 0.5, rack-b: 0.1}}\n"
+            "rack-b: {recirculationCPerKw: 0.3, inletRiseCPerKw: {rack-a: 0.1, rack-b: 0.2}}\n"
+        )
+    }
+}
+
+
+def migrating(
+    client: RecordingClient, now: list[float]
+) -> tuple[PlacementReconciler, Events, PlacementMetrics]:
+    """Two ready pods on the hot rack-a, 2 kW each, and migration on (one move a minute)."""
+    cfg = config()
+    cfg["spec"]["placement"].update(MOVING)
+    signals = static(
+        RackSignals("rack-a", watts=30_000.0, inlet_c=27.0),
+        RackSignals("rack-b", watts=12_000.0, inlet_c=21.0),
+    )
+    signals.set_service_series(NS, (4_000.0,))
+    client.objects[("configmaps", "climatik-recirculation")] = HOT_RACK_A
+    nodes = StoreCache(node("a-0", "rack-a"), node("a-1", "rack-a"), node("b-0", "rack-b"))
+    rec, _, events, metrics = reconciler(
+        cfg,
+        [ready(pod("p-1", "a-0")), ready(pod("p-2", "a-1"))],
+        signals,
+        client=client,
+        clock=lambda: now[0],
+        nodes=nodes,
+    )
+    return rec, events, metrics
+
+
+def migrations(metrics: PlacementMetrics, outcome: str) -> float | None:
+    return metrics.registry.get_sample_value(
+        "climatik_placement_migrations_total", {"config": f"{NS}/cap", "outcome": outcome}
+    )
+
+
+async def test_a_move_evicts_one_pod_once_per_interval() -> None:
+    now = [1000.0]
+    client = RecordingClient()
+    rec, events, metrics = migrating(client, now)
+    await rec.reconcile(f"{NS}/cap")
+    assert client.requests == [("POST", f"/api/v1/namespaces/{NS}/pods/p-1/eviction")]
+    (moved,) = [e for e in events.recorded if e[2] == "ReplicaMigrated"]
+    assert "from rack-a to rack-b" in moved[3]
+    assert migrations(metrics, "evicted") == 1.0
+    now[0] += 30.0
+    await rec.reconcile(f"{NS}/cap")
+    assert len(client.requests) == 1  # within the interval
+    now[0] += 30.0
+    await rec.reconcile(f"{NS}/cap")
+    assert len(client.requests) == 2
+
+
+async def test_a_forbidden_eviction_is_said_once_and_goes_when_migration_is_off() -> None:
+    now = [1000.0]
+    client = RecordingClient()
+    client.request_error = FORBIDDEN
+    rec, events, metrics = migrating(client, now)
+    for _ in range(3):
+        assert await rec.reconcile(f"{NS}/cap") == Result(requeue_after=7.0)
+        now[0] += 30.0
+    assert len(client.requests) == 2  # once a minute, not every round
+    (warning,) = [e for e in events.recorded if e[2] == "MigrationForbidden"]
+    assert warning[1] == "Warning"
+    message = racks_condition(client)["message"]
+    assert "Replica migration is unavailable" in message
+    assert "pods/eviction" in message
+    assert migrations(metrics, "forbidden") == 2.0
+    # The user turns migration off: the note goes with it.
+    off = config()
+    off["metadata"]["generation"] = 4
+    _store(rec._configs).upsert(off)
+    await rec.reconcile(f"{NS}/cap")
+    assert "Replica migration" not in racks_condition(client)["message"]
