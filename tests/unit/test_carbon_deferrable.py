@@ -14,10 +14,12 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from climatik.api.status_models import DeferrablePlanStatus, TargetKindName
+from climatik.api.status_models import DeferrablePlanStatus, TargetKindName, TargetStatus
+from climatik.domain.carbon import CarbonReading
 from climatik.domain.config import TargetKind
 from climatik.policies.deferrable_tracking import DeferrableReading, DeferrableTracker
 from climatik.reconcilers.carbon import CarbonReconciler
+from climatik.reconcilers.carbon_deferrable import DeferrablePlanning, PowerRoom
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap_measure import planned_max_replicas
 from climatik.reconcilers.resources import DEFERRABLE_ANNOTATION
@@ -292,3 +294,56 @@ async def test_a_clean_slot_now_raises_the_ceiling(
     assert plan["plannedRequests"] == 1000
     labels = {"config": KEY, "target": "batch"}
     assert registry.get_sample_value("climatik_carbon_deferrable_planned_requests", labels) == 1000
+
+
+def batch_status(current: int) -> TargetStatus:
+    return TargetStatus(
+        name="batch",
+        kind=TargetKindName("ScaledObject"),
+        current_replicas=current,
+        user_max_replicas=4,
+        min_replicas=0,
+        watts_per_replica=1_000.0,
+        deadline_seconds=21_600,
+        waiting_requests=100_000,
+        finished_requests_per_second=2.0,
+    )
+
+
+def clean_now() -> list[CarbonReading]:
+    start = NOW.replace(minute=0)
+    return [
+        CarbonReading(c, start + i * SLOT, start + (i + 1) * SLOT, is_forecast=True)
+        for i, c in enumerate([50, 400, 400, 400])
+    ]
+
+
+def test_the_live_planner_holds_the_plan_to_the_power_and_learns_the_hour() -> None:
+    """A clean slot now asks for the maximum (4); the measured power has room for one more
+    replica than the 2 running (9 kW of a 10 kW budget, 1 kW each), so the ceiling is 3 and
+    this hour of the day learns 3 (what later plans count this slot at, tomorrow)."""
+    planning = DeferrablePlanning()
+    for minute in (0, 1):
+        (planned,) = planning.plan(
+            [batch_status(2)],
+            clean_now(),
+            now=NOW + timedelta(minutes=minute),
+            slot_start=NOW.replace(minute=0),
+            valid_until=NOW + timedelta(minutes=30),
+            power=PowerRoom(measured_w=9_000.0, budget_w=10_000.0),
+        )
+    assert planned.status.planned_max_replicas == 3
+    (tracker,) = planning.trackers.values()
+    assert tracker.admitted_now == 3
+    assert tracker.admitted_by_hour[NOW.hour] == pytest.approx(3.0)
+    # Without a power measurement the plan is the plan, and no hour learns anything new.
+    (planned,) = planning.plan(
+        [batch_status(2)],
+        clean_now(),
+        now=NOW + timedelta(minutes=2),
+        slot_start=NOW.replace(minute=0),
+        valid_until=NOW + timedelta(minutes=30),
+        power=PowerRoom(measured_w=None, budget_w=10_000.0),
+    )
+    assert planned.status.planned_max_replicas == 4
+    assert tracker.admitted_now is None

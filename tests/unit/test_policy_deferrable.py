@@ -204,6 +204,49 @@ def test_plan_keeps_capacity_and_meets_every_deadline_it_can(
         assert plan.ceiling == top
 
 
+rooms = st.none() | st.floats(0.0, 6.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    intensity_lists,
+    backlogs,
+    st.integers(0, 2),
+    st.integers(1, 5),
+    st.none() | st.integers(0, 6),
+    st.lists(rooms, min_size=24, max_size=24),
+)
+def test_no_slot_counts_more_replicas_than_the_power_admits_at_its_hour(
+    intensities: list[float],
+    queued: list[tuple[float, int]],
+    floor: int,
+    top: int,
+    now_room: int | None,
+    hourly_room: list[float | None],
+) -> None:
+    """With the room the measured power leaves (now, and learned per hour of the day): each
+    slot counts at most the replicas admitted at its hour (never fewer than the minimum, never
+    more than the maximum), the plan fits what it counted, and a plan not behind still meets
+    every deadline on the slots' planned work."""
+    floor = min(floor, top)
+    work = replace(
+        target(queued, min_replicas=floor, max_replicas=top),
+        admitted_now=now_room,
+        admitted_by_hour=tuple(hourly_room),
+    )
+    plan = plan_deferrable_work(work, forecast(intensities), T0, EXACT)
+    rate = work.requests_per_replica_s * SLOT.total_seconds()
+    for i, slot in enumerate(plan.slots):
+        room = now_room if i == 0 else hourly_room[slot.start.hour]
+        counted = top if room is None else max(floor, min(top, room))
+        assert slot.capacity <= counted * rate + 1e-6
+        assert slot.planned <= slot.capacity + 1e-6
+    assert floor <= plan.ceiling <= top
+    if not plan.behind:
+        due = [(a, min(h, len(intensities))) for a, h in queued]
+        assert _edf_misses(due, [s.planned for s in plan.slots]) == pytest.approx(0, abs=1e-6)
+
+
 @settings(max_examples=200, deadline=None)
 @given(intensity_lists, backlogs, st.floats(0, 500), st.integers(0, 1))
 def test_a_cleaner_current_slot_never_delays_work(
