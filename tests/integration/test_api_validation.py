@@ -119,7 +119,7 @@ def test_server_defaults_equal_model_defaults(kubectl: Kubectl) -> None:
             "scaleObjectRef": [{"metadata": {"name": "so"}}],
             "policy": {},
             "powerMeasurement": {},
-            "placement": {},
+            "placement": {"migration": {}},
             "cooling": {},
             "gpuTuning": {},
             "replicaSizing": {},

@@ -198,11 +198,16 @@ def test_overlays_render_what_they_promise(kubectl_bin: Path) -> None:
         ("Role", "llm", "climatik-pod-deletion-cost"),
         ("RoleBinding", "llm", "climatik-pod-deletion-cost"),
     ]
-    assert added[("Role", "llm", "climatik-pod-deletion-cost")]["rules"] == [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}
-    ]
+    assert added[("Role", "llm", "climatik-pod-deletion-cost")]["rules"] == PLACEMENT_POD_RULES
     assert len(deletion_cost) == len(base) + 2
     assert _pod_verbs(base) == ["get", "list", "watch"]  # the base writes to no pod at all
+
+
+PLACEMENT_POD_RULES = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]},
+    {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+]
+"""The opt-in per-namespace Role: deletion costs (patch) and placement.migration (evictions)."""
 
 
 def _pod_verbs(objs: list[Obj]) -> list[str]:
@@ -485,9 +490,7 @@ def test_chart_values_for_least_privilege_render_what_they_say(helm_bin: Path) -
         ("RoleBinding", "batch"),
         ("RoleBinding", "llm"),
     ]
-    assert roles[("Role", "llm")]["rules"] == [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}
-    ]
+    assert roles[("Role", "llm")]["rules"] == PLACEMENT_POD_RULES
     assert roles[("RoleBinding", "llm")]["subjects"] == [
         {"kind": "ServiceAccount", "name": "r-climatik-controller", "namespace": "prod"}
     ]
@@ -517,6 +520,10 @@ def test_chart_values_for_least_privilege_render_what_they_say(helm_bin: Path) -
         "rbac.podDeletionCost.namespaces={llm}",
     )
     assert _pod_verbs(wide) == ["get", "list", "watch", "patch"]
+    (cluster_role,) = by_kind(wide, "ClusterRole")
+    assert {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]} in (
+        cluster_role["rules"]
+    )
     assert not [o for o in by_kind(wide, "Role") if "pod-deletion-cost" in o["metadata"]["name"]]
 
 

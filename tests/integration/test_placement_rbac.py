@@ -201,7 +201,9 @@ async def test_without_pod_patch_rights_capping_and_placement_work_and_say_what_
     as_controller = Kubectl(dev_cluster.kubectl, deployed.kubeconfig, namespace)
     refused = as_controller.run("auth", "can-i", "patch", "pods", check=False)
     assert refused.stdout.strip() == "no", "deploy/base must not grant patch on pods"
-    no_eviction = as_controller.run("auth", "can-i", "create", "pods/eviction", check=False)
+    no_eviction = as_controller.run(
+        "auth", "can-i", "create", "pods", "--subresource=eviction", check=False
+    )
     assert no_eviction.stdout.strip() == "no", "deploy/base must not grant evictions"
     # rack-a hot but within its limit: its replicas are the ones to remove first on scale-in.
     controllers.signals.set(
@@ -290,9 +292,11 @@ async def test_without_pod_patch_rights_capping_and_placement_work_and_say_what_
     elsewhere = as_controller.run("auth", "can-i", "patch", "pods", "-n", "default", check=False)
     assert elsewhere.stdout.strip() == "no"
     # The same Role lets placement.migration evict here (and, again, nowhere else).
-    evict = as_controller.run("auth", "can-i", "create", "pods/eviction", check=False)
+    evict = as_controller.run(
+        "auth", "can-i", "create", "pods", "--subresource=eviction", check=False
+    )
     assert evict.stdout.strip() == "yes"
     evict_elsewhere = as_controller.run(
-        "auth", "can-i", "create", "pods/eviction", "-n", "default", check=False
+        "auth", "can-i", "create", "pods", "--subresource=eviction", "-n", "default", check=False
     )
     assert evict_elsewhere.stdout.strip() == "no"
