@@ -70,6 +70,7 @@ __all__ = [
     "predicted_peak_inlet_c",
     "preferred_rack_weights",
     "recommend_supply_setpoints",
+    "removal_could_gain",
     "score_racks",
     "score_scale_in",
     "soft_peak_c",
@@ -433,6 +434,31 @@ def score_scale_in(
         out.append(PlaceScore(s.place_id, score, s.admissible, reason, s.correlation, -drop_c))
     out.sort(key=lambda s: (not s.admissible, -s.score, s.place_id))
     return tuple(out)
+
+
+def removal_could_gain(
+    sources: Sequence[PlaceObservation],
+    replica_watts: float | None,
+    inlets_c: Mapping[str, float] | None,
+    min_gain_c: float,
+) -> bool:
+    """Whether removing one replica's watts from any of `sources` lowers the hottest inlet by
+    `min_gain_c`: with `inlets_c` naming every inlet of the room (the target's among them), an
+    upper bound on every move `choose_migration` could find from them (the arriving heat only
+    adds), so a caller that must rank places to find the target may skip that work when this
+    says no."""
+    watts = _known(replica_watts)
+    if watts is None or watts <= 0:
+        return False
+    room = _Room(_known_inlets(sources, inlets_c))
+    if not room.temps_c.size:
+        return False
+    current_c = float(room.temps_c.max())
+    for source in sources:
+        leaving = room.after_c(source, -watts)
+        if leaving is not None and current_c - float(leaving.max()) >= min_gain_c:
+            return True
+    return False
 
 
 def choose_migration(

@@ -15,6 +15,7 @@ from climatik.policies.placement import (
     PlacementStrategy,
     choose_migration,
     order_pods_for_scale_in,
+    removal_could_gain,
     score_racks,
     score_scale_in,
 )
@@ -96,14 +97,11 @@ def migrate(world: World, st: TwinState, p: int, now: float) -> None:
         ready = np.flatnonzero(mine & (fleet.ready_at[p] <= now))
         if ready.size < settings.min_ready or ready.size < int(mine.sum()):
             continue
+        sources, watts = [seen[i] for i in ready], replica_w(world, st, p, svc, now)
+        if not removal_could_gain(sources, watts, inlets, settings.min_gain_c):
+            continue  # no move from these can gain enough: spare ranking the free servers
         top = int(_ranked(world, st, p, svc, now=now, free=free, seen=seen)[0].place_id)
-        move = choose_migration(
-            [seen[i] for i in ready],
-            seen[top],
-            replica_w(world, st, p, svc, now),
-            inlets,
-            settings.min_gain_c,
-        )
+        move = choose_migration(sources, seen[top], watts, inlets, settings.min_gain_c)
         if move is not None and (best is None or move.gain_c > best[0].gain_c):
             best = (move, svc)
     if best is None:
