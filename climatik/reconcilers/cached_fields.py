@@ -50,9 +50,10 @@ POD_FIELDS: Final[Fields] = {
             "resources": {"requests": _FITTED, "limits": _GPU_COUNT},
         },
     },
-    "status": {"phase": KEEP, "podIP": KEEP, "conditions": {"type": KEEP, "status": KEEP}},
+    "status": {"phase": KEEP, "podIP": KEEP, "containerStatuses": {"ready": KEEP}},
 }
-"""Serving pods: phase, readiness (placement moves only ready replicas of settled workloads),
+"""Serving pods: phase, each container's readiness (placement moves only ready replicas of
+settled workloads),
 node (racks, GPU tuning), IP (vLLM metrics for GPU tuning), each
 container's `nvidia.com/gpu` count (a GPU pod's watts must include its GPUs') and its name and
 CPU and memory requests (one replica's footprint against VPA's recommendation, and what bound

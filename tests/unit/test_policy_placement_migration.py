@@ -110,19 +110,17 @@ def test_the_move_is_the_best_one_and_its_gain_is_what_the_matrix_predicts(
         assert move.target == target.place_id != move.source
 
 
-def pod(name: str, *, phase: str = "Running", ready: str = "True", deleting: bool = False) -> Any:
+def pod(name: str, *, phase: str = "Running", ready: bool = True, deleting: bool = False) -> Any:
     meta: dict[str, Any] = {"name": name}
     if deleting:
         meta["deletionTimestamp"] = "2026-12-07T00:00:00Z"
-    return {
-        "metadata": meta,
-        "status": {"phase": phase, "conditions": [{"type": "Ready", "status": ready}]},
-    }
+    containers = [{"name": "vllm", "ready": ready}, {"name": "proxy", "ready": True}]
+    return {"metadata": meta, "status": {"phase": phase, "containerStatuses": containers}}
 
 
 def test_only_running_ready_pods_not_being_deleted_are_ready() -> None:
     assert is_ready(pod("p"))
-    assert not is_ready(pod("p", ready="False"))
+    assert not is_ready(pod("p", ready=False))  # one container not ready
     assert not is_ready(pod("p", phase="Pending"))
     assert not is_ready(pod("p", deleting=True))
     assert not is_ready({"metadata": {"name": "p"}, "status": {"phase": "Running"}})
