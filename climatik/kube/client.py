@@ -37,6 +37,7 @@ JsonObject = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 _AUTH_SETTINGS = ["BearerToken"]
 HTTP_NOT_FOUND = 404
+HTTP_FORBIDDEN = 403
 HTTP_CONFLICT = 409
 HTTP_GONE = 410
 
@@ -56,6 +57,11 @@ class ApiError(Exception):
     @property
     def is_not_found(self) -> bool:
         return self.status == HTTP_NOT_FOUND
+
+    @property
+    def is_forbidden(self) -> bool:
+        """RBAC said no: an expected answer where a grant is opt-in per namespace."""
+        return self.status == HTTP_FORBIDDEN
 
     @property
     def is_conflict(self) -> bool:

@@ -217,6 +217,7 @@ class PlacementReconciler:
         keep: dict[tuple[str, str], tuple[PlaceScore, ...]] = {}
         moves: list[MoveCandidate] = []
         observations = [r.observation for r in racks]
+        rack_of_node = {node: r.rack_id for r in racks for node in r.nodes}
         footprints = peer_status(obj).replica_footprints if self._vpa_footprints else None
         for workload in workloads:
             every_pod = (*workload.pods, *workload.terminating)
@@ -237,7 +238,10 @@ class PlacementReconciler:
                 service_series_w=series or None,
                 added_watts=replica_w,
             )
-            moves.append(_move_candidate(workload, scored[key_w], seated, racks, replica_w))
+            if config.placement.migration is not None:
+                moves.append(
+                    _move_candidate(workload, scored[key_w], seated, rack_of_node, replica_w)
+                )
             # Scale-in: the same prediction the other way round (the twin uses this rule too).
             keep[key_w] = score_scale_in(
                 observations, replica_w, weights=self._weights, service_series_w=series or None
@@ -252,7 +256,7 @@ class PlacementReconciler:
             return Result(requeue_after=self._settings.interval_s)
         await self._report_recirculation(obj, memory)
         if config.placement.mode is not PlacementMode.DISABLED:
-            await self._keep_deletion_costs(config, workloads, keep, racks)
+            await self._keep_deletion_costs(config, workloads, keep, rack_of_node)
             if config.placement.migration is None:
                 self._migrations.forget(key)
             else:
@@ -371,9 +375,8 @@ class PlacementReconciler:
         config: PowerCappingConfig,
         workloads: Sequence[Workload],
         scored: Mapping[tuple[str, str], tuple[PlaceScore, ...]],
-        racks: Sequence[RackView],
+        rack_of_node: Mapping[str, str],
     ) -> None:
-        rack_of_node = {node: r.rack_id for r in racks for node in r.nodes}
         for w in workloads:
             await self._deletion_costs.apply(
                 config.key, w.namespace, w.pods, scored[(w.namespace, w.deployment)], rack_of_node
@@ -562,22 +565,22 @@ def _move_candidate(
     workload: Workload,
     scores: Sequence[PlaceScore],
     seated: Mapping[str, PlaceObservation],
-    racks: Sequence[RackView],
+    rack_of_node: Mapping[str, str],
     replica_w: float | None,
 ) -> MoveCandidate:
     """The workload as migration sees it: its ready pods by rack and where a new one goes."""
-    rack_of_node = {node: r.rack_id for r in racks for node in r.nodes}
+    serving = [pod for pod in workload.pods if is_ready(pod)]
     ready: dict[str, list[str]] = {}
-    for pod in workload.pods:
+    for pod in serving:
         rack = rack_of_node.get(str(child(pod, "spec").get("nodeName") or ""))
-        if rack is not None and is_ready(pod):
+        if rack is not None:
             ready.setdefault(rack, []).append(str(ObjectMeta.of(pod).name))
     top = next((s for s in scores if s.admissible and s.seated), None)
     return MoveCandidate(
         namespace=workload.namespace,
         deployment=workload.deployment,
         ready_pods={rack: tuple(sorted(names)) for rack, names in ready.items()},
-        settled=not workload.terminating and all(is_ready(p) for p in workload.pods),
+        settled=not workload.terminating and len(serving) == len(workload.pods),
         target=None if top is None else seated[top.place_id],
         replica_watts=replica_w,
     )

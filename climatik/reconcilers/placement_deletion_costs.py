@@ -25,7 +25,6 @@ from climatik.reconcilers.placement_metrics import PlacementMetrics
 log = structlog.get_logger(__name__)
 
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
-HTTP_FORBIDDEN = 403
 
 
 @dataclass
@@ -86,7 +85,7 @@ class DeletionCosts:
             except ApiError as error:
                 if error.is_not_found:
                     continue  # the pod went away meanwhile
-                if error.status == HTTP_FORBIDDEN:
+                if error.is_forbidden:
                     self._refused(namespace, name, error)
                     return
                 raise

@@ -33,7 +33,6 @@ from climatik.reconcilers.placement_metrics import PlacementMetrics
 
 log = structlog.get_logger(__name__)
 
-HTTP_FORBIDDEN = 403
 HTTP_TOO_MANY_REQUESTS = 429
 """The Eviction API's answer while a PodDisruptionBudget allows no disruption."""
 
@@ -173,7 +172,7 @@ class Migrations:
                 return "gone"
             if error.status == HTTP_TOO_MANY_REQUESTS:
                 return "budget"
-            if error.status == HTTP_FORBIDDEN:
+            if error.is_forbidden:
                 return "forbidden"
             raise
         return "evicted"

@@ -217,6 +217,21 @@ async def wait_scheduled(kubectl: Kubectl, app: str, count: int) -> list[dict[st
     return await eventually(probe, lambda pods: len(pods) == count, timeout_s=90)
 
 
+async def wait_ready(kubectl: Kubectl, deployment_name: str, count: int) -> None:
+    async def probe() -> Any:
+        return await asyncio.to_thread(kubectl.get_json, "deployment", deployment_name)
+
+    await eventually(probe, lambda d: d["status"].get("readyReplicas") == count, timeout_s=90)
+
+
+async def racks_of_live_pods(kubectl: Kubectl, racks: dict[str, str], app: str) -> list[str]:
+    """The racks of `app`'s scheduled pods not being deleted, sorted."""
+    pods = await asyncio.to_thread(scheduled_pods, kubectl, app)
+    return sorted(
+        racks[p["spec"]["nodeName"]] for p in pods if not p["metadata"].get("deletionTimestamp")
+    )
+
+
 async def wait_snapshot(placement: Placement, namespace: str, deployment_name: str) -> None:
     async def probe() -> Any:
         return placement.snapshot.lookup(namespace, deployment_name)
@@ -317,10 +332,7 @@ async def test_scale_in_removes_the_hottest_racks_replicas_first(
     racks = rack_of(dev_cluster)
     assert sorted(racks[p["spec"]["nodeName"]] for p in pods) == ["rack-a"] * 2 + ["rack-b"] * 2
 
-    async def ready() -> Any:
-        return await asyncio.to_thread(kubectl.get_json, "deployment", "llm")
-
-    await eventually(ready, lambda d: d["status"].get("readyReplicas") == 4, timeout_s=90)
+    await wait_ready(kubectl, "llm", 4)
     # rack-a heats up (still within its limit): its replicas become the cheapest to delete.
     placement.signals.set(RackSignals("rack-a", watts=30_000.0, inlet_c=28.5))
 
@@ -345,10 +357,7 @@ async def test_scale_in_removes_the_hottest_racks_replicas_first(
     kubectl.run("scale", "deployment/llm", "--replicas=2")
 
     async def remaining() -> list[str]:
-        pods = await asyncio.to_thread(scheduled_pods, kubectl, "llm")
-        return sorted(
-            racks[p["spec"]["nodeName"]] for p in pods if not p["metadata"].get("deletionTimestamp")
-        )
+        return await racks_of_live_pods(kubectl, racks, "llm")
 
     assert await eventually(remaining, lambda r: len(r) == 2, timeout_s=60) == ["rack-b"] * 2
 
@@ -472,10 +481,7 @@ async def place_three_on_rack_a(
     racks = rack_of(dev_cluster)
     assert sorted(racks[p["spec"]["nodeName"]] for p in pods) == ["rack-a"] * 3
 
-    async def ready() -> Any:
-        return await asyncio.to_thread(kubectl.get_json, "deployment", "llm")
-
-    await eventually(ready, lambda d: d["status"].get("readyReplicas") == 3, timeout_s=90)
+    await wait_ready(kubectl, "llm", 3)
     placement.signals.set(
         RackSignals("rack-a", watts=30_000.0, inlet_c=27.0),
         RackSignals("rack-b", watts=12_000.0, inlet_c=21.0),
@@ -492,10 +498,7 @@ async def test_migration_moves_a_replica_off_the_hot_rack(
     racks = await place_three_on_rack_a(dev_cluster, kubectl, namespace, placement)
 
     async def on_racks() -> list[str]:
-        pods = await asyncio.to_thread(scheduled_pods, kubectl, "llm")
-        return sorted(
-            racks[p["spec"]["nodeName"]] for p in pods if not p["metadata"].get("deletionTimestamp")
-        )
+        return await racks_of_live_pods(kubectl, racks, "llm")
 
     # 2 kW leave rack-a (-1.0 °C there) for rack-b (+0.4 °C there): 27 -> 26.2 °C.
     found = await eventually(on_racks, lambda r: "rack-b" in r, timeout_s=90)
