@@ -30,6 +30,8 @@ def run(name: str) -> SimResult:
 
 
 CARBON_PAIR = ["climatik", "climatik-no-carbon"]
+CHAT_SEEDS = (101, 202)
+"""Other noise streams for what carbon input costs chat (one run cannot tell, see below)."""
 
 
 def run_carbon_pair() -> SimResult:
@@ -144,12 +146,21 @@ def test_a_carbon_cap_delays_batch_work_without_failing_chat() -> None:
     assert isinstance(by_service["climatik"], dict)
     assert isinstance(by_service["climatik-no-carbon"], dict)
     # Chat keeps the full site cap whatever the grid; the deferrable summariser waits for a
-    # cleaner one and still meets its 6-hour deadline. Chat is not untouched: where the
-    # summariser catches up in clean hours its saturated replicas draw more of the cap (the
-    # site up to 46.5 kW at 1-3 h, 43.2 kW without carbon), and chat meets 93.53 % of its
-    # objective against 94.54 % (since dc639b7, the planner's fixes of 2026-12-07; this held
-    # at -0.01 until a fresh environment on 2026-12-07 measured -0.01005, the same code).
-    assert by_service["climatik"]["chat"] >= by_service["climatik-no-carbon"]["chat"] - 0.015
+    # cleaner one and still meets its 6-hour deadline. Chat's own figure is no measure of what
+    # carbon input costs it in one run: chat loses its objective at its daily peaks (13-14 h,
+    # 39-40 h) where the site cap binds and a sixth replica fits or not by a few hundred watts
+    # of measurement, both runs alike, so one noise stream moves chat by points either way
+    # (with carbon input: 93.5 against 94.5 % on the scenario's seed, 95.8 against 91.7 %
+    # with seed 101, 94.6 against 94.8 % with 202). Over the three, carbon input costs chat
+    # nothing; a plan that took chat's power would show here.
+    chat = {name: [by_service[name]["chat"]] for name in compared}
+    for seed in CHAT_SEEDS:
+        other = Twin(load_scenario("carbon-swing"), compared, seed=seed).run()
+        for name in compared:
+            by_seed = other.details[name]["slo_attainment_by_service"]
+            assert isinstance(by_seed, dict)
+            chat[name].append(by_seed["chat"])
+    assert np.mean(chat["climatik"]) >= np.mean(chat["climatik-no-carbon"]) - 0.01
     assert by_service["climatik"]["summarise"] >= 0.98
     slo = {name: result.policies[name]["slo_attainment"] for name in compared}
     assert slo["climatik"] >= slo["climatik-no-carbon"] - 0.02
