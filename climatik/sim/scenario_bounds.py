@@ -597,8 +597,9 @@ def carbon_bound(scenario: Scenario, hours: float | None = None) -> Bound:
         "modelled",
         "with min replicas (`saving_with_min_replicas_g`): the same, but in every step the "
         "replicas a deferrable service's minimum keeps running serve the work arriving while "
-        "they have room, whatever the grid (a ceiling cannot stop them); the yardstick of a "
-        "ceiling controller",
+        "they have room, and in every slot at least the smaller of their capacity and the "
+        "backlog the slot starts with (a replica never idles with work queued), whatever the "
+        "grid (a ceiling cannot stop them); the yardstick of a ceiling controller",
     )
     if not flexible:
         return Bound(
@@ -657,6 +658,8 @@ def carbon_bound(scenario: Scenario, hours: float | None = None) -> Bound:
     floor_per_step = np.array([services[j].min_replicas for j in flexible]) * dt / seconds[flexible]
     kept = np.zeros((n_slots, len(flexible)))
     np.add.at(kept, slot_of, np.minimum(rates[:, flexible] * dt, floor_per_step[None, :]))
+    # What they can serve in a slot: while work waits they serve it, whatever the grid.
+    running = slot_len[:, None] * floor_per_step[None, :] / dt
     plans = [
         lp.least_shift_carbon(
             arrivals=arrivals,
@@ -666,8 +669,9 @@ def carbon_bound(scenario: Scenario, hours: float | None = None) -> Bound:
             energy_budget_j=np.maximum(budget_w * slot_len - spent, 0.0) * overhead,
             window_slots=window,
             served_at_least=at_least,
+            always_running=always,
         )
-        for at_least in (None, kept)
+        for at_least, always in ((None, None), (kept, running))
     ]
     plan, floor_plan = plans
     statuses = {p.solution.status for p in plans} | {rise_status}
@@ -686,6 +690,7 @@ def carbon_bound(scenario: Scenario, hours: float | None = None) -> Bound:
         },
         status=OPTIMAL if statuses == {OPTIMAL} else ", ".join(sorted(statuses - {OPTIMAL})),
         relaxations=relaxations,
+        mip_gap=max(p.solution.mip_gap for p in plans),
     )
 
 

@@ -150,6 +150,14 @@ def test_the_carbon_bound_is_not_beaten_by_the_carbon_aware_policy() -> None:
     assert share is not None
     assert share <= 1.0
     assert comparison.shares["bound"]["carbon_g_per_1k_tokens"] == pytest.approx(1.0)
+    # The yardstick of a ceiling controller: the summariser's minimum replica serves what
+    # waits, in dirty slots too. Tighter than the free bound, and still not beaten.
+    with_min = bounds.carbon.values["saving_with_min_replicas_g"]
+    assert isinstance(with_min, float)
+    assert 0 < with_min < saving
+    share_with_min = comparison.carbon_with_min_replicas["climatik"]
+    assert share_with_min is not None
+    assert 0 < share_with_min <= 1.0
 
 
 def test_scenarios_without_deferrable_work_have_no_carbon_share() -> None:

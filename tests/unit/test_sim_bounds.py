@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from climatik.sim import bounds
 from climatik.sim.envelopes import lower_frontier, upper_lines
@@ -266,6 +268,56 @@ def test_work_cannot_be_served_after_the_last_slot() -> None:
         window_slots=np.array([5]),
     )
     assert plan.optimal_g == pytest.approx(300.0)
+
+
+def test_replicas_that_always_run_serve_the_backlog_in_dirty_slots_too() -> None:
+    # Two requests arrive in slot 0 (300 g/kWh); the replica that always runs serves one of
+    # them there. Left alone the other waits for slot 2 (100 g/kWh); but that replica never
+    # idles with work queued, so slot 1 (300 g/kWh) serves it as soon as it can.
+    args: dict[str, object] = {
+        "arrivals": np.array([[2.0], [0.0], [0.0]]),
+        "intensity_g_per_kwh": np.array([300.0, 300.0, 100.0]),
+        "served_at_least": np.array([[1.0], [0.0], [0.0]]),
+        "capacity": np.full((3, 1), 2.0),
+    }
+    idle = _carbon(**args)
+    assert idle.optimal_g == pytest.approx(400.0)
+    assert idle.served.ravel() == pytest.approx([1.0, 0.0, 1.0])
+    busy = _carbon(**args, always_running=np.ones((3, 1)))
+    assert busy.solution.status == "Optimal"
+    assert busy.optimal_g == pytest.approx(600.0)
+    assert busy.served.ravel() == pytest.approx([1.0, 1.0, 0.0])
+    # Half a request's capacity in slot 1: half of the backlog still reaches the clean slot.
+    half = _carbon(**args, always_running=np.full((3, 1), 0.5))
+    assert half.optimal_g == pytest.approx(300.0 + 0.5 * 300.0 + 0.5 * 100.0)
+    # None running: nothing changes.
+    assert _carbon(**args, always_running=np.zeros((3, 1))).optimal_g == pytest.approx(400.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    arrivals=st.lists(st.floats(0.0, 3.0), min_size=4, max_size=4),
+    intensity=st.lists(st.floats(50.0, 400.0), min_size=4, max_size=4),
+    running=st.floats(0.0, 2.0),
+)
+def test_work_conserving_replicas_only_ever_cost_carbon(
+    arrivals: list[float], intensity: list[float], running: float
+) -> None:
+    # Serving the backlog is one more constraint: the optimum can only rise, never past
+    # serving everything on arrival, and the same work is served.
+    args: dict[str, object] = {
+        "arrivals": np.array(arrivals)[:, None],
+        "intensity_g_per_kwh": np.array(intensity),
+        "capacity": np.full((4, 1), 10.0),
+        "energy_budget_j": np.full(4, 1e12),
+        "window_slots": np.array([2]),
+    }
+    free = _carbon(**args)
+    busy = _carbon(**args, always_running=np.full((4, 1), running))
+    assert busy.solution.status == "Optimal"
+    assert free.optimal_g <= busy.optimal_g + 1e-6
+    assert busy.optimal_g <= busy.on_arrival_g + 1e-6
+    assert busy.served.sum() == pytest.approx(sum(arrivals), abs=1e-6)
 
 
 def test_out_of_phase_loads_share_racks_to_peak_to_average_one() -> None:
