@@ -11,11 +11,13 @@ on its own.
 - `max_slo_met`: requests that can meet their SLO, with the met share of a block's arrivals
   bounded by a concave envelope of the twin's latency formula.
 - `least_hottest_rise`: the lowest hottest-inlet rise the room can have at a given IT power.
-- `least_shift_carbon`: deferrable work moved within its deadlines and capacity to clean slots.
+- `least_shift_carbon`: deferrable work moved within its deadlines and capacity to clean slots
+  (with replicas that always run and serve what waits, a small MIP: one binary per slot).
 - `least_rack_peaks`: service loads shared over racks to minimise the sum of the rack peaks.
 
-All are LPs (no integer variables), so their MIP gap is 0 and HiGHS's status is the whole story
-(the placement of whole replicas, a MIP, is `climatik.sim.whole_placement`).
+All but that one are LPs (no integer variables), so their MIP gap is 0 and HiGHS's status is
+the whole story; the carbon MIP reports its gap and uses its proven lower end (the placement of
+whole replicas, also a MIP, is `climatik.sim.whole_placement`).
 """
 
 from __future__ import annotations
