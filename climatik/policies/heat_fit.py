@@ -15,8 +15,10 @@ history by least squares; two things make that fit poor unless they are modelled
   CFD-derived cross-interference matrices show (Tang et al. 2006/2008; Moore et al. 2005):
   most of a place's recirculated heat lands on its own and nearby inlets, decaying with
   distance along the row and up or down the rack. The prior's scale per inlet comes from the
-  data (what the inlet's total rise says), only its shape from geometry. Without positions the
-  fit shrinks toward zero, as it always did.
+  data (what the inlet's total rise says), only its shape from geometry, and how much of a
+  place's heat lands on its own inlet from the history too (the diagonal of `PRIOR_DIAGONALS`
+  that predicts held-out samples best). Without positions the fit shrinks toward zero, as it
+  always did.
 """
 
 from __future__ import annotations
@@ -39,6 +41,15 @@ PRIOR_RACK_LENGTH = 1.0
 reaches an inlet, the far end of the row hardly."""
 PRIOR_HEIGHT_LENGTH = 0.5
 """Rack heights over which the prior's weight falls by e (a rack top and bottom are far apart)."""
+PRIOR_DIAGONALS = (1.0, 0.5, 0.2, 0.05)
+"""Weights of a place's heat on its own inlet in the prior's shape, the rest of the shape as
+it is: the fit takes the one whose matrix best predicts the last `HELD_OUT_SHARE` of the
+history from the rest. The diagonal is what powers that move together hide, and rooms differ
+there: a chassis that draws in its own exhaust heats its own inlet most, a rack whose exhaust
+wraps over the top heats the servers above it more than itself. Held-out prediction is what
+the history can tell of it (in the twin it picked the matrix closer to the truth in both of
+its generators' rooms)."""
+HELD_OUT_SHARE = 0.25
 PRIOR_WEIGHT = 3e-4
 """How strongly the fit is drawn to the prior, as a share of the mean square power per place
 (the ridge's scale): enough to decide what the data cannot (the diagonal when powers move
@@ -135,7 +146,8 @@ def estimate_recirculation(
     if positions is None:
         w, residual = _ridge_fit(x, y, ridge, intercept)
     else:
-        w, residual = _prior_fit(x, y, geometric_prior(positions), intercept)
+        shape = _held_out_prior(x, y, geometric_prior(positions), intercept)
+        w, residual = _prior_fit(x, y, shape, intercept)
     d = np.clip(w[:n, :].T, 0.0, None)  # d[i, j]: rise of inlet i per kW at j
     return RecirculationEstimate(
         place_ids=tuple(place_ids),
@@ -195,6 +207,25 @@ def _prior_fit(
         regulariser[n, n] = 0.0  # the intercept is not drawn anywhere
     w = np.linalg.solve(gram + regulariser, x.T @ y + regulariser @ target)
     return w, _residual(x, y, w)
+
+
+def _held_out_prior(x: FloatArray, y: FloatArray, shape: FloatArray, intercept: bool) -> FloatArray:
+    """The prior's shape with the diagonal (of `PRIOR_DIAGONALS`) whose fit to the history's
+    first part best predicts its last `HELD_OUT_SHARE`; the shape as given when the first part
+    is too short to fit."""
+    n = shape.shape[0]
+    cut = round(x.shape[0] * (1.0 - HELD_OUT_SHARE))
+    if cut < x.shape[1] + 1 or cut >= x.shape[0]:
+        return shape
+    best: tuple[float, FloatArray] | None = None
+    for diagonal in PRIOR_DIAGONALS:
+        candidate = shape.copy()
+        candidate[np.diag_indices(n)] = diagonal
+        w, _ = _prior_fit(x[:cut], y[:cut], candidate, intercept)
+        error = _residual(x[cut:], y[cut:], w)
+        if best is None or error < best[0]:
+            best = (error, candidate)
+    return shape if best is None else best[1]
 
 
 def _residual(x: FloatArray, y: FloatArray, w: FloatArray) -> float:

@@ -7,6 +7,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from climatik.policies import heat_fit
 from climatik.policies.heat_fit import (
     PlacePosition,
     estimate_recirculation,
@@ -46,12 +47,14 @@ def _true_matrix() -> FloatArray:
     return d
 
 
-def _history(samples: int, seed: int) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+def _history(
+    samples: int, seed: int, truth: FloatArray | None = None
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     """Powers that move together (one load that steps as replicas come and go, a little of
     each place's on its own), inlets that follow them through a first-order lag, measured
     with noise."""
     rng = np.random.default_rng(seed)
-    d = _true_matrix()
+    d = _true_matrix() if truth is None else truth
     n = d.shape[0]
     t = np.arange(samples) * SAMPLE_S
     steps = np.where(rng.random(samples) < 0.05, rng.normal(0.0, 0.15, samples), 0.0)
@@ -118,6 +121,32 @@ def test_a_matrix_of_the_priors_own_shape_is_recovered_with_the_prior() -> None:
     ids = [f"s{i:02d}" for i in range(n)]
     fitted = estimate_recirculation(ids, power_w, inlet, supply, positions=_positions())
     assert np.abs(np.array(fitted.matrix_c_per_kw) - truth).max() < 0.01
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_how_much_heat_a_place_puts_on_its_own_inlet_is_learned_from_held_out_samples(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A room whose racks' exhaust wraps onto the other servers: each place heats its own
+    # inlet a tenth of what the local shape says. Powers move together, so only the samples
+    # can tell; the prior with the diagonal fixed at 1 pulls it up.
+    truth = _true_matrix()
+    truth[np.diag_indices_from(truth)] *= 0.1
+    power_w, inlet, supply, _ = _history(720, seed, truth)
+    ids = [f"s{i:02d}" for i in range(truth.shape[0])]
+
+    def fit() -> FloatArray:
+        fitted = estimate_recirculation(
+            ids, power_w, inlet, supply, sample_s=SAMPLE_S, positions=_positions()
+        )
+        return np.array(fitted.matrix_c_per_kw)
+
+    learned = fit()
+    monkeypatch.setattr(heat_fit, "PRIOR_DIAGONALS", (1.0,))
+    fixed = fit()
+    assert _error(learned, truth) < _error(fixed, truth)
+    own = np.diag_indices_from(truth)
+    assert np.abs(learned[own] - truth[own]).sum() < 0.5 * np.abs(fixed[own] - truth[own]).sum()
 
 
 def test_one_position_per_place() -> None:
