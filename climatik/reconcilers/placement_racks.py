@@ -13,7 +13,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from climatik.domain.config import PowerCappingConfig
 from climatik.domain.placement import PlaceObservation, RecirculationEstimate
@@ -21,6 +21,7 @@ from climatik.kube.cache import Cache
 from climatik.kube.json import ObjectMeta, child, strings
 from climatik.kube.json import text as text_at
 from climatik.kube.store import FrozenMapping
+from climatik.policies.heat_fit import PlacePosition
 from climatik.policies.observations import (
     PlaceReading,
     group_nodes_by_rack,
@@ -68,6 +69,10 @@ class RackView:
     observation: PlaceObservation
 
 
+Layout = tuple[PlacePosition, ...] | None
+"""Every rack's place along the row (height 0.5: a rack is one place), or None: not all known."""
+
+
 @dataclass
 class RackHistory:
     """Complete rack readings (power and inlet of every rack) for the recirculation estimate,
@@ -79,7 +84,9 @@ class RackHistory:
     last_sample_s: float | None = None
     appended: int = 0
     """Samples ever appended, so an estimate is refitted after `HEAT_REFIT_SAMPLES` new ones."""
-    estimate: tuple[int, RecirculationEstimate | None] | None = None
+    estimates: dict[Layout, tuple[int, RecirculationEstimate | None]] = field(default_factory=dict)
+    """Per row layout the fit was drawn toward (configs in different namespaces may give their
+    racks' layout or not): the samples appended at the fit, and the fit."""
 
 
 @dataclass
@@ -282,7 +289,8 @@ class RackObserver:
             history.appended += 1
         if len(configured) == len(rack_ids) and len(columns) == len(rack_ids):
             return configured, columns
-        estimate = self._estimate(rack_ids, history, self._settings.interval_s)
+        layout = _layout(rack_ids, coefficients)
+        estimate = self._estimate(rack_ids, history, self._settings.interval_s, layout)
         return heat_coefficients(rack_ids, estimate, configured, columns)
 
     def _history(self, source: RackSignalSource, rack_ids: Sequence[str]) -> RackHistory:
@@ -297,21 +305,33 @@ class RackObserver:
 
     @staticmethod
     def _estimate(
-        rack_ids: Sequence[str], history: RackHistory, interval_s: float
+        rack_ids: Sequence[str], history: RackHistory, interval_s: float, layout: Layout = None
     ) -> RecirculationEstimate | None:
         """The recirculation fitted to the history, refitted every `HEAT_REFIT_SAMPLES` samples
-        (samples about one interval apart, so the fit can find the inlets' lag)."""
-        if history.estimate is not None and not refit_due(history.estimate[0], history.appended):
-            return history.estimate[1]
+        (samples about one interval apart, so the fit can find the inlets' lag), one per row
+        layout; with a layout, drawn toward the geometric prior."""
+        fitted = history.estimates.get(layout)
+        if fitted is not None and not refit_due(fitted[0], history.appended):
+            return fitted[1]
         estimate = recirculation_from_history(
             rack_ids,
             [h[0] for h in history.samples],
             [h[1] for h in history.samples],
             [h[2] for h in history.samples],
             sample_s=interval_s,
+            positions=layout,
         )
-        history.estimate = (history.appended, estimate)
+        history.estimates[layout] = (history.appended, estimate)
         return estimate
+
+
+def _layout(rack_ids: Sequence[str], coefficients: Mapping[str, RackCoefficients]) -> Layout:
+    """The racks' places along the row from the ConfigMap's `rowPosition`s, when it gives
+    every rack's (a prior over some racks only would weigh distances it does not know)."""
+    positions = [coefficients[r].position if r in coefficients else None for r in rack_ids]
+    if any(p is None for p in positions):
+        return None
+    return tuple(PlacePosition(rack=float(p or 0.0), height=0.5) for p in positions)
 
 
 def finite(value: float | None) -> float | None:

@@ -109,8 +109,9 @@ class PlacementSettings(BaseSettings):
     """Node label naming the cooling zone; without it a rack is its own zone."""
     recirculation_config_map: str = "climatik-recirculation"
     """ConfigMap (in the config's namespace) with `racks.yaml`: per rack
-    `recirculationCPerKw`, optionally `zone` and `inletRiseCPerKw` (the rack's column of the heat
-    matrix: per inlet rack, °C of rise per kW dissipated in this rack)."""
+    `recirculationCPerKw`, optionally `zone`, `inletRiseCPerKw` (the rack's column of the heat
+    matrix: per inlet rack, °C of rise per kW dissipated in this rack) and `rowPosition` (its
+    place along the row, in racks: with every rack's, the estimate gets the geometric prior)."""
     snapshot_max_age_s: float = Field(default=300.0, gt=0)
     """The webhook ignores scores older than this (the reconciler has stalled)."""
     max_preferred_racks: int = Field(default=10, ge=1, le=100)

@@ -1,7 +1,8 @@
 """The recirculation ConfigMap's `racks.yaml`: untrusted YAML made into rack coefficients.
 
 The ConfigMap (docs/placement.md) gives per rack a recirculation factor (`recirculationCPerKw`),
-optionally a cooling `zone` and its column of the heat matrix (`inletRiseCPerKw`). Anyone who may
+optionally a cooling `zone`, its column of the heat matrix (`inletRiseCPerKw`) and its place
+along the row (`rowPosition`). Anyone who may
 edit ConfigMaps in the namespace writes it, so `parse_recirculation` never raises, keeps the
 usable part, names every unusable part in words, and takes time about linear in the capped text.
 """
@@ -20,6 +21,7 @@ RECIRCULATION_KEY = "racks.yaml"
 """The ConfigMap key holding the document."""
 FACTOR_FIELD = "recirculationCPerKw"
 COLUMN_FIELD = "inletRiseCPerKw"
+POSITION_FIELD = "rowPosition"
 MAX_RECIRCULATION_BYTES = 256 * 1024
 """Largest `racks.yaml` read; a larger one is ignored whole (the estimate applies)."""
 QUOTE_HINT = "quote rack names in racks.yaml"
@@ -35,6 +37,9 @@ class RackCoefficients:
     column: tuple[tuple[str, float], ...] = ()
     """Per inlet rack, °C of rise per kW dissipated here; only known racks, finite and ≥ 0."""
     zone: str | None = None
+    position: float | None = None
+    """Where the rack stands along its row, in racks (neighbours 1 apart): with every rack's,
+    the estimate from history is drawn toward the geometric prior (`heat_fit`)."""
 
 
 def _number(value: Any) -> float | None:
@@ -193,5 +198,13 @@ def parse_recirculation(
         if zone is not None and not isinstance(zone, str):
             problems.append(f"rack {rack}: zone is {_kind(zone)}, not a string; ignored")
             zone = None
-        racks[key] = RackCoefficients(factor, column, zone or None)
+        position: float | None = None
+        if POSITION_FIELD in entry:
+            raw = entry[POSITION_FIELD]
+            position = _number(raw)
+            if position is None:
+                problems.append(
+                    f"rack {rack}: {POSITION_FIELD} {_show(raw)} is not a finite number; ignored"
+                )
+        racks[key] = RackCoefficients(factor, column, zone or None, position)
     return racks, problems

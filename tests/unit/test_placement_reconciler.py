@@ -19,6 +19,8 @@ from climatik.kube import cache as kube_cache
 from climatik.kube.client import ApiError
 from climatik.kube.resources import Resource
 from climatik.kube.store import FrozenMapping, Store, thaw
+from climatik.policies.heat_fit import PlacePosition
+from climatik.policies.observations import recirculation_from_history
 from climatik.policies.placement import score_racks as policy_score_racks
 from climatik.reconcilers import placement as placement_reconciler
 from climatik.reconcilers.placement import PlacementReconciler
@@ -648,6 +650,7 @@ def preferred_first(rec: PlacementReconciler) -> str:
         ("010: {recirculationCPerKw: 1.0}\n", "key 8 is not a string"),
         ("null: {recirculationCPerKw: 1.0}\n", "key None is not a string"),
         ("rack-b: {zone: [z1, z2]}\n", "rack rack-b: zone is a list, not a string; ignored"),
+        ("rack-b: {rowPosition: left}\n", "rack rack-b: rowPosition 'left' is not a finite number"),
         (
             "rack-b: {inletRiseCPerKw: {8: 0.1}}\n",
             "rack rack-b: inletRiseCPerKw.8: the key is not a string",
@@ -982,8 +985,7 @@ async def test_configs_reading_the_same_racks_share_one_history() -> None:
         now[0] += 7.0
     (history,) = rec._rack_observer.histories.values()
     assert len(history.samples) == 12
-    assert history.estimate is not None
-    assert history.estimate[1] is not None
+    assert history.estimates[None][1] is not None
 
 
 async def test_the_heat_matrix_is_fitted_to_inlet_minus_the_measured_supply_air() -> None:
@@ -1005,10 +1007,48 @@ async def test_the_heat_matrix_is_fitted_to_inlet_minus_the_measured_supply_air(
         now[0] += 30.0
     (history,) = rec._rack_observer.histories.values()
     assert history.samples[-1][2] == (supply, supply)
-    assert history.estimate is not None
-    estimate = history.estimate[1]
+    estimate = history.estimates[None][1]
     assert estimate is not None
     assert abs(estimate.matrix_c_per_kw[0][1] - 0.6) < 0.05
+
+
+async def test_racks_placed_along_the_row_draw_the_estimate_toward_the_geometric_prior() -> None:
+    """With every rack's `rowPosition` the estimate from history is drawn toward the prior (the
+    twin's servers have had it since issue 19; racks had no layout); with only some racks
+    placed it is the plain fit, one fit kept per layout."""
+    text = "rack-a: {rowPosition: 0}\nrack-b: {rowPosition: 1}\n"
+    client = RecordingClient({RECIRCULATION: {"data": {"racks.yaml": text}}})
+    source = StaticRackSignalSource()
+    now = [1000.0]
+    rec, *_ = reconciler(config(), [], source, client=client, clock=lambda: now[0])
+    for i in range(12):
+        pa, pb = 10_000.0 + 1_000.0 * (i % 3), 10_000.0 + 1_500.0 * (i % 4)
+        rise = [0.2 * pa / 1e3 + 0.6 * pb / 1e3, 0.1 * pa / 1e3 + 0.3 * pb / 1e3]
+        source.set(
+            RackSignals("rack-a", watts=pa, inlet_c=22.0 + rise[0], supply_c=22.0),
+            RackSignals("rack-b", watts=pb, inlet_c=22.0 + rise[1], supply_c=22.0),
+        )
+        await rec.reconcile(f"{NS}/cap")
+        now[0] += 30.0
+    (history,) = rec._rack_observer.histories.values()
+    layout = (PlacePosition(0.0, 0.5), PlacePosition(1.0, 0.5))
+    assert list(history.estimates) == [layout]
+    appended, estimate = history.estimates[layout]
+    samples = list(history.samples)
+    args = (
+        ["rack-a", "rack-b"],
+        [h[0] for h in samples[:appended]],
+        [h[1] for h in samples[:appended]],
+        [h[2] for h in samples[:appended]],
+    )
+    assert estimate == recirculation_from_history(*args, sample_s=7.0, positions=layout)
+    assert estimate != recirculation_from_history(*args, sample_s=7.0)
+    # One rack unplaced: the plain fit, kept beside the other (configs in other namespaces
+    # may read the same racks with or without a layout).
+    only_a = {"data": {"racks.yaml": "rack-a: {rowPosition: 0}\n"}}
+    client.objects[RECIRCULATION] = only_a
+    await rec.reconcile(f"{NS}/cap")
+    assert set(history.estimates) == {layout, None}
 
 
 async def test_a_rack_gone_from_the_nodes_is_gone_from_the_metrics() -> None:
