@@ -328,10 +328,9 @@ class RackObserver:
 def _layout(rack_ids: Sequence[str], coefficients: Mapping[str, RackCoefficients]) -> Layout:
     """The racks' places along the row from the ConfigMap's `rowPosition`s, when it gives
     every rack's (a prior over some racks only would weigh distances it does not know)."""
-    positions = [coefficients[r].position if r in coefficients else None for r in rack_ids]
-    if any(p is None for p in positions):
-        return None
-    return tuple(PlacePosition(rack=float(p or 0.0), height=0.5) for p in positions)
+    positions = [coefficients[r].position for r in rack_ids if r in coefficients]
+    placed = tuple(PlacePosition(rack=p, height=0.5) for p in positions if p is not None)
+    return placed if len(placed) == len(rack_ids) else None
 
 
 def finite(value: float | None) -> float | None:

@@ -129,6 +129,20 @@ def _column(
     return tuple(entries), problems
 
 
+def _number_field(
+    rack: str, entry: Mapping[Any, Any], field: str, problems: list[str]
+) -> float | None:
+    """`entry[field]` as a finite number; None when absent, or (named in `problems`) when it
+    is not one."""
+    if field not in entry:
+        return None
+    raw = entry[field]
+    number = _number(raw)
+    if number is None:
+        problems.append(f"rack {rack}: {field} {_show(raw)} is not a finite number; ignored")
+    return number
+
+
 def parse_recirculation(
     text: str, rack_ids: Collection[str], *, loader: type[Any] = _LOADER
 ) -> tuple[dict[str, RackCoefficients], list[str]]:
@@ -176,20 +190,13 @@ def parse_recirculation(
         if not isinstance(entry, Mapping):
             problems.append(f"rack {rack}: the entry is {_kind(entry)}, not a mapping; ignored")
             continue
-        factor: float | None = None
-        if FACTOR_FIELD in entry:
-            raw = entry[FACTOR_FIELD]
-            factor = _number(raw)
-            if factor is None:
-                problems.append(
-                    f"rack {rack}: {FACTOR_FIELD} {_show(raw)} is not a finite number; ignored"
-                )
-            elif factor < 0:
-                problems.append(
-                    f"rack {rack}: {FACTOR_FIELD} {factor:g} is negative (heat never cools an "
-                    "inlet); ignored"
-                )
-                factor = None
+        factor = _number_field(rack, entry, FACTOR_FIELD, problems)
+        if factor is not None and factor < 0:
+            problems.append(
+                f"rack {rack}: {FACTOR_FIELD} {factor:g} is negative (heat never cools an "
+                "inlet); ignored"
+            )
+            factor = None
         column: tuple[tuple[str, float], ...] = ()
         if COLUMN_FIELD in entry:
             column, dropped = _column(rack, entry[COLUMN_FIELD], known)
@@ -198,13 +205,6 @@ def parse_recirculation(
         if zone is not None and not isinstance(zone, str):
             problems.append(f"rack {rack}: zone is {_kind(zone)}, not a string; ignored")
             zone = None
-        position: float | None = None
-        if POSITION_FIELD in entry:
-            raw = entry[POSITION_FIELD]
-            position = _number(raw)
-            if position is None:
-                problems.append(
-                    f"rack {rack}: {POSITION_FIELD} {_show(raw)} is not a finite number; ignored"
-                )
+        position = _number_field(rack, entry, POSITION_FIELD, problems)
         racks[key] = RackCoefficients(factor, column, zone or None, position)
     return racks, problems
