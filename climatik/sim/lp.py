@@ -120,6 +120,7 @@ class Model:
         maximize: bool = False,
         time_limit_s: float | None = None,
         node_limit: int | None = None,
+        feasibility_tolerance: float | None = None,
         start: FloatArray | None = None,
     ) -> LpSolution:
         """Hand the model to HiGHS and return its status, optimum and solution.
@@ -127,13 +128,16 @@ class Model:
         A model with integer columns is a MIP: with `time_limit_s` HiGHS may stop before it
         proves the optimum, and the best point found comes back with its relative gap; so may
         it after `node_limit` branch-and-bound nodes (a limit that, unlike time, gives the same
-        answer on a busy machine); `start` is a feasible point to begin from (every column's
-        value)."""
+        answer on a busy machine); `feasibility_tolerance` tightens how far a MIP's point may
+        miss its rows (HiGHS's 1e-6 lets it drop a request of that size, or call a model with
+        one infeasible); `start` is a feasible point to begin from (every column's value)."""
         highs = new_highs()
         if time_limit_s is not None:
             highs.setOptionValue("time_limit", float(time_limit_s))
         if node_limit is not None:
             highs.setOptionValue("mip_max_nodes", int(node_limit))
+        if feasibility_tolerance is not None:
+            highs.setOptionValue("mip_feasibility_tolerance", float(feasibility_tolerance))
         highs.passModel(self.to_highs(maximize=maximize))
         if start is not None:
             point = highspy.HighsSolution()

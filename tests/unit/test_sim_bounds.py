@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from climatik.sim import bounds
@@ -300,6 +300,10 @@ def test_replicas_that_always_run_serve_the_backlog_in_dirty_slots_too() -> None
     intensity=st.lists(st.floats(50.0, 400.0), min_size=4, max_size=4),
     running=st.floats(0.0, 2.0),
 )
+# Arrivals of a millionth of a request, which HiGHS's default tolerance dropped, or called
+# infeasible.
+@example(arrivals=[0.0, 0.0, 1.0, 1.192092896e-07], intensity=[50.0] * 4, running=0.0)
+@example(arrivals=[0.5, 1e-06, 0.0, 0.0], intensity=[50.0] * 4, running=1.0)
 def test_work_conserving_replicas_only_ever_cost_carbon(
     arrivals: list[float], intensity: list[float], running: float
 ) -> None:
