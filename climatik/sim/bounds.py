@@ -407,14 +407,16 @@ def least_shift_carbon(
 
     `always_running[t, j]` (default none) is what replicas that run anyway can serve in slot t.
     A replica serves whatever waits (vLLM, like the twin's queue, never idles with work
-    queued), so slot t serves at least the smaller of that and the backlog it starts with:
-    work held back is served by them in dirty slots too. With s[t, j] what slot t serves, A[t, j]
-    what arrived before it and a binary full[t, j]:
+    queued): starting a slot with a backlog B, it serves at least min(always_running, B +
+    served_at_least), since a queue that starts B fuller can only be busy longer (with
+    departures D(T) = min(mu T, inf_s [B + A(s) + mu (T - s)]), D_B >= min(mu T, B + D_0)).
+    Work held back is served by them in dirty slots too. With s[t, j] what slot t serves,
+    A[t, j] what arrived before it, L[t, j] its `served_at_least` and a binary full[t, j]:
 
         s[t, j] >= always_running[t, j] * full[t, j]
-        sum_{u<=t} s[u, j] >= A[t, j] * (1 - full[t, j])
+        sum_{u<=t} s[u, j] >= (A[t, j] + L[t, j]) * (1 - full[t, j])
 
-    so s >= min(always_running, backlog); the bound is then a MIP (one binary per slot and
+    so s >= min(always_running, backlog + L); the bound is then a MIP (one binary per slot and
     service).
     """
     n_t, n_j = arrivals.shape
@@ -441,6 +443,7 @@ def least_shift_carbon(
             usable=usable,
             serve_at=serve_at,
             arrivals=arrivals,
+            served_at_least=at_least,
             always_running=always_running,
         )
     solution = model.solve(
@@ -468,12 +471,13 @@ def _serve_the_backlog(
     usable: npt.NDArray[np.bool_],
     serve_at: IntArray,
     arrivals: FloatArray,
+    served_at_least: FloatArray,
     always_running: FloatArray,
 ) -> None:
     """`least_shift_carbon`'s work-conserving replicas: slot t serves at least the smaller of
-    `always_running[t]` and the backlog it starts with. A binary per slot and service says
-    which holds: 1, the replicas serve their capacity; 0, the slot ends with everything that
-    arrived before it served."""
+    `always_running[t]` and the backlog it starts with plus `served_at_least[t]`. A binary per
+    slot and service says which holds: 1, the replicas serve their capacity; 0, the slot ends
+    with everything that arrived before it served, and its own `served_at_least` too."""
     n_t, n_j = arrivals.shape
     served = model.cols((n_t, n_j))
     tie = model.rows((n_t, n_j), lower=0.0, upper=0.0)  # served[t, j] = what slot t serves
@@ -483,14 +487,16 @@ def _serve_the_backlog(
     at_capacity = model.rows((n_t, n_j), lower=0.0, upper=np.inf)  # served - F full >= 0
     model.coef(at_capacity, served, 1.0)
     model.coef(at_capacity, full, -always_running)
-    # Everything served up to t + M full >= M, with M all that arrived before t: when full is
-    # 0 the backlog the slot starts with is served by its end.
+    # Everything served up to t + M full >= M, with M all that arrived before t plus the slot's
+    # own `served_at_least`: when full is 0 the backlog the slot starts with is served by its
+    # end, beside what the slot serves anyway.
     arrived_before = np.vstack([np.zeros((1, n_j)), np.cumsum(arrivals, axis=0)[:-1]])
-    emptied = model.rows((n_t, n_j), lower=arrived_before, upper=np.inf)
+    must = arrived_before + served_at_least
+    emptied = model.rows((n_t, n_j), lower=must, upper=np.inf)
     slot, earlier = np.nonzero(np.tril(np.ones((n_t, n_t), dtype=bool)))
     for j in range(n_j):
         model.coef(emptied[slot, j], served[earlier, j], 1.0)
-    model.coef(emptied, full, arrived_before)
+    model.coef(emptied, full, must)
 
 
 @dataclass(frozen=True, slots=True)

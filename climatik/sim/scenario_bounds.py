@@ -598,8 +598,8 @@ def carbon_bound(scenario: Scenario, hours: float | None = None) -> Bound:
         "with min replicas (`saving_with_min_replicas_g`): the same, but in every step the "
         "replicas a deferrable service's minimum keeps running serve the work arriving while "
         "they have room, and in every slot at least the smaller of their capacity and the "
-        "backlog the slot starts with (a replica never idles with work queued), whatever the "
-        "grid (a ceiling cannot stop them); the yardstick of a ceiling controller",
+        "backlog the slot starts with plus that (a replica never idles with work queued), "
+        "whatever the grid (a ceiling cannot stop them); the yardstick of a ceiling controller",
     )
     if not flexible:
         return Bound(

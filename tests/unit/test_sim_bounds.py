@@ -294,6 +294,24 @@ def test_replicas_that_always_run_serve_the_backlog_in_dirty_slots_too() -> None
     assert _carbon(**args, always_running=np.zeros((3, 1))).optimal_g == pytest.approx(400.0)
 
 
+def test_a_backlog_adds_to_what_the_slot_serves_of_its_own_arrivals() -> None:
+    # Three requests arrive in slot 0 and one in slot 1 (both 300 g/kWh); the replica that
+    # always runs serves two a slot. Slot 0 serves two and leaves one waiting. Slot 1 serves its
+    # own arrival while it has room, and the one waiting too: a queue that starts fuller is busy
+    # longer, so nothing is left for the clean slot 2.
+    args: dict[str, object] = {
+        "arrivals": np.array([[3.0], [1.0], [0.0]]),
+        "intensity_g_per_kwh": np.array([300.0, 300.0, 100.0]),
+        "served_at_least": np.array([[2.0], [1.0], [0.0]]),
+        "capacity": np.full((3, 1), 4.0),
+    }
+    assert _carbon(**args).served.ravel() == pytest.approx([2.0, 1.0, 1.0])
+    busy = _carbon(**args, always_running=np.full((3, 1), 2.0))
+    assert busy.solution.status == "Optimal"
+    assert busy.served.ravel() == pytest.approx([2.0, 2.0, 0.0])
+    assert busy.optimal_g == pytest.approx(1200.0)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     arrivals=st.lists(st.floats(0.0, 3.0), min_size=4, max_size=4),
