@@ -312,27 +312,36 @@ def test_a_backlog_adds_to_what_the_slot_serves_of_its_own_arrivals() -> None:
     assert busy.optimal_g == pytest.approx(1200.0)
 
 
+# Requests to a thousandth: the twin's slots hold thousands, and HiGHS's presolve can call a
+# model infeasible whose arrivals sit at its tolerance (1e-9 of a request).
+_REQUESTS = st.integers(0, 3000).map(lambda thousandths: thousandths / 1000)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
-    arrivals=st.lists(st.floats(0.0, 3.0), min_size=4, max_size=4),
+    arrivals=st.lists(_REQUESTS, min_size=4, max_size=4),
     intensity=st.lists(st.floats(50.0, 400.0), min_size=4, max_size=4),
     running=st.floats(0.0, 2.0),
+    taken=st.floats(0.0, 1.0),
 )
-# Arrivals of a millionth of a request, which HiGHS's default tolerance dropped, or called
-# infeasible.
-@example(arrivals=[0.0, 0.0, 1.0, 1.192092896e-07], intensity=[50.0] * 4, running=0.0)
-@example(arrivals=[0.5, 1e-06, 0.0, 0.0], intensity=[50.0] * 4, running=1.0)
+# Arrivals of a millionth of a request, which HiGHS's default tolerance (1e-6) dropped, or
+# called infeasible.
+@example(arrivals=[0.0, 0.0, 1.0, 1.192092896e-07], intensity=[50.0] * 4, running=0.0, taken=0.0)
+@example(arrivals=[0.5, 1e-06, 0.0, 0.0], intensity=[50.0] * 4, running=1.0, taken=0.0)
 def test_work_conserving_replicas_only_ever_cost_carbon(
-    arrivals: list[float], intensity: list[float], running: float
+    arrivals: list[float], intensity: list[float], running: float, taken: float
 ) -> None:
     # Serving the backlog is one more constraint: the optimum can only rise, never past
-    # serving everything on arrival, and the same work is served.
+    # serving everything on arrival, and the same work is served. The replicas take a share
+    # of each slot's own arrivals as they come (`served_at_least`, at most what they can).
+    own = np.array(arrivals)[:, None]
     args: dict[str, object] = {
-        "arrivals": np.array(arrivals)[:, None],
+        "arrivals": own,
         "intensity_g_per_kwh": np.array(intensity),
         "capacity": np.full((4, 1), 10.0),
         "energy_budget_j": np.full(4, 1e12),
         "window_slots": np.array([2]),
+        "served_at_least": taken * np.minimum(own, running),
     }
     free = _carbon(**args)
     busy = _carbon(**args, always_running=np.full((4, 1), running))
@@ -340,6 +349,10 @@ def test_work_conserving_replicas_only_ever_cost_carbon(
     assert free.optimal_g <= busy.optimal_g + 1e-6
     assert busy.optimal_g <= busy.on_arrival_g + 1e-6
     assert busy.served.sum() == pytest.approx(sum(arrivals), abs=1e-6)
+    # A slot serves at least the smaller of the replicas' room and its backlog plus its share.
+    backlog = np.concatenate([[0.0], np.cumsum(arrivals)[:-1] - np.cumsum(busy.served)[:-1]])
+    need = np.minimum(running, backlog + taken * np.minimum(arrivals, running))
+    assert np.all(busy.served.ravel() >= need - 1e-6)
 
 
 def test_out_of_phase_loads_share_racks_to_peak_to_average_one() -> None:
