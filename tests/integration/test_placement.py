@@ -412,7 +412,7 @@ async def test_a_bad_recirculation_config_map_is_a_warning_event_and_in_the_cond
             "metadata": {"name": "climatik-recirculation"},
             "data": {
                 "racks.yaml": (
-                    "rack-a: {recirculationCPerKw: 0.3}\n"
+                    "rack-a: {recirculationCPerKw: 0.3, rowPosition: left}\n"
                     "rack-b: {recirculationCPerKw: 0.2, inletRiseCPerKw: {rack-z: 0.1}}\n"
                 )
             },
@@ -429,6 +429,7 @@ async def test_a_bad_recirculation_config_map_is_a_warning_event_and_in_the_cond
     found = await eventually(probe, lambda c: c is not None and "rack-z" in c["message"])
     assert found is not None
     assert "inletRiseCPerKw.rack-z" in found["message"]
+    assert "rowPosition 'left' is not a finite number" in found["message"]
     await asyncio.sleep(3.0)  # a few more rounds (1 s apart): still one Event, sent once
     events = kubectl.get_json("events", "--field-selector", "reason=RecirculationConfigInvalid")
     (event,) = [e for e in events["items"] if e["involvedObject"]["name"] == "cap"]
