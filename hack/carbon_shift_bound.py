@@ -46,8 +46,8 @@ def main() -> None:
     print(f"  on arrival     {on_arrival / 1000:.2f} kg CO2")
     print(f"  moved at best  {optimal / 1000:.2f} kg CO2")
     print(f"  saving         {saving / 1000:.2f} kg ({saving / on_arrival:.1%} of the work's own)")
-    kept = float(values["saving_with_min_replicas_g"])  # type: ignore[arg-type]
-    print(f"  with min replicas serving what waits: saving {kept / 1000:.2f} kg")
+    with_min = float(values["saving_with_min_replicas_g"])  # type: ignore[arg-type]
+    print(f"  with min replicas serving what waits: saving {with_min / 1000:.2f} kg")
     if args.no_run:
         return
     result = Twin(scenario, [POLICY], hours=args.hours).run()
