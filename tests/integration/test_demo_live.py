@@ -122,17 +122,19 @@ async def test_a_short_demo_scales_caps_and_leaves_nothing_behind(tmp_path: Path
 
         # Near the cap the controller tunes every node it serves on; the world plays each Job
         # (eight clocks of 50 simulated seconds: 40 s at 10x) and answers in its ConfigMap.
+        # Both services' tokens per joule peak far below the top clock (chat's near 1,065 MHz,
+        # the summariser's near 1,335), yet a summariser node's noisy sweep keeps the top in
+        # about 6 % of draws: so the test waits for a node tuned below the top, not for the
+        # first answer.
+        top = settings.scenario.racks.gpu_curve.max_clock_mhz
         applied = await eventually(
             lambda: asyncio.to_thread(applied_clocks, stack),
-            bool,
+            lambda clocks: any(clock < top for clock in clocks.values()),
             timeout_s=120,
             interval_s=2.0,
         )
-        # A node's GPUs report the clock applied there (below the top on chat's nodes: its
-        # tokens per joule peak lower), and the controller took the results.
-        top = settings.scenario.racks.gpu_curve.max_clock_mhz
+        # That node's GPUs report the clock applied there, and the controller took the results.
         node, clock = min(applied.items(), key=lambda item: item[1])
-        assert clock < top
         reported = await eventually(
             lambda: asyncio.to_thread(
                 stack.query, f'max(DCGM_FI_DEV_SM_CLOCK{{Hostname="{node}"}})'
