@@ -57,7 +57,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600
 
 PERIOD_S = 5.0
 """The control period of every controller here (capping interval, carbon wake, Secret refresh,
-Prometheus breaker cool-down, webhook certificate poll)."""
+webhook certificate poll)."""
+BREAKER_S = PERIOD_S - 1.0
+"""The Prometheus breaker's cool-down: just under the period, so every round probes. At the
+period itself a round starts a few milliseconds before the cool-down of the last round's
+failure ends, is refused, and the probes come every other round (10 s, which with a scrape and
+a cache left no room under `RECOVERY_S`)."""
 RECOVERY_S = 2 * PERIOD_S
 MIN_REPLICAS, USER_MAX = 1, 10
 LATEST = "/v3/carbon-intensity/latest"
@@ -146,8 +151,8 @@ async def test_faults_never_push_a_ceiling_out_of_bounds_and_capping_recovers(
     for name, value in {
         "CLIMATIK_CAPPING__INTERVAL_S": PERIOD_S,
         "CLIMATIK_CAPPING__PROMETHEUS_CACHE_TTL_S": 1,
-        "CLIMATIK_CAPPING__PROMETHEUS_BREAKER_INITIAL_S": PERIOD_S,
-        "CLIMATIK_CAPPING__PROMETHEUS_BREAKER_MAX_S": PERIOD_S,
+        "CLIMATIK_CAPPING__PROMETHEUS_BREAKER_INITIAL_S": BREAKER_S,
+        "CLIMATIK_CAPPING__PROMETHEUS_BREAKER_MAX_S": BREAKER_S,
         "CLIMATIK_CARBON__ELECTRICITY_MAPS_URL": electricity_maps.url,
         "CLIMATIK_CARBON__SECRET_REFRESH_S": PERIOD_S,
         "CLIMATIK_CARBON__SECRET_RETRY_S": PERIOD_S,

@@ -289,8 +289,10 @@ async def test_a_prometheus_that_hangs_never_blocks_requests_and_picks_fall_back
         assert (failures or 0) >= 2
         assert (no_data or 0) >= 10
         # Bounded: below the Prometheus deadline (0.5 s), which a request waiting on a query
-        # would reach, let alone the hang (no margin taken from a busy machine beyond that).
-        assert max(latencies) < 0.45, f"slowest request took {max(latencies):.3f} s"
+        # would reach, let alone the hang. A request waiting on the refresh would do so at every
+        # one (at least two, above), so one slow request is a busy machine's, not the router's.
+        slowest = sorted(latencies)[-2:]
+        assert slowest[0] < 0.45, f"two requests took {slowest[0]:.3f} s or more"
         assert sorted(latencies)[len(latencies) // 2] < 0.05
 
 

@@ -115,13 +115,15 @@ async def test_the_recommender_sizes_pods_from_kwok_usage_and_the_updater_replac
     # a rate of kwok's cumulative counter over two scrapes, so it lands near, not at, 500m.
     usage = await eventually(
         lambda: asyncio.to_thread(_pod_metrics, vpa_dev_cluster, namespace),
-        lambda metrics: set(metrics) == originals,
+        lambda metrics: (
+            set(metrics) == originals
+            and all(u["cpu"] == pytest.approx(0.5, rel=0.1) for u in metrics.values())
+        ),
         timeout_s=90,
         interval_s=2,
     )
     for pod_usage in usage.values():
         assert pod_usage["memory"] == parse_quantity(USAGE_MEMORY)
-        assert pod_usage["cpu"] == pytest.approx(0.5, rel=0.1)
 
     vpa_kubectl.apply(_vpa("web", "Recreate"))
     created = time.monotonic()
