@@ -565,6 +565,15 @@ def _decide_headroom(
     )
     hysteresis_w = observation.cap_w * settings.hysteresis_fraction
     strict_w = budget_w - hysteresis_w
+    # Watts a cut frees that the measurement still holds (a lag and a rate window after a
+    # fall, `fell_from`): no ceiling rises on them. Spent on another target's growth at once,
+    # they came back as a cut the decision after (`oversubscribed`: +2 and +2 replicas after
+    # chat's cut, both taken back within two decisions, a step over the cap between).
+    unseen_w = sum(
+        max(0.0, s.target.watts - s.watts(s.target.current_replicas))
+        for s in slots
+        if s.target.watts is not None and learners[s.target.name].fell_from is not None
+    )
     deferrable_budget_w: float | None = None
     if observation.deferrable_cap_w is not None:
         deferrable_budget_w = (
@@ -596,27 +605,37 @@ def _decide_headroom(
         keep_applied=True,
         deferrable_budget_w=deferrable_budget_w,
     )
-    strict = _allocate(
-        slots,
-        strict_w,
-        growth_allowance=allowance,
-        idle_credit_w=credit_w,
-        idle_pool_w=untargeted_w,
-        keep_applied=False,
-        deferrable_budget_w=(
-            None if deferrable_budget_w is None else deferrable_budget_w - hysteresis_w
-        ),
-    )
+
+    def strict_allocation(withheld_w: float) -> list[int]:
+        return _allocate(
+            slots,
+            strict_w - withheld_w,
+            growth_allowance=allowance,
+            idle_credit_w=credit_w,
+            idle_pool_w=untargeted_w,
+            keep_applied=False,
+            deferrable_budget_w=(
+                None
+                if deferrable_budget_w is None
+                else deferrable_budget_w - hysteresis_w - withheld_w
+            ),
+        )
+
+    strict = strict_allocation(0.0)
+    strict_shown = strict_allocation(unseen_w) if unseen_w > 0 else strict
 
     decisions: list[CeilingDecision] = []
-    by_name = {s.target.name: (s, lo, hi) for s, lo, hi in zip(slots, strict, loose, strict=True)}
+    by_name = {
+        s.target.name: (s, lo, seen, hi)
+        for s, lo, seen, hi in zip(slots, strict, strict_shown, loose, strict=True)
+    }
     for target in observation.targets:
         if target.name in held:
             hold = _clamp(target.applied_max_replicas, target)
             code, why = held[target.name]
             decisions.append(_decision(target, hold, code, f"{why}: holding {hold}"))
             continue
-        slot, low, high = by_name[target.name]
+        slot, low, low_shown, high = by_name[target.name]
         wpr = slot.watts_per_replica
         # A deferrable target is held to the carbon cap's budget; say which one it was.
         lowered, cap_words, its_budget_w = CeilingReason.OVER_BUDGET, "the cap", budget_w
@@ -636,6 +655,8 @@ def _decide_headroom(
         else:
             last = _clamp(target.applied_max_replicas, target)
             new = min(high, max(low, last))
+            # What the band allows on the watts the measurement shows (none a cut frees later).
+            shown = min(new, max(low_shown, last))
             if new == last:
                 code = CeilingReason.WITHIN_HYSTERESIS
                 reason = f"{last} is within the hysteresis band [{low}, {high}]"
@@ -652,10 +673,17 @@ def _decide_headroom(
                     f"{observation.measured_w:.0f} W, above the cap less its margin "
                     f"({usable_w:.0f} W); no ceiling rises until it is back under"
                 )
+            elif shown == last:
+                # The same under the cap: the room is a cut's, still in the measurement.
+                code, new = CeilingReason.CUT_ARRIVING, last
+                reason = (
+                    f"holding {last} (room for {low}): {unseen_w:.0f} W that a cut frees are "
+                    "still in the measurement; no ceiling rises on them until it shows them"
+                )
             else:
-                code = CeilingReason.HEADROOM
-                its_strict_w = its_budget_w - hysteresis_w
-                reason = f"headroom for {low} x {wpr:.0f} W within {its_strict_w:.0f} W"
+                code, new = CeilingReason.HEADROOM, shown
+                its_strict_w = its_budget_w - hysteresis_w - unseen_w
+                reason = f"headroom for {new} x {wpr:.0f} W within {its_strict_w:.0f} W"
             if allowance is not None and new > target.current_replicas:
                 reason += f"; racks admit {allowance} more replicas"
             # Measured from the running replicas, never above the ceiling in force: replicas

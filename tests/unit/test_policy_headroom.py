@@ -818,7 +818,7 @@ def test_over_the_cap_running_replicas_are_charged_what_they_measure() -> None:
     assert decide_replica_ceilings(over, MODEL, lagging, now_s=0.0).ceiling("chat") == 6
 
 
-def test_no_ceiling_rises_while_the_scope_measures_above_the_cap_less_its_margin() -> None:
+def test_no_ceiling_rises_on_a_cut_the_measurement_does_not_show_yet() -> None:
     """Seen live at the demo's start: over the cap, chat's cut made room in the plan and
     summarise's ceiling rose at once, against savings the measurement did not show yet; the
     next decision took the raise back (2 -> 3 -> 2 -> 4 -> 2 within 15 s)."""
@@ -839,11 +839,26 @@ def test_no_ceiling_rises_while_the_scope_measures_above_the_cap_less_its_margin
     held = next(d for d in plan.decisions if d.target == "summarise")
     assert (held.new_max_replicas, held.code) == (2, CeilingReason.OVER_CAP_HOLDING)
     assert "room for 4" in held.reason
-    # Once the measurement is back under, the same room raises it.
+    # Back under the cap, the room is still the cut's: it holds until the measurement shows it.
     under = decide_replica_ceilings(
         scope(chat, summarise, cap_w=36_000.0), HeadroomSettings(), state, 0
     )
-    assert under.ceiling("summarise") == 4
+    held = next(d for d in under.decisions if d.target == "summarise")
+    assert (held.new_max_replicas, held.code) == (2, CeilingReason.CUT_ARRIVING)
+    assert "room for 4" in held.reason
+    # Then the same room raises it.
+    shown = replace(chat, watts=24_000.0)
+    settled = replace(
+        state,
+        targets={
+            **state.targets,
+            "chat": replace(state.targets["chat"], replicas_seen=4, steady_rounds=9),
+        },
+    )
+    raised = decide_replica_ceilings(
+        scope(shown, summarise, cap_w=36_000.0), HeadroomSettings(), settled, 0
+    )
+    assert raised.ceiling("summarise") == 4
 
 
 def test_a_breach_the_model_predicts_is_cut_at_once_not_gradually() -> None:
@@ -942,6 +957,46 @@ def test_a_target_never_seen_saturated_is_charged_the_demand_its_replicas_take()
     calm_plan = decide_replica_ceilings(scope(calm, cap_w=30_000.0), MODEL, state, 0.0)
     assert not calm_plan.breach_ahead
     assert calm_plan.ceiling("summarise") >= 3
+
+
+def test_watts_a_cut_frees_are_not_spent_before_the_measurement_shows_them() -> None:
+    """Found in the twin (`oversubscribed`, 8.33 h): chat was cut 7 -> 6; the decision after,
+    its model charged 6 replicas while its measurement (a rate window behind) still held 7,
+    and the 4 kW between them went to code's and the summariser's growth (+2 each), taken back
+    at the next decisions, with a step 0.02 % over the cap between."""
+    # Chat: 6 replicas serving their demand now, the measurement still holds the seventh's
+    # 5.6 kW; the summariser's autoscaler wants more.
+    chat = replace(
+        serving(
+            "chat", 6, tokens_per_s=4200.0, demand_tokens_per_s=4200.0, applied=6, limited=False
+        ),
+        watts=7 * (IDLE_W + 2800.0),
+    )
+    summarise = serving("summarise", 2, tokens_per_s=1400.0, demand_tokens_per_s=5000.0, applied=2)
+    state = model_state(chat=(IDLE_W + 2800.0, 4.0, 700.0), summarise=(IDLE_W + 2800.0, 4.0, 700.0))
+    fallen = replace(
+        state,
+        targets={**state.targets, "chat": replace(state.targets["chat"], replicas_seen=7)},
+    )
+    # 53.6 kW x 0.97 leaves 52 kW: the model's 6 + 2 replicas (44.8 kW) leave room for a third
+    # summariser replica (5.6 kW), the measurement (50.4 kW) does not.
+    observation = scope(chat, summarise, cap_w=52_000.0 / 0.97)
+    plan = decide_replica_ceilings(observation, MODEL, fallen, 0.0)
+    assert plan.state.targets["chat"].fell_from == 7
+    assert plan.ceiling("chat") == 6
+    held = next(d for d in plan.decisions if d.target == "summarise")
+    assert (held.new_max_replicas, held.code) == (2, CeilingReason.CUT_ARRIVING)
+    assert "5600 W that a cut frees" in held.reason
+    # Once the measurement holds 6 replicas, the freed watts are there to spend.
+    cleared = replace(
+        state,
+        targets={
+            **state.targets,
+            "chat": replace(state.targets["chat"], replicas_seen=6, steady_rounds=9),
+        },
+    )
+    settled = scope(replace(chat, watts=6 * (IDLE_W + 2800.0)), summarise, cap_w=52_000.0 / 0.97)
+    assert decide_replica_ceilings(settled, MODEL, cleared, 0.0).ceiling("summarise") == 3
 
 
 def test_a_backlog_does_not_cut_saturated_replicas_that_fit() -> None:
