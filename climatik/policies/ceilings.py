@@ -626,8 +626,8 @@ def _decide_headroom(
 
     decisions: list[CeilingDecision] = []
     by_name = {
-        s.target.name: (s, lo, seen, hi)
-        for s, lo, seen, hi in zip(slots, strict, strict_shown, loose, strict=True)
+        s.target.name: (s, lo, lo_shown, hi)
+        for s, lo, lo_shown, hi in zip(slots, strict, strict_shown, loose, strict=True)
     }
     for target in observation.targets:
         if target.name in held:
