@@ -68,9 +68,9 @@ class CeilingReason(enum.StrEnum):
     """Headroom: there is room for more replicas, but the scope measures above the cap less its
     margin (a cut's effect is still arriving): the ceiling holds instead of rising."""
     CUT_ARRIVING = "cut_arriving"
-    """Headroom: there is room for more replicas only with watts another target's cut frees,
-    which the measurement still holds (a lag and a rate window): the ceiling holds instead of
-    rising on savings not seen yet."""
+    """Headroom: there is room for more replicas only with watts a fall in some target's
+    replicas frees (a cut, or its autoscaler scaling in), which the measurement still holds (a
+    lag and a rate window): the ceiling holds instead of rising on savings not seen yet."""
     STEP_DOWN_WAITING = "step_down_waiting"
     """Both: the policy would step the ceiling down, but its last step-down is younger than the
     step-down interval (measurements still lag it): the ceiling holds."""

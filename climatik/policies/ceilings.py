@@ -443,6 +443,17 @@ def _predicted_scope_watts(
     return total_w - min(untargeted_w, credit_w * growth)
 
 
+def _unseen_after_fall(slot: _Slot, fell_from: int | None) -> float:
+    """What the target's measurement still holds of the replicas it had before a fall: its
+    measured watts beyond its model, at most the removed replicas' share of them."""
+    target = slot.target
+    if fell_from is None or target.watts is None or fell_from <= target.current_replicas:
+        return 0.0
+    beyond_w = target.watts - slot.watts(target.current_replicas)
+    removed_w = target.watts * (fell_from - target.current_replicas) / fell_from
+    return max(0.0, min(beyond_w, removed_w))
+
+
 def _running_watts(slots: list[_Slot], measured_w: float) -> float:
     """What the scope will draw once the replicas an autoscaler has just added serve their
     demand: the measurement, with each such target at its model's watts where those are
@@ -565,15 +576,11 @@ def _decide_headroom(
     )
     hysteresis_w = observation.cap_w * settings.hysteresis_fraction
     strict_w = budget_w - hysteresis_w
-    # Watts a cut frees that the measurement still holds (a lag and a rate window after a
-    # fall, `fell_from`): no ceiling rises on them. Spent on another target's growth at once,
-    # they came back as a cut the decision after (`oversubscribed`: +2 and +2 replicas after
-    # chat's cut, both taken back within two decisions, a step over the cap between).
-    unseen_w = sum(
-        max(0.0, s.target.watts - s.watts(s.target.current_replicas))
-        for s in slots
-        if s.target.watts is not None and learners[s.target.name].fell_from is not None
-    )
+    # Watts a fall frees that the measurement still holds (a lag and a rate window after it,
+    # `fell_from`): no ceiling rises on them. Spent on another target's growth at once, they
+    # came back as a cut the decision after (`oversubscribed`: +2 and +2 replicas after chat's
+    # cut, both taken back within two decisions, a step over the cap between).
+    unseen_w = sum(_unseen_after_fall(s, learners[s.target.name].fell_from) for s in slots)
     deferrable_budget_w: float | None = None
     if observation.deferrable_cap_w is not None:
         deferrable_budget_w = (
@@ -643,7 +650,7 @@ def _decide_headroom(
             lowered = CeilingReason.OVER_CARBON_BUDGET
             cap_words, its_budget_w = "the carbon cap for deferrable work", deferrable_budget_w
         if (
-            unconstrained <= budget_w
+            unconstrained <= budget_w - unseen_w
             and (allowance is None or allowance >= wanted_growth)
             and (deferrable_fits or not target.deferrable)
         ):
@@ -667,19 +674,19 @@ def _decide_headroom(
                 # Another target's cut may have made the room, but its pods are still leaving
                 # and the measurement still holds them: raising now adds watts at once against
                 # savings not yet seen, and the next decision takes the raise back.
-                code, new = CeilingReason.OVER_CAP_HOLDING, last
                 reason = (
-                    f"holding {last} (room for {low}): the scope measures "
+                    f"holding {last} (room for {new}): the scope measures "
                     f"{observation.measured_w:.0f} W, above the cap less its margin "
                     f"({usable_w:.0f} W); no ceiling rises until it is back under"
                 )
+                code, new = CeilingReason.OVER_CAP_HOLDING, last
             elif shown == last:
-                # The same under the cap: the room is a cut's, still in the measurement.
-                code, new = CeilingReason.CUT_ARRIVING, last
+                # The same under the cap: the room is a fall's, still in the measurement.
                 reason = (
-                    f"holding {last} (room for {low}): {unseen_w:.0f} W that a cut frees are "
-                    "still in the measurement; no ceiling rises on them until it shows them"
+                    f"holding {last} (room for {new}): {unseen_w:.0f} W that a fall in replicas "
+                    "frees are still in the measurement; no ceiling rises on them until it settles"
                 )
+                code, new = CeilingReason.CUT_ARRIVING, last
             else:
                 code, new = CeilingReason.HEADROOM, shown
                 its_strict_w = its_budget_w - hysteresis_w - unseen_w

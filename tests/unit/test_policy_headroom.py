@@ -986,7 +986,19 @@ def test_watts_a_cut_frees_are_not_spent_before_the_measurement_shows_them() -> 
     assert plan.ceiling("chat") == 6
     held = next(d for d in plan.decisions if d.target == "summarise")
     assert (held.new_max_replicas, held.code) == (2, CeilingReason.CUT_ARRIVING)
-    assert "5600 W that a cut frees" in held.reason
+    assert "5600 W that a fall in replicas frees" in held.reason
+    # Nor where every target at its user's maximum would fit only on those watts.
+    small = scope(
+        replace(chat, user_max_replicas=6),
+        replace(summarise, user_max_replicas=3),
+        cap_w=52_000.0 / 0.97,
+    )
+    held = next(
+        d
+        for d in decide_replica_ceilings(small, MODEL, fallen, 0.0).decisions
+        if d.target == "summarise"
+    )
+    assert (held.new_max_replicas, held.code) == (2, CeilingReason.CUT_ARRIVING)
     # Once the measurement holds 6 replicas, the freed watts are there to spend.
     cleared = replace(
         state,
