@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,8 @@ class TuneMode(enum.StrEnum):
     """Sweep, report the best clock, then restore the defaults."""
     APPLY = "apply"
     """Sweep and keep the best clock locked."""
+    LOCK = "lock"
+    """Lock every GPU at a given SM clock; no sweep."""
 
 
 @dataclass
@@ -52,6 +55,8 @@ class GpuTuneResult:
     choice: ClockChoice | None = None
     applied_clock_mhz: int | None = None
     error: GpuError | None = None
+    requested_clock_mhz: int | None = None
+    """The clock a lock was asked for; `applied_clock_mhz` is the supported one it got."""
 
     @property
     def succeeded(self) -> bool:
@@ -91,6 +96,8 @@ class GpuTuneResult:
             "samples": [sample(s) for s in self.samples],
             "appliedClockMHz": self.applied_clock_mhz,
         }
+        if self.requested_clock_mhz is not None:
+            result["requestedClockMHz"] = self.requested_clock_mhz
         if self.choice is not None:
             result["choice"] = {
                 "clockMHz": self.choice.clock_mhz,
@@ -103,6 +110,18 @@ class GpuTuneResult:
         if self.error is not None:
             result["error"] = {"reason": self.error.reason, "message": self.error.message}
         return result
+
+
+def lock_clock_mhz(supported_mhz: Iterable[int], requested_mhz: int) -> int:
+    """The clock a lock takes: the highest supported one not above the request, so a power
+    budget is never overshot; the lowest when the request is below them all.
+
+    Raises ValueError for an empty `supported_mhz`."""
+    supported = sorted(supported_mhz)
+    if not supported:
+        msg = "no supported SM clock to lock"
+        raise ValueError(msg)
+    return max((c for c in supported if c <= requested_mhz), default=supported[0])
 
 
 def result_configmap(namespace: str, name: str, document: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 It prints its result as JSON on stdout and, with `--result-configmap`, stores it in a ConfigMap
 the GPU-frequency reconciler reads. Progress goes to stderr, a line per measured clock with the
 time left. SIGTERM (exit 143) and Ctrl-C (exit 130) cancel the sweep, which restores clocks.
+`--mode lock --clock-mhz N` only locks every GPU at a clock the controller chose: no sweep, no
+vLLM metrics, done in seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from climatik.domain.gpu_tune_result import (
     DEFAULT_MEASURE_S,
     DEFAULT_SETTLE_S,
     DEFAULT_SWEEP_POINTS,
+    GpuTuneResult,
+    TuneMode,
 )
 from climatik.policies.gpu_clock import DEFAULT_MAX_THROUGHPUT_LOSS
 
@@ -35,14 +39,27 @@ def add_gpu_tune_parser(subparsers: Any) -> None:
         help="sweep GPU clocks on this node for the most tokens per joule",
         description=(
             "Measure tokens per joule at several locked SM clocks on this node's GPUs and "
-            "recommend (or apply) the best clock within the SLO bounds. --dry-run only reads."
+            "recommend (or apply) the best clock within the SLO bounds. --dry-run only reads; "
+            "--mode lock --clock-mhz N locks every GPU at N MHz without a sweep."
         ),
     )
     parser.add_argument(
         "--mode",
-        choices=["dry-run", "recommend", "apply"],
-        default="recommend",
-        help="dry-run reads only; recommend sweeps then restores; apply keeps the best clock",
+        choices=[str(m) for m in TuneMode],
+        default=str(TuneMode.RECOMMEND),
+        help=(
+            "dry-run reads only; recommend sweeps then restores; apply keeps the best clock; "
+            "lock locks --clock-mhz on every GPU"
+        ),
+    )
+    parser.add_argument(
+        "--clock-mhz",
+        type=int,
+        metavar="MHZ",
+        help=(
+            "the SM clock --mode lock locks (the highest supported clock not above it, "
+            "else the lowest); only with --mode lock"
+        ),
     )
     parser.add_argument("--dry-run", action="store_true", help="same as --mode dry-run")
     parser.add_argument(
@@ -117,11 +134,25 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_TERMINATED
 
 
+def _mode(args: argparse.Namespace) -> TuneMode:
+    """The mode asked for, with `--clock-mhz` where (and only where) it means something."""
+    mode = TuneMode.DRY_RUN if args.dry_run else TuneMode(args.mode)
+    if mode is TuneMode.LOCK and args.clock_mhz is None:
+        msg = "--mode lock needs --clock-mhz MHZ, the SM clock to lock"
+        raise UsageError(msg)
+    if mode is not TuneMode.LOCK and args.clock_mhz is not None:
+        msg = f"--clock-mhz is only for --mode lock (this run is --mode {mode})"
+        raise UsageError(msg)
+    if args.clock_mhz is not None and args.clock_mhz <= 0:
+        msg = f"--clock-mhz must be a positive number of MHz, not {args.clock_mhz}"
+        raise UsageError(msg)
+    return mode
+
+
 async def _main(args: argparse.Namespace) -> int:
-    from climatik.gputune.sweep import TuneMode
     from climatik.sources.gpu import GpuError
 
-    mode = TuneMode.DRY_RUN if args.dry_run else TuneMode(args.mode)
+    mode = _mode(args)
     task = asyncio.current_task()
     if task is not None:
         # Ctrl-C is asyncio.run's: it cancels this task too, then raises KeyboardInterrupt.
@@ -166,11 +197,11 @@ def _duration(seconds: float) -> str:
     return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
-async def _tune(args: argparse.Namespace, mode: Any) -> Any:
+async def _tune(args: argparse.Namespace, mode: TuneMode) -> GpuTuneResult:
     import aiohttp
 
     from climatik.domain.gpu import H100
-    from climatik.gputune.sweep import TuneMode, tune_gpus
+    from climatik.gputune.sweep import lock_gpus, tune_gpus
     from climatik.policies.gpu_clock import ClockBounds
     from climatik.sources.gpu import (
         NvmlLibrary,
@@ -190,7 +221,13 @@ async def _tune(args: argparse.Namespace, mode: Any) -> Any:
     }
     if args.simulate:
         devices = [SimulatedGpuDevice(H100, index=i, seed=i) for i in range(args.simulate)]
+        if mode is TuneMode.LOCK:
+            return await lock_gpus(devices, args.clock_mhz)
         return await tune_gpus(devices, SimulatedThroughput(devices), **options)
+    if mode is TuneMode.LOCK:
+        with NvmlLibrary() as library:
+            nvml_devices = await asyncio.to_thread(library.devices)
+            return await lock_gpus(nvml_devices, args.clock_mhz)
     if mode is not TuneMode.DRY_RUN and not args.vllm_metrics:
         msg = "a sweep needs at least one --vllm-metrics URL (or --dry-run, or --simulate GPUS)"
         raise UsageError(msg)

@@ -1,13 +1,16 @@
-"""Sweep locked SM clocks on a node's GPUs, measure tokens per joule, keep the best.
+"""Sweep locked SM clocks on a node's GPUs, measure tokens per joule, keep the best; or lock
+a clock the controller chose, with no sweep.
 
 All GPUs of the node move together: a tensor-parallel replica spans them, so a clock only means
 something for the whole group. NVML calls run in a thread. Whatever happens (an NVML error, a
-signal, a bug), clocks the sweep locked are reset unless the chosen clock is being applied.
+signal, a bug), clocks the sweep locked are reset unless the chosen clock is being applied; a lock
+that fails on one GPU resets them all, so a node never runs its GPUs at different clocks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
 from climatik.domain.gpu import ClockSample
@@ -17,11 +20,12 @@ from climatik.domain.gpu_tune_result import (
     DEFAULT_SWEEP_POINTS,
     GpuTuneResult,
     TuneMode,
+    lock_clock_mhz,
 )
 from climatik.policies.gpu_clock import ClockBounds, candidate_clocks, choose_gpu_clock
 from climatik.sources.gpu import GpuDevice, GpuError, ThroughputProbe
 
-__all__ = ["GpuTuneResult", "Sleep", "SweepProgress", "TuneMode", "tune_gpus"]
+__all__ = ["GpuTuneResult", "Sleep", "SweepProgress", "TuneMode", "lock_gpus", "tune_gpus"]
 
 Sleep = Callable[[float], Awaitable[None]]
 SweepProgress = Callable[[int, int, ClockSample | None], None]
@@ -31,7 +35,15 @@ clock; the sample is ``None`` before the first."""
 
 async def _lock_all(devices: Sequence[GpuDevice], clock_mhz: int) -> None:
     for device in devices:
-        await asyncio.to_thread(device.lock_sm_clock, clock_mhz)
+        call = asyncio.ensure_future(asyncio.to_thread(device.lock_sm_clock, clock_mhz))
+        try:
+            await asyncio.shield(call)
+        except asyncio.CancelledError:
+            # A thread cannot be stopped: a lock landing after the caller's reset would stay,
+            # so the NVML call in flight finishes first (its own error no longer matters).
+            with contextlib.suppress(GpuError):
+                await call
+            raise
 
 
 async def _mean_power_w(
@@ -118,6 +130,40 @@ async def tune_gpus(
         result.error = error
     finally:
         if not keep_locked:
+            restore_error = await _restore(devices)
+            if result.error is None and restore_error is not None:
+                result.error = restore_error
+    return result
+
+
+async def lock_gpus(devices: Sequence[GpuDevice], clock_mhz: int) -> GpuTuneResult:
+    """Lock every GPU at the supported clock nearest `clock_mhz` from below (the controller's
+    choice under a power cap, which a faster clock could overshoot); no sweep, so it takes
+    seconds. On any failure, or a cancellation, every GPU is reset."""
+    result = GpuTuneResult(TuneMode.LOCK, [], [], requested_clock_mhz=clock_mhz)
+    if not devices:
+        result.error = GpuError("NoGpu", "this node has no GPU")
+        return result
+    try:
+        result.inventory = [await asyncio.to_thread(device.inventory) for device in devices]
+    except GpuError as error:
+        result.error = error
+        return result
+    common = set(result.inventory[0].supported_sm_clocks_mhz)
+    for gpu in result.inventory[1:]:
+        common &= set(gpu.supported_sm_clocks_mhz)
+    if not common:
+        result.error = GpuError("NotSupported", "this node's GPUs share no SM clock to lock")
+        return result
+    chosen = lock_clock_mhz(common, clock_mhz)
+    result.planned_clocks_mhz = [chosen]
+    try:
+        await _lock_all(devices, chosen)
+        result.applied_clock_mhz = chosen
+    except GpuError as error:
+        result.error = error
+    finally:
+        if result.applied_clock_mhz is None:
             restore_error = await _restore(devices)
             if result.error is None and restore_error is not None:
                 result.error = restore_error

@@ -7,7 +7,9 @@ meanwhile), measures each clock as the twin's own tuning sweep does (`sim.clocks
 a replica of each service on the node at full batch, about 1 % noise), chooses with the
 controller's own rule and the Job's bounds (`choose_gpu_clock`), and hands back the result
 document the Job would have written to its ConfigMap. In Apply mode the chosen clock stays
-locked on the node; a recommendation puts back the clock the node had.
+locked on the node; a recommendation puts back the clock the node had. A Lock Job (the
+controller's own clock, no sweep) ends at once: the node's GPUs lock at the highest supported
+clock not above the one asked for, as `climatik gpu-tune --mode lock` does.
 
 Pure: no I/O and no clock. The driver brings the Jobs and the simulated time and writes the
 ConfigMaps.
@@ -29,6 +31,7 @@ from climatik.domain.gpu_tune_result import (
     DEFAULT_SWEEP_POINTS,
     GpuTuneResult,
     TuneMode,
+    lock_clock_mhz,
 )
 from climatik.kube.json import JsonObject, child, items, objects, text
 from climatik.policies.gpu_clock import (
@@ -62,12 +65,22 @@ class TuneOrder:
     sweep_points: int = DEFAULT_SWEEP_POINTS
     settle_s: float = DEFAULT_SETTLE_S
     measure_s: float = DEFAULT_MEASURE_S
+    clock_mhz: int | None = None
+    """The clock a Lock order asks for; only a Lock order carries one (as the CLI insists)."""
+
+    def __post_init__(self) -> None:
+        if (self.mode is TuneMode.LOCK) != (self.clock_mhz is not None):
+            msg = "a lock order, and only a lock order, names a clock (--clock-mhz)"
+            raise ValueError(msg)
+        if self.clock_mhz is not None and self.clock_mhz <= 0:
+            msg = f"--clock-mhz must be positive, not {self.clock_mhz}"
+            raise ValueError(msg)
 
 
 def read_tune_job(job: JsonObject) -> TuneOrder | None:
     """The order a `climatik gpu-tune` Job carries; None for a Job that names no node or no
     result ConfigMap (there is nothing to play or nowhere to answer), or whose flags do not
-    parse."""
+    parse (a lock without `--clock-mhz`, a `--clock-mhz` without lock: the CLI refuses them)."""
     meta = child(job, "metadata")
     pod_spec = child(child(child(job, "spec"), "template"), "spec")
     node = text(pod_spec, "nodeName")
@@ -85,6 +98,7 @@ def read_tune_job(job: JsonObject) -> TuneOrder | None:
         mode = TuneMode(flags.get("--mode", TuneMode.RECOMMEND))
         mode = TuneMode.DRY_RUN if "--dry-run" in flags else mode
         latency = flags.get("--max-p99-token-latency-s")
+        clock = flags.get("--clock-mhz")
         return TuneOrder(
             uid=text(meta, "uid") or f"{text(meta, 'namespace')}/{text(meta, 'name')}",
             job=f"{text(meta, 'namespace')}/{text(meta, 'name')}",
@@ -98,6 +112,7 @@ def read_tune_job(job: JsonObject) -> TuneOrder | None:
             sweep_points=int(flags.get("--sweep-points", DEFAULT_SWEEP_POINTS)),
             settle_s=float(flags.get("--settle-s", DEFAULT_SETTLE_S)),
             measure_s=float(flags.get("--measure-s", DEFAULT_MEASURE_S)),
+            clock_mhz=int(clock) if clock is not None else None,
         )
     except ValueError:
         return None
@@ -163,7 +178,7 @@ class TuningPlayer:
         )
         """The SM clocks the node's GPUs accept, highest first, as NVML lists them."""
         self.locked_mhz: dict[str, float] = {}
-        """Nodes whose clock an applied result locked, and the clock."""
+        """Nodes whose clock an applied result or a lock locked, and the clock."""
         self._sweeps: dict[str, _Sweep] = {}
         self._seen: set[str] = set()
 
@@ -186,8 +201,8 @@ class TuningPlayer:
         now_s: float,
     ) -> list[TuneOutcome]:
         """Start a sweep for each order not seen before; returns the outcomes of orders that
-        end at once (a dry run, a node the world does not play, a node with no inference pod,
-        or a node already sweeping, as NVML would refuse a second lock)."""
+        end at once (a dry run, a lock, a node the world does not play, a node with no inference
+        pod, or a node already sweeping, as NVML would refuse a second lock)."""
         outcomes: list[TuneOutcome] = []
         for order in orders:
             if order.uid in self._seen:
@@ -198,11 +213,21 @@ class TuningPlayer:
             plan = tuple(candidate_clocks(self.supported_mhz, order.sweep_points))
             gpus = node.gpus if node is not None else 0
             before = self.clock_mhz(order.node, now_s)
-            result = GpuTuneResult(order.mode, self._inventory(order.node, gpus, before), [])
+            result = GpuTuneResult(
+                order.mode,
+                self._inventory(order.node, gpus, before),
+                [],
+                requested_clock_mhz=order.clock_mhz,
+            )
             if node is None or gpus == 0:
                 result.error = GpuError("NoGpu", f"node {order.node} has no GPU the world plays")
             elif order.node in self._sweeps:
                 result.error = GpuError("InUse", f"node {order.node}: another sweep holds it")
+            elif order.clock_mhz is not None:  # a lock: it needs no workload to measure
+                applied = lock_clock_mhz(self.supported_mhz, order.clock_mhz)
+                self.locked_mhz[order.node] = float(applied)
+                result.planned_clocks_mhz = [applied]
+                result.applied_clock_mhz = applied
             elif order.mode is TuneMode.DRY_RUN:
                 result.planned_clocks_mhz = list(plan)
             elif not services:

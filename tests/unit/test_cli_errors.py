@@ -353,6 +353,52 @@ def test_gpu_tune_without_a_throughput_source_is_a_usage_error(
     ]
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--mode", "lock"], "--mode lock needs --clock-mhz MHZ, the SM clock to lock"),
+        (
+            ["--mode", "apply", "--clock-mhz", "1400", "--simulate", "1"],
+            "--clock-mhz is only for --mode lock (this run is --mode apply)",
+        ),
+        (
+            ["--mode", "lock", "--clock-mhz", "1400", "--dry-run", "--simulate", "1"],
+            "--clock-mhz is only for --mode lock (this run is --mode dry-run)",
+        ),
+        (
+            ["--mode", "lock", "--clock-mhz", "0", "--simulate", "1"],
+            "--clock-mhz must be a positive number of MHz, not 0",
+        ),
+    ],
+    ids=["lock-without-clock", "clock-without-lock", "clock-with-dry-run", "clock-zero"],
+)
+def test_gpu_tune_clock_mhz_goes_with_lock_mode_only(
+    args: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["gpu-tune", *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [f"climatik gpu-tune: {line}"]
+
+
+def test_gpu_tune_lock_locks_simulated_gpus_without_a_sweep_or_vllm_metrics(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NODE_NAME", "gpu-node-3")
+    argv = ["gpu-tune", "--simulate", "2", "--mode", "lock", "--clock-mhz", "1400"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    document = json.loads(out)
+    assert document["mode"] == "lock"
+    assert document["appliedClockMHz"] == 1395
+    assert document["requestedClockMHz"] == 1400
+    assert document["samples"] == []
+    assert document["node"] == "gpu-node-3"
+    assert len(document["gpus"]) == 2
+    assert "error" not in document
+    assert err == ""
+
+
 def test_a_topology_yaml_error_names_the_file_before_anything_starts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from dataclasses import dataclass, field
 
 import pynvml
 import pytest
 
 from climatik.domain.gpu import A100, H100, ClockSample, GpuModel
-from climatik.gputune.sweep import TuneMode, tune_gpus
+from climatik.gputune.sweep import TuneMode, lock_gpus, tune_gpus
 from climatik.policies.gpu_clock import ClockBounds, candidate_clocks, choose_gpu_clock
 from climatik.sources.gpu import GpuError, NvmlLibrary, SimulatedGpuDevice, SimulatedThroughput
+from climatik.sources.gpu.device import GpuInventory
 from climatik.sources.gpu.nvml import translate
 from climatik.sources.gpu.throughput import p99_from_bucket_deltas, parse_vllm_metrics
 
@@ -264,3 +267,105 @@ async def test_progress_is_told_before_the_sweep_and_after_every_clock() -> None
     assert heard == [(0, 3, None)] + [
         (i + 1, 3, clock) for i, clock in enumerate(result.planned_clocks_mhz)
     ]
+
+
+async def test_a_lock_takes_the_highest_supported_clock_not_above_the_request() -> None:
+    devices = node()
+    result = await lock_gpus(devices, 1400)
+    assert result.succeeded
+    assert result.mode is TuneMode.LOCK
+    # H100 clocks run 1980, 1965, ... in 15 MHz steps: 1395 is the highest not above 1400.
+    assert result.applied_clock_mhz == 1395
+    assert all(d.locked_mhz == 1395 and d.lock_history == [1395] for d in devices)
+    document = result.to_json()
+    assert document["mode"] == "lock"
+    assert document["appliedClockMHz"] == 1395
+    assert document["requestedClockMHz"] == 1400
+    assert document["plannedClocksMHz"] == [1395]
+    assert [g["smClockMHz"] for g in document["gpus"]] == [1980, 1980]
+    assert (await lock_gpus(node(), 1395)).applied_clock_mhz == 1395
+    assert (await lock_gpus(node(), 5000)).applied_clock_mhz == 1980
+
+
+async def test_a_lock_below_every_supported_clock_takes_the_lowest() -> None:
+    devices = node()
+    result = await lock_gpus(devices, 100)
+    lowest = min(H100.supported_clocks_mhz())
+    assert result.applied_clock_mhz == lowest
+    assert result.requested_clock_mhz == 100
+    assert all(d.locked_mhz == lowest for d in devices)
+
+
+async def test_a_lock_takes_only_clocks_every_gpu_supports() -> None:
+    """An A100 stops at 1410 MHz: a node with both locks no higher."""
+    devices = [SimulatedGpuDevice(H100, index=0), SimulatedGpuDevice(A100, index=1)]
+    result = await lock_gpus(devices, 1980)
+    assert result.applied_clock_mhz == max(
+        set(H100.supported_clocks_mhz()) & set(A100.supported_clocks_mhz())
+    )
+    assert result.applied_clock_mhz is not None
+    assert result.applied_clock_mhz < 1980
+
+
+async def test_a_gpu_failing_to_lock_resets_every_gpu_and_reports_it() -> None:
+    devices = [
+        SimulatedGpuDevice(H100, index=0),
+        SimulatedGpuDevice(H100, index=1, fail_on_lock_mhz=1395),
+        SimulatedGpuDevice(H100, index=2),
+    ]
+    result = await lock_gpus(devices, 1400)
+    assert not result.succeeded
+    assert result.error is not None
+    assert result.error.reason == "NotSupported"
+    assert result.applied_clock_mhz is None
+    assert result.to_json()["appliedClockMHz"] is None
+    assert devices[0].lock_history == [1395, None]
+    assert all(d.locked_mhz is None for d in devices)
+
+
+async def test_a_lock_without_gpus_or_without_an_inventory_locks_nothing() -> None:
+    none = await lock_gpus([], 1400)
+    assert none.error is not None
+    assert none.error.reason == "NoGpu"
+
+    class Lost(SimulatedGpuDevice):
+        def inventory(self) -> GpuInventory:
+            raise GpuError("GpuLost", "GPU 1 fell off the bus")
+
+    devices = [SimulatedGpuDevice(H100, index=0), Lost(H100, index=1)]
+    result = await lock_gpus(devices, 1400)
+    assert result.error is not None
+    assert result.error.reason == "GpuLost"
+    assert result.applied_clock_mhz is None
+    assert all(d.lock_history == [] for d in devices)
+
+
+@dataclass
+class SlowToLock(SimulatedGpuDevice):
+    """Its lock blocks in NVML's thread until released, as a driver call can."""
+
+    release: threading.Event = field(default_factory=threading.Event)
+    entered: threading.Event = field(default_factory=threading.Event)
+    returned: threading.Event = field(default_factory=threading.Event)
+
+    def lock_sm_clock(self, clock_mhz: int) -> None:
+        self.entered.set()
+        self.release.wait(10)
+        super().lock_sm_clock(clock_mhz)
+        self.returned.set()
+
+
+async def test_cancelling_a_lock_resets_every_gpu_even_the_one_whose_lock_was_in_flight() -> None:
+    """A thread cannot be stopped: the reset must wait for the lock in flight, or the lock
+    lands after it and stays."""
+    devices = [SlowToLock(H100, index=0), SlowToLock(H100, index=1)]
+    task = asyncio.create_task(lock_gpus(devices, 1400))
+    await asyncio.to_thread(devices[0].entered.wait, 10)
+    task.cancel()
+    asyncio.get_running_loop().call_later(0.2, devices[0].release.set)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(devices[0].returned.wait, 10)
+    assert devices[0].lock_history == [1395, None]
+    assert devices[1].lock_history == [None]
+    assert all(d.locked_mhz is None for d in devices)

@@ -128,6 +128,86 @@ def test_a_node_serving_nothing_answers_at_once_with_an_error_and_a_job_is_playe
     assert player.clock_mhz(NODE, 20.0) == player.gpu.max_clock_mhz
 
 
+def lock_job(clock: str | None, node: str = NODE) -> dict[str, Any]:
+    """The reconciler's Job turned into a Lock: `--mode lock --clock-mhz <clock>`."""
+    built = job(GpuTuningMode.APPLY, node)
+    built["metadata"]["uid"] = f"uid-lock-{clock}-{node}"
+    args = built["spec"]["template"]["spec"]["containers"][0]["args"]
+    args[args.index("--mode") + 1] = "lock"
+    if clock is not None:
+        args += ["--clock-mhz", clock]
+    return built
+
+
+def lock_order(clock: int, node: str = NODE) -> TuneOrder:
+    read = read_tune_job(freeze(lock_job(str(clock), node)))
+    assert read is not None
+    return read
+
+
+def test_a_lock_job_is_read_with_its_clock_and_one_without_a_clock_is_not_played() -> None:
+    read = lock_order(1400)
+    assert read.mode is TuneMode.LOCK
+    assert read.clock_mhz == 1400
+    assert order(GpuTuningMode.APPLY).clock_mhz is None
+    assert read_tune_job(lock_job(None)) is None
+    assert read_tune_job(lock_job("fast")) is None
+    assert read_tune_job(lock_job("0")) is None
+    # The CLI refuses a clock with any other mode; the world does not play such a Job.
+    applied_with_clock = job(GpuTuningMode.APPLY)
+    applied_with_clock["spec"]["template"]["spec"]["containers"][0]["args"] += [
+        "--clock-mhz",
+        "1400",
+    ]
+    assert read_tune_job(applied_with_clock) is None
+
+
+def test_a_lock_ends_at_once_and_keeps_the_highest_supported_clock_not_above_it() -> None:
+    """No inference pod on the node: a lock measures nothing, so it needs none."""
+    player = TuningPlayer(flat_scenario())
+    top = player.gpu.max_clock_mhz
+    (outcome,) = player.take([lock_order(1400)], [], NODE_SEATS, now_s=100.0)
+    document = outcome.document
+    assert "error" not in document
+    assert document["mode"] == "lock"
+    # The twin's H100 accepts 1980, 1965, ... in 15 MHz steps: 1395 is below 1400.
+    assert document["appliedClockMHz"] == 1395
+    assert document["requestedClockMHz"] == 1400
+    assert document["plannedClocksMHz"] == [1395]
+    assert document["node"] == NODE
+    assert len(document["gpus"]) == NODE_SEATS[NODE].gpus
+    assert {g["smClockMHz"] for g in document["gpus"]} == {top}
+    assert player.clock_mhz(NODE, 100.0) == 1395
+    assert player.clock_mhz(NODE, 100_000.0) == 1395
+    assert player.clock_mhz(NODES[1].name, 100.0) == top
+    assert watts_scale(document) is None
+    assert player.finish(100_000.0) == []
+
+    (again,) = player.take([lock_order(100)], [], NODE_SEATS, now_s=200.0)
+    assert again.document["appliedClockMHz"] == min(player.supported_mhz)
+    assert {g["smClockMHz"] for g in again.document["gpus"]} == {1395}
+    assert player.clock_mhz(NODE, 200.0) == min(player.supported_mhz)
+
+
+def test_a_lock_on_a_node_being_swept_is_refused_in_use_and_one_without_gpus_no_gpu() -> None:
+    player = TuningPlayer(flat_scenario())
+    player.take([order(GpuTuningMode.RECOMMEND)], [chat_pod(0, NODE)], NODE_SEATS, 0.0)
+    swept = player.clock_mhz(NODE, 10.0)
+    (refused,) = player.take([lock_order(1400)], [], NODE_SEATS, 10.0)
+    assert refused.document["error"]["reason"] == "InUse"
+    assert refused.document["appliedClockMHz"] is None
+    assert refused.document["requestedClockMHz"] == 1400
+    assert player.clock_mhz(NODE, 10.0) == swept
+    assert NODE not in player.locked_mhz
+    (outcome,) = player.finish(8 * PER_CLOCK_S)
+    assert outcome.order.mode is TuneMode.RECOMMEND
+    assert player.clock_mhz(NODE, 8 * PER_CLOCK_S) == player.gpu.max_clock_mhz
+
+    (no_gpu,) = player.take([lock_order(1400, node="cpu-only")], [], NODE_SEATS, 20.0)
+    assert no_gpu.document["error"]["reason"] == "NoGpu"
+    assert "cpu-only" not in player.locked_mhz
+
+
 def test_a_pod_on_a_slower_node_draws_less_and_a_saturated_service_serves_less() -> None:
     scenario = flat_scenario(chat_rps=40.0)
     pods = [chat_pod(0, NODE), chat_pod(1, NODES[1].name)]
