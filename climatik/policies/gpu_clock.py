@@ -105,6 +105,8 @@ class ClockTarget:
     settled: bool = True
     """Its clock has held long enough for the power measured to be at that clock (a window
     that straddles a change mixes two clocks): only then may it rise."""
+    changeable: bool = True
+    """Its clock last changed at least `CLOCK_CHANGE_INTERVAL_S` ago: otherwise it keeps it."""
 
 
 def _dynamic_j_per_token(sample: ClockSample, idle_w: float) -> float:
@@ -140,6 +142,15 @@ def _raise_w(target: ClockTarget, faster: ClockSample, idle_w: float) -> float:
 CLOCK_HYSTERESIS = 0.02
 """A target keeps its clock while that serves within this share of the best clock's tokens."""
 
+CLOCK_CHANGE_INTERVAL_S = 900.0
+"""A target's clock changes at most this often (the CRD's `clockChangeIntervalSeconds`
+default). Live, each change is a Job on every node of the target; in the twin
+(`climatik-joint-clocks`, no interval -> 15 minutes) it cost nothing and gained: `over-demand`
+373 changes a day -> 47, tokens 1,384.8 -> 1,407.4 M, 2.1 Wh over the cap -> none;
+`oversubscribed` 206 -> 17, SLO 79.6 -> 81.8 % (tokens -0.5 %); `default` 26 -> 6, SLO 92.9 ->
+94.7 %; `carbon-swing` 322 -> 26, SLO 95.9 -> 97.6 %: a clock that follows every burst
+chases the measurement's lag."""
+
 
 def clocks_under_cap(
     targets: Sequence[ClockTarget],
@@ -169,10 +180,11 @@ def clocks_under_cap(
     tuned clock as soon as the cap had room cost 1.7 points of SLO). A slower clock acts at once and
     only lowers power; a faster one is taken only where the extra watts of every replica its
     ceiling allows, saturated, fit in `spare_w`: what the ceilings just decided leave under the
-    cap (the ceilings spent the measured headroom already). Without a demand, an idle draw or
-    a budget, every target keeps its tuned clock.
+    cap (the ceilings spent the measured headroom already). A target not `changeable` keeps
+    its clock and its watts. Without a demand, an idle draw or a budget, every other target
+    takes its tuned clock.
     """
-    chosen = {t.name: t.tuned_mhz for t in targets}
+    chosen = {t.name: t.tuned_mhz if t.changeable else t.current_mhz for t in targets}
     if dynamic_budget_w is None or idle_w is None or not targets:
         return chosen
     if any(t.demand_tokens_per_s is None for t in targets):
@@ -219,6 +231,13 @@ def clocks_under_cap(
                 return False
             return 0.0 <= _raise_w(target, sample, idle_w) <= min(left, spare_left[0])
 
+        if not target.changeable:
+            chosen[target.name] = current_mhz
+            held = next((s for s in target.samples if s.clock_mhz == current_mhz), None)
+            if held is not None:
+                spent = _served(target, held, left_w, idle_w) * _dynamic_j_per_token(held, idle_w)
+                left_w = max(0.0, left_w - spent)
+            continue
         usable = [s for s in usable if safe(s)]
         if not usable:
             continue

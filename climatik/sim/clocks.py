@@ -16,6 +16,7 @@ import numpy.typing as npt
 from climatik.domain.capping import CappingState
 from climatik.domain.gpu import ClockSample
 from climatik.policies.ceiling_settings import HeadroomSettings
+from climatik.policies.clock_round import dynamic_budget_w, spare_w
 from climatik.policies.gpu_clock import (
     ClockBounds,
     ClockTarget,
@@ -181,22 +182,26 @@ def decide_clocks(
     free: int,
     predicted_w: float | None,
     settled: BoolArray,
+    changeable: BoolArray,
 ) -> BoolArray:
     """Policy p's clocks decided with its replicas (`clocks_under_cap`) on what the
     controller measures: the dynamic watts the cap leaves (the cap less the margin, less
     the measured site power that is not the targets' work), each target's demand envelope
     and its seats. A changed clock rescales the target's power model by the sweep's
     ratios (`rescale_for_clock`). A clock rises only into what both the plan's prediction
-    and the measured site power leave under the cap, and only once settled. Returns which
+    and the measured site power leave under the cap, and only once settled; it changes only
+    where `changeable` (`CLOCK_CHANGE_INTERVAL_S` since its last change). Returns which
     services' clocks changed; `clock` and `states` are updated in place."""
     services = scenario.services
     max_mhz = scenario.racks.gpu_curve.max_clock_mhz
     sweeps, limits = setup.sweeps, setup.limits
-    dynamic_w = sum(
-        max(0.0, float(service_w[j]) - int(replicas[j]) * idle_w) for j in range(len(services))
-    )
     usable_w = cap_w * (1.0 - headroom.safety_margin_fraction)
-    budget_w = usable_w - (site_w - dynamic_w)
+    budget_w = dynamic_budget_w(
+        usable_w,
+        site_w,
+        [(float(service_w[j]), int(replicas[j])) for j in range(len(services))],
+        idle_w,
+    )
     current = [round(float(clock[p, j]) * max_mhz) for j in range(len(services))]
     learners = states[p].targets
     picks = clocks_under_cap(
@@ -214,12 +219,13 @@ def decide_clocks(
                 priority=s.priority,
                 max_p99_token_latency_s=limits[j].max_p99_token_latency_s,
                 settled=bool(settled[j]),
+                changeable=bool(changeable[j]),
             )
             for j, s in enumerate(services)
         ],
         dynamic_budget_w=budget_w,
         idle_w=idle_w,
-        spare_w=None if predicted_w is None else usable_w - max(predicted_w, site_w),
+        spare_w=spare_w(usable_w, site_w, predicted_w),
     )
     moved = np.zeros(len(services), dtype=bool)
     for j, s in enumerate(services):

@@ -12,6 +12,7 @@ from climatik.policies.carbon import cap_for_carbon
 from climatik.policies.ceiling_settings import HeadroomSettings
 from climatik.policies.ceilings import decide_replica_ceilings
 from climatik.policies.deferrable import PLANNED_WORK_MARGIN
+from climatik.policies.gpu_clock import CLOCK_CHANGE_INTERVAL_S
 from climatik.policies.observations import (
     ceiling_settings,
     demand_tokens_per_s,
@@ -159,6 +160,7 @@ def decide(
                 free=int((host[p] < 0).sum()),
                 predicted_w=plan.predicted_w,
                 settled=now_s - control.clock_set_s[p] >= world.settle_s,
+                changeable=now_s - control.clock_set_s[p] >= CLOCK_CHANGE_INTERVAL_S,
             )
             if moved.any():
                 control.clock_changes[p] += int(moved.sum())

@@ -30,6 +30,7 @@ def target(
     priority: int = 0,
     latency_s: float | None = None,
     settled: bool = True,
+    changeable: bool = True,
 ) -> ClockTarget:
     return ClockTarget(
         name=name,
@@ -42,6 +43,7 @@ def target(
         priority=priority,
         max_p99_token_latency_s=latency_s,
         settled=settled,
+        changeable=changeable,
     )
 
 
@@ -112,6 +114,23 @@ def test_boost_above_tuned_only_when_asked_and_at_the_users_maximum() -> None:
     assert clocks_under_cap([held], dynamic_budget_w=20_000.0, idle_w=IDLE_W, boost=True) == {
         "chat": 1500
     }
+
+
+def test_a_clock_changed_lately_holds_and_its_watts_are_spent_first() -> None:
+    # The cap binds as in `test_a_binding_cap_takes_the_clock_that_serves_the_most`, but the
+    # clock changed lately: it holds.
+    held = target(demand=3000.0, changeable=False)
+    assert clocks_under_cap([held], dynamic_budget_w=3000.0, idle_w=IDLE_W) == {"chat": 1500}
+    # Premium holds 2000 MHz, where its 1,000 tokens/s take 2 kW (2 J each): bulk's 1,500
+    # tokens/s get the 1 kW left, which serve the most of them at 1000 MHz.
+    premium = target("premium", demand=1000.0, current=2000, priority=2, changeable=False)
+    picks = clocks_under_cap(
+        [premium, target("bulk", demand=1500.0)], dynamic_budget_w=3000.0, idle_w=IDLE_W
+    )
+    assert picks == {"premium": 2000, "bulk": 1000}
+    # Without a budget a held clock is still held, where others go back to their tuned one.
+    slow = target(current=1000, demand=None, changeable=False)
+    assert clocks_under_cap([slow], dynamic_budget_w=None, idle_w=IDLE_W) == {"chat": 1000}
 
 
 def test_without_a_demand_or_idle_draw_every_target_keeps_its_tuned_clock() -> None:
