@@ -558,6 +558,18 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         "spec.gpuTuning.minIntervalSeconds",
     ),
     InvalidCase(
+        "gpu-clocks-under-cap-without-apply",
+        _set("gpuTuning", {"mode": "Recommend", "clocksUnderCap": True}),
+        "spec.gpuTuning.clocksUnderCap",
+    ),
+    InvalidCase(
+        "gpu-clock-change-interval-too-short",
+        _set(
+            "gpuTuning", {"mode": "Apply", "clocksUnderCap": True, "clockChangeIntervalSeconds": 5}
+        ),
+        "spec.gpuTuning.clockChangeIntervalSeconds",
+    ),
+    InvalidCase(
         "failsafe-age-zero",
         _set("failSafe", {"maxMetricAgeSeconds": 0}),
         "spec.failSafe.maxMetricAgeSeconds",

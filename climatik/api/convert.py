@@ -211,6 +211,8 @@ def to_domain(obj: PowerCappingConfig) -> domain.PowerCappingConfig:
             mode=spec.gpu_tuning.mode,
             min_interval_s=float(spec.gpu_tuning.min_interval_seconds),
             slo=_slo(spec.gpu_tuning.slo_bounds),
+            clocks_under_cap=spec.gpu_tuning.clocks_under_cap,
+            clock_change_interval_s=float(spec.gpu_tuning.clock_change_interval_seconds),
         ),
         replica_sizing=domain.ReplicaSizingConfig(
             max_time_to_first_token_s=(

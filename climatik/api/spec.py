@@ -378,6 +378,19 @@ class SloBounds(CrdModel):
 class GpuTuning(CrdModel):
     """GPU clock tuning for tokens per watt."""
 
+    model_config = ConfigDict(
+        json_schema_extra=crd_rules(
+            {
+                "rule": (
+                    "!has(self.clocksUnderCap) || !self.clocksUnderCap || "
+                    "(has(self.mode) && self.mode == 'Apply')"
+                ),
+                "message": "gpuTuning.clocksUnderCap needs gpuTuning.mode Apply",
+                "fieldPath": ".clocksUnderCap",
+            },
+        )
+    )
+
     mode: GpuTuningMode = Field(
         default=GpuTuningMode.DISABLED,
         description=(
@@ -393,6 +406,30 @@ class GpuTuning(CrdModel):
     slo_bounds: SloBounds | None = Field(
         default=None, description="Latency and throughput a clock choice must keep."
     )
+    clocks_under_cap: bool = Field(
+        default=False,
+        description=(
+            "Apply only: under a binding cap, also move each target's clock with its replicas "
+            "(a slower clock when the watts bind serves more of the demand per watt; back up "
+            "when the cap has room), at most every clockChangeIntervalSeconds per target, "
+            "through a short Job per node that locks the clock. Needs a sweep's result on the "
+            "target's nodes."
+        ),
+    )
+    clock_change_interval_seconds: Annotated[int, Field(ge=30, le=86_400)] = Field(
+        default=900,
+        description=(
+            "With clocksUnderCap: least time between two clock changes of a target (each is a "
+            "Job per node; a clock that follows every burst chases the measurement's lag)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _clocks_under_cap_applies(self) -> GpuTuning:
+        if self.clocks_under_cap and self.mode is not GpuTuningMode.APPLY:
+            msg = "gpuTuning.clocksUnderCap needs gpuTuning.mode Apply"
+            raise ValueError(msg)
+        return self
 
 
 HH_MM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"

@@ -101,12 +101,21 @@ def add_demo_parser(subparsers: argparse._SubParsersAction[_Parser]) -> None:
             "twin beside it runs every service at its tuned clock (default: Disabled)"
         ),
     )
+    parser.add_argument(
+        "--clocks-under-cap",
+        action="store_true",
+        help=(
+            "with --gpu-tuning Apply: spec.gpuTuning.clocksUnderCap, the controller also moves "
+            "each service's clock with its replicas under the cap (lock Jobs the world plays)"
+        ),
+    )
     parser.set_defaults(handler=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from climatik.demo.compare import (
         TWIN_POLICY,
+        TWIN_POLICY_JOINT_CLOCKS,
         TWIN_POLICY_TUNED,
         json_document,
         run_twin,
@@ -124,6 +133,8 @@ def run_demo(args: argparse.Namespace) -> int:
         raise UserError("--speed and --minutes must be above 0")
     if args.step_minutes <= 0:
         raise UserError("--step-minutes must be above 0")
+    if args.clocks_under_cap and args.gpu_tuning != "Apply":
+        raise UserError("--clocks-under-cap needs --gpu-tuning Apply (the clocks are locked)")
     if args.report is not None and importlib.util.find_spec("matplotlib") is None:
         raise UserError("--report draws plots with matplotlib: pip install 'climatik[sim]'")
     if args.json is not None:
@@ -146,6 +157,7 @@ def run_demo(args: argparse.Namespace) -> int:
         start_hour=args.start_hour,
         kserve=args.kserve,
         gpu_tuning=args.gpu_tuning,
+        clocks_under_cap=args.clocks_under_cap,
     )
     samples: list[LiveSample] = []
     with (
@@ -179,6 +191,7 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     print(f"running the twin on the same window ({totals.simulated_s / 3600:.2f} h) ...")
     policy = TWIN_POLICY_TUNED if args.gpu_tuning == "Apply" else TWIN_POLICY
+    policy = TWIN_POLICY_JOINT_CLOCKS if args.clocks_under_cap else policy
     twin = run_twin(scenario, args.start_hour, totals.simulated_s, policy)
     details = _stability(samples, steps_h, args.start_hour, twin.site_cap_w, totals.simulated_s)
     details["reaction_budget_s"] = 2 * control_s + KEDA_POLLING_S

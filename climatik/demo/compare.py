@@ -24,6 +24,8 @@ TWIN_POLICY = "headroom"
 """The twin's policy for the demo's PowerCappingConfig (Headroom ceilings, nothing else)."""
 TWIN_POLICY_TUNED = "headroom-tuned"
 """The twin's policy when the demo's config applies tuned GPU clocks."""
+TWIN_POLICY_JOINT_CLOCKS = "headroom-joint-clocks"
+"""... and moves them with the replicas under the cap (`--clocks-under-cap`)."""
 
 
 @dataclass(frozen=True, slots=True)

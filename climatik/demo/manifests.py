@@ -12,6 +12,7 @@ from typing import Final
 
 from climatik.kube.json import JsonDict
 from climatik.policies.ceiling_settings import HeadroomSettings
+from climatik.policies.gpu_clock import CLOCK_CHANGE_INTERVAL_S
 from climatik.sim.scenario import Scenario, Service
 
 MANAGED_LABEL: Final = "climatik-project.ai/managed"
@@ -212,19 +213,30 @@ GPU_TUNING_INTERVAL_S: Final = 3600.0
 """How often a node may be tuned, in simulated seconds (the CRD's default, an hour)."""
 MIN_GPU_TUNING_INTERVAL_S: Final = 60
 """The CRD's floor for `minIntervalSeconds`."""
+MIN_CLOCK_CHANGE_INTERVAL_S: Final = 30
+"""The CRD's floor for `clockChangeIntervalSeconds`."""
 
 
-def gpu_tuning_spec(scenario: Scenario, mode: str, speed: float) -> JsonDict:
+def gpu_tuning_spec(
+    scenario: Scenario, mode: str, speed: float, *, clocks_under_cap: bool = False
+) -> JsonDict:
     """`spec.gpuTuning` asking for `mode` (Recommend or Apply) as the twin tunes: a clock may
     cost at most the default throughput loss and must keep every service's time between tokens
     within 0.8 x its objective (`sim.clocks.clock_bounds`); a node at most once an hour of
-    simulated time."""
+    simulated time; with `clocks_under_cap`, clocks moved with the replicas at most every
+    `CLOCK_CHANGE_INTERVAL_S` of simulated time."""
     tbt_ms = min(0.8 * s.slo.tbt_s for s in scenario.services) * 1000.0
-    return {
+    spec: JsonDict = {
         "mode": mode,
         "minIntervalSeconds": max(MIN_GPU_TUNING_INTERVAL_S, round(GPU_TUNING_INTERVAL_S / speed)),
         "sloBounds": {"maxInterTokenLatencyMilliseconds": max(1, int(tbt_ms))},
     }
+    if clocks_under_cap:
+        spec["clocksUnderCap"] = True
+        spec["clockChangeIntervalSeconds"] = max(
+            MIN_CLOCK_CHANGE_INTERVAL_S, round(CLOCK_CHANGE_INTERVAL_S / speed)
+        )
+    return spec
 
 
 def power_capping_config(
@@ -292,12 +304,17 @@ def demo_objects(
     kserve: bool = False,
     speed: float = 1.0,
     gpu_tuning: str = "Disabled",
+    clocks_under_cap: bool = False,
 ) -> list[JsonDict]:
     """Everything the demo applies in its namespace, Deployments first; `racks` are the
     cluster's rack label values; the autoscalers' windows compressed by `speed`; `gpu_tuning`
-    the config's `spec.gpuTuning.mode`."""
+    the config's `spec.gpuTuning.mode` (and `clocks_under_cap` its `clocksUnderCap`)."""
     gpus = scenario.racks.gpus_per_server
-    tuning = gpu_tuning_spec(scenario, gpu_tuning, speed) if gpu_tuning != "Disabled" else None
+    tuning = (
+        gpu_tuning_spec(scenario, gpu_tuning, speed, clocks_under_cap=clocks_under_cap)
+        if gpu_tuning != "Disabled"
+        else None
+    )
     config = power_capping_config(scenario, prometheus_url, racks, kserve=kserve, gpu_tuning=tuning)
     if kserve:
         isvcs = (inference_service(s, gpus, prometheus_url, namespace) for s in scenario.services)

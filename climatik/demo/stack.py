@@ -88,6 +88,8 @@ class DemoSettings:
     gpu_tuning: str = "Disabled"
     """The config's `spec.gpuTuning.mode`: Recommend or Apply run tuning Jobs, which the world
     plays on the nodes they name."""
+    clocks_under_cap: bool = False
+    """With Apply, `spec.gpuTuning.clocksUnderCap`: lock Jobs move the clocks under the cap."""
 
 
 def _service_account(name: str) -> JsonDict:
@@ -338,6 +340,7 @@ def running_stack(settings: DemoSettings, say: Callable[[str], None]) -> Iterato
             kserve=s.kserve,
             speed=s.speed,
             gpu_tuning=s.gpu_tuning,
+            clocks_under_cap=s.clocks_under_cap,
         )
         _apply(cluster, s.namespace, objects)
         say(f"applied {len(s.scenario.services)} services and their ScaledObjects in {s.namespace}")

@@ -249,6 +249,10 @@ class GpuTuningConfig:
     mode: GpuTuningMode = GpuTuningMode.DISABLED
     min_interval_s: float = 3600.0
     slo: SloBounds = field(default_factory=SloBounds)
+    clocks_under_cap: bool = False
+    """Also move each target's clock with its replicas under a binding cap (Apply only)."""
+    clock_change_interval_s: float = 900.0
+    """Least time between two clock changes of a target (`gpu_clock.CLOCK_CHANGE_INTERVAL_S`)."""
 
 
 @dataclass(frozen=True, slots=True)

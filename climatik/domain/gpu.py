@@ -152,3 +152,9 @@ def node_label_value(node: str) -> str:
 def result_configmap_name(node: str) -> str:
     """The ConfigMap a node's tuning Job writes its result to (the contract with the Job)."""
     return f"climatik-gpu-tune-{hashlib.sha256(node.encode()).hexdigest()[:10]}"
+
+
+def lock_configmap_name(node: str) -> str:
+    """The ConfigMap a node's clock-lock Job writes its result to: apart from the sweep's, whose
+    samples the controller keeps deciding clocks with."""
+    return f"climatik-gpu-clock-{hashlib.sha256(node.encode()).hexdigest()[:10]}"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from climatik.domain.capping import CappingState
+from climatik.domain.gpu import ClockSample
 
 TRIGGER_FRACTION = 0.8
 """Tune when measured power reaches this share of the cap (the threshold policy's 80 %)."""
@@ -90,3 +91,47 @@ def rescale_watts_per_replica(state: CappingState, scales: Mapping[str, float]) 
         for name, learned in state.targets.items()
     }
     return replace(state, targets=targets)
+
+
+def sweep_of(result: Mapping[str, Any]) -> tuple[tuple[ClockSample, ...], int] | None:
+    """A result document's sweep (its samples, fastest first) and the clock it chose; `None`
+    for a result without both (a lock, a dry run, a failed sweep)."""
+    choice = result.get("choice") or {}
+    tuned = choice.get("clockMHz") if isinstance(choice, Mapping) else None
+    samples = []
+    for raw in result.get("samples") or ():
+        if not isinstance(raw, Mapping):
+            return None
+        clock, watts, tokens = raw.get("clockMHz"), raw.get("watts"), raw.get("tokensPerSecond")
+        latency = raw.get("p99TokenLatencySeconds")
+        if not (
+            isinstance(clock, int)
+            and isinstance(watts, int | float)
+            and isinstance(tokens, int | float)
+            and (latency is None or isinstance(latency, int | float))
+        ):
+            return None
+        samples.append(
+            ClockSample(
+                clock_mhz=clock,
+                watts=float(watts),
+                tokens_per_s=float(tokens),
+                p99_token_latency_s=None if latency is None else float(latency),
+            )
+        )
+    if not isinstance(tuned, int) or all(s.clock_mhz != tuned for s in samples):
+        return None
+    return tuple(sorted(samples, key=lambda s: s.clock_mhz, reverse=True)), tuned
+
+
+def clock_after(result: Mapping[str, Any], before: int | None) -> int | None:
+    """The node's locked clock after a result (`None`: the GPUs' default): an applied or
+    locked clock stays; a recommendation, or a sweep that failed, restored the default; a dry
+    run, or a lock that failed, leaves what was there (`before`)."""
+    applied = result.get("appliedClockMHz")
+    mode = result.get("mode")
+    if isinstance(applied, int) and mode in {"apply", "lock"}:
+        return applied
+    if mode in {"lock", "dry-run"}:
+        return before
+    return None

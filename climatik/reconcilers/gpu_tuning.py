@@ -9,6 +9,11 @@ tells the power-cap reconciler how much a replica's power changed (`TuningHints`
 reflect the tuned clocks at once instead of after relearning. When to tune and what a result
 means are pure policy (`climatik.policies.gpu_tuning`).
 
+With `gpuTuning.clocksUnderCap` it also posts each target's sweep and running clock on the
+`ClockBoard`, and carries out the clocks the power-cap reconciler asks for there: a short lock
+Job (`gpu-tune --mode lock`) on each node running another clock (which then rescales its own
+model on the change, so no `TuningHints` go out for such a config).
+
 Every Job changes the clocks of every GPU of its node, for every tenant whose pods run there: the
 sweep locks each clock it measures (for up to `active_deadline_s`), and `Apply` keeps the chosen
 one. So a config author alone may not start one: only configs in the namespaces a cluster
@@ -23,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -43,6 +48,8 @@ from climatik.domain.config import GpuTuningMode, PowerCappingConfig
 from climatik.domain.gpu import (
     TUNE_NODE_LABEL,
     TUNE_RESULT_KEY,
+    ClockSample,
+    lock_configmap_name,
     node_label_value,
     result_configmap_name,
 )
@@ -59,12 +66,16 @@ from climatik.kube.json import (
 )
 from climatik.kube.resources import JOBS
 from climatik.kube.store import FrozenMapping
+from climatik.policies.clock_round import ClockProfile
 from climatik.policies.gpu_tuning import (
     TriggerInputs,
+    clock_after,
+    sweep_of,
     target_watts_scales,
     tuning_reason,
     watts_scale,
 )
+from climatik.reconcilers.clock_board import ClockBoard
 from climatik.reconcilers.opening import ConfigOpening
 from climatik.reconcilers.result import Result
 from climatik.reconcilers.settings import GpuTuningSettings
@@ -75,6 +86,9 @@ from climatik.reconcilers.tuning_hints import TuningHints
 log = structlog.get_logger(__name__)
 
 CONFIG_LABEL = "climatik-project.ai/gpu-tune-config"
+PURPOSE_LABEL = "climatik-project.ai/gpu-tune-purpose"
+"""`sweep` or `lock`: a lock Job (a clock decided under the cap) does not count against the
+sweeps' `minIntervalSeconds`."""
 ALLOWED_NAMESPACES_ENV = "CLIMATIK_GPU_TUNING__ALLOWED_NAMESPACES"
 NOT_ALLOWED_EVENT = "GpuTuningNotAllowed"
 """The Warning Event's reason for a config asking for tuning where it is not allowed."""
@@ -121,9 +135,42 @@ def build_job(
     if slo.max_inter_token_latency_s is not None:
         args += ["--max-p99-token-latency-s", f"{slo.max_inter_token_latency_s:g}"]
     args += ["--result-configmap", f"{settings.job_namespace}/{result_configmap_name(node)}"]
+    return _job(config, node, args, purpose="sweep", settings=settings, now=now)
+
+
+def build_lock_job(
+    config: PowerCappingConfig,
+    node: str,
+    clock_mhz: int,
+    settings: GpuTuningSettings,
+    now: datetime,
+) -> JsonDict:
+    """The Job that locks one node's GPUs at `clock_mhz` (`gpu-tune --mode lock`), seconds
+    long, with the sweep Job's privileges; its result goes to the node's lock ConfigMap.
+
+    Raises TuningNotAllowedError where `build_job` would."""
+    if not tuning_allowed(config.namespace, settings):
+        raise TuningNotAllowedError(
+            f"namespace {config.namespace} may not run GPU tuning Jobs ({ALLOWED_NAMESPACES_ENV})"
+        )
+    args: list[JsonValue] = ["gpu-tune", "--mode", "lock", "--clock-mhz", str(clock_mhz)]
+    args += ["--result-configmap", f"{settings.job_namespace}/{lock_configmap_name(node)}"]
+    return _job(config, node, args, purpose="lock", settings=settings, now=now)
+
+
+def _job(
+    config: PowerCappingConfig,
+    node: str,
+    args: list[JsonValue],
+    *,
+    purpose: str,
+    settings: GpuTuningSettings,
+    now: datetime,
+) -> JsonDict:
     labels = {
         TUNE_NODE_LABEL: node_label_value(node),
         CONFIG_LABEL: f"{config.namespace}.{config.name}"[:63],
+        PURPOSE_LABEL: purpose,
         "app.kubernetes.io/name": "climatik-gpu-tune",
         "app.kubernetes.io/managed-by": "climatik",
     }
@@ -164,7 +211,10 @@ def build_job(
         "apiVersion": JOBS.api_version,
         "kind": JOBS.kind,
         "metadata": {
-            "name": f"climatik-gpu-tune-{hashlib.sha256(node.encode()).hexdigest()[:10]}-{stamp}",
+            "name": (
+                f"climatik-gpu-{'tune' if purpose == 'sweep' else purpose}-"
+                f"{hashlib.sha256(node.encode()).hexdigest()[:10]}-{stamp}"
+            ),
             "namespace": settings.job_namespace,
             "labels": labels,
         },
@@ -200,6 +250,18 @@ def _created_s(obj: JsonObject) -> float:
 class _NodeMemory:
     tokens_per_watt_at_tuning: float | None = None
     applied_results: set[str] = field(default_factory=set)
+    sweep: tuple[tuple[ClockSample, ...], int] | None = None
+    """The node's latest sweep (samples, fastest first) and the clock it chose."""
+    locked_mhz: int | None = None
+    """The clock its GPUs are locked at (`None`: their default, the sweep's top clock)."""
+    lock_failed_s: float | None = None
+    """When a lock Job last reported an error: no other lock there for `minIntervalSeconds`."""
+    lock_error: str | None = None
+    """That error, until a Warning Event has told the config."""
+    moved: bool = False
+    """Its clock is a lock Job's, not its sweep's: put back when clocks stop moving."""
+    swept_s: float = 0.0
+    """When its latest sweep result was read: a sweep Job created after it still sweeps."""
 
 
 class GpuTuningReconciler:
@@ -216,6 +278,7 @@ class GpuTuningReconciler:
         events: EventSink,
         hints: TuningHints,
         settings: GpuTuningSettings,
+        clocks: ClockBoard | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -225,6 +288,7 @@ class GpuTuningReconciler:
         self._results = results
         self._events = events
         self._hints = hints
+        self._clocks = clocks or ClockBoard()
         self._settings = settings
         self._wall_clock = wall_clock
         self._clock = clock
@@ -245,10 +309,23 @@ class GpuTuningReconciler:
             # only, as with tuning off. Polled again only to retry an Event the API refused.
             return Result() if told else Result(requeue_after=self._settings.interval_s)
         if config.gpu_tuning.mode is GpuTuningMode.DISABLED:
+            self._clocks.forget(key)
             return Result()
         targets = self._workloads.resolve(config).targets
         nodes = sorted({n for t in targets for n in t.pod_nodes if n})
-        self._collect_results(key, targets, nodes)
+        moving = config.gpu_tuning.clocks_under_cap
+        self._collect_results(key, targets, nodes, hint_watts=not moving)
+        profiles = self._profiles(targets)
+        if moving:
+            self._clocks.post_profiles(key, profiles)
+            await self._lock_requested(obj, config, targets, profiles, self._clocks.requested(key))
+        else:
+            # Clocks no longer move: nodes a lock Job left at another clock go back to their
+            # sweep's pick (Apply) or their default (Recommend: the sweep's top clock).
+            self._clocks.forget(key)
+            await self._lock_requested(
+                obj, config, targets, profiles, {}, put_back=config.gpu_tuning.mode
+            )
         status = peer_status(obj)  # the power-cap and carbon reconcilers' readings
         tokens_per_watt = _mean_tokens_per_watt(status)
         cap_w = status.effective_cap_watts or config.power_cap_w
@@ -285,7 +362,97 @@ class GpuTuningReconciler:
 
     def _forget(self, key: str) -> None:
         self._refusals.pop(key, None)
+        self._clocks.forget(key)
         self._workloads.forget(key)
+
+    # -- Clocks decided with the replicas (gpuTuning.clocksUnderCap) ----------------------------
+
+    def _node_clock(self, node: str, default_mhz: int) -> int:
+        """The clock a node runs: its lock, else its GPUs' default (`default_mhz`, the top
+        clock of a sweep; a node swept or locked by no Job yet runs it too)."""
+        memory = self._nodes.get(node)
+        if memory is None:
+            return default_mhz
+        if memory.locked_mhz is not None:
+            return memory.locked_mhz
+        return _top_mhz(memory.sweep[0]) if memory.sweep is not None else default_mhz
+
+    def _profiles(self, targets: Sequence[ResolvedTarget]) -> dict[str, ClockProfile]:
+        """Per target with a swept node: the sweep of its first such node and the fastest clock
+        any of its nodes runs."""
+        profiles: dict[str, ClockProfile] = {}
+        for target in targets:
+            placed = sorted({n for n in target.pod_nodes if n})
+            sweeps = [s for n in placed if (s := self._nodes.get(n, _NodeMemory()).sweep)]
+            if not sweeps:
+                continue
+            samples, tuned = sweeps[0]
+            top = _top_mhz(samples)
+            profiles[target.name] = ClockProfile(
+                samples=samples,
+                tuned_mhz=tuned,
+                current_mhz=max(self._node_clock(n, top) for n in placed),
+            )
+        return profiles
+
+    async def _lock_requested(
+        self,
+        obj: JsonObject,
+        config: PowerCappingConfig,
+        targets: Sequence[ResolvedTarget],
+        profiles: Mapping[str, ClockProfile],
+        requested: Mapping[str, int],
+        *,
+        put_back: GpuTuningMode | None = None,
+    ) -> None:
+        """A lock Job on each node whose clock differs from what the power-cap reconciler asked
+        for its targets (a node shared by several: the fastest of their clocks, so no target
+        runs slower than its own latency bound allows); with `put_back`, on each node a lock
+        Job moved, back to its sweep's pick (Apply) or its top clock."""
+        wanted: dict[str, tuple[int, int]] = {}
+        for target in targets:
+            profile = profiles.get(target.name)
+            if profile is None:
+                continue
+            top = profile.top_mhz
+            for node in {n for n in target.pod_nodes if n}:
+                memory = self._nodes.get(node)
+                clock = requested.get(target.name)
+                if put_back is not None and memory is not None and memory.moved:
+                    sweep = memory.sweep or (profile.samples, profile.tuned_mhz)
+                    clock = sweep[1] if put_back is GpuTuningMode.APPLY else _top_mhz(sweep[0])
+                if clock is None:
+                    continue
+                asked, _ = wanted.get(node, (0, top))
+                wanted[node] = (max(asked, clock), top)
+        for node, (clock, top) in sorted(wanted.items()):
+            running = self._node_clock(node, top)
+            if running == clock or self._node_busy(node):
+                continue
+            memory = self._nodes.setdefault(node, _NodeMemory())
+            if memory.lock_error is not None:
+                message = f"locking node {node}'s GPU clock failed: {memory.lock_error}"
+                await self._events.record(obj, "Warning", "GpuClockLockFailed", message)
+                memory.lock_error = None
+            failed_s = memory.lock_failed_s
+            if failed_s is not None and self._clock() - failed_s < config.gpu_tuning.min_interval_s:
+                continue
+            job = build_lock_job(config, node, clock, self._settings, self._wall_clock())
+            try:
+                await self._client.create(JOBS, job, self._settings.job_namespace)
+            except ApiError as error:
+                if error.is_conflict:
+                    continue
+                raise
+            job_name = ObjectMeta.of(job).name
+            log.info("gpu_clock_lock_job_created", node=node, job=job_name, clock_mhz=clock)
+            await self._events.record(
+                obj,
+                "Normal",
+                "GpuClockLocking",
+                f"GPU clock Job {job_name} locks node {node} at {clock} MHz (was {running}): "
+                "clocks decided with the replicas under the cap",
+            )
 
     # -- Tuning where it is not allowed ---------------------------------------------------------
 
@@ -346,47 +513,92 @@ class GpuTuningReconciler:
         await write_status(self._client, obj, desire)
         return memory.warned_generation == config.generation
 
-    def _may_start(self, node: str, config: PowerCappingConfig) -> bool:
-        """One Job per node at a time, and at most one per `minIntervalSeconds`."""
+    def _node_jobs(self, node: str) -> list[JsonObject]:
         label = node_label_value(node)
-        jobs = [
+        return [
             j
             for j in self._jobs.store.objects()
             if ObjectMeta.of(j).labels.get(TUNE_NODE_LABEL) == label
         ]
+
+    def _node_busy(self, node: str) -> bool:
+        """A Job (sweep or lock) still runs on the node: NVML would refuse a second lock. A
+        sweep counts until its result is read, whatever its Job's status says (the dev
+        cluster's kwok completes a Job's pod at once while the world plays the sweep)."""
+        jobs = self._node_jobs(node)
         if any(_job_active(j) for j in jobs):
+            return True
+        memory = self._nodes.get(node)
+        swept_s = memory.swept_s if memory is not None else 0.0
+        now_s = self._clock()
+        return any(
+            swept_s < _created_s(j) and now_s - _created_s(j) < self._settings.active_deadline_s
+            for j in jobs
+            if ObjectMeta.of(j).labels.get(PURPOSE_LABEL) != "lock"
+        )
+
+    def _may_start(self, node: str, config: PowerCappingConfig) -> bool:
+        """One Job per node at a time, and at most one sweep per `minIntervalSeconds`."""
+        if self._node_busy(node):
             return False
-        newest = max((_created_s(j) for j in jobs), default=0.0)
+        sweeps = [
+            j for j in self._node_jobs(node) if ObjectMeta.of(j).labels.get(PURPOSE_LABEL) != "lock"
+        ]
+        newest = max((_created_s(j) for j in sweeps), default=0.0)
         return self._clock() - newest >= config.gpu_tuning.min_interval_s
 
     def _collect_results(
-        self, key: str, targets: Sequence[ResolvedTarget], nodes: Sequence[str]
+        self,
+        key: str,
+        targets: Sequence[ResolvedTarget],
+        nodes: Sequence[str],
+        *,
+        hint_watts: bool,
     ) -> None:
-        """Read the nodes' new results; hand what their applied clocks did to each target's
-        replicas over to the power-cap reconciler."""
+        """Read the nodes' new results (sweeps and locks): remember each node's sweep and
+        clock, and, with `hint_watts`, hand what an applied clock did to each target's
+        replicas over to the power-cap reconciler. (Where clocks move with the replicas the
+        power-cap reconciler rescales its model on every clock change itself.)"""
         node_scales: dict[str, float] = {}
         for node in nodes:
-            name = result_configmap_name(node)
-            cm = self._results.store.get(f"{self._settings.job_namespace}/{name}")
-            if cm is None:
-                continue
-            version = str(ObjectMeta.of(cm).raw.get("resourceVersion"))
             memory = self._nodes.setdefault(node, _NodeMemory())
-            if version in memory.applied_results:
-                continue
-            memory.applied_results.add(version)
-            try:
-                result = as_object(json.loads(str(child(cm, "data").get(TUNE_RESULT_KEY, "{}"))))
-            except ValueError:
-                log.warning("gpu_tuning_result_unreadable", node=node, configmap=name)
-                continue
-            scale = watts_scale(result)
-            if scale is not None:
-                node_scales[node] = scale
-                log.info("gpu_tuning_result_applied", node=node, watts_scale=round(scale, 3))
-        if node_scales:
+            for name in (result_configmap_name(node), lock_configmap_name(node)):
+                result = self._new_result(node, name, memory)
+                if result is None:
+                    continue
+                memory.sweep = sweep_of(result) or memory.sweep
+                memory.locked_mhz = clock_after(result, memory.locked_mhz)
+                if result.get("mode") in {"apply", "recommend"}:
+                    memory.swept_s = self._clock()
+                if result.get("mode") in {"lock", "apply", "recommend"}:
+                    memory.moved = memory.locked_mhz is not None and result.get("mode") == "lock"
+                error = result.get("error")
+                if result.get("mode") == "lock" and isinstance(error, Mapping):
+                    memory.lock_failed_s = self._clock()
+                    memory.lock_error = f"{error.get('message')} ({error.get('reason')})"
+                    log.warning("gpu_clock_lock_failed", node=node, error=memory.lock_error)
+                scale = watts_scale(result)
+                if scale is not None:
+                    node_scales[node] = scale
+                    log.info("gpu_tuning_result_applied", node=node, watts_scale=round(scale, 3))
+        if node_scales and hint_watts:
             target_nodes = {t.name: t.pod_nodes for t in targets}
             self._hints.record(key, target_watts_scales(node_scales, target_nodes))
+
+    def _new_result(self, node: str, name: str, memory: _NodeMemory) -> JsonObject | None:
+        """The result document in ConfigMap `name`, once per version of it."""
+        cm = self._results.store.get(f"{self._settings.job_namespace}/{name}")
+        if cm is None:
+            return None
+        version = f"{name}@{ObjectMeta.of(cm).raw.get('resourceVersion')}"
+        if version in memory.applied_results:
+            return None
+        memory.applied_results.add(version)
+        try:
+            return as_object(json.loads(str(child(cm, "data").get(TUNE_RESULT_KEY, "{}"))))
+        except ValueError:
+            log.warning("gpu_tuning_result_unreadable", node=node, configmap=name)
+            return None
 
 
 @dataclass
@@ -444,6 +656,10 @@ def _rack_near_limit(config: PowerCappingConfig, status: PowerCappingConfigStatu
 def _mean_tokens_per_watt(status: PowerCappingConfigStatus) -> float | None:
     values = [t.tokens_per_watt for t in status.targets or () if t.tokens_per_watt is not None]
     return sum(values) / len(values) if values else None
+
+
+def _top_mhz(samples: Sequence[ClockSample]) -> int:
+    return max(s.clock_mhz for s in samples)
 
 
 def _metrics_urls(

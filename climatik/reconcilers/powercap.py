@@ -44,8 +44,10 @@ from climatik.reconcilers.actuation import (
     resource_of,
     restore_patch,
 )
+from climatik.reconcilers.clock_board import ClockBoard
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.opening import ConfigOpening
+from climatik.reconcilers.powercap_clocks import ClockMemory, follow_clock_changes, request_clocks
 from climatik.reconcilers.powercap_decide import decide_round
 from climatik.reconcilers.powercap_measure import (
     CapMeasurer,
@@ -117,6 +119,8 @@ class _ConfigMemory:
     its query templates, which 333 reconciles a second at 5,000 configs need not redo."""
     decided_s: float | None = None
     """When the last decision that was written began (None: decide at the next reconcile)."""
+    clocks: ClockMemory = field(default_factory=ClockMemory)
+    """Its targets' clocks, running and requested (`gpuTuning.clocksUnderCap`)."""
     decided_for: tuple[int | None, frozenset[tuple[str, str]]] | None = None
     """The spec generation and targets that decision was for: a change to either is decided
     at once (see `EARLIEST_DECISION_SHARE`)."""
@@ -138,6 +142,7 @@ class PowerCapReconciler:
         session_factory: Callable[[], Awaitable[aiohttp.ClientSession]],
         prometheus: PrometheusPool | None = None,
         hints: TuningHints | None = None,
+        clocks: ClockBoard | None = None,
         gpu_tuning_enabled: bool = True,
         vpa_footprints: bool = True,
         clock: Callable[[], float] = time.monotonic,
@@ -153,6 +158,7 @@ class PowerCapReconciler:
             settings, prometheus or prometheus_pool(settings, session_factory), nodes
         )
         self._hints = hints
+        self._clocks = clocks
         self._gpu_tuning_enabled = gpu_tuning_enabled
         # The VPA-hold controller writes `status.replicaFootprints`; with it off they are stale.
         self._vpa_footprints = vpa_footprints
@@ -193,6 +199,12 @@ class PowerCapReconciler:
                 "watts_per_replica_rescaled", scales={t: round(s, 3) for t, s in scales.items()}
             )
         learning = self._clock() >= memory.learning_paused_until_s
+        profiles = None
+        if config.gpu_tuning.clocks_under_cap and self._clocks is not None:
+            profiles = self._clocks.profiles(key)
+            memory.state = follow_clock_changes(
+                memory.clocks, memory.state, profiles, idle_w=memory.idle.watts, now_s=started_s
+            )
         resolution = self._workloads.resolve(config)
         targets = resolution.targets
         targeted = {(t.kind, t.name) for t in targets}
@@ -264,6 +276,16 @@ class PowerCapReconciler:
         )
         observation, plan = decided.observation, decided.plan
         _trace_round(observation, plan)
+        if profiles is not None and self._clocks is not None:
+            requests = request_clocks(
+                memory.clocks,
+                config,
+                decided,
+                profiles,
+                settle_s=self._settings.tuning_grace_s,
+                now_s=started_s,
+            )
+            self._clocks.request(key, requests)
         acted = await self._act(obj, config, key, plan, targets, held=held)
         if acted is None:
             memory.decided_s = None

@@ -38,6 +38,7 @@ from climatik.reconcilers.cached_fields import (
     SCALED_OBJECT_FIELDS,
 )
 from climatik.reconcilers.carbon import CarbonReconciler
+from climatik.reconcilers.clock_board import ClockBoard
 from climatik.reconcilers.gpu_tuning import ALLOWED_NAMESPACES_ENV, GpuTuningReconciler
 from climatik.reconcilers.metrics import CappingMetrics
 from climatik.reconcilers.powercap import PowerCapReconciler
@@ -69,6 +70,11 @@ def capping_metrics(ctx: ControllerContext) -> CappingMetrics:
 def tuning_hints(ctx: ControllerContext) -> TuningHints:
     """The hints the GPU-tuning controller leaves for the power-cap controller of one manager."""
     return ctx.shared(TuningHints, TuningHints)
+
+
+def clock_board(ctx: ControllerContext) -> ClockBoard:
+    """The clocks the GPU-tuning and power-cap controllers of one manager hand each other."""
+    return ctx.shared(ClockBoard, ClockBoard)
 
 
 def workload_caches(ctx: ControllerContext) -> WorkloadCaches:
@@ -253,6 +259,7 @@ def power_cap_controller(ctx: ControllerContext) -> Controller:
         session_factory=session.get,
         prometheus=prometheus,
         hints=tuning_hints(ctx),
+        clocks=clock_board(ctx),
         # The same switch that leaves the GPU-tuning controller out (controllers.py): with it
         # off, configs asking for tuning are told so instead of silently left untuned.
         gpu_tuning_enabled=ctx.controller_settings.gpu_tuning.enabled,
@@ -321,6 +328,7 @@ def gpu_tuning_controller(ctx: ControllerContext) -> Controller:
         results=ctx.informer(CONFIGMAPS, namespace=tuning_ns, label_selector=TUNE_NODE_LABEL),
         events=ctx.events,
         hints=tuning_hints(ctx),
+        clocks=clock_board(ctx),
         settings=settings,
     )
     return Controller(

@@ -21,10 +21,10 @@ class PolicySpec:
     """Scale-in by Climatik's pod-deletion-cost rule (`score_scale_in`: the replica whose
     removal lowers the hottest inlet most first), not the ReplicaSet's newest-first."""
     joint_clocks: bool = False
-    """Clocks decided with the replicas at every control interval under a binding cap
-    (`clocks_under_cap`, as POLCA). The live controller cannot do this yet: it sets clocks
-    only through GPU-tuning Jobs, per node, not per target every interval; so `climatik`, the
-    policy the twin reports for the live controller, leaves it off."""
+    """Clocks decided with the replicas under a binding cap (`clocks_under_cap`, as POLCA), a
+    target's at most every `CLOCK_CHANGE_INTERVAL_S`: the live controller's
+    `gpuTuning.clocksUnderCap` (opt-in; each change is a lock Job per node), so `climatik`
+    leaves it off and `climatik-joint-clocks` shows what it buys."""
     migrate: bool = False
     """Move a ready replica to a cooler place when the heat matrix predicts the move lowers the
     hottest inlet (`choose_migration`), as `spec.placement.migration` asks of the live
@@ -43,12 +43,17 @@ POLICY_SPECS: dict[str, PolicySpec] = {
     # The same with every service at its tuned clock: what `climatik demo --gpu-tuning Apply`
     # asks of the live controller (whose tuning Jobs lock the clocks node by node).
     "headroom-tuned": PolicySpec("headroom", "round-robin", tuned_clocks=True),
+    # ... and with the clocks moved with the replicas under the cap: what `climatik demo
+    # --gpu-tuning Apply --clocks-under-cap` asks of it.
+    "headroom-joint-clocks": PolicySpec(
+        "headroom", "round-robin", tuned_clocks=True, joint_clocks=True
+    ),
     # Ablations: climatik with one input removed, to show what that input is worth.
     "climatik-no-carbon": PolicySpec("headroom", "climatik", False, True, True),
     "climatik-max-clock": PolicySpec("headroom", "climatik", True, False, True),
     # What moving running replicas to cooler places adds (`spec.placement.migration`, opt-in).
     "climatik-migrate": PolicySpec("headroom", "climatik", True, True, True, migrate=True),
-    # What deciding clocks with the replicas would add (twin only: no live actuator yet).
+    # What deciding clocks with the replicas adds (`gpuTuning.clocksUnderCap`, opt-in).
     "climatik-joint-clocks": PolicySpec(
         "headroom", "climatik", True, True, True, joint_clocks=True
     ),

@@ -49,9 +49,13 @@ POLICY_SUMMARIES = {
         "climatik that also moves a running replica to a cooler server when the heat matrix "
         "predicts a lower hottest inlet (`placement.migration`, opt-in live)"
     ),
+    "headroom-joint-clocks": (
+        "headroom-tuned with clocks moved with the replicas under the cap: what `climatik demo "
+        "--gpu-tuning Apply --clocks-under-cap` runs live"
+    ),
     "climatik-joint-clocks": (
-        "climatik with clocks decided with the replicas under a binding cap (twin only: the live "
-        "controller has no per-target clock actuator yet)"
+        "climatik with clocks decided with the replicas under a binding cap "
+        "(`gpuTuning.clocksUnderCap`, opt-in live)"
     ),
     "placement-random": "climatik's ceilings, carbon and clocks; random placement",
     "placement-round-robin": "climatik's ceilings, carbon and clocks; round-robin placement",

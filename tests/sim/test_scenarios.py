@@ -101,8 +101,8 @@ def test_over_demand_keeps_the_premium_tier_and_fills_the_cap() -> None:
 def test_over_demand_buys_tokens_with_slower_clocks_under_the_cap() -> None:
     # Issue 17: where the demand breaks the cap, one more replica at a lower clock serves more
     # tokens per watt than a faster clock; clocks and replicas together serve a quarter more
-    # tokens than nameplate ceilings (the tuned clocks alone served 13 % more). Twin only: the
-    # live controller has no per-target clock actuator yet, so `climatik` leaves it off.
+    # tokens than nameplate ceilings (the tuned clocks alone served 13 % more). Opt-in live
+    # (`gpuTuning.clocksUnderCap`: a lock Job per node), so `climatik` leaves it off.
     result = Twin(load_scenario("over-demand"), ["static", "climatik-joint-clocks"]).run()
     climatik, static = result.policies["climatik-joint-clocks"], result.policies["static"]
     assert climatik["tokens"] >= 1.25 * static["tokens"]

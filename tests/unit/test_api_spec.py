@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from climatik.api.crd import build_crd
 from climatik.api.resource import PowerCappingConfig
@@ -141,3 +142,21 @@ def test_crd_defaults_equal_model_defaults() -> None:
             assert _model_value(wire["scaleObjectRef"][0], path[1:]) == default
         else:
             assert _model_value(wire, path) == default, path
+
+
+def test_clocks_under_cap_needs_apply_and_defaults_to_fifteen_minutes() -> None:
+    base = {"powerCapLimit": 500, "deploymentName": "llm"}
+    spec = PowerCappingConfigSpec.model_validate(
+        {**base, "gpuTuning": {"mode": "Apply", "clocksUnderCap": True}}
+    )
+    assert spec.gpu_tuning.clocks_under_cap is True
+    assert spec.gpu_tuning.clock_change_interval_seconds == 900
+    for mode in ("Recommend", "Disabled"):
+        with pytest.raises(ValidationError, match=r"clocksUnderCap needs gpuTuning.mode Apply"):
+            PowerCappingConfigSpec.model_validate(
+                {**base, "gpuTuning": {"mode": mode, "clocksUnderCap": True}}
+            )
+    with pytest.raises(ValidationError, match="clockChangeIntervalSeconds"):
+        PowerCappingConfigSpec.model_validate(
+            {**base, "gpuTuning": {"mode": "Apply", "clockChangeIntervalSeconds": 10}}
+        )

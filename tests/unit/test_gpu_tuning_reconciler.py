@@ -7,9 +7,21 @@ from datetime import UTC, datetime
 import pytest
 
 from climatik.domain.config import GpuTuningConfig, GpuTuningMode, PowerCappingConfig, SloBounds
-from climatik.domain.gpu import TUNE_NODE_LABEL, node_label_value, result_configmap_name
-from climatik.reconcilers.gpu_tuning import TuningNotAllowedError, build_job
+from climatik.domain.gpu import (
+    TUNE_NODE_LABEL,
+    lock_configmap_name,
+    node_label_value,
+    result_configmap_name,
+)
+from climatik.domain.gpu_tune_result import TuneMode
+from climatik.reconcilers.gpu_tuning import (
+    PURPOSE_LABEL,
+    TuningNotAllowedError,
+    build_job,
+    build_lock_job,
+)
 from climatik.reconcilers.settings import GpuTuningSettings
+from climatik.world.tuning import read_tune_job
 from tests.json_paths import dig, list_at, obj_at
 
 
@@ -82,3 +94,28 @@ def test_long_node_names_become_valid_label_values() -> None:
     value = node_label_value(name)
     assert len(value) <= 63
     assert value != node_label_value(name + "y")
+
+
+def test_a_lock_job_locks_its_node_at_one_clock_and_the_world_plays_it() -> None:
+    settings = GpuTuningSettings(
+        job_namespace="gpu-tuning", image="climatik:test", allowed_namespaces=["serving"]
+    )
+    now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    job = build_lock_job(config(GpuTuningMode.APPLY), "gpu-node-1", 1410, settings, now)
+    (container,) = list_at(obj_at(job, "spec", "template", "spec"), "containers")
+    args = list_at(container, "args")
+    assert args[:5] == ["gpu-tune", "--mode", "lock", "--clock-mhz", "1410"]
+    target = args[args.index("--result-configmap") + 1]
+    assert target == f"gpu-tuning/{lock_configmap_name('gpu-node-1')}"
+    assert lock_configmap_name("gpu-node-1") != result_configmap_name("gpu-node-1")
+    # Not counted against the sweeps' interval; the same privileges and node pin as a sweep.
+    assert dig(job, "metadata", "labels", PURPOSE_LABEL) == "lock"
+    assert dig(job, "metadata", "labels", TUNE_NODE_LABEL) == "gpu-node-1"
+    assert dig(container, "securityContext", "capabilities", "add") == ["SYS_ADMIN"]
+    order = read_tune_job({**job, "metadata": {**obj_at(job, "metadata"), "uid": "u"}})
+    assert order is not None
+    assert (order.mode, order.clock_mhz, order.node) == (TuneMode.LOCK, 1410, "gpu-node-1")
+    with pytest.raises(TuningNotAllowedError):
+        build_lock_job(
+            config(GpuTuningMode.APPLY), "n", 1410, GpuTuningSettings(allowed_namespaces=[]), now
+        )

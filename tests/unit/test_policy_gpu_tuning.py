@@ -7,7 +7,9 @@ import pytest
 from climatik.domain.capping import CappingState, TargetLearnerState
 from climatik.policies.gpu_tuning import (
     TriggerInputs,
+    clock_after,
     rescale_watts_per_replica,
+    sweep_of,
     target_watts_scales,
     tuning_reason,
     watts_scale,
@@ -78,3 +80,43 @@ def test_a_nodes_result_scales_each_target_by_its_share_of_replicas_on_that_node
         },
     )
     assert scales == {"chat": pytest.approx((0.8 + 0.6 + 1 + 1) / 4), "batch": pytest.approx(0.8)}
+
+
+SWEEP_RESULT = {
+    "mode": "apply",
+    "samples": [
+        {"clockMHz": 1200, "watts": 3000.0, "tokensPerSecond": 900.0},
+        {
+            "clockMHz": 1980,
+            "watts": 5000.0,
+            "tokensPerSecond": 1000.0,
+            "p99TokenLatencySeconds": 0.03,
+        },
+    ],
+    "choice": {"clockMHz": 1200},
+    "appliedClockMHz": 1200,
+}
+
+
+def test_a_sweep_result_gives_its_samples_fastest_first_and_its_pick() -> None:
+    found = sweep_of(SWEEP_RESULT)
+    assert found is not None
+    samples, tuned = found
+    assert [s.clock_mhz for s in samples] == [1980, 1200]
+    assert samples[0].p99_token_latency_s == pytest.approx(0.03)
+    assert samples[1].p99_token_latency_s is None
+    assert tuned == 1200
+    # A lock, a dry run, a pick outside the samples, or a malformed sample: no sweep.
+    assert sweep_of({"mode": "lock", "samples": [], "appliedClockMHz": 1200}) is None
+    assert sweep_of({**SWEEP_RESULT, "choice": {"clockMHz": 1500}}) is None
+    assert sweep_of({**SWEEP_RESULT, "samples": [{"clockMHz": "fast"}]}) is None
+
+
+def test_the_clock_a_node_runs_after_each_kind_of_result() -> None:
+    assert clock_after(SWEEP_RESULT, None) == 1200
+    assert clock_after({"mode": "lock", "appliedClockMHz": 1500}, 1200) == 1500
+    # A failed lock leaves the clock; a recommendation or a failed sweep restores the default.
+    assert clock_after({"mode": "lock", "appliedClockMHz": None}, 1200) == 1200
+    assert clock_after({"mode": "dry-run"}, 1200) == 1200
+    assert clock_after({"mode": "recommend", "appliedClockMHz": None}, 1200) is None
+    assert clock_after({"mode": "apply", "appliedClockMHz": None}, 1200) is None
