@@ -256,6 +256,12 @@ class _NodeMemory:
     """The clock its GPUs are locked at (`None`: their default, the sweep's top clock)."""
     lock_failed_s: float | None = None
     """When a lock Job last reported an error: no other lock there for `minIntervalSeconds`."""
+    lock_asked: int | None = None
+    """The clock its latest lock result was asked for: a GPU that cannot run it exactly took
+    the nearest below, and asking again would only repeat the Job."""
+    wanted_by: dict[str, int] = field(default_factory=dict)
+    """Per config whose targets run there, the clock it asks for: a node shared by several
+    configs runs the fastest, whichever config reconciles, so they never lock it in turn."""
     lock_error: str | None = None
     """That error, until a Warning Event has told the config."""
     moved: bool = False
@@ -318,13 +324,15 @@ class GpuTuningReconciler:
         profiles = self._profiles(targets)
         if moving:
             self._clocks.post_profiles(key, profiles)
-            await self._lock_requested(obj, config, targets, profiles, self._clocks.requested(key))
+            await self._lock_requested(
+                obj, key, config, targets, profiles, requested=self._clocks.requested(key)
+            )
         else:
             # Clocks no longer move: nodes a lock Job left at another clock go back to their
             # sweep's pick (Apply) or their default (Recommend: the sweep's top clock).
             self._clocks.forget(key)
             await self._lock_requested(
-                obj, config, targets, profiles, {}, put_back=config.gpu_tuning.mode
+                obj, key, config, targets, profiles, requested={}, put_back=config.gpu_tuning.mode
             )
         status = peer_status(obj)  # the power-cap and carbon reconcilers' readings
         tokens_per_watt = _mean_tokens_per_watt(status)
@@ -362,6 +370,8 @@ class GpuTuningReconciler:
 
     def _forget(self, key: str) -> None:
         self._refusals.pop(key, None)
+        for memory in self._nodes.values():
+            memory.wanted_by.pop(key, None)
         self._clocks.forget(key)
         self._workloads.forget(key)
 
@@ -398,17 +408,20 @@ class GpuTuningReconciler:
     async def _lock_requested(
         self,
         obj: JsonObject,
+        key: str,
         config: PowerCappingConfig,
         targets: Sequence[ResolvedTarget],
         profiles: Mapping[str, ClockProfile],
-        requested: Mapping[str, int],
         *,
+        requested: Mapping[str, int],
         put_back: GpuTuningMode | None = None,
     ) -> None:
         """A lock Job on each node whose clock differs from what the power-cap reconciler asked
-        for its targets (a node shared by several: the fastest of their clocks, so no target
-        runs slower than its own latency bound allows); with `put_back`, on each node a lock
-        Job moved, back to its sweep's pick (Apply) or its top clock."""
+        for its targets (a node shared by several, of this config or others: the fastest of
+        their clocks, so no target runs slower than its own latency bound allows, and two
+        configs never lock it in turn); with `put_back`, on each node a lock Job moved, back
+        to its sweep's pick (Apply) or its top clock. A node whose last lock was asked for the
+        same clock is left alone (its GPUs took the nearest below: asking again repeats it)."""
         wanted: dict[str, tuple[int, int]] = {}
         for target in targets:
             profile = profiles.get(target.name)
@@ -425,11 +438,17 @@ class GpuTuningReconciler:
                     continue
                 asked, _ = wanted.get(node, (0, top))
                 wanted[node] = (max(asked, clock), top)
-        for node, (clock, top) in sorted(wanted.items()):
-            running = self._node_clock(node, top)
-            if running == clock or self._node_busy(node):
-                continue
+        for node, memory in self._nodes.items():
+            if node in wanted:
+                memory.wanted_by[key] = wanted[node][0]
+            else:
+                memory.wanted_by.pop(key, None)
+        for node, (_, top) in sorted(wanted.items()):
             memory = self._nodes.setdefault(node, _NodeMemory())
+            clock = max(memory.wanted_by.values(), default=wanted[node][0])
+            running = self._node_clock(node, top)
+            if clock in {running, memory.lock_asked} or self._node_busy(node):
+                continue
             if memory.lock_error is not None:
                 message = f"locking node {node}'s GPU clock failed: {memory.lock_error}"
                 await self._events.record(obj, "Warning", "GpuClockLockFailed", message)
@@ -570,6 +589,10 @@ class GpuTuningReconciler:
                 memory.locked_mhz = clock_after(result, memory.locked_mhz)
                 if result.get("mode") in {"apply", "recommend"}:
                     memory.swept_s = self._clock()
+                    memory.lock_asked = None
+                if result.get("mode") == "lock" and not result.get("error"):
+                    asked = result.get("requestedClockMHz")
+                    memory.lock_asked = asked if isinstance(asked, int) else None
                 if result.get("mode") in {"lock", "apply", "recommend"}:
                     memory.moved = memory.locked_mhz is not None and result.get("mode") == "lock"
                 error = result.get("error")
