@@ -98,10 +98,13 @@ def clocks_for_round(
         return now_s - seen.changed_s if seen is not None else float("inf")
 
     def current(name: str) -> int:
-        # Before any request the sweeps' pick: nodes not swept yet run their default, and
-        # holding that (the hysteresis) would undo the tuning.
+        # Before any request the sweeps' pick, or the clock its nodes run if slower (after a
+        # restart, locks made before it: a rise from them must pass the spare-watt check).
+        # Nodes not swept yet run their default, and holding that (the hysteresis) would undo
+        # the tuning.
         asked = requested.get(name)
-        return asked.mhz if asked is not None else profiles[name].tuned_mhz
+        profile = profiles[name]
+        return asked.mhz if asked is not None else min(profile.tuned_mhz, profile.current_mhz)
 
     targets = []
     for t in profiled:

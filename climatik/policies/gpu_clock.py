@@ -181,14 +181,15 @@ def clocks_under_cap(
     only lowers power; a faster one is taken only where the extra watts of every replica its
     ceiling allows, saturated, fit in `spare_w`: what the ceilings just decided leave under the
     cap (the ceilings spent the measured headroom already). A target not `changeable` keeps
-    its clock and its watts. Without a demand, an idle draw or a budget, every other target
-    takes its tuned clock.
+    its clock and its watts. Without a demand, an idle draw or a budget, every clock stays as it
+    is (going back to the tuned one unchecked could raise a clock into watts the cap lacks).
     """
-    chosen = {t.name: t.tuned_mhz if t.changeable else t.current_mhz for t in targets}
+    as_is = {t.name: t.current_mhz for t in targets}
     if dynamic_budget_w is None or idle_w is None or not targets:
-        return chosen
+        return as_is
     if any(t.demand_tokens_per_s is None for t in targets):
-        return chosen
+        return as_is
+    chosen = {t.name: t.tuned_mhz if t.changeable else t.current_mhz for t in targets}
 
     def options(target: ClockTarget) -> list[ClockSample]:
         limit = target.max_p99_token_latency_s

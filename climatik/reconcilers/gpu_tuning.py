@@ -256,6 +256,10 @@ class _NodeMemory:
     """The clock its GPUs are locked at (`None`: their default, the sweep's top clock)."""
     lock_failed_s: float | None = None
     """When a lock Job last reported an error: no other lock there for `minIntervalSeconds`."""
+    lock_created_s: float = 0.0
+    """When this process last created a lock Job there ..."""
+    lock_result_s: float = 0.0
+    """... and last read a lock result: a Job with no result yet is in flight, or failed."""
     lock_asked: int | None = None
     """The clock its latest lock result was asked for: a GPU that cannot run it exactly took
     the nearest below, and asking again would only repeat the Job."""
@@ -434,6 +438,11 @@ class GpuTuningReconciler:
                 if put_back is not None and memory is not None and memory.moved:
                     sweep = memory.sweep or (profile.samples, profile.tuned_mhz)
                     clock = sweep[1] if put_back is GpuTuningMode.APPLY else _top_mhz(sweep[0])
+                    # Only down: a rise here would pass no spare-watt check, and no model
+                    # follows it once clocks stop moving. A node left below waits for its
+                    # next sweep.
+                    running = self._node_clock(node, top)
+                    clock = clock if clock < running else None
                 if clock is None:
                     continue
                 asked, _ = wanted.get(node, (0, top))
@@ -453,7 +462,11 @@ class GpuTuningReconciler:
                 message = f"locking node {node}'s GPU clock failed: {memory.lock_error}"
                 await self._events.record(obj, "Warning", "GpuClockLockFailed", message)
                 memory.lock_error = None
+            # A failed lock, or one whose Job left no result at all (NVML missing, an image
+            # without lock mode), waits `minIntervalSeconds` before the next try.
             failed_s = memory.lock_failed_s
+            if memory.lock_created_s > memory.lock_result_s:
+                failed_s = max(failed_s or 0.0, memory.lock_created_s)
             if failed_s is not None and self._clock() - failed_s < config.gpu_tuning.min_interval_s:
                 continue
             job = build_lock_job(config, node, clock, self._settings, self._wall_clock())
@@ -463,6 +476,7 @@ class GpuTuningReconciler:
                 if error.is_conflict:
                     continue
                 raise
+            memory.lock_created_s = self._clock()
             job_name = ObjectMeta.of(job).name
             log.info("gpu_clock_lock_job_created", node=node, job=job_name, clock_mhz=clock)
             await self._events.record(
@@ -590,6 +604,8 @@ class GpuTuningReconciler:
                 if result.get("mode") in {"apply", "recommend"}:
                     memory.swept_s = self._clock()
                     memory.lock_asked = None
+                if result.get("mode") == "lock":
+                    memory.lock_result_s = self._clock()
                 if result.get("mode") == "lock" and not result.get("error"):
                     asked = result.get("requestedClockMHz")
                     memory.lock_asked = asked if isinstance(asked, int) else None

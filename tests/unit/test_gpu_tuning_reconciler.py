@@ -108,7 +108,8 @@ def test_a_lock_job_locks_its_node_at_one_clock_and_the_world_plays_it() -> None
     target = args[args.index("--result-configmap") + 1]
     assert target == f"gpu-tuning/{lock_configmap_name('gpu-node-1')}"
     assert lock_configmap_name("gpu-node-1") != result_configmap_name("gpu-node-1")
-    # Not counted against the sweeps' interval; the same privileges and node pin as a sweep.
+    # Labelled apart from sweeps (which alone count against their interval); the same privileges
+    # and node pin as a sweep.
     assert dig(job, "metadata", "labels", PURPOSE_LABEL) == "lock"
     assert dig(job, "metadata", "labels", TUNE_NODE_LABEL) == "gpu-node-1"
     assert dig(container, "securityContext", "capabilities", "add") == ["SYS_ADMIN"]

@@ -105,7 +105,7 @@ def test_a_clock_asked_for_lately_holds_until_the_interval_has_passed() -> None:
     # the interval: the request holds, and its nodes are brought to it.
     assert decide(
         running={"chat": ClockHistory(1500, 9_990.0)},
-        requested={"chat": ClockHistory(1000, 9_500.0)},
+        requested={"chat": ClockHistory(1500, 9_000.0)},
     ) == {"chat": 1000}
 
 
@@ -133,3 +133,11 @@ def test_before_any_request_a_target_starts_from_its_sweeps_pick_not_its_nodes_d
     # what serves as much) would undo the tuning on every node.
     unswept = {"chat": dataclasses.replace(PROFILE, current_mhz=2000)}
     assert decide(unswept, demand=1000.0, cap_w=20_000.0) == {"chat": 1500}
+
+
+def test_after_a_restart_a_clock_locked_low_rises_only_through_the_checks() -> None:
+    # No request remembered, the nodes locked at 1000 MHz and changed lately: 3,500 tokens/s
+    # would be served best at 1500 MHz, but the rise waits for the measurement to settle.
+    locked = {"chat": dataclasses.replace(PROFILE, current_mhz=1000)}
+    recent = {"chat": ClockHistory(1000, 9_990.0)}
+    assert decide(locked, recent, demand=3500.0, cap_w=10_000.0) == {"chat": 1000}

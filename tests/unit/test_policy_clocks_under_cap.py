@@ -133,10 +133,12 @@ def test_a_clock_changed_lately_holds_and_its_watts_are_spent_first() -> None:
     assert clocks_under_cap([slow], dynamic_budget_w=None, idle_w=IDLE_W) == {"chat": 1000}
 
 
-def test_without_a_demand_or_idle_draw_every_target_keeps_its_tuned_clock() -> None:
+def test_without_a_demand_or_idle_draw_every_clock_stays_as_it_is() -> None:
+    # Going back to the tuned clock here would raise a lowered one with no spare-watt check.
     slow = target(current=1000, demand=None)
-    assert clocks_under_cap([slow], dynamic_budget_w=100.0, idle_w=IDLE_W) == {"chat": 1500}
+    assert clocks_under_cap([slow], dynamic_budget_w=100.0, idle_w=IDLE_W) == {"chat": 1000}
     assert clocks_under_cap([target()], dynamic_budget_w=100.0, idle_w=None) == {"chat": 1500}
+    assert clocks_under_cap([slow], dynamic_budget_w=None, idle_w=IDLE_W) == {"chat": 1000}
 
 
 def test_clock_change_ratios_come_from_the_sweep() -> None:
