@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
-from climatik.domain.gpu import ClockSample
+from climatik.domain.gpu import ClockSample, GpuInventory
 from climatik.domain.gpu_tune_result import (
     DEFAULT_MEASURE_S,
     DEFAULT_SETTLE_S,
@@ -44,6 +44,14 @@ async def _lock_all(devices: Sequence[GpuDevice], clock_mhz: int) -> None:
             with contextlib.suppress(GpuError):
                 await call
             raise
+
+
+def _common_clocks(inventory: Sequence[GpuInventory]) -> set[int]:
+    """The SM clocks every GPU of the node supports: the group moves together."""
+    common = set(inventory[0].supported_sm_clocks_mhz)
+    for gpu in inventory[1:]:
+        common &= set(gpu.supported_sm_clocks_mhz)
+    return common
 
 
 async def _mean_power_w(
@@ -94,10 +102,7 @@ async def tune_gpus(
         inventory = [await asyncio.to_thread(device.inventory) for device in devices]
     except GpuError as error:
         return GpuTuneResult(mode, [], [], error=error)
-    common = set(inventory[0].supported_sm_clocks_mhz)
-    for gpu in inventory[1:]:
-        common &= set(gpu.supported_sm_clocks_mhz)
-    plan = candidate_clocks(sorted(common, reverse=True), sweep_points)
+    plan = candidate_clocks(sorted(_common_clocks(inventory), reverse=True), sweep_points)
     result = GpuTuneResult(mode, inventory, plan)
     if mode is TuneMode.DRY_RUN or not plan:
         return result
@@ -149,9 +154,7 @@ async def lock_gpus(devices: Sequence[GpuDevice], clock_mhz: int) -> GpuTuneResu
     except GpuError as error:
         result.error = error
         return result
-    common = set(result.inventory[0].supported_sm_clocks_mhz)
-    for gpu in result.inventory[1:]:
-        common &= set(gpu.supported_sm_clocks_mhz)
+    common = _common_clocks(result.inventory)
     if not common:
         result.error = GpuError("NotSupported", "this node's GPUs share no SM clock to lock")
         return result

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -272,6 +273,26 @@ class _NodeMemory:
     """Its clock is a lock Job's, not its sweep's: put back when clocks stop moving."""
     swept_s: float = 0.0
     """When its latest sweep result was read: a sweep Job created after it still sweeps."""
+
+    def take(self, result: Mapping[str, Any], now_s: float) -> None:
+        """What one result document (a sweep's or a lock's) says about the node."""
+        mode = result.get("mode")
+        self.sweep = sweep_of(result) or self.sweep
+        self.locked_mhz = clock_after(result, self.locked_mhz)
+        if mode in {"apply", "recommend"}:
+            self.swept_s = now_s
+            self.lock_asked = None
+            self.moved = False
+        elif mode == "lock":
+            self.lock_result_s = now_s
+            self.moved = self.locked_mhz is not None
+            error = result.get("error")
+            if isinstance(error, Mapping):
+                self.lock_failed_s = now_s
+                self.lock_error = f"{error.get('message')} ({error.get('reason')})"
+            else:
+                asked = result.get("requestedClockMHz")
+                self.lock_asked = asked if isinstance(asked, int) else None
 
 
 class GpuTuningReconciler:
@@ -566,18 +587,14 @@ class GpuTuningReconciler:
         now_s = self._clock()
         return any(
             swept_s < _created_s(j) and now_s - _created_s(j) < self._settings.active_deadline_s
-            for j in jobs
-            if ObjectMeta.of(j).labels.get(PURPOSE_LABEL) != "lock"
+            for j in _sweeps(jobs)
         )
 
     def _may_start(self, node: str, config: PowerCappingConfig) -> bool:
         """One Job per node at a time, and at most one sweep per `minIntervalSeconds`."""
         if self._node_busy(node):
             return False
-        sweeps = [
-            j for j in self._node_jobs(node) if ObjectMeta.of(j).labels.get(PURPOSE_LABEL) != "lock"
-        ]
-        newest = max((_created_s(j) for j in sweeps), default=0.0)
+        newest = max((_created_s(j) for j in _sweeps(self._node_jobs(node))), default=0.0)
         return self._clock() - newest >= config.gpu_tuning.min_interval_s
 
     def _collect_results(
@@ -599,22 +616,8 @@ class GpuTuningReconciler:
                 result = self._new_result(node, name, memory)
                 if result is None:
                     continue
-                memory.sweep = sweep_of(result) or memory.sweep
-                memory.locked_mhz = clock_after(result, memory.locked_mhz)
-                if result.get("mode") in {"apply", "recommend"}:
-                    memory.swept_s = self._clock()
-                    memory.lock_asked = None
-                if result.get("mode") == "lock":
-                    memory.lock_result_s = self._clock()
-                if result.get("mode") == "lock" and not result.get("error"):
-                    asked = result.get("requestedClockMHz")
-                    memory.lock_asked = asked if isinstance(asked, int) else None
-                if result.get("mode") in {"lock", "apply", "recommend"}:
-                    memory.moved = memory.locked_mhz is not None and result.get("mode") == "lock"
-                error = result.get("error")
-                if result.get("mode") == "lock" and isinstance(error, Mapping):
-                    memory.lock_failed_s = self._clock()
-                    memory.lock_error = f"{error.get('message')} ({error.get('reason')})"
+                memory.take(result, self._clock())
+                if result.get("mode") == "lock" and isinstance(result.get("error"), Mapping):
                     log.warning("gpu_clock_lock_failed", node=node, error=memory.lock_error)
                 scale = watts_scale(result)
                 if scale is not None:
@@ -695,6 +698,11 @@ def _rack_near_limit(config: PowerCappingConfig, status: PowerCappingConfigStatu
 def _mean_tokens_per_watt(status: PowerCappingConfigStatus) -> float | None:
     values = [t.tokens_per_watt for t in status.targets or () if t.tokens_per_watt is not None]
     return sum(values) / len(values) if values else None
+
+
+def _sweeps(jobs: Sequence[JsonObject]) -> list[JsonObject]:
+    """The sweep Jobs among a node's (lock Jobs are labelled apart)."""
+    return [j for j in jobs if ObjectMeta.of(j).labels.get(PURPOSE_LABEL) != "lock"]
 
 
 def _top_mhz(samples: Sequence[ClockSample]) -> int:
